@@ -26,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed .iverilog-ok  ## create .venv with the codesign console script
 
+# SCALE-Sim is our systolic-timing oracle in tests; it needs numpy<2.4, so it lives in its own venv.
+.venv-scalesim/.installed:
+	$(PY) -m venv .venv-scalesim
+	.venv-scalesim/bin/pip install -q scalesim==3.0.0 "numpy<2.4" six
+	touch $@
+
 $(MODELS)/.built: $(VENV)/.installed $(wildcard examples/export_*.py)
 	$(VPY) examples/build_models.py --out $(MODELS)
 	touch $@
@@ -36,13 +42,13 @@ demo: install examples  ## set up everything, then compile the example ViT on th
 	$(VENV)/bin/codesign targets
 	$(VENV)/bin/codesign compile $(MODELS)/vit_tiny.onnx --target fpga-u280
 
-test: install examples  ## the whole suite, RTL included
+test: install examples .venv-scalesim/.installed  ## the whole suite, RTL included
 	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install examples  ## the suite without slow and RTL tests
 	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)
 
-bench: install examples  ## print speed and memory figures
+bench: install examples .venv-scalesim/.installed  ## print speed and memory figures
 	$(VPY) benchmarks/run.py
 
 calibrate: install  ## re-run Yosys synthesis of every RTL kernel and rewrite the resource calibration

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""codesign compiler: frontends, dataflow dialect, passes, numerics, scheduling onto hw models."""

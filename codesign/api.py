@@ -1,0 +1,68 @@
+"""The Python API: ``codesign.compile(model, target=..., example_inputs=...)``.
+
+Accepts an ONNX path, an ``onnx.ModelProto`` or a ``torch.nn.Module`` (exported with ``torch.onnx.export``, the
+legacy TorchScript exporter, opset 17: it is the one that exports every model family we support today).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import onnx
+
+from compiler.pipeline import CompileOptions, CompileResult, overrides_from, run_pipeline
+from compiler.summary import build_report
+from hw.errors import InputError
+
+__all__ = ["compile", "compile_options", "to_onnx"]
+
+
+def to_onnx(model: Any, example_inputs: Any = None) -> str | os.PathLike[str] | onnx.ModelProto:
+    """An ONNX path or proto for ``model``; exports a torch module with ``example_inputs``."""
+    if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        return model
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise InputError("compile(torch.nn.Module): pass example_inputs=(tensor, ...) to export it")
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        buffer = io.BytesIO()
+        model.eval()
+        with torch.no_grad():
+            torch.onnx.export(model, args, buffer, opset_version=17, dynamo=False)
+        return onnx.load_from_string(buffer.getvalue())
+    raise InputError(f"compile(): expected an ONNX path, onnx.ModelProto or torch.nn.Module, got {type(model).__name__}")
+
+
+def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Sequence[str] = (),
+                    shapes: Mapping[str, Sequence[int]] | None = None, passes: str | None = None,
+                    stop_after: str | None = None, print_ir_after: Sequence[str] = (),
+                    **choices: str) -> CompileOptions:
+    """Validated ``CompileOptions`` from plain Python values."""
+    return CompileOptions(
+        target=target, overrides=overrides_from(overrides),
+        shapes=tuple((k, tuple(int(d) for d in v)) for k, v in (shapes or {}).items()),
+        passes=passes, stop_after=stop_after, print_ir_after=tuple(print_ir_after),
+        choices=tuple(sorted((k, str(v)) for k, v in choices.items() if v is not None)),
+    )
+
+
+def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *,
+            overrides: Mapping[str, str] | Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None,
+            passes: str | None = None, stop_after: str | None = None, **choices: str) -> CompileResult:
+    """Compile ``model`` for ``target`` (a bundled name or a YAML path) and return the result with its report.
+
+    ``overrides`` are dotted target keys (``{"gemm.rows": 16}``), ``shapes`` concrete input shapes for symbolic
+    dims, ``choices`` the compiler options (``softmax="shiftmax"``, ...). Raises ``hw.errors.InputError`` on bad input.
+    """
+    options = compile_options(target, {k: str(v) for k, v in dict(overrides).items()} if isinstance(overrides, Mapping)
+                              else overrides, shapes, passes, stop_after, **choices)
+    from codesign.options import middle_passes
+
+    return run_pipeline(to_onnx(model, example_inputs), options, middle=middle_passes(options), report=build_report)

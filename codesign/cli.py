@@ -1,0 +1,231 @@
+"""The ``codesign`` command line: compile, opt, targets (rtl and sweep register themselves here too).
+
+Every problem with what the user gave us is an ``InputError``: one line on stderr, exit status 2. A traceback means
+a bug in codesign.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from hw.errors import InputError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line, exit 2, like every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _print_ir(module: Any, generic: bool) -> str:
+    from xdsl.printer import Printer
+
+    out = io.StringIO()
+    Printer(stream=out, print_generic_format=generic, print_properties_as_attributes=generic).print_op(module)
+    out.write("\n")
+    return out.getvalue()
+
+
+def _output_path(path: str, inputs: Sequence[str], flag: str) -> Path:
+    """Where to write ``flag``'s output; never over one of the user's inputs, parent must exist."""
+    out = Path(path)
+    for given in inputs:
+        if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise InputError(f"{flag} {path}: refusing to overwrite the input file")
+    if not out.parent.exists():
+        raise InputError(f"{flag} {path}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise InputError(f"{flag} {path}: is a directory")
+    return out
+
+
+def _add_compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ONNX file")
+    p.add_argument("--target", default="fpga-u280", help="bundled target name or a target YAML path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a target key by dotted path, e.g. gemm.rows=16 (repeatable)")
+    p.add_argument("--shape", action="append", default=[], metavar="INPUT=DIMS",
+                   help="concrete shape for an input with symbolic dims, e.g. input_ids=1x128 (repeatable)")
+    p.add_argument("--passes", help="replace the default passes, e.g. 'canonicalize,fuse,tile,schedule'")
+    p.add_argument("--stop-after", metavar="STEP", help="stop after this pipeline step")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="STEP",
+                   help="print the IR after this step to stdout (repeatable)")
+    from codesign.options import CHOICES
+
+    for key, (valid, default) in sorted(CHOICES.items()):
+        p.add_argument(f"--{key}", default=None, metavar="|".join(valid), help=f"default: {default}")
+
+
+def _compile_options(args: argparse.Namespace):
+    from codesign.api import compile_options
+    from codesign.options import CHOICES, validate_choice
+    from compiler.frontend.onnx_loader import parse_shape_arg
+
+    shapes = dict(parse_shape_arg(s) for s in args.shape)
+    choices = {}
+    for key in CHOICES:
+        value = getattr(args, key.replace("-", "_"), None)
+        if value is not None:
+            choices[key] = validate_choice(key, value)
+    return compile_options(args.target, args.overrides, shapes, args.passes, args.stop_after,
+                           args.print_ir_after, **choices)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from codesign.options import middle_passes
+    from codesign.report import render_table, write_json
+    from codesign.trace import trace_events
+    from compiler.pipeline import run_pipeline
+    from compiler.summary import build_report
+
+    outputs = {flag: _output_path(path, [args.model], flag) for flag, path in (
+        ("--json", args.json), ("--emit-mlir", args.emit_mlir), ("--trace", args.trace),
+        ("--html", getattr(args, "html", None))) if path}
+    options = _compile_options(args)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+
+    def on_ir(step: str, module: Any) -> None:
+        sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, args.mlir_generic))
+
+    result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, report=build_report)
+    if "--emit-mlir" in outputs:
+        outputs["--emit-mlir"].write_text(_print_ir(result.module, args.mlir_generic))
+    if result.report is None:
+        console.print(f"stopped after '{result.steps_run[-1]}' (steps run: {', '.join(result.steps_run)})")
+        return 0
+    report = result.report
+    if not args.quiet:
+        render_table(report, console, max_layers=args.max_layers)
+    if "--json" in outputs:
+        write_json(report, outputs["--json"])
+    if "--trace" in outputs:
+        outputs["--trace"].write_text(json.dumps(trace_events(result.env.schedule, report["clock_mhz"],
+                                                              report["model"])))
+    if "--html" in outputs:
+        from codesign.html import write_html
+
+        write_html(report, result.env.schedule, outputs["--html"])
+    return 0
+
+
+def _cmd_opt(args: argparse.Namespace) -> int:
+    from xdsl.parser import Parser
+    from xdsl.utils.exceptions import ParseError, VerifyException, DiagnosticException
+
+    from compiler.context import make_context
+    from compiler.pipeline import parse_passes
+
+    path = Path(args.file)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    ctx = make_context(None)
+    ctx.env = None  # type: ignore[assignment]  # passes needing weights must say so under `opt`
+    try:
+        module = Parser(ctx, path.read_text(), name=str(path)).parse_module()
+    except ParseError as err:
+        raise InputError(f"{path}: {_one_line(err)}") from None
+    except (AssertionError, ValueError, KeyError) as err:  # xDSL's format parsers assert on some malformed input
+        raise InputError(f"{path}: cannot parse: {_one_line(err) or 'malformed operation'}") from None
+    passes = parse_passes(args.passes) if args.passes else []
+    try:
+        module.verify()
+        for p in passes:
+            p.apply(ctx, module)
+            module.verify()
+    except (VerifyException, DiagnosticException) as err:
+        raise InputError(f"{path}: {_one_line(err)}") from None
+    text = _print_ir(module, args.mlir_generic)
+    if args.output:
+        _output_path(args.output, [args.file], "-o").write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    # xDSL parse errors show the location first and the reason last.
+    return " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from hw.targets import bundled_targets
+
+    table = Table(title="bundled targets (use --target NAME, or a YAML path)")
+    table.add_column("name", style="bold")
+    table.add_column("summary")
+    for name, summary in bundled_targets().items():
+        table.add_row(name, summary)
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = _Parser(prog="codesign", description="Hardware co-design compiler for transformer accelerators.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("compile", help="compile an ONNX model onto a target and report cycles, energy, resources")
+    _add_compile_args(p)
+    p.add_argument("--json", help="write the report as JSON")
+    p.add_argument("--emit-mlir", help="write the final IR")
+    p.add_argument("--mlir-generic", action="store_true", help="print IR in MLIR's generic form")
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace of the schedule")
+    p.add_argument("--html", help="write a self-contained HTML report with charts")
+    p.add_argument("--max-layers", type=int, default=None, help="show at most this many layers in the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no table")
+    p.set_defaults(func=_cmd_compile)
+    p = sub.add_parser("opt", help="parse, verify, transform and print dataflow IR (like mlir-opt)")
+    p.add_argument("file", help=".mlir file")
+    p.add_argument("--passes", help="comma-separated passes, e.g. 'canonicalize,schedule{target=fpga-u280}'")
+    p.add_argument("--mlir-generic", action="store_true", help="print in MLIR's generic form")
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(func=_cmd_opt)
+    p = sub.add_parser("targets", help="list the bundled targets")
+    p.set_defaults(func=_cmd_targets)
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands that live in their own modules (rtl, sweep), registered if present."""
+    import importlib
+
+    for module in ("codesign.rtl_cli", "codesign.sweep.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module and not module.startswith(str(err.name)):
+                raise
+            continue
+        yield mod.register
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``codesign`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except InputError as err:
+        print(f"codesign: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codesign: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

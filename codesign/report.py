@@ -1,0 +1,71 @@
+"""Render a compile report: a rich per-layer table with totals, and the JSON file.
+
+The report dict itself is built by the compiler's ``report`` step (compiler/summary.py); this module only presents
+it, so the table and the JSON always show the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["render_table", "write_json", "format_count"]
+
+
+def format_count(value: float) -> str:
+    """1234567 -> '1.23M' (SI suffixes, 3 significant digits)."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:.3g}{suffix}"
+    return f"{value:.3g}" if isinstance(value, float) and not float(value).is_integer() else str(int(value))
+
+
+def render_table(report: dict[str, Any], console: Console, max_layers: int | None = None) -> None:
+    """Print the per-layer table and the totals."""
+    table = Table(title=f"{report['model']} on {report['target']} @ {report['clock_mhz']:g} MHz",
+                  show_lines=False, header_style="bold")
+    for col, justify in (("layer", "left"), ("op", "left"), ("unit", "left"), ("MACs", "right"),
+                         ("off-chip B", "right"), ("compute", "right"), ("memory", "right"), ("cycles", "right"),
+                         ("start", "right"), ("end", "right")):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    layers = report["layers"]
+    shown = layers if max_layers is None else layers[:max_layers]
+    for layer in shown:
+        table.add_row(layer["name"], layer["op"], layer["unit"], format_count(layer["macs"]),
+                      format_count(layer["bytes_offchip"]), format_count(layer["compute_cycles"]),
+                      format_count(layer["memory_cycles"]), format_count(layer["cycles"]),
+                      str(layer["start_cycle"]), str(layer["end_cycle"]))
+    if len(shown) < len(layers):
+        table.add_row(f"... {len(layers) - len(shown)} more (see --json)", "", "", "", "", "", "", "", "", "")
+    console.print(table)
+    totals = Table(show_header=False, box=None)
+    totals.add_column(style="bold")
+    totals.add_column()
+    eff = report.get("roofline_efficiency")
+    rows = [
+        ("latency", f"{report['latency_cycles']:,} cycles = {report['latency_ms']:.4g} ms"),
+        ("throughput", f"{report['throughput_per_s']:.4g} inferences/s" if report.get("throughput_per_s") else "-"),
+        ("MACs", f"{report['macs']:,}"),
+        ("off-chip traffic", f"{report['bytes_offchip']:,} bytes"),
+        ("roofline bound", f"{report['roofline_cycles']:,} cycles ({report['roofline_bound']}-bound); "
+                           f"schedule reaches {eff:.1%} of it" if eff else "-"),
+        ("energy", f"{report['energy_mj']:.4g} mJ (" + ", ".join(
+            f"{k} {v:.3g}" for k, v in report.get("energy_breakdown_mj", {}).items()) + ")"),
+        ("patterns", ", ".join(f"{k} {v}" for k, v in report["patterns"].items())),
+    ]
+    if "resources" in report:
+        rows.append(("resources", ", ".join(
+            f"{k} {r['used']:,.0f}/{r['available']:,.0f} ({r['fraction']:.0%})" for k, r in report["resources"].items()
+            if r.get("fraction") is not None)))
+    for key, value in rows:
+        totals.add_row(key, value)
+    console.print(totals)
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    """Write the report as indented JSON."""
+    Path(path).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")

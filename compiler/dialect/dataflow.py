@@ -1,0 +1,514 @@
+"""The ``dataflow`` dialect: the compiler's one IR between the frontend and the hardware models.
+
+Ops are coarse on purpose: one ``dataflow.attention`` stands for QK^T, scale, mask, softmax and A.V of all heads,
+so a pass that swaps the softmax approximation or the attention order touches one op, and the scheduler sees the
+unit of work a hardware block executes. Weights are ``dataflow.weight`` ops that name an entry of the compile's
+``WeightStore``; the IR never carries tensor data, which keeps a 12-layer ViT-Base module a few hundred KB.
+
+Every op has a ``layer`` property (the layer name used in reports and traces). Generic form (``--mlir-generic``)
+is plain MLIR that the upstream parser reads with ``dataflow.irdl.mlir`` loaded (see tests/test_dialect_irdl.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BoolAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    TypeAttribute,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    ParsePropInAttrDict,
+    IRDLOperation,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+__all__ = [
+    "Dataflow",
+    "WeightOp",
+    "GemmOp",
+    "RequantOp",
+    "AttentionOp",
+    "SoftmaxOp",
+    "LayerNormOp",
+    "GeluOp",
+    "ElementwiseOp",
+    "ReduceOp",
+    "MoveOp",
+    "EmbeddingOp",
+    "MoeOp",
+    "SOFTMAX_APPROX",
+    "GELU_APPROX",
+    "LAYERNORM_APPROX",
+    "ATTENTION_ALGORITHMS",
+    "ELEMENTWISE_KINDS",
+    "MOVE_KINDS",
+    "REDUCE_KINDS",
+    "MOE_MODES",
+    "str_attr",
+    "int_attr",
+    "float_attr",
+]
+
+#: Softmax implementations a softmax or attention op may carry (issue: integer numerics).
+SOFTMAX_APPROX = ("exact", "shiftmax", "online", "base2", "ibert", "log2q", "softmax-free")
+#: GELU implementations; ``tanh`` is the exporter's own tanh approximation, kept as found.
+GELU_APPROX = ("exact", "tanh", "shiftgelu", "ibert", "lut")
+LAYERNORM_APPROX = ("exact", "ilayernorm")
+ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
+MOE_MODES = ("token", "task", "image")
+ELEMENTWISE_KINDS = (
+    "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
+    "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
+    "clip", "softplus", "identity", "mod",
+)
+MOVE_KINDS = (
+    "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",
+    "flatten", "patchify", "tile", "trilu", "range", "shape", "constant_of_shape", "cumsum",
+)
+REDUCE_KINDS = ("mean", "sum", "max", "min", "prod", "argmax")
+
+
+def str_attr(op: IRDLOperation, key: str) -> str:
+    """The string value of property ``key``."""
+    attr = op.properties[key]
+    assert isinstance(attr, StringAttr)
+    return attr.data
+
+
+def int_attr(op: IRDLOperation, key: str, default: int | None = None) -> int:
+    """The integer value of property ``key`` (``default`` when absent)."""
+    attr = op.properties.get(key)
+    if attr is None:
+        assert default is not None, key
+        return default
+    assert isinstance(attr, IntegerAttr)
+    return attr.value.data
+
+
+def float_attr(op: IRDLOperation, key: str) -> float:
+    """The float value of property ``key``."""
+    attr = op.properties[key]
+    assert isinstance(attr, FloatAttr)
+    return attr.value.data
+
+
+def _shape(value: SSAValue) -> tuple[int, ...]:
+    typ = value.type
+    if not isinstance(typ, TensorType):
+        raise VerifyException(f"expected a ranked tensor, got {typ}")
+    return tuple(typ.get_shape())
+
+
+def _check_choice(op: IRDLOperation, key: str, choices: Sequence[str]) -> None:
+    value = op.properties.get(key)
+    if value is None:
+        return
+    assert isinstance(value, StringAttr)
+    if value.data not in choices:
+        raise VerifyException(
+            f"{op.name} '{str_attr(op, 'layer')}': {key} '{value.data}' is not one of {', '.join(choices)}"
+        )
+
+
+class _Named(IRDLOperation):
+    """Shared by every dataflow op: the layer name reports and traces print."""
+
+    def layer_name(self) -> str:
+        return str_attr(self, "layer")
+
+
+@irdl_op_definition
+class WeightOp(_Named):
+    """A model constant held in the compile's WeightStore under ``layer`` (the IR carries no data)."""
+
+    name = "dataflow.weight"
+    result = result_def(TensorType)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer attr-dict `:` type($result)"
+
+    def __init__(self, weight_name: str, result_type: Attribute):
+        super().__init__(result_types=[result_type], properties={"layer": StringAttr(weight_name)})
+
+    layer = prop_def(StringAttr)
+
+
+@irdl_op_definition
+class GemmOp(_Named):
+    """``result[..., m, n] = sum_k lhs[..., m, k] * rhs[..., k, n] (+ bias[n])``.
+
+    ``rhs`` is a weight (rank 2, already in K x N layout; the frontend folds Gemm's transB) or an activation with
+    the same batch dims as ``lhs`` (QK^T-style products outside attention). ``acc_type`` is the accumulator element
+    type the hardware uses: f32 before quantization, i32 after. For integer operands the result element type must
+    equal ``acc_type``.
+    """
+
+    name = "dataflow.gemm"
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    acc_type = prop_def(TypeAttribute)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    traits = traits_def(Pure())
+    assembly_format = "$layer $lhs `,` $rhs (`bias` $bias^)? attr-dict `:` type($lhs) `,` type($rhs) (`,` type($bias)^)? `->` type($result)"
+
+    def __init__(self, layer: str, lhs: SSAValue, rhs: SSAValue, bias: SSAValue | None, result_type: Attribute,
+                 acc_type: Attribute):
+        super().__init__(
+            operands=[lhs, rhs, bias], result_types=[result_type],
+            properties={"layer": StringAttr(layer), "acc_type": acc_type},
+        )
+
+    def mnk(self) -> tuple[int, int, int, int]:
+        """(batch, m, n, k) of the product, batch being the product of all leading dims of ``lhs``."""
+        lhs, rhs = _shape(self.lhs), _shape(self.rhs)
+        batch = 1
+        for d in lhs[:-2]:
+            batch *= d
+        return batch, lhs[-2], rhs[-1], lhs[-1]
+
+    def verify_(self) -> None:
+        lhs, rhs, out = _shape(self.lhs), _shape(self.rhs), _shape(self.result)
+        tag = f"dataflow.gemm '{self.layer_name()}'"
+        if len(lhs) < 2 or len(rhs) < 2:
+            raise VerifyException(f"{tag}: operands must have rank >= 2, got {lhs} and {rhs}")
+        if lhs[-1] != rhs[-2]:
+            raise VerifyException(f"{tag}: contraction dims differ: lhs {lhs} vs rhs {rhs}")
+        if len(rhs) > 2 and rhs[:-2] != lhs[:-2]:
+            raise VerifyException(f"{tag}: batch dims differ: lhs {lhs} vs rhs {rhs}")
+        expect = lhs[:-1] + (rhs[-1],)
+        if out != expect:
+            raise VerifyException(f"{tag}: result shape {out} should be {expect}")
+        if self.bias is not None and _shape(self.bias) != (rhs[-1],):
+            raise VerifyException(f"{tag}: bias shape {_shape(self.bias)} should be ({rhs[-1]},)")
+        lhs_el = self.lhs.type.get_element_type()  # type: ignore[attr-defined]
+        out_el = self.result.type.get_element_type()  # type: ignore[attr-defined]
+        if isinstance(lhs_el, IntegerType) and out_el != self.acc_type:
+            raise VerifyException(f"{tag}: integer gemm must produce its accumulator type {self.acc_type}, got {out_el}")
+
+
+@irdl_op_definition
+class RequantOp(_Named):
+    """Dyadic requantization ``clamp(round_half_even(x * m / 2^e))`` of an accumulator to ``out_bits``.
+
+    Multipliers and shifts (per channel or per tensor) live in the WeightStore under ``layer``.
+    """
+
+    name = "dataflow.requant"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    out_bits = prop_def(IntegerAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        if _shape(self.input) != _shape(self.result):
+            raise VerifyException(f"dataflow.requant '{self.layer_name()}': shape changes")
+        if int_attr(self, "out_bits") not in (4, 8, 16, 32):
+            raise VerifyException(f"dataflow.requant '{self.layer_name()}': out_bits must be 4, 8, 16 or 32")
+
+
+@irdl_op_definition
+class AttentionOp(_Named):
+    """Multi-head scaled dot-product attention over already projected ``q``, ``k``, ``v`` of shape [B, S, D].
+
+    ``softmax(scale * Q_h K_h^T + mask) V_h`` for each of ``num_heads`` heads of ``head_dim``, heads merged back
+    into [B, Sq, D]. ``mask`` (optional operand) is additive and broadcast to [B, H, Sq, Sk]; ``causal`` adds the
+    lower-triangular mask. ``softmax`` is the approximation; ``algorithm`` the evaluation order: ``standard`` (scores
+    materialised), ``edge-moe`` (Edge-MoE's rotated-key order over ``lanes`` query lanes with a single-pass online
+    softmax) or ``flash`` (tiles with an online softmax; scores never leave the chip).
+    """
+
+    name = "dataflow.attention"
+    q = operand_def(TensorType)
+    k = operand_def(TensorType)
+    v = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    num_heads = prop_def(IntegerAttr)
+    head_dim = prop_def(IntegerAttr)
+    scale = prop_def(FloatAttr)
+    causal = prop_def(BoolAttr)
+    softmax = prop_def(StringAttr)
+    algorithm = prop_def(StringAttr)
+    lanes = opt_prop_def(IntegerAttr)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    traits = traits_def(Pure())
+    assembly_format = "$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) (`,` type($mask)^)? `->` type($result)"
+
+    def verify_(self) -> None:
+        tag = f"dataflow.attention '{self.layer_name()}'"
+        q, k, v, out = _shape(self.q), _shape(self.k), _shape(self.v), _shape(self.result)
+        if not (len(q) == len(k) == len(v) == 3):
+            raise VerifyException(f"{tag}: q, k, v must be [batch, seq, dim], got {q}, {k}, {v}")
+        heads, dim = int_attr(self, "num_heads"), int_attr(self, "head_dim")
+        if heads <= 0 or dim <= 0:
+            raise VerifyException(f"{tag}: num_heads and head_dim must be positive")
+        if q[2] != heads * dim or k[2] != heads * dim:
+            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim}")
+        if k[:2] != v[:2] or q[0] != k[0]:
+            raise VerifyException(f"{tag}: batch/sequence of q {q}, k {k}, v {v} disagree")
+        if out != (q[0], q[1], v[2]):
+            raise VerifyException(f"{tag}: result shape {out} should be {(q[0], q[1], v[2])}")
+        _check_choice(self, "softmax", SOFTMAX_APPROX)
+        _check_choice(self, "algorithm", ATTENTION_ALGORITHMS)
+
+    def macs(self) -> int:
+        """Multiply-accumulates of QK^T and A.V for all heads."""
+        b, sq, _ = _shape(self.q)
+        sk = _shape(self.k)[1]
+        heads, dim = int_attr(self, "num_heads"), int_attr(self, "head_dim")
+        dv = _shape(self.v)[2] // heads
+        return b * heads * sq * sk * (dim + dv)
+
+
+@irdl_op_definition
+class SoftmaxOp(_Named):
+    """Softmax along ``axis`` with the chosen hardware ``approx`` (a standalone softmax outside attention)."""
+
+    name = "dataflow.softmax"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    axis = prop_def(IntegerAttr)
+    approx = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        shape = _shape(self.input)
+        if _shape(self.result) != shape:
+            raise VerifyException(f"dataflow.softmax '{self.layer_name()}': shape changes")
+        if not -len(shape) <= int_attr(self, "axis") < len(shape):
+            raise VerifyException(f"dataflow.softmax '{self.layer_name()}': axis out of range for {shape}")
+        _check_choice(self, "approx", SOFTMAX_APPROX)
+
+
+@irdl_op_definition
+class LayerNormOp(_Named):
+    """LayerNorm (``kind = layernorm``) or RMSNorm (``kind = rmsnorm``) over the last dimension."""
+
+    name = "dataflow.layernorm"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    epsilon = prop_def(FloatAttr)
+    kind = prop_def(StringAttr)
+    approx = prop_def(StringAttr)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,` type($weight) (`,` type($bias)^)? `->` type($result)"
+
+    def verify_(self) -> None:
+        tag = f"dataflow.layernorm '{self.layer_name()}'"
+        shape = _shape(self.input)
+        if _shape(self.result) != shape:
+            raise VerifyException(f"{tag}: shape changes")
+        if _shape(self.weight) != (shape[-1],):
+            raise VerifyException(f"{tag}: weight shape {_shape(self.weight)} should be ({shape[-1]},)")
+        if self.bias is not None and _shape(self.bias) != (shape[-1],):
+            raise VerifyException(f"{tag}: bias shape {_shape(self.bias)} should be ({shape[-1]},)")
+        _check_choice(self, "kind", ("layernorm", "rmsnorm"))
+        _check_choice(self, "approx", LAYERNORM_APPROX)
+
+
+@irdl_op_definition
+class GeluOp(_Named):
+    """GELU; ``approx`` is how hardware computes it (``exact`` erf, the export's ``tanh`` form, or integer ones)."""
+
+    name = "dataflow.gelu"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    approx = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        if _shape(self.result) != _shape(self.input):
+            raise VerifyException(f"dataflow.gelu '{self.layer_name()}': shape changes")
+        _check_choice(self, "approx", GELU_APPROX)
+
+
+@irdl_op_definition
+class ElementwiseOp(_Named):
+    """An element-wise op with numpy broadcasting (``kind`` from ELEMENTWISE_KINDS, ONNX attributes in ``attrs``)."""
+
+    name = "dataflow.elementwise"
+    inputs = var_operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    kind = prop_def(StringAttr)
+    attrs = opt_prop_def(DictionaryAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $inputs attr-dict `:` `(` type($inputs) `)` `->` type($result)"
+
+    def verify_(self) -> None:
+        _check_choice(self, "kind", ELEMENTWISE_KINDS)
+        if not self.inputs:
+            raise VerifyException(f"dataflow.elementwise '{self.layer_name()}': needs at least one input")
+
+
+@irdl_op_definition
+class ReduceOp(_Named):
+    """A reduction (``kind`` from REDUCE_KINDS) over ``axes``."""
+
+    name = "dataflow.reduce"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    kind = prop_def(StringAttr)
+    axes = prop_def(ArrayAttr[IntegerAttr])
+    keepdims = prop_def(BoolAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        _check_choice(self, "kind", REDUCE_KINDS)
+        rank = len(_shape(self.input))
+        for axis in self.axes.data:
+            if not -rank <= axis.value.data < rank:
+                raise VerifyException(f"dataflow.reduce '{self.layer_name()}': axis {axis.value.data} out of range")
+
+
+@irdl_op_definition
+class MoveOp(_Named):
+    """Data movement without arithmetic (``kind`` from MOVE_KINDS; ONNX attributes kept in ``attrs``)."""
+
+    name = "dataflow.move"
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    layer = prop_def(StringAttr)
+    kind = prop_def(StringAttr)
+    attrs = opt_prop_def(DictionaryAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $inputs attr-dict `:` `(` type($inputs) `)` `->` `(` type($outputs) `)`"
+
+    def verify_(self) -> None:
+        _check_choice(self, "kind", MOVE_KINDS)
+        kind = str_attr(self, "kind")
+        if kind in ("reshape", "flatten", "squeeze", "unsqueeze"):
+            size_in = _numel(_shape(self.inputs[0]))
+            size_out = _numel(_shape(self.outputs[0]))
+            if size_in != size_out:
+                raise VerifyException(
+                    f"dataflow.move '{self.layer_name()}': {kind} changes the element count {size_in} -> {size_out}"
+                )
+
+
+@irdl_op_definition
+class EmbeddingOp(_Named):
+    """Row lookup ``table[indices]`` (token, position or segment embeddings)."""
+
+    name = "dataflow.embedding"
+    table = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $table `,` $indices attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        table, idx, out = _shape(self.table), _shape(self.indices), _shape(self.result)
+        if len(table) != 2 or out != idx + (table[1],):
+            raise VerifyException(f"dataflow.embedding '{self.layer_name()}': result {out} should be {idx + table[1:]}")
+
+
+@irdl_op_definition
+class MoeOp(_Named):
+    """A mixture-of-experts block: router, dispatch, per-expert FFNs and weighted combine, as one unit of work.
+
+    Operands: ``input`` [tokens..., D], ``gate`` [D, E] and the experts' weights (w1 [E, D, H], w2 [E, H, D]).
+    ``mode`` is token | task | image routing, ``top_k`` experts per token, ``capacity_factor`` (0 = no limit).
+    """
+
+    name = "dataflow.moe"
+    input = operand_def(TensorType)
+    gate = operand_def(TensorType)
+    w1 = operand_def(TensorType)
+    w2 = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    num_experts = prop_def(IntegerAttr)
+    top_k = prop_def(IntegerAttr)
+    mode = prop_def(StringAttr)
+    capacity_factor = prop_def(FloatAttr)
+    renormalize = prop_def(BoolAttr)
+    activation = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input `,` $gate `,` $w1 `,` $w2 attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        tag = f"dataflow.moe '{self.layer_name()}'"
+        x, gate, w1, w2 = _shape(self.input), _shape(self.gate), _shape(self.w1), _shape(self.w2)
+        experts = int_attr(self, "num_experts")
+        if gate != (x[-1], experts):
+            raise VerifyException(f"{tag}: gate shape {gate} should be {(x[-1], experts)}")
+        if len(w1) != 3 or w1[0] != experts or w1[1] != x[-1]:
+            raise VerifyException(f"{tag}: w1 shape {w1} should be [{experts}, {x[-1]}, hidden]")
+        if w2 != (experts, w1[2], x[-1]):
+            raise VerifyException(f"{tag}: w2 shape {w2} should be {(experts, w1[2], x[-1])}")
+        if not 1 <= int_attr(self, "top_k") <= experts:
+            raise VerifyException(f"{tag}: top_k must be in 1..{experts}")
+        _check_choice(self, "mode", MOE_MODES)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def int_prop(value: int) -> IntegerAttr:
+    """An i64 property value."""
+    return IntegerAttr(value, i64)
+
+
+def float_prop(value: float) -> FloatAttr:
+    """An f64 property value."""
+    return FloatAttr(value, f64)
+
+
+Dataflow = Dialect(
+    "dataflow",
+    [WeightOp, GemmOp, RequantOp, AttentionOp, SoftmaxOp, LayerNormOp, GeluOp, ElementwiseOp, ReduceOp, MoveOp,
+     EmbeddingOp, MoeOp],
+    [],
+)

@@ -1,0 +1,252 @@
+"""Load an ONNX model into a ``Graph``: read (external data too), check, fix input shapes, infer shapes, fold.
+
+Exporters spell shape arithmetic as Shape/Gather/Unsqueeze/Concat/Reshape chains; with static input shapes those are
+constants, and folding them away is what lets the pattern matcher see ``Reshape(x, [1, 197, 12, 64])`` instead of a
+dozen nodes. Shape inference runs on a *skeleton* of the model whose large initializers are replaced by typed graph
+inputs: onnx.shape_inference serialises the whole proto, and copying 340 MB of ViT-Base weights for it would cost
+more than the rest of the compile.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_ops import UnsupportedOp, onnx_dtype, run_node
+from hw.errors import InputError
+
+__all__ = ["load_graph", "parse_shape_arg"]
+
+#: Initializers up to this many elements stay in the skeleton (shape inference may need their values).
+_SKELETON_CONST_LIMIT = 4096
+#: Folding never materialises a tensor bigger than this (elements); bigger constants stay as ops.
+_FOLD_LIMIT = 1 << 24
+
+
+def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``name=1x3x224x224`` (the CLI's ``--shape``)."""
+    name, sep, dims = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+        if any(d <= 0 for d in shape):
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--shape {text}: expected NAME=DIMxDIM..., e.g. input_ids=1x128") from None
+    return name, shape
+
+
+def _read_model(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    if isinstance(source, onnx.ModelProto):
+        return source, source.graph.name or "<ModelProto>"
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
+        raise InputError(f"{path}: not a valid ONNX model (truncated or not ONNX: {_first_line(err)})") from None
+    if not model.graph.node:
+        raise InputError(f"{path}: not a valid ONNX model (the graph has no nodes)")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (FileNotFoundError, OSError) as err:
+        raise InputError(f"{path}: external data file missing: {getattr(err, 'filename', None) or err}") from None
+    return model, str(path)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for attr in node.attribute:
+        value = onnx.helper.get_attribute_value(attr)
+        if isinstance(value, onnx.TensorProto):
+            value = numpy_helper.to_array(value)
+        elif isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, list) and value and isinstance(value[0], bytes):
+            value = [v.decode() for v in value]
+        out[attr.name] = value
+    return out
+
+
+def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
+                  initializers: set[str]) -> dict[str, tuple[int, ...]]:
+    real_inputs = [i for i in model.graph.input if i.name not in initializers]
+    names = [i.name for i in real_inputs]
+    for name in given:
+        if name not in names:
+            raise InputError(f"--shape {name}=...: {source} has no input '{name}' (inputs: {', '.join(names)})")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for inp in real_inputs:
+        dims = inp.type.tensor_type.shape.dim
+        found = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+        if inp.name in given:
+            shape = given[inp.name]
+            if len(shape) != len(found) or any(f is not None and f != s for f, s in zip(found, shape)):
+                shown = "x".join(str(f) if f is not None else "?" for f in found)
+                raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: does not fit the model's {shown}")
+            shapes[inp.name] = shape
+        elif any(f is None for f in found):
+            symbolic = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
+            example = "x".join(str(f) if f is not None else "1" for f in found)
+            raise InputError(
+                f"{source}: input '{inp.name}' has symbolic shape {symbolic}; "
+                f"give it with --shape {inp.name}={example}"
+            )
+        else:
+            shapes[inp.name] = tuple(int(f) for f in found)  # type: ignore[arg-type]
+    return shapes
+
+
+def _skeleton(model: onnx.ModelProto, nodes: list[Node], constants: dict[str, np.ndarray],
+              dtypes: dict[str, np.dtype], input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A weight-free copy of the current graph for shape inference."""
+    inputs = [
+        onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(dtypes[name]), shape)
+        for name, shape in input_shapes.items()
+    ]
+    inits = []
+    used = {name for node in nodes for name in node.inputs if name}
+    for name in used:
+        value = constants.get(name)
+        if value is None:
+            continue
+        if value.size <= _SKELETON_CONST_LIMIT:
+            inits.append(numpy_helper.from_array(value, name))
+        else:
+            inputs.append(onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+    protos = [onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **_proto_attrs(n)) for n in nodes]
+    graph = onnx.helper.make_graph(protos, "skeleton", inputs, [], initializer=inits)
+    out = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return out
+
+
+def _proto_attrs(node: Node) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.attrs.items():
+        out[key] = numpy_helper.from_array(value) if isinstance(value, np.ndarray) else value
+    return out
+
+
+def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> None:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        ttype = info.type.tensor_type
+        if not ttype.HasField("shape") or ttype.elem_type == 0:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
+        if all(d >= 0 for d in dims):
+            shapes[info.name] = tuple(dims)
+            dtypes[info.name] = onnx_dtype(ttype.elem_type)
+
+
+def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
+    """Evaluate every node whose inputs are all known; returns the nodes that remain."""
+    remaining: list[Node] = []
+    for node in nodes:
+        value: list[np.ndarray] | None = None
+        if node.op_type == "Shape" and node.inputs[0] in shapes:
+            full = np.array(shapes[node.inputs[0]], dtype=np.int64)
+            value = [full[node.attrs.get("start", 0):node.attrs.get("end", None)]]
+        elif node.op_type == "Size" and node.inputs[0] in shapes:
+            value = [np.array(int(np.prod(shapes[node.inputs[0]])), dtype=np.int64)]
+        elif node.op_type == "Constant" or all(not n or n in constants for n in node.inputs):
+            args = [constants[n] if n else None for n in node.inputs]
+            try:
+                value = run_node(node.op_type, args, node.attrs, len(node.outputs))
+            except UnsupportedOp:
+                value = None
+            if value is not None and any(v.size > _FOLD_LIMIT for v in value):
+                value = None
+        if value is None:
+            remaining.append(node)
+            continue
+        for name, arr in zip(node.outputs, value):
+            if name:
+                constants[name] = np.asarray(arr)
+                shapes[name] = tuple(np.shape(arr))
+    return remaining
+
+
+def _prune(nodes: list[Node], outputs: list[str]) -> list[Node]:
+    """Drop nodes none of whose outputs is used (folding leaves many)."""
+    live = set(outputs)
+    kept: list[Node] = []
+    for node in reversed(nodes):
+        if any(o in live for o in node.outputs if o):
+            kept.append(node)
+            live.update(n for n in node.inputs if n)
+    kept.reverse()
+    return kept
+
+
+def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
+               shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
+    """Read, check and fold an ONNX model into a static-shaped ``Graph``.
+
+    ``shapes`` gives concrete shapes for inputs with symbolic dims (the CLI's ``--shape``); any input left
+    symbolic is an ``InputError`` naming it.
+    """
+    model, source_name = _read_model(source)
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants))
+    dtypes: dict[str, np.dtype] = {}
+    for inp in graph.input:
+        if inp.name not in constants:
+            dtypes[inp.name] = onnx_dtype(inp.type.tensor_type.elem_type)
+    nodes = [Node(n.op_type, n.name or f"{n.op_type}_{i}", list(n.input), list(n.output), _attrs(n))
+             for i, n in enumerate(graph.node)]
+    for node in nodes:
+        if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
+            raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "
+                             "export with static shapes and without data-dependent branches")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise InputError(f"{source_name}: opset {opset} is too old; re-export with opset_version >= 13")
+    all_shapes: dict[str, tuple[int, ...]] = dict(input_shapes)
+    for name, value in constants.items():
+        all_shapes[name] = tuple(value.shape)
+        dtypes[name] = value.dtype
+    try:
+        onnx.checker.check_model(_skeleton(model, nodes, constants, dtypes, input_shapes))
+    except onnx.checker.ValidationError as err:
+        raise InputError(f"{source_name}: invalid ONNX model: {_first_line(err)}") from None
+    outputs = [o.name for o in graph.output]
+    for _ in range(4):
+        before = len(nodes)
+        _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
+        nodes = _prune(_fold(nodes, constants, all_shapes), outputs)
+        for name, value in constants.items():
+            dtypes.setdefault(name, value.dtype)
+        if len(nodes) == before and all(o in all_shapes for n in nodes for o in n.outputs if o):
+            break
+    for node in nodes:
+        for out in node.outputs:
+            if out and out not in all_shapes:
+                raise InputError(f"{source_name}: cannot infer a static shape for '{out}' of {node.describe()}; "
+                                 "give concrete input shapes with --shape")
+    used = {n for node in nodes for n in node.inputs if n} | set(outputs)
+    constants = {k: v for k, v in constants.items() if k in used}
+    return Graph(nodes=nodes, inputs=list(input_shapes), outputs=outputs, constants=constants, shapes=all_shapes,
+                 dtypes=dtypes, source=source_name)

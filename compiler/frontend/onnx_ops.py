@@ -1,0 +1,339 @@
+"""NumPy semantics of the ONNX ops transformer exports use.
+
+Three consumers need to *run* ONNX ops one node at a time: constant folding of shape subgraphs, the frontend's
+semantic pattern checks (does this Erf/Mul/Add region really compute GELU?) and the functional simulator for the
+generic ops it does not specialise. onnx.reference builds a whole evaluator per call and onnxruntime a session,
+both far too slow for thousands of single-node evaluations, hence this table. Semantics follow the ONNX operator
+spec (opset 13-21); anything not here is reported by name, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp"]
+
+Array = np.ndarray
+
+
+class UnsupportedOp(KeyError):
+    """The op type has no NumPy semantics here."""
+
+
+def onnx_dtype(elem_type: int) -> np.dtype:
+    """NumPy dtype of an ONNX TensorProto element type."""
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def _erf(x: Array) -> Array:
+    return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def _axes(attrs: dict[str, Any], inputs: Sequence[Array | None], pos: int = 1) -> list[int] | None:
+    if len(inputs) > pos and inputs[pos] is not None:
+        return [int(a) for a in np.asarray(inputs[pos]).reshape(-1)]
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    return None
+
+
+def _reduce(fn: Callable[..., Array]) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
+    def run(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+        x = inputs[0]
+        axes = _axes(attrs, inputs)
+        keep = bool(attrs.get("keepdims", 1))
+        if axes is None or len(axes) == 0:
+            if attrs.get("noop_with_empty_axes", 0):
+                return [x]
+            axes_t = None
+        else:
+            axes_t = tuple(a % x.ndim for a in axes)
+        return [np.asarray(fn(x, axis=axes_t, keepdims=keep)).astype(x.dtype)]
+
+    return run
+
+
+def _reshape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, shape = inputs[0], [int(s) for s in inputs[1]]
+    if not attrs.get("allowzero", 0):
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+def _slice(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    starts, ends = [int(v) for v in inputs[1]], [int(v) for v in inputs[2]]
+    axes = [int(v) for v in inputs[3]] if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
+    steps = [int(v) for v in inputs[4]] if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+    index: list[slice] = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        dim = x.shape[axis]
+        # ONNX clamps with INT64 sentinels; Python slicing clamps the same way once they fit in range.
+        start = max(min(start, dim), -dim - 1)
+        end = max(min(end, dim), -dim - 1)
+        index[axis % x.ndim] = slice(start, end, step)
+    return [x[tuple(index)]]
+
+
+def _split(inputs: Sequence[Array], attrs: dict[str, Any], n_out: int) -> list[Array]:
+    x = inputs[0]
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    if len(inputs) > 1 and inputs[1] is not None:
+        sizes = [int(s) for s in inputs[1]]
+    elif "split" in attrs:
+        sizes = [int(s) for s in attrs["split"]]
+    else:
+        n = int(attrs.get("num_outputs", n_out))
+        chunk = -(-x.shape[axis] // n)
+        sizes = [min(chunk, x.shape[axis] - i * chunk) for i in range(n)]
+    return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _gather(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, idx = inputs
+    axis = int(attrs.get("axis", 0))
+    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    return [np.take(x, idx, axis=axis)]
+
+
+def _softmax(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    axis = int(attrs.get("axis", -1))
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return [(e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)]
+
+
+def _layernorm(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    axis = int(attrs.get("axis", -1)) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + float(attrs.get("epsilon", 1e-5))) * scale
+    return [(y + bias if bias is not None else y).astype(x.dtype)]
+
+
+def _gelu(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    if attrs.get("approximate", "none") == "tanh":
+        y = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    else:
+        y = 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+    return [y.astype(x.dtype)]
+
+
+def _gemm(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    a, b = inputs[0], inputs[1]
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    y = float(attrs.get("alpha", 1.0)) * (a @ b)
+    if len(inputs) > 2 and inputs[2] is not None:
+        y = y + float(attrs.get("beta", 1.0)) * inputs[2]
+    return [y.astype(a.dtype)]
+
+
+def _trilu(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    k = int(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else 0
+    return [np.triu(x, k) if attrs.get("upper", 1) else np.tril(x, k)]
+
+
+def _cumsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, axis = inputs[0], int(inputs[1])
+    if attrs.get("reverse", 0):
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if attrs.get("exclusive", 0):
+        y = y - x
+    if attrs.get("reverse", 0):
+        y = np.flip(y, axis)
+    return [y]
+
+
+def _topk(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, k = inputs[0], int(np.asarray(inputs[1]).reshape(-1)[0])
+    axis = int(attrs.get("axis", -1))
+    largest = int(attrs.get("largest", 1))
+    # Stable sort keeps ties in index order, which is what ONNX Runtime and torch.topk give.
+    order = np.argsort(-x if largest else x, axis=axis, kind="stable")
+    idx = np.take(order, np.arange(k), axis=axis)
+    return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]
+
+
+def _onehot(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    idx, depth, values = inputs
+    depth = int(np.asarray(depth).reshape(-1)[0])
+    idx = np.where(idx < 0, idx + depth, idx).astype(np.int64)
+    out = np.where(np.arange(depth) == idx[..., None], values[1], values[0]).astype(values.dtype)
+    axis = int(attrs.get("axis", -1))
+    return [np.moveaxis(out, -1, axis)]
+
+
+def _scatter_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    data, idx, upd = inputs
+    out = data.copy()
+    axis = int(attrs.get("axis", 0)) % data.ndim
+    reduction = attrs.get("reduction", "none")
+    grid = list(np.indices(idx.shape))
+    grid[axis] = np.where(idx < 0, idx + data.shape[axis], idx)
+    where = tuple(grid)
+    if reduction == "add":
+        np.add.at(out, where, upd)
+    elif reduction == "mul":
+        np.multiply.at(out, where, upd)
+    else:
+        out[where] = upd
+    return [out]
+
+
+def _scatter_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    data, idx, upd = inputs
+    out = data.copy()
+    k = idx.shape[-1]
+    flat_idx = idx.reshape(-1, k)
+    flat_upd = upd.reshape((flat_idx.shape[0],) + data.shape[k:])
+    reduction = attrs.get("reduction", "none")
+    for i, where in enumerate(map(tuple, flat_idx)):
+        if reduction == "add":
+            out[where] += flat_upd[i]
+        else:
+            out[where] = flat_upd[i]
+    return [out]
+
+
+def _conv(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    out = torch.nn.functional.conv2d(
+        torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(w)),
+        None if b is None else torch.from_numpy(b),
+        stride=tuple(attrs.get("strides", [1, 1])), padding=tuple(attrs.get("pads", [0, 0, 0, 0])[:2]),
+        dilation=tuple(attrs.get("dilations", [1, 1])), groups=int(attrs.get("group", 1)),
+    )
+    return [out.numpy()]
+
+
+def _unary(fn: Callable[[Array], Array]) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
+    return lambda inputs, attrs: [np.asarray(fn(inputs[0])).astype(inputs[0].dtype, copy=False)]
+
+
+def _binary(fn: Callable[[Array, Array], Array], keep_dtype: bool = True):
+    def run(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+        out = np.asarray(fn(inputs[0], inputs[1]))
+        return [out.astype(inputs[0].dtype, copy=False) if keep_dtype else out]
+
+    return run
+
+
+def _div(a: Array, b: Array) -> Array:
+    if np.issubdtype(a.dtype, np.integer):
+        return np.trunc(a / b).astype(a.dtype)
+    return a / b
+
+
+def _clip(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    lo = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("min")
+    hi = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("max")
+    return [np.clip(x, lo, hi).astype(x.dtype)]
+
+
+def _expand(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, shape = inputs[0], [int(s) for s in inputs[1]]
+    return [x * np.ones(shape, dtype=x.dtype)]
+
+
+def _range(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    start, limit, delta = (np.asarray(v).reshape(()) for v in inputs)
+    return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
+
+
+def _squeeze(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    axes = _axes(attrs, inputs)
+    x = inputs[0]
+    return [np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))]
+
+
+def _unsqueeze(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, axes = inputs[0], _axes(attrs, inputs) or []
+    rank = x.ndim + len(axes)
+    for a in sorted(a % rank for a in axes):
+        x = np.expand_dims(x, a)
+    return [x]
+
+
+def _flatten(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x = inputs[0]
+    axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
+    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+def _cast(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    return [inputs[0].astype(onnx_dtype(int(attrs["to"])))]
+
+
+def _constant(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    if "value" in attrs:
+        return [attrs["value"]]
+    for key in ("value_float", "value_int"):
+        if key in attrs:
+            return [np.array(attrs[key])]
+    for key in ("value_floats", "value_ints"):
+        if key in attrs:
+            return [np.array(attrs[key])]
+    raise UnsupportedOp("Constant without a value attribute")
+
+
+def _constant_of_shape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    value = attrs.get("value", np.zeros(1, dtype=np.float32))
+    return [np.full([int(s) for s in inputs[0]], value.reshape(-1)[0], dtype=value.dtype)]
+
+
+ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
+    "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
+    "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
+    "Mod": _binary(np.mod),
+    "Equal": _binary(np.equal, False), "Less": _binary(np.less, False), "Greater": _binary(np.greater, False),
+    "LessOrEqual": _binary(np.less_equal, False), "GreaterOrEqual": _binary(np.greater_equal, False),
+    "And": _binary(np.logical_and, False), "Or": _binary(np.logical_or, False),
+    "Not": lambda i, a: [np.logical_not(i[0])],
+    "Sqrt": _unary(np.sqrt), "Reciprocal": _unary(lambda x: 1 / x), "Neg": _unary(np.negative),
+    "Abs": _unary(np.abs), "Exp": _unary(np.exp), "Log": _unary(np.log), "Erf": _unary(_erf),
+    "Tanh": _unary(np.tanh), "Sigmoid": _unary(lambda x: 1 / (1 + np.exp(-x))), "Relu": _unary(lambda x: np.maximum(x, 0)),
+    "Softplus": _unary(lambda x: np.log1p(np.exp(x))), "Identity": lambda i, a: [i[0]],
+    "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],
+    "Where": lambda i, a: [np.where(i[0], i[1], i[2]).astype(np.result_type(i[1], i[2]))],
+    "Cast": _cast, "CastLike": lambda i, a: [i[0].astype(i[1].dtype)], "Clip": _clip,
+    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Conv": _conv,
+    "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
+    "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
+    "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],
+    "Expand": _expand, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
+    "Tile": lambda i, a: [np.tile(i[0], [int(r) for r in i[1]])], "Trilu": _trilu, "Range": _range,
+    "Shape": lambda i, a: [np.array(i[0].shape[a.get("start", 0):a.get("end", None)], dtype=np.int64)],
+    "Size": lambda i, a: [np.array(i[0].size, dtype=np.int64)],
+    "ConstantOfShape": _constant_of_shape, "Constant": _constant, "CumSum": _cumsum,
+    "ReduceMean": _reduce(np.mean), "ReduceSum": _reduce(np.sum), "ReduceMax": _reduce(np.max),
+    "ReduceMin": _reduce(np.min), "ReduceProd": _reduce(np.prod),
+    "ArgMax": lambda i, a: [np.expand_dims(np.argmax(i[0], axis=int(a.get("axis", 0))), int(a.get("axis", 0)))
+                            if a.get("keepdims", 1) else np.argmax(i[0], axis=int(a.get("axis", 0)))],
+    "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
+    "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
+    "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
+}
+
+
+def run_node(op_type: str, inputs: Sequence[Array | None], attrs: dict[str, Any], n_out: int = 1) -> list[Array]:
+    """Evaluate one ONNX node on NumPy inputs (``None`` for an omitted optional input)."""
+    if op_type == "Split":
+        return _split(inputs, attrs, n_out)  # type: ignore[arg-type]
+    fn = ONNX_OPS.get(op_type)
+    if fn is None:
+        raise UnsupportedOp(op_type)
+    return fn(inputs, attrs)

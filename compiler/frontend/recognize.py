@@ -1,0 +1,351 @@
+"""Recognise high-level transformer ops in a folded ONNX ``Graph``.
+
+Each matcher returns ``Match`` records: the nodes it replaces, the op it stands for and that op's operands. Matching
+is by meaning where spellings vary: head split/merge chains are checked by pushing an index tensor through them,
+GELU and LayerNorm regions by evaluating them on random data (compiler/frontend/regions.py). Anything left
+unmatched is lowered one node to one generic op by the dialect builder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
+
+__all__ = ["Match", "recognize"]
+
+_MOVE_CHAIN = frozenset({"Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
+_SCALE_OPS = frozenset({"Mul", "Div"})
+
+
+@dataclass
+class Match:
+    """A recognised op: ``kind`` in attention | layernorm | gelu, replacing ``nodes``, producing ``output``."""
+
+    kind: str
+    nodes: list[Node]
+    output: str
+    operands: dict[str, str | None]
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Ctx:
+    graph: Graph
+    producers: dict[str, Node]
+    consumers: dict[str, list[Node]]
+    order: dict[int, int]
+    taken: set[int] = field(default_factory=set)
+
+
+def _walk_back(ctx: _Ctx, name: str, rank: int) -> tuple[str, list[Node]] | None:
+    """Follow movement / constant-scale nodes back from ``name`` to the nearest tensor of ``rank``."""
+    chain: list[Node] = []
+    while len(ctx.graph.shapes.get(name, ())) != rank:
+        node = ctx.producers.get(name)
+        if node is None:
+            return None
+        if node.op_type in _MOVE_CHAIN:
+            name = node.inputs[0]
+        elif node.op_type in _SCALE_OPS and ctx.graph.scalar(node.inputs[1]) is not None:
+            name = node.inputs[0]
+        elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
+            name = node.inputs[1]
+        else:
+            return None
+        chain.append(node)
+        if len(chain) > 8:
+            return None
+    return name, chain
+
+
+def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.ndarray:
+    values = {source: x}
+    for node in reversed(chain):
+        args = [values.get(i, ctx.graph.constants.get(i)) if i else None for i in node.inputs]
+        if node.op_type == "Cast":
+            values[node.outputs[0]] = args[0]
+            continue
+        if node.op_type in _SCALE_OPS or node.op_type == "Mul":
+            args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args]
+        values[node.outputs[0]] = run_node(node.op_type, args, node.attrs)[0]
+    return values[chain[0].outputs[0]] if chain else x
+
+
+def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
+    """If the chain computes ``c * expect(x)`` for a scalar c, return c."""
+    shape = ctx.graph.shapes[source]
+    x = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
+    try:
+        got = _run_chain(ctx, chain, source, x)
+        want = expect(x)
+    except (ValueError, IndexError, KeyError):
+        return None
+    if got.shape != want.shape:
+        return None
+    factor = float(got.reshape(-1)[0] / want.reshape(-1)[0])
+    if not np.allclose(got, want * factor, rtol=1e-6, atol=0):
+        return None
+    return factor
+
+
+def _is_causal(mask: np.ndarray, sq: int, sk: int) -> bool | None:
+    """True if a constant additive/boolean mask is the causal lower-triangular one."""
+    m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else None
+    if m is None:
+        return None
+    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
+    flat = m.reshape(-1, sq, sk)
+    if m.dtype == bool:
+        return bool(np.all(flat == tri)) if np.all(flat == flat[0]) else None
+    allowed = np.all(flat[:, tri] == 0)
+    blocked = np.all(flat[:, ~tri] < -1e4)
+    return bool(allowed and blocked)
+
+
+def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
+    g = ctx.graph
+    shape = g.shapes.get(softmax.outputs[0], ())
+    if len(shape) != 4 or softmax.attrs.get("axis", -1) not in (-1, 3):
+        return None
+    _, heads, sq, sk = shape
+    region: list[Node] = [softmax]
+    scale, mask, causal = 1.0, None, False
+    # Scores path: softmax input back to the QK^T MatMul.
+    name = softmax.inputs[0]
+    while True:
+        node = ctx.producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "MatMul" and not any(g.is_const(i) for i in node.inputs):
+            qk = node
+            break
+        region.append(node)
+        if node.op_type in ("Cast", "Identity"):
+            name = node.inputs[0]
+        elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
+            c, other = (node.inputs[1], node.inputs[0]) if g.scalar(node.inputs[1]) is not None else node.inputs
+            scale *= g.scalar(c)  # type: ignore[operator]
+            name = other
+        elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
+            scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
+            name = node.inputs[0]
+        elif node.op_type == "Add":
+            a, b = node.inputs
+            scores_side = a if len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a) else b
+            other = b if scores_side == a else a
+            if g.is_const(other):
+                c = _is_causal(g.constants[other], sq, sk)
+                if c:
+                    causal = True
+                elif not np.all(g.constants[other] == 0):
+                    mask = other
+            else:
+                if mask is not None:
+                    return None
+                mask = other
+            name = scores_side
+        elif node.op_type == "Where":
+            cond, a, b = node.inputs
+            if g.is_const(cond) and (g.scalar(b) is not None or g.scalar(a) is not None):
+                c = _is_causal(g.constants[cond] if g.scalar(b) is not None else ~g.constants[cond].astype(bool), sq, sk)
+                if not c:
+                    return None
+                causal = True
+                name = a if g.scalar(b) is not None else b
+            else:
+                return None
+        else:
+            return None
+    # After softmax: optional Cast / NaN guard, then the A.V MatMul.
+    probs = softmax.outputs[0]
+    av = None
+    for _ in range(4):
+        users = ctx.consumers.get(probs, [])
+        if len(users) == 1 and users[0].op_type == "MatMul" and users[0].inputs[0] == probs:
+            av = users[0]
+            break
+        isnan = [u for u in users if u.op_type == "IsNaN"]
+        where = [u for u in users if u.op_type == "Where"]
+        if len(users) == 2 and isnan and where and where[0].inputs[2] == probs:
+            region += [isnan[0], where[0]]
+            probs = where[0].outputs[0]
+            continue
+        if len(users) == 1 and users[0].op_type in ("Cast", "Identity", "Dropout"):
+            region.append(users[0])
+            probs = users[0].outputs[0]
+            continue
+        return None
+    if av is None:
+        return None
+    region += [qk, av]
+    q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
+    dh = g.shapes[q_head][-1]
+    dv = g.shapes[v_head][-1]
+    found = {}
+    for role, head, expect_fn in (
+        ("q", q_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)),
+        ("k", k_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 3, 1)),
+        ("v", v_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dv).transpose(0, 2, 1, 3)),
+    ):
+        walked = _walk_back(ctx, head, 3)
+        if walked is None:
+            return None
+        source, chain = walked
+        factor = _layout_factor(ctx, chain, source, expect_fn)
+        if factor is None:
+            return None
+        if role in ("q", "k"):
+            scale *= factor
+        elif factor != 1.0:
+            return None
+        found[role] = source
+        region += chain
+    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor.
+    out, chain = av.outputs[0], []
+    while len(g.shapes.get(out, ())) != 3:
+        users = ctx.consumers.get(out, [])
+        if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
+            return None
+        chain.append(users[0])
+        out = users[0].outputs[0]
+        if len(chain) > 4:
+            return None
+    av_shape = g.shapes[av.outputs[0]]
+    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(av_shape)
+    values = {av.outputs[0]: x}
+    for node in chain:
+        args = [values.get(i, g.constants.get(i)) if i else None for i in node.inputs]
+        values[node.outputs[0]] = args[0] if node.op_type == "Cast" else run_node(node.op_type, args, node.attrs)[0]
+    want = x.transpose(0, 2, 1, 3).reshape(av_shape[0], sq, heads * dv)
+    if values[out].shape != want.shape or not np.array_equal(values[out], want):
+        return None
+    region += chain
+    # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
+    names = {o for n in region for o in n.outputs}
+    ids = {id(n) for n in region}
+    keep = [n for n in region if any(
+        any(id(c) not in ids for c in ctx.consumers.get(o, [])) or o in g.outputs for o in n.outputs if o != out)]
+    if any(n in (qk, av, softmax) for n in keep):
+        return None
+    nodes = [n for n in region if n not in keep]
+    del names
+    return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
+                 {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal})
+
+
+def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
+    if form == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + run_node("Erf", [x / np.sqrt(2)], {})[0])
+
+
+def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
+    g = ctx.graph
+    form = "erf" if anchor.op_type == "Erf" else "tanh"
+    rng = np.random.default_rng(0)
+    for x in cone_tensors(g, anchor.inputs[0], ctx.producers, 5):
+        shape = g.shapes.get(x)
+        if not shape:
+            continue
+        sample = rng.normal(0, 2, size=shape)
+        for region in candidate_regions(g, x, ctx.consumers, ctx.order, lambda ns: any(n is anchor for n in ns)):
+            if any(id(n) in ctx.taken for n in region.nodes):
+                continue
+            try:
+                got = eval_region(g, region, sample)
+            except (ValueError, KeyError):
+                continue
+            if got.shape == shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
+                return Match("gelu", region.nodes, region.output, {"input": x}, {"approx": "exact" if form == "erf" else "tanh"})
+    return None
+
+
+def _norm_fit(g: Graph, region: Region, shape: tuple[int, ...], eps: float, rms: bool):
+    """Per-channel (gamma, beta) making the region equal a normalisation, or None."""
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(0.3, 1.5, size=shape) for _ in range(3)]
+    try:
+        ys = [eval_region(g, region, x) for x in xs]
+    except (ValueError, KeyError):
+        return None
+    if any(y.shape != tuple(shape) for y in ys):
+        return None
+    ns = []
+    for x in xs:
+        if rms:
+            ns.append(x / np.sqrt((x * x).mean(-1, keepdims=True) + eps))
+        else:
+            d = x - x.mean(-1, keepdims=True)
+            ns.append(d / np.sqrt((d * d).mean(-1, keepdims=True) + eps))
+    c = shape[-1]
+    n_all = np.concatenate([n.reshape(-1, c) for n in ns])
+    y_all = np.concatenate([y.reshape(-1, c) for y in ys])
+    gamma = ((n_all[1:] - n_all[0]) * (y_all[1:] - y_all[0])).sum(0) / ((n_all[1:] - n_all[0]) ** 2).sum(0)
+    beta = (y_all - n_all * gamma).mean(0)
+    if not np.allclose(n_all * gamma + beta, y_all, rtol=1e-4, atol=1e-5):
+        return None
+    return gamma, beta
+
+
+def _exact_param(g: Graph, region: Region, fitted: np.ndarray, default: float) -> tuple[str | None, np.ndarray]:
+    """Prefer a constant of the region that equals the fitted parameter; else the fitted value."""
+    for node in region.nodes:
+        for name in node.inputs:
+            value = g.constants.get(name)
+            if value is not None and value.shape[-1:] == fitted.shape and value.size == fitted.size:
+                if np.allclose(value.reshape(-1), fitted, rtol=1e-4, atol=1e-5):
+                    return name, value.reshape(-1)
+    if np.allclose(fitted, default, atol=1e-5):
+        return None, np.full(fitted.shape, default, dtype=np.float32)
+    return None, fitted.astype(np.float32)
+
+
+def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
+    g = ctx.graph
+    for x in cone_tensors(g, anchor.inputs[0], ctx.producers, 3):
+        shape = g.shapes.get(x)
+        if not shape or shape[-1] < 2:
+            continue
+        for region in candidate_regions(g, x, ctx.consumers, ctx.order, lambda ns: any(n is anchor for n in ns)):
+            if any(id(n) in ctx.taken for n in region.nodes) or not any(n.op_type in ("Sqrt", "Pow", "Reciprocal", "Div") for n in region.nodes):
+                continue
+            eps_candidates = [g.scalar(i) for n in region.nodes if n.op_type == "Add" for i in n.inputs
+                              if g.scalar(i) is not None and 0 < g.scalar(i) < 1e-2]
+            eps = eps_candidates[0] if eps_candidates else 0.0
+            has_center = sum(n.op_type == "ReduceMean" for n in region.nodes) >= 2
+            for rms in ((False, True) if has_center else (True,)):
+                fit = _norm_fit(g, region, shape, eps, rms)
+                if fit is None:
+                    continue
+                gname, gamma = _exact_param(g, region, fit[0], 1.0)
+                bname, beta = _exact_param(g, region, fit[1], 0.0)
+                return Match("layernorm", region.nodes, region.output, {"input": x, "weight": gname, "bias": bname},
+                             {"epsilon": eps, "kind": "rmsnorm" if rms else "layernorm", "gamma": gamma,
+                              "beta": None if rms and bname is None and not np.any(beta) else beta})
+    return None
+
+
+def recognize(graph: Graph) -> list[Match]:
+    """All attention, LayerNorm/RMSNorm and GELU matches, in graph order, non-overlapping."""
+    ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
+    matches: list[Match] = []
+    for node in graph.nodes:
+        if id(node) in ctx.taken:
+            continue
+        match = None
+        if node.op_type == "Softmax":
+            match = _match_attention(ctx, node)
+        elif node.op_type in ("Erf", "Tanh"):
+            match = _match_gelu(ctx, node)
+        elif node.op_type == "ReduceMean":
+            match = _match_norm(ctx, node)
+        if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
+            matches.append(match)
+            ctx.taken.update(id(n) for n in match.nodes)
+    return matches

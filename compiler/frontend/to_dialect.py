@@ -1,0 +1,440 @@
+"""Build the ``dataflow`` module from a folded ``Graph`` and its recognised matches.
+
+Matched regions become one high-level op each; every other node becomes one generic op whose ``attrs`` keep the ONNX
+op type, its attributes and its constant parameter inputs, so the functional simulator can still execute it
+exactly. Weights go to a ``WeightStore`` and appear in the IR as ``dataflow.weight`` ops.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    BoolAttr,
+    DenseArrayBase,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    BFloat16Type,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    f32,
+    f64,
+    i64,
+    ArrayAttr,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+
+from compiler.dialect import dataflow as df
+from compiler.frontend.graph import Graph, Node
+from compiler.frontend.recognize import Match, recognize
+from hw.errors import InputError
+
+__all__ = ["ImportResult", "WeightStore", "build_module", "element_type", "PATTERN_KINDS"]
+
+WeightStore = dict[str, np.ndarray]
+PATTERN_KINDS = ("attention", "layernorm", "gelu", "gemm", "softmax", "moe")
+
+_ELEMENTWISE = {
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
+    "Neg": "neg", "Abs": "abs", "Exp": "exp", "Log": "log", "Erf": "erf", "Tanh": "tanh", "Sigmoid": "sigmoid",
+    "Relu": "relu", "Min": "min", "Max": "max", "Where": "where", "Equal": "equal", "Less": "less",
+    "Greater": "greater", "Not": "not", "And": "and", "Or": "or", "Cast": "cast", "Clip": "clip",
+    "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
+    "IsNaN": "equal", "LessOrEqual": "less", "GreaterOrEqual": "greater",
+}
+_MOVE = {
+    "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
+    "Split": "split", "Expand": "expand", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Flatten": "flatten",
+    "Tile": "tile", "Trilu": "trilu", "Range": "range", "ConstantOfShape": "constant_of_shape", "CumSum": "cumsum",
+    "GatherElements": "gather",
+}
+_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+           "ArgMax": "argmax"}
+#: Inputs (by position) that are shape-like parameters rather than data, per op type.
+_PARAM_INPUTS = {
+    "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
+    "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
+    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0},
+}
+
+
+@dataclass
+class ImportResult:
+    """The module, its weights, and what the frontend recognised."""
+
+    module: ModuleOp
+    weights: WeightStore
+    patterns: dict[str, int]
+    input_names: list[str]
+    output_names: list[str]
+    source: str
+    onnx_ops: dict[str, int] = field(default_factory=dict)
+    batch: int = 1
+
+
+def element_type(dtype: np.dtype) -> Attribute:
+    """The MLIR element type of a NumPy dtype."""
+    kind = np.dtype(dtype)
+    table: dict[Any, Attribute] = {
+        np.dtype(np.float32): f32, np.dtype(np.float64): f64, np.dtype(np.float16): Float16Type(),
+        np.dtype(np.int64): i64, np.dtype(np.int32): IntegerType(32), np.dtype(np.int8): IntegerType(8),
+        np.dtype(np.uint8): IntegerType(8), np.dtype(np.bool_): IntegerType(1), np.dtype(np.int16): IntegerType(16),
+    }
+    if kind not in table:
+        raise InputError(f"unsupported tensor element type {kind}")
+    return table[kind]
+
+
+def _attr(value: Any) -> Attribute:
+    if isinstance(value, bool):
+        return BoolAttr.from_bool(value)
+    if isinstance(value, (int, np.integer)):
+        return IntegerAttr(int(value), i64)
+    if isinstance(value, (float, np.floating)):
+        return FloatAttr(float(value), f64)
+    if isinstance(value, str):
+        return StringAttr(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iub":
+            return DenseArrayBase.from_list(i64, [int(v) for v in value.reshape(-1)])
+        return DenseArrayBase.from_list(f64, [float(v) for v in value.reshape(-1)])
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, np.integer)) for v in value):
+            return DenseArrayBase.from_list(i64, [int(v) for v in value])
+        if all(isinstance(v, (int, float, np.number)) for v in value):
+            return DenseArrayBase.from_list(f64, [float(v) for v in value])
+        return ArrayAttr([_attr(v) for v in value])
+    raise TypeError(f"cannot store attribute value {value!r}")
+
+
+def _layer_name(raw: str) -> str:
+    return raw.strip("/").replace("/", ".") or raw
+
+
+def _common_prefix(names: list[str]) -> str:
+    parts = [_layer_name(n).split(".") for n in names if n]
+    if not parts:
+        return "op"
+    prefix = os.path.commonprefix(parts)
+    return ".".join(prefix) if prefix else _layer_name(names[-1])
+
+
+class _Builder:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.block = Block()
+        self.values: dict[str, SSAValue] = {}
+        self.weights: WeightStore = {}
+        self.names: set[str] = set()
+        self.patterns = dict.fromkeys(PATTERN_KINDS, 0)
+
+    def unique(self, name: str) -> str:
+        base, i = name, 1
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def ttype(self, name: str) -> TensorType:
+        return TensorType(element_type(self.g.dtypes[name]), list(self.g.shapes[name]))
+
+    def add(self, op: Operation) -> Operation:
+        self.block.add_op(op)
+        return op
+
+    def weight(self, key: str, value: np.ndarray) -> SSAValue:
+        if key in self.values:
+            return self.values[key]
+        self.weights[key] = value
+        op = self.add(df.WeightOp(key, TensorType(element_type(value.dtype), list(value.shape))))
+        self.values[key] = op.results[0]
+        return op.results[0]
+
+    def value(self, name: str) -> SSAValue:
+        if name in self.values:
+            return self.values[name]
+        if name in self.g.constants:
+            return self.weight(name, self.g.constants[name])
+        raise InputError(f"{self.g.source}: tensor '{name}' is used before it is defined")
+
+    def bind(self, name: str, op: Operation, index: int = 0) -> None:
+        self.values[name] = op.results[index]
+
+
+def _generic_attrs(b: _Builder, node: Node, params: set[int]) -> tuple[list[SSAValue], DictionaryAttr]:
+    entries: dict[str, Attribute] = {"onnx_op": StringAttr(node.op_type), "nin": IntegerAttr(len(node.inputs), i64)}
+    for key, value in node.attrs.items():
+        entries[key] = _attr(value)
+    operands: list[SSAValue] = []
+    for pos, name in enumerate(node.inputs):
+        if not name:
+            entries[f"#{pos}"] = StringAttr("")
+        elif pos in params and b.g.is_const(name):
+            entries[f"#{pos}"] = _attr(b.g.constants[name])
+        else:
+            operands.append(b.value(name))
+    return operands, DictionaryAttr(entries)
+
+
+def _emit_gemm(b: _Builder, node: Node) -> None:
+    g = b.g
+    name = b.unique(_layer_name(node.name))
+    a, w = node.inputs[0], node.inputs[1]
+    bias: SSAValue | None = None
+    if node.op_type == "Gemm":
+        if node.attrs.get("transA", 0):
+            raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): transA=1 is not supported; "
+                             "re-export with the activation as the left operand")
+        alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+        if g.is_const(w):
+            value = g.constants[w]
+            value = value.T if node.attrs.get("transB", 0) else value
+            if alpha != 1.0:
+                value = (value * alpha).astype(value.dtype)
+            key = w + (".T" if node.attrs.get("transB", 0) else "") + (f".x{alpha:g}" if alpha != 1.0 else "")
+            rhs = b.weight(key, np.ascontiguousarray(value))
+        else:
+            if node.attrs.get("transB", 0) or alpha != 1.0:
+                raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): transB/alpha with an "
+                                 "activation operand")
+            rhs = b.value(w)
+        if len(node.inputs) > 2 and node.inputs[2]:
+            c = node.inputs[2]
+            n = g.shapes[node.outputs[0]][-1]
+            if g.is_const(c) and g.constants[c].size == n:
+                value = (g.constants[c].reshape(n) * beta).astype(g.constants[c].dtype)
+                bias = b.weight(c + (f".x{beta:g}" if beta != 1.0 else ""), value)
+            else:
+                raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): bias C must be a constant "
+                                 f"vector of length {n}")
+    else:
+        rhs = b.value(w)
+    lhs = b.value(a)
+    lhs_shape, rhs_shape = g.shapes[a], tuple(rhs.type.get_shape())  # type: ignore[attr-defined]
+    if len(rhs_shape) > 2 and tuple(rhs_shape[:-2]) != tuple(lhs_shape[:-2]):
+        raise InputError(f"{g.source}: unsupported op MatMul (node '{node.name}'): broadcast batch dims "
+                         f"{lhs_shape} x {rhs_shape}")
+    if len(lhs_shape) < 2:
+        raise InputError(f"{g.source}: unsupported op {node.op_type} (node '{node.name}'): rank-1 operand")
+    out_type = b.ttype(node.outputs[0])
+    op = b.add(df.GemmOp(name, lhs, rhs, bias, out_type, f32))
+    b.bind(node.outputs[0], op)
+    b.patterns["gemm"] += 1
+
+
+def _fold_bias(b: _Builder, node: Node, consumers: dict[str, list[Node]]) -> Node | None:
+    """A MatMul followed by an Add of a constant [N] vector: the Add to absorb as the GEMM's bias."""
+    if node.op_type != "MatMul" or not b.g.is_const(node.inputs[1]):
+        return None
+    users = consumers.get(node.outputs[0], [])
+    if len(users) != 1 or users[0].op_type != "Add" or node.outputs[0] in b.g.outputs:
+        return None
+    add = users[0]
+    other = add.inputs[1] if add.inputs[0] == node.outputs[0] else add.inputs[0]
+    n = b.g.shapes[node.outputs[0]][-1]
+    if b.g.is_const(other) and b.g.constants[other].size == n:
+        return add
+    return None
+
+
+def _emit_conv(b: _Builder, node: Node) -> None:
+    g = b.g
+    x, w = node.inputs[0], node.inputs[1]
+    kernel = list(node.attrs.get("kernel_shape", g.shapes[w][2:]))
+    strides = list(node.attrs.get("strides", [1] * len(kernel)))
+    pads = list(node.attrs.get("pads", [0] * 2 * len(kernel)))
+    if (len(kernel) != 2 or kernel != strides or any(pads) or node.attrs.get("group", 1) != 1
+            or any(d != 1 for d in node.attrs.get("dilations", [1, 1])) or not g.is_const(w)):
+        raise InputError(f"{g.source}: unsupported op Conv (node '{node.name}'): only patch-embedding convolutions "
+                         "(kernel == stride, no padding, groups 1) are supported")
+    batch, cin, h, wd = g.shapes[x]
+    kh, kw = kernel
+    hp, wp = h // kh, wd // kw
+    cout = g.shapes[w][0]
+    name = b.unique(_layer_name(node.name))
+    el = element_type(g.dtypes[x])
+    patches = b.add(df.MoveOp.create(
+        operands=[b.value(x)], result_types=[TensorType(el, [batch, hp * wp, cin * kh * kw])],
+        properties={"layer": StringAttr(name + ".patchify"), "kind": StringAttr("patchify"),
+                    "attrs": DictionaryAttr({"kernel": _attr(kernel)})}))
+    weight = g.constants[w].reshape(cout, cin * kh * kw).T
+    rhs = b.weight(w + ".patches", np.ascontiguousarray(weight))
+    bias = b.weight(node.inputs[2], g.constants[node.inputs[2]]) if len(node.inputs) > 2 and node.inputs[2] else None
+    gemm = b.add(df.GemmOp(name, patches.results[0], rhs, bias, TensorType(el, [batch, hp * wp, cout]), f32))
+    b.patterns["gemm"] += 1
+    trans = b.add(df.MoveOp.create(
+        operands=[gemm.results[0]], result_types=[TensorType(el, [batch, cout, hp * wp])],
+        properties={"layer": StringAttr(name + ".to_nchw"), "kind": StringAttr("transpose"),
+                    "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
+                                             "perm": _attr([0, 2, 1])})}))
+    reshape = b.add(df.MoveOp.create(
+        operands=[trans.results[0]], result_types=[b.ttype(node.outputs[0])],
+        properties={"layer": StringAttr(name + ".unflatten"), "kind": StringAttr("reshape"),
+                    "attrs": DictionaryAttr({"onnx_op": StringAttr("Reshape"), "nin": IntegerAttr(2, i64),
+                                             "#1": _attr(list(g.shapes[node.outputs[0]]))})}))
+    b.bind(node.outputs[0], reshape)
+
+
+def _emit_match(b: _Builder, m: Match) -> None:
+    g = b.g
+    name = b.unique(_common_prefix([n.name for n in m.nodes]))
+    out_type = b.ttype(m.output)
+    if m.kind == "attention":
+        mask = m.operands["mask"]
+        op = b.add(df.AttentionOp.create(
+            operands=[b.value(m.operands["q"]), b.value(m.operands["k"]), b.value(m.operands["v"])]
+            + ([b.value(mask)] if mask else []),
+            result_types=[out_type],
+            properties={"layer": StringAttr(name), "num_heads": IntegerAttr(m.props["num_heads"], i64),
+                        "head_dim": IntegerAttr(m.props["head_dim"], i64),
+                        "scale": FloatAttr(float(m.props["scale"]), f64), "causal": BoolAttr.from_bool(m.props["causal"]),
+                        "softmax": StringAttr("exact"), "algorithm": StringAttr("standard"),
+                        "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1 if mask else 0])}))
+        b.patterns["attention"] += 1
+        b.patterns["softmax"] += 1
+    elif m.kind == "gelu":
+        op = b.add(df.GeluOp.create(operands=[b.value(m.operands["input"])], result_types=[out_type],
+                                    properties={"layer": StringAttr(name), "approx": StringAttr(m.props["approx"])}))
+        b.patterns["gelu"] += 1
+    elif m.kind == "layernorm":
+        gname = m.operands["weight"] or name + ".gamma"
+        weight = b.weight(gname, np.asarray(m.props["gamma"], dtype=np.float32))
+        bias = None
+        if m.props["beta"] is not None:
+            bname = m.operands["bias"] or name + ".beta"
+            bias = b.weight(bname, np.asarray(m.props["beta"], dtype=np.float32))
+        op = b.add(_layernorm_op(name, b.value(m.operands["input"]), weight, bias, out_type,
+                                 m.props["epsilon"], m.props["kind"]))
+        b.patterns["layernorm"] += 1
+    else:  # pragma: no cover - recognize() only yields the kinds above
+        raise AssertionError(m.kind)
+    b.bind(m.output, op)
+
+
+def _layernorm_op(name: str, x: SSAValue, w: SSAValue, bias: SSAValue | None, out: Attribute, eps: float,
+                  kind: str) -> Operation:
+    return df.LayerNormOp.create(
+        operands=[x, w] + ([bias] if bias is not None else []), result_types=[out],
+        properties={"layer": StringAttr(name), "epsilon": FloatAttr(float(eps), f64), "kind": StringAttr(kind),
+                    "approx": StringAttr("exact"),
+                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1 if bias is not None else 0])})
+
+
+def _emit_node(b: _Builder, node: Node) -> None:
+    g = b.g
+    op_type = node.op_type
+    if op_type in ("MatMul", "Gemm"):
+        _emit_gemm(b, node)
+        return
+    if op_type == "Conv":
+        _emit_conv(b, node)
+        return
+    name = b.unique(_layer_name(node.name))
+    if op_type == "LayerNormalization":
+        x, w = node.inputs[0], node.inputs[1]
+        if node.attrs.get("axis", -1) not in (-1, len(g.shapes[x]) - 1) or not g.is_const(w):
+            raise InputError(f"{g.source}: unsupported op LayerNormalization (node '{node.name}'): only last-axis "
+                             "normalisation with constant scale is supported")
+        bias = b.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        op = b.add(_layernorm_op(name, b.value(x), b.value(w), bias, b.ttype(node.outputs[0]),
+                                 float(node.attrs.get("epsilon", 1e-5)), "layernorm"))
+        b.patterns["layernorm"] += 1
+    elif op_type == "Gelu":
+        approx = "tanh" if node.attrs.get("approximate", "none") == "tanh" else "exact"
+        op = b.add(df.GeluOp.create(operands=[b.value(node.inputs[0])], result_types=[b.ttype(node.outputs[0])],
+                                    properties={"layer": StringAttr(name), "approx": StringAttr(approx)}))
+        b.patterns["gelu"] += 1
+    elif op_type == "Softmax":
+        op = b.add(df.SoftmaxOp.create(
+            operands=[b.value(node.inputs[0])], result_types=[b.ttype(node.outputs[0])],
+            properties={"layer": StringAttr(name), "axis": IntegerAttr(int(node.attrs.get("axis", -1)), i64),
+                        "approx": StringAttr("exact")}))
+        b.patterns["softmax"] += 1
+    elif (op_type == "Gather" and g.is_const(node.inputs[0]) and not g.is_const(node.inputs[1])
+          and len(g.shapes[node.inputs[0]]) == 2 and node.attrs.get("axis", 0) == 0):
+        op = b.add(df.EmbeddingOp.create(
+            operands=[b.value(node.inputs[0]), b.value(node.inputs[1])], result_types=[b.ttype(node.outputs[0])],
+            properties={"layer": StringAttr(name)}))
+    elif op_type in _ELEMENTWISE or op_type in _MOVE or op_type in _REDUCE:
+        operands, attrs = _generic_attrs(b, node, _PARAM_INPUTS.get(op_type, set()))
+        results = [b.ttype(o) for o in node.outputs if o]
+        if op_type in _ELEMENTWISE:
+            op = b.add(df.ElementwiseOp.create(operands=operands, result_types=results, properties={
+                "layer": StringAttr(name), "kind": StringAttr(_ELEMENTWISE[op_type]), "attrs": attrs}))
+        elif op_type in _MOVE:
+            op = b.add(df.MoveOp.create(operands=operands, result_types=results, properties={
+                "layer": StringAttr(name), "kind": StringAttr(_MOVE[op_type]), "attrs": attrs}))
+        else:
+            axes = node.attrs.get("axes")
+            if len(node.inputs) > 1 and node.inputs[1]:
+                axes = [int(a) for a in g.constants[node.inputs[1]].reshape(-1)]
+            if op_type == "ArgMax":
+                axes = [int(node.attrs.get("axis", 0))]
+            if axes is None:
+                axes = list(range(len(g.shapes[node.inputs[0]])))
+            op = b.add(df.ReduceOp.create(operands=[operands[0]], result_types=results, properties={
+                "layer": StringAttr(name), "kind": StringAttr(_REDUCE[op_type]),
+                "axes": ArrayAttr([IntegerAttr(int(a), i64) for a in axes]),
+                "keepdims": BoolAttr.from_bool(bool(node.attrs.get("keepdims", 1)))}))
+        for i, out in enumerate(o for o in node.outputs if o):
+            b.bind(out, op, i)
+        return
+    else:
+        raise InputError(
+            f"{g.source}: unsupported op {op_type} (node '{node.name}'); supported ops are listed by "
+            "`codesign ops` — re-export without it or open an issue with the model")
+    b.bind(node.outputs[0], op)
+
+
+def build_module(graph: Graph) -> ImportResult:
+    """Recognise patterns in ``graph`` and build the ``dataflow`` module for it."""
+    matches = recognize(graph)
+    by_output = {m.output: m for m in matches}
+    consumed = {id(n) for m in matches for n in m.nodes}
+    b = _Builder(graph)
+    arg_types = [b.ttype(n) for n in graph.inputs]
+    for i, (name, typ) in enumerate(zip(graph.inputs, arg_types)):
+        b.values[name] = b.block.insert_arg(typ, i)
+    consumers = graph.consumers()
+    absorbed: dict[int, Node] = {}
+    ops_hist: dict[str, int] = {}
+    for node in graph.nodes:
+        ops_hist[node.op_type] = ops_hist.get(node.op_type, 0) + 1
+        if id(node) in absorbed:
+            continue
+        if id(node) in consumed:
+            for out in node.outputs:
+                if out in by_output:
+                    _emit_match(b, by_output[out])
+            continue
+        bias_add = _fold_bias(b, node, consumers)
+        if bias_add is not None:
+            absorbed[id(bias_add)] = bias_add
+            other = bias_add.inputs[1] if bias_add.inputs[0] == node.outputs[0] else bias_add.inputs[0]
+            n = graph.shapes[node.outputs[0]][-1]
+            name = b.unique(_layer_name(node.name))
+            out_type = b.ttype(bias_add.outputs[0])
+            op = b.add(df.GemmOp(name, b.value(node.inputs[0]), b.value(node.inputs[1]),
+                                 b.weight(other, graph.constants[other].reshape(n)), out_type, f32))
+            b.bind(bias_add.outputs[0], op)
+            b.patterns["gemm"] += 1
+            continue
+        _emit_node(b, node)
+    b.add(func.ReturnOp(*[b.value(o) for o in graph.outputs]))
+    result_types = [b.values[o].type for o in graph.outputs]
+    fn = func.FuncOp("main", (arg_types, result_types), Region(b.block))
+    module = ModuleOp([fn])
+    return ImportResult(module=module, weights=b.weights, patterns=b.patterns, input_names=list(graph.inputs),
+                        output_names=list(graph.outputs), source=graph.source, onnx_ops=ops_hist,
+                        batch=int(graph.shapes[graph.inputs[0]][0]) if graph.inputs and graph.shapes[graph.inputs[0]] else 1)

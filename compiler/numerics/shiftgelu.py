@@ -1,0 +1,47 @@
+"""I-ViT ShiftGELU (``IntGELU``, n = 23): GELU(x) ~= x * sigmoid(1.702 x) with integer shifts.
+
+Source: zkkli/I-ViT ``models/quantization_utils/quant_modules.py`` (``IntGELU``). Semantics are the
+published float32 code evaluated in float64 (exact integers); the 1.702 is folded into the scale of the
+exponential, also in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from compiler.numerics._intops import as_rows, check_abs_below, check_bits, floor_div, scalar_scale
+from compiler.numerics.shiftmax import shift_exp
+
+__all__ = ["SHIFTGELU_N", "shiftgelu"]
+
+SHIFTGELU_N = 23
+"""I-ViT's n for GELU (more fraction bits than softmax's 15: the sigmoid needs them near 0)."""
+
+_SUM_MAX = (1 << 31) - 1
+
+
+def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8) -> tuple[torch.Tensor, float]:
+    """I-ViT ShiftGELU: (y_int, out_scale) with y_int * out_scale ~= GELU(x_int * scale).
+
+    With S_sig = scale * 1.702 (float64) and m = max over the last dimension (a per-row max, as I-ViT)::
+
+        e     = shift_exp(x - m, S_sig, n=23)        # ~ e^(1.702 (x - m))
+        e_max = shift_exp(-m, S_sig, n=23)           # ~ e^(-1.702 m); may saturate, see shift_exp
+        sum   = min(e + e_max, 2^31 - 1)
+        sig   = floor(e * floor((2^31 - 1) / sum) / 2^(32 - b))   # sigmoid, scale 2^-(b - 1)
+        y     = x * sig
+
+    out_scale = scale * 2^-(b - 1), b = ``out_bits``. y is not requantized: |y| < |x| * 2^(b - 1), so the
+    next QuantAct (``requantize``) brings it back to 8 bits. Requires |x_int| < 2^32.
+    """
+    x = as_rows(x_int, "x_int")
+    b = check_bits(out_bits, "out_bits", 2, 32)
+    check_abs_below(x, 32, "x_int")
+    s = scalar_scale(scale)
+    s_sig = s * 1.702
+    row_max = x.amax(dim=-1, keepdim=True)
+    e = shift_exp(x - row_max, s_sig, SHIFTGELU_N)
+    e_max = shift_exp(-row_max, s_sig, SHIFTGELU_N)
+    total = torch.clamp(e + e_max, max=_SUM_MAX)
+    sig = torch.bitwise_right_shift(e * floor_div(_SUM_MAX, total), 32 - b)
+    return x * sig, s * 2.0 ** -(b - 1)

@@ -1,0 +1,54 @@
+"""``schedule``: lower every op to hardware tasks and run the event-driven scheduler of ``hw.perf``.
+
+Each scheduled op gets ``start`` and ``end`` attributes (cycles); the full schedule and the per-layer plans go to the
+compile context for the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.passes import ModulePass
+
+from compiler.dialect import dataflow as df
+from compiler.schedule.lower import lower_module
+from compiler.schedule.target import resolve_model
+from hw.perf.scheduler import Machine, schedule
+
+__all__ = ["Schedule"]
+
+
+@dataclass(frozen=True)
+class Schedule(ModulePass):
+    """Schedule the module on the compile's target (or ``target`` for ``codesign opt``)."""
+
+    name = "schedule"
+    target: str | None = None
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        model = resolve_model(ctx, self.name, self.target)
+        plans = lower_module(op, model)
+        tasks = [t for plan in plans for t in plan.tasks]
+        double = bool(getattr(getattr(model.target, "buffers", None), "double_buffered", True))
+        machine = Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
+                          double_buffered=double)
+        result = schedule(tasks, machine)
+        span = {}
+        for plan in plans:
+            times = [result.task(t.name) for t in plan.tasks]
+            if times:
+                span[plan.name] = (min(t.start for t in times), max(t.end for t in times))
+        for inner in op.walk():
+            if inner.dialect_name() != "dataflow" or "layer" not in inner.properties:
+                continue
+            layer = inner.properties["layer"]
+            assert isinstance(layer, StringAttr)
+            if layer.data in span and not isinstance(inner, df.WeightOp):
+                start, end = span[layer.data]
+                inner.attributes["start"] = IntegerAttr(start, i64)
+                inner.attributes["end"] = IntegerAttr(end, i64)
+        env = getattr(ctx, "env", None)
+        if env is not None:
+            env.plans, env.schedule = plans, result

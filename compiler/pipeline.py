@@ -1,0 +1,162 @@
+"""The compile pipeline: an explicit, ordered list of named steps from ONNX to report numbers.
+
+``import`` builds the dataflow module from ONNX; every middle step is a registered xDSL pass (compiler/passes/);
+``report`` turns the schedule into numbers. Users can replace the middle (``passes=``), stop after any step, print
+the IR after any step, and every step is verified before the next runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.utils.exceptions import DiagnosticException, VerifyException
+
+from compiler.context import CompileContext, CompileEnv, make_context
+from compiler.frontend.onnx_loader import load_graph
+from compiler.frontend.to_dialect import ImportResult, build_module
+from compiler.passes import PASSES
+from hw.errors import InputError
+
+__all__ = ["DEFAULT_PASSES", "STEPS", "CompileOptions", "CompileResult", "run_pipeline", "parse_passes",
+           "step_names"]
+
+#: The middle of the default pipeline, in order. `import` comes before, `report` after.
+DEFAULT_PASSES: tuple[str, ...] = ("canonicalize", "fuse", "tile", "schedule")
+STEPS: tuple[str, ...] = ("import",) + DEFAULT_PASSES + ("report",)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What a compile was asked to do. Validated once at the edge (CLI / API); passes trust it."""
+
+    target: str = "fpga-u280"
+    overrides: tuple[tuple[str, str], ...] = ()
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    passes: str | None = None
+    stop_after: str | None = None
+    print_ir_after: tuple[str, ...] = ()
+    choices: tuple[tuple[str, str], ...] = ()  # numerics / attention choices, e.g. ("softmax", "shiftmax")
+
+    def choice(self, key: str, default: str) -> str:
+        """The value chosen for ``key`` (e.g. ``softmax``), or ``default``."""
+        return dict(self.choices).get(key, default)
+
+
+@dataclass
+class CompileResult:
+    """Everything a compile produced; ``report`` is None when it stopped before the report step."""
+
+    module: ModuleOp
+    imported: ImportResult
+    env: CompileEnv
+    steps_run: list[str] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+
+def parse_passes(spec: str) -> list[ModulePass]:
+    """Parse ``'canonicalize,tile{target=fpga-u280}'`` against the registry."""
+    try:
+        specs = list(parse_pipeline(spec))
+    except Exception as err:  # xDSL raises plain ValueError / ParseError subclasses here
+        raise InputError(f"--passes '{spec}': {str(err).splitlines()[0]}") from None
+    out: list[ModulePass] = []
+    for item in specs:
+        loader = PASSES.get(item.name)
+        if loader is None:
+            raise InputError(f"--passes: unknown pass '{item.name}' (known: {', '.join(sorted(PASSES))})")
+        try:
+            out.append(loader().from_pass_spec(item))
+        except Exception as err:
+            raise InputError(f"--passes: pass '{item.name}': {str(err).splitlines()[0]}") from None
+    return out
+
+
+def step_names(options: CompileOptions, default_passes: Sequence[str] = DEFAULT_PASSES) -> list[str]:
+    """The step names this compile runs, in order."""
+    middle = [p.name for p in parse_passes(options.passes)] if options.passes else list(default_passes)
+    return ["import"] + middle + ["report"]
+
+
+def _verify(module: ModuleOp, step: str) -> None:
+    try:
+        module.verify()
+    except (VerifyException, DiagnosticException) as err:
+        raise InputError(f"IR after step '{step}' does not verify: {str(err).strip().splitlines()[0]}") from None
+
+
+def run_pipeline(
+    source: str | os.PathLike[str] | onnx.ModelProto,
+    options: CompileOptions,
+    *,
+    middle: Sequence[ModulePass] | None = None,
+    on_ir: Callable[[str, ModuleOp], None] | None = None,
+    report: Callable[[CompileContext, CompileResult], dict[str, Any]] | None = None,
+    env: CompileEnv | None = None,
+) -> CompileResult:
+    """Run the pipeline on an ONNX model.
+
+    ``middle`` replaces the default passes (already built, e.g. with options from the numerics flags); ``on_ir`` is
+    called with (step, module) after each step named in ``options.print_ir_after``; ``report`` builds the report
+    dict after the last pass.
+    """
+    passes = list(middle) if middle is not None else (
+        parse_passes(options.passes) if options.passes else [PASSES[name]()() for name in DEFAULT_PASSES])
+    names = ["import"] + [p.name for p in passes] + ["report"]
+    for wanted in (options.stop_after, *options.print_ir_after):
+        if wanted is not None and wanted not in names:
+            raise InputError(f"no step '{wanted}' in this pipeline (steps: {', '.join(names)})")
+    ctx = make_context(env)
+    if ctx.env.model is None:
+        from hw.models import build_model
+        from hw.targets import load_target
+
+        ctx.env.target = load_target(options.target, dict(options.overrides))
+        ctx.env.model = build_model(ctx.env.target)
+        ctx.env.model.check_fits()
+    ctx.env.options = dict(options.choices)
+    graph = load_graph(source, dict(options.shapes))
+    imported = build_module(graph)
+    ctx.env.weights = imported.weights
+    module = imported.module
+    result = CompileResult(module=module, imported=imported, env=ctx.env)
+    _verify(module, "import")
+    result.steps_run.append("import")
+
+    def after(step: str) -> bool:
+        if on_ir is not None and step in options.print_ir_after:
+            on_ir(step, module)
+        return options.stop_after == step
+
+    if after("import"):
+        return result
+    for p in passes:
+        p.apply(ctx, module)
+        _verify(module, p.name)
+        result.steps_run.append(p.name)
+        if after(p.name):
+            return result
+    if report is not None:
+        result.report = report(ctx, result)
+    result.steps_run.append("report")
+    after("report")
+    return result
+
+
+def overrides_from(pairs: Mapping[str, str] | Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``{"gemm.rows": "16"}`` or ``["gemm.rows=16"]`` -> sorted (key, value) pairs."""
+    if isinstance(pairs, Mapping):
+        return tuple((str(k), str(v)) for k, v in pairs.items())
+    out = []
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set {text}: expected KEY=VALUE, e.g. gemm.rows=16")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)

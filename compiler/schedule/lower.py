@@ -1,0 +1,265 @@
+"""Lower ``dataflow`` ops to hardware tasks priced by a target model.
+
+Execution model (stated, so reports can be read): ops run one after another as the dependency graph allows; every
+activation an op reads or writes goes through off-chip memory, except tensors inside a fused group (``fuse`` pass)
+and scores inside ``flash`` / ``edge-moe`` attention, which stay on chip; each weight is read from off-chip once per
+inference. Views (reshape, squeeze, ...) cost nothing and forward their producer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp, StringAttr, TensorType
+from xdsl.ir import Operation, SSAValue
+
+from compiler.dialect import dataflow as df
+from hw.models.base import AcceleratorModel, Cost
+from hw.perf.scheduler import Task
+from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
+
+__all__ = ["LayerPlan", "lower_module", "gemm_work", "tensor_bytes", "element_bits", "FUSED_ATTR", "TILES_ATTR"]
+
+FUSED_ATTR = "fused_into"
+TILES_ATTR = "tiles"
+_VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze", "shape")
+#: Generic element-wise kinds -> the vector cost class that prices them.
+_CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
+          "identity", "clip", "relu", "mod", "isnan", "isinf")
+_TRANSCENDENTAL = ("exp", "log", "erf", "tanh", "sigmoid", "softplus", "sqrt", "reciprocal", "pow", "div")
+
+
+@dataclass
+class LayerPlan:
+    """One IR op as the report shows it: its tasks, MACs and traffic."""
+
+    name: str
+    op: str
+    tasks: list[Task]
+    macs: int = 0
+    macs_by_bits: dict[int, int] = field(default_factory=dict)
+    bytes_offchip: int = 0
+    weight_bytes: int = 0
+    onchip_bytes: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def element_bits(value: SSAValue) -> int:
+    """Bits of one element of a tensor value (i1 counts as 8: it is stored as a byte)."""
+    el = value.type.get_element_type()  # type: ignore[attr-defined]
+    width = el.width.data if isinstance(el, IntegerType) else el.bitwidth  # type: ignore[attr-defined]
+    return max(8, width) if width == 1 else width
+
+
+def tensor_bytes(value: SSAValue) -> int:
+    """Bytes of a whole tensor value."""
+    typ = value.type
+    assert isinstance(typ, TensorType)
+    n = 1
+    for d in typ.get_shape():
+        n *= d
+    return -(-n * element_bits(value) // 8)
+
+
+def _numel(value: SSAValue) -> int:
+    n = 1
+    for d in value.type.get_shape():  # type: ignore[attr-defined]
+        n *= d
+    return n
+
+
+class _Lowering:
+    def __init__(self, model: AcceleratorModel):
+        self.model = model
+        self.plans: list[LayerPlan] = []
+        self.producer: dict[SSAValue, str | None] = {}
+        self.fused_extra: dict[str, list[Operation]] = {}
+
+    def deps(self, values: list[SSAValue]) -> tuple[str, ...]:
+        out: list[str] = []
+        for v in values:
+            task = self.producer.get(v)
+            if task is not None and task not in out:
+                out.append(task)
+        return tuple(out)
+
+    def is_weight(self, v: SSAValue) -> bool:
+        return isinstance(v.owner, df.WeightOp)
+
+    def activation_bytes(self, values: list[SSAValue]) -> int:
+        return sum(tensor_bytes(v) for v in values if not self.is_weight(v))
+
+    def weight_bytes(self, values: list[SSAValue]) -> int:
+        return sum(tensor_bytes(v) for v in values if self.is_weight(v))
+
+    def task(self, name: str, cost: Cost, bytes_in: int, bytes_out: int, deps: tuple[str, ...],
+             tiles: int | None = None) -> Task:
+        return Task(name=name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=bytes_in,
+                    bytes_out=bytes_out, deps=deps, tiles=max(1, tiles if tiles is not None else cost.tiles))
+
+    def add_plan(self, op: Operation, plan: LayerPlan, results: list[SSAValue]) -> None:
+        self.plans.append(plan)
+        last = plan.tasks[-1].name if plan.tasks else None
+        for r in results:
+            self.producer[r] = last
+
+
+def gemm_work(op: df.GemmOp) -> GemmWork:
+    batch, m, n, k = op.mnk()
+    return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=element_bits(op.lhs), w_bits=element_bits(op.rhs),
+                    acc_bits=element_bits(op.result) if element_bits(op.result) >= 16 else 32,
+                    weights_static=isinstance(op.rhs.owner, df.WeightOp))
+
+
+def _vector_kind(op: Operation) -> tuple[str, str]:
+    if isinstance(op, df.GeluOp):
+        approx = df.str_attr(op, "approx")
+        return "gelu", "exact" if approx == "tanh" else approx
+    if isinstance(op, df.LayerNormOp):
+        kind = df.str_attr(op, "kind")
+        return kind, df.str_attr(op, "approx") if kind == "layernorm" else "exact"
+    if isinstance(op, df.SoftmaxOp):
+        return "softmax", df.str_attr(op, "approx")
+    if isinstance(op, df.RequantOp):
+        return "requant", "exact"
+    if isinstance(op, df.ReduceOp):
+        return "add", "exact"
+    if isinstance(op, df.ElementwiseOp):
+        kind = df.str_attr(op, "kind")
+        if kind in _CHEAP:
+            return "add", "exact"
+        if kind == "mul":
+            return "mul", "exact"
+        return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
+    raise AssertionError(op.name)
+
+
+def _softmax_cost_name(approx: str) -> str:
+    return {"base2": "softermax", "log2q": "shiftmax", "softmax-free": "exact"}.get(approx, approx)
+
+
+def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
+    name = df.str_attr(op, "layer")
+    b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
+    sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
+    heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
+    dv = op.v.type.get_shape()[2] // heads  # type: ignore[attr-defined]
+    bits = element_bits(op.q)
+    algorithm = df.str_attr(op, "algorithm")
+    softmax = df.str_attr(op, "softmax")
+    score_bytes = -(-b * heads * sq * sk * bits // 8)
+    qk = GemmWork(m=sq, n=sk, k=dh, batch=b * heads, in_bits=bits, w_bits=bits, weights_static=False)
+    av = GemmWork(m=sq, n=dv, k=sk, batch=b * heads, in_bits=bits, w_bits=bits, weights_static=False)
+    sm = VectorWork(kind="softmax", elements=b * heads * sq * sk, rows=b * heads * sq,
+                    approx=_softmax_cost_name(softmax), bits=bits)
+    c_qk, c_av, c_sm = lw.model.cost(qk), lw.model.cost(av), lw.model.cost(sm)
+    inputs = [op.q, op.k, op.v] + ([op.mask] if op.mask is not None else [])
+    deps = lw.deps(inputs)
+    out_bytes = tensor_bytes(op.result)
+    q_bytes, k_bytes, v_bytes = tensor_bytes(op.q), tensor_bytes(op.k), tensor_bytes(op.v)
+    mask_bytes = tensor_bytes(op.mask) if op.mask is not None else 0
+    plan = LayerPlan(name=name, op="attention", tasks=[], macs=qk.macs + av.macs)
+    plan.macs_by_bits = {bits: qk.macs + av.macs}
+    plan.onchip_bytes = c_qk.onchip_bytes + c_av.onchip_bytes + c_sm.onchip_bytes
+    if algorithm == "standard":
+        # Scores are materialised: QK^T writes them, softmax reads and writes them, A.V reads them.
+        t1 = lw.task(f"{name}.qk", c_qk, q_bytes + k_bytes, score_bytes, deps)
+        t2 = lw.task(f"{name}.softmax", c_sm, score_bytes + mask_bytes, score_bytes, (t1.name,))
+        t3 = lw.task(f"{name}.av", c_av, score_bytes + v_bytes, out_bytes, (t2.name,) + deps)
+        plan.tasks = [t1, t2, t3]
+        plan.detail["score_bytes_offchip"] = 4 * score_bytes
+    else:
+        # flash / edge-moe: scores live in on-chip tiles; the vector unit's online softmax overlaps the array.
+        cycles = c_qk.compute_cycles + c_av.compute_cycles
+        fused = Cost(unit=c_qk.unit, compute_cycles=max(cycles, c_sm.compute_cycles), tiles=max(c_qk.tiles, 1))
+        t = lw.task(name, fused, q_bytes + k_bytes + v_bytes + mask_bytes, out_bytes, deps)
+        plan.tasks = [t]
+        plan.detail["score_bytes_offchip"] = 0
+    plan.detail["score_bytes_standard"] = 4 * score_bytes
+    plan.bytes_offchip = sum(t.bytes_in + t.bytes_out for t in plan.tasks)
+    return plan
+
+
+def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
+    """Tasks for every costed op of ``module``'s ``main`` function, in program order."""
+    lw = _Lowering(model)
+    fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
+    fused_into: dict[str, list[Operation]] = {}
+    for op in fn.body.walk():
+        attr = op.attributes.get(FUSED_ATTR)
+        if isinstance(attr, StringAttr):
+            fused_into.setdefault(attr.data, []).append(op)
+    fused_ops = {id(o) for ops in fused_into.values() for o in ops}
+    for op in fn.body.block.ops:
+        if isinstance(op, (df.WeightOp, func.ReturnOp)):
+            continue
+        if isinstance(op, df.MoveOp) and df.str_attr(op, "kind") in _VIEWS:
+            for r in op.outputs:
+                lw.producer[r] = lw.producer.get(op.inputs[0]) if op.inputs else None
+            continue
+        if id(op) in fused_ops:
+            continue
+        name = df.str_attr(op, "layer")  # type: ignore[arg-type]
+        group = fused_into.get(name, [])
+        results = list(op.results)
+        ins = list(op.operands)
+        if isinstance(op, df.AttentionOp):
+            plan = _lower_attention(lw, op)
+            lw.add_plan(op, plan, results)
+            continue
+        # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
+        inner = set(results)
+        for member in group:
+            ins += [v for v in member.operands if v not in inner]
+            inner.update(member.results)
+            results = list(member.results)
+        tiles_attr = op.attributes.get(TILES_ATTR)
+        tiles = tiles_attr.value.data if isinstance(tiles_attr, IntegerAttr) else None
+        work: Work
+        if isinstance(op, df.GemmOp):
+            work = gemm_work(op)
+            op_name = "gemm"
+        elif isinstance(op, df.EmbeddingOp):
+            work = MoveWork(kind="gather", bytes=tensor_bytes(op.result))
+            op_name = "embedding"
+            ins = [op.indices]  # only the gathered rows of the table are read
+        elif isinstance(op, df.MoveOp):
+            work = MoveWork(kind=df.str_attr(op, "kind"), bytes=sum(tensor_bytes(r) for r in op.outputs))
+            op_name = "move." + df.str_attr(op, "kind")
+        elif isinstance(op, df.MoeOp):
+            raise NotImplementedError("dataflow.moe lowering lives in compiler.schedule.moe")
+        else:
+            kind, approx = _vector_kind(op)
+            if kind == "softmax":
+                approx = _softmax_cost_name(approx)
+            x = op.operands[0]
+            shape = x.type.get_shape()  # type: ignore[attr-defined]
+            rows = _numel(x) // shape[-1] if kind in ("softmax", "layernorm", "rmsnorm") and shape else 1
+            work = VectorWork(kind=kind, elements=max(_numel(v) for v in op.results), rows=rows, approx=approx,
+                              bits=element_bits(x))
+            op_name = op.name.split(".", 1)[1] + (("." + df.str_attr(op, "kind")) if isinstance(op, df.ElementwiseOp) else "")
+        cost = model.cost(work)
+        for member in group:
+            extra = model.cost(VectorWork(kind=_vector_kind(member)[0], elements=_numel(member.results[0]),
+                                          approx=_vector_kind(member)[1], bits=element_bits(member.results[0])))
+            # The epilogue runs on the vector lanes while the array works on the next fold.
+            cost = Cost(unit=cost.unit, compute_cycles=max(cost.compute_cycles, extra.compute_cycles),
+                        tiles=cost.tiles, onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=cost.detail)
+        weights = lw.weight_bytes(ins) if not isinstance(op, df.EmbeddingOp) else 0
+        act_in = lw.activation_bytes(ins)
+        out = sum(tensor_bytes(r) for r in results)
+        task = lw.task(name, cost, act_in + weights, out, lw.deps(ins), tiles)
+        plan = LayerPlan(name=name, op=op_name + ("+" + "+".join(m.name.split(".", 1)[1] for m in group) if group else ""),
+                         tasks=[task], bytes_offchip=act_in + weights + out, weight_bytes=weights,
+                         onchip_bytes=cost.onchip_bytes, detail=dict(cost.detail))
+        if isinstance(work, GemmWork):
+            plan.macs = work.macs
+            plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}
+        lw.add_plan(op, plan, results)
+        for member in group:
+            for r in member.results:
+                lw.producer[r] = task.name
+    return lw.plans

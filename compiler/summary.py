@@ -1,0 +1,105 @@
+"""The ``report`` step: turn the schedule, the per-layer plans and the target model into report numbers.
+
+Everything here is computed from the schedule and the model; a field the model cannot give (e.g. resources of a
+GPU) is left out rather than filled with a placeholder. Rendering (tables, JSON, HTML) is codesign's job.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from compiler.context import CompileContext
+
+__all__ = ["build_report", "REPORT_VERSION"]
+
+REPORT_VERSION = 1
+
+
+def _model_name(source: str) -> str:
+    return os.path.basename(source) if source else "<model>"
+
+
+def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
+    """The report dict (the JSON contract of `codesign compile --json`)."""
+    env = ctx.env
+    model, target, sched = env.model, env.target, env.schedule
+    if sched is None:
+        raise RuntimeError("the report step needs the schedule pass to have run")
+    clock = float(target.clock_mhz)
+    cycles = int(sched.makespan)
+    layers = []
+    macs = 0
+    macs_by_bits: dict[int, int] = {}
+    onchip = 0
+    bytes_off = 0
+    for plan in env.plans:
+        times = [sched.task(t.name) for t in plan.tasks]
+        if not times:
+            continue
+        start = min(t.start for t in times)
+        end = max(t.end for t in times)
+        layer = {
+            "name": plan.name,
+            "op": plan.op,
+            "unit": ",".join(sorted({t.unit for t in plan.tasks})),
+            "macs": plan.macs,
+            "bytes_offchip": plan.bytes_offchip,
+            "weight_bytes": plan.weight_bytes,
+            "compute_cycles": sum(t.compute_cycles for t in times),
+            "memory_cycles": sum(t.memory_cycles for t in times),
+            "stall_cycles": sum(t.stall_cycles for t in times),
+            "cycles": end - start,
+            "start_cycle": start,
+            "end_cycle": end,
+            "tiles": sum(t.tiles for t in plan.tasks),
+        }
+        if plan.detail:
+            layer["detail"] = {k: v for k, v in plan.detail.items() if isinstance(v, (int, float, str, bool))}
+        layers.append(layer)
+        macs += plan.macs
+        for bits, n in plan.macs_by_bits.items():
+            macs_by_bits[bits] = macs_by_bits.get(bits, 0) + n
+        onchip += plan.onchip_bytes
+        bytes_off += plan.bytes_offchip
+    peak = float(model.peak_macs_per_cycle())
+    bandwidth = float(model.offchip_bytes_per_cycle())
+    compute_bound = macs / peak if peak else 0.0
+    memory_bound = bytes_off / bandwidth if bandwidth else 0.0
+    roofline = max(compute_bound, memory_bound)
+    latency_ms = cycles / (clock * 1e3)
+    # Throughput counts samples: the leading dim of the first model input is the batch of one inference.
+    batch = int(result.imported.batch) if getattr(result.imported, "batch", None) else 1
+    energy = model.energy(macs_by_bits, onchip, bytes_off, cycles)
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "model": _model_name(result.imported.source),
+        "target": target.name,
+        "target_kind": target.kind,
+        "clock_mhz": clock,
+        "latency_cycles": cycles,
+        "latency_ms": latency_ms,
+        "throughput_per_s": (batch * 1e3 / latency_ms) if latency_ms > 0 else None,
+        "macs": macs,
+        "bytes_offchip": bytes_off,
+        "roofline_cycles": int(round(roofline)),
+        "roofline_bound": "compute" if compute_bound >= memory_bound else "memory",
+        "roofline_efficiency": (roofline / cycles) if cycles else None,
+        "peak_macs_per_cycle": peak,
+        "offchip_bytes_per_cycle": bandwidth,
+        "energy_mj": energy.get("total", sum(v for k, v in energy.items() if k != "total")),
+        "energy_breakdown_mj": {k: v for k, v in energy.items() if k != "total"},
+        "patterns": dict(result.imported.patterns),
+        "options": dict(env.options),
+        "layers": layers,
+    }
+    resources = model.resources()
+    if resources:
+        report["resources"] = {
+            name: {"used": used, "available": avail, "fraction": (used / avail) if avail else None}
+            for name, (used, avail) in resources.items()
+        }
+    busy = getattr(sched, "busy_cycles", {})
+    if busy:
+        report["unit_busy_cycles"] = dict(busy)
+    return report
