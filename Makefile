@@ -32,7 +32,7 @@ install: $(VENV)/.installed .iverilog-ok  ## create .venv with the codesign cons
 	.venv-scalesim/bin/pip install -q scalesim==3.0.0 "numpy<2.4" six
 	touch $@
 
-$(MODELS)/.built: $(VENV)/.installed $(wildcard examples/export_*.py)
+$(MODELS)/.built: $(VENV)/.installed $(wildcard examples/*.py)
 	$(VPY) examples/build_models.py --out $(MODELS)
 	touch $@
 

@@ -1,21 +1,49 @@
-"""Compiler choices users make (``--quant``, ``--softmax`` ...) and the pass pipeline they select.
+"""Compiler choices users make (``--quant``, ``--softmax``, ``--attention`` ...) and the passes they select.
 
 One table, so the CLI, the Python API and sweeps accept exactly the same names, and an unknown one is rejected with
-the list of valid ones.
+the list of valid ones. Each feature area contributes its choices and passes from its own module
+(``codesign/options_numerics.py``, ``codesign/options_structure.py``) so areas do not edit each other's code.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 from xdsl.passes import ModulePass
 
 from compiler.passes import PASSES
-from compiler.pipeline import DEFAULT_PASSES, CompileOptions, parse_passes
+from compiler.pipeline import CompileOptions, parse_passes
 from hw.errors import InputError
 
-__all__ = ["CHOICES", "validate_choice", "middle_passes"]
+__all__ = ["CHOICES", "validate_choice", "middle_passes", "Choice"]
 
-#: choice -> (valid values, default). Extended as passes for each choice land.
-CHOICES: dict[str, tuple[tuple[str, ...], str]] = {}
+#: (valid values, default)
+Choice = tuple[tuple[str, ...], str]
+
+_AREAS = ("codesign.options_numerics", "codesign.options_structure")
+
+
+def _areas() -> list:
+    mods = []
+    for name in _AREAS:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+    return mods
+
+
+def _choices() -> dict[str, Choice]:
+    table: dict[str, Choice] = {}
+    for mod in _areas():
+        table.update(mod.CHOICES)
+    return table
+
+
+#: choice -> (valid values, default), from every feature area present.
+CHOICES: dict[str, Choice] = _choices()
 
 
 def validate_choice(key: str, value: str) -> str:
@@ -28,10 +56,24 @@ def validate_choice(key: str, value: str) -> str:
     return value
 
 
+def _builtin(name: str) -> ModulePass:
+    return PASSES[name]()()
+
+
 def middle_passes(options: CompileOptions) -> list[ModulePass]:
-    """The passes between import and report for these options (``--passes`` replaces them wholesale)."""
+    """The passes between import and report, in order (``--passes`` replaces them wholesale).
+
+    canonicalize -> numerics area (quantize, approximations) -> structure area (attention order, MoE lowering)
+    -> fuse -> tile -> schedule.
+    """
     if options.passes:
         return parse_passes(options.passes)
     for key, value in options.choices:
         validate_choice(key, value)
-    return [PASSES[name]()() for name in DEFAULT_PASSES]
+    chosen = {key: value for key, value in options.choices}
+    passes: list[ModulePass] = [_builtin("canonicalize")]
+    for mod in _areas():
+        build: Callable[[dict[str, str]], list[ModulePass]] = mod.passes_for
+        passes += build(chosen)
+    passes += [_builtin("fuse"), _builtin("tile"), _builtin("schedule")]
+    return passes

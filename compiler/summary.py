@@ -99,6 +99,9 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
             name: {"used": used, "available": avail, "fraction": (used / avail) if avail else None}
             for name, (used, avail) in resources.items()
         }
+    # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
+    for key, value in env.artifacts.get("report", {}).items():
+        report[key] = value
     busy = getattr(sched, "busy_cycles", {})
     if busy:
         report["unit_busy_cycles"] = dict(busy)

@@ -1,0 +1,314 @@
+"""The one schema for target YAMLs: frozen pydantic models, unknown keys rejected, defaults filled.
+
+A target is one of a few *kinds* (``fpga``, ``npu``, ``optical``, ``gpu``). Every kind shares ``name``,
+``description``, ``clock_mhz``, ``offchip`` and ``energy``; each adds its own sections. Kinds register themselves in
+``TARGET_KINDS`` (``@register_kind``), and the loader dispatches on the YAML's ``kind`` key, so a new kind is one new
+class here plus one model in ``hw.models``; a new section is one new field with a default, and old YAMLs keep loading.
+
+Units are in the key names where they are not obvious: ``_mhz``, ``_kb`` (KiB), ``_gb`` (GB), ``_gbps`` (GB/s, bytes
+not bits), ``_w`` (watts), ``_pj`` / ``pj_per_`` (picojoules), ``_us`` (microseconds), ``_hz``, ``_nm``, ``_mm``.
+Validation is strict: ``16`` is an int, ``"16"`` is not, and an int is never accepted where a bool is expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_MAC, VECTOR_COSTS
+
+__all__ = [
+    "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
+    "OffChip", "Energy", "VectorCost", "Vector", "Dma",
+    "Device", "Gemm", "Buffers", "FpgaTarget",
+    "MacArrays", "NpuTarget",
+    "Slm", "Camera", "Optics", "Host", "OpticalTarget",
+    "Gpu", "GpuTarget",
+]
+
+Positive = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+PositiveF = Annotated[float, Field(gt=0)]
+NonNegF = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Dataflow = Literal["os", "ws", "is"]
+
+
+class Section(BaseModel):
+    """Base of every YAML section: immutable, strict, no unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+# --- Shared sections --------------------------------------------------------------------------------------------------
+
+
+class OffChip(Section):
+    """Off-chip memory: ``bandwidth_gbps`` is the total over all channels in GB/s (1e9 bytes/s)."""
+
+    kind: Literal["hbm2", "hbm2e", "ddr4", "lpddr4x", "lpddr5", "gddr6"]
+    channels: Positive = 1
+    bandwidth_gbps: PositiveF
+    capacity_gb: PositiveF
+
+
+class Energy(Section):
+    """Energy per event (pJ) and static power (W). Defaults: Horowitz ISSCC 2014, 45 nm (see ``defaults``)."""
+
+    pj_per_mac: dict[Positive, NonNegF] = Field(default_factory=lambda: dict(PJ_PER_MAC), min_length=1)
+    pj_per_byte_onchip: NonNegF = PJ_PER_BYTE_ONCHIP
+    pj_per_byte_offchip: NonNegF = PJ_PER_BYTE_OFFCHIP
+    static_w: NonNegF = 0.0
+
+    def mac_pj(self, bits: int) -> float:
+        """pJ for one MAC of ``bits``-bit operands: the entry for the narrowest listed width >= ``bits``; above the
+        widest entry, that entry scaled by (bits / widest)^2 (a multiplier's energy grows with its area)."""
+        wider = [w for w in self.pj_per_mac if w >= bits]
+        if wider:
+            return self.pj_per_mac[min(wider)]
+        widest = max(self.pj_per_mac)
+        return self.pj_per_mac[widest] * (bits / widest) ** 2
+
+
+class VectorCost(Section):
+    """Cost of one vector function: cycles per element on one lane, and serial cycles once per row."""
+
+    per_element: PositiveF
+    per_row: NonNegF = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_shorthand(cls, data: Any) -> Any:
+        # ``exact: 8`` is shorthand for ``exact: {per_element: 8}``.
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return {"per_element": data}
+        return data
+
+
+class Vector(Section):
+    """Vector / special-function units: ``count`` units of ``lanes`` lanes each.
+
+    ``costs`` maps function kind -> approximation -> cost; a YAML lists only the entries it changes or adds, the
+    rest come from ``hw.targets.defaults.VECTOR_COSTS``.
+    """
+
+    count: Positive = 1
+    lanes: Positive
+    costs: dict[str, dict[str, VectorCost]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_default_costs(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        user = data.get("costs", {})
+        if not isinstance(user, Mapping):
+            return data
+        merged: dict[Any, Any] = {
+            kind: {approx: {"per_element": float(e), "per_row": float(r)} for approx, (e, r) in table.items()}
+            for kind, table in VECTOR_COSTS.items()
+        }
+        for kind, table in user.items():
+            if not (isinstance(table, Mapping) and isinstance(merged.get(kind), dict)):
+                merged[kind] = table
+                continue
+            for approx, entry in table.items():
+                default = merged[kind].get(approx)
+                if isinstance(entry, Mapping) and default is not None:
+                    entry = {**default, **entry}  # ``per_row: 40`` alone keeps the default per_element
+                merged[kind][approx] = entry
+        return {**data, "costs": merged}
+
+
+class Dma(Section):
+    """DMA engines: ``channels`` engines, each moving ``width_bits`` per cycle in bursts of ``burst_bytes``."""
+
+    channels: Positive = 1
+    width_bits: Positive = 256
+    burst_bytes: Positive = 4096
+
+
+# --- Kinds ------------------------------------------------------------------------------------------------------------
+
+TARGET_KINDS: dict[str, type[TargetBase]] = {}
+"""kind name -> schema class; filled by ``@register_kind``."""
+
+
+def register_kind(cls: type[TargetBase]) -> type[TargetBase]:
+    """Class decorator adding a target kind to ``TARGET_KINDS`` under its ``kind`` literal."""
+    TARGET_KINDS[cls.KIND] = cls
+    return cls
+
+
+class TargetBase(Section):
+    """Sections every target has. ``clock_mhz`` is the clock all of the target's cycle counts are in."""
+
+    KIND: ClassVar[str] = ""
+
+    kind: str
+    name: Annotated[str, Field(min_length=1)]
+    description: Annotated[str, Field(min_length=1)]
+    clock_mhz: PositiveF
+    offchip: OffChip
+    energy: Energy = Field(default_factory=Energy)
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\n" in value.strip():
+            raise ValueError("must be one line (it is the summary `codesign targets` prints)")
+        return value.strip()
+
+
+Target = TargetBase
+"""Any validated target; narrow with ``isinstance(t, FpgaTarget)`` or ``t.kind``."""
+
+
+class Device(Section):
+    """FPGA part and its resources (counts of primitives)."""
+
+    part: Annotated[str, Field(min_length=1)]
+    lut: Positive
+    ff: Positive
+    dsp: Positive
+    bram18: Count
+    uram: Count = 0
+
+
+class Gemm(Section):
+    """A ``rows`` x ``cols`` systolic array of MAC PEs (SCALE-Sim's ArrayHeight x ArrayWidth)."""
+
+    rows: Positive
+    cols: Positive
+    dataflow: Dataflow = "os"
+    in_bits: Positive = 8
+    w_bits: Positive = 8
+    acc_bits: Positive = 32
+
+    @model_validator(mode="after")
+    def _acc_holds_a_product(self) -> Gemm:
+        if self.acc_bits < self.in_bits + self.w_bits:
+            raise ValueError(
+                f"acc_bits {self.acc_bits} cannot hold an in_bits x w_bits product ({self.in_bits + self.w_bits} bits)"
+            )
+        return self
+
+
+class Buffers(Section):
+    """On-chip operand buffers, total KiB each; ``double_buffered`` splits each into two halves (one filling while the
+    other is used), so a tile must fit half. ``memory`` picks BRAM or URAM blocks."""
+
+    weight_kb: PositiveF
+    act_kb: PositiveF
+    out_kb: PositiveF
+    double_buffered: bool = True
+    memory: Literal["auto", "bram", "uram"] = "auto"
+
+
+@register_kind
+class FpgaTarget(TargetBase):
+    """A parametric accelerator (systolic GEMM + vector unit + buffers + DMA) on an FPGA device."""
+
+    KIND: ClassVar[str] = "fpga"
+    kind: Literal["fpga"]
+    device: Device
+    gemm: Gemm
+    vector: Vector
+    buffers: Buffers
+    dma: Dma = Field(default_factory=Dma)
+
+
+class MacArrays(Gemm):
+    """``count`` identical ``rows`` x ``cols`` MAC arrays."""
+
+    count: Positive = 1
+
+
+@register_kind
+class NpuTarget(TargetBase):
+    """A fixed-function NPU: MAC arrays, vector units and ``sram_kb`` KiB of on-chip scratchpad.
+
+    ``mode: independent`` exposes ``mac_arrays.count`` GEMM units and ``vector.count`` vector units that run
+    separate ops; ``ganged`` runs every op across all arrays (all vector units) at once, as one unit of each kind.
+    """
+
+    KIND: ClassVar[str] = "npu"
+    kind: Literal["npu"]
+    mode: Literal["independent", "ganged"] = "independent"
+    mac_arrays: MacArrays
+    vector: Vector
+    sram_kb: PositiveF
+    dma: Dma = Field(default_factory=Dma)
+
+
+class Slm(Section):
+    """A spatial light modulator or DMD: ``width`` x ``height`` pixels, ``refresh_hz`` frames/s, ``bits`` per pixel."""
+
+    width: Positive
+    height: Positive
+    refresh_hz: PositiveF
+    bits: Positive = 8
+
+
+class Camera(Section):
+    """The detector: resolution, frame rate, ADC resolution and the ADC/readout time added to every frame."""
+
+    width: Positive
+    height: Positive
+    fps: PositiveF
+    adc_bits: Positive = 8
+    adc_us: NonNegF = 0.0
+
+
+class Optics(Section):
+    """The 4f system: wavelength, lens focal length, total optical-side power while running (laser + SLMs +
+    camera, W), whether signed kernels take two passes (ReLU(k), ReLU(-k)), and guard pixels between tiles."""
+
+    wavelength_nm: PositiveF
+    focal_length_mm: PositiveF
+    power_w: NonNegF
+    pseudo_negative: bool = True
+    tile_guard_px: Count = 0
+
+
+class Host(Section):
+    """The electronic host: a small vector unit (channel sums, non-linear ops) and the link to SLMs and camera."""
+
+    vector: Vector
+    link_gbps: PositiveF
+
+
+@register_kind
+class OpticalTarget(TargetBase):
+    """A free-space 4f optical correlator with an electronic host (ConvShareViT formulation)."""
+
+    KIND: ClassVar[str] = "optical"
+    kind: Literal["optical"]
+    slm: Slm
+    filter: Slm
+    camera: Camera
+    optics: Optics
+    host: Host
+
+
+class Gpu(Section):
+    """Data-sheet peaks (dense TOPS / TFLOPS), board power, and the achievable fractions of peak compute and memory
+    bandwidth; ``launch_us`` is a fixed per-kernel overhead."""
+
+    peak_int8_tops: PositiveF
+    peak_fp16_tops: PositiveF
+    tdp_w: PositiveF
+    compute_efficiency: Fraction = 0.7
+    memory_efficiency: Fraction = 0.8
+    launch_us: NonNegF = 0.0
+
+
+@register_kind
+class GpuTarget(TargetBase):
+    """A GPU as a roofline baseline."""
+
+    KIND: ClassVar[str] = "gpu"
+    kind: Literal["gpu"]
+    gpu: Gpu

@@ -1,0 +1,133 @@
+"""hw.models.fpga: SCALE-Sim GEMM timing, buffer tiles, vector and DMA costs, resources, fit check, energy."""
+
+from __future__ import annotations
+
+import pytest
+
+from hw.errors import InputError
+from hw.models import FpgaModel, build_model
+from hw.perf.workload import GemmWork, MoveWork, VectorWork
+from hw.targets import load_target
+
+
+def model(name: str = "fpga-u280", **overrides: str) -> FpgaModel:
+    m = build_model(load_target(name, {k.replace("__", "."): v for k, v in overrides.items()}))
+    assert isinstance(m, FpgaModel)
+    return m
+
+
+def test_units_bandwidth_peak() -> None:
+    m = model()
+    assert m.units() == {"gemm": 1, "vector": 1, "dma": 1}
+    assert m.peak_macs_per_cycle() == 64 * 64
+    # HBM gives 460e9 / 300e6 = 1533 B/cycle, but 32 DMA channels x 256 bit move only 1024.
+    assert m.offchip_bytes_per_cycle() == 1024
+    assert model("fpga-zcu102").offchip_bytes_per_cycle() == pytest.approx(19.2e9 / 300e6)
+
+
+@pytest.mark.parametrize(("dataflow", "cycles"), [("os", 20_351), ("ws", 22_399)])
+def test_gemm256_matches_scalesim(dataflow: str, cycles: int) -> None:
+    """REFERENCE.md: SCALE-Sim v3, 32x32 array, GEMM 256^3: OS 20,351 cycles, WS 22,399."""
+    m = model(gemm__rows="32", gemm__cols="32", gemm__dataflow=dataflow)
+    cost = m.cost(GemmWork(256, 256, 256))
+    assert (cost.unit, cost.compute_cycles) == ("gemm", cycles)
+    assert m.cost(GemmWork(256, 256, 256, batch=3)).compute_cycles == 3 * cycles
+
+
+def test_gemm_tiles_follow_buffer_halves() -> None:
+    # act 512 KiB, weight 2048 KiB, out 512 KiB, double buffered -> halves of 256 Ki, 1 Mi, 256 Ki bytes.
+    # ViT-B QKV: A = 197*768 = 151,296 B (1 tile), B = 768*2304 = 1,769,472 B (2), C = 197*2304*4 = 1,815,552 B (7).
+    cost = model().cost(GemmWork(197, 2304, 768))
+    assert cost.tiles == 7
+    assert cost.detail["folds"] == 4 * 36 and cost.detail["dataflow"] == "os"
+    assert model(buffers__double_buffered="false").cost(GemmWork(197, 2304, 768)).tiles == 4
+    assert model().cost(GemmWork(197, 64, 64, batch=12)).tiles == 12
+
+
+def test_gemm_onchip_traffic_os() -> None:
+    # OS on 64x64: A re-read per column fold (ceil(128/64) = 2), B per row fold (ceil(100/64) = 2), C once (int32).
+    cost = model().cost(GemmWork(100, 128, 32))
+    assert cost.onchip_bytes == 100 * 32 * 2 + 32 * 128 * 2 + 100 * 128 * 4
+
+
+def test_wide_operands_take_several_passes() -> None:
+    m = model()
+    base = m.cost(GemmWork(64, 64, 64)).compute_cycles
+    wide = m.cost(GemmWork(64, 64, 64, in_bits=16, w_bits=16))
+    assert wide.compute_cycles == 4 * base and wide.detail["passes"] == 4
+
+
+def test_vector_costs_from_the_table() -> None:
+    m = model()
+    # 12 heads x 197 x 197 scores, 64 lanes: ceil(465,708 / 64) = 7,277 groups; 2,364 rows -> 37 row groups.
+    shift = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="shiftmax"))
+    exact = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="exact"))
+    assert (shift.unit, shift.compute_cycles) == ("vector", 7_277 * 6 + 37 * 32)
+    assert exact.compute_cycles == 7_277 * 8 + 37 * 24
+    assert exact.compute_cycles > shift.compute_cycles
+    assert m.cost(VectorWork("add", 1000)).compute_cycles == 16
+    assert m.cost(VectorWork("add", 1000)).onchip_bytes == 2000
+
+
+def test_unknown_vector_function_or_approximation() -> None:
+    with pytest.raises(InputError) as info:
+        model().cost(VectorWork("softmax", 10, approx="magic"))
+    assert str(info.value) == (
+        "fpga-u280: no vector cost for softmax approximation 'magic' (known: exact, online, shiftmax, softermax, "
+        "ibert); add vector.costs.softmax.magic to the target"
+    )
+    with pytest.raises(InputError) as info:
+        model().cost(VectorWork("swish", 10))
+    assert str(info.value).startswith("fpga-u280: no vector cost for function 'swish' (known: add, gelu, layernorm, ")
+    assert model(vector__costs__swish__exact="3").cost(VectorWork("swish", 640)).compute_cycles == 30
+
+
+def test_moves() -> None:
+    m = model()
+    dma = m.cost(MoveWork("concat", 10_000))
+    assert (dma.unit, dma.compute_cycles, dma.detail["bursts"]) == ("dma", 10, 3)  # 1024 B/cycle, 4 KiB bursts
+    shuffle = m.cost(MoveWork("transpose", 10_000))
+    assert (shuffle.unit, shuffle.compute_cycles) == ("vector", 157)  # a byte per lane per cycle, 64 lanes
+
+
+def test_resources_u280() -> None:
+    res = model().resources()
+    assert res["dsp"] == (64 * 64 / 2 + 64, 9024)  # two int8 MACs per DSP48E2 + one DSP per vector lane
+    # weight 2048 KiB / 32 KiB = 64 URAM; act 512 KiB -> 16; out 512 KiB -> 16, but its 64 x 32-bit port needs 29.
+    assert res["uram"] == (64 + 16 + 29, 960)
+    assert res["bram18"] == (32 * 2, 4032)  # DMA FIFOs only
+    assert res["lut"] == (64 * 64 * 16 + 64 * 400 + 32 * 1500 + 5000, 1303680)
+    assert res["ff"] == (64 * 64 * 48 + 64 * 400 + 32 * 2000 + 8000, 2607360)
+    model().check_fits()
+
+
+def test_resources_wide_operands_and_bram() -> None:
+    m = model("fpga-zcu102", gemm__in_bits="16", gemm__w_bits="16")
+    assert m.resources()["dsp"][0] == 16 * 16 + 16  # one MAC per DSP at 16 bit
+    assert m.resources()["uram"] == (0, 0)
+    # zcu102 buffers live in BRAM18 (2 KiB usable each): 256 + 128 + 128 KiB -> 128 + 64 + 64, + 2 x 2 DMA FIFOs.
+    assert model("fpga-zcu102").resources()["bram18"] == (256 + 4, 1824)
+
+
+def test_check_fits_names_the_overflowing_resource() -> None:
+    with pytest.raises(InputError) as info:
+        model("fpga-zcu102", gemm__rows="256", gemm__cols="256").check_fits()
+    assert str(info.value) == (
+        "fpga-zcu102: the design does not fit xczu9eg-ffvb1156-2-e: DSP needs 32,784 of 2,520 (over by 30,264; gemm "
+        "uses 32,768); reduce gemm.rows or gemm.cols (LUT, FF over too)"
+    )
+    with pytest.raises(InputError) as info:
+        model("fpga-zcu102", buffers__weight_kb="8192").check_fits()
+    assert str(info.value) == (
+        "fpga-zcu102: the design does not fit xczu9eg-ffvb1156-2-e: BRAM18 needs 4,228 of 1,824 (over by 2,404; "
+        "buffers.weight_kb uses 4,096); reduce buffers.weight_kb"
+    )
+
+
+def test_energy_breakdown() -> None:
+    m = model()
+    # 1e9 int8 MACs x 1.0 pJ = 1 mJ; 1e6 B on chip x 2.5 pJ; 1e6 B HBM x 31 pJ; 20 W for 300,000 cycles at 300 MHz.
+    e = m.energy({8: 10**9}, 10**6, 10**6, 300_000)
+    assert e == pytest.approx({"mac": 1.0, "onchip": 0.0025, "offchip": 0.031, "static": 20.0})
+    assert sum(e.values()) == pytest.approx(21.0335)
+    assert m.energy({16: 10**9}, 0, 0, 0)["mac"] == pytest.approx(2.7)
