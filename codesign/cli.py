@@ -173,6 +173,14 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ops(args: argparse.Namespace) -> int:
+    from compiler.frontend.to_dialect import supported_onnx_ops
+
+    for group, ops in supported_onnx_ops().items():
+        print(f"{group}: {', '.join(sorted(ops))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(prog="codesign", description="Hardware co-design compiler for transformer accelerators.")
@@ -195,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_opt)
     p = sub.add_parser("targets", help="list the bundled targets")
     p.set_defaults(func=_cmd_targets)
+    p = sub.add_parser("ops", help="list the ONNX op types the frontend supports")
+    p.set_defaults(func=_cmd_ops)
     for register in _extensions():
         register(sub)
     return parser

@@ -42,6 +42,7 @@ class CompileOptions:
     passes: str | None = None
     stop_after: str | None = None
     print_ir_after: tuple[str, ...] = ()
+    verify_each: bool = False  # verify after every pass (always after import and after the last pass)
     choices: tuple[tuple[str, str], ...] = ()  # numerics / attention choices, e.g. ("softmax", "shiftmax")
 
     def choice(self, key: str, default: str) -> str:
@@ -136,9 +137,10 @@ def run_pipeline(
 
     if after("import"):
         return result
-    for p in passes:
+    for i, p in enumerate(passes):
         p.apply(ctx, module)
-        _verify(module, p.name)
+        if options.verify_each or i == len(passes) - 1 or p.name in options.print_ir_after:
+            _verify(module, p.name)
         result.steps_run.append(p.name)
         if after(p.name):
             return result

@@ -81,7 +81,7 @@ MOE_MODES = ("token", "task", "image")
 ELEMENTWISE_KINDS = (
     "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
     "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
-    "clip", "softplus", "identity", "mod",
+    "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal",
 )
 MOVE_KINDS = (
     "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",

@@ -207,6 +207,22 @@ def _scatter_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     return [out]
 
 
+def _gather_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    data, idx = inputs
+    b = int(attrs.get("batch_dims", 0))
+    batch_shape = data.shape[:b]
+    k = idx.shape[-1]
+    flat_data = data.reshape((-1,) + data.shape[b:])
+    flat_idx = idx.reshape((int(np.prod(batch_shape)) if b else 1, -1, k))
+    out = []
+    for i in range(flat_idx.shape[0]):
+        src = flat_data[i] if b else data
+        rows = [src[tuple(int(v) for v in row)] for row in flat_idx[i]]
+        out.append(np.stack(rows) if rows else np.empty((0,) + src.shape[k:], dtype=data.dtype))
+    result = np.stack(out).reshape(idx.shape[:-1] + data.shape[b + k:])
+    return [result.astype(data.dtype)]
+
+
 def _conv(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
@@ -325,6 +341,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
                             if a.get("keepdims", 1) else np.argmax(i[0], axis=int(a.get("axis", 0)))],
     "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
     "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
+    "GatherND": _gather_nd,
     "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
 }
 

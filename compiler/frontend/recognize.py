@@ -43,13 +43,20 @@ class _Ctx:
     taken: set[int] = field(default_factory=set)
 
 
-def _walk_back(ctx: _Ctx, name: str, rank: int) -> tuple[str, list[Node]] | None:
-    """Follow movement / constant-scale nodes back from ``name`` to the nearest tensor of ``rank``."""
+def _walk_back(ctx: _Ctx, name: str, rank: int) -> list[tuple[str, list[Node]]]:
+    """Rank-``rank`` tensors reachable back from ``name`` through movement / constant-scale nodes, nearest first.
+
+    Exporters sometimes pass through an intermediate [B*H, S, Dh] tensor, so every candidate is returned and the
+    caller keeps the one whose layout check passes.
+    """
     chain: list[Node] = []
-    while len(ctx.graph.shapes.get(name, ())) != rank:
+    found: list[tuple[str, list[Node]]] = []
+    while len(chain) <= 8:
+        if len(ctx.graph.shapes.get(name, ())) == rank and chain:
+            found.append((name, list(chain)))
         node = ctx.producers.get(name)
         if node is None:
-            return None
+            break
         if node.op_type in _MOVE_CHAIN:
             name = node.inputs[0]
         elif node.op_type in _SCALE_OPS and ctx.graph.scalar(node.inputs[1]) is not None:
@@ -57,11 +64,11 @@ def _walk_back(ctx: _Ctx, name: str, rank: int) -> tuple[str, list[Node]] | None
         elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
             name = node.inputs[1]
         else:
-            return None
+            break
         chain.append(node)
-        if len(chain) > 8:
-            return None
-    return name, chain
+    if len(ctx.graph.shapes.get(name, ())) == rank and chain and (not found or found[-1][0] != name):
+        found.append((name, list(chain)))
+    return found
 
 
 def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.ndarray:
@@ -193,11 +200,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         ("k", k_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 3, 1)),
         ("v", v_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dv).transpose(0, 2, 1, 3)),
     ):
-        walked = _walk_back(ctx, head, 3)
-        if walked is None:
-            return None
-        source, chain = walked
-        factor = _layout_factor(ctx, chain, source, expect_fn)
+        factor = None
+        for source, chain in _walk_back(ctx, head, 3):
+            factor = _layout_factor(ctx, chain, source, expect_fn)
+            if factor is not None:
+                break
         if factor is None:
             return None
         if role in ("q", "k"):
@@ -208,7 +215,9 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         region += chain
     # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor.
     out, chain = av.outputs[0], []
-    while len(g.shapes.get(out, ())) != 3:
+    b_size = g.shapes[av.outputs[0]][0]
+    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv)}
+    while g.shapes.get(out) not in merged:
         users = ctx.consumers.get(out, [])
         if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
             return None
@@ -222,7 +231,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     for node in chain:
         args = [values.get(i, g.constants.get(i)) if i else None for i in node.inputs]
         values[node.outputs[0]] = args[0] if node.op_type == "Cast" else run_node(node.op_type, args, node.attrs)[0]
-    want = x.transpose(0, 2, 1, 3).reshape(av_shape[0], sq, heads * dv)
+    want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
     if values[out].shape != want.shape or not np.array_equal(values[out], want):
         return None
     region += chain
@@ -253,15 +262,19 @@ def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
         shape = g.shapes.get(x)
         if not shape:
             continue
-        sample = rng.normal(0, 2, size=shape)
         for region in candidate_regions(g, x, ctx.consumers, ctx.order, lambda ns: any(n is anchor for n in ns)):
             if any(id(n) in ctx.taken for n in region.nodes):
                 continue
+            # With only scalar constants the region is element-wise: a short vector judges it as well as the
+            # whole [B, S, 4D] activation, at a fraction of the cost.
+            scalar = all(g.constants[i].size == 1 for n in region.nodes for i in n.inputs if i in g.constants)
+            sample_shape = (512,) if scalar else shape
+            sample = rng.normal(0, 2, size=sample_shape)
             try:
                 got = eval_region(g, region, sample)
             except (ValueError, KeyError):
                 continue
-            if got.shape == shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
+            if got.shape == sample_shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
                 return Match("gelu", region.nodes, region.output, {"input": x}, {"approx": "exact" if form == "erf" else "tanh"})
     return None
 
@@ -269,6 +282,12 @@ def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
 def _norm_fit(g: Graph, region: Region, shape: tuple[int, ...], eps: float, rms: bool):
     """Per-channel (gamma, beta) making the region equal a normalisation, or None."""
     rng = np.random.default_rng(1)
+    # Per-channel constants broadcast over rows, so 4 rows judge a norm as well as all B*S of them.
+    consts = [g.constants[i] for n in region.nodes for i in n.inputs if i in g.constants]
+    if all(c.size == 1 or c.shape == (shape[-1],) for c in consts) and not any(
+            n.op_type not in ("ReduceMean",) and n.attrs.get("axes") not in (None, [-1], [len(shape) - 1])
+            for n in region.nodes):
+        shape = (4, shape[-1])
     xs = [rng.normal(0.3, 1.5, size=shape) for _ in range(3)]
     try:
         ys = [eval_region(g, region, x) for x in xs]

@@ -97,6 +97,12 @@ def candidate_regions(graph: Graph, x: str, consumers: dict[str, list[Node]], or
 
 def eval_region(graph: Graph, region: Region, x: np.ndarray) -> np.ndarray:
     """Run the region's nodes on ``x`` (float64 where the graph had float32, to judge the math, not rounding)."""
+    # Candidate regions that are not the function looked for may take sqrt of negatives: that only disqualifies them.
+    with np.errstate(all="ignore"):
+        return _eval_region(graph, region, x)
+
+
+def _eval_region(graph: Graph, region: Region, x: np.ndarray) -> np.ndarray:
     values: dict[str, np.ndarray] = {region.input: x}
     for node in region.nodes:
         args = []

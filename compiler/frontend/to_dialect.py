@@ -39,7 +39,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.recognize import Match, recognize
 from hw.errors import InputError
 
-__all__ = ["ImportResult", "WeightStore", "build_module", "element_type", "PATTERN_KINDS"]
+__all__ = ["ImportResult", "WeightStore", "build_module", "element_type", "PATTERN_KINDS", "supported_onnx_ops"]
 
 WeightStore = dict[str, np.ndarray]
 PATTERN_KINDS = ("attention", "layernorm", "gelu", "gemm", "softmax", "moe")
@@ -50,13 +50,13 @@ _ELEMENTWISE = {
     "Relu": "relu", "Min": "min", "Max": "max", "Where": "where", "Equal": "equal", "Less": "less",
     "Greater": "greater", "Not": "not", "And": "and", "Or": "or", "Cast": "cast", "Clip": "clip",
     "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
-    "IsNaN": "equal", "LessOrEqual": "less", "GreaterOrEqual": "greater",
+    "IsNaN": "isnan", "IsInf": "isinf", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
     "Split": "split", "Expand": "expand", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Flatten": "flatten",
     "Tile": "tile", "Trilu": "trilu", "Range": "range", "ConstantOfShape": "constant_of_shape", "CumSum": "cumsum",
-    "GatherElements": "gather",
+    "GatherElements": "gather", "GatherND": "gather",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -66,6 +66,17 @@ _PARAM_INPUTS = {
     "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
     "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0},
 }
+
+
+def supported_onnx_ops() -> dict[str, set[str]]:
+    """ONNX op types the frontend lowers, by how (for `codesign ops` and error messages)."""
+    return {
+        "high-level": {"MatMul", "Gemm", "Conv", "LayerNormalization", "Gelu", "Softmax", "Gather"},
+        "element-wise": set(_ELEMENTWISE),
+        "data movement": set(_MOVE),
+        "reductions": set(_REDUCE),
+        "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
+    }
 
 
 @dataclass
@@ -292,10 +303,14 @@ def _emit_match(b: _Builder, m: Match) -> None:
     out_type = b.ttype(m.output)
     if m.kind == "attention":
         mask = m.operands["mask"]
+        q_type = b.ttype(m.operands["q"])
+        v_shape = b.g.shapes[m.operands["v"]]
+        merged_type = TensorType(out_type.get_element_type(), [q_type.get_shape()[0], q_type.get_shape()[1],
+                                                                v_shape[-1]])
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operands["q"]), b.value(m.operands["k"]), b.value(m.operands["v"])]
             + ([b.value(mask)] if mask else []),
-            result_types=[out_type],
+            result_types=[merged_type],
             properties={"layer": StringAttr(name), "num_heads": IntegerAttr(m.props["num_heads"], i64),
                         "head_dim": IntegerAttr(m.props["head_dim"], i64),
                         "scale": FloatAttr(float(m.props["scale"]), f64), "causal": BoolAttr.from_bool(m.props["causal"]),
@@ -303,6 +318,12 @@ def _emit_match(b: _Builder, m: Match) -> None:
                         "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1 if mask else 0])}))
         b.patterns["attention"] += 1
         b.patterns["softmax"] += 1
+        if merged_type != out_type:  # the export merged batch and sequence: [B*S, D]
+            op = b.add(df.MoveOp.create(
+                operands=[op.results[0]], result_types=[out_type],
+                properties={"layer": StringAttr(name + ".flatten"), "kind": StringAttr("reshape"),
+                            "attrs": DictionaryAttr({"onnx_op": StringAttr("Reshape"), "nin": IntegerAttr(2, i64),
+                                                     "#1": _attr(list(out_type.get_shape()))})}))
     elif m.kind == "gelu":
         op = b.add(df.GeluOp.create(operands=[b.value(m.operands["input"])], result_types=[out_type],
                                     properties={"layer": StringAttr(name), "approx": StringAttr(m.props["approx"])}))

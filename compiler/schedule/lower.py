@@ -28,7 +28,7 @@ TILES_ATTR = "tiles"
 _VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze", "shape")
 #: Generic element-wise kinds -> the vector cost class that prices them.
 _CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
-          "identity", "clip", "relu", "mod", "isnan", "isinf")
+          "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal")
 _TRANSCENDENTAL = ("exp", "log", "erf", "tanh", "sigmoid", "softplus", "sqrt", "reciprocal", "pow", "div")
 
 
@@ -179,6 +179,8 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
         plan.tasks = [t]
         plan.detail["score_bytes_offchip"] = 0
     plan.detail["score_bytes_standard"] = 4 * score_bytes
+    if "passes" in c_qk.detail:
+        plan.detail["passes"] = c_qk.detail["passes"]
     plan.bytes_offchip = sum(t.bytes_in + t.bytes_out for t in plan.tasks)
     return plan
 

@@ -1,0 +1,408 @@
+"""Recognise mixture-of-experts blocks, whatever their exporter's spelling, and prove what they compute.
+
+Exporters spell MoE very differently: M3ViT's export (examples/m3vit.py) picks the top-2 with two rounds of
+ArgMax -> GatherElements -> ScatterElements and runs every expert densely with Einsum over stacked weights; HF
+SwitchTransformers through the legacy exporter writes ArgMax -> OneHot -> CumSum (capacity) -> NonZero -> Gather ->
+one unrolled MatMul pair per expert -> ScatterElements; hand-written routers use TopK with Gather or ScatterND.
+Like the GELU / LayerNorm matchers (regions.py), the matcher finds the block by its shape in the graph and then
+decides what it computes by running it:
+
+1. anchor: an ArgMax / TopK whose input comes (through casts, softmax, knock-out scatters) from a MatMul of a tensor
+   x with a constant gate [D, E] (image routing: of the token mean of x);
+2. block output: walking forward from the gate, the first point where every routing-dependent tensor has been
+   consumed except one with x's element count: everything the routing touches meets there;
+3. block: every node on a path from x to that output; it must read nothing but x and constants, and nothing it
+   computes may be read outside it;
+4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, Gather) or E unrolled [D, H] / [H, D] MatMul
+   pairs, with their biases and the activation between them;
+5. proof: the block evaluated on random x (float64) must equal ``compiler.numerics.router.moe_reference`` with
+   those weights, for the routing semantics the spelling suggests (top-k, capacity, renormalisation, mode).
+
+A block that gets past step 1 but fails a later step is an ``InputError`` naming its nodes: dropping the routing
+silently would cost every expert on every token, or worse, compute the wrong thing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_ops import run_node
+from compiler.numerics.router import moe_reference
+from hw.errors import InputError
+
+__all__ = ["recognize_moe", "MOE_ANCHORS"]
+
+MOE_ANCHORS = frozenset({"ArgMax", "TopK"})
+#: Ops between a gate MatMul and the ArgMax / TopK that ranks its logits.
+_ROUTE_BACK = frozenset({"Cast", "Identity", "Softmax", "ScatterElements", "ScatterND", "Div", "Mul", "Add", "Sub",
+                         "Where", "Sigmoid", "Reshape", "Squeeze", "Unsqueeze"})
+_GEMMS = frozenset({"MatMul", "Gemm", "Einsum"})
+_FLOAT_CASTS = frozenset({1, 10, 11, 16})  # float32, float16, float64, bfloat16
+_MAX_BLOCK = 1500
+_SEEDS = 12
+
+
+@dataclass
+class _Block:
+    gate: Node
+    x: str
+    mode: str
+    out: str | None = None
+    nodes: list[Node] | None = None
+
+
+def _describe(nodes: list[Node], limit: int = 6) -> str:
+    shown = ", ".join(f"{n.op_type} '{n.name}'" for n in nodes[:limit])
+    return shown + (f" and {len(nodes) - limit} more" if len(nodes) > limit else "")
+
+
+def _partial(g: Graph, block: _Block, reason: str, nodes: list[Node]) -> InputError:
+    return InputError(f"{g.source}: MoE block gated by {block.gate.describe()} is only partly recognised: {reason}; "
+                      f"nodes: {_describe(nodes)}")
+
+
+def _gate_of(g: Graph, producers: dict[str, Node], anchor: Node) -> Node | None:
+    """The MatMul / Gemm with a constant [D, E] rhs whose logits ``anchor`` ranks (breadth-first, a few hops)."""
+    e = g.shapes.get(anchor.inputs[0], (0,))[-1]
+    frontier, seen = [anchor.inputs[0]], set()
+    for _ in range(8):
+        nxt = []
+        for name in frontier:
+            node = producers.get(name)
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in ("MatMul", "Gemm") and len(node.inputs) > 1 and g.is_const(node.inputs[1]):
+                w = g.constants[node.inputs[1]]
+                if w.ndim == 2 and w.shape[-1] == e and not node.attrs.get("transB", 0):
+                    return node
+            if node.op_type in _ROUTE_BACK:
+                nxt += [i for i in node.inputs if i and not g.is_const(i)]
+        frontier = nxt
+    return None
+
+
+def _router_input(g: Graph, producers: dict[str, Node], gate: Node) -> tuple[str, str]:
+    """(x, mode): the gate's input, or for image routing the tensor the gate input is the token mean of."""
+    name = gate.inputs[0]
+    node = producers.get(name)
+    if node is not None and node.op_type == "ReduceMean":
+        src = node.inputs[0]
+        rank = len(g.shapes.get(src, ()))
+        axes = node.attrs.get("axes")
+        if axes is None and len(node.inputs) > 1 and g.is_const(node.inputs[1]):
+            axes = [int(a) for a in g.constants[node.inputs[1]].reshape(-1)]
+        if rank >= 3 and axes is not None and [a % rank for a in axes] == [rank - 2]:
+            return src, "image"
+    return name, "token"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) if shape else 1
+
+
+def _find_output(g: Graph, consumers: dict[str, list[Node]], order: dict[int, int], block: _Block) -> tuple[
+        str | None, list[Node]]:
+    """Walk forward from the gate to where all routing-dependent tensors meet in one tensor of x's size."""
+    gate = block.gate
+    want = _numel(g.shapes[block.x])
+    d = g.shapes[block.x][-1]
+    dep = {gate.outputs[0]}
+    live = {gate.outputs[0]: len(consumers.get(gate.outputs[0], []))}
+    visited: list[Node] = []
+    seen_expert_gemm = False
+    for node in g.nodes[order[id(gate)] + 1:order[id(gate)] + 1 + _MAX_BLOCK]:
+        hits = [i for i in node.inputs if i in dep]
+        if not hits:
+            continue
+        visited.append(node)
+        if node.op_type in _GEMMS:
+            seen_expert_gemm = True
+        for i in hits:
+            live[i] = live.get(i, 1) - 1
+            if live[i] <= 0:
+                live.pop(i, None)
+        for o in node.outputs:
+            if not o:
+                continue
+            dep.add(o)
+            uses = len(consumers.get(o, [])) + (1 if o in g.outputs else 0)
+            if uses:
+                live[o] = uses
+        if len(live) == 1 and seen_expert_gemm:
+            (t,) = live
+            shape = g.shapes.get(t)
+            if shape and _numel(shape) == want and shape[-1] == d and t not in g.outputs:
+                return t, visited
+        if any(o in g.outputs for o in node.outputs if o) and len(live) > 1:
+            break
+    return None, visited
+
+
+def _block_nodes(g: Graph, producers: dict[str, Node], consumers: dict[str, list[Node]], order: dict[int, int],
+                 block: _Block) -> list[Node]:
+    """Nodes on a path from x to the output, in graph order; checks the block reads and leaks nothing else."""
+    assert block.out is not None
+    start = order[id(producers[block.x])] if block.x in producers else -1
+    found: dict[int, Node] = {}
+    stack = [block.out]
+    external: list[Node] = []
+    while stack:
+        name = stack.pop()
+        if name == block.x or g.is_const(name):
+            continue
+        node = producers.get(name)
+        if node is None or order[id(node)] <= start:
+            reader = next((n for n in found.values() if name in n.inputs), None)
+            external.append(reader or block.gate)
+            continue
+        if id(node) in found:
+            continue
+        found[id(node)] = node
+        stack += [i for i in node.inputs if i]
+    nodes = sorted(found.values(), key=lambda n: order[id(n)])
+    if external:
+        raise _partial(g, block, f"it reads a tensor other than its input '{block.x}' and constants", external)
+    inside = {id(n) for n in nodes}
+    for node in nodes:
+        for o in node.outputs:
+            if not o or o == block.out:
+                continue
+            if o in g.outputs or any(id(c) not in inside for c in consumers.get(o, [])):
+                raise _partial(g, block, f"its intermediate '{o}' is also read outside the block", [node])
+    return nodes
+
+
+def _const_operand(g: Graph, node: Node) -> tuple[int, np.ndarray] | None:
+    for pos, name in enumerate(node.inputs):
+        if name and g.is_const(name) and g.constants[name].ndim >= 2:
+            return pos, g.constants[name]
+    return None
+
+
+def _bias_after(g: Graph, consumers: dict[str, list[Node]], node: Node, width: int, experts: int | None) -> tuple[
+        str | None, np.ndarray | None]:
+    """A constant added right after ``node`` (through casts): [width] or [experts, width]."""
+    name = node.outputs[0]
+    for _ in range(3):
+        users = consumers.get(name, [])
+        if len(users) != 1:
+            return None, None
+        user = users[0]
+        if user.op_type == "Add":
+            other = user.inputs[1] if user.inputs[0] == name else user.inputs[0]
+            if g.is_const(other):
+                c = g.constants[other]
+                shape = (width,) if experts is None else (experts, width)
+                if c.size == _numel(shape) and c.shape[-1] == width:
+                    return other, c.reshape(shape)
+            return None, None
+        if user.op_type not in ("Cast", "Identity", "Reshape"):
+            return None, None
+        name = user.outputs[0]
+    return None, None
+
+
+def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: list[Node], e: int,
+             d: int) -> dict[str, Any]:
+    """Stacked or unrolled expert weights [E, D, H] / [E, H, D] (+ biases) of the block."""
+    stacked: list[tuple[Node, str, np.ndarray]] = []
+    flat: list[tuple[Node, str, np.ndarray]] = []
+    for node in nodes:
+        if node is block.gate or node.op_type not in _GEMMS | {"Gather"}:
+            continue
+        found = _const_operand(g, node)
+        if found is None:
+            continue
+        pos, w = found
+        if node.op_type == "Gather" and (pos != 0 or w.ndim != 3):
+            continue
+        if w.ndim == 3 and w.shape[0] == e:
+            stacked.append((node, node.inputs[pos], w))
+        elif w.ndim == 2 and node.op_type in ("MatMul", "Gemm") and pos == 1 and not node.attrs.get("transB", 0):
+            flat.append((node, node.inputs[pos], w))
+    out: dict[str, Any] = {}
+    if len(stacked) == 2:
+        (n1, k1, w1), (n2, k2, w2) = stacked
+        if w1.shape[1] != d and w1.shape[2] == d:
+            w1 = w1.transpose(0, 2, 1)
+            k1 += ".T"
+        if w2.shape[2] != d and w2.shape[1] == d:
+            w2 = w2.transpose(0, 2, 1)
+            k2 += ".T"
+        h = w1.shape[2]
+        b1k, b1 = _bias_after(g, consumers, n1, h, e)
+        b2k, b2 = _bias_after(g, consumers, n2, d, e)
+        out.update(w1=w1, w2=w2, w1_name=k1, w2_name=k2, b1=b1, b2=b2, b1_name=b1k, b2_name=b2k, spelling="stacked",
+                   expert_nodes=[n1, n2])
+    elif flat and not stacked:
+        pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)
+                 if flat[i][2].shape[0] == d and flat[i + 1][2].shape[-1] == d
+                 and flat[i][2].shape[1] == flat[i + 1][2].shape[0]]
+        if len(pairs) * 2 != len(flat) or len(pairs) != e:
+            raise _partial(g, block, f"the gate ranks {e} experts but the block holds {len(flat)} expert matrices "
+                           f"({len(pairs)} [D, H] / [H, D] pairs); a legacy-exporter trace unrolls only the experts "
+                           "its input reached — re-export with a trace input that reaches every expert",
+                           [n for n, _, _ in flat] or nodes)
+        h = pairs[0][0][2].shape[1]
+        if any(p[0][2].shape != (d, h) for p in pairs):
+            raise _partial(g, block, "the unrolled experts differ in hidden size", [p[0][0] for p in pairs])
+        b1s = [_bias_after(g, consumers, p[0][0], h, None)[1] for p in pairs]
+        b2s = [_bias_after(g, consumers, p[1][0], d, None)[1] for p in pairs]
+        out.update(w1=np.stack([p[0][2] for p in pairs]), w2=np.stack([p[1][2] for p in pairs]), w1_name=None,
+                   w2_name=None, b1=np.stack(b1s) if all(b is not None for b in b1s) else None,
+                   b2=np.stack(b2s) if all(b is not None for b in b2s) else None, b1_name=None, b2_name=None,
+                   spelling="unrolled", expert_nodes=[n for p in pairs for n in (p[0][0], p[1][0])])
+    else:
+        raise _partial(g, block, f"no expert weights found (expected two stacked [{e}, D, H] / [{e}, H, D] "
+                       f"constants or {e} unrolled MatMul pairs)", nodes)
+    return out
+
+
+def _activation(nodes: list[Node]) -> list[str]:
+    types = {n.op_type for n in nodes}
+    if "Relu" in types:
+        return ["relu"]
+    if "Erf" in types or "Gelu" in types:
+        return ["gelu", "gelu_tanh"]
+    if "Tanh" in types:
+        return ["gelu_tanh", "gelu"]
+    if "Sigmoid" in types:
+        return ["silu", "identity"]
+    return ["identity"]
+
+
+def _routing_hints(g: Graph, nodes: list[Node], block: _Block) -> tuple[int, int | None]:
+    """(top_k, capacity): ArgMax rounds or TopK's k, and the constant a CumSum position is compared with."""
+    k = 0
+    for n in nodes:
+        if n.op_type == "ArgMax":
+            k += 1
+        elif n.op_type == "TopK" and len(n.inputs) > 1 and g.is_const(n.inputs[1]):
+            k += int(g.constants[n.inputs[1]].reshape(-1)[0])
+    cap = None
+    cum = {o for n in nodes if n.op_type == "CumSum" for o in n.outputs}
+    for n in nodes:
+        if n.op_type in ("LessOrEqual", "Less") and n.inputs[0] in cum and g.scalar(n.inputs[1]) is not None:
+            cap = int(g.scalar(n.inputs[1])) - (1 if n.op_type == "Less" else 0)  # type: ignore[arg-type]
+    return k, cap
+
+
+def _run(g: Graph, nodes: list[Node], x_name: str, x: np.ndarray, out: str) -> np.ndarray:
+    """Evaluate the block in float64 (float casts kept in float64, integer and bool casts honoured)."""
+    values: dict[str, np.ndarray] = {x_name: x}
+    for node in nodes:
+        args: list[Any] = []
+        for name in node.inputs:
+            if not name:
+                args.append(None)
+            elif name in values:
+                args.append(values[name])
+            else:
+                c = g.constants[name]
+                args.append(c.astype(np.float64) if c.dtype.kind == "f" else c)
+        if node.op_type == "Cast" and int(node.attrs.get("to", 1)) in _FLOAT_CASTS:
+            res = [np.asarray(args[0], dtype=np.float64)]
+        elif node.op_type == "Einsum":
+            res = [np.einsum(str(node.attrs["equation"]), *args, optimize=True)]
+        else:
+            res = run_node(node.op_type, args, node.attrs, len(node.outputs))
+        for name, value in zip(node.outputs, res):
+            if name:
+                values[name] = np.asarray(value)
+    return values[out]
+
+
+def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e: int, k: int,
+           cap: int | None) -> dict[str, Any]:
+    """Find routing semantics under which the block equals the reference on random data; InputError if none."""
+    x_shape = g.shapes[block.x]
+    d = x_shape[-1]
+    tokens = _numel(x_shape) // d
+    images = _numel(x_shape[:-2]) if len(x_shape) >= 3 else 1
+    worst = math.inf
+    evaluated = False
+    failure = ""
+    for seed in range(_SEEDS):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(0.0, 1.0, size=x_shape)
+        try:
+            with np.errstate(all="ignore"):
+                got = _run(g, nodes, block.x, x, block.out)  # type: ignore[arg-type]
+        except (ValueError, IndexError, KeyError, TypeError) as err:
+            failure = str(err).splitlines()[0] if str(err) else type(err).__name__
+            continue  # e.g. a legacy export whose unrolled loop needs every expert hit: try other data
+        evaluated = True
+        for renorm in (False, True):
+            for act in _activation(nodes):
+                want, routing = moe_reference(
+                    x, g.constants[block.gate.inputs[1]], params["w1"], params["w2"], top_k=k, mode=block.mode,
+                    b1=params["b1"], b2=params["b2"], activation=act, capacity=cap, renormalize=renorm,
+                    images=images)
+                if got.size != want.size:
+                    continue
+                err = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
+                scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+                worst = min(worst, err / scale)
+                if err <= 1e-7 * scale:
+                    mode = block.mode
+                    if mode == "token" and cap is None and not renorm:
+                        mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
+                    cf = 0.0 if cap is None else cap * e / (tokens * k)
+                    return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
+                            "capacity": cap, "images": images, "checked_seed": seed,
+                            "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
+    if not evaluated:
+        raise _partial(g, block, f"the block cannot be evaluated on test data ({failure})", nodes)
+    raise _partial(g, block, f"it does not compute a top-{k} MoE over {e} experts with the weights found "
+                   f"(closest relative difference {worst:.3g})", nodes)
+
+
+def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str, list[Node]],
+                  taken: set[int]) -> list[Any]:
+    """Every MoE block of ``graph`` as a ``Match`` of kind ``moe`` (adds their nodes to ``taken``).
+
+    Raises ``InputError`` naming the nodes of a block that is only partly recognised.
+    """
+    from compiler.frontend.recognize import Match
+
+    g = graph
+    order = {id(n): i for i, n in enumerate(g.nodes)}
+    matches = []
+    for anchor in g.nodes:
+        if anchor.op_type not in MOE_ANCHORS or id(anchor) in taken:
+            continue
+        gate = _gate_of(g, producers, anchor)
+        if gate is None or id(gate) in taken:
+            continue
+        x, mode = _router_input(g, producers, gate)
+        if x not in g.shapes:
+            continue
+        block = _Block(gate=gate, x=x, mode=mode)
+        block.out, visited = _find_output(g, consumers, order, block)
+        if not any(n.op_type in _GEMMS for n in visited):
+            continue  # a classifier's ArgMax, not a router: nothing is computed from its decision
+        if block.out is None:
+            raise _partial(g, block, "the routing decision never merges back into one tensor of the input's size "
+                           "(is a routing tensor a graph output, or is the combine missing?)", [gate] + visited)
+        nodes = _block_nodes(g, producers, consumers, order, block)
+        if gate not in nodes:
+            nodes = sorted(nodes + [gate], key=lambda n: order[id(n)])
+        e = g.constants[gate.inputs[1]].shape[1]
+        d = g.shapes[x][-1]
+        params = _experts(g, consumers, block, nodes, e, d)
+        k, cap = _routing_hints(g, nodes, block)
+        if not 1 <= k <= e:
+            raise _partial(g, block, f"cannot tell how many experts each token uses (found {k})", [anchor])
+        semantics = _prove(g, block, nodes, params, e, k, cap)
+        name_nodes = params.pop("expert_nodes")
+        props = {"num_experts": e, "top_k": k, "hidden": int(params["w1"].shape[2]), **params, **semantics,
+                 "expert_node_names": [n.name for n in name_nodes]}
+        matches.append(Match("moe", nodes, block.out, {"input": x, "gate": gate.inputs[1]}, props))
+        taken.update(id(n) for n in nodes)
+    return matches

@@ -1,0 +1,141 @@
+"""Nonlinearities by the names ``--softmax`` / ``--gelu`` / ``--layernorm`` take, on integer or float data.
+
+Integer data (a quantized model) goes straight into the integer kernel, with the scale the compiler's formats give
+it. Float data (``--quant none`` with an approximation) has no hardware format yet, so each approximate unit is
+modelled with its input quantized per call, per tensor, to the width the published design feeds it: 8 bits for
+GELU (I-ViT's ShiftGELU input; its sigmoid degrades on finer grids), 16 bits for softmax scores and LayerNorm
+inputs; the result is dequantized back to float. ``exact`` on float data is plain float32 (what ONNX Runtime does).
+
+Float64 "exact" kernels on integer grids call the oracle (:mod:`compiler.numerics.exact`): they are float
+semantics, and calling the same code is the only way to round identically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compiler.numerics import exact as _exact
+from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
+from compiler.simulate import intkernels as K
+
+__all__ = ["softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float", "layernorm_float",
+           "gelu_reference", "soft_landmarks", "LOG2Q_GRID_BITS"]
+
+#: log2q probabilities are decoded onto this many fraction bits for the integer A.V product.
+LOG2Q_GRID_BITS = 15
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def softmax_int(name: str, x: np.ndarray, scale: float, bits: int) -> tuple[np.ndarray, float]:
+    """Softmax ``name`` of integer scores ``x`` (real x * scale) along the last axis: (p_int, p_scale).
+
+    ``log2q`` quantizes the exact probabilities to ``bits``-bit log-sqrt2 codes (RepQ-ViT) and decodes them onto a
+    2^-15 grid, the fixed-point form a shift-add A.V datapath consumes.
+    """
+    if name == "shiftmax":
+        return K.shiftmax(x, scale, bits)
+    if name == "base2":
+        return K.base2_softmax(x, scale, bits)
+    if name == "online":
+        return K.online_softmax(x, scale, bits)
+    if name == "ibert":
+        return K.ibert_softmax(x, scale, bits)
+    if name == "exact":
+        y, s = _exact.softmax_exact(_t(x), scale, bits)
+        return y.numpy(), s
+    if name == "log2q":
+        p = torch.softmax(_t(x).to(torch.float64) * scale, dim=-1)
+        codes, _ = log2q_quantize(p, bits, delta=1.0)
+        real = log2q_dequantize(codes, 1.0, bits).numpy()
+        return np.round(real * 2.0**LOG2Q_GRID_BITS).astype(np.int64), 2.0**-LOG2Q_GRID_BITS
+    raise ValueError(f"no integer softmax '{name}'")
+
+
+def gelu_reference(x: np.ndarray, approx: str) -> np.ndarray:
+    """Float GELU as ONNX computes it: erf form, or the exporter's tanh form for ``approx == 'tanh'``."""
+    if approx == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + torch.special.erf(_t(x / np.sqrt(2).astype(x.dtype))).numpy())
+
+
+def gelu_int(name: str, x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """GELU ``name`` of integer ``x`` (real x * scale): (y_int, y_scale). 8-bit grids as I-ViT's IntGELU."""
+    if name == "shiftgelu":
+        return K.shiftgelu(x, scale, 8)
+    if name == "ibert":
+        return K.ibert_gelu(x, scale)
+    if name == "lut":
+        return K.lut_gelu(x, scale)
+    if name in ("exact", "tanh"):
+        if name == "exact":
+            y, s = _exact.gelu_exact(_t(x), scale, 8)
+            return y.numpy(), s
+        out_scale = scale * 2.0**-7
+        return np.round(gelu_reference(x.astype(np.float64) * scale, "tanh") / out_scale).astype(np.int64), out_scale
+    raise ValueError(f"no integer GELU '{name}'")
+
+
+def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray | None,
+                  eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """LayerNorm ``name`` of integer ``x`` over the last axis: (y_int, per-channel scale sqrt(C)/2^30 * gamma)."""
+    beta = np.zeros_like(gamma) if beta is None else beta
+    if name == "ilayernorm":
+        return K.ilayernorm(x, scale, gamma, beta)
+    if name == "exact":
+        y, s = _exact.layernorm_exact(_t(x), scale, _t(gamma.astype(np.float64)), _t(beta.astype(np.float64)), eps)
+        return y.numpy(), s.numpy()
+    raise ValueError(f"no integer LayerNorm '{name}'")
+
+
+def _dynamic(x: np.ndarray, bits: int, ref: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """``x`` on a symmetric per-tensor grid sized by max|ref| (``ref`` defaults to ``x``), clipped to int32."""
+    ref = x if ref is None else ref
+    amax = float(np.abs(ref).max()) if ref.size else 0.0
+    scale = max(amax, 1e-30) / ((1 << (bits - 1)) - 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.clip(np.round(x.astype(np.float64) / scale), -(2.0**31), 2.0**31 - 1)
+    return q.astype(np.int64), scale
+
+
+def softmax_float(name: str, scores: np.ndarray, bias: np.ndarray | None, bits: int) -> np.ndarray:
+    """Softmax ``name`` of float ``scores + bias`` (bias: additive mask); the grid is sized by ``scores`` alone."""
+    x = scores if bias is None else scores + bias
+    if name == "exact":
+        x = x - x.max(axis=-1, keepdims=True)
+        e = np.exp(x)
+        return e / e.sum(axis=-1, keepdims=True)
+    q, s = _dynamic(x, 16, scores)
+    p, ps = softmax_int(name, q, s, bits)
+    return (p * ps).astype(scores.dtype)
+
+
+def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
+    """GELU ``name`` on float ``x``: float32 for exact / tanh, else via an 8-bit per-tensor grid."""
+    if name in ("exact", "tanh"):
+        return gelu_reference(x, name).astype(x.dtype)
+    q, s = _dynamic(x, 8)
+    y, ys = gelu_int(name, q, s)
+    return (y * ys).astype(x.dtype)
+
+
+def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, eps: float) -> np.ndarray:
+    """LayerNorm ``name`` on float ``x`` over the last axis: float32 for exact, else via a 16-bit grid."""
+    if name == "exact":
+        mean = x.mean(axis=-1, keepdims=True)
+        d = x - mean
+        var = (d * d).mean(axis=-1, keepdims=True)
+        y = d / np.sqrt(var + np.float32(eps)) * gamma
+        return (y + beta if beta is not None else y).astype(x.dtype)
+    q, s = _dynamic(x, 16)
+    y, ys = layernorm_int(name, q, s, gamma, beta, eps)
+    return (y * ys).astype(x.dtype)
+
+
+def soft_landmarks(n: int) -> int:
+    """SOFT landmark count for ``n`` tokens: the largest divisor of n up to n/4 (n itself if that is 1)."""
+    best = max(d for d in range(1, max(1, n // 4) + 1) if n % d == 0)
+    return n if best == 1 else best

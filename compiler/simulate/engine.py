@@ -1,0 +1,195 @@
+"""The simulator core: values, the kernel registry and the interpreter loop.
+
+A value is a :class:`Tensor`: a NumPy array plus, for quantized integers, its ``scale`` (a float per tensor, or an
+array that broadcasts against the data, e.g. one scale per output channel), so ``data * scale`` is the real value.
+Floats and plain integers (token ids, masks) have ``scale = None``. Scales are not stored in the IR: they flow
+with the data, each kernel deriving its output scale from its inputs' (as the hardware's fixed-point formats do);
+only the points where the compiler *chose* a scale (quantize, requant) carry it as an attribute.
+
+The interpreter walks ``main``'s block once per sample, calling ``KERNELS[op.name]`` for every op. Anything
+that can be computed once per op (parsed attributes, dyadic multipliers, quantized weights) goes through
+``SimContext.memo`` so a 16-sample run parses each op once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from compiler.dialect import dataflow as df
+from hw.errors import InputError
+
+__all__ = ["Tensor", "SimContext", "Kernel", "Observer", "KERNELS", "register_kernel", "Simulator", "py_attr"]
+
+
+@dataclass
+class Tensor:
+    """A simulated value: ``data`` and, for quantized integers, the real value of one step (``scale``)."""
+
+    data: np.ndarray
+    scale: float | np.ndarray | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """True for integer data with a scale (its real value is ``data * scale``)."""
+        return self.scale is not None
+
+    def real(self) -> np.ndarray:
+        """The real value: ``data * scale`` in float64 for quantized data, else ``data`` itself."""
+        if self.scale is None:
+            return self.data
+        return self.data.astype(np.float64) * self.scale
+
+
+@dataclass
+class SimContext:
+    """What kernels may read besides their inputs: the weights, per-op memo, and the run mode.
+
+    ``exact``: ignore every ``approx`` / ``softmax`` choice and compute nonlinearities in float (the FP reference the
+    calibration observes).
+    """
+
+    weights: Mapping[str, np.ndarray]
+    exact: bool = False
+    _memo: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def memo(self, op: Operation) -> dict[str, Any]:
+        """A dict private to ``op`` that lives as long as the simulator (cache parsed attributes here)."""
+        return self._memo.setdefault(id(op), {})
+
+
+#: A kernel computes one op: ``fn(op, inputs, ctx) -> outputs`` (one Tensor per result, in order).
+Kernel = Callable[[Operation, list[Tensor], SimContext], list[Tensor]]
+#: An observer sees every op after it ran: ``fn(op, outputs)``. Return value ignored.
+Observer = Callable[[Operation, list[Tensor]], None]
+
+KERNELS: dict[str, Kernel] = {}
+
+
+def register_kernel(op_name: str, fn: Kernel | None = None, *, replace: bool = False) -> Any:
+    """Register ``fn`` as the kernel of ops named ``op_name`` (e.g. ``"dataflow.moe"``); usable as a decorator.
+
+    Registering a name twice is an error unless ``replace=True`` (so two modules cannot silently fight over one op).
+    """
+
+    def add(kernel: Kernel) -> Kernel:
+        if op_name in KERNELS and not replace and KERNELS[op_name] is not kernel:
+            raise ValueError(f"a simulator kernel for {op_name} is already registered")
+        KERNELS[op_name] = kernel
+        return kernel
+
+    return add(fn) if fn is not None else add
+
+
+def py_attr(attr: Attribute) -> Any:
+    """A Python / NumPy value of an xDSL attribute as the frontend stores ONNX attributes (see to_dialect._attr)."""
+    if isinstance(attr, IntegerAttr):
+        return int(attr.value.data)
+    if isinstance(attr, FloatAttr):
+        return float(attr.value.data)
+    if isinstance(attr, StringAttr):
+        return attr.data
+    if isinstance(attr, DenseArrayBase):
+        vals = attr.get_values()
+        is_int = all(isinstance(v, int) for v in vals)
+        return np.array(vals, dtype=np.int64 if is_int else np.float64)
+    if isinstance(attr, ArrayAttr):
+        return [py_attr(a) for a in attr.data]
+    if isinstance(attr, DictionaryAttr):
+        return {k: py_attr(v) for k, v in attr.data.items()}
+    raise TypeError(f"cannot read attribute {attr}")
+
+
+def _main(module: ModuleOp) -> func.FuncOp:
+    for op in module.walk():
+        if isinstance(op, func.FuncOp):
+            return op
+    raise InputError("the module has no function to simulate")
+
+
+class Simulator:
+    """Executes a ``dataflow`` module on NumPy inputs; build once, ``run`` per sample.
+
+    ``input_names`` / ``output_names`` name ``main``'s arguments and results (``ImportResult.input_names`` ...);
+    without them the feeds are positional (``arg0`` ...).
+    """
+
+    def __init__(self, module: ModuleOp, weights: Mapping[str, np.ndarray], input_names: list[str] | None = None,
+                 output_names: list[str] | None = None, *, exact: bool = False):
+        from compiler.simulate import kernels as _kernels  # noqa: F401  (registers the dataflow kernels)
+
+        self.fn = _main(module)
+        self.ctx = SimContext(weights=weights, exact=exact)
+        block = self.fn.body.block
+        self.args = list(block.args)
+        self.input_names = list(input_names) if input_names else [f"arg{i}" for i in range(len(self.args))]
+        self.consts: dict[SSAValue, Tensor] = {}
+        self.steps: list[tuple[Operation, Kernel]] = []
+        self.returns: list[SSAValue] = []
+        for op in block.ops:
+            if isinstance(op, func.ReturnOp):
+                self.returns = list(op.operands)
+            elif isinstance(op, df.WeightOp):
+                name = df.str_attr(op, "layer")
+                if name not in weights:
+                    raise InputError(f"weight '{name}' is not in the weight store")
+                scale = weights.get(name + ".scale")
+                self.consts[op.result] = Tensor(weights[name], None if scale is None else scale)
+            else:
+                kernel = KERNELS.get(op.name)
+                if kernel is None:
+                    layer = op.properties.get("layer")
+                    where = f" '{layer.data}'" if isinstance(layer, StringAttr) else ""
+                    raise InputError(f"cannot simulate {op.name}{where}: no simulator kernel is registered for it")
+                self.steps.append((op, kernel))
+        self.output_names = list(output_names) if output_names else [f"out{i}" for i in range(len(self.returns))]
+
+    def run(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None) -> dict[str, np.ndarray]:
+        """One sample: ``feeds`` maps input names to arrays of the model's input shapes; returns real outputs."""
+        return {name: t.real().astype(np.float32) if t.quantized else t.data
+                for name, t in zip(self.output_names, self.run_tensors(feeds, observer))}
+
+    def run_tensors(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None) -> list[Tensor]:
+        """Like :meth:`run`, but the outputs as Tensors (integers and their scales, if quantized)."""
+        values: dict[SSAValue, Tensor] = dict(self.consts)
+        for arg, name in zip(self.args, self.input_names):
+            values[arg] = Tensor(np.asarray(feeds[name]))
+        for op, kernel in self.steps:
+            try:
+                outs = kernel(op, [values[v] for v in op.operands], self.ctx)
+            except (ValueError, FloatingPointError) as err:
+                raise InputError(f"simulating {op.name} '{_layer(op)}': {err}") from None
+            for r, t in zip(op.results, outs):
+                values[r] = t
+            if observer is not None:
+                observer(op, outs)
+        return [values[v] for v in self.returns]
+
+    def run_samples(self, samples: Mapping[str, np.ndarray], observer: Observer | None = None,
+                    count: int | None = None) -> dict[str, np.ndarray]:
+        """Run every sample of ``samples`` (arrays with a leading sample axis); outputs stacked the same way."""
+        n = count if count is not None else len(next(iter(samples.values())))
+        outs: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for i in range(n):
+            for name, value in self.run({k: v[i] for k, v in samples.items()}, observer).items():
+                outs[name].append(value)
+        return {name: np.stack(vals) for name, vals in outs.items()}
+
+
+def _layer(op: Operation) -> str:
+    layer = op.properties.get("layer")
+    return layer.data if isinstance(layer, StringAttr) else op.name

@@ -1,0 +1,315 @@
+"""Kernels of the ``dataflow`` ops (registered on import; engine.Simulator imports this module).
+
+Float data is computed in float32 like ONNX Runtime; integer data with scales is exact int64 arithmetic
+(:mod:`compiler.simulate.intkernels`). Integer matrix products run as float64 BLAS products when every partial sum
+is below 2^53 (then they are exact), else in int64.
+
+Quantization markers written by the ``quantize`` pass (see compiler/passes/quantize.py for the formats):
+
+* ``dataflow.elementwise`` ``cast`` with ``attrs.quant = "quantize"`` (``scale``, ``bits``): float -> integer;
+  ``attrs.quant = "dequantize"``: integer -> float32.
+* ``dataflow.elementwise`` ``add`` with ``attrs.quant = "add"`` (``scale``, ``bits``): I-ViT residual add, the
+  multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
+* ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute.
+* attention / softmax ops: ``softmax_bits`` attribute, the output width of the softmax unit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr
+from xdsl.ir import Operation
+
+from compiler.dialect import dataflow as df
+from compiler.frontend.onnx_ops import run_node
+from compiler.numerics.softmax_free import softmax_free_attention
+from compiler.simulate import approx as A
+from compiler.simulate import intkernels as K
+from compiler.simulate.engine import Kernel, SimContext, Tensor, py_attr, register_kernel
+
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "int_matmul", "op_attrs", "register_attention",
+           "softmax_bits", "standard_attention"]
+
+#: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
+DEFAULT_SOFTMAX_BITS = 16
+_NEG = np.float32(np.finfo(np.float32).min)
+_SCALE_KEEPING = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose", "slice", "gather", "expand", "split",
+                  "tile", "identity")
+
+
+def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact ``a @ b`` of integer arrays as int64 (float64 BLAS when no partial sum can reach 2^53)."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
+    if bound < 2.0**53:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+
+
+def op_attrs(op: Operation, ctx: SimContext) -> dict[str, Any]:
+    """The op's ``attrs`` dictionary as Python values (cached per op)."""
+    memo = ctx.memo(op)
+    if "attrs" not in memo:
+        attr = op.properties.get("attrs")
+        memo["attrs"] = py_attr(attr) if isinstance(attr, DictionaryAttr) else {}
+    return memo["attrs"]
+
+
+def softmax_bits(op: Operation, approx: str) -> int:
+    """Output width of the op's softmax unit: its ``softmax_bits`` attribute, else 4 for log2q, else 16."""
+    attr = op.attributes.get("softmax_bits")
+    if isinstance(attr, IntegerAttr) and attr.value.data > 0:
+        return int(attr.value.data)
+    return 4 if approx == "log2q" else DEFAULT_SOFTMAX_BITS
+
+
+def _float_attr(op: Operation, key: str) -> float:
+    attr = op.attributes.get(key)
+    assert isinstance(attr, FloatAttr), f"{op.name} needs a '{key}' attribute"
+    return float(attr.value.data)
+
+
+def _generic(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    """Run the ONNX op the frontend recorded in ``attrs`` (``onnx_op``, ``nin``, constant params ``#i``)."""
+    attrs = op_attrs(op, ctx)
+    memo = ctx.memo(op)
+    if "call" not in memo:
+        onnx_attrs = {k: v for k, v in attrs.items() if k not in ("onnx_op", "nin") and not k.startswith("#")}
+        layout = [attrs.get(f"#{i}") for i in range(int(attrs.get("nin", len(ins))))]
+        memo["call"] = (attrs["onnx_op"], onnx_attrs, layout)
+    onnx_op, onnx_attrs, layout = memo["call"]
+    data = iter(t.real().astype(np.float32) if t.quantized else t.data for t in ins)
+    args = [next(data) if p is None else (None if isinstance(p, str) else p) for p in layout]
+    with np.errstate(all="ignore"):  # e.g. -inf masks through Mul, as the loader's folding allows
+        outs = run_node(onnx_op, args, onnx_attrs, len(op.results))
+    return [Tensor(np.asarray(o)) for o in outs]
+
+
+@register_kernel("dataflow.gemm")
+def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    if x.quantized:
+        acc = int_matmul(x.data, w.data)
+        if bias is not None:
+            acc = acc + bias.data.astype(np.int64)
+        w_scale = 1.0 if w.scale is None else w.scale
+        return [Tensor(acc, x.scale * np.asarray(w_scale, dtype=np.float64))]
+    y = np.matmul(x.data, w.data)
+    return [Tensor(y + bias.data if bias is not None else y)]
+
+
+@register_kernel("dataflow.requant")
+def _requant(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    memo = ctx.memo(op)
+    if "m" not in memo:
+        me = np.asarray(ctx.weights[df.str_attr(op, "layer")], dtype=np.int64)
+        memo["m"], memo["e"] = (me[0, 0], me[1, 0]) if me.shape[1] == 1 else (me[0], me[1])
+        memo["bits"], memo["scale"] = df.int_attr(op, "out_bits"), _float_attr(op, "scale")
+    x = ins[0]
+    if not x.quantized:
+        raise ValueError("requant needs an integer input with a scale")
+    return [Tensor(K.requantize(x.data, memo["m"], memo["e"], memo["bits"]), memo["scale"])]
+
+
+def _heads(x: np.ndarray, heads: int) -> np.ndarray:
+    b, s, d = x.shape
+    return x.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3)
+
+
+def _merge(x: np.ndarray) -> np.ndarray:
+    b, h, s, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, s, h * d)
+
+
+def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
+    memo = ctx.memo(op)
+    if "heads" not in memo:
+        memo["heads"] = df.int_attr(op, "num_heads")
+        memo["scale"] = df.float_attr(op, "scale")
+        memo["causal"] = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
+        memo["softmax"] = "exact" if ctx.exact else df.str_attr(op, "softmax")
+        memo["bits"] = softmax_bits(op, memo["softmax"])
+        memo["algorithm"] = df.str_attr(op, "algorithm")
+    return memo
+
+
+#: algorithm name -> kernel for ``dataflow.attention`` ops with that ``algorithm`` (see the package docstring).
+ATTENTION_ALGORITHMS: dict[str, Kernel] = {}
+
+
+def register_attention(algorithm: str, fn: Kernel, *, replace: bool = False) -> Kernel:
+    """Compute attention ops whose ``algorithm`` is ``algorithm`` with ``fn`` instead of the standard kernel."""
+    if algorithm in ATTENTION_ALGORITHMS and not replace and ATTENTION_ALGORITHMS[algorithm] is not fn:
+        raise ValueError(f"an attention kernel for algorithm '{algorithm}' is already registered")
+    ATTENTION_ALGORITHMS[algorithm] = fn
+    return fn
+
+
+@register_kernel("dataflow.attention")
+def _attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    p = _attention_params(op, ctx)
+    if p["algorithm"] in ATTENTION_ALGORITHMS:
+        return ATTENTION_ALGORITHMS[p["algorithm"]](op, ins, ctx)
+    return standard_attention(op, ins, ctx)
+
+
+def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    """softmax(scale QK^T + mask) V per head with the op's softmax choice; integer when q, k, v are quantized."""
+    p = _attention_params(op, ctx)
+    q, k, v = ins[0], ins[1], ins[2]
+    mask = ins[3].real() if len(ins) > 3 else None
+    heads, approx = p["heads"], p["softmax"]
+    if approx == "softmax-free":
+        # SOFT replaces the whole attention (K = Q, Gaussian kernel); it ignores the mask and the QK^T scale.
+        qh, vh = _heads(q.real(), heads), _heads(v.real(), heads)
+        out = softmax_free_attention(torch.from_numpy(np.ascontiguousarray(qh)),
+                                     torch.from_numpy(np.ascontiguousarray(vh)),
+                                     num_landmarks=A.soft_landmarks(qh.shape[-2])).numpy()
+        return [Tensor(_merge(out).astype(np.float32))]
+    qh, kh, vh = _heads(q.data, heads), _heads(k.data, heads), _heads(v.data, heads)
+    sq, sk = qh.shape[-2], kh.shape[-2]
+    causal = np.triu(np.ones((sq, sk), dtype=bool), 1) if p["causal"] else None
+    if q.quantized:
+        s = float(q.scale) * float(k.scale) * p["scale"]
+        x = int_matmul(qh, kh.swapaxes(-1, -2))
+        if mask is not None:
+            # The additive mask on the scores' grid; -inf-like entries saturate at the int32 minimum.
+            with np.errstate(over="ignore"):
+                x = x + np.clip(np.round(mask.astype(np.float64) / s), -(2.0**31), 2.0**31).astype(np.int64)
+        if causal is not None:
+            x = np.where(causal, -(2**31), x)
+        x = np.clip(x, -(2**31), 2**31 - 1)
+        prob, ps = A.softmax_int(approx, x, s, p["bits"])
+        acc = int_matmul(prob, vh)
+        return [Tensor(_merge(acc), ps * float(v.scale))]
+    scores = np.matmul(qh, kh.swapaxes(-1, -2)) * np.float32(p["scale"])
+    bias = None
+    if mask is not None or causal is not None:
+        bias = np.zeros(scores.shape, dtype=scores.dtype) if mask is None else np.broadcast_to(mask, scores.shape)
+        if causal is not None:
+            bias = np.where(causal, _NEG, bias)
+    with np.errstate(over="ignore"):
+        prob = A.softmax_float(approx, scores, bias, p["bits"])
+    return [Tensor(_merge(np.matmul(prob.astype(vh.dtype), vh)))]
+
+
+@register_kernel("dataflow.softmax")
+def _softmax(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    memo = ctx.memo(op)
+    if "approx" not in memo:
+        memo["approx"] = "exact" if ctx.exact else df.str_attr(op, "approx")
+        memo["axis"] = df.int_attr(op, "axis")
+        memo["bits"] = softmax_bits(op, memo["approx"])
+    x, axis = ins[0], memo["axis"]
+    data = np.moveaxis(x.data, axis, -1)
+    if x.quantized:
+        prob, ps = A.softmax_int(memo["approx"], data, float(x.scale), memo["bits"])
+        return [Tensor(np.moveaxis(prob, -1, axis), ps)]
+    with np.errstate(over="ignore"):
+        return [Tensor(np.moveaxis(A.softmax_float(memo["approx"], data, None, memo["bits"]), -1, axis))]
+
+
+@register_kernel("dataflow.layernorm")
+def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    memo = ctx.memo(op)
+    if "kind" not in memo:
+        memo["kind"] = df.str_attr(op, "kind")
+        memo["approx"] = "exact" if ctx.exact else df.str_attr(op, "approx")
+        memo["eps"] = df.float_attr(op, "epsilon")
+    x, gamma = ins[0], ins[1].real()
+    beta = ins[2].real() if len(ins) > 2 else None
+    if memo["kind"] == "rmsnorm":
+        data = x.real().astype(np.float32)
+        y = data / np.sqrt((data * data).mean(axis=-1, keepdims=True) + np.float32(memo["eps"])) * gamma
+        return [Tensor((y + beta if beta is not None else y).astype(np.float32))]
+    if x.quantized:
+        y, ys = A.layernorm_int(memo["approx"], x.data, float(x.scale), gamma.astype(np.float64),
+                                None if beta is None else beta.astype(np.float64), memo["eps"])
+        return [Tensor(y, ys)]
+    return [Tensor(A.layernorm_float(memo["approx"], x.data, gamma, beta, memo["eps"]))]
+
+
+@register_kernel("dataflow.gelu")
+def _gelu(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    memo = ctx.memo(op)
+    if "approx" not in memo:
+        approx = df.str_attr(op, "approx")
+        memo["approx"] = ("tanh" if approx == "tanh" else "exact") if ctx.exact else approx
+    x = ins[0]
+    if x.quantized:
+        y, ys = A.gelu_int(memo["approx"], x.data, float(x.scale))
+        return [Tensor(y, ys)]
+    return [Tensor(A.gelu_float(memo["approx"], x.data))]
+
+
+@register_kernel("dataflow.embedding")
+def _embedding(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    table, idx = ins
+    return [Tensor(np.take(table.data, idx.data, axis=0), table.scale)]
+
+
+def _quant_cast(op: Operation, x: Tensor, attrs: dict[str, Any]) -> Tensor:
+    if attrs["quant"] == "quantize":
+        if x.quantized:
+            raise ValueError("quantize expects a float input")
+        return Tensor(K.quantize(x.data, attrs["scale"], int(attrs["bits"])), float(attrs["scale"]))
+    if attrs["quant"] == "dequantize":
+        return Tensor(x.real().astype(np.float32))
+    raise ValueError(f"unknown quant marker '{attrs['quant']}'")
+
+
+@register_kernel("dataflow.elementwise")
+def _elementwise(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    attrs = op_attrs(op, ctx)
+    quant = attrs.get("quant")
+    if quant == "add":
+        memo = ctx.memo(op)
+        if "me" not in memo:
+            me = np.asarray(ctx.weights[df.str_attr(op, "layer")], dtype=np.int64)
+            memo["me"] = [row[0] if me.shape[1] == 1 else row for row in me]
+        m0, e0, m1, e1 = memo["me"]
+        a, b = ins
+        if not (a.quantized and b.quantized):
+            raise ValueError("a quantized add needs two integer inputs with scales")
+        return [Tensor(K.requantize_add(a.data, m0, e0, b.data, m1, e1, int(attrs["bits"])), float(attrs["scale"]))]
+    if quant is not None:
+        return [_quant_cast(op, ins[0], attrs)]
+    return _generic(op, ins, ctx)
+
+
+@register_kernel("dataflow.move")
+def _move(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    kind = df.str_attr(op, "kind")
+    if kind == "patchify":
+        x = ins[0].data
+        kh, kw = (int(v) for v in op_attrs(op, ctx)["kernel"])
+        b, c, h, w = x.shape
+        p = x.reshape(b, c, h // kh, kh, w // kw, kw).transpose(0, 2, 4, 1, 3, 5)
+        return [Tensor(p.reshape(b, (h // kh) * (w // kw), c * kh * kw), ins[0].scale)]
+    scaled = [t for t in ins if t.quantized]
+    if scaled and kind in _SCALE_KEEPING and np.ndim(scaled[0].scale) == 0:
+        # Pure movement keeps a per-tensor scale: run it on the integers themselves.
+        outs = _generic(op, [Tensor(t.data) for t in ins], ctx)
+        return [Tensor(o.data, scaled[0].scale) for o in outs]
+    return _generic(op, ins, ctx)
+
+
+_REDUCE = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min, "prod": np.prod}
+
+
+@register_kernel("dataflow.reduce")
+def _reduce(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    memo = ctx.memo(op)
+    if "axes" not in memo:
+        memo["kind"] = df.str_attr(op, "kind")
+        memo["axes"] = tuple(int(a.value.data) for a in op.properties["axes"].data)  # type: ignore[attr-defined]
+        memo["keep"] = bool(op.properties["keepdims"].value.data)  # type: ignore[attr-defined]
+    x = ins[0].real().astype(np.float32) if ins[0].quantized else ins[0].data
+    axes = tuple(a % x.ndim for a in memo["axes"])
+    if memo["kind"] == "argmax":
+        y = np.argmax(x, axis=axes[0])
+        return [Tensor(np.expand_dims(y, axes[0]) if memo["keep"] else y)]
+    return [Tensor(np.asarray(_REDUCE[memo["kind"]](x, axis=axes, keepdims=memo["keep"])).astype(x.dtype))]

@@ -1,0 +1,41 @@
+"""Shared fixtures: the example models built by `make examples` and their manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "examples" / "models"
+DATA = ROOT / "examples" / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make examples` first (make test does it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """examples/models, built by `make examples`."""
+    return _require(MODELS / "manifest.json").parent
+
+
+@pytest.fixture(scope="session")
+def manifest(models_dir: Path) -> dict:
+    """examples/models/manifest.json: per-model family and config numbers."""
+    return json.loads((models_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """examples/data, built by `make examples`."""
+    return _require(DATA)
+
+
+def model_path(name: str) -> Path:
+    """Path of an example model, failing clearly when it was not built."""
+    return _require(MODELS / name)
