@@ -1,0 +1,53 @@
+"""Compile speed and memory on a 12-layer ViT-Base export, and the U280 schedule against its roofline bound.
+
+Goals (issues): compile under 1 s after Python imports on a 2-core machine; schedule within 1.2x of the roofline
+bound on ViT-Base/U280. Both are printed, never asserted: timings belong to benchmarks, not tests.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VIT_BASE = ROOT / "examples" / "models" / "vit_base.onnx"
+
+
+def main(repeats: int = 3) -> dict[str, float]:
+    t0 = time.perf_counter()
+    import codesign  # noqa: F401  (the import time is reported apart)
+    from codesign.api import compile as compile_model
+
+    import_s = time.perf_counter() - t0
+    compile_model(str(ROOT / "examples" / "models" / "vit_tiny.onnx"))  # warm caches (matplotlib, xDSL) once
+    times = []
+    result = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = compile_model(str(VIT_BASE))
+        times.append(time.perf_counter() - t)
+    assert result is not None and result.report is not None
+    report = result.report
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ratio = report["latency_cycles"] / report["roofline_cycles"]
+    print(f"compile: python imports {import_s:.2f} s")
+    print(f"compile: ViT-Base ({report['patterns']['attention']} attention blocks, {report['macs'] / 1e9:.2f} GMAC) "
+          f"ONNX -> report on {report['target']}: median {statistics.median(times):.3f} s, min {min(times):.3f} s "
+          f"over {repeats} (goal < 1 s)")
+    print(f"compile: peak memory (RSS) {peak_mb:.0f} MB")
+    print(f"schedule: ViT-Base/U280 {report['latency_cycles']:,} cycles vs roofline bound "
+          f"{report['roofline_cycles']:,} ({report['roofline_bound']}-bound): ratio {ratio:.3f} (goal <= 1.2)")
+    out = {"import_s": import_s, "compile_s": statistics.median(times), "peak_mb": peak_mb, "roofline_ratio": ratio}
+    for rows, cols in ((32, 32), (16, 64)):
+        r = compile_model(str(VIT_BASE), overrides={"gemm.rows": str(rows), "gemm.cols": str(cols)}).report
+        ratio = r["latency_cycles"] / r["roofline_cycles"]
+        print(f"schedule: ViT-Base/U280 with --set gemm.rows={rows} --set gemm.cols={cols}: ratio {ratio:.3f}")
+        out[f"roofline_ratio_{rows}x{cols}"] = ratio
+    return out
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
