@@ -221,3 +221,22 @@ def test_python_api_accepts_path_proto_and_torch_module():
     assert result.report["macs"] == 8 * 32 * 96 + 8 * 32 * 32 + 2 * 4 * 8 * 8 * 8
     with pytest.raises(codesign.InputError, match="example_inputs"):
         codesign.compile(Block())
+
+
+def test_html_report_is_self_contained(tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["compile", str(model_path("vit_tiny.onnx")), "--html", str(out), "-q"]) == 0
+    text = out.read_text()
+    assert text.count("data:image/png;base64,") == 3 and "<h2>Roofline</h2>" in text
+    assert "src=\"http" not in text
+
+
+@pytest.mark.slow
+def test_vit_base_compiles_on_every_bundled_target(tmp_path):
+    from hw.targets import bundled_targets
+
+    for name in bundled_targets():
+        out = tmp_path / f"{name}.json"
+        assert main(["compile", str(model_path("vit_base.onnx")), "--target", name, "--json", str(out), "-q"]) == 0
+        report = json.loads(out.read_text())
+        assert report["patterns"]["attention"] == 12 and report["latency_cycles"] >= report["roofline_cycles"] > 0
