@@ -1,8 +1,9 @@
 // The `dataflow` dialect as upstream MLIR sees it: an IRDL contract for the generic form that
 // `codesign compile --emit-mlir F --mlir-generic` writes (properties printed as attributes).
 //
-// Load it with `irdl.load_dialects` (Python bindings) or `mlir-opt --irdl-file=dataflow.irdl.mlir`; then any
-// upstream tool parses and verifies our modules. tests/test_dialect_irdl.py does both and keeps this file in step
+// Load it with `irdl.load_dialects` (Python bindings) or an opt tool, e.g. the torch-mlir wheel's
+// `torch-mlir-opt --irdl-file=compiler/dialect/dataflow.irdl.mlir --verify-each model.mlir`; upstream MLIR then
+// parses and verifies our modules. tests/test_dialect_irdl.py does both and keeps this file in step
 // with compiler/dialect/dataflow.py: same ops, same operand/result names and arity, same required properties,
 // same choice lists (SOFTMAX_APPROX, GELU_APPROX, ...).
 //
@@ -27,8 +28,9 @@
 // one optional operand per position, needs an `operandSegmentSizes` attribute that our variadic ops do not print.
 // This split also encodes "at least one input / output", which dataflow.py checks for elementwise.
 //
-// `operandSegmentSizes` is listed for ops with an optional operand so its value is checked (only the two legal
-// arrays); upstream IRDL derives the segments from the operand count when an op has a single optional operand.
+// `operandSegmentSizes` is listed for ops with optional operands so its value is checked (only the legal arrays).
+// With one optional operand upstream IRDL derives the segments from the operand count; with two (`moe`) it reads
+// them from this attribute, which xDSL prints under the same name.
 
 irdl.dialect @dataflow {
 
@@ -205,9 +207,14 @@ irdl.dialect @dataflow {
     %e_softplus = irdl.is "softplus"
     %e_identity = irdl.is "identity"
     %e_mod = irdl.is "mod"
+    %e_isnan = irdl.is "isnan"
+    %e_isinf = irdl.is "isinf"
+    %e_less_equal = irdl.is "less_equal"
+    %e_greater_equal = irdl.is "greater_equal"
     %kind = irdl.any_of(%e_add, %e_sub, %e_mul, %e_div, %e_pow, %e_sqrt, %e_reciprocal, %e_neg, %e_abs, %e_exp,
                         %e_log, %e_erf, %e_tanh, %e_sigmoid, %e_relu, %e_min, %e_max, %e_where, %e_equal, %e_less,
-                        %e_greater, %e_not, %e_and, %e_or, %e_cast, %e_clip, %e_softplus, %e_identity, %e_mod)
+                        %e_greater, %e_not, %e_and, %e_or, %e_cast, %e_clip, %e_softplus, %e_identity, %e_mod,
+                        %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "kind" = %kind}
@@ -281,6 +288,8 @@ irdl.dialect @dataflow {
     %gate = irdl.base "!builtin.tensor"
     %w1 = irdl.base "!builtin.tensor"
     %w2 = irdl.base "!builtin.tensor"
+    %b1 = irdl.base "!builtin.tensor"
+    %b2 = irdl.base "!builtin.tensor"
     %result = irdl.base "!builtin.tensor"
     %layer = irdl.base "#builtin.string"
     %num_experts = irdl.base "#builtin.integer"
@@ -294,11 +303,23 @@ irdl.dialect @dataflow {
     %true = irdl.is true
     %false = irdl.is false
     %renormalize = irdl.any_of(%true, %false)
-    %activation = irdl.base "#builtin.string"
-    irdl.operands(input: %input, gate: %gate, w1: %w1, w2: %w2)
+    // MOE_ACTIVATIONS
+    %a_gelu = irdl.is "gelu"
+    %a_gelu_tanh = irdl.is "gelu_tanh"
+    %a_relu = irdl.is "relu"
+    %a_silu = irdl.is "silu"
+    %a_identity = irdl.is "identity"
+    %activation = irdl.any_of(%a_gelu, %a_gelu_tanh, %a_relu, %a_silu, %a_identity)
+    // Two optional operands: upstream reads the segments from this attribute too (and checks they sum up).
+    %no_bias = irdl.is array<i32: 1, 1, 1, 1, 0, 0>
+    %b1_only = irdl.is array<i32: 1, 1, 1, 1, 1, 0>
+    %b2_only = irdl.is array<i32: 1, 1, 1, 1, 0, 1>
+    %both = irdl.is array<i32: 1, 1, 1, 1, 1, 1>
+    %segments = irdl.any_of(%no_bias, %b1_only, %b2_only, %both)
+    irdl.operands(input: %input, gate: %gate, w1: %w1, w2: %w2, b1: optional %b1, b2: optional %b2)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "num_experts" = %num_experts, "top_k" = %top_k, "mode" = %mode,
                      "capacity_factor" = %capacity_factor, "renormalize" = %renormalize,
-                     "activation" = %activation}
+                     "activation" = %activation, "operandSegmentSizes" = %segments}
   }
 }

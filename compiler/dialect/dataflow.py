@@ -66,6 +66,7 @@ __all__ = [
     "MOVE_KINDS",
     "REDUCE_KINDS",
     "MOE_MODES",
+    "MOE_ACTIVATIONS",
     "str_attr",
     "int_attr",
     "float_attr",
@@ -78,6 +79,8 @@ GELU_APPROX = ("exact", "tanh", "shiftgelu", "ibert", "lut")
 LAYERNORM_APPROX = ("exact", "ilayernorm")
 ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
 MOE_MODES = ("token", "task", "image")
+#: Expert hidden activations (compiler/numerics/router.py ACTIVATIONS).
+MOE_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
 ELEMENTWISE_KINDS = (
     "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
     "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
@@ -453,8 +456,12 @@ class EmbeddingOp(_Named):
 class MoeOp(_Named):
     """A mixture-of-experts block: router, dispatch, per-expert FFNs and weighted combine, as one unit of work.
 
-    Operands: ``input`` [tokens..., D], ``gate`` [D, E] and the experts' weights (w1 [E, D, H], w2 [E, H, D]).
-    ``mode`` is token | task | image routing, ``top_k`` experts per token, ``capacity_factor`` (0 = no limit).
+    Operands: ``input`` [tokens..., D], ``gate`` [D, E], the experts' weights w1 [E, D, H], w2 [E, H, D] and optional
+    biases b1 [E, H], b2 [E, D]; ``result`` has the input's element count with last dim D (exports may flatten the
+    tokens). Expert e computes ``activation(x @ w1[e] + b1[e]) @ w2[e] + b2[e]``. ``mode`` is token | task | image
+    routing (semantics: compiler/numerics/router.py), ``top_k`` experts per token, ``capacity_factor`` per-expert
+    capacity ``ceil(cf * T * k / E)`` tokens (0 = no limit; overflow is dropped), ``renormalize`` divides the k
+    weights by their sum.
     """
 
     name = "dataflow.moe"
@@ -462,6 +469,8 @@ class MoeOp(_Named):
     gate = operand_def(TensorType)
     w1 = operand_def(TensorType)
     w2 = operand_def(TensorType)
+    b1 = opt_operand_def(TensorType)
+    b2 = opt_operand_def(TensorType)
     result = result_def(TensorType)
     layer = prop_def(StringAttr)
     num_experts = prop_def(IntegerAttr)
@@ -470,13 +479,15 @@ class MoeOp(_Named):
     capacity_factor = prop_def(FloatAttr)
     renormalize = prop_def(BoolAttr)
     activation = prop_def(StringAttr)
-    irdl_options = (ParsePropInAttrDict(),)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
-    assembly_format = "$layer $input `,` $gate `,` $w1 `,` $w2 attr-dict `:` functional-type(operands, results)"
+    assembly_format = ("$layer $input `,` $gate `,` $w1 `,` $w2 (`b1` $b1^ `:` type($b1))? (`b2` $b2^ `:` type($b2))? "
+                       "attr-dict `:` type($input) `,` type($gate) `,` type($w1) `,` type($w2) `->` type($result)")
 
     def verify_(self) -> None:
         tag = f"dataflow.moe '{self.layer_name()}'"
         x, gate, w1, w2 = _shape(self.input), _shape(self.gate), _shape(self.w1), _shape(self.w2)
+        out = _shape(self.result)
         experts = int_attr(self, "num_experts")
         if gate != (x[-1], experts):
             raise VerifyException(f"{tag}: gate shape {gate} should be {(x[-1], experts)}")
@@ -484,9 +495,20 @@ class MoeOp(_Named):
             raise VerifyException(f"{tag}: w1 shape {w1} should be [{experts}, {x[-1]}, hidden]")
         if w2 != (experts, w1[2], x[-1]):
             raise VerifyException(f"{tag}: w2 shape {w2} should be {(experts, w1[2], x[-1])}")
+        if self.b1 is not None and _shape(self.b1) != (experts, w1[2]):
+            raise VerifyException(f"{tag}: b1 shape {_shape(self.b1)} should be {(experts, w1[2])}")
+        if self.b2 is not None and _shape(self.b2) != (experts, x[-1]):
+            raise VerifyException(f"{tag}: b2 shape {_shape(self.b2)} should be {(experts, x[-1])}")
+        if out[-1:] != x[-1:] or _numel(out) != _numel(x):
+            raise VerifyException(f"{tag}: result shape {out} should hold the input's {x} elements, last dim {x[-1]}")
         if not 1 <= int_attr(self, "top_k") <= experts:
             raise VerifyException(f"{tag}: top_k must be in 1..{experts}")
+        if float_attr(self, "capacity_factor") < 0:
+            raise VerifyException(f"{tag}: capacity_factor must be >= 0 (0 = no limit)")
         _check_choice(self, "mode", MOE_MODES)
+        _check_choice(self, "activation", MOE_ACTIVATIONS)
+        if str_attr(self, "mode") == "task" and float_attr(self, "capacity_factor") > 0:
+            raise VerifyException(f"{tag}: task routing has no capacity limit (capacity_factor must be 0)")
 
 
 def _numel(shape: tuple[int, ...]) -> int:
