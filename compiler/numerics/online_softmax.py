@@ -64,16 +64,19 @@ def online_softmax_stats(x_int: torch.Tensor, scale: float) -> tuple[torch.Tenso
 
     The final m equals base2's integer max. s < 2^31 for rows of up to 2^15 elements.
     """
-    u = to_log2_domain(x_int, scale)
+    return _stats(to_log2_domain(x_int, scale))
+
+
+def _stats(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c = ceil_int(u)
     m = torch.full(u.shape[:-1] + (1,), int(c.min()) - 1, dtype=torch.int64)
     s = torch.zeros_like(m)
     for j in range(u.shape[-1]):
-        cj, uj = c[..., j : j + 1], u[..., j : j + 1]
-        new_max = cj > m
-        shift = torch.clamp(cj - m, min=0, max=62)
-        s = torch.where(new_max, torch.bitwise_right_shift(s, shift) + exp2_q15(uj, cj), s + exp2_q15(uj, m))
-        m = torch.where(new_max, cj, m)
+        # both branches in one: with m' = max(m, c_j), s = (s >> (m' - m)) + exp2_q15(u_j, m')
+        new_m = torch.maximum(m, c[..., j : j + 1])
+        shift = torch.clamp(new_m - m, max=62)
+        s = torch.bitwise_right_shift(s, shift) + exp2_q15(u[..., j : j + 1], new_m)
+        m = new_m
     return s, m
 
 
@@ -85,6 +88,7 @@ def online_softmax(x_int: torch.Tensor, scale: float, out_bits: int = 8) -> tupl
     two-pass sum, y <= ``base2_softmax``'s y element by element, and y is in [0, 2^(b-1) - 1].
     """
     b = check_bits(out_bits, "out_bits", 2, 32)
-    s, m = online_softmax_stats(x_int, scale)
-    e = exp2_q15(to_log2_domain(x_int, scale), m)
+    u = to_log2_domain(x_int, scale)
+    s, m = _stats(u)
+    e = exp2_q15(u, m)
     return normalize(e, s, b), 2.0 ** -(b - 1)
