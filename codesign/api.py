@@ -55,14 +55,34 @@ def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Se
 
 def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *,
             overrides: Mapping[str, str] | Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None,
-            passes: str | None = None, stop_after: str | None = None, **choices: str) -> CompileResult:
+            passes: str | None = None, stop_after: str | None = None, inputs: Any = None, outputs: Any = None,
+            calibrate: Any = None, **choices: str) -> CompileResult:
     """Compile ``model`` for ``target`` (a bundled name or a YAML path) and return the result with its report.
 
     ``overrides`` are dotted target keys (``{"gemm.rows": 16}``), ``shapes`` concrete input shapes for symbolic
-    dims, ``choices`` the compiler options (``softmax="shiftmax"``, ...). Raises ``hw.errors.InputError`` on bad input.
+    dims, ``choices`` the compiler options (``softmax="shiftmax"``, ...). ``inputs`` (an .npz path or a dict of
+    arrays with a leading sample axis) runs the compiled model and puts its accuracy vs FP32 into
+    ``report["accuracy"]`` (simulated outputs in ``result.env.artifacts["outputs"]``, also written to the
+    ``outputs`` .npz path if given); ``calibrate`` likewise gives quantization calibration data (default: ``inputs``).
+    Raises ``hw.errors.InputError`` on bad input.
     """
     options = compile_options(target, {k: str(v) for k, v in dict(overrides).items()} if isinstance(overrides, Mapping)
                               else overrides, shapes, passes, stop_after, **choices)
+    from codesign.accuracy import evaluate, prepare_env, write_outputs
     from codesign.options import middle_passes
 
-    return run_pipeline(to_onnx(model, example_inputs), options, middle=middle_passes(options), report=build_report)
+    if outputs is not None and inputs is None:
+        raise InputError("compile(outputs=...) needs inputs=... (the samples to run)")
+    source = to_onnx(model, example_inputs)
+    env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate,
+                               quantized=options.choice("quant", "none") != "none")
+    result = run_pipeline(source, options, middle=middle_passes(options), report=build_report, env=env)
+    if samples is not None and result.report is not None:
+        result.report["accuracy"], sim_outputs = evaluate(result, source, samples)
+        result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")
+        result.env.artifacts["outputs"] = sim_outputs
+        if outputs is not None:
+            from pathlib import Path
+
+            write_outputs(Path(outputs), sim_outputs)
+    return result

@@ -61,6 +61,12 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", metavar="STEP", help="stop after this pipeline step")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="STEP",
                    help="print the IR after this step to stdout (repeatable)")
+    p.add_argument("--inputs", metavar="NPZ", help="run the compiled model on these samples (arrays keyed by input "
+                   "name, leading sample axis) and report accuracy vs the FP32 model")
+    p.add_argument("--outputs", metavar="NPZ", help="write the simulated outputs (keyed by output name, leading "
+                   "sample axis); needs --inputs")
+    p.add_argument("--calibrate", metavar="NPZ", help="calibrate activation ranges on these samples (default: "
+                   "the --inputs, else synthetic data)")
     from codesign.options import CHOICES
 
     for key, (valid, default) in sorted(CHOICES.items()):
@@ -89,16 +95,29 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from compiler.pipeline import run_pipeline
     from compiler.summary import build_report
 
-    outputs = {flag: _output_path(path, [args.model], flag) for flag, path in (
+    given = [args.model] + [p for p in (args.inputs, args.calibrate) if p]
+    outputs = {flag: _output_path(path, given, flag) for flag, path in (
         ("--json", args.json), ("--emit-mlir", args.emit_mlir), ("--trace", args.trace),
-        ("--html", getattr(args, "html", None))) if path}
+        ("--html", getattr(args, "html", None)), ("--outputs", args.outputs)) if path}
+    if args.outputs and not args.inputs:
+        raise InputError("--outputs needs --inputs (the samples to run)")
     options = _compile_options(args)
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
     def on_ir(step: str, module: Any) -> None:
         sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, args.mlir_generic))
 
-    result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, report=build_report)
+    from codesign.accuracy import evaluate, prepare_env, render_accuracy, write_outputs
+
+    env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
+                               quantized=options.choice("quant", "none") != "none")
+    result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, report=build_report,
+                          env=env)
+    if samples is not None and result.report is not None:
+        result.report["accuracy"], sim_outputs = evaluate(result, args.model, samples)
+        result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")
+        if "--outputs" in outputs:
+            write_outputs(outputs["--outputs"], sim_outputs)
     if "--emit-mlir" in outputs:
         outputs["--emit-mlir"].write_text(_print_ir(result.module, args.mlir_generic))
     if result.report is None:
@@ -107,6 +126,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     report = result.report
     if not args.quiet:
         render_table(report, console, max_layers=args.max_layers)
+        if "accuracy" in report:
+            render_accuracy(report["accuracy"], console)
     if "--json" in outputs:
         write_json(report, outputs["--json"])
     if "--trace" in outputs:

@@ -211,6 +211,16 @@ def _prune(nodes: list[Node], outputs: list[str]) -> list[Node]:
     return kept
 
 
+def _data_dependent(nodes: list[Node]) -> set[str]:
+    """Tensors downstream of a NonZero: their shapes depend on values, so only a recognised block (an MoE's expert
+    queues) may contain them; ``to_dialect.build_module`` rejects any left outside one."""
+    dynamic: set[str] = set()
+    for node in nodes:
+        if node.op_type == "NonZero" or any(i in dynamic for i in node.inputs if i):
+            dynamic.update(o for o in node.outputs if o)
+    return dynamic
+
+
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
@@ -252,9 +262,10 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
             dtypes.setdefault(name, value.dtype)
         if len(nodes) == before and all(o in all_shapes for n in nodes for o in n.outputs if o):
             break
+    dynamic = _data_dependent(nodes)
     for node in nodes:
         for out in node.outputs:
-            if out and out not in all_shapes:
+            if out and out not in all_shapes and out not in dynamic:
                 raise InputError(f"{source_name}: cannot infer a static shape for '{out}' of {node.describe()}; "
                                  "give concrete input shapes with --shape")
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)

@@ -286,8 +286,9 @@ def _unsqueeze(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
 
 def _flatten(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x = inputs[0]
-    axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
-    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.ndim if axis < 0 else axis  # ONNX allows axis == rank: everything goes to the outer dim
+    return [x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))]
 
 
 def _cast(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:

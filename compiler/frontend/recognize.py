@@ -25,7 +25,7 @@ _SCALE_OPS = frozenset({"Mul", "Div"})
 
 @dataclass
 class Match:
-    """A recognised op: ``kind`` in attention | layernorm | gelu, replacing ``nodes``, producing ``output``."""
+    """A recognised op: ``kind`` in attention | layernorm | gelu | moe, replacing ``nodes``, producing ``output``."""
 
     kind: str
     nodes: list[Node]
@@ -351,9 +351,14 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
 
 
 def recognize(graph: Graph) -> list[Match]:
-    """All attention, LayerNorm/RMSNorm and GELU matches, in graph order, non-overlapping."""
+    """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.fused_qkv import split_fused_qkv
+    from compiler.frontend.recognize_moe import recognize_moe
+
+    split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
-    matches: list[Match] = []
+    # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
+    matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
     for node in graph.nodes:
         if id(node) in ctx.taken:
             continue

@@ -137,7 +137,7 @@ def _find_output(g: Graph, consumers: dict[str, list[Node]], order: dict[int, in
         if len(live) == 1 and seen_expert_gemm:
             (t,) = live
             shape = g.shapes.get(t)
-            if shape and _numel(shape) == want and shape[-1] == d and t not in g.outputs:
+            if shape and _numel(shape) == want and shape[-1] == d:
                 return t, visited
         if any(o in g.outputs for o in node.outputs if o) and len(live) > 1:
             break
@@ -405,4 +405,6 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
                  "expert_node_names": [n.name for n in name_nodes]}
         matches.append(Match("moe", nodes, block.out, {"input": x, "gate": gate.inputs[1]}, props))
         taken.update(id(n) for n in nodes)
+    if matches:  # the module will hold dataflow.moe ops: the simulator (calibration, routing traces) needs a kernel
+        import compiler.simulate.moe  # noqa: F401
     return matches

@@ -91,6 +91,8 @@ class ImportResult:
     source: str
     onnx_ops: dict[str, int] = field(default_factory=dict)
     batch: int = 1
+    #: float ONNX tensor name -> the layer of the op that computed it at import (accuracy reports compare them).
+    tensor_layers: dict[str, str] = field(default_factory=dict)
 
 
 def element_type(dtype: np.dtype) -> Attribute:
@@ -338,9 +340,33 @@ def _emit_match(b: _Builder, m: Match) -> None:
         op = b.add(_layernorm_op(name, b.value(m.operands["input"]), weight, bias, out_type,
                                  m.props["epsilon"], m.props["kind"]))
         b.patterns["layernorm"] += 1
+    elif m.kind == "moe":
+        op = b.add(_moe_op(b, name, m, out_type))
+        b.patterns["moe"] += 1
     else:  # pragma: no cover - recognize() only yields the kinds above
         raise AssertionError(m.kind)
     b.bind(m.output, op)
+
+
+def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
+    """A ``dataflow.moe`` for a recognised block (compiler/frontend/recognize_moe.py); stacked expert weights keep
+    their ONNX names, unrolled ones are stacked under ``<layer>.w1`` ... ."""
+    p = m.props
+    weights = []
+    for key in ("w1", "w2", "b1", "b2"):
+        value = p[key]
+        weights.append(None if value is None else b.weight(
+            p[key + "_name"] or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
+    operands = [b.value(m.operands["input"]), b.value(m.operands["gate"])] + [w for w in weights if w is not None]
+    return df.MoeOp.create(
+        operands=operands, result_types=[out_type],
+        properties={"layer": StringAttr(name), "num_experts": IntegerAttr(p["num_experts"], i64),
+                    "top_k": IntegerAttr(p["top_k"], i64), "mode": StringAttr(p["mode"]),
+                    "capacity_factor": FloatAttr(float(p["capacity_factor"]), f64),
+                    "renormalize": BoolAttr.from_bool(bool(p["renormalize"])),
+                    "activation": StringAttr(p["activation"]),
+                    "operandSegmentSizes": DenseArrayBase.from_list(
+                        IntegerType(32), [1, 1, 1, 1] + [0 if w is None else 1 for w in weights[2:]])})
 
 
 def _layernorm_op(name: str, x: SSAValue, w: SSAValue, bias: SSAValue | None, out: Attribute, eps: float,
@@ -428,6 +454,11 @@ def build_module(graph: Graph) -> ImportResult:
     for i, (name, typ) in enumerate(zip(graph.inputs, arg_types)):
         b.values[name] = b.block.insert_arg(typ, i)
     consumers = graph.consumers()
+    for node in graph.nodes:  # data-dependent shapes (NonZero) are only allowed inside a recognised MoE block
+        unknown = [o for o in node.outputs if o and o not in graph.shapes]
+        if unknown and id(node) not in consumed:
+            raise InputError(f"{graph.source}: cannot infer a static shape for '{unknown[0]}' of {node.describe()}: "
+                             "it depends on data (NonZero) and is not inside a recognised MoE block")
     absorbed: dict[int, Node] = {}
     ops_hist: dict[str, int] = {}
     for node in graph.nodes:
@@ -458,4 +489,16 @@ def build_module(graph: Graph) -> ImportResult:
     module = ModuleOp([fn])
     return ImportResult(module=module, weights=b.weights, patterns=b.patterns, input_names=list(graph.inputs),
                         output_names=list(graph.outputs), source=graph.source, onnx_ops=ops_hist,
-                        batch=int(graph.shapes[graph.inputs[0]][0]) if graph.inputs and graph.shapes[graph.inputs[0]] else 1)
+                        batch=int(graph.shapes[graph.inputs[0]][0]) if graph.inputs and graph.shapes[graph.inputs[0]] else 1,
+                        tensor_layers=_tensor_layers(b.values))
+
+
+def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
+    out = {}
+    for name, value in values.items():
+        owner = value.owner
+        layer = owner.properties.get("layer") if isinstance(owner, Operation) else None
+        if (isinstance(layer, StringAttr) and not isinstance(owner, df.WeightOp) and owner.results[0] is value
+                and isinstance(value.type, TensorType) and value.type.get_element_type() in (f32, f64)):
+            out[name] = layer.data
+    return out

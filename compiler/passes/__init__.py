@@ -37,11 +37,53 @@ def _schedule() -> type[ModulePass]:
     return Schedule
 
 
+def _set_attention() -> type[ModulePass]:
+    from compiler.passes.set_attention import SetAttention
+
+    return SetAttention
+
+
+def _route_moe() -> type[ModulePass]:
+    from compiler.passes.route_moe import RouteMoe
+
+    return RouteMoe
+
+
+def _set_softmax() -> type[ModulePass]:
+    from compiler.passes.set_softmax import SetSoftmax
+
+    return SetSoftmax
+
+
+def _set_gelu() -> type[ModulePass]:
+    from compiler.passes.set_gelu import SetGelu
+
+    return SetGelu
+
+
+def _set_layernorm() -> type[ModulePass]:
+    from compiler.passes.set_layernorm import SetLayernorm
+
+    return SetLayernorm
+
+
+def _quantize() -> type[ModulePass]:
+    from compiler.passes.quantize import Quantize
+
+    return Quantize
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "canonicalize": _canonicalize,
     "fuse": _fuse,
     "tile": _tile,
     "schedule": _schedule,
+    "set-attention": _set_attention,
+    "route-moe": _route_moe,
+    "set-softmax": _set_softmax,
+    "set-gelu": _set_gelu,
+    "set-layernorm": _set_layernorm,
+    "quantize": _quantize,
 }
 
 

@@ -172,12 +172,16 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
         plan.tasks = [t1, t2, t3]
         plan.detail["score_bytes_offchip"] = 4 * score_bytes
     else:
-        # flash / edge-moe: scores live in on-chip tiles; the vector unit's online softmax overlaps the array.
-        cycles = c_qk.compute_cycles + c_av.compute_cycles
-        fused = Cost(unit=c_qk.unit, compute_cycles=max(cycles, c_sm.compute_cycles), tiles=max(c_qk.tiles, 1))
-        t = lw.task(name, fused, q_bytes + k_bytes + v_bytes + mask_bytes, out_bytes, deps)
-        plan.tasks = [t]
-        plan.detail["score_bytes_offchip"] = 0
+        # flash / edge-moe: scores stay on chip; lanes, tiles and re-reads priced in compiler/schedule/attention.py.
+        from compiler.schedule.attention import fused_attention
+
+        fused, bytes_in, bytes_out, detail = fused_attention(
+            lw.model, op, b=b, sq=sq, sk=sk, heads=heads, dh=dh, dv=dv, bits=bits,
+            softmax_cost=_softmax_cost_name(softmax), q_bytes=q_bytes, k_bytes=k_bytes, v_bytes=v_bytes,
+            mask_bytes=mask_bytes, out_bytes=out_bytes)
+        plan.tasks = [lw.task(name, fused, bytes_in, bytes_out, deps)]
+        plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
+        plan.detail.update(detail)
     plan.detail["score_bytes_standard"] = 4 * score_bytes
     if "passes" in c_qk.detail:
         plan.detail["passes"] = c_qk.detail["passes"]
@@ -212,6 +216,11 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
             plan = _lower_attention(lw, op)
             lw.add_plan(op, plan, results)
             continue
+        if isinstance(op, df.MoeOp):
+            from compiler.schedule.moe import lower_moe  # router -> dispatch -> experts -> combine
+
+            lw.add_plan(op, lower_moe(lw, op), results)
+            continue
         # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
         inner = set(results)
         for member in group:
@@ -231,8 +240,6 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
         elif isinstance(op, df.MoveOp):
             work = MoveWork(kind=df.str_attr(op, "kind"), bytes=sum(tensor_bytes(r) for r in op.outputs))
             op_name = "move." + df.str_attr(op, "kind")
-        elif isinstance(op, df.MoeOp):
-            raise NotImplementedError("dataflow.moe lowering lives in compiler.schedule.moe")
         else:
             kind, approx = _vector_kind(op)
             if kind == "softmax":

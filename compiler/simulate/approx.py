@@ -20,7 +20,7 @@ from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
 __all__ = ["softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float", "layernorm_float",
-           "gelu_reference", "soft_landmarks", "LOG2Q_GRID_BITS"]
+           "gelu_input_bits", "gelu_reference", "soft_landmarks", "LOG2Q_GRID_BITS"]
 
 #: log2q probabilities are decoded onto this many fraction bits for the integer A.V product.
 LOG2Q_GRID_BITS = 15
@@ -113,11 +113,18 @@ def softmax_float(name: str, scores: np.ndarray, bias: np.ndarray | None, bits: 
     return (p * ps).astype(scores.dtype)
 
 
+def gelu_input_bits(name: str) -> int:
+    """Width of the integer GELU unit's input: 8 for ShiftGELU (I-ViT feeds it int8; its sigmoid needs a coarse
+    grid), 16 otherwise (I-BERT's i-GELU drops 14 bits of its polynomial, so it needs a fine grid; I-BERT feeds it
+    the 32-bit accumulator)."""
+    return 8 if name == "shiftgelu" else 16
+
+
 def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
-    """GELU ``name`` on float ``x``: float32 for exact / tanh, else via an 8-bit per-tensor grid."""
+    """GELU ``name`` on float ``x``: float32 for exact / tanh, else via a per-tensor grid of ``gelu_input_bits``."""
     if name in ("exact", "tanh"):
         return gelu_reference(x, name).astype(x.dtype)
-    q, s = _dynamic(x, 8)
+    q, s = _dynamic(x, gelu_input_bits(name))
     y, ys = gelu_int(name, q, s)
     return (y * ys).astype(x.dtype)
 

@@ -148,7 +148,7 @@ class Simulator:
                 if name not in weights:
                     raise InputError(f"weight '{name}' is not in the weight store")
                 scale = weights.get(name + ".scale")
-                self.consts[op.result] = Tensor(weights[name], None if scale is None else scale)
+                self.consts[op.result] = Tensor(_aligned(weights[name]), None if scale is None else scale)
             else:
                 kernel = KERNELS.get(op.name)
                 if kernel is None:
@@ -188,6 +188,19 @@ class Simulator:
             for name, value in self.run({k: v[i] for k, v in samples.items()}, observer).items():
                 outs[name].append(value)
         return {name: np.stack(vals) for name, vals in outs.items()}
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself if 64-byte aligned, else an aligned copy: BLAS runs several times slower on the odd offsets
+    that views into an ONNX file's buffer have."""
+    a = np.asarray(a)
+    if a.ndim < 2 or a.ctypes.data % 64 == 0:
+        return a
+    raw = np.empty(a.nbytes + 64, dtype=np.uint8)
+    offset = -raw.ctypes.data % 64
+    out = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def _layer(op: Operation) -> str:

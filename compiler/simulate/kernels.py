@@ -30,7 +30,7 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.engine import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "int_matmul", "op_attrs", "register_attention",
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "int_matmul", "matmul", "op_attrs", "register_attention",
            "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
@@ -40,12 +40,19 @@ _SCALE_KEEPING = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose", "sl
                   "tile", "identity")
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b``; a stacked lhs times a matrix runs as one 2-D product (NumPy only uses BLAS for that form)."""
+    if b.ndim == 2 and a.ndim > 2:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return np.matmul(a, b)
+
+
 def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact ``a @ b`` of integer arrays as int64 (float64 BLAS when no partial sum can reach 2^53)."""
     bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
     if bound < 2.0**53:
-        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
-    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+        return matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return matmul(a.astype(np.int64), b.astype(np.int64))
 
 
 def op_attrs(op: Operation, ctx: SimContext) -> dict[str, Any]:
@@ -95,9 +102,12 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         acc = int_matmul(x.data, w.data)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
-        w_scale = 1.0 if w.scale is None else w.scale
-        return [Tensor(acc, x.scale * np.asarray(w_scale, dtype=np.float64))]
-    y = np.matmul(x.data, w.data)
+        w_scale = np.asarray(1.0 if w.scale is None else w.scale, dtype=np.float64)
+        if "balanced" in op.attributes:
+            # The input's per-channel scales were folded into the weights (quantize pass): acc * S_w is real.
+            return [Tensor(acc, w_scale)]
+        return [Tensor(acc, x.scale * w_scale)]
+    y = matmul(x.data, w.data)
     return [Tensor(y + bias.data if bias is not None else y)]
 
 
@@ -107,7 +117,10 @@ def _requant(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     if "m" not in memo:
         me = np.asarray(ctx.weights[df.str_attr(op, "layer")], dtype=np.int64)
         memo["m"], memo["e"] = (me[0, 0], me[1, 0]) if me.shape[1] == 1 else (me[0], me[1])
-        memo["bits"], memo["scale"] = df.int_attr(op, "out_bits"), _float_attr(op, "scale")
+        layer = df.str_attr(op, "layer")
+        per_channel = ctx.weights.get(layer + ".scale")  # a balanced requant: one output scale per channel
+        memo["bits"] = df.int_attr(op, "out_bits")
+        memo["scale"] = per_channel if per_channel is not None else _float_attr(op, "scale")
     x = ins[0]
     if not x.quantized:
         raise ValueError("requant needs an integer input with a scale")
@@ -176,9 +189,10 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> lis
         s = float(q.scale) * float(k.scale) * p["scale"]
         x = int_matmul(qh, kh.swapaxes(-1, -2))
         if mask is not None:
-            # The additive mask on the scores' grid; -inf-like entries saturate at the int32 minimum.
+            # The additive mask on the scores' grid. -inf-like entries go to -2^32 so that, after the int32 clamp
+            # below, a fully masked row is all -2^31 (uniform, as float gives) rather than scores - 2^31.
             with np.errstate(over="ignore"):
-                x = x + np.clip(np.round(mask.astype(np.float64) / s), -(2.0**31), 2.0**31).astype(np.int64)
+                x = x + np.clip(np.round(mask.astype(np.float64) / s), -(2.0**32), 2.0**32).astype(np.int64)
         if causal is not None:
             x = np.where(causal, -(2**31), x)
         x = np.clip(x, -(2**31), 2**31 - 1)

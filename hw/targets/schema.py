@@ -21,7 +21,7 @@ from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_
 
 __all__ = [
     "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
-    "OffChip", "Energy", "VectorCost", "Vector", "Dma",
+    "OffChip", "Energy", "VectorCost", "Vector", "Dma", "AttentionEngine",
     "Device", "Gemm", "Buffers", "FpgaTarget",
     "MacArrays", "NpuTarget",
     "Slm", "Camera", "Optics", "Host", "OpticalTarget",
@@ -166,6 +166,13 @@ Target = TargetBase
 """Any validated target; narrow with ``isinstance(t, FpgaTarget)`` or ``t.kind``."""
 
 
+class AttentionEngine(Section):
+    """The datapath reordered attention runs on (``--attention edge-moe``): ``lanes`` query lanes sharing one K vector
+    per step (Edge-MoE's ATTN_MATMUL_PARALLEL = 4). Optional: targets without the section get the default."""
+
+    lanes: Positive = 4
+
+
 class Device(Section):
     """FPGA part and its resources (counts of primitives)."""
 
@@ -218,6 +225,7 @@ class FpgaTarget(TargetBase):
     vector: Vector
     buffers: Buffers
     dma: Dma = Field(default_factory=Dma)
+    attention: AttentionEngine = Field(default_factory=AttentionEngine)
 
 
 class MacArrays(Gemm):
@@ -241,6 +249,7 @@ class NpuTarget(TargetBase):
     vector: Vector
     sram_kb: PositiveF
     dma: Dma = Field(default_factory=Dma)
+    attention: AttentionEngine = Field(default_factory=AttentionEngine)
 
 
 class Slm(Section):

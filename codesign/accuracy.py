@@ -1,0 +1,230 @@
+"""``--inputs`` / ``--outputs`` / ``--calibrate``: run the compiled model on data and measure its accuracy.
+
+The data convention (examples/README.md): an ``.npz`` with one array per model input, keyed by the input's name,
+shaped [N, *input shape] (a leading sample axis). Files are checked once, here, before anything runs; every problem
+is an InputError naming the file, the input and what was expected.
+
+With ``--inputs`` the functional simulator runs the compiled module (quantized / approximated as chosen) on every
+sample and ONNX Runtime runs the original FP32 model on the same samples. The report's ``accuracy`` section holds:
+
+* ``outputs``: per model output, the cosine similarity of each row (last axis: a token's hidden state, a logit
+  vector) averaged over rows (``cosine_mean``; ``cosine_mean_valid`` over the rows an ``attention_mask`` input
+  marks as real tokens, padding excluded), its minimum, the max |error|, the output's max |value|, and for
+  classifier outputs (rank 2 per sample) the top-1 agreement;
+* ``layers``: per IR op that computes an ONNX tensor of the original model, SQNR = 10 log10(sum ref^2 / sum err^2)
+  in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hw.errors import InputError
+
+__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "write_outputs", "render_accuracy"]
+
+Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
+
+
+def model_signature(source: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> Signature:
+    """(name, dims, dtype) of each real input of the ONNX model (``None`` for a symbolic dim, unless ``shapes``)."""
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    out: Signature = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        if shapes and inp.name in shapes:
+            dims = tuple(int(d) for d in shapes[inp.name])
+        out.append((inp.name, dims, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))))
+    return out
+
+
+def _fmt(dims: Sequence[int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims)
+
+
+def load_samples(path: str | os.PathLike[str] | Mapping[str, np.ndarray], flag: str, signature: Signature,
+                 calibration: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` for the model's inputs, checked against ``signature``; ``flag`` names the option.
+
+    ``calibration``: also refuse data a range cannot be learnt from (a constant float input, or all inputs
+    constant).
+    """
+    if isinstance(path, Mapping):
+        where, raw = f"{flag} <arrays>", {k: np.asarray(v) for k, v in path.items()}
+    else:
+        where = f"{flag} {path}"
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{where}: no such file")
+        try:
+            with np.load(p, allow_pickle=False) as npz:
+                raw = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise InputError(f"{where}: not an .npz archive ({str(err).splitlines()[0]})") from None
+    data: dict[str, np.ndarray] = {}
+    for name, dims, dtype in signature:
+        if name not in raw:
+            raise InputError(f"{where}: no array for model input '{name}' (arrays: {', '.join(sorted(raw)) or 'none'})")
+        arr = raw[name]
+        if arr.dtype != dtype:
+            raise InputError(f"{where}: input '{name}' has dtype {arr.dtype}, expected {dtype}")
+        if arr.ndim != len(dims) + 1 or any(d is not None and d != g for d, g in zip(dims, arr.shape[1:])):
+            raise InputError(f"{where}: input '{name}' has shape {_fmt(arr.shape)}, expected N{'x' if dims else ''}"
+                             f"{_fmt(dims)} (a leading sample axis, then the model input's shape)")
+        if arr.shape[0] == 0:
+            raise InputError(f"{where}: input '{name}' has no samples")
+        data[name] = arr
+    counts = {name: len(arr) for name, arr in data.items()}
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise InputError(f"{where}: inputs have different sample counts ({shown})")
+    if calibration:
+        constant = {name: arr.size == 0 or bool((arr == arr.reshape(-1)[0]).all()) for name, arr in data.items()}
+        for name, arr in data.items():
+            if arr.dtype.kind == "f" and constant[name]:
+                raise InputError(f"{where}: input '{name}' is constant ({arr.reshape(-1)[0]:g}); "
+                                 "calibration needs varied data")
+        if data and all(constant.values()):
+            raise InputError(f"{where}: every input is constant; calibration needs varied data")
+    return data
+
+
+def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs: Any, calibrate: Any,
+                quantized: bool) -> tuple[Any, dict[str, np.ndarray] | None]:
+    """A CompileEnv carrying the calibration data (``env.artifacts["calibration"]``), and the checked ``inputs``.
+
+    Calibration data is ``calibrate`` if given, else ``inputs``; ``None`` env when there is neither.
+    """
+    from compiler.context import CompileEnv
+
+    if inputs is None and calibrate is None:
+        return None, None
+    signature = model_signature(source, shapes)
+    samples = load_samples(inputs, "--inputs", signature, calibration=quantized and calibrate is None) \
+        if inputs is not None else None
+    env = CompileEnv()
+    if calibrate is not None:
+        calib = load_samples(calibrate, "--calibrate", signature, calibration=True)
+        label = Path(calibrate).name if not isinstance(calibrate, Mapping) else "calibration arrays"
+    else:
+        calib, label = samples, "inputs"
+    env.artifacts["calibration"] = {"names": [s[0] for s in signature], "data": calib, "source": label}
+    return env, samples
+
+
+def _reference(source: Any, samples: Mapping[str, np.ndarray], extra: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """ONNX Runtime FP32 outputs (and the ``extra`` intermediate tensors) for every sample."""
+    import onnxruntime as ort
+
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {o.name for o in model.graph.output}
+    produced = {o for node in model.graph.node for o in node.output}  # the frontend also names tensors it makes
+    for name in extra:
+        if name not in known and name in produced:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep intermediates by name
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    n = len(next(iter(samples.values())))
+    return [dict(zip(names, sess.run(None, {k: v[i] for k, v in samples.items()}))) for i in range(n)]
+
+
+def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), 1.0)
+
+
+def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the compiled module and the FP32 model on ``samples``: (the report's accuracy section, outputs)."""
+    from compiler.dialect import dataflow as df
+    from compiler.simulate import Simulator
+
+    imported = result.imported
+    sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    float_layers = {t: layer for t, layer in imported.tensor_layers.items() if t not in imported.output_names}
+    want = {layer: t for t, layer in float_layers.items()}
+    refs = _reference(source, samples, sorted(float_layers))
+    stats: dict[str, list[float]] = {}
+    current: dict[str, np.ndarray] = {}
+
+    def observe(op: Any, outs: list[Any]) -> None:
+        layer = op.properties.get("layer")
+        if layer is None or isinstance(op, df.WeightOp) or layer.data not in want or not outs:
+            return
+        ref = current.get(want[layer.data])
+        got = outs[0].real()
+        if ref is None or ref.shape != got.shape or ref.dtype.kind != "f" or not np.isfinite(ref).all() \
+                or np.abs(ref).max(initial=0) > 1e30:
+            return
+        err = got.astype(np.float64) - ref
+        acc = stats.setdefault(layer.data, [0.0, 0.0, 0.0])
+        acc[0] += float((ref.astype(np.float64) ** 2).sum())
+        acc[1] += float((err**2).sum())
+        acc[2] = max(acc[2], float(np.abs(err).max(initial=0)))
+
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in imported.output_names}
+    for i, ref in enumerate(refs):
+        current.clear()
+        current.update(ref)
+        for name, value in sim.run({k: v[i] for k, v in samples.items()}, observe).items():
+            outs[name].append(value)
+    stacked = {name: np.stack(v) for name, v in outs.items()}
+    mask = samples.get("attention_mask")
+    section: dict[str, Any] = {"reference": "onnxruntime FP32", "samples": len(refs), "outputs": {}, "layers": []}
+    for name, got in stacked.items():
+        ref = np.stack([r[name] for r in refs]).astype(np.float64)
+        cos = _cosine_rows(got, ref)
+        row: dict[str, Any] = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+                               "max_abs_error": float(np.abs(got - ref).max()), "max_abs_value": float(np.abs(ref).max())}
+        if mask is not None and mask.size == cos.size:
+            valid = mask.reshape(-1).astype(bool)
+            if valid.any():
+                row["cosine_mean_valid"] = float(cos[valid].mean())
+        if got.ndim == 3 and got.shape[-1] > 1:  # [samples, batch, classes]: a classifier
+            row["top1_agreement"] = float((got.argmax(-1) == ref.argmax(-1)).mean())
+        section["outputs"][name] = row
+    for layer, (sig, err, worst) in stats.items():
+        sqnr = 10 * math.log10(sig / err) if err > 0 and sig > 0 else None
+        section["layers"].append({"name": layer, "tensor": want[layer], "sqnr_db": sqnr, "max_abs_error": worst})
+    return section, stacked
+
+
+def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
+    """``outputs`` (name -> [N, ...]) as an .npz, the same convention as ``--inputs``."""
+    with open(path, "wb") as fh:
+        np.savez(fh, **outputs)
+
+
+def render_accuracy(section: Mapping[str, Any], console: Any, worst: int = 5) -> None:
+    """The accuracy section as a small table: each output, then the ``worst`` layers by SQNR."""
+    from rich.table import Table
+
+    table = Table(title=f"accuracy vs {section['reference']} ({section['samples']} samples"
+                        + (f", calibration: {section['calibration']}" if section.get("calibration") else "") + ")")
+    for col in ("output / layer", "cosine mean", "cosine (valid rows)", "cosine min", "top-1", "SQNR dB",
+                "max |err|"):
+        table.add_column(col, justify="left" if col == "output / layer" else "right")
+    num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    for name, row in section["outputs"].items():
+        table.add_row(name, num(row["cosine_mean"], ".4f"), num(row.get("cosine_mean_valid"), ".4f"),
+                      num(row["cosine_min"], ".4f"), num(row.get("top1_agreement"), ".3f"), "",
+                      num(row["max_abs_error"], ".3g"))
+    layers = sorted((r for r in section["layers"] if r["sqnr_db"] is not None), key=lambda r: r["sqnr_db"])
+    for row in layers[:worst]:
+        table.add_row(f"  {row['name']}", "", "", "", "", num(row["sqnr_db"], ".1f"), num(row["max_abs_error"], ".3g"))
+    console.print(table)

@@ -1,0 +1,44 @@
+"""Numerics choices (``--quant``, ``--softmax``, ``--gelu``, ``--layernorm``) and the passes they select.
+
+Each choice is one pass, so ``--print-ir-after`` shows its effect: ``set-softmax``, ``set-gelu``, ``set-layernorm``
+set the approximation attributes (the simulator's kernel and the vector unit's cost both follow them), then
+``quantize`` rewrites the module to integers (compiler/passes/quantize.py). A choice left at its default adds no
+pass, so the model's own spelling (e.g. a tanh GELU) is kept.
+"""
+
+from __future__ import annotations
+
+from xdsl.passes import ModulePass
+
+from compiler.dialect.dataflow import LAYERNORM_APPROX, SOFTMAX_APPROX
+
+__all__ = ["CHOICES", "passes_for"]
+
+_GELU = ("exact", "shiftgelu", "ibert", "lut")
+
+#: choice -> (valid values, default)
+CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "quant": (("none", "int8", "w4a8"), "none"),
+    "softmax": (tuple(SOFTMAX_APPROX), "exact"),
+    "gelu": (_GELU, "exact"),
+    "layernorm": (tuple(LAYERNORM_APPROX), "exact"),
+}
+
+
+def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
+    """The numerics passes for the user's choices, in order: set-softmax, set-gelu, set-layernorm, quantize."""
+    from compiler.passes.quantize import Quantize
+    from compiler.passes.set_gelu import SetGelu
+    from compiler.passes.set_layernorm import SetLayernorm
+    from compiler.passes.set_softmax import SetSoftmax
+
+    passes: list[ModulePass] = []
+    if chosen.get("softmax", "exact") != "exact":
+        passes.append(SetSoftmax(approx=chosen["softmax"]))
+    if chosen.get("gelu", "exact") != "exact":
+        passes.append(SetGelu(approx=chosen["gelu"]))
+    if chosen.get("layernorm", "exact") != "exact":
+        passes.append(SetLayernorm(approx=chosen["layernorm"]))
+    if chosen.get("quant", "none") != "none":
+        passes.append(Quantize(mode=chosen["quant"]))
+    return passes

@@ -1,0 +1,398 @@
+"""``quantize``: post-training integer quantization in I-ViT's style, made visible in the IR.
+
+What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
+
+* every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1)),
+  activations symmetric per tensor int8, bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
+* attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
+* GELU takes int8 (ShiftGELU, as I-ViT) or int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
+* residual adds (an add of two activations) are I-ViT's ``QuantAct(16)``: each branch requantized to the 16-bit
+  output scale, summed, clamped;
+* wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
+  channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
+
+Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
+(``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
+deterministic synthetic samples; the report's ``numerics.calibration`` says which.
+
+IR conventions (the simulator reads them, compiler/simulate/kernels.py):
+``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
+``dataflow.elementwise`` ``add`` with ``attrs = {quant = "add", scale, bits}`` and ``[m0, e0, m1, e1]`` (rows x
+channels) in the WeightStore under its layer; ``dataflow.requant`` with ``[m, e]`` there and its output scale
+in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel).
+
+Derived scales (accumulators, kernel outputs) are computed by calling the simulator's kernels on a zero input, so
+the pass and the simulator cannot disagree about a format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    f32,
+    f64,
+    i64,
+)
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from compiler.calibrate import activation_ranges, synthetic_inputs
+from compiler.context import env_of
+from compiler.dialect import dataflow as df
+from compiler.numerics.quant import dyadic
+from compiler.simulate import approx as A
+from compiler.simulate.kernels import softmax_bits
+from hw.errors import InputError
+
+__all__ = ["Quantize", "QUANT_MODES"]
+
+QUANT_MODES = {"int8": 8, "w4a8": 4}
+_KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
+
+
+def _qmax(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def _shape(v: SSAValue) -> list[int]:
+    return list(v.type.get_shape())  # type: ignore[attr-defined]
+
+
+def _ttype(v: SSAValue, el: Any) -> TensorType:
+    return TensorType(el, _shape(v))
+
+
+def _layer(op: Operation) -> str:
+    attr = op.properties.get("layer")
+    return attr.data if isinstance(attr, StringAttr) else op.name
+
+
+def _attrs(**kw: Any) -> DictionaryAttr:
+    conv = {k: StringAttr(v) if isinstance(v, str) else (IntegerAttr(v, i64) if isinstance(v, int)
+                                                        else FloatAttr(float(v), f64)) for k, v in kw.items()}
+    return DictionaryAttr(conv)
+
+
+@dataclass
+class _Fmt:
+    """An integer value's format: ``bits`` wide, real = int * scale (float, or per-channel array on the last axis)."""
+
+    bits: int
+    scale: float | np.ndarray
+
+    @property
+    def per_tensor(self) -> bool:
+        return np.ndim(self.scale) == 0
+
+
+@dataclass
+class _Quantizer:
+    weights: dict[str, np.ndarray]
+    ranges: dict[SSAValue, float]
+    w_bits: int
+    fmt: dict[SSAValue, _Fmt] = field(default_factory=dict)
+    amax: dict[SSAValue, float] = field(default_factory=dict)
+    cache: dict[tuple[int, int], SSAValue] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+    channels: dict[SSAValue, np.ndarray] = field(default_factory=dict)
+    balance: bool = True
+
+    # ----- helpers -----------------------------------------------------------------------------------------------
+    def unique(self, name: str) -> str:
+        base, i = name, 1
+        while name in self.names or name in self.weights:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def range_of(self, v: SSAValue) -> float:
+        amax = self.amax.get(v, self.ranges.get(v))
+        if amax is None:
+            raise InputError(f"quantize: no calibrated range for a value of '{_layer(v.owner)}'"  # type: ignore[arg-type]
+                             " (it was never computed on the calibration data)")
+        return max(amax, 1e-8)
+
+    def int_view(self, v: SSAValue) -> SSAValue | None:
+        """The integer value behind ``v`` when ``v`` is one of our dequantize casts."""
+        owner = v.owner
+        if isinstance(owner, df.ElementwiseOp) and owner.operands and owner.operands[0] in self.fmt:
+            attrs = owner.properties.get("attrs")
+            if isinstance(attrs, DictionaryAttr) and attrs.data.get("quant") == StringAttr("dequantize"):
+                return owner.operands[0]
+        return None
+
+    def weight(self, name: str, value: np.ndarray, el: Any, before: Operation) -> SSAValue:
+        self.weights[name] = value
+        op = df.WeightOp(name, TensorType(el, list(value.shape)))
+        before.parent_block().insert_op_before(op, before)  # type: ignore[union-attr]
+        return op.result
+
+    def insert_before(self, op: Operation, before: Operation) -> Operation:
+        before.parent_block().insert_op_before(op, before)  # type: ignore[union-attr]
+        return op
+
+    def cast(self, layer: str, x: SSAValue, el: Any, attrs: DictionaryAttr, before: Operation) -> SSAValue:
+        op = df.ElementwiseOp.create(operands=[x], result_types=[_ttype(x, el)], properties={
+            "layer": StringAttr(self.unique(layer)), "kind": StringAttr("cast"), "attrs": attrs})
+        return self.insert_before(op, before).results[0]
+
+    def produce(self, old: Operation, new: Operation, fmt: _Fmt | None) -> None:
+        """``new`` (inserted before ``old``) replaces ``old``; a dequantize cast keeps float readers working."""
+        self.insert_before(new, old)
+        out, res = old.results[0], new.results[0]
+        if fmt is None:
+            self.amax[res] = self.range_of(out)
+            if out in self.channels:
+                self.channels[res] = self.channels[out]
+            out.replace_all_uses_with(res)
+        else:
+            self.fmt[res] = fmt
+            self.amax[res] = self.range_of(out)
+            deq = self.cast(_layer(new) + ".dequant", res, out.type.get_element_type(),  # type: ignore[attr-defined]
+                            _attrs(quant="dequantize"), old)
+            self.amax[deq] = self.amax[res]
+            if out in self.channels:
+                self.channels[res] = self.channels[deq] = self.channels[out]
+            out.replace_all_uses_with(deq)
+        old.detach()
+        old.erase()
+
+    # ----- formats consumers ask for ------------------------------------------------------------------------------
+    def q(self, v: SSAValue, bits: int, before: Operation) -> tuple[SSAValue, _Fmt]:
+        """``v`` as a per-tensor integer of at most ``bits`` bits (inserting a quantize or requant if needed)."""
+        iv = self.int_view(v)
+        if iv is not None and self.fmt[iv].per_tensor and self.fmt[iv].bits <= bits:
+            return iv, self.fmt[iv]
+        key = (id(iv if iv is not None else v), bits)
+        if key in self.cache:
+            got = self.cache[key]
+            return got, self.fmt[got]
+        scale = self.range_of(v) / _qmax(bits)
+        producer = _layer(v.owner) if isinstance(v.owner, Operation) else "input"
+        if iv is None:
+            out = self.cast(f"{producer}.quant{bits}", v, IntegerType(bits),
+                            _attrs(quant="quantize", scale=scale, bits=bits), before)
+        else:
+            out = self.requant(iv, scale, bits, f"{producer}.requant{bits}", before)
+        self.fmt[out] = _Fmt(bits, scale)
+        self.amax[out] = self.range_of(v)
+        self.cache[key] = out
+        return out, self.fmt[out]
+
+    def requant(self, x: SSAValue, scale: float, bits: int, layer: str, before: Operation) -> SSAValue:
+        name = self.unique(layer)
+        ratio = np.atleast_1d(np.asarray(self.fmt[x].scale, dtype=np.float64)) / scale
+        self.weights[name] = np.array([list(dyadic(float(r))) for r in ratio], dtype=np.int64).T
+        op = df.RequantOp.create(operands=[x], result_types=[_ttype(x, IntegerType(bits))],
+                                 properties={"layer": StringAttr(name), "out_bits": IntegerAttr(bits, i64)})
+        op.attributes["scale"] = FloatAttr(float(scale), f64)
+        return self.insert_before(op, before).results[0]
+
+    def q_balanced(self, v: SSAValue, before: Operation) -> tuple[SSAValue, _Fmt] | None:
+        """``v`` as int8 with one scale per channel (last axis), for a GEMM that folds them into its weights.
+
+        RepQ-ViT's post-LayerNorm reparameterization in requant form: channels with outliers (BERT's LayerNorm and
+        FFN outputs have a few 10-50x larger than the rest) no longer set the step of every other channel. Only
+        integer sources qualify: the per-channel dyadic requant is where the channel scales are applied.
+        """
+        iv = self.int_view(v)
+        chan = self.channels.get(v)
+        if not self.balance or iv is None or chan is None:
+            return None
+        key = (id(iv), -8)
+        if key in self.cache:
+            got = self.cache[key]
+            return got, self.fmt[got]
+        scale = np.maximum(chan, self.range_of(v) * 1e-3) / _qmax(8)
+        producer = _layer(iv.owner) if isinstance(iv.owner, Operation) else "input"
+        name = self.unique(f"{producer}.requant8c")
+        ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, dtype=np.float64)), scale.shape) / scale
+        self.weights[name] = np.array([list(dyadic(float(r))) for r in ratio], dtype=np.int64).T
+        op = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(8))],
+                                 properties={"layer": StringAttr(name), "out_bits": IntegerAttr(8, i64)})
+        self.weights[name + ".scale"] = scale
+        out = self.insert_before(op, before).results[0]
+        self.fmt[out] = _Fmt(8, scale)
+        self.amax[out] = self.range_of(v)
+        self.cache[key] = out
+        return out, self.fmt[out]
+
+    # ----- ops ----------------------------------------------------------------------------------------------------
+    def gemm(self, op: df.GemmOp) -> None:
+        layer = _layer(op)
+        static = isinstance(op.rhs.owner, df.WeightOp)
+        got = self.q_balanced(op.lhs, op) if static else None
+        x, fx = got if got is not None else self.q(op.lhs, 8, op)
+        if static:
+            wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
+            w = np.asarray(self.weights[wname], dtype=np.float64)
+            key = f"{wname}.q{self.w_bits}"
+            if not fx.per_tensor:
+                # Channel scales of the input move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn).
+                w = w * np.asarray(fx.scale)[:, None]
+                key = self.unique(f"{wname}.balanced.q{self.w_bits}")
+            s_w = np.maximum(np.abs(w).max(axis=0), 1e-12) / _qmax(self.w_bits)
+            if key not in self.weights:
+                self.weights[key + ".scale"] = s_w
+            rhs = self.weight(key, np.clip(np.round(w / s_w), -_qmax(self.w_bits) - 1, _qmax(self.w_bits))
+                              .astype(np.int8), IntegerType(self.w_bits), op)
+        else:
+            rhs, fw = self.q(op.rhs, 8, op)
+            s_w = np.asarray(fw.scale)
+        s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
+        bias = None
+        if op.bias is not None:
+            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore[arg-type]
+            b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
+            bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
+        new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
+        for key, value in op.attributes.items():
+            new.attributes[key] = value
+        if not fx.per_tensor:
+            new.attributes["balanced"] = UnitAttr()
+        self.produce(op, new, _Fmt(32, s_acc))
+
+    def attention(self, op: df.AttentionOp) -> None:
+        approx = df.str_attr(op, "softmax")
+        (q, fq), (k, fk), (v, fv) = (self.q(x, 8, op) for x in (op.q, op.k, op.v))
+        out_el = f32 if approx == "softmax-free" else IntegerType(32)
+        new = df.AttentionOp.create(
+            operands=[q, k, v] + ([op.mask] if op.mask is not None else []),
+            result_types=[_ttype(op.result, out_el)],
+            properties=dict(op.properties), attributes=dict(op.attributes))
+        if approx == "softmax-free":
+            self.produce(op, new, None)
+            return
+        s = float(fq.scale) * float(fk.scale) * df.float_attr(op, "scale")
+        _, ps = A.softmax_int(approx, np.zeros((1, 2), np.int64), s, softmax_bits(op, approx))
+        self.produce(op, new, _Fmt(32, ps * float(fv.scale)))
+
+    def unary(self, op: Operation, bits: int) -> None:
+        x, fx = self.q(op.operands[0], bits, op)
+        new = op.__class__.create(operands=[x] + list(op.operands[1:]),
+                                  result_types=[_ttype(op.results[0], IntegerType(32))],
+                                  properties=dict(op.properties), attributes=dict(op.attributes))
+        probe = np.zeros((1, _shape(op.operands[0])[-1]), np.int64)
+        s = float(fx.scale)
+        if isinstance(op, df.GeluOp):
+            _, out = A.gelu_int(df.str_attr(op, "approx"), probe, s)
+        elif isinstance(op, df.SoftmaxOp):
+            approx = df.str_attr(op, "approx")
+            _, out = A.softmax_int(approx, probe, s, softmax_bits(op, approx))
+        else:
+            gamma = np.asarray(self.weights[df.str_attr(op.operands[1].owner, "layer")], np.float64)  # type: ignore
+            beta = (np.asarray(self.weights[df.str_attr(op.operands[2].owner, "layer")], np.float64)  # type: ignore
+                    if len(op.operands) > 2 else None)
+            try:
+                _, out = A.layernorm_int(df.str_attr(op, "approx"), probe, s, gamma, beta, df.float_attr(op, "epsilon"))
+            except ValueError as err:
+                raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
+        self.produce(op, new, _Fmt(32, out))
+
+    def residual_add(self, op: df.ElementwiseOp) -> bool:
+        a, b = op.inputs[0], op.inputs[1]
+        ia, ib = self.int_view(a), self.int_view(b)
+        if ia is None and ib is None:
+            return False
+        if any(isinstance(x.owner, df.WeightOp) for x in (a, b)) or _shape(a) != _shape(b):
+            return False
+        ia = ia if ia is not None else self.q(a, 16, op)[0]
+        ib = ib if ib is not None else self.q(b, 16, op)[0]
+        scale = self.range_of(op.result) / _qmax(16)
+        name = self.unique(_layer(op))
+        rows = [list(dyadic(float(r))) for r in np.broadcast_to(
+            np.atleast_1d(np.asarray(self.fmt[ia].scale, np.float64)) / scale,
+            np.broadcast_shapes(np.shape(np.atleast_1d(self.fmt[ia].scale)), np.shape(np.atleast_1d(self.fmt[ib].scale))))]
+        rows_b = [list(dyadic(float(r))) for r in np.broadcast_to(
+            np.atleast_1d(np.asarray(self.fmt[ib].scale, np.float64)) / scale, (len(rows),))]
+        self.weights[name] = np.concatenate([np.array(rows, np.int64).T, np.array(rows_b, np.int64).T])
+        new = df.ElementwiseOp.create(operands=[ia, ib], result_types=[_ttype(op.result, IntegerType(16))],
+                                      properties={"layer": StringAttr(name), "kind": StringAttr("add"),
+                                                  "attrs": _attrs(quant="add", scale=scale, bits=16)})
+        self.produce(op, new, _Fmt(16, scale))
+        return True
+
+    def move(self, op: df.MoveOp) -> bool:
+        if df.str_attr(op, "kind") not in _KEEP_SCALE or len(op.inputs) != 1 or len(op.outputs) != 1:
+            return False
+        iv = self.int_view(op.inputs[0])
+        if iv is None:
+            return False
+        x, fx = (iv, self.fmt[iv]) if self.fmt[iv].per_tensor else self.q(op.inputs[0], 16, op)
+        new = df.MoveOp.create(operands=[x], result_types=[_ttype(op.outputs[0], x.type.get_element_type())],  # type: ignore
+                               properties=dict(op.properties), attributes=dict(op.attributes))
+        self.produce(op, new, _Fmt(fx.bits, fx.scale))
+        return True
+
+    def run(self, fn: func.FuncOp) -> None:
+        for op in list(fn.body.block.ops):
+            if isinstance(op, df.GemmOp) and op.lhs.type.get_element_type() == f32:  # type: ignore[attr-defined]
+                self.gemm(op)
+            elif isinstance(op, df.AttentionOp):
+                self.attention(op)
+            elif isinstance(op, df.GeluOp):
+                self.unary(op, A.gelu_input_bits(df.str_attr(op, "approx")))
+            elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "kind") == "layernorm":
+                self.unary(op, 16)
+            elif isinstance(op, df.SoftmaxOp) and self.int_view(op.input) is not None:
+                self.unary(op, 16)
+            elif isinstance(op, df.ElementwiseOp) and df.str_attr(op, "kind") == "add" and len(op.inputs) == 2:
+                self.residual_add(op)
+            elif isinstance(op, df.MoveOp):
+                self.move(op)
+        for op in reversed(list(fn.body.block.ops)):  # casts nobody reads any more
+            if isinstance(op, df.ElementwiseOp) and all(not r.uses for r in op.results) and \
+                    isinstance(op.properties.get("attrs"), DictionaryAttr) and "quant" in op.properties["attrs"].data:  # type: ignore
+                op.detach()
+                op.erase()
+
+
+@dataclass(frozen=True)
+class Quantize(ModulePass):
+    """Quantize the module (``mode`` int8 | w4a8) with activation ranges from calibration.
+
+    ``percentile``: the statistic of |x| per value (100 = max); ``samples``: synthetic samples when no data.
+    """
+
+    name = "quantize"
+    mode: str = "int8"
+    percentile: float = 100.0
+    samples: int = 4
+    balance: bool = True
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.mode not in QUANT_MODES:
+            raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
+        env = env_of(ctx, self.name, "the model's weights and calibration data")
+        fn = next(o for o in op.walk() if isinstance(o, func.FuncOp))
+        calib = env.artifacts.get("calibration")
+        if calib is not None:
+            names, data = list(calib["names"]), calib["data"]
+            count = len(next(iter(data.values())))
+            label = f"{calib.get('source', 'data')} ({count} samples)"
+        else:
+            names = [f"arg{i}" for i in range(len(fn.body.block.args))]
+            data = synthetic_inputs(op, names, self.samples)
+            label = f"synthetic ({self.samples} samples, seed 0)"
+        channels: dict[Any, np.ndarray] = {}
+        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels)
+        quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance)
+        quantizer.run(fn)
+        section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
+        section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
+                        "residual_bits": 16, "calibration": label, "calibration_statistic":
+                        "max" if self.percentile >= 100 else f"p{self.percentile:g}"})

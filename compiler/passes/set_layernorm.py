@@ -1,0 +1,32 @@
+"""``set-layernorm``: choose how LayerNorm is computed (``approx`` of every ``dataflow.layernorm``).
+
+RMSNorm ops have no integer variant here and stay ``exact``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.passes import ModulePass
+
+from compiler.dialect import dataflow as df
+from hw.errors import InputError
+
+__all__ = ["SetLayernorm"]
+
+
+@dataclass(frozen=True)
+class SetLayernorm(ModulePass):
+    """Set every LayerNorm's ``approx`` to ``approx`` (one of dataflow.LAYERNORM_APPROX)."""
+
+    name = "set-layernorm"
+    approx: str = "exact"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.approx not in df.LAYERNORM_APPROX:
+            raise InputError(f"--layernorm {self.approx}: unknown choice (valid: {', '.join(df.LAYERNORM_APPROX)})")
+        for inner in op.walk():
+            if isinstance(inner, df.LayerNormOp) and df.str_attr(inner, "kind") == "layernorm":
+                inner.properties["approx"] = StringAttr(self.approx)

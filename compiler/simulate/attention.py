@@ -1,0 +1,140 @@
+"""Reordered attention in float64, and the simulator kernels of ``algorithm = edge-moe | flash``.
+
+Both orders are exact rearrangements of ``softmax(scale * Q K^T + mask) V``; what differs is the order of the sums
+and the softmax's running (max, sum) rescaling, so results equal the standard order up to float64 rounding
+(tests/test_attention_numerics.py bounds it). Shapes: q [B, H, Sq, Dh], k [B, H, Sk, Dh], v [B, H, Sk, Dv],
+mask broadcastable to [B, H, Sq, Sk] (additive; -inf blocks).
+
+``edge_moe_attention``: Edge-MoE's P-lane order (REFERENCE.md "Edge-MoE"). Query i runs on lane o = i mod P and
+visits keys o, o+1, ..., Sk-1, 0, ..., o-1; lane o starts o steps after lane 0, so at step t every lane reads key
+t mod Sk (one shared K vector) and only lane t (t < P) loads a new Q vector. Pass 1 is Edge-MoE's single-pass
+softmax in that order (start m = -2^9, s = 0; x > m: s = s * exp(m - x) + 1, m = x; else s += exp(x - m)), keeping
+(1/s, m) per row; pass 2 (A.V) accumulates exp(x - m) / s * v_j in the same order.
+
+``flash_attention``: tiles of ``tile_q`` queries x ``tile_k`` keys; per query tile a running max m, sum l and
+accumulator o are rescaled by exp(m_old - m_new) at each key tile; o / l at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.ir import Operation
+
+from compiler.dialect import dataflow as df
+from compiler.numerics.online_softmax import EDGE_MOE_M0
+from compiler.simulate.engine import SimContext, Tensor
+from compiler.simulate.kernels import register_attention, standard_attention
+
+__all__ = ["standard_attention64", "edge_moe_attention", "flash_attention", "edge_moe_visit_order"]
+
+
+def _scores(q: np.ndarray, k: np.ndarray, scale: float, mask: np.ndarray | None) -> np.ndarray:
+    s = np.matmul(np.asarray(q, np.float64), np.swapaxes(np.asarray(k, np.float64), -1, -2)) * scale
+    return s + mask if mask is not None else s
+
+
+def standard_attention64(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                         mask: np.ndarray | None = None) -> np.ndarray:
+    """The standard order in float64: scores materialised, two-pass softmax, then A.V."""
+    s = _scores(q, k, scale, mask)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return np.matmul(p / p.sum(axis=-1, keepdims=True), np.asarray(v, np.float64))
+
+
+def edge_moe_visit_order(sq: int, sk: int, lanes: int) -> np.ndarray:
+    """[Sq, Sk] key index each query visits at each of its steps: query i (lane i mod P) starts at key i mod P."""
+    start = (np.arange(sq) % lanes)[:, None]
+    return (start + np.arange(sk)[None, :]) % sk
+
+
+def edge_moe_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, lanes: int = 4,
+                       mask: np.ndarray | None = None) -> np.ndarray:
+    """Edge-MoE's rotated-key, single-pass-softmax attention in float64 (module docstring)."""
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    s = _scores(q, k, scale, mask)
+    v64 = np.asarray(v, np.float64)
+    sq, sk = s.shape[-2], s.shape[-1]
+    order = edge_moe_visit_order(sq, sk, lanes)
+    rows = np.arange(sq)
+    m = np.full(s.shape[:-1], EDGE_MOE_M0)
+    acc_s = np.zeros(s.shape[:-1])
+    for t in range(sk):
+        x = s[..., rows, order[:, t]]
+        new_max = x > m
+        with np.errstate(over="ignore", invalid="ignore"):
+            acc_s = np.where(new_max, acc_s * np.exp(m - x) + 1.0, acc_s + np.exp(x - m))
+        m = np.where(new_max, x, m)
+    inv_s = 1.0 / acc_s
+    out = np.zeros(s.shape[:-1] + (v64.shape[-1],))
+    for t in range(sk):
+        j = order[:, t]
+        p = np.exp(s[..., rows, j] - m) * inv_s
+        out += p[..., None] * v64[..., j, :]
+    return out
+
+
+def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, tile_q: int, tile_k: int,
+                    mask: np.ndarray | None = None) -> np.ndarray:
+    """Tiled attention with an online softmax over key tiles, in float64 (module docstring)."""
+    if tile_q < 1 or tile_k < 1:
+        raise ValueError(f"tiles must be >= 1, got {tile_q} x {tile_k}")
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    sq, sk = q64.shape[-2], k64.shape[-2]
+    full_mask = None if mask is None else np.broadcast_to(mask, q64.shape[:-2] + (sq, sk))
+    out = np.zeros(q64.shape[:-1] + (v64.shape[-1],))
+    for i0 in range(0, sq, tile_q):
+        qi = q64[..., i0:i0 + tile_q, :]
+        m = np.full(qi.shape[:-1], -np.inf)
+        l = np.zeros(qi.shape[:-1])
+        o = np.zeros(qi.shape[:-1] + (v64.shape[-1],))
+        for j0 in range(0, sk, tile_k):
+            sc = np.matmul(qi, np.swapaxes(k64[..., j0:j0 + tile_k, :], -1, -2)) * scale
+            if full_mask is not None:
+                sc = sc + full_mask[..., i0:i0 + tile_q, j0:j0 + tile_k]
+            m_new = np.maximum(m, sc.max(axis=-1))
+            with np.errstate(invalid="ignore"):
+                alpha = np.where(np.isneginf(m_new), 1.0, np.exp(m - m_new))
+                p = np.where(np.isneginf(m_new)[..., None], 0.0, np.exp(sc - m_new[..., None]))
+            l = l * alpha + p.sum(axis=-1)
+            o = o * alpha[..., None] + np.matmul(p, v64[..., j0:j0 + tile_k, :])
+            m = m_new
+        out[..., i0:i0 + tile_q, :] = o / l[..., None]
+    return out
+
+
+def _split(x: np.ndarray, heads: int) -> np.ndarray:
+    b, s, d = x.shape
+    return x.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3)
+
+
+def _mask(op: Operation, ins: list[Tensor], sq: int, sk: int) -> np.ndarray | None:
+    mask = ins[3].real().astype(np.float64) if len(ins) > 3 else None
+    if bool(op.properties["causal"].value.data):  # type: ignore[attr-defined]
+        causal = np.where(np.triu(np.ones((sq, sk), dtype=bool), 1), -np.inf, 0.0)
+        mask = causal if mask is None else mask + causal
+    return mask
+
+
+def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
+    """Float attention in the op's order; quantized attention is integer-exact in any order: the standard kernel."""
+    if ins[0].quantized or df.str_attr(op, "softmax") not in ("exact", "online"):
+        return standard_attention(op, ins, ctx)
+    heads = df.int_attr(op, "num_heads")
+    q, k, v = (_split(t.real(), heads) for t in ins[:3])
+    mask = _mask(op, ins, q.shape[-2], k.shape[-2])
+    scale = df.float_attr(op, "scale")
+    if df.str_attr(op, "algorithm") == "edge-moe":
+        out = edge_moe_attention(q, k, v, scale, df.int_attr(op, "lanes", 4), mask)
+    else:
+        from compiler.schedule.attention import TILE_K_ATTR, TILE_Q_ATTR
+
+        tq, tk = op.attributes.get(TILE_Q_ATTR), op.attributes.get(TILE_K_ATTR)
+        out = flash_attention(q, k, v, scale, tq.value.data if tq else q.shape[-2],  # type: ignore[attr-defined]
+                              tk.value.data if tk else k.shape[-2], mask)  # type: ignore[attr-defined]
+    b, h, s, dv = out.shape
+    return [Tensor(out.transpose(0, 2, 1, 3).reshape(b, s, h * dv).astype(np.float32))]
+
+
+register_attention("edge-moe", _reordered)
+register_attention("flash", _reordered)

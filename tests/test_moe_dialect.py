@@ -1,0 +1,45 @@
+"""``dataflow.moe``'s verifier: shapes of weights and biases, result size, routing properties."""
+
+from __future__ import annotations
+
+import pytest
+from xdsl.dialects.builtin import BoolAttr, DenseArrayBase, FloatAttr, IntegerAttr, IntegerType, StringAttr, \
+    TensorType, f32, f64, i64
+from xdsl.ir import Block
+from xdsl.utils.exceptions import VerifyException
+
+from compiler.dialect import dataflow as df
+
+
+def _moe(x=(1, 9, 8), out=None, b1=(4, 16), b2=(4, 8), w1=(4, 8, 16), mode="task", cf=0.0, act="gelu", k=2):
+    block = Block(arg_types=[TensorType(f32, list(s)) for s in (x, (8, 4), w1, (4, 16, 8))]
+                  + [TensorType(f32, list(s)) for s in (b1, b2) if s])
+    biases = [1 if b1 else 0, 1 if b2 else 0]
+    return df.MoeOp.create(
+        operands=list(block.args), result_types=[TensorType(f32, list(out or x))],
+        properties={"layer": StringAttr("m"), "num_experts": IntegerAttr(4, i64), "top_k": IntegerAttr(k, i64),
+                    "mode": StringAttr(mode), "capacity_factor": FloatAttr(cf, f64),
+                    "renormalize": BoolAttr.from_bool(False), "activation": StringAttr(act),
+                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1] + biases)})
+
+
+def test_a_well_formed_block_verifies_with_and_without_biases():
+    _moe().verify()
+    _moe(b1=None, b2=None).verify()
+    _moe(out=(9, 8)).verify()  # exports may flatten the tokens
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"b1": (4, 8)}, "b1 shape (4, 8) should be (4, 16)"),
+    ({"b2": (8,)}, "b2 shape (8,) should be (4, 8)"),
+    ({"out": (1, 9, 4)}, "result shape (1, 9, 4) should hold the input's (1, 9, 8) elements, last dim 8"),
+    ({"mode": "task", "cf": 1.25}, "task routing has no capacity limit"),
+    ({"mode": "token", "cf": -1.0}, "capacity_factor must be >= 0"),
+    ({"act": "swish"}, "activation 'swish' is not one of gelu, gelu_tanh, relu, silu, identity"),
+    ({"k": 5}, "top_k must be in 1..4"),
+    ({"w1": (4, 7, 16)}, "w1 shape (4, 7, 16) should be [4, 8, hidden]"),
+])
+def test_malformed_blocks_are_rejected_with_the_reason(kwargs, message):
+    with pytest.raises(VerifyException, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]")):
+        _moe(**kwargs).verify()
