@@ -28,7 +28,8 @@ import onnx
 
 from hw.errors import InputError
 
-__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "write_outputs", "render_accuracy"]
+__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "reference_outputs", "write_outputs",
+           "render_accuracy"]
 
 Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
 
@@ -123,7 +124,8 @@ def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs:
     return env, samples
 
 
-def _reference(source: Any, samples: Mapping[str, np.ndarray], extra: Sequence[str]) -> list[dict[str, np.ndarray]]:
+def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Sequence[str] = ()
+                      ) -> list[dict[str, np.ndarray]]:
     """ONNX Runtime FP32 outputs (and the ``extra`` intermediate tensors) for every sample."""
     import onnxruntime as ort
 
@@ -149,16 +151,21 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), 1.0)
 
 
-def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run the compiled module and the FP32 model on ``samples``: (the report's accuracy section, outputs)."""
+def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers: bool = True,
+             reference: list[dict[str, np.ndarray]] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the compiled module and the FP32 model on ``samples``: (the report's accuracy section, outputs).
+
+    ``layers=False`` skips the per-layer comparison; ``reference`` reuses ``reference_outputs`` of an earlier call.
+    """
     from compiler.dialect import dataflow as df
     from compiler.simulate import Simulator
 
     imported = result.imported
     sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
-    float_layers = {t: layer for t, layer in imported.tensor_layers.items() if t not in imported.output_names}
+    float_layers = {t: layer for t, layer in imported.tensor_layers.items()
+                    if t not in imported.output_names} if layers else {}
     want = {layer: t for t, layer in float_layers.items()}
-    refs = _reference(source, samples, sorted(float_layers))
+    refs = reference if reference is not None else reference_outputs(source, samples, sorted(float_layers))
     stats: dict[str, list[float]] = {}
     current: dict[str, np.ndarray] = {}
 

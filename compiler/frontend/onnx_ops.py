@@ -312,6 +312,31 @@ def _constant_of_shape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[A
     return [np.full([int(s) for s in inputs[0]], value.reshape(-1)[0], dtype=value.dtype)]
 
 
+def _per_axis(p: Array, x: Array, attrs: dict[str, Any]) -> Array:
+    """A per-axis QuantizeLinear/DequantizeLinear parameter shaped to broadcast along ``axis`` of ``x``."""
+    p = np.asarray(p)
+    if p.ndim == 0 or p.size == 1:
+        return p.reshape(())
+    shape = [1] * x.ndim
+    shape[int(attrs.get("axis", 1)) % x.ndim] = p.size
+    return p.reshape(shape)
+
+
+def _dequantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, scale = inputs[0], np.asarray(inputs[1])
+    zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), x.dtype)
+    y = (x.astype(np.int64) - _per_axis(zp, x, attrs).astype(np.int64)) * _per_axis(scale, x, attrs)
+    return [y.astype(scale.dtype)]
+
+
+def _quantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, scale = inputs[0], np.asarray(inputs[1])
+    zp = np.asarray(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.zeros((), np.uint8)
+    info = np.iinfo(zp.dtype)
+    q = np.round(x / _per_axis(scale, x, attrs)) + _per_axis(zp, x, attrs).astype(np.int64)
+    return [np.clip(q, info.min, info.max).astype(zp.dtype)]
+
+
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
     "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
@@ -344,6 +369,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
     "GatherND": _gather_nd,
     "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
+    "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
 }
 
 

@@ -36,6 +36,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
 from hw.errors import InputError
 
@@ -446,6 +447,7 @@ def _emit_node(b: _Builder, node: Node) -> None:
 
 def build_module(graph: Graph) -> ImportResult:
     """Recognise patterns in ``graph`` and build the ``dataflow`` module for it."""
+    qdq_ranges = strip_qdq(graph)  # QDQ models: recognise the float graph, keep the quantization ranges
     matches = recognize(graph)
     by_output = {m.output: m for m in matches}
     consumed = {id(n) for m in matches for n in m.nodes}
@@ -483,6 +485,10 @@ def build_module(graph: Graph) -> ImportResult:
             b.patterns["gemm"] += 1
             continue
         _emit_node(b, node)
+    for name, value in qdq_ranges.items():
+        owner = b.values[name].owner if name in b.values else None
+        if isinstance(owner, Operation) and not isinstance(owner, df.WeightOp):
+            owner.attributes[QDQ_RANGE_ATTR] = FloatAttr(value, f64)
     b.add(func.ReturnOp(*[b.value(o) for o in graph.outputs]))
     result_types = [b.values[o].type for o in graph.outputs]
     fn = func.FuncOp("main", (arg_types, result_types), Region(b.block))

@@ -52,6 +52,7 @@ from xdsl.passes import ModulePass
 from compiler.calibrate import activation_ranges, synthetic_inputs
 from compiler.context import env_of
 from compiler.dialect import dataflow as df
+from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
@@ -182,7 +183,8 @@ class _Quantizer:
             got = self.cache[key]
             return got, self.fmt[got]
         scale = self.range_of(v) / _qmax(bits)
-        producer = _layer(v.owner) if isinstance(v.owner, Operation) else "input"
+        src = iv if iv is not None else v
+        producer = _layer(src.owner) if isinstance(src.owner, Operation) else "input"
         if iv is None:
             out = self.cast(f"{producer}.quant{bits}", v, IntegerType(bits),
                             _attrs(quant="quantize", scale=scale, bits=bits), before)
@@ -193,10 +195,14 @@ class _Quantizer:
         self.cache[key] = out
         return out, self.fmt[out]
 
+    @staticmethod
+    def _dyadic_rows(ratios: np.ndarray) -> np.ndarray:
+        """[[m...], [e...]] (int64, 2 x len) for the real ratios S_in / S_out (I-ViT's frexp rule)."""
+        return np.array([list(dyadic(float(r))) for r in ratios], dtype=np.int64).T.reshape(2, -1)
+
     def requant(self, x: SSAValue, scale: float, bits: int, layer: str, before: Operation) -> SSAValue:
         name = self.unique(layer)
-        ratio = np.atleast_1d(np.asarray(self.fmt[x].scale, dtype=np.float64)) / scale
-        self.weights[name] = np.array([list(dyadic(float(r))) for r in ratio], dtype=np.int64).T
+        self.weights[name] = self._dyadic_rows(np.atleast_1d(np.asarray(self.fmt[x].scale, np.float64)) / scale)
         op = df.RequantOp.create(operands=[x], result_types=[_ttype(x, IntegerType(bits))],
                                  properties={"layer": StringAttr(name), "out_bits": IntegerAttr(bits, i64)})
         op.attributes["scale"] = FloatAttr(float(scale), f64)
@@ -221,7 +227,7 @@ class _Quantizer:
         producer = _layer(iv.owner) if isinstance(iv.owner, Operation) else "input"
         name = self.unique(f"{producer}.requant8c")
         ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, dtype=np.float64)), scale.shape) / scale
-        self.weights[name] = np.array([list(dyadic(float(r))) for r in ratio], dtype=np.int64).T
+        self.weights[name] = self._dyadic_rows(ratio)
         op = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(8))],
                                  properties={"layer": StringAttr(name), "out_bits": IntegerAttr(8, i64)})
         self.weights[name + ".scale"] = scale
@@ -314,12 +320,12 @@ class _Quantizer:
         ib = ib if ib is not None else self.q(b, 16, op)[0]
         scale = self.range_of(op.result) / _qmax(16)
         name = self.unique(_layer(op))
-        rows = [list(dyadic(float(r))) for r in np.broadcast_to(
-            np.atleast_1d(np.asarray(self.fmt[ia].scale, np.float64)) / scale,
-            np.broadcast_shapes(np.shape(np.atleast_1d(self.fmt[ia].scale)), np.shape(np.atleast_1d(self.fmt[ib].scale))))]
-        rows_b = [list(dyadic(float(r))) for r in np.broadcast_to(
-            np.atleast_1d(np.asarray(self.fmt[ib].scale, np.float64)) / scale, (len(rows),))]
-        self.weights[name] = np.concatenate([np.array(rows, np.int64).T, np.array(rows_b, np.int64).T])
+        s_a = np.atleast_1d(np.asarray(self.fmt[ia].scale, np.float64))
+        s_b = np.atleast_1d(np.asarray(self.fmt[ib].scale, np.float64))
+        width = np.broadcast_shapes(s_a.shape, s_b.shape)
+        # Rows m0, e0, m1, e1 (one column per channel, or one column): each branch's own dyadic ratio to the output.
+        self.weights[name] = np.concatenate([self._dyadic_rows(np.broadcast_to(s_a, width) / scale),
+                                             self._dyadic_rows(np.broadcast_to(s_b, width) / scale)])
         new = df.ElementwiseOp.create(operands=[ia, ib], result_types=[_ttype(op.result, IntegerType(16))],
                                       properties={"layer": StringAttr(name), "kind": StringAttr("add"),
                                                   "attrs": _attrs(quant="add", scale=scale, bits=16)})
@@ -390,6 +396,14 @@ class Quantize(ModulePass):
             label = f"synthetic ({self.samples} samples, seed 0)"
         channels: dict[Any, np.ndarray] = {}
         ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels)
+        imported = 0
+        for inner in op.walk():  # ranges a QDQ model brings (compiler/frontend/qdq.py) win over calibration
+            attr = inner.attributes.get(QDQ_RANGE_ATTR)
+            if isinstance(attr, FloatAttr) and inner.results:
+                ranges[inner.results[0]] = float(attr.value.data)
+                imported += 1
+        if imported:
+            label += f"; {imported} ranges from the model's QDQ nodes"
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance)
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})

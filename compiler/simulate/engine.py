@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.simulate._threads import single_threaded
 from hw.errors import InputError
 
 __all__ = ["Tensor", "SimContext", "Kernel", "Observer", "KERNELS", "register_kernel", "Simulator", "py_attr"]
@@ -167,16 +168,19 @@ class Simulator:
         """Like :meth:`run`, but the outputs as Tensors (integers and their scales, if quantized)."""
         values: dict[SSAValue, Tensor] = dict(self.consts)
         for arg, name in zip(self.args, self.input_names):
+            if name not in feeds:
+                raise InputError(f"no input '{name}' given to the simulator (given: {', '.join(feeds) or 'none'})")
             values[arg] = Tensor(np.asarray(feeds[name]))
-        for op, kernel in self.steps:
-            try:
-                outs = kernel(op, [values[v] for v in op.operands], self.ctx)
-            except (ValueError, FloatingPointError) as err:
-                raise InputError(f"simulating {op.name} '{_layer(op)}': {err}") from None
-            for r, t in zip(op.results, outs):
-                values[r] = t
-            if observer is not None:
-                observer(op, outs)
+        with single_threaded():
+            for op, kernel in self.steps:
+                try:
+                    outs = kernel(op, [values[v] for v in op.operands], self.ctx)
+                except (ValueError, FloatingPointError) as err:
+                    raise InputError(f"simulating {op.name} '{_layer(op)}': {err}") from None
+                for r, t in zip(op.results, outs):
+                    values[r] = t
+                if observer is not None:
+                    observer(op, outs)
         return [values[v] for v in self.returns]
 
     def run_samples(self, samples: Mapping[str, np.ndarray], observer: Observer | None = None,

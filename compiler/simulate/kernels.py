@@ -10,7 +10,8 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
   ``attrs.quant = "dequantize"``: integer -> float32.
 * ``dataflow.elementwise`` ``add`` with ``attrs.quant = "add"`` (``scale``, ``bits``): I-ViT residual add, the
   multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
-* ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute.
+* ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute, or one
+  scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them).
 * attention / softmax ops: ``softmax_bits`` attribute, the output width of the softmax unit.
 """
 

@@ -1,0 +1,105 @@
+"""quantize: the integer IR it writes and the numbers the report gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codesign.api import compile
+from codesign.cli import main
+from compiler.dialect import dataflow as df
+from tests.conftest import model_path
+
+
+@pytest.fixture(scope="module")
+def bert_int8():
+    return compile(model_path("bert_tiny.onnx"), quant="int8")
+
+
+def test_gemms_take_int8_and_accumulate_in_int32(bert_int8) -> None:
+    gemms = [op for op in bert_int8.module.walk() if isinstance(op, df.GemmOp)]
+    assert len(gemms) == 12
+    for op in gemms:
+        assert str(op.lhs.type.get_element_type()) == "i8" and str(op.rhs.type.get_element_type()) == "i8"
+        assert str(op.result.type.get_element_type()) == "i32"
+        users = [u.operation for u in op.result.uses]
+        assert all(isinstance(u, (df.RequantOp, df.ElementwiseOp, df.GeluOp)) for u in users)
+
+
+def test_requant_multipliers_are_dyadic(bert_int8) -> None:
+    requants = [op for op in bert_int8.module.walk() if isinstance(op, df.RequantOp)]
+    assert requants
+    for op in requants:
+        me = bert_int8.env.weights[df.str_attr(op, "layer")]
+        assert me.shape[0] == 2 and ((me[0] >= 2**30) & (me[0] < 2**31)).all()
+
+
+def test_residual_adds_are_16_bit(bert_int8) -> None:
+    adds = [op for op in bert_int8.module.walk() if isinstance(op, df.ElementwiseOp) and df.str_attr(op, "kind") == "add"
+            and str(op.result.type.get_element_type()) == "i16"]
+    assert len(adds) == 4
+
+
+def test_w4a8_weights_are_int4(bert_int8) -> None:
+    result = compile(model_path("bert_tiny.onnx"), quant="w4a8")
+    for op in result.module.walk():
+        if isinstance(op, df.GemmOp) and isinstance(op.rhs.owner, df.WeightOp):
+            assert str(op.rhs.type.get_element_type()) == "i4"
+            w = result.env.weights[df.str_attr(op.rhs.owner, "layer")]
+            assert w.min() >= -8 and w.max() <= 7
+
+
+def test_report_says_synthetic_calibration(bert_int8) -> None:
+    assert bert_int8.report["numerics"]["calibration"] == "synthetic (4 samples, seed 0)"
+    assert bert_int8.report["numerics"]["quant"] == "int8"
+
+
+def test_int8_lowers_mac_width(bert_int8) -> None:
+    plans = [layer for layer in bert_int8.report["layers"] if layer["op"].startswith("gemm")]
+    fp = compile(model_path("bert_tiny.onnx"))
+    assert bert_int8.report["energy_breakdown_mj"]["mac"] < fp.report["energy_breakdown_mj"]["mac"]
+    assert plans
+
+
+def test_quantize_needs_a_compile_session(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    ir = tmp_path / "m.mlir"
+    assert main(["compile", str(model_path("vit_tiny.onnx")), "--stop-after", "canonicalize", "--emit-mlir",
+                 str(ir)]) == 0
+    capsys.readouterr()
+    assert main(["opt", str(ir), "--passes", "quantize"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "codesign: error: pass 'quantize' needs the model's weights and calibration data; run it from "
+        "`codesign compile`")
+
+
+def test_quantized_vit_stays_close_to_fp32() -> None:
+    rng = np.random.default_rng(1)
+    data = {"pixel_values": rng.standard_normal((4, 1, 3, 32, 32)).astype(np.float32)}
+    result = compile(model_path("vit_tiny.onnx"), quant="int8", inputs=data)
+    out = result.report["accuracy"]["outputs"]["logits"]
+    assert out["cosine_mean"] > 0.99 and out["top1_agreement"] == 1.0
+    assert result.report["accuracy"]["calibration"] == "inputs (4 samples)"
+
+
+def test_qdq_model_imports_and_its_ranges_win(tmp_path) -> None:
+    """A QDQ model from onnxruntime.quantization: recognised like the float one, its ranges used by quantize."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.samples = iter([{"pixel_values": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+                                 for _ in range(2)])
+
+        def get_next(self):  # noqa: ANN201
+            return next(self.samples, None)
+
+    qdq = tmp_path / "vit_qdq.onnx"
+    quantize_static(str(model_path("vit_tiny.onnx")), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    extra_options={"ActivationSymmetric": True})
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(qdq)).graph.node)
+    result = compile(qdq, quant="int8")
+    assert result.report["patterns"]["attention"] == 2 and result.report["patterns"]["gelu"] == 2
+    assert "ranges from the model's QDQ nodes" in result.report["numerics"]["calibration"]
