@@ -1,0 +1,443 @@
+"""Evaluate design points: the same numbers as ``codesign compile``, without redoing work that hardware does not change.
+
+A compile is ``import -> canonicalize -> numerics / structure passes -> fuse -> tile -> schedule -> report``. Each
+worker process keeps, per (model, compile choices, shapes), the module after the hardware-independent prefix (a
+``Prefix``): the passes before the first one that reads the target. Which passes read it is found by running them
+against a target that raises when touched (``set-attention`` does for flash and edge-moe: lanes and tile sizes are
+target keys). The module after ``fuse`` is kept too when fuse reads no target.
+A point then costs, from the fastest tier down:
+
+``template``  price a cached task list (one ``model.cost`` per distinct work item), schedule, report. The list is
+              recorded once from the real ``lower_module``; used when every plan is of a shape whose cost rules
+              are known here (plain and epilogue-fused layers, standard attention).
+``lower``     the real ``lower_module`` on the cached post-fuse module (costs memoised per work item), schedule,
+              report: no clone, no IR writes.
+``prefix``    clone the prefix module and run fuse / tile / schedule / report for real.
+``full``      the whole pipeline, when a prefix pass turned out to read the target (then no prefix is sound).
+
+A schedule is reused when tasks and machine are identical (e.g. a clock-only change). The fast tiers are checked
+against the ``prefix`` tier on the first point of every (prefix, target kind) in each process; a tier that differs
+is dropped for that prefix. Results are therefore exactly what a fresh compile reports (tests compare report
+dicts).
+
+Everything here runs in worker processes (local pool or Dask); caches are per process.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from codesign.sweep.metrics import fit_violation, metrics_from_report
+from compiler.context import CompileEnv, make_context
+from compiler.schedule.lower import LayerPlan, lower_module
+from compiler.summary import build_report
+from hw.errors import InputError
+from hw.models import build_model
+from hw.models.base import Cost
+from hw.perf.scheduler import Machine, Task, schedule
+from hw.targets import load_target
+from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's own override semantics
+from hw.targets.schema import TARGET_KINDS
+
+__all__ = ["PointRequest", "evaluate_chunk", "evaluate_report", "fast_target", "clear_caches",
+           "HARDWARE_PASSES", "start_parent_watchdog"]
+
+#: Passes that read the target. The cached prefix ends before the first of them, or earlier, at the first pass
+#: found to read the target (e.g. set-attention sizing flash tiles from the target's buffers).
+HARDWARE_PASSES = ("fuse", "tile", "schedule")
+_TEMPLATE_PASSES = ["fuse", "tile", "schedule"]  # the template replays exactly this tail
+_PREFIX_CACHE_SIZE = 6  # ViT-Base prefixes hold ~350 MB of weights each
+_SCHEDULE_MEMO_SIZE = 512
+
+
+@dataclass(frozen=True)
+class PointRequest:
+    """One design point: model path, target name or path, target overrides and compile choices (sorted pairs)."""
+
+    key: str
+    model: str
+    target: str
+    overrides: tuple[tuple[str, str], ...] = ()
+    choices: tuple[tuple[str, str], ...] = ()
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    calibrate: str | None = None  # .npz of calibration samples for quantization (codesign compile --calibrate)
+
+
+# --- Targets ----------------------------------------------------------------------------------------------------------
+
+_BASE_TARGETS: dict[str, dict[str, Any]] = {}
+
+
+def fast_target(name: str, overrides: Sequence[tuple[str, str]]):
+    """``load_target(name, dict(overrides))`` without re-reading YAML: the base target's validated data, the
+    overrides applied the loader's way, validated once. Equal to ``load_target``'s result (tested); on any
+    validation problem ``load_target`` itself runs so the message is the loader's."""
+    base = _BASE_TARGETS.get(name)
+    if base is None:
+        base = _BASE_TARGETS[name] = load_target(name).model_dump()
+    data = copy.deepcopy(base)
+    try:
+        for key, value in overrides:
+            _set(data, _split_key(key), yaml.safe_load(value), f"--set {key}={value}")
+        return TARGET_KINDS[data["kind"]].model_validate(data)
+    except (ValidationError, InputError, KeyError, TypeError, yaml.YAMLError):
+        return load_target(name, dict(overrides))
+
+
+# --- The prefix and its template ----------------------------------------------------------------------------------
+
+
+class _TargetUsed(Exception):
+    """A pass in the prefix read the target: the prefix is not hardware-independent."""
+
+
+class _NoTarget:
+    def __getattr__(self, name: str) -> Any:
+        raise _TargetUsed(name)
+
+
+@dataclass
+class _Template:
+    """The lowered task list of a prefix with costs left open: per layer plan, the work items priced for it."""
+
+    entries: list[tuple[str, LayerPlan, tuple[Any, ...]]]  # (rule, plan skeleton, works in lower_module's order)
+
+
+@dataclass
+class Prefix:
+    """The module after the hardware-independent passes of one (model, choices, shapes), and what it needs.
+
+    ``fused`` is the module after ``fuse`` as well (None when fuse reads the target or the tail is not
+    fuse/tile/schedule); ``verified`` maps a tier to the target kinds it was checked on, ``broken`` lists the
+    tiers that failed a check."""
+
+    options: Any  # CompileOptions
+    module: Any | None  # None: no sound prefix, compile in full
+    imported: Any
+    env: CompileEnv | None
+    hw_passes: list[Any]
+    fused: Any | None = None
+    template: _Template | None = None
+    verified: dict[str, set[str]] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
+
+
+_PREFIXES: OrderedDict[tuple[Any, ...], Prefix] = OrderedDict()
+_SCHEDULES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+
+def clear_caches() -> None:
+    """Drop every per-process cache (tests; memory)."""
+    _PREFIXES.clear()
+    _SCHEDULES.clear()
+    _BASE_TARGETS.clear()
+
+
+def _options(point: PointRequest):
+    from codesign.api import compile_options
+
+    return compile_options(point.target, dict(point.overrides), dict(point.shapes), **dict(point.choices))
+
+
+def _prefix(point: PointRequest) -> Prefix:
+    key = (point.model, point.choices, point.shapes, point.calibrate)
+    cached = _PREFIXES.get(key)
+    if cached is not None:
+        _PREFIXES.move_to_end(key)
+        return cached
+    from codesign.options import middle_passes
+    from compiler.pipeline import run_pipeline
+
+    options = _options(point)
+    passes = middle_passes(options)
+    env = _start_env(point, options)
+    env.target, env.model = _NoTarget(), _NoTarget()
+    try:
+        result = run_pipeline(point.model, options, middle=[], env=env)
+    except _TargetUsed:  # the import itself read the target: nothing can be shared
+        prefix = Prefix(options=options, module=None, imported=None, env=None, hw_passes=passes)
+    else:
+        # The prefix ends at the first pass that reads the target (fuse at the latest): found by running the
+        # passes against a target that raises when touched, each on a copy so a pass stopped half-way leaves
+        # nothing behind.
+        module, ctx, split = result.module, make_context(result.env), 0
+        for p in passes:
+            if p.name in HARDWARE_PASSES:
+                break
+            trial = module.clone()
+            try:
+                p.apply(ctx, trial)
+            except _TargetUsed:
+                break
+            trial.verify()
+            module, split = trial, split + 1
+        prefix = Prefix(options=options, module=module, imported=result.imported, env=result.env,
+                        hw_passes=passes[split:])
+    if prefix.module is not None and [p.name for p in prefix.hw_passes] == _TEMPLATE_PASSES:
+        prefix.fused = _fused(prefix)
+        if prefix.fused is not None:
+            prefix.template = _record_template(prefix.fused)
+    _PREFIXES[key] = prefix
+    while len(_PREFIXES) > _PREFIX_CACHE_SIZE:
+        _PREFIXES.popitem(last=False)
+    return prefix
+
+
+def _start_env(point: PointRequest, options: Any) -> CompileEnv:
+    """The env a compile starts from: calibration data as ``codesign compile --calibrate`` loads it."""
+    if point.calibrate is None:
+        return CompileEnv()
+    from codesign.accuracy import prepare_env
+
+    env, _ = prepare_env(point.model, dict(point.shapes), None, point.calibrate,
+                         quantized=options.choice("quant", "none") != "none")
+    return env
+
+
+def _fused(prefix: Prefix) -> Any | None:
+    """The prefix module after ``fuse``, or None when fuse reads the target (then it must run per point)."""
+    module = prefix.module.clone()
+    env = CompileEnv(weights=prefix.env.weights, target=_NoTarget(), model=_NoTarget(),
+                     options=dict(prefix.env.options))
+    try:
+        prefix.hw_passes[0].apply(make_context(env), module)
+    except _TargetUsed:
+        return None
+    return module
+
+
+class _Recorder:
+    """A model stand-in for lower_module that records the work items priced, in call order (unit costs suffice:
+    lower_module's control flow for the plan shapes templated here does not depend on costs)."""
+
+    def __init__(self) -> None:
+        self.works: list[Any] = []
+
+    def cost(self, work: Any) -> Cost:
+        self.works.append(work)
+        return Cost(unit="u", compute_cycles=1)
+
+    def __getattr__(self, name: str) -> Any:
+        raise _TargetUsed(name)  # lowering asked the model for more than costs: not a templatable shape
+
+
+def _record_template(fused: Any) -> _Template | None:
+    """The task-list template, or None when a plan is of a shape whose cost rules are not known here."""
+    recorder = _Recorder()
+    try:
+        plans = lower_module(fused, recorder)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - any surprise means "not templatable"; the lower tier handles it
+        return None
+    works = iter(recorder.works)
+    entries = []
+    for plan in plans:
+        if plan.op == "attention" and len(plan.tasks) == 3:
+            rule, count = "attention", 3  # standard attention: qk, softmax, av
+        elif plan.op != "attention" and len(plan.tasks) == 1 and plan.name == plan.tasks[0].name:
+            rule, count = "layer", 1 + plan.op.count("+")  # head op + fused epilogue members
+        else:
+            return None
+        taken = tuple(next(works, None) for _ in range(count))
+        if any(w is None for w in taken):
+            return None
+        entries.append((rule, plan, taken))
+    if next(works, None) is not None:
+        return None
+    return _Template(entries=entries)
+
+
+class _Memo:
+    """The target model with ``cost`` memoised per work item (ViT-Base prices ~175 items, ~15 distinct)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._costs: dict[Any, Cost] = {}
+
+    def cost(self, work: Any) -> Cost:
+        try:
+            return self._costs[work]
+        except KeyError:
+            c = self._costs[work] = self._model.cost(work)
+            return c
+        except TypeError:  # an unhashable work item
+            return self._model.cost(work)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _priced(template: _Template, model: _Memo) -> list[LayerPlan]:
+    """Plans for ``model``, combining costs the way lower_module does (checked, see module doc)."""
+    cost = model.cost
+    plans = []
+    for rule, skel, works in template.entries:
+        plan = copy.copy(skel)
+        if rule == "layer":
+            c = cost(works[0])
+            for member in works[1:]:
+                extra = cost(member)
+                # An epilogue runs on the vector lanes while the array works on the next fold.
+                c = Cost(unit=c.unit, compute_cycles=max(c.compute_cycles, extra.compute_cycles), tiles=c.tiles,
+                         onchip_bytes=c.onchip_bytes + extra.onchip_bytes, detail=c.detail)
+            chosen: tuple[Cost, ...] = (c,)
+            plan.onchip_bytes, plan.detail = c.onchip_bytes, dict(c.detail)
+        else:
+            c_qk, c_av, c_sm = (cost(w) for w in works)
+            chosen = (c_qk, c_sm, c_av)
+            plan.onchip_bytes = c_qk.onchip_bytes + c_av.onchip_bytes + c_sm.onchip_bytes
+            plan.detail = {k: v for k, v in skel.detail.items() if k != "passes"}
+            if "passes" in c_qk.detail:
+                plan.detail["passes"] = c_qk.detail["passes"]
+        plan.tasks = [Task(name=t.name, unit=c.unit, compute_cycles=c.compute_cycles, bytes_in=t.bytes_in,
+                           bytes_out=t.bytes_out, deps=t.deps, tiles=max(1, c.tiles))
+                      for t, c in zip(skel.tasks, chosen, strict=True)]
+        plans.append(plan)
+    return plans
+
+
+def _machine(model: Any) -> Machine:
+    # As the schedule pass builds it.
+    double = bool(getattr(getattr(model.target, "buffers", None), "double_buffered", True))
+    return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
+                   double_buffered=double)
+
+
+def _fast_report(prefix: Prefix, tier: str, target: Any, model: Any) -> dict[str, Any]:
+    """The report by the ``template`` or ``lower`` tier."""
+    memo = _Memo(model)
+    if tier == "template":
+        assert prefix.template is not None
+        plans = _priced(prefix.template, memo)
+    else:
+        plans = lower_module(prefix.fused, memo)  # type: ignore[arg-type]
+    tasks = [t for plan in plans for t in plan.tasks]
+    machine = _machine(model)
+    memo_key = (id(prefix), tuple(sorted(machine.units.items())), machine.offchip_bytes_per_cycle,
+                machine.double_buffered, tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out,
+                                                t.deps) for t in tasks))
+    sched = _SCHEDULES.get(memo_key)
+    if sched is None:
+        sched = schedule(tasks, machine)
+        _SCHEDULES[memo_key] = sched
+        while len(_SCHEDULES) > _SCHEDULE_MEMO_SIZE:
+            _SCHEDULES.popitem(last=False)
+    env = _point_env(prefix, target, model)
+    env.plans, env.schedule = plans, sched
+    return build_report(SimpleNamespace(env=env), SimpleNamespace(imported=prefix.imported))  # type: ignore[arg-type]
+
+
+def _point_env(prefix: Prefix, target: Any, model: Any) -> CompileEnv:
+    assert prefix.env is not None
+    # Report sections written by prefix passes (accuracy ...) are per point: copy so no point sees another's.
+    artifacts = {k: (dict(v) if isinstance(v, dict) else v) for k, v in prefix.env.artifacts.items()}
+    return CompileEnv(weights=prefix.env.weights, target=target, model=model, options=dict(prefix.env.options),
+                      artifacts=artifacts)
+
+
+def _prefix_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
+    env = _point_env(prefix, target, model)
+    ctx = make_context(env)
+    module = prefix.module.clone()
+    for p in prefix.hw_passes:
+        p.apply(ctx, module)
+    return build_report(ctx, SimpleNamespace(imported=prefix.imported, module=module, env=env))  # type: ignore[arg-type]
+
+
+def _full_report(point: PointRequest, target: Any, model: Any) -> dict[str, Any]:
+    from codesign.options import middle_passes
+    from compiler.pipeline import run_pipeline
+
+    options = _options(point)
+    # A preset env skips the fit check: a sweep records non-fitting designs with their numbers.
+    env = _start_env(point, options)
+    env.target, env.model = target, model
+    result = run_pipeline(point.model, options, middle=middle_passes(options), report=build_report, env=env)
+    assert result.report is not None
+    return result.report
+
+
+def evaluate_report(point: PointRequest, tier: str | None = None) -> tuple[dict[str, Any], str, Any]:
+    """(report, tier used, model) for ``point``; ``tier`` forces one of ``template`` / ``lower`` / ``prefix`` /
+    ``full`` (unchecked; for tests and benchmarks). Raises InputError for a bad point."""
+    target = fast_target(point.target, point.overrides)
+    model = build_model(target)
+    if tier == "full":
+        return _full_report(point, target, model), "full", model
+    prefix = _prefix(point)
+    if prefix.module is None:
+        return _full_report(point, target, model), "full", model
+    if tier is not None:
+        if tier == "prefix":
+            return _prefix_report(prefix, target, model), tier, model
+        return _fast_report(prefix, tier, target, model), tier, model
+    reference = None
+    for fast in ("template", "lower"):
+        if fast in prefix.broken or (prefix.template is None if fast == "template" else prefix.fused is None):
+            continue
+        try:
+            report = _fast_report(prefix, fast, target, model)
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 - a fast tier that cannot handle this point is dropped, not trusted
+            prefix.broken.add(fast)
+            continue
+        if target.kind in prefix.verified.get(fast, set()):
+            return report, fast, model
+        if reference is None:
+            reference = _prefix_report(prefix, target, model)
+        if report == reference:
+            prefix.verified.setdefault(fast, set()).add(target.kind)
+            return report, fast, model
+        prefix.broken.add(fast)
+    if reference is None:
+        reference = _prefix_report(prefix, target, model)
+    return reference, "prefix", model
+
+
+def evaluate_chunk(points: Iterable[PointRequest]) -> list[dict[str, Any]]:
+    """Evaluate points in order; one dict per point: ``key``, ``metrics`` (flat, see ``metrics``), ``fits``,
+    ``fit_excess``, ``fit_message``, ``error`` (an InputError's one line, else None), ``tier``, ``seconds``.
+    A point that does not fit is still priced (samplers learn from it); the runner marks it infeasible."""
+    out = []
+    for point in points:
+        start = time.perf_counter()
+        row: dict[str, Any] = {"key": point.key, "metrics": {}, "fits": False, "fit_excess": 0.0,
+                               "fit_message": None, "error": None, "tier": None}
+        try:
+            report, row["tier"], model = evaluate_report(point)
+            try:
+                model.check_fits()
+                row["fits"] = True
+            except InputError as err:
+                row["fit_message"] = str(err)
+            row["fit_excess"] = fit_violation(model.resources(), row["fits"])
+            row["metrics"] = metrics_from_report(report)
+        except InputError as err:
+            row["error"] = str(err)
+        row["seconds"] = time.perf_counter() - start
+        out.append(row)
+    return out
+
+
+def start_parent_watchdog(interval_s: float = 1.0) -> None:
+    """In a pool worker: exit when the parent process dies (a SIGKILLed sweep must not leave workers behind)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

@@ -1,0 +1,360 @@
+"""Run a sweep: ask the search for points, compute them on a process pool or a Dask cluster, store, tell, report.
+
+One loop in the calling process owns the study and the store; workers only evaluate (``evaluate.evaluate_chunk``).
+Points travel in chunks (one task, one IPC round trip and one database transaction per chunk), grouped by
+(model, compile choices) so a worker reuses its cached prefix. A chunk is sized to take about 0.25 s.
+
+Restarting the same command resumes: finished points come from the store and are never computed again; points
+that were being computed when the run died are computed now. The output folder remembers which sweep it holds (a
+hash of the spec, ``sweep.json``) and refuses another one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fcntl
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codesign.sweep.evaluate import PointRequest, evaluate_chunk, start_parent_watchdog
+from codesign.sweep.search import Search, objective_values, point_key
+from codesign.sweep.spec import Sweep, yaml_scalar
+from codesign.sweep.store import Store
+from hw.errors import InputError
+
+__all__ = ["run_sweep", "SweepOutcome", "check_out_dir", "point_request", "finalize"]
+
+_CHUNK_SECONDS = 0.25  # wall time a chunk should take: long enough to amortise IPC, short enough to commit often
+_MAX_CHUNK = 64
+
+
+@dataclass
+class SweepOutcome:
+    """What a run did: points stored in all (``done``), computed now (``computed``), answered from the store
+    (``reused``), the rows of every stored point, and the run's wall time (s)."""
+
+    done: int = 0
+    computed: int = 0
+    reused: int = 0
+    skipped_elsewhere: int = 0
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    tiers: dict[str, int] = field(default_factory=dict)
+
+
+# --- The output folder ------------------------------------------------------------------------------------------------
+
+
+def check_out_dir(out: Path, sweep: Sweep) -> bool:
+    """Check, without writing, that ``out`` may take this sweep; True when it already holds it (a resume)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    marker = out / "sweep.json"
+    if marker.exists():
+        try:
+            held = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            raise InputError(f"--out {out}: sweep.json is unreadable; use another folder") from None
+        if held.get("spec_hash") != sweep.spec_hash:
+            raise InputError(f"--out {out}: holds another sweep ({held.get('source', '?')}, spec hash "
+                             f"{held.get('spec_hash')}; this one is {sweep.spec_hash}); use another --out")
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out {out}: folder is not empty and holds no sweep; use a new or empty folder")
+    return False
+
+
+class _Lock:
+    """An exclusive lock on the output folder, so two runs never share it."""
+
+    def __init__(self, out: Path) -> None:
+        self.file = open(out / ".lock", "w")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise InputError(f"--out {out}: another sweep is running in this folder") from None
+
+    def release(self) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+# --- Executors --------------------------------------------------------------------------------------------------------
+
+
+class _Inline:
+    """``--workers 0``: evaluate in this process (debugging, tests)."""
+
+    slots = 1
+
+    def submit(self, points: list[PointRequest]) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_result(evaluate_chunk(points))
+        return future
+
+    def wait(self, futures: Iterable[Any]) -> set[Any]:
+        return set(futures)
+
+    def close(self) -> None:
+        pass
+
+
+class _Pool:
+    """A local process pool. Forked (workers start with the compiler imported) and started before any thread or
+    database connection exists in this process."""
+
+    def __init__(self, workers: int) -> None:
+        method = "fork" if sys.platform.startswith("linux") else None
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                                           initializer=start_parent_watchdog)
+        self.slots = workers
+        self.pool.submit(int).result()  # start the workers now
+
+    def submit(self, points: list[PointRequest]) -> cf.Future:
+        return self.pool.submit(evaluate_chunk, points)
+
+    def wait(self, futures: Iterable[Any]) -> set[Any]:
+        done, _ = cf.wait(list(futures), timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        return done
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Dask:
+    """Workers of a Dask distributed cluster (``--scheduler tcp://host:8786``); caches live in each worker process."""
+
+    def __init__(self, address: str) -> None:
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - a dependency
+            raise InputError("--scheduler needs dask[distributed]") from None
+        try:
+            self.client = Client(address, timeout="5s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise InputError(f"--scheduler {address}: cannot connect ({str(err).splitlines()[0] or 'timed out'})"
+                             ) from None
+        threads = sum(self.client.nthreads().values())
+        if threads == 0:
+            self.client.close()
+            raise InputError(f"--scheduler {address}: the cluster has no workers")
+        self.slots = threads
+
+    def submit(self, points: list[PointRequest]) -> Any:
+        return self.client.submit(evaluate_chunk, points, pure=False)
+
+    def wait(self, futures: Iterable[Any]) -> set[Any]:
+        # Polling keeps this client private (distributed.wait needs a process-wide default client).
+        futures = list(futures)
+        deadline = time.monotonic() + 1.0
+        while True:
+            done = {f for f in futures if f.done()}
+            if done or time.monotonic() > deadline:
+                return done
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _executor(workers: int | None, scheduler: str | None) -> Any:
+    if scheduler:
+        return _Dask(scheduler)
+    n = (os.cpu_count() or 1) if workers is None else workers
+    if n < 0:
+        raise InputError(f"--workers {n}: must be >= 0 (0 = in this process)")
+    return _Inline() if n == 0 else _Pool(n)
+
+
+# --- Points -------------------------------------------------------------------------------------------------------
+
+
+def point_request(sweep: Sweep, params: dict[str, Any], key: str) -> PointRequest:
+    """What a worker needs to evaluate the point with ``params`` (full parameters, model included)."""
+    target = params.get("target", sweep.targets[0])
+    overrides = dict(sweep.fixed_set)
+    choices = dict(sweep.fixed_compile)
+    for axis in sweep.axes:
+        if axis.kind == "hw":
+            overrides[axis.name] = yaml_scalar(params[axis.name])
+        elif axis.kind == "compile":
+            choices[axis.name.removeprefix("compile.")] = str(params[axis.name])
+    return PointRequest(key=key, model=params["model"], target=str(target), overrides=tuple(overrides.items()),
+                        choices=tuple(sorted(choices.items())), shapes=sweep.shapes, calibrate=sweep.calibrate)
+
+
+def finalize(sweep: Sweep, row: dict[str, Any]) -> dict[str, Any]:
+    """A worker's row plus what the sweep decides: constraint violations, feasibility, reason, objective values."""
+    result = dict(row)
+    result.pop("key", None)
+    constraints: dict[str, float] = {}
+    reasons: list[str] = []
+    if row["error"] is not None:
+        reasons.append(row["error"])
+    else:
+        for c in sweep.constraints:
+            violation, reason = c.violation(row["metrics"], row["fits"], row["fit_excess"])
+            constraints[c.name] = violation
+            if reason:
+                reasons.append(row["fit_message"] or reason if c.metric is None else reason)
+    values = objective_values(sweep, row["metrics"]) if row["error"] is None else None
+    if values is None and row["error"] is None:
+        missing = [n for n, _ in sweep.objectives if n not in row["metrics"]]
+        reasons.append(f"objective {', '.join(missing) or 'value'} not reported")
+    result.update(constraints=constraints, values=values, feasible=not reasons, reason="; ".join(reasons) or None)
+    return result
+
+
+# --- The loop -----------------------------------------------------------------------------------------------------
+
+
+def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler: str | None = None,
+              storage: str | None = None, on_progress: Callable[[int, int, float], None] | None = None
+              ) -> SweepOutcome:
+    """Run (or resume) ``sweep`` into ``out``; ``on_progress(done, total, points_per_s)`` after each chunk.
+
+    Everything that can be wrong with the input is checked before anything is written: the output folder, then the
+    executor (an unreachable scheduler), then the storage URL. Ctrl-C stops cleanly: finished points are stored,
+    claims released, and KeyboardInterrupt re-raised.
+    """
+    start = time.perf_counter()
+    resume = check_out_dir(out, sweep)
+    executor = _executor(workers, scheduler)
+    lock = None
+    store = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(out)
+        url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+        spec_json = json.dumps(sweep.spec.model_dump(mode="json"), sort_keys=True)
+        store = Store(url, sweep.spec_hash, spec_json, exclusive=storage is None)
+        if not resume:
+            (out / "sweep.json").write_text(json.dumps(
+                {"spec_hash": sweep.spec_hash, "source": sweep.source, "storage": storage or "study.db",
+                 "spec": json.loads(spec_json)}, indent=2) + "\n")
+        outcome = _loop(sweep, executor, store, on_progress)
+        outcome.rows = store.done()
+        outcome.done = len(outcome.rows)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+    finally:
+        executor.close()
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.release()
+
+
+def _loop(sweep: Sweep, executor: Any, store: Store, on_progress: Callable[[int, int, float], None] | None
+          ) -> SweepOutcome:
+    stored = store.done()
+    search = Search(sweep, stored)
+    outcome = SweepOutcome()
+    total = sweep.total
+    grid = sweep.spec.strategy == "grid"
+    seq = store.max_seq()
+    done_keys = set(stored)
+    waiting: dict[str, list[Any]] = {}  # key in flight -> trials to tell when it is back
+    in_flight: dict[Any, list[PointRequest]] = {}
+    per_point = 0.01  # s, running estimate of a point's cost, sizes the chunks
+    stall = 0
+    model_based = sweep.spec.strategy in ("nsga2", "tpe")
+    t0 = time.perf_counter()
+    new_done = 0
+
+    def progress() -> None:
+        if on_progress is not None:
+            rate = new_done / max(time.perf_counter() - t0, 1e-9)
+            on_progress(min(len(done_keys), total), total, rate)
+
+    def can_ask() -> bool:
+        if grid:
+            return search.asked < total
+        return len(done_keys) + len(waiting) < total and stall < 50 + 10 * total
+
+    progress()
+    try:
+        while True:
+            free = executor.slots * 2 - len(in_flight)
+            if free > 0 and can_ask():
+                size = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(per_point, 1e-4))))
+                if model_based:
+                    size = min(size, 4)  # a model-based sampler should see results before it proposes much more
+                want = size * free
+                fresh: list[tuple[str, dict[str, Any]]] = []
+                while len(fresh) < want and can_ask():
+                    trial, params = search.ask()
+                    key = point_key(params)
+                    if key in done_keys:
+                        stored_row = stored.get(key)
+                        if stored_row is not None:
+                            search.tell(trial, stored_row["result"])
+                        outcome.reused += 1
+                        stall += 1
+                    elif key in waiting:
+                        waiting[key].append(trial)
+                        stall += 1
+                    else:
+                        waiting[key] = [trial]
+                        fresh.append((key, params))
+                        stall = 0
+                if fresh:
+                    claimed, finished = store.claim(fresh)
+                    for key, entry in finished.items():  # done by another runner meanwhile
+                        stored[key] = entry
+                        done_keys.add(key)
+                        for trial in waiting.pop(key, []):
+                            search.tell(trial, entry["result"])
+                    mine = set(claimed)
+                    for key, _ in fresh:
+                        if key not in mine and key not in finished:
+                            waiting.pop(key, None)  # being computed by a live runner elsewhere
+                            outcome.skipped_elsewhere += 1
+                    requests = [point_request(sweep, params, key) for key, params in fresh if key in mine]
+                    groups: dict[tuple[Any, ...], list[PointRequest]] = defaultdict(list)
+                    for req in requests:
+                        groups[(req.model, req.choices)].append(req)  # one prefix per chunk
+                    for group in groups.values():
+                        for i in range(0, len(group), size):
+                            chunk = group[i:i + size]
+                            in_flight[executor.submit(chunk)] = chunk
+                    continue
+            if not in_flight:
+                if can_ask():
+                    continue
+                break
+            for future in executor.wait(in_flight):
+                in_flight.pop(future)
+                rows = future.result()
+                results = []
+                for row in rows:
+                    seq += 1
+                    result = finalize(sweep, row)
+                    results.append((row["key"], seq, result))
+                    outcome.compute_seconds += row["seconds"]
+                    outcome.tiers[row["tier"] or "error"] = outcome.tiers.get(row["tier"] or "error", 0) + 1
+                store.finish(results)
+                for key, _, result in results:
+                    done_keys.add(key)
+                    stored[key] = {"result": result}
+                    for trial in waiting.pop(key, []):
+                        search.tell(trial, result)
+                new_done += len(rows)
+                outcome.computed += len(rows)
+                per_point = 0.7 * per_point + 0.3 * (sum(r["seconds"] for r in rows) / max(len(rows), 1))
+            progress()
+    except BaseException:
+        store.release(waiting)
+        raise
+    return outcome

@@ -1,0 +1,346 @@
+"""The sweep YAML: schema, loading with line numbers, and the checks that run before any point is evaluated.
+
+A sweep file names models, a base target, the axes of the design space, objectives, constraints and a search
+strategy (see ``examples/sweeps/``)::
+
+    models: [examples/models/vit_base.onnx]
+    target: fpga-u280
+    space:
+      gemm.rows: [8, 16, 32, 64]              # any --set key of the base target
+      clock_mhz: {min: 150, max: 350, step: 50}
+      compile.softmax: [exact, shiftmax]      # any compile option (codesign.options.CHOICES)
+      target: [fpga-u280, npu-xdna]           # several targets: every other hardware axis must suit each
+    objectives: {latency_ms: min, energy_mj: min}
+    constraints: ["fits", "accuracy.cosine >= 0.99"]
+    calibrate: examples/data/vit_tiny_images.npz  # optional: quantization calibration samples (--calibrate)
+    strategy: grid                            # grid | random | nsga2 | tpe
+    budget: 500                               # distinct points, for the non-grid strategies
+    seed: 0
+
+Every problem is an ``InputError`` naming ``file:line`` and the key path. The YAML is read with the target loader's
+line-keeping reader (``hw.targets.loader``), so both kinds of file explain themselves the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from codesign.sweep.metrics import Constraint, check_metric_name, parse_constraint
+from hw.errors import InputError
+from hw.targets import load_target
+
+# The target loader's reader and explainer are reused, not copied: one place decides how YAML errors read.
+from hw.targets.loader import _explain, _to_data  # noqa: PLC2701
+
+__all__ = ["SweepSpec", "Range", "Axis", "Sweep", "load_sweep", "parse_sweep", "yaml_scalar", "STRATEGIES"]
+
+STRATEGIES = ("grid", "random", "nsga2", "tpe")
+Scalar = bool | int | float | str
+_MAX_GRID = 1_000_000  # a grid larger than this is a typo in a step, not a plan
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Range(_Strict):
+    """``{min, max, step?, log?}``: ints when min, max (and step) are ints. A grid needs ``step``; the other
+    strategies sample the range (log-uniformly with ``log: true``)."""
+
+    min: int | float
+    max: int | float
+    step: Annotated[int | float, Field(gt=0)] | None = None
+    log: bool = False
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: float, info: Any) -> float:
+        low = info.data.get("min")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min ({low})")
+        return value
+
+    @property
+    def is_int(self) -> bool:
+        """True when every bound is an int (the axis then takes ints)."""
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.min, self.max, self.step or 1))
+
+    def values(self) -> list[int | float] | None:
+        """The grid points min, min+step, ... <= max; None without a step."""
+        if self.step is None:
+            return None
+        count = int(math.floor((self.max - self.min) / self.step + 1e-9)) + 1
+        if count > _MAX_GRID:
+            raise ValueError(f"{count} steps; use a larger step")
+        if self.is_int:
+            return [int(self.min + i * self.step) for i in range(count)]
+        # Round away float noise so 0.1-steps print as 0.3, not 0.30000000000000004.
+        return [round(self.min + i * self.step, 12) for i in range(count)]
+
+
+class SweepSpec(_Strict):
+    """The sweep file as written (validated, defaults filled)."""
+
+    models: Annotated[list[str], Field(min_length=1)]
+    target: str | None = None
+    set: dict[str, Scalar] = Field(default_factory=dict)
+    compile: dict[str, str] = Field(default_factory=dict)
+    shapes: dict[str, list[int]] = Field(default_factory=dict)
+    calibrate: str | None = None
+    space: Annotated[dict[str, Annotated[list[Scalar], Field(min_length=1)] | Range], Field(min_length=1)]
+    objectives: Annotated[dict[str, Literal["min", "max"]], Field(min_length=1)]
+    constraints: list[str] = Field(default_factory=list)
+    strategy: Literal["grid", "random", "nsga2", "tpe"] = "grid"
+    budget: Annotated[int, Field(gt=0)] | None = None
+    seed: int = 0
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _one_model(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept dimension. ``kind``: ``target`` (the target itself), ``compile`` (a compiler choice) or ``hw`` (a
+    dotted target key). ``values`` lists the choices (None for a sampled range), ``range`` the sampled range."""
+
+    name: str
+    kind: Literal["target", "compile", "hw"]
+    values: tuple[Scalar, ...] | None
+    range: Range | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A checked sweep: everything the runner needs, nothing it must re-validate.
+
+    ``models`` are resolved paths; ``targets`` the target names a point may use; ``fixed_set`` / ``fixed_compile``
+    apply to every point; ``spec_hash`` identifies the sweep (budget excluded, so raising it continues a sweep).
+    """
+
+    spec: SweepSpec
+    source: str
+    models: tuple[str, ...]
+    targets: tuple[str, ...]
+    axes: tuple[Axis, ...]
+    objectives: tuple[tuple[str, str], ...]
+    constraints: tuple[Constraint, ...]
+    fixed_set: tuple[tuple[str, str], ...]
+    fixed_compile: tuple[tuple[str, str], ...]
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    calibrate: str | None
+    spec_hash: str
+
+    @property
+    def grid_size(self) -> int | None:
+        """Points in the full grid (models x axes), or None when an axis is a sampled range."""
+        n = len(self.models)
+        for axis in self.axes:
+            if axis.values is None:
+                return None
+            n *= len(axis.values)
+        return n
+
+    @property
+    def total(self) -> int:
+        """Points this sweep evaluates: the grid, or the budget capped by the size of a finite space."""
+        size = self.grid_size
+        if self.spec.strategy == "grid":
+            assert size is not None
+            return size
+        assert self.spec.budget is not None
+        return min(self.spec.budget, size) if size is not None else self.spec.budget
+
+
+def yaml_scalar(value: Scalar) -> str:
+    """``value`` as the YAML scalar text ``load_target`` overrides take (``16``, ``true``, ``ws``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read, validate and check a sweep YAML file (see the module doc). Raises ``InputError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: sweep file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read sweep file: {exc}") from None
+    return parse_sweep(text, str(path), base_dir=path.parent)
+
+
+def parse_sweep(text: str, display: str = "<sweep>", base_dir: Path | None = None) -> Sweep:
+    """``load_sweep`` on YAML text; ``display`` names it in messages, ``base_dir`` is where relative model paths
+    are also looked for (after the working directory)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise InputError(f"{display}:{line}: YAML syntax error: {' '.join(str(exc.problem or exc).split())}") from None
+    if root is None:
+        raise InputError(f"{display}:1: empty sweep file")
+    if not isinstance(root, yaml.MappingNode):
+        raise InputError(f"{display}:{root.start_mark.line + 1}: expected a mapping (models, target, space, ...)")
+    lines: dict[tuple[Any, ...], int] = {(): root.start_mark.line + 1}
+    data = _to_data(root, (), lines, display)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_explain(exc, SweepSpec, display, lines, {})) from None
+    return _check(spec, root, lines, display, base_dir)
+
+
+# --- Checks beyond the schema -----------------------------------------------------------------------------------------
+
+
+def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir: Path | None) -> Sweep:
+    def at(*path: Any) -> str:
+        return f"{display}:{_line(root, path, lines)}"
+
+    models = tuple(_model_path(m, base_dir, at("models", i)) for i, m in enumerate(spec.models))
+    if len(set(models)) != len(models):
+        raise InputError(f"{at('models')}: models: a model is listed twice")
+    if "model" in spec.space:
+        raise InputError(f"{at('space', 'model')}: space.model: list models under 'models:', not as an axis")
+
+    target_axis = spec.space.get("target")
+    if target_axis is not None:
+        if isinstance(target_axis, Range) or not all(isinstance(t, str) for t in target_axis):
+            raise InputError(f"{at('space', 'target')}: space.target: expected a list of target names or paths")
+        targets = tuple(str(t) for t in target_axis)
+    elif spec.target is not None:
+        targets = (spec.target,)
+    else:
+        raise InputError(f"{at()}: missing required key 'target' (or a 'target' axis under space)")
+    for i, name in enumerate(targets):
+        where = at("space", "target", i) if target_axis is not None else at("target")
+        _wrap(where, lambda n=name: load_target(n))
+
+    fixed_set = tuple((k, yaml_scalar(v)) for k, v in spec.set.items())
+    for key, value in fixed_set:
+        for name in targets:
+            _wrap(at("set", key), lambda n=name, k=key, v=value: load_target(n, {k: v}), f"set.{key}", name)
+
+    from codesign.options import CHOICES, validate_choice
+
+    fixed_compile = tuple(sorted(spec.compile.items()))
+    for key, value in fixed_compile:
+        _wrap(at("compile", key), lambda k=key, v=value: validate_choice(k, v), f"compile.{key}")
+
+    axes = []
+    for name, raw in spec.space.items():
+        where = at("space", name)
+        rng = raw if isinstance(raw, Range) else None
+        values = tuple(raw) if isinstance(raw, list) else (tuple(rng.values()) if rng and rng.step else None)
+        if values is not None and len(set(map(repr, values))) != len(values):
+            raise InputError(f"{where}: space.{name}: a value is listed twice")
+        probe = values if values is not None else (rng.min, rng.max)  # type: ignore[union-attr]
+        if name == "target":
+            kind = "target"
+        elif name.startswith("compile."):
+            kind = "compile"
+            choice = name.removeprefix("compile.")
+            if choice not in CHOICES:
+                known = ", ".join(f"compile.{c}" for c in sorted(CHOICES)) or "none"
+                raise InputError(f"{where}: space.{name}: unknown compile option '{choice}' (known: {known})")
+            if values is None:
+                raise InputError(f"{where}: space.{name}: a compile option takes a list of choices, not a range")
+            for v in values:
+                _wrap(where, lambda v=v: validate_choice(choice, str(v)), f"space.{name}")
+            values = tuple(str(v) for v in values)
+        else:
+            kind = "hw"
+            for target in targets:
+                for v in probe:
+                    _wrap(where, lambda t=target, v=v: load_target(t, {name: yaml_scalar(v)}), f"space.{name}", target)
+        if values is None and spec.strategy == "grid":
+            raise InputError(f"{where}: space.{name}: strategy grid needs a list or a range with a step")
+        axes.append(Axis(name=name, kind=kind, values=values, range=None if values is not None else rng,
+                         line=_line(root, ("space", name), lines)))
+
+    objectives = []
+    for metric, direction in spec.objectives.items():
+        _wrap(at("objectives", metric), lambda m=metric: check_metric_name(m), "objectives")
+        objectives.append((metric, direction))
+    constraints = tuple(_wrap(at("constraints", i), lambda t=text: parse_constraint(t), f"constraints[{i}]")
+                        for i, text in enumerate(spec.constraints))
+    if spec.strategy != "grid" and spec.budget is None:
+        raise InputError(f"{at('strategy')}: strategy {spec.strategy} needs a budget (number of points)")
+    for name, dims in spec.shapes.items():
+        if not dims or any(d <= 0 for d in dims):
+            raise InputError(f"{at('shapes', name)}: shapes.{name}: dims must be positive ints")
+
+    sweep = Sweep(spec=spec, source=display, models=models, targets=targets, axes=tuple(axes),
+                  objectives=tuple(objectives), constraints=constraints, fixed_set=fixed_set,
+                  fixed_compile=fixed_compile, shapes=tuple((k, tuple(v)) for k, v in spec.shapes.items()),
+                  calibrate=_model_path(spec.calibrate, base_dir, at("calibrate"), "calibrate")
+                  if spec.calibrate else None, spec_hash="")
+    if spec.strategy == "grid" and (sweep.grid_size or 0) > _MAX_GRID:
+        raise InputError(f"{at('space')}: space: the grid has {sweep.grid_size:,} points (over {_MAX_GRID:,})")
+    return _with_hash(sweep)
+
+
+def _with_hash(sweep: Sweep) -> Sweep:
+    """``sweep`` with ``spec_hash``: sha256 of what decides the points and their numbers (not the budget)."""
+    spec = sweep.spec.model_dump(mode="json")
+    spec.pop("budget", None)
+    spec["models"] = list(sweep.models)
+    spec["calibrate"] = sweep.calibrate
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return Sweep(**{**sweep.__dict__, "spec_hash": digest})
+
+
+def _wrap(where: str, check: Any, key: str | None = None, target: str | None = None) -> Any:
+    """Run ``check``; an InputError from it is re-raised with the sweep file's location in front."""
+    try:
+        return check()
+    except InputError as err:
+        message = str(err)
+        # load_target names the override as '--set k=v'; in a sweep file the culprit is the axis line.
+        message = re.sub(r"^--set [^:]*: ", "", message)
+        prefix = f"{key}: " if key and not message.startswith(key) else ""
+        suffix = f" (target {target})" if target and len(message) < 400 else ""
+        raise InputError(f"{where}: {prefix}{message}{suffix}") from None
+
+
+def _model_path(name: str, base_dir: Path | None, where: str, key: str = "models") -> str:
+    """``name`` resolved against the working directory, then the sweep file's folder."""
+    for candidate in (Path(name), (base_dir / name) if base_dir else None):
+        if candidate is not None and candidate.is_file():
+            return str(candidate.resolve())
+    raise InputError(f"{where}: {key}: {name}: no such file")
+
+
+def _line(root: yaml.Node, path: tuple[Any, ...], lines: dict) -> int:
+    """1-based line of ``path``: a mapping key's line, or a list item's own line (flow lists share one)."""
+    if path in lines:
+        return lines[path]
+    node: yaml.Node | None = root
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        if node is None:
+            break
+    if node is not None:
+        return node.start_mark.line + 1
+    for n in range(len(path) - 1, -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return 1
+

@@ -1,0 +1,47 @@
+"""The same sweep on a Dask LocalCluster (separate worker processes) gives the same results as the local pool."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from codesign.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")]
+
+SPEC = f"""\
+models: [{TINY}]
+target: fpga-u280
+space:
+  gemm.rows: [8, 16, 32]
+  gemm.cols: [8, 32]
+  buffers.act_kb: [32, 256]
+objectives: {{latency_ms: min, energy_mj: min, lut: min}}
+constraints: [fits]
+"""
+_VOLATILE = ("seq", "seconds", "tier")
+
+
+def _results(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "results.csv").open() as fh:
+        return {r["key"]: {k: v for k, v in r.items() if k not in _VOLATILE} for r in csv.DictReader(fh)}
+
+
+def test_dask_cluster_matches_local_pool(tmp_path):
+    from distributed import LocalCluster
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SPEC)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "local"), "--workers", "2", "-q"]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["sweep", str(spec), "--out", str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address,
+                     "-q"]) == 0
+    local, dask = _results(tmp_path / "local"), _results(tmp_path / "dask")
+    assert len(local) == 12 and local == dask
+    front = {name: {r["key"] for r in csv.DictReader((tmp_path / name / "pareto.csv").read_text().splitlines())}
+             for name in ("local", "dask")}
+    assert front["local"] == front["dask"] and front["local"]

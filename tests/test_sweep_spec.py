@@ -1,0 +1,109 @@
+"""codesign.sweep.spec: the sweep YAML schema and the checks that run before any point is computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codesign.sweep.spec import parse_sweep
+from hw.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
+pytestmark = pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")
+
+GOOD = f"""\
+models: [{TINY}]
+target: fpga-u280
+space:
+  gemm.rows: [8, 16]
+  clock_mhz: {{min: 150, max: 350, step: 50}}
+objectives: {{latency_ms: min, energy_mj: min, dsp: min}}
+constraints: ["fits", "latency_ms <= 5"]
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(InputError) as info:
+        parse_sweep(text, "s.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_good_spec_expands_ranges_and_counts_the_grid():
+    sweep = parse_sweep(GOOD, "s.yaml")
+    assert [a.name for a in sweep.axes] == ["gemm.rows", "clock_mhz"]
+    assert sweep.axes[1].values == (150, 200, 250, 300, 350)
+    assert sweep.grid_size == sweep.total == 10
+    assert [c.name for c in sweep.constraints] == ["fits", "latency_ms <= 5"]
+    assert len(sweep.spec_hash) == 16
+
+
+def test_hash_ignores_the_budget_but_not_the_space():
+    a = parse_sweep(GOOD + "strategy: random\nbudget: 5\n", "s.yaml")
+    b = parse_sweep(GOOD + "strategy: random\nbudget: 9\n", "s.yaml")
+    c = parse_sweep(GOOD.replace("[8, 16]", "[8, 32]") + "strategy: random\nbudget: 9\n", "s.yaml")
+    assert a.spec_hash == b.spec_hash != c.spec_hash
+
+
+def test_unknown_axis_names_line_and_suggests():
+    message = _error(GOOD.replace("gemm.rows:", "gemm.rowz:"))
+    assert message == "s.yaml:4: space.gemm.rowz: unknown key 'gemm.rowz' (did you mean gemm.rows?) (target fpga-u280)"
+
+
+def test_bad_axis_value_names_line():
+    message = _error(GOOD.replace("[8, 16]", "[8, -1]"))
+    assert message.startswith("s.yaml:4: space.gemm.rows:") and "-1" in message
+
+
+def test_empty_space():
+    message = _error(GOOD.replace("space:\n  gemm.rows: [8, 16]\n  clock_mhz: {min: 150, max: 350, step: 50}\n",
+                                  "space: {}\n"))
+    assert message == "s.yaml:3: space: must not be empty"
+
+
+def test_objective_must_be_a_report_field():
+    message = _error(GOOD.replace("dsp: min", "speed: min"))
+    assert message.startswith("s.yaml:6: objectives: 'speed' is not a report field (known: latency_ms,")
+
+
+def test_bad_constraint_names_its_item_line():
+    text = GOOD.replace('constraints: ["fits", "latency_ms <= 5"]', 'constraints:\n  - fits\n  - "latency <= 5"')
+    assert _error(text).startswith("s.yaml:9: constraints[1]: 'latency' is not a report field")
+
+
+def test_unknown_top_level_key_and_bad_strategy():
+    assert _error(GOOD + "stratgy: grid\n") == "s.yaml:8: unknown key 'stratgy' (did you mean strategy?)"
+    assert _error(GOOD + "strategy: annealing\n") == \
+        "s.yaml:8: strategy: 'annealing' is not one of grid, random, nsga2, tpe"
+
+
+def test_grid_needs_steps_and_samplers_need_a_budget():
+    assert _error(GOOD.replace(", step: 50", "")) == \
+        "s.yaml:5: space.clock_mhz: strategy grid needs a list or a range with a step"
+    assert _error(GOOD + "strategy: tpe\n") == "s.yaml:8: strategy tpe needs a budget (number of points)"
+
+
+def test_unknown_compile_option():
+    message = _error(GOOD.replace("  gemm.rows: [8, 16]\n", "  gemm.rows: [8, 16]\n  compile.softmx: [exact]\n"))
+    assert message.startswith("s.yaml:5: space.compile.softmx: unknown compile option 'softmx'")
+
+
+def test_target_axis_checks_every_axis_on_every_target():
+    text = GOOD.replace("target: fpga-u280\n", "").replace("space:\n", "space:\n  target: [fpga-u280, gpu-a100]\n")
+    message = _error(text)
+    assert message.startswith("s.yaml:4: space.gemm.rows: unknown key 'gemm.rows'") and "gpu-a100" in message
+    ok = parse_sweep(text.replace("  gemm.rows: [8, 16]\n", ""), "s.yaml")
+    assert ok.targets == ("fpga-u280", "gpu-a100") and ok.grid_size == 10
+
+
+def test_missing_model_and_missing_target():
+    assert _error(GOOD.replace(str(TINY), "nope.onnx")) == "s.yaml:1: models: nope.onnx: no such file"
+    assert _error(GOOD.replace("target: fpga-u280\n", "")) == \
+        "s.yaml:1: missing required key 'target' (or a 'target' axis under space)"
+
+
+def test_yaml_syntax_error_has_a_line():
+    assert _error(GOOD + "budget: [1\n").startswith("s.yaml:")
