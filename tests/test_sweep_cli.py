@@ -14,7 +14,6 @@ from codesign.sweep.metrics import dominates
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
-pytestmark = pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")
 
 SPEC = f"""\
 models: [{TINY}]

@@ -11,7 +11,7 @@ from codesign.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")]
+pytestmark = [pytest.mark.slow]
 
 SPEC = f"""\
 models: [{TINY}]

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")]
+pytestmark = [pytest.mark.slow]
 
 ROWS, COLS, CLOCKS = [4, 8, 16, 32, 64, 128], [4, 8, 16, 32, 64, 128], [150, 200, 250, 300, 350]
 SPEC = f"""\

@@ -11,7 +11,6 @@ from hw.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
-pytestmark = pytest.mark.skipif(not TINY.exists(), reason="run `make examples` first")
 
 GOOD = f"""\
 models: [{TINY}]
