@@ -50,5 +50,9 @@ def test_attention_mean_pools_consecutive_tokens_into_landmarks() -> None:
     v = torch.ones(1, 12, 2, dtype=torch.float64)
     pooled = q.reshape(1, 4, 3, 8).mean(-2)
     assert torch.allclose(softmax_free_attention(q, v, num_landmarks=4), softmax_free_attention(q, v, landmarks=pooled))
-    with pytest.raises(ValueError, match="num_landmarks must divide the sequence length 12, got 5"):
-        softmax_free_attention(q, v, num_landmarks=5)
+    with pytest.raises(ValueError, match=r"num_landmarks must be in 1..12 \(the sequence length\), got 13"):
+        softmax_free_attention(q, v, num_landmarks=13)
+    # A count that does not divide the length pools adaptive bins (here 12 tokens into 5 overlapping bins).
+    bins = [(0, 3), (2, 5), (4, 8), (7, 10), (9, 12)]
+    ragged = torch.stack([q[:, a:b].mean(-2) for a, b in bins], dim=-2)
+    assert torch.allclose(softmax_free_attention(q, v, num_landmarks=5), softmax_free_attention(q, v, landmarks=ragged))

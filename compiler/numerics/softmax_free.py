@@ -49,10 +49,17 @@ def newton_schulz_pinv(mat: torch.Tensor, iters: int = NEWTON_ITERS) -> torch.Te
 
 
 def _pool_landmarks(q: torch.Tensor, num_landmarks: int) -> torch.Tensor:
+    """Adaptive mean pooling over the sequence: landmark i averages tokens floor(i*n/m) .. ceil((i+1)*n/m) - 1.
+
+    When m divides n these are the n/m consecutive tokens of each segment; otherwise segments overlap by at most
+    one token (PyTorch's adaptive_avg_pool1d bins), so any landmark count up to n works, as SOFT's strided conv does.
+    """
     n = q.shape[-2]
-    if num_landmarks <= 0 or n % num_landmarks:
-        raise ValueError(f"num_landmarks must divide the sequence length {n}, got {num_landmarks}")
-    return q.reshape(*q.shape[:-2], num_landmarks, n // num_landmarks, q.shape[-1]).mean(-2)
+    if not 0 < num_landmarks <= n:
+        raise ValueError(f"num_landmarks must be in 1..{n} (the sequence length), got {num_landmarks}")
+    flat = q.reshape(-1, n, q.shape[-1]).transpose(1, 2)
+    pooled = torch.nn.functional.adaptive_avg_pool1d(flat, num_landmarks).transpose(1, 2)
+    return pooled.reshape(*q.shape[:-2], num_landmarks, q.shape[-1])
 
 
 def softmax_free_attention(

@@ -164,6 +164,9 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
     plan = LayerPlan(name=name, op="attention", tasks=[], macs=qk.macs + av.macs)
     plan.macs_by_bits = {bits: qk.macs + av.macs}
     plan.onchip_bytes = c_qk.onchip_bytes + c_av.onchip_bytes + c_sm.onchip_bytes
+    if softmax == "softmax-free":
+        return _lower_soft(lw, op, plan, b=b, sq=sq, heads=heads, dh=dh, dv=dv, bits=bits,
+                           bytes_in=q_bytes + v_bytes, bytes_out=out_bytes, deps=deps)
     if algorithm == "standard":
         # Scores are materialised: QK^T writes them, softmax reads and writes them, A.V reads them.
         t1 = lw.task(f"{name}.qk", c_qk, q_bytes + k_bytes, score_bytes, deps)
@@ -186,6 +189,46 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
     if "passes" in c_qk.detail:
         plan.detail["passes"] = c_qk.detail["passes"]
     plan.bytes_offchip = sum(t.bytes_in + t.bytes_out for t in plan.tasks)
+    return plan
+
+
+def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, sq: int, heads: int, dh: int,
+                dv: int, bits: int, bytes_in: int, bytes_out: int, deps: tuple[str, ...]) -> LayerPlan:
+    """SOFT (softmax-free) attention: m landmarks, Gaussian kernels, a Newton-Schulz pseudo-inverse, three products.
+
+    Per head: K1 = exp(-|Q - L|^2 / 2) (an S x m x d product + S*m exponentials), K2 the same for L x L, 20
+    Newton-Schulz iterations of two m x m x m products (plus the initial one), then K1 (pinv(K2) (K1^T V)). Nothing
+    of size S x S exists, so no score traffic; the N x m kernels are small enough to stay on chip.
+    """
+    from compiler.numerics.softmax_free import NEWTON_ITERS
+    from compiler.simulate.approx import soft_landmarks
+
+    m = soft_landmarks(sq)
+    batch = b * heads
+    gemms = [
+        GemmWork(m=sq, n=m, k=dh, batch=batch, in_bits=bits, w_bits=bits, weights_static=False),  # Q.L^T
+        GemmWork(m=m, n=m, k=dh, batch=batch, in_bits=bits, w_bits=bits, weights_static=False),  # L.L^T
+    ] + [GemmWork(m=m, n=m, k=m, batch=batch, in_bits=bits, w_bits=bits, weights_static=False)] * (2 * NEWTON_ITERS + 1) + [
+        GemmWork(m=m, n=dv, k=sq, batch=batch, in_bits=bits, w_bits=bits, weights_static=False),  # K1^T V
+        GemmWork(m=m, n=dv, k=m, batch=batch, in_bits=bits, w_bits=bits, weights_static=False),  # pinv . (K1^T V)
+        GemmWork(m=sq, n=dv, k=m, batch=batch, in_bits=bits, w_bits=bits, weights_static=False),  # K1 . (...)
+    ]
+    exps = VectorWork(kind="softmax", elements=batch * (sq * m + m * m), rows=batch * (sq + m), approx="exact",
+                      bits=bits)
+    costs = [lw.model.cost(g) for g in gemms]
+    c_exp = lw.model.cost(exps)
+    cycles = sum(c.compute_cycles for c in costs) + c_exp.compute_cycles
+    fused = Cost(unit=costs[0].unit, compute_cycles=cycles, tiles=1,
+                 onchip_bytes=sum(c.onchip_bytes for c in costs) + c_exp.onchip_bytes)
+    plan.tasks = [lw.task(plan.name, fused, bytes_in, bytes_out, deps)]
+    plan.macs = sum(g.macs for g in gemms)
+    plan.macs_by_bits = {bits: plan.macs}
+    plan.onchip_bytes = fused.onchip_bytes
+    plan.detail.update({"landmarks": m, "newton_iters": NEWTON_ITERS, "score_bytes_offchip": 0,
+                        "score_bytes_standard": 4 * (-(-batch * sq * sq * bits // 8))})
+    if "passes" in costs[0].detail:
+        plan.detail["passes"] = costs[0].detail["passes"]
+    plan.bytes_offchip = bytes_in + bytes_out
     return plan
 
 

@@ -143,6 +143,5 @@ def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarra
 
 
 def soft_landmarks(n: int) -> int:
-    """SOFT landmark count for ``n`` tokens: the largest divisor of n up to n/4 (n itself if that is 1)."""
-    best = max(d for d in range(1, max(1, n // 4) + 1) if n % d == 0)
-    return n if best == 1 else best
+    """SOFT landmark count for ``n`` tokens: 49 (SOFT's 7x7 landmark grid for ViT), or n when n is smaller."""
+    return min(n, 49)
