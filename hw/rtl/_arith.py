@@ -17,8 +17,16 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
+from hw.errors import InputError
+
 SUM_MAX = (1 << 31) - 1
 """I-ViT's ``2**31 - 1``: the clamp of exponential sums and the numerator of every reciprocal."""
+
+
+def check_count(kernel: str, name: str, value: int) -> None:
+    """``InputError`` unless ``value`` (a count of rows, tokens, ...) is a positive int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{kernel}: {name} must be a positive integer, got {value!r}")
 
 
 def bits_for(hi: int) -> int:
@@ -40,10 +48,10 @@ def shift_exp(m: Module, x: Value, x0: Value, n: int, x0_bits: int, neg_q: int =
         q  = floor(x / x0);  r = x - x0 * q
         e  = ((r - 2 * x0) << (n - q)) >> 1
 
-    ``q`` is found by comparing ``x`` with the multiples ``k * x0`` (``x <= k * x0`` exactly for
-    ``k <= q``), for ``k`` from ``-neg_q`` to ``n``: inputs ``x <= 0`` have ``q`` in ``[0, n]``
-    (``neg_q = 0``); positive inputs (ShiftGELU's ``e^(-max)``) have ``q < 0``. Returns ``(e, over)``:
-    ``over`` is set when ``q < -neg_q``, where ``e`` is not computed (the caller saturates).
+    ``q`` comes from a small combinational restoring division of ``|x|`` by ``a = -x0``: inputs
+    ``x <= 0`` have ``q = floor(|x| / a)`` in ``[0, n]`` (``neg_q = 0`` suffices); positive inputs
+    (ShiftGELU's ``e^(-max)``) have ``q = -ceil(x / a)``, resolved down to ``-neg_q``. Returns
+    ``(e, over)``: ``over`` is set when ``q < -neg_q``, where ``e`` is not computed (the caller saturates).
     """
     xs = x.shape()
     w = xs.width + 3
@@ -53,32 +61,36 @@ def shift_exp(m: Module, x: Value, x0: Value, n: int, x0_bits: int, neg_q: int =
     m.d.comb += lo.eq(x0 * n)
     x2 = Signal(signed(max(w, x0_bits + 6)), name=f"{name}_x2")
     m.d.comb += x2.eq(Mux(x1 < lo, lo, x1))
-    mult_bits = x0_bits + max(n, neg_q).bit_length() + 2
-    q = Signal(signed(max(n, neg_q).bit_length() + 2), name=f"{name}_q")
-    sel = Signal(signed(mult_bits), name=f"{name}_qx0")
+    a = Signal(unsigned(x0_bits), name=f"{name}_a")  # |x0|
+    m.d.comb += a.eq(-x0)
+    neg = Signal(name=f"{name}_neg")
+    m.d.comb += neg.eq(x2 <= 0)
+    mag = Signal(unsigned(x2.shape().width), name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(neg, -x2, x2))
     over = Signal(name=f"{name}_over")
-    # Ascending k: the last multiple that x is at or below wins (the predicate is monotone in k).
-    q_val, sel_val, hit = Const(-neg_q - 1, q.shape()), Const(0, sel.shape()), Const(0, 1)
-    for k in range(-neg_q, n + 1):
-        mult = Signal(signed(mult_bits), name=f"{name}_m{k}".replace("-", "n"))
-        m.d.comb += mult.eq(x0 * k)
-        t = x2 <= mult
-        q_val = Mux(t, k, q_val)
-        sel_val = Mux(t, mult, sel_val)
-        hit = hit | t
-    m.d.comb += [q.eq(q_val), sel.eq(sel_val), over.eq(~hit)]
-    v = Signal(unsigned(x0_bits + 2), name=f"{name}_v")  # r - 2*x0 in (-x0, -2*x0]
-    m.d.comb += v.eq(x2 - sel - 2 * x0)
+    m.d.comb += over.eq(~neg & (x2 > a * neg_q) if neg_q else 0)
+    # floor(mag / a): exact while mag < a * 2**qbits, i.e. always for x <= 0 and whenever not `over`.
+    qbits = max(n, neg_q, 1).bit_length()
+    rem, quot = mag, []
+    for i in reversed(range(qbits)):
+        take = Signal(name=f"{name}_take{i}")
+        m.d.comb += take.eq(rem >= (a << i))
+        nxt = Signal(unsigned(x2.shape().width), name=f"{name}_rem{i}")
+        m.d.comb += nxt.eq(Mux(take, rem - (a << i), rem))
+        rem = nxt
+        quot.insert(0, take)
+    f = Signal(unsigned(qbits), name=f"{name}_f")
+    m.d.comb += f.eq(Cat(*quot))
+    inexact = Signal(name=f"{name}_inexact")
+    m.d.comb += inexact.eq(rem != 0)
+    # x <= 0: q = f, r = -rem. x > 0: q = -(f + inexact), r = rem - a when inexact, else 0.
+    v = Signal(unsigned(x0_bits + 2), name=f"{name}_v")  # r - 2*x0 = r + 2a, in (a, 2a]
+    m.d.comb += v.eq(Mux(neg, 2 * a - rem, Mux(inexact, rem + a, 2 * a)))
     amount = Signal(range(n + neg_q + 1), name=f"{name}_shift")
-    m.d.comb += amount.eq(Mux(over, 0, n - q))
+    m.d.comb += amount.eq(Mux(over, 0, Mux(neg, n - f, n + f + inexact)))
     e = Signal(unsigned(x0_bits + 2 + n + neg_q), name=name)
     m.d.comb += e.eq((v << amount) >> 1)
     return e, over
-
-
-def shift_exp_bound(n: int, x0_bits: int) -> int:
-    """Largest ``shift_exp`` value for inputs ``x <= 0``: ``|x0| * 2**n`` with ``|x0| < 2**x0_bits``."""
-    return ((1 << x0_bits) - 1) << n
 
 
 class SeqDivider:
@@ -137,15 +149,21 @@ class SeqDivider:
         return self.count == 1
 
 
-def long_div_steps(rem: Value, quot: Value, den: Value, num_bits_msb_first: list[int]):
+def long_div_steps(m: Module, rem: Value, quot: Value, den: Value, num_bits_msb_first: list[int], name: str):
     """Combinational restoring-division steps: bring down each constant numerator bit in turn.
 
-    Returns ``(rem, quot)`` after the steps; ``quot`` grows by one bit per step.
+    Returns ``(rem, quot)`` after the steps; ``quot`` grows by one bit per step. Every step's
+    remainder is a named Signal: Amaranth does not share repeated subexpressions, so a chain of
+    bare expressions would double in size at each step.
     """
-    for bit in num_bits_msb_first:
-        trial = Cat(Const(bit, 1), rem)
-        take = trial >= den
-        rem = Mux(take, trial - den, trial)
+    width = den.shape().width + 1
+    for step, bit in enumerate(num_bits_msb_first):
+        trial = Signal(unsigned(width + 1), name=f"{name}_trial{step}")
+        m.d.comb += trial.eq(Cat(Const(bit, 1), rem))
+        take = Signal(name=f"{name}_take{step}")
+        m.d.comb += take.eq(trial >= den)
+        rem = Signal(unsigned(width), name=f"{name}_rem{step}")
+        m.d.comb += rem.eq(Mux(take, trial - den, trial))
         quot = Cat(take, quot)
     return rem, quot
 

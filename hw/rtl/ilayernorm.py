@@ -44,9 +44,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl._arith import SUM_MAX, SeqDivider, bits_for, sbits_for
+from hw.rtl._arith import SUM_MAX, SeqDivider, bits_for, check_count, sbits_for
 from hw.rtl.emit import KernelMixin, ParamSpec
-from hw.rtl.shiftmax import _check_count
 
 __all__ = ["ILayerNorm", "predicted_cycles", "var_bits", "y_bits", "NEWTON_STEPS", "NEWTON_K0", "FACTOR_CYCLES"]
 
@@ -216,8 +215,8 @@ def predicted_cycles(c: int, in_bits: int, rows: int = 1) -> int:
     divisions of ``var_bits`` edges each, 31 factor-division edges and ``c`` output edges; the next
     row's first input is accepted on the edge after the previous row's last output.
     """
-    _check_count("ilayernorm", "c", c)
-    _check_count("ilayernorm", "in_bits", in_bits)
-    _check_count("ilayernorm", "rows", rows)
+    check_count("ilayernorm", "c", c)
+    check_count("ilayernorm", "in_bits", in_bits)
+    check_count("ilayernorm", "rows", rows)
     per_row = 3 * c + in_bits + NEWTON_STEPS * var_bits(c, in_bits) + FACTOR_CYCLES
     return rows * per_row - 1

@@ -43,9 +43,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl._arith import EXP2_FRAC_BITS, SUM_MAX, SeqDivider, exp2_q15, round_half_even_shr
+from hw.rtl._arith import EXP2_FRAC_BITS, SUM_MAX, SeqDivider, check_count, exp2_q15, round_half_even_shr
 from hw.rtl.emit import KernelMixin, ParamSpec
-from hw.rtl.shiftmax import _check_count
 
 __all__ = ["OnlineSoftmax", "predicted_cycles", "check_multiplier", "DIV_CYCLES", "OUTPUT_LATENCY"]
 
@@ -180,6 +179,6 @@ def predicted_cycles(n: int, rows: int = 1) -> int:
     pass 1 starts on the edge after the last pass-2 score, which is also the edge its output
     (:data:`OUTPUT_LATENCY` = 1) is handed over, so rows add exactly ``2 n + 17`` each.
     """
-    _check_count("online_softmax", "n", n)
-    _check_count("online_softmax", "rows", rows)
+    check_count("online_softmax", "n", n)
+    check_count("online_softmax", "rows", rows)
     return rows * (2 * n + DIV_CYCLES)

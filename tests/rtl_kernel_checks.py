@@ -1,0 +1,46 @@
+"""Helpers shared by the RTL tests of the row-wise kernels (shiftmax, shiftgelu, ilayernorm,
+online_softmax, topk_router): one cocotb run per (simulator, parameter set) streams many cases, and
+each case's outputs and cycle count come back for the test to compare.
+
+Waveforms: set ``CODESIGN_VCD`` to a substring of a test's id (``CODESIGN_VCD=shiftmax-icarus-n4``) or
+to ``1`` for every RTL test; that run then builds with tracing on (``build/rtl_sim/<...>_waves/``) and
+its VCD path is printed (``pytest -s`` shows it): ``dump.vcd`` for Verilator, ``waves.vcd`` for Icarus.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hw.rtl import emit, sim
+
+TB_DIR = Path(__file__).parent / "rtl_tb"
+SIMS = ["icarus", "verilator"]
+WAVES_ENV = "CODESIGN_VCD"
+
+
+def waves_requested(node_id: str) -> bool:
+    """Whether ``$CODESIGN_VCD`` asks for waveforms of the test ``node_id``."""
+    wanted = os.environ.get(WAVES_ENV, "")
+    return bool(wanted) and (wanted in ("1", "all") or wanted in node_id)
+
+
+def run_kernel(kernel: str, params: dict, simulator: str, cases: list[dict], node_id: str = "") -> list[dict]:
+    """Run ``tests/rtl_tb/tb_<kernel>.py`` on ``cases``; returns one ``{"outputs", "cycles"}`` per case."""
+    full = emit.canonical_params(kernel, params)
+    waves = waves_requested(node_id)
+    run = sim.run_testbench(kernel, full, simulator, f"tb_{kernel}", TB_DIR, {"params": full, "cases": cases},
+                            waves=waves)
+    if waves:
+        print(f"\n{node_id}: waveforms in {run.waves}")
+    results = run.result["cases"]
+    assert len(results) == len(cases)
+    return results
+
+
+def assert_cycles(case: dict, got: dict, predicted: int) -> None:
+    """Measured cycles equal ``predicted`` (cases with input gaps or output stalls only take longer)."""
+    if case.get("gap_prob") or case.get("stall_prob"):
+        assert got["cycles"] > predicted, case["name"]
+    else:
+        assert got["cycles"] == predicted, f"{case['name']}: measured {got['cycles']}, predicted {predicted}"

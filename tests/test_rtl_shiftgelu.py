@@ -1,0 +1,116 @@
+"""hw.rtl.shiftgelu: bit-exact with compiler.numerics.shiftgelu, cycles equal to predicted_cycles.
+
+One cocotb run per (simulator, row length, widths) streams rows at several scales (x0 from -1 to
+the x0_bits=16 limit, where sig exceeds out_bits), constant rows, rows at the input's extremes,
+all-negative rows (e^(-max) saturates), rows with a large positive max (e^(-max) tiny), and one case
+with random input gaps and output stalls (data only).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+from rtl_kernel_checks import SIMS, assert_cycles, run_kernel
+
+from compiler.numerics import shiftgelu
+from hw.errors import InputError
+from hw.rtl import emit
+from hw.rtl.shiftgelu import LATENCY, predicted_cycles, x0_for_scale, y_bits
+
+PARAMS = [
+    {"n": 4, "in_bits": 8, "out_bits": 8},
+    {"n": 9, "in_bits": 16, "out_bits": 16},
+    {"n": 24, "in_bits": 32, "out_bits": 8},
+]
+SCALES = [0.05, 0.011, 1e-4, 1.0, 1 / (1.702 * 65535.0)]
+
+
+def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+
+    def rand_row() -> list[int]:
+        return [rng.randint(lo, hi) >> rng.randint(0, in_bits - 2) for _ in range(n)]
+
+    named = {
+        "random": [rand_row() for _ in range(2)],
+        "constant": [[0] * n, [3] * n, [lo] * n, [hi] * n],
+        "extremes": [[lo if j % 2 else hi for j in range(n)]],
+        "all_negative": [[-rng.randint(1, -lo) for _ in range(n)]],
+        "small_values": [[rng.randint(-40, 40) for _ in range(n)]],
+    }
+    cases = []
+    for scale in SCALES:
+        for name, rows in named.items():
+            cases.append({"name": f"{name}@{scale:g}", "scale": scale, "rows": rows})
+    cases.append({"name": "gaps_and_stalls", "scale": 0.05, "rows": [rand_row() for _ in range(3)],
+                  "gap_prob": 0.3, "stall_prob": 0.4, "seed": seed})
+    for case in cases:
+        case["config"] = {"x0": x0_for_scale(case["scale"])}
+        case["beats"] = [{"x": v} for row in case["rows"] for v in row]
+        case["n_out"] = len(case["rows"]) * n
+    return cases
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"n{p['n']}-in{p['in_bits']}-out{p['out_bits']}")
+@pytest.mark.parametrize("simulator", SIMS)
+def test_shiftgelu_is_exact_and_takes_predicted_cycles(simulator, params, request):
+    n, out_bits = params["n"], params["out_bits"]
+    cases = _cases(n, params["in_bits"], seed=n * 5 + out_bits)
+    results = run_kernel("shiftgelu", params, simulator, cases, request.node.nodeid)
+    for case, got in zip(cases, results):
+        expected, _ = shiftgelu(torch.tensor(case["rows"], dtype=torch.int64), case["scale"], out_bits)
+        assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
+        assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(case["n_out"])]
+        assert_cycles(case, got, predicted_cycles(n, len(case["rows"])))
+
+
+# --- model and parameter checks (no simulator) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "rows", "cycles"), [(1, 1, 11), (4, 1, 17), (4, 3, 33), (3072, 197, 2 * 3072 * 197 + 9)])
+def test_predicted_cycles_is_two_walks_plus_the_pipeline(n, rows, cycles):
+    assert LATENCY == 10
+    assert predicted_cycles(n, rows) == cycles
+
+
+def test_output_width_covers_the_large_x0_corner():
+    # x0_bits=16: e < 2**39, so sig can reach 2**(39 - 32 + b) and y = x * sig needs in_bits + 15 bits.
+    assert y_bits(8, 8, 16) == 8 + 15
+    # |x0| < 2**8: e < 2**31, sig < 2**(b-1): y fits in_bits + b - 1 bits.
+    assert y_bits(8, 8, 8) == 8 + 7
+
+
+def test_x0_for_scale_folds_1_702_like_the_numerics():
+    assert x0_for_scale(0.05) == -12  # floor(-1 / 0.0851)
+    with pytest.raises(InputError, match=re.escape("shiftgelu: scale 3e-06 (times 1.702) gives x0 = -195849, beyond x0_bits=16")):
+        x0_for_scale(3e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"n": 5000}, "shiftgelu: parameter n=5000 is out of range (must be >= 1 and <= 4096)"),
+        ({"in_bits": 33}, "shiftgelu: parameter in_bits=33 is out of range (must be >= 2 and <= 32)"),
+        ({"out_bits": 12}, "shiftgelu: parameter out_bits=12 is not supported (one of 8, 16)"),
+    ],
+)
+def test_bad_parameters_are_input_errors(params, message, tmp_path):
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        emit.emit_kernel("shiftgelu", params, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_one_element_rows_on_icarus(request):
+    rows = [[5], [-7], [0]]
+    case = {"name": "n1", "config": {"x0": x0_for_scale(0.1)}, "beats": [{"x": r[0]} for r in rows], "n_out": 3}
+    (got,) = run_kernel("shiftgelu", {"n": 1}, "icarus", [case], request.node.nodeid)
+    assert [o["y"] for o in got["outputs"]] == shiftgelu(torch.tensor(rows), 0.1, 8)[0].flatten().tolist()
+    assert got["cycles"] == predicted_cycles(1, 3)
