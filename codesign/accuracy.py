@@ -138,10 +138,27 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep intermediates by name
-    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    options.log_severity_level = 4  # its failures become our one-line InputError; keep its log off stderr
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's exceptions share no base class but Exception
+        raise InputError(f"onnxruntime cannot load the FP32 reference model: {_first_line(err)}") from None
     names = [o.name for o in sess.get_outputs()]
     n = len(next(iter(samples.values())))
-    return [dict(zip(names, sess.run(None, {k: v[i] for k, v in samples.items()}))) for i in range(n)]
+    outs = []
+    for i in range(n):
+        try:
+            outs.append(dict(zip(names, sess.run(None, {k: v[i] for k, v in samples.items()}))))
+        except Exception as err:
+            # e.g. a legacy-exported MoE whose unrolled expert loop fails on an input that leaves an expert idle
+            raise InputError(f"--inputs sample {i}: onnxruntime failed on the FP32 reference model: "
+                             f"{_first_line(err)}") from None
+    return outs
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

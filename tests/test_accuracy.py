@@ -44,3 +44,36 @@ def _cosine(minilm, **choices: str) -> float:
 ])
 def test_minilm_cosine(minilm, choices: dict[str, str], at_least: float) -> None:
     assert _cosine(minilm, **choices) >= at_least
+
+
+def _idle_expert_ids(model) -> np.ndarray:
+    """Token ids [1, 16] that leave an expert of switch_tiny idle: its legacy export then fails in onnxruntime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    sess = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        ids = rng.integers(0, 1024, size=(1, 16), dtype=np.int64)
+        try:
+            sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        except Exception:
+            return ids
+    raise AssertionError("no draw leaves an expert idle")
+
+
+def test_onnxruntime_failure_is_one_line_naming_the_sample(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from codesign.cli import main
+
+    model = model_path("switch_tiny.onnx")
+    good = np.load(DATA / "switch_tiny_inputs.npz")["input_ids"][:1]
+    ids = np.concatenate([good, _idle_expert_ids(model)[None]])
+    data = tmp_path / "ids.npz"
+    np.savez(data, input_ids=ids, attention_mask=np.ones_like(ids))
+    assert main(["compile", str(model), "--inputs", str(data), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("codesign: error: --inputs sample 1: onnxruntime failed on the FP32 reference model: "
+                          "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running "
+                          "Split node.")

@@ -43,3 +43,23 @@ def test_malformed_blocks_are_rejected_with_the_reason(kwargs, message):
     with pytest.raises(VerifyException, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]")):
         _moe(**kwargs).verify()
+
+
+def _int_moe(gate_el=IntegerType(16), b1_el=IntegerType(32)):
+    types = [TensorType(IntegerType(8), [1, 9, 8]), TensorType(gate_el, [8, 4]), TensorType(IntegerType(8), [4, 8, 16]),
+             TensorType(IntegerType(8), [4, 16, 8]), TensorType(b1_el, [4, 16])]
+    block = Block(arg_types=types)
+    return df.MoeOp.create(
+        operands=list(block.args), result_types=[TensorType(IntegerType(16), [1, 9, 8])],
+        properties={"layer": StringAttr("m"), "num_experts": IntegerAttr(4, i64), "top_k": IntegerAttr(2, i64),
+                    "mode": StringAttr("task"), "capacity_factor": FloatAttr(0.0, f64),
+                    "renormalize": BoolAttr.from_bool(False), "activation": StringAttr("gelu"),
+                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1, 1, 0])})
+
+
+def test_an_integer_block_needs_integer_weights_and_i32_biases():
+    _int_moe().verify()
+    with pytest.raises(VerifyException, match="an integer block needs an integer gate"):
+        _int_moe(gate_el=f32).verify()
+    with pytest.raises(VerifyException, match="an integer block needs an i32 b1"):
+        _int_moe(b1_el=IntegerType(8)).verify()

@@ -102,3 +102,17 @@ def test_cli_inputs_give_measured_routing_and_match_onnxruntime(models_dir, tmp_
     report = json.loads(out.read_text())
     assert report["moe"]["routing"].startswith("measured on 3 samples")
     assert report["accuracy"]["outputs"]["last_hidden_state"]["max_abs_error"] < 1e-4
+
+
+def test_integer_block_is_priced_at_its_ir_types(models_dir):
+    from codesign.api import compile
+
+    fp = _moe_plan(compile(models_dir / "m3vit_tiny.onnx").module)
+    q = _moe_plan(compile(models_dir / "m3vit_tiny.onnx", quant="int8").module)
+    # gate: int8 x int16 (2 passes of the 8-bit array); experts: int8 x int8.
+    assert q.macs_by_bits == {16: 9 * 64 * 4, 8: 18 * (64 * 128 * 2)}
+    assert fp.macs_by_bits == {32: q.macs}
+    experts = lambda plan: sum(t.compute_cycles for t in plan.tasks if "expert" in t.name)  # noqa: E731
+    assert experts(q) * 8 < experts(fp)
+    per_expert = 64 * 128 * 2 + (128 + 64) * 4  # int8 weights, int32 biases
+    assert q.detail["expert_weight_bytes"] == 4 * per_expert

@@ -103,3 +103,58 @@ def test_qdq_model_imports_and_its_ranges_win(tmp_path) -> None:
     result = compile(qdq, quant="int8")
     assert result.report["patterns"]["attention"] == 2 and result.report["patterns"]["gelu"] == 2
     assert "ranges from the model's QDQ nodes" in result.report["numerics"]["calibration"]
+
+
+@pytest.fixture(scope="module")
+def m3vit_int8():
+    return compile(model_path("m3vit_tiny.onnx"), quant="int8")
+
+
+def test_moe_blocks_become_integer(m3vit_int8) -> None:
+    (op,) = [o for o in m3vit_int8.module.walk() if isinstance(o, df.MoeOp)]
+    types = [str(v.type.get_element_type()) for v in op.operands]
+    assert types == ["i8", "i16", "i8", "i8", "i32", "i32"]  # input, gate, w1, w2, b1, b2
+    assert str(op.result.type.get_element_type()) == "i16"
+    weights = m3vit_int8.env.weights
+    w1 = weights[df.str_attr(op.w1.owner, "layer")]
+    assert w1.dtype == np.int8 and np.abs(w1).max() == 127
+    assert weights[df.str_attr(op.w1.owner, "layer") + ".scale"].shape == (4, 128)  # per expert, per channel
+    assert weights[df.str_attr(op.w2.owner, "layer") + ".scale"].shape == (4, 64)
+    prefix = op.attributes["requant"].data
+    assert weights[prefix + ".fc1"].shape == (2, 4, 128) and weights[prefix + ".fc2"].shape == (2, 4, 64)
+    assert weights[prefix + ".act"].shape == (2, 4)
+    for key in (".fc1", ".act", ".fc2"):
+        m = weights[prefix + key][0]
+        assert ((m >= 2**30) & (m < 2**31)).all()
+    assert op.attributes["hidden_bits"].value.data == 16 and "balanced" in op.attributes
+
+
+def test_w4a8_moe_experts_are_int4() -> None:
+    result = compile(model_path("switch_tiny.onnx"), quant="w4a8")
+    moes = [o for o in result.module.walk() if isinstance(o, df.MoeOp)]
+    assert len(moes) == 2
+    for op in moes:
+        for v in (op.w1, op.w2):
+            assert str(v.type.get_element_type()) == "i4"
+            w = result.env.weights[df.str_attr(v.owner, "layer")]
+            assert w.min() >= -8 and w.max() <= 7
+        assert str(op.input.type.get_element_type()) == "i8" and "requant" in op.attributes
+        assert op.attributes["hidden_bits"].value.data == 8  # relu: no activation requant
+        assert op.attributes["requant"].data + ".act" not in result.env.weights
+
+
+def test_integer_moe_is_priced_as_int8(m3vit_int8) -> None:
+    fp = compile(model_path("m3vit_tiny.onnx"))
+    (q,), (f,) = ([ly for ly in r.report["layers"] if ly["op"] == "moe"] for r in (m3vit_int8, fp))
+    assert q["macs"] == f["macs"]
+    # fp32 operands take 4 x 4 passes of the 8-bit array; int8 one.
+    assert q["compute_cycles"] * 8 < f["compute_cycles"]
+    assert q["weight_bytes"] * 3 < f["weight_bytes"]
+
+
+def test_quantized_switch_stays_close_to_fp32(data_dir) -> None:
+    data = dict(np.load(data_dir / "switch_tiny_inputs.npz"))
+    result = compile(model_path("switch_tiny.onnx"), quant="int8", inputs=data)
+    out = result.report["accuracy"]["outputs"]["last_hidden_state"]
+    assert out["cosine_mean"] > 0.998  # measured 0.99876 (the MoE blocks in float: 0.99881)
+    assert result.report["moe"]["routing"].startswith("measured on 8 samples")

@@ -461,7 +461,8 @@ class MoeOp(_Named):
     tokens). Expert e computes ``activation(x @ w1[e] + b1[e]) @ w2[e] + b2[e]``. ``mode`` is token | task | image
     routing (semantics: compiler/numerics/router.py), ``top_k`` experts per token, ``capacity_factor`` per-expert
     capacity ``ceil(cf * T * k / E)`` tokens (0 = no limit; overflow is dropped), ``renormalize`` divides the k
-    weights by their sum.
+    weights by their sum. After ``quantize`` the block is integer: input, gate, w1, w2 and result integers, biases
+    i32 (the formats and their WeightStore entries: compiler/simulate/moe.py).
     """
 
     name = "dataflow.moe"
@@ -509,6 +510,14 @@ class MoeOp(_Named):
         _check_choice(self, "activation", MOE_ACTIVATIONS)
         if str_attr(self, "mode") == "task" and float_attr(self, "capacity_factor") > 0:
             raise VerifyException(f"{tag}: task routing has no capacity limit (capacity_factor must be 0)")
+        if isinstance(self.input.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
+            for key in ("gate", "w1", "w2", "result"):
+                if not isinstance(getattr(self, key).type.get_element_type(), IntegerType):
+                    raise VerifyException(f"{tag}: an integer block needs an integer {key}")
+            for key in ("b1", "b2"):
+                bias = getattr(self, key)
+                if bias is not None and bias.type.get_element_type() != IntegerType(32):
+                    raise VerifyException(f"{tag}: an integer block needs an i32 {key}")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

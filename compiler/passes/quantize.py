@@ -6,6 +6,12 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
   activations symmetric per tensor int8, bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
 * GELU takes int8 (ShiftGELU, as I-ViT) or int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
+* MoE blocks (``dataflow.moe``): input int8 (channel-balanced like a GEMM's when it comes from a LayerNorm),
+  expert weights w1 / w2 int8 (int4) per expert and output channel, biases int32, int32 accumulators; dyadic
+  requants fc1 -> activation input (16 bits, 8 for ReLU) -> int8 -> fc2 -> int16 output; the gate stays at up to
+  16 bits per tensor (routing decisions are discrete: a gate step that flips a top-k choice costs far more accuracy
+  than the T x D x E gate GEMM costs cycles; Edge-MoE's gate runs in its ap_fixed<32,10> datapath). Expert formats
+  are sized on the calibration data per expert (compiler/simulate/moe.py has the arithmetic);
 * residual adds (an add of two activations) are I-ViT's ``QuantAct(16)``: each branch requantized to the 16-bit
   output scale, summed, clamped;
 * wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
@@ -20,6 +26,8 @@ IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``add`` with ``attrs = {quant = "add", scale, bits}`` and ``[m0, e0, m1, e1]`` (rows x
 channels) in the WeightStore under its layer; ``dataflow.requant`` with ``[m, e]`` there and its output scale
 in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel).
+An integer ``dataflow.moe`` carries ``requant`` (its WeightStore prefix), ``scale`` (its int16 output's) and
+``hidden_bits`` attributes; the entries and the arithmetic are listed in compiler/simulate/moe.py.
 
 Derived scales (accumulators, kernel outputs) are computed by calling the simulator's kernels on a zero input, so
 the pass and the simulator cannot disagree about a format.
@@ -56,6 +64,15 @@ from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
+from compiler.simulate.moe import (
+    HIDDEN_BITS_ATTR,
+    OUT_BITS,
+    REQUANT_ATTR,
+    MoeRanges,
+    activation_int,
+    hidden_bits,
+    moe_ranges,
+)
 from hw.errors import InputError
 
 __all__ = ["Quantize", "QUANT_MODES"]
@@ -110,6 +127,7 @@ class _Quantizer:
     names: set[str] = field(default_factory=set)
     channels: dict[SSAValue, np.ndarray] = field(default_factory=dict)
     balance: bool = True
+    moe_ranges: dict[int, MoeRanges] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -344,10 +362,75 @@ class _Quantizer:
         self.produce(op, new, _Fmt(fx.bits, fx.scale))
         return True
 
+    def moe(self, op: df.MoeOp) -> None:
+        consts = [op.gate, op.w1, op.w2] + [v for v in (op.b1, op.b2) if v is not None]
+        ranges = self.moe_ranges.get(id(op))
+        if ranges is None or not all(isinstance(v.owner, df.WeightOp) for v in consts):
+            return  # stays float behind a dequantize: nothing to size its formats by
+        layer, act = _layer(op), df.str_attr(op, "activation")
+        got = self.q_balanced(op.input, op)
+        x, fx = got if got is not None else self.q(op.input, 8, op)
+
+        def value(v: SSAValue) -> np.ndarray:
+            return np.asarray(self.weights[df.str_attr(v.owner, "layer")], np.float64)  # type: ignore[arg-type]
+
+        def name(v: SSAValue, bits: int) -> str:
+            return self.unique(f"{df.str_attr(v.owner, 'layer')}.q{bits}")  # type: ignore[arg-type]
+
+        # Balanced input: its channel scales move into the rows of the gate and of every expert's w1.
+        fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
+        s_x = float(fx.scale) if fx.per_tensor else 1.0
+        gate, w1, w2 = value(op.gate) * fold[:, None], value(op.w1) * fold[None, :, None], value(op.w2)
+        # Gate bits: as many as 16, while an int8 x int-b dot product over D still fits the int32 accumulator.
+        g_bits = int(min(16, np.floor(np.log2((2**31 - 1) / (128 * gate.shape[0]))) + 1))
+        s_g = max(float(np.abs(gate).max(initial=0)), 1e-12) / _qmax(g_bits)
+        gate_q = self.weight(name(op.gate, g_bits), np.round(gate / s_g).astype(np.int16), IntegerType(g_bits), op)
+        self.weights[df.str_attr(gate_q.owner, "layer") + ".scale"] = np.asarray(s_g)  # type: ignore[arg-type]
+        wb = self.w_bits
+        s_w1 = np.maximum(np.abs(w1).max(axis=1), 1e-12) / _qmax(wb)  # [E, H]: per expert, per output channel
+        s_w2 = np.maximum(np.abs(w2).max(axis=1), 1e-12) / _qmax(wb)  # [E, D]
+        experts = []
+        for v, w, s in ((op.w1, w1, s_w1), (op.w2, w2, s_w2)):
+            q = np.clip(np.round(w / s[:, None, :]), -_qmax(wb) - 1, _qmax(wb)).astype(np.int8)
+            experts.append(self.weight(name(v, wb), q, IntegerType(wb), op))
+            self.weights[df.str_attr(experts[-1].owner, "layer") + ".scale"] = s  # type: ignore[arg-type]
+        h_bits = hidden_bits(act)
+        s_h = np.maximum(ranges.pick("hidden"), 1e-8) / _qmax(h_bits)  # [E]
+        s_acc1 = s_x * s_w1
+        prefix = self.unique(f"{layer}.requant")
+        e, h, d = w1.shape[0], w1.shape[2], w1.shape[1]
+        self.weights[prefix + ".fc1"] = self._dyadic_rows((s_acc1 / s_h[:, None]).reshape(-1)).reshape(2, e, h)
+        self.weights[prefix + ".act.scale"] = s_h
+        if h_bits == 8:  # ReLU / identity: the int8 grid in is the grid out
+            s_a = s_h
+        else:
+            raw = np.array([activation_int(act, np.zeros((1, 1), np.int64), float(s))[1] for s in s_h])
+            s_a = np.maximum(ranges.pick("act"), 1e-8) / _qmax(8)
+            self.weights[prefix + ".act"] = self._dyadic_rows(raw / s_a)
+        s_acc2 = s_a[:, None] * s_w2
+        s_out = max(float(ranges.pick("out").max(initial=0)), self.range_of(op.result), 1e-8) / _qmax(OUT_BITS)
+        self.weights[prefix + ".fc2"] = self._dyadic_rows((s_acc2 / s_out).reshape(-1)).reshape(2, e, d)
+        biases = []
+        for key, v, s in (("b1", op.b1, s_acc1), ("b2", op.b2, s_acc2)):
+            if v is not None:
+                b_int = np.clip(np.round(value(v) / s), -(2**31), 2**31 - 1).astype(np.int32)
+                biases.append(self.weight(self.unique(f"{layer}.{key}.q32"), b_int, IntegerType(32), op))
+        new = df.MoeOp.create(operands=[x, gate_q, *experts, *biases],
+                              result_types=[_ttype(op.result, IntegerType(OUT_BITS))],
+                              properties=dict(op.properties), attributes=dict(op.attributes))
+        new.attributes[REQUANT_ATTR] = StringAttr(prefix)
+        new.attributes["scale"] = FloatAttr(s_out, f64)
+        new.attributes[HIDDEN_BITS_ATTR] = IntegerAttr(h_bits, i64)
+        if not fx.per_tensor:
+            new.attributes["balanced"] = UnitAttr()
+        self.produce(op, new, _Fmt(OUT_BITS, s_out))
+
     def run(self, fn: func.FuncOp) -> None:
         for op in list(fn.body.block.ops):
             if isinstance(op, df.GemmOp) and op.lhs.type.get_element_type() == f32:  # type: ignore[attr-defined]
                 self.gemm(op)
+            elif isinstance(op, df.MoeOp) and op.input.type.get_element_type() == f32:  # type: ignore[attr-defined]
+                self.moe(op)
             elif isinstance(op, df.AttentionOp):
                 self.attention(op)
             elif isinstance(op, df.GeluOp):
@@ -404,7 +487,9 @@ class Quantize(ModulePass):
                 imported += 1
         if imported:
             label += f"; {imported} ranges from the model's QDQ nodes"
-        quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance)
+        moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
+        quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
+                               moe_ranges=moes)
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,

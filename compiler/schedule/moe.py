@@ -12,6 +12,12 @@ The stages follow Edge-MoE's MoE kernel (sharc-lab/Edge-MoE, src/moe.cpp; REFERE
              inactive experts cost nothing, not even their weights;
 ``combine``  the accumulated [T x D] output is written off chip.
 
+Bit widths come from the IR types: the array prices the gate GEMM at (input, gate) bits and the experts' GEMMs at
+(input, w1) bits, so after ``quantize`` (int8 input, int8 / int4 experts, <= 16-bit gate) they cost what int8 GEMMs
+cost, and their weights are loaded at their stored width. An integer block adds its dyadic requants (fc1 ->
+activation input, activation -> int8, fc2 -> int16; compiler/simulate/moe.py) to the vector lanes' work, and its
+activation runs at the ``hidden_bits`` width.
+
 Queue lengths (tokens per expert) come from the op's ``tokens_per_expert`` attribute (``route-moe`` pass: measured
 from real inputs, or its stated uniform assumption); without it the uniform assumption is made here. Under the
 uniform assumption T * k assignments spread as evenly as possible over the E experts (capacity clips them); image
@@ -23,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from xdsl.dialects.builtin import DenseArrayBase, StringAttr
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, IntegerType, StringAttr
 
 from compiler.dialect import dataflow as df
 from compiler.schedule.lower import LayerPlan, _Lowering, element_bits, tensor_bytes
@@ -119,7 +125,13 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
     onchip = c_gate.onchip_bytes + c_route.onchip_bytes + c_dispatch.onchip_bytes
     per_expert_w = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e
     act_kind = _ACTIVATION_COST.get(df.str_attr(op, "activation"))
+    integer = isinstance(op.input.type.get_element_type(), IntegerType)  # type: ignore[attr-defined]
+    hb = op.attributes.get("hidden_bits")
+    act_bits = hb.value.data if isinstance(hb, IntegerAttr) else 32
+    # Requants per expert row: fc1 -> activation input (H), activation -> int8 (H, not for ReLU / identity), fc2 (D).
+    requant_per_row = (h + (h if act_kind is not None and act_kind[0] != "relu" else 0) + d) if integer else 0
     expert_names = []
+    expert_macs = 0
     for idx, n_e in enumerate(counts):
         if n_e <= 0:
             continue
@@ -128,9 +140,13 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
         c1, c2 = model.cost(fc1), model.cost(fc2)
         vec = 0
         if act_kind is not None:
-            c_act = model.cost(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=32))
+            c_act = model.cost(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
             vec += c_act.compute_cycles
             onchip += c_act.onchip_bytes
+        if requant_per_row:
+            c_rq = model.cost(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
+            vec += c_rq.compute_cycles
+            onchip += c_rq.onchip_bytes
         c_acc = model.cost(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
         vec += c_acc.compute_cycles
         cycles = max(c1.compute_cycles + c2.compute_cycles, vec)
@@ -138,7 +154,7 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
                        per_expert_w, 0, (dispatch.name,))
         tasks.append(task)
         expert_names.append(task.name)
-        macs += fc1.macs + fc2.macs
+        expert_macs += fc1.macs + fc2.macs
         onchip += c1.onchip_bytes + c2.onchip_bytes + c_acc.onchip_bytes
     out_bytes = tensor_bytes(op.result)
     c_comb = model.cost(VectorWork(kind="add", elements=t * d, bits=32))
@@ -146,8 +162,10 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
     tasks.append(combine)
     active_w, all_w = expert_weight_bytes(op, counts)
     plan.tasks = tasks
-    plan.macs = macs
-    plan.macs_by_bits = {max(in_bits, w_bits): macs}
+    plan.macs = macs + expert_macs
+    plan.macs_by_bits = {max(in_bits, element_bits(op.gate)): macs}
+    by_bits = max(in_bits, w_bits)
+    plan.macs_by_bits[by_bits] = plan.macs_by_bits.get(by_bits, 0) + expert_macs
     plan.weight_bytes = gate_bytes + active_w
     plan.bytes_offchip = x_bytes + gate_bytes + active_w + out_bytes
     plan.onchip_bytes = onchip + c_comb.onchip_bytes
