@@ -166,9 +166,16 @@ def _run(job: Job, out: Path, done: dict[str, dict[str, Any]]) -> dict[str, Any]
         return {"status": "skipped", "reason": _reason(exc), "exporter": job.kwargs.get("exporter", "legacy")}
 
 
-def build_data(data: Path) -> dict[str, Any]:
+def build_data(data: Path, models: Path | None = None) -> dict[str, Any]:
     """Write the sample-input files (examples/data) and return their manifest entries."""
+    from make_sweep_inputs import write_vit_base_images
+    from make_switch_inputs import make_inputs as switch_inputs
+
     data.mkdir(parents=True, exist_ok=True)
+    write_vit_base_images(data / "vit_base_images.npz")
+    switch_model = (models or data.parent / "models") / "switch_tiny.onnx"
+    switch = switch_inputs(8, model=switch_model if switch_model.exists() else None)
+    np.savez(data / "switch_tiny_inputs.npz", **switch)
     images = sample_images(4, image_size=VIT_TINY["image_size"])
     np.savez(data / "vit_tiny_images.npz", **images)
     entries = {"vit_tiny_images.npz": {
@@ -176,6 +183,12 @@ def build_data(data: Path) -> dict[str, Any]:
         "keys": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in images.items()},
         "content": "standard normal noise, seed 123",
     }}
+    entries["vit_base_images.npz"] = {"model": "vit_base.onnx", "samples": 2, "layout": "[N, *model_input_shape]",
+                                      "content": "standard normal noise, seed 123"}
+    entries["switch_tiny_inputs.npz"] = {
+        "model": "switch_tiny.onnx", "samples": 8, "layout": "[N, *model_input_shape]",
+        "content": "seeded random token ids (seed 7) kept only when every expert gets a token (the legacy export "
+                   "unrolled only the experts its trace hit)"}
     entries.update(write_sentence_data(data, seq_len=32))
     return entries
 
@@ -229,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if (a.force and a.only is None) or not all((data / f).is_file() for f in data_entries) or not data_entries \
             or old.get("data_recipe") != _recipe(Job("data"), versions):
         t0 = time.perf_counter()
-        data_entries = build_data(data)
+        data_entries = build_data(data, out)
         print(f"{'data (' + str(len(data_entries)) + ' files)':30s} ok      {time.perf_counter() - t0:6.1f}s",
               flush=True)
     manifest = {
