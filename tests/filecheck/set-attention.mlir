@@ -1,0 +1,10 @@
+// RUN: codesign opt %s --passes 'set-attention{algorithm=edge-moe lanes=4}' | filecheck %s
+// Edge-MoE order: the attention op records its algorithm and query lanes.
+builtin.module {
+  func.func @main(%q: tensor<1x8x16xf32>) -> tensor<1x8x16xf32> {
+    %o = dataflow.attention "attn" %q, %q, %q {num_heads = 2 : i64, head_dim = 8 : i64, scale = 0.35355 : f64, causal = false, softmax = "exact", algorithm = "standard"} : tensor<1x8x16xf32>, tensor<1x8x16xf32>, tensor<1x8x16xf32> -> tensor<1x8x16xf32>
+    func.return %o : tensor<1x8x16xf32>
+  }
+}
+// CHECK: dataflow.attention "attn" {{.*}}algorithm = "edge-moe"
+// CHECK-SAME: lanes = 4
