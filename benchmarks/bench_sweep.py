@@ -9,6 +9,9 @@ Run ``python benchmarks/bench_sweep.py [--workers N] [--quick]``; ``main`` print
 * axes that need recompiles: compile.softmax (exact, shiftmax, online) x compile.gelu (exact, shiftgelu) x two array
   sizes, or two models while no compile option is registered; each new (model, choices) builds a prefix (import and
   the hardware-independent passes) in each worker that meets it;
+* accuracy as a constraint (``inputs:`` two ViT-Base images, ``accuracy.cosine >= 0.99``): compile.softmax x
+  compile.attention x two array sizes; each (softmax, attention) is simulated once, the figure is the sweep's wall
+  time and the worker time of one measurement (``--quick``: two softmax choices);
 * the cost of one point by evaluation tier, in this process (ms), ``full`` being a fresh compile.
 """
 
@@ -36,7 +39,8 @@ VIT_TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
 
 
 def _sweep_rate(text: str, workers: int) -> dict[str, float]:
-    """Run the sweep ``text`` into a fresh folder: points, end-to-end and steady-state points/s."""
+    """Run the sweep ``text`` into a fresh folder: points, end-to-end and steady-state points/s, and the accuracy
+    measurements made (count, worker seconds)."""
     sweep = parse_sweep(text, "bench.yaml")
     marks: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +51,31 @@ def _sweep_rate(text: str, workers: int) -> dict[str, float]:
     first = next(((t, d) for t, d in marks if d > 0), (end, 0))
     steady = (outcome.computed - first[1]) / max(end - first[0], 1e-9)
     return {"points": outcome.computed, "end_to_end": outcome.computed / (end - start), "steady": steady,
-            "seconds": end - start, "tiers": dict(outcome.tiers)}
+            "seconds": end - start, "tiers": dict(outcome.tiers), "accuracy_measured": outcome.accuracy_measured,
+            "accuracy_seconds": outcome.accuracy_seconds}
+
+
+def with_accuracy(workers: int, quick: bool = False) -> dict[str, float]:
+    """A sweep constrained on accuracy: each (softmax, attention) simulated once on two ViT-Base images."""
+    from codesign.options import CHOICES
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from make_sweep_inputs import write_vit_base_images
+
+    images = write_vit_base_images()
+    softmax = [v for v in (["exact", "online"] if quick else ["exact", "shiftmax", "online"])
+               if v in CHOICES.get("softmax", ((), ""))[0]]
+    return _sweep_rate(f"""
+models: [{VIT_BASE}]
+target: fpga-u280
+space:
+  gemm.rows: [16, 32]
+  compile.softmax: {softmax}
+  compile.attention: [standard, edge-moe]
+objectives: {{latency_ms: min, energy_mj: min, dsp: min}}
+constraints: ["fits", "accuracy.cosine >= 0.99"]
+inputs: {images}
+""", workers)
 
 
 def hardware_only(workers: int, quick: bool = False) -> dict[str, float]:
@@ -143,6 +171,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     label, rc = recompiles(args.workers)
     print(f"recompile axes ({label}): {rc['points']} points in {rc['seconds']:.1f} s, {rc['end_to_end']:.1f} "
           f"points/s end to end, {rc['steady']:.1f} steady (tiers {rc['tiers']})")
+    acc = with_accuracy(args.workers, args.quick)
+    print(f"accuracy constraint ({acc['accuracy_measured']} softmax x attention simulated on 2 images, "
+          f"{acc['accuracy_seconds'] / max(acc['accuracy_measured'], 1):.1f} s each): {acc['points']} points in "
+          f"{acc['seconds']:.1f} s")
     tiers = tier_costs()
     print("one point by tier, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in tiers.items()))
     try:
@@ -150,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print(f"(load average {load:.1f} on {os.cpu_count()} cores while measuring)")
     except OSError:
         pass
-    return {"hardware_only": hw, "hardware_only_distinct": hd, "recompiles": rc, "tiers_ms": tiers}
+    return {"hardware_only": hw, "hardware_only_distinct": hd, "recompiles": rc, "accuracy": acc, "tiers_ms": tiers}
 
 
 if __name__ == "__main__":

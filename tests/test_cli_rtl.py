@@ -127,7 +127,7 @@ def test_out_never_overwrites_a_users_folder_but_reuses_its_own(tmp_path, capsys
         (["--kernel", "shiftmax", "--set", "n=many"], "--set n=many: kernel parameter n must be an integer"),
         (["--kernel", "shiftmax", "--set", "depth"], "--set depth: expected KEY=VALUE, e.g. n=64"),
         (["--kernel", "fft"], "unknown RTL kernel 'fft' (known: ilayernorm, online_softmax, requant, shiftgelu, "
-                              "shiftmax, systolic_gemm, topk_router)"),
+                              "shiftmax, systolic_gemm, systolic_gemm_ws, topk_router)"),
         (["model.onnx", "--kernel", "shiftmax"], "rtl: give a model or --kernel NAME, not both"),
         ([], "rtl: give a model (an ONNX file) or --kernel NAME (see codesign rtl --help)"),
         (["missing.onnx"], "missing.onnx: no such file"),

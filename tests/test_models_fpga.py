@@ -1,4 +1,5 @@
-"""hw.models.fpga: SCALE-Sim GEMM timing, buffer tiles, vector and DMA costs, resources, fit check, energy."""
+"""hw.models.fpga: SCALE-Sim GEMM timing + the RTL readout, buffer tiles, vector (RTL units and table) and DMA
+costs, calibrated resources, fit check, energy. Exact agreement with every RTL kernel: test_model_matches_rtl.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from hw.errors import InputError
 from hw.models import FpgaModel, build_model
+from hw.models.resources import DEFAULT_CALIBRATION, FpgaCalibration, load_calibration
 from hw.perf.workload import GemmWork, MoveWork, VectorWork
 from hw.targets import load_target
 
@@ -30,8 +32,13 @@ def test_gemm256_matches_scalesim(dataflow: str, cycles: int) -> None:
     """REFERENCE.md: SCALE-Sim v3, 32x32 array, GEMM 256^3: OS 20,351 cycles, WS 22,399."""
     m = model(gemm__rows="32", gemm__cols="32", gemm__dataflow=dataflow)
     cost = m.cost(GemmWork(256, 256, 256))
-    assert (cost.unit, cost.compute_cycles) == ("gemm", cycles)
-    assert m.cost(GemmWork(256, 256, 256, batch=3)).compute_cycles == 3 * cycles
+    # On top of SCALE-Sim's count the RTL array's readout (test_model_matches_rtl.py): the output-stationary array
+    # reads the last fold's 32 result rows out.
+    drain = cost.detail["drain_cycles"]
+    assert (cost.unit, cost.detail["cycles_per_item"], cost.compute_cycles) == ("gemm", cycles, cycles + drain)
+    assert drain == 32 if dataflow == "os" else drain <= 1
+    batched = m.cost(GemmWork(256, 256, 256, batch=3))
+    assert (batched.compute_cycles, batched.detail["drain_cycles"]) == (3 * (cycles + drain), 3 * drain)
 
 
 def test_gemm_tiles_follow_buffer_halves() -> None:
@@ -55,18 +62,44 @@ def test_wide_operands_take_several_passes() -> None:
     base = m.cost(GemmWork(64, 64, 64)).compute_cycles
     wide = m.cost(GemmWork(64, 64, 64, in_bits=16, w_bits=16))
     assert wide.compute_cycles == 4 * base and wide.detail["passes"] == 4
+    assert wide.detail["drain_cycles"] == 4 * 64  # each pass is one invocation of the array, read out on its own
 
 
 def test_vector_costs_from_the_table() -> None:
     m = model()
     # 12 heads x 197 x 197 scores, 64 lanes: ceil(465,708 / 64) = 7,277 groups; 2,364 rows -> 37 row groups.
-    shift = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="shiftmax"))
     exact = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="exact"))
-    assert (shift.unit, shift.compute_cycles) == ("vector", 7_277 * 6 + 37 * 32)
-    assert exact.compute_cycles == 7_277 * 8 + 37 * 24
-    assert exact.compute_cycles > shift.compute_cycles
+    softer = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="softermax"))
+    assert (exact.unit, exact.compute_cycles) == ("vector", 7_277 * 8 + 37 * 24)
+    assert softer.compute_cycles == 7_277 * 4 + 37 * 24
     assert m.cost(VectorWork("add", 1000)).compute_cycles == 16
     assert m.cost(VectorWork("add", 1000)).onchip_bytes == 2000
+
+
+def test_vector_rtl_units_take_rows_round_robin() -> None:
+    m = model()
+    # 2,364 rows on 64 copies of the unit: ceil(2364 / 64) = 37 rows each.
+    shift = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="shiftmax"))
+    assert (shift.unit, shift.compute_cycles) == ("vector", 37 * (3 * 197 + 16) - 1)
+    assert shift.detail["rtl"] == "shiftmax" and shift.detail["rows_per_lane"] == 37
+    online = m.cost(VectorWork("softmax", 12 * 197 * 197, rows=12 * 197, approx="online"))
+    assert online.compute_cycles == 37 * (2 * 197 + 17)
+    # 197 tokens x 3072: ceil(197 / 64) = 4 rows per lane.
+    assert m.cost(VectorWork("gelu", 197 * 3072, rows=197, approx="shiftgelu")).compute_cycles == 2 * 3072 * 4 + 9
+    # c = 768, 8-bit input: var_bits = bitlen(768 * 255^2) = 26; a float input is fed as 16 bits (bitlen(768 *
+    # 65535^2) = 42).
+    assert m.cost(VectorWork("layernorm", 197 * 768, rows=197, approx="ilayernorm", bits=8)).compute_cycles == (
+        4 * (3 * 768 + 8 + 10 * 26 + 31) - 1)
+    assert m.cost(VectorWork("layernorm", 197 * 768, rows=197, approx="ilayernorm", bits=32)).compute_cycles == (
+        4 * (3 * 768 + 16 + 10 * 42 + 31) - 1)
+    # topk router: one token per lane per `experts` cycles; requant: one 64-lane unit (gemm.cols), a row per beat.
+    assert m.cost(VectorWork("router", 197 * 16, rows=197)).compute_cycles == 4 * 16
+    assert m.cost(VectorWork("requant", 197 * 100, rows=197)).compute_cycles == 197 * 2 + 1
+    # A target's cost-table entry does not change an RTL unit; lanes do.
+    assert model(vector__costs__softmax__shiftmax="1").cost(
+        VectorWork("softmax", 64 * 10, rows=64, approx="shiftmax")).compute_cycles == 3 * 10 + 16 - 1
+    assert model(vector__lanes="16").cost(
+        VectorWork("softmax", 64 * 10, rows=64, approx="shiftmax")).compute_cycles == 4 * (3 * 10 + 16) - 1
 
 
 def test_unknown_vector_function_or_approximation() -> None:
@@ -90,20 +123,37 @@ def test_moves() -> None:
     assert (shuffle.unit, shuffle.compute_cycles) == ("vector", 157)  # a byte per lane per cycle, 64 lanes
 
 
+def test_resources_use_the_bundled_yosys_fit() -> None:
+    fitted = load_calibration()
+    assert set(fitted) == {"lut_per_pe", "ff_per_pe_bit", "lut_per_lane", "ff_per_lane", "dsp_per_lane"}
+    assert all(getattr(DEFAULT_CALIBRATION, name) == value for name, value in fitted.items())
+    assert FpgaCalibration() == DEFAULT_CALIBRATION
+    assert DEFAULT_CALIBRATION.lut_per_dma == 1500.0  # not fitted: the hand default stays
+
+
 def test_resources_u280() -> None:
+    cal = DEFAULT_CALIBRATION
     res = model().resources()
-    assert res["dsp"] == (64 * 64 / 2 + 64, 9024)  # two int8 MACs per DSP48E2 + one DSP per vector lane
+    pes, lanes = 64 * 64, 64
+    # two int8 MACs per DSP48E2, plus each vector lane's multipliers (shiftmax, shiftgelu, ilayernorm, requant)
+    assert res["dsp"] == (pes / 2 + lanes * cal.dsp_per_lane, 9024)
     # weight 2048 KiB / 32 KiB = 64 URAM; act 512 KiB -> 16; out 512 KiB -> 16, but its 64 x 32-bit port needs 29.
     assert res["uram"] == (64 + 16 + 29, 960)
     assert res["bram18"] == (32 * 2, 4032)  # DMA FIFOs only
-    assert res["lut"] == (64 * 64 * 16 + 64 * 400 + 32 * 1500 + 5000, 1303680)
-    assert res["ff"] == (64 * 64 * 48 + 64 * 400 + 32 * 2000 + 8000, 2607360)
+    assert res["lut"] == (pytest.approx(pes * cal.lut_per_pe + lanes * cal.lut_per_lane + 32 * 1500 + 5000), 1303680)
+    assert res["ff"] == (pytest.approx(pes * cal.ff_per_pe_bit * (8 + 8 + 32) + lanes * cal.ff_per_lane + 32 * 2000
+                                       + 8000), 2607360)
     model().check_fits()
+    model("fpga-zcu102").check_fits()
+    # the hand defaults, for comparison, are far lighter per lane (400 LUT, 1 DSP)
+    hand = FpgaModel(model().target, FpgaCalibration(lut_per_pe=16, ff_per_pe_bit=1, lut_per_lane=400,
+                                                     ff_per_lane=400, dsp_per_lane=1))
+    assert hand.resources()["lut"][0] == 64 * 64 * 16 + 64 * 400 + 32 * 1500 + 5000
 
 
 def test_resources_wide_operands_and_bram() -> None:
     m = model("fpga-zcu102", gemm__in_bits="16", gemm__w_bits="16")
-    assert m.resources()["dsp"][0] == 16 * 16 + 16  # one MAC per DSP at 16 bit
+    assert m.resources()["dsp"][0] == 16 * 16 + 16 * DEFAULT_CALIBRATION.dsp_per_lane  # one MAC per DSP at 16 bit
     assert m.resources()["uram"] == (0, 0)
     # zcu102 buffers live in BRAM18 (2 KiB usable each): 256 + 128 + 128 KiB -> 128 + 64 + 64, + 2 x 2 DMA FIFOs.
     assert model("fpga-zcu102").resources()["bram18"] == (256 + 4, 1824)
@@ -112,8 +162,9 @@ def test_resources_wide_operands_and_bram() -> None:
 def test_check_fits_names_the_overflowing_resource() -> None:
     with pytest.raises(InputError) as info:
         model("fpga-zcu102", gemm__rows="256", gemm__cols="256").check_fits()
+    # DSP: 256 x 256 / 2 = 32,768 for the array + 16 lanes x 16 (fitted dsp_per_lane) = 33,024.
     assert str(info.value) == (
-        "fpga-zcu102: the design does not fit xczu9eg-ffvb1156-2-e: DSP needs 32,784 of 2,520 (over by 30,264; gemm "
+        "fpga-zcu102: the design does not fit xczu9eg-ffvb1156-2-e: DSP needs 33,024 of 2,520 (over by 30,504; gemm "
         "uses 32,768); reduce gemm.rows or gemm.cols (LUT, FF over too)"
     )
     with pytest.raises(InputError) as info:

@@ -113,6 +113,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_accuracy_without_inputs_is_exit_2_before_anything_runs(tmp_path, capsys):
+    message = _bad(tmp_path, capsys, SPEC.replace('"latency_ms <= 3"', '"accuracy.cosine >= 0.99"'))
+    assert message == (f"{tmp_path / 'sweep.yaml'}:8: constraints[1]: accuracy.cosine needs samples to run: add "
+                       "'inputs: <file>.npz' to the sweep (arrays keyed by model input name, leading sample axis, "
+                       "as for codesign compile --inputs)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_add_accuracy_columns_and_a_summary_line(tmp_path, capsys):
+    data = ROOT / "examples" / "data" / "vit_tiny_images.npz"
+    spec = SPEC.replace('"latency_ms <= 3"', '"accuracy.cosine >= 0.99"') + f"inputs: {data}\n"
+    status, out = _run(tmp_path, spec.replace("[8, 32, 128]", "[8, 32]"))
+    assert status == 0
+    rows = _read(out / "results.csv")
+    assert len(rows) == 8 and len({r["accuracy.cosine"] for r in rows}) == 1
+    assert {"accuracy.cosine", "accuracy.cosine_min", "accuracy.max_abs_err", "accuracy.top1"} <= set(rows[0])
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--workers", "0"]) == 0
+    assert "accuracy on vit_tiny_images.npz: 1 (model, compile choices) measured, 0 of them now (0.0 s)" in \
+        capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_unreachable_scheduler(tmp_path, capsys):
     message = _bad(tmp_path, capsys, SPEC, "--scheduler", "tcp://127.0.0.1:9")

@@ -1,4 +1,5 @@
-"""The same sweep on a Dask LocalCluster (separate worker processes) gives the same results as the local pool."""
+"""The same sweep on a Dask LocalCluster (separate worker processes) gives the same results as the local pool,
+accuracy measurements included."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from codesign.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "models" / "vit_tiny.onnx"
+DATA = ROOT / "examples" / "data" / "vit_tiny_images.npz"
 pytestmark = [pytest.mark.slow]
 
 SPEC = f"""\
@@ -20,8 +22,10 @@ space:
   gemm.rows: [8, 16, 32]
   gemm.cols: [8, 32]
   buffers.act_kb: [32, 256]
+  compile.softmax: [exact, shiftmax]
 objectives: {{latency_ms: min, energy_mj: min, lut: min}}
-constraints: [fits]
+constraints: [fits, "accuracy.cosine >= 0.99"]
+inputs: {DATA}
 """
 _VOLATILE = ("seq", "seconds", "tier")
 
@@ -41,7 +45,8 @@ def test_dask_cluster_matches_local_pool(tmp_path):
         assert main(["sweep", str(spec), "--out", str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address,
                      "-q"]) == 0
     local, dask = _results(tmp_path / "local"), _results(tmp_path / "dask")
-    assert len(local) == 12 and local == dask
+    assert len(local) == 24 and local == dask
+    assert len({r["accuracy.cosine"] for r in local.values()}) == 2
     front = {name: {r["key"] for r in csv.DictReader((tmp_path / name / "pareto.csv").read_text().splitlines())}
              for name in ("local", "dask")}
     assert front["local"] == front["dask"] and front["local"]

@@ -106,3 +106,46 @@ def test_missing_model_and_missing_target():
 
 def test_yaml_syntax_error_has_a_line():
     assert _error(GOOD + "budget: [1\n").startswith("s.yaml:")
+
+
+NEEDS_INPUTS = ("needs samples to run: add 'inputs: <file>.npz' to the sweep (arrays keyed by model input name, "
+                "leading sample axis, as for codesign compile --inputs)")
+
+
+def test_accuracy_without_inputs_is_refused_naming_the_key():
+    assert _error(GOOD.replace('"latency_ms <= 5"', '"accuracy.cosine >= 0.99"')) == \
+        f"s.yaml:7: constraints[1]: accuracy.cosine {NEEDS_INPUTS}"
+    assert _error(GOOD.replace("dsp: min", "accuracy.max_abs_err: min")) == \
+        f"s.yaml:6: objectives.accuracy.max_abs_err {NEEDS_INPUTS}"
+
+
+def test_inputs_are_checked_like_codesign_compile_inputs(tmp_path):
+    import numpy as np
+
+    from codesign.accuracy import load_samples, model_signature
+
+    data = ROOT / "examples" / "data" / "vit_tiny_images.npz"
+    ok = parse_sweep(GOOD + f"inputs: {data}\n", "s.yaml")
+    assert ok.inputs == str(data) and ok.measures_accuracy
+    assert ok.spec_hash != parse_sweep(GOOD, "s.yaml").spec_hash
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixel_values=np.zeros((2, 1, 3, 8, 8), np.float32))
+    with pytest.raises(InputError) as cli:  # what `codesign compile --inputs wrong.npz` says
+        load_samples(wrong, "--inputs", model_signature(TINY))
+    assert _error(GOOD + f"inputs: {wrong}\n") == \
+        f"s.yaml:8: inputs: {wrong}: " + str(cli.value).removeprefix(f"--inputs {wrong}: ")
+    assert _error(GOOD + "inputs: nope.npz\n") == "s.yaml:8: inputs: nope.npz: no such file"
+    np.savez(wrong, input_ids=np.zeros((2, 1, 4), np.int64))
+    assert _error(GOOD + f"inputs: {wrong}\n") == \
+        f"s.yaml:8: inputs: {wrong}: no array for model input 'pixel_values' (arrays: input_ids)"
+
+
+def test_constant_inputs_cannot_calibrate_a_quantized_sweep(tmp_path):
+    import numpy as np
+
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, pixel_values=np.ones((2, 1, 3, 32, 32), np.float32))
+    parse_sweep(GOOD + f"inputs: {flat}\n", "s.yaml")  # float compiles only run them
+    quantized = GOOD.replace("  gemm.rows: [8, 16]\n", "  gemm.rows: [8, 16]\n  compile.quant: [none, int8]\n")
+    assert _error(quantized + f"inputs: {flat}\n") == \
+        f"s.yaml:9: inputs: {flat}: input 'pixel_values' is constant (1); calibration needs varied data"

@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from codesign.sweep.metrics import fit_violation, metrics_from_report
 from compiler.context import CompileEnv, make_context
-from compiler.schedule.lower import LayerPlan, lower_module
+from compiler.schedule.lower import LayerPlan, lower_module, overlap_epilogue, readout_detail
 from compiler.summary import build_report
 from hw.errors import InputError
 from hw.models import build_model
@@ -72,6 +72,7 @@ class PointRequest:
     choices: tuple[tuple[str, str], ...] = ()
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     calibrate: str | None = None  # .npz of calibration samples for quantization (codesign compile --calibrate)
+    inputs: str | None = None  # .npz of samples (codesign compile --inputs): calibrate unless ``calibrate`` is given
 
 
 # --- Targets ----------------------------------------------------------------------------------------------------------
@@ -138,10 +139,13 @@ _SCHEDULES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
 
 def clear_caches() -> None:
-    """Drop every per-process cache (tests; memory)."""
+    """Drop every per-process cache (tests; memory), measured accuracy included."""
+    from codesign.sweep.accuracy import clear_accuracy_cache
+
     _PREFIXES.clear()
     _SCHEDULES.clear()
     _BASE_TARGETS.clear()
+    clear_accuracy_cache()
 
 
 def _options(point: PointRequest):
@@ -151,7 +155,7 @@ def _options(point: PointRequest):
 
 
 def _prefix(point: PointRequest) -> Prefix:
-    key = (point.model, point.choices, point.shapes, point.calibrate)
+    key = (point.model, point.choices, point.shapes, point.calibrate, point.inputs)
     cached = _PREFIXES.get(key)
     if cached is not None:
         _PREFIXES.move_to_end(key)
@@ -195,12 +199,13 @@ def _prefix(point: PointRequest) -> Prefix:
 
 
 def _start_env(point: PointRequest, options: Any) -> CompileEnv:
-    """The env a compile starts from: calibration data as ``codesign compile --calibrate`` loads it."""
-    if point.calibrate is None:
+    """The env a compile starts from: calibration data as ``codesign compile --inputs / --calibrate`` loads it (the
+    inputs calibrate quantization and measure MoE routing unless calibration samples are given)."""
+    if point.calibrate is None and point.inputs is None:
         return CompileEnv()
     from codesign.accuracy import prepare_env
 
-    env, _ = prepare_env(point.model, dict(point.shapes), None, point.calibrate,
+    env, _ = prepare_env(point.model, dict(point.shapes), point.inputs, point.calibrate,
                          quantized=options.choice("quant", "none") != "none")
     return env
 
@@ -286,19 +291,17 @@ def _priced(template: _Template, model: _Memo) -> list[LayerPlan]:
         if rule == "layer":
             c = cost(works[0])
             for member in works[1:]:
-                extra = cost(member)
-                # An epilogue runs on the vector lanes while the array works on the next fold.
-                c = Cost(unit=c.unit, compute_cycles=max(c.compute_cycles, extra.compute_cycles), tiles=c.tiles,
-                         onchip_bytes=c.onchip_bytes + extra.onchip_bytes, detail=c.detail)
+                c = overlap_epilogue(c, cost(member))
             chosen: tuple[Cost, ...] = (c,)
             plan.onchip_bytes, plan.detail = c.onchip_bytes, dict(c.detail)
         else:
             c_qk, c_av, c_sm = (cost(w) for w in works)
             chosen = (c_qk, c_sm, c_av)
             plan.onchip_bytes = c_qk.onchip_bytes + c_av.onchip_bytes + c_sm.onchip_bytes
-            plan.detail = {k: v for k, v in skel.detail.items() if k != "passes"}
+            plan.detail = {k: v for k, v in skel.detail.items() if k not in ("passes", "drain_cycles")}
             if "passes" in c_qk.detail:
                 plan.detail["passes"] = c_qk.detail["passes"]
+            plan.detail.update(readout_detail(c_qk, c_av))
         plan.tasks = [Task(name=t.name, unit=c.unit, compute_cycles=c.compute_cycles, bytes_in=t.bytes_in,
                            bytes_out=t.bytes_out, deps=t.deps, tiles=max(1, c.tiles))
                       for t, c in zip(skel.tasks, chosen, strict=True)]

@@ -10,10 +10,21 @@ A compile report (``compiler.summary.build_report``) is nested; a sweep needs on
 ``roofline_cycles``         cycles at the roofline            ``clock_mhz``        the target clock, MHz
 ``peak_macs_per_cycle``     MACs/cycle at full utilisation    ``offchip_bytes_per_cycle``  bytes/cycle
 ``dsp`` ``lut`` ``ff`` ...  resources used (FPGA targets)     ``dsp_fraction`` ... used / available
-``accuracy.<name>``         accuracy section, when the numerics passes report one (e.g. ``accuracy.cosine``)
 ==========================  ==================================================================================
 
-A name a report lacks (``dsp`` on a GPU, ``accuracy.*`` without approximations) is absent from that point's
+Accuracy, for sweeps with ``inputs:`` (samples run by the functional simulator and by ONNX Runtime in FP32, exactly
+as ``codesign compile --inputs`` does; codesign/accuracy.py), on the model's *first* output:
+
+==========================  ==================================================================================
+``accuracy.cosine``         cosine similarity per row (last axis: a token's hidden state, a logit vector) of
+                            simulated vs FP32, averaged over rows of all samples; over the real tokens only when
+                            the model has an ``attention_mask`` input (``cosine_mean_valid``, else ``cosine_mean``)
+``accuracy.cosine_min``     the smallest row cosine, padding rows included (``cosine_min``)
+``accuracy.max_abs_err``    max |simulated - FP32| over all elements (``max_abs_error``)
+``accuracy.top1``           fraction of samples whose argmax agrees (``top1_agreement``); classifiers only
+==========================  ==================================================================================
+
+A name a report lacks (``dsp`` on a GPU, ``accuracy.top1`` on a non-classifier) is absent from that point's
 metrics: an objective or constraint on it makes the point infeasible, with the reason recorded.
 """
 
@@ -28,7 +39,8 @@ from typing import Any
 
 from hw.errors import InputError
 
-__all__ = ["REPORT_METRICS", "RESOURCE_METRICS", "FAMILIES", "metrics_from_report", "check_metric_name",
+__all__ = ["REPORT_METRICS", "RESOURCE_METRICS", "ACCURACY_METRICS", "FAMILIES", "metrics_from_report",
+           "accuracy_metrics", "is_accuracy_metric", "check_metric_name",
            "Constraint", "parse_constraint", "fit_violation", "pareto_mask", "dominates"]
 
 #: Top-level numeric report fields, by their report names.
@@ -37,8 +49,11 @@ REPORT_METRICS = ("latency_ms", "latency_cycles", "energy_mj", "throughput_per_s
                   "offchip_bytes_per_cycle")
 #: Resource names (``report["resources"][name]["used"]``); ``<name>_fraction`` is used / available.
 RESOURCE_METRICS = ("dsp", "lut", "ff", "bram18", "uram")
+#: Accuracy metric -> the field of the first output's row in ``report["accuracy"]["outputs"]`` it is read from.
+ACCURACY_METRICS = {"accuracy.cosine": "cosine_mean", "accuracy.cosine_min": "cosine_min",
+                    "accuracy.max_abs_err": "max_abs_error", "accuracy.top1": "top1_agreement"}
 #: Prefixes whose leaves are metrics when a report has them.
-FAMILIES = ("accuracy.", "energy.")
+FAMILIES = ("energy.",)
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq, "!=": operator.ne,
@@ -78,8 +93,28 @@ def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
             out[f"{name}_fraction"] = fraction
     _leaves("energy", report.get("energy_breakdown_mj") or {}, out)
     if isinstance(report.get("accuracy"), Mapping):
-        _leaves("accuracy", report["accuracy"], out)
+        out.update(accuracy_metrics(report["accuracy"]))
     return out
+
+
+def accuracy_metrics(section: Mapping[str, Any]) -> dict[str, float]:
+    """The ``accuracy.*`` metrics (module doc) of a report's accuracy section (``codesign.accuracy.evaluate``)."""
+    outputs = section.get("outputs") or {}
+    if not outputs:
+        return {}
+    first = next(iter(outputs.values()))  # the model's first output: outputs keep the model's order
+    out: dict[str, float] = {}
+    for name, field in ACCURACY_METRICS.items():
+        value = first.get("cosine_mean_valid", first.get(field)) if name == "accuracy.cosine" else first.get(field)
+        number = _number(value)
+        if number is not None:
+            out[name] = number
+    return out
+
+
+def is_accuracy_metric(name: str) -> bool:
+    """True for names measured by running samples (``accuracy.*``): they need the sweep's ``inputs:``."""
+    return name.startswith("accuracy.")
 
 
 def check_metric_name(name: str) -> str:
@@ -88,9 +123,9 @@ def check_metric_name(name: str) -> str:
         return name
     if name.endswith("_fraction") and name.removesuffix("_fraction") in RESOURCE_METRICS:
         return name
-    if any(name.startswith(f) and len(name) > len(f) for f in FAMILIES):
+    if name in ACCURACY_METRICS or any(name.startswith(f) and len(name) > len(f) for f in FAMILIES):
         return name
-    known = ", ".join(REPORT_METRICS + RESOURCE_METRICS + tuple(f + "*" for f in FAMILIES))
+    known = ", ".join(REPORT_METRICS + RESOURCE_METRICS + tuple(f + "*" for f in FAMILIES) + tuple(ACCURACY_METRICS))
     raise InputError(f"'{name}' is not a report field (known: {known})")
 
 

@@ -2,7 +2,9 @@
 
 One loop in the calling process owns the study and the store; workers only evaluate (``evaluate.evaluate_chunk``).
 Points travel in chunks (one task, one IPC round trip and one database transaction per chunk), grouped by
-(model, compile choices) so a worker reuses its cached prefix. A chunk is sized to take about 0.25 s.
+(model, compile choices) so a worker reuses its cached prefix. A chunk is sized to take about 0.25 s. With
+``inputs:``, each (model, compile choices) is first measured for accuracy once (``accuracy.py``, a task of its own,
+stored in the database) and its points wait for that measurement, so every stored point carries its accuracy.
 
 Restarting the same command resumes: finished points come from the store and are never computed again; points
 that were being computed when the run died are computed now. The output folder remembers which sweep it holds (a
@@ -24,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codesign.sweep.accuracy import AccuracyRequest, accuracy_key, measure_accuracy
 from codesign.sweep.evaluate import PointRequest, evaluate_chunk, start_parent_watchdog
+from codesign.sweep.metrics import is_accuracy_metric
 from codesign.sweep.search import Search, objective_values, point_key
 from codesign.sweep.spec import Sweep, yaml_scalar
 from codesign.sweep.store import Store
 from hw.errors import InputError
 
-__all__ = ["run_sweep", "SweepOutcome", "check_out_dir", "point_request", "finalize"]
+__all__ = ["run_sweep", "SweepOutcome", "check_out_dir", "point_request", "accuracy_request", "finalize"]
 
 _CHUNK_SECONDS = 0.25  # wall time a chunk should take: long enough to amortise IPC, short enough to commit often
 _MAX_CHUNK = 64
@@ -39,7 +43,10 @@ _MAX_CHUNK = 64
 @dataclass
 class SweepOutcome:
     """What a run did: points stored in all (``done``), computed now (``computed``), answered from the store
-    (``reused``), the rows of every stored point, and the run's wall time (s)."""
+    (``reused``), the rows of every stored point, and the run's wall time (s). With ``inputs:``, every stored
+    accuracy measurement (``accuracy``: key -> result), how many (model, compile choices) were measured now
+    (``accuracy_measured``, taking ``accuracy_seconds`` of worker time) and how many measurements stored by an
+    earlier run served points computed now (``accuracy_reused``)."""
 
     done: int = 0
     computed: int = 0
@@ -50,6 +57,10 @@ class SweepOutcome:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     tiers: dict[str, int] = field(default_factory=dict)
+    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accuracy_measured: int = 0
+    accuracy_reused: int = 0
+    accuracy_seconds: float = 0.0
 
 
 # --- The output folder ------------------------------------------------------------------------------------------------
@@ -99,8 +110,11 @@ class _Inline:
     slots = 1
 
     def submit(self, points: list[PointRequest]) -> cf.Future:
+        return self.call(evaluate_chunk, points)
+
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
         future: cf.Future = cf.Future()
-        future.set_result(evaluate_chunk(points))
+        future.set_result(fn(arg))
         return future
 
     def wait(self, futures: Iterable[Any]) -> set[Any]:
@@ -123,6 +137,9 @@ class _Pool:
 
     def submit(self, points: list[PointRequest]) -> cf.Future:
         return self.pool.submit(evaluate_chunk, points)
+
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
+        return self.pool.submit(fn, arg)
 
     def wait(self, futures: Iterable[Any]) -> set[Any]:
         done, _ = cf.wait(list(futures), timeout=1.0, return_when=cf.FIRST_COMPLETED)
@@ -153,6 +170,9 @@ class _Dask:
 
     def submit(self, points: list[PointRequest]) -> Any:
         return self.client.submit(evaluate_chunk, points, pure=False)
+
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        return self.client.submit(fn, arg, pure=False)
 
     def wait(self, futures: Iterable[Any]) -> set[Any]:
         # Polling keeps this client private (distributed.wait needs a process-wide default client).
@@ -191,15 +211,39 @@ def point_request(sweep: Sweep, params: dict[str, Any], key: str) -> PointReques
         elif axis.kind == "compile":
             choices[axis.name.removeprefix("compile.")] = str(params[axis.name])
     return PointRequest(key=key, model=params["model"], target=str(target), overrides=tuple(overrides.items()),
-                        choices=tuple(sorted(choices.items())), shapes=sweep.shapes, calibrate=sweep.calibrate)
+                        choices=tuple(sorted(choices.items())), shapes=sweep.shapes, calibrate=sweep.calibrate,
+                        inputs=sweep.inputs)
 
 
-def finalize(sweep: Sweep, row: dict[str, Any]) -> dict[str, Any]:
-    """A worker's row plus what the sweep decides: constraint violations, feasibility, reason, objective values."""
+def accuracy_request(sweep: Sweep, point: PointRequest) -> AccuracyRequest:
+    """The accuracy measurement ``point`` shares with every point of its (model, compile choices): compiled for the
+    sweep's first target with the fixed ``set:`` overrides only (accuracy.py)."""
+    assert sweep.inputs is not None
+    return AccuracyRequest(key=accuracy_key(point.model, point.choices), model=point.model, target=sweep.targets[0],
+                           inputs=sweep.inputs, overrides=sweep.fixed_set, choices=point.choices,
+                           shapes=point.shapes, calibrate=point.calibrate)
+
+
+def _uses_accuracy(sweep: Sweep) -> bool:
+    return any(is_accuracy_metric(n) for n, _ in sweep.objectives) or any(
+        c.metric is not None and is_accuracy_metric(c.metric) for c in sweep.constraints)
+
+
+def finalize(sweep: Sweep, row: dict[str, Any], accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A worker's row plus what the sweep decides: constraint violations, feasibility, reason, objective values.
+    ``accuracy`` (a ``measure_accuracy`` result) adds its ``accuracy.*`` metrics; a failed measurement makes the
+    point infeasible when an objective or constraint needs accuracy, and is kept as ``accuracy_error``."""
     result = dict(row)
     result.pop("key", None)
     constraints: dict[str, float] = {}
     reasons: list[str] = []
+    if accuracy is not None and row["error"] is None:
+        row = {**row, "metrics": {**row["metrics"], **accuracy["metrics"]}}
+        result["metrics"] = row["metrics"]
+        if accuracy["error"] is not None:
+            result["accuracy_error"] = accuracy["error"]
+            if _uses_accuracy(sweep):
+                reasons.append(f"accuracy not measured: {accuracy['error']}")
     if row["error"] is not None:
         reasons.append(row["error"])
     else:
@@ -245,6 +289,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler:
                  "spec": json.loads(spec_json)}, indent=2) + "\n")
         outcome = _loop(sweep, executor, store, on_progress)
         outcome.rows = store.done()
+        outcome.accuracy = store.accuracy() if sweep.measures_accuracy else {}
         outcome.done = len(outcome.rows)
         outcome.seconds = time.perf_counter() - start
         return outcome
@@ -267,6 +312,12 @@ def _loop(sweep: Sweep, executor: Any, store: Store, on_progress: Callable[[int,
     done_keys = set(stored)
     waiting: dict[str, list[Any]] = {}  # key in flight -> trials to tell when it is back
     in_flight: dict[Any, list[PointRequest]] = {}
+    # Accuracy (sweeps with inputs): measured once per (model, choices); that combination's points are held back
+    # (``parked``) until its measurement is back, so every stored point carries it.
+    accuracy: dict[str, dict[str, Any]] = store.accuracy() if sweep.measures_accuracy else {}
+    measuring: dict[Any, str] = {}  # future -> accuracy key
+    parked: dict[str, list[PointRequest]] = {}
+    accounted: set[str] = set()  # accuracy keys counted in outcome.accuracy_measured / _reused
     per_point = 0.01  # s, running estimate of a point's cost, sizes the chunks
     stall = 0
     model_based = sweep.spec.strategy in ("nsga2", "tpe")
@@ -283,15 +334,54 @@ def _loop(sweep: Sweep, executor: Any, store: Store, on_progress: Callable[[int,
             return search.asked < total
         return len(done_keys) + len(waiting) < total and stall < 50 + 10 * total
 
+    def chunk_size() -> int:
+        size = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(per_point, 1e-4))))
+        # A model-based sampler should see results before it proposes much more.
+        return min(size, 4) if model_based else size
+
+    def dispatch(group: list[PointRequest]) -> None:
+        size = chunk_size()
+        for i in range(0, len(group), size):
+            chunk = group[i:i + size]
+            in_flight[executor.submit(chunk)] = chunk
+
+    def route(group: list[PointRequest]) -> None:
+        """Dispatch one (model, choices) group, or hold it until its accuracy is measured."""
+        if not sweep.measures_accuracy:
+            return dispatch(group)
+        key = accuracy_key(group[0].model, group[0].choices)
+        if key not in accuracy and key not in parked:
+            accuracy.update(store.accuracy([key]))  # measured by another runner meanwhile
+        if key in accuracy:
+            if key not in accounted:
+                accounted.add(key)
+                outcome.accuracy_reused += 1
+            return dispatch(group)
+        if key not in parked:
+            parked[key] = []
+            measuring[executor.call(measure_accuracy, accuracy_request(sweep, group[0]))] = key
+        parked[key].extend(group)
+
+    def measured(future: Any) -> None:
+        key = measuring.pop(future)
+        result = future.result()
+        store.put_accuracy(key, result)
+        accuracy[key] = result
+        accounted.add(key)
+        outcome.accuracy_measured += 1
+        outcome.accuracy_seconds += result["seconds"]
+        dispatch(parked.pop(key))
+
+    def busy() -> int:
+        size = chunk_size()
+        return len(in_flight) + len(measuring) + sum(-(-len(g) // size) for g in parked.values())
+
     progress()
     try:
         while True:
-            free = executor.slots * 2 - len(in_flight)
+            free = executor.slots * 2 - busy()
             if free > 0 and can_ask():
-                size = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(per_point, 1e-4))))
-                if model_based:
-                    size = min(size, 4)  # a model-based sampler should see results before it proposes much more
-                want = size * free
+                want = chunk_size() * free
                 fresh: list[tuple[str, dict[str, Any]]] = []
                 while len(fresh) < want and can_ask():
                     trial, params = search.ask()
@@ -326,21 +416,24 @@ def _loop(sweep: Sweep, executor: Any, store: Store, on_progress: Callable[[int,
                     for req in requests:
                         groups[(req.model, req.choices)].append(req)  # one prefix per chunk
                     for group in groups.values():
-                        for i in range(0, len(group), size):
-                            chunk = group[i:i + size]
-                            in_flight[executor.submit(chunk)] = chunk
+                        route(group)
                     continue
-            if not in_flight:
+            if not in_flight and not measuring:
                 if can_ask():
                     continue
                 break
-            for future in executor.wait(in_flight):
-                in_flight.pop(future)
+            for future in executor.wait([*in_flight, *measuring]):
+                if future in measuring:
+                    measured(future)
+                    continue
+                chunk = {req.key: req for req in in_flight.pop(future)}
                 rows = future.result()
                 results = []
                 for row in rows:
                     seq += 1
-                    result = finalize(sweep, row)
+                    req = chunk[row["key"]]
+                    found = accuracy.get(accuracy_key(req.model, req.choices)) if sweep.measures_accuracy else None
+                    result = finalize(sweep, row, found)
                     results.append((row["key"], seq, result))
                     outcome.compute_seconds += row["seconds"]
                     outcome.tiers[row["tier"] or "error"] = outcome.tiers.get(row["tier"] or "error", 0) + 1

@@ -12,10 +12,27 @@ strategy (see ``examples/sweeps/``)::
       target: [fpga-u280, npu-xdna]           # several targets: every other hardware axis must suit each
     objectives: {latency_ms: min, energy_mj: min}
     constraints: ["fits", "accuracy.cosine >= 0.99"]
-    calibrate: examples/data/vit_tiny_images.npz  # optional: quantization calibration samples (--calibrate)
+    inputs: examples/data/vit_base_images.npz  # optional: samples to measure accuracy on (--inputs)
+    calibrate: calibration.npz                # optional: quantization calibration samples (--calibrate)
     strategy: grid                            # grid | random | nsga2 | tpe
     budget: 500                               # distinct points, for the non-grid strategies
     seed: 0
+
+``inputs`` follows ``codesign compile --inputs``: an .npz with one array per model input, keyed by the input's name,
+shaped [N, *input shape], checked against every model here by codesign.accuracy's own checks. With it, every point
+is compiled as ``codesign compile --inputs`` compiles it (the samples also calibrate quantization and measure MoE
+routing unless ``calibrate`` is given) and carries the ``accuracy.*`` metrics (codesign/sweep/metrics.py):
+
+``accuracy.cosine``       mean per-row cosine of the first output vs ONNX Runtime FP32 (real tokens only when the
+                          model has an ``attention_mask`` input)
+``accuracy.cosine_min``   the smallest row cosine
+``accuracy.max_abs_err``  max |simulated - FP32|
+``accuracy.top1``         top-1 agreement (classifier outputs only)
+
+Accuracy depends on the model and the compile choices, not on hardware axes (the reordered attention kernels that
+read target keys are exact rearrangements up to float64 rounding), so it is measured once per (model, compile
+choices): on the first target with the fixed ``set:`` overrides, stored with the sweep and attached to every point
+with those choices. An objective or constraint on ``accuracy.*`` without ``inputs`` is refused before anything runs.
 
 Every problem is an ``InputError`` naming ``file:line`` and the key path. The YAML is read with the target loader's
 line-keeping reader (``hw.targets.loader``), so both kinds of file explain themselves the same way.
@@ -34,7 +51,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from codesign.sweep.metrics import Constraint, check_metric_name, parse_constraint
+from codesign.sweep.metrics import Constraint, check_metric_name, is_accuracy_metric, parse_constraint
 from hw.errors import InputError
 from hw.targets import load_target
 
@@ -96,6 +113,7 @@ class SweepSpec(_Strict):
     compile: dict[str, str] = Field(default_factory=dict)
     shapes: dict[str, list[int]] = Field(default_factory=dict)
     calibrate: str | None = None
+    inputs: str | None = None
     space: Annotated[dict[str, Annotated[list[Scalar], Field(min_length=1)] | Range], Field(min_length=1)]
     objectives: Annotated[dict[str, Literal["min", "max"]], Field(min_length=1)]
     constraints: list[str] = Field(default_factory=list)
@@ -126,7 +144,8 @@ class Sweep:
     """A checked sweep: everything the runner needs, nothing it must re-validate.
 
     ``models`` are resolved paths; ``targets`` the target names a point may use; ``fixed_set`` / ``fixed_compile``
-    apply to every point; ``spec_hash`` identifies the sweep (budget excluded, so raising it continues a sweep).
+    apply to every point; ``calibrate`` / ``inputs`` are resolved, checked .npz paths; ``spec_hash`` identifies the
+    sweep (budget excluded, so raising it continues a sweep).
     """
 
     spec: SweepSpec
@@ -141,6 +160,12 @@ class Sweep:
     shapes: tuple[tuple[str, tuple[int, ...]], ...]
     calibrate: str | None
     spec_hash: str
+    inputs: str | None = None
+
+    @property
+    def measures_accuracy(self) -> bool:
+        """True when points carry ``accuracy.*`` metrics (the sweep has ``inputs``)."""
+        return self.inputs is not None
 
     @property
     def grid_size(self) -> int | None:
@@ -273,20 +298,29 @@ def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir
     objectives = []
     for metric, direction in spec.objectives.items():
         _wrap(at("objectives", metric), lambda m=metric: check_metric_name(m), "objectives")
+        if is_accuracy_metric(metric) and spec.inputs is None:
+            raise InputError(f"{at('objectives', metric)}: objectives.{metric} {_NEEDS_INPUTS}")
         objectives.append((metric, direction))
     constraints = tuple(_wrap(at("constraints", i), lambda t=text: parse_constraint(t), f"constraints[{i}]")
                         for i, text in enumerate(spec.constraints))
+    for i, c in enumerate(constraints):
+        if c.metric is not None and is_accuracy_metric(c.metric) and spec.inputs is None:
+            raise InputError(f"{at('constraints', i)}: constraints[{i}]: {c.metric} {_NEEDS_INPUTS}")
     if spec.strategy != "grid" and spec.budget is None:
         raise InputError(f"{at('strategy')}: strategy {spec.strategy} needs a budget (number of points)")
     for name, dims in spec.shapes.items():
         if not dims or any(d <= 0 for d in dims):
             raise InputError(f"{at('shapes', name)}: shapes.{name}: dims must be positive ints")
 
+    shapes = tuple((k, tuple(v)) for k, v in spec.shapes.items())
+    quantized = any(v != "none" for k, v in fixed_compile if k == "quant") or any(
+        v != "none" for a in axes if a.name == "compile.quant" for v in a.values or ())
+    calibrate = _samples(spec.calibrate, "calibrate", models, shapes, base_dir, at("calibrate"), True)
+    inputs = _samples(spec.inputs, "inputs", models, shapes, base_dir, at("inputs"),
+                      quantized and calibrate is None)
     sweep = Sweep(spec=spec, source=display, models=models, targets=targets, axes=tuple(axes),
                   objectives=tuple(objectives), constraints=constraints, fixed_set=fixed_set,
-                  fixed_compile=fixed_compile, shapes=tuple((k, tuple(v)) for k, v in spec.shapes.items()),
-                  calibrate=_model_path(spec.calibrate, base_dir, at("calibrate"), "calibrate")
-                  if spec.calibrate else None, spec_hash="")
+                  fixed_compile=fixed_compile, shapes=shapes, calibrate=calibrate, inputs=inputs, spec_hash="")
     if spec.strategy == "grid" and (sweep.grid_size or 0) > _MAX_GRID:
         raise InputError(f"{at('space')}: space: the grid has {sweep.grid_size:,} points (over {_MAX_GRID:,})")
     return _with_hash(sweep)
@@ -298,6 +332,9 @@ def _with_hash(sweep: Sweep) -> Sweep:
     spec.pop("budget", None)
     spec["models"] = list(sweep.models)
     spec["calibrate"] = sweep.calibrate
+    spec["inputs"] = sweep.inputs
+    if sweep.inputs is None:
+        del spec["inputs"]  # sweeps written before ``inputs`` existed keep their hash (and their output folders)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return Sweep(**{**sweep.__dict__, "spec_hash": digest})
 
@@ -313,6 +350,30 @@ def _wrap(where: str, check: Any, key: str | None = None, target: str | None = N
         prefix = f"{key}: " if key and not message.startswith(key) else ""
         suffix = f" (target {target})" if target and len(message) < 400 else ""
         raise InputError(f"{where}: {prefix}{message}{suffix}") from None
+
+
+_NEEDS_INPUTS = ("needs samples to run: add 'inputs: <file>.npz' to the sweep (arrays keyed by model input name, "
+                 "leading sample axis, as for codesign compile --inputs)")
+
+
+def _samples(name: str | None, key: str, models: tuple[str, ...], shapes: tuple[tuple[str, tuple[int, ...]], ...],
+             base_dir: Path | None, where: str, calibration: bool) -> str | None:
+    """The resolved path of the ``key`` .npz (``inputs`` / ``calibrate``), checked against every model by the
+    checks ``codesign compile --inputs / --calibrate`` run (``calibration``: also refuse constant data)."""
+    if name is None:
+        return None
+    from codesign.accuracy import load_samples, model_signature
+
+    path = _model_path(name, base_dir, where, key)
+    for model in models:
+        try:
+            load_samples(path, f"{key}:", model_signature(model, dict(shapes)), calibration=calibration)
+        except InputError as err:
+            # The CLI's message, with the file as written in the sweep and the model it was checked against.
+            detail = str(err).removeprefix(f"{key}: {path}: ")
+            suffix = f" (model {Path(model).name})" if len(models) > 1 else ""
+            raise InputError(f"{where}: {key}: {name}: {detail}{suffix}") from None
+    return path
 
 
 def _model_path(name: str, base_dir: Path | None, where: str, key: str = "models") -> str:

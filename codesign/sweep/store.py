@@ -1,11 +1,14 @@
 """Where finished design points live: an SQL database (SQLite in the output folder, or any SQLAlchemy URL).
 
-Two tables, keyed by the sweep's spec hash so one database (e.g. a shared PostgreSQL) can hold many sweeps:
+Tables keyed by the sweep's spec hash so one database (e.g. a shared PostgreSQL) can hold many sweeps:
 
-``sweep_meta``    one row per sweep: its hash and normalised spec (JSON).
-``sweep_points``  one row per design point: ``key`` (canonical JSON of its parameters), ``params``, ``status``
-                  (``running`` while claimed, ``done`` once its result is in), ``owner`` (host:pid of the claimant),
-                  ``result`` (JSON), ``seq`` (completion order) and timestamps (Unix seconds).
+``sweep_meta``      one row per sweep: its hash and normalised spec (JSON).
+``sweep_points``    one row per design point: ``key`` (canonical JSON of its parameters), ``params``, ``status``
+                    (``running`` while claimed, ``done`` once its result is in), ``owner`` (host:pid of the claimant),
+                    ``result`` (JSON), ``seq`` (completion order) and timestamps (Unix seconds).
+``sweep_accuracy``  one row per measured (model, compile choices) of a sweep with ``inputs:`` (accuracy.py):
+                    ``key`` (``accuracy.accuracy_key``), ``result`` (JSON: flat metrics, accuracy section, error),
+                    ``finished``. Created in older databases on first open.
 
 Every batch of finished points is one transaction, committed as soon as the batch is back, so a crash loses at most
 the points that were being computed. A point is claimed before it is computed; another runner sharing the database
@@ -88,6 +91,13 @@ class Store:
             sa.Column("seq", sa.Integer),
             sa.Column("finished", sa.Float),
             sa.Column("result", sa.Text),
+        )
+        self.accuracy_table = sa.Table(
+            "sweep_accuracy", meta,
+            sa.Column("spec_hash", sa.String(64), primary_key=True),
+            sa.Column("key", sa.String(2000), primary_key=True),
+            sa.Column("result", sa.Text, nullable=False),
+            sa.Column("finished", sa.Float, nullable=False),
         )
         try:
             meta.create_all(self.engine)
@@ -187,6 +197,28 @@ class Store:
             for chunk in _chunks(keys, 500):
                 conn.execute(p.delete().where((p.c.spec_hash == self.spec_hash) & p.c.key.in_(chunk)
                                               & (p.c.status == "running") & (p.c.owner == self.owner)))
+
+    def accuracy(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Stored accuracy measurements: key -> result (all of this sweep's, or those of ``keys``)."""
+        sa, a = self.sa, self.accuracy_table
+        where = a.c.spec_hash == self.spec_hash
+        with self.engine.connect() as conn:
+            if keys is None:
+                rows = conn.execute(sa.select(a.c.key, a.c.result).where(where)).all()
+            else:
+                rows = [r for chunk in _chunks(list(keys), 500)
+                        for r in conn.execute(sa.select(a.c.key, a.c.result).where(where & a.c.key.in_(chunk)))]
+        return {key: json.loads(result) for key, result in rows}
+
+    def put_accuracy(self, key: str, result: dict[str, Any]) -> None:
+        """Store one accuracy measurement; a measurement stored first (by another runner) is kept."""
+        sa, a = self.sa, self.accuracy_table
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(a.insert().values(spec_hash=self.spec_hash, key=key, result=json.dumps(result),
+                                               finished=time.time()))
+        except sa.exc.IntegrityError:
+            pass
 
     def max_seq(self) -> int:
         """The largest completion number stored (0 when none)."""

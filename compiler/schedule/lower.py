@@ -4,6 +4,9 @@ Execution model (stated, so reports can be read): ops run one after another as t
 activation an op reads or writes goes through off-chip memory, except tensors inside a fused group (``fuse`` pass)
 and scores inside ``flash`` / ``edge-moe`` attention, which stay on chip; each weight is read from off-chip once per
 inference. Views (reshape, squeeze, ...) cost nothing and forward their producer.
+
+A GEMM's cost may include its array's readout (``Cost.detail["drain_cycles"]``, see hw/models/fpga.py); a plan
+keeps the readout that lengthens it in ``LayerPlan.detail["drain_cycles"]`` so the report can show it apart.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from hw.models.base import AcceleratorModel, Cost
 from hw.perf.scheduler import Task
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
-__all__ = ["LayerPlan", "lower_module", "gemm_work", "tensor_bytes", "element_bits", "FUSED_ATTR", "TILES_ATTR"]
+__all__ = ["LayerPlan", "lower_module", "gemm_work", "tensor_bytes", "element_bits", "overlap_epilogue",
+           "readout_detail", "FUSED_ATTR", "TILES_ATTR"]
 
 FUSED_ATTR = "fused_into"
 TILES_ATTR = "tiles"
@@ -30,6 +34,8 @@ _VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze", "shape")
 _CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
           "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal")
 _TRANSCENDENTAL = ("exp", "log", "erf", "tanh", "sigmoid", "softplus", "sqrt", "reciprocal", "pow", "div")
+#: Vector kinds whose units work row by row (a row = the last dimension): their work carries its row count.
+_ROW_KINDS = ("softmax", "layernorm", "rmsnorm", "gelu", "requant")
 
 
 @dataclass
@@ -137,6 +143,31 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
     raise AssertionError(op.name)
 
 
+def _vector_rows(kind: str, value: SSAValue) -> int:
+    """Rows of the last dimension for row-wise kinds, else 1."""
+    shape = value.type.get_shape()  # type: ignore[attr-defined]
+    return _numel(value) // shape[-1] if kind in _ROW_KINDS and shape and shape[-1] > 0 else 1
+
+
+def overlap_epilogue(cost: Cost, extra: Cost) -> Cost:
+    """``cost`` with an epilogue ``extra`` fused behind it: the epilogue runs on the vector lanes while the array
+    works on the next fold, so the layer takes the longer of the two. The array's readout (``drain_cycles``) is
+    kept only as far as it makes the layer longer than the epilogue and the array's own compute."""
+    compute = max(cost.compute_cycles, extra.compute_cycles)
+    detail = cost.detail
+    drain = int(detail.get("drain_cycles", 0))
+    if drain:
+        detail = {**detail, "drain_cycles": compute - max(cost.compute_cycles - drain, extra.compute_cycles)}
+    return Cost(unit=cost.unit, compute_cycles=compute, tiles=cost.tiles,
+                onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=detail)
+
+
+def readout_detail(*costs: Cost) -> dict[str, int]:
+    """``{"drain_cycles": total}`` of costs run one after another, or ``{}`` when none has a readout."""
+    drain = sum(int(c.detail.get("drain_cycles", 0)) for c in costs)
+    return {"drain_cycles": drain} if drain else {}
+
+
 def _softmax_cost_name(approx: str) -> str:
     return {"base2": "softermax", "log2q": "shiftmax", "softmax-free": "exact"}.get(approx, approx)
 
@@ -174,6 +205,7 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
         t3 = lw.task(f"{name}.av", c_av, score_bytes + v_bytes, out_bytes, (t2.name,) + deps)
         plan.tasks = [t1, t2, t3]
         plan.detail["score_bytes_offchip"] = 4 * score_bytes
+        plan.detail.update(readout_detail(c_qk, c_av))
     else:
         # flash / edge-moe: scores stay on chip; lanes, tiles and re-reads priced in compiler/schedule/attention.py.
         from compiler.schedule.attention import fused_attention
@@ -226,6 +258,7 @@ def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, s
     plan.onchip_bytes = fused.onchip_bytes
     plan.detail.update({"landmarks": m, "newton_iters": NEWTON_ITERS, "score_bytes_offchip": 0,
                         "score_bytes_standard": 4 * (-(-batch * sq * sq * bits // 8))})
+    plan.detail.update(readout_detail(*costs))
     if "passes" in costs[0].detail:
         plan.detail["passes"] = costs[0].detail["passes"]
     plan.bytes_offchip = bytes_in + bytes_out
@@ -288,18 +321,16 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
             if kind == "softmax":
                 approx = _softmax_cost_name(approx)
             x = op.operands[0]
-            shape = x.type.get_shape()  # type: ignore[attr-defined]
-            rows = _numel(x) // shape[-1] if kind in ("softmax", "layernorm", "rmsnorm") and shape else 1
-            work = VectorWork(kind=kind, elements=max(_numel(v) for v in op.results), rows=rows, approx=approx,
-                              bits=element_bits(x))
+            work = VectorWork(kind=kind, elements=max(_numel(v) for v in op.results), rows=_vector_rows(kind, x),
+                              approx=approx, bits=element_bits(x))
             op_name = op.name.split(".", 1)[1] + (("." + df.str_attr(op, "kind")) if isinstance(op, df.ElementwiseOp) else "")
         cost = model.cost(work)
         for member in group:
-            extra = model.cost(VectorWork(kind=_vector_kind(member)[0], elements=_numel(member.results[0]),
-                                          approx=_vector_kind(member)[1], bits=element_bits(member.results[0])))
-            # The epilogue runs on the vector lanes while the array works on the next fold.
-            cost = Cost(unit=cost.unit, compute_cycles=max(cost.compute_cycles, extra.compute_cycles),
-                        tiles=cost.tiles, onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=cost.detail)
+            kind, approx = _vector_kind(member)
+            y = member.results[0]
+            extra = model.cost(VectorWork(kind=kind, elements=_numel(y), rows=_vector_rows(kind, y), approx=approx,
+                                          bits=element_bits(y)))
+            cost = overlap_epilogue(cost, extra)
         weights = lw.weight_bytes(ins) if not isinstance(op, df.EmbeddingOp) else 0
         act_in = lw.activation_bytes(ins)
         out = sum(tensor_bytes(r) for r in results)

@@ -1,7 +1,45 @@
 """The parametric FPGA accelerator: one systolic GEMM array, vector lanes, operand buffers and DMA engines.
 
-GEMM timing is SCALE-Sim's (``hw.perf.systolic``); vector timing comes from the target's cost table
-(``hw.targets.defaults.VECTOR_COSTS``); resources from ``hw.models.resources``.
+Timing is the RTL's (``hw.rtl``): every unit ``codesign rtl`` emits for a design is priced with that kernel's exact
+``predicted_cycles`` (the cocotb tests pin it to simulation) for the parameters ``codesign rtl`` chooses, so the
+model, the RTL and its manifest agree (tests/test_model_matches_rtl.py). Resources come from
+``hw.models.resources``, fitted to Yosys synthesis of the same RTL.
+
+GEMM (unit ``gemm``)
+    ``batch x passes`` invocations of the array (a batch item, or one operand-slice pass of a product wider than
+    the array, is one invocation, as ``codesign rtl``'s manifest counts them). Each takes SCALE-Sim's count for
+    the target's dataflow (``hw.perf.systolic``) plus the readout that SCALE-Sim's count leaves out, the RTL
+    array's ``predicted_cycles`` minus SCALE-Sim's (``ARRAY_KERNELS``): the output-stationary array
+    (``hw.rtl.systolic``) hands the last fold's ``rows`` result rows over one per cycle after its last MAC
+    (earlier folds read out under the next fold); a dataflow without an RTL array adds nothing::
+
+        compute_cycles = batch * passes * (systolic_cycles(m, n, k, rows, cols, dataflow) + drain)
+        drain          = predicted_cycles - systolic_cycles  (os: rows)
+
+    ``compute_cycles`` is what the scheduler holds the array for; ``detail["drain_cycles"]`` says how much of it
+    is readout, so that the report gives SCALE-Sim's count (a layer's ``compute_cycles``) and the readout
+    (``drain_cycles``) apart (compiler/summary.py). ``detail["cycles_per_item"]`` is SCALE-Sim's count. (The
+    array keeps no state between folds, so a driver streaming batch items back to back would hide all readouts
+    but the last; the manifest and this model count each item as its own invocation.)
+Vector (unit ``vector``, ``vector.count`` of them)
+    ``vector.lanes`` copies of the RTL row unit, each taking whole rows round-robin, so R rows of n elements
+    take the unit's cycles for ``ceil(R / lanes)`` rows (``L = lanes``)::
+
+        softmax   shiftmax    ceil(R/L) * (3n + 16) - 1                  hw.rtl.shiftmax
+        softmax   online      ceil(R/L) * (2n + 17)                      hw.rtl.online_softmax
+        gelu      shiftgelu   2 n ceil(R/L) + 9                          hw.rtl.shiftgelu
+        layernorm ilayernorm  ceil(R/L) * (3n + b + 10 var_bits + 31) - 1 hw.rtl.ilayernorm (b = input bits,
+                                                                         16 for a float input, as codesign rtl)
+        router    exact       ceil(T/L) * experts  (T tokens = rows)     hw.rtl.topk_router
+        requant   exact       R * ceil(n / cols) + 1                     hw.rtl.requant: one unit of gemm.cols
+                                                                         lanes (codesign rtl's), a row per beat
+
+    The target's ``vector.costs`` entries for these pairs are not used on an FPGA (the RTL is the unit); every
+    other (kind, approximation) is priced from the cost table (``hw.models.base.vector_cost``,
+    ``hw.targets.defaults.VECTOR_COSTS``). The compiler names the pair: ``--softmax log2q`` arrives as
+    ``shiftmax`` and the online softmax of flash / edge-moe attention as ``online`` (compiler/schedule/).
+Moves
+    Shuffles on the vector lanes, one byte per lane per cycle; other moves are DMA bursts.
 """
 
 from __future__ import annotations
@@ -24,10 +62,26 @@ from hw.perf.systolic import fold_counts, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import FpgaTarget
 
-__all__ = ["FpgaModel", "SHUFFLE_MOVES"]
+__all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "ARRAY_KERNELS"]
 
 SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute"})
 """Moves that reorder elements run on the vector lanes; the rest (copy, concat, slice ...) are DMA bursts."""
+
+ARRAY_KERNELS: dict[str, str] = {"os": "systolic_gemm", "ws": "systolic_gemm_ws"}
+"""GEMM dataflow -> the ``hw.rtl`` array kernel that times it (used where ``hw.rtl.manifest`` knows the kernel)."""
+
+RTL_VECTOR_UNITS: dict[tuple[str, str], str] = {
+    ("softmax", "shiftmax"): "shiftmax",
+    ("softmax", "online"): "online_softmax",
+    ("gelu", "shiftgelu"): "shiftgelu",
+    ("layernorm", "ilayernorm"): "ilayernorm",
+    ("router", "exact"): "topk_router",
+    ("requant", "exact"): "requant",
+}
+"""(vector kind, approximation) -> the ``hw.rtl`` kernel that runs it (module docstring)."""
+
+_ILAYERNORM_MAX_BITS = 24  # ILayerNorm's widest integer input; wider elements are floats, fed as 16 bits
+_ILAYERNORM_FLOAT_BITS = 16
 
 # Which key to change when a component overflows the device.
 _KEYS = {
@@ -60,31 +114,16 @@ class FpgaModel:
         return float(self.target.gemm.rows * self.target.gemm.cols)
 
     def cost(self, work: Work) -> Cost:
-        """GEMM -> ``gemm`` (SCALE-Sim cycles x batch x operand passes); vector -> ``vector``; moves -> ``dma`` or
-        ``vector`` (shuffles)."""
+        """GEMM -> ``gemm``; vector -> ``vector`` (an RTL unit where there is one); moves -> ``dma`` or ``vector``
+        (shuffles). Cycles as in the module docstring."""
         t = self.target
         if isinstance(work, GemmWork):
-            g = t.gemm
-            passes = operand_passes(work, g)
-            per_item = systolic_cycles(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)
-            cycles = work.batch * passes * per_item
-            half = 0.5 if t.buffers.double_buffered else 1.0
-            caps = tuple(kb * 1024 * half for kb in (t.buffers.act_kb, t.buffers.weight_kb, t.buffers.out_kb))
-            return Cost(
-                unit="gemm",
-                compute_cycles=cycles,
-                tiles=buffer_tiles(work, caps),
-                onchip_bytes=gemm_onchip_bytes(work, g.rows, g.cols, g.dataflow),
-                detail={
-                    "folds": work.batch * _product(fold_counts(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)),
-                    "cycles_per_item": per_item,
-                    "passes": passes,
-                    "utilization": work.macs / (cycles * g.rows * g.cols),
-                    "dataflow": g.dataflow,
-                },
-            )
+            return self._gemm_cost(work)
         if isinstance(work, VectorWork):
-            return vector_cost(t, t.vector, work)
+            kernel = RTL_VECTOR_UNITS.get((work.kind, work.approx))
+            if kernel is None or work.elements <= 0 or work.rows <= 0:
+                return vector_cost(t, t.vector, work)
+            return self._rtl_vector_cost(kernel, work)
         if isinstance(work, MoveWork):
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
@@ -92,6 +131,59 @@ class FpgaModel:
             return Cost(unit="dma", compute_cycles=ceil_div(work.bytes, per_cycle), onchip_bytes=2 * work.bytes,
                         detail={"kind": work.kind, "bursts": ceil_div(work.bytes, t.dma.burst_bytes)})
         raise TypeError(f"not a work item: {work!r}")
+
+    def _gemm_cost(self, work: GemmWork) -> Cost:
+        from hw.rtl.manifest import CYCLES_FORMULA, invocation_cycles  # the RTL array's exact count
+
+        t = self.target
+        g = t.gemm
+        passes = operand_passes(work, g)
+        invocations = work.batch * passes
+        per_item = systolic_cycles(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)
+        drain = 0
+        kernel = ARRAY_KERNELS.get(g.dataflow)
+        if kernel in CYCLES_FORMULA:
+            rtl = invocation_cycles(kernel, {"rows": g.rows, "cols": g.cols}, {"m": work.m, "n": work.n, "k": work.k})
+            drain = rtl - per_item
+        half = 0.5 if t.buffers.double_buffered else 1.0
+        caps = tuple(kb * 1024 * half for kb in (t.buffers.act_kb, t.buffers.weight_kb, t.buffers.out_kb))
+        return Cost(
+            unit="gemm",
+            compute_cycles=invocations * (per_item + drain),
+            tiles=buffer_tiles(work, caps),
+            onchip_bytes=gemm_onchip_bytes(work, g.rows, g.cols, g.dataflow),
+            detail={
+                "folds": work.batch * _product(fold_counts(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)),
+                "cycles_per_item": per_item,
+                "passes": passes,
+                "drain_cycles": invocations * drain,
+                "utilization": work.macs / (invocations * per_item * g.rows * g.cols),
+                "dataflow": g.dataflow,
+            },
+        )
+
+    def _rtl_vector_cost(self, kernel: str, work: VectorWork) -> Cost:
+        """``work`` on ``vector.lanes`` copies of RTL ``kernel``, rows dealt round-robin (module docstring)."""
+        from hw.rtl.manifest import invocation_cycles  # the same timing ``codesign rtl`` writes in its manifest
+
+        lanes = self.target.vector.lanes
+        n = ceil_div(work.elements, work.rows)
+        per_lane = ceil_div(work.rows, lanes)
+        detail: dict[str, object] = {"rtl": kernel, "lanes": lanes, "row_length": n, "rows_per_lane": per_lane}
+        if kernel == "requant":  # one unit, gemm.cols values per beat, rows never share a beat
+            cols = self.target.gemm.cols
+            cycles = invocation_cycles(kernel, {"lanes": cols}, {"beats": work.rows * ceil_div(n, cols)})
+            detail.update(lanes=cols, rows_per_lane=work.rows)
+        elif kernel == "ilayernorm":
+            in_bits = work.bits if work.bits <= _ILAYERNORM_MAX_BITS else _ILAYERNORM_FLOAT_BITS
+            cycles = invocation_cycles(kernel, {"c": n, "in_bits": in_bits}, {"rows": per_lane})
+            detail["in_bits"] = in_bits
+        elif kernel == "topk_router":
+            cycles = invocation_cycles(kernel, {"experts": n}, {"tokens": per_lane})
+        else:
+            cycles = invocation_cycles(kernel, {"n": n}, {"rows": per_lane})
+        return Cost(unit="vector", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),
+                    detail=detail)
 
     def resource_breakdown(self) -> dict[str, dict[str, float]]:
         """resource -> component -> count (see ``hw.models.resources.estimate``)."""

@@ -1,32 +1,70 @@
 """FPGA resource estimates (LUT, FF, DSP, BRAM18, URAM) for the parametric accelerator, from its YAML sizes.
 
-Every constant sits in ``FpgaCalibration`` so that one object, later fitted to Yosys synthesis of our RTL kernels,
-replaces them all. Until then they are ⚠ defaults; the DSP and memory-block rules are exact device facts.
+Every constant sits in ``FpgaCalibration``. The array's and the vector lanes' LUT / FF / DSP figures are fitted to
+Yosys ``synth_xilinx`` of our RTL kernels (``make calibrate`` = ``python -m hw.rtl.calibrate`` writes
+``hw/models/calibration.json``, loaded here as the defaults); the DMA and control figures are ⚠ defaults (not RTL we
+write); the DSP packing and memory-block rules are exact device facts.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from hw.models.base import ceil_div
 from hw.targets.schema import FpgaTarget
 
-__all__ = ["FpgaCalibration", "DEFAULT_CALIBRATION", "dsp_per_mac", "estimate", "RESOURCES"]
+__all__ = ["FpgaCalibration", "DEFAULT_CALIBRATION", "CALIBRATION_FILE", "load_calibration", "dsp_per_mac",
+           "estimate", "RESOURCES"]
+
+CALIBRATION_FILE = "calibration.json"
+"""The fitted constants shipped next to this module (package data of ``hw.models``)."""
+
+
+def load_calibration(path: str | Path | None = None) -> dict[str, float]:
+    """The fitted ``FpgaCalibration`` fields (name -> value) of a ``make calibrate`` document.
+
+    ``path``: a JSON file written by ``python -m hw.rtl.calibrate``; default the bundled ``hw/models/calibration.json``.
+    """
+    if path is None:
+        text = resources.files("hw.models").joinpath(CALIBRATION_FILE).read_text()
+    else:
+        text = Path(path).read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return {name: float(value) for name, value in doc.get("fpga_calibration", {}).items()}
+
+
+_FIT = load_calibration()
+
+
+def _fitted(name: str, default: float) -> float:
+    """The bundled fit of ``name``, or ``default`` where the calibration does not fit it."""
+    return _FIT.get(name, default)
+
 
 RESOURCES = ("lut", "ff", "dsp", "bram18", "uram")
 
 
 @dataclass(frozen=True)
 class FpgaCalibration:
-    """Per-component resource costs. Counts are per PE, per vector lane, per DMA channel, or fixed."""
+    """Per-component resource costs. Counts are per PE, per vector lane, per DMA channel, or fixed.
+
+    ``fit`` below: the default is the bundled Yosys fit (``calibration.json``, see ``hw.rtl.calibrate`` for what was
+    synthesized); the number after ``or`` is the hand default used when a calibration does not fit that field.
+    """
 
     # A PE's MAC sits in a DSP48E2; the fabric around it forwards operands and drains the result.
-    lut_per_pe: float = 16.0             # ⚠ default: operand/drain muxes and valid logic per PE
-    ff_per_pe_bit: float = 1.0           # one register per operand bit forwarded and per accumulator bit drained
-    # A vector lane: 32-bit ALU + barrel shifter + compare + exp/GELU LUT and control, one DSP for its multiplies.
-    lut_per_lane: float = 400.0          # ⚠ default
-    ff_per_lane: float = 400.0           # ⚠ default
-    dsp_per_lane: float = 1.0            # one 27x18 multiplier per lane (vector cost model assumes one multiply/cycle)
+    lut_per_pe: float = _fitted("lut_per_pe", 16.0)       # fit: systolic_gemm LUTs per PE (or 16: operand muxes)
+    ff_per_pe_bit: float = _fitted("ff_per_pe_bit", 1.0)  # fit: FFs per PE per operand/accumulator bit (or 1)
+    # A vector lane is one copy of each RTL row unit the cost model times (hw.models.fpga): shiftmax, shiftgelu,
+    # ilayernorm, plus one requant lane, at the widths ``codesign rtl`` picks for a quantized ViT; row buffers are
+    # left to the buffer model.
+    lut_per_lane: float = _fitted("lut_per_lane", 400.0)  # fit (or ⚠ 400: 32-bit ALU, shifter, LUT, control)
+    ff_per_lane: float = _fitted("ff_per_lane", 400.0)    # fit (or ⚠ 400)
+    dsp_per_lane: float = _fitted("dsp_per_lane", 1.0)    # fit: the units' multipliers (or 1: one 27x18 multiplier)
     # A DMA channel: an AXI DataMover-class engine with its FIFO.
     lut_per_dma: float = 1500.0          # ⚠ default
     ff_per_dma: float = 2000.0           # ⚠ default
@@ -44,6 +82,7 @@ class FpgaCalibration:
 
 
 DEFAULT_CALIBRATION = FpgaCalibration()
+"""The bundled calibration: Yosys fits where ``calibration.json`` has them, hand defaults elsewhere."""
 
 
 def dsp_per_mac(a_bits: int, b_bits: int) -> float:

@@ -117,6 +117,7 @@ class KernelMixin:
 
 _BUILTIN: dict[str, str] = {
     "systolic_gemm": "hw.rtl.systolic:SystolicGemm",
+    "systolic_gemm_ws": "hw.rtl.systolic_ws:SystolicGemmWs",
     "requant": "hw.rtl.requant:Requant",
     "shiftmax": "hw.rtl.shiftmax:Shiftmax",
     "shiftgelu": "hw.rtl.shiftgelu:ShiftGelu",

@@ -52,6 +52,7 @@ MARKER = ".codesign-rtl"
 
 CYCLES_FORMULA: dict[str, str] = {
     "systolic_gemm": "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows",
+    "systolic_gemm_ws": "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1",
     "requant": "beats - 1 + 2",
     "shiftmax": "rows * (3 * n + 16) - 1",
     "shiftgelu": "2 * n * rows + 10 - 1",
@@ -63,6 +64,7 @@ CYCLES_FORMULA: dict[str, str] = {
 
 _WORK_KEYS: dict[str, tuple[str, ...]] = {
     "systolic_gemm": ("m", "n", "k"),
+    "systolic_gemm_ws": ("m", "n", "k"),
     "requant": ("beats",),
     "shiftmax": ("rows",),
     "shiftgelu": ("rows",),
@@ -75,7 +77,7 @@ _WORK_KEYS: dict[str, tuple[str, ...]] = {
 def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str, int]) -> int:
     """Exact cycles of one invocation of ``kernel`` with ``params`` on ``work`` (see :data:`CYCLES_FORMULA`).
 
-    ``work`` keys: ``m, n, k`` (systolic_gemm), ``beats`` (requant), ``rows`` (row-wise kernels),
+    ``work`` keys: ``m, n, k`` (systolic_gemm, systolic_gemm_ws), ``beats`` (requant), ``rows`` (row-wise kernels),
     ``tokens`` (topk_router).
     """
     keys = _WORK_KEYS.get(kernel)
@@ -86,6 +88,10 @@ def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str,
         raise InputError(f"{kernel}: invocation needs {', '.join(keys)} (missing {', '.join(missing)})")
     if kernel == "systolic_gemm":
         from hw.rtl.systolic import predicted_cycles
+
+        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
+    if kernel == "systolic_gemm_ws":
+        from hw.rtl.systolic_ws import predicted_cycles
 
         return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
     if kernel == "requant":
@@ -115,7 +121,7 @@ def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str,
 
 def example_work(kernel: str, params: Mapping[str, int]) -> dict[str, int]:
     """A one-unit invocation for a kernel emitted on its own: one fold, one beat, one row, one token."""
-    if kernel == "systolic_gemm":
+    if kernel in ("systolic_gemm", "systolic_gemm_ws"):
         return {"m": params["rows"], "n": params["cols"], "k": params["rows"]}
     return {key: 1 for key in _WORK_KEYS.get(kernel, ())}
 

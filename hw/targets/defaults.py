@@ -14,9 +14,13 @@ from types import MappingProxyType
 __all__ = ["VECTOR_COSTS", "PJ_PER_MAC", "PJ_PER_BYTE_ONCHIP", "PJ_PER_BYTE_OFFCHIP"]
 
 # --- Vector / special-function unit costs ---------------------------------------------------------------------------
-# Machine assumed by every number (⚠ defaults, to be calibrated against hw.rtl predicted_cycles): a lane issues one
-# operation per cycle, either a <=18x27-bit multiply (one DSP48E2) or an add / shift / compare / LUT read; passes over
-# a row run one after another. ``per_element`` counts the operations one element needs on its lane (so a layer takes
+# On an FPGA target the pairs that have an RTL unit (softmax shiftmax / online, gelu shiftgelu, layernorm ilayernorm,
+# router, requant) are not priced from this table but with that unit's exact predicted_cycles (hw/models/fpga.py,
+# RTL_VECTOR_UNITS; e.g. Shiftmax is 3n + 16 cycles per row of n on one lane); the entries below stay for the
+# other pairs and for targets without our RTL (NPU ...).
+# Machine assumed by every number (⚠ defaults, not measured): a lane issues one operation per cycle, either a
+# <=18x27-bit multiply (one DSP48E2) or an add / shift / compare / LUT read; passes over a row run one after another.
+# ``per_element`` counts the operations one element needs on its lane (so a layer takes
 # ceil(elements / lanes) * per_element cycles); ``per_row`` is the serial work done once per row (a reciprocal or a
 # division, plus draining the cross-lane reduction tree), which lanes cannot share.
 # Values are (per_element, per_row).
