@@ -12,7 +12,7 @@ reads the compiled IR to decide which kernels the design needs, with the paramet
 ============================  ================================================================================
 IR                            kernel (parameters)
 ============================  ================================================================================
-integer ``dataflow.gemm``     ``systolic_gemm`` (rows, cols, acc_bits from the target's ``gemm``; in_bits the
+integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array) (rows, cols, acc_bits from the target's ``gemm``; in_bits the
                               operand width); also the QK^T and A.V products of integer ``dataflow.attention``
 ``dataflow.requant``          ``requant`` (lanes = the array's cols, acc_bits = input width, out_bits)
 softmax ``shiftmax``          ``shiftmax`` (n = row length; in_bits 32 for integer scores, else 16; out_bits from
@@ -194,7 +194,8 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
         if array is None:
             raise InputError(f"layer '{layer}': target '{target.name}' has no systolic GEMM array for integer GEMMs")
         params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
-        add("systolic_gemm", params, layer, {"m": m, "n": n, "k": k}, count)
+        kernel = "systolic_gemm_ws" if array.dataflow == "ws" else "systolic_gemm"
+        add(kernel, params, layer, {"m": m, "n": n, "k": k}, count)
 
     def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool) -> None:
         if approx not in ("shiftmax", "online"):
@@ -203,9 +204,9 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
         params = {"n": n, "in_bits": 32 if integer else 16, "out_bits": softmax_bits(op, approx)}
         add(kernel, params, layer, {"rows": rows})
 
-    if array is not None and array.dataflow != "os":
-        notes.append(f"target '{target.name}' uses a {array.dataflow} array; the emitted systolic_gemm is "
-                     "output-stationary (same MACs, cycles per its own model)")
+    if array is not None and array.dataflow == "is":
+        notes.append(f"target '{target.name}' uses an input-stationary array, which has no RTL kernel yet; the "
+                     "emitted systolic_gemm is output-stationary (same MACs, cycles per its own model)")
     for op in module.walk():
         if isinstance(op, df.GemmOp):
             lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)
