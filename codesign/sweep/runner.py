@@ -125,12 +125,20 @@ class _Inline:
 
 
 class _Pool:
-    """A local process pool. Forked (workers start with the compiler imported) and started before any thread or
-    database connection exists in this process."""
+    """A local process pool whose workers come from a fork server.
+
+    Plain fork is unsafe here: a process that has already run torch or OpenBLAS work (the Python API, a test run)
+    holds thread pools that do not survive fork, and the child deadlocks in its first kernel. The fork server is a
+    fresh interpreter that only imports the compiler (preload), so workers still start with it imported, cheaply.
+    """
 
     def __init__(self, workers: int) -> None:
-        method = "fork" if sys.platform.startswith("linux") else None
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+        if sys.platform.startswith("linux"):
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["compiler.pipeline", "codesign.sweep.evaluate", "codesign.sweep.accuracy"])
+        else:
+            context = multiprocessing.get_context()
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                            initializer=start_parent_watchdog)
         self.slots = workers
         self.pool.submit(int).result()  # start the workers now
