@@ -39,3 +39,16 @@ def data_dir() -> Path:
 def model_path(name: str) -> Path:
     """Path of an example model, failing clearly when it was not built."""
     return _require(MODELS / name)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--vcd", default=None, metavar="PATTERN",
+                     help="write waveforms for RTL tests whose id contains PATTERN ('1' for all); see docs/RTL.md")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    pattern = config.getoption("--vcd")
+    if pattern:
+        import os
+
+        os.environ["CODESIGN_VCD"] = pattern
