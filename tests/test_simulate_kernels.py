@@ -146,3 +146,17 @@ def test_shift_exp_saturates_like_the_oracle() -> None:
 def test_too_small_scale_is_refused() -> None:
     with pytest.raises(ValueError, match="too small for shift_exp"):
         K.shiftmax(np.zeros((1, 4), dtype=np.int64), 2.0**-30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 700), st.integers(1, 5), st.integers(0, 2**31 - 1),
+       st.sampled_from([127, 2**15 - 1, 2**20]))
+def test_int_matmul_is_exact_on_every_blas_path(m, k, n, seed, bound):
+    """float32 (bound < 2^24), k-chunked float32, float64 and int64 paths all equal the exact int64 product."""
+    from compiler.simulate.kernels import int_matmul
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-bound, bound + 1, size=(2, m, k), dtype=np.int64)
+    b = rng.integers(-128, 128, size=(k, n), dtype=np.int64)
+    a[0, 0, :] = bound  # reach the extreme so the bound check is exercised
+    np.testing.assert_array_equal(int_matmul(a, b), np.matmul(a, b))

@@ -70,6 +70,12 @@ def round_shift(p: np.ndarray, e: np.ndarray | int) -> np.ndarray:
         half = 1 << (e - 1)
         return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
     e = np.asarray(e, dtype=I64)
+    if e.size and 1 <= int(e.min()) and int(e.max()) <= 62:
+        # Per-channel shifts all in the plain range (the common case): the scalar formula, broadcast.
+        q = np.right_shift(p, e)
+        rem = p - np.left_shift(q, e)
+        half = np.left_shift(I64(1), e - 1)
+        return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
     p, e = np.broadcast_arrays(p, e)
     ep = np.clip(e, 1, 62)
     q = np.right_shift(p, ep)

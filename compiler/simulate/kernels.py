@@ -49,8 +49,21 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact ``a @ b`` of integer arrays as int64 (float64 BLAS when no partial sum can reach 2^53)."""
-    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
+    """Exact ``a @ b`` of integer arrays as int64 (float32 / float64 BLAS when no partial sum can reach 2^24 / 2^53)."""
+    per_term = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0))
+    bound = per_term * a.shape[-1]
+    if bound < 2.0**24:  # every partial sum is an integer float32 holds exactly: twice the BLAS speed
+        return matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+    chunk = int(2.0**24 // per_term) if per_term else 0
+    if chunk >= 128 and bound < 2.0**53:
+        # Split the reduction so each float32 product stays exact, then add the chunks exactly in int64.
+        k = a.shape[-1]
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        total = None
+        for start in range(0, k, chunk):
+            part = matmul(a32[..., start:start + chunk], b32[..., start:start + chunk, :]).astype(np.int64)
+            total = part if total is None else total + part
+        return total
     if bound < 2.0**53:
         return matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
     return matmul(a.astype(np.int64), b.astype(np.int64))
