@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -17,7 +17,7 @@ from compiler.pipeline import CompileOptions, CompileResult, overrides_from, run
 from compiler.summary import build_report
 from hw.errors import InputError
 
-__all__ = ["compile", "compile_options", "to_onnx"]
+__all__ = ["compile", "compile_options", "run_compile", "to_onnx"]
 
 
 def to_onnx(model: Any, example_inputs: Any = None) -> str | os.PathLike[str] | onnx.ModelProto:
@@ -68,21 +68,33 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
     """
     options = compile_options(target, {k: str(v) for k, v in dict(overrides).items()} if isinstance(overrides, Mapping)
                               else overrides, shapes, passes, stop_after, **choices)
-    from codesign.accuracy import evaluate, prepare_env, write_outputs
-    from codesign.options import middle_passes
-
     if outputs is not None and inputs is None:
         raise InputError("compile(outputs=...) needs inputs=... (the samples to run)")
-    source = to_onnx(model, example_inputs)
-    env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate,
-                               quantized=options.choice("quant", "none") != "none")
-    result = run_pipeline(source, options, middle=middle_passes(options), report=build_report, env=env)
+    result, sim_outputs = run_compile(to_onnx(model, example_inputs), options, inputs=inputs, calibrate=calibrate)
+    if outputs is not None and sim_outputs is not None:
+        from pathlib import Path
+
+        from codesign.accuracy import write_outputs
+
+        write_outputs(Path(outputs), sim_outputs)
+    return result
+
+
+def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, calibrate: Any = None,
+                on_ir: Callable[[str, Any], None] | None = None) -> tuple[CompileResult, dict[str, Any] | None]:
+    """The compile behind both ``codesign compile`` and ``compile()``: calibration / routing data, the pipeline,
+    then (with ``inputs``) the simulated outputs and their accuracy against FP32 in ``report["accuracy"]``.
+
+    Returns the result and the simulated outputs (None without ``inputs``).
+    """
+    from codesign.accuracy import evaluate, prepare_env
+    from codesign.options import middle_passes
+
+    env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
+    result = run_pipeline(source, options, middle=middle_passes(options), on_ir=on_ir, report=build_report, env=env)
+    sim_outputs = None
     if samples is not None and result.report is not None:
         result.report["accuracy"], sim_outputs = evaluate(result, source, samples)
         result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")
         result.env.artifacts["outputs"] = sim_outputs
-        if outputs is not None:
-            from pathlib import Path
-
-            write_outputs(Path(outputs), sim_outputs)
-    return result
+    return result, sim_outputs

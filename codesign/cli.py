@@ -89,11 +89,8 @@ def _compile_options(args: argparse.Namespace):
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from codesign.options import middle_passes
     from codesign.report import render_table, write_json
     from codesign.trace import trace_events
-    from compiler.pipeline import run_pipeline
-    from compiler.summary import build_report
 
     given = [args.model] + [p for p in (args.inputs, args.calibrate) if p]
     outputs = {flag: _output_path(path, given, flag) for flag, path in (
@@ -107,17 +104,12 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     def on_ir(step: str, module: Any) -> None:
         sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, args.mlir_generic))
 
-    from codesign.accuracy import evaluate, prepare_env, render_accuracy, write_outputs
+    from codesign.accuracy import render_accuracy, write_outputs
+    from codesign.api import run_compile
 
-    env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
-                               quantized=options.choice("quant", "none") != "none")
-    result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, report=build_report,
-                          env=env)
-    if samples is not None and result.report is not None:
-        result.report["accuracy"], sim_outputs = evaluate(result, args.model, samples)
-        result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")
-        if "--outputs" in outputs:
-            write_outputs(outputs["--outputs"], sim_outputs)
+    result, sim_outputs = run_compile(args.model, options, inputs=args.inputs, calibrate=args.calibrate, on_ir=on_ir)
+    if sim_outputs is not None and "--outputs" in outputs:
+        write_outputs(outputs["--outputs"], sim_outputs)
     if "--emit-mlir" in outputs:
         outputs["--emit-mlir"].write_text(_print_ir(result.module, args.mlir_generic))
     if result.report is None:

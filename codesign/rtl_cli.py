@@ -116,7 +116,7 @@ def _from_model(args: argparse.Namespace):
         from codesign.accuracy import prepare_env
 
         env, _ = prepare_env(args.model, dict(options.shapes), None, args.calibrate,
-                             quantized=options.choice("quant", "none") != "none")
+                             quantized=options.quantized)
 
     def on_ir(step: str, module: Any) -> None:
         sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, False))

@@ -24,12 +24,10 @@ from compiler.frontend.to_dialect import ImportResult, build_module
 from compiler.passes import PASSES
 from hw.errors import InputError
 
-__all__ = ["DEFAULT_PASSES", "STEPS", "CompileOptions", "CompileResult", "run_pipeline", "parse_passes",
-           "step_names"]
+__all__ = ["DEFAULT_PASSES", "CompileOptions", "CompileResult", "run_pipeline", "parse_passes", "overrides_from"]
 
 #: The middle of the default pipeline, in order. `import` comes before, `report` after.
 DEFAULT_PASSES: tuple[str, ...] = ("canonicalize", "fuse", "tile", "schedule")
-STEPS: tuple[str, ...] = ("import",) + DEFAULT_PASSES + ("report",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,11 @@ class CompileOptions:
     def choice(self, key: str, default: str) -> str:
         """The value chosen for ``key`` (e.g. ``softmax``), or ``default``."""
         return dict(self.choices).get(key, default)
+
+    @property
+    def quantized(self) -> bool:
+        """True when ``--quant`` asks for an integer model (calibration data is then needed and checked)."""
+        return self.choice("quant", "none") != "none"
 
 
 @dataclass
@@ -77,12 +80,6 @@ def parse_passes(spec: str) -> list[ModulePass]:
         except Exception as err:
             raise InputError(f"--passes: pass '{item.name}': {str(err).splitlines()[0]}") from None
     return out
-
-
-def step_names(options: CompileOptions, default_passes: Sequence[str] = DEFAULT_PASSES) -> list[str]:
-    """The step names this compile runs, in order."""
-    middle = [p.name for p in parse_passes(options.passes)] if options.passes else list(default_passes)
-    return ["import"] + middle + ["report"]
 
 
 def _verify(module: ModuleOp, step: str) -> None:

@@ -86,7 +86,7 @@ def _section(request: AccuracyRequest) -> dict[str, Any]:
 
     options = compile_options(request.target, dict(request.overrides), dict(request.shapes), **dict(request.choices))
     env, samples = prepare_env(request.model, dict(options.shapes), request.inputs, request.calibrate,
-                               quantized=options.choice("quant", "none") != "none")
+                               quantized=options.quantized)
     run = run_pipeline(request.model, options, middle=middle_passes(options), report=build_report, env=env)
     assert run.report is not None and samples is not None
     imported = run.imported

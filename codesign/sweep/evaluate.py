@@ -206,7 +206,7 @@ def _start_env(point: PointRequest, options: Any) -> CompileEnv:
     from codesign.accuracy import prepare_env
 
     env, _ = prepare_env(point.model, dict(point.shapes), point.inputs, point.calibrate,
-                         quantized=options.choice("quant", "none") != "none")
+                         quantized=options.quantized)
     return env
 
 

@@ -236,14 +236,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
-    names = {o for n in region for o in n.outputs}
     ids = {id(n) for n in region}
     keep = [n for n in region if any(
         any(id(c) not in ids for c in ctx.consumers.get(o, [])) or o in g.outputs for o in n.outputs if o != out)]
     if any(n in (qk, av, softmax) for n in keep):
         return None
     nodes = [n for n in region if n not in keep]
-    del names
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal})
 

@@ -11,7 +11,6 @@ keeps the readout that lengthens it in ``LayerPlan.detail["drain_cycles"]`` so t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +81,6 @@ class _Lowering:
         self.model = model
         self.plans: list[LayerPlan] = []
         self.producer: dict[SSAValue, str | None] = {}
-        self.fused_extra: dict[str, list[Operation]] = {}
 
     def deps(self, values: list[SSAValue]) -> tuple[str, ...]:
         out: list[str] = []
@@ -106,7 +104,7 @@ class _Lowering:
         return Task(name=name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=bytes_in,
                     bytes_out=bytes_out, deps=deps, tiles=max(1, tiles if tiles is not None else cost.tiles))
 
-    def add_plan(self, op: Operation, plan: LayerPlan, results: list[SSAValue]) -> None:
+    def add_plan(self, plan: LayerPlan, results: list[SSAValue]) -> None:
         self.plans.append(plan)
         last = plan.tasks[-1].name if plan.tasks else None
         for r in results:
@@ -290,12 +288,12 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
         ins = list(op.operands)
         if isinstance(op, df.AttentionOp):
             plan = _lower_attention(lw, op)
-            lw.add_plan(op, plan, results)
+            lw.add_plan(plan, results)
             continue
         if isinstance(op, df.MoeOp):
             from compiler.schedule.moe import lower_moe  # router -> dispatch -> experts -> combine
 
-            lw.add_plan(op, lower_moe(lw, op), results)
+            lw.add_plan(lower_moe(lw, op), results)
             continue
         # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
         inner = set(results)
@@ -341,7 +339,7 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
         if isinstance(work, GemmWork):
             plan.macs = work.macs
             plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}
-        lw.add_plan(op, plan, results)
+        lw.add_plan(plan, results)
         for member in group:
             for r in member.results:
                 lw.producer[r] = task.name
