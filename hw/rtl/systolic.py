@@ -92,12 +92,15 @@ class SystolicGemm(KernelMixin, wiring.Component):
                 f"in_bits={params['in_bits']} (needs >= {2 * params['in_bits']})"
             )
 
+    #: Payload layout of the ``operands`` stream; the weight-stationary array swaps in its own.
+    operand_layout = staticmethod(operand_layout)
+
     def __init__(self, rows: int = 4, cols: int = 4, in_bits: int = 8, acc_bits: int = 32):
         self.params = self.accept_params(rows=rows, cols=cols, in_bits=in_bits, acc_bits=acc_bits)
         self.rows, self.cols, self.in_bits, self.acc_bits = rows, cols, in_bits, acc_bits
         super().__init__(
             {
-                "operands": In(stream.Signature(operand_layout(rows, cols, in_bits))),
+                "operands": In(stream.Signature(self.operand_layout(rows, cols, in_bits))),
                 "results": Out(stream.Signature(result_layout(cols, acc_bits))),
             }
         )

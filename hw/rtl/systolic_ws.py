@@ -48,13 +48,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from hw.rtl.emit import KernelMixin, ParamSpec
-from hw.rtl.systolic import _pack, result_layout, unpack_results
+from hw.rtl.emit import ParamSpec
+from hw.rtl.systolic import SystolicGemm, _pack, unpack_results
 
 __all__ = [
     "SystolicGemmWs",
@@ -84,8 +83,12 @@ def operand_layout(rows: int, cols: int, in_bits: int) -> data.StructLayout:
     )
 
 
-class SystolicGemmWs(KernelMixin, wiring.Component):
-    """Weight-stationary ``rows x cols`` array of signed ``in_bits`` MACs into ``acc_bits`` (module docstring)."""
+class SystolicGemmWs(SystolicGemm):
+    """Weight-stationary ``rows x cols`` array of signed ``in_bits`` MACs into ``acc_bits`` (module docstring).
+
+    Parameters, their checks and the ports' shape come from ``SystolicGemm``; only the operand payload (weight
+    load beats) and the datapath differ.
+    """
 
     KERNEL = "systolic_gemm_ws"
     PARAMS = {
@@ -94,24 +97,7 @@ class SystolicGemmWs(KernelMixin, wiring.Component):
         "in_bits": ParamSpec(8, "operand width in bits, signed", choices=(4, 8)),
         "acc_bits": ParamSpec(32, "partial-sum width in bits, signed, wraps", lo=8, hi=64),
     }
-
-    @classmethod
-    def check_combination(cls, params: dict[str, int]) -> None:
-        if params["acc_bits"] < 2 * params["in_bits"]:
-            raise InputError(
-                f"{cls.KERNEL}: parameter acc_bits={params['acc_bits']} is too narrow for "
-                f"in_bits={params['in_bits']} (needs >= {2 * params['in_bits']})"
-            )
-
-    def __init__(self, rows: int = 4, cols: int = 4, in_bits: int = 8, acc_bits: int = 32):
-        self.params = self.accept_params(rows=rows, cols=cols, in_bits=in_bits, acc_bits=acc_bits)
-        self.rows, self.cols, self.in_bits, self.acc_bits = rows, cols, in_bits, acc_bits
-        super().__init__(
-            {
-                "operands": In(stream.Signature(operand_layout(rows, cols, in_bits))),
-                "results": Out(stream.Signature(result_layout(cols, acc_bits))),
-            }
-        )
+    operand_layout = staticmethod(operand_layout)
 
     def elaborate(self, platform):
         m = Module()
