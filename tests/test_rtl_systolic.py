@@ -14,11 +14,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from amaranth.hdl import Fragment
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
+from rtl_kernel_checks import check_gemm_kernel, int_matmul_reference
+
 from hw.rtl import emit, sim, systolic
 from hw.rtl.systolic import SystolicGemm, predicted_cycles
 
@@ -55,10 +56,6 @@ def _gemm_cases(rows: int, cols: int, bits: int, seed: int) -> list[dict]:
     return cases + [dict(stressed, seed=seed)]
 
 
-def _reference(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    return (torch.tensor(a, dtype=torch.int64) @ torch.tensor(b, dtype=torch.int64)).tolist()
-
-
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", BITS)
@@ -66,21 +63,8 @@ def _reference(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
 @pytest.mark.parametrize("simulator", SIMS)
 def test_systolic_gemm_is_exact_and_takes_predicted_cycles(simulator, shape, bits):
     rows, cols = shape
-    params = emit.canonical_params("systolic_gemm", {"rows": rows, "cols": cols, "in_bits": bits})
     cases = _gemm_cases(rows, cols, bits, seed=rows * 100 + cols * 10 + bits)
-    job = {"params": params, "cases": cases}
-    run = sim.run_testbench("systolic_gemm", params, simulator, "tb_systolic", TB_DIR, job)
-    results = run.result["cases"]
-    assert len(results) == len(cases)
-    for case, got in zip(cases, results):
-        m, k, n = len(case["a"]), len(case["b"]), len(case["b"][0])
-        assert got["c"] == _reference(case["a"], case["b"]), case["name"]
-        assert got["last_flags_ok"], case["name"]
-        expected = predicted_cycles(m, n, k, rows, cols)
-        if "gap_prob" in case:
-            assert got["cycles"] > expected, case["name"]
-        else:
-            assert got["cycles"] == expected, f"{case['name']}: measured {got['cycles']}, predicted {expected}"
+    check_gemm_kernel("systolic_gemm", "tb_systolic", simulator, rows, cols, bits, cases, predicted_cycles)
 
 
 @pytest.mark.rtl
@@ -218,4 +202,4 @@ def test_operand_beats_and_assembly_round_trip():
                 sum(a[m0 + i][kk] * b[kk][n0 + j] for kk in range(2)) if m0 + i < 3 and n0 + j < 3 else 0
                 for j in range(2)
             ])
-    assert systolic.assemble_results(rows_out, 3, 3, 2, 2) == _reference(a, b)
+    assert systolic.assemble_results(rows_out, 3, 3, 2, 2) == int_matmul_reference(a, b)

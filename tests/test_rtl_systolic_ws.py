@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from amaranth.hdl import Fragment
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
+from rtl_kernel_checks import check_gemm_kernel, int_matmul_reference
+
 from hw.rtl import emit, sim, systolic_ws
 from hw.rtl.systolic_ws import SystolicGemmWs, predicted_cycles
 
@@ -56,10 +57,6 @@ def _gemm_cases(rows: int, cols: int, bits: int, seed: int) -> list[dict]:
     return cases + [dict(stressed, seed=seed)]
 
 
-def _reference(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    return (torch.tensor(a, dtype=torch.int64) @ torch.tensor(b, dtype=torch.int64)).tolist()
-
-
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", BITS)
@@ -67,21 +64,8 @@ def _reference(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
 @pytest.mark.parametrize("simulator", SIMS)
 def test_systolic_gemm_ws_is_exact_and_takes_predicted_cycles(simulator, shape, bits):
     rows, cols = shape
-    params = emit.canonical_params("systolic_gemm_ws", {"rows": rows, "cols": cols, "in_bits": bits})
     cases = _gemm_cases(rows, cols, bits, seed=rows * 100 + cols * 10 + bits)
-    job = {"params": params, "cases": cases}
-    run = sim.run_testbench("systolic_gemm_ws", params, simulator, "tb_systolic_ws", TB_DIR, job)
-    results = run.result["cases"]
-    assert len(results) == len(cases)
-    for case, got in zip(cases, results):
-        m, k, n = len(case["a"]), len(case["b"]), len(case["b"][0])
-        assert got["c"] == _reference(case["a"], case["b"]), case["name"]
-        assert got["last_flags_ok"], case["name"]
-        expected = predicted_cycles(m, n, k, rows, cols)
-        if "gap_prob" in case:
-            assert got["cycles"] > expected, case["name"]
-        else:
-            assert got["cycles"] == expected, f"{case['name']}: measured {got['cycles']}, predicted {expected}"
+    check_gemm_kernel("systolic_gemm_ws", "tb_systolic_ws", simulator, rows, cols, bits, cases, predicted_cycles)
 
 
 # --- model and parameter checks (no simulator) --------------------------------------------------------
@@ -161,7 +145,7 @@ def test_operand_beats_follow_scalesim_fold_order_and_assembly_sums_row_folds():
                 sum(a[mm][kk] * b[kk][n0 + j] for kk in range(k0, min(k0 + 2, 3))) if n0 + j < 3 else 0
                 for j in range(2)
             ])
-    assert systolic_ws.assemble_results(rows_out, 2, 3, 3, 2, 2) == _reference(a, b)
+    assert systolic_ws.assemble_results(rows_out, 2, 3, 3, 2, 2) == int_matmul_reference(a, b)
 
 
 def test_manifest_knows_the_timing_model():
