@@ -13,7 +13,7 @@ import re
 
 import pytest
 import torch
-from rtl_kernel_checks import SIMS, assert_cycles, run_kernel
+from rtl_kernel_checks import SIMS, check_row_kernel, run_kernel
 
 from compiler.numerics import shiftgelu
 from hw.errors import InputError
@@ -60,14 +60,8 @@ def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
 @pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"n{p['n']}-in{p['in_bits']}-out{p['out_bits']}")
 @pytest.mark.parametrize("simulator", SIMS)
 def test_shiftgelu_is_exact_and_takes_predicted_cycles(simulator, params, request):
-    n, out_bits = params["n"], params["out_bits"]
-    cases = _cases(n, params["in_bits"], seed=n * 5 + out_bits)
-    results = run_kernel("shiftgelu", params, simulator, cases, request.node.nodeid)
-    for case, got in zip(cases, results):
-        expected, _ = shiftgelu(torch.tensor(case["rows"], dtype=torch.int64), case["scale"], out_bits)
-        assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
-        assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(case["n_out"])]
-        assert_cycles(case, got, predicted_cycles(n, len(case["rows"])))
+    cases = _cases(params["n"], params["in_bits"], seed=params["n"] * 5 + params["out_bits"])
+    check_row_kernel("shiftgelu", params, simulator, cases, request.node.nodeid, shiftgelu, predicted_cycles)
 
 
 # --- model and parameter checks (no simulator) --------------------------------------------------------
