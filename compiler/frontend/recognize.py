@@ -72,6 +72,7 @@ def _walk_back(ctx: _Ctx, name: str, rank: int) -> list[tuple[str, list[Node]]]:
 
 
 def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.ndarray:
+    """Push ``x`` (standing for ``source``) through ``chain``, listed from its output back to ``source``."""
     values = {source: x}
     for node in reversed(chain):
         args = [values.get(i, ctx.graph.constants.get(i)) if i else None for i in node.inputs]
@@ -227,12 +228,9 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             return None
     av_shape = g.shapes[av.outputs[0]]
     x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(av_shape)
-    values = {av.outputs[0]: x}
-    for node in chain:
-        args = [values.get(i, g.constants.get(i)) if i else None for i in node.inputs]
-        values[node.outputs[0]] = args[0] if node.op_type == "Cast" else run_node(node.op_type, args, node.attrs)[0]
+    got = _run_chain(ctx, chain[::-1], av.outputs[0], x)  # _run_chain takes chains listed output-first
     want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
-    if values[out].shape != want.shape or not np.array_equal(values[out], want):
+    if got.shape != want.shape or not np.array_equal(got, want):
         return None
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.

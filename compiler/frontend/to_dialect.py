@@ -23,10 +23,7 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     StringAttr,
     TensorType,
-    BFloat16Type,
     Float16Type,
-    Float32Type,
-    Float64Type,
     f32,
     f64,
     i64,
@@ -201,7 +198,9 @@ def _generic_attrs(b: _Builder, node: Node, params: set[int]) -> tuple[list[SSAV
     return operands, DictionaryAttr(entries)
 
 
-def _emit_gemm(b: _Builder, node: Node) -> None:
+def _emit_gemm(b: _Builder, node: Node, bias_add: Node | None = None) -> None:
+    """A MatMul / Gemm as ``dataflow.gemm``; ``bias_add`` is a following Add of a constant [N] vector (see
+    ``_fold_bias``) that becomes the GEMM's bias and whose output the GEMM then produces."""
     g = b.g
     name = b.unique(_layer_name(node.name))
     a, w = node.inputs[0], node.inputs[1]
@@ -234,6 +233,11 @@ def _emit_gemm(b: _Builder, node: Node) -> None:
                                  f"vector of length {n}")
     else:
         rhs = b.value(w)
+    out = node.outputs[0]
+    if bias_add is not None:
+        other = bias_add.inputs[1] if bias_add.inputs[0] == out else bias_add.inputs[0]
+        bias = b.weight(other, g.constants[other].reshape(g.shapes[out][-1]))
+        out = bias_add.outputs[0]
     lhs = b.value(a)
     lhs_shape, rhs_shape = g.shapes[a], tuple(rhs.type.get_shape())  # type: ignore[attr-defined]
     if len(rhs_shape) > 2 and tuple(rhs_shape[:-2]) != tuple(lhs_shape[:-2]):
@@ -241,9 +245,8 @@ def _emit_gemm(b: _Builder, node: Node) -> None:
                          f"{lhs_shape} x {rhs_shape}")
     if len(lhs_shape) < 2:
         raise InputError(f"{g.source}: unsupported op {node.op_type} (node '{node.name}'): rank-1 operand")
-    out_type = b.ttype(node.outputs[0])
-    op = b.add(df.GemmOp(name, lhs, rhs, bias, out_type, f32))
-    b.bind(node.outputs[0], op)
+    op = b.add(df.GemmOp(name, lhs, rhs, bias, b.ttype(out), f32))
+    b.bind(out, op)
     b.patterns["gemm"] += 1
 
 
@@ -301,7 +304,6 @@ def _emit_conv(b: _Builder, node: Node) -> None:
 
 
 def _emit_match(b: _Builder, m: Match) -> None:
-    g = b.g
     name = b.unique(_common_prefix([n.name for n in m.nodes]))
     out_type = b.ttype(m.output)
     if m.kind == "attention":
@@ -475,14 +477,7 @@ def build_module(graph: Graph) -> ImportResult:
         bias_add = _fold_bias(b, node, consumers)
         if bias_add is not None:
             absorbed[id(bias_add)] = bias_add
-            other = bias_add.inputs[1] if bias_add.inputs[0] == node.outputs[0] else bias_add.inputs[0]
-            n = graph.shapes[node.outputs[0]][-1]
-            name = b.unique(_layer_name(node.name))
-            out_type = b.ttype(bias_add.outputs[0])
-            op = b.add(df.GemmOp(name, b.value(node.inputs[0]), b.value(node.inputs[1]),
-                                 b.weight(other, graph.constants[other].reshape(n)), out_type, f32))
-            b.bind(bias_add.outputs[0], op)
-            b.patterns["gemm"] += 1
+            _emit_gemm(b, node, bias_add)
             continue
         _emit_node(b, node)
     for name, value in qdq_ranges.items():
