@@ -25,10 +25,14 @@ def waves_requested(node_id: str) -> bool:
     return bool(wanted) and (wanted in ("1", "all") or wanted in node_id)
 
 
-def run_kernel(kernel: str, params: dict, simulator: str, cases: list[dict], node_id: str = "") -> list[dict]:
-    """Run ``tests/rtl_tb/tb_<kernel>.py`` on ``cases``; returns one ``{"outputs", "cycles"}`` per case."""
+def run_kernel(kernel: str, params: dict, simulator: str, cases: list[dict], node_id: str = "",
+               waves: bool | None = None) -> list[dict]:
+    """Run ``tests/rtl_tb/tb_<kernel>.py`` on ``cases``; returns one ``{"outputs", "cycles"}`` per case.
+
+    ``waves`` forces tracing on; by default it follows ``--vcd`` / ``$CODESIGN_VCD``.
+    """
     full = emit.canonical_params(kernel, params)
-    waves = waves_requested(node_id)
+    waves = waves_requested(node_id) if waves is None else waves
     run = sim.run_testbench(kernel, full, simulator, f"tb_{kernel}", TB_DIR, {"params": full, "cases": cases},
                             waves=waves)
     if waves:
@@ -59,14 +63,20 @@ def check_gemm_kernel(kernel: str, testbench: str, simulator: str, rows: int, co
     and every cycle count against ``predicted(m, n, k, rows, cols)``: equal for plain streams, above it for
     cases with random input gaps / output stalls (those check data only)."""
     params = emit.canonical_params(kernel, {"rows": rows, "cols": cols, "in_bits": bits})
-    run = sim.run_testbench(kernel, params, simulator, testbench, TB_DIR, {"params": params, "cases": cases})
-    results = run.result["cases"]
-    assert len(results) == len(cases)
-    for case, got in zip(cases, results):
-        m, k, n = len(case["a"]), len(case["b"]), len(case["b"][0])
-        assert got["c"] == int_matmul_reference(case["a"], case["b"]), case["name"]
-        assert got["last_flags_ok"], case["name"]
-        assert_cycles(case, got, predicted(m, n, k, rows, cols))
+    job = {"params": params, "cases": cases}
+
+    def run(waves: bool):
+        return sim.run_testbench(kernel, params, simulator, testbench, TB_DIR, job, waves=waves)
+
+    def check(results: list[dict]) -> None:
+        assert len(results) == len(cases)
+        for case, got in zip(cases, results):
+            m, k, n = len(case["a"]), len(case["b"]), len(case["b"][0])
+            assert got["c"] == int_matmul_reference(case["a"], case["b"]), case["name"]
+            assert got["last_flags_ok"], case["name"]
+            assert_cycles(case, got, predicted(m, n, k, rows, cols))
+
+    with_waves_on_failure(lambda: run(False).result["cases"], lambda: run(True).waves, check)
 
 
 def check_row_kernel(kernel: str, params: dict, simulator: str, cases: list[dict], node_id: str, reference,
@@ -77,9 +87,27 @@ def check_row_kernel(kernel: str, params: dict, simulator: str, cases: list[dict
     import torch
 
     n, out_bits = params["n"], params["out_bits"]
-    results = run_kernel(kernel, params, simulator, cases, node_id)
-    for case, got in zip(cases, results):
-        expected, _ = reference(torch.tensor(case["rows"], dtype=torch.int64), case["scale"], out_bits)
-        assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
-        assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(case["n_out"])]
-        assert_cycles(case, got, predicted(n, len(case["rows"])))
+
+    def check(results: list[dict]) -> None:
+        for case, got in zip(cases, results):
+            expected, _ = reference(torch.tensor(case["rows"], dtype=torch.int64), case["scale"], out_bits)
+            assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
+            assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(case["n_out"])]
+            assert_cycles(case, got, predicted(n, len(case["rows"])))
+
+    full = emit.canonical_params(kernel, params)
+    with_waves_on_failure(
+        lambda: run_kernel(kernel, params, simulator, cases, node_id),
+        lambda: sim.run_testbench(kernel, full, simulator, f"tb_{kernel}", TB_DIR, {"params": full, "cases": cases},
+                                  waves=True).waves,
+        check)
+
+
+def with_waves_on_failure(run, run_with_waves, check) -> None:
+    """``check(run())``; when it fails, run the same job again with tracing on and name the VCD in the failure,
+    so a failing RTL test always leaves its waveforms behind (``--vcd`` asks for them up front)."""
+    results = run()
+    try:
+        check(results)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\nwaveforms of this run: {run_with_waves()}") from failure
