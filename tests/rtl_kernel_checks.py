@@ -95,12 +95,15 @@ def check_row_kernel(kernel: str, params: dict, simulator: str, cases: list[dict
             assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(case["n_out"])]
             assert_cycles(case, got, predicted(n, len(case["rows"])))
 
+    with_waves_on_failure(lambda: run_kernel(kernel, params, simulator, cases, node_id),
+                          lambda: kernel_waves(kernel, params, simulator, cases), check)
+
+
+def kernel_waves(kernel: str, params: dict, simulator: str, cases: list[dict]) -> Path | None:
+    """Run ``tb_<kernel>`` on ``cases`` again with tracing on; the VCD's path."""
     full = emit.canonical_params(kernel, params)
-    with_waves_on_failure(
-        lambda: run_kernel(kernel, params, simulator, cases, node_id),
-        lambda: sim.run_testbench(kernel, full, simulator, f"tb_{kernel}", TB_DIR, {"params": full, "cases": cases},
-                                  waves=True).waves,
-        check)
+    return sim.run_testbench(kernel, full, simulator, f"tb_{kernel}", TB_DIR, {"params": full, "cases": cases},
+                             waves=True).waves
 
 
 def with_waves_on_failure(run, run_with_waves, check) -> None:

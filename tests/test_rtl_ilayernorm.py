@@ -14,7 +14,7 @@ import re
 
 import pytest
 import torch
-from rtl_kernel_checks import SIMS, assert_cycles, run_kernel
+from rtl_kernel_checks import SIMS, assert_cycles, kernel_waves, run_kernel, with_waves_on_failure
 
 from compiler.numerics import ilayernorm
 from hw.errors import InputError
@@ -78,12 +78,16 @@ def test_ilayernorm_is_exact_and_takes_predicted_cycles(simulator, params, reque
     c, in_bits = params["c"], params["in_bits"]
     cases = _cases(c, in_bits, seed=c * 3 + in_bits)
     job = [{k: v for k, v in case.items() if k not in ("gamma", "beta")} for case in cases]
-    results = run_kernel("ilayernorm", params, simulator, job, request.node.nodeid)
-    for case, got in zip(cases, results):
-        expected, _ = ilayernorm(torch.tensor(case["rows"], dtype=torch.int64), 0.05, case["gamma"], case["beta"])
-        assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
-        assert [o["last"] for o in got["outputs"]] == [int(j % c == c - 1) for j in range(case["n_out"])]
-        assert_cycles(case, got, predicted_cycles(c, in_bits, len(case["rows"])))
+
+    def check(results: list[dict]) -> None:
+        for case, got in zip(cases, results):
+            expected, _ = ilayernorm(torch.tensor(case["rows"], dtype=torch.int64), 0.05, case["gamma"], case["beta"])
+            assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
+            assert [o["last"] for o in got["outputs"]] == [int(j % c == c - 1) for j in range(case["n_out"])]
+            assert_cycles(case, got, predicted_cycles(c, in_bits, len(case["rows"])))
+
+    with_waves_on_failure(lambda: run_kernel("ilayernorm", params, simulator, job, request.node.nodeid),
+                          lambda: kernel_waves("ilayernorm", params, simulator, job), check)
 
 
 # --- model and parameter checks (no simulator) --------------------------------------------------------

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 import pytest
-from rtl_kernel_checks import SIMS, assert_cycles, run_kernel
+from rtl_kernel_checks import SIMS, assert_cycles, kernel_waves, run_kernel, with_waves_on_failure
 
 from compiler.numerics.router import route
 from hw.errors import InputError
@@ -61,14 +61,18 @@ def _cases(e: int, in_bits: int, seed: int) -> list[dict]:
 def test_topk_router_matches_route_and_takes_predicted_cycles(simulator, params, request):
     e, k = params["experts"], params["k"]
     cases = _cases(e, params["in_bits"], seed=e * 13 + k)
-    results = run_kernel("topk_router", params, simulator, cases, request.node.nodeid)
-    for case, got in zip(cases, results):
-        logits = np.array(case["tokens"], dtype=np.float64)
-        experts = route(logits, k, "task").experts.tolist()
-        assert [o["index"] for o in got["outputs"]] == experts, case["name"]
-        scores = [[case["tokens"][t][j] for j in row] for t, row in enumerate(experts)]
-        assert [o["score"] for o in got["outputs"]] == scores, case["name"]
-        assert_cycles(case, got, predicted_cycles(e, len(case["tokens"])))
+
+    def check(results: list[dict]) -> None:
+        for case, got in zip(cases, results):
+            logits = np.array(case["tokens"], dtype=np.float64)
+            experts = route(logits, k, "task").experts.tolist()
+            assert [o["index"] for o in got["outputs"]] == experts, case["name"]
+            scores = [[case["tokens"][t][j] for j in row] for t, row in enumerate(experts)]
+            assert [o["score"] for o in got["outputs"]] == scores, case["name"]
+            assert_cycles(case, got, predicted_cycles(e, len(case["tokens"])))
+
+    with_waves_on_failure(lambda: run_kernel("topk_router", params, simulator, cases, request.node.nodeid),
+                          lambda: kernel_waves("topk_router", params, simulator, cases), check)
 
 
 # --- model and parameter checks (no simulator) --------------------------------------------------------
