@@ -20,6 +20,7 @@ from compiler.numerics import dyadic, requantize
 from hw.errors import InputError
 from hw.rtl import emit, requant, sim
 from hw.rtl.requant import predicted_cycles
+from rtl_kernel_checks import with_waves_on_failure
 
 TB_DIR = Path(__file__).parent / "rtl_tb"
 ACC_EDGES = [-(2**31), -(2**31) + 1, -1, 0, 1, 2**31 - 1, 3, -3, 12345, -12345]
@@ -74,22 +75,29 @@ RTL_PARAMS = [
 def test_requant_matches_numerics_and_predicted_cycles(simulator, lanes, out_bits):
     params = emit.canonical_params("requant", {"lanes": lanes, "out_bits": out_bits})
     cases = _requant_cases(lanes, seed=lanes * 10 + out_bits)
-    run = sim.run_testbench("requant", params, simulator, "tb_requant", TB_DIR, {"params": params, "cases": cases})
-    for case, got in zip(cases, run.result["cases"], strict=True):
-        expected = requantize(torch.tensor(case["acc"]), torch.tensor(case["m"]), torch.tensor(case["e"]), out_bits)
-        mismatches = [
-            (case["acc"][t][i], case["m"][t][i], case["e"][t][i], int(expected[t][i]), got["y"][t][i])
-            for t in range(len(case["acc"]))
-            for i in range(lanes)
-            if got["y"][t][i] != int(expected[t][i])
-        ]
-        assert not mismatches, f"{case['name']}: (acc, m, e, expected, got) {mismatches[:5]}"
-        assert got["last_flags_ok"], case["name"]
-        beats = len(case["acc"])
-        if "gap_prob" in case:
-            assert got["cycles"] > predicted_cycles(beats), case["name"]
-        else:
-            assert got["cycles"] == predicted_cycles(beats), case["name"]
+    job = {"params": params, "cases": cases}
+
+    def run(waves: bool):
+        return sim.run_testbench("requant", params, simulator, "tb_requant", TB_DIR, job, waves=waves)
+
+    def check(results: list[dict]) -> None:
+        for case, got in zip(cases, results, strict=True):
+            expected = requantize(torch.tensor(case["acc"]), torch.tensor(case["m"]), torch.tensor(case["e"]), out_bits)
+            mismatches = [
+                (case["acc"][t][i], case["m"][t][i], case["e"][t][i], int(expected[t][i]), got["y"][t][i])
+                for t in range(len(case["acc"]))
+                for i in range(lanes)
+                if got["y"][t][i] != int(expected[t][i])
+            ]
+            assert not mismatches, f"{case['name']}: (acc, m, e, expected, got) {mismatches[:5]}"
+            assert got["last_flags_ok"], case["name"]
+            beats = len(case["acc"])
+            if "gap_prob" in case:
+                assert got["cycles"] > predicted_cycles(beats), case["name"]
+            else:
+                assert got["cycles"] == predicted_cycles(beats), case["name"]
+
+    with_waves_on_failure(lambda: run(False).result["cases"], lambda: run(True).waves, check)
 
 
 def test_predicted_cycles_is_beats_plus_pipeline_latency():
