@@ -26,10 +26,11 @@ def ivit_int_exp_shift(x: np.ndarray, s: float, n: int) -> np.ndarray:
         return np.clip(np.floor(e * 2.0 ** (n - q)), 0, None)
 
 
-def ivit_int_gelu(x_int: np.ndarray, s: float, out_bits: int) -> tuple[np.ndarray, float]:
+def ivit_int_gelu(x_int: np.ndarray, s: float, out_bits: int, stabilizer: str = "row") -> tuple[np.ndarray, float]:
+    """IntGELU.forward; ``stabilizer="element"`` replaces only its x_int_max by max(x_int, 0) per element."""
     pre = x_int.astype(np.float64)
     s_sig = s * 1.702
-    x_max = pre.max(axis=-1, keepdims=True)
+    x_max = pre.max(axis=-1, keepdims=True) if stabilizer == "row" else np.maximum(pre, 0)
     e = ivit_int_exp_shift(pre - x_max, s_sig, 23)
     e_max = ivit_int_exp_shift(-x_max, s_sig, 23)
     total = np.minimum(e + e_max, 2**31 - 1)
@@ -82,6 +83,44 @@ def test_shiftgelu_equals_ivit_float64_in_bulk(out_bits: int) -> None:
         x = gen.integers(-(2**12), 2**12, size=(64, 48)) >> gen.integers(0, 12, size=(64, 1))
         y, _ = shiftgelu(torch.from_numpy(x), float(scale), out_bits)
         assert np.array_equal(y.numpy(), ivit_int_gelu(x, float(scale), out_bits)[0])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(act_rows(), scales, st.sampled_from([8, 16]))
+def test_shiftgelu_element_equals_ivit_float64(x: np.ndarray, scale: float, out_bits: int) -> None:
+    y, out_scale = shiftgelu(torch.from_numpy(x), scale, out_bits, stabilizer="element")
+    ref, ref_scale = ivit_int_gelu(x, scale, out_bits, "element")
+    assert y.tolist() == ref.astype(np.int64).tolist()
+    assert out_scale == ref_scale
+
+
+def test_shiftgelu_element_is_elementwise() -> None:
+    """Per-element: an element's output does not depend on its row (the row form's does, through the max)."""
+    gen = np.random.default_rng(5)
+    x = gen.integers(-300, 300, size=(8, 64))
+    row, _ = shiftgelu(torch.from_numpy(x), 0.05, 8, stabilizer="element")
+    one, _ = shiftgelu(torch.from_numpy(x.reshape(-1, 1)), 0.05, 8, stabilizer="element")
+    assert np.array_equal(row.numpy().reshape(-1), one.numpy().reshape(-1))
+
+
+def test_shiftgelu_element_keeps_values_next_to_an_outlier() -> None:
+    """MiniLM's case: a +25 outlier in the row. The row form saturates every e^(x - max) and returns x / 2
+    for all of them; the per-element form stays within 0.1 of GELU."""
+    scale = 1.0 / (1.702 * 10.5)  # x0 = -11, the grid the compiler gives ShiftGELU
+    x = np.round(np.array([[-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 25.0]]) / scale).astype(np.int64)
+    exact = torch.nn.functional.gelu(torch.from_numpy(x).double() * scale)
+    for stabilizer, bound in (("element", 0.1), ("row", None)):
+        y, s = shiftgelu(torch.from_numpy(x), scale, 8, stabilizer=stabilizer)
+        err = (y.double() * s - exact).abs()[0, :-1]
+        if bound is not None:
+            assert float(err.max()) < bound
+        else:
+            assert float(err.max()) > 1.0  # x = -3 comes out as about -1.5
+
+
+def test_shiftgelu_rejects_unknown_stabilizer() -> None:
+    with pytest.raises(ValueError, match="stabilizer must be one of row, element, got 'col'"):
+        shiftgelu(torch.tensor([1]), 0.1, stabilizer="col")
 
 
 def test_shiftgelu_zero_and_sign() -> None:

@@ -75,6 +75,12 @@ def test_shiftgelu(x: np.ndarray, scale: float) -> None:
 
 
 @EXAMPLES
+@given(int_rows(-(2**20), 2**20), log_scales(-16, 1), st.sampled_from([8, 16]))
+def test_shiftgelu_element(x: np.ndarray, scale: float, bits: int) -> None:
+    same(K.shiftgelu(x, scale, bits, "element"), N.shiftgelu(torch.from_numpy(x), scale, bits, stabilizer="element"))
+
+
+@EXAMPLES
 @given(int_rows(-(2**16), 2**16), log_scales(-14, 1))
 def test_ibert_gelu(x: np.ndarray, scale: float) -> None:
     same(K.ibert_gelu(x, scale), N.ibert_gelu(torch.from_numpy(x), scale))

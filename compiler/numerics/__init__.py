@@ -10,7 +10,7 @@ module               kernels
 ===================  =========================================================================
 ``quant``            symmetric_scale, quantize, dequantize, dyadic, requantize (+ per channel, add)
 ``shiftmax``         shiftmax (I-ViT), shift_exp
-``shiftgelu``        shiftgelu (I-ViT)
+``shiftgelu``        shiftgelu (I-ViT; row-max or per-element stabilizer)
 ``ilayernorm``       ilayernorm (I-ViT), isqrt_newton
 ``ibert``            ibert_softmax, ibert_gelu, ibert_exp (I-BERT)
 ``base2``            base2_softmax (Softermax-style)

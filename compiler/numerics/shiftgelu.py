@@ -12,18 +12,23 @@ import torch
 from compiler.numerics._intops import as_rows, check_abs_below, check_bits, floor_div, scalar_scale
 from compiler.numerics.shiftmax import shift_exp
 
-__all__ = ["SHIFTGELU_N", "shiftgelu"]
+__all__ = ["SHIFTGELU_N", "STABILIZERS", "shiftgelu"]
 
 SHIFTGELU_N = 23
 """I-ViT's n for GELU (more fraction bits than softmax's 15: the sigmoid needs them near 0)."""
 
 _SUM_MAX = (1 << 31) - 1
 
+STABILIZERS = ("row", "element")
+"""Where the exponent's offset ``m`` comes from: the row max (I-ViT as published) or ``max(x, 0)`` per element."""
 
-def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8) -> tuple[torch.Tensor, float]:
+
+def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8, *,
+              stabilizer: str = "row") -> tuple[torch.Tensor, float]:
     """I-ViT ShiftGELU: (y_int, out_scale) with y_int * out_scale ~= GELU(x_int * scale).
 
-    With S_sig = scale * 1.702 (float64) and m = max over the last dimension (a per-row max, as I-ViT)::
+    With S_sig = scale * 1.702 (float64) and m = max over the last dimension (``stabilizer="row"``, the
+    published algorithm) or m = max(x, 0) per element (``stabilizer="element"``)::
 
         e     = shift_exp(x - m, S_sig, n=23)        # ~ e^(1.702 (x - m))
         e_max = shift_exp(-m, S_sig, n=23)           # ~ e^(-1.702 m); may saturate, see shift_exp
@@ -39,15 +44,24 @@ def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8) -> tuple[tor
     integer (|x0| = 13 at S = 6/127 gives ~4% steps); and exponentials are relative to the row max with
     n = 23 bits, so rows whose max exceeds ~9.4 (23 / (1.702 log2 e)) lose everything more than that
     below it. 8-bit inputs with a range of about +-3 to +-6 stay within 0.25 of GELU.
+
+    ``stabilizer="element"`` is our one departure from the published code, and only in where m comes from.
+    sigmoid(z) = e^(z - m) / (e^(z - m) + e^(-m)) holds for any m; with m = max(x, 0) both exponents are
+    <= 0 and one of them is e^0, so no element underflows because a *different* element of its row is
+    large (MiniLM's FFN rows carry +-25 outlier channels next to values near 0). It is also cheaper in
+    hardware: the unit needs no row buffer and no max pass. The row form stays the default here because
+    this function is the documented oracle of I-ViT's ``IntGELU``.
     """
     x = as_rows(x_int, "x_int")
     b = check_bits(out_bits, "out_bits", 2, 32)
     check_abs_below(x, 32, "x_int")
     s = scalar_scale(scale)
+    if stabilizer not in STABILIZERS:
+        raise ValueError(f"stabilizer must be one of {', '.join(STABILIZERS)}, got {stabilizer!r}")
     s_sig = s * 1.702
-    row_max = x.amax(dim=-1, keepdim=True)
-    e = shift_exp(x - row_max, s_sig, SHIFTGELU_N)
-    e_max = shift_exp(-row_max, s_sig, SHIFTGELU_N)
+    m = x.amax(dim=-1, keepdim=True) if stabilizer == "row" else torch.clamp(x, min=0)
+    e = shift_exp(x - m, s_sig, SHIFTGELU_N)
+    e_max = shift_exp(-m, s_sig, SHIFTGELU_N)
     total = torch.clamp(e + e_max, max=_SUM_MAX)
     sig = torch.bitwise_right_shift(e * floor_div(_SUM_MAX, total), 32 - b)
     return x * sig, s * 2.0 ** -(b - 1)

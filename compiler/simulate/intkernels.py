@@ -127,6 +127,18 @@ def shift_exp(x: np.ndarray, scale: float, n: int) -> np.ndarray:
     return np.right_shift(sat_shl(r - 2 * x0, n - q), 1)
 
 
+def _shift_exp_nonpositive(x: np.ndarray, x0: int, n: int) -> np.ndarray:
+    """:func:`shift_exp` for x <= 0 (given x0): the shift n - q lies in [0, n], so nothing can saturate."""
+    x = x + np.right_shift(x, 1) - np.right_shift(x, 4)
+    x = np.maximum(x, n * x0)
+    # 0 <= x / x0 <= n: a float64 quotient is within n * 2^-53 of the true one, and a non-integer true quotient
+    # is at least 1 / |x0| > 2^-29 from the next integer, so this floor is exact (and several times faster than
+    # an int64 floor_divide).
+    q = np.floor(x / float(x0)).astype(I64)
+    r = x - x0 * q
+    return np.right_shift(np.left_shift(r - 2 * x0, n - q), 1)
+
+
 def shiftmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray, float]:
     """I-ViT Shiftmax over the last axis (oracle: ``shiftmax.shiftmax``): (y, 2^-(b-1))."""
     x = _i64(x)
@@ -135,14 +147,29 @@ def shiftmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray
     return np.right_shift(e * np.floor_divide(_SUM_MAX, total), 32 - out_bits), 2.0 ** -(out_bits - 1)
 
 
-def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray, float]:
-    """I-ViT ShiftGELU (oracle: ``shiftgelu.shiftgelu``): (x * sigma, scale * 2^-(b-1))."""
+def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8, stabilizer: str = "row") -> tuple[np.ndarray, float]:
+    """I-ViT ShiftGELU (oracle: ``shiftgelu.shiftgelu``): (x * sigma, scale * 2^-(b-1)); m per row or element."""
     x = _i64(x)
     _check32(x, "x_int")
     s_sig = scale * 1.702
-    row_max = x.max(axis=-1, keepdims=True)
-    e = shift_exp(x - row_max, s_sig, 23)
-    e_max = shift_exp(-row_max, s_sig, 23)
+    if stabilizer == "row":
+        row_max = x.max(axis=-1, keepdims=True)
+        e = shift_exp(x - row_max, s_sig, 23)
+        e_max = shift_exp(-row_max, s_sig, 23)
+    else:
+        # m = max(x, 0): one of the two exponents is e^0 = |x0| << 23, the other e^(-|x|).
+        x0 = math.floor(-1.0 / s_sig)
+        if x0 <= -(1 << 29):
+            raise ValueError(f"scale {s_sig!r} is too small for shift_exp: floor(-1/scale) must exceed -2**29")
+        t = _shift_exp_nonpositive(-np.abs(x), x0, 23)
+        one = I64(-x0) << 23
+        pos = x >= 0
+        e, e_max = np.where(pos, one, t), np.where(pos, t, one)
+        total = np.minimum(e + e_max, _SUM_MAX)
+        # 1 <= total < 2^31: the float64 quotient errs by under 2^-22 / total, less than a non-integer quotient's
+        # distance 1 / total to the next integer, so the floor is exact.
+        sig = np.right_shift(e * np.floor(_SUM_MAX / total).astype(I64), 32 - out_bits)
+        return x * sig, scale * 2.0 ** -(out_bits - 1)
     total = np.minimum(e + e_max, _SUM_MAX)
     sig = np.right_shift(e * np.floor_divide(_SUM_MAX, total), 32 - out_bits)
     return x * sig, scale * 2.0 ** -(out_bits - 1)
