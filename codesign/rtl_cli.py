@@ -18,7 +18,9 @@ integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws ar
 softmax ``shiftmax``          ``shiftmax`` (n = row length; in_bits 32 for integer scores, else 16; out_bits from
                               the op's ``softmax_bits``, default 16)
 softmax ``online``            ``online_softmax`` (same)
-gelu ``shiftgelu``            ``shiftgelu`` (n = last dim; in_bits = input width, 8 for float inputs)
+gelu ``shiftgelu``            ``shiftgelu`` with per_element=1 (the streaming max(x, 0) form; n = last dim, the row
+                              framing; in_bits = input width, 8 for float inputs)
+gelu ``shiftgelu-row``        ``shiftgelu`` with per_element=0 (I-ViT's row-max form; same n and in_bits)
 layernorm ``ilayernorm``      ``ilayernorm`` (c = last dim; in_bits = input width, 16 for float inputs)
 ``dataflow.moe``              ``topk_router`` (experts, k = top_k; in_bits 32 for integer logits, else 16); an
                               integer block's expert GEMMs (and an int8 gate) on ``systolic_gemm``, with
@@ -45,7 +47,11 @@ from hw.errors import InputError
 
 __all__ = ["register", "plan_kernels"]
 
-_INTEGER_CHOICES = "--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu or --layernorm ilayernorm"
+_INTEGER_CHOICES = ("--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu|shiftgelu-row "
+                    "or --layernorm ilayernorm")
+
+_SHIFTGELU_FORMS = {"shiftgelu": 1, "shiftgelu-row": 0}
+"""GELU approximation -> the ``shiftgelu`` kernel's ``per_element`` (as hw.models.fpga.RTL_VECTOR_UNITS)."""
 
 
 def register(subparsers: Any) -> None:
@@ -245,10 +251,11 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
             n = shape[df.int_attr(op, "axis")]
             softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
                     _int_bits(op.input) is not None)
-        elif isinstance(op, df.GeluOp) and df.str_attr(op, "approx") == "shiftgelu":
+        elif isinstance(op, df.GeluOp) and df.str_attr(op, "approx") in _SHIFTGELU_FORMS:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 8
-            add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8}, op.layer_name(),
+            add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8,
+                              "per_element": _SHIFTGELU_FORMS[df.str_attr(op, "approx")]}, op.layer_name(),
                 {"rows": _numel(shape) // shape[-1]})
         elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":
             shape = _shape(op.input)

@@ -41,7 +41,11 @@ def test_quantized_vit_uses_gemm_requant_and_the_three_i_vit_units(tmp_path, cap
     assert by_name["systolic_gemm"]["parameters"] == {"rows": 4, "cols": 4, "in_bits": 8, "acc_bits": 32}
     # vit_tiny: 17 tokens, 4 heads of 16, hidden 64, MLP 128 (examples/build_models.py).
     assert by_name["shiftmax"]["parameters"] == {"n": 17, "in_bits": 32, "out_bits": 16, "x0_bits": 16}
-    assert by_name["shiftgelu"]["parameters"]["n"] == 128 and by_name["shiftgelu"]["parameters"]["in_bits"] == 8
+    gelu = by_name["shiftgelu"]
+    assert gelu["parameters"]["n"] == 128 and gelu["parameters"]["in_bits"] == 8
+    assert gelu["parameters"]["per_element"] == 1 and gelu["cycles_formula"] == "n * rows + 4 - 1"
+    assert gelu["predicted_cycles_per_invocation"] == 128 * 17 + 3  # 17 tokens streamed, one element per cycle
+    assert "row [" not in (out / gelu["verilog"]).read_text()  # no row memory
     assert by_name["ilayernorm"]["parameters"] == {"c": 64, "in_bits": 16, "bias_bits": 32}
     softmax = by_name["shiftmax"]
     assert [inv["work"] for inv in softmax["invocations"]] == [{"rows": 4 * 17}] * 2
@@ -77,6 +81,17 @@ def test_edge_moe_model_gets_the_online_softmax_and_the_router(tmp_path, capsys)
         assert any("uniform routing" in note for note in manifest["notes"])
 
 
+def test_shiftgelu_row_gets_the_row_max_unit(tmp_path, capsys):
+    out = tmp_path / "rtl"
+    code, _, err = _run(capsys, "rtl", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--gelu", "shiftgelu-row",
+                        *SMALL_ARRAY, "--out", str(out), "-q")
+    assert code == 0, err
+    (gelu,) = [k for k in _manifest(out)["kernels"] if k["name"] == "shiftgelu"]
+    assert gelu["parameters"]["per_element"] == 0 and gelu["cycles_formula"] == "2 * n * rows + 10 - 1"
+    assert gelu["predicted_cycles_per_invocation"] == 2 * 128 * 17 + 9
+    assert gelu["verilog"] == "shiftgelu_n128_in_bits8_out_bits8_x0_bits16_per_element0.v"
+
+
 def test_one_kernel_on_its_own(tmp_path, capsys):
     out = tmp_path / "one"
     code, _, err = _run(capsys, "rtl", "--kernel", "topk_router", "--set", "experts=16", "--set", "k=2",
@@ -95,8 +110,8 @@ def test_a_design_without_integer_datapath_is_refused_naming_the_options(tmp_pat
     code, _, err = _run(capsys, "rtl", str(model), "--out", str(tmp_path / "rtl"))
     assert code == 2
     assert err.strip() == (f"codesign: error: {model}: the compiled design has no integer datapath to emit as RTL; "
-                           "make one with --quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu "
-                           "or --layernorm ilayernorm")
+                           "make one with --quant int8|w4a8, --softmax shiftmax|online, --gelu "
+                           "shiftgelu|shiftgelu-row or --layernorm ilayernorm")
     assert not (tmp_path / "rtl").exists()
 
 
@@ -114,7 +129,7 @@ def test_out_never_overwrites_a_users_folder_but_reuses_its_own(tmp_path, capsys
     assert _run(capsys, "rtl", "--kernel", "shiftgelu", "--out", str(ours), "-q")[0] == 0
     # The second run replaced the first one's Verilog instead of leaving it next to its own.
     assert sorted(p.name for p in ours.iterdir()) == [MARKER, "manifest.json",
-                                                      "shiftgelu_n16_in_bits8_out_bits8_x0_bits16.v"]
+                                                      "shiftgelu_n16_in_bits8_out_bits8_x0_bits16_per_element0.v"]
     (tmp_path / "file").write_text("")
     code, _, err = _run(capsys, "rtl", "--kernel", "shiftmax", "--out", str(tmp_path / "file"))
     assert code == 2 and "is a file, not a folder" in err

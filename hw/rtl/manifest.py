@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import InputError
-from hw.rtl.emit import build_kernel, canonical_params, params_tag
+from hw.rtl.emit import build_kernel, canonical_params, kernel_class, params_tag
 
 __all__ = [
     "FORMAT",
@@ -38,6 +38,7 @@ __all__ = [
     "Invocation",
     "KernelUse",
     "CYCLES_FORMULA",
+    "cycles_formula",
     "invocation_cycles",
     "example_work",
     "kernel_ports",
@@ -55,12 +56,18 @@ CYCLES_FORMULA: dict[str, str] = {
     "systolic_gemm_ws": "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1",
     "requant": "beats - 1 + 2",
     "shiftmax": "rows * (3 * n + 16) - 1",
-    "shiftgelu": "2 * n * rows + 10 - 1",
+    "shiftgelu": "2 * n * rows + 10 - 1 (per_element=0); n * rows + 4 - 1 (per_element=1)",
     "ilayernorm": "rows * (3 * c + in_bits + 10 * var_bits + 31) - 1, var_bits = bitlen(c * (2**in_bits - 1)**2)",
     "online_softmax": "rows * (2 * n + 17)",
     "topk_router": "tokens * experts",
 }
-"""Each kernel's ``predicted_cycles`` as text (edges from the first input to the last output)."""
+"""Each kernel's ``predicted_cycles`` as text (edges from the first input to the last output); a kernel whose
+formula depends on a parameter lists each case (:func:`cycles_formula` picks one)."""
+
+_FORMULA_BY_PARAM: dict[tuple[str, str, int], str] = {
+    ("shiftgelu", "per_element", 0): "2 * n * rows + 10 - 1",
+    ("shiftgelu", "per_element", 1): "n * rows + 4 - 1",
+}
 
 _WORK_KEYS: dict[str, tuple[str, ...]] = {
     "systolic_gemm": ("m", "n", "k"),
@@ -74,11 +81,21 @@ _WORK_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def cycles_formula(kernel: str, params: Mapping[str, int]) -> str:
+    """The :data:`CYCLES_FORMULA` text that applies to ``kernel`` with ``params`` (``""`` for an unknown kernel); a
+    parameter left out of ``params`` takes its default."""
+    for (name, key, value), text in _FORMULA_BY_PARAM.items():
+        if name == kernel and params.get(key, kernel_class(kernel).PARAMS[key].default) == value:
+            return text
+    return CYCLES_FORMULA.get(kernel, "")
+
+
 def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str, int]) -> int:
     """Exact cycles of one invocation of ``kernel`` with ``params`` on ``work`` (see :data:`CYCLES_FORMULA`).
 
     ``work`` keys: ``m, n, k`` (systolic_gemm, systolic_gemm_ws), ``beats`` (requant), ``rows`` (row-wise kernels),
-    ``tokens`` (topk_router).
+    ``tokens`` (topk_router). ``params`` may leave out parameters that do not change the timing; those that do and
+    have a default (shiftgelu's ``per_element``, 0) take it.
     """
     keys = _WORK_KEYS.get(kernel)
     if keys is None:
@@ -105,7 +122,7 @@ def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str,
     if kernel == "shiftgelu":
         from hw.rtl.shiftgelu import predicted_cycles
 
-        return predicted_cycles(params["n"], work["rows"])
+        return predicted_cycles(params["n"], work["rows"], params.get("per_element", 0))
     if kernel == "ilayernorm":
         from hw.rtl.ilayernorm import predicted_cycles
 
@@ -236,7 +253,7 @@ def _entry(use: KernelUse, out: Path) -> dict[str, Any]:
         "verilog": f"{use.tag}.v",
         "parameters": dict(use.params),
         "ports": kernel_ports(use.kernel, use.params),
-        "cycles_formula": CYCLES_FORMULA.get(use.kernel, ""),
+        "cycles_formula": cycles_formula(use.kernel, use.params),
         "predicted_cycles_per_invocation": per.pop() if len(per) == 1 else None,
         "invocations": invocations,
         "total_invocations": sum(inv["count"] for inv in invocations),

@@ -14,10 +14,10 @@ from types import MappingProxyType
 __all__ = ["VECTOR_COSTS", "PJ_PER_MAC", "PJ_PER_BYTE_ONCHIP", "PJ_PER_BYTE_OFFCHIP"]
 
 # --- Vector / special-function unit costs ---------------------------------------------------------------------------
-# On an FPGA target the pairs that have an RTL unit (softmax shiftmax / online, gelu shiftgelu, layernorm ilayernorm,
-# router, requant) are not priced from this table but with that unit's exact predicted_cycles (hw/models/fpga.py,
-# RTL_VECTOR_UNITS; e.g. Shiftmax is 3n + 16 cycles per row of n on one lane); the entries below stay for the
-# other pairs and for targets without our RTL (NPU ...).
+# On an FPGA target the pairs that have an RTL unit (softmax shiftmax / online, gelu shiftgelu / shiftgelu-row,
+# layernorm ilayernorm, router, requant) are not priced from this table but with that unit's exact predicted_cycles
+# (hw/models/fpga.py, RTL_VECTOR_UNITS; e.g. Shiftmax is 3n + 16 cycles per row of n on one lane); the entries below
+# stay for the other pairs and for targets without our RTL (NPU ...).
 # Machine assumed by every number (⚠ defaults, not measured): a lane issues one operation per cycle, either a
 # <=18x27-bit multiply (one DSP48E2) or an add / shift / compare / LUT read; passes over a row run one after another.
 # ``per_element`` counts the operations one element needs on its lane (so a layer takes
@@ -48,8 +48,12 @@ _COSTS: dict[str, dict[str, tuple[float, float]]] = {
     "gelu": {
         # x * Phi(x) with erf as a degree-5 odd polynomial: x^2 1, Horner 3, (1 + erf) * x/2 2 = 6.
         "exact": (6, 0),
-        # I-ViT ShiftGELU: two shift-exps (2 x 2), their sum 1, a pipelined integer divider 1, x * sigma 1 = 7.
+        # ShiftGELU with the per-element offset m = max(x, 0) (--gelu shiftgelu): m is x's sign (free), two
+        # shift-exps (2 x 2), their sum 1, a pipelined integer divider 1, x * sigma 1 = 7.
         "shiftgelu": (7, 0),
+        # I-ViT ShiftGELU as published (m = the row max, --gelu shiftgelu-row): a max pass over the row 1 (a compare
+        # per element, as softmax's), then the same 7 = 8.
+        "shiftgelu-row": (8, 0),
         # Edge-MoE: ReLU(x) - delta(|x|) with a 177-entry LUT + linear interpolation: abs 1, LUT 1, interp mul 1,
         # subtract 1 = 4.
         "lut": (4, 0),
