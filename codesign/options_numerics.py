@@ -14,7 +14,7 @@ from compiler.dialect.dataflow import LAYERNORM_APPROX, SOFTMAX_APPROX
 
 __all__ = ["CHOICES", "passes_for"]
 
-_GELU = ("exact", "shiftgelu", "ibert", "lut")
+_GELU = ("exact", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 
 #: choice -> (valid values, default)
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {

@@ -7,6 +7,7 @@ with trained weights, so accuracy tests (does the compiled integer model still r
 Data files written by `write_sentence_data`:
 - `minilm_sentences.npz`: keys exactly the model input names (input_ids, attention_mask, token_type_ids), each
   int64 of shape [N, 1, seq_len]: a leading sample axis, then the model's own input shape [1, seq_len].
+- `minilm_calibration.npz`: the same layout for CALIBRATION_SENTENCES, a disjoint set for `--calibrate`.
 - `minilm_reference.npz`: torch float32 outputs for those samples: `last_hidden_state` [N, 1, seq_len, 384] and
   `sentence_embedding` [N, 384] (the sentence-transformers pipeline: masked mean pooling, then L2 normalisation).
 """
@@ -43,6 +44,75 @@ SENTENCES: tuple[str, ...] = (
     "The hardware accelerator computes matrix products in a systolic array.",
     "Please send me the report before Friday afternoon.",
     "Two dogs are running through a field of tall grass.",
+)
+
+#: Other sentences, never evaluated on: calibration data for quantization (a held-out set, so an accuracy measured
+#: on SENTENCES is not fitted to them).
+CALIBRATION_SENTENCES: tuple[str, ...] = (
+    "The children are playing football in the park.",
+    "A chef is slicing vegetables in the kitchen.",
+    "The train to Berlin leaves at seven in the morning.",
+    "My laptop battery drains too quickly.",
+    "She painted the fence bright blue last summer.",
+    "The committee postponed its decision until next week.",
+    "A bird is building a nest in the old oak tree.",
+    "Quantum computers may break some encryption schemes.",
+    "He forgot his umbrella and got soaked on the way home.",
+    "The museum opens a new exhibition on ancient Egypt.",
+    "Prices of fresh fruit rose during the drought.",
+    "The orchestra rehearsed the symphony for hours.",
+    "A woman is jogging along the beach at sunset.",
+    "Compilers translate source code into machine instructions.",
+    "The kitten chased a ball of yarn across the floor.",
+    "Heavy snow closed the mountain pass overnight.",
+    "The doctor asked the patient to take a deep breath.",
+    "Farmers harvest the wheat at the end of the summer.",
+    "A group of tourists is taking photos of the cathedral.",
+    "The software update fixed several security vulnerabilities.",
+    "Our neighbours are renovating their kitchen this month.",
+    "The river flooded the village after days of rain.",
+    "He plays the violin in a small jazz band.",
+    "The bakery on the corner sells fresh croissants every morning.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "The meeting was moved to the large conference room.",
+    "A boy is flying a red kite on the hill.",
+    "The airline cancelled all flights because of the storm.",
+    "She is reading a novel about a detective in Paris.",
+    "The network latency increased during the evening peak.",
+    "Two cyclists are racing down the mountain road.",
+    "The teacher explained the theorem with a simple drawing.",
+    "My grandmother grows tomatoes and beans in her garden.",
+    "The stadium was full for the final match of the season.",
+    "The recipe calls for two cups of flour and three eggs.",
+    "A cat is sleeping on the windowsill in the sun.",
+    "The bank raised interest rates for the third time this year.",
+    "Engineers tested the bridge before it opened to traffic.",
+    "The old lighthouse still guides ships into the harbour.",
+    "He answered every question on the exam correctly.",
+    "The volunteers cleaned the beach on Saturday morning.",
+    "A man is repairing a bicycle in his garage.",
+    "The new phone has a larger screen and a better camera.",
+    "Wolves were seen near the forest edge last winter.",
+    "The library extended its opening hours during exams.",
+    "The startup raised money to build electric delivery vans.",
+    "A girl is feeding ducks at the edge of the pond.",
+    "The judge dismissed the case for lack of evidence.",
+    "Fresh paint makes the old house look brand new.",
+    "The pilot announced that we would land in twenty minutes.",
+    "Students protested against the increase in tuition fees.",
+    "The chef won an award for his seafood dishes.",
+    "The satellite sends images of the clouds every hour.",
+    "A dog is catching a frisbee in the backyard.",
+    "The factory produces ten thousand cars a year.",
+    "They watched the fireworks from the roof of the hotel.",
+    "The printer ran out of ink in the middle of the report.",
+    "A woman is playing the piano on a crowded street.",
+    "The hospital opened a new wing for children.",
+    "Rising sea levels threaten many coastal cities.",
+    "The children built a sandcastle with a deep moat.",
+    "The database query took several seconds to complete.",
+    "An old man is walking his dog along the canal.",
+    "The festival attracts musicians from all over the world.",
 )
 
 
@@ -127,6 +197,8 @@ def write_sentence_data(data_dir: Path, *, seq_len: int = 32) -> dict[str, Any]:
     emb = sentence_embeddings(hidden[:, 0], toks["attention_mask"][:, 0])
     data_dir.mkdir(parents=True, exist_ok=True)
     np.savez(data_dir / "minilm_sentences.npz", **toks)
+    calib = tokenize(tokenizer, CALIBRATION_SENTENCES, seq_len)
+    np.savez(data_dir / "minilm_calibration.npz", **calib)
     np.savez(data_dir / "minilm_reference.npz", last_hidden_state=hidden.astype(np.float32),
              sentence_embedding=emb.astype(np.float32))
     truncated = int((toks["attention_mask"][:, 0, -1] == 1).sum())
@@ -136,6 +208,11 @@ def write_sentence_data(data_dir: Path, *, seq_len: int = 32) -> dict[str, Any]:
             "keys": {n: {"shape": list(toks[n].shape), "dtype": "int64"} for n in INPUTS},
             "sentences": list(SENTENCES), "tokenizer": "bundled BertTokenizer (uncased), padding=max_length",
             "truncated_samples": truncated,
+        },
+        "minilm_calibration.npz": {
+            "model": "minilm.onnx", "samples": len(CALIBRATION_SENTENCES), "layout": "[N, *model_input_shape]",
+            "keys": {n: {"shape": list(calib[n].shape), "dtype": "int64"} for n in INPUTS},
+            "sentences": list(CALIBRATION_SENTENCES), "use": "calibration only (disjoint from minilm_sentences)",
         },
         "minilm_reference.npz": {
             "model": "minilm.onnx", "source": "torch float32",

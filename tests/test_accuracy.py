@@ -1,9 +1,11 @@
 """Accuracy of the numerics choices on the pretrained MiniLM (16 sentences) against ONNX Runtime FP32.
 
-Pins the numbers of benchmarks/accuracy_table.py that the README quotes: int8 with exact or most approximate
-nonlinearities keeps the mean per-token cosine (real tokens) >= 0.99; ShiftGELU does not on this model (0.934,
-see codesign/accuracy.py and the report) because BERT's FFN activations reach +-25 where I-ViT's row-max sigmoid
-keeps only ~9.4 below the row maximum and |x0| = 4 steps per octave.
+Pins the numbers of benchmarks/accuracy_table.py that the README quotes: int8 with exact or approximate
+nonlinearities keeps the mean per-token cosine (real tokens) >= 0.99 when calibrated on the evaluated sentences
+(the ``--inputs`` default), the I-ViT set (shiftmax + shiftgelu + ilayernorm) included. ShiftGELU in I-ViT's
+published row-max form (``shiftgelu-row``) does not: BERT's FFN activations reach +-25 and its sigmoid keeps only
+~9.4 below the row maximum. Calibrated on 64 held-out sentences every int8 row loses 0.005-0.01 (per-tensor max
+ranges from other sentences clip a few activations).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def minilm():
     return model_path("minilm.onnx"), data, reference_outputs(model_path("minilm.onnx"), data)
 
 
-def _cosine(minilm, **choices: str) -> float:
+def _cosine(minilm, calibrate=None, **choices: str) -> float:
     model, data, ref = minilm
     options = compile_options(**choices)
-    env, samples = prepare_env(model, None, data, None, quantized=choices.get("quant", "none") != "none")
+    env, samples = prepare_env(model, None, data, calibrate, quantized=choices.get("quant", "none") != "none")
     result = run_pipeline(model, options, middle=middle_passes(options), report=build_report, env=env)
     section, _ = evaluate(result, model, samples, layers=False, reference=ref)
     return section["outputs"]["last_hidden_state"]["cosine_mean_valid"]
@@ -40,10 +42,26 @@ def _cosine(minilm, **choices: str) -> float:
     ({"quant": "int8"}, 0.995),
     ({"quant": "int8", "softmax": "shiftmax", "layernorm": "ilayernorm"}, 0.99),
     ({"quant": "int8", "softmax": "ibert", "gelu": "ibert"}, 0.995),
-    ({"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}, 0.93),
+    ({"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}, 0.99),
+    ({"quant": "none", "gelu": "shiftgelu"}, 0.99),
 ])
 def test_minilm_cosine(minilm, choices: dict[str, str], at_least: float) -> None:
     assert _cosine(minilm, **choices) >= at_least
+
+
+@pytest.mark.slow
+def test_minilm_published_shiftgelu_is_what_the_readme_says(minilm) -> None:
+    """The row-max form: measured 0.94 (README); the per-element form is the default because of this."""
+    cosine = _cosine(minilm, quant="int8", softmax="shiftmax", gelu="shiftgelu-row", layernorm="ilayernorm")
+    assert 0.9 <= cosine < 0.99
+
+
+@pytest.mark.slow
+def test_minilm_held_out_calibration(minilm) -> None:
+    """Calibrated on 64 other sentences (examples/data/minilm_calibration.npz): measured 0.984 (int8 alone 0.991)."""
+    calibrate = dict(np.load(DATA / "minilm_calibration.npz"))
+    assert _cosine(minilm, calibrate, quant="int8", softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm") \
+        >= 0.98
 
 
 def _idle_expert_ids(model) -> np.ndarray:

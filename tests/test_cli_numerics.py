@@ -104,7 +104,7 @@ def test_outputs_need_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.parametrize("flag, value, valid", [
     ("--softmax", "fast", "exact, shiftmax, online, base2, ibert, log2q, softmax-free"),
-    ("--gelu", "tanh", "exact, shiftgelu, ibert, lut"),
+    ("--gelu", "tanh", "exact, shiftgelu, shiftgelu-row, ibert, lut"),
     ("--layernorm", "rms", "exact, ilayernorm"),
     ("--quant", "int4", "none, int8, w4a8"),
 ])

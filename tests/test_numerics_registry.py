@@ -18,7 +18,7 @@ from hw.errors import InputError
 
 def test_names_are_the_cli_choices() -> None:
     assert list(SOFTMAX_APPROX) == ["exact", "shiftmax", "online", "base2", "ibert", "log2q", "softmax-free"]
-    assert list(GELU_APPROX) == ["exact", "shiftgelu", "ibert", "lut"]
+    assert list(GELU_APPROX) == ["exact", "shiftgelu", "shiftgelu-row", "ibert", "lut"]
     assert list(LAYERNORM_APPROX) == ["exact", "ilayernorm"]
 
 
@@ -28,7 +28,7 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     assert str(info.value) == (
         "unknown --softmax 'fast'; valid: exact, shiftmax, online, base2, ibert, log2q, softmax-free"
     )
-    with pytest.raises(InputError, match=r"^unknown --gelu 'tanh'; valid: exact, shiftgelu, ibert, lut$"):
+    with pytest.raises(InputError, match=r"^unknown --gelu 'tanh'; valid: exact, shiftgelu, shiftgelu-row, ibert, lut$"):
         get_approx("gelu", "tanh")
     assert get_approx("layernorm", "ilayernorm").fn is numerics.ilayernorm
 
@@ -71,3 +71,15 @@ def test_every_gelu_and_layernorm_approx_is_callable() -> None:
 def test_public_api_is_explicit() -> None:
     assert set(numerics.__all__) <= set(dir(numerics))
     assert "shiftmax" in numerics.__all__ and "requantize" in numerics.__all__
+
+
+def test_shiftgelu_names_pick_the_stabilizer() -> None:
+    """``shiftgelu`` is the per-element form, ``shiftgelu-row`` I-ViT's published row-max form (the API default)."""
+    import torch
+
+    x = torch.tensor([[-40, -3, 0, 5, 400]])
+    row = get_approx("gelu", "shiftgelu-row")(x, 0.05)
+    element = get_approx("gelu", "shiftgelu")(x, 0.05)
+    assert torch.equal(row[0], numerics.shiftgelu(x, 0.05)[0])
+    assert torch.equal(element[0], numerics.shiftgelu(x, 0.05, stabilizer="element")[0])
+    assert not torch.equal(row[0], element[0])

@@ -75,7 +75,7 @@ __all__ = [
 #: Softmax implementations a softmax or attention op may carry (issue: integer numerics).
 SOFTMAX_APPROX = ("exact", "shiftmax", "online", "base2", "ibert", "log2q", "softmax-free")
 #: GELU implementations; ``tanh`` is the exporter's own tanh approximation, kept as found.
-GELU_APPROX = ("exact", "tanh", "shiftgelu", "ibert", "lut")
+GELU_APPROX = ("exact", "tanh", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 LAYERNORM_APPROX = ("exact", "ilayernorm")
 ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
 MOE_MODES = ("token", "task", "image")

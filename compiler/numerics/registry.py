@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -66,7 +67,9 @@ SOFTMAX_APPROX: Mapping[str, Approx] = _table(
 
 GELU_APPROX: Mapping[str, Approx] = _table(
     Approx("exact", gelu_exact, "linear", "float64 erf GELU"),
-    Approx("shiftgelu", shiftgelu, "linear", "I-ViT ShiftGELU"),
+    Approx("shiftgelu", partial(shiftgelu, stabilizer="element"), "linear",
+           "I-ViT ShiftGELU, per-element stabilizer max(x, 0)"),
+    Approx("shiftgelu-row", shiftgelu, "linear", "I-ViT ShiftGELU as published (row-max stabilizer)"),
     Approx("ibert", ibert_gelu, "linear", "I-BERT i-GELU"),
     Approx("lut", lut_gelu, "linear", "Edge-MoE delta table GELU"),
 )

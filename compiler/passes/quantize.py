@@ -5,7 +5,8 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 * every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1)),
   activations symmetric per tensor int8, bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
-* GELU takes int8 (ShiftGELU, as I-ViT) or int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
+* GELU takes int8 (ShiftGELU, as I-ViT; int16 where its x0 needs a finer grid, ``approx.gelu_input_format``) or
+  int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
 * MoE blocks (``dataflow.moe``): input int8 (channel-balanced like a GEMM's when it comes from a LayerNorm),
   expert weights w1 / w2 int8 (int4) per expert and output channel, biases int32, int32 accumulators; dyadic
   requants fc1 -> activation input (16 bits, 8 for ReLU) -> int8 -> fc2 -> int16 output; the gate stays at up to
@@ -191,16 +192,19 @@ class _Quantizer:
         old.erase()
 
     # ----- formats consumers ask for ------------------------------------------------------------------------------
-    def q(self, v: SSAValue, bits: int, before: Operation) -> tuple[SSAValue, _Fmt]:
-        """``v`` as a per-tensor integer of at most ``bits`` bits (inserting a quantize or requant if needed)."""
+    def q(self, v: SSAValue, bits: int, before: Operation, scale: float | None = None) -> tuple[SSAValue, _Fmt]:
+        """``v`` as a per-tensor integer of at most ``bits`` bits (inserting a quantize or requant if needed).
+
+        ``scale``: a step the consumer asks for (default: the calibrated range over the ``bits`` grid)."""
         iv = self.int_view(v)
-        if iv is not None and self.fmt[iv].per_tensor and self.fmt[iv].bits <= bits:
+        if scale is None and iv is not None and self.fmt[iv].per_tensor and self.fmt[iv].bits <= bits:
             return iv, self.fmt[iv]
-        key = (id(iv if iv is not None else v), bits)
+        key = (id(iv if iv is not None else v), bits, scale)
         if key in self.cache:
             got = self.cache[key]
             return got, self.fmt[got]
-        scale = self.range_of(v) / _qmax(bits)
+        if scale is None:
+            scale = self.range_of(v) / _qmax(bits)
         src = iv if iv is not None else v
         producer = _layer(src.owner) if isinstance(src.owner, Operation) else "input"
         if iv is None:
@@ -305,8 +309,8 @@ class _Quantizer:
         _, ps = A.softmax_int(approx, np.zeros((1, 2), np.int64), s, softmax_bits(op, approx))
         self.produce(op, new, _Fmt(32, ps * float(fv.scale)))
 
-    def unary(self, op: Operation, bits: int) -> None:
-        x, fx = self.q(op.operands[0], bits, op)
+    def unary(self, op: Operation, bits: int, scale: float | None = None) -> None:
+        x, fx = self.q(op.operands[0], bits, op, scale)
         new = op.__class__.create(operands=[x] + list(op.operands[1:]),
                                   result_types=[_ttype(op.results[0], IntegerType(32))],
                                   properties=dict(op.properties), attributes=dict(op.attributes))
@@ -434,7 +438,7 @@ class _Quantizer:
             elif isinstance(op, df.AttentionOp):
                 self.attention(op)
             elif isinstance(op, df.GeluOp):
-                self.unary(op, A.gelu_input_bits(df.str_attr(op, "approx")))
+                self.unary(op, *A.gelu_input_format(df.str_attr(op, "approx"), self.range_of(op.input)))
             elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "kind") == "layernorm":
                 self.unary(op, 16)
             elif isinstance(op, df.SoftmaxOp) and self.int_view(op.input) is not None:

@@ -60,7 +60,7 @@ HIDDEN_BITS_ATTR = "hidden_bits"
 
 def hidden_bits(activation: str) -> int:
     """Width of the expert activation's integer input: 8 where the activation is exact on any grid (ReLU, identity),
-    16 for the smooth ones (the fine grid their float64-on-grid evaluation needs, as ``gelu_input_bits``)."""
+    16 for the smooth ones (the fine grid their float64-on-grid evaluation needs, as ``approx.gelu_input_format``)."""
     return 8 if activation in ("relu", "identity") else 16
 
 
