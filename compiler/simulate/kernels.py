@@ -48,17 +48,28 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a, b)
 
 
-def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact ``a @ b`` of integer arrays as int64 (float32 / float64 BLAS when no partial sum can reach 2^24 / 2^53)."""
-    per_term = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0))
+def int_matmul(a: np.ndarray, b: np.ndarray, b_cache: dict[str, Any] | None = None) -> np.ndarray:
+    """Exact ``a @ b`` of integer arrays as int64 (float32 / float64 BLAS when no partial sum can reach 2^24 / 2^53).
+
+    ``b_cache``: a dict that lives as long as ``b`` does not change (an op's memo, for a constant weight); ``b``'s
+    max and float32 copy are kept there instead of being recomputed per call.
+    """
+    if b_cache is not None:
+        if "amax" not in b_cache:
+            b_cache["amax"] = float(np.abs(b).max(initial=0))
+            b_cache["f32"] = b.astype(np.float32)
+        b_max, b32 = b_cache["amax"], b_cache["f32"]
+    else:
+        b_max, b32 = float(np.abs(b).max(initial=0)), None
+    per_term = float(np.abs(a).max(initial=0)) * b_max
     bound = per_term * a.shape[-1]
     if bound < 2.0**24:  # every partial sum is an integer float32 holds exactly: twice the BLAS speed
-        return matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+        return matmul(a.astype(np.float32), b32 if b32 is not None else b.astype(np.float32)).astype(np.int64)
     chunk = int(2.0**24 // per_term) if per_term else 0
     if chunk >= 128 and bound < 2.0**53:
         # Split the reduction so each float32 product stays exact, then add the chunks exactly in int64.
         k = a.shape[-1]
-        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+        a32, b32 = a.astype(np.float32), b32 if b32 is not None else b.astype(np.float32)
         total = None
         for start in range(0, k, chunk):
             part = matmul(a32[..., start:start + chunk], b32[..., start:start + chunk, :]).astype(np.int64)
@@ -113,7 +124,8 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     if x.quantized:
-        acc = int_matmul(x.data, w.data)
+        constant = isinstance(op.operands[1].owner, df.WeightOp)
+        acc = int_matmul(x.data, w.data, ctx.memo(op).setdefault("rhs", {}) if constant else None)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
         w_scale = np.asarray(1.0 if w.scale is None else w.scale, dtype=np.float64)
