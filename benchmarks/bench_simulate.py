@@ -1,8 +1,9 @@
 """Functional simulator speed vs ONNX Runtime FP32 on the pretrained MiniLM (16 sentences, 6 layers, seq 32).
 
 Both run single-threaded (the simulator always does, see compiler/simulate/_threads.py; ONNX Runtime is given
-intra_op_num_threads=1), one sample at a time, best of ``--repeat`` runs. Goal: the float simulation within 3x of
-ONNX Runtime. The integer (int8 I-ViT) simulation is timed too.
+intra_op_num_threads=1), one sample at a time, best of ``--repeat`` runs. Goal: the simulation within 3x of
+ONNX Runtime FP32, both the float model and the int8 I-ViT one (int8 GEMMs, requants, Shiftmax, ShiftGELU,
+I-LayerNorm, all bit-exact to compiler.numerics).
 
     python benchmarks/bench_simulate.py
 """

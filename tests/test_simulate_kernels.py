@@ -80,6 +80,14 @@ def test_shiftgelu_element(x: np.ndarray, scale: float, bits: int) -> None:
     same(K.shiftgelu(x, scale, bits, "element"), N.shiftgelu(torch.from_numpy(x), scale, bits, stabilizer="element"))
 
 
+@pytest.mark.parametrize("span, scale", [(128, 0.2), (300, 1 / (1.702 * 10.5)), (32767, 1e-3), (5, 0.5)])
+def test_shiftgelu_element_table_path(span: int, scale: float) -> None:
+    """Activation-sized tensors with a narrow range go through the per-value table: still bit-exact."""
+    x = np.random.default_rng(span).integers(-span, span + 1, size=(48, 1536))
+    x[0, :3] = [-span, 0, span]
+    same(K.shiftgelu(x, scale, 8, "element"), N.shiftgelu(torch.from_numpy(x), scale, 8, stabilizer="element"))
+
+
 @EXAMPLES
 @given(int_rows(-(2**16), 2**16), log_scales(-14, 1))
 def test_ibert_gelu(x: np.ndarray, scale: float) -> None:
@@ -108,6 +116,17 @@ def test_ilayernorm(x: np.ndarray, seed: int) -> None:
 def test_requantize(acc: np.ndarray, ratio: float, bits: int) -> None:
     m, e = N.dyadic(ratio)
     np.testing.assert_array_equal(K.requantize(acc, m, e, bits), N.requantize(torch.from_numpy(acc), m, e, bits).numpy())
+
+
+@pytest.mark.parametrize("m, e", [(1 << 30, 31), (3 << 29, 32), ((1 << 31) - 1, 40), (1 << 30, 1), (1 << 31, 61),
+                                  (1 << 30, 0), (1 << 30, -3), (1 << 30, -30), ((1 << 31) - 1, 1000), ((1 << 31) - 1, 1070)])
+def test_requantize_ties(m: int, e: int) -> None:
+    """Exact halves (acc * m / 2^e = k + 1/2) round to the even neighbour, both signs, at every shift width."""
+    acc = np.arange(-4096, 4097, dtype=np.int64) << max(0, e - 31)
+    acc = acc[np.abs(acc) < 2**32]
+    for bits in (8, 32):
+        np.testing.assert_array_equal(K.requantize(acc, m, e, bits),
+                                      N.requantize(torch.from_numpy(acc), m, e, bits).numpy())
 
 
 @EXAMPLES
