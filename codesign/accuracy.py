@@ -12,7 +12,10 @@ sample and ONNX Runtime runs the original FP32 model on the same samples. The re
   marks as real tokens, padding excluded), its minimum, the max |error|, the output's max |value|, and for
   classifier outputs (rank 2 per sample) the top-1 agreement;
 * ``layers``: per IR op that computes an ONNX tensor of the original model, SQNR = 10 log10(sum ref^2 / sum err^2)
-  in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name).
+  in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name); with an
+  ``attention_mask`` input, ``sqnr_valid_db`` is the same over real tokens only, for tensors whose leading axes are
+  the mask's ([batch, seq, ...]): padding rows of a quantized BERT carry most of its error and would hide where the
+  real tokens lose accuracy.
 """
 
 from __future__ import annotations
@@ -185,6 +188,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
     refs = reference if reference is not None else reference_outputs(source, samples, sorted(float_layers))
     stats: dict[str, list[float]] = {}
     current: dict[str, np.ndarray] = {}
+    masks = samples.get("attention_mask")
+    row_mask: list[np.ndarray | None] = [None]
 
     def observe(op: Any, outs: list[Any]) -> None:
         layer = op.properties.get("layer")
@@ -196,15 +201,22 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
                 or np.abs(ref).max(initial=0) > 1e30:
             return
         err = got.astype(np.float64) - ref
-        acc = stats.setdefault(layer.data, [0.0, 0.0, 0.0])
+        acc = stats.setdefault(layer.data, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         acc[0] += float((ref.astype(np.float64) ** 2).sum())
         acc[1] += float((err**2).sum())
         acc[2] = max(acc[2], float(np.abs(err).max(initial=0)))
+        mask = row_mask[0]
+        if mask is not None and ref.ndim > mask.ndim and ref.shape[:mask.ndim] == mask.shape:
+            valid = mask.reshape(-1).astype(bool)
+            acc[3] += float((ref.reshape(mask.size, -1)[valid].astype(np.float64) ** 2).sum())
+            acc[4] += float((err.reshape(mask.size, -1)[valid] ** 2).sum())
+            acc[5] = 1.0
 
     outs: dict[str, list[np.ndarray]] = {name: [] for name in imported.output_names}
     for i, ref in enumerate(refs):
         current.clear()
         current.update(ref)
+        row_mask[0] = np.asarray(masks[i]) if masks is not None else None
         for name, value in sim.run({k: v[i] for k, v in samples.items()}, observe).items():
             outs[name].append(value)
     stacked = {name: np.stack(v) for name, v in outs.items()}
@@ -222,10 +234,16 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         if got.ndim == 3 and got.shape[-1] > 1:  # [samples, batch, classes]: a classifier
             row["top1_agreement"] = float((got.argmax(-1) == ref.argmax(-1)).mean())
         section["outputs"][name] = row
-    for layer, (sig, err, worst) in stats.items():
-        sqnr = 10 * math.log10(sig / err) if err > 0 and sig > 0 else None
-        section["layers"].append({"name": layer, "tensor": want[layer], "sqnr_db": sqnr, "max_abs_error": worst})
+    for layer, (sig, err, worst, sig_valid, err_valid, masked) in stats.items():
+        entry = {"name": layer, "tensor": want[layer], "sqnr_db": _sqnr(sig, err), "max_abs_error": worst}
+        if masked:
+            entry["sqnr_valid_db"] = _sqnr(sig_valid, err_valid)
+        section["layers"].append(entry)
     return section, stacked
+
+
+def _sqnr(signal: float, noise: float) -> float | None:
+    return 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
 
 
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
@@ -235,20 +253,26 @@ def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
 
 
 def render_accuracy(section: Mapping[str, Any], console: Any, worst: int = 5) -> None:
-    """The accuracy section as a small table: each output, then the ``worst`` layers by SQNR."""
+    """The accuracy section as a small table: each output, then the ``worst`` layers by SQNR (over real tokens
+    where the model has an attention mask)."""
     from rich.table import Table
 
     table = Table(title=f"accuracy vs {section['reference']} ({section['samples']} samples"
                         + (f", calibration: {section['calibration']}" if section.get("calibration") else "") + ")")
     for col in ("output / layer", "cosine mean", "cosine (valid rows)", "cosine min", "top-1", "SQNR dB",
-                "max |err|"):
+                "SQNR (valid rows)", "max |err|"):
         table.add_column(col, justify="left" if col == "output / layer" else "right")
     num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for name, row in section["outputs"].items():
         table.add_row(name, num(row["cosine_mean"], ".4f"), num(row.get("cosine_mean_valid"), ".4f"),
-                      num(row["cosine_min"], ".4f"), num(row.get("top1_agreement"), ".3f"), "",
+                      num(row["cosine_min"], ".4f"), num(row.get("top1_agreement"), ".3f"), "", "",
                       num(row["max_abs_error"], ".3g"))
-    layers = sorted((r for r in section["layers"] if r["sqnr_db"] is not None), key=lambda r: r["sqnr_db"])
+
+    def key(r: Mapping[str, Any]) -> float:
+        return r["sqnr_valid_db"] if r.get("sqnr_valid_db") is not None else r["sqnr_db"]
+
+    layers = sorted((r for r in section["layers"] if r["sqnr_db"] is not None), key=key)
     for row in layers[:worst]:
-        table.add_row(f"  {row['name']}", "", "", "", "", num(row["sqnr_db"], ".1f"), num(row["max_abs_error"], ".3g"))
+        table.add_row(f"  {row['name']}", "", "", "", "", num(row["sqnr_db"], ".1f"),
+                      num(row.get("sqnr_valid_db"), ".1f"), num(row["max_abs_error"], ".3g"))
     console.print(table)

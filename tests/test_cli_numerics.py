@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from codesign.cli import main
-from tests.conftest import model_path
+from tests.conftest import DATA, model_path
 
 VIT = str(model_path("vit_tiny.onnx"))
 
@@ -111,3 +111,24 @@ def test_outputs_need_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_unknown_approximation(flag: str, value: str, valid: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _error(["compile", VIT, flag, value], capsys) == (
         f"codesign: error: {flag} {value}: unknown choice (valid: {valid})")
+
+
+def test_layer_sqnr_over_real_tokens(tmp_path: Path) -> None:
+    """With an attention mask, each [batch, seq, ...] layer also gets its SQNR over real tokens; padding rows of a
+    quantized BERT are where most error sits, so the real-token figure is higher, and computed from those rows."""
+    data = dict(np.load(DATA / "minilm_sentences.npz"))
+    inputs = _npz(tmp_path / "in.npz", **{k: v[:2] for k, v in data.items()})
+    report = tmp_path / "r.json"
+    assert main(["compile", str(model_path("minilm.onnx")), "--quant", "int8", "--inputs", inputs, "--json", str(report),
+                 "-q"]) == 0
+    layers = {row["name"]: row for row in json.loads(report.read_text())["accuracy"]["layers"]}
+    ffn = layers["model.encoder.layer.0.intermediate.dense.MatMul"]
+    assert ffn["sqnr_valid_db"] is not None and ffn["sqnr_valid_db"] != ffn["sqnr_db"]
+    assert sum(row.get("sqnr_valid_db") is not None for row in layers.values()) > 30
+
+
+def test_no_mask_no_real_token_sqnr(tmp_path: Path) -> None:
+    inputs = _npz(tmp_path / "in.npz", pixel_values=_images(2))
+    report = tmp_path / "r.json"
+    assert main(["compile", VIT, "--quant", "int8", "--inputs", inputs, "--json", str(report), "-q"]) == 0
+    assert all("sqnr_valid_db" not in row for row in json.loads(report.read_text())["accuracy"]["layers"])
