@@ -171,6 +171,12 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), 1.0)
 
 
+def compared_tensors(imported: Any) -> tuple[str, ...]:
+    """The intermediate ONNX tensors :func:`evaluate` compares (every tensor an IR op computes, outputs aside), in
+    the order ``reference_outputs`` must be given them."""
+    return tuple(sorted(t for t in imported.tensor_layers if t not in imported.output_names))
+
+
 def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers: bool = True,
              reference: list[dict[str, np.ndarray]] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run the compiled module and the FP32 model on ``samples``: (the report's accuracy section, outputs).
@@ -182,10 +188,9 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
 
     imported = result.imported
     sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
-    float_layers = {t: layer for t, layer in imported.tensor_layers.items()
-                    if t not in imported.output_names} if layers else {}
-    want = {layer: t for t, layer in float_layers.items()}
-    refs = reference if reference is not None else reference_outputs(source, samples, sorted(float_layers))
+    tensors = compared_tensors(imported) if layers else ()
+    want = {imported.tensor_layers[t]: t for t in tensors}
+    refs = reference if reference is not None else reference_outputs(source, samples, tensors)
     stats: dict[str, list[float]] = {}
     current: dict[str, np.ndarray] = {}
     masks = samples.get("attention_mask")

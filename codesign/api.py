@@ -81,20 +81,25 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
 
 
 def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, calibrate: Any = None,
-                on_ir: Callable[[str, Any], None] | None = None) -> tuple[CompileResult, dict[str, Any] | None]:
-    """The compile behind both ``codesign compile`` and ``compile()``: calibration / routing data, the pipeline,
-    then (with ``inputs``) the simulated outputs and their accuracy against FP32 in ``report["accuracy"]``.
+                on_ir: Callable[[str, Any], None] | None = None,
+                reference: Callable[[tuple[str, ...], dict[str, Any]], list[Any]] | None = None,
+                ) -> tuple[CompileResult, dict[str, Any] | None]:
+    """The compile behind ``codesign compile``, ``compile()`` and sweep accuracy: calibration / routing data, the
+    pipeline, then (with ``inputs``) the simulated outputs and their accuracy against FP32 in ``report["accuracy"]``.
 
-    Returns the result and the simulated outputs (None without ``inputs``).
+    ``reference(tensors, samples)``, if given, supplies the ONNX Runtime outputs (``codesign.accuracy.
+    reference_outputs``) for those samples and intermediate tensors, so a caller compiling one model many times
+    (a sweep) can reuse them. Returns the result and the simulated outputs (None without ``inputs``).
     """
-    from codesign.accuracy import evaluate, prepare_env
+    from codesign.accuracy import compared_tensors, evaluate, prepare_env
     from codesign.options import middle_passes
 
     env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
     result = run_pipeline(source, options, middle=middle_passes(options), on_ir=on_ir, report=build_report, env=env)
     sim_outputs = None
     if samples is not None and result.report is not None:
-        result.report["accuracy"], sim_outputs = evaluate(result, source, samples)
+        refs = reference(compared_tensors(result.imported), samples) if reference is not None else None
+        result.report["accuracy"], sim_outputs = evaluate(result, source, samples, reference=refs)
         result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")
         result.env.artifacts["outputs"] = sim_outputs
     return result, sim_outputs

@@ -1,8 +1,7 @@
 """Accuracy of design points: measured once per (model, compile choices), not once per point.
 
 A sweep with ``inputs:`` runs its samples through the functional simulator and ONNX Runtime FP32 exactly as
-``codesign compile --inputs`` does (the steps of ``codesign.api.compile(..., inputs=, calibrate=)``, with the same
-codesign.accuracy functions; tests compare the sections), and attaches the flat ``accuracy.*`` metrics
+``codesign compile --inputs`` does (``codesign.api.run_compile``; tests compare the sections), and attaches the flat ``accuracy.*`` metrics
 (``metrics.accuracy_metrics``) to every point with those choices. One thing differs: the ONNX Runtime reference
 outputs (and intermediate tensors) depend only on the model and the samples, so a process computes them once per
 model and reuses them for every set of choices (for ViT-Base on two images they are about half the cost).
@@ -77,29 +76,22 @@ def measure_accuracy(request: AccuracyRequest) -> dict[str, Any]:
 
 
 def _section(request: AccuracyRequest) -> dict[str, Any]:
-    """``report["accuracy"]`` of ``codesign.api.compile`` with ``inputs`` (its steps, the reference reused)."""
-    from codesign.accuracy import evaluate, prepare_env, reference_outputs
-    from codesign.api import compile_options
-    from codesign.options import middle_passes
-    from compiler.pipeline import run_pipeline
-    from compiler.summary import build_report
+    """``report["accuracy"]`` of ``codesign.api.run_compile`` with ``inputs``, the ONNX Runtime reference reused."""
+    from codesign.accuracy import reference_outputs
+    from codesign.api import compile_options, run_compile
+
+    def reference(tensors: tuple[str, ...], samples: dict[str, Any]) -> list[Any]:
+        key = (request.model, request.shapes, request.inputs, tensors)
+        if key not in _REFERENCE:
+            _REFERENCE.clear()
+            _REFERENCE[key] = reference_outputs(request.model, samples, tensors)
+        return _REFERENCE[key]
 
     options = compile_options(request.target, dict(request.overrides), dict(request.shapes), **dict(request.choices))
-    env, samples = prepare_env(request.model, dict(options.shapes), request.inputs, request.calibrate,
-                               quantized=options.quantized)
-    run = run_pipeline(request.model, options, middle=middle_passes(options), report=build_report, env=env)
-    assert run.report is not None and samples is not None
-    imported = run.imported
-    # The tensors evaluate() compares, in its order: the reference holds exactly these.
-    layers = tuple(sorted(t for t in imported.tensor_layers if t not in imported.output_names))
-    key = (request.model, request.shapes, request.inputs, layers)
-    reference = _REFERENCE.get(key)
-    if reference is None:
-        _REFERENCE.clear()
-        reference = _REFERENCE[key] = reference_outputs(request.model, samples, layers)
-    section, _ = evaluate(run, request.model, samples, reference=reference)
-    section["calibration"] = run.report.get("numerics", {}).get("calibration")
-    return section
+    result, _ = run_compile(request.model, options, inputs=request.inputs, calibrate=request.calibrate,
+                            reference=reference)
+    assert result.report is not None
+    return result.report["accuracy"]
 
 
 def clear_accuracy_cache() -> None:
