@@ -27,10 +27,15 @@ layernorm ``ilayernorm``      ``ilayernorm`` (c = last dim; in_bits = input widt
                               ``ceil(tokens * k / experts)`` tokens per expert (uniform routing, said in a note)
 ============================  ================================================================================
 
+Every invocation also carries its runtime configuration (codesign/rtl_config.py: ``x0``, Shiftmax's input
+shift, requant ``(m, e)``, I-LayerNorm biases, GEMM weights...), from the scales of one functional-simulator run;
+an I-LayerNorm whose integer biases are wider than 32 bits gets a wider ``bias_bits``.
+
 Float inputs to an approximation are quantized per call to the width the published design feeds it, as the
-functional simulator models them (compiler/simulate/approx.py). Attention in ``edge-moe`` or ``flash`` order with
-``--softmax exact`` has no integer softmax: its online softmax is float (use ``--softmax online`` for the integer
-Edge-MoE unit). A design with none of these is refused, naming the options that make an integer datapath.
+functional simulator models them (compiler/simulate/approx.py); their scale-dependent configuration is null.
+Attention in ``edge-moe`` or ``flash`` order with ``--softmax exact`` has no integer softmax: its online softmax
+is float (use ``--softmax online`` for the integer Edge-MoE unit). A design with none of these is refused, naming
+the options that make an integer datapath.
 
 ``--out`` is created if needed; an existing non-empty folder must carry the marker a previous ``codesign rtl``
 left (hw/rtl/manifest.py), so a user's files are never overwritten.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +114,7 @@ def _single_kernel(args: argparse.Namespace):
 def _from_model(args: argparse.Namespace):
     from codesign.cli import _compile_options, _print_ir
     from codesign.options import middle_passes
+    from codesign.rtl_config import learn_scales
     from compiler.pipeline import run_pipeline
 
     if not Path(args.model).exists():
@@ -129,7 +136,7 @@ def _from_model(args: argparse.Namespace):
 
     result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, env=env)
     target = result.env.target
-    uses, notes = plan_kernels(result.module, target)
+    uses, notes = plan_kernels(result.module, target, learn_scales(result))
     if not uses:
         raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "
                          f"make one with {_INTEGER_CHOICES}")
@@ -174,41 +181,55 @@ def _array(target: Any) -> Any:
     return None
 
 
-def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
+def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, list[str]]:
     """The kernel uses of a compiled module on ``target``: (list of ``KernelUse``, notes).
 
     See the module docstring for the rules. Parameters are checked later, by ``write_design``; a value out
-    of a kernel's range is reported with the layer that asked for it.
+    of a kernel's range is reported with the layer that asked for it. With ``values`` (the
+    ``codesign.rtl_config.DesignScales`` of one simulator run) every invocation carries its runtime configuration
+    (codesign/rtl_config.py); without, configs are empty.
     """
+    from codesign import rtl_config as rc
     from compiler.dialect import dataflow as df
     from compiler.simulate.kernels import softmax_bits
     from hw.rtl.emit import canonical_params
     from hw.rtl.manifest import Invocation, KernelUse
+    from hw.rtl.requant import E_BITS, M_BITS
 
     uses: list[KernelUse] = []
     notes: list[str] = []
+    per_call: list[str] = []
     array = _array(target)
 
-    def add(kernel: str, params: dict[str, int], layer: str, work: dict[str, int], count: int = 1) -> None:
+    def add(kernel: str, params: dict[str, int], layer: str, work: dict[str, int], count: int = 1,
+            config: Callable[[dict[str, int]], dict[str, Any]] | None = None) -> None:
         try:
             full = canonical_params(kernel, params)
+            cfg = config(full) if config is not None and values is not None else {}
         except InputError as err:
             raise InputError(f"layer '{layer}': {err}") from None
-        uses.append(KernelUse(kernel, full, [Invocation(layer, work, count)]))
+        if any(cfg.get(key, 0) is None for key in ("x0", "m_c")):
+            per_call.append(layer)
+        uses.append(KernelUse(kernel, full, [Invocation(layer, work, count, cfg)]))
 
-    def gemm(layer: str, m: int, n: int, k: int, bits: int, count: int) -> None:
+    def gemm(layer: str, m: int, n: int, k: int, bits: int, count: int, op: Any = None) -> None:
         if array is None:
             raise InputError(f"layer '{layer}': target '{target.name}' has no systolic GEMM array for integer GEMMs")
         params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
         kernel = "systolic_gemm_ws" if array.dataflow == "ws" else "systolic_gemm"
-        add(kernel, params, layer, {"m": m, "n": n, "k": k}, count)
+        add(kernel, params, layer, {"m": m, "n": n, "k": k}, count,
+            (lambda _: rc.gemm_config(op, values)) if op is not None else None)
 
-    def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool) -> None:
+    def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool,
+                scale: Callable[[], float | None]) -> None:
         if approx not in ("shiftmax", "online"):
             return
         kernel = "shiftmax" if approx == "shiftmax" else "online_softmax"
         params = {"n": n, "in_bits": 32 if integer else 16, "out_bits": softmax_bits(op, approx)}
-        add(kernel, params, layer, {"rows": rows})
+        if approx == "shiftmax":
+            add(kernel, params, layer, {"rows": rows}, config=lambda full: rc.shiftmax_config(scale(), n, full))
+        else:
+            add(kernel, params, layer, {"rows": rows}, config=lambda full: rc.online_softmax_config(scale(), full))
 
     if array is not None and array.dataflow == "is":
         notes.append(f"target '{target.name}' uses an input-stationary array, which has no RTL kernel yet; the "
@@ -218,7 +239,7 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
             lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)
             if lhs_bits is not None and rhs_bits is not None:
                 batch, m, n, k = op.mnk()
-                gemm(op.layer_name(), m, n, k, max(lhs_bits, rhs_bits), batch)
+                gemm(op.layer_name(), m, n, k, max(lhs_bits, rhs_bits), batch, op)
         elif isinstance(op, df.RequantOp):
             bits, acc = df.int_attr(op, "out_bits"), _int_bits(op.input)
             if array is None or acc is None or bits not in (4, 8, 16):
@@ -227,7 +248,7 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
             lanes = array.cols
             beats = _numel(shape[:-1]) * -(-shape[-1] // lanes)
             add("requant", {"lanes": lanes, "acc_bits": min(max(acc, 2), 32), "out_bits": bits}, op.layer_name(),
-                {"beats": beats})
+                {"beats": beats}, config=lambda _, op=op: rc.requant_config(op, values, M_BITS, E_BITS))
         elif isinstance(op, df.AttentionOp):
             layer = op.layer_name()
             b, sq, _ = _shape(op.q)
@@ -245,22 +266,33 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
             if algorithm in ("edge-moe", "flash") and approx == "exact":
                 notes.append(f"layer '{layer}': {algorithm} order with --softmax exact has a float online softmax; "
                              "use --softmax online for the integer Edge-MoE unit")
-            softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer)
+            softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer,
+                    lambda op=op: rc.attention_scores_scale(op, values))
         elif isinstance(op, df.SoftmaxOp):
             shape = _shape(op.input)
             n = shape[df.int_attr(op, "axis")]
             softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
-                    _int_bits(op.input) is not None)
+                    _int_bits(op.input) is not None, lambda op=op: rc.per_tensor(values.scale(op.input)))
         elif isinstance(op, df.GeluOp) and df.str_attr(op, "approx") in _SHIFTGELU_FORMS:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 8
             add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8,
                               "per_element": _SHIFTGELU_FORMS[df.str_attr(op, "approx")]}, op.layer_name(),
-                {"rows": _numel(shape) // shape[-1]})
+                {"rows": _numel(shape) // shape[-1]},
+                config=lambda full, op=op: rc.shiftgelu_config(rc.per_tensor(values.scale(op.input)), full))
         elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 16
-            add("ilayernorm", {"c": shape[-1], "in_bits": bits}, op.layer_name(), {"rows": _numel(shape) // shape[-1]})
+            params = {"c": shape[-1], "in_bits": bits}
+            cfg: dict[str, Any] = {}
+            if values is not None:  # a bias wider than the default port widens it
+                try:
+                    cfg = rc.ilayernorm_config(op, values)
+                except InputError as err:
+                    raise InputError(f"layer '{op.layer_name()}': {err}") from None
+                params["bias_bits"] = rc.bias_bits(cfg, canonical_params("ilayernorm", params)["bias_bits"])
+            add("ilayernorm", params, op.layer_name(), {"rows": _numel(shape) // shape[-1]},
+                config=lambda _, cfg=cfg: cfg)
         elif isinstance(op, df.MoeOp):
             shape = _shape(op.input)
             mode = df.str_attr(op, "mode")
@@ -285,6 +317,10 @@ def plan_kernels(module: Any, target: Any) -> tuple[list, list[str]]:
                 else:
                     notes.append(f"layer '{layer}': the gate GEMM ({gate_bits or 'float'}-bit weights) is not on "
                                  "the int8 array")
+    if per_call:
+        notes.append(f"{len(per_call)} invocation(s) take float inputs that the design quantizes per call "
+                     f"(compiler/simulate/approx.py), e.g. layer '{per_call[0]}': their scale-dependent config "
+                     "(x0, input_shift, m_c, e_c) is null, set per call from that call's scale")
     only_float = all(u.kernel == "topk_router" for u in uses)
     return ([] if only_float else uses), notes
 
@@ -293,7 +329,8 @@ def _print_summary(manifest: dict, out: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"RTL kernels written to {out} (manifest.json)")
+    files = "manifest.json" + (f", {manifest['config_file']}" if manifest.get("config_file") else "")
+    table = Table(title=f"RTL kernels written to {out} ({files})")
     for column in ("kernel", "parameters", "verilog", "calls", "cycles/call", "total cycles"):
         table.add_column(column, justify="right" if "cycles" in column or column == "calls" else "left")
     for k in manifest["kernels"]:

@@ -13,7 +13,7 @@ import pytest
 from conftest import model_path
 
 from codesign.cli import main
-from hw.rtl.manifest import MARKER, invocation_cycles
+from hw.rtl.manifest import CONFIG_FILE, MARKER, invocation_cycles, resolve_config
 
 SMALL_ARRAY = ["--set", "gemm.rows=4", "--set", "gemm.cols=4"]
 
@@ -59,6 +59,35 @@ def test_quantized_vit_uses_gemm_requant_and_the_three_i_vit_units(tmp_path, cap
         assert kernel["total_cycles"] == sum(i["count"] * i["cycles"] for i in kernel["invocations"])
     assert "shiftmax_n17_in_bits32_out_bits16_x0_bits16.v" in text
     assert (out / MARKER).is_file()
+    # Every invocation carries its runtime configuration (tests/test_rtl_design_config.py drives the units with it).
+    assert manifest["format"] == 2 and manifest["config_file"] == CONFIG_FILE and (out / CONFIG_FILE).is_file()
+    assert set(softmax["invocations"][0]["config"]) == {"x0", "input_shift", "input_scale", "output_scale"}
+    assert set(gelu["invocations"][0]["config"]) == {"x0", "input_scale", "output_scale"}
+    bias = by_name["ilayernorm"]["invocations"][0]["config"]["bias"]
+    assert bias["shape"] == [64] and bias["dtype"] == "int64"
+    assert resolve_config(out, by_name["ilayernorm"]["invocations"][0]["config"])["bias"].shape == (64,)
+    # A later run into the same folder removes the previous run's config.npz with its Verilog.
+    assert _run(capsys, "rtl", "--kernel", "shiftmax", "--set", "n=4", "--out", str(out), "-q")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "manifest.json",
+                                                     "shiftmax_n4_in_bits16_out_bits8_x0_bits16.v"]
+    (kernel,) = _manifest(out)["kernels"]
+    assert kernel["invocations"][0]["config"] == {} and _manifest(out)["config_file"] is None
+
+
+def test_float_inputs_to_the_units_have_per_call_configs(tmp_path, capsys):
+    """Without --quant the units' inputs are quantized per call: x0 is only known per call, said in a note; the
+    I-LayerNorm biases do not depend on the input scale and are written."""
+    out = tmp_path / "rtl"
+    code, _, err = _run(capsys, "rtl", str(model_path("vit_tiny.onnx")), "--softmax", "shiftmax", "--gelu",
+                        "shiftgelu", "--layernorm", "ilayernorm", "--out", str(out), "-q")
+    assert code == 0, err
+    manifest = _manifest(out)
+    by_name = {k["name"]: k for k in manifest["kernels"]}
+    assert by_name["shiftmax"]["invocations"][0]["config"]["x0"] is None
+    assert by_name["shiftgelu"]["invocations"][0]["config"]["x0"] is None
+    assert "npz" in by_name["ilayernorm"]["invocations"][0]["config"]["bias"]
+    assert any(note.startswith("4 invocation(s) take float inputs that the design quantizes per call")
+               for note in manifest["notes"])
 
 
 def test_edge_moe_model_gets_the_online_softmax_and_the_router(tmp_path, capsys):

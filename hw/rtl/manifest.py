@@ -11,19 +11,28 @@ listed in its manifest, so no stale kernel lingers.
 
 Manifest (``manifest.json``, format :data:`FORMAT`)::
 
-    {"format": 1, "source": {...model, target, choices...}, "clock_mhz": 300.0,
+    {"format": 2, "source": {...model, target, choices...}, "clock_mhz": 300.0,
+     "config_file": "config.npz",                              # null when no invocation has an array
      "kernels": [{"name": "shiftmax", "module": "shiftmax_n17_...", "verilog": "shiftmax_n17_....v",
                   "parameters": {...}, "ports": [{"name": "inputs__valid", "direction": "in", "width": 1}, ...],
                   "cycles_formula": "rows * (3 * n + 16) - 1",
                   "predicted_cycles_per_invocation": 67,       # null when invocations differ
-                  "invocations": [{"layer": "...", "work": {"rows": 68}, "count": 1, "cycles": 67}, ...],
+                  "invocations": [{"layer": "...", "work": {"rows": 68}, "count": 1, "cycles": 67,
+                                   "config": {"x0": -40, "input_shift": 0, ...}}, ...],
                   "total_invocations": 2, "total_cycles": 134}],
      "notes": ["..."]}
+
+An invocation's ``config`` is what the unit's configuration inputs take for that layer (``Invocation.config``;
+``codesign rtl`` fills it, docs/RTL.md lists the keys per kernel). Scalars are written inline (``null`` where the
+value is only known per call); an array is written to :data:`CONFIG_FILE` (``numpy.savez``) and replaced by a
+reference ``{"npz": "<layer>/<key>", "shape": [...], "dtype": "int64"}``; :func:`resolve_config` reads them back.
+Format 1 had no ``config`` and no ``config_file``.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +44,7 @@ from hw.rtl.emit import build_kernel, canonical_params, kernel_class, params_tag
 __all__ = [
     "FORMAT",
     "MARKER",
+    "CONFIG_FILE",
     "Invocation",
     "KernelUse",
     "CYCLES_FORMULA",
@@ -43,13 +53,16 @@ __all__ = [
     "example_work",
     "kernel_ports",
     "prepare_out_dir",
+    "resolve_config",
     "write_design",
 ]
 
-FORMAT = 1
-"""Version of the manifest layout."""
+FORMAT = 2
+"""Version of the manifest layout (2: per-invocation ``config`` and the ``config_file`` of its arrays)."""
 MARKER = ".codesign-rtl"
 """File that marks a folder as written by ``codesign rtl`` (and so safe to overwrite)."""
+CONFIG_FILE = "config.npz"
+"""The ``numpy.savez`` archive next to the manifest holding the invocations' configuration arrays."""
 
 CYCLES_FORMULA: dict[str, str] = {
     "systolic_gemm": "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows",
@@ -186,11 +199,16 @@ def _fields(layout) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Invocation:
-    """Calls of a kernel for one layer: ``count`` identical calls on ``work`` (see :func:`invocation_cycles`)."""
+    """Calls of a kernel for one layer: ``count`` identical calls on ``work`` (see :func:`invocation_cycles`).
+
+    ``config``: what the unit's configuration inputs take for this layer, by name: ints, floats, strings or None
+    (written inline), or NumPy arrays (written to :data:`CONFIG_FILE`).
+    """
 
     layer: str
     work: dict[str, int]
     count: int = 1
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,19 +243,60 @@ def prepare_out_dir(out: str | Path) -> Path:
     old = path / "manifest.json"
     if old.is_file():
         try:
-            listed = [k.get("verilog", "") for k in json.loads(old.read_text()).get("kernels", [])]
+            previous = json.loads(old.read_text())
+            listed = [k.get("verilog", "") for k in previous.get("kernels", [])]
+            listed.append(previous.get("config_file") or "")
         except (json.JSONDecodeError, AttributeError):
             listed = []
         for name in listed:
             stale = path / Path(name).name
-            if name and stale.suffix == ".v" and stale.is_file():
+            if name and stale.suffix in (".v", ".npz") and stale.is_file():
                 stale.unlink()
         old.unlink()
     (path / MARKER).write_text("written by `codesign rtl`; the folder may be overwritten by it\n")
     return path
 
 
-def _entry(use: KernelUse, out: Path) -> dict[str, Any]:
+def _config_json(config: Mapping[str, Any], layer: str, arrays: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its arrays moved into ``arrays`` (keyed ``<layer>/<key>``, unique) and referenced."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+            value = value.item()
+        if isinstance(value, np.ndarray):
+            ref, n = f"{layer}/{key}", 1
+            while ref in arrays:  # two invocations of one layer name
+                n += 1
+                ref = f"{layer}/{key}#{n}"
+            arrays[ref] = value
+            out[key] = {"npz": ref, "shape": list(value.shape), "dtype": str(value.dtype)}
+        elif value is None or isinstance(value, (bool, str)):
+            out[key] = value
+        elif isinstance(value, numbers.Integral):
+            out[key] = int(value)
+        elif isinstance(value, numbers.Real):
+            out[key] = float(value)
+        else:
+            raise TypeError(f"layer '{layer}': config {key}={value!r} is neither a scalar nor an array")
+    return out
+
+
+def resolve_config(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """An invocation's manifest ``config`` with every ``{"npz": ...}`` reference replaced by its array, read from
+    :data:`CONFIG_FILE` in the design folder ``out``."""
+    import numpy as np
+
+    refs = {key: v["npz"] for key, v in config.items() if isinstance(v, Mapping) and "npz" in v}
+    resolved = dict(config)
+    if refs:
+        with np.load(Path(out) / CONFIG_FILE) as archive:
+            resolved.update({key: archive[ref] for key, ref in refs.items()})
+    return resolved
+
+
+def _entry(use: KernelUse, out: Path, arrays: dict[str, Any]) -> dict[str, Any]:
     from amaranth.back import verilog
 
     text = verilog.convert(build_kernel(use.kernel, use.params), name=use.tag, emit_src=False)
@@ -245,7 +304,8 @@ def _entry(use: KernelUse, out: Path) -> dict[str, Any]:
     invocations = []
     for inv in use.invocations:
         cycles = invocation_cycles(use.kernel, use.params, inv.work)
-        invocations.append({"layer": inv.layer, "work": dict(inv.work), "count": inv.count, "cycles": cycles})
+        invocations.append({"layer": inv.layer, "work": dict(inv.work), "count": inv.count, "cycles": cycles,
+                            "config": _config_json(inv.config, inv.layer, arrays)})
     per = {inv["cycles"] for inv in invocations}
     return {
         "name": use.kernel,
@@ -263,7 +323,8 @@ def _entry(use: KernelUse, out: Path) -> dict[str, Any]:
 
 def write_design(out: str | Path, uses: Sequence[KernelUse], source: Mapping[str, Any],
                  clock_mhz: float | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
-    """Emit every use's Verilog into ``out`` and write ``manifest.json``; returns the manifest.
+    """Emit every use's Verilog into ``out`` and write ``manifest.json`` (and :data:`CONFIG_FILE` when an
+    invocation's config has arrays); returns the manifest.
 
     Parameters are checked (``InputError``) before the folder is touched. Uses with the same kernel and
     parameters are merged.
@@ -279,11 +340,17 @@ def write_design(out: str | Path, uses: Sequence[KernelUse], source: Mapping[str
         for inv in use.invocations:
             invocation_cycles(use.kernel, use.params, inv.work)
     path = prepare_out_dir(out)
-    kernels = [_entry(use, path) for use in sorted(merged.values(), key=lambda u: (u.kernel, u.tag))]
+    arrays: dict[str, Any] = {}
+    kernels = [_entry(use, path, arrays) for use in sorted(merged.values(), key=lambda u: (u.kernel, u.tag))]
+    if arrays:
+        import numpy as np
+
+        np.savez(path / CONFIG_FILE, **arrays)
     manifest = {
         "format": FORMAT,
         "source": dict(source),
         "clock_mhz": clock_mhz,
+        "config_file": CONFIG_FILE if arrays else None,
         "kernels": kernels,
         "notes": list(notes),
     }

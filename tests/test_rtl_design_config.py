@@ -1,0 +1,250 @@
+"""`codesign rtl`'s per-invocation configuration drives the emitted units exactly like the compiled design.
+
+`codesign rtl` compiles vit_tiny (int8, Shiftmax, per-element ShiftGELU, I-LayerNorm) into a folder: Verilog,
+manifest.json with every invocation's ``config``, config.npz with the arrays. Separately, the same compile runs in
+the functional simulator on a real image (examples/data/vit_tiny_images.npz), and the integer input and output of
+one ShiftGELU, one Shiftmax (the scores inside attention, before the compiler's pre-shift), one per-channel requant
+and one I-LayerNorm are captured. Each emitted unit (the manifest's Verilog: the testbench builds the same text) is
+then driven with nothing but the manifest's config for that layer on a few captured rows, and its output must equal
+the simulator's bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, model_path
+from rtl_kernel_checks import SIMS, TB_DIR, run_kernel
+
+import codesign
+from codesign.cli import main
+from compiler.dialect import dataflow as df
+from hw.rtl import sim
+from hw.rtl.emit import params_tag
+from hw.rtl.manifest import CONFIG_FILE, FORMAT, resolve_config
+
+CHOICES = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
+OVERRIDES = {"gemm.rows": "4", "gemm.cols": "4"}  # a small array: emitting its Verilog takes a second
+ROWS = 3
+"""Rows of each captured tensor streamed through a unit: row 0 and the rows holding the extremes."""
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory) -> tuple[Path, dict]:
+    """The folder `codesign rtl` wrote for vit_tiny, and its manifest."""
+    out = tmp_path_factory.mktemp("design") / "rtl"
+    argv = ["rtl", str(model_path("vit_tiny.onnx")), *[a for k, v in CHOICES.items() for a in (f"--{k}", v)]]
+    argv += [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def captured() -> dict[str, dict]:
+    """Per layer: the integer ``x`` a unit takes, its scale, and the integer ``y`` the simulator computes.
+
+    GELU, requant and LayerNorm ops are seen through the simulator's observer (the op's operand and result);
+    Shiftmax runs inside ``dataflow.attention``, so its call is recorded by wrapping approx.softmax_int (the scores
+    exactly as the attention kernel hands them over, before shiftmax_grid's shift).
+    """
+    from compiler.simulate import Simulator
+    from compiler.simulate import approx
+
+    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **CHOICES)
+    imported = result.imported
+    simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]
+    values = dict(simulator.consts)
+    softmax_calls: list[tuple] = []
+    out: dict[str, dict] = {}
+    real_softmax = approx.softmax_int
+
+    def spy(name, x, scale, bits):
+        y, y_scale = real_softmax(name, x, scale, bits)
+        softmax_calls.append((np.array(x), scale, y))
+        return y, y_scale
+
+    def observe(op, outs):
+        values.update(zip(op.results, outs))
+        if isinstance(op, df.AttentionOp) and softmax_calls:
+            x, scale, y = softmax_calls.pop()
+            out[f"{op.layer_name()}.softmax"] = {"x": x, "scale": scale, "y": y}
+        elif isinstance(op, (df.GeluOp, df.RequantOp, df.LayerNormOp)):
+            x = values[op.operands[0]]
+            out[op.layer_name()] = {"x": x.data, "scale": x.scale, "y": outs[0].data}
+        softmax_calls.clear()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(approx, "softmax_int", spy)
+        simulator.run({imported.input_names[0]: image}, observe)
+    return out
+
+
+def _invocation(manifest: dict, kernel: str, want=lambda inv: True) -> tuple[dict, dict]:
+    """The first (kernel entry, invocation) of ``kernel`` whose invocation satisfies ``want``."""
+    for entry in manifest["kernels"]:
+        if entry["name"] == kernel:
+            for inv in entry["invocations"]:
+                if want(inv):
+                    return entry, inv
+    raise AssertionError(f"no {kernel} invocation in the manifest matches")
+
+
+def _rows(x: np.ndarray, n: int) -> list[int]:
+    """Indices of ROWS rows of ``x`` (viewed as rows of ``n``): row 0, the row with the largest value and the row
+    with the smallest."""
+    flat = x.reshape(-1, n)
+    picks = [0, int(flat.max(axis=1).argmax()), int(flat.min(axis=1).argmin())]
+    picks += [i for i in range(len(flat)) if i not in picks]
+    return list(dict.fromkeys(picks))[:ROWS]
+
+
+def _assert_built_from_manifest_verilog(out: Path, entry: dict, simulator: str) -> None:
+    """The Verilog the testbench simulated is the manifest's file (module renamed from the file stem)."""
+    built = sim.sim_build_dir(entry["name"], entry["parameters"], simulator) / (
+        f"{entry['name']}_{params_tag(entry['parameters'])}.v")
+    emitted = (out / entry["verilog"]).read_text().replace(entry["module"], entry["name"])
+    assert built.read_text() == emitted
+
+
+def _row_unit(out: Path, entry: dict, simulator: str, rows: np.ndarray, ports: dict, node_id: str,
+              bias: list[int] | None = None) -> list[int]:
+    """Stream ``rows`` through the row kernel ``entry`` with config ports ``ports``; the outputs' ``y``."""
+    n = rows.shape[-1]
+    case = {"name": node_id, "config": ports, "beats": [{"x": int(v)} for v in rows.reshape(-1)],
+            "n_out": rows.size}
+    if bias is not None:
+        case["bias"] = bias
+    (got,) = run_kernel(entry["name"], entry["parameters"], simulator, [case], node_id)
+    _assert_built_from_manifest_verilog(out, entry, simulator)
+    assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(rows.size)]
+    return [o["y"] for o in got["outputs"]]
+
+
+# --- the manifest's configuration, without a simulator --------------------------------------------------------
+
+
+def test_manifest_configs_are_the_simulated_designs(design, captured):
+    """Format 2; the configs of the captured layers hold the scales the simulator saw; arrays resolve from
+    config.npz; requant (m, e) are the weight store's."""
+    out, manifest = design
+    assert manifest["format"] == FORMAT == 2 and manifest["config_file"] == CONFIG_FILE
+    for kernel in ("shiftgelu", "shiftmax", "ilayernorm"):
+        entry = next(k for k in manifest["kernels"] if k["name"] == kernel)
+        for inv in entry["invocations"]:
+            assert inv["config"]["input_scale"] == float(captured[inv["layer"]]["scale"]), inv["layer"]
+    _, gelu = _invocation(manifest, "shiftgelu")
+    assert gelu["config"]["x0"] == int(np.floor(-1 / (1.702 * gelu["config"]["input_scale"])))
+    _, softmax = _invocation(manifest, "shiftmax")
+    k = softmax["config"]["input_shift"]
+    assert 17 / 65536 <= softmax["config"]["input_scale"] * 2**k < 2 * 17 / 65536  # shiftmax_grid's smallest k
+    entry, requant = _invocation(manifest, "requant", lambda inv: isinstance(inv["config"]["m"], dict))
+    config = resolve_config(out, requant["config"])
+    assert config["m"].shape == config["e"].shape == (captured[requant["layer"]]["x"].shape[-1],)
+    _, gemm = _invocation(manifest, "systolic_gemm", lambda inv: "weights" in inv["config"])
+    weights = resolve_config(out, gemm["config"])["weights"]
+    assert weights.dtype == np.int8 and weights.shape == (gemm["work"]["k"], gemm["work"]["n"])
+    _, qk = _invocation(manifest, "systolic_gemm", lambda inv: inv["layer"].endswith(".qk"))
+    assert qk["config"] == {}  # both operands are activations
+
+
+@pytest.mark.parametrize(("bias", "bits"), [([], 32), ([-(2**31), 2**31 - 1], 32), ([2**31], 33),
+                                           ([-(2**31) - 1, 5], 33), ([-(2**40)], 41)])
+def test_ilayernorm_bias_port_widens_for_wide_biases(bias, bits):
+    from codesign.rtl_config import bias_bits
+
+    assert bias_bits({"bias": np.array(bias, dtype=np.int64)}, 32) == bits
+    assert bias_bits({"bias": None}, 32) == 32
+
+
+def test_config_arrays_go_to_the_npz_and_scalars_inline(tmp_path):
+    """hw.rtl.manifest on its own: scalars (NumPy ones too) inline, arrays referenced, references resolved."""
+    from hw.rtl.manifest import Invocation, KernelUse, write_design
+
+    config = {"x0": np.int64(-11), "input_scale": np.float64(0.5), "note": None, "m": np.arange(3),
+              "e": np.array(7)}
+    use = KernelUse("shiftmax", {"n": 4}, [Invocation("a/b", {"rows": 1}, 1, config),
+                                           Invocation("a/b", {"rows": 2}, 1, {"m": np.ones(2, np.int8)})])
+    manifest = write_design(tmp_path, [use], {"kernel": "shiftmax"})
+    first, second = (inv["config"] for inv in manifest["kernels"][0]["invocations"])
+    assert first == {"x0": -11, "input_scale": 0.5, "note": None, "e": 7,
+                     "m": {"npz": "a/b/m", "shape": [3], "dtype": "int64"}}
+    assert second == {"m": {"npz": "a/b/m#2", "shape": [2], "dtype": "int8"}}
+    assert json.loads((tmp_path / "manifest.json").read_text())["kernels"][0]["invocations"][0]["config"] == first
+    assert resolve_config(tmp_path, first)["m"].tolist() == [0, 1, 2]
+    assert resolve_config(tmp_path, second)["m"].dtype == np.int8
+
+
+# --- the emitted units, driven with that configuration --------------------------------------------------------
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMS)
+def test_shiftgelu_unit_with_the_manifest_x0_is_the_simulator(design, captured, simulator, request):
+    out, manifest = design
+    entry, inv = _invocation(manifest, "shiftgelu")
+    n = entry["parameters"]["n"]
+    seen = captured[inv["layer"]]
+    picks = _rows(seen["x"], n)
+    rows = seen["x"].reshape(-1, n)[picks]
+    got = _row_unit(out, entry, simulator, rows, {"x0": inv["config"]["x0"]}, request.node.nodeid)
+    assert got == seen["y"].reshape(-1, n)[picks].reshape(-1).tolist()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMS)
+def test_shiftmax_unit_with_the_manifest_shift_and_x0_is_the_simulator(design, captured, simulator, request):
+    out, manifest = design
+    entry, inv = _invocation(manifest, "shiftmax")
+    n = entry["parameters"]["n"]
+    seen = captured[inv["layer"]]
+    assert inv["config"]["input_shift"] >= 1  # vit_tiny's 17-key rows need the pre-shift: the test exercises it
+    picks = _rows(seen["x"], n)
+    rows = np.right_shift(seen["x"].reshape(-1, n)[picks].astype(np.int64), inv["config"]["input_shift"])
+    got = _row_unit(out, entry, simulator, rows, {"x0": inv["config"]["x0"]}, request.node.nodeid)
+    assert got == seen["y"].reshape(-1, n)[picks].reshape(-1).tolist()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMS)
+def test_ilayernorm_unit_with_the_manifest_biases_is_the_simulator(design, captured, simulator, request):
+    out, manifest = design
+    entry, inv = _invocation(manifest, "ilayernorm")
+    c = entry["parameters"]["c"]
+    seen = captured[inv["layer"]]
+    bias = resolve_config(out, inv["config"])["bias"]
+    picks = _rows(seen["x"], c)
+    got = _row_unit(out, entry, simulator, seen["x"].reshape(-1, c)[picks], {}, request.node.nodeid,
+                    bias=bias.tolist())
+    assert got == seen["y"].reshape(-1, c)[picks].reshape(-1).tolist()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMS)
+def test_requant_unit_with_the_manifest_multipliers_is_the_simulator(design, captured, simulator):
+    """A per-channel requant: channel c of a row on lane c % lanes of the row's beat c // lanes."""
+    out, manifest = design
+    entry, inv = _invocation(manifest, "requant", lambda inv: isinstance(inv["config"]["m"], dict))
+    lanes = entry["parameters"]["lanes"]
+    config = resolve_config(out, inv["config"])
+    seen = captured[inv["layer"]]
+    c = seen["x"].shape[-1]
+    assert c % lanes == 0
+    picks = _rows(seen["x"], c)
+    acc = seen["x"].reshape(-1, c)[picks].reshape(-1, lanes)
+    m = np.broadcast_to(config["m"], (len(picks), c)).reshape(-1, lanes)
+    e = np.broadcast_to(config["e"], (len(picks), c)).reshape(-1, lanes)
+    case = {"acc": acc.tolist(), "m": m.tolist(), "e": e.tolist()}
+    run = sim.run_testbench("requant", entry["parameters"], simulator, "tb_requant", TB_DIR,
+                            {"params": entry["parameters"], "cases": [case]})
+    _assert_built_from_manifest_verilog(out, entry, simulator)
+    (got,) = run.result["cases"]
+    assert got["last_flags_ok"]
+    assert np.array(got["y"]).reshape(-1).tolist() == seen["y"].reshape(-1, c)[picks].reshape(-1).tolist()
