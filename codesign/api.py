@@ -80,6 +80,17 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
     return result
 
 
+def _check_design_fits(result: CompileResult) -> None:
+    """Refuse a compiled design that does not fit its device. The pipeline refused up front only what cannot fit
+    whatever the compile needs; an FPGA's vector lanes hold the units this compile uses (report
+    ``resources_detail``), known after scheduling. Sweeps price such points instead (codesign/sweep/evaluate.py)."""
+    from hw.models.base import WorkloadSizedModel
+
+    model, report = result.env.model, result.report
+    if report is not None and isinstance(model, WorkloadSizedModel) and "resources_detail" in report:
+        model.check_fits(tuple(report["resources_detail"]["lane_units"]))
+
+
 def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, calibrate: Any = None,
                 on_ir: Callable[[str, Any], None] | None = None,
                 reference: Callable[[tuple[str, ...], dict[str, Any]], list[Any]] | None = None,
@@ -96,6 +107,7 @@ def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, cal
 
     env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
     result = run_pipeline(source, options, middle=middle_passes(options), on_ir=on_ir, report=build_report, env=env)
+    _check_design_fits(result)
     sim_outputs = None
     if samples is not None and result.report is not None:
         refs = reference(compared_tensors(result.imported), samples) if reference is not None else None

@@ -61,6 +61,12 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
         rows.append(("resources", ", ".join(
             f"{k} {r['used']:,.0f}/{r['available']:,.0f} ({r['fraction']:.0%})" for k, r in report["resources"].items()
             if r.get("fraction") is not None)))
+    detail = report.get("resources_detail")
+    if detail:
+        lane = detail["per_lane"]
+        rows.append(("vector lanes", f"{detail['vector_lanes']} x ({', '.join(detail['lane_units']) or 'no units'}): "
+                                     + ", ".join(f"{lane[r]:,.0f} {r.upper()}" for r in ("lut", "ff", "dsp"))
+                                     + " each"))
     for key, value in rows:
         totals.add_row(key, value)
     console.print(totals)

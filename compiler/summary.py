@@ -1,7 +1,9 @@
 """The ``report`` step: turn the schedule, the per-layer plans and the target model into report numbers.
 
 Everything here is computed from the schedule and the model; a field the model cannot give (e.g. resources of a
-GPU) is left out rather than filled with a placeholder. Rendering (tables, JSON, HTML) is codesign's job.
+GPU) is left out rather than filled with a placeholder. Resources are those of the design that runs this compile's
+work (the plans' ``works``): on an FPGA each vector lane holds only the units that work needs, and
+``resources_detail`` says which, with what each costs. Rendering (tables, JSON, HTML) is codesign's job.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 from typing import Any
 
 from compiler.context import CompileContext
+from hw.models.base import WorkloadSizedModel
 
 __all__ = ["build_report", "REPORT_VERSION"]
 
@@ -100,12 +103,19 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         "options": dict(env.options),
         "layers": layers,
     }
-    resources = model.resources()
+    units = None
+    if isinstance(model, WorkloadSizedModel):
+        units = model.design_units(w for plan in env.plans for w in plan.works)
+        resources = model.resources(units)
+    else:
+        resources = model.resources()
     if resources:
         report["resources"] = {
             name: {"used": used, "available": avail, "fraction": (used / avail) if avail else None}
             for name, (used, avail) in resources.items()
         }
+    if units is not None:
+        report["resources_detail"] = model.resource_detail(units)
     # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
     for key, value in env.artifacts.get("report", {}).items():
         report[key] = value

@@ -43,6 +43,11 @@ def test_report_contract(tmp_path, capsys):
     assert report["latency_ms"] == pytest.approx(report["latency_cycles"] / (report["clock_mhz"] * 1e3))
     assert report["bytes_offchip"] == sum(layer["bytes_offchip"] for layer in report["layers"])
     assert report["roofline_cycles"] <= report["latency_cycles"]
+    # resources are the compiled design's: a float ViT's 64 vector lanes hold the generic ALU only
+    detail = report["resources_detail"]
+    assert (detail["vector_lanes"], list(detail["lane_units"])) == (64, ["vector_alu"])
+    assert sum(detail["components"]["dsp"].values()) == report["resources"]["dsp"]["used"]
+    assert "64 x (vector_alu): 400 LUT, 400 FF, 1 DSP each" in " ".join(stdout.split())
     events = json.loads(trace.read_text())["traceEvents"]
     assert {e["name"] for e in events if e["ph"] == "X"} >= {layer["name"] for layer in report["layers"]
                                                              if layer["op"] != "attention"}

@@ -1,5 +1,6 @@
 """hw.models.fpga: SCALE-Sim GEMM timing + the RTL readout, buffer tiles, vector (RTL units and table) and DMA
-costs, calibrated resources, fit check, energy. Exact agreement with every RTL kernel: test_model_matches_rtl.py."""
+costs, calibrated resources (lanes sized to the units a workload needs), fit check, energy. Exact agreement with
+every RTL kernel: test_model_matches_rtl.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ import pytest
 
 from hw.errors import InputError
 from hw.models import FpgaModel, build_model
-from hw.models.resources import DEFAULT_CALIBRATION, FpgaCalibration, load_calibration
+from hw.models.base import WorkloadSizedModel
+from hw.models.fpga import RTL_UNIT_FITS, RTL_VECTOR_UNITS
+from hw.models.resources import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_LANE_UNITS,
+    VECTOR_ALU,
+    FpgaCalibration,
+    lane_cost,
+    load_calibration,
+    load_unit_costs,
+    unit_cost,
+)
 from hw.perf.workload import GemmWork, MoveWork, VectorWork
 from hw.targets import load_target
 
@@ -153,6 +165,83 @@ def test_resources_u280() -> None:
     hand = FpgaModel(model().target, FpgaCalibration(lut_per_pe=16, ff_per_pe_bit=1, lut_per_lane=400,
                                                      ff_per_lane=400, dsp_per_lane=1))
     assert hand.resources()["lut"][0] == 64 * 64 * 16 + 64 * 400 + 32 * 1500 + 5000
+
+
+def test_every_rtl_vector_unit_has_a_fit_of_its_kernel() -> None:
+    """RTL_UNIT_FITS names, for each pair an RTL unit runs, the calibration fit synthesized from that kernel with
+    the parameters the pair fixes (so --gelu shiftgelu-row is charged the row-max unit, not the per-element one)."""
+    import json
+    from importlib import resources
+
+    doc = json.loads(resources.files("hw.models").joinpath("calibration.json").read_text())
+    assert RTL_UNIT_FITS.keys() == RTL_VECTOR_UNITS.keys()
+    for pair, name in RTL_UNIT_FITS.items():
+        kernel, fixed = RTL_VECTOR_UNITS[pair]
+        points = [p for p in doc["points"] if p["unit"] == name]
+        assert points and all(p["kernel"] == kernel and fixed.items() <= p["params"].items() for p in points), pair
+    assert set(DEFAULT_LANE_UNITS) == {"shiftmax", "shiftgelu", "ilayernorm", "requant"}
+
+
+def test_unit_costs_are_the_fits_fixed_logic() -> None:
+    units = load_unit_costs()
+    assert set(units) == set(RTL_UNIT_FITS.values())
+    assert units["shiftgelu-row"] == (3799.714, 1104.571, 6.0)  # the intercept: its row buffer is the buffer model's
+    assert units["requant"] == (763.667, 80.0, 4.0)  # requant is fitted per lane: its slope
+    assert unit_cost("online_softmax") == {"lut": 1248.286, "ff": 200.571, "dsp": 6.0}
+    assert unit_cost(VECTOR_ALU) == {"lut": 400.0, "ff": 400.0, "dsp": 1.0}  # the ⚠ default generic ALU
+    # The default lane's fitted figures are its units' sum (calibration.json rounds them to 0.1).
+    lane = lane_cost(DEFAULT_LANE_UNITS)
+    assert lane == pytest.approx({"lut": DEFAULT_CALIBRATION.lut_per_lane, "ff": DEFAULT_CALIBRATION.ff_per_lane,
+                                  "dsp": DEFAULT_CALIBRATION.dsp_per_lane}, abs=0.05)
+    assert lane_cost(()) == {"lut": 0.0, "ff": 0.0, "dsp": 0.0}
+    with pytest.raises(ValueError) as info:
+        unit_cost("softmax9000")
+    assert str(info.value) == (
+        "no resource fit for vector unit 'softmax9000' (calibrated: ilayernorm, online_softmax, requant, shiftgelu, "
+        "shiftgelu-row, shiftmax, topk_router, vector_alu)")
+
+
+def test_design_units_follow_what_cost_runs() -> None:
+    m = model()
+    assert isinstance(m, WorkloadSizedModel)
+    rows = dict(elements=64 * 10, rows=64)
+    assert m.design_units([VectorWork("softmax", approx="shiftmax", **rows),
+                           VectorWork("gelu", approx="shiftgelu-row", **rows)]) == ("shiftgelu-row", "shiftmax")
+    assert m.design_units([VectorWork("softmax", approx="online", **rows), VectorWork("router", **rows),
+                           VectorWork("requant", **rows), VectorWork("layernorm", approx="ilayernorm", **rows)]) == (
+        "ilayernorm", "online_softmax", "requant", "topk_router")
+    # Cost-table work (exact softmax, adds) and shuffles run on the generic ALU; GEMMs and DMA moves need no lane
+    # unit; an RTL pair with no rows is priced from the table, so it needs the ALU too.
+    assert m.design_units([VectorWork("softmax", **rows), VectorWork("add", 100)]) == (VECTOR_ALU,)
+    assert m.design_units([MoveWork("transpose", 100)]) == (VECTOR_ALU,)
+    assert m.design_units([VectorWork("softmax", elements=0, rows=0, approx="shiftmax")]) == (VECTOR_ALU,)
+    assert m.design_units([GemmWork(64, 64, 64), MoveWork("concat", 100)]) == ()
+
+
+def test_resources_of_a_workloads_lane() -> None:
+    m = model()
+    lanes, default = 64, m.resources()
+    gemm_etc = {r: default[r][0] - lanes * lane_cost(None)[r] for r in ("lut", "ff", "dsp")}
+    for units in ((), (VECTOR_ALU,), ("shiftgelu-row", "shiftmax", VECTOR_ALU)):
+        res = m.resources(units)
+        for r in ("lut", "ff", "dsp"):
+            assert res[r] == (pytest.approx(gemm_etc[r] + lanes * sum(unit_cost(u)[r] for u in units)),
+                              default[r][1])
+        assert res["uram"] == default["uram"] and res["bram18"] == default["bram18"]
+    # --gelu shiftgelu-row against shiftgelu: the fitted difference per lane, 64 lanes.
+    row, elem = m.resources(("shiftgelu-row",)), m.resources(("shiftgelu",))
+    assert row["dsp"][0] - elem["dsp"][0] == 64 * (6 - 4)
+    assert row["lut"][0] - elem["lut"][0] == pytest.approx(64 * (3799.714 - 1284.429))
+    detail = m.resource_detail(("shiftmax", VECTOR_ALU))
+    assert detail["vector_lanes"] == 64 and list(detail["lane_units"]) == ["shiftmax", VECTOR_ALU]
+    assert detail["per_lane"] == pytest.approx({"lut": 951.286 + 400, "ff": 183.571 + 400, "dsp": 4.0})
+    assert detail["components"]["dsp"]["vector"] == 64 * 4
+    assert list(m.resource_detail()["lane_units"]) == list(DEFAULT_LANE_UNITS)  # target only: the default lane
+    # A design that holds no integer unit fits where the default lane does not (16 lanes x 14 DSPs on top).
+    tight = model("fpga-zcu102", gemm__rows="70", gemm__cols="70")
+    with pytest.raises(InputError, match="DSP needs 2,674 of 2,520"):
+        tight.check_fits()
+    tight.check_fits((VECTOR_ALU,))
 
 
 def test_resources_wide_operands_and_bram() -> None:

@@ -55,6 +55,16 @@ def test_a_point_that_does_not_fit_is_priced_and_marked():
         compile(TINY, "fpga-zcu102", overrides={"gemm.rows": 256, "gemm.cols": 256})
 
 
+def test_a_points_fit_is_that_of_its_compiled_design():
+    """The fit check sizes the vector lanes to the units the compile used, as the report's resources do: a float
+    ViT's lanes hold only the generic ALU (1 DSP, not the default I-ViT lane's 14), so 70 x 70 fits the zcu102."""
+    point = PointRequest(key="tight", model=TINY, target="fpga-zcu102", overrides=(("gemm.rows", "70"),
+                                                                                   ("gemm.cols", "70")))
+    (row,) = evaluate_chunk([point])
+    assert row["error"] is None and row["fits"] is True and row["fit_excess"] == 0.0
+    assert row["metrics"]["dsp"] == 70 * 70 / 2 + 16 * 1 and row["metrics"]["dsp_fraction"] <= 1
+
+
 def test_a_bad_point_is_an_error_row_not_an_exception():
     (row,) = evaluate_chunk([PointRequest(key="bad", model=TINY, target="fpga-u280",
                                           overrides=(("gemm.acc_bits", "8"),))])

@@ -44,7 +44,7 @@ from compiler.schedule.lower import LayerPlan, lower_module, overlap_epilogue, r
 from compiler.summary import build_report
 from hw.errors import InputError
 from hw.models import build_model
-from hw.models.base import Cost
+from hw.models.base import Cost, WorkloadSizedModel
 from hw.perf.scheduler import Machine, Task, schedule
 from hw.targets import load_target
 from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's own override semantics
@@ -419,12 +419,15 @@ def evaluate_chunk(points: Iterable[PointRequest]) -> list[dict[str, Any]]:
                                "fit_message": None, "error": None, "tier": None}
         try:
             report, row["tier"], model = evaluate_report(point)
+            # The compiled design's fit: an FPGA's vector lanes hold the units its report lists (compiler/summary.py).
+            sized = isinstance(model, WorkloadSizedModel) and "resources_detail" in report
+            units = (tuple(report["resources_detail"]["lane_units"]),) if sized else ()
             try:
-                model.check_fits()
+                model.check_fits(*units)
                 row["fits"] = True
             except InputError as err:
                 row["fit_message"] = str(err)
-            row["fit_excess"] = fit_violation(model.resources(), row["fits"])
+            row["fit_excess"] = fit_violation(model.resources(*units), row["fits"])
             row["metrics"] = metrics_from_report(report)
         except InputError as err:
             row["error"] = str(err)

@@ -27,7 +27,7 @@ from xdsl.dialects.builtin import IntegerAttr
 
 from compiler.dialect import dataflow as df
 from hw.models.base import Cost
-from hw.perf.workload import GemmWork, VectorWork
+from hw.perf.workload import GemmWork, VectorWork, Work
 
 __all__ = ["fused_attention", "attention_buffers", "choose_flash_tiles", "TILE_Q_ATTR", "TILE_K_ATTR",
            "DEFAULT_LANES"]
@@ -85,12 +85,14 @@ def _int(op: df.AttentionOp, key: str, default: int) -> int:
 
 def fused_attention(model: Any, op: df.AttentionOp, *, b: int, sq: int, sk: int, heads: int, dh: int, dv: int,
                     bits: int, softmax_cost: str, q_bytes: int, k_bytes: int, v_bytes: int, mask_bytes: int,
-                    out_bytes: int) -> tuple[Cost, int, int, dict[str, Any]]:
-    """(cost, off-chip bytes in, off-chip bytes out, report detail) of an ``edge-moe`` or ``flash`` attention."""
+                    out_bytes: int) -> tuple[Cost, int, int, dict[str, Any], list[Work]]:
+    """(cost, off-chip bytes in, off-chip bytes out, report detail, the work items it runs) of an ``edge-moe`` or
+    ``flash`` attention."""
     algorithm = df.str_attr(op, "algorithm")
     approx = "online" if softmax_cost in ("exact", "online") else softmax_cost
     rows = b * heads * sq
-    c_sm = model.cost(VectorWork(kind="softmax", elements=rows * sk, rows=rows, approx=approx, bits=bits))
+    sm = VectorWork(kind="softmax", elements=rows * sk, rows=rows, approx=approx, bits=bits)
+    c_sm = model.cost(sm)
     detail: dict[str, Any] = {"algorithm": algorithm, "score_bytes_offchip": 0}
     if algorithm == "edge-moe":
         lanes = _int(op, "lanes", DEFAULT_LANES)
@@ -101,14 +103,16 @@ def fused_attention(model: Any, op: df.AttentionOp, *, b: int, sq: int, sk: int,
         detail.update(lanes=lanes, lane_cycles=cycles, buffer_bytes_per_step=(dh + dh) * elem,
                       buffer_bytes_per_step_unshared=lanes * 2 * dh * elem,
                       k_vector_reads=b * heads * groups * sk)
-        return cost, q_bytes + k_bytes + v_bytes + mask_bytes, out_bytes, detail
+        # The P attention lanes are timed on the array (no work item of their own); the online softmax runs beside.
+        return cost, q_bytes + k_bytes + v_bytes + mask_bytes, out_bytes, detail, [sm]
     tq = _int(op, TILE_Q_ATTR, sq)
     tk = _int(op, TILE_K_ATTR, sk)
     nq, nk = math.ceil(sq / tq), math.ceil(sk / tk)
     qk = GemmWork(m=tq, n=tk, k=dh, batch=b * heads * nq * nk, in_bits=bits, w_bits=bits, weights_static=False)
     av = GemmWork(m=tq, n=dv, k=tk, batch=b * heads * nq * nk, in_bits=bits, w_bits=bits, weights_static=False)
     c_qk, c_av = model.cost(qk), model.cost(av)
-    rescale = model.cost(VectorWork(kind="mul", elements=b * heads * nq * nk * tq * dv, bits=32))
+    mul = VectorWork(kind="mul", elements=b * heads * nq * nk * tq * dv, bits=32)
+    rescale = model.cost(mul)
     vector = c_sm.compute_cycles + rescale.compute_cycles
     cost = Cost(unit=c_qk.unit, compute_cycles=max(c_qk.compute_cycles + c_av.compute_cycles, vector),
                 tiles=b * heads * nq * nk, onchip_bytes=c_qk.onchip_bytes + c_av.onchip_bytes)
@@ -117,4 +121,4 @@ def fused_attention(model: Any, op: df.AttentionOp, *, b: int, sq: int, sk: int,
     drain = sum(int(c.detail.get("drain_cycles", 0)) for c in (c_qk, c_av))
     if drain:  # the arrays' readout, as far as it lengthens the layer beyond the vector work (report shows it apart)
         detail["drain_cycles"] = cost.compute_cycles - max(c_qk.compute_cycles + c_av.compute_cycles - drain, vector)
-    return cost, q_bytes + (k_bytes + v_bytes + mask_bytes) * kv_passes, out_bytes, detail
+    return cost, q_bytes + (k_bytes + v_bytes + mask_bytes) * kv_passes, out_bytes, detail, [qk, av, sm, mul]

@@ -6,7 +6,9 @@ and scores inside ``flash`` / ``edge-moe`` attention, which stay on chip; each w
 inference. Views (reshape, squeeze, ...) cost nothing and forward their producer.
 
 A GEMM's cost may include its array's readout (``Cost.detail["drain_cycles"]``, see hw/models/fpga.py); a plan
-keeps the readout that lengthens it in ``LayerPlan.detail["drain_cycles"]`` so the report can show it apart.
+keeps the readout that lengthens it in ``LayerPlan.detail["drain_cycles"]`` so the report can show it apart. A plan
+also keeps the work items its tasks run (``LayerPlan.works``): the report sizes the hardware to them (an FPGA's
+vector lanes hold only the units the compile used).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ _ROW_KINDS = ("softmax", "layernorm", "rmsnorm", "gelu", "requant")
 
 @dataclass
 class LayerPlan:
-    """One IR op as the report shows it: its tasks, MACs and traffic."""
+    """One IR op as the report shows it: its tasks, MACs and traffic, and ``works``, the work items its tasks run
+    (as the model priced them; a cost looked at but not run, e.g. the standard softmax of a flash attention, is not
+    one)."""
 
     name: str
     op: str
@@ -50,6 +54,7 @@ class LayerPlan:
     weight_bytes: int = 0
     onchip_bytes: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
+    works: list[Work] = field(default_factory=list)
 
 
 def element_bits(value: SSAValue) -> int:
@@ -202,17 +207,19 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
         t2 = lw.task(f"{name}.softmax", c_sm, score_bytes + mask_bytes, score_bytes, (t1.name,))
         t3 = lw.task(f"{name}.av", c_av, score_bytes + v_bytes, out_bytes, (t2.name,) + deps)
         plan.tasks = [t1, t2, t3]
+        plan.works = [qk, sm, av]
         plan.detail["score_bytes_offchip"] = 4 * score_bytes
         plan.detail.update(readout_detail(c_qk, c_av))
     else:
         # flash / edge-moe: scores stay on chip; lanes, tiles and re-reads priced in compiler/schedule/attention.py.
         from compiler.schedule.attention import fused_attention
 
-        fused, bytes_in, bytes_out, detail = fused_attention(
+        fused, bytes_in, bytes_out, detail, works = fused_attention(
             lw.model, op, b=b, sq=sq, sk=sk, heads=heads, dh=dh, dv=dv, bits=bits,
             softmax_cost=_softmax_cost_name(softmax), q_bytes=q_bytes, k_bytes=k_bytes, v_bytes=v_bytes,
             mask_bytes=mask_bytes, out_bytes=out_bytes)
         plan.tasks = [lw.task(name, fused, bytes_in, bytes_out, deps)]
+        plan.works = works
         plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
         plan.detail.update(detail)
     plan.detail["score_bytes_standard"] = 4 * score_bytes
@@ -251,6 +258,7 @@ def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, s
     fused = Cost(unit=costs[0].unit, compute_cycles=cycles, tiles=1,
                  onchip_bytes=sum(c.onchip_bytes for c in costs) + c_exp.onchip_bytes)
     plan.tasks = [lw.task(plan.name, fused, bytes_in, bytes_out, deps)]
+    plan.works = [*gemms, exps]
     plan.macs = sum(g.macs for g in gemms)
     plan.macs_by_bits = {bits: plan.macs}
     plan.onchip_bytes = fused.onchip_bytes
@@ -323,19 +331,20 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
                               approx=approx, bits=element_bits(x))
             op_name = op.name.split(".", 1)[1] + (("." + df.str_attr(op, "kind")) if isinstance(op, df.ElementwiseOp) else "")
         cost = model.cost(work)
+        works = [work]
         for member in group:
             kind, approx = _vector_kind(member)
             y = member.results[0]
-            extra = model.cost(VectorWork(kind=kind, elements=_numel(y), rows=_vector_rows(kind, y), approx=approx,
-                                          bits=element_bits(y)))
-            cost = overlap_epilogue(cost, extra)
+            works.append(VectorWork(kind=kind, elements=_numel(y), rows=_vector_rows(kind, y), approx=approx,
+                                    bits=element_bits(y)))
+            cost = overlap_epilogue(cost, model.cost(works[-1]))
         weights = lw.weight_bytes(ins) if not isinstance(op, df.EmbeddingOp) else 0
         act_in = lw.activation_bytes(ins)
         out = sum(tensor_bytes(r) for r in results)
         task = lw.task(name, cost, act_in + weights, out, lw.deps(ins), tiles)
         plan = LayerPlan(name=name, op=op_name + ("+" + "+".join(m.name.split(".", 1)[1] for m in group) if group else ""),
                          tasks=[task], bytes_offchip=act_in + weights + out, weight_bytes=weights,
-                         onchip_bytes=cost.onchip_bytes, detail=dict(cost.detail))
+                         onchip_bytes=cost.onchip_bytes, detail=dict(cost.detail), works=works)
         if isinstance(work, GemmWork):
             plan.macs = work.macs
             plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}

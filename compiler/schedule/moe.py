@@ -34,7 +34,7 @@ from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, IntegerType, Stri
 from compiler.dialect import dataflow as df
 from compiler.schedule.lower import LayerPlan, _Lowering, element_bits, tensor_bytes
 from hw.models.base import Cost
-from hw.perf.workload import GemmWork, MoveWork, VectorWork
+from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
 __all__ = ["lower_moe", "moe_shape", "assumed_tokens_per_expert", "tokens_per_expert_of", "expert_weight_bytes",
            "TOKENS_ATTR", "ROUTING_ATTR"]
@@ -111,16 +111,18 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
     plan = LayerPlan(name=name, op="moe", tasks=[])
 
     gate = GemmWork(m=t, n=e, k=d, in_bits=in_bits, w_bits=element_bits(op.gate))
-    c_gate = model.cost(gate)
-    c_route = model.cost(VectorWork(kind="router", elements=t * e, rows=t, bits=32))
+    route = VectorWork(kind="router", elements=t * e, rows=t, bits=32)
+    c_gate, c_route = model.cost(gate), model.cost(route)
     router = lw.task(f"{name}.router", Cost(unit=c_gate.unit, compute_cycles=c_gate.compute_cycles
                                             + c_route.compute_cycles, tiles=c_gate.tiles),
                      x_bytes + gate_bytes, 0, deps)
     kept = sum(counts)
     elem_bytes = max(1, in_bits // 8)
-    c_dispatch = model.cost(MoveWork(kind="gather", bytes=kept * d * elem_bytes))
+    gather = MoveWork(kind="gather", bytes=kept * d * elem_bytes)
+    c_dispatch = model.cost(gather)
     dispatch = lw.task(f"{name}.dispatch", c_dispatch, 0, 0, (router.name,))
     tasks = [router, dispatch]
+    works: list[Work] = [gate, route, gather]
     macs = gate.macs
     onchip = c_gate.onchip_bytes + c_route.onchip_bytes + c_dispatch.onchip_bytes
     per_expert_w = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e
@@ -138,16 +140,20 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
         fc1 = GemmWork(m=n_e, n=h, k=d, in_bits=in_bits, w_bits=w_bits)
         fc2 = GemmWork(m=n_e, n=d, k=h, in_bits=in_bits, w_bits=w_bits)
         c1, c2 = model.cost(fc1), model.cost(fc2)
+        works += [fc1, fc2]
         vec = 0
         if act_kind is not None:
-            c_act = model.cost(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
+            works.append(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
+            c_act = model.cost(works[-1])
             vec += c_act.compute_cycles
             onchip += c_act.onchip_bytes
         if requant_per_row:
-            c_rq = model.cost(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
+            works.append(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
+            c_rq = model.cost(works[-1])
             vec += c_rq.compute_cycles
             onchip += c_rq.onchip_bytes
-        c_acc = model.cost(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
+        works.append(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
+        c_acc = model.cost(works[-1])
         vec += c_acc.compute_cycles
         cycles = max(c1.compute_cycles + c2.compute_cycles, vec)
         task = lw.task(f"{name}.expert{idx}", Cost(unit=c1.unit, compute_cycles=cycles, tiles=max(c1.tiles, c2.tiles)),
@@ -157,11 +163,12 @@ def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
         expert_macs += fc1.macs + fc2.macs
         onchip += c1.onchip_bytes + c2.onchip_bytes + c_acc.onchip_bytes
     out_bytes = tensor_bytes(op.result)
-    c_comb = model.cost(VectorWork(kind="add", elements=t * d, bits=32))
+    works.append(VectorWork(kind="add", elements=t * d, bits=32))
+    c_comb = model.cost(works[-1])
     combine = lw.task(f"{name}.combine", c_comb, 0, out_bytes, tuple(expert_names) or (dispatch.name,))
     tasks.append(combine)
     active_w, all_w = expert_weight_bytes(op, counts)
-    plan.tasks = tasks
+    plan.tasks, plan.works = tasks, works
     plan.macs = macs + expert_macs
     plan.macs_by_bits = {max(in_bits, element_bits(op.gate)): macs}
     by_bits = max(in_bits, w_bits)

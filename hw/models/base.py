@@ -7,7 +7,7 @@ buffer-sized pieces whose loads and stores the scheduler may overlap with comput
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -16,8 +16,8 @@ from hw.errors import InputError
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import Gemm, Target, Vector
 
-__all__ = ["Cost", "AcceleratorModel", "ceil_div", "vector_cost", "move_on_vector", "operand_passes",
-           "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
+__all__ = ["Cost", "AcceleratorModel", "WorkloadSizedModel", "ceil_div", "vector_cost", "move_on_vector",
+           "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,29 @@ class AcceleratorModel(Protocol):
         self, macs_by_bits: Mapping[int, int], onchip_bytes: int, offchip_bytes: int, cycles: int
     ) -> dict[str, float]:
         """Energy breakdown in mJ (components sum to the total; ``static`` included) for a run of ``cycles``."""
+        ...
+
+
+@runtime_checkable
+class WorkloadSizedModel(Protocol):
+    """An ``AcceleratorModel`` whose resources depend on the units a compiled workload needs (the FPGA: what each
+    vector lane holds). Its ``resources()`` and ``check_fits()`` without ``units`` cost the target's default design
+    (what a target-only question gets); a compile passes ``design_units(work)`` of the work items it priced."""
+
+    def design_units(self, work: Iterable[Work]) -> tuple[str, ...]:
+        """Names of the units the design needs to run ``work`` (the model's ``cost`` decides which unit runs what)."""
+        ...
+
+    def resources(self, units: Collection[str] | None = None) -> dict[str, tuple[float, float]]:
+        """Resource -> (used, available) of the design holding ``units`` (``None``: the default design)."""
+        ...
+
+    def check_fits(self, units: Collection[str] | None = None) -> None:
+        """``AcceleratorModel.check_fits`` for the design holding ``units``."""
+        ...
+
+    def resource_detail(self, units: Collection[str] | None = None) -> dict[str, Any]:
+        """What the ``resources`` figure is made of, for the report (JSON-ready)."""
         ...
 
 

@@ -3,7 +3,9 @@
 Timing is the RTL's (``hw.rtl``): every unit ``codesign rtl`` emits for a design is priced with that kernel's exact
 ``predicted_cycles`` (the cocotb tests pin it to simulation) for the parameters ``codesign rtl`` chooses, so the
 model, the RTL and its manifest agree (tests/test_model_matches_rtl.py). Resources come from
-``hw.models.resources``, fitted to Yosys synthesis of the same RTL.
+``hw.models.resources``, fitted to Yosys synthesis of the same RTL: each vector lane holds the units a compile's work
+needs (``design_units``: the RTL unit of every pair below, ``RTL_UNIT_FITS``, and the generic ⚠ vector ALU for
+work priced from the cost table or shuffled on the lanes), or, asked without a workload, the default I-ViT lane.
 
 GEMM (unit ``gemm``)
     ``batch x passes`` invocations of the array (a batch item, or one operand-slice pass of a product wider than
@@ -48,8 +50,9 @@ Moves
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from hw.errors import InputError
 from hw.models.base import (
@@ -62,12 +65,20 @@ from hw.models.base import (
     vector_cost,
 )
 from hw.models.energy import event_energy_mj
-from hw.models.resources import DEFAULT_CALIBRATION, FpgaCalibration, estimate
+from hw.models.resources import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_LANE_UNITS,
+    VECTOR_ALU,
+    FpgaCalibration,
+    estimate,
+    lane_cost,
+    unit_cost,
+)
 from hw.perf.systolic import fold_counts, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import FpgaTarget
 
-__all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "ARRAY_KERNELS"]
+__all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "ARRAY_KERNELS"]
 
 SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute"})
 """Moves that reorder elements run on the vector lanes; the rest (copy, concat, slice ...) are DMA bursts."""
@@ -88,6 +99,19 @@ RTL_VECTOR_UNITS: Mapping[tuple[str, str], tuple[str, Mapping[str, int]]] = Mapp
 })
 """(vector kind, approximation) -> (the ``hw.rtl`` kernel that runs it, the kernel parameters the pair fixes, as
 ``codesign rtl`` sets them) (module docstring)."""
+
+RTL_UNIT_FITS: Mapping[tuple[str, str], str] = MappingProxyType({
+    ("softmax", "shiftmax"): "shiftmax",
+    ("softmax", "online"): "online_softmax",
+    ("gelu", "shiftgelu"): "shiftgelu",
+    ("gelu", "shiftgelu-row"): "shiftgelu-row",
+    ("layernorm", "ilayernorm"): "ilayernorm",
+    ("router", "exact"): "topk_router",
+    ("requant", "exact"): "requant",
+})
+"""(vector kind, approximation) -> the unit's name among calibration.json's per-unit fits (``hw.rtl.calibrate``
+synthesizes each ``RTL_VECTOR_UNITS`` kernel with these fixed parameters under that name): what a lane running the
+pair costs."""
 
 _ILAYERNORM_MAX_BITS = 24  # ILayerNorm's widest integer input; wider elements are floats, fed as 16 bits
 _ILAYERNORM_FLOAT_BITS = 16
@@ -129,10 +153,9 @@ class FpgaModel:
         if isinstance(work, GemmWork):
             return self._gemm_cost(work)
         if isinstance(work, VectorWork):
-            unit = RTL_VECTOR_UNITS.get((work.kind, work.approx))
-            if unit is None or work.elements <= 0 or work.rows <= 0:
+            if not _on_rtl_unit(work):
                 return vector_cost(t, t.vector, work)
-            return self._rtl_vector_cost(*unit, work)
+            return self._rtl_vector_cost(*RTL_VECTOR_UNITS[(work.kind, work.approx)], work)
         if isinstance(work, MoveWork):
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
@@ -196,25 +219,53 @@ class FpgaModel:
         return Cost(unit="vector", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),
                     detail=detail)
 
-    def resource_breakdown(self) -> dict[str, dict[str, float]]:
-        """resource -> component -> count (see ``hw.models.resources.estimate``)."""
-        return estimate(self.target, self.calibration)
+    def design_units(self, work: Iterable[Work]) -> tuple[str, ...]:
+        """The units each vector lane holds to run ``work`` (sorted names for ``hw.models.resources.unit_cost``): the
+        RTL unit of every vector pair ``cost`` runs on one (``RTL_UNIT_FITS``), and ``VECTOR_ALU`` when some vector
+        work is priced from the cost table or a move is shuffled on the lanes. GEMMs and DMA moves need none."""
+        units: set[str] = set()
+        for item in work:
+            if isinstance(item, VectorWork):
+                units.add(RTL_UNIT_FITS[(item.kind, item.approx)] if _on_rtl_unit(item) else VECTOR_ALU)
+            elif isinstance(item, MoveWork) and item.kind in SHUFFLE_MOVES:
+                units.add(VECTOR_ALU)
+        return tuple(sorted(units))
 
-    def resources(self) -> dict[str, tuple[float, float]]:
-        """resource -> (used, available) for lut, ff, dsp, bram18, uram."""
+    def resource_breakdown(self, units: Collection[str] | None = None) -> dict[str, dict[str, float]]:
+        """resource -> component -> count with ``units`` in every vector lane (``None``: the default lane; see
+        ``hw.models.resources.estimate``)."""
+        return estimate(self.target, self.calibration, units)
+
+    def resources(self, units: Collection[str] | None = None) -> dict[str, tuple[float, float]]:
+        """resource -> (used, available) for lut, ff, dsp, bram18, uram, with ``units`` in every vector lane
+        (``design_units``; ``None``: the default lane)."""
         dev = self.target.device
         available = {"lut": dev.lut, "ff": dev.ff, "dsp": dev.dsp, "bram18": dev.bram18, "uram": dev.uram}
-        return {r: (sum(parts.values()), float(available[r])) for r, parts in self.resource_breakdown().items()}
+        return {r: (sum(parts.values()), float(available[r])) for r, parts in self.resource_breakdown(units).items()}
 
-    def check_fits(self) -> None:
+    def resource_detail(self, units: Collection[str] | None = None) -> dict[str, Any]:
+        """The report's explanation of ``resources(units)``: the vector lane count, the units one lane holds with
+        their LUT / FF / DSP each (``None``: the default lane's units, charged at its fitted total ``per_lane``),
+        a lane's total, and every resource's count per component."""
+        v = self.target.vector
+        held = DEFAULT_LANE_UNITS if units is None else tuple(units)
+        return {
+            "vector_lanes": v.count * v.lanes,
+            "lane_units": {unit: unit_cost(unit, self.calibration) for unit in held},
+            "per_lane": lane_cost(units, self.calibration),
+            "components": self.resource_breakdown(units),
+        }
+
+    def check_fits(self, units: Collection[str] | None = None) -> None:
         """Raise ``InputError`` naming the resource overflowed the most (by ratio), its biggest user and the key to
-        change; other overflowing resources are listed after it."""
-        over = {r: used / max(available, 1e-9) for r, (used, available) in self.resources().items() if used > available}
+        change; other overflowing resources are listed after it. ``units``: as for ``resources``."""
+        resources = self.resources(units)
+        over = {r: used / max(available, 1e-9) for r, (used, available) in resources.items() if used > available}
         if not over:
             return
         resource = max(over, key=lambda r: over[r])
-        used, available = self.resources()[resource]
-        parts = self.resource_breakdown()[resource]
+        used, available = resources[resource]
+        parts = self.resource_breakdown(units)[resource]
         culprit = max(parts, key=lambda c: parts[c])
         key = _KEYS.get(culprit) or culprit  # buffers.weight_kb ... are keys already
         others = [r.upper() for r in over if r != resource]
@@ -231,6 +282,11 @@ class FpgaModel:
         """mJ: ``mac``, ``onchip``, ``offchip``, ``static``."""
         t = self.target
         return event_energy_mj(t.energy, t.clock_mhz, macs_by_bits, onchip_bytes, offchip_bytes, cycles)
+
+
+def _on_rtl_unit(work: VectorWork) -> bool:
+    """Whether ``cost`` runs ``work`` on an RTL unit (else on the cost table's generic lanes)."""
+    return (work.kind, work.approx) in RTL_VECTOR_UNITS and work.elements > 0 and work.rows > 0
 
 
 def _product(pair: tuple[int, int]) -> int:
