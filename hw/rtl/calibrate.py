@@ -12,14 +12,15 @@ What is fitted, and how (LUTs include LUT-RAM and shift-register LUTs, counted i
     ``systolic_gemm`` at several ``rows x cols``: LUTs = a + lut_per_pe * PEs, FFs = a + ff_per_pe_bit *
     PEs * (in_bits + w_bits + acc_bits), the forms ``resources.estimate`` uses.
 ``lut_per_lane``, ``ff_per_lane``, ``dsp_per_lane``
-    A vector lane is one element-per-cycle datapath that runs the I-ViT integer nonlinearities: a
+    The default vector lane (what a target-only question is charged; a compile's lanes hold the fitted units
+    it uses, hw.models.resources.lane_cost): one element-per-cycle datapath for the I-ViT nonlinearities: a
     ``shiftmax``, a ``shiftgelu`` in its per-element form (``per_element=1``, what ``--gelu shiftgelu``
     builds: no row buffer), an ``ilayernorm`` and one ``requant`` lane, at the widths ``codesign rtl``
     picks for a quantized ViT. Each row-wise unit is synthesized at two row lengths and split into its
     fixed logic (the intercept, counted per lane) and its row buffer (the slope per element, reported in
     ``fits`` and left to the buffer model; about 0 for the per-element ShiftGELU, whose only use of
-    ``n`` is the ``last`` counter). The published row-max ShiftGELU (``--gelu shiftgelu-row``) is fitted
-    for the record as ``shiftgelu-row``.
+    ``n`` is the ``last`` counter). The published row-max ShiftGELU (``--gelu shiftgelu-row``), the online
+    softmax and the top-k router are fitted as units too (``fits``), for compiles that use them.
 
 DSPs are not fitted for the array (``dsp_per_mac`` is a device fact: Yosys maps one DSP48E2 per PE and does
 not pack two int8 MACs the way the model assumes). DMA and control constants are not RTL we write.
