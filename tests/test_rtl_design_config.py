@@ -6,7 +6,8 @@ the functional simulator on a real image (examples/data/vit_tiny_images.npz), an
 one ShiftGELU, one Shiftmax (the scores inside attention, before the compiler's pre-shift), one per-channel requant
 and one I-LayerNorm are captured. Each emitted unit (the manifest's Verilog: the testbench builds the same text) is
 then driven with nothing but the manifest's config for that layer on a few captured rows, and its output must equal
-the simulator's bit for bit.
+the simulator's bit for bit. A second compile in Edge-MoE attention order with ``--softmax online`` does the same
+for the online_softmax unit (its ``m_c``, ``e_c``).
 """
 
 from __future__ import annotations
@@ -248,3 +249,98 @@ def test_requant_unit_with_the_manifest_multipliers_is_the_simulator(design, cap
     (got,) = run.result["cases"]
     assert got["last_flags_ok"]
     assert np.array(got["y"]).reshape(-1).tolist() == seen["y"].reshape(-1, c)[picks].reshape(-1).tolist()
+
+
+# --- the online softmax (Edge-MoE attention order) ------------------------------------------------------------
+
+ONLINE_CHOICES = {**CHOICES, "softmax": "online", "attention": "edge-moe"}
+"""vit_tiny with Edge-MoE attention and its integer single-pass softmax: the `online_softmax` unit."""
+
+
+@pytest.fixture(scope="module")
+def online_design(tmp_path_factory) -> tuple[Path, dict]:
+    """The folder `codesign rtl` wrote for vit_tiny in Edge-MoE order with ``--softmax online``, and its manifest."""
+    out = tmp_path_factory.mktemp("online") / "rtl"
+    argv = ["rtl", str(model_path("vit_tiny.onnx")), *[a for k, v in ONLINE_CHOICES.items() for a in (f"--{k}", v)]]
+    argv += [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def online_captured() -> dict[str, dict]:
+    """Per attention layer: the integer scores its online softmax takes (``x``, a row per query and head), their
+    scale and the probabilities ``y`` the simulator computes, recorded by wrapping approx.softmax_int as above.
+
+    In Edge-MoE order the simulator hands ``softmax_int("online", ...)`` each query row's scores in its lane's
+    rotated key order (compiler/simulate/attention.py, edge_moe_visit_order; the online sum's shifts floor, so the
+    order matters): exactly the stream the unit takes (no pre-shift), and its output, in the same order, is what the
+    unit's pass 2 emits. The unit is fed the captured rows as they are.
+    """
+    from compiler.simulate import Simulator
+    from compiler.simulate import approx
+
+    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **ONLINE_CHOICES)
+    imported = result.imported
+    simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]
+    calls: list[tuple] = []
+    out: dict[str, dict] = {}
+    real_softmax = approx.softmax_int
+
+    def spy(name, x, scale, bits):
+        y, y_scale = real_softmax(name, x, scale, bits)
+        calls.append((name, np.array(x), scale, y, y_scale))
+        return y, y_scale
+
+    def observe(op, outs):
+        if isinstance(op, df.AttentionOp):
+            (name, x, scale, y, y_scale), = calls
+            out[f"{op.layer_name()}.softmax"] = {"name": name, "x": x, "scale": scale, "y": y, "y_scale": y_scale,
+                                                 "algorithm": df.str_attr(op, "algorithm")}
+        calls.clear()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(approx, "softmax_int", spy)
+        simulator.run({imported.input_names[0]: image}, observe)
+    return out
+
+
+def test_online_softmax_manifest_config_is_the_simulated_design(online_design, online_captured):
+    """Every attention layer is in Edge-MoE order on the online_softmax unit; the manifest's input scale is the one
+    the simulator's scores have, and (m_c, e_c) is its dyadic log2-domain multiplier."""
+    from compiler.numerics import dyadic
+
+    _, manifest = online_design
+    assert not any(k["name"] == "shiftmax" for k in manifest["kernels"])
+    entry = next(k for k in manifest["kernels"] if k["name"] == "online_softmax")
+    assert {inv["layer"] for inv in entry["invocations"]} == set(online_captured)
+    for inv in entry["invocations"]:
+        seen, config = online_captured[inv["layer"]], inv["config"]
+        assert seen["name"] == "online" and seen["algorithm"] == "edge-moe", inv["layer"]
+        assert seen["x"].shape[-1] == entry["parameters"]["n"]
+        assert config["input_scale"] == float(seen["scale"]), inv["layer"]
+        assert config["output_scale"] == seen["y_scale"] == 2.0 ** -(entry["parameters"]["out_bits"] - 1)
+        assert (config["m_c"], config["e_c"]) == dyadic(seen["scale"] * np.log2(np.e) * 256)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", SIMS)
+def test_online_softmax_unit_with_the_manifest_multiplier_is_the_simulator(online_design, online_captured, simulator,
+                                                                         request):
+    """Each captured row sent twice (pass 1: statistics, pass 2: normalize), the manifest's (m_c, e_c) on the
+    ports and nothing else: the unit's pass-2 outputs are the simulator's probabilities."""
+    out, manifest = online_design
+    entry, inv = _invocation(manifest, "online_softmax")
+    n = entry["parameters"]["n"]
+    seen = online_captured[inv["layer"]]
+    picks = _rows(seen["x"], n)
+    rows = seen["x"].reshape(-1, n)[picks].astype(np.int64)
+    ports = {"m_c": inv["config"]["m_c"], "e_c": inv["config"]["e_c"]}
+    case = {"name": request.node.nodeid, "config": ports, "beats": [{"x": int(v)} for row in rows for v in
+                                                                    [*row, *row]], "n_out": rows.size}
+    (got,) = run_kernel(entry["name"], entry["parameters"], simulator, [case], request.node.nodeid)
+    _assert_built_from_manifest_verilog(out, entry, simulator)
+    assert [o["last"] for o in got["outputs"]] == [int(j % n == n - 1) for j in range(rows.size)]
+    assert [o["y"] for o in got["outputs"]] == seen["y"].reshape(-1, n)[picks].reshape(-1).tolist()

@@ -130,3 +130,43 @@ def test_missing_input_is_named() -> None:
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
     with pytest.raises(InputError, match="no input 'pixel_values' given to the simulator"):
         sim.run({})
+
+
+def test_integer_online_softmax_visits_keys_in_edge_moe_lane_order():
+    """Quantized Edge-MoE attention feeds each query row's scores to the online softmax in its lane's rotated key
+    order (the running sum's floors make the order matter); flash and the standard order use index order."""
+    from compiler.simulate import approx
+    from compiler.simulate.attention import edge_moe_visit_order
+
+    seen: dict[str, list[np.ndarray]] = {}
+
+    def run(attention: str) -> None:
+        calls: list[tuple[np.ndarray, np.ndarray]] = []
+        real = approx.softmax_int
+
+        def spy(name, x, scale, bits):  # noqa: ANN001
+            y, y_scale = real(name, x, scale, bits)
+            calls.append((np.array(x), np.array(y)))
+            return y, y_scale
+
+        result = compile(model_path("vit_tiny.onnx"), quant="int8", softmax="online", attention=attention)
+        sim = Simulator(result.module, result.env.weights, result.imported.input_names,
+                        result.imported.output_names)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(approx, "softmax_int", spy)
+            sim.run({k: v[0] for k, v in _feeds("vit_tiny.onnx", 1).items()})
+        seen[attention] = calls
+
+    run("flash")
+    run("edge-moe")
+    assert len(seen["flash"]) == len(seen["edge-moe"]) > 0
+    for (by_index, _), (visited, _) in zip(seen["flash"], seen["edge-moe"]):
+        order = np.broadcast_to(edge_moe_visit_order(*by_index.shape[-2:], 4), by_index.shape)
+        np.testing.assert_array_equal(visited, np.take_along_axis(by_index, order, -1))
+    # Same scores in layer 0 (nothing upstream differs): the order alone moves some probabilities by a few LSBs.
+    (x, y_flash), (_, y_visited) = seen["flash"][0], seen["edge-moe"][0]
+    order = np.broadcast_to(edge_moe_visit_order(*x.shape[-2:], 4), x.shape)
+    y_edge = np.empty_like(y_visited)
+    np.put_along_axis(y_edge, order, y_visited, -1)
+    diff = np.abs(y_edge.astype(np.int64) - y_flash)
+    assert 0 < diff.max() <= 8

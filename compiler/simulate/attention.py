@@ -117,8 +117,16 @@ def _mask(op: Operation, ins: list[Tensor], sq: int, sk: int) -> np.ndarray | No
 
 
 def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
-    """Float attention in the op's order; quantized attention is integer-exact in any order: the standard kernel."""
-    if ins[0].quantized or df.str_attr(op, "softmax") not in ("exact", "online"):
+    """Float attention in the op's order. Quantized attention: the integer products are exact in any order, but the
+    integer online softmax is not (its running sum is shifted right, flooring, whenever a new max appears), so in
+    Edge-MoE order each query row's keys reach it in that row's lane order (edge_moe_visit_order), as in the
+    hardware; flash visits key tiles in index order, which is the standard kernel's."""
+    if ins[0].quantized:
+        if df.str_attr(op, "algorithm") == "edge-moe" and df.str_attr(op, "softmax") == "online" and not ctx.exact:
+            sq, sk = ins[0].data.shape[-2], ins[1].data.shape[-2]
+            return standard_attention(op, ins, ctx, edge_moe_visit_order(sq, sk, df.int_attr(op, "lanes", 4)))
+        return standard_attention(op, ins, ctx)
+    if df.str_attr(op, "softmax") not in ("exact", "online"):
         return standard_attention(op, ins, ctx)
     heads = df.int_attr(op, "num_heads")
     q, k, v = (_split(t.real(), heads) for t in ins[:3])

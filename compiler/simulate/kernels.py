@@ -205,8 +205,13 @@ def _attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     return standard_attention(op, ins, ctx)
 
 
-def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
-    """softmax(scale QK^T + mask) V per head with the op's softmax choice; integer when q, k, v are quantized."""
+def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
+                       key_order: np.ndarray | None = None) -> list[Tensor]:
+    """softmax(scale QK^T + mask) V per head with the op's softmax choice; integer when q, k, v are quantized.
+
+    ``key_order`` ([Sq, Sk], a permutation of the keys per query row): the order in which an integer softmax visits
+    each row's keys (Edge-MoE's rotated lanes). It matters for a running-sum softmax whose rescaling shifts floor;
+    the probabilities are put back in key order before A.V."""
     p = _attention_params(op, ctx)
     q, k, v = ins[0], ins[1], ins[2]
     mask = ins[3].real() if len(ins) > 3 else None
@@ -232,7 +237,13 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext) -> lis
         if causal is not None:
             x = np.where(causal, -(2**31), x)
         x = np.clip(x, -(2**31), 2**31 - 1)
-        prob, ps = A.softmax_int(approx, x, s, p["bits"])
+        if key_order is None:
+            prob, ps = A.softmax_int(approx, x, s, p["bits"])
+        else:
+            idx = np.broadcast_to(key_order, x.shape)
+            visited, ps = A.softmax_int(approx, np.take_along_axis(x, idx, axis=-1), s, p["bits"])
+            prob = np.empty_like(visited)
+            np.put_along_axis(prob, idx, visited, axis=-1)
         acc = int_matmul(prob, vh)
         return [Tensor(_merge(acc), ps * float(v.scale))]
     scores = np.matmul(qh, kh.swapaxes(-1, -2)) * np.float32(p["scale"])
