@@ -170,8 +170,7 @@ def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
         return gelu_reference(x, name).astype(x.dtype)
     amax = float(np.abs(x).max()) if x.size else 0.0
     bits, s = gelu_input_format(name, amax)
-    q = np.clip(np.round(x.astype(np.float64) / s), -(1 << (bits - 1)), (1 << (bits - 1)) - 1).astype(np.int64)
-    y, ys = gelu_int(name, q, s)
+    y, ys = gelu_int(name, K.quantize(x, s, bits), s)
     return (y * ys).astype(x.dtype)
 
 

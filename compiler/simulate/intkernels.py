@@ -100,8 +100,11 @@ def _scaled(acc: np.ndarray, m: np.ndarray | int, e: np.ndarray | int) -> np.nda
         raise ValueError(f"acc must satisfy |acc| < 2**32, got max {amax}")
     m = np.asarray(m, dtype=I64)
     e_arr = np.asarray(e, dtype=I64)
-    if m.size and e_arr.size and amax * int(np.abs(m).max()) < 1 << 53 and 0 <= int(e_arr.min()) \
-            and int(e_arr.max()) <= 1000:
+    if not (m.size and e_arr.size):
+        return round_shift(acc * m, e)
+    bound = amax * int(np.abs(m).max())  # bounds |acc * m|
+    e_lo, e_hi = int(e_arr.min()), int(e_arr.max())
+    if bound < 1 << 53 and 0 <= e_lo and e_hi <= 1000:
         # |acc * m| < 2^53 and 0 <= e <= 1000: acc * (m * 2^-e) is that exact product scaled by a power of two
         # (no overflow, no subnormal), so float64 holds it exactly and rint (round half to even) rounds it as
         # round_shift does, in fewer passes than int64 shifts.
@@ -110,8 +113,7 @@ def _scaled(acc: np.ndarray, m: np.ndarray | int, e: np.ndarray | int) -> np.nda
         y *= step
         return np.rint(y, out=y).astype(I64)
     p = acc * m
-    if m.size and e_arr.size and amax * int(np.abs(m).max()) < 1 << 62 and 1 <= int(e_arr.min()) \
-            and int(e_arr.max()) <= 61:
+    if bound < 1 << 62 and 1 <= e_lo and e_hi <= 61:
         # round_half_even(p / 2^e) = (p + 2^(e-1) - 1 + bit0(floor(p / 2^e))) >> e: a remainder below half stays
         # below 2^e, one above half carries, an exact half carries only onto an odd quotient. |p| < 2^62 keeps
         # the sum inside int64. Half the passes of round_shift's general form.
@@ -140,11 +142,17 @@ def requantize_add(acc: np.ndarray, m: np.ndarray | int, e: np.ndarray | int, id
     return np.clip(_scaled(_i64(acc), m, e) + _scaled(_i64(ident), m_id, e_id), lo, hi)
 
 
-def shift_exp(x: np.ndarray, scale: float, n: int) -> np.ndarray:
-    """I-ViT ``int_exp_shift`` (oracle: ``shiftmax.shift_exp``): e * scale / 2^n ~= exp(x * scale)."""
+def _shift_x0(scale: float) -> int:
+    """ShiftExp's x0 = floor(-1 / scale), refused below -2^29 (beyond it int64 products are no longer exact)."""
     x0 = math.floor(-1.0 / scale)
     if x0 <= -(1 << 29):
         raise ValueError(f"scale {scale!r} is too small for shift_exp: floor(-1/scale) must exceed -2**29")
+    return x0
+
+
+def shift_exp(x: np.ndarray, scale: float, n: int) -> np.ndarray:
+    """I-ViT ``int_exp_shift`` (oracle: ``shiftmax.shift_exp``): e * scale / 2^n ~= exp(x * scale)."""
+    x0 = _shift_x0(scale)
     x = x + np.right_shift(x, 1) - np.right_shift(x, 4)
     x = np.maximum(x, n * x0)
     q = np.floor_divide(x, x0)
@@ -193,9 +201,7 @@ def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8, stabilizer: str = 
         e = shift_exp(x - row_max, s_sig, 23)
         e_max = shift_exp(-row_max, s_sig, 23)
     else:
-        x0 = math.floor(-1.0 / s_sig)
-        if x0 <= -(1 << 29):
-            raise ValueError(f"scale {s_sig!r} is too small for shift_exp: floor(-1/scale) must exceed -2**29")
+        x0 = _shift_x0(s_sig)
         lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
         if hi - lo < 1 << 16 and x.size > 4 * (hi - lo + 1):
             # Elementwise: evaluate each distinct input once and look the rest up (bit-identical, ~5x fewer passes).
