@@ -84,11 +84,11 @@ def _check_design_fits(result: CompileResult) -> None:
     """Refuse a compiled design that does not fit its device. The pipeline refused up front only what cannot fit
     whatever the compile needs; an FPGA's vector lanes hold the units this compile uses (report
     ``resources_detail``), known after scheduling. Sweeps price such points instead (codesign/sweep/evaluate.py)."""
-    from hw.models.base import WorkloadSizedModel
+    from compiler.summary import report_lane_units
 
-    model, report = result.env.model, result.report
-    if report is not None and isinstance(model, WorkloadSizedModel) and "resources_detail" in report:
-        model.check_fits(tuple(report["resources_detail"]["lane_units"]))
+    units = report_lane_units(result.env.model, result.report) if result.report is not None else None
+    if units is not None:
+        result.env.model.check_fits(units)
 
 
 def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, calibrate: Any = None,

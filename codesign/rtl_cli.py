@@ -56,10 +56,6 @@ __all__ = ["register", "plan_kernels"]
 _INTEGER_CHOICES = ("--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu|shiftgelu-row "
                     "or --layernorm ilayernorm")
 
-_SHIFTGELU_FORMS = {"shiftgelu": 1, "shiftgelu-row": 0}
-"""GELU approximation -> the ``shiftgelu`` kernel's ``per_element`` (as hw.models.fpga.RTL_VECTOR_UNITS)."""
-
-
 def register(subparsers: Any) -> None:
     """Add the ``rtl`` subcommand to ``codesign``'s subparsers."""
     from codesign.cli import _add_compile_args
@@ -194,6 +190,7 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
     from compiler.simulate.kernels import softmax_bits
     from hw.rtl.emit import canonical_params
     from hw.rtl.manifest import Invocation, KernelUse
+    from hw.models.fpga import RTL_VECTOR_UNITS
     from hw.rtl.requant import E_BITS, M_BITS
 
     uses: list[KernelUse] = []
@@ -273,11 +270,11 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
             n = shape[df.int_attr(op, "axis")]
             softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
                     _int_bits(op.input) is not None, lambda op=op: rc.per_tensor(values.scale(op.input)))
-        elif isinstance(op, df.GeluOp) and df.str_attr(op, "approx") in _SHIFTGELU_FORMS:
+        elif isinstance(op, df.GeluOp) and ("gelu", df.str_attr(op, "approx")) in RTL_VECTOR_UNITS:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 8
-            add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8,
-                              "per_element": _SHIFTGELU_FORMS[df.str_attr(op, "approx")]}, op.layer_name(),
+            _, fixed = RTL_VECTOR_UNITS[("gelu", df.str_attr(op, "approx"))]  # the form the FPGA model prices
+            add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8, **fixed}, op.layer_name(),
                 {"rows": _numel(shape) // shape[-1]},
                 config=lambda full, op=op: rc.shiftgelu_config(rc.per_tensor(values.scale(op.input)), full))
         elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":

@@ -14,7 +14,7 @@ from typing import Any
 from compiler.context import CompileContext
 from hw.models.base import WorkloadSizedModel
 
-__all__ = ["build_report", "REPORT_VERSION"]
+__all__ = ["build_report", "report_lane_units", "REPORT_VERSION"]
 
 REPORT_VERSION = 1
 
@@ -123,3 +123,11 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     if busy:
         report["unit_busy_cycles"] = dict(busy)
     return report
+
+
+def report_lane_units(model: Any, report: dict[str, Any]) -> tuple[str, ...] | None:
+    """The units the compiled design's vector lanes hold (``report["resources_detail"]``), to ask ``model`` for that
+    design's fit and resources; None for a model whose resources do not depend on the workload."""
+    if isinstance(model, WorkloadSizedModel) and "resources_detail" in report:
+        return tuple(report["resources_detail"]["lane_units"])
+    return None

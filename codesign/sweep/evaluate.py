@@ -41,10 +41,10 @@ from pydantic import ValidationError
 from codesign.sweep.metrics import fit_violation, metrics_from_report
 from compiler.context import CompileEnv, make_context
 from compiler.schedule.lower import LayerPlan, lower_module, overlap_epilogue, readout_detail
-from compiler.summary import build_report
+from compiler.summary import build_report, report_lane_units
 from hw.errors import InputError
 from hw.models import build_model
-from hw.models.base import Cost, WorkloadSizedModel
+from hw.models.base import Cost
 from hw.perf.scheduler import Machine, Task, schedule
 from hw.targets import load_target
 from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's own override semantics
@@ -420,8 +420,8 @@ def evaluate_chunk(points: Iterable[PointRequest]) -> list[dict[str, Any]]:
         try:
             report, row["tier"], model = evaluate_report(point)
             # The compiled design's fit: an FPGA's vector lanes hold the units its report lists (compiler/summary.py).
-            sized = isinstance(model, WorkloadSizedModel) and "resources_detail" in report
-            units = (tuple(report["resources_detail"]["lane_units"]),) if sized else ()
+            lane_units = report_lane_units(model, report)
+            units = () if lane_units is None else (lane_units,)
             try:
                 model.check_fits(*units)
                 row["fits"] = True

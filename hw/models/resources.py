@@ -13,7 +13,7 @@ The vector lanes (``vector.count x vector.lanes`` of them) each hold one copy of
     logic (a row-wise unit's intercept; requant's slope per lane; a row buffer is left to the buffer model), and,
     for ``VECTOR_ALU``, the ⚠ default generic ALU (``lut_per_alu`` ...) that runs what has no RTL unit (operations
     priced from the target's cost table: exact softmax / GELU / LayerNorm on an FPGA, residual adds, shuffles).
-    A compile passes the units its work needed (``hw.models.fpga.FpgaModel.lane_units``), so ``--gelu shiftgelu-row``
+    A compile passes the units its work needed (``hw.models.fpga.FpgaModel.design_units``), so ``--gelu shiftgelu-row``
     costs its heavier unit, a float compile no integer unit at all.
 ``estimate(target, cal)``
     without a workload (``codesign targets``, the fit check before a compile, a target-only sweep): the default

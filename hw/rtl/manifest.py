@@ -64,23 +64,25 @@ MARKER = ".codesign-rtl"
 CONFIG_FILE = "config.npz"
 """The ``numpy.savez`` archive next to the manifest holding the invocations' configuration arrays."""
 
+_FORMULA_BY_PARAM: dict[tuple[str, str, int], str] = {
+    ("shiftgelu", "per_element", 0): "2 * n * rows + 10 - 1",
+    ("shiftgelu", "per_element", 1): "n * rows + 4 - 1",
+}
+"""The formula of a kernel whose timing depends on a parameter, per value of it (:func:`cycles_formula`)."""
+
 CYCLES_FORMULA: dict[str, str] = {
     "systolic_gemm": "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows",
     "systolic_gemm_ws": "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1",
     "requant": "beats - 1 + 2",
     "shiftmax": "rows * (3 * n + 16) - 1",
-    "shiftgelu": "2 * n * rows + 10 - 1 (per_element=0); n * rows + 4 - 1 (per_element=1)",
+    "shiftgelu": "; ".join(f"{text} ({key}={value})" for (kernel, key, value), text in _FORMULA_BY_PARAM.items()
+                           if kernel == "shiftgelu"),
     "ilayernorm": "rows * (3 * c + in_bits + 10 * var_bits + 31) - 1, var_bits = bitlen(c * (2**in_bits - 1)**2)",
     "online_softmax": "rows * (2 * n + 17)",
     "topk_router": "tokens * experts",
 }
 """Each kernel's ``predicted_cycles`` as text (edges from the first input to the last output); a kernel whose
 formula depends on a parameter lists each case (:func:`cycles_formula` picks one)."""
-
-_FORMULA_BY_PARAM: dict[tuple[str, str, int], str] = {
-    ("shiftgelu", "per_element", 0): "2 * n * rows + 10 - 1",
-    ("shiftgelu", "per_element", 1): "n * rows + 4 - 1",
-}
 
 _WORK_KEYS: dict[str, tuple[str, ...]] = {
     "systolic_gemm": ("m", "n", "k"),
