@@ -10,7 +10,10 @@ its VCD path is printed (``pytest -s`` shows it): ``dump.vcd`` for Verilator, ``
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hw.rtl import emit, sim
 
@@ -48,6 +51,28 @@ def assert_cycles(case: dict, got: dict, predicted: int) -> None:
         assert got["cycles"] > predicted, case["name"]
     else:
         assert got["cycles"] == predicted, f"{case['name']}: measured {got['cycles']}, predicted {predicted}"
+
+
+def random_row(rng: random.Random, n: int, in_bits: int) -> list[int]:
+    """``n`` signed ``in_bits`` values, each shifted right by a random amount (every magnitude appears)."""
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    return [rng.randint(lo, hi) >> rng.randint(0, in_bits - 2) for _ in range(n)]
+
+
+def scaled_row_cases(named: dict[str, list[list[int]]], scales: list[float], stream: dict[str, Any],
+                     config: Callable[[float], dict[str, int]], passes: int = 1) -> list[dict]:
+    """Cases of a row kernel configured from a scale: every ``named`` set of rows at every scale, then ``stream``
+    (``scale``, ``rows``, ``seed``) with random input gaps and output stalls. Each case gets ``config(scale)``,
+    its beats (every row ``passes`` times in a row: a two-pass unit reads it twice) and ``n_out``."""
+    cases = [{"name": f"{name}@{scale:g}", "scale": scale, "rows": rows}
+             for scale in scales for name, rows in named.items()]
+    cases.append({"name": "gaps_and_stalls", "scale": stream["scale"], "rows": stream["rows"],
+                  "gap_prob": 0.3, "stall_prob": 0.4, "seed": stream["seed"]})
+    for case in cases:
+        case["config"] = config(case["scale"])
+        case["beats"] = [{"x": v} for row in case["rows"] for v in row * passes]
+        case["n_out"] = sum(len(row) for row in case["rows"])
+    return cases
 
 
 def int_matmul_reference(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:

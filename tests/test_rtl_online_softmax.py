@@ -15,7 +15,7 @@ import re
 
 import pytest
 import torch
-from rtl_kernel_checks import SIMS, check_row_kernel, run_kernel
+from rtl_kernel_checks import SIMS, check_row_kernel, random_row, run_kernel, scaled_row_cases
 
 from compiler.numerics import dyadic, online_softmax
 from hw.errors import InputError
@@ -38,13 +38,9 @@ def multiplier(scale: float) -> tuple[int, int]:
 def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-
-    def rand_row() -> list[int]:
-        return [rng.randint(lo, hi) >> rng.randint(0, in_bits - 2) for _ in range(n)]
-
     step = max(1, hi // (4 * n))
     named = {
-        "random": [rand_row() for _ in range(2)],
+        "random": [random_row(rng, n, in_bits) for _ in range(2)],
         "constant": [[0] * n, [lo] * n, [hi] * n],
         "extremes": [[lo if j % 2 else hi for j in range(n)]],
         "increasing": [[lo + j * step for j in range(n)]],
@@ -52,20 +48,14 @@ def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
         "max_jumps": [[lo] * (n - 1) + [hi], [-(1 << (in_bits - 2))] * (n // 2) + [hi] * (n - n // 2)],
         "all_negative": [[-rng.randint(1, -lo) for _ in range(n)]],
     }
-    cases = []
-    for scale in SCALES:
-        for name, rows in named.items():
-            cases.append({"name": f"{name}@{scale:g}", "scale": scale, "rows": rows})
-    cases.append({"name": "gaps_and_stalls", "scale": 3e-4, "rows": [rand_row() for _ in range(2)],
-                  "gap_prob": 0.3, "stall_prob": 0.4, "seed": seed})
-    for case in cases:
-        m_c, e_c = multiplier(case["scale"])
-        case["config"] = {"m_c": m_c, "e_c": e_c}
-        # Each row twice: pass 1 (statistics) then pass 2 (normalize).
-        case["beats"] = [{"x": v} for row in case["rows"] for v in row + row]
-        case["n_out"] = len(case["rows"]) * n
-    return cases
+    stream = {"scale": 3e-4, "rows": [random_row(rng, n, in_bits) for _ in range(2)], "seed": seed}
 
+    def config(scale: float) -> dict[str, int]:
+        m_c, e_c = multiplier(scale)
+        return {"m_c": m_c, "e_c": e_c}
+
+    # Each row twice: pass 1 (statistics) then pass 2 (normalize).
+    return scaled_row_cases(named, SCALES, stream, config, passes=2)
 
 @pytest.mark.rtl
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import re
 
 import pytest
 import torch
-from rtl_kernel_checks import SIMS, check_row_kernel, run_kernel
+from rtl_kernel_checks import SIMS, check_row_kernel, random_row, run_kernel, scaled_row_cases
 
 from compiler.numerics import shiftgelu
 from hw.errors import InputError
@@ -36,29 +36,15 @@ FORMS = {"row": 0, "element": 1}
 def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-
-    def rand_row() -> list[int]:
-        return [rng.randint(lo, hi) >> rng.randint(0, in_bits - 2) for _ in range(n)]
-
     named = {
-        "random": [rand_row() for _ in range(2)],
+        "random": [random_row(rng, n, in_bits) for _ in range(2)],
         "constant": [[0] * n, [3] * n, [lo] * n, [hi] * n],
         "extremes": [[lo if j % 2 else hi for j in range(n)]],
         "all_negative": [[-rng.randint(1, -lo) for _ in range(n)]],
         "small_values": [[rng.randint(-40, 40) for _ in range(n)]],
     }
-    cases = []
-    for scale in SCALES:
-        for name, rows in named.items():
-            cases.append({"name": f"{name}@{scale:g}", "scale": scale, "rows": rows})
-    cases.append({"name": "gaps_and_stalls", "scale": 0.05, "rows": [rand_row() for _ in range(3)],
-                  "gap_prob": 0.3, "stall_prob": 0.4, "seed": seed})
-    for case in cases:
-        case["config"] = {"x0": x0_for_scale(case["scale"])}
-        case["beats"] = [{"x": v} for row in case["rows"] for v in row]
-        case["n_out"] = len(case["rows"]) * n
-    return cases
-
+    stream = {"scale": 0.05, "rows": [random_row(rng, n, in_bits) for _ in range(3)], "seed": seed}
+    return scaled_row_cases(named, SCALES, stream, lambda scale: {"x0": x0_for_scale(scale)})
 
 @pytest.mark.rtl
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from rtl_kernel_checks import SIMS, check_row_kernel, run_kernel
+from rtl_kernel_checks import SIMS, check_row_kernel, random_row, run_kernel, scaled_row_cases
 
 from compiler.numerics import shiftmax
 from hw.errors import InputError
@@ -30,28 +30,14 @@ SCALES = [0.02, 3e-4, 1.0, 1 / 65535.0]  # the last gives x0 = -65535, the wides
 def _cases(n: int, in_bits: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-
-    def rand_row() -> list[int]:
-        return [rng.randint(lo, hi) >> rng.randint(0, in_bits - 2) for _ in range(n)]
-
     named = {
-        "random": [rand_row() for _ in range(3)],
+        "random": [random_row(rng, n, in_bits) for _ in range(3)],
         "constant": [[7] * n, [lo] * n, [hi] * n],
         "extremes": [[lo if j % 2 else hi for j in range(n)], [lo] * (n - 1) + [hi]],
         "all_negative": [[-rng.randint(1, -lo) for _ in range(n)], [-1 - j for j in range(n)]],
     }
-    cases = []
-    for scale in SCALES:
-        for name, rows in named.items():
-            cases.append({"name": f"{name}@{scale:g}", "scale": scale, "rows": rows})
-    cases.append({"name": "gaps_and_stalls", "scale": 0.01, "rows": [rand_row() for _ in range(3)],
-                  "gap_prob": 0.3, "stall_prob": 0.4, "seed": seed})
-    for case in cases:
-        case["config"] = {"x0": x0_for_scale(case["scale"])}
-        case["beats"] = [{"x": v} for row in case["rows"] for v in row]
-        case["n_out"] = len(case["rows"]) * n
-    return cases
-
+    stream = {"scale": 0.01, "rows": [random_row(rng, n, in_bits) for _ in range(3)], "seed": seed}
+    return scaled_row_cases(named, SCALES, stream, lambda scale: {"x0": x0_for_scale(scale)})
 
 @pytest.mark.rtl
 @pytest.mark.slow
