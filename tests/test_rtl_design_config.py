@@ -33,14 +33,38 @@ ROWS = 3
 """Rows of each captured tensor streamed through a unit: row 0 and the rows holding the extremes."""
 
 
-@pytest.fixture(scope="module")
-def design(tmp_path_factory) -> tuple[Path, dict]:
-    """The folder `codesign rtl` wrote for vit_tiny, and its manifest."""
-    out = tmp_path_factory.mktemp("design") / "rtl"
-    argv = ["rtl", str(model_path("vit_tiny.onnx")), *[a for k, v in CHOICES.items() for a in (f"--{k}", v)]]
+def _write_design(tmp_path_factory, name: str, choices: dict[str, str]) -> tuple[Path, dict]:
+    """The folder `codesign rtl` writes for vit_tiny with ``choices`` (and OVERRIDES), and its manifest."""
+    out = tmp_path_factory.mktemp(name) / "rtl"
+    argv = ["rtl", str(model_path("vit_tiny.onnx")), *[a for k, v in choices.items() for a in (f"--{k}", v)]]
     argv += [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v}")]
     assert main([*argv, "--out", str(out), "-q"]) == 0
     return out, json.loads((out / "manifest.json").read_text())
+
+
+def _simulate_image(choices: dict[str, str], observe, spy, values: dict | None = None) -> None:
+    """Compile vit_tiny with ``choices`` (and OVERRIDES) and simulate it on the first sample image, calling
+    ``observe(op, outs)`` after every op while ``spy`` stands in for approx.softmax_int (it is handed the real one
+    as its first argument). ``values``, if given, is first filled with the simulator's constants."""
+    from compiler.simulate import Simulator
+    from compiler.simulate import approx
+
+    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **choices)
+    imported = result.imported
+    simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]
+    if values is not None:
+        values.update(simulator.consts)
+    real_softmax = approx.softmax_int
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(approx, "softmax_int", lambda *args: spy(real_softmax, *args))
+        simulator.run({imported.input_names[0]: image}, observe)
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory) -> tuple[Path, dict]:
+    """The folder `codesign rtl` wrote for vit_tiny, and its manifest."""
+    return _write_design(tmp_path_factory, "design", CHOICES)
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +75,11 @@ def captured() -> dict[str, dict]:
     Shiftmax runs inside ``dataflow.attention``, so its call is recorded by wrapping approx.softmax_int (the scores
     exactly as the attention kernel hands them over, before shiftmax_grid's shift).
     """
-    from compiler.simulate import Simulator
-    from compiler.simulate import approx
-
-    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **CHOICES)
-    imported = result.imported
-    simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
-    image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]
-    values = dict(simulator.consts)
+    values: dict = {}
     softmax_calls: list[tuple] = []
     out: dict[str, dict] = {}
-    real_softmax = approx.softmax_int
 
-    def spy(name, x, scale, bits):
+    def spy(real_softmax, name, x, scale, bits):
         y, y_scale = real_softmax(name, x, scale, bits)
         softmax_calls.append((np.array(x), scale, y))
         return y, y_scale
@@ -78,9 +94,7 @@ def captured() -> dict[str, dict]:
             out[op.layer_name()] = {"x": x.data, "scale": x.scale, "y": outs[0].data}
         softmax_calls.clear()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(approx, "softmax_int", spy)
-        simulator.run({imported.input_names[0]: image}, observe)
+    _simulate_image(CHOICES, observe, spy, values)
     return out
 
 
@@ -260,11 +274,7 @@ ONLINE_CHOICES = {**CHOICES, "softmax": "online", "attention": "edge-moe"}
 @pytest.fixture(scope="module")
 def online_design(tmp_path_factory) -> tuple[Path, dict]:
     """The folder `codesign rtl` wrote for vit_tiny in Edge-MoE order with ``--softmax online``, and its manifest."""
-    out = tmp_path_factory.mktemp("online") / "rtl"
-    argv = ["rtl", str(model_path("vit_tiny.onnx")), *[a for k, v in ONLINE_CHOICES.items() for a in (f"--{k}", v)]]
-    argv += [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v}")]
-    assert main([*argv, "--out", str(out), "-q"]) == 0
-    return out, json.loads((out / "manifest.json").read_text())
+    return _write_design(tmp_path_factory, "online", ONLINE_CHOICES)
 
 
 @pytest.fixture(scope="module")
@@ -277,18 +287,10 @@ def online_captured() -> dict[str, dict]:
     order matters): exactly the stream the unit takes (no pre-shift), and its output, in the same order, is what the
     unit's pass 2 emits. The unit is fed the captured rows as they are.
     """
-    from compiler.simulate import Simulator
-    from compiler.simulate import approx
-
-    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **ONLINE_CHOICES)
-    imported = result.imported
-    simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
-    image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]
     calls: list[tuple] = []
     out: dict[str, dict] = {}
-    real_softmax = approx.softmax_int
 
-    def spy(name, x, scale, bits):
+    def spy(real_softmax, name, x, scale, bits):
         y, y_scale = real_softmax(name, x, scale, bits)
         calls.append((name, np.array(x), scale, y, y_scale))
         return y, y_scale
@@ -300,9 +302,7 @@ def online_captured() -> dict[str, dict]:
                                                  "algorithm": df.str_attr(op, "algorithm")}
         calls.clear()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(approx, "softmax_int", spy)
-        simulator.run({imported.input_names[0]: image}, observe)
+    _simulate_image(ONLINE_CHOICES, observe, spy)
     return out
 
 
