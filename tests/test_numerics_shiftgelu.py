@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.numerics import shiftgelu
+from tests.int_rows import INT32_MAX, INT32_MIN, regime_rows
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 # ---- oracle: I-ViT quant_modules.py IntGELU.forward / int_exp_shift, evaluated in float64 ----------
 
@@ -45,22 +45,13 @@ scales = st.one_of(
     st.floats(min_value=-20.0, max_value=2.0).map(lambda t: 2.0**t),
     st.sampled_from([6 / 127, 10 / 127, float(np.float32(0.05)), 1e-5]),
 )
-EXTREMES = np.array([INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX], dtype=np.int64)
 RANGES = {"int8": (-128, 127), "small": (-300, 300), "wide": (-(2**16), 2**16), "int32": (INT32_MIN, INT32_MAX),
           "negative": (INT32_MIN, -1)}
 
 
-@st.composite
-def act_rows(draw: st.DrawFn) -> np.ndarray:
-    rows, width = draw(st.integers(1, 4)), draw(st.integers(1, 24))
-    kind = draw(st.sampled_from([*RANGES, "constant", "extremes"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if kind == "constant":
-        return np.full((rows, width), draw(st.integers(INT32_MIN, INT32_MAX)), dtype=np.int64)
-    if kind == "extremes":
-        return rng.choice(EXTREMES, size=(rows, width))
-    lo, hi = RANGES[kind]
-    return rng.integers(lo, hi, size=(rows, width), endpoint=True)
+def act_rows() -> st.SearchStrategy[np.ndarray]:
+    """Small activation matrices in one regime (int_rows.regime_rows)."""
+    return regime_rows(RANGES, [*RANGES, "constant", "extremes"])
 
 
 # ---- bit-exactness ---------------------------------------------------------------------------------------

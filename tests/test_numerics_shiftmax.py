@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.numerics import shift_exp, shiftmax
+from tests.int_rows import INT32_MAX, INT32_MIN, regime_rows
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 # ---- oracle: I-ViT quant_modules.py IntSoftmax.forward / int_exp_shift, evaluated in float64 -------
 
@@ -43,22 +43,12 @@ scales = st.one_of(
 )
 
 
-EXTREMES = np.array([INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX], dtype=np.int64)
 RANGES = {"small": (-300, 300), "wide": (-(2**16), 2**16), "int32": (INT32_MIN, INT32_MAX), "negative": (INT32_MIN, -1)}
 
 
-@st.composite
-def score_rows(draw: st.DrawFn) -> np.ndarray:
-    """Small score matrices; hypothesis picks the shape, regime and seed, numpy fills them in (fast)."""
-    rows, width = draw(st.integers(1, 4)), draw(st.integers(1, 24))
-    kind = draw(st.sampled_from(["small", "wide", "int32", "constant", "negative", "extremes"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if kind == "constant":
-        return np.full((rows, width), draw(st.integers(INT32_MIN, INT32_MAX)), dtype=np.int64)
-    if kind == "extremes":
-        return rng.choice(EXTREMES, size=(rows, width))
-    lo, hi = RANGES[kind]
-    return rng.integers(lo, hi, size=(rows, width), endpoint=True)
+def score_rows() -> st.SearchStrategy[np.ndarray]:
+    """Small score matrices in one regime (int_rows.regime_rows)."""
+    return regime_rows(RANGES, ["small", "wide", "int32", "constant", "negative", "extremes"])
 
 
 # ---- bit-exactness ---------------------------------------------------------------------------------------
