@@ -7,7 +7,8 @@ written once here so that every kernel computes, e.g., I-ViT's shift exponential
 * :class:`SeqDivider`: restoring division, one quotient bit per cycle (fixed latency);
 * :func:`long_div_steps`: the same division unrolled, for pipelined dividers;
 * :func:`round_half_even_shr`: ``round_half_even(p / 2**e)`` for a variable ``e >= 1``;
-* :func:`exp2_q15`: the base-2 table exponential of the Softermax-style softmax.
+* :func:`exp2_q15`: the base-2 table exponential of the Softermax-style softmax;
+* :class:`RowMaxBuffer`: a row-max unit's row memory, element counter and the LOAD state that fills them.
 
 Bit widths are computed from value bounds in Python, so every intermediate is exact for every
 input the ports can carry.
@@ -16,6 +17,7 @@ input the ports can carry.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib.memory import Memory
 
 from hw.errors import InputError
 
@@ -212,3 +214,33 @@ def exp2_q15(m: Module, u: Value, mx: Value, name: str = "exp2") -> Value:
     e = Signal(unsigned(17), name=name)
     m.d.comb += e.eq(p >> Mux(k > 20, 20, k[:5]))
     return e
+
+
+class RowMaxBuffer:
+    """The row a two-phase row unit (Shiftmax, row-max ShiftGELU) buffers while finding its max.
+
+    Adds the row memory (submodule ``row``: written at ``idx`` while loading, read combinationally at ``idx``),
+    the element counter ``idx`` (``at_end`` on a row's last element) and ``row_max``. Call :meth:`load` inside the
+    unit's LOAD state; the states after it walk ``idx`` over the buffered row.
+    """
+
+    def __init__(self, m: Module, n: int, in_bits: int, data: Value):
+        m.submodules.row = row = Memory(shape=signed(in_bits), depth=n, init=[])
+        self.wr = row.write_port()
+        self.rd = row.read_port(domain="comb")
+        self.idx = Signal(range(n), name="idx")
+        self.at_end = self.idx == n - 1
+        self.row_max = Signal(signed(in_bits), name="row_max")
+        m.d.comb += [self.rd.addr.eq(self.idx), self.wr.addr.eq(self.idx), self.wr.data.eq(data)]
+
+    def load(self, m: Module, ready: Value, valid: Value, x: Value, next_state: str) -> None:
+        """The LOAD state: accept ``x`` on every ``valid`` beat into the memory, track the max, and go to
+        ``next_state`` (``idx`` back at 0) after the row's last element."""
+        idx, row_max = self.idx, self.row_max
+        m.d.comb += ready.eq(1)
+        with m.If(valid):
+            m.d.comb += self.wr.en.eq(1)
+            m.d.sync += [row_max.eq(Mux((idx == 0) | (x > row_max), x, row_max)), idx.eq(idx + 1)]
+            with m.If(self.at_end):
+                m.d.sync += idx.eq(0)
+                m.next = next_state

@@ -50,11 +50,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl._arith import SUM_MAX, bits_for, check_count, long_div_steps, shift_exp
+from hw.rtl._arith import SUM_MAX, RowMaxBuffer, bits_for, check_count, long_div_steps, shift_exp
 from hw.rtl.emit import KernelMixin, ParamSpec
 from hw.rtl.shiftmax import x0_for_scale as _x0_for_scale
 
@@ -147,13 +146,8 @@ class ShiftGelu(KernelMixin, wiring.Component):
     def _row_issue(self, m: Module, enable: Value):
         """Row buffer, row max and the issue walk; both exponentials and ``total`` of the element issued."""
         n, in_bits, x0_bits = self.n, self.in_bits, self.x0_bits
-        m.submodules.row = row = Memory(shape=signed(in_bits), depth=n, init=[])
-        wr = row.write_port()
-        rd = row.read_port(domain="comb")
-        idx = Signal(range(n), name="idx")
-        at_end = idx == n - 1
-        row_max = Signal(signed(in_bits), name="row_max")
-        m.d.comb += [rd.addr.eq(idx), wr.addr.eq(idx), wr.data.eq(self.inputs.payload.x)]
+        buf = RowMaxBuffer(m, n, in_bits, self.inputs.payload.x)
+        rd, idx, at_end, row_max = buf.rd, buf.idx, buf.at_end, buf.row_max
 
         d = Signal(signed(in_bits + 1), name="d")
         m.d.comb += d.eq(rd.data - row_max)
@@ -171,14 +165,7 @@ class ShiftGelu(KernelMixin, wiring.Component):
         issue = Signal()
         with m.FSM(name="phase"):
             with m.State("LOAD"):
-                m.d.comb += self.inputs.ready.eq(1)
-                with m.If(self.inputs.valid):
-                    x = self.inputs.payload.x
-                    m.d.comb += wr.en.eq(1)
-                    m.d.sync += [row_max.eq(Mux((idx == 0) | (x > row_max), x, row_max)), idx.eq(idx + 1)]
-                    with m.If(at_end):
-                        m.d.sync += idx.eq(0)
-                        m.next = "ISSUE"
+                buf.load(m, self.inputs.ready, self.inputs.valid, self.inputs.payload.x, "ISSUE")
             with m.State("ISSUE"):
                 m.d.comb += issue.eq(1)
                 with m.If(enable):

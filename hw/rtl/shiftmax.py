@@ -41,11 +41,10 @@ import math
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl._arith import SUM_MAX, SeqDivider, check_count, shift_exp
+from hw.rtl._arith import SUM_MAX, RowMaxBuffer, SeqDivider, check_count, shift_exp
 from hw.rtl.emit import KernelMixin, ParamSpec
 
 __all__ = ["Shiftmax", "predicted_cycles", "x0_for_scale", "N_EXP", "DIV_CYCLES"]
@@ -105,18 +104,13 @@ class Shiftmax(KernelMixin, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, in_bits = self.n, self.in_bits
-        m.submodules.row = row = Memory(shape=signed(in_bits), depth=n, init=[])
-        wr = row.write_port()
-        rd = row.read_port(domain="comb")
-        idx = Signal(range(n), name="idx")
-        at_end = idx == n - 1
-        row_max = Signal(signed(in_bits), name="row_max")
+        buf = RowMaxBuffer(m, n, in_bits, self.inputs.payload.x)
+        rd, idx, at_end, row_max = buf.rd, buf.idx, buf.at_end, buf.row_max
         total = Signal(unsigned(31), name="total")  # saturating sum of e, at most 2**31 - 1
         div = SeqDivider(m, "div", 31, 31, DIV_CYCLES)
         factor = Signal(unsigned(DIV_CYCLES), name="factor")
 
         # One shift-exponential, shared by the sum walk and the output walk.
-        m.d.comb += rd.addr.eq(idx)
         d = Signal(signed(in_bits + 1), name="d")
         m.d.comb += d.eq(rd.data - row_max)
         e, _ = shift_exp(m, d, self.x0, N_EXP, self.x0_bits, name="e")
@@ -124,17 +118,9 @@ class Shiftmax(KernelMixin, wiring.Component):
         m.d.comb += added.eq(Mux(idx == 0, 0, total) + e)
         new_total = Mux(added > SUM_MAX, SUM_MAX, added)
 
-        m.d.comb += [wr.addr.eq(idx), wr.data.eq(self.inputs.payload.x)]
         with m.FSM(name="phase"):
             with m.State("LOAD"):
-                m.d.comb += self.inputs.ready.eq(1)
-                with m.If(self.inputs.valid):
-                    x = self.inputs.payload.x
-                    m.d.comb += wr.en.eq(1)
-                    m.d.sync += [row_max.eq(Mux((idx == 0) | (x > row_max), x, row_max)), idx.eq(idx + 1)]
-                    with m.If(at_end):
-                        m.d.sync += idx.eq(0)
-                        m.next = "SUM"
+                buf.load(m, self.inputs.ready, self.inputs.valid, self.inputs.payload.x, "SUM")
             with m.State("SUM"):
                 m.d.sync += [total.eq(new_total), idx.eq(idx + 1)]
                 with m.If(at_end):
