@@ -142,13 +142,7 @@ class SystolicGemm(KernelMixin, wiring.Component):
             m.d.sync += [ctl[d].eq(ctl[d - 1]) for d in range(1, skew + 1)]
 
         def delayed(value, depth: int, name: str):
-            """``value`` through ``depth`` enabled registers (the skew of one row or column)."""
-            for stage in range(depth):
-                reg = Signal.like(value, name=f"{name}_d{stage + 1}")
-                with m.If(enable):
-                    m.d.sync += reg.eq(value)
-                value = reg
-            return value
+            return delayed_by(m, enable, value, depth, name)
 
         a_edge = [delayed(payload.a[i], i, f"a{i}") for i in range(rows)]
         b_edge = [delayed(payload.b[j], j, f"b{j}") for j in range(cols)]
@@ -182,10 +176,21 @@ class SystolicGemm(KernelMixin, wiring.Component):
         return m
 
 
-def _check_gemm(m: int, n: int, k: int) -> None:
+def delayed_by(m: Module, enable: Signal, value, depth: int, name: str):
+    """``value`` through ``depth`` registers that advance while ``enable`` (a row's or column's skew); the
+    registers are named ``<name>_d1`` ... (both arrays, output- and weight-stationary, build their skews so)."""
+    for stage in range(depth):
+        reg = Signal.like(value, name=f"{name}_d{stage + 1}")
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+def _check_gemm(m: int, n: int, k: int, kernel: str = "systolic_gemm") -> None:
     for name, value in (("m", m), ("n", n), ("k", k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"systolic_gemm: GEMM size {name} must be a positive integer, got {value!r}")
+            raise InputError(f"{kernel}: GEMM size {name} must be a positive integer, got {value!r}")
 
 
 def predicted_cycles(m: int, n: int, k: int, rows: int, cols: int) -> int:

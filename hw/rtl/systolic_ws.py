@@ -50,10 +50,9 @@ from collections.abc import Iterator, Sequence
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data
 
-from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
 from hw.rtl.emit import ParamSpec
-from hw.rtl.systolic import SystolicGemm, _pack, unpack_results
+from hw.rtl.systolic import SystolicGemm, _check_gemm, _pack, delayed_by, unpack_results
 
 __all__ = [
     "SystolicGemmWs",
@@ -139,13 +138,7 @@ class SystolicGemmWs(SystolicGemm):
             m.d.sync += [ctl[d].eq(ctl[d - 1]) for d in range(1, skew + 2)]
 
         def delayed(value, depth: int, name: str):
-            """``value`` through ``depth`` enabled registers."""
-            for stage in range(depth):
-                reg = Signal.like(value, name=f"{name}_d{stage + 1}")
-                with m.If(enable):
-                    m.d.sync += reg.eq(value)
-                value = reg
-            return value
+            return delayed_by(m, enable, value, depth, name)
 
         # PEs run every enabled cycle; invalid beats make sums nobody reads (ctl gates the output).
         psum = [[Signal(signed(self.acc_bits), name=f"p_{i}_{j}") for j in range(cols)] for i in range(rows)]
@@ -165,12 +158,6 @@ class SystolicGemmWs(SystolicGemm):
         for j in range(cols):
             m.d.comb += self.results.payload.c[j].eq(delayed(psum[rows - 1][j], cols - 1 - j, f"out{j}"))
         return m
-
-
-def _check_gemm(m: int, n: int, k: int) -> None:
-    for name, value in (("m", m), ("n", n), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"systolic_gemm_ws: GEMM size {name} must be a positive integer, got {value!r}")
 
 
 def predicted_cycles(m: int, n: int, k: int, rows: int, cols: int) -> int:
@@ -197,7 +184,7 @@ def predicted_cycles(m: int, n: int, k: int, rows: int, cols: int) -> int:
 
     Input bubbles or results backpressure add their own cycles on top (not modelled).
     """
-    _check_gemm(m, n, k)
+    _check_gemm(m, n, k, "systolic_gemm_ws")
     return systolic_cycles(m, n, k, rows, cols, "ws") + HANDOVER_CYCLES
 
 
