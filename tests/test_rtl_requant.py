@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,8 @@ from compiler.numerics import dyadic, requantize
 from hw.errors import InputError
 from hw.rtl import emit, requant, sim
 from hw.rtl.requant import predicted_cycles
-from rtl_kernel_checks import with_waves_on_failure
+from rtl_kernel_checks import TB_DIR, with_waves_on_failure
 
-TB_DIR = Path(__file__).parent / "rtl_tb"
 ACC_EDGES = [-(2**31), -(2**31) + 1, -1, 0, 1, 2**31 - 1, 3, -3, 12345, -12345]
 M_EDGES = [0, 1, 2**30, 2**31 - 1, 2**31]
 E_EDGES = [-128, -40, -3, -1, 0, 1, 2, 30, 31, 32, 45, 62, 63, 64, 65, 127]

@@ -11,20 +11,17 @@ from __future__ import annotations
 import random
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from amaranth.hdl import Fragment
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from rtl_kernel_checks import check_gemm_kernel, int_matmul_reference
+from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
 
 from hw.rtl import emit, sim, systolic
 from hw.rtl.systolic import SystolicGemm, predicted_cycles
 
-TB_DIR = Path(__file__).parent / "rtl_tb"
-SIMS = ["icarus", "verilator"]
 SHAPES = [(2, 2), (4, 4), (3, 5)]
 BITS = [8, 4]
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 from amaranth.hdl import Fragment
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from rtl_kernel_checks import check_gemm_kernel, int_matmul_reference
+from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
 
 from hw.rtl import emit, sim, systolic_ws
 from hw.rtl.systolic_ws import SystolicGemmWs, predicted_cycles
 
-TB_DIR = Path(__file__).parent / "rtl_tb"
-SIMS = ["icarus", "verilator"]
 SHAPES = [(2, 2), (3, 5), (4, 4)]
 BITS = [8, 4]
 
