@@ -150,6 +150,14 @@ class SeqDivider:
         """High during the cycle whose edge takes the final step."""
         return self.count == 1
 
+    def run_into(self, m: Module, result: Signal, next_state: str) -> None:
+        """Body of an FSM state that waits for the division: one step per cycle; with the last, the quotient goes
+        into ``result`` and the FSM moves to ``next_state``."""
+        m.d.sync += self.step()
+        with m.If(self.last_step):
+            m.d.sync += result.eq(self.next_quot)
+            m.next = next_state
+
 
 def long_div_steps(m: Module, rem: Value, quot: Value, den: Value, num_bits_msb_first: list[int], name: str):
     """Combinational restoring-division steps: bring down each constant numerator bit in turn.

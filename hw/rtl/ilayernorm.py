@@ -185,10 +185,7 @@ class ILayerNorm(KernelMixin, wiring.Component):
                     with m.Else():
                         m.d.sync += div_newton.load(var, k_next)
             with m.State("FACTOR"):
-                m.d.sync += div_factor.step()
-                with m.If(div_factor.last_step):
-                    m.d.sync += factor.eq(div_factor.next_quot)
-                    m.next = "OUTPUT"
+                div_factor.run_into(m, factor, "OUTPUT")
             with m.State("OUTPUT"):
                 m.d.comb += [
                     self.outputs.valid.eq(1),

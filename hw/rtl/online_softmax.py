@@ -148,10 +148,7 @@ class OnlineSoftmax(KernelMixin, wiring.Component):
                         m.d.sync += [idx.eq(0), div.load(SUM_MAX, new_sum)]
                         m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                m.d.sync += div.step()
-                with m.If(div.last_step):
-                    m.d.sync += recip.eq(div.next_quot)
-                    m.next = "NORMALIZE"
+                div.run_into(m, recip, "NORMALIZE")
             with m.State("NORMALIZE"):
                 m.d.comb += self.inputs.ready.eq(enable)
                 with m.If(enable & self.inputs.valid):

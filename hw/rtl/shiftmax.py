@@ -127,10 +127,7 @@ class Shiftmax(KernelMixin, wiring.Component):
                     m.d.sync += [idx.eq(0), div.load(SUM_MAX, new_total)]
                     m.next = "DIVIDE"
             with m.State("DIVIDE"):
-                m.d.sync += div.step()
-                with m.If(div.last_step):
-                    m.d.sync += factor.eq(div.next_quot)
-                    m.next = "OUTPUT"
+                div.run_into(m, factor, "OUTPUT")
             with m.State("OUTPUT"):
                 m.d.comb += [
                     self.outputs.valid.eq(1),
