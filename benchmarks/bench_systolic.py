@@ -2,7 +2,7 @@
 
 Ours runs on GEMM 256x256x256 (32x32 array, os and ws) and on the ViT-B QKV projection
 (M=197, N=2304, K=768). SCALE-Sim runs on the 256 GEMM only (the QKV layer takes it minutes and
-over a gigabyte, see REFERENCE.md), through ``tests/scalesim_oracle.py`` in ``.venv-scalesim``
+over a gigabyte, docs/SOURCES.md [18]), through ``tests/scalesim_oracle.py`` in ``.venv-scalesim``
 with traces off. Its time is the ``run_scale`` call alone; the process start-up is printed apart.
 
 Run: ``.venv/bin/python benchmarks/bench_systolic.py`` (``make .venv-scalesim/.installed`` first

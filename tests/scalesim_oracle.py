@@ -20,7 +20,7 @@ Speed: shapes are grouped by (rows, cols, dataflow) and every group is one SCALE
 topology holds all of that group's shapes as layers, in one process, with traces off
 (``save_disk_space=True``). SCALE-Sim's own chatter goes to stderr so stdout stays pure JSON.
 
-The config is the one REFERENCE.md measured with: 64 KB SRAMs, ``InterfaceBandwidth: CALC``
+The config is the one the figures of docs/SOURCES.md [18] were measured with: 64 KB SRAMs, ``InterfaceBandwidth: CALC``
 (bandwidth is estimated, so the memory never stalls the array), no sparsity, default layouts.
 SCALE-Sim insists on a layout file even with custom layouts off, so a default one is written.
 """

@@ -41,7 +41,7 @@ def test_units_bandwidth_peak() -> None:
 
 @pytest.mark.parametrize(("dataflow", "cycles"), [("os", 20_351), ("ws", 22_399)])
 def test_gemm256_matches_scalesim(dataflow: str, cycles: int) -> None:
-    """REFERENCE.md: SCALE-Sim v3, 32x32 array, GEMM 256^3: OS 20,351 cycles, WS 22,399."""
+    """SCALE-Sim v3, 32x32 array, GEMM 256^3: OS 20,351 cycles, WS 22,399 (docs/SOURCES.md [18])."""
     m = model(gemm__rows="32", gemm__cols="32", gemm__dataflow=dataflow)
     cost = m.cost(GemmWork(256, 256, 256))
     # On top of SCALE-Sim's count the RTL array's readout (test_model_matches_rtl.py): the output-stationary array

@@ -48,7 +48,7 @@ def test_hand_computed(case, cycles):
 
 
 def test_reference_peer_numbers():
-    # SCALE-Sim v3 32x32, 64 KB SRAMs, CALC, as measured in REFERENCE.md ("Peers measured").
+    # SCALE-Sim v3 32x32, 64 KB SRAMs, CALC, as measured with scalesim==3.0.0 (docs/SOURCES.md [18]).
     assert systolic_cycles(256, 256, 256, 32, 32, "os") == 20_351
     assert systolic_cycles(256, 256, 256, 32, 32, "ws") == 22_399
     assert systolic_cycles(197, 2304, 768, 32, 32, "os") == 418_319

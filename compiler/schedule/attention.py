@@ -5,7 +5,7 @@ Both keep the score matrix on chip (an online softmax keeps (max, 1/sum) per que
 attention falls from the standard order's 4 x B*H*Sq*Sk score bytes (QK^T writes them, softmax reads and writes them,
 A.V reads them) to what Q, K, V and the output cost:
 
-``edge-moe``  (Edge-MoE, sharc-lab/Edge-MoE src/attention.cpp; REFERENCE.md) P = ``lanes`` query lanes: lane o of
+``edge-moe``  (Edge-MoE, src/attention.cpp; docs/SOURCES.md [1, 2]) P = ``lanes`` query lanes: lane o of
               group b handles query P*b + o and visits the keys rotated o..Sk-1, 0..o-1, so at every step all lanes
               read the *same* K (or V) vector and at most one lane loads a new Q vector: on-chip buffer bandwidth is
               one K vector + one Q vector per step whatever P is. Each lane finishes one dh-wide dot product (QK pass)

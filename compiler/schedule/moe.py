@@ -1,6 +1,6 @@
 """Lower ``dataflow.moe`` to hardware tasks: router -> dispatch -> one task per active expert -> combine.
 
-The stages follow Edge-MoE's MoE kernel (sharc-lab/Edge-MoE, src/moe.cpp; REFERENCE.md "Edge-MoE"):
+The stages follow Edge-MoE's MoE kernel (sharc-lab/Edge-MoE, src/moe.cpp; docs/SOURCES.md [1, 2]):
 
 ``router``   the gate GEMM [T x D] x [D x E] on the array, then per token a softmax over E and a top-k scan on the
              vector lanes (``router`` cost class: online softmax + insertion compare);

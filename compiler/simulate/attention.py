@@ -5,7 +5,7 @@ and the softmax's running (max, sum) rescaling, so results equal the standard or
 (tests/test_attention_numerics.py bounds it). Shapes: q [B, H, Sq, Dh], k [B, H, Sk, Dh], v [B, H, Sk, Dv],
 mask broadcastable to [B, H, Sq, Sk] (additive; -inf blocks).
 
-``edge_moe_attention``: Edge-MoE's P-lane order (REFERENCE.md "Edge-MoE"). Query i runs on lane o = i mod P and
+``edge_moe_attention``: Edge-MoE's P-lane order (docs/SOURCES.md [1, 2]). Query i runs on lane o = i mod P and
 visits keys o, o+1, ..., Sk-1, 0, ..., o-1; lane o starts o steps after lane 0, so at step t every lane reads key
 t mod Sk (one shared K vector) and only lane t (t < P) loads a new Q vector. Pass 1 is Edge-MoE's single-pass
 softmax in that order (start m = -2^9, s = 0; x > m: s = s * exp(m - x) + 1, m = x; else s += exp(x - m)), keeping

@@ -31,7 +31,7 @@ between folds, so the total is a plain product):
 For non-square arrays the formulas are exactly as above: ``rows`` and ``cols`` enter
 asymmetrically (the stationary preload runs along the rows), so ``ws``/``is`` on 4x8 and 8x4
 differ. SCALE-Sim's "Total Cycles" also counts memory stall cycles; in ``InterfaceBandwidth: CALC``
-mode (which the oracle test uses, and which REFERENCE.md measured) the buffers never stall, and
+mode (which the oracle test and the figures of docs/SOURCES.md [18] use) the buffers never stall, and
 these formulas equal the report exactly. With user-set DRAM bandwidths SCALE-Sim can add stalls
 that no closed form in the GEMM shape captures.
 

@@ -4,7 +4,8 @@ Two tables live here because several target kinds share them and the schema fill
 
 * ``VECTOR_COSTS``: cycles per element (per lane) and per row for each (vector kind, approximation).
 * ``PJ_PER_MAC``, ``PJ_PER_BYTE_*``: energy figures from Horowitz, "Computing's energy problem (and what we can do
-  about it)", ISSCC 2014, 45 nm, 0.9 V. ⚠ They are 45 nm ASIC figures; YAMLs scale or replace them.
+  about it)", ISSCC 2014, 45 nm, 0.9 V (docs/SOURCES.md [33]). ⚠ They are 45 nm ASIC figures; YAMLs scale or
+  replace them.
 """
 
 from __future__ import annotations
