@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from xdsl.passes import ModulePass
 
-__all__ = ["PASSES", "get_pass"]
+__all__ = ["PASSES"]
 
 
 def _canonicalize() -> type[ModulePass]:
@@ -85,8 +85,3 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "set-layernorm": _set_layernorm,
     "quantize": _quantize,
 }
-
-
-def get_pass(name: str) -> type[ModulePass]:
-    """The pass class registered as ``name``; KeyError if there is none."""
-    return PASSES[name]()

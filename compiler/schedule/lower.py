@@ -34,7 +34,6 @@ _VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze", "shape")
 #: Generic element-wise kinds -> the vector cost class that prices them.
 _CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
           "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal")
-_TRANSCENDENTAL = ("exp", "log", "erf", "tanh", "sigmoid", "softplus", "sqrt", "reciprocal", "pow", "div")
 #: Vector kinds whose units work row by row (a row = the last dimension): their work carries its row count.
 _ROW_KINDS = ("softmax", "layernorm", "rmsnorm", "gelu", "requant")
 
@@ -142,7 +141,9 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
             return "add", "exact"
         if kind == "mul":
             return "mul", "exact"
-        return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
+        # The rest is transcendental (exp, log, erf, tanh, sigmoid, sqrt, div ...): a polynomial evaluation per
+        # element, priced like erf-GELU.
+        return "gelu", "exact"
     raise AssertionError(op.name)
 
 

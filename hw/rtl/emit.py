@@ -16,6 +16,9 @@ A kernel class provides:
 
 Other kernels register the same way: give the class those attributes and call
 :func:`register_kernel` (or add a line to ``_BUILTIN``).
+
+Emitted Verilog modules are named after the kernel; their clock and (synchronous, active-high) reset ports are
+Amaranth's ``clk`` and ``rst`` of the ``sync`` domain, which the cocotb testbenches drive (tests/rtl_tb/tb_common.py).
 """
 
 from __future__ import annotations
@@ -40,11 +43,6 @@ __all__ = [
     "verilog_text",
     "emit_kernel",
 ]
-
-# Verilog module names of emitted kernels are the kernel name; the clock and the (synchronous,
-# active-high) reset ports are always called ``clk`` and ``rst``.
-CLOCK_PORT = "clk"
-RESET_PORT = "rst"
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import cocotb
 from cocotb.triggers import FallingEdge
+from payload import pack
 from tb_common import load_job
 from tb_rows import run_cases
 
-from hw.rtl._pack import pack
 from hw.rtl.ilayernorm import bias_layout, input_layout, output_layout
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 
+from payload import pack, unpack
 from tb_common import load_job, start, stream_transfer, write_result
-
-from hw.rtl._pack import pack, unpack
 
 
 async def run_cases(dut, in_layout, out_layout, config_ports=(), inp="inputs", out="outputs", before_case=None):

@@ -1,7 +1,8 @@
-"""Host-side packing of stream payloads into integers and back (private).
+"""Testbench side of a stream payload: packing field values into the payload integer and back.
 
-Testbenches and drivers talk to a kernel's ``<port>__payload`` as one integer; these walk an Amaranth
-``StructLayout`` (fields LSB first, as Amaranth lays them out) so that no kernel hand-codes offsets.
+The testbenches drive and sample a kernel's ``<port>__payload`` as one integer; these walk the kernel's Amaranth
+``StructLayout`` (fields LSB first, as Amaranth lays them out) so that no testbench hand-codes offsets. The kernels
+themselves use the layouts directly and never need this.
 """
 
 from __future__ import annotations
