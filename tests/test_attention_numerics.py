@@ -70,7 +70,6 @@ def test_simulator_gives_the_same_model_output_for_every_order(models_dir):
     from compiler.frontend.to_dialect import build_module
     from compiler.context import make_context
     from compiler.simulate import Simulator
-    import compiler.simulate.moe  # noqa: F401
 
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 64)).astype(np.float32)
     outs = {}

@@ -62,6 +62,8 @@ __all__ = [
     "GELU_APPROX",
     "LAYERNORM_APPROX",
     "ATTENTION_ALGORITHMS",
+    "TILE_Q_ATTR",
+    "TILE_K_ATTR",
     "ELEMENTWISE_KINDS",
     "MOVE_KINDS",
     "REDUCE_KINDS",
@@ -78,6 +80,10 @@ SOFTMAX_APPROX = ("exact", "shiftmax", "online", "base2", "ibert", "log2q", "sof
 GELU_APPROX = ("exact", "tanh", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 LAYERNORM_APPROX = ("exact", "ilayernorm")
 ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
+#: Attributes ``set-attention`` puts on a ``flash`` attention op: its query and key tile sizes (the scheduler
+#: prices them, the simulator walks them).
+TILE_Q_ATTR = "tile_q"
+TILE_K_ATTR = "tile_k"
 MOE_MODES = ("token", "task", "image")
 #: Expert hidden activations (compiler/numerics/router.py ACTIVATIONS).
 MOE_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "identity")

@@ -9,11 +9,11 @@ unmatched is lowered one node to one generic op by the dialect builder.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
 
@@ -21,17 +21,6 @@ __all__ = ["Match", "recognize"]
 
 _MOVE_CHAIN = frozenset({"Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
 _SCALE_OPS = frozenset({"Mul", "Div"})
-
-
-@dataclass
-class Match:
-    """A recognised op: ``kind`` in attention | layernorm | gelu | moe, replacing ``nodes``, producing ``output``."""
-
-    kind: str
-    nodes: list[Node]
-    output: str
-    operands: dict[str, str | None]
-    props: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

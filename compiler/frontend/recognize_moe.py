@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.numerics.router import moe_reference
 from hw.errors import InputError
@@ -364,13 +365,11 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
 
 
 def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str, list[Node]],
-                  taken: set[int]) -> list[Any]:
+                  taken: set[int]) -> list[Match]:
     """Every MoE block of ``graph`` as a ``Match`` of kind ``moe`` (adds their nodes to ``taken``).
 
     Raises ``InputError`` naming the nodes of a block that is only partly recognised.
     """
-    from compiler.frontend.recognize import Match
-
     g = graph
     order = {id(n): i for i, n in enumerate(g.nodes)}
     matches = []
@@ -405,6 +404,4 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
                  "expert_node_names": [n.name for n in name_nodes]}
         matches.append(Match("moe", nodes, block.out, {"input": x, "gate": gate.inputs[1]}, props))
         taken.update(id(n) for n in nodes)
-    if matches:  # the module will hold dataflow.moe ops: the simulator (calibration, routing traces) needs a kernel
-        import compiler.simulate.moe  # noqa: F401
     return matches

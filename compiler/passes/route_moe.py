@@ -45,7 +45,6 @@ def measure_routing(module: ModuleOp, weights: dict[str, np.ndarray], names: lis
                     data: dict[str, np.ndarray], samples: int = 0) -> dict[int, list[np.ndarray]]:
     """Run the simulator on ``data`` (leading sample axis) and return, per MoE op id, each sample's [E] kept
     assignments per expert. ``samples`` > 0 caps the number of samples run."""
-    import compiler.simulate.moe  # noqa: F401  (registers the dataflow.moe kernel)
     from compiler.simulate import Simulator
 
     sim = Simulator(module, weights, names)

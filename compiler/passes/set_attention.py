@@ -5,8 +5,7 @@
 target's ``attention.lanes``, 4 without a target); ``flash`` runs tiles of ``tile_q`` x ``tile_k`` (discardable
 attributes; default: the largest tiles the target's buffers hold, compiler/schedule/attention.py). The choice is
 visible in the IR (``--print-ir-after set-attention``), priced by compiler/schedule/attention.py and computed by the
-simulator kernels of compiler/simulate/attention.py (imported here, so they are registered whenever an op can
-carry the choice).
+simulator kernels of compiler/simulate/attention.py (registered by the simulator package itself).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
-import compiler.simulate.attention  # noqa: F401  (registers the edge-moe / flash simulator kernels)
 from compiler.dialect import dataflow as df
 from compiler.schedule.attention import (
     DEFAULT_LANES,

@@ -32,8 +32,8 @@ from hw.perf.workload import GemmWork, VectorWork, Work
 __all__ = ["fused_attention", "attention_buffers", "choose_flash_tiles", "TILE_Q_ATTR", "TILE_K_ATTR",
            "DEFAULT_LANES"]
 
-TILE_Q_ATTR = "tile_q"
-TILE_K_ATTR = "tile_k"
+TILE_Q_ATTR = df.TILE_Q_ATTR
+TILE_K_ATTR = df.TILE_K_ATTR
 DEFAULT_LANES = 4
 """Edge-MoE's ATTN_MATMUL_PARALLEL."""
 

@@ -13,16 +13,13 @@ vector lanes hold only the units the compile used).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.schedule.plan import LayerPlan, Lowering, element_bits, numel, tensor_bytes
 from hw.models.base import AcceleratorModel, Cost
-from hw.perf.scheduler import Task
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
 __all__ = ["LayerPlan", "lower_module", "gemm_work", "tensor_bytes", "element_bits", "overlap_epilogue",
@@ -36,83 +33,6 @@ _CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "g
           "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal")
 #: Vector kinds whose units work row by row (a row = the last dimension): their work carries its row count.
 _ROW_KINDS = ("softmax", "layernorm", "rmsnorm", "gelu", "requant")
-
-
-@dataclass
-class LayerPlan:
-    """One IR op as the report shows it: its tasks, MACs and traffic, and ``works``, the work items its tasks run
-    (as the model priced them; a cost looked at but not run, e.g. the standard softmax of a flash attention, is not
-    one)."""
-
-    name: str
-    op: str
-    tasks: list[Task]
-    macs: int = 0
-    macs_by_bits: dict[int, int] = field(default_factory=dict)
-    bytes_offchip: int = 0
-    weight_bytes: int = 0
-    onchip_bytes: int = 0
-    detail: dict[str, Any] = field(default_factory=dict)
-    works: list[Work] = field(default_factory=list)
-
-
-def element_bits(value: SSAValue) -> int:
-    """Bits of one element of a tensor value (i1 counts as 8: it is stored as a byte)."""
-    el = value.type.get_element_type()  # type: ignore[attr-defined]
-    width = el.width.data if isinstance(el, IntegerType) else el.bitwidth  # type: ignore[attr-defined]
-    return max(8, width) if width == 1 else width
-
-
-def tensor_bytes(value: SSAValue) -> int:
-    """Bytes of a whole tensor value."""
-    typ = value.type
-    assert isinstance(typ, TensorType)
-    n = 1
-    for d in typ.get_shape():
-        n *= d
-    return -(-n * element_bits(value) // 8)
-
-
-def _numel(value: SSAValue) -> int:
-    n = 1
-    for d in value.type.get_shape():  # type: ignore[attr-defined]
-        n *= d
-    return n
-
-
-class _Lowering:
-    def __init__(self, model: AcceleratorModel):
-        self.model = model
-        self.plans: list[LayerPlan] = []
-        self.producer: dict[SSAValue, str | None] = {}
-
-    def deps(self, values: list[SSAValue]) -> tuple[str, ...]:
-        out: list[str] = []
-        for v in values:
-            task = self.producer.get(v)
-            if task is not None and task not in out:
-                out.append(task)
-        return tuple(out)
-
-    def is_weight(self, v: SSAValue) -> bool:
-        return isinstance(v.owner, df.WeightOp)
-
-    def activation_bytes(self, values: list[SSAValue]) -> int:
-        return sum(tensor_bytes(v) for v in values if not self.is_weight(v))
-
-    def weight_bytes(self, values: list[SSAValue]) -> int:
-        return sum(tensor_bytes(v) for v in values if self.is_weight(v))
-
-    def task(self, name: str, cost: Cost, bytes_in: int, bytes_out: int, deps: tuple[str, ...],
-             tiles: int | None = None) -> Task:
-        return Task(name=name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=bytes_in,
-                    bytes_out=bytes_out, deps=deps, tiles=max(1, tiles if tiles is not None else cost.tiles))
-
-    def add_plan(self, plan: LayerPlan, results: list[SSAValue]) -> None:
-        self.plans.append(plan)
-        last = plan.tasks[-1].name if plan.tasks else None
-        for r in results:
-            self.producer[r] = last
 
 
 def gemm_work(op: df.GemmOp) -> GemmWork:
@@ -150,7 +70,7 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
 def _vector_rows(kind: str, value: SSAValue) -> int:
     """Rows of the last dimension for row-wise kinds, else 1."""
     shape = value.type.get_shape()  # type: ignore[attr-defined]
-    return _numel(value) // shape[-1] if kind in _ROW_KINDS and shape and shape[-1] > 0 else 1
+    return numel(value) // shape[-1] if kind in _ROW_KINDS and shape and shape[-1] > 0 else 1
 
 
 def overlap_epilogue(cost: Cost, extra: Cost) -> Cost:
@@ -176,7 +96,7 @@ def _softmax_cost_name(approx: str) -> str:
     return {"base2": "softermax", "log2q": "shiftmax", "softmax-free": "exact"}.get(approx, approx)
 
 
-def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
+def _lower_attention(lw: Lowering, op: df.AttentionOp) -> LayerPlan:
     name = df.str_attr(op, "layer")
     b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
     sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
@@ -230,7 +150,7 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
     return plan
 
 
-def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, sq: int, heads: int, dh: int,
+def _lower_soft(lw: Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, sq: int, heads: int, dh: int,
                 dv: int, bits: int, bytes_in: int, bytes_out: int, deps: tuple[str, ...]) -> LayerPlan:
     """SOFT (softmax-free) attention: m landmarks, Gaussian kernels, a Newton-Schulz pseudo-inverse, three products.
 
@@ -238,8 +158,7 @@ def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, s
     Newton-Schulz iterations of two m x m x m products (plus the initial one), then K1 (pinv(K2) (K1^T V)). Nothing
     of size S x S exists, so no score traffic; the N x m kernels are small enough to stay on chip.
     """
-    from compiler.numerics.softmax_free import NEWTON_ITERS
-    from compiler.simulate.approx import soft_landmarks
+    from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
 
     m = soft_landmarks(sq)
     batch = b * heads
@@ -274,7 +193,7 @@ def _lower_soft(lw: _Lowering, op: df.AttentionOp, plan: LayerPlan, *, b: int, s
 
 def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
     """Tasks for every costed op of ``module``'s ``main`` function, in program order."""
-    lw = _Lowering(model)
+    lw = Lowering(model)
     fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
     fused_into: dict[str, list[Operation]] = {}
     for op in fn.body.walk():
@@ -328,7 +247,7 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
             if kind == "softmax":
                 approx = _softmax_cost_name(approx)
             x = op.operands[0]
-            work = VectorWork(kind=kind, elements=max(_numel(v) for v in op.results), rows=_vector_rows(kind, x),
+            work = VectorWork(kind=kind, elements=max(numel(v) for v in op.results), rows=_vector_rows(kind, x),
                               approx=approx, bits=element_bits(x))
             op_name = op.name.split(".", 1)[1] + (("." + df.str_attr(op, "kind")) if isinstance(op, df.ElementwiseOp) else "")
         cost = model.cost(work)
@@ -336,7 +255,7 @@ def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:
         for member in group:
             kind, approx = _vector_kind(member)
             y = member.results[0]
-            works.append(VectorWork(kind=kind, elements=_numel(y), rows=_vector_rows(kind, y), approx=approx,
+            works.append(VectorWork(kind=kind, elements=numel(y), rows=_vector_rows(kind, y), approx=approx,
                                     bits=element_bits(y)))
             cost = overlap_epilogue(cost, model.cost(works[-1]))
         weights = lw.weight_bytes(ins) if not isinstance(op, df.EmbeddingOp) else 0

@@ -32,7 +32,7 @@ from typing import Any
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, IntegerType, StringAttr
 
 from compiler.dialect import dataflow as df
-from compiler.schedule.lower import LayerPlan, _Lowering, element_bits, tensor_bytes
+from compiler.schedule.plan import LayerPlan, Lowering, element_bits, tensor_bytes
 from hw.models.base import Cost
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
@@ -97,7 +97,7 @@ def expert_weight_bytes(op: df.MoeOp, counts: list[int]) -> tuple[int, int]:
     return active * per_expert, e * per_expert
 
 
-def lower_moe(lw: _Lowering, op: df.MoeOp) -> LayerPlan:
+def lower_moe(lw: Lowering, op: df.MoeOp) -> LayerPlan:
     """The tasks and report numbers of one MoE block (module docstring)."""
     name = df.str_attr(op, "layer")
     s = moe_shape(op)

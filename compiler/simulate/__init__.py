@@ -15,8 +15,10 @@ Registering kernels (for ops or algorithms other areas add)
 -----------------------------------------------------------
 A kernel is ``fn(op, inputs: list[Tensor], ctx: SimContext) -> list[Tensor]``, one output per op result.
 ``register_kernel("dataflow.moe", fn)`` (or ``@register_kernel("dataflow.moe")``) makes the simulator use it for
-every op of that name; registering a taken name raises unless ``replace=True``. Register from your own module and
-import that module before building a ``Simulator`` (e.g. at the top of the pass that creates the op).
+every op of that name; registering a taken name raises unless ``replace=True``. The built-in kernels (kernels.py,
+attention.py for ``edge-moe`` / ``flash``, moe.py) are registered by this package when it loads; a kernel of
+another area's module is registered by importing that module before building a ``Simulator``. Kernel modules import
+:mod:`compiler.simulate.registry` (values and the registry), not the interpreter.
 ``ctx.memo(op)`` is a per-op dict for anything parsed once; ``ctx.weights`` the WeightStore; ``ctx.exact`` asks
 for the float reference (ignore approximation choices). A quantized input has ``t.scale`` set (``t.real()`` gives
 float64 values); return integers with their scale, or floats with ``scale=None``.
@@ -30,6 +32,9 @@ Observing values
 ``sim.run(feeds, observer=fn)`` calls ``fn(op, outputs)`` after every op (per-layer SQNR, MoE routing traces).
 """
 
+# The built-in kernels register themselves as they load: loading them with the package means that every use of the
+# simulator finds them (kernels.py, through the imports below; attention.py: edge-moe and flash; moe.py).
+from compiler.simulate import attention, moe  # noqa: F401
 from compiler.simulate.engine import (
     KERNELS,
     Kernel,

@@ -22,7 +22,7 @@ from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
 __all__ = ["shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float", "layernorm_float",
-           "gelu_input_format", "gelu_reference", "soft_landmarks", "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
+           "gelu_input_format", "gelu_reference", "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
 
 #: GELU names that are I-ViT's ShiftGELU, and the stabilizer each uses (compiler.numerics.shiftgelu).
 SHIFTGELU_STABILIZER = {"shiftgelu": "element", "shiftgelu-row": "row"}
@@ -185,8 +185,3 @@ def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarra
     q, s = _dynamic(x, 16)
     y, ys = layernorm_int(name, q, s, gamma, beta, eps)
     return (y * ys).astype(x.dtype)
-
-
-def soft_landmarks(n: int) -> int:
-    """SOFT landmark count for ``n`` tokens: 49 (SOFT's 7x7 landmark grid for ViT), or n when n is smaller."""
-    return min(n, 49)

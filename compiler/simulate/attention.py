@@ -22,8 +22,8 @@ from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.online_softmax import EDGE_MOE_M0
-from compiler.simulate.engine import SimContext, Tensor
 from compiler.simulate.kernels import register_attention, standard_attention
+from compiler.simulate.registry import SimContext, Tensor
 
 __all__ = ["standard_attention64", "edge_moe_attention", "flash_attention", "edge_moe_visit_order"]
 
@@ -135,9 +135,7 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     if df.str_attr(op, "algorithm") == "edge-moe":
         out = edge_moe_attention(q, k, v, scale, df.int_attr(op, "lanes", 4), mask)
     else:
-        from compiler.schedule.attention import TILE_K_ATTR, TILE_Q_ATTR
-
-        tq, tk = op.attributes.get(TILE_Q_ATTR), op.attributes.get(TILE_K_ATTR)
+        tq, tk = op.attributes.get(df.TILE_Q_ATTR), op.attributes.get(df.TILE_K_ATTR)
         out = flash_attention(q, k, v, scale, tq.value.data if tq else q.shape[-2],  # type: ignore[attr-defined]
                               tk.value.data if tk else k.shape[-2], mask)  # type: ignore[attr-defined]
     b, h, s, dv = out.shape

@@ -1,118 +1,31 @@
-"""The simulator core: values, the kernel registry and the interpreter loop.
+"""The simulator's interpreter loop (values and the kernel registry: registry.py, re-exported here).
 
-A value is a :class:`Tensor`: a NumPy array plus, for quantized integers, its ``scale`` (a float per tensor, or an
-array that broadcasts against the data, e.g. one scale per output channel), so ``data * scale`` is the real value.
-Floats and plain integers (token ids, masks) have ``scale = None``. Scales are not stored in the IR: they flow
-with the data, each kernel deriving its output scale from its inputs' (as the hardware's fixed-point formats do);
-only the points where the compiler *chose* a scale (quantize, requant) carry it as an attribute.
+Values are :class:`Tensor` s: a NumPy array and, for quantized integers, its ``scale``. Scales are not stored in
+the IR: they flow with the data, each kernel deriving its output scale from its inputs' (as the hardware's
+fixed-point formats do); only the points where the compiler *chose* a scale (quantize, requant) carry it as an
+attribute.
 
 The interpreter walks ``main``'s block once per sample, calling ``KERNELS[op.name]`` for every op. Anything
 that can be computed once per op (parsed attributes, dyadic multipliers, quantized weights) goes through
-``SimContext.memo`` so a 16-sample run parses each op once.
+``SimContext.memo`` so a 16-sample run parses each op once. The built-in kernels are registered by the package
+(compiler/simulate/__init__.py loads kernels.py, attention.py and moe.py), so they are there whenever this module is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import (
-    ArrayAttr,
-    DenseArrayBase,
-    DictionaryAttr,
-    FloatAttr,
-    IntegerAttr,
-    ModuleOp,
-    StringAttr,
-)
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.simulate._threads import single_threaded
+from compiler.simulate.registry import KERNELS, Kernel, Observer, SimContext, Tensor, py_attr, register_kernel
 from hw.errors import InputError
 
 __all__ = ["Tensor", "SimContext", "Kernel", "Observer", "KERNELS", "register_kernel", "Simulator", "py_attr"]
-
-
-@dataclass
-class Tensor:
-    """A simulated value: ``data`` and, for quantized integers, the real value of one step (``scale``)."""
-
-    data: np.ndarray
-    scale: float | np.ndarray | None = None
-
-    @property
-    def quantized(self) -> bool:
-        """True for integer data with a scale (its real value is ``data * scale``)."""
-        return self.scale is not None
-
-    def real(self) -> np.ndarray:
-        """The real value: ``data * scale`` in float64 for quantized data, else ``data`` itself."""
-        if self.scale is None:
-            return self.data
-        return self.data.astype(np.float64) * self.scale
-
-
-@dataclass
-class SimContext:
-    """What kernels may read besides their inputs: the weights, per-op memo, and the run mode.
-
-    ``exact``: ignore every ``approx`` / ``softmax`` choice and compute nonlinearities in float (the FP reference the
-    calibration observes).
-    """
-
-    weights: Mapping[str, np.ndarray]
-    exact: bool = False
-    _memo: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def memo(self, op: Operation) -> dict[str, Any]:
-        """A dict private to ``op`` that lives as long as the simulator (cache parsed attributes here)."""
-        return self._memo.setdefault(id(op), {})
-
-
-#: A kernel computes one op: ``fn(op, inputs, ctx) -> outputs`` (one Tensor per result, in order).
-Kernel = Callable[[Operation, list[Tensor], SimContext], list[Tensor]]
-#: An observer sees every op after it ran: ``fn(op, outputs)``. Return value ignored.
-Observer = Callable[[Operation, list[Tensor]], None]
-
-KERNELS: dict[str, Kernel] = {}
-
-
-def register_kernel(op_name: str, fn: Kernel | None = None, *, replace: bool = False) -> Any:
-    """Register ``fn`` as the kernel of ops named ``op_name`` (e.g. ``"dataflow.moe"``); usable as a decorator.
-
-    Registering a name twice is an error unless ``replace=True`` (so two modules cannot silently fight over one op).
-    """
-
-    def add(kernel: Kernel) -> Kernel:
-        if op_name in KERNELS and not replace and KERNELS[op_name] is not kernel:
-            raise ValueError(f"a simulator kernel for {op_name} is already registered")
-        KERNELS[op_name] = kernel
-        return kernel
-
-    return add(fn) if fn is not None else add
-
-
-def py_attr(attr: Attribute) -> Any:
-    """A Python / NumPy value of an xDSL attribute as the frontend stores ONNX attributes (see to_dialect._attr)."""
-    if isinstance(attr, IntegerAttr):
-        return int(attr.value.data)
-    if isinstance(attr, FloatAttr):
-        return float(attr.value.data)
-    if isinstance(attr, StringAttr):
-        return attr.data
-    if isinstance(attr, DenseArrayBase):
-        vals = attr.get_values()
-        is_int = all(isinstance(v, int) for v in vals)
-        return np.array(vals, dtype=np.int64 if is_int else np.float64)
-    if isinstance(attr, ArrayAttr):
-        return [py_attr(a) for a in attr.data]
-    if isinstance(attr, DictionaryAttr):
-        return {k: py_attr(v) for k, v in attr.data.items()}
-    raise TypeError(f"cannot read attribute {attr}")
 
 
 def _main(module: ModuleOp) -> func.FuncOp:
@@ -131,8 +44,6 @@ class Simulator:
 
     def __init__(self, module: ModuleOp, weights: Mapping[str, np.ndarray], input_names: list[str] | None = None,
                  output_names: list[str] | None = None, *, exact: bool = False):
-        from compiler.simulate import kernels as _kernels  # noqa: F401  (registers the dataflow kernels)
-
         self.fn = _main(module)
         self.ctx = SimContext(weights=weights, exact=exact)
         block = self.fn.body.block

@@ -1,4 +1,4 @@
-"""Kernels of the ``dataflow`` ops (registered on import; engine.Simulator imports this module).
+"""Kernels of the ``dataflow`` ops (registered on import; the package, compiler/simulate/__init__.py, imports it).
 
 Float data is computed in float32 like ONNX Runtime; integer data with scales is exact int64 arithmetic
 (:mod:`compiler.simulate.intkernels`). Integer matrix products run as float64 BLAS products when every partial sum
@@ -26,10 +26,10 @@ from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
 from compiler.frontend.onnx_ops import run_node
-from compiler.numerics.softmax_free import softmax_free_attention
+from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
-from compiler.simulate.engine import Kernel, SimContext, Tensor, py_attr, register_kernel
+from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
 __all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "int_matmul", "matmul", "op_attrs", "register_attention",
            "softmax_bits", "standard_attention"]
@@ -221,7 +221,7 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         qh, vh = _heads(q.real(), heads), _heads(v.real(), heads)
         out = softmax_free_attention(torch.from_numpy(np.ascontiguousarray(qh)),
                                      torch.from_numpy(np.ascontiguousarray(vh)),
-                                     num_landmarks=A.soft_landmarks(qh.shape[-2])).numpy()
+                                     num_landmarks=soft_landmarks(qh.shape[-2])).numpy()
         return [Tensor(_merge(out).astype(np.float32))]
     qh, kh, vh = _heads(q.data, heads), _heads(k.data, heads), _heads(v.data, heads)
     sq, sk = qh.shape[-2], kh.shape[-2]

@@ -42,8 +42,9 @@ from compiler.dialect import dataflow as df
 from compiler.numerics.router import ACTIVATIONS, Routing, moe_reference, route
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
-from compiler.simulate.engine import SimContext, Simulator, Tensor, register_kernel
+from compiler.simulate.engine import Simulator
 from compiler.simulate.kernels import int_matmul
+from compiler.simulate.registry import SimContext, Tensor, register_kernel
 
 __all__ = ["moe_kernel", "routing_of", "activation_int", "hidden_bits", "MoeRanges", "moe_ranges",
            "COMBINE_FRAC_BITS", "OUT_BITS", "REQUANT_ATTR", "HIDDEN_BITS_ATTR"]
