@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 MODELS := examples/models
 PYTEST_ARGS ?=
 
-.PHONY: help install lock demo test test-fast bench examples calibrate clean
+.PHONY: help install lock lint demo test test-fast bench examples calibrate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -53,6 +53,9 @@ demo: install examples  ## set up everything, then compile the example ViT on th
 
 test: install examples .venv-scalesim/.installed  ## the whole suite, RTL included
 	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed  ## ruff check (rules in pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check .
 
 test-fast: install examples  ## the suite without slow and RTL tests
 	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)

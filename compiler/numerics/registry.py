@@ -22,8 +22,6 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
-from hw.errors import InputError
-
 from compiler.numerics.base2 import base2_softmax
 from compiler.numerics.exact import gelu_exact, layernorm_exact, softmax_exact
 from compiler.numerics.ibert import ibert_gelu, ibert_softmax
@@ -34,6 +32,7 @@ from compiler.numerics.online_softmax import online_softmax
 from compiler.numerics.shiftgelu import shiftgelu
 from compiler.numerics.shiftmax import shiftmax
 from compiler.numerics.softmax_free import softmax_free_attention
+from hw.errors import InputError
 
 __all__ = ["GELU_APPROX", "LAYERNORM_APPROX", "SOFTMAX_APPROX", "Approx", "get_approx"]
 

@@ -62,7 +62,8 @@ def check_multiplier(m_c: int, e_c: int) -> None:
     if not 0 <= m_c <= 1 << 31:
         raise InputError(f"online_softmax: multiplier m_c={m_c} is out of range [0, 2**31]")
     if not 1 <= e_c <= 62:
-        raise InputError(f"online_softmax: shift e_c={e_c} is out of range [1, 62] (score scale too large or too small)")
+        raise InputError(f"online_softmax: shift e_c={e_c} is out of range [1, 62] "
+                         "(score scale too large or too small)")
 
 
 def input_layout(in_bits: int) -> data.StructLayout:
