@@ -9,6 +9,10 @@ previous file (or none), never half a report. Same folder because a rename is at
 JSON is strict: a number that is not finite (NaN, inf) is written as ``null`` - a number in a report is computed,
 or it is absent - and ``allow_nan=False`` makes any that slipped through an error instead of invalid JSON.
 
+A device or pipe is written in place, as the user asked: a character device or FIFO named directly (``/dev/null``, a
+named pipe), or a link in ``/dev``, ``/dev/fd`` or ``/proc/self/fd`` (``--json /dev/stdout``) - renaming a file over
+``/dev/stdout`` would be wrong, and atomicity means nothing for a stream. A link anywhere else is replaced, not followed.
+
 Errors are ``OSError`` naming the destination path (not the temporary one), so the CLI can say which output failed.
 """
 
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import secrets
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +50,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     On an exception the temporary file is removed and ``path`` is untouched.
     """
     dest = Path(path)
+    if _is_stream(dest):
+        try:
+            with open(dest, "wb") as stream:
+                yield stream
+        except OSError as err:
+            raise _renamed(err, dest) from None
+        return
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY, 0o666)
@@ -66,6 +78,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+_STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+
+
+def _is_stream(dest: Path) -> bool:
+    """True for a device or pipe the user named: a character device or FIFO itself, or a link in /dev, /dev/fd or
+    /proc/self/fd (the standard streams, whatever they point to)."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except OSError:
+        return False
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return True
+    return stat.S_ISLNK(mode) and os.path.dirname(os.path.abspath(dest)) in _STREAM_FOLDERS
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

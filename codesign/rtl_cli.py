@@ -104,7 +104,10 @@ def write_into(out: str | Path, uses: Any, source: Any, clock_mhz: float | None,
     from hw.rtl.manifest import MARKER, write_design
 
     folder, created = _open_out(out)
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write into the folder: {err.strerror or err}") from None
     try:
         manifest = write_design(staging, uses, source, clock_mhz, notes)
         _remove_previous(folder)
@@ -129,7 +132,10 @@ def _open_out(out: str | Path) -> tuple[Path, bool]:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {out}: is a file, not a folder")
     if not folder.exists():
-        folder.mkdir(parents=True)
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:
+            raise InputError(f"--out {out}: cannot create the folder: {err.strerror or err}") from None
         return folder, True
     entries = list(folder.iterdir())
     if entries:
