@@ -14,7 +14,7 @@ import onnx
 import pytest
 from conftest import ROOT, model_path
 
-import codesign.cli as cli
+from codesign import cli
 from codesign.cli import main
 from codesign.mlir_text import MAX_NESTING, check_mlir_text
 from hw.errors import InputError
@@ -25,8 +25,7 @@ GOOD_MLIR = (ROOT / "tests" / "filecheck" / "fuse.mlir").read_text()
 
 def run(capsys, *args: str) -> tuple[int, str]:
     code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, err
+    return code, capsys.readouterr().err
 
 
 def one_line(err: str) -> str:
@@ -152,8 +151,8 @@ def test_opt_refuses_deep_nesting_and_parses_up_to_the_limit(capsys, tmp_path):
     (lambda p: p.write_bytes(b"builtin.module {\xff}\n"), "{p}: not UTF-8 text (byte 16: b'\\xff')"),
     (lambda p: p.write_text(GOOD_MLIR.replace("acc_type = f32}", "acc_type = f32, n = 99999999999999999999999 : i64}",
                                               1)),
-     "{p}: Integer value 99999999999999999999999 is out of range for type i64 which supports values in the range "
-     "[-9223372036854775808, 18446744073709551616)"),
+     ("{p}: Integer value 99999999999999999999999 is out of range for type i64 which supports values in the range "
+      "[-9223372036854775808, 18446744073709551616)")),
 ])
 def test_opt_bad_files_are_one_line(make, message, capsys, tmp_path):
     path = tmp_path / "x.mlir"
@@ -276,8 +275,8 @@ def test_rtl_out_in_a_read_only_folder(capsys, read_only):
      "--set offchip.bandwidth_gbps=.inf: offchip.bandwidth_gbps: must be a finite number, got inf"),
     (("--set", "clock_mhz=.inf"), "--set clock_mhz=.inf: clock_mhz: must be a finite number, got inf"),
     (("--set", "clock_mhz=!!python/object/apply:os.system [echo]"),
-     "--set clock_mhz=!!python/object/apply:os.system [echo]: clock_mhz: cannot parse "
-     "'!!python/object/apply:os.system [echo]' as a YAML value"),
+     ("--set clock_mhz=!!python/object/apply:os.system [echo]: clock_mhz: cannot parse "
+      "'!!python/object/apply:os.system [echo]' as a YAML value")),
 ])
 def test_compile_refuses_meaningless_target_numbers(extra, message, capsys):
     code, err = run(capsys, "compile", str(model_path("vit_tiny.onnx")), "-q", *extra)

@@ -54,10 +54,9 @@ def test_the_temporary_file_is_never_opened_through_a_link(tmp_path, monkeypatch
 def test_a_failure_midway_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "out.npz"
     write_text_atomic(path, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(path) as fh:
-            fh.write(b"half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_output(path) as fh:
+        fh.write(b"half")
+        raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert _leftovers(tmp_path) == []
 

@@ -63,6 +63,8 @@ def test_unknown_bundled_name() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     path = str(tmp_path / "nope.yaml")
     assert error(path) == f"{path}: target file not found"
+    (tmp_path / "dir.yaml").mkdir()
+    assert error(str(tmp_path / "dir.yaml")) == f"{tmp_path / 'dir.yaml'}: is a directory, not a target file"
 
 
 def test_yaml_syntax_error(write) -> None:

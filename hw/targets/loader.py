@@ -227,6 +227,8 @@ def _read(name_or_path: str) -> tuple[str, str]:
         entry = resources.files("hw.targets").joinpath(f"{name_or_path}.yaml")
         return f"{name_or_path}.yaml", entry.read_text(encoding="utf-8")
     path = Path(name_or_path)
+    if path.is_dir():
+        raise InputError(f"{name_or_path}: is a directory, not a target file")
     if not path.is_file():
         raise InputError(f"{name_or_path}: target file not found")
     try:
