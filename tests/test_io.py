@@ -99,3 +99,11 @@ def test_json_is_strict_non_finite_numbers_become_null():
     text = json_text(value)
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["b"] == [None, None, 1.5]
+
+
+def test_devices_and_standard_streams_are_written_in_place_not_replaced():
+    import stat
+
+    write_text_atomic("/dev/null", "discarded")
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert io_mod._is_stream(Path("/dev/stdout")) and io_mod._is_stream(Path("/dev/null"))
