@@ -252,8 +252,10 @@ def _sqnr(signal: float, noise: float) -> float | None:
 
 
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
-    """``outputs`` (name -> [N, ...]) as an .npz, the same convention as ``--inputs``."""
-    with open(path, "wb") as fh:
+    """``outputs`` (name -> [N, ...]) as an .npz, the same convention as ``--inputs``; atomic (codesign/_io.py)."""
+    from codesign._io import atomic_output
+
+    with atomic_output(path) as fh:
         np.savez(fh, **outputs)
 
 

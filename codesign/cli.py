@@ -1,14 +1,14 @@
 """The ``codesign`` command line: compile, opt, targets (rtl and sweep register themselves here too).
 
-Every problem with what the user gave us is an ``InputError``: one line on stderr, exit status 2. A traceback means
-a bug in codesign.
+Every problem with what the user gave us is an ``InputError``: one line on stderr, exit status 2. ``main`` is the one
+error boundary (codesign/boundary.py): an OSError or a library's error on the user's files is also one line and status
+2; anything else is a bug, reported in one line with the path of the saved traceback, status 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +89,7 @@ def _compile_options(args: argparse.Namespace):
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from codesign._io import write_json_atomic, write_text_atomic
     from codesign.report import render_table, write_json
     from codesign.trace import trace_events
 
@@ -111,7 +112,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if sim_outputs is not None and "--outputs" in outputs:
         write_outputs(outputs["--outputs"], sim_outputs)
     if "--emit-mlir" in outputs:
-        outputs["--emit-mlir"].write_text(_print_ir(result.module, args.mlir_generic))
+        write_text_atomic(outputs["--emit-mlir"], _print_ir(result.module, args.mlir_generic))
     if result.report is None:
         console.print(f"stopped after '{result.steps_run[-1]}' (steps run: {', '.join(result.steps_run)})")
         return 0
@@ -123,8 +124,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if "--json" in outputs:
         write_json(report, outputs["--json"])
     if "--trace" in outputs:
-        outputs["--trace"].write_text(json.dumps(trace_events(result.env.schedule, report["clock_mhz"],
-                                                              report["model"])))
+        write_json_atomic(outputs["--trace"], trace_events(result.env.schedule, report["clock_mhz"], report["model"]),
+                          indent=None)
     if "--html" in outputs:
         from codesign.html import write_html
 
@@ -134,23 +135,27 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_opt(args: argparse.Namespace) -> int:
     from xdsl.parser import Parser
-    from xdsl.utils.exceptions import ParseError, VerifyException, DiagnosticException
+    from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 
+    from codesign._io import write_text_atomic
+    from codesign.mlir_text import read_mlir
     from compiler.context import make_context
     from compiler.pipeline import parse_passes
 
     path = Path(args.file)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    out = _output_path(args.output, [args.file], "-o") if args.output else None
+    text = read_mlir(path)  # size, nesting and string literals checked before xDSL sees the text
+    passes = parse_passes(args.passes) if args.passes else []
     ctx = make_context(None)
     ctx.env = None  # type: ignore[assignment]  # passes needing weights must say so under `opt`
     try:
-        module = Parser(ctx, path.read_text(), name=str(path)).parse_module()
+        module = Parser(ctx, text, name=str(path)).parse_module()
     except ParseError as err:
+        raise InputError(f"{path}: {_one_line(err)}") from None
+    except (VerifyException, DiagnosticException) as err:  # e.g. an integer out of its type's range
         raise InputError(f"{path}: {_one_line(err)}") from None
     except (AssertionError, ValueError, KeyError) as err:  # xDSL's format parsers assert on some malformed input
         raise InputError(f"{path}: cannot parse: {_one_line(err) or 'malformed operation'}") from None
-    passes = parse_passes(args.passes) if args.passes else []
     try:
         module.verify()
         for p in passes:
@@ -159,17 +164,17 @@ def _cmd_opt(args: argparse.Namespace) -> int:
     except (VerifyException, DiagnosticException) as err:
         raise InputError(f"{path}: {_one_line(err)}") from None
     text = _print_ir(module, args.mlir_generic)
-    if args.output:
-        _output_path(args.output, [args.file], "-o").write_text(text)
+    if out is not None:
+        write_text_atomic(out, text)
     else:
         sys.stdout.write(text)
     return 0
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    # xDSL parse errors show the location first and the reason last.
-    return " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    from codesign.boundary import one_line
+
+    return one_line(err)
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -238,16 +243,46 @@ def _extensions():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``codesign`` console script; returns the exit status."""
+    """Entry point of the ``codesign`` console script; returns the exit status.
+
+    The one error boundary: bad input or environment (``InputError``, an ``OSError`` on a user's path, an error
+    raised by onnx, yaml, xDSL, protobuf or numpy on what the user gave) is one line and status 2; anything else is a
+    bug in codesign: one line saying so and where the full traceback was saved, status 3. ``BaseException`` is caught
+    too (xDSL's ``ArgSpecParseError`` derives from it), except ``SystemExit`` (``--help``) and ``KeyboardInterrupt``.
+    """
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except InputError as err:
-        print(f"codesign: error: {err}", file=sys.stderr)
-        return 2
+        return _user_error(str(err))
     except KeyboardInterrupt:
         print("codesign: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - this is the boundary
+        from codesign.boundary import describe_environment_error, report_bug
+
+        message = describe_environment_error(err, _culprit(args))
+        if message is not None:
+            return _user_error(message)
+        print(f"codesign: {report_bug(err, argv if argv is not None else sys.argv[1:])}", file=sys.stderr)
+        return 3
+
+
+def _user_error(message: str) -> int:
+    print(f"codesign: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _culprit(args: argparse.Namespace | None) -> str | None:
+    """The main input of the command that failed (its model, .mlir file or sweep spec), to name in a message."""
+    for name in ("model", "file", "spec"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

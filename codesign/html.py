@@ -123,4 +123,6 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}td:first-child,td
 <th>cycles</th><th>start</th><th>end</th></tr>{rows}</table>
 </body></html>
 """
-    Path(path).write_text(doc)
+    from codesign._io import write_text_atomic
+
+    write_text_atomic(path, doc)

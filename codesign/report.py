@@ -6,7 +6,6 @@ it, so the table and the JSON always show the same numbers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -73,5 +72,7 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
-    """Write the report as indented JSON."""
-    Path(path).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    """Write the report as indented, strict JSON (a non-finite number is ``null``), atomically (codesign/_io.py)."""
+    from codesign._io import write_json_atomic
+
+    write_json_atomic(path, report, indent=2)

@@ -38,20 +38,27 @@ is float (use ``--softmax online`` for the integer Edge-MoE unit). A design with
 the options that make an integer datapath.
 
 ``--out`` is created if needed; an existing non-empty folder must carry the marker a previous ``codesign rtl``
-left (hw/rtl/manifest.py), so a user's files are never overwritten.
+left (hw/rtl/manifest.py), a regular file and not a link, so a user's files are never overwritten. The design is
+written into a fresh private folder inside ``--out`` and each file renamed into place (:func:`write_into`): a rename
+replaces a symlink planted in ``--out`` instead of writing through it, and no half-written file is ever in ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hw.errors import InputError
 
-__all__ = ["register", "plan_kernels"]
+__all__ = ["register", "plan_kernels", "write_into"]
 
 _INTEGER_CHOICES = ("--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu|shiftgelu-row "
                     "or --layernorm ilayernorm")
@@ -72,8 +79,6 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_rtl(args: argparse.Namespace) -> int:
-    from hw.rtl.manifest import write_design
-
     if args.kernel and args.model:
         raise InputError("rtl: give a model or --kernel NAME, not both")
     if args.kernel:
@@ -82,10 +87,91 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
         uses, source, clock, notes = _from_model(args)
     else:
         raise InputError("rtl: give a model (an ONNX file) or --kernel NAME (see codesign rtl --help)")
-    manifest = write_design(args.out, uses, source, clock, notes)
+    manifest = write_into(args.out, uses, source, clock, notes)
     if not args.quiet:
         _print_summary(manifest, args.out)
     return 0
+
+
+_STAGING = ".codesign-rtl-staging-"
+
+
+def write_into(out: str | Path, uses: Any, source: Any, clock_mhz: float | None, notes: Any) -> dict:
+    """``hw.rtl.manifest.write_design`` into the output folder ``out``, safely: the folder must be new, empty or one
+    a previous ``codesign rtl`` wrote (its marker a regular file); the design is written into a private staging
+    folder inside it, then the files the previous manifest listed are removed and each new file is renamed into
+    place (the marker first, ``manifest.json`` last). Returns the manifest."""
+    from hw.rtl.manifest import MARKER, write_design
+
+    folder, created = _open_out(out)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write into the folder: {err.strerror or err}") from None
+    try:
+        manifest = write_design(staging, uses, source, clock_mhz, notes)
+        _remove_previous(folder)
+        names = [p.name for p in staging.iterdir()]
+        for name in sorted(names, key=lambda n: (n != MARKER, n == "manifest.json", n)):
+            os.replace(staging / name, folder / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    staging.rmdir()
+    return manifest
+
+
+def _open_out(out: str | Path) -> tuple[Path, bool]:
+    """The output folder (created if missing) and whether it was created; ``InputError`` unless it is new, empty or
+    marked by a previous ``codesign rtl`` with a regular marker file. Leftover staging folders of a killed run go."""
+    from hw.rtl.manifest import MARKER
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:
+            raise InputError(f"--out {out}: cannot create the folder: {err.strerror or err}") from None
+        return folder, True
+    entries = list(folder.iterdir())
+    if entries:
+        try:
+            mode = os.lstat(folder / MARKER).st_mode
+        except FileNotFoundError:
+            raise InputError(f"--out {out}: folder is not empty and was not written by `codesign rtl` (no {MARKER} "
+                             "marker); choose a new or empty folder") from None
+        if not stat.S_ISREG(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise InputError(f"--out {out}: its {MARKER} marker is {what}, not the file `codesign rtl` writes; "
+                             "refusing to write into this folder")
+    for entry in entries:
+        if entry.name.startswith(_STAGING) and stat.S_ISDIR(os.lstat(entry).st_mode):
+            shutil.rmtree(entry, ignore_errors=True)
+    return folder, False
+
+
+def _remove_previous(folder: Path) -> None:
+    """Remove the Verilog and config files the folder's previous manifest listed, so no stale kernel lingers. Only
+    plain names with those suffixes, inside the folder; a link is removed, never followed."""
+    old = folder / "manifest.json"
+    try:
+        if not stat.S_ISREG(os.lstat(old).st_mode):
+            return
+        previous = json.loads(old.read_text(encoding="utf-8"))
+        listed = [k.get("verilog", "") for k in previous.get("kernels", [])] + [previous.get("config_file") or ""]
+    except (OSError, ValueError, AttributeError, TypeError):  # missing, unreadable or not ours: nothing listed
+        return
+    for name in listed:
+        stale = folder / Path(str(name)).name
+        if name and stale.suffix in (".v", ".npz"):
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
 
 
 def _int_value(text: str) -> tuple[str, int]:

@@ -16,7 +16,7 @@ import onnx
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
-from xdsl.utils.exceptions import DiagnosticException, VerifyException
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
 from compiler.context import CompileContext, CompileEnv, make_context
 from compiler.frontend.onnx_loader import load_graph
@@ -68,8 +68,8 @@ def parse_passes(spec: str) -> list[ModulePass]:
     """Parse ``'canonicalize,tile{target=fpga-u280}'`` against the registry."""
     try:
         specs = list(parse_pipeline(spec))
-    except Exception as err:  # xDSL raises plain ValueError / ParseError subclasses here
-        raise InputError(f"--passes '{spec}': {str(err).splitlines()[0]}") from None
+    except (Exception, ArgSpecParseError) as err:  # ArgSpecParseError derives from BaseException, not Exception
+        raise InputError(f"--passes '{spec}': {_reason(err)}") from None
     out: list[ModulePass] = []
     for item in specs:
         loader = PASSES.get(item.name)
@@ -77,9 +77,16 @@ def parse_passes(spec: str) -> list[ModulePass]:
             raise InputError(f"--passes: unknown pass '{item.name}' (known: {', '.join(sorted(PASSES))})")
         try:
             out.append(loader().from_pass_spec(item))
-        except Exception as err:
-            raise InputError(f"--passes: pass '{item.name}': {str(err).splitlines()[0]}") from None
+        except (Exception, ArgSpecParseError) as err:
+            raise InputError(f"--passes: pass '{item.name}': {_reason(err)}") from None
     return out
+
+
+def _reason(err: BaseException) -> str:
+    """The reason in an xDSL pipeline error: its last non-empty line (the first is a generic header, then the spec
+    and a caret under the culprit)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and set(ln.strip()) != {"^"}]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _verify(module: ModuleOp, step: str) -> None:

@@ -63,6 +63,8 @@ def test_unknown_bundled_name() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     path = str(tmp_path / "nope.yaml")
     assert error(path) == f"{path}: target file not found"
+    (tmp_path / "dir.yaml").mkdir()
+    assert error(str(tmp_path / "dir.yaml")) == f"{tmp_path / 'dir.yaml'}: is a directory, not a target file"
 
 
 def test_yaml_syntax_error(write) -> None:
@@ -157,3 +159,81 @@ def test_set_bad_value() -> None:
     assert error("fpga-u280", {"gemm": "3"}) == "--set gemm=3: gemm: expected a mapping, got 3"
     assert error("fpga-u280", {"kind": "tpu"}) == "--set kind=tpu: kind: 'tpu' is not one of fpga, npu, optical, gpu"
     assert error("fpga-u280", {"clock_mhz": "[1"}) == "--set clock_mhz=[1: clock_mhz: cannot parse '[1' as a YAML value"
+
+
+# --- YAML a hostile or broken file cannot get past (hw.targets.loader.compose_yaml) ------------------------------------
+
+
+def test_python_and_custom_tags_are_refused_not_constructed(write, tmp_path: Path) -> None:
+    flag = tmp_path / "ran"
+    p = write(GOOD.replace("description: a small test design",
+                           f"description: !!python/object/apply:os.system ['touch {flag}']"))
+    assert error(p) == f"{p}:2: YAML tag !!python/object/apply:os.system is not allowed (plain YAML values only)"
+    p = write(GOOD.replace("gemm:\n", "gemm: !!python/object:collections.OrderedDict\n"))
+    assert error(p) == f"{p}:9: YAML tag !!python/object:collections.OrderedDict is not allowed (plain YAML values only)"
+    assert error(p := write(GOOD.replace("rows: 8", "rows: !mine 8"))) == (
+        f"{p}:10: YAML tag !mine is not allowed (plain YAML values only)")
+    assert not flag.exists()
+
+
+def test_explicit_tags_that_cannot_hold_the_value(write) -> None:
+    assert error(p := write(GOOD.replace("rows: 8", "rows: !!int eight"))) == f"{p}:10: cannot read 'eight' as !!int"
+    assert error(p := write(GOOD.replace("rows: 8", "rows: !!bool maybe"))) == f"{p}:10: cannot read 'maybe' as !!bool"
+
+
+def test_recursive_aliases_are_refused(write) -> None:
+    assert error(p := write(GOOD + "extra: &x [1, *x]\n")) == (
+        f"{p}:19: alias *x is inside the node &x it names (a recursive alias)")
+    assert error(p := write(GOOD.replace("gemm:\n", "gemm: &g\n  self: *g\n"))) == (
+        f"{p}:10: alias *g is inside the node &g it names (a recursive alias)")
+
+
+def test_deep_nesting_is_refused(write) -> None:
+    from hw.targets.loader import MAX_YAML_DEPTH
+
+    assert error(p := write(GOOD + "extra: " + "[" * 20_000 + "]" * 20_000 + "\n")) == (
+        f"{p}:19: YAML nested more than {MAX_YAML_DEPTH} levels deep")
+    # Aliases count at their expanded depth: each level below nests the one above once more.
+    chain = "a0: &a0 [[[[[[[[[[1]]]]]]]]]]\n" + "".join(f"a{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]\n" for i in (1, 2, 3))
+    assert error(p := write(GOOD + chain)) == f"{p}:22: YAML nested more than {MAX_YAML_DEPTH} levels deep"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(write) -> None:
+    # "Billion laughs": 9 levels of 10 aliases each would expand to 10**9 nodes; the count is O(1) per alias.
+    bomb = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
+    assert error(p := write(GOOD + bomb)) == (
+        f"{p}:23: more than 100000 YAML nodes with aliases expanded (an alias bomb?)")
+
+
+def test_merge_keys_and_harmless_anchors_still_load(write) -> None:
+    text = GOOD.replace("buffers:\n  weight_kb: 64\n  act_kb: 64\n  out_kb: 64\n",
+                        "sizes: &kb {weight_kb: 64, act_kb: 64}\nbuffers:\n  <<: *kb\n  out_kb: 32\n")
+    with pytest.raises(InputError, match="unknown key 'sizes'"):  # the anchor's own key is not a target key
+        load_target(write(text))
+    text = GOOD.replace("buffers:\n  weight_kb: 64\n  act_kb: 64\n  out_kb: 64\n",
+                        "buffers: &kb {weight_kb: 64, act_kb: 64, out_kb: 32}\n")
+    assert load_target(write(text)).buffers.out_kb == 32
+
+
+def test_every_number_is_finite_and_in_range(write) -> None:
+    assert error(p := write(GOOD.replace("bandwidth_gbps: 10", "bandwidth_gbps: .inf"))) == (
+        f"{p}:6: offchip.bandwidth_gbps: must be a finite number, got inf")
+    assert error(p := write(GOOD.replace("clock_mhz: 200", "clock_mhz: .inf"))) == (
+        f"{p}:3: clock_mhz: must be a finite number, got inf")
+    assert error(p := write(GOOD.replace("clock_mhz: 200", "clock_mhz: .nan"))) == (
+        f"{p}:3: clock_mhz: must be a finite number, got nan")
+    assert error(p := write(GOOD.replace("clock_mhz: 200", "clock_mhz: 1.0e-300"))) == (
+        f"{p}:3: clock_mhz: must be >= 1e-06 (a smaller value makes cycle counts overflow), got 1e-300")
+    assert error(p := write(GOOD.replace("act_kb: 64", "act_kb: 1.0e+300"))) == (
+        f"{p}:17: buffers.act_kb: must be <= 1000000000000, got 1e+300")
+    assert error(p := write(GOOD.replace("rows: 8", "rows: 100000000000000000000"))) == (
+        f"{p}:10: gemm.rows: must be <= 2147483647, got 100000000000000000000")
+    assert error(p := write(GOOD.replace("  dataflow: os", "  dataflow: os\n  acc_bits: 4096"))) == (
+        f"{p}:13: gemm.acc_bits: must be <= 64, got 4096")
+    assert error("gpu-a100", {"gpu.memory_efficiency": ".nan"}) == (
+        "--set gpu.memory_efficiency=.nan: gpu.memory_efficiency: must be a finite number, got nan")
+    assert error("fpga-u280", {"offchip.bandwidth_gbps": ".inf"}) == (
+        "--set offchip.bandwidth_gbps=.inf: offchip.bandwidth_gbps: must be a finite number, got inf")
+    assert error("fpga-u280", {"energy.pj_per_byte_offchip": "-.inf"}) == (
+        "--set energy.pj_per_byte_offchip=-.inf: energy.pj_per_byte_offchip: must be a finite number, got -inf")

@@ -9,6 +9,12 @@ Every failure is an ``InputError`` whose message starts with where the culprit i
 The YAML is read with PyYAML's node API (``yaml.compose``), which keeps the line of every key; the plain data is
 validated by the schema class of its ``kind`` (``schema.TARGET_KINDS``), and pydantic's error locations (key paths)
 are mapped back to lines.
+
+Every YAML codesign reads (targets, ``--set`` values, sweep files) goes through :func:`compose_yaml` /
+:func:`load_yaml`: PyYAML's safe loader with limits a hostile or broken file cannot get past - no tags beyond plain
+YAML's (``!!python/...`` is refused, not constructed), nesting at most :data:`MAX_YAML_DEPTH` deep, at most
+:data:`MAX_YAML_NODES` nodes once aliases are expanded (a "billion laughs" alias bomb is refused while it is still
+a few lines of text), and no alias inside the node it names. Each refusal is one ``InputError`` naming file and line.
 """
 
 from __future__ import annotations
@@ -28,11 +34,116 @@ from pydantic import BaseModel, ValidationError
 from hw.errors import InputError
 from hw.targets.schema import TARGET_KINDS, Target
 
-__all__ = ["load_target", "bundled_targets"]
+__all__ = ["load_target", "bundled_targets", "compose_yaml", "load_yaml", "MAX_YAML_DEPTH", "MAX_YAML_NODES"]
 
 KeyPath = tuple[Any, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+MAX_YAML_DEPTH = 32
+"""Deepest nesting of mappings and sequences accepted (aliases expanded); targets nest 4 deep, sweep files 5. PyYAML's
+composer and our tree walks recurse per level, so without a bound a deep file is a RecursionError."""
+
+MAX_YAML_NODES = 100_000
+"""Most nodes a document may have with every alias expanded; the bundled targets have about 100. Bounds the work of
+everything that walks the data (validation, overrides), whatever the aliases multiply."""
+
+_SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag is not None) | {_MERGE_TAG}
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's ``SafeLoader`` that refuses, while composing, tags it would not construct, nesting deeper than
+    :data:`MAX_YAML_DEPTH`, more than :data:`MAX_YAML_NODES` expanded nodes and recursive aliases.
+
+    Composition is depth-first, so the expanded size of a node is how far the running count rose while it was
+    composed; an alias adds the expanded size of the node it names, in O(1), so a bomb is refused without expanding.
+    """
+
+    def __init__(self, text: str, display: str) -> None:
+        super().__init__(text)
+        self.display = display
+        self._depth = 0  # levels of the node being composed (1 = the root)
+        self._deepest = 0  # deepest level reached, aliases expanded, inside the node being composed
+        self._expanded = 0  # nodes so far, aliases expanded
+        self._anchored: dict[str, tuple[int, int]] = {}  # anchor -> (expanded size, height) of its finished node
+
+    def _refuse(self, mark: Any, problem: str) -> InputError:
+        return InputError(f"{self.display}:{mark.line + 1}: {problem}")
+
+    def compose_document(self) -> Any:
+        self._anchored = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            anchor = event.anchor
+            if anchor in self.anchors and anchor not in self._anchored:
+                raise self._refuse(event.start_mark, f"alias *{anchor} is inside the node &{anchor} it names "
+                                                     "(a recursive alias)")
+            size, height = self._anchored.get(anchor, (1, 1))  # an undefined alias: PyYAML names it next
+            self._grow(size, self._depth + height, event.start_mark)
+            return super().compose_node(parent, index)
+        before, outer_deepest = self._expanded, self._deepest
+        self._depth += 1
+        self._deepest = self._depth
+        self._grow(1, self._depth, event.start_mark)
+        node = super().compose_node(parent, index)
+        height = self._deepest - self._depth + 1
+        self._depth -= 1
+        self._deepest = max(outer_deepest, self._deepest)
+        if node.tag not in _SAFE_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self._refuse(node.start_mark, f"YAML tag {tag} is not allowed (plain YAML values only)")
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._anchored[anchor] = (self._expanded - before, height)
+        return node
+
+    def _grow(self, nodes: int, level: int, mark: Any) -> None:
+        """Count ``nodes`` more expanded nodes reaching ``level``; refuse past the limits."""
+        self._expanded += nodes
+        if self._expanded > MAX_YAML_NODES:
+            raise self._refuse(mark, f"more than {MAX_YAML_NODES} YAML nodes with aliases expanded (an alias bomb?)")
+        if level > MAX_YAML_DEPTH:
+            raise self._refuse(mark, f"YAML nested more than {MAX_YAML_DEPTH} levels deep")
+        self._deepest = max(self._deepest, level)
+
+
+def compose_yaml(text: str, display: str) -> yaml.Node | None:
+    """The node tree (lines kept) of the one YAML document in ``text``, or None when it is empty; read with the
+    limits above. ``InputError`` naming ``display`` and the line for a syntax error or a refusal."""
+    loader = _LimitedLoader(text, display)
+    try:
+        return loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = str(exc.problem or exc.context or exc)
+        if exc.problem == "second occurrence" and exc.context and exc.context_mark is not None:
+            problem = f"{exc.context.split(';')[0]} (first at line {exc.context_mark.line + 1})"  # an anchor
+        raise InputError(f"{display}:{line}: YAML syntax error: {' '.join(problem.split())}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{display}: YAML error: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str, display: str) -> Any:
+    """The plain data (dicts, lists, scalars) of the YAML document in ``text``, read by :func:`compose_yaml`; keys
+    must be scalars and unique, ``<<`` merges are applied (see :func:`_to_data`)."""
+    node = compose_yaml(text, display)
+    return None if node is None else _to_data(node, (), {}, display)
+
+
+def _construct(node: yaml.Node, display: str) -> Any:
+    """Plain data of a composed scalar; ``InputError`` for a value its explicit tag cannot hold (``!!int abc``)."""
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        value = node.value if isinstance(node, yaml.ScalarNode) else "this value"
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise InputError(f"{display}:{node.start_mark.line + 1}: cannot read {value!r} as {tag}") from None
 
 
 def bundled_targets() -> dict[str, str]:
@@ -45,7 +156,7 @@ def _bundled() -> tuple[tuple[str, str], ...]:
     out = []
     for entry in sorted(resources.files("hw.targets").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            data = load_yaml(entry.read_text(encoding="utf-8"), entry.name) or {}
             out.append((entry.name[: -len(".yaml")], str(data.get("description", "")).strip()))
     return tuple(out)
 
@@ -59,15 +170,7 @@ def load_target(name_or_path: str, overrides: Mapping[str, str] | None = None) -
     validated exactly once. Raises ``InputError`` (one line) for every problem with the name, file, YAML or values.
     """
     display, text = _read(str(name_or_path))
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = " ".join(str(exc.problem or exc.context or exc).split())
-        raise InputError(f"{display}:{line}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{display}: YAML error: {' '.join(str(exc).split())}") from None
+    root = compose_yaml(text, display)
     if root is None:
         raise InputError(f"{display}:1: empty target file")
     if not isinstance(root, yaml.MappingNode):
@@ -83,8 +186,8 @@ def load_target(name_or_path: str, overrides: Mapping[str, str] | None = None) -
         if not path:
             raise InputError(f"{where}: empty key")
         try:
-            parsed = yaml.safe_load(value) if isinstance(value, str) else value
-        except yaml.YAMLError:
+            parsed = load_yaml(value, where) if isinstance(value, str) else value
+        except InputError:
             raise InputError(f"{where}: {key}: cannot parse {value!r} as a YAML value") from None
         _set(data, path, parsed, where)
         origins[path] = where
@@ -124,6 +227,8 @@ def _read(name_or_path: str) -> tuple[str, str]:
         entry = resources.files("hw.targets").joinpath(f"{name_or_path}.yaml")
         return f"{name_or_path}.yaml", entry.read_text(encoding="utf-8")
     path = Path(name_or_path)
+    if path.is_dir():
+        raise InputError(f"{name_or_path}: is a directory, not a target file")
     if not path.is_file():
         raise InputError(f"{name_or_path}: target file not found")
     try:
@@ -149,7 +254,7 @@ def _to_data(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], display:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 raise InputError(f"{display}:{line}: {_dotted(path) or 'top level'}: keys must be plain scalars")
-            key = _scalar(key_node)
+            key = _construct(key_node, display)
             if key in out:
                 raise InputError(f"{display}:{line}: duplicate key '{_dotted(path + (key,))}'")
             lines[path + (key,)] = line
@@ -157,11 +262,7 @@ def _to_data(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], display:
         return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
         return [_to_data(item, path + (i,), lines, display) for i, item in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    return _construct(node, display)
 
 
 # --- Overrides --------------------------------------------------------------------------------------------------------
@@ -313,6 +414,8 @@ def _describe(err: Mapping[str, Any], loc: KeyPath, cls: type[BaseModel]) -> str
     if kind in bounds:
         limit = next(iter(ctx.values()))
         return f"{path}: must be {bounds[kind]} {_show(limit)}, got {_show(value)}"
+    if kind == "finite_number":
+        return f"{path}: must be a finite number, got {_show(value)}"
     if kind == "too_short":
         return f"{path}: must not be empty"
     if kind == "value_error":

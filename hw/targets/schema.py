@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_MAC, VECTOR_COSTS
 
 __all__ = [
-    "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
+    "MAX_COUNT", "MAX_QUANTITY", "MIN_POSITIVE", "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
     "OffChip", "Energy", "VectorCost", "Vector", "Dma", "AttentionEngine",
     "Device", "Gemm", "Buffers", "FpgaTarget",
     "MacArrays", "NpuTarget",
@@ -28,11 +28,30 @@ __all__ = [
     "Gpu", "GpuTarget",
 ]
 
-Positive = Annotated[int, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-PositiveF = Annotated[float, Field(gt=0)]
-NonNegF = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+MAX_COUNT = 2**31 - 1
+"""Largest integer a target takes (a count of LUTs, lanes, bytes...): real ones are below 10**8."""
+
+MAX_QUANTITY = 1e12
+"""Largest number a target takes in its unit (MHz, GB/s, KiB, pJ, W, Hz...): real ones are below 10**6."""
+
+MIN_POSITIVE = 1e-6
+"""Smallest positive number a target takes: a clock, bandwidth or rate is a divisor of cycle counts, and one near
+zero turns them into inf (a 1e-300 GB/s link would need more cycles than a float holds)."""
+
+
+def _not_tiny(value: float) -> float:
+    if value < MIN_POSITIVE:
+        raise ValueError(f"must be >= {MIN_POSITIVE:g} (a smaller value makes cycle counts overflow), got {value:g}")
+    return value
+
+
+# Every number is finite (``.inf`` and ``.nan`` are refused) and bounded, so every model computes finite numbers.
+Positive = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Bits = Annotated[int, Field(gt=0, le=64)]
+PositiveF = Annotated[float, Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False), AfterValidator(_not_tiny)]
+NonNegF = Annotated[float, Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), AfterValidator(_not_tiny)]
 Dataflow = Literal["os", "ws", "is"]
 
 
@@ -190,9 +209,9 @@ class Gemm(Section):
     rows: Positive
     cols: Positive
     dataflow: Dataflow = "os"
-    in_bits: Positive = 8
-    w_bits: Positive = 8
-    acc_bits: Positive = 32
+    in_bits: Bits = 8
+    w_bits: Bits = 8
+    acc_bits: Bits = 32
 
     @model_validator(mode="after")
     def _acc_holds_a_product(self) -> Gemm:
@@ -258,7 +277,7 @@ class Slm(Section):
     width: Positive
     height: Positive
     refresh_hz: PositiveF
-    bits: Positive = 8
+    bits: Bits = 8
 
 
 class Camera(Section):
@@ -267,7 +286,7 @@ class Camera(Section):
     width: Positive
     height: Positive
     fps: PositiveF
-    adc_bits: Positive = 8
+    adc_bits: Bits = 8
     adc_us: NonNegF = 0.0
 
 
