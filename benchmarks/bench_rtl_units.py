@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from compiler.numerics import dyadic, ilayernorm, online_softmax, shiftgelu, shiftmax  # noqa: E402
 from compiler.numerics.router import route  # noqa: E402
 from hw.rtl.emit import canonical_params  # noqa: E402
-from hw.rtl.manifest import invocation_cycles  # noqa: E402
+from hw.rtl.kernels import invocation_cycles  # noqa: E402
 from hw.rtl.shiftgelu import x0_for_scale as gelu_x0  # noqa: E402
 from hw.rtl.shiftmax import x0_for_scale  # noqa: E402
 from hw.rtl.sim import SIMULATORS, run_testbench  # noqa: E402

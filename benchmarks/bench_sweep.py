@@ -140,7 +140,7 @@ def tier_costs(repeats: int = 7) -> dict[str, float]:
     clear_caches()
     sizes = list(itertools.product([8, 16, 32, 64], [8, 16, 32, 64]))
     out = {}
-    for tier in ("template", "lower", "prefix", "full"):
+    for tier in ("plan", "prefix", "full"):
         times = []
         for i in range(repeats if tier != "full" else 2):
             r, c = sizes[i % len(sizes)]

@@ -1,4 +1,4 @@
-"""The ``codesign`` command line: compile, opt, targets (rtl and sweep register themselves here too).
+"""The ``codesign`` command line: compile, opt, targets (rtl, sweep and fit register themselves here too).
 
 Every problem with what the user gave us is an ``InputError``: one line on stderr, exit status 2. ``main`` is the one
 error boundary (codesign/boundary.py): an OSError or a library's error on the user's files is also one line and status
@@ -185,10 +185,22 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     table = Table(title="bundled targets (use --target NAME, or a YAML path)")
     table.add_column("name", style="bold")
     table.add_column("summary")
+    table.add_column("device used by the default design")
     for name, summary in bundled_targets().items():
-        table.add_row(name, summary)
+        table.add_row(name, summary, _device_use(name))
     Console().print(table)
     return 0
+
+
+def _device_use(name: str) -> str:
+    """'DSP 23%, LUT 5%, ...' of a bundled target's default design on its device (empty for targets without one):
+    how much of the chip is left for a bigger design (``codesign fit`` finds the largest)."""
+    from hw.models import build_model
+    from hw.targets import load_target
+
+    resources = build_model(load_target(name)).resources()
+    shares = sorted(((used / avail, r) for r, (used, avail) in resources.items() if avail), reverse=True)
+    return ", ".join(f"{r.upper()} {share:.0%}" for share, r in shares)
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -232,7 +244,7 @@ def _extensions():
     """Subcommands that live in their own modules (rtl, sweep), registered if present."""
     import importlib
 
-    for module in ("codesign.rtl_cli", "codesign.sweep.cli"):
+    for module in ("codesign.rtl_cli", "codesign.sweep.cli", "codesign.fit"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -186,7 +186,8 @@ def _int_value(text: str) -> tuple[str, int]:
 
 def _single_kernel(args: argparse.Namespace):
     from hw.rtl.emit import canonical_params
-    from hw.rtl.manifest import Invocation, KernelUse, example_work
+    from hw.rtl.kernels import example_work
+    from hw.rtl.manifest import Invocation, KernelUse
 
     params = canonical_params(args.kernel, dict(_int_value(text) for text in args.overrides))
     use = KernelUse(args.kernel, params, [Invocation("(example: one unit of work)", example_work(args.kernel, params))])

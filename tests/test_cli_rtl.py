@@ -13,7 +13,8 @@ import pytest
 from conftest import model_path
 
 from codesign.cli import main
-from hw.rtl.manifest import CONFIG_FILE, MARKER, invocation_cycles, resolve_config
+from hw.rtl.kernels import invocation_cycles
+from hw.rtl.manifest import CONFIG_FILE, MARKER, resolve_config
 
 SMALL_ARRAY = ["--set", "gemm.rows=4", "--set", "gemm.cols=4"]
 

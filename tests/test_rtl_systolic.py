@@ -19,7 +19,7 @@ from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
 from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
 
-from hw.rtl import emit, sim, systolic
+from hw.rtl import emit, kernels, sim, systolic
 from hw.rtl.systolic import SystolicGemm, predicted_cycles
 
 SHAPES = [(2, 2), (4, 4), (3, 5)]
@@ -150,16 +150,21 @@ def test_missing_simulators_say_how_to_install_them(monkeypatch):
 
 
 def test_registry_builds_components_and_new_kernels_register_the_same_way():
-    assert {"systolic_gemm", "requant"} <= set(emit.kernel_names())
+    assert {"systolic_gemm", "requant"} <= set(kernels.kernel_names())
     gemm = emit.build_kernel("systolic_gemm", {"rows": 3, "cols": 5, "in_bits": 4})
     assert isinstance(gemm, SystolicGemm)
     Fragment.get(gemm, None)  # elaborates (and so "uses") it
     assert gemm.params == {"rows": 3, "cols": 5, "in_bits": 4, "acc_bits": 32}
-    emit.register_kernel("gemm_alias_for_test", "hw.rtl.systolic:SystolicGemm")
+    alias = type("GemmAlias", (SystolicGemm,), {"KERNEL": "gemm_alias_for_test"})
+    kernels.register_kernel(alias)
     try:
-        assert emit.kernel_class("gemm_alias_for_test") is SystolicGemm
+        assert kernels.kernel_class("gemm_alias_for_test") is alias
+        assert kernels.invocation_cycles("gemm_alias_for_test", {"rows": 2, "cols": 2}, {"m": 2, "n": 2, "k": 2}) == \
+            kernels.invocation_cycles("systolic_gemm", {"rows": 2, "cols": 2}, {"m": 2, "n": 2, "k": 2})
     finally:
-        emit._REGISTRY.pop("gemm_alias_for_test")
+        kernels._REGISTRY.pop("gemm_alias_for_test")
+    with pytest.raises(InputError, match="not a kernel class"):
+        kernels.register_kernel(int)
 
 
 def test_emitted_verilog_has_stream_ports_and_is_rewritten_only_on_change(tmp_path):

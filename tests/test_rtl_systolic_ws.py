@@ -146,9 +146,9 @@ def test_operand_beats_follow_scalesim_fold_order_and_assembly_sums_row_folds():
 
 
 def test_manifest_knows_the_timing_model():
-    from hw.rtl.manifest import CYCLES_FORMULA, example_work, invocation_cycles
+    from hw.rtl.kernels import cycles_formula, example_work, invocation_cycles
 
     params = emit.canonical_params("systolic_gemm_ws", {"rows": 3, "cols": 5})
     assert invocation_cycles("systolic_gemm_ws", params, {"m": 7, "n": 11, "k": 8}) == predicted_cycles(7, 11, 8, 3, 5)
     assert example_work("systolic_gemm_ws", params) == {"m": 3, "n": 5, "k": 3}
-    assert CYCLES_FORMULA["systolic_gemm_ws"] == "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1"
+    assert cycles_formula("systolic_gemm_ws", params) == "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1"

@@ -133,7 +133,7 @@ def test_one_measurement_serves_every_hardware_point(tmp_path, measured):
 def test_a_failed_measurement_makes_points_infeasible_only_when_accuracy_is_asked_for():
     sweep = parse_sweep(SPEC, "s.yaml")
     row = {"key": "k", "metrics": {"latency_ms": 1.0, "energy_mj": 1.0}, "fits": True, "fit_excess": 0.0,
-           "fit_message": None, "error": None, "tier": "template", "seconds": 0.0}
+           "fit_message": None, "error": None, "tier": "plan", "seconds": 0.0}
     failed = {"key": "a", "metrics": {}, "section": None, "error": "simulate: no kernel for op X", "seconds": 0.1}
     result = finalize(sweep, row, failed)
     assert not result["feasible"] and result["accuracy_error"] == "simulate: no kernel for op X"

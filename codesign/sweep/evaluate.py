@@ -7,18 +7,15 @@ against a target that raises when touched (``set-attention`` does for flash and 
 target keys). The module after ``fuse`` is kept too when fuse reads no target.
 A point then costs, from the fastest tier down:
 
-``template``  price a cached task list (one ``model.cost`` per distinct work item), schedule, report. The list is
-              recorded once from the real ``lower_module``; used when every plan is of a shape whose cost rules
-              are known here (plain and epilogue-fused layers, standard attention).
-``lower``     the real ``lower_module`` on the cached post-fuse module (costs memoised per work item), schedule,
+``plan``      price the cached hardware plan of the post-fuse module (``compiler.schedule.plan``: lowering reads no
+              target, so one plan serves every design point; each distinct work item is priced once), schedule,
               report: no clone, no IR writes.
 ``prefix``    clone the prefix module and run fuse / tile / schedule / report for real.
 ``full``      the whole pipeline, when a prefix pass turned out to read the target (then no prefix is sound).
 
-A schedule is reused when tasks and machine are identical (e.g. a clock-only change). The fast tiers are checked
-against the ``prefix`` tier on the first point of every (prefix, target kind) in each process; a tier that differs
-is dropped for that prefix. Results are therefore exactly what a fresh compile reports (tests compare report
-dicts).
+A schedule is reused when tasks and machine are identical (e.g. a clock-only change). The ``plan`` tier is checked
+against the ``prefix`` tier on the first point of every (prefix, target kind) in each process; if it differs it is
+dropped for that prefix. Results are therefore exactly what a fresh compile reports (tests compare report dicts).
 
 Everything here runs in worker processes (local pool or Dask); caches are per process.
 """
@@ -40,12 +37,12 @@ from pydantic import ValidationError
 
 from codesign.sweep.metrics import fit_violation, metrics_from_report
 from compiler.context import CompileEnv, make_context
-from compiler.schedule.lower import LayerPlan, lower_module, overlap_epilogue, readout_detail
+from compiler.schedule.lower import plan_module
+from compiler.schedule.plan import Plan, machine, price
 from compiler.summary import build_report, report_lane_units
 from hw.errors import InputError
 from hw.models import build_model
-from hw.models.base import Cost
-from hw.perf.scheduler import Machine, Task, schedule
+from hw.perf.scheduler import schedule
 from hw.targets import load_target
 from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's own override semantics
 from hw.targets.schema import TARGET_KINDS
@@ -56,7 +53,7 @@ __all__ = ["PointRequest", "evaluate_chunk", "evaluate_report", "fast_target", "
 #: Passes that read the target. The cached prefix ends before the first of them, or earlier, at the first pass
 #: found to read the target (e.g. set-attention sizing flash tiles from the target's buffers).
 HARDWARE_PASSES = ("fuse", "tile", "schedule")
-_TEMPLATE_PASSES = ["fuse", "tile", "schedule"]  # the template replays exactly this tail
+_PLAN_PASSES = ["fuse", "tile", "schedule"]  # the plan tier replays exactly this tail
 _PREFIX_CACHE_SIZE = 6  # ViT-Base prefixes hold ~350 MB of weights each
 _SCHEDULE_MEMO_SIZE = 512
 
@@ -96,7 +93,7 @@ def fast_target(name: str, overrides: Sequence[tuple[str, str]]):
         return load_target(name, dict(overrides))
 
 
-# --- The prefix and its template ----------------------------------------------------------------------------------
+# --- The prefix and its plan --------------------------------------------------------------------------------------
 
 
 class _TargetUsed(Exception):
@@ -109,17 +106,10 @@ class _NoTarget:
 
 
 @dataclass
-class _Template:
-    """The lowered task list of a prefix with costs left open: per layer plan, the work items priced for it."""
-
-    entries: list[tuple[str, LayerPlan, tuple[Any, ...]]]  # (rule, plan skeleton, works in lower_module's order)
-
-
-@dataclass
 class Prefix:
     """The module after the hardware-independent passes of one (model, choices, shapes), and what it needs.
 
-    ``fused`` is the module after ``fuse`` as well (None when fuse reads the target or the tail is not
+    ``plan`` is the hardware plan of the module after ``fuse`` (None when fuse reads the target or the tail is not
     fuse/tile/schedule); ``verified`` maps a tier to the target kinds it was checked on, ``broken`` lists the
     tiers that failed a check."""
 
@@ -128,8 +118,7 @@ class Prefix:
     imported: Any
     env: CompileEnv | None
     hw_passes: list[Any]
-    fused: Any | None = None
-    template: _Template | None = None
+    plan: Plan | None = None
     verified: dict[str, set[str]] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
 
@@ -188,10 +177,10 @@ def _prefix(point: PointRequest) -> Prefix:
             module, split = trial, split + 1
         prefix = Prefix(options=options, module=module, imported=result.imported, env=result.env,
                         hw_passes=passes[split:])
-    if prefix.module is not None and [p.name for p in prefix.hw_passes] == _TEMPLATE_PASSES:
-        prefix.fused = _fused(prefix)
-        if prefix.fused is not None:
-            prefix.template = _record_template(prefix.fused)
+    if prefix.module is not None and [p.name for p in prefix.hw_passes] == _PLAN_PASSES:
+        fused = _fused(prefix)
+        if fused is not None:
+            prefix.plan = plan_module(fused)
     _PREFIXES[key] = prefix
     while len(_PREFIXES) > _PREFIX_CACHE_SIZE:
         _PREFIXES.popitem(last=False)
@@ -222,116 +211,17 @@ def _fused(prefix: Prefix) -> Any | None:
     return module
 
 
-class _Recorder:
-    """A model stand-in for lower_module that records the work items priced, in call order (unit costs suffice:
-    lower_module's control flow for the plan shapes templated here does not depend on costs)."""
-
-    def __init__(self) -> None:
-        self.works: list[Any] = []
-
-    def cost(self, work: Any) -> Cost:
-        self.works.append(work)
-        return Cost(unit="u", compute_cycles=1)
-
-    def __getattr__(self, name: str) -> Any:
-        raise _TargetUsed(name)  # lowering asked the model for more than costs: not a templatable shape
-
-
-def _record_template(fused: Any) -> _Template | None:
-    """The task-list template, or None when a plan is of a shape whose cost rules are not known here."""
-    recorder = _Recorder()
-    try:
-        plans = lower_module(fused, recorder)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - any surprise means "not templatable"; the lower tier handles it
-        return None
-    works = iter(recorder.works)
-    entries = []
-    for plan in plans:
-        if plan.op == "attention" and len(plan.tasks) == 3:
-            rule, count = "attention", 3  # standard attention: qk, softmax, av
-        elif plan.op != "attention" and len(plan.tasks) == 1 and plan.name == plan.tasks[0].name:
-            rule, count = "layer", 1 + plan.op.count("+")  # head op + fused epilogue members
-        else:
-            return None
-        taken = tuple(next(works, None) for _ in range(count))
-        if any(w is None for w in taken):
-            return None
-        entries.append((rule, plan, taken))
-    if next(works, None) is not None:
-        return None
-    return _Template(entries=entries)
-
-
-class _Memo:
-    """The target model with ``cost`` memoised per work item (ViT-Base prices ~175 items, ~15 distinct)."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self._costs: dict[Any, Cost] = {}
-
-    def cost(self, work: Any) -> Cost:
-        try:
-            return self._costs[work]
-        except KeyError:
-            c = self._costs[work] = self._model.cost(work)
-            return c
-        except TypeError:  # an unhashable work item
-            return self._model.cost(work)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
-def _priced(template: _Template, model: _Memo) -> list[LayerPlan]:
-    """Plans for ``model``, combining costs the way lower_module does (checked, see module doc)."""
-    cost = model.cost
-    plans = []
-    for rule, skel, works in template.entries:
-        plan = copy.copy(skel)
-        if rule == "layer":
-            c = cost(works[0])
-            for member in works[1:]:
-                c = overlap_epilogue(c, cost(member))
-            chosen: tuple[Cost, ...] = (c,)
-            plan.onchip_bytes, plan.detail = c.onchip_bytes, dict(c.detail)
-        else:
-            c_qk, c_av, c_sm = (cost(w) for w in works)
-            chosen = (c_qk, c_sm, c_av)
-            plan.onchip_bytes = c_qk.onchip_bytes + c_av.onchip_bytes + c_sm.onchip_bytes
-            plan.detail = {k: v for k, v in skel.detail.items() if k not in ("passes", "drain_cycles")}
-            if "passes" in c_qk.detail:
-                plan.detail["passes"] = c_qk.detail["passes"]
-            plan.detail.update(readout_detail(c_qk, c_av))
-        plan.tasks = [Task(name=t.name, unit=c.unit, compute_cycles=c.compute_cycles, bytes_in=t.bytes_in,
-                           bytes_out=t.bytes_out, deps=t.deps, tiles=max(1, c.tiles))
-                      for t, c in zip(skel.tasks, chosen, strict=True)]
-        plans.append(plan)
-    return plans
-
-
-def _machine(model: Any) -> Machine:
-    # As the schedule pass builds it.
-    double = bool(getattr(getattr(model.target, "buffers", None), "double_buffered", True))
-    return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
-                   double_buffered=double)
-
-
-def _fast_report(prefix: Prefix, tier: str, target: Any, model: Any) -> dict[str, Any]:
-    """The report by the ``template`` or ``lower`` tier."""
-    memo = _Memo(model)
-    if tier == "template":
-        assert prefix.template is not None
-        plans = _priced(prefix.template, memo)
-    else:
-        plans = lower_module(prefix.fused, memo)  # type: ignore[arg-type]
+def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
+    """The report by the ``plan`` tier: the cached plan priced on ``model``, scheduled (memoised), reported."""
+    assert prefix.plan is not None
+    plans = price(prefix.plan, model)
     tasks = [t for plan in plans for t in plan.tasks]
-    machine = _machine(model)
-    memo_key = (id(prefix), tuple(sorted(machine.units.items())), machine.offchip_bytes_per_cycle,
-                machine.double_buffered, tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out,
-                                                t.deps) for t in tasks))
+    mach = machine(model)
+    memo_key = (id(prefix), tuple(sorted(mach.units.items())), mach.offchip_bytes_per_cycle, mach.double_buffered,
+                tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out, t.deps) for t in tasks))
     sched = _SCHEDULES.get(memo_key)
     if sched is None:
-        sched = schedule(tasks, machine)
+        sched = schedule(tasks, mach)
         _SCHEDULES[memo_key] = sched
         while len(_SCHEDULES) > _SCHEDULE_MEMO_SIZE:
             _SCHEDULES.popitem(last=False)
@@ -371,8 +261,8 @@ def _full_report(point: PointRequest, target: Any, model: Any) -> dict[str, Any]
 
 
 def evaluate_report(point: PointRequest, tier: str | None = None) -> tuple[dict[str, Any], str, Any]:
-    """(report, tier used, model) for ``point``; ``tier`` forces one of ``template`` / ``lower`` / ``prefix`` /
-    ``full`` (unchecked; for tests and benchmarks). Raises InputError for a bad point."""
+    """(report, tier used, model) for ``point``; ``tier`` forces one of ``plan`` / ``prefix`` / ``full`` (unchecked;
+    for tests and benchmarks). Raises InputError for a bad point."""
     target = fast_target(point.target, point.overrides)
     model = build_model(target)
     if tier == "full":
@@ -380,32 +270,27 @@ def evaluate_report(point: PointRequest, tier: str | None = None) -> tuple[dict[
     prefix = _prefix(point)
     if prefix.module is None:
         return _full_report(point, target, model), "full", model
-    if tier is not None:
-        if tier == "prefix":
-            return _prefix_report(prefix, target, model), tier, model
-        return _fast_report(prefix, tier, target, model), tier, model
-    reference = None
-    for fast in ("template", "lower"):
-        if fast in prefix.broken or (prefix.template is None if fast == "template" else prefix.fused is None):
-            continue
+    if tier == "prefix":
+        return _prefix_report(prefix, target, model), tier, model
+    if tier == "plan":
+        return _plan_report(prefix, target, model), tier, model
+    if "plan" not in prefix.broken and prefix.plan is not None:
         try:
-            report = _fast_report(prefix, fast, target, model)
+            report = _plan_report(prefix, target, model)
         except InputError:
             raise
-        except Exception:  # noqa: BLE001 - a fast tier that cannot handle this point is dropped, not trusted
-            prefix.broken.add(fast)
-            continue
-        if target.kind in prefix.verified.get(fast, set()):
-            return report, fast, model
-        if reference is None:
+        except Exception:  # noqa: BLE001 - a plan this tier cannot price is dropped, not trusted
+            prefix.broken.add("plan")
+        else:
+            if target.kind in prefix.verified.get("plan", set()):
+                return report, "plan", model
             reference = _prefix_report(prefix, target, model)
-        if report == reference:
-            prefix.verified.setdefault(fast, set()).add(target.kind)
-            return report, fast, model
-        prefix.broken.add(fast)
-    if reference is None:
-        reference = _prefix_report(prefix, target, model)
-    return reference, "prefix", model
+            if report == reference:
+                prefix.verified.setdefault("plan", set()).add(target.kind)
+                return report, "plan", model
+            prefix.broken.add("plan")
+            return reference, "prefix", model
+    return _prefix_report(prefix, target, model), "prefix", model
 
 
 def evaluate_chunk(points: Iterable[PointRequest]) -> list[dict[str, Any]]:

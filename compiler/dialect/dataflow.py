@@ -193,8 +193,20 @@ class GemmOp(_Named):
         )
 
     def mnk(self) -> tuple[int, int, int, int]:
-        """(batch, m, n, k) of the product, batch being the product of all leading dims of ``lhs``."""
+        """(batch, m, n, k) of the product as the hardware runs it.
+
+        A rank-2 ``rhs`` (a weight shared by every leading index of ``lhs``) makes one product whose rows are all of
+        ``lhs``'s leading dims: m = prod(lhs[:-1]), batch 1. So a sequence-first (L, 1, D) activation, a batch of
+        sequences or a batch-1 dimension in any position give the same GEMM, and the weight is streamed once for
+        all rows instead of once per leading index. Products of two activations (rank-3+ ``rhs``, QK^T-style) keep
+        their leading dims as independent ``batch`` products.
+        """
         lhs, rhs = _shape(self.lhs), _shape(self.rhs)
+        if len(rhs) == 2:
+            m = 1
+            for d in lhs[:-1]:
+                m *= d
+            return 1, m, rhs[-1], lhs[-1]
         batch = 1
         for d in lhs[:-2]:
             batch *= d

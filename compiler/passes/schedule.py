@@ -1,4 +1,4 @@
-"""``schedule``: lower every op to hardware tasks and run the event-driven scheduler of ``hw.perf``.
+"""``schedule``: plan every op's hardware work, price the plan on the target and run the event-driven scheduler.
 
 Each scheduled op gets ``start`` and ``end`` attributes (cycles); the full schedule and the per-layer plans go to the
 compile context for the report.
@@ -13,9 +13,9 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
 from compiler.dialect import dataflow as df
-from compiler.schedule.lower import lower_module
+from compiler.schedule.lower import plan_module
+from compiler.schedule.plan import schedule_plan
 from compiler.schedule.target import resolve_model
-from hw.perf.scheduler import Machine, schedule
 
 __all__ = ["Schedule"]
 
@@ -29,12 +29,7 @@ class Schedule(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         model = resolve_model(ctx, self.name, self.target)
-        plans = lower_module(op, model)
-        tasks = [t for plan in plans for t in plan.tasks]
-        double = bool(getattr(getattr(model.target, "buffers", None), "double_buffered", True))
-        machine = Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
-                          double_buffered=double)
-        result = schedule(tasks, machine)
+        plans, result = schedule_plan(plan_module(op), model)
         span = {}
         for plan in plans:
             times = [result.task(t.name) for t in plan.tasks]

@@ -24,7 +24,7 @@ from compiler.schedule.attention import (
     attention_buffers,
     choose_flash_tiles,
 )
-from compiler.schedule.lower import element_bits
+from compiler.schedule.plan import element_bits
 from hw.errors import InputError
 
 __all__ = ["SetAttention"]

@@ -1,4 +1,4 @@
-"""Lower ``dataflow.moe`` to hardware tasks: router -> dispatch -> one task per active expert -> combine.
+"""Plan ``dataflow.moe`` as hardware tasks: router -> dispatch -> one task per active expert -> combine.
 
 The stages follow Edge-MoE's MoE kernel (sharc-lab/Edge-MoE, src/moe.cpp; docs/SOURCES.md [1, 2]):
 
@@ -27,16 +27,18 @@ routing sends each image's tokens to k experts, images spread round-robin.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, IntegerType, StringAttr
 
 from compiler.dialect import dataflow as df
-from compiler.schedule.plan import LayerPlan, Lowering, element_bits, tensor_bytes
+from compiler.schedule.plan import CostFn, LayerPlan, PlannedLayer, TaskSpec, element_bits, priced_task, tensor_bytes
 from hw.models.base import Cost
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
-__all__ = ["lower_moe", "moe_shape", "assumed_tokens_per_expert", "tokens_per_expert_of", "expert_weight_bytes",
+__all__ = ["plan_moe", "moe_shape", "assumed_tokens_per_expert", "tokens_per_expert_of", "expert_weight_bytes",
            "TOKENS_ATTR", "ROUTING_ATTR"]
 
 TOKENS_ATTR = "tokens_per_expert"
@@ -97,87 +99,108 @@ def expert_weight_bytes(op: df.MoeOp, counts: list[int]) -> tuple[int, int]:
     return active * per_expert, e * per_expert
 
 
-def lower_moe(lw: Lowering, op: df.MoeOp) -> LayerPlan:
-    """The tasks and report numbers of one MoE block (module docstring)."""
+@dataclass(frozen=True)
+class _Expert:
+    """One active expert's task: its two GEMMs and the vector work beside them (activation, requants, score * y)."""
+
+    index: int
+    fc1: GemmWork
+    fc2: GemmWork
+    vector: tuple[VectorWork, ...]
+
+
+@dataclass(frozen=True)
+class _MoePlan:
+    """What the pricing of one MoE block needs from its op (module docstring)."""
+
+    name: str
+    gate: GemmWork
+    route: VectorWork
+    gather: MoveWork
+    experts: tuple[_Expert, ...]
+    combine: VectorWork
+    router_bytes_in: int
+    expert_bytes_in: int
+    out_bytes: int
+    deps: tuple[str, ...]
+    macs_by_bits: tuple[tuple[int, int], ...]
+    weight_bytes: int
+    bytes_offchip: int
+    detail: tuple[tuple[str, Any], ...]
+
+
+def plan_moe(op: df.MoeOp, deps: tuple[str, ...]) -> PlannedLayer:
+    """The planned layer of one MoE block (its input produced by ``deps``): router -> dispatch -> experts ->
+    combine (module docstring)."""
     name = df.str_attr(op, "layer")
     s = moe_shape(op)
     t, d, h, e, k = s["tokens"], s["d"], s["hidden"], s["experts"], s["top_k"]
     in_bits, w_bits = element_bits(op.input), element_bits(op.w1)
     counts, source = tokens_per_expert_of(op)
-    model = lw.model
-    deps = lw.deps([op.input])
-    x_bytes = tensor_bytes(op.input)
-    gate_bytes = tensor_bytes(op.gate)
-    plan = LayerPlan(name=name, op="moe", tasks=[])
-
+    x_bytes, gate_bytes = tensor_bytes(op.input), tensor_bytes(op.gate)
     gate = GemmWork(m=t, n=e, k=d, in_bits=in_bits, w_bits=element_bits(op.gate))
-    route = VectorWork(kind="router", elements=t * e, rows=t, bits=32)
-    c_gate, c_route = model.cost(gate), model.cost(route)
-    router = lw.task(f"{name}.router", Cost(unit=c_gate.unit, compute_cycles=c_gate.compute_cycles
-                                            + c_route.compute_cycles, tiles=c_gate.tiles),
-                     x_bytes + gate_bytes, 0, deps)
-    kept = sum(counts)
     elem_bytes = max(1, in_bits // 8)
-    gather = MoveWork(kind="gather", bytes=kept * d * elem_bytes)
-    c_dispatch = model.cost(gather)
-    dispatch = lw.task(f"{name}.dispatch", c_dispatch, 0, 0, (router.name,))
-    tasks = [router, dispatch]
-    works: list[Work] = [gate, route, gather]
-    macs = gate.macs
-    onchip = c_gate.onchip_bytes + c_route.onchip_bytes + c_dispatch.onchip_bytes
-    per_expert_w = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e
     act_kind = _ACTIVATION_COST.get(df.str_attr(op, "activation"))
     integer = isinstance(op.input.type.get_element_type(), IntegerType)  # type: ignore[attr-defined]
     hb = op.attributes.get("hidden_bits")
     act_bits = hb.value.data if isinstance(hb, IntegerAttr) else 32
     # Requants per expert row: fc1 -> activation input (H), activation -> int8 (H, not for ReLU / identity), fc2 (D).
     requant_per_row = (h + (h if act_kind is not None and act_kind[0] != "relu" else 0) + d) if integer else 0
-    expert_names = []
-    expert_macs = 0
+    experts = []
     for idx, n_e in enumerate(counts):
         if n_e <= 0:
             continue
-        fc1 = GemmWork(m=n_e, n=h, k=d, in_bits=in_bits, w_bits=w_bits)
-        fc2 = GemmWork(m=n_e, n=d, k=h, in_bits=in_bits, w_bits=w_bits)
-        c1, c2 = model.cost(fc1), model.cost(fc2)
-        works += [fc1, fc2]
-        vec = 0
+        vector: list[VectorWork] = []
         if act_kind is not None:
-            works.append(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
-            c_act = model.cost(works[-1])
-            vec += c_act.compute_cycles
-            onchip += c_act.onchip_bytes
+            vector.append(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
         if requant_per_row:
-            works.append(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
-            c_rq = model.cost(works[-1])
-            vec += c_rq.compute_cycles
-            onchip += c_rq.onchip_bytes
-        works.append(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
-        c_acc = model.cost(works[-1])
-        vec += c_acc.compute_cycles
-        cycles = max(c1.compute_cycles + c2.compute_cycles, vec)
-        task = lw.task(f"{name}.expert{idx}", Cost(unit=c1.unit, compute_cycles=cycles, tiles=max(c1.tiles, c2.tiles)),
-                       per_expert_w, 0, (dispatch.name,))
-        tasks.append(task)
-        expert_names.append(task.name)
-        expert_macs += fc1.macs + fc2.macs
-        onchip += c1.onchip_bytes + c2.onchip_bytes + c_acc.onchip_bytes
-    out_bytes = tensor_bytes(op.result)
-    works.append(VectorWork(kind="add", elements=t * d, bits=32))
-    c_comb = model.cost(works[-1])
-    combine = lw.task(f"{name}.combine", c_comb, 0, out_bytes, tuple(expert_names) or (dispatch.name,))
-    tasks.append(combine)
+            vector.append(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
+        vector.append(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
+        experts.append(_Expert(idx, GemmWork(m=n_e, n=h, k=d, in_bits=in_bits, w_bits=w_bits),
+                               GemmWork(m=n_e, n=d, k=h, in_bits=in_bits, w_bits=w_bits), tuple(vector)))
     active_w, all_w = expert_weight_bytes(op, counts)
-    plan.tasks, plan.works = tasks, works
-    plan.macs = macs + expert_macs
-    plan.macs_by_bits = {max(in_bits, element_bits(op.gate)): macs}
-    by_bits = max(in_bits, w_bits)
-    plan.macs_by_bits[by_bits] = plan.macs_by_bits.get(by_bits, 0) + expert_macs
-    plan.weight_bytes = gate_bytes + active_w
-    plan.bytes_offchip = x_bytes + gate_bytes + active_w + out_bytes
-    plan.onchip_bytes = onchip + c_comb.onchip_bytes
-    plan.detail.update(_detail(op, counts, source, active_w, all_w, t, k))
-    return plan
+    expert_macs = sum(x.fc1.macs + x.fc2.macs for x in experts)
+    by_bits = {max(in_bits, element_bits(op.gate)): gate.macs}
+    by_bits[max(in_bits, w_bits)] = by_bits.get(max(in_bits, w_bits), 0) + expert_macs
+    out_bytes = tensor_bytes(op.result)
+    plan = _MoePlan(
+        name=name, gate=gate, route=VectorWork(kind="router", elements=t * e, rows=t, bits=32),
+        gather=MoveWork(kind="gather", bytes=sum(counts) * d * elem_bytes), experts=tuple(experts),
+        combine=VectorWork(kind="add", elements=t * d, bits=32), router_bytes_in=x_bytes + gate_bytes,
+        expert_bytes_in=sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e,
+        out_bytes=out_bytes, deps=deps, macs_by_bits=tuple(by_bits.items()), weight_bytes=gate_bytes + active_w,
+        bytes_offchip=x_bytes + gate_bytes + active_w + out_bytes,
+        detail=tuple(_detail(op, counts, source, active_w, all_w, t, k).items()))
+    names = (f"{name}.router", f"{name}.dispatch", *(f"{name}.expert{x.index}" for x in experts), f"{name}.combine")
+    return PlannedLayer(name, names, partial(_price_moe, plan))
+
+
+def _price_moe(p: _MoePlan, cost: CostFn) -> LayerPlan:
+    c_gate, c_route = cost(p.gate), cost(p.route)
+    router = priced_task(TaskSpec(f"{p.name}.router", p.router_bytes_in, 0, p.deps),
+                         Cost(unit=c_gate.unit, compute_cycles=c_gate.compute_cycles + c_route.compute_cycles,
+                              tiles=c_gate.tiles))
+    c_dispatch = cost(p.gather)
+    dispatch = priced_task(TaskSpec(f"{p.name}.dispatch", 0, 0, (router.name,)), c_dispatch)
+    tasks = [router, dispatch]
+    works: list[Work] = [p.gate, p.route, p.gather]
+    onchip = c_gate.onchip_bytes + c_route.onchip_bytes + c_dispatch.onchip_bytes
+    for x in p.experts:
+        c1, c2 = cost(x.fc1), cost(x.fc2)
+        works += [x.fc1, x.fc2, *x.vector]
+        vector = [cost(w) for w in x.vector]
+        cycles = max(c1.compute_cycles + c2.compute_cycles, sum(c.compute_cycles for c in vector))
+        tasks.append(priced_task(TaskSpec(f"{p.name}.expert{x.index}", p.expert_bytes_in, 0, (dispatch.name,)),
+                                 Cost(unit=c1.unit, compute_cycles=cycles, tiles=max(c1.tiles, c2.tiles))))
+        onchip += c1.onchip_bytes + c2.onchip_bytes + sum(c.onchip_bytes for c in vector)
+    works.append(p.combine)
+    c_comb = cost(p.combine)
+    expert_names = tuple(t.name for t in tasks[2:])
+    tasks.append(priced_task(TaskSpec(f"{p.name}.combine", 0, p.out_bytes, expert_names or (dispatch.name,)), c_comb))
+    return LayerPlan(name=p.name, op="moe", tasks=tasks, works=works,
+                     macs=sum(w.macs for w in (p.gate, *(g for x in p.experts for g in (x.fc1, x.fc2)))),
+                     macs_by_bits=dict(p.macs_by_bits), weight_bytes=p.weight_bytes, bytes_offchip=p.bytes_offchip,
+                     onchip_bytes=onchip + c_comb.onchip_bytes, detail=dict(p.detail))
 
 
 def _detail(op: df.MoeOp, counts: list[int], source: str, active_w: int, all_w: int, tokens: int,

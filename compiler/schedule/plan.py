@@ -1,23 +1,36 @@
-"""What a lowering produces and the state its walk shares: ``LayerPlan`` and ``Lowering``.
+"""A compile's hardware plan, and the one function that prices it on a target model.
 
-Apart from compiler/schedule/lower.py so that the lowerings it hands ops to (moe.py) can build plans without
-importing it back.
+Lowering (``compiler/schedule/lower.py``) walks the IR once and writes down, per reported layer, everything the
+hardware does that the IR decides: the work items (``hw.perf.workload``: GEMMs, vector work, moves), the off-chip
+bytes of each task, the tasks' dependencies and tile counts, MACs and weight bytes. That is a :class:`Plan`; it
+reads no target. :func:`price` turns a plan into priced ``LayerPlan`` s with a target model's ``cost(work)`` (each
+distinct work item priced once), and :func:`schedule_plan` runs the event-driven scheduler on them. ``codesign
+compile`` (the ``schedule`` pass), sweeps (which keep one plan per model and re-price it per design point) and
+``codesign rtl`` all go through these functions, so there is one way costs are combined.
+
+A planned layer prices itself: :class:`PlannedLayer` holds its task names (known without costs, so dependencies are
+resolved at planning time) and a pricing function of the costs of its work items, built from the combinators here
+(:func:`overlap_epilogue`, :func:`readout_detail`) and the attention and MoE rules next to their lowering.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import SSAValue
 
-from compiler.dialect import dataflow as df
 from hw.models.base import AcceleratorModel, Cost
-from hw.perf.scheduler import Task
+from hw.perf.scheduler import Machine, Schedule, Task, schedule
 from hw.perf.workload import Work
 
-__all__ = ["LayerPlan", "Lowering", "element_bits", "tensor_bytes", "numel"]
+__all__ = ["CostFn", "LayerPlan", "PlannedLayer", "Plan", "TaskSpec", "price", "machine", "schedule_plan",
+           "priced_task", "overlap_epilogue", "readout_detail", "element_bits", "tensor_bytes", "numel"]
+
+CostFn = Callable[[Work], Cost]
+"""A target model's ``cost`` (memoised by :func:`price`)."""
 
 
 @dataclass
@@ -38,6 +51,98 @@ class LayerPlan:
     works: list[Work] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """A scheduler task before pricing: its off-chip bytes (in, out), dependencies, and a tile count that overrides
+    the cost's (the ``tile`` pass's attribute) or None."""
+
+    name: str
+    bytes_in: int
+    bytes_out: int
+    deps: tuple[str, ...]
+    tiles: int | None = None
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    """One reported layer before pricing: the names of its tasks in order (the last one produces its results) and
+    ``price``, a function of the model's costs that returns the priced ``LayerPlan``."""
+
+    name: str
+    task_names: tuple[str, ...]
+    price: Callable[[CostFn], LayerPlan]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every costed layer of a module, in program order (``lower.plan_module``)."""
+
+    layers: tuple[PlannedLayer, ...]
+
+
+def priced_task(spec: TaskSpec, cost: Cost) -> Task:
+    """The scheduler ``Task`` of ``spec`` with ``cost``'s unit, cycles and (unless ``spec`` fixes them) tiles."""
+    return Task(name=spec.name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=spec.bytes_in,
+                bytes_out=spec.bytes_out, deps=spec.deps, tiles=max(1, spec.tiles if spec.tiles is not None
+                                                                     else cost.tiles))
+
+
+def price(plan: Plan, model: AcceleratorModel) -> list[LayerPlan]:
+    """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once."""
+    costs: dict[Work, Cost] = {}
+
+    def cost(work: Work) -> Cost:
+        try:
+            found = costs.get(work)
+        except TypeError:  # an unhashable work item
+            return model.cost(work)
+        if found is None:
+            found = costs[work] = model.cost(work)
+        return found
+
+    return [layer.price(cost) for layer in plan.layers]
+
+
+def machine(model: AcceleratorModel) -> Machine:
+    """The scheduler's machine for ``model``: its units, its off-chip bandwidth, and double buffering where the
+    target has buffers that say so (on by default)."""
+    buffers = getattr(model.target, "buffers", None)
+    double = bool(getattr(buffers, "double_buffered", True))
+    return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
+                   double_buffered=double)
+
+
+def schedule_plan(plan: Plan, model: AcceleratorModel) -> tuple[list[LayerPlan], Schedule]:
+    """Price ``plan`` on ``model`` and schedule its tasks: (priced layers, the schedule)."""
+    layers = price(plan, model)
+    return layers, schedule([t for layer in layers for t in layer.tasks], machine(model))
+
+
+# --- Cost combinators -------------------------------------------------------------------------------------------------
+
+
+def overlap_epilogue(cost: Cost, extra: Cost) -> Cost:
+    """``cost`` with an epilogue ``extra`` fused behind it: the epilogue runs on the vector lanes while the array
+    works on the next fold, so the layer takes the longer of the two. The array's readout (``drain_cycles``) is
+    kept only as far as it makes the layer longer than the epilogue and the array's own compute."""
+    compute = max(cost.compute_cycles, extra.compute_cycles)
+    detail = cost.detail
+    drain = int(detail.get("drain_cycles", 0))
+    if drain:
+        detail = {**detail, "drain_cycles": compute - max(cost.compute_cycles - drain, extra.compute_cycles)}
+    return Cost(unit=cost.unit, compute_cycles=compute, tiles=cost.tiles,
+                onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=detail)
+
+
+def readout_detail(*costs: Cost) -> dict[str, int]:
+    """``{"drain_cycles": total}`` of costs run one after another, or ``{}`` when none has a readout."""
+    drain = sum(int(c.detail.get("drain_cycles", 0)) for c in costs)
+    return {"drain_cycles": drain} if drain else {}
+
+
+# --- Sizes of IR values (bytes and elements the plan counts) ------------------------------------------------------------
+
+
 def element_bits(value: SSAValue) -> int:
     """Bits of one element of a tensor value (i1 counts as 8: it is stored as a byte)."""
     el = value.type.get_element_type()  # type: ignore[attr-defined]
@@ -45,56 +150,20 @@ def element_bits(value: SSAValue) -> int:
     return max(8, width) if width == 1 else width
 
 
-def tensor_bytes(value: SSAValue) -> int:
-    """Bytes of a whole tensor value."""
-    typ = value.type
-    assert isinstance(typ, TensorType)
-    n = 1
-    for d in typ.get_shape():
-        n *= d
-    return -(-n * element_bits(value) // 8)
-
-
 def numel(value: SSAValue) -> int:
+    """Elements of a tensor value."""
     n = 1
     for d in value.type.get_shape():  # type: ignore[attr-defined]
         n *= d
     return n
 
 
-class Lowering:
-    """The state one walk over a module shares: the target model, the plans so far and the task that produced each
-    value (a later op's dependencies)."""
+def tensor_bytes(value: SSAValue) -> int:
+    """Bytes of a whole tensor value."""
+    assert isinstance(value.type, TensorType)
+    return -(-numel(value) * element_bits(value) // 8)
 
-    def __init__(self, model: AcceleratorModel):
-        self.model = model
-        self.plans: list[LayerPlan] = []
-        self.producer: dict[SSAValue, str | None] = {}
 
-    def deps(self, values: list[SSAValue]) -> tuple[str, ...]:
-        out: list[str] = []
-        for v in values:
-            task = self.producer.get(v)
-            if task is not None and task not in out:
-                out.append(task)
-        return tuple(out)
-
-    def is_weight(self, v: SSAValue) -> bool:
-        return isinstance(v.owner, df.WeightOp)
-
-    def activation_bytes(self, values: list[SSAValue]) -> int:
-        return sum(tensor_bytes(v) for v in values if not self.is_weight(v))
-
-    def weight_bytes(self, values: list[SSAValue]) -> int:
-        return sum(tensor_bytes(v) for v in values if self.is_weight(v))
-
-    def task(self, name: str, cost: Cost, bytes_in: int, bytes_out: int, deps: tuple[str, ...],
-             tiles: int | None = None) -> Task:
-        return Task(name=name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=bytes_in,
-                    bytes_out=bytes_out, deps=deps, tiles=max(1, tiles if tiles is not None else cost.tiles))
-
-    def add_plan(self, plan: LayerPlan, results: list[SSAValue]) -> None:
-        self.plans.append(plan)
-        last = plan.tasks[-1].name if plan.tasks else None
-        for r in results:
-            self.producer[r] = last
+def sum_cycles(costs: Sequence[Cost]) -> int:
+    """Cycles of costs run one after another on one unit."""
+    return sum(c.compute_cycles for c in costs)

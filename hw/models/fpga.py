@@ -11,12 +11,13 @@ GEMM (unit ``gemm``)
     ``batch x passes`` invocations of the array (a batch item, or one operand-slice pass of a product wider than
     the array, is one invocation, as ``codesign rtl``'s manifest counts them). Each takes SCALE-Sim's count for
     the target's dataflow (``hw.perf.systolic``) plus the readout that SCALE-Sim's count leaves out, the RTL
-    array's ``predicted_cycles`` minus SCALE-Sim's (``ARRAY_KERNELS``): the output-stationary array
+    array kernel's ``readout_cycles`` (``ARRAY_KERNELS``, from the kernel registry): the output-stationary array
     (``hw.rtl.systolic``) hands the last fold's ``rows`` result rows over one per cycle after its last MAC
-    (earlier folds read out under the next fold); a dataflow without an RTL array adds nothing::
+    (earlier folds read out under the next fold), the weight-stationary one its last row one cycle late; a
+    dataflow without an RTL array adds nothing::
 
         compute_cycles = batch * passes * (systolic_cycles(m, n, k, rows, cols, dataflow) + drain)
-        drain          = predicted_cycles - systolic_cycles  (os: rows)
+        drain          = readout_cycles  (os: rows, ws: 1; = the kernel's predicted_cycles - SCALE-Sim's count)
 
     ``compute_cycles`` is what the scheduler holds the array for; ``detail["drain_cycles"]`` says how much of it
     is readout, so that the report gives SCALE-Sim's count (a layer's ``compute_cycles``) and the readout
@@ -76,6 +77,7 @@ from hw.models.resources import (
 )
 from hw.perf.systolic import fold_counts, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
+from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
 from hw.targets.schema import FpgaTarget
 
 __all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "ARRAY_KERNELS"]
@@ -83,35 +85,19 @@ __all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "A
 SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute"})
 """Moves that reorder elements run on the vector lanes; the rest (copy, concat, slice ...) are DMA bursts."""
 
-ARRAY_KERNELS: dict[str, str] = {"os": "systolic_gemm", "ws": "systolic_gemm_ws"}
-"""GEMM dataflow -> the ``hw.rtl`` array kernel that times it (used where ``hw.rtl.manifest`` knows the kernel)."""
+ARRAY_KERNELS: Mapping[str, str] = MappingProxyType(array_kernels())
+"""GEMM dataflow -> the ``hw.rtl`` array kernel that times it (the registry's arrays; none for ``is`` yet)."""
 
-_NONE: Mapping[str, int] = MappingProxyType({})
+_ROLES = vector_roles()
 
-RTL_VECTOR_UNITS: Mapping[tuple[str, str], tuple[str, Mapping[str, int]]] = MappingProxyType({
-    ("softmax", "shiftmax"): ("shiftmax", _NONE),
-    ("softmax", "online"): ("online_softmax", _NONE),
-    ("gelu", "shiftgelu"): ("shiftgelu", MappingProxyType({"per_element": 1})),
-    ("gelu", "shiftgelu-row"): ("shiftgelu", MappingProxyType({"per_element": 0})),
-    ("layernorm", "ilayernorm"): ("ilayernorm", _NONE),
-    ("router", "exact"): ("topk_router", _NONE),
-    ("requant", "exact"): ("requant", _NONE),
-})
+RTL_VECTOR_UNITS: Mapping[tuple[str, str], tuple[str, Mapping[str, int]]] = MappingProxyType(
+    {pair: (kernel, role.fixed) for pair, (kernel, role) in _ROLES.items()})
 """(vector kind, approximation) -> (the ``hw.rtl`` kernel that runs it, the kernel parameters the pair fixes, as
-``codesign rtl`` sets them) (module docstring)."""
+``codesign rtl`` sets them): the registry's vector roles (``hw.rtl.kernels.vector_roles``)."""
 
-RTL_UNIT_FITS: Mapping[tuple[str, str], str] = MappingProxyType({
-    ("softmax", "shiftmax"): "shiftmax",
-    ("softmax", "online"): "online_softmax",
-    ("gelu", "shiftgelu"): "shiftgelu",
-    ("gelu", "shiftgelu-row"): "shiftgelu-row",
-    ("layernorm", "ilayernorm"): "ilayernorm",
-    ("router", "exact"): "topk_router",
-    ("requant", "exact"): "requant",
-})
+RTL_UNIT_FITS: Mapping[tuple[str, str], str] = MappingProxyType({pair: role.fit for pair, (_, role) in _ROLES.items()})
 """(vector kind, approximation) -> the unit's name among calibration.json's per-unit fits (``hw.rtl.calibrate``
-synthesizes each ``RTL_VECTOR_UNITS`` kernel with these fixed parameters under that name): what a lane running the
-pair costs."""
+synthesizes each role's kernel with its fixed parameters under that name): what a lane running the pair costs."""
 
 _ILAYERNORM_MAX_BITS = 24  # ILayerNorm's widest integer input; wider elements are floats, fed as 16 bits
 _ILAYERNORM_FLOAT_BITS = 16
@@ -165,18 +151,13 @@ class FpgaModel:
         raise TypeError(f"not a work item: {work!r}")
 
     def _gemm_cost(self, work: GemmWork) -> Cost:
-        from hw.rtl.manifest import CYCLES_FORMULA, invocation_cycles  # the RTL array's exact count
-
         t = self.target
         g = t.gemm
         passes = operand_passes(work, g)
         invocations = work.batch * passes
         per_item = systolic_cycles(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)
-        drain = 0
         kernel = ARRAY_KERNELS.get(g.dataflow)
-        if kernel in CYCLES_FORMULA:
-            rtl = invocation_cycles(kernel, {"rows": g.rows, "cols": g.cols}, {"m": work.m, "n": work.n, "k": work.k})
-            drain = rtl - per_item
+        drain = kernel_class(kernel).readout_cycles({"rows": g.rows, "cols": g.cols}) if kernel else 0
         half = 0.5 if t.buffers.double_buffered else 1.0
         caps = tuple(kb * 1024 * half for kb in (t.buffers.act_kb, t.buffers.weight_kb, t.buffers.out_kb))
         return Cost(
@@ -197,8 +178,6 @@ class FpgaModel:
     def _rtl_vector_cost(self, kernel: str, fixed: Mapping[str, int], work: VectorWork) -> Cost:
         """``work`` on ``vector.lanes`` copies of RTL ``kernel`` (with the ``fixed`` parameters), rows dealt
         round-robin (module docstring)."""
-        from hw.rtl.manifest import invocation_cycles  # the same timing ``codesign rtl`` writes in its manifest
-
         lanes = self.target.vector.lanes
         n = ceil_div(work.elements, work.rows)
         per_lane = ceil_div(work.rows, lanes)

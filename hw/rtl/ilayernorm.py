@@ -45,7 +45,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.rtl._arith import SUM_MAX, SeqDivider, bits_for, check_count, sbits_for
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
 __all__ = ["ILayerNorm", "predicted_cycles", "var_bits", "y_bits", "NEWTON_STEPS", "NEWTON_K0", "FACTOR_CYCLES"]
 
@@ -103,6 +103,17 @@ class ILayerNorm(KernelMixin, wiring.Component):
         "in_bits": ParamSpec(8, "input width in bits, signed", lo=2, hi=24),
         "bias_bits": ParamSpec(32, "per-channel integer bias width in bits, signed", lo=2, hi=48),
     }
+    WORK = ("rows",)
+    ROLES = (VectorRole("layernorm", "ilayernorm", fit="ilayernorm"),)
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(params["c"], params["in_bits"], work["rows"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return (f"rows * (3 * c + in_bits + {NEWTON_STEPS} * var_bits + {FACTOR_CYCLES}) - 1, "
+                "var_bits = bitlen(c * (2**in_bits - 1)**2)")
 
     def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32):
         self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits)

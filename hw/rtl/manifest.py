@@ -1,9 +1,10 @@
 """Write a design's RTL: one Verilog file per (kernel, parameters) and a ``manifest.json`` describing them.
 
 ``codesign rtl`` decides from a compiled model which kernels its design uses and how often
-(:class:`KernelUse`); this module turns those into files. It knows each kernel's timing model
-(:func:`invocation_cycles`, the ``predicted_cycles`` next to each kernel, which the cocotb tests pin
-exactly) and its ports (read from the Amaranth component's signature).
+(:class:`KernelUse`); this module turns those into files. Each kernel's timing (its exact cycles per
+invocation and their formula) comes from the kernel registry (``hw.rtl.kernels``: the class's
+``predicted_cycles``, which the cocotb tests pin exactly), its ports from the Amaranth component's
+signature.
 
 An output folder holds a marker file (:data:`MARKER`): :func:`prepare_out_dir` refuses a non-empty
 folder without it, so ``--out`` never overwrites a user's files, and clears the files a previous run
@@ -39,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import InputError
-from hw.rtl.emit import build_kernel, canonical_params, kernel_class, params_tag
+from hw.rtl.emit import build_kernel, canonical_params, params_tag
+from hw.rtl.kernels import cycles_formula, invocation_cycles
 
 __all__ = [
     "FORMAT",
@@ -47,10 +49,6 @@ __all__ = [
     "CONFIG_FILE",
     "Invocation",
     "KernelUse",
-    "CYCLES_FORMULA",
-    "cycles_formula",
-    "invocation_cycles",
-    "example_work",
     "kernel_ports",
     "prepare_out_dir",
     "resolve_config",
@@ -63,100 +61,6 @@ MARKER = ".codesign-rtl"
 """File that marks a folder as written by ``codesign rtl`` (and so safe to overwrite)."""
 CONFIG_FILE = "config.npz"
 """The ``numpy.savez`` archive next to the manifest holding the invocations' configuration arrays."""
-
-_FORMULA_BY_PARAM: dict[tuple[str, str, int], str] = {
-    ("shiftgelu", "per_element", 0): "2 * n * rows + 10 - 1",
-    ("shiftgelu", "per_element", 1): "n * rows + 4 - 1",
-}
-"""The formula of a kernel whose timing depends on a parameter, per value of it (:func:`cycles_formula`)."""
-
-CYCLES_FORMULA: dict[str, str] = {
-    "systolic_gemm": "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows",
-    "systolic_gemm_ws": "ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + 1",
-    "requant": "beats - 1 + 2",
-    "shiftmax": "rows * (3 * n + 16) - 1",
-    "shiftgelu": "; ".join(f"{text} ({key}={value})" for (kernel, key, value), text in _FORMULA_BY_PARAM.items()
-                           if kernel == "shiftgelu"),
-    "ilayernorm": "rows * (3 * c + in_bits + 10 * var_bits + 31) - 1, var_bits = bitlen(c * (2**in_bits - 1)**2)",
-    "online_softmax": "rows * (2 * n + 17)",
-    "topk_router": "tokens * experts",
-}
-"""Each kernel's ``predicted_cycles`` as text (edges from the first input to the last output); a kernel whose
-formula depends on a parameter lists each case (:func:`cycles_formula` picks one)."""
-
-_WORK_KEYS: dict[str, tuple[str, ...]] = {
-    "systolic_gemm": ("m", "n", "k"),
-    "systolic_gemm_ws": ("m", "n", "k"),
-    "requant": ("beats",),
-    "shiftmax": ("rows",),
-    "shiftgelu": ("rows",),
-    "ilayernorm": ("rows",),
-    "online_softmax": ("rows",),
-    "topk_router": ("tokens",),
-}
-
-
-def cycles_formula(kernel: str, params: Mapping[str, int]) -> str:
-    """The :data:`CYCLES_FORMULA` text that applies to ``kernel`` with ``params`` (``""`` for an unknown kernel); a
-    parameter left out of ``params`` takes its default."""
-    for (name, key, value), text in _FORMULA_BY_PARAM.items():
-        if name == kernel and params.get(key, kernel_class(kernel).PARAMS[key].default) == value:
-            return text
-    return CYCLES_FORMULA.get(kernel, "")
-
-
-def invocation_cycles(kernel: str, params: Mapping[str, int], work: Mapping[str, int]) -> int:
-    """Exact cycles of one invocation of ``kernel`` with ``params`` on ``work`` (see :data:`CYCLES_FORMULA`).
-
-    ``work`` keys: ``m, n, k`` (systolic_gemm, systolic_gemm_ws), ``beats`` (requant), ``rows`` (row-wise kernels),
-    ``tokens`` (topk_router). ``params`` may leave out parameters that do not change the timing; those that do and
-    have a default (shiftgelu's ``per_element``, 0) take it.
-    """
-    keys = _WORK_KEYS.get(kernel)
-    if keys is None:
-        raise InputError(f"no timing model for RTL kernel {kernel!r}")
-    missing = [key for key in keys if key not in work]
-    if missing:
-        raise InputError(f"{kernel}: invocation needs {', '.join(keys)} (missing {', '.join(missing)})")
-    if kernel == "systolic_gemm":
-        from hw.rtl.systolic import predicted_cycles
-
-        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
-    if kernel == "systolic_gemm_ws":
-        from hw.rtl.systolic_ws import predicted_cycles
-
-        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
-    if kernel == "requant":
-        from hw.rtl.requant import predicted_cycles
-
-        return predicted_cycles(work["beats"])
-    if kernel == "shiftmax":
-        from hw.rtl.shiftmax import predicted_cycles
-
-        return predicted_cycles(params["n"], work["rows"])
-    if kernel == "shiftgelu":
-        from hw.rtl.shiftgelu import predicted_cycles
-
-        return predicted_cycles(params["n"], work["rows"], params.get("per_element", 0))
-    if kernel == "ilayernorm":
-        from hw.rtl.ilayernorm import predicted_cycles
-
-        return predicted_cycles(params["c"], params["in_bits"], work["rows"])
-    if kernel == "online_softmax":
-        from hw.rtl.online_softmax import predicted_cycles
-
-        return predicted_cycles(params["n"], work["rows"])
-    from hw.rtl.topk_router import predicted_cycles
-
-    return predicted_cycles(params["experts"], work["tokens"])
-
-
-def example_work(kernel: str, params: Mapping[str, int]) -> dict[str, int]:
-    """A one-unit invocation for a kernel emitted on its own: one fold, one beat, one row, one token."""
-    if kernel in ("systolic_gemm", "systolic_gemm_ws"):
-        return {"m": params["rows"], "n": params["cols"], "k": params["rows"]}
-    return {key: 1 for key in _WORK_KEYS.get(kernel, ())}
-
 
 def kernel_ports(kernel: str, params: Mapping[str, int]) -> list[dict[str, Any]]:
     """The top module's ports: ``clk``, ``rst``, then the signature's, with Verilog names and widths."""

@@ -44,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.rtl._arith import EXP2_FRAC_BITS, SUM_MAX, SeqDivider, check_count, exp2_q15, round_half_even_shr
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
 __all__ = ["OnlineSoftmax", "predicted_cycles", "check_multiplier", "DIV_CYCLES", "OUTPUT_LATENCY"]
 
@@ -85,6 +85,16 @@ class OnlineSoftmax(KernelMixin, wiring.Component):
         "in_bits": ParamSpec(32, "score width in bits, signed", lo=2, hi=32),
         "out_bits": ParamSpec(8, "output width in bits (out_scale 2**-(out_bits-1))", choices=(8, 16)),
     }
+    WORK = ("rows",)
+    ROLES = (VectorRole("softmax", "online", fit="online_softmax"),)
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(params["n"], work["rows"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return f"rows * (2 * n + {DIV_CYCLES})"
 
     def __init__(self, n: int = 16, in_bits: int = 32, out_bits: int = 8):
         self.params = self.accept_params(n=n, in_bits=in_bits, out_bits=out_bits)

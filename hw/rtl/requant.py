@@ -33,7 +33,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
 __all__ = ["Requant", "predicted_cycles", "pack_inputs", "unpack_outputs", "LATENCY", "M_BITS", "E_BITS"]
 
@@ -71,6 +71,16 @@ class Requant(KernelMixin, wiring.Component):
         "acc_bits": ParamSpec(32, "accumulator width in bits, signed", lo=2, hi=32),
         "out_bits": ParamSpec(8, "output width in bits, signed", choices=(4, 8, 16)),
     }
+    WORK = ("beats",)
+    ROLES = (VectorRole("requant", "exact", fit="requant"),)
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(work["beats"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return f"beats - 1 + {LATENCY}"
 
     def __init__(self, lanes: int = 4, acc_bits: int = 32, out_bits: int = 8):
         self.params = self.accept_params(lanes=lanes, acc_bits=acc_bits, out_bits=out_bits)

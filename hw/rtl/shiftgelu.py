@@ -48,13 +48,15 @@ last output, inputs offered every cycle, outputs always taken)::
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.rtl._arith import SUM_MAX, RowMaxBuffer, bits_for, check_count, long_div_steps, shift_exp
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 from hw.rtl.shiftmax import x0_for_scale as _x0_for_scale
 
 __all__ = ["ShiftGelu", "predicted_cycles", "x0_for_scale", "y_bits", "N_EXP", "DIV_STAGES", "LATENCY",
@@ -115,6 +117,21 @@ class ShiftGelu(KernelMixin, wiring.Component):
         "per_element": ParamSpec(0, "offset m: 0 = row max (I-ViT), 1 = max(x, 0) per element (streaming)",
                                  choices=(0, 1)),
     }
+    WORK = ("rows",)
+    ROLES = (
+        VectorRole("gelu", "shiftgelu", fit="shiftgelu", fixed=MappingProxyType({"per_element": 1})),
+        VectorRole("gelu", "shiftgelu-row", fit="shiftgelu-row", fixed=MappingProxyType({"per_element": 0})),
+    )
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(params["n"], work["rows"], params["per_element"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        if params["per_element"]:
+            return f"n * rows + {ELEMENT_LATENCY} - 1"
+        return f"2 * n * rows + {LATENCY} - 1"
 
     def __init__(self, n: int = 16, in_bits: int = 8, out_bits: int = 8, x0_bits: int = 16, per_element: int = 0):
         self.params = self.accept_params(n=n, in_bits=in_bits, out_bits=out_bits, x0_bits=x0_bits,

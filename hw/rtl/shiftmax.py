@@ -45,7 +45,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.rtl._arith import SUM_MAX, RowMaxBuffer, SeqDivider, check_count, shift_exp
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
 __all__ = ["Shiftmax", "predicted_cycles", "x0_for_scale", "N_EXP", "DIV_CYCLES"]
 
@@ -89,6 +89,16 @@ class Shiftmax(KernelMixin, wiring.Component):
         "out_bits": ParamSpec(8, "output width in bits (out_scale 2**-(out_bits-1))", choices=(8, 16)),
         "x0_bits": ParamSpec(16, "|floor(-1/scale)| < 2**x0_bits", lo=1, hi=16),
     }
+    WORK = ("rows",)
+    ROLES = (VectorRole("softmax", "shiftmax", fit="shiftmax"),)
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(params["n"], work["rows"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return f"rows * (3 * n + {DIV_CYCLES}) - 1"
 
     def __init__(self, n: int = 16, in_bits: int = 16, out_bits: int = 8, x0_bits: int = 16):
         self.params = self.accept_params(n=n, in_bits=in_bits, out_bits=out_bits, x0_bits=x0_bits)

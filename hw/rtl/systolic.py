@@ -45,7 +45,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec
 
 __all__ = [
     "SystolicGemm",
@@ -83,6 +83,24 @@ class SystolicGemm(KernelMixin, wiring.Component):
         "in_bits": ParamSpec(8, "operand width in bits, signed", choices=(4, 8)),
         "acc_bits": ParamSpec(32, "accumulator width in bits, signed, wraps", lo=8, hi=64),
     }
+    WORK = ("m", "n", "k")
+    DATAFLOW = "os"
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return "ceil(m/rows) * ceil(n/cols) * (k + rows + cols - 2) - 1 + rows"
+
+    @classmethod
+    def example_work(cls, params):
+        return {"m": params["rows"], "n": params["cols"], "k": params["rows"]}
+
+    @classmethod
+    def readout_cycles(cls, params):
+        return READOUT_CYCLES_PER_ROW * params["rows"]
 
     @classmethod
     def check_combination(cls, params: dict[str, int]) -> None:

@@ -51,7 +51,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data
 
 from hw.perf.systolic import systolic_cycles
-from hw.rtl.emit import ParamSpec
+from hw.rtl.kernel import ParamSpec
 from hw.rtl.systolic import SystolicGemm, _check_gemm, _pack, delayed_by, unpack_results
 
 __all__ = [
@@ -96,6 +96,19 @@ class SystolicGemmWs(SystolicGemm):
         "in_bits": ParamSpec(8, "operand width in bits, signed", choices=(4, 8)),
         "acc_bits": ParamSpec(32, "partial-sum width in bits, signed, wraps", lo=8, hi=64),
     }
+    DATAFLOW = "ws"
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(work["m"], work["n"], work["k"], params["rows"], params["cols"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return f"ceil(k/rows) * ceil(n/cols) * (m + 2 * rows + cols - 2) - 1 + {HANDOVER_CYCLES}"
+
+    @classmethod
+    def readout_cycles(cls, params):
+        return HANDOVER_CYCLES
     operand_layout = staticmethod(operand_layout)
 
     def elaborate(self, platform):

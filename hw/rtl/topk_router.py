@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.rtl._arith import bits_for, check_count
-from hw.rtl.emit import KernelMixin, ParamSpec
+from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
 __all__ = ["TopkRouter", "predicted_cycles"]
 
@@ -63,6 +63,16 @@ class TopkRouter(KernelMixin, wiring.Component):
         "k": ParamSpec(2, "experts chosen per token", lo=1, hi=8),
         "in_bits": ParamSpec(16, "logit width in bits, signed", lo=2, hi=32),
     }
+    WORK = ("tokens",)
+    ROLES = (VectorRole("router", "exact", fit="topk_router"),)
+
+    @classmethod
+    def invocation_cycles(cls, params, work):
+        return predicted_cycles(params["experts"], work["tokens"])
+
+    @classmethod
+    def cycles_formula(cls, params):
+        return "tokens * experts"
 
     @classmethod
     def check_combination(cls, params: dict[str, int]) -> None:
