@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from codesign.sweep.files import strict_json
 from hw.errors import InputError
 
 __all__ = ["Store", "owner_id"]
@@ -151,7 +152,7 @@ class Store:
             for key, params in items:
                 row = existing.get(key)
                 if row is None:
-                    fresh.append({"spec_hash": self.spec_hash, "key": key, "params": json.dumps(params),
+                    fresh.append({"spec_hash": self.spec_hash, "key": key, "params": strict_json(params),
                                   "status": "running", "owner": self.owner, "claimed": now})
                     claimed.append(key)
                 elif row[0] == "done":
@@ -179,7 +180,7 @@ class Store:
         """Store finished points (key, seq, result) in one transaction."""
         sa, p = self.sa, self.points
         now = time.time()
-        rows = [{"k": key, "s": seq, "r": json.dumps(result), "f": now} for key, seq, result in results]
+        rows = [{"k": key, "s": seq, "r": strict_json(result), "f": now} for key, seq, result in results]
         if not rows:
             return
         # Only a claimed point becomes done: a finished point is never overwritten.
@@ -215,7 +216,7 @@ class Store:
         sa, a = self.sa, self.accuracy_table
         try:
             with self.engine.begin() as conn:
-                conn.execute(a.insert().values(spec_hash=self.spec_hash, key=key, result=json.dumps(result),
+                conn.execute(a.insert().values(spec_hash=self.spec_hash, key=key, result=strict_json(result),
                                                finished=time.time()))
         except sa.exc.IntegrityError:
             pass
@@ -226,6 +227,14 @@ class Store:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(sa.func.max(p.c.seq)).where(p.c.spec_hash == self.spec_hash)).scalar()
         return int(value or 0)
+
+    def raise_input_error(self, err: BaseException) -> None:
+        """Raise a one-line ``InputError`` naming the database when ``err`` is the database failing underneath a
+        run (a full disk, a read-only file, a lost server); return otherwise (``err`` is then a bug to show)."""
+        if isinstance(err, self.sa.exc.OperationalError | self.sa.exc.InterfaceError):
+            detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+            raise InputError(f"{self.engine.url.render_as_string(hide_password=True)}: cannot store points: {detail}"
+                             ) from None
 
     def close(self) -> None:
         """Release the database connections."""
