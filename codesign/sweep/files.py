@@ -16,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     with os_errors(path):
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+            os.fchmod(fd, _mode(path))  # mkstemp makes 0600; the file gets what a plain open() would give it
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
                 fh.flush()
@@ -71,6 +73,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             if tmp is not None:
                 with _ignore_missing():
                     os.unlink(tmp)
+
+
+def _mode(path: Path) -> int:
+    """The permission bits ``path`` keeps (when it exists) or would get from ``open()`` (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # reading the umask means setting it; set it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextmanager

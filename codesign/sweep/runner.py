@@ -259,7 +259,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler:
             if store is None:
                 with os_errors(out / "study.db", "cannot open the point store"):
                     store = Store(f"sqlite:///{(out / 'study.db').resolve()}", sweep.spec_hash, spec_json,
-                                  exclusive=True)
+                                  exclusive=True, label=str(out / "study.db"))
         except BaseException:
             if not resume:
                 folder.abandon()  # nothing stored yet: leave the folder as this run found it

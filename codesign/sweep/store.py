@@ -53,18 +53,21 @@ def _alive_here(owner: str) -> bool:
 class Store:
     """The points of one sweep (``spec_hash``) in the database at ``url``."""
 
-    def __init__(self, url: str, spec_hash: str, spec_json: str, *, exclusive: bool = False) -> None:
+    def __init__(self, url: str, spec_hash: str, spec_json: str, *, exclusive: bool = False,
+                 label: str | None = None) -> None:
         """Open (creating tables if needed) and register the sweep. ``exclusive``: this process is the only runner
-        (a locked output folder), so every ``running`` claim left in the database is an orphan of a crash."""
+        (a locked output folder), so every ``running`` claim left in the database is an orphan of a crash.
+        ``label`` names the database in messages (default ``--storage URL``)."""
         import sqlalchemy as sa
 
         self.sa = sa
+        self.label = label or f"--storage {url}"
         self.spec_hash = spec_hash
         self.owner = owner_id()
         try:
             self.engine = sa.create_engine(url, future=True)
         except Exception as err:  # bad URL, missing driver
-            raise InputError(f"--storage {url}: {str(err).splitlines()[0]}") from None
+            raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
@@ -108,9 +111,10 @@ class Store:
                 if row is None:
                     conn.execute(self.meta_table.insert().values(spec_hash=spec_hash, spec=spec_json,
                                                                  created=time.time()))
+            self.reclaim(all_orphans=exclusive)
         except sa.exc.SQLAlchemyError as err:
-            raise InputError(f"--storage {url}: {str(err).splitlines()[0]}") from None
-        self.reclaim(all_orphans=exclusive)
+            self.engine.dispose()
+            raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
 
     def reclaim(self, all_orphans: bool = False) -> int:
         """Release claims of dead owners on this host (all claims when ``all_orphans``); returns how many."""
@@ -233,8 +237,7 @@ class Store:
         run (a full disk, a read-only file, a lost server); return otherwise (``err`` is then a bug to show)."""
         if isinstance(err, self.sa.exc.OperationalError | self.sa.exc.InterfaceError):
             detail = str(getattr(err, "orig", None) or err).splitlines()[0]
-            raise InputError(f"{self.engine.url.render_as_string(hide_password=True)}: cannot store points: {detail}"
-                             ) from None
+            raise InputError(f"{self.label}: cannot store points: {detail}") from None
 
     def close(self) -> None:
         """Release the database connections."""
