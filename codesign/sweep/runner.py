@@ -8,7 +8,8 @@ stored in the database) and its points wait for that measurement, so every store
 
 Restarting the same command resumes: finished points come from the store and are never computed again; points
 that were being computed when the run died are computed now. The output folder remembers which sweep it holds (a
-hash of the spec, ``sweep.json``) and refuses another one.
+hash of the spec, ``sweep.json``) and refuses another one. A run killed outright (SIGKILL) leaves no process
+behind: pool workers watch this process and exit with it (``lifeline.py``), and with them the fork server.
 """
 
 from __future__ import annotations
@@ -240,8 +241,9 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler:
     """Run (or resume) ``sweep`` into ``out``; ``on_progress(done, total, points_per_s)`` after each chunk.
 
     Everything that can be wrong with the input is checked before anything is written: the output folder, then the
-    executor (an unreachable scheduler), then the storage URL. Ctrl-C stops cleanly: finished points are stored,
-    claims released, and KeyboardInterrupt re-raised.
+    executor (an unreachable scheduler), then a ``--storage`` URL. A run that fails before its first point leaves
+    the folder as it found it (``files.OutFolder.abandon``). Ctrl-C stops cleanly: finished points are stored,
+    claims released, and KeyboardInterrupt re-raised. A full disk or a lost database is one ``InputError`` line.
     """
     start = time.perf_counter()
     resume = check_out_dir(out, sweep.spec_hash)
