@@ -136,7 +136,7 @@ def test_a_bad_storage_url_leaves_nothing_and_the_next_run_works(tmp_path, capsy
 
 def test_a_read_only_output_folder_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
     if os.geteuid() == 0:  # root writes anywhere: make the folder refuse the way a read-only one does
-        import codesign.sweep.files as files
+        from codesign.sweep import files
 
         def refuse(path: Path, *args, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
