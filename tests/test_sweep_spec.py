@@ -85,6 +85,24 @@ def test_grid_needs_steps_and_samplers_need_a_budget():
     assert _error(GOOD + "strategy: tpe\n") == "s.yaml:8: strategy tpe needs a budget (number of points)"
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    ("{min: 1, max: 1000000000000, step: 1}",
+     "space.clock_mhz: 1 to 1000000000000 in steps of 1 is about 1e+12 points (over 1,000,000); use a larger step"),
+    ("{min: 150.0, max: 350.0, step: 1.0e-300}",
+     "space.clock_mhz: 150.0 to 350.0 in steps of 1e-300 is about 2e+302 points (over 1,000,000); use a larger step"),
+    ("{min: 1, max: 1.0e+308, step: 1.0e-10}",
+     "space.clock_mhz: 1 to 1e+308 in steps of 1e-10 is about inf points (over 1,000,000); use a larger step"),
+    ("{min: .nan, max: 350, step: 50}", "space.clock_mhz.min: must be a finite number, got nan"),
+    ("{min: 150, max: .inf, step: 50}", "space.clock_mhz.max: must be a finite number, got inf"),
+    ("{min: 150, max: 350, step: .nan}", "space.clock_mhz.step: must be a finite number, got nan"),
+    ("{min: 150, max: 350, step: 0}", "space.clock_mhz.step: must be > 0, got 0"),
+    ("{min: 350, max: 150, step: 50}", "space.clock_mhz.max: must be >= min (350), got 150"),
+    ("[150, .nan]", "space.clock_mhz: values must be finite numbers, got [150, nan]"),
+])
+def test_unusable_ranges_are_one_line_naming_the_key(value, message):
+    assert _error(GOOD.replace("{min: 150, max: 350, step: 50}", value)) == f"s.yaml:5: {message}"
+
+
 def test_unknown_compile_option():
     message = _error(GOOD.replace("  gemm.rows: [8, 16]\n", "  gemm.rows: [8, 16]\n  compile.softmx: [exact]\n"))
     assert message.startswith("s.yaml:5: space.compile.softmx: unknown compile option 'softmx'")

@@ -23,8 +23,6 @@ Everything here runs in worker processes (local pool or Dask); caches are per pr
 from __future__ import annotations
 
 import copy
-import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -48,7 +46,7 @@ from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's o
 from hw.targets.schema import TARGET_KINDS
 
 __all__ = ["PointRequest", "evaluate_chunk", "evaluate_report", "fast_target", "clear_caches",
-           "HARDWARE_PASSES", "start_parent_watchdog"]
+           "HARDWARE_PASSES"]
 
 #: Passes that read the target. The cached prefix ends before the first of them, or earlier, at the first pass
 #: found to read the target (e.g. set-attention sizing flash tiles from the target's buffers).
@@ -320,15 +318,3 @@ def evaluate_chunk(points: Iterable[PointRequest]) -> list[dict[str, Any]]:
         out.append(row)
     return out
 
-
-def start_parent_watchdog(interval_s: float = 1.0) -> None:
-    """In a pool worker: exit when the parent process dies (a SIGKILLed sweep must not leave workers behind)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval_s)
-            if os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from codesign.sweep.files import os_errors, write_atomic
 from codesign.sweep.metrics import REPORT_METRICS, RESOURCE_METRICS, pareto_mask
 from codesign.sweep.spec import Sweep
 
@@ -75,13 +76,12 @@ def _finite(value: Any) -> bool:
 
 
 def _write_csv(path: Path, cols: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(cols), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: _cell(row.get(c)) for c in cols})
-    tmp.replace(path)  # a reader never sees half a file
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(cols), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _cell(row.get(c)) for c in cols})
+    write_atomic(path, buf.getvalue())  # a reader never sees half a file
 
 
 def _cell(value: Any) -> Any:
@@ -219,7 +219,9 @@ constraints {html.escape(', '.join(c.name for c in sweep.constraints) or 'none')
 
 def write_outputs(sweep: Sweep, stored: Mapping[str, Mapping[str, Any]], out: Path
                   ) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]], list[Path]]:
-    """Write results.csv, pareto.csv, pareto.png and report.html; returns (rows, Pareto rows, files written)."""
+    """Write results.csv, pareto.csv, pareto.png and report.html, each atomically and never through a symlink
+    (``files.write_atomic``); returns (rows, Pareto rows, files written). Raises ``InputError`` naming the file
+    that cannot be written (read-only folder, full disk)."""
     rows = result_rows(sweep, stored)
     cols = columns(sweep, rows)
     front = pareto_rows(sweep, rows)
@@ -230,11 +232,12 @@ def write_outputs(sweep: Sweep, stored: Mapping[str, Mapping[str, Any]], out: Pa
     if any(r["feasible"] for r in rows):
         pngs["Pareto front"] = _pareto_png(sweep, rows, front)
         pngs["Parallel coordinates"] = _parallel_png(sweep, rows, front)
-        files[2].write_bytes(pngs["Pareto front"])
+        write_atomic(files[2], pngs["Pareto front"])
     else:
-        files[2].unlink(missing_ok=True)  # a stale plot from an earlier run would mislead
+        with os_errors(files[2], "cannot remove"):
+            files[2].unlink(missing_ok=True)  # a stale plot from an earlier run would mislead (a symlink: the link)
         files.pop(2)
-    (out / "report.html").write_text(_report_html(sweep, cols, rows, front, pngs))
+    write_atomic(out / "report.html", _report_html(sweep, cols, rows, front, pngs))
     return rows, front, files
 
 

@@ -8,13 +8,13 @@ stored in the database) and its points wait for that measurement, so every store
 
 Restarting the same command resumes: finished points come from the store and are never computed again; points
 that were being computed when the run died are computed now. The output folder remembers which sweep it holds (a
-hash of the spec, ``sweep.json``) and refuses another one.
+hash of the spec, ``sweep.json``) and refuses another one. A run killed outright (SIGKILL) leaves no process
+behind: pool workers watch this process and exit with it (``lifeline.py``), and with them the fork server.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fcntl
 import json
 import multiprocessing
 import os
@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from codesign.sweep.accuracy import AccuracyRequest, accuracy_key, measure_accuracy
-from codesign.sweep.evaluate import PointRequest, evaluate_chunk, start_parent_watchdog
+from codesign.sweep.evaluate import PointRequest, evaluate_chunk
+from codesign.sweep.files import OutFolder, check_out_dir, os_errors, strict_json
+from codesign.sweep.lifeline import exit_with
 from codesign.sweep.metrics import is_accuracy_metric
 from codesign.sweep.search import Search, objective_values, point_key
 from codesign.sweep.spec import Sweep, yaml_scalar
 from codesign.sweep.store import Store
 from hw.errors import InputError
 
-__all__ = ["run_sweep", "SweepOutcome", "check_out_dir", "point_request", "accuracy_request", "finalize"]
+__all__ = ["run_sweep", "SweepOutcome", "point_request", "accuracy_request", "finalize"]
 
 _CHUNK_SECONDS = 0.25  # wall time a chunk should take: long enough to amortise IPC, short enough to commit often
 _MAX_CHUNK = 64
@@ -61,44 +63,6 @@ class SweepOutcome:
     accuracy_measured: int = 0
     accuracy_reused: int = 0
     accuracy_seconds: float = 0.0
-
-
-# --- The output folder ------------------------------------------------------------------------------------------------
-
-
-def check_out_dir(out: Path, sweep: Sweep) -> bool:
-    """Check, without writing, that ``out`` may take this sweep; True when it already holds it (a resume)."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, not a folder")
-    marker = out / "sweep.json"
-    if marker.exists():
-        try:
-            held = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            raise InputError(f"--out {out}: sweep.json is unreadable; use another folder") from None
-        if held.get("spec_hash") != sweep.spec_hash:
-            raise InputError(f"--out {out}: holds another sweep ({held.get('source', '?')}, spec hash "
-                             f"{held.get('spec_hash')}; this one is {sweep.spec_hash}); use another --out")
-        return True
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"--out {out}: folder is not empty and holds no sweep; use a new or empty folder")
-    return False
-
-
-class _Lock:
-    """An exclusive lock on the output folder, so two runs never share it."""
-
-    def __init__(self, out: Path) -> None:
-        self.file = open(out / ".lock", "w")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.close()
-            raise InputError(f"--out {out}: another sweep is running in this folder") from None
-
-    def release(self) -> None:
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
 
 
 # --- Executors --------------------------------------------------------------------------------------------------------
@@ -139,7 +103,7 @@ class _Pool:
         else:
             context = multiprocessing.get_context()
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                           initializer=start_parent_watchdog)
+                                           initializer=exit_with, initargs=(os.getpid(),))
         self.slots = workers
         self.pool.submit(int).result()  # start the workers now
 
@@ -277,27 +241,38 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler:
     """Run (or resume) ``sweep`` into ``out``; ``on_progress(done, total, points_per_s)`` after each chunk.
 
     Everything that can be wrong with the input is checked before anything is written: the output folder, then the
-    executor (an unreachable scheduler), then the storage URL. Ctrl-C stops cleanly: finished points are stored,
-    claims released, and KeyboardInterrupt re-raised.
+    executor (an unreachable scheduler), then a ``--storage`` URL. A run that fails before its first point leaves
+    the folder as it found it (``files.OutFolder.abandon``). Ctrl-C stops cleanly: finished points are stored,
+    claims released, and KeyboardInterrupt re-raised. A full disk or a lost database is one ``InputError`` line.
     """
     start = time.perf_counter()
-    resume = check_out_dir(out, sweep)
+    resume = check_out_dir(out, sweep.spec_hash)
     executor = _executor(workers, scheduler)
-    lock = None
+    folder: OutFolder | None = None
     store = None
+    spec_json = strict_json(sweep.spec.model_dump(mode="json"), sort_keys=True)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = _Lock(out)
-        url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-        spec_json = json.dumps(sweep.spec.model_dump(mode="json"), sort_keys=True)
-        store = Store(url, sweep.spec_hash, spec_json, exclusive=storage is None)
-        if not resume:
-            (out / "sweep.json").write_text(json.dumps(
-                {"spec_hash": sweep.spec_hash, "source": sweep.source, "storage": storage or "study.db",
-                 "spec": json.loads(spec_json)}, indent=2) + "\n")
-        outcome = _loop(sweep, executor, store, on_progress)
-        outcome.rows = store.done()
-        outcome.accuracy = store.accuracy() if sweep.measures_accuracy else {}
+        if storage is not None:  # a bad URL is refused before the folder is touched
+            store = Store(storage, sweep.spec_hash, spec_json)
+        marker = None if resume else {"spec_hash": sweep.spec_hash, "source": sweep.source,
+                                      "storage": storage or "study.db", "spec": json.loads(spec_json)}
+        folder = OutFolder(out, marker)
+        try:
+            if store is None:
+                with os_errors(out / "study.db", "cannot open the point store"):
+                    store = Store(f"sqlite:///{(out / 'study.db').resolve()}", sweep.spec_hash, spec_json,
+                                  exclusive=True, label=str(out / "study.db"))
+        except BaseException:
+            if not resume:
+                folder.abandon()  # nothing stored yet: leave the folder as this run found it
+            raise
+        try:
+            outcome = _loop(sweep, executor, store, on_progress)
+            outcome.rows = store.done()
+            outcome.accuracy = store.accuracy() if sweep.measures_accuracy else {}
+        except Exception as err:
+            store.raise_input_error(err)  # a full disk or a lost database server: one line, not a traceback
+            raise
         outcome.done = len(outcome.rows)
         outcome.seconds = time.perf_counter() - start
         return outcome
@@ -305,8 +280,8 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, scheduler:
         executor.close()
         if store is not None:
             store.close()
-        if lock is not None:
-            lock.release()
+        if folder is not None:
+            folder.release()
 
 
 def _loop(sweep: Sweep, executor: Any, store: Store, on_progress: Callable[[int, int, float], None] | None

@@ -58,7 +58,8 @@ from hw.targets import load_target
 # The target loader's reader and explainer are reused, not copied: one place decides how YAML errors read.
 from hw.targets.loader import _explain, _to_data  # noqa: PLC2701
 
-__all__ = ["SweepSpec", "Range", "Axis", "Sweep", "load_sweep", "parse_sweep", "yaml_scalar", "STRATEGIES"]
+__all__ = ["SweepSpec", "Range", "check_range", "Axis", "Sweep", "load_sweep", "parse_sweep", "yaml_scalar",
+           "STRATEGIES"]
 
 STRATEGIES = ("grid", "random", "nsga2", "tpe")
 Scalar = bool | int | float | str
@@ -71,20 +72,14 @@ class _Strict(BaseModel):
 
 class Range(_Strict):
     """``{min, max, step?, log?}``: ints when min, max (and step) are ints. A grid needs ``step``; the other
-    strategies sample the range (log-uniformly with ``log: true``)."""
+    strategies sample the range (log-uniformly with ``log: true``). The schema takes any numbers; ``check_range``
+    refuses what no sweep can use (non-finite bounds, a step <= 0, max < min, too many steps) with one line
+    naming the key, so none of that reaches ``values()``."""
 
     min: int | float
     max: int | float
-    step: Annotated[int | float, Field(gt=0)] | None = None
+    step: int | float | None = None
     log: bool = False
-
-    @field_validator("max")
-    @classmethod
-    def _ordered(cls, value: float, info: Any) -> float:
-        low = info.data.get("min")
-        if low is not None and value < low:
-            raise ValueError(f"must be >= min ({low})")
-        return value
 
     @property
     def is_int(self) -> bool:
@@ -92,16 +87,34 @@ class Range(_Strict):
         return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.min, self.max, self.step or 1))
 
     def values(self) -> list[int | float] | None:
-        """The grid points min, min+step, ... <= max; None without a step."""
+        """The grid points min, min+step, ... <= max; None without a step. Call ``check_range`` first."""
         if self.step is None:
             return None
         count = int(math.floor((self.max - self.min) / self.step + 1e-9)) + 1
-        if count > _MAX_GRID:
-            raise ValueError(f"{count} steps; use a larger step")
         if self.is_int:
             return [int(self.min + i * self.step) for i in range(count)]
         # Round away float noise so 0.1-steps print as 0.3, not 0.30000000000000004.
         return [round(self.min + i * self.step, 12) for i in range(count)]
+
+
+def check_range(rng: Range, where: str, key: str) -> None:
+    """Refuse a range no sweep can use, naming ``key`` (``space.clock_mhz``): ``InputError``."""
+    for field in ("min", "max", "step"):
+        value = getattr(rng, field)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{where}: {key}.{field}: must be a finite number, got {value}")
+    if rng.step is not None and rng.step <= 0:
+        raise InputError(f"{where}: {key}.step: must be > 0, got {rng.step}")
+    if rng.max < rng.min:
+        raise InputError(f"{where}: {key}.max: must be >= min ({rng.min}), got {rng.max}")
+    if rng.step is not None:
+        try:
+            count = (rng.max - rng.min) / rng.step + 1
+        except OverflowError:  # ints too large for a float
+            count = math.inf
+        if not count <= _MAX_GRID:  # also catches an overflow to inf
+            raise InputError(f"{where}: {key}: {rng.min} to {rng.max} in steps of {rng.step} is about {count:.3g} "
+                             f"points (over {_MAX_GRID:,}); use a larger step")
 
 
 class SweepSpec(_Strict):
@@ -268,6 +281,10 @@ def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir
     for name, raw in spec.space.items():
         where = at("space", name)
         rng = raw if isinstance(raw, Range) else None
+        if rng is not None:
+            check_range(rng, where, f"space.{name}")
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in raw):
+            raise InputError(f"{where}: space.{name}: values must be finite numbers, got {list(raw)}")
         values = tuple(raw) if isinstance(raw, list) else (tuple(rng.values()) if rng and rng.step else None)
         if values is not None and len(set(map(repr, values))) != len(values):
             raise InputError(f"{where}: space.{name}: a value is listed twice")

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from codesign.sweep.files import strict_json
 from hw.errors import InputError
 
 __all__ = ["Store", "owner_id"]
@@ -52,18 +53,21 @@ def _alive_here(owner: str) -> bool:
 class Store:
     """The points of one sweep (``spec_hash``) in the database at ``url``."""
 
-    def __init__(self, url: str, spec_hash: str, spec_json: str, *, exclusive: bool = False) -> None:
+    def __init__(self, url: str, spec_hash: str, spec_json: str, *, exclusive: bool = False,
+                 label: str | None = None) -> None:
         """Open (creating tables if needed) and register the sweep. ``exclusive``: this process is the only runner
-        (a locked output folder), so every ``running`` claim left in the database is an orphan of a crash."""
+        (a locked output folder), so every ``running`` claim left in the database is an orphan of a crash.
+        ``label`` names the database in messages (default ``--storage URL``)."""
         import sqlalchemy as sa
 
         self.sa = sa
+        self.label = label or f"--storage {url}"
         self.spec_hash = spec_hash
         self.owner = owner_id()
         try:
             self.engine = sa.create_engine(url, future=True)
         except Exception as err:  # bad URL, missing driver
-            raise InputError(f"--storage {url}: {str(err).splitlines()[0]}") from None
+            raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
@@ -107,9 +111,10 @@ class Store:
                 if row is None:
                     conn.execute(self.meta_table.insert().values(spec_hash=spec_hash, spec=spec_json,
                                                                  created=time.time()))
+            self.reclaim(all_orphans=exclusive)
         except sa.exc.SQLAlchemyError as err:
-            raise InputError(f"--storage {url}: {str(err).splitlines()[0]}") from None
-        self.reclaim(all_orphans=exclusive)
+            self.engine.dispose()
+            raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
 
     def reclaim(self, all_orphans: bool = False) -> int:
         """Release claims of dead owners on this host (all claims when ``all_orphans``); returns how many."""
@@ -151,7 +156,7 @@ class Store:
             for key, params in items:
                 row = existing.get(key)
                 if row is None:
-                    fresh.append({"spec_hash": self.spec_hash, "key": key, "params": json.dumps(params),
+                    fresh.append({"spec_hash": self.spec_hash, "key": key, "params": strict_json(params),
                                   "status": "running", "owner": self.owner, "claimed": now})
                     claimed.append(key)
                 elif row[0] == "done":
@@ -179,7 +184,7 @@ class Store:
         """Store finished points (key, seq, result) in one transaction."""
         sa, p = self.sa, self.points
         now = time.time()
-        rows = [{"k": key, "s": seq, "r": json.dumps(result), "f": now} for key, seq, result in results]
+        rows = [{"k": key, "s": seq, "r": strict_json(result), "f": now} for key, seq, result in results]
         if not rows:
             return
         # Only a claimed point becomes done: a finished point is never overwritten.
@@ -215,7 +220,7 @@ class Store:
         sa, a = self.sa, self.accuracy_table
         try:
             with self.engine.begin() as conn:
-                conn.execute(a.insert().values(spec_hash=self.spec_hash, key=key, result=json.dumps(result),
+                conn.execute(a.insert().values(spec_hash=self.spec_hash, key=key, result=strict_json(result),
                                                finished=time.time()))
         except sa.exc.IntegrityError:
             pass
@@ -226,6 +231,13 @@ class Store:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(sa.func.max(p.c.seq)).where(p.c.spec_hash == self.spec_hash)).scalar()
         return int(value or 0)
+
+    def raise_input_error(self, err: BaseException) -> None:
+        """Raise a one-line ``InputError`` naming the database when ``err`` is the database failing underneath a
+        run (a full disk, a read-only file, a lost server); return otherwise (``err`` is then a bug to show)."""
+        if isinstance(err, self.sa.exc.OperationalError | self.sa.exc.InterfaceError):
+            detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+            raise InputError(f"{self.label}: cannot store points: {detail}") from None
 
     def close(self) -> None:
         """Release the database connections."""
