@@ -42,7 +42,7 @@ from hw.errors import InputError
 from hw.models import build_model
 from hw.perf.scheduler import schedule
 from hw.targets import load_target
-from hw.targets.loader import _set, _split_key  # noqa: PLC2701 - the loader's own override semantics
+from hw.targets.loader import _set, _split_key, load_yaml  # noqa: PLC2701 - the loader's own override semantics
 from hw.targets.schema import TARGET_KINDS
 
 __all__ = ["PointRequest", "evaluate_chunk", "evaluate_report", "fast_target", "clear_caches",
@@ -85,7 +85,7 @@ def fast_target(name: str, overrides: Sequence[tuple[str, str]]):
     data = copy.deepcopy(base)
     try:
         for key, value in overrides:
-            _set(data, _split_key(key), yaml.safe_load(value), f"--set {key}={value}")
+            _set(data, _split_key(key), load_yaml(value, f"--set {key}"), f"--set {key}={value}")
         return TARGET_KINDS[data["kind"]].model_validate(data)
     except (ValidationError, InputError, KeyError, TypeError, yaml.YAMLError):
         return load_target(name, dict(overrides))

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from codesign.sweep.metrics import Constraint, check_metric_name, is_accuracy_metric, parse_constraint
 from hw.errors import InputError
+from hw.targets.loader import compose_yaml
 from hw.targets import load_target
 
 # The target loader's reader and explainer are reused, not copied: one place decides how YAML errors read.
@@ -221,12 +222,7 @@ def load_sweep(path: str | Path) -> Sweep:
 def parse_sweep(text: str, display: str = "<sweep>", base_dir: Path | None = None) -> Sweep:
     """``load_sweep`` on YAML text; ``display`` names it in messages, ``base_dir`` is where relative model paths
     are also looked for (after the working directory)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise InputError(f"{display}:{line}: YAML syntax error: {' '.join(str(exc.problem or exc).split())}") from None
+    root = compose_yaml(text, display)  # the target loader's limits: no tags, bounded aliases and depth
     if root is None:
         raise InputError(f"{display}:1: empty sweep file")
     if not isinstance(root, yaml.MappingNode):
