@@ -163,7 +163,8 @@ def test_inconsistent_sram_sizes_name_their_keys(tmp_path: Path) -> None:
                         ("out_kb: 128", "out_kb: 64"))
     assert "buffers: out_kb 64 KiB cannot hold one fold of 128x128 32-bit accumulators in each half" in message
     assert "raise buffers.out_kb" in message
-    with pytest.raises(InputError, match=r"^asic-systolic.yaml:\d+: buffers: out_kb 128 KiB cannot hold one fold of 256x256"):
+    fold = r"^asic-systolic.yaml:\d+: buffers: out_kb 128 KiB cannot hold one fold of 256x256"
+    with pytest.raises(InputError, match=fold):
         load_target("asic-systolic", {"gemm.rows": "256", "gemm.cols": "256"})
 
 

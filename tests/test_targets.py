@@ -21,7 +21,8 @@ from hw.targets import (
 )
 from hw.targets.defaults import PJ_PER_MAC, VECTOR_COSTS
 
-BUNDLED = ["asic-systolic", "fpga-u280", "fpga-zcu102", "gpu-a100", "gpu-rtx2080ti", "npu-hexagon", "npu-xdna", "optical-4f"]
+BUNDLED = ["asic-systolic", "fpga-u280", "fpga-zcu102", "gpu-a100", "gpu-rtx2080ti", "npu-hexagon", "npu-xdna",
+           "optical-4f"]
 KIND_OF = {"fpga": FpgaTarget, "npu": NpuTarget, "optical": OpticalTarget, "gpu": GpuTarget, "asic": AsicTarget}
 
 

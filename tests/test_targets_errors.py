@@ -54,8 +54,8 @@ def test_good_file_loads(write) -> None:
 
 def test_unknown_bundled_name() -> None:
     assert error("fpga-u208") == (
-        "unknown target 'fpga-u208' (did you mean fpga-u280?); bundled targets: asic-systolic, fpga-u280, fpga-zcu102, gpu-a100, "
-        "gpu-rtx2080ti, npu-hexagon, npu-xdna, optical-4f; or give a YAML path"
+        "unknown target 'fpga-u208' (did you mean fpga-u280?); bundled targets: asic-systolic, fpga-u280, fpga-zcu102, "
+        "gpu-a100, gpu-rtx2080ti, npu-hexagon, npu-xdna, optical-4f; or give a YAML path"
     )
     assert error("tpu").startswith("unknown target 'tpu'; bundled targets: asic-systolic, fpga-u280, ")
 
@@ -155,5 +155,6 @@ def test_set_bad_value() -> None:
     assert error("fpga-u280", {"buffers.double_buffered": "1"}) == (
         "--set buffers.double_buffered=1: buffers.double_buffered: expected true or false, got 1")
     assert error("fpga-u280", {"gemm": "3"}) == "--set gemm=3: gemm: expected a mapping, got 3"
-    assert error("fpga-u280", {"kind": "tpu"}) == "--set kind=tpu: kind: 'tpu' is not one of fpga, npu, optical, gpu, asic"
+    assert error("fpga-u280", {"kind": "tpu"}) == (
+        "--set kind=tpu: kind: 'tpu' is not one of fpga, npu, optical, gpu, asic")
     assert error("fpga-u280", {"clock_mhz": "[1"}) == "--set clock_mhz=[1: clock_mhz: cannot parse '[1' as a YAML value"
