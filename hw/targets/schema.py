@@ -349,7 +349,8 @@ class AsicGemm(Gemm):
     """The systolic array, and what an idle PE costs (``idle_pe``, docs/ASIC.md):
 
     ``toggle``  every PE's multiplier, adder and registers switch every cycle of the run (no gating: SCALE-Sim v3's
-                Accelergy flow charges every PE a MAC per cycle, rundir-accelergy/create_action_count.py);
+                Accelergy flow charges every PE a MAC per cycle: scalesim-project/scale-sim-v2,
+                rundir-accelergy/create_action_count.py);
     ``clocked`` idle PEs' datapaths are operand-gated, but every PE's registers are clocked every cycle of the run;
     ``gated``   the array's clock is gated outside GEMMs and idle PEs are operand-gated: registers clock only
                 while the array runs a GEMM.

@@ -15,6 +15,8 @@ these are fits to HSPICE (PTM) and ITRS data with R^2 > 0.95.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = ["TECH_NODES_NM", "REFERENCE_NODE_NM", "REFERENCE_VDD", "area_factor", "energy_factor", "known_node"]
 
 _TABLE_NODES_NM: tuple[int, ...] = (130, 90, 65, 45, 32, 20, 16, 14, 10, 7)
@@ -70,7 +72,7 @@ def _known() -> str:
     return ", ".join(str(n) for n in TECH_NODES_NM)
 
 
-def _lerp_rows(pos: float, pick) -> float:  # type: ignore[no-untyped-def]
+def _lerp_rows(pos: float, pick: Callable[[int], float]) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(_TABLE_NODES_NM) - 1)
     frac = pos - lo
