@@ -196,3 +196,27 @@ def test_vit_base_sweep_against_scale_sim_v3(tmp_path: Path, models_dir: Path, m
     assert edp[128] < edp[64] < edp[32]  # paper: 64x64 best; here 128x128
     assert all(m["area_mm2"] > 0 for m in square.values())
     assert square[128]["area_mm2"] > square[64]["area_mm2"] > square[32]["area_mm2"]
+
+
+# --- the report and the sweep metrics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_has_area_and_edp(models_dir: Path) -> None:
+    from codesign.api import compile as compile_model
+    from codesign.sweep.metrics import metrics_from_report, parse_constraint
+
+    report = compile_model(str(models_dir / "vit_tiny.onnx"), target="asic-systolic", quant="int8").report
+    model = asic()
+    assert report["area_mm2"] == pytest.approx(model.area_mm2())
+    assert report["area_breakdown_mm2"] == pytest.approx(model.area_breakdown_mm2())
+    assert report["edp"] == pytest.approx(report["energy_mj"] * report["latency_ms"])
+    assert set(report["energy_breakdown_mj"]) == {"mac", "pe_idle", "pe_registers", "sram_act", "sram_weight",
+                                                  "sram_out", "vector", "dram", "leakage", "static"}
+    metrics = metrics_from_report(report)
+    assert metrics["edp"] == report["edp"] and metrics["area_mm2"] == report["area_mm2"]
+    assert metrics["area.pe_array"] == report["area_breakdown_mm2"]["pe_array"]
+    assert parse_constraint("area_mm2 <= 20").violation(metrics, True, 0.0) == (0.0, None)
+    assert parse_constraint("edp < 0").violation(metrics, True, 0.0)[1] == f"edp = {report['edp']:.6g}, needs < 0"
+    fpga = compile_model(str(models_dir / "vit_tiny.onnx"), target="fpga-u280", quant="int8").report
+    assert "area_mm2" not in fpga and fpga["edp"] == pytest.approx(fpga["energy_mj"] * fpga["latency_ms"])
