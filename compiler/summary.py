@@ -1,7 +1,8 @@
 """The ``report`` step: turn the schedule, the per-layer plans and the target model into report numbers.
 
 Everything here is computed from the schedule and the model; a field the model cannot give (e.g. resources of a
-GPU) is left out rather than filled with a placeholder. Resources are those of the design that runs this compile's
+GPU, the area of anything but an ASIC) is left out rather than filled with a placeholder. ``edp`` is the
+energy-delay product, mJ x ms. Resources are those of the design that runs this compile's
 work (the plans' ``works``): on an FPGA each vector lane holds only the units that work needs, and
 ``resources_detail`` says which, with what each costs. Rendering (tables, JSON, HTML) is codesign's job.
 """
@@ -12,6 +13,7 @@ import os
 from typing import Any
 
 from compiler.context import CompileContext
+from hw.models.asic import SiliconModel
 from hw.models.base import WorkloadSizedModel
 
 __all__ = ["build_report", "report_lane_units", "REPORT_VERSION"]
@@ -80,7 +82,11 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     latency_ms = cycles / (clock * 1e3)
     # Throughput counts samples: the leading dim of the first model input is the batch of one inference.
     batch = int(result.imported.batch) if getattr(result.imported, "batch", None) else 1
-    energy = model.energy(macs_by_bits, onchip, bytes_off, cycles)
+    if isinstance(model, SiliconModel):  # energy from each work item's access counts (hw/models/asic.py)
+        energy = model.work_energy((w for plan in env.plans for w in plan.works), bytes_off, cycles)
+    else:
+        energy = model.energy(macs_by_bits, onchip, bytes_off, cycles)
+    energy_mj = energy.get("total", sum(v for k, v in energy.items() if k != "total"))
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "model": _model_name(result.imported.source),
@@ -97,12 +103,16 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         "roofline_efficiency": (roofline / cycles) if cycles else None,
         "peak_macs_per_cycle": peak,
         "offchip_bytes_per_cycle": bandwidth,
-        "energy_mj": energy.get("total", sum(v for k, v in energy.items() if k != "total")),
+        "energy_mj": energy_mj,
         "energy_breakdown_mj": {k: v for k, v in energy.items() if k != "total"},
+        "edp": energy_mj * latency_ms,  # energy-delay product, mJ x ms
         "patterns": dict(result.imported.patterns),
         "options": dict(env.options),
         "layers": layers,
     }
+    if isinstance(model, SiliconModel):
+        report["area_breakdown_mm2"] = model.area_breakdown_mm2()
+        report["area_mm2"] = sum(report["area_breakdown_mm2"].values())
     units = None
     if isinstance(model, WorkloadSizedModel):
         units = model.design_units(w for plan in env.plans for w in plan.works)

@@ -157,8 +157,8 @@ def test_bad_inputs_one_line_exit_2(tmp_path, capsys, monkeypatch):
         ("compile", "hard.onnx"): "hard.onnx: unsupported op Hardmax (node 'head/hardmax'); supported ops are "
                                   "listed by `codesign ops` — re-export without it or open an issue with the model",
         ("compile", "vit.onnx", "--target", "fpga-u208"): "unknown target 'fpga-u208' (did you mean fpga-u280?); "
-        "bundled targets: fpga-u280, fpga-zcu102, gpu-a100, gpu-rtx2080ti, npu-hexagon, npu-xdna, optical-4f; "
-        "or give a YAML path",
+        "bundled targets: asic-systolic, fpga-u280, fpga-zcu102, gpu-a100, gpu-rtx2080ti, npu-hexagon, npu-xdna, "
+        "optical-4f; or give a YAML path",
         ("compile", "vit.onnx", "--target", "my.yaml"): "my.yaml:7: unknown key 'gemm.dataflw' (did you mean "
                                                         "gemm.dataflow?)",
         ("compile", "vit.onnx", "--set", "gemm.rowz=16"): "--set gemm.rowz=16: unknown key 'gemm.rowz' (did you "

@@ -11,6 +11,7 @@ import pytest
 
 from hw.targets import (
     TARGET_KINDS,
+    AsicTarget,
     FpgaTarget,
     GpuTarget,
     NpuTarget,
@@ -20,8 +21,9 @@ from hw.targets import (
 )
 from hw.targets.defaults import PJ_PER_MAC, VECTOR_COSTS
 
-BUNDLED = ["fpga-u280", "fpga-zcu102", "gpu-a100", "gpu-rtx2080ti", "npu-hexagon", "npu-xdna", "optical-4f"]
-KIND_OF = {"fpga": FpgaTarget, "npu": NpuTarget, "optical": OpticalTarget, "gpu": GpuTarget}
+BUNDLED = ["asic-systolic", "fpga-u280", "fpga-zcu102", "gpu-a100", "gpu-rtx2080ti", "npu-hexagon", "npu-xdna",
+           "optical-4f"]
+KIND_OF = {"fpga": FpgaTarget, "npu": NpuTarget, "optical": OpticalTarget, "gpu": GpuTarget, "asic": AsicTarget}
 
 
 def test_bundled_names_and_summaries() -> None:

@@ -54,10 +54,10 @@ def test_good_file_loads(write) -> None:
 
 def test_unknown_bundled_name() -> None:
     assert error("fpga-u208") == (
-        "unknown target 'fpga-u208' (did you mean fpga-u280?); bundled targets: fpga-u280, fpga-zcu102, gpu-a100, "
-        "gpu-rtx2080ti, npu-hexagon, npu-xdna, optical-4f; or give a YAML path"
+        "unknown target 'fpga-u208' (did you mean fpga-u280?); bundled targets: asic-systolic, fpga-u280, fpga-zcu102, "
+        "gpu-a100, gpu-rtx2080ti, npu-hexagon, npu-xdna, optical-4f; or give a YAML path"
     )
-    assert error("tpu").startswith("unknown target 'tpu'; bundled targets: fpga-u280, ")
+    assert error("tpu").startswith("unknown target 'tpu'; bundled targets: asic-systolic, fpga-u280, ")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -117,9 +117,9 @@ def test_missing_required_keys(write) -> None:
     assert error(p := write(GOOD.replace("  cols: 8\n", ""))) == f"{p}:9: gemm: missing required key 'cols'"
     assert error(p := write(GOOD.replace("clock_mhz: 200\n", ""))) == f"{p}:1: missing required key 'clock_mhz'"
     assert error(p := write(GOOD.replace("kind: fpga\n", ""))) == (
-        f"{p}:1: missing required key 'kind' (one of fpga, npu, optical, gpu)")
+        f"{p}:1: missing required key 'kind' (one of fpga, npu, optical, gpu, asic)")
     assert error(p := write(GOOD.replace("kind: fpga", "kind: tpu"))) == (
-        f"{p}:1: kind: 'tpu' is not one of fpga, npu, optical, gpu")
+        f"{p}:1: kind: 'tpu' is not one of fpga, npu, optical, gpu, asic")
 
 
 def test_several_errors_report_the_first_and_count_the_rest(write) -> None:
@@ -157,7 +157,8 @@ def test_set_bad_value() -> None:
     assert error("fpga-u280", {"buffers.double_buffered": "1"}) == (
         "--set buffers.double_buffered=1: buffers.double_buffered: expected true or false, got 1")
     assert error("fpga-u280", {"gemm": "3"}) == "--set gemm=3: gemm: expected a mapping, got 3"
-    assert error("fpga-u280", {"kind": "tpu"}) == "--set kind=tpu: kind: 'tpu' is not one of fpga, npu, optical, gpu"
+    assert error("fpga-u280", {"kind": "tpu"}) == (
+        "--set kind=tpu: kind: 'tpu' is not one of fpga, npu, optical, gpu, asic")
     assert error("fpga-u280", {"clock_mhz": "[1"}) == "--set clock_mhz=[1: clock_mhz: cannot parse '[1' as a YAML value"
 
 

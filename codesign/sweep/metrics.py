@@ -10,6 +10,8 @@ A compile report (``compiler.summary.build_report``) is nested; a sweep needs on
 ``roofline_cycles``         cycles at the roofline            ``clock_mhz``        the target clock, MHz
 ``peak_macs_per_cycle``     MACs/cycle at full utilisation    ``offchip_bytes_per_cycle``  bytes/cycle
 ``dsp`` ``lut`` ``ff`` ...  resources used (FPGA targets)     ``dsp_fraction`` ... used / available
+``edp``                     energy-delay product, mJ x ms     ``area_mm2``         die area, mm^2 (ASIC targets)
+``area.<part>``             its breakdown (pe_array, sram_act ...; ASIC targets)
 ==========================  ==================================================================================
 
 Accuracy, for sweeps with ``inputs:`` (samples run by the functional simulator and by ONNX Runtime in FP32, exactly
@@ -46,14 +48,14 @@ __all__ = ["REPORT_METRICS", "RESOURCE_METRICS", "ACCURACY_METRICS", "FAMILIES",
 #: Top-level numeric report fields, by their report names.
 REPORT_METRICS = ("latency_ms", "latency_cycles", "energy_mj", "throughput_per_s", "macs", "bytes_offchip",
                   "roofline_efficiency", "roofline_cycles", "clock_mhz", "peak_macs_per_cycle",
-                  "offchip_bytes_per_cycle")
+                  "offchip_bytes_per_cycle", "edp", "area_mm2")
 #: Resource names (``report["resources"][name]["used"]``); ``<name>_fraction`` is used / available.
 RESOURCE_METRICS = ("dsp", "lut", "ff", "bram18", "uram")
 #: Accuracy metric -> the field of the first output's row in ``report["accuracy"]["outputs"]`` it is read from.
 ACCURACY_METRICS = {"accuracy.cosine": "cosine_mean", "accuracy.cosine_min": "cosine_min",
                     "accuracy.max_abs_err": "max_abs_error", "accuracy.top1": "top1_agreement"}
 #: Prefixes whose leaves are metrics when a report has them.
-FAMILIES = ("energy.",)
+FAMILIES = ("energy.", "area.")
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq, "!=": operator.ne,
@@ -92,6 +94,7 @@ def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
         if fraction is not None:
             out[f"{name}_fraction"] = fraction
     _leaves("energy", report.get("energy_breakdown_mj") or {}, out)
+    _leaves("area", report.get("area_breakdown_mm2") or {}, out)
     if isinstance(report.get("accuracy"), Mapping):
         out.update(accuracy_metrics(report["accuracy"]))
     return out

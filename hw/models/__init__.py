@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hw.errors import InputError
+from hw.models.asic import AsicModel, SiliconModel
 from hw.models.base import AcceleratorModel, Cost
 from hw.models.fpga import FpgaModel
 from hw.models.gpu import GpuModel
@@ -17,13 +18,15 @@ from hw.models.optical import OpticalModel
 from hw.targets.schema import Target
 
 __all__ = ["build_model", "AcceleratorModel", "Cost", "MODEL_KINDS", "FpgaModel", "NpuModel", "OpticalModel",
-           "GpuModel"]
+           "GpuModel",
+           "AsicModel", "SiliconModel"]
 
 MODEL_KINDS: dict[str, Callable[..., AcceleratorModel]] = {
     "fpga": FpgaModel,
     "npu": NpuModel,
     "optical": OpticalModel,
     "gpu": GpuModel,
+    "asic": AsicModel,
 }
 """target kind -> model class; a new kind adds one entry here and one schema class in ``hw.targets.schema``."""
 

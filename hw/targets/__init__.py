@@ -7,6 +7,7 @@ the bundled names with their one-line summaries. Every problem with a target is 
 from hw.targets.loader import bundled_targets, load_target
 from hw.targets.schema import (
     TARGET_KINDS,
+    AsicTarget,
     FpgaTarget,
     GpuTarget,
     NpuTarget,
@@ -18,5 +19,5 @@ from hw.targets.schema import (
 
 __all__ = [
     "load_target", "bundled_targets", "Target", "TargetBase", "TARGET_KINDS", "register_kind",
-    "FpgaTarget", "NpuTarget", "OpticalTarget", "GpuTarget",
+    "FpgaTarget", "NpuTarget", "OpticalTarget", "GpuTarget", "AsicTarget",
 ]

@@ -1,6 +1,6 @@
 """The one schema for target YAMLs: frozen pydantic models, unknown keys rejected, defaults filled.
 
-A target is one of a few *kinds* (``fpga``, ``npu``, ``optical``, ``gpu``). Every kind shares ``name``,
+A target is one of a few *kinds* (``fpga``, ``npu``, ``optical``, ``gpu``, ``asic``). Every kind shares ``name``,
 ``description``, ``clock_mhz``, ``offchip`` and ``energy``; each adds its own sections. Kinds register themselves in
 ``TARGET_KINDS`` (``@register_kind``), and the loader dispatches on the YAML's ``kind`` key, so a new kind is one new
 class here plus one model in ``hw.models``; a new section is one new field with a default, and old YAMLs keep loading.
@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_MAC, VECTOR_COSTS
+from hw.targets.technology import TECH_NODES_NM, known_node
 
 __all__ = [
     "MAX_COUNT", "MAX_QUANTITY", "MIN_POSITIVE", "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
@@ -26,6 +27,7 @@ __all__ = [
     "MacArrays", "NpuTarget",
     "Slm", "Camera", "Optics", "Host", "OpticalTarget",
     "Gpu", "GpuTarget",
+    "Technology", "AsicGemm", "SramBuffers", "AsicArea", "AsicDynamic", "AsicLeakage", "AsicTarget",
 ]
 
 MAX_COUNT = 2**31 - 1
@@ -340,3 +342,124 @@ class GpuTarget(TargetBase):
     KIND: ClassVar[str] = "gpu"
     kind: Literal["gpu"]
     gpu: Gpu
+
+
+# --- ASIC -------------------------------------------------------------------------------------------------------------
+# Component figures are at the 45 nm reference node (hw.targets.technology) and scaled to ``technology.node_nm``;
+# every default is cited in docs/ASIC.md.
+
+
+class Technology(Section):
+    """Process node (nm, one with published scaling figures) and supply voltage (V)."""
+
+    node_nm: int
+    vdd: PositiveF = 0.9
+
+    @field_validator("node_nm")
+    @classmethod
+    def _known_node(cls, value: int) -> int:
+        if not known_node(value):
+            raise ValueError(f"{value} is not a node with published scaling figures "
+                             f"(known: {', '.join(str(n) for n in TECH_NODES_NM)})")
+        return value
+
+
+class AsicGemm(Gemm):
+    """The systolic array, and what an idle PE costs (``idle_pe``, docs/ASIC.md):
+
+    ``toggle``  every PE's multiplier, adder and registers switch every cycle of the run (no gating: SCALE-Sim v3's
+                Accelergy flow charges every PE a MAC per cycle: scalesim-project/scale-sim-v2,
+                rundir-accelergy/create_action_count.py);
+    ``clocked`` idle PEs' datapaths are operand-gated, but every PE's registers are clocked every cycle of the run;
+    ``gated``   the array's clock is gated outside GEMMs and idle PEs are operand-gated: registers clock only
+                while the array runs a GEMM.
+    """
+
+    idle_pe: Literal["toggle", "clocked", "gated"] = "toggle"
+
+
+class SramBuffers(Section):
+    """Per-operand SRAM buffers (KiB): left operand (activations), right operand (weights), accumulators. Each is
+    built of ``bank_kb`` banks read ``word_bits`` at a time; an access costs what one bank's access costs."""
+
+    act_kb: PositiveF
+    weight_kb: PositiveF
+    out_kb: PositiveF
+    bank_kb: PositiveF = 32.0
+    word_bits: Positive = 64
+    double_buffered: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SramBuffers:
+        if self.word_bits % 8:
+            raise ValueError(f"word_bits {self.word_bits} is not a whole number of bytes")
+        for name in ("act_kb", "weight_kb", "out_kb"):
+            size = getattr(self, name)
+            banks = size / self.bank_kb
+            if abs(banks - round(banks)) > 1e-9 or round(banks) < 1:
+                raise ValueError(f"{name} {size:g} KiB is not a whole number of bank_kb {self.bank_kb:g} KiB banks")
+        return self
+
+
+class AsicArea(Section):
+    """Component areas at 45 nm (um^2), scaled to the target node: an 8x8-bit multiplier (grows with in x w bits), a
+    32-bit adder (grows with acc_bits), one register bit, one SRAM bit (cell and periphery) and one vector lane."""
+
+    mult8_um2: PositiveF = 282.0
+    add32_um2: PositiveF = 137.0
+    register_um2_per_bit: PositiveF = 5.98
+    sram_um2_per_bit: PositiveF = 1.215
+    vector_lane_um2: PositiveF = 4206.0
+
+
+class AsicDynamic(Section):
+    """Dynamic energies at 45 nm, 0.9 V (pJ), scaled to the target node and vdd: an 8x8-bit multiply, a 32-bit add,
+    one register bit clocked, one 32-bit vector-lane operation, and one ``word_bits``-wide SRAM access by bank size
+    (KiB -> pJ per 64 bits, log-log interpolated, CACTI-like growth with capacity)."""
+
+    mult8_pj: NonNegF = 0.2
+    add32_pj: NonNegF = 0.1
+    register_pj_per_bit: NonNegF = 0.009
+    vector_op_pj: NonNegF = 3.2
+    sram_pj_per_64b: dict[PositiveF, NonNegF] = Field(
+        default_factory=lambda: {8.0: 10.0, 32.0: 20.0, 1024.0: 100.0}, min_length=1)
+
+
+class AsicLeakage(Section):
+    """Leakage power density at 45 nm, 0.9 V (mW per mm^2 of logic or SRAM), scaled to the target node."""
+
+    mw_per_mm2: NonNegF = 11.7
+
+
+@register_kind
+class AsicTarget(TargetBase):
+    """A systolic-array ASIC whose area and energy scale with the design: array, per-operand SRAM buffers, vector
+    lanes, off-chip DRAM, at a technology node. ``energy.pj_per_byte_offchip`` is the DRAM interface's figure (it
+    does not scale with the logic node); ``energy.static_w`` is fixed power beside the modelled leakage."""
+
+    KIND: ClassVar[str] = "asic"
+    kind: Literal["asic"]
+    technology: Technology
+    gemm: AsicGemm
+    vector: Vector
+    buffers: SramBuffers
+    area: AsicArea = Field(default_factory=AsicArea)
+    dynamic: AsicDynamic = Field(default_factory=AsicDynamic)
+    leakage: AsicLeakage = Field(default_factory=AsicLeakage)
+    dma: Dma = Field(default_factory=Dma)
+    attention: AttentionEngine = Field(default_factory=AttentionEngine)
+
+    @field_validator("buffers")
+    @classmethod
+    def _holds_a_fold(cls, value: SramBuffers, info: ValidationInfo) -> SramBuffers:
+        # An output-stationary fold drains rows x cols accumulators into the out buffer at once (into one half
+        # when double buffered); smaller, the array would stall on every fold, which no cycle count here models.
+        gemm = info.data.get("gemm")
+        if isinstance(gemm, AsicGemm):
+            need = gemm.rows * gemm.cols * gemm.acc_bits / 8 / 1024 * (2 if value.double_buffered else 1)
+            if value.out_kb < need:
+                halves = " in each half (double_buffered)" if value.double_buffered else ""
+                raise ValueError(f"out_kb {value.out_kb:g} KiB cannot hold one fold of {gemm.rows}x{gemm.cols} "
+                                 f"{gemm.acc_bits}-bit accumulators{halves}: needs {need:g} KiB; "
+                                 f"raise buffers.out_kb or shrink gemm.rows / gemm.cols")
+        return value
