@@ -64,6 +64,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         raise _renamed(err, dest) from None
     done = False
     try:
+        kept = _kept_mode(dest)
+        if kept is not None:  # a rewritten file keeps its permissions (a new one gets open()'s 0666 less umask)
+            os.fchmod(fd, kept)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -81,6 +84,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
 
 _STREAM_FOLDERS = ("/dev", "/dev/fd", "/proc/self/fd")
+
+
+def _kept_mode(dest: Path) -> int | None:
+    """The permission bits of an existing regular file at ``dest`` (None for none, or a link: it is replaced)."""
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
 
 def _is_stream(dest: Path) -> bool:

@@ -5,7 +5,7 @@ Why so careful: an output folder outlives runs and can be shared, so a file plan
 ``.lock`` or ``results.csv`` pointing elsewhere) must not make a sweep write outside ``--out``; and a sweep can be
 killed at any instant, so a reader must never see half a file and a run that dies must not leave the folder in a
 state that refuses the next one. Every file is written to a fresh temporary file in the same folder (created with
-O_EXCL | O_NOFOLLOW by ``tempfile.mkstemp``) and renamed into place; a destination that is a symlink is refused.
+O_EXCL | O_NOFOLLOW by ``codesign._io``) and renamed into place; a destination that is a symlink is refused.
 OS errors (read-only folder, full disk) become one-line ``InputError`` messages naming the path.
 """
 
@@ -14,15 +14,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import math
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from codesign._io import finite_json, write_bytes_atomic
 from hw.errors import InputError
 
 __all__ = ["check_out_dir", "OutFolder", "write_atomic", "refuse_symlink", "strict_json", "os_errors",
@@ -52,61 +50,19 @@ def os_errors(path: Path, doing: str = "cannot write") -> Iterator[None]:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename over ``path``.
+    """Write ``data`` to ``path`` atomically (``codesign._io``: a temporary file in the same folder, then a rename).
 
-    A symlink at ``path`` is refused (``InputError``); an ``OSError`` (read-only folder, full disk) becomes an
-    ``InputError`` naming ``path``, with the temporary file removed and ``path`` untouched."""
+    A symlink at ``path`` is refused (``InputError``): a sweep never writes through one in its output folder. An
+    ``OSError`` (read-only folder, full disk) becomes an ``InputError`` naming ``path``, which stays untouched."""
     refuse_symlink(path)
-    raw = data.encode() if isinstance(data, str) else data
-    tmp: str | None = None
     with os_errors(path):
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-            os.fchmod(fd, _mode(path))  # mkstemp makes 0600; the file gets what a plain open() would give it
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())  # the rename must not land before the data (ext4 and others reorder)
-            os.replace(tmp, path)
-            tmp = None
-        finally:
-            if tmp is not None:
-                with _ignore_missing():
-                    os.unlink(tmp)
-
-
-def _mode(path: Path) -> int:
-    """The permission bits ``path`` keeps (when it exists) or would get from ``open()`` (0666 less the umask)."""
-    try:
-        return stat.S_IMODE(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0o022)  # reading the umask means setting it; set it straight back
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-@contextmanager
-def _ignore_missing() -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        pass
+        write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)
 
 
 def strict_json(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` that always writes standard JSON: non-finite floats (NaN, inf) become null, which the reports
     already treat as "not reported" (``metrics.py`` and ``search.objective_values`` skip non-finite values)."""
-    return json.dumps(_finite(value), allow_nan=False, **kwargs)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(finite_json(value), allow_nan=False, **kwargs)
 
 
 def check_out_dir(out: Path, spec_hash: str) -> bool:
