@@ -97,7 +97,9 @@ def synthetic_inputs(module: ModuleOp, names: list[str], count: int, seed: int =
     # standard_normal draws float64 before the cast: the largest float input exists twice over for a moment
     data_bytes += max((math.prod(shape) * 8 for a, shape in zip(block.args, shapes)
                        if _np_dtype(a.type).kind == "f"), default=0)
-    inputs = ", ".join(f"{name} {format_shape(shape)}" for name, shape in zip(names, shapes))
+    # the quantize pass names arguments arg0...; the IR keeps the model's input names as hints
+    shown = [a.name_hint or name for a, name in zip(block.args, names)]
+    inputs = ", ".join(f"{name} {format_shape(shape)}" for name, shape in zip(shown, shapes))
     check_simulation_memory(module, count, data_bytes, f"calibration on synthetic data [{inputs}]")
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
