@@ -79,7 +79,7 @@ def available_memory_bytes() -> int:
     return min(found) if found else 1 << 62  # nothing to read: do not pretend to know a limit
 
 
-def format_bytes(n: int | float) -> str:
+def format_bytes(n: float) -> str:
     """``4.0 GiB``: binary units, one decimal."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):

@@ -268,3 +268,28 @@ def test_calibration_refusal_follows_the_machine(tmp_path, capsys, monkeypatch):
 def test_one_element_axis_and_k(op, inputs, expected):
     """RoBERTa / OPT exports give CumSum's axis as [1]; int() of a 1-d array is an error in NumPy 2."""
     np.testing.assert_array_equal(run_node(op, inputs, {}), [expected])
+
+
+@pytest.mark.slow
+def test_huge_shape_on_a_real_export_is_refused_with_the_estimate(tmp_path, capsys):
+    """A RoBERTa export with a symbolic sequence: 10^9 tokens are refused (float and int8) before any allocation."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from _common import export_onnx
+    from test_onnx_ops import _model
+
+    path = tmp_path / "roberta_dyn.onnx"
+    ids, mask = torch.randint(3, 100, (1, 8)), torch.ones(1, 8, dtype=torch.int64)
+    export_onnx(_model("roberta"), [ids, mask], path, input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"], exporter="legacy",
+                dynamic_axes={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}})
+    shapes = ["--shape", "input_ids=1x1000000000", "--shape", "attention_mask=1x1000000000"]
+    for quant in ([], ["--quant", "int8"]):
+        code, peak = _peak_bytes(["compile", str(path), *shapes, *quant, "-q"])
+        _, err = capsys.readouterr()
+        assert code == 2 and err.count("\n") == 1 and peak < 256 << 20, (err, peak)
+        assert err.startswith(f"codesign: error: {path}: recognizing attention: tracing the layout of '") and \
+            "(1x1000000000x32) needs 1.4 TiB, more than the" in err, err

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import model_path
 
 import compiler.limits
 from codesign.cli import main
 from compiler.npz import read_npz
-from conftest import model_path
 from hw.errors import InputError
 
 

@@ -20,10 +20,16 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.onnx_checks import (check_elem_type, check_external_data, check_model_file, check_opset,
-                                           check_tensor, check_utf8)
-from compiler.frontend.op_sizes import output_elements
+from compiler.frontend.onnx_checks import (
+    check_elem_type,
+    check_external_data,
+    check_model_file,
+    check_opset,
+    check_tensor,
+    check_utf8,
+)
 from compiler.frontend.onnx_ops import UnsupportedOp, onnx_dtype, run_node
+from compiler.frontend.op_sizes import output_elements
 from hw.errors import InputError
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]
