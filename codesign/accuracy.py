@@ -181,10 +181,13 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
 
     ``layers=False`` skips the per-layer comparison; ``reference`` reuses ``reference_outputs`` of an earlier call.
     """
+    from compiler.calibrate import check_simulation_memory
     from compiler.dialect import dataflow as df
     from compiler.simulate import Simulator
 
     imported = result.imported
+    check_simulation_memory(result.module, len(next(iter(samples.values()))),
+                            sum(int(np.asarray(v).nbytes) for v in samples.values()), "--inputs simulation")
     sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
     tensors = compared_tensors(imported) if layers else ()
     want = {imported.tensor_layers[t]: t for t in tensors}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import model_path
 
+import compiler.calibrate
 import compiler.limits
 from codesign.cli import main
 from compiler.npz import read_npz
@@ -106,3 +107,21 @@ def test_cli_inputs_and_route_moe_refuse_pickles(tmp_path, capsys):
     passes = f'canonicalize,route-moe{{inputs="{path}"}},schedule'
     assert _cli_error(capsys, "compile", str(model_path("switch_tiny.onnx")), "--passes", passes, "-q") == \
         f"route-moe: inputs file {path}: {refusal.replace('pixel_values', 'input_ids')}"
+
+
+def test_inputs_simulation_is_refused_beyond_memory(tmp_path, capsys, monkeypatch):
+    """Accuracy runs with --inputs estimate the simulation first, like calibration."""
+    path = tmp_path / "x.npz"
+    np.savez(path, pixel_values=np.random.default_rng(0).standard_normal((2, 1, 3, 32, 32)).astype(np.float32))
+    budget = {"bytes": 1 << 40}
+    monkeypatch.setattr(compiler.limits, "available_memory_bytes", lambda: budget["bytes"])
+    real = compiler.calibrate.simulation_bytes
+
+    def shrink_after_loading(module):  # the npz itself fits; the machine is "full" once simulation is asked for
+        budget["bytes"] = 1000
+        return real(module)
+
+    monkeypatch.setattr(compiler.calibrate, "simulation_bytes", shrink_after_loading)
+    err = _cli_error(capsys, "compile", str(model_path("vit_tiny.onnx")), "--inputs", str(path), "-q")
+    assert err.startswith("--inputs simulation (2 samples, 24.0 KiB of inputs; simulating one sample holds ") and \
+        err.endswith("more than the 1000 B of memory available; refused before allocating"), err
