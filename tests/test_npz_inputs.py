@@ -125,3 +125,28 @@ def test_inputs_simulation_is_refused_beyond_memory(tmp_path, capsys, monkeypatc
     err = _cli_error(capsys, "compile", str(model_path("vit_tiny.onnx")), "--inputs", str(path), "-q")
     assert err.startswith("--inputs simulation (2 samples, 24.0 KiB of inputs; simulating one sample holds ") and \
         err.endswith("more than the 1000 B of memory available; refused before allocating"), err
+
+
+def test_cli_malformed_npz_one_line(tmp_path, capsys):
+    vit = str(model_path("vit_tiny.onnx"))
+    npy = tmp_path / "single.npz"
+    with open(npy, "wb") as fh:
+        np.save(fh, np.zeros((2, 1, 3, 32, 32), np.float32))
+    assert _cli_error(capsys, "compile", vit, "--calibrate", str(npy), "--quant", "int8", "-q") == (
+        f"--calibrate {npy}: is a single .npy array, not an .npz archive; save the arrays with "
+        "np.savez(path, input_name=array, ...)")
+    good = tmp_path / "good.npz"
+    np.savez(good, pixel_values=np.ones((2, 1, 3, 32, 32), np.float32))
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(good.read_bytes()[:1000])
+    assert _cli_error(capsys, "compile", vit, "--inputs", str(trunc), "-q").startswith(
+        f"--inputs {trunc}: not an .npz archive (")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32)) | {"shape": (10**9, 1, 3, 32, 32)}
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    huge = tmp_path / "huge.npz"
+    with zipfile.ZipFile(huge, "w") as zf:
+        zf.writestr("pixel_values.npy", buf.getvalue())
+    assert _cli_error(capsys, "compile", vit, "--inputs", str(huge), "-q") == (
+        f"--inputs {huge}: member 'pixel_values.npy' declares a 1000000000x1x3x32x32 float32 array (11.2 TiB) but "
+        f"holds only {len(buf.getvalue())} bytes (truncated?)")
