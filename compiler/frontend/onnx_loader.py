@@ -5,6 +5,10 @@ constants, and folding them away is what lets the pattern matcher see ``Reshape(
 dozen nodes. Shape inference runs on a *skeleton* of the model whose large initializers are replaced by typed graph
 inputs: onnx.shape_inference serialises the whole proto, and copying 340 MB of ViT-Base weights for it would cost
 more than the rest of the compile.
+
+Nothing from the file is trusted before ``onnx_checks`` has looked at it (regular file, external data inside the
+model's folder, tensors whose data matches their dims, UTF-8 names, a known opset), and folding asks ``op_sizes`` how
+big a result would be before building it: hostile input ends as one ``InputError`` line, never an allocation.
 """
 
 from __future__ import annotations
