@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from compiler.npz import read_npz
 from hw.errors import InputError
 
 __all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "reference_outputs", "write_outputs",
@@ -39,13 +40,17 @@ Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
 
 def model_signature(source: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> Signature:
     """(name, dims, dtype) of each real input of the ONNX model (``None`` for a symbolic dim, unless ``shapes``)."""
-    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
+    from compiler.frontend.onnx_checks import check_elem_type
+    from compiler.frontend.onnx_loader import read_model
+
+    model, name = read_model(source, external=False)
     inits = {i.name for i in model.graph.initializer}
     out: Signature = []
     for inp in model.graph.input:
         if inp.name in inits:
             continue
         tt = inp.type.tensor_type
+        check_elem_type(tt.elem_type, f"input '{inp.name}'", name)
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
         if shapes and inp.name in shapes:
             dims = tuple(int(d) for d in shapes[inp.name])
@@ -68,14 +73,7 @@ def load_samples(path: str | os.PathLike[str] | Mapping[str, np.ndarray], flag: 
         where, raw = f"{flag} <arrays>", {k: np.asarray(v) for k, v in path.items()}
     else:
         where = f"{flag} {path}"
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"{where}: no such file")
-        try:
-            with np.load(p, allow_pickle=False) as npz:
-                raw = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError) as err:
-            raise InputError(f"{where}: not an .npz archive ({str(err).splitlines()[0]})") from None
+        raw = read_npz(path, where)
     data: dict[str, np.ndarray] = {}
     for name, dims, dtype in signature:
         if name not in raw:
@@ -183,10 +181,13 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
 
     ``layers=False`` skips the per-layer comparison; ``reference`` reuses ``reference_outputs`` of an earlier call.
     """
+    from compiler.calibrate import check_simulation_memory
     from compiler.dialect import dataflow as df
     from compiler.simulate import Simulator
 
     imported = result.imported
+    check_simulation_memory(result.module, len(next(iter(samples.values()))),
+                            sum(int(np.asarray(v).nbytes) for v in samples.values()), "--inputs simulation")
     sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
     tensors = compared_tensors(imported) if layers else ()
     want = {imported.tensor_layers[t]: t for t in tensors}

@@ -8,10 +8,15 @@ maximum over samples (clipping rare outliers trades saturation for resolution).
 Without user data, :func:`synthetic_inputs` makes deterministic samples from the input types: standard normal
 floats, token ids uniform over the embedding table they index, and ones for other integer inputs (masks). Reports
 say so ("calibration: synthetic").
+
+Both check their memory first (:func:`check_simulation_memory`): the simulator keeps every value of ``main`` alive
+for a sample, so a ``--shape input_ids=1x1000000000`` compile would otherwise die in NumPy half-way through its
+first sample (or take the machine's memory with it). The estimate is refused in one line, with its largest value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,9 +24,13 @@ from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.limits import check_memory, format_bytes, format_shape
 from compiler.simulate import Simulator, Tensor
 
-__all__ = ["activation_ranges", "synthetic_inputs", "SYNTHETIC_SEED"]
+__all__ = ["activation_ranges", "synthetic_inputs", "simulation_bytes", "check_simulation_memory", "SYNTHETIC_SEED"]
+
+#: ``activation_ranges``' observer holds |x|, its finite mask and the filtered copy of the value it looks at.
+_OBSERVER_COPIES = 4
 
 SYNTHETIC_SEED = 0
 
@@ -34,13 +43,65 @@ def _np_dtype(typ: TensorType) -> np.dtype:
     return np.dtype(np.float32) if getattr(el, "bitwidth", 32) == 32 else np.dtype(np.float64)
 
 
+def _value_bytes(typ: TensorType) -> int:
+    return math.prod(int(d) for d in typ.get_shape()) * _np_dtype(typ).itemsize
+
+
+def simulation_bytes(module: ModuleOp) -> tuple[int, int, str]:
+    """(bytes one sample's simulation holds, bytes of the largest value, that value described for messages).
+
+    The simulator keeps every result of ``main`` until the sample ends; weights are not counted (they are in
+    memory already).
+    """
+    from compiler.simulate.engine import _main
+
+    total, largest, where = 0, 0, ""
+    for op in _main(module).body.block.ops:
+        if isinstance(op, df.WeightOp):
+            continue
+        for result in op.results:
+            typ = result.type
+            if not isinstance(typ, TensorType):
+                continue
+            size = _value_bytes(typ)
+            total += size
+            if size > largest:
+                layer = op.properties.get("layer") or op.attributes.get("layer")
+                name = f" '{layer.data}'" if layer is not None and hasattr(layer, "data") else ""
+                largest = size
+                where = f"{op.name}{name} {format_shape(typ.get_shape())} {_np_dtype(typ).name}"
+    for arg in _main(module).body.block.args:
+        if isinstance(arg.type, TensorType):
+            total += _value_bytes(arg.type)
+    return total, largest, where
+
+
+def check_simulation_memory(module: ModuleOp, samples: int, data_bytes: int, what: str) -> None:
+    """Refuse, before anything is allocated, simulating ``samples`` samples whose inputs take ``data_bytes``
+    (already held or about to be built) when one sample's values plus the observer's copies plus the data exceed
+    the machine's available memory; ``what`` names the run (``calibration``, ``route-moe``)."""
+    per_sample, largest, where = simulation_bytes(module)
+    need = data_bytes + per_sample + _OBSERVER_COPIES * largest
+    check_memory(f"{what} ({samples} samples, {format_bytes(data_bytes)} of inputs; simulating one sample holds "
+                 f"{format_bytes(per_sample)}, the largest value {where} {format_bytes(largest)})", need)
+
+
 def synthetic_inputs(module: ModuleOp, names: list[str], count: int, seed: int = SYNTHETIC_SEED
                      ) -> dict[str, np.ndarray]:
     """``count`` deterministic samples per ``main`` argument (leading sample axis), keyed by ``names``."""
     from compiler.simulate.engine import _main
 
-    rng = np.random.default_rng(seed)
     block = _main(module).body.block
+    shapes = [(count, *a.type.get_shape()) for a in block.args if isinstance(a.type, TensorType)]
+    data_bytes = sum(_value_bytes(a.type) for a in block.args if isinstance(a.type, TensorType)) * count
+    # standard_normal draws float64 before the cast: the largest float input exists twice over for a moment
+    data_bytes += max((math.prod(shape) * 8 for a, shape in zip(block.args, shapes)
+                       if _np_dtype(a.type).kind == "f"), default=0)
+    # the quantize pass names arguments arg0...; the IR keeps the model's input names as hints
+    shown = [a.name_hint or name for a, name in zip(block.args, names)]
+    inputs = ", ".join(f"{name} {format_shape(shape)}" for name, shape in zip(shown, shapes))
+    check_simulation_memory(module, count, data_bytes, f"calibration on synthetic data [{inputs}]")
+    rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for name, arg in zip(names, block.args):
         typ = arg.type
@@ -64,6 +125,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
     """
+    n = len(next(iter(samples.values())))
+    check_simulation_memory(module, n, sum(int(v.nbytes) for v in samples.values()), "calibration")
     sim = Simulator(module, weights, names, exact=True)
     ranges: dict[SSAValue, float] = {}
 
@@ -86,7 +149,6 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         for r, t in zip(op.results, outs):
             record(r, t)
 
-    n = len(next(iter(samples.values())))
     for i in range(n):
         feeds = {k: v[i] for k, v in samples.items()}
         for arg, name in zip(sim.args, names):

@@ -5,6 +5,10 @@ constants, and folding them away is what lets the pattern matcher see ``Reshape(
 dozen nodes. Shape inference runs on a *skeleton* of the model whose large initializers are replaced by typed graph
 inputs: onnx.shape_inference serialises the whole proto, and copying 340 MB of ViT-Base weights for it would cost
 more than the rest of the compile.
+
+Nothing from the file is trusted before ``onnx_checks`` has looked at it (regular file, external data inside the
+model's folder, tensors whose data matches their dims, UTF-8 names, a known opset), and folding asks ``op_sizes`` how
+big a result would be before building it: hostile input ends as one ``InputError`` line, never an allocation.
 """
 
 from __future__ import annotations
@@ -20,10 +24,19 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_checks import (
+    check_elem_type,
+    check_external_data,
+    check_model_file,
+    check_opset,
+    check_tensor,
+    check_utf8,
+)
 from compiler.frontend.onnx_ops import UnsupportedOp, onnx_dtype, run_node
+from compiler.frontend.op_sizes import output_elements
 from hw.errors import InputError
 
-__all__ = ["load_graph", "parse_shape_arg"]
+__all__ = ["load_graph", "parse_shape_arg", "read_model"]
 
 #: Initializers up to this many elements stay in the skeleton (shape inference may need their values).
 _SKELETON_CONST_LIMIT = 4096
@@ -45,24 +58,32 @@ def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _read_model(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool = True
+               ) -> tuple[onnx.ModelProto, str]:
+    """(the model, its name for messages), every file-level check passed; ``external=False`` leaves external data
+    unread (its location and size are still checked)."""
     if isinstance(source, onnx.ModelProto):
-        return source, source.graph.name or "<ModelProto>"
+        name = source.graph.name if isinstance(source.graph.name, str) else ""
+        check_utf8(source, name or "<ModelProto>")
+        return source, name or "<ModelProto>"
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an .onnx file")
+    check_model_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
         raise InputError(f"{path}: not a valid ONNX model (truncated or not ONNX: {_first_line(err)})") from None
+    check_utf8(model, str(path))
     if not model.graph.node:
         raise InputError(f"{path}: not a valid ONNX model (the graph has no nodes)")
-    try:
+    check_external_data(model, path.parent, str(path))
+    if not external:
+        return model, str(path)
+    try:  # the checks above cover what onnx refuses; this keeps any refusal they missed to one line
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (FileNotFoundError, OSError) as err:
-        raise InputError(f"{path}: external data file missing: {getattr(err, 'filename', None) or err}") from None
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
+        raise InputError(f"{path}: cannot load external data: {_first_line(err)}") from None
     return model, str(path)
 
 
@@ -81,16 +102,24 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for attr in node.attribute:
+        label = f"attribute '{attr.name}' of {node.op_type} '{name}'"
+        if attr.HasField("t"):
+            check_tensor(attr.t, label, source)
+        for tensor in attr.tensors:
+            check_tensor(tensor, label, source)
         value = onnx.helper.get_attribute_value(attr)
-        if isinstance(value, onnx.TensorProto):
-            value = numpy_helper.to_array(value)
-        elif isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [v.decode() for v in value]
+        try:
+            if isinstance(value, onnx.TensorProto):
+                value = numpy_helper.to_array(value)
+            elif isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, list) and value and isinstance(value[0], bytes):
+                value = [v.decode() for v in value]
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: {label} is a string that is not valid UTF-8") from None
         out[attr.name] = value
     return out
 
@@ -156,8 +185,11 @@ def _proto_attrs(node: Node) -> dict[str, Any]:
 
 
 def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> None:
+    # No data propagation: onnx propagates a 1-D tensor's values as one shape dim per element, so Range(0, 10^10)
+    # -> Cast allocates 10^10 dims in C++ (std::bad_alloc, or the machine's memory). ``_fold`` propagates values
+    # itself, with a size estimate first; every example model gives the same graph either way.
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=False)
     except onnx.shape_inference.InferenceError:
         return
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -182,6 +214,9 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
             value = [np.array(int(np.prod(shapes[node.inputs[0]])), dtype=np.int64)]
         elif node.op_type == "Constant" or all(not n or n in constants for n in node.inputs):
             args = [constants[n] if n else None for n in node.inputs]
+            if output_elements(node.op_type, args, node.attrs, [shapes.get(o) for o in node.outputs]) > _FOLD_LIMIT:
+                remaining.append(node)  # estimated before building: a 1 KB model may ask for a 4 GiB constant
+                continue
             try:
                 with np.errstate(all="ignore"):  # folding -inf masks through Cast/Mul is expected
                     value = run_node(node.op_type, args, node.attrs, len(node.outputs))
@@ -221,6 +256,27 @@ def _data_dependent(nodes: list[Node]) -> set[str]:
     return dynamic
 
 
+def _refuse_empty(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
+                  source: str) -> None:
+    """A node left to compute that produces a zero-size tensor: nothing to price or simulate (a GEMM of n = 0 would
+    reach the cost models), so name it and the empty tensor it was given."""
+    for node in nodes:
+        for out in node.outputs:
+            shape = shapes.get(out) if out else None
+            if shape is None or 0 not in shape:
+                continue
+            empty = [n for n in node.inputs if n and 0 in shapes.get(n, (1,))]
+            given = next((n for n in empty if n in constants), empty[0] if empty else None)
+            kind = "constant" if given in constants else "tensor"
+            cause = f" from the empty {kind} '{given}' (shape {_dims(shapes[given])})" if given else ""
+            raise InputError(f"{source}: {node.describe()} produces an empty tensor '{out}' (shape {_dims(shape)})"
+                             f"{cause}; a zero-size tensor has nothing to compute")
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
@@ -228,16 +284,22 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     ``shapes`` gives concrete shapes for inputs with symbolic dims (the CLI's ``--shape``); any input left
     symbolic is an ``InputError`` naming it.
     """
-    model, source_name = _read_model(source)
+    model, source_name = read_model(source)
+    check_opset(model, source_name)
     graph = model.graph
+    for init in graph.initializer:
+        check_tensor(init, f"initializer '{init.name}'", source_name)
     constants = {init.name: _to_array(init) for init in graph.initializer}
     input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants))
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:
         if inp.name not in constants:
+            check_elem_type(inp.type.tensor_type.elem_type, f"input '{inp.name}'", source_name)
             dtypes[inp.name] = onnx_dtype(inp.type.tensor_type.elem_type)
-    nodes = [Node(n.op_type, n.name or f"{n.op_type}_{i}", list(n.input), list(n.output), _attrs(n))
-             for i, n in enumerate(graph.node)]
+    nodes = []
+    for i, n in enumerate(graph.node):
+        name = n.name or f"{n.op_type}_{i}"
+        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), _attrs(n, name, source_name)))
     for node in nodes:
         if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
             raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "
@@ -268,6 +330,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
             if out and out not in all_shapes and out not in dynamic:
                 raise InputError(f"{source_name}: cannot infer a static shape for '{out}' of {node.describe()}; "
                                  "give concrete input shapes with --shape")
+    _refuse_empty(nodes, constants, all_shapes, source_name)
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)
     constants = {k: v for k, v in constants.items() if k in used}
     return Graph(nodes=nodes, inputs=list(input_shapes), outputs=outputs, constants=constants, shapes=all_shapes,

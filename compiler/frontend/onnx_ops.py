@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 import torch
 
+from compiler.limits import check_tensor
+
 __all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp"]
 
 Array = np.ndarray
@@ -138,14 +140,22 @@ def _gemm(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     return [y.astype(a.dtype)]
 
 
+def _scalar_int(value: Array, op: str, what: str) -> int:
+    """The one integer of a scalar or one-element input (exporters give CumSum's axis and Trilu's k as [1])."""
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise ValueError(f"{op}: {what} must hold one integer, got shape {list(np.shape(value))}")
+    return int(flat[0])
+
+
 def _trilu(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x = inputs[0]
-    k = int(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else 0
+    k = _scalar_int(inputs[1], "Trilu", "k") if len(inputs) > 1 and inputs[1] is not None else 0
     return [np.triu(x, k) if attrs.get("upper", 1) else np.tril(x, k)]
 
 
 def _cumsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    x, axis = inputs[0], int(inputs[1])
+    x, axis = inputs[0], _scalar_int(inputs[1], "CumSum", "axis")
     if attrs.get("reverse", 0):
         x = np.flip(x, axis)
     y = np.cumsum(x, axis=axis, dtype=x.dtype)
@@ -261,12 +271,26 @@ def _clip(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
 
 
 def _expand(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    x, shape = inputs[0], [int(s) for s in inputs[1]]
+    x, shape = inputs[0], [int(s) for s in np.asarray(inputs[1]).reshape(-1)]
+    rank = max(x.ndim, len(shape))
+    dims = [1] * (rank - len(shape)) + shape
+    have = [1] * (rank - x.ndim) + list(x.shape)
+    check_tensor("Expand", [max(d, h) if d >= 0 else d for d, h in zip(dims, have)], x.dtype)
     return [x * np.ones(shape, dtype=x.dtype)]
+
+
+def _tile(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, reps = inputs[0], [int(r) for r in np.asarray(inputs[1]).reshape(-1)]
+    check_tensor("Tile", [d * r for d, r in zip(x.shape, reps)], x.dtype)
+    return [np.tile(x, reps)]
 
 
 def _range(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     start, limit, delta = (np.asarray(v).reshape(()) for v in inputs)
+    if delta == 0:
+        raise ValueError("Range: delta is 0")
+    count = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    check_tensor("Range", [count], start.dtype)
     return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
 
 
@@ -309,7 +333,9 @@ def _constant(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
 
 def _constant_of_shape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     value = attrs.get("value", np.zeros(1, dtype=np.float32))
-    return [np.full([int(s) for s in inputs[0]], value.reshape(-1)[0], dtype=value.dtype)]
+    shape = [int(s) for s in np.asarray(inputs[0]).reshape(-1)]
+    check_tensor("ConstantOfShape", shape, value.dtype)
+    return [np.full(shape, value.reshape(-1)[0], dtype=value.dtype)]
 
 
 def _per_axis(p: Array, x: Array, attrs: dict[str, Any]) -> Array:
@@ -357,7 +383,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
     "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],
     "Expand": _expand, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
-    "Tile": lambda i, a: [np.tile(i[0], [int(r) for r in i[1]])], "Trilu": _trilu, "Range": _range,
+    "Tile": _tile, "Trilu": _trilu, "Range": _range,
     "Shape": lambda i, a: [np.array(i[0].shape[a.get("start", 0):a.get("end", None)], dtype=np.int64)],
     "Size": lambda i, a: [np.array(i[0].size, dtype=np.int64)],
     "ConstantOfShape": _constant_of_shape, "Constant": _constant, "CumSum": _cumsum,

@@ -8,6 +8,7 @@ unmatched is lowered one node to one generic op by the dialect builder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
+from compiler.limits import check_memory
 
 __all__ = ["Match", "recognize"]
 
@@ -77,6 +79,9 @@ def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.n
 def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
     """If the chain computes ``c * expect(x)`` for a scalar c, return c."""
     shape = ctx.graph.shapes[source]
+    # the index tensor, the chain's result, the expectation and allclose's temporaries: about 6 float64 copies
+    check_memory(f"{ctx.graph.source}: recognizing attention: tracing the layout of '{source}' "
+                 f"({'x'.join(map(str, shape))})", 6 * 8 * math.prod(shape))
     x = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
     try:
         got = _run_chain(ctx, chain, source, x)

@@ -23,7 +23,9 @@ from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i64
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
+from compiler.calibrate import check_simulation_memory
 from compiler.dialect import dataflow as df
+from compiler.npz import read_npz
 from compiler.schedule.moe import ROUTING_ATTR, TOKENS_ATTR, expert_weight_bytes, moe_shape, tokens_per_expert_of
 from hw.errors import InputError
 
@@ -34,8 +36,7 @@ def _load_npz(path: str) -> tuple[list[str], dict[str, np.ndarray], str]:
     p = Path(path)
     if not p.exists():
         raise InputError(f"route-moe: inputs file {path} does not exist")
-    with np.load(p) as npz:
-        data = {k: npz[k] for k in npz.files}
+    data = read_npz(p, f"route-moe: inputs file {path}")
     if not data:
         raise InputError(f"route-moe: {path} holds no arrays")
     return list(data), data, p.name
@@ -47,10 +48,11 @@ def measure_routing(module: ModuleOp, weights: dict[str, np.ndarray], names: lis
     assignments per expert. ``samples`` > 0 caps the number of samples run."""
     from compiler.simulate import Simulator
 
-    sim = Simulator(module, weights, names)
     count = len(next(iter(data.values())))
     if samples > 0:
         count = min(count, samples)
+    check_simulation_memory(module, count, sum(int(np.asarray(v).nbytes) for v in data.values()), "route-moe")
+    sim = Simulator(module, weights, names)
     traces: dict[int, list[np.ndarray]] = {}
 
     def observe(op: Operation, outs: list[Any]) -> None:
