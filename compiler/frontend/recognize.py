@@ -16,10 +16,13 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
+from compiler.frontend.rope import fit_rope, materialize_rope, rope_region
 
 __all__ = ["Match", "recognize"]
 
 _MOVE_CHAIN = frozenset({"Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
+#: Head repeats of grouped-query attention (repeat_kv: Unsqueeze -> Expand -> Reshape, or Tile) on the K/V side.
+_REPEAT = frozenset({"Expand", "Tile"})
 _SCALE_OPS = frozenset({"Mul", "Div"})
 
 
@@ -43,27 +46,34 @@ class _Ctx:
     taken: set[int] = field(default_factory=set)
 
 
-def _walk_back(ctx: _Ctx, name: str, rank: int) -> list[tuple[str, list[Node]]]:
+def _walk_back(ctx: _Ctx, name: str, rank: int, rope: bool = False) -> list[tuple[str, list[Node]]]:
     """Rank-``rank`` tensors reachable back from ``name`` through movement / constant-scale nodes, nearest first.
 
     Exporters sometimes pass through an intermediate [B*H, S, Dh] tensor, so every candidate is returned and the
-    caller keeps the one whose layout check passes.
+    caller keeps the one whose layout check passes. With ``rope`` a rotary-embedding region (compiler/frontend/
+    rope.py) where the movement chain stops is crossed to the projection it rotates, as a last candidate.
     """
     chain: list[Node] = []
     found: list[tuple[str, list[Node]]] = []
-    while len(chain) <= 8:
+    while len(chain) <= 12:
         if len(ctx.graph.shapes.get(name, ())) == rank and chain:
             found.append((name, list(chain)))
         node = ctx.producers.get(name)
         if node is None:
             break
-        if node.op_type in _MOVE_CHAIN:
+        if node.op_type in _MOVE_CHAIN or (node.op_type in _REPEAT and ctx.graph.is_const(node.inputs[1])):
             name = node.inputs[0]
         elif node.op_type in _SCALE_OPS and ctx.graph.scalar(node.inputs[1]) is not None:
             name = node.inputs[0]
         elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
             name = node.inputs[1]
         else:
+            if rope:
+                region = rope_region(ctx.graph, ctx.producers, name)
+                if region is not None:
+                    inner = sorted(region[1], key=lambda n: -ctx.order[id(n)])
+                    found.append((region[0], chain + inner))
+                return found
             break
         chain.append(node)
     if len(ctx.graph.shapes.get(name, ())) == rank and chain and (not found or found[-1][0] != name):
@@ -81,7 +91,8 @@ def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.n
             continue
         if node.op_type in _SCALE_OPS or node.op_type == "Mul":
             args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args]
-        values[node.outputs[0]] = run_node(node.op_type, args, node.attrs)[0]
+        for name, value in zip(node.outputs, run_node(node.op_type, args, node.attrs, len(node.outputs))):
+            values[name] = value
     return values[chain[0].outputs[0]] if chain else x
 
 
@@ -102,18 +113,43 @@ def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float |
     return factor
 
 
-def _is_causal(mask: np.ndarray, sq: int, sk: int) -> bool | None:
-    """True if a constant additive/boolean mask is the causal lower-triangular one."""
-    m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else None
-    if m is None:
-        return None
-    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
+def _mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
+    """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
+    ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
+    (whole key columns blocked), ``other``; None when it blocks nothing."""
+    try:
+        m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else np.broadcast_to(mask, (sq, sk))
+    except ValueError:
+        return "other"
     flat = m.reshape(-1, sq, sk)
     if m.dtype == bool:
-        return bool(np.all(flat == tri)) if np.all(flat == flat[0]) else None
-    allowed = np.all(flat[:, tri] == 0)
-    blocked = np.all(flat[:, ~tri] < -1e4)
-    return bool(allowed and blocked)
+        allowed = flat
+    else:
+        if not np.all((flat == 0) | (flat < -1e4)):
+            return None if np.all(flat == 0) else "other"  # a bias (ALiBi, relative positions): not a mask
+        allowed = flat == 0
+    if allowed.all():
+        return None
+    if not np.all(allowed == allowed[0]):
+        return "other"
+    a = allowed[0]
+    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
+    if np.array_equal(a, tri):
+        return "causal"
+    for window in range(1, sk):
+        if np.array_equal(a, tri & ~np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq - window)):
+            return "banded"
+    if np.all(a == a[0]):
+        return "padding"
+    if sq == sk and np.array_equal(a, a.T) and np.all(np.diag(a)):
+        starts = [i for i in range(sq) if i == 0 or not a[i, i - 1]]
+        ends = starts[1:] + [sq]
+        block = np.zeros_like(a)
+        for lo, hi in zip(starts, ends):
+            block[lo:hi, lo:hi] = True
+        if np.array_equal(a, block):
+            return "block"
+    return "other"
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
@@ -123,7 +159,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     _, heads, sq, sk = shape
     region: list[Node] = [softmax]
-    scale, mask, causal = 1.0, None, False
+    scale, mask, causal, mask_kind = 1.0, None, False, None
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -148,26 +184,36 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             scores_side = a if len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a) else b
             other = b if scores_side == a else a
             if g.is_const(other):
-                c = _is_causal(g.constants[other], sq, sk)
-                if c:
+                kind = _mask_kind(g.constants[other], sq, sk)
+                if kind == "causal" and not causal:
                     causal = True
-                elif not np.all(g.constants[other] == 0):
+                elif kind is not None:
+                    if mask is not None:
+                        return None
                     mask = other
+                mask_kind = mask_kind or kind
             else:
                 if mask is not None:
                     return None
-                mask = other
+                mask, mask_kind = other, mask_kind or "input"
             name = scores_side
         elif node.op_type == "Where":
             cond, a, b = node.inputs
-            if g.is_const(cond) and (g.scalar(b) is not None or g.scalar(a) is not None):
-                c = _is_causal(g.constants[cond] if g.scalar(b) is not None else ~g.constants[cond].astype(bool), sq, sk)
-                if not c:
-                    return None
-                causal = True
-                name = a if g.scalar(b) is not None else b
-            else:
+            fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
+            if not g.is_const(cond) or fill is None or fill > -1e4 or mask is not None:
                 return None
+            keep = g.constants[cond].astype(bool)
+            keep = keep if g.scalar(b) is not None else ~keep
+            kind = _mask_kind(keep, sq, sk)
+            if kind == "causal" and not causal:
+                causal = True
+            elif kind is not None:
+                # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
+                mask = f"{node.name}/additive_mask"
+                g.constants[mask] = np.where(keep, 0.0, fill).astype(g.dtypes.get(node.outputs[0], np.float32))
+                g.shapes[mask], g.dtypes[mask] = g.constants[mask].shape, g.constants[mask].dtype
+            mask_kind = mask_kind or kind
+            name = a if g.scalar(b) is not None else b
         else:
             return None
     # After softmax: optional Cast / NaN guard, then the A.V MatMul.
@@ -195,15 +241,27 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
     dv = g.shapes[v_head][-1]
-    found = {}
+
+    def split(x: np.ndarray, d: int, shared: bool) -> np.ndarray:
+        """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
+        kv = x.shape[2] // d
+        if kv * d != x.shape[2] or heads % kv or (kv != heads and not shared):
+            raise ValueError("head split does not fit")
+        return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
+
+    found, ropes = {}, {}
     for role, head, expect_fn in (
-        ("q", q_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)),
-        ("k", k_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 3, 1)),
-        ("v", v_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dv).transpose(0, 2, 1, 3)),
+        ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
+        ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
+        ("v", v_head, lambda x: split(x, dv, True).transpose(0, 2, 1, 3)),
     ):
-        factor = None
-        for source, chain in _walk_back(ctx, head, 3):
+        factor, rope = None, None
+        for source, chain in _walk_back(ctx, head, 3, rope=role != "v"):
             factor = _layout_factor(ctx, chain, source, expect_fn)
+            if factor is None and role != "v":
+                fit = fit_rope(lambda x, chain=chain, source=source: _run_chain(ctx, chain, source, x),
+                               g.shapes[source], dh, expect_fn)
+                factor, rope = fit if fit is not None else (None, None)
             if factor is not None:
                 break
         if factor is None:
@@ -212,8 +270,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             scale *= factor
         elif factor != 1.0:
             return None
-        found[role] = source
+        found[role], ropes[role] = source, rope
         region += chain
+    kv_heads = g.shapes[found["k"]][2] // dh
+    if g.shapes[found["v"]][2] // dv != kv_heads:
+        return None
     # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor.
     out, chain = av.outputs[0], []
     b_size = g.shapes[av.outputs[0]][0]
@@ -241,7 +302,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     nodes = [n for n in region if n not in keep]
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
-                 {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal})
+                 {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
+                  "mask_kind": mask_kind, "rope": ropes})
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
@@ -368,4 +430,10 @@ def recognize(graph: Graph) -> list[Match]:
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
+    for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
+        for role, rope in match.props.get("rope", {}).items():
+            if rope is not None:
+                prefix = match.nodes[0].name.rsplit("/", 1)[0] + f"/rope_{role}"
+                match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
+                                                        match.props["head_dim"], prefix)
     return matches

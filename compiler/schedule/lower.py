@@ -180,7 +180,7 @@ def _lower_attention(lw: _Lowering, op: df.AttentionOp) -> LayerPlan:
     b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
     sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
     heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
-    dv = op.v.type.get_shape()[2] // heads  # type: ignore[attr-defined]
+    dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
     bits = element_bits(op.q)
     algorithm = df.str_attr(op, "algorithm")
     softmax = df.str_attr(op, "softmax")
