@@ -295,8 +295,8 @@ class AttentionOp(_Named):
         if kv <= 0 or heads % kv:
             raise VerifyException(f"{tag}: kv_heads {kv} does not divide num_heads {heads}")
         if q[2] != heads * dim or k[2] != kv * dim:
-            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim} / "
-                                  f"kv_heads*head_dim = {kv * dim}")
+            grouped = f" / kv_heads*head_dim = {kv * dim}" if kv != heads else ""
+            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim}{grouped}")
         if v[2] % kv:
             raise VerifyException(f"{tag}: v dim {v[2]} is not a multiple of kv_heads {kv}")
         if out != (q[0], q[1], v[2] // kv * heads):
