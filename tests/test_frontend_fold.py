@@ -15,7 +15,8 @@ from hw.errors import InputError
 
 
 def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=[numpy_helper.from_array(v, k) for k, v in inits])
+    tensors = [numpy_helper.from_array(v, k) for k, v in inits]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=tensors)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -52,13 +53,15 @@ def test_causal_mask_from_trilu_equal_where_folds_and_is_recognised() -> None:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])
     nodes = [
         helper.make_node("Shape", ["x"], ["shape"], start=2),
-        helper.make_node("ConstantOfShape", ["shape"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                         value=numpy_helper.from_array(np.array([1], np.int64))),
         helper.make_node("Trilu", ["ones"], ["tri"], upper=0),
         helper.make_node("Equal", ["tri", "zero"], ["blocked"]),
         helper.make_node("Where", ["blocked", "neg", "fzero"], ["mask"]),
         helper.make_node("Add", ["x", "mask"], ["y"]),
     ]
-    inits = [("zero", np.array(0, np.int64)), ("neg", np.array(-np.inf, np.float32)), ("fzero", np.array(0, np.float32))]
+    inits = [("zero", np.array(0, np.int64)), ("neg", np.array(-np.inf, np.float32)),
+             ("fzero", np.array(0, np.float32))]
     g = load_graph(_model(nodes, [x], [y], inits))
     assert [n.op_type for n in g.nodes] == ["Add"]
     assert _mask_kind(g.constants[g.nodes[0].inputs[1]], 5, 5) == "causal"

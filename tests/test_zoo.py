@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -42,8 +41,8 @@ def _build(family: str) -> torch.nn.Module:
 
     from examples._common import reinit_, seed_all
 
-    common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                  intermediate_size=2 * HIDDEN, max_position_embeddings=64, attn_implementation="sdpa")
+    common = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+              "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 64, "attn_implementation": "sdpa"}
     config, cls = {
         "llama": (lambda: tf.LlamaConfig(num_key_value_heads=KV_HEADS, **common), tf.LlamaModel),
         "mistral": (lambda: tf.MistralConfig(num_key_value_heads=KV_HEADS, sliding_window=SEQ // 2, **common),

@@ -431,9 +431,9 @@ def recognize(graph: Graph) -> list[Match]:
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
     for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
-        for role, rope in match.props.get("rope", {}).items():
-            if rope is not None:
-                prefix = match.nodes[0].name.rsplit("/", 1)[0] + f"/rope_{role}"
-                match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
-                                                        match.props["head_dim"], prefix)
+        ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
+        for role, rope in ropes:
+            prefix = match.nodes[0].name.rsplit("/", 1)[0] + f"/rope_{role}"
+            match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
+                                                    match.props["head_dim"], prefix)
     return matches

@@ -21,7 +21,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["Rope", "rope_region", "fit_rope", "materialize_rope"]
+__all__ = ["Rope", "fit_rope", "materialize_rope", "rope_region"]
 
 #: Ops a RoPE region may contain between the rank-3 projection output and the rotated heads.
 ROPE_OPS = frozenset({"Mul", "Add", "Sub", "Neg", "Slice", "Concat", "Split", "Unsqueeze", "Squeeze", "Reshape",
