@@ -1,5 +1,6 @@
-"""Decoder families beyond GPT-2 compile with their attention recognised: LLaMA, Mistral (sliding window), Qwen2
-(grouped-query heads), Phi (partial rotary), GPT-J (interleaved rotary) and GPT-2 with SDPA and only input_ids.
+"""Decoder families beyond GPT-2 compile with their attention recognised: LLaMA (grouped-query, and multi-query),
+Mistral (sliding window), Qwen2 (a global and a local layer), Phi (partial rotary), GPT-J (interleaved rotary) and
+GPT-2 with SDPA and only input_ids.
 
 Each model is a tiny transformers config (2 layers, hidden 64, 4 heads, 2 KV heads where the family has them, vocab
 128, 16 tokens) with seeded random weights, exported by the legacy (TorchScript) exporter and, for two families, by
@@ -47,7 +48,10 @@ def _build(family: str) -> torch.nn.Module:
         "llama": (lambda: tf.LlamaConfig(num_key_value_heads=KV_HEADS, **common), tf.LlamaModel),
         "mistral": (lambda: tf.MistralConfig(num_key_value_heads=KV_HEADS, sliding_window=SEQ // 2, **common),
                     tf.MistralModel),
-        "qwen2": (lambda: tf.Qwen2Config(num_key_value_heads=KV_HEADS, **common), tf.Qwen2Model),
+        "mqa": (lambda: tf.LlamaConfig(num_key_value_heads=1, **common), tf.LlamaModel),
+        # Layer 0 global, layer 1 local: the two layers differ only in their (folded) mask.
+        "qwen2": (lambda: tf.Qwen2Config(num_key_value_heads=KV_HEADS, use_sliding_window=True, sliding_window=SEQ // 2,
+                                         max_window_layers=1, **common), tf.Qwen2Model),
         "phi": (lambda: tf.PhiConfig(partial_rotary_factor=0.5, **common), tf.PhiModel),
         "gptj": (lambda: tf.GPTJConfig(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, rotary_dim=8,
                                        n_positions=64, attn_implementation="eager"), tf.GPTJModel),
@@ -97,10 +101,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-CASES = [("llama", "legacy"), ("llama", "dynamo"), ("mistral", "legacy"), ("qwen2", "legacy"), ("phi", "legacy"),
-         ("gptj", "legacy"), ("gpt2", "legacy"), ("gpt2", "dynamo")]
-KV = {"llama": KV_HEADS, "mistral": KV_HEADS, "qwen2": KV_HEADS}
-MASK = {"mistral": "banded"}
+CASES = [("llama", "legacy"), ("llama", "dynamo"), ("mqa", "legacy"), ("mistral", "legacy"), ("qwen2", "legacy"),
+         ("phi", "legacy"), ("gptj", "legacy"), ("gpt2", "legacy"), ("gpt2", "dynamo")]
+KV = {"llama": KV_HEADS, "mqa": 1, "mistral": KV_HEADS, "qwen2": KV_HEADS}
+MASK = {"mistral": ["banded", "banded"], "qwen2": ["causal", "banded"]}
 
 
 @pytest.mark.parametrize("family, exporter", CASES)
@@ -116,7 +120,7 @@ def test_float_compile_recognises_attention_and_matches(exported, family: str, e
     assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_min"] >= 0.9999
     attention = [op for op in result.module.walk() if isinstance(op, df.AttentionOp)]
     assert {df.kv_heads(op) for op in attention} == {KV.get(family, HEADS)}
-    assert {df.str_attr(op, "mask_kind") for op in attention} == {MASK.get(family, "causal")}
+    assert [df.str_attr(op, "mask_kind") for op in attention] == MASK.get(family, ["causal"] * LAYERS)
 
 
 @pytest.mark.parametrize("family", ["llama", "phi", "gptj"])

@@ -259,8 +259,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         for source, chain in _walk_back(ctx, head, 3, rope=role != "v"):
             factor = _layout_factor(ctx, chain, source, expect_fn)
             if factor is None and role != "v":
-                fit = fit_rope(lambda x, chain=chain, source=source: _run_chain(ctx, chain, source, x),
-                               g.shapes[source], dh, expect_fn)
+                try:
+                    fit = fit_rope(lambda x, chain=chain, source=source: _run_chain(ctx, chain, source, x),
+                                   g.shapes[source], dh, expect_fn)
+                except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
+                    fit = None
                 factor, rope = fit if fit is not None else (None, None)
             if factor is not None:
                 break
