@@ -145,3 +145,36 @@ def test_grouped_query_kv_costed_once_per_kv_head(exported) -> None:
     elem = 4  # float32
     assert qk.bytes_in == elem * SEQ * (HIDDEN + KV_HEADS * HIDDEN // HEADS)
     assert plan.macs == HEADS * SEQ * SEQ * 2 * (HIDDEN // HEADS)  # QK^T and A.V of every query head
+
+
+class _SeqFirst(torch.nn.Module):
+    """torch.nn.MultiheadAttention in its default sequence-first layout: [S, B, E] in and out, packed in_proj."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = torch.nn.MultiheadAttention(HIDDEN, HEADS, batch_first=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_sequence_first_packed_attention(tmp_path: Path, exporter: str) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from examples._common import export_onnx, reinit_, seed_all
+
+    seed_all(0)
+    module = _SeqFirst().eval()
+    reinit_(module, 0)
+    x = torch.randn(SEQ, 2, HIDDEN, generator=torch.Generator().manual_seed(2))
+    path = tmp_path / "mha.onnx"
+    export_onnx(module, [x], path, input_names=["x"], output_names=["y"], exporter=exporter)  # type: ignore[arg-type]
+    # Train mode (dropout is 0) keeps torch off its fused inference kernel, which FlopCounterMode does not count.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        module.train()(x)
+    result = compile(path, inputs={"x": x.numpy()[None]})
+    assert result.imported.patterns["attention"] == 1
+    assert abs(result.report["macs"] - counter.get_total_flops() // 2) <= 0.005 * result.report["macs"]
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999

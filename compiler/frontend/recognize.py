@@ -113,6 +113,34 @@ def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float |
     return factor
 
 
+def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
+    """(source, chain, scale factor, rotation or None, sequence-first?) of the rank-3 tensor that ``head`` (a Q, K^T
+    or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
+    batch-first [B, S, D] source; a sequence-first [S, B, D] source is tried through a transpose."""
+    g = ctx.graph
+    for source, chain in _walk_back(ctx, head, 3, rope=rope):
+        for first in (False, True):
+            fit = (lambda x: expect(x.transpose(1, 0, 2))) if first else expect
+            factor = _layout_factor(ctx, chain, source, fit)
+            if factor is not None:
+                return source, chain, factor, None, first
+            if not rope:
+                continue
+            shape = g.shapes[source]
+            shape = (shape[1], shape[0], shape[2]) if first else shape
+
+            def run(x: np.ndarray, chain=chain, source=source, first=first) -> np.ndarray:
+                return _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+
+            try:
+                rotated = fit_rope(run, shape, dh, expect)
+            except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
+                rotated = None
+            if rotated is not None:
+                return source, chain, rotated[0], rotated[1], first
+    return None
+
+
 def _mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
     ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
@@ -249,39 +277,29 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             raise ValueError("head split does not fit")
         return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
 
-    found, ropes = {}, {}
+    found, ropes, seq_first = {}, {}, {}
     for role, head, expect_fn in (
         ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
         ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
         ("v", v_head, lambda x: split(x, dv, True).transpose(0, 2, 1, 3)),
     ):
-        factor, rope = None, None
-        for source, chain in _walk_back(ctx, head, 3, rope=role != "v"):
-            factor = _layout_factor(ctx, chain, source, expect_fn)
-            if factor is None and role != "v":
-                try:
-                    fit = fit_rope(lambda x, chain=chain, source=source: _run_chain(ctx, chain, source, x),
-                                   g.shapes[source], dh, expect_fn)
-                except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
-                    fit = None
-                factor, rope = fit if fit is not None else (None, None)
-            if factor is not None:
-                break
-        if factor is None:
+        fitted = _fit_role(ctx, head, expect_fn, dh, rope=role != "v")
+        if fitted is None:
             return None
+        source, chain, factor, rope, first = fitted
         if role in ("q", "k"):
             scale *= factor
-        elif factor != 1.0:
+        elif factor != 1.0 or rope is not None:
             return None
-        found[role], ropes[role] = source, rope
+        found[role], ropes[role], seq_first[role] = source, rope, first
         region += chain
     kv_heads = g.shapes[found["k"]][2] // dh
     if g.shapes[found["v"]][2] // dv != kv_heads:
         return None
-    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor.
+    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
     out, chain = av.outputs[0], []
     b_size = g.shapes[av.outputs[0]][0]
-    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv)}
+    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv), (sq, b_size, heads * dv)}
     while g.shapes.get(out) not in merged:
         users = ctx.consumers.get(out, [])
         if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
@@ -294,8 +312,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(av_shape)
     got = _run_chain(ctx, chain[::-1], av.outputs[0], x)  # _run_chain takes chains listed output-first
     want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
+    out_seq_first = False
     if got.shape != want.shape or not np.array_equal(got, want):
-        return None
+        want = x.transpose(2, 0, 1, 3).reshape(g.shapes[out])
+        if got.shape != want.shape or not np.array_equal(got, want):
+            return None
+        out_seq_first = True
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
     ids = {id(n) for n in region}
@@ -306,7 +328,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     nodes = [n for n in region if n not in keep]
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": mask_kind, "rope": ropes})
+                  "mask_kind": mask_kind, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first})
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
@@ -411,6 +433,24 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
     return None
 
 
+def _to_batch_first(graph: Graph, source: str, name: str) -> str:
+    """Insert Transpose [S, B, D] -> [B, S, D] of ``source`` right after its producer (a view when B is 1)."""
+    s, b, d = graph.shapes[source]
+    out = f"{name}_output_0"
+    graph.shapes[out], graph.dtypes[out] = (b, s, d), graph.dtypes.get(source, np.dtype(np.float32))
+    node = Node("Reshape" if b == 1 else "Transpose", name, [source], [out])
+    if b == 1:
+        shape = f"{name}_shape"
+        graph.constants[shape] = np.array([b, s, d], dtype=np.int64)
+        graph.shapes[shape], graph.dtypes[shape] = (3,), np.dtype(np.int64)
+        node.inputs.append(shape)
+    else:
+        node.attrs["perm"] = [1, 0, 2]
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes.insert(at, node)
+    return out
+
+
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
     from compiler.frontend.fused_qkv import split_fused_qkv
@@ -434,9 +474,12 @@ def recognize(graph: Graph) -> list[Match]:
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
     for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
+        base = match.nodes[0].name.rsplit("/", 1)[0]
+        for role, first in match.props.get("seq_first", {}).items():
+            if first:
+                match.operands[role] = _to_batch_first(graph, match.operands[role], f"{base}/{role}_batch_first")
         ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
         for role, rope in ropes:
-            prefix = match.nodes[0].name.rsplit("/", 1)[0] + f"/rope_{role}"
             match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
-                                                    match.props["head_dim"], prefix)
+                                                    match.props["head_dim"], f"{base}/rope_{role}")
     return matches

@@ -330,6 +330,14 @@ def _emit_match(b: _Builder, m: Match) -> None:
                         **extra}))
         b.patterns["attention"] += 1
         b.patterns["softmax"] += 1
+        if m.props.get("out_seq_first"):  # a sequence-first export: [S, B, D] (or [S*B, D]) after the heads merge
+            bsz, seq, dim = merged_type.get_shape()
+            merged_type = TensorType(out_type.get_element_type(), [seq, bsz, dim])
+            op = b.add(df.MoveOp.create(
+                operands=[op.results[0]], result_types=[merged_type],
+                properties={"layer": StringAttr(name + ".seq_first"), "kind": StringAttr("transpose"),
+                            "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
+                                                     "perm": _attr([1, 0, 2])})}))
         if merged_type != out_type:  # the export merged batch and sequence: [B*S, D]
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[out_type],
