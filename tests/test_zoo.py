@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,17 @@ def test_sequence_first_packed_attention(tmp_path: Path, exporter: str) -> None:
     assert result.imported.patterns["attention"] == 1
     assert abs(result.report["macs"] - counter.get_total_flops() // 2) <= 0.005 * result.report["macs"]
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
+
+
+def test_relative_position_bias_and_padding_mask_both_kept() -> None:
+    """T5/Switch add a constant relative-position bias and a padding mask from the input: both reach the attention
+    op (summed into one mask operand), so padded keys stay masked."""
+    from tests.conftest import DATA, model_path
+
+    feeds = {k: v.copy() for k, v in np.load(DATA / "switch_tiny_inputs.npz").items()}
+    feeds["attention_mask"][..., 12:] = 0
+    result = compile(model_path("switch_tiny.onnx"), inputs=feeds)
+    attention = [op for op in result.module.walk() if isinstance(op, df.AttentionOp)]
+    assert len(attention) == 2 and all(op.mask is not None for op in attention)
+    assert {df.str_attr(op, "mask_kind") for op in attention} == {"other"}
+    assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_min"] >= 0.9999

@@ -187,7 +187,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     _, heads, sq, sk = shape
     region: list[Node] = [softmax]
-    scale, mask, causal, mask_kind = 1.0, None, False, None
+    scale, masks, causal, mask_kind = 1.0, [], False, None
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -216,19 +216,16 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                 if kind == "causal" and not causal:
                     causal = True
                 elif kind is not None:
-                    if mask is not None:
-                        return None
-                    mask = other
-                mask_kind = mask_kind or kind
+                    masks.append(other)
+                mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
             else:
-                if mask is not None:
-                    return None
-                mask, mask_kind = other, mask_kind or "input"
+                masks.append(other)
+                mask_kind = "other" if mask_kind else "input"
             name = scores_side
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
-            if not g.is_const(cond) or fill is None or fill > -1e4 or mask is not None:
+            if not g.is_const(cond) or fill is None or fill > -1e4:
                 return None
             keep = g.constants[cond].astype(bool)
             keep = keep if g.scalar(b) is not None else ~keep
@@ -240,7 +237,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                 mask = f"{node.name}/additive_mask"
                 g.constants[mask] = np.where(keep, 0.0, fill).astype(g.dtypes.get(node.outputs[0], np.float32))
                 g.shapes[mask], g.dtypes[mask] = g.constants[mask].shape, g.constants[mask].dtype
-            mask_kind = mask_kind or kind
+                masks.append(mask)
+            mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
             name = a if g.scalar(b) is not None else b
         else:
             return None
@@ -326,9 +324,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     if any(n in (qk, av, softmax) for n in keep):
         return None
     nodes = [n for n in region if n not in keep]
+    # Several additive masks (T5: relative-position bias + padding) are summed into one operand (recognize()).
+    mask = masks[0] if len(masks) == 1 else None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": mask_kind, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first})
+                  "mask_kind": mask_kind, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
+                  "mask_parts": masks})
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
@@ -433,6 +434,20 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
     return None
 
 
+def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
+    """Insert Adds summing additive masks (one broadcast [.., Sq, Sk] operand) after the last of their producers."""
+    at = max((i + 1 for i, n in enumerate(graph.nodes) if any(p in n.outputs for p in parts)), default=0)
+    total = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out = f"{name}_{i}_output_0"
+        shape = np.broadcast_shapes(graph.shapes[total], graph.shapes[part])
+        graph.shapes[out] = tuple(shape)
+        graph.dtypes[out] = np.result_type(graph.dtypes.get(total, np.float32), graph.dtypes.get(part, np.float32))
+        graph.nodes.insert(at + i, Node("Add", f"{name}_{i}", [total, part], [out]))
+        total = out
+    return total
+
+
 def _to_batch_first(graph: Graph, source: str, name: str) -> str:
     """Insert Transpose [S, B, D] -> [B, S, D] of ``source`` right after its producer (a view when B is 1)."""
     s, b, d = graph.shapes[source]
@@ -475,6 +490,8 @@ def recognize(graph: Graph) -> list[Match]:
             ctx.taken.update(id(n) for n in match.nodes)
     for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
         base = match.nodes[0].name.rsplit("/", 1)[0]
+        if len(match.props.get("mask_parts", ())) > 1:
+            match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
         for role, first in match.props.get("seq_first", {}).items():
             if first:
                 match.operands[role] = _to_batch_first(graph, match.operands[role], f"{base}/{role}_batch_first")
