@@ -83,6 +83,19 @@ def test_unsupported_op_in_shape_arithmetic_is_named() -> None:
     assert "--shape" not in str(err.value) and "\n" not in str(err.value)
 
 
+def test_unsupported_op_on_data_is_one_line_exit_2(tmp_path, capsys) -> None:
+    """The CLI: an unsupported op that touches data is named with its node, in one line, exit status 2."""
+    from codesign.cli import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
+    path = tmp_path / "acosh.onnx"
+    onnx.save(_model([helper.make_node("Acosh", ["x"], ["y"], name="blocks.0/Acosh")], [x], [y]), str(path))
+    assert main(["compile", str(path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unsupported op Acosh (node 'blocks.0/Acosh')" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("allowed, kind", [
     (np.tril(np.ones((6, 6), bool)), "causal"),
     (np.tril(np.ones((6, 6), bool)) & ~np.tril(np.ones((6, 6), bool), -3), "banded"),
