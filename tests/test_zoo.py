@@ -103,7 +103,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 
 
 CASES = [("llama", "legacy"), ("llama", "dynamo"), ("mqa", "legacy"), ("mistral", "legacy"), ("qwen2", "legacy"),
-         ("phi", "legacy"), ("gptj", "legacy"), ("gpt2", "legacy"), ("gpt2", "dynamo")]
+         ("phi", "legacy"), ("gptj", "legacy"), ("gptj", "dynamo"), ("gpt2", "legacy"), ("gpt2", "dynamo")]
 KV = {"llama": KV_HEADS, "mqa": 1, "mistral": KV_HEADS, "qwen2": KV_HEADS}
 MASK = {"mistral": ["banded", "banded"], "qwen2": ["causal", "banded"]}
 

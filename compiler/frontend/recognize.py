@@ -1,9 +1,13 @@
 """Recognise high-level transformer ops in a folded ONNX ``Graph``.
 
 Each matcher returns ``Match`` records: the nodes it replaces, the op it stands for and that op's operands. Matching
-is by meaning where spellings vary: head split/merge chains are checked by pushing an index tensor through them,
-GELU and LayerNorm regions by evaluating them on random data (compiler/frontend/regions.py). Anything left
-unmatched is lowered one node to one generic op by the dialect builder.
+is by meaning where spellings vary: head split/merge chains are checked by pushing an index tensor through them
+(batch- or sequence-first, K/V heads repeated for grouped-query attention), rotary embeddings on Q and K are fitted
+as per-position linear maps (compiler/frontend/rope.py), constant masks are classified by their structure, GELU and
+LayerNorm regions are checked by evaluating them on random data (compiler/frontend/regions.py). Anything left
+unmatched is lowered one node to one generic op by the dialect builder. An attention match may add nodes to the
+graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks): they compute what
+the replaced nodes computed, on the operands the attention op reads.
 """
 
 from __future__ import annotations
