@@ -338,7 +338,7 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
             b, sq, _ = _shape(op.q)
             sk = _shape(op.k)[1]
             heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
-            dv = _shape(op.v)[2] // heads
+            dv = _shape(op.v)[2] // df.kv_heads(op)
             q_bits, k_bits, v_bits = _int_bits(op.q), _int_bits(op.k), _int_bits(op.v)
             integer = q_bits is not None and k_bits is not None
             if integer:

@@ -64,6 +64,7 @@ __all__ = [
     "ATTENTION_ALGORITHMS",
     "TILE_Q_ATTR",
     "TILE_K_ATTR",
+    "MASK_KINDS",
     "ELEMENTWISE_KINDS",
     "MOVE_KINDS",
     "REDUCE_KINDS",
@@ -72,6 +73,7 @@ __all__ = [
     "str_attr",
     "int_attr",
     "float_attr",
+    "kv_heads",
 ]
 
 #: Softmax implementations a softmax or attention op may carry (issue: integer numerics).
@@ -84,6 +86,8 @@ ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
 #: prices them, the simulator walks them).
 TILE_Q_ATTR = "tile_q"
 TILE_K_ATTR = "tile_k"
+#: Structures of an attention mask the frontend tells apart (``dataflow.attention``'s ``mask_kind``).
+MASK_KINDS = ("causal", "banded", "block", "padding", "input", "other")
 MOE_MODES = ("token", "task", "image")
 #: Expert hidden activations (compiler/numerics/router.py ACTIVATIONS).
 MOE_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
@@ -121,6 +125,11 @@ def float_attr(op: IRDLOperation, key: str) -> float:
     attr = op.properties[key]
     assert isinstance(attr, FloatAttr)
     return attr.value.data
+
+
+def kv_heads(op: IRDLOperation) -> int:
+    """Key/value heads of a ``dataflow.attention`` (``num_heads`` unless grouped-query)."""
+    return int_attr(op, "kv_heads", int_attr(op, "num_heads"))
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -264,6 +273,12 @@ class AttentionOp(_Named):
     lower-triangular mask. ``softmax`` is the approximation; ``algorithm`` the evaluation order: ``standard`` (scores
     materialised), ``edge-moe`` (Edge-MoE's rotated-key order over ``lanes`` query lanes with a single-pass online
     softmax) or ``flash`` (tiles with an online softmax; scores never leave the chip).
+
+    ``kv_heads`` (optional, default ``num_heads``): grouped-query / multi-query attention. ``k`` and ``v`` hold
+    ``kv_heads`` heads, each shared by ``num_heads / kv_heads`` consecutive query heads, so they are read and stored
+    once per KV head. ``mask_kind`` (optional) records the structure of the mask the frontend found (``causal``,
+    ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and the ``mask`` operand
+    compute, it changes nothing.
     """
 
     name = "dataflow.attention"
@@ -280,6 +295,8 @@ class AttentionOp(_Named):
     softmax = prop_def(StringAttr)
     algorithm = prop_def(StringAttr)
     lanes = opt_prop_def(IntegerAttr)
+    kv_heads = opt_prop_def(IntegerAttr)
+    mask_kind = opt_prop_def(StringAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
     assembly_format = "$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) (`,` type($mask)^)? `->` type($result)"
@@ -292,12 +309,19 @@ class AttentionOp(_Named):
         heads, dim = int_attr(self, "num_heads"), int_attr(self, "head_dim")
         if heads <= 0 or dim <= 0:
             raise VerifyException(f"{tag}: num_heads and head_dim must be positive")
-        if q[2] != heads * dim or k[2] != heads * dim:
-            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim}")
+        kv = kv_heads(self)
+        if kv <= 0 or heads % kv:
+            raise VerifyException(f"{tag}: kv_heads {kv} does not divide num_heads {heads}")
+        if q[2] != heads * dim or k[2] != kv * dim:
+            grouped = f" / kv_heads*head_dim = {kv * dim}" if kv != heads else ""
+            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim}{grouped}")
+        if v[2] % kv:
+            raise VerifyException(f"{tag}: v dim {v[2]} is not a multiple of kv_heads {kv}")
+        if out != (q[0], q[1], v[2] // kv * heads):
+            raise VerifyException(f"{tag}: result shape {out} should be {(q[0], q[1], v[2] // kv * heads)}")
+        _check_choice(self, "mask_kind", MASK_KINDS)
         if k[:2] != v[:2] or q[0] != k[0]:
             raise VerifyException(f"{tag}: batch/sequence of q {q}, k {k}, v {v} disagree")
-        if out != (q[0], q[1], v[2]):
-            raise VerifyException(f"{tag}: result shape {out} should be {(q[0], q[1], v[2])}")
         _check_choice(self, "softmax", SOFTMAX_APPROX)
         _check_choice(self, "algorithm", ATTENTION_ALGORITHMS)
 
@@ -306,7 +330,7 @@ class AttentionOp(_Named):
         b, sq, _ = _shape(self.q)
         sk = _shape(self.k)[1]
         heads, dim = int_attr(self, "num_heads"), int_attr(self, "head_dim")
-        dv = _shape(self.v)[2] // heads
+        dv = _shape(self.v)[2] // kv_heads(self)
         return b * heads * sq * sk * (dim + dv)
 
 

@@ -32,7 +32,7 @@ from compiler.frontend.onnx_checks import (
     check_tensor,
     check_utf8,
 )
-from compiler.frontend.onnx_ops import UnsupportedOp, onnx_dtype, run_node
+from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
 from hw.errors import InputError
 
@@ -277,6 +277,33 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tuple[int, ...]],
+                   constants: dict[str, np.ndarray]) -> str:
+    """Why ``out`` of ``node`` has no static shape, naming the node where it starts: an op with no NumPy semantics
+    that shape arithmetic (tensors computed from constants and shapes only, which folding should have evaluated)
+    runs through, or the first op whose shape inference failed."""
+    producers = {o: n for n in nodes for o in n.outputs if o}
+    value_free: set[str] = set()  # computed from constants and shapes only: folding should have evaluated them
+    for n in nodes:
+        if n.op_type in ("Shape", "Size") or all(not i or i in constants or i in value_free for i in n.inputs):
+            value_free.update(o for o in n.outputs if o)
+    culprit, seen = node, {id(node)}
+    while True:
+        unknown = [producers[i] for i in culprit.inputs if i and i in producers
+                   and (i not in shapes or (i in value_free and i not in constants))]
+        if not unknown or id(unknown[0]) in seen:
+            break
+        culprit = unknown[0]
+        seen.add(id(culprit))
+    if culprit.op_type not in ONNX_OPS and culprit.op_type != "Split":
+        return (f"unsupported op {culprit.describe()}: it cannot be evaluated, and the shape of '{out}' of "
+                f"{node.describe()} depends on it")
+    if culprit is node:
+        return f"cannot infer a static shape for '{out}' of {node.describe()}"
+    return (f"cannot infer a static shape for '{out}' of {node.describe()}: it depends on {culprit.describe()}, "
+            "whose output shape could not be computed")
+
+
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
@@ -328,8 +355,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     for node in nodes:
         for out in node.outputs:
             if out and out not in all_shapes and out not in dynamic:
-                raise InputError(f"{source_name}: cannot infer a static shape for '{out}' of {node.describe()}; "
-                                 "give concrete input shapes with --shape")
+                raise InputError(f"{source_name}: {_shape_culprit(node, out, nodes, all_shapes, constants)}")
     _refuse_empty(nodes, constants, all_shapes, source_name)
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)
     constants = {k: v for k, v in constants.items() if k in used}

@@ -373,6 +373,8 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Not": lambda i, a: [np.logical_not(i[0])],
     "Sqrt": _unary(np.sqrt), "Reciprocal": _unary(lambda x: 1 / x), "Neg": _unary(np.negative),
     "Abs": _unary(np.abs), "Exp": _unary(np.exp), "Log": _unary(np.log), "Erf": _unary(_erf),
+    "Cos": _unary(np.cos), "Sin": _unary(np.sin), "Ceil": _unary(np.ceil), "Floor": _unary(np.floor),
+    "Round": _unary(np.rint), "Sign": _unary(np.sign), "Xor": _binary(np.logical_xor, False),
     "Tanh": _unary(np.tanh), "Sigmoid": _unary(lambda x: 1 / (1 + np.exp(-x))), "Relu": _unary(lambda x: np.maximum(x, 0)),
     "Softplus": _unary(lambda x: np.log1p(np.exp(x))), "Identity": lambda i, a: [i[0]],
     "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],

@@ -1,9 +1,13 @@
 """Recognise high-level transformer ops in a folded ONNX ``Graph``.
 
 Each matcher returns ``Match`` records: the nodes it replaces, the op it stands for and that op's operands. Matching
-is by meaning where spellings vary: head split/merge chains are checked by pushing an index tensor through them,
-GELU and LayerNorm regions by evaluating them on random data (compiler/frontend/regions.py). Anything left
-unmatched is lowered one node to one generic op by the dialect builder.
+is by meaning where spellings vary: head split/merge chains are checked by pushing an index tensor through them
+(batch- or sequence-first, K/V heads repeated for grouped-query attention), rotary embeddings on Q and K are fitted
+as per-position linear maps (compiler/frontend/rope.py), constant masks are classified by their structure, GELU and
+LayerNorm regions are checked by evaluating them on random data (compiler/frontend/regions.py). Anything left
+unmatched is lowered one node to one generic op by the dialect builder. An attention match may add nodes to the
+graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks): they compute what
+the replaced nodes computed, on the operands the attention op reads.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
+from compiler.frontend.rope import fit_rope, materialize_rope, rope_region
 from compiler.limits import check_memory
 
 __all__ = ["Match", "recognize"]
 
 _MOVE_CHAIN = frozenset({"Reshape", "Transpose", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten"})
+#: Head repeats of grouped-query attention (repeat_kv: Unsqueeze -> Expand -> Reshape, or Tile) on the K/V side.
+_REPEAT = frozenset({"Expand", "Tile"})
 _SCALE_OPS = frozenset({"Mul", "Div"})
 
 
@@ -34,27 +41,34 @@ class _Ctx:
     taken: set[int] = field(default_factory=set)
 
 
-def _walk_back(ctx: _Ctx, name: str, rank: int) -> list[tuple[str, list[Node]]]:
+def _walk_back(ctx: _Ctx, name: str, rank: int, rope: bool = False) -> list[tuple[str, list[Node]]]:
     """Rank-``rank`` tensors reachable back from ``name`` through movement / constant-scale nodes, nearest first.
 
     Exporters sometimes pass through an intermediate [B*H, S, Dh] tensor, so every candidate is returned and the
-    caller keeps the one whose layout check passes.
+    caller keeps the one whose layout check passes. With ``rope`` a rotary-embedding region (compiler/frontend/
+    rope.py) where the movement chain stops is crossed to the projection it rotates, as a last candidate.
     """
     chain: list[Node] = []
     found: list[tuple[str, list[Node]]] = []
-    while len(chain) <= 8:
+    while len(chain) <= 12:
         if len(ctx.graph.shapes.get(name, ())) == rank and chain:
             found.append((name, list(chain)))
         node = ctx.producers.get(name)
         if node is None:
             break
-        if node.op_type in _MOVE_CHAIN:
+        if node.op_type in _MOVE_CHAIN or (node.op_type in _REPEAT and ctx.graph.is_const(node.inputs[1])):
             name = node.inputs[0]
         elif node.op_type in _SCALE_OPS and ctx.graph.scalar(node.inputs[1]) is not None:
             name = node.inputs[0]
         elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
             name = node.inputs[1]
         else:
+            if rope:
+                region = rope_region(ctx.graph, ctx.producers, name)
+                if region is not None:
+                    inner = sorted(region[1], key=lambda n: -ctx.order[id(n)])
+                    found.append((region[0], chain + inner))
+                return found
             break
         chain.append(node)
     if len(ctx.graph.shapes.get(name, ())) == rank and chain and (not found or found[-1][0] != name):
@@ -72,7 +86,8 @@ def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.n
             continue
         if node.op_type in _SCALE_OPS or node.op_type == "Mul":
             args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args]
-        values[node.outputs[0]] = run_node(node.op_type, args, node.attrs)[0]
+        for name, value in zip(node.outputs, run_node(node.op_type, args, node.attrs, len(node.outputs))):
+            values[name] = value
     return values[chain[0].outputs[0]] if chain else x
 
 
@@ -96,18 +111,71 @@ def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float |
     return factor
 
 
-def _is_causal(mask: np.ndarray, sq: int, sk: int) -> bool | None:
-    """True if a constant additive/boolean mask is the causal lower-triangular one."""
-    m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else None
-    if m is None:
-        return None
-    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
+def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
+    """(source, chain, scale factor, rotation or None, sequence-first?) of the rank-3 tensor that ``head`` (a Q, K^T
+    or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
+    batch-first [B, S, D] source; a sequence-first [S, B, D] source is tried through a transpose."""
+    g = ctx.graph
+    for source, chain in _walk_back(ctx, head, 3, rope=rope):
+        for first in (False, True):
+            fit = (lambda x: expect(x.transpose(1, 0, 2))) if first else expect
+            factor = _layout_factor(ctx, chain, source, fit)
+            if factor is not None:
+                return source, chain, factor, None, first
+            if not rope:
+                continue
+            shape = g.shapes[source]
+            shape = (shape[1], shape[0], shape[2]) if first else shape
+
+            def run(x: np.ndarray, chain=chain, source=source, first=first) -> np.ndarray:
+                return _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+
+            try:
+                rotated = fit_rope(run, shape, dh, expect)
+            except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
+                rotated = None
+            if rotated is not None:
+                return source, chain, rotated[0], rotated[1], first
+    return None
+
+
+def _mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
+    """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
+    ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
+    (whole key columns blocked), ``other``; None when it blocks nothing."""
+    try:
+        m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else np.broadcast_to(mask, (sq, sk))
+    except ValueError:
+        return "other"
     flat = m.reshape(-1, sq, sk)
     if m.dtype == bool:
-        return bool(np.all(flat == tri)) if np.all(flat == flat[0]) else None
-    allowed = np.all(flat[:, tri] == 0)
-    blocked = np.all(flat[:, ~tri] < -1e4)
-    return bool(allowed and blocked)
+        allowed = flat
+    else:
+        if not np.all((flat == 0) | (flat < -1e4)):
+            return None if np.all(flat == 0) else "other"  # a bias (ALiBi, relative positions): not a mask
+        allowed = flat == 0
+    if allowed.all():
+        return None
+    if not np.all(allowed == allowed[0]):
+        return "other"
+    a = allowed[0]
+    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
+    if np.array_equal(a, tri):
+        return "causal"
+    for window in range(1, sk):
+        if np.array_equal(a, tri & ~np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq - window)):
+            return "banded"
+    if np.all(a == a[0]):
+        return "padding"
+    if sq == sk and np.array_equal(a, a.T) and np.all(np.diag(a)):
+        starts = [i for i in range(sq) if i == 0 or not a[i, i - 1]]
+        ends = starts[1:] + [sq]
+        block = np.zeros_like(a)
+        for lo, hi in zip(starts, ends):
+            block[lo:hi, lo:hi] = True
+        if np.array_equal(a, block):
+            return "block"
+    return "other"
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
@@ -117,7 +185,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     _, heads, sq, sk = shape
     region: list[Node] = [softmax]
-    scale, mask, causal = 1.0, None, False
+    scale, masks, causal, mask_kind = 1.0, [], False, None
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -142,26 +210,34 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             scores_side = a if len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a) else b
             other = b if scores_side == a else a
             if g.is_const(other):
-                c = _is_causal(g.constants[other], sq, sk)
-                if c:
+                kind = _mask_kind(g.constants[other], sq, sk)
+                if kind == "causal" and not causal:
                     causal = True
-                elif not np.all(g.constants[other] == 0):
-                    mask = other
+                elif kind is not None:
+                    masks.append(other)
+                mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
             else:
-                if mask is not None:
-                    return None
-                mask = other
+                masks.append(other)
+                mask_kind = "other" if mask_kind else "input"
             name = scores_side
         elif node.op_type == "Where":
             cond, a, b = node.inputs
-            if g.is_const(cond) and (g.scalar(b) is not None or g.scalar(a) is not None):
-                c = _is_causal(g.constants[cond] if g.scalar(b) is not None else ~g.constants[cond].astype(bool), sq, sk)
-                if not c:
-                    return None
-                causal = True
-                name = a if g.scalar(b) is not None else b
-            else:
+            fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
+            if not g.is_const(cond) or fill is None or fill > -1e4:
                 return None
+            keep = g.constants[cond].astype(bool)
+            keep = keep if g.scalar(b) is not None else ~keep
+            kind = _mask_kind(keep, sq, sk)
+            if kind == "causal" and not causal:
+                causal = True
+            elif kind is not None:
+                # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
+                mask = f"{node.name}/additive_mask"
+                g.constants[mask] = np.where(keep, 0.0, fill).astype(g.dtypes.get(node.outputs[0], np.float32))
+                g.shapes[mask], g.dtypes[mask] = g.constants[mask].shape, g.constants[mask].dtype
+                masks.append(mask)
+            mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
+            name = a if g.scalar(b) is not None else b
         else:
             return None
     # After softmax: optional Cast / NaN guard, then the A.V MatMul.
@@ -189,29 +265,37 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
     dv = g.shapes[v_head][-1]
-    found = {}
+
+    def split(x: np.ndarray, d: int, shared: bool) -> np.ndarray:
+        """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
+        kv = x.shape[2] // d
+        if kv * d != x.shape[2] or heads % kv or (kv != heads and not shared):
+            raise ValueError("head split does not fit")
+        return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
+
+    found, ropes, seq_first = {}, {}, {}
     for role, head, expect_fn in (
-        ("q", q_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)),
-        ("k", k_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 3, 1)),
-        ("v", v_head, lambda x: x.reshape(x.shape[0], x.shape[1], heads, dv).transpose(0, 2, 1, 3)),
+        ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
+        ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
+        ("v", v_head, lambda x: split(x, dv, True).transpose(0, 2, 1, 3)),
     ):
-        factor = None
-        for source, chain in _walk_back(ctx, head, 3):
-            factor = _layout_factor(ctx, chain, source, expect_fn)
-            if factor is not None:
-                break
-        if factor is None:
+        fitted = _fit_role(ctx, head, expect_fn, dh, rope=role != "v")
+        if fitted is None:
             return None
+        source, chain, factor, rope, first = fitted
         if role in ("q", "k"):
             scale *= factor
-        elif factor != 1.0:
+        elif factor != 1.0 or rope is not None:
             return None
-        found[role] = source
+        found[role], ropes[role], seq_first[role] = source, rope, first
         region += chain
-    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor.
+    kv_heads = g.shapes[found["k"]][2] // dh
+    if g.shapes[found["v"]][2] // dv != kv_heads:
+        return None
+    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
     out, chain = av.outputs[0], []
     b_size = g.shapes[av.outputs[0]][0]
-    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv)}
+    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv), (sq, b_size, heads * dv)}
     while g.shapes.get(out) not in merged:
         users = ctx.consumers.get(out, [])
         if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
@@ -224,8 +308,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(av_shape)
     got = _run_chain(ctx, chain[::-1], av.outputs[0], x)  # _run_chain takes chains listed output-first
     want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
+    out_seq_first = False
     if got.shape != want.shape or not np.array_equal(got, want):
-        return None
+        want = x.transpose(2, 0, 1, 3).reshape(g.shapes[out])
+        if got.shape != want.shape or not np.array_equal(got, want):
+            return None
+        out_seq_first = True
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
     ids = {id(n) for n in region}
@@ -234,8 +322,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     if any(n in (qk, av, softmax) for n in keep):
         return None
     nodes = [n for n in region if n not in keep]
+    # Several additive masks (T5: relative-position bias + padding) are summed into one operand (recognize()).
+    mask = masks[0] if len(masks) == 1 else None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
-                 {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal})
+                 {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
+                  "mask_kind": mask_kind, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
+                  "mask_parts": masks})
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
@@ -340,6 +432,38 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
     return None
 
 
+def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
+    """Insert Adds summing additive masks (one broadcast [.., Sq, Sk] operand) after the last of their producers."""
+    at = max((i + 1 for i, n in enumerate(graph.nodes) if any(p in n.outputs for p in parts)), default=0)
+    total = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out = f"{name}_{i}_output_0"
+        shape = np.broadcast_shapes(graph.shapes[total], graph.shapes[part])
+        graph.shapes[out] = tuple(shape)
+        graph.dtypes[out] = np.result_type(graph.dtypes.get(total, np.float32), graph.dtypes.get(part, np.float32))
+        graph.nodes.insert(at + i, Node("Add", f"{name}_{i}", [total, part], [out]))
+        total = out
+    return total
+
+
+def _to_batch_first(graph: Graph, source: str, name: str) -> str:
+    """Insert Transpose [S, B, D] -> [B, S, D] of ``source`` right after its producer (a view when B is 1)."""
+    s, b, d = graph.shapes[source]
+    out = f"{name}_output_0"
+    graph.shapes[out], graph.dtypes[out] = (b, s, d), graph.dtypes.get(source, np.dtype(np.float32))
+    node = Node("Reshape" if b == 1 else "Transpose", name, [source], [out])
+    if b == 1:
+        shape = f"{name}_shape"
+        graph.constants[shape] = np.array([b, s, d], dtype=np.int64)
+        graph.shapes[shape], graph.dtypes[shape] = (3,), np.dtype(np.int64)
+        node.inputs.append(shape)
+    else:
+        node.attrs["perm"] = [1, 0, 2]
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes.insert(at, node)
+    return out
+
+
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
     from compiler.frontend.fused_qkv import split_fused_qkv
@@ -362,4 +486,15 @@ def recognize(graph: Graph) -> list[Match]:
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
+    for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
+        base = match.nodes[0].name.rsplit("/", 1)[0]
+        if len(match.props.get("mask_parts", ())) > 1:
+            match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
+        for role, first in match.props.get("seq_first", {}).items():
+            if first:
+                match.operands[role] = _to_batch_first(graph, match.operands[role], f"{base}/{role}_batch_first")
+        ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
+        for role, rope in ropes:
+            match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
+                                                    match.props["head_dim"], f"{base}/rope_{role}")
     return matches

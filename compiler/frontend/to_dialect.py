@@ -310,8 +310,14 @@ def _emit_match(b: _Builder, m: Match) -> None:
         mask = m.operands["mask"]
         q_type = b.ttype(m.operands["q"])
         v_shape = b.g.shapes[m.operands["v"]]
+        heads, kv_heads = m.props["num_heads"], m.props.get("kv_heads", m.props["num_heads"])
         merged_type = TensorType(out_type.get_element_type(), [q_type.get_shape()[0], q_type.get_shape()[1],
-                                                                v_shape[-1]])
+                                                                v_shape[-1] // kv_heads * heads])
+        extra: dict[str, Attribute] = {}
+        if kv_heads != heads:
+            extra["kv_heads"] = IntegerAttr(kv_heads, i64)
+        if m.props.get("mask_kind"):
+            extra["mask_kind"] = StringAttr(m.props["mask_kind"])
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operands["q"]), b.value(m.operands["k"]), b.value(m.operands["v"])]
             + ([b.value(mask)] if mask else []),
@@ -320,9 +326,18 @@ def _emit_match(b: _Builder, m: Match) -> None:
                         "head_dim": IntegerAttr(m.props["head_dim"], i64),
                         "scale": FloatAttr(float(m.props["scale"]), f64), "causal": BoolAttr.from_bool(m.props["causal"]),
                         "softmax": StringAttr("exact"), "algorithm": StringAttr("standard"),
-                        "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1 if mask else 0])}))
+                        "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1 if mask else 0]),
+                        **extra}))
         b.patterns["attention"] += 1
         b.patterns["softmax"] += 1
+        if m.props.get("out_seq_first"):  # a sequence-first export: [S, B, D] (or [S*B, D]) after the heads merge
+            bsz, seq, dim = merged_type.get_shape()
+            merged_type = TensorType(out_type.get_element_type(), [seq, bsz, dim])
+            op = b.add(df.MoveOp.create(
+                operands=[op.results[0]], result_types=[merged_type],
+                properties={"layer": StringAttr(name + ".seq_first"), "kind": StringAttr("transpose"),
+                            "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
+                                                     "perm": _attr([1, 0, 2])})}))
         if merged_type != out_type:  # the export merged batch and sequence: [B*S, D]
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[out_type],

@@ -75,7 +75,7 @@ class SetAttention(ModulePass):
         b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
         sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
         heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
-        dv = op.v.type.get_shape()[2] // heads  # type: ignore[attr-defined]
+        dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
         if self.tile_q is not None and self.tile_k is not None:
             return min(self.tile_q, sq), min(self.tile_k, sk)
         if target is None:

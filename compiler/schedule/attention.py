@@ -148,7 +148,8 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...]) -> PlannedLayer:
     heads = df.int_attr(op, "num_heads")
     shape = _Shape(
         name=df.str_attr(op, "layer"), b=b, sq=sq, sk=op.k.type.get_shape()[1],  # type: ignore[attr-defined]
-        heads=heads, dh=df.int_attr(op, "head_dim"), dv=op.v.type.get_shape()[2] // heads,  # type: ignore[attr-defined]
+        heads=heads, dh=df.int_attr(op, "head_dim"),
+        dv=op.v.type.get_shape()[2] // df.kv_heads(op),  # type: ignore[attr-defined]  # K/V once per KV head
         bits=element_bits(op.q), softmax=softmax_cost_name(df.str_attr(op, "softmax")),
         q_bytes=tensor_bytes(op.q), k_bytes=tensor_bytes(op.k), v_bytes=tensor_bytes(op.v),
         mask_bytes=tensor_bytes(op.mask) if op.mask is not None else 0, out_bytes=tensor_bytes(op.result), deps=deps)

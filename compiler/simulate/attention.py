@@ -128,8 +128,9 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         return standard_attention(op, ins, ctx)
     if df.str_attr(op, "softmax") not in ("exact", "online"):
         return standard_attention(op, ins, ctx)
-    heads = df.int_attr(op, "num_heads")
-    q, k, v = (_split(t.real(), heads) for t in ins[:3])
+    heads, kv = df.int_attr(op, "num_heads"), df.kv_heads(op)
+    q = _split(ins[0].real(), heads)
+    k, v = (np.repeat(_split(t.real(), kv), heads // kv, axis=1) for t in ins[1:3])
     mask = _mask(op, ins, q.shape[-2], k.shape[-2])
     scale = df.float_attr(op, "scale")
     if df.str_attr(op, "algorithm") == "edge-moe":

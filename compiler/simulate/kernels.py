@@ -168,6 +168,12 @@ def _heads(x: np.ndarray, heads: int) -> np.ndarray:
     return x.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3)
 
 
+def _kv_heads(x: np.ndarray, kv: int, heads: int) -> np.ndarray:
+    """K or V split into its ``kv`` heads, each repeated for the ``heads // kv`` query heads that share it."""
+    split = _heads(x, kv)
+    return split if kv == heads else np.repeat(split, heads // kv, axis=1)
+
+
 def _merge(x: np.ndarray) -> np.ndarray:
     b, h, s, d = x.shape
     return x.transpose(0, 2, 1, 3).reshape(b, s, h * d)
@@ -177,6 +183,7 @@ def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
     memo = ctx.memo(op)
     if "heads" not in memo:
         memo["heads"] = df.int_attr(op, "num_heads")
+        memo["kv_heads"] = df.kv_heads(op)
         memo["scale"] = df.float_attr(op, "scale")
         memo["causal"] = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
         memo["softmax"] = "exact" if ctx.exact else df.str_attr(op, "softmax")
@@ -218,12 +225,12 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
     heads, approx = p["heads"], p["softmax"]
     if approx == "softmax-free":
         # SOFT replaces the whole attention (K = Q, Gaussian kernel); it ignores the mask and the QK^T scale.
-        qh, vh = _heads(q.real(), heads), _heads(v.real(), heads)
+        qh, vh = _heads(q.real(), heads), _kv_heads(v.real(), p["kv_heads"], heads)
         out = softmax_free_attention(torch.from_numpy(np.ascontiguousarray(qh)),
                                      torch.from_numpy(np.ascontiguousarray(vh)),
                                      num_landmarks=soft_landmarks(qh.shape[-2])).numpy()
         return [Tensor(_merge(out).astype(np.float32))]
-    qh, kh, vh = _heads(q.data, heads), _heads(k.data, heads), _heads(v.data, heads)
+    qh, kh, vh = _heads(q.data, heads), _kv_heads(k.data, p["kv_heads"], heads), _kv_heads(v.data, p["kv_heads"], heads)
     sq, sk = qh.shape[-2], kh.shape[-2]
     causal = np.triu(np.ones((sq, sk), dtype=bool), 1) if p["causal"] else None
     if q.quantized:

@@ -1,0 +1,184 @@
+"""Rotary position embeddings (RoPE) between a Q/K projection and QK^T, recognised by what they compute.
+
+Exporters spell RoPE in many ways: rotate-half (LLaMA, Mistral, Qwen2: ``x*cos + cat(-x2, x1)*sin``), interleaved
+pairs (GPT-J: stack/reshape of ``(-x[1::2], x[::2])``), partial rotary (Phi, GPT-J: only the first R of the Dh
+dims rotate, the rest pass through a Slice/Concat), applied before or after the head transpose, with the attention
+scale folded in or not. Once shape folding has turned the cos/sin tables into constants, every spelling is the same
+function: per sequence position s and head, a fixed linear map of the head's Dh values in which output dim i reads
+input dim i (times cos) and at most one partner dim p(i) (times +-sin). ``fit_rope`` measures that map by pushing
+one-hot inputs through the chain and checks it on random data; the frontend then re-emits it in the [B, S, D]
+layout the attention op reads (``materialize_rope``): Reshape (a view), x*cos, Gather(x, p)*sin, Add, Reshape.
+The element-wise work is what the export ran; only the head transpose moves behind the rotation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.frontend.graph import Graph, Node
+
+__all__ = ["Rope", "fit_rope", "materialize_rope", "rope_region"]
+
+#: Ops a RoPE region may contain between the rank-3 projection output and the rotated heads.
+ROPE_OPS = frozenset({"Mul", "Add", "Sub", "Neg", "Slice", "Concat", "Split", "Unsqueeze", "Squeeze", "Reshape",
+                      "Transpose", "Cast", "Identity", "Gather", "Flatten"})
+_MAX_NODES = 48
+
+
+@dataclass
+class Rope:
+    """``y[b, s, h, i] = x[b, s, h, i] * cos[s, i] + x[b, s, h, partner[i]] * sin[s, i]`` (sin carries the sign)."""
+
+    cos: np.ndarray
+    sin: np.ndarray
+    partner: np.ndarray
+
+    @property
+    def style(self) -> str:
+        """``half`` (rotate-half), ``interleaved`` (pairs 2i, 2i+1) or ``other``; R rotated dims of Dh."""
+        moved = np.flatnonzero(self.partner != np.arange(self.partner.size))
+        if moved.size == 0:
+            return "none"
+        if np.array_equal(self.partner[moved], moved ^ 1):
+            return "interleaved"
+        r = moved.size
+        if np.array_equal(moved, np.arange(r)) and np.array_equal(self.partner[moved], (moved + r // 2) % r):
+            return "half"
+        return "other"
+
+    def apply(self, x: np.ndarray, dh: int) -> np.ndarray:
+        """The rotation on a [B, S, H*dh] array."""
+        b, s, d = x.shape
+        x4 = x.reshape(b, s, d // dh, dh)
+        y = x4 * self.cos[None, :, None, :] + x4[..., self.partner] * self.sin[None, :, None, :]
+        return y.reshape(b, s, d)
+
+
+def rope_region(graph: Graph, producers: dict[str, Node], end: str) -> tuple[str, list[Node]] | None:
+    """The nodes computing ``end`` from a single rank-3 tensor and constants through ROPE_OPS, and that tensor.
+
+    The walk stops at the first rank-3 tensors on every path (the projection output or its bias Add); any other
+    non-constant leaf, or more than one rank-3 leaf, means this is not a rotation of one projection."""
+    nodes: dict[int, Node] = {}
+    leaves: set[str] = set()
+    stack = [end]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen or graph.is_const(name):
+            continue
+        seen.add(name)
+        if name != end and len(graph.shapes.get(name, ())) == 3:
+            leaves.add(name)
+            continue
+        node = producers.get(name)
+        if node is None or node.op_type not in ROPE_OPS or len(nodes) >= _MAX_NODES:
+            return None
+        if node.op_type == "Gather" and not graph.is_const(node.inputs[1]):
+            return None
+        nodes[id(node)] = node
+        stack.extend(i for i in node.inputs if i)
+    if len(leaves) != 1 or not any(n.op_type == "Mul" for n in nodes.values()):
+        return None
+    return leaves.pop(), list(nodes.values())
+
+
+def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: int,
+             expect: Callable[[np.ndarray], np.ndarray]) -> tuple[float, Rope | None] | None:
+    """(c, rope) with ``run(x) == c * expect(rope(x))`` for a [B, S, H*dh] input, rope None for no rotation.
+
+    ``expect`` is the head split the attention op does itself (a pure index map). Column j of each position's map
+    comes from an input that is 1 at dim j of one head; each probe gives every head its own column, so Dh / H
+    probes measure the map (a LLaMA-7B layer: 4 for Q, 16 for its 8 KV heads). The final check on random data
+    then confirms that every batch row and every head rotates the same way."""
+    if len(shape) != 3 or shape[2] % dh:
+        return None
+    b, s, d = shape
+    hs = d // dh
+    n = b * s * d
+    where = expect(np.arange(n, dtype=np.float64).reshape(shape)).astype(np.int64)
+    per_pos = np.zeros((s, dh, dh))
+    for first in range(0, dh, hs):
+        x = np.zeros((b, s, hs, dh))
+        cols = [(h, first + h) for h in range(hs) if first + h < dh]
+        for h, j in cols:
+            x[:, :, h, j] = 1.0
+        y = run(x.reshape(shape))
+        if y.shape != where.shape:
+            return None
+        z = np.full(n, np.nan)
+        z[where.reshape(-1)] = y.reshape(-1)
+        if np.isnan(z).any() or not np.array_equal(z[where], y):
+            return None
+        z4 = z.reshape(b, s, hs, dh)
+        for h, j in cols:
+            per_pos[:, :, j] = z4[0, :, h, :]
+    eye = np.arange(dh)
+    diag = per_pos[:, eye, eye]
+    off = per_pos.copy()
+    off[:, eye, eye] = 0.0
+    scale_ref = float(np.abs(per_pos).max())
+    if scale_ref == 0.0:
+        return None
+    used = (np.abs(off) > 1e-9 * scale_ref).any(axis=0)  # [dh out, dh in]
+    if (used.sum(axis=1) > 1).any():
+        return None
+    partner = np.where(used.any(axis=1), used.argmax(axis=1), eye)
+    sin = off[:, eye, partner]
+    amp = np.sqrt(diag**2 + sin**2)
+    c = float(amp.mean())
+    if not np.allclose(amp, c, rtol=1e-5, atol=0):
+        return None
+    rope = Rope(cos=(diag / c), sin=(sin / c), partner=partner.astype(np.int64))
+    if rope.style == "none" and np.allclose(rope.cos, 1.0, rtol=1e-7, atol=0):
+        rope = None
+    x = np.random.default_rng(0).normal(size=shape)
+    want = c * expect(rope.apply(x, dh) if rope is not None else x)
+    got = run(x)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=1e-9 * float(np.abs(want).max())):
+        return None
+    return c, rope
+
+
+def _table(graph: Graph, kind: str, value: np.ndarray, dtype: np.dtype) -> str:
+    """A constant shared by every layer and by Q and K (same content, same name)."""
+    value = np.ascontiguousarray(value.astype(dtype))
+    digest = hashlib.sha1(value.tobytes() + str(value.shape).encode()).hexdigest()[:12]
+    name = f"rope.{kind}.{digest}"
+    graph.constants[name] = value
+    graph.shapes[name] = tuple(value.shape)
+    graph.dtypes[name] = value.dtype
+    return name
+
+
+def materialize_rope(graph: Graph, source: str, rope: Rope, dh: int, prefix: str) -> str:
+    """Insert the rotation of ``source`` ([B, S, H*dh]) into ``graph`` right after its producer; returns its
+    output."""
+    b, s, d = graph.shapes[source]
+    hs = d // dh
+    dtype = graph.dtypes.get(source, np.dtype(np.float32))
+    fdtype = dtype if dtype.kind == "f" else np.dtype(np.float32)
+    cos = _table(graph, "cos", rope.cos.reshape(s, 1, dh), fdtype)
+    sin = _table(graph, "sin", rope.sin.reshape(s, 1, dh), fdtype)
+    partner = _table(graph, "partner", rope.partner, np.dtype(np.int64))
+    split = _table(graph, "shape", np.array([b, s, hs, dh]), np.dtype(np.int64))
+    merge = _table(graph, "shape", np.array([b, s, d]), np.dtype(np.int64))
+    t = {k: f"{prefix}/{k}_output_0" for k in ("heads", "cos", "rot", "sin", "sum", "out")}
+    new = [
+        Node("Reshape", f"{prefix}/heads", [source, split], [t["heads"]]),
+        Node("Mul", f"{prefix}/cos", [t["heads"], cos], [t["cos"]]),
+        Node("Gather", f"{prefix}/rot", [t["heads"], partner], [t["rot"]], {"axis": 3}),
+        Node("Mul", f"{prefix}/sin", [t["rot"], sin], [t["sin"]]),
+        Node("Add", f"{prefix}/add", [t["cos"], t["sin"]], [t["sum"]]),
+        Node("Reshape", f"{prefix}/merge", [t["sum"], merge], [t["out"]]),
+    ]
+    for name in ("heads", "cos", "rot", "sin", "sum"):
+        graph.shapes[t[name]], graph.dtypes[t[name]] = (b, s, hs, dh), dtype
+    graph.shapes[t["out"]], graph.dtypes[t["out"]] = (b, s, d), dtype
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes[at:at] = new
+    return t["out"]

@@ -1,0 +1,155 @@
+"""Shape folding turns exporter-built tables and masks into constants; rotary embeddings and masks are recognised by
+what they compute (compiler/frontend/onnx_loader.py, rope.py, recognize.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.frontend.onnx_loader import load_graph
+from compiler.frontend.recognize import _mask_kind
+from compiler.frontend.rope import fit_rope
+from hw.errors import InputError
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    tensors = [numpy_helper.from_array(v, k) for k, v in inits]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=tensors)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _const(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value)))
+
+
+def test_rotary_table_from_shapes_folds_to_constant() -> None:
+    """The legacy exporter's rotary table: positions from Shape/Range, angles through Cos and Sin."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], start=1, end=2),
+        helper.make_node("Squeeze", ["shape"], ["len"]),
+        _const("zero", np.int64(0)), _const("one", np.int64(1)),
+        helper.make_node("Range", ["zero", "len", "one"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["posf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["posf", "ax"], ["col"]),
+        helper.make_node("Mul", ["col", "freq"], ["ang"]),
+        helper.make_node("Cos", ["ang"], ["cos"]), helper.make_node("Sin", ["ang"], ["sin"]),
+        helper.make_node("Mul", ["x", "cos"], ["a"]), helper.make_node("Mul", ["x", "sin"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    freq = np.array([1.0, 0.5, 0.25, 0.125], dtype=np.float32)
+    g = load_graph(_model(nodes, [x], [y], [("freq", freq), ("ax", np.array([1], dtype=np.int64))]))
+    assert [n.op_type for n in g.nodes] == ["Mul", "Mul", "Add"]
+    cos = g.constants[g.nodes[0].inputs[1]]
+    np.testing.assert_allclose(cos, np.cos(np.arange(6, dtype=np.float32)[:, None] * freq), rtol=1e-6)
+
+
+def test_causal_mask_from_trilu_equal_where_folds_and_is_recognised() -> None:
+    """A mask built in the graph (ConstantOfShape -> Trilu -> Equal -> Where) is a constant after folding."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], start=2),
+        helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                         value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Trilu", ["ones"], ["tri"], upper=0),
+        helper.make_node("Equal", ["tri", "zero"], ["blocked"]),
+        helper.make_node("Where", ["blocked", "neg", "fzero"], ["mask"]),
+        helper.make_node("Add", ["x", "mask"], ["y"]),
+    ]
+    inits = [("zero", np.array(0, np.int64)), ("neg", np.array(-np.inf, np.float32)),
+             ("fzero", np.array(0, np.float32))]
+    g = load_graph(_model(nodes, [x], [y], inits))
+    assert [n.op_type for n in g.nodes] == ["Add"]
+    assert _mask_kind(g.constants[g.nodes[0].inputs[1]], 5, 5) == "causal"
+
+
+def test_unsupported_op_in_shape_arithmetic_is_named() -> None:
+    """An op with no NumPy semantics that a shape depends on is named with its node, not blamed on --shape."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["shapef"], to=TensorProto.FLOAT),
+        helper.make_node("Acosh", ["shapef"], ["odd"], name="shape_math/Acosh"),
+        helper.make_node("Cast", ["odd"], ["newshape"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "newshape"], ["y"], name="reshape"),
+    ]
+    with pytest.raises(InputError, match=r"unsupported op Acosh 'shape_math/Acosh': it cannot be evaluated") as err:
+        load_graph(_model(nodes, [x], [y]))
+    assert "--shape" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unsupported_op_on_data_is_one_line_exit_2(tmp_path, capsys) -> None:
+    """The CLI: an unsupported op that touches data is named with its node, in one line, exit status 2."""
+    from codesign.cli import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
+    path = tmp_path / "acosh.onnx"
+    onnx.save(_model([helper.make_node("Acosh", ["x"], ["y"], name="blocks.0/Acosh")], [x], [y]), str(path))
+    assert main(["compile", str(path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unsupported op Acosh (node 'blocks.0/Acosh')" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("allowed, kind", [
+    (np.tril(np.ones((6, 6), bool)), "causal"),
+    (np.tril(np.ones((6, 6), bool)) & ~np.tril(np.ones((6, 6), bool), -3), "banded"),
+    (np.kron(np.eye(3, dtype=bool), np.ones((2, 2), bool)), "block"),
+    (np.broadcast_to(np.arange(6) < 4, (6, 6)), "padding"),
+    (np.ones((6, 6), bool), None),
+])
+def test_mask_kind(allowed: np.ndarray, kind: str | None) -> None:
+    assert _mask_kind(allowed, 6, 6) == kind
+    additive = np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[None, None]
+    assert _mask_kind(additive, 6, 6) == kind
+
+
+def test_additive_bias_is_not_a_mask_structure() -> None:
+    bias = -np.abs(np.subtract.outer(np.arange(6), np.arange(6))).astype(np.float32)  # ALiBi-like
+    assert _mask_kind(bias, 6, 6) == "other"
+
+
+def _tables(s: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    inv = 1.0 / 10000 ** (np.arange(0, r, 2) / r)
+    ang = np.arange(s)[:, None] * inv[None, :]
+    return np.cos(ang), np.sin(ang)
+
+
+@pytest.mark.parametrize("style", ["half", "interleaved"])
+def test_fit_rope_recovers_rotation_partial_dims_and_scale(style: str) -> None:
+    """Partial rotary (6 of 8 dims) with the attention scale folded in: the fit finds the rotation and the scale."""
+    b, s, h, dh, r = 1, 5, 2, 8, 6
+    cos, sin = _tables(s, r)
+
+    def chain(x: np.ndarray) -> np.ndarray:  # [B, S, H*dh] -> [B, H, S, dh], as an export computes it
+        x4 = x.reshape(b, s, h, dh)
+        rot, rest = x4[..., :r], x4[..., r:]
+        if style == "half":
+            c, sn = np.concatenate([cos, cos], -1)[None, :, None], np.concatenate([sin, sin], -1)[None, :, None]
+            turned = np.concatenate([-rot[..., r // 2:], rot[..., : r // 2]], -1)
+        else:
+            c, sn = np.repeat(cos, 2, -1)[None, :, None], np.repeat(sin, 2, -1)[None, :, None]
+            turned = np.stack([-rot[..., 1::2], rot[..., ::2]], -1).reshape(rot.shape)
+        y = np.concatenate([rot * c + turned * sn, rest], -1)
+        return 0.5 * y.transpose(0, 2, 1, 3)
+
+    fit = fit_rope(chain, (b, s, h * dh), dh, lambda x: x.reshape(b, s, h, dh).transpose(0, 2, 1, 3))
+    assert fit is not None
+    factor, rope = fit
+    assert factor == pytest.approx(0.5)
+    assert rope is not None and rope.style == style
+    assert np.array_equal(rope.partner[r:], np.arange(r, dh))  # the pass-through dims
+
+
+def test_fit_rope_rejects_a_non_rotation() -> None:
+    """A per-position scaling that is not norm-preserving is not RoPE."""
+    b, s, h, dh = 1, 4, 2, 4
+    ramp = np.arange(1, s + 1, dtype=np.float64)[None, :, None, None]
+    fit = fit_rope(lambda x: (x.reshape(b, s, h, dh) * ramp).transpose(0, 2, 1, 3), (b, s, h * dh), dh,
+                   lambda x: x.reshape(b, s, h, dh).transpose(0, 2, 1, 3))
+    assert fit is None
