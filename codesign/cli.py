@@ -57,6 +57,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="override a target key by dotted path, e.g. gemm.rows=16 (repeatable)")
     p.add_argument("--shape", action="append", default=[], metavar="INPUT=DIMS",
                    help="concrete shape for an input with symbolic dims, e.g. input_ids=1x128 (repeatable)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="samples per inference: the leading dim of every input (a dynamic batch axis); weights are "
+                   "read once per batch and the report's throughput counts N samples")
     p.add_argument("--passes", help="replace the default passes, e.g. 'canonicalize,fuse,tile,schedule'")
     p.add_argument("--stop-after", metavar="STEP", help="stop after this pipeline step")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="STEP",
@@ -85,7 +88,7 @@ def _compile_options(args: argparse.Namespace):
         if value is not None:
             choices[key] = validate_choice(key, value)
     return compile_options(args.target, args.overrides, shapes, args.passes, args.stop_after,
-                           args.print_ir_after, **choices)
+                           args.print_ir_after, batch=args.batch, **choices)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

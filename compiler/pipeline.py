@@ -37,6 +37,7 @@ class CompileOptions:
     target: str = "fpga-u280"
     overrides: tuple[tuple[str, str], ...] = ()
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    batch: int | None = None  # --batch: the leading dim of every input not given by --shape (samples per inference)
     passes: str | None = None
     stop_after: str | None = None
     print_ir_after: tuple[str, ...] = ()
@@ -126,7 +127,7 @@ def run_pipeline(
         ctx.env.model = build_model(ctx.env.target)
         _check_fits_before_compile(ctx.env.model)
     ctx.env.options = dict(options.choices)
-    graph = load_graph(source, dict(options.shapes))
+    graph = load_graph(source, dict(options.shapes), options.batch)
     imported = build_module(graph)
     ctx.env.weights = imported.weights
     module = imported.module

@@ -125,7 +125,7 @@ def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
 
 
 def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
-                  initializers: set[str]) -> dict[str, tuple[int, ...]]:
+                  initializers: set[str], batch: int | None = None) -> dict[str, tuple[int, ...]]:
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
     for name in given:
@@ -135,6 +135,13 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
         found = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+        if batch is not None and inp.name not in given and found:
+            if found[0] is None:
+                found[0] = batch  # --batch fills the leading (batch) axis; other symbolic dims still need --shape
+            elif found[0] != batch:
+                raise InputError(f"--batch {batch}: {source}: input '{inp.name}' has a fixed leading dim of "
+                                 f"{found[0]}; export it with a dynamic batch axis (torch.onnx dynamic_axes) or "
+                                 f"give its shape with --shape")
         if inp.name in given:
             shape = given[inp.name]
             if len(shape) != len(found) or any(f is not None and f != s for f, s in zip(found, shape)):
@@ -305,10 +312,11 @@ def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tu
 
 
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
-               shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
+               shapes: Mapping[str, tuple[int, ...]] | None = None, batch: int | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
 
-    ``shapes`` gives concrete shapes for inputs with symbolic dims (the CLI's ``--shape``); any input left
+    ``shapes`` gives concrete shapes for inputs with symbolic dims (the CLI's ``--shape``); ``batch`` (``--batch``)
+    sets the leading dim of every other input, which must be symbolic (or already that size); any input left
     symbolic is an ``InputError`` naming it.
     """
     model, source_name = read_model(source)
@@ -317,7 +325,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     for init in graph.initializer:
         check_tensor(init, f"initializer '{init.name}'", source_name)
     constants = {init.name: _to_array(init) for init in graph.initializer}
-    input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants))
+    input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants), batch)
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:
         if inp.name not in constants:
