@@ -17,7 +17,11 @@ from xdsl.dialects.builtin import Builtin
 from xdsl.dialects.func import Func
 
 from compiler.dialect import Dataflow
+from compiler.schedule.plan import LayerPlan
 from hw.errors import InputError
+from hw.models.base import AcceleratorModel
+from hw.perf.scheduler import Schedule
+from hw.targets.schema import Target
 
 __all__ = ["CompileEnv", "CompileContext", "make_context", "env_of"]
 
@@ -26,13 +30,13 @@ __all__ = ["CompileEnv", "CompileContext", "make_context", "env_of"]
 class CompileEnv:
     """State shared by the passes of one compile."""
 
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    target: Any = None  # hw.targets.Target
-    model: Any = None  # hw.models AcceleratorModel
-    options: dict[str, Any] = field(default_factory=dict)
-    plans: list[Any] = field(default_factory=list)
-    schedule: Any = None  # hw.perf.scheduler.Schedule
-    artifacts: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # weight name -> array (never in the IR)
+    target: Target | None = None  # the validated target; None until the pipeline resolves it
+    model: AcceleratorModel | None = None  # its cost model (hw.models.build_model)
+    options: dict[str, Any] = field(default_factory=dict)  # the compile choices, by name
+    plans: list[LayerPlan] = field(default_factory=list)  # priced layers, written by the schedule pass
+    schedule: Schedule | None = None  # the scheduler's result, written by the schedule pass
+    artifacts: dict[str, Any] = field(default_factory=dict)  # report sections and simulator outputs by feature
 
 
 @dataclass
