@@ -187,3 +187,19 @@ def test_a_store_that_cannot_grow_stops_the_run_with_one_line_and_the_run_resume
     status = main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--workers", "0", "-q"])
     assert status == 0
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 36
+
+
+def test_abandon_removes_what_the_run_made_and_nothing_else(tmp_path):
+    from codesign.sweep.files import LOCK, MARKER, OutFolder
+
+    fresh = tmp_path / "fresh"
+    folder = OutFolder(fresh, {"spec_hash": "abc"})
+    assert (fresh / MARKER).is_file() and (fresh / LOCK).exists()
+    folder.abandon()
+    assert not fresh.exists()  # the run made the folder: it is gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / LOCK).write_text("")  # left by an earlier run: not this run's to remove
+    folder = OutFolder(kept, {"spec_hash": "abc"})
+    folder.abandon()
+    assert sorted(p.name for p in kept.iterdir()) == [LOCK]

@@ -16,7 +16,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ class OutFolder:
     def abandon(self) -> None:
         """Release the lock and remove what this run created (see the class doc)."""
         for path in self.made:
-            with _ignore_missing():
+            with suppress(FileNotFoundError):
                 path.unlink()  # a symlink is removed, never followed
         self.made = []
         self.release()
