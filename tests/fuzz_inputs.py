@@ -22,8 +22,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.conftest import MODELS
 
-__all__ = ["Case", "tiny_model", "onnx_bytes_cases", "onnx_proto_cases", "npz_cases", "INTERESTING_INTS",
-           "write_files", "SENTINEL"]
+__all__ = [
+    "INTERESTING_INTS",
+    "SENTINEL",
+    "Case",
+    "npz_cases",
+    "onnx_bytes_cases",
+    "onnx_proto_cases",
+    "tiny_model",
+    "write_files",
+]
 
 SENTINEL = "sentinel.txt"
 """A file in every case folder, outside its inputs and outputs; planted symlinks point at it: it must not change."""
@@ -107,7 +115,7 @@ def npz_bytes(arrays: dict[str, np.ndarray], compressed: bool = False) -> bytes:
 
 # --- ONNX: bytes ------------------------------------------------------------------------------------------------------
 
-_BYTE_OPS = ("truncate", "flip", "insert", "fill", "duplicate")
+_BYTE_OPS = ("truncate", "flip", "bit", "bit", "insert", "fill", "duplicate")
 
 
 def _mutate_bytes(data: bytes, steps: tuple[tuple[str, float, bytes], ...]) -> bytes:
@@ -119,6 +127,8 @@ def _mutate_bytes(data: bytes, steps: tuple[tuple[str, float, bytes], ...]) -> b
         elif op == "flip" and buf:
             for i, b in enumerate(blob):
                 buf[(at + i) % len(buf)] ^= b or 0xFF
+        elif op == "bit" and buf:
+            buf[at] ^= 1 << (blob[0] % 8)  # one bit: often keeps the protobuf framing, changes a value or a name
         elif op == "insert":
             buf[at:at] = blob
         elif op == "fill":
@@ -388,7 +398,7 @@ def npz_cases(draw: st.DrawFn) -> Case:
     flipped, empty or foreign zips; a .npy renamed; pickled object arrays; .npy headers declaring huge shapes."""
     kind, i, j = draw(st.sampled_from(_NPZ_KINDS)), draw(st.integers(0, 500)), draw(st.integers(0, 500))
     flag = draw(st.sampled_from(("inputs", "inputs+outputs", "calibrate", "both")))
-    files = lambda: {"in/model.onnx": seed_bytes("tiny"), "in/s.npz": _npz_content(kind, i, j),  # noqa: E731
+    files = lambda: {"in/model.onnx": seed_bytes("tiny"), "in/s.npz": _npz_content(kind, i, j),
                      "in/good.npz": npz_bytes({"x": tiny_samples()})}
     extra: tuple[str, ...] = {
         "inputs": ("--inputs", "in/s.npz"),

@@ -5,7 +5,7 @@ exception escapes ``main``; no "Traceback" on stderr; no MemoryError under the w
 peak RSS under ``CODESIGN_FUZZ_PEAK_MB``; no child process left alive; no file changed, added or removed in the case
 folder outside the outputs it asked for (the sentinel that planted symlinks point at included), in the bundled
 targets, or in the worker's TMPDIR; and an answer within ``CODESIGN_FUZZ_CASE_TIMEOUT`` seconds (a generous bound,
-~100x a case's time: it catches hangs, it is not a speed test).
+~50x a slow case's time on a loaded machine: it catches hangs, it is not a speed test).
 
 ``run_cases`` collects every failing case instead of stopping at the first, so one run gives the whole catalogue.
 """
@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from tests.conftest import ROOT
 from tests.fuzz_inputs import Case, write_files
 
-__all__ = ["Failure", "Outcome", "WorkerPool", "collect_cases", "run_cases", "examples", "judge"]
+__all__ = ["Failure", "Outcome", "WorkerPool", "collect_cases", "examples", "judge", "run_cases"]
 
-CASE_TIMEOUT = float(os.environ.get("CODESIGN_FUZZ_CASE_TIMEOUT", "120"))
+CASE_TIMEOUT = float(os.environ.get("CODESIGN_FUZZ_CASE_TIMEOUT", "60"))
 PEAK_MB = float(os.environ.get("CODESIGN_FUZZ_PEAK_MB", "2048"))
 RESTART_MB = 1536
 # onnxruntime writes $TMPDIR/.ses (a timestamp and a session id) once per machine: not codesign's file.
@@ -65,6 +65,9 @@ class Outcome:
     cases: int = 0
     failures: list[Failure] = field(default_factory=list)
     cpu_s: float = 0.0
+    exits: dict[str, int] = field(default_factory=dict)
+    """How the cases ended: "0", "2", ... or "exception" / "hang" / "crash" (shows what a family reaches)."""
+    messages: list[str] = field(default_factory=list)
 
 
 def collect_cases(strategy: st.SearchStrategy[Case], count: int) -> list[Case]:
@@ -191,7 +194,9 @@ class WorkerPool:
                     continue
                 del busy[fd], deadline[fd]
                 outcome.cpu_s += (answer or {}).get("cpu_s", CASE_TIMEOUT if died == "hang" else 0.0)
-                failures = self._finish(w, answer, died)
+                end = died or ("exception" if (answer or {}).get("exc") else str((answer or {}).get("rc")))
+                outcome.exits[end] = outcome.exits.get(end, 0) + 1
+                failures = self._finish(w, answer, died, outcome.messages)
                 outcome.cases += 1
                 outcome.failures += failures
                 for failure in failures:
@@ -207,7 +212,7 @@ class WorkerPool:
         w.logs = self.root / f"log-{self.counter}"
         w.send({"dir": str(w.folder), "argv": list(case.argv), "log": str(w.logs)})
 
-    def _finish(self, w: _Worker, answer: dict | None, died: str | None) -> list[Failure]:
+    def _finish(self, w: _Worker, answer: dict | None, died: str | None, messages: list[str]) -> list[Failure]:
         case, folder, before = w.case, w.folder, w.before
         assert case is not None and folder is not None and before is not None
         log = w.logs
@@ -221,6 +226,8 @@ class WorkerPool:
             self.workers[self.workers.index(w)] = _Worker(self.root, self.workers.index(w))
         out_err = [_read(Path(f"{log}.out")), _read(Path(f"{log}.err"))]
         failures = judge(case, answer, out_err[0], out_err[1])
+        if answer.get("rc") == 2:
+            messages.append(out_err[1].strip()[:300])
         failures += _changes(case, before, _snapshot(folder, case.outputs))
         leftovers = sorted(p.name for p in w.tmp.iterdir() if p.name not in _THIRD_PARTY_TMP)
         if leftovers:
@@ -256,6 +263,19 @@ def _norm(text: str) -> str:
     return text[:90]
 
 
+def _traceback_file(stderr: str) -> str:
+    """The text of a traceback file the message names (the CLI's exit-3 line says where it wrote it), or ""."""
+    for path in re.findall(r"(/[^\s'\"(),;]+)", stderr):
+        p = Path(path.rstrip(".:"))
+        try:
+            text = p.read_text(errors="replace") if p.is_file() and p.stat().st_size < 1 << 20 else ""
+        except OSError:
+            continue
+        if "Traceback" in text:
+            return text
+    return ""
+
+
 def judge(case: Case, answer: dict, stdout: str, stderr: str) -> list[Failure]:
     """Every way this finished run broke the contract (see the module doc)."""
     out: list[Failure] = []
@@ -274,8 +294,16 @@ def judge(case: Case, answer: dict, stdout: str, stderr: str) -> list[Failure]:
         rc = answer["rc"]
         lines = [ln for ln in stderr.splitlines() if ln.strip()]
         if rc not in (0, 2):
-            out.append(Failure(case, "exit-code", f"exit {rc}: {_norm(lines[0] if lines else '')}",
-                               f"exit {rc}; stderr: {stderr[-400:]}"))
+            tb = _traceback_file(stderr)
+            ours, anywhere = _OURS.findall(tb), _ANY.findall(tb)
+            if anywhere:  # exit 3, "a bug; traceback in FILE": group by where it was raised, as for an escape
+                where = ":".join(ours[-1]) if ours else "?"
+                last = tb.strip().splitlines()[-1]
+                out.append(Failure(case, "traceback", f"{last.split(':')[0]} at {where} (raised in "
+                                   f"{':'.join(anywhere[-1])}), exit {rc}", f"{stderr.strip()[:200]} / {last[:300]}"))
+            else:
+                out.append(Failure(case, "exit-code", f"exit {rc}: {_norm(lines[0] if lines else '')}",
+                                   f"exit {rc}; stderr: {stderr[-400:]}"))
         elif rc == 2 and (len(lines) != 1 or not lines[0].startswith("codesign: ")):
             first = lines[0] if lines else "<empty>"
             out.append(Failure(case, "stderr", f"{len(lines)} stderr lines: {_norm(first)}",

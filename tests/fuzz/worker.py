@@ -100,7 +100,8 @@ def serve(cmd_fd: int, result_fd: int) -> None:
     limit = int(limit_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    import codesign.cli  # noqa: F401 - import once, before the first case, so cases do not pay for it
+    # Import once, before the first case, so cases do not pay for it.
+    import codesign.cli  # noqa: F401
     import codesign.sweep.cli  # noqa: F401
 
     commands = os.fdopen(cmd_fd, "r")
