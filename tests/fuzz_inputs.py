@@ -349,7 +349,7 @@ def _npz_content(kind: str, i: int, j: int) -> bytes:
         return npz_bytes({"x": good, "y": good[:1], "z": np.zeros(3)})
     if kind == "dtype":
         dtype = _DTYPES[j % len(_DTYPES)]
-        arr = good.astype(dtype) if dtype not in ("<U3", "object", "V4") else np.array([["a"] * 3], dtype=dtype)
+        arr = good.astype(dtype) if dtype not in ("<U3", "object", "V4") else np.zeros((1, 3), dtype=dtype)
         return npz_bytes({"x": arr}) if dtype != "object" else _zip({"x.npy": _object_npy()})
     if kind == "shape":
         shapes = ((0, 1, 8, 16), (1, 8, 16), (2, 1, 8, 15), (2, 1, 8, 16, 1), (2,), (), (1, 1, 1, 8, 16), (3, 2, 8, 16))

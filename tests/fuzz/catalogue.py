@@ -9,8 +9,10 @@ The pytest suite stops at nothing either, but it reports per family; this groups
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,13 +43,41 @@ def _owner(failure: Failure) -> str:
     return _FAMILY_OWNERS.get(failure.case.family, "cli-robust")
 
 
+def verify(repro: Path, out: Path, timeout: float = 120.0) -> None:
+    """Run every reproducer's ``run.sh`` in a fresh process and append what it did to ``out``: a failure that only
+    shows after other cases ran in the same worker would not reproduce here."""
+    lines = ["", "## Reproducers re-run in fresh processes", "", "| class | exit | last stderr line |",
+             "| --- | --- | --- |"]
+    for folder in sorted(p for p in repro.iterdir() if (p / "run.sh").exists()):
+        proc = subprocess.Popen([str(folder / "run.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            tail = [ln for ln in stderr.splitlines() if ln.strip()]
+            exit_line = stdout.strip().splitlines()[-1] if stdout.strip() else "?"
+            shown = " ".join(tail[-1].split())[:160].replace("|", "/") if tail else ""
+            lines.append(f"| {folder.name} | {exit_line.removeprefix('exit ')} | `{shown}` |")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the shell and the python under it
+            proc.communicate()
+            lines.append(f"| {folder.name} | still running after {timeout:.0f} s (killed) | |")
+        print(lines[-1], flush=True)
+    with open(out, "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="markdown file to write")
     parser.add_argument("--repro", required=True, help="folder for one reproducer per class (replaced)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every family's CI case count")
     parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--verify-only", action="store_true",
+                        help="only re-run the reproducers already in --repro and append the results to --out")
     args = parser.parse_args()
+    if args.verify_only:
+        verify(Path(args.repro), Path(args.out))
+        return
 
     seeds = Path(tempfile.mkdtemp(prefix="codesign-fuzz-seeds-"))
     prepare_seeds(seeds)
@@ -105,6 +135,7 @@ def main() -> None:
                   f"- result: `{' '.join(smallest.detail.split())[:500]}`", ""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"{total} cases, {failing_cases} failing, {len(groups)} classes -> {args.out}")
+    verify(repro, Path(args.out))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def collect_cases(strategy: st.SearchStrategy[Case], count: int) -> list[Case]:
     return cases
 
 
-# --- Workers -----------------------------------------------------------------------------------------------------------
+# --- Workers ----------------------------------------------------------------------------------------------------------
 
 
 class _Worker:
@@ -92,10 +92,12 @@ class _Worker:
         self.tmp = root / f"tmp-{index}"
         self.tmp.mkdir(exist_ok=True)
         self.log = root / f"worker-{index}.log"
+        self.stacks = root / f"worker-{index}.stack"
         cmd_r, self.cmd_w = os.pipe()
         self.res_r, res_w = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "TMPDIR": str(self.tmp), "PYTHONFAULTHANDLER": "1", "COLUMNS": "160"}
+               "TMPDIR": str(self.tmp), "PYTHONFAULTHANDLER": "1", "COLUMNS": "160",
+               "CODESIGN_FUZZ_STACKS": str(self.stacks)}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz.worker", str(cmd_r), str(res_w)],
                                          cwd=ROOT, env=env, pass_fds=(cmd_r, res_w), stdin=subprocess.DEVNULL,
@@ -126,6 +128,19 @@ class _Worker:
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
+
+    def stack(self) -> str:
+        """The hung worker's Python stack (faulthandler on SIGUSR1); waits up to 10 s for it to be written."""
+        try:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return ""
+        for _ in range(100):
+            text = _read(self.stacks)
+            if "File" in text and text.endswith("\n"):
+                return text
+            time.sleep(0.1)  # diagnostics only: nothing is judged on how long this takes
+        return _read(self.stacks)
 
     def kill(self) -> str:
         try:
@@ -176,10 +191,20 @@ class WorkerPool:
         deadline: dict[int, float] = {}
         while pending or busy:
             for w in self.workers:
-                if w.case is None and pending:
-                    self._start(w, pending.pop())
+                while w.case is None and pending:
+                    case = pending.pop()
+                    try:
+                        self._start(w, case)
+                    except Exception as exc:  # noqa: BLE001 - a generator bug fails its case, not the whole run
+                        outcome.cases += 1
+                        outcome.failures.append(Failure(case, "generator", f"generator {type(exc).__name__}",
+                                                        repr(exc)[:300]))
+                        w.case = None
+                        continue
                     busy[w.res_r] = w
                     deadline[w.res_r] = time.monotonic() + CASE_TIMEOUT
+            if not busy:
+                continue
             timeout = max(0.0, min(deadline[fd] for fd in busy) - time.monotonic())
             ready, _, _ = select.select(list(busy), [], [], timeout)
             now = time.monotonic()
@@ -206,8 +231,13 @@ class WorkerPool:
 
     def _start(self, w: _Worker, case: Case) -> None:
         self.counter += 1
-        w.case, w.folder = case, self.root / f"case-{self.counter}"
-        write_files(case, w.folder)
+        folder = self.root / f"case-{self.counter}"
+        try:
+            write_files(case, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        w.case, w.folder = case, folder
         w.before = _snapshot(w.folder, case.outputs)
         w.logs = self.root / f"log-{self.counter}"
         w.send({"dir": str(w.folder), "argv": list(case.argv), "log": str(w.logs)})
@@ -217,7 +247,8 @@ class WorkerPool:
         assert case is not None and folder is not None and before is not None
         log = w.logs
         if died is not None:
-            answer = {"rc": None, "died": f"{died} ({w.kill()})"}
+            stack = w.stack() if died == "hang" else ""
+            answer = {"rc": None, "died": f"{died} ({w.kill()})", "stack": stack}
             self.workers[self.workers.index(w)] = _Worker(self.root, self.workers.index(w))
         elif answer.get("exc_type") == "MemoryError" or answer.get("rss_after_kb", 0) > RESTART_MB * 1024:
             # A case that ran out of memory can leave the heap fragmented or half-freed: the next case gets a
@@ -249,7 +280,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-# --- The oracle --------------------------------------------------------------------------------------------------------
+# --- The oracle -------------------------------------------------------------------------------------------------------
 
 _OURS = re.compile(r'File "[^"]*?/((?:codesign|compiler|hw)/[^"]+)", line \d+, in (\S+)')
 _ANY = re.compile(r'File "[^"]*?([^/"]+)", line \d+, in (\S+)')
@@ -281,7 +312,14 @@ def judge(case: Case, answer: dict, stdout: str, stderr: str) -> list[Failure]:
     out: list[Failure] = []
     if "died" in answer:
         kind = "hang" if answer["died"].startswith("hang") else "crash"
-        return [Failure(case, kind, f"{kind} in {case.family}", f"worker {answer['died']}; stderr: {stderr[-300:]}")]
+        # faulthandler prints the innermost frame first: the first of ours is where our code was waiting.
+        stack = answer.get("stack", "")
+        frames = re.findall(r'File "[^"]*?/((?:codesign|compiler|hw)/[^"]+)", line \d+ in (\S+)', stack)
+        inner = re.findall(r'File "[^"]*?([^/"]+)", line \d+ in (\S+)', stack)
+        where = f" at {':'.join(frames[0])} (in {':'.join(inner[0])})" if frames and inner else ""
+        return [Failure(case, kind, f"{kind} in {case.family}{where}",
+                        f"worker {answer['died']}; stack: {' / '.join(':'.join(f) for f in inner[:4])}; "
+                        f"stderr: {stderr[-200:]}")]
     if answer.get("exc"):
         tb = answer["exc"]
         ours, anywhere = _OURS.findall(tb), _ANY.findall(tb)

@@ -96,6 +96,12 @@ def run_case(case_dir: str, argv: list[str], log_base: str) -> dict:
 
 def serve(cmd_fd: int, result_fd: int) -> None:
     """Answer cases until the parent closes the command pipe."""
+    import faulthandler
+    import signal
+
+    # On a hang the parent sends SIGUSR1 first: the Python stack lands in this file and names where it hung.
+    stacks = open(os.environ["CODESIGN_FUZZ_STACKS"], "w")  # noqa: SIM115 - open for the process's lifetime
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=False)
     limit_gb = float(os.environ.get("CODESIGN_FUZZ_MEM_GB", "4"))
     limit = int(limit_gb * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
