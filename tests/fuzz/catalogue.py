@@ -116,14 +116,17 @@ def main() -> None:
     lines += ["", "Each class: its smallest reproducer. Inputs are in the repro folder named; run its `run.sh` "
               "from anywhere (it runs `python -m codesign` in that folder, as the suite does). Cases are relative to "
               "the folder: `in/` holds the inputs, `out/` the requested outputs, `sentinel.txt` must not change.", ""]
+    limit_kb = int(float(os.environ.get("CODESIGN_FUZZ_MEM_GB", "4")) * 2**20)
     order = sorted(groups.items(), key=lambda kv: (_owner(kv[1][0]), kv[0][0], -len(kv[1])))
     for n, ((kind, sig), group) in enumerate(order, 1):
         smallest = min(group, key=lambda f: _size(f.case))
         folder = repro / f"{n:03d}"
         write_files(smallest.case, folder)
         argv = " ".join(shlex.quote(a) for a in smallest.case.argv)
-        (folder / "run.sh").write_text(f"#!/bin/sh\ncd \"$(dirname \"$0\")\" && PYTHONPATH={ROOT} "
-                                       f"{ROOT}/.venv/bin/python -m codesign {argv}\necho \"exit $?\"\n")
+        # The workers' address-space limit, so a memory blow-up fails here too instead of calling the OOM killer.
+        (folder / "run.sh").write_text(f"#!/bin/sh\nulimit -v {limit_kb} && cd \"$(dirname \"$0\")\" && "
+                                       f"PYTHONPATH={ROOT} {ROOT}/.venv/bin/python -m codesign {argv}\n"
+                                       "echo \"exit $?\"\n")
         (folder / "run.sh").chmod(0o755)
         families = Counter(f.case.family for f in group)
         lines += [f"## {n}. {kind}: {sig}", "",
