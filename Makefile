@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 MODELS := examples/models
 PYTEST_ARGS ?=
 
-.PHONY: help install lock lint demo test test-fast bench examples calibrate clean
+.PHONY: help install lock lint demo test test-fast fuzz bench examples calibrate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -59,6 +59,11 @@ lint: $(VENV)/.installed  ## ruff check (rules in pyproject.toml [tool.ruff])
 
 test-fast: install examples  ## the suite without slow and RTL tests
 	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)
+
+# The fuzz suite runs in `make test` with its CI budget (~2,200 cases); this runs only it, FUZZ_SCALE times longer.
+FUZZ_SCALE ?= 10
+fuzz: install examples  ## the CLI fuzz suite with a longer budget (FUZZ_SCALE=10 x the CI cases)
+	CODESIGN_FUZZ_SCALE=$(FUZZ_SCALE) $(VPY) -m pytest -q -p no:cacheprovider -m fuzz -o timeout=0 $(PYTEST_ARGS)
 
 bench: install examples .venv-scalesim/.installed  ## print speed and memory figures
 	$(VPY) benchmarks/run.py
