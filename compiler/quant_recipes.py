@@ -30,8 +30,9 @@ import numpy as np
 __all__ = ["ALPHAS", "OBSERVERS", "SmoothChoice", "smooth_scales", "observe_range", "gptq_quantize",
            "quantize_weight"]
 
-#: The alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the weights).
-ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+#: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the
+#: weights); the best is then refined by +-0.1.
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 
 
@@ -109,13 +110,16 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     pairs = [(folds[0], folds[-1])] if len(folds) == 1 else [(folds[0], folds[1]), (folds[1], folds[0])]
     refs = [b @ w for _, b in pairs]
     maxima = [np.maximum(np.abs(a).max(axis=0).astype(np.float64), 1e-8) for a, _ in pairs]
-    best: tuple[float, Candidate | None] | None = None
-    for cand in (None, *((f, a) for f in ("interpolate", "smoothquant") for a in alphas)):
-        err = float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits)
-                             for (_, b), ref, m in zip(pairs, refs, maxima)]))
-        if best is None or err < best[0]:
-            best = (err, cand)
-    assert best is not None
+    def score(cand: Candidate | None) -> tuple[float, Candidate | None]:
+        return float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits)
+                              for (_, b), ref, m in zip(pairs, refs, maxima)])), cand
+
+    best = min((score(c) for c in (None, *((f, a) for f in ("interpolate", "smoothquant") for a in alphas))),
+               key=lambda t: t[0])
+    if best[1] is not None and len(alphas) > 1:
+        family, alpha = best[1]
+        near = [round(alpha + d, 2) for d in (-0.1, 0.1) if 0.0 <= alpha + d <= 1.0]
+        best = min([best, *(score((family, a)) for a in near)], key=lambda t: t[0])
     err, cand = best
     if cand is None:
         return SmoothChoice(None, None, None, err)

@@ -86,7 +86,7 @@ QUANT_MODES = {"int8": 8, "w4a8": 4}
 BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
-MAX_ROWS = 2048
+MAX_ROWS = 512
 _KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
 
 
