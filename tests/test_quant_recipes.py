@@ -166,3 +166,13 @@ def test_minilm_smoothquant_on_unlike_calibration(issue_setting, variant: str) -
     are exceeded up to 48x on the evaluated ones after GELU, and the clipping costs more than the rounding."""
     assert _word_cosine(issue_setting, variant, quant="int8", balance="smoothquant") >= 0.99
     assert _word_cosine(issue_setting, variant, quant="int8") < 0.98
+
+
+def test_accuracy_layers_say_why_they_lose(bert_recipes) -> None:
+    layers = bert_recipes.report["accuracy"]["layers"]
+    ratios = [r["channel_ratio"] for r in layers if "channel_ratio" in r]
+    clipped = [r["clipped"] for r in layers if "clipped" in r]
+    assert ratios and all(r >= 1 for r in ratios)
+    assert clipped and all(0 <= c <= 1 for c in clipped)
+    # a LayerNorm output is requantized to int8 for the next GEMM: its saturation is counted under its own name
+    assert any("LayerNorm" in r["name"] and "clipped" in r for r in layers)
