@@ -194,13 +194,12 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
     # Upper Cholesky factor of H^-1, as GPTQ: row i holds the error feedback of row i onto rows > i.
     hinv = np.linalg.cholesky(np.linalg.inv(h)).T
     qmax = _qmax(bits)
-    if group <= 0 or group >= k:
-        _, s = quantize_weight(w, bits)
-        scales = s
-        step_of = lambda i: s  # noqa: E731
-    else:
+    grouped = 0 < group < k
+    if grouped:
+        block = group * max(1, block // group)  # a group never straddles two blocks
         scales = np.zeros((-(-k // group), n))
-        step_of = None
+    else:
+        _, scales = quantize_weight(w, bits)
     q = np.zeros_like(w)
     for b0 in range(0, k, block):
         b1 = min(b0 + block, k)
@@ -209,13 +208,12 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
         hb = hinv[b0:b1, b0:b1]
         for j in range(b1 - b0):
             i = b0 + j
-            if step_of is None:
-                if i % group == 0:  # a new group: its scale from the (error-updated) rows it spans
-                    rows = np.concatenate([wb[j:j + group], w[b1:i + group]]) if i + group > b1 else wb[j:j + group]
-                    scales[i // group] = np.maximum(np.abs(rows).max(axis=0), 1e-12) / qmax
+            if grouped:
+                if i % group == 0:  # a new group: its scale from the rows it spans, as the errors left them
+                    scales[i // group] = np.maximum(np.abs(wb[j:j + group]).max(axis=0), 1e-12) / qmax
                 s = scales[i // group]
             else:
-                s = step_of(i)
+                s = scales
             qi = np.clip(np.round(wb[j] / s), -qmax - 1, qmax)
             q[i] = qi
             e = (wb[j] - qi * s) / hb[j, j]
