@@ -176,3 +176,45 @@ def test_accuracy_layers_say_why_they_lose(bert_recipes) -> None:
     assert clipped and all(0 <= c <= 1 for c in clipped)
     # a LayerNorm output is requantized to int8 for the next GEMM: its saturation is counted under its own name
     assert any("LayerNorm" in r["name"] and "clipped" in r for r in layers)
+
+
+def test_recipes_keep_the_integer_path_exact() -> None:
+    """SmoothQuant steps and GPTQ codes change only multipliers and weights: every requant equals
+    compiler.numerics.requantize and every GEMM the integer product of what it read, on the inputs the simulator saw."""
+    import torch
+
+    import compiler.numerics as N
+    from compiler.simulate import Simulator, Tensor
+
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 1000, (4, 1, 16)).astype(np.int64)
+    data = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    result = compile(model_path("bert_tiny.onnx"), quant="w4a8", balance="smoothquant", softmax="shiftmax",
+                     gelu="shiftgelu", layernorm="ilayernorm", calibrate=data, **{"weight-rounding": "gptq"})
+    sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
+    values: dict[object, Tensor] = dict(sim.consts)
+    seen = {"requant": 0, "gemm": 0}
+
+    def observe(op, outs):  # noqa: ANN001
+        for r, t in zip(op.results, outs):
+            values[r] = t
+        ins = [values.get(v) for v in op.operands]
+        if isinstance(op, df.RequantOp):
+            me = result.env.weights[df.str_attr(op, "layer")]
+            m, e = (int(me[0, 0]), int(me[1, 0])) if me.shape[1] == 1 else (torch.from_numpy(me[0]),
+                                                                             torch.from_numpy(me[1]))
+            want = N.requantize(torch.from_numpy(ins[0].data), m, e, df.int_attr(op, "out_bits"))
+            np.testing.assert_array_equal(outs[0].data, want.numpy())
+            seen["requant"] += 1
+        elif isinstance(op, df.GemmOp) and outs[0].data.dtype.kind == "i" and isinstance(op.rhs.owner, df.WeightOp):
+            want = ins[0].data.astype(np.int64) @ ins[1].data.astype(np.int64)
+            if len(ins) > 2 and ins[2] is not None:
+                want = want + ins[2].data.astype(np.int64)
+            np.testing.assert_array_equal(outs[0].data, want)
+            assert np.abs(ins[1].data).max() <= 8  # int4 codes
+            seen["gemm"] += 1
+
+    feeds = {k: v[0] for k, v in data.items()}
+    values.update({a: Tensor(feeds[n]) for a, n in zip(sim.args, sim.input_names)})
+    sim.run(feeds, observe)
+    assert seen["requant"] >= 8 and seen["gemm"] == 12
