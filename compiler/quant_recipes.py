@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHAS", "OBSERVERS", "SmoothChoice", "smooth_scales", "observe_range", "gptq_quantize",
-           "quantize_weight"]
+__all__ = ["ALPHAS", "OBSERVERS", "Candidate", "SmoothChoice", "gptq_quantize", "observe_range", "quantize_weight",
+           "smooth_scales"]
 
 #: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the
 #: weights); the best is then refined by +-0.1.

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import export_onnx
 from export_minilm import OUTPUT, SENTENCES, load_minilm, tokenize
 

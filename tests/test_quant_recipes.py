@@ -91,7 +91,9 @@ def test_gptq_rounds_better_than_nearest_on_correlated_inputs() -> None:
         q_near, s_near = quantize_weight(w, bits, group)
         q_gptq, s_gptq = gptq_quantize(w, x, bits, group=group)
         assert q_gptq.min() >= -8 and q_gptq.max() <= 7 and np.array_equal(q_gptq, np.round(q_gptq))
-        full = lambda q, s: q * (np.repeat(s, group, axis=0) if group else s)  # noqa: E731
+        def full(q: np.ndarray, s: np.ndarray, group: int = group) -> np.ndarray:
+            return q * (np.repeat(s, group, axis=0) if group else s)
+
         e_near = np.linalg.norm(x @ w - x @ full(q_near, s_near))
         e_gptq = np.linalg.norm(x @ w - x @ full(q_gptq, s_gptq))
         assert e_gptq < 0.8 * e_near
@@ -195,7 +197,7 @@ def test_recipes_keep_the_integer_path_exact() -> None:
     values: dict[object, Tensor] = dict(sim.consts)
     seen = {"requant": 0, "gemm": 0}
 
-    def observe(op, outs):  # noqa: ANN001
+    def observe(op, outs):
         for r, t in zip(op.results, outs):
             values[r] = t
         ins = [values.get(v) for v in op.operands]
