@@ -18,6 +18,12 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 * wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
   channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
 
+Recipes (compiler/quant_recipes.py), none of which changes the integer datapath: ``balance`` gives a GEMM input fed
+by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-ViT; ``smoothquant``: SmoothQuant's
+or a weight-blind migration, alpha chosen per GEMM input by cross-validated output error on the calibration rows,
+or per tensor if that wins), applied by a per-channel requant and folded into the weights' rows; ``observer`` sizes
+per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq`` rounds static weights with GPTQ.
+
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
 deterministic synthetic samples; the report's ``numerics.calibration`` says which.
