@@ -27,13 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHAS", "OBSERVERS", "Candidate", "SmoothChoice", "gptq_quantize", "observe_range", "quantize_weight",
+__all__ = ["ALPHAS", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gptq_quantize", "observe_range", "quantize_weight",
            "smooth_scales"]
 
 #: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the
 #: weights); the best is then refined by +-0.1.
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
+#: The alpha search scores the GEMM output on at most this many (evenly spaced) output columns: the cost of a
+#: candidate is rows x C x MAX_COLUMNS MACs whatever the layer's width.
+MAX_COLUMNS = 256
 
 
 def _qmax(bits: int) -> int:
@@ -106,6 +109,8 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     """
     w = np.asarray(w, np.float32)
     wmax = np.maximum(np.abs(w).max(axis=1).astype(np.float64), 1e-8)
+    if w.shape[1] > MAX_COLUMNS:  # weights quantize per output column: a subset of columns scores exactly as much
+        w = w[:, np.linspace(0, w.shape[1] - 1, MAX_COLUMNS).astype(np.int64)]
     folds = [np.concatenate(samples[i::2]).astype(np.float32) for i in range(min(2, len(samples)))]
     pairs = [(folds[0], folds[-1])] if len(folds) == 1 else [(folds[0], folds[1]), (folds[1], folds[0])]
     refs = [b @ w for _, b in pairs]
