@@ -68,7 +68,10 @@ RECIPES: list[dict[str, str]] = [
     {"quant": "int8", "balance": "none"},
     {"quant": "int8", "observer": "mse"},
     {"quant": "int8", "balance": "smoothquant"},
+    {"quant": "int8", **IVIT},
     {"quant": "int8", "balance": "smoothquant", **IVIT},
+    {"quant": "w4a8"},
+    {"quant": "w4a8", "weight-rounding": "gptq"},
     {"quant": "w4a8", "balance": "smoothquant"},
     {"quant": "w4a8", "balance": "smoothquant", "weight-rounding": "gptq"},
 ]
