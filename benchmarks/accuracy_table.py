@@ -10,6 +10,12 @@ the target's latency / energy for the same compile.
 
     python benchmarks/accuracy_table.py            # each choice alone, per quant mode, plus the I-ViT / I-BERT sets
     python benchmarks/accuracy_table.py --full     # the full product (3 x 7 x 5 x 2 = 210 rows, ~8 min)
+    python benchmarks/accuracy_table.py --recipes  # quantization recipes in the quantization issue's setting
+
+``--recipes``: the model exported with its attention mask and with ``input_ids`` only (padding attended, built into
+a temporary folder by examples/minilm_variants.py), both calibrated on 20 sentences unlike the evaluated ones;
+columns: mean per-token cosine over the word tokens ([CLS], [SEP] and padding excluded) for each export, and the
+compile time (calibration and the recipe's searches included) of the input_ids-only one.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,14 +61,67 @@ def combos(full: bool) -> list[dict[str, str]]:
     return rows
 
 
+#: (quant, softmax/gelu/layernorm set, recipe choices) rows of ``--recipes``.
+IVIT = {"softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
+RECIPES: list[dict[str, str]] = [
+    {"quant": "int8"},
+    {"quant": "int8", "balance": "none"},
+    {"quant": "int8", "observer": "mse"},
+    {"quant": "int8", "balance": "smoothquant"},
+    {"quant": "int8", **IVIT},
+    {"quant": "int8", "balance": "smoothquant", **IVIT},
+    {"quant": "w4a8"},
+    {"quant": "w4a8", "weight-rounding": "gptq"},
+    {"quant": "w4a8", "balance": "smoothquant"},
+    {"quant": "w4a8", "balance": "smoothquant", "weight-rounding": "gptq"},
+]
+
+
+def recipes_table(target: str) -> None:
+    """The ``--recipes`` table (module docstring)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from minilm_variants import export_ids_only, unlike_calibration
+
+    data = dict(np.load(DATA))
+    word = ((data["attention_mask"] == 1) & (data["input_ids"] != 101) & (data["input_ids"] != 102)).reshape(-1)
+    calib = unlike_calibration()
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_model = export_ids_only(Path(tmp) / "minilm_ids.onnx")
+        variants = {"ids": (ids_model, {"input_ids": data["input_ids"]}, {"input_ids": calib["input_ids"]}),
+                    "mask": (MODEL, data, calib)}
+        refs = {k: reference_outputs(m, d) for k, (m, d, _) in variants.items()}
+        print("| recipe | cosine, input_ids only | cosine, with attention_mask | compile s (input_ids only) |")
+        print("| --- | ---: | ---: | ---: |")
+        for row in RECIPES:
+            got, seconds = {}, 0.0
+            for key, (model, samples, cal) in variants.items():
+                options = compile_options(target, **row)
+                env, checked = prepare_env(model, None, samples, cal, quantized=True)
+                start = time.time()
+                result = run_pipeline(model, options, middle=middle_passes(options), report=build_report, env=env)
+                if key == "ids":
+                    seconds = time.time() - start
+                _, outs = evaluate(result, model, checked, layers=False, reference=refs[key])
+                a = outs["last_hidden_state"].reshape(word.size, -1).astype(np.float64)
+                b = np.stack([r["last_hidden_state"] for r in refs[key]]).reshape(word.size, -1).astype(np.float64)
+                cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+                got[key] = float(cos[word].mean())
+            name = " ".join(f"--{k} {v}" for k, v in row.items())
+            print(f"| `{name}` | {got['ids']:.4f} | {got['mask']:.4f} | {seconds:.1f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the markdown table (stdout) and progress (stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="every combination")
+    parser.add_argument("--recipes", action="store_true", help="quantization recipes in the issue's setting")
     parser.add_argument("--target", default="fpga-u280")
     parser.add_argument("--samples", type=int, default=16, help="sentences to use (at most 16)")
     parser.add_argument("--calibrate", default=str(CALIBRATION), help="held-out calibration .npz")
     args = parser.parse_args(argv)
+    if args.recipes:
+        recipes_table(args.target)
+        return 0
     data = {k: v[: args.samples] for k, v in np.load(DATA).items()}
     reference = reference_outputs(MODEL, data)
     print("| quant | softmax | gelu | layernorm | cosine (tokens) | cosine, held-out calibration | cosine (all rows) "

@@ -15,7 +15,9 @@ sample and ONNX Runtime runs the original FP32 model on the same samples. The re
   in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name); with an
   ``attention_mask`` input, ``sqnr_valid_db`` is the same over real tokens only, for tensors whose leading axes are
   the mask's ([batch, seq, ...]): padding rows of a quantized BERT carry most of its error and would hide where the
-  real tokens lose accuracy.
+  real tokens lose accuracy. Each layer also says why it may lose: ``channel_ratio``, the max over its channels
+  (last axis) of the FP32 max |x| divided by their median (outlier channels), and ``clipped``, the fraction of its
+  values saturated where the compiled model requantizes it for a consumer (an int8 GEMM input, a kernel input).
 """
 
 from __future__ import annotations
@@ -196,9 +198,13 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
     current: dict[str, np.ndarray] = {}
     masks = samples.get("attention_mask")
     row_mask: list[np.ndarray | None] = [None]
+    chan_max: dict[str, np.ndarray] = {}
+    saturated: dict[str, list[int]] = {}
 
     def observe(op: Any, outs: list[Any]) -> None:
         layer = op.properties.get("layer")
+        if layer is not None and outs and isinstance(op, (df.RequantOp, df.ElementwiseOp)):
+            _count_saturated(layer.data, op, outs[0].data, saturated)
         if layer is None or isinstance(op, df.WeightOp) or layer.data not in want or not outs:
             return
         ref = current.get(want[layer.data])
@@ -207,6 +213,9 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
                 or np.abs(ref).max(initial=0) > 1e30:
             return
         err = got.astype(np.float64) - ref
+        if ref.ndim >= 2 and ref.shape[-1] > 1:
+            per = np.abs(ref.reshape(-1, ref.shape[-1])).max(axis=0)
+            chan_max[layer.data] = np.maximum(chan_max.get(layer.data, per), per)
         acc = stats.setdefault(layer.data, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         acc[0] += float((ref.astype(np.float64) ** 2).sum())
         acc[1] += float((err**2).sum())
@@ -244,8 +253,32 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         entry = {"name": layer, "tensor": want[layer], "sqnr_db": _sqnr(sig, err), "max_abs_error": worst}
         if masked:
             entry["sqnr_valid_db"] = _sqnr(sig_valid, err_valid)
+        if layer in chan_max and float(np.median(chan_max[layer])) > 0:
+            entry["channel_ratio"] = float(chan_max[layer].max() / np.median(chan_max[layer]))
+        hit, total = saturated.get(layer, (0, 0))
+        if total:
+            entry["clipped"] = hit / total
         section["layers"].append(entry)
     return section, stacked
+
+
+def _count_saturated(name: str, op: Any, data: np.ndarray, into: dict[str, list[int]]) -> None:
+    """Count ``op``'s integer outputs at the ends of their range, under the layer it requantizes: the quantize pass
+    names a requant or quantize cast ``<producer layer>.requant<bits>[c]`` / ``.quant<bits>``."""
+    from xdsl.dialects.builtin import IntegerType
+
+    base, sep, tail = name.rpartition(".requant")
+    if not sep:
+        base, sep, tail = name.rpartition(".quant")
+    if not sep or not tail[:1].isdigit() or data.dtype.kind not in "iu" or not data.size:
+        return
+    el = op.results[0].type.get_element_type()
+    if not isinstance(el, IntegerType):
+        return
+    top = (1 << (el.width.data - 1)) - 1
+    acc = into.setdefault(base, [0, 0])
+    acc[0] += int(((data >= top) | (data <= -top - 1)).sum())
+    acc[1] += int(data.size)
 
 
 def _sqnr(signal: float, noise: float) -> float | None:
@@ -268,13 +301,13 @@ def render_accuracy(section: Mapping[str, Any], console: Any, worst: int = 5) ->
     table = Table(title=f"accuracy vs {section['reference']} ({section['samples']} samples"
                         + (f", calibration: {section['calibration']}" if section.get("calibration") else "") + ")")
     for col in ("output / layer", "cosine mean", "cosine (valid rows)", "cosine min", "top-1", "SQNR dB",
-                "SQNR (valid rows)", "max |err|"):
+                "SQNR (valid rows)", "max |err|", "channel max/median", "clipped"):
         table.add_column(col, justify="left" if col == "output / layer" else "right")
     num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for name, row in section["outputs"].items():
         table.add_row(name, num(row["cosine_mean"], ".4f"), num(row.get("cosine_mean_valid"), ".4f"),
                       num(row["cosine_min"], ".4f"), num(row.get("top1_agreement"), ".3f"), "", "",
-                      num(row["max_abs_error"], ".3g"))
+                      num(row["max_abs_error"], ".3g"), "", "")
 
     def key(r: Mapping[str, Any]) -> float:
         return r["sqnr_valid_db"] if r.get("sqnr_valid_db") is not None else r["sqnr_db"]
@@ -282,5 +315,6 @@ def render_accuracy(section: Mapping[str, Any], console: Any, worst: int = 5) ->
     layers = sorted((r for r in section["layers"] if r["sqnr_db"] is not None), key=key)
     for row in layers[:worst]:
         table.add_row(f"  {row['name']}", "", "", "", "", num(row["sqnr_db"], ".1f"),
-                      num(row.get("sqnr_valid_db"), ".1f"), num(row["max_abs_error"], ".3g"))
+                      num(row.get("sqnr_valid_db"), ".1f"), num(row["max_abs_error"], ".3g"),
+                      num(row.get("channel_ratio"), ".1f"), num(row.get("clipped"), ".2%"))
     console.print(table)

@@ -22,6 +22,12 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "softmax": (tuple(SOFTMAX_APPROX), "exact"),
     "gelu": (_GELU, "exact"),
     "layernorm": (tuple(LAYERNORM_APPROX), "exact"),
+    # How --quant takes its activation ranges and weights (compiler/passes/quantize.py, compiler/quant_recipes.py);
+    # no effect without --quant. None changes the hardware: the per-channel steps ride the per-channel requant
+    # every GEMM output already has, and GPTQ only picks other integer codes.
+    "observer": (("minmax", "percentile", "mse", "entropy"), "minmax"),
+    "balance": (("none", "repq", "smoothquant"), "repq"),
+    "weight-rounding": (("nearest", "gptq"), "nearest"),
 }
 
 
@@ -40,5 +46,7 @@ def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
     if chosen.get("layernorm", "exact") != "exact":
         passes.append(SetLayernorm(approx=chosen["layernorm"]))
     if chosen.get("quant", "none") != "none":
-        passes.append(Quantize(mode=chosen["quant"]))
+        passes.append(Quantize(mode=chosen["quant"], observer=chosen.get("observer", "minmax"),
+                               balance=chosen.get("balance", "repq"),
+                               rounding=chosen.get("weight-rounding", "nearest")))
     return passes

@@ -17,7 +17,7 @@ first sample (or take the machine's memory with it). The estimate is refused in 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
@@ -120,10 +120,14 @@ def synthetic_inputs(module: ModuleOp, names: list[str], count: int, seed: int =
 
 def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names: list[str],
                       samples: Mapping[str, np.ndarray], percentile: float = 100.0,
-                      channels: dict[SSAValue, np.ndarray] | None = None) -> dict[SSAValue, float]:
+                      channels: dict[SSAValue, np.ndarray] | None = None,
+                      statistic: Callable[[np.ndarray], float] | None = None,
+                      rows: dict[SSAValue, list[np.ndarray]] | None = None) -> dict[SSAValue, float]:
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
+    ``statistic``: the range of one sample's |x| (finite, below 1e30), instead of the max / percentile.
+    ``rows``: for each value it holds as a key, the rows (last axis) of every sample are appended to its list.
     """
     n = len(next(iter(samples.values())))
     check_simulation_memory(module, n, sum(int(v.nbytes) for v in samples.values()), "calibration")
@@ -139,11 +143,16 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         a = a[a < 1e30]
         if not a.size:
             return
-        m = float(a.max()) if percentile >= 100 else float(np.percentile(a, percentile))
+        if statistic is not None:
+            m = statistic(a)
+        else:
+            m = float(a.max()) if percentile >= 100 else float(np.percentile(a, percentile))
         ranges[value] = max(ranges.get(value, 0.0), m)
         if channels is not None and data.ndim >= 2:
             per = np.abs(np.where(np.abs(data) < 1e30, data, 0)).reshape(-1, data.shape[-1]).max(axis=0)
             channels[value] = np.maximum(channels.get(value, per), per).astype(np.float64)
+        if rows is not None and value in rows:
+            rows[value].append(data.reshape(-1, data.shape[-1]).astype(np.float32))
 
     def observe(op: Operation, outs: list[Tensor]) -> None:
         for r, t in zip(op.results, outs):

@@ -18,6 +18,12 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 * wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
   channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
 
+Recipes (compiler/quant_recipes.py), none of which changes the integer datapath: ``balance`` gives a GEMM input fed
+by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-ViT; ``smoothquant``: SmoothQuant's
+or a weight-blind migration, alpha chosen per GEMM input by cross-validated output error on the calibration rows,
+or per tensor if that wins), applied by a per-channel requant and folded into the weights' rows; ``observer`` sizes
+per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq`` rounds static weights with GPTQ.
+
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
 deterministic synthetic samples; the report's ``numerics.calibration`` says which.
@@ -63,6 +69,7 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
+from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
 from compiler.simulate.moe import (
@@ -79,6 +86,18 @@ from hw.errors import InputError
 __all__ = ["Quantize", "QUANT_MODES"]
 
 QUANT_MODES = {"int8": 8, "w4a8": 4}
+#: How GEMM inputs with outlier channels get their int8 steps: ``none`` one step per tensor; ``repq`` one per
+#: channel (its calibrated max, RepQ-ViT), folded into the weights; ``smoothquant`` per channel with SmoothQuant's
+#: alpha searched per GEMM input (compiler/quant_recipes.py), or per tensor where that is more accurate.
+BALANCE = ("none", "repq", "smoothquant")
+ROUNDING = ("nearest", "gptq")
+#: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
+MAX_ROWS = 512
+#: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
+#: rows; with a few hundred for up to 1536 inputs H is rank-deficient and GPTQ fits the calibration rows. On MiniLM
+#: (w4a8, SmoothQuant, 20 unlike sentences, cosine on the evaluated ones) 0.01 / 0.1 / 1.0 measured 0.901 / 0.926 /
+#: 0.933.
+GPTQ_DAMP = 1.0
 _KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
 
 
@@ -127,8 +146,12 @@ class _Quantizer:
     cache: dict[tuple[int, int], SSAValue] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
     channels: dict[SSAValue, np.ndarray] = field(default_factory=dict)
-    balance: bool = True
+    balance: str = "repq"
     moe_ranges: dict[int, MoeRanges] = field(default_factory=dict)
+    rows: dict[SSAValue, list[np.ndarray]] = field(default_factory=dict)
+    ranges8: dict[SSAValue, float] = field(default_factory=dict)
+    rounding: str = "nearest"
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -174,6 +197,7 @@ class _Quantizer:
         """``new`` (inserted before ``old``) replaces ``old``; a dequantize cast keeps float readers working."""
         self.insert_before(new, old)
         out, res = old.results[0], new.results[0]
+        self._carry(out, res)
         if fmt is None:
             self.amax[res] = self.range_of(out)
             if out in self.channels:
@@ -185,11 +209,17 @@ class _Quantizer:
             deq = self.cast(_layer(new) + ".dequant", res, out.type.get_element_type(),  # type: ignore[attr-defined]
                             _attrs(quant="dequantize"), old)
             self.amax[deq] = self.amax[res]
+            self._carry(out, deq)
             if out in self.channels:
                 self.channels[res] = self.channels[deq] = self.channels[out]
             out.replace_all_uses_with(deq)
         old.detach()
         old.erase()
+
+    def _carry(self, old: SSAValue, new: SSAValue) -> None:
+        for table in (self.rows, self.ranges8):
+            if old in table:
+                table[new] = table[old]  # type: ignore[index]
 
     # ----- formats consumers ask for ------------------------------------------------------------------------------
     def q(self, v: SSAValue, bits: int, before: Operation, scale: float | None = None) -> tuple[SSAValue, _Fmt]:
@@ -204,7 +234,8 @@ class _Quantizer:
             got = self.cache[key]
             return got, self.fmt[got]
         if scale is None:
-            scale = self.range_of(v) / _qmax(bits)
+            observed = self.ranges8.get(v) if bits <= 8 else None
+            scale = (max(observed, 1e-8) if observed else self.range_of(v)) / _qmax(bits)
         src = iv if iv is not None else v
         producer = _layer(src.owner) if isinstance(src.owner, Operation) else "input"
         if iv is None:
@@ -239,13 +270,26 @@ class _Quantizer:
         """
         iv = self.int_view(v)
         chan = self.channels.get(v)
-        if not self.balance or iv is None or chan is None:
+        if self.balance == "none" or iv is None or chan is None:
             return None
         key = (id(iv), -8)
         if key in self.cache:
             got = self.cache[key]
-            return got, self.fmt[got]
+            return (got, self.fmt[got]) if got is not None else None
         scale = np.maximum(chan, self.range_of(v) * 1e-3) / _qmax(8)
+        if self.balance == "smoothquant" and v in self.rows:
+            consumers = [u.operation for u in v.uses if isinstance(u.operation, df.GemmOp)
+                         and u.operation.lhs is v and isinstance(u.operation.rhs.owner, df.WeightOp)]
+            if consumers:
+                w = np.concatenate([self.weights[df.str_attr(c.rhs.owner, "layer")]  # type: ignore[arg-type]
+                                    for c in consumers], axis=1)
+                choice = smooth_scales(self.rows[v], w, self.w_bits)
+                for c in consumers:
+                    self.choices.setdefault(_layer(c), {}).update(alpha=choice.alpha, smoothing=choice.family)
+                if choice.scale is None:
+                    self.cache[key] = None  # type: ignore[assignment]
+                    return None
+                scale = choice.scale
         producer = _layer(iv.owner) if isinstance(iv.owner, Operation) else "input"
         name = self.unique(f"{producer}.requant8c")
         ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, dtype=np.float64)), scale.shape) / scale
@@ -273,11 +317,18 @@ class _Quantizer:
                 # Channel scales of the input move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn).
                 w = w * np.asarray(fx.scale)[:, None]
                 key = self.unique(f"{wname}.balanced.q{self.w_bits}")
-            s_w = np.maximum(np.abs(w).max(axis=0), 1e-12) / _qmax(self.w_bits)
+            rows = self.rows.get(op.lhs)
+            if self.rounding == "gptq" and rows is not None:
+                # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
+                codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), self.w_bits,
+                                             damp=GPTQ_DAMP)
+                key = self.unique(f"{wname}.gptq.q{self.w_bits}")
+                self.choices.setdefault(layer, {})["rounding"] = "gptq"
+            else:
+                codes, s_w = quantize_weight(w, self.w_bits)
             if key not in self.weights:
                 self.weights[key + ".scale"] = s_w
-            rhs = self.weight(key, np.clip(np.round(w / s_w), -_qmax(self.w_bits) - 1, _qmax(self.w_bits))
-                              .astype(np.int8), IntegerType(self.w_bits), op)
+            rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
         else:
             rhs, fw = self.q(op.rhs, 8, op)
             s_w = np.asarray(fw.scale)
@@ -459,17 +510,27 @@ class Quantize(ModulePass):
     """Quantize the module (``mode`` int8 | w4a8) with activation ranges from calibration.
 
     ``percentile``: the statistic of |x| per value (100 = max); ``samples``: synthetic samples when no data.
+    ``observer``: how an int8 activation's per-tensor range is taken from each calibration sample's values
+    (``minmax``, ``percentile`` at ``percentile`` or 99.99, ``mse``, ``entropy``: compiler/quant_recipes.py); wider
+    values (16-bit residuals, kernel inputs) keep the max. ``balance``: per-channel steps for GEMM inputs
+    (:data:`BALANCE`). ``rounding``: ``gptq`` rounds static weights with GPTQ on the calibration rows.
     """
 
     name = "quantize"
     mode: str = "int8"
     percentile: float = 100.0
     samples: int = 4
-    balance: bool = True
+    balance: str = "repq"
+    observer: str = "minmax"
+    rounding: str = "nearest"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.mode not in QUANT_MODES:
             raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
+        for key, value, valid in (("observer", self.observer, OBSERVERS), ("balance", self.balance, BALANCE),
+                                  ("rounding", self.rounding, ROUNDING)):
+            if value not in valid:
+                raise InputError(f"quantize: {key}={value}: unknown choice (valid: {', '.join(valid)})")
         env = env_of(ctx, self.name, "the model's weights and calibration data")
         fn = next(o for o in op.walk() if isinstance(o, func.FuncOp))
         calib = env.artifacts.get("calibration")
@@ -482,7 +543,16 @@ class Quantize(ModulePass):
             data = synthetic_inputs(op, names, self.samples)
             label = f"synthetic ({self.samples} samples, seed 0)"
         channels: dict[Any, np.ndarray] = {}
-        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels)
+        rows: dict[Any, list[np.ndarray]] = {}
+        if self.balance == "smoothquant" or self.rounding == "gptq":
+            rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
+        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows)
+        ranges8: dict[Any, float] = {}
+        if self.observer != "minmax":
+            pct = self.percentile if self.percentile < 100 else 99.99
+            ranges8 = activation_ranges(op, env.weights, names, data,
+                                        statistic=lambda a: observe_range(a, self.observer, 8, pct))
+        kept = {v: _subsample(r) for v, r in rows.items() if r}
         imported = 0
         for inner in op.walk():  # ranges a QDQ model brings (compiler/frontend/qdq.py) win over calibration
             attr = inner.attributes.get(QDQ_RANGE_ATTR)
@@ -493,9 +563,22 @@ class Quantize(ModulePass):
             label += f"; {imported} ranges from the model's QDQ nodes"
         moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
-                               moe_ranges=moes)
+                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding)
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
                         "residual_bits": 16, "calibration": label, "calibration_statistic":
-                        "max" if self.percentile >= 100 else f"p{self.percentile:g}"})
+                        "max" if self.percentile >= 100 else f"p{self.percentile:g}",
+                        "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding})
+        if quantizer.choices:
+            section["recipe_per_layer"] = quantizer.choices
+
+
+def _subsample(samples: list[np.ndarray]) -> list[np.ndarray]:
+    """Each sample's rows, evenly thinned (deterministic) to at most MAX_ROWS in all, so the searches cost the same
+    for any amount of calibration data."""
+    total = sum(len(r) for r in samples)
+    if total <= MAX_ROWS:
+        return samples
+    keep = max(1, MAX_ROWS // len(samples))
+    return [r[np.linspace(0, len(r) - 1, min(keep, len(r))).astype(np.int64)] for r in samples]
