@@ -118,6 +118,10 @@ def run_pipeline(
     for wanted in (options.stop_after, *options.print_ir_after):
         if wanted is not None and wanted not in names:
             raise InputError(f"no step '{wanted}' in this pipeline (steps: {', '.join(names)})")
+    if report is not None and options.stop_after in (None, "report") and "schedule" not in names:
+        given = f"--passes {options.passes}" if options.passes else "the pipeline"
+        raise InputError(f"{given}: has no 'schedule' pass, and the report is built from the schedule; add it "
+                         f"(e.g. '{','.join(names[1:-1] + ['schedule'])}') or stop earlier with --stop-after")
     ctx = make_context(env)
     if ctx.env.model is None:
         from hw.models import build_model

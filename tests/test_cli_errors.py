@@ -289,3 +289,12 @@ def test_compile_refuses_a_python_tag_in_a_target_file(capsys, tmp_path):
     code, err = run(capsys, "compile", str(model_path("vit_tiny.onnx")), "--target", str(target))
     assert code == 2 and one_line(err) == (f"codesign: error: {target}:2: YAML tag "
                                            "!!python/object/apply:os.system is not allowed (plain YAML values only)")
+
+
+def test_passes_without_schedule_cannot_report(models_dir, capsys):
+    model = str(models_dir / "vit_tiny.onnx")
+    assert main(["compile", model, "-q", "--passes", "canonicalize,canonicalize"]) == 2
+    assert capsys.readouterr().err == (
+        "codesign: error: --passes canonicalize,canonicalize: has no 'schedule' pass, and the report is built from "
+        "the schedule; add it (e.g. 'canonicalize,canonicalize,schedule') or stop earlier with --stop-after\n")
+    assert main(["compile", model, "-q", "--passes", "canonicalize", "--stop-after", "canonicalize"]) == 0

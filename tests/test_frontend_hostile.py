@@ -86,6 +86,10 @@ def test_external_data_outside_missing_or_wrong(tmp_path, capsys):
         ("offset", "w.bin", 1000, 64): f"{prefix}: offset 1000 is past the end of 'w.bin' (64 bytes)",
         ("short", "w.bin", 8, None): f"{prefix}: needs bytes 8..72 but 'w.bin' has 64",
         ("length", "w.bin", 0, 10**12): f"{prefix}: length 1000000000000 bytes, but shape 4x4 FLOAT needs 64",
+        ("negative offset", "w.bin", -8, 64): f"{prefix}: External data offset must be non-negative, got -8 for "
+                                               "tensor 'w'",
+        ("negative length", "w.bin", 0, -1): f"{prefix}: External data length must be non-negative, got -1 for "
+                                             "tensor 'w'",
     }
     for (name, location, offset, length), message in cases.items():
         path = _external(tmp_path, f"{name}.onnx", location, offset, length)

@@ -142,9 +142,12 @@ def check_external_data(model: onnx.ModelProto, base: Path, source: str) -> None
     root = base.resolve()
     total = 0
     for label, tensor in external_tensors(model):
-        info = ExternalDataInfo(tensor)
-        _, need = _declared(tensor, label, source)
         where = f"{source}: external data of {label}"
+        try:
+            info = ExternalDataInfo(tensor)  # onnx checks the entry's own fields (a negative offset or length ...)
+        except ValueError as err:
+            raise InputError(f"{where}: {str(err).splitlines()[0]}") from None
+        _, need = _declared(tensor, label, source)
         location = info.location or ""
         if not location:
             raise InputError(f"{where}: no 'location' key")
