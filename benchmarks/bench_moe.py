@@ -41,7 +41,7 @@ def main() -> None:
         attn = [ly for ly in report["layers"] if ly["op"] == "attention"]
         moe = [ly for ly in report["layers"] if ly["op"] == "moe"]
         rows.append((attention, report, ideal, attn, moe, seconds))
-    print(f"M3ViT (129 tokens, D 192, 12 layers, 6 MoE layers x 16 experts top-2) on fpga-zcu102 16x16 @ 300 MHz")
+    print("M3ViT (129 tokens, D 192, 12 layers, 6 MoE layers x 16 experts top-2) on fpga-zcu102 16x16 @ 300 MHz")
     print(f"{'attention':<10} {'cycles':>11} {'ms':>7} {'ideal':>11} {'x ideal':>8} "
           f"{'attn cycles':>11} {'moe cycles':>11} {'attn off-chip B':>15} {'scores off-chip B':>17} {'compile s':>9}")
     for attention, report, ideal, attn, moe, seconds in rows:
@@ -61,7 +61,8 @@ def main() -> None:
     print(f"edge-moe lanes {edge['lanes']}: {edge['buffer_bytes_per_step']} B of K+Q buffer reads per step whatever "
           f"the lanes (unshared lanes: {edge['buffer_bytes_per_step_unshared']} B)")
     flash = next(ly for ly in rows[2][1]["layers"] if ly["op"] == "attention")["detail"]
-    print(f"flash tiles {flash['tile_q']} x {flash['tile_k']} from the target's buffers, K/V passes {flash['kv_passes']}")
+    print(f"flash tiles {flash['tile_q']} x {flash['tile_k']} from the target's buffers, "
+          f"K/V passes {flash['kv_passes']}")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         result = compile(MODEL, **choices)
         sim = Simulator(result.module, result.env.weights, result.imported.input_names,
                         result.imported.output_names)
-        rows.append((label, _best(lambda: sim.run_samples(data), args.repeat)))
+        rows.append((label, _best(lambda sim=sim: sim.run_samples(data), args.repeat)))
     print(f"MiniLM, {n} samples, best of {args.repeat}:")
     for label, seconds in rows:
         print(f"  {label:22s} {seconds * 1e3:8.1f} ms  ({seconds / t_ort:5.2f}x onnxruntime)")

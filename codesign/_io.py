@@ -11,7 +11,8 @@ or it is absent - and ``allow_nan=False`` makes any that slipped through an erro
 
 A device or pipe is written in place, as the user asked: a character device or FIFO named directly (``/dev/null``, a
 named pipe), or a link in ``/dev``, ``/dev/fd`` or ``/proc/self/fd`` (``--json /dev/stdout``) - renaming a file over
-``/dev/stdout`` would be wrong, and atomicity means nothing for a stream. A link anywhere else is replaced, not followed.
+``/dev/stdout`` would be wrong, and atomicity means nothing for a stream. A link anywhere else is replaced, not
+followed.
 
 Errors are ``OSError`` naming the destination path (not the temporary one), so the CLI can say which output failed.
 """
@@ -37,7 +38,8 @@ _BINARY = getattr(os, "O_BINARY", 0)
 
 
 def _renamed(err: OSError, path: Path) -> OSError:
-    """``err`` with the destination as its filename (``OSError(errno, ...)`` keeps the subclass, e.g. PermissionError)."""
+    """``err`` with the destination as its filename (``OSError(errno, ...)`` keeps the subclass, e.g.
+    PermissionError)."""
     if err.errno is None:
         return err
     return OSError(err.errno, err.strerror, str(path))

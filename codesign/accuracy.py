@@ -241,7 +241,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         ref = np.stack([r[name] for r in refs]).astype(np.float64)
         cos = _cosine_rows(got, ref)
         row: dict[str, Any] = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                               "max_abs_error": float(np.abs(got - ref).max()), "max_abs_value": float(np.abs(ref).max())}
+                               "max_abs_error": float(np.abs(got - ref).max()),
+                               "max_abs_value": float(np.abs(ref).max())}
         if mask is not None and mask.size == cos.size:
             valid = mask.reshape(-1).astype(bool)
             if valid.any():

@@ -37,7 +37,8 @@ def to_onnx(model: Any, example_inputs: Any = None) -> str | os.PathLike[str] | 
         with torch.no_grad():
             torch.onnx.export(model, args, buffer, opset_version=17, dynamo=False)
         return onnx.load_from_string(buffer.getvalue())
-    raise InputError(f"compile(): expected an ONNX path, onnx.ModelProto or torch.nn.Module, got {type(model).__name__}")
+    raise InputError("compile(): expected an ONNX path, onnx.ModelProto or torch.nn.Module, "
+                     f"got {type(model).__name__}")
 
 
 def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Sequence[str] = (),

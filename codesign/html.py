@@ -52,8 +52,8 @@ def _roofline(report: dict[str, Any]) -> str:
     peak = report["peak_macs_per_cycle"]
     bandwidth = report["offchip_bytes_per_cycle"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    points = [(l["macs"] / max(l["bytes_offchip"], 1), l["macs"] / max(l["cycles"], 1), l["op"])
-              for l in report["layers"] if l["macs"]]
+    points = [(layer["macs"] / max(layer["bytes_offchip"], 1), layer["macs"] / max(layer["cycles"], 1), layer["op"])
+              for layer in report["layers"] if layer["macs"]]
     xs = [p[0] for p in points] or [1.0]
     lo, hi = min(xs + [peak / bandwidth]) / 4, max(xs + [peak / bandwidth]) * 4
     grid = [lo * (hi / lo) ** (i / 100) for i in range(101)]
@@ -105,10 +105,10 @@ def write_html(report: dict[str, Any], schedule: Any, path: str | Path) -> None:
     for name, res in report.get("resources", {}).items():
         totals.append((name, f"{res['used']:,.0f} / {res['available']:,.0f}"))
     rows = "".join(
-        f"<tr><td>{esc(l['name'])}</td><td>{esc(l['op'])}</td><td>{l['macs']:,}</td><td>{l['bytes_offchip']:,}</td>"
-        f"<td>{l['compute_cycles']:,}</td><td>{l['memory_cycles']:,}</td><td>{l['cycles']:,}</td>"
-        f"<td>{l['start_cycle']:,}</td><td>{l['end_cycle']:,}</td></tr>"
-        for l in report["layers"])
+        f"<tr><td>{esc(ly['name'])}</td><td>{esc(ly['op'])}</td><td>{ly['macs']:,}</td><td>{ly['bytes_offchip']:,}</td>"
+        f"<td>{ly['compute_cycles']:,}</td><td>{ly['memory_cycles']:,}</td><td>{ly['cycles']:,}</td>"
+        f"<td>{ly['start_cycle']:,}</td><td>{ly['end_cycle']:,}</td></tr>"
+        for ly in report["layers"])
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(report['model'])} on {esc(report['target'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}

@@ -2,7 +2,8 @@
 
 Two forms::
 
-    codesign rtl model.onnx --target fpga-u280 [--set gemm.rows=16] [--quant int8 --softmax shiftmax ...] --out build/rtl
+    codesign rtl model.onnx --target fpga-u280 [--set gemm.rows=16] [--quant int8 --softmax shiftmax ...] \
+        --out build/rtl
     codesign rtl --kernel shiftmax --set n=197 --set out_bits=16 --out build/rtl
 
 The first compiles the model exactly as ``codesign compile`` does (same options, parsed by the same code) and
@@ -12,8 +13,9 @@ reads the compiled IR to decide which kernels the design needs, with the paramet
 ============================  ================================================================================
 IR                            kernel (parameters)
 ============================  ================================================================================
-integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array) (rows, cols, acc_bits from the target's ``gemm``; in_bits the
-                              operand width); also the QK^T and A.V products of integer ``dataflow.attention``
+integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array) (rows, cols, acc_bits from the
+                              target's ``gemm``; in_bits the operand width); also the QK^T and A.V products of
+                              integer ``dataflow.attention``
 ``dataflow.requant``          ``requant`` (lanes = the array's cols, acc_bits = input width, out_bits)
 softmax ``shiftmax``          ``shiftmax`` (n = row length; in_bits 32 for integer scores, else 16; out_bits from
                               the op's ``softmax_bits``, default 16)
@@ -275,9 +277,9 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
     from codesign import rtl_config as rc
     from compiler.dialect import dataflow as df
     from compiler.simulate.kernels import softmax_bits
+    from hw.models.fpga import RTL_VECTOR_UNITS
     from hw.rtl.emit import canonical_params
     from hw.rtl.manifest import Invocation, KernelUse
-    from hw.models.fpga import RTL_VECTOR_UNITS
     from hw.rtl.requant import E_BITS, M_BITS
 
     uses: list[KernelUse] = []

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALPHAS", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gptq_quantize", "observe_range", "quantize_weight",
-           "smooth_scales"]
+__all__ = ["ALPHAS", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gptq_quantize", "observe_range",
+           "quantize_weight", "smooth_scales"]
 
 #: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the
 #: weights); the best is then refined by +-0.1.
@@ -101,8 +101,9 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     sample) feeding weights ``w`` [C, N].
 
     Candidates: one per-tensor step, and for every alpha SmoothQuant's s_c = m_c^alpha / max|W_c|^(1 - alpha) and the
-    weight-blind s_c = m_c^alpha * max(m)^(1 - alpha), each scaled so the largest channel fills the int8 grid. Each is scored by two-fold cross-validation over the samples
-    (ranges from the even samples, error on the odd ones, and the reverse): a channel quiet on the calibration data
+    weight-blind s_c = m_c^alpha * max(m)^(1 - alpha), each scaled so the largest channel fills the int8 grid. Each
+    is scored by two-fold cross-validation over the samples (ranges from the even samples, error on the odd ones, and
+    the reverse): a channel quiet on the calibration data
     and loud on other data is clipped hard by a tight per-channel step (measured on MiniLM: up to 48x its calibrated
     max after GELU), which the error on the data the ranges came from cannot see. The steps returned use every
     sample's maxima.

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ sys.path.insert(0, str(HERE))  # the exporters import each other as flat modules
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-
 from _common import Exported, io_signature, op_histogram, ort_max_abs_diff, sha256_file  # noqa: E402
 from export_bert import export_bert  # noqa: E402
 from export_gpt2 import export_gpt2  # noqa: E402

@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 
 import torch
-
 from _common import Attn, Exported, Exporter, export_onnx, reinit_, seed_all, torch_outputs
 
 INPUTS = ("input_ids", "attention_mask")

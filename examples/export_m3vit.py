@@ -7,7 +7,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
 from _common import Exported, Exporter, export_onnx, seed_all, torch_outputs
 from m3vit import EDGE_MOE, TINY, M3ViT, M3ViTConfig
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from _common import Exported, export_onnx, quiet, torch_outputs
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from _common import (Attn, Exported, Exporter, export_onnx, reinit_, save_with_external_data, seed_all,
-                     torch_outputs)
+from _common import Attn, Exported, Exporter, export_onnx, reinit_, save_with_external_data, seed_all, torch_outputs
 
 INPUT = "pixel_values"
 OUTPUT = "logits"

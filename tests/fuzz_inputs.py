@@ -398,8 +398,10 @@ def npz_cases(draw: st.DrawFn) -> Case:
     flipped, empty or foreign zips; a .npy renamed; pickled object arrays; .npy headers declaring huge shapes."""
     kind, i, j = draw(st.sampled_from(_NPZ_KINDS)), draw(st.integers(0, 500)), draw(st.integers(0, 500))
     flag = draw(st.sampled_from(("inputs", "inputs+outputs", "calibrate", "both")))
-    files = lambda: {"in/model.onnx": seed_bytes("tiny"), "in/s.npz": _npz_content(kind, i, j),
-                     "in/good.npz": npz_bytes({"x": tiny_samples()})}
+    def files() -> dict[str, bytes]:
+        return {"in/model.onnx": seed_bytes("tiny"), "in/s.npz": _npz_content(kind, i, j),
+                "in/good.npz": npz_bytes({"x": tiny_samples()})}
+
     extra: tuple[str, ...] = {
         "inputs": ("--inputs", "in/s.npz"),
         "inputs+outputs": ("--inputs", "in/s.npz", "--outputs", "out/o.npz"),

@@ -133,7 +133,7 @@ def _run_group(workdir: str, rows: int, cols: int, dataflow: str,
 def run(cases: list) -> list[dict]:
     """SCALE-Sim's report numbers for each ``(m, n, k, rows, cols, dataflow)``, in order."""
     groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
-    for idx, (m, n, k, rows, cols, dataflow) in enumerate(cases):
+    for idx, (_m, _n, _k, rows, cols, dataflow) in enumerate(cases):
         groups[(int(rows), int(cols), str(dataflow))].append(idx)
 
     results: list[dict | None] = [None] * len(cases)

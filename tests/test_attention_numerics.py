@@ -65,10 +65,10 @@ def test_edge_moe_lanes_share_one_key_per_step_and_load_at_most_one_query(lanes)
 
 @pytest.mark.slow
 def test_simulator_gives_the_same_model_output_for_every_order(models_dir):
-    from compiler.passes.set_attention import SetAttention
+    from compiler.context import make_context
     from compiler.frontend.onnx_loader import load_graph
     from compiler.frontend.to_dialect import build_module
-    from compiler.context import make_context
+    from compiler.passes.set_attention import SetAttention
     from compiler.simulate import Simulator
 
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 64)).astype(np.float32)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import onnx
 import pytest
+from conftest import model_path
 from onnx import TensorProto, helper
 
 from codesign.cli import main
-from conftest import model_path
 
 REPORT_KEYS = {"model", "target", "clock_mhz", "latency_cycles", "latency_ms", "throughput_per_s", "macs",
                "bytes_offchip", "roofline_cycles", "patterns", "layers", "energy_mj", "resources"}
@@ -143,7 +142,6 @@ def test_bad_inputs_one_line_exit_2(tmp_path, capsys, monkeypatch):
     _unsupported_model(tmp_path / "hard.onnx")
     from codesign.api import compile_options
     from codesign.options import middle_passes
-
     from compiler.passes import PASSES
 
     known = ", ".join(sorted(PASSES))

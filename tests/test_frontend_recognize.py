@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import model_path
 
 from codesign.cli import main
-from conftest import model_path
 
 DENSE = [
     "vit_tiny_legacy.onnx", "vit_tiny_dynamo.onnx", "vit_tiny_sdpa_legacy.onnx", "vit_tiny_sdpa_dynamo.onnx",

@@ -155,9 +155,10 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
     """Every kernel invocation ``codesign rtl`` lists for an integer ViT on fpga-u280 is scheduled for exactly its
     predicted cycles x its count (row units: for ceil(rows / lanes) rows, the rows dealt over the lanes); the GELU
     form the compile chose is the one emitted and priced."""
+    from conftest import model_path
+
     import codesign
     from codesign.rtl_cli import plan_kernels
-    from conftest import model_path
     from hw.rtl.kernels import invocation_cycles
 
     priced: list[tuple[object, int]] = []

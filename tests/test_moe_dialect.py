@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from xdsl.dialects.builtin import BoolAttr, DenseArrayBase, FloatAttr, IntegerAttr, IntegerType, StringAttr, \
-    TensorType, f32, f64, i64
+from xdsl.dialects.builtin import (
+    BoolAttr,
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    f32,
+    f64,
+    i64,
+)
 from xdsl.ir import Block
 from xdsl.utils.exceptions import VerifyException
 
@@ -45,7 +55,10 @@ def test_malformed_blocks_are_rejected_with_the_reason(kwargs, message):
         _moe(**kwargs).verify()
 
 
-def _int_moe(gate_el=IntegerType(16), b1_el=IntegerType(32)):
+_I16, _I32 = IntegerType(16), IntegerType(32)
+
+
+def _int_moe(gate_el=_I16, b1_el=_I32):
     types = [TensorType(IntegerType(8), [1, 9, 8]), TensorType(gate_el, [8, 4]), TensorType(IntegerType(8), [4, 8, 16]),
              TensorType(IntegerType(8), [4, 16, 8]), TensorType(b1_el, [4, 16])]
     block = Block(arg_types=types)

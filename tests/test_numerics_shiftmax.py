@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from compiler.numerics import shift_exp, shiftmax
 from tests.int_rows import INT32_MAX, INT32_MIN, regime_rows
 
-
 # ---- oracle: I-ViT quant_modules.py IntSoftmax.forward / int_exp_shift, evaluated in float64 -------
 
 

@@ -18,8 +18,9 @@ from hw.targets import load_target
 
 
 def _ir(models_dir, **opts) -> str:
-    from xdsl.printer import Printer
     import io
+
+    from xdsl.printer import Printer
 
     imp = build_module(load_graph(models_dir / "m3vit_tiny.onnx"))
     ctx = make_context()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.errors import InputError
-from hw.perf.scheduler import Machine, Schedule, Task, schedule
+from hw.perf.scheduler import Machine, Task, schedule
 
 TOL = 1e-9
 

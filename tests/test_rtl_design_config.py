@@ -46,8 +46,7 @@ def _simulate_image(choices: dict[str, str], observe, spy, values: dict | None =
     """Compile vit_tiny with ``choices`` (and OVERRIDES) and simulate it on the first sample image, calling
     ``observe(op, outs)`` after every op while ``spy`` stands in for approx.softmax_int (it is handed the real one
     as its first argument). ``values``, if given, is first filled with the simulator's constants."""
-    from compiler.simulate import Simulator
-    from compiler.simulate import approx
+    from compiler.simulate import Simulator, approx
 
     result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **choices)
     imported = result.imported

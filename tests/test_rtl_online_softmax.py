@@ -76,7 +76,8 @@ def test_predicted_cycles_is_two_passes_plus_the_divider(n, rows, cycles):
 
 def test_the_rtl_exp2_table_is_the_numerics_table():
     from compiler.numerics import EXP2_LUT
-    from hw.rtl._arith import EXP2_FRAC_BITS, EXP2_LUT as RTL_LUT
+    from hw.rtl._arith import EXP2_FRAC_BITS
+    from hw.rtl._arith import EXP2_LUT as RTL_LUT
 
     assert RTL_LUT == EXP2_LUT and EXP2_FRAC_BITS == 8
 

@@ -14,12 +14,12 @@ import re
 
 import pytest
 import torch
+from rtl_kernel_checks import TB_DIR, with_waves_on_failure
 
 from compiler.numerics import dyadic, requantize
 from hw.errors import InputError
 from hw.rtl import emit, requant, sim
 from hw.rtl.requant import predicted_cycles
-from rtl_kernel_checks import TB_DIR, with_waves_on_failure
 
 ACC_EDGES = [-(2**31), -(2**31) + 1, -1, 0, 1, 2**31 - 1, 3, -3, 12345, -12345]
 M_EDGES = [0, 1, 2**30, 2**31 - 1, 2**31]

@@ -14,11 +14,10 @@ import shutil
 
 import pytest
 from amaranth.hdl import Fragment
+from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
-
 from hw.rtl import emit, kernels, sim, systolic
 from hw.rtl.systolic import SystolicGemm, predicted_cycles
 

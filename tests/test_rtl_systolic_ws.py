@@ -14,11 +14,10 @@ import re
 
 import pytest
 from amaranth.hdl import Fragment
+from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
 
 from hw.errors import InputError
 from hw.perf.systolic import systolic_cycles
-from rtl_kernel_checks import SIMS, TB_DIR, check_gemm_kernel, int_matmul_reference
-
 from hw.rtl import emit, sim, systolic_ws
 from hw.rtl.systolic_ws import SystolicGemmWs, predicted_cycles
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import codesign
 from conftest import model_path
+
+import codesign
 
 
 def _attention_layers(report: dict) -> list[dict]:

@@ -5,9 +5,9 @@ shows up in the resource figures."""
 from __future__ import annotations
 
 import pytest
+from conftest import model_path
 
 import codesign
-from conftest import model_path
 from hw.models.resources import VECTOR_ALU, unit_cost
 
 INT8 = {"quant": "int8", "softmax": "shiftmax", "layernorm": "ilayernorm"}

@@ -7,8 +7,14 @@ import random
 
 import pytest
 
-from codesign.sweep.metrics import (accuracy_metrics, check_metric_name, dominates, metrics_from_report, pareto_mask,
-                                    parse_constraint)
+from codesign.sweep.metrics import (
+    accuracy_metrics,
+    check_metric_name,
+    dominates,
+    metrics_from_report,
+    pareto_mask,
+    parse_constraint,
+)
 from hw.errors import InputError
 
 

@@ -1,10 +1,10 @@
 """Accuracy of design points: measured once per (model, compile choices), not once per point.
 
 A sweep with ``inputs:`` runs its samples through the functional simulator and ONNX Runtime FP32 exactly as
-``codesign compile --inputs`` does (``codesign.api.run_compile``; tests compare the sections), and attaches the flat ``accuracy.*`` metrics
-(``metrics.accuracy_metrics``) to every point with those choices. One thing differs: the ONNX Runtime reference
-outputs (and intermediate tensors) depend only on the model and the samples, so a process computes them once per
-model and reuses them for every set of choices (for ViT-Base on two images they are about half the cost).
+``codesign compile --inputs`` does (``codesign.api.run_compile``; tests compare the sections), and attaches the flat
+``accuracy.*`` metrics (``metrics.accuracy_metrics``) to every point with those choices. One thing differs: the ONNX
+Runtime reference outputs (and intermediate tensors) depend only on the model and the samples, so a process computes
+them once per model and reuses them for every set of choices (for ViT-Base on two images they are about half the cost).
 Hardware axes do not change the numbers (see ``spec.py``), so the compile that measures them uses the sweep's first
 target with its fixed ``set:`` overrides only: the result does not depend on which point asked first.
 

@@ -116,7 +116,8 @@ def _pareto_png(sweep: Sweep, rows: Sequence[Mapping[str, Any]], front: Sequence
         def series(subset: Sequence[Mapping[str, Any]], name: str | None) -> list[float]:
             return [float(r[name]) if name else i for i, r in enumerate(subset)]
 
-        for subset, style in ((infeasible, {"c": "#d62728", "marker": "x", "s": 10, "alpha": 0.35, "label": "infeasible"}),
+        infeasible_style = {"c": "#d62728", "marker": "x", "s": 10, "alpha": 0.35, "label": "infeasible"}
+        for subset, style in ((infeasible, infeasible_style),
                               (feasible, {"c": "#9a9a9a", "s": 10, "alpha": 0.6, "label": "feasible"})):
             usable = [r for r in subset if _finite(r.get(x)) and (y is None or _finite(r.get(y)))]
             if usable:
@@ -248,7 +249,8 @@ def summary_table(sweep: Sweep, rows: Sequence[Mapping[str, Any]], front: Sequen
 
     feasible = sum(1 for r in rows if r["feasible"])
     table = Table(title=f"Pareto front: {len(front)} of {feasible} feasible points ({len(rows)} evaluated)")
-    cols = (["model"] if len(sweep.models) > 1 else []) + [a.name for a in sweep.axes] + [n for n, _ in sweep.objectives]
+    cols = ((["model"] if len(sweep.models) > 1 else []) + [a.name for a in sweep.axes]
+            + [n for n, _ in sweep.objectives])
     for c in cols:
         table.add_column(c, justify="right")
     for row in front[:limit]:

@@ -53,11 +53,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from codesign.sweep.metrics import Constraint, check_metric_name, is_accuracy_metric, parse_constraint
 from hw.errors import InputError
-from hw.targets.loader import compose_yaml
 from hw.targets import load_target
 
 # The target loader's reader and explainer are reused, not copied: one place decides how YAML errors read.
-from hw.targets.loader import _explain, _to_data  # noqa: PLC2701
+from hw.targets.loader import _explain, _to_data, compose_yaml  # noqa: PLC2701
 
 __all__ = ["SweepSpec", "Range", "check_range", "Axis", "Sweep", "load_sweep", "parse_sweep", "yaml_scalar",
            "STRATEGIES"]
@@ -296,13 +295,14 @@ def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir
             if values is None:
                 raise InputError(f"{where}: space.{name}: a compile option takes a list of choices, not a range")
             for v in values:
-                _wrap(where, lambda v=v: validate_choice(choice, str(v)), f"space.{name}")
+                _wrap(where, lambda v=v, choice=choice: validate_choice(choice, str(v)), f"space.{name}")
             values = tuple(str(v) for v in values)
         else:
             kind = "hw"
             for target in targets:
                 for v in probe:
-                    _wrap(where, lambda t=target, v=v: load_target(t, {name: yaml_scalar(v)}), f"space.{name}", target)
+                    _wrap(where, lambda t=target, v=v, name=name: load_target(t, {name: yaml_scalar(v)}),
+                          f"space.{name}", target)
         if values is None and spec.strategy == "grid":
             raise InputError(f"{where}: space.{name}: strategy grid needs a list or a range with a step")
         axes.append(Axis(name=name, kind=kind, values=values, range=None if values is not None else rng,

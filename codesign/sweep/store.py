@@ -196,7 +196,7 @@ class Store:
 
     def release(self, keys: Iterable[str]) -> None:
         """Drop this owner's claims on ``keys`` (points that will not be computed after all, e.g. on Ctrl-C)."""
-        sa, p = self.sa, self.points
+        p = self.points
         keys = list(keys)
         with self.engine.begin() as conn:
             for chunk in _chunks(keys, 500):

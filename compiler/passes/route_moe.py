@@ -7,8 +7,9 @@ is its kept assignments per inference averaged over the samples, rounded so the 
 and an expert any sample used keeps at least one token (its weights are loaded). Without data the queues follow
 the uniform assumption of compiler/schedule/moe.py and are marked ``assumed``.
 
-Writes the ``tokens_per_expert`` and ``routing`` (``measured`` | ``assumed``) attributes the lowering prices, and the report's ``moe`` section
-(per block: experts, top_k, mode, tokens per expert, active experts, drops, expert-weight bytes).
+Writes the ``tokens_per_expert`` and ``routing`` (``measured`` | ``assumed``) attributes the lowering prices, and the
+report's ``moe`` section (per block: experts, top_k, mode, tokens per expert, active experts, drops, expert-weight
+bytes).
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class SetAttention(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.algorithm not in df.ATTENTION_ALGORITHMS:
-            raise InputError(f"--attention {self.algorithm}: unknown choice (valid: {', '.join(df.ATTENTION_ALGORITHMS)})")
+            valid = ", ".join(df.ATTENTION_ALGORITHMS)
+            raise InputError(f"--attention {self.algorithm}: unknown choice (valid: {valid})")
         for key, value in (("lanes", self.lanes), ("tile_q", self.tile_q), ("tile_k", self.tile_k)):
             if value is not None and value < 1:
                 raise InputError(f"set-attention: {key} must be a positive integer, got {value}")
@@ -74,7 +75,7 @@ class SetAttention(ModulePass):
     def _tiles(self, op: df.AttentionOp, target) -> tuple[int, int]:
         b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
         sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-        heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
+        dh = df.int_attr(op, "head_dim")
         dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
         if self.tile_q is not None and self.tile_k is not None:
             return min(self.tile_q, sq), min(self.tile_k, sk)

@@ -45,7 +45,7 @@ from compiler.schedule.plan import (
     tensor_bytes,
 )
 from hw.models.base import Cost
-from hw.perf.workload import GemmWork, VectorWork, Work
+from hw.perf.workload import GemmWork, VectorWork
 
 __all__ = ["plan_attention", "softmax_cost_name", "attention_buffers", "choose_flash_tiles", "TILE_Q_ATTR",
            "TILE_K_ATTR", "DEFAULT_LANES"]

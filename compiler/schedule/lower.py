@@ -176,7 +176,9 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         x = op.operands[0]
         work = VectorWork(kind=kind, elements=max(numel(v) for v in op.results), rows=_vector_rows(kind, x),
                           approx=approx, bits=element_bits(x))
-        op_name = op.name.split(".", 1)[1] + (("." + df.str_attr(op, "kind")) if isinstance(op, df.ElementwiseOp) else "")
+        op_name = op.name.split(".", 1)[1]
+        if isinstance(op, df.ElementwiseOp):
+            op_name += "." + df.str_attr(op, "kind")
     epilogue = []
     for member in group:
         kind, approx = _vector_kind(member)

@@ -140,7 +140,7 @@ def readout_detail(*costs: Cost) -> dict[str, int]:
     return {"drain_cycles": drain} if drain else {}
 
 
-# --- Sizes of IR values (bytes and elements the plan counts) ------------------------------------------------------------
+# --- Sizes of IR values (bytes and elements the plan counts) ---------------------------------------------------------
 
 
 def element_bits(value: SSAValue) -> int:

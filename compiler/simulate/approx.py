@@ -21,8 +21,8 @@ from compiler.numerics import exact as _exact
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
-__all__ = ["shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float", "layernorm_float",
-           "gelu_input_format", "gelu_reference", "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
+__all__ = ["shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float",
+           "layernorm_float", "gelu_input_format", "gelu_reference", "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
 
 #: GELU names that are I-ViT's ShiftGELU, and the stabilizer each uses (compiler.numerics.shiftgelu).
 SHIFTGELU_STABILIZER = {"shiftgelu": "element", "shiftgelu-row": "row"}
@@ -165,7 +165,8 @@ def gelu_input_format(name: str, amax: float) -> tuple[int, float]:
 
 
 def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
-    """GELU ``name`` on float ``x``: float32 for exact / tanh, else via the per-tensor grid ``gelu_input_format`` sizes."""
+    """GELU ``name`` on float ``x``: float32 for exact / tanh, else via the per-tensor grid ``gelu_input_format``
+    sizes."""
     if name in ("exact", "tanh"):
         return gelu_reference(x, name).astype(x.dtype)
     amax = float(np.abs(x).max()) if x.size else 0.0

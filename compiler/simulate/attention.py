@@ -86,7 +86,7 @@ def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, t
     for i0 in range(0, sq, tile_q):
         qi = q64[..., i0:i0 + tile_q, :]
         m = np.full(qi.shape[:-1], -np.inf)
-        l = np.zeros(qi.shape[:-1])
+        l = np.zeros(qi.shape[:-1])  # noqa: E741 - FlashAttention's name for the running softmax sum
         o = np.zeros(qi.shape[:-1] + (v64.shape[-1],))
         for j0 in range(0, sk, tile_k):
             sc = np.matmul(qi, np.swapaxes(k64[..., j0:j0 + tile_k, :], -1, -2)) * scale
@@ -96,7 +96,7 @@ def flash_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, t
             with np.errstate(invalid="ignore"):
                 alpha = np.where(np.isneginf(m_new), 1.0, np.exp(m - m_new))
                 p = np.where(np.isneginf(m_new)[..., None], 0.0, np.exp(sc - m_new[..., None]))
-            l = l * alpha + p.sum(axis=-1)
+            l = l * alpha + p.sum(axis=-1)  # noqa: E741
             o = o * alpha[..., None] + np.matmul(p, v64[..., j0:j0 + tile_k, :])
             m = m_new
         out[..., i0:i0 + tile_q, :] = o / l[..., None]

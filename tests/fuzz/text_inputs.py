@@ -296,12 +296,12 @@ def mlir_cases(draw: st.DrawFn) -> Case:
 def passes_cases(draw: st.DrawFn) -> Case:
     """Generated ``--passes`` pipelines, on ``codesign opt`` of the tiny IR and on ``codesign compile``."""
     spec = draw(pipelines())
-    if draw(st.booleans()):
-        argv = ("opt", "in/m.mlir", "--passes", spec)
-        files = lambda: _opt_files("tiny", ())
-    else:
-        argv = ("compile", "in/model.onnx", "-q", "--passes", spec)
-        files = lambda: {**_opt_files("tiny", ()), "in/model.onnx": seed_bytes("tiny")}
+    opt = draw(st.booleans())
+    argv = ("opt", "in/m.mlir", "--passes", spec) if opt else ("compile", "in/model.onnx", "-q", "--passes", spec)
+
+    def files() -> dict[str, bytes]:
+        return _opt_files("tiny", ()) if opt else {**_opt_files("tiny", ()), "in/model.onnx": seed_bytes("tiny")}
+
     return Case("passes", argv, "pipeline as in argv", files)
 
 
