@@ -23,6 +23,7 @@ from compiler.frontend.onnx_loader import load_graph
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.to_dialect import build_module
 from compiler.simulate import Simulator
+from examples._common import export_onnx
 from hw.errors import InputError
 
 
@@ -63,8 +64,7 @@ def _export(tmp_path: Path, name: str, dynamo: bool = False, value: float = 0.0)
     net = _Net(make(), pad, value).eval()
     x = torch.randn(*shape)
     path = tmp_path / f"{name}{'_dynamo' if dynamo else ''}.onnx"
-    torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=dynamo,
-                      **({} if dynamo else {"opset_version": 17}))
+    export_onnx(net, (x,), path, input_names=["x"], output_names=["y"], exporter="dynamo" if dynamo else "legacy")
     return path, net, shape
 
 
@@ -201,8 +201,8 @@ def test_conv_weight_that_is_not_constant_is_refused_in_one_line(tmp_path: Path)
 def test_conv3d_is_refused_in_one_line(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "c3.onnx"
-    torch.onnx.export(torch.nn.Conv3d(2, 2, 3).eval(), (torch.randn(1, 2, 4, 4, 4),), str(path), dynamo=False,
-                      input_names=["x"], output_names=["y"], opset_version=17)
+    export_onnx(torch.nn.Conv3d(2, 2, 3).eval(), (torch.randn(1, 2, 4, 4, 4),), path, input_names=["x"],
+                output_names=["y"], exporter="legacy")
     with pytest.raises(InputError, match=r"unsupported op Conv \(node '.*'\): only 1-D and 2-D convolutions"):
         compile(path)
 
@@ -210,14 +210,16 @@ def test_conv3d_is_refused_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_tiny_whisper_encoder_compiles_with_attention(tmp_path: Path) -> None:
     import transformers as tf
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from examples._common import reinit_, seed_all
+    from examples._common import reinit_, seed_all  # noqa: I001
 
     config = tf.WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
                               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=16,
-                              max_source_positions=16, max_target_positions=16, vocab_size=128)
+                              max_source_positions=16, max_target_positions=16, vocab_size=128, pad_token_id=0,
+                              bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
     seed_all(0)
-    encoder = tf.WhisperModel(config).get_encoder().eval()
+    encoder = WhisperEncoder(config).eval()
     reinit_(encoder, 0)
 
     class _Encoder(torch.nn.Module):
@@ -230,8 +232,7 @@ def test_tiny_whisper_encoder_compiles_with_attention(tmp_path: Path) -> None:
 
     x = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(1))
     path = tmp_path / "whisper.onnx"
-    torch.onnx.export(_Encoder().eval(), (x,), str(path), input_names=["input_features"], output_names=["y"],
-                      dynamo=False, opset_version=17)
+    export_onnx(_Encoder().eval(), (x,), path, input_names=["input_features"], output_names=["y"], exporter="legacy")
     result = compile(path, inputs={"input_features": x.numpy()[None]})
     assert result.imported.patterns["attention"] == 2
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
@@ -239,3 +240,46 @@ def test_tiny_whisper_encoder_compiles_with_attention(tmp_path: Path) -> None:
     assert len(convs) == 2
     quant = compile(path, quant="int8", inputs={"input_features": x.numpy()[None]})
     assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9
+
+
+def _vision(tmp_path: Path, family: str) -> tuple[Path, torch.Tensor]:
+    import transformers as tf
+
+    from examples._common import reinit_, seed_all  # noqa: I001
+
+    seed_all(0)
+    if family == "mobilevit":  # 64 px: every MobileViT block's map is a multiple of the 2x2 patch (no Resize)
+        model = tf.MobileViTModel(tf.MobileViTConfig(
+            image_size=64, patch_size=2, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+            num_attention_heads=4, expand_ratio=2.0)).eval()
+    else:
+        model = tf.SwinModel(tf.SwinConfig(image_size=32, patch_size=4, window_size=2, depths=[1, 1],
+                                           num_heads=[2, 4], embed_dim=16)).eval()
+    reinit_(model, 0)
+
+    class _Vision(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=pixel_values).last_hidden_state
+
+    x = torch.randn(1, 3, *(2 * [64 if family == "mobilevit" else 32]), generator=torch.Generator().manual_seed(1))
+    path = tmp_path / f"{family}.onnx"
+    export_onnx(_Vision().eval(), (x,), path, input_names=["pixel_values"], output_names=["y"], exporter="legacy")
+    return path, x
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,attention,int8_cosine", [("mobilevit", 9, 0.97), ("swin", 2, 0.99)])
+def test_conv_attention_hybrids_compile(tmp_path: Path, family: str, attention: int, int8_cosine: float) -> None:
+    """MobileViT (depthwise / strided convs, 9 transformer layers) and Swin (a Pad to the window multiple before
+    each block): float equals onnxruntime, int8 runs."""
+    path, x = _vision(tmp_path, family)
+    samples = {"pixel_values": x.numpy()[None]}
+    result = compile(path, inputs=samples)
+    assert result.imported.patterns["attention"] == attention
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
+    quant = compile(path, quant="int8", inputs=samples)
+    assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= int8_cosine
