@@ -283,3 +283,21 @@ def test_conv_attention_hybrids_compile(tmp_path: Path, family: str, attention: 
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
     quant = compile(path, quant="int8", inputs=samples)
     assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= int8_cosine
+
+
+def test_codesign_rtl_runs_conv_gemms_on_the_array_and_gives_im2col_no_unit(tmp_path: Path, capsys) -> None:
+    """A conv-derived GEMM is a GEMM: the depthwise one is one systolic invocation per group (its batch); the
+    im2col move has no RTL unit, as patchify has none (moves are the host's / DMA's)."""
+    import json
+
+    from codesign.cli import main
+
+    path, _, _ = _export(tmp_path, "depthwise")
+    out = tmp_path / "rtl"
+    code = main(["rtl", str(path), "--quant", "int8", "--set", "gemm.rows=4", "--set", "gemm.cols=4",
+                 "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    kernels = {k["name"]: k for k in json.loads((out / "manifest.json").read_text())["kernels"]}
+    gemm = kernels["systolic_gemm"]["invocations"]
+    assert [(inv["work"], inv["count"]) for inv in gemm] == [({"m": 100, "n": 1, "k": 9}, 8)]
+    assert not any("im2col" in name for name in kernels)
