@@ -106,6 +106,7 @@ def test_conv_compiles_costs_and_simulates_like_onnxruntime(tmp_path: Path, name
     assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.98
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["conv1d_stride2", "depthwise", "asymmetric_pad"])
 def test_dynamo_exports_compile_and_simulate(tmp_path: Path, name: str) -> None:
     path, _, shape = _export(tmp_path, name, dynamo=True)
@@ -301,3 +302,18 @@ def test_codesign_rtl_runs_conv_gemms_on_the_array_and_gives_im2col_no_unit(tmp_
     gemm = kernels["systolic_gemm"]["invocations"]
     assert [(inv["work"], inv["count"]) for inv in gemm] == [({"m": 100, "n": 1, "k": 9}, 8)]
     assert not any("im2col" in name for name in kernels)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_auto_pad_is_resolved_like_onnxruntime(tmp_path: Path, auto_pad: str) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3, 3, 2)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", auto_pad=auto_pad, strides=[2, 3],
+                            kernel_shape=[3, 2])
+    graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "auto.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    cosine, err, _ = _simulate_vs_ort(path, (1, 3, 9, 8))
+    assert cosine >= 0.9999 and err < 1e-4

@@ -95,8 +95,7 @@ def emit_conv(b: _Builder, node: Node, name: str) -> None:
     """``node`` (an ONNX Conv) as unfold + GEMM + back to NCHW under layer ``name``."""
     g = b.g
     p = conv_params(g, node)
-    x, w = node.inputs[0], node.inputs[1]
-    shape = g.shapes[x]
+    shape = g.shapes[node.inputs[0]]
     kernel = p["kernel"]
     patch = (len(kernel) == 2 and kernel == p["strides"] and not any(p["pads"]) and p["groups"] == 1
              and p["dilations"] == [1, 1] and shape[2] % kernel[0] == 0 and shape[3] % kernel[1] == 0)

@@ -109,7 +109,8 @@ def _attrs(**kw: Any) -> DictionaryAttr:
 
 @dataclass
 class _Fmt:
-    """An integer value's format: ``bits`` wide, real = int * scale (float, or per-channel array on the last axis)."""
+    """An integer value's format: ``bits`` wide, real = int * scale (float, per-channel array on the last axis, or
+    a grouped GEMM's [G, 1, N] per group and channel)."""
 
     bits: int
     scale: float | np.ndarray

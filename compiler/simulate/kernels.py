@@ -31,8 +31,8 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "im2col", "int_matmul", "matmul", "op_attrs", "register_attention",
-           "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "im2col", "int_matmul", "matmul", "op_attrs",
+           "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
@@ -359,7 +359,8 @@ def im2col(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     groups = int(attrs["groups"])
     rank = len(kernel)
     if rank == 1:  # a 1-D conv is a 2-D one of height 1
-        x, kernel, strides, dil, pads = x[:, :, None, :], [1] + kernel, [1] + strides, [1] + dil, [0, pads[0], 0, pads[1]]
+        x, kernel, strides, dil = x[:, :, None, :], [1] + kernel, [1] + strides, [1] + dil
+        pads = [0, pads[0], 0, pads[1]]
     data = x.astype(np.float64) if np.issubdtype(x.dtype, np.integer) else x
     padded = np.pad(data, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
     cols = torch.nn.functional.unfold(torch.from_numpy(np.ascontiguousarray(padded)), tuple(kernel),
