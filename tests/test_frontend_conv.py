@@ -63,7 +63,7 @@ def _export(tmp_path: Path, name: str, dynamo: bool = False, value: float = 0.0)
     torch.manual_seed(0)
     net = _Net(make(), pad, value).eval()
     x = torch.randn(*shape)
-    path = tmp_path / f"{name}{'_dynamo' if dynamo else ''}.onnx"
+    path = tmp_path / f"{name}{'_dynamo' if dynamo else ''}_{value}.onnx"
     export_onnx(net, (x,), path, input_names=["x"], output_names=["y"], exporter="dynamo" if dynamo else "legacy")
     return path, net, shape
 
@@ -91,7 +91,7 @@ def test_conv_compiles_costs_and_simulates_like_onnxruntime(tmp_path: Path, name
     gemms = [op for op in ops if isinstance(op, df.GemmOp)]
     assert len(gemms) == 1  # a grouped / depthwise conv is one batched GEMM, not one per group
     kinds = {df.str_attr(op, "kind") for op in ops if isinstance(op, df.MoveOp)}
-    assert "im2col" in kinds and ("pad" in kinds) == (CASES[name][2] is not None)  # F.pad: a Pad op, a move
+    assert "im2col" in kinds and "pad" not in kinds  # F.pad's zero Pad is folded into the conv's padding
     result = compile(path)
     assert result.report["macs"] == _conv_macs(net.conv, out_shape)
     layers = {layer["op"]: layer for layer in result.report["layers"]}
@@ -110,6 +110,20 @@ def test_conv_compiles_costs_and_simulates_like_onnxruntime(tmp_path: Path, name
 @pytest.mark.parametrize("name", ["conv1d_stride2", "depthwise", "asymmetric_pad"])
 def test_dynamo_exports_compile_and_simulate(tmp_path: Path, name: str) -> None:
     path, _, shape = _export(tmp_path, name, dynamo=True)
+    cosine, err, _ = _simulate_vs_ort(path, shape)
+    assert cosine >= 0.9999 and err < 1e-4
+
+
+def test_zero_pad_folds_into_the_conv_and_a_nonzero_one_stays_a_move(tmp_path: Path) -> None:
+    path, _, shape = _export(tmp_path, "asymmetric_pad")
+    ops = list(build_module(load_graph(str(path))).module.walk())
+    cols = next(op for op in ops if isinstance(op, df.MoveOp) and df.str_attr(op, "kind") == "im2col")
+    pads = cols.properties["attrs"].data["pads"].get_values()  # F.pad (1, 0, 2, 1): left 1, top 2, bottom 1
+    assert list(pads) == [2, 1, 1, 0] and list(cols.inputs[0].type.get_shape()) == list(shape)
+    path, _, _ = _export(tmp_path, "asymmetric_pad", value=0.5)
+    kinds = [df.str_attr(op, "kind") for op in build_module(load_graph(str(path))).module.walk()
+             if isinstance(op, df.MoveOp)]
+    assert "pad" in kinds and "im2col" in kinds
     cosine, err, _ = _simulate_vs_ort(path, shape)
     assert cosine >= 0.9999 and err < 1e-4
 

@@ -31,7 +31,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_ops import conv_pads
 from hw.errors import InputError
 
-__all__ = ["emit_conv", "conv_params"]
+__all__ = ["emit_conv", "conv_params", "zero_pads_into_convs"]
 
 
 class _Builder(Protocol):  # compiler/frontend/to_dialect.py's builder, as far as a Conv uses it
@@ -64,8 +64,38 @@ def _reshape(layer: str, x: SSAValue, out: TensorType) -> Operation:
                                             "#1": _ints(list(out.get_shape()))})
 
 
-def conv_params(g: Graph, node: Node) -> dict[str, Any]:
-    """The Conv's geometry (kernel, strides, dilations, pads, groups), checked; one line naming the node if not."""
+def zero_pads_into_convs(g: Graph, consumers: dict[str, list[Node]]) -> dict[int, tuple[Node, list[int]]]:
+    """Conv node id -> (the Pad it absorbs, that Pad's spatial pads [begin..., end...]).
+
+    A constant-mode Pad by zeros, on the spatial axes only, whose one reader is a Conv is the Conv's own padding
+    (``F.pad`` before a conv, TF-style asymmetric "same" padding): folding it saves writing and re-reading the
+    padded tensor. Negative pads (crops), non-zero values and other modes stay a ``pad`` move.
+    """
+    out: dict[int, tuple[Node, list[int]]] = {}
+    for node in g.nodes:
+        if node.op_type != "Pad" or node.outputs[0] in g.outputs:
+            continue
+        users = consumers.get(node.outputs[0], [])
+        if len(users) != 1 or users[0].op_type != "Conv" or users[0].inputs[0] != node.outputs[0]:
+            continue
+        mode = node.attrs.get("mode", "constant")
+        ins = list(node.inputs) + [""] * (4 - len(node.inputs))
+        if (mode not in ("constant", b"constant") or not ins[1] or not g.is_const(ins[1]) or ins[3]
+                or (ins[2] and (not g.is_const(ins[2]) or np.any(g.constants[ins[2]] != 0)))):
+            continue
+        pads = [int(v) for v in g.constants[ins[1]].reshape(-1)]
+        rank = len(pads) // 2
+        begin, end = pads[:rank], pads[rank:]
+        if rank < 3 or any(v < 0 for v in pads) or any(begin[:2]) or any(end[:2]):
+            continue
+        out[id(users[0])] = (node, begin[2:] + end[2:])
+    return out
+
+
+def conv_params(g: Graph, node: Node, pre_pad: tuple[Node, list[int]] | None = None) -> dict[str, Any]:
+    """The Conv's geometry (kernel, strides, dilations, pads, groups), checked; one line naming the node if not.
+
+    ``pre_pad``: a zero Pad folded into it (``zero_pads_into_convs``); its pads add to the Conv's own."""
     x, w = node.inputs[0], node.inputs[1]
 
     def refuse(why: str) -> InputError:
@@ -87,22 +117,25 @@ def conv_params(g: Graph, node: Node) -> dict[str, Any]:
         pads = conv_pads(node.attrs, shape[2:], kernel)
     except TypeError:
         raise refuse(f"auto_pad {node.attrs.get('auto_pad')!r} is not understood") from None
+    if pre_pad is not None:
+        pads = [a + b for a, b in zip(pads, pre_pad[1], strict=True)]
     return {"kernel": kernel, "strides": [int(s) for s in node.attrs.get("strides", [1] * rank)],
             "dilations": [int(d) for d in node.attrs.get("dilations", [1] * rank)], "pads": pads, "groups": group}
 
 
-def emit_conv(b: _Builder, node: Node, name: str) -> None:
-    """``node`` (an ONNX Conv) as unfold + GEMM + back to NCHW under layer ``name``."""
+def emit_conv(b: _Builder, node: Node, name: str, pre_pad: tuple[Node, list[int]] | None = None) -> None:
+    """``node`` (an ONNX Conv) as unfold + GEMM + back to NCHW under layer ``name``; ``pre_pad``: a zero Pad it
+    absorbs (``zero_pads_into_convs``), whose input it then reads."""
     g = b.g
-    p = conv_params(g, node)
+    p = conv_params(g, node, pre_pad)
     shape = g.shapes[node.inputs[0]]
     kernel = p["kernel"]
-    patch = (len(kernel) == 2 and kernel == p["strides"] and not any(p["pads"]) and p["groups"] == 1
+    patch = pre_pad is None and (len(kernel) == 2 and kernel == p["strides"] and not any(p["pads"]) and p["groups"] == 1
              and p["dilations"] == [1, 1] and shape[2] % kernel[0] == 0 and shape[3] % kernel[1] == 0)
     if patch:
         _emit_patchify(b, node, name)
     else:
-        _emit_im2col(b, node, name, p)
+        _emit_im2col(b, node, name, p, pre_pad[0].inputs[0] if pre_pad is not None else node.inputs[0])
 
 
 def _emit_patchify(b: _Builder, node: Node, name: str) -> None:
@@ -126,9 +159,9 @@ def _emit_patchify(b: _Builder, node: Node, name: str) -> None:
     b.bind(node.outputs[0], reshape)
 
 
-def _emit_im2col(b: _Builder, node: Node, name: str, p: dict[str, Any]) -> None:
+def _emit_im2col(b: _Builder, node: Node, name: str, p: dict[str, Any], x: str) -> None:
     g = b.g
-    x, w = node.inputs[0], node.inputs[1]
+    w = node.inputs[1]
     batch, cin = g.shapes[x][:2]
     out_type = b.ttype(node.outputs[0])
     out_sp = list(out_type.get_shape())[2:]

@@ -32,7 +32,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from compiler.dialect import dataflow as df
-from compiler.frontend.conv import emit_conv
+from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
@@ -447,6 +447,9 @@ def build_module(graph: Graph) -> ImportResult:
             raise InputError(f"{graph.source}: cannot infer a static shape for '{unknown[0]}' of {node.describe()}: "
                              "it depends on data (NonZero) and is not inside a recognised MoE block")
     absorbed: dict[int, Node] = {}
+    pre_pads = zero_pads_into_convs(graph, consumers)  # a zero Pad read only by a Conv becomes the Conv's padding
+    for pad, _ in pre_pads.values():
+        absorbed[id(pad)] = pad
     ops_hist: dict[str, int] = {}
     for node in graph.nodes:
         ops_hist[node.op_type] = ops_hist.get(node.op_type, 0) + 1
@@ -461,6 +464,9 @@ def build_module(graph: Graph) -> ImportResult:
         if bias_add is not None:
             absorbed[id(bias_add)] = bias_add
             _emit_gemm(b, node, bias_add)
+            continue
+        if id(node) in pre_pads:
+            emit_conv(b, node, b.unique(_layer_name(node.name)), pre_pads[id(node)])
             continue
         _emit_node(b, node)
     for name, value in qdq_ranges.items():
