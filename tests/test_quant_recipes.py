@@ -101,7 +101,7 @@ def test_gptq_rounds_better_than_nearest_on_correlated_inputs() -> None:
 
 def test_quantize_rejects_an_unknown_recipe_in_one_line(capsys) -> None:
     with pytest.raises(InputError, match="balance=bogus: unknown choice"):
-        compile(model_path("vit_tiny.onnx"), passes="canonicalize,quantize{balance=bogus}")
+        compile(model_path("vit_tiny.onnx"), passes="canonicalize,quantize{balance=bogus},schedule")
     assert main(["compile", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--observer", "bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--observer bogus" in err[0]

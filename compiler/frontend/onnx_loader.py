@@ -209,6 +209,12 @@ def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes
             dtypes[info.name] = onnx_dtype(ttype.elem_type)
 
 
+#: Shape inference / folding rounds: each round's folding (a Pad's pads, a Reshape's target computed from Shape)
+#: lets the next inference reach further. Swin (a Pad per block) and MobileViT (unfold reshapes per block) need
+#: more than 4; the loop stops as soon as a round changes nothing.
+_INFER_ROUNDS = 16
+
+
 def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
     """Evaluate every node whose inputs are all known; returns the nodes that remain."""
     remaining: list[Node] = []
@@ -351,14 +357,15 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     except onnx.checker.ValidationError as err:
         raise InputError(f"{source_name}: invalid ONNX model: {_first_line(err)}") from None
     outputs = [o.name for o in graph.output]
-    for _ in range(4):
-        before = len(nodes)
+    for _ in range(_INFER_ROUNDS):
+        before, known = len(nodes), len(all_shapes)
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
         nodes = _prune(_fold(nodes, constants, all_shapes), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
-        if len(nodes) == before and all(o in all_shapes for n in nodes for o in n.outputs if o):
-            break
+        if len(nodes) == before and (len(all_shapes) == known
+                                     or all(o in all_shapes for n in nodes for o in n.outputs if o)):
+            break  # everything known, or a round that learnt nothing: the next would learn nothing either
     dynamic = _data_dependent(nodes)
     for node in nodes:
         for out in node.outputs:

@@ -18,7 +18,7 @@ import torch
 
 from compiler.limits import check_tensor
 
-__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp"]
+__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads"]
 
 Array = np.ndarray
 
@@ -233,16 +233,72 @@ def _gather_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     return [result.astype(data.dtype)]
 
 
+def conv_pads(attrs: dict[str, Any], spatial: Sequence[int], kernel: Sequence[int]) -> list[int]:
+    """ONNX Conv's explicit pads ``[begin..., end...]`` for input ``spatial`` dims, ``auto_pad`` resolved."""
+    rank = len(kernel)
+    auto = attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        return [int(p) for p in attrs.get("pads", [0] * 2 * rank)]
+    if auto == "VALID":
+        return [0] * 2 * rank
+    strides = list(attrs.get("strides", [1] * rank))
+    dil = list(attrs.get("dilations", [1] * rank))
+    begin, end = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dil):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        begin.append(total - small if auto == "SAME_LOWER" else small)
+        end.append(small if auto == "SAME_LOWER" else total - small)
+    return begin + end
+
+
 def _conv(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    """ONNX Conv (1-D, 2-D, 3-D): asymmetric pads are applied first, then torch's convolution without padding."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    out = torch.nn.functional.conv2d(
+    rank = x.ndim - 2
+    kernel = list(attrs.get("kernel_shape", w.shape[2:]))
+    pads = conv_pads(attrs, x.shape[2:], kernel)
+    if any(pads):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + rank]) for i in range(rank)])
+    fn = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}.get(rank)
+    if fn is None:
+        raise ValueError(f"Conv: {rank}-D convolution is not supported")
+    out = fn(
         torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(w)),
-        None if b is None else torch.from_numpy(b),
-        stride=tuple(attrs.get("strides", [1, 1])), padding=tuple(attrs.get("pads", [0, 0, 0, 0])[:2]),
-        dilation=tuple(attrs.get("dilations", [1, 1])), groups=int(attrs.get("group", 1)),
+        None if b is None else torch.from_numpy(np.ascontiguousarray(b)),
+        stride=tuple(attrs.get("strides", [1] * rank)), dilation=tuple(attrs.get("dilations", [1] * rank)),
+        groups=int(attrs.get("group", 1)),
     )
     return [out.numpy()]
+
+
+def _pad(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array]:
+    """ONNX Pad (opset 11+: pads, constant_value, axes as inputs; opset 2: attributes); negative pads crop."""
+    x = inputs[0]
+    assert x is not None
+    raw = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("pads", [])
+    pads = [int(p) for p in np.asarray(raw).reshape(-1)]
+    value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0)
+    value = np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+    axes = _axes({}, inputs, 3) or list(range(x.ndim))
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"Pad: {len(pads)} pads for {len(axes)} axes (expected {2 * len(axes)})")
+    width = [(0, 0)] * x.ndim
+    for i, axis in enumerate(axes):
+        width[axis % x.ndim] = (pads[i], pads[i + len(axes)])
+    check_tensor("Pad", [d + max(lo, 0) + max(hi, 0) for d, (lo, hi) in zip(x.shape, width)], x.dtype)
+    crop = tuple(slice(max(-lo, 0), d - max(-hi, 0)) for d, (lo, hi) in zip(x.shape, width))
+    x = x[crop]
+    grow = [(max(lo, 0), max(hi, 0)) for lo, hi in width]
+    mode = attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode == "constant":
+        return [np.pad(x, grow, mode="constant", constant_values=np.asarray(value, dtype=x.dtype))]
+    if mode in ("reflect", "edge", "wrap"):
+        return [np.pad(x, grow, mode=mode)]
+    raise ValueError(f"Pad: unknown mode '{mode}'")
 
 
 def _unary(fn: Callable[[Array], Array]) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
@@ -380,7 +436,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],
     "Where": lambda i, a: [np.where(i[0], i[1], i[2]).astype(np.result_type(i[1], i[2]))],
     "Cast": _cast, "CastLike": lambda i, a: [i[0].astype(i[1].dtype)], "Clip": _clip,
-    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Conv": _conv,
+    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Conv": _conv, "Pad": _pad,
     "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
     "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],

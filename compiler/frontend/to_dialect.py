@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
@@ -54,7 +55,7 @@ _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
     "Split": "split", "Expand": "expand", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Flatten": "flatten",
     "Tile": "tile", "Trilu": "trilu", "Range": "range", "ConstantOfShape": "constant_of_shape", "CumSum": "cumsum",
-    "GatherElements": "gather", "GatherND": "gather",
+    "GatherElements": "gather", "GatherND": "gather", "Pad": "pad",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -62,7 +63,7 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Reduce
 _PARAM_INPUTS = {
     "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
     "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
-    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0},
+    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3},
 }
 
 
@@ -266,41 +267,8 @@ def _fold_bias(b: _Builder, node: Node, consumers: dict[str, list[Node]]) -> Nod
 
 
 def _emit_conv(b: _Builder, node: Node) -> None:
-    g = b.g
-    x, w = node.inputs[0], node.inputs[1]
-    kernel = list(node.attrs.get("kernel_shape", g.shapes[w][2:]))
-    strides = list(node.attrs.get("strides", [1] * len(kernel)))
-    pads = list(node.attrs.get("pads", [0] * 2 * len(kernel)))
-    if (len(kernel) != 2 or kernel != strides or any(pads) or node.attrs.get("group", 1) != 1
-            or any(d != 1 for d in node.attrs.get("dilations", [1, 1])) or not g.is_const(w)):
-        raise InputError(f"{g.source}: unsupported op Conv (node '{node.name}'): only patch-embedding convolutions "
-                         "(kernel == stride, no padding, groups 1) are supported")
-    batch, cin, h, wd = g.shapes[x]
-    kh, kw = kernel
-    hp, wp = h // kh, wd // kw
-    cout = g.shapes[w][0]
-    name = b.unique(_layer_name(node.name))
-    el = element_type(g.dtypes[x])
-    patches = b.add(df.MoveOp.create(
-        operands=[b.value(x)], result_types=[TensorType(el, [batch, hp * wp, cin * kh * kw])],
-        properties={"layer": StringAttr(name + ".patchify"), "kind": StringAttr("patchify"),
-                    "attrs": DictionaryAttr({"kernel": _attr(kernel)})}))
-    weight = g.constants[w].reshape(cout, cin * kh * kw).T
-    rhs = b.weight(w + ".patches", np.ascontiguousarray(weight))
-    bias = b.weight(node.inputs[2], g.constants[node.inputs[2]]) if len(node.inputs) > 2 and node.inputs[2] else None
-    gemm = b.add(df.GemmOp(name, patches.results[0], rhs, bias, TensorType(el, [batch, hp * wp, cout]), f32))
-    b.patterns["gemm"] += 1
-    trans = b.add(df.MoveOp.create(
-        operands=[gemm.results[0]], result_types=[TensorType(el, [batch, cout, hp * wp])],
-        properties={"layer": StringAttr(name + ".to_nchw"), "kind": StringAttr("transpose"),
-                    "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
-                                             "perm": _attr([0, 2, 1])})}))
-    reshape = b.add(df.MoveOp.create(
-        operands=[trans.results[0]], result_types=[b.ttype(node.outputs[0])],
-        properties={"layer": StringAttr(name + ".unflatten"), "kind": StringAttr("reshape"),
-                    "attrs": DictionaryAttr({"onnx_op": StringAttr("Reshape"), "nin": IntegerAttr(2, i64),
-                                             "#1": _attr(list(g.shapes[node.outputs[0]]))})}))
-    b.bind(node.outputs[0], reshape)
+    """A Conv as unfold + GEMM (compiler/frontend/conv.py)."""
+    emit_conv(b, node, b.unique(_layer_name(node.name)))
 
 
 def _emit_match(b: _Builder, m: Match) -> None:
@@ -479,6 +447,9 @@ def build_module(graph: Graph) -> ImportResult:
             raise InputError(f"{graph.source}: cannot infer a static shape for '{unknown[0]}' of {node.describe()}: "
                              "it depends on data (NonZero) and is not inside a recognised MoE block")
     absorbed: dict[int, Node] = {}
+    pre_pads = zero_pads_into_convs(graph, consumers)  # a zero Pad read only by a Conv becomes the Conv's padding
+    for pad, _ in pre_pads.values():
+        absorbed[id(pad)] = pad
     ops_hist: dict[str, int] = {}
     for node in graph.nodes:
         ops_hist[node.op_type] = ops_hist.get(node.op_type, 0) + 1
@@ -493,6 +464,9 @@ def build_module(graph: Graph) -> ImportResult:
         if bias_add is not None:
             absorbed[id(bias_add)] = bias_add
             _emit_gemm(b, node, bias_add)
+            continue
+        if id(node) in pre_pads:
+            emit_conv(b, node, b.unique(_layer_name(node.name)), pre_pads[id(node)])
             continue
         _emit_node(b, node)
     for name, value in qdq_ranges.items():

@@ -2,8 +2,10 @@
 
 What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 
-* every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1)),
-  activations symmetric per tensor int8, bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
+* every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1);
+  a grouped convolution's batched [G, K, N] weight: per group and channel, [G, 1, N]), activations symmetric per
+  tensor int8,
+  bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
 * GELU takes int8 (ShiftGELU, as I-ViT; int16 where its x0 needs a finer grid, ``approx.gelu_input_format``) or
   int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
@@ -126,7 +128,8 @@ def _attrs(**kw: Any) -> DictionaryAttr:
 
 @dataclass
 class _Fmt:
-    """An integer value's format: ``bits`` wide, real = int * scale (float, or per-channel array on the last axis)."""
+    """An integer value's format: ``bits`` wide, real = int * scale (float, per-channel array on the last axis, or
+    a grouped GEMM's [G, 1, N] per group and channel)."""
 
     bits: int
     scale: float | np.ndarray
@@ -255,7 +258,10 @@ class _Quantizer:
 
     def requant(self, x: SSAValue, scale: float, bits: int, layer: str, before: Operation) -> SSAValue:
         name = self.unique(layer)
-        self.weights[name] = self._dyadic_rows(np.atleast_1d(np.asarray(self.fmt[x].scale, np.float64)) / scale)
+        ratio = np.atleast_1d(np.asarray(self.fmt[x].scale, np.float64)) / scale
+        rows = self._dyadic_rows(ratio.reshape(-1))
+        # A grouped GEMM's [G, 1, N] scales keep their shape: [2, G, 1, N] broadcasts on its [G, M, N] result.
+        self.weights[name] = rows.reshape((2, *ratio.shape)) if ratio.ndim > 1 else rows
         op = df.RequantOp.create(operands=[x], result_types=[_ttype(x, IntegerType(bits))],
                                  properties={"layer": StringAttr(name), "out_bits": IntegerAttr(bits, i64)})
         op.attributes["scale"] = FloatAttr(float(scale), f64)
@@ -318,7 +324,10 @@ class _Quantizer:
                 w = w * np.asarray(fx.scale)[:, None]
                 key = self.unique(f"{wname}.balanced.q{self.w_bits}")
             rows = self.rows.get(op.lhs)
-            if self.rounding == "gptq" and rows is not None:
+            if w.ndim == 3:  # a grouped conv's [G, K, N]: per group and output channel, [G, 1, N] (broadcasts)
+                s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(self.w_bits)
+                codes = np.clip(np.round(w / s_w), -_qmax(self.w_bits) - 1, _qmax(self.w_bits))
+            elif self.rounding == "gptq" and rows is not None:
                 # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
                 codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), self.w_bits,
                                              damp=GPTQ_DAMP)

@@ -31,8 +31,8 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "int_matmul", "matmul", "op_attrs", "register_attention",
-           "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "im2col", "int_matmul", "matmul", "op_attrs",
+           "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
@@ -348,6 +348,31 @@ def _elementwise(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tens
     return _generic(op, ins, ctx)
 
 
+def im2col(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """The unfolded matrix of a convolution's input ``x`` [B, C, *spatial] (compiler/frontend/conv.py's layout).
+
+    Rows are output positions, columns (channel, kernel offsets) in the order of ONNX's weight [Cout, C/G, *k];
+    groups 1: [B, L, C*k], groups G: [G, B*L, C/G*k]. Padding is zeros (exact for integers too: zero point 0);
+    integer data is unfolded as float64 (every int up to 2^53 exactly) and cast back.
+    """
+    kernel, strides, dil, pads = (list(attrs[key]) for key in ("kernel", "strides", "dilations", "pads"))
+    groups = int(attrs["groups"])
+    rank = len(kernel)
+    if rank == 1:  # a 1-D conv is a 2-D one of height 1
+        x, kernel, strides, dil = x[:, :, None, :], [1] + kernel, [1] + strides, [1] + dil
+        pads = [0, pads[0], 0, pads[1]]
+    data = x.astype(np.float64) if np.issubdtype(x.dtype, np.integer) else x
+    padded = np.pad(data, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
+    cols = torch.nn.functional.unfold(torch.from_numpy(np.ascontiguousarray(padded)), tuple(kernel),
+                                      dilation=tuple(dil), stride=tuple(strides)).numpy()  # [B, C*k, L]
+    b, ck, positions = cols.shape
+    if groups == 1:
+        out = cols.transpose(0, 2, 1)
+    else:
+        out = cols.reshape(b, groups, ck // groups, positions).transpose(1, 0, 3, 2).reshape(groups, b * positions, -1)
+    return np.ascontiguousarray(out).astype(x.dtype, copy=False)
+
+
 @register_kernel("dataflow.move")
 def _move(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     kind = df.str_attr(op, "kind")
@@ -357,6 +382,8 @@ def _move(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         b, c, h, w = x.shape
         p = x.reshape(b, c, h // kh, kh, w // kw, kw).transpose(0, 2, 4, 1, 3, 5)
         return [Tensor(p.reshape(b, (h // kh) * (w // kw), c * kh * kw), ins[0].scale)]
+    if kind == "im2col":
+        return [Tensor(im2col(ins[0].data, op_attrs(op, ctx)), ins[0].scale)]
     scaled = [t for t in ins if t.quantized]
     if scaled and kind in _SCALE_KEEPING and np.ndim(scaled[0].scale) == 0:
         # Pure movement keeps a per-tensor scale: run it on the integers themselves.
