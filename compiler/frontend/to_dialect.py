@@ -14,20 +14,20 @@ from typing import Any
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
+    ArrayAttr,
     BoolAttr,
     DenseArrayBase,
     DictionaryAttr,
+    Float16Type,
     FloatAttr,
     IntegerAttr,
     IntegerType,
     ModuleOp,
     StringAttr,
     TensorType,
-    Float16Type,
     f32,
     f64,
     i64,
-    ArrayAttr,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
