@@ -343,13 +343,16 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     except onnx.checker.ValidationError as err:
         raise InputError(f"{source_name}: invalid ONNX model: {_first_line(err)}") from None
     outputs = [o.name for o in graph.output]
-    for _ in range(4):
-        before = len(nodes)
+    # Inference and folding alternate until neither learns anything: each layer of a model that reshapes by the
+    # Shape of its own attention output (DINOv2, Swin) needs one more round than the layer before it.
+    while True:
+        before = (len(nodes), len(all_shapes))
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
         nodes = _prune(_fold(nodes, constants, all_shapes), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
-        if len(nodes) == before and all(o in all_shapes for n in nodes for o in n.outputs if o):
+        if len(nodes) == before[0] and (len(all_shapes) == before[1]
+                                        or all(o in all_shapes for n in nodes for o in n.outputs if o)):
             break
     dynamic = _data_dependent(nodes)
     for node in nodes:
