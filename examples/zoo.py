@@ -251,7 +251,6 @@ FAILING: dict[str, str] = {
     "falcon": "multi-query attention as a MatMul broadcasting the KV head over the query heads is not lowered",
     "gpt-neox": "attention (rotary, fp32 upcast scores) is not recognised: runs as plain ops",
     "codegen": "attention (interleaved rotary, fp32 upcast, causal where) is not recognised: runs as plain ops",
-    "phi3": "full rotary leaves an empty pass-through Slice, which the loader refuses as a zero-size tensor",
     "qwen3": "attention with per-head RMSNorm on q and k is not recognised: runs as plain ops",
     "swin": "Pad (windows padded to a multiple of the window size) is not supported by the frontend yet",
 }

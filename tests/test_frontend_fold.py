@@ -187,3 +187,28 @@ def test_resize_to_another_size_is_not_evaluated() -> None:
     table = np.zeros((1, 3, 4, 4), np.float32)
     with pytest.raises(UnsupportedOp):
         run_node("Resize", [table, None, np.array([1, 1, 2, 2], np.float32), None], {"mode": "linear"})
+
+
+def test_empty_concat_input_is_dropped_not_refused() -> None:
+    """Rotary over the whole head (Phi-3) concatenates the rotated part with an empty pass-through slice."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [_const("st", np.array([8], np.int64)), _const("en", np.array([9], np.int64)),
+             _const("ax", np.array([-1], np.int64)),
+             helper.make_node("Slice", ["x", "st", "en", "ax"], ["rest"]),
+             helper.make_node("Neg", ["x"], ["rot"]),
+             helper.make_node("Concat", ["rot", "rest"], ["y"], axis=-1)]
+    g = load_graph(_model(nodes, [x], [y]))
+    assert [n.op_type for n in g.nodes] == ["Neg", "Concat"] and g.nodes[1].inputs == ["rot"]
+    assert g.shapes["y"] == (1, 4, 8)
+
+
+def test_empty_tensor_on_the_data_path_is_still_refused() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [_const("st", np.array([8], np.int64)), _const("en", np.array([9], np.int64)),
+             _const("ax", np.array([-1], np.int64)),
+             helper.make_node("Slice", ["x", "st", "en", "ax"], ["rest"]),
+             helper.make_node("Neg", ["rest"], ["y"])]
+    with pytest.raises(InputError, match="empty tensor"):
+        load_graph(_model(nodes, [x], [y]))

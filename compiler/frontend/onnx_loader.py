@@ -256,6 +256,17 @@ def _data_dependent(nodes: list[Node]) -> set[str]:
     return dynamic
 
 
+def _drop_empty_concat_inputs(nodes: list[Node], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
+    """Drop zero-size inputs of a Concat: they add nothing to its output. Why: a rotary embedding over the whole
+    head (Phi-3) still concatenates the empty pass-through slice, which would otherwise be refused as empty."""
+    for node in nodes:
+        if node.op_type == "Concat":
+            kept = [i for i in node.inputs if not (i in shapes and 0 in shapes[i])]
+            if kept and len(kept) < len(node.inputs):
+                node.inputs[:] = kept
+    return nodes
+
+
 def _refuse_empty(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
                   source: str) -> None:
     """A node left to compute that produces a zero-size tensor: nothing to price or simulate (a GEMM of n = 0 would
@@ -354,6 +365,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         if len(nodes) == before[0] and (len(all_shapes) == before[1]
                                         or all(o in all_shapes for n in nodes for o in n.outputs if o)):
             break
+    nodes = _prune(_drop_empty_concat_inputs(nodes, all_shapes), outputs)
     dynamic = _data_dependent(nodes)
     for node in nodes:
         for out in node.outputs:
