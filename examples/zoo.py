@@ -28,7 +28,8 @@ import torch
 
 from examples._common import Exporter, export_onnx, reinit_, seed_all
 
-__all__ = ["ARCHS", "FAILING", "INT8", "PASSING", "Arch", "build", "expected", "export", "feeds", "torch_counts"]
+__all__ = ["ARCHS", "FAILING", "INT8", "PASSING", "Arch", "build", "compile_shapes", "expected", "export", "feeds",
+           "torch_counts"]
 
 LAYERS, HIDDEN, HEADS, VOCAB, SEQ, IMAGE, PATCH = 2, 64, 4, 128, 16, 32, 8
 
@@ -77,7 +78,8 @@ _VIS = {"hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads
 
 ARCHS: dict[str, Arch] = {
     # Text encoders.
-    "bert": Arch("encoder", _enc("BertConfig", "BertModel"), exporters=("legacy", "dynamo")),
+    "bert": Arch("encoder", _enc("BertConfig", "BertModel"), exporters=("legacy", "dynamo", "symbolic")),
+    "bert-eager": Arch("encoder", _enc("BertConfig", "BertModel", attn_implementation="eager")),
     "roberta": Arch("encoder", _enc("RobertaConfig", "RobertaModel", pad_token_id=1)),
     "xlm-roberta": Arch("encoder", _enc("XLMRobertaConfig", "XLMRobertaModel", pad_token_id=1)),
     "camembert": Arch("encoder", _enc("CamembertConfig", "CamembertModel", pad_token_id=1)),
@@ -97,8 +99,13 @@ ARCHS: dict[str, Arch] = {
     # Decoders.
     "gpt2": Arch("decoder", _raw("GPT2Config", "GPT2Model", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS,
                                  n_head=HEADS, n_positions=64, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1),
-                 exporters=("legacy", "dynamo")),
+                 exporters=("legacy", "dynamo", "symbolic")),
+    "gpt2-eager": Arch("decoder", _raw("GPT2Config", "GPT2Model", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS,
+                                       n_head=HEADS, n_positions=64, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
+                                       attn_implementation="eager")),
     "llama": Arch("decoder", _enc("LlamaConfig", "LlamaModel", num_key_value_heads=2), exporters=("legacy", "dynamo")),
+    "llama-eager": Arch("decoder", _enc("LlamaConfig", "LlamaModel", num_key_value_heads=2,
+                                        attn_implementation="eager")),
     "opt": Arch("decoder", _raw("OPTConfig", "OPTModel", vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                 ffn_dim=2 * HIDDEN, num_attention_heads=HEADS, max_position_embeddings=64,
                                 word_embed_proj_dim=HIDDEN)),
@@ -133,7 +140,8 @@ ARCHS: dict[str, Arch] = {
     "t5": Arch("encdec", _raw("T5Config", "T5Model", vocab_size=VOCAB, d_model=HIDDEN, d_kv=16, d_ff=2 * HIDDEN,
                               num_layers=LAYERS, num_heads=HEADS), attention=3 * LAYERS),
     # Vision.
-    "vit": Arch("vision", _raw("ViTConfig", "ViTModel", **_VIS), exporters=("legacy", "dynamo")),
+    "vit": Arch("vision", _raw("ViTConfig", "ViTModel", **_VIS), exporters=("legacy", "dynamo", "symbolic")),
+    "vit-eager": Arch("vision", _raw("ViTConfig", "ViTModel", attn_implementation="eager", **_VIS)),
     "deit": Arch("vision", _raw("DeiTConfig", "DeiTModel", **_VIS)),
     "beit": Arch("vision", _raw("BeitConfig", "BeitModel",
                                 use_relative_position_bias=True, **_VIS)),
@@ -147,7 +155,8 @@ ARCHS: dict[str, Arch] = {
                                 depths=[1, 1], num_heads=[2, 4], window_size=4)),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                      intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu"),
+                                      intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
+                                      pad_token_id=1, bos_token_id=VOCAB - 2, eos_token_id=VOCAB - 1),
                       cache=False),
 }
 
@@ -193,12 +202,24 @@ def build(name: str) -> torch.nn.Module:
     return _Wrap(model, arch.kind, input_names(name), arch.cache).eval()
 
 
-def export(name: str, exporter: Exporter, path: Path) -> torch.nn.Module:
+def export(name: str, exporter: str, path: Path) -> torch.nn.Module:
+    """Export the model to ``path`` and return it. ``exporter``: "legacy", "dynamo", or "symbolic" (legacy with
+    batch and sequence / image size as symbolic dims; `compile_shapes` gives the concrete shapes back)."""
     module = build(name)
     f = feeds(name)
+    dynamic = None
+    if exporter == "symbolic":
+        dynamic = {n: {0: "batch", **({2: "height", 3: "width"} if v.ndim == 4 else {1: "sequence"})}
+                   for n, v in f.items()}
+    real: Exporter = "dynamo" if exporter == "dynamo" else "legacy"
     export_onnx(module, [torch.from_numpy(v) for v in f.values()], path, input_names=list(f),
-                output_names=["last_hidden_state"], exporter=exporter)
+                output_names=["last_hidden_state"], exporter=real, dynamic_axes=dynamic)
     return module
+
+
+def compile_shapes(name: str, exporter: str) -> dict[str, tuple[int, ...]] | None:
+    """The concrete input shapes a symbolic export compiles at (the zoo's sample shapes); None otherwise."""
+    return {n: tuple(v.shape) for n, v in feeds(name).items()} if exporter == "symbolic" else None
 
 
 def _is_norm(m: torch.nn.Module) -> bool:

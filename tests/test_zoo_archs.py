@@ -2,12 +2,14 @@
 
 One parametrized table: text encoders (BERT and its descendants, with a padded attention_mask as a graph input),
 decoders (input_ids only, causal mask built by the exporter), encoder-decoders (BART, Marian, T5: encoder self,
-decoder self and cross attention) and vision encoders (ViT, DeiT, CLIP, SigLIP). BERT, GPT-2, LLaMA and ViT are also
-exported by the dynamo exporter. For each: the float compile recognises one attention per attention block and as
-many norms and GELUs as the PyTorch module calls (forward hooks), its MACs are within 0.5% of FlopCounterMode's
-(SDPA on the math backend), and its simulation equals onnxruntime (cosine >= 0.9999); the int8 I-ViT compile
-(shiftmax, shiftgelu, ilayernorm) recognises the same attentions and runs. Architectures that do not go through yet
-are listed with their reason in examples/zoo.py's FAILING and in the README's "Model zoo" table.
+decoder self and cross attention) and vision encoders (ViT, DeiT, BEiT, DINOv2, CLIP, SigLIP), with SDPA attention
+(transformers' default) and, for BERT, GPT-2, LLaMA and ViT, eager attention too. BERT, GPT-2, LLaMA and ViT are
+also exported by the dynamo exporter, and BERT, GPT-2 and ViT with symbolic batch and sequence / image dims. For
+each: the float compile recognises one attention per attention block and as many norms and GELUs as the PyTorch
+module calls (forward hooks), its MACs are within 0.5% of FlopCounterMode's (SDPA on the math backend), and its
+simulation equals onnxruntime (cosine >= 0.9999); the int8 I-ViT compile (shiftmax, shiftgelu, ilayernorm)
+recognises the same attentions and runs. Architectures that do not go through yet are listed with their reason in
+examples/zoo.py's FAILING and in the README's "Model zoo" table.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _samples(name: str) -> dict:
 def test_float_compile_matches_torch(exported, name: str, exporter: str) -> None:
     path, module = exported(name, exporter)
     want = zoo.expected(module, name)
-    result = compile(path, inputs=_samples(name))
+    result = compile(path, inputs=_samples(name), shapes=zoo.compile_shapes(name, exporter))
     patterns = result.imported.patterns
     assert (patterns["attention"], patterns["layernorm"], patterns["gelu"]) == \
         (want["attention"], want["layernorm"], want["gelu"])
