@@ -34,16 +34,18 @@ INPUT = {"encoder": "input_ids, attention_mask (padded)", "decoder": "input_ids 
 EXPORTER = {"legacy": "legacy", "dynamo": "dynamo", "symbolic": "legacy, symbolic dims"}
 
 
-def _line(err: BaseException) -> str:
+def _line(err: BaseException, path: Path) -> str:
+    """The error's first line, without the temporary folder (the file name stays)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.replace(f"{path.parent}/", "")
     return f"{type(err).__name__}: {text}"[:200].replace("|", "/")
 
 
 def check(name: str, exporter: str, folder: Path) -> dict[str, Any]:
     """One row: the float compile's counts vs torch's, MACs, cosine, and whether int8 I-ViT compiles."""
     row: dict[str, Any] = {"name": name, "exporter": exporter, "attn": "-"}
+    path = folder / f"{name}_{exporter}.onnx"
     try:
-        path = folder / f"{name}_{exporter}.onnx"
         module = zoo.export(name, exporter, path)  # type: ignore[arg-type]
         want = zoo.expected(module, name)
         row["attn"] = getattr(module.model.config, "_attn_implementation", None) or "-"
@@ -57,7 +59,7 @@ def check(name: str, exporter: str, folder: Path) -> dict[str, Any]:
         row["int8"] = int8.imported.patterns["attention"] == want["attention"]
         row["int8_cosine"] = int8.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_mean"]
     except Exception as err:  # a row per architecture: the failure is the row's content
-        row["error"] = _line(err)
+        row["error"] = _line(err, path)
     return row
 
 
@@ -95,7 +97,8 @@ def render(rows: list[dict[str, Any]]) -> str:
     bad = [r for r in rows if problems(r)]
     if bad:
         lines += ["", "Not yet through:", ""]
-        lines += [f"- {r['name']} ({r['exporter']}): {problems(r)}" for r in bad]
+        lines += [f"- {r['name']} ({r['exporter']}): {zoo.FAILING.get(r['name'], 'not in FAILING')}. Stopped on: "
+                  f"{problems(r)}" for r in bad]
     return "\n".join(lines)
 
 
