@@ -153,3 +153,62 @@ def test_fit_rope_rejects_a_non_rotation() -> None:
     fit = fit_rope(lambda x: (x.reshape(b, s, h, dh) * ramp).transpose(0, 2, 1, 3), (b, s, h * dh), dh,
                    lambda x: x.reshape(b, s, h, dh).transpose(0, 2, 1, 3))
     assert fit is None
+
+
+def test_shape_chain_deeper_than_a_few_rounds_is_inferred() -> None:
+    """Each block reshapes by the Shape of its own MatMul (DINOv2, Swin): one more inference/folding round per block,
+    so six blocks need more rounds than a fixed cap of four gave."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes, prev = [], "x"
+    for i in range(6):
+        nodes += [helper.make_node("MatMul", [prev, "w"], [f"m{i}"]),
+                  helper.make_node("Shape", [f"m{i}"], [f"s{i}"]),
+                  helper.make_node("Reshape", [f"m{i}", f"s{i}"], [f"r{i}"])]
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    g = load_graph(_model(nodes, [x], [y], [("w", np.eye(4, dtype=np.float32))]))
+    assert g.shapes["y"] == (1, 4, 4)
+
+
+@pytest.mark.parametrize("scales, sizes", [(np.array([1, 1, 1, 1], np.float32), None),
+                                            (None, np.array([1, 3, 4, 4], np.int64))])
+def test_resize_to_its_own_size_is_the_identity(scales, sizes) -> None:
+    from compiler.frontend.onnx_ops import run_node
+
+    table = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4)
+    out = run_node("Resize", [table, None, scales, sizes], {"mode": "cubic"})
+    np.testing.assert_array_equal(out[0], table)
+
+
+def test_resize_to_another_size_is_not_evaluated() -> None:
+    from compiler.frontend.onnx_ops import UnsupportedOp, run_node
+
+    table = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(UnsupportedOp):
+        run_node("Resize", [table, None, np.array([1, 1, 2, 2], np.float32), None], {"mode": "linear"})
+
+
+def test_empty_concat_input_is_dropped_not_refused() -> None:
+    """Rotary over the whole head (Phi-3) concatenates the rotated part with an empty pass-through slice."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [_const("st", np.array([8], np.int64)), _const("en", np.array([9], np.int64)),
+             _const("ax", np.array([-1], np.int64)),
+             helper.make_node("Slice", ["x", "st", "en", "ax"], ["rest"]),
+             helper.make_node("Neg", ["x"], ["rot"]),
+             helper.make_node("Concat", ["rot", "rest"], ["y"], axis=-1)]
+    g = load_graph(_model(nodes, [x], [y]))
+    assert [n.op_type for n in g.nodes] == ["Neg", "Concat"] and g.nodes[1].inputs == ["rot"]
+    assert g.shapes["y"] == (1, 4, 8)
+
+
+def test_empty_tensor_on_the_data_path_is_still_refused() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [_const("st", np.array([8], np.int64)), _const("en", np.array([9], np.int64)),
+             _const("ax", np.array([-1], np.int64)),
+             helper.make_node("Slice", ["x", "st", "en", "ax"], ["rest"]),
+             helper.make_node("Neg", ["rest"], ["y"])]
+    with pytest.raises(InputError, match="empty tensor"):
+        load_graph(_model(nodes, [x], [y]))

@@ -209,11 +209,6 @@ def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes
             dtypes[info.name] = onnx_dtype(ttype.elem_type)
 
 
-#: Shape inference / folding rounds: each round's folding (a Pad's pads, a Reshape's target computed from Shape)
-#: lets the next inference reach further. Swin (a Pad per block) and MobileViT (unfold reshapes per block) need
-#: more than 4; the loop stops as soon as a round changes nothing.
-_INFER_ROUNDS = 16
-
 
 def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
     """Evaluate every node whose inputs are all known; returns the nodes that remain."""
@@ -267,6 +262,17 @@ def _data_dependent(nodes: list[Node]) -> set[str]:
         if node.op_type == "NonZero" or any(i in dynamic for i in node.inputs if i):
             dynamic.update(o for o in node.outputs if o)
     return dynamic
+
+
+def _drop_empty_concat_inputs(nodes: list[Node], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
+    """Drop zero-size inputs of a Concat: they add nothing to its output. Why: a rotary embedding over the whole
+    head (Phi-3) still concatenates the empty pass-through slice, which would otherwise be refused as empty."""
+    for node in nodes:
+        if node.op_type == "Concat":
+            kept = [i for i in node.inputs if not (i in shapes and 0 in shapes[i])]
+            if kept and len(kept) < len(node.inputs):
+                node.inputs[:] = kept
+    return nodes
 
 
 def _refuse_empty(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
@@ -357,15 +363,19 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     except onnx.checker.ValidationError as err:
         raise InputError(f"{source_name}: invalid ONNX model: {_first_line(err)}") from None
     outputs = [o.name for o in graph.output]
-    for _ in range(_INFER_ROUNDS):
-        before, known = len(nodes), len(all_shapes)
+    # Inference and folding alternate until neither learns anything: each layer of a model that reshapes by the
+    # Shape of its own attention output (DINOv2, Swin) needs one more round than the layer before it. Every round
+    # either folds a node away or learns a shape, so the loop ends.
+    while True:
+        before = (len(nodes), len(all_shapes))
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
         nodes = _prune(_fold(nodes, constants, all_shapes), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
-        if len(nodes) == before and (len(all_shapes) == known
-                                     or all(o in all_shapes for n in nodes for o in n.outputs if o)):
+        if len(nodes) == before[0] and (len(all_shapes) == before[1]
+                                        or all(o in all_shapes for n in nodes for o in n.outputs if o)):
             break  # everything known, or a round that learnt nothing: the next would learn nothing either
+    nodes = _prune(_drop_empty_concat_inputs(nodes, all_shapes), outputs)
     dynamic = _data_dependent(nodes)
     for node in nodes:
         for out in node.outputs:

@@ -419,6 +419,26 @@ def _quantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Arr
     return [np.clip(q, info.min, info.max).astype(zp.dtype)]
 
 
+def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array]:
+    """Resize to the input's own size only: the identity under every mode and coordinate transform (each output
+    pixel maps onto its own input pixel at scale 1). Why: exporters interpolate position tables unconditionally
+    while tracing (BEiT, DINOv2), to the size they already have. Other sizes are not evaluated here."""
+    x = np.asarray(inputs[0])
+    axes = [int(a) % x.ndim for a in attrs.get("axes", range(x.ndim))]
+    scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and np.size(inputs[2]) else None
+    sizes = inputs[3] if len(inputs) > 3 and inputs[3] is not None and np.size(inputs[3]) else None
+    if sizes is not None:
+        out = [int(v) for v in np.asarray(sizes).reshape(-1)]
+    elif scales is not None:
+        out = [int(np.floor(x.shape[a] * float(f))) for a, f in zip(axes, np.asarray(scales).reshape(-1))]
+    else:
+        raise UnsupportedOp("Resize without scales or sizes")
+    if attrs.get("coordinate_transformation_mode") in ("tf_crop_and_resize", b"tf_crop_and_resize") or \
+            len(out) != len(axes) or any(x.shape[a] != n for a, n in zip(axes, out)):
+        raise UnsupportedOp("Resize to another size")
+    return [x]
+
+
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
     "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
@@ -453,7 +473,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
     "GatherND": _gather_nd,
     "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
-    "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
+    "Resize": _resize, "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
 }
 
 
