@@ -192,7 +192,8 @@ class GemmOp(_Named):
     acc_type = prop_def(TypeAttribute)
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
-    assembly_format = "$layer $lhs `,` $rhs (`bias` $bias^)? attr-dict `:` type($lhs) `,` type($rhs) (`,` type($bias)^)? `->` type($result)"
+    assembly_format = ("$layer $lhs `,` $rhs (`bias` $bias^)? attr-dict `:` type($lhs) `,` type($rhs) "
+                       "(`,` type($bias)^)? `->` type($result)")
 
     def __init__(self, layer: str, lhs: SSAValue, rhs: SSAValue, bias: SSAValue | None, result_type: Attribute,
                  acc_type: Attribute):
@@ -238,7 +239,8 @@ class GemmOp(_Named):
         lhs_el = self.lhs.type.get_element_type()  # type: ignore[attr-defined]
         out_el = self.result.type.get_element_type()  # type: ignore[attr-defined]
         if isinstance(lhs_el, IntegerType) and out_el != self.acc_type:
-            raise VerifyException(f"{tag}: integer gemm must produce its accumulator type {self.acc_type}, got {out_el}")
+            raise VerifyException(f"{tag}: integer gemm must produce its accumulator type {self.acc_type}, "
+                                  f"got {out_el}")
 
 
 @irdl_op_definition
@@ -277,7 +279,8 @@ class AttentionOp(_Named):
     ``kv_heads`` (optional, default ``num_heads``): grouped-query / multi-query attention. ``k`` and ``v`` hold
     ``kv_heads`` heads, each shared by ``num_heads / kv_heads`` consecutive query heads, so they are read and stored
     once per KV head. ``mask_kind`` (optional) records the structure of the mask the frontend found (``causal``,
-    ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and the ``mask`` operand
+    ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and
+    the ``mask`` operand
     compute, it changes nothing.
     """
 
@@ -299,7 +302,8 @@ class AttentionOp(_Named):
     mask_kind = opt_prop_def(StringAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
-    assembly_format = "$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) (`,` type($mask)^)? `->` type($result)"
+    assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
+                       "(`,` type($mask)^)? `->` type($result)")
 
     def verify_(self) -> None:
         tag = f"dataflow.attention '{self.layer_name()}'"
@@ -372,7 +376,8 @@ class LayerNormOp(_Named):
     approx = prop_def(StringAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
-    assembly_format = "$layer $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,` type($weight) (`,` type($bias)^)? `->` type($result)"
+    assembly_format = ("$layer $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,` type($weight) "
+                       "(`,` type($bias)^)? `->` type($result)")
 
     def verify_(self) -> None:
         tag = f"dataflow.layernorm '{self.layer_name()}'"

@@ -207,7 +207,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             name = node.inputs[0]
         elif node.op_type == "Add":
             a, b = node.inputs
-            scores_side = a if len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a) else b
+            is_scores = len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a)
+            scores_side = a if is_scores else b
             other = b if scores_side == a else a
             if g.is_const(other):
                 kind = _mask_kind(g.constants[other], sq, sk)
@@ -357,7 +358,8 @@ def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
             except (ValueError, KeyError):
                 continue
             if got.shape == sample_shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
-                return Match("gelu", region.nodes, region.output, {"input": x}, {"approx": "exact" if form == "erf" else "tanh"})
+                return Match("gelu", region.nodes, region.output, {"input": x},
+                             {"approx": "exact" if form == "erf" else "tanh"})
     return None
 
 
@@ -414,7 +416,8 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
         if not shape or shape[-1] < 2:
             continue
         for region in candidate_regions(g, x, ctx.consumers, ctx.order, lambda ns: any(n is anchor for n in ns)):
-            if any(id(n) in ctx.taken for n in region.nodes) or not any(n.op_type in ("Sqrt", "Pow", "Reciprocal", "Div") for n in region.nodes):
+            normalises = any(n.op_type in ("Sqrt", "Pow", "Reciprocal", "Div") for n in region.nodes)
+            if any(id(n) in ctx.taken for n in region.nodes) or not normalises:
                 continue
             eps_candidates = [g.scalar(i) for n in region.nodes if n.op_type == "Add" for i in n.inputs
                               if g.scalar(i) is not None and 0 < g.scalar(i) < 1e-2]

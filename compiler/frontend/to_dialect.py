@@ -292,7 +292,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             result_types=[merged_type],
             properties={"layer": StringAttr(name), "num_heads": IntegerAttr(m.props["num_heads"], i64),
                         "head_dim": IntegerAttr(m.props["head_dim"], i64),
-                        "scale": FloatAttr(float(m.props["scale"]), f64), "causal": BoolAttr.from_bool(m.props["causal"]),
+                        "scale": FloatAttr(float(m.props["scale"]), f64),
+                        "causal": BoolAttr.from_bool(m.props["causal"]),
                         "softmax": StringAttr("exact"), "algorithm": StringAttr("standard"),
                         "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1 if mask else 0]),
                         **extra}))
@@ -361,7 +362,8 @@ def _layernorm_op(name: str, x: SSAValue, w: SSAValue, bias: SSAValue | None, ou
         operands=[x, w] + ([bias] if bias is not None else []), result_types=[out],
         properties={"layer": StringAttr(name), "epsilon": FloatAttr(float(eps), f64), "kind": StringAttr(kind),
                     "approx": StringAttr("exact"),
-                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1 if bias is not None else 0])})
+                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32),
+                                                                    [1, 1, 1 if bias is not None else 0])})
 
 
 def _emit_node(b: _Builder, node: Node) -> None:
@@ -479,7 +481,8 @@ def build_module(graph: Graph) -> ImportResult:
     module = ModuleOp([fn])
     return ImportResult(module=module, weights=b.weights, patterns=b.patterns, input_names=list(graph.inputs),
                         output_names=list(graph.outputs), source=graph.source, onnx_ops=ops_hist,
-                        batch=int(graph.shapes[graph.inputs[0]][0]) if graph.inputs and graph.shapes[graph.inputs[0]] else 1,
+                        batch=(int(graph.shapes[graph.inputs[0]][0])
+                               if graph.inputs and graph.shapes[graph.inputs[0]] else 1),
                         tensor_layers=_tensor_layers(b.values))
 
 
