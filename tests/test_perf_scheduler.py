@@ -352,3 +352,17 @@ def test_chain_runs_each_task_as_if_alone(problem):
         alone = schedule([Task(t.name, t.unit, t.compute_cycles, t.bytes_in, t.bytes_out, (), t.tiles)], m)
         assert s.task(t.name).duration == alone.makespan
 
+
+
+def test_a_task_whose_last_store_and_compute_end_together_finishes_once():
+    """Found by test_random_graphs: a two-tile task whose tile-0 store and tile-1 compute end in the same cycle was
+    finished twice, freeing its instance twice and releasing a dependant before its other dependency ended."""
+    tasks = [Task("a", "gemm", 2, 0, 1, tiles=2), Task("b", "gemm", 1, 0, 0), Task("c", "gemm", 0, 0, 0, deps=("a", "b")),
+             *(Task(f"z{i}", "gemm", 0, 0, 0) for i in range(3))]
+    s = schedule(tasks, Machine(units={"gemm": 1}, offchip_bytes_per_cycle=1.0, double_buffered=True))
+    a, b, c = s.task("a"), s.task("b"), s.task("c")
+    assert (a.start, a.end) == (0, 2) and (b.start, b.end) == (2, 3)
+    assert c.start >= max(a.end, b.end)
+    spans = sorted((r.start, r.end) for r in s.tasks if r.end > r.start)
+    assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:]))
+    assert all(not (b.start < r.start < b.end) for r in s.tasks)  # nothing else on the instance while b runs

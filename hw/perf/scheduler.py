@@ -382,7 +382,12 @@ class _Simulation:
         self.to_advance.extend(started)
 
     def _advance(self, st: _TaskState) -> None:
-        """Start every stage of ``st`` that its data and buffers allow; finish the task once its last store is done."""
+        """Start every stage of ``st`` that its data and buffers allow; finish the task once its last store is done.
+
+        A task can be queued twice for one cycle (its last store and its last compute both end then); the second
+        visit finds it finished and does nothing, so its instance is freed and its users released exactly once."""
+        if st.index in self.records:
+            return
         task, tiles, double = st.task, st.tiles, self.double
         depth = 2 if double else 1  # input buffers, and output buffers
         progress = True
