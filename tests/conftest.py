@@ -1,11 +1,22 @@
-"""Shared fixtures: the example models built by `make examples` and their manifest."""
+"""Shared fixtures: the example models built by `make examples` and their manifest; the hypothesis profile.
+
+Under CI (``CI`` set, as ``.ci/run`` runs) hypothesis draws the same examples on every run (``derandomize``): a
+property test that found a new counterexample by chance would block an unrelated submission. Local runs keep
+drawing new examples, which is how such bugs are found (the scheduler's double finish was).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
