@@ -42,8 +42,10 @@ from hw.models.base import (
     Cost,
     buffer_tiles,
     ceil_div,
+    dma_move,
     gemm_onchip_bytes,
     move_on_vector,
+    offchip_rate,
     operand_passes,
     vector_cost,
 )
@@ -138,9 +140,7 @@ class AsicModel:
 
     def offchip_bytes_per_cycle(self) -> float:
         """The smaller of DRAM bandwidth and what the DMA channels move per cycle, bytes/cycle."""
-        t = self.target
-        memory = t.offchip.bandwidth_gbps * 1e9 / (t.clock_mhz * 1e6)
-        return min(memory, t.dma.channels * t.dma.width_bits / 8)
+        return offchip_rate(self.target)
 
     def peak_macs_per_cycle(self) -> float:
         """rows x cols."""
@@ -156,9 +156,7 @@ class AsicModel:
         if isinstance(work, MoveWork):
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
-            per_cycle = t.dma.channels * t.dma.width_bits // 8
-            return Cost(unit="dma", compute_cycles=ceil_div(work.bytes, per_cycle), onchip_bytes=2 * work.bytes,
-                        detail={"kind": work.kind})
+            return dma_move(t, work)
         raise TypeError(f"not a work item: {work!r}")
 
     def _gemm_cost(self, work: GemmWork) -> Cost:

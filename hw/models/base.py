@@ -17,7 +17,7 @@ from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import Gemm, Target, Vector
 
 __all__ = ["Cost", "AcceleratorModel", "WorkloadSizedModel", "ceil_div", "vector_cost", "move_on_vector",
-           "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
+           "offchip_rate", "dma_move", "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,21 @@ def move_on_vector(vector: Vector, work: MoveWork, unit: str = "vector") -> Cost
     """A shuffle (transpose, gather, scatter) on the vector lanes: one byte per lane per cycle."""
     return Cost(unit=unit, compute_cycles=ceil_div(work.bytes, vector.lanes), onchip_bytes=2 * work.bytes,
                 detail={"kind": work.kind})
+
+
+def offchip_rate(target: Any) -> float:
+    """Bytes per cycle off chip: the smaller of the memory's bandwidth (GB/s at ``clock_mhz``) and what the DMA
+    channels move per cycle (``dma.channels x dma.width_bits``), for a target with ``offchip`` and ``dma`` sections."""
+    memory = target.offchip.bandwidth_gbps * 1e9 / (target.clock_mhz * 1e6)
+    return min(memory, target.dma.channels * target.dma.width_bits / 8)
+
+
+def dma_move(target: Any, work: MoveWork, **detail: Any) -> Cost:
+    """A data move (copy, concat, im2col, pad ...) as DMA bursts on unit ``dma``: ``dma.channels x dma.width_bits``
+    bits per cycle, each byte read and written on chip once."""
+    per_cycle = target.dma.channels * target.dma.width_bits // 8
+    return Cost(unit="dma", compute_cycles=ceil_div(work.bytes, per_cycle), onchip_bytes=2 * work.bytes,
+                detail={"kind": work.kind, **detail})
 
 
 def operand_passes(work: GemmWork, array: Gemm) -> int:

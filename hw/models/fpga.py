@@ -60,8 +60,10 @@ from hw.models.base import (
     Cost,
     buffer_tiles,
     ceil_div,
+    dma_move,
     gemm_onchip_bytes,
     move_on_vector,
+    offchip_rate,
     operand_passes,
     vector_cost,
 )
@@ -124,9 +126,7 @@ class FpgaModel:
 
     def offchip_bytes_per_cycle(self) -> float:
         """The smaller of the memory's bandwidth and what the DMA channels can move per cycle, bytes/cycle."""
-        t = self.target
-        memory = t.offchip.bandwidth_gbps * 1e9 / (t.clock_mhz * 1e6)
-        return min(memory, t.dma.channels * t.dma.width_bits / 8)
+        return offchip_rate(self.target)
 
     def peak_macs_per_cycle(self) -> float:
         """rows x cols."""
@@ -145,9 +145,7 @@ class FpgaModel:
         if isinstance(work, MoveWork):
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
-            per_cycle = t.dma.channels * t.dma.width_bits // 8
-            return Cost(unit="dma", compute_cycles=ceil_div(work.bytes, per_cycle), onchip_bytes=2 * work.bytes,
-                        detail={"kind": work.kind, "bursts": ceil_div(work.bytes, t.dma.burst_bytes)})
+            return dma_move(t, work, bursts=ceil_div(work.bytes, t.dma.burst_bytes))
         raise TypeError(f"not a work item: {work!r}")
 
     def _gemm_cost(self, work: GemmWork) -> Cost:
