@@ -17,6 +17,7 @@ from hw.isa import (
     Gemm,
     Halt,
     Load,
+    Nop,
     Program,
     Queue,
     Space,
@@ -58,6 +59,7 @@ INSTRUCTIONS = st.one_of(
     _fields(Gemm, deps=_DEPS),
     _fields(Vec, deps=_DEPS),
     _fields(Config, deps=_DEPS),
+    st.builds(Nop, st.just(Queue.EXECUTE), _DEPS),
 )
 
 
@@ -87,7 +89,7 @@ def test_program_file_and_listing_round_trip(instrs, dram: int) -> None:
 
 def test_layouts_match_the_specification() -> None:
     """Every field's bit range in docs/ISA.md is the one the encoder uses, and no two fields overlap."""
-    for cls in (Load, Gemm, Vec, Config):
+    for cls in (Load, Gemm, Vec, Config, Nop):
         taken = 0xFF  # opcode and dependency flags
         for name, lo, width in cls.LAYOUT:
             mask = ((1 << width) - 1) << lo
@@ -183,5 +185,5 @@ def test_token_check_names_the_instruction_that_deadlocks() -> None:
 
 
 def test_every_field_is_in_the_listing() -> None:
-    for cls in (Load, Store, Gemm, Vec, Config):
+    for cls in (Load, Store, Gemm, Vec, Config, Nop):
         assert set(field_names(cls)) == {name for name, _, _ in cls.LAYOUT}

@@ -15,6 +15,7 @@ from hw.isa.instructions import (
     Halt,
     Instruction,
     Load,
+    Nop,
     Opcode,
     Queue,
     Space,
@@ -30,7 +31,7 @@ from hw.isa.program import HEADER_BYTES, MAGIC, Program, check_tokens, from_byte
 __all__ = [
     "WORD_BYTES", "HEADER_BYTES", "MAGIC",
     "Opcode", "Queue", "Space", "VecFn", "ConfigReg", "Deps",
-    "Halt", "Load", "Store", "Gemm", "Vec", "Config", "Instruction",
+    "Halt", "Load", "Store", "Gemm", "Vec", "Config", "Nop", "Instruction",
     "encode", "decode", "queue_of",
     "Program", "to_bytes", "from_bytes", "listing", "parse_listing", "check_tokens",
 ]

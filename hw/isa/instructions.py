@@ -29,6 +29,7 @@ __all__ = [
     "Gemm",
     "Vec",
     "Config",
+    "Nop",
     "Instruction",
     "encode",
     "decode",
@@ -49,6 +50,7 @@ class Opcode(IntEnum):
     GEMM = 3
     VEC = 4
     CONFIG = 5
+    NOP = 6
 
 
 class Queue(IntEnum):
@@ -175,12 +177,13 @@ class Store(_Base):
 
 @dataclass(frozen=True)
 class Gemm(_Base):
-    """One fold on the systolic array: ``C[m x n] (+)= A[m x k] @ B[k x n]`` from scratchpad rows into accumulator
-    rows (docs/ISA.md, GEMM, for the row layout of each dataflow)."""
+    """One fold on the systolic array: ``C[m x n] (+)= A[m x k] @ B[k x n] (+ bias)`` from scratchpad rows into
+    accumulator rows (docs/ISA.md, GEMM, for the row layout of each dataflow and the bias)."""
 
     OPCODE: ClassVar[Opcode] = Opcode.GEMM
     LAYOUT: ClassVar[Layout] = (("dataflow", 8, 1), ("accumulate", 9, 1), ("a_row", 10, 16), ("b_row", 26, 16),
-                                ("c_row", 42, 16), ("m", 58, 13), ("n", 71, 13), ("k", 84, 13))
+                                ("c_row", 42, 16), ("m", 58, 13), ("n", 71, 13), ("k", 84, 13), ("bias", 97, 1),
+                                ("bias_row", 98, 16))
     RANGES: ClassVar[dict[str, tuple[int, int]]] = {"m": (1, MAX_ELEMS), "n": (1, MAX_ELEMS), "k": (1, MAX_ELEMS)}
     dataflow: int
     accumulate: int
@@ -190,6 +193,8 @@ class Gemm(_Base):
     m: int
     n: int
     k: int
+    bias: int = 0
+    bias_row: int = 0
     deps: Deps = _NO_DEPS
 
 
@@ -236,8 +241,22 @@ class Config(_Base):
     deps: Deps = _NO_DEPS
 
 
-Instruction = Halt | Load | Store | Gemm | Vec | Config
-CLASSES: dict[Opcode, type[_Base]] = {c.OPCODE: c for c in (Halt, Load, Store, Gemm, Vec, Config)}
+@dataclass(frozen=True)
+class Nop(_Base):
+    """Does nothing on ``queue`` but pop and push its tokens: how a program seeds the write-after-read FIFOs with
+    one token per buffer half at its start and drains them before ``HALT`` (VTA's runtime does the same with
+    zero-sized transfers)."""
+
+    OPCODE: ClassVar[Opcode] = Opcode.NOP
+    LAYOUT: ClassVar[Layout] = (("queue", 8, 2),)
+    RANGES: ClassVar[dict[str, tuple[int, int]]] = {"queue": (0, 2)}
+    ENUMS: ClassVar[dict[str, type[IntEnum]]] = {"queue": Queue}
+    queue: Queue
+    deps: Deps = _NO_DEPS
+
+
+Instruction = Halt | Load | Store | Gemm | Vec | Config | Nop
+CLASSES: dict[Opcode, type[_Base]] = {c.OPCODE: c for c in (Halt, Load, Store, Gemm, Vec, Config, Nop)}
 
 _QUEUE = {Opcode.LOAD: Queue.LOAD, Opcode.STORE: Queue.STORE, Opcode.GEMM: Queue.EXECUTE,
           Opcode.VEC: Queue.EXECUTE, Opcode.CONFIG: Queue.EXECUTE}
@@ -245,6 +264,8 @@ _QUEUE = {Opcode.LOAD: Queue.LOAD, Opcode.STORE: Queue.STORE, Opcode.GEMM: Queue
 
 def queue_of(instr: Instruction) -> Queue | None:
     """The queue ``instr`` runs on (None for ``HALT``, which the fetch unit handles)."""
+    if isinstance(instr, Nop):
+        return Queue(instr.queue)
     return _QUEUE.get(instr.OPCODE)
 
 
@@ -262,12 +283,13 @@ def _check(instr: Instruction, where: str) -> None:
                              f"got {value!r}")
     queue = queue_of(instr)
     d = instr.deps
+    name = cls.__name__.upper()
     if queue is None and d.bits():
         raise InputError(f"{where}HALT: carries no dependency flags")
     if queue == Queue.LOAD and (d.pop_prev or d.push_prev):
-        raise InputError(f"{where}LOAD: the load queue has no previous queue (pop_prev/push_prev must be 0)")
+        raise InputError(f"{where}{name}: the load queue has no previous queue (pop_prev/push_prev must be 0)")
     if queue == Queue.STORE and (d.pop_next or d.push_next):
-        raise InputError(f"{where}STORE: the store queue has no next queue (pop_next/push_next must be 0)")
+        raise InputError(f"{where}{name}: the store queue has no next queue (pop_next/push_next must be 0)")
 
 
 def encode(instr: Instruction, index: int | None = None) -> bytes:
