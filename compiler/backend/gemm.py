@@ -1,0 +1,175 @@
+"""Integer GEMM layers as ``cds1`` programs: output-stationary folds, double-buffered, with a fused requant.
+
+``C = X (M x K) @ W (K x N) + bias`` is cut into output folds of ``gemm.rows x gemm.cols`` (SCALE-Sim's and the
+``systolic_gemm`` kernel's order: column folds outer, row folds inner). Per fold the load queue brings the fold's
+``A`` columns (a transposed load: ``K`` scratchpad rows of up to ``rows`` lanes) and ``B`` rows (``K`` rows of up to
+``cols`` lanes) into one half of the scratchpad; the execute queue runs one ``GEMM`` (the bias added on the way
+into the accumulator) and, when the IR fuses a requant behind the product, one ``VEC requant`` into a scratchpad
+staging half; the store queue writes the fold to DRAM. Two halves of every buffer let fold ``f + 1`` load while
+fold ``f`` computes and fold ``f - 1`` stores; the dependency tokens (docs/ISA.md) are the only synchronisation.
+
+Layouts: ``X``, ``W`` and the output are row-major in DRAM; a table of per-fold constants (bias, requant
+multipliers and shifts, one constant-memory row each) is loaded once at the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.backend.image import DramImage, Region
+from compiler.backend.machine import Geometry
+from hw.errors import InputError
+from hw.isa import Config, ConfigReg, Deps, Gemm, Halt, Instruction, Load, Nop, Program, Queue, Space, Store, Vec, VecFn
+
+__all__ = ["GemmLayer", "ProgramBuilder"]
+
+_CONST_PER_FOLD = 3  # bias, m, e
+
+
+@dataclass(frozen=True)
+class GemmLayer:
+    """One integer GEMM and what the IR fuses behind it.
+
+    ``weights``: K x N signed ``in_bits`` integers; ``bias``: N accumulator integers or None; ``requant``: the
+    dyadic ``(m, e)`` (scalars or N-vectors) and ``out_bits`` of a fused requant, or None (int32 output).
+    """
+
+    name: str
+    m: int
+    weights: np.ndarray
+    bias: np.ndarray | None = None
+    requant: tuple[np.ndarray, np.ndarray, int] | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n(self) -> int:
+        return int(self.weights.shape[1])
+
+
+@dataclass
+class ProgramBuilder:
+    """Accumulates the instructions and the DRAM image of a program, layer by layer."""
+
+    geometry: Geometry
+    image: DramImage = field(default_factory=DramImage)
+    body: list[Instruction] = field(default_factory=list)
+
+    def gemm(self, layer: GemmLayer, x: Region | None = None) -> tuple[Region, Region]:
+        """Emit ``layer``; its input is region ``x`` (placed as ``<name>.x`` if None). Returns (input, output)."""
+        g = self.geometry
+        m_dim, k_dim, n_dim = layer.m, layer.k, layer.n
+        where = f"system backend, layer '{layer.name}'"
+        if k_dim > 4096:
+            raise InputError(f"{where}: K = {k_dim} exceeds the 4,096 beats one GEMM instruction streams")
+        need = 4 * k_dim + 2 * g.rows
+        if need > g.sp_rows:
+            raise InputError(f"{where}: K = {k_dim} needs {need} scratchpad rows (two halves of A and B and a "
+                             f"staging fold); the target has {g.sp_rows}")
+        if 4 * g.rows > g.acc_rows:
+            raise InputError(f"{where}: two halves of {g.rows} accumulator rows and two staging folds do not fit "
+                             f"the {g.acc_rows} the target has")
+        n_folds = -(-n_dim // g.cols)
+        if n_folds * _CONST_PER_FOLD > g.const_rows:
+            raise InputError(f"{where}: {n_folds} column folds need {n_folds * _CONST_PER_FOLD} constant rows; the "
+                             f"machine has {g.const_rows}")
+        img = self.image
+        if x is None:
+            x = img.place(f"{layer.name}.x", (m_dim, k_dim), 1)
+        if x.shape != (m_dim, k_dim) or x.elem_bytes != 1:
+            raise InputError(f"{where}: its input must be an M x K int8 region, got {x.shape}")
+        w = img.place(f"{layer.name}.w", (k_dim, n_dim), 1)
+        img.write(w.name, layer.weights)
+        out_bits = 32 if layer.requant is None else layer.requant[2]
+        if out_bits not in (8, 16, 32):
+            raise InputError(f"{where}: a {out_bits}-bit output has no DRAM element size (8, 16 or 32 bits)")
+        out_bytes = out_bits // 8
+        # A requant's output waits in a staging half of the scratchpad when its lanes hold it, else of the
+        # accumulator (the scratchpad holds in_bits values).
+        stage_space = Space.SP if out_bits <= g.in_bits else Space.ACC
+        y = img.place(f"{layer.name}.y", (m_dim, n_dim), out_bytes)
+
+        # The constant table: per column fold a bias row, a multiplier row and a shift row, lanes 0..cols-1.
+        table = np.zeros((n_folds * _CONST_PER_FOLD, g.width), np.int64)
+        per_channel = False
+        for j in range(n_folds):
+            cols = slice(j * g.cols, min(n_dim, (j + 1) * g.cols))
+            width = cols.stop - cols.start
+            if layer.bias is not None:
+                table[_CONST_PER_FOLD * j, :width] = layer.bias[cols]
+            if layer.requant is not None:
+                m, e, _ = layer.requant
+                if np.ndim(m) and np.size(m) > 1:
+                    per_channel = True
+                    table[_CONST_PER_FOLD * j + 1, :width] = np.asarray(m)[cols]
+                    table[_CONST_PER_FOLD * j + 2, :width] = np.asarray(e)[cols]
+        const = img.place(f"{layer.name}.const", table.shape, 8)
+        img.write(const.name, table)
+
+        ins = self.body
+        if ins:  # a layer barrier: the previous layer's stores are done before this layer loads (docs/ISA.md)
+            ins.extend(_DRAIN + _SEED)
+        const_base = 0
+        ins.append(Load(space=Space.CONST, row=const_base, rows=table.shape[0], cols=g.width, elem_log2=3,
+                        dram=const.addr, stride=const.row_bytes))
+        if layer.requant is not None and not per_channel:
+            m, e, _ = layer.requant
+            ins.append(Config(reg=ConfigReg.REQUANT_M, value=int(np.asarray(m).reshape(-1)[0])))
+            ins.append(Config(reg=ConfigReg.REQUANT_E, value=int(np.asarray(e).reshape(-1)[0])))
+        half_sp = 2 * k_dim
+        fold = 0
+        for j in range(n_folds):
+            n0 = j * g.cols
+            n = min(g.cols, n_dim - n0)
+            for m0 in range(0, m_dim, g.rows):
+                m = min(g.rows, m_dim - m0)
+                h = fold % 2
+                a_row, b_row = h * half_sp, h * half_sp + k_dim
+                c_row = h * g.rows
+                # load queue: this fold's operands into half h once the array has released it (WAR token)
+                ins.append(Load(space=Space.SP, row=a_row, rows=m, cols=k_dim, elem_log2=0, transpose=1,
+                                dram=x.addr + m0 * x.row_bytes, stride=x.row_bytes, deps=Deps(pop_next=True)))
+                ins.append(Load(space=Space.SP, row=b_row, rows=k_dim, cols=n, elem_log2=0,
+                                dram=w.addr + n0, stride=w.row_bytes, deps=Deps(push_next=True)))
+                bias_row = const_base + _CONST_PER_FOLD * j
+                if layer.requant is None:
+                    # the product is the output: the accumulator half must have been stored (WAR from store)
+                    ins.append(Gemm(dataflow=0, accumulate=0, a_row=a_row, b_row=b_row, c_row=c_row, m=m, n=n,
+                                    k=k_dim, bias=int(layer.bias is not None), bias_row=bias_row,
+                                    deps=Deps(pop_prev=True, pop_next=True, push_prev=True, push_next=True)))
+                    ins.append(Store(space=Space.ACC, row=c_row, rows=m, cols=n, elem_log2=2,
+                                     dram=y.addr + (m0 * n_dim + n0) * 4, stride=y.row_bytes,
+                                     deps=Deps(pop_prev=True, push_prev=True)))
+                else:
+                    s_row = (4 * k_dim if stage_space == Space.SP else 2 * g.rows) + h * g.rows
+                    ins.append(Gemm(dataflow=0, accumulate=0, a_row=a_row, b_row=b_row, c_row=c_row, m=m, n=n,
+                                    k=k_dim, bias=int(layer.bias is not None), bias_row=bias_row,
+                                    deps=Deps(pop_prev=True, push_prev=True)))
+                    ins.append(Vec(fn=VecFn.REQUANT, src_space=Space.ACC, src=c_row, dst_space=stage_space, dst=s_row,
+                                   rows=m, n=n, out_log2=out_bits.bit_length() - 1,
+                                   aux_space=Space.CONST if per_channel else Space.SP,
+                                   aux=bias_row + 1 if per_channel else 0,
+                                   deps=Deps(pop_next=True, push_next=True)))
+                    ins.append(Store(space=stage_space, row=s_row, rows=m, cols=n, elem_log2=out_bytes.bit_length() - 1,
+                                     dram=y.addr + (m0 * n_dim + n0) * out_bytes, stride=y.row_bytes,
+                                     deps=Deps(pop_prev=True, push_prev=True)))
+                fold += 1
+        return x, y
+
+    def finish(self) -> Program:
+        """The program: token seeds (two buffer halves), the body, the drains, ``HALT``."""
+        return Program((*_SEED, *self.body, *_DRAIN, Halt()), self.image.nbytes)
+
+
+# One write-after-read token per buffer half (double buffering), given at the start of each layer and taken back
+# at its end. The execute queue's drain completes only once every store of the layer has (it needs as many store
+# tokens as were seeded back), so drain + seed between two layers is a barrier: the next layer's first load waits
+# for the seed behind it.
+_SEED: list[Instruction] = [Nop(queue=Queue.EXECUTE, deps=Deps(push_prev=True)),
+                            Nop(queue=Queue.STORE, deps=Deps(push_prev=True))] * 2
+_DRAIN: list[Instruction] = [Nop(queue=Queue.LOAD, deps=Deps(pop_next=True)),
+                             Nop(queue=Queue.EXECUTE, deps=Deps(pop_next=True))] * 2

@@ -1,0 +1,239 @@
+"""A functional model of the ``cds1`` machine: runs a program on a DRAM image, instruction by instruction.
+
+It is the reference the RTL top level will be checked against, and the check on the backend today: the values it
+computes come from the same integer kernels the functional simulator runs (``compiler.simulate.intkernels``), so a
+program whose outputs equal the simulator's has its tiles, addresses, layouts and dependency tokens right.
+
+The three queues run in one of two legal orders (both respect every dependency token, docs/ISA.md):
+``"loads_first"`` runs the load queue as far ahead as its tokens allow before anything else, so a missing
+write-after-read token lets a load overwrite a buffer the array has not read yet; ``"compute_first"`` runs execute
+and store ahead, so a missing read-after-write token lets the array read a buffer before its load. A program that
+gives the same outputs in both orders has no token missing on its buffers.
+
+Memories (``Geometry``): the scratchpad holds ``width`` lanes of ``in_bits`` signed values per row, the accumulator
+``cols`` lanes of ``acc_bits``, the constant memory ``width`` 32-bit words (signed where a bias or shift is read,
+unsigned where a multiplier is). Values are wrapped to the width of whatever holds them, as registers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from compiler.simulate import intkernels as K
+from hw.errors import InputError
+from hw.isa import Config, ConfigReg, Gemm, Instruction, Load, Program, Queue, Space, Store, Vec, VecFn, queue_of
+
+__all__ = ["Geometry", "Machine", "run_program"]
+
+Order = Literal["loads_first", "compute_first"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The machine's sizes (from the target YAML: ``gemm.rows/cols/in_bits/acc_bits`` and ``buffers``)."""
+
+    rows: int
+    cols: int
+    in_bits: int = 8
+    acc_bits: int = 32
+    sp_rows: int = 4096
+    acc_rows: int = 1024
+    const_rows: int = 1024
+
+    @property
+    def width(self) -> int:
+        """Lanes of a scratchpad or constant row: enough for a fold's A column and B row."""
+        return max(self.rows, self.cols)
+
+    @classmethod
+    def from_target(cls, target: object) -> Geometry:
+        """The geometry of a target with a ``gemm`` array and ``buffers`` (FPGA, NPU and ASIC targets)."""
+        gemm = getattr(target, "gemm", None)
+        buffers = getattr(target, "buffers", None)
+        if gemm is None or buffers is None:
+            raise InputError(f"target '{getattr(target, 'name', '?')}': the system backend needs a systolic array "
+                             "(gemm) and buffers; this target kind has none")
+        width = max(gemm.rows, gemm.cols)
+        sp_rows = (buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits)
+        acc_rows = buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits)
+        return cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
+                   const_rows=4096)
+
+
+def _wrap(x: np.ndarray, bits: int, signed: bool = True) -> np.ndarray:
+    x = np.asarray(x, dtype=np.int64) & ((1 << bits) - 1) if bits < 64 else np.asarray(x, dtype=np.int64)
+    if signed and bits < 64:
+        x = np.where(x >= 1 << (bits - 1), x - (1 << bits), x)
+    return x
+
+
+class Machine:
+    """Memories, configuration registers and the instruction semantics of docs/ISA.md."""
+
+    def __init__(self, geometry: Geometry, dram: bytearray):
+        self.g = geometry
+        self.dram = dram
+        self.spaces = {Space.SP: np.zeros((geometry.sp_rows, geometry.width), np.int64),
+                       Space.ACC: np.zeros((geometry.acc_rows, geometry.cols), np.int64),
+                       Space.CONST: np.zeros((geometry.const_rows, geometry.width), np.int64)}
+        self.bits = {Space.SP: geometry.in_bits, Space.ACC: geometry.acc_bits, Space.CONST: 32}
+        self.config: dict[ConfigReg, int] = {}
+
+    # --- rows of a space ------------------------------------------------------------------------------------------
+
+    def _span(self, space: Space, n: int) -> int:
+        return -(-n // self.spaces[space].shape[1])
+
+    def _rows(self, space: Space, row: int, count: int, n: int, where: str) -> np.ndarray:
+        """``count`` element rows of ``n`` values from ``row`` (each spans ``ceil(n / lanes)`` space rows)."""
+        mem = self.spaces[space]
+        span = self._span(space, n)
+        if row + count * span > mem.shape[0]:
+            raise InputError(f"{where}: rows {row}..{row + count * span - 1} are beyond the {mem.shape[0]} rows of "
+                             f"{space.name.lower()}")
+        return mem[row:row + count * span].reshape(count, -1)[:, :n]
+
+    def _put_rows(self, space: Space, row: int, values: np.ndarray, where: str) -> None:
+        count, n = values.shape
+        mem = self.spaces[space]
+        span = self._span(space, n)
+        if row + count * span > mem.shape[0]:
+            raise InputError(f"{where}: rows {row}..{row + count * span - 1} are beyond the {mem.shape[0]} rows of "
+                             f"{space.name.lower()}")
+        view = mem[row:row + count * span].reshape(count, -1)
+        view[:, :n] = _wrap(values, self.bits[space], signed=space != Space.CONST)
+
+    # --- DRAM ------------------------------------------------------------------------------------------------------
+
+    def _dram_rows(self, addr: int, rows: int, cols: int, elem: int, stride: int, where: str) -> np.ndarray:
+        end = addr + (rows - 1) * stride + cols * elem
+        if end > len(self.dram):
+            raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
+        dtype = np.dtype(f"<i{elem}")
+        out = np.empty((rows, cols), np.int64)
+        for r in range(rows):
+            start = addr + r * stride
+            out[r] = np.frombuffer(self.dram, dtype=dtype, count=cols, offset=start)
+        return out
+
+    def _dram_store(self, values: np.ndarray, addr: int, elem: int, stride: int, where: str) -> None:
+        rows, cols = values.shape
+        end = addr + (rows - 1) * stride + cols * elem
+        if end > len(self.dram):
+            raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
+        raw = _wrap(values, 8 * elem).astype(np.dtype(f"<i{elem}"))
+        for r in range(rows):
+            start = addr + r * stride
+            self.dram[start:start + cols * elem] = raw[r].tobytes()
+
+    # --- instructions ----------------------------------------------------------------------------------------------
+
+    def execute(self, instr: Instruction, where: str) -> None:
+        """Run one instruction (its dependency tokens are the caller's: :func:`run_program`)."""
+        if isinstance(instr, Load):
+            data = self._dram_rows(instr.dram, instr.rows, instr.cols, 1 << instr.elem_log2, instr.stride, where)
+            if instr.transpose:
+                if instr.rows > self.spaces[instr.space].shape[1]:
+                    raise InputError(f"{where}: a transposed load of {instr.rows} rows needs as many lanes; "
+                                     f"{instr.space.name.lower()} has {self.spaces[instr.space].shape[1]}")
+                data = data.T
+            self._put_rows(instr.space, instr.row, data, where)
+        elif isinstance(instr, Store):
+            data = self._rows(instr.space, instr.row, instr.rows, instr.cols, where)
+            self._dram_store(data, instr.dram, 1 << instr.elem_log2, instr.stride, where)
+        elif isinstance(instr, Gemm):
+            self._gemm(instr, where)
+        elif isinstance(instr, Vec):
+            self._vec(instr, where)
+        elif isinstance(instr, Config):
+            self.config[instr.reg] = instr.value
+
+    def _gemm(self, g: Gemm, where: str) -> None:
+        geo = self.g
+        if g.dataflow == 0:
+            if g.m > geo.rows or g.n > geo.cols:
+                raise InputError(f"{where}: an output-stationary fold is at most {geo.rows} x {geo.cols}, got "
+                                 f"{g.m} x {g.n}")
+            a = self._rows(Space.SP, g.a_row, g.k, g.m, where).T  # stored transposed: row i is A[:, i]
+        else:
+            if g.k > geo.rows or g.n > geo.cols:
+                raise InputError(f"{where}: a weight-stationary fold holds at most {geo.rows} x {geo.cols} weights, "
+                                 f"got {g.k} x {g.n}")
+            a = self._rows(Space.SP, g.a_row, g.m, g.k, where)
+        b = self._rows(Space.SP, g.b_row, g.k, g.n, where)
+        c = a @ b
+        if g.accumulate:
+            c = c + self._rows(Space.ACC, g.c_row, g.m, g.n, where)
+        if g.bias:
+            c = c + _wrap(self._rows(Space.CONST, g.bias_row, 1, g.n, where), 32)
+        self._put_rows(Space.ACC, g.c_row, c, where)
+
+    def _reg(self, reg: ConfigReg, where: str) -> int:
+        if reg not in self.config:
+            raise InputError(f"{where}: reads configuration register {reg.name.lower()} before any CONFIG set it")
+        return self.config[reg]
+
+    def _vec(self, v: Vec, where: str) -> None:
+        x = self._rows(v.src_space, v.src, v.rows, v.n, where)
+        out_bits = 1 << v.out_log2
+        if v.fn == VecFn.REQUANT:
+            if v.aux_space == Space.CONST:  # per-channel (m, e): a row of multipliers, then a row of shifts
+                span = self._span(Space.CONST, v.n)
+                m = self._rows(Space.CONST, v.aux, 1, v.n, where)[0]
+                e = _wrap(self._rows(Space.CONST, v.aux + span, 1, v.n, where)[0], 32)
+                y = K.requantize(x, m, e, out_bits)
+            else:
+                y = K.requantize(x, self._reg(ConfigReg.REQUANT_M, where), self._reg(ConfigReg.REQUANT_E, where),
+                                 out_bits)
+        elif v.fn == VecFn.COPY:
+            y = x
+        else:
+            raise InputError(f"{where}: the machine model has no VEC {v.fn.name.lower()} yet")
+        self._put_rows(v.dst_space, v.dst, y, where)
+
+
+def run_program(program: Program, machine: Machine, order: Order = "loads_first") -> None:
+    """Run ``program`` on ``machine`` honouring its dependency tokens (the FIFOs start empty: a program seeds them
+    itself with ``NOP`` s), in the given legal ``order`` (module docstring). ``InputError`` on a deadlock."""
+    queues: dict[Queue, list[tuple[int, Instruction]]] = {q: [] for q in Queue}
+    for i, instr in enumerate(program.instructions):
+        q = queue_of(instr)
+        if q is not None:
+            queues[q].append((i, instr))
+    tokens = {(a, b): 0 for a in Queue for b in Queue if abs(a - b) == 1}
+    heads = {q: 0 for q in Queue}
+    priority = [Queue.LOAD, Queue.EXECUTE, Queue.STORE] if order == "loads_first" else \
+        [Queue.STORE, Queue.EXECUTE, Queue.LOAD]
+
+    def step(q: Queue) -> bool:
+        if heads[q] >= len(queues[q]):
+            return False
+        index, instr = queues[q][heads[q]]
+        d = instr.deps
+        want = ([(Queue(q - 1), q)] if d.pop_prev else []) + ([(Queue(q + 1), q)] if d.pop_next else [])
+        if any(tokens[k] == 0 for k in want):
+            return False
+        for k in want:
+            tokens[k] -= 1
+        machine.execute(instr, f"instruction {index} ({type(instr).__name__.upper()})")
+        if d.push_prev:
+            tokens[(q, Queue(q - 1))] += 1
+        if d.push_next:
+            tokens[(q, Queue(q + 1))] += 1
+        heads[q] += 1
+        return True
+
+    moved = True
+    while moved:
+        moved = False
+        for q in priority:
+            while step(q):
+                moved = True
+            if moved:
+                break
+    stuck = [queues[q][heads[q]][0] for q in Queue if heads[q] < len(queues[q])]
+    if stuck:
+        raise InputError(f"program: instruction {min(stuck)} waits for a dependency token that is never pushed")
