@@ -43,7 +43,10 @@ class Cost:
 class AcceleratorModel(Protocol):
     """A target's performance, resource and energy model. Build one with ``hw.models.build_model(target)``."""
 
-    target: Target
+    @property
+    def target(self) -> Target:
+        """The validated target this model prices (read-only here, so each model may hold its own kind)."""
+        ...
 
     def units(self) -> dict[str, int]:
         """Unit kind -> number of instances the scheduler may run concurrently."""
@@ -187,7 +190,7 @@ def gemm_onchip_bytes(work: GemmWork, rows: int, cols: int, dataflow: str) -> in
     return work.batch * ceil_div(bits, 8)
 
 
-def buffer_tiles(work: GemmWork, capacities: tuple[float, float, float] | float) -> int:
+def buffer_tiles(work: GemmWork, capacities: tuple[float, ...] | float) -> int:
     """Pieces the GEMM streams through its buffers: per batch item, the most any operand needs to fit its buffer
     (``capacities`` = bytes for left, right, accumulators; one number = one shared scratchpad), times ``batch``."""
     sizes = gemm_operand_bytes(work)

@@ -13,7 +13,7 @@ Validation is strict: ``16`` is an int, ``"16"`` is not, and an int is never acc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -157,8 +157,12 @@ TARGET_KINDS: dict[str, type[TargetBase]] = {}
 """kind name -> schema class; filled by ``@register_kind``."""
 
 
-def register_kind(cls: type[TargetBase]) -> type[TargetBase]:
-    """Class decorator adding a target kind to ``TARGET_KINDS`` under its ``kind`` literal."""
+_Kind = TypeVar("_Kind", bound="type[TargetBase]")
+
+
+def register_kind(cls: _Kind) -> _Kind:
+    """Class decorator adding a target kind to ``TARGET_KINDS`` under its ``kind`` literal (the class itself comes
+    back, so the type checker keeps each kind's sections)."""
     TARGET_KINDS[cls.KIND] = cls
     return cls
 
