@@ -22,11 +22,10 @@ from xdsl.dialects.builtin import (
     IntegerType,
     StringAttr,
     TensorType,
-    TypeAttribute,
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue, TypeAttribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
@@ -103,14 +102,14 @@ MOVE_KINDS = (
 REDUCE_KINDS = ("mean", "sum", "max", "min", "prod", "argmax")
 
 
-def str_attr(op: IRDLOperation, key: str) -> str:
+def str_attr(op: Operation, key: str) -> str:
     """The string value of property ``key``."""
     attr = op.properties[key]
     assert isinstance(attr, StringAttr)
     return attr.data
 
 
-def int_attr(op: IRDLOperation, key: str, default: int | None = None) -> int:
+def int_attr(op: Operation, key: str, default: int | None = None) -> int:
     """The integer value of property ``key`` (``default`` when absent)."""
     attr = op.properties.get(key)
     if attr is None:
@@ -120,14 +119,14 @@ def int_attr(op: IRDLOperation, key: str, default: int | None = None) -> int:
     return attr.value.data
 
 
-def float_attr(op: IRDLOperation, key: str) -> float:
+def float_attr(op: Operation, key: str) -> float:
     """The float value of property ``key``."""
     attr = op.properties[key]
     assert isinstance(attr, FloatAttr)
     return attr.value.data
 
 
-def kv_heads(op: IRDLOperation) -> int:
+def kv_heads(op: Operation) -> int:
     """Key/value heads of a ``dataflow.attention`` (``num_heads`` unless grouped-query)."""
     return int_attr(op, "kv_heads", int_attr(op, "num_heads"))
 

@@ -148,7 +148,7 @@ def plan_module(module: ModuleOp) -> Plan:
 def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) -> PlannedLayer:
     """One op and the element-wise epilogue ``group`` fused into it: one task."""
     name = df.str_attr(op, "layer")  # type: ignore[arg-type]
-    results = list(op.results)
+    results: list[SSAValue] = list(op.results)
     ins = list(op.operands)
     # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
     inner = set(results)
