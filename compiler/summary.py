@@ -14,7 +14,7 @@ from typing import Any
 
 from compiler.context import CompileContext
 from hw.models.asic import SiliconModel
-from hw.models.base import AcceleratorModel, WorkloadSizedModel
+from hw.models.base import WorkloadSizedModel, workload_sized
 
 __all__ = ["build_report", "report_lane_units", "REPORT_VERSION"]
 
@@ -23,11 +23,6 @@ REPORT_VERSION = 1
 
 def _model_name(source: str) -> str:
     return os.path.basename(source) if source else "<model>"
-
-
-def _workload_sized(model: AcceleratorModel) -> WorkloadSizedModel | None:
-    """``model`` seen through its workload-sized interface, or None (a model implements one or both protocols)."""
-    return model if isinstance(model, WorkloadSizedModel) else None
 
 
 def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
@@ -119,7 +114,7 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         report["area_breakdown_mm2"] = model.area_breakdown_mm2()
         report["area_mm2"] = sum(report["area_breakdown_mm2"].values())
     units = None
-    sized = _workload_sized(model)
+    sized = workload_sized(model)
     if sized is not None:
         units = sized.design_units(w for plan in env.plans for w in plan.works)
         resources = sized.resources(units)

@@ -17,7 +17,8 @@ from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import Gemm, Target, Vector
 
 __all__ = ["Cost", "AcceleratorModel", "WorkloadSizedModel", "ceil_div", "vector_cost", "move_on_vector",
-           "offchip_rate", "dma_move", "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
+           "offchip_rate", "dma_move", "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles",
+           "workload_sized"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ class WorkloadSizedModel(Protocol):
     def resource_detail(self, units: Collection[str] | None = None) -> dict[str, Any]:
         """What the ``resources`` figure is made of, for the report (JSON-ready)."""
         ...
+
+
+def workload_sized(model: object) -> WorkloadSizedModel | None:
+    """``model`` through its ``WorkloadSizedModel`` interface, or None. (An ``isinstance`` check on an
+    ``AcceleratorModel`` would leave a type checker reading ``resources`` and ``check_fits`` without ``units``.)"""
+    return model if isinstance(model, WorkloadSizedModel) else None
 
 
 def ceil_div(a: int, b: int) -> int:
