@@ -340,20 +340,17 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
             add("requant", {"lanes": lanes, "acc_bits": min(max(acc, 2), 32), "out_bits": bits}, op.layer_name(),
                 {"beats": beats}, config=lambda _, v, op=op: rc.requant_config(op, v, M_BITS, E_BITS))
         elif isinstance(op, df.AttentionOp):
-            layer = op.layer_name()
-            b, sq, _ = _shape(op.q)
-            sk = _shape(op.k)[1]
-            heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
-            dv = _shape(op.v)[2] // df.kv_heads(op)
+            layer, d = op.layer_name(), op.dims()
+            b, sq, sk, heads, dh, dv = d.batch, d.seq_q, d.seq_k, d.num_heads, d.head_dim, d.v_head_dim
             q_bits, k_bits, v_bits = _int_bits(op.q), _int_bits(op.k), _int_bits(op.v)
             integer = q_bits is not None and k_bits is not None
             if q_bits is not None and k_bits is not None:
                 gemm(f"{layer}.qk", sq, sk, dh, max(q_bits, k_bits), b * heads)
                 if v_bits is not None:
                     gemm(f"{layer}.av", sq, dv, sk, max(v_bits, 8), b * heads)
-            approx = df.str_attr(op, "softmax")
-            algorithm = df.str_attr(op, "algorithm")
-            if algorithm in ("edge-moe", "flash") and approx == "exact":
+            approx, algorithm = op.softmax_choice(), op.algorithm_choice()
+            if algorithm in (df.AttentionAlgorithm.EDGE_MOE, df.AttentionAlgorithm.FLASH) \
+                    and approx == df.SoftmaxApprox.EXACT:
                 notes.append(f"layer '{layer}': {algorithm} order with --softmax exact has a float online softmax; "
                              "use --softmax online for the integer Edge-MoE unit")
             softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer,

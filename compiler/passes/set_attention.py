@@ -75,10 +75,8 @@ class SetAttention(ModulePass):
                 inner.attributes[TILE_K_ATTR] = IntegerAttr(tk, i64)
 
     def _tiles(self, op: df.AttentionOp, target: Target | None) -> tuple[int, int]:
-        b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
-        sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-        dh = df.int_attr(op, "head_dim")
-        dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
+        dims = op.dims()
+        sq, sk, dh, dv = dims.seq_q, dims.seq_k, dims.head_dim, dims.v_head_dim
         if self.tile_q is not None and self.tile_k is not None:
             return min(self.tile_q, sq), min(self.tile_k, sk)
         if target is None:
