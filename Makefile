@@ -54,8 +54,15 @@ demo: install examples  ## set up everything, then compile the example ViT on th
 test: install examples .venv-scalesim/.installed  ## the whole suite, RTL included
 	$(VPY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed  ## ruff check (rules in pyproject.toml [tool.ruff])
+# pyright (the PyPI wrapper, its npm package bundled) runs on Node.js: the one on PATH, else Debian's from apt, as
+# Icarus above, so that lint needs no download at run time.
+.node-ok:
+	@command -v node >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs >/dev/null; }
+	@command -v node >/dev/null && touch $@
+
+lint: $(VENV)/.installed .node-ok  ## ruff check and pyright (rules in pyproject.toml [tool.ruff], [tool.pyright])
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 
 test-fast: install examples  ## the suite without slow and RTL tests
 	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)

@@ -215,7 +215,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         err = got.astype(np.float64) - ref
         if ref.ndim >= 2 and ref.shape[-1] > 1:
             per = np.abs(ref.reshape(-1, ref.shape[-1])).max(axis=0)
-            chan_max[layer.data] = np.maximum(chan_max.get(layer.data, per), per)
+            prev = chan_max.get(layer.data)
+            chan_max[layer.data] = per if prev is None else np.maximum(prev, per)
         acc = stats.setdefault(layer.data, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         acc[0] += float((ref.astype(np.float64) ** 2).sum())
         acc[1] += float((err**2).sum())
@@ -291,7 +292,7 @@ def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
     from codesign._io import atomic_output
 
     with atomic_output(path) as fh:
-        np.savez(fh, **outputs)
+        np.savez(fh, **outputs)  # pyright: ignore[reportArgumentType] - numpy's stub reads **arrays as allow_pickle
 
 
 def render_accuracy(section: Mapping[str, Any], console: Any, worst: int = 5) -> None:

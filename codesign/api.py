@@ -16,6 +16,7 @@ import onnx
 from compiler.pipeline import CompileOptions, CompileResult, overrides_from, run_pipeline
 from compiler.summary import build_report
 from hw.errors import InputError
+from hw.models.base import workload_sized
 
 __all__ = ["compile", "compile_options", "run_compile", "to_onnx"]
 
@@ -35,7 +36,8 @@ def to_onnx(model: Any, example_inputs: Any = None) -> str | os.PathLike[str] | 
         buffer = io.BytesIO()
         model.eval()
         with torch.no_grad():
-            torch.onnx.export(model, args, buffer, opset_version=17, dynamo=False)
+            # The TorchScript exporter writes to any binary file object; torch's stub names only paths.
+            torch.onnx.export(model, args, buffer, opset_version=17, dynamo=False)  # pyright: ignore[reportArgumentType]
         return onnx.load_from_string(buffer.getvalue())
     raise InputError("compile(): expected an ONNX path, onnx.ModelProto or torch.nn.Module, "
                      f"got {type(model).__name__}")
@@ -91,9 +93,10 @@ def _check_design_fits(result: CompileResult) -> None:
     ``resources_detail``), known after scheduling. Sweeps price such points instead (codesign/sweep/evaluate.py)."""
     from compiler.summary import report_lane_units
 
-    units = report_lane_units(result.env.model, result.report) if result.report is not None else None
-    if units is not None:
-        result.env.model.check_fits(units)
+    model = workload_sized(result.env.model)
+    units = report_lane_units(model, result.report) if result.report is not None else None
+    if units is not None and model is not None:
+        model.check_fits(units)
 
 
 def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, calibrate: Any = None,

@@ -32,6 +32,7 @@ from compiler.frontend.onnx_loader import parse_shape_arg
 from compiler.pipeline import overrides_from
 from hw.errors import InputError
 from hw.targets import load_target
+from hw.targets.schema import FpgaTarget
 
 __all__ = ["ARRAY_SIZES", "MAX_LANES_PER_COL", "Design", "FitResult", "fit", "register"]
 
@@ -101,7 +102,7 @@ def fit(model: str, target: str = "fpga-u280", overrides: Sequence[tuple[str, st
     is not an FPGA or a device that holds none of the candidates.
     """
     base = load_target(target, dict(overrides))
-    if base.kind != "fpga":
+    if not isinstance(base, FpgaTarget):
         raise InputError(f"codesign fit: target '{base.name}' is a {base.kind} target; fit sizes a design for an FPGA "
                          "device (its resources bound the design)")
     request = PointRequest(key="fit", model=str(model), target=target, overrides=tuple(overrides),

@@ -7,7 +7,8 @@ Two forms::
     codesign rtl --kernel shiftmax --set n=197 --set out_bits=16 --out build/rtl
 
 The first compiles the model exactly as ``codesign compile`` does (same options, parsed by the same code) and
-reads the compiled IR to decide which kernels the design needs, with the parameters the compiler chose
+reads the compile's plan (``compiler.schedule.lower.plan_module``: the layers the schedule priced, each with the ops
+it stands for) to decide which kernels the design needs, with the parameters the compiler chose
 (:func:`plan_kernels`):
 
 ============================  ================================================================================
@@ -56,9 +57,15 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hw.errors import InputError
+
+if TYPE_CHECKING:  # `codesign --help` starts without loading xDSL or pydantic
+    from xdsl.ir import Operation
+
+    from codesign.rtl_config import DesignScales
+    from hw.targets.schema import Target
 
 __all__ = ["register", "plan_kernels", "write_into"]
 
@@ -221,6 +228,8 @@ def _from_model(args: argparse.Namespace):
 
     result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, env=env)
     target = result.env.target
+    if target is None:
+        raise RuntimeError("run_pipeline resolves the target before it compiles")
     uses, notes = plan_kernels(result.module, target, learn_scales(result))
     if not uses:
         raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "
@@ -231,6 +240,15 @@ def _from_model(args: argparse.Namespace):
 
 
 # --- IR -> kernels ----------------------------------------------------------------------------------------
+
+
+def _planned_ops(module: Any) -> list[Operation]:
+    """The ops of the compile's plan (``compiler.schedule.lower.plan_module``: every costed layer, with the ops fused
+    into it), in program order: the kernels the design runs are those the schedule priced."""
+    from compiler.schedule.lower import plan_module
+
+    order = {id(op): i for i, op in enumerate(module.walk())}
+    return sorted((op for layer in plan_module(module).layers for op in layer.ops), key=lambda op: order[id(op)])
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -252,21 +270,7 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _array(target: Any) -> Any:
-    """The target's systolic array section (``gemm``), or None."""
-    from hw.targets.schema import Gemm
-
-    gemm = getattr(target, "gemm", None)
-    if isinstance(gemm, Gemm):
-        return gemm
-    for name in type(target).model_fields:
-        value = getattr(target, name)
-        if isinstance(value, Gemm):
-            return value
-    return None
-
-
-def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, list[str]]:
+def plan_kernels(module: Any, target: Target, values: DesignScales | None = None) -> tuple[list, list[str]]:
     """The kernel uses of a compiled module on ``target``: (list of ``KernelUse``, notes).
 
     See the module docstring for the rules. Parameters are checked later, by ``write_design``; a value out
@@ -285,13 +289,13 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
     uses: list[KernelUse] = []
     notes: list[str] = []
     per_call: list[str] = []
-    array = _array(target)
+    array = target.systolic_array()
 
     def add(kernel: str, params: dict[str, int], layer: str, work: dict[str, int], count: int = 1,
-            config: Callable[[dict[str, int]], dict[str, Any]] | None = None) -> None:
+            config: Callable[[dict[str, int], DesignScales], dict[str, Any]] | None = None) -> None:
         try:
             full = canonical_params(kernel, params)
-            cfg = config(full) if config is not None and values is not None else {}
+            cfg = config(full, values) if config is not None and values is not None else {}
         except InputError as err:
             raise InputError(f"layer '{layer}': {err}") from None
         if any(cfg.get(key, 0) is None for key in ("x0", "m_c")):
@@ -304,23 +308,23 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
         params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
         kernel = "systolic_gemm_ws" if array.dataflow == "ws" else "systolic_gemm"
         add(kernel, params, layer, {"m": m, "n": n, "k": k}, count,
-            (lambda _: rc.gemm_config(op, values)) if op is not None else None)
+            (lambda _, v: rc.gemm_config(op, v)) if op is not None else None)
 
     def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool,
-                scale: Callable[[], float | None]) -> None:
+                scale: Callable[[DesignScales], float | None]) -> None:
         if approx not in ("shiftmax", "online"):
             return
         kernel = "shiftmax" if approx == "shiftmax" else "online_softmax"
         params = {"n": n, "in_bits": 32 if integer else 16, "out_bits": softmax_bits(op, approx)}
         if approx == "shiftmax":
-            add(kernel, params, layer, {"rows": rows}, config=lambda full: rc.shiftmax_config(scale(), n, full))
+            add(kernel, params, layer, {"rows": rows}, config=lambda full, v: rc.shiftmax_config(scale(v), n, full))
         else:
-            add(kernel, params, layer, {"rows": rows}, config=lambda full: rc.online_softmax_config(scale(), full))
+            add(kernel, params, layer, {"rows": rows}, config=lambda full, v: rc.online_softmax_config(scale(v), full))
 
     if array is not None and array.dataflow == "is":
         notes.append(f"target '{target.name}' uses an input-stationary array, which has no RTL kernel yet; the "
                      "emitted systolic_gemm is output-stationary (same MACs, cycles per its own model)")
-    for op in module.walk():
+    for op in _planned_ops(module):
         if isinstance(op, df.GemmOp):
             lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)
             if lhs_bits is not None and rhs_bits is not None:
@@ -334,38 +338,35 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
             lanes = array.cols
             beats = _numel(shape[:-1]) * -(-shape[-1] // lanes)
             add("requant", {"lanes": lanes, "acc_bits": min(max(acc, 2), 32), "out_bits": bits}, op.layer_name(),
-                {"beats": beats}, config=lambda _, op=op: rc.requant_config(op, values, M_BITS, E_BITS))
+                {"beats": beats}, config=lambda _, v, op=op: rc.requant_config(op, v, M_BITS, E_BITS))
         elif isinstance(op, df.AttentionOp):
-            layer = op.layer_name()
-            b, sq, _ = _shape(op.q)
-            sk = _shape(op.k)[1]
-            heads, dh = df.int_attr(op, "num_heads"), df.int_attr(op, "head_dim")
-            dv = _shape(op.v)[2] // df.kv_heads(op)
+            layer, d = op.layer_name(), op.dims()
+            b, sq, sk, heads, dh, dv = d.batch, d.seq_q, d.seq_k, d.num_heads, d.head_dim, d.v_head_dim
             q_bits, k_bits, v_bits = _int_bits(op.q), _int_bits(op.k), _int_bits(op.v)
             integer = q_bits is not None and k_bits is not None
-            if integer:
+            if q_bits is not None and k_bits is not None:
                 gemm(f"{layer}.qk", sq, sk, dh, max(q_bits, k_bits), b * heads)
                 if v_bits is not None:
                     gemm(f"{layer}.av", sq, dv, sk, max(v_bits, 8), b * heads)
-            approx = df.str_attr(op, "softmax")
-            algorithm = df.str_attr(op, "algorithm")
-            if algorithm in ("edge-moe", "flash") and approx == "exact":
+            approx, algorithm = op.softmax_choice(), op.algorithm_choice()
+            if algorithm in (df.AttentionAlgorithm.EDGE_MOE, df.AttentionAlgorithm.FLASH) \
+                    and approx == df.SoftmaxApprox.EXACT:
                 notes.append(f"layer '{layer}': {algorithm} order with --softmax exact has a float online softmax; "
                              "use --softmax online for the integer Edge-MoE unit")
             softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer,
-                    lambda op=op: rc.attention_scores_scale(op, values))
+                    lambda v, op=op: rc.attention_scores_scale(op, v))
         elif isinstance(op, df.SoftmaxOp):
             shape = _shape(op.input)
             n = shape[df.int_attr(op, "axis")]
             softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
-                    _int_bits(op.input) is not None, lambda op=op: rc.per_tensor(values.scale(op.input)))
+                    _int_bits(op.input) is not None, lambda v, op=op: rc.per_tensor(v.scale(op.input)))
         elif isinstance(op, df.GeluOp) and ("gelu", df.str_attr(op, "approx")) in RTL_VECTOR_UNITS:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 8
             _, fixed = RTL_VECTOR_UNITS[("gelu", df.str_attr(op, "approx"))]  # the form the FPGA model prices
             add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8, **fixed}, op.layer_name(),
                 {"rows": _numel(shape) // shape[-1]},
-                config=lambda full, op=op: rc.shiftgelu_config(rc.per_tensor(values.scale(op.input)), full))
+                config=lambda full, v, op=op: rc.shiftgelu_config(rc.per_tensor(v.scale(op.input)), full))
         elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 16
@@ -378,11 +379,11 @@ def plan_kernels(module: Any, target: Any, values: Any = None) -> tuple[list, li
                     raise InputError(f"layer '{op.layer_name()}': {err}") from None
                 params["bias_bits"] = rc.bias_bits(cfg, canonical_params("ilayernorm", params)["bias_bits"])
             add("ilayernorm", params, op.layer_name(), {"rows": _numel(shape) // shape[-1]},
-                config=lambda _, cfg=cfg: cfg)
+                config=lambda _, __, cfg=cfg: cfg)
         elif isinstance(op, df.MoeOp):
             shape = _shape(op.input)
             mode = df.str_attr(op, "mode")
-            tokens = _numel(shape[:-2]) if mode == "image" and len(shape) >= 3 else _numel(shape) // shape[-1]
+            tokens = _numel(shape[:-2]) if mode == "image" and shape[2:] else _numel(shape) // shape[-1]
             layer, experts, top_k = op.layer_name(), df.int_attr(op, "num_experts"), df.int_attr(op, "top_k")
             x_bits = _int_bits(op.input)
             bits = 32 if x_bits is not None else 16

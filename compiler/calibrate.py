@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
+from xdsl.dialects.builtin import IntegerType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
@@ -67,7 +67,7 @@ def simulation_bytes(module: ModuleOp) -> tuple[int, int, str]:
             total += size
             if size > largest:
                 layer = op.properties.get("layer") or op.attributes.get("layer")
-                name = f" '{layer.data}'" if layer is not None and hasattr(layer, "data") else ""
+                name = f" '{layer.data}'" if isinstance(layer, StringAttr) else ""
                 largest = size
                 where = f"{op.name}{name} {format_shape(typ.get_shape())} {_np_dtype(typ).name}"
     for arg in _main(module).body.block.args:
@@ -92,11 +92,11 @@ def synthetic_inputs(module: ModuleOp, names: list[str], count: int, seed: int =
     from compiler.simulate.engine import _main
 
     block = _main(module).body.block
-    shapes = [(count, *a.type.get_shape()) for a in block.args if isinstance(a.type, TensorType)]
-    data_bytes = sum(_value_bytes(a.type) for a in block.args if isinstance(a.type, TensorType)) * count
+    types = [a.type for a in block.args if isinstance(a.type, TensorType)]
+    shapes = [(count, *t.get_shape()) for t in types]
+    data_bytes = sum(_value_bytes(t) for t in types) * count
     # standard_normal draws float64 before the cast: the largest float input exists twice over for a moment
-    data_bytes += max((math.prod(shape) * 8 for a, shape in zip(block.args, shapes)
-                       if _np_dtype(a.type).kind == "f"), default=0)
+    data_bytes += max((math.prod(shape) * 8 for t, shape in zip(types, shapes) if _np_dtype(t).kind == "f"), default=0)
     # the quantize pass names arguments arg0...; the IR keeps the model's input names as hints
     shown = [a.name_hint or name for a, name in zip(block.args, names)]
     inputs = ", ".join(f"{name} {format_shape(shape)}" for name, shape in zip(shown, shapes))
@@ -150,7 +150,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         ranges[value] = max(ranges.get(value, 0.0), m)
         if channels is not None and data.ndim >= 2:
             per = np.abs(np.where(np.abs(data) < 1e30, data, 0)).reshape(-1, data.shape[-1]).max(axis=0)
-            channels[value] = np.maximum(channels.get(value, per), per).astype(np.float64)
+            prev = channels.get(value)
+            channels[value] = (per if prev is None else np.maximum(prev, per)).astype(np.float64)
         if rows is not None and value in rows:
             rows[value].append(data.reshape(-1, data.shape[-1]).astype(np.float32))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from compiler.context import CompileContext
 from hw.models.asic import SiliconModel
-from hw.models.base import WorkloadSizedModel
+from hw.models.base import WorkloadSizedModel, workload_sized
 
 __all__ = ["build_report", "report_lane_units", "REPORT_VERSION"]
 
@@ -29,7 +29,7 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     """The report dict (the JSON contract of `codesign compile --json`)."""
     env = ctx.env
     model, target, sched = env.model, env.target, env.schedule
-    if sched is None:
+    if sched is None or model is None or target is None:
         raise RuntimeError("the report step needs the schedule pass to have run")
     clock = float(target.clock_mhz)
     cycles = int(sched.makespan)
@@ -114,9 +114,10 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         report["area_breakdown_mm2"] = model.area_breakdown_mm2()
         report["area_mm2"] = sum(report["area_breakdown_mm2"].values())
     units = None
-    if isinstance(model, WorkloadSizedModel):
-        units = model.design_units(w for plan in env.plans for w in plan.works)
-        resources = model.resources(units)
+    sized = workload_sized(model)
+    if sized is not None:
+        units = sized.design_units(w for plan in env.plans for w in plan.works)
+        resources = sized.resources(units)
     else:
         resources = model.resources()
     if resources:
@@ -124,8 +125,8 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
             name: {"used": used, "available": avail, "fraction": (used / avail) if avail else None}
             for name, (used, avail) in resources.items()
         }
-    if units is not None:
-        report["resources_detail"] = model.resource_detail(units)
+    if sized is not None and units is not None:
+        report["resources_detail"] = sized.resource_detail(units)
     # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
     for key, value in env.artifacts.get("report", {}).items():
         report[key] = value

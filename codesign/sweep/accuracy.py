@@ -87,7 +87,8 @@ def _section(request: AccuracyRequest) -> dict[str, Any]:
             _REFERENCE[key] = reference_outputs(request.model, samples, tensors)
         return _REFERENCE[key]
 
-    options = compile_options(request.target, dict(request.overrides), dict(request.shapes), **dict(request.choices))
+    options = compile_options(request.target, dict(request.overrides), dict(request.shapes), batch=None,
+                              **dict(request.choices))
     result, _ = run_compile(request.model, options, inputs=request.inputs, calibrate=request.calibrate,
                             reference=reference)
     assert result.report is not None

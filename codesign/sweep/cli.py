@@ -65,7 +65,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         stdout.print(f"{outcome.computed} points computed now ({rate:.1f} points/s; tiers: {tiers}), "
                      f"{outcome.done - outcome.computed} from earlier runs; "
                      f"{sum(1 for r in rows if r['feasible'])} feasible. Wrote " + ", ".join(str(f) for f in files))
-        if sweep.measures_accuracy:
+        if sweep.measures_accuracy and sweep.inputs is not None:
             stdout.print(f"accuracy on {Path(sweep.inputs).name}: {len(outcome.accuracy)} (model, compile choices) "
                          f"measured, {outcome.accuracy_measured} of them now ({outcome.accuracy_seconds:.1f} s)")
         if outcome.skipped_elsewhere:

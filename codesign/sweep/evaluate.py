@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -40,10 +40,11 @@ from compiler.schedule.plan import Plan, machine, price
 from compiler.summary import build_report, report_lane_units
 from hw.errors import InputError
 from hw.models import build_model
+from hw.models.base import AcceleratorModel
 from hw.perf.scheduler import schedule
 from hw.targets import load_target
 from hw.targets.loader import _set, _split_key, load_yaml  # noqa: PLC2701 - the loader's own override semantics
-from hw.targets.schema import TARGET_KINDS
+from hw.targets.schema import TARGET_KINDS, Target
 
 __all__ = ["PointRequest", "evaluate_chunk", "evaluate_report", "fast_target", "clear_caches",
            "HARDWARE_PASSES"]
@@ -103,6 +104,11 @@ class _NoTarget:
         raise _TargetUsed(name)
 
 
+def _no_target() -> tuple[Target, AcceleratorModel]:
+    """A target and model that raise ``_TargetUsed`` on any use, typed as what they stand in for."""
+    return cast(Target, _NoTarget()), cast(AcceleratorModel, _NoTarget())
+
+
 @dataclass
 class Prefix:
     """The module after the hardware-independent passes of one (model, choices, shapes), and what it needs.
@@ -138,7 +144,8 @@ def clear_caches() -> None:
 def _options(point: PointRequest):
     from codesign.api import compile_options
 
-    return compile_options(point.target, dict(point.overrides), dict(point.shapes), **dict(point.choices))
+    # A sweep point is one sample per inference: its choices are compiler choices, never ``batch``.
+    return compile_options(point.target, dict(point.overrides), dict(point.shapes), batch=None, **dict(point.choices))
 
 
 def _prefix(point: PointRequest) -> Prefix:
@@ -153,7 +160,7 @@ def _prefix(point: PointRequest) -> Prefix:
     options = _options(point)
     passes = middle_passes(options)
     env = _start_env(point, options)
-    env.target, env.model = _NoTarget(), _NoTarget()
+    env.target, env.model = _no_target()
     try:
         result = run_pipeline(point.model, options, middle=[], env=env)
     except _TargetUsed:  # the import itself read the target: nothing can be shared
@@ -199,9 +206,10 @@ def _start_env(point: PointRequest, options: Any) -> CompileEnv:
 
 def _fused(prefix: Prefix) -> Any | None:
     """The prefix module after ``fuse``, or None when fuse reads the target (then it must run per point)."""
+    assert prefix.module is not None and prefix.env is not None
     module = prefix.module.clone()
-    env = CompileEnv(weights=prefix.env.weights, target=_NoTarget(), model=_NoTarget(),
-                     options=dict(prefix.env.options))
+    target, model = _no_target()
+    env = CompileEnv(weights=prefix.env.weights, target=target, model=model, options=dict(prefix.env.options))
     try:
         prefix.hw_passes[0].apply(make_context(env), module)
     except _TargetUsed:
@@ -239,6 +247,7 @@ def _point_env(prefix: Prefix, target: Any, model: Any) -> CompileEnv:
 def _prefix_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     env = _point_env(prefix, target, model)
     ctx = make_context(env)
+    assert prefix.module is not None
     module = prefix.module.clone()
     for p in prefix.hw_passes:
         p.apply(ctx, module)

@@ -153,8 +153,9 @@ def _parallel_png(sweep: Sweep, rows: Sequence[Mapping[str, Any]], front: Sequen
     scales = {}
     for d in dims:
         values = [r.get(d) for r in feasible]
-        if all(_finite(v) for v in values) and values:
-            lo, hi = min(values), max(values)
+        numbers = [v for v in values if v is not None]
+        if all(_finite(v) for v in values) and values and len(numbers) == len(values):
+            lo, hi = min(numbers), max(numbers)
             scales[d] = (lambda v, lo=lo, hi=hi: (float(v) - lo) / (hi - lo) if hi > lo else 0.5, f"{lo:.3g}",
                          f"{hi:.3g}")
         else:

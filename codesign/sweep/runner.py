@@ -134,7 +134,8 @@ class _Dask:
         except (OSError, TimeoutError, ValueError) as err:
             raise InputError(f"--scheduler {address}: cannot connect ({str(err).splitlines()[0] or 'timed out'})"
                              ) from None
-        threads = sum(self.client.nthreads().values())
+        # A synchronous Client returns the dict; distributed types the call as maybe-a-coroutine for async clients.
+        threads = sum(self.client.nthreads().values())  # pyright: ignore[reportAttributeAccessIssue]
         if threads == 0:
             self.client.close()
             raise InputError(f"--scheduler {address}: the cluster has no workers")

@@ -15,7 +15,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -64,7 +64,8 @@ class Search:
             sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, sweep.total // 5)))
         else:
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(5, min(20, sweep.total // 10)))
-        directions = ["minimize" if d == "min" else "maximize" for _, d in sweep.objectives]
+        directions: list[Literal["minimize", "maximize"]] = [
+            "minimize" if d == "min" else "maximize" for _, d in sweep.objectives]
         self.study = optuna.create_study(directions=directions, sampler=sampler)
         self.asked = 0
         if strategy != "grid":

@@ -280,7 +280,7 @@ def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir
             check_range(rng, where, f"space.{name}")
         elif any(isinstance(v, float) and not math.isfinite(v) for v in raw):
             raise InputError(f"{where}: space.{name}: values must be finite numbers, got {list(raw)}")
-        values = tuple(raw) if isinstance(raw, list) else (tuple(rng.values()) if rng and rng.step else None)
+        values = tuple(raw) if isinstance(raw, list) else (tuple(rng.values() or ()) if rng and rng.step else None)
         if values is not None and len(set(map(repr, values))) != len(values):
             raise InputError(f"{where}: space.{name}: a value is listed twice")
         probe = values if values is not None else (rng.min, rng.max)  # type: ignore[union-attr]

@@ -59,6 +59,7 @@ class Store:
         (a locked output folder), so every ``running`` claim left in the database is an orphan of a crash.
         ``label`` names the database in messages (default ``--storage URL``)."""
         import sqlalchemy as sa
+        from sqlalchemy import event, exc
 
         self.sa = sa
         self.label = label or f"--storage {url}"
@@ -69,7 +70,7 @@ class Store:
         except Exception as err:  # bad URL, missing driver
             raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
         if self.engine.dialect.name == "sqlite":
-            @sa.event.listens_for(self.engine, "connect")
+            @event.listens_for(self.engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
                 cur = conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
@@ -112,7 +113,7 @@ class Store:
                     conn.execute(self.meta_table.insert().values(spec_hash=spec_hash, spec=spec_json,
                                                                  created=time.time()))
             self.reclaim(all_orphans=exclusive)
-        except sa.exc.SQLAlchemyError as err:
+        except exc.SQLAlchemyError as err:
             self.engine.dispose()
             raise InputError(f"{self.label}: {str(err).splitlines()[0]}") from None
 
@@ -122,7 +123,7 @@ class Store:
         with self.engine.begin() as conn:
             rows = conn.execute(sa.select(p.c.key, p.c.owner).where(
                 (p.c.spec_hash == self.spec_hash) & (p.c.status == "running"))).all()
-            dead = [key for key, owner in rows if all_orphans or not _alive_here(owner)]
+            dead = [key for key, owner in rows if all_orphans or not _alive_here(owner)]  # pyright: ignore[reportAssignmentType] - a Row of an untyped Table is Row[Any], not a typed tuple
             for chunk in _chunks(dead, 500):
                 conn.execute(p.delete().where((p.c.spec_hash == self.spec_hash) & (p.c.key.in_(chunk))
                                               & (p.c.status == "running")))
@@ -135,7 +136,7 @@ class Store:
             rows = conn.execute(sa.select(p.c.key, p.c.params, p.c.result, p.c.seq).where(
                 (p.c.spec_hash == self.spec_hash) & (p.c.status == "done")).order_by(p.c.seq, p.c.key)).all()
         return {key: {"params": json.loads(params), "result": json.loads(result), "seq": seq}
-                for key, params, result, seq in rows}
+                for key, params, result, seq in rows}  # pyright: ignore[reportAssignmentType] - a Row of an untyped Table is Row[Any], not a typed tuple
 
     def claim(self, items: Sequence[tuple[str, dict[str, Any]]]) -> tuple[list[str], dict[str, dict[str, Any]]]:
         """Claim points (key, params) for this owner. Returns (keys claimed, {key: finished point} for keys another
@@ -148,7 +149,7 @@ class Store:
         with self.engine.begin() as conn:
             existing = {}
             for chunk in _chunks(keys, 500):
-                for key, status, owner, params, result, seq in conn.execute(
+                for key, status, owner, params, result, seq in conn.execute(  # pyright: ignore[reportAssignmentType] - a Row of an untyped Table is Row[Any], not a typed tuple
                         sa.select(p.c.key, p.c.status, p.c.owner, p.c.params, p.c.result, p.c.seq).where(
                             (p.c.spec_hash == self.spec_hash) & p.c.key.in_(chunk))):
                     existing[key] = (status, owner, params, result, seq)
@@ -213,7 +214,7 @@ class Store:
             else:
                 rows = [r for chunk in _chunks(list(keys), 500)
                         for r in conn.execute(sa.select(a.c.key, a.c.result).where(where & a.c.key.in_(chunk)))]
-        return {key: json.loads(result) for key, result in rows}
+        return {key: json.loads(result) for key, result in rows}  # pyright: ignore[reportAssignmentType] - a Row of an untyped Table is Row[Any], not a typed tuple
 
     def put_accuracy(self, key: str, result: dict[str, Any]) -> None:
         """Store one accuracy measurement; a measurement stored first (by another runner) is kept."""
@@ -235,7 +236,9 @@ class Store:
     def raise_input_error(self, err: BaseException) -> None:
         """Raise a one-line ``InputError`` naming the database when ``err`` is the database failing underneath a
         run (a full disk, a read-only file, a lost server); return otherwise (``err`` is then a bug to show)."""
-        if isinstance(err, self.sa.exc.OperationalError | self.sa.exc.InterfaceError):
+        from sqlalchemy import exc
+
+        if isinstance(err, exc.OperationalError | exc.InterfaceError):
             detail = str(getattr(err, "orig", None) or err).splitlines()[0]
             raise InputError(f"{self.label}: cannot store points: {detail}") from None
 

@@ -12,6 +12,7 @@ is plain MLIR that the upstream parser reads with ``dataflow.irdl.mlir`` loaded 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -22,11 +23,10 @@ from xdsl.dialects.builtin import (
     IntegerType,
     StringAttr,
     TensorType,
-    TypeAttribute,
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue, TypeAttribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
@@ -44,73 +44,55 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from compiler.dialect.choices import (
+    ALGORITHM_ATTR,
+    APPROX_ATTR,
+    ATTENTION_ALGORITHMS,
+    ELEMENTWISE_KINDS,
+    GELU_APPROX,
+    HEAD_DIM_ATTR,
+    KIND_ATTR,
+    KV_HEADS_ATTR,
+    LAYER_ATTR,
+    LAYERNORM_APPROX,
+    LAYERNORM_KINDS,
+    MASK_KIND_ATTR,
+    MASK_KINDS,
+    MOE_ACTIVATIONS,
+    MOE_MODES,
+    MOVE_KINDS,
+    NUM_HEADS_ATTR,
+    REDUCE_KINDS,
+    SOFTMAX_APPROX,
+    SOFTMAX_ATTR,
+    TILE_K_ATTR,
+    TILE_Q_ATTR,
+    AttentionAlgorithm,
+    GeluApprox,
+    LayerNormApprox,
+    LayerNormKind,
+    MaskKind,
+    MoeMode,
+    SoftmaxApprox,
+)
+
 __all__ = [
-    "Dataflow",
-    "WeightOp",
-    "GemmOp",
-    "RequantOp",
-    "AttentionOp",
-    "SoftmaxOp",
-    "LayerNormOp",
-    "GeluOp",
-    "ElementwiseOp",
-    "ReduceOp",
-    "MoveOp",
-    "EmbeddingOp",
-    "MoeOp",
-    "SOFTMAX_APPROX",
-    "GELU_APPROX",
-    "LAYERNORM_APPROX",
-    "ATTENTION_ALGORITHMS",
-    "TILE_Q_ATTR",
-    "TILE_K_ATTR",
-    "MASK_KINDS",
-    "ELEMENTWISE_KINDS",
-    "MOVE_KINDS",
-    "REDUCE_KINDS",
-    "MOE_MODES",
-    "MOE_ACTIVATIONS",
-    "str_attr",
-    "int_attr",
-    "float_attr",
-    "kv_heads",
+    "Dataflow", "WeightOp", "GemmOp", "RequantOp", "AttentionOp", "SoftmaxOp", "LayerNormOp", "GeluOp",
+    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "AttentionDims", "SoftmaxApprox", "GeluApprox",
+    "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode", "SOFTMAX_APPROX", "GELU_APPROX",
+    "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR", "TILE_K_ATTR", "MASK_KINDS",
+    "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS", "str_attr", "int_attr",
+    "float_attr", "kv_heads",
 ]
 
-#: Softmax implementations a softmax or attention op may carry (issue: integer numerics).
-SOFTMAX_APPROX = ("exact", "shiftmax", "online", "base2", "ibert", "log2q", "softmax-free")
-#: GELU implementations; ``tanh`` is the exporter's own tanh approximation, kept as found.
-GELU_APPROX = ("exact", "tanh", "shiftgelu", "shiftgelu-row", "ibert", "lut")
-LAYERNORM_APPROX = ("exact", "ilayernorm")
-ATTENTION_ALGORITHMS = ("standard", "edge-moe", "flash")
-#: Attributes ``set-attention`` puts on a ``flash`` attention op: its query and key tile sizes (the scheduler
-#: prices them, the simulator walks them).
-TILE_Q_ATTR = "tile_q"
-TILE_K_ATTR = "tile_k"
-#: Structures of an attention mask the frontend tells apart (``dataflow.attention``'s ``mask_kind``).
-MASK_KINDS = ("causal", "banded", "block", "padding", "input", "other")
-MOE_MODES = ("token", "task", "image")
-#: Expert hidden activations (compiler/numerics/router.py ACTIVATIONS).
-MOE_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
-ELEMENTWISE_KINDS = (
-    "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
-    "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
-    "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal",
-)
-MOVE_KINDS = (
-    "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",
-    "flatten", "patchify", "tile", "trilu", "range", "shape", "constant_of_shape", "cumsum", "im2col", "pad",
-)
-REDUCE_KINDS = ("mean", "sum", "max", "min", "prod", "argmax")
-
-
-def str_attr(op: IRDLOperation, key: str) -> str:
+def str_attr(op: Operation, key: str) -> str:
     """The string value of property ``key``."""
     attr = op.properties[key]
     assert isinstance(attr, StringAttr)
     return attr.data
 
 
-def int_attr(op: IRDLOperation, key: str, default: int | None = None) -> int:
+def int_attr(op: Operation, key: str, default: int | None = None) -> int:
     """The integer value of property ``key`` (``default`` when absent)."""
     attr = op.properties.get(key)
     if attr is None:
@@ -120,16 +102,16 @@ def int_attr(op: IRDLOperation, key: str, default: int | None = None) -> int:
     return attr.value.data
 
 
-def float_attr(op: IRDLOperation, key: str) -> float:
+def float_attr(op: Operation, key: str) -> float:
     """The float value of property ``key``."""
     attr = op.properties[key]
     assert isinstance(attr, FloatAttr)
     return attr.value.data
 
 
-def kv_heads(op: IRDLOperation) -> int:
+def kv_heads(op: Operation) -> int:
     """Key/value heads of a ``dataflow.attention`` (``num_heads`` unless grouped-query)."""
-    return int_attr(op, "kv_heads", int_attr(op, "num_heads"))
+    return int_attr(op, KV_HEADS_ATTR, int_attr(op, NUM_HEADS_ATTR))
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -154,7 +136,26 @@ class _Named(IRDLOperation):
     """Shared by every dataflow op: the layer name reports and traces print."""
 
     def layer_name(self) -> str:
-        return str_attr(self, "layer")
+        return str_attr(self, LAYER_ATTR)
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    """The sizes of one ``dataflow.attention``: q is [batch, seq_q, num_heads * head_dim], k is [batch, seq_k,
+    kv_heads * head_dim], v is [batch, seq_k, kv_heads * v_head_dim]."""
+
+    batch: int
+    seq_q: int
+    seq_k: int
+    num_heads: int
+    kv_heads: int
+    head_dim: int
+    v_head_dim: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of QK^T and A.V for all heads."""
+        return self.batch * self.num_heads * self.seq_q * self.seq_k * (self.head_dim + self.v_head_dim)
 
 
 @irdl_op_definition
@@ -329,13 +330,26 @@ class AttentionOp(_Named):
         _check_choice(self, "softmax", SOFTMAX_APPROX)
         _check_choice(self, "algorithm", ATTENTION_ALGORITHMS)
 
+    def dims(self) -> AttentionDims:
+        """Batch, sequence lengths, heads and head sizes (of a verified op)."""
+        b, sq, _ = _shape(self.q)
+        kv = kv_heads(self)
+        return AttentionDims(batch=b, seq_q=sq, seq_k=_shape(self.k)[1], num_heads=int_attr(self, NUM_HEADS_ATTR),
+                             kv_heads=kv, head_dim=int_attr(self, HEAD_DIM_ATTR), v_head_dim=_shape(self.v)[2] // kv)
+
     def macs(self) -> int:
         """Multiply-accumulates of QK^T and A.V for all heads."""
-        b, sq, _ = _shape(self.q)
-        sk = _shape(self.k)[1]
-        heads, dim = int_attr(self, "num_heads"), int_attr(self, "head_dim")
-        dv = _shape(self.v)[2] // kv_heads(self)
-        return b * heads * sq * sk * (dim + dv)
+        return self.dims().macs
+
+    def softmax_choice(self) -> SoftmaxApprox:
+        return SoftmaxApprox(str_attr(self, SOFTMAX_ATTR))
+
+    def algorithm_choice(self) -> AttentionAlgorithm:
+        return AttentionAlgorithm(str_attr(self, ALGORITHM_ATTR))
+
+    def mask_kind_choice(self) -> MaskKind | None:
+        """The mask structure the frontend found, or None when it recorded none."""
+        return MaskKind(str_attr(self, MASK_KIND_ATTR)) if MASK_KIND_ATTR in self.properties else None
 
 
 @irdl_op_definition
@@ -359,6 +373,9 @@ class SoftmaxOp(_Named):
         if not -len(shape) <= int_attr(self, "axis") < len(shape):
             raise VerifyException(f"dataflow.softmax '{self.layer_name()}': axis out of range for {shape}")
         _check_choice(self, "approx", SOFTMAX_APPROX)
+
+    def approx_choice(self) -> SoftmaxApprox:
+        return SoftmaxApprox(str_attr(self, APPROX_ATTR))
 
 
 @irdl_op_definition
@@ -388,8 +405,14 @@ class LayerNormOp(_Named):
             raise VerifyException(f"{tag}: weight shape {_shape(self.weight)} should be ({shape[-1]},)")
         if self.bias is not None and _shape(self.bias) != (shape[-1],):
             raise VerifyException(f"{tag}: bias shape {_shape(self.bias)} should be ({shape[-1]},)")
-        _check_choice(self, "kind", ("layernorm", "rmsnorm"))
+        _check_choice(self, "kind", LAYERNORM_KINDS)
         _check_choice(self, "approx", LAYERNORM_APPROX)
+
+    def approx_choice(self) -> LayerNormApprox:
+        return LayerNormApprox(str_attr(self, APPROX_ATTR))
+
+    def norm_kind(self) -> LayerNormKind:
+        return LayerNormKind(str_attr(self, KIND_ATTR))
 
 
 @irdl_op_definition
@@ -409,6 +432,9 @@ class GeluOp(_Named):
         if _shape(self.result) != _shape(self.input):
             raise VerifyException(f"dataflow.gelu '{self.layer_name()}': shape changes")
         _check_choice(self, "approx", GELU_APPROX)
+
+    def approx_choice(self) -> GeluApprox:
+        return GeluApprox(str_attr(self, APPROX_ATTR))
 
 
 @irdl_op_definition

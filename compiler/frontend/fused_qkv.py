@@ -57,7 +57,7 @@ def split_fused_qkv(graph: Graph) -> int:
         d = heads * dh
         if w.ndim != 2 or w.shape[1] != 3 * d or (bias is not None and bias.size != 3 * d):
             continue
-        chain = [mm] + ([add] if bias is not None else []) + [resh, trans]
+        chain = [n for n in (mm, add if bias is not None else None, resh, trans) if n is not None]
         if any(_single_user(consumers, n.outputs[0], graph) is None for n in chain):
             continue
         x = mm.inputs[0]

@@ -22,3 +22,11 @@ class Match:
     output: str
     operands: dict[str, str | None]
     props: dict[str, Any] = field(default_factory=dict)
+
+    def operand(self, role: str) -> str:
+        """The tensor bound to ``role``, one the pattern always binds (``operands`` holds None for an absent
+        optional one, e.g. a mask)."""
+        name = self.operands[role]
+        if name is None:
+            raise KeyError(f"{self.kind} match: no '{role}' operand")
+        return name

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_checks import (
@@ -72,7 +72,7 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool 
     check_model_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
+    except (DecodeError, RuntimeWarning, ValueError, onnx.checker.ValidationError) as err:
         raise InputError(f"{path}: not a valid ONNX model (truncated or not ONNX: {_first_line(err)})") from None
     check_utf8(model, str(path))
     if not model.graph.node:
@@ -81,7 +81,7 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool 
     if not external:
         return model, str(path)
     try:  # the checks above cover what onnx refuses; this keeps any refusal they missed to one line
-        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise InputError(f"{path}: cannot load external data: {_first_line(err)}") from None
     return model, str(path)

@@ -190,7 +190,7 @@ def _scatter_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Ar
     out = data.copy()
     axis = int(attrs.get("axis", 0)) % data.ndim
     reduction = attrs.get("reduction", "none")
-    grid = list(np.indices(idx.shape))
+    grid: list[Any] = list(np.indices(idx.shape))
     grid[axis] = np.where(idx < 0, idx + data.shape[axis], idx)
     where = tuple(grid)
     if reduction == "add":
@@ -347,7 +347,8 @@ def _range(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
         raise ValueError("Range: delta is 0")
     count = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
     check_tensor("Range", [count], start.dtype)
-    return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
+    # 0-d arrays are valid bounds (NumPy reads them as scalars); its stub names only scalars.
+    return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
 def _squeeze(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:

@@ -30,7 +30,7 @@ def _broadcast(*shapes: Sequence[int]) -> list[int]:
     return [max(col) for col in zip(*padded)] if padded else []
 
 
-def _range(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> int:
+def _range(inputs: Sequence[Any], attrs: dict[str, Any]) -> int:
     start, limit, delta = (np.asarray(v).reshape(-1)[0].item() for v in inputs[:3])
     if delta == 0:
         return 0
@@ -39,14 +39,14 @@ def _range(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> int:
     return max(math.ceil((limit - start) / delta), 0)
 
 
-def _matmul(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> int:
+def _matmul(inputs: Sequence[Any], attrs: dict[str, Any]) -> int:
     a, b = (np.shape(x) for x in inputs[:2])
     a = (1, *a) if len(a) == 1 else a
     b = (*b, 1) if len(b) == 1 else b
     return math.prod(_broadcast(a[:-2], b[:-2])) * a[-2] * b[-1]
 
 
-def _gather(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> int:
+def _gather(inputs: Sequence[Any], attrs: dict[str, Any]) -> int:
     x, idx = inputs[0], inputs[1]
     axis = int(attrs.get("axis", 0)) % max(np.ndim(x), 1)
     return int(np.size(x)) // max(np.shape(x)[axis], 1) * int(np.size(idx)) if np.ndim(x) else 0
@@ -55,7 +55,9 @@ def _gather(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> int:
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Mod", "Equal", "Less", "Greater", "LessOrEqual",
                 "GreaterOrEqual", "And", "Or", "Where", "Sum", "Mean")
 
-_ESTIMATES: dict[str, Callable[[Sequence[Array | None], dict[str, Any]], int]] = {
+# Estimators take the inputs as known (None where unknown) and let NumPy's errors on a None fall to the caller's
+# except, so their inputs are typed Any rather than Array | None.
+_ESTIMATES: dict[str, Callable[[Sequence[Any], dict[str, Any]], int]] = {
     "ConstantOfShape": lambda i, a: math.prod(_ints(i[0])),
     "Range": _range,
     "Expand": lambda i, a: math.prod(_broadcast(np.shape(i[0]), _ints(i[1]))),

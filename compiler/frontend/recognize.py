@@ -78,7 +78,7 @@ def _walk_back(ctx: _Ctx, name: str, rank: int, rope: bool = False) -> list[tupl
 
 def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.ndarray:
     """Push ``x`` (standing for ``source``) through ``chain``, listed from its output back to ``source``."""
-    values = {source: x}
+    values: dict[str, np.ndarray | None] = {source: x}
     for node in reversed(chain):
         args = [values.get(i, ctx.graph.constants.get(i)) if i else None for i in node.inputs]
         if node.op_type == "Cast":
@@ -88,7 +88,10 @@ def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.n
             args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args]
         for name, value in zip(node.outputs, run_node(node.op_type, args, node.attrs, len(node.outputs))):
             values[name] = value
-    return values[chain[0].outputs[0]] if chain else x
+    out = values[chain[0].outputs[0]] if chain else x
+    if out is None:  # a Cast of a tensor neither computed nor constant: the chain does not run
+        raise ValueError(f"{chain[0].name}: the chain reads an unknown tensor")
+    return out
 
 
 def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
@@ -419,8 +422,8 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
             normalises = any(n.op_type in ("Sqrt", "Pow", "Reciprocal", "Div") for n in region.nodes)
             if any(id(n) in ctx.taken for n in region.nodes) or not normalises:
                 continue
-            eps_candidates = [g.scalar(i) for n in region.nodes if n.op_type == "Add" for i in n.inputs
-                              if g.scalar(i) is not None and 0 < g.scalar(i) < 1e-2]
+            eps_candidates = [s for n in region.nodes if n.op_type == "Add" for i in n.inputs
+                              if (s := g.scalar(i)) is not None and 0 < s < 1e-2]
             eps = eps_candidates[0] if eps_candidates else 0.0
             has_center = sum(n.op_type == "ReduceMean" for n in region.nodes) >= 2
             for rms in ((False, True) if has_center else (True,)):
@@ -495,7 +498,7 @@ def recognize(graph: Graph) -> list[Match]:
             match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
         for role, first in match.props.get("seq_first", {}).items():
             if first:
-                match.operands[role] = _to_batch_first(graph, match.operands[role], f"{base}/{role}_batch_first")
+                match.operands[role] = _to_batch_first(graph, match.operand(role), f"{base}/{role}_batch_first")
         ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
         for role, rope in ropes:
             match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]

@@ -256,8 +256,7 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
         b1s = [_bias_after(g, consumers, p[0][0], h, None)[1] for p in pairs]
         b2s = [_bias_after(g, consumers, p[1][0], d, None)[1] for p in pairs]
         out.update(w1=np.stack([p[0][2] for p in pairs]), w2=np.stack([p[1][2] for p in pairs]), w1_name=None,
-                   w2_name=None, b1=np.stack(b1s) if all(b is not None for b in b1s) else None,
-                   b2=np.stack(b2s) if all(b is not None for b in b2s) else None, b1_name=None, b2_name=None,
+                   w2_name=None, b1=_stack_all(b1s), b2=_stack_all(b2s), b1_name=None, b2_name=None,
                    spelling="unrolled", expert_nodes=[n for p in pairs for n in (p[0][0], p[1][0])])
     else:
         raise _partial(g, block, f"no expert weights found (expected two stacked [{e}, D, H] / [{e}, H, D] "
@@ -405,3 +404,9 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
         matches.append(Match("moe", nodes, block.out, {"input": x, "gate": gate.inputs[1]}, props))
         taken.update(id(n) for n in nodes)
     return matches
+
+
+def _stack_all(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    """The arrays stacked along a new first axis, or None unless every one is there."""
+    present = [a for a in arrays if a is not None]
+    return np.stack(present) if len(present) == len(arrays) else None

@@ -127,7 +127,7 @@ def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh
     used = (np.abs(off) > 1e-9 * scale_ref).any(axis=0)  # [dh out, dh in]
     if (used.sum(axis=1) > 1).any():
         return None
-    partner = np.where(used.any(axis=1), used.argmax(axis=1), eye)
+    partner = np.where(np.any(used, axis=1), used.argmax(axis=1), eye)
     sin = off[:, eye, partner]
     amp = np.sqrt(diag**2 + sin**2)
     c = float(amp.mean())

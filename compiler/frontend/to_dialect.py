@@ -148,7 +148,7 @@ class _Builder:
         self.values: dict[str, SSAValue] = {}
         self.weights: WeightStore = {}
         self.names: set[str] = set()
-        self.patterns = dict.fromkeys(PATTERN_KINDS, 0)
+        self.patterns: dict[str, int] = dict.fromkeys(PATTERN_KINDS, 0)
 
     def unique(self, name: str) -> str:
         base, i = name, 1
@@ -276,8 +276,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
     out_type = b.ttype(m.output)
     if m.kind == "attention":
         mask = m.operands["mask"]
-        q_type = b.ttype(m.operands["q"])
-        v_shape = b.g.shapes[m.operands["v"]]
+        q_type = b.ttype(m.operand("q"))
+        v_shape = b.g.shapes[m.operand("v")]
         heads, kv_heads = m.props["num_heads"], m.props.get("kv_heads", m.props["num_heads"])
         merged_type = TensorType(out_type.get_element_type(), [q_type.get_shape()[0], q_type.get_shape()[1],
                                                                 v_shape[-1] // kv_heads * heads])
@@ -287,7 +287,7 @@ def _emit_match(b: _Builder, m: Match) -> None:
         if m.props.get("mask_kind"):
             extra["mask_kind"] = StringAttr(m.props["mask_kind"])
         op = b.add(df.AttentionOp.create(
-            operands=[b.value(m.operands["q"]), b.value(m.operands["k"]), b.value(m.operands["v"])]
+            operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),
             result_types=[merged_type],
             properties={"layer": StringAttr(name), "num_heads": IntegerAttr(m.props["num_heads"], i64),
@@ -314,7 +314,7 @@ def _emit_match(b: _Builder, m: Match) -> None:
                             "attrs": DictionaryAttr({"onnx_op": StringAttr("Reshape"), "nin": IntegerAttr(2, i64),
                                                      "#1": _attr(list(out_type.get_shape()))})}))
     elif m.kind == "gelu":
-        op = b.add(df.GeluOp.create(operands=[b.value(m.operands["input"])], result_types=[out_type],
+        op = b.add(df.GeluOp.create(operands=[b.value(m.operand("input"))], result_types=[out_type],
                                     properties={"layer": StringAttr(name), "approx": StringAttr(m.props["approx"])}))
         b.patterns["gelu"] += 1
     elif m.kind == "layernorm":
@@ -324,7 +324,7 @@ def _emit_match(b: _Builder, m: Match) -> None:
         if m.props["beta"] is not None:
             bname = m.operands["bias"] or name + ".beta"
             bias = b.weight(bname, np.asarray(m.props["beta"], dtype=np.float32))
-        op = b.add(_layernorm_op(name, b.value(m.operands["input"]), weight, bias, out_type,
+        op = b.add(_layernorm_op(name, b.value(m.operand("input")), weight, bias, out_type,
                                  m.props["epsilon"], m.props["kind"]))
         b.patterns["layernorm"] += 1
     elif m.kind == "moe":
@@ -344,7 +344,7 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
         value = p[key]
         weights.append(None if value is None else b.weight(
             p[key + "_name"] or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
-    operands = [b.value(m.operands["input"]), b.value(m.operands["gate"])] + [w for w in weights if w is not None]
+    operands = [b.value(m.operand("input")), b.value(m.operand("gate"))] + [w for w in weights if w is not None]
     return df.MoeOp.create(
         operands=operands, result_types=[out_type],
         properties={"layer": StringAttr(name), "num_experts": IntegerAttr(p["num_experts"], i64),
@@ -491,7 +491,8 @@ def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
     for name, value in values.items():
         owner = value.owner
         layer = owner.properties.get("layer") if isinstance(owner, Operation) else None
-        if (isinstance(layer, StringAttr) and not isinstance(owner, df.WeightOp) and owner.results[0] is value
+        if (isinstance(layer, StringAttr) and isinstance(owner, Operation) and not isinstance(owner, df.WeightOp)
+                and owner.results[0] is value
                 and isinstance(value.type, TensorType) and value.type.get_element_type() in (f32, f64)):
             out[name] = layer.data
     return out

@@ -88,9 +88,9 @@ def round_shift(p: torch.Tensor, e: torch.Tensor | int) -> torch.Tensor:
         rem = p - torch.bitwise_left_shift(q, e)
         half = 1 << (e - 1)
         return q + ((rem > half) | ((rem == half) & (torch.bitwise_and(q, 1) == 1))).to(torch.int64)
-    e = torch.as_tensor(e, dtype=torch.int64)
-    p, e = torch.broadcast_tensors(p, e)
-    ep = torch.clamp(e, min=1, max=62)
+    et: torch.Tensor
+    p, et = torch.broadcast_tensors(p, torch.as_tensor(e, dtype=torch.int64))
+    ep = torch.clamp(et, min=1, max=62)
     q = torch.bitwise_right_shift(p, ep)
     rem = p - torch.bitwise_left_shift(q, ep)
     half = torch.bitwise_left_shift(torch.ones_like(ep), ep - 1)
@@ -98,9 +98,9 @@ def round_shift(p: torch.Tensor, e: torch.Tensor | int) -> torch.Tensor:
     rounded = q + up.to(torch.int64)
     # |p| < 2^63, so p / 2^63 rounds to ±1 only past ±2^62 (a tie at 2^62 goes to the even 0).
     big = torch.where(p > (1 << 62), 1, torch.where(p < -(1 << 62), -1, 0)).to(torch.int64)
-    big = torch.where(e == 63, big, torch.zeros_like(big))
-    left = sat_shl(p, -e)
-    return torch.where(e <= 0, left, torch.where(e <= 62, rounded, big))
+    big = torch.where(et == 63, big, torch.zeros_like(big))
+    left = sat_shl(p, -et)
+    return torch.where(et <= 0, left, torch.where(et <= 62, rounded, big))
 
 
 def round_half_even_div(a: torch.Tensor, d: int) -> torch.Tensor:

@@ -100,7 +100,7 @@ class _DeadCode(RewritePattern):
 
     def match_and_rewrite(self, op, rewriter: PatternRewriter) -> None:  # type: ignore[override]
         if op.dialect_name() == "dataflow" and op.results and all(not r.uses for r in op.results):
-            rewriter.erase_matched_op()
+            rewriter.erase_op(op)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ class Fuse(ModulePass):
                 continue
             for operand in inner.operands:
                 owner = operand.owner
-                if id(owner) in head_of and operand.has_one_use() and owner.results[0].has_one_use():
+                if isinstance(owner, Operation) and id(owner) in head_of and operand.has_one_use() \
+                        and owner.results[0].has_one_use():
                     inner.attributes[FUSED_ATTR] = StringAttr(head_of[id(owner)])
                     head_of[id(inner)] = head_of[id(owner)]
                     break

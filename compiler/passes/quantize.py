@@ -146,7 +146,7 @@ class _Quantizer:
     w_bits: int
     fmt: dict[SSAValue, _Fmt] = field(default_factory=dict)
     amax: dict[SSAValue, float] = field(default_factory=dict)
-    cache: dict[tuple[int, int], SSAValue] = field(default_factory=dict)
+    cache: dict[tuple[int, int] | tuple[int, int, float | None], SSAValue] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
     channels: dict[SSAValue, np.ndarray] = field(default_factory=dict)
     balance: str = "repq"

@@ -16,6 +16,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
+from compiler.context import CompileEnv
 from compiler.dialect import dataflow as df
 from compiler.schedule.attention import (
     DEFAULT_LANES,
@@ -26,6 +27,7 @@ from compiler.schedule.attention import (
 )
 from compiler.schedule.plan import element_bits
 from hw.errors import InputError
+from hw.targets.schema import Target
 
 __all__ = ["SetAttention"]
 
@@ -41,13 +43,13 @@ class SetAttention(ModulePass):
     tile_k: int | None = None
     target: str | None = None
 
-    def _target(self, ctx: Context):
+    def _target(self, ctx: Context) -> Target | None:
         env = getattr(ctx, "env", None)
         if self.target is not None:
             from hw.targets import load_target
 
             return load_target(self.target)
-        return getattr(env, "target", None)
+        return env.target if isinstance(env, CompileEnv) else None
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.algorithm not in df.ATTENTION_ALGORITHMS:
@@ -65,24 +67,23 @@ class SetAttention(ModulePass):
             for key in (TILE_Q_ATTR, TILE_K_ATTR):
                 inner.attributes.pop(key, None)
             if self.algorithm == "edge-moe":
-                lanes = self.lanes or getattr(getattr(target, "attention", None), "lanes", DEFAULT_LANES)
+                lanes = self.lanes or (target.attention_lanes() if target is not None else None) or DEFAULT_LANES
                 inner.properties["lanes"] = IntegerAttr(lanes, i64)
             elif self.algorithm == "flash":
                 tq, tk = self._tiles(inner, target)
                 inner.attributes[TILE_Q_ATTR] = IntegerAttr(tq, i64)
                 inner.attributes[TILE_K_ATTR] = IntegerAttr(tk, i64)
 
-    def _tiles(self, op: df.AttentionOp, target) -> tuple[int, int]:
-        b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
-        sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-        dh = df.int_attr(op, "head_dim")
-        dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
+    def _tiles(self, op: df.AttentionOp, target: Target | None) -> tuple[int, int]:
+        dims = op.dims()
+        sq, sk, dh, dv = dims.seq_q, dims.seq_k, dims.head_dim, dims.v_head_dim
         if self.tile_q is not None and self.tile_k is not None:
             return min(self.tile_q, sq), min(self.tile_k, sk)
         if target is None:
             raise InputError("set-attention{algorithm=flash} needs a target to size its tiles: give "
                              "set-attention{algorithm=flash target=fpga-u280} or tile_q=... tile_k=...")
-        acc = getattr(getattr(target, "gemm", None), "acc_bits", 32)
+        array = target.systolic_array()
+        acc = array.acc_bits if array is not None else 32
         try:
             tq, tk = choose_flash_tiles(sq, sk, dh, dv, element_bits(op.q), acc, attention_buffers(target))
         except ValueError as err:

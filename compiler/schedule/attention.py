@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from xdsl.dialects.builtin import IntegerAttr
 
@@ -46,6 +45,7 @@ from compiler.schedule.plan import (
 )
 from hw.models.base import Cost
 from hw.perf.workload import GemmWork, VectorWork
+from hw.targets.schema import Target
 
 __all__ = ["plan_attention", "softmax_cost_name", "attention_buffers", "choose_flash_tiles", "TILE_Q_ATTR",
            "TILE_K_ATTR", "DEFAULT_LANES"]
@@ -56,21 +56,14 @@ DEFAULT_LANES = 4
 """Edge-MoE's ATTN_MATMUL_PARALLEL."""
 
 
-def attention_buffers(target: Any) -> tuple[float, float, float]:
+def attention_buffers(target: Target) -> tuple[float, float, float]:
     """Bytes usable for (Q tile, K+V tiles, scores + output accumulators) on ``target``'s chip.
 
-    FPGA: the act / weight / out buffers (half of each when double-buffered); NPU: a third of the scratchpad each;
-    other kinds (GPU, optics) have no modelled scratchpad for attention: 64 KiB each, stated.
+    FPGA and ASIC: the act / weight / out buffers (half of each when double-buffered); NPU: a third of the
+    scratchpad each; other kinds (GPU, optics) have no modelled scratchpad for attention: 64 KiB each, stated
+    (``Target.attention_buffers``).
     """
-    buffers = getattr(target, "buffers", None)
-    if buffers is not None:
-        half = 0.5 if buffers.double_buffered else 1.0
-        return (buffers.act_kb * 1024 * half, buffers.weight_kb * 1024 * half, buffers.out_kb * 1024 * half)
-    sram = getattr(target, "sram_kb", None)
-    if sram is not None:
-        third = sram * 1024 / 3
-        return (third, third, third)
-    return (65536.0, 65536.0, 65536.0)
+    return target.attention_buffers()
 
 
 def choose_flash_tiles(sq: int, sk: int, dh: int, dv: int, in_bits: int, acc_bits: int,

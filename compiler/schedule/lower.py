@@ -14,6 +14,7 @@ lanes hold only the units the compile used).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from xdsl.dialects import func
@@ -137,10 +138,10 @@ def plan_module(module: ModuleOp) -> Plan:
         elif isinstance(op, df.MoeOp):
             layer = plan_moe(op, producers.deps([op.input]))
         else:
-            layer = _plan_layer(op, fused_into.get(df.str_attr(op, "layer"), []), producers)  # type: ignore[arg-type]
-            layers.append(layer)
+            group = fused_into.get(df.str_attr(op, "layer"), [])
+            layers.append(replace(_plan_layer(op, group, producers), ops=(op, *group)))
             continue
-        layers.append(layer)
+        layers.append(replace(layer, ops=(op,)))
         producers.produced(layer, list(op.results))
     return Plan(tuple(layers))
 
@@ -148,7 +149,7 @@ def plan_module(module: ModuleOp) -> Plan:
 def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) -> PlannedLayer:
     """One op and the element-wise epilogue ``group`` fused into it: one task."""
     name = df.str_attr(op, "layer")  # type: ignore[arg-type]
-    results = list(op.results)
+    results: list[SSAValue] = list(op.results)
     ins = list(op.operands)
     # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
     inner = set(results)

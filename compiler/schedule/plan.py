@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdsl.dialects.builtin import IntegerType, TensorType
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from hw.models.base import AcceleratorModel, Cost
 from hw.perf.scheduler import Machine, Schedule, Task, schedule
@@ -71,6 +71,8 @@ class PlannedLayer:
     name: str
     task_names: tuple[str, ...]
     price: Callable[[CostFn], LayerPlan]
+    ops: tuple[Operation, ...] = ()
+    """The IR ops the layer stands for: its op, then those fused into it (``codesign rtl`` emits their kernels)."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,8 @@ def price(plan: Plan, model: AcceleratorModel) -> list[LayerPlan]:
 def machine(model: AcceleratorModel) -> Machine:
     """The scheduler's machine for ``model``: its units, its off-chip bandwidth, and double buffering where the
     target has buffers that say so (on by default)."""
-    buffers = getattr(model.target, "buffers", None)
-    double = bool(getattr(buffers, "double_buffered", True))
     return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
-                   double_buffered=double)
+                   double_buffered=model.target.double_buffered())
 
 
 def schedule_plan(plan: Plan, model: AcceleratorModel) -> tuple[list[LayerPlan], Schedule]:

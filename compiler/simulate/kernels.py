@@ -84,6 +84,7 @@ def int_matmul(a: np.ndarray, b: np.ndarray, b_cache: dict[str, Any] | None = No
         for start in range(0, k, chunk):
             part = matmul(a32[..., start:start + chunk], b32[..., start:start + chunk, :]).astype(np.int64)
             total = part if total is None else total + part
+        assert total is not None, "k >= chunk >= 128: at least one chunk"
         return total
     if bound < 2.0**53:
         return matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
@@ -142,7 +143,7 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         if "balanced" in op.attributes:
             # The input's per-channel scales were folded into the weights (quantize pass): acc * S_w is real.
             return [Tensor(acc, w_scale)]
-        return [Tensor(acc, x.scale * w_scale)]
+        return [Tensor(acc, x.step() * w_scale)]
     y = matmul(x.data, w.data)
     return [Tensor(y + bias.data if bias is not None else y)]
 
@@ -234,7 +235,7 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
     sq, sk = qh.shape[-2], kh.shape[-2]
     causal = np.triu(np.ones((sq, sk), dtype=bool), 1) if p["causal"] else None
     if q.quantized:
-        s = float(q.scale) * float(k.scale) * p["scale"]
+        s = float(q.step()) * float(k.step()) * p["scale"]
         x = int_matmul(qh, kh.swapaxes(-1, -2))
         if mask is not None:
             # The additive mask on the scores' grid. -inf-like entries go to -2^32 so that, after the int32 clamp
@@ -252,7 +253,7 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
             prob = np.empty_like(visited)
             np.put_along_axis(prob, idx, visited, axis=-1)
         acc = int_matmul(prob, vh)
-        return [Tensor(_merge(acc), ps * float(v.scale))]
+        return [Tensor(_merge(acc), ps * float(v.step()))]
     scores = np.matmul(qh, kh.swapaxes(-1, -2)) * np.float32(p["scale"])
     bias = None
     if mask is not None or causal is not None:
@@ -274,7 +275,7 @@ def _softmax(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     x, axis = ins[0], memo["axis"]
     data = np.moveaxis(x.data, axis, -1)
     if x.quantized:
-        prob, ps = A.softmax_int(memo["approx"], data, float(x.scale), memo["bits"])
+        prob, ps = A.softmax_int(memo["approx"], data, float(x.step()), memo["bits"])
         return [Tensor(np.moveaxis(prob, -1, axis), ps)]
     with np.errstate(over="ignore"):
         return [Tensor(np.moveaxis(A.softmax_float(memo["approx"], data, None, memo["bits"]), -1, axis))]
@@ -294,7 +295,7 @@ def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         y = data / np.sqrt((data * data).mean(axis=-1, keepdims=True) + np.float32(memo["eps"])) * gamma
         return [Tensor((y + beta if beta is not None else y).astype(np.float32))]
     if x.quantized:
-        y, ys = A.layernorm_int(memo["approx"], x.data, float(x.scale), gamma.astype(np.float64),
+        y, ys = A.layernorm_int(memo["approx"], x.data, float(x.step()), gamma.astype(np.float64),
                                 None if beta is None else beta.astype(np.float64), memo["eps"])
         return [Tensor(y, ys)]
     return [Tensor(A.layernorm_float(memo["approx"], x.data, gamma, beta, memo["eps"]))]
@@ -308,7 +309,7 @@ def _gelu(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         memo["approx"] = ("tanh" if approx == "tanh" else "exact") if ctx.exact else approx
     x = ins[0]
     if x.quantized:
-        y, ys = A.gelu_int(memo["approx"], x.data, float(x.scale))
+        y, ys = A.gelu_int(memo["approx"], x.data, float(x.step()))
         return [Tensor(y, ys)]
     return [Tensor(A.gelu_float(memo["approx"], x.data))]
 
@@ -385,7 +386,7 @@ def _move(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     if kind == "im2col":
         return [Tensor(im2col(ins[0].data, op_attrs(op, ctx)), ins[0].scale)]
     scaled = [t for t in ins if t.quantized]
-    if scaled and kind in _SCALE_KEEPING and np.ndim(scaled[0].scale) == 0:
+    if scaled and kind in _SCALE_KEEPING and np.ndim(scaled[0].step()) == 0:
         # Pure movement keeps a per-tensor scale: run it on the integers themselves.
         outs = _generic(op, [Tensor(t.data) for t in ins], ctx)
         return [Tensor(o.data, scaled[0].scale) for o in outs]

@@ -204,7 +204,7 @@ def _integer(op: df.MoeOp, ins: list[Tensor], ctx: SimContext, memo: dict[str, A
         raise ValueError("an integer MoE needs integer gate and expert weights with scales")
     d = x.data.shape[-1]
     flat = x.data.reshape(-1, d).astype(np.int64)
-    logit_scale = float(gate.scale) * (1.0 if p["balanced"] else float(x.scale))
+    logit_scale = float(gate.step()) * (1.0 if p["balanced"] else float(x.step()))
     logits = int_matmul(flat, gate.data)
     routing = _route(memo, logits.astype(np.float64) * logit_scale, _images(memo["mode"], x.data.shape))
     w_q = np.round(routing.weights * 2.0**COMBINE_FRAC_BITS).astype(np.int64)  # 0 where dropped

@@ -33,6 +33,13 @@ class Tensor:
         """True for integer data with a scale (its real value is ``data * scale``)."""
         return self.scale is not None
 
+    def step(self) -> float | np.ndarray:
+        """``scale`` of quantized data (a kernel on the integer path asks for it here, so "not quantized" is an error
+        rather than a silent ``None``)."""
+        if self.scale is None:
+            raise ValueError("a kernel asked for the scale of unquantized data")
+        return self.scale
+
     def real(self) -> np.ndarray:
         """The real value: ``data * scale`` in float64 for quantized data, else ``data`` itself."""
         if self.scale is None:

@@ -17,7 +17,8 @@ from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.targets.schema import Gemm, Target, Vector
 
 __all__ = ["Cost", "AcceleratorModel", "WorkloadSizedModel", "ceil_div", "vector_cost", "move_on_vector",
-           "offchip_rate", "dma_move", "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles"]
+           "offchip_rate", "dma_move", "operand_passes", "gemm_operand_bytes", "gemm_onchip_bytes", "buffer_tiles",
+           "workload_sized"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,10 @@ class Cost:
 class AcceleratorModel(Protocol):
     """A target's performance, resource and energy model. Build one with ``hw.models.build_model(target)``."""
 
-    target: Target
+    @property
+    def target(self) -> Target:
+        """The validated target this model prices (read-only here, so each model may hold its own kind)."""
+        ...
 
     def units(self) -> dict[str, int]:
         """Unit kind -> number of instances the scheduler may run concurrently."""
@@ -97,6 +101,12 @@ class WorkloadSizedModel(Protocol):
     def resource_detail(self, units: Collection[str] | None = None) -> dict[str, Any]:
         """What the ``resources`` figure is made of, for the report (JSON-ready)."""
         ...
+
+
+def workload_sized(model: object) -> WorkloadSizedModel | None:
+    """``model`` through its ``WorkloadSizedModel`` interface, or None. (An ``isinstance`` check on an
+    ``AcceleratorModel`` would leave a type checker reading ``resources`` and ``check_fits`` without ``units``.)"""
+    return model if isinstance(model, WorkloadSizedModel) else None
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -187,7 +197,7 @@ def gemm_onchip_bytes(work: GemmWork, rows: int, cols: int, dataflow: str) -> in
     return work.batch * ceil_div(bits, 8)
 
 
-def buffer_tiles(work: GemmWork, capacities: tuple[float, float, float] | float) -> int:
+def buffer_tiles(work: GemmWork, capacities: tuple[float, ...] | float) -> int:
     """Pieces the GEMM streams through its buffers: per batch item, the most any operand needs to fit its buffer
     (``capacities`` = bytes for left, right, accumulators; one number = one shared scratchpad), times ``batch``."""
     sizes = gemm_operand_bytes(work)

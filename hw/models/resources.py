@@ -183,7 +183,7 @@ def lane_cost(units: Collection[str] | None, cal: FpgaCalibration = DEFAULT_CALI
     lane (``lut_per_lane`` ...)."""
     if units is None:
         return {"lut": cal.lut_per_lane, "ff": cal.ff_per_lane, "dsp": cal.dsp_per_lane}
-    lane = dict.fromkeys(LANE_RESOURCES, 0.0)
+    lane: dict[str, float] = dict.fromkeys(LANE_RESOURCES, 0.0)
     for unit in units:
         for resource, count in unit_cost(unit, cal).items():
             lane[resource] += count

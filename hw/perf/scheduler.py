@@ -319,6 +319,7 @@ class _Simulation:
                     next_t = f
         if next_t == math.inf:  # unreachable after validation: every task has a unit instance
             raise AssertionError("scheduler deadlock")
+        next_t = int(next_t)  # a finite event time is a whole cycle (math.inf only marked "none yet")
         dt = next_t - now
         self.now = next_t
         done: list[_Transfer] = []

@@ -174,7 +174,7 @@ def long_div_steps(m: Module, rem: Value, quot: Value, den: Value, num_bits_msb_
         m.d.comb += take.eq(trial >= den)
         rem = Signal(unsigned(width), name=f"{name}_rem{step}")
         m.d.comb += rem.eq(Mux(take, trial - den, trial))
-        quot = Cat(take, quot)
+        quot = Cat(take, quot)  # pyright: ignore[reportAssignmentType] - Cat of Values is a Value; amaranth types it IOConcat | Concat
     return rem, quot
 
 

@@ -163,7 +163,7 @@ def calibrate(family: str = "xcup", log=lambda line: None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: synthesize, fit, write the JSON; exit status 2 with one line on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m hw.rtl.calibrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hw.rtl.calibrate", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", default=str(_DEFAULT_OUT), help="JSON file to write (default: %(default)s)")
     parser.add_argument("--family", default="xcup", help="synth_xilinx family (default: xcup, UltraScale+)")
     args = parser.parse_args(argv)

@@ -265,7 +265,7 @@ def run_testbench(
             ) from None
         run_s = time.perf_counter() - start
 
-    from cocotb_tools.runner import get_results
+    from cocotb_tools.check_results import get_results
 
     tests, failed = get_results(build_dir / f"{run_name}.results.xml")
     if failed or not result_path.is_file():

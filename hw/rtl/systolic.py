@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -166,15 +166,15 @@ class SystolicGemm(KernelMixin, wiring.Component):
         b_edge = [delayed(payload.b[j], j, f"b{j}") for j in range(cols)]
 
         acc = [[Signal(signed(self.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        a_in = [[None] * cols for _ in range(rows)]
-        b_in = [[None] * cols for _ in range(rows)]
+        a_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
+        b_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
-                a_in[i][j] = a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}")
-                b_in[i][j] = b_edge[j] if i == 0 else delayed(b_in[i - 1][j], 1, f"b_{i - 1}_{j}")
+                a_ij = a_in[i][j] = a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}")
+                b_ij = b_in[i][j] = b_edge[j] if i == 0 else delayed(b_in[i - 1][j], 1, f"b_{i - 1}_{j}")
                 c = ctl[i + j]
                 with m.If(enable & c.valid):
-                    m.d.sync += acc[i][j].eq(Mux(c.first, 0, acc[i][j]) + a_in[i][j] * b_in[i][j])
+                    m.d.sync += acc[i][j].eq(Mux(c.first, 0, acc[i][j]) + a_ij * b_ij)
 
         # Readout: starts the cycle after PE (rows-1, cols-1) made the fold's last MAC.
         reading = Signal()

@@ -92,6 +92,7 @@ class _LimitedLoader(yaml.SafeLoader):
         height = self._deepest - self._depth + 1
         self._depth -= 1
         self._deepest = max(outer_deepest, self._deepest)
+        assert node is not None, "compose_node is called on a node event, so it composes a node"
         if node.tag not in _SAFE_TAGS:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise self._refuse(node.start_mark, f"YAML tag {tag} is not allowed (plain YAML values only)")
@@ -397,7 +398,7 @@ def _describe(err: Mapping[str, Any], loc: KeyPath, cls: type[BaseModel]) -> str
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     path = _dotted(loc)
     if kind == "missing":
-        parent = f"{_dotted(loc[:-1])}: " if len(loc) > 1 else ""
+        parent = f"{_dotted(loc[:-1])}: " if loc[1:] else ""
         return f"{parent}missing required key '{loc[-1]}'"
     if kind == "extra_forbidden":
         return f"unknown key '{path}'{_suggest(cls, loc)}"

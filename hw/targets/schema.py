@@ -13,7 +13,7 @@ Validation is strict: ``16`` is an int, ``"16"`` is not, and an int is never acc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -157,8 +157,12 @@ TARGET_KINDS: dict[str, type[TargetBase]] = {}
 """kind name -> schema class; filled by ``@register_kind``."""
 
 
-def register_kind(cls: type[TargetBase]) -> type[TargetBase]:
-    """Class decorator adding a target kind to ``TARGET_KINDS`` under its ``kind`` literal."""
+_Kind = TypeVar("_Kind", bound="type[TargetBase]")
+
+
+def register_kind(cls: _Kind) -> _Kind:
+    """Class decorator adding a target kind to ``TARGET_KINDS`` under its ``kind`` literal (the class itself comes
+    back, so the type checker keeps each kind's sections)."""
     TARGET_KINDS[cls.KIND] = cls
     return cls
 
@@ -181,6 +185,27 @@ class TargetBase(Section):
         if "\n" in value.strip():
             raise ValueError("must be one line (it is the summary `codesign targets` prints)")
         return value.strip()
+
+    # What passes and the scheduler ask of any target; a kind with the hardware overrides these, so no caller
+    # probes a target's sections by name.
+
+    def systolic_array(self) -> Gemm | None:
+        """The systolic MAC array integer GEMMs run on (``codesign rtl`` emits it), or None."""
+        return None
+
+    def double_buffered(self) -> bool:
+        """Whether loads of the next tile overlap compute on this one (operand buffers in halves); True where the
+        target models no buffers."""
+        return True
+
+    def attention_buffers(self) -> tuple[float, float, float]:
+        """Bytes usable for (Q tile, K+V tiles, scores + output accumulators) of a tiled attention. Kinds without a
+        modelled scratchpad (GPU, optics) get 64 KiB each, a stated default."""
+        return (65536.0, 65536.0, 65536.0)
+
+    def attention_lanes(self) -> int | None:
+        """Query lanes of the reordered-attention datapath (``attention.lanes``), or None for the default."""
+        return None
 
 
 Target = TargetBase
@@ -248,6 +273,25 @@ class FpgaTarget(TargetBase):
     dma: Dma = Field(default_factory=Dma)
     attention: AttentionEngine = Field(default_factory=AttentionEngine)
 
+    def systolic_array(self) -> Gemm | None:
+        return self.gemm
+
+    def double_buffered(self) -> bool:
+        return self.buffers.double_buffered
+
+    def attention_buffers(self) -> tuple[float, float, float]:
+        """The act / weight / out buffers (half of each when double-buffered)."""
+        return _buffer_bytes(self.buffers.act_kb, self.buffers.weight_kb, self.buffers.out_kb, self.double_buffered())
+
+    def attention_lanes(self) -> int | None:
+        return self.attention.lanes
+
+
+def _buffer_bytes(act_kb: float, weight_kb: float, out_kb: float, double: bool) -> tuple[float, float, float]:
+    """Bytes of each operand buffer a tile may fill: all of it, or one half when double-buffered."""
+    half = 0.5 if double else 1.0
+    return (act_kb * 1024 * half, weight_kb * 1024 * half, out_kb * 1024 * half)
+
 
 class MacArrays(Gemm):
     """``count`` identical ``rows`` x ``cols`` MAC arrays."""
@@ -271,6 +315,17 @@ class NpuTarget(TargetBase):
     sram_kb: PositiveF
     dma: Dma = Field(default_factory=Dma)
     attention: AttentionEngine = Field(default_factory=AttentionEngine)
+
+    def systolic_array(self) -> Gemm | None:
+        return self.mac_arrays
+
+    def attention_buffers(self) -> tuple[float, float, float]:
+        """A third of the scratchpad each."""
+        third = self.sram_kb * 1024 / 3
+        return (third, third, third)
+
+    def attention_lanes(self) -> int | None:
+        return self.attention.lanes
 
 
 class Slm(Section):
@@ -463,3 +518,16 @@ class AsicTarget(TargetBase):
                                  f"{gemm.acc_bits}-bit accumulators{halves}: needs {need:g} KiB; "
                                  f"raise buffers.out_kb or shrink gemm.rows / gemm.cols")
         return value
+
+    def systolic_array(self) -> Gemm | None:
+        return self.gemm
+
+    def double_buffered(self) -> bool:
+        return self.buffers.double_buffered
+
+    def attention_buffers(self) -> tuple[float, float, float]:
+        """The act / weight / out SRAM buffers (half of each when double-buffered)."""
+        return _buffer_bytes(self.buffers.act_kb, self.buffers.weight_kb, self.buffers.out_kb, self.double_buffered())
+
+    def attention_lanes(self) -> int | None:
+        return self.attention.lanes
