@@ -7,8 +7,9 @@ scale folded in or not. Once shape folding has turned the cos/sin tables into co
 function: per sequence position s and head, a fixed linear map of the head's Dh values in which output dim i reads
 input dim i (times cos) and at most one partner dim p(i) (times +-sin). ``fit_rope`` measures that map by pushing
 one-hot inputs through the chain and checks it on random data; the frontend then re-emits it in the [B, S, D]
-layout the attention op reads (``materialize_rope``): Reshape (a view), x*cos, Gather(x, p)*sin, Add, Reshape.
-The element-wise work is what the export ran; only the head transpose moves behind the rotation.
+layout the attention op reads (``materialize_rope``): one ``dataflow.rope`` op (rotate-half or interleaved, R of
+the Dh dims rotating), or for any other pairing Reshape (a view), x*cos, Gather(x, p)*sin, Add, Reshape. The
+arithmetic is what the export ran; only the head transpose moves behind the rotation.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["Rope", "fit_rope", "materialize_rope", "rope_region"]
+__all__ = ["Rope", "fit_rope", "materialize_rope", "rope_op_form", "rope_region"]
 
 #: Ops a RoPE region may contain between the rank-3 projection output and the rotated heads.
 ROPE_OPS = frozenset({"Mul", "Add", "Sub", "Neg", "Slice", "Concat", "Split", "Unsqueeze", "Squeeze", "Reshape",
@@ -190,13 +191,43 @@ def _table(graph: Graph, kind: str, value: np.ndarray, dtype: np.dtype) -> str:
     return name
 
 
+def rope_op_form(rope: Rope, dtype: np.dtype) -> tuple[str, int] | None:
+    """(style, rotary dim R) when ``rope`` is a ``dataflow.rope``: the first R dims rotate as rotate-half or
+    interleaved pairs, and the rest pass through exactly (cos 1, sin 0 in ``dtype``); else None."""
+    moved = np.flatnonzero(rope.partner != np.arange(rope.partner.size))
+    r = int(moved.size)
+    if r == 0 or r % 2 or not np.array_equal(moved, np.arange(r)):
+        return None
+    if np.array_equal(rope.partner[:r], (moved + r // 2) % r):
+        style = "rotate_half"
+    elif np.array_equal(rope.partner[:r], moved ^ 1):
+        style = "interleaved"
+    else:
+        return None
+    if not (np.all(rope.cos[:, r:].astype(dtype) == 1) and np.all(rope.sin[:, r:] == 0)):
+        return None
+    return style, r
+
+
 def materialize_rope(graph: Graph, source: str, rope: Rope, dh: int, prefix: str) -> str:
     """Insert the rotation of ``source`` ([B, S, H*dh]) into ``graph`` right after its producer; returns its
-    output."""
+    output. Rotate-half and interleaved rotations become one internal ``Rope`` node (``dataflow.rope``, its cos and
+    sin tables [S, R] shared by every layer); any other pairing stays the element-wise form."""
     b, s, d = graph.shapes[source]
     hs = d // dh
     dtype = graph.dtypes.get(source, np.dtype(np.float32))
     fdtype = dtype if dtype.kind == "f" else np.dtype(np.float32)
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    form = rope_op_form(rope, fdtype)
+    if form is not None:
+        style, r = form
+        cos = _table(graph, "cos", rope.cos[:, :r], fdtype)
+        sin = _table(graph, "sin", rope.sin[:, :r], fdtype)
+        out = f"{prefix}/rope_output_0"
+        graph.shapes[out], graph.dtypes[out] = (b, s, d), dtype
+        graph.nodes[at:at] = [Node("Rope", prefix, [source, cos, sin], [out],
+                                   {"style": style, "head_dim": dh, "rotary_dim": r})]
+        return out
     cos = _table(graph, "cos", rope.cos.reshape(s, 1, dh), fdtype)
     sin = _table(graph, "sin", rope.sin.reshape(s, 1, dh), fdtype)
     partner = _table(graph, "partner", rope.partner, np.dtype(np.int64))
@@ -214,6 +245,5 @@ def materialize_rope(graph: Graph, source: str, rope: Rope, dh: int, prefix: str
     for name in ("heads", "cos", "rot", "sin", "sum"):
         graph.shapes[t[name]], graph.dtypes[t[name]] = (b, s, hs, dh), dtype
     graph.shapes[t["out"]], graph.dtypes[t["out"]] = (b, s, d), dtype
-    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
     graph.nodes[at:at] = new
     return t["out"]
