@@ -107,7 +107,7 @@ def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh
     if len(shape) != 3 or shape[2] % dh:
         return None
     key = (tuple(shape), dh)
-    x = np.random.default_rng(0).normal(size=shape)
+    x = _random_input(key[0])
     for candidate in _RECENT.get(key, []):
         if _confirmed(run, x, dh, expect, *candidate):
             _RECENT.move_to_end(key)
@@ -123,13 +123,36 @@ def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh
     return fitted
 
 
+def _random_input(shape: tuple[int, ...]) -> np.ndarray:
+    """The check's random data for ``shape`` (seeded, drawn once per shape while that shape is in use)."""
+    key = (shape, -1)
+    if key not in _INPUTS:
+        _INPUTS[key] = np.random.default_rng(0).normal(size=shape)
+        _INPUTS[key].flags.writeable = False
+        while len(_INPUTS) > 4:
+            _INPUTS.popitem(last=False)
+    _INPUTS.move_to_end(key)
+    return _INPUTS[key]
+
+
+_INPUTS: OrderedDict[tuple[tuple[int, ...], int], np.ndarray] = OrderedDict()
+
+
 def _confirmed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dh: int,
                expect: Callable[[np.ndarray], np.ndarray], c: float, rope: Rope | None) -> bool:
-    """``run(x) == c * expect(rope(x))`` on the random ``x``."""
-    want = c * expect(rope.apply(x, dh) if rope is not None else x)
-    got = run(x)
-    return got.shape == want.shape and bool(
-        np.allclose(got, want, rtol=1e-6, atol=1e-9 * float(np.abs(want).max())))
+    """``run(x) == c * expect(rope(x))`` on the random ``x``: |got - want| <= 1e-6 |want| + 1e-9 max|want|
+    everywhere (``np.allclose``'s test, in three passes over the data instead of its eight)."""
+    want = np.asarray(c * expect(rope.apply(x, dh) if rope is not None else x))
+    got = np.asarray(run(x))
+    if got.shape != want.shape:
+        return False
+    bound = np.abs(want)
+    atol = 1e-9 * float(bound.max(initial=0.0))
+    bound *= 1e-6
+    bound += atol
+    err = np.subtract(got, want, dtype=np.float64)
+    np.abs(err, out=err)
+    return bool(np.all(err <= bound))
 
 
 def _probe(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: int,
