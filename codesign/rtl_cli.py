@@ -324,6 +324,10 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
     if array is not None and array.dataflow == "is":
         notes.append(f"target '{target.name}' uses an input-stationary array, which has no RTL kernel yet; the "
                      "emitted systolic_gemm is output-stationary (same MACs, cycles per its own model)")
+    for op in module.walk():
+        if isinstance(op, df.RopeOp):  # no kernel computes it: a design without it would be silently incomplete
+            raise InputError(f"layer '{op.layer_name()}': op dataflow.rope (rotary embedding, node "
+                             f"'{op.layer_name()}') has no RTL kernel; codesign rtl cannot build this model")
     for op in _planned_ops(module):
         if isinstance(op, df.GemmOp):
             lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)

@@ -80,6 +80,8 @@ GOOD: dict[type, tuple[list, list, dict]] = {
     df.ReduceOp: ([_t(2, 4, 8)], [_t(2, 4, 1)], {"layer": "mean", "kind": "mean", "axes": (-1,), "keepdims": True}),
     df.MoveOp: ([_t(2, 4, 8)], [_t(8, 8)], {"layer": "mv", "kind": "reshape"}),
     df.EmbeddingOp: ([_t(10, 8), _t(2, 4, el=i64)], [_t(2, 4, 8)], {"layer": "emb"}),
+    df.RopeOp: ([_t(1, 4, 8), _t(4, 2), _t(4, 2)], [_t(1, 4, 8)],
+                {"layer": "rope", "style": "interleaved", "head_dim": 4, "rotary_dim": 2}),
     df.MoeOp: ([_t(2, 4, 8), _t(8, 4), _t(4, 8, 16), _t(4, 16, 8)], [_t(2, 4, 8)],
                {"layer": "moe", "num_experts": 4, "top_k": 2, "mode": "token", "capacity_factor": 1.25,
                 "renormalize": True, "activation": "gelu", "segments": (1, 1, 1, 1, 0, 0)}),
@@ -169,6 +171,14 @@ BAD = [
     # gelu
     ("gelu-shape", df.GeluOp, dict(results=[_t(8, 8)]), "dataflow.gelu 'act': shape changes"),
     ("gelu-approx", df.GeluOp, dict(approx="relu"), _choices("dataflow.gelu 'act'", "approx", "relu", df.GELU_APPROX)),
+    # rope
+    ("rope-style", df.RopeOp, dict(style="neox"),
+     _choices("dataflow.rope 'rope'", "style", "neox", df.ROPE_STYLES)),
+    ("rope-rotary-dim", df.RopeOp, dict(rotary_dim=3),
+     "dataflow.rope 'rope': head_dim 4 and rotary_dim 3 do not fit D = 8 (rotary_dim even, at most head_dim, "
+     "head_dim dividing D)"),
+    ("rope-table", df.RopeOp, dict(operands=[_t(1, 4, 8), _t(4, 4), _t(4, 2)]),
+     "dataflow.rope 'rope': cos table (4, 4) should be (4, 2)"),
     # elementwise
     ("elementwise-kind", df.ElementwiseOp, dict(kind="matmul"),
      _choices("dataflow.elementwise 'add'", "kind", "matmul", df.ELEMENTWISE_KINDS)),

@@ -48,6 +48,7 @@ CHOICES = {
     ("layernorm", "kind"): ("layernorm", "rmsnorm"),
     ("layernorm", "approx"): df.LAYERNORM_APPROX,
     ("gelu", "approx"): df.GELU_APPROX,
+    ("rope", "style"): df.ROPE_STYLES,
     ("elementwise", "kind"): df.ELEMENTWISE_KINDS,
     ("reduce", "kind"): df.REDUCE_KINDS,
     ("move", "kind"): df.MOVE_KINDS,
@@ -191,6 +192,9 @@ def _every_op_module() -> ModuleOp:
         df.MoveOp.create(operands=[x], result_types=[_t(2, 4, 4), _t(2, 4, 4)], properties=p | {
             "kind": StringAttr("split"), "attrs": DictionaryAttr({"axis": df.int_prop(-1)})}),
         df.EmbeddingOp.create(operands=[table, idx], result_types=[_t(2, 4, 2)], properties=p),
+        df.RopeOp.create(operands=[x, table, table], result_types=[_t(2, 4, 8)],
+                         properties=p | {"style": StringAttr("rotate_half"), "head_dim": df.int_prop(4),
+                                         "rotary_dim": df.int_prop(2)}),
         df.MoeOp.create(operands=[x] + [op.result for op in weights[1:4]], result_types=[_t(2, 4, 8)], properties=p | {
             "num_experts": df.int_prop(4), "top_k": df.int_prop(2), "mode": StringAttr("token"),
             "capacity_factor": df.float_prop(1.25), "renormalize": BoolAttr.from_bool(True),

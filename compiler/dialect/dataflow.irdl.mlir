@@ -157,6 +157,23 @@ irdl.dialect @dataflow {
                      "operandSegmentSizes" = %segments}
   }
 
+  irdl.operation @rope {
+    %input = irdl.base "!builtin.tensor"
+    %cos = irdl.base "!builtin.tensor"
+    %sin = irdl.base "!builtin.tensor"
+    %result = irdl.base "!builtin.tensor"
+    %layer = irdl.base "#builtin.string"
+    // ROPE_STYLES
+    %r_rotate_half = irdl.is "rotate_half"
+    %r_interleaved = irdl.is "interleaved"
+    %style = irdl.any_of(%r_rotate_half, %r_interleaved)
+    %head_dim = irdl.base "#builtin.integer"
+    %rotary_dim = irdl.base "#builtin.integer"
+    irdl.operands(input: %input, cos: %cos, sin: %sin)
+    irdl.results(result: %result)
+    irdl.attributes {"layer" = %layer, "style" = %style, "head_dim" = %head_dim, "rotary_dim" = %rotary_dim}
+  }
+
   irdl.operation @gelu {
     %input = irdl.base "!builtin.tensor"
     %result = irdl.base "!builtin.tensor"

@@ -78,12 +78,15 @@ from compiler.dialect.choices import (
 
 __all__ = [
     "Dataflow", "WeightOp", "GemmOp", "RequantOp", "AttentionOp", "SoftmaxOp", "LayerNormOp", "GeluOp",
-    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "AttentionDims", "SoftmaxApprox", "GeluApprox",
+    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "RopeOp", "ROPE_STYLES", "AttentionDims", "SoftmaxApprox", "GeluApprox",
     "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode", "SOFTMAX_APPROX", "GELU_APPROX",
     "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR", "TILE_K_ATTR", "MASK_KINDS",
     "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS", "str_attr", "int_attr",
     "float_attr", "kv_heads",
 ]
+#: Rotary embedding layouts (``dataflow.rope``'s ``style``): which dim each rotated dim pairs with.
+ROPE_STYLES = ("rotate_half", "interleaved")
+
 
 def str_attr(op: Operation, key: str) -> str:
     """The string value of property ``key``."""
@@ -593,6 +596,45 @@ class MoeOp(_Named):
                     raise VerifyException(f"{tag}: an integer block needs an i32 {key}")
 
 
+@irdl_op_definition
+class RopeOp(_Named):
+    """Rotary position embedding of Q or K, ``input`` [B, S, H*head_dim] in the layout the attention op reads.
+
+    Per head the first ``rotary_dim`` dims rotate, the rest pass through: ``y[b, s, h, i] = x[b, s, h, i] *
+    cos[s, i] + x[b, s, h, p(i)] * sin[s, i]`` for ``i < rotary_dim``, ``sin`` carrying the sign, with the partner
+    ``p(i) = (i + R/2) mod R`` (``rotate_half``: LLaMA, Mistral, Qwen2, Phi) or ``i xor 1`` (``interleaved``:
+    GPT-J). ``cos`` and ``sin`` are [S, rotary_dim] weights. An integer op (``quantize``) reads int8 x and
+    Q1.14 int16 tables; its int32 sum is requantized to int8 by ``[m, e]`` in the WeightStore under its layer, its
+    output scale in the ``scale`` attribute (compiler/simulate/rope.py has the arithmetic)."""
+
+    name = "dataflow.rope"
+    input = operand_def(TensorType)
+    cos = operand_def(TensorType)
+    sin = operand_def(TensorType)
+    result = result_def(TensorType)
+    layer = prop_def(StringAttr)
+    style = prop_def(StringAttr)
+    head_dim = prop_def(IntegerAttr)
+    rotary_dim = prop_def(IntegerAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$layer $input `,` $cos `,` $sin attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        tag = f"dataflow.rope '{self.layer_name()}'"
+        _check_choice(self, "style", ROPE_STYLES)
+        shape = _shape(self.input)
+        if _shape(self.result) != shape or len(shape) != 3:
+            raise VerifyException(f"{tag}: needs a [B, S, D] input and an output of the same shape, got {shape}")
+        dh, r = int_attr(self, "head_dim"), int_attr(self, "rotary_dim")
+        if dh <= 0 or shape[2] % dh or not 0 < r <= dh or r % 2:
+            raise VerifyException(f"{tag}: head_dim {dh} and rotary_dim {r} do not fit D = {shape[2]} "
+                                  "(rotary_dim even, at most head_dim, head_dim dividing D)")
+        for key in ("cos", "sin"):
+            if _shape(getattr(self, key)) != (shape[1], r):
+                raise VerifyException(f"{tag}: {key} table {_shape(getattr(self, key))} should be {(shape[1], r)}")
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
@@ -613,6 +655,6 @@ def float_prop(value: float) -> FloatAttr:
 Dataflow = Dialect(
     "dataflow",
     [WeightOp, GemmOp, RequantOp, AttentionOp, SoftmaxOp, LayerNormOp, GeluOp, ElementwiseOp, ReduceOp, MoveOp,
-     EmbeddingOp, MoeOp],
+     EmbeddingOp, MoeOp, RopeOp],
     [],
 )

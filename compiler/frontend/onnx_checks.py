@@ -177,22 +177,27 @@ def check_external_data(model: onnx.ModelProto, base: Path, source: str) -> None
         check_memory(f"{source}: loading {format_bytes(total)} of external data", total)
 
 
-def _stored_count(tensor: onnx.TensorProto) -> int:
+def _stored_count(tensor: onnx.TensorProto, raw_bytes: int | None) -> int:
     """Elements actually present in the tensor (raw bytes or its typed repeated field)."""
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data) // SUPPORTED_ELEM_TYPES[tensor.data_type]
+    if raw_bytes is not None:
+        return raw_bytes // SUPPORTED_ELEM_TYPES[tensor.data_type]
     return len(getattr(tensor, onnx.helper.tensor_dtype_to_field(tensor.data_type)))
 
 
-def check_tensor(tensor: onnx.TensorProto, label: str, source: str) -> None:
-    """dims >= 0, a supported element type, and exactly as many values stored as the dims need."""
+def check_tensor(tensor: onnx.TensorProto, label: str, source: str, raw_bytes: int | None = None) -> None:
+    """dims >= 0, a supported element type, and exactly as many values stored as the dims need.
+
+    ``raw_bytes`` is ``len(tensor.raw_data)`` when the caller has the bytes already: upb copies the whole field on
+    every access, so reading it here again would copy each weight twice more."""
     count, need = _declared(tensor, label, source)
     if tensor.data_location == _T.EXTERNAL:
         raise InputError(f"{source}: {label} is stored as external data that was not loaded")
-    if tensor.HasField("raw_data") and len(tensor.raw_data) != need:
-        raise InputError(f"{source}: {label} has {len(tensor.raw_data)} bytes of data but shape "
+    if raw_bytes is None and tensor.HasField("raw_data"):
+        raw_bytes = len(tensor.raw_data)
+    if raw_bytes is not None and raw_bytes != need:
+        raise InputError(f"{source}: {label} has {raw_bytes} bytes of data but shape "
                          f"[{', '.join(map(str, tensor.dims))}] {_type_name(tensor.data_type)} needs {need}")
-    stored = _stored_count(tensor)
+    stored = _stored_count(tensor, raw_bytes)
     if stored != count:
         raise InputError(f"{source}: {label} has {stored} values but shape [{', '.join(map(str, tensor.dims))}] "
                          f"needs {count}")

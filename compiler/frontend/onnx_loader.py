@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
+from onnx.external_data_helper import ExternalDataInfo
 
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_checks import (
@@ -87,14 +88,42 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool 
     return model, str(path)
 
 
-def _to_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """A read-only NumPy view of an initializer's raw bytes (no copy: ViT-Base carries 340 MB of them)."""
-    if tensor.HasField("raw_data") and tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64,
-                                                            onnx.TensorProto.INT32, onnx.TensorProto.INT8,
-                                                            onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+#: Element types whose raw little-endian bytes are the NumPy array as they stand (no decoding).
+_RAW_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.INT32,
+                        onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT16,
+                        onnx.TensorProto.DOUBLE, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
+                        onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL})
+
+
+def _to_array(tensor: onnx.TensorProto, label: str, source: str) -> np.ndarray:
+    """A read-only NumPy array of an embedded initializer, checked against its dims.
+
+    upb hands out a fresh copy of ``raw_data`` on every access (ViT-Base carries 340 MB of it), so the bytes are
+    taken once and both the check and the array use that copy."""
+    if tensor.HasField("raw_data") and tensor.data_type in _RAW_TYPES:
+        raw = tensor.raw_data
+        check_tensor(tensor, label, source, raw_bytes=len(raw))
         dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
-        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+        return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
+    check_tensor(tensor, label, source)
     return numpy_helper.to_array(tensor)
+
+
+def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
+    """A read-only memory map of an external initializer (``check_external_data`` has checked its location, bounds
+    and length): the weights are paged in from the file only where the compile reads them, never copied, so a
+    4.4 GB model does not need 4.4 GB (or twice that, bytes then array) of memory to compile."""
+    info = ExternalDataInfo(tensor)
+    dims = tuple(int(d) for d in tensor.dims)
+    count = int(np.prod(dims, dtype=np.int64))
+    if tensor.data_type not in _RAW_TYPES or count == 0:  # bfloat16 needs decoding; mmap refuses zero bytes
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        onnx.external_data_helper.load_external_data_for_tensor(copy, str(base))
+        return numpy_helper.to_array(copy)
+    dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
+    mapped = np.memmap(base / info.location, dtype=dtype, mode="r", offset=int(info.offset or 0), shape=(count,))
+    return np.asarray(mapped).reshape(dims)
 
 
 def _first_line(err: BaseException) -> str:
@@ -331,12 +360,23 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     sets the leading dim of every other input, which must be symbolic (or already that size); any input left
     symbolic is an ``InputError`` naming it.
     """
-    model, source_name = read_model(source)
+    model, source_name = read_model(source, external=False)
     check_opset(model, source_name)
     graph = model.graph
+    base = Path(source).parent if not isinstance(source, onnx.ModelProto) else None
+    constants: dict[str, np.ndarray] = {}
     for init in graph.initializer:
-        check_tensor(init, f"initializer '{init.name}'", source_name)
-    constants = {init.name: _to_array(init) for init in graph.initializer}
+        label = f"initializer '{init.name}'"
+        if base is not None and init.data_location == onnx.TensorProto.EXTERNAL:
+            constants[init.name] = _map_external(init, base)  # checked by read_model's check_external_data
+        else:
+            constants[init.name] = _to_array(init, label, source_name)
+    if base is not None:  # a Constant's value stored externally (rare and small): read into its attribute
+        for node in graph.node:
+            for attr in node.attribute:
+                for tensor in [attr.t] * attr.HasField("t") + list(attr.tensors):
+                    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base))
     input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants), batch)
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:

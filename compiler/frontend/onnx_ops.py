@@ -332,7 +332,7 @@ def _expand(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     dims = [1] * (rank - len(shape)) + shape
     have = [1] * (rank - x.ndim) + list(x.shape)
     check_tensor("Expand", [max(d, h) if d >= 0 else d for d, h in zip(dims, have)], x.dtype)
-    return [x * np.ones(shape, dtype=x.dtype)]
+    return [np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))))]  # one copy, no ones()
 
 
 def _tile(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:

@@ -390,6 +390,12 @@ def _emit_node(b: _Builder, node: Node) -> None:
         op = b.add(df.GeluOp.create(operands=[b.value(node.inputs[0])], result_types=[b.ttype(node.outputs[0])],
                                     properties={"layer": StringAttr(name), "approx": StringAttr(approx)}))
         b.patterns["gelu"] += 1
+    elif op_type == "Rope":  # internal: a rotary embedding the recognizer fitted (compiler/frontend/rope.py)
+        op = b.add(df.RopeOp.create(
+            operands=[b.value(i) for i in node.inputs], result_types=[b.ttype(node.outputs[0])],
+            properties={"layer": StringAttr(name), "style": StringAttr(node.attrs["style"]),
+                        "head_dim": IntegerAttr(int(node.attrs["head_dim"]), i64),
+                        "rotary_dim": IntegerAttr(int(node.attrs["rotary_dim"]), i64)}))
     elif op_type == "Softmax":
         op = b.add(df.SoftmaxOp.create(
             operands=[b.value(node.inputs[0])], result_types=[b.ttype(node.outputs[0])],

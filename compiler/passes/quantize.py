@@ -83,6 +83,7 @@ from compiler.simulate.moe import (
     hidden_bits,
     moe_ranges,
 )
+from compiler.simulate.rope import ROPE_FRAC_BITS, ROPE_OUT_BITS, rope_tables_q
 from hw.errors import InputError
 
 __all__ = ["Quantize", "QUANT_MODES"]
@@ -391,6 +392,28 @@ class _Quantizer:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))
 
+    def rope(self, op: df.RopeOp) -> None:
+        """int8 x, Q1.14 int16 tables, int32 multiply-add pairs, a dyadic requant to int8 at the calibrated output
+        step (compiler/simulate/rope.py has the arithmetic)."""
+        x, fx = self.q(op.input, 8, op)
+        tables = []
+        for v in (op.cos, op.sin):
+            name = df.str_attr(v.owner, "layer")  # type: ignore[arg-type]
+            tables.append((f"{name}.q{ROPE_FRAC_BITS}", np.asarray(self.weights[name], np.float64)))
+        (cos_name, cos), (sin_name, sin) = tables
+        cos_q, sin_q = rope_tables_q(cos, sin)
+        s_y = self.range_of(op.result) / _qmax(ROPE_OUT_BITS)
+        name = self.unique(_layer(op))
+        self.weights[name] = np.array(dyadic(float(fx.scale) * 2.0**-ROPE_FRAC_BITS / s_y), dtype=np.int64)
+        operands = [x, self.weight(cos_name, cos_q, IntegerType(16), op),
+                    self.weight(sin_name, sin_q, IntegerType(16), op)]
+        properties = dict(op.properties)
+        properties["layer"] = StringAttr(name)
+        new = df.RopeOp.create(operands=operands, result_types=[_ttype(op.result, IntegerType(ROPE_OUT_BITS))],
+                               properties=properties, attributes=dict(op.attributes))
+        new.attributes["scale"] = FloatAttr(s_y, f64)
+        self.produce(op, new, _Fmt(ROPE_OUT_BITS, s_y))
+
     def residual_add(self, op: df.ElementwiseOp) -> bool:
         a, b = op.inputs[0], op.inputs[1]
         ia, ib = self.int_view(a), self.int_view(b)
@@ -497,6 +520,8 @@ class _Quantizer:
                 self.moe(op)
             elif isinstance(op, df.AttentionOp):
                 self.attention(op)
+            elif isinstance(op, df.RopeOp) and op.input.type.get_element_type() == f32:  # type: ignore[attr-defined]
+                self.rope(op)
             elif isinstance(op, df.GeluOp):
                 self.unary(op, *A.gelu_input_format(df.str_attr(op, "approx"), self.range_of(op.input)))
             elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "kind") == "layernorm":

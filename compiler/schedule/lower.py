@@ -96,6 +96,8 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
         return "requant", "exact"
     if isinstance(op, df.ReduceOp):
         return "add", "exact"
+    if isinstance(op, df.RopeOp):
+        return "mul", "exact"
     if isinstance(op, df.ElementwiseOp):
         kind = df.str_attr(op, "kind")
         if kind in _CHEAP:
@@ -104,6 +106,21 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
             return "mul", "exact"
         return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
     raise AssertionError(op.name)
+
+
+def rope_work(op: df.RopeOp) -> tuple[VectorWork, list[VectorWork]]:
+    """A rotary embedding's vector work: per rotated element a multiply-add pair (x * cos, then x[partner] * sin
+    added), the two multiplies as the main work and the add as its epilogue; its cos / sin tables are read as the
+    op's weights (table traffic), the pass-through dims only move with the input and output."""
+    shape = _shape_of(op.input)
+    rotated = numel(op.input) // shape[-1] * (shape[-1] // df.int_attr(op, "head_dim")) * df.int_attr(op, "rotary_dim")
+    bits = element_bits(op.input)
+    return (VectorWork(kind="mul", elements=2 * rotated, approx="exact", bits=bits),
+            [VectorWork(kind="add", elements=rotated, approx="exact", bits=bits)])
+
+
+def _shape_of(value: SSAValue) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())  # type: ignore[attr-defined]
 
 
 def _vector_rows(kind: str, value: SSAValue) -> int:
@@ -181,6 +198,8 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         if isinstance(op, df.ElementwiseOp):
             op_name += "." + df.str_attr(op, "kind")
     epilogue = []
+    if isinstance(op, df.RopeOp):
+        work, epilogue = rope_work(op)
     for member in group:
         kind, approx = _vector_kind(member)
         y = member.results[0]

@@ -34,7 +34,7 @@ Observing values
 
 # The built-in kernels register themselves as they load: loading them with the package means that every use of the
 # simulator finds them (kernels.py, through the imports below; attention.py: edge-moe and flash; moe.py).
-from compiler.simulate import attention, moe  # noqa: F401
+from compiler.simulate import attention, moe, rope  # noqa: F401
 from compiler.simulate.engine import (
     KERNELS,
     Kernel,
