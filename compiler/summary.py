@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from compiler.context import CompileContext
+from compiler.schedule.decode import decode_sections
 from hw.models.asic import SiliconModel
 from hw.models.base import WorkloadSizedModel
 
@@ -126,6 +127,14 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         }
     if units is not None:
         report["resources_detail"] = model.resource_detail(units)
+    # KV caches and decode steps (compiler/schedule/decode.py): per-token latency next to this compile's.
+    report.update(decode_sections(result.module, model, target, report["model"], cycles,
+                                  env.artifacts.get("decode_tokens"), getattr(result.imported, "input_names", None)))
+    masked = [layer["detail"] for layer in layers if "masked_tiles_skipped" in layer.get("detail", {})]
+    if masked:
+        report["attention"] = {"masked_tiles_skipped": sum(d["masked_tiles_skipped"] for d in masked),
+                               "tiles_total": sum(d["tiles_total"] for d in masked),
+                               "cycles_saved": sum(d["cycles_saved"] for d in masked)}
     # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
     for key, value in env.artifacts.get("report", {}).items():
         report[key] = value

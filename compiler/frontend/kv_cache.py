@@ -47,12 +47,16 @@ class KvAppend:
 def _graph_input(g: Graph, producers: dict[str, Node], name: str) -> str | None:
     """The graph input ``name`` is, possibly through single-input Concat / Identity nodes (DynamicCache's first
     update concatenates the past with nothing)."""
+    passed: list[Node] = []
     for _ in range(4):
         if name in g.inputs and name not in g.constants:
+            for node in passed:  # copies of the cache: views of it too
+                node.attrs[KV_ATTR] = "past"
             return name
         node = producers.get(name)
         if node is None or node.op_type not in ("Concat", "Identity") or len([i for i in node.inputs if i]) != 1:
             return None
+        passed.append(node)
         name = node.inputs[0]
     return None
 

@@ -30,8 +30,8 @@ operand when the plan is given the weights), so any band width or window works. 
 least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of ``tiles_total``) and
 ``cycles_saved``, the compute cycles the skipped tiles would have taken.
 
-Decode steps. ``kv_len`` re-plans an attention for a cache of that many positions (compiler/schedule/decode.py):
-Sk and the K/V (and mask) bytes scale with it, the query rows stay those of the op's (re-shaped) ``q``.
+Decode steps. :func:`with_kv_len` re-plans an attention for a cache of that many positions
+(compiler/schedule/decode.py): Sk and the K/V bytes scale with it, the query rows stay those of the op's ``q``.
 """
 
 from __future__ import annotations
@@ -216,23 +216,17 @@ class _Shape:
         return qk, av, sm
 
 
-def plan_attention(op: df.AttentionOp, deps: tuple[str, ...], weights: Mapping[str, np.ndarray] | None = None,
-                   kv_len: int | None = None) -> PlannedLayer:
+def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
+                   weights: Mapping[str, np.ndarray] | None = None) -> PlannedLayer:
     """The planned layer of ``op`` (its inputs produced by ``deps``): task names and the pricing of its order.
 
-    ``weights`` (the compile's WeightStore) lets a constant mask show which tiles are fully masked; ``kv_len``
-    re-plans the op for a KV cache of that many positions (module docstring)."""
+    ``weights`` (the compile's WeightStore) lets a constant mask show which tiles are fully masked."""
     b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
     heads = df.int_attr(op, "num_heads")
     sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
     mask_bytes = tensor_bytes(op.mask) if op.mask is not None else 0
     k_bytes, v_bytes = tensor_bytes(op.k), tensor_bytes(op.v)
-    allowed = allowed_keys(op, weights) if kv_len is None else None
-    if kv_len is not None:  # K/V rows scale with the cache; a mask is one query row per key
-        mask_shape = op.mask.type.get_shape() if op.mask is not None else (1, 1)  # type: ignore[attr-defined]
-        mask_bytes = -(-mask_bytes * sq * kv_len // (mask_shape[-2] * mask_shape[-1]))
-        k_bytes, v_bytes = k_bytes // sk * kv_len, v_bytes // sk * kv_len
-        sk = kv_len
+    allowed = allowed_keys(op, weights)
     shape = _Shape(
         name=df.str_attr(op, "layer"), b=b, sq=sq, sk=sk,
         heads=heads, dh=df.int_attr(op, "head_dim"),
@@ -252,15 +246,17 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...], weights: Mapping[s
     return PlannedLayer(name, (name,), partial(_price_flash, shape, tiles))
 
 
-def with_kv_len(layer: PlannedLayer, kv_len: int, tiles: tuple[int, int] | None = None) -> PlannedLayer:
-    """``layer`` (an attention planned by :func:`plan_attention` for one query row per step) for a cache of
-    ``kv_len`` positions: K/V bytes scaled from the op's per-position bytes; flash ``tiles`` if given."""
+def with_kv_len(layer: PlannedLayer, kv_len: int, mask_bytes: int,
+                tiles: tuple[int, int] | None = None) -> PlannedLayer:
+    """``layer`` (an attention planned by :func:`plan_attention`) for a cache of ``kv_len`` positions: Sk and the
+    K/V bytes scaled from the op's bytes per position, ``mask_bytes`` the mask this step reads; flash ``tiles`` if
+    given (else the op's, clipped)."""
     fn = layer.price
     assert isinstance(fn, partial) and isinstance(fn.args[0], _Shape)
     shape: _Shape = fn.args[0]
     per = shape.sk
     scaled = replace(shape, sk=kv_len, k_bytes=shape.k_bytes // per * kv_len, v_bytes=shape.v_bytes // per * kv_len,
-                     mask_bytes=-(-shape.mask_bytes * kv_len // per), allowed=None)
+                     mask_bytes=mask_bytes, allowed=None)
     args = fn.args[1:]
     if fn.func is _price_flash:
         args = (tiles if tiles is not None else (min(args[0][0], shape.sq), min(args[0][1], kv_len)),)
