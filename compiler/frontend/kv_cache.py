@@ -27,7 +27,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
-__all__ = ["KV_ATTR", "KvAppend", "check_kv_pairs", "rewrite_kv_cache"]
+__all__ = ["KV_ATTR", "KvAppend", "check_cache_inputs", "check_kv_pairs", "rewrite_kv_cache"]
 
 KV_ATTR = "kv_cache"
 """Node (and ``dataflow.move`` ``attrs``) key naming a move's role in a KV cache: past, append or present."""
@@ -130,6 +130,21 @@ def rewrite_kv_cache(g: Graph) -> list[KvAppend]:
             node.inputs = [renamed.get(i, i) for i in node.inputs]
     g.nodes[:] = nodes
     return found
+
+
+def check_cache_inputs(shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raise InputError when a key-cache input and its value-cache input (names that differ only by ``key`` /
+    ``value``, as transformers and optimum name them: ``past_key_values.0.key``) hold different numbers of
+    positions (axis -2 of [B, kv, P, d]); usually a ``--shape`` that contradicts the other."""
+    for name, shape in shapes.items():
+        if len(shape) != 4 or "key" not in name:
+            continue
+        head, _, tail = name.rpartition("key")
+        other = shapes.get(f"{head}value{tail}")
+        if other is not None and len(other) == 4 and other[2] != shape[2]:
+            raise InputError(f"{source}: KV cache input '{head}value{tail}' holds {other[2]} positions but "
+                             f"'{name}' holds {shape[2]}; the keys and values of one layer have the same cache "
+                             f"length (check --shape)")
 
 
 def check_kv_pairs(g: Graph, appends: list[KvAppend], operands: list[tuple[str, str]]) -> None:

@@ -34,6 +34,7 @@ from compiler.frontend.onnx_checks import (
 )
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
+from compiler.frontend.kv_cache import check_cache_inputs
 from hw.errors import InputError
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]
@@ -338,6 +339,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         check_tensor(init, f"initializer '{init.name}'", source_name)
     constants = {init.name: _to_array(init) for init in graph.initializer}
     input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants), batch)
+    check_cache_inputs(input_shapes, source_name)  # before shape inference, which would only name a MatMul
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:
         if inp.name not in constants:
