@@ -86,7 +86,8 @@ def _decode_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("decode", text))
     kv = report.get("kv_cache")
     if kv:
-        fits = "fits on chip" if kv["fits_onchip"] else ("off chip" if kv["fits_offchip"] else "exceeds off-chip memory")
+        fits = ("fits on chip" if kv["fits_onchip"] else "off chip" if kv["fits_offchip"]
+                else "exceeds off-chip memory")
         rows.append(("KV cache", f"{kv['capacity_bytes']:,} bytes at {kv['positions']} positions ({fits}); per token "
                                  f"reads {kv['read_bytes_per_token']:,}, writes {kv['write_bytes_per_token']:,} bytes"))
     att = report.get("attention")

@@ -43,7 +43,7 @@ class CompileOptions:
     print_ir_after: tuple[str, ...] = ()
     verify_each: bool = False  # verify after every pass (always after import and after the last pass)
     choices: tuple[tuple[str, str], ...] = ()  # numerics / attention choices, e.g. ("softmax", "shiftmax")
-    decode_tokens: int | None = None  # --decode-tokens: per-token latency of this many decode steps (schedule/decode.py)
+    decode_tokens: int | None = None  # --decode-tokens: per-token latency of N decode steps (schedule/decode.py)
 
     def choice(self, key: str, default: str) -> str:
         """The value chosen for ``key`` (e.g. ``softmax``), or ``default``."""

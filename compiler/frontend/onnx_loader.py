@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.kv_cache import check_cache_inputs
 from compiler.frontend.onnx_checks import (
     check_elem_type,
     check_external_data,
@@ -34,7 +35,6 @@ from compiler.frontend.onnx_checks import (
 )
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
-from compiler.frontend.kv_cache import check_cache_inputs
 from hw.errors import InputError
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]

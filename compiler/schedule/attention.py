@@ -37,10 +37,9 @@ Decode steps. :func:`with_kv_len` re-plans an attention for a cache of that many
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import partial
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np

@@ -24,7 +24,6 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.schedule.attention import (
-    TILE_K_ATTR,
     TILE_Q_ATTR,
     attention_buffers,
     choose_flash_tiles,

@@ -83,9 +83,10 @@ def kv_cache_section(layers: list[KvLayer], target: Any, positions: int | None =
                      input_names: list[str] | None = None) -> dict[str, Any]:
     """The report's ``kv_cache`` section for ``layers`` holding ``positions`` positions each (default: this
     step's); ``past_len`` the positions held before this step, ``inputs`` the graph inputs holding them (named by
-    ``input_names``, the function's arguments in order). Bytes: ``capacity_bytes`` the whole cache, ``read_bytes_per_token`` what attention reads per step (the
-    whole cache), ``write_bytes_per_token`` the new rows; ``fits_onchip`` against the buffers attention tiles use,
-    ``fits_offchip`` against the target's off-chip memory (``offchip.capacity_gb``)."""
+    ``input_names``, the function's arguments in order). Bytes: ``capacity_bytes`` the whole cache,
+    ``read_bytes_per_token`` what attention reads per step (the whole cache), ``write_bytes_per_token`` the new
+    rows; ``fits_onchip`` against the buffers attention tiles use, ``fits_offchip`` against the target's off-chip
+    memory (``offchip.capacity_gb``)."""
     per_position = sum(layer.row_bytes for layer in layers)
     held = positions if positions is not None else max(layer.positions for layer in layers)
     capacity = per_position * held
