@@ -127,9 +127,12 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         }
     if units is not None:
         report["resources_detail"] = model.resource_detail(units)
-    # KV caches and decode steps (compiler/schedule/decode.py): per-token latency next to this compile's.
-    report.update(decode_sections(result.module, model, target, report["model"], cycles,
-                                  env.artifacts.get("decode_tokens"), getattr(result.imported, "input_names", None)))
+    # KV caches and decode steps (compiler/schedule/decode.py): per-token latency next to this compile's. They re-plan
+    # the module, so a report built from a plan alone (a sweep's plan tier) has none, and sweeps re-check that tier.
+    module = getattr(result, "module", None)
+    if module is not None:
+        report.update(decode_sections(module, model, target, report["model"], cycles,
+                                      env.artifacts.get("decode_tokens"), getattr(result.imported, "input_names", None)))
     masked = [layer["detail"] for layer in layers if "masked_tiles_skipped" in layer.get("detail", {})]
     if masked:
         report["attention"] = {"masked_tiles_skipped": sum(d["masked_tiles_skipped"] for d in masked),
