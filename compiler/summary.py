@@ -131,8 +131,9 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     # the module, so a report built from a plan alone (a sweep's plan tier) has none, and sweeps re-check that tier.
     module = getattr(result, "module", None)
     if module is not None:
+        names = getattr(result.imported, "input_names", None)
         report.update(decode_sections(module, model, target, report["model"], cycles,
-                                      env.artifacts.get("decode_tokens"), getattr(result.imported, "input_names", None)))
+                                      env.artifacts.get("decode_tokens"), names))
     masked = [layer["detail"] for layer in layers if "masked_tiles_skipped" in layer.get("detail", {})]
     if masked:
         report["attention"] = {"masked_tiles_skipped": sum(d["masked_tiles_skipped"] for d in masked),

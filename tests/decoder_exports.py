@@ -88,9 +88,10 @@ def step_input_names() -> list[str]:
     return ["input_ids"] + [f"past_key_values.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
 
 
-def export_step(family: str, past: int, path: Path, dynamic: bool = False) -> dict[str, np.ndarray]:
-    """Export one decode step against a cache of ``past`` positions (a symbolic cache length with ``dynamic``);
-    return its inputs with a leading sample axis."""
+def export_step(family: str, past: int, path: Path, dynamic: bool = False,
+                exporter: str = "legacy") -> dict[str, np.ndarray]:
+    """Export one decode step against a cache of ``past`` positions (a symbolic cache length with ``dynamic``, legacy
+    exporter only); return its inputs with a leading sample axis."""
     from examples._common import export_onnx
 
     model, kv = _model(family)
@@ -100,6 +101,6 @@ def export_step(family: str, past: int, path: Path, dynamic: bool = False) -> di
     names = step_input_names()
     outputs = ["last_hidden_state"] + [f"present.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
     axes = {n: {2: "past"} for n in names[1:]} if dynamic else None
-    export_onnx(_Step(model), [ids, *caches], path, input_names=names, output_names=outputs, exporter="legacy",
-                dynamic_axes=axes)
+    export_onnx(_Step(model), [ids, *caches], path, input_names=names, output_names=outputs,
+                exporter=exporter, dynamic_axes=axes)  # type: ignore[arg-type]
     return {n: t.numpy()[None] for n, t in zip(names, [ids, *caches], strict=True)}

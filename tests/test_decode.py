@@ -1,7 +1,7 @@
 """Decode steps with a KV cache (compiler/frontend/kv_cache.py, compiler/schedule/kv_cache.py and decode.py).
 
-Real exports of tiny transformers decoders (tests/decoder_exports.py): one GPT-2 and one LLaMA (grouped-query, 2 KV
-heads of 4) decode step with ``past_key_values`` inputs, and a GPT-2 prefill. The step compiles with its attention
+Real exports of tiny transformers decoders (tests/decoder_exports.py): GPT-2 (legacy and dynamo exporters) and LLaMA
+(grouped-query, 2 KV heads of 4) decode steps with ``past_key_values`` inputs, and a GPT-2 prefill. The step compiles with its attention
 recognised on Concat(past, new), simulates equal to onnxruntime, counts the whole cache read and the new rows written
 per token; a prefill with ``decode_tokens`` reports per-token latency next to its own; contradictions are one line.
 """
@@ -31,6 +31,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, d
     for name, make in (
         ("gpt2_step", lambda p: export_step("gpt2", PAST, p)),
         ("llama_step", lambda p: export_step("llama", PAST, p)),
+        ("gpt2-dynamo_step", lambda p: export_step("gpt2", PAST, p, exporter="dynamo")),
         ("gpt2_dynamic", lambda p: export_step("gpt2", PAST, p, dynamic=True)),
         ("gpt2_prefill", lambda p: export_prefill("gpt2", PAST, p)),
     ):
@@ -43,7 +44,7 @@ def _cosines(report: dict) -> list[float]:
     return [o["cosine_min"] for o in report["accuracy"]["outputs"].values()]
 
 
-@pytest.mark.parametrize("family, kv", [("gpt2", HEADS), ("llama", KV_HEADS)])
+@pytest.mark.parametrize("family, kv", [("gpt2", HEADS), ("llama", KV_HEADS), ("gpt2-dynamo", HEADS)])
 def test_step_is_recognised_and_simulates_like_onnxruntime(exports, family: str, kv: int) -> None:
     path, feeds = exports[f"{family}_step"]
     report = compile(path, inputs=feeds).report
