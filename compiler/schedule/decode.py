@@ -31,9 +31,10 @@ from compiler.schedule.attention import (
 )
 from compiler.schedule.kv_cache import KvLayer, cached_attentions, kv_cache_section
 from compiler.schedule.lower import TILES_ATTR, gemm_work, plan_module
-from compiler.schedule.plan import Plan, PlannedLayer, element_bits, schedule_plan
+from compiler.schedule.plan import LayerPlan, Plan, element_bits, machine, price
 from hw.errors import InputError
 from hw.models.base import AcceleratorModel
+from hw.perf.scheduler import schedule
 
 __all__ = ["MAX_DECODE_TOKENS", "decode_sections"]
 
@@ -112,14 +113,15 @@ def _mask_bytes(op: df.AttentionOp, kv_len: int) -> int:
     return -(-lead * kv_len * element_bits(op.mask) // 8)
 
 
-def _step_cycles(plan: Plan, attns: dict[str, df.AttentionOp], kv_len: int, model: AcceleratorModel,
-                 target: Any) -> tuple[int, int]:
-    """(makespan cycles, off-chip bytes) of one step whose attentions hold ``kv_len`` positions."""
-    layers: list[PlannedLayer] = []
-    for layer in plan.layers:
+def _step_cycles(plan: Plan, priced: list[LayerPlan], attns: dict[str, df.AttentionOp], kv_len: int,
+                 model: AcceleratorModel, target: Any) -> tuple[int, int]:
+    """(makespan cycles, off-chip bytes) of one step whose attentions hold ``kv_len`` positions; ``priced`` is
+    ``plan`` priced once (only the attentions change from step to step)."""
+    layers: list[LayerPlan] = []
+    for layer, done in zip(plan.layers, priced, strict=True):
         op = attns.get(layer.name)
         if op is None:
-            layers.append(layer)
+            layers.append(done)
             continue
         tiles = None
         if df.str_attr(op, "algorithm") == "flash" and TILE_Q_ATTR in op.attributes:
@@ -131,9 +133,9 @@ def _step_cycles(plan: Plan, attns: dict[str, df.AttentionOp], kv_len: int, mode
                                            attention_buffers(target))
             except ValueError:
                 tiles = None  # the op's own tiles (they fit one row already)
-        layers.append(with_kv_len(layer, kv_len, _mask_bytes(op, kv_len), tiles))
-    priced, sched = schedule_plan(Plan(tuple(layers)), model)
-    return int(sched.makespan), sum(p.bytes_offchip for p in priced)
+        layers.append(with_kv_len(layer, kv_len, _mask_bytes(op, kv_len), tiles).price(model.cost))
+    sched = schedule([t for layer in layers for t in layer.tasks], machine(model))
+    return int(sched.makespan), sum(p.bytes_offchip for p in layers)
 
 
 def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, source: str, latency_cycles: int,
@@ -165,8 +167,9 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
                   "prefill_latency_ms": latency_cycles / (clock * 1e3)}
     steps = tokens or 1
     cycles, traffic = [], []
+    priced = price(plan, model)
     for t in range(steps):
-        c, bytes_off = _step_cycles(plan, attns, start + t + 1, model, target)
+        c, bytes_off = _step_cycles(plan, priced, attns, start + t + 1, model, target)
         cycles.append(c)
         traffic.append(bytes_off)
     total = sum(cycles)
