@@ -83,6 +83,13 @@ def test_step_continues_for_more_tokens(exports) -> None:
     assert kv_cache["capacity_bytes"] == kv_cache["bytes_per_position"] * (PAST + 4)
 
 
+def test_table_shows_per_token_latency_and_the_cache(exports, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(exports["gpt2_prefill"][0]), "--decode-tokens", "2", "--attention", "flash"]) == 0
+    out = capsys.readouterr().out
+    assert "ms/token mean (2 tokens, cache 15..16" in out and f"prefill of {PAST} tokens" in out
+    assert "KV cache" in out and "positions (fits on chip)" in out
+
+
 def test_step_int8_compiles(exports) -> None:
     path, feeds = exports["llama_step"]
     report = compile(path, quant="int8", softmax="shiftmax", layernorm="ilayernorm", calibrate=feeds).report

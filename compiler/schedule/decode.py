@@ -84,7 +84,8 @@ def _one_row(module: ModuleOp, b: int, s: int, model: AcceleratorModel) -> Modul
         if isinstance(value.owner, df.WeightOp) or not isinstance(value.type, TensorType):
             return
         shape = list(value.type.get_shape())
-        for axis, dim in enumerate(shape):
+        first = 1 if b > 1 and len(shape) >= 3 and shape[0] == b else 0  # a batch axis is never the token axis
+        for axis, dim in enumerate(shape[first:], first):
             if dim == s or (b > 1 and dim == b * s and len(shape) == 2):
                 shape[axis] = dim // s
                 value._type = TensorType(value.type.element_type, shape)  # noqa: SLF001  (xDSL has no setter)
