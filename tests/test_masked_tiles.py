@@ -17,8 +17,6 @@ import compiler.schedule.attention as attention
 from codesign.api import compile
 from tests.decoder_exports import HEADS, LAYERS, export_prefill
 
-pytestmark = pytest.mark.slow
-
 SEQ, TILE, WINDOW = 64, 16, 24
 FLASH = f"canonicalize,set-attention{{algorithm=flash tile_q={TILE} tile_k={TILE}}},fuse,tile,schedule"
 
@@ -56,6 +54,7 @@ def _attn_details(report: dict) -> list[dict]:
     return [layer["detail"] for layer in report["layers"] if layer["op"] == "attention"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, window", [("gpt2", None), ("mistral", WINDOW)])
 def test_flash_skips_exactly_the_fully_masked_tiles(exports, monkeypatch: pytest.MonkeyPatch, family: str,
                                                     window: int | None) -> None:
@@ -82,6 +81,7 @@ def test_flash_skips_exactly_the_fully_masked_tiles(exports, monkeypatch: pytest
     assert busy[0] - busy[1] == saved
 
 
+@pytest.mark.slow
 def test_edge_moe_skips_steps_whose_lanes_all_meet_masked_keys(exports) -> None:
     path, _ = exports["gpt2"]
     report = compile(path, attention="edge-moe").report
@@ -91,7 +91,20 @@ def test_edge_moe_skips_steps_whose_lanes_all_meet_masked_keys(exports) -> None:
     assert all(d["cycles_saved"] > 0 for d in details)
 
 
-def test_standard_order_and_padding_masks_skip_nothing(exports) -> None:
+@pytest.mark.slow
+def test_standard_order_skips_nothing(exports) -> None:
     report = compile(exports["gpt2"][0]).report
     assert "attention" not in report
     assert not any("masked_tiles_skipped" in d for d in _attn_details(report))
+
+
+def test_block_diagonal_windows_any_size() -> None:
+    """Windows of 8 (block-diagonal, Swin-like) in 32 tokens: 8x8 tiles keep the 4 diagonal ones; 16x16 tiles keep
+    the 2 diagonal ones; 12x12 tiles (not aligned to the windows) keep the tiles a window touches."""
+    blocks = np.kron(np.eye(4, dtype=bool), np.ones((8, 8), dtype=bool))
+    assert attention.flash_active_tiles(blocks, 8, 8) == (4, 4 * 64)
+    assert attention.flash_active_tiles(blocks, 16, 16) == (2, 2 * 256)
+    touched = sum(blocks[i:i + 12, j:j + 12].any() for i in range(0, 32, 12) for j in range(0, 32, 12))
+    assert attention.flash_active_tiles(blocks, 12, 12)[0] == touched < 9
+    # Edge-MoE: one lane per group visits keys in order, so a step is issued exactly where the row keeps its key.
+    assert attention.edge_moe_active_steps(blocks, 1) == (int(blocks.sum()), int(blocks.sum()))

@@ -225,7 +225,8 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
     sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
     mask_bytes = tensor_bytes(op.mask) if op.mask is not None else 0
     k_bytes, v_bytes = tensor_bytes(op.k), tensor_bytes(op.v)
-    allowed = allowed_keys(op, weights)
+    reordered = df.str_attr(op, "algorithm") in ("flash", "edge-moe") and df.str_attr(op, "softmax") != "softmax-free"
+    allowed = allowed_keys(op, weights) if reordered else None  # only the reordered orders skip tiles
     shape = _Shape(
         name=df.str_attr(op, "layer"), b=b, sq=sq, sk=sk,
         heads=heads, dh=df.int_attr(op, "head_dim"),
