@@ -27,7 +27,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
-__all__ = ["KV_ATTR", "KvAppend", "check_cache_inputs", "check_kv_pairs", "rewrite_kv_cache"]
+__all__ = ["KV_ATTR", "KvAppend", "check_cache_inputs", "rewrite_kv_cache"]
 
 KV_ATTR = "kv_cache"
 """Node (and ``dataflow.move`` ``attrs``) key naming a move's role in a KV cache: past, append or present."""
@@ -79,7 +79,7 @@ def rewrite_kv_cache(g: Graph) -> list[KvAppend]:
     """Rewrite every cache append of ``g`` in place (module docstring) and return them in graph order.
 
     Raises InputError when a past input's batch, head or head-dim sizes differ from this step's rows (a ``--shape``
-    that contradicts the graph); :func:`check_kv_pairs` checks the lengths of an attention's key and value caches.
+    that contradicts the graph); :func:`check_cache_inputs` compares key and value cache lengths before that.
     """
     producers = g.producers()
     found: list[KvAppend] = []
@@ -145,14 +145,3 @@ def check_cache_inputs(shapes: dict[str, tuple[int, ...]], source: str) -> None:
             raise InputError(f"{source}: KV cache input '{head}value{tail}' holds {other[2]} positions but "
                              f"'{name}' holds {shape[2]}; the keys and values of one layer have the same cache "
                              f"length (check --shape)")
-
-
-def check_kv_pairs(g: Graph, appends: list[KvAppend], operands: list[tuple[str, str]]) -> None:
-    """Raise InputError when an attention's K and V (``operands``: (k, v) tensor names of each recognised
-    attention) come from caches of different lengths: the ``--shape`` of one of them contradicts the graph."""
-    by_concat = {a.concat: a for a in appends}
-    for k, v in operands:
-        ka, va = by_concat.get(k), by_concat.get(v)
-        if ka is not None and va is not None and ka.past_len != va.past_len:
-            raise InputError(f"{g.source}: KV cache input '{va.past_input}' holds {va.past_len} past positions but "
-                             f"'{ka.past_input}' (the keys of the same attention) holds {ka.past_len}; check --shape")
