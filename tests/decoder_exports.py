@@ -88,15 +88,15 @@ def step_input_names() -> list[str]:
     return ["input_ids"] + [f"past_key_values.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
 
 
-def export_step(family: str, past: int, path: Path, dynamic: bool = False,
-                exporter: str = "legacy") -> dict[str, np.ndarray]:
-    """Export one decode step against a cache of ``past`` positions (a symbolic cache length with ``dynamic``, legacy
-    exporter only); return its inputs with a leading sample axis."""
+def export_step(family: str, past: int, path: Path, dynamic: bool = False, exporter: str = "legacy",
+                new: int = 1) -> dict[str, np.ndarray]:
+    """Export one decode step of ``new`` tokens (several: a chunk) against a cache of ``past`` positions (a symbolic
+    cache length with ``dynamic``, legacy exporter only); return its inputs with a leading sample axis."""
     from examples._common import export_onnx
 
     model, kv = _model(family)
     gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, VOCAB, (1, 1), generator=gen)
+    ids = torch.randint(0, VOCAB, (1, new), generator=gen)
     caches = [torch.randn(1, kv, past, HEAD_DIM, generator=gen) for _ in range(2 * LAYERS)]
     names = step_input_names()
     outputs = ["last_hidden_state"] + [f"present.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]

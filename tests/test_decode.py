@@ -17,7 +17,7 @@ from codesign.api import compile
 from codesign.cli import main
 from compiler.schedule.decode import decode_sections
 from hw.errors import InputError
-from tests.decoder_exports import HEAD_DIM, HEADS, KV_HEADS, LAYERS, export_prefill, export_step
+from tests.decoder_exports import HEAD_DIM, HEADS, HIDDEN, KV_HEADS, LAYERS, export_prefill, export_step
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, d
         ("gpt2_step", lambda p: export_step("gpt2", PAST, p)),
         ("llama_step", lambda p: export_step("llama", PAST, p)),
         ("gpt2-dynamo_step", lambda p: export_step("gpt2", PAST, p, exporter="dynamo")),
+        ("gpt2_chunk", lambda p: export_step("gpt2", PAST, p, new=3)),
         ("gpt2_dynamic", lambda p: export_step("gpt2", PAST, p, dynamic=True)),
         ("gpt2_prefill", lambda p: export_prefill("gpt2", PAST, p)),
     ):
@@ -88,6 +89,19 @@ def test_table_shows_per_token_latency_and_the_cache(exports, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "ms/token mean (2 tokens, cache 15..16" in out and f"prefill of {PAST} tokens" in out
     assert "KV cache" in out and "positions (fits on chip)" in out
+
+
+def test_chunk_of_new_tokens_attends_the_cache_causally(exports) -> None:
+    """Three new tokens after 15 cached: query i sees the cache and the new tokens up to itself (the causal mask's
+    diagonal is offset by the cache), in the simulator as in onnxruntime."""
+    path, feeds = exports["gpt2_chunk"]
+    report = compile(path, inputs=feeds, decode_tokens=2).report
+    assert report["patterns"]["attention"] == LAYERS
+    assert min(_cosines(report)) >= 0.9999
+    decode, kv_cache = report["decode"], report["kv_cache"]
+    assert (decode["tokens_per_step"], decode["tokens"], decode["cache_len_last"]) == (3, 6, PAST + 3)
+    assert decode["per_token_cycles_first"] == pytest.approx(report["latency_cycles"] / 3)
+    assert kv_cache["positions"] == PAST + 6 and kv_cache["write_bytes_per_token"] == 3 * LAYERS * 2 * HIDDEN * 4
 
 
 def test_step_int8_compiles(exports) -> None:

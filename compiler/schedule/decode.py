@@ -3,8 +3,8 @@
 Two ways in:
 
 * a **decode-step export** (``past_key_values`` inputs, compiler/frontend/kv_cache.py): the compile *is* one step, at
-  the cache length its ``--shape`` gives; its latency is the per-token latency. ``tokens`` more steps re-plan its
-  attention for caches of ``past + 1 .. past + tokens`` positions.
+  the cache length its ``--shape`` gives; its latency is the per-token latency (shared among the step's tokens when
+  it appends several, a chunk). ``tokens`` steps re-plan its attention for caches growing by that many rows a step.
 * a **prefill export** of S tokens with ``tokens`` = N (``--decode-tokens N``): the same graph is re-planned at one
   row per step (every activation's token axis S becomes 1, so GEMM M and every vector and move shrink; weights are
   still read once per step) and its attention at S + 1 .. S + N cache positions (step t reads the S + t cached rows
@@ -154,7 +154,8 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
     if cached:  # this compile is one step; tokens more steps follow it
         attns = {df.str_attr(k.op, "layer"): k.op for k in cached}
         plan = plan_module(module)
-        start = cached[0].past  # step t (0-based) holds start + t cached rows and writes one
+        start = cached[0].past  # step t (0-based) holds start + rows * t cached rows and writes rows more
+        rows = cached[0].new_rows
         layers = cached
         decode: dict[str, Any] = {"source": "step"}
     else:
@@ -162,7 +163,7 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
         step = _one_row(module, b, s, model)
         attns = {df.str_attr(op, "layer"): op for op in _attentions(step)}
         plan = plan_module(step)
-        start = s
+        start, rows = s, 1
         layers = [KvLayer(op, new_rows=1) for op in _attentions(module)]
         decode = {"source": "prefill", "prefill_tokens": s, "prefill_latency_cycles": latency_cycles,
                   "prefill_latency_ms": latency_cycles / (clock * 1e3)}
@@ -170,19 +171,25 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
     cycles, traffic = [], []
     priced = price(plan, model)
     for t in range(steps):
-        c, bytes_off = _step_cycles(plan, priced, attns, start + t + 1, model, target)
+        c, bytes_off = _step_cycles(plan, priced, attns, start + rows * (t + 1), model, target)
         cycles.append(c)
         traffic.append(bytes_off)
     total = sum(cycles)
+
+    def per_token(c: float) -> float:
+        return c / rows if rows > 1 else c  # a step of several tokens (a chunk) shares its latency among them
+
     decode.update({
-        "tokens": steps, "cache_len_first": start, "cache_len_last": start + steps - 1,
-        "per_token_cycles_first": cycles[0], "per_token_cycles_last": cycles[-1],
-        "per_token_cycles_mean": total / steps,
-        "per_token_ms_first": cycles[0] / (clock * 1e3), "per_token_ms_last": cycles[-1] / (clock * 1e3),
-        "per_token_ms_mean": total / steps / (clock * 1e3),
+        "tokens": steps * rows, "tokens_per_step": rows,
+        "cache_len_first": start, "cache_len_last": start + rows * (steps - 1),
+        "per_token_cycles_first": per_token(cycles[0]), "per_token_cycles_last": per_token(cycles[-1]),
+        "per_token_cycles_mean": total / (steps * rows),
+        "per_token_ms_first": per_token(cycles[0]) / (clock * 1e3),
+        "per_token_ms_last": per_token(cycles[-1]) / (clock * 1e3),
+        "per_token_ms_mean": total / (steps * rows) / (clock * 1e3),
         "bytes_offchip_per_token_first": traffic[0], "bytes_offchip_per_token_last": traffic[-1],
         "decode_ms_total": total / (clock * 1e3),
-        "tokens_per_s": steps * clock * 1e6 / total if total else None,
+        "tokens_per_s": steps * rows * clock * 1e6 / total if total else None,
         "step_cycles": cycles,
     })
-    return {"decode": decode, "kv_cache": kv_cache_section(layers, target, start + steps, input_names)}
+    return {"decode": decode, "kv_cache": kv_cache_section(layers, target, start + rows * steps, input_names)}
