@@ -46,12 +46,19 @@ def to_onnx(model: Any, example_inputs: Any = None) -> str | os.PathLike[str] | 
 def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Sequence[str] = (),
                     shapes: Mapping[str, Sequence[int]] | None = None, passes: str | None = None,
                     stop_after: str | None = None, print_ir_after: Sequence[str] = (), batch: int | None = None,
-                    **choices: str) -> CompileOptions:
-    """Validated ``CompileOptions`` from plain Python values (``batch``: samples per inference, ``--batch``)."""
+                    decode_tokens: int | None = None, **choices: str) -> CompileOptions:
+    """Validated ``CompileOptions`` from plain Python values (``batch``: samples per inference, ``--batch``;
+    ``decode_tokens``: per-token latency of that many decode steps, ``--decode-tokens``)."""
+    from compiler.schedule.decode import MAX_DECODE_TOKENS
+
+    if decode_tokens is not None and (isinstance(decode_tokens, bool) or not isinstance(decode_tokens, int)
+                                      or not 1 <= decode_tokens <= MAX_DECODE_TOKENS):
+        raise InputError(f"--decode-tokens {decode_tokens}: expected a whole number of tokens from 1 to "
+                         f"{MAX_DECODE_TOKENS}")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1 << 20):
         raise InputError(f"--batch {batch}: expected a whole number of samples from 1 to {1 << 20}")
     return CompileOptions(
-        target=target, overrides=overrides_from(overrides), batch=batch,
+        target=target, overrides=overrides_from(overrides), batch=batch, decode_tokens=decode_tokens,
         shapes=tuple((k, tuple(int(d) for d in v)) for k, v in (shapes or {}).items()),
         passes=passes, stop_after=stop_after, print_ir_after=tuple(print_ir_after),
         choices=tuple(sorted((k, str(v)) for k, v in choices.items() if v is not None)),
@@ -61,7 +68,8 @@ def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Se
 def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *,
             overrides: Mapping[str, str] | Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None,
             passes: str | None = None, stop_after: str | None = None, inputs: Any = None, outputs: Any = None,
-            calibrate: Any = None, batch: int | None = None, **choices: str) -> CompileResult:
+            calibrate: Any = None, batch: int | None = None, decode_tokens: int | None = None,
+            **choices: str) -> CompileResult:
     """Compile ``model`` for ``target`` (a bundled name or a YAML path) and return the result with its report.
 
     ``overrides`` are dotted target keys (``{"gemm.rows": 16}``), ``batch`` the samples per inference (the leading
@@ -74,7 +82,8 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
     Raises ``hw.errors.InputError`` on bad input.
     """
     options = compile_options(target, {k: str(v) for k, v in dict(overrides).items()} if isinstance(overrides, Mapping)
-                              else overrides, shapes, passes, stop_after, batch=batch, **choices)
+                              else overrides, shapes, passes, stop_after, batch=batch, decode_tokens=decode_tokens,
+                              **choices)
     if outputs is not None and inputs is None:
         raise InputError("compile(outputs=...) needs inputs=... (the samples to run)")
     result, sim_outputs = run_compile(to_onnx(model, example_inputs), options, inputs=inputs, calibrate=calibrate)

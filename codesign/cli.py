@@ -60,6 +60,10 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="samples per inference: the leading dim of every input (a dynamic batch axis); weights are "
                    "read once per batch and the report's throughput counts N samples")
+    p.add_argument("--decode-tokens", type=int, default=None, metavar="N",
+                   help="also report per-token (decode) latency for N generated tokens: a prefill export is "
+                   "re-planned at one row per step against a KV cache of S..S+N-1 positions; a decode-step export "
+                   "(past_key_values inputs) continues from its cache length")
     p.add_argument("--passes", help="replace the default passes, e.g. 'canonicalize,fuse,tile,schedule'")
     p.add_argument("--stop-after", metavar="STEP", help="stop after this pipeline step")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="STEP",
@@ -88,7 +92,8 @@ def _compile_options(args: argparse.Namespace):
         if value is not None:
             choices[key] = validate_choice(key, value)
     return compile_options(args.target, args.overrides, shapes, args.passes, args.stop_after,
-                           args.print_ir_after, batch=args.batch, **choices)
+                           args.print_ir_after, batch=args.batch,
+                           decode_tokens=getattr(args, "decode_tokens", None), **choices)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

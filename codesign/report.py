@@ -66,9 +66,35 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
         rows.append(("vector lanes", f"{detail['vector_lanes']} x ({', '.join(detail['lane_units']) or 'no units'}): "
                                      + ", ".join(f"{lane[r]:,.0f} {r.upper()}" for r in ("lut", "ff", "dsp"))
                                      + " each"))
+    rows += _decode_rows(report)
     for key, value in rows:
         totals.add_row(key, value)
     console.print(totals)
+
+
+def _decode_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Per-token latency next to the prefill's, the KV cache, and the masked attention tiles skipped."""
+    rows = []
+    dec = report.get("decode")
+    if dec:
+        span = (f"cache {dec['cache_len_first']}" if dec["tokens"] == 1
+                else f"{dec['tokens']} tokens, cache {dec['cache_len_first']}..{dec['cache_len_last']}")
+        text = (f"{dec['per_token_ms_mean']:.4g} ms/token mean ({span}; first {dec['per_token_ms_first']:.4g}, "
+                f"last {dec['per_token_ms_last']:.4g} ms)")
+        if dec.get("source") == "prefill":
+            text += f"; prefill of {dec['prefill_tokens']} tokens {dec['prefill_latency_ms']:.4g} ms"
+        rows.append(("decode", text))
+    kv = report.get("kv_cache")
+    if kv:
+        fits = ("fits on chip" if kv["fits_onchip"] else "off chip" if kv["fits_offchip"]
+                else "exceeds off-chip memory")
+        rows.append(("KV cache", f"{kv['capacity_bytes']:,} bytes at {kv['positions']} positions ({fits}); per token "
+                                 f"reads {kv['read_bytes_per_token']:,}, writes {kv['write_bytes_per_token']:,} bytes"))
+    att = report.get("attention")
+    if att:
+        rows.append(("masked tiles", f"{att['masked_tiles_skipped']:,} of {att['tiles_total']:,} attention tiles "
+                                     f"skipped, {att['cycles_saved']:,} compute cycles saved"))
+    return rows
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:

@@ -43,6 +43,7 @@ class CompileOptions:
     print_ir_after: tuple[str, ...] = ()
     verify_each: bool = False  # verify after every pass (always after import and after the last pass)
     choices: tuple[tuple[str, str], ...] = ()  # numerics / attention choices, e.g. ("softmax", "shiftmax")
+    decode_tokens: int | None = None  # --decode-tokens: per-token latency of N decode steps (schedule/decode.py)
 
     def choice(self, key: str, default: str) -> str:
         """The value chosen for ``key`` (e.g. ``softmax``), or ``default``."""
@@ -131,6 +132,8 @@ def run_pipeline(
         ctx.env.model = build_model(ctx.env.target)
         _check_fits_before_compile(ctx.env.model)
     ctx.env.options = dict(options.choices)
+    if options.decode_tokens is not None:
+        ctx.env.artifacts["decode_tokens"] = options.decode_tokens
     graph = load_graph(source, dict(options.shapes), options.batch)
     imported = build_module(graph)
     ctx.env.weights = imported.weights

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from compiler.context import CompileContext
+from compiler.schedule.decode import decode_sections
 from hw.models.asic import SiliconModel
 from hw.models.base import WorkloadSizedModel, workload_sized
 
@@ -127,6 +128,18 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         }
     if sized is not None and units is not None:
         report["resources_detail"] = sized.resource_detail(units)
+    # KV caches and decode steps (compiler/schedule/decode.py): per-token latency next to this compile's. They re-plan
+    # the module, so a report built from a plan alone (a sweep's plan tier) has none, and sweeps re-check that tier.
+    module = getattr(result, "module", None)
+    if module is not None:
+        names = getattr(result.imported, "input_names", None)
+        report.update(decode_sections(module, model, target, report["model"], cycles,
+                                      env.artifacts.get("decode_tokens"), names))
+    masked = [layer["detail"] for layer in layers if "masked_tiles_skipped" in layer.get("detail", {})]
+    if masked:
+        report["attention"] = {"masked_tiles_skipped": sum(d["masked_tiles_skipped"] for d in masked),
+                               "tiles_total": sum(d["tiles_total"] for d in masked),
+                               "cycles_saved": sum(d["cycles_saved"] for d in masked)}
     # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
     for key, value in env.artifacts.get("report", {}).items():
         report[key] = value

@@ -185,7 +185,7 @@ def _prefix(point: PointRequest) -> Prefix:
     if prefix.module is not None and [p.name for p in prefix.hw_passes] == _PLAN_PASSES:
         fused = _fused(prefix)
         if fused is not None:
-            prefix.plan = plan_module(fused)
+            prefix.plan = plan_module(fused, getattr(prefix.env, "weights", None))
     _PREFIXES[key] = prefix
     while len(_PREFIXES) > _PREFIX_CACHE_SIZE:
         _PREFIXES.popitem(last=False)

@@ -25,6 +25,7 @@ from onnx import external_data_helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.kv_cache import check_cache_inputs
 from compiler.frontend.onnx_checks import (
     check_elem_type,
     check_external_data,
@@ -378,6 +379,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                     if tensor.data_location == onnx.TensorProto.EXTERNAL:
                         onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base))
     input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants), batch)
+    check_cache_inputs(input_shapes, source_name)  # before shape inference, which would only name a MatMul
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:
         if inp.name not in constants:

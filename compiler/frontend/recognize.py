@@ -473,8 +473,10 @@ def _to_batch_first(graph: Graph, source: str, name: str) -> str:
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
     from compiler.frontend.fused_qkv import split_fused_qkv
+    from compiler.frontend.kv_cache import rewrite_kv_cache
     from compiler.frontend.recognize_moe import recognize_moe
 
+    rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.

@@ -29,7 +29,8 @@ class Schedule(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         model = resolve_model(ctx, self.name, self.target)
-        plans, result = schedule_plan(plan_module(op), model)
+        env = getattr(ctx, "env", None)
+        plans, result = schedule_plan(plan_module(op, getattr(env, "weights", None)), model)
         span = {}
         for plan in plans:
             times = [result.task(t.name) for t in plan.tasks]
@@ -44,6 +45,5 @@ class Schedule(ModulePass):
                 start, end = span[layer.data]
                 inner.attributes["start"] = IntegerAttr(start, i64)
                 inner.attributes["end"] = IntegerAttr(end, i64)
-        env = getattr(ctx, "env", None)
         if env is not None:
             env.plans, env.schedule = plans, result

@@ -21,15 +21,28 @@ A.V reads them) to what Q, K, V and the output cost:
               each Q tile is read once, K and V are streamed once per Q tile unless a head's K and V fit on chip
               (then once), the output written once. QK^T and A.V run on the array tile by tile; the online softmax and
               the rescale of the output accumulators (tile_q x dv per key tile) on the vector lanes, overlapped.
+
+Fully masked tiles. With a causal flag, or a constant mask whose structure (``mask_kind``) is causal, banded or
+block-diagonal, a key tile whose every (query, key) pair is masked adds nothing to an online softmax (its exp(s - m)
+are all 0), so ``flash`` and ``edge-moe`` do not issue it: no QK^T, no exponentials, no A.V, no K/V traffic for it.
+Which tiles are fully masked comes from the mask itself (:func:`allowed_keys`: the causal flag, and the constant mask
+operand when the plan is given the weights), so any band width or window works. Every row of these kinds keeps at
+least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of ``tiles_total``) and
+``cycles_saved``, the compute cycles the skipped tiles would have taken.
+
+Decode steps. :func:`with_kv_len` re-plans an attention for a cache of that many positions
+(compiler/schedule/decode.py): Sk and the K/V bytes scale with it, the query rows stay those of the op's ``q``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 
-from xdsl.dialects.builtin import IntegerAttr
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, StringAttr
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
@@ -47,13 +60,16 @@ from hw.models.base import Cost
 from hw.perf.workload import GemmWork, VectorWork
 from hw.targets.schema import Target
 
-__all__ = ["plan_attention", "softmax_cost_name", "attention_buffers", "choose_flash_tiles", "TILE_Q_ATTR",
-           "TILE_K_ATTR", "DEFAULT_LANES"]
+__all__ = ["plan_attention", "softmax_cost_name", "attention_buffers", "choose_flash_tiles", "allowed_keys",
+           "flash_active_tiles", "edge_moe_active_steps", "TILE_Q_ATTR", "TILE_K_ATTR", "DEFAULT_LANES",
+           "SKIPPABLE_MASKS", "with_kv_len"]
 
 TILE_Q_ATTR = df.TILE_Q_ATTR
 TILE_K_ATTR = df.TILE_K_ATTR
 DEFAULT_LANES = 4
 """Edge-MoE's ATTN_MATMUL_PARALLEL."""
+SKIPPABLE_MASKS = ("causal", "banded", "block")
+"""Mask structures whose fully masked tiles the reordered orders skip (every row keeps a key)."""
 
 
 def attention_buffers(target: Target) -> tuple[float, float, float]:
@@ -94,6 +110,61 @@ def _int(op: df.AttentionOp, key: str, default: int) -> int:
     return df.int_attr(op, key, default) if key in op.properties else default
 
 
+def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """[Sq, Sk] bool: the (query, key) pairs some batch and head attends, when the mask is known and its structure
+    lets fully masked tiles be skipped (the causal flag, or a constant ``mask`` of kind causal / banded / block
+    found in ``weights``); None otherwise (no mask, a mask from an input, or a kind that may mask whole rows)."""
+    sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
+    kind = op.properties.get("mask_kind")
+    kind = kind.data if isinstance(kind, StringAttr) else None
+    causal = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
+    if op.mask is None and not causal:
+        return None
+    allowed = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq) if causal else np.ones((sq, sk), dtype=bool)
+    if op.mask is not None:
+        owner = op.mask.owner
+        mask = weights.get(df.str_attr(owner, "layer")) if weights is not None and isinstance(owner, df.WeightOp) \
+            else None
+        if mask is None or kind not in SKIPPABLE_MASKS or mask.ndim < 2 or mask.shape[-2:] not in (
+                (sq, sk), (1, sk)) or not np.issubdtype(mask.dtype, np.number):
+            return None
+        low, high = mask.min(), mask.max()
+        masked = mask <= low if low < high else np.zeros(mask.shape, dtype=bool)
+        keep = ~masked.reshape((-1,) + masked.shape[-2:]).all(axis=0)  # a pair some batch / head keeps
+        allowed &= np.broadcast_to(keep, (sq, sk))
+    if allowed.all() or not allowed.any(axis=1).all():
+        return None  # nothing to skip, or a row with no key (skipping would change it)
+    return allowed
+
+
+def flash_active_tiles(allowed: np.ndarray, tq: int, tk: int) -> tuple[int, int]:
+    """(tiles with at least one attended pair, (query, key) elements in them) of the tq x tk tiling of ``allowed``
+    (per batch and head)."""
+    sq, sk = allowed.shape
+    nq, nk = -(-sq // tq), -(-sk // tk)
+    padded = np.zeros((nq * tq, nk * tk), dtype=bool)
+    padded[:sq, :sk] = allowed
+    occupied = padded.reshape(nq, tq, nk, tk).any(axis=(1, 3))
+    rows = np.minimum(tq, sq - tq * np.arange(nq))
+    cols = np.minimum(tk, sk - tk * np.arange(nk))
+    return int(occupied.sum()), int((rows[:, None] * cols[None, :])[occupied].sum())
+
+
+def edge_moe_active_steps(allowed: np.ndarray, lanes: int) -> tuple[int, int]:
+    """(steps issued, lane visits) of Edge-MoE's rotated order over ``allowed`` (per batch and head): lane o of a
+    group visits key (s + o) mod Sk at step s; a step whose every lane meets a masked key is not issued."""
+    sq, sk = allowed.shape
+    groups = -(-sq // lanes)
+    active = np.zeros((groups, sk), dtype=bool)
+    counts = np.zeros(groups, dtype=np.int64)
+    for o in range(min(lanes, sq)):
+        rows = allowed[o::lanes]  # query lanes * g + o, one per group
+        active[:len(rows)] |= np.roll(rows, -o, axis=1)
+        counts[:len(rows)] += 1
+    steps = active.sum(axis=1)
+    return int(steps.sum()), int((steps * counts).sum())
+
+
 def softmax_cost_name(approx: str) -> str:
     """The cost-table name of a ``--softmax`` choice (base2 is Softermax, log2q runs on the Shiftmax unit)."""
     return {"base2": "softermax", "log2q": "shiftmax", "softmax-free": "exact"}.get(approx, approx)
@@ -118,6 +189,8 @@ class _Shape:
     mask_bytes: int
     out_bytes: int
     deps: tuple[str, ...]
+    #: [Sq, Sk] pairs attended when fully masked tiles may be skipped (:func:`allowed_keys`), else None
+    allowed: np.ndarray | None = None
 
     @property
     def score_bytes(self) -> int:
@@ -135,17 +208,25 @@ class _Shape:
         return qk, av, sm
 
 
-def plan_attention(op: df.AttentionOp, deps: tuple[str, ...]) -> PlannedLayer:
-    """The planned layer of ``op`` (its inputs produced by ``deps``): task names and the pricing of its order."""
+def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
+                   weights: Mapping[str, np.ndarray] | None = None) -> PlannedLayer:
+    """The planned layer of ``op`` (its inputs produced by ``deps``): task names and the pricing of its order.
+
+    ``weights`` (the compile's WeightStore) lets a constant mask show which tiles are fully masked."""
     b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
     heads = df.int_attr(op, "num_heads")
+    sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
+    mask_bytes = tensor_bytes(op.mask) if op.mask is not None else 0
+    k_bytes, v_bytes = tensor_bytes(op.k), tensor_bytes(op.v)
+    reordered = df.str_attr(op, "algorithm") in ("flash", "edge-moe") and df.str_attr(op, "softmax") != "softmax-free"
+    allowed = allowed_keys(op, weights) if reordered else None  # only the reordered orders skip tiles
     shape = _Shape(
-        name=df.str_attr(op, "layer"), b=b, sq=sq, sk=op.k.type.get_shape()[1],  # type: ignore[attr-defined]
+        name=df.str_attr(op, "layer"), b=b, sq=sq, sk=sk,
         heads=heads, dh=df.int_attr(op, "head_dim"),
         dv=op.v.type.get_shape()[2] // df.kv_heads(op),  # type: ignore[attr-defined]  # K/V once per KV head
         bits=element_bits(op.q), softmax=softmax_cost_name(df.str_attr(op, "softmax")),
-        q_bytes=tensor_bytes(op.q), k_bytes=tensor_bytes(op.k), v_bytes=tensor_bytes(op.v),
-        mask_bytes=tensor_bytes(op.mask) if op.mask is not None else 0, out_bytes=tensor_bytes(op.result), deps=deps)
+        q_bytes=tensor_bytes(op.q), k_bytes=k_bytes, v_bytes=v_bytes,
+        mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed)
     name = shape.name
     if df.str_attr(op, "softmax") == "softmax-free":
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
@@ -154,8 +235,25 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...]) -> PlannedLayer:
         return PlannedLayer(name, (f"{name}.qk", f"{name}.softmax", f"{name}.av"), partial(_price_standard, shape))
     if algorithm == "edge-moe":
         return PlannedLayer(name, (name,), partial(_price_edge_moe, shape, _int(op, "lanes", DEFAULT_LANES)))
-    tiles = (_int(op, TILE_Q_ATTR, shape.sq), _int(op, TILE_K_ATTR, shape.sk))
+    tiles = (min(_int(op, TILE_Q_ATTR, shape.sq), shape.sq), min(_int(op, TILE_K_ATTR, shape.sk), shape.sk))
     return PlannedLayer(name, (name,), partial(_price_flash, shape, tiles))
+
+
+def with_kv_len(layer: PlannedLayer, kv_len: int, mask_bytes: int,
+                tiles: tuple[int, int] | None = None) -> PlannedLayer:
+    """``layer`` (an attention planned by :func:`plan_attention`) for a cache of ``kv_len`` positions: Sk and the
+    K/V bytes scaled from the op's bytes per position, ``mask_bytes`` the mask this step reads; flash ``tiles`` if
+    given (else the op's, clipped)."""
+    fn = layer.price
+    assert isinstance(fn, partial) and isinstance(fn.args[0], _Shape)
+    shape: _Shape = fn.args[0]
+    per = shape.sk
+    scaled = replace(shape, sk=kv_len, k_bytes=shape.k_bytes // per * kv_len, v_bytes=shape.v_bytes // per * kv_len,
+                     mask_bytes=mask_bytes, allowed=None)
+    args = fn.args[1:]
+    if fn.func is _price_flash:
+        args = (tiles if tiles is not None else (min(args[0][0], shape.sq), min(args[0][1], kv_len)),)
+    return PlannedLayer(layer.name, layer.task_names, partial(fn.func, scaled, *args))
 
 
 def _layer(shape: _Shape, cost: CostFn) -> tuple[LayerPlan, Cost]:
@@ -194,37 +292,80 @@ def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
 
 def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
     """Edge-MoE's P = ``lanes`` query lanes (module docstring): the lanes are timed on the array (no work item of
-    their own); the online softmax runs beside them."""
+    their own); the online softmax runs beside them. Steps whose every lane meets a masked key are not issued."""
     plan, c_qk = _layer(shape, cost)
-    rows = shape.b * shape.heads * shape.sq
-    sm = VectorWork(kind="softmax", elements=rows * shape.sk, rows=rows, approx=_online(shape.softmax),
-                    bits=shape.bits)
-    c_sm = cost(sm)
     groups = math.ceil(shape.sq / lanes)
-    cycles = 2 * shape.b * shape.heads * groups * shape.sk
-    fused = Cost(unit="gemm", compute_cycles=max(cycles, c_sm.compute_cycles), tiles=max(1, shape.b * shape.heads))
+    steps, visits = groups * shape.sk, shape.sq * shape.sk
+    if shape.allowed is not None:
+        steps, visits = edge_moe_active_steps(shape.allowed, lanes)
+    fused, sm = _edge_moe_cost(shape, steps, visits, cost)
     elem = max(1, shape.bits // 8)
     plan.tasks = [priced_task(TaskSpec(shape.name, shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes,
                                        shape.out_bytes, shape.deps), fused)]
     plan.works = [sm]
     plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
-    plan.detail.update({"algorithm": "edge-moe", "score_bytes_offchip": 0, "lanes": lanes, "lane_cycles": cycles,
+    plan.detail.update({"algorithm": "edge-moe", "score_bytes_offchip": 0, "lanes": lanes,
+                        "lane_cycles": 2 * shape.b * shape.heads * steps,
                         "buffer_bytes_per_step": 2 * shape.dh * elem,
                         "buffer_bytes_per_step_unshared": lanes * 2 * shape.dh * elem,
-                        "k_vector_reads": shape.b * shape.heads * groups * shape.sk})
+                        "k_vector_reads": shape.b * shape.heads * steps})
+    if shape.allowed is not None:
+        full, _ = _edge_moe_cost(shape, groups * shape.sk, shape.sq * shape.sk, cost)
+        plan.detail.update({"tiles_total": shape.b * shape.heads * groups * shape.sk,
+                            "masked_tiles_skipped": shape.b * shape.heads * (groups * shape.sk - steps),
+                            "cycles_saved": full.compute_cycles - fused.compute_cycles})
     return _finish(plan, shape, c_qk)
+
+
+def _edge_moe_cost(shape: _Shape, steps: int, visits: int, cost: CostFn) -> tuple[Cost, VectorWork]:
+    """The lanes' fused cost for ``steps`` issued steps (per batch and head) and its online softmax over
+    ``visits`` (query, key) visits."""
+    bh = shape.b * shape.heads
+    sm = VectorWork(kind="softmax", elements=bh * visits, rows=bh * shape.sq, approx=_online(shape.softmax),
+                    bits=shape.bits)
+    cycles = 2 * bh * steps
+    return Cost(unit="gemm", compute_cycles=max(cycles, cost(sm).compute_cycles), tiles=max(1, bh)), sm
 
 
 def _price_flash(shape: _Shape, tiles: tuple[int, int], cost: CostFn) -> LayerPlan:
     """Flash tiles (``tile_q`` x ``tile_k``, module docstring): QK^T and A.V tile by tile on the array, the online
-    softmax and the output rescale on the vector lanes, overlapped."""
+    softmax and the output rescale on the vector lanes, overlapped. Fully masked tiles are not issued."""
     plan, c_qk_std = _layer(shape, cost)
     tq, tk = tiles
     nq, nk = math.ceil(shape.sq / tq), math.ceil(shape.sk / tk)
-    batch = shape.b * shape.heads * nq * nk
+    per_head, elements = nq * nk, shape.sq * shape.sk
+    if shape.allowed is not None:
+        per_head, elements = flash_active_tiles(shape.allowed, tq, tk)
+    fused, works, drain = _flash_cost(shape, tiles, per_head, elements, cost)
+    kv_passes = 1 if nk == 1 else nq  # K and V of a head stay on chip when one key tile holds them
+    # K/V tiles are streamed once per Q tile that issues them (all of them once when one key tile holds a head)
+    kv_bytes = shape.k_bytes + shape.v_bytes + shape.mask_bytes
+    streamed = kv_bytes if nk == 1 else -(-kv_bytes * per_head // nk)
+    bytes_in = shape.q_bytes + streamed
+    plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]
+    plan.works = works
+    plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
+    plan.detail.update({"algorithm": "flash", "score_bytes_offchip": 0, "tile_q": tq, "tile_k": tk, "q_tiles": nq,
+                        "k_tiles": nk, "kv_passes": kv_passes})
+    if drain is not None:  # the arrays' readout, as far as it lengthens the layer beyond the vector work
+        plan.detail["drain_cycles"] = drain
+    if shape.allowed is not None:
+        full, _, _ = _flash_cost(shape, tiles, nq * nk, shape.sq * shape.sk, cost)
+        plan.detail.update({"tiles_total": shape.b * shape.heads * nq * nk,
+                            "masked_tiles_skipped": shape.b * shape.heads * (nq * nk - per_head),
+                            "cycles_saved": full.compute_cycles - fused.compute_cycles})
+    return _finish(plan, shape, c_qk_std)
+
+
+def _flash_cost(shape: _Shape, tiles: tuple[int, int], per_head: int, elements: int,
+                cost: CostFn) -> tuple[Cost, list[Any], int | None]:
+    """The fused cost of ``per_head`` issued tiles (per batch and head) holding ``elements`` (query, key) pairs,
+    its work items and the readout cycles that lengthen it (None when the array has no readout)."""
+    tq, tk = tiles
+    batch = shape.b * shape.heads * per_head
     rows = shape.b * shape.heads * shape.sq
-    sm = VectorWork(kind="softmax", elements=rows * shape.sk, rows=rows, approx=_online(shape.softmax),
-                    bits=shape.bits)
+    sm = VectorWork(kind="softmax", elements=shape.b * shape.heads * elements, rows=rows,
+                    approx=_online(shape.softmax), bits=shape.bits)
     qk = GemmWork(m=tq, n=tk, k=shape.dh, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
     av = GemmWork(m=tq, n=shape.dv, k=tk, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
     mul = VectorWork(kind="mul", elements=batch * tq * shape.dv, bits=32)
@@ -232,18 +373,11 @@ def _price_flash(shape: _Shape, tiles: tuple[int, int], cost: CostFn) -> LayerPl
     vector = c_sm.compute_cycles + rescale.compute_cycles
     fused = Cost(unit=c_qk.unit, compute_cycles=max(c_qk.compute_cycles + c_av.compute_cycles, vector), tiles=batch,
                  onchip_bytes=c_qk.onchip_bytes + c_av.onchip_bytes)
-    kv_passes = 1 if nk == 1 else nq  # K and V of a head stay on chip when one key tile holds them
-    bytes_in = shape.q_bytes + (shape.k_bytes + shape.v_bytes + shape.mask_bytes) * kv_passes
-    plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]
-    plan.works = [qk, av, sm, mul]
-    plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
-    plan.detail.update({"algorithm": "flash", "score_bytes_offchip": 0, "tile_q": tq, "tile_k": tk, "q_tiles": nq,
-                        "k_tiles": nk, "kv_passes": kv_passes})
     drain = sum(int(c.detail.get("drain_cycles", 0)) for c in (c_qk, c_av))
-    if drain:  # the arrays' readout, as far as it lengthens the layer beyond the vector work (report shows it apart)
-        plan.detail["drain_cycles"] = fused.compute_cycles - max(c_qk.compute_cycles + c_av.compute_cycles - drain,
-                                                                 vector)
-    return _finish(plan, shape, c_qk_std)
+    if not drain:
+        return fused, [qk, av, sm, mul], None
+    return fused, [qk, av, sm, mul], fused.compute_cycles - max(c_qk.compute_cycles + c_av.compute_cycles - drain,
+                                                                vector)
 
 
 def _online(softmax: str) -> str:

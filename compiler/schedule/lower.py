@@ -3,7 +3,9 @@
 Execution model (stated, so reports can be read): ops run one after another as the dependency graph allows; every
 activation an op reads or writes goes through off-chip memory, except tensors inside a fused group (``fuse`` pass)
 and scores inside ``flash`` / ``edge-moe`` attention, which stay on chip; each weight is read from off-chip once per
-inference. Views (reshape, squeeze, ...) cost nothing and forward their producer.
+inference. Views (reshape, squeeze, ...) cost nothing and forward their producer; so do the moves of a KV cache
+kept in place (compiler/frontend/kv_cache.py: the cache is read by attention and its new rows written by the
+projections).
 
 ``plan_module`` reads the IR and no target; ``plan.price`` prices the plan on a target model. A GEMM's cost may
 include its array's readout (``Cost.detail["drain_cycles"]``, see hw/models/fpga.py); a priced layer keeps the
@@ -14,8 +16,10 @@ lanes hold only the units the compile used).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
@@ -23,6 +27,7 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.schedule.attention import plan_attention, softmax_cost_name
+from compiler.schedule.kv_cache import kv_role
 from compiler.schedule.moe import plan_moe
 from compiler.schedule.plan import (
     CostFn,
@@ -129,8 +134,10 @@ def _vector_rows(kind: str, value: SSAValue) -> int:
     return numel(value) // shape[-1] if kind in _ROW_KINDS and shape and shape[-1] > 0 else 1
 
 
-def plan_module(module: ModuleOp) -> Plan:
-    """The hardware plan of every costed op of ``module``'s ``main`` function, in program order (reads no target)."""
+def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> Plan:
+    """The hardware plan of every costed op of ``module``'s ``main`` function, in program order (reads no target).
+
+    ``weights`` (the compile's WeightStore) lets attention see its constant mask (fully masked tiles are skipped)."""
     producers = _Producers()
     layers: list[PlannedLayer] = []
     fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
@@ -147,11 +154,16 @@ def plan_module(module: ModuleOp) -> Plan:
             for r in op.outputs:
                 producers.task[r] = producers.task.get(op.inputs[0]) if op.inputs else None
             continue
+        if isinstance(op, df.MoveOp) and kv_role(op) is not None:  # a KV cache kept in place: a view of its rows
+            deps = producers.deps(list(op.inputs))
+            for r in op.outputs:
+                producers.task[r] = deps[0] if deps else None
+            continue
         if id(op) in fused_ops:
             continue
         if isinstance(op, df.AttentionOp):
             inputs = [op.q, op.k, op.v] + ([op.mask] if op.mask is not None else [])
-            layer = plan_attention(op, producers.deps(inputs))
+            layer = plan_attention(op, producers.deps(inputs), weights)
         elif isinstance(op, df.MoeOp):
             layer = plan_moe(op, producers.deps([op.input]))
         else:

@@ -111,7 +111,7 @@ def _split(x: np.ndarray, heads: int) -> np.ndarray:
 def _mask(op: Operation, ins: list[Tensor], sq: int, sk: int) -> np.ndarray | None:
     mask = ins[3].real().astype(np.float64) if len(ins) > 3 else None
     if bool(op.properties["causal"].value.data):  # type: ignore[attr-defined]
-        causal = np.where(np.triu(np.ones((sq, sk), dtype=bool), 1), -np.inf, 0.0)
+        causal = np.where(np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq), -np.inf, 0.0)  # keys up to i + sk - sq
         mask = causal if mask is None else mask + causal
     return mask
 

@@ -233,7 +233,8 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         return [Tensor(_merge(out).astype(np.float32))]
     qh, kh, vh = _heads(q.data, heads), _kv_heads(k.data, p["kv_heads"], heads), _kv_heads(v.data, p["kv_heads"], heads)
     sq, sk = qh.shape[-2], kh.shape[-2]
-    causal = np.triu(np.ones((sq, sk), dtype=bool), 1) if p["causal"] else None
+    # Causal as the frontend finds it: query i (of the last sq) sees keys up to i + sk - sq (a cache before them).
+    causal = np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq) if p["causal"] else None
     if q.quantized:
         s = float(q.step()) * float(k.step()) * p["scale"]
         x = int_matmul(qh, kh.swapaxes(-1, -2))

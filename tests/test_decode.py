@@ -1,0 +1,163 @@
+"""Decode steps with a KV cache (compiler/frontend/kv_cache.py, compiler/schedule/kv_cache.py and decode.py).
+
+Real exports of tiny transformers decoders (tests/decoder_exports.py): GPT-2 (legacy and dynamo exporters) and LLaMA
+(grouped-query, 2 KV heads of 4) decode steps with ``past_key_values`` inputs, and a GPT-2 prefill. The step compiles with its attention
+recognised on Concat(past, new), simulates equal to onnxruntime, counts the whole cache read and the new rows written
+per token; a prefill with ``decode_tokens`` reports per-token latency next to its own; contradictions are one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codesign.api import compile
+from codesign.cli import main
+from compiler.schedule.decode import decode_sections
+from hw.errors import InputError
+from tests.decoder_exports import HEAD_DIM, HEADS, HIDDEN, KV_HEADS, LAYERS, export_prefill, export_step
+
+pytestmark = pytest.mark.slow
+
+PAST = 15
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
+    root = tmp_path_factory.mktemp("decode")
+    out = {}
+    for name, make in (
+        ("gpt2_step", lambda p: export_step("gpt2", PAST, p)),
+        ("llama_step", lambda p: export_step("llama", PAST, p)),
+        ("gpt2-dynamo_step", lambda p: export_step("gpt2", PAST, p, exporter="dynamo")),
+        ("gpt2_chunk", lambda p: export_step("gpt2", PAST, p, new=3)),
+        ("gpt2_dynamic", lambda p: export_step("gpt2", PAST, p, dynamic=True)),
+        ("gpt2_prefill", lambda p: export_prefill("gpt2", PAST, p)),
+    ):
+        path = root / f"{name}.onnx"
+        out[name] = (path, make(path))
+    return out
+
+
+def _cosines(report: dict) -> list[float]:
+    return [o["cosine_min"] for o in report["accuracy"]["outputs"].values()]
+
+
+@pytest.mark.parametrize("family, kv", [("gpt2", HEADS), ("llama", KV_HEADS), ("gpt2-dynamo", HEADS)])
+def test_step_is_recognised_and_simulates_like_onnxruntime(exports, family: str, kv: int) -> None:
+    path, feeds = exports[f"{family}_step"]
+    report = compile(path, inputs=feeds).report
+    assert report["patterns"]["attention"] == LAYERS
+    assert len(_cosines(report)) == 1 + 2 * LAYERS  # the hidden state and every grown cache
+    assert min(_cosines(report)) >= 0.9999
+    kv_cache = report["kv_cache"]
+    row = 2 * kv * HEAD_DIM * 4  # K and V of one position, fp32, once per KV head
+    assert kv_cache["bytes_per_position"] == LAYERS * row
+    assert kv_cache["past_len"] == PAST and kv_cache["positions"] == PAST + 1
+    assert kv_cache["capacity_bytes"] == kv_cache["read_bytes_per_token"] == LAYERS * row * (PAST + 1)
+    assert kv_cache["write_bytes_per_token"] == LAYERS * row
+    assert kv_cache["inputs"] == [f"past_key_values.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
+    assert kv_cache["fits_onchip"] and kv_cache["fits_offchip"]
+    # The attention reads the whole cache (its K and V operands) ...
+    attn = [layer for layer in report["layers"] if layer["op"] == "attention"]
+    assert all(layer["bytes_offchip"] >= row * (PAST + 1) for layer in attn)
+    # ... and the cache's own moves are views: nothing copies it.
+    assert not [layer["name"] for layer in report["layers"] if ".kv_" in layer["name"]]
+    decode = report["decode"]
+    assert decode["source"] == "step" and decode["tokens"] == 1 and decode["cache_len_first"] == PAST
+    assert decode["per_token_cycles_first"] == report["latency_cycles"]
+    assert decode["bytes_offchip_per_token_first"] == report["bytes_offchip"]
+
+
+def test_step_continues_for_more_tokens(exports) -> None:
+    path, _ = exports["gpt2_step"]
+    result = compile(path, decode_tokens=4, attention="flash")
+    decode, kv_cache = result.report["decode"], result.report["kv_cache"]
+    assert decode["cache_len_first"] == PAST and decode["cache_len_last"] == PAST + 3
+    cycles = decode["step_cycles"]
+    assert cycles[0] == result.report["latency_cycles"]
+    assert cycles == sorted(cycles) and cycles[-1] > cycles[0]  # a longer cache costs more
+    assert decode["bytes_offchip_per_token_last"] > decode["bytes_offchip_per_token_first"]
+    assert kv_cache["positions"] == PAST + 4
+    assert kv_cache["capacity_bytes"] == kv_cache["bytes_per_position"] * (PAST + 4)
+
+
+def test_table_shows_per_token_latency_and_the_cache(exports, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(exports["gpt2_prefill"][0]), "--decode-tokens", "2", "--attention", "flash"]) == 0
+    out = capsys.readouterr().out
+    assert "ms/token mean (2 tokens, cache 15..16" in out and f"prefill of {PAST} tokens" in out
+    assert "KV cache" in out and "positions (fits on chip)" in out
+
+
+def test_chunk_of_new_tokens_attends_the_cache_causally(exports) -> None:
+    """Three new tokens after 15 cached: query i sees the cache and the new tokens up to itself (the causal mask's
+    diagonal is offset by the cache), in the simulator as in onnxruntime."""
+    path, feeds = exports["gpt2_chunk"]
+    report = compile(path, inputs=feeds, decode_tokens=2).report
+    assert report["patterns"]["attention"] == LAYERS
+    assert min(_cosines(report)) >= 0.9999
+    decode, kv_cache = report["decode"], report["kv_cache"]
+    assert (decode["tokens_per_step"], decode["tokens"], decode["cache_len_last"]) == (3, 6, PAST + 3)
+    assert decode["per_token_cycles_first"] == pytest.approx(report["latency_cycles"] / 3)
+    assert kv_cache["positions"] == PAST + 6 and kv_cache["write_bytes_per_token"] == 3 * LAYERS * 2 * HIDDEN * 4
+
+
+def test_step_int8_compiles(exports) -> None:
+    path, feeds = exports["llama_step"]
+    report = compile(path, quant="int8", softmax="shiftmax", layernorm="ilayernorm", calibrate=feeds).report
+    assert report["patterns"]["attention"] == LAYERS
+    # The integer attention reads an int8 cache: one byte per element.
+    assert report["kv_cache"]["bytes_per_position"] == LAYERS * 2 * KV_HEADS * HEAD_DIM
+
+
+def test_prefill_reports_per_token_latency(exports) -> None:
+    path, _ = exports["gpt2_prefill"]
+    report = compile(path, decode_tokens=3).report
+    decode = report["decode"]
+    assert decode["source"] == "prefill" and decode["prefill_tokens"] == PAST
+    assert decode["prefill_latency_cycles"] == report["latency_cycles"]
+    assert (decode["cache_len_first"], decode["cache_len_last"], decode["tokens"]) == (PAST, PAST + 2, 3)
+    assert len(decode["step_cycles"]) == 3
+    assert decode["per_token_cycles_mean"] == pytest.approx(sum(decode["step_cycles"]) / 3)
+    # One row per step: far less traffic than the prefill of 15 rows (the weights are read by both).
+    assert decode["bytes_offchip_per_token_first"] < report["bytes_offchip"]
+    # The prefill-derived first step is the decode-step export's step (same model, cache of PAST positions): the
+    # graphs differ only in how they build masks and positions, so the figures agree closely.
+    step = compile(exports["gpt2_step"][0]).report
+    assert decode["per_token_cycles_first"] == pytest.approx(step["latency_cycles"], rel=0.05)
+    assert report["kv_cache"]["bytes_per_position"] == step["kv_cache"]["bytes_per_position"]
+    assert "decode" not in compile(path).report  # asked for, or a cache in the graph: nothing else changes
+
+
+def test_cache_lengths_that_contradict_the_graph(exports, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = exports["gpt2_dynamic"]
+    shapes = {"input_ids": (1, 1)} | {f"past_key_values.{i}.{t}": (1, HEADS, 20, HEAD_DIM)
+                                      for i in range(LAYERS) for t in ("key", "value")}
+    assert compile(path, shapes=shapes).report["kv_cache"]["past_len"] == 20
+    args = [str(path), "--shape", "input_ids=1x1", "-q"]
+    for name in shapes:
+        if name != "input_ids":
+            length = 7 if name == "past_key_values.0.value" else 20
+            args += ["--shape", f"{name}=1x{HEADS}x{length}x{HEAD_DIM}"]
+    assert main(["compile", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "past_key_values.0.value" in err and "past_key_values.0.key" in err
+    static, _ = exports["gpt2_step"]
+    assert main(["compile", str(static), "--shape", f"past_key_values.1.key=1x{HEADS}x20x{HEAD_DIM}", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "past_key_values.1.key" in err
+
+
+def test_decode_tokens_refused_where_it_means_nothing(exports, models_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(models_dir / "vit_tiny.onnx"), "--decode-tokens", "4", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not causal self-attention" in err
+    with pytest.raises(InputError, match="--decode-tokens 0"):
+        compile(exports["gpt2_prefill"][0], decode_tokens=0)
+    result = compile(exports["gpt2_prefill"][0])
+    with pytest.raises(InputError, match="--decode-tokens 5000"):
+        decode_sections(result.module, result.env.model, result.env.target, "m", 1, 5000)
