@@ -268,16 +268,6 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architectures that do not go through yet, with the reason (what the legacy export or compile stops on).
 FAILING: dict[str, str] = {
     "deberta-v2": "the legacy exporter itself stops in DeBERTa's XSoftmax autograd function",
-    "bloom": "ALiBi attention (scores from baddbmm with a per-head position bias) is not recognised; "
-             "it runs as plain MatMul/Softmax ops",
-    "falcon": "multi-query attention spelled as a MatMul that broadcasts the single KV head over the query heads "
-              "is not lowered",
-    "gpt-neox": "attention not recognised (undiagnosed; it differs from LLaMA by a fused QKV projection split per "
-                "head and 25% rotary); it runs as plain MatMul/Softmax ops",
-    "codegen": "attention not recognised (undiagnosed; fused QKV projection with CodeGen's model-parallel split, "
-               "fp32 casts of q and k); it runs as plain MatMul/Softmax ops",
-    "qwen3": "attention not recognised (undiagnosed; it differs from Qwen2 by an RMSNorm on each head of q and k); "
-             "it runs as plain MatMul/Softmax ops",
     "swin": "Pad (windows padded to a multiple of the window size) is not supported by the frontend yet",
 }
 
