@@ -14,7 +14,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["as_bhss", "mask_kind"]
+__all__ = ["additive_where", "as_bhss", "mask_kind"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
@@ -84,4 +84,23 @@ def as_bhss(graph: Graph, name: str, batch: int, heads: int, prefix: str) -> str
         at = next((i + 1 for i, n in enumerate(graph.nodes) if name in n.outputs), 0)
         graph.nodes.insert(at, Node("Reshape", prefix, [name, dims], [out]))
     graph.shapes[out], graph.dtypes[out] = shape, graph.dtypes.get(name, np.dtype(np.float32))
+    return out
+
+
+def additive_where(graph: Graph, where: Node, keep_true: bool) -> str:
+    """The additive mask of ``Where(cond, scores, fill)`` (``keep_true``) or ``Where(cond, fill, scores)`` whose
+    condition comes from the inputs: a Where(cond, 0, fill) inserted before it. Adding it to the scores equals the
+    Where wherever a row keeps a key, and a fill below -1e4 gives a masked key no weight either way."""
+    cond, a, b = where.inputs
+    fill = b if keep_true else a
+    dtype = graph.dtypes.get(where.outputs[0], np.dtype(np.float32))
+    zero, out = f"{where.name}/zero", f"{where.name}/additive_mask"
+    graph.constants[zero] = np.zeros((), dtype=dtype)
+    graph.shapes[zero], graph.dtypes[zero] = (), dtype
+    fill_c = f"{where.name}/fill"
+    graph.constants[fill_c] = graph.constants[fill].astype(dtype).reshape(())
+    graph.shapes[fill_c], graph.dtypes[fill_c] = (), dtype
+    inputs = [cond, zero, fill_c] if keep_true else [cond, fill_c, zero]
+    graph.shapes[out], graph.dtypes[out] = graph.shapes[cond], dtype
+    graph.nodes.insert(graph.nodes.index(where), Node("Where", f"{where.name}/additive", inputs, [out]))
     return out

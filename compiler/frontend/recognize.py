@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.masks import as_bhss, mask_kind
+from compiler.frontend.masks import additive_where, as_bhss, mask_kind
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
@@ -166,6 +166,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     _, heads, sq, sk = shape
     region: list[Node] = [softmax]
     scale, masks, causal, kind_seen = 1.0, [], False, None
+    input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
     bmm_terms: list[str] = []  # terms added to bmm-style [B*H, Sq, Sk] scores, viewed as [B, H, Sq, Sk] at the end
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
@@ -211,13 +212,16 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
-            if not g.is_const(cond) or fill is None or fill > -1e4:
+            if fill is None or fill > -1e4 or len(cur) != 4:
                 return None
+            if not g.is_const(cond):  # a boolean mask from the inputs (DeBERTa's masked_fill)
+                input_wheres.append((node, g.scalar(b) is not None))
+                kind_seen = "other" if kind_seen else "input"
+                name = a if g.scalar(b) is not None else b
+                continue
             keep = g.constants[cond].astype(bool)
             keep = keep if g.scalar(b) is not None else ~keep
             kind = mask_kind(keep, sq, sk)
-            if len(cur) != 4:
-                return None
             if kind == "causal" and not causal:
                 causal = True
             elif kind is not None:
@@ -314,9 +318,17 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     ids = {id(n) for n in region}
     keep = [n for n in region if any(
         any(id(c) not in ids for c in ctx.consumers.get(o, [])) or o in g.outputs for o in n.outputs if o != out)]
+    stack = list(keep)
+    while stack:  # and the chain nodes that kept node reads (DeBERTa's c2p term reads the viewed Q heads)
+        for i in stack.pop().inputs:
+            p = ctx.producers.get(i)
+            if p is not None and id(p) in ids and not any(p is k for k in keep):
+                keep.append(p)
+                stack.append(p)
     if any(n in (qk, av, softmax) for n in keep):
         return None
-    nodes = [n for n in region if n not in keep]
+    nodes = [n for n in region if not any(n is k for k in keep)]
+    masks += [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
     for i, term in enumerate(bmm_terms):
         viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
         if viewed is None:
