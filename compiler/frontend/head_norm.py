@@ -16,15 +16,18 @@ from compiler.frontend.match import Match
 __all__ = ["view_head_norm"]
 
 
-def view_head_norm(graph: Graph, match: Match, producers: dict[str, Node], consumers: dict[str, list[Node]],
+def view_head_norm(graph: Graph, match: Match | Node, producers: dict[str, Node], consumers: dict[str, list[Node]],
                    order: dict[int, int]) -> bool:
-    """Insert the [B, S, H*Dh] view after a norm over the last axis of a rank-4 view of a rank-3 projection;
-    producers, consumers and order are kept current. Returns whether it did."""
-    out = match.output
+    """Insert the [B, S, H*Dh] view after a norm (a recognised one, or an ONNX LayerNormalization node) over the
+    last axis of a rank-4 view of a rank-3 projection; producers, consumers and order are kept current. Returns
+    whether it did."""
+    if isinstance(match, Node):
+        out, name, nodes = match.outputs[0], match.inputs[0], [match]
+    else:
+        out, name, nodes = match.output, str(match.operands.get("input")), match.nodes
     shape = graph.shapes.get(out, ())
     if len(shape) != 4 or out in graph.outputs:
         return False
-    name = str(match.operands.get("input"))
     for _ in range(4):  # back through Casts to the view of the projection
         source = producers.get(name)
         if source is None or source.op_type not in ("Cast", "Identity", "Reshape"):
@@ -46,7 +49,7 @@ def view_head_norm(graph: Graph, match: Match, producers: dict[str, Node], consu
     graph.shapes[back], graph.dtypes[back] = shape, dtype
     merge = Node("Reshape", f"{out}/merge_heads", [out, dims["flat"]], [flat])
     split = Node("Reshape", f"{out}/split_heads", [flat, dims["back"]], [back])
-    last = max(match.nodes, key=lambda n: order[id(n)])
+    last = max(nodes, key=lambda n: order[id(n)])
     at = graph.nodes.index(last) + 1
     graph.nodes[at:at] = [merge, split]
     for user in users:

@@ -158,12 +158,33 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
     return None
 
 
+def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
+    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises; a bmm-style [B*H, Sq, Sk] softmax (XGLM) takes
+    B and H from the 4-D view of its scores a few nodes back."""
+    shape = ctx.graph.shapes.get(softmax.outputs[0], ())
+    if len(shape) not in (3, 4) or softmax.attrs.get("axis", -1) not in (-1, len(shape) - 1):
+        return None
+    if len(shape) == 4:
+        return shape  # type: ignore[return-value]
+    name = softmax.inputs[0]
+    for _ in range(6):
+        node = ctx.producers.get(name)
+        if node is None:
+            return None
+        name = next((i for i in node.inputs if i and not ctx.graph.is_const(i)), "")
+        view = ctx.graph.shapes.get(name, ())
+        if len(view) == 4 and view[2:] == shape[1:] and view[0] * view[1] == shape[0]:
+            return view  # type: ignore[return-value]
+    return None
+
+
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     g = ctx.graph
-    shape = g.shapes.get(softmax.outputs[0], ())
-    if len(shape) != 4 or softmax.attrs.get("axis", -1) not in (-1, 3):
+    shape = _scores_shape(ctx, softmax)
+    if shape is None:
         return None
-    _, heads, sq, sk = shape
+    batch, heads, sq, sk = shape
+    views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
     scale, masks, causal, kind_seen = 1.0, [], False, None
     input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
@@ -181,8 +202,10 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         cur = g.shapes.get(name, ())
         if node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
-        elif node.op_type == "Reshape" and len(cur) == 4 and g.shapes.get(node.inputs[0]) == (cur[0] * heads, sq, sk):
-            name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk]
+        elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
+            name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
+        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
+            name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
             c, other = (node.inputs[1], node.inputs[0]) if g.scalar(node.inputs[1]) is not None else node.inputs
             scale *= g.scalar(c)  # type: ignore[operator]
@@ -249,7 +272,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             probs = where[0].outputs[0]
             continue
         merge = users[0] if len(users) == 1 and users[0].op_type == "Reshape" else None
-        if merge is not None and g.shapes.get(merge.outputs[0]) == (shape[0] * heads, sq, sk):
+        if merge is not None and g.shapes.get(merge.outputs[0]) in views:
             region.append(merge)  # [B, H, Sq, Sk] probabilities viewed as [B*H, Sq, Sk] for a bmm
             probs = merge.outputs[0]
             continue
@@ -500,6 +523,8 @@ def recognize(graph: Graph) -> list[Match]:
             match = _match_gelu(ctx, node)
         elif node.op_type == "ReduceMean":
             match = _match_norm(ctx, node)
+        elif node.op_type == "LayerNormalization":  # a per-head Q/K LayerNorm exported as one op (Persimmon)
+            view_head_norm(graph, node, ctx.producers, ctx.consumers, ctx.order)
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
