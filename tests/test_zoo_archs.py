@@ -1,16 +1,19 @@
 """Every architecture in the model zoo (examples/zoo.py) compiles and is recognised the way PyTorch runs it.
 
-One parametrized table: text encoders (BERT and its descendants, with a padded attention_mask as a graph input),
-decoders (input_ids only, causal mask built by the exporter), encoder-decoders (BART, Marian, T5: encoder self,
-decoder self and cross attention) and vision encoders (ViT, DeiT, BEiT, DINOv2, CLIP, SigLIP), with SDPA attention
-(transformers' default) and, for BERT, GPT-2, LLaMA and ViT, eager attention too. Every text model is exported with
-and without an attention_mask graph input (zoo.variants). BERT, GPT-2, LLaMA, DeBERTa-v2 and ViT are also exported
-by the dynamo exporter, and BERT, GPT-2 and ViT with symbolic batch and sequence / image dims. For
-each: the float compile recognises one attention per attention block and as many norms and GELUs as the PyTorch
-module calls (forward hooks), its MACs are within 0.5% of FlopCounterMode's (SDPA on the math backend), and its
-simulation equals onnxruntime (cosine >= 0.9999); the int8 I-ViT compile (shiftmax, shiftgelu, ilayernorm)
-recognises the same attentions and runs. Architectures that do not go through yet are listed with their reason in
-examples/zoo.py's FAILING and in the README's "Model zoo" table.
+One parametrized table: text encoders (BERT and its descendants, DeBERTa-v2, MobileBERT, ModernBERT), decoders
+(GPT-2, LLaMA and its descendants, BLOOM and MPT with ALiBi, Falcon and GPT-BigCode with multi-query attention,
+GPT-NeoX, CodeGen and Persimmon with fused QKV, Qwen3 and OLMo2 with Q/K norms, XGLM with bmm-style scores, ...),
+encoder-decoders (BART, Marian, T5: encoder self, decoder self and cross attention) and vision encoders (ViT, DeiT,
+BEiT, DINOv2, CLIP, SigLIP, YOLOS, Swin with shifted windows), with SDPA attention (transformers' default) and, for
+BERT, GPT-2, LLaMA and ViT, eager attention too. Every text model is exported with and without an attention_mask
+graph input (zoo.variants). BERT, GPT-2, LLaMA, DeBERTa-v2 and ViT are also exported by the dynamo exporter (Cohere
+by it only: the legacy exporter stops in a TorchScript shape-inference assert), and BERT, GPT-2 and ViT with
+symbolic batch and sequence / image dims. For each: the float compile recognises one attention per attention block
+and as many norms and GELUs as the PyTorch module calls (forward hooks), its MACs are within 0.5% of
+FlopCounterMode's (SDPA on the math backend), and its simulation equals onnxruntime (cosine >= 0.9999); the int8
+I-ViT compile (shiftmax, shiftgelu, ilayernorm) of the usual variant recognises the same attentions and runs.
+Architectures that do not go through yet are listed with their reason in examples/zoo.py's FAILING and in the
+README's "Model zoo" table.
 """
 
 from __future__ import annotations
