@@ -82,6 +82,11 @@ def problems(row: dict[str, Any]) -> str:
     return "; ".join(bad)
 
 
+def reason(row: dict[str, Any]) -> str:
+    """Why a row does not go through, as examples/zoo.py's FAILING says (for the variant, else the architecture)."""
+    return zoo.FAILING.get(f"{row['name']} {row['exporter']}", zoo.FAILING.get(row["name"], "not in FAILING"))
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     ok = [r for r in rows if not problems(r)]
     lines = ["| architecture | kind | exporter | inputs | attn | attention | norm | GELU | MACs vs torch "
@@ -98,8 +103,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     bad = [r for r in rows if problems(r)]
     if bad:
         lines += ["", "Not yet through:", ""]
-        reason = zoo.FAILING.get(f"{r['name']} {r['exporter']}", zoo.FAILING.get(r["name"], "not in FAILING"))
-        lines += [f"- {r['name']} ({r['exporter']}): {reason}. Stopped on: "
+        lines += [f"- {r['name']} ({r['exporter']}): {reason(r)}. Stopped on: "
                   f"{problems(r)}" for r in bad]
     return "\n".join(lines)
 
