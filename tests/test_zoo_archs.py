@@ -8,10 +8,9 @@ BEiT, DINOv2, CLIP, SigLIP, YOLOS, Swin with shifted windows), with SDPA attenti
 BERT, GPT-2, LLaMA and ViT, eager attention too. Every text model is exported with and without an attention_mask
 graph input (zoo.variants). BERT, GPT-2, LLaMA, DeBERTa-v2 and ViT are also exported by the dynamo exporter (Cohere
 by it only: the legacy exporter stops in a TorchScript shape-inference assert), and BERT, GPT-2 and ViT with
-symbolic batch and sequence / image dims. For each: the float compile recognises one attention per attention block
-and as many norms and GELUs as the PyTorch module calls (forward hooks), its MACs are within 0.5% of
-FlopCounterMode's (SDPA on the math backend), and its simulation equals onnxruntime (cosine >= 0.9999); the int8
-I-ViT compile (shiftmax, shiftgelu, ilayernorm) of the usual variant recognises the same attentions and runs.
+symbolic batch and sequence / image dims. For each: the float compile recognises as many attentions, norms and
+GELUs as the PyTorch module calls (forward hooks), its MACs are within 0.5% of FlopCounterMode's (SDPA on the math
+backend), and its simulation equals onnxruntime (cosine >= 0.9999); the int8 I-ViT compile (shiftmax, shiftgelu, ilayernorm) of the usual variant recognises the same attentions and runs.
 Architectures that do not go through yet are listed with their reason in examples/zoo.py's FAILING and in the
 README's "Model zoo" table.
 """
