@@ -1,6 +1,7 @@
 """The model zoo's table for the README: every architecture of examples/zoo.py, compiled and checked.
 
-For each architecture and exporter: export the tiny config (examples/zoo.py), compile it in float with the zoo's
+For each architecture and variant (exporter; for text models with and without an attention_mask input): export
+the tiny config (examples/zoo.py), compile it in float with the zoo's
 sample as inputs and compare with what the PyTorch module runs (forward hooks for norms and GELUs, FlopCounterMode
 for MACs), then compile it with the integer I-ViT numerics ("symbolic": the legacy export with symbolic batch and
 sequence / image dims, compiled at the sample's shapes). Prints a markdown table (attention implementation the
@@ -27,8 +28,7 @@ from codesign.api import compile  # noqa: E402
 from examples import zoo  # noqa: E402
 
 KIND = {"encoder": "encoder", "decoder": "decoder", "encdec": "encoder-decoder", "vision": "vision"}
-INPUT = {"encoder": "input_ids, attention_mask (padded)", "decoder": "input_ids (mask built inside)",
-         "encdec": "input_ids, attention_mask, decoder_input_ids", "vision": "pixel_values 32x32"}
+MASK = {"mask": "attention_mask input (padded)", "nomask": "no mask input", "": "pixel_values 32x32"}
 
 
 EXPORTER = {"legacy": "legacy", "dynamo": "dynamo", "symbolic": "legacy, symbolic dims"}
@@ -41,16 +41,16 @@ def _line(err: BaseException, path: Path) -> str:
     return f"{type(err).__name__}: {text}"[:200].replace("|", "/")
 
 
-def check(name: str, exporter: str, folder: Path) -> dict[str, Any]:
+def check(name: str, variant: str, folder: Path) -> dict[str, Any]:
     """One row: the float compile's counts vs torch's, MACs, cosine, and whether int8 I-ViT compiles."""
-    row: dict[str, Any] = {"name": name, "exporter": exporter, "attn": "-"}
-    path = folder / f"{name}_{exporter}.onnx"
+    row: dict[str, Any] = {"name": name, "exporter": variant, "attn": "-"}
+    path = folder / f"{name}_{variant.replace(':', '_')}.onnx"
     try:
-        module = zoo.export(name, exporter, path)  # type: ignore[arg-type]
-        want = zoo.expected(module, name)
+        module = zoo.export(name, variant, path)
+        want = zoo.expected(module, name, variant)
         row["attn"] = getattr(module.model.config, "_attn_implementation", None) or "-"
-        samples = {k: v[None] for k, v in zoo.feeds(name).items()}
-        shapes = zoo.compile_shapes(name, exporter)
+        samples = {k: v[None] for k, v in zoo.feeds(name, variant).items()}
+        shapes = zoo.compile_shapes(name, variant)
         result = compile(path, inputs=samples, shapes=shapes)
         got = {k: result.imported.patterns[k] for k in ("attention", "layernorm", "gelu")}
         row.update(want=want, got=got, macs=result.report["macs"],
@@ -82,14 +82,20 @@ def problems(row: dict[str, Any]) -> str:
     return "; ".join(bad)
 
 
+def reason(row: dict[str, Any]) -> str:
+    """Why a row does not go through, as examples/zoo.py's FAILING says (for the variant, else the architecture)."""
+    return zoo.FAILING.get(f"{row['name']} {row['exporter']}", zoo.FAILING.get(row["name"], "not in FAILING"))
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     ok = [r for r in rows if not problems(r)]
-    lines = ["| architecture | kind | inputs | exporter | attn | attention | norm | GELU | MACs vs torch "
+    lines = ["| architecture | kind | exporter | inputs | attn | attention | norm | GELU | MACs vs torch "
              "| cosine vs ORT | int8 I-ViT (mean cosine) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
         kind = zoo.ARCHS[r["name"]].kind
         w, g = r["want"], r["got"]
-        lines.append(f"| {r['name']} | {KIND[kind]} | {INPUT[kind]} | {EXPORTER[r['exporter']]} | {r['attn']} "
+        exporter, _, mask = r["exporter"].partition(":")
+        lines.append(f"| {r['name']} | {KIND[kind]} | {EXPORTER[exporter]} | {MASK[mask]} | {r['attn']} "
                      f"| {g['attention']}/{w['attention']} | {g['layernorm']}/{w['layernorm']} "
                      f"| {g['gelu']}/{w['gelu']} "
                      f"| {100 * (r['macs'] - w['macs']) / w['macs']:+.2f}% | {r['cosine']:.6f} "
@@ -97,7 +103,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     bad = [r for r in rows if problems(r)]
     if bad:
         lines += ["", "Not yet through:", ""]
-        lines += [f"- {r['name']} ({r['exporter']}): {zoo.FAILING.get(r['name'], 'not in FAILING')}. Stopped on: "
+        lines += [f"- {r['name']} ({r['exporter']}): {reason(r)}. Stopped on: "
                   f"{problems(r)}" for r in bad]
     return "\n".join(lines)
 
@@ -110,9 +116,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            for exporter in zoo.ARCHS[name].exporters:
-                rows.append(check(name, exporter, Path(tmp)))  # noqa: PERF401 (progress printed per row)
-                print(f"{name} {exporter}: {problems(rows[-1]) or 'ok'}", file=sys.stderr, flush=True)
+            for variant in zoo.variants(name):
+                rows.append(check(name, variant, Path(tmp)))  # noqa: PERF401 (progress printed per row)
+                print(f"{name} {variant}: {problems(rows[-1]) or 'ok'}", file=sys.stderr, flush=True)
     print(render(rows))
 
 

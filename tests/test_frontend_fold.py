@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.frontend.masks import mask_kind as _mask_kind
 from compiler.frontend.onnx_loader import load_graph
-from compiler.frontend.recognize import _mask_kind
 from compiler.frontend.rope import fit_rope
 from hw.errors import InputError
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.masks import additive_where, as_bhss, mask_kind
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
@@ -94,6 +95,21 @@ def _run_chain(ctx: _Ctx, chain: list[Node], source: str, x: np.ndarray) -> np.n
     return out
 
 
+def _conform(got: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``got`` seen as ``shape``: equal; broadcast (one K/V head that the QK^T MatMul broadcasts over the query
+    heads: Falcon's multi-query attention); or with batch and heads merged ([B*H, S, D] of bmm-style exports)."""
+    if got.shape == shape:
+        return got
+    if got.ndim == len(shape):
+        try:
+            return np.broadcast_to(got, shape)
+        except ValueError:
+            return None
+    if len(shape) == 4 and got.shape == (shape[0] * shape[1],) + shape[2:]:
+        return got.reshape(shape)
+    return None
+
+
 def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
     """If the chain computes ``c * expect(x)`` for a scalar c, return c."""
     shape = ctx.graph.shapes[source]
@@ -102,11 +118,11 @@ def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float |
                  f"({'x'.join(map(str, shape))})", 6 * 8 * math.prod(shape))
     x = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
     try:
-        got = _run_chain(ctx, chain, source, x)
         want = expect(x)
+        got = _conform(_run_chain(ctx, chain, source, x), want.shape)
     except (ValueError, IndexError, KeyError):
         return None
-    if got.shape != want.shape:
+    if got is None:
         return None
     factor = float(got.reshape(-1)[0] / want.reshape(-1)[0])
     if not np.allclose(got, want * factor, rtol=1e-6, atol=0):
@@ -130,11 +146,14 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
             shape = g.shapes[source]
             shape = (shape[1], shape[0], shape[2]) if first else shape
 
-            def run(x: np.ndarray, chain=chain, source=source, first=first) -> np.ndarray:
-                return _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+            def run(x: np.ndarray, chain=chain, source=source, first=first, want=None) -> np.ndarray:
+                got = _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+                fitted = _conform(got, want) if want is not None else got
+                return got if fitted is None else fitted
 
             try:
-                rotated = fit_rope(run, shape, dh, expect)
+                want = expect(np.zeros(shape)).shape
+                rotated = fit_rope(lambda x, run=run, want=want: run(x, want=want), shape, dh, expect)
             except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
                 rotated = None
             if rotated is not None:
@@ -142,53 +161,37 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
     return None
 
 
-def _mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
-    """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
-    ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
-    (whole key columns blocked), ``other``; None when it blocks nothing."""
-    try:
-        m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else np.broadcast_to(mask, (sq, sk))
-    except ValueError:
-        return "other"
-    flat = m.reshape(-1, sq, sk)
-    if m.dtype == bool:
-        allowed = flat
-    else:
-        if not np.all((flat == 0) | (flat < -1e4)):
-            return None if np.all(flat == 0) else "other"  # a bias (ALiBi, relative positions): not a mask
-        allowed = flat == 0
-    if allowed.all():
+def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
+    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises; a bmm-style [B*H, Sq, Sk] softmax (XGLM) takes
+    B and H from the 4-D view of its scores a few nodes back."""
+    shape = ctx.graph.shapes.get(softmax.outputs[0], ())
+    if len(shape) not in (3, 4) or softmax.attrs.get("axis", -1) not in (-1, len(shape) - 1):
         return None
-    if not np.all(allowed == allowed[0]):
-        return "other"
-    a = allowed[0]
-    tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
-    if np.array_equal(a, tri):
-        return "causal"
-    for window in range(1, sk):
-        if np.array_equal(a, tri & ~np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq - window)):
-            return "banded"
-    if np.all(a == a[0]):
-        return "padding"
-    if sq == sk and np.array_equal(a, a.T) and np.all(np.diag(a)):
-        starts = [i for i in range(sq) if i == 0 or not a[i, i - 1]]
-        ends = starts[1:] + [sq]
-        block = np.zeros_like(a)
-        for lo, hi in zip(starts, ends):
-            block[lo:hi, lo:hi] = True
-        if np.array_equal(a, block):
-            return "block"
-    return "other"
+    if len(shape) == 4:
+        return shape  # type: ignore[return-value]
+    name = softmax.inputs[0]
+    for _ in range(6):
+        node = ctx.producers.get(name)
+        if node is None:
+            return None
+        name = next((i for i in node.inputs if i and not ctx.graph.is_const(i)), "")
+        view = ctx.graph.shapes.get(name, ())
+        if len(view) == 4 and view[2:] == shape[1:] and view[0] * view[1] == shape[0]:
+            return view  # type: ignore[return-value]
+    return None
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     g = ctx.graph
-    shape = g.shapes.get(softmax.outputs[0], ())
-    if len(shape) != 4 or softmax.attrs.get("axis", -1) not in (-1, 3):
+    shape = _scores_shape(ctx, softmax)
+    if shape is None:
         return None
-    _, heads, sq, sk = shape
+    batch, heads, sq, sk = shape
+    views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
-    scale, masks, causal, mask_kind = 1.0, [], False, None
+    scale, masks, causal, kind_seen = 1.0, [], False, None
+    input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
+    bmm_terms: list[str] = []  # terms added to bmm-style [B*H, Sq, Sk] scores, viewed as [B, H, Sq, Sk] at the end
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -199,8 +202,13 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             qk = node
             break
         region.append(node)
+        cur = g.shapes.get(name, ())
         if node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
+        elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
+            name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
+        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
+            name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
             c, other = (node.inputs[1], node.inputs[0]) if g.scalar(node.inputs[1]) is not None else node.inputs
             scale *= g.scalar(c)  # type: ignore[operator]
@@ -210,28 +218,36 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             name = node.inputs[0]
         elif node.op_type == "Add":
             a, b = node.inputs
-            is_scores = len(g.shapes.get(a, ())) == 4 and g.shapes[a][-2:] == (sq, sk) and not g.is_const(a)
+            is_scores = g.shapes.get(a) == cur and not g.is_const(a)
             scores_side = a if is_scores else b
             other = b if scores_side == a else a
-            if g.is_const(other):
-                kind = _mask_kind(g.constants[other], sq, sk)
+            if len(cur) == 3:  # a term of bmm-style scores: first the rest of the match, then a [B, H, ..] view
+                bmm_terms.append(other)
+                kind_seen = "other" if kind_seen else ("other" if g.is_const(other) else "input")
+            elif g.is_const(other):
+                kind = mask_kind(g.constants[other], sq, sk)
                 if kind == "causal" and not causal:
                     causal = True
                 elif kind is not None:
                     masks.append(other)
-                mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
+                kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
             else:
                 masks.append(other)
-                mask_kind = "other" if mask_kind else "input"
+                kind_seen = "other" if kind_seen else "input"
             name = scores_side
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
-            if not g.is_const(cond) or fill is None or fill > -1e4:
+            if fill is None or fill > -1e4 or len(cur) != 4:
                 return None
+            if not g.is_const(cond):  # a boolean mask from the inputs (DeBERTa's masked_fill)
+                input_wheres.append((node, g.scalar(b) is not None))
+                kind_seen = "other" if kind_seen else "input"
+                name = a if g.scalar(b) is not None else b
+                continue
             keep = g.constants[cond].astype(bool)
             keep = keep if g.scalar(b) is not None else ~keep
-            kind = _mask_kind(keep, sq, sk)
+            kind = mask_kind(keep, sq, sk)
             if kind == "causal" and not causal:
                 causal = True
             elif kind is not None:
@@ -240,7 +256,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                 g.constants[mask] = np.where(keep, 0.0, fill).astype(g.dtypes.get(node.outputs[0], np.float32))
                 g.shapes[mask], g.dtypes[mask] = g.constants[mask].shape, g.constants[mask].dtype
                 masks.append(mask)
-            mask_kind = "other" if mask_kind and kind and kind != "causal" else mask_kind or kind
+            kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
             name = a if g.scalar(b) is not None else b
         else:
             return None
@@ -257,6 +273,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         if len(users) == 2 and isnan and where and where[0].inputs[2] == probs:
             region += [isnan[0], where[0]]
             probs = where[0].outputs[0]
+            continue
+        merge = users[0] if len(users) == 1 and users[0].op_type == "Reshape" else None
+        if merge is not None and g.shapes.get(merge.outputs[0]) in views:
+            region.append(merge)  # [B, H, Sq, Sk] probabilities viewed as [B*H, Sq, Sk] for a bmm
+            probs = merge.outputs[0]
             continue
         if len(users) == 1 and users[0].op_type in ("Cast", "Identity", "Dropout"):
             region.append(users[0])
@@ -298,7 +319,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
     out, chain = av.outputs[0], []
-    b_size = g.shapes[av.outputs[0]][0]
+    av_shape = g.shapes[av.outputs[0]]
+    b_size = math.prod(av_shape) // (heads * sq * dv)
     merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv), (sq, b_size, heads * dv)}
     while g.shapes.get(out) not in merged:
         users = ctx.consumers.get(out, [])
@@ -308,9 +330,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         out = users[0].outputs[0]
         if len(chain) > 4:
             return None
-    av_shape = g.shapes[av.outputs[0]]
-    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(av_shape)
-    got = _run_chain(ctx, chain[::-1], av.outputs[0], x)  # _run_chain takes chains listed output-first
+    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
+    got = _run_chain(ctx, chain[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
     want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
     out_seq_first = False
     if got.shape != want.shape or not np.array_equal(got, want):
@@ -323,14 +344,27 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     ids = {id(n) for n in region}
     keep = [n for n in region if any(
         any(id(c) not in ids for c in ctx.consumers.get(o, [])) or o in g.outputs for o in n.outputs if o != out)]
+    stack = list(keep)
+    while stack:  # and the chain nodes that kept node reads (DeBERTa's c2p term reads the viewed Q heads)
+        for i in stack.pop().inputs:
+            p = ctx.producers.get(i)
+            if p is not None and id(p) in ids and not any(p is k for k in keep):
+                keep.append(p)
+                stack.append(p)
     if any(n in (qk, av, softmax) for n in keep):
         return None
-    nodes = [n for n in region if n not in keep]
+    nodes = [n for n in region if not any(n is k for k in keep)]
+    masks += [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
+    for i, term in enumerate(bmm_terms):
+        viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
+        if viewed is None:
+            return None
+        masks.append(viewed)
     # Several additive masks (T5: relative-position bias + padding) are summed into one operand (recognize()).
     mask = masks[0] if len(masks) == 1 else None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": mask_kind, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
+                  "mask_kind": kind_seen, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
                   "mask_parts": masks})
 
 
@@ -472,12 +506,15 @@ def _to_batch_first(graph: Graph, source: str, name: str) -> str:
 
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.fused_proj import split_selected_projections
     from compiler.frontend.fused_qkv import split_fused_qkv
+    from compiler.frontend.head_norm import view_head_norm
     from compiler.frontend.kv_cache import rewrite_kv_cache
     from compiler.frontend.recognize_moe import recognize_moe
 
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
+    split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
@@ -491,9 +528,13 @@ def recognize(graph: Graph) -> list[Match]:
             match = _match_gelu(ctx, node)
         elif node.op_type == "ReduceMean":
             match = _match_norm(ctx, node)
+        elif node.op_type == "LayerNormalization":  # a per-head Q/K LayerNorm exported as one op (Persimmon)
+            view_head_norm(graph, node, ctx.producers, ctx.consumers, ctx.order)
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
+            if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
+                view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
     for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
         base = match.nodes[0].name.rsplit("/", 1)[0]
         if len(match.props.get("mask_parts", ())) > 1:
