@@ -27,7 +27,8 @@ from hw.perf.scheduler import Machine, Schedule, Task, schedule
 from hw.perf.workload import GemmWork, Work
 
 __all__ = ["CostFn", "LayerPlan", "PlannedLayer", "Plan", "TaskSpec", "price", "machine", "schedule_plan",
-           "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "overlap_epilogue", "readout_detail", "element_bits", "tensor_bytes", "numel"]
+           "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "overlap_epilogue", "readout_detail",
+           "element_bits", "tensor_bytes", "numel"]
 
 CostFn = Callable[[Work], Cost]
 """A target model's ``cost`` (memoised by :func:`price`)."""

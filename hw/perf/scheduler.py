@@ -87,7 +87,8 @@ class Task:
             raise InputError(f"task {self.name!r}: deps must be a tuple of task names, got the string {self.deps!r}")
         object.__setattr__(self, "deps", tuple(self.deps))
         if isinstance(self.stream, str):
-            raise InputError(f"task {self.name!r}: stream must be a tuple of task names, got the string {self.stream!r}")
+            raise InputError(f"task {self.name!r}: stream must be a tuple of task names, "
+                             f"got the string {self.stream!r}")
         object.__setattr__(self, "stream", tuple(self.stream))
         for dep in self.stream:
             if dep not in self.deps:
