@@ -14,6 +14,7 @@ lanes hold only the units the compile used).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from xdsl.dialects import func
@@ -242,6 +243,8 @@ def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vecto
     c = cost(work)
     for extra in epilogue:
         c = overlap_epilogue(c, cost(extra))
+    if isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
+        spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
     task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
                      bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,

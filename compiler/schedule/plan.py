@@ -22,6 +22,8 @@ from typing import Any
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import SSAValue
 
+from compiler.schedule.mapping import MAPPING_MODES, mapped_work, mapping_space, search
+from hw.errors import InputError
 from hw.models.base import AcceleratorModel, Cost
 from hw.perf.scheduler import Machine, Schedule, Task, schedule
 from hw.perf.workload import GemmWork, Work
@@ -124,10 +126,13 @@ class _Costing:
     output block (``detail["block_rows"]``, :func:`compiler.schedule.mapping.block_rows`), and the bytes a
     streaming vector task's row tiles may hold (``stream_buffer``)."""
 
-    def __init__(self, model: AcceleratorModel) -> None:
+    def __init__(self, model: AcceleratorModel, mapping: str = "search") -> None:
+        if mapping not in MAPPING_MODES:
+            raise InputError(f"mapping must be one of {', '.join(MAPPING_MODES)}, got {mapping!r}")
         self.model = model
         self.costs: dict[Work, Cost] = {}
         self.stream_buffer = stream_buffer_bytes(model)
+        self.space = mapping_space(model) if mapping == "search" else None
 
     def __call__(self, work: Work) -> Cost:
         try:
@@ -139,6 +144,11 @@ class _Costing:
         return found
 
     def _cost(self, work: Work) -> Cost:
+        if isinstance(work, GemmWork) and self.space is not None:
+            chosen = search(work, self.space)
+            cost = self.model.cost(mapped_work(work, chosen))
+            return replace(cost, tiles=max(cost.tiles, work.batch * chosen.tiles),
+                           detail={**cost.detail, **chosen.detail(), "block_rows": chosen.block_rows})
         cost = self.model.cost(work)
         if isinstance(work, GemmWork) and "block_rows" not in cost.detail:
             cost = replace(cost, detail={**cost.detail, "block_rows": block_rows(work, self.model)})
@@ -154,9 +164,10 @@ def stream_buffer_bytes(model: AcceleratorModel) -> float | None:
     return act_kb * 1024 / 2 if isinstance(act_kb, (int, float)) else None
 
 
-def price(plan: Plan, model: AcceleratorModel) -> list[LayerPlan]:
-    """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once."""
-    costing = _Costing(model)
+def price(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> list[LayerPlan]:
+    """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once, each GEMM with
+    the mapping ``mapping`` picks (``compiler.schedule.mapping``: ``search`` or ``fixed``)."""
+    costing = _Costing(model, mapping)
     return [layer.price(costing) for layer in plan.layers]
 
 
@@ -169,9 +180,10 @@ def machine(model: AcceleratorModel) -> Machine:
                    double_buffered=double)
 
 
-def schedule_plan(plan: Plan, model: AcceleratorModel) -> tuple[list[LayerPlan], Schedule]:
-    """Price ``plan`` on ``model`` and schedule its tasks: (priced layers, the schedule)."""
-    layers = price(plan, model)
+def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> tuple[list[LayerPlan], Schedule]:
+    """Price ``plan`` on ``model`` (GEMMs mapped as ``mapping`` says) and schedule its tasks: (priced layers, the
+    schedule)."""
+    layers = price(plan, model, mapping)
     return layers, schedule([t for layer in layers for t in layer.tasks], machine(model))
 
 
