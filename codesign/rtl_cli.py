@@ -221,6 +221,9 @@ def _from_model(args: argparse.Namespace):
 
     result = run_pipeline(args.model, options, middle=middle_passes(options), on_ir=on_ir, env=env)
     target = result.env.target
+    parts = getattr(getattr(target, "gemm", None), "partitions", 1)
+    if parts != 1:  # the manifest times one array; P sub-arrays are P instances of it, which rtl does not wire
+        raise InputError(f"gemm.partitions: codesign rtl emits one array (partitions = 1), got {parts}")
     uses, notes = plan_kernels(result.module, target, learn_scales(result))
     if not uses:
         raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "

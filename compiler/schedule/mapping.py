@@ -29,9 +29,11 @@ leaves (its spatial unrolling is the dataflow), with Timeloop's pruning of tile 
 most 3 dataflows x 2 orientations x 2 orders x (fold-multiple tiles of m x of n), so the search is exhaustive over
 it; results are cached per (GEMM shape, space).
 
-Not searched: partitioning the array into independent sub-arrays. No bundled target's schema describes an array
-that splits per layer (the FPGA's RTL is one ``rows x cols`` array per design, hw/rtl/systolic.py and
-systolic_ws.py), so pricing one would price hardware the RTL does not have.
+Sub-arrays: a target built as ``partitions`` independent sub-arrays (the FPGA's ``gemm.partitions``: P instances
+of its RTL array kernel, counted by the resource model) is searched on one sub-array's geometry, its folds or whole
+batch items (attention heads) dealt out to the P sub-arrays as the model deals them (hw/models/fpga.py). Whether to
+partition is a design choice (``--set gemm.partitions=4``, ``codesign fit``), not a per-layer one: the RTL's
+sub-arrays cannot fuse back into one array for a layer.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ by itself: the target's dataflow, the GEMM as written, the fewest tiles that fit
 
 @dataclass(frozen=True)
 class MappingSpace:
-    """What the target lets a GEMM's mapping choose: the array (``rows`` x ``cols``), the dataflows it runs per layer,
+    """What the target lets a GEMM's mapping choose: the array (``partitions`` sub-arrays of ``rows`` x ``cols``),
+    the dataflows it runs per layer,
     the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), and the
     off-chip bandwidth (bytes/cycle) that prices re-reads against cycles."""
 
@@ -61,6 +64,7 @@ class MappingSpace:
     dataflows: tuple[str, ...]
     caps: tuple[int, int, int]
     bytes_per_cycle: float = float("inf")
+    partitions: int = 1
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,9 @@ def mapping_space(model: Any) -> MappingSpace | None:
         sram = getattr(target, "sram_kb", None)
         each = int(sram * 1024 * half / 3) if isinstance(sram, (int, float)) else 1 << 40
         caps = (each, each, each)
-    return MappingSpace(rows, cols, (dataflow,), caps,  # type: ignore[arg-type]
-                        float(model.offchip_bytes_per_cycle()))
+    parts = getattr(gemm, "partitions", 1)
+    return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
+                        float(model.offchip_bytes_per_cycle()), parts)
 
 
 def mapped_work(work: GemmWork, mapping: Mapping) -> GemmWork:
@@ -130,6 +135,22 @@ def _tile_sizes(extent: int, fold: int) -> list[int]:
     return sizes
 
 
+def _cycles(m: int, n: int, k: int, batch: int, space: MappingSpace, dataflow: str) -> tuple[int, bool]:
+    """Array cycles per batch item (SCALE-Sim's count, readouts aside) of an m x n x k product on ``space``, and
+    whether its sub-arrays take whole batch items rather than folds (hw/models/fpga.py deals them out the same)."""
+    per_item = systolic_cycles(m, n, k, space.rows, space.cols, dataflow)
+    parts = space.partitions
+    if parts == 1:
+        return per_item, False
+    rf, cf = -(-m // space.rows), -(-n // space.cols)
+    if dataflow != "os":
+        rf, cf = -(-k // space.rows), -(-(n if dataflow == "ws" else m) // space.cols)
+    folds = rf * cf
+    by_folds = -(-folds // parts) * ((per_item + 1) // folds) - 1
+    by_items = -(-batch // parts) * per_item // batch
+    return (by_items, True) if by_items < by_folds else (by_folds, False)
+
+
 def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...], transposes: tuple[bool, ...],
                 orders: tuple[str, ...]) -> list[Mapping]:
     m, n, k = work.m, work.n, work.k
@@ -140,9 +161,10 @@ def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...],
     for dataflow in dataflows:
         for transpose in transposes:
             am, an = (n, m) if transpose else (m, n)
-            cycles = systolic_cycles(am, an, k, space.rows, space.cols, dataflow)
-            fold_m = space.cols if transpose else space.rows  # m's fold: the array side m is on
-            fold_n = space.rows if transpose else space.cols
+            cycles, by_items = _cycles(am, an, k, work.batch, space, dataflow)
+            # m's and n's fold: the whole array side each is on (all sub-arrays' rows: they take folds in turn).
+            fold_m = space.cols if transpose else space.rows * space.partitions
+            fold_n = space.rows * space.partitions if transpose else space.cols
             for tm in _tile_sizes(m, fold_m if dataflow == "os" else 1 if dataflow == "ws" else fold_m):
                 for tn in _tile_sizes(n, fold_n):
                     # Timeloop-style pruning: a tile that overflows a buffer is no mapping.
@@ -156,8 +178,8 @@ def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...],
                             reread = (mt - 1) * b_bytes if nt > 1 else 0
                         else:
                             reread = (nt - 1) * a_bytes if mt > 1 else 0
-                        streams = dataflow == "os" and not transpose and order == "mn"
-                        block = min(tm, space.rows) if streams else m
+                        streams = dataflow == "os" and not transpose and order == "mn" and not by_items
+                        block = min(tm, space.rows * space.partitions) if streams else m
                         found.append(Mapping(dataflow, transpose, order, tm, tn, cycles, reread, mt * nt, block))
     return found
 
@@ -182,7 +204,7 @@ def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: boo
     tm, tn = (space.cols, space.rows) if transpose else (space.rows, space.cols)
     tm, tn = min(tm, work.m), min(tn, work.n)
     mt, nt = -(-work.m // tm), -(-work.n // tn)
-    cycles = systolic_cycles(am, an, work.k, space.rows, space.cols, dataflow)
+    cycles, _ = _cycles(am, an, work.k, work.batch, space, dataflow)
     return Mapping(dataflow, transpose, "mn", tm, tn, cycles, (mt - 1) * work.k * work.n * work.w_bits // 8,
                    mt * nt, work.m)
 
@@ -190,8 +212,9 @@ def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: boo
 @lru_cache(maxsize=4096)
 def search(work: GemmWork, space: MappingSpace) -> Mapping:
     """The best mapping of one batch item of ``work`` on ``space`` (module docstring), cached per (shape, space)."""
-    item = GemmWork(m=work.m, n=work.n, k=work.k, in_bits=work.in_bits, w_bits=work.w_bits,
-                    acc_bits=work.acc_bits, weights_static=work.weights_static)
+    item = GemmWork(m=work.m, n=work.n, k=work.k, batch=work.batch if space.partitions > 1 else 1,
+                    in_bits=work.in_bits, w_bits=work.w_bits, acc_bits=work.acc_bits,
+                    weights_static=work.weights_static)
     found = _candidates(item, space, space.dataflows, (False, True), ("mn", "nm"))
     rank = _ranker(item, space)
     if not found:

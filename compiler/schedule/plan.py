@@ -101,6 +101,8 @@ def priced_task(spec: TaskSpec, cost: Cost, stream_buffer: float | None = None) 
     dropped). A GEMM works through its rows in blocks of ``detail["block_rows"]`` (its mapping's row fold,
     :func:`price`)."""
     tiles = max(1, spec.tiles if spec.tiles is not None else cost.tiles)
+    if "mapping" in cost.detail:  # a searched mapping's buffer tiles are the ones the GEMM runs
+        tiles = max(tiles, cost.tiles)
     block = 1
     stream = spec.stream
     if cost.unit == "vector" and spec.rows > 1 and spec.tiles is None:

@@ -20,8 +20,9 @@ model below, in whole cycles:
   once each streamed producer has stored the rows that tile reads. A task works through its ``rows`` in order, in
   blocks of ``block_rows``: its tile i covers rows up to ``ceil((i + 1) rows / tiles)``, a consumer needs the whole
   block that row lies in (a GEMM needs a block of its left operand before the block's first fold), and a
-  producer's rows are readable only once their block is complete (after s stores, the whole blocks within its
-  first ``floor(s rows / tiles)`` rows). Producer and consumer may count rows differently (a view in between):
+  producer's rows are readable only once their block is complete (after s stores, its first
+  ``floor(s * blocks / tiles)`` blocks, ``blocks = ceil(rows / block_rows)``: tiles divide the blocks evenly, as
+  a GEMM's buffer tiles of whole row blocks do). Producer and consumer may count rows differently (a view in between):
   rows compare as fractions of the tensor in row-major order. So the vector work of one layer runs on its unit
   while the array computes the row tiles of the layer before or after it, exactly as far as the data allow.
 * **Shared bandwidth.** All active transfers of all running tasks share ``offchip_bytes_per_cycle`` equally
@@ -486,8 +487,9 @@ class _Simulation:
             p_rows = producer.rows
             if stores >= producer.tiles:
                 continue
-            done = stores * p_rows // producer.tiles
-            complete = done - done % producer.block_rows
+            p_block = producer.block_rows
+            blocks = -(-p_rows // p_block)  # the last block may be short (197 rows in blocks of 64)
+            complete = min(p_rows, stores * blocks // producer.tiles * p_block)
             if complete * rows < end * p_rows:
                 return False
         return True
