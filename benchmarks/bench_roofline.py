@@ -69,6 +69,13 @@ def main() -> dict[str, float]:
                 print(f"roofline: {name} on {report['target']}, --mapping {mapping}: {report['latency_cycles']:,} "
                       f"cycles vs bound {report['roofline_cycles']:,} ({report['roofline_bound']}-bound): ratio "
                       f"{ratio:.3f} (goal <= {goal}); compile {seconds:.2f} s")
+    for parts in (4, 8):
+        report = compile_model(vit, overrides={"gemm.partitions": str(parts)}, **IVIT).report
+        used = report["resources"]
+        print(f"roofline: ViT-Base int8 I-ViT on fpga-u280 with --set gemm.partitions={parts} "
+              f"({parts} sub-arrays of {64 // parts}x64): ratio {_ratio(report):.3f}; DSP "
+              f"{used['dsp']['fraction']:.0%}, URAM {used['uram']['fraction']:.0%}")
+        figures[f"ViT-Base int8 I-ViT partitions={parts}"] = _ratio(report)
     seq, batch = _layouts()
     figures["sequence-first / batch-first"] = seq / batch
     print(f"roofline: encoder layer sequence-first {seq:,} cycles vs batch-first {batch:,}: ratio {seq / batch:.4f} "

@@ -216,7 +216,8 @@ def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     tasks = [t for plan in plans for t in plan.tasks]
     mach = machine(model)
     memo_key = (id(prefix), tuple(sorted(mach.units.items())), mach.offchip_bytes_per_cycle, mach.double_buffered,
-                tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out, t.deps) for t in tasks))
+                tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out, t.deps, t.stream,
+                       t.rows, t.block_rows) for t in tasks))
     sched = _SCHEDULES.get(memo_key)
     if sched is None:
         sched = schedule(tasks, mach)

@@ -249,6 +249,8 @@ def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vecto
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
                      bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
                      detail=dict(c.detail), works=[work, *epilogue])
+    if task.stream and task.unit == "vector":  # its double-buffered row tiles, held next to the GEMM's buffers
+        plan.detail["stream_buffer_bytes"] = 2 * -(-(task.bytes_in + task.bytes_out) // task.tiles)
     if isinstance(work, GemmWork):
         plan.macs = work.macs
         plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}

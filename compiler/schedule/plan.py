@@ -29,7 +29,8 @@ from hw.perf.scheduler import Machine, Schedule, Task, schedule
 from hw.perf.workload import GemmWork, Work
 
 __all__ = ["CostFn", "LayerPlan", "PlannedLayer", "Plan", "TaskSpec", "price", "machine", "schedule_plan",
-           "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "overlap_epilogue", "readout_detail",
+           "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "GEMM_TILES", "overlap_epilogue",
+           "readout_detail",
            "element_bits", "tensor_bytes", "numel"]
 
 CostFn = Callable[[Work], Cost]
@@ -86,7 +87,12 @@ class Plan:
     layers: tuple[PlannedLayer, ...]
 
 
-ROW_TILES = 8
+GEMM_TILES = 8
+"""The most tiles the scheduler follows a searched GEMM mapping in (more buffer tiles are grouped): enough to hide a
+tile's load behind the one before and to let consumers stream its row blocks, few enough that a sweep point
+schedules in milliseconds."""
+
+ROW_TILES = 4
 """Row tiles of a vector task whose rows can stream (at most; fewer when it has fewer rows or lane rounds): enough
 to overlap its loads, compute and stores with each other and with the GEMM before or after it, few enough that a
 tile is a few lane rounds."""
@@ -101,8 +107,8 @@ def priced_task(spec: TaskSpec, cost: Cost, stream_buffer: float | None = None) 
     dropped). A GEMM works through its rows in blocks of ``detail["block_rows"]`` (its mapping's row fold,
     :func:`price`)."""
     tiles = max(1, spec.tiles if spec.tiles is not None else cost.tiles)
-    if "mapping" in cost.detail:  # a searched mapping's buffer tiles are the ones the GEMM runs
-        tiles = max(tiles, cost.tiles)
+    if "mapping" in cost.detail:  # a searched mapping's buffer tiles, as finely as the scheduler follows them
+        tiles = max(tiles, min(cost.tiles, GEMM_TILES))
     block = 1
     stream = spec.stream
     if cost.unit == "vector" and spec.rows > 1 and spec.tiles is None:
