@@ -97,3 +97,33 @@ def test_roofline_ratio_of_one_base_layer(tmp_path: Path, kind: str, options: di
     assert overlapped
     gemms = [layer for layer in report["layers"] if layer["op"].startswith("gemm")]
     assert gemms and all("mapping" in layer["detail"] for layer in gemms)
+
+
+def test_mapping_in_ir_report_and_trace(models_dir: Path) -> None:
+    from codesign.api import compile as compile_model
+    from codesign.trace import trace_events
+    from compiler.dialect import dataflow as df
+
+    result = compile_model(str(models_dir / "vit_tiny.onnx"), quant="int8")
+    gemms = [op for op in result.module.walk() if isinstance(op, df.GemmOp)]
+    assert gemms and all("mapping" in op.attributes for op in gemms)
+    layers = {layer["name"]: layer for layer in result.report["layers"]}
+    for op in gemms:
+        label = op.attributes["mapping"].data  # type: ignore[attr-defined]
+        assert layers[df.str_attr(op, "layer")]["detail"]["mapping"] == label
+    doc = trace_events(result.env.schedule, result.report["clock_mhz"], "vit_tiny", result.env.plans)
+    events = doc["traceEvents"]
+    assert any("mapping" in e.get("args", {}) for e in events if e["ph"] == "X")
+    streamed = [e for e in events if e["ph"] == "X" and "streams_from" in e["args"]]
+    starts = [e for e in events if e["ph"] == "s"]
+    assert streamed and len(starts) == sum(len(e["args"]["streams_from"]) for e in streamed)
+    fixed = compile_model(str(models_dir / "vit_tiny.onnx"), quant="int8", mapping="fixed")
+    assert not any("mapping" in op.attributes for op in fixed.module.walk() if isinstance(op, df.GemmOp))
+
+
+def test_unknown_mapping_mode_is_one_line() -> None:
+    from compiler.schedule.plan import Plan, price
+    from hw.errors import InputError
+
+    with pytest.raises(InputError, match="mapping must be one of search, fixed, got 'best'"):
+        price(Plan(()), build_model(load_target("fpga-u280")), "best")
