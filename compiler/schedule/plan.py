@@ -107,8 +107,8 @@ def priced_task(spec: TaskSpec, cost: Cost, stream_buffer: float | None = None) 
     dropped). A GEMM works through its rows in blocks of ``detail["block_rows"]`` (its mapping's row fold,
     :func:`price`)."""
     tiles = max(1, spec.tiles if spec.tiles is not None else cost.tiles)
-    if "mapping" in cost.detail:  # a searched mapping's buffer tiles, as finely as the scheduler follows them
-        tiles = max(tiles, min(cost.tiles, GEMM_TILES))
+    if "mapping_tiles" in cost.detail:  # a searched mapping's buffer tiles, as finely as the scheduler follows them
+        tiles = max(tiles, min(int(cost.detail["mapping_tiles"]), GEMM_TILES))
     block = 1
     stream = spec.stream
     if cost.unit == "vector" and spec.rows > 1 and spec.tiles is None:
@@ -154,9 +154,13 @@ class _Costing:
     def _cost(self, work: Work) -> Cost:
         if isinstance(work, GemmWork) and self.space is not None:
             chosen = search(work, self.space)
-            cost = self.model.cost(mapped_work(work, chosen))
-            return replace(cost, tiles=max(cost.tiles, work.batch * chosen.tiles),
-                           detail={**cost.detail, **chosen.detail(), "block_rows": chosen.block_rows})
+            run = mapped_work(work, chosen)
+            cost = self.model.cost(run)
+            # The tile count stays the model's for the GEMM as written (what the ``tile`` pass records, so a sweep's
+            # plan tier and a compile agree); the mapping's own tiles refine it in ``priced_task``.
+            tiles = cost.tiles if run is work else self.model.cost(work).tiles
+            return replace(cost, tiles=tiles, detail={**cost.detail, **chosen.detail(), "block_rows": chosen.block_rows,
+                                                      "mapping_tiles": work.batch * chosen.tiles})
         cost = self.model.cost(work)
         if isinstance(work, GemmWork) and "block_rows" not in cost.detail:
             cost = replace(cost, detail={**cost.detail, "block_rows": block_rows(work, self.model)})
