@@ -78,18 +78,31 @@ def _export(kind: str, out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def base_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One-layer ViT-Base (197 tokens) and BERT-base (sequence 128) exports: the full models' layer shapes."""
+    out = tmp_path_factory.mktemp("base_layers")
+    return {kind: _export(kind, out / f"{kind}.onnx") for kind in ("vit", "bert")}
+
+
+# Measured 2026-12-03 (ratio = latency / roofline bound, one layer, int8): ViT I-ViT 1.700 (fixed mapping 1.724),
+# with 8 sub-arrays 1.294 (1.318); BERT 1.485 (1.487), with 8 sub-arrays 1.407 (1.409). Serial vector work and no
+# mapping search gave ViT 1.73 on the full model. The bounds leave 1% for deliberate model changes.
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,options,bound", [("vit", IVIT, 1.75), ("bert", {"quant": "int8"}, 1.75)])
-def test_roofline_ratio_of_one_base_layer(tmp_path: Path, kind: str, options: dict[str, str], bound: float) -> None:
+@pytest.mark.parametrize("kind,partitions,bound", [("vit", 1, 1.72), ("vit", 8, 1.31), ("bert", 1, 1.50),
+                                                   ("bert", 8, 1.42)])
+def test_roofline_ratio_of_one_base_layer(base_layers: dict[str, Path], kind: str, partitions: int,
+                                          bound: float) -> None:
     from codesign.api import compile as compile_model
 
-    path = _export(kind, tmp_path / f"{kind}.onnx")
-    searched = compile_model(str(path), mapping="search", **options)
-    fixed = compile_model(str(path), mapping="fixed", **options)
+    options = IVIT if kind == "vit" else {"quant": "int8"}
+    overrides = {"gemm.partitions": str(partitions)}
+    searched = compile_model(str(base_layers[kind]), mapping="search", overrides=overrides, **options)
+    fixed = compile_model(str(base_layers[kind]), mapping="fixed", overrides=overrides, **options)
     report = searched.report
     ratio = report["latency_cycles"] / report["roofline_cycles"]
     assert 1.0 < ratio <= bound
-    assert report["latency_cycles"] <= fixed.report["latency_cycles"] * 1.01
+    assert report["latency_cycles"] <= fixed.report["latency_cycles"]
     # Overlap: some vector task runs while the array works on a GEMM it streams from or into.
     sched = searched.env.schedule
     overlapped = [t for t in sched.tasks if t.stream and any(
