@@ -60,3 +60,16 @@ def test_sub_arrays_cost_their_buffer_ports_not_more_dsps() -> None:
 def test_partitions_must_divide_rows() -> None:
     with pytest.raises(InputError, match="partitions 3 must divide rows 64"):
         fpga(64, 64, 3)
+
+
+def test_codesign_rtl_refuses_sub_arrays(tmp_path, capsys) -> None:
+    from conftest import model_path
+
+    from codesign.cli import main
+
+    code = main(["rtl", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--set", "gemm.rows=4", "--set",
+                 "gemm.cols=4", "--set", "gemm.partitions=2", "--out", str(tmp_path / "rtl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == "codesign: error: gemm.partitions: codesign rtl emits one array (partitions = 1), got 2"
+    assert not (tmp_path / "rtl").exists()
