@@ -178,8 +178,14 @@ def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...],
                             reread = (mt - 1) * b_bytes if nt > 1 else 0
                         else:
                             reread = (nt - 1) * a_bytes if mt > 1 else 0
-                        streams = dataflow == "os" and not transpose and order == "mn" and not by_items
-                        block = min(tm, space.rows * space.partitions) if streams else m
+                        # Output rows complete in order: fold by fold within a tile holding all of n (row folds
+                        # outermost), else tile by tile of m when m's tiles are outermost, else only at the end.
+                        block = m
+                        if dataflow == "os" and not transpose and not by_items:
+                            if nt == 1:
+                                block = min(tm, space.rows * space.partitions)
+                            elif order == "mn":
+                                block = tm
                         found.append(Mapping(dataflow, transpose, order, tm, tn, cycles, reread, mt * nt, block))
     return found
 
