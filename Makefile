@@ -41,6 +41,12 @@ lock:  ## rewrite requirements.lock from .venv (after make test passes with a ne
 	.venv-scalesim/bin/pip install -q scalesim==3.0.0 "numpy<2.4" six
 	touch $@
 
+# ZigZag (zigzag-dse) for the mapping side by side in `make bench` (benchmarks/bench_zigzag.py), in its own venv.
+.venv-zigzag/.installed:
+	$(PY) -m venv .venv-zigzag
+	.venv-zigzag/bin/pip install -q zigzag-dse==3.9.1 six
+	touch $@
+
 $(MODELS)/.built: $(VENV)/.installed $(wildcard examples/*.py)
 	$(VPY) examples/build_models.py --out $(MODELS)
 	touch $@
@@ -72,7 +78,7 @@ FUZZ_SCALE ?= 10
 fuzz: install examples  ## the CLI fuzz suite with a longer budget (FUZZ_SCALE=10 x the CI cases)
 	CODESIGN_FUZZ_SCALE=$(FUZZ_SCALE) $(VPY) -m pytest -q -p no:cacheprovider -m fuzz -o timeout=0 $(PYTEST_ARGS)
 
-bench: install examples .venv-scalesim/.installed  ## print speed and memory figures
+bench: install examples .venv-scalesim/.installed .venv-zigzag/.installed  ## print speed, memory and roofline figures
 	$(VPY) benchmarks/run.py
 
 calibrate: install  ## re-run Yosys synthesis of every RTL kernel and rewrite the resource calibration

@@ -132,7 +132,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if "--json" in outputs:
         write_json(report, outputs["--json"])
     if "--trace" in outputs:
-        write_json_atomic(outputs["--trace"], trace_events(result.env.schedule, report["clock_mhz"], report["model"]),
+        write_json_atomic(outputs["--trace"], trace_events(result.env.schedule, report["clock_mhz"], report["model"],
+                                                          result.env.plans),
                           indent=None)
     if "--html" in outputs:
         from codesign.html import write_html

@@ -17,6 +17,8 @@ __all__ = ["CHOICES", "passes_for"]
 #: choice -> (valid values, default)
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "attention": (tuple(ATTENTION_ALGORITHMS), "standard"),
+    # Per-GEMM mapping search (compiler/schedule/mapping.py) or the target's own mapping; read by the schedule pass.
+    "mapping": (("search", "fixed"), "search"),
 }
 
 

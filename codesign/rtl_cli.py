@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hw.errors import InputError
+from hw.targets.schema import FpgaGemm
 
 if TYPE_CHECKING:  # `codesign --help` starts without loading xDSL or pydantic
     from xdsl.ir import Operation
@@ -230,6 +231,10 @@ def _from_model(args: argparse.Namespace):
     target = result.env.target
     if target is None:
         raise RuntimeError("run_pipeline resolves the target before it compiles")
+    array = target.systolic_array()
+    parts = array.partitions if isinstance(array, FpgaGemm) else 1
+    if parts != 1:  # the manifest times one array; P sub-arrays are P instances of it, which rtl does not wire
+        raise InputError(f"gemm.partitions: codesign rtl emits one array (partitions = 1), got {parts}")
     uses, notes = plan_kernels(result.module, target, learn_scales(result))
     if not uses:
         raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "

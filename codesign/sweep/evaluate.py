@@ -220,11 +220,12 @@ def _fused(prefix: Prefix) -> Any | None:
 def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     """The report by the ``plan`` tier: the cached plan priced on ``model``, scheduled (memoised), reported."""
     assert prefix.plan is not None
-    plans = price(prefix.plan, model)
+    plans = price(prefix.plan, model, str(prefix.env.options.get("mapping", "search")))
     tasks = [t for plan in plans for t in plan.tasks]
     mach = machine(model)
     memo_key = (id(prefix), tuple(sorted(mach.units.items())), mach.offchip_bytes_per_cycle, mach.double_buffered,
-                tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out, t.deps) for t in tasks))
+                tuple((t.name, t.unit, t.compute_cycles, t.tiles, t.bytes_in, t.bytes_out, t.deps, t.stream,
+                       t.rows, t.block_rows) for t in tasks))
     sched = _SCHEDULES.get(memo_key)
     if sched is None:
         sched = schedule(tasks, mach)

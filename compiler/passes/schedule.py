@@ -1,7 +1,8 @@
 """``schedule``: plan every op's hardware work, price the plan on the target and run the event-driven scheduler.
 
-Each scheduled op gets ``start`` and ``end`` attributes (cycles); the full schedule and the per-layer plans go to the
-compile context for the report.
+Each scheduled op gets ``start`` and ``end`` attributes (cycles), each GEMM its ``mapping`` (the chosen dataflow,
+orientation, loop order and tiles, ``compiler/schedule/mapping.py``; ``--mapping fixed`` prices the model's own
+mapping); the full schedule and the per-layer plans go to the compile context for the report.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class Schedule(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         model = resolve_model(ctx, self.name, self.target)
         env = getattr(ctx, "env", None)
-        plans, result = schedule_plan(plan_module(op, getattr(env, "weights", None)), model)
+        mapping = str(env.options.get("mapping", "search")) if env is not None else "search"
+        plans, result = schedule_plan(plan_module(op, env.weights if env is not None else None), model, mapping)
+        mapped = {p.name: str(p.detail["mapping"]) for p in plans if "mapping" in p.detail}
         span = {}
         for plan in plans:
             times = [result.task(t.name) for t in plan.tasks]
@@ -45,5 +48,7 @@ class Schedule(ModulePass):
                 start, end = span[layer.data]
                 inner.attributes["start"] = IntegerAttr(start, i64)
                 inner.attributes["end"] = IntegerAttr(end, i64)
+                if layer.data in mapped and isinstance(inner, df.GemmOp):
+                    inner.attributes["mapping"] = StringAttr(mapped[layer.data])
         if env is not None:
             env.plans, env.schedule = plans, result

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
@@ -62,6 +62,18 @@ class _Producers:
 
     def __init__(self) -> None:
         self.task: dict[SSAValue, str | None] = {}
+        #: Tasks that write their results in row order, row tile by row tile (GEMMs and vector work, not attention,
+        #: MoE or moves that reorder), so a consumer may stream them.
+        self.ordered: set[str] = set()
+
+    def stream(self, values: list[SSAValue]) -> tuple[str, ...]:
+        """The ordered producers of ``values`` (each read by its consumer in row order)."""
+        out: list[str] = []
+        for v in values:
+            task = self.task.get(v)
+            if task is not None and task in self.ordered and task not in out:
+                out.append(task)
+        return tuple(out)
 
     def deps(self, values: list[SSAValue]) -> tuple[str, ...]:
         out: list[str] = []
@@ -220,7 +232,15 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     weights = sum(tensor_bytes(v) for v in ins if _is_weight(v)) if not isinstance(op, df.EmbeddingOp) else 0
     act_in = sum(tensor_bytes(v) for v in ins if not _is_weight(v))
     out = sum(tensor_bytes(r) for r in results)
-    spec = TaskSpec(name, act_in + weights, out, producers.deps(ins), tiles)
+    deps = producers.deps(ins)
+    stream: tuple[str, ...] = ()
+    rows = 1
+    if isinstance(op, (df.GemmOp, df.GeluOp, df.LayerNormOp, df.SoftmaxOp, df.RequantOp, df.ElementwiseOp)):
+        rows = _rows(results[0])
+        stream = producers.stream(_streamed_operands(op, group))
+        stream = tuple(d for d in stream if d in deps)
+        producers.ordered.add(name)
+    spec = TaskSpec(name, act_in + weights, out, deps, tiles, stream, rows)
     if group:
         op_name += "+" + "+".join(m.name.split(".", 1)[1] for m in group)
     layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights))
@@ -230,14 +250,38 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     return layer
 
 
+def _rows(value: SSAValue) -> int:
+    """Rows of a tensor in row-major order: every dimension but the last (tokens x batch for activations)."""
+    shape = value.type.get_shape()  # type: ignore[attr-defined]
+    return max(1, numel(value) // shape[-1]) if shape and shape[-1] > 0 else 1
+
+
+def _streamed_operands(op: Operation, group: list[Operation]) -> list[SSAValue]:
+    """The operands ``op`` reads in row order, so that it may read them row tile by row tile while their producer
+    runs: a GEMM's left operand (its right one is needed whole), and every operand of row-wise and element-wise
+    work that has the result's shape (a broadcast one is needed whole). The fused epilogue's operands (a residual)
+    are read at the output tiles of the GEMM, so the GEMM waits for them whole."""
+    if group:
+        return [op.lhs] if isinstance(op, df.GemmOp) else []
+    if isinstance(op, df.GemmOp):
+        return [op.lhs]
+    size = numel(op.results[0])
+    return [v for v in op.operands if isinstance(v.type, TensorType) and numel(v) == size]
+
+
 def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[VectorWork, ...], weights: int,
                  cost: CostFn) -> LayerPlan:
     c = cost(work)
     for extra in epilogue:
         c = overlap_epilogue(c, cost(extra))
-    plan = LayerPlan(name=spec.name, op=op_name, tasks=[priced_task(spec, c)],
+    if isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
+        spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
+    task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
+    plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
                      bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
                      detail=dict(c.detail), works=[work, *epilogue])
+    if task.stream and task.unit == "vector":  # its double-buffered row tiles, held next to the GEMM's buffers
+        plan.detail["stream_buffer_bytes"] = 2 * -(-(task.bytes_in + task.bytes_out) // task.tiles)
     if isinstance(work, GemmWork):
         plan.macs = work.macs
         plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}

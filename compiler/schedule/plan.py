@@ -16,18 +16,22 @@ resolved at planning time) and a pricing function of the costs of its work items
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Operation, SSAValue
 
+from compiler.schedule.mapping import MAPPING_MODES, mapped_work, mapping_space, search
+from hw.errors import InputError
 from hw.models.base import AcceleratorModel, Cost
 from hw.perf.scheduler import Machine, Schedule, Task, schedule
-from hw.perf.workload import Work
+from hw.perf.workload import GemmWork, Work
 
 __all__ = ["CostFn", "LayerPlan", "PlannedLayer", "Plan", "TaskSpec", "price", "machine", "schedule_plan",
-           "priced_task", "overlap_epilogue", "readout_detail", "element_bits", "tensor_bytes", "numel"]
+           "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "GEMM_TILES", "overlap_epilogue",
+           "readout_detail",
+           "element_bits", "tensor_bytes", "numel"]
 
 CostFn = Callable[[Work], Cost]
 """A target model's ``cost`` (memoised by :func:`price`)."""
@@ -54,13 +58,16 @@ class LayerPlan:
 @dataclass(frozen=True)
 class TaskSpec:
     """A scheduler task before pricing: its off-chip bytes (in, out), dependencies, and a tile count that overrides
-    the cost's (the ``tile`` pass's attribute) or None."""
+    the cost's (the ``tile`` pass's attribute) or None. ``stream`` names the dependencies it may read row tile by
+    row tile while they run (``hw.perf.scheduler``), ``rows`` the rows (tokens x batch) it works through in order."""
 
     name: str
     bytes_in: int
     bytes_out: int
     deps: tuple[str, ...]
     tiles: int | None = None
+    stream: tuple[str, ...] = ()
+    rows: int = 1
 
 
 @dataclass(frozen=True)
@@ -82,27 +89,100 @@ class Plan:
     layers: tuple[PlannedLayer, ...]
 
 
-def priced_task(spec: TaskSpec, cost: Cost) -> Task:
-    """The scheduler ``Task`` of ``spec`` with ``cost``'s unit, cycles and (unless ``spec`` fixes them) tiles."""
+GEMM_TILES = 8
+"""The most tiles the scheduler follows a searched GEMM mapping in (more buffer tiles are grouped): enough to hide a
+tile's load behind the one before and to let consumers stream its row blocks, few enough that a sweep point
+schedules in milliseconds."""
+
+ROW_TILES = 4
+"""Row tiles of a vector task whose rows can stream (at most; fewer when it has fewer rows or lane rounds): enough
+to overlap its loads, compute and stores with each other and with the GEMM before or after it, few enough that a
+tile is a few lane rounds."""
+
+
+def priced_task(spec: TaskSpec, cost: Cost, stream_buffer: float | None = None) -> Task:
+    """The scheduler ``Task`` of ``spec`` with ``cost``'s unit, cycles and (unless ``spec`` fixes them) tiles.
+
+    Row-wise vector work (``spec.rows > 1`` on a ``vector`` unit) runs in row tiles: ``ROW_TILES``, or its lane rounds
+    (``detail["rows_per_lane"]``) if fewer, or more where a double-buffered tile (input and output) would not fit in
+    ``stream_buffer`` bytes; when even one-row tiles would not fit, it reads nothing tile by tile (``stream`` is
+    dropped). A GEMM works through its rows in blocks of ``detail["block_rows"]`` (its mapping's row fold,
+    :func:`price`)."""
+    tiles = max(1, spec.tiles if spec.tiles is not None else cost.tiles)
+    if "mapping_tiles" in cost.detail:  # a searched mapping's buffer tiles, as finely as the scheduler follows them
+        tiles = max(tiles, min(int(cost.detail["mapping_tiles"]), GEMM_TILES))
+    block = 1
+    stream = spec.stream
+    if cost.unit == "vector" and spec.rows > 1 and spec.tiles is None:
+        rounds = max(1, int(cost.detail.get("rows_per_lane", ROW_TILES)))
+        tiles = max(tiles, min(spec.rows, ROW_TILES, rounds))
+        if stream_buffer is not None:
+            need = -(-2 * (spec.bytes_in + spec.bytes_out) // max(1, int(stream_buffer)))
+            if need > spec.rows:
+                stream = ()
+            else:
+                tiles = max(tiles, need)
+    elif cost.unit == "gemm":  # without a mapping's row fold, its rows are readable only at its end
+        block = max(1, min(spec.rows, int(cost.detail.get("block_rows", spec.rows))))
+    if cost.unit != "vector" and cost.unit != "gemm":
+        stream = ()
     return Task(name=spec.name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=spec.bytes_in,
-                bytes_out=spec.bytes_out, deps=spec.deps, tiles=max(1, spec.tiles if spec.tiles is not None
-                                                                     else cost.tiles))
+                bytes_out=spec.bytes_out, deps=spec.deps, tiles=tiles, stream=stream, rows=max(1, spec.rows),
+                block_rows=block)
 
 
-def price(plan: Plan, model: AcceleratorModel) -> list[LayerPlan]:
-    """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once."""
-    costs: dict[Work, Cost] = {}
+class _Costing:
+    """A model's ``cost`` memoised per distinct (hashable) work item, each GEMM's cost carrying the rows of its
+    output block (``detail["block_rows"]``, :func:`compiler.schedule.mapping.block_rows`), and the bytes a
+    streaming vector task's row tiles may hold (``stream_buffer``)."""
 
-    def cost(work: Work) -> Cost:
+    def __init__(self, model: AcceleratorModel, mapping: str = "search") -> None:
+        if mapping not in MAPPING_MODES:
+            raise InputError(f"mapping must be one of {', '.join(MAPPING_MODES)}, got {mapping!r}")
+        self.model = model
+        self.costs: dict[Work, Cost] = {}
+        self.stream_buffer = stream_buffer_bytes(model)
+        self.space = mapping_space(model) if mapping == "search" else None
+
+    def __call__(self, work: Work) -> Cost:
         try:
-            found = costs.get(work)
+            found = self.costs.get(work)
         except TypeError:  # an unhashable work item
-            return model.cost(work)
+            return self._cost(work)
         if found is None:
-            found = costs[work] = model.cost(work)
+            found = self.costs[work] = self._cost(work)
         return found
 
-    return [layer.price(cost) for layer in plan.layers]
+    def _cost(self, work: Work) -> Cost:
+        if isinstance(work, GemmWork) and self.space is not None:
+            chosen = search(work, self.space)
+            run = mapped_work(work, chosen)
+            cost = self.model.cost(run)
+            # The tile count stays the model's for the GEMM as written (what the ``tile`` pass records, so a sweep's
+            # plan tier and a compile agree); the mapping's own tiles refine it in ``priced_task``.
+            tiles = cost.tiles if run is work else self.model.cost(work).tiles
+            return replace(cost, tiles=tiles, detail={**cost.detail, **chosen.detail(), "block_rows": chosen.block_rows,
+                                                      "mapping_tiles": work.batch * chosen.tiles})
+        cost = self.model.cost(work)
+        if isinstance(work, GemmWork) and "block_rows" not in cost.detail:
+            cost = replace(cost, detail={**cost.detail, "block_rows": block_rows(work, self.model)})
+        return cost
+
+
+def stream_buffer_bytes(model: AcceleratorModel) -> float | None:
+    """Bytes a vector task's double-buffered row tiles may hold while the array works on another layer: half the
+    target's activation buffer (the GEMM streams its left operand through the other half), or None for a target
+    without such buffers (its caches are not modelled)."""
+    buffers = getattr(model.target, "buffers", None)
+    act_kb = getattr(buffers, "act_kb", None)
+    return act_kb * 1024 / 2 if isinstance(act_kb, (int, float)) else None
+
+
+def price(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> list[LayerPlan]:
+    """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once, each GEMM with
+    the mapping ``mapping`` picks (``compiler.schedule.mapping``: ``search`` or ``fixed``)."""
+    costing = _Costing(model, mapping)
+    return [layer.price(costing) for layer in plan.layers]
 
 
 def machine(model: AcceleratorModel) -> Machine:
@@ -112,10 +192,22 @@ def machine(model: AcceleratorModel) -> Machine:
                    double_buffered=model.target.double_buffered())
 
 
-def schedule_plan(plan: Plan, model: AcceleratorModel) -> tuple[list[LayerPlan], Schedule]:
-    """Price ``plan`` on ``model`` and schedule its tasks: (priced layers, the schedule)."""
-    layers = price(plan, model)
+def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> tuple[list[LayerPlan], Schedule]:
+    """Price ``plan`` on ``model`` (GEMMs mapped as ``mapping`` says) and schedule its tasks: (priced layers, the
+    schedule)."""
+    layers = price(plan, model, mapping)
     return layers, schedule([t for layer in layers for t in layer.tasks], machine(model))
+
+
+def block_rows(work: GemmWork, model: AcceleratorModel) -> int:
+    """Rows of the output a GEMM completes at a time, in order: an output-stationary array finishes ``rows`` rows of
+    every column fold before it moves to the next row fold (M outermost, as SCALE-Sim orders os folds); a weight-
+    or input-stationary one, or a model without a systolic array, finishes a batch item's rows only at its end."""
+    gemm = getattr(model.target, "gemm", None)
+    rows, dataflow = getattr(gemm, "rows", None), getattr(gemm, "dataflow", None)
+    if dataflow == "os" and isinstance(rows, int):
+        return min(work.m, rows)
+    return work.m
 
 
 # --- Cost combinators -------------------------------------------------------------------------------------------------

@@ -24,6 +24,17 @@ GEMM (unit ``gemm``)
     (``drain_cycles``) apart (compiler/summary.py). ``detail["cycles_per_item"]`` is SCALE-Sim's count. (The
     array keeps no state between folds, so a driver streaming batch items back to back would hide all readouts
     but the last; the manifest and this model count each item as its own invocation.)
+
+    ``gemm.partitions = P`` builds the array as P independent sub-arrays of ``rows / P`` x ``cols`` (P instances
+    of the same RTL kernel; same PEs and DSPs, P weight and output buffer ports, hw.models.resources). A GEMM's
+    invocations are dealt out whole (batch items: attention heads in parallel) or each invocation's folds are
+    (a skinny product's), whichever ends first (``detail["partition_split"]``)::
+
+        by_items = ceil(batch * passes / P) * (systolic_cycles(m, n, k, rows / P, cols, dataflow) + drain)
+        by_folds = batch * passes * (ceil(folds / P) * cycles_per_fold - 1 + drain)
+
+    each sub-array's share being one invocation of its kernel (``predicted_cycles`` for its folds). ``codesign
+    rtl`` emits and checks one array (P = 1).
 Vector (unit ``vector``, ``vector.count`` of them)
     ``vector.lanes`` copies of the RTL row unit, each taking whole rows round-robin, so R rows of n elements
     take the unit's cycles for ``ceil(R / lanes)`` rows (``L = lanes``)::
@@ -151,26 +162,41 @@ class FpgaModel:
     def _gemm_cost(self, work: GemmWork) -> Cost:
         t = self.target
         g = t.gemm
+        parts = g.partitions
+        rows = g.rows // parts  # each sub-array's rows (one sub-array = the whole array when partitions = 1)
         passes = operand_passes(work, g)
         invocations = work.batch * passes
-        per_item = systolic_cycles(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)
+        per_item = systolic_cycles(work.m, work.n, work.k, rows, g.cols, g.dataflow)
         kernel = ARRAY_KERNELS.get(g.dataflow)
-        drain = kernel_class(kernel).readout_cycles({"rows": g.rows, "cols": g.cols}) if kernel else 0
+        drain = kernel_class(kernel).readout_cycles({"rows": rows, "cols": g.cols}) if kernel else 0
         half = 0.5 if t.buffers.double_buffered else 1.0
         caps = tuple(kb * 1024 * half for kb in (t.buffers.act_kb, t.buffers.weight_kb, t.buffers.out_kb))
+        folds = _product(fold_counts(work.m, work.n, work.k, rows, g.cols, g.dataflow))
+        split, cycles, readouts = "none", invocations * (per_item + drain), invocations
+        if parts > 1:
+            # Sub-arrays: deal each invocation's folds out to them (each runs ceil(folds / P) folds, one invocation
+            # of its RTL kernel), or whole invocations (batch items: attention heads), whichever ends first.
+            per_fold = (per_item + 1) // folds
+            by_folds = invocations * (-(-folds // parts) * per_fold - 1 + drain)
+            by_items = -(-invocations // parts) * (per_item + drain)
+            split, cycles = ("items", by_items) if by_items < by_folds else ("folds", by_folds)
+            readouts = -(-invocations // parts) if split == "items" else invocations
+        detail: dict[str, Any] = {
+            "folds": work.batch * folds,
+            "cycles_per_item": per_item,
+            "passes": passes,
+            "drain_cycles": readouts * drain,
+            "utilization": work.macs / ((cycles - readouts * drain) * g.rows * g.cols) if cycles else 0.0,
+            "dataflow": g.dataflow,
+        }
+        if parts > 1:
+            detail.update(partitions=parts, partition_split=split)
         return Cost(
             unit="gemm",
-            compute_cycles=invocations * (per_item + drain),
+            compute_cycles=cycles,
             tiles=buffer_tiles(work, caps),
-            onchip_bytes=gemm_onchip_bytes(work, g.rows, g.cols, g.dataflow),
-            detail={
-                "folds": work.batch * _product(fold_counts(work.m, work.n, work.k, g.rows, g.cols, g.dataflow)),
-                "cycles_per_item": per_item,
-                "passes": passes,
-                "drain_cycles": invocations * drain,
-                "utilization": work.macs / (invocations * per_item * g.rows * g.cols),
-                "dataflow": g.dataflow,
-            },
+            onchip_bytes=gemm_onchip_bytes(work, rows, g.cols, g.dataflow),
+            detail=detail,
         )
 
     def _rtl_vector_cost(self, kernel: str, fixed: Mapping[str, int], work: VectorWork) -> Cost:

@@ -212,7 +212,10 @@ def estimate(target: FpgaTarget, cal: FpgaCalibration = DEFAULT_CALIBRATION,
     out["lut"]["control"] = cal.lut_fixed
     out["ff"]["control"] = cal.ff_fixed
     # Each buffer must deliver one operand vector per cycle: its port width sets a minimum number of blocks.
-    ports = {"weight_kb": g.cols * g.w_bits, "act_kb": g.rows * g.in_bits, "out_kb": g.cols * g.acc_bits}
+    # Sub-arrays (gemm.partitions) each take their own weight vector and hand over their own result rows.
+    parts = getattr(g, "partitions", 1)
+    ports = {"weight_kb": parts * g.cols * g.w_bits, "act_kb": g.rows * g.in_bits,
+             "out_kb": parts * g.cols * g.acc_bits}
     for key, port_bits in ports.items():
         kb = getattr(b, key)
         use_uram = b.memory == "uram" or (b.memory == "auto" and target.device.uram > 0 and kb >= cal.uram_min_kb)

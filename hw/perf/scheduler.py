@@ -14,6 +14,17 @@ model below, in whole cycles:
   buffering (two input and two output buffers) load i+1 overlaps compute i and store i-1: load i waits for
   compute i-2, compute i for load i, compute i-1 and store i-2, store i for compute i and store i-1. Without it a task
   runs load 0, compute 0, store 0, load 1, ... strictly one stage at a time. A task ends when its last store ends.
+* **Streaming across tasks (row tiles).** A dependency named in ``Task.stream`` is read in row order: the task
+  is ready once its other dependencies have ended, every streamed one has *started* and stored the rows of its
+  first tile (so it never holds its unit just waiting), and its tile i loads only
+  once each streamed producer has stored the rows that tile reads. A task works through its ``rows`` in order, in
+  blocks of ``block_rows``: its tile i covers rows up to ``ceil((i + 1) rows / tiles)``, a consumer needs the whole
+  block that row lies in (a GEMM needs a block of its left operand before the block's first fold), and a
+  producer's rows are readable only once their block is complete (after s stores, its first
+  ``floor(s * blocks / tiles)`` blocks, ``blocks = ceil(rows / block_rows)``: tiles divide the blocks evenly, as
+  a GEMM's buffer tiles of whole row blocks do). Producer and consumer may count rows differently (a view in between):
+  rows compare as fractions of the tensor in row-major order. So the vector work of one layer runs on its unit
+  while the array computes the row tiles of the layer before or after it, exactly as far as the data allow.
 * **Shared bandwidth.** All active transfers of all running tasks share ``offchip_bytes_per_cycle`` equally
   (processor sharing). Events (a transfer or a compute finishing, a task starting or ending) fall on whole cycles: a
   transfer whose bytes run out part-way through a cycle completes at the end of that cycle, and its share of that
@@ -50,6 +61,8 @@ class Task:
     ``compute_cycles`` is the whole task's compute time on one instance once its operands are on chip (cycles);
     ``bytes_in`` / ``bytes_out`` are the off-chip bytes it reads (non-resident activations plus weights) and writes.
     ``tiles`` splits it into that many equal tiles so that loads and stores can overlap compute (see the module doc).
+    ``stream`` names the dependencies it reads row tile by row tile; it works through ``rows`` rows in order, in
+    blocks of ``block_rows`` (module doc, streaming across tasks).
     """
 
     name: str
@@ -59,18 +72,28 @@ class Task:
     bytes_out: int
     deps: tuple[str, ...] = ()
     tiles: int = 1
+    stream: tuple[str, ...] = ()
+    rows: int = 1
+    block_rows: int = 1
 
     def __post_init__(self) -> None:
-        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles"):
+        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles", "rows", "block_rows"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InputError(f"task {self.name!r}: {attr} must be an int, got {value!r}")
-            if value < (1 if attr == "tiles" else 0):
-                bound = "1" if attr == "tiles" else "0"
+            if value < (1 if attr in ("tiles", "rows", "block_rows") else 0):
+                bound = "1" if attr in ("tiles", "rows", "block_rows") else "0"
                 raise InputError(f"task {self.name!r}: {attr} must be >= {bound}, got {value}")
         if isinstance(self.deps, str):
             raise InputError(f"task {self.name!r}: deps must be a tuple of task names, got the string {self.deps!r}")
         object.__setattr__(self, "deps", tuple(self.deps))
+        if isinstance(self.stream, str):
+            raise InputError(f"task {self.name!r}: stream must be a tuple of task names, "
+                             f"got the string {self.stream!r}")
+        object.__setattr__(self, "stream", tuple(self.stream))
+        for dep in self.stream:
+            if dep not in self.deps:
+                raise InputError(f"task {self.name!r}: streams from {dep!r}, which is not among its deps")
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,8 @@ class ScheduledTask:
 
     ``memory_cycles`` counts the cycles during which at least one of the task's transfers was active;
     ``stall_cycles = end - start - compute_cycles`` is the time its unit instance was held without computing
-    (waiting for loads, for a free output buffer, or for the last store).
+    (waiting for loads, for a free output buffer, for a streamed producer's rows, or for the last store).
+    ``stream`` names the tasks it read row tile by row tile while they ran.
     """
 
     name: str
@@ -115,6 +139,7 @@ class ScheduledTask:
     stall_cycles: int
     bytes_in: int
     bytes_out: int
+    stream: tuple[str, ...] = ()
 
     @property
     def duration(self) -> int:
@@ -267,10 +292,17 @@ class _Simulation:
         n = len(tasks)
         index = {t.name: i for i, t in enumerate(tasks)}
         self.deps = [[index[d] for d in dict.fromkeys(t.deps)] for t in tasks]
-        self.users: list[list[int]] = [[] for _ in tasks]
+        self.users: list[list[int]] = [[] for _ in tasks]  # released when the task ends
+        self.start_users: list[list[int]] = [[] for _ in tasks]  # streaming users: released when it starts
+        self.streamed = [[index[d] for d in dict.fromkeys(t.stream)] for t in tasks]
         for i, ds in enumerate(self.deps):
+            streamed = set(self.streamed[i])
             for j in ds:
                 self.users[j].append(i)
+                if j in streamed:
+                    self.start_users[j].append(i)
+        self.running: dict[int, _TaskState] = {}
+        self.held: set[int] = set()  # streaming tasks whose dependencies are met but not their first tile's rows
         # Bottom level: the longest roofline-weighted path from a task to a sink, the task included.
         level = [0] * n
         for i in reversed(order):
@@ -345,6 +377,7 @@ class _Simulation:
             else:
                 st.storing = False
                 st.stores += 1
+                self._wake_streamers(st)
             st.active_transfers -= 1
             if st.active_transfers == 0:
                 st.memory_cycles += next_t - st.memory_since
@@ -377,7 +410,11 @@ class _Simulation:
                 st.instance = heapq.heappop(free)
                 st.start = self.now
                 started.append(st)
+                self.running[st.index] = st
         self.dirty.clear()
+        for st in started:  # after the clear: a streaming user made ready here must mark its unit dirty
+            for u in self.start_users[st.index]:
+                self._release(u)
         started.sort(key=lambda s: s.key)
         self.started.extend(started)
         self.to_advance.extend(started)
@@ -395,7 +432,8 @@ class _Simulation:
         while progress:
             progress = False
             i = st.loads
-            if not st.loading and i < tiles and i < st.computes + depth and (double or st.stores == i):
+            if (not st.loading and i < tiles and i < st.computes + depth and (double or st.stores == i)
+                    and (not self.streamed[st.index] or self._rows_ready(st.index, i))):
                 size = _share(task.bytes_in, tiles, i)
                 if size:
                     st.loading = True
@@ -421,9 +459,41 @@ class _Simulation:
                     self._start_transfer(st, size, False)
                 else:
                     st.stores += 1
+                    self._wake_streamers(st)
                     progress = True
         if st.stores == tiles:
             self._finish(st)
+
+    def _wake_streamers(self, st: _TaskState) -> None:
+        """``st`` stored a tile: the running tasks that stream from it may load their next one."""
+        for u in self.start_users[st.index]:
+            user = self.running.get(u)
+            if user is not None:
+                self.to_advance.append(user)
+            elif u in self.held and self._rows_ready(u, 0):
+                self.held.discard(u)
+                self._make_ready(u)
+
+    def _rows_ready(self, index: int, i: int) -> bool:
+        """Whether every producer task ``index`` streams from has stored the rows its tile ``i`` reads (module doc)."""
+        task = self.tasks[index]
+        rows, block = task.rows, task.block_rows
+        end = -(-(i + 1) * rows // task.tiles)
+        end = min(rows, -(-end // block) * block)
+        for j in self.streamed[index]:
+            if j in self.records:
+                continue
+            producer = self.tasks[j]
+            stores = self.running[j].stores
+            p_rows = producer.rows
+            if stores >= producer.tiles:
+                continue
+            p_block = producer.block_rows
+            blocks = -(-p_rows // p_block)  # the last block may be short (197 rows in blocks of 64)
+            complete = min(p_rows, stores * blocks // producer.tiles * p_block)
+            if complete * rows < end * p_rows:
+                return False
+        return True
 
     def _start_transfer(self, st: _TaskState, size: int, is_load: bool) -> None:
         self.transfers.append(_Transfer(float(size), st, is_load))
@@ -445,13 +515,32 @@ class _Simulation:
             stall_cycles=now - st.start - task.compute_cycles,
             bytes_in=task.bytes_in,
             bytes_out=task.bytes_out,
+            stream=task.stream,
         )
+        del self.running[st.index]
         heapq.heappush(self.free[task.unit], st.instance)
         self.dirty.add(task.unit)
+        streamed_by = self.start_users[st.index]
         for u in self.users[st.index]:
-            self.waiting[u] -= 1
-            if self.waiting[u] == 0:
-                self._make_ready(u)
+            if u not in streamed_by:
+                self._release(u)
+            else:
+                user = self.running.get(u)
+                if user is not None:
+                    self.to_advance.append(user)
+                elif u in self.held:
+                    self.held.discard(u)
+                    self._make_ready(u)
+
+    def _release(self, i: int) -> None:
+        """One more dependency of task ``i`` is satisfied (ended, or started for a streamed one). A task that streams
+        is ready once the rows of its first tile are there too, so that it never holds its unit just waiting."""
+        self.waiting[i] -= 1
+        if self.waiting[i] == 0:
+            if self.streamed[i] and not self._rows_ready(i, 0):
+                self.held.add(i)
+            else:
+                self._make_ready(i)
 
     def _make_ready(self, i: int) -> None:
         unit = self.tasks[i].unit

@@ -23,7 +23,7 @@ from hw.targets.technology import TECH_NODES_NM, known_node
 __all__ = [
     "MAX_COUNT", "MAX_QUANTITY", "MIN_POSITIVE", "Section", "TargetBase", "Target", "TARGET_KINDS", "register_kind",
     "OffChip", "Energy", "VectorCost", "Vector", "Dma", "AttentionEngine",
-    "Device", "Gemm", "Buffers", "FpgaTarget",
+    "Device", "Gemm", "FpgaGemm", "Buffers", "FpgaTarget",
     "MacArrays", "NpuTarget",
     "Slm", "Camera", "Optics", "Host", "OpticalTarget",
     "Gpu", "GpuTarget",
@@ -249,6 +249,20 @@ class Gemm(Section):
         return self
 
 
+class FpgaGemm(Gemm):
+    """The FPGA's MAC array, built as ``partitions`` independent sub-arrays of ``rows / partitions`` x ``cols`` PEs
+    (each one instance of the RTL array kernel, hw/rtl/systolic.py or systolic_ws.py): the folds of one GEMM, or
+    whole batch items (attention heads), are dealt out to them (hw/models/fpga.py). 1: one array."""
+
+    partitions: Positive = 1
+
+    @model_validator(mode="after")
+    def _partitions_divide_rows(self) -> FpgaGemm:
+        if self.rows % self.partitions:
+            raise ValueError(f"partitions {self.partitions} must divide rows {self.rows} (equal sub-arrays)")
+        return self
+
+
 class Buffers(Section):
     """On-chip operand buffers, total KiB each; ``double_buffered`` splits each into two halves (one filling while the
     other is used), so a tile must fit half. ``memory`` picks BRAM or URAM blocks."""
@@ -267,7 +281,7 @@ class FpgaTarget(TargetBase):
     KIND: ClassVar[str] = "fpga"
     kind: Literal["fpga"]
     device: Device
-    gemm: Gemm
+    gemm: FpgaGemm
     vector: Vector
     buffers: Buffers
     dma: Dma = Field(default_factory=Dma)

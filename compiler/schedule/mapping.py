@@ -1,0 +1,228 @@
+"""Mapping search per GEMM: dataflow, orientation, loop order and buffer tiles, pruned exhaustive, cached.
+
+A *mapping* says how one GEMM (``hw.perf.workload.GemmWork``: ``batch`` products of an m x k by a k x n matrix)
+runs on the target's systolic array:
+
+``dataflow``   which operand stays in the PEs (os / ws / is, ``hw.perf.systolic``), from the dataflows the target
+               can run per layer (:func:`mapping_space`);
+``transpose``  computing C^T = B^T A^T instead, so n takes the array side m had (a non-square array, or a skinny
+               GEMM, can fold better one way round); the array runs the same kernel with its operands swapped and
+               the output is written transposed;
+``order``      the buffer loop order: ``"mn"`` walks tiles of m outermost (the left operand's tile stays while the
+               right one streams past it), ``"nm"`` tiles of n outermost;
+``tile_m``, ``tile_n``  the buffer tiles (whole array folds, as the RTL driver feeds them), sized so that a tile of
+               each operand and of the accumulators fits its buffer (half of it when double buffered).
+
+Cycles are the target's exact systolic count for the chosen dataflow and orientation (``systolic_cycles``, the same
+closed form the FPGA model and the RTL share), so every mapping is one the array executes. Loop order and tiles do
+not change the array's cycles (the array keeps nothing between folds); they decide how often an operand that does
+not fit its buffer is re-read from off-chip (``reread_bytes``), how many pieces the scheduler double-buffers
+(``tiles``), and the rows of the output completed at a time (``block_rows``: what a consumer can stream,
+``hw.perf.scheduler``). The search ranks by the roofline time of a batch item alone (array cycles, or its off-chip
+transfer with the re-reads, whichever is longer), then by block rows (the one whose output streams earliest), then
+by re-read bytes and tiles.
+
+Method: the loop-order-first enumeration of ZigZag's LOMA (Symons et al., "LOMA: Fast Auto-Scheduling on DNN
+Accelerators through Loop-Order-based Memory Allocation", AICAS 2021) over the small space a fixed systolic array
+leaves (its spatial unrolling is the dataflow), with Timeloop's pruning of tile sizes that overflow a buffer
+(Parashar et al., "Timeloop: A Systematic Approach to DNN Accelerator Evaluation", ISPASS 2019). The space has at
+most 3 dataflows x 2 orientations x 2 orders x (fold-multiple tiles of m x of n), so the search is exhaustive over
+it; results are cached per (GEMM shape, space).
+
+Sub-arrays: a target built as ``partitions`` independent sub-arrays (the FPGA's ``gemm.partitions``: P instances
+of its RTL array kernel, counted by the resource model) is searched on one sub-array's geometry, its folds or whole
+batch items (attention heads) dealt out to the P sub-arrays as the model deals them (hw/models/fpga.py). Whether to
+partition is a design choice (``--set gemm.partitions=4``, ``codesign fit``), not a per-layer one: the RTL's
+sub-arrays cannot fuse back into one array for a layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from hw.perf.systolic import systolic_cycles
+from hw.perf.workload import GemmWork
+
+__all__ = ["Mapping", "MappingSpace", "mapping_space", "search", "mapped_work", "MAPPING_MODES"]
+
+MAPPING_MODES = ("search", "fixed")
+"""``--mapping``: ``search`` (the default) picks a mapping per GEMM; ``fixed`` prices every GEMM as the model does
+by itself: the target's dataflow, the GEMM as written, the fewest tiles that fit the buffers."""
+
+
+@dataclass(frozen=True)
+class MappingSpace:
+    """What the target lets a GEMM's mapping choose: the array (``partitions`` sub-arrays of ``rows`` x ``cols``),
+    the dataflows it runs per layer,
+    the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), and the
+    off-chip bandwidth (bytes/cycle) that prices re-reads against cycles."""
+
+    rows: int
+    cols: int
+    dataflows: tuple[str, ...]
+    caps: tuple[int, int, int]
+    bytes_per_cycle: float = float("inf")
+    partitions: int = 1
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One GEMM's mapping (module docstring); ``cycles`` per batch item (SCALE-Sim's count), ``reread_bytes`` per
+    batch item, ``tiles`` per batch item, ``block_rows`` the output rows completed at a time."""
+
+    dataflow: str
+    transpose: bool
+    order: str
+    tile_m: int
+    tile_n: int
+    cycles: int
+    reread_bytes: int
+    tiles: int
+    block_rows: int
+
+    def label(self) -> str:
+        """A short text form for the IR, the report and the trace, e.g. ``os mn 64x768``."""
+        return f"{self.dataflow}{'^T' if self.transpose else ''} {self.order} {self.tile_m}x{self.tile_n}"
+
+    def detail(self) -> dict[str, Any]:
+        """The fields a priced layer's ``detail`` carries (report, trace)."""
+        return {"mapping": self.label(), "mapping_dataflow": self.dataflow, "mapping_transpose": self.transpose,
+                "mapping_order": self.order, "tile_m": self.tile_m, "tile_n": self.tile_n,
+                "reread_bytes": self.reread_bytes}
+
+
+def mapping_space(model: Any) -> MappingSpace | None:
+    """The mapping space of ``model``'s target: its one array and its dataflow (every bundled schema fixes one
+    dataflow per design, so a per-layer choice would price an array the target does not have), its operand buffers
+    (half of each when double buffered) and its off-chip bandwidth. None for a target without a systolic array."""
+    target = model.target
+    gemm = getattr(target, "gemm", None)
+    rows, cols, dataflow = (getattr(gemm, a, None) for a in ("rows", "cols", "dataflow"))
+    if not (isinstance(rows, int) and isinstance(cols, int) and isinstance(dataflow, str)):
+        return None
+    buffers = getattr(target, "buffers", None)
+    half = 0.5 if getattr(buffers, "double_buffered", True) else 1.0
+    kbs = [getattr(buffers, key, None) for key in ("act_kb", "weight_kb", "out_kb")]
+    if all(isinstance(kb, (int, float)) for kb in kbs):
+        caps = tuple(max(1, int(kb * 1024 * half)) for kb in kbs)  # type: ignore[operator]
+    else:
+        sram = getattr(target, "sram_kb", None)
+        each = int(sram * 1024 * half / 3) if isinstance(sram, (int, float)) else 1 << 40
+        caps = (each, each, each)
+    parts = getattr(gemm, "partitions", 1)
+    return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
+                        float(model.offchip_bytes_per_cycle()), parts)
+
+
+def mapped_work(work: GemmWork, mapping: Mapping) -> GemmWork:
+    """The GEMM the array runs under ``mapping``: ``work`` with its operands swapped when transposed."""
+    if not mapping.transpose:
+        return work
+    return GemmWork(m=work.n, n=work.m, k=work.k, batch=work.batch, in_bits=work.w_bits, w_bits=work.in_bits,
+                    acc_bits=work.acc_bits, weights_static=work.weights_static)
+
+
+def _tile_sizes(extent: int, fold: int) -> list[int]:
+    """Whole-fold tile sizes of a dimension, largest first: ``extent``, then halvings down to one fold."""
+    sizes = [extent]
+    t = -(-extent // fold) * fold
+    while t > fold:
+        t = -(-(t // 2) // fold) * fold
+        if t < sizes[-1]:
+            sizes.append(t)
+    return sizes
+
+
+def _cycles(m: int, n: int, k: int, batch: int, space: MappingSpace, dataflow: str) -> tuple[int, bool]:
+    """Array cycles per batch item (SCALE-Sim's count, readouts aside) of an m x n x k product on ``space``, and
+    whether its sub-arrays take whole batch items rather than folds (hw/models/fpga.py deals them out the same)."""
+    per_item = systolic_cycles(m, n, k, space.rows, space.cols, dataflow)
+    parts = space.partitions
+    if parts == 1:
+        return per_item, False
+    rf, cf = -(-m // space.rows), -(-n // space.cols)
+    if dataflow != "os":
+        rf, cf = -(-k // space.rows), -(-(n if dataflow == "ws" else m) // space.cols)
+    folds = rf * cf
+    by_folds = -(-folds // parts) * ((per_item + 1) // folds) - 1
+    by_items = -(-batch // parts) * per_item // batch
+    return (by_items, True) if by_items < by_folds else (by_folds, False)
+
+
+def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...], transposes: tuple[bool, ...],
+                orders: tuple[str, ...]) -> list[Mapping]:
+    m, n, k = work.m, work.n, work.k
+    a_bytes = m * k * work.in_bits // 8
+    b_bytes = k * n * work.w_bits // 8
+    cap_a, cap_b, cap_c = space.caps
+    found: list[Mapping] = []
+    for dataflow in dataflows:
+        for transpose in transposes:
+            am, an = (n, m) if transpose else (m, n)
+            cycles, by_items = _cycles(am, an, k, work.batch, space, dataflow)
+            # m's and n's fold: the whole array side each is on (all sub-arrays' rows: they take folds in turn).
+            fold_m = space.cols if transpose else space.rows * space.partitions
+            fold_n = space.rows * space.partitions if transpose else space.cols
+            for tm in _tile_sizes(m, fold_m if dataflow == "os" else 1 if dataflow == "ws" else fold_m):
+                for tn in _tile_sizes(n, fold_n):
+                    # Timeloop-style pruning: a tile that overflows a buffer is no mapping.
+                    if (-(-tm * k * work.in_bits // 8) > cap_a or -(-k * tn * work.w_bits // 8) > cap_b
+                            or -(-tm * tn * work.acc_bits // 8) > cap_c):
+                        continue
+                    mt, nt = -(-m // tm), -(-n // tn)
+                    for order in orders:
+                        # The outer operand's tile stays; the inner one is re-read once per outer tile unless whole.
+                        if order == "mn":
+                            reread = (mt - 1) * b_bytes if nt > 1 else 0
+                        else:
+                            reread = (nt - 1) * a_bytes if mt > 1 else 0
+                        # Output rows complete in order: fold by fold within a tile holding all of n (row folds
+                        # outermost), else tile by tile of m when m's tiles are outermost, else only at the end.
+                        block = m
+                        if dataflow == "os" and not transpose and not by_items:
+                            if nt == 1:
+                                block = min(tm, space.rows * space.partitions)
+                            elif order == "mn":
+                                block = tm
+                        found.append(Mapping(dataflow, transpose, order, tm, tn, cycles, reread, mt * nt, block))
+    return found
+
+
+def _ranker(work: GemmWork, space: MappingSpace) -> Any:
+    """Rank by the roofline time of one batch item alone (array cycles, or the transfer of its operands, output and
+    re-reads, whichever is longer), then by block rows (the earlier a consumer can stream), re-read bytes and tiles."""
+    a, b, c = (work.m * work.k * work.in_bits // 8, work.k * work.n * work.w_bits // 8,
+               work.m * work.n * work.acc_bits // 8)
+
+    def rank(mp: Mapping) -> tuple[float, int, int, int]:
+        transfer = (a + b + c + mp.reread_bytes) / space.bytes_per_cycle
+        return (max(float(mp.cycles), transfer), mp.block_rows, mp.reread_bytes, mp.tiles)
+
+    return rank
+
+
+def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: bool) -> Mapping:
+    """One-fold tiles in ``"mn"`` order when no tile fits the buffers (an operand's k rows alone overflow): the
+    reduction then streams through in pieces, as the model's ``buffer_tiles`` counts them."""
+    am, an = (work.n, work.m) if transpose else (work.m, work.n)
+    tm, tn = (space.cols, space.rows) if transpose else (space.rows, space.cols)
+    tm, tn = min(tm, work.m), min(tn, work.n)
+    mt, nt = -(-work.m // tm), -(-work.n // tn)
+    cycles, _ = _cycles(am, an, work.k, work.batch, space, dataflow)
+    return Mapping(dataflow, transpose, "mn", tm, tn, cycles, (mt - 1) * work.k * work.n * work.w_bits // 8,
+                   mt * nt, work.m)
+
+
+@lru_cache(maxsize=4096)
+def search(work: GemmWork, space: MappingSpace) -> Mapping:
+    """The best mapping of one batch item of ``work`` on ``space`` (module docstring), cached per (shape, space)."""
+    item = GemmWork(m=work.m, n=work.n, k=work.k, batch=work.batch if space.partitions > 1 else 1,
+                    in_bits=work.in_bits, w_bits=work.w_bits, acc_bits=work.acc_bits,
+                    weights_static=work.weights_static)
+    found = _candidates(item, space, space.dataflows, (False, True), ("mn", "nm"))
+    rank = _ranker(item, space)
+    if not found:
+        return min((_fallback(item, space, d, t) for d in space.dataflows for t in (False, True)), key=rank)
+    return min(found, key=rank)
