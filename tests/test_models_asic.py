@@ -46,8 +46,9 @@ def test_area_scales_with_array_and_sram() -> None:
     assert b["sram_act"] == a["sram_act"] and b["vector"] == a["vector"]
     more_sram = asic(buffers__weight_kb=1024).area_breakdown_mm2()
     assert more_sram["sram_weight"] == pytest.approx(2 * asic().area_breakdown_mm2()["sram_weight"])
-    # One int8 PE at 45 nm: 8-bit multiplier 282 + 32-bit adder 137 + 48 register bits x 5.98 um^2.
-    assert small.pe_um2() == pytest.approx(282 + 137 + 48 * 5.98)
+    # One int8 PE at 45 nm (Aladdin plug-in, 1 ns): 8-bit multiplier 6350 x (8/32)^2 + 32-bit adder 278 + 48 register
+    # bits x 5.98 um^2.
+    assert small.pe_um2() == pytest.approx(6350 / 16 + 278 + 48 * 5.98)
     assert small.area_mm2() == pytest.approx(sum(a.values()))
 
 
@@ -58,7 +59,8 @@ def test_node_scaling_follows_stillmaker() -> None:
     at = {node: asic(technology__node_nm=node, technology__vdd=vdd) for node, vdd in ((45, 0.9), (28, 0.9), (7, 0.7))}
     assert at[45].area_mm2() > at[28].area_mm2() > at[7].area_mm2()
     assert at[45].mac_pj() > at[28].mac_pj() > at[7].mac_pj()
-    assert at[7].mac_pj() == pytest.approx(0.3 * energy_factor(7, 0.7))
+    assert at[45].mac_pj() == pytest.approx(12.68 / 16 + 0.21)  # Aladdin: 8x8 multiply (quadratic) + 32-bit add
+    assert at[7].mac_pj() == pytest.approx((12.68 / 16 + 0.21) * energy_factor(7, 0.7))
 
 
 # --- SRAM -------------------------------------------------------------------------------------------------------------
@@ -146,8 +148,8 @@ def error_for(tmp_path: Path, *edits: tuple[str, str]) -> str:
 
 
 def test_negative_area_coefficient_names_its_key(tmp_path: Path) -> None:
-    message = error_for(tmp_path, ("mult8_um2: 282", "mult8_um2: -282"))
-    assert message.endswith("area.mult8_um2: must be > 0, got -282")
+    message = error_for(tmp_path, ("mult8_um2: 396.875", "mult8_um2: -396.875"))
+    assert message.endswith("area.mult8_um2: must be > 0, got -396.875")
 
 
 def test_unknown_node_names_its_key(tmp_path: Path) -> None:
@@ -168,6 +170,30 @@ def test_inconsistent_sram_sizes_name_their_keys(tmp_path: Path) -> None:
         load_target("asic-systolic", {"gemm.rows": "256", "gemm.cols": "256"})
 
 
+@pytest.mark.parametrize(("edits", "culprit"), [
+    ([("mult8_um2: 396.875", "mult8_um2: -1")], "area.mult8_um2: must be > 0, got -1"),
+    ([("node_nm: 45", "node_nm: 12")], "technology.node_nm: 12 is not a node with published scaling figures"),
+    ([("weight_kb: 512", "weight_kb: 500")], "buffers: weight_kb 500 KiB is not a whole number of bank_kb 32 KiB"),
+    ([("out_kb: 128", "out_kb: 16"), ("bank_kb: 32", "bank_kb: 16")],
+     "buffers: out_kb 16 KiB cannot hold one fold of 64x64 32-bit accumulators in each half"),
+])
+def test_bad_asic_yaml_is_one_line_and_exit_2_from_the_cli(tmp_path: Path, models_dir: Path, capsys,
+                                                           edits: list[tuple[str, str]], culprit: str) -> None:
+    """What a user sees: ``codesign compile --target bad.yaml`` prints one line naming file, line and key path."""
+    from codesign.cli import main
+
+    text = GOOD
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code = main(["compile", str(models_dir / "vit_tiny.onnx"), "--target", str(path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"codesign: error: {path}:") and culprit in err
+
+
 # --- the SCALE-Sim v3 study -------------------------------------------------------------------------------------------
 
 
@@ -175,10 +201,11 @@ def test_inconsistent_sram_sizes_name_their_keys(tmp_path: Path) -> None:
 def test_vit_base_sweep_against_scale_sim_v3(tmp_path: Path, models_dir: Path, monkeypatch) -> None:
     """``codesign sweep examples/sweeps/vit_base_asic.yaml``: int8 ViT-Base, output stationary, square arrays.
 
-    Finding 1 (128x128 6.53x faster than 32x32, +/- 10%) is reproduced. Finding 2 (32x32 2.86x more energy-efficient,
-    +/- 30%) holds in direction but not in size: 1.75x. Finding 3 (64x64 best EdP) is not reproduced: 128x128 has
-    the best EdP. docs/ASIC.md shows why no honest energy model can give findings 1 and 3 together with these cycle
-    counts; the values below pin what this model says."""
+    Finding 1 (128x128 6.53x faster than 32x32, +/- 10%) and finding 2 (32x32 2.86x more energy-efficient, +/- 30%,
+    energy per inference) are reproduced within the issue's tolerances; finding 2 sits at the lower edge of its band.
+    Finding 3 (64x64 best EdP) is not: 128x128 has the best EdP. docs/ASIC.md shows why no energy model whose terms
+    grow at most like hardware x time can give findings 1 and 3 together with these cycle counts: EdP(64) < EdP(128)
+    needs E(128) / E(64) > T(64) / T(128), while the array's PE-cycle terms grow by at most 4 T(128) / T(64)."""
     from codesign.sweep.runner import run_sweep
     from codesign.sweep.spec import load_sweep
 
@@ -188,14 +215,17 @@ def test_vit_base_sweep_against_scale_sim_v3(tmp_path: Path, models_dir: Path, m
     rows = {(r["params"]["gemm.rows"], r["params"]["gemm.cols"]): r["result"]["metrics"]
             for r in outcome.rows.values()}
     square = {size: rows[(size, size)] for size in (32, 64, 128)}
-    speedup = square[32]["latency_ms"] / square[128]["latency_ms"]
-    assert speedup == pytest.approx(6.53, rel=0.10)
-    efficiency = square[128]["energy_mj"] / square[32]["energy_mj"]
-    assert 1.0 < efficiency == pytest.approx(1.75, abs=0.05)  # paper: 2.86 +/- 30%, i.e. >= 2.0: not reached
+    latency = {size: m["latency_ms"] for size, m in square.items()}
+    energy = {size: m["energy_mj"] for size, m in square.items()}
+    assert latency[32] / latency[128] == pytest.approx(6.53, rel=0.10)  # finding 1
+    assert energy[128] / energy[32] == pytest.approx(2.86, rel=0.30)  # finding 2
     edp = {size: m["edp"] for size, m in square.items()}
-    assert edp[128] < edp[64] < edp[32]  # paper: 64x64 best; here 128x128
-    assert all(m["area_mm2"] > 0 for m in square.values())
-    assert square[128]["area_mm2"] > square[64]["area_mm2"] > square[32]["area_mm2"]
+    assert edp[128] < edp[64] < edp[32]  # finding 3 not reproduced: the paper has 64x64 best
+    # Why: 64x64 would win only if energy grew faster from 64x64 to 128x128 than latency falls; the array terms
+    # (PEs x cycles) grow by 4 x T(128) / T(64) at most, and the rest (DRAM, SRAM, useful MACs) stays or falls.
+    time_ratio, energy_ratio = latency[64] / latency[128], energy[128] / energy[64]
+    assert energy_ratio < 4 / time_ratio < time_ratio
+    assert square[128]["area_mm2"] > square[64]["area_mm2"] > square[32]["area_mm2"] > 0
 
 
 # --- the report and the sweep metrics ---------------------------------------------------------------------------------

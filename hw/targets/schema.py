@@ -472,24 +472,26 @@ class SramBuffers(Section):
 
 class AsicArea(Section):
     """Component areas at 45 nm (um^2), scaled to the target node: an 8x8-bit multiplier (grows with in x w bits), a
-    32-bit adder (grows with acc_bits), one register bit, one SRAM bit (cell and periphery) and one vector lane."""
+    32-bit adder (grows with acc_bits), one register bit, one SRAM bit (cell and periphery) and one vector lane.
+    Defaults: the Accelergy Aladdin plug-in's 1 ns rows (logic) and 600 lambda^2 per SRAM bit (docs/ASIC.md)."""
 
-    mult8_um2: PositiveF = 282.0
-    add32_um2: PositiveF = 137.0
+    mult8_um2: PositiveF = 396.875
+    add32_um2: PositiveF = 278.0
     register_um2_per_bit: PositiveF = 5.98
     sram_um2_per_bit: PositiveF = 1.215
-    vector_lane_um2: PositiveF = 4206.0
+    vector_lane_um2: PositiveF = 7202.08
 
 
 class AsicDynamic(Section):
     """Dynamic energies at 45 nm, 0.9 V (pJ), scaled to the target node and vdd: an 8x8-bit multiply, a 32-bit add,
     one register bit clocked, one 32-bit vector-lane operation, and one ``word_bits``-wide SRAM access by bank size
-    (KiB -> pJ per 64 bits, log-log interpolated, CACTI-like growth with capacity)."""
+    (KiB -> pJ per 64 bits, log-log interpolated, CACTI-like growth with capacity). Defaults: the Aladdin plug-in's
+    1 ns rows for logic, Horowitz ISSCC 2014 for SRAM (docs/ASIC.md)."""
 
-    mult8_pj: NonNegF = 0.2
-    add32_pj: NonNegF = 0.1
+    mult8_pj: NonNegF = 0.7925
+    add32_pj: NonNegF = 0.21
     register_pj_per_bit: NonNegF = 0.009
-    vector_op_pj: NonNegF = 3.2
+    vector_op_pj: NonNegF = 12.89
     sram_pj_per_64b: dict[PositiveF, NonNegF] = Field(
         default_factory=lambda: {8.0: 10.0, 32.0: 20.0, 1024.0: 100.0}, min_length=1)
 

@@ -50,9 +50,10 @@ TECH_NODES_NM: tuple[int, ...] = tuple(sorted(set(_TABLE_NODES_NM) | set(_INTERP
 """Nodes a target may name (nm): the paper's, plus 28 nm interpolated."""
 
 REFERENCE_NODE_NM = 45
-"""The node of the component figures an ``asic`` target starts from (Horowitz ISSCC 2014 is a 45 nm table)."""
+"""The node of the component figures an ``asic`` target starts from (Horowitz ISSCC 2014's SRAM table is 45 nm; the
+Accelergy Aladdin plug-in serves its logic table for 40 and 45 nm alike)."""
 REFERENCE_VDD = 0.9
-"""Horowitz's figures are at 0.9 V."""
+"""The supply the reference figures are taken at (Horowitz's 0.9 V)."""
 
 
 def known_node(node_nm: int) -> bool:
