@@ -73,7 +73,7 @@ from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
-from compiler.simulate.kernels import softmax_bits
+from compiler.simulate.kernels import PER_TOKEN_ATTR, softmax_bits
 from compiler.simulate.moe import (
     HIDDEN_BITS_ATTR,
     OUT_BITS,
@@ -93,6 +93,12 @@ QUANT_MODES = {"int8": 8, "w4a8": 4}
 #: alpha searched per GEMM input (compiler/quant_recipes.py), or per tensor where that is more accurate.
 BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
+#: Activation granularity of static-weight GEMM inputs: one calibrated int8 step per tensor, or per token (a row
+#: max and a per-row step at run time, compiler/numerics/pertoken.py).
+GRANULARITY = ("per-tensor", "per-token")
+#: A per-token GEMM reads its input on a 16-bit grid this many times wider than the calibrated range: the row steps
+#: are dynamic, so a row louder than any calibration row should not clip (one bit of the 16 spent on it).
+TOKEN_HEADROOM = 2.0
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
 MAX_ROWS = 512
 #: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
@@ -155,6 +161,7 @@ class _Quantizer:
     ranges8: dict[SSAValue, float] = field(default_factory=dict)
     rounding: str = "nearest"
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    granularity: str = "per-tensor"
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -313,6 +320,9 @@ class _Quantizer:
     def gemm(self, op: df.GemmOp) -> None:
         layer = _layer(op)
         static = isinstance(op.rhs.owner, df.WeightOp)
+        if static and self.granularity == "per-token" and len(_shape(op.rhs)) == 2:
+            self.gemm_per_token(op)
+            return
         got = self.q_balanced(op.lhs, op) if static else None
         x, fx = got if got is not None else self.q(op.lhs, 8, op)
         if static:
@@ -352,6 +362,58 @@ class _Quantizer:
             new.attributes[key] = value
         if not fx.per_tensor:
             new.attributes["balanced"] = UnitAttr()
+        self.produce(op, new, _Fmt(32, s_acc))
+
+    def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
+        rows = self.rows.get(op.lhs)
+        if self.rounding == "gptq" and rows is not None:
+            # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
+            self.choices.setdefault(_layer(op), {})["rounding"] = "gptq"
+            return gptq_quantize(w, np.concatenate(rows) / np.asarray(x_scale, np.float64), self.w_bits,
+                                 damp=GPTQ_DAMP)
+        return quantize_weight(w, self.w_bits)
+
+    def gelu_floor(self, gelu: Operation) -> float:
+        """The most negative real output of the integer GELU ``gelu`` (-0.17 for the exact one), on its grid."""
+        s_in = float(self.fmt[gelu.operands[0]].scale)
+        n = min(1 << 15, int(np.ceil(8.0 / s_in)) + 1)
+        y, s_out = A.gelu_int(df.str_attr(gelu, "approx"), -np.arange(n, dtype=np.int64).reshape(-1, 1), s_in)
+        return float(min(int(y.min()), 0)) * float(s_out)
+
+    def gemm_per_token(self, op: df.GemmOp) -> None:
+        """A static GEMM whose int8 input steps are per token: the input on a 16-bit per-tensor grid, the GEMM op
+        carries ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py).
+        A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
+        layer = _layer(op)
+        iv = self.int_view(op.lhs)
+        x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _qmax(16))
+        offset, unsigned = 0, False
+        if iv is not None and isinstance(iv.owner, df.GeluOp):
+            floor = self.gelu_floor(iv.owner)
+            offset, unsigned = int(np.ceil(-floor / float(fx.scale))) + 1, True
+        wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
+        codes, s_w = self.weight_codes(op, np.asarray(self.weights[wname], dtype=np.float64), fx.scale)
+        key = self.unique(f"{wname}.token.q{self.w_bits}")
+        self.weights[key + ".scale"] = s_w
+        rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
+        # Largest |acc * t - offset * colsum| any 16-bit input can give: |x'| <= 2^15 + offset, plus a step per row.
+        l1 = float(np.abs(codes).sum(axis=0).max(initial=0))
+        bound = ((1 << 15) + 2 * offset + 256) * l1
+        shift = max(0, int(np.ceil(np.log2(max(bound, 1.0) / (2**31 - 1)))))
+        s_acc = float(fx.scale) * np.asarray(s_w, np.float64) * 2.0**shift
+        bias = None
+        if op.bias is not None:
+            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore[arg-type]
+            b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
+            bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
+        new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
+        for k, value in op.attributes.items():
+            new.attributes[k] = value
+        new.attributes[PER_TOKEN_ATTR] = DictionaryAttr({"offset": IntegerAttr(offset, i64),
+                                                         "unsigned": IntegerAttr(int(unsigned), i64),
+                                                         "shift": IntegerAttr(shift, i64)})
+        self.choices.setdefault(layer, {}).update(granularity="per-token", **({"unsigned": True} if unsigned else {}))
         self.produce(op, new, _Fmt(32, s_acc))
 
     def attention(self, op: df.AttentionOp) -> None:
@@ -532,12 +594,14 @@ class Quantize(ModulePass):
     balance: str = "repq"
     observer: str = "minmax"
     rounding: str = "nearest"
+    granularity: str = "per-tensor"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.mode not in QUANT_MODES:
             raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
         for key, value, valid in (("observer", self.observer, OBSERVERS), ("balance", self.balance, BALANCE),
-                                  ("rounding", self.rounding, ROUNDING)):
+                                  ("rounding", self.rounding, ROUNDING),
+                                  ("granularity", self.granularity, GRANULARITY)):
             if value not in valid:
                 raise InputError(f"quantize: {key}={value}: unknown choice (valid: {', '.join(valid)})")
         env = env_of(ctx, self.name, "the model's weights and calibration data")
@@ -572,13 +636,15 @@ class Quantize(ModulePass):
             label += f"; {imported} ranges from the model's QDQ nodes"
         moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
-                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding)
+                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding,
+                               granularity=self.granularity)
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
                         "residual_bits": 16, "calibration": label, "calibration_statistic":
                         "max" if self.percentile >= 100 else f"p{self.percentile:g}",
-                        "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding})
+                        "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding,
+                        "activation_granularity": self.granularity})
         if quantizer.choices:
             section["recipe_per_layer"] = quantizer.choices
 
