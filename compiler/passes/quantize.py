@@ -71,7 +71,14 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
-from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
+from compiler.quant_recipes import (
+    OBSERVERS,
+    gelu_correction,
+    gptq_quantize,
+    observe_range,
+    quantize_weight,
+    smooth_scales,
+)
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import PER_TOKEN_ATTR, softmax_bits
 from compiler.simulate.moe import (
@@ -162,6 +169,9 @@ class _Quantizer:
     rounding: str = "nearest"
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
     granularity: str = "per-tensor"
+    offsets: dict[SSAValue, float] = field(default_factory=dict)
+    """Real offsets a value's integer form lacks (an approximate GELU's calibrated bias): the GEMM reading it adds
+    offset * colsum(W) to its bias."""
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -353,8 +363,9 @@ class _Quantizer:
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None
-        if op.bias is not None:
-            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore[arg-type]
+        b = self.bias_real(op, np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float64)  # type: ignore
+                           ) if static else (None if op.bias is None else self.bias_real(op, np.zeros(0)))
+        if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
             bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
@@ -363,6 +374,16 @@ class _Quantizer:
         if not fx.per_tensor:
             new.attributes["balanced"] = UnitAttr()
         self.produce(op, new, _Fmt(32, s_acc))
+
+    def bias_real(self, op: df.GemmOp, w: np.ndarray) -> np.ndarray | None:
+        """The GEMM's float bias, plus ``offset * colsum(w)`` when its input lacks a calibrated offset."""
+        b = None
+        if op.bias is not None:
+            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore
+        offset = self.offsets.get(op.lhs, 0.0)
+        if offset and w.ndim == 2:
+            b = (0.0 if b is None else b) + offset * w.sum(axis=0)
+        return b
 
     def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
@@ -403,8 +424,8 @@ class _Quantizer:
         shift = max(0, int(np.ceil(np.log2(max(bound, 1.0) / (2**31 - 1)))))
         s_acc = float(fx.scale) * np.asarray(s_w, np.float64) * 2.0**shift
         bias = None
-        if op.bias is not None:
-            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore[arg-type]
+        b = self.bias_real(op, np.asarray(self.weights[wname], dtype=np.float64))
+        if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
             bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
@@ -433,6 +454,7 @@ class _Quantizer:
 
     def unary(self, op: Operation, bits: int, scale: float | None = None) -> None:
         x, fx = self.q(op.operands[0], bits, op, scale)
+        bits = fx.bits
         new = op.__class__.create(operands=[x] + list(op.operands[1:]),
                                   result_types=[_ttype(op.results[0], IntegerType(32))],
                                   properties=dict(op.properties), attributes=dict(op.attributes))
@@ -440,6 +462,18 @@ class _Quantizer:
         s = float(fx.scale)
         if isinstance(op, df.GeluOp):
             _, out = A.gelu_int(df.str_attr(op, "approx"), probe, s)
+            samples = self.rows.get(op.operands[0])
+            if samples:
+                approx = df.str_attr(op, "approx")
+                gain, offset = gelu_correction(lambda q, sc: A.gelu_int(approx, q, sc), np.concatenate(samples), bits, s)
+                if gain != 1.0 or offset:
+                    out *= gain
+                    self.choices.setdefault(_layer(op), {}).update(gelu_gain=gain, gelu_offset=offset)
+                    self.produce(op, new, _Fmt(32, out))
+                    self.offsets[new.results[0]] = offset
+                    for use in new.results[0].uses:  # the dequantize cast float readers see
+                        self.offsets[use.operation.results[0]] = offset
+                    return
         elif isinstance(op, df.SoftmaxOp):
             approx = df.str_attr(op, "approx")
             _, out = A.softmax_int(approx, probe, s, softmax_bits(op, approx))
@@ -619,6 +653,9 @@ class Quantize(ModulePass):
         rows: dict[Any, list[np.ndarray]] = {}
         if self.balance == "smoothquant" or self.rounding == "gptq":
             rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
+        # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
+        rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
+                     and df.str_attr(o, "approx") not in ("exact", "tanh")})
         ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows)
         ranges8: dict[Any, float] = {}
         if self.observer != "minmax":
