@@ -465,7 +465,8 @@ class _Quantizer:
             samples = self.rows.get(op.operands[0])
             if samples:
                 approx = df.str_attr(op, "approx")
-                gain, offset = gelu_correction(lambda q, sc: A.gelu_int(approx, q, sc), np.concatenate(samples), bits, s)
+                gain, offset = gelu_correction(lambda q, sc: A.gelu_int(approx, q, sc), np.concatenate(samples),
+                                               bits, s)
                 if gain != 1.0 or offset:
                     out *= gain
                     self.choices.setdefault(_layer(op), {}).update(gelu_gain=gain, gelu_offset=offset)

@@ -36,7 +36,8 @@ from compiler.schedule.plan import (
     priced_task,
     tensor_bytes,
 )
-from hw.models.base import AcceleratorModel
+from compiler.simulate.kernels import PER_TOKEN_ATTR
+from hw.models.base import AcceleratorModel, Cost
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
 __all__ = ["plan_module", "lower_module", "gemm_work", "FUSED_ATTR", "TILES_ATTR"]
@@ -77,7 +78,9 @@ def _is_weight(v: SSAValue) -> bool:
 
 def gemm_work(op: df.GemmOp) -> GemmWork:
     batch, m, n, k = op.mnk()
-    return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=element_bits(op.lhs), w_bits=element_bits(op.rhs),
+    # a per-token GEMM reads a 16-bit input but multiplies its int8 codes (the row quantizer sits in front)
+    in_bits = 8 if PER_TOKEN_ATTR in op.attributes else element_bits(op.lhs)
+    return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=in_bits, w_bits=element_bits(op.rhs),
                     acc_bits=element_bits(op.result) if element_bits(op.result) >= 16 else 32,
                     weights_static=isinstance(op.rhs.owner, df.WeightOp))
 
@@ -103,6 +106,12 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
             return "mul", "exact"
         return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
     raise AssertionError(op.name)
+
+
+def _rows(value: SSAValue) -> int:
+    """Rows of ``value``'s last dimension."""
+    shape = value.type.get_shape()  # type: ignore[attr-defined]
+    return numel(value) // shape[-1] if shape and shape[-1] > 0 else 1
 
 
 def _vector_rows(kind: str, value: SSAValue) -> int:
@@ -159,9 +168,16 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     tiles_attr = op.attributes.get(TILES_ATTR)
     tiles = tiles_attr.value.data if isinstance(tiles_attr, IntegerAttr) else None
     work: Work
+    prologue: tuple[VectorWork, ...] = ()
+    epilogue = []
     if isinstance(op, df.GemmOp):
         work = gemm_work(op)
         op_name = "gemm"
+        if PER_TOKEN_ATTR in op.attributes:  # a row max and a per-row step in front, a per-row requant behind
+            x, y = op.lhs, op.result
+            prologue = (VectorWork(kind="rowquant", elements=numel(x), rows=_rows(x), bits=element_bits(x)),)
+            epilogue.append(VectorWork(kind="requant", elements=numel(y), rows=_rows(y), bits=32))
+            op_name = "rowquant+gemm"
     elif isinstance(op, df.EmbeddingOp):
         work = MoveWork(kind="gather", bytes=tensor_bytes(op.result))
         op_name = "embedding"
@@ -179,7 +195,6 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         op_name = op.name.split(".", 1)[1]
         if isinstance(op, df.ElementwiseOp):
             op_name += "." + df.str_attr(op, "kind")
-    epilogue = []
     for member in group:
         kind, approx = _vector_kind(member)
         y = member.results[0]
@@ -191,7 +206,8 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     spec = TaskSpec(name, act_in + weights, out, producers.deps(ins), tiles)
     if group:
         op_name += "+" + "+".join(m.name.split(".", 1)[1] for m in group)
-    layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights))
+    layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights,
+                                                prologue=prologue))
     producers.produced(layer, results)
     for member in group:
         producers.produced(layer, list(member.results))
@@ -199,13 +215,18 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
 
 
 def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[VectorWork, ...], weights: int,
-                 cost: CostFn) -> LayerPlan:
+                 cost: CostFn, prologue: tuple[VectorWork, ...] = ()) -> LayerPlan:
     c = cost(work)
     for extra in epilogue:
         c = overlap_epilogue(c, cost(extra))
+    for first in prologue:  # in series: a row's codes need its max, i.e. the whole row, before the array starts
+        p = cost(first)
+        c = Cost(unit=c.unit, compute_cycles=c.compute_cycles + p.compute_cycles, tiles=c.tiles,
+                 onchip_bytes=c.onchip_bytes + p.onchip_bytes,
+                 detail={**c.detail, "prologue_cycles": int(c.detail.get("prologue_cycles", 0)) + p.compute_cycles})
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[priced_task(spec, c)],
                      bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
-                     detail=dict(c.detail), works=[work, *epilogue])
+                     detail=dict(c.detail), works=[*prologue, work, *epilogue])
     if isinstance(work, GemmWork):
         plan.macs = work.macs
         plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}

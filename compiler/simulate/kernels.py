@@ -31,8 +31,8 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "matmul", "op_attrs",
-           "register_attention", "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "matmul",
+           "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
