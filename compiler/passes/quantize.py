@@ -408,13 +408,30 @@ class _Quantizer:
         A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
         layer = _layer(op)
         iv = self.int_view(op.lhs)
-        x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _qmax(16))
+        chan = self.channels.get(op.lhs)
+        if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
+            # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT), folded into the weights'
+            # rows, then the per-token steps on top.
+            steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _qmax(16)
+            name = self.unique(f"{_layer(iv.owner)}.requant16c")
+            ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, np.float64)), steps.shape) / steps
+            self.weights[name] = self._dyadic_rows(ratio)
+            self.weights[name + ".scale"] = steps
+            rq = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(16))],
+                                     properties={"layer": StringAttr(name), "out_bits": IntegerAttr(16, i64)})
+            x, fx = self.insert_before(rq, op).results[0], _Fmt(16, steps)
+            self.fmt[x] = fx
+        else:
+            x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _qmax(16))
+        fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
+        s_x = float(fx.scale) if fx.per_tensor else 1.0
         offset, unsigned = 0, False
         if iv is not None and isinstance(iv.owner, df.GeluOp):
             floor = self.gelu_floor(iv.owner)
-            offset, unsigned = int(np.ceil(-floor / float(fx.scale))) + 1, True
+            offset, unsigned = int(np.ceil(-floor / s_x)) + 1, True
         wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
-        codes, s_w = self.weight_codes(op, np.asarray(self.weights[wname], dtype=np.float64), fx.scale)
+        w_real = np.asarray(self.weights[wname], dtype=np.float64)
+        codes, s_w = self.weight_codes(op, w_real * fold[:, None], fx.scale)
         key = self.unique(f"{wname}.token.q{self.w_bits}")
         self.weights[key + ".scale"] = s_w
         rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
@@ -422,9 +439,9 @@ class _Quantizer:
         l1 = float(np.abs(codes).sum(axis=0).max(initial=0))
         bound = ((1 << 15) + 2 * offset + 256) * l1
         shift = max(0, int(np.ceil(np.log2(max(bound, 1.0) / (2**31 - 1)))))
-        s_acc = float(fx.scale) * np.asarray(s_w, np.float64) * 2.0**shift
+        s_acc = s_x * np.asarray(s_w, np.float64) * 2.0**shift
         bias = None
-        b = self.bias_real(op, np.asarray(self.weights[wname], dtype=np.float64))
+        b = self.bias_real(op, w_real)
         if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
             bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
@@ -434,7 +451,10 @@ class _Quantizer:
         new.attributes[PER_TOKEN_ATTR] = DictionaryAttr({"offset": IntegerAttr(offset, i64),
                                                          "unsigned": IntegerAttr(int(unsigned), i64),
                                                          "shift": IntegerAttr(shift, i64)})
-        self.choices.setdefault(layer, {}).update(granularity="per-token", **({"unsigned": True} if unsigned else {}))
+        if not fx.per_tensor:
+            new.attributes["balanced"] = UnitAttr()
+        self.choices.setdefault(layer, {}).update(granularity="per-token", **({"unsigned": True} if unsigned else {}),
+                                                  **({"per_channel": True} if not fx.per_tensor else {}))
         self.produce(op, new, _Fmt(32, s_acc))
 
     def attention(self, op: df.AttentionOp) -> None:

@@ -147,7 +147,8 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
             if bias is not None:
                 acc = acc + bias.data.astype(np.int64)
             acc = np.clip(acc, -(2**31), 2**31 - 1)
-            return [Tensor(acc, x.scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
+            x_scale = 1.0 if "balanced" in op.attributes else x.scale  # per-channel input steps: in the weights
+            return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
         acc = int_matmul(x.data, w.data, cache)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
