@@ -117,17 +117,14 @@ def test_outlier_channels_are_there(outlier_model) -> None:
     assert ratios and max(ratios) > 20
 
 
-@pytest.mark.parametrize("recipe", [{"act-granularity": "per-token"}, {"balance": "smoothquant"}])
+@pytest.mark.parametrize("recipe", [{}, {"act-granularity": "per-token"}, {"balance": "smoothquant"}],
+                         ids=["repq", "per-token", "smoothquant"])
 def test_int8_recipes_hold_on_outlier_channels(outlier_model, recipe: dict[str, str]) -> None:
-    got = _cosine(outlier_model, quant="int8", **recipe)
-    print(outlier_model[0].name, recipe, got)
-    assert got >= 0.99
+    """Measured (DeiT / GPT-2): RepQ-ViT per-channel steps (the default) 0.9990 / 0.9982, SmoothQuant 0.9997 /
+    0.9995, per-token over per-channel 0.9998 / 0.9997."""
+    assert _cosine(outlier_model, quant="int8", **recipe) >= 0.99
 
 
 def test_per_tensor_int8_suffers_from_the_outliers(outlier_model) -> None:
-    """Without a recipe, the per-tensor step the outlier channels set costs accuracy (the test can fail: it
-    shows the model is a real test of the recipes)."""
-    per_tensor = _cosine(outlier_model, quant="int8", balance="none")
-    best = _cosine(outlier_model, quant="int8", **{"act-granularity": "per-token"})
-    print(outlier_model[0].name, per_tensor, best)
-    assert per_tensor < best
+    """One step per tensor, set by the 100x channel: measured 0.807 (DeiT) and 0.606 (GPT-2)."""
+    assert _cosine(outlier_model, quant="int8", balance="none") < 0.95
