@@ -71,16 +71,10 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
-from compiler.quant_recipes import (
-    OBSERVERS,
-    gelu_correction,
-    gptq_quantize,
-    observe_range,
-    quantize_weight,
-    smooth_scales,
-)
+from compiler.quant_activation import GRANULARITY, ActivationRecipes
+from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
-from compiler.simulate.kernels import PER_TOKEN_ATTR, softmax_bits
+from compiler.simulate.kernels import softmax_bits
 from compiler.simulate.moe import (
     HIDDEN_BITS_ATTR,
     OUT_BITS,
@@ -100,12 +94,6 @@ QUANT_MODES = {"int8": 8, "w4a8": 4}
 #: alpha searched per GEMM input (compiler/quant_recipes.py), or per tensor where that is more accurate.
 BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
-#: Activation granularity of static-weight GEMM inputs: one calibrated int8 step per tensor, or per token (a row
-#: max and a per-row step at run time, compiler/numerics/pertoken.py).
-GRANULARITY = ("per-tensor", "per-token")
-#: A per-token GEMM reads its input on a 16-bit grid this many times wider than the calibrated range: the row steps
-#: are dynamic, so a row louder than any calibration row should not clip (one bit of the 16 spent on it).
-TOKEN_HEADROOM = 2.0
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
 MAX_ROWS = 512
 #: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
@@ -153,7 +141,7 @@ class _Fmt:
 
 
 @dataclass
-class _Quantizer:
+class _Quantizer(ActivationRecipes):
     weights: dict[str, np.ndarray]
     ranges: dict[SSAValue, float]
     w_bits: int
@@ -170,8 +158,7 @@ class _Quantizer:
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
     granularity: str = "per-tensor"
     offsets: dict[SSAValue, float] = field(default_factory=dict)
-    """Real offsets a value's integer form lacks (an approximate GELU's calibrated bias): the GEMM reading it adds
-    offset * colsum(W) to its bias."""
+    gelu_offsets: dict[Operation, float] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -375,88 +362,6 @@ class _Quantizer:
             new.attributes["balanced"] = UnitAttr()
         self.produce(op, new, _Fmt(32, s_acc))
 
-    def bias_real(self, op: df.GemmOp, w: np.ndarray) -> np.ndarray | None:
-        """The GEMM's float bias, plus ``offset * colsum(w)`` when its input lacks a calibrated offset."""
-        b = None
-        if op.bias is not None:
-            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore
-        offset = self.offsets.get(op.lhs, 0.0)
-        if offset and w.ndim == 2:
-            b = (0.0 if b is None else b) + offset * w.sum(axis=0)
-        return b
-
-    def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
-        rows = self.rows.get(op.lhs)
-        if self.rounding == "gptq" and rows is not None:
-            # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-            self.choices.setdefault(_layer(op), {})["rounding"] = "gptq"
-            return gptq_quantize(w, np.concatenate(rows) / np.asarray(x_scale, np.float64), self.w_bits,
-                                 damp=GPTQ_DAMP)
-        return quantize_weight(w, self.w_bits)
-
-    def gelu_floor(self, gelu: Operation) -> float:
-        """The most negative real output of the integer GELU ``gelu`` (-0.17 for the exact one), on its grid."""
-        s_in = float(self.fmt[gelu.operands[0]].scale)
-        n = min(1 << 15, int(np.ceil(8.0 / s_in)) + 1)
-        y, s_out = A.gelu_int(df.str_attr(gelu, "approx"), -np.arange(n, dtype=np.int64).reshape(-1, 1), s_in)
-        return float(min(int(y.min()), 0)) * float(s_out)
-
-    def gemm_per_token(self, op: df.GemmOp) -> None:
-        """A static GEMM whose int8 input steps are per token: the input on a 16-bit per-tensor grid, the GEMM op
-        carries ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py).
-        A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
-        layer = _layer(op)
-        iv = self.int_view(op.lhs)
-        chan = self.channels.get(op.lhs)
-        if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
-            # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT), folded into the weights'
-            # rows, then the per-token steps on top.
-            steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _qmax(16)
-            name = self.unique(f"{_layer(iv.owner)}.requant16c")
-            ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, np.float64)), steps.shape) / steps
-            self.weights[name] = self._dyadic_rows(ratio)
-            self.weights[name + ".scale"] = steps
-            rq = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(16))],
-                                     properties={"layer": StringAttr(name), "out_bits": IntegerAttr(16, i64)})
-            x, fx = self.insert_before(rq, op).results[0], _Fmt(16, steps)
-            self.fmt[x] = fx
-        else:
-            x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _qmax(16))
-        fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
-        s_x = float(fx.scale) if fx.per_tensor else 1.0
-        offset, unsigned = 0, False
-        if iv is not None and isinstance(iv.owner, df.GeluOp):
-            floor = self.gelu_floor(iv.owner)
-            offset, unsigned = int(np.ceil(-floor / s_x)) + 1, True
-        wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
-        w_real = np.asarray(self.weights[wname], dtype=np.float64)
-        codes, s_w = self.weight_codes(op, w_real * fold[:, None], fx.scale)
-        key = self.unique(f"{wname}.token.q{self.w_bits}")
-        self.weights[key + ".scale"] = s_w
-        rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
-        # Largest |acc * t - offset * colsum| any 16-bit input can give: |x'| <= 2^15 + offset, plus a step per row.
-        l1 = float(np.abs(codes).sum(axis=0).max(initial=0))
-        bound = ((1 << 15) + 2 * offset + 256) * l1
-        shift = max(0, int(np.ceil(np.log2(max(bound, 1.0) / (2**31 - 1)))))
-        s_acc = s_x * np.asarray(s_w, np.float64) * 2.0**shift
-        bias = None
-        b = self.bias_real(op, w_real)
-        if b is not None:
-            b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
-            bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
-        new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
-        for k, value in op.attributes.items():
-            new.attributes[k] = value
-        new.attributes[PER_TOKEN_ATTR] = DictionaryAttr({"offset": IntegerAttr(offset, i64),
-                                                         "unsigned": IntegerAttr(int(unsigned), i64),
-                                                         "shift": IntegerAttr(shift, i64)})
-        if not fx.per_tensor:
-            new.attributes["balanced"] = UnitAttr()
-        self.choices.setdefault(layer, {}).update(granularity="per-token", **({"unsigned": True} if unsigned else {}),
-                                                  **({"per_channel": True} if not fx.per_tensor else {}))
-        self.produce(op, new, _Fmt(32, s_acc))
-
     def attention(self, op: df.AttentionOp) -> None:
         approx = df.str_attr(op, "softmax")
         (q, fq), (k, fk), (v, fv) = (self.q(x, 8, op) for x in (op.q, op.k, op.v))
@@ -482,19 +387,7 @@ class _Quantizer:
         s = float(fx.scale)
         if isinstance(op, df.GeluOp):
             _, out = A.gelu_int(df.str_attr(op, "approx"), probe, s)
-            samples = self.rows.get(op.operands[0])
-            if samples:
-                approx = df.str_attr(op, "approx")
-                gain, offset = gelu_correction(lambda q, sc: A.gelu_int(approx, q, sc), np.concatenate(samples),
-                                               bits, s)
-                if gain != 1.0 or offset:
-                    out *= gain
-                    self.choices.setdefault(_layer(op), {}).update(gelu_gain=gain, gelu_offset=offset)
-                    self.produce(op, new, _Fmt(32, out))
-                    self.offsets[new.results[0]] = offset
-                    for use in new.results[0].uses:  # the dequantize cast float readers see
-                        self.offsets[use.operation.results[0]] = offset
-                    return
+            out *= self.gelu_gain(op, bits, s)
         elif isinstance(op, df.SoftmaxOp):
             approx = df.str_attr(op, "approx")
             _, out = A.softmax_int(approx, probe, s, softmax_bits(op, approx))
@@ -507,6 +400,8 @@ class _Quantizer:
             except ValueError as err:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))
+        if op in self.gelu_offsets:
+            self.mark_offset(new, self.gelu_offsets.pop(op))
 
     def residual_add(self, op: df.ElementwiseOp) -> bool:
         a, b = op.inputs[0], op.inputs[1]
