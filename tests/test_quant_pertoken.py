@@ -104,6 +104,9 @@ def test_per_token_is_costed_on_every_target(target: str) -> None:
     assert not any(lay["op"].startswith("rowquant") for lay in reports["per-tensor"]["layers"])
     assert reports["per-token"]["latency_cycles"] > reports["per-tensor"]["latency_cycles"]
     assert reports["per-token"]["macs"] == reports["per-tensor"]["macs"]
+    cost = reports["per-token"]["numerics"]["per_token_cost"]
+    assert cost["gemms"] == len(token) and cost["row_quantizer_cycles"] > 0
+    assert "per_token_cost" not in reports["per-tensor"]["numerics"]
 
 
 def test_bad_granularity_is_one_line(capsys) -> None:
