@@ -25,6 +25,8 @@ by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-V
 or a weight-blind migration, alpha chosen per GEMM input by cross-validated output error on the calibration rows,
 or per tensor if that wins), applied by a per-channel requant and folded into the weights' rows; ``observer`` sizes
 per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq`` rounds static weights with GPTQ.
+``granularity=per-token`` does change the datapath: static GEMMs quantize their (16-bit) input per row at run time
+(compiler/quant_activation.py, compiler/numerics/pertoken.py).
 
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
@@ -535,6 +537,7 @@ class Quantize(ModulePass):
     (``minmax``, ``percentile`` at ``percentile`` or 99.99, ``mse``, ``entropy``: compiler/quant_recipes.py); wider
     values (16-bit residuals, kernel inputs) keep the max. ``balance``: per-channel steps for GEMM inputs
     (:data:`BALANCE`). ``rounding``: ``gptq`` rounds static weights with GPTQ on the calibration rows.
+    ``granularity``: ``per-token`` quantizes static GEMM inputs per row at run time (:data:`GRANULARITY`).
     """
 
     name = "quantize"
