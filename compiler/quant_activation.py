@@ -19,7 +19,7 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, Stri
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
-from compiler.quant_recipes import gelu_correction, gptq_quantize, quantize_weight
+from compiler.quant_recipes import gelu_correction, gptq_quantize, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import PER_TOKEN_ATTR
 
@@ -108,10 +108,18 @@ class ActivationRecipes:
         layer = _layer(op)
         iv = self.int_view(op.lhs)
         chan = self.channels.get(op.lhs)
+        steps = None
         if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
-            # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT), folded into the weights'
-            # rows, then the per-token steps on top.
+            # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT; or SmoothQuant's alpha
+            # searched for this GEMM's weight width), folded into the weights' rows, then the per-token steps on top.
             steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _Q16
+            if self.balance == "smoothquant" and self.rows.get(op.lhs):
+                w = np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float32)  # type: ignore[arg-type]
+                choice = smooth_scales(self.rows[op.lhs], w, self.w_bits)
+                self.choices.setdefault(df.str_attr(op, "layer"), {}).update(alpha=choice.alpha,
+                                                                            smoothing=choice.family)
+                steps = None if choice.scale is None else TOKEN_HEADROOM * choice.scale * 127 / _Q16
+        if steps is not None:
             name = self.unique(f"{_layer(iv.owner)}.requant16c")
             ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, np.float64)), steps.shape) / steps
             self.weights[name] = self._dyadic_rows(ratio)

@@ -117,11 +117,12 @@ def test_outlier_channels_are_there(outlier_model) -> None:
     assert ratios and max(ratios) > 20
 
 
-@pytest.mark.parametrize("recipe", [{}, {"act-granularity": "per-token"}, {"balance": "smoothquant"}],
-                         ids=["repq", "per-token", "smoothquant"])
+@pytest.mark.parametrize("recipe", [{}, {"act-granularity": "per-token"}, {"balance": "smoothquant"},
+                                    {"act-granularity": "per-token", "balance": "smoothquant"}],
+                         ids=["repq", "per-token", "smoothquant", "per-token-smoothquant"])
 def test_int8_recipes_hold_on_outlier_channels(outlier_model, recipe: dict[str, str]) -> None:
     """Measured (DeiT / GPT-2): RepQ-ViT per-channel steps (the default) 0.9990 / 0.9982, SmoothQuant 0.9997 /
-    0.9995, per-token over per-channel 0.9998 / 0.9997."""
+    0.9995, per-token over per-channel 0.9998 / 0.9997, per-token over SmoothQuant 0.9998 / 0.9997."""
     assert _cosine(outlier_model, quant="int8", **recipe) >= 0.99
 
 
