@@ -14,8 +14,9 @@ the target's latency / energy for the same compile.
 
 ``--recipes``: the model exported with its attention mask and with ``input_ids`` only (padding attended, built into
 a temporary folder by examples/minilm_variants.py), both calibrated on 20 sentences unlike the evaluated ones;
-columns: mean per-token cosine over the word tokens ([CLS], [SEP] and padding excluded) for each export, and the
-compile time (calibration and the recipe's searches included) of the input_ids-only one.
+columns: mean per-token cosine over the word tokens ([CLS], [SEP] and padding excluded) for each export, the
+compile time (calibration and the recipe's searches included) and the target's latency of the input_ids-only one
+(``--act-granularity per-token`` pays its row quantizers there).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ RECIPES: list[dict[str, str]] = [
     {"quant": "int8", "balance": "smoothquant"},
     {"quant": "int8", **IVIT},
     {"quant": "int8", "balance": "smoothquant", **IVIT},
+    {"quant": "int8", "act-granularity": "per-token"},
+    {"quant": "int8", "act-granularity": "per-token", **IVIT},
+    {"quant": "int8", "act-granularity": "per-token", "balance": "smoothquant"},
+    {"quant": "int8", "act-granularity": "per-token", "balance": "smoothquant", **IVIT},
+    {"quant": "w4a8", "act-granularity": "per-token", "balance": "smoothquant"},
     {"quant": "w4a8"},
     {"quant": "w4a8", "weight-rounding": "gptq"},
     {"quant": "w4a8", "balance": "smoothquant"},
@@ -90,8 +96,9 @@ def recipes_table(target: str) -> None:
         variants = {"ids": (ids_model, {"input_ids": data["input_ids"]}, {"input_ids": calib["input_ids"]}),
                     "mask": (MODEL, data, calib)}
         refs = {k: reference_outputs(m, d) for k, (m, d, _) in variants.items()}
-        print("| recipe | cosine, input_ids only | cosine, with attention_mask | compile s (input_ids only) |")
-        print("| --- | ---: | ---: | ---: |")
+        print("| recipe | cosine, input_ids only | cosine, with attention_mask | compile s (input_ids only) "
+              f"| latency ms ({target}) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
         for row in RECIPES:
             got, seconds = {}, 0.0
             for key, (model, samples, cal) in variants.items():
@@ -101,13 +108,14 @@ def recipes_table(target: str) -> None:
                 result = run_pipeline(model, options, middle=middle_passes(options), report=build_report, env=env)
                 if key == "ids":
                     seconds = time.time() - start
+                    latency = float(result.report["latency_ms"])
                 _, outs = evaluate(result, model, checked, layers=False, reference=refs[key])
                 a = outs["last_hidden_state"].reshape(word.size, -1).astype(np.float64)
                 b = np.stack([r["last_hidden_state"] for r in refs[key]]).reshape(word.size, -1).astype(np.float64)
                 cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
                 got[key] = float(cos[word].mean())
             name = " ".join(f"--{k} {v}" for k, v in row.items())
-            print(f"| `{name}` | {got['ids']:.4f} | {got['mask']:.4f} | {seconds:.1f} |", flush=True)
+            print(f"| `{name}` | {got['ids']:.4f} | {got['mask']:.4f} | {seconds:.1f} | {latency:.4f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "observer": (("minmax", "percentile", "mse", "entropy"), "minmax"),
     "balance": (("none", "repq", "smoothquant"), "repq"),
     "weight-rounding": (("nearest", "gptq"), "nearest"),
+    # per-token: a row max and a per-row requant on the vector unit around every static GEMM (costed there).
+    "act-granularity": (("per-tensor", "per-token"), "per-tensor"),
 }
 
 
@@ -48,5 +50,6 @@ def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
     if chosen.get("quant", "none") != "none":
         passes.append(Quantize(mode=chosen["quant"], observer=chosen.get("observer", "minmax"),
                                balance=chosen.get("balance", "repq"),
-                               rounding=chosen.get("weight-rounding", "nearest")))
+                               rounding=chosen.get("weight-rounding", "nearest"),
+                               granularity=chosen.get("act-granularity", "per-tensor")))
     return passes

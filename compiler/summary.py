@@ -143,6 +143,10 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     # Feature areas (numerics accuracy, MoE routing ...) add their own sections through the env.
     for key, value in env.artifacts.get("report", {}).items():
         report[key] = value
+    token = [lay for lay in layers if lay.get("detail", {}).get("prologue_cycles")]
+    if token and isinstance(report.get("numerics"), dict):  # --act-granularity per-token: what its quantizers cost
+        report["numerics"] = {**report["numerics"], "per_token_cost": {
+            "gemms": len(token), "row_quantizer_cycles": sum(int(lay["detail"]["prologue_cycles"]) for lay in token)}}
     busy = getattr(sched, "busy_cycles", {})
     if busy:
         report["unit_busy_cycles"] = dict(busy)

@@ -223,10 +223,34 @@ def test_recipes_keep_the_integer_path_exact() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ids", "mask"])
+def test_minilm_per_token_int8_meets_the_issue_target(issue_setting, variant: str) -> None:
+    """int8, exact nonlinearities, --act-granularity per-token: measured 0.9978 (ids only) / 0.9979 (with mask).
+    Measured cause of the static recipes' loss: FFN-down's input (the GELU output), per tensor or per channel; with
+    it alone on a 16-bit grid SmoothQuant's 0.9936 became 0.9987. Its calibrated range is 4-5x what the evaluated
+    word tokens reach (special and padding rows set it), and per-token steps with unsigned codes for the GELU output
+    measured 10-40x less GEMM error than SmoothQuant's static per-channel steps there."""
+    assert _word_cosine(issue_setting, variant, quant="int8", **{"act-granularity": "per-token"}) >= 0.995
+    # with SmoothQuant's per-channel steps (alpha searched) under the per-row ones: 0.9988 / 0.9989
+    assert _word_cosine(issue_setting, variant, quant="int8", balance="smoothquant",
+                        **{"act-granularity": "per-token"}) >= 0.998
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ids", "mask"])
+def test_minilm_ivit_set_per_token_meets_the_issue_target(issue_setting, variant: str) -> None:
+    """shiftmax + shiftgelu + ilayernorm, per-token: measured 0.9911 (ids only) / 0.9944 (with mask); without the
+    calibrated GELU correction 0.9855 / 0.9919 (ShiftGELU's sigmoid is about 3% low for x > 1)."""
+    ivit = {"softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm", "act-granularity": "per-token"}
+    assert _word_cosine(issue_setting, variant, quant="int8", **ivit) >= 0.99
+
+
+@pytest.mark.slow
 def test_minilm_ivit_set_gains_from_smoothquant(issue_setting) -> None:
-    """shiftmax + shiftgelu + ilayernorm, input_ids only: measured 0.9757 with --balance smoothquant against 0.9533
-    with the default; the rest of the gap to int8 (0.9936) is ShiftGELU's own (0.9804 with it alone), not clipping:
-    no GELU input saturates on the evaluated sentences."""
+    """shiftmax + shiftgelu + ilayernorm, input_ids only: measured 0.9805 with --balance smoothquant against 0.9558
+    with the default (0.9757 / 0.9533 before the calibrated GELU correction); the rest of the gap to int8 (0.9936)
+    is ShiftGELU's own arithmetic and FFN-down's static input steps, not clipping: no GELU input saturates on the
+    evaluated sentences."""
     ivit = {"softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
     assert _word_cosine(issue_setting, "ids", quant="int8", balance="smoothquant", **ivit) >= 0.97
 

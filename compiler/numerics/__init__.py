@@ -9,6 +9,7 @@ i.e. exact integers. Each module's docstring cites its source and writes the ari
 module               kernels
 ===================  =========================================================================
 ``quant``            symmetric_scale, quantize, dequantize, dyadic, requantize (+ per channel, add)
+``pertoken``         quantize_rows, per_token_gemm (per-token dynamic int8 GEMM input, per-row rescale)
 ``shiftmax``         shiftmax (I-ViT), shift_exp
 ``shiftgelu``        shiftgelu (I-ViT; row-max or per-element stabilizer)
 ``ilayernorm``       ilayernorm (I-ViT), isqrt_newton
@@ -30,6 +31,7 @@ from compiler.numerics.ilayernorm import ilayernorm, isqrt_newton
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize, log2q_softmax
 from compiler.numerics.lut_gelu import GELU_DELTA_LUT, lut_gelu
 from compiler.numerics.online_softmax import online_softmax, online_softmax_float, online_softmax_stats
+from compiler.numerics.pertoken import per_token_gemm, quantize_rows
 from compiler.numerics.quant import (
     dequantize,
     dyadic,
@@ -73,7 +75,9 @@ __all__ = [
     "online_softmax",
     "online_softmax_float",
     "online_softmax_stats",
+    "per_token_gemm",
     "quantize",
+    "quantize_rows",
     "requantize",
     "requantize_add",
     "requantize_per_channel",

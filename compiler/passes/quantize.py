@@ -25,6 +25,8 @@ by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-V
 or a weight-blind migration, alpha chosen per GEMM input by cross-validated output error on the calibration rows,
 or per tensor if that wins), applied by a per-channel requant and folded into the weights' rows; ``observer`` sizes
 per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq`` rounds static weights with GPTQ.
+``granularity=per-token`` does change the datapath: static GEMMs quantize their (16-bit) input per row at run time
+(compiler/quant_activation.py, compiler/numerics/pertoken.py).
 
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
@@ -71,6 +73,7 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
+from compiler.quant_activation import GRANULARITY, ActivationRecipes
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
@@ -141,7 +144,7 @@ class _Fmt:
 
 
 @dataclass
-class _Quantizer:
+class _Quantizer(ActivationRecipes):
     weights: dict[str, np.ndarray]
     ranges: dict[SSAValue, float]
     w_bits: int
@@ -156,6 +159,9 @@ class _Quantizer:
     ranges8: dict[SSAValue, float] = field(default_factory=dict)
     rounding: str = "nearest"
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    granularity: str = "per-tensor"
+    offsets: dict[SSAValue, float] = field(default_factory=dict)
+    gelu_offsets: dict[Operation, float] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -314,6 +320,9 @@ class _Quantizer:
     def gemm(self, op: df.GemmOp) -> None:
         layer = _layer(op)
         static = isinstance(op.rhs.owner, df.WeightOp)
+        if static and self.granularity == "per-token" and len(_shape(op.rhs)) == 2:
+            self.gemm_per_token(op)
+            return
         got = self.q_balanced(op.lhs, op) if static else None
         x, fx = got if got is not None else self.q(op.lhs, 8, op)
         if static:
@@ -344,8 +353,9 @@ class _Quantizer:
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None
-        if op.bias is not None:
-            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore[arg-type]
+        b = self.bias_real(op, np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float64)  # type: ignore
+                           ) if static else (None if op.bias is None else self.bias_real(op, np.zeros(0)))
+        if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
             bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
@@ -372,6 +382,7 @@ class _Quantizer:
 
     def unary(self, op: Operation, bits: int, scale: float | None = None) -> None:
         x, fx = self.q(op.operands[0], bits, op, scale)
+        bits = fx.bits
         new = op.__class__.create(operands=[x] + list(op.operands[1:]),
                                   result_types=[_ttype(op.results[0], IntegerType(32))],
                                   properties=dict(op.properties), attributes=dict(op.attributes))
@@ -379,6 +390,7 @@ class _Quantizer:
         s = float(fx.scale)
         if isinstance(op, df.GeluOp):
             _, out = A.gelu_int(df.str_attr(op, "approx"), probe, s)
+            out *= self.gelu_gain(op, bits, s)
         elif isinstance(op, df.SoftmaxOp):
             approx = df.str_attr(op, "approx")
             _, out = A.softmax_int(approx, probe, s, softmax_bits(op, approx))
@@ -391,6 +403,8 @@ class _Quantizer:
             except ValueError as err:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))
+        if op in self.gelu_offsets:
+            self.mark_offset(new, self.gelu_offsets.pop(op))
 
     def rope(self, op: df.RopeOp) -> None:
         """int8 x, Q1.14 int16 tables, int32 multiply-add pairs, a dyadic requant to int8 at the calibrated output
@@ -548,6 +562,7 @@ class Quantize(ModulePass):
     (``minmax``, ``percentile`` at ``percentile`` or 99.99, ``mse``, ``entropy``: compiler/quant_recipes.py); wider
     values (16-bit residuals, kernel inputs) keep the max. ``balance``: per-channel steps for GEMM inputs
     (:data:`BALANCE`). ``rounding``: ``gptq`` rounds static weights with GPTQ on the calibration rows.
+    ``granularity``: ``per-token`` quantizes static GEMM inputs per row at run time (:data:`GRANULARITY`).
     """
 
     name = "quantize"
@@ -557,12 +572,14 @@ class Quantize(ModulePass):
     balance: str = "repq"
     observer: str = "minmax"
     rounding: str = "nearest"
+    granularity: str = "per-tensor"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.mode not in QUANT_MODES:
             raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
         for key, value, valid in (("observer", self.observer, OBSERVERS), ("balance", self.balance, BALANCE),
-                                  ("rounding", self.rounding, ROUNDING)):
+                                  ("rounding", self.rounding, ROUNDING),
+                                  ("granularity", self.granularity, GRANULARITY)):
             if value not in valid:
                 raise InputError(f"quantize: {key}={value}: unknown choice (valid: {', '.join(valid)})")
         env = env_of(ctx, self.name, "the model's weights and calibration data")
@@ -580,6 +597,9 @@ class Quantize(ModulePass):
         rows: dict[Any, list[np.ndarray]] = {}
         if self.balance == "smoothquant" or self.rounding == "gptq":
             rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
+        # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
+        rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
+                     and df.str_attr(o, "approx") not in ("exact", "tanh")})
         ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows)
         ranges8: dict[Any, float] = {}
         if self.observer != "minmax":
@@ -597,13 +617,15 @@ class Quantize(ModulePass):
             label += f"; {imported} ranges from the model's QDQ nodes"
         moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
-                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding)
+                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding,
+                               granularity=self.granularity)
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
                         "residual_bits": 16, "calibration": label, "calibration_statistic":
                         "max" if self.percentile >= 100 else f"p{self.percentile:g}",
-                        "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding})
+                        "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding,
+                        "activation_granularity": self.granularity})
         if quantizer.choices:
             section["recipe_per_layer"] = quantizer.choices
 

@@ -42,7 +42,8 @@ from compiler.schedule.plan import (
     priced_task,
     tensor_bytes,
 )
-from hw.models.base import AcceleratorModel
+from compiler.simulate.kernels import PER_TOKEN_ATTR
+from hw.models.base import AcceleratorModel, Cost
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
 __all__ = ["plan_module", "lower_module", "gemm_work", "FUSED_ATTR", "TILES_ATTR"]
@@ -95,7 +96,9 @@ def _is_weight(v: SSAValue) -> bool:
 
 def gemm_work(op: df.GemmOp) -> GemmWork:
     batch, m, n, k = op.mnk()
-    return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=element_bits(op.lhs), w_bits=element_bits(op.rhs),
+    # a per-token GEMM reads a 16-bit input but multiplies its int8 codes (the row quantizer sits in front)
+    in_bits = 8 if PER_TOKEN_ATTR in op.attributes else element_bits(op.lhs)
+    return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=in_bits, w_bits=element_bits(op.rhs),
                     acc_bits=element_bits(op.result) if element_bits(op.result) >= 16 else 32,
                     weights_static=isinstance(op.rhs.owner, df.WeightOp))
 
@@ -201,9 +204,16 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     tiles_attr = op.attributes.get(TILES_ATTR)
     tiles = tiles_attr.value.data if isinstance(tiles_attr, IntegerAttr) else None
     work: Work
+    prologue: tuple[VectorWork, ...] = ()
+    epilogue = []
     if isinstance(op, df.GemmOp):
         work = gemm_work(op)
         op_name = "gemm"
+        if PER_TOKEN_ATTR in op.attributes:  # a row max and a per-row step in front, a per-row requant behind
+            x, y = op.lhs, op.result
+            prologue = (VectorWork(kind="rowquant", elements=numel(x), rows=_rows(x), bits=element_bits(x)),)
+            epilogue.append(VectorWork(kind="requant", elements=numel(y), rows=_rows(y), bits=32))
+            op_name = "rowquant+gemm"
     elif isinstance(op, df.EmbeddingOp):
         work = MoveWork(kind="gather", bytes=tensor_bytes(op.result))
         op_name = "embedding"
@@ -221,7 +231,6 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         op_name = op.name.split(".", 1)[1]
         if isinstance(op, df.ElementwiseOp):
             op_name += "." + df.str_attr(op, "kind")
-    epilogue = []
     if isinstance(op, df.RopeOp):
         work, epilogue = rope_work(op)
     for member in group:
@@ -243,7 +252,8 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     spec = TaskSpec(name, act_in + weights, out, deps, tiles, stream, rows)
     if group:
         op_name += "+" + "+".join(m.name.split(".", 1)[1] for m in group)
-    layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights))
+    layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights,
+                                                prologue=prologue))
     producers.produced(layer, results)
     for member in group:
         producers.produced(layer, list(member.results))
@@ -270,16 +280,21 @@ def _streamed_operands(op: Operation, group: list[Operation]) -> list[SSAValue]:
 
 
 def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[VectorWork, ...], weights: int,
-                 cost: CostFn) -> LayerPlan:
+                 cost: CostFn, prologue: tuple[VectorWork, ...] = ()) -> LayerPlan:
     c = cost(work)
     for extra in epilogue:
         c = overlap_epilogue(c, cost(extra))
+    for first in prologue:  # in series: a row's codes need its max, i.e. the whole row, before the array starts
+        p = cost(first)
+        c = Cost(unit=c.unit, compute_cycles=c.compute_cycles + p.compute_cycles, tiles=c.tiles,
+                 onchip_bytes=c.onchip_bytes + p.onchip_bytes,
+                 detail={**c.detail, "prologue_cycles": int(c.detail.get("prologue_cycles", 0)) + p.compute_cycles})
     if isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
         spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
     task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
                      bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
-                     detail=dict(c.detail), works=[work, *epilogue])
+                     detail=dict(c.detail), works=[*prologue, work, *epilogue])
     if task.stream and task.unit == "vector":  # its double-buffered row tiles, held next to the GEMM's buffers
         plan.detail["stream_buffer_bytes"] = 2 * -(-(task.bytes_in + task.bytes_out) // task.tiles)
     if isinstance(work, GemmWork):

@@ -12,6 +12,7 @@ elsewhere the simulator trusts the compiler, which chose the scales.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "base2_softmax",
     "online_softmax",
     "lut_gelu",
+    "per_token_gemm",
 ]
 
 I64 = np.int64
@@ -331,3 +333,18 @@ def lut_gelu(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     lo, hi = _GELU_LUT[i], _GELU_LUT[i + 1]
     delta = np.where(a >= (176 << 17), 0, lo + np.right_shift(t * (hi - lo), 17))
     return np.maximum(x, 0) - delta, 2.0**-22
+
+
+def per_token_gemm(x: np.ndarray, w: np.ndarray, offset: int, unsigned: bool, shift: int,
+                   matmul: Any = None) -> np.ndarray:
+    """Per-token int8 GEMM without its bias (oracle: ``pertoken.per_token_gemm``): row step t = max(1, ceil(M / L)),
+    codes round(x' / t) half away from zero, y = round_half_even((codes @ w * t - offset * colsum(w)) / 2^shift).
+    ``matmul``: the exact integer product to use (the simulator's cached one), default ``@`` in int64."""
+    xx = x.astype(I64) + int(offset)
+    levels = 255 if unsigned else 127
+    top = np.maximum(xx.max(axis=-1, keepdims=True), 0) if unsigned else np.abs(xx).max(axis=-1, keepdims=True)
+    t = np.maximum((top + (levels - 1)) // levels, 1)
+    mag = (2 * np.abs(xx) + t) // (2 * t)
+    q = np.clip(np.where(xx < 0, -mag, mag), 0 if unsigned else -levels - 1, levels)
+    acc = matmul(q, w) if matmul is not None else q @ w.astype(I64)
+    return round_shift(acc * t - int(offset) * w.astype(I64).sum(axis=0), int(shift))

@@ -31,11 +31,14 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "im2col", "int_matmul", "matmul", "op_attrs",
-           "register_attention", "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "matmul",
+           "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
+#: A ``dataflow.gemm`` attribute {offset, unsigned, shift} (integers): its 16-bit input is quantized per token to int8
+#: inside the GEMM and the result rescaled per row (compiler/numerics/pertoken.py has the arithmetic).
+PER_TOKEN_ATTR = "per_token"
 _NEG = np.float32(np.finfo(np.float32).min)
 _SCALE_KEEPING = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose", "slice", "gather", "expand", "split",
                   "tile", "identity")
@@ -136,7 +139,18 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     bias = ins[2] if len(ins) > 2 else None
     if x.quantized:
         constant = isinstance(op.operands[1].owner, df.WeightOp)
-        acc = int_matmul(x.data, w.data, ctx.memo(op).setdefault("rhs", {}) if constant else None)
+        cache = ctx.memo(op).setdefault("rhs", {}) if constant else None
+        token = op.attributes.get(PER_TOKEN_ATTR)
+        if isinstance(token, DictionaryAttr):  # per-token int8 codes of a 16-bit input (compiler/numerics/pertoken.py)
+            p = {k: v.value.data for k, v in token.data.items()}  # type: ignore[attr-defined]
+            acc = K.per_token_gemm(x.data, w.data, p["offset"], bool(p["unsigned"]), p["shift"],
+                                   lambda a, b: int_matmul(a, b, cache))
+            if bias is not None:
+                acc = acc + bias.data.astype(np.int64)
+            acc = np.clip(acc, -(2**31), 2**31 - 1)
+            x_scale = 1.0 if "balanced" in op.attributes else x.scale  # per-channel input steps: in the weights
+            return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
+        acc = int_matmul(x.data, w.data, cache)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
         w_scale = np.asarray(1.0 if w.scale is None else w.scale, dtype=np.float64)

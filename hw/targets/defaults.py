@@ -81,6 +81,11 @@ _COSTS: dict[str, dict[str, tuple[float, float]]] = {
     "relu": {"exact": (1, 0)},
     # Dyadic requantisation: multiply by m_int, rounding shift, clamp -> 3 ops (I-ViT requant).
     "requant": {"exact": (3, 0)},
+    # Per-token int8 quantization of a GEMM input row (--act-granularity per-token): max |x| pass 1 (a compare per
+    # element), then multiply by the row's reciprocal step 1, rounding shift 1, clamp 1 = 4; per row the step
+    # t = ceil(max / 127) and its reciprocal, one integer division on a radix-2 divider as Shiftmax's = 32. The
+    # per-row rescale after the GEMM is a ``requant``.
+    "rowquant": {"exact": (4, 32)},
     # MoE gate: online softmax over the expert logits (13) plus a top-2 insertion compare (1); reciprocal per row.
     "router": {"exact": (14, 24)},
     # Top-k selection with a k-deep insertion network, k = 2 (Switch / Edge-MoE top-2): 2 compares per element.

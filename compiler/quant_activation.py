@@ -1,0 +1,165 @@
+"""Activation-side recipes the quantize pass (compiler/passes/quantize.py) mixes into its quantizer.
+
+* ``--act-granularity per-token``: a static GEMM's input on a 16-bit grid (per tensor, or per channel at the
+  calibrated maxima when ``--balance`` is not ``none`` and the input comes from a LayerNorm-like integer op, folded
+  into the weights' rows) and the GEMM op carries ``PER_TOKEN_ATTR``: it takes each row's max, quantizes the row to
+  int8 on its own step and rescales the result per row (compiler/numerics/pertoken.py has the arithmetic, the
+  simulator runs it, compiler/schedule/lower.py costs it). A GELU output is shifted by a static offset to >= 0 and
+  takes unsigned codes (0..255): its -0.17 floor would otherwise spend half of a signed grid.
+* An approximate integer GELU's output gets :func:`compiler.quant_recipes.gelu_correction`'s gain in its scale and
+  its offset in the bias of the GEMMs that read it; the integer kernel (and its RTL) is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, StringAttr, UnitAttr, i64
+from xdsl.ir import Operation, SSAValue
+
+from compiler.dialect import dataflow as df
+from compiler.quant_recipes import gelu_correction, gptq_quantize, quantize_weight, smooth_scales
+from compiler.simulate import approx as A
+from compiler.simulate.kernels import PER_TOKEN_ATTR
+
+__all__ = ["GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes"]
+
+#: Activation granularity of static-weight GEMM inputs: one calibrated int8 step per tensor, or per token (a row
+#: max and a per-row step at run time, compiler/numerics/pertoken.py).
+GRANULARITY = ("per-tensor", "per-token")
+#: A per-token GEMM reads its input on a 16-bit grid this many times wider than the calibrated range: the row steps
+#: are dynamic, so a row louder than any calibration row should not clip (one bit of the 16 spent on it).
+TOKEN_HEADROOM = 2.0
+_Q16 = (1 << 15) - 1
+
+
+class ActivationRecipes:
+    """Methods of the quantize pass's ``_Quantizer`` (whose fields and helpers they use) for the recipes above."""
+
+    weights: dict[str, np.ndarray]
+    rows: dict[SSAValue, list[np.ndarray]]
+    offsets: dict[SSAValue, float]
+    gelu_offsets: dict[Operation, float]
+    choices: dict[str, dict[str, Any]]
+    fmt: dict[SSAValue, Any]
+    channels: dict[SSAValue, np.ndarray]
+    balance: str
+    rounding: str
+    w_bits: int
+
+    def gelu_gain(self, op: Operation, bits: int, scale: float) -> float:
+        """The calibrated gain of GELU ``op``'s integer output on its input grid (``bits``, ``scale``); its offset is
+        kept for :meth:`mark_offset`. 1 without calibration rows or for an exact GELU."""
+        samples = self.rows.get(op.operands[0])
+        approx = df.str_attr(op, "approx")
+        if not samples or approx in ("exact", "tanh"):
+            return 1.0
+        gain, offset = gelu_correction(lambda q, s: A.gelu_int(approx, q, s), np.concatenate(samples), bits, scale)
+        if gain != 1.0 or offset:
+            self.choices.setdefault(df.str_attr(op, "layer"), {}).update(gelu_gain=gain, gelu_offset=offset)
+            self.gelu_offsets[op] = offset
+        return gain
+
+    def mark_offset(self, new: Operation, offset: float) -> None:
+        """The real ``offset`` the integer op ``new``'s output (and the dequantize cast after it) lacks."""
+        self.offsets[new.results[0]] = offset
+        for use in new.results[0].uses:
+            self.offsets[use.operation.results[0]] = offset
+
+    def bias_real(self, op: df.GemmOp, w: np.ndarray) -> np.ndarray | None:
+        """The GEMM's float bias, plus ``offset * colsum(w)`` when its input lacks a calibrated offset."""
+        b = None
+        if op.bias is not None:
+            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore
+        offset = self.offsets.get(op.lhs, 0.0)
+        if offset and w.ndim == 2:
+            b = (0.0 if b is None else b) + offset * w.sum(axis=0)
+        return b
+
+    def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
+        from compiler.passes.quantize import GPTQ_DAMP
+
+        rows = self.rows.get(op.lhs)
+        if self.rounding == "gptq" and rows is not None:
+            # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
+            self.choices.setdefault(df.str_attr(op, "layer"), {})["rounding"] = "gptq"
+            return gptq_quantize(w, np.concatenate(rows) / np.asarray(x_scale, np.float64), self.w_bits,
+                                 damp=GPTQ_DAMP)
+        return quantize_weight(w, self.w_bits)
+
+    def gelu_floor(self, out: SSAValue) -> float:
+        """The most negative real value the integer GELU producing ``out`` can give (-0.17 for the exact one), in
+        ``out``'s format (a calibrated gain included)."""
+        gelu = out.owner
+        assert isinstance(gelu, df.GeluOp)
+        s_in = float(self.fmt[gelu.operands[0]].scale)
+        n = min(1 << 15, int(np.ceil(8.0 / s_in)) + 1)
+        y, _ = A.gelu_int(df.str_attr(gelu, "approx"), -np.arange(n, dtype=np.int64).reshape(-1, 1), s_in)
+        return float(min(int(y.min()), 0)) * float(self.fmt[out].scale)
+
+    def gemm_per_token(self, op: df.GemmOp) -> None:
+        """A static GEMM whose int8 input steps are per token: the input on a 16-bit per-tensor grid, the GEMM op
+        carries ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py).
+        A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
+        from compiler.passes.quantize import _Fmt, _layer, _ttype  # the pass that mixes these in
+
+        layer = _layer(op)
+        iv = self.int_view(op.lhs)
+        chan = self.channels.get(op.lhs)
+        steps = None
+        if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
+            # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT; or SmoothQuant's alpha
+            # searched for this GEMM's weight width), folded into the weights' rows, then the per-token steps on top.
+            steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _Q16
+            if self.balance == "smoothquant" and self.rows.get(op.lhs):
+                w = np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float32)  # type: ignore[arg-type]
+                choice = smooth_scales(self.rows[op.lhs], w, self.w_bits)
+                self.choices.setdefault(df.str_attr(op, "layer"), {}).update(alpha=choice.alpha,
+                                                                            smoothing=choice.family)
+                steps = None if choice.scale is None else TOKEN_HEADROOM * choice.scale * 127 / _Q16
+        if steps is not None:
+            name = self.unique(f"{_layer(iv.owner)}.requant16c")
+            ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, np.float64)), steps.shape) / steps
+            self.weights[name] = self._dyadic_rows(ratio)
+            self.weights[name + ".scale"] = steps
+            rq = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(16))],
+                                     properties={"layer": StringAttr(name), "out_bits": IntegerAttr(16, i64)})
+            x, fx = self.insert_before(rq, op).results[0], _Fmt(16, steps)
+            self.fmt[x] = fx
+        else:
+            x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _Q16)
+        fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
+        s_x = float(fx.scale) if fx.per_tensor else 1.0
+        offset, unsigned = 0, False
+        if iv is not None and isinstance(iv.owner, df.GeluOp):
+            floor = self.gelu_floor(iv)
+            offset, unsigned = int(np.ceil(-floor / s_x)) + 1, True
+        wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
+        w_real = np.asarray(self.weights[wname], dtype=np.float64)
+        codes, s_w = self.weight_codes(op, w_real * fold[:, None], fx.scale)
+        key = self.unique(f"{wname}.token.q{self.w_bits}")
+        self.weights[key + ".scale"] = s_w
+        rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
+        # Largest |acc * t - offset * colsum| any 16-bit input can give: |x'| <= 2^15 + offset, plus a step per row.
+        l1 = float(np.abs(codes).sum(axis=0).max(initial=0))
+        bound = ((1 << 15) + 2 * offset + 256) * l1
+        shift = max(0, int(np.ceil(np.log2(max(bound, 1.0) / (2**31 - 1)))))
+        s_acc = s_x * np.asarray(s_w, np.float64) * 2.0**shift
+        bias = None
+        b = self.bias_real(op, w_real)
+        if b is not None:
+            b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
+            bias = self.weight(self.unique(f"{layer}.bias.q32"), b_int, IntegerType(32), op)
+        new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
+        for k, value in op.attributes.items():
+            new.attributes[k] = value
+        new.attributes[PER_TOKEN_ATTR] = DictionaryAttr({"offset": IntegerAttr(offset, i64),
+                                                         "unsigned": IntegerAttr(int(unsigned), i64),
+                                                         "shift": IntegerAttr(shift, i64)})
+        if not fx.per_tensor:
+            new.attributes["balanced"] = UnitAttr()
+        self.choices.setdefault(layer, {}).update(granularity="per-token", **({"unsigned": True} if unsigned else {}),
+                                                  **({"per_channel": True} if not fx.per_tensor else {}))
+        self.produce(op, new, _Fmt(32, s_acc))
