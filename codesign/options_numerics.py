@@ -18,7 +18,7 @@ _GELU = ("exact", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 
 #: choice -> (valid values, default)
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
-    "quant": (("none", "int8", "w4a8"), "none"),
+    "quant": (("none", "int8", "w4a8", "auto"), "none"),
     "softmax": (tuple(SOFTMAX_APPROX), "exact"),
     "gelu": (_GELU, "exact"),
     "layernorm": (tuple(LAYERNORM_APPROX), "exact"),
@@ -28,6 +28,11 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "observer": (("minmax", "percentile", "mse", "entropy"), "minmax"),
     "balance": (("none", "repq", "smoothquant"), "repq"),
     "weight-rounding": (("nearest", "gptq"), "nearest"),
+    # Per-group weight steps (compiler/quant_groups.py): this one changes the hardware, costed on the requant path
+    # (a multiply-add per group and output) and as weight bytes (the group multipliers).
+    "weight-group": (("none", "32", "64", "128"), "none"),
+    # --quant auto: the mean per-token output cosine on the calibration data each GEMM's recipe must keep.
+    "accuracy-target": (("0.9", "0.95", "0.98", "0.99", "0.995", "0.999"), "0.99"),
 }
 
 
@@ -48,5 +53,7 @@ def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
     if chosen.get("quant", "none") != "none":
         passes.append(Quantize(mode=chosen["quant"], observer=chosen.get("observer", "minmax"),
                                balance=chosen.get("balance", "repq"),
-                               rounding=chosen.get("weight-rounding", "nearest")))
+                               rounding=chosen.get("weight-rounding", "nearest"),
+                               group=0 if chosen.get("weight-group", "none") == "none" else int(chosen["weight-group"]),
+                               accuracy_target=float(chosen.get("accuracy-target", "0.99"))))
     return passes

@@ -23,6 +23,7 @@ need the GEMM's weights next to its inputs. The histogram-entropy threshold foll
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +72,14 @@ class SmoothChoice:
     """The GEMM output's squared error relative to each row's, averaged over the calibration rows."""
 
 
-def _gemm_error(x: np.ndarray, w: np.ndarray, ref: np.ndarray, step: np.ndarray, w_bits: int) -> float:
+def _gemm_error(x: np.ndarray, w: np.ndarray, ref: np.ndarray, step: np.ndarray, w_bits: int, group: int = 0) -> float:
     """Mean over rows of the row's relative squared error: every token counts the same, so the few rows with
     massive activations (BERT's [CLS], padding) do not decide alone."""
     xq = np.clip(np.round(x / step), -128, 127)
-    wq, sw = quantize_weight(w * step[:, None], w_bits)
+    wq, sw = quantize_weight(w * step[:, None], w_bits, group)
+    if 0 < group < w.shape[0]:
+        wq = wq * np.repeat(sw, group, axis=0)[: w.shape[0]]
+        sw = np.ones(1)
     err = ref - (xq @ wq) * sw
     return float(((err * err).sum(axis=1) / np.maximum((ref * ref).sum(axis=1), 1e-30)).mean())
 
@@ -96,7 +100,7 @@ def _steps(m: np.ndarray, wmax: np.ndarray, cand: Candidate | None) -> np.ndarra
 
 
 def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
-                  alphas: tuple[float, ...] = ALPHAS) -> SmoothChoice:
+                  alphas: tuple[float, ...] = ALPHAS, group: int = 0) -> SmoothChoice:
     """The best per-channel int8 steps for a GEMM input seen as ``samples`` (one [rows, C] array per calibration
     sample) feeding weights ``w`` [C, N].
 
@@ -106,7 +110,7 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     the reverse): a channel quiet on the calibration data
     and loud on other data is clipped hard by a tight per-channel step (measured on MiniLM: up to 48x its calibrated
     max after GELU), which the error on the data the ranges came from cannot see. The steps returned use every
-    sample's maxima.
+    sample's maxima. ``group`` > 0: the weights are scored with one step per ``group`` input rows (--weight-group).
     """
     w = np.asarray(w, np.float32)
     wmax = np.maximum(np.abs(w).max(axis=1).astype(np.float64), 1e-8)
@@ -117,7 +121,7 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     refs = [b @ w for _, b in pairs]
     maxima = [np.maximum(np.abs(a).max(axis=0).astype(np.float64), 1e-8) for a, _ in pairs]
     def score(cand: Candidate | None) -> tuple[float, Candidate | None]:
-        return float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits)
+        return float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits, group)
                               for (_, b), ref, m in zip(pairs, refs, maxima)])), cand
 
     best = min((score(c) for c in (None, *((f, a) for f in ("interpolate", "smoothquant") for a in alphas))),
@@ -185,10 +189,14 @@ def _entropy_threshold(a: np.ndarray, bits: int, bins: int = 2048) -> float:
 
 
 def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp: float = 0.01,
-                  block: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                  block: int = 128, group_step: Callable[[np.ndarray], np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ codes and scales of ``w`` [K, N] given calibration inputs ``x`` [rows, K]: the same layout as
     :func:`quantize_weight` (per output channel, or per ``group`` input rows), but each input row's rounding error
-    is compensated on the rows not yet quantized, weighted by the inverse Hessian of the layer's squared error."""
+    is compensated on the rows not yet quantized, weighted by the inverse Hessian of the layer's squared error.
+
+    ``group_step``: maps a group's wanted steps [N] (its rows' max |w| over the grid, as the errors fed back so far
+    left them) to the steps the datapath can hold (compiler/quant_groups.py ``snap``: two-level integer scales)."""
     w = np.asarray(w, np.float64).copy()
     k, n = w.shape
     xx = np.asarray(x, np.float64)
@@ -216,7 +224,8 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
             i = b0 + j
             if grouped:
                 if i % group == 0:  # a new group: its scale from the rows it spans, as the errors left them
-                    scales[i // group] = np.maximum(np.abs(wb[j:j + group]).max(axis=0), 1e-12) / qmax
+                    want = np.maximum(np.abs(wb[j:j + group]).max(axis=0), 1e-12) / qmax
+                    scales[i // group] = group_step(want) if group_step is not None else want
                 s = scales[i // group]
             else:
                 s = scales

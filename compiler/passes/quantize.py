@@ -44,6 +44,7 @@ the pass and the simulator cannot disagree about a format.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
+from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, GROUP_SIZES, SCALE_BITS_ATTR, fit_grouped
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
@@ -155,6 +157,9 @@ class _Quantizer:
     ranges8: dict[SSAValue, float] = field(default_factory=dict)
     rounding: str = "nearest"
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group: int = 0
+    #: layer -> (weight bits, group size or 0) where a layer differs from ``w_bits`` / ``group`` (--quant auto)
+    layer_recipes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -289,7 +294,7 @@ class _Quantizer:
             if consumers:
                 w = np.concatenate([self.weights[df.str_attr(c.rhs.owner, "layer")]  # type: ignore[arg-type]
                                     for c in consumers], axis=1)
-                choice = smooth_scales(self.rows[v], w, self.w_bits)
+                choice = smooth_scales(self.rows[v], w, self.w_bits, group=self.group)
                 for c in consumers:
                     self.choices.setdefault(_layer(c), {}).update(alpha=choice.alpha, smoothing=choice.family)
                 if choice.scale is None:
@@ -315,29 +320,43 @@ class _Quantizer:
         static = isinstance(op.rhs.owner, df.WeightOp)
         got = self.q_balanced(op.lhs, op) if static else None
         x, fx = got if got is not None else self.q(op.lhs, 8, op)
+        grouped: dict[str, int] = {}
         if static:
             wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
             w = np.asarray(self.weights[wname], dtype=np.float64)
-            key = f"{wname}.q{self.w_bits}"
+            w_bits, group = self.layer_recipes.get(layer, (self.w_bits, self.group))
+            key = f"{wname}.q{w_bits}"
             if not fx.per_tensor:
                 # Channel scales of the input move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn).
                 w = w * np.asarray(fx.scale)[:, None]
-                key = self.unique(f"{wname}.balanced.q{self.w_bits}")
+                key = self.unique(f"{wname}.balanced.q{w_bits}")
             rows = self.rows.get(op.lhs)
-            if w.ndim == 3:  # a grouped conv's [G, K, N]: per group and output channel, [G, 1, N] (broadcasts)
-                s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(self.w_bits)
-                codes = np.clip(np.round(w / s_w), -_qmax(self.w_bits) - 1, _qmax(self.w_bits))
+            fit = None
+            if group and w.ndim == 2 and w.shape[0] > group:  # per-group steps (compiler/quant_groups.py)
+                x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
+                          if self.rounding == "gptq" and rows is not None else None)
+                fit = fit_grouped(w, w_bits, group, x_rows, damp=GPTQ_DAMP)
+            if fit is not None:
+                codes, s_w = fit.codes, fit.s_n
+                key = self.unique(f"{wname}.g{group}.q{w_bits}")
+                self.weights[key + GROUP_SCALE_SUFFIX] = fit.q.astype(np.int16)
+                grouped = {GROUP_ATTR: group, SCALE_BITS_ATTR: fit.scale_bits}
+                self.choices.setdefault(layer, {}).update(
+                    weight_group=group, **({"rounding": "gptq"} if x_rows is not None else {}))
+            elif w.ndim == 3:  # a grouped conv's [G, K, N]: per group and output channel, [G, 1, N] (broadcasts)
+                s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(w_bits)
+                codes = np.clip(np.round(w / s_w), -_qmax(w_bits) - 1, _qmax(w_bits))
             elif self.rounding == "gptq" and rows is not None:
                 # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-                codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), self.w_bits,
+                codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), w_bits,
                                              damp=GPTQ_DAMP)
-                key = self.unique(f"{wname}.gptq.q{self.w_bits}")
+                key = self.unique(f"{wname}.gptq.q{w_bits}")
                 self.choices.setdefault(layer, {})["rounding"] = "gptq"
             else:
-                codes, s_w = quantize_weight(w, self.w_bits)
+                codes, s_w = quantize_weight(w, w_bits)
             if key not in self.weights:
                 self.weights[key + ".scale"] = s_w
-            rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
+            rhs = self.weight(key, codes.astype(np.int8), IntegerType(w_bits), op)
         else:
             rhs, fw = self.q(op.rhs, 8, op)
             s_w = np.asarray(fw.scale)
@@ -350,6 +369,8 @@ class _Quantizer:
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
         for key, value in op.attributes.items():
             new.attributes[key] = value
+        for key, size in grouped.items():
+            new.attributes[key] = IntegerAttr(size, i64)
         if not fx.per_tensor:
             new.attributes["balanced"] = UnitAttr()
         self.produce(op, new, _Fmt(32, s_acc))
@@ -523,6 +544,10 @@ class Quantize(ModulePass):
     (``minmax``, ``percentile`` at ``percentile`` or 99.99, ``mse``, ``entropy``: compiler/quant_recipes.py); wider
     values (16-bit residuals, kernel inputs) keep the max. ``balance``: per-channel steps for GEMM inputs
     (:data:`BALANCE`). ``rounding``: ``gptq`` rounds static weights with GPTQ on the calibration rows.
+    ``group``: static 2-D weights get one step per ``group`` input rows and output channel (0: per channel;
+    compiler/quant_groups.py has the format and its integer datapath). ``mode=auto``: per GEMM the cheapest weight
+    recipe that keeps the output cosine on the calibration data at ``accuracy_target`` (compiler/quant_auto.py);
+    ``layers``: JSON ``{layer: [weight bits, group]}`` overriding ``mode`` / ``group`` per GEMM (what auto chose).
     """
 
     name = "quantize"
@@ -532,8 +557,19 @@ class Quantize(ModulePass):
     balance: str = "repq"
     observer: str = "minmax"
     rounding: str = "nearest"
+    group: int = 0
+    accuracy_target: float = 0.99
+    layers: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.mode == "auto":
+            from compiler.quant_auto import choose_recipes
+
+            choose_recipes(self, ctx, op)
+            return
+        if self.group not in (0, *GROUP_SIZES):
+            raise InputError(f"--weight-group {self.group}: unknown choice (valid: none, "
+                             f"{', '.join(map(str, GROUP_SIZES))})")
         if self.mode not in QUANT_MODES:
             raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
         for key, value, valid in (("observer", self.observer, OBSERVERS), ("balance", self.balance, BALANCE),
@@ -572,13 +608,17 @@ class Quantize(ModulePass):
             label += f"; {imported} ranges from the model's QDQ nodes"
         moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
-                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding)
+                               moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding, group=self.group,
+                               layer_recipes={k: (int(b), int(g)) for k, (b, g) in
+                                              (json.loads(self.layers) if self.layers else {}).items()})
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
                         "residual_bits": 16, "calibration": label, "calibration_statistic":
                         "max" if self.percentile >= 100 else f"p{self.percentile:g}",
                         "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding})
+        if self.group:
+            section["weight_group"] = self.group
         if quantizer.choices:
             section["recipe_per_layer"] = quantizer.choices
 

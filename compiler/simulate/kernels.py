@@ -12,6 +12,8 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
   multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
 * ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute, or one
   scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them).
+* ``dataflow.gemm`` with a ``weight_group`` attribute: per-group weight steps, the group multipliers under
+  ``<weight>.gscale`` (compiler/quant_groups.py: integer products per group, times the group's multiplier, summed).
 * attention / softmax ops: ``softmax_bits`` attribute, the output width of the softmax unit.
 """
 
@@ -27,6 +29,7 @@ from xdsl.ir import Operation
 from compiler.dialect import dataflow as df
 from compiler.frontend.onnx_ops import run_node
 from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
+from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, group_matmul
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
@@ -135,7 +138,14 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     bias = ins[2] if len(ins) > 2 else None
     if x.quantized:
         constant = isinstance(op.operands[1].owner, df.WeightOp)
-        acc = int_matmul(x.data, w.data, ctx.memo(op).setdefault("rhs", {}) if constant else None)
+        group = op.attributes.get(GROUP_ATTR)
+        if isinstance(group, IntegerAttr) and constant:  # per-group steps: compiler/quant_groups.py's datapath
+            memo = ctx.memo(op)
+            if "q" not in memo:
+                memo["q"] = ctx.weights[df.str_attr(op.operands[1].owner, "layer") + GROUP_SCALE_SUFFIX]
+            acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, memo.setdefault("rhs", {}))
+        else:
+            acc = int_matmul(x.data, w.data, ctx.memo(op).setdefault("rhs", {}) if constant else None)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
         w_scale = np.asarray(1.0 if w.scale is None else w.scale, dtype=np.float64)
