@@ -189,14 +189,18 @@ def _entropy_threshold(a: np.ndarray, bits: int, bins: int = 2048) -> float:
 
 
 def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp: float = 0.01,
-                  block: int = 128, group_step: Callable[[np.ndarray], np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  block: int = 128, group_step: Callable[[np.ndarray], np.ndarray] | None = None,
+                  act_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ codes and scales of ``w`` [K, N] given calibration inputs ``x`` [rows, K]: the same layout as
     :func:`quantize_weight` (per output channel, or per ``group`` input rows), but each input row's rounding error
     is compensated on the rows not yet quantized, weighted by the inverse Hessian of the layer's squared error.
 
-    ``group_step``: maps a group's wanted steps [N] (its rows' max |w| over the grid, as the errors fed back so far
-    left them) to the steps the datapath can hold (compiler/quant_groups.py ``snap``: two-level integer scales)."""
+    ``group_step``: a group's rows [g, N] (as the errors fed back so far left them) -> its steps [N] (default: max
+    |w| over the grid; compiler/quant_groups.py ``snap``: the clip that rounds them best, on the two-level grid).
+    ``act_order``: quantize the input rows in decreasing order of H's diagonal (GPTQ's ``--act-order``: the rows
+    the output depends on most are rounded first, while every later row can still absorb their error); groups
+    then keep their contiguous rows and take their steps from the unrounded weight up front (GPTQ's
+    ``--static-groups``), so the stored layout is unchanged."""
     w = np.asarray(w, np.float64).copy()
     k, n = w.shape
     xx = np.asarray(x, np.float64)
@@ -205,11 +209,21 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
     h[dead, dead] = 1.0
     w[dead] = 0.0
     h[np.diag_indices(k)] += damp * float(np.mean(np.diag(h)))
-    # Upper Cholesky factor of H^-1, as GPTQ: row i holds the error feedback of row i onto rows > i.
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T
     qmax = _qmax(bits)
     grouped = 0 < group < k
-    if grouped:
+    static = None
+    if act_order:
+        perm = np.argsort(-np.diag(h), kind="stable")
+        if grouped:
+            static = np.stack([group_step(w[g0:g0 + group]) if group_step is not None
+                               else np.maximum(np.abs(w[g0:g0 + group]).max(axis=0), 1e-12) / qmax
+                               for g0 in range(0, k, group)])
+        w, h = w[perm], h[perm][:, perm]
+    # Upper Cholesky factor of H^-1, as GPTQ: row i holds the error feedback of row i onto rows > i.
+    hinv = np.linalg.cholesky(np.linalg.inv(h)).T
+    if static is not None:
+        scales = static
+    elif grouped:
         block = group * max(1, block // group)  # a group never straddles two blocks
         scales = np.zeros((-(-k // group), n))
     else:
@@ -222,10 +236,13 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
         hb = hinv[b0:b1, b0:b1]
         for j in range(b1 - b0):
             i = b0 + j
-            if grouped:
+            if static is not None:
+                s = scales[perm[i] // group]
+            elif grouped:
                 if i % group == 0:  # a new group: its scale from the rows it spans, as the errors left them
-                    want = np.maximum(np.abs(wb[j:j + group]).max(axis=0), 1e-12) / qmax
-                    scales[i // group] = group_step(want) if group_step is not None else want
+                    rows = wb[j:j + group]
+                    scales[i // group] = (group_step(rows) if group_step is not None
+                                          else np.maximum(np.abs(rows).max(axis=0), 1e-12) / qmax)
                 s = scales[i // group]
             else:
                 s = scales
@@ -235,4 +252,6 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
             wb[j:] -= np.outer(hb[j, j:], e)
             err[j] = e
         w[b1:] -= hinv[b0:b1, b1:].T @ err
+    if act_order:
+        q[perm] = q.copy()
     return q, scales

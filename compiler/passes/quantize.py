@@ -3,8 +3,9 @@
 What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 
 * every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1);
-  a grouped convolution's batched [G, K, N] weight: per group and channel, [G, 1, N]), activations symmetric per
-  tensor int8,
+  a grouped convolution's batched [G, K, N] weight: per group and channel, [G, 1, N]; with ``group`` a step per
+  ``group`` rows of K and output channel as 8-bit multipliers under the channel's step, compiler/quant_groups.py),
+  activations symmetric per tensor int8,
   bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
 * GELU takes int8 (ShiftGELU, as I-ViT; int16 where its x0 needs a finer grid, ``approx.gelu_input_format``) or
@@ -34,7 +35,8 @@ IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
 ``dataflow.elementwise`` ``add`` with ``attrs = {quant = "add", scale, bits}`` and ``[m0, e0, m1, e1]`` (rows x
 channels) in the WeightStore under its layer; ``dataflow.requant`` with ``[m, e]`` there and its output scale
-in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel).
+in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel); a per-group
+GEMM carries ``weight_group`` / ``group_scale_bits`` and its multipliers [G, N] under ``<weight>.gscale``.
 An integer ``dataflow.moe`` carries ``requant`` (its WeightStore prefix), ``scale`` (its int16 output's) and
 ``hidden_bits`` attributes; the entries and the arithmetic are listed in compiler/simulate/moe.py.
 
