@@ -40,7 +40,7 @@ __all__ = ["CLIP_GRID", "GROUP_ATTR", "GROUP_SCALE_SUFFIX", "GROUP_SIZES", "SCAL
            "split_scales"]
 
 #: GPTQ on groups quantizes rows in decreasing Hessian-diagonal order (static groups; quant_recipes.gptq_quantize).
-ACT_ORDER = False
+ACT_ORDER = True
 #: The group sizes ``--weight-group`` accepts (input rows per scale).
 GROUP_SIZES = (32, 64, 128)
 #: GemmOp attribute: the group size (rows of K per scale); absent = one scale per output channel.
