@@ -194,8 +194,8 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
     """U, upper triangular, with H^-1 = U^T U (GPTQ's: row i holds the error feedback of row i onto rows > i).
 
     Without forming H^-1: with J the reversal, J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J) and J L^-1 J is
-    upper triangular with a positive diagonal, so it is U. One Cholesky and one triangular solve, single-threaded
-    (a thread pool on a busy 2-core machine made inv + cholesky of a 1536 x 1536 H take 9 s instead of 1 s)."""
+    upper triangular with a positive diagonal, so it is U. One Cholesky and one triangular solve (with one thread
+    on a busy 2-core machine, 1 s for a 1536 x 1536 H, where inv + cholesky with a thread pool took 9 s)."""
     flipped = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
     low = torch.linalg.cholesky(flipped)
     inv = torch.linalg.solve_triangular(low, torch.eye(len(h), dtype=torch.float64), upper=False)
@@ -214,15 +214,8 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
     ``act_order``: quantize the input rows in decreasing order of H's diagonal (GPTQ's ``--act-order``: the rows
     the output depends on most are rounded first, while every later row can still absorb their error); groups
     then keep their contiguous rows and take their steps from the unrounded weight up front (GPTQ's
-    ``--static-groups``), so the stored layout is unchanged. Runs single-threaded (see below)."""
-    from compiler.simulate._threads import single_threaded  # here: compiler.simulate's kernels import this module
-
-    with single_threaded():
-        return _gptq(w, x, bits, group, damp, block, group_step, act_order)
-
-
-def _gptq(w: np.ndarray, x: np.ndarray, bits: int, group: int, damp: float, block: int,
-          group_step: Callable[[np.ndarray], np.ndarray] | None, act_order: bool) -> tuple[np.ndarray, np.ndarray]:
+    ``--static-groups``), so the stored layout is unchanged. Callers on a busy machine should run it with one BLAS
+    thread (the quantize pass does: compiler/simulate/_threads.py)."""
     w = np.asarray(w, np.float64).copy()
     k, n = w.shape
     xx = np.asarray(x, np.float64)

@@ -77,6 +77,7 @@ from compiler.numerics.quant import dyadic
 from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, GROUP_SIZES, SCALE_BITS_ATTR, fit_grouped
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
+from compiler.simulate._threads import single_threaded
 from compiler.simulate.kernels import softmax_bits
 from compiler.simulate.moe import (
     HIDDEN_BITS_ATTR,
@@ -343,7 +344,8 @@ class _Quantizer:
             if group and w.ndim == 2 and w.shape[0] > group:  # per-group steps (compiler/quant_groups.py)
                 x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
                           if self.rounding == "gptq" and rows is not None else None)
-                fit = fit_grouped(w, w_bits, group, x_rows, damp=GPTQ_DAMP_GROUPED)
+                with single_threaded():  # GPTQ's factorizations: a BLAS thread pool on 2 busy cores costs 5x
+                    fit = fit_grouped(w, w_bits, group, x_rows, damp=GPTQ_DAMP_GROUPED)
             if fit is not None:
                 codes, s_w = fit.codes, fit.s_n
                 key = self.unique(f"{wname}.g{group}.q{w_bits}")
@@ -356,8 +358,9 @@ class _Quantizer:
                 codes = np.clip(np.round(w / s_w), -_qmax(w_bits) - 1, _qmax(w_bits))
             elif self.rounding == "gptq" and rows is not None:
                 # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-                codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), w_bits,
-                                             damp=GPTQ_DAMP)
+                with single_threaded():
+                    codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), w_bits,
+                                                 damp=GPTQ_DAMP)
                 key = self.unique(f"{wname}.gptq.q{w_bits}")
                 self.choices.setdefault(layer, {})["rounding"] = "gptq"
             else:
