@@ -1,5 +1,6 @@
 """``--quant auto --accuracy-target T``: per GEMM, the cheapest weight recipe that keeps the model's output at
-mean per-row cosine >= T against the float model on the calibration data.
+mean per-row cosine >= T against the float model on the calibration data (rows an ``attention_mask`` input marks
+as padding excluded).
 
 Recipes (:data:`RECIPES`, cheapest first by the bytes of weights and scales they load): int4 per output channel,
 int4 with a step per 128 / 64 / 32 input rows (compiler/quant_groups.py; each adds a multiply-add per group and
@@ -109,15 +110,20 @@ def _sqnr(x: np.ndarray | None, w: np.ndarray, recipe: Recipe) -> float:
     return float(10 * np.log10(max(float((ref * ref).sum()), 1e-30) / max(float((err * err).sum()), 1e-30)))
 
 
-def output_cosine(got: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]]) -> float:
-    """Mean over every output row (last axis) of every sample of cos(got, ref); rows of zeros in both are skipped."""
+def output_cosine(got: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]],
+                  masks: list[np.ndarray] | None = None) -> float:
+    """Mean over every output row (last axis) of every sample of cos(got, ref); rows of zeros in the reference are
+    skipped, and so are the rows a sample's ``masks`` entry (an attention mask, one entry per row) marks 0: padding
+    the model ignores (codesign/accuracy.py's ``cosine_mean_valid``)."""
     cos: list[np.ndarray] = []
-    for g, r in zip(got, ref):
+    for i, (g, r) in enumerate(zip(got, ref)):
         for name, want in r.items():
             a = np.asarray(g[name], np.float64).reshape(-1, max(1, np.shape(want)[-1] if np.ndim(want) else 1))
             b = np.asarray(want, np.float64).reshape(a.shape)
             na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
             keep = nb > 0
+            if masks is not None and np.size(masks[i]) == len(a):
+                keep &= np.asarray(masks[i]).reshape(-1).astype(bool)
             cos.append((a[keep] * b[keep]).sum(1) / np.maximum(na[keep] * nb[keep], 1e-30))
     joined = np.concatenate(cos) if cos else np.zeros(0)
     return float(joined.mean()) if joined.size else 0.0
@@ -177,6 +183,7 @@ def choose_recipes(quantize: Any, ctx: Context, op: ModuleOp) -> None:
     count = len(next(iter(data.values())))
     reference = Simulator(op, env.weights, names, exact=True)
     refs = [reference.run({k: v[i] for k, v in data.items()}) for i in range(count)]
+    masks = list(data["attention_mask"]) if "attention_mask" in data else None
 
     def layers_of(state: list[int]) -> str:
         return json.dumps({g.layer: [g.candidates[s].bits, g.candidates[s].group] for g, s in zip(gemms, state)})
@@ -188,7 +195,7 @@ def choose_recipes(quantize: Any, ctx: Context, op: ModuleOp) -> None:
                                artifacts={k: v for k, v in env.artifacts.items() if k == "calibration"})
         dataclasses.replace(quantize, mode=base, layers=layers_of(state)).apply(make_context(trial_env), trial)
         sim = Simulator(trial, trial_env.weights, names)
-        return output_cosine([sim.run({k: v[i] for k, v in data.items()}) for i in range(count)], refs)
+        return output_cosine([sim.run({k: v[i] for k, v in data.items()}) for i in range(count)], refs, masks)
 
     states = _order(gemms)
     measured: dict[int, float] = {}

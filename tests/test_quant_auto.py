@@ -104,3 +104,10 @@ def test_cli_prints_the_auto_table_and_writes_it_to_json(tmp_path, capsys) -> No
     assert main(["compile", str(model_path("bert_tiny.onnx")), "--quant", "auto", "--accuracy-target", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--accuracy-target 2" in err[0]
+
+
+def test_output_cosine_skips_the_rows_a_mask_hides() -> None:
+    ref = {"y": np.array([[1.0, 0.0], [0.0, 2.0]])}
+    got = {"y": np.array([[1.0, 0.0], [2.0, 0.0]])}  # the second row (padding) is wrong
+    assert output_cosine([got], [ref]) == pytest.approx(0.5)
+    assert output_cosine([got], [ref], [np.array([[1, 0]])]) == pytest.approx(1.0)

@@ -74,7 +74,14 @@ from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
-from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, GROUP_SIZES, SCALE_BITS_ATTR, fit_grouped
+from compiler.quant_groups import (
+    GROUP_ATTR,
+    GROUP_SCALE_SUFFIX,
+    GROUP_SIZES,
+    MAX_ROWS_GROUPED,
+    SCALE_BITS_ATTR,
+    fit_grouped,
+)
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate._threads import single_threaded
@@ -100,17 +107,11 @@ BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
 MAX_ROWS = 512
-#: The same with --weight-group: GPTQ on groups gains from every row (MiniLM, mask, 640 rows: 0.9768 against 0.9748
-#: thinned to 512), at most this many.
-MAX_ROWS_GROUPED = 2048
 #: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
 #: rows; with a few hundred for up to 1536 inputs H is rank-deficient and GPTQ fits the calibration rows. On MiniLM
 #: (w4a8, SmoothQuant, 20 unlike sentences, cosine on the evaluated ones) 0.01 / 0.1 / 1.0 measured 0.901 / 0.926 /
 #: 0.933.
 GPTQ_DAMP = 1.0
-#: The same for GPTQ on per-group steps (--weight-group 32, same setting): 0.01 / 0.1 / 0.3 / 1.0 measured 0.974 /
-#: 0.979 / 0.981 / - (input_ids only) and - / - / 0.977 / 0.978 (with the mask).
-GPTQ_DAMP_GROUPED = 0.3
 _KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
 
 
@@ -345,7 +346,7 @@ class _Quantizer:
                 x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
                           if self.rounding == "gptq" and rows is not None else None)
                 with single_threaded():  # GPTQ's factorizations: a BLAS thread pool on 2 busy cores costs 5x
-                    fit = fit_grouped(w, w_bits, group, x_rows, damp=GPTQ_DAMP_GROUPED)
+                    fit = fit_grouped(w, w_bits, group, x_rows)
             if fit is not None:
                 codes, s_w = fit.codes, fit.s_n
                 key = self.unique(f"{wname}.g{group}.q{w_bits}")
