@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_compile", "bench_systolic", "bench_scheduler", "bench_simulate", "bench_moe", "bench_sweep",
-         "bench_rtl", "bench_rtl_units"]
+ORDER = ["bench_compile", "bench_systolic", "bench_scheduler", "bench_simulate", "bench_calibration", "bench_moe",
+         "bench_sweep", "bench_rtl", "bench_rtl_units"]
 
 
 def main() -> int:

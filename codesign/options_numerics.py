@@ -18,7 +18,7 @@ _GELU = ("exact", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 
 #: choice -> (valid values, default)
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
-    "quant": (("none", "int8", "w4a8"), "none"),
+    "quant": (("none", "int8", "w4a8", "auto"), "none"),
     "softmax": (tuple(SOFTMAX_APPROX), "exact"),
     "gelu": (_GELU, "exact"),
     "layernorm": (tuple(LAYERNORM_APPROX), "exact"),
@@ -30,6 +30,11 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "weight-rounding": (("nearest", "gptq"), "nearest"),
     # per-token: a row max and a per-row requant on the vector unit around every static GEMM (costed there).
     "act-granularity": (("per-tensor", "per-token"), "per-tensor"),
+    # Per-group weight steps (compiler/quant_groups.py): this one changes the hardware, costed on the requant path
+    # (a multiply-add per group and output) and as weight bytes (the group multipliers).
+    "weight-group": (("none", "32", "64", "128"), "none"),
+    # --quant auto: the mean per-token output cosine on the calibration data each GEMM's recipe must keep.
+    "accuracy-target": (("0.9", "0.95", "0.98", "0.99", "0.995", "0.999"), "0.99"),
 }
 
 
@@ -51,5 +56,7 @@ def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
         passes.append(Quantize(mode=chosen["quant"], observer=chosen.get("observer", "minmax"),
                                balance=chosen.get("balance", "repq"),
                                rounding=chosen.get("weight-rounding", "nearest"),
-                               granularity=chosen.get("act-granularity", "per-tensor")))
+                               granularity=chosen.get("act-granularity", "per-tensor"),
+                               group=0 if chosen.get("weight-group", "none") == "none" else int(chosen["weight-group"]),
+                               accuracy_target=float(chosen.get("accuracy-target", "0.99"))))
     return passes

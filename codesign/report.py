@@ -70,6 +70,11 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
     for key, value in rows:
         totals.add_row(key, value)
     console.print(totals)
+    auto = report.get("numerics", {}).get("quant_auto")
+    if auto:
+        from codesign.report_quant import quant_auto_table
+
+        console.print(quant_auto_table(auto))
 
 
 def _decode_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

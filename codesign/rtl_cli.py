@@ -209,6 +209,7 @@ def _from_model(args: argparse.Namespace):
     from codesign.options import middle_passes
     from codesign.rtl_config import learn_scales
     from compiler.pipeline import run_pipeline
+    from compiler.quant_groups import GROUP_ATTR
 
     if not Path(args.model).exists():
         raise InputError(f"{args.model}: no such file")
@@ -217,6 +218,9 @@ def _from_model(args: argparse.Namespace):
     if getattr(args, "inputs", None) or getattr(args, "outputs", None):
         raise InputError("rtl: --inputs/--outputs measure accuracy; use them with codesign compile")
     options = _compile_options(args)
+    if options.choice("weight-group", "none") != "none":
+        raise InputError(f"rtl: --weight-group {options.choice('weight-group', 'none')}: the systolic GEMM kernel has "
+                         "no per-group rescale; emit RTL without --weight-group (one weight step per output channel)")
     env = None
     if getattr(args, "calibrate", None):  # the same activation ranges as codesign compile --calibrate
         from codesign.accuracy import prepare_env
@@ -235,6 +239,9 @@ def _from_model(args: argparse.Namespace):
     parts = array.partitions if isinstance(array, FpgaGemm) else 1
     if parts != 1:  # the manifest times one array; P sub-arrays are P instances of it, which rtl does not wire
         raise InputError(f"gemm.partitions: codesign rtl emits one array (partitions = 1), got {parts}")
+    if any(GROUP_ATTR in o.attributes for o in result.module.walk()):
+        raise InputError("rtl: --quant auto chose per-group weight steps (--weight-group) for some GEMMs, which the "
+                         "systolic GEMM kernel cannot rescale; emit RTL with --quant int8 or w4a8")
     uses, notes = plan_kernels(result.module, target, learn_scales(result))
     if not uses:
         raise InputError(f"{args.model}: the compiled design has no integer datapath to emit as RTL; "

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 __all__ = ["ALPHAS", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gelu_correction", "gptq_quantize",
            "observe_range", "quantize_weight", "smooth_scales"]
@@ -78,11 +79,14 @@ class SmoothChoice:
     """The GEMM output's squared error relative to each row's, averaged over the calibration rows."""
 
 
-def _gemm_error(x: np.ndarray, w: np.ndarray, ref: np.ndarray, step: np.ndarray, w_bits: int) -> float:
+def _gemm_error(x: np.ndarray, w: np.ndarray, ref: np.ndarray, step: np.ndarray, w_bits: int, group: int = 0) -> float:
     """Mean over rows of the row's relative squared error: every token counts the same, so the few rows with
     massive activations (BERT's [CLS], padding) do not decide alone."""
     xq = np.clip(np.round(x / step), -128, 127)
-    wq, sw = quantize_weight(w * step[:, None], w_bits)
+    wq, sw = quantize_weight(w * step[:, None], w_bits, group)
+    if 0 < group < w.shape[0]:
+        wq = wq * np.repeat(sw, group, axis=0)[: w.shape[0]]
+        sw = np.ones(1)
     err = ref - (xq @ wq) * sw
     return float(((err * err).sum(axis=1) / np.maximum((ref * ref).sum(axis=1), 1e-30)).mean())
 
@@ -103,7 +107,7 @@ def _steps(m: np.ndarray, wmax: np.ndarray, cand: Candidate | None) -> np.ndarra
 
 
 def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
-                  alphas: tuple[float, ...] = ALPHAS) -> SmoothChoice:
+                  alphas: tuple[float, ...] = ALPHAS, group: int = 0) -> SmoothChoice:
     """The best per-channel int8 steps for a GEMM input seen as ``samples`` (one [rows, C] array per calibration
     sample) feeding weights ``w`` [C, N].
 
@@ -113,7 +117,7 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     the reverse): a channel quiet on the calibration data
     and loud on other data is clipped hard by a tight per-channel step (measured on MiniLM: up to 48x its calibrated
     max after GELU), which the error on the data the ranges came from cannot see. The steps returned use every
-    sample's maxima.
+    sample's maxima. ``group`` > 0: the weights are scored with one step per ``group`` input rows (--weight-group).
     """
     w = np.asarray(w, np.float32)
     wmax = np.maximum(np.abs(w).max(axis=1).astype(np.float64), 1e-8)
@@ -123,8 +127,9 @@ def smooth_scales(samples: list[np.ndarray], w: np.ndarray, w_bits: int,
     pairs = [(folds[0], folds[-1])] if len(folds) == 1 else [(folds[0], folds[1]), (folds[1], folds[0])]
     refs = [b @ w for _, b in pairs]
     maxima = [np.maximum(np.abs(a).max(axis=0).astype(np.float64), 1e-8) for a, _ in pairs]
+
     def score(cand: Candidate | None) -> tuple[float, Candidate | None]:
-        return float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits)
+        return float(np.mean([_gemm_error(b, w, ref, _steps(m, wmax, cand).astype(np.float32), w_bits, group)
                               for (_, b), ref, m in zip(pairs, refs, maxima)])), cand
 
     best = min((score(c) for c in (None, *((f, a) for f in ("interpolate", "smoothquant") for a in alphas))),
@@ -223,11 +228,32 @@ def _entropy_threshold(a: np.ndarray, bits: int, bins: int = 2048) -> float:
     return float(edges[best_i])
 
 
+def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
+    """U, upper triangular, with H^-1 = U^T U (GPTQ's: row i holds the error feedback of row i onto rows > i).
+
+    Without forming H^-1: with J the reversal, J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J) and J L^-1 J is
+    upper triangular with a positive diagonal, so it is U. One Cholesky and one triangular solve (with one thread
+    on a busy 2-core machine, 1 s for a 1536 x 1536 H, where inv + cholesky with a thread pool took 9 s)."""
+    flipped = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
+    low = torch.linalg.cholesky(flipped)
+    inv = torch.linalg.solve_triangular(low, torch.eye(len(h), dtype=torch.float64), upper=False)
+    return np.ascontiguousarray(inv.numpy()[::-1, ::-1])
+
+
 def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp: float = 0.01,
-                  block: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                  block: int = 128, group_step: Callable[[np.ndarray], np.ndarray] | None = None,
+                  act_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ codes and scales of ``w`` [K, N] given calibration inputs ``x`` [rows, K]: the same layout as
     :func:`quantize_weight` (per output channel, or per ``group`` input rows), but each input row's rounding error
-    is compensated on the rows not yet quantized, weighted by the inverse Hessian of the layer's squared error."""
+    is compensated on the rows not yet quantized, weighted by the inverse Hessian of the layer's squared error.
+
+    ``group_step``: a group's rows [g, N] (as the errors fed back so far left them) -> its steps [N] (default: max
+    |w| over the grid; compiler/quant_groups.py ``snap``: the clip that rounds them best, on the two-level grid).
+    ``act_order``: quantize the input rows in decreasing order of H's diagonal (GPTQ's ``--act-order``: the rows
+    the output depends on most are rounded first, while every later row can still absorb their error); groups
+    then keep their contiguous rows and take their steps from the unrounded weight up front (GPTQ's
+    ``--static-groups``), so the stored layout is unchanged. Callers on a busy machine should run it with one BLAS
+    thread (the quantize pass does: compiler/simulate/_threads.py)."""
     w = np.asarray(w, np.float64).copy()
     k, n = w.shape
     xx = np.asarray(x, np.float64)
@@ -236,11 +262,20 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
     h[dead, dead] = 1.0
     w[dead] = 0.0
     h[np.diag_indices(k)] += damp * float(np.mean(np.diag(h)))
-    # Upper Cholesky factor of H^-1, as GPTQ: row i holds the error feedback of row i onto rows > i.
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T
     qmax = _qmax(bits)
     grouped = 0 < group < k
-    if grouped:
+    static = None
+    if act_order:
+        perm = np.argsort(-np.diag(h), kind="stable")
+        if grouped:
+            static = np.stack([group_step(w[g0:g0 + group]) if group_step is not None
+                               else np.maximum(np.abs(w[g0:g0 + group]).max(axis=0), 1e-12) / qmax
+                               for g0 in range(0, k, group)])
+        w, h = w[perm], h[perm][:, perm]
+    hinv = _upper_cholesky_of_inverse(h)
+    if static is not None:
+        scales = static
+    elif grouped:
         block = group * max(1, block // group)  # a group never straddles two blocks
         scales = np.zeros((-(-k // group), n))
     else:
@@ -253,9 +288,13 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
         hb = hinv[b0:b1, b0:b1]
         for j in range(b1 - b0):
             i = b0 + j
-            if grouped:
+            if static is not None:
+                s = scales[perm[i] // group]
+            elif grouped:
                 if i % group == 0:  # a new group: its scale from the rows it spans, as the errors left them
-                    scales[i // group] = np.maximum(np.abs(wb[j:j + group]).max(axis=0), 1e-12) / qmax
+                    rows = wb[j:j + group]
+                    scales[i // group] = (group_step(rows) if group_step is not None
+                                          else np.maximum(np.abs(rows).max(axis=0), 1e-12) / qmax)
                 s = scales[i // group]
             else:
                 s = scales
@@ -265,4 +304,6 @@ def gptq_quantize(w: np.ndarray, x: np.ndarray, bits: int, group: int = 0, damp:
             wb[j:] -= np.outer(hb[j, j:], e)
             err[j] = e
         w[b1:] -= hinv[b0:b1, b1:].T @ err
+    if act_order:
+        q[perm] = q.copy()
     return q, scales

@@ -19,6 +19,7 @@ module               kernels
 ``log2q``            log2q_quantize, log2q_dequantize, log2q_softmax (RepQ-ViT)
 ``lut_gelu``         lut_gelu (Edge-MoE table GELU, Q10.22)
 ``softmax_free``     softmax_free_attention (SOFT, float64), newton_schulz_pinv
+``group_gemm``       group_gemm (per-group int weight scales, --weight-group)
 ``exact``            softmax_exact, gelu_exact, layernorm_exact (float64 on the integer grids)
 ``registry``         SOFTMAX_APPROX, GELU_APPROX, LAYERNORM_APPROX, get_approx
 ===================  =========================================================================
@@ -26,6 +27,7 @@ module               kernels
 
 from compiler.numerics.base2 import EXP2_LUT, base2_softmax
 from compiler.numerics.exact import gelu_exact, layernorm_exact, softmax_exact
+from compiler.numerics.group_gemm import group_gemm
 from compiler.numerics.ibert import ibert_exp, ibert_gelu, ibert_softmax
 from compiler.numerics.ilayernorm import ilayernorm, isqrt_newton
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize, log2q_softmax
@@ -60,6 +62,7 @@ __all__ = [
     "dyadic_per_channel",
     "gaussian_kernel",
     "gelu_exact",
+    "group_gemm",
     "get_approx",
     "ibert_exp",
     "ibert_gelu",

@@ -3,8 +3,9 @@
 What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
 
 * every GEMM with a constant weight: weights symmetric per output channel (int8 / int4, scale max|w| / (2^(b-1)-1);
-  a grouped convolution's batched [G, K, N] weight: per group and channel, [G, 1, N]), activations symmetric per
-  tensor int8,
+  a grouped convolution's batched [G, K, N] weight: per group and channel, [G, 1, N]; with ``group`` a step per
+  ``group`` rows of K and output channel as 8-bit multipliers under the channel's step, compiler/quant_groups.py),
+  activations symmetric per tensor int8,
   bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
 * GELU takes int8 (ShiftGELU, as I-ViT; int16 where its x0 needs a finer grid, ``approx.gelu_input_format``) or
@@ -36,7 +37,8 @@ IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
 ``dataflow.elementwise`` ``add`` with ``attrs = {quant = "add", scale, bits}`` and ``[m0, e0, m1, e1]`` (rows x
 channels) in the WeightStore under its layer; ``dataflow.requant`` with ``[m, e]`` there and its output scale
-in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel).
+in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel); a per-group
+GEMM carries ``weight_group`` / ``group_scale_bits`` and its multipliers [G, N] under ``<weight>.gscale``.
 An integer ``dataflow.moe`` carries ``requant`` (its WeightStore prefix), ``scale`` (its int16 output's) and
 ``hidden_bits`` attributes; the entries and the arithmetic are listed in compiler/simulate/moe.py.
 
@@ -46,6 +48,7 @@ the pass and the simulator cannot disagree about a format.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +77,17 @@ from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
 from compiler.quant_activation import GRANULARITY, ActivationRecipes
+from compiler.quant_groups import (
+    GROUP_ATTR,
+    GROUP_SCALE_SUFFIX,
+    GROUP_SIZES,
+    MAX_ROWS_GROUPED,
+    SCALE_BITS_ATTR,
+    fit_grouped,
+)
 from compiler.quant_recipes import OBSERVERS, gptq_quantize, observe_range, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
+from compiler.simulate._threads import single_threaded
 from compiler.simulate.kernels import softmax_bits
 from compiler.simulate.moe import (
     HIDDEN_BITS_ATTR,
@@ -162,6 +174,9 @@ class _Quantizer(ActivationRecipes):
     granularity: str = "per-tensor"
     offsets: dict[SSAValue, float] = field(default_factory=dict)
     gelu_offsets: dict[Operation, float] = field(default_factory=dict)
+    group: int = 0
+    #: layer -> (weight bits, group size or 0) where a layer differs from ``w_bits`` / ``group`` (--quant auto)
+    layer_recipes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # ----- helpers -----------------------------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -296,7 +311,7 @@ class _Quantizer(ActivationRecipes):
             if consumers:
                 w = np.concatenate([self.weights[df.str_attr(c.rhs.owner, "layer")]  # type: ignore[arg-type]
                                     for c in consumers], axis=1)
-                choice = smooth_scales(self.rows[v], w, self.w_bits)
+                choice = smooth_scales(self.rows[v], w, self.w_bits, group=self.group)
                 for c in consumers:
                     self.choices.setdefault(_layer(c), {}).update(alpha=choice.alpha, smoothing=choice.family)
                 if choice.scale is None:
@@ -325,29 +340,45 @@ class _Quantizer(ActivationRecipes):
             return
         got = self.q_balanced(op.lhs, op) if static else None
         x, fx = got if got is not None else self.q(op.lhs, 8, op)
+        grouped: dict[str, int] = {}
         if static:
             wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
             w = np.asarray(self.weights[wname], dtype=np.float64)
-            key = f"{wname}.q{self.w_bits}"
+            w_bits, group = self.layer_recipes.get(layer, (self.w_bits, self.group))
+            key = f"{wname}.q{w_bits}"
             if not fx.per_tensor:
                 # Channel scales of the input move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn).
                 w = w * np.asarray(fx.scale)[:, None]
-                key = self.unique(f"{wname}.balanced.q{self.w_bits}")
+                key = self.unique(f"{wname}.balanced.q{w_bits}")
             rows = self.rows.get(op.lhs)
-            if w.ndim == 3:  # a grouped conv's [G, K, N]: per group and output channel, [G, 1, N] (broadcasts)
-                s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(self.w_bits)
-                codes = np.clip(np.round(w / s_w), -_qmax(self.w_bits) - 1, _qmax(self.w_bits))
+            fit = None
+            if group and w.ndim == 2 and w.shape[0] > group:  # per-group steps (compiler/quant_groups.py)
+                x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
+                          if self.rounding == "gptq" and rows is not None else None)
+                with single_threaded():  # GPTQ's factorizations: a BLAS thread pool on 2 busy cores costs 5x
+                    fit = fit_grouped(w, w_bits, group, x_rows)
+            if fit is not None:
+                codes, s_w = fit.codes, fit.s_n
+                key = self.unique(f"{wname}.g{group}.q{w_bits}")
+                self.weights[key + GROUP_SCALE_SUFFIX] = fit.q.astype(np.int16)
+                grouped = {GROUP_ATTR: group, SCALE_BITS_ATTR: fit.scale_bits}
+                self.choices.setdefault(layer, {}).update(
+                    weight_group=group, **({"rounding": "gptq"} if x_rows is not None else {}))
+            elif w.ndim == 3:  # a grouped conv's [G, K, N]: per group and output channel, [G, 1, N] (broadcasts)
+                s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(w_bits)
+                codes = np.clip(np.round(w / s_w), -_qmax(w_bits) - 1, _qmax(w_bits))
             elif self.rounding == "gptq" and rows is not None:
                 # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-                codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), self.w_bits,
-                                             damp=GPTQ_DAMP)
-                key = self.unique(f"{wname}.gptq.q{self.w_bits}")
+                with single_threaded():
+                    codes, s_w = gptq_quantize(w, np.concatenate(rows) / np.asarray(fx.scale, np.float64), w_bits,
+                                                 damp=GPTQ_DAMP)
+                key = self.unique(f"{wname}.gptq.q{w_bits}")
                 self.choices.setdefault(layer, {})["rounding"] = "gptq"
             else:
-                codes, s_w = quantize_weight(w, self.w_bits)
+                codes, s_w = quantize_weight(w, w_bits)
             if key not in self.weights:
                 self.weights[key + ".scale"] = s_w
-            rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
+            rhs = self.weight(key, codes.astype(np.int8), IntegerType(w_bits), op)
         else:
             rhs, fw = self.q(op.rhs, 8, op)
             s_w = np.asarray(fw.scale)
@@ -361,6 +392,8 @@ class _Quantizer(ActivationRecipes):
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
         for key, value in op.attributes.items():
             new.attributes[key] = value
+        for key, size in grouped.items():
+            new.attributes[key] = IntegerAttr(size, i64)
         if not fx.per_tensor:
             new.attributes["balanced"] = UnitAttr()
         self.produce(op, new, _Fmt(32, s_acc))
@@ -563,6 +596,10 @@ class Quantize(ModulePass):
     values (16-bit residuals, kernel inputs) keep the max. ``balance``: per-channel steps for GEMM inputs
     (:data:`BALANCE`). ``rounding``: ``gptq`` rounds static weights with GPTQ on the calibration rows.
     ``granularity``: ``per-token`` quantizes static GEMM inputs per row at run time (:data:`GRANULARITY`).
+    ``group``: static 2-D weights get one step per ``group`` input rows and output channel (0: per channel;
+    compiler/quant_groups.py has the format and its integer datapath). ``mode=auto``: per GEMM the cheapest weight
+    recipe that keeps the output cosine on the calibration data at ``accuracy_target`` (compiler/quant_auto.py);
+    ``layers``: JSON ``{layer: [weight bits, group]}`` overriding ``mode`` / ``group`` per GEMM (what auto chose).
     """
 
     name = "quantize"
@@ -573,8 +610,19 @@ class Quantize(ModulePass):
     observer: str = "minmax"
     rounding: str = "nearest"
     granularity: str = "per-tensor"
+    group: int = 0
+    accuracy_target: float = 0.99
+    layers: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.mode == "auto":
+            from compiler.quant_auto import choose_recipes
+
+            choose_recipes(self, ctx, op)
+            return
+        if self.group not in (0, *GROUP_SIZES):
+            raise InputError(f"--weight-group {self.group}: unknown choice (valid: none, "
+                             f"{', '.join(map(str, GROUP_SIZES))})")
         if self.mode not in QUANT_MODES:
             raise InputError(f"--quant {self.mode}: unknown choice (valid: none, {', '.join(QUANT_MODES)})")
         for key, value, valid in (("observer", self.observer, OBSERVERS), ("balance", self.balance, BALANCE),
@@ -606,7 +654,7 @@ class Quantize(ModulePass):
             pct = self.percentile if self.percentile < 100 else 99.99
             ranges8 = activation_ranges(op, env.weights, names, data,
                                         statistic=lambda a: observe_range(a, self.observer, 8, pct))
-        kept = {v: _subsample(r) for v, r in rows.items() if r}
+        kept = {v: _subsample(r, MAX_ROWS_GROUPED if self.group else MAX_ROWS) for v, r in rows.items() if r}
         imported = 0
         for inner in op.walk():  # ranges a QDQ model brings (compiler/frontend/qdq.py) win over calibration
             attr = inner.attributes.get(QDQ_RANGE_ATTR)
@@ -618,7 +666,9 @@ class Quantize(ModulePass):
         moes = moe_ranges(op, env.weights, names, data) if any(isinstance(o, df.MoeOp) for o in op.walk()) else {}
         quantizer = _Quantizer(env.weights, ranges, QUANT_MODES[self.mode], channels=channels, balance=self.balance,
                                moe_ranges=moes, rows=kept, ranges8=ranges8, rounding=self.rounding,
-                               granularity=self.granularity)
+                               granularity=self.granularity, group=self.group,
+                               layer_recipes={k: (int(b), int(g)) for k, (b, g) in
+                                              (json.loads(self.layers) if self.layers else {}).items()})
         quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
@@ -626,15 +676,17 @@ class Quantize(ModulePass):
                         "max" if self.percentile >= 100 else f"p{self.percentile:g}",
                         "observer": self.observer, "balance": self.balance, "weight_rounding": self.rounding,
                         "activation_granularity": self.granularity})
+        if self.group:
+            section["weight_group"] = self.group
         if quantizer.choices:
             section["recipe_per_layer"] = quantizer.choices
 
 
-def _subsample(samples: list[np.ndarray]) -> list[np.ndarray]:
-    """Each sample's rows, evenly thinned (deterministic) to at most MAX_ROWS in all, so the searches cost the same
+def _subsample(samples: list[np.ndarray], limit: int = MAX_ROWS) -> list[np.ndarray]:
+    """Each sample's rows, evenly thinned (deterministic) to at most ``limit`` in all, so the searches cost the same
     for any amount of calibration data."""
     total = sum(len(r) for r in samples)
-    if total <= MAX_ROWS:
+    if total <= limit:
         return samples
-    keep = max(1, MAX_ROWS // len(samples))
+    keep = max(1, limit // len(samples))
     return [r[np.linspace(0, len(r) - 1, min(keep, len(r))).astype(np.int64)] for r in samples]

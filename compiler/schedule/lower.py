@@ -26,6 +26,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.quant_groups import GROUP_ATTR, SCALE_BITS_ATTR, groups_of
 from compiler.schedule.attention import plan_attention, softmax_cost_name
 from compiler.schedule.kv_cache import kv_role
 from compiler.schedule.moe import plan_moe
@@ -43,10 +44,10 @@ from compiler.schedule.plan import (
     tensor_bytes,
 )
 from compiler.simulate.kernels import PER_TOKEN_ATTR
-from hw.models.base import AcceleratorModel, Cost
+from hw.models.base import AcceleratorModel, Cost, ceil_div
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
-__all__ = ["plan_module", "lower_module", "gemm_work", "FUSED_ATTR", "TILES_ATTR"]
+__all__ = ["plan_module", "lower_module", "gemm_work", "group_scale_work", "FUSED_ATTR", "TILES_ATTR"]
 
 FUSED_ATTR = "fused_into"
 TILES_ATTR = "tiles"
@@ -101,6 +102,19 @@ def gemm_work(op: df.GemmOp) -> GemmWork:
     return GemmWork(m=m, n=n, k=k, batch=batch, in_bits=in_bits, w_bits=element_bits(op.rhs),
                     acc_bits=element_bits(op.result) if element_bits(op.result) >= 16 else 32,
                     weights_static=isinstance(op.rhs.owner, df.WeightOp))
+
+
+def group_scale_work(op: Operation, work: GemmWork) -> tuple[VectorWork, int]:
+    """A per-group-scaled GEMM's extra work (compiler/quant_groups.py): every group's partial sums leave the array
+    and are multiplied by their group's integer multiplier and added into the output accumulator on the requant
+    path, B x M x N x G multiply-adds in B x M x G rows of N; the G x N multipliers are weight bytes it loads."""
+    group = op.attributes[GROUP_ATTR].value.data  # type: ignore[attr-defined]
+    bits_attr = op.attributes.get(SCALE_BITS_ATTR)
+    bits = bits_attr.value.data if isinstance(bits_attr, IntegerAttr) else 8
+    g = groups_of(work.k, group)
+    rescale = VectorWork(kind="requant", elements=work.batch * work.m * work.n * g, rows=work.batch * work.m * g,
+                         approx="exact", bits=work.acc_bits)
+    return rescale, ceil_div(g * work.n * bits, 8)
 
 
 def _vector_kind(op: Operation) -> tuple[str, str]:
@@ -239,6 +253,11 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         epilogue.append(VectorWork(kind=kind, elements=numel(y), rows=_vector_rows(kind, y), approx=approx,
                                    bits=element_bits(y)))
     weights = sum(tensor_bytes(v) for v in ins if _is_weight(v)) if not isinstance(op, df.EmbeddingOp) else 0
+    if isinstance(work, GemmWork) and isinstance(op.attributes.get(GROUP_ATTR), IntegerAttr):
+        rescale, scale_bytes = group_scale_work(op, work)
+        epilogue.insert(0, rescale)
+        weights += scale_bytes
+        op_name += "+group-scale"
     act_in = sum(tensor_bytes(v) for v in ins if not _is_weight(v))
     out = sum(tensor_bytes(r) for r in results)
     deps = producers.deps(ins)

@@ -12,6 +12,8 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
   multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
 * ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute, or one
   scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them).
+* ``dataflow.gemm`` with a ``weight_group`` attribute: per-group weight steps, the group multipliers under
+  ``<weight>.gscale`` (compiler/quant_groups.py: integer products per group, times the group's multiplier, summed).
 * attention / softmax ops: ``softmax_bits`` attribute, the output width of the softmax unit.
 """
 
@@ -27,6 +29,7 @@ from xdsl.ir import Operation
 from compiler.dialect import dataflow as df
 from compiler.frontend.onnx_ops import run_node
 from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
+from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, group_matmul
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
@@ -141,6 +144,7 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         constant = isinstance(op.operands[1].owner, df.WeightOp)
         cache = ctx.memo(op).setdefault("rhs", {}) if constant else None
         token = op.attributes.get(PER_TOKEN_ATTR)
+        group = op.attributes.get(GROUP_ATTR)
         if isinstance(token, DictionaryAttr):  # per-token int8 codes of a 16-bit input (compiler/numerics/pertoken.py)
             p = {k: v.value.data for k, v in token.data.items()}  # type: ignore[attr-defined]
             acc = K.per_token_gemm(x.data, w.data, p["offset"], bool(p["unsigned"]), p["shift"],
@@ -150,7 +154,13 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
             acc = np.clip(acc, -(2**31), 2**31 - 1)
             x_scale = 1.0 if "balanced" in op.attributes else x.scale  # per-channel input steps: in the weights
             return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
-        acc = int_matmul(x.data, w.data, cache)
+        if isinstance(group, IntegerAttr) and constant:  # per-group steps: compiler/quant_groups.py's datapath
+            memo = ctx.memo(op)
+            if "q" not in memo:
+                memo["q"] = ctx.weights[df.str_attr(op.operands[1].owner, "layer") + GROUP_SCALE_SUFFIX]
+            acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, cache)
+        else:
+            acc = int_matmul(x.data, w.data, cache)
         if bias is not None:
             acc = acc + bias.data.astype(np.int64)
         w_scale = np.asarray(1.0 if w.scale is None else w.scale, dtype=np.float64)
