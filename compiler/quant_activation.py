@@ -19,6 +19,10 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, Stri
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.quant_format import GPTQ_DAMP
+from compiler.quant_format import Fmt as _Fmt
+from compiler.quant_format import layer_of as _layer
+from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_recipes import gelu_correction, gptq_quantize, quantize_weight, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import PER_TOKEN_ATTR
@@ -79,8 +83,6 @@ class ActivationRecipes:
 
     def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
-        from compiler.passes.quantize import GPTQ_DAMP
-
         rows = self.rows.get(op.lhs)
         if self.rounding == "gptq" and rows is not None:
             # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
@@ -103,8 +105,6 @@ class ActivationRecipes:
         """A static GEMM whose int8 input steps are per token: the input on a 16-bit per-tensor grid, the GEMM op
         carries ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py).
         A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
-        from compiler.passes.quantize import _Fmt, _layer, _ttype  # the pass that mixes these in
-
         layer = _layer(op)
         iv = self.int_view(op.lhs)
         chan = self.channels.get(op.lhs)

@@ -78,11 +78,11 @@ from compiler.dialect.choices import (
 
 __all__ = [
     "Dataflow", "WeightOp", "GemmOp", "RequantOp", "AttentionOp", "SoftmaxOp", "LayerNormOp", "GeluOp",
-    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "RopeOp", "ROPE_STYLES", "AttentionDims", "SoftmaxApprox", "GeluApprox",
-    "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode", "SOFTMAX_APPROX", "GELU_APPROX",
-    "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR", "TILE_K_ATTR", "MASK_KINDS",
-    "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS", "str_attr", "int_attr",
-    "float_attr", "kv_heads",
+    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "RopeOp", "ROPE_STYLES", "AttentionDims",
+    "SoftmaxApprox", "GeluApprox", "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode",
+    "SOFTMAX_APPROX", "GELU_APPROX", "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR",
+    "TILE_K_ATTR", "MASK_KINDS", "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS",
+    "str_attr", "int_attr", "float_attr", "kv_heads",
 ]
 #: Rotary embedding layouts (``dataflow.rope``'s ``style``): which dim each rotated dim pairs with.
 ROPE_STYLES = ("rotate_half", "interleaved")

@@ -77,6 +77,11 @@ from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
 from compiler.numerics.quant import dyadic
 from compiler.quant_activation import GRANULARITY, ActivationRecipes
+from compiler.quant_format import GPTQ_DAMP
+from compiler.quant_format import Fmt as _Fmt
+from compiler.quant_format import layer_of as _layer
+from compiler.quant_format import shape_of as _shape
+from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_groups import (
     GROUP_ATTR,
     GROUP_SCALE_SUFFIX,
@@ -111,11 +116,6 @@ BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
 MAX_ROWS = 512
-#: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
-#: rows; with a few hundred for up to 1536 inputs H is rank-deficient and GPTQ fits the calibration rows. On MiniLM
-#: (w4a8, SmoothQuant, 20 unlike sentences, cosine on the evaluated ones) 0.01 / 0.1 / 1.0 measured 0.901 / 0.926 /
-#: 0.933.
-GPTQ_DAMP = 1.0
 _KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
 
 
@@ -123,36 +123,10 @@ def _qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
-def _shape(v: SSAValue) -> list[int]:
-    return list(v.type.get_shape())  # type: ignore[attr-defined]
-
-
-def _ttype(v: SSAValue, el: Any) -> TensorType:
-    return TensorType(el, _shape(v))
-
-
-def _layer(op: Operation) -> str:
-    attr = op.properties.get("layer")
-    return attr.data if isinstance(attr, StringAttr) else op.name
-
-
 def _attrs(**kw: Any) -> DictionaryAttr:
     conv = {k: StringAttr(v) if isinstance(v, str) else (IntegerAttr(v, i64) if isinstance(v, int)
                                                         else FloatAttr(float(v), f64)) for k, v in kw.items()}
     return DictionaryAttr(conv)
-
-
-@dataclass
-class _Fmt:
-    """An integer value's format: ``bits`` wide, real = int * scale (float, per-channel array on the last axis, or
-    a grouped GEMM's [G, 1, N] per group and channel)."""
-
-    bits: int
-    scale: float | np.ndarray
-
-    @property
-    def per_tensor(self) -> bool:
-        return np.ndim(self.scale) == 0
 
 
 @dataclass
