@@ -10,6 +10,8 @@
   its offset in the bias of the GEMMs that read it; the integer kernel (and its RTL) is unchanged.
 """
 
+# pyright: reportAttributeAccessIssue=false, reportArgumentType=false
+# (a mixin: the quantize pass's _Quantizer supplies the helpers these methods call; see ActivationRecipes)
 from __future__ import annotations
 
 from typing import Any
@@ -120,7 +122,7 @@ class ActivationRecipes:
                                                                             smoothing=choice.family)
                 steps = None if choice.scale is None else TOKEN_HEADROOM * choice.scale * 127 / _Q16
         if steps is not None:
-            name = self.unique(f"{_layer(iv.owner)}.requant16c")
+            name = self.unique(f"{_layer(iv.owner)}.requant16c")  # pyright: ignore[reportOptionalMemberAccess] (iv is an int view: a value)
             ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, np.float64)), steps.shape) / steps
             self.weights[name] = self._dyadic_rows(ratio)
             self.weights[name + ".scale"] = steps

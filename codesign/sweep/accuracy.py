@@ -88,7 +88,7 @@ def _section(request: AccuracyRequest) -> dict[str, Any]:
         return _REFERENCE[key]
 
     options = compile_options(request.target, dict(request.overrides), dict(request.shapes), batch=None,
-                              **dict(request.choices))
+                              **dict(request.choices))  # pyright: ignore[reportArgumentType] (str choices by name)
     result, _ = run_compile(request.model, options, inputs=request.inputs, calibrate=request.calibrate,
                             reference=reference)
     assert result.report is not None

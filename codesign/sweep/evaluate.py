@@ -145,7 +145,9 @@ def _options(point: PointRequest):
     from codesign.api import compile_options
 
     # A sweep point is one sample per inference: its choices are compiler choices, never ``batch``.
-    return compile_options(point.target, dict(point.overrides), dict(point.shapes), batch=None, **dict(point.choices))
+    # the choices are strings by name; none is named decode_tokens (a sweep prices one inference)
+    return compile_options(point.target, dict(point.overrides), dict(point.shapes), batch=None,
+                           **dict(point.choices))  # pyright: ignore[reportArgumentType]
 
 
 def _prefix(point: PointRequest) -> Prefix:
@@ -219,7 +221,7 @@ def _fused(prefix: Prefix) -> Any | None:
 
 def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     """The report by the ``plan`` tier: the cached plan priced on ``model``, scheduled (memoised), reported."""
-    assert prefix.plan is not None
+    assert prefix.plan is not None and prefix.env is not None
     plans = price(prefix.plan, model, str(prefix.env.options.get("mapping", "search")))
     tasks = [t for plan in plans for t in plan.tasks]
     mach = machine(model)

@@ -120,7 +120,7 @@ def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
     if tensor.data_type not in _RAW_TYPES or count == 0:  # bfloat16 needs decoding; mmap refuses zero bytes
         copy = onnx.TensorProto()
         copy.CopyFrom(tensor)
-        onnx.external_data_helper.load_external_data_for_tensor(copy, str(base))
+        external_data_helper.load_external_data_for_tensor(copy, str(base))
         return numpy_helper.to_array(copy)
     dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
     mapped = np.memmap(base / info.location, dtype=dtype, mode="r", offset=int(info.offset or 0), shape=(count,))
@@ -377,7 +377,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
             for attr in node.attribute:
                 for tensor in [attr.t] * attr.HasField("t") + list(attr.tensors):
                     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base))
+                        external_data_helper.load_external_data_for_tensor(tensor, str(base))
     input_shapes = _input_shapes(model, shapes or {}, source_name, set(constants), batch)
     check_cache_inputs(input_shapes, source_name)  # before shape inference, which would only name a MatMul
     dtypes: dict[str, np.dtype] = {}

@@ -152,12 +152,14 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
             if bias is not None:
                 acc = acc + bias.data.astype(np.int64)
             acc = np.clip(acc, -(2**31), 2**31 - 1)
-            x_scale = 1.0 if "balanced" in op.attributes else x.scale  # per-channel input steps: in the weights
+            x_scale = 1.0 if "balanced" in op.attributes else x.step()  # per-channel input steps: in the weights
             return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
         if isinstance(group, IntegerAttr) and constant:  # per-group steps: compiler/quant_groups.py's datapath
             memo = ctx.memo(op)
             if "q" not in memo:
-                memo["q"] = ctx.weights[df.str_attr(op.operands[1].owner, "layer") + GROUP_SCALE_SUFFIX]
+                owner = op.operands[1].owner
+                assert isinstance(owner, df.WeightOp)  # ``constant``
+                memo["q"] = ctx.weights[df.str_attr(owner, "layer") + GROUP_SCALE_SUFFIX]
             acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, cache)
         else:
             acc = int_matmul(x.data, w.data, cache)
