@@ -106,7 +106,7 @@ def test_outputs_need_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ("--softmax", "fast", "exact, shiftmax, online, base2, ibert, log2q, softmax-free"),
     ("--gelu", "tanh", "exact, shiftgelu, shiftgelu-row, ibert, lut"),
     ("--layernorm", "rms", "exact, ilayernorm"),
-    ("--quant", "int4", "none, int8, w4a8"),
+    ("--quant", "int4", "none, int8, w4a8, auto"),
 ])
 def test_unknown_approximation(flag: str, value: str, valid: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _error(["compile", VIT, flag, value], capsys) == (
