@@ -68,7 +68,7 @@ test: install examples .venv-scalesim/.installed  ## the whole suite, RTL includ
 
 lint: $(VENV)/.installed .node-ok  ## ruff check and pyright (rules in pyproject.toml [tool.ruff], [tool.pyright])
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pyright
+	$(VENV)/bin/pyright -p pyproject.toml  # this project's settings, whatever config lies above it
 
 test-fast: install examples  ## the suite without slow and RTL tests
 	$(VPY) -m pytest -q -p no:cacheprovider -m "not slow and not rtl" $(PYTEST_ARGS)
