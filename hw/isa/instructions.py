@@ -137,13 +137,10 @@ _DMA_RANGES = {"rows": (1, 65535), "cols": (1, MAX_ELEMS), "space": (0, 2)}
 
 
 @dataclass(frozen=True)
-class Load(_Base):
-    """DMA ``rows`` x ``cols`` elements from DRAM (byte address ``dram``, row pitch ``stride`` bytes) into rows
-    ``row ..`` of ``space``; ``transpose`` lands DRAM element ``(r, c)`` at row ``c``, lane ``r``."""
+class _Dma(_Base):
+    """The fields LOAD and STORE share: a 2-D transfer between DRAM and rows of a space (docs/ISA.md)."""
 
-    OPCODE: ClassVar[Opcode] = Opcode.LOAD
     LAYOUT: ClassVar[Layout] = _DMA_LAYOUT
-    RANGES: ClassVar[dict[str, tuple[int, int]]] = _DMA_RANGES
     ENUMS: ClassVar[dict[str, type[IntEnum]]] = {"space": Space}
     space: Space
     row: int
@@ -157,22 +154,20 @@ class Load(_Base):
 
 
 @dataclass(frozen=True)
-class Store(_Base):
+class Load(_Dma):
+    """DMA ``rows`` x ``cols`` elements from DRAM (byte address ``dram``, row pitch ``stride`` bytes) into rows
+    ``row ..`` of ``space``; ``transpose`` lands DRAM element ``(r, c)`` at row ``c``, lane ``r``."""
+
+    OPCODE: ClassVar[Opcode] = Opcode.LOAD
+    RANGES: ClassVar[dict[str, tuple[int, int]]] = _DMA_RANGES
+
+
+@dataclass(frozen=True)
+class Store(_Dma):
     """DMA rows ``row ..`` of ``space`` (``sp`` or ``acc``) to DRAM; the low ``8 << elem_log2`` bits of each value."""
 
     OPCODE: ClassVar[Opcode] = Opcode.STORE
-    LAYOUT: ClassVar[Layout] = _DMA_LAYOUT
     RANGES: ClassVar[dict[str, tuple[int, int]]] = {**_DMA_RANGES, "space": (0, 1), "transpose": (0, 0)}
-    ENUMS: ClassVar[dict[str, type[IntEnum]]] = {"space": Space}
-    space: Space
-    row: int
-    rows: int
-    cols: int
-    elem_log2: int
-    dram: int
-    stride: int
-    transpose: int = 0
-    deps: Deps = _NO_DEPS
 
 
 @dataclass(frozen=True)
