@@ -13,7 +13,7 @@ Validation is strict: ``16`` is an int, ``"16"`` is not, and an int is never acc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -274,8 +274,50 @@ class Buffers(Section):
     memory: Literal["auto", "bram", "uram"] = "auto"
 
 
+class _OperandBuffers(Protocol):
+    """What the array kinds' buffer sections share: KiB per operand, and whether each is split in halves."""
+
+    @property
+    def act_kb(self) -> float: ...
+    @property
+    def weight_kb(self) -> float: ...
+    @property
+    def out_kb(self) -> float: ...
+    @property
+    def double_buffered(self) -> bool: ...
+
+
+class _ArrayAccelerator:
+    """The answers of a kind built around one systolic array with per-operand buffers (FPGA and ASIC): the array
+    its ``gemm`` section describes, its ``buffers``, and its ``attention`` datapath. A plain mixin, not a section: it
+    adds no field, so each kind keeps its own field types and YAML key order."""
+
+    if TYPE_CHECKING:
+        @property
+        def gemm(self) -> Gemm: ...
+        @property
+        def buffers(self) -> _OperandBuffers: ...
+        @property
+        def attention(self) -> AttentionEngine: ...
+
+    def systolic_array(self) -> Gemm | None:
+        return self.gemm
+
+    def double_buffered(self) -> bool:
+        return self.buffers.double_buffered
+
+    def attention_buffers(self) -> tuple[float, float, float]:
+        """Bytes of the act / weight / out buffers a tile may fill: all of each, or one half when double-buffered."""
+        half = 0.5 if self.buffers.double_buffered else 1.0
+        return (self.buffers.act_kb * 1024 * half, self.buffers.weight_kb * 1024 * half,
+                self.buffers.out_kb * 1024 * half)
+
+    def attention_lanes(self) -> int | None:
+        return self.attention.lanes
+
+
 @register_kind
-class FpgaTarget(TargetBase):
+class FpgaTarget(_ArrayAccelerator, TargetBase):
     """A parametric accelerator (systolic GEMM + vector unit + buffers + DMA) on an FPGA device."""
 
     KIND: ClassVar[str] = "fpga"
@@ -287,24 +329,6 @@ class FpgaTarget(TargetBase):
     dma: Dma = Field(default_factory=Dma)
     attention: AttentionEngine = Field(default_factory=AttentionEngine)
 
-    def systolic_array(self) -> Gemm | None:
-        return self.gemm
-
-    def double_buffered(self) -> bool:
-        return self.buffers.double_buffered
-
-    def attention_buffers(self) -> tuple[float, float, float]:
-        """The act / weight / out buffers (half of each when double-buffered)."""
-        return _buffer_bytes(self.buffers.act_kb, self.buffers.weight_kb, self.buffers.out_kb, self.double_buffered())
-
-    def attention_lanes(self) -> int | None:
-        return self.attention.lanes
-
-
-def _buffer_bytes(act_kb: float, weight_kb: float, out_kb: float, double: bool) -> tuple[float, float, float]:
-    """Bytes of each operand buffer a tile may fill: all of it, or one half when double-buffered."""
-    half = 0.5 if double else 1.0
-    return (act_kb * 1024 * half, weight_kb * 1024 * half, out_kb * 1024 * half)
 
 
 class MacArrays(Gemm):
@@ -503,7 +527,7 @@ class AsicLeakage(Section):
 
 
 @register_kind
-class AsicTarget(TargetBase):
+class AsicTarget(_ArrayAccelerator, TargetBase):
     """A systolic-array ASIC whose area and energy scale with the design: array, per-operand SRAM buffers, vector
     lanes, off-chip DRAM, at a technology node. ``energy.pj_per_byte_offchip`` is the DRAM interface's figure (it
     does not scale with the logic node); ``energy.static_w`` is fixed power beside the modelled leakage."""
@@ -534,16 +558,3 @@ class AsicTarget(TargetBase):
                                  f"{gemm.acc_bits}-bit accumulators{halves}: needs {need:g} KiB; "
                                  f"raise buffers.out_kb or shrink gemm.rows / gemm.cols")
         return value
-
-    def systolic_array(self) -> Gemm | None:
-        return self.gemm
-
-    def double_buffered(self) -> bool:
-        return self.buffers.double_buffered
-
-    def attention_buffers(self) -> tuple[float, float, float]:
-        """The act / weight / out SRAM buffers (half of each when double-buffered)."""
-        return _buffer_bytes(self.buffers.act_kb, self.buffers.weight_kb, self.buffers.out_kb, self.double_buffered())
-
-    def attention_lanes(self) -> int | None:
-        return self.attention.lanes
