@@ -41,7 +41,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, d
     return out
 
 
-def _cosines(report: dict) -> list[float]:
+def _cosines(report: dict | None) -> list[float]:
     return [o["cosine_min"] for o in report["accuracy"]["outputs"].values()]
 
 

@@ -27,7 +27,7 @@ class _Mlp(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-def _gemm_layers(report: dict) -> list[dict]:
+def _gemm_layers(report: dict | None) -> list[dict]:
     return [layer for layer in report["layers"] if layer.get("macs")]
 
 

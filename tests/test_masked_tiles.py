@@ -50,7 +50,7 @@ def _skipped_steps(allowed: np.ndarray, lanes: int) -> int:
     return skipped
 
 
-def _attn_details(report: dict) -> list[dict]:
+def _attn_details(report: dict | None) -> list[dict]:
     return [layer["detail"] for layer in report["layers"] if layer["op"] == "attention"]
 
 

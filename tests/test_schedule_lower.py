@@ -7,7 +7,7 @@ from conftest import model_path
 import codesign
 
 
-def _attention_layers(report: dict) -> list[dict]:
+def _attention_layers(report: dict | None) -> list[dict]:
     return [layer for layer in report["layers"] if layer["op"] == "attention"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -40,7 +42,7 @@ def test_float_simulation_matches_onnxruntime(name: str) -> None:
     sess = ort.InferenceSession(str(model_path(name)), providers=["CPUExecutionProvider"])
     for i in range(2):
         want = sess.run(None, {k: v[i] for k, v in feeds.items()})
-        np.testing.assert_allclose(got[result.imported.output_names[0]][i], want[0], atol=2e-4, rtol=1e-4)
+        np.testing.assert_allclose(got[result.imported.output_names[0]][i], cast(np.ndarray, want[0]), atol=2e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("gelu, stabilizer", [("shiftgelu", "element"), ("shiftgelu-row", "row")])
@@ -51,7 +53,7 @@ def test_quantized_ops_equal_the_oracle_op_by_op(gelu: str, stabilizer: str) -> 
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
     weights = result.env.weights
     seen: dict[str, int] = {}
-    values: dict[object, Tensor] = {}
+    values: dict[Any, Tensor] = {}
 
     def observe(op, outs):  # noqa: ANN001
         for r, t in zip(op.results, outs):
@@ -63,11 +65,11 @@ def test_quantized_ops_equal_the_oracle_op_by_op(gelu: str, stabilizer: str) -> 
             want = N.requantize(torch.from_numpy(ins[0].data), m, e, df.int_attr(op, "out_bits"))
             np.testing.assert_array_equal(outs[0].data, want.numpy())
         elif isinstance(op, df.GeluOp):
-            want, scale = N.shiftgelu(torch.from_numpy(ins[0].data), float(ins[0].scale), 8, stabilizer=stabilizer)
+            want, scale = N.shiftgelu(torch.from_numpy(ins[0].data), float(ins[0].step()), 8, stabilizer=stabilizer)
             np.testing.assert_array_equal(outs[0].data, want.numpy())
             assert outs[0].scale == scale
         elif isinstance(op, df.LayerNormOp):
-            want, _ = N.ilayernorm(torch.from_numpy(ins[0].data), float(ins[0].scale),
+            want, _ = N.ilayernorm(torch.from_numpy(ins[0].data), float(ins[0].step()),
                                    torch.from_numpy(ins[1].data.astype(np.float64)),
                                    torch.from_numpy(ins[2].data.astype(np.float64)))
             np.testing.assert_array_equal(outs[0].data, want.numpy())
@@ -93,7 +95,7 @@ def test_attention_softmax_equals_the_oracle_on_its_scores() -> None:
     keeps Shiftmax's row sum from saturating), then A.V in integers."""
     result = compile(model_path("vit_tiny.onnx"), quant="int8", softmax="shiftmax")
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = {}
+    values: dict[Any, Tensor] = {}
     checked = []
 
     def observe(op, outs):  # noqa: ANN001
@@ -104,12 +106,12 @@ def test_attention_softmax_equals_the_oracle_on_its_scores() -> None:
             h = df.int_attr(op, "num_heads")
             split = lambda t: t.data.reshape(*t.data.shape[:2], h, -1).transpose(0, 2, 1, 3)  # noqa: E731
             scores = split(q) @ split(k).swapaxes(-1, -2)
-            s = float(q.scale) * float(k.scale) * df.float_attr(op, "scale")
+            s = float(q.step()) * float(k.step()) * df.float_attr(op, "scale")
             k_shift = max(0, int(np.ceil(np.log2(scores.shape[-1] / 65536.0 / s))))
             p, ps = N.shiftmax(torch.from_numpy(np.right_shift(scores, k_shift)), s * 2.0**k_shift, 16)
             acc = (p.numpy() @ split(v)).transpose(0, 2, 1, 3).reshape(outs[0].data.shape)
             np.testing.assert_array_equal(outs[0].data, acc)
-            assert outs[0].scale == ps * float(v.scale)
+            assert outs[0].scale == ps * float(v.step())
             checked.append(op)
 
     feeds = {k: v[0] for k, v in _feeds("vit_tiny.onnx", 1).items()}
@@ -138,7 +140,7 @@ def test_integer_online_softmax_visits_keys_in_edge_moe_lane_order():
     from compiler.simulate import approx
     from compiler.simulate.attention import edge_moe_visit_order
 
-    seen: dict[str, list[np.ndarray]] = {}
+    seen: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def run(attention: str) -> None:
         calls: list[tuple[np.ndarray, np.ndarray]] = []
@@ -161,11 +163,11 @@ def test_integer_online_softmax_visits_keys_in_edge_moe_lane_order():
     run("edge-moe")
     assert len(seen["flash"]) == len(seen["edge-moe"]) > 0
     for (by_index, _), (visited, _) in zip(seen["flash"], seen["edge-moe"]):
-        order = np.broadcast_to(edge_moe_visit_order(*by_index.shape[-2:], 4), by_index.shape)
+        order = np.broadcast_to(edge_moe_visit_order(by_index.shape[-2], by_index.shape[-1], 4), by_index.shape)
         np.testing.assert_array_equal(visited, np.take_along_axis(by_index, order, -1))
     # Same scores in layer 0 (nothing upstream differs): the order alone moves some probabilities by a few LSBs.
     (x, y_flash), (_, y_visited) = seen["flash"][0], seen["edge-moe"][0]
-    order = np.broadcast_to(edge_moe_visit_order(*x.shape[-2:], 4), x.shape)
+    order = np.broadcast_to(edge_moe_visit_order(x.shape[-2], x.shape[-1], 4), x.shape)
     y_edge = np.empty_like(y_visited)
     np.put_along_axis(y_edge, order, y_visited, -1)
     diff = np.abs(y_edge.astype(np.int64) - y_flash)

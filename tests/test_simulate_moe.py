@@ -3,6 +3,8 @@ oracle recomputed from its inputs, calibration records per-expert ranges, and th
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +29,7 @@ def _oracle(op: df.MoeOp, ins: list[Tensor], weights: dict) -> np.ndarray:
     hidden = op.attributes["hidden_bits"].value.data  # type: ignore[attr-defined]
     act = df.str_attr(op, "activation")
     flat = t(x.data.reshape(-1, x.data.shape[-1]))
-    logit_scale = float(gate.scale) * (1.0 if "balanced" in op.attributes else float(x.scale))
+    logit_scale = float(gate.step()) * (1.0 if "balanced" in op.attributes else float(x.step()))
     logits = (flat @ t(gate.data)).numpy()
     r = route(logits * logit_scale, df.int_attr(op, "top_k"), df.str_attr(op, "mode"),
               capacity_factor=df.float_attr(op, "capacity_factor"))
@@ -60,7 +62,7 @@ def _oracle(op: df.MoeOp, ins: list[Tensor], weights: dict) -> np.ndarray:
 def test_integer_moe_equals_the_oracle(name: str, feeds) -> None:  # noqa: ANN001
     result = compile(model_path(name), quant="int8")
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = dict(sim.consts)
+    values: dict[Any, Tensor] = dict(sim.consts)
     checked = []
     sample = feeds()
     values.update({a: Tensor(sample[n]) for a, n in zip(sim.args, sim.input_names)})
