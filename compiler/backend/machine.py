@@ -30,6 +30,9 @@ __all__ = ["Geometry", "Machine", "run_program"]
 
 Order = Literal["loads_first", "compute_first"]
 
+SIGMOID_BITS = 8
+"""Width of ShiftGELU's sigmoid (I-ViT's IntGELU: ``compiler.simulate.approx.gelu_int`` feeds it 8)."""
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -188,11 +191,39 @@ class Machine:
             else:
                 y = K.requantize(x, self._reg(ConfigReg.REQUANT_M, where), self._reg(ConfigReg.REQUANT_E, where),
                                  out_bits)
+        elif v.fn == VecFn.REQUANT_ADD:
+            ident = self._rows(v.aux_space, v.aux, v.rows, v.n, where)
+            y = K.requantize_add(x, self._reg(ConfigReg.REQUANT_M, where), self._reg(ConfigReg.REQUANT_E, where),
+                                 ident, self._reg(ConfigReg.RESIDUAL_M, where),
+                                 self._reg(ConfigReg.RESIDUAL_E, where), out_bits)
+        elif v.fn == VecFn.SHIFTMAX:
+            shifted = np.right_shift(x, self._reg(ConfigReg.SHIFTMAX_SHIFT, where))
+            y = K.shiftmax_x0(shifted, self._reg(ConfigReg.SHIFTMAX_X0, where), out_bits)
+        elif v.fn == VecFn.SHIFTGELU:
+            y = K.shiftgelu_x0(x, self._reg(ConfigReg.SHIFTGELU_X0, where), SIGMOID_BITS)
+        elif v.fn == VecFn.ILAYERNORM:
+            y = K.ilayernorm_core(x) + _wrap(self._rows(Space.CONST, v.aux, 1, v.n, where), 32)
+        elif v.fn == VecFn.THRESHOLD:
+            y = self._threshold(x, v, out_bits, where)
+        elif v.fn == VecFn.DIGIT:
+            y = np.right_shift(x, self._reg(ConfigReg.DIGIT_SHIFT, where)) & ((1 << (self.g.in_bits - 1)) - 1)
         elif v.fn == VecFn.COPY:
             y = x
         else:
             raise InputError(f"{where}: the machine model has no VEC {v.fn.name.lower()} yet")
         self._put_rows(v.dst_space, v.dst, y, where)
+
+
+    def _threshold(self, x: np.ndarray, v: Vec, out_bits: int, where: str) -> np.ndarray:
+        """``min(lo + #{l : x >= t_l}, cap)`` per channel: ``aux`` holds the cap row, then ``2^out_bits - 1``
+        threshold rows in ascending level order (docs/ISA.md, VEC threshold)."""
+        levels = (1 << out_bits) - 1
+        table = _wrap(self._rows(Space.CONST, v.aux, levels + 1, v.n, where), 32)
+        cap, thresholds = table[0], table[1:]
+        count = np.zeros(x.shape, np.int64)
+        for level in range(levels):
+            count += x >= thresholds[level]
+        return np.minimum(count - (1 << (out_bits - 1)), cap)
 
 
 def run_program(program: Program, machine: Machine, order: Order = "loads_first") -> None:
