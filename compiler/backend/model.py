@@ -331,11 +331,13 @@ class _Walker:
                          [VecStep(VecFn.REQUANT_ADD, 0, 2, bits, aux=1)], [(2, out)], None, configs)
             return
         # Per-channel multipliers: each branch requantized per channel to int32 in place, then a unit-multiplier
-        # saturating add. Exact when neither branch can leave int32: |acc| < 2^32 times m / 2^e < 1/2.
-        ratio = me[0::2].astype(np.float64) * np.exp2(-me[1::2].astype(np.float64))
-        if float(np.abs(ratio).max()) >= 0.5:
-            raise InputError(f"{_where(op)}: a per-channel residual multiplier of {float(np.abs(ratio).max()):.3g} "
-                             f"could leave int32 before the add (the per-channel form needs m / 2^e < 1/2)")
+        # saturating add: exact when neither branch can leave int32 (|x| <= 2^(bits - 1) times m / 2^e, rounded).
+        for i, v in enumerate(op.operands[:2]):
+            ratio = float(np.max(me[2 * i].astype(np.float64) * np.exp2(-me[2 * i + 1].astype(np.float64))))
+            bound = 2.0 ** ((_int_bits(v) or 32) - 1) * ratio + 1
+            if bound >= 2.0**31 - 1:
+                raise InputError(f"{_where(op)}: operand {i} times its per-channel multiplier {ratio:.3g} could "
+                                 f"leave int32 before the add")
         span = -(-n // self.g.width)
         table = np.concatenate([_const_rows(self.g, row) for row in me])
         unit = ((ConfigReg.REQUANT_M, 1), (ConfigReg.REQUANT_E, 0), (ConfigReg.RESIDUAL_M, 1),
