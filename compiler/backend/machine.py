@@ -60,8 +60,9 @@ class Geometry:
             raise InputError(f"target '{getattr(target, 'name', '?')}': the system backend needs a systolic array "
                              "(gemm) and buffers; this target kind has none")
         width = max(gemm.rows, gemm.cols)
-        sp_rows = (buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits)
-        acc_rows = buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits)
+        # buffer sizes may be fractional KiB in a YAML: whole rows only
+        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
+        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
         return cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
                    const_rows=4096)
 
@@ -220,9 +221,11 @@ class Machine:
         levels = (1 << out_bits) - 1
         table = _wrap(self._rows(Space.CONST, v.aux, levels + 1, v.n, where), 32)
         cap, thresholds = table[0], table[1:]
-        count = np.zeros(x.shape, np.int64)
-        for level in range(levels):
-            count += x >= thresholds[level]
+        if (np.diff(thresholds, axis=0) < 0).any():
+            raise InputError(f"{where}: VEC threshold's table at constant row {v.aux} does not ascend per channel")
+        count = np.empty(x.shape, np.int64)
+        for c in range(v.n):  # thresholds ascend per channel (the backend's tables are monotone): a sorted search
+            count[:, c] = np.searchsorted(thresholds[:, c], x[:, c], side="right")
         return np.minimum(count - (1 << (out_bits - 1)), cap)
 
 

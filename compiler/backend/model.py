@@ -181,6 +181,32 @@ class _Walker:
             reaches_boundary[op] = any((self.category.get(u) == "float" and reaches_int.get(u, False))
                                        or reaches_boundary.get(u, False) for u in users)
         self.prologue = {op for op in self.ops if self.category[op] == "int" and reaches_boundary[op]}
+        if not any(self.category[op] in ("int", "island") and op not in self.prologue for op in self.ops):
+            first = next((op for op in self.ops if self.category[op] == "float"), None)
+            culprit = f"{_where(first)}: " if first is not None else "system backend: "
+            raise InputError(f"{culprit}the model has no integer ops for the device (compile with --quant int8)")
+        # The prologue may hold integer embedding GEMMs (ViT's patch projection before its float class token and
+        # position add); any other integer op feeding float work that feeds the device again is a float island
+        # the device cannot run: refuse it rather than move the model's body to the host.
+        for op in self.ops:
+            if self.category[op] == "float" and reaches_int[op] and self._int_ancestors(op) - self._embedding:
+                raise InputError(f"{_where(op)}: a float op between integer ops; the system backend runs float ops "
+                                 f"only before and after the integer ops (docs/ISA.md, Host split)")
+
+    @property
+    def _embedding(self) -> set[Operation]:
+        return {op for op in self.prologue if isinstance(op, (df.GemmOp, df.RequantOp))}
+
+    def _int_ancestors(self, op: Operation) -> set[Operation]:
+        seen: set[Operation] = set()
+        stack = [op]
+        while stack:
+            for v in stack.pop().operands:
+                owner = v.owner
+                if isinstance(owner, Operation) and owner not in seen:
+                    seen.add(owner)
+                    stack.append(owner)
+        return {o for o in seen if self.category.get(o) == "int"}
 
     def _island_members(self, dequant: Operation) -> list[Operation] | None:
         """The dequantize, the moves and the quantizes of an island starting at ``dequant``, or None if any use
