@@ -116,7 +116,8 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
         loads += [(View.of(mask[0]), 1), (View.of(mask[1]), 2)]
         unit = ((ConfigReg.REQUANT_M, 1), (ConfigReg.REQUANT_E, 0), (ConfigReg.RESIDUAL_M, 1),
                 (ConfigReg.RESIDUAL_E, 0))
-        steps += [VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=1, configs=unit), VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=2)]
+        steps += [VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=1, configs=unit),
+                  VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=2)]
     steps.append(VecStep(VecFn.SHIFTMAX, 0, 0, bits,
                          configs=((ConfigReg.SHIFTMAX_X0, cfg["x0"]), (ConfigReg.SHIFTMAX_SHIFT, cfg["input_shift"]))))
     stores = []

@@ -335,7 +335,8 @@ class _Walker:
         configs: list[tuple[ConfigReg, int]] = []
         table = None
         if me[0].size == 1:
-            configs = [(ConfigReg.REQUANT_M, int(me[0].reshape(-1)[0])), (ConfigReg.REQUANT_E, int(me[1].reshape(-1)[0]))]
+            m, e = int(me[0].reshape(-1)[0]), int(me[1].reshape(-1)[0])
+            configs = [(ConfigReg.REQUANT_M, m), (ConfigReg.REQUANT_E, e)]
         else:
             table = np.concatenate([_const_rows(self.g, me[0]), _const_rows(self.g, me[1])])
             step = VecStep(VecFn.REQUANT, 0, 1, bits, const_row=0)
@@ -456,9 +457,9 @@ class _Walker:
             nb = min(block, cols - b0)
             const = np.zeros((table.shape[0], self.g.width), np.int64)
             const[:, :nb] = table[:, b0:b0 + nb]
-            vector_layer(self.mp.builder, f"{name}.c{j}", rows, [Slot(Space.ACC, nb), Slot(_out_space(self.g, bits), nb)],
-                         [(view.sub(0, rows, b0, nb), 0)], [VecStep(VecFn.THRESHOLD, 0, 1, bits, const_row=0)],
-                         [(1, out.sub(0, rows, b0, nb))], const)
+            slots = [Slot(Space.ACC, nb), Slot(_out_space(self.g, bits), nb)]
+            vector_layer(self.mp.builder, f"{name}.c{j}", rows, slots, [(view.sub(0, rows, b0, nb), 0)],
+                         [VecStep(VecFn.THRESHOLD, 0, 1, bits, const_row=0)], [(1, out.sub(0, rows, b0, nb))], const)
 
 
 def build_model_program(module: ModuleOp, weights: Mapping[str, np.ndarray], scales: DesignScales,

@@ -181,9 +181,8 @@ def vector_layer(b: ProgramBuilder, name: str, rows: int, slots: Sequence[Slot],
         r = min(block, rows - r0)
         h = i % 2
 
-        def base(slot: int) -> int:
-            s = slots[slot]
-            return offsets[slot] + h * used[s.space]
+        def base(slot: int, h: int = h) -> int:
+            return offsets[slot] + h * used[slots[slot].space]
 
         lds: list[Instruction] = []
         for view, slot in loads:
