@@ -116,12 +116,11 @@ class Machine:
         end = addr + (rows - 1) * stride + cols * elem
         if end > len(self.dram):
             raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
-        dtype = np.dtype(f"<i{elem}")
-        out = np.empty((rows, cols), np.int64)
-        for r in range(rows):
-            start = addr + r * stride
-            out[r] = np.frombuffer(self.dram, dtype=dtype, count=cols, offset=start)
-        return out
+        return self._window(addr, rows, cols, elem, stride).astype(np.int64)
+
+    def _window(self, addr: int, rows: int, cols: int, elem: int, stride: int) -> np.ndarray:
+        """The 2-D strided window of DRAM a transfer touches, as a view into the image (rows may overlap)."""
+        return np.ndarray((rows, cols), np.dtype(f"<i{elem}"), buffer=self.dram, offset=addr, strides=(stride, elem))
 
     def _dram_store(self, values: np.ndarray, addr: int, elem: int, stride: int, where: str) -> None:
         rows, cols = values.shape
@@ -129,7 +128,10 @@ class Machine:
         if end > len(self.dram):
             raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
         raw = _wrap(values, 8 * elem).astype(np.dtype(f"<i{elem}"))
-        for r in range(rows):
+        if stride >= cols * elem or rows == 1:
+            self._window(addr, rows, cols, elem, stride)[...] = raw
+            return
+        for r in range(rows):  # overlapping rows: later rows win, as the DMA writes them in order
             start = addr + r * stride
             self.dram[start:start + cols * elem] = raw[r].tobytes()
 
