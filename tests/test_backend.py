@@ -334,3 +334,33 @@ def test_a_unit_the_device_lacks_is_refused_by_op_and_node() -> None:
                                          r"softmax 'ibert' has no vector unit here \(the system backend runs "
                                          r"shiftmax\)$"):
         build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
+
+
+def test_a_float_op_between_integer_ops_is_refused_by_op_and_node(tmp_path: Path) -> None:
+    """A float sigmoid between an I-LayerNorm and a GEMM is neither prologue, epilogue nor a movement island."""
+    import torch
+
+    from codesign.api import compile_options, run_compile
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+    from examples._common import export_onnx
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.norm, self.fc2 = torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.sigmoid(self.norm(self.fc1(x))))
+
+    torch.manual_seed(0)
+    path = tmp_path / "island.onnx"
+    export_onnx(Net().eval(), (torch.randn(1, 4, 16),), path, input_names=["x"], output_names=["y"],
+                exporter="legacy")
+    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4"}, quant="int8",
+                              softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+    result, _ = run_compile(str(path), options)
+    with pytest.raises(InputError, match=r"^system backend: dataflow\.\w+ '[^']*Sigmoid[^']*': a float op between "
+                                         r"integer ops; the system backend runs float ops only before and after the "
+                                         r"integer ops \(docs/ISA.md, Host split\)$"):
+        build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))

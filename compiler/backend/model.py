@@ -188,10 +188,12 @@ class _Walker:
         # The prologue may hold integer embedding GEMMs (ViT's patch projection before its float class token and
         # position add); any other integer op feeding float work that feeds the device again is a float island
         # the device cannot run: refuse it rather than move the model's body to the host.
-        for op in self.ops:
-            if self.category[op] == "float" and reaches_int[op] and self._int_ancestors(op) - self._embedding:
-                raise InputError(f"{_where(op)}: a float op between integer ops; the system backend runs float ops "
-                                 f"only before and after the integer ops (docs/ISA.md, Host split)")
+        between = [op for op in self.ops
+                   if self.category[op] == "float" and reaches_int[op] and self._int_ancestors(op) - self._embedding]
+        if between:  # name the float computation itself rather than the casts around it
+            op = next((o for o in between if _quant(o) is None), between[0])
+            raise InputError(f"{_where(op)}: a float op between integer ops; the system backend runs float ops "
+                             f"only before and after the integer ops (docs/ISA.md, Host split)")
 
     @property
     def _embedding(self) -> set[Operation]:
