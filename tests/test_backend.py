@@ -130,11 +130,11 @@ def test_geometry_from_a_bundled_target() -> None:
         Geometry.from_target(load_target("gpu-a100"))
 
 
-def _int8_compile(model: str, rows: int, cols: int):
+def _int8_compile(model: str, rows: int, cols: int, softmax: str = "shiftmax"):
     from codesign.api import compile_options, run_compile
 
     options = compile_options("fpga-u280", {"gemm.rows": str(rows), "gemm.cols": str(cols)}, quant="int8",
-                              softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+                              softmax=softmax, gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(MODELS / model), options)
     return result
 
@@ -188,7 +188,7 @@ def test_ops_without_a_code_generator_are_refused_by_name() -> None:
 # --- whole models ------------------------------------------------------------------------------------------------
 
 
-def _whole_model(model: str, rows: int, cols: int, *, masked_tail: int = 0):
+def _whole_model(model: str, rows: int, cols: int, *, masked_tail: int = 0, softmax: str = "shiftmax"):
     """A model's program (compiler/backend/model.py) and the simulator's value of every IR value on one sample
     (its attention mask's last ``masked_tail`` positions padding, when it has one)."""
     from compiler.backend.constants import learn_scales
@@ -196,7 +196,7 @@ def _whole_model(model: str, rows: int, cols: int, *, masked_tail: int = 0):
     from compiler.calibrate import synthetic_inputs
     from compiler.simulate import Simulator
 
-    result = _int8_compile(model, rows, cols)
+    result = _int8_compile(model, rows, cols, softmax)
     geo = Geometry.from_target(result.env.target)
     assert (geo.rows, geo.cols) == (rows, cols)
     mp = build_model_program(result.module, result.env.weights, learn_scales(result), geo)
@@ -235,8 +235,9 @@ def _run_model(mp, geo, values, order: str) -> dict:
         image.buffer()[:] = pristine
 
 
-def _check_model(model: str, rows: int, cols: int, orders=ORDERS, masked_tail: int = 0) -> None:
-    result, mp, geo, values = _whole_model(model, rows, cols, masked_tail=masked_tail)
+def _check_model(model: str, rows: int, cols: int, orders=ORDERS, masked_tail: int = 0,
+                 softmax: str = "shiftmax") -> None:
+    result, mp, geo, values = _whole_model(model, rows, cols, masked_tail=masked_tail, softmax=softmax)
     check_tokens(mp.program)
     assert parse_listing(listing(mp.program)) == mp.program
     # every transformer op runs on the device: the host keeps only the float prologue and epilogue
@@ -257,6 +258,11 @@ def test_a_whole_model_program_equals_the_simulator(model: str, rows: int, cols:
     """Every device value of the program (each layer's DRAM output, the program's outputs among them) equals the
     functional simulator's, bit for bit, in both queue orders."""
     _check_model(model, rows, cols)
+
+
+def test_the_online_softmax_runs_on_its_unit() -> None:
+    """``--softmax online``: the attention's vector layer runs ``VEC online_softmax`` with its (m_c, e_c)."""
+    _check_model("vit_tiny.onnx", 16, 16, orders=("compute_first",), softmax="online")
 
 
 @pytest.mark.slow
@@ -332,7 +338,7 @@ def test_a_unit_the_device_lacks_is_refused_by_op_and_node() -> None:
     result, _ = run_compile(str(MODELS / "vit_tiny.onnx"), options)
     with pytest.raises(InputError, match=r"^system backend: dataflow.attention 'model.vit.layers.0.attention': "
                                          r"softmax 'ibert' has no vector unit here \(the system backend runs "
-                                         r"shiftmax\)$"):
+                                         r"shiftmax and online\)$"):
         build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
 
 

@@ -2,8 +2,8 @@
 
 What compiler.simulate.kernels.standard_attention computes on integers, per head ``h``:
 ``x = clip(Q_h K_h^T + mask_int, int32)`` (causal positions at ``-2^31``), ``P = shiftmax(x >> k)`` with the
-pre-shift ``k`` and ``x0`` of compiler.backend.constants.shiftmax_config, then ``P V_h`` into the head's columns of
-the int32 output. Each piece is an ISA pattern:
+pre-shift ``k`` and ``x0`` of compiler.backend.constants.shiftmax_config (or the online softmax with its
+``(m_c, e_c)``), then ``P V_h`` into the head's columns of the int32 output. Each piece is an ISA pattern:
 
 * ``Q K^T``: ``K_h^T`` is the transposing LOAD of ``K_h``'s rows (no transpose pass), ``Q_h`` / ``K_h`` /
   ``V_h`` are column windows of the projections, and the merge of the heads is the output window's address.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.backend.constants import DesignScales, attention_scores_scale, shiftmax_config
+from compiler.backend.constants import DesignScales, attention_scores_scale, online_softmax_config, shiftmax_config
 from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
 from compiler.backend.tiles import Slot, VecStep, View, matmul_layer, vector_layer
@@ -77,8 +77,9 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
     where = f"system backend: dataflow.attention '{name}'"
     heads, kv = df.int_attr(op, "num_heads"), df.kv_heads(op)
     approx = df.str_attr(op, "softmax")
-    if approx != "shiftmax":
-        raise InputError(f"{where}: softmax '{approx}' has no vector unit here (the system backend runs shiftmax)")
+    if approx not in ("shiftmax", "online"):
+        raise InputError(f"{where}: softmax '{approx}' has no vector unit here (the system backend runs shiftmax "
+                         f"and online)")
     if df.str_attr(op, "algorithm") != "standard":
         raise InputError(f"{where}: algorithm '{df.str_attr(op, 'algorithm')}' has no code generator (standard only)")
     if kv != heads:
@@ -95,7 +96,6 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
         raise InputError(f"{where}: float scores have no integer softmax unit")
     if dh * (1 << 14) >= 1 << 30 or sk * (1 << (bits - 1 + DIGIT_BITS)) >= 1 << 31:
         raise InputError(f"{where}: head_dim {dh} or {sk} keys overflow the int32 accumulator of the digit products")
-    cfg = shiftmax_config(s, sk, {"out_bits": bits, "x0_bits": 29})
     causal = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
     img = b.image
     scores = img.place(f"{name}.scores", (heads * sq, sk), 4)
@@ -118,8 +118,14 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
                 (ConfigReg.RESIDUAL_E, 0))
         steps += [VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=1, configs=unit),
                   VecStep(VecFn.REQUANT_ADD, 0, 0, 32, aux=2)]
-    steps.append(VecStep(VecFn.SHIFTMAX, 0, 0, bits,
-                         configs=((ConfigReg.SHIFTMAX_X0, cfg["x0"]), (ConfigReg.SHIFTMAX_SHIFT, cfg["input_shift"]))))
+    if approx == "shiftmax":
+        cfg = shiftmax_config(s, sk, {"out_bits": bits, "x0_bits": 29})
+        steps.append(VecStep(VecFn.SHIFTMAX, 0, 0, bits, configs=((ConfigReg.SHIFTMAX_X0, cfg["x0"]),
+                                                                  (ConfigReg.SHIFTMAX_SHIFT, cfg["input_shift"]))))
+    else:
+        cfg = online_softmax_config(s, {"out_bits": bits})
+        steps.append(VecStep(VecFn.ONLINE_SOFTMAX, 0, 0, bits, configs=((ConfigReg.SOFTMAX_M, cfg["m_c"]),
+                                                                        (ConfigReg.SOFTMAX_E, cfg["e_c"]))))
     stores = []
     for d in range(n_digits):
         slots.append(Slot(Space.SP, sk))

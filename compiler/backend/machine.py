@@ -202,6 +202,9 @@ class Machine:
         elif v.fn == VecFn.SHIFTMAX:
             shifted = np.right_shift(x, self._reg(ConfigReg.SHIFTMAX_SHIFT, where))
             y = K.shiftmax_x0(shifted, self._reg(ConfigReg.SHIFTMAX_X0, where), out_bits)
+        elif v.fn == VecFn.ONLINE_SOFTMAX:
+            y = K.online_softmax_me(x, self._reg(ConfigReg.SOFTMAX_M, where), self._reg(ConfigReg.SOFTMAX_E, where),
+                                    out_bits)
         elif v.fn == VecFn.SHIFTGELU:
             y = K.shiftgelu_x0(x, self._reg(ConfigReg.SHIFTGELU_X0, where), SIGMOID_BITS)
         elif v.fn == VecFn.ILAYERNORM:

@@ -36,6 +36,7 @@ __all__ = [
     "ibert_gelu",
     "base2_softmax",
     "online_softmax",
+    "online_softmax_me",
     "lut_gelu",
     "per_token_gemm",
 ]
@@ -333,7 +334,16 @@ def base2_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.nd
 
 def online_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray, float]:
     """Single-pass base-2 softmax (oracle: ``online_softmax.online_softmax``): (y, 2^-(b-1))."""
-    u = _to_log2(_i64(x), scale)
+    m_c, e_c = dyadic(scale * math.log2(math.e) * (1 << 8))
+    return online_softmax_me(x, m_c, e_c, out_bits), 2.0 ** -(out_bits - 1)
+
+
+def online_softmax_me(x: np.ndarray, m_c: int, e_c: int, out_bits: int = 8) -> np.ndarray:
+    """:func:`online_softmax`'s integers given its log2 multiplier ``(m_c, e_c) = dyadic(scale log2(e) 2^8)``:
+    what the machine's ``VEC online_softmax`` runs with its configuration registers."""
+    x = _i64(x)
+    _check32(x, "x_int")
+    u = requantize(x, m_c, e_c, 32)
     c = -np.right_shift(-u, 8)
     m = np.full(u.shape[:-1] + (1,), int(c.min()) - 1, dtype=I64)
     s = np.zeros_like(m)
@@ -343,7 +353,7 @@ def online_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.n
         shift = np.clip(cj - m, 0, 62)
         s = np.where(new, np.right_shift(s, shift) + _exp2_q15(uj, cj), s + _exp2_q15(uj, m))
         m = np.where(new, cj, m)
-    return _normalize(_exp2_q15(u, m), s, out_bits), 2.0 ** -(out_bits - 1)
+    return _normalize(_exp2_q15(u, m), s, out_bits)
 
 
 def lut_gelu(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
