@@ -139,6 +139,9 @@ class Machine:
 
     def execute(self, instr: Instruction, where: str) -> None:
         """Run one instruction (its dependency tokens are the caller's: :func:`run_program`)."""
+        if isinstance(instr, (Load, Store)) and not instr.transpose and instr.cols > self.spaces[instr.space].shape[1]:
+            raise InputError(f"{where}: {instr.cols} elements per row exceed the {self.spaces[instr.space].shape[1]} "
+                             f"lanes of {instr.space.name.lower()} (docs/ISA.md, LOAD and STORE)")
         if isinstance(instr, Load):
             data = self._dram_rows(instr.dram, instr.rows, instr.cols, 1 << instr.elem_log2, instr.stride, where)
             if instr.transpose:
