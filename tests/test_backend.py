@@ -370,3 +370,23 @@ def test_a_float_op_between_integer_ops_is_refused_by_op_and_node(tmp_path: Path
                                          r"integer ops; the system backend runs float ops only before and after the "
                                          r"integer ops \(docs/ISA.md, Host split\)$"):
         build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
+
+
+def test_two_mask_halves_saturate_as_one_mask() -> None:
+    """Adding the host's two same-signed int32 halves with two saturating adds equals the simulator's single add
+    and clamp, causal positions included, on scores up to the accumulator's bound."""
+    from compiler.backend.attention import AttentionPlan, host_mask_halves
+
+    rng = np.random.default_rng(5)
+    plan = AttentionPlan("a", 2, 6, 8, 0.01, True, None)
+    mask = np.where(rng.random((1, 1, 6, 8)) < 0.3, np.finfo(np.float32).min,
+                    rng.normal(0, 50, (1, 1, 6, 8))).astype(np.float32)
+    x = rng.integers(-(1 << 30), 1 << 30, (2, 6, 8))
+    with np.errstate(over="ignore"):
+        grid = np.clip(np.round(mask.astype(np.float64) / plan.scores_scale), -(2.0**32), 2.0**32).astype(np.int64)
+    want = np.where(np.triu(np.ones((6, 8), bool), 1 + 8 - 6), -(2**31), x + grid[0])
+    want = np.clip(want, -(2**31), 2**31 - 1).reshape(-1, 8)
+    a, b = host_mask_halves(mask, plan)
+    assert a.min() >= -(2**31) and b.max() < 2**31 and (a * b >= 0).all()  # int32 halves, never opposite signs
+    got = K.requantize_add(K.requantize_add(x.reshape(-1, 8), 1, 0, a, 1, 0, 32), 1, 0, b, 1, 0, 32)
+    np.testing.assert_array_equal(got, want)
