@@ -390,3 +390,11 @@ def test_two_mask_halves_saturate_as_one_mask() -> None:
     assert a.min() >= -(2**31) and b.max() < 2**31 and (a * b >= 0).all()  # int32 halves, never opposite signs
     got = K.requantize_add(K.requantize_add(x.reshape(-1, 8), 1, 0, a, 1, 0, 32), 1, 0, b, 1, 0, 32)
     np.testing.assert_array_equal(got, want)
+
+
+def test_gpt2s_qkv_split_runs_on_the_device() -> None:
+    """GPT-2's dequantize -> Split -> quantize between its QKV GEMM and attention is a device island: the host
+    runs only the embedding sum, the mask and the final dequantize."""
+    _, mp, _, _ = _whole_model("gpt2_tiny.onnx", 16, 16)
+    assert not any("attn" in name for name in mp.host_ops), mp.host_ops
+    assert any(r.name.startswith("model.h.0.attn.Split.quant8") for r in mp.regions.values())

@@ -270,8 +270,7 @@ class _Walker:
         else:
             self._threshold(op)
             return True
-        self.mp.host_ops.append(_name(op))  # no instructions: the threshold layers read the source's window
-        return True
+        return True  # no instructions: the threshold layers read the source's window
 
     def _leave(self, value: SSAValue) -> None:
         """``value`` is read by the host: a device value becomes an output; an island's source likewise."""
