@@ -1,209 +1,26 @@
-"""Runtime configuration of a compiled design's RTL units: what each invocation's configuration inputs take.
+"""Runtime configuration of a compiled design's RTL units: re-exported from compiler/backend/constants.py.
 
-Some kernel inputs depend on the compiled design, not on the kernel's parameters: ShiftGELU's and Shiftmax's
-``x0`` (from the input's scale), the right shift the compiler applies to scores before Shiftmax, the online
-softmax's ``(m_c, e_c)``, the requant unit's dyadic ``(m, e)`` per channel, I-LayerNorm's per-channel integer
-bias, and a GEMM's constant operand. ``codesign rtl`` (codesign/rtl_cli.py) puts them on every invocation of its
-manifest; hw/rtl/manifest.py writes scalars inline and arrays into ``config.npz``. docs/RTL.md lists the keys.
-
-Scales are not all in the IR: they flow through the functional simulator with the data
-(compiler/simulate/engine.py). An integer design's scales do not depend on the data, so :func:`learn_scales`
-runs the simulator once on the compile's synthetic calibration inputs and keeps every value's scale. Float inputs
-to an approximation are quantized per call (compiler/simulate/approx.py): those units' scale-dependent inputs are
-``None`` (known only per call).
-
-Every number comes from the code the simulator runs (``shiftmax_grid``, ``layernorm_int`` on a zero row, the
-weight store's entries) or from the kernel's own helper (``x0_for_scale``), so RTL driven with this configuration
-is bit-exact with the simulator (tests/test_rtl_design_config.py drives the emitted units to show it).
+The computation (one simulator run that learns every value's scale, and each unit's constants from it) lives in
+``compiler.backend.constants`` because the compiler backend needs the same constants for its ``CONFIG``
+instructions and DRAM image, and ``compiler/`` never imports ``codesign/``. ``codesign rtl`` keeps importing it
+from here.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-from xdsl.ir import Operation, SSAValue
-
-from hw.errors import InputError
+from compiler.backend.constants import (
+    DesignScales,
+    attention_scores_scale,
+    bias_bits,
+    gemm_config,
+    ilayernorm_config,
+    learn_scales,
+    online_softmax_config,
+    per_tensor,
+    requant_config,
+    shiftgelu_config,
+    shiftmax_config,
+)
 
 __all__ = ["DesignScales", "learn_scales", "shiftmax_config", "shiftgelu_config", "online_softmax_config",
            "ilayernorm_config", "bias_bits", "per_tensor", "requant_config", "gemm_config", "attention_scores_scale"]
-
-
-@dataclass(frozen=True)
-class DesignScales:
-    """Every value's scale in one simulator run of a compiled module (None for floats and plain integers), and
-    the module's constants (weight store entries as the simulator holds them)."""
-
-    scales: Mapping[SSAValue, Any]
-    consts: Mapping[SSAValue, Any]
-    weights: Mapping[str, np.ndarray]
-
-    def scale(self, value: SSAValue) -> Any:
-        """The scale of ``value`` (a float, a per-channel array, or None)."""
-        return self.scales.get(value)
-
-    def const(self, value: SSAValue) -> Any:
-        """The simulator's Tensor of a constant operand, or None for a computed value."""
-        return self.consts.get(value)
-
-
-def learn_scales(result: Any) -> DesignScales:
-    """Run ``result`` (a ``CompileResult``) once in the functional simulator on one deterministic synthetic sample
-    (compiler.calibrate.synthetic_inputs) and keep the scale of every value."""
-    from compiler.calibrate import synthetic_inputs
-    from compiler.simulate import Simulator
-
-    imported = result.imported
-    sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
-    feeds = {name: batch[0] for name, batch in synthetic_inputs(result.module, sim.input_names, 1).items()}
-    scales: dict[SSAValue, Any] = {v: t.scale for v, t in sim.consts.items()}
-
-    def observe(op: Operation, outs: list[Any]) -> None:
-        for value, tensor in zip(op.results, outs):
-            scales[value] = tensor.scale
-
-    sim.run(feeds, observe)
-    return DesignScales(scales, sim.consts, result.env.weights)
-
-
-def per_tensor(scale: Any) -> float | None:
-    """A per-tensor scale as a float; None for float data. Per-channel scales are not an approximation's input."""
-    if scale is None:
-        return None
-    if np.ndim(scale) != 0:
-        raise InputError(f"expected a per-tensor input scale, got one of shape {np.shape(scale)}")
-    return float(scale)
-
-
-def attention_scores_scale(op: Operation, values: DesignScales) -> float | None:
-    """Scale of an integer attention's scores ``Q K^T`` (q scale x k scale x the op's ``scale``), as
-    compiler.simulate.kernels.standard_attention forms it; None for float attention."""
-    from compiler.dialect import dataflow as df
-
-    q, k = per_tensor(values.scale(op.q)), per_tensor(values.scale(op.k))  # type: ignore[attr-defined]
-    if q is None or k is None:
-        return None
-    return q * k * df.float_attr(op, "scale")  # type: ignore[arg-type]
-
-
-def shiftmax_config(scale: float | None, n: int, params: Mapping[str, int]) -> dict[str, Any]:
-    """``shiftmax`` of integer scores at ``scale`` in rows of ``n``: the compiler's pre-shift ``k``
-    (compiler.simulate.approx.shiftmax_grid) and ``x0 = floor(-1 / (scale * 2^k))``; the unit takes ``x >> k``."""
-    from compiler.simulate.approx import shiftmax_grid
-    from hw.rtl.shiftmax import x0_for_scale
-
-    out_scale = 2.0 ** -(params["out_bits"] - 1)
-    if scale is None:
-        return {"x0": None, "input_shift": None, "input_scale": None, "output_scale": out_scale}
-    _, grid = shiftmax_grid(np.zeros((1, n), dtype=np.int64), scale)
-    shift = round(math.log2(grid / scale))  # grid = scale * 2^k exactly
-    return {"x0": x0_for_scale(grid, params["x0_bits"]), "input_shift": shift, "input_scale": scale,
-            "output_scale": out_scale}
-
-
-def shiftgelu_config(scale: float | None, params: Mapping[str, int]) -> dict[str, Any]:
-    """``shiftgelu`` of integers at ``scale``: ``x0 = floor(-1 / (1.702 scale))``; output ``x * sig`` at
-    ``scale * 2^-(out_bits-1)``."""
-    from hw.rtl.shiftgelu import x0_for_scale
-
-    if scale is None:
-        return {"x0": None, "input_scale": None, "output_scale": None}
-    return {"x0": x0_for_scale(scale, params["x0_bits"]), "input_scale": scale,
-            "output_scale": scale * 2.0 ** -(params["out_bits"] - 1)}
-
-
-def online_softmax_config(scale: float | None, params: Mapping[str, int]) -> dict[str, Any]:
-    """``online_softmax`` of integer scores at ``scale``: ``(m_c, e_c) = dyadic(scale * log2(e) * 2^8)``."""
-    from compiler.numerics import dyadic
-    from hw.rtl.online_softmax import check_multiplier
-
-    out_scale = 2.0 ** -(params["out_bits"] - 1)
-    if scale is None:
-        return {"m_c": None, "e_c": None, "input_scale": None, "output_scale": out_scale}
-    m_c, e_c = dyadic(scale * math.log2(math.e) * (1 << 8))
-    check_multiplier(m_c, e_c)
-    return {"m_c": int(m_c), "e_c": int(e_c), "input_scale": scale, "output_scale": out_scale}
-
-
-def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
-    """``ilayernorm``: the per-channel integer ``bias`` loaded through the bias port, and the per-channel output
-    scale. Both come from compiler.simulate.approx.layernorm_int on a zero row (its output there is the bias)."""
-    from compiler.dialect import dataflow as df
-    from compiler.simulate.approx import layernorm_int
-
-    has_beta = len(op.operands) > 2
-    gamma = values.const(op.operands[1])
-    beta = values.const(op.operands[2]) if has_beta else None
-    config: dict[str, Any] = {"input_scale": per_tensor(values.scale(op.operands[0]))}
-    if gamma is None or (has_beta and beta is None):  # computed, not constant: no bias to precompute
-        return {**config, "bias": None, "output_scale": None}
-    c = gamma.data.shape[-1]
-    g = gamma.real().astype(np.float64)
-    b = None if beta is None else beta.real().astype(np.float64)
-    bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b,
-                                    df.float_attr(op, "epsilon"))  # type: ignore[arg-type]
-    return {**config, "bias": np.asarray(bias, dtype=np.int64).reshape(c),
-            "output_scale": np.broadcast_to(np.asarray(out_scale, dtype=np.float64), (c,)).copy()}
-
-
-def bias_bits(config: Mapping[str, Any], default: int) -> int:
-    """The ``bias_bits`` an ilayernorm needs for ``config['bias']``: ``default`` unless a bias is wider."""
-    bias = config.get("bias")
-    if bias is None or not np.size(bias):
-        return default
-    lo, hi = int(np.min(bias)), int(np.max(bias))
-    return max(default, 1 + max(hi.bit_length() if hi > 0 else 0, (~lo).bit_length() if lo < 0 else 0))
-
-
-def requant_config(op: Operation, values: DesignScales, m_bits: int, e_bits: int) -> dict[str, Any]:
-    """``requant``: the dyadic ``(m, e)`` of the weight store entry under the op's layer: one pair (scalars) or
-    one per channel (arrays, channel ``c`` on lane ``c % lanes`` of a row's beat ``c // lanes``); and the scales."""
-    from compiler.dialect import dataflow as df
-
-    layer = df.str_attr(op, "layer")  # type: ignore[arg-type]
-    me = np.asarray(values.weights[layer], dtype=np.int64)
-    m, e = me[0], me[1]
-    if m.size and (int(m.min()) < 0 or int(m.max()) >= 1 << m_bits):
-        raise InputError(f"requant: multiplier m in [{int(m.min())}, {int(m.max())}] does not fit the unsigned "
-                         f"{m_bits}-bit m field")
-    if e.size and (int(e.min()) < -(1 << (e_bits - 1)) or int(e.max()) >= 1 << (e_bits - 1)):
-        raise InputError(f"requant: shift e in [{int(e.min())}, {int(e.max())}] does not fit the signed "
-                         f"{e_bits}-bit e field")
-    per_channel = values.weights.get(layer + ".scale")
-    out_scale = per_channel if per_channel is not None else float(op.attributes["scale"].value.data)  # type: ignore
-    in_scale = values.scale(op.operands[0])
-    if m.size == 1:
-        return {"m": int(m[0]), "e": int(e[0]), "input_scale": _as_config(in_scale), "output_scale": out_scale}
-    return {"m": m.copy(), "e": e.copy(), "input_scale": _as_config(in_scale), "output_scale": _as_config(out_scale)}
-
-
-def gemm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
-    """A systolic GEMM: its constant operand (``weights``, K x N, the array's ``b`` lanes) and ``bias`` (int32 per
-    output column, added by the host to the array's result), and the scales; ``{}`` for a product of two
-    activations (QK^T-style)."""
-    weights = values.const(op.rhs)  # type: ignore[attr-defined]
-    if weights is None or weights.data.ndim != 2:
-        return {}
-    w = np.asarray(weights.data)
-    small = np.int8 if w.size and -128 <= int(w.min()) and int(w.max()) <= 127 else np.int64
-    config: dict[str, Any] = {"weights": w.astype(small)}
-    bias = values.const(op.bias) if op.bias is not None else None  # type: ignore[attr-defined]
-    if bias is not None:
-        config["bias"] = np.asarray(bias.data, dtype=np.int64)
-    config["input_scale"] = _as_config(values.scale(op.lhs))  # type: ignore[attr-defined]
-    config["weight_scale"] = _as_config(weights.scale)
-    config["output_scale"] = _as_config(values.scale(op.result))  # type: ignore[attr-defined]
-    return config
-
-
-def _as_config(scale: Any) -> Any:
-    """A scale as a config value: float, a 1-D float64 array, or None."""
-    if scale is None:
-        return None
-    if np.ndim(scale) == 0:
-        return float(scale)
-    return np.asarray(scale, dtype=np.float64).reshape(-1)

@@ -130,11 +130,11 @@ def test_geometry_from_a_bundled_target() -> None:
         Geometry.from_target(load_target("gpu-a100"))
 
 
-def _int8_compile(model: str, rows: int, cols: int):
+def _int8_compile(model: str, rows: int, cols: int, softmax: str = "shiftmax"):
     from codesign.api import compile_options, run_compile
 
     options = compile_options("fpga-u280", {"gemm.rows": str(rows), "gemm.cols": str(cols)}, quant="int8",
-                              softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+                              softmax=softmax, gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(MODELS / model), options)
     return result
 
@@ -183,3 +183,218 @@ def test_ops_without_a_code_generator_are_refused_by_name() -> None:
     with pytest.raises(InputError, match=r"^system backend: dataflow.layernorm 'model.vit.layers.0.layernorm_before."
                                          r"LayerNormalization': no code generator for this op yet"):
         gemm_layer(layernorm, result.env.weights)
+
+
+# --- whole models ------------------------------------------------------------------------------------------------
+
+
+def _whole_model(model: str, rows: int, cols: int, *, masked_tail: int = 0, softmax: str = "shiftmax"):
+    """A model's program (compiler/backend/model.py) and the simulator's value of every IR value on one sample
+    (its attention mask's last ``masked_tail`` positions padding, when it has one)."""
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+    from compiler.calibrate import synthetic_inputs
+    from compiler.simulate import Simulator
+
+    result = _int8_compile(model, rows, cols, softmax)
+    geo = Geometry.from_target(result.env.target)
+    assert (geo.rows, geo.cols) == (rows, cols)
+    mp = build_model_program(result.module, result.env.weights, learn_scales(result), geo)
+    imported = result.imported
+    sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    feeds = {name: batch[0] for name, batch in synthetic_inputs(result.module, sim.input_names, 1).items()}
+    if masked_tail:
+        feeds["attention_mask"] = feeds["attention_mask"].copy()
+        feeds["attention_mask"][..., -masked_tail:] = 0
+    values = {}
+
+    def observe(op, outs) -> None:
+        for value, tensor in zip(op.results, outs):
+            values[value] = np.asarray(tensor.data)
+
+    sim.run(feeds, observe)
+    return result, mp, geo, values
+
+
+def _run_model(mp, geo, values, order: str) -> dict:
+    """Run ``mp`` on a fresh copy of its image with the host prologue's values written in; every device value."""
+    from compiler.backend.attention import host_mask_halves
+
+    image = mp.builder.image
+    pristine = bytes(image.buffer())
+    try:
+        for value, region in mp.inputs.items():
+            image.write(region.name, values[value].reshape(region.shape))
+        for plan, mask in mp.masks:
+            a, b = host_mask_halves(None if mask is None else values[mask], plan)
+            image.write(plan.mask[0].name, a)
+            image.write(plan.mask[1].name, b)
+        run_program(mp.program, Machine(geo, image.buffer()), order)  # type: ignore[arg-type]
+        return {v: image.read(r.name).reshape(np.shape(values[v])) for v, r in mp.regions.items()}
+    finally:
+        image.buffer()[:] = pristine
+
+
+def _check_model(model: str, rows: int, cols: int, orders=ORDERS, masked_tail: int = 0,
+                 softmax: str = "shiftmax") -> None:
+    result, mp, geo, values = _whole_model(model, rows, cols, masked_tail=masked_tail, softmax=softmax)
+    check_tokens(mp.program)
+    assert parse_listing(listing(mp.program)) == mp.program
+    # every transformer op runs on the device: the host keeps only the float prologue and epilogue
+    device_kinds = (df.AttentionOp, df.LayerNormOp, df.GeluOp, df.RequantOp)
+    for op in result.module.walk():
+        if isinstance(op, device_kinds) and not isinstance(op, df.WeightOp):
+            assert op.results[0] in mp.regions, df.str_attr(op, "layer")
+    assert mp.outputs
+    for order in orders:
+        got = _run_model(mp, geo, values, order)
+        for value, region in mp.regions.items():
+            if value not in mp.inputs:
+                np.testing.assert_array_equal(got[value], values[value], err_msg=f"{region.name} ({order})")
+
+
+@pytest.mark.parametrize(("model", "rows", "cols"), [("vit_tiny.onnx", 16, 16), ("gpt2_tiny.onnx", 16, 16)])
+def test_a_whole_model_program_equals_the_simulator(model: str, rows: int, cols: int) -> None:
+    """Every device value of the program (each layer's DRAM output, the program's outputs among them) equals the
+    functional simulator's, bit for bit, in both queue orders."""
+    _check_model(model, rows, cols)
+
+
+def test_the_online_softmax_runs_on_its_unit() -> None:
+    """``--softmax online``: the attention's vector layer runs ``VEC online_softmax`` with its (m_c, e_c)."""
+    _check_model("vit_tiny.onnx", 16, 16, orders=("compute_first",), softmax="online")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "rows", "cols"), [
+    ("vit_tiny.onnx", 4, 4), ("vit_tiny.onnx", 8, 16), ("bert_tiny.onnx", 4, 4), ("bert_tiny.onnx", 16, 16),
+    ("bert_tiny.onnx", 8, 16), ("gpt2_tiny.onnx", 4, 4), ("gpt2_tiny.onnx", 8, 16)])
+def test_whole_model_programs_on_every_array(model: str, rows: int, cols: int) -> None:
+    _check_model(model, rows, cols)
+
+
+@pytest.mark.slow
+def test_a_padding_mask_reaches_the_scores() -> None:
+    """BERT with its last three tokens masked: the host's mask halves, added on the device, give the simulator's
+    probabilities (the masked keys get none)."""
+    _check_model("bert_tiny.onnx", 8, 8, orders=("loads_first",), masked_tail=3)
+
+
+def test_the_host_split_of_vit() -> None:
+    """ViT's float class-token concat and position add run on the host (with the patch projection before them);
+    the class-token gather between the last LayerNorm and the classifier is a device threshold island."""
+    _, mp, _, _ = _whole_model("vit_tiny.onnx", 16, 16)
+    assert "model.vit.embeddings.Concat" in mp.host_ops
+    assert "model.vit.embeddings.patch_embeddings.projection.Conv" in mp.host_ops
+    assert [r.name for r in mp.outputs.values()] == ["model.classifier.Gemm.out"]
+    assert any(r.name.startswith("model.Gather.quant8") for r in mp.regions.values())
+
+
+@pytest.mark.parametrize(("bits", "in_bits", "per_channel"), [(8, 16, False), (8, 32, True), (16, 32, False)])
+def test_threshold_tables_are_the_float_island_exactly(bits: int, in_bits: int, per_channel: bool) -> None:
+    """``VEC threshold`` with the backend's table equals dequantize -> quantize at every checked input: all int16
+    values, or the int32 extremes and a dense sample of them."""
+    from compiler.backend.island import island_function, threshold_table
+    from hw.isa import Space, Vec, VecFn
+
+    rng = np.random.default_rng(bits + in_bits)
+    c = 4
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    s_out = 0.03 if bits == 8 else 1e-4
+    s_in = (rng.uniform(0.5, 2.0, c) if per_channel else np.full(c, 1.0)) * s_out * 2.0 ** (10 - in_bits)
+    table = threshold_table(s_in, s_out, bits, lo, hi)
+    x = np.arange(lo, hi + 1).reshape(-1, 1) if in_bits == 16 else np.concatenate(
+        [np.array([lo, lo + 1, -1, 0, 1, hi - 1, hi]), rng.integers(lo, hi, 20000)]).reshape(-1, 1)
+    x = np.broadcast_to(x, (x.shape[0], c))
+    want = island_function(s_in, s_out, bits)(x)
+    geo = Geometry(4, 4, sp_rows=16, acc_rows=x.shape[0], const_rows=table.shape[0])
+    machine = Machine(geo, bytearray())
+    machine.spaces[Space.ACC][:x.shape[0]] = x
+    machine.spaces[Space.CONST][:, :c] = table & 0xFFFFFFFF
+    machine.execute(Vec(fn=VecFn.THRESHOLD, src_space=Space.ACC, src=0, dst_space=Space.ACC, dst=0, rows=x.shape[0],
+                        n=c, out_log2=bits.bit_length() - 1, aux_space=Space.CONST, aux=0), "test")
+    np.testing.assert_array_equal(machine.spaces[Space.ACC][:x.shape[0]], want)
+
+
+def test_a_float_model_is_refused_by_op_and_node() -> None:
+    from codesign.api import compile_options, run_compile
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+
+    result, _ = run_compile(str(MODELS / "vit_tiny.onnx"), compile_options("fpga-u280", {}))
+    with pytest.raises(InputError, match=r"^system backend: dataflow.move 'model.vit.embeddings.patch_embeddings."
+                                         r"projection.Conv.patchify': the model has no integer ops for the device "
+                                         r"\(compile with --quant int8\)$"):
+        build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
+
+
+def test_a_unit_the_device_lacks_is_refused_by_op_and_node() -> None:
+    from codesign.api import compile_options, run_compile
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+
+    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4"}, quant="int8", softmax="ibert",
+                              gelu="shiftgelu", layernorm="ilayernorm")
+    result, _ = run_compile(str(MODELS / "vit_tiny.onnx"), options)
+    with pytest.raises(InputError, match=r"^system backend: dataflow.attention 'model.vit.layers.0.attention': "
+                                         r"softmax 'ibert' has no vector unit here \(the system backend runs "
+                                         r"shiftmax and online\)$"):
+        build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
+
+
+def test_a_float_op_between_integer_ops_is_refused_by_op_and_node(tmp_path: Path) -> None:
+    """A float sigmoid between an I-LayerNorm and a GEMM is neither prologue, epilogue nor a movement island."""
+    import torch
+
+    from codesign.api import compile_options, run_compile
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+    from examples._common import export_onnx
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.norm, self.fc2 = torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.sigmoid(self.norm(self.fc1(x))))
+
+    torch.manual_seed(0)
+    path = tmp_path / "island.onnx"
+    export_onnx(Net().eval(), (torch.randn(1, 4, 16),), path, input_names=["x"], output_names=["y"],
+                exporter="legacy")
+    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4"}, quant="int8",
+                              softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+    result, _ = run_compile(str(path), options)
+    with pytest.raises(InputError, match=r"^system backend: dataflow\.\w+ '[^']*Sigmoid[^']*': a float op between "
+                                         r"integer ops; the system backend runs float ops only before and after the "
+                                         r"integer ops \(docs/ISA.md, Host split\)$"):
+        build_model_program(result.module, result.env.weights, learn_scales(result), Geometry(4, 4))
+
+
+def test_two_mask_halves_saturate_as_one_mask() -> None:
+    """Adding the host's two same-signed int32 halves with two saturating adds equals the simulator's single add
+    and clamp, causal positions included, on scores up to the accumulator's bound."""
+    from compiler.backend.attention import AttentionPlan, host_mask_halves
+
+    rng = np.random.default_rng(5)
+    plan = AttentionPlan("a", 2, 6, 8, 0.01, True, None)
+    mask = np.where(rng.random((1, 1, 6, 8)) < 0.3, np.finfo(np.float32).min,
+                    rng.normal(0, 50, (1, 1, 6, 8))).astype(np.float32)
+    x = rng.integers(-(1 << 30), 1 << 30, (2, 6, 8))
+    with np.errstate(over="ignore"):
+        grid = np.clip(np.round(mask.astype(np.float64) / plan.scores_scale), -(2.0**32), 2.0**32).astype(np.int64)
+    want = np.where(np.triu(np.ones((6, 8), bool), 1 + 8 - 6), -(2**31), x + grid[0])
+    want = np.clip(want, -(2**31), 2**31 - 1).reshape(-1, 8)
+    a, b = host_mask_halves(mask, plan)
+    assert a.min() >= -(2**31) and b.max() < 2**31 and (a * b >= 0).all()  # int32 halves, never opposite signs
+    got = K.requantize_add(K.requantize_add(x.reshape(-1, 8), 1, 0, a, 1, 0, 32), 1, 0, b, 1, 0, 32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_gpt2s_qkv_split_runs_on_the_device() -> None:
+    """GPT-2's dequantize -> Split -> quantize between its QKV GEMM and attention is a device island: the host
+    runs only the embedding sum, the mask and the final dequantize."""
+    _, mp, _, _ = _whole_model("gpt2_tiny.onnx", 16, 16)
+    assert not any("attn" in name for name in mp.host_ops), mp.host_ops
+    assert any(r.name.startswith("model.h.0.attn.Split.quant8") for r in mp.regions.values())

@@ -70,6 +70,16 @@ class DramImage:
         self.regions[name] = region
         return region
 
+    def alias(self, name: str, region: Region, shape: tuple[int, ...]) -> Region:
+        """Name the bytes of ``region`` as a tensor of ``shape`` (same element count): a reshape costs nothing."""
+        if name in self.regions:
+            raise ValueError(f"DRAM region '{name}' is placed twice")
+        alias = Region(name, region.addr, tuple(int(d) for d in shape), region.elem_bytes)
+        if alias.nbytes != region.nbytes:
+            raise ValueError(f"alias '{name}' of {shape} does not cover region '{region.name}' of {region.shape}")
+        self.regions[name] = alias
+        return alias
+
     def write(self, name: str, values: np.ndarray) -> None:
         """Store ``values`` (integers that fit the region's elements, in its shape) into region ``name``."""
         region = self.regions[name]

@@ -30,6 +30,9 @@ __all__ = ["Geometry", "Machine", "run_program"]
 
 Order = Literal["loads_first", "compute_first"]
 
+SIGMOID_BITS = 8
+"""Width of ShiftGELU's sigmoid (I-ViT's IntGELU: ``compiler.simulate.approx.gelu_int`` feeds it 8)."""
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -57,8 +60,9 @@ class Geometry:
             raise InputError(f"target '{getattr(target, 'name', '?')}': the system backend needs a systolic array "
                              "(gemm) and buffers; this target kind has none")
         width = max(gemm.rows, gemm.cols)
-        sp_rows = (buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits)
-        acc_rows = buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits)
+        # buffer sizes may be fractional KiB in a YAML: whole rows only
+        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
+        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
         return cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
                    const_rows=4096)
 
@@ -112,12 +116,11 @@ class Machine:
         end = addr + (rows - 1) * stride + cols * elem
         if end > len(self.dram):
             raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
-        dtype = np.dtype(f"<i{elem}")
-        out = np.empty((rows, cols), np.int64)
-        for r in range(rows):
-            start = addr + r * stride
-            out[r] = np.frombuffer(self.dram, dtype=dtype, count=cols, offset=start)
-        return out
+        return self._window(addr, rows, cols, elem, stride).astype(np.int64)
+
+    def _window(self, addr: int, rows: int, cols: int, elem: int, stride: int) -> np.ndarray:
+        """The 2-D strided window of DRAM a transfer touches, as a view into the image (rows may overlap)."""
+        return np.ndarray((rows, cols), np.dtype(f"<i{elem}"), buffer=self.dram, offset=addr, strides=(stride, elem))
 
     def _dram_store(self, values: np.ndarray, addr: int, elem: int, stride: int, where: str) -> None:
         rows, cols = values.shape
@@ -125,7 +128,10 @@ class Machine:
         if end > len(self.dram):
             raise InputError(f"{where}: DRAM bytes up to {end} are beyond the {len(self.dram)}-byte image")
         raw = _wrap(values, 8 * elem).astype(np.dtype(f"<i{elem}"))
-        for r in range(rows):
+        if stride >= cols * elem or rows == 1:
+            self._window(addr, rows, cols, elem, stride)[...] = raw
+            return
+        for r in range(rows):  # overlapping rows: later rows win, as the DMA writes them in order
             start = addr + r * stride
             self.dram[start:start + cols * elem] = raw[r].tobytes()
 
@@ -133,6 +139,9 @@ class Machine:
 
     def execute(self, instr: Instruction, where: str) -> None:
         """Run one instruction (its dependency tokens are the caller's: :func:`run_program`)."""
+        if isinstance(instr, (Load, Store)) and not instr.transpose and instr.cols > self.spaces[instr.space].shape[1]:
+            raise InputError(f"{where}: {instr.cols} elements per row exceed the {self.spaces[instr.space].shape[1]} "
+                             f"lanes of {instr.space.name.lower()} (docs/ISA.md, LOAD and STORE)")
         if isinstance(instr, Load):
             data = self._dram_rows(instr.dram, instr.rows, instr.cols, 1 << instr.elem_log2, instr.stride, where)
             if instr.transpose:
@@ -188,11 +197,44 @@ class Machine:
             else:
                 y = K.requantize(x, self._reg(ConfigReg.REQUANT_M, where), self._reg(ConfigReg.REQUANT_E, where),
                                  out_bits)
+        elif v.fn == VecFn.REQUANT_ADD:
+            ident = self._rows(v.aux_space, v.aux, v.rows, v.n, where)
+            y = K.requantize_add(x, self._reg(ConfigReg.REQUANT_M, where), self._reg(ConfigReg.REQUANT_E, where),
+                                 ident, self._reg(ConfigReg.RESIDUAL_M, where),
+                                 self._reg(ConfigReg.RESIDUAL_E, where), out_bits)
+        elif v.fn == VecFn.SHIFTMAX:
+            shifted = np.right_shift(x, self._reg(ConfigReg.SHIFTMAX_SHIFT, where))
+            y = K.shiftmax_x0(shifted, self._reg(ConfigReg.SHIFTMAX_X0, where), out_bits)
+        elif v.fn == VecFn.ONLINE_SOFTMAX:
+            y = K.online_softmax_me(x, self._reg(ConfigReg.SOFTMAX_M, where), self._reg(ConfigReg.SOFTMAX_E, where),
+                                    out_bits)
+        elif v.fn == VecFn.SHIFTGELU:
+            y = K.shiftgelu_x0(x, self._reg(ConfigReg.SHIFTGELU_X0, where), SIGMOID_BITS)
+        elif v.fn == VecFn.ILAYERNORM:
+            y = K.ilayernorm_core(x) + _wrap(self._rows(Space.CONST, v.aux, 1, v.n, where), 32)
+        elif v.fn == VecFn.THRESHOLD:
+            y = self._threshold(x, v, out_bits, where)
+        elif v.fn == VecFn.DIGIT:
+            y = np.right_shift(x, self._reg(ConfigReg.DIGIT_SHIFT, where)) & ((1 << (self.g.in_bits - 1)) - 1)
         elif v.fn == VecFn.COPY:
             y = x
         else:
             raise InputError(f"{where}: the machine model has no VEC {v.fn.name.lower()} yet")
         self._put_rows(v.dst_space, v.dst, y, where)
+
+
+    def _threshold(self, x: np.ndarray, v: Vec, out_bits: int, where: str) -> np.ndarray:
+        """``min(lo + #{l : x >= t_l}, cap)`` per channel: ``aux`` holds the cap row, then ``2^out_bits - 1``
+        threshold rows in ascending level order (docs/ISA.md, VEC threshold)."""
+        levels = (1 << out_bits) - 1
+        table = _wrap(self._rows(Space.CONST, v.aux, levels + 1, v.n, where), 32)
+        cap, thresholds = table[0], table[1:]
+        if (np.diff(thresholds, axis=0) < 0).any():
+            raise InputError(f"{where}: VEC threshold's table at constant row {v.aux} does not ascend per channel")
+        count = np.empty(x.shape, np.int64)
+        for c in range(v.n):  # thresholds ascend per channel (the backend's tables are monotone): a sorted search
+            count[:, c] = np.searchsorted(thresholds[:, c], x[:, c], side="right")
+        return np.minimum(count - (1 << (out_bits - 1)), cap)
 
 
 def run_program(program: Program, machine: Machine, order: Order = "loads_first") -> None:

@@ -27,12 +27,16 @@ __all__ = [
     "requantize_add",
     "shift_exp",
     "shiftmax",
+    "shiftmax_x0",
     "shiftgelu",
+    "shiftgelu_x0",
     "ilayernorm",
+    "ilayernorm_core",
     "ibert_softmax",
     "ibert_gelu",
     "base2_softmax",
     "online_softmax",
+    "online_softmax_me",
     "lut_gelu",
     "per_token_gemm",
 ]
@@ -154,7 +158,11 @@ def _shift_x0(scale: float) -> int:
 
 def shift_exp(x: np.ndarray, scale: float, n: int) -> np.ndarray:
     """I-ViT ``int_exp_shift`` (oracle: ``shiftmax.shift_exp``): e * scale / 2^n ~= exp(x * scale)."""
-    x0 = _shift_x0(scale)
+    return _shift_exp_x0(x, _shift_x0(scale), n)
+
+
+def _shift_exp_x0(x: np.ndarray, x0: int, n: int) -> np.ndarray:
+    """:func:`shift_exp` given its integer constant ``x0 = floor(-1 / scale)`` (what a unit's register holds)."""
     x = x + np.right_shift(x, 1) - np.right_shift(x, 4)
     x = np.maximum(x, n * x0)
     q = np.floor_divide(x, x0)
@@ -187,10 +195,16 @@ def _element_sigmoid(x: np.ndarray, x0: int, out_bits: int) -> np.ndarray:
 
 def shiftmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray, float]:
     """I-ViT Shiftmax over the last axis (oracle: ``shiftmax.shiftmax``): (y, 2^-(b-1))."""
+    return shiftmax_x0(x, _shift_x0(scale), out_bits), 2.0 ** -(out_bits - 1)
+
+
+def shiftmax_x0(x: np.ndarray, x0: int, out_bits: int = 8) -> np.ndarray:
+    """:func:`shiftmax`'s integers given ``x0 = floor(-1 / scale)``: what the machine's ``VEC shiftmax`` runs with
+    the ``x0`` its configuration register holds (compiler/backend/machine.py)."""
     x = _i64(x)
-    e = shift_exp(x - x.max(axis=-1, keepdims=True), scale, 15)
+    e = _shift_exp_x0(x - x.max(axis=-1, keepdims=True), x0, 15)
     total = np.minimum(e.sum(axis=-1, keepdims=True), _SUM_MAX)
-    return np.right_shift(e * np.floor_divide(_SUM_MAX, total), 32 - out_bits), 2.0 ** -(out_bits - 1)
+    return np.right_shift(e * np.floor_divide(_SUM_MAX, total), 32 - out_bits)
 
 
 def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8, stabilizer: str = "row") -> tuple[np.ndarray, float]:
@@ -203,17 +217,23 @@ def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8, stabilizer: str = 
         e = shift_exp(x - row_max, s_sig, 23)
         e_max = shift_exp(-row_max, s_sig, 23)
     else:
-        x0 = _shift_x0(s_sig)
-        lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
-        if hi - lo < 1 << 16 and x.size > 4 * (hi - lo + 1):
-            # Elementwise: evaluate each distinct input once and look the rest up (bit-identical, ~5x fewer passes).
-            sig = _element_sigmoid(np.arange(lo, hi + 1, dtype=I64), x0, out_bits)[x - lo]
-        else:
-            sig = _element_sigmoid(x, x0, out_bits)
-        return x * sig, scale * 2.0 ** -(out_bits - 1)
+        return shiftgelu_x0(x, _shift_x0(s_sig), out_bits), scale * 2.0 ** -(out_bits - 1)
     total = np.minimum(e + e_max, _SUM_MAX)
     sig = np.right_shift(e * np.floor_divide(_SUM_MAX, total), 32 - out_bits)
     return x * sig, scale * 2.0 ** -(out_bits - 1)
+
+
+def shiftgelu_x0(x: np.ndarray, x0: int, out_bits: int = 8) -> np.ndarray:
+    """The per-element ShiftGELU (``stabilizer="element"``) given ``x0 = floor(-1 / (1.702 scale))``: what the
+    machine's ``VEC shiftgelu`` runs with its configuration register's ``x0``."""
+    x = _i64(x)
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if hi - lo < 1 << 16 and x.size > 4 * (hi - lo + 1):
+        # Elementwise: evaluate each distinct input once and look the rest up (bit-identical, ~5x fewer passes).
+        sig = _element_sigmoid(np.arange(lo, hi + 1, dtype=I64), x0, out_bits)[x - lo]
+    else:
+        sig = _element_sigmoid(x, x0, out_bits)
+    return x * sig
 
 
 def _round_half_even_div(a: np.ndarray, d: int) -> np.ndarray:
@@ -224,10 +244,18 @@ def _round_half_even_div(a: np.ndarray, d: int) -> np.ndarray:
 
 def ilayernorm(x: np.ndarray, scale: float, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """I-ViT I-LayerNorm over the last axis (oracle: ``ilayernorm.ilayernorm``): (y, sqrt(C)/2^30 * gamma)."""
-    x = _i64(x)
-    c = x.shape[-1]
+    c = np.shape(x)[-1]
     gamma = np.asarray(weight, dtype=np.float64)
     beta = np.asarray(bias, dtype=np.float64)
+    step = math.sqrt(c) / 2**30
+    return ilayernorm_core(x) + np.floor((beta / gamma) / step).astype(I64), step * gamma
+
+
+def ilayernorm_core(x: np.ndarray) -> np.ndarray:
+    """:func:`ilayernorm` before its per-channel integer bias (zero on a zero row, so the bias is the kernel's
+    output there): what the machine's ``VEC ilayernorm`` computes before adding the bias words of its ``aux`` row."""
+    x = _i64(x)
+    c = x.shape[-1]
     y = x - _round_half_even_div(x.sum(axis=-1, keepdims=True), c)
     ymax = int(np.abs(y).max()) if y.size else 0
     if float(ymax) ** 2 * c >= 2.0**62:
@@ -236,9 +264,7 @@ def ilayernorm(x: np.ndarray, scale: float, weight: np.ndarray, bias: np.ndarray
     k = np.full_like(var, 1 << 16)
     for _ in range(10):  # I-ViT's fixed 10 Newton steps (constant hardware latency)
         k = np.floor_divide(k + np.floor_divide(var, k), 2)
-    y = np.right_shift(y * np.floor_divide(_SUM_MAX, k), 1)
-    step = math.sqrt(c) / 2**30
-    return y + np.floor((beta / gamma) / step).astype(I64), step * gamma
+    return np.right_shift(y * np.floor_divide(_SUM_MAX, k), 1)
 
 
 # I-BERT literals, written exactly as compiler.numerics.ibert does so every derived float is the same.
@@ -308,7 +334,16 @@ def base2_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.nd
 
 def online_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.ndarray, float]:
     """Single-pass base-2 softmax (oracle: ``online_softmax.online_softmax``): (y, 2^-(b-1))."""
-    u = _to_log2(_i64(x), scale)
+    m_c, e_c = dyadic(scale * math.log2(math.e) * (1 << 8))
+    return online_softmax_me(x, m_c, e_c, out_bits), 2.0 ** -(out_bits - 1)
+
+
+def online_softmax_me(x: np.ndarray, m_c: int, e_c: int, out_bits: int = 8) -> np.ndarray:
+    """:func:`online_softmax`'s integers given its log2 multiplier ``(m_c, e_c) = dyadic(scale log2(e) 2^8)``:
+    what the machine's ``VEC online_softmax`` runs with its configuration registers."""
+    x = _i64(x)
+    _check32(x, "x_int")
+    u = requantize(x, m_c, e_c, 32)
     c = -np.right_shift(-u, 8)
     m = np.full(u.shape[:-1] + (1,), int(c.min()) - 1, dtype=I64)
     s = np.zeros_like(m)
@@ -318,7 +353,7 @@ def online_softmax(x: np.ndarray, scale: float, out_bits: int = 8) -> tuple[np.n
         shift = np.clip(cj - m, 0, 62)
         s = np.where(new, np.right_shift(s, shift) + _exp2_q15(uj, cj), s + _exp2_q15(uj, m))
         m = np.where(new, cj, m)
-    return _normalize(_exp2_q15(u, m), s, out_bits), 2.0 ** -(out_bits - 1)
+    return _normalize(_exp2_q15(u, m), s, out_bits)
 
 
 def lut_gelu(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:

@@ -76,6 +76,8 @@ class VecFn(IntEnum):
     ONLINE_SOFTMAX = 5
     TOPK = 6
     COPY = 7
+    THRESHOLD = 8
+    DIGIT = 9
 
 
 class ConfigReg(IntEnum):
@@ -88,6 +90,8 @@ class ConfigReg(IntEnum):
     RESIDUAL_M = 6
     RESIDUAL_E = 7
     TOPK_K = 8
+    SHIFTMAX_SHIFT = 9
+    DIGIT_SHIFT = 10
 
 
 @dataclass(frozen=True)

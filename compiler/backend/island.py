@@ -1,0 +1,92 @@
+"""Data movement traced on indices, and ``dequantize -> movement -> quantize`` islands as threshold tables.
+
+A pure movement op (reshape, split, gather, slice ...) is the permutation or selection its kernel applies to an
+index array: :func:`trace_moves` runs the simulator's own kernels on ``arange`` indices, and :func:`as_view` turns
+the result into a 2-D strided DRAM window when it is one (the DMA's address pattern), so the backend never needs
+one code path per ONNX op.
+
+Between two integer ops a graph may leave a float island: a dequantize, movement, then a quantize to a new scale
+(GPT-2's fused QKV split, ViT's class-token gather). Composed, ``x -> quantize(float32(x * s_in), s_out)`` is a
+non-decreasing step function of the integer ``x`` (for ``s_in > 0``), so it equals ``min(lo + #{l : x >= t_l},
+cap)`` for the thresholds ``t_l`` where it first reaches each level: a comparator unit evaluates it exactly
+(``VEC threshold``, docs/ISA.md). :func:`threshold_table` finds the thresholds by bisection over the input's
+integer range, evaluating the simulator's own cast kernels, so the device gives the simulator's integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from xdsl.ir import Operation, SSAValue
+
+from compiler.simulate import intkernels as K
+from compiler.simulate.registry import KERNELS, SimContext, Tensor
+
+__all__ = ["trace_moves", "as_view_pattern", "island_function", "threshold_table"]
+
+
+def trace_moves(ops: Sequence[Operation], source: SSAValue, shape: tuple[int, ...],
+                consts: Mapping[SSAValue, Tensor], ctx: SimContext) -> dict[SSAValue, np.ndarray]:
+    """The flat index into ``source`` of every element of every value ``ops`` compute from it (in order)."""
+    values: dict[SSAValue, np.ndarray] = {source: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)}
+    for op in ops:
+        ins = []
+        for v in op.operands:
+            if v in values:
+                ins.append(Tensor(values[v]))
+            else:
+                ins.append(consts[v])
+        outs = KERNELS[op.name](op, ins, ctx)
+        for r, t in zip(op.results, outs):
+            values[r] = np.asarray(t.data).astype(np.int64)
+    return values
+
+
+def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int] | None:
+    """``(first element, rows, cols, row pitch in elements)`` when ``idx`` (flat source indices) is a 2-D window
+    with contiguous rows of its last axis, else None; ``src_cols``: the source's row length (pitch must keep whole
+    source rows aligned, so a window's columns are the same source channels in every row)."""
+    cols = idx.shape[-1] if idx.ndim else 1
+    flat = idx.reshape(-1, cols)
+    rows = flat.shape[0]
+    base = int(flat[0, 0])
+    if not np.array_equal(flat[0], base + np.arange(cols)):
+        return None
+    pitch = int(flat[1, 0] - base) if rows > 1 else src_cols
+    if pitch <= 0 or pitch % src_cols or not np.array_equal(flat, flat[:1] + pitch * np.arange(rows)[:, None]):
+        return None
+    return base, rows, cols, pitch
+
+
+def island_function(s_in: np.ndarray, s_out: float, bits: int):
+    """``x -> quantize(dequantize(x))`` as the simulator computes it (kernels._quant_cast): x times its scale in
+    float64, rounded to float32, divided by ``s_out``, rounded half to even and clamped; per channel ``s_in``."""
+
+    def f(x: np.ndarray) -> np.ndarray:
+        real = Tensor(x, s_in).real().astype(np.float32)
+        return K.quantize(real, s_out, bits)
+
+    return f
+
+
+def threshold_table(s_in: np.ndarray, s_out: float, bits: int, lo: int, hi: int) -> np.ndarray:
+    """``(2^bits) x C`` int64: row 0 the cap ``f(hi)``, rows ``1 .. 2^bits - 1`` the first input in ``[lo, hi]``
+    reaching levels ``-2^(b-1) + 1 ..`` (clamped into ``[lo, hi]``: a level never reached gets ``hi``, where the
+    cap corrects the count). ``s_in``: per-channel scales (C,), all positive."""
+    s_in = np.asarray(s_in, np.float64).reshape(-1)
+    c = s_in.size
+    f = island_function(s_in, s_out, bits)
+    levels = np.arange(-(1 << (bits - 1)) + 1, 1 << (bits - 1), dtype=np.int64)[:, None]
+    low = np.full((levels.shape[0], c), lo - 1, np.int64)  # f(low) < level (or low is below the range)
+    high = np.full((levels.shape[0], c), hi + 1, np.int64)  # f(high) >= level (or high is above the range)
+    while True:
+        open_ = high - low > 1
+        if not open_.any():
+            break
+        mid = (low + high) // 2
+        reached = f(np.where(open_, mid, lo)) >= levels
+        high = np.where(open_ & reached, mid, high)
+        low = np.where(open_ & ~reached, mid, low)
+    cap = f(np.full((1, c), hi, np.int64))
+    return np.concatenate([cap, np.clip(high, lo, hi)], axis=0)
