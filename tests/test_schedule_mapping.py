@@ -64,6 +64,18 @@ def test_loop_order_avoids_rereading_the_bigger_operand() -> None:
     assert chosen.order == "nm" and chosen.reread_bytes <= 3 * a
 
 
+def test_when_no_tile_fits_both_operands_strips_are_re_read() -> None:
+    # ViT-Base's FC2 on a 128x128 array with 128 / 256 KiB operand halves: a fold of rows of the left operand (128 x
+    # 3072) and a fold of columns of the weights (3072 x 128) both overflow, so every output fold reads both strips
+    # from off-chip: the weights once per row tile, the activations once per column tile.
+    work = GemmWork(m=197, n=768, k=3072)
+    space = MappingSpace(128, 128, ("os",), (128 * 1024, 256 * 1024, 64 * 1024), bytes_per_cycle=256.0)
+    chosen = search(work, space)
+    a, b = 197 * 3072, 3072 * 768
+    assert (chosen.tile_m, chosen.tile_n) == (128, 128)
+    assert chosen.reread_bytes == (2 - 1) * b + (6 - 1) * a
+
+
 def test_mapping_space_of_the_u280_is_its_rtl_array() -> None:
     space = mapping_space(build_model(load_target("fpga-u280")))
     assert space is not None

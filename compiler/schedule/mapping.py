@@ -36,7 +36,9 @@ Accelerators through Loop-Order-based Memory Allocation", AICAS 2021) over the s
 leaves (its spatial unrolling is the dataflow), with Timeloop's pruning of tile sizes that overflow a buffer
 (Parashar et al., "Timeloop: A Systematic Approach to DNN Accelerator Evaluation", ISPASS 2019). The space has at
 most 3 dataflows x 2 orientations x 2 orders x (fold-multiple tiles of m x of n), so the search is exhaustive over
-it; results are cached per (GEMM shape, space).
+it; results are cached per (GEMM shape, space with its objective, energy figures where the objective prices
+energy). When no tile fits the buffers (a fold of one operand's rows, all of k, overflows), the reduction streams
+through in pieces and every strip that does not fit is re-read once per tile of the other operand.
 
 Sub-arrays: a target built as ``partitions`` independent sub-arrays (the FPGA's ``gemm.partitions``: P instances
 of its RTL array kernel, counted by the resource model) is searched on one sub-array's geometry, its folds or whole
@@ -268,16 +270,23 @@ def _ranker(work: GemmWork, space: MappingSpace, pricer: EnergyPricer | None) ->
     return rank
 
 
-def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: bool) -> Mapping:
-    """One-fold tiles in ``"mn"`` order when no tile fits the buffers (an operand's k rows alone overflow): the
-    reduction then streams through in pieces, as the model's ``buffer_tiles`` counts them."""
+def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: bool) -> list[Mapping]:
+    """One-fold tiles in either order when no tile fits the buffers (an operand's k rows alone overflow): the
+    reduction then streams through in pieces, as the model's ``buffer_tiles`` counts them. Each output fold reads
+    a strip of each operand (its fold of rows or columns, all of k): the inner operand's strips are re-read once per
+    outer tile, and the outer one's too, once per inner tile, where its strip does not fit its buffer."""
     am, an = (work.n, work.m) if transpose else (work.m, work.n)
     tm, tn = (space.cols, space.rows) if transpose else (space.rows, space.cols)
     tm, tn = min(tm, work.m), min(tn, work.n)
     mt, nt = -(-work.m // tm), -(-work.n // tn)
     cycles, _ = _cycles(am, an, work.k, work.batch, space, dataflow)
-    return Mapping(dataflow, transpose, "mn", tm, tn, cycles, (mt - 1) * work.k * work.n * work.w_bits // 8,
-                   mt * nt, work.m)
+    a, b = work.m * work.k * work.in_bits // 8, work.k * work.n * work.w_bits // 8
+    a_fits = -(-tm * work.k * work.in_bits // 8) <= space.caps[0]
+    b_fits = -(-work.k * tn * work.w_bits // 8) <= space.caps[1]
+    mn = (mt - 1) * b + (0 if a_fits else (nt - 1) * a)
+    nm = (nt - 1) * a + (0 if b_fits else (mt - 1) * b)
+    return [Mapping(dataflow, transpose, order, tm, tn, cycles, reread, mt * nt, work.m)
+            for order, reread in (("mn", mn), ("nm", nm))]
 
 
 @lru_cache(maxsize=4096)
@@ -293,5 +302,6 @@ def search(work: GemmWork, space: MappingSpace, pricer: EnergyPricer | None = No
     found = _candidates(item, space, space.dataflows, (False, True), ("mn", "nm"))
     rank = _ranker(item, space, pricer)
     if not found:
-        return min((_fallback(item, space, d, t) for d in space.dataflows for t in (False, True)), key=rank)
+        return min((mp for d in space.dataflows for t in (False, True) for mp in _fallback(item, space, d, t)),
+                   key=rank)
     return min(found, key=rank)
