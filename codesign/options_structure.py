@@ -19,6 +19,8 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "attention": (tuple(ATTENTION_ALGORITHMS), "standard"),
     # Per-GEMM mapping search (compiler/schedule/mapping.py) or the target's own mapping; read by the schedule pass.
     "mapping": (("search", "fixed"), "search"),
+    # What the search minimises per GEMM; "target": the target's gemm.mapping_objective (ASIC edp, others latency).
+    "mapping-objective": (("target", "latency", "energy", "edp"), "target"),
 }
 
 

@@ -16,6 +16,7 @@ from compiler.context import CompileContext
 from compiler.schedule.decode import decode_sections
 from hw.models.asic import SiliconModel
 from hw.models.base import WorkloadSizedModel, workload_sized
+from hw.models.run_energy import run_energy_mj, total_mj
 
 __all__ = ["build_report", "report_lane_units", "REPORT_VERSION"]
 
@@ -83,11 +84,10 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     latency_ms = cycles / (clock * 1e3)
     # Throughput counts samples: the leading dim of the first model input is the batch of one inference.
     batch = int(result.imported.batch) if getattr(result.imported, "batch", None) else 1
-    if isinstance(model, SiliconModel):  # energy from each work item's access counts (hw/models/asic.py)
-        energy = model.work_energy((w for plan in env.plans for w in plan.works), bytes_off, cycles)
-    else:
-        energy = model.energy(macs_by_bits, onchip, bytes_off, cycles)
-    energy_mj = energy.get("total", sum(v for k, v in energy.items() if k != "total"))
+    # An ASIC prices each work item's access counts (hw/models/asic.py), other models the aggregate counts.
+    energy = run_energy_mj(model, (w for plan in env.plans for w in plan.works), macs_by_bits, onchip, bytes_off,
+                           cycles)
+    energy_mj = total_mj(energy)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "model": _model_name(result.imported.source),

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from compiler.schedule.mapping import MappingSpace, mapped_work, mapping_space, search
+from compiler.schedule.mapping import (
+    MappingSpace,
+    energy_pricer,
+    mapped_work,
+    mapping_objective,
+    mapping_space,
+    search,
+)
 from hw.models import build_model
 from hw.perf.systolic import systolic_cycles
 from hw.perf.workload import GemmWork
@@ -55,6 +62,18 @@ def test_loop_order_avoids_rereading_the_bigger_operand() -> None:
     a, b = 197 * 3072, 3072 * 768
     assert chosen.reread_bytes < b
     assert chosen.order == "nm" and chosen.reread_bytes <= 3 * a
+
+
+def test_when_no_tile_fits_both_operands_strips_are_re_read() -> None:
+    # ViT-Base's FC2 on a 128x128 array with 128 / 256 KiB operand halves: a fold of rows of the left operand (128 x
+    # 3072) and a fold of columns of the weights (3072 x 128) both overflow, so every output fold reads both strips
+    # from off-chip: the weights once per row tile, the activations once per column tile.
+    work = GemmWork(m=197, n=768, k=3072)
+    space = MappingSpace(128, 128, ("os",), (128 * 1024, 256 * 1024, 64 * 1024), bytes_per_cycle=256.0)
+    chosen = search(work, space)
+    a, b = 197 * 3072, 3072 * 768
+    assert (chosen.tile_m, chosen.tile_n) == (128, 128)
+    assert chosen.reread_bytes == (2 - 1) * b + (6 - 1) * a
 
 
 def test_mapping_space_of_the_u280_is_its_rtl_array() -> None:
@@ -140,3 +159,87 @@ def test_unknown_mapping_mode_is_one_line() -> None:
 
     with pytest.raises(InputError, match="mapping must be one of search, fixed, got 'best'"):
         price(Plan(()), build_model(load_target("fpga-u280")), "best")
+
+
+# --- the mapping objective ----------------------------------------------------------------------------------------
+
+
+def _asic(**sets: str):
+    return build_model(load_target("asic-systolic", {k.replace("__", "."): v for k, v in sets.items()}))
+
+
+def test_objective_defaults_to_the_targets_key_and_the_option_overrides_it() -> None:
+    assert mapping_space(_asic()).objective == "edp"  # AsicGemm.mapping_objective
+    assert mapping_space(build_model(load_target("fpga-u280"))).objective == "latency"
+    assert mapping_space(_asic(gemm__mapping_objective="energy")).objective == "energy"
+    assert mapping_space(_asic(), "latency").objective == "latency"
+    assert mapping_objective({"mapping-objective": "target"}) is None and mapping_objective({}) is None
+    assert mapping_objective({"mapping-objective": "energy"}) == "energy"
+
+
+def test_energy_objective_re_reads_less_and_prices_with_the_reports_function() -> None:
+    # FC1 of ViT-Base on a 32x32 ASIC: its 2.25 MiB of weights cannot stay in the 256 KiB half of the weight buffer,
+    # and its 197 x 768 activations overflow the act buffer's half too, so every mapping re-reads one of them. The
+    # latency ranking re-reads what lets the output stream earliest; the energy ranking the fewest bytes.
+    from hw.models.run_energy import total_mj
+
+    model = _asic(gemm__rows="32", gemm__cols="32")
+    work = GemmWork(m=197, n=3072, k=768)
+    latency_space = mapping_space(model, "latency")
+    assert latency_space is not None
+    fast = search(work, latency_space)
+    spaces = {obj: mapping_space(model, obj) for obj in ("energy", "edp")}
+    pricer = energy_pricer(model, spaces["energy"])
+    assert pricer is not None and energy_pricer(model, latency_space) is None
+    lean = search(work, spaces["energy"], pricer)
+    assert lean.reread_bytes < fast.reread_bytes and lean.cycles == fast.cycles
+
+    def energy(mp) -> float:
+        offchip = 197 * 768 + 768 * 3072 + 197 * 3072 * 4 + mp.reread_bytes
+        cycles = max(mp.cycles, -(-offchip // int(latency_space.bytes_per_cycle)))
+        run = mapped_work(work, mp)
+        # The pricer is the report's function on the GEMM as run, not a copy of its figures.
+        assert pricer(run, offchip, cycles) == pytest.approx(total_mj(model.work_energy([run], offchip, cycles)))
+        return pricer(run, offchip, cycles)
+
+    assert energy(lean) < energy(fast)
+    assert search(work, spaces["edp"], pricer).reread_bytes == lean.reread_bytes
+    with pytest.raises(ValueError, match="the energy objective needs an energy pricer"):
+        search(work, spaces["energy"])
+
+
+def test_energy_pricer_is_keyed_by_the_targets_figures() -> None:
+    # The search's cache holds one result per (shape, space, pricer): equal targets share it, other figures do not.
+    a, b = energy_pricer(_asic(), mapping_space(_asic())), energy_pricer(_asic(), mapping_space(_asic()))
+    other = energy_pricer(_asic(energy__pj_per_byte_offchip="3.9"), mapping_space(_asic()))
+    assert a == b and hash(a) == hash(b) and a != other
+
+
+def test_priced_layers_keep_the_gemm_as_the_array_runs_it() -> None:
+    # A transposed mapping swaps the operands; the layer's works (what the report prices energy from) say so.
+    from functools import partial
+
+    from compiler.schedule.lower import _price_layer  # noqa: PLC2701 - the layer pricing compile uses
+    from compiler.schedule.plan import Plan, PlannedLayer, TaskSpec, price
+
+    model = _asic(gemm__rows="64", gemm__cols="16")
+    work = GemmWork(m=5, n=4096, k=64)
+    spec = TaskSpec("skinny", 5 * 64 + 64 * 4096, 5 * 4096, (), rows=5)
+    layer = PlannedLayer("skinny", ("skinny",), partial(_price_layer, spec, "gemm", work, (), 64 * 4096))
+    (priced,) = price(Plan((layer,)), model, "search", "latency")
+    assert priced.detail["mapping_transpose"] and priced.works == [mapped_work(work, search(
+        work, mapping_space(model, "latency")))]
+    assert priced.works[0].m == 4096 and priced.works[0].n == 5
+
+
+def test_bad_mapping_objective_is_one_line(models_dir: Path, capsys) -> None:
+    from codesign.cli import main
+
+    code = main(["compile", str(models_dir / "vit_tiny.onnx"), "--mapping-objective", "fast", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--mapping-objective fast: unknown choice (valid: target, latency, energy, edp)" in err
+    code = main(["compile", str(models_dir / "vit_tiny.onnx"), "--target", "asic-systolic",
+                 "--set", "gemm.mapping_objective=fast", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "gemm.mapping_objective" in err, err

@@ -100,3 +100,21 @@ def test_calibration_data_reaches_the_quantizer():
     point = PointRequest(key="k", model=TINY, target="fpga-u280", choices=(("quant", "int8"),), calibrate=str(data))
     report, _, _ = evaluate_report(point)
     assert report == compile(TINY, "fpga-u280", calibrate=str(data), quant="int8").report
+
+
+def test_mapping_objective_is_part_of_a_points_key():
+    """``compile.mapping-objective`` as a sweep axis: each tier prices the objective a fresh compile does, and a
+    point cached for one objective does not answer for another. A 16x16 ASIC with 4 KiB operand buffers re-reads
+    vit_tiny's operands, so mapping for EdP moves fewer bytes than mapping for latency."""
+    overrides = (("gemm.rows", "16"), ("gemm.cols", "16"), ("buffers.bank_kb", "1"), ("buffers.act_kb", "4"),
+                 ("buffers.weight_kb", "4"), ("buffers.out_kb", "4"), ("dma.channels", "1"))
+    clear_caches()
+    reports = {}
+    for objective in ("latency", "edp", "latency"):
+        choices = (("mapping-objective", objective), ("quant", "int8"))
+        point = PointRequest(key="k", model=TINY, target="asic-systolic", overrides=overrides, choices=choices)
+        report, _, _ = evaluate_report(point)
+        assert report == compile(TINY, "asic-systolic", overrides=dict(overrides), **dict(choices)).report
+        reports[objective] = report
+    assert reports["edp"]["bytes_offchip"] < reports["latency"]["bytes_offchip"]
+    assert reports["edp"]["energy_mj"] < reports["latency"]["energy_mj"]

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from codesign.sweep.metrics import fit_violation, metrics_from_report
 from compiler.context import CompileEnv, make_context
 from compiler.schedule.lower import plan_module
+from compiler.schedule.mapping import mapping_objective
 from compiler.schedule.plan import Plan, machine, price
 from compiler.summary import build_report, report_lane_units
 from hw.errors import InputError
@@ -222,7 +223,8 @@ def _fused(prefix: Prefix) -> Any | None:
 def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     """The report by the ``plan`` tier: the cached plan priced on ``model``, scheduled (memoised), reported."""
     assert prefix.plan is not None and prefix.env is not None
-    plans = price(prefix.plan, model, str(prefix.env.options.get("mapping", "search")))
+    options = prefix.env.options
+    plans = price(prefix.plan, model, str(options.get("mapping", "search")), mapping_objective(options))
     tasks = [t for plan in plans for t in plan.tasks]
     mach = machine(model)
     memo_key = (id(prefix), tuple(sorted(mach.units.items())), mach.offchip_bytes_per_cycle, mach.double_buffered,

@@ -1,8 +1,9 @@
 """``schedule``: plan every op's hardware work, price the plan on the target and run the event-driven scheduler.
 
 Each scheduled op gets ``start`` and ``end`` attributes (cycles), each GEMM its ``mapping`` (the chosen dataflow,
-orientation, loop order and tiles, ``compiler/schedule/mapping.py``; ``--mapping fixed`` prices the model's own
-mapping); the full schedule and the per-layer plans go to the compile context for the report.
+orientation, loop order and tiles, ``compiler/schedule/mapping.py``, chosen for ``--mapping-objective``;
+``--mapping fixed`` prices the model's own mapping); the full schedule and the per-layer plans go to the compile
+context for the report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from xdsl.passes import ModulePass
 
 from compiler.dialect import dataflow as df
 from compiler.schedule.lower import plan_module
+from compiler.schedule.mapping import mapping_objective
 from compiler.schedule.plan import schedule_plan
 from compiler.schedule.target import resolve_model
 
@@ -32,7 +34,8 @@ class Schedule(ModulePass):
         model = resolve_model(ctx, self.name, self.target)
         env = getattr(ctx, "env", None)
         mapping = str(env.options.get("mapping", "search")) if env is not None else "search"
-        plans, result = schedule_plan(plan_module(op, env.weights if env is not None else None), model, mapping)
+        plans, result = schedule_plan(plan_module(op, env.weights if env is not None else None), model, mapping,
+                                      mapping_objective(env.options if env is not None else {}))
         mapped = {p.name: str(p.detail["mapping"]) for p in plans if "mapping" in p.detail}
         span = {}
         for plan in plans:

@@ -22,12 +22,23 @@ not fit its buffer is re-read from off-chip (``reread_bytes``), how many pieces 
 transfer with the re-reads, whichever is longer), then by block rows (the one whose output streams earliest), then
 by re-read bytes and tiles.
 
+Objective (``--mapping-objective``, default the target's ``gemm.mapping_objective``): ``latency`` ranks as above;
+``energy`` ranks first by the energy of the batch item run alone under the mapping, ``edp`` by that energy times its
+roofline time, then as ``latency`` does. A candidate's energy is priced by the report's own function
+(``hw.models.run_energy.run_energy_mj``: on the ASIC its SRAM accesses per operand as the orientation runs them,
+PE-cycles and leakage over its roofline time, DRAM bytes with its re-reads), so the mapping an energy objective
+picks is the cheapest by the figures the report then shows. Why an objective and not one ranking: a compute-bound
+array hides re-reads in time, so the latency ranking is free to re-read (and on FPGAs that buys earlier streaming),
+while every re-read byte costs DRAM energy.
+
 Method: the loop-order-first enumeration of ZigZag's LOMA (Symons et al., "LOMA: Fast Auto-Scheduling on DNN
 Accelerators through Loop-Order-based Memory Allocation", AICAS 2021) over the small space a fixed systolic array
 leaves (its spatial unrolling is the dataflow), with Timeloop's pruning of tile sizes that overflow a buffer
 (Parashar et al., "Timeloop: A Systematic Approach to DNN Accelerator Evaluation", ISPASS 2019). The space has at
 most 3 dataflows x 2 orientations x 2 orders x (fold-multiple tiles of m x of n), so the search is exhaustive over
-it; results are cached per (GEMM shape, space).
+it; results are cached per (GEMM shape, space with its objective, energy figures where the objective prices
+energy). When no tile fits the buffers (a fold of one operand's rows, all of k, overflows), the reduction streams
+through in pieces and every strip that does not fit is re-read once per tile of the other operand.
 
 Sub-arrays: a target built as ``partitions`` independent sub-arrays (the FPGA's ``gemm.partitions``: P instances
 of its RTL array kernel, counted by the resource model) is searched on one sub-array's geometry, its folds or whole
@@ -38,26 +49,35 @@ sub-arrays cannot fuse back into one array for a layer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from hw.errors import InputError
+from hw.models.base import AcceleratorModel
+from hw.models.run_energy import run_energy_mj, total_mj
 from hw.perf.systolic import systolic_cycles
 from hw.perf.workload import GemmWork
 
-__all__ = ["Mapping", "MappingSpace", "mapping_space", "search", "mapped_work", "MAPPING_MODES"]
+__all__ = ["Mapping", "MappingSpace", "EnergyPricer", "mapping_space", "energy_pricer", "search", "mapped_work",
+           "mapping_objective", "MAPPING_MODES", "MAPPING_OBJECTIVES"]
 
 MAPPING_MODES = ("search", "fixed")
 """``--mapping``: ``search`` (the default) picks a mapping per GEMM; ``fixed`` prices every GEMM as the model does
 by itself: the target's dataflow, the GEMM as written, the fewest tiles that fit the buffers."""
+
+MAPPING_OBJECTIVES = ("latency", "energy", "edp")
+"""What the search minimises per GEMM first (module docstring); a target's ``gemm.mapping_objective`` is one."""
 
 
 @dataclass(frozen=True)
 class MappingSpace:
     """What the target lets a GEMM's mapping choose: the array (``partitions`` sub-arrays of ``rows`` x ``cols``),
     the dataflows it runs per layer,
-    the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), and the
-    off-chip bandwidth (bytes/cycle) that prices re-reads against cycles."""
+    the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), the
+    off-chip bandwidth (bytes/cycle) that prices re-reads against cycles, and the ``objective`` the search
+    minimises first (``MAPPING_OBJECTIVES``; part of the search's cache key with the space)."""
 
     rows: int
     cols: int
@@ -65,6 +85,29 @@ class MappingSpace:
     caps: tuple[int, int, int]
     bytes_per_cycle: float = float("inf")
     partitions: int = 1
+    objective: str = "latency"
+
+
+class EnergyPricer:
+    """The energy (mJ) of one GEMM run alone on ``model``, by the report's function (``run_energy_mj``). Equal, and
+    hashed alike, for models of equal targets, so the search's cache serves every design point with the same
+    figures and no point is priced with another's."""
+
+    def __init__(self, model: AcceleratorModel) -> None:
+        self.model = model
+        self.key = (type(model).__name__, model.target.model_dump_json())
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnergyPricer) and other.key == self.key
+
+    def __call__(self, run: GemmWork, offchip_bytes: int, cycles: int) -> float:
+        """mJ of ``run`` (the GEMM as the array runs it) moving ``offchip_bytes`` over ``cycles``."""
+        cost = self.model.cost(run)
+        return total_mj(run_energy_mj(self.model, (run,), {max(run.in_bits, run.w_bits): run.macs},
+                                      cost.onchip_bytes, offchip_bytes, cycles))
 
 
 @dataclass(frozen=True)
@@ -93,12 +136,17 @@ class Mapping:
                 "reread_bytes": self.reread_bytes}
 
 
-def mapping_space(model: Any) -> MappingSpace | None:
+def mapping_space(model: Any, objective: str | None = None) -> MappingSpace | None:
     """The mapping space of ``model``'s target: its one array and its dataflow (every bundled schema fixes one
     dataflow per design, so a per-layer choice would price an array the target does not have), its operand buffers
-    (half of each when double buffered) and its off-chip bandwidth. None for a target without a systolic array."""
+    (half of each when double buffered), its off-chip bandwidth, and ``objective`` (None: the target's
+    ``gemm.mapping_objective``, else latency). None for a target without a systolic array."""
     target = model.target
     gemm = getattr(target, "gemm", None)
+    if objective is None:
+        objective = str(getattr(gemm, "mapping_objective", "latency"))
+    if objective not in MAPPING_OBJECTIVES:
+        raise InputError(f"--mapping-objective {objective}: unknown objective (valid: {', '.join(MAPPING_OBJECTIVES)})")
     rows, cols, dataflow = (getattr(gemm, a, None) for a in ("rows", "cols", "dataflow"))
     if not (isinstance(rows, int) and isinstance(cols, int) and isinstance(dataflow, str)):
         return None
@@ -113,7 +161,19 @@ def mapping_space(model: Any) -> MappingSpace | None:
         caps = (each, each, each)
     parts = getattr(gemm, "partitions", 1)
     return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
-                        float(model.offchip_bytes_per_cycle()), parts)
+                        float(model.offchip_bytes_per_cycle()), parts, objective)
+
+
+def mapping_objective(options: Any) -> str | None:
+    """The objective a compile's options ask for (``--mapping-objective``), or None for the target's own."""
+    chosen = options.get("mapping-objective", "target")
+    return None if chosen in (None, "target") else str(chosen)
+
+
+def energy_pricer(model: AcceleratorModel, space: MappingSpace | None) -> EnergyPricer | None:
+    """What :func:`search` prices candidates' energy with: None when ``space`` ranks by latency alone (so every
+    latency search shares the cache whatever the target's energy figures)."""
+    return EnergyPricer(model) if space is not None and space.objective != "latency" else None
 
 
 def mapped_work(work: GemmWork, mapping: Mapping) -> GemmWork:
@@ -190,39 +250,58 @@ def _candidates(work: GemmWork, space: MappingSpace, dataflows: tuple[str, ...],
     return found
 
 
-def _ranker(work: GemmWork, space: MappingSpace) -> Any:
+def _ranker(work: GemmWork, space: MappingSpace, pricer: EnergyPricer | None) -> Any:
     """Rank by the roofline time of one batch item alone (array cycles, or the transfer of its operands, output and
-    re-reads, whichever is longer), then by block rows (the earlier a consumer can stream), re-read bytes and tiles."""
+    re-reads, whichever is longer), then by block rows (the earlier a consumer can stream), re-read bytes and tiles;
+    ``energy`` and ``edp`` objectives first by the item's energy (``pricer``: operands, output and re-reads off
+    chip, over the roofline time), or that energy times the roofline time."""
     a, b, c = (work.m * work.k * work.in_bits // 8, work.k * work.n * work.w_bits // 8,
                work.m * work.n * work.acc_bits // 8)
 
-    def rank(mp: Mapping) -> tuple[float, int, int, int]:
-        transfer = (a + b + c + mp.reread_bytes) / space.bytes_per_cycle
-        return (max(float(mp.cycles), transfer), mp.block_rows, mp.reread_bytes, mp.tiles)
+    def rank(mp: Mapping) -> tuple[float, ...]:
+        offchip = a + b + c + mp.reread_bytes
+        time = max(float(mp.cycles), offchip / space.bytes_per_cycle)
+        latency = (time, mp.block_rows, mp.reread_bytes, mp.tiles)
+        if pricer is None or space.objective == "latency":
+            return latency
+        energy = pricer(mapped_work(work, mp), offchip, math.ceil(time))
+        return (energy if space.objective == "energy" else energy * time, *latency)
 
     return rank
 
 
-def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: bool) -> Mapping:
-    """One-fold tiles in ``"mn"`` order when no tile fits the buffers (an operand's k rows alone overflow): the
-    reduction then streams through in pieces, as the model's ``buffer_tiles`` counts them."""
+def _fallback(work: GemmWork, space: MappingSpace, dataflow: str, transpose: bool) -> list[Mapping]:
+    """One-fold tiles in either order when no tile fits the buffers (an operand's k rows alone overflow): the
+    reduction then streams through in pieces, as the model's ``buffer_tiles`` counts them. Each output fold reads
+    a strip of each operand (its fold of rows or columns, all of k): the inner operand's strips are re-read once per
+    outer tile, and the outer one's too, once per inner tile, where its strip does not fit its buffer."""
     am, an = (work.n, work.m) if transpose else (work.m, work.n)
     tm, tn = (space.cols, space.rows) if transpose else (space.rows, space.cols)
     tm, tn = min(tm, work.m), min(tn, work.n)
     mt, nt = -(-work.m // tm), -(-work.n // tn)
     cycles, _ = _cycles(am, an, work.k, work.batch, space, dataflow)
-    return Mapping(dataflow, transpose, "mn", tm, tn, cycles, (mt - 1) * work.k * work.n * work.w_bits // 8,
-                   mt * nt, work.m)
+    a, b = work.m * work.k * work.in_bits // 8, work.k * work.n * work.w_bits // 8
+    a_fits = -(-tm * work.k * work.in_bits // 8) <= space.caps[0]
+    b_fits = -(-work.k * tn * work.w_bits // 8) <= space.caps[1]
+    mn = (mt - 1) * b + (0 if a_fits else (nt - 1) * a)
+    nm = (nt - 1) * a + (0 if b_fits else (mt - 1) * b)
+    return [Mapping(dataflow, transpose, order, tm, tn, cycles, reread, mt * nt, work.m)
+            for order, reread in (("mn", mn), ("nm", nm))]
 
 
 @lru_cache(maxsize=4096)
-def search(work: GemmWork, space: MappingSpace) -> Mapping:
-    """The best mapping of one batch item of ``work`` on ``space`` (module docstring), cached per (shape, space)."""
+def search(work: GemmWork, space: MappingSpace, pricer: EnergyPricer | None = None) -> Mapping:
+    """The best mapping of one batch item of ``work`` on ``space`` (module docstring) by ``space.objective``,
+    cached per (shape, space with its objective, energy figures). ``pricer`` (:func:`energy_pricer`) is needed by
+    the ``energy`` and ``edp`` objectives."""
+    if space.objective != "latency" and pricer is None:
+        raise ValueError(f"the {space.objective} objective needs an energy pricer (energy_pricer(model, space))")
     item = GemmWork(m=work.m, n=work.n, k=work.k, batch=work.batch if space.partitions > 1 else 1,
                     in_bits=work.in_bits, w_bits=work.w_bits, acc_bits=work.acc_bits,
                     weights_static=work.weights_static)
     found = _candidates(item, space, space.dataflows, (False, True), ("mn", "nm"))
-    rank = _ranker(item, space)
+    rank = _ranker(item, space, pricer)
     if not found:
-        return min((_fallback(item, space, d, t) for d in space.dataflows for t in (False, True)), key=rank)
+        return min((mp for d in space.dataflows for t in (False, True) for mp in _fallback(item, space, d, t)),
+                   key=rank)
     return min(found, key=rank)

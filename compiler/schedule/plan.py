@@ -22,7 +22,7 @@ from typing import Any
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from compiler.schedule.mapping import MAPPING_MODES, mapped_work, mapping_space, search
+from compiler.schedule.mapping import MAPPING_MODES, energy_pricer, mapped_work, mapping_space, search
 from hw.errors import InputError
 from hw.models.base import AcceleratorModel, Cost
 from hw.perf.scheduler import Machine, Schedule, Task, schedule
@@ -136,13 +136,20 @@ class _Costing:
     output block (``detail["block_rows"]``, :func:`compiler.schedule.mapping.block_rows`), and the bytes a
     streaming vector task's row tiles may hold (``stream_buffer``)."""
 
-    def __init__(self, model: AcceleratorModel, mapping: str = "search") -> None:
+    def __init__(self, model: AcceleratorModel, mapping: str = "search", objective: str | None = None) -> None:
         if mapping not in MAPPING_MODES:
             raise InputError(f"mapping must be one of {', '.join(MAPPING_MODES)}, got {mapping!r}")
         self.model = model
         self.costs: dict[Work, Cost] = {}
         self.stream_buffer = stream_buffer_bytes(model)
-        self.space = mapping_space(model) if mapping == "search" else None
+        self.space = mapping_space(model, objective) if mapping == "search" else None
+        self.pricer = energy_pricer(model, self.space)
+        self.runs: dict[GemmWork, GemmWork] = {}
+        """GEMM as written -> as the array runs it (operands swapped by a transposed mapping)."""
+
+    def as_run(self, work: Work) -> Work:
+        """``work`` as the array runs it under the mapping it was priced with (itself unless transposed)."""
+        return self.runs.get(work, work) if isinstance(work, GemmWork) else work
 
     def __call__(self, work: Work) -> Cost:
         try:
@@ -155,8 +162,10 @@ class _Costing:
 
     def _cost(self, work: Work) -> Cost:
         if isinstance(work, GemmWork) and self.space is not None:
-            chosen = search(work, self.space)
+            chosen = search(work, self.space, self.pricer)
             run = mapped_work(work, chosen)
+            if run is not work:
+                self.runs[work] = run
             cost = self.model.cost(run)
             # The tile count stays the model's for the GEMM as written (what the ``tile`` pass records, so a sweep's
             # plan tier and a compile agree); the mapping's own tiles refine it in ``priced_task``.
@@ -178,11 +187,19 @@ def stream_buffer_bytes(model: AcceleratorModel) -> float | None:
     return act_kb * 1024 / 2 if isinstance(act_kb, (int, float)) else None
 
 
-def price(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> list[LayerPlan]:
+def price(plan: Plan, model: AcceleratorModel, mapping: str = "search", objective: str | None = None
+          ) -> list[LayerPlan]:
     """The priced layers of ``plan`` on ``model``; each distinct (hashable) work item is priced once, each GEMM with
-    the mapping ``mapping`` picks (``compiler.schedule.mapping``: ``search`` or ``fixed``)."""
-    costing = _Costing(model, mapping)
-    return [layer.price(costing) for layer in plan.layers]
+    the mapping ``mapping`` picks (``compiler.schedule.mapping``: ``search`` or ``fixed``) for ``objective``
+    (``latency``, ``energy``, ``edp``; None: the target's ``gemm.mapping_objective``). Each layer's ``works`` are
+    the GEMMs as the array runs them (a transposed mapping's operands swapped), so energy priced from them counts
+    the SRAM accesses of the orientation chosen."""
+    costing = _Costing(model, mapping, objective)
+    layers = [layer.price(costing) for layer in plan.layers]
+    if costing.runs:
+        for layer in layers:
+            layer.works = [costing.as_run(w) for w in layer.works]
+    return layers
 
 
 def machine(model: AcceleratorModel) -> Machine:
@@ -192,10 +209,11 @@ def machine(model: AcceleratorModel) -> Machine:
                    double_buffered=model.target.double_buffered())
 
 
-def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search") -> tuple[list[LayerPlan], Schedule]:
-    """Price ``plan`` on ``model`` (GEMMs mapped as ``mapping`` says) and schedule its tasks: (priced layers, the
-    schedule)."""
-    layers = price(plan, model, mapping)
+def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search", objective: str | None = None
+                  ) -> tuple[list[LayerPlan], Schedule]:
+    """Price ``plan`` on ``model`` (GEMMs mapped as ``mapping`` says, for ``objective``) and schedule its tasks:
+    (priced layers, the schedule)."""
+    layers = price(plan, model, mapping, objective)
     return layers, schedule([t for layer in layers for t in layer.tasks], machine(model))
 
 

@@ -231,7 +231,10 @@ class Device(Section):
 
 
 class Gemm(Section):
-    """A ``rows`` x ``cols`` systolic array of MAC PEs (SCALE-Sim's ArrayHeight x ArrayWidth)."""
+    """A ``rows`` x ``cols`` systolic array of MAC PEs (SCALE-Sim's ArrayHeight x ArrayWidth). ``mapping_objective``
+    is what the per-GEMM mapping search minimises first unless ``--mapping-objective`` says otherwise
+    (compiler/schedule/mapping.py): ``latency`` where energy is mostly fixed power (an FPGA board), ``energy`` or
+    ``edp`` where it follows access counts (the ASIC)."""
 
     rows: Positive
     cols: Positive
@@ -239,6 +242,7 @@ class Gemm(Section):
     in_bits: Bits = 8
     w_bits: Bits = 8
     acc_bits: Bits = 32
+    mapping_objective: Literal["latency", "energy", "edp"] = "latency"
 
     @model_validator(mode="after")
     def _acc_holds_a_product(self) -> Gemm:
@@ -469,6 +473,9 @@ class AsicGemm(Gemm):
     """
 
     idle_pe: Literal["toggle", "clocked", "gated"] = "toggle"
+    # An ASIC's energy follows its access counts, so its GEMMs are mapped for energy-delay product by default: a
+    # latency ranking re-reads operands whenever the array hides it in time, and every re-read is DRAM energy.
+    mapping_objective: Literal["latency", "energy", "edp"] = "edp"
 
 
 class SramBuffers(Section):
