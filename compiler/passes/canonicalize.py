@@ -28,11 +28,11 @@ _VIEW_KINDS = ("reshape", "flatten", "squeeze", "unsqueeze")
 
 
 def _kind(op: df.MoveOp | df.ElementwiseOp) -> str:
-    return df.str_attr(op, "kind")
+    return op.kind_value()
 
 
 def _perm(op: df.MoveOp) -> list[int] | None:
-    attrs = op.properties.get("attrs")
+    attrs = op.attrs
     if not isinstance(attrs, DictionaryAttr) or "perm" not in attrs.data:
         return None
     perm = attrs.data["perm"]
