@@ -55,7 +55,7 @@ class _FoldViews(RewritePattern):
         if isinstance(owner, df.MoveOp) and _kind(owner) in _VIEW_KINDS and len(owner.inputs) == 1:
             new = df.MoveOp.create(
                 operands=[owner.inputs[0]], result_types=[op.outputs[0].type],
-                properties={"layer": op.properties["layer"], "kind": StringAttr("reshape"),
+                properties={"layer": op.layer, "kind": StringAttr("reshape"),
                             "attrs": _reshape_attrs(op)})
             rewriter.replace_matched_op(new)
 
