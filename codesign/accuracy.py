@@ -185,6 +185,7 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
     """
     from compiler.calibrate import check_simulation_memory
     from compiler.dialect import dataflow as df
+    from compiler.dialect.choices import LAYER_ATTR
     from compiler.simulate import Simulator
 
     imported = result.imported
@@ -202,7 +203,7 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
     saturated: dict[str, list[int]] = {}
 
     def observe(op: Any, outs: list[Any]) -> None:
-        layer = op.properties.get("layer")
+        layer = op.properties.get(LAYER_ATTR)
         if layer is not None and outs and isinstance(op, (df.RequantOp, df.ElementwiseOp)):
             _count_saturated(layer.data, op, outs[0].data, saturated)
         if layer is None or isinstance(op, df.WeightOp) or layer.data not in want or not outs:

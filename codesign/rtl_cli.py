@@ -347,7 +347,7 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                 batch, m, n, k = op.mnk()
                 gemm(op.layer_name(), m, n, k, max(lhs_bits, rhs_bits), batch, op)
         elif isinstance(op, df.RequantOp):
-            bits, acc = df.int_attr(op, "out_bits"), _int_bits(op.input)
+            bits, acc = op.out_bits_value(), _int_bits(op.input)
             if array is None or acc is None or bits not in (4, 8, 16):
                 continue
             shape = _shape(op.input)
@@ -373,17 +373,17 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                     lambda v, op=op: rc.attention_scores_scale(op, v))
         elif isinstance(op, df.SoftmaxOp):
             shape = _shape(op.input)
-            n = shape[df.int_attr(op, "axis")]
-            softmax(op, op.layer_name(), df.str_attr(op, "approx"), n, _numel(shape) // n,
+            n = shape[op.axis_value()]
+            softmax(op, op.layer_name(), op.approx_choice(), n, _numel(shape) // n,
                     _int_bits(op.input) is not None, lambda v, op=op: rc.per_tensor(v.scale(op.input)))
-        elif isinstance(op, df.GeluOp) and ("gelu", df.str_attr(op, "approx")) in RTL_VECTOR_UNITS:
+        elif isinstance(op, df.GeluOp) and ("gelu", op.approx_choice()) in RTL_VECTOR_UNITS:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 8
-            _, fixed = RTL_VECTOR_UNITS[("gelu", df.str_attr(op, "approx"))]  # the form the FPGA model prices
+            _, fixed = RTL_VECTOR_UNITS[("gelu", op.approx_choice())]  # the form the FPGA model prices
             add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8, **fixed}, op.layer_name(),
                 {"rows": _numel(shape) // shape[-1]},
                 config=lambda full, v, op=op: rc.shiftgelu_config(rc.per_tensor(v.scale(op.input)), full))
-        elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "approx") == "ilayernorm":
+        elif isinstance(op, df.LayerNormOp) and op.approx_choice() == df.LayerNormApprox.ILAYERNORM:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 16
             params = {"c": shape[-1], "in_bits": bits}
@@ -398,9 +398,9 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                 config=lambda _, __, cfg=cfg: cfg)
         elif isinstance(op, df.MoeOp):
             shape = _shape(op.input)
-            mode = df.str_attr(op, "mode")
-            tokens = _numel(shape[:-2]) if mode == "image" and shape[2:] else _numel(shape) // shape[-1]
-            layer, experts, top_k = op.layer_name(), df.int_attr(op, "num_experts"), df.int_attr(op, "top_k")
+            mode = op.mode_choice()
+            tokens = _numel(shape[:-2]) if mode == df.MoeMode.IMAGE and shape[2:] else _numel(shape) // shape[-1]
+            layer, experts, top_k = op.layer_name(), op.num_experts_value(), op.top_k_value()
             x_bits = _int_bits(op.input)
             bits = 32 if x_bits is not None else 16
             add("topk_router", {"experts": experts, "k": top_k, "in_bits": bits}, f"{layer}.router",

@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import IntegerType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
 from compiler.limits import check_memory, format_bytes, format_shape
 from compiler.simulate import Simulator, Tensor
 
@@ -66,7 +67,7 @@ def simulation_bytes(module: ModuleOp) -> tuple[int, int, str]:
             size = _value_bytes(typ)
             total += size
             if size > largest:
-                layer = op.properties.get("layer") or op.attributes.get("layer")
+                layer = op.properties.get(LAYER_ATTR) or op.attributes.get(LAYER_ATTR)
                 name = f" '{layer.data}'" if isinstance(layer, StringAttr) else ""
                 largest = size
                 where = f"{op.name}{name} {format_shape(typ.get_shape())} {_np_dtype(typ).name}"

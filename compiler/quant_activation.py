@@ -60,12 +60,13 @@ class ActivationRecipes:
         (``shiftgelu-row``): its error depends on each row's max, so a per-element fit does not carry over (fitted,
         it lowered MiniLM's cosine from 0.94 to 0.86, tests/test_accuracy.py)."""
         samples = self.rows.get(op.operands[0])
-        approx = df.str_attr(op, "approx")
-        if not samples or approx in ("exact", "tanh", "shiftgelu-row"):
+        assert isinstance(op, df.GeluOp)
+        approx = op.approx_choice()
+        if not samples or approx in (df.GeluApprox.EXACT, df.GeluApprox.TANH, df.GeluApprox.SHIFTGELU_ROW):
             return 1.0
         gain, offset = gelu_correction(lambda q, s: A.gelu_int(approx, q, s), np.concatenate(samples), bits, scale)
         if gain != 1.0 or offset:
-            self.choices.setdefault(df.str_attr(op, "layer"), {}).update(gelu_gain=gain, gelu_offset=offset)
+            self.choices.setdefault(op.layer_name(), {}).update(gelu_gain=gain, gelu_offset=offset)
             self.gelu_offsets[op] = offset
         return gain
 
@@ -79,7 +80,7 @@ class ActivationRecipes:
         """The GEMM's float bias, plus ``offset * colsum(w)`` when its input lacks a calibrated offset."""
         b = None
         if op.bias is not None:
-            b = np.asarray(self.weights[df.str_attr(op.bias.owner, "layer")], dtype=np.float64)  # type: ignore
+            b = np.asarray(self.weights[df.layer_of(op.bias.owner)], dtype=np.float64)  # type: ignore
         offset = self.offsets.get(op.lhs, 0.0)
         if offset and w.ndim == 2:
             b = (0.0 if b is None else b) + offset * w.sum(axis=0)
@@ -90,7 +91,7 @@ class ActivationRecipes:
         rows = self.rows.get(op.lhs)
         if self.rounding == "gptq" and rows is not None:
             # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-            self.choices.setdefault(df.str_attr(op, "layer"), {})["rounding"] = "gptq"
+            self.choices.setdefault(op.layer_name(), {})["rounding"] = "gptq"
             return gptq_quantize(w, np.concatenate(rows) / np.asarray(x_scale, np.float64), self.w_bits,
                                  damp=GPTQ_DAMP)
         return quantize_weight(w, self.w_bits)
@@ -102,7 +103,7 @@ class ActivationRecipes:
         assert isinstance(gelu, df.GeluOp)
         s_in = float(self.fmt[gelu.operands[0]].scale)
         n = min(1 << 15, int(np.ceil(8.0 / s_in)) + 1)
-        y, _ = A.gelu_int(df.str_attr(gelu, "approx"), -np.arange(n, dtype=np.int64).reshape(-1, 1), s_in)
+        y, _ = A.gelu_int(gelu.approx_choice(), -np.arange(n, dtype=np.int64).reshape(-1, 1), s_in)
         return float(min(int(y.min()), 0)) * float(self.fmt[out].scale)
 
     def gemm_per_token(self, op: df.GemmOp) -> None:
@@ -118,10 +119,10 @@ class ActivationRecipes:
             # searched for this GEMM's weight width), folded into the weights' rows, then the per-token steps on top.
             steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _Q16
             if self.balance == "smoothquant" and self.rows.get(op.lhs):
-                w = np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float32)  # type: ignore[arg-type]
+                w = np.asarray(self.weights[df.layer_of(op.rhs.owner)], np.float32)  # type: ignore[arg-type]
                 choice = smooth_scales(self.rows[op.lhs], w, self.w_bits)
-                self.choices.setdefault(df.str_attr(op, "layer"), {}).update(alpha=choice.alpha,
-                                                                            smoothing=choice.family)
+                self.choices.setdefault(op.layer_name(), {}).update(alpha=choice.alpha,
+                                                                    smoothing=choice.family)
                 steps = None if choice.scale is None else TOKEN_HEADROOM * choice.scale * 127 / _Q16
         if steps is not None:
             name = self.unique(f"{_layer(iv.owner)}.requant16c")  # pyright: ignore[reportOptionalMemberAccess] (iv is an int view: a value)
@@ -140,7 +141,7 @@ class ActivationRecipes:
         if iv is not None and isinstance(iv.owner, df.GeluOp):
             floor = self.gelu_floor(iv)
             offset, unsigned = int(np.ceil(-floor / s_x)) + 1, True
-        wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
+        wname = df.layer_of(op.rhs.owner)  # type: ignore[arg-type]
         w_real = np.asarray(self.weights[wname], dtype=np.float64)
         codes, s_w = self.weight_codes(op, w_real * fold[:, None], fx.scale)
         key = self.unique(f"{wname}.token.q{self.w_bits}")

@@ -145,12 +145,12 @@ def _gemms(op: ModuleOp, env: CompileEnv, names: list[str], data: dict[str, np.n
     activation_ranges(op, env.weights, names, data, rows=rows)
     out = []
     for o in static:
-        w = np.asarray(env.weights[df.str_attr(o.rhs.owner, "layer")], np.float64)  # type: ignore[arg-type]
+        w = np.asarray(env.weights[df.layer_of(o.rhs.owner)], np.float64)  # type: ignore[arg-type]
         x = np.concatenate(rows[o.lhs]).astype(np.float64) if rows[o.lhs] else None
         if x is not None and len(x) > 512:
             x = x[np.linspace(0, len(x) - 1, 512).astype(np.int64)]
         cands = [r for r in RECIPES if not r.group or (w.shape[0] > r.group and group_scale_bits(w.shape[0], r.bits))]
-        out.append(_Gemm(df.str_attr(o, "layer"), w.shape[0], w.shape[1], dataclasses.replace(
+        out.append(_Gemm(o.layer_name(), w.shape[0], w.shape[1], dataclasses.replace(
             gemm_work(o), in_bits=8, acc_bits=32), w, x, cands, [_sqnr(x, w, r) for r in cands]))
     return out
 

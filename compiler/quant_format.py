@@ -11,6 +11,8 @@ import numpy as np
 from xdsl.dialects.builtin import StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
+from compiler.dialect.choices import LAYER_ATTR
+
 __all__ = ["GPTQ_DAMP", "Fmt", "layer_of", "shape_of", "tensor_type"]
 
 #: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
@@ -32,7 +34,7 @@ def tensor_type(v: SSAValue, el: Any) -> TensorType:
 
 def layer_of(op: Operation) -> str:
     """The op's ``layer`` name (its op name when it has none)."""
-    attr = op.properties.get("layer")
+    attr = op.properties.get(LAYER_ATTR)
     return attr.data if isinstance(attr, StringAttr) else op.name
 
 

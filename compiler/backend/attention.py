@@ -26,6 +26,7 @@ from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
 from compiler.backend.tiles import Slot, VecStep, View, matmul_layer, vector_layer
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import AttentionAlgorithm, SoftmaxApprox
 from compiler.simulate.kernels import softmax_bits
 from hw.errors import InputError
 from hw.isa import ConfigReg, Space, VecFn
@@ -73,15 +74,15 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
                    scales: DesignScales) -> AttentionPlan:
     """Emit ``op`` (q, k, v int8 ``[1, S, D]`` regions; ``out`` int32 ``[1, Sq, H * Dv]``); returns what the host
     must give it (the mask halves' regions are placed here)."""
-    name = df.str_attr(op, "layer")
+    name = op.layer_name()
     where = f"system backend: dataflow.attention '{name}'"
-    heads, kv = df.int_attr(op, "num_heads"), df.kv_heads(op)
-    approx = df.str_attr(op, "softmax")
-    if approx not in ("shiftmax", "online"):
+    heads, kv = op.num_heads_value(), op.kv_heads_value()
+    approx = op.softmax_choice()
+    if approx not in (SoftmaxApprox.SHIFTMAX, SoftmaxApprox.ONLINE):
         raise InputError(f"{where}: softmax '{approx}' has no vector unit here (the system backend runs shiftmax "
                          f"and online)")
-    if df.str_attr(op, "algorithm") != "standard":
-        raise InputError(f"{where}: algorithm '{df.str_attr(op, 'algorithm')}' has no code generator (standard only)")
+    if op.algorithm_choice() != AttentionAlgorithm.STANDARD:
+        raise InputError(f"{where}: algorithm '{op.algorithm_choice().value}' has no code generator (standard only)")
     if kv != heads:
         raise InputError(f"{where}: {kv} key/value heads for {heads} query heads have no code generator")
     if len(q.shape) != 3 or q.shape[0] != 1:

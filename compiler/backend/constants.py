@@ -89,7 +89,8 @@ def attention_scores_scale(op: Operation, values: DesignScales) -> float | None:
     q, k = per_tensor(values.scale(op.q)), per_tensor(values.scale(op.k))  # type: ignore[attr-defined]
     if q is None or k is None:
         return None
-    return q * k * df.float_attr(op, "scale")  # type: ignore[arg-type]
+    assert isinstance(op, df.AttentionOp)
+    return q * k * op.scale_value()
 
 
 def shiftmax_config(scale: float | None, n: int, params: Mapping[str, int]) -> dict[str, Any]:
@@ -137,6 +138,7 @@ def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
     from compiler.dialect import dataflow as df
     from compiler.simulate.approx import layernorm_int
 
+    assert isinstance(op, df.LayerNormOp)
     has_beta = len(op.operands) > 2
     gamma = values.const(op.operands[1])
     beta = values.const(op.operands[2]) if has_beta else None
@@ -147,7 +149,7 @@ def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
     g = gamma.real().astype(np.float64)
     b = None if beta is None else beta.real().astype(np.float64)
     bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b,
-                                    df.float_attr(op, "epsilon"))  # type: ignore[arg-type]
+                                    op.epsilon_value())
     return {**config, "bias": np.asarray(bias, dtype=np.int64).reshape(c),
             "output_scale": np.broadcast_to(np.asarray(out_scale, dtype=np.float64), (c,)).copy()}
 
@@ -166,7 +168,7 @@ def requant_config(op: Operation, values: DesignScales, m_bits: int, e_bits: int
     one per channel (arrays, channel ``c`` on lane ``c % lanes`` of a row's beat ``c // lanes``); and the scales."""
     from compiler.dialect import dataflow as df
 
-    layer = df.str_attr(op, "layer")  # type: ignore[arg-type]
+    layer = df.layer_of(op)
     me = np.asarray(values.weights[layer], dtype=np.int64)
     m, e = me[0], me[1]
     if m.size and (int(m.min()) < 0 or int(m.max()) >= 1 << m_bits):

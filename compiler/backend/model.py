@@ -35,6 +35,7 @@ from compiler.backend.machine import Geometry
 from compiler.backend.select import fused_requant, gemm_layer
 from compiler.backend.tiles import Slot, VecStep, View, vector_layer
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import GeluApprox, LayerNormApprox, LayerNormKind
 from compiler.simulate.registry import SimContext, py_attr
 from hw.errors import InputError
 from hw.isa import ConfigReg, Program, Space, VecFn
@@ -328,7 +329,7 @@ class _Walker:
     def _requant(self, op: df.RequantOp) -> None:
         name = _name(op)
         me = np.asarray(self.weights[name], np.int64)
-        bits = df.int_attr(op, "out_bits")
+        bits = op.out_bits_value()
         src = self._view(op.operands[0], op)
         out = View.of(self._place(op.result, name))
         rows, n = self._rows_cols(op.result)
@@ -376,7 +377,7 @@ class _Walker:
 
     def _layernorm(self, op: df.LayerNormOp) -> None:
         name = _name(op)
-        if df.str_attr(op, "kind") != "layernorm" or df.str_attr(op, "approx") != "ilayernorm":
+        if op.norm_kind() != LayerNormKind.LAYERNORM or op.approx_choice() != LayerNormApprox.ILAYERNORM:
             raise InputError(f"{_where(op)}: only I-LayerNorm (--layernorm ilayernorm) has a vector unit here")
         bias = ilayernorm_config(op, self.scales)["bias"]
         if bias is None:
@@ -391,7 +392,7 @@ class _Walker:
 
     def _gelu(self, op: df.GeluOp) -> None:
         name = _name(op)
-        if df.str_attr(op, "approx") != "shiftgelu":
+        if op.approx_choice() != GeluApprox.SHIFTGELU:
             raise InputError(f"{_where(op)}: only the per-element ShiftGELU (--gelu shiftgelu) has a vector unit here")
         scale = per_tensor(self.scales.scale(op.operands[0]))
         x0 = shiftgelu_config(scale, {"x0_bits": 29, "out_bits": 8})["x0"]

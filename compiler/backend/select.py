@@ -15,13 +15,14 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.backend.gemm import GemmLayer
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
 from hw.errors import InputError
 
 __all__ = ["gemm_layer", "fused_requant"]
 
 
 def _name(op: Operation) -> str:
-    layer = op.properties.get("layer")
+    layer = op.properties.get(LAYER_ATTR)
     return layer.data if isinstance(layer, StringAttr) else op.name
 
 
@@ -54,17 +55,17 @@ def gemm_layer(op: Operation, weights: Mapping[str, np.ndarray]) -> GemmLayer:
     rhs = op.rhs.owner
     if not isinstance(rhs, df.WeightOp):
         raise InputError(f"{where}: a product of two activations has no code generator yet")
-    w = np.asarray(weights[df.str_attr(rhs, "layer")], dtype=np.int64)
+    w = np.asarray(weights[rhs.layer_name()], dtype=np.int64)
     bias = None
     if op.bias is not None:
         b_owner = op.bias.owner
         if not isinstance(b_owner, df.WeightOp):
             raise InputError(f"{where}: a computed bias has no code generator")
-        bias = np.asarray(weights[df.str_attr(b_owner, "layer")], dtype=np.int64).reshape(-1)
+        bias = np.asarray(weights[b_owner.layer_name()], dtype=np.int64).reshape(-1)
     _, m, _, _ = op.mnk()
     requant = None
     rq = fused_requant(op)
     if rq is not None:
-        me = np.asarray(weights[df.str_attr(rq, "layer")], dtype=np.int64)
-        requant = (me[0], me[1], df.int_attr(rq, "out_bits"))
+        me = np.asarray(weights[rq.layer_name()], dtype=np.int64)
+        requant = (me[0], me[1], rq.out_bits_value())
     return GemmLayer(_name(op), m, w, bias, requant)

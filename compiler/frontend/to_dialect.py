@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
@@ -496,7 +497,7 @@ def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
     out = {}
     for name, value in values.items():
         owner = value.owner
-        layer = owner.properties.get("layer") if isinstance(owner, Operation) else None
+        layer = owner.properties.get(LAYER_ATTR) if isinstance(owner, Operation) else None
         if (isinstance(layer, StringAttr) and isinstance(owner, Operation) and not isinstance(owner, df.WeightOp)
                 and owner.results[0] is value
                 and isinstance(value.type, TensorType) and value.type.get_element_type() in (f32, f64)):

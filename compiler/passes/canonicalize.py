@@ -28,11 +28,11 @@ _VIEW_KINDS = ("reshape", "flatten", "squeeze", "unsqueeze")
 
 
 def _kind(op: df.MoveOp | df.ElementwiseOp) -> str:
-    return df.str_attr(op, "kind")
+    return op.kind_value()
 
 
 def _perm(op: df.MoveOp) -> list[int] | None:
-    attrs = op.properties.get("attrs")
+    attrs = op.attrs
     if not isinstance(attrs, DictionaryAttr) or "perm" not in attrs.data:
         return None
     perm = attrs.data["perm"]
@@ -55,7 +55,7 @@ class _FoldViews(RewritePattern):
         if isinstance(owner, df.MoveOp) and _kind(owner) in _VIEW_KINDS and len(owner.inputs) == 1:
             new = df.MoveOp.create(
                 operands=[owner.inputs[0]], result_types=[op.outputs[0].type],
-                properties={"layer": op.properties["layer"], "kind": StringAttr("reshape"),
+                properties={"layer": op.layer, "kind": StringAttr("reshape"),
                             "attrs": _reshape_attrs(op)})
             rewriter.replace_matched_op(new)
 

@@ -25,7 +25,7 @@ _EPILOGUE_KINDS = ("add", "sub", "mul", "relu", "clip", "cast")
 def _fusable(op: Operation) -> bool:
     if isinstance(op, (df.GeluOp, df.RequantOp)):
         return True
-    return isinstance(op, df.ElementwiseOp) and df.str_attr(op, "kind") in _EPILOGUE_KINDS
+    return isinstance(op, df.ElementwiseOp) and op.kind_value() in _EPILOGUE_KINDS
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Fuse(ModulePass):
         head_of: dict[int, str] = {}
         for inner in op.walk():
             if isinstance(inner, df.GemmOp):
-                head_of[id(inner)] = df.str_attr(inner, "layer")
+                head_of[id(inner)] = inner.layer_name()
                 continue
             if not _fusable(inner) or FUSED_ATTR in inner.attributes:
                 continue

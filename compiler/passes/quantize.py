@@ -172,7 +172,7 @@ class _Quantizer(ActivationRecipes):
         """The integer value behind ``v`` when ``v`` is one of our dequantize casts."""
         owner = v.owner
         if isinstance(owner, df.ElementwiseOp) and owner.operands and owner.operands[0] in self.fmt:
-            attrs = owner.properties.get("attrs")
+            attrs = owner.attrs
             if isinstance(attrs, DictionaryAttr) and attrs.data.get("quant") == StringAttr("dequantize"):
                 return owner.operands[0]
         return None
@@ -283,7 +283,7 @@ class _Quantizer(ActivationRecipes):
             consumers = [u.operation for u in v.uses if isinstance(u.operation, df.GemmOp)
                          and u.operation.lhs is v and isinstance(u.operation.rhs.owner, df.WeightOp)]
             if consumers:
-                w = np.concatenate([self.weights[df.str_attr(c.rhs.owner, "layer")]  # type: ignore[arg-type]
+                w = np.concatenate([self.weights[df.layer_of(c.rhs.owner)]  # type: ignore[arg-type]
                                     for c in consumers], axis=1)
                 choice = smooth_scales(self.rows[v], w, self.w_bits, group=self.group)
                 for c in consumers:
@@ -316,7 +316,7 @@ class _Quantizer(ActivationRecipes):
         x, fx = got if got is not None else self.q(op.lhs, 8, op)
         grouped: dict[str, int] = {}
         if static:
-            wname = df.str_attr(op.rhs.owner, "layer")  # type: ignore[arg-type]
+            wname = df.layer_of(op.rhs.owner)  # type: ignore[arg-type]
             w = np.asarray(self.weights[wname], dtype=np.float64)
             w_bits, group = self.layer_recipes.get(layer, (self.w_bits, self.group))
             key = f"{wname}.q{w_bits}"
@@ -358,7 +358,7 @@ class _Quantizer(ActivationRecipes):
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None
-        b = self.bias_real(op, np.asarray(self.weights[df.str_attr(op.rhs.owner, "layer")], np.float64)  # type: ignore
+        b = self.bias_real(op, np.asarray(self.weights[df.layer_of(op.rhs.owner)], np.float64)  # type: ignore
                            ) if static else (None if op.bias is None else self.bias_real(op, np.zeros(0)))
         if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
@@ -373,17 +373,17 @@ class _Quantizer(ActivationRecipes):
         self.produce(op, new, _Fmt(32, s_acc))
 
     def attention(self, op: df.AttentionOp) -> None:
-        approx = df.str_attr(op, "softmax")
+        approx = op.softmax_choice()
         (q, fq), (k, fk), (v, fv) = (self.q(x, 8, op) for x in (op.q, op.k, op.v))
-        out_el = f32 if approx == "softmax-free" else IntegerType(32)
+        out_el = f32 if approx == df.SoftmaxApprox.SOFTMAX_FREE else IntegerType(32)
         new = df.AttentionOp.create(
             operands=[q, k, v] + ([op.mask] if op.mask is not None else []),
             result_types=[_ttype(op.result, out_el)],
             properties=dict(op.properties), attributes=dict(op.attributes))
-        if approx == "softmax-free":
+        if approx == df.SoftmaxApprox.SOFTMAX_FREE:
             self.produce(op, new, None)
             return
-        s = float(fq.scale) * float(fk.scale) * df.float_attr(op, "scale")
+        s = float(fq.scale) * float(fk.scale) * op.scale_value()
         _, ps = A.softmax_int(approx, np.zeros((1, 2), np.int64), s, softmax_bits(op, approx))
         self.produce(op, new, _Fmt(32, ps * float(fv.scale)))
 
@@ -396,17 +396,18 @@ class _Quantizer(ActivationRecipes):
         probe = np.zeros((1, _shape(op.operands[0])[-1]), np.int64)
         s = float(fx.scale)
         if isinstance(op, df.GeluOp):
-            _, out = A.gelu_int(df.str_attr(op, "approx"), probe, s)
+            _, out = A.gelu_int(op.approx_choice(), probe, s)
             out *= self.gelu_gain(op, bits, s)
         elif isinstance(op, df.SoftmaxOp):
-            approx = df.str_attr(op, "approx")
+            approx = op.approx_choice()
             _, out = A.softmax_int(approx, probe, s, softmax_bits(op, approx))
         else:
-            gamma = np.asarray(self.weights[df.str_attr(op.operands[1].owner, "layer")], np.float64)  # type: ignore
-            beta = (np.asarray(self.weights[df.str_attr(op.operands[2].owner, "layer")], np.float64)  # type: ignore
+            assert isinstance(op, df.LayerNormOp)
+            gamma = np.asarray(self.weights[df.layer_of(op.operands[1].owner)], np.float64)  # type: ignore
+            beta = (np.asarray(self.weights[df.layer_of(op.operands[2].owner)], np.float64)  # type: ignore
                     if len(op.operands) > 2 else None)
             try:
-                _, out = A.layernorm_int(df.str_attr(op, "approx"), probe, s, gamma, beta, df.float_attr(op, "epsilon"))
+                _, out = A.layernorm_int(op.approx_choice(), probe, s, gamma, beta, op.epsilon_value())
             except ValueError as err:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))
@@ -419,7 +420,7 @@ class _Quantizer(ActivationRecipes):
         x, fx = self.q(op.input, 8, op)
         tables = []
         for v in (op.cos, op.sin):
-            name = df.str_attr(v.owner, "layer")  # type: ignore[arg-type]
+            name = df.layer_of(v.owner)  # type: ignore[arg-type]
             tables.append((f"{name}.q{ROPE_FRAC_BITS}", np.asarray(self.weights[name], np.float64)))
         (cos_name, cos), (sin_name, sin) = tables
         cos_q, sin_q = rope_tables_q(cos, sin)
@@ -459,7 +460,7 @@ class _Quantizer(ActivationRecipes):
         return True
 
     def move(self, op: df.MoveOp) -> bool:
-        if df.str_attr(op, "kind") not in _KEEP_SCALE or len(op.inputs) != 1 or len(op.outputs) != 1:
+        if op.kind_value() not in _KEEP_SCALE or len(op.inputs) != 1 or len(op.outputs) != 1:
             return False
         iv = self.int_view(op.inputs[0])
         if iv is None:
@@ -475,15 +476,15 @@ class _Quantizer(ActivationRecipes):
         ranges = self.moe_ranges.get(id(op))
         if ranges is None or not all(isinstance(v.owner, df.WeightOp) for v in consts):
             return  # stays float behind a dequantize: nothing to size its formats by
-        layer, act = _layer(op), df.str_attr(op, "activation")
+        layer, act = _layer(op), op.activation_value()
         got = self.q_balanced(op.input, op)
         x, fx = got if got is not None else self.q(op.input, 8, op)
 
         def value(v: SSAValue) -> np.ndarray:
-            return np.asarray(self.weights[df.str_attr(v.owner, "layer")], np.float64)  # type: ignore[arg-type]
+            return np.asarray(self.weights[df.layer_of(v.owner)], np.float64)  # type: ignore[arg-type]
 
         def name(v: SSAValue, bits: int) -> str:
-            return self.unique(f"{df.str_attr(v.owner, 'layer')}.q{bits}")  # type: ignore[arg-type]
+            return self.unique(f"{df.layer_of(v.owner)}.q{bits}")  # type: ignore[arg-type]
 
         # Balanced input: its channel scales move into the rows of the gate and of every expert's w1.
         fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
@@ -493,7 +494,7 @@ class _Quantizer(ActivationRecipes):
         g_bits = int(min(16, np.floor(np.log2((2**31 - 1) / (128 * gate.shape[0]))) + 1))
         s_g = max(float(np.abs(gate).max(initial=0)), 1e-12) / _qmax(g_bits)
         gate_q = self.weight(name(op.gate, g_bits), np.round(gate / s_g).astype(np.int16), IntegerType(g_bits), op)
-        self.weights[df.str_attr(gate_q.owner, "layer") + ".scale"] = np.asarray(s_g)  # type: ignore[arg-type]
+        self.weights[df.layer_of(gate_q.owner) + ".scale"] = np.asarray(s_g)  # type: ignore[arg-type]
         wb = self.w_bits
         s_w1 = np.maximum(np.abs(w1).max(axis=1), 1e-12) / _qmax(wb)  # [E, H]: per expert, per output channel
         s_w2 = np.maximum(np.abs(w2).max(axis=1), 1e-12) / _qmax(wb)  # [E, D]
@@ -501,7 +502,7 @@ class _Quantizer(ActivationRecipes):
         for v, w, s in ((op.w1, w1, s_w1), (op.w2, w2, s_w2)):
             q = np.clip(np.round(w / s[:, None, :]), -_qmax(wb) - 1, _qmax(wb)).astype(np.int8)
             experts.append(self.weight(name(v, wb), q, IntegerType(wb), op))
-            self.weights[df.str_attr(experts[-1].owner, "layer") + ".scale"] = s  # type: ignore[arg-type]
+            self.weights[df.layer_of(experts[-1].owner) + ".scale"] = s  # type: ignore[arg-type]
         h_bits = hidden_bits(act)
         s_h = np.maximum(ranges.pick("hidden"), 1e-8) / _qmax(h_bits)  # [E]
         s_acc1 = s_x * s_w1
@@ -544,18 +545,18 @@ class _Quantizer(ActivationRecipes):
             elif isinstance(op, df.RopeOp) and op.input.type.get_element_type() == f32:  # type: ignore[attr-defined]
                 self.rope(op)
             elif isinstance(op, df.GeluOp):
-                self.unary(op, *A.gelu_input_format(df.str_attr(op, "approx"), self.range_of(op.input)))
-            elif isinstance(op, df.LayerNormOp) and df.str_attr(op, "kind") == "layernorm":
+                self.unary(op, *A.gelu_input_format(op.approx_choice(), self.range_of(op.input)))
+            elif isinstance(op, df.LayerNormOp) and op.norm_kind() == df.LayerNormKind.LAYERNORM:
                 self.unary(op, 16)
             elif isinstance(op, df.SoftmaxOp) and self.int_view(op.input) is not None:
                 self.unary(op, 16)
-            elif isinstance(op, df.ElementwiseOp) and df.str_attr(op, "kind") == "add" and len(op.inputs) == 2:
+            elif isinstance(op, df.ElementwiseOp) and op.kind_value() == "add" and len(op.inputs) == 2:
                 self.residual_add(op)
             elif isinstance(op, df.MoveOp):
                 self.move(op)
         for op in reversed(list(fn.body.block.ops)):  # casts nobody reads any more
             if isinstance(op, df.ElementwiseOp) and all(not r.uses for r in op.results) and \
-                    isinstance(op.properties.get("attrs"), DictionaryAttr) and "quant" in op.properties["attrs"].data:  # type: ignore
+                    isinstance(op.attrs, DictionaryAttr) and "quant" in op.attrs.data:
                 op.detach()
                 op.erase()
 
@@ -621,7 +622,7 @@ class Quantize(ModulePass):
             rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
         # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
         rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
-                     and df.str_attr(o, "approx") not in ("exact", "tanh")})
+                     and o.approx_choice() not in (df.GeluApprox.EXACT, df.GeluApprox.TANH)})
         ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows)
         ranges8: dict[Any, float] = {}
         if self.observer != "minmax":

@@ -135,8 +135,8 @@ def _row(moe: df.MoeOp, samples: list[np.ndarray] | None) -> dict[str, Any]:
     active_w, all_w = expert_weight_bytes(moe, counts)
     mean = sum(counts) / len(counts)
     row: dict[str, Any] = {
-        "name": df.str_attr(moe, "layer"), "experts": s["experts"], "top_k": s["top_k"],
-        "mode": df.str_attr(moe, "mode"), "capacity_factor": df.float_attr(moe, "capacity_factor"),
+        "name": moe.layer_name(), "experts": s["experts"], "top_k": s["top_k"],
+        "mode": moe.mode_choice().value, "capacity_factor": moe.capacity_factor_value(),
         "tokens": s["tokens"], "routing": source, "tokens_per_expert": counts,
         "active_experts": sum(1 for c in counts if c > 0), "max_tokens_per_expert": max(counts),
         "load_imbalance": max(counts) / mean if mean else 0.0,

@@ -15,6 +15,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
 from compiler.schedule.lower import plan_module
 from compiler.schedule.mapping import mapping_objective
 from compiler.schedule.plan import schedule_plan
@@ -43,9 +44,9 @@ class Schedule(ModulePass):
             if times:
                 span[plan.name] = (min(t.start for t in times), max(t.end for t in times))
         for inner in op.walk():
-            if inner.dialect_name() != "dataflow" or "layer" not in inner.properties:
+            if inner.dialect_name() != "dataflow" or LAYER_ATTR not in inner.properties:
                 continue
-            layer = inner.properties["layer"]
+            layer = inner.properties[LAYER_ATTR]
             assert isinstance(layer, StringAttr)
             if layer.data in span and not isinstance(inner, df.WeightOp):
                 start, end = span[layer.data]

@@ -62,13 +62,13 @@ class SetAttention(ModulePass):
         for inner in op.walk():
             if not isinstance(inner, df.AttentionOp):
                 continue
-            inner.properties["algorithm"] = StringAttr(self.algorithm)
-            inner.properties.pop("lanes", None)
+            inner.algorithm = StringAttr(self.algorithm)
+            inner.lanes = None
             for key in (TILE_Q_ATTR, TILE_K_ATTR):
                 inner.attributes.pop(key, None)
             if self.algorithm == "edge-moe":
                 lanes = self.lanes or (target.attention_lanes() if target is not None else None) or DEFAULT_LANES
-                inner.properties["lanes"] = IntegerAttr(lanes, i64)
+                inner.lanes = IntegerAttr(lanes, i64)
             elif self.algorithm == "flash":
                 tq, tk = self._tiles(inner, target)
                 inner.attributes[TILE_Q_ATTR] = IntegerAttr(tq, i64)

@@ -33,6 +33,6 @@ class SetGelu(ModulePass):
             raise InputError(f"--gelu {self.approx}: unknown choice (valid: {', '.join(GELU_CHOICES)})")
         for inner in op.walk():
             if isinstance(inner, df.GeluOp):
-                if self.approx == "exact" and df.str_attr(inner, "approx") == "tanh":
+                if self.approx == df.GeluApprox.EXACT and inner.approx_choice() == df.GeluApprox.TANH:
                     continue
-                inner.properties["approx"] = StringAttr(self.approx)
+                inner.approx = StringAttr(self.approx)

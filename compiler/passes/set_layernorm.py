@@ -28,5 +28,5 @@ class SetLayernorm(ModulePass):
         if self.approx not in df.LAYERNORM_APPROX:
             raise InputError(f"--layernorm {self.approx}: unknown choice (valid: {', '.join(df.LAYERNORM_APPROX)})")
         for inner in op.walk():
-            if isinstance(inner, df.LayerNormOp) and df.str_attr(inner, "kind") == "layernorm":
-                inner.properties["approx"] = StringAttr(self.approx)
+            if isinstance(inner, df.LayerNormOp) and inner.norm_kind() == df.LayerNormKind.LAYERNORM:
+                inner.approx = StringAttr(self.approx)

@@ -41,9 +41,9 @@ class SetSoftmax(ModulePass):
             raise InputError(f"set-softmax: bits must be 4, 8 or 16 (0 = default), got {self.bits}")
         for inner in op.walk():
             if isinstance(inner, df.AttentionOp):
-                inner.properties["softmax"] = StringAttr(self.approx)
+                inner.softmax = StringAttr(self.approx)
             elif isinstance(inner, df.SoftmaxOp) and self.approx not in _ATTENTION_ONLY:
-                inner.properties["approx"] = StringAttr(self.approx)
+                inner.approx = StringAttr(self.approx)
             else:
                 continue
             if self.bits:

@@ -43,7 +43,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, StringAttr
+from xdsl.dialects.builtin import IntegerAttr
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
@@ -116,15 +116,14 @@ def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = 
     lets fully masked tiles be skipped (the causal flag, or a constant ``mask`` of kind causal / banded / block
     found in ``weights``); None otherwise (no mask, a mask from an input, or a kind that may mask whole rows)."""
     sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-    kind = op.properties.get("mask_kind")
-    kind = kind.data if isinstance(kind, StringAttr) else None
-    causal = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
+    kind = op.mask_kind_choice()
+    causal = op.causal_value()
     if op.mask is None and not causal:
         return None
     allowed = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq) if causal else np.ones((sq, sk), dtype=bool)
     if op.mask is not None:
         owner = op.mask.owner
-        mask = weights.get(df.str_attr(owner, "layer")) if weights is not None and isinstance(owner, df.WeightOp) \
+        mask = weights.get(owner.layer_name()) if weights is not None and isinstance(owner, df.WeightOp) \
             else None
         if mask is None or kind not in SKIPPABLE_MASKS or mask.ndim < 2 or mask.shape[-2:] not in (
                 (sq, sk), (1, sk)) or not np.issubdtype(mask.dtype, np.number):
@@ -215,27 +214,28 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
 
     ``weights`` (the compile's WeightStore) lets a constant mask show which tiles are fully masked."""
     b, sq, _ = op.q.type.get_shape()  # type: ignore[attr-defined]
-    heads = df.int_attr(op, "num_heads")
+    heads = op.num_heads_value()
     sk = op.k.type.get_shape()[1]  # type: ignore[attr-defined]
     mask_bytes = tensor_bytes(op.mask) if op.mask is not None else 0
     k_bytes, v_bytes = tensor_bytes(op.k), tensor_bytes(op.v)
-    reordered = df.str_attr(op, "algorithm") in ("flash", "edge-moe") and df.str_attr(op, "softmax") != "softmax-free"
+    reordered = op.algorithm_choice() in (df.AttentionAlgorithm.FLASH, df.AttentionAlgorithm.EDGE_MOE) \
+        and op.softmax_choice() != df.SoftmaxApprox.SOFTMAX_FREE
     allowed = allowed_keys(op, weights) if reordered else None  # only the reordered orders skip tiles
     shape = _Shape(
-        name=df.str_attr(op, "layer"), b=b, sq=sq, sk=sk,
-        heads=heads, dh=df.int_attr(op, "head_dim"),
-        dv=op.v.type.get_shape()[2] // df.kv_heads(op),  # type: ignore[attr-defined]  # K/V once per KV head
-        bits=element_bits(op.q), softmax=softmax_cost_name(df.str_attr(op, "softmax")),
+        name=op.layer_name(), b=b, sq=sq, sk=sk,
+        heads=heads, dh=op.head_dim_value(),
+        dv=op.v.type.get_shape()[2] // op.kv_heads_value(),  # type: ignore[attr-defined]  # K/V once per KV head
+        bits=element_bits(op.q), softmax=softmax_cost_name(op.softmax_choice().value),
         q_bytes=tensor_bytes(op.q), k_bytes=k_bytes, v_bytes=v_bytes,
         mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed)
     name = shape.name
-    if df.str_attr(op, "softmax") == "softmax-free":
+    if op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE:
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
-    algorithm = df.str_attr(op, "algorithm")
-    if algorithm == "standard":
+    algorithm = op.algorithm_choice()
+    if algorithm == df.AttentionAlgorithm.STANDARD:
         return PlannedLayer(name, (f"{name}.qk", f"{name}.softmax", f"{name}.av"), partial(_price_standard, shape))
-    if algorithm == "edge-moe":
-        return PlannedLayer(name, (name,), partial(_price_edge_moe, shape, _int(op, "lanes", DEFAULT_LANES)))
+    if algorithm == df.AttentionAlgorithm.EDGE_MOE:
+        return PlannedLayer(name, (name,), partial(_price_edge_moe, shape, op.lanes_value(DEFAULT_LANES)))
     tiles = (min(_int(op, TILE_Q_ATTR, shape.sq), shape.sq), min(_int(op, TILE_K_ATTR, shape.sk), shape.sk))
     return PlannedLayer(name, (name,), partial(_price_flash, shape, tiles))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType, i64
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, TensorType, i64
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
@@ -47,9 +47,7 @@ def _attentions(module: Operation) -> list[df.AttentionOp]:
 
 
 def _causal(op: df.AttentionOp) -> bool:
-    kind = op.properties.get("mask_kind")
-    return bool(op.properties["causal"].value.data) or (  # type: ignore[attr-defined]
-        isinstance(kind, StringAttr) and kind.data in ("causal", "banded"))
+    return op.causal_value() or op.mask_kind_choice() in (df.MaskKind.CAUSAL, df.MaskKind.BANDED)
 
 
 def _check_prefill(module: ModuleOp, source: str) -> tuple[int, int]:
@@ -62,15 +60,15 @@ def _check_prefill(module: ModuleOp, source: str) -> tuple[int, int]:
     for op in attns:
         sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
         if sq != s or sk != s or not _causal(op):
-            raise InputError(f"--decode-tokens: attention '{df.str_attr(op, 'layer')}' of {source} is not causal "
+            raise InputError(f"--decode-tokens: attention '{op.layer_name()}' of {source} is not causal "
                              f"self-attention over the {s} prefill tokens (queries {sq}, keys {sk}); only decoder "
                              f"stacks decode token by token")
     for op in module.walk():
         if isinstance(op, df.GemmOp) and not isinstance(op.rhs.owner, df.WeightOp):
-            raise InputError(f"--decode-tokens: '{df.str_attr(op, 'layer')}' of {source} multiplies two activations "
+            raise InputError(f"--decode-tokens: '{op.layer_name()}' of {source} multiplies two activations "
                              f"outside a recognised attention; its decode-step shape is unknown")
         if isinstance(op, df.MoeOp):
-            raise InputError(f"--decode-tokens: {source} has a mixture-of-experts block ('{df.str_attr(op, 'layer')}'"
+            raise InputError(f"--decode-tokens: {source} has a mixture-of-experts block ('{op.layer_name()}'"
                              f"), whose per-token routing is not modelled for decode steps")
     return b, s
 
@@ -125,12 +123,12 @@ def _step_cycles(plan: Plan, priced: list[LayerPlan], attns: dict[str, df.Attent
             layers.append(done)
             continue
         tiles = None
-        if df.str_attr(op, "algorithm") == "flash" and TILE_Q_ATTR in op.attributes:
+        if op.algorithm_choice() == df.AttentionAlgorithm.FLASH and TILE_Q_ATTR in op.attributes:
             sq = op.q.type.get_shape()[1]  # type: ignore[attr-defined]
-            dv = op.v.type.get_shape()[2] // df.kv_heads(op)  # type: ignore[attr-defined]
+            dv = op.v.type.get_shape()[2] // op.kv_heads_value()  # type: ignore[attr-defined]
             acc = getattr(getattr(target, "gemm", None), "acc_bits", 32)
             try:
-                tiles = choose_flash_tiles(sq, kv_len, df.int_attr(op, "head_dim"), dv, element_bits(op.q), acc,
+                tiles = choose_flash_tiles(sq, kv_len, op.head_dim_value(), dv, element_bits(op.q), acc,
                                            attention_buffers(target))
             except ValueError:
                 tiles = None  # the op's own tiles (they fit one row already)
@@ -152,7 +150,7 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
     if not cached and tokens is None:
         return {}
     if cached:  # this compile is one step; tokens more steps follow it
-        attns = {df.str_attr(k.op, "layer"): k.op for k in cached}
+        attns = {k.op.layer_name(): k.op for k in cached}
         plan = plan_module(module)
         start = cached[0].past  # step t (0-based) holds start + rows * t cached rows and writes rows more
         rows = cached[0].new_rows
@@ -161,7 +159,7 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
     else:
         b, s = _check_prefill(module, source)
         step = _one_row(module, b, s, model)
-        attns = {df.str_attr(op, "layer"): op for op in _attentions(step)}
+        attns = {op.layer_name(): op for op in _attentions(step)}
         plan = plan_module(step)
         start, rows = s, 1
         layers = [KvLayer(op, new_rows=1) for op in _attentions(module)]

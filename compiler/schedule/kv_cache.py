@@ -23,7 +23,7 @@ __all__ = ["KvLayer", "kv_role", "cached_attentions", "kv_cache_section"]
 
 def kv_role(op: Operation) -> str | None:
     """The role (past, append, present) of a ``dataflow.move`` in a KV cache, or None."""
-    attrs = op.properties.get("attrs") if isinstance(op, df.MoveOp) else None
+    attrs = op.attrs if isinstance(op, df.MoveOp) else None
     role = attrs.data.get(KV_ATTR) if isinstance(attrs, DictionaryAttr) else None
     return role.data if isinstance(role, StringAttr) else None
 
@@ -32,9 +32,9 @@ def _append(value: SSAValue) -> df.MoveOp | None:
     """The cache append (a ``concat`` of role append) that produces ``value``, possibly through the quantizing cast
     ``--quant`` puts before an integer attention, or None."""
     owner = value.owner
-    if isinstance(owner, df.ElementwiseOp) and df.str_attr(owner, "kind") == "cast":
+    if isinstance(owner, df.ElementwiseOp) and owner.kind_value() == "cast":
         owner = owner.operands[0].owner
-    if isinstance(owner, df.MoveOp) and kv_role(owner) == "append" and df.str_attr(owner, "kind") == "concat":
+    if isinstance(owner, df.MoveOp) and kv_role(owner) == "append" and owner.kind_value() == "concat":
         return owner
     return None
 

@@ -119,13 +119,13 @@ def group_scale_work(op: Operation, work: GemmWork) -> tuple[VectorWork, int]:
 
 def _vector_kind(op: Operation) -> tuple[str, str]:
     if isinstance(op, df.GeluOp):
-        approx = df.str_attr(op, "approx")
-        return "gelu", "exact" if approx == "tanh" else approx
+        approx = op.approx_choice()
+        return "gelu", "exact" if approx == df.GeluApprox.TANH else approx.value
     if isinstance(op, df.LayerNormOp):
-        kind = df.str_attr(op, "kind")
-        return kind, df.str_attr(op, "approx") if kind == "layernorm" else "exact"
+        kind = op.norm_kind()
+        return kind.value, op.approx_choice().value if kind == df.LayerNormKind.LAYERNORM else "exact"
     if isinstance(op, df.SoftmaxOp):
-        return "softmax", df.str_attr(op, "approx")
+        return "softmax", op.approx_choice().value
     if isinstance(op, df.RequantOp):
         return "requant", "exact"
     if isinstance(op, df.ReduceOp):
@@ -133,7 +133,7 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
     if isinstance(op, df.RopeOp):
         return "mul", "exact"
     if isinstance(op, df.ElementwiseOp):
-        kind = df.str_attr(op, "kind")
+        kind = op.kind_value()
         if kind in _CHEAP:
             return "add", "exact"
         if kind == "mul":
@@ -147,7 +147,7 @@ def rope_work(op: df.RopeOp) -> tuple[VectorWork, list[VectorWork]]:
     added), the two multiplies as the main work and the add as its epilogue; its cos / sin tables are read as the
     op's weights (table traffic), the pass-through dims only move with the input and output."""
     shape = _shape_of(op.input)
-    rotated = numel(op.input) // shape[-1] * (shape[-1] // df.int_attr(op, "head_dim")) * df.int_attr(op, "rotary_dim")
+    rotated = numel(op.input) // shape[-1] * (shape[-1] // op.head_dim_value()) * op.rotary_dim_value()
     bits = element_bits(op.input)
     return (VectorWork(kind="mul", elements=2 * rotated, approx="exact", bits=bits),
             [VectorWork(kind="add", elements=rotated, approx="exact", bits=bits)])
@@ -179,7 +179,7 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
     for op in fn.body.block.ops:
         if isinstance(op, (df.WeightOp, func.ReturnOp)):
             continue
-        if isinstance(op, df.MoveOp) and df.str_attr(op, "kind") in _VIEWS:
+        if isinstance(op, df.MoveOp) and op.kind_value() in _VIEWS:
             for r in op.outputs:
                 producers.task[r] = producers.task.get(op.inputs[0]) if op.inputs else None
             continue
@@ -196,7 +196,7 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
         elif isinstance(op, df.MoeOp):
             layer = plan_moe(op, producers.deps([op.input]))
         else:
-            group = fused_into.get(df.str_attr(op, "layer"), [])
+            group = fused_into.get(df.layer_of(op), [])
             layers.append(replace(_plan_layer(op, group, producers), ops=(op, *group)))
             continue
         layers.append(replace(layer, ops=(op,)))
@@ -206,7 +206,7 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
 
 def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) -> PlannedLayer:
     """One op and the element-wise epilogue ``group`` fused into it: one task."""
-    name = df.str_attr(op, "layer")  # type: ignore[arg-type]
+    name = df.layer_of(op)
     results: list[SSAValue] = list(op.results)
     ins = list(op.operands)
     # The group's external inputs (e.g. a residual) and final outputs replace the head op's own.
@@ -233,8 +233,8 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         op_name = "embedding"
         ins = [op.indices]  # only the gathered rows of the table are read
     elif isinstance(op, df.MoveOp):
-        work = MoveWork(kind=df.str_attr(op, "kind"), bytes=sum(tensor_bytes(r) for r in op.outputs))
-        op_name = "move." + df.str_attr(op, "kind")
+        work = MoveWork(kind=op.kind_value(), bytes=sum(tensor_bytes(r) for r in op.outputs))
+        op_name = "move." + op.kind_value()
     else:
         kind, approx = _vector_kind(op)
         if kind == "softmax":
@@ -244,7 +244,7 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
                           approx=approx, bits=element_bits(x))
         op_name = op.name.split(".", 1)[1]
         if isinstance(op, df.ElementwiseOp):
-            op_name += "." + df.str_attr(op, "kind")
+            op_name += "." + op.kind_value()
     if isinstance(op, df.RopeOp):
         work, epilogue = rope_work(op)
     for member in group:

@@ -57,13 +57,13 @@ def moe_shape(op: df.MoeOp) -> dict[str, int]:
     tokens = math.prod(x) // d
     images = math.prod(x[:-2]) if len(x) >= 3 else 1
     return {"tokens": tokens, "d": d, "hidden": op.w1.type.get_shape()[2],  # type: ignore[attr-defined]
-            "experts": df.int_attr(op, "num_experts"), "top_k": df.int_attr(op, "top_k"), "images": images}
+            "experts": op.num_experts_value(), "top_k": op.top_k_value(), "images": images}
 
 
 def assumed_tokens_per_expert(tokens: int, experts: int, top_k: int, mode: str, capacity_factor: float,
                               images: int = 1) -> list[int]:
     """Queue lengths under the uniform routing assumption (module docstring), capacity applied."""
-    if mode == "image":
+    if mode == df.MoeMode.IMAGE:
         per_image = tokens // max(1, images)
         counts = [0] * experts
         for img in range(images):
@@ -87,13 +87,13 @@ def tokens_per_expert_of(op: df.MoeOp) -> tuple[list[int], str]:
         counts = [int(v) for v in attr.get_values()]
         return counts, source.data if isinstance(source, StringAttr) else "assumed"
     s = moe_shape(op)
-    return assumed_tokens_per_expert(s["tokens"], s["experts"], s["top_k"], df.str_attr(op, "mode"),
-                                     df.float_attr(op, "capacity_factor"), s["images"]), "assumed"
+    return assumed_tokens_per_expert(s["tokens"], s["experts"], s["top_k"], op.mode_choice().value,
+                                     op.capacity_factor_value(), s["images"]), "assumed"
 
 
 def expert_weight_bytes(op: df.MoeOp, counts: list[int]) -> tuple[int, int]:
     """(bytes of the active experts' weights and biases, bytes of all experts'): what one inference loads."""
-    e = df.int_attr(op, "num_experts")
+    e = op.num_experts_value()
     per_expert = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e
     active = sum(1 for c in counts if c > 0)
     return active * per_expert, e * per_expert
@@ -132,7 +132,7 @@ class _MoePlan:
 def plan_moe(op: df.MoeOp, deps: tuple[str, ...]) -> PlannedLayer:
     """The planned layer of one MoE block (its input produced by ``deps``): router -> dispatch -> experts ->
     combine (module docstring)."""
-    name = df.str_attr(op, "layer")
+    name = op.layer_name()
     s = moe_shape(op)
     t, d, h, e, k = s["tokens"], s["d"], s["hidden"], s["experts"], s["top_k"]
     in_bits, w_bits = element_bits(op.input), element_bits(op.w1)
@@ -140,7 +140,7 @@ def plan_moe(op: df.MoeOp, deps: tuple[str, ...]) -> PlannedLayer:
     x_bytes, gate_bytes = tensor_bytes(op.input), tensor_bytes(op.gate)
     gate = GemmWork(m=t, n=e, k=d, in_bits=in_bits, w_bits=element_bits(op.gate))
     elem_bytes = max(1, in_bits // 8)
-    act_kind = _ACTIVATION_COST.get(df.str_attr(op, "activation"))
+    act_kind = _ACTIVATION_COST.get(op.activation_value())
     integer = isinstance(op.input.type.get_element_type(), IntegerType)  # type: ignore[attr-defined]
     hb = op.attributes.get("hidden_bits")
     act_bits = hb.value.data if isinstance(hb, IntegerAttr) else 32
@@ -208,9 +208,9 @@ def _detail(op: df.MoeOp, counts: list[int], source: str, active_w: int, all_w: 
     active = [c for c in counts if c > 0]
     mean = sum(counts) / len(counts) if counts else 0.0
     return {
-        "experts": df.int_attr(op, "num_experts"),
+        "experts": op.num_experts_value(),
         "top_k": top_k,
-        "mode": df.str_attr(op, "mode"),
+        "mode": op.mode_choice().value,
         "routing": source,
         "active_experts": len(active),
         "tokens_per_expert": ",".join(str(c) for c in counts),

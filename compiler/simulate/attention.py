@@ -109,8 +109,9 @@ def _split(x: np.ndarray, heads: int) -> np.ndarray:
 
 
 def _mask(op: Operation, ins: list[Tensor], sq: int, sk: int) -> np.ndarray | None:
+    assert isinstance(op, df.AttentionOp)
     mask = ins[3].real().astype(np.float64) if len(ins) > 3 else None
-    if bool(op.properties["causal"].value.data):  # type: ignore[attr-defined]
+    if op.causal_value():
         causal = np.where(np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq), -np.inf, 0.0)  # keys up to i + sk - sq
         mask = causal if mask is None else mask + causal
     return mask
@@ -121,20 +122,22 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     integer online softmax is not (its running sum is shifted right, flooring, whenever a new max appears), so in
     Edge-MoE order each query row's keys reach it in that row's lane order (edge_moe_visit_order), as in the
     hardware; flash visits key tiles in index order, which is the standard kernel's."""
+    assert isinstance(op, df.AttentionOp)
+    edge_moe = op.algorithm_choice() == df.AttentionAlgorithm.EDGE_MOE
     if ins[0].quantized:
-        if df.str_attr(op, "algorithm") == "edge-moe" and df.str_attr(op, "softmax") == "online" and not ctx.exact:
+        if edge_moe and op.softmax_choice() == df.SoftmaxApprox.ONLINE and not ctx.exact:
             sq, sk = ins[0].data.shape[-2], ins[1].data.shape[-2]
-            return standard_attention(op, ins, ctx, edge_moe_visit_order(sq, sk, df.int_attr(op, "lanes", 4)))
+            return standard_attention(op, ins, ctx, edge_moe_visit_order(sq, sk, op.lanes_value(4)))
         return standard_attention(op, ins, ctx)
-    if df.str_attr(op, "softmax") not in ("exact", "online"):
+    if op.softmax_choice() not in (df.SoftmaxApprox.EXACT, df.SoftmaxApprox.ONLINE):
         return standard_attention(op, ins, ctx)
-    heads, kv = df.int_attr(op, "num_heads"), df.kv_heads(op)
+    heads, kv = op.num_heads_value(), op.kv_heads_value()
     q = _split(ins[0].real(), heads)
     k, v = (np.repeat(_split(t.real(), kv), heads // kv, axis=1) for t in ins[1:3])
     mask = _mask(op, ins, q.shape[-2], k.shape[-2])
-    scale = df.float_attr(op, "scale")
-    if df.str_attr(op, "algorithm") == "edge-moe":
-        out = edge_moe_attention(q, k, v, scale, df.int_attr(op, "lanes", 4), mask)
+    scale = op.scale_value()
+    if edge_moe:
+        out = edge_moe_attention(q, k, v, scale, op.lanes_value(4), mask)
     else:
         tq, tk = op.attributes.get(df.TILE_Q_ATTR), op.attributes.get(df.TILE_K_ATTR)
         out = flash_attention(q, k, v, scale, tq.value.data if tq else q.shape[-2],  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
 from compiler.simulate._threads import single_threaded
 from compiler.simulate.registry import KERNELS, Kernel, Observer, SimContext, Tensor, py_attr, register_kernel
 from hw.errors import InputError
@@ -56,7 +57,7 @@ class Simulator:
             if isinstance(op, func.ReturnOp):
                 self.returns = list(op.operands)
             elif isinstance(op, df.WeightOp):
-                name = df.str_attr(op, "layer")
+                name = op.layer_name()
                 if name not in weights:
                     raise InputError(f"weight '{name}' is not in the weight store")
                 scale = weights.get(name + ".scale")
@@ -64,7 +65,7 @@ class Simulator:
             else:
                 kernel = KERNELS.get(op.name)
                 if kernel is None:
-                    layer = op.properties.get("layer")
+                    layer = op.properties.get(LAYER_ATTR)
                     where = f" '{layer.data}'" if isinstance(layer, StringAttr) else ""
                     raise InputError(f"cannot simulate {op.name}{where}: no simulator kernel is registered for it")
                 self.steps.append((op, kernel))
@@ -119,5 +120,5 @@ def _aligned(a: np.ndarray) -> np.ndarray:
 
 
 def _layer(op: Operation) -> str:
-    layer = op.properties.get("layer")
+    layer = op.properties.get(LAYER_ATTR)
     return layer.data if isinstance(layer, StringAttr) else op.name

@@ -159,7 +159,7 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
             if "q" not in memo:
                 owner = op.operands[1].owner
                 assert isinstance(owner, df.WeightOp)  # ``constant``
-                memo["q"] = ctx.weights[df.str_attr(owner, "layer") + GROUP_SCALE_SUFFIX]
+                memo["q"] = ctx.weights[owner.layer_name() + GROUP_SCALE_SUFFIX]
             acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, cache)
         else:
             acc = int_matmul(x.data, w.data, cache)
@@ -178,11 +178,12 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
 def _requant(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     memo = ctx.memo(op)
     if "m" not in memo:
-        me = np.asarray(ctx.weights[df.str_attr(op, "layer")], dtype=np.int64)
+        assert isinstance(op, df.RequantOp)
+        me = np.asarray(ctx.weights[op.layer_name()], dtype=np.int64)
         memo["m"], memo["e"] = (me[0, 0], me[1, 0]) if me.shape[1] == 1 else (me[0], me[1])
-        layer = df.str_attr(op, "layer")
+        layer = op.layer_name()
         per_channel = ctx.weights.get(layer + ".scale")  # a balanced requant: one output scale per channel
-        memo["bits"] = df.int_attr(op, "out_bits")
+        memo["bits"] = op.out_bits_value()
         memo["scale"] = per_channel if per_channel is not None else _float_attr(op, "scale")
     x = ins[0]
     if not x.quantized:
@@ -209,13 +210,14 @@ def _merge(x: np.ndarray) -> np.ndarray:
 def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
     memo = ctx.memo(op)
     if "heads" not in memo:
-        memo["heads"] = df.int_attr(op, "num_heads")
-        memo["kv_heads"] = df.kv_heads(op)
-        memo["scale"] = df.float_attr(op, "scale")
-        memo["causal"] = bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
-        memo["softmax"] = "exact" if ctx.exact else df.str_attr(op, "softmax")
+        assert isinstance(op, df.AttentionOp)
+        memo["heads"] = op.num_heads_value()
+        memo["kv_heads"] = op.kv_heads_value()
+        memo["scale"] = op.scale_value()
+        memo["causal"] = op.causal_value()
+        memo["softmax"] = df.SoftmaxApprox.EXACT if ctx.exact else op.softmax_choice()
         memo["bits"] = softmax_bits(op, memo["softmax"])
-        memo["algorithm"] = df.str_attr(op, "algorithm")
+        memo["algorithm"] = op.algorithm_choice()
     return memo
 
 
@@ -296,8 +298,9 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
 def _softmax(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     memo = ctx.memo(op)
     if "approx" not in memo:
-        memo["approx"] = "exact" if ctx.exact else df.str_attr(op, "approx")
-        memo["axis"] = df.int_attr(op, "axis")
+        assert isinstance(op, df.SoftmaxOp)
+        memo["approx"] = df.SoftmaxApprox.EXACT if ctx.exact else op.approx_choice()
+        memo["axis"] = op.axis_value()
         memo["bits"] = softmax_bits(op, memo["approx"])
     x, axis = ins[0], memo["axis"]
     data = np.moveaxis(x.data, axis, -1)
@@ -312,12 +315,13 @@ def _softmax(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
 def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     memo = ctx.memo(op)
     if "kind" not in memo:
-        memo["kind"] = df.str_attr(op, "kind")
-        memo["approx"] = "exact" if ctx.exact else df.str_attr(op, "approx")
-        memo["eps"] = df.float_attr(op, "epsilon")
+        assert isinstance(op, df.LayerNormOp)
+        memo["kind"] = op.norm_kind()
+        memo["approx"] = df.LayerNormApprox.EXACT if ctx.exact else op.approx_choice()
+        memo["eps"] = op.epsilon_value()
     x, gamma = ins[0], ins[1].real()
     beta = ins[2].real() if len(ins) > 2 else None
-    if memo["kind"] == "rmsnorm":
+    if memo["kind"] == df.LayerNormKind.RMSNORM:
         data = x.real().astype(np.float32)
         y = data / np.sqrt((data * data).mean(axis=-1, keepdims=True) + np.float32(memo["eps"])) * gamma
         return [Tensor((y + beta if beta is not None else y).astype(np.float32))]
@@ -332,8 +336,10 @@ def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
 def _gelu(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     memo = ctx.memo(op)
     if "approx" not in memo:
-        approx = df.str_attr(op, "approx")
-        memo["approx"] = ("tanh" if approx == "tanh" else "exact") if ctx.exact else approx
+        assert isinstance(op, df.GeluOp)
+        approx = op.approx_choice()
+        memo["approx"] = (df.GeluApprox.TANH if approx == df.GeluApprox.TANH else df.GeluApprox.EXACT) if ctx.exact \
+            else approx
     x = ins[0]
     if x.quantized:
         y, ys = A.gelu_int(memo["approx"], x.data, float(x.step()))
@@ -364,7 +370,7 @@ def _elementwise(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tens
     if quant == "add":
         memo = ctx.memo(op)
         if "me" not in memo:
-            me = np.asarray(ctx.weights[df.str_attr(op, "layer")], dtype=np.int64)
+            me = np.asarray(ctx.weights[df.layer_of(op)], dtype=np.int64)
             memo["me"] = [row[0] if me.shape[1] == 1 else row for row in me]
         m0, e0, m1, e1 = memo["me"]
         a, b = ins
@@ -403,7 +409,8 @@ def im2col(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
 
 @register_kernel("dataflow.move")
 def _move(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
-    kind = df.str_attr(op, "kind")
+    assert isinstance(op, df.MoveOp)
+    kind = op.kind_value()
     if kind == "patchify":
         x = ins[0].data
         kh, kw = (int(v) for v in op_attrs(op, ctx)["kernel"])
@@ -427,9 +434,10 @@ _REDUCE = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min, "prod":
 def _reduce(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     memo = ctx.memo(op)
     if "axes" not in memo:
-        memo["kind"] = df.str_attr(op, "kind")
-        memo["axes"] = tuple(int(a.value.data) for a in op.properties["axes"].data)  # type: ignore[attr-defined]
-        memo["keep"] = bool(op.properties["keepdims"].value.data)  # type: ignore[attr-defined]
+        assert isinstance(op, df.ReduceOp)
+        memo["kind"] = op.kind_value()
+        memo["axes"] = op.axes_value()
+        memo["keep"] = op.keepdims_value()
     x = ins[0].real().astype(np.float32) if ins[0].quantized else ins[0].data
     axes = tuple(a % x.ndim for a in memo["axes"])
     if memo["kind"] == "argmax":

@@ -128,16 +128,14 @@ class MoeRanges:
 
 
 def _params(op: df.MoeOp, memo: dict[str, Any]) -> None:
-    memo.update(top_k=df.int_attr(op, "top_k"), mode=df.str_attr(op, "mode"),
-                cf=df.float_attr(op, "capacity_factor"),
-                renorm=bool(op.properties["renormalize"].value.data),  # type: ignore[attr-defined]
-                act=df.str_attr(op, "activation"), routings=[])
+    memo.update(top_k=op.top_k_value(), mode=op.mode_choice(), cf=op.capacity_factor_value(),
+                renorm=op.renormalize_value(), act=op.activation_value(), routings=[])
     names = ["input", "gate", "w1", "w2"] + [n for n, v in (("b1", op.b1), ("b2", op.b2)) if v is not None]
     memo["slots"] = {n: i for i, n in enumerate(names)}
 
 
 def _images(mode: str, shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape[:-2])) if mode == "image" and len(shape) >= 3 else 1
+    return int(np.prod(shape[:-2])) if mode == df.MoeMode.IMAGE and len(shape) >= 3 else 1
 
 
 def _route(memo: dict[str, Any], logits: np.ndarray, images: int) -> Routing:
@@ -241,7 +239,7 @@ def moe_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names: list[
     found: dict[int, MoeRanges] = {}
     for op, _ in sim.steps:
         if isinstance(op, df.MoeOp):
-            found[id(op)] = sim.ctx.memo(op).setdefault("stats", MoeRanges(df.int_attr(op, "num_experts")))
+            found[id(op)] = sim.ctx.memo(op).setdefault("stats", MoeRanges(op.num_experts_value()))
     if found:
         for i in range(len(next(iter(samples.values())))):
             sim.run({k: v[i] for k, v in samples.items()})

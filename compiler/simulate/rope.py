@@ -80,9 +80,10 @@ def rope_int(x: np.ndarray, cos_q: np.ndarray, sin_q: np.ndarray, style: str, he
 def _params(op: Operation, ctx: SimContext) -> dict[str, Any]:
     memo = ctx.memo(op)
     if "style" not in memo:
-        memo["style"] = df.str_attr(op, "style")
-        memo["head_dim"] = df.int_attr(op, "head_dim")
-        me = ctx.weights.get(df.str_attr(op, "layer"))
+        assert isinstance(op, df.RopeOp)
+        memo["style"] = op.style_value()
+        memo["head_dim"] = op.head_dim_value()
+        me = ctx.weights.get(op.layer_name())
         if me is not None:
             me = np.asarray(me, np.int64).reshape(2)
             memo["m"], memo["e"] = int(me[0]), int(me[1])

@@ -1,0 +1,210 @@
+"""``dataflow`` ops of attention: the whole multi-head attention as one op (its sizes as :class:`AttentionDims`)
+and the rotary position embedding applied to its Q and K."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import BoolAttr, FloatAttr, IntegerAttr, StringAttr, TensorType
+from xdsl.ir import Operation
+from xdsl.irdl import AttrSizedOperandSegments, operand_def, opt_operand_def, opt_prop_def, prop_def, result_def
+from xdsl.utils.exceptions import VerifyException
+
+from compiler.dialect.choices import (
+    ALGORITHM_ATTR,
+    ATTENTION_ALGORITHMS,
+    KV_HEADS_ATTR,
+    MASK_KIND_ATTR,
+    MASK_KINDS,
+    NUM_HEADS_ATTR,
+    SOFTMAX_APPROX,
+    SOFTMAX_ATTR,
+    AttentionAlgorithm,
+    MaskKind,
+    SoftmaxApprox,
+)
+from compiler.dialect.op_base import DataflowOp, check_choice, dataflow_op, int_attr, shape_of
+
+__all__ = ["AttentionDims", "AttentionOp", "RopeOp", "ROPE_STYLES", "kv_heads"]
+
+#: Rotary embedding layouts (``dataflow.rope``'s ``style``): which dim each rotated dim pairs with.
+ROPE_STYLES = ("rotate_half", "interleaved")
+
+
+def kv_heads(op: Operation) -> int:
+    """Key/value heads of a ``dataflow.attention`` (``num_heads`` unless grouped-query)."""
+    return int_attr(op, KV_HEADS_ATTR, int_attr(op, NUM_HEADS_ATTR))
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    """The sizes of one ``dataflow.attention``: q is [batch, seq_q, num_heads * head_dim], k is [batch, seq_k,
+    kv_heads * head_dim], v is [batch, seq_k, kv_heads * v_head_dim]."""
+
+    batch: int
+    seq_q: int
+    seq_k: int
+    num_heads: int
+    kv_heads: int
+    head_dim: int
+    v_head_dim: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of QK^T and A.V for all heads."""
+        return self.batch * self.num_heads * self.seq_q * self.seq_k * (self.head_dim + self.v_head_dim)
+
+
+@dataflow_op
+class AttentionOp(DataflowOp):
+    """Multi-head scaled dot-product attention over already projected ``q``, ``k``, ``v`` of shape [B, S, D].
+
+    ``softmax(scale * Q_h K_h^T + mask) V_h`` for each of ``num_heads`` heads of ``head_dim``, heads merged back
+    into [B, Sq, D]. ``mask`` (optional operand) is additive and broadcast to [B, H, Sq, Sk]; ``causal`` adds the
+    lower-triangular mask. ``softmax`` is the approximation; ``algorithm`` the evaluation order: ``standard`` (scores
+    materialised), ``edge-moe`` (Edge-MoE's rotated-key order over ``lanes`` query lanes with a single-pass online
+    softmax) or ``flash`` (tiles with an online softmax; scores never leave the chip).
+
+    ``kv_heads`` (optional, default ``num_heads``): grouped-query / multi-query attention. ``k`` and ``v`` hold
+    ``kv_heads`` heads, each shared by ``num_heads / kv_heads`` consecutive query heads, so they are read and stored
+    once per KV head. ``mask_kind`` (optional) records the structure of the mask the frontend found (``causal``,
+    ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and
+    the ``mask`` operand
+    compute, it changes nothing.
+    """
+
+    name = "dataflow.attention"
+    q = operand_def(TensorType)
+    k = operand_def(TensorType)
+    v = operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+    num_heads = prop_def(IntegerAttr)
+    head_dim = prop_def(IntegerAttr)
+    scale = prop_def(FloatAttr)
+    causal = prop_def(BoolAttr)
+    softmax = prop_def(StringAttr)
+    algorithm = prop_def(StringAttr)
+    lanes = opt_prop_def(IntegerAttr)
+    kv_heads = opt_prop_def(IntegerAttr)
+    mask_kind = opt_prop_def(StringAttr)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
+                       "(`,` type($mask)^)? `->` type($result)")
+
+    def verify_(self) -> None:
+        tag = f"dataflow.attention '{self.layer_name()}'"
+        q, k, v, out = shape_of(self.q), shape_of(self.k), shape_of(self.v), shape_of(self.result)
+        if not (len(q) == len(k) == len(v) == 3):
+            raise VerifyException(f"{tag}: q, k, v must be [batch, seq, dim], got {q}, {k}, {v}")
+        heads, dim = self.num_heads_value(), self.head_dim_value()
+        if heads <= 0 or dim <= 0:
+            raise VerifyException(f"{tag}: num_heads and head_dim must be positive")
+        kv = self.kv_heads_value()
+        if kv <= 0 or heads % kv:
+            raise VerifyException(f"{tag}: kv_heads {kv} does not divide num_heads {heads}")
+        if q[2] != heads * dim or k[2] != kv * dim:
+            grouped = f" / kv_heads*head_dim = {kv * dim}" if kv != heads else ""
+            raise VerifyException(f"{tag}: q/k dim {q[2]}/{k[2]} != num_heads*head_dim = {heads * dim}{grouped}")
+        if v[2] % kv:
+            raise VerifyException(f"{tag}: v dim {v[2]} is not a multiple of kv_heads {kv}")
+        if out != (q[0], q[1], v[2] // kv * heads):
+            raise VerifyException(f"{tag}: result shape {out} should be {(q[0], q[1], v[2] // kv * heads)}")
+        check_choice(self, MASK_KIND_ATTR, MASK_KINDS)
+        if k[:2] != v[:2] or q[0] != k[0]:
+            raise VerifyException(f"{tag}: batch/sequence of q {q}, k {k}, v {v} disagree")
+        check_choice(self, SOFTMAX_ATTR, SOFTMAX_APPROX)
+        check_choice(self, ALGORITHM_ATTR, ATTENTION_ALGORITHMS)
+
+    def dims(self) -> AttentionDims:
+        """Batch, sequence lengths, heads and head sizes (of a verified op)."""
+        b, sq, _ = shape_of(self.q)
+        kv = self.kv_heads_value()
+        return AttentionDims(batch=b, seq_q=sq, seq_k=shape_of(self.k)[1], num_heads=self.num_heads_value(),
+                             kv_heads=kv, head_dim=self.head_dim_value(), v_head_dim=shape_of(self.v)[2] // kv)
+
+    def macs(self) -> int:
+        """Multiply-accumulates of QK^T and A.V for all heads."""
+        return self.dims().macs
+
+    def num_heads_value(self) -> int:
+        """Query heads."""
+        return self.num_heads.value.data
+
+    def head_dim_value(self) -> int:
+        """Elements per head of Q and K."""
+        return self.head_dim.value.data
+
+    def kv_heads_value(self) -> int:
+        """Key/value heads (``num_heads`` unless grouped-query)."""
+        return kv_heads(self)
+
+    def scale_value(self) -> float:
+        """The factor on Q K^T before the softmax."""
+        return self.scale.value.data
+
+    def causal_value(self) -> bool:
+        """Whether the lower-triangular mask applies (on top of any ``mask`` operand)."""
+        return bool(self.causal.value.data)
+
+    def lanes_value(self, default: int) -> int:
+        """Edge-MoE's query lanes, ``default`` when ``set-attention`` recorded none."""
+        return default if self.lanes is None else self.lanes.value.data
+
+    def softmax_choice(self) -> SoftmaxApprox:
+        return SoftmaxApprox(self.softmax.data)
+
+    def algorithm_choice(self) -> AttentionAlgorithm:
+        return AttentionAlgorithm(self.algorithm.data)
+
+    def mask_kind_choice(self) -> MaskKind | None:
+        """The mask structure the frontend found, or None when it recorded none."""
+        return None if self.mask_kind is None else MaskKind(self.mask_kind.data)
+
+
+@dataflow_op
+class RopeOp(DataflowOp):
+    """Rotary position embedding of Q or K, ``input`` [B, S, H*head_dim] in the layout the attention op reads.
+
+    Per head the first ``rotary_dim`` dims rotate, the rest pass through: ``y[b, s, h, i] = x[b, s, h, i] *
+    cos[s, i] + x[b, s, h, p(i)] * sin[s, i]`` for ``i < rotary_dim``, ``sin`` carrying the sign, with the partner
+    ``p(i) = (i + R/2) mod R`` (``rotate_half``: LLaMA, Mistral, Qwen2, Phi) or ``i xor 1`` (``interleaved``:
+    GPT-J). ``cos`` and ``sin`` are [S, rotary_dim] weights. An integer op (``quantize``) reads int8 x and
+    Q1.14 int16 tables; its int32 sum is requantized to int8 by ``[m, e]`` in the WeightStore under its layer, its
+    output scale in the ``scale`` attribute (compiler/simulate/rope.py has the arithmetic)."""
+
+    name = "dataflow.rope"
+    input = operand_def(TensorType)
+    cos = operand_def(TensorType)
+    sin = operand_def(TensorType)
+    result = result_def(TensorType)
+    style = prop_def(StringAttr)
+    head_dim = prop_def(IntegerAttr)
+    rotary_dim = prop_def(IntegerAttr)
+    assembly_format = "$layer $input `,` $cos `,` $sin attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        tag = f"dataflow.rope '{self.layer_name()}'"
+        check_choice(self, "style", ROPE_STYLES)
+        shape = shape_of(self.input)
+        if shape_of(self.result) != shape or len(shape) != 3:
+            raise VerifyException(f"{tag}: needs a [B, S, D] input and an output of the same shape, got {shape}")
+        dh, r = self.head_dim_value(), self.rotary_dim_value()
+        if dh <= 0 or shape[2] % dh or not 0 < r <= dh or r % 2:
+            raise VerifyException(f"{tag}: head_dim {dh} and rotary_dim {r} do not fit D = {shape[2]} "
+                                  "(rotary_dim even, at most head_dim, head_dim dividing D)")
+        for key in ("cos", "sin"):
+            if shape_of(getattr(self, key)) != (shape[1], r):
+                raise VerifyException(f"{tag}: {key} table {shape_of(getattr(self, key))} should be {(shape[1], r)}")
+
+    def style_value(self) -> str:
+        """Which dims rotate together (one of ROPE_STYLES)."""
+        return self.style.data
+
+    def head_dim_value(self) -> int:
+        """Elements per head."""
+        return self.head_dim.value.data
+
+    def rotary_dim_value(self) -> int:
+        """The leading dims of each head that rotate."""
+        return self.rotary_dim.value.data
