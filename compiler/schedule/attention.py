@@ -314,7 +314,9 @@ def _price_onchip(shape: _Shape, tiled: Any, cost: CostFn) -> LayerPlan:
     av = GemmWork(m=tiled.tile_q, n=shape.dv, k=shape.sk, batch=qk.batch, in_bits=shape.bits, w_bits=shape.bits,
                   weights_static=False)
     _, _, sm = shape.standard_works()
-    fused = Cost(unit=first[0].unit, compute_cycles=tiled.result.cycles, tiles=min(n, GEMM_TILES),
+    # Loads stream head by head (a tile's Q, a group's K and V) at least as finely as the pipeline's tiles.
+    fused = Cost(unit=first[0].unit, compute_cycles=tiled.result.cycles, tiles=min(max(n, shape.b * shape.heads),
+                                                                                    GEMM_TILES),
                  onchip_bytes=sum(c.onchip_bytes for c in first))
     bytes_in = shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes
     plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]

@@ -28,8 +28,9 @@ one array fold of rows keeps the three-step order through off-chip memory (``com
 
 Timing is the target model's own, per tile: each QK^T and A.V is one invocation of the array (the model's cycles,
 readout included, with the per-GEMM mapping search), each softmax one call of the vector lanes over the tile's rows.
-With sub-arrays (``gemm.partitions = P``) a tile of P heads (heads in parallel, one per sub-array) is one candidate:
-the model deals its heads or its folds to the sub-arrays, whichever ends first. The tile shape (``tile_q`` among the
+With sub-arrays (``gemm.partitions = P``) a tile of P heads (heads in parallel, one per sub-array) is one candidate,
+a tile of every head another: the model deals its heads or its folds to the sub-arrays (or, on a ganged NPU, its
+arrays), whichever ends first. The tile shape (``tile_q`` among the
 sequence length and multiples of the array's rows; ``heads_per_tile`` 1 or P) is the one whose pipeline ends first,
 found by simulating each candidate (a few dozen events per layer).
 
@@ -70,9 +71,14 @@ class PipelineResult:
 
 
 def onchip_target(cost: Any) -> Any:
-    """The target behind a ``CostFn``: a memoising costing's ``model`` (``compiler.schedule.plan.price``) or a bound
-    ``model.cost``; None when neither (then the three-step order is priced)."""
+    """The target whose datapath runs the pipeline, behind a ``CostFn`` (a memoising costing's ``model``,
+    ``compiler.schedule.plan.price``, or a bound ``model.cost``); None when there is none, or when the model has
+    several independent GEMM units (an NPU's ``mode: independent`` arrays): there the three steps stay separate
+    tasks, so that QK^T of one attention may start on one array while another still computes V."""
     model = getattr(cost, "model", None) or getattr(cost, "__self__", None)
+    units = getattr(model, "units", None)
+    if not callable(units) or units().get("gemm", 0) != 1:
+        return None
     return getattr(model, "target", None)
 
 
@@ -89,13 +95,14 @@ def tile_fits(rows: int, heads: int, sk: int, dh: int, dv: int, in_bits: int, ac
 
 def tile_candidates(sq: int, heads: int, fold_rows: int, partitions: int) -> list[tuple[int, int]]:
     """(tile_q, heads_per_tile) pairs worth simulating: the whole sequence and power-of-two multiples of the array's
-    rows below it; one head, or one per sub-array."""
+    rows below it; one head, one per sub-array, or every head (a model that spreads a batch of products over
+    several arrays, as a ganged NPU does, runs them in parallel)."""
     rows = [sq]
     t = fold_rows
     while t < sq:
         rows.append(t)
         t *= 2
-    groups = sorted({1, min(partitions, heads)})
+    groups = sorted({1, min(partitions, heads), heads})
     return [(r, g) for r in rows for g in groups]
 
 
