@@ -46,8 +46,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hw.models.base import Cost
+from hw.models.base import AcceleratorModel, Cost
 from hw.perf.workload import GemmWork, VectorWork
+from hw.targets.schema import Target
 
 __all__ = ["TileShape", "PipelineResult", "pipeline_cycles", "tile_candidates", "tile_fits", "plan_tiles",
            "onchip_target"]
@@ -70,16 +71,15 @@ class PipelineResult:
     vector_cycles: int
 
 
-def onchip_target(cost: Any) -> Any:
+def onchip_target(cost: Any) -> Target | None:
     """The target whose datapath runs the pipeline, behind a ``CostFn`` (a memoising costing's ``model``,
     ``compiler.schedule.plan.price``, or a bound ``model.cost``); None when there is none, or when the model has
     several independent GEMM units (an NPU's ``mode: independent`` arrays): there the three steps stay separate
     tasks, so that QK^T of one attention may start on one array while another still computes V."""
     model = getattr(cost, "model", None) or getattr(cost, "__self__", None)
-    units = getattr(model, "units", None)
-    if not callable(units) or units().get("gemm", 0) != 1:
+    if not isinstance(model, AcceleratorModel) or model.units().get("gemm", 0) != 1:
         return None
-    return getattr(model, "target", None)
+    return model.target
 
 
 def tile_fits(rows: int, heads: int, sk: int, dh: int, dv: int, in_bits: int, acc_bits: int,
@@ -161,10 +161,12 @@ class _Priced:
 
 
 def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
-               target: Any) -> _Priced | None:
+               target: Target | None) -> _Priced | None:
     """The tile shape whose pipeline ends first on ``target`` (priced with ``cost``), or None when the target has
     no systolic array or no tile of one array fold of rows fits its buffers."""
-    array = target.systolic_array() if target is not None else None
+    if target is None:
+        return None
+    array = target.systolic_array()
     rows, parts = getattr(array, "rows", None), getattr(array, "partitions", 1)
     if not isinstance(rows, int):
         return None
