@@ -42,6 +42,7 @@ half; a tile's invocations are issued back to back without returning to the host
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,30 +123,35 @@ def pipeline_cycles(stages: Sequence[tuple[int, int, int]], units: tuple[str, st
     unit names; equal names share one unit), issued in the software-pipelined order of the module docstring with
     two score and two probability buffer halves. Each unit runs its operations in issue order."""
     n = len(stages)
-    free: dict[str, int] = {}
+    free = dict.fromkeys(units, 0)
     qk_end, sm_end, av_end = [0] * n, [0] * n, [0] * n
-    busy: dict[str, int] = {}
-    order: list[tuple[int, int]] = [(0, 0)] if n else []
-    for t in range(1, n):
-        order += [(0, t), (1, t - 1), (2, t - 1)]
+
+    def qk(t: int) -> None:  # its score half is free once the softmax two tiles back has read it
+        start = max(free[units[0]], sm_end[t - 2] if t >= 2 else 0)
+        qk_end[t] = free[units[0]] = start + stages[t][0]
+
+    def sm(t: int) -> None:  # its scores, and its probability half once A.V two tiles back has read it
+        start = max(free[units[1]], qk_end[t], av_end[t - 2] if t >= 2 else 0)
+        sm_end[t] = free[units[1]] = start + stages[t][1]
+
+    def av(t: int) -> None:
+        start = max(free[units[2]], sm_end[t])
+        av_end[t] = free[units[2]] = start + stages[t][2]
+
     if n:
-        order += [(1, n - 1), (2, n - 1)]
-    for stage, t in order:
-        unit = units[stage]
-        cycles = stages[t][stage]
-        if stage == 0:  # its score half is free once the softmax two tiles back has read it
-            ready = sm_end[t - 2] if t >= 2 else 0
-        elif stage == 1:  # its scores, and its probability half once A.V two tiles back has read it
-            ready = max(qk_end[t], av_end[t - 2] if t >= 2 else 0)
-        else:
-            ready = sm_end[t]
-        start = max(free.get(unit, 0), ready)
-        end = start + cycles
-        free[unit] = end
-        busy[unit] = busy.get(unit, 0) + cycles
-        (qk_end, sm_end, av_end)[stage][t] = end
-    makespan = max(free.values(), default=0)
-    return PipelineResult(makespan, busy.get(units[0], 0), busy.get(units[1], 0) if units[1] != units[0] else 0)
+        qk(0)
+    for t in range(1, n):
+        qk(t)
+        sm(t - 1)
+        av(t - 1)
+    if n:
+        sm(n - 1)
+        av(n - 1)
+    array = sum(q + a for q, _, a in stages)
+    vector = sum(m for _, m, _ in stages)
+    if units[1] == units[0]:
+        array, vector = array + vector, 0
+    return PipelineResult(max(free.values()), array, vector)
 
 
 @dataclass(frozen=True)
@@ -160,12 +166,34 @@ class _Priced:
     drain: int
 
 
+_MEMO: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Priced | None]] = weakref.WeakKeyDictionary()
+"""Chosen pipelines per pricing (a ``price`` call's costing, or a model): the layers of a model share their shapes,
+and a sweep re-prices a plan per design point, so each distinct attention shape is planned once per pricing."""
+
+
 def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
                target: Target | None) -> _Priced | None:
     """The tile shape whose pipeline ends first on ``target`` (priced with ``cost``), or None when the target has
-    no systolic array or no tile of one array fold of rows fits its buffers."""
+    no systolic array or no tile of one array fold of rows fits its buffers. Candidates are simulated in the order
+    of their lower bound (the busier unit's cycles), and none whose bound cannot beat the best found."""
     if target is None:
         return None
+    owner = cost if hasattr(cost, "model") else getattr(cost, "__self__", None)
+    key = (b, heads, sq, sk, dh, dv, bits, softmax)
+    try:
+        memo = _MEMO.setdefault(owner, {}) if owner is not None else None
+    except TypeError:  # an owner that takes no weak reference
+        memo = None
+    if memo is not None and key in memo:
+        return memo[key]
+    found = _plan_tiles(b, heads, sq, sk, dh, dv, bits, softmax, cost, target)
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
+def _plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
+                target: Target) -> _Priced | None:
     array = target.systolic_array()
     rows, parts = getattr(array, "rows", None), getattr(array, "partitions", 1)
     if not isinstance(rows, int):
@@ -173,12 +201,21 @@ def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int
     parts = parts if isinstance(parts, int) and parts > 0 else 1
     caps = target.attention_buffers()
     acc_bits = GemmWork(m=1, n=1, k=1).acc_bits
-    best: _Priced | None = None
+    bounded: list[tuple[int, int, int, dict[TileShape, tuple[Cost, Cost, Cost]]]] = []
     for tq, g in tile_candidates(sq, heads, rows, parts):
         if not tile_fits(tq, g, sk, dh, dv, bits, acc_bits, caps):
             continue
+        counts = _tile_counts(b, heads, sq, tq, g)
+        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost) for shape in counts}
+        array_busy = sum(n * (costs[s][0].compute_cycles + costs[s][2].compute_cycles) for s, n in counts.items())
+        vector_busy = sum(n * costs[s][1].compute_cycles for s, n in counts.items())
+        same = next(iter(costs.values()))[0].unit == next(iter(costs.values()))[1].unit
+        bounded.append((array_busy + vector_busy if same else max(array_busy, vector_busy), tq, g, costs))
+    best: _Priced | None = None
+    for bound, tq, g, costs in sorted(bounded, key=lambda c: c[:3]):
+        if best is not None and bound >= best.result.cycles:
+            break
         tiles = _tiles(b, heads, sq, tq, g)
-        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost) for shape in set(tiles)}
         units = tuple(c.unit for c in costs[tiles[0]])
         stages = [tuple(c.compute_cycles for c in costs[s]) for s in tiles]
         result = pipeline_cycles(stages, units)  # type: ignore[arg-type]
@@ -187,6 +224,17 @@ def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int
             drain = result.cycles - pipeline_cycles(bare, units).cycles  # type: ignore[arg-type]
             best = _Priced(tq, g, tiles, result, costs, drain)
     return best
+
+
+def _tile_counts(b: int, heads: int, sq: int, tq: int, g: int) -> dict[TileShape, int]:
+    """How many tiles of each shape :func:`_tiles` issues."""
+    counts: dict[TileShape, int] = {}
+    for group, groups in ((g, heads // g), (heads % g, 1)):
+        for block, blocks in ((tq, sq // tq), (sq % tq, 1)):
+            if group and groups and block and blocks:
+                shape = TileShape(block, group)
+                counts[shape] = counts.get(shape, 0) + b * groups * blocks
+    return counts
 
 
 def _drain(c: Cost) -> int:
