@@ -34,6 +34,12 @@ arrays), whichever ends first. The tile shape (``tile_q`` among the
 sequence length and multiples of the array's rows; ``heads_per_tile`` 1 or P) is the one whose pipeline ends first,
 found by simulating each candidate (a few dozen events per layer).
 
+The layer is one scheduler task on the array's unit (a task holds one unit): the vector lanes' share is inside its
+cycles, and the scheduler does not see them busy, as for ``flash`` and ``edge-moe``. In an encoder nothing else is
+ready for the lanes while attention runs (its inputs come from the array, its output feeds the next GEMM); a graph
+with independent vector work beside attention would be priced optimistically by up to the pipeline's
+``vector_cycles``.
+
 Assumptions the RTL must meet (docs/ARCHITECTURE.md, "Attention on chip"): the array runs QK^T and A.V with either
 operand from the buffers (K^T and V are right operands, Q and the probabilities left ones); the vector lanes read
 scores from the output buffer and write probabilities into the activation buffer while the array works on another
