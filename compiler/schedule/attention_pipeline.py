@@ -34,6 +34,11 @@ arrays), whichever ends first. The tile shape (``tile_q`` among the
 sequence length and multiples of the array's rows; ``heads_per_tile`` 1 or P) is the one whose pipeline ends first,
 found by simulating each candidate (a few dozen events per layer).
 
+Dataflow: QK^T and A.V run on the target's one array with its dataflow (the FPGA's RTL is an output- or a weight-
+stationary array per design, not per layer), so output- versus weight-stationary is the design's choice
+(``gemm.dataflow``); per tile shape the mapping search picks the orientation (on 8 x 64 sub-arrays QK^T goes
+transposed, the keys on the 8 rows and a 128-query tile on the 64 columns, exactly two folds wide).
+
 The layer is one scheduler task on the array's unit (a task holds one unit): the vector lanes' share is inside its
 cycles, and the scheduler does not see them busy, as for ``flash`` and ``edge-moe``. In an encoder nothing else is
 ready for the lanes while attention runs (its inputs come from the array, its output feeds the next GEMM); a graph
