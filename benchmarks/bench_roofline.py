@@ -1,7 +1,7 @@
 """Schedules against their roofline bound (issue goals): ViT-Base int8 I-ViT and BERT-base (sequence 128) on the
 default fpga-u280, with the per-GEMM mapping search and with the target's fixed mapping, and a sequence-first
-encoder layer against the same layer batch-first. Printed, never asserted: tests/test_schedule_mapping.py pins the
-ratios on one-layer shapes.
+encoder layer against the same layer batch-first, and where each attention layer's cycles go. Printed, never
+asserted: tests/test_schedule_mapping.py pins the ratios on one-layer shapes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,22 @@ IVIT = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 
 def _ratio(report: dict) -> float:
     return report["latency_cycles"] / report["roofline_cycles"]
+
+
+def _attention_line(report: dict) -> None:
+    """Where attention's cycles go: per layer, the scheduled cycles against its MACs on the whole array, and the
+    busy cycles of the array and the vector lanes in its pipeline (compiler/schedule/attention_pipeline.py)."""
+    layers = [ly for ly in report["layers"] if ly["op"] == "attention"]
+    if not layers:
+        return
+    n = len(layers)
+    cycles = sum(ly["cycles"] for ly in layers) / n
+    ideal = sum(ly["macs"] for ly in layers) / n / report["peak_macs_per_cycle"]
+    d = layers[0]["detail"]
+    pipe = (f"; tile {d['tile_q']} rows x {d['heads_per_tile']} head(s), array {d['array_cycles']:,} and vector "
+            f"{d['vector_cycles']:,} cycles busy" if "tile_q" in d else "")
+    print(f"roofline:   attention {cycles:,.0f} cycles per layer vs {ideal:,.0f} for its MACs ({cycles / ideal:.2f}x)"
+          f"{pipe}")
 
 
 def _bert_base(out: Path) -> Path:
@@ -69,6 +85,8 @@ def main() -> dict[str, float]:
                 print(f"roofline: {name} on {report['target']}, --mapping {mapping}: {report['latency_cycles']:,} "
                       f"cycles vs bound {report['roofline_cycles']:,} ({report['roofline_bound']}-bound): ratio "
                       f"{ratio:.3f} (goal <= {goal}); compile {seconds:.2f} s")
+                if mapping == "search":
+                    _attention_line(report)
     for parts in (4, 8):
         report = compile_model(vit, overrides={"gemm.partitions": str(parts)}, **IVIT).report
         used = report["resources"]
@@ -76,6 +94,7 @@ def main() -> dict[str, float]:
               f"({parts} sub-arrays of {64 // parts}x64): ratio {_ratio(report):.3f}; DSP "
               f"{used['dsp']['fraction']:.0%}, URAM {used['uram']['fraction']:.0%}")
         figures[f"ViT-Base int8 I-ViT partitions={parts}"] = _ratio(report)
+        _attention_line(report)
     seq, batch = _layouts()
     figures["sequence-first / batch-first"] = seq / batch
     print(f"roofline: encoder layer sequence-first {seq:,} cycles vs batch-first {batch:,}: ratio {seq / batch:.4f} "

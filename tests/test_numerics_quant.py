@@ -213,3 +213,19 @@ def test_quantize_rejects_bad_scale_and_bits() -> None:
         quantize(torch.tensor([1.0]), 0.0, 8)
     with pytest.raises(ValueError, match=r"bits must be an int in \[2, 32\], got 1"):
         quantize(torch.tensor([1.0]), 1.0, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=1e-30, max_value=1e12, allow_nan=False, allow_infinity=False), min_size=1,
+                max_size=40))
+def test_dyadic_per_channel_is_dyadic_of_each(scales: list[float]) -> None:
+    # The tensor form (torch.frexp) equals the scalar one element by element, the round-up to 2^31 included.
+    scales += [1.0 - 2.0**-40, 0.5, 2.0**31]
+    m, e = dyadic_per_channel(torch.tensor(scales, dtype=torch.float64))
+    assert [(int(a), int(b)) for a, b in zip(m, e)] == [dyadic(s) for s in scales]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
+def test_dyadic_per_channel_rejects_nonpositive_and_nonfinite(bad: float) -> None:
+    with pytest.raises(ValueError, match="dyadic scale must be finite and > 0"):
+        dyadic_per_channel(torch.tensor([0.25, bad]))

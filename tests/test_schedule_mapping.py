@@ -104,12 +104,14 @@ def base_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: _export(kind, out / f"{kind}.onnx") for kind in ("vit", "bert")}
 
 
-# Measured 2026-12-03 (ratio = latency / roofline bound, one layer, int8): ViT I-ViT 1.700 (fixed mapping 1.724),
-# with 8 sub-arrays 1.294 (1.318); BERT 1.485 (1.487), with 8 sub-arrays 1.407 (1.409). Serial vector work and no
-# mapping search gave ViT 1.73 on the full model. The bounds leave 1% for deliberate model changes.
+# Measured 2026-12-04 (ratio = latency / roofline bound, one layer, int8): ViT I-ViT 1.644 (fixed mapping 1.665),
+# with 8 sub-arrays 1.235 (1.260); BERT 1.414 (1.415), with 8 sub-arrays 1.358 (1.359). Before attention kept its
+# scores on chip, pipelined across heads (compiler/schedule/attention_pipeline.py): ViT 1.700, 1.294; BERT 1.485,
+# 1.407. Serial vector work and no mapping search gave ViT 1.73 on the full model. The bounds leave 1% for
+# deliberate model changes.
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,partitions,bound", [("vit", 1, 1.72), ("vit", 8, 1.31), ("bert", 1, 1.50),
-                                                   ("bert", 8, 1.42)])
+@pytest.mark.parametrize("kind,partitions,bound", [("vit", 1, 1.66), ("vit", 8, 1.25), ("bert", 1, 1.43),
+                                                   ("bert", 8, 1.37)])
 def test_roofline_ratio_of_one_base_layer(base_layers: dict[str, Path], kind: str, partitions: int,
                                           bound: float) -> None:
     from codesign.api import compile as compile_model

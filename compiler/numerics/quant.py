@@ -132,13 +132,19 @@ def dyadic(scale: float) -> tuple[int, int]:
 
 
 def dyadic_per_channel(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`dyadic` of each element of ``scales`` (any shape), as two int64 tensors (m_int, e)."""
-    flat = torch.as_tensor(scales).detach().to(torch.float64).reshape(-1).tolist()
-    pairs = [dyadic(s) for s in flat]
-    shape = torch.as_tensor(scales).shape
-    m = torch.tensor([p[0] for p in pairs], dtype=torch.int64).reshape(shape)
-    e = torch.tensor([p[1] for p in pairs], dtype=torch.int64).reshape(shape)
-    return m, e
+    """:func:`dyadic` of each element of ``scales`` (any shape), as two int64 tensors (m_int, e).
+
+    The same arithmetic on whole tensors (``torch.frexp``; ``m * 2^31 + 1/2`` is exact in float64), so a quantized
+    ViT-Base's hundred thousand per-channel ratios cost one call instead of one Python call each."""
+    s = torch.as_tensor(scales).detach().to(torch.float64)
+    bad = ~torch.isfinite(s) | (s <= 0)
+    if bool(bad.any()):
+        raise ValueError(f"dyadic scale must be finite and > 0, got {float(s[bad].reshape(-1)[0])!r}")
+    mant, exp2 = torch.frexp(s)
+    m = torch.floor(mant * float(1 << M_BITS) + 0.5).to(torch.int64)
+    e = M_BITS - exp2.to(torch.int64)
+    top = m == 1 << M_BITS
+    return torch.where(top, torch.full_like(m, 1 << (M_BITS - 1)), m), torch.where(top, e - 1, e)
 
 
 def _scaled(acc: torch.Tensor, m_int: int | torch.Tensor, e: int | torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -75,7 +76,7 @@ from compiler.calibrate import activation_ranges, synthetic_inputs
 from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
-from compiler.numerics.quant import dyadic
+from compiler.numerics.quant import dyadic, dyadic_per_channel
 from compiler.quant_activation import GRANULARITY, ActivationRecipes
 from compiler.quant_format import GPTQ_DAMP
 from compiler.quant_format import Fmt as _Fmt
@@ -250,7 +251,8 @@ class _Quantizer(ActivationRecipes):
     @staticmethod
     def _dyadic_rows(ratios: np.ndarray) -> np.ndarray:
         """[[m...], [e...]] (int64, 2 x len) for the real ratios S_in / S_out (I-ViT's frexp rule)."""
-        return np.array([list(dyadic(float(r))) for r in ratios], dtype=np.int64).T.reshape(2, -1)
+        m, e = dyadic_per_channel(torch.from_numpy(np.ascontiguousarray(ratios, dtype=np.float64)).reshape(-1))
+        return np.stack([m.numpy(), e.numpy()])
 
     def requant(self, x: SSAValue, scale: float, bits: int, layer: str, before: Operation) -> SSAValue:
         name = self.unique(layer)

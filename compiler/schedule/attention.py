@@ -1,7 +1,11 @@
 """The plan of a ``dataflow.attention`` op and its pricing, for each ``algorithm`` and softmax.
 
-``standard``  QK^T, softmax and A.V as three tasks; the score matrix is materialised off chip: QK^T writes it,
-              softmax reads and writes it, A.V reads it (4 x B*H*Sq*Sk score bytes).
+``standard``  QK^T, a full-row softmax and A.V. On a target with a systolic array whose buffers hold a tile of it,
+              one task that keeps the scores on chip and pipelines the three steps tile by tile across heads
+              (``compiler/schedule/attention_pipeline.py``: the softmax of one tile under the array's GEMMs of the
+              next, heads in parallel on sub-arrays); elsewhere three tasks that materialise the score matrix off
+              chip: QK^T writes it, softmax reads and writes it, A.V reads it (4 x B*H*Sq*Sk score bytes). Either
+              way the layer's last task is named after the layer (it produces the output).
 ``softmax-free`` (SOFT) landmarks, Gaussian kernels, a Newton-Schulz pseudo-inverse and three products, one task
               (:func:`_soft_works`).
 
@@ -47,7 +51,9 @@ from xdsl.dialects.builtin import IntegerAttr
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
+from compiler.schedule.attention_pipeline import onchip_target, plan_tiles
 from compiler.schedule.plan import (
+    GEMM_TILES,
     CostFn,
     LayerPlan,
     PlannedLayer,
@@ -233,7 +239,8 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
     algorithm = op.algorithm_choice()
     if algorithm == df.AttentionAlgorithm.STANDARD:
-        return PlannedLayer(name, (f"{name}.qk", f"{name}.softmax", f"{name}.av"), partial(_price_standard, shape))
+        # Its off-chip order adds {name}.qk and {name}.softmax before the A.V task {name}.
+        return PlannedLayer(name, (name,), partial(_price_standard, shape))
     if algorithm == df.AttentionAlgorithm.EDGE_MOE:
         return PlannedLayer(name, (name,), partial(_price_edge_moe, shape, op.lanes_value(DEFAULT_LANES)))
     tiles = (min(_int(op, TILE_Q_ATTR, shape.sq), shape.sq), min(_int(op, TILE_K_ATTR, shape.sk), shape.sk))
@@ -277,18 +284,55 @@ def _finish(plan: LayerPlan, shape: _Shape, c_qk: Cost) -> LayerPlan:
 
 
 def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
+    """On chip, pipelined (:func:`_price_onchip`) where the target's buffers hold a tile; else three tasks through
+    off-chip memory."""
+    tiled = plan_tiles(shape.b, shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, shape.bits, shape.softmax, cost,
+                       onchip_target(cost))
+    if tiled is not None:
+        return _price_onchip(shape, tiled, cost)
     plan, c_qk = _layer(shape, cost)
     qk, av, sm = shape.standard_works()
     c_av, c_sm = cost(av), cost(sm)
     name, score = shape.name, shape.score_bytes
     t1 = priced_task(TaskSpec(f"{name}.qk", shape.q_bytes + shape.k_bytes, score, shape.deps), c_qk)
     t2 = priced_task(TaskSpec(f"{name}.softmax", score + shape.mask_bytes, score, (t1.name,)), c_sm)
-    t3 = priced_task(TaskSpec(f"{name}.av", score + shape.v_bytes, shape.out_bytes, (t2.name,) + shape.deps), c_av)
+    t3 = priced_task(TaskSpec(name, score + shape.v_bytes, shape.out_bytes, (t2.name,) + shape.deps), c_av)
     plan.tasks = [t1, t2, t3]
     plan.works = [qk, sm, av]
     plan.detail["score_bytes_offchip"] = 4 * score
     plan.detail.update(readout_detail(c_qk, c_av))
     return _finish(plan, shape, c_qk)
+
+
+def _price_onchip(shape: _Shape, tiled: Any, cost: CostFn) -> LayerPlan:
+    """The standard order on chip (``attention_pipeline``): one task reading Q, K, V and the mask once and writing
+    the output once, for the simulated pipeline's cycles; its work items are the tiles' products and softmaxes."""
+    plan, c_qk_std = _layer(shape, cost)
+    n = len(tiled.tiles)
+    first = tiled.costs[tiled.tiles[0]]
+    qk = GemmWork(m=tiled.tile_q, n=shape.sk, k=shape.dh, batch=shape.b * shape.heads * -(-shape.sq // tiled.tile_q),
+                  in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
+    av = GemmWork(m=tiled.tile_q, n=shape.dv, k=shape.sk, batch=qk.batch, in_bits=shape.bits, w_bits=shape.bits,
+                  weights_static=False)
+    _, _, sm = shape.standard_works()
+    # Loads stream head by head (a tile's Q, a group's K and V) at least as finely as the pipeline's tiles.
+    fused = Cost(unit=first[0].unit, compute_cycles=tiled.result.cycles, tiles=min(max(n, shape.b * shape.heads),
+                                                                                    GEMM_TILES),
+                 onchip_bytes=sum(c.onchip_bytes for c in first))
+    bytes_in = shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes
+    plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]
+    plan.works = [qk, sm, av]
+    plan.detail.update({"algorithm": "standard", "score_bytes_offchip": 0, "tile_q": tiled.tile_q,
+                        "heads_per_tile": tiled.heads_per_tile, "pipeline_tiles": n,
+                        "array_cycles": tiled.result.array_cycles, "vector_cycles": tiled.result.vector_cycles})
+    if tiled.drain:
+        plan.detail["drain_cycles"] = tiled.drain
+    for key in ("mapping", "partition_split"):
+        if key in first[0].detail:
+            plan.detail[f"qk_{key}"] = first[0].detail[key]
+        if key in first[2].detail:
+            plan.detail[f"av_{key}"] = first[2].detail[key]
+    return _finish(plan, shape, c_qk_std)
 
 
 def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
