@@ -14,7 +14,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["additive_where", "as_bhss", "mask_kind"]
+__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
@@ -104,3 +104,95 @@ def additive_where(graph: Graph, where: Node, keep_true: bool) -> str:
     graph.shapes[out], graph.dtypes[out] = graph.shapes[cond], dtype
     graph.nodes.insert(graph.nodes.index(where), Node("Where", f"{where.name}/additive", inputs, [out]))
     return out
+
+
+def unfold_const(value: np.ndarray, score_heads: int, group: int, sq: int) -> np.ndarray | None:
+    """A constant term of scores whose query heads were folded into the query axis ([B, KV, group*Sq, Sk]) in the
+    attention op's [B, H, Sq, Sk] layout; unchanged when it broadcasts over heads and rows alike (a key-padding
+    row), None when it has more than 4 dims."""
+    if group == 1:
+        return value
+    if value.ndim > 4:
+        return None
+    shape = (1,) * (4 - value.ndim) + tuple(value.shape)
+    if shape[1] == 1 and shape[2] == 1:
+        return value
+    full = np.broadcast_to(value.reshape(shape), (shape[0], score_heads, group * sq, shape[3]))
+    return full.reshape(shape[0], score_heads * group, sq, shape[3])
+
+
+def unfold_input(graph: Graph, name: str, score_heads: int, group: int, sq: int) -> str:
+    """``unfold_const`` for a term computed from the inputs: an Expand to [B, KV, group*Sq, Sk] and a Reshape to
+    [B, H, Sq, Sk] inserted after its producer (``name`` itself when nothing needs unfolding)."""
+    shape = (1,) * (4 - len(graph.shapes[name])) + tuple(graph.shapes[name])
+    if group == 1 or (shape[1] == 1 and shape[2] == 1):
+        return name
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if name in n.outputs), 0)
+    dtype = graph.dtypes.get(name, np.dtype(np.float32))
+    src = name
+    for step, dims in (("expand", (shape[0], score_heads, group * sq, shape[3])),
+                       ("unfold", (shape[0], score_heads * group, sq, shape[3]))):
+        const, out = f"{name}/{step}_shape", f"{name}/{step}_output_0"
+        graph.constants[const] = np.array(dims, dtype=np.int64)
+        graph.shapes[const], graph.dtypes[const] = (4,), np.dtype(np.int64)
+        graph.nodes.insert(at, Node("Expand" if step == "expand" else "Reshape", f"{name}/{step}", [src, const],
+                                    [out]))
+        graph.shapes[out], graph.dtypes[out] = dims, dtype
+        src, at = out, at + 1
+    return src
+
+
+def classify_terms(graph: Graph, terms: list[tuple[str, object, bool]], score_heads: int, group: int, sq: int,
+                   sk: int):
+    """The terms the attention matcher found added to (``add``, ``bmm``: bmm-style [B*H, Sq, Sk] scores) or
+    selected into (``where``: the node, and whether it keeps the scores where its condition is true) the scores,
+    as (constant masks, causal, mask kind, terms from inputs, Wheres on inputs, bmm terms); None when they cannot
+    be seen in the [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag; the mask kind is
+    the one kind seen, ``input`` for terms from inputs, ``other`` for several. Constants are classified in the
+    attention op's layout: with ``group`` query heads folded into the query axis, unfolded first."""
+    masks: list[str] = []
+    inputs: list[str] = []
+    wheres: list[tuple[Node, bool]] = []
+    bmm: list[str] = []
+    causal, kind_seen = False, None
+    for tag, term, keep_true in terms:
+        if tag == "bmm":
+            if group != 1:
+                return None
+            bmm.append(term)  # type: ignore[arg-type]
+            kind_seen = "other" if kind_seen else ("other" if graph.is_const(term) else "input")  # type: ignore
+            continue
+        node = term if isinstance(term, Node) else None
+        source = node.inputs[0] if node is not None else term
+        if not graph.is_const(source):  # type: ignore[arg-type]
+            if node is not None:
+                wheres.append((node, keep_true))
+            else:
+                inputs.append(term)  # type: ignore[arg-type]
+            kind_seen = "other" if kind_seen else "input"
+            continue
+        if node is None:
+            value = unfold_const(graph.constants[term], score_heads, group, sq)  # type: ignore[index]
+            if value is None:
+                return None
+            name = term if value is graph.constants[term] else f"{term}/unfolded"  # type: ignore[index]
+        else:
+            _, a, b = node.inputs
+            keep = graph.constants[source].astype(bool)  # type: ignore[index]
+            keep = unfold_const(keep if keep_true else ~keep, score_heads, group, sq)
+            if keep is None:
+                return None
+            fill = graph.scalar(b) if keep_true else graph.scalar(a)
+            # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
+            name = f"{node.name}/additive_mask"
+            value = np.where(keep, 0.0, fill).astype(graph.dtypes.get(node.outputs[0], np.float32))
+        kind = mask_kind(value, sq, sk)
+        if kind == "causal" and not causal:
+            causal = True
+        elif kind is not None:
+            if name not in graph.constants or graph.constants[name] is not value:
+                graph.constants[name] = value
+                graph.shapes[name], graph.dtypes[name] = tuple(value.shape), value.dtype
+            masks.append(name)
+        kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
+    return masks, causal, kind_seen, inputs, wheres, bmm
