@@ -14,13 +14,16 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input"]
+__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input",
+           "window_mask", "WINDOW_FILL"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
-    ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
-    (whole key columns blocked), ``other``; None when it blocks nothing."""
+    ``banded`` (causal within a window: sliding-window layers), ``block`` (tokens in regions attending within
+    their region: block-diagonal windows, and per window Swin's shifted windows, whose per-head relative-position
+    bias may be summed in: `window_mask`), ``padding`` (whole key columns blocked), ``other``; None when it blocks
+    nothing."""
     try:
         m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else np.broadcast_to(mask, (sq, sk))
     except ValueError:
@@ -28,14 +31,20 @@ def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     flat = m.reshape(-1, sq, sk)
     if m.dtype == bool:
         allowed = flat
-    else:
-        if not np.all((flat == 0) | (flat < -1e4)):
-            return None if np.all(flat == 0) else "other"  # a bias (ALiBi, relative positions): not a mask
+    elif np.all((flat == 0) | (flat < -1e4)):
         allowed = flat == 0
+    elif np.all(flat == 0):
+        return None
+    else:
+        windows = window_mask(m) if m.ndim == 4 else None
+        if windows is None:
+            return "other"  # a bias (ALiBi, relative positions): not a mask
+        allowed = windows.reshape(-1, sq, sk)
     if allowed.all():
         return None
     if not np.all(allowed == allowed[0]):
-        return "other"
+        # Per-window masks (Swin's shifted windows: each window's tokens attend within their region of the image)
+        return "block" if all(_partition(a) for a in allowed) else "other"
     a = allowed[0]
     tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
     if np.array_equal(a, tri):
@@ -53,7 +62,42 @@ def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
             block[lo:hi, lo:hi] = True
         if np.array_equal(a, block):
             return "block"
-    return "other"
+    return "block" if _partition(a) else "other"
+
+
+#: An additive term at or below this many units under a key's unmasked value blocks it: Swin's shifted-window mask
+#: fills -100 (exp(-100) < 2^-144: below float32's resolution of any kept weight, which the row max makes >= 1).
+WINDOW_FILL = -100.0
+
+
+def window_mask(term: np.ndarray) -> np.ndarray | None:
+    """[W, 1, Sq, Sk] keep-mask (True = attend) of a [W, H, Sq, Sk] constant that is a per-head bias shared by
+    every window (a relative-position bias) plus a per-window mask shared by every head whose entries are 0 or at
+    most WINDOW_FILL (Swin's shifted windows: the bias and the cyclic-shift mask summed into one SDPA mask); None
+    when it is not such a sum. The bias is the maximum over windows (some window keeps every pair: the windows
+    inside the image, which the shift does not cut)."""
+    if term.ndim != 4 or term.shape[0] < 2:
+        return None
+    values = term.astype(np.float64)
+    mask = values - values.max(axis=0, keepdims=True)
+    scale = max(1.0, float(np.abs(values).max()))
+    tol = 1e-5 * scale  # rounding of the exporter's float32 sum
+    if not np.allclose(mask, mask[:, :1], rtol=0, atol=tol):
+        return None
+    kept = mask[:, :1] > -tol
+    if not np.all(kept | (mask[:, :1] <= WINDOW_FILL + tol)) or kept.all():
+        return None
+    return kept
+
+
+def _partition(allowed: np.ndarray) -> bool:
+    """Whether ``allowed`` (square, True = attend) groups the tokens into regions attending exactly within
+    themselves (an equivalence relation: block-diagonal up to an order of the tokens, every row keeps itself)."""
+    if allowed.shape[0] != allowed.shape[1] or not np.all(np.diag(allowed)):
+        return False
+    _, region = np.unique(allowed, axis=0, return_inverse=True)
+    region = region.reshape(-1)
+    return bool(np.array_equal(allowed, region[:, None] == region[None, :]))
 
 
 def _bhss_shape(shape: tuple[int, ...], batch: int, heads: int) -> tuple[int, ...] | None:
