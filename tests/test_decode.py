@@ -121,8 +121,9 @@ def test_chunk_of_new_tokens_attends_the_cache_causally(exports) -> None:
     assert kv_cache["positions"] == PAST + 6 and kv_cache["write_bytes_per_token"] == 3 * LAYERS * 2 * HIDDEN * 4
 
 
-def test_step_int8_compiles(exports) -> None:
-    path, feeds = exports["llama_step"]
+@pytest.mark.parametrize("family", ["llama", "llama-sdpa"])
+def test_step_int8_compiles(exports, family: str) -> None:
+    path, feeds = exports[f"{family}_step"]
     report = compile(path, quant="int8", softmax="shiftmax", layernorm="ilayernorm", calibrate=feeds).report
     assert report["patterns"]["attention"] == LAYERS
     # The integer attention reads an int8 cache: one byte per element.
