@@ -15,7 +15,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 
 __all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input",
-           "window_mask", "WINDOW_FILL"]
+           "window_mask", "Classified", "ScoreTerm", "WINDOW_FILL"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
@@ -186,50 +186,59 @@ def unfold_input(graph: Graph, name: str, score_heads: int, group: int, sq: int)
     return src
 
 
-def classify_terms(graph: Graph, terms: list[tuple[str, object, bool]], score_heads: int, group: int, sq: int,
-                   sk: int):
+#: A score term the attention matcher found: ("add" | "bmm", the tensor added, True) or ("where", the Where node,
+#: whether it keeps the scores where its condition is true).
+ScoreTerm = tuple[str, "str | Node", bool]
+
+#: What `classify_terms` finds: (constant masks, causal flag, mask kind, terms from inputs, Wheres on inputs with
+#: their keep sense, terms of bmm-style scores).
+Classified = tuple[list[str], bool, "str | None", list[str], list[tuple[Node, bool]], list[str]]
+
+
+def classify_terms(graph: Graph, terms: list[ScoreTerm], score_heads: int, group: int, sq: int,
+                   sk: int) -> Classified | None:
     """The terms the attention matcher found added to (``add``, ``bmm``: bmm-style [B*H, Sq, Sk] scores) or
-    selected into (``where``: the node, and whether it keeps the scores where its condition is true) the scores,
-    as (constant masks, causal, mask kind, terms from inputs, Wheres on inputs, bmm terms); None when they cannot
-    be seen in the [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag; the mask kind is
-    the one kind seen, ``input`` for terms from inputs, ``other`` for several. Constants are classified in the
-    attention op's layout: with ``group`` query heads folded into the query axis, unfolded first."""
+    selected into (``where``) the scores, sorted out (`Classified`); None when they cannot be seen in the
+    [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag; the mask kind is the one kind seen,
+    ``input`` for terms from inputs, ``other`` for several. Constants are classified in the attention op's layout:
+    with ``group`` query heads folded into the query axis, unfolded first."""
     masks: list[str] = []
     inputs: list[str] = []
     wheres: list[tuple[Node, bool]] = []
     bmm: list[str] = []
     causal, kind_seen = False, None
     for tag, term, keep_true in terms:
-        if tag == "bmm":
+        if isinstance(term, str) and tag == "bmm":
             if group != 1:
                 return None
-            bmm.append(term)  # type: ignore[arg-type]
-            kind_seen = "other" if kind_seen else ("other" if graph.is_const(term) else "input")  # type: ignore
+            bmm.append(term)
+            kind_seen = "other" if kind_seen else ("other" if graph.is_const(term) else "input")
             continue
-        node = term if isinstance(term, Node) else None
-        source = node.inputs[0] if node is not None else term
-        if not graph.is_const(source):  # type: ignore[arg-type]
-            if node is not None:
-                wheres.append((node, keep_true))
+        source = term.inputs[0] if isinstance(term, Node) else term
+        if not graph.is_const(source):
+            if isinstance(term, Node):
+                wheres.append((term, keep_true))
             else:
-                inputs.append(term)  # type: ignore[arg-type]
+                inputs.append(term)
             kind_seen = "other" if kind_seen else "input"
             continue
-        if node is None:
-            value = unfold_const(graph.constants[term], score_heads, group, sq)  # type: ignore[index]
+        if isinstance(term, str):
+            value = unfold_const(graph.constants[term], score_heads, group, sq)
             if value is None:
                 return None
-            name = term if value is graph.constants[term] else f"{term}/unfolded"  # type: ignore[index]
+            name = term if value is graph.constants[term] else f"{term}/unfolded"
         else:
-            _, a, b = node.inputs
-            keep = graph.constants[source].astype(bool)  # type: ignore[index]
+            _, a, b = term.inputs
+            keep = graph.constants[source].astype(bool)
             keep = unfold_const(keep if keep_true else ~keep, score_heads, group, sq)
             if keep is None:
                 return None
             fill = graph.scalar(b) if keep_true else graph.scalar(a)
+            if fill is None:  # the matcher took only Wheres with a scalar fill
+                return None
             # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
-            name = f"{node.name}/additive_mask"
-            value = np.where(keep, 0.0, fill).astype(graph.dtypes.get(node.outputs[0], np.float32))
+            name = f"{term.name}/additive_mask"
+            value = np.where(keep, 0.0, fill).astype(graph.dtypes.get(term.outputs[0], np.float32))
         kind = mask_kind(value, sq, sk)
         if kind == "causal" and not causal:
             causal = True

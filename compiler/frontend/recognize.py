@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.masks import additive_where, as_bhss, classify_terms, unfold_input
+from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
@@ -220,7 +220,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
     scale = 1.0
-    terms: list[tuple[str, object, bool]] = []  # ("add" | "bmm", term, _) / ("where", node, keeps where true)
+    terms: list[ScoreTerm] = []  # classified once the query-group fold is known
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
