@@ -28,9 +28,8 @@ def view_head_norm(graph: Graph, match: Match | Node, producers: dict[str, Node]
     if isinstance(match, Node):
         out, name, nodes = match.outputs[0], match.inputs[0], [match]
     else:
+        _after_head_transpose(graph, match, producers, consumers, order)
         out, name, nodes = match.output, str(match.operands.get("input")), match.nodes
-    if not isinstance(match, Node):
-        out = _after_head_transpose(graph, match, producers, consumers, order) or out
     shape = graph.shapes.get(out, ())
     if len(shape) != 4 or out in graph.outputs:
         return False
@@ -98,6 +97,8 @@ def _after_head_transpose(graph: Graph, match: Match, producers: dict[str, Node]
     source = node.inputs[0]
     for reader in readers:
         reader.inputs = [source if i == node.outputs[0] else i for i in reader.inputs]
+    if match.operands.get("input") == node.outputs[0]:
+        match.operands["input"] = source
     for n in chain + match.nodes:  # the norm's tensors, now in the Transpose's input layout
         for o in n.outputs:
             if len(graph.shapes.get(o, ())) == 4:
