@@ -11,6 +11,8 @@ import torch
 
 from codesign.api import compile
 
+pytestmark = pytest.mark.slow  # a torch export and a compile checked against onnxruntime, twice
+
 S, D, H = 8, 32, 4
 
 
