@@ -93,6 +93,8 @@ def _after_head_transpose(graph: Graph, match: Match, producers: dict[str, Node]
     if (len(perm) != 4 or perm[-1] != 3 or not all(id(r) in inside for r in readers) or out in graph.outputs
             or len(graph.shapes.get(out, ())) != 4):
         return None
+    if any(graph.constants[i].ndim > 1 for n in match.nodes for i in n.inputs if i in graph.constants):
+        return None  # a constant laid out for the transposed axes (a per-head gamma) would not follow the move
     inverse = [int(i) for i in np.argsort(perm)]
     source = node.inputs[0]
     for reader in readers:
