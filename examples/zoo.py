@@ -208,7 +208,7 @@ ARCHS: dict[str, Arch] = {
     "siglip-vision": Arch("vision", _raw("SiglipVisionConfig", "SiglipVisionModel", vision_use_head=False, **_VIS)),
     "swin": Arch("vision", _raw("SwinConfig", "SwinModel", image_size=IMAGE, patch_size=2, embed_dim=16,
                                 depths=[2, 2], num_heads=[2, 4], window_size=4),
-                 attention=4),  # the second block of each stage attends over shifted windows
+                 attention=4, exporters=("legacy", "dynamo")),  # the second block of each stage attends over shifted windows
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
