@@ -143,6 +143,24 @@ ARCHS: dict[str, Arch] = {
     "persimmon": Arch("decoder", _enc("PersimmonConfig", "PersimmonModel")),
     "cohere": Arch("decoder", _enc("CohereConfig", "CohereModel", num_key_value_heads=2), exporters=("dynamo",)),
     "biogpt": Arch("decoder", _enc("BioGptConfig", "BioGptModel")),
+    # Added by the second generality probe: Gemma3 normalises Q and K per head after the head transpose; EXAONE-4
+    # has per-head Q/K norms and sliding-window layers; DeepSeek-V3's multi-head latent attention; GLM's
+    # partial interleaved rotary (dynamo only: the legacy exporter stops in its Concat symbolic, "All tensors must
+    # have the same rank"); Mixtral's top-2 of SwiGLU experts (transformers' default experts loop uses aten::histc,
+    # which the legacy exporter lacks; batched_mm exports).
+    "gemma3": Arch("decoder", _enc("Gemma3TextConfig", "Gemma3TextModel", num_key_value_heads=2, head_dim=16,
+                                   sliding_window=8)),
+    "nemotron": Arch("decoder", _enc("NemotronConfig", "NemotronModel", num_key_value_heads=2, head_dim=16)),
+    "glm": Arch("decoder", _enc("GlmConfig", "GlmModel", num_key_value_heads=2, head_dim=16, pad_token_id=0),
+                exporters=("dynamo",)),
+    "mixtral": Arch("decoder", _enc("MixtralConfig", "MixtralModel", num_key_value_heads=2, num_local_experts=4,
+                                    num_experts_per_tok=2, experts_implementation="batched_mm")),
+    "exaone4": Arch("decoder", _enc("Exaone4Config", "Exaone4Model", num_key_value_heads=2, head_dim=16,
+                                    sliding_window=8)),
+    "deepseek-v3": Arch("decoder", _enc("DeepseekV3Config", "DeepseekV3Model", num_key_value_heads=4, q_lora_rank=32,
+                                        kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+                                        first_k_dense_replace=2, n_routed_experts=4, num_experts_per_tok=2,
+                                        moe_intermediate_size=32, n_group=1, topk_group=1)),
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,
                                        intra_bottleneck_size=32, true_hidden_size=32)),
     "convbert": Arch("encoder", _enc("ConvBertConfig", "ConvBertModel", embedding_size=HIDDEN)),
@@ -154,6 +172,12 @@ ARCHS: dict[str, Arch] = {
                                        cls_token_id=1, sep_token_id=2)),
     "data2vec-vision": Arch("vision", _raw("Data2VecVisionConfig", "Data2VecVisionModel",
                                            use_relative_position_bias=True, **_VIS)),
+    # dynamo only: the legacy exporter has no aten::_upsample_bicubic2d_aa (the antialiased position-embedding
+    # interpolation)
+    "dinov2-reg": Arch("vision", _raw("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel", hidden_size=HIDDEN,
+                                      num_hidden_layers=LAYERS, num_attention_heads=HEADS, mlp_ratio=2,
+                                      image_size=IMAGE, patch_size=PATCH, num_register_tokens=2),
+                       exporters=("dynamo",)),
     "yolos": Arch("vision", _raw("YolosConfig", "YolosModel", num_detection_tokens=4, **{**_VIS,
                                                                                         "image_size": [IMAGE, IMAGE]})),
     # Encoder-decoders (full model: encoder self, decoder self and cross attention).
@@ -184,7 +208,7 @@ ARCHS: dict[str, Arch] = {
     "siglip-vision": Arch("vision", _raw("SiglipVisionConfig", "SiglipVisionModel", vision_use_head=False, **_VIS)),
     "swin": Arch("vision", _raw("SwinConfig", "SwinModel", image_size=IMAGE, patch_size=2, embed_dim=16,
                                 depths=[2, 2], num_heads=[2, 4], window_size=4),
-                 attention=4),  # the second block of each stage attends over shifted windows
+                 attention=4, exporters=("legacy", "dynamo")),  # the second block of each stage attends over shifted windows
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
@@ -346,6 +370,13 @@ FAILING: dict[str, str] = {
                 "output is concatenated with the self-attention heads); it runs as plain ops",
     "squeezebert": "attention not recognised (not diagnosed: Q, K and V come from 1x1 Conv1d in the channels-first "
                    "[B, D, S] layout); MACs 1% under FlopCounterMode",
+    "mixtral": "MoE block only partly recognised (a one-line InputError): dataflow.moe and its matcher hold "
+               "two-GEMM experts (w1, activation, w2: compiler/numerics/router.expert_ffn); Mixtral's SwiGLU "
+               "experts (SiLU(x W_gate) * (x W_up), then W_down) have no form there",
+    "deepseek-v3": "unsupported op ScatterND (node '/model/layers.0/self_attn/ScatterND'; the dynamo export too): "
+                   "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
+                   "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "
+                   "per-head and a shared part was not tried beyond that op",
     "funnel": "unsupported op Einsum (its relative-position attention is written with torch.einsum)",
 }
 

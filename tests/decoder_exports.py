@@ -89,12 +89,13 @@ def step_input_names() -> list[str]:
 
 
 def export_step(family: str, past: int, path: Path, dynamic: bool = False, exporter: str = "legacy",
-                new: int = 1) -> dict[str, np.ndarray]:
+                new: int = 1, attn: str = "eager") -> dict[str, np.ndarray]:
     """Export one decode step of ``new`` tokens (several: a chunk) against a cache of ``past`` positions (a symbolic
-    cache length with ``dynamic``, legacy exporter only); return its inputs with a leading sample axis."""
+    cache length with ``dynamic``, legacy exporter only) with ``attn`` attention (transformers' "sdpa" folds a
+    single token's grouped query heads into the query axis); return its inputs with a leading sample axis."""
     from examples._common import export_onnx
 
-    model, kv = _model(family)
+    model, kv = _model(family, attn=attn)
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, VOCAB, (1, new), generator=gen)
     caches = [torch.randn(1, kv, past, HEAD_DIM, generator=gen) for _ in range(2 * LAYERS)]

@@ -15,6 +15,7 @@ import pytest
 
 from codesign.api import compile
 from codesign.cli import main
+from compiler.dialect import dataflow as df
 from compiler.schedule.decode import decode_sections
 from hw.errors import InputError
 from tests.decoder_exports import HEAD_DIM, HEADS, HIDDEN, KV_HEADS, LAYERS, export_prefill, export_step
@@ -31,6 +32,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, d
     for name, make in (
         ("gpt2_step", lambda p: export_step("gpt2", PAST, p)),
         ("llama_step", lambda p: export_step("llama", PAST, p)),
+        ("llama-sdpa_step", lambda p: export_step("llama", PAST, p, attn="sdpa")),
+        ("llama-sdpa-dynamo_step", lambda p: export_step("llama", PAST, p, attn="sdpa", exporter="dynamo")),
         ("gpt2-dynamo_step", lambda p: export_step("gpt2", PAST, p, exporter="dynamo")),
         ("gpt2_chunk", lambda p: export_step("gpt2", PAST, p, new=3)),
         ("gpt2_dynamic", lambda p: export_step("gpt2", PAST, p, dynamic=True)),
@@ -45,7 +48,8 @@ def _cosines(report: dict | None) -> list[float]:
     return [o["cosine_min"] for o in report["accuracy"]["outputs"].values()]
 
 
-@pytest.mark.parametrize("family, kv", [("gpt2", HEADS), ("llama", KV_HEADS), ("gpt2-dynamo", HEADS)])
+@pytest.mark.parametrize("family, kv", [("gpt2", HEADS), ("llama", KV_HEADS), ("gpt2-dynamo", HEADS),
+                                        ("llama-sdpa", KV_HEADS), ("llama-sdpa-dynamo", KV_HEADS)])
 def test_step_is_recognised_and_simulates_like_onnxruntime(exports, family: str, kv: int) -> None:
     path, feeds = exports[f"{family}_step"]
     report = compile(path, inputs=feeds).report
@@ -69,6 +73,19 @@ def test_step_is_recognised_and_simulates_like_onnxruntime(exports, family: str,
     assert decode["source"] == "step" and decode["tokens"] == 1 and decode["cache_len_first"] == PAST
     assert decode["per_token_cycles_first"] == report["latency_cycles"]
     assert decode["bytes_offchip_per_token_first"] == report["bytes_offchip"]
+
+
+@pytest.mark.parametrize("family", ["llama-sdpa", "llama-sdpa-dynamo"])
+def test_sdpa_step_is_the_same_grouped_attention(exports, family: str) -> None:
+    """transformers' SDPA decode step folds each KV head's query heads into the query axis (legacy exporter; the
+    dynamo one repeats K/V): the same grouped attention as the eager step, with the same MACs."""
+    eager = compile(exports["llama_step"][0])
+    result = compile(exports[f"{family}_step"][0])
+    attention = [op for op in result.module.walk() if isinstance(op, df.AttentionOp)]
+    assert [(df.int_attr(op, "num_heads"), df.kv_heads(op)) for op in attention] == [(HEADS, KV_HEADS)] * LAYERS
+    plans = [p for p in result.env.plans if p.op == "attention"]
+    assert [p.macs for p in plans] == [HEADS * (PAST + 1) * 2 * HEAD_DIM] * LAYERS
+    assert result.report["macs"] == eager.report["macs"]
 
 
 def test_step_continues_for_more_tokens(exports) -> None:
@@ -104,8 +121,9 @@ def test_chunk_of_new_tokens_attends_the_cache_causally(exports) -> None:
     assert kv_cache["positions"] == PAST + 6 and kv_cache["write_bytes_per_token"] == 3 * LAYERS * 2 * HIDDEN * 4
 
 
-def test_step_int8_compiles(exports) -> None:
-    path, feeds = exports["llama_step"]
+@pytest.mark.parametrize("family", ["llama", "llama-sdpa"])
+def test_step_int8_compiles(exports, family: str) -> None:
+    path, feeds = exports[f"{family}_step"]
     report = compile(path, quant="int8", softmax="shiftmax", layernorm="ilayernorm", calibrate=feeds).report
     assert report["patterns"]["attention"] == LAYERS
     # The integer attention reads an int8 cache: one byte per element.

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.frontend.masks import mask_kind as _mask_kind
+from compiler.frontend.masks import window_mask
 from compiler.frontend.onnx_loader import load_graph
 from compiler.frontend.rope import fit_rope
 from hw.errors import InputError
@@ -212,3 +213,29 @@ def test_empty_tensor_on_the_data_path_is_still_refused() -> None:
              helper.make_node("Neg", ["rest"], ["y"])]
     with pytest.raises(InputError, match="empty tensor"):
         load_graph(_model(nodes, [x], [y]))
+
+
+def _swin_shift_mask(size: int = 8, window: int = 4, shift: int = 2) -> np.ndarray:
+    """Swin's cyclic-shift mask [windows, 1, N, N] (N = window^2): 0 within a region of the shifted image, -100
+    across regions (transformers' SwinLayer.get_attn_mask)."""
+    bands = np.zeros(size, dtype=int)
+    bands[size - window:size - shift], bands[size - shift:] = 1, 2
+    image = bands[:, None] * 3 + bands[None, :]
+    parts = image.reshape(size // window, window, size // window, window).transpose(0, 2, 1, 3)
+    labels = parts.reshape(-1, window * window)
+    return np.where(labels[:, :, None] == labels[:, None, :], 0.0, -100.0)[:, None].astype(np.float32)
+
+
+def test_shifted_windows_with_relative_position_bias_are_block_masks() -> None:
+    """Swin's SDPA mask: a per-head relative-position bias plus the per-window shift mask (-100), summed into one
+    constant: the windows' regions are blocks; a bias alone, or windows that are not regions, are not."""
+    mask = _swin_shift_mask()
+    bias = np.random.default_rng(0).normal(size=(1, 2, 16, 16)).astype(np.float32)
+    assert _mask_kind(mask, 16, 16) == "block"
+    assert _mask_kind(mask + bias, 16, 16) == "block"
+    keep = window_mask(mask + bias)
+    assert keep is not None and keep.shape == (4, 1, 16, 16) and np.array_equal(keep, mask == 0)
+    assert _mask_kind(np.broadcast_to(bias, (4, 2, 16, 16)), 16, 16) == "other"  # nothing blocked
+    causal_windows = np.where(np.tril(np.ones((16, 16), bool)), 0.0, -100.0)[None, None] * np.array([0, 1])[:, None,
+                                                                                                    None, None]
+    assert _mask_kind(causal_windows + bias, 16, 16) == "other"  # blocked, but not regions

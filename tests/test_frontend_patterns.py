@@ -169,3 +169,65 @@ def test_gemm_with_transposed_weight_and_conv_patch_embedding():
     result = build_module(load_graph(model))
     text = str(result.module)
     assert 'kind = "patchify"' in text and result.patterns["gemm"] == 1
+
+
+def _folded_gqa_model(mask_input: bool) -> onnx.ModelProto:
+    """Grouped-query attention spelled as transformers' SDPA decode step spells it, on S queries: 2 query heads
+    folded into the query axis of their 1 KV head (Q [1, 2, S, 8] viewed as [1, 1, 2S, 8]), K/V not repeated; a
+    causal mask in the folded layout (the [S, S] triangle once per query head), and with ``mask_input`` a term
+    from an input in that layout too."""
+    dh = D // H
+    nodes = [
+        helper.make_node("Reshape", ["q", "qs"], ["q4"]),
+        helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["qh", "fold"], ["qf"]),
+        helper.make_node("Reshape", ["k", "kvs"], ["k4"]),
+        helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["v", "kvs"], ["v4"]),
+        helper.make_node("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qf", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["sc"]),
+        helper.make_node("Add", ["sc", "causal"], ["masked"]),
+        helper.make_node("Add", ["masked", "m"] if mask_input else ["masked", "zero"], ["sm_in"]),
+        helper.make_node("Softmax", ["sm_in"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vh"], ["o"]),
+        helper.make_node("Reshape", ["o", "unfold"], ["ou"]),
+        helper.make_node("Transpose", ["ou"], ["ot"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ot", "ms"], ["y"]),
+    ]
+    causal = np.tile(np.triu(np.full((S, S), -1e9, np.float32), 1), (H, 1))[None, None]
+    ints = {"qs": [1, S, H, dh], "fold": [1, 1, H * S, dh], "kvs": [1, S, 1, dh], "unfold": [1, H, S, dh],
+            "ms": [1, S, D]}
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), k) for k, v in ints.items()]
+    inits += [_c("scale", dh ** -0.5), _c("causal", causal), _c("zero", 0.0)]
+    inputs = [_x("q"), _x("k", (1, S, dh)), _x("v", (1, S, dh))]
+    if mask_input:
+        inputs.append(_x("m", (1, 1, H * S, S)))
+    model = _model(nodes, inputs, [_x("y")], inits)
+    model.ir_version = 8  # one onnxruntime loads (the accuracy check runs it)
+    return model
+
+
+@pytest.mark.parametrize("mask_input", [False, True])
+def test_grouped_query_folded_into_the_query_axis(tmp_path, mask_input: bool):
+    """Folding query groups is the same grouped attention as repeating K/V: 2 heads sharing 1 KV head, causal,
+    MACs of 2 query heads, and (compiled) the same numbers as onnxruntime, the input term seen per head."""
+    from codesign.api import compile
+
+    model = _folded_gqa_model(mask_input)
+    (m,) = recognize(load_graph(model))
+    assert m.kind == "attention" and m.props["num_heads"] == H and m.props["kv_heads"] == 1
+    assert m.props["causal"] is True and m.props["scale"] == pytest.approx((D // H) ** -0.5)
+    assert m.props["mask_kind"] == ("input" if mask_input else "causal")
+    path = tmp_path / "folded.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.normal(size=(1, 1, S, D)), "k": rng.normal(size=(1, 1, S, D // H)),
+             "v": rng.normal(size=(1, 1, S, D // H))}
+    if mask_input:
+        feeds["m"] = np.where(rng.random((1, 1, 1, H * S, S)) < 0.2, -1e9, 0.0)
+        feeds["m"][..., 0] = 0.0  # every row keeps a key (a fully masked row is -inf against -1e9 otherwise)
+    result = compile(path, inputs={k: v.astype(np.float32) for k, v in feeds.items()})
+    assert result.imported.patterns["attention"] == 1
+    assert result.report["macs"] == 2 * H * S * S * (D // H)  # QK^T and A.V of every query head
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999

@@ -193,3 +193,22 @@ def test_relative_position_bias_and_padding_mask_both_kept() -> None:
     assert len(attention) == 2 and all(op.mask is not None for op in attention)
     assert {df.str_attr(op, "mask_kind") for op in attention} == {"other"}
     assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_min"] >= 0.9999
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_swin_shifted_windows_are_block_masked_attention(tmp_path: Path, exporter: str) -> None:
+    """Swin's shifted-window blocks: transformers sums the relative-position bias and the cyclic-shift mask (-100
+    across regions of the rolled image) into one SDPA mask; the attention over windows is recognised with that mask
+    of kind ``block`` (the bias-only blocks: ``other``), every region keeping its own tokens, and torch's MACs."""
+    from examples import zoo
+
+    path = tmp_path / "swin.onnx"
+    module = zoo.export("swin", exporter, path)
+    want = zoo.expected(module, "swin", exporter)
+    result = compile(path, inputs={k: v[None] for k, v in zoo.feeds("swin").items()})
+    attention = [op for op in result.module.walk() if isinstance(op, df.AttentionOp)]
+    assert [df.str_attr(op, "mask_kind") for op in attention] == ["other", "block"] * 2
+    windows = [op.q.type.get_shape()[0] for op in attention]  # type: ignore[attr-defined]
+    assert [op.mask.type.get_shape()[0] for op in attention] == [1, windows[1], 1, windows[3]]  # type: ignore
+    assert result.report["macs"] == want["macs"]
+    assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_min"] >= 0.9999

@@ -14,13 +14,16 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["additive_where", "as_bhss", "mask_kind"]
+__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input",
+           "window_mask", "Classified", "ScoreTerm", "WINDOW_FILL"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     """The structure of a constant additive (0 / very negative) or boolean (True = attend) mask: ``causal``,
-    ``banded`` (causal within a window: sliding-window layers), ``block`` (block-diagonal windows), ``padding``
-    (whole key columns blocked), ``other``; None when it blocks nothing."""
+    ``banded`` (causal within a window: sliding-window layers), ``block`` (tokens in regions attending within
+    their region: block-diagonal windows, and per window Swin's shifted windows, whose per-head relative-position
+    bias may be summed in: `window_mask`), ``padding`` (whole key columns blocked), ``other``; None when it blocks
+    nothing."""
     try:
         m = np.broadcast_to(mask, mask.shape[:-2] + (sq, sk)) if mask.ndim >= 2 else np.broadcast_to(mask, (sq, sk))
     except ValueError:
@@ -28,14 +31,20 @@ def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     flat = m.reshape(-1, sq, sk)
     if m.dtype == bool:
         allowed = flat
-    else:
-        if not np.all((flat == 0) | (flat < -1e4)):
-            return None if np.all(flat == 0) else "other"  # a bias (ALiBi, relative positions): not a mask
+    elif np.all((flat == 0) | (flat < -1e4)):
         allowed = flat == 0
+    elif np.all(flat == 0):
+        return None
+    else:
+        windows = window_mask(m) if m.ndim == 4 else None
+        if windows is None:
+            return "other"  # a bias (ALiBi, relative positions): not a mask
+        allowed = windows.reshape(-1, sq, sk)
     if allowed.all():
         return None
     if not np.all(allowed == allowed[0]):
-        return "other"
+        # Per-window masks (Swin's shifted windows: each window's tokens attend within their region of the image)
+        return "block" if all(_partition(a) for a in allowed) else "other"
     a = allowed[0]
     tri = np.tril(np.ones((sq, sk), dtype=bool), k=sk - sq)
     if np.array_equal(a, tri):
@@ -53,7 +62,42 @@ def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
             block[lo:hi, lo:hi] = True
         if np.array_equal(a, block):
             return "block"
-    return "other"
+    return "block" if _partition(a) else "other"
+
+
+#: An additive term at or below this many units under a key's unmasked value blocks it: Swin's shifted-window mask
+#: fills -100 (exp(-100) < 2^-144: below float32's resolution of any kept weight, which the row max makes >= 1).
+WINDOW_FILL = -100.0
+
+
+def window_mask(term: np.ndarray) -> np.ndarray | None:
+    """[W, 1, Sq, Sk] keep-mask (True = attend) of a [W, H, Sq, Sk] constant that is a per-head bias shared by
+    every window (a relative-position bias) plus a per-window mask shared by every head whose entries are 0 or at
+    most WINDOW_FILL (Swin's shifted windows: the bias and the cyclic-shift mask summed into one SDPA mask); None
+    when it is not such a sum. The bias is the maximum over windows (some window keeps every pair: the windows
+    inside the image, which the shift does not cut)."""
+    if term.ndim != 4 or term.shape[0] < 2:
+        return None
+    values = term.astype(np.float64)
+    mask = values - values.max(axis=0, keepdims=True)
+    scale = max(1.0, float(np.abs(values).max()))
+    tol = 1e-5 * scale  # rounding of the exporter's float32 sum
+    if not np.allclose(mask, mask[:, :1], rtol=0, atol=tol):
+        return None
+    kept = mask[:, :1] > -tol
+    if not np.all(kept | (mask[:, :1] <= WINDOW_FILL + tol)) or kept.all():
+        return None
+    return kept
+
+
+def _partition(allowed: np.ndarray) -> bool:
+    """Whether ``allowed`` (square, True = attend) groups the tokens into regions attending exactly within
+    themselves (an equivalence relation: block-diagonal up to an order of the tokens, every row keeps itself)."""
+    if allowed.shape[0] != allowed.shape[1] or not np.all(np.diag(allowed)):
+        return False
+    _, region = np.unique(allowed, axis=0, return_inverse=True)
+    region = region.reshape(-1)
+    return bool(np.array_equal(allowed, region[:, None] == region[None, :]))
 
 
 def _bhss_shape(shape: tuple[int, ...], batch: int, heads: int) -> tuple[int, ...] | None:
@@ -104,3 +148,104 @@ def additive_where(graph: Graph, where: Node, keep_true: bool) -> str:
     graph.shapes[out], graph.dtypes[out] = graph.shapes[cond], dtype
     graph.nodes.insert(graph.nodes.index(where), Node("Where", f"{where.name}/additive", inputs, [out]))
     return out
+
+
+def unfold_const(value: np.ndarray, score_heads: int, group: int, sq: int) -> np.ndarray | None:
+    """A constant term of scores whose query heads were folded into the query axis ([B, KV, group*Sq, Sk]) in the
+    attention op's [B, H, Sq, Sk] layout; unchanged when it broadcasts over heads and rows alike (a key-padding
+    row), None when it has more than 4 dims."""
+    if group == 1:
+        return value
+    if value.ndim > 4:
+        return None
+    shape = (1,) * (4 - value.ndim) + tuple(value.shape)
+    if shape[1] == 1 and shape[2] == 1:
+        return value
+    full = np.broadcast_to(value.reshape(shape), (shape[0], score_heads, group * sq, shape[3]))
+    return full.reshape(shape[0], score_heads * group, sq, shape[3])
+
+
+def unfold_input(graph: Graph, name: str, score_heads: int, group: int, sq: int) -> str:
+    """``unfold_const`` for a term computed from the inputs: an Expand to [B, KV, group*Sq, Sk] and a Reshape to
+    [B, H, Sq, Sk] inserted after its producer (``name`` itself when nothing needs unfolding)."""
+    shape = (1,) * (4 - len(graph.shapes[name])) + tuple(graph.shapes[name])
+    if group == 1 or (shape[1] == 1 and shape[2] == 1):
+        return name
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if name in n.outputs), 0)
+    dtype = graph.dtypes.get(name, np.dtype(np.float32))
+    src = name
+    for step, dims in (("expand", (shape[0], score_heads, group * sq, shape[3])),
+                       ("unfold", (shape[0], score_heads * group, sq, shape[3]))):
+        const, out = f"{name}/{step}_shape", f"{name}/{step}_output_0"
+        graph.constants[const] = np.array(dims, dtype=np.int64)
+        graph.shapes[const], graph.dtypes[const] = (4,), np.dtype(np.int64)
+        graph.nodes.insert(at, Node("Expand" if step == "expand" else "Reshape", f"{name}/{step}", [src, const],
+                                    [out]))
+        graph.shapes[out], graph.dtypes[out] = dims, dtype
+        src, at = out, at + 1
+    return src
+
+
+#: A score term the attention matcher found: ("add" | "bmm", the tensor added, True) or ("where", the Where node,
+#: whether it keeps the scores where its condition is true).
+ScoreTerm = tuple[str, "str | Node", bool]
+
+#: What `classify_terms` finds: (constant masks, causal flag, mask kind, terms from inputs, Wheres on inputs with
+#: their keep sense, terms of bmm-style scores).
+Classified = tuple[list[str], bool, "str | None", list[str], list[tuple[Node, bool]], list[str]]
+
+
+def classify_terms(graph: Graph, terms: list[ScoreTerm], score_heads: int, group: int, sq: int,
+                   sk: int) -> Classified | None:
+    """The terms the attention matcher found added to (``add``, ``bmm``: bmm-style [B*H, Sq, Sk] scores) or
+    selected into (``where``) the scores, sorted out (`Classified`); None when they cannot be seen in the
+    [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag; the mask kind is the one kind seen,
+    ``input`` for terms from inputs, ``other`` for several. Constants are classified in the attention op's layout:
+    with ``group`` query heads folded into the query axis, unfolded first."""
+    masks: list[str] = []
+    inputs: list[str] = []
+    wheres: list[tuple[Node, bool]] = []
+    bmm: list[str] = []
+    causal, kind_seen = False, None
+    for tag, term, keep_true in terms:
+        if isinstance(term, str) and tag == "bmm":
+            if group != 1:
+                return None
+            bmm.append(term)
+            kind_seen = "other" if kind_seen else ("other" if graph.is_const(term) else "input")
+            continue
+        source = term.inputs[0] if isinstance(term, Node) else term
+        if not graph.is_const(source):
+            if isinstance(term, Node):
+                wheres.append((term, keep_true))
+            else:
+                inputs.append(term)
+            kind_seen = "other" if kind_seen else "input"
+            continue
+        if isinstance(term, str):
+            value = unfold_const(graph.constants[term], score_heads, group, sq)
+            if value is None:
+                return None
+            name = term if value is graph.constants[term] else f"{term}/unfolded"
+        else:
+            _, a, b = term.inputs
+            keep = graph.constants[source].astype(bool)
+            keep = unfold_const(keep if keep_true else ~keep, score_heads, group, sq)
+            if keep is None:
+                return None
+            fill = graph.scalar(b) if keep_true else graph.scalar(a)
+            if fill is None:  # the matcher took only Wheres with a scalar fill
+                return None
+            # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
+            name = f"{term.name}/additive_mask"
+            value = np.where(keep, 0.0, fill).astype(graph.dtypes.get(term.outputs[0], np.float32))
+        kind = mask_kind(value, sq, sk)
+        if kind == "causal" and not causal:
+            causal = True
+        elif kind is not None:
+            if name not in graph.constants or graph.constants[name] is not value:
+                graph.constants[name] = value
+                graph.shapes[name], graph.dtypes[name] = tuple(value.shape), value.dtype
+            masks.append(name)
+        kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
+    return masks, causal, kind_seen, inputs, wheres, bmm

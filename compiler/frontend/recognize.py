@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.masks import additive_where, as_bhss, mask_kind
+from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
@@ -161,6 +161,36 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
     return None
 
 
+def _split(x: np.ndarray, d: int, heads: int, shared: bool) -> np.ndarray:
+    """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
+    kv = x.shape[2] // d
+    if kv * d != x.shape[2] or heads % kv or (kv != heads and not shared):
+        raise ValueError("head split does not fit")
+    return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
+
+
+def _fold(q: np.ndarray, group: int) -> np.ndarray:
+    """Query heads [B, H, Sq, Dh] with each KV head's ``group`` query heads folded into the query axis:
+    [B, H/group, group*Sq, Dh] (a view: head h = kv*group + j lands on rows j*Sq .. (j+1)*Sq of KV head kv)."""
+    b, h, s, d = q.shape
+    return q if group == 1 else q.reshape(b, h // group, group * s, d)
+
+
+def _query_groups(ctx: _Ctx, q_head: str, score_heads: int, score_rows: int, dh: int):
+    """Query-group folds to try for the scores' Q operand: 1 (none), then each fold a [B, H, Sq, Dh] tensor on
+    Q's movement chain implies (H a multiple of the scores' heads, H*Sq equal to their heads times rows)."""
+    yield 1
+    seen = {1}
+    for name, _ in _walk_back(ctx, q_head, 4, rope=True):
+        shape = ctx.graph.shapes[name]
+        if shape[-1] != dh or shape[1] % score_heads or shape[1] * shape[2] != score_heads * score_rows:
+            continue
+        group = shape[1] // score_heads
+        if group not in seen:
+            seen.add(group)
+            yield group
+
+
 def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
     """[B, H, Sq, Sk] of the scores a last-axis softmax normalises; a bmm-style [B*H, Sq, Sk] softmax (XGLM) takes
     B and H from the 4-D view of its scores a few nodes back."""
@@ -189,9 +219,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
-    scale, masks, causal, kind_seen = 1.0, [], False, None
-    input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
-    bmm_terms: list[str] = []  # terms added to bmm-style [B*H, Sq, Sk] scores, viewed as [B, H, Sq, Sk] at the end
+    scale = 1.0
+    terms: list[ScoreTerm] = []  # classified once the query-group fold is known
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -221,42 +250,17 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             is_scores = g.shapes.get(a) == cur and not g.is_const(a)
             scores_side = a if is_scores else b
             other = b if scores_side == a else a
-            if len(cur) == 3:  # a term of bmm-style scores: first the rest of the match, then a [B, H, ..] view
-                bmm_terms.append(other)
-                kind_seen = "other" if kind_seen else ("other" if g.is_const(other) else "input")
-            elif g.is_const(other):
-                kind = mask_kind(g.constants[other], sq, sk)
-                if kind == "causal" and not causal:
-                    causal = True
-                elif kind is not None:
-                    masks.append(other)
-                kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
-            else:
-                masks.append(other)
-                kind_seen = "other" if kind_seen else "input"
+            # classified once the query-group folding is known (a term of bmm-style scores gets its [B, H, ..]
+            # view then too)
+            terms.append(("bmm" if len(cur) == 3 else "add", other, True))
             name = scores_side
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
             if fill is None or fill > -1e4 or len(cur) != 4:
                 return None
-            if not g.is_const(cond):  # a boolean mask from the inputs (DeBERTa's masked_fill)
-                input_wheres.append((node, g.scalar(b) is not None))
-                kind_seen = "other" if kind_seen else "input"
-                name = a if g.scalar(b) is not None else b
-                continue
-            keep = g.constants[cond].astype(bool)
-            keep = keep if g.scalar(b) is not None else ~keep
-            kind = mask_kind(keep, sq, sk)
-            if kind == "causal" and not causal:
-                causal = True
-            elif kind is not None:
-                # Where(keep, scores, fill) == scores + where(keep, 0, fill) wherever a row keeps a key.
-                mask = f"{node.name}/additive_mask"
-                g.constants[mask] = np.where(keep, 0.0, fill).astype(g.dtypes.get(node.outputs[0], np.float32))
-                g.shapes[mask], g.dtypes[mask] = g.constants[mask].shape, g.constants[mask].dtype
-                masks.append(mask)
-            kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
+            # a boolean mask: constant, or from the inputs (DeBERTa's masked_fill)
+            terms.append(("where", node, g.scalar(b) is not None))
             name = a if g.scalar(b) is not None else b
         else:
             return None
@@ -290,24 +294,29 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
     dv = g.shapes[v_head][-1]
-
-    def split(x: np.ndarray, d: int, shared: bool) -> np.ndarray:
-        """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
-        kv = x.shape[2] // d
-        if kv * d != x.shape[2] or heads % kv or (kv != heads and not shared):
-            raise ValueError("head split does not fit")
-        return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
+    score_heads, score_rows = heads, sq
 
     found, ropes, seq_first = {}, {}, {}
-    for role, head, expect_fn in (
-        ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
-        ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
-        ("v", v_head, lambda x: split(x, dv, True).transpose(0, 2, 1, 3)),
-    ):
-        fitted = _fit_role(ctx, head, expect_fn, dh, rope=role != "v")
-        if fitted is None:
+    group = 0
+    for group in _query_groups(ctx, q_head, score_heads, score_rows, dh):
+        # Grouped-query attention is the same op whether K/V heads are repeated to the query heads (repeat_kv) or
+        # each KV head's query groups are folded into the query axis (transformers' SDPA decode step): Q
+        # [B, H, Sq, Dh] viewed as [B, KV, H/KV*Sq, Dh] against unrepeated K/V. ``group`` is that fold.
+        heads, sq = score_heads * group, score_rows // group
+        fitted = _fit_role(ctx, q_head, lambda x, n=heads, f=group: _fold(
+            _split(x, dh, n, False).transpose(0, 2, 1, 3), f), dh, rope=True)
+        if fitted is not None:
+            break
+    else:
+        return None
+    for role, fit in (("q", fitted),
+                      ("k", _fit_role(ctx, k_head, lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1),
+                                      dh, rope=True)),
+                      ("v", _fit_role(ctx, v_head, lambda x: _split(x, dv, score_heads, True).transpose(0, 2, 1, 3),
+                                      dh, rope=False))):
+        if fit is None:
             return None
-        source, chain, factor, rope, first = fitted
+        source, chain, factor, rope, first = fit
         if role in ("q", "k"):
             scale *= factor
         elif factor != 1.0 or rope is not None:
@@ -315,6 +324,10 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         found[role], ropes[role], seq_first[role] = source, rope, first
         region += chain
     kv_heads = g.shapes[found["k"]][2] // dh
+    classified = classify_terms(g, terms, score_heads, group, sq, sk)
+    if classified is None:
+        return None
+    masks, causal, kind_seen, input_terms, input_wheres, bmm_terms = classified
     if g.shapes[found["v"]][2] // dv != kv_heads:
         return None
     # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
@@ -354,7 +367,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     if any(n in (qk, av, softmax) for n in keep):
         return None
     nodes = [n for n in region if not any(n is k for k in keep)]
-    masks += [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
+    unfolded = input_terms + [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
+    masks += [unfold_input(g, term, score_heads, group, sq) for term in unfolded]
     for i, term in enumerate(bmm_terms):
         viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
         if viewed is None:

@@ -50,6 +50,7 @@ import numpy as np
 from xdsl.dialects.builtin import IntegerAttr
 
 from compiler.dialect import dataflow as df
+from compiler.frontend.masks import window_mask
 from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
 from compiler.schedule.attention_pipeline import onchip_target, plan_tiles
 from compiler.schedule.plan import (
@@ -134,8 +135,9 @@ def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = 
         if mask is None or kind not in SKIPPABLE_MASKS or mask.ndim < 2 or mask.shape[-2:] not in (
                 (sq, sk), (1, sk)) or not np.issubdtype(mask.dtype, np.number):
             return None
+        windows = window_mask(mask)  # Swin: a relative-position bias summed with the shifted-window mask
         low, high = mask.min(), mask.max()
-        masked = mask <= low if low < high else np.zeros(mask.shape, dtype=bool)
+        masked = ~windows if windows is not None else mask <= low if low < high else np.zeros(mask.shape, dtype=bool)
         keep = ~masked.reshape((-1,) + masked.shape[-2:]).all(axis=0)  # a pair some batch / head keeps
         allowed &= np.broadcast_to(keep, (sq, sk))
     if allowed.all() or not allowed.any(axis=1).all():

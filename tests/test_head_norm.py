@@ -1,0 +1,53 @@
+"""Per-head Q/K norms (compiler/frontend/head_norm.py): an RMSNorm over each head's Dh values, applied before the
+head transpose ([B, S, H, Dh]: Qwen3, OLMo2) or after it ([B, H, S, Dh]: Gemma3), leaves the attention recognised
+with the norms their own ops, and the compile equal to onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from codesign.api import compile
+
+pytestmark = pytest.mark.slow  # a torch export and a compile checked against onnxruntime, twice
+
+S, D, H = 8, 32, 4
+
+
+class _HeadNormAttention(torch.nn.Module):
+    def __init__(self, after_transpose: bool) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(D, D, bias=False) for _ in range(3))
+        self.gq, self.gk = torch.nn.Parameter(torch.rand(D // H) + 0.5), torch.nn.Parameter(torch.rand(D // H) + 0.5)
+        self.after = after_transpose
+
+    def _norm(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * gamma
+
+    def _heads(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        x = x.view(1, S, H, D // H)
+        return self._norm(x.transpose(1, 2), gamma) if self.after else self._norm(x, gamma).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = self._heads(self.q(x), self.gq), self._heads(self.k(x), self.gk)
+        v = self.v(x).view(1, S, H, D // H).transpose(1, 2)
+        p = torch.softmax(q @ k.transpose(-1, -2) * (D // H) ** -0.5, dim=-1)
+        return (p @ v).transpose(1, 2).reshape(1, S, D)
+
+
+@pytest.mark.parametrize("after_transpose", [False, True])
+def test_head_norm_either_side_of_the_head_transpose(tmp_path: Path, after_transpose: bool) -> None:
+    from examples._common import export_onnx
+
+    torch.manual_seed(0)
+    module = _HeadNormAttention(after_transpose).eval()
+    x = torch.randn(1, S, D)
+    path = tmp_path / "head_norm.onnx"
+    export_onnx(module, [x], path, input_names=["x"], output_names=["y"], exporter="legacy")
+    result = compile(path, inputs={"x": x.numpy()[None]})
+    assert result.imported.patterns["attention"] == 1 and result.imported.patterns["layernorm"] == 2
+    assert result.report["macs"] == 3 * S * D * D + 2 * S * S * D
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
+    assert result.imported.patterns["softmax"] == 1
