@@ -48,6 +48,7 @@ class Arch:
     #: Modules that read weights only (DeBERTa's projections of its relative-position embeddings): the exporter
     #: folds them into constants, so their MACs (measured by FlopCounterMode per module) are not the compile's.
     folded: tuple[str, ...] = ()
+    image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
 
 
 def _tf() -> Any:
@@ -185,6 +186,12 @@ ARCHS: dict[str, Arch] = {
     "swin": Arch("vision", _raw("SwinConfig", "SwinModel", image_size=IMAGE, patch_size=2, embed_dim=16,
                                 depths=[2, 2], num_heads=[2, 4], window_size=4),
                  attention=4),  # the second block of each stage attends over shifted windows
+    # LeViT: conv stem (/16), attention biases, Linear+BatchNorm, Hardswish, and between its three stages a
+    # subsampling attention (queries on a stride-2 grid: 64 -> 16 -> 4 tokens). transformers builds a subsample
+    # after every stage but the last from its hidden_sizes, so it needs three stages.
+    "levit": Arch("vision", _raw("LevitConfig", "LevitModel", image_size=128, hidden_sizes=[32, 48, 64],
+                                 num_attention_heads=[2, 3, 4], depths=[1, 1, 1], key_dim=[8, 8, 8],
+                                 mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2]), attention=5, image=128),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
@@ -238,8 +245,9 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
     ids = torch.randint(2, VOCAB, (1, SEQ), generator=gen)
     mask = torch.ones(1, SEQ, dtype=torch.int64)
     mask[:, SEQ - SEQ // 4:] = 0
+    side = ARCHS[name].image
     out = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids.flip(-1),
-           "pixel_values": torch.randn(1, 3, IMAGE, IMAGE, generator=gen)}
+           "pixel_values": torch.randn(1, 3, side, side, generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
 
 

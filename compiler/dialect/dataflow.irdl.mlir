@@ -12,7 +12,8 @@
 //   type", which would also force equal element types, so every operand and result gets its own variable;
 // - element types inside tensors (builtin types have no IRDL parameter definitions): `!builtin.tensor` is any
 //   ranked tensor of any element type; unranked tensors are rejected;
-// - optional properties (`attention.lanes`, `attention.kv_heads`, `attention.mask_kind`, `elementwise.attrs`,
+// - optional properties (`attention.lanes`, `attention.kv_heads`, `attention.mask_kind`, `attention.softcap`,
+//   `elementwise.attrs`,
 //   `move.attrs`) and the scheduler's discardable attributes (`start`, `end`, `tiles`): IRDL has no optional
 //   attributes and ignores attributes it does not list;
 // - the width of integer properties: `#builtin.integer` accepts any integer type (we print i64), except where a

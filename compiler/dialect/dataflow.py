@@ -11,6 +11,8 @@ is plain MLIR that the upstream parser reads with ``dataflow.irdl.mlir`` loaded 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -286,6 +288,10 @@ class AttentionOp(_Named):
     ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and
     the ``mask`` operand
     compute, it changes nothing.
+
+    ``softcap`` (optional, c > 0): attention-logit soft-capping (Gemma 2, Grok): the scores are
+    ``c * tanh(scale * Q_h K_h^T / c)`` before the mask is added and the softmax runs, which bounds them to (-c, c).
+    Priced as a tanh over the score matrix on the vector unit (compiler/schedule/attention.py).
     """
 
     name = "dataflow.attention"
@@ -304,6 +310,7 @@ class AttentionOp(_Named):
     lanes = opt_prop_def(IntegerAttr)
     kv_heads = opt_prop_def(IntegerAttr)
     mask_kind = opt_prop_def(StringAttr)
+    softcap = opt_prop_def(FloatAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     traits = traits_def(Pure())
     assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
@@ -332,6 +339,14 @@ class AttentionOp(_Named):
             raise VerifyException(f"{tag}: batch/sequence of q {q}, k {k}, v {v} disagree")
         _check_choice(self, "softmax", SOFTMAX_APPROX)
         _check_choice(self, "algorithm", ATTENTION_ALGORITHMS)
+        cap = self.softcap_value()
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise VerifyException(f"{tag}: softcap must be a positive finite number, got {cap}")
+
+    def softcap_value(self) -> float | None:
+        """The logit soft-cap c (scores c * tanh(s / c)), or None without one."""
+        attr = self.properties.get("softcap")
+        return attr.value.data if isinstance(attr, FloatAttr) else None
 
     def dims(self) -> AttentionDims:
         """Batch, sequence lengths, heads and head sizes (of a verified op)."""

@@ -440,6 +440,11 @@ def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array
     return [x]
 
 
+def _einsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    equation = attrs["equation"]
+    return [np.einsum(equation.decode() if isinstance(equation, bytes) else equation, *inputs)]
+
+
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
     "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
@@ -458,7 +463,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],
     "Where": lambda i, a: [np.where(i[0], i[1], i[2]).astype(np.result_type(i[1], i[2]))],
     "Cast": _cast, "CastLike": lambda i, a: [i[0].astype(i[1].dtype)], "Clip": _clip,
-    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Conv": _conv, "Pad": _pad,
+    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "Pad": _pad,
     "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
     "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],

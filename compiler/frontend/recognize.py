@@ -130,24 +130,30 @@ def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float |
     return factor
 
 
+#: Layouts of a rank-3 projection a head split may read, as the permutation that makes it batch-first [B, S, D] (each
+#: is its own inverse): batch-first, sequence-first [S, B, D] (torch.nn.MultiheadAttention), channels-first
+#: [B, D, S] (Conv1d kernel-1 projections: SqueezeBERT).
+_LAYOUTS: tuple[tuple[int, int, int] | None, ...] = (None, (1, 0, 2), (0, 2, 1))
+
+
 def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
-    """(source, chain, scale factor, rotation or None, sequence-first?) of the rank-3 tensor that ``head`` (a Q, K^T
-    or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
-    batch-first [B, S, D] source; a sequence-first [S, B, D] source is tried through a transpose."""
+    """(source, chain, scale factor, rotation or None, layout) of the rank-3 tensor that ``head`` (a Q, K^T or V
+    operand of the attention products) splits into heads, or None. ``expect`` is the head split of a batch-first
+    [B, S, D] source; the other `_LAYOUTS` are tried through their permutation (``layout``: None or that perm)."""
     g = ctx.graph
     for source, chain in _walk_back(ctx, head, 3, rope=rope):
-        for first in (False, True):
-            fit = (lambda x: expect(x.transpose(1, 0, 2))) if first else expect
+        for layout in _LAYOUTS:
+            fit = (lambda x, p=layout: expect(x.transpose(p))) if layout else expect
             factor = _layout_factor(ctx, chain, source, fit)
             if factor is not None:
-                return source, chain, factor, None, first
-            if not rope:
+                return source, chain, factor, None, layout
+            if not rope or layout == (0, 2, 1):
                 continue
             shape = g.shapes[source]
-            shape = (shape[1], shape[0], shape[2]) if first else shape
+            shape = tuple(shape[i] for i in layout) if layout else shape
 
-            def run(x: np.ndarray, chain=chain, source=source, first=first, want=None) -> np.ndarray:
-                got = _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+            def run(x: np.ndarray, chain=chain, source=source, layout=layout, want=None) -> np.ndarray:
+                got = _run_chain(ctx, chain, source, x.transpose(layout) if layout else x)
                 fitted = _conform(got, want) if want is not None else got
                 return got if fitted is None else fitted
 
@@ -157,7 +163,7 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
             except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
                 rotated = None
             if rotated is not None:
-                return source, chain, rotated[0], rotated[1], first
+                return source, chain, rotated[0], rotated[1], layout
     return None
 
 
@@ -190,6 +196,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
     scale, masks, causal, kind_seen = 1.0, [], False, None
+    cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
     input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
     bmm_terms: list[str] = []  # terms added to bmm-style [B*H, Sq, Sk] scores, viewed as [B, H, Sq, Sk] at the end
     # Scores path: softmax input back to the QK^T MatMul.
@@ -203,7 +210,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             break
         region.append(node)
         cur = g.shapes.get(name, ())
-        if node.op_type in ("Cast", "Identity"):
+        if cap is not None and node.op_type in ("Add", "Where", "Max", "Tanh"):
+            return None  # a mask inside the tanh no longer masks (tanh(-inf) = -1); one cap at most
+        if node.op_type == "Tanh":  # logit soft-capping (Gemma 2): c * tanh(s / c), c the scale met so far
+            cap, scale = scale, 1.0
+            name = node.inputs[0]
+        elif node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
@@ -298,7 +310,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             raise ValueError("head split does not fit")
         return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
 
-    found, ropes, seq_first = {}, {}, {}
+    found, ropes, layouts = {}, {}, {}
     for role, head, expect_fn in (
         ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
         ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
@@ -307,38 +319,54 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         fitted = _fit_role(ctx, head, expect_fn, dh, rope=role != "v")
         if fitted is None:
             return None
-        source, chain, factor, rope, first = fitted
+        source, chain, factor, rope, layout = fitted
         if role in ("q", "k"):
             scale *= factor
         elif factor != 1.0 or rope is not None:
             return None
-        found[role], ropes[role], seq_first[role] = source, rope, first
+        found[role], ropes[role], layouts[role] = source, rope, layout
         region += chain
-    kv_heads = g.shapes[found["k"]][2] // dh
-    if g.shapes[found["v"]][2] // dv != kv_heads:
+    def width(role: str) -> int:  # D of a source, whatever its layout
+        layout = layouts[role] or (0, 1, 2)
+        return g.shapes[found[role]][layout[2]]
+
+    kv_heads = width("k") // dh
+    if width("v") // dv != kv_heads:
         return None
-    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
-    out, chain = av.outputs[0], []
+    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor, sequence-first [Sq, B, H*Dv],
+    # channels-first [B, H*Dv, Sq] or flattened [B*Sq, H*Dv]. Where the chain stops short of one (ConvBERT
+    # concatenates these heads with its convolution heads before merging), at the last [B, Sq, H, Dv] view on it.
     av_shape = g.shapes[av.outputs[0]]
     b_size = math.prod(av_shape) // (heads * sq * dv)
-    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv), (sq, b_size, heads * dv)}
-    while g.shapes.get(out) not in merged:
+    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
+    merged = x.transpose(0, 2, 1, 3).reshape(b_size, sq, heads * dv)
+    layouts3 = [(None, merged), ((1, 0, 2), merged.transpose(1, 0, 2)), ((0, 2, 1), merged.transpose(0, 2, 1))]
+    out, chain, walked = av.outputs[0], [], []
+    fallback: tuple[str, list[Node]] | None = None
+    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
+    while found_out is None and len(walked) <= 4:
+        shape = tuple(g.shapes.get(out, ()))
+        if walked and len(shape) in (2, 3, 4):
+            got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
+            for perm, want in layouts3 if len(shape) != 4 else []:
+                if got.shape == shape and want.size == got.size and np.array_equal(got, want.reshape(shape)
+                                                                                   if len(shape) == 2 else want):
+                    found_out = (out, list(walked), perm)
+                    break
+            if shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
+                fallback = (out, list(walked))
+        if found_out is not None:
+            break
         users = ctx.consumers.get(out, [])
         if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
-            return None
-        chain.append(users[0])
+            break
+        walked.append(users[0])
         out = users[0].outputs[0]
-        if len(chain) > 4:
+    if found_out is None:
+        if fallback is None:
             return None
-    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
-    got = _run_chain(ctx, chain[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
-    want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
-    out_seq_first = False
-    if got.shape != want.shape or not np.array_equal(got, want):
-        want = x.transpose(2, 0, 1, 3).reshape(g.shapes[out])
-        if got.shape != want.shape or not np.array_equal(got, want):
-            return None
-        out_seq_first = True
+        found_out = (*fallback, None)
+    out, chain, out_perm = found_out
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
     ids = {id(n) for n in region}
@@ -362,9 +390,14 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         masks.append(viewed)
     # Several additive masks (T5: relative-position bias + padding) are summed into one operand (recognize()).
     mask = masks[0] if len(masks) == 1 else None
+    softcap = None
+    if cap is not None:  # cap * tanh(scale * QK^T) == c * tanh((scale * cap) * QK^T / c) with c = |cap|
+        softcap, scale = abs(cap), scale * cap
+        if softcap == 0.0:
+            return None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": kind_seen, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
+                  "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "out_perm": out_perm, "softcap": softcap,
                   "mask_parts": masks})
 
 
@@ -486,19 +519,22 @@ def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
     return total
 
 
-def _to_batch_first(graph: Graph, source: str, name: str) -> str:
-    """Insert Transpose [S, B, D] -> [B, S, D] of ``source`` right after its producer (a view when B is 1)."""
-    s, b, d = graph.shapes[source]
+def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name: str) -> str:
+    """Insert the Transpose ``perm`` of ``source`` ([S, B, D] or [B, D, S]) to [B, S, D] right after its producer
+    (a Reshape when the order of elements does not change: a batch of one, sequence-first)."""
+    shape = graph.shapes[source]
+    new = tuple(shape[p] for p in perm)
     out = f"{name}_output_0"
-    graph.shapes[out], graph.dtypes[out] = (b, s, d), graph.dtypes.get(source, np.dtype(np.float32))
-    node = Node("Reshape" if b == 1 else "Transpose", name, [source], [out])
-    if b == 1:
-        shape = f"{name}_shape"
-        graph.constants[shape] = np.array([b, s, d], dtype=np.int64)
-        graph.shapes[shape], graph.dtypes[shape] = (3,), np.dtype(np.int64)
-        node.inputs.append(shape)
+    graph.shapes[out], graph.dtypes[out] = new, graph.dtypes.get(source, np.dtype(np.float32))
+    view = [p for p in perm if shape[p] != 1] == sorted(p for p in perm if shape[p] != 1)
+    node = Node("Reshape" if view else "Transpose", name, [source], [out])
+    if view:
+        target = f"{name}_shape"
+        graph.constants[target] = np.array(new, dtype=np.int64)
+        graph.shapes[target], graph.dtypes[target] = (3,), np.dtype(np.int64)
+        node.inputs.append(target)
     else:
-        node.attrs["perm"] = [1, 0, 2]
+        node.attrs["perm"] = list(perm)
     at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
     graph.nodes.insert(at, node)
     return out
@@ -506,18 +542,26 @@ def _to_batch_first(graph: Graph, source: str, name: str) -> str:
 
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.einsum import lower_einsums
     from compiler.frontend.fused_proj import split_selected_projections
     from compiler.frontend.fused_qkv import split_fused_qkv
     from compiler.frontend.head_norm import view_head_norm
     from compiler.frontend.kv_cache import rewrite_kv_cache
+    from compiler.frontend.pooling import lower_pools
     from compiler.frontend.recognize_moe import recognize_moe
 
+    lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
+    # Einsums the MoE blocks did not take (their experts are stacked-weight einsums): Transpose / Reshape / ReduceSum
+    # / MatMul, so the attention matcher and the GEMM lowering see their products.
+    if lower_einsums(graph, ctx.taken):
+        ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
+                   ctx.taken)
     for node in graph.nodes:
         if id(node) in ctx.taken:
             continue
@@ -539,9 +583,10 @@ def recognize(graph: Graph) -> list[Match]:
         base = match.nodes[0].name.rsplit("/", 1)[0]
         if len(match.props.get("mask_parts", ())) > 1:
             match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
-        for role, first in match.props.get("seq_first", {}).items():
-            if first:
-                match.operands[role] = _to_batch_first(graph, match.operand(role), f"{base}/{role}_batch_first")
+        for role, layout in match.props.get("layouts", {}).items():
+            if layout:
+                match.operands[role] = _to_batch_first(graph, match.operand(role), layout,
+                                                       f"{base}/{role}_batch_first")
         ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
         for role, rope in ropes:
             match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]

@@ -286,6 +286,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             extra["kv_heads"] = IntegerAttr(kv_heads, i64)
         if m.props.get("mask_kind"):
             extra["mask_kind"] = StringAttr(m.props["mask_kind"])
+        if m.props.get("softcap") is not None:
+            extra["softcap"] = FloatAttr(float(m.props["softcap"]), f64)
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),
@@ -299,14 +301,14 @@ def _emit_match(b: _Builder, m: Match) -> None:
                         **extra}))
         b.patterns["attention"] += 1
         b.patterns["softmax"] += 1
-        if m.props.get("out_seq_first"):  # a sequence-first export: [S, B, D] (or [S*B, D]) after the heads merge
-            bsz, seq, dim = merged_type.get_shape()
-            merged_type = TensorType(out_type.get_element_type(), [seq, bsz, dim])
+        out_perm = m.props.get("out_perm")
+        if out_perm:  # a sequence-first [S, B, D] or channels-first [B, D, S] export after the heads merge
+            merged_type = TensorType(out_type.get_element_type(), [merged_type.get_shape()[p] for p in out_perm])
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[merged_type],
-                properties={"layer": StringAttr(name + ".seq_first"), "kind": StringAttr("transpose"),
+                properties={"layer": StringAttr(name + ".layout"), "kind": StringAttr("transpose"),
                             "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
-                                                     "perm": _attr([1, 0, 2])})}))
+                                                     "perm": _attr(list(out_perm))})}))
         if merged_type != out_type:  # the export merged batch and sequence: [B*S, D]
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[out_type],

@@ -126,7 +126,10 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
             sq, sk = ins[0].data.shape[-2], ins[1].data.shape[-2]
             return standard_attention(op, ins, ctx, edge_moe_visit_order(sq, sk, df.int_attr(op, "lanes", 4)))
         return standard_attention(op, ins, ctx)
-    if df.str_attr(op, "softmax") not in ("exact", "online"):
+    if df.str_attr(op, "softmax") not in ("exact", "online") or (
+            isinstance(op, df.AttentionOp) and op.softcap_value() is not None):
+        # A soft-cap is element-wise on each score: applied per tile it gives the standard kernel's result, which
+        # the float simulation therefore computes (the reordering changes only the summation order).
         return standard_attention(op, ins, ctx)
     heads, kv = df.int_attr(op, "num_heads"), df.kv_heads(op)
     q = _split(ins[0].real(), heads)
