@@ -542,6 +542,7 @@ def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name:
 
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.batchnorm import lower_batchnorms
     from compiler.frontend.einsum import lower_einsums
     from compiler.frontend.fused_proj import split_selected_projections
     from compiler.frontend.fused_qkv import split_fused_qkv
@@ -551,6 +552,7 @@ def recognize(graph: Graph) -> list[Match]:
     from compiler.frontend.recognize_moe import recognize_moe
 
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
+    lower_batchnorms(graph)  # inference BatchNormalization -> per-channel Mul + Add
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice

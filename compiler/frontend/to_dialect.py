@@ -50,6 +50,7 @@ _ELEMENTWISE = {
     "Greater": "greater", "Not": "not", "And": "and", "Or": "or", "Cast": "cast", "Clip": "clip",
     "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
     "IsNaN": "isnan", "IsInf": "isinf", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
+    "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
