@@ -12,7 +12,6 @@ is plain MLIR that the upstream parser reads with ``dataflow.irdl.mlir`` loaded 
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 

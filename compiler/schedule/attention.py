@@ -319,7 +319,7 @@ def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
     plan.tasks = [priced_task(TaskSpec(shape.name, shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes,
                                        shape.out_bytes, shape.deps), fused)]
     cap = shape.cap_work(sm.elements)
-    plan.works = [sm] + ([cap] if cap is not None else [])
+    plan.works = [sm, cap] if cap is not None else [sm]
     plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
     plan.detail.update({"algorithm": "edge-moe", "score_bytes_offchip": 0, "lanes": lanes,
                         "lane_cycles": 2 * shape.b * shape.heads * steps,
