@@ -51,6 +51,9 @@ class Arch:
     #: Modules torch runs whose result the exported output does not use (SqueezeBERT's pooler, which its model
     #: class always builds): their MACs are not in the graph either.
     unused: tuple[str, ...] = ()
+    #: The model computes products of constants alone (Funnel's relative-position projection of its sinusoid table):
+    #: the compile folds them, so their MACs (`_ConstantFlops`) are not the compile's.
+    constant_products: bool = False
     image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
 
 
@@ -153,7 +156,8 @@ ARCHS: dict[str, Arch] = {
     "squeezebert": Arch("encoder", _enc("SqueezeBertConfig", "SqueezeBertModel", embedding_size=HIDDEN),
                         unused=("pooler",)),
     "funnel": Arch("encoder", _raw("FunnelConfig", "FunnelBaseModel", vocab_size=VOCAB, block_sizes=[1, 1],
-                                   d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN)),
+                                   d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN),
+                   constant_products=True),
     "modernbert": Arch("encoder", _enc("ModernBertConfig", "ModernBertModel", global_attn_every_n_layers=2,
                                        local_attention=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                        cls_token_id=1, sep_token_id=2)),
@@ -308,6 +312,40 @@ def _is_attention(m: torch.nn.Module) -> bool:
     return "Attention" in type(m).__name__
 
 
+class _ConstantFlops:
+    """A dispatch mode summing the FLOPs (torch's flop_registry formulas) of ops none of whose tensor arguments
+    derive from the model's inputs: products of weights and constants only, which the compile folds before it
+    counts MACs. A tensor derives from the inputs when an op that read one produced it (views and in-place results
+    included)."""
+
+    def __new__(cls, inputs: list[torch.Tensor]) -> Any:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+        from torch.utils.flop_counter import flop_registry
+
+        class Mode(TorchDispatchMode):
+            def __init__(self) -> None:
+                super().__init__()
+                # by id, the tensors held so that no id is reused during the forward (the zoo's models are tiny)
+                self.held: list[torch.Tensor] = list(inputs)
+                self.derived = {id(t) for t in inputs}
+                self.flops = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+                if any(id(t) in self.derived for t in tensors):
+                    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+                    self.held += outs
+                    self.derived.update(id(t) for t in outs)
+                elif func.overloadpacket in flop_registry:
+                    self.flops += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
+                return out
+
+        return Mode()
+
+
 def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") -> dict[str, int]:
     """Norm and GELU module calls (forward hooks) and MACs (FlopCounterMode counts 2 per MAC, SDPA on math)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -327,14 +365,20 @@ def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") ->
     # FlopCounterMode's module tracker hooks the autograd graph of inputs that require grad; a weight passed as a
     # module input (DeBERTa's relative embeddings) has none under no_grad and would stop it.
     module.requires_grad_(False)
+    constant = _ConstantFlops(args) if ARCHS[name].constant_products else None
     try:
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            module(*args)
+            if constant is None:
+                module(*args)
+            else:
+                with constant:
+                    module(*args)
     finally:
         for h in hooks:
             h.remove()
     folded = sum(sum(ops.values()) for mod, ops in counter.get_flop_counts().items()
                  if mod.rsplit(".", 1)[-1] in ARCHS[name].folded + ARCHS[name].unused)
+    folded += constant.flops if constant is not None else 0
     return {**calls, "macs": (counter.get_total_flops() - folded) // 2}
 
 
@@ -352,9 +396,6 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "funnel": "attention not recognised: a per-head bias (r_w_bias) is added to Q after the head split and the scores "
-              "add relative-position and segment terms computed from Q; and the position einsum it folds at compile "
-              "time (constants only) is counted by FlopCounterMode",
 }
 
 

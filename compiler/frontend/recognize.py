@@ -63,6 +63,10 @@ def _walk_back(ctx: _Ctx, name: str, rank: int, rope: bool = False) -> list[tupl
             name = node.inputs[0]
         elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
             name = node.inputs[1]
+        elif node.op_type == "Add" and sum(ctx.graph.is_const(i) for i in node.inputs) == 1:
+            # a constant added after the head split (Funnel's per-head r_w_bias; _layout_factor moves it onto the
+            # projection); a projection's own bias Add stays the nearer candidate, tried first
+            name = next(i for i in node.inputs if not ctx.graph.is_const(i))
         else:
             if rope:
                 region = rope_region(ctx.graph, ctx.producers, name)
@@ -110,24 +114,38 @@ def _conform(got: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
-def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
-    """If the chain computes ``c * expect(x)`` for a scalar c, return c."""
+def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> tuple[float, np.ndarray | None] | None:
+    """If the chain computes ``c * expect(x + bias)`` for a scalar c and a constant ``bias`` shaped like ``source``
+    (a constant the chain adds after the head split, moved before it), return (c, bias or None)."""
     shape = ctx.graph.shapes[source]
     # the index tensor, the chain's result, the expectation and allclose's temporaries: about 6 float64 copies
     check_memory(f"{ctx.graph.source}: recognizing attention: tracing the layout of '{source}' "
                  f"({'x'.join(map(str, shape))})", 6 * 8 * math.prod(shape))
     x = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
+    biased = any(n.op_type == "Add" for n in chain)
     try:
         want = expect(x)
         got = _conform(_run_chain(ctx, chain, source, x), want.shape)
+        base = _conform(_run_chain(ctx, chain, source, np.zeros(shape)), want.shape) if biased else None
     except (ValueError, IndexError, KeyError):
         return None
-    if got is None:
+    if got is None or (biased and base is None):
         return None
+    if base is not None:
+        got = got - base
     factor = float(got.reshape(-1)[0] / want.reshape(-1)[0])
-    if not np.allclose(got, want * factor, rtol=1e-6, atol=0):
+    if factor == 0.0 or not np.allclose(got, want * factor, rtol=1e-6, atol=0):
         return None
-    return factor
+    if base is None or not np.any(base):
+        return factor, None
+    # expect moves source element j (holding j + 1) to where ``want`` holds j + 1: invert it on the offset
+    bias = np.zeros(x.size)
+    bias[(want.reshape(-1) - 1).astype(np.int64)] = (base / factor).reshape(-1)
+    bias = bias.reshape(shape)
+    if not np.allclose(expect(bias), base / factor, rtol=1e-6, atol=1e-12):
+        return None  # not one offset per source element (heads repeated with different offsets)
+    rows = bias.reshape(-1, shape[-1])
+    return factor, rows[0] if np.all(rows == rows[:1]) else bias
 
 
 #: Layouts of a rank-3 projection a head split may read, as the permutation that makes it batch-first [B, S, D] (each
@@ -137,16 +155,18 @@ _LAYOUTS: tuple[tuple[int, int, int] | None, ...] = (None, (1, 0, 2), (0, 2, 1))
 
 
 def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
-    """(source, chain, scale factor, rotation or None, layout) of the rank-3 tensor that ``head`` (a Q, K^T or V
-    operand of the attention products) splits into heads, or None. ``expect`` is the head split of a batch-first
-    [B, S, D] source; the other `_LAYOUTS` are tried through their permutation (``layout``: None or that perm)."""
+    """(source, chain, scale factor, rotation or None, layout, bias or None) of the rank-3 tensor that ``head`` (a
+    Q, K^T or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
+    batch-first [B, S, D] source; the other `_LAYOUTS` are tried through their permutation (``layout``: None or
+    that perm). A constant the chain adds after the split comes back as ``bias``, in the source's layout
+    (`_layout_factor`)."""
     g = ctx.graph
     for source, chain in _walk_back(ctx, head, 3, rope=rope):
         for layout in _LAYOUTS:
             fit = (lambda x, p=layout: expect(x.transpose(p))) if layout else expect
-            factor = _layout_factor(ctx, chain, source, fit)
-            if factor is not None:
-                return source, chain, factor, None, layout
+            fitted = _layout_factor(ctx, chain, source, fit)
+            if fitted is not None:
+                return source, chain, fitted[0], None, layout, fitted[1]
             if not rope or layout == (0, 2, 1):
                 continue
             shape = g.shapes[source]
@@ -163,7 +183,7 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
             except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
                 rotated = None
             if rotated is not None:
-                return source, chain, rotated[0], rotated[1], layout
+                return source, chain, rotated[0], rotated[1], layout, None
     return None
 
 
@@ -198,6 +218,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     scale, masks, causal, kind_seen = 1.0, [], False, None
     cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
     input_wheres: list[tuple[Node, bool]] = []  # Where(mask from inputs, scores, fill): additive at the end
+    subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
     bmm_terms: list[str] = []  # terms added to bmm-style [B*H, Sq, Sk] scores, viewed as [B, H, Sq, Sk] at the end
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
@@ -210,7 +231,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             break
         region.append(node)
         cur = g.shapes.get(name, ())
-        if cap is not None and node.op_type in ("Add", "Where", "Max", "Tanh"):
+        if cap is not None and node.op_type in ("Add", "Sub", "Where", "Max", "Tanh"):
             return None  # a mask inside the tanh no longer masks (tanh(-inf) = -1); one cap at most
         if node.op_type == "Tanh":  # logit soft-capping (Gemma 2): c * tanh(s / c), c the scale met so far
             cap, scale = scale, 1.0
@@ -247,6 +268,20 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                 masks.append(other)
                 kind_seen = "other" if kind_seen else "input"
             name = scores_side
+        elif node.op_type == "Sub" and len(cur) == 4 and g.shapes.get(node.inputs[0]) == cur \
+                and not g.is_const(node.inputs[0]):
+            term = node.inputs[1]
+            if g.is_const(term):  # a constant subtracted: its negation is an additive term like any other
+                neg = f"{node.name}/negated"
+                g.constants[neg] = -g.constants[term]
+                g.shapes[neg], g.dtypes[neg] = g.constants[neg].shape, g.constants[neg].dtype
+                kind = mask_kind(g.constants[neg], sq, sk)
+                masks.append(neg)
+                kind_seen = "other" if kind_seen and kind else kind_seen or kind
+            else:
+                subtracted.append(node)
+                kind_seen = "other" if kind_seen else "input"
+            name = node.inputs[0]
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
@@ -310,7 +345,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             raise ValueError("head split does not fit")
         return np.repeat(x.reshape(x.shape[0], x.shape[1], kv, d), heads // kv, axis=2)
 
-    found, ropes, layouts = {}, {}, {}
+    found, ropes, layouts, biases = {}, {}, {}, {}
     for role, head, expect_fn in (
         ("q", q_head, lambda x: split(x, dh, False).transpose(0, 2, 1, 3)),
         ("k", k_head, lambda x: split(x, dh, True).transpose(0, 2, 3, 1)),
@@ -319,12 +354,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         fitted = _fit_role(ctx, head, expect_fn, dh, rope=role != "v")
         if fitted is None:
             return None
-        source, chain, factor, rope, layout = fitted
+        source, chain, factor, rope, layout, bias = fitted
         if role in ("q", "k"):
             scale *= factor
         elif factor != 1.0 or rope is not None:
             return None
-        found[role], ropes[role], layouts[role] = source, rope, layout
+        found[role], ropes[role], layouts[role], biases[role] = source, rope, layout, bias
         region += chain
     def width(role: str) -> int:  # D of a source, whatever its layout
         layout = layouts[role] or (0, 1, 2)
@@ -383,6 +418,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     nodes = [n for n in region if not any(n is k for k in keep)]
     masks += [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
+    for node in subtracted:  # Sub(scores, term) == scores + Neg(term)
+        neg = f"{node.name}/negated_output_0"
+        g.shapes[neg], g.dtypes[neg] = g.shapes[node.inputs[1]], g.dtypes.get(node.inputs[1], np.dtype(np.float32))
+        g.nodes.insert(g.nodes.index(node), Node("Neg", f"{node.name}/negated", [node.inputs[1]], [neg]))
+        masks.append(neg)
     for i, term in enumerate(bmm_terms):
         viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
         if viewed is None:
@@ -397,7 +437,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             return None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "out_perm": out_perm, "softcap": softcap,
+                  "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
+                  "out_perm": out_perm, "softcap": softcap,
                   "mask_parts": masks})
 
 
@@ -540,6 +581,19 @@ def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name:
     return out
 
 
+def _add_bias(graph: Graph, source: str, bias: np.ndarray, name: str) -> str:
+    """Insert ``source + bias`` (a constant found after the head split, moved onto the projection) right after the
+    producer of ``source``."""
+    dtype = graph.dtypes.get(source, np.dtype(np.float32))
+    const, out = f"{name}_value", f"{name}_output_0"
+    graph.constants[const] = bias.astype(dtype)
+    graph.shapes[const], graph.dtypes[const] = bias.shape, dtype
+    graph.shapes[out], graph.dtypes[out] = graph.shapes[source], dtype
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes.insert(at, Node("Add", name, [source, const], [out]))
+    return out
+
+
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
     from compiler.frontend.batchnorm import lower_batchnorms
@@ -585,6 +639,9 @@ def recognize(graph: Graph) -> list[Match]:
         base = match.nodes[0].name.rsplit("/", 1)[0]
         if len(match.props.get("mask_parts", ())) > 1:
             match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
+        for role, bias in match.props.get("biases", {}).items():
+            if bias is not None:
+                match.operands[role] = _add_bias(graph, match.operand(role), bias, f"{base}/{role}_bias")
         for role, layout in match.props.get("layouts", {}).items():
             if layout:
                 match.operands[role] = _to_batch_first(graph, match.operand(role), layout,
