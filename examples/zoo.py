@@ -157,7 +157,7 @@ ARCHS: dict[str, Arch] = {
                         unused=("pooler",)),
     "funnel": Arch("encoder", _raw("FunnelConfig", "FunnelBaseModel", vocab_size=VOCAB, block_sizes=[1, 1],
                                    d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN),
-                   constant_products=True),
+                   exporters=("legacy", "dynamo"), constant_products=True),  # dynamo: slice_scatter (ScatterND)
     "modernbert": Arch("encoder", _enc("ModernBertConfig", "ModernBertModel", global_attn_every_n_layers=2,
                                        local_attention=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                        cls_token_id=1, sep_token_id=2)),

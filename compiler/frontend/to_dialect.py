@@ -57,6 +57,8 @@ _MOVE = {
     "Split": "split", "Expand": "expand", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Flatten": "flatten",
     "Tile": "tile", "Trilu": "trilu", "Range": "range", "ConstantOfShape": "constant_of_shape", "CumSum": "cumsum",
     "GatherElements": "gather", "GatherND": "gather", "Pad": "pad",
+    # updates written at constant indices (dynamo's slice_scatter of an in-place slice assignment: Funnel)
+    "ScatterND": "scatter", "ScatterElements": "scatter",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
