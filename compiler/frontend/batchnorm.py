@@ -18,7 +18,7 @@ from hw.errors import InputError
 __all__ = ["lower_batchnorms"]
 
 
-def _lower(graph: Graph, node: Node) -> list[Node]:
+def _lower(graph: Graph, node: Node, producers: dict[str, Node], consumers: dict[str, list[Node]]) -> list[Node]:
     x = node.inputs[0]
     params = node.inputs[1:5]
     if (len(params) != 4 or not all(graph.is_const(p) for p in params) or node.attrs.get("training_mode", 0)
@@ -32,7 +32,7 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     rank = len(graph.shapes[x])
     shape = (a.size,) + (1,) * max(rank - 2, 0)
     dtype = graph.dtypes.get(x, np.dtype(np.float32))
-    folded = _fold_into_producer(graph, node, a, b, dtype)
+    folded = _fold_into_producer(graph, node, a, b, dtype, producers, consumers)
     if folded is not None:
         return folded
     names = []
@@ -47,13 +47,15 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
             Node("Add", node.name, [scaled, names[1]], [node.outputs[0]])]
 
 
-def _fold_into_producer(graph: Graph, node: Node, a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> list[Node] | None:
+def _fold_into_producer(graph: Graph, node: Node, a: np.ndarray, b: np.ndarray, dtype: np.dtype,
+                        producers: dict[str, Node], consumers: dict[str, list[Node]]) -> list[Node] | None:
     """Fold the normalisation into the weights of the Linear or Conv that feeds it alone, as deployed LeViT does:
     a MatMul with a constant [K, C] weight (through a Flatten / Reshape that keeps C last, BatchNorm1d on [B*N, C])
     gets columns ``W * a`` and a bias Add of ``b`` right after it; a Conv gets output channels ``W * a`` and bias
     ``bias * a + b``. The same tensor results, the GEMM keeps its MACs, and a fused projection stays recognisable.
-    Returns the nodes replacing the BatchNormalization (the moved view, or none), or None when it does not apply."""
-    producers, consumers = graph.producers(), graph.consumers()
+    Returns the nodes replacing the BatchNormalization (the moved view, or none), or None when it does not apply.
+    ``producers`` / ``consumers`` are the graph's before any rewrite: a fold renames only its own Linear / Conv
+    output, so a BatchNorm reading another one's output sees that BatchNorm as its producer and is not folded."""
     x = node.inputs[0]
     prod = producers.get(x)
     view = None
@@ -102,9 +104,10 @@ def lower_batchnorms(graph: Graph) -> int:
         return 0
     nodes: list[Node] = []
     lowered = 0
+    producers, consumers = graph.producers(), graph.consumers()
     for node in graph.nodes:
         if node.op_type == "BatchNormalization":
-            new = _lower(graph, node)
+            new = _lower(graph, node, producers, consumers)
             nodes = [n for n in nodes if not any(n is m for m in new)] + new
             lowered += 1
         else:
