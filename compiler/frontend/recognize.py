@@ -22,7 +22,7 @@ from compiler.frontend.masks import additive_where, as_bhss, mask_kind
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
-from compiler.frontend.rope import fit_rope, materialize_rope, rope_region
+from compiler.frontend.rope import fit_rope, rope_region
 from compiler.limits import check_memory
 
 __all__ = ["Match", "recognize"]
@@ -546,56 +546,9 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
     return None
 
 
-def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
-    """Insert Adds summing additive masks (one broadcast [.., Sq, Sk] operand) after the last of their producers."""
-    at = max((i + 1 for i, n in enumerate(graph.nodes) if any(p in n.outputs for p in parts)), default=0)
-    total = parts[0]
-    for i, part in enumerate(parts[1:]):
-        out = f"{name}_{i}_output_0"
-        shape = np.broadcast_shapes(graph.shapes[total], graph.shapes[part])
-        graph.shapes[out] = tuple(shape)
-        graph.dtypes[out] = np.result_type(graph.dtypes.get(total, np.float32), graph.dtypes.get(part, np.float32))
-        graph.nodes.insert(at + i, Node("Add", f"{name}_{i}", [total, part], [out]))
-        total = out
-    return total
-
-
-def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name: str) -> str:
-    """Insert the Transpose ``perm`` of ``source`` ([S, B, D] or [B, D, S]) to [B, S, D] right after its producer
-    (a Reshape when the order of elements does not change: a batch of one, sequence-first)."""
-    shape = graph.shapes[source]
-    new = tuple(shape[p] for p in perm)
-    out = f"{name}_output_0"
-    graph.shapes[out], graph.dtypes[out] = new, graph.dtypes.get(source, np.dtype(np.float32))
-    view = [p for p in perm if shape[p] != 1] == sorted(p for p in perm if shape[p] != 1)
-    node = Node("Reshape" if view else "Transpose", name, [source], [out])
-    if view:
-        target = f"{name}_shape"
-        graph.constants[target] = np.array(new, dtype=np.int64)
-        graph.shapes[target], graph.dtypes[target] = (3,), np.dtype(np.int64)
-        node.inputs.append(target)
-    else:
-        node.attrs["perm"] = list(perm)
-    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
-    graph.nodes.insert(at, node)
-    return out
-
-
-def _add_bias(graph: Graph, source: str, bias: np.ndarray, name: str) -> str:
-    """Insert ``source + bias`` (a constant found after the head split, moved onto the projection) right after the
-    producer of ``source``."""
-    dtype = graph.dtypes.get(source, np.dtype(np.float32))
-    const, out = f"{name}_value", f"{name}_output_0"
-    graph.constants[const] = bias.astype(dtype)
-    graph.shapes[const], graph.dtypes[const] = bias.shape, dtype
-    graph.shapes[out], graph.dtypes[out] = graph.shapes[source], dtype
-    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
-    graph.nodes.insert(at, Node("Add", name, [source, const], [out]))
-    return out
-
-
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.attention_operands import materialize_operands
     from compiler.frontend.batchnorm import lower_batchnorms
     from compiler.frontend.einsum import lower_einsums
     from compiler.frontend.fused_proj import split_selected_projections
@@ -635,19 +588,6 @@ def recognize(graph: Graph) -> list[Match]:
             ctx.taken.update(id(n) for n in match.nodes)
             if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
                 view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
-    for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
-        base = match.nodes[0].name.rsplit("/", 1)[0]
-        if len(match.props.get("mask_parts", ())) > 1:
-            match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
-        for role, bias in match.props.get("biases", {}).items():
-            if bias is not None:
-                match.operands[role] = _add_bias(graph, match.operand(role), bias, f"{base}/{role}_bias")
-        for role, layout in match.props.get("layouts", {}).items():
-            if layout:
-                match.operands[role] = _to_batch_first(graph, match.operand(role), layout,
-                                                       f"{base}/{role}_batch_first")
-        ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
-        for role, rope in ropes:
-            match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
-                                                    match.props["head_dim"], f"{base}/rope_{role}")
+    for match in matches:  # masks summed, biases, layouts and rotations on the operands the attention op reads
+        materialize_operands(graph, match)
     return matches
