@@ -28,7 +28,12 @@ from codesign.api import compile  # noqa: E402
 from examples import zoo  # noqa: E402
 
 KIND = {"encoder": "encoder", "decoder": "decoder", "encdec": "encoder-decoder", "vision": "vision"}
-MASK = {"mask": "attention_mask input (padded)", "nomask": "no mask input", "": "pixel_values 32x32"}
+MASK = {"mask": "attention_mask input (padded)", "nomask": "no mask input", "": ""}
+
+
+def _image(name: str) -> str:
+    side = zoo.ARCHS[name].image
+    return f"pixel_values {side}x{side}"
 
 
 EXPORTER = {"legacy": "legacy", "dynamo": "dynamo", "symbolic": "legacy, symbolic dims"}
@@ -95,7 +100,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         kind = zoo.ARCHS[r["name"]].kind
         w, g = r["want"], r["got"]
         exporter, _, mask = r["exporter"].partition(":")
-        lines.append(f"| {r['name']} | {KIND[kind]} | {EXPORTER[exporter]} | {MASK[mask]} | {r['attn']} "
+        inputs = MASK[mask] or _image(r["name"])
+        lines.append(f"| {r['name']} | {KIND[kind]} | {EXPORTER[exporter]} | {inputs} | {r['attn']} "
                      f"| {g['attention']}/{w['attention']} | {g['layernorm']}/{w['layernorm']} "
                      f"| {g['gelu']}/{w['gelu']} "
                      f"| {100 * (r['macs'] - w['macs']) / w['macs']:+.2f}% | {r['cosine']:.6f} "

@@ -369,6 +369,9 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                     and approx == df.SoftmaxApprox.EXACT:
                 notes.append(f"layer '{layer}': {algorithm} order with --softmax exact has a float online softmax; "
                              "use --softmax online for the integer Edge-MoE unit")
+            if op.softcap_value() is not None:
+                notes.append(f"layer '{layer}': its logit soft-cap (c * tanh(s / c)) has no RTL unit; the emitted "
+                             "softmax unit is the one that reads the capped scores")
             softmax(op, f"{layer}.softmax", approx, sk, b * heads * sq, integer,
                     lambda v, op=op: rc.attention_scores_scale(op, v))
         elif isinstance(op, df.SoftmaxOp):

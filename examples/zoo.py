@@ -48,6 +48,13 @@ class Arch:
     #: Modules that read weights only (DeBERTa's projections of its relative-position embeddings): the exporter
     #: folds them into constants, so their MACs (measured by FlopCounterMode per module) are not the compile's.
     folded: tuple[str, ...] = ()
+    #: Modules torch runs whose result the exported output does not use (SqueezeBERT's pooler, which its model
+    #: class always builds): their MACs are not in the graph either.
+    unused: tuple[str, ...] = ()
+    #: The model computes products of constants alone (Funnel's relative-position projection of its sinusoid table):
+    #: the compile folds them, so their MACs (`_ConstantFlops`) are not the compile's.
+    constant_products: bool = False
+    image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
 
 
 def _tf() -> Any:
@@ -164,9 +171,11 @@ ARCHS: dict[str, Arch] = {
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,
                                        intra_bottleneck_size=32, true_hidden_size=32)),
     "convbert": Arch("encoder", _enc("ConvBertConfig", "ConvBertModel", embedding_size=HIDDEN)),
-    "squeezebert": Arch("encoder", _enc("SqueezeBertConfig", "SqueezeBertModel", embedding_size=HIDDEN)),
+    "squeezebert": Arch("encoder", _enc("SqueezeBertConfig", "SqueezeBertModel", embedding_size=HIDDEN),
+                        unused=("pooler",)),
     "funnel": Arch("encoder", _raw("FunnelConfig", "FunnelBaseModel", vocab_size=VOCAB, block_sizes=[1, 1],
-                                   d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN)),
+                                   d_model=HIDDEN, n_head=HEADS, d_head=16, d_inner=2 * HIDDEN),
+                   exporters=("legacy", "dynamo"), constant_products=True),  # dynamo: slice_scatter (ScatterND)
     "modernbert": Arch("encoder", _enc("ModernBertConfig", "ModernBertModel", global_attn_every_n_layers=2,
                                        local_attention=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                        cls_token_id=1, sep_token_id=2)),
@@ -209,6 +218,12 @@ ARCHS: dict[str, Arch] = {
     "swin": Arch("vision", _raw("SwinConfig", "SwinModel", image_size=IMAGE, patch_size=2, embed_dim=16,
                                 depths=[2, 2], num_heads=[2, 4], window_size=4),
                  attention=4, exporters=("legacy", "dynamo")),  # the second block of each stage attends over shifted windows
+    # LeViT: conv stem (/16), attention biases, Linear+BatchNorm, Hardswish, and between its three stages a
+    # subsampling attention (queries on a stride-2 grid: 64 -> 16 -> 4 tokens). transformers builds a subsample
+    # after every stage but the last from its hidden_sizes, so it needs three stages.
+    "levit": Arch("vision", _raw("LevitConfig", "LevitModel", image_size=128, hidden_sizes=[32, 48, 64],
+                                 num_attention_heads=[2, 3, 4], depths=[1, 1, 1], key_dim=[8, 8, 8],
+                                 mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2]), attention=5, image=128),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
@@ -262,8 +277,9 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
     ids = torch.randint(2, VOCAB, (1, SEQ), generator=gen)
     mask = torch.ones(1, SEQ, dtype=torch.int64)
     mask[:, SEQ - SEQ // 4:] = 0
+    side = ARCHS[name].image
     out = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids.flip(-1),
-           "pixel_values": torch.randn(1, 3, IMAGE, IMAGE, generator=gen)}
+           "pixel_values": torch.randn(1, 3, side, side, generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
 
 
@@ -320,6 +336,40 @@ def _is_attention(m: torch.nn.Module) -> bool:
     return "Attention" in type(m).__name__
 
 
+class _ConstantFlops:
+    """A dispatch mode summing the FLOPs (torch's flop_registry formulas) of ops none of whose tensor arguments
+    derive from the model's inputs: products of weights and constants only, which the compile folds before it
+    counts MACs. A tensor derives from the inputs when an op that read one produced it (views and in-place results
+    included)."""
+
+    def __new__(cls, inputs: list[torch.Tensor]) -> Any:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+        from torch.utils.flop_counter import flop_registry
+
+        class Mode(TorchDispatchMode):
+            def __init__(self) -> None:
+                super().__init__()
+                # by id, the tensors held so that no id is reused during the forward (the zoo's models are tiny)
+                self.held: list[torch.Tensor] = list(inputs)
+                self.derived = {id(t) for t in inputs}
+                self.flops = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+                if any(id(t) in self.derived for t in tensors):
+                    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+                    self.held += outs
+                    self.derived.update(id(t) for t in outs)
+                elif func.overloadpacket in flop_registry:
+                    self.flops += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
+                return out
+
+        return Mode()
+
+
 def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") -> dict[str, int]:
     """Norm and GELU module calls (forward hooks) and MACs (FlopCounterMode counts 2 per MAC, SDPA on math)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -339,14 +389,20 @@ def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") ->
     # FlopCounterMode's module tracker hooks the autograd graph of inputs that require grad; a weight passed as a
     # module input (DeBERTa's relative embeddings) has none under no_grad and would stop it.
     module.requires_grad_(False)
+    constant = _ConstantFlops(args) if ARCHS[name].constant_products else None
     try:
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            module(*args)
+            if constant is None:
+                module(*args)
+            else:
+                with constant:
+                    module(*args)
     finally:
         for h in hooks:
             h.remove()
     folded = sum(sum(ops.values()) for mod, ops in counter.get_flop_counts().items()
-                 if mod.rsplit(".", 1)[-1] in ARCHS[name].folded)
+                 if mod.rsplit(".", 1)[-1] in ARCHS[name].folded + ARCHS[name].unused)
+    folded += constant.flops if constant is not None else 0
     return {**calls, "macs": (counter.get_total_flops() - folded) // 2}
 
 
@@ -364,12 +420,6 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "gemma2": "attention-logit soft-capping (tanh(s / c) * c between QK^T and the softmax) has no form in the "
-              "attention op; it runs as plain MatMul/Tanh/Softmax ops",
-    "convbert": "attention not recognised (not diagnosed: half the heads are a span-based dynamic convolution whose "
-                "output is concatenated with the self-attention heads); it runs as plain ops",
-    "squeezebert": "attention not recognised (not diagnosed: Q, K and V come from 1x1 Conv1d in the channels-first "
-                   "[B, D, S] layout); MACs 1% under FlopCounterMode",
     "mixtral": "MoE block only partly recognised (a one-line InputError): dataflow.moe and its matcher hold "
                "two-GEMM experts (w1, activation, w2: compiler/numerics/router.expert_ffn); Mixtral's SwiGLU "
                "experts (SiLU(x W_gate) * (x W_up), then W_down) have no form there",
@@ -377,7 +427,6 @@ FAILING: dict[str, str] = {
                    "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
                    "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "
                    "per-head and a shared part was not tried beyond that op",
-    "funnel": "unsupported op Einsum (its relative-position attention is written with torch.einsum)",
 }
 
 

@@ -223,7 +223,7 @@ BAD = [
      _choices("dataflow.reduce 'mean'", "kind", "median", df.REDUCE_KINDS)),
     ("reduce-axis", df.ReduceOp, dict(axes=(0, 3)), "dataflow.reduce 'mean': axis 3 out of range"),
     # move
-    ("move-kind", df.MoveOp, dict(kind="scatter"), _choices("dataflow.move 'mv'", "kind", "scatter", df.MOVE_KINDS)),
+    ("move-kind", df.MoveOp, dict(kind="shuffle"), _choices("dataflow.move 'mv'", "kind", "shuffle", df.MOVE_KINDS)),
     ("move-reshape-count", df.MoveOp, dict(results=[_t(8, 4)]),
      "dataflow.move 'mv': reshape changes the element count 64 -> 32"),
     # embedding

@@ -3,6 +3,7 @@ and the rotary position embedding applied to its Q and K."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from xdsl.dialects.builtin import BoolAttr, FloatAttr, IntegerAttr, StringAttr, TensorType
@@ -71,6 +72,10 @@ class AttentionOp(DataflowOp):
     ``banded``, ``block``, ``padding``, ``input`` (a graph input), ``other``); it describes what the ``causal`` flag and
     the ``mask`` operand
     compute, it changes nothing.
+
+    ``softcap`` (optional, c > 0): attention-logit soft-capping (Gemma 2, Grok): the scores are
+    ``c * tanh(scale * Q_h K_h^T / c)`` before the mask is added and the softmax runs, which bounds them to (-c, c).
+    Priced as a tanh over the score matrix on the vector unit (compiler/schedule/attention.py).
     """
 
     name = "dataflow.attention"
@@ -88,6 +93,7 @@ class AttentionOp(DataflowOp):
     lanes = opt_prop_def(IntegerAttr)
     kv_heads = opt_prop_def(IntegerAttr)
     mask_kind = opt_prop_def(StringAttr)
+    softcap = opt_prop_def(FloatAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
                        "(`,` type($mask)^)? `->` type($result)")
@@ -115,6 +121,13 @@ class AttentionOp(DataflowOp):
             raise VerifyException(f"{tag}: batch/sequence of q {q}, k {k}, v {v} disagree")
         check_choice(self, SOFTMAX_ATTR, SOFTMAX_APPROX)
         check_choice(self, ALGORITHM_ATTR, ATTENTION_ALGORITHMS)
+        cap = self.softcap_value()
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise VerifyException(f"{tag}: softcap must be a positive finite number, got {cap}")
+
+    def softcap_value(self) -> float | None:
+        """The logit soft-cap c (scores c * tanh(s / c)), or None without one."""
+        return None if self.softcap is None else self.softcap.value.data
 
     def dims(self) -> AttentionDims:
         """Batch, sequence lengths, heads and head sizes (of a verified op)."""

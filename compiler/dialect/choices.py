@@ -151,10 +151,12 @@ MOE_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
 ELEMENTWISE_KINDS = (
     "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
     "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
-    "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal",
+    "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal", "hardsigmoid",
+    "hardswish",
 )
 MOVE_KINDS = (
     "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",
     "flatten", "patchify", "tile", "trilu", "range", "shape", "constant_of_shape", "cumsum", "im2col", "pad",
+    "scatter",
 )
 REDUCE_KINDS = ("mean", "sum", "max", "min", "prod", "argmax")

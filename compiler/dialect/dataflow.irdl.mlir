@@ -12,8 +12,8 @@
 //   type", which would also force equal element types, so every operand and result gets its own variable;
 // - element types inside tensors (builtin types have no IRDL parameter definitions): `!builtin.tensor` is any
 //   ranked tensor of any element type; unranked tensors are rejected;
-// - optional properties (`attention.lanes`, `attention.kv_heads`, `attention.mask_kind`, `elementwise.attrs`,
-//   `move.attrs`) and the scheduler's discardable attributes (`start`, `end`, `tiles`): IRDL has no optional
+// - optional properties (`attention.lanes`, `attention.kv_heads`, `attention.mask_kind`, `attention.softcap`,
+//   `elementwise.attrs`, `move.attrs`) and the scheduler's discardable attributes (`start`, `end`, `tiles`): IRDL has no optional
 //   attributes and ignores attributes it does not list;
 // - the width of integer properties: `#builtin.integer` accepts any integer type (we print i64), except where a
 //   value list pins it (`requant.out_bits`);
@@ -230,10 +230,12 @@ irdl.dialect @dataflow {
     %e_isinf = irdl.is "isinf"
     %e_less_equal = irdl.is "less_equal"
     %e_greater_equal = irdl.is "greater_equal"
+    %e_hardsigmoid = irdl.is "hardsigmoid"
+    %e_hardswish = irdl.is "hardswish"
     %kind = irdl.any_of(%e_add, %e_sub, %e_mul, %e_div, %e_pow, %e_sqrt, %e_reciprocal, %e_neg, %e_abs, %e_exp,
                         %e_log, %e_erf, %e_tanh, %e_sigmoid, %e_relu, %e_min, %e_max, %e_where, %e_equal, %e_less,
                         %e_greater, %e_not, %e_and, %e_or, %e_cast, %e_clip, %e_softplus, %e_identity, %e_mod,
-                        %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal)
+                        %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal, %e_hardsigmoid, %e_hardswish)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "kind" = %kind}
@@ -286,9 +288,10 @@ irdl.dialect @dataflow {
     %m_cumsum = irdl.is "cumsum"
     %m_im2col = irdl.is "im2col"
     %m_pad = irdl.is "pad"
+    %m_scatter = irdl.is "scatter"
     %kind = irdl.any_of(%m_reshape, %m_transpose, %m_gather, %m_slice, %m_concat, %m_split, %m_expand, %m_squeeze,
                         %m_unsqueeze, %m_flatten, %m_patchify, %m_tile, %m_trilu, %m_range, %m_shape,
-                        %m_constant_of_shape, %m_cumsum, %m_im2col, %m_pad)
+                        %m_constant_of_shape, %m_cumsum, %m_im2col, %m_pad, %m_scatter)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(outputs: %outputs, outputs_rest: variadic %outputs_rest)
     irdl.attributes {"layer" = %layer, "kind" = %kind}

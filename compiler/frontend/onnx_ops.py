@@ -440,6 +440,17 @@ def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array
     return [x]
 
 
+def _hard_sigmoid(x: Array, attrs: dict[str, Any]) -> Array:
+    """ONNX HardSigmoid max(0, min(1, alpha * x + beta)) in x's dtype (HardSwish is x times it, alpha 1/6)."""
+    alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    return np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype)
+
+
+def _einsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    equation = attrs["equation"]
+    return [np.einsum(equation.decode() if isinstance(equation, bytes) else equation, *inputs)]
+
+
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
     "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
@@ -454,11 +465,13 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Round": _unary(np.rint), "Sign": _unary(np.sign), "Xor": _binary(np.logical_xor, False),
     "Tanh": _unary(np.tanh), "Sigmoid": _unary(lambda x: 1 / (1 + np.exp(-x))),
     "Relu": _unary(lambda x: np.maximum(x, 0)),
+    "HardSigmoid": lambda i, a: [_hard_sigmoid(i[0], a)],
+    "HardSwish": lambda i, a: [i[0] * _hard_sigmoid(i[0], {"alpha": 1 / 6, "beta": 0.5})],
     "Softplus": _unary(lambda x: np.log1p(np.exp(x))), "Identity": lambda i, a: [i[0]],
     "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],
     "Where": lambda i, a: [np.where(i[0], i[1], i[2]).astype(np.result_type(i[1], i[2]))],
     "Cast": _cast, "CastLike": lambda i, a: [i[0].astype(i[1].dtype)], "Clip": _clip,
-    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Conv": _conv, "Pad": _pad,
+    "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "Pad": _pad,
     "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
     "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],

@@ -22,7 +22,7 @@ from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
-from compiler.frontend.rope import fit_rope, materialize_rope, rope_region
+from compiler.frontend.rope import fit_rope, rope_region
 from compiler.limits import check_memory
 
 __all__ = ["Match", "recognize"]
@@ -63,6 +63,10 @@ def _walk_back(ctx: _Ctx, name: str, rank: int, rope: bool = False) -> list[tupl
             name = node.inputs[0]
         elif node.op_type == "Mul" and ctx.graph.scalar(node.inputs[0]) is not None:
             name = node.inputs[1]
+        elif node.op_type == "Add" and sum(ctx.graph.is_const(i) for i in node.inputs) == 1:
+            # a constant added after the head split (Funnel's per-head r_w_bias; _layout_factor moves it onto the
+            # projection); a projection's own bias Add stays the nearer candidate, tried first
+            name = next(i for i in node.inputs if not ctx.graph.is_const(i))
         else:
             if rope:
                 region = rope_region(ctx.graph, ctx.producers, name)
@@ -110,44 +114,66 @@ def _conform(got: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
-def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> float | None:
-    """If the chain computes ``c * expect(x)`` for a scalar c, return c."""
+def _layout_factor(ctx: _Ctx, chain: list[Node], source: str, expect) -> tuple[float, np.ndarray | None] | None:
+    """If the chain computes ``c * expect(x + bias)`` for a scalar c and a constant ``bias`` shaped like ``source``
+    (a constant the chain adds after the head split, moved before it), return (c, bias or None)."""
     shape = ctx.graph.shapes[source]
     # the index tensor, the chain's result, the expectation and allclose's temporaries: about 6 float64 copies
     check_memory(f"{ctx.graph.source}: recognizing attention: tracing the layout of '{source}' "
                  f"({'x'.join(map(str, shape))})", 6 * 8 * math.prod(shape))
     x = np.arange(1, int(np.prod(shape)) + 1, dtype=np.float64).reshape(shape)
+    biased = any(n.op_type == "Add" for n in chain)
     try:
         want = expect(x)
         got = _conform(_run_chain(ctx, chain, source, x), want.shape)
+        base = _conform(_run_chain(ctx, chain, source, np.zeros(shape)), want.shape) if biased else None
     except (ValueError, IndexError, KeyError):
         return None
-    if got is None:
+    if got is None or (biased and base is None):
         return None
+    if base is not None:
+        got = got - base
     factor = float(got.reshape(-1)[0] / want.reshape(-1)[0])
-    if not np.allclose(got, want * factor, rtol=1e-6, atol=0):
+    if factor == 0.0 or not np.allclose(got, want * factor, rtol=1e-6, atol=0):
         return None
-    return factor
+    if base is None or not np.any(base):
+        return factor, None
+    # expect moves source element j (holding j + 1) to where ``want`` holds j + 1: invert it on the offset
+    bias = np.zeros(x.size)
+    bias[(want.reshape(-1) - 1).astype(np.int64)] = (base / factor).reshape(-1)
+    bias = bias.reshape(shape)
+    if not np.allclose(expect(bias), base / factor, rtol=1e-6, atol=1e-12):
+        return None  # not one offset per source element (heads repeated with different offsets)
+    rows = bias.reshape(-1, shape[-1])
+    return factor, rows[0] if np.all(rows == rows[:1]) else bias
+
+
+#: Layouts of a rank-3 projection a head split may read, as the permutation that makes it batch-first [B, S, D] (each
+#: is its own inverse): batch-first, sequence-first [S, B, D] (torch.nn.MultiheadAttention), channels-first
+#: [B, D, S] (Conv1d kernel-1 projections: SqueezeBERT).
+_LAYOUTS: tuple[tuple[int, int, int] | None, ...] = (None, (1, 0, 2), (0, 2, 1))
 
 
 def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
-    """(source, chain, scale factor, rotation or None, sequence-first?) of the rank-3 tensor that ``head`` (a Q, K^T
-    or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
-    batch-first [B, S, D] source; a sequence-first [S, B, D] source is tried through a transpose."""
+    """(source, chain, scale factor, rotation or None, layout, bias or None) of the rank-3 tensor that ``head`` (a
+    Q, K^T or V operand of the attention products) splits into heads, or None. ``expect`` is the head split of a
+    batch-first [B, S, D] source; the other `_LAYOUTS` are tried through their permutation (``layout``: None or
+    that perm). A constant the chain adds after the split comes back as ``bias``, in the source's layout
+    (`_layout_factor`)."""
     g = ctx.graph
     for source, chain in _walk_back(ctx, head, 3, rope=rope):
-        for first in (False, True):
-            fit = (lambda x: expect(x.transpose(1, 0, 2))) if first else expect
-            factor = _layout_factor(ctx, chain, source, fit)
-            if factor is not None:
-                return source, chain, factor, None, first
-            if not rope:
+        for layout in _LAYOUTS:
+            fit = (lambda x, p=layout: expect(x.transpose(p))) if layout else expect
+            fitted = _layout_factor(ctx, chain, source, fit)
+            if fitted is not None:
+                return source, chain, fitted[0], None, layout, fitted[1]
+            if not rope or layout == (0, 2, 1):
                 continue
             shape = g.shapes[source]
-            shape = (shape[1], shape[0], shape[2]) if first else shape
+            shape = tuple(shape[i] for i in layout) if layout else shape
 
-            def run(x: np.ndarray, chain=chain, source=source, first=first, want=None) -> np.ndarray:
-                got = _run_chain(ctx, chain, source, x.transpose(1, 0, 2) if first else x)
+            def run(x: np.ndarray, chain=chain, source=source, layout=layout, want=None) -> np.ndarray:
+                got = _run_chain(ctx, chain, source, x.transpose(layout) if layout else x)
                 fitted = _conform(got, want) if want is not None else got
                 return got if fitted is None else fitted
 
@@ -157,7 +183,7 @@ def _fit_role(ctx: _Ctx, head: str, expect, dh: int, rope: bool):
             except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
                 rotated = None
             if rotated is not None:
-                return source, chain, rotated[0], rotated[1], first
+                return source, chain, rotated[0], rotated[1], layout, None
     return None
 
 
@@ -221,6 +247,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     region: list[Node] = [softmax]
     scale = 1.0
     terms: list[ScoreTerm] = []  # classified once the query-group fold is known
+    cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
+    subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -232,7 +260,12 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             break
         region.append(node)
         cur = g.shapes.get(name, ())
-        if node.op_type in ("Cast", "Identity"):
+        if cap is not None and node.op_type in ("Add", "Sub", "Where", "Max", "Tanh"):
+            return None  # a mask inside the tanh no longer masks (tanh(-inf) = -1); one cap at most
+        if node.op_type == "Tanh":  # logit soft-capping (Gemma 2): c * tanh(s / c), c the scale met so far
+            cap, scale = scale, 1.0
+            name = node.inputs[0]
+        elif node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
@@ -254,6 +287,17 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
             # view then too)
             terms.append(("bmm" if len(cur) == 3 else "add", other, True))
             name = scores_side
+        elif node.op_type == "Sub" and len(cur) == 4 and g.shapes.get(node.inputs[0]) == cur \
+                and not g.is_const(node.inputs[0]):
+            term = node.inputs[1]
+            if g.is_const(term):  # a constant subtracted: its negation is an additive term like any other
+                neg = f"{node.name}/negated"
+                g.constants[neg] = -g.constants[term]
+                g.shapes[neg], g.dtypes[neg] = g.constants[neg].shape, g.constants[neg].dtype
+                terms.append(("add", neg, True))
+            else:
+                subtracted.append(node)
+            name = node.inputs[0]
         elif node.op_type == "Where":
             cond, a, b = node.inputs
             fill = g.scalar(b) if g.scalar(b) is not None else g.scalar(a)
@@ -296,7 +340,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     dv = g.shapes[v_head][-1]
     score_heads, score_rows = heads, sq
 
-    found, ropes, seq_first = {}, {}, {}
+    found, ropes, layouts, biases = {}, {}, {}, {}
     group = 0
     for group in _query_groups(ctx, q_head, score_heads, score_rows, dh):
         # Grouped-query attention is the same op whether K/V heads are repeated to the query heads (repeat_kv) or
@@ -316,42 +360,60 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                                       dh, rope=False))):
         if fit is None:
             return None
-        source, chain, factor, rope, first = fit
+        source, chain, factor, rope, layout, bias = fit
         if role in ("q", "k"):
             scale *= factor
         elif factor != 1.0 or rope is not None:
             return None
-        found[role], ropes[role], seq_first[role] = source, rope, first
+        found[role], ropes[role], layouts[role], biases[role] = source, rope, layout, bias
         region += chain
-    kv_heads = g.shapes[found["k"]][2] // dh
+    def width(role: str) -> int:  # D of a source, whatever its layout
+        layout = layouts[role] or (0, 1, 2)
+        return g.shapes[found[role]][layout[2]]
+
+    kv_heads = width("k") // dh
     classified = classify_terms(g, terms, score_heads, group, sq, sk)
     if classified is None:
         return None
     masks, causal, kind_seen, input_terms, input_wheres, bmm_terms = classified
-    if g.shapes[found["v"]][2] // dv != kv_heads:
+    for _ in subtracted:
+        kind_seen = "other" if kind_seen else "input"
+    if width("v") // dv != kv_heads:
         return None
-    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] (or sequence-first [Sq, B, H*Dv]) tensor.
-    out, chain = av.outputs[0], []
+    # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor, sequence-first [Sq, B, H*Dv],
+    # channels-first [B, H*Dv, Sq] or flattened [B*Sq, H*Dv]. Where the chain stops short of one (ConvBERT
+    # concatenates these heads with its convolution heads before merging), at the last [B, Sq, H, Dv] view on it.
     av_shape = g.shapes[av.outputs[0]]
     b_size = math.prod(av_shape) // (heads * sq * dv)
-    merged = {(b_size, sq, heads * dv), (b_size * sq, heads * dv), (sq, b_size, heads * dv)}
-    while g.shapes.get(out) not in merged:
+    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
+    merged = x.transpose(0, 2, 1, 3).reshape(b_size, sq, heads * dv)
+    layouts3 = [(None, merged), ((1, 0, 2), merged.transpose(1, 0, 2)), ((0, 2, 1), merged.transpose(0, 2, 1))]
+    out, chain, walked = av.outputs[0], [], []
+    fallback: tuple[str, list[Node]] | None = None
+    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
+    while found_out is None and len(walked) <= 4:
+        shape = tuple(g.shapes.get(out, ()))
+        if walked and len(shape) in (2, 3, 4):
+            got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
+            for perm, want in layouts3 if len(shape) != 4 else []:
+                if got.shape == shape and want.size == got.size and np.array_equal(got, want.reshape(shape)
+                                                                                   if len(shape) == 2 else want):
+                    found_out = (out, list(walked), perm)
+                    break
+            if shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
+                fallback = (out, list(walked))
+        if found_out is not None:
+            break
         users = ctx.consumers.get(out, [])
         if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
-            return None
-        chain.append(users[0])
+            break
+        walked.append(users[0])
         out = users[0].outputs[0]
-        if len(chain) > 4:
+    if found_out is None:
+        if fallback is None:
             return None
-    x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
-    got = _run_chain(ctx, chain[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
-    want = x.transpose(0, 2, 1, 3).reshape(g.shapes[out])
-    out_seq_first = False
-    if got.shape != want.shape or not np.array_equal(got, want):
-        want = x.transpose(2, 0, 1, 3).reshape(g.shapes[out])
-        if got.shape != want.shape or not np.array_equal(got, want):
-            return None
-        out_seq_first = True
+        found_out = (*fallback, None)
+    out, chain, out_perm = found_out
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.
     ids = {id(n) for n in region}
@@ -368,6 +430,11 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     nodes = [n for n in region if not any(n is k for k in keep)]
     unfolded = input_terms + [additive_where(g, where, keep_true) for where, keep_true in input_wheres]
+    for node in subtracted:  # Sub(scores, term) == scores + Neg(term)
+        neg = f"{node.name}/negated_output_0"
+        g.shapes[neg], g.dtypes[neg] = g.shapes[node.inputs[1]], g.dtypes.get(node.inputs[1], np.dtype(np.float32))
+        g.nodes.insert(g.nodes.index(node), Node("Neg", f"{node.name}/negated", [node.inputs[1]], [neg]))
+        unfolded.append(neg)
     masks += [unfold_input(g, term, score_heads, group, sq) for term in unfolded]
     for i, term in enumerate(bmm_terms):
         viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
@@ -376,9 +443,15 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         masks.append(viewed)
     # Several additive masks (T5: relative-position bias + padding) are summed into one operand (recognize()).
     mask = masks[0] if len(masks) == 1 else None
+    softcap = None
+    if cap is not None:  # cap * tanh(scale * QK^T) == c * tanh((scale * cap) * QK^T / c) with c = |cap|
+        softcap, scale = abs(cap), scale * cap
+        if softcap == 0.0:
+            return None
     return Match("attention", nodes, out, {"q": found["q"], "k": found["k"], "v": found["v"], "mask": mask},
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
-                  "mask_kind": kind_seen, "rope": ropes, "seq_first": seq_first, "out_seq_first": out_seq_first,
+                  "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
+                  "out_perm": out_perm, "softcap": softcap,
                   "mask_parts": masks})
 
 
@@ -486,52 +559,31 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
     return None
 
 
-def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
-    """Insert Adds summing additive masks (one broadcast [.., Sq, Sk] operand) after the last of their producers."""
-    at = max((i + 1 for i, n in enumerate(graph.nodes) if any(p in n.outputs for p in parts)), default=0)
-    total = parts[0]
-    for i, part in enumerate(parts[1:]):
-        out = f"{name}_{i}_output_0"
-        shape = np.broadcast_shapes(graph.shapes[total], graph.shapes[part])
-        graph.shapes[out] = tuple(shape)
-        graph.dtypes[out] = np.result_type(graph.dtypes.get(total, np.float32), graph.dtypes.get(part, np.float32))
-        graph.nodes.insert(at + i, Node("Add", f"{name}_{i}", [total, part], [out]))
-        total = out
-    return total
-
-
-def _to_batch_first(graph: Graph, source: str, name: str) -> str:
-    """Insert Transpose [S, B, D] -> [B, S, D] of ``source`` right after its producer (a view when B is 1)."""
-    s, b, d = graph.shapes[source]
-    out = f"{name}_output_0"
-    graph.shapes[out], graph.dtypes[out] = (b, s, d), graph.dtypes.get(source, np.dtype(np.float32))
-    node = Node("Reshape" if b == 1 else "Transpose", name, [source], [out])
-    if b == 1:
-        shape = f"{name}_shape"
-        graph.constants[shape] = np.array([b, s, d], dtype=np.int64)
-        graph.shapes[shape], graph.dtypes[shape] = (3,), np.dtype(np.int64)
-        node.inputs.append(shape)
-    else:
-        node.attrs["perm"] = [1, 0, 2]
-    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
-    graph.nodes.insert(at, node)
-    return out
-
-
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
+    from compiler.frontend.attention_operands import materialize_operands
+    from compiler.frontend.batchnorm import lower_batchnorms
+    from compiler.frontend.einsum import lower_einsums
     from compiler.frontend.fused_proj import split_selected_projections
     from compiler.frontend.fused_qkv import split_fused_qkv
     from compiler.frontend.head_norm import view_head_norm
     from compiler.frontend.kv_cache import rewrite_kv_cache
+    from compiler.frontend.pooling import lower_pools
     from compiler.frontend.recognize_moe import recognize_moe
 
+    lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
+    lower_batchnorms(graph)  # inference BatchNormalization -> per-channel Mul + Add
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
+    # Einsums the MoE blocks did not take (their experts are stacked-weight einsums): Transpose / Reshape / ReduceSum
+    # / MatMul, so the attention matcher and the GEMM lowering see their products.
+    if lower_einsums(graph, ctx.taken):
+        ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
+                   ctx.taken)
     for node in graph.nodes:
         if id(node) in ctx.taken:
             continue
@@ -549,15 +601,6 @@ def recognize(graph: Graph) -> list[Match]:
             ctx.taken.update(id(n) for n in match.nodes)
             if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
                 view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
-    for match in matches:  # rotations re-emitted on the [B, S, D] projections the attention op reads
-        base = match.nodes[0].name.rsplit("/", 1)[0]
-        if len(match.props.get("mask_parts", ())) > 1:
-            match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
-        for role, first in match.props.get("seq_first", {}).items():
-            if first:
-                match.operands[role] = _to_batch_first(graph, match.operand(role), f"{base}/{role}_batch_first")
-        ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
-        for role, rope in ropes:
-            match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
-                                                    match.props["head_dim"], f"{base}/rope_{role}")
+    for match in matches:  # masks summed, biases, layouts and rotations on the operands the attention op reads
+        materialize_operands(graph, match)
     return matches

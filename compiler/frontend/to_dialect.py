@@ -51,12 +51,15 @@ _ELEMENTWISE = {
     "Greater": "greater", "Not": "not", "And": "and", "Or": "or", "Cast": "cast", "Clip": "clip",
     "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
     "IsNaN": "isnan", "IsInf": "isinf", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
+    "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
     "Split": "split", "Expand": "expand", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Flatten": "flatten",
     "Tile": "tile", "Trilu": "trilu", "Range": "range", "ConstantOfShape": "constant_of_shape", "CumSum": "cumsum",
     "GatherElements": "gather", "GatherND": "gather", "Pad": "pad",
+    # updates written at constant indices (dynamo's slice_scatter of an in-place slice assignment: Funnel)
+    "ScatterND": "scatter", "ScatterElements": "scatter",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -75,6 +78,8 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "element-wise": set(_ELEMENTWISE),
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
+        # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py)
+        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
     }
 
@@ -287,6 +292,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             extra["kv_heads"] = IntegerAttr(kv_heads, i64)
         if m.props.get("mask_kind"):
             extra["mask_kind"] = StringAttr(m.props["mask_kind"])
+        if m.props.get("softcap") is not None:
+            extra["softcap"] = FloatAttr(float(m.props["softcap"]), f64)
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),
@@ -300,14 +307,14 @@ def _emit_match(b: _Builder, m: Match) -> None:
                         **extra}))
         b.patterns["attention"] += 1
         b.patterns["softmax"] += 1
-        if m.props.get("out_seq_first"):  # a sequence-first export: [S, B, D] (or [S*B, D]) after the heads merge
-            bsz, seq, dim = merged_type.get_shape()
-            merged_type = TensorType(out_type.get_element_type(), [seq, bsz, dim])
+        out_perm = m.props.get("out_perm")
+        if out_perm:  # a sequence-first [S, B, D] or channels-first [B, D, S] export after the heads merge
+            merged_type = TensorType(out_type.get_element_type(), [merged_type.get_shape()[p] for p in out_perm])
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[merged_type],
-                properties={"layer": StringAttr(name + ".seq_first"), "kind": StringAttr("transpose"),
+                properties={"layer": StringAttr(name + ".layout"), "kind": StringAttr("transpose"),
                             "attrs": DictionaryAttr({"onnx_op": StringAttr("Transpose"), "nin": IntegerAttr(1, i64),
-                                                     "perm": _attr([1, 0, 2])})}))
+                                                     "perm": _attr(list(out_perm))})}))
         if merged_type != out_type:  # the export merged batch and sequence: [B*S, D]
             op = b.add(df.MoveOp.create(
                 operands=[op.results[0]], result_types=[out_type],

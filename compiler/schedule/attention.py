@@ -199,6 +199,15 @@ class _Shape:
     deps: tuple[str, ...]
     #: [Sq, Sk] pairs attended when fully masked tiles may be skipped (:func:`allowed_keys`), else None
     allowed: np.ndarray | None = None
+    softcap: bool = False  # logits soft-capped (c * tanh(s / c)) before the softmax
+
+    def cap_work(self, elements: int) -> VectorWork | None:
+        """The soft-capping tanh over ``elements`` scores (None without a cap), priced as lower.py prices a
+        standalone Tanh: a transcendental, one polynomial evaluation per element like erf-GELU. Its 1/c folds
+        into the score scale; its c multiplies the tanh's result inside that polynomial's last step."""
+        if not self.softcap:
+            return None
+        return VectorWork(kind="gelu", elements=elements, approx="exact", bits=self.bits)
 
     @property
     def score_bytes(self) -> int:
@@ -235,7 +244,8 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
         dv=op.v.type.get_shape()[2] // op.kv_heads_value(),  # type: ignore[attr-defined]  # K/V once per KV head
         bits=element_bits(op.q), softmax=softmax_cost_name(op.softmax_choice().value),
         q_bytes=tensor_bytes(op.q), k_bytes=k_bytes, v_bytes=v_bytes,
-        mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed)
+        mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed,
+        softcap=op.softcap_value() is not None)
     name = shape.name
     if op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE:
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
@@ -295,12 +305,17 @@ def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
     plan, c_qk = _layer(shape, cost)
     qk, av, sm = shape.standard_works()
     c_av, c_sm = cost(av), cost(sm)
+    cap = shape.cap_work(sm.elements)
+    if cap is not None:  # the tanh runs on the softmax's pass over the scores, before it
+        c_cap = cost(cap)
+        c_sm = replace(c_sm, compute_cycles=c_sm.compute_cycles + c_cap.compute_cycles,
+                       onchip_bytes=c_sm.onchip_bytes + c_cap.onchip_bytes)
     name, score = shape.name, shape.score_bytes
     t1 = priced_task(TaskSpec(f"{name}.qk", shape.q_bytes + shape.k_bytes, score, shape.deps), c_qk)
     t2 = priced_task(TaskSpec(f"{name}.softmax", score + shape.mask_bytes, score, (t1.name,)), c_sm)
     t3 = priced_task(TaskSpec(name, score + shape.v_bytes, shape.out_bytes, (t2.name,) + shape.deps), c_av)
     plan.tasks = [t1, t2, t3]
-    plan.works = [qk, sm, av]
+    plan.works = [qk, sm, av] + ([cap] if cap is not None else [])
     plan.detail["score_bytes_offchip"] = 4 * score
     plan.detail.update(readout_detail(c_qk, c_av))
     return _finish(plan, shape, c_qk)
@@ -349,7 +364,8 @@ def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
     elem = max(1, shape.bits // 8)
     plan.tasks = [priced_task(TaskSpec(shape.name, shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes,
                                        shape.out_bytes, shape.deps), fused)]
-    plan.works = [sm]
+    cap = shape.cap_work(sm.elements)
+    plan.works = [sm, cap] if cap is not None else [sm]
     plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
     plan.detail.update({"algorithm": "edge-moe", "score_bytes_offchip": 0, "lanes": lanes,
                         "lane_cycles": 2 * shape.b * shape.heads * steps,
@@ -371,7 +387,9 @@ def _edge_moe_cost(shape: _Shape, steps: int, visits: int, cost: CostFn) -> tupl
     sm = VectorWork(kind="softmax", elements=bh * visits, rows=bh * shape.sq, approx=_online(shape.softmax),
                     bits=shape.bits)
     cycles = 2 * bh * steps
-    return Cost(unit="gemm", compute_cycles=max(cycles, cost(sm).compute_cycles), tiles=max(1, bh)), sm
+    cap = shape.cap_work(sm.elements)
+    vector = cost(sm).compute_cycles + (cost(cap).compute_cycles if cap is not None else 0)
+    return Cost(unit="gemm", compute_cycles=max(cycles, vector), tiles=max(1, bh)), sm
 
 
 def _price_flash(shape: _Shape, tiles: tuple[int, int], cost: CostFn) -> LayerPlan:
@@ -417,13 +435,15 @@ def _flash_cost(shape: _Shape, tiles: tuple[int, int], per_head: int, elements: 
     av = GemmWork(m=tq, n=shape.dv, k=tk, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
     mul = VectorWork(kind="mul", elements=batch * tq * shape.dv, bits=32)
     c_sm, c_qk, c_av, rescale = cost(sm), cost(qk), cost(av), cost(mul)
-    vector = c_sm.compute_cycles + rescale.compute_cycles
+    cap = shape.cap_work(sm.elements)
+    vector = c_sm.compute_cycles + rescale.compute_cycles + (cost(cap).compute_cycles if cap is not None else 0)
     fused = Cost(unit=c_qk.unit, compute_cycles=max(c_qk.compute_cycles + c_av.compute_cycles, vector), tiles=batch,
                  onchip_bytes=c_qk.onchip_bytes + c_av.onchip_bytes)
     drain = sum(int(c.detail.get("drain_cycles", 0)) for c in (c_qk, c_av))
+    works: list[Any] = [qk, av, sm, mul] + ([cap] if cap is not None else [])
     if not drain:
-        return fused, [qk, av, sm, mul], None
-    return fused, [qk, av, sm, mul], fused.compute_cycles - max(c_qk.compute_cycles + c_av.compute_cycles - drain,
+        return fused, works, None
+    return fused, works, fused.compute_cycles - max(c_qk.compute_cycles + c_av.compute_cycles - drain,
                                                                 vector)
 
 

@@ -136,7 +136,7 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
         kind = op.kind_value()
         if kind in _CHEAP:
             return "add", "exact"
-        if kind == "mul":
+        if kind in ("mul", "hardsigmoid", "hardswish"):  # piecewise linear: a multiply-add and a clamp (and a mul)
             return "mul", "exact"
         return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
     raise AssertionError(op.name)

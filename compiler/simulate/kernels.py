@@ -218,7 +218,16 @@ def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
         memo["softmax"] = df.SoftmaxApprox.EXACT if ctx.exact else op.softmax_choice()
         memo["bits"] = softmax_bits(op, memo["softmax"])
         memo["algorithm"] = op.algorithm_choice()
+        memo["softcap"] = op.softcap_value()
     return memo
+
+
+def _softcap_int(x: np.ndarray, step: float, cap: float) -> np.ndarray:
+    """Soft-capped integer scores on the same grid: round(c * tanh(x * step / c) / step). The tanh is the vector
+    unit's transcendental (priced as one in compiler/schedule/attention.py) and is modelled here in float64, as
+    there is no integer tanh kernel in compiler.numerics; its result lies in (-c, c), so it is requantised onto the
+    scores' own step and the integer softmax reads the grid it would read without the cap."""
+    return np.round(cap * np.tanh(x.astype(np.float64) * (step / cap)) / step).astype(np.int64)
 
 
 #: algorithm name -> kernel for ``dataflow.attention`` ops with that ``algorithm`` (see the package docstring).
@@ -266,6 +275,8 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
     if q.quantized:
         s = float(q.step()) * float(k.step()) * p["scale"]
         x = int_matmul(qh, kh.swapaxes(-1, -2))
+        if p["softcap"] is not None:
+            x = _softcap_int(x, s, p["softcap"])
         if mask is not None:
             # The additive mask on the scores' grid. -inf-like entries go to -2^32 so that, after the int32 clamp
             # below, a fully masked row is all -2^31 (uniform, as float gives) rather than scores - 2^31.
@@ -284,6 +295,9 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         acc = int_matmul(prob, vh)
         return [Tensor(_merge(acc), ps * float(v.step()))]
     scores = np.matmul(qh, kh.swapaxes(-1, -2)) * np.float32(p["scale"])
+    if p["softcap"] is not None:
+        cap = np.float32(p["softcap"])
+        scores = cap * np.tanh(scores / cap)
     bias = None
     if mask is not None or causal is not None:
         bias = np.zeros(scores.shape, dtype=scores.dtype) if mask is None else np.broadcast_to(mask, scores.shape)

@@ -1,0 +1,87 @@
+"""Nodes an attention match adds to the graph so the attention op reads [B, S, D] operands.
+
+The matcher (compiler/frontend/recognize.py) records what it found rather than rewriting while it matches: several
+additive masks (summed into one operand), a constant added after the head split (moved onto the projection), a
+sequence- or channels-first source (transposed to batch-first) and rotary embeddings on Q and K (re-emitted on the
+projection, compiler/frontend/rope.py). Each inserted node computes, on the operand, what the replaced nodes computed
+after the head split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.frontend.graph import Graph, Node
+from compiler.frontend.match import Match
+from compiler.frontend.rope import materialize_rope
+
+__all__ = ["materialize_operands"]
+
+
+def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
+    """Insert Adds summing additive masks (one broadcast [.., Sq, Sk] operand) after the last of their producers."""
+    at = max((i + 1 for i, n in enumerate(graph.nodes) if any(p in n.outputs for p in parts)), default=0)
+    total = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out = f"{name}_{i}_output_0"
+        shape = np.broadcast_shapes(graph.shapes[total], graph.shapes[part])
+        graph.shapes[out] = tuple(shape)
+        graph.dtypes[out] = np.result_type(graph.dtypes.get(total, np.float32), graph.dtypes.get(part, np.float32))
+        graph.nodes.insert(at + i, Node("Add", f"{name}_{i}", [total, part], [out]))
+        total = out
+    return total
+
+
+def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name: str) -> str:
+    """Insert the Transpose ``perm`` of ``source`` ([S, B, D] or [B, D, S]) to [B, S, D] right after its producer
+    (a Reshape when the order of elements does not change: a batch of one, sequence-first)."""
+    shape = graph.shapes[source]
+    new = tuple(shape[p] for p in perm)
+    out = f"{name}_output_0"
+    graph.shapes[out], graph.dtypes[out] = new, graph.dtypes.get(source, np.dtype(np.float32))
+    view = [p for p in perm if shape[p] != 1] == sorted(p for p in perm if shape[p] != 1)
+    node = Node("Reshape" if view else "Transpose", name, [source], [out])
+    if view:
+        target = f"{name}_shape"
+        graph.constants[target] = np.array(new, dtype=np.int64)
+        graph.shapes[target], graph.dtypes[target] = (3,), np.dtype(np.int64)
+        node.inputs.append(target)
+    else:
+        node.attrs["perm"] = list(perm)
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes.insert(at, node)
+    return out
+
+
+def _add_bias(graph: Graph, source: str, bias: np.ndarray, name: str) -> str:
+    """Insert ``source + bias`` (a constant found after the head split, moved onto the projection) right after the
+    producer of ``source``."""
+    dtype = graph.dtypes.get(source, np.dtype(np.float32))
+    const, out = f"{name}_value", f"{name}_output_0"
+    graph.constants[const] = bias.astype(dtype)
+    graph.shapes[const], graph.dtypes[const] = bias.shape, dtype
+    graph.shapes[out], graph.dtypes[out] = graph.shapes[source], dtype
+    at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
+    graph.nodes.insert(at, Node("Add", name, [source, const], [out]))
+    return out
+
+
+def materialize_operands(graph: Graph, match: Match) -> None:
+    """Insert the nodes ``match`` (an attention match; other kinds pass through) recorded and point its operands at
+    their outputs."""
+    if match.kind != "attention":
+        return
+    base = match.nodes[0].name.rsplit("/", 1)[0]
+    if len(match.props.get("mask_parts", ())) > 1:
+        match.operands["mask"] = _sum_masks(graph, match.props["mask_parts"], f"{base}/mask_sum")
+    for role, bias in match.props.get("biases", {}).items():
+        if bias is not None:
+            match.operands[role] = _add_bias(graph, match.operand(role), bias, f"{base}/{role}_bias")
+    for role, layout in match.props.get("layouts", {}).items():
+        if layout:
+            match.operands[role] = _to_batch_first(graph, match.operand(role), layout,
+                                                   f"{base}/{role}_batch_first")
+    ropes = [(role, rope) for role, rope in match.props.get("rope", {}).items() if rope is not None]
+    for role, rope in ropes:
+        match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
+                                                match.props["head_dim"], f"{base}/rope_{role}")
