@@ -106,8 +106,9 @@ class SystemConfig:
             raise InputError(f"target '{getattr(target, 'name', '?')}': the system RTL needs a systolic array "
                              "(gemm) and buffers; this target kind has none")
         width = max(gemm.rows, gemm.cols)
-        sp_rows = (buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits)
-        acc_rows = buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits)
+        # buffer sizes are KiB and may be fractional in the YAML; rows are whole
+        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
+        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
         config = cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
                      4096, queue_depth)
         config.check()
