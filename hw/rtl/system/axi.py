@@ -45,7 +45,7 @@ def axi4_signature() -> wiring.Signature:
 def burst_beats(beat_index: Value, beats_left: Value) -> Value:
     """Beats of the next burst from beat number ``beat_index`` (byte address / 16) with ``beats_left`` to go: as
     many as remain, but never past the next 4 KiB boundary (which also caps it at 256 beats)."""
-    to_boundary = _BEATS_PER_4K - beat_index[:8]
+    to_boundary = _BEATS_PER_4K - Value.cast(beat_index[:8])
     return Mux(beats_left < to_boundary, beats_left, to_boundary)
 
 

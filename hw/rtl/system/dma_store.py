@@ -10,7 +10,7 @@ waits for its write response before the next starts, so when ``done`` rises ever
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal, signed
+from amaranth.hdl import Elaboratable, Module, Signal, Value, signed
 
 from hw.isa import Opcode
 from hw.rtl.system.axi import ADDR_BITS, BEAT_BYTES, BEAT_LOG2, burst_beats
@@ -74,7 +74,7 @@ class StoreDma(Elaboratable):
             with m.If(space == index):
                 m.d.comb += value.eq(row.word_select(c[:max(1, (sp.lanes - 1).bit_length())], sp.bits).as_signed())
 
-        offset = ptr[:BEAT_LOG2]
+        offset = Value.cast(ptr[:BEAT_LOG2])
         elem_bytes = Signal(4)
         m.d.comb += elem_bytes.eq(1 << elem_log2)
         masked = Signal(64)

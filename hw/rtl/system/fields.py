@@ -18,25 +18,25 @@ def field(word: Value, op: Opcode, name: str) -> Value:
     """Field ``name`` of instruction ``op`` in ``word`` (unsigned; the caller reinterprets signed fields)."""
     for fname, lo, width in CLASSES[op].LAYOUT:
         if fname == name:
-            return word[lo:lo + width]
+            return Value.cast(word[lo:lo + width])
     raise KeyError(f"{op.name} has no field {name!r}")
 
 
 def opcode(word: Value) -> Value:
-    return word[0:4]
+    return Value.cast(word[0:4])
 
 
 def pop_prev(word: Value) -> Value:
-    return word[4]
+    return Value.cast(word[4])
 
 
 def pop_next(word: Value) -> Value:
-    return word[5]
+    return Value.cast(word[5])
 
 
 def push_prev(word: Value) -> Value:
-    return word[6]
+    return Value.cast(word[6])
 
 
 def push_next(word: Value) -> Value:
-    return word[7]
+    return Value.cast(word[7])

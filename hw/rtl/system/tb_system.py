@@ -45,6 +45,6 @@ async def run_program(dut):
     except SimTimeoutError:
         done = False
     await FallingEdge(dut.clk)
-    reads = {name: ram.read(addr, size).hex() for name, (addr, size) in job["reads"].items()}
+    reads = {name: bytes(ram.read(addr, size) or b"").hex() for name, (addr, size) in job["reads"].items()}
     result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads}
     Path(os.environ["CODESIGN_TB_RESULT"]).write_text(json.dumps(result))

@@ -1,25 +1,10 @@
 """The ``cds1`` system top level: fetch, three queues with dependency tokens, DMA, memories, array, requant.
 
-::
-
-                 m_axi (AXI4, 128-bit)
-       AR/R  +------------+------------------------+    AW/W/B
-     .-------| ReadArbiter|                        |-----------------------.
-     |       +------------+                        |                       |
-  +-------+   +--------+       +------------+      |   +-----------+   +-----------+
-  | Fetch |-->| load q |-tok-->| execute q  |-tok--+-->| store q   |-->| StoreDma  |
-  +-------+   +--------+<-tok--+------------+<-tok-----+-----------+   +-----------+
-      |  \        |                  |                                      ^
-      |   `-------+------------------+--> (dispatch by opcode)              |
-      |       +--------+      +-------------------------+                  |
-      |       |LoadDma |      | Execute: SystolicGemm,  |                  |
-      |       +--------+      | Requant, CONFIG regs    |                  |
-      |           |           +-------------------------+                  |
-      |           v              ^   |        ^   |                        |
-      |      [ scratchpad ] ----'    |   [ accumulator ]-------------------'
-      |      [ constants  ] ---------'        ^--------------- (results)
-      v
-   HALT -> done once every queue has drained; `cycles` counts start .. done
+Blocks (docs/RTL.md, System top level, draws them): ``Fetch`` reads instruction words over the AXI read channels
+(shared with the load DMA through ``ReadArbiter``) and dispatches each into the load, execute or store queue
+(``QueueController``: an instruction FIFO and the token handshake); four token counters link load -> execute ->
+store; ``LoadDma`` (AXI reads -> scratchpad, accumulator or constant rows), ``Execute`` (``SystolicGemm`` and
+``Requant``), ``StoreDma`` (scratchpad or accumulator rows -> AXI writes).
 
 ``start`` (one cycle, with ``program_addr``: the byte address of the first instruction word in the AXI space)
 runs a program; ``done`` rises when ``HALT`` has been fetched and all three queues are empty and idle, and stays
