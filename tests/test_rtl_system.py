@@ -23,7 +23,7 @@ from hw.rtl.system import SystemConfig, run_system
 from hw.rtl.systolic import predicted_cycles
 
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
-SMALL = SystemConfig(4, 4, sp_rows=256, acc_rows=64, const_rows=64)
+SMALL = SystemConfig(4, 4, sp_rows=512, acc_rows=64, const_rows=64)
 
 
 def _geometry(config: SystemConfig) -> Geometry:
@@ -43,9 +43,10 @@ def _layer(rng, name: str, m: int, k: int, n: int, requant: str, out_bits: int =
 
 
 def _small_program(rng) -> tuple[ProgramBuilder, Program]:
-    """Ragged layers with every output kind (int32, per-tensor and per-channel int8, int16), and a chained pair."""
+    """Ragged layers with every output kind (int32, per-tensor and per-channel int8, int16), and a chained pair;
+    ``plain``'s 70-byte input rows are misaligned and span two of a transposed load's 64-byte chunks."""
     builder = ProgramBuilder(_geometry(SMALL))
-    for layer in (_layer(rng, "plain", 9, 10, 7, "none", 32), _layer(rng, "tensor", 6, 5, 9, "tensor"),
+    for layer in (_layer(rng, "plain", 9, 70, 7, "none", 32), _layer(rng, "tensor", 6, 5, 9, "tensor"),
                   _layer(rng, "channel", 7, 12, 6, "channel"), _layer(rng, "wide", 5, 7, 5, "channel", 16)):
         x, _ = builder.gemm(layer)
         builder.image.write(x.name, rng.integers(-128, 128, x.shape))

@@ -1,28 +1,33 @@
-"""The load DMA: ``LOAD`` (docs/ISA.md) as AXI4 read bursts into a space's rows.
+"""The load DMA: ``LOAD`` (docs/ISA.md) as AXI4 read bursts into a space's rows, whole rows per write.
 
-Per DRAM row ``r`` (``dram + r * stride``) it reads the beats that cover the row's ``cols << elem_log2`` bytes, in
-bursts cut at 4 KiB boundaries (``axi.burst_beats``). Each element is sign-extended from its DRAM size and
-truncated to the space's element width. Two paths:
+Every transfer is cut into *segments*, each a run of contiguous DRAM bytes read in bursts (cut at 4 KiB
+boundaries, ``axi.burst_beats``) and gathered, one beat per cycle, into a buffer that is then shifted by the
+segment's misalignment. Each element is sign-extended from its DRAM size and truncated to the space's element
+width.
 
-* a plain load gathers the row's beats (one per cycle), then writes the whole row, lanes ``< cols``, in one cycle:
-  a row costs its beats plus the burst request, the memory's latency and one write;
-* a ``transpose`` load walks the elements through the held beat, one per cycle, each into one lane: lane ``r`` of
-  row ``row + c`` (the memories have per-lane write enables). A transposing buffer that writes whole rows is not
-  built yet.
+* A plain load has one segment per DRAM row ``r`` (``dram + r * stride``, ``cols << elem_log2`` bytes), written
+  in one cycle into lanes ``< cols`` of row ``row + r``.
+* A ``transpose`` load goes in chunks of :data:`CHUNK_BYTES` of each DRAM row: the chunk's segments of rows
+  ``0 .. rows-1`` are stashed in a corner-turn buffer (``rows`` x 64 bytes), then each of its columns ``c`` is
+  written in one cycle as lanes ``< rows`` of space row ``row + c``.
 
-Elements must be naturally aligned in DRAM (the backend's regions are 64-byte aligned and its strides whole
-elements), so none straddles a beat.
+A segment costs its beats plus the burst request, the memory's latency and a cycle to file it; the element
+widths never straddle a beat because elements are naturally aligned in DRAM (the backend's regions are 64-byte
+aligned and its strides whole elements).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, Value, signed
 
 from hw.isa import Opcode
 from hw.rtl.system.axi import ADDR_BITS, BEAT_BYTES, BEAT_LOG2, ReadClient, burst_beats
 from hw.rtl.system.fields import field
 
-__all__ = ["LoadDma", "SpacePort", "element_from_beat"]
+__all__ = ["LoadDma", "SpacePort", "CHUNK_BYTES"]
+
+CHUNK_BYTES = 64
+"""Bytes of each DRAM row a transposed load gathers per chunk: four beats per burst, 8 to 64 space rows per chunk."""
 
 
 class SpacePort:
@@ -32,19 +37,18 @@ class SpacePort:
         self.port, self.lanes, self.bits = port, lanes, bits
 
 
-def element_from_beat(m: Module, beat, offset, elem_log2) -> Signal:
-    """The signed element of ``1 << elem_log2`` bytes at byte ``offset`` of ``beat``, sign-extended to 64 bits."""
-    value = Signal(signed(64))
+def _field(word, name):
+    return field(word, Opcode.LOAD, name)
+
+
+def _element(m: Module, data: Value, index, elem_log2, name: str) -> Signal:
+    """Element ``index`` of ``data`` (elements of ``1 << elem_log2`` bytes), sign-extended to 64 bits."""
+    value = Signal(signed(64), name=name)
     with m.Switch(elem_log2):
         for log2 in range(4):
             with m.Case(log2):
-                bits = 8 << log2
-                m.d.comb += value.eq(beat.word_select(offset[log2:BEAT_LOG2], bits).as_signed())
+                m.d.comb += value.eq(data.word_select(index, 8 << log2).as_signed())
     return value
-
-
-def _field(word, name):
-    return field(word, Opcode.LOAD, name)
 
 
 class LoadDma(Elaboratable):
@@ -63,118 +67,121 @@ class LoadDma(Elaboratable):
         space, row0, rows = _field(word, "space"), _field(word, "row"), _field(word, "rows")
         cols, elem_log2 = _field(word, "cols"), _field(word, "elem_log2")
         transpose, dram, stride = _field(word, "transpose"), _field(word, "dram"), _field(word, "stride")
+        max_lanes = max(sp.lanes for sp in self.spaces)
 
         r = Signal(16)
-        c = Signal(13)
-        row_addr = Signal(ADDR_BITS)
-        ptr = Signal(ADDR_BITS)  # byte address of element c
+        c0 = Signal(16)  # first column of a transposed chunk
+        i = Signal(16)  # column within the chunk being written
+        row_addr = Signal(ADDR_BITS)  # dram + r * stride
+        seg_addr = Signal(ADDR_BITS)
         beat_index = Signal(ADDR_BITS - BEAT_LOG2)
         beats_left = Signal(16)
-        beat = Signal(8 * BEAT_BYTES)
-        beat_valid = Signal()
-        beat_last = Signal()
 
+        # The segment of the row (or chunk) being read.
         row_bytes = Signal(16)
         m.d.comb += row_bytes.eq(cols << elem_log2)
-        row_beats = Signal(16)
-        m.d.comb += row_beats.eq(((row_addr + row_bytes - 1) >> BEAT_LOG2) - (row_addr >> BEAT_LOG2) + 1)
+        chunk_left = Signal(16)
+        m.d.comb += chunk_left.eq(row_bytes - (c0 << elem_log2))
+        next_seg_addr = Signal(ADDR_BITS)
+        next_seg_bytes = Signal(16)
+        m.d.comb += [
+            next_seg_addr.eq(row_addr + Mux(transpose, c0 << elem_log2, 0)),
+            next_seg_bytes.eq(Mux(transpose, Mux(chunk_left < CHUNK_BYTES, chunk_left, CHUNK_BYTES), row_bytes)),
+        ]
+        seg_beats = Signal(16)
+        m.d.comb += seg_beats.eq(((next_seg_addr + next_seg_bytes - 1) >> BEAT_LOG2) -
+                                 (next_seg_addr >> BEAT_LOG2) + 1)
         burst = Signal(16)
         m.d.comb += burst.eq(burst_beats(beat_index, beats_left))
 
-        offset = ptr[:BEAT_LOG2]
-        elem_bytes = Signal(4)
-        m.d.comb += elem_bytes.eq(1 << elem_log2)
-        value = element_from_beat(m, beat, offset, elem_log2)
-        last_of_row = c == cols - 1
-        release = Signal()
-        m.d.comb += release.eq(beat_valid & (last_of_row | (offset + elem_bytes >= BEAT_BYTES)))
+        # Gathered beats, aligned to the segment's first byte.
+        seg_max = max(max_lanes * 8, CHUNK_BYTES)
+        buf_beats = seg_max // BEAT_BYTES + 2  # a misaligned segment touches one more beat
+        gathered = Signal(buf_beats * 8 * BEAT_BYTES)
+        count = Signal(range(buf_beats + 1))
+        aligned = Signal(seg_max * 8)
+        m.d.comb += aligned.eq(gathered >> (Value.cast(seg_addr[:BEAT_LOG2]) * 8))
 
-        # Whole rows (no transpose): the row's beats gathered, then every lane written at once.
-        max_row_bytes = max(sp.lanes for sp in self.spaces) * 8
-        buf_beats = max_row_bytes // BEAT_BYTES + 2  # a misaligned row touches one more beat
-        row_buf = Signal(buf_beats * 8 * BEAT_BYTES)
-        buf_count = Signal(range(buf_beats + 1))
-        aligned = Signal(max_row_bytes * 8)
-        m.d.comb += aligned.eq(row_buf >> (Value.cast(row_addr[:BEAT_LOG2]) * 8))
-        row_write = Signal()
+        # Corner-turn buffer of a transposed chunk: one CHUNK_BYTES row per DRAM row.
+        corner = [Signal(CHUNK_BYTES * 8, name=f"corner{k}") for k in range(max_lanes)]
+        chunk_elems = Signal(8)
+        m.d.comb += chunk_elems.eq(CHUNK_BYTES >> elem_log2)
+        last_column = (i == chunk_elems - 1) | (c0 + i == cols - 1)
 
-        # Lane writes: one element replicated over every lane with one lane enabled, or a whole row.
-        write = Signal()
-        lane = Mux(transpose, r, c)
+        write_row = Signal()
+        write_column = Signal()
         for index, sp in enumerate(self.spaces):
             port = sp.port
-            row_lanes = []
-            for j in range(sp.lanes):
-                lane_value = Signal(signed(64), name=f"row{index}_lane{j}")
-                with m.Switch(elem_log2):
-                    for log2 in range(4):
-                        bits = 8 << log2
-                        with m.Case(log2):
-                            m.d.comb += lane_value.eq(aligned[j * bits:(j + 1) * bits].as_signed())
-                row_lanes.append(lane_value[:sp.bits])
+            lanes = range(sp.lanes)
+            row_values = [_element(m, aligned, j, elem_log2, f"row{index}_lane{j}")[:sp.bits] for j in lanes]
+            column_values = [_element(m, corner[k], i[:8], elem_log2, f"col{index}_lane{k}")[:sp.bits]
+                             for k in lanes]
             m.d.comb += [
-                port.addr.eq(Mux(transpose, row0 + c, row0 + r)),
-                port.data.eq(Mux(row_write, Cat(row_lanes), Cat(value[:sp.bits] for _ in range(sp.lanes)))),
+                port.addr.eq(Mux(transpose, row0 + c0 + i, row0 + r)),
+                port.data.eq(Mux(transpose, Cat(column_values), Cat(row_values))),
             ]
-            with m.If(write & (space == index)):
-                lane_bits = max(1, (sp.lanes - 1).bit_length())
-                m.d.comb += port.en.eq((Const(1, sp.lanes) << lane[:lane_bits])[:sp.lanes])
-            with m.If(row_write & (space == index)):
-                m.d.comb += port.en.eq(Cat(j < cols for j in range(sp.lanes)))
+            with m.If(write_row & (space == index)):
+                m.d.comb += port.en.eq(Cat(j < cols for j in lanes))
+            with m.If(write_column & (space == index)):
+                m.d.comb += port.en.eq(Cat(k < rows for k in lanes))
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
-                    m.d.sync += [r.eq(0), row_addr.eq(dram)]
-                    m.next = "ROW"
-            with m.State("ROW"):
-                m.d.sync += [ptr.eq(row_addr), c.eq(0), beat_index.eq(row_addr >> BEAT_LOG2),
-                             beats_left.eq(row_beats), buf_count.eq(0)]
+                    m.d.sync += [r.eq(0), c0.eq(0), row_addr.eq(dram)]
+                    m.next = "SEGMENT"
+            with m.State("SEGMENT"):
+                m.d.sync += [seg_addr.eq(next_seg_addr),
+                             beat_index.eq(next_seg_addr >> BEAT_LOG2), beats_left.eq(seg_beats), count.eq(0)]
                 m.next = "AR"
             with m.State("AR"):
                 m.d.comb += [self.read.arvalid.eq(1), self.read.araddr.eq(beat_index << BEAT_LOG2),
                              self.read.arlen.eq(burst - 1)]
                 with m.If(self.read.arready):
                     m.d.sync += [beat_index.eq(beat_index + burst), beats_left.eq(beats_left - burst)]
-                    m.next = "DATA"
-                    with m.If(~transpose):
-                        m.next = "ROW_DATA"
-            with m.State("DATA"):
-                m.d.comb += [self.read.rready.eq(~beat_valid | release), write.eq(beat_valid)]
-                with m.If(beat_valid):
-                    m.d.sync += [c.eq(c + 1), ptr.eq(ptr + elem_bytes)]
-                with m.If(release):
-                    m.d.sync += beat_valid.eq(0)
-                    with m.If(beat_last):
-                        with m.If(beats_left != 0):
-                            m.next = "AR"
-                        with m.Elif(r == rows - 1):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
-                            m.next = "ROW"
-                with m.If(self.read.rvalid & self.read.rready):
-                    m.d.sync += [beat.eq(self.read.rdata), beat_valid.eq(1), beat_last.eq(self.read.rlast)]
-            with m.State("ROW_DATA"):
+                    m.next = "GATHER"
+            with m.State("GATHER"):
                 m.d.comb += self.read.rready.eq(1)
                 with m.If(self.read.rvalid):
-                    with m.Switch(buf_count):
-                        for i in range(buf_beats):
-                            with m.Case(i):
-                                m.d.sync += row_buf.word_select(i, 8 * BEAT_BYTES).eq(self.read.rdata)
-                    m.d.sync += buf_count.eq(buf_count + 1)
+                    with m.Switch(count):
+                        for k in range(buf_beats):
+                            with m.Case(k):
+                                m.d.sync += gathered.word_select(k, 8 * BEAT_BYTES).eq(self.read.rdata)
+                    m.d.sync += count.eq(count + 1)
                     with m.If(self.read.rlast):
                         with m.If(beats_left != 0):
                             m.next = "AR"
+                        with m.Elif(transpose):
+                            m.next = "STASH"
                         with m.Else():
-                            m.next = "ROW_WRITE"
-            with m.State("ROW_WRITE"):
-                m.d.comb += row_write.eq(1)
+                            m.next = "WRITE_ROW"
+            with m.State("WRITE_ROW"):
+                m.d.comb += write_row.eq(1)
                 with m.If(r == rows - 1):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
-                    m.next = "ROW"
+                    m.next = "SEGMENT"
+            with m.State("STASH"):
+                with m.Switch(r):
+                    for k in range(max_lanes):
+                        with m.Case(k):
+                            m.d.sync += corner[k].eq(aligned[:CHUNK_BYTES * 8])
+                with m.If(r == rows - 1):
+                    m.d.sync += i.eq(0)
+                    m.next = "WRITE_COLUMNS"
+                with m.Else():
+                    m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
+                    m.next = "SEGMENT"
+            with m.State("WRITE_COLUMNS"):
+                m.d.comb += write_column.eq(1)
+                m.d.sync += i.eq(i + 1)
+                with m.If(last_column):
+                    with m.If(c0 + i == cols - 1):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [c0.eq(c0 + chunk_elems), r.eq(0), row_addr.eq(dram)]
+                        m.next = "SEGMENT"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
