@@ -179,4 +179,4 @@ def test_every_bert_tiny_weight_gemm_runs_bit_exact(bert_layers, index: int) -> 
     dtype = np.dtype(f"<i{y_region.elem_bytes}")
     got = np.frombuffer(run.reads["dram"], dtype, count=int(np.prod(y_region.shape)), offset=y_region.addr)
     np.testing.assert_array_equal(got.reshape(y_region.shape), simulated, err_msg=layer.name)
-    print(f"\n{layer.name}: m={layer.m} k={layer.k} n={layer.n} rtl_cycles={run.cycles}")
+    print(f"\n{layer.name}: m={layer.m} k={layer.k} n={layer.n} rtl_cycles={run.cycles} sim_s={run.run_s:.1f}")
