@@ -113,6 +113,17 @@ def test_bad_sizes_are_one_line() -> None:
         SystemConfig(4, 4, in_bits=6).check()
 
 
+def test_a_bad_program_or_read_is_one_line_before_any_build(tmp_path) -> None:
+    with pytest.raises(InputError, match=r"^program: 4 bytes is shorter than the 16-byte header$"):
+        run_system(SMALL, b"junk", bytes(64), {}, "verilator", build_root=tmp_path)
+    program = to_bytes(Program((Halt(),), 64))
+    with pytest.raises(InputError, match=r"^system run: read 'y' \(60, 8\) is outside the 64-byte image$"):
+        run_system(SMALL, program, bytes(64), {"y": (60, 8)}, "verilator", build_root=tmp_path)
+    with pytest.raises(InputError, match=r"^system run: the DRAM image has 32 bytes; the program addresses 64$"):
+        run_system(SMALL, program, bytes(32), {}, "verilator", build_root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_sizes_from_a_target_match_the_backend() -> None:
     from hw.targets.loader import load_target
 
