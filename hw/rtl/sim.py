@@ -35,7 +35,8 @@ from typing import Any
 from hw.errors import InputError
 from hw.rtl.emit import canonical_params, emit_kernel, params_tag
 
-__all__ = ["SIMULATORS", "SimResult", "check_simulator", "sim_build_dir", "default_build_root", "run_testbench"]
+__all__ = ["SIMULATORS", "SimResult", "check_simulator", "sim_build_dir", "default_build_root", "run_testbench",
+           "run_verilog_testbench"]
 
 SIMULATORS: tuple[str, ...] = ("icarus", "verilator")
 
@@ -189,13 +190,42 @@ def run_testbench(
     """
     full = canonical_params(kernel, params)
     check_simulator(sim)
-    tb_dir = Path(tb_dir).resolve()
-    if not (tb_dir / f"{tb_module}.py").is_file():
-        raise InputError(f"testbench module {tb_module!r} not found in {tb_dir}")
+    tb_dir = _check_tb(tb_dir, tb_module)
     root = Path(build_root).resolve() if build_root is not None else default_build_root()
     build_dir = sim_build_dir(kernel, full, sim, waves, root)
     build_dir.mkdir(parents=True, exist_ok=True)
     source = emit_kernel(kernel, full, build_dir)
+    return run_verilog_testbench(kernel, source, sim, tb_module, tb_dir, job, build_dir, waves=waves,
+                                 run_name=run_name, seed=seed)
+
+
+def _check_tb(tb_dir: str | Path, tb_module: str) -> Path:
+    tb_dir = Path(tb_dir).resolve()
+    if not (tb_dir / f"{tb_module}.py").is_file():
+        raise InputError(f"testbench module {tb_module!r} not found in {tb_dir}")
+    return tb_dir
+
+
+def run_verilog_testbench(
+    top: str,
+    source: Path,
+    sim: str,
+    tb_module: str,
+    tb_dir: str | Path,
+    job: Any,
+    build_dir: Path,
+    *,
+    waves: bool = False,
+    run_name: str = "run",
+    seed: int | None = None,
+) -> SimResult:
+    """Build the Verilog file ``source`` (top module ``top``) in ``build_dir`` for ``sim`` unless an identical
+    build is there, and run cocotb testbench ``tb_module`` from ``tb_dir`` on it with ``job`` (see
+    :func:`run_testbench`, which emits a registered kernel and calls this; the system top level calls it directly).
+    """
+    check_simulator(sim)
+    tb_dir = _check_tb(tb_dir, tb_module)
+    kernel = top
     vcd = build_dir / ("dump.vcd" if sim == "verilator" else "waves.vcd")
     sources = [source]
     if sim == "verilator":

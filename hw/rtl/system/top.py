@@ -1,0 +1,169 @@
+"""The ``cds1`` system top level: fetch, three queues with dependency tokens, DMA, memories, array, requant.
+
+Blocks (docs/RTL.md, System top level, draws them): ``Fetch`` reads instruction words over the AXI read channels
+(shared with the load DMA through ``ReadArbiter``) and dispatches each into the load, execute or store queue
+(``QueueController``: an instruction FIFO and the token handshake); four token counters link load -> execute ->
+store; ``LoadDma`` (AXI reads -> scratchpad, accumulator or constant rows), ``Execute`` (``SystolicGemm`` and
+``Requant``), ``StoreDma`` (scratchpad or accumulator rows -> AXI writes).
+
+``start`` (one cycle, with ``program_addr``: the byte address of the first instruction word in the AXI space)
+runs a program; ``done`` rises when ``HALT`` has been fetched and all three queues are empty and idle, and stays
+high; ``cycles`` then holds the clock edges from ``start`` to ``done``. ``fault`` says an instruction the RTL does
+not build yet was met (module docstrings of ``fetch`` and ``execute``).
+
+Memories (``amaranth.lib.memory.Memory``, one row per address, per-lane write enables): the scratchpad
+(``sp_rows`` rows of ``width = max(rows, cols)`` signed ``in_bits`` lanes), the accumulator (``acc_rows`` rows of
+``cols`` signed ``acc_bits`` lanes) and the constant memory (``const_rows`` rows of ``width`` 32-bit words), as
+docs/ISA.md sizes them. Each client has its own port (the load DMA writes every space, the store DMA reads the
+scratchpad and accumulator, the execute unit reads two scratchpad rows per beat), so the queues never wait on one
+another for a port: only their dependency tokens order them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.errors import InputError
+from hw.isa import Queue
+from hw.rtl.system.axi import ADDR_BITS, ReadArbiter, axi4_signature
+from hw.rtl.system.dma_load import LoadDma, SpacePort
+from hw.rtl.system.dma_store import SpaceReadPort, StoreDma
+from hw.rtl.system.execute import Execute
+from hw.rtl.system.fetch import Fetch
+from hw.rtl.system.queues import QueueController, TokenCounter
+
+__all__ = ["SystemConfig", "SystemTop", "CYCLE_BITS", "CONST_BITS"]
+
+CYCLE_BITS = 48
+"""Width of the cycle counter (a day at 1 GHz fits)."""
+CONST_BITS = 32
+"""Constant-memory word width (docs/ISA.md: bias values, requant multipliers and shifts)."""
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """The top level's sizes: the array (``rows`` x ``cols`` PEs, signed ``in_bits`` operands, ``acc_bits``
+    accumulators), memory rows per space, and each instruction queue's depth (words)."""
+
+    rows: int
+    cols: int
+    in_bits: int = 8
+    acc_bits: int = 32
+    sp_rows: int = 4096
+    acc_rows: int = 1024
+    const_rows: int = 4096
+    queue_depth: int = 16
+
+    @property
+    def width(self) -> int:
+        """Lanes of a scratchpad or constant row (docs/ISA.md): a fold's A column and B row both fit."""
+        return max(self.rows, self.cols)
+
+    def tag(self) -> str:
+        """A file-name-safe name for this configuration (build folders)."""
+        return (f"r{self.rows}c{self.cols}i{self.in_bits}a{self.acc_bits}sp{self.sp_rows}acc{self.acc_rows}"
+                f"k{self.const_rows}q{self.queue_depth}")
+
+    def check(self) -> None:
+        """``InputError`` naming the first size the RTL cannot build."""
+        limits = {"rows": (1, 64), "cols": (1, 64), "sp_rows": (1, 65536), "acc_rows": (1, 65536),
+                  "const_rows": (1, 65536), "queue_depth": (2, 1024)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise InputError(f"system RTL: {name}={value!r} must be an integer in [{lo}, {hi}]")
+        if self.in_bits not in (4, 8):
+            raise InputError(f"system RTL: in_bits={self.in_bits!r} is not supported (4 or 8)")
+        if self.acc_bits not in (16, 32):
+            raise InputError(f"system RTL: acc_bits={self.acc_bits!r} is not supported (16 or 32)")
+
+    @classmethod
+    def from_target(cls, target: object, *, queue_depth: int = 16) -> SystemConfig:
+        """The sizes of a target with a ``gemm`` array and ``buffers``, as docs/ISA.md's memory table derives them
+        (the same rule as the backend's ``Geometry.from_target``)."""
+        gemm = getattr(target, "gemm", None)
+        buffers = getattr(target, "buffers", None)
+        if gemm is None or buffers is None:
+            raise InputError(f"target '{getattr(target, 'name', '?')}': the system RTL needs a systolic array "
+                             "(gemm) and buffers; this target kind has none")
+        width = max(gemm.rows, gemm.cols)
+        # buffer sizes are KiB and may be fractional in the YAML; rows are whole
+        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
+        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
+        config = cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
+                     4096, queue_depth)
+        config.check()
+        return config
+
+
+class SystemTop(wiring.Component):
+    """The accelerator that runs ``cds1`` programs (module docstring). Verilog module ``cds1_system``."""
+
+    def __init__(self, config: SystemConfig):
+        config.check()
+        self.config = config
+        super().__init__({
+            "start": In(1),
+            "program_addr": In(ADDR_BITS),
+            "done": Out(1),
+            "fault": Out(1),
+            "cycles": Out(CYCLE_BITS),
+            "m_axi": Out(axi4_signature()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        width = c.width
+        sp = memory.Memory(shape=unsigned(width * c.in_bits), depth=c.sp_rows, init=[])
+        acc = memory.Memory(shape=unsigned(c.cols * c.acc_bits), depth=c.acc_rows, init=[])
+        const = memory.Memory(shape=unsigned(width * CONST_BITS), depth=c.const_rows, init=[])
+        m.submodules.sp, m.submodules.acc, m.submodules.const = sp, acc, const
+
+        load_ports = [SpacePort(sp.write_port(granularity=c.in_bits), width, c.in_bits),
+                      SpacePort(acc.write_port(granularity=c.acc_bits), c.cols, c.acc_bits),
+                      SpacePort(const.write_port(granularity=CONST_BITS), width, CONST_BITS)]
+        store_ports = [SpaceReadPort(sp.read_port(), width, c.in_bits),
+                       SpaceReadPort(acc.read_port(), c.cols, c.acc_bits)]
+        m.submodules.execute = execute = Execute(
+            rows=c.rows, cols=c.cols, width=width, in_bits=c.in_bits, acc_bits=c.acc_bits,
+            sp_a=sp.read_port(), sp_b=sp.read_port(), sp_w=sp.write_port(granularity=c.in_bits),
+            acc_r=acc.read_port(), acc_w=acc.write_port(granularity=c.acc_bits), const_r=const.read_port())
+        m.submodules.load = load = LoadDma(load_ports)
+        m.submodules.store = store = StoreDma(self.m_axi, store_ports)
+
+        # Dependency tokens: <from>_<to> counters along load -> execute -> store.
+        tokens = {name: TokenCounter(name) for name in ("l2e", "e2l", "e2s", "s2e")}
+        for name, counter in tokens.items():
+            m.submodules[f"tok_{name}"] = counter
+        t = tokens
+        queues = {
+            Queue.LOAD: QueueController("loadq", c.queue_depth, None, None, t["e2l"], t["l2e"]),
+            Queue.EXECUTE: QueueController("execq", c.queue_depth, t["l2e"], t["e2l"], t["s2e"], t["e2s"]),
+            Queue.STORE: QueueController("storeq", c.queue_depth, t["e2s"], t["s2e"], None, None),
+        }
+        for q, ctl in queues.items():
+            m.submodules[f"queue_{q.name.lower()}"] = ctl
+        for ctl, unit in ((queues[Queue.LOAD], load), (queues[Queue.EXECUTE], execute), (queues[Queue.STORE], store)):
+            m.d.comb += [unit.go.eq(ctl.go), unit.instr.eq(ctl.instr), ctl.done.eq(unit.done)]
+
+        m.submodules.fetch = fetch = Fetch([queues[q].fifo for q in Queue])
+        m.submodules.arbiter = ReadArbiter(self.m_axi, [load.read, fetch.read])
+        m.d.comb += [fetch.start.eq(self.start), fetch.program_addr.eq(self.program_addr),
+                     self.fault.eq(fetch.fault | execute.fault)]
+
+        drained = fetch.halted
+        for ctl in queues.values():
+            drained = drained & ctl.idle & ~ctl.fifo.r_rdy
+        running = Signal()
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), self.cycles.eq(0), self.done.eq(0)]
+        with m.Elif(running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(drained):
+                m.d.sync += [running.eq(0), self.done.eq(1)]
+        return m

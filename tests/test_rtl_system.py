@@ -1,0 +1,193 @@
+"""hw.rtl.system: the cds1 top level runs compiler/backend programs bit-exactly against compiler/backend/machine.py.
+
+Each run serves DRAM with cocotbext-axi's AxiRam, runs the program to ``done`` and compares the whole DRAM image
+afterwards with the machine model's (so a stray write fails too). Small programs (several ragged GEMM layers on a
+4x4 array) run on both simulators; every weight GEMM of bert_tiny (int8, I-ViT set) runs on an 8x8 array in
+Verilator, one layer per program, fed the functional simulator's own input to that layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.backend import GemmLayer, Geometry, Machine, ProgramBuilder, run_program
+from compiler.backend.select import fused_requant, gemm_layer
+from compiler.dialect import dataflow as df
+from hw.errors import InputError
+from hw.isa import Deps, Gemm, Halt, Program, Space, Vec, VecFn, to_bytes
+from hw.rtl.system import SystemConfig, run_system
+from hw.rtl.systolic import predicted_cycles
+
+MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
+SMALL = SystemConfig(4, 4, sp_rows=512, acc_rows=64, const_rows=64)
+
+
+def _geometry(config: SystemConfig) -> Geometry:
+    return Geometry(config.rows, config.cols, config.in_bits, config.acc_bits, config.sp_rows, config.acc_rows,
+                    config.const_rows)
+
+
+def _layer(rng, name: str, m: int, k: int, n: int, requant: str, out_bits: int = 8) -> GemmLayer:
+    w = rng.integers(-128, 128, (k, n))
+    bias = rng.integers(-20000, 20000, n)
+    rq = None
+    if requant == "tensor":
+        rq = (np.array([1 << 29]), np.array([38 if out_bits == 8 else 30]), out_bits)
+    elif requant == "channel":
+        rq = (rng.integers(1 << 28, 1 << 31, n), rng.integers(34, 40, n), out_bits)
+    return GemmLayer(name, m, w, bias, rq)
+
+
+def _small_program(rng) -> tuple[ProgramBuilder, Program]:
+    """Ragged layers with every output kind (int32, per-tensor and per-channel int8, int16), and a chained pair;
+    ``plain``'s 70-byte input rows are misaligned and span two of a transposed load's 64-byte chunks."""
+    builder = ProgramBuilder(_geometry(SMALL))
+    for layer in (_layer(rng, "plain", 9, 70, 7, "none", 32), _layer(rng, "tensor", 6, 5, 9, "tensor"),
+                  _layer(rng, "channel", 7, 12, 6, "channel"), _layer(rng, "wide", 5, 7, 5, "channel", 16)):
+        x, _ = builder.gemm(layer)
+        builder.image.write(x.name, rng.integers(-128, 128, x.shape))
+    x, mid = builder.gemm(_layer(rng, "first", 6, 8, 5, "channel"))
+    builder.image.write(x.name, rng.integers(-128, 128, x.shape))
+    builder.gemm(_layer(rng, "second", 6, 5, 3, "tensor"), x=mid)
+    return builder, builder.finish()
+
+
+def _expected(geometry: Geometry, program: Program, image: bytes) -> bytes:
+    dram = bytearray(image)
+    run_program(program, Machine(geometry, dram))
+    return bytes(dram)
+
+
+def _array_cycles(program: Program, config: SystemConfig) -> int:
+    """The array's own cycles for every GEMM fold: the execute queue runs them one after another."""
+    return sum(predicted_cycles(i.m, i.n, i.k, config.rows, config.cols) for i in program.instructions
+               if isinstance(i, Gemm))
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_gemm_programs_run_bit_exact_on_the_top_level(simulator: str) -> None:
+    builder, program = _small_program(np.random.default_rng(17))
+    image = bytes(builder.image.buffer())
+    want = _expected(builder.geometry, program, image)
+    run = run_system(SMALL, to_bytes(program), image, {"dram": (0, len(image))}, simulator)
+    assert run.reads["dram"] == want
+    assert run.cycles >= _array_cycles(program, SMALL)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_a_missing_token_gives_a_wrong_result_in_rtl() -> None:
+    """Without the data-loaded wait the array runs before its operands arrive: the check above can fail."""
+    rng = np.random.default_rng(5)
+    builder = ProgramBuilder(_geometry(SMALL))
+    x, _ = builder.gemm(_layer(rng, "layer", 8, 12, 8, "none", 32))
+    builder.image.write(x.name, rng.integers(-128, 128, x.shape))
+    program = builder.finish()
+    broken = Program(tuple(dataclasses.replace(i, deps=dataclasses.replace(i.deps, pop_prev=False))
+                           if isinstance(i, Gemm) else i for i in program.instructions), program.dram_bytes)
+    image = bytes(builder.image.buffer())
+    run = run_system(SMALL, to_bytes(broken), image, {"dram": (0, len(image))}, "verilator")
+    assert run.reads["dram"] != _expected(builder.geometry, program, image)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_an_instruction_the_rtl_lacks_raises_fault() -> None:
+    vec = Vec(fn=VecFn.SHIFTMAX, src_space=Space.ACC, src=0, dst_space=Space.SP, dst=0, rows=1, n=4, out_log2=3,
+              deps=Deps())
+    program = Program((vec, Halt()), 64)
+    with pytest.raises(RuntimeError, match="does not build yet"):
+        run_system(SMALL, to_bytes(program), bytes(64), {}, "verilator")
+
+
+def test_bad_sizes_are_one_line() -> None:
+    with pytest.raises(InputError, match=r"^system RTL: rows=0 must be an integer in \[1, 64\]$"):
+        SystemConfig(0, 4).check()
+    with pytest.raises(InputError, match=r"^system RTL: in_bits=6 is not supported \(4 or 8\)$"):
+        SystemConfig(4, 4, in_bits=6).check()
+
+
+def test_a_bad_program_or_read_is_one_line_before_any_build(tmp_path) -> None:
+    with pytest.raises(InputError, match=r"^program: 4 bytes is shorter than the 16-byte header$"):
+        run_system(SMALL, b"junk", bytes(64), {}, "verilator", build_root=tmp_path)
+    program = to_bytes(Program((Halt(),), 64))
+    with pytest.raises(InputError, match=r"^system run: read 'y' \(60, 8\) is outside the 64-byte image$"):
+        run_system(SMALL, program, bytes(64), {"y": (60, 8)}, "verilator", build_root=tmp_path)
+    with pytest.raises(InputError, match=r"^system run: the DRAM image has 32 bytes; the program addresses 64$"):
+        run_system(SMALL, program, bytes(32), {}, "verilator", build_root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_sizes_from_a_target_match_the_backend() -> None:
+    from hw.targets.loader import load_target
+
+    target = load_target("fpga-u280", {"gemm.rows": "8", "gemm.cols": "16"})
+    config, geo = SystemConfig.from_target(target), Geometry.from_target(target)
+    assert (config.rows, config.cols, config.width, config.sp_rows, config.acc_rows, config.const_rows) == \
+        (geo.rows, geo.cols, geo.width, geo.sp_rows, geo.acc_rows, geo.const_rows)
+    with pytest.raises(InputError, match=r"^target 'gpu-a100': the system RTL needs a systolic array"):
+        SystemConfig.from_target(load_target("gpu-a100"))
+
+
+# --- bert_tiny, every weight GEMM, 8x8 ---------------------------------------------------------------------------
+
+BERT = SystemConfig(8, 8, sp_rows=2304, acc_rows=64, const_rows=256)
+BERT_GEMMS = 12
+
+
+@pytest.fixture(scope="module")
+def bert_layers() -> list[tuple[GemmLayer, np.ndarray, np.ndarray]]:
+    """(layer, its input, the functional simulator's output) for each weight GEMM of bert_tiny, int8 I-ViT."""
+    from codesign.api import compile_options, run_compile
+    from compiler.calibrate import synthetic_inputs
+    from compiler.simulate import Simulator
+
+    options = compile_options("fpga-u280", {"gemm.rows": "8", "gemm.cols": "8"}, quant="int8", softmax="shiftmax",
+                              gelu="shiftgelu", layernorm="ilayernorm")
+    result, _ = run_compile(str(MODELS / "bert_tiny.onnx"), options)
+    sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
+    feeds = {name: batch[0] for name, batch in synthetic_inputs(result.module, sim.input_names, 1).items()}
+    values = {}
+
+    def observe(op, outs) -> None:
+        for value, tensor in zip(op.results, outs):
+            values[value] = tensor.data
+
+    sim.run(feeds, observe)
+    layers = []
+    for op in result.module.walk():
+        if isinstance(op, df.GemmOp) and isinstance(op.rhs.owner, df.WeightOp) and \
+                np.issubdtype(np.asarray(values.get(op.lhs, np.zeros(0))).dtype, np.integer):
+            layer = gemm_layer(op, result.env.weights)
+            rq = fused_requant(op)
+            out = values[rq.result if rq is not None else op.result]
+            layers.append((layer, np.asarray(values[op.lhs]).reshape(layer.m, layer.k),
+                           np.asarray(out).reshape(layer.m, layer.n)))
+    return layers
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(BERT_GEMMS))
+def test_every_bert_tiny_weight_gemm_runs_bit_exact(bert_layers, index: int) -> None:
+    assert len(bert_layers) == BERT_GEMMS
+    layer, x, simulated = bert_layers[index]
+    builder = ProgramBuilder(_geometry(BERT))
+    x_region, y_region = builder.gemm(layer)
+    builder.image.write(x_region.name, x)
+    program = builder.finish()
+    image = bytes(builder.image.buffer())
+    want = _expected(builder.geometry, program, image)
+    run = run_system(BERT, to_bytes(program), image, {"dram": (0, len(image))}, "verilator",
+                     run_name=f"bert{index}")
+    assert run.reads["dram"] == want, layer.name
+    dtype = np.dtype(f"<i{y_region.elem_bytes}")
+    got = np.frombuffer(run.reads["dram"], dtype, count=int(np.prod(y_region.shape)), offset=y_region.addr)
+    np.testing.assert_array_equal(got.reshape(y_region.shape), simulated, err_msg=layer.name)
+    print(f"\n{layer.name}: m={layer.m} k={layer.k} n={layer.n} rtl_cycles={run.cycles} sim_s={run.run_s:.1f}")
