@@ -217,7 +217,8 @@ ARCHS: dict[str, Arch] = {
     "siglip-vision": Arch("vision", _raw("SiglipVisionConfig", "SiglipVisionModel", vision_use_head=False, **_VIS)),
     "swin": Arch("vision", _raw("SwinConfig", "SwinModel", image_size=IMAGE, patch_size=2, embed_dim=16,
                                 depths=[2, 2], num_heads=[2, 4], window_size=4),
-                 attention=4, exporters=("legacy", "dynamo")),  # the second block of each stage attends over shifted windows
+                 # the second block of each stage attends over shifted windows
+                 attention=4, exporters=("legacy", "dynamo")),
     # LeViT: conv stem (/16), attention biases, Linear+BatchNorm, Hardswish, and between its three stages a
     # subsampling attention (queries on a stride-2 grid: 64 -> 16 -> 4 tokens). transformers builds a subsample
     # after every stage but the last from its hidden_sizes, so it needs three stages.
