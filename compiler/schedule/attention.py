@@ -52,7 +52,7 @@ from xdsl.dialects.builtin import IntegerAttr
 from compiler.dialect import dataflow as df
 from compiler.frontend.masks import window_mask
 from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
-from compiler.schedule.attention_pipeline import onchip_target, plan_tiles
+from compiler.schedule.attention_pipeline import onchip_target, plan_tiles, softcap_work
 from compiler.schedule.plan import (
     GEMM_TILES,
     CostFn,
@@ -202,12 +202,8 @@ class _Shape:
     softcap: bool = False  # logits soft-capped (c * tanh(s / c)) before the softmax
 
     def cap_work(self, elements: int) -> VectorWork | None:
-        """The soft-capping tanh over ``elements`` scores (None without a cap), priced as lower.py prices a
-        standalone Tanh: a transcendental, one polynomial evaluation per element like erf-GELU. Its 1/c folds
-        into the score scale; its c multiplies the tanh's result inside that polynomial's last step."""
-        if not self.softcap:
-            return None
-        return VectorWork(kind="gelu", elements=elements, approx="exact", bits=self.bits)
+        """The soft-capping tanh over ``elements`` scores (`softcap_work`), None without a cap."""
+        return softcap_work(elements, self.bits) if self.softcap else None
 
     @property
     def score_bytes(self) -> int:
@@ -299,7 +295,7 @@ def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
     """On chip, pipelined (:func:`_price_onchip`) where the target's buffers hold a tile; else three tasks through
     off-chip memory."""
     tiled = plan_tiles(shape.b, shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, shape.bits, shape.softmax, cost,
-                       onchip_target(cost))
+                       onchip_target(cost), shape.softcap)
     if tiled is not None:
         return _price_onchip(shape, tiled, cost)
     plan, c_qk = _layer(shape, cost)
@@ -338,7 +334,8 @@ def _price_onchip(shape: _Shape, tiled: Any, cost: CostFn) -> LayerPlan:
                  onchip_bytes=sum(c.onchip_bytes for c in first))
     bytes_in = shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes
     plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]
-    plan.works = [qk, sm, av]
+    cap = shape.cap_work(sm.elements)
+    plan.works = [qk, sm, av] + ([cap] if cap is not None else [])
     plan.detail.update({"algorithm": "standard", "score_bytes_offchip": 0, "tile_q": tiled.tile_q,
                         "heads_per_tile": tiled.heads_per_tile, "pipeline_tiles": n,
                         "array_cycles": tiled.result.array_cycles, "vector_cycles": tiled.result.vector_cycles})

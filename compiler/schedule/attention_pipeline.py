@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hw.models.base import AcceleratorModel, Cost
@@ -182,29 +182,37 @@ _MEMO: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Priced | None]] = w
 and a sweep re-prices a plan per design point, so each distinct attention shape is planned once per pricing."""
 
 
+def softcap_work(elements: int, bits: int) -> VectorWork:
+    """The soft-capping tanh over ``elements`` scores, priced as lower.py prices a standalone Tanh: a
+    transcendental, one polynomial evaluation per element like erf-GELU. Its 1/c folds into the score scale; its c
+    multiplies the tanh's result inside that polynomial's last step."""
+    return VectorWork(kind="gelu", elements=elements, approx="exact", bits=bits)
+
+
 def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
-               target: Target | None) -> _Priced | None:
+               target: Target | None, softcap: bool = False) -> _Priced | None:
     """The tile shape whose pipeline ends first on ``target`` (priced with ``cost``), or None when the target has
     no systolic array or no tile of one array fold of rows fits its buffers. Candidates are simulated in the order
-    of their lower bound (the busier unit's cycles), and none whose bound cannot beat the best found."""
+    of their lower bound (the busier unit's cycles), and none whose bound cannot beat the best found. ``softcap``:
+    the lanes run the soft-capping tanh over each tile's scores before its softmax (`softcap_work`)."""
     if target is None:
         return None
     owner = cost if hasattr(cost, "model") else getattr(cost, "__self__", None)
-    key = (b, heads, sq, sk, dh, dv, bits, softmax)
+    key = (b, heads, sq, sk, dh, dv, bits, softmax, softcap)
     try:
         memo = _MEMO.setdefault(owner, {}) if owner is not None else None
     except TypeError:  # an owner that takes no weak reference
         memo = None
     if memo is not None and key in memo:
         return memo[key]
-    found = _plan_tiles(b, heads, sq, sk, dh, dv, bits, softmax, cost, target)
+    found = _plan_tiles(b, heads, sq, sk, dh, dv, bits, softmax, cost, target, softcap)
     if memo is not None:
         memo[key] = found
     return found
 
 
 def _plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
-                target: Target) -> _Priced | None:
+                target: Target, softcap: bool) -> _Priced | None:
     array = target.systolic_array()
     rows, parts = getattr(array, "rows", None), getattr(array, "partitions", 1)
     if not isinstance(rows, int):
@@ -217,7 +225,7 @@ def _plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: in
         if not tile_fits(tq, g, sk, dh, dv, bits, acc_bits, caps):
             continue
         counts = _tile_counts(b, heads, sq, tq, g)
-        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost) for shape in counts}
+        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost, softcap) for shape in counts}
         array_busy = sum(n * (costs[s][0].compute_cycles + costs[s][2].compute_cycles) for s, n in counts.items())
         vector_busy = sum(n * costs[s][1].compute_cycles for s, n in counts.items())
         same = next(iter(costs.values()))[0].unit == next(iter(costs.values()))[1].unit
@@ -253,10 +261,15 @@ def _drain(c: Cost) -> int:
 
 
 def _tile_costs(shape: TileShape, sk: int, dh: int, dv: int, bits: int, softmax: str,
-                cost: Any) -> tuple[Cost, Cost, Cost]:
+                cost: Any, softcap: bool = False) -> tuple[Cost, Cost, Cost]:
     """(QK^T, softmax, A.V) costs of one tile: ``shape.heads`` products of each as one array invocation each."""
     qk = GemmWork(m=shape.rows, n=sk, k=dh, batch=shape.heads, in_bits=bits, w_bits=bits, weights_static=False)
     av = GemmWork(m=shape.rows, n=dv, k=sk, batch=shape.heads, in_bits=bits, w_bits=bits, weights_static=False)
     sm = VectorWork(kind="softmax", elements=shape.heads * shape.rows * sk, rows=shape.heads * shape.rows,
                     approx=softmax, bits=bits)
-    return cost(qk), cost(sm), cost(av)
+    c_sm = cost(sm)
+    if softcap:  # the tanh runs on the lanes' pass over the tile's scores, before the softmax
+        c_cap = cost(softcap_work(sm.elements, bits))
+        c_sm = replace(c_sm, compute_cycles=c_sm.compute_cycles + c_cap.compute_cycles,
+                       onchip_bytes=c_sm.onchip_bytes + c_cap.onchip_bytes)
+    return cost(qk), c_sm, cost(av)
