@@ -170,14 +170,15 @@ def group_matmul(x: np.ndarray, codes: np.ndarray, q: np.ndarray, group: int,
 
 
 def fit_grouped(w: np.ndarray, bits: int, group: int, x: np.ndarray | None = None,
-                damp: float = DAMP) -> GroupedWeight | None:
+                damp: float = DAMP, in_bits: int = 8) -> GroupedWeight | None:
     """``w`` [K, N] with per-group steps: round to nearest, or GPTQ on calibration inputs ``x`` [rows, K] (in the
-    units of the integer input codes). None when K is too long for any group multiplier to keep int32 exact.
+    units of the integer input codes). None when K is too long for any group multiplier to keep int32 exact with
+    ``in_bits``-bit input codes (9: a per-token GEMM's unsigned 0..255).
 
     GPTQ's groups get their steps on the two-level grid as it reaches them; s_n comes from the unrounded weight's
     largest group per channel (the errors fed back can grow a group past it: its codes then clip, as GPTQ's do
     with one step per channel)."""
-    b = group_scale_bits(w.shape[0], bits)
+    b = group_scale_bits(w.shape[0], bits, in_bits)
     if b == 0:
         return None
     near = quantize_grouped(w, bits, group, b)
