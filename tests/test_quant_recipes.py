@@ -83,6 +83,41 @@ def test_observers_order_and_mse_lowers_the_error() -> None:
         observe_range(a, "bogus")
 
 
+def _entropy_reference(a: np.ndarray, bits: int, bins: int = 2048) -> float:
+    """The per-threshold loop of TensorRT's KL search (onnxruntime ``HistogramCalibrater``), bin by bin."""
+    hist, edges = np.histogram(a, bins=bins, range=(0.0, float(a.max())))
+    hist = hist.astype(np.float64)
+    levels = 1 << (bits - 1)
+    best_i, best_kl = bins, np.inf
+    for i in range(levels, bins + 1, 8):
+        ref = hist[:i].copy()
+        ref[-1] += hist[i:].sum()
+        nz = hist[:i] > 0
+        q = np.zeros(i)
+        for idx in np.array_split(np.arange(i), levels):
+            n = int(nz[idx].sum())
+            if n:
+                q[idx] = np.where(nz[idx], hist[idx].sum() / n, 0.0)
+        p, qq = ref / ref.sum(), q / max(q.sum(), 1e-30)
+        mask = p > 0
+        kl = float((p[mask] * np.log(p[mask] / np.maximum(qq[mask], 1e-12))).sum())
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return float(edges[best_i])
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_entropy_observer_equals_the_per_threshold_loop(case: int) -> None:
+    """The closed-form, all-thresholds-at-once KL search picks the threshold the bin-by-bin loop picks: heavy tails,
+    a few outliers, empty bins at the threshold (integer-valued data) and a 4-bit grid."""
+    rng = np.random.default_rng(10 + case)
+    a = [np.concatenate([rng.standard_normal(12000), rng.standard_normal(20) * 40]),
+         rng.laplace(size=8000) ** 2, rng.integers(0, 6, 5000).astype(np.float64),
+         np.concatenate([rng.exponential(size=3000), [500.0]]), rng.standard_normal(4000)][case]
+    bits = 4 if case == 4 else 8
+    assert observe_range(a, "entropy", bits) == _entropy_reference(np.abs(a), bits)
+
+
 def test_gptq_rounds_better_than_nearest_on_correlated_inputs() -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((512, 64)) @ rng.standard_normal((64, 64))  # correlated channels: H far from diagonal
