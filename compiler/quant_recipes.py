@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gelu_correction", "gptq_quantize",
+__all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice",
+           "gelu_correction", "gptq_quantize",
            "observe_range", "quantize_weight", "smooth_scales"]
 
 #: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the

@@ -75,6 +75,8 @@ QUANT_MODES = {"int8": 8, "w4a8": 4}
 #: alpha searched per GEMM input (compiler/quant_recipes.py), or per tensor where that is more accurate.
 BALANCE = ("none", "repq", "smoothquant")
 ROUNDING = ("nearest", "gptq")
+#: The model input whose zeros mark padding positions (BERT-family exports), as codesign.accuracy reads it.
+MASK_INPUT = "attention_mask"
 #: At most this many calibration rows per GEMM input are kept for the searches (alpha, GPTQ's Hessian).
 MAX_ROWS = 512
 
@@ -141,11 +143,15 @@ class Quantize(ModulePass):
         # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
         rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
                      and df.str_attr(o, "approx") not in ("exact", "tanh")})
-        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows)
+        # With an attention mask the model never reads a padding row's result: ranges, channel maxima and the fits'
+        # rows (GPTQ's Hessian, SmoothQuant's search, the GELU correction) are taken over real positions only.
+        masks = data.get(MASK_INPUT)
+        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows,
+                                   row_masks=masks)
         ranges8: dict[Any, float] = {}
         if self.observer != "minmax":
             pct = self.percentile if self.percentile < 100 else 99.99
-            ranges8 = activation_ranges(op, env.weights, names, data,
+            ranges8 = activation_ranges(op, env.weights, names, data, row_masks=masks,
                                         statistic=lambda a: observe_range(a, self.observer, 8, pct))
         kept = {v: _subsample(r, MAX_ROWS_GROUPED if self.group else MAX_ROWS) for v, r in rows.items() if r}
         imported = 0
