@@ -123,7 +123,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
                       channels: dict[SSAValue, np.ndarray] | None = None,
                       statistic: Callable[[np.ndarray], float] | None = None,
                       rows: dict[SSAValue, list[np.ndarray]] | None = None,
-                      row_masks: Sequence[np.ndarray] | None = None) -> dict[SSAValue, float]:
+                      row_masks: np.ndarray | Sequence[np.ndarray] | None = None) -> dict[SSAValue, float]:
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
