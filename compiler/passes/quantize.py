@@ -27,7 +27,8 @@ per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq``
 
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
-deterministic synthetic samples; the report's ``numerics.calibration`` says which.
+deterministic synthetic samples; the report's ``numerics.calibration`` says which. With an ``attention_mask`` input
+(:data:`MASK_INPUT`) the padding rows it marks are left out of every range and fit.
 
 IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
