@@ -80,11 +80,14 @@ RECIPES: list[dict[str, str]] = [
     {"quant": "w4a8", "weight-rounding": "gptq"},
     {"quant": "w4a8", "balance": "smoothquant"},
     {"quant": "w4a8", "balance": "smoothquant", "weight-rounding": "gptq"},
+    {"quant": "w4a8", "balance": "smoothquant", "weight-rounding": "gptq", "weight-group": "32"},
+    {"quant": "w4a8", "act-granularity": "per-token", "balance": "smoothquant", "weight-rounding": "gptq",
+     "weight-group": "32"},
 ]
 
 
-def recipes_table(target: str) -> None:
-    """The ``--recipes`` table (module docstring)."""
+def recipes_table(target: str, only: list[int] | None = None, header: bool = True) -> None:
+    """The ``--recipes`` table (module docstring); ``only``: these rows of :data:`RECIPES` (0-based), in order."""
     sys.path.insert(0, str(ROOT / "examples"))
     from minilm_variants import export_ids_only, unlike_calibration
 
@@ -96,10 +99,11 @@ def recipes_table(target: str) -> None:
         variants = {"ids": (ids_model, {"input_ids": data["input_ids"]}, {"input_ids": calib["input_ids"]}),
                     "mask": (MODEL, data, calib)}
         refs = {k: reference_outputs(m, d) for k, (m, d, _) in variants.items()}
-        print("| recipe | cosine, input_ids only | cosine, with attention_mask | compile s (input_ids only) "
-              f"| latency ms ({target}) |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for row in RECIPES:
+        if header:
+            print("| recipe | cosine, input_ids only | cosine, with attention_mask | compile s (input_ids only) "
+                  f"| latency ms ({target}) |")
+            print("| --- | ---: | ---: | ---: | ---: |")
+        for row in [RECIPES[i] for i in only] if only is not None else RECIPES:
             got, seconds = {}, 0.0
             for key, (model, samples, cal) in variants.items():
                 options = compile_options(target, **row)
@@ -123,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="every combination")
     parser.add_argument("--recipes", action="store_true", help="quantization recipes in the issue's setting")
+    parser.add_argument("--rows", help="with --recipes: only these rows (0-based, comma-separated), no header")
     parser.add_argument("--target", default="fpga-u280")
     parser.add_argument("--samples", type=int, default=16, help="sentences to use (at most 16)")
     parser.add_argument("--calibrate", default=str(CALIBRATION), help="held-out calibration .npz")
     args = parser.parse_args(argv)
     if args.recipes:
-        recipes_table(args.target)
+        only = [int(i) for i in args.rows.split(",")] if args.rows else None
+        recipes_table(args.target, only, header=only is None)
         return 0
     data = {k: v[: args.samples] for k, v in np.load(DATA).items()}
     reference = reference_outputs(MODEL, data)

@@ -17,7 +17,7 @@ first sample (or take the machine's memory with it). The estimate is refused in 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import IntegerType, ModuleOp, StringAttr, TensorType
@@ -123,22 +123,32 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
                       samples: Mapping[str, np.ndarray], percentile: float = 100.0,
                       channels: dict[SSAValue, np.ndarray] | None = None,
                       statistic: Callable[[np.ndarray], float] | None = None,
-                      rows: dict[SSAValue, list[np.ndarray]] | None = None) -> dict[SSAValue, float]:
+                      rows: dict[SSAValue, list[np.ndarray]] | None = None,
+                      row_masks: np.ndarray | Sequence[np.ndarray] | None = None) -> dict[SSAValue, float]:
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
     ``statistic``: the range of one sample's |x| (finite, below 1e30), instead of the max / percentile.
     ``rows``: for each value it holds as a key, the rows (last axis) of every sample are appended to its list.
+    ``row_masks``: per sample, the positions that count (an attention mask: 0 marks padding the model never reads
+    a result of); a value with one row per position is measured over those rows only.
     """
     n = len(next(iter(samples.values())))
     check_simulation_memory(module, n, sum(int(v.nbytes) for v in samples.values()), "calibration")
     sim = Simulator(module, weights, names, exact=True)
     ranges: dict[SSAValue, float] = {}
 
+    keep: list[np.ndarray | None] = [None]
+
     def record(value: SSAValue, t: Tensor) -> None:
         data = t.data
         if data.dtype.kind != "f" or not data.size:
             return
+        real = keep[0]
+        if real is not None and data.ndim >= 2 and data.size // data.shape[-1] == real.size:
+            data = data.reshape(-1, data.shape[-1])[real]
+            if not data.size:
+                return
         a = np.abs(data[np.isfinite(data)])
         # Masks hold -3.4e38 "minus infinity" entries; they are not a range anything is quantized to.
         a = a[a < 1e30]
@@ -161,6 +171,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
             record(r, t)
 
     for i in range(n):
+        keep[0] = None if row_masks is None else np.asarray(row_masks[i]).reshape(-1) != 0
         feeds = {k: v[i] for k, v in samples.items()}
         for arg, name in zip(sim.args, names):
             record(arg, Tensor(np.asarray(feeds[name])))

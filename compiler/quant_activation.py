@@ -21,11 +21,10 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, Stri
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
-from compiler.quant_format import GPTQ_DAMP
 from compiler.quant_format import Fmt as _Fmt
 from compiler.quant_format import layer_of as _layer
 from compiler.quant_format import tensor_type as _ttype
-from compiler.quant_recipes import gelu_correction, gptq_quantize, quantize_weight, smooth_scales
+from compiler.quant_recipes import gelu_correction, smooth_scales
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import PER_TOKEN_ATTR
 
@@ -53,6 +52,8 @@ class ActivationRecipes:
     balance: str
     rounding: str
     w_bits: int
+    group: int
+    layer_recipes: dict[str, tuple[int, int]]
 
     def gelu_gain(self, op: Operation, bits: int, scale: float) -> float:
         """The calibrated gain of GELU ``op``'s integer output on its input grid (``bits``, ``scale``); its offset is
@@ -86,16 +87,6 @@ class ActivationRecipes:
             b = (0.0 if b is None else b) + offset * w.sum(axis=0)
         return b
 
-    def weight_codes(self, op: df.GemmOp, w: np.ndarray, x_scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer codes and per-output-channel scales of a static GEMM weight ``w`` [K, N] (GPTQ or nearest)."""
-        rows = self.rows.get(op.lhs)
-        if self.rounding == "gptq" and rows is not None:
-            # GPTQ sees the GEMM's input in the units of its integer codes (per-channel steps included).
-            self.choices.setdefault(op.layer_name(), {})["rounding"] = "gptq"
-            return gptq_quantize(w, np.concatenate(rows) / np.asarray(x_scale, np.float64), self.w_bits,
-                                 damp=GPTQ_DAMP)
-        return quantize_weight(w, self.w_bits)
-
     def gelu_floor(self, out: SSAValue) -> float:
         """The most negative real value the integer GELU producing ``out`` can give (-0.17 for the exact one), in
         ``out``'s format (a calibrated gain included)."""
@@ -114,15 +105,15 @@ class ActivationRecipes:
         iv = self.int_view(op.lhs)
         chan = self.channels.get(op.lhs)
         steps = None
+        w_bits, group = self.layer_recipes.get(layer, (self.w_bits, self.group))
         if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
             # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT; or SmoothQuant's alpha
             # searched for this GEMM's weight width), folded into the weights' rows, then the per-token steps on top.
             steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _Q16
             if self.balance == "smoothquant" and self.rows.get(op.lhs):
                 w = np.asarray(self.weights[df.layer_of(op.rhs.owner)], np.float32)  # type: ignore[arg-type]
-                choice = smooth_scales(self.rows[op.lhs], w, self.w_bits)
-                self.choices.setdefault(op.layer_name(), {}).update(alpha=choice.alpha,
-                                                                    smoothing=choice.family)
+                choice = smooth_scales(self.rows[op.lhs], w, w_bits, group=group)
+                self.choices.setdefault(op.layer_name(), {}).update(alpha=choice.alpha, smoothing=choice.family)
                 steps = None if choice.scale is None else TOKEN_HEADROOM * choice.scale * 127 / _Q16
         if steps is not None:
             name = self.unique(f"{_layer(iv.owner)}.requant16c")  # pyright: ignore[reportOptionalMemberAccess] (iv is an int view: a value)
@@ -135,18 +126,18 @@ class ActivationRecipes:
             self.fmt[x] = fx
         else:
             x, fx = self.q(op.lhs, 16, op, scale=TOKEN_HEADROOM * self.range_of(op.lhs) / _Q16)
-        fold = np.ones(1) if fx.per_tensor else np.asarray(fx.scale, np.float64)
         s_x = float(fx.scale) if fx.per_tensor else 1.0
         offset, unsigned = 0, False
         if iv is not None and isinstance(iv.owner, df.GeluOp):
             floor = self.gelu_floor(iv)
             offset, unsigned = int(np.ceil(-floor / s_x)) + 1, True
-        wname = df.layer_of(op.rhs.owner)  # type: ignore[arg-type]
-        w_real = np.asarray(self.weights[wname], dtype=np.float64)
-        codes, s_w = self.weight_codes(op, w_real * fold[:, None], fx.scale)
-        key = self.unique(f"{wname}.token.q{self.w_bits}")
-        self.weights[key + ".scale"] = s_w
-        rhs = self.weight(key, codes.astype(np.int8), IntegerType(self.w_bits), op)
+        w_real = np.asarray(self.weights[df.layer_of(op.rhs.owner)], dtype=np.float64)  # type: ignore
+        # Per-group steps work as on the per-tensor path: the group rescale sits between the array's partial sums
+        # and the per-row rescale (compiler/numerics/pertoken.py); unsigned codes are 9 bits wide for its bound.
+        rhs, fit = self.static_weight(op, w_bits, group, fx, in_bits=9 if unsigned else 8,
+                                      tag="token")
+        s_w = fit.scale
+        codes = fit.integer()
         # Largest |acc * t - offset * colsum| any 16-bit input can give: |x'| <= 2^15 + offset, plus a step per row.
         l1 = float(np.abs(codes).sum(axis=0).max(initial=0))
         bound = ((1 << 15) + 2 * offset + 256) * l1
@@ -160,6 +151,8 @@ class ActivationRecipes:
         new = df.GemmOp(layer, x, rhs, bias, _ttype(op.result, IntegerType(32)), IntegerType(32))
         for k, value in op.attributes.items():
             new.attributes[k] = value
+        for k, size in fit.attributes().items():
+            new.attributes[k] = IntegerAttr(size, i64)
         new.attributes[PER_TOKEN_ATTR] = DictionaryAttr({"offset": IntegerAttr(offset, i64),
                                                          "unsigned": IntegerAttr(int(unsigned), i64),
                                                          "shift": IntegerAttr(shift, i64)})

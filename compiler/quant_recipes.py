@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ALPHAS", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice", "gelu_correction", "gptq_quantize",
+__all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice",
+           "gelu_correction", "gptq_quantize",
            "observe_range", "quantize_weight", "smooth_scales"]
 
 #: The coarse alpha grid searched per GEMM input (0 moves nothing, 1 moves every activation outlier into the
@@ -203,29 +204,46 @@ def observe_range(values: np.ndarray, observer: str, bits: int = 8, percentile: 
     raise ValueError(f"unknown observer {observer!r} (valid: {', '.join(OBSERVERS)})")
 
 
-def _entropy_threshold(a: np.ndarray, bits: int, bins: int = 2048) -> float:
+#: Histogram bins of the entropy observer, and the stride of the candidate thresholds it scores (in bins).
+ENTROPY_BINS = 2048
+ENTROPY_STRIDE = 8
+
+
+def _entropy_threshold(a: np.ndarray, bits: int, bins: int = ENTROPY_BINS) -> float:
     """TensorRT's KL threshold (onnxruntime ``HistogramCalibrater`` entropy): the clip whose 2^(bits-1)-level
-    quantized histogram is closest in KL divergence to the reference histogram clipped there."""
+    quantized histogram is closest in KL divergence to the reference histogram clipped there.
+
+    Every candidate threshold i (one per :data:`ENTROPY_STRIDE` bins) at once, from prefix sums: the i kept bins
+    split into L = 2^(bits-1) chunks as ``np.array_split`` does (the first i mod L one bin longer); the reference p
+    is the histogram with the tail folded into bin i - 1, the candidate q spreads each chunk's mass evenly over its
+    non-empty bins, so with T the total and Z_i the kept mass
+    KL_i = sum_j p_j log p_j - sum_c P_c log(m_c / (n_c Z_i)), P_c the reference mass of chunk c, m_c and n_c its
+    histogram mass and non-empty bins (bin i - 1 apart where the tail lands on an empty bin: q = 0 there, floored at
+    1e-12 as in the per-bin form). A [candidates, L] computation instead of a Python loop over thresholds and chunks
+    (0.3 s per call; calibration calls it once per value and sample: over 180 s on MiniLM)."""
     hist, edges = np.histogram(a, bins=bins, range=(0.0, float(a.max())))
     hist = hist.astype(np.float64)
     levels = 1 << (bits - 1)
-    best_i, best_kl = bins, np.inf
-    for i in range(levels, bins + 1, max(1, bins // 256)):
-        ref = hist[:i].copy()
-        ref[-1] += hist[i:].sum()
-        nz = hist[:i] > 0
-        chunks = np.array_split(np.arange(i), levels)
-        q = np.zeros(i)
-        for idx in chunks:
-            n = int(nz[idx].sum())
-            if n:
-                q[idx] = np.where(nz[idx], hist[idx].sum() / n, 0.0)
-        p, qq = ref / ref.sum(), q / max(q.sum(), 1e-30)
-        mask = p > 0
-        kl = float((p[mask] * np.log(p[mask] / np.maximum(qq[mask], 1e-12))).sum())
-        if kl < best_kl:
-            best_i, best_kl = i, kl
-    return float(edges[best_i])
+    cands = np.arange(levels, bins + 1, max(1, bins * ENTROPY_STRIDE // ENTROPY_BINS))
+    size, extra = cands[:, None] // levels, cands[:, None] % levels
+    c = np.arange(levels + 1)[None, :]
+    bounds = c * size + np.minimum(c, extra)  # [candidates, L + 1]: each chunk's first bin, then i
+    below = np.concatenate([[0.0], np.cumsum(hist)])
+    nonzero = np.concatenate([[0.0], np.cumsum(hist > 0)])
+    total = below[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.concatenate([[0.0], np.cumsum(np.where(hist > 0, hist * np.log(hist / total), 0.0))])
+        mass = np.diff(below[bounds], axis=1)
+        spread = mass / np.maximum(np.diff(nonzero[bounds], axis=1), 1)
+        kept = below[cands][:, None]
+        p_last = (total - below[cands - 1]) / total  # bin i - 1 with the tail folded in
+        ref_mass = mass.copy()
+        ref_mass[:, -1] -= hist[cands - 1]  # bin i - 1 is in the last chunk; its reference mass is p_last
+        cross = np.where(ref_mass > 0, ref_mass / total * np.log(spread / kept), 0.0).sum(axis=1)
+        q_last = np.where(hist[cands - 1] > 0, spread[:, -1] / kept[:, 0], 0.0)
+        cross += np.where(p_last > 0, p_last * np.log(np.maximum(q_last, 1e-12)), 0.0)
+        self_term = plogp[cands - 1] / total + np.where(p_last > 0, p_last * np.log(p_last), 0.0)
+    return float(edges[cands[int(np.argmin(self_term - cross))]])
 
 
 def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:

@@ -158,3 +158,27 @@ def test_quantized_switch_stays_close_to_fp32(data_dir) -> None:
     out = result.report["accuracy"]["outputs"]["last_hidden_state"]
     assert out["cosine_mean"] > 0.998  # measured 0.99876 (the MoE blocks in float: 0.99881)
     assert result.report["moe"]["routing"].startswith("measured on 8 samples")
+
+
+def test_padding_rows_an_attention_mask_marks_are_left_out_of_calibration() -> None:
+    """With an attention mask the model never reads a padding row's result: every value with one row per position
+    is measured over the real positions only (ranges and the fits' rows), so padding cannot widen a step."""
+    from compiler.calibrate import activation_ranges
+
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 1000, (3, 1, 16)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[0, 0, 9:] = 0
+    mask[1, 0, 5:] = 0
+    data = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    result = compile(model_path("bert_tiny.onnx"), passes="canonicalize,schedule")
+    names = list(result.imported.input_names)
+    gemms = [o for o in result.module.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)]
+    rows = {o.lhs: [] for o in gemms}
+    everything = activation_ranges(result.module, result.env.weights, names, data)
+    real = activation_ranges(result.module, result.env.weights, names, data, rows=rows, row_masks=mask)
+    for v, samples in rows.items():
+        assert [len(r) for r in samples] == [9, 5, 16]
+        assert real[v] == pytest.approx(max(float(np.abs(r).max()) for r in samples))
+    assert all(real[v] <= everything[v] * (1 + 1e-6) for v in real)
+    assert any(real[v] < 0.99 * everything[v] for v in rows)

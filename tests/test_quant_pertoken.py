@@ -33,6 +33,28 @@ def test_numpy_kernel_equals_the_oracle(offset: int, unsigned: bool) -> None:
         np.testing.assert_array_equal(K.per_token_gemm(x, w, offset, unsigned, shift), want)
 
 
+@pytest.mark.parametrize("offset,unsigned", [(0, False), (37, True)])
+def test_grouped_numpy_kernel_equals_the_oracle(offset: int, unsigned: bool) -> None:
+    """--weight-group on the per-token path: grouped partial sums times their multipliers, then the row rescale; the
+    static offset term over the scaled weight. Equal to the oracle, and to the ungrouped product by codes * q."""
+    from compiler.quant_groups import group_matmul
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-(1 << 15), 1 << 15, (16, 100)) // rng.integers(1, 2000, (16, 1))
+    if unsigned:
+        x = np.maximum(x, -offset)
+    w = rng.integers(-8, 8, (100, 12))
+    q = rng.integers(1, 256, (4, 12))  # 100 rows in groups of 32: a short last group
+    full = w * np.repeat(q, 32, axis=0)[:100]
+    for shift in (0, 4):
+        want = P.per_token_gemm(torch.from_numpy(x), torch.from_numpy(w), offset, unsigned, shift,
+                                group_scales=torch.from_numpy(q), group=32).numpy()
+        got = K.per_token_gemm(x, w, offset, unsigned, shift, lambda a, b: group_matmul(a, b, q, 32), full.sum(axis=0))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(want, P.per_token_gemm(torch.from_numpy(x), torch.from_numpy(full), offset,
+                                                             unsigned, shift).numpy())
+
+
 def test_rows_get_their_own_step_and_the_product_is_close() -> None:
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.integers(-30000, 30000, (1, 64)), rng.integers(-200, 200, (1, 64))])
@@ -93,6 +115,48 @@ def test_simulator_equals_the_oracle_on_every_per_token_gemm(per_token_vit) -> N
     numerics = result.report["numerics"]
     assert numerics["activation_granularity"] == "per-token"
     assert any("gelu_gain" in v for v in numerics["recipe_per_layer"].values())
+
+
+def test_grouped_per_token_gemms_are_simulated_exactly_and_costed() -> None:
+    """w4a8, per-token activations and a weight step per 32 input rows (the issue's MiniLM recipe on ViT): every
+    static GEMM carries both, the simulator equals numerics.per_token_gemm with the group multipliers, and the
+    plan prices the row quantizer and the group rescale."""
+    from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX
+    from compiler.simulate import Simulator, Tensor
+
+    rng = np.random.default_rng(3)
+    data = {"pixel_values": rng.standard_normal((2, 1, 3, 32, 32)).astype(np.float32)}
+    result = compile(model_path("vit_tiny.onnx"), quant="w4a8", inputs=data, calibrate=data, balance="smoothquant",
+                     **{"act-granularity": "per-token", "weight-group": "32", "weight-rounding": "gptq"})
+    sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
+    values: dict[object, Tensor] = dict(sim.consts)
+    seen: list[str] = []
+
+    def observe(op, outs):
+        for r, t in zip(op.results, outs):
+            values[r] = t
+        if isinstance(op, df.GemmOp) and PER_TOKEN_ATTR in op.attributes and GROUP_ATTR in op.attributes:
+            p = {k: v.value.data for k, v in op.attributes[PER_TOKEN_ATTR].data.items()}
+            x, w = values[op.lhs].data, values[op.rhs].data
+            q = result.env.weights[df.str_attr(op.rhs.owner, "layer") + GROUP_SCALE_SUFFIX]
+            bias = values[op.bias].data if op.bias is not None else None
+            want = P.per_token_gemm(torch.from_numpy(x), torch.from_numpy(w.astype(np.int64)), p["offset"],
+                                    bool(p["unsigned"]), p["shift"],
+                                    None if bias is None else torch.from_numpy(bias.astype(np.int64)),
+                                    torch.from_numpy(q.astype(np.int64)), op.attributes[GROUP_ATTR].value.data)
+            np.testing.assert_array_equal(outs[0].data, want.numpy())
+            assert np.abs(w).max() <= 8 and q.min() >= 1 and q.max() <= 255
+            seen.append(df.str_attr(op, "layer"))
+
+    feeds = {k: v[0] for k, v in data.items()}
+    values.update({a: Tensor(feeds[n]) for a, n in zip(sim.args, sim.input_names)})
+    sim.run(feeds, observe)
+    static = [o for o in result.module.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)
+              and o.rhs.type.get_shape()[0] > 32]
+    assert len(seen) == len(static) > 0
+    ops = [lay["op"] for lay in result.report["layers"] if lay["op"].startswith("rowquant+gemm")]
+    assert sum("group-scale" in op for op in ops) == len(seen)
+    assert result.report["numerics"]["weight_group"] == 32
 
 
 @pytest.mark.parametrize("target", ["fpga-u280", "gpu-a100", "npu-xdna", "asic-systolic", "optical-4f"])

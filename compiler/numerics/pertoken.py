@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from compiler.numerics._intops import as_int64, as_rows, round_shift
+from compiler.numerics.group_gemm import group_gemm
 
 __all__ = ["per_token_gemm", "quantize_rows", "row_levels"]
 
@@ -51,12 +52,21 @@ def quantize_rows(x_int: torch.Tensor, offset: int = 0, unsigned: bool = False) 
 
 
 def per_token_gemm(x_int: torch.Tensor, w_int: torch.Tensor, offset: int = 0, unsigned: bool = False,
-                   shift: int = 0, bias: torch.Tensor | None = None) -> torch.Tensor:
+                   shift: int = 0, bias: torch.Tensor | None = None, group_scales: torch.Tensor | None = None,
+                   group: int = 0) -> torch.Tensor:
     """``x_int @ w_int`` [.., K] x [K, N] through per-token int8 codes, on the grid S_x * S_w * 2^shift (see the
-    module docstring), plus ``bias`` (int32 on that grid), clamped to int32."""
+    module docstring), plus ``bias`` (int32 on that grid), clamped to int32.
+
+    ``group_scales`` [ceil(K / group), N] (``--weight-group``): the codes' per-group multipliers; the row codes'
+    partial sums per group are multiplied by them and summed (compiler/numerics/group_gemm.py) before the row
+    rescale, and the static ``offset`` term is taken over the scaled weight ``w_int * q[k // group]``."""
     w = as_int64(w_int, "w_int")
     q, t = quantize_rows(x_int, offset, unsigned)
-    acc = q @ w
+    if group_scales is not None:
+        acc = group_gemm(q, w, group_scales, group)
+        w = w * torch.repeat_interleave(as_int64(group_scales, "group_scales"), group, dim=0)[: w.shape[0]]
+    else:
+        acc = q @ w
     y = round_shift(acc * t - int(offset) * w.sum(dim=0), int(shift))
     if bias is not None:
         y = y + as_int64(bias, "bias")

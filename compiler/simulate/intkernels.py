@@ -371,10 +371,12 @@ def lut_gelu(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
 
 
 def per_token_gemm(x: np.ndarray, w: np.ndarray, offset: int, unsigned: bool, shift: int,
-                   matmul: Any = None) -> np.ndarray:
+                   matmul: Any = None, colsum: np.ndarray | None = None) -> np.ndarray:
     """Per-token int8 GEMM without its bias (oracle: ``pertoken.per_token_gemm``): row step t = max(1, ceil(M / L)),
     codes round(x' / t) half away from zero, y = round_half_even((codes @ w * t - offset * colsum(w)) / 2^shift).
-    ``matmul``: the exact integer product to use (the simulator's cached one), default ``@`` in int64."""
+    ``matmul``: the exact integer product to use (the simulator's cached one, or a grouped one), default ``@`` in
+    int64; ``colsum``: the column sums of the weight it stands for (default ``w``'s; a grouped weight's are of the
+    codes times their group multipliers)."""
     xx = x.astype(I64) + int(offset)
     levels = 255 if unsigned else 127
     top = np.maximum(xx.max(axis=-1, keepdims=True), 0) if unsigned else np.abs(xx).max(axis=-1, keepdims=True)
@@ -382,4 +384,5 @@ def per_token_gemm(x: np.ndarray, w: np.ndarray, offset: int, unsigned: bool, sh
     mag = (2 * np.abs(xx) + t) // (2 * t)
     q = np.clip(np.where(xx < 0, -mag, mag), 0 if unsigned else -levels - 1, levels)
     acc = matmul(q, w) if matmul is not None else q @ w.astype(I64)
-    return round_shift(acc * t - int(offset) * w.astype(I64).sum(axis=0), int(shift))
+    cols = w.astype(I64).sum(axis=0) if colsum is None else colsum
+    return round_shift(acc * t - int(offset) * cols, int(shift))

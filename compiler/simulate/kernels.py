@@ -145,22 +145,34 @@ def _gemm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
         cache = ctx.memo(op).setdefault("rhs", {}) if constant else None
         token = op.attributes.get(PER_TOKEN_ATTR)
         group = op.attributes.get(GROUP_ATTR)
-        if isinstance(token, DictionaryAttr):  # per-token int8 codes of a 16-bit input (compiler/numerics/pertoken.py)
-            p = {k: v.value.data for k, v in token.data.items()}  # type: ignore[attr-defined]
-            acc = K.per_token_gemm(x.data, w.data, p["offset"], bool(p["unsigned"]), p["shift"],
-                                   lambda a, b: int_matmul(a, b, cache))
-            if bias is not None:
-                acc = acc + bias.data.astype(np.int64)
-            acc = np.clip(acc, -(2**31), 2**31 - 1)
-            x_scale = 1.0 if "balanced" in op.attributes else x.step()  # per-channel input steps: in the weights
-            return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
-        if isinstance(group, IntegerAttr) and constant:  # per-group steps: compiler/quant_groups.py's datapath
+        grouped = isinstance(group, IntegerAttr) and constant
+        if grouped:  # per-group steps: compiler/quant_groups.py's datapath
             memo = ctx.memo(op)
             if "q" not in memo:
                 owner = op.operands[1].owner
                 assert isinstance(owner, df.WeightOp)  # ``constant``
                 memo["q"] = ctx.weights[owner.layer_name() + GROUP_SCALE_SUFFIX]
-            acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, cache)
+        if isinstance(token, DictionaryAttr):  # per-token int8 codes of a 16-bit input (compiler/numerics/pertoken.py)
+            p = {k: v.value.data for k, v in token.data.items()}  # type: ignore[attr-defined]
+            if grouped:
+                size = group.value.data  # type: ignore[union-attr]
+                memo = ctx.memo(op)
+                if "colsum" not in memo:
+                    full = np.repeat(np.asarray(memo["q"], np.int64), size, axis=0)[: w.data.shape[0]]
+                    memo["colsum"] = (w.data.astype(np.int64) * full).sum(axis=0)
+                acc = K.per_token_gemm(x.data, w.data, p["offset"], bool(p["unsigned"]), p["shift"],
+                                       lambda a, b: group_matmul(a, b, memo["q"], size, int_matmul, cache),
+                                       memo["colsum"])
+            else:
+                acc = K.per_token_gemm(x.data, w.data, p["offset"], bool(p["unsigned"]), p["shift"],
+                                       lambda a, b: int_matmul(a, b, cache))
+            if bias is not None:
+                acc = acc + bias.data.astype(np.int64)
+            acc = np.clip(acc, -(2**31), 2**31 - 1)
+            x_scale = 1.0 if "balanced" in op.attributes else x.step()  # per-channel input steps: in the weights
+            return [Tensor(acc, x_scale * np.asarray(w.scale, np.float64) * 2.0 ** p["shift"])]
+        if grouped:
+            acc = group_matmul(x.data, w.data, memo["q"], group.value.data, int_matmul, cache)  # type: ignore[union-attr]
         else:
             acc = int_matmul(x.data, w.data, cache)
         if bias is not None:
