@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 from xdsl.ir import Operation, SSAValue
 
+from compiler.calibrate import synthetic_inputs
+from compiler.dialect import dataflow as df
+from compiler.numerics import dyadic
+from compiler.simulate import Simulator
+from compiler.simulate.approx import layernorm_int, shiftmax_grid
 from hw.errors import InputError
+from hw.rtl.online_softmax import check_multiplier
+from hw.rtl.shiftgelu import x0_for_scale as shiftgelu_x0
+from hw.rtl.shiftmax import x0_for_scale as shiftmax_x0
 
 __all__ = ["DesignScales", "learn_scales", "shiftmax_config", "shiftgelu_config", "online_softmax_config",
            "ilayernorm_config", "bias_bits", "per_tensor", "requant_config", "gemm_config", "attention_scores_scale"]
@@ -56,8 +64,6 @@ class DesignScales:
 def learn_scales(result: Any) -> DesignScales:
     """Run ``result`` (a ``CompileResult``) once in the functional simulator on one deterministic synthetic sample
     (compiler.calibrate.synthetic_inputs) and keep the scale of every value."""
-    from compiler.calibrate import synthetic_inputs
-    from compiler.simulate import Simulator
 
     imported = result.imported
     sim = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
@@ -84,7 +90,6 @@ def per_tensor(scale: Any) -> float | None:
 def attention_scores_scale(op: Operation, values: DesignScales) -> float | None:
     """Scale of an integer attention's scores ``Q K^T`` (q scale x k scale x the op's ``scale``), as
     compiler.simulate.kernels.standard_attention forms it; None for float attention."""
-    from compiler.dialect import dataflow as df
 
     q, k = per_tensor(values.scale(op.q)), per_tensor(values.scale(op.k))  # type: ignore[attr-defined]
     if q is None or k is None:
@@ -96,33 +101,27 @@ def attention_scores_scale(op: Operation, values: DesignScales) -> float | None:
 def shiftmax_config(scale: float | None, n: int, params: Mapping[str, int]) -> dict[str, Any]:
     """``shiftmax`` of integer scores at ``scale`` in rows of ``n``: the compiler's pre-shift ``k``
     (compiler.simulate.approx.shiftmax_grid) and ``x0 = floor(-1 / (scale * 2^k))``; the unit takes ``x >> k``."""
-    from compiler.simulate.approx import shiftmax_grid
-    from hw.rtl.shiftmax import x0_for_scale
 
     out_scale = 2.0 ** -(params["out_bits"] - 1)
     if scale is None:
         return {"x0": None, "input_shift": None, "input_scale": None, "output_scale": out_scale}
     _, grid = shiftmax_grid(np.zeros((1, n), dtype=np.int64), scale)
     shift = round(math.log2(grid / scale))  # grid = scale * 2^k exactly
-    return {"x0": x0_for_scale(grid, params["x0_bits"]), "input_shift": shift, "input_scale": scale,
+    return {"x0": shiftmax_x0(grid, params["x0_bits"]), "input_shift": shift, "input_scale": scale,
             "output_scale": out_scale}
 
 
 def shiftgelu_config(scale: float | None, params: Mapping[str, int]) -> dict[str, Any]:
     """``shiftgelu`` of integers at ``scale``: ``x0 = floor(-1 / (1.702 scale))``; output ``x * sig`` at
     ``scale * 2^-(out_bits-1)``."""
-    from hw.rtl.shiftgelu import x0_for_scale
-
     if scale is None:
         return {"x0": None, "input_scale": None, "output_scale": None}
-    return {"x0": x0_for_scale(scale, params["x0_bits"]), "input_scale": scale,
+    return {"x0": shiftgelu_x0(scale, params["x0_bits"]), "input_scale": scale,
             "output_scale": scale * 2.0 ** -(params["out_bits"] - 1)}
 
 
 def online_softmax_config(scale: float | None, params: Mapping[str, int]) -> dict[str, Any]:
     """``online_softmax`` of integer scores at ``scale``: ``(m_c, e_c) = dyadic(scale * log2(e) * 2^8)``."""
-    from compiler.numerics import dyadic
-    from hw.rtl.online_softmax import check_multiplier
 
     out_scale = 2.0 ** -(params["out_bits"] - 1)
     if scale is None:
@@ -135,8 +134,6 @@ def online_softmax_config(scale: float | None, params: Mapping[str, int]) -> dic
 def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
     """``ilayernorm``: the per-channel integer ``bias`` loaded through the bias port, and the per-channel output
     scale. Both come from compiler.simulate.approx.layernorm_int on a zero row (its output there is the bias)."""
-    from compiler.dialect import dataflow as df
-    from compiler.simulate.approx import layernorm_int
 
     assert isinstance(op, df.LayerNormOp)
     has_beta = len(op.operands) > 2
@@ -166,7 +163,6 @@ def bias_bits(config: Mapping[str, Any], default: int) -> int:
 def requant_config(op: Operation, values: DesignScales, m_bits: int, e_bits: int) -> dict[str, Any]:
     """``requant``: the dyadic ``(m, e)`` of the weight store entry under the op's layer: one pair (scalars) or
     one per channel (arrays, channel ``c`` on lane ``c % lanes`` of a row's beat ``c // lanes``); and the scales."""
-    from compiler.dialect import dataflow as df
 
     layer = df.layer_of(op)
     me = np.asarray(values.weights[layer], dtype=np.int64)

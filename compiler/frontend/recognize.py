@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.frontend.attention_operands import materialize_operands
+from compiler.frontend.einsum import lower_einsums
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.head_norm import view_head_norm
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match
+from compiler.frontend.normalize import normalize_for_recognition
 from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.recognize_moe import recognize_moe
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
 from compiler.frontend.rope import fit_rope, rope_region
 from compiler.limits import check_memory
@@ -561,21 +566,7 @@ def _match_norm(ctx: _Ctx, anchor: Node) -> Match | None:
 
 def recognize(graph: Graph) -> list[Match]:
     """All MoE, attention, LayerNorm/RMSNorm and GELU matches, non-overlapping (MoE blocks first, in graph order)."""
-    from compiler.frontend.attention_operands import materialize_operands
-    from compiler.frontend.batchnorm import lower_batchnorms
-    from compiler.frontend.einsum import lower_einsums
-    from compiler.frontend.fused_proj import split_selected_projections
-    from compiler.frontend.fused_qkv import split_fused_qkv
-    from compiler.frontend.head_norm import view_head_norm
-    from compiler.frontend.kv_cache import rewrite_kv_cache
-    from compiler.frontend.pooling import lower_pools
-    from compiler.frontend.recognize_moe import recognize_moe
-
-    lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
-    lower_batchnorms(graph)  # inference BatchNormalization -> per-channel Mul + Add
-    rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
-    split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows (in place)
-    split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
+    normalize_for_recognition(graph)
     ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)})
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)

@@ -1,0 +1,25 @@
+"""Graph rewrites that run before recognition, so each matcher sees one spelling of what exporters write many ways.
+
+Each rewrite computes what the nodes it replaces computed; the matchers (compiler/frontend/recognize.py) then need
+not know that a pool, a BatchNormalization, a KV-cache concat or a fused QKV projection was ever there.
+"""
+
+from __future__ import annotations
+
+from compiler.frontend.batchnorm import lower_batchnorms
+from compiler.frontend.fused_proj import split_selected_projections
+from compiler.frontend.fused_qkv import split_fused_qkv
+from compiler.frontend.graph import Graph
+from compiler.frontend.kv_cache import rewrite_kv_cache
+from compiler.frontend.pooling import lower_pools
+
+__all__ = ["normalize_for_recognition"]
+
+
+def normalize_for_recognition(graph: Graph) -> None:
+    """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
+    lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
+    lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
+    rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
+    split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows
+    split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
