@@ -30,8 +30,17 @@ from typing import Any
 
 import numpy as np
 import onnx
+from xdsl.dialects.builtin import IntegerType
 
+from codesign._io import atomic_output
+from compiler.calibrate import check_simulation_memory
+from compiler.context import CompileEnv
+from compiler.dialect import dataflow as df
+from compiler.dialect.choices import LAYER_ATTR
+from compiler.frontend.onnx_checks import check_elem_type
+from compiler.frontend.onnx_loader import read_model
 from compiler.npz import read_npz
+from compiler.simulate import Simulator
 from hw.errors import InputError
 
 __all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "reference_outputs", "write_outputs",
@@ -42,8 +51,6 @@ Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
 
 def model_signature(source: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> Signature:
     """(name, dims, dtype) of each real input of the ONNX model (``None`` for a symbolic dim, unless ``shapes``)."""
-    from compiler.frontend.onnx_checks import check_elem_type
-    from compiler.frontend.onnx_loader import read_model
 
     model, name = read_model(source, external=False)
     inits = {i.name for i in model.graph.initializer}
@@ -110,7 +117,6 @@ def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs:
 
     Calibration data is ``calibrate`` if given, else ``inputs``; ``None`` env when there is neither.
     """
-    from compiler.context import CompileEnv
 
     if inputs is None and calibrate is None:
         return None, None
@@ -183,10 +189,6 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
 
     ``layers=False`` skips the per-layer comparison; ``reference`` reuses ``reference_outputs`` of an earlier call.
     """
-    from compiler.calibrate import check_simulation_memory
-    from compiler.dialect import dataflow as df
-    from compiler.dialect.choices import LAYER_ATTR
-    from compiler.simulate import Simulator
 
     imported = result.imported
     check_simulation_memory(result.module, len(next(iter(samples.values()))),
@@ -268,7 +270,6 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
 def _count_saturated(name: str, op: Any, data: np.ndarray, into: dict[str, list[int]]) -> None:
     """Count ``op``'s integer outputs at the ends of their range, under the layer it requantizes: the quantize pass
     names a requant or quantize cast ``<producer layer>.requant<bits>[c]`` / ``.quant<bits>``."""
-    from xdsl.dialects.builtin import IntegerType
 
     base, sep, tail = name.rpartition(".requant")
     if not sep:
@@ -290,7 +291,6 @@ def _sqnr(signal: float, noise: float) -> float | None:
 
 def write_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
     """``outputs`` (name -> [N, ...]) as an .npz, the same convention as ``--inputs``; atomic (codesign/_io.py)."""
-    from codesign._io import atomic_output
 
     with atomic_output(path) as fh:
         np.savez(fh, **outputs)  # pyright: ignore[reportArgumentType] - numpy's stub reads **arrays as allow_pickle

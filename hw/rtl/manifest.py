@@ -39,6 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from amaranth.back import verilog
+from amaranth.hdl import Fragment, Shape, Value
+from amaranth.lib import data, wiring
+
 from hw.errors import InputError
 from hw.rtl.emit import build_kernel, canonical_params, params_tag
 from hw.rtl.kernels import cycles_formula, invocation_cycles
@@ -64,8 +69,6 @@ CONFIG_FILE = "config.npz"
 
 def kernel_ports(kernel: str, params: Mapping[str, int]) -> list[dict[str, Any]]:
     """The top module's ports: ``clk``, ``rst``, then the signature's, with Verilog names and widths."""
-    from amaranth.hdl import Value
-    from amaranth.lib import data, wiring
 
     component = build_kernel(kernel, params)
     ports = [{"name": "clk", "direction": "in", "width": 1}, {"name": "rst", "direction": "in", "width": 1}]
@@ -78,7 +81,6 @@ def kernel_ports(kernel: str, params: Mapping[str, int]) -> list[dict[str, Any]]
         if isinstance(value, data.View) and isinstance(value.shape(), data.StructLayout):
             port["fields"] = _fields(value.shape())
         ports.append(port)
-    from amaranth.hdl import Fragment
 
     Fragment.get(component, None)  # elaborated, so Amaranth does not warn it was never used
     return ports
@@ -86,8 +88,6 @@ def kernel_ports(kernel: str, params: Mapping[str, int]) -> list[dict[str, Any]]
 
 def _fields(layout) -> list[dict[str, Any]]:
     """A payload's fields, LSB first: name, bit offset, width, signedness (and lane count for arrays)."""
-    from amaranth.hdl import Shape
-    from amaranth.lib import data
 
     out = []
     for name, fld in layout:
@@ -165,7 +165,6 @@ def prepare_out_dir(out: str | Path) -> Path:
 
 def _config_json(config: Mapping[str, Any], layer: str, arrays: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its arrays moved into ``arrays`` (keyed ``<layer>/<key>``, unique) and referenced."""
-    import numpy as np
 
     out: dict[str, Any] = {}
     for key, value in config.items():
@@ -192,7 +191,6 @@ def _config_json(config: Mapping[str, Any], layer: str, arrays: dict[str, Any]) 
 def resolve_config(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """An invocation's manifest ``config`` with every ``{"npz": ...}`` reference replaced by its array, read from
     :data:`CONFIG_FILE` in the design folder ``out``."""
-    import numpy as np
 
     refs = {key: v["npz"] for key, v in config.items() if isinstance(v, Mapping) and "npz" in v}
     resolved = dict(config)
@@ -203,7 +201,6 @@ def resolve_config(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _entry(use: KernelUse, out: Path, arrays: dict[str, Any]) -> dict[str, Any]:
-    from amaranth.back import verilog
 
     text = verilog.convert(build_kernel(use.kernel, use.params), name=use.tag, emit_src=False)
     (out / f"{use.tag}.v").write_text(text)
@@ -249,7 +246,6 @@ def write_design(out: str | Path, uses: Sequence[KernelUse], source: Mapping[str
     arrays: dict[str, Any] = {}
     kernels = [_entry(use, path, arrays) for use in sorted(merged.values(), key=lambda u: (u.kernel, u.tag))]
     if arrays:
-        import numpy as np
 
         np.savez(path / CONFIG_FILE, **arrays)
     manifest = {
