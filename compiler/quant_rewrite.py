@@ -100,8 +100,11 @@ class Quantizer(ActivationRecipes, MoeRewrite):
     def range_of(self, v: SSAValue) -> float:
         amax = self.amax.get(v, self.ranges.get(v))
         if amax is None:
-            raise InputError(f"quantize: no calibrated range for a value of '{_layer(v.owner)}'"  # type: ignore[arg-type]
-                             " (it was never computed on the calibration data)")
+            owner = v.owner
+            what = f"a value of '{_layer(owner)}'" if isinstance(owner, Operation) else \
+                f"model input #{getattr(v, 'index', '?')}"
+            raise InputError(f"quantize: no calibrated range for {what} (it was never computed on the calibration "
+                             "data)")
         return max(amax, 1e-8)
 
     def int_view(self, v: SSAValue) -> SSAValue | None:
