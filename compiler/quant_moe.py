@@ -44,6 +44,8 @@ class MoeRewrite:
         ranges = self.moe_ranges.get(id(op))
         if ranges is None or not all(isinstance(v.owner, df.WeightOp) for v in consts):
             return  # stays float behind a dequantize: nothing to size its formats by
+        if op.gated():
+            return  # gated (SwiGLU) experts have no integer form yet: float behind a dequantize
         layer, act = _layer(op), op.activation_value()
         got = self.q_balanced(op.input, op)
         x, fx = got if got is not None else self.q(op.input, 8, op)

@@ -421,9 +421,6 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "mixtral": "MoE block only partly recognised (a one-line InputError): dataflow.moe and its matcher hold "
-               "two-GEMM experts (w1, activation, w2: compiler/numerics/router.expert_ffn); Mixtral's SwiGLU "
-               "experts (SiLU(x W_gate) * (x W_up), then W_down) have no form there",
     "deepseek-v3": "unsupported op ScatterND (node '/model/layers.0/self_attn/ScatterND'; the dynamo export too): "
                    "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
                    "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "

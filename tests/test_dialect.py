@@ -87,7 +87,7 @@ GOOD: dict[type, tuple[list, list, dict]] = {
                 {"layer": "rope", "style": "interleaved", "head_dim": 4, "rotary_dim": 2}),
     df.MoeOp: ([_t(2, 4, 8), _t(8, 4), _t(4, 8, 16), _t(4, 16, 8)], [_t(2, 4, 8)],
                {"layer": "moe", "num_experts": 4, "top_k": 2, "mode": "token", "capacity_factor": 1.25,
-                "renormalize": True, "activation": "gelu", "segments": (1, 1, 1, 1, 0, 0)}),
+                "renormalize": True, "activation": "gelu", "segments": (1, 1, 1, 1, 0, 0, 0)}),
 }
 
 
@@ -239,10 +239,10 @@ BAD = [
     ("moe-w2", df.MoeOp, dict(operands=[_t(2, 4, 8), _t(8, 4), _t(4, 8, 16), _t(4, 8, 16)]),
      "dataflow.moe 'moe': w2 shape (4, 8, 16) should be (4, 16, 8)"),
     ("moe-b1", df.MoeOp, dict(operands=[_t(2, 4, 8), _t(8, 4), _t(4, 8, 16), _t(4, 16, 8), _t(16)],
-                              segments=(1, 1, 1, 1, 1, 0)),
+                              segments=(1, 1, 1, 1, 1, 0, 0)),
      "dataflow.moe 'moe': b1 shape (16,) should be (4, 16)"),
     ("moe-b2", df.MoeOp, dict(operands=[_t(2, 4, 8), _t(8, 4), _t(4, 8, 16), _t(4, 16, 8), _t(4, 16)],
-                              segments=(1, 1, 1, 1, 0, 1)),
+                              segments=(1, 1, 1, 1, 0, 1, 0)),
      "dataflow.moe 'moe': b2 shape (4, 16) should be (4, 8)"),
     ("moe-result", df.MoeOp, dict(results=[_t(2, 4, 4)]),
      "dataflow.moe 'moe': result shape (2, 4, 4) should hold the input's (2, 4, 8) elements, last dim 8"),
@@ -295,7 +295,7 @@ def _every_op_module() -> ModuleOp:
         _make(df.AttentionOp, operands=[_t(2, 4, 8), _t(2, 6, 8), _t(2, 6, 8), _t(2, 1, 4, 6)], causal=True,
               algorithm="edge-moe", lanes=4, segments=(1, 1, 1, 1), block=block),
         _make(df.LayerNormOp, operands=[_t(2, 4, 8), _t(8)], kind="rmsnorm", segments=(1, 1, 0), block=block),
-        _make(df.MoeOp, operands=GOOD[df.MoeOp][0] + [_t(4, 16), _t(4, 8)], segments=(1, 1, 1, 1, 1, 1),
+        _make(df.MoeOp, operands=GOOD[df.MoeOp][0] + [_t(4, 16), _t(4, 8)], segments=(1, 1, 1, 1, 1, 1, 0),
               block=block),
         _make(df.MoveOp, operands=[_t(2, 4, 8)], results=[_t(2, 4, 4), _t(2, 4, 4)], kind="split",
               attrs={"axis": -1, "split": (4, 4)}, block=block),
@@ -309,7 +309,7 @@ def _every_op_module() -> ModuleOp:
 def test_round_trip_every_op():
     custom = _print(_every_op_module(), generic=False)
     generic = _print(_parse(custom), generic=True)
-    assert '"dataflow.moe"' in generic and "operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1>" in generic
+    assert '"dataflow.moe"' in generic and "operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0>" in generic
     assert _print(_parse(generic), generic=False) == custom
     assert _print(_parse(generic), generic=True) == generic
 

@@ -161,7 +161,7 @@ def _every_op_module() -> ModuleOp:
     block = Block(arg_types=args)
     x, w, b, table, xq, idx = block.args
     weights = [df.WeightOp(name, typ) for name, typ in (
-        ("w", _t(8, 8)), ("gate", _t(8, 4)), ("w1", _t(4, 8, 16)), ("w2", _t(4, 16, 8)), ("b2", _t(4, 8)))]
+        ("w", _t(8, 8)), ("gate", _t(8, 4)), ("w1", _t(4, 8, 16)), ("w2", _t(4, 16, 8)), ("b2", _t(4, 8)), ("w3", _t(4, 8, 16)))]
     block.add_ops(weights)
     block.add_ops([
         df.GemmOp("g", x, w, None, _t(2, 4, 8), f32),
@@ -198,11 +198,16 @@ def _every_op_module() -> ModuleOp:
         df.MoeOp.create(operands=[x] + [op.result for op in weights[1:4]], result_types=[_t(2, 4, 8)], properties=p | {
             "num_experts": df.int_prop(4), "top_k": df.int_prop(2), "mode": StringAttr("token"),
             "capacity_factor": df.float_prop(1.25), "renormalize": BoolAttr.from_bool(True),
-            "activation": StringAttr("gelu"), "operandSegmentSizes": seg(1, 1, 1, 1, 0, 0)}),
+            "activation": StringAttr("gelu"), "operandSegmentSizes": seg(1, 1, 1, 1, 0, 0, 0)}),
         df.MoeOp.create(operands=[x] + [op.result for op in weights[1:5]], result_types=[_t(2, 4, 8)], properties=p | {
             "num_experts": df.int_prop(4), "top_k": df.int_prop(1), "mode": StringAttr("task"),
             "capacity_factor": df.float_prop(0.0), "renormalize": BoolAttr.from_bool(False),
-            "activation": StringAttr("silu"), "operandSegmentSizes": seg(1, 1, 1, 1, 0, 1)}),
+            "activation": StringAttr("silu"), "operandSegmentSizes": seg(1, 1, 1, 1, 0, 1, 0)}),
+        df.MoeOp.create(operands=[x] + [op.result for op in weights[1:4]] + [weights[5].result],
+                        result_types=[_t(2, 4, 8)], properties=p | {
+            "num_experts": df.int_prop(4), "top_k": df.int_prop(2), "mode": StringAttr("token"),
+            "capacity_factor": df.float_prop(0.0), "renormalize": BoolAttr.from_bool(True),
+            "activation": StringAttr("silu"), "operandSegmentSizes": seg(1, 1, 1, 1, 0, 0, 1)}),
         ReturnOp(),
     ])
     module = ModuleOp([FuncOp("main", (args, []), Region(block))])

@@ -21,10 +21,11 @@ from xdsl.utils.exceptions import VerifyException
 from compiler.dialect import dataflow as df
 
 
-def _moe(x=(1, 9, 8), out=None, b1=(4, 16), b2=(4, 8), w1=(4, 8, 16), mode="task", cf=0.0, act="gelu", k=2):
+def _moe(x=(1, 9, 8), out=None, b1=(4, 16), b2=(4, 8), w1=(4, 8, 16), mode="task", cf=0.0, act="gelu", k=2,
+         w3=None):
     block = Block(arg_types=[TensorType(f32, list(s)) for s in (x, (8, 4), w1, (4, 16, 8))]
-                  + [TensorType(f32, list(s)) for s in (b1, b2) if s])
-    biases = [1 if b1 else 0, 1 if b2 else 0]
+                  + [TensorType(f32, list(s)) for s in (b1, b2, w3) if s])
+    biases = [1 if b1 else 0, 1 if b2 else 0, 1 if w3 else 0]
     return df.MoeOp.create(
         operands=list(block.args), result_types=[TensorType(f32, list(out or x))],
         properties={"layer": StringAttr("m"), "num_experts": IntegerAttr(4, i64), "top_k": IntegerAttr(k, i64),
@@ -39,6 +40,12 @@ def test_a_well_formed_block_verifies_with_and_without_biases():
     _moe(out=(9, 8)).verify()  # exports may flatten the tokens
 
 
+def test_a_gated_block_takes_an_up_projection_shaped_like_w1():
+    op = _moe(w3=(4, 8, 16), b1=None, b2=None, act="silu")
+    op.verify()
+    assert op.gated() and not _moe().gated()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"b1": (4, 8)}, "b1 shape (4, 8) should be (4, 16)"),
     ({"b2": (8,)}, "b2 shape (8,) should be (4, 8)"),
@@ -48,6 +55,7 @@ def test_a_well_formed_block_verifies_with_and_without_biases():
     ({"act": "swish"}, "activation 'swish' is not one of gelu, gelu_tanh, relu, silu, identity"),
     ({"k": 5}, "top_k must be in 1..4"),
     ({"w1": (4, 7, 16)}, "w1 shape (4, 7, 16) should be [4, 8, hidden]"),
+    ({"w3": (4, 8, 8)}, "w3 (the gated experts' up projection) shape (4, 8, 8) should be w1's (4, 8, 16)"),
 ])
 def test_malformed_blocks_are_rejected_with_the_reason(kwargs, message):
     with pytest.raises(VerifyException, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
@@ -67,7 +75,7 @@ def _int_moe(gate_el=_I16, b1_el=_I32):
         properties={"layer": StringAttr("m"), "num_experts": IntegerAttr(4, i64), "top_k": IntegerAttr(2, i64),
                     "mode": StringAttr("task"), "capacity_factor": FloatAttr(0.0, f64),
                     "renormalize": BoolAttr.from_bool(False), "activation": StringAttr("gelu"),
-                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1, 1, 0])})
+                    "operandSegmentSizes": DenseArrayBase.from_list(IntegerType(32), [1, 1, 1, 1, 1, 0, 0])})
 
 
 def test_an_integer_block_needs_integer_weights_and_i32_biases():

@@ -3,7 +3,7 @@
 One parametrized table: text encoders (BERT and its descendants, DeBERTa-v2, MobileBERT, ModernBERT), decoders
 (GPT-2, LLaMA and its descendants, BLOOM and MPT with ALiBi, Falcon and GPT-BigCode with multi-query attention,
 GPT-NeoX, CodeGen and Persimmon with fused QKV, Qwen3, Persimmon and Gemma3 (after the head transpose) with per-head Q/K
-norms, XGLM with bmm-style scores, Nemotron, GLM, EXAONE-4 ...),
+norms, XGLM with bmm-style scores, Nemotron, GLM, EXAONE-4, Mixtral with top-2 SwiGLU experts ...),
 encoder-decoders (BART, Marian, T5: encoder self, decoder self and cross attention) and vision encoders (ViT, DeiT,
 BEiT, DINOv2 (and with registers), CLIP, SigLIP, YOLOS, Swin with shifted windows), with SDPA attention (transformers' default) and, for
 BERT, GPT-2, LLaMA and ViT, eager attention too. Every text model is exported with and without an attention_mask

@@ -314,6 +314,7 @@ irdl.dialect @dataflow {
     %w2 = irdl.base "!builtin.tensor"
     %b1 = irdl.base "!builtin.tensor"
     %b2 = irdl.base "!builtin.tensor"
+    %w3 = irdl.base "!builtin.tensor"
     %result = irdl.base "!builtin.tensor"
     %layer = irdl.base "#builtin.string"
     %num_experts = irdl.base "#builtin.integer"
@@ -334,13 +335,18 @@ irdl.dialect @dataflow {
     %a_silu = irdl.is "silu"
     %a_identity = irdl.is "identity"
     %activation = irdl.any_of(%a_gelu, %a_gelu_tanh, %a_relu, %a_silu, %a_identity)
-    // Two optional operands: upstream reads the segments from this attribute too (and checks they sum up).
-    %no_bias = irdl.is array<i32: 1, 1, 1, 1, 0, 0>
-    %b1_only = irdl.is array<i32: 1, 1, 1, 1, 1, 0>
-    %b2_only = irdl.is array<i32: 1, 1, 1, 1, 0, 1>
-    %both = irdl.is array<i32: 1, 1, 1, 1, 1, 1>
-    %segments = irdl.any_of(%no_bias, %b1_only, %b2_only, %both)
-    irdl.operands(input: %input, gate: %gate, w1: %w1, w2: %w2, b1: optional %b1, b2: optional %b2)
+    // Three optional operands: upstream reads the segments from this attribute too (and checks they sum up).
+    %no_bias = irdl.is array<i32: 1, 1, 1, 1, 0, 0, 0>
+    %b1_only = irdl.is array<i32: 1, 1, 1, 1, 1, 0, 0>
+    %b2_only = irdl.is array<i32: 1, 1, 1, 1, 0, 1, 0>
+    %both = irdl.is array<i32: 1, 1, 1, 1, 1, 1, 0>
+    %g_no_bias = irdl.is array<i32: 1, 1, 1, 1, 0, 0, 1>
+    %g_b1_only = irdl.is array<i32: 1, 1, 1, 1, 1, 0, 1>
+    %g_b2_only = irdl.is array<i32: 1, 1, 1, 1, 0, 1, 1>
+    %g_both = irdl.is array<i32: 1, 1, 1, 1, 1, 1, 1>
+    %segments = irdl.any_of(%no_bias, %b1_only, %b2_only, %both, %g_no_bias, %g_b1_only, %g_b2_only, %g_both)
+    irdl.operands(input: %input, gate: %gate, w1: %w1, w2: %w2, b1: optional %b1, b2: optional %b2,
+                  w3: optional %w3)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "num_experts" = %num_experts, "top_k" = %top_k, "mode" = %mode,
                      "capacity_factor" = %capacity_factor, "renormalize" = %renormalize,

@@ -18,8 +18,10 @@ class MoeOp(DataflowOp):
     """A mixture-of-experts block: router, dispatch, per-expert FFNs and weighted combine, as one unit of work.
 
     Operands: ``input`` [tokens..., D], ``gate`` [D, E], the experts' weights w1 [E, D, H], w2 [E, H, D] and optional
-    biases b1 [E, H], b2 [E, D]; ``result`` has the input's element count with last dim D (exports may flatten the
-    tokens). Expert e computes ``activation(x @ w1[e] + b1[e]) @ w2[e] + b2[e]``. ``mode`` is token | task | image
+    biases b1 [E, H], b2 [E, D], and for gated (SwiGLU / GeGLU, Mixtral) experts an optional up projection w3
+    [E, D, H]; ``result`` has the input's element count with last dim D (exports may flatten the tokens). Expert e
+    computes ``activation(x @ w1[e] + b1[e]) @ w2[e] + b2[e]``, gated: ``(activation(x @ w1[e] + b1[e]) * (x @
+    w3[e])) @ w2[e] + b2[e]`` (w1 the gate projection). ``mode`` is token | task | image
     routing (semantics: compiler/numerics/router.py), ``top_k`` experts per token, ``capacity_factor`` per-expert
     capacity ``ceil(cf * T * k / E)`` tokens (0 = no limit; overflow is dropped), ``renormalize`` divides the k
     weights by their sum. After ``quantize`` the block is integer: input, gate, w1, w2 and result integers, biases
@@ -33,6 +35,7 @@ class MoeOp(DataflowOp):
     w2 = operand_def(TensorType)
     b1 = opt_operand_def(TensorType)
     b2 = opt_operand_def(TensorType)
+    w3 = opt_operand_def(TensorType)
     result = result_def(TensorType)
     num_experts = prop_def(IntegerAttr)
     top_k = prop_def(IntegerAttr)
@@ -42,7 +45,8 @@ class MoeOp(DataflowOp):
     activation = prop_def(StringAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     assembly_format = ("$layer $input `,` $gate `,` $w1 `,` $w2 (`b1` $b1^ `:` type($b1))? (`b2` $b2^ `:` type($b2))? "
-                       "attr-dict `:` type($input) `,` type($gate) `,` type($w1) `,` type($w2) `->` type($result)")
+                       "(`w3` $w3^ `:` type($w3))? attr-dict `:` type($input) `,` type($gate) `,` type($w1) `,` "
+                       "type($w2) `->` type($result)")
 
     def verify_(self) -> None:
         tag = f"dataflow.moe '{self.layer_name()}'"
@@ -59,6 +63,9 @@ class MoeOp(DataflowOp):
             raise VerifyException(f"{tag}: b1 shape {shape_of(self.b1)} should be {(experts, w1[2])}")
         if self.b2 is not None and shape_of(self.b2) != (experts, x[-1]):
             raise VerifyException(f"{tag}: b2 shape {shape_of(self.b2)} should be {(experts, x[-1])}")
+        if self.w3 is not None and shape_of(self.w3) != w1:
+            raise VerifyException(f"{tag}: w3 (the gated experts' up projection) shape {shape_of(self.w3)} should be "
+                                  f"w1's {w1}")
         if out[-1:] != x[-1:] or numel(out) != numel(x):
             raise VerifyException(f"{tag}: result shape {out} should hold the input's {x} elements, last dim {x[-1]}")
         if not 1 <= self.top_k_value() <= experts:
@@ -70,13 +77,17 @@ class MoeOp(DataflowOp):
         if self.mode.data == MoeMode.TASK and self.capacity_factor_value() > 0:
             raise VerifyException(f"{tag}: task routing has no capacity limit (capacity_factor must be 0)")
         if isinstance(self.input.type.get_element_type(), IntegerType):  # type: ignore[attr-defined]
-            for key in ("gate", "w1", "w2", "result"):
+            for key in ("gate", "w1", "w2", "result") + (("w3",) if self.w3 is not None else ()):
                 if not isinstance(getattr(self, key).type.get_element_type(), IntegerType):
                     raise VerifyException(f"{tag}: an integer block needs an integer {key}")
             for key in ("b1", "b2"):
                 bias = getattr(self, key)
                 if bias is not None and bias.type.get_element_type() != IntegerType(32):
                     raise VerifyException(f"{tag}: an integer block needs an i32 {key}")
+
+    def gated(self) -> bool:
+        """Whether the experts are gated (SwiGLU / GeGLU: a third, up projection w3)."""
+        return self.w3 is not None
 
     def num_experts_value(self) -> int:
         """Experts E."""

@@ -8,13 +8,16 @@ Like the GELU / LayerNorm matchers (regions.py), the matcher finds the block by 
 decides what it computes by running it:
 
 1. anchor: an ArgMax / TopK whose input comes (through casts, softmax, knock-out scatters) from a MatMul of a tensor
-   x with a constant gate [D, E] (image routing: of the token mean of x);
+   x with a constant gate [D, E] (image routing: of the token mean of x); where the gate reads a reshape of x that
+   the experts do not (Mixtral's router flattens the tokens its experts read unflattened), x is the reshape's input;
 2. block output: walking forward from the gate, the first point where every routing-dependent tensor has been
    consumed except one with x's element count: everything the routing touches meets there;
 3. block: every node on a path from x to that output; it must read nothing but x and constants, and nothing it
    computes may be read outside it;
 4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, Gather) or E unrolled [D, H] / [H, D] MatMul
-   pairs, with their biases and the activation between them;
+   pairs, with their biases and the activation between them; gated (SwiGLU / GeGLU) experts: a third stacked
+   [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral);
+   which of the two is the gate the proof decides;
 5. proof: the block evaluated on random x (float64) must equal ``compiler.numerics.router.moe_reference`` with
    those weights, for the routing semantics the spelling suggests (top-k, capacity, renormalisation, mode).
 
@@ -103,6 +106,24 @@ def _router_input(g: Graph, producers: dict[str, Node], gate: Node) -> tuple[str
     return name, "token"
 
 
+_VIEWS = frozenset({"Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
+
+
+def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
+    """``x`` and the tensors it is a view of (same element count and last dim), nearest first."""
+    out = [x]
+    for _ in range(4):
+        node = producers.get(out[-1])
+        if node is None or node.op_type not in _VIEWS or not node.inputs or node.inputs[0] not in g.shapes:
+            break
+        src, shape = node.inputs[0], g.shapes.get(out[-1], ())
+        src_shape = g.shapes[src]
+        if not shape or not src_shape or src_shape[-1] != shape[-1] or _numel(src_shape) != _numel(shape):
+            break
+        out.append(src)
+    return out
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape)) if shape else 1
 
@@ -179,6 +200,21 @@ def _block_nodes(g: Graph, producers: dict[str, Node], consumers: dict[str, list
     return nodes
 
 
+def _block_on_views(g: Graph, producers: dict[str, Node], consumers: dict[str, list[Node]], order: dict[int, int],
+                    block: _Block) -> list[Node]:
+    """``_block_nodes`` with ``block.x`` moved back through views of it until the block reads nothing else (the
+    first error stands when none does)."""
+    first: InputError | None = None
+    for x in _views_back(g, producers, block.x):
+        block.x = x
+        try:
+            return _block_nodes(g, producers, consumers, order, block)
+        except InputError as err:
+            first = first or err
+    assert first is not None
+    raise first
+
+
 def _const_operand(g: Graph, node: Node) -> tuple[int, np.ndarray] | None:
     for pos, name in enumerate(node.inputs):
         if name and g.is_const(name) and g.constants[name].ndim >= 2:
@@ -227,20 +263,31 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
             stacked.append((node, node.inputs[pos], w))
         elif w.ndim == 2 and node.op_type in ("MatMul", "Gemm") and pos == 1 and not node.attrs.get("transB", 0):
             flat.append((node, node.inputs[pos], w))
-    out: dict[str, Any] = {}
-    if len(stacked) == 2:
-        (n1, k1, w1), (n2, k2, w2) = stacked
+    out: dict[str, Any] = {"w3": None, "w3_name": None}
+    if len(stacked) in (2, 3):
+        (n1, k1, w1), (n2, k2, w2) = stacked[0], stacked[-1]
         if w1.shape[1] != d and w1.shape[2] == d:
             w1 = w1.transpose(0, 2, 1)
             k1 += ".T"
         if w2.shape[2] != d and w2.shape[1] == d:
             w2 = w2.transpose(0, 2, 1)
             k2 += ".T"
-        h = w1.shape[2]
-        b1k, b1 = _bias_after(g, consumers, n1, h, e)
+        h = w2.shape[1]
+        nodes_used = [n1, n2]
+        if len(stacked) == 3:  # gated: gate and up projections stacked apart
+            n3, k3, w3 = stacked[1]
+            if w3.shape[1] != d and w3.shape[2] == d:
+                w3 = w3.transpose(0, 2, 1)
+                k3 += ".T"
+            out.update(w3=w3, w3_name=k3)
+            nodes_used.insert(1, n3)
+        elif w1.shape[2] == 2 * h:  # gated, fused: [gate | up] along the hidden axis
+            out.update(w3=w1[:, :, h:], w3_name=None)
+            w1, k1 = w1[:, :, :h], None
+        b1k, b1 = _bias_after(g, consumers, n1, h, e) if out["w3"] is None else (None, None)
         b2k, b2 = _bias_after(g, consumers, n2, d, e)
         out.update(w1=w1, w2=w2, w1_name=k1, w2_name=k2, b1=b1, b2=b2, b1_name=b1k, b2_name=b2k, spelling="stacked",
-                   expert_nodes=[n1, n2])
+                   expert_nodes=nodes_used)
     elif flat and not stacked:
         pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)
                  if flat[i][2].shape[0] == d and flat[i + 1][2].shape[-1] == d
@@ -260,7 +307,7 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
                    spelling="unrolled", expert_nodes=[n for p in pairs for n in (p[0][0], p[1][0])])
     else:
         raise _partial(g, block, f"no expert weights found (expected two stacked [{e}, D, H] / [{e}, H, D] "
-                       f"constants or {e} unrolled MatMul pairs)", nodes)
+                       f"constants (three for gated experts) or {e} unrolled MatMul pairs)", nodes)
     return out
 
 
@@ -328,6 +375,8 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
     worst = math.inf
     evaluated = False
     failure = ""
+    w1, w3 = params["w1"], params["w3"]
+    orders = [(w1, w3, False)] + ([(w3, w1, True)] if w3 is not None else [])  # which half is the gate
     for seed in range(_SEEDS):
         rng = np.random.default_rng(seed)
         x = rng.normal(0.0, 1.0, size=x_shape)
@@ -338,25 +387,25 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
             failure = str(err).splitlines()[0] if str(err) else type(err).__name__
             continue  # e.g. a legacy export whose unrolled loop needs every expert hit: try other data
         evaluated = True
-        for renorm in (False, True):
-            for act in _activation(nodes):
-                want, routing = moe_reference(
-                    x, g.constants[block.gate.inputs[1]], params["w1"], params["w2"], top_k=k, mode=block.mode,
-                    b1=params["b1"], b2=params["b2"], activation=act, capacity=cap, renormalize=renorm,
-                    images=images)
-                if got.size != want.size:
-                    continue
-                err = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
-                scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-                worst = min(worst, err / scale)
-                if err <= 1e-7 * scale:
-                    mode = block.mode
-                    if mode == "token" and cap is None and not renorm:
-                        mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
-                    cf = 0.0 if cap is None else cap * e / (tokens * k)
-                    return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
-                            "capacity": cap, "images": images, "checked_seed": seed,
-                            "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
+        for renorm, act, (gw, uw, swapped) in ((r, a, o) for r in (False, True) for a in _activation(nodes)
+                                               for o in orders):
+            want, routing = moe_reference(
+                x, g.constants[block.gate.inputs[1]], gw, params["w2"], top_k=k, mode=block.mode,
+                b1=params["b1"], b2=params["b2"], activation=act, capacity=cap, renormalize=renorm,
+                images=images, w3=uw)
+            if got.size != want.size:
+                continue
+            err = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
+            scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+            worst = min(worst, err / scale)
+            if err <= 1e-7 * scale:
+                mode = block.mode
+                if mode == "token" and cap is None and not renorm:
+                    mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
+                cf = 0.0 if cap is None else cap * e / (tokens * k)
+                return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
+                        "capacity": cap, "images": images, "checked_seed": seed, "gate_swapped": swapped,
+                        "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
     if not evaluated:
         raise _partial(g, block, f"the block cannot be evaluated on test data ({failure})", nodes)
     raise _partial(g, block, f"it does not compute a top-{k} MoE over {e} experts with the weights found "
@@ -388,7 +437,8 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
         if block.out is None:
             raise _partial(g, block, "the routing decision never merges back into one tensor of the input's size "
                            "(is a routing tensor a graph output, or is the combine missing?)", [gate] + visited)
-        nodes = _block_nodes(g, producers, consumers, order, block)
+        nodes = _block_on_views(g, producers, consumers, order, block)
+        x = block.x
         if gate not in nodes:
             nodes = sorted(nodes + [gate], key=lambda n: order[id(n)])
         e = g.constants[gate.inputs[1]].shape[1]
@@ -398,6 +448,9 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
         if not 1 <= k <= e:
             raise _partial(g, block, f"cannot tell how many experts each token uses (found {k})", [anchor])
         semantics = _prove(g, block, nodes, params, e, k, cap)
+        if semantics.pop("gate_swapped"):
+            params["w1"], params["w3"] = params["w3"], params["w1"]
+            params["w1_name"], params["w3_name"] = params["w3_name"], params["w1_name"]
         name_nodes = params.pop("expert_nodes")
         props = {"num_experts": e, "top_k": k, "hidden": int(params["w1"].shape[2]), **params, **semantics,
                  "expert_node_names": [n.name for n in name_nodes]}

@@ -348,10 +348,10 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
     their ONNX names, unrolled ones are stacked under ``<layer>.w1`` ... ."""
     p = m.props
     weights = []
-    for key in ("w1", "w2", "b1", "b2"):
-        value = p[key]
+    for key in ("w1", "w2", "b1", "b2", "w3"):
+        value = p.get(key)
         weights.append(None if value is None else b.weight(
-            p[key + "_name"] or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
+            p.get(key + "_name") or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
     operands = [b.value(m.operand("input")), b.value(m.operand("gate"))] + [w for w in weights if w is not None]
     return df.MoeOp.create(
         operands=operands, result_types=[out_type],

@@ -169,12 +169,16 @@ def combine(expert_out: Sequence[np.ndarray], routing: Routing, shape: tuple[int
 
 
 def expert_ffn(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, b1: np.ndarray | None = None,
-               b2: np.ndarray | None = None, activation: str = "gelu") -> np.ndarray:
-    """One expert: ``act(x @ w1 + b1) @ w2 + b2`` in float64; x [n, D], w1 [D, H], w2 [H, D]."""
-    h = np.asarray(x, np.float64) @ np.asarray(w1, np.float64)
+               b2: np.ndarray | None = None, activation: str = "gelu", w3: np.ndarray | None = None) -> np.ndarray:
+    """One expert: ``act(x @ w1 + b1) @ w2 + b2`` in float64; x [n, D], w1 [D, H], w2 [H, D]. Gated (SwiGLU /
+    GeGLU, ``w3`` [D, H] the up projection): ``(act(x @ w1 + b1) * (x @ w3)) @ w2 + b2``."""
+    x = np.asarray(x, np.float64)
+    h = x @ np.asarray(w1, np.float64)
     if b1 is not None:
         h = h + b1
     h = ACTIVATIONS[activation](h)
+    if w3 is not None:
+        h = h * (x @ np.asarray(w3, np.float64))
     y = h @ np.asarray(w2, np.float64)
     return y + b2 if b2 is not None else y
 
@@ -182,11 +186,13 @@ def expert_ffn(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, b1: np.ndarray | N
 def moe_reference(x: np.ndarray, gate: np.ndarray, w1: np.ndarray, w2: np.ndarray, *, top_k: int,
                   mode: str = "token", b1: np.ndarray | None = None, b2: np.ndarray | None = None,
                   activation: str = "gelu", capacity_factor: float = 0.0, capacity: int | None = None,
-                  renormalize: bool = False, images: int = 1) -> tuple[np.ndarray, Routing]:
+                  renormalize: bool = False, images: int = 1, w3: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, Routing]:
     """A whole MoE block in float64: route -> dispatch -> per-expert FFN -> combine.
 
     ``x`` [..., T, D] (leading dims are images), ``gate`` [D, E], ``w1`` [E, D, H], ``w2`` [E, H, D], ``b1`` [E, H],
-    ``b2`` [E, D]. Returns (y shaped like x, routing of the flattened tokens).
+    ``b2`` [E, D], ``w3`` [E, D, H] (gated experts' up projection). Returns (y shaped like x, routing of the
+    flattened tokens).
     """
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[-1]
@@ -195,6 +201,7 @@ def moe_reference(x: np.ndarray, gate: np.ndarray, w1: np.ndarray, w2: np.ndarra
         images = int(np.prod(x.shape[:-2]))
     routing = route(flat @ np.asarray(gate, np.float64), top_k, mode, capacity_factor=capacity_factor,
                     capacity=capacity, renormalize=renormalize, images=images)
-    outs = [expert_ffn(rows, w1[e], w2[e], None if b1 is None else b1[e], None if b2 is None else b2[e], activation)
+    outs = [expert_ffn(rows, w1[e], w2[e], None if b1 is None else b1[e], None if b2 is None else b2[e], activation,
+                       None if w3 is None else w3[e])
             for e, rows in enumerate(dispatch(flat, routing))]
     return combine(outs, routing, flat.shape).reshape(x.shape), routing

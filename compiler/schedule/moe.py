@@ -9,7 +9,8 @@ The stages follow Edge-MoE's MoE kernel (sharc-lab/Edge-MoE, src/moe.cpp; docs/S
 ``expert*``  each *active* expert (one with a non-empty queue) loads its weights once per inference and runs
              fc1 [n_e x D x H] -> activation -> fc2 [n_e x H x D] on the array; the activation and the weighted
              scatter-accumulate of score * y into the output run on the vector lanes, overlapped with the array;
-             inactive experts cost nothing, not even their weights;
+             gated (SwiGLU / GeGLU) experts add the up projection fc3 [n_e x D x H] on the array and the product
+             act(fc1) * fc3 [n_e x H] on the vector lanes; inactive experts cost nothing, not even their weights;
 ``combine``  the accumulated [T x D] output is written off chip.
 
 Bit widths come from the IR types: the array prices the gate GEMM at (input, gate) bits and the experts' GEMMs at
@@ -94,19 +95,25 @@ def tokens_per_expert_of(op: df.MoeOp) -> tuple[list[int], str]:
 def expert_weight_bytes(op: df.MoeOp, counts: list[int]) -> tuple[int, int]:
     """(bytes of the active experts' weights and biases, bytes of all experts'): what one inference loads."""
     e = op.num_experts_value()
-    per_expert = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e
+    per_expert = sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2, op.w3) if v is not None) // e
     active = sum(1 for c in counts if c > 0)
     return active * per_expert, e * per_expert
 
 
 @dataclass(frozen=True)
 class _Expert:
-    """One active expert's task: its two GEMMs and the vector work beside them (activation, requants, score * y)."""
+    """One active expert's task: its GEMMs (fc1, fc2, gated: the up projection fc3) and the vector work beside them
+    (activation, gated product, requants, score * y)."""
 
     index: int
     fc1: GemmWork
     fc2: GemmWork
     vector: tuple[VectorWork, ...]
+    fc3: GemmWork | None = None
+
+    def gemms(self) -> tuple[GemmWork, ...]:
+        """The expert's array work, in issue order."""
+        return (self.fc1, self.fc2) if self.fc3 is None else (self.fc1, self.fc3, self.fc2)
 
 
 @dataclass(frozen=True)
@@ -153,13 +160,16 @@ def plan_moe(op: df.MoeOp, deps: tuple[str, ...]) -> PlannedLayer:
         vector: list[VectorWork] = []
         if act_kind is not None:
             vector.append(VectorWork(kind=act_kind[0], elements=n_e * h, approx=act_kind[1], bits=act_bits))
+        if op.gated():
+            vector.append(VectorWork(kind="mul", elements=n_e * h, bits=32))  # act(fc1) * fc3
         if requant_per_row:
             vector.append(VectorWork(kind="requant", elements=n_e * requant_per_row, bits=32))
         vector.append(VectorWork(kind="mul", elements=n_e * d, bits=32))  # score * y, accumulated in place
+        fc3 = GemmWork(m=n_e, n=h, k=d, in_bits=in_bits, w_bits=w_bits) if op.gated() else None
         experts.append(_Expert(idx, GemmWork(m=n_e, n=h, k=d, in_bits=in_bits, w_bits=w_bits),
-                               GemmWork(m=n_e, n=d, k=h, in_bits=in_bits, w_bits=w_bits), tuple(vector)))
+                               GemmWork(m=n_e, n=d, k=h, in_bits=in_bits, w_bits=w_bits), tuple(vector), fc3))
     active_w, all_w = expert_weight_bytes(op, counts)
-    expert_macs = sum(x.fc1.macs + x.fc2.macs for x in experts)
+    expert_macs = sum(g.macs for x in experts for g in x.gemms())
     by_bits = {max(in_bits, element_bits(op.gate)): gate.macs}
     by_bits[max(in_bits, w_bits)] = by_bits.get(max(in_bits, w_bits), 0) + expert_macs
     out_bytes = tensor_bytes(op.result)
@@ -167,7 +177,7 @@ def plan_moe(op: df.MoeOp, deps: tuple[str, ...]) -> PlannedLayer:
         name=name, gate=gate, route=VectorWork(kind="router", elements=t * e, rows=t, bits=32),
         gather=MoveWork(kind="gather", bytes=sum(counts) * d * elem_bytes), experts=tuple(experts),
         combine=VectorWork(kind="add", elements=t * d, bits=32), router_bytes_in=x_bytes + gate_bytes,
-        expert_bytes_in=sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2) if v is not None) // e,
+        expert_bytes_in=sum(tensor_bytes(v) for v in (op.w1, op.w2, op.b1, op.b2, op.w3) if v is not None) // e,
         out_bytes=out_bytes, deps=deps, macs_by_bits=tuple(by_bits.items()), weight_bytes=gate_bytes + active_w,
         bytes_offchip=x_bytes + gate_bytes + active_w + out_bytes,
         detail=tuple(_detail(op, counts, source, active_w, all_w, t, k).items()))
@@ -186,19 +196,19 @@ def _price_moe(p: _MoePlan, cost: CostFn) -> LayerPlan:
     works: list[Work] = [p.gate, p.route, p.gather]
     onchip = c_gate.onchip_bytes + c_route.onchip_bytes + c_dispatch.onchip_bytes
     for x in p.experts:
-        c1, c2 = cost(x.fc1), cost(x.fc2)
-        works += [x.fc1, x.fc2, *x.vector]
+        gemms = [cost(g) for g in x.gemms()]
+        works += [*x.gemms(), *x.vector]
         vector = [cost(w) for w in x.vector]
-        cycles = max(c1.compute_cycles + c2.compute_cycles, sum(c.compute_cycles for c in vector))
+        cycles = max(sum(c.compute_cycles for c in gemms), sum(c.compute_cycles for c in vector))
         tasks.append(priced_task(TaskSpec(f"{p.name}.expert{x.index}", p.expert_bytes_in, 0, (dispatch.name,)),
-                                 Cost(unit=c1.unit, compute_cycles=cycles, tiles=max(c1.tiles, c2.tiles))))
-        onchip += c1.onchip_bytes + c2.onchip_bytes + sum(c.onchip_bytes for c in vector)
+                                 Cost(unit=gemms[0].unit, compute_cycles=cycles, tiles=max(c.tiles for c in gemms))))
+        onchip += sum(c.onchip_bytes for c in gemms) + sum(c.onchip_bytes for c in vector)
     works.append(p.combine)
     c_comb = cost(p.combine)
     expert_names = tuple(t.name for t in tasks[2:])
     tasks.append(priced_task(TaskSpec(f"{p.name}.combine", 0, p.out_bytes, expert_names or (dispatch.name,)), c_comb))
     return LayerPlan(name=p.name, op="moe", tasks=tasks, works=works,
-                     macs=sum(w.macs for w in (p.gate, *(g for x in p.experts for g in (x.fc1, x.fc2)))),
+                     macs=sum(w.macs for w in (p.gate, *(g for x in p.experts for g in x.gemms()))),
                      macs_by_bits=dict(p.macs_by_bits), weight_bytes=p.weight_bytes, bytes_offchip=p.bytes_offchip,
                      onchip_bytes=onchip + c_comb.onchip_bytes, detail=dict(p.detail))
 

@@ -1,7 +1,8 @@
 """Simulator kernel of ``dataflow.moe``: route -> dispatch -> experts -> combine, as the hardware orders it.
 
 Float operands: the block runs :func:`compiler.numerics.router.moe_reference` (float64, the routing semantics of the
-op's ``mode``) on the real values of its operands and returns float32.
+op's ``mode``; gated experts with their up projection w3) on the real values of its operands and returns float32.
+Gated experts have no integer form: the quantize pass leaves them float (compiler/quant_moe.py).
 
 Integer operands (after ``quantize``; the formats are written by compiler/passes/quantize.py): exact int64
 arithmetic with :mod:`compiler.simulate.intkernels` (bit-exact to :mod:`compiler.numerics`):
@@ -111,12 +112,13 @@ class MoeRanges:
         return np.where(self.tokens > 0, getattr(self, name), getattr(self, name + "_all"))
 
     def record(self, flat: np.ndarray, routing: Routing, w1: np.ndarray, w2: np.ndarray, b1: np.ndarray | None,
-               b2: np.ndarray | None, activation: str) -> None:
-        """Run every expert on all of ``flat`` [T, D] (float64) and take both the routed and the dense maxima."""
+               b2: np.ndarray | None, activation: str, w3: np.ndarray | None = None) -> None:
+        """Run every expert on all of ``flat`` [T, D] (float64) and take both the routed and the dense maxima
+        (``act``: the gated product for gated experts)."""
         fn = ACTIVATIONS[activation]
         for e, q in enumerate(routing.queues()):
             h = flat @ np.asarray(w1[e], np.float64) + (0.0 if b1 is None else b1[e])
-            a = fn(h)
+            a = fn(h) if w3 is None else fn(h) * (flat @ np.asarray(w3[e], np.float64))
             o = a @ np.asarray(w2[e], np.float64) + (0.0 if b2 is None else b2[e])
             for name, v in (("hidden", h), ("act", a), ("out", o)):
                 dense = getattr(self, name + "_all")
@@ -130,7 +132,8 @@ class MoeRanges:
 def _params(op: df.MoeOp, memo: dict[str, Any]) -> None:
     memo.update(top_k=op.top_k_value(), mode=op.mode_choice(), cf=op.capacity_factor_value(),
                 renorm=op.renormalize_value(), act=op.activation_value(), routings=[])
-    names = ["input", "gate", "w1", "w2"] + [n for n, v in (("b1", op.b1), ("b2", op.b2)) if v is not None]
+    names = ["input", "gate", "w1", "w2"] + [n for n, v in (("b1", op.b1), ("b2", op.b2), ("w3", op.w3))
+                                             if v is not None]
     memo["slots"] = {n: i for i, n in enumerate(names)}
 
 
@@ -158,13 +161,14 @@ def moe_kernel(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         real = [t.real() for t in ins]
         b1 = real[slots["b1"]] if "b1" in slots else None
         b2 = real[slots["b2"]] if "b2" in slots else None
+        w3 = real[slots["w3"]] if "w3" in slots else None
         y, routing = moe_reference(real[0], real[1], real[2], real[3], top_k=memo["top_k"], mode=memo["mode"],
                                    b1=b1, b2=b2, activation=memo["act"], capacity_factor=memo["cf"],
-                                   renormalize=memo["renorm"])
+                                   renormalize=memo["renorm"], w3=w3)
         stats = memo.get("stats")
         if isinstance(stats, MoeRanges):
             flat = np.asarray(real[0], np.float64).reshape(-1, real[0].shape[-1])
-            stats.record(flat, routing, real[2], real[3], b1, b2, memo["act"])
+            stats.record(flat, routing, real[2], real[3], b1, b2, memo["act"], w3)
         out = Tensor(y.reshape(shape).astype(np.float32))
     memo["routing"] = routing
     memo["routings"].append(routing)
@@ -193,6 +197,9 @@ def _int_params(op: df.MoeOp, ctx: SimContext, memo: dict[str, Any]) -> dict[str
 
 def _integer(op: df.MoeOp, ins: list[Tensor], ctx: SimContext, memo: dict[str, Any]
              ) -> tuple[np.ndarray, float, Routing]:
+    if "w3" in memo["slots"]:
+        raise ValueError(f"dataflow.moe '{op.layer_name()}': gated experts have no integer form (quantize leaves "
+                         "them float)")
     p = _int_params(op, ctx, memo)
     slots = memo["slots"]
     x, gate, w1, w2 = ins[0], ins[1], ins[2], ins[3]
