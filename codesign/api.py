@@ -66,7 +66,7 @@ def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Se
 
 
 def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *,
-            overrides: Mapping[str, str] | Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None,
+            overrides: Mapping[str, object] | Sequence[str] = (), shapes: Mapping[str, Sequence[int]] | None = None,
             passes: str | None = None, stop_after: str | None = None, inputs: Any = None, outputs: Any = None,
             calibrate: Any = None, batch: int | None = None, decode_tokens: int | None = None,
             **choices: str) -> CompileResult:

@@ -25,19 +25,21 @@ def _model(family: str, window: int | None = None, attn: str = "eager") -> tuple
 
     common = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
               "intermediate_size": 2 * HIDDEN, "max_position_embeddings": 128, "attn_implementation": attn}
+    seed_all(0)  # before the model is built: its initial weights draw from the seeded generator
+    model: torch.nn.Module
     if family == "gpt2":
-        config, cls, kv = (tf.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-                                         n_positions=128, attn_implementation=attn, bos_token_id=VOCAB - 1,
-                                         eos_token_id=VOCAB - 1), tf.GPT2Model, HEADS)
+        gpt2 = tf.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
+                             n_positions=128, attn_implementation=attn, bos_token_id=VOCAB - 1,  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
+                             eos_token_id=VOCAB - 1)
+        model, kv = tf.GPT2Model(gpt2), HEADS
     elif family == "llama":
-        config, cls, kv = tf.LlamaConfig(num_key_value_heads=KV_HEADS, **common), tf.LlamaModel, KV_HEADS
+        model, kv = tf.LlamaModel(tf.LlamaConfig(num_key_value_heads=KV_HEADS, **common)), KV_HEADS
     elif family == "mistral":
-        config, cls, kv = (tf.MistralConfig(num_key_value_heads=KV_HEADS, sliding_window=window, **common),
-                           tf.MistralModel, KV_HEADS)
+        model = tf.MistralModel(tf.MistralConfig(num_key_value_heads=KV_HEADS, sliding_window=window, **common))
+        kv = KV_HEADS
     else:
         raise ValueError(family)
-    seed_all(0)
-    model = cls(config).eval()
+    model = model.eval()
     reinit_(model, 0)
     return model, kv
 

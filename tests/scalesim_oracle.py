@@ -87,7 +87,7 @@ _LAYOUT_ROW = "{name}, 1, 1, 1, 1, 1, 1, 0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 
 def _run_group(workdir: str, rows: int, cols: int, dataflow: str,
                shapes: list[tuple[int, int, int]]) -> list[dict]:
     """One SCALE-Sim run: every (m, n, k) in ``shapes`` is one layer of the topology."""
-    from scalesim.scale_sim import scalesim  # imported late: only this venv has it
+    from scalesim.scale_sim import scalesim  # pyright: ignore[reportMissingImports]  (imported late: only this venv has it)
 
     tag = f"{rows}x{cols}_{dataflow}"
     group_dir = os.path.join(workdir, tag)

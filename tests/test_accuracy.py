@@ -10,6 +10,8 @@ ranges from other sentences clip a few activations).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -29,8 +31,10 @@ def minilm():
 
 def _cosine(minilm, calibrate=None, **choices: str) -> float:
     model, data, ref = minilm
-    options = compile_options(**choices)
+    opts: dict[str, Any] = choices
+    options = compile_options(**opts)
     env, samples = prepare_env(model, None, data, calibrate, quantized=choices.get("quant", "none") != "none")
+    assert samples is not None
     result = run_pipeline(model, options, middle=middle_passes(options), report=build_report, env=env)
     section, _ = evaluate(result, model, samples, layers=False, reference=ref)
     return section["outputs"]["last_hidden_state"]["cosine_mean_valid"]

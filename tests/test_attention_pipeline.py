@@ -4,6 +4,7 @@ the buffers a tile needs, heads in parallel on sub-arrays, and where the three-s
 from __future__ import annotations
 
 import random
+from typing import TypedDict
 
 import pytest
 
@@ -21,7 +22,20 @@ from hw.perf.workload import GemmWork, VectorWork
 from hw.targets import load_target
 
 UNITS = ("gemm", "vector", "gemm")
-VIT_BASE = {"b": 1, "heads": 12, "sq": 197, "sk": 197, "dh": 64, "dv": 64, "bits": 8, "softmax": "shiftmax"}
+class Shape(TypedDict):
+    """plan_tiles' attention shape: batch, heads, query and key rows, head dims, operand bits, softmax choice."""
+    b: int
+    heads: int
+    sq: int
+    sk: int
+    dh: int
+    dv: int
+    bits: int
+    softmax: str
+
+
+VIT_BASE: Shape = {"b": 1, "heads": 12, "sq": 197, "sk": 197, "dh": 64, "dv": 64, "bits": 8, "softmax": "shiftmax"}
+VIT_TINY: Shape = {**VIT_BASE, "heads": 4, "sq": 17, "sk": 17, "dh": 16, "dv": 16}
 
 
 def test_array_bound_pipeline_hides_the_softmax() -> None:
@@ -67,7 +81,7 @@ def test_candidates_are_the_sequence_and_multiples_of_the_array_rows() -> None:
     assert tile_candidates(17, 4, 64, 1) == [(17, 1), (17, 4)]
 
 
-def _serial(model, shape: dict) -> int:
+def _serial(model, shape: Shape) -> int:
     """The three steps one after another over every head (the off-chip order's compute)."""
     batch = shape["heads"]
     qk = GemmWork(m=shape["sq"], n=shape["sk"], k=shape["dh"], batch=batch, weights_static=False)
@@ -94,8 +108,7 @@ def test_heads_in_parallel_when_the_model_spreads_a_batch_over_arrays() -> None:
     # A ganged NPU spreads a batch of products over its 16 arrays: for ViT-Tiny's 17 x 17 scores of 4 heads, a
     # tile of all heads runs them at once (ViT-Base's 197 rows split over the arrays as well one head at a time).
     model = build_model(load_target("npu-xdna"))
-    tiny = dict(VIT_BASE, heads=4, sq=17, sk=17, dh=16, dv=16)
-    tiled = plan_tiles(**tiny, cost=model.cost, target=onchip_target(model.cost))
+    tiled = plan_tiles(**VIT_TINY, cost=model.cost, target=onchip_target(model.cost))
     assert tiled is not None and tiled.heads_per_tile == 4
 
 
@@ -118,7 +131,8 @@ def test_pruned_search_finds_the_fastest_candidate(target: str, overrides: dict[
     model = build_model(load_target(target, overrides))
     t = onchip_target(model.cost)
     assert t is not None
-    for shape in (VIT_BASE, dict(VIT_BASE, sq=128, sk=128), dict(VIT_BASE, heads=4, sq=17, sk=17, dh=16, dv=16)):
+    shapes: list[Shape] = [VIT_BASE, {**VIT_BASE, "sq": 128, "sk": 128}, VIT_TINY]
+    for shape in shapes:
         tiled = plan_tiles(**shape, cost=model.cost, target=t)
         array = t.systolic_array()
         assert array is not None

@@ -238,6 +238,7 @@ def _run_model(mp, geo, values, order: str) -> dict:
 def _check_model(model: str, rows: int, cols: int, orders=ORDERS, masked_tail: int = 0,
                  softmax: str = "shiftmax") -> None:
     result, mp, geo, values = _whole_model(model, rows, cols, masked_tail=masked_tail, softmax=softmax)
+    assert mp.program is not None
     check_tokens(mp.program)
     assert parse_listing(listing(mp.program)) == mp.program
     # every transformer op runs on the device: the host keeps only the float prologue and epilogue

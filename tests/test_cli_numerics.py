@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ VIT = str(model_path("vit_tiny.onnx"))
 
 
 def _npz(path: Path, **arrays: np.ndarray) -> str:
-    np.savez(path, **arrays)
+    named: dict[str, Any] = arrays  # keyword arrays: numpy's stub would match them against allow_pickle
+    np.savez(path, **named)
     return str(path)
 
 

@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Attribute, Block, Region
-from xdsl.irdl import ParsePropInAttrDict
+from xdsl.irdl import IRDLOperation, ParsePropInAttrDict
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.traits import Pure
@@ -123,6 +123,7 @@ def test_layer_is_every_ops_first_property():
     """``dataflow_op`` puts the shared ``layer`` in front of each op's own properties: the generic parser moves
     attributes into properties in definition order, so that order is the printed IR's."""
     for cls in df.Dataflow.operations:
+        assert issubclass(cls, IRDLOperation), cls
         definition = cls.get_irdl_definition()
         assert next(iter(definition.properties)) == "layer", cls.name
         assert isinstance(definition.options[-1], ParsePropInAttrDict) and cls.has_trait(Pure)

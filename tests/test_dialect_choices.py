@@ -22,7 +22,7 @@ def _attention(seq_q=5, seq_k=7, heads=4, kv=2, dh=8, dv=6, **props):
     block = Block(arg_types=[TensorType(f32, [2, seq_q, heads * dh]), TensorType(f32, [2, seq_k, kv * dh]),
                              TensorType(f32, [2, seq_k, kv * dv])])
     properties = {"layer": StringAttr("att"), "num_heads": IntegerAttr(heads, i64), "head_dim": IntegerAttr(dh, i64),
-                  "scale": FloatAttr(0.125, f64), "causal": BoolAttr(False, 1), "softmax": StringAttr("shiftmax"),
+                  "scale": FloatAttr(0.125, f64), "causal": BoolAttr.from_bool(False), "softmax": StringAttr("shiftmax"),
                   "algorithm": StringAttr("flash"), "kv_heads": IntegerAttr(kv, i64), **props}
     op = df.AttentionOp.build(operands=[*block.args, []], result_types=[TensorType(f32, [2, seq_q, heads * dv])],
                               properties=properties)

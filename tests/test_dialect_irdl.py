@@ -28,7 +28,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.dialects.func import FuncOp, ReturnOp
-from xdsl.ir import Block, Region
+from xdsl.ir import Attribute, Block, Region
 from xdsl.irdl import OptOperandDef, OptPropertyDef, OptResultDef, VarOperandDef, VarResultDef
 from xdsl.printer import Printer
 
@@ -78,7 +78,7 @@ def upstream(mlir):
 
     ctx = mlir.Context()
     with ctx:
-        irdl.load_dialects(mlir.Module.parse(IRDL_FILE.read_text()))
+        irdl.load_dialects(mlir.Module.parse(IRDL_FILE.read_text()))  # pyright: ignore[reportAttributeAccessIssue]  (star-imported from the native _mlirDialectsIRDL, which ships no stub)
     return ctx
 
 
@@ -148,7 +148,7 @@ def _generic(module: ModuleOp) -> str:
     return out.getvalue()
 
 
-def _t(*shape: int, el=f32) -> TensorType:
+def _t(*shape: int, el: Attribute = f32) -> TensorType:
     return TensorType(el, shape)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -15,16 +16,19 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from xdsl.dialects.builtin import IntegerType
 
 from codesign.api import compile
 from compiler.dialect import dataflow as df
+from compiler.dialect.op_base import shape_of
 from compiler.frontend.onnx_loader import load_graph
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.to_dialect import build_module
+from compiler.pipeline import CompileResult
 from compiler.simulate import Simulator
+from compiler.simulate.registry import py_attr
 from examples._common import export_onnx
 from hw.errors import InputError
+from tests.ir_values import elem_type
 
 
 class _Net(torch.nn.Module):
@@ -40,8 +44,9 @@ class _Net(torch.nn.Module):
         return torch.relu(self.conv(x))
 
 
-def _conv_macs(conv: torch.nn.Module, out_shape: tuple[int, ...]) -> int:
+def _conv_macs(conv: object, out_shape: tuple[int, ...]) -> int:
     """B * L * Cout * (Cin / groups) * prod(kernel): what the unfolded GEMMs multiply-accumulate."""
+    assert isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)), conv
     return (out_shape[0] * math.prod(out_shape[2:]) * conv.out_channels * conv.in_channels // conv.groups
             * math.prod(conv.kernel_size))
 
@@ -68,13 +73,13 @@ def _export(tmp_path: Path, name: str, dynamo: bool = False, value: float = 0.0)
     return path, net, shape
 
 
-def _simulate_vs_ort(path: Path, shape: tuple, samples: int = 2) -> tuple[float, float, object]:
+def _simulate_vs_ort(path: Path, shape: tuple, samples: int = 2) -> tuple[float, float, CompileResult]:
     feeds = {"x": np.random.default_rng(1).standard_normal((samples, *shape)).astype(np.float32)}
     result = compile(path, stop_after="canonicalize")
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
     got = sim.run_samples(feeds)["y"]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = np.stack([sess.run(None, {"x": feeds["x"][i]})[0] for i in range(samples)])
+    want = np.stack([cast(np.ndarray, sess.run(None, {"x": feeds["x"][i]})[0]) for i in range(samples)])
     a, b = got.reshape(-1).astype(np.float64), want.reshape(-1).astype(np.float64)
     cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
     return cosine, float(np.abs(got - want).max()), result
@@ -96,12 +101,12 @@ def test_conv_compiles_costs_and_simulates_like_onnxruntime(tmp_path: Path, name
     assert result.report["macs"] == _conv_macs(net.conv, out_shape)
     layers = {layer["op"]: layer for layer in result.report["layers"]}
     cols = next(op for op in ops if isinstance(op, df.MoveOp) and df.str_attr(op, "kind") == "im2col")
-    unfolded = math.prod(cols.outputs[0].type.get_shape()) * 4  # float32
-    source = math.prod(cols.inputs[0].type.get_shape()) * 4
+    unfolded = math.prod(shape_of(cols.outputs[0])) * 4  # float32
+    source = math.prod(shape_of(cols.inputs[0])) * 4
     assert layers["move.im2col"]["bytes_offchip"] == source + unfolded
     quant = compile(path, quant="int8", inputs={"x": np.random.default_rng(2).standard_normal((2, *shape))
                                                 .astype(np.float32)})
-    assert any(isinstance(op, df.GemmOp) and op.lhs.type.get_element_type() == IntegerType(8)
+    assert any(isinstance(op, df.GemmOp) and elem_type(op.lhs) == "i8"
                for op in quant.module.walk())
     assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.98
 
@@ -118,8 +123,9 @@ def test_zero_pad_folds_into_the_conv_and_a_nonzero_one_stays_a_move(tmp_path: P
     path, _, shape = _export(tmp_path, "asymmetric_pad")
     ops = list(build_module(load_graph(str(path))).module.walk())
     cols = next(op for op in ops if isinstance(op, df.MoveOp) and df.str_attr(op, "kind") == "im2col")
-    pads = cols.properties["attrs"].data["pads"].get_values()  # F.pad (1, 0, 2, 1): left 1, top 2, bottom 1
-    assert list(pads) == [2, 1, 1, 0] and list(cols.inputs[0].type.get_shape()) == list(shape)
+    assert cols.attrs is not None
+    pads = py_attr(cols.attrs.data["pads"])  # F.pad (1, 0, 2, 1): left 1, top 2, bottom 1
+    assert list(pads) == [2, 1, 1, 0] and list(shape_of(cols.inputs[0])) == list(shape)
     path, _, _ = _export(tmp_path, "asymmetric_pad", value=0.5)
     kinds = [df.str_attr(op, "kind") for op in build_module(load_graph(str(path))).module.walk()
              if isinstance(op, df.MoveOp)]
@@ -182,7 +188,7 @@ def test_pad_is_a_costed_move_and_simulates_like_onnxruntime(tmp_path: Path, mod
     assert pad["bytes_offchip"] == (1 * 2 * 3 * 4 + 1 * 2 * 6 * 7) * 4  # [1, 2, 3, 4] in, [1, 2, 6, 7] out, float32
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {"x": x[0]})[0]
-    got = run_node("Pad", [x[0], np.array([0, 0, 1, 2, 0, 0, 2, 1]), None if value is None else np.float32(value)],
+    got = run_node("Pad", [x[0], np.array([0, 0, 1, 2, 0, 0, 2, 1]), None if value is None else np.asarray(value, np.float32)],
                    {"mode": mode})[0]
     np.testing.assert_array_equal(np.maximum(got, 0), want)
 

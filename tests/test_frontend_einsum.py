@@ -9,6 +9,7 @@ equation the rules do not cover is refused in one line naming the node.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.pooling import lower_pools
 from examples._common import export_onnx
 from hw.errors import InputError
+from hw.perf.workload import VectorWork
 
 _SIZES = {"b": 2, "i": 3, "n": 4, "d": 5, "j": 6, "t": 7, "s": 2, "h": 3, "k": 4}
 
@@ -204,7 +206,8 @@ def test_soft_capped_attention_is_one_attention_op(tmp_path: Path) -> None:
     path = tmp_path / "capped.onnx"
     export_onnx(module, [x], path, input_names=["x"], output_names=["y"], exporter="legacy")
     sample = {"x": x.numpy()[None]}
-    for options in ({}, {"attention": "flash"}, {"attention": "edge-moe"}):
+    choices: list[dict[str, Any]] = [{}, {"attention": "flash"}, {"attention": "edge-moe"}]
+    for options in choices:
         result = compile(path, inputs=sample, **options)
         assert result.imported.patterns["attention"] == 1
         (op,) = [op for op in result.module.walk() if isinstance(op, df.AttentionOp)]
@@ -212,8 +215,8 @@ def test_soft_capped_attention_is_one_attention_op(tmp_path: Path) -> None:
         assert bool(op.properties["causal"].value.data)  # type: ignore[attr-defined]
         assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
         plan = next(p for p in result.env.plans if p.op == "attention")
-        caps = [w for w in plan.works if getattr(w, "kind", None) == "gelu"]
-        softmax = next(w for w in plan.works if getattr(w, "kind", None) == "softmax")
+        caps = [w for w in plan.works if isinstance(w, VectorWork) and w.kind == "gelu"]
+        softmax = next(w for w in plan.works if isinstance(w, VectorWork) and w.kind == "softmax")
         # over the scores the softmax visits: all 4 x 16 x 16 in standard order, the unmasked tiles' when reordered
         assert len(caps) == 1 and caps[0].elements == softmax.elements
         if not options:

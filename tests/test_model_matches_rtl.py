@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import pytest
 
 from hw.models import FpgaModel, build_model
 from hw.models.fpga import RTL_VECTOR_UNITS
 from hw.perf.systolic import systolic_cycles
-from hw.perf.workload import GemmWork, VectorWork
+from hw.perf.workload import GemmWork, VectorWork, Work
 from hw.rtl import ilayernorm, online_softmax, requant, shiftgelu, shiftmax, systolic, topk_router
 from hw.targets import load_target
+from hw.targets.schema import FpgaTarget
 
 LANES = [1, 4, 64]
 ROWS = [1, 3, 12, 197]
@@ -161,10 +163,10 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
     from codesign.rtl_cli import plan_kernels
     from hw.rtl.kernels import invocation_cycles
 
-    priced: list[tuple[object, int]] = []
+    priced: list[tuple[Work, int]] = []
     cost = FpgaModel.cost
 
-    def spy(self: FpgaModel, work: object):
+    def spy(self: FpgaModel, work: Work):
         c = cost(self, work)
         priced.append((work, c.compute_cycles))
         return c
@@ -174,6 +176,7 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
     result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=overrides, quant="int8",
                               softmax="shiftmax", gelu=gelu, layernorm="ilayernorm")
     target = result.env.target
+    assert isinstance(target, FpgaTarget), target
     uses, _ = plan_kernels(result.module, target)
     tasks = {t.name: (plan, t) for plan in result.env.plans for t in plan.tasks}
     layers = {layer["name"]: layer for layer in result.report["layers"]}
@@ -182,6 +185,7 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
     assert {u.kernel for u in uses} == {"systolic_gemm", "requant", "shiftmax", "shiftgelu", "ilayernorm"}
     per_element = {"shiftgelu": 1, "shiftgelu-row": 0}[gelu]
     assert {u.params["per_element"] for u in uses if u.kernel == "shiftgelu"} == {per_element}
+    same: Callable[[object], bool]
     for use in uses:
         for inv in use.invocations:
             manifest_cycles = invocation_cycles(use.kernel, use.params, inv.work)
@@ -189,8 +193,9 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
                 expected = manifest_cycles * inv.count
                 w = inv.work
 
-                def same(x: object, w: dict = w, count: int = inv.count) -> bool:
+                def same_gemm(x: object, w: dict = w, count: int = inv.count) -> bool:
                     return isinstance(x, GemmWork) and (x.m, x.n, x.k, x.batch) == (w["m"], w["n"], w["k"], count)
+                same = same_gemm
             else:
                 assert inv.count == 1
                 if "rows" in inv.work:  # row units: rows dealt round-robin over the lanes
@@ -204,9 +209,10 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
                 fixed = {"per_element": use.params["per_element"]} if use.kernel == "shiftgelu" else {}
                 kind, approx = pair_of[(use.kernel, tuple(sorted(fixed.items())))]
 
-                def same(x: object, kind: str = kind, approx: str = approx, rows: int | None = rows) -> bool:
+                def same_vector(x: object, kind: str = kind, approx: str = approx, rows: int | None = rows) -> bool:
                     return (isinstance(x, VectorWork) and (x.kind, x.approx) == (kind, approx)
                             and (rows is None or x.rows == rows))
+                same = same_vector
             # The model priced this invocation's work at exactly the RTL's cycles ...
             assert expected in {c for x, c in priced if same(x)}, (inv.layer, use.kernel, expected)
             # ... and the schedule runs it for that long: alone, or under the longer of a fused group.

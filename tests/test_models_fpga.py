@@ -4,6 +4,8 @@ every RTL kernel: test_model_matches_rtl.py."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hw.errors import InputError
@@ -204,7 +206,7 @@ def test_unit_costs_are_the_fits_fixed_logic() -> None:
 def test_design_units_follow_what_cost_runs() -> None:
     m = model()
     assert isinstance(m, WorkloadSizedModel)
-    rows = dict(elements=64 * 10, rows=64)
+    rows: dict[str, Any] = {"elements": 64 * 10, "rows": 64}
     assert m.design_units([VectorWork("softmax", approx="shiftmax", **rows),
                            VectorWork("gelu", approx="shiftgelu-row", **rows)]) == ("shiftgelu-row", "shiftmax")
     assert m.design_units([VectorWork("softmax", approx="online", **rows), VectorWork("router", **rows),

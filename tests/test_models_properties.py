@@ -36,7 +36,9 @@ def test_gemm_cost_monotone_and_above_ideal(name: str, m: int, n: int, k: int, b
     work = GemmWork(m, n, k, batch=batch)
     cost = model.cost(work).compute_cycles
     assert cost >= work.macs / model.peak_macs_per_cycle() * (1 - 1e-9)
-    bigger = GemmWork(**{"m": m, "n": n, "k": k, axis: {"m": m, "n": n, "k": k}[axis] + step}, batch=batch)
+    dims = {"m": m, "n": n, "k": k}
+    dims[axis] += step
+    bigger = GemmWork(dims["m"], dims["n"], dims["k"], batch=batch)
     assert model.cost(bigger).compute_cycles >= cost
 
 

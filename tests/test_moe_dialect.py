@@ -15,7 +15,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Block
+from xdsl.ir import Attribute, Block
 from xdsl.utils.exceptions import VerifyException
 
 from compiler.dialect import dataflow as df
@@ -66,7 +66,7 @@ def test_malformed_blocks_are_rejected_with_the_reason(kwargs, message):
 _I16, _I32 = IntegerType(16), IntegerType(32)
 
 
-def _int_moe(gate_el=_I16, b1_el=_I32):
+def _int_moe(gate_el: Attribute = _I16, b1_el: Attribute = _I32):
     types = [TensorType(IntegerType(8), [1, 9, 8]), TensorType(gate_el, [8, 4]), TensorType(IntegerType(8), [4, 8, 16]),
              TensorType(IntegerType(8), [4, 16, 8]), TensorType(b1_el, [4, 16])]
     block = Block(arg_types=types)

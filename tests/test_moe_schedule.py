@@ -92,6 +92,7 @@ def test_cli_inputs_give_measured_routing_and_match_onnxruntime(models_dir, tmp_
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_switch_inputs", models_dir.parent / "make_switch_inputs.py")
+    assert spec is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     data = tmp_path / "switch.npz"

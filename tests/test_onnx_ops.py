@@ -35,11 +35,11 @@ def _model(family: str) -> torch.nn.Module:
     if family == "roberta":
         model = RobertaModel(RobertaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                                            intermediate_size=64, vocab_size=100, max_position_embeddings=32,
-                                           attn_implementation="eager"), add_pooling_layer=False)
+                                           attn_implementation="eager"), add_pooling_layer=False)  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
     else:
         model = OPTModel(OPTConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, ffn_dim=64,
                                    vocab_size=100, max_position_embeddings=32, word_embed_proj_dim=32,
-                                   attn_implementation="eager"))
+                                   attn_implementation="eager"))  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
     reinit_(model, 0)
     return _Hidden(model.eval()).eval()
 

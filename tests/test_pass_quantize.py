@@ -9,6 +9,7 @@ from codesign.api import compile
 from codesign.cli import main
 from compiler.dialect import dataflow as df
 from tests.conftest import model_path
+from tests.ir_values import attr_int, attr_str, elem_type, weight_layer
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def test_gemms_take_int8_and_accumulate_in_int32(bert_int8) -> None:
     gemms = [op for op in bert_int8.module.walk() if isinstance(op, df.GemmOp)]
     assert len(gemms) == 12
     for op in gemms:
-        assert str(op.lhs.type.get_element_type()) == "i8" and str(op.rhs.type.get_element_type()) == "i8"
-        assert str(op.result.type.get_element_type()) == "i32"
+        assert elem_type(op.lhs) == "i8" and elem_type(op.rhs) == "i8"
+        assert elem_type(op.result) == "i32"
         users = [u.operation for u in op.result.uses]
         assert all(isinstance(u, (df.RequantOp, df.ElementwiseOp, df.GeluOp)) for u in users)
 
@@ -36,7 +37,7 @@ def test_requant_multipliers_are_dyadic(bert_int8) -> None:
 
 def test_residual_adds_are_16_bit(bert_int8) -> None:
     adds = [op for op in bert_int8.module.walk() if isinstance(op, df.ElementwiseOp) and df.str_attr(op, "kind") == "add"
-            and str(op.result.type.get_element_type()) == "i16"]
+            and elem_type(op.result) == "i16"]
     assert len(adds) == 4
 
 
@@ -44,8 +45,8 @@ def test_w4a8_weights_are_int4(bert_int8) -> None:
     result = compile(model_path("bert_tiny.onnx"), quant="w4a8")
     for op in result.module.walk():
         if isinstance(op, df.GemmOp) and isinstance(op.rhs.owner, df.WeightOp):
-            assert str(op.rhs.type.get_element_type()) == "i4"
-            w = result.env.weights[df.str_attr(op.rhs.owner, "layer")]
+            assert elem_type(op.rhs) == "i4"
+            w = result.env.weights[weight_layer(op.rhs)]
             assert w.min() >= -8 and w.max() <= 7
 
 
@@ -112,21 +113,21 @@ def m3vit_int8():
 
 def test_moe_blocks_become_integer(m3vit_int8) -> None:
     (op,) = [o for o in m3vit_int8.module.walk() if isinstance(o, df.MoeOp)]
-    types = [str(v.type.get_element_type()) for v in op.operands]
+    types = [elem_type(v) for v in op.operands]
     assert types == ["i8", "i16", "i8", "i8", "i32", "i32"]  # input, gate, w1, w2, b1, b2
-    assert str(op.result.type.get_element_type()) == "i16"
+    assert elem_type(op.result) == "i16"
     weights = m3vit_int8.env.weights
-    w1 = weights[df.str_attr(op.w1.owner, "layer")]
+    w1 = weights[weight_layer(op.w1)]
     assert w1.dtype == np.int8 and np.abs(w1).max() == 127
-    assert weights[df.str_attr(op.w1.owner, "layer") + ".scale"].shape == (4, 128)  # per expert, per channel
-    assert weights[df.str_attr(op.w2.owner, "layer") + ".scale"].shape == (4, 64)
-    prefix = op.attributes["requant"].data
+    assert weights[weight_layer(op.w1) + ".scale"].shape == (4, 128)  # per expert, per channel
+    assert weights[weight_layer(op.w2) + ".scale"].shape == (4, 64)
+    prefix = attr_str(op, "requant")
     assert weights[prefix + ".fc1"].shape == (2, 4, 128) and weights[prefix + ".fc2"].shape == (2, 4, 64)
     assert weights[prefix + ".act"].shape == (2, 4)
     for key in (".fc1", ".act", ".fc2"):
         m = weights[prefix + key][0]
         assert ((m >= 2**30) & (m < 2**31)).all()
-    assert op.attributes["hidden_bits"].value.data == 16 and "balanced" in op.attributes
+    assert attr_int(op, "hidden_bits") == 16 and "balanced" in op.attributes
 
 
 def test_w4a8_moe_experts_are_int4() -> None:
@@ -135,12 +136,12 @@ def test_w4a8_moe_experts_are_int4() -> None:
     assert len(moes) == 2
     for op in moes:
         for v in (op.w1, op.w2):
-            assert str(v.type.get_element_type()) == "i4"
-            w = result.env.weights[df.str_attr(v.owner, "layer")]
+            assert elem_type(v) == "i4"
+            w = result.env.weights[weight_layer(v)]
             assert w.min() >= -8 and w.max() <= 7
-        assert str(op.input.type.get_element_type()) == "i8" and "requant" in op.attributes
-        assert op.attributes["hidden_bits"].value.data == 8  # relu: no activation requant
-        assert op.attributes["requant"].data + ".act" not in result.env.weights
+        assert elem_type(op.input) == "i8" and "requant" in op.attributes
+        assert attr_int(op, "hidden_bits") == 8  # relu: no activation requant
+        assert attr_str(op, "requant") + ".act" not in result.env.weights
 
 
 def test_integer_moe_is_priced_as_int8(m3vit_int8) -> None:

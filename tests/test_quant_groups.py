@@ -4,9 +4,12 @@ target kind, and the CLI (compile accepts it, rtl refuses it in one line)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
+from xdsl.ir import SSAValue
 
 from codesign.api import compile
 from codesign.cli import main
@@ -23,9 +26,11 @@ from compiler.quant_groups import (
     split_scales,
 )
 from compiler.quant_recipes import quantize_weight
+from compiler.schedule.plan import LayerPlan
 from hw.perf.workload import GemmWork, VectorWork
 from hw.targets import bundled_targets
 from tests.conftest import model_path
+from tests.ir_values import attr_int, elem_type, weight_layer
 
 
 def _rowwise_weight(rng: np.random.Generator, k: int = 256, n: int = 48) -> np.ndarray:
@@ -134,11 +139,16 @@ def _bert_data() -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
+def _grouped(group: str) -> dict[str, Any]:
+    """The ``--weight-group`` choice for ``group`` ("none": the per-channel default, no choice given)."""
+    return {"weight-group": group} if group != "none" else {}
+
+
 @pytest.fixture(scope="module")
 def grouped_bert():
     data = _bert_data()
     return {group: compile(model_path("bert_tiny.onnx"), quant="w4a8", balance="smoothquant", inputs=data,
-                           **({"weight-group": group} if group != "none" else {}))
+                           **_grouped(group))
             for group in ("none", "32")}
 
 
@@ -152,7 +162,7 @@ def test_grouped_gemms_are_simulated_exactly(grouped_bert) -> None:
     assert all(v.get("weight_group") == 32 for v in numerics["recipe_per_layer"].values() if "weight_group" in v)
     data = _bert_data()
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = dict(sim.consts)
+    values: dict[SSAValue, Tensor] = dict(sim.consts)
     seen = []
 
     def observe(op, outs):
@@ -160,14 +170,14 @@ def test_grouped_gemms_are_simulated_exactly(grouped_bert) -> None:
             values[r] = t
         if isinstance(op, df.GemmOp) and GROUP_ATTR in op.attributes:
             ins = [values[v] for v in op.operands]
-            wname = df.str_attr(op.rhs.owner, "layer")
+            wname = weight_layer(op.rhs)
             q = result.env.weights[wname + GROUP_SCALE_SUFFIX]
-            group = op.attributes[GROUP_ATTR].value.data
-            assert op.attributes[SCALE_BITS_ATTR].value.data == 8 and 1 <= q.min() and q.max() <= 255
+            group = attr_int(op, GROUP_ATTR)
+            assert attr_int(op, SCALE_BITS_ATTR) == 8 and 1 <= q.min() and q.max() <= 255
             want = group_gemm(torch.from_numpy(ins[0].data), torch.from_numpy(ins[1].data), torch.from_numpy(q),
                               group, torch.from_numpy(ins[2].data) if len(ins) > 2 else None)
             np.testing.assert_array_equal(outs[0].data, want.numpy())
-            assert np.abs(ins[1].data).max() <= 8 and str(op.rhs.type.get_element_type()) == "i4"
+            assert np.abs(ins[1].data).max() <= 8 and elem_type(op.rhs) == "i4"
             seen.append(op)
 
     feeds = {k: v[0] for k, v in data.items()}
@@ -181,7 +191,7 @@ def test_groups_are_more_accurate(grouped_bert) -> None:
     assert cos["32"] > cos["none"]
 
 
-def _gemm_layers(result) -> dict[str, object]:
+def _gemm_layers(result) -> dict[str, LayerPlan]:
     return {p.name: p for p in result.env.plans if p.op.startswith("gemm")}
 
 
@@ -213,7 +223,7 @@ def test_every_target_kind_prices_the_group_rescale(target: str) -> None:
     reports = {}
     for group in ("none", "32"):
         reports[group] = compile(model_path("bert_tiny.onnx"), target=target, quant="w4a8", calibrate=data,
-                                 **({"weight-group": group} if group != "none" else {})).report
+                                 **_grouped(group)).report
     assert reports["32"]["latency_cycles"] >= reports["none"]["latency_cycles"]
     assert reports["32"]["bytes_offchip"] > reports["none"]["bytes_offchip"]
     assert reports["32"]["energy_mj"] > reports["none"]["energy_mj"]

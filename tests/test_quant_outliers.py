@@ -10,6 +10,7 @@ ONNX Runtime FP32, with int8 per tensor (the figure the recipes exist to beat) a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,15 +39,24 @@ def _inject(model: torch.nn.Module) -> None:
                         if isinstance(lin, torch.nn.Linear):  # weight [out, in]
                             lin.weight[:, c] /= k
                         else:  # GPT-2's Conv1D: weight [in, out]
-                            lin.weight[c, :] /= k
+                            weight = lin.weight
+                            assert isinstance(weight, torch.Tensor)
+                            weight[c, :] /= k
 
 
 def _blocks(model: torch.nn.Module) -> list[list[tuple[torch.nn.LayerNorm, list[torch.nn.Module]]]]:
     """Per block: (LayerNorm, the GEMMs reading it) for a ViTModel or a GPT2Model."""
+    def norm(block: torch.nn.Module, name: str) -> torch.nn.LayerNorm:
+        found = block.get_submodule(name)
+        assert isinstance(found, torch.nn.LayerNorm), name
+        return found
+
     if hasattr(model, "layers"):  # ViT (transformers 5 names)
-        return [[(lay.layernorm_before, [lay.attention.q_proj, lay.attention.k_proj, lay.attention.v_proj]),
-                 (lay.layernorm_after, [lay.mlp.fc1])] for lay in model.layers]
-    return [[(blk.ln_1, [blk.attn.c_attn]), (blk.ln_2, [blk.mlp.c_fc])] for blk in model.h]
+        return [[(norm(lay, "layernorm_before"), [lay.get_submodule(f"attention.{p}_proj") for p in "qkv"]),
+                 (norm(lay, "layernorm_after"), [lay.get_submodule("mlp.fc1")])]
+                for lay in model.get_submodule("layers").children()]
+    return [[(norm(blk, "ln_1"), [blk.get_submodule("attn.c_attn")]), (norm(blk, "ln_2"), [blk.get_submodule("mlp.c_fc")])]
+            for blk in model.get_submodule("h").children()]
 
 
 class _Vit(torch.nn.Module):
@@ -84,7 +94,7 @@ def _export(family: str, path: Path) -> tuple[Path, dict[str, np.ndarray], dict[
         draw = lambda n: gen.standard_normal((n, 1, 3, 32, 32)).astype(np.float32)  # noqa: E731
     else:
         config = tf.GPT2Config(vocab_size=256, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=64,
-                               bos_token_id=255, eos_token_id=255, attn_implementation="sdpa")
+                               bos_token_id=255, eos_token_id=255, attn_implementation="sdpa")  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
         module, name = tf.GPT2Model(config).eval(), "input_ids"
         wrap = _Gpt2
         draw = lambda n: gen.integers(0, 256, (n, 1, 16)).astype(np.int64)  # noqa: E731
@@ -104,7 +114,8 @@ def outlier_model(request, tmp_path_factory):
 
 def _cosine(outlier_model, **choices: str) -> float:
     path, data, calib = outlier_model
-    result = compile(path, inputs=data, calibrate=calib, **choices)
+    opts: dict[str, Any] = choices
+    result = compile(path, inputs=data, calibrate=calib, **opts)
     return float(result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_mean"])
 
 

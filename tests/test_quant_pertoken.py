@@ -4,20 +4,25 @@ oracle, the cost on every target model, one-line errors."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
+from xdsl.ir import SSAValue
 
 import compiler.numerics.pertoken as P
 from codesign.api import compile
 from codesign.cli import main
 from compiler.dialect import dataflow as df
+from compiler.dialect.op_base import shape_of
 from compiler.quant_recipes import gelu_correction
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.kernels import PER_TOKEN_ATTR
 from hw.errors import InputError
 from tests.conftest import model_path
+from tests.ir_values import attr_int, attr_ints, elem_type, weight_layer
 
 
 @pytest.mark.parametrize("offset,unsigned", [(0, False), (37, True)])
@@ -75,12 +80,17 @@ def test_rows_get_their_own_step_and_the_product_is_close() -> None:
     assert np.abs(got_u - xu @ w).max() / np.abs(xu @ w).max() < 0.02
 
 
+def _choices(dashed: dict[str, str]) -> dict[str, Any]:
+    """Compile choices whose dashed names are no Python keywords, typed for ``**`` into compile's keywords."""
+    return dict(dashed)
+
+
 @pytest.fixture(scope="module")
 def per_token_vit():
     rng = np.random.default_rng(2)
     data = {"pixel_values": rng.standard_normal((3, 1, 3, 32, 32)).astype(np.float32)}
     return compile(model_path("vit_tiny.onnx"), quant="int8", gelu="shiftgelu", inputs=data, calibrate=data,
-                   **{"act-granularity": "per-token"}), data
+                   **_choices({"act-granularity": "per-token"})), data
 
 
 def test_simulator_equals_the_oracle_on_every_per_token_gemm(per_token_vit) -> None:
@@ -88,21 +98,21 @@ def test_simulator_equals_the_oracle_on_every_per_token_gemm(per_token_vit) -> N
 
     result, data = per_token_vit
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = dict(sim.consts)
+    values: dict[SSAValue, Tensor] = dict(sim.consts)
     seen = {"per_token": 0, "unsigned": 0}
 
     def observe(op, outs):
         for r, t in zip(op.results, outs):
             values[r] = t
         if isinstance(op, df.GemmOp) and PER_TOKEN_ATTR in op.attributes:
-            p = {k: v.value.data for k, v in op.attributes[PER_TOKEN_ATTR].data.items()}
+            p = attr_ints(op, PER_TOKEN_ATTR)
             x, w = values[op.lhs].data, values[op.rhs].data
             bias = values[op.bias].data if op.bias is not None else None
             want = P.per_token_gemm(torch.from_numpy(x), torch.from_numpy(w.astype(np.int64)), p["offset"],
                                     bool(p["unsigned"]), p["shift"],
                                     None if bias is None else torch.from_numpy(bias.astype(np.int64)))
             np.testing.assert_array_equal(outs[0].data, want.numpy())
-            assert str(op.lhs.type.get_element_type()) == "i16"
+            assert elem_type(op.lhs) == "i16"
             seen["per_token"] += 1
             seen["unsigned"] += int(p["unsigned"])
 
@@ -127,23 +137,23 @@ def test_grouped_per_token_gemms_are_simulated_exactly_and_costed() -> None:
     rng = np.random.default_rng(3)
     data = {"pixel_values": rng.standard_normal((2, 1, 3, 32, 32)).astype(np.float32)}
     result = compile(model_path("vit_tiny.onnx"), quant="w4a8", inputs=data, calibrate=data, balance="smoothquant",
-                     **{"act-granularity": "per-token", "weight-group": "32", "weight-rounding": "gptq"})
+                     **_choices({"act-granularity": "per-token", "weight-group": "32", "weight-rounding": "gptq"}))
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = dict(sim.consts)
+    values: dict[SSAValue, Tensor] = dict(sim.consts)
     seen: list[str] = []
 
     def observe(op, outs):
         for r, t in zip(op.results, outs):
             values[r] = t
         if isinstance(op, df.GemmOp) and PER_TOKEN_ATTR in op.attributes and GROUP_ATTR in op.attributes:
-            p = {k: v.value.data for k, v in op.attributes[PER_TOKEN_ATTR].data.items()}
+            p = attr_ints(op, PER_TOKEN_ATTR)
             x, w = values[op.lhs].data, values[op.rhs].data
-            q = result.env.weights[df.str_attr(op.rhs.owner, "layer") + GROUP_SCALE_SUFFIX]
+            q = result.env.weights[weight_layer(op.rhs) + GROUP_SCALE_SUFFIX]
             bias = values[op.bias].data if op.bias is not None else None
             want = P.per_token_gemm(torch.from_numpy(x), torch.from_numpy(w.astype(np.int64)), p["offset"],
                                     bool(p["unsigned"]), p["shift"],
                                     None if bias is None else torch.from_numpy(bias.astype(np.int64)),
-                                    torch.from_numpy(q.astype(np.int64)), op.attributes[GROUP_ATTR].value.data)
+                                    torch.from_numpy(q.astype(np.int64)), attr_int(op, GROUP_ATTR))
             np.testing.assert_array_equal(outs[0].data, want.numpy())
             assert np.abs(w).max() <= 8 and q.min() >= 1 and q.max() <= 255
             seen.append(df.str_attr(op, "layer"))
@@ -152,7 +162,7 @@ def test_grouped_per_token_gemms_are_simulated_exactly_and_costed() -> None:
     values.update({a: Tensor(feeds[n]) for a, n in zip(sim.args, sim.input_names)})
     sim.run(feeds, observe)
     static = [o for o in result.module.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)
-              and o.rhs.type.get_shape()[0] > 32]
+              and shape_of(o.rhs)[0] > 32]
     assert len(seen) == len(static) > 0
     ops = [lay["op"] for lay in result.report["layers"] if lay["op"].startswith("rowquant+gemm")]
     assert sum("group-scale" in op for op in ops) == len(seen)
@@ -162,7 +172,7 @@ def test_grouped_per_token_gemms_are_simulated_exactly_and_costed() -> None:
 @pytest.mark.parametrize("target", ["fpga-u280", "gpu-a100", "npu-xdna", "asic-systolic", "optical-4f"])
 def test_per_token_is_costed_on_every_target(target: str) -> None:
     reports = {g: compile(model_path("vit_tiny.onnx"), quant="int8", target=target,
-                          **{"act-granularity": g}).report for g in ("per-tensor", "per-token")}
+                          **_choices({"act-granularity": g})).report for g in ("per-tensor", "per-token")}
     token = [lay for lay in reports["per-token"]["layers"] if lay["op"].startswith("rowquant+gemm")]
     assert token and all(lay["macs"] > 0 for lay in token)
     assert not any(lay["op"].startswith("rowquant") for lay in reports["per-tensor"]["layers"])

@@ -9,9 +9,11 @@ with its attention mask, calibrated on 20 sentences written unlike the 16 evalua
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
+from xdsl.ir import SSAValue
 
 from codesign.accuracy import evaluate, prepare_env, reference_outputs
 from codesign.api import compile, compile_options
@@ -23,7 +25,10 @@ from compiler.quant_recipes import gptq_quantize, observe_range, quantize_weight
 from compiler.summary import build_report
 from hw.errors import InputError
 from tests.conftest import DATA, ROOT, model_path
+from tests.ir_values import elem_type
 
+# GPTQ weight rounding: a dashed choice, typed for ``**`` into compile's keywords
+GPTQ: dict[str, Any] = {"weight-rounding": "gptq"}
 
 def _outlier_rows(rng: np.random.Generator, samples: int = 8, rows: int = 32, channels: int = 64) -> list[np.ndarray]:
     """LayerNorm-like GEMM inputs: unit channels, and channels 3 and 40 about 40x larger (BERT's outlier channels)."""
@@ -148,7 +153,7 @@ def bert_recipes():
     ids = rng.integers(0, 1000, (4, 1, 16)).astype(np.int64)
     data = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     return compile(model_path("bert_tiny.onnx"), quant="w4a8", balance="smoothquant", observer="mse",
-                   **{"weight-rounding": "gptq"}, inputs=data)
+                   **GPTQ, inputs=data)
 
 
 def test_recipes_change_scales_and_codes_not_the_datapath(bert_recipes) -> None:
@@ -159,8 +164,8 @@ def test_recipes_change_scales_and_codes_not_the_datapath(bert_recipes) -> None:
     assert any("alpha" in v for v in per_layer.values())
     for op in bert_recipes.module.walk():
         if isinstance(op, df.GemmOp):  # the same integer GEMM: int8 activations, int4 weights, int32 accumulator
-            assert str(op.lhs.type.get_element_type()) == "i8" and str(op.rhs.type.get_element_type()) in ("i4", "i8")
-            assert str(op.result.type.get_element_type()) == "i32"
+            assert elem_type(op.lhs) == "i8" and elem_type(op.rhs) in ("i4", "i8")
+            assert elem_type(op.result) == "i32"
     assert bert_recipes.report["accuracy"]["outputs"]
 
 
@@ -185,8 +190,10 @@ def issue_setting(tmp_path_factory):
 def _word_cosine(issue_setting, variant: str, **choices: str) -> float:
     variants, refs, word = issue_setting
     model, data, calib = variants[variant]
-    options = compile_options(**choices)
+    opts: dict[str, Any] = choices
+    options = compile_options(**opts)
     env, samples = prepare_env(model, None, data, calib, quantized=True)
+    assert samples is not None
     result = run_pipeline(model, options, middle=middle_passes(options), report=build_report, env=env)
     _, outs = evaluate(result, model, samples, layers=False, reference=refs[variant])
     got = outs["last_hidden_state"].reshape(word.size, -1).astype(np.float64)
@@ -227,9 +234,9 @@ def test_recipes_keep_the_integer_path_exact() -> None:
     ids = rng.integers(0, 1000, (4, 1, 16)).astype(np.int64)
     data = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     result = compile(model_path("bert_tiny.onnx"), quant="w4a8", balance="smoothquant", softmax="shiftmax",
-                     gelu="shiftgelu", layernorm="ilayernorm", calibrate=data, **{"weight-rounding": "gptq"})
+                     gelu="shiftgelu", layernorm="ilayernorm", calibrate=data, **GPTQ)
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)
-    values: dict[object, Tensor] = dict(sim.consts)
+    values: dict[SSAValue, Tensor] = dict(sim.consts)
     seen = {"requant": 0, "gemm": 0}
 
     def observe(op, outs):

@@ -16,7 +16,7 @@ from hw.errors import InputError
 T, D, H, E = 6, 8, 12, 4
 
 
-def _c(name: str, value, dtype=np.float32) -> onnx.TensorProto:
+def _c(name: str, value, dtype: type[np.generic] = np.float32) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 

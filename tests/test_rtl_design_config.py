@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,7 +49,8 @@ def _simulate_image(choices: dict[str, str], observe, spy, values: dict | None =
     as its first argument). ``values``, if given, is first filled with the simulator's constants."""
     from compiler.simulate import Simulator, approx
 
-    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **choices)
+    opts: dict[str, Any] = choices
+    result = codesign.compile(str(model_path("vit_tiny.onnx")), "fpga-u280", overrides=OVERRIDES, **opts)
     imported = result.imported
     simulator = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
     image = np.load(DATA / "vit_tiny_images.npz")["pixel_values"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,12 +18,13 @@ from compiler.schedule.mapping import (
     search,
 )
 from hw.models import build_model
+from hw.models.asic import SiliconModel
 from hw.perf.systolic import systolic_cycles
 from hw.perf.workload import GemmWork
 from hw.targets import load_target
 
 ROOT = Path(__file__).resolve().parent.parent
-IVIT = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
+IVIT: dict[str, Any] = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
 SPACE = MappingSpace(rows=16, cols=64, dataflows=("os",), caps=(256 * 1024, 1024 * 1024, 256 * 1024))
 
 
@@ -116,7 +118,7 @@ def test_roofline_ratio_of_one_base_layer(base_layers: dict[str, Path], kind: st
                                           bound: float) -> None:
     from codesign.api import compile as compile_model
 
-    options = IVIT if kind == "vit" else {"quant": "int8"}
+    options: dict[str, Any] = IVIT if kind == "vit" else {"quant": "int8"}
     overrides = {"gemm.partitions": str(partitions)}
     searched = compile_model(str(base_layers[kind]), mapping="search", overrides=overrides, **options)
     fixed = compile_model(str(base_layers[kind]), mapping="fixed", overrides=overrides, **options)
@@ -186,6 +188,7 @@ def test_energy_objective_re_reads_less_and_prices_with_the_reports_function() -
     from hw.models.run_energy import total_mj
 
     model = _asic(gemm__rows="32", gemm__cols="32")
+    assert isinstance(model, SiliconModel)
     work = GemmWork(m=197, n=3072, k=768)
     latency_space = mapping_space(model, "latency")
     assert latency_space is not None
@@ -231,7 +234,7 @@ def test_priced_layers_keep_the_gemm_as_the_array_runs_it() -> None:
     (priced,) = price(Plan((layer,)), model, "search", "latency")
     assert priced.detail["mapping_transpose"] and priced.works == [mapped_work(work, search(
         work, mapping_space(model, "latency")))]
-    assert priced.works[0].m == 4096 and priced.works[0].n == 5
+    assert isinstance(run := priced.works[0], GemmWork) and run.m == 4096 and run.n == 5
 
 
 def test_bad_mapping_objective_is_one_line(models_dir: Path, capsys) -> None:

@@ -4,6 +4,8 @@ shows up in the resource figures."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import model_path
 
@@ -13,8 +15,11 @@ from hw.models.resources import VECTOR_ALU, unit_cost
 INT8 = {"quant": "int8", "softmax": "shiftmax", "layernorm": "ilayernorm"}
 
 
-def _report(model: str, **choices: str) -> dict:
-    return codesign.compile(str(model_path(model)), "fpga-u280", **choices).report
+def _report(model: str, **choices: str) -> dict[str, Any]:
+    opts: dict[str, Any] = choices
+    report = codesign.compile(str(model_path(model)), "fpga-u280", **opts).report
+    assert report is not None
+    return report
 
 
 def _used(report: dict) -> dict[str, float]:
@@ -80,7 +85,7 @@ def test_an_moe_router_adds_the_topk_unit():
 
 def test_fixed_silicon_reports_no_resources():
     report = codesign.compile(str(model_path("vit_tiny.onnx")), "npu-xdna").report
-    assert "resources" not in report and "resources_detail" not in report
+    assert report is not None and "resources" not in report and "resources_detail" not in report
 
 
 ZCU102_70 = ["--target", "fpga-zcu102", "--set", "gemm.rows=70", "--set", "gemm.cols=70"]

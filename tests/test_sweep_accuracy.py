@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,7 @@ def test_points_carry_what_compile_with_inputs_reports_measured_once_per_choices
         choices = {"softmax": params["compile.softmax"], "attention": params["compile.attention"]}
         report = compile(TINY, "fpga-u280", overrides={"gemm.rows": params["gemm.rows"]}, inputs=str(DATA),
                          **choices).report
+        assert report is not None
         # Every metric, hardware and accuracy, as `codesign compile --inputs` reports it for this point.
         assert result["metrics"] == metrics_from_report(report), params
         assert set(accuracy_metrics(report["accuracy"])) == {"accuracy.cosine", "accuracy.cosine_min",
@@ -106,7 +108,9 @@ def test_resume_takes_accuracy_from_the_store(tmp_path, measured):
 def test_a_measurement_is_the_accuracy_section_of_compile_with_inputs():
     clear_caches()
     # Quantized and not; the second and third reuse the first's ONNX Runtime reference outputs.
-    for choices in ({}, {"softmax": "shiftmax", "attention": "edge-moe"}, {"quant": "int8", "gelu": "shiftgelu"}):
+    sets: list[dict[str, Any]] = [{}, {"softmax": "shiftmax", "attention": "edge-moe"},
+                                  {"quant": "int8", "gelu": "shiftgelu"}]
+    for choices in sets:
         request = sweep_accuracy.AccuracyRequest(key="k", model=str(TINY), target="fpga-u280", inputs=str(DATA),
                                                  overrides=(("gemm.rows", "16"),),
                                                  choices=tuple(sorted(choices.items())))

@@ -41,7 +41,9 @@ def test_dask_cluster_matches_local_pool(tmp_path):
     spec = tmp_path / "sweep.yaml"
     spec.write_text(SPEC)
     assert main(["sweep", str(spec), "--out", str(tmp_path / "local"), "--workers", "2", "-q"]) == 0
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)  # pyright: ignore[reportArgumentType]  (None turns the dashboard off; the stub says str)
+    with cluster:
         assert main(["sweep", str(spec), "--out", str(tmp_path / "dask"), "--scheduler", cluster.scheduler_address,
                      "-q"]) == 0
     local, dask = _results(tmp_path / "local"), _results(tmp_path / "dask")

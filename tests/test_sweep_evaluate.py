@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,11 @@ from hw.targets import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "examples" / "models" / "vit_tiny.onnx")
+
+
+def _opts(choices: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """A point's (name, value) choices as compile's keywords."""
+    return dict(choices)
 
 POINTS = [
     ("fpga-u280", (("gemm.rows", "16"), ("gemm.cols", "8"), ("clock_mhz", "200"))),
@@ -88,7 +94,7 @@ def test_compile_choices_equal_a_fresh_compile(choices):
     for overrides in ((("gemm.rows", "16"),), (("gemm.cols", "8"), ("clock_mhz", "200"))):
         point = PointRequest(key="k", model=TINY, target="fpga-u280", overrides=overrides, choices=choices)
         report, _, _ = evaluate_report(point)
-        assert report == compile(TINY, "fpga-u280", overrides=dict(overrides), **dict(choices)).report
+        assert report == compile(TINY, "fpga-u280", overrides=dict(overrides), **_opts(choices)).report
 
 
 def test_calibration_data_reaches_the_quantizer():
@@ -114,7 +120,7 @@ def test_mapping_objective_is_part_of_a_points_key():
         choices = (("mapping-objective", objective), ("quant", "int8"))
         point = PointRequest(key="k", model=TINY, target="asic-systolic", overrides=overrides, choices=choices)
         report, _, _ = evaluate_report(point)
-        assert report == compile(TINY, "asic-systolic", overrides=dict(overrides), **dict(choices)).report
+        assert report == compile(TINY, "asic-systolic", overrides=dict(overrides), **_opts(choices)).report
         reports[objective] = report
     assert reports["edp"]["bytes_offchip"] < reports["latency"]["bytes_offchip"]
     assert reports["edp"]["energy_mj"] < reports["latency"]["energy_mj"]

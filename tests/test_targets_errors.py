@@ -8,6 +8,7 @@ import pytest
 
 from hw.errors import InputError
 from hw.targets import load_target
+from hw.targets.schema import FpgaTarget
 
 GOOD = """\
 kind: fpga
@@ -214,7 +215,8 @@ def test_merge_keys_and_harmless_anchors_still_load(write) -> None:
         load_target(write(text))
     text = GOOD.replace("buffers:\n  weight_kb: 64\n  act_kb: 64\n  out_kb: 64\n",
                         "buffers: &kb {weight_kb: 64, act_kb: 64, out_kb: 32}\n")
-    assert load_target(write(text)).buffers.out_kb == 32
+    aliased = load_target(write(text))
+    assert isinstance(aliased, FpgaTarget) and aliased.buffers.out_kb == 32
 
 
 def test_every_number_is_finite_and_in_range(write) -> None:

@@ -33,5 +33,6 @@ def test_each_bundled_target_answers_from_its_sections(name):
 
 def test_overrides_reach_the_answers():
     t = load_target("fpga-u280", {"buffers.double_buffered": "false", "attention.lanes": "8"})
+    assert isinstance(t, FpgaTarget)
     assert t.double_buffered() is False and t.attention_lanes() == 8
     assert t.attention_buffers()[0] == t.buffers.act_kb * 1024

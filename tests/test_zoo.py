@@ -53,11 +53,11 @@ def _build(family: str) -> torch.nn.Module:
         # Layer 0 global, layer 1 local: the two layers differ only in their (folded) mask.
         "qwen2": (lambda: tf.Qwen2Config(num_key_value_heads=KV_HEADS, use_sliding_window=True, sliding_window=SEQ // 2,
                                          max_window_layers=1, **common), tf.Qwen2Model),
-        "phi": (lambda: tf.PhiConfig(partial_rotary_factor=0.5, **common), tf.PhiModel),
+        "phi": (lambda: tf.PhiConfig(partial_rotary_factor=0.5, **common), tf.PhiModel),  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
         "gptj": (lambda: tf.GPTJConfig(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, rotary_dim=8,
-                                       n_positions=64, attn_implementation="eager"), tf.GPTJModel),
+                                       n_positions=64, attn_implementation="eager"), tf.GPTJModel),  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
         "gpt2": (lambda: tf.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=64,
-                                       attn_implementation="sdpa", bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1),
+                                       attn_implementation="sdpa", bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1),  # pyright: ignore[reportCallIssue]  (a PretrainedConfig kwarg the config's typed __init__ omits)
                  tf.GPT2Model),
     }[family]
     seed_all(0)

@@ -19,6 +19,7 @@ README's "Model zoo" table.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,6 +67,7 @@ def test_float_compile_matches_torch(exported, name: str, variant: str) -> None:
 def test_int8_ivit_compile(exported, name: str) -> None:
     variant = next(v for n, v in CASES if n == name)  # the kind's usual form, legacy where it exports
     path, _ = exported(name, variant)
-    result = compile(path, inputs=_samples(name, variant), shapes=zoo.compile_shapes(name, variant), **zoo.INT8)
+    choices: dict[str, Any] = zoo.INT8
+    result = compile(path, inputs=_samples(name, variant), shapes=zoo.compile_shapes(name, variant), **choices)
     assert result.imported.patterns["attention"] == zoo.ARCHS[name].attention
     assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_mean"] >= 0.9

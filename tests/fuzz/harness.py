@@ -75,7 +75,7 @@ def collect_cases(strategy: st.SearchStrategy[Case], count: int) -> list[Case]:
     cases: list[Case] = []
 
     @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+              suppress_health_check=list(HealthCheck.__members__.values()))
     @given(strategy)
     def draw(case: Case) -> None:
         cases.append(case)
@@ -255,6 +255,7 @@ class WorkerPool:
             # fresh worker, so no case is blamed for its predecessor's memory.
             w.close()
             self.workers[self.workers.index(w)] = _Worker(self.root, self.workers.index(w))
+        assert answer is not None  # a worker that did not die answered
         out_err = [_read(Path(f"{log}.out")), _read(Path(f"{log}.err"))]
         failures = judge(case, answer, out_err[0], out_err[1])
         if answer.get("rc") == 2:

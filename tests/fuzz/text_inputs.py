@@ -299,7 +299,7 @@ def passes_cases(draw: st.DrawFn) -> Case:
     opt = draw(st.booleans())
     argv = ("opt", "in/m.mlir", "--passes", spec) if opt else ("compile", "in/model.onnx", "-q", "--passes", spec)
 
-    def files() -> dict[str, bytes]:
+    def files() -> dict[str, bytes | str]:
         return _opt_files("tiny", ()) if opt else {**_opt_files("tiny", ()), "in/model.onnx": seed_bytes("tiny")}
 
     return Case("passes", argv, "pipeline as in argv", files)
@@ -324,7 +324,7 @@ _SWEEP_EDITS = ("range", "strategy", "budget", "models", "space_value", "objecti
 def _sweep_edit(spec: dict, kind: str, i: int, j: int) -> None:
     space = spec.setdefault("space", {}) if isinstance(spec.get("space"), dict) else spec
     if kind == "range":
-        rng = {"min": 100, "max": 200, "step": 100}
+        rng: dict[str, object] = {"min": 100, "max": 200, "step": 100}
         rng[("min", "max", "step", "log", "extra")[i % 5]] = _RANGE_VALUES[j % len(_RANGE_VALUES)]
         space[("clock_mhz", "gemm.rows", "buffers.act_kb")[i % 3]] = rng
     elif kind == "strategy":

@@ -15,7 +15,7 @@ from amaranth.lib import data
 
 def _field_width(shape) -> int:
     if isinstance(shape, data.Layout):
-        return shape.size
+        return shape.size  # pyright: ignore[reportReturnType]  (Amaranth 0.5 declares Layout.size with no return type)
     return Shape.cast(shape).width
 
 

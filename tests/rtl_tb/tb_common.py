@@ -109,4 +109,6 @@ async def stream_transfer(
     o_ready.value = 0
     if index != len(words):
         raise AssertionError(f"{inp}: only {index} of {len(words)} inputs accepted")
+    if first_in is None or last_out is None:
+        raise AssertionError(f"{out}: no transfer ({len(words)} inputs, {len(outputs)} outputs)")
     return Transfer(outputs, last_out - first_in, first_in, last_out)
