@@ -18,7 +18,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from compiler.context import CompileContext, CompileEnv, make_context
+from compiler.context import CompileEnv, make_context
 from compiler.frontend.onnx_loader import load_graph
 from compiler.frontend.to_dialect import ImportResult, build_module
 from compiler.passes import PASSES
@@ -104,7 +104,7 @@ def run_pipeline(
     *,
     middle: Sequence[ModulePass] | None = None,
     on_ir: Callable[[str, ModuleOp], None] | None = None,
-    report: Callable[[CompileContext, CompileResult], dict[str, Any]] | None = None,
+    report: Callable[[CompileEnv, ImportResult, ModuleOp], dict[str, Any]] | None = None,
     env: CompileEnv | None = None,
 ) -> CompileResult:
     """Run the pipeline on an ONNX model.
@@ -157,7 +157,7 @@ def run_pipeline(
         if after(p.name):
             return result
     if report is not None:
-        result.report = report(ctx, result)
+        result.report = report(ctx.env, result.imported, result.module)
     result.steps_run.append("report")
     after("report")
     return result

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from compiler.context import CompileContext
+from xdsl.dialects.builtin import ModuleOp
+
+from compiler.context import CompileEnv
+from compiler.frontend.to_dialect import ImportResult
 from compiler.schedule.decode import decode_sections
 from hw.models.asic import SiliconModel
 from hw.models.base import WorkloadSizedModel, workload_sized
@@ -27,9 +30,9 @@ def _model_name(source: str) -> str:
     return os.path.basename(source) if source else "<model>"
 
 
-def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
-    """The report dict (the JSON contract of `codesign compile --json`)."""
-    env = ctx.env
+def build_report(env: CompileEnv, imported: ImportResult, module: ModuleOp | None = None) -> dict[str, Any]:
+    """The report dict (the JSON contract of `codesign compile --json`) of the plans and schedule in ``env``, for the
+    model ``imported`` describes; ``module`` (the scheduled IR) adds the KV-cache and decode-step sections."""
     model, target, sched = env.model, env.target, env.schedule
     if sched is None or model is None or target is None:
         raise RuntimeError("the report step needs the schedule pass to have run")
@@ -83,14 +86,14 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
     roofline = max(compute_bound, memory_bound)
     latency_ms = cycles / (clock * 1e3)
     # Throughput counts samples: the leading dim of the first model input is the batch of one inference.
-    batch = int(result.imported.batch) if getattr(result.imported, "batch", None) else 1
+    batch = int(imported.batch) if imported.batch else 1
     # An ASIC prices each work item's access counts (hw/models/asic.py), other models the aggregate counts.
     energy = run_energy_mj(model, (w for plan in env.plans for w in plan.works), macs_by_bits, onchip, bytes_off,
                            cycles)
     energy_mj = total_mj(energy)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
-        "model": _model_name(result.imported.source),
+        "model": _model_name(imported.source),
         "target": target.name,
         "target_kind": target.kind,
         "clock_mhz": clock,
@@ -107,7 +110,7 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         "energy_mj": energy_mj,
         "energy_breakdown_mj": {k: v for k, v in energy.items() if k != "total"},
         "edp": energy_mj * latency_ms,  # energy-delay product, mJ x ms
-        "patterns": dict(result.imported.patterns),
+        "patterns": dict(imported.patterns),
         "options": dict(env.options),
         "layers": layers,
     }
@@ -130,9 +133,8 @@ def build_report(ctx: CompileContext, result: Any) -> dict[str, Any]:
         report["resources_detail"] = sized.resource_detail(units)
     # KV caches and decode steps (compiler/schedule/decode.py): per-token latency next to this compile's. They re-plan
     # the module, so a report built from a plan alone (a sweep's plan tier) has none, and sweeps re-check that tier.
-    module = getattr(result, "module", None)
     if module is not None:
-        names = getattr(result.imported, "input_names", None)
+        names = imported.input_names
         report.update(decode_sections(module, model, target, report["model"], cycles,
                                       env.artifacts.get("decode_tokens"), names))
     masked = [layer["detail"] for layer in layers if "masked_tiles_skipped" in layer.get("detail", {})]

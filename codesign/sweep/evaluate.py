@@ -27,7 +27,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 import yaml
@@ -238,7 +237,7 @@ def _plan_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
             _SCHEDULES.popitem(last=False)
     env = _point_env(prefix, target, model)
     env.plans, env.schedule = plans, sched
-    return build_report(SimpleNamespace(env=env), SimpleNamespace(imported=prefix.imported))  # type: ignore[arg-type]
+    return build_report(env, prefix.imported)
 
 
 def _point_env(prefix: Prefix, target: Any, model: Any) -> CompileEnv:
@@ -256,7 +255,7 @@ def _prefix_report(prefix: Prefix, target: Any, model: Any) -> dict[str, Any]:
     module = prefix.module.clone()
     for p in prefix.hw_passes:
         p.apply(ctx, module)
-    return build_report(ctx, SimpleNamespace(imported=prefix.imported, module=module, env=env))  # type: ignore[arg-type]
+    return build_report(env, prefix.imported, module)
 
 
 def _full_report(point: PointRequest, target: Any, model: Any) -> dict[str, Any]:
