@@ -25,6 +25,7 @@ import numpy as np
 from compiler.simulate import intkernels as K
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Gemm, Instruction, Load, Program, Queue, Space, Store, Vec, VecFn, queue_of
+from hw.isa.memory import memory_sizes
 
 __all__ = ["Geometry", "Machine", "run_program"]
 
@@ -53,18 +54,9 @@ class Geometry:
 
     @classmethod
     def from_target(cls, target: object) -> Geometry:
-        """The geometry of a target with a ``gemm`` array and ``buffers`` (FPGA, NPU and ASIC targets)."""
-        gemm = getattr(target, "gemm", None)
-        buffers = getattr(target, "buffers", None)
-        if gemm is None or buffers is None:
-            raise InputError(f"target '{getattr(target, 'name', '?')}': the system backend needs a systolic array "
-                             "(gemm) and buffers; this target kind has none")
-        width = max(gemm.rows, gemm.cols)
-        # buffer sizes may be fractional KiB in a YAML: whole rows only
-        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
-        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
-        return cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
-                   const_rows=4096)
+        """The geometry of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``)."""
+        m = memory_sizes(target, "the system backend")
+        return cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, const_rows=4096)
 
 
 def _wrap(x: np.ndarray, bits: int, signed: bool = True) -> np.ndarray:

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.isa import Queue
+from hw.isa.memory import memory_sizes
 from hw.rtl.system.axi import ADDR_BITS, ReadArbiter, axi4_signature
 from hw.rtl.system.dma_load import LoadDma, SpacePort
 from hw.rtl.system.dma_store import SpaceReadPort, StoreDma
@@ -83,19 +84,9 @@ class SystemConfig:
 
     @classmethod
     def from_target(cls, target: object, *, queue_depth: int = 16) -> SystemConfig:
-        """The sizes of a target with a ``gemm`` array and ``buffers``, as docs/ISA.md's memory table derives them
-        (the same rule as the backend's ``Geometry.from_target``)."""
-        gemm = getattr(target, "gemm", None)
-        buffers = getattr(target, "buffers", None)
-        if gemm is None or buffers is None:
-            raise InputError(f"target '{getattr(target, 'name', '?')}': the system RTL needs a systolic array "
-                             "(gemm) and buffers; this target kind has none")
-        width = max(gemm.rows, gemm.cols)
-        # buffer sizes are KiB and may be fractional in the YAML; rows are whole
-        sp_rows = int((buffers.act_kb + buffers.weight_kb) * 1024 * 8 // (width * gemm.in_bits))
-        acc_rows = int(buffers.out_kb * 1024 * 8 // (gemm.cols * gemm.acc_bits))
-        config = cls(gemm.rows, gemm.cols, gemm.in_bits, gemm.acc_bits, min(sp_rows, 65536), min(acc_rows, 65536),
-                     4096, queue_depth)
+        """The sizes of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``, the backend's rule)."""
+        m = memory_sizes(target, "the system RTL")
+        config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth)
         config.check()
         return config
 
