@@ -25,7 +25,7 @@ import numpy as np
 from compiler.simulate import intkernels as K
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Gemm, Instruction, Load, Program, Queue, Space, Store, Vec, VecFn, queue_of
-from hw.isa.memory import memory_sizes
+from hw.isa.memory import MemorySizes, memory_sizes
 
 __all__ = ["Geometry", "Machine", "run_program"]
 
@@ -36,21 +36,10 @@ SIGMOID_BITS = 8
 
 
 @dataclass(frozen=True)
-class Geometry:
+class Geometry(MemorySizes):
     """The machine's sizes (from the target YAML: ``gemm.rows/cols/in_bits/acc_bits`` and ``buffers``)."""
 
-    rows: int
-    cols: int
-    in_bits: int = 8
-    acc_bits: int = 32
-    sp_rows: int = 4096
-    acc_rows: int = 1024
     const_rows: int = 1024
-
-    @property
-    def width(self) -> int:
-        """Lanes of a scratchpad or constant row: enough for a fold's A column and B row."""
-        return max(self.rows, self.cols)
 
     @classmethod
     def from_target(cls, target: object) -> Geometry:

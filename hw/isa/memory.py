@@ -16,16 +16,23 @@ MAX_SPACE_ROWS = 65536
 
 @dataclass(frozen=True)
 class MemorySizes:
-    """The array (``rows`` x ``cols`` PEs, ``in_bits`` operands, ``acc_bits`` accumulators) and the rows of the
-    scratchpad (``sp_rows``, each ``max(rows, cols)`` lanes of ``in_bits``) and accumulator (``acc_rows``, ``cols``
-    lanes of ``acc_bits``) spaces."""
+    """The array (``rows`` x ``cols`` PEs, signed ``in_bits`` operands, ``acc_bits`` accumulators) and the rows of
+    each memory space: scratchpad (``sp_rows``) and constants (``const_rows``), each ``width`` lanes, and
+    accumulators (``acc_rows``, ``cols`` lanes of ``acc_bits``). The backend's machine model and the RTL top level
+    both extend it."""
 
     rows: int
     cols: int
-    in_bits: int
-    acc_bits: int
-    sp_rows: int
-    acc_rows: int
+    in_bits: int = 8
+    acc_bits: int = 32
+    sp_rows: int = 4096
+    acc_rows: int = 1024
+    const_rows: int = 4096
+
+    @property
+    def width(self) -> int:
+        """Lanes of a scratchpad or constant row (docs/ISA.md): a fold's A column and B row both fit."""
+        return max(self.rows, self.cols)
 
 
 def memory_sizes(target: object, who: str) -> MemorySizes:

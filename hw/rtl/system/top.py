@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.isa import Queue
-from hw.isa.memory import memory_sizes
+from hw.isa.memory import MemorySizes, memory_sizes
 from hw.rtl.system.axi import ADDR_BITS, ReadArbiter, axi4_signature
 from hw.rtl.system.dma_load import LoadDma, SpacePort
 from hw.rtl.system.dma_store import SpaceReadPort, StoreDma
@@ -46,23 +46,10 @@ CONST_BITS = 32
 
 
 @dataclass(frozen=True)
-class SystemConfig:
-    """The top level's sizes: the array (``rows`` x ``cols`` PEs, signed ``in_bits`` operands, ``acc_bits``
-    accumulators), memory rows per space, and each instruction queue's depth (words)."""
+class SystemConfig(MemorySizes):
+    """The top level's sizes (`MemorySizes`) and each instruction queue's depth (words)."""
 
-    rows: int
-    cols: int
-    in_bits: int = 8
-    acc_bits: int = 32
-    sp_rows: int = 4096
-    acc_rows: int = 1024
-    const_rows: int = 4096
     queue_depth: int = 16
-
-    @property
-    def width(self) -> int:
-        """Lanes of a scratchpad or constant row (docs/ISA.md): a fold's A column and B row both fit."""
-        return max(self.rows, self.cols)
 
     def tag(self) -> str:
         """A file-name-safe name for this configuration (build folders)."""
