@@ -8,9 +8,12 @@ patches) with seeded random weights (`reinit_`), wrapped so that one tensor come
 * decoders take ``input_ids`` only, the all-ones mask made inside the wrapper, so the exporter builds the causal
   mask from shapes (``:nomask``), and ``input_ids`` with a padded ``attention_mask`` input (``:mask``);
 * vision models take ``pixel_values`` [1, 3, 32, 32];
-* encoder-decoders take ``input_ids``, ``attention_mask`` and ``decoder_input_ids``.
+* encoder-decoders take ``input_ids``, ``attention_mask`` and ``decoder_input_ids``;
+* speech encoders take a raw waveform ``input_values`` [1, 400] (a conv feature extractor makes the frames);
+* speech encoder-decoders (Whisper) take log-mel ``input_features`` [1, 16, 32] and ``decoder_input_ids``.
 
-`torch_counts` says what the PyTorch module runs, counted with forward hooks (norm and GELU modules called, MACs
+`torch_counts` says what the PyTorch module runs, counted with forward hooks (norm and GELU modules called, and
+``torch.nn.functional.gelu`` calls outside them, MACs
 from `torch.utils.flop_counter.FlopCounterMode` with SDPA on the math backend), which the compiler's recognised
 patterns and MAC total are checked against (tests/test_zoo_encoders.py, benchmarks/zoo_table.py).
 """
@@ -32,13 +35,14 @@ __all__ = ["ARCHS", "FAILING", "INT8", "PASSING", "Arch", "build", "compile_shap
            "cases", "torch_counts", "variants"]
 
 LAYERS, HIDDEN, HEADS, VOCAB, SEQ, IMAGE, PATCH = 2, 64, 4, 128, 16, 32, 8
+WAVE, MELS, FRAMES = 400, 16, 32  # waveform samples; Whisper's mel bins and frames (2x its 16 source positions)
 
 
 @dataclass(frozen=True)
 class Arch:
     """One zoo entry: how to build it, what it takes, how many attentions it runs per layer stack."""
 
-    kind: str  # "encoder", "decoder", "encdec", "vision"
+    kind: str  # "encoder", "decoder", "encdec", "vision", "speech", "speech-encdec"
     make: Callable[[], torch.nn.Module]  # the bare transformers model, random weights
     attention: int = LAYERS  # attention blocks the model runs (the forward hooks must count as many)
     exporters: tuple[str, ...] = ("legacy",)
@@ -230,6 +234,33 @@ ARCHS: dict[str, Arch] = {
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
                                       pad_token_id=1, bos_token_id=VOCAB - 2, eos_token_id=VOCAB - 1),
                       cache=False),
+    # Speech and convolution-attention hybrids: conv feature extractors over a raw waveform (GroupNorm or
+    # LayerNorm conv layers, a grouped positional conv with weight norm), Whisper's conv stem over log-mel
+    # features, MobileViT's unfold/fold of patches between depthwise and strided convs, Segformer's overlapping
+    # patch embeds, spatial-reduction attention and depthwise Mix-FFN.
+    **{name: Arch("speech", _raw(config, model, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                 num_attention_heads=HEADS, intermediate_size=2 * HIDDEN, conv_dim=(32, 32),
+                                 conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                                 num_conv_pos_embedding_groups=4, **kw), cache=False)
+       for name, config, model, kw in (
+           ("wav2vec2", "Wav2Vec2Config", "Wav2Vec2Model", {"feat_extract_norm": "group"}),
+           ("wav2vec2-stable", "Wav2Vec2Config", "Wav2Vec2Model", {"feat_extract_norm": "layer",
+                                                                  "do_stable_layer_norm": True}),
+           ("hubert", "HubertConfig", "HubertModel", {"feat_extract_norm": "group"}))},
+    "whisper": Arch("speech-encdec", _raw("WhisperConfig", "WhisperModel", vocab_size=VOCAB, num_mel_bins=MELS,
+                                          d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS,
+                                          encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
+                                          encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN,
+                                          max_source_positions=FRAMES // 2, max_target_positions=64,
+                                          pad_token_id=VOCAB - 1, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
+                                          decoder_start_token_id=VOCAB - 2, suppress_tokens=[],
+                                          begin_suppress_tokens=[]), attention=3 * LAYERS),
+    "mobilevit": Arch("vision", _raw("MobileViTConfig", "MobileViTModel", image_size=64, patch_size=2,
+                                     hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 96],
+                                     num_attention_heads=HEADS), attention=2 + 4 + 3, image=64),
+    "segformer": Arch("vision", _raw("SegformerConfig", "SegformerModel", num_encoder_blocks=2, depths=[1, 1],
+                                     sr_ratios=[2, 1], hidden_sizes=[32, 64], num_attention_heads=[1, 2],
+                                     patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])),
 }
 
 
@@ -244,7 +275,9 @@ class _Wrap(torch.nn.Module):
         kw = dict(zip(self.names, tensors, strict=True))
         if self.kind == "decoder" and "attention_mask" not in kw:
             kw["attention_mask"] = torch.ones_like(kw["input_ids"])
-        if self.kind in ("decoder", "encdec") and self.cache:
+        if self.kind == "speech-encdec":  # without one, transformers looks for packed sequences (aten::diff)
+            kw["decoder_attention_mask"] = torch.ones_like(kw["decoder_input_ids"])
+        if self.kind in ("decoder", "encdec", "speech-encdec") and self.cache:
             kw["use_cache"] = False  # no KV cache object in the trace
         return self.model(**kw).last_hidden_state
 
@@ -253,7 +286,7 @@ def variants(name: str) -> list[str]:
     """``exporter:mask`` / ``exporter:nomask`` for text models (every exporter with and without an
     attention_mask graph input, the kind's usual form first), the exporter alone for vision."""
     arch = ARCHS[name]
-    if arch.kind == "vision":
+    if arch.kind not in ("encoder", "decoder", "encdec"):  # no attention_mask input to take or leave
         return list(arch.exporters)
     usual = ("nomask", "mask") if arch.kind == "decoder" else ("mask", "nomask")
     return [f"{e}:{m}" for m in usual for e in arch.exporters]
@@ -267,7 +300,8 @@ def _split(variant: str, name: str) -> tuple[str, bool]:
 
 def input_names(name: str, variant: str = "legacy") -> tuple[str, ...]:
     names = {"encoder": ("input_ids", "attention_mask"), "decoder": ("input_ids", "attention_mask"),
-             "vision": ("pixel_values",), "encdec": ("input_ids", "attention_mask", "decoder_input_ids")}
+             "vision": ("pixel_values",), "encdec": ("input_ids", "attention_mask", "decoder_input_ids"),
+             "speech": ("input_values",), "speech-encdec": ("input_features", "decoder_input_ids")}
     masked = _split(variant, name)[1]
     return tuple(n for n in names[ARCHS[name].kind] if masked or n != "attention_mask")
 
@@ -280,7 +314,9 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
     mask[:, SEQ - SEQ // 4:] = 0
     side = ARCHS[name].image
     out = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids.flip(-1),
-           "pixel_values": torch.randn(1, 3, side, side, generator=gen)}
+           "pixel_values": torch.randn(1, 3, side, side, generator=gen),
+           "input_values": torch.randn(1, WAVE, generator=gen), "input_features": torch.randn(1, MELS, FRAMES,
+                                                                                             generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
 
 
@@ -324,7 +360,7 @@ def compile_shapes(name: str, variant: str) -> dict[str, tuple[int, ...]] | None
 
 def _is_norm(m: torch.nn.Module) -> bool:
     n = type(m).__name__
-    return isinstance(m, torch.nn.LayerNorm) or n.endswith(("RMSNorm", "LayerNorm"))
+    return isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm) or n.endswith(("RMSNorm", "LayerNorm"))
 
 
 def _is_gelu(m: torch.nn.Module) -> bool:
@@ -335,6 +371,28 @@ def _is_attention(m: torch.nn.Module) -> bool:
     """An attention module (BertSelfAttention, LlamaAttention, SwinSelfAttention, T5Attention, ...); the innermost
     one is counted, so a wrapper (BertAttention around BertSelfAttention) is not counted twice."""
     return "Attention" in type(m).__name__
+
+
+class _FunctionalGelus:
+    """A function mode counting ``torch.nn.functional.gelu`` calls made outside every GELU module (Whisper's conv
+    stem calls it on the conv outputs directly): GELUs torch runs that no forward hook sees. ``inside`` is how
+    many hooked GELU modules are running (their pre- and post-hooks move it)."""
+
+    def __new__(cls) -> Any:
+        from torch.overrides import TorchFunctionMode
+
+        class Mode(TorchFunctionMode):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inside = 0
+                self.calls = 0
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+                if func is torch.nn.functional.gelu and not self.inside:
+                    self.calls += 1
+                return func(*args, **(kwargs or {}))
+
+        return Mode()
 
 
 class _ConstantFlops:
@@ -378,6 +436,7 @@ def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") ->
 
     calls = {"attention": 0, "layernorm": 0, "gelu": 0}
     hooks = []
+    functional = _FunctionalGelus()
     for m in module.modules():
         for key, test in (("attention", _is_attention), ("layernorm", _is_norm), ("gelu", _is_gelu)):
             if key == "attention" and any(test(c) for c in m.modules() if c is not m):
@@ -386,13 +445,20 @@ def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") ->
                 def hook(*_: Any, key: str = key) -> None:
                     calls[key] += 1
                 hooks.append(m.register_forward_hook(hook))
+                if key == "gelu":
+                    def enter(*_: Any) -> None:
+                        functional.inside += 1
+
+                    def leave(*_: Any) -> None:
+                        functional.inside -= 1
+                    hooks += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
     args = [torch.from_numpy(v) for v in feeds(name, variant).values()]
     # FlopCounterMode's module tracker hooks the autograd graph of inputs that require grad; a weight passed as a
     # module input (DeBERTa's relative embeddings) has none under no_grad and would stop it.
     module.requires_grad_(False)
     constant = _ConstantFlops(args) if ARCHS[name].constant_products else None
     try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, functional:
             if constant is None:
                 module(*args)
             else:
@@ -404,6 +470,7 @@ def torch_counts(module: torch.nn.Module, name: str, variant: str = "legacy") ->
     folded = sum(sum(ops.values()) for mod, ops in counter.get_flop_counts().items()
                  if mod.rsplit(".", 1)[-1] in ARCHS[name].folded + ARCHS[name].unused)
     folded += constant.flops if constant is not None else 0
+    calls["gelu"] += functional.calls
     return {**calls, "macs": (counter.get_total_flops() - folded) // 2}
 
 

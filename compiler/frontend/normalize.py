@@ -10,6 +10,7 @@ from compiler.frontend.batchnorm import lower_batchnorms
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph
+from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.kv_cache import rewrite_kv_cache
 from compiler.frontend.pooling import lower_pools
 
@@ -20,6 +21,7 @@ def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
+    lower_instance_norms(graph)  # InstanceNormalization (torch's GroupNorm export) -> last-axis LayerNormalization
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice

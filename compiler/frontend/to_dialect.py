@@ -78,8 +78,9 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "element-wise": set(_ELEMENTWISE),
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
-        # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py)
-        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization"},
+        # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py,
+        # instancenorm.py)
+        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
     }
 
