@@ -63,7 +63,8 @@ class ActivationRecipes:
         samples = self.rows.get(op.operands[0])
         assert isinstance(op, df.GeluOp)
         approx = op.approx_choice()
-        if not samples or approx in (df.GeluApprox.EXACT, df.GeluApprox.TANH, df.GeluApprox.SHIFTGELU_ROW):
+        if not samples or approx in (df.GeluApprox.EXACT, df.GeluApprox.TANH, df.GeluApprox.SIGMOID,
+                                     df.GeluApprox.SHIFTGELU_ROW):
             return 1.0
         gain, offset = gelu_correction(lambda q, s: A.gelu_int(approx, q, s), np.concatenate(samples), bits, scale)
         if gain != 1.0 or offset:

@@ -215,7 +215,7 @@ ARCHS: dict[str, Arch] = {
                                 use_relative_position_bias=True, **_VIS)),
     "dinov2": Arch("vision", _raw("Dinov2Config", "Dinov2Model", hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                   num_attention_heads=HEADS, mlp_ratio=2, image_size=IMAGE, patch_size=PATCH)),
-    # hidden_act "gelu" as in the LAION CLIP configs (OpenAI's quick_gelu is not a GELU: see the README).
+    # hidden_act "gelu" as in the LAION CLIP configs (OpenAI's default quick_gelu: "clip-vision-quickgelu").
     "clip-vision": Arch("vision", _raw("CLIPVisionConfig", "CLIPVisionModel", hidden_act="gelu", **_VIS),
                         dead={"layernorm": 1}),  # post_layernorm feeds pooler_output only
     "siglip-vision": Arch("vision", _raw("SiglipVisionConfig", "SiglipVisionModel", vision_use_head=False, **_VIS)),
@@ -258,6 +258,9 @@ ARCHS: dict[str, Arch] = {
     "mobilevit": Arch("vision", _raw("MobileViTConfig", "MobileViTModel", image_size=64, patch_size=2,
                                      hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 96],
                                      num_attention_heads=HEADS), attention=2 + 4 + 3, image=64),
+    # OpenAI CLIP's default hidden_act, quick_gelu: x * sigmoid(1.702 x), a GELU of the sigmoid form.
+    "clip-vision-quickgelu": Arch("vision", _raw("CLIPVisionConfig", "CLIPVisionModel", **_VIS),
+                                  dead={"layernorm": 1}),
     "segformer": Arch("vision", _raw("SegformerConfig", "SegformerModel", num_encoder_blocks=2, depths=[1, 1],
                                      sr_ratios=[2, 1], hidden_sizes=[32, 64], num_attention_heads=[1, 2],
                                      patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])),

@@ -64,10 +64,12 @@ class SoftmaxApprox(StrEnum):
 
 
 class GeluApprox(StrEnum):
-    """GELU implementations; ``tanh`` is the exporter's own tanh approximation, kept as found."""
+    """GELU implementations; ``tanh`` is the exporter's own tanh approximation and ``sigmoid`` the model's own
+    x * sigmoid(1.702 x) (OpenAI CLIP's ``quick_gelu``, the form I-ViT's ShiftGELU approximates), kept as found."""
 
     EXACT = "exact"
     TANH = "tanh"
+    SIGMOID = "sigmoid"
     SHIFTGELU = "shiftgelu"
     SHIFTGELU_ROW = "shiftgelu-row"
     IBERT = "ibert"

@@ -461,6 +461,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
+    if form == "sigmoid":  # x * sigmoid(1.702 x): OpenAI CLIP's quick_gelu, I-ViT ShiftGELU's own form
+        return x / (1 + np.exp(-1.702 * x))
     if form == "tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + run_node("Erf", [x / np.sqrt(2)], {})[0])
@@ -468,7 +470,7 @@ def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
 
 def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
     g = ctx.graph
-    form = "erf" if anchor.op_type == "Erf" else "tanh"
+    form = {"Erf": "erf", "Tanh": "tanh", "Sigmoid": "sigmoid"}[anchor.op_type]
     rng = np.random.default_rng(0)
     for x in cone_tensors(g, anchor.inputs[0], ctx.producers, 5):
         shape = g.shapes.get(x)
@@ -488,7 +490,7 @@ def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:
                 continue
             if got.shape == sample_shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
                 return Match("gelu", region.nodes, region.output, {"input": x},
-                             {"approx": "exact" if form == "erf" else "tanh"})
+                             {"approx": "exact" if form == "erf" else form})
     return None
 
 
@@ -581,7 +583,7 @@ def recognize(graph: Graph) -> list[Match]:
         match = None
         if node.op_type == "Softmax":
             match = _match_attention(ctx, node)
-        elif node.op_type in ("Erf", "Tanh"):
+        elif node.op_type in ("Erf", "Tanh", "Sigmoid"):
             match = _match_gelu(ctx, node)
         elif node.op_type == "ReduceMean":
             match = _match_norm(ctx, node)

@@ -120,7 +120,7 @@ def group_scale_work(op: Operation, work: GemmWork) -> tuple[VectorWork, int]:
 def _vector_kind(op: Operation) -> tuple[str, str]:
     if isinstance(op, df.GeluOp):
         approx = op.approx_choice()
-        return "gelu", "exact" if approx == df.GeluApprox.TANH else approx.value
+        return "gelu", "exact" if approx in (df.GeluApprox.TANH, df.GeluApprox.SIGMOID) else approx.value
     if isinstance(op, df.LayerNormOp):
         kind = op.norm_kind()
         return kind.value, op.approx_choice().value if kind == df.LayerNormKind.LAYERNORM else "exact"

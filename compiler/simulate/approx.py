@@ -82,9 +82,12 @@ def shiftmax_grid(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
 
 
 def gelu_reference(x: np.ndarray, approx: str) -> np.ndarray:
-    """Float GELU as ONNX computes it: erf form, or the exporter's tanh form for ``approx == 'tanh'``."""
+    """Float GELU as ONNX computes it: erf form, the exporter's tanh form for ``approx == 'tanh'``, the model's
+    x * sigmoid(1.702 x) for ``approx == 'sigmoid'`` (written with tanh: no overflow of exp(-1.702 x))."""
     if approx == "tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    if approx == "sigmoid":
+        return 0.5 * x * (1 + np.tanh(0.851 * x))
     return 0.5 * x * (1 + torch.special.erf(_t(x / np.sqrt(2).astype(x.dtype))).numpy())
 
 
@@ -96,12 +99,12 @@ def gelu_int(name: str, x: np.ndarray, scale: float) -> tuple[np.ndarray, float]
         return K.ibert_gelu(x, scale)
     if name == "lut":
         return K.lut_gelu(x, scale)
-    if name in ("exact", "tanh"):
+    if name in ("exact", "tanh", "sigmoid"):
         if name == "exact":
             y, s = _exact.gelu_exact(_t(x), scale, 8)
             return y.numpy(), s
         out_scale = scale * 2.0**-7
-        return np.round(gelu_reference(x.astype(np.float64) * scale, "tanh") / out_scale).astype(np.int64), out_scale
+        return np.round(gelu_reference(x.astype(np.float64) * scale, name) / out_scale).astype(np.int64), out_scale
     raise ValueError(f"no integer GELU '{name}'")
 
 
@@ -167,7 +170,7 @@ def gelu_input_format(name: str, amax: float) -> tuple[int, float]:
 def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
     """GELU ``name`` on float ``x``: float32 for exact / tanh, else via the per-tensor grid ``gelu_input_format``
     sizes."""
-    if name in ("exact", "tanh"):
+    if name in ("exact", "tanh", "sigmoid"):
         return gelu_reference(x, name).astype(x.dtype)
     amax = float(np.abs(x).max()) if x.size else 0.0
     bits, s = gelu_input_format(name, amax)

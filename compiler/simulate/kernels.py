@@ -364,8 +364,8 @@ def _gelu(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     if "approx" not in memo:
         assert isinstance(op, df.GeluOp)
         approx = op.approx_choice()
-        memo["approx"] = (df.GeluApprox.TANH if approx == df.GeluApprox.TANH else df.GeluApprox.EXACT) if ctx.exact \
-            else approx
+        found = (df.GeluApprox.TANH, df.GeluApprox.SIGMOID)  # the model's own forms: its exact function
+        memo["approx"] = (approx if approx in found else df.GeluApprox.EXACT) if ctx.exact else approx
     x = ins[0]
     if x.quantized:
         y, ys = A.gelu_int(memo["approx"], x.data, float(x.step()))
