@@ -35,7 +35,8 @@ __all__ = ["ARCHS", "FAILING", "INT8", "PASSING", "Arch", "build", "compile_shap
            "cases", "torch_counts", "variants"]
 
 LAYERS, HIDDEN, HEADS, VOCAB, SEQ, IMAGE, PATCH = 2, 64, 4, 128, 16, 32, 8
-WAVE, MELS, FRAMES = 400, 16, 32  # waveform samples; Whisper's mel bins and frames (2x its 16 source positions)
+WAVE, MELS, FRAMES, FRAMES_VIDEO = 400, 16, 32, 4  # waveform samples; Whisper's mel bins and frames (2x its 16
+# source positions); video frames
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Arch:
     #: the compile folds them, so their MACs (`_ConstantFlops`) are not the compile's.
     constant_products: bool = False
     image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
+    frames: int = 0  # video models: pixel_values [1, frames, 3, image, image]
 
 
 def _tf() -> Any:
@@ -85,6 +87,15 @@ def _enc(config: str, model: str, **kw: Any) -> Callable[[], torch.nn.Module]:
 
 def _raw(config: str, model: str, **kw: Any) -> Callable[[], torch.nn.Module]:
     return lambda: _model(model, getattr(_tf(), config)(**kw))
+
+
+def _speech(config: str, model: str, **kw: Any) -> Callable[[], torch.nn.Module]:
+    """A wav2vec2-style speech encoder: two conv feature-extractor layers (400 samples -> 39 frames), a grouped
+    positional conv, the zoo's transformer size."""
+    return _raw(config, model, **{"hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+                                  "intermediate_size": 2 * HIDDEN, "conv_dim": (32, 32), "conv_stride": (5, 2),
+                                  "conv_kernel": (10, 3), "num_conv_pos_embeddings": 16,
+                                  "num_conv_pos_embedding_groups": 4, **kw})
 
 
 _VIS = {"hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
@@ -238,15 +249,18 @@ ARCHS: dict[str, Arch] = {
     # LayerNorm conv layers, a grouped positional conv with weight norm), Whisper's conv stem over log-mel
     # features, MobileViT's unfold/fold of patches between depthwise and strided convs, Segformer's overlapping
     # patch embeds, spatial-reduction attention and depthwise Mix-FFN.
-    **{name: Arch("speech", _raw(config, model, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                 num_attention_heads=HEADS, intermediate_size=2 * HIDDEN, conv_dim=(32, 32),
-                                 conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
-                                 num_conv_pos_embedding_groups=4, **kw), cache=False)
-       for name, config, model, kw in (
-           ("wav2vec2", "Wav2Vec2Config", "Wav2Vec2Model", {"feat_extract_norm": "group"}),
-           ("wav2vec2-stable", "Wav2Vec2Config", "Wav2Vec2Model", {"feat_extract_norm": "layer",
-                                                                  "do_stable_layer_norm": True}),
-           ("hubert", "HubertConfig", "HubertModel", {"feat_extract_norm": "group"}))},
+    "wav2vec2": Arch("speech", _speech("Wav2Vec2Config", "Wav2Vec2Model", feat_extract_norm="group"), cache=False),
+    "wav2vec2-stable": Arch("speech", _speech("Wav2Vec2Config", "Wav2Vec2Model", feat_extract_norm="layer",
+                                              do_stable_layer_norm=True), cache=False),
+    "hubert": Arch("speech", _speech("HubertConfig", "HubertModel", feat_extract_norm="group"), cache=False),
+    "data2vec-audio": Arch("speech", _speech("Data2VecAudioConfig", "Data2VecAudioModel", num_conv_pos_embeddings=2,
+                                             conv_pos_kernel_size=5), cache=False),
+    "wavlm": Arch("speech", _speech("WavLMConfig", "WavLMModel", feat_extract_norm="group", num_buckets=32,
+                                    max_bucket_distance=64), cache=False),
+    "sew": Arch("speech", _speech("SEWConfig", "SEWModel", feat_extract_norm="group", squeeze_factor=2),
+                cache=False),
+    "unispeech": Arch("speech", _speech("UniSpeechConfig", "UniSpeechModel", feat_extract_norm="group"),
+                      cache=False),
     "whisper": Arch("speech-encdec", _raw("WhisperConfig", "WhisperModel", vocab_size=VOCAB, num_mel_bins=MELS,
                                           d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS,
                                           encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
@@ -261,6 +275,27 @@ ARCHS: dict[str, Arch] = {
     # OpenAI CLIP's default hidden_act, quick_gelu: x * sigmoid(1.702 x), a GELU of the sigmoid form.
     "clip-vision-quickgelu": Arch("vision", _raw("CLIPVisionConfig", "CLIPVisionModel", **_VIS),
                                   dead={"layernorm": 1}),
+    "cvt": Arch("vision", _raw("CvtConfig", "CvtModel", embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 2],
+                               patch_sizes=[7, 3], patch_stride=[4, 2], patch_padding=[2, 1], mlp_ratio=[2.0, 2.0],
+                               attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0],
+                               qkv_bias=[True, True], cls_token=[False, True],
+                               qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3], padding_kv=[1, 1],
+                               stride_kv=[2, 2], padding_q=[1, 1], stride_q=[1, 1]),
+                # depth 2 in the last stage: transformers indexes a stage's drop-path rates by the stage number
+                attention=3),
+    "pvt": Arch("vision", _raw("PvtConfig", "PvtModel", image_size=IMAGE, num_encoder_blocks=2, depths=[1, 1],
+                               sequence_reduction_ratios=[2, 1], hidden_sizes=[32, 64], patch_sizes=[4, 2],
+                               strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])),
+    "pvt-v2": Arch("vision", _raw("PvtV2Config", "PvtV2Model", image_size=IMAGE, num_encoder_blocks=2, depths=[1, 1],
+                                  sr_ratios=[2, 1], hidden_sizes=[32, 64], patch_sizes=[7, 3], strides=[4, 2],
+                                  num_attention_heads=[1, 2], mlp_ratios=[2, 2])),
+    "mobilevitv2": Arch("vision", _raw("MobileViTV2Config", "MobileViTV2Model", image_size=64, n_attn_blocks=[1, 1, 1],
+                                       base_attn_unit_dims=[16, 24, 32], width_multiplier=0.25), attention=3,
+                        image=64),
+    "videomae": Arch("vision", _raw("VideoMAEConfig", "VideoMAEModel", num_frames=FRAMES_VIDEO, tubelet_size=2,
+                                    **_VIS), frames=FRAMES_VIDEO),
+    "vivit": Arch("vision", _raw("VivitConfig", "VivitModel", num_frames=FRAMES_VIDEO, tubelet_size=[2, PATCH, PATCH],
+                                 **{k: v for k, v in _VIS.items() if k != "patch_size"}), frames=FRAMES_VIDEO),
     "segformer": Arch("vision", _raw("SegformerConfig", "SegformerModel", num_encoder_blocks=2, depths=[1, 1],
                                      sr_ratios=[2, 1], hidden_sizes=[32, 64], num_attention_heads=[1, 2],
                                      patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])),
@@ -317,7 +352,8 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
     mask[:, SEQ - SEQ // 4:] = 0
     side = ARCHS[name].image
     out = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids.flip(-1),
-           "pixel_values": torch.randn(1, 3, side, side, generator=gen),
+           "pixel_values": torch.randn(1, *((ARCHS[name].frames,) if ARCHS[name].frames else ()), 3, side, side,
+                                       generator=gen),
            "input_values": torch.randn(1, WAVE, generator=gen), "input_features": torch.randn(1, MELS, FRAMES,
                                                                                              generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
@@ -372,8 +408,10 @@ def _is_gelu(m: torch.nn.Module) -> bool:
 
 def _is_attention(m: torch.nn.Module) -> bool:
     """An attention module (BertSelfAttention, LlamaAttention, SwinSelfAttention, T5Attention, ...); the innermost
-    one is counted, so a wrapper (BertAttention around BertSelfAttention) is not counted twice."""
-    return "Attention" in type(m).__name__
+    one is counted, so a wrapper (BertAttention around BertSelfAttention) is not counted twice. Modules named for
+    a projection inside one (CvT's CvtSelfAttentionConvProjection, its convolutional Q/K/V) are not attentions."""
+    n = type(m).__name__
+    return "Attention" in n and "Projection" not in n
 
 
 class _FunctionalGelus:

@@ -1,4 +1,4 @@
-"""General convolutions (compiler/frontend/conv.py) and Pad: 1-D / 2-D, strided, dilated, padded (asymmetric too),
+"""General convolutions (compiler/frontend/conv.py) and Pad: 1-D / 2-D / 3-D, strided, dilated, padded (asymmetric too),
 grouped and depthwise, exported from torch modules; each compiles, its MACs equal the analytic count, its float
 simulation equals onnxruntime and its int8 compile runs. A tiny Whisper encoder (Conv1d stem) compiles with its
 attention recognised.
@@ -60,6 +60,10 @@ CASES = {
                         (1, 4, 13, 11), None),
     "asymmetric_pad": (lambda: torch.nn.Conv2d(4, 6, (2, 3)), (1, 4, 8, 8), (1, 0, 2, 1)),
     "batch2": (lambda: torch.nn.Conv2d(4, 8, 3, stride=(1, 2), padding=1, groups=4), (2, 4, 7, 8), None),
+    # video: VideoMAE / ViViT tubelet embeddings (kernel == stride) and a padded, dilated, grouped 3-D conv
+    "conv3d_tubelet": (lambda: torch.nn.Conv3d(3, 8, (2, 4, 4), stride=(2, 4, 4)), (1, 3, 4, 8, 8), None),
+    "conv3d_grouped": (lambda: torch.nn.Conv3d(4, 6, 3, stride=(1, 2, 1), padding=1, dilation=(1, 1, 2), groups=2),
+                       (1, 4, 3, 6, 7), None),
 }
 
 
@@ -216,15 +220,6 @@ def test_conv_weight_that_is_not_constant_is_refused_in_one_line(tmp_path: Path)
     path = tmp_path / "dyn.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
     with pytest.raises(InputError, match=r"unsupported op Conv \(node 'dyn_conv'\): the weight is not a constant"):
-        compile(path)
-
-
-def test_conv3d_is_refused_in_one_line(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    path = tmp_path / "c3.onnx"
-    export_onnx(torch.nn.Conv3d(2, 2, 3).eval(), (torch.randn(1, 2, 4, 4, 4),), path, input_names=["x"],
-                output_names=["y"], exporter="legacy")
-    with pytest.raises(InputError, match=r"unsupported op Conv \(node '.*'\): only 1-D and 2-D convolutions"):
         compile(path)
 
 

@@ -12,8 +12,9 @@ GEMM the scheduler, the quantizer and ``codesign rtl`` already handle:
   the batch, so a depthwise conv is one op, not C tiny ones. Its bias (per output channel, not per GEMM column)
   is an add after the result is back in NCHW.
 
-``L`` is the number of output positions, ``k`` = prod(kernel). 1-D and 2-D convolutions with any strides, pads
-(asymmetric too, ``auto_pad`` resolved), dilations and groups are lowered; the im2col ``attrs`` hold ``kernel``,
+``L`` is the number of output positions, ``k`` = prod(kernel). Convolutions of any spatial rank (1-D audio, 2-D
+images, 3-D video tubelets) with any strides, pads (asymmetric too, ``auto_pad`` resolved), dilations and groups
+are lowered; the im2col ``attrs`` hold ``kernel``,
 ``strides``, ``dilations``, ``pads`` ([begin..., end...]), ``groups`` and the output's spatial ``out`` dims.
 """
 
@@ -105,8 +106,9 @@ def conv_params(g: Graph, node: Node, pre_pad: tuple[Node, list[int]] | None = N
         raise refuse("the weight is not a constant")
     shape = g.shapes[x]
     rank = len(shape) - 2
-    if rank not in (1, 2) or len(g.shapes[w]) != rank + 2:
-        raise refuse(f"only 1-D and 2-D convolutions are supported, got input {list(shape)}")
+    if rank < 1 or len(g.shapes[w]) != rank + 2:
+        raise refuse(f"input {list(shape)} and weight {list(g.shapes[w])} are not an [N, C, *spatial] "
+                     "convolution")
     kernel = [int(k) for k in node.attrs.get("kernel_shape", g.shapes[w][2:])]
     group = int(node.attrs.get("group", 1))
     cin, cout = shape[1], g.shapes[w][0]

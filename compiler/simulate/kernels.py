@@ -19,6 +19,7 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -412,25 +413,27 @@ def im2col(x: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     """The unfolded matrix of a convolution's input ``x`` [B, C, *spatial] (compiler/frontend/conv.py's layout).
 
     Rows are output positions, columns (channel, kernel offsets) in the order of ONNX's weight [Cout, C/G, *k];
-    groups 1: [B, L, C*k], groups G: [G, B*L, C/G*k]. Padding is zeros (exact for integers too: zero point 0);
-    integer data is unfolded as float64 (every int up to 2^53 exactly) and cast back.
+    groups 1: [B, L, C*k], groups G: [G, B*L, C/G*k]. Any number of spatial dims (1-D audio, 2-D images, 3-D video
+    tubelets): each output position's window is a strided, dilated view of the zero-padded input (exact for integers
+    too: zero point 0).
     """
     kernel, strides, dil, pads = (list(attrs[key]) for key in ("kernel", "strides", "dilations", "pads"))
     groups = int(attrs["groups"])
     rank = len(kernel)
-    if rank == 1:  # a 1-D conv is a 2-D one of height 1
-        x, kernel, strides, dil = x[:, :, None, :], [1] + kernel, [1] + strides, [1] + dil
-        pads = [0, pads[0], 0, pads[1]]
-    data = x.astype(np.float64) if np.issubdtype(x.dtype, np.integer) else x
-    padded = np.pad(data, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
-    cols = torch.nn.functional.unfold(torch.from_numpy(np.ascontiguousarray(padded)), tuple(kernel),
-                                      dilation=tuple(dil), stride=tuple(strides)).numpy()  # [B, C*k, L]
-    b, ck, positions = cols.shape
-    if groups == 1:
-        out = cols.transpose(0, 2, 1)
-    else:
-        out = cols.reshape(b, groups, ck // groups, positions).transpose(1, 0, 3, 2).reshape(groups, b * positions, -1)
-    return np.ascontiguousarray(out).astype(x.dtype, copy=False)
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[rank + i]) for i in range(rank)])
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dil, strict=True)]
+    axes = tuple(range(2, 2 + rank))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=axes)  # [B, C, *P', *span]
+    windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+                      + tuple(slice(None, None, d) for d in dil)]  # [B, C, *out, *kernel]
+    b, c = x.shape[:2]
+    out_sp = windows.shape[2:2 + rank]
+    positions = math.prod(out_sp)
+    perm = (0, *range(2, 2 + rank), 1, *range(2 + rank, 2 + 2 * rank))
+    cols = windows.transpose(perm).reshape(b, positions, c * math.prod(kernel))  # [B, L, C*k]
+    if groups > 1:
+        cols = cols.reshape(b, positions, groups, -1).transpose(2, 0, 1, 3).reshape(groups, b * positions, -1)
+    return np.ascontiguousarray(cols)
 
 
 @register_kernel("dataflow.move")
