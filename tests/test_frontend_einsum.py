@@ -1,5 +1,5 @@
 """Einsum lowering (compiler/frontend/einsum.py), and the other rewrites run before recognition: non-overlapping
-pools (pooling.py) and inference BatchNormalization (batchnorm.py).
+pools (pooling.py, floor mode too) and inference BatchNormalization (batchnorm.py).
 
 Each lowered graph is run node by node with the frontend's NumPy op table and compared with ``np.einsum`` / torch;
 a torch.einsum attention exported by torch.onnx compiles with its attention recognised and its MACs counted; an
@@ -138,6 +138,28 @@ def test_overlapping_pool_is_one_line() -> None:
                   ["x"], ["y"], {}, {"x": (1, 3, 8, 8), "y": (1, 3, 3, 3)}, {}, source="m.onnx")
     with pytest.raises(InputError, match=r"unsupported op AveragePool \(node 'stem/pool'\): only pools whose windows "
                                          r"tile the input"):
+        lower_pools(graph)
+
+
+@pytest.mark.parametrize("shape, kernel", [((1, 4, 39), [2]), ((1, 3, 9, 7), [2, 3])])
+def test_floor_mode_pool_drops_the_partial_window(shape: tuple[int, ...], kernel: list[int]) -> None:
+    """SEW pools 39 frames by 2: the last frame is not pooled (torch's default floor mode)."""
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    out = (*shape[:2], *(s // k for s, k in zip(shape[2:], kernel)))
+    pools = {1: (torch.nn.functional.avg_pool1d, torch.nn.functional.max_pool1d),
+             2: (torch.nn.functional.avg_pool2d, torch.nn.functional.max_pool2d)}[len(kernel)]
+    for op, ref in zip(("AveragePool", "MaxPool"), pools, strict=True):
+        graph = Graph([Node(op, "pool", ["x"], ["y"], {"kernel_shape": kernel, "strides": kernel})], ["x"], ["y"],
+                      {}, {"x": shape, "y": out}, {})
+        assert lower_pools(graph) == 1 and [n.op_type for n in graph.nodes][0] == "Slice"
+        np.testing.assert_allclose(_run(graph, {"x": x})["y"], ref(torch.from_numpy(x), kernel).numpy(), rtol=1e-6)
+
+
+def test_ceil_mode_partial_pool_is_one_line() -> None:
+    graph = Graph([Node("AveragePool", "enc/pool", ["x"], ["y"], {"kernel_shape": [2], "strides": [2],
+                                                                  "ceil_mode": 1})],
+                  ["x"], ["y"], {}, {"x": (1, 3, 9), "y": (1, 3, 5)}, {}, source="m.onnx")
+    with pytest.raises(InputError, match=r"unsupported op AveragePool \(node 'enc/pool'\): only pools whose windows "):
         lower_pools(graph)
 
 

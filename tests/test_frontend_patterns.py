@@ -231,3 +231,39 @@ def test_grouped_query_folded_into_the_query_axis(tmp_path, mask_input: bool):
     assert result.imported.patterns["attention"] == 1
     assert result.report["macs"] == 2 * H * S * S * (D // H)  # QK^T and A.V of every query head
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
+
+
+def _sigmoid_gelu_nodes(k: str) -> list:
+    return [helper.make_node("Mul", ["x", k], ["kx"]), helper.make_node("Sigmoid", ["kx"], ["s"]),
+            helper.make_node("Mul", ["x", "s"], ["y"])]
+
+
+def test_quick_gelu_is_a_gelu_of_the_sigmoid_form_and_silu_is_not():
+    """OpenAI CLIP's quick_gelu x * sigmoid(1.702 x) is the GELU form I-ViT's ShiftGELU approximates; SiLU
+    (x * sigmoid(x)) is another function."""
+    model = _model(_sigmoid_gelu_nodes("k"), [_x()], [_x("y")], [_c("k", 1.702)])
+    (m,) = recognize(load_graph(model))
+    assert m.kind == "gelu" and m.props["approx"] == "sigmoid" and len(m.nodes) == 3
+    result = build_module(load_graph(model))
+    assert result.patterns["gelu"] == 1 and 'approx = "sigmoid"' in str(result.module)
+    assert recognize(load_graph(_model(_sigmoid_gelu_nodes("k"), [_x()], [_x("y")], [_c("k", 1.0)]))) == []
+
+
+@pytest.mark.parametrize("gelu", ["exact", "shiftgelu"])
+def test_quick_gelu_simulates_as_found_and_takes_shiftgelu(tmp_path, gelu: str):
+    from codesign.api import compile
+    from compiler.dialect import dataflow as df
+
+    w = np.random.default_rng(0).normal(0, 0.5, (D, D)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x0", "w"], ["x"]), *_sigmoid_gelu_nodes("k")]
+    path = tmp_path / "quick_gelu.onnx"
+    model = _model(nodes, [_x("x0")], [_x("y")], [_c("k", 1.702), _c("w", w)])
+    model.ir_version = 8  # what onnxruntime (the accuracy reference) reads
+    onnx.save(model, path)
+    x = np.random.default_rng(1).normal(0, 2, (2, 1, S, D)).astype(np.float32)
+    quant = {"quant": "int8", "gelu": "shiftgelu"} if gelu == "shiftgelu" else {}
+    result = compile(path, inputs={"x0": x}, **quant)
+    (op,) = [op for op in result.module.walk() if isinstance(op, df.GeluOp)]
+    assert op.approx_choice() == ("sigmoid" if gelu == "exact" else "shiftgelu")
+    cosine = result.report["accuracy"]["outputs"]["y"]["cosine_min"]
+    assert cosine >= (0.9999 if gelu == "exact" else 0.95)

@@ -4,8 +4,9 @@ A pool whose windows tile its input exactly (kernel == stride on every spatial a
 spatial size a multiple of its kernel) averages or maximises disjoint blocks: the input reshaped so that each
 spatial axis ``X`` becomes ``(X / k, k)`` and reduced over the ``k`` axes computes the same tensor, with the vector
 work a reduction costs (no MACs, as torch's FlopCounterMode counts none for pooling). Funnel Transformer pools its
-sequence this way (``avg_pool2d`` with kernel (2, 1)). Overlapping or padded pools raise one `InputError` line naming
-the node.
+sequence this way (``avg_pool2d`` with kernel (2, 1)). Where a spatial size is not a multiple of its kernel (SEW
+pools 39 frames by 2) a floor-mode pool drops the last partial window: a Slice to the whole windows comes first.
+Overlapping, padded or ceil-mode partial pools raise one `InputError` line naming the node.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if (len(kernel) != len(spatial) or kernel != strides or any(pads) or any(d != 1 for d in dilations)
-            or auto_pad not in ("NOTSET", "VALID") or any(s % k for s, k in zip(spatial, kernel))
+            or auto_pad not in ("NOTSET", "VALID")
+            or int(node.attrs.get("ceil_mode", 0)) and any(s % k for s, k in zip(spatial, kernel))
             or len(node.outputs) > 1 and node.outputs[1]):
         raise InputError(f"{graph.source}: unsupported op {node.op_type} (node '{node.name}'): only pools whose "
                          f"windows tile the input are lowered (kernel {kernel}, strides {strides}, pads {pads}, "
@@ -38,6 +40,20 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     blocked = list(shape[:2])
     for s, k in zip(spatial, kernel):
         blocked += [s // k, k]
+    nodes: list[Node] = []
+    src = node.inputs[0]
+    dtype = graph.dtypes.get(src, np.dtype(np.float32))
+    whole = [s - s % k for s, k in zip(spatial, kernel)]
+    if whole != list(spatial):  # floor mode: the last partial window is not pooled
+        names = []
+        for what, value in (("starts", [0] * len(whole)), ("ends", whole), ("axes", range(2, 2 + len(whole)))):
+            names.append(f"{node.name}/whole_{what}")
+            graph.constants[names[-1]] = np.array(list(value), dtype=np.int64)
+            graph.shapes[names[-1]], graph.dtypes[names[-1]] = (len(whole),), np.dtype(np.int64)
+        cut = f"{node.name}/whole_output_0"
+        graph.shapes[cut], graph.dtypes[cut] = (*shape[:2], *whole), dtype
+        nodes.append(Node("Slice", f"{node.name}/whole", [src, *names], [cut]))
+        src = cut
     axes = [3 + 2 * i for i in range(len(kernel))]
     target = f"{node.name}/blocks_shape"
     graph.constants[target] = np.array(blocked, dtype=np.int64)
@@ -47,9 +63,9 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     graph.shapes[axes_name], graph.dtypes[axes_name] = (len(axes),), np.dtype(np.int64)
     blocks = f"{node.name}/blocks_output_0"
     graph.shapes[blocks] = tuple(blocked)
-    graph.dtypes[blocks] = graph.dtypes.get(node.inputs[0], np.dtype(np.float32))
-    return [Node("Reshape", f"{node.name}/blocks", [node.inputs[0], target], [blocks]),
-            Node(_REDUCE[node.op_type], node.name, [blocks, axes_name], [node.outputs[0]], {"keepdims": 0})]
+    graph.dtypes[blocks] = dtype
+    return nodes + [Node("Reshape", f"{node.name}/blocks", [src, target], [blocks]),
+                    Node(_REDUCE[node.op_type], node.name, [blocks, axes_name], [node.outputs[0]], {"keepdims": 0})]
 
 
 def lower_pools(graph: Graph) -> int:
@@ -57,8 +73,8 @@ def lower_pools(graph: Graph) -> int:
     if not any(n.op_type in _REDUCE for n in graph.nodes):
         return 0
     nodes: list[Node] = []
+    lowered = sum(n.op_type in _REDUCE for n in graph.nodes)
     for node in graph.nodes:
         nodes += _lower(graph, node) if node.op_type in _REDUCE else [node]
-    lowered = len(nodes) - len(graph.nodes)
     graph.nodes[:] = nodes
     return lowered
