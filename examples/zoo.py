@@ -291,7 +291,10 @@ ARCHS: dict[str, Arch] = {
                                   num_attention_heads=[1, 2], mlp_ratios=[2, 2])),
     "mobilevitv2": Arch("vision", _raw("MobileViTV2Config", "MobileViTV2Model", image_size=64, n_attn_blocks=[1, 1, 1],
                                        base_attn_unit_dims=[16, 24, 32], width_multiplier=0.25), attention=3,
-                        image=64),
+                        image=64, exporters=("dynamo",)),  # the legacy exporter has no aten::col2im (its fold)
+    "mobilevit-odd": Arch("vision", _raw("MobileViTConfig", "MobileViTModel", image_size=48, patch_size=2,
+                                         hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 96],
+                                         num_attention_heads=HEADS), attention=2 + 4 + 3, image=48),
     "videomae": Arch("vision", _raw("VideoMAEConfig", "VideoMAEModel", num_frames=FRAMES_VIDEO, tubelet_size=2,
                                     **_VIS), frames=FRAMES_VIDEO),
     "vivit": Arch("vision", _raw("VivitConfig", "VivitModel", num_frames=FRAMES_VIDEO, tubelet_size=[2, PATCH, PATCH],

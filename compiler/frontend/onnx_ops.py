@@ -18,7 +18,7 @@ import torch
 
 from compiler.limits import check_tensor
 
-__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads"]
+__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal"]
 
 Array = np.ndarray
 
@@ -420,10 +420,44 @@ def _quantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Arr
     return [np.clip(q, info.min, info.max).astype(zp.dtype)]
 
 
+def _text(attrs: dict[str, Any], key: str, default: str) -> str:
+    value = attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+#: ONNX Resize (mode, coordinate transform, nearest rounding) -> torch.nn.functional.interpolate's mode and
+#: align_corners, where the two compute the same thing (cubic: torch's coefficient is ONNX's default -0.75).
+_INTERPOLATE = {("nearest", "asymmetric", "floor"): ("nearest", None),
+                ("linear", "half_pixel", ""): ("linear", False), ("linear", "pytorch_half_pixel", ""): ("linear", False),
+                ("linear", "align_corners", ""): ("linear", True),
+                ("cubic", "half_pixel", ""): ("cubic", False), ("cubic", "pytorch_half_pixel", ""): ("cubic", False),
+                ("cubic", "align_corners", ""): ("cubic", True)}
+
+
+def resize_refusal(attrs: dict[str, Any], shape: Sequence[int], out: Sequence[int]) -> str:
+    """Why a Resize of ``shape`` to ``out`` is not evaluated ("" when it is): only the spatial axes of
+    [N, C, *spatial] change, in a mode and coordinate transform torch's interpolate computes (`_INTERPOLATE`)."""
+    if list(shape) == list(out):
+        return ""
+    mode, transform = _text(attrs, "mode", "nearest"), _text(attrs, "coordinate_transformation_mode", "half_pixel")
+    key = (mode, transform, _text(attrs, "nearest_mode", "round_prefer_floor") if mode == "nearest" else "")
+    spatial = len(shape) - 2
+    if list(out[:2]) != list(shape[:2]) or key not in _INTERPOLATE or int(attrs.get("antialias", 0)) \
+            or spatial not in (1, 2, 3) or (key[0] == "cubic" and spatial != 2) \
+            or float(attrs.get("cubic_coeff_a", -0.75)) != -0.75 or int(attrs.get("exclude_outside", 0)):
+        return (f"Resize to another size with mode {mode}, coordinate_transformation_mode {transform}"
+                + (f", nearest_mode {key[2]}" if key[2] else "") + " is not evaluated (supported: "
+                "nearest asymmetric floor, linear / cubic half_pixel, pytorch_half_pixel or align_corners, over "
+                "the spatial axes, no antialias)")
+    return ""
+
+
 def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array]:
-    """Resize to the input's own size only: the identity under every mode and coordinate transform (each output
-    pixel maps onto its own input pixel at scale 1). Why: exporters interpolate position tables unconditionally
-    while tracing (BEiT, DINOv2), to the size they already have. Other sizes are not evaluated here."""
+    """ONNX Resize of the spatial axes of [N, C, *spatial]. To the input's own size it is the identity under every
+    mode and coordinate transform (each output pixel maps onto its own input pixel at scale 1): exporters
+    interpolate position tables unconditionally while tracing (BEiT, DINOv2). To another size (MobileViT resizes
+    its feature maps to whole patches and back) it runs torch's interpolate, for the modes and coordinate
+    transforms in which the two agree (`_INTERPOLATE`); others raise `UnsupportedOp`."""
     x = np.asarray(inputs[0])
     axes = [int(a) % x.ndim for a in attrs.get("axes", range(x.ndim))]
     scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and np.size(inputs[2]) else None
@@ -434,10 +468,28 @@ def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array
         out = [int(np.floor(x.shape[a] * float(f))) for a, f in zip(axes, np.asarray(scales).reshape(-1))]
     else:
         raise UnsupportedOp("Resize without scales or sizes")
-    if attrs.get("coordinate_transformation_mode") in ("tf_crop_and_resize", b"tf_crop_and_resize") or \
-            len(out) != len(axes) or any(x.shape[a] != n for a, n in zip(axes, out)):
+    transform = _text(attrs, "coordinate_transformation_mode", "half_pixel")
+    if transform == "tf_crop_and_resize" or len(out) != len(axes):
         raise UnsupportedOp("Resize to another size")
-    return [x]
+    if all(x.shape[a] == n for a, n in zip(axes, out)):
+        return [x]
+    full = list(x.shape)
+    for a, n in zip(axes, out):
+        full[a] = n
+    refusal = resize_refusal(attrs, x.shape, full)
+    if refusal:
+        raise UnsupportedOp(refusal)
+    import torch
+
+    spatial = x.ndim - 2
+    mode, transform = _text(attrs, "mode", "nearest"), _text(attrs, "coordinate_transformation_mode", "half_pixel")
+    key = (mode, transform, _text(attrs, "nearest_mode", "round_prefer_floor") if mode == "nearest" else "")
+    how, corners = _INTERPOLATE[key]
+    if how != "nearest":
+        how = {"linear": ["linear", "bilinear", "trilinear"], "cubic": ["", "bicubic", ""]}[how][spatial - 1]
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    y = torch.nn.functional.interpolate(data, size=full[2:], mode=how, align_corners=corners)
+    return [y.numpy().astype(x.dtype)]
 
 
 def _hard_sigmoid(x: Array, attrs: dict[str, Any]) -> Array:

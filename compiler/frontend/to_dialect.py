@@ -35,6 +35,7 @@ from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_ops import resize_refusal
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
 from hw.errors import InputError
@@ -60,6 +61,8 @@ _MOVE = {
     "GatherElements": "gather", "GatherND": "gather", "Pad": "pad",
     # updates written at constant indices (dynamo's slice_scatter of an in-place slice assignment: Funnel)
     "ScatterND": "scatter", "ScatterElements": "scatter",
+    # interpolation of feature maps to another size (MobileViT's patch grid, Segformer-style decoders)
+    "Resize": "resize",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -68,6 +71,7 @@ _PARAM_INPUTS = {
     "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
     "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
     "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3},
+    "Resize": {1, 2, 3},
 }
 
 
@@ -417,6 +421,9 @@ def _emit_node(b: _Builder, node: Node) -> None:
             operands=[b.value(node.inputs[0]), b.value(node.inputs[1])], result_types=[b.ttype(node.outputs[0])],
             properties={"layer": StringAttr(name)}))
     elif op_type in _ELEMENTWISE or op_type in _MOVE or op_type in _REDUCE:
+        if op_type == "Resize" and (why := resize_refusal(node.attrs, g.shapes[node.inputs[0]],
+                                                          g.shapes[node.outputs[0]])):
+            raise InputError(f"{g.source}: unsupported op Resize (node '{node.name}'): {why}")
         operands, attrs = _generic_attrs(b, node, _PARAM_INPUTS.get(op_type, set()))
         results = [b.ttype(o) for o in node.outputs if o]
         if op_type in _ELEMENTWISE:
