@@ -182,12 +182,20 @@ def test_resize_to_its_own_size_is_the_identity(scales, sizes) -> None:
     np.testing.assert_array_equal(out[0], table)
 
 
-def test_resize_to_another_size_is_not_evaluated() -> None:
+def test_resize_to_another_size_is_evaluated_where_torch_agrees() -> None:
+    """Half-pixel linear (ONNX's default transform) is torch's bilinear; asymmetric linear is not evaluated."""
+    import torch
+
     from compiler.frontend.onnx_ops import UnsupportedOp, run_node
 
-    table = np.zeros((1, 3, 4, 4), np.float32)
+    table = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    scales = np.array([1, 1, 2, 2], np.float32)
+    (got,) = run_node("Resize", [table, None, scales, None], {"mode": "linear"})
+    want = torch.nn.functional.interpolate(torch.from_numpy(table), scale_factor=2, mode="bilinear").numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(UnsupportedOp):
-        run_node("Resize", [table, None, np.array([1, 1, 2, 2], np.float32), None], {"mode": "linear"})
+        run_node("Resize", [table, None, scales, None], {"mode": "linear",
+                                                           "coordinate_transformation_mode": "asymmetric"})
 
 
 def test_empty_concat_input_is_dropped_not_refused() -> None:

@@ -181,11 +181,12 @@ irdl.dialect @dataflow {
     // GELU_APPROX
     %g_exact = irdl.is "exact"
     %g_tanh = irdl.is "tanh"
+    %g_sigmoid = irdl.is "sigmoid"
     %g_shiftgelu = irdl.is "shiftgelu"
     %g_shiftgelu_row = irdl.is "shiftgelu-row"
     %g_ibert = irdl.is "ibert"
     %g_lut = irdl.is "lut"
-    %approx = irdl.any_of(%g_exact, %g_tanh, %g_shiftgelu, %g_shiftgelu_row, %g_ibert, %g_lut)
+    %approx = irdl.any_of(%g_exact, %g_tanh, %g_sigmoid, %g_shiftgelu, %g_shiftgelu_row, %g_ibert, %g_lut)
     irdl.operands(input: %input)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "approx" = %approx}
