@@ -536,6 +536,14 @@ FAILING: dict[str, str] = {
                    "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
                    "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "
                    "per-head and a shared part was not tried beyond that op",
+    "wavlm": "its attention (torch's multi_head_attention_forward, sequence-first, bmm-style [B*H, S, S] scores) "
+             "adds a gated relative-position bias computed from the hidden states (a per-head, per-query sigmoid "
+             "gate times a bucket table); the compile is exact (norms, GELUs, MACs, cosine) but does not recognise "
+             "the two attentions",
+    "mobilevitv2": "its separable linear self-attention (a softmax over one context score per patch, no QK^T) is "
+                   "not dot-product attention and compiles as MatMul / Softmax / ReduceSum ops (norms, MACs and "
+                   "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
+                   "MobileViTV2LinearSelfAttention modules",
 }
 
 

@@ -7,6 +7,7 @@ not know that a pool, a BatchNormalization, a KV-cache concat or a fused QKV pro
 from __future__ import annotations
 
 from compiler.frontend.batchnorm import lower_batchnorms
+from compiler.frontend.col2im import lower_col2ims
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph
@@ -19,6 +20,7 @@ __all__ = ["normalize_for_recognition"]
 
 def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
+    lower_col2ims(graph)  # non-overlapping Col2Im (F.fold) -> Reshape + Transpose + Reshape
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
     lower_instance_norms(graph)  # InstanceNormalization (torch's GroupNorm export) -> last-axis LayerNormalization

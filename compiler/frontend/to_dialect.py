@@ -83,8 +83,9 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
         # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py,
-        # instancenorm.py)
-        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization"},
+        # instancenorm.py, col2im.py)
+        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization",
+                                 "Col2Im"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
     }
 
