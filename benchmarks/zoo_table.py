@@ -27,13 +27,20 @@ sys.path.insert(0, str(ROOT))
 from codesign.api import compile  # noqa: E402
 from examples import zoo  # noqa: E402
 
-KIND = {"encoder": "encoder", "decoder": "decoder", "encdec": "encoder-decoder", "vision": "vision"}
+KIND = {"encoder": "encoder", "decoder": "decoder", "encdec": "encoder-decoder", "vision": "vision",
+        "speech": "speech", "speech-encdec": "speech encoder-decoder"}
 MASK = {"mask": "attention_mask input (padded)", "nomask": "no mask input", "": ""}
 
 
 def _image(name: str) -> str:
-    side = zoo.ARCHS[name].image
-    return f"pixel_values {side}x{side}"
+    """The input column of a model without an attention_mask choice: its image, video, waveform or mel features."""
+    arch = zoo.ARCHS[name]
+    if arch.kind == "speech":
+        return f"input_values {zoo.WAVE} samples"
+    if arch.kind == "speech-encdec":
+        return f"input_features {zoo.MELS}x{zoo.FRAMES}, decoder_input_ids"
+    frames = f"{arch.frames} frames of " if arch.frames else ""
+    return f"pixel_values {frames}{arch.image}x{arch.image}"
 
 
 EXPORTER = {"legacy": "legacy", "dynamo": "dynamo", "symbolic": "legacy, symbolic dims"}
