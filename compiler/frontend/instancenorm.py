@@ -49,7 +49,7 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     if len(shape) > 3:
         src = _tensor(graph, f"{node.name}/rows_output_0", rows, dtype)
         nodes.append(Node("Reshape", f"{node.name}/rows", [x, _const(graph, f"{node.name}/rows_shape",
-                                                                     np.array(rows, np.int64), np.int64)], [src]))
+                                                                     np.array(rows, np.int64), np.dtype(np.int64))], [src]))
     tail = [(what, v) for what, v in (("scale", scale), ("shift", bias))
             if not np.array_equal(v, np.ones_like(v) if what == "scale" else np.zeros_like(v))]
     normed = out if len(shape) == 3 and not tail else _tensor(graph, f"{node.name}/normed_output_0", rows, dtype)
@@ -59,7 +59,7 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     if len(shape) > 3:
         back = out if not tail else _tensor(graph, f"{node.name}/back_output_0", shape, dtype)
         nodes.append(Node("Reshape", f"{node.name}/back", [normed, _const(graph, f"{node.name}/back_shape",
-                                                                          np.array(shape, np.int64), np.int64)],
+                                                                          np.array(shape, np.int64), np.dtype(np.int64))],
                           [back]))
         normed = back
     channel = (scale.size,) + (1,) * (len(shape) - 2)

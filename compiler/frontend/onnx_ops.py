@@ -428,7 +428,8 @@ def _text(attrs: dict[str, Any], key: str, default: str) -> str:
 #: ONNX Resize (mode, coordinate transform, nearest rounding) -> torch.nn.functional.interpolate's mode and
 #: align_corners, where the two compute the same thing (cubic: torch's coefficient is ONNX's default -0.75).
 _INTERPOLATE = {("nearest", "asymmetric", "floor"): ("nearest", None),
-                ("linear", "half_pixel", ""): ("linear", False), ("linear", "pytorch_half_pixel", ""): ("linear", False),
+                ("linear", "half_pixel", ""): ("linear", False),
+                ("linear", "pytorch_half_pixel", ""): ("linear", False),
                 ("linear", "align_corners", ""): ("linear", True),
                 ("cubic", "half_pixel", ""): ("cubic", False), ("cubic", "pytorch_half_pixel", ""): ("cubic", False),
                 ("cubic", "align_corners", ""): ("cubic", True)}
