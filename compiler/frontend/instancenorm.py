@@ -48,8 +48,8 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     src = x
     if len(shape) > 3:
         src = _tensor(graph, f"{node.name}/rows_output_0", rows, dtype)
-        nodes.append(Node("Reshape", f"{node.name}/rows", [x, _const(graph, f"{node.name}/rows_shape",
-                                                                     np.array(rows, np.int64), np.dtype(np.int64))], [src]))
+        target = _const(graph, f"{node.name}/rows_shape", np.array(rows, np.int64), np.dtype(np.int64))
+        nodes.append(Node("Reshape", f"{node.name}/rows", [x, target], [src]))
     tail = [(what, v) for what, v in (("scale", scale), ("shift", bias))
             if not np.array_equal(v, np.ones_like(v) if what == "scale" else np.zeros_like(v))]
     normed = out if len(shape) == 3 and not tail else _tensor(graph, f"{node.name}/normed_output_0", rows, dtype)
@@ -58,9 +58,8 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
                       {"axis": -1, "epsilon": float(node.attrs.get("epsilon", 1e-5))}))
     if len(shape) > 3:
         back = out if not tail else _tensor(graph, f"{node.name}/back_output_0", shape, dtype)
-        nodes.append(Node("Reshape", f"{node.name}/back", [normed, _const(graph, f"{node.name}/back_shape",
-                                                                          np.array(shape, np.int64), np.dtype(np.int64))],
-                          [back]))
+        target = _const(graph, f"{node.name}/back_shape", np.array(shape, np.int64), np.dtype(np.int64))
+        nodes.append(Node("Reshape", f"{node.name}/back", [normed, target], [back]))
         normed = back
     channel = (scale.size,) + (1,) * (len(shape) - 2)
     for i, (what, value) in enumerate(tail):
