@@ -261,6 +261,11 @@ ARCHS: dict[str, Arch] = {
                 cache=False),
     "unispeech": Arch("speech", _speech("UniSpeechConfig", "UniSpeechModel", feat_extract_norm="group"),
                       cache=False),
+    # Conformer blocks: rotary self-attention, a convolution module (pointwise conv, GLU, depthwise conv,
+    # BatchNorm, SiLU) and two half-step feed-forwards
+    "wav2vec2-conformer": Arch("speech", _speech("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel",
+                                                 feat_extract_norm="group", position_embeddings_type="rotary",
+                                                 conv_depthwise_kernel_size=7), cache=False),
     "whisper": Arch("speech-encdec", _raw("WhisperConfig", "WhisperModel", vocab_size=VOCAB, num_mel_bins=MELS,
                                           d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS,
                                           encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
@@ -299,6 +304,9 @@ ARCHS: dict[str, Arch] = {
                                     **_VIS), frames=FRAMES_VIDEO),
     "vivit": Arch("vision", _raw("VivitConfig", "VivitModel", num_frames=FRAMES_VIDEO, tubelet_size=[2, PATCH, PATCH],
                                  **{k: v for k, v in _VIS.items() if k != "patch_size"}), frames=FRAMES_VIDEO),
+    # divided space-time attention: a temporal and a spatial attention per layer
+    "timesformer": Arch("vision", _raw("TimesformerConfig", "TimesformerModel", num_frames=FRAMES_VIDEO, **_VIS),
+                        attention=2 * LAYERS, frames=FRAMES_VIDEO),
     "segformer": Arch("vision", _raw("SegformerConfig", "SegformerModel", num_encoder_blocks=2, depths=[1, 1],
                                      sr_ratios=[2, 1], hidden_sizes=[32, 64], num_attention_heads=[1, 2],
                                      patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2])),
