@@ -7,7 +7,7 @@ patches) with seeded random weights (`reinit_`), wrapped so that one tensor come
   keeps the padding-mask path (variant ``:mask``), and ``input_ids`` alone (``:nomask``);
 * decoders take ``input_ids`` only, the all-ones mask made inside the wrapper, so the exporter builds the causal
   mask from shapes (``:nomask``), and ``input_ids`` with a padded ``attention_mask`` input (``:mask``);
-* vision models take ``pixel_values`` [1, 3, 32, 32];
+* vision models take ``pixel_values`` [1, 3, 32, 32] (video models [1, 4, 3, 32, 32]: 4 frames);
 * encoder-decoders take ``input_ids``, ``attention_mask`` and ``decoder_input_ids``;
 * speech encoders take a raw waveform ``input_values`` [1, 400] (a conv feature extractor makes the frames);
 * speech encoder-decoders (Whisper) take log-mel ``input_features`` [1, 16, 32] and ``decoder_input_ids``.

@@ -5,7 +5,11 @@ One parametrized table: text encoders (BERT and its descendants, DeBERTa-v2, Mob
 GPT-NeoX, CodeGen and Persimmon with fused QKV, Qwen3, Persimmon and Gemma3 (after the head transpose) with per-head Q/K
 norms, XGLM with bmm-style scores, Nemotron, GLM, EXAONE-4, Mixtral with top-2 SwiGLU experts ...),
 encoder-decoders (BART, Marian, T5: encoder self, decoder self and cross attention) and vision encoders (ViT, DeiT,
-BEiT, DINOv2 (and with registers), CLIP, SigLIP, YOLOS, Swin with shifted windows), with SDPA attention (transformers' default) and, for
+BEiT, DINOv2 (and with registers), CLIP (with gelu and OpenAI's quick_gelu), SigLIP, YOLOS, Swin with shifted
+windows), speech encoders over a raw waveform (wav2vec2 with GroupNorm or LayerNorm conv layers, HuBERT,
+data2vec-audio, SEW, UniSpeech, wav2vec2-Conformer), Whisper (log-mel features, encoder-decoder), conv-attention
+hybrids (MobileViT, Segformer, PVT, PVTv2, CvT) and video (VideoMAE and ViViT with Conv3d tubelets, TimeSformer),
+with SDPA attention (transformers' default) and, for
 BERT, GPT-2, LLaMA and ViT, eager attention too. Every text model is exported with and without an attention_mask
 graph input (zoo.variants). BERT, GPT-2, LLaMA, DeBERTa-v2 and ViT are also exported by the dynamo exporter (Cohere
 by it only: the legacy exporter stops in a TorchScript shape-inference assert), and BERT, GPT-2 and ViT with
