@@ -168,6 +168,20 @@ ARCHS: dict[str, Arch] = {
                                         kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
                                         first_k_dense_replace=2, n_routed_experts=4, num_experts_per_tok=2,
                                         moe_intermediate_size=32, n_group=1, topk_group=1)),
+    # Mixture-of-experts decoders (zoo-moe block): each routes top-k of gated (SwiGLU) experts; transformers'
+    # default experts loop uses aten::histc, which neither exporter converts, so the experts export batched
+    # (experts_implementation="batched_mm": every expert's GEMMs over all tokens, the router's weights applied).
+    "qwen2-moe": Arch("decoder", _enc("Qwen2MoeConfig", "Qwen2MoeModel", num_key_value_heads=2, num_experts=4,
+                                      num_experts_per_tok=2, moe_intermediate_size=32,
+                                      shared_expert_intermediate_size=64, experts_implementation="batched_mm")),
+    "olmoe": Arch("decoder", _enc("OlmoeConfig", "OlmoeModel", num_key_value_heads=2, num_experts=4,
+                                  num_experts_per_tok=2, experts_implementation="batched_mm")),
+    "qwen3-moe": Arch("decoder", _enc("Qwen3MoeConfig", "Qwen3MoeModel", num_key_value_heads=2, head_dim=16,
+                                      num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                      experts_implementation="batched_mm")),
+    "granitemoe": Arch("decoder", _enc("GraniteMoeConfig", "GraniteMoeModel", num_key_value_heads=2,
+                                       num_local_experts=4, num_experts_per_tok=2,
+                                       experts_implementation="batched_mm")),
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,
                                        intra_bottleneck_size=32, true_hidden_size=32)),
     "convbert": Arch("encoder", _enc("ConvBertConfig", "ConvBertModel", embedding_size=HIDDEN)),

@@ -27,6 +27,7 @@ silently would cost every expert on every token, or worse, compute the wrong thi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -245,9 +246,19 @@ def _bias_after(g: Graph, consumers: dict[str, list[Node]], node: Node, width: i
     return None, None
 
 
+def _oriented(w: np.ndarray, key: str, d: int, axis: int, flip: bool) -> tuple[np.ndarray, str]:
+    """A stacked [E, ., .] weight with D on ``axis`` (1: w1, w3 [E, D, H]; 2: w2 [E, H, D]): transposed where D is
+    on the other axis, or where it is square (the shape cannot tell) and ``flip`` asks for it."""
+    if (w.shape[axis] != d and w.shape[3 - axis] == d) or (flip and w.shape[1] == w.shape[2]):
+        return w.transpose(0, 2, 1), key + ".T"
+    return w, key
+
+
 def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: list[Node], e: int,
-             d: int) -> dict[str, Any]:
-    """Stacked or unrolled expert weights [E, D, H] / [E, H, D] (+ biases) of the block."""
+             d: int, flip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Stacked or unrolled expert weights [E, D, H] / [E, H, D] (+ biases) of the block. ``flip``: the stacked
+    weights ("w1", "w2", "w3") read the other way round where they are square (``square`` in the result lists
+    them; the proof decides which reading the block computes)."""
     stacked: list[tuple[Node, str, np.ndarray]] = []
     flat: list[tuple[Node, str, np.ndarray]] = []
     for node in nodes:
@@ -266,19 +277,15 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
     out: dict[str, Any] = {"w3": None, "w3_name": None}
     if len(stacked) in (2, 3):
         (n1, k1, w1), (n2, k2, w2) = stacked[0], stacked[-1]
-        if w1.shape[1] != d and w1.shape[2] == d:
-            w1 = w1.transpose(0, 2, 1)
-            k1 += ".T"
-        if w2.shape[2] != d and w2.shape[1] == d:
-            w2 = w2.transpose(0, 2, 1)
-            k2 += ".T"
+        out["square"] = [k for k, (_, _, w) in zip(("w1", "w3", "w2"), stacked[:-1] + stacked[-1:])
+                         if w.shape[1] == w.shape[2]]
+        w1, k1 = _oriented(w1, k1, d, 1, "w1" in flip)
+        w2, k2 = _oriented(w2, k2, d, 2, "w2" in flip)
         h = w2.shape[1]
         nodes_used = [n1, n2]
         if len(stacked) == 3:  # gated: gate and up projections stacked apart
             n3, k3, w3 = stacked[1]
-            if w3.shape[1] != d and w3.shape[2] == d:
-                w3 = w3.transpose(0, 2, 1)
-                k3 += ".T"
+            w3, k3 = _oriented(w3, k3, d, 1, "w3" in flip)
             out.update(w3=w3, w3_name=k3)
             nodes_used.insert(1, n3)
         elif w1.shape[2] == 2 * h:  # gated, fused: [gate | up] along the hidden axis
@@ -447,7 +454,22 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
         k, cap = _routing_hints(g, nodes, block)
         if not 1 <= k <= e:
             raise _partial(g, block, f"cannot tell how many experts each token uses (found {k})", [anchor])
-        semantics = _prove(g, block, nodes, params, e, k, cap)
+        square = params.pop("square", [])
+        # square stacked weights ([E, D, D]: a fused gate-and-up of 2H = D) are read both ways; the proof decides
+        readings = [frozenset(c) for r in range(len(square) + 1) for c in itertools.combinations(square, r)]
+        first: InputError | None = None
+        for flip in readings:
+            if flip:
+                params = _experts(g, consumers, block, nodes, e, d, flip)
+                params.pop("square", None)
+            try:
+                semantics = _prove(g, block, nodes, params, e, k, cap)
+                break
+            except InputError as err:
+                first = first or err
+        else:
+            assert first is not None
+            raise first
         if semantics.pop("gate_swapped"):
             params["w1"], params["w3"] = params["w3"], params["w1"]
             params["w1_name"], params["w3_name"] = params["w3_name"], params["w1_name"]
