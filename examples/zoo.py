@@ -55,6 +55,9 @@ class Arch:
     #: the compile folds them, so their MACs (`_ConstantFlops`) are not the compile's.
     constant_products: bool = False
     image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
+    #: The forward takes ``noise`` [B, patches] (ViTMAE's random patch masking): a graph input, so the export holds
+    #: no random op and every run keeps the same patches.
+    noise: bool = False
 
 
 def _tf() -> Any:
@@ -166,8 +169,12 @@ ARCHS: dict[str, Arch] = {
                                     sliding_window=8)),
     "deepseek-v3": Arch("decoder", _enc("DeepseekV3Config", "DeepseekV3Model", num_key_value_heads=4, q_lora_rank=32,
                                         kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
-                                        first_k_dense_replace=2, n_routed_experts=4, num_experts_per_tok=2,
-                                        moe_intermediate_size=32, n_group=1, topk_group=1)),
+                                        first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2,
+                                        moe_intermediate_size=32, n_group=1, topk_group=1,
+                                        experts_implementation="batched_mm")),
+    # ViTMAE (zoo-moe block): its random patch masking keeps the quarter of the patches with the lowest noise
+    # (mask_ratio 0.75): noise is a graph input (argsort: TopK over all patches, GatherElements along the sequence).
+    "vitmae": Arch("vision", _raw("ViTMAEConfig", "ViTMAEModel", mask_ratio=0.75, **_VIS), noise=True),
     # Mixture-of-experts decoders (zoo-moe block): each routes top-k of gated (SwiGLU) experts; transformers'
     # default experts loop uses aten::histc, which neither exporter converts, so the experts export batched
     # (experts_implementation="batched_mm": every expert's GEMMs over all tokens, the router's weights applied).
@@ -283,7 +290,8 @@ def input_names(name: str, variant: str = "legacy") -> tuple[str, ...]:
     names = {"encoder": ("input_ids", "attention_mask"), "decoder": ("input_ids", "attention_mask"),
              "vision": ("pixel_values",), "encdec": ("input_ids", "attention_mask", "decoder_input_ids")}
     masked = _split(variant, name)[1]
-    return tuple(n for n in names[ARCHS[name].kind] if masked or n != "attention_mask")
+    noise = ("noise",) if ARCHS[name].noise else ()
+    return tuple(n for n in names[ARCHS[name].kind] if masked or n != "attention_mask") + noise
 
 
 def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
@@ -294,7 +302,8 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
     mask[:, SEQ - SEQ // 4:] = 0
     side = ARCHS[name].image
     out = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids.flip(-1),
-           "pixel_values": torch.randn(1, 3, side, side, generator=gen)}
+           "pixel_values": torch.randn(1, 3, side, side, generator=gen),
+           "noise": torch.rand(1, (side // PATCH) ** 2, generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
 
 

@@ -107,7 +107,7 @@ def _router_input(g: Graph, producers: dict[str, Node], gate: Node) -> tuple[str
     return name, "token"
 
 
-_VIEWS = frozenset({"Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
+_VIEWS = frozenset({"Cast", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
 
 
 def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
@@ -117,6 +117,9 @@ def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
         node = producers.get(out[-1])
         if node is None or node.op_type not in _VIEWS or not node.inputs or node.inputs[0] not in g.shapes:
             break
+        if node.op_type == "Cast" and (node.attrs.get("to") not in _FLOAT_CASTS
+                                       or g.dtypes.get(node.inputs[0], np.dtype(np.float32)).kind != "f"):
+            break  # a float-to-float cast (DeepSeek's router reads x.float()) is a view of the values
         src, shape = node.inputs[0], g.shapes.get(out[-1], ())
         src_shape = g.shapes[src]
         if not shape or not src_shape or src_shape[-1] != shape[-1] or _numel(src_shape) != _numel(shape):

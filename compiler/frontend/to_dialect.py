@@ -60,6 +60,8 @@ _MOVE = {
     "GatherElements": "gather", "GatherND": "gather", "Pad": "pad",
     # updates written at constant indices (dynamo's slice_scatter of an in-place slice assignment: Funnel)
     "ScatterND": "scatter", "ScatterElements": "scatter",
+    # a sort of a non-constant tensor (ViTMAE's argsort of its masking noise): values and indices, k a parameter
+    "TopK": "sort",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -67,7 +69,7 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Reduce
 _PARAM_INPUTS = {
     "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
     "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
-    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3},
+    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3}, "TopK": {1},
 }
 
 
