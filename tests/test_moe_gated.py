@@ -139,3 +139,47 @@ def test_a_block_left_float_is_named_in_one_report_line(tmp_path, monkeypatch):
     assert result.report is not None
     line = result.report["numerics"]["float_blocks"]
     assert "\n" not in line and line.startswith("1 MoE block(s) stay float") and op.layer_name() in line
+
+
+class _LoopMoe(torch.nn.Module):
+    """transformers' pre-v5 Mixtral block: a loop over experts, each an nn.Linear gate, up and down projection
+    applied to the tokens routed to it (torch.where on the one-hot routing), added back with index_add_."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.gate = torch.nn.Linear(D, E, bias=False)
+        self.w1 = torch.nn.ModuleList(torch.nn.Linear(D, H, bias=False) for _ in range(E))
+        self.w3 = torch.nn.ModuleList(torch.nn.Linear(D, H, bias=False) for _ in range(E))
+        self.w2 = torch.nn.ModuleList(torch.nn.Linear(H, D, bias=False) for _ in range(E))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, D)
+        probs = torch.softmax(self.gate(flat), dim=-1)
+        top_w, top_i = probs.topk(K, dim=-1)
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        mask = torch.nn.functional.one_hot(top_i, E).permute(2, 1, 0)  # [E, K, T]
+        out = torch.zeros_like(flat)
+        for e in range(E):
+            idx, tok = torch.where(mask[e])
+            rows = flat[tok]
+            y = self.w2[e](torch.nn.functional.silu(self.w1[e](rows)) * self.w3[e](rows)) * top_w[tok, idx, None]
+            out.index_add_(0, tok, y)
+        return out.reshape(x.shape)
+
+
+def test_a_per_expert_loop_of_gated_experts_is_one_gated_moe_op(tmp_path):
+    module = _LoopMoe().eval()
+    path = tmp_path / "loop.onnx"
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((1, 16, D)).astype(np.float32))
+    torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    imported = build_module(load_graph(path))
+    assert imported.patterns["moe"] == 1 and imported.patterns["gemm"] == 0
+    (op,) = [o for o in imported.module.walk() if isinstance(o, df.MoeOp)]
+    assert op.gated() and op.activation_value() == "silu" and op.renormalize_value()
+    w1 = np.asarray(imported.weights[df.layer_of(op.w1.owner)])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(w1[2], module.w1[2].weight.detach().numpy().T)
+    result = compile(path, inputs={"x": x.numpy()[None]})
+    assert result.report is not None
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.99999
+    assert result.report["macs"] == 16 * D * E + 16 * K * 3 * D * H  # the gate, and three GEMMs per routed token

@@ -16,8 +16,9 @@ decides what it computes by running it:
    computes may be read outside it;
 4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, Gather) or E unrolled [D, H] / [H, D] MatMul
    pairs, with their biases and the activation between them; gated (SwiGLU / GeGLU) experts: a third stacked
-   [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral);
-   which of the two is the gate the proof decides;
+   [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral),
+   or E unrolled [D, H], [D, H], [H, D] MatMul triples (a per-expert loop); which of the two is the gate the proof
+   decides, and a square stacked weight (2H = D) is read both ways;
 5. proof: the block evaluated on random x (float64) must equal ``compiler.numerics.router.moe_reference`` with
    those weights, for the routing semantics the spelling suggests (top-k, capacity, renormalisation, mode).
 
@@ -298,6 +299,18 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
         b2k, b2 = _bias_after(g, consumers, n2, d, e)
         out.update(w1=w1, w2=w2, w1_name=k1, w2_name=k2, b1=b1, b2=b2, b1_name=b1k, b2_name=b2k, spelling="stacked",
                    expert_nodes=nodes_used)
+    elif flat and not stacked and len(flat) == 3 * e and all(
+            t[0][2].shape == t[1][2].shape == t[2][2].shape[::-1] and t[0][2].shape[0] == d
+            for t in (flat[i:i + 3] for i in range(0, len(flat), 3))):
+        # gated experts unrolled (a per-expert loop: gate, up and down projection MatMuls per expert, in graph
+        # order); which of the first two is the gate the proof decides
+        triples = [flat[i:i + 3] for i in range(0, len(flat), 3)]
+        if len({t[0][2].shape for t in triples}) != 1:
+            raise _partial(g, block, "the unrolled experts differ in hidden size", [t[0][0] for t in triples])
+        out.update(w1=np.stack([t[0][2] for t in triples]), w3=np.stack([t[1][2] for t in triples]),
+                   w2=np.stack([t[2][2] for t in triples]), w1_name=None, w2_name=None, w3_name=None, b1=None,
+                   b2=None, b1_name=None, b2_name=None, spelling="unrolled",
+                   expert_nodes=[n for t in triples for n, _, _ in t])
     elif flat and not stacked:
         pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)
                  if flat[i][2].shape[0] == d and flat[i + 1][2].shape[-1] == d
