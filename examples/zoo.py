@@ -189,6 +189,12 @@ ARCHS: dict[str, Arch] = {
     "granitemoe": Arch("decoder", _enc("GraniteMoeConfig", "GraniteMoeModel", num_key_value_heads=2,
                                        num_local_experts=4, num_experts_per_tok=2,
                                        experts_implementation="batched_mm")),
+    # DBRX: attn_config carries rope_theta (transformers 5's DbrxAttention reads it there, its config class does
+    # not set it)
+    "dbrx": Arch("decoder", _raw("DbrxConfig", "DbrxModel", vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS,
+                                 n_layers=LAYERS, max_seq_len=64, attn_config={"kv_n_heads": 2, "rope_theta": 1e4, "clip_qkv": 8.0},
+                                 ffn_config={"ffn_hidden_size": 2 * HIDDEN, "moe_num_experts": 4, "moe_top_k": 2},
+                                 experts_implementation="batched_mm")),
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,
                                        intra_bottleneck_size=32, true_hidden_size=32)),
     "convbert": Arch("encoder", _enc("ConvBertConfig", "ConvBertModel", embedding_size=HIDDEN)),
@@ -444,10 +450,15 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "deepseek-v3": "unsupported op ScatterND (node '/model/layers.0/self_attn/ScatterND'; the dynamo export too): "
-                   "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
-                   "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "
-                   "per-head and a shared part was not tried beyond that op",
+    "deepseek-v3": "MoE block gated by MatMul '/model/layers.1/mlp/gate/MatMul' is only partly recognised: cannot "
+                   "tell how many experts each token uses (its router scores by sigmoid, adds a selection bias and "
+                   "picks the top groups before the top-k: three TopKs; not a routing semantics of "
+                   "compiler/numerics/router.py); its multi-head latent attention, now through ScatterND, is not "
+                   "recognised as attention (the key is a per-head part and one rotary part shared by all heads, "
+                   "written into one tensor by two slice assignments)",
+    "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
+            "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
+            "normalises the top-k weights by their L1 norm)",
 }
 
 
