@@ -189,6 +189,12 @@ ARCHS: dict[str, Arch] = {
     "granitemoe": Arch("decoder", _enc("GraniteMoeConfig", "GraniteMoeModel", num_key_value_heads=2,
                                        num_local_experts=4, num_experts_per_tok=2,
                                        experts_implementation="batched_mm")),
+    # GLM-4-MoE: DeepSeek-V3's sigmoid router (a selection bias, expert groups, a routed scale) and shared experts
+    # beside the block, with standard grouped-query attention; its first layer dense
+    "glm4-moe": Arch("decoder", _enc("Glm4MoeConfig", "Glm4MoeModel", num_key_value_heads=2, head_dim=16,
+                                     n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                     n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+                                     experts_implementation="batched_mm")),
     # DBRX: attn_config carries rope_theta (transformers 5's DbrxAttention reads it there, its config class does
     # not set it)
     "dbrx": Arch("decoder", _raw("DbrxConfig", "DbrxModel", vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS,
@@ -450,12 +456,10 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "deepseek-v3": "MoE block gated by MatMul '/model/layers.1/mlp/gate/MatMul' is only partly recognised: cannot "
-                   "tell how many experts each token uses (its router scores by sigmoid, adds a selection bias and "
-                   "picks the top groups before the top-k: three TopKs; not a routing semantics of "
-                   "compiler/numerics/router.py); its multi-head latent attention, now through ScatterND, is not "
-                   "recognised as attention (the key is a per-head part and one rotary part shared by all heads, "
-                   "written into one tensor by two slice assignments)",
+    "deepseek-v3": "attention 0/2 recognised: its multi-head latent attention (now through ScatterND; its sigmoid "
+                   "router and shared experts go through) builds the key from a per-head part and one rotary part "
+                   "shared by all heads, written into one tensor by two slice assignments (ScatterND), which the "
+                   "attention matcher does not follow",
     "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
             "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
             "normalises the top-k weights by their L1 norm)",

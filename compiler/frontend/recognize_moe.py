@@ -38,7 +38,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
-from compiler.numerics.router import moe_reference
+from compiler.numerics.router import Scoring, moe_reference
 from hw.errors import InputError
 
 __all__ = ["recognize_moe", "MOE_ANCHORS"]
@@ -350,10 +350,15 @@ def _activation(nodes: list[Node]) -> list[str]:
 def _routing_hints(g: Graph, nodes: list[Node], block: _Block) -> tuple[int, int | None]:
     """(top_k, capacity): ArgMax rounds or TopK's k, and the constant a CumSum position is compared with."""
     k = 0
+    e = g.constants[block.gate.inputs[1]].shape[1]
+    topks = [n for n in nodes if n.op_type == "TopK" and len(n.inputs) > 1 and g.is_const(n.inputs[1])]
+    if len(topks) > 1:  # a grouped router (DeepSeek-V3): the experts are the last top-k over all E scores
+        over_e = [n for n in topks if len(g.shapes.get(n.inputs[0], ())) == 2 and g.shapes[n.inputs[0]][-1] == e]
+        topks = over_e[-1:] or topks
     for n in nodes:
         if n.op_type == "ArgMax":
             k += 1
-        elif n.op_type == "TopK" and len(n.inputs) > 1 and g.is_const(n.inputs[1]):
+        elif n in topks:
             k += int(g.constants[n.inputs[1]].reshape(-1)[0])
     cap = None
     cum = {o for n in nodes if n.op_type == "CumSum" for o in n.outputs}
@@ -388,6 +393,30 @@ def _run(g: Graph, nodes: list[Node], x_name: str, x: np.ndarray, out: str) -> n
     return values[out]
 
 
+def _scorings(g: Graph, nodes: list[Node], e: int) -> list[Scoring | None]:
+    """The softmax router (None), then the sigmoid routers the block's constants allow: a selection bias (a
+    constant [E] added), expert groups (a [T, G, E/G] view) with the top-k of those groups, a routed scale (a
+    scalar multiplied in)."""
+    if not any(n.op_type == "Sigmoid" for n in nodes):
+        return [None]
+    biases: list[tuple[float, ...] | None] = [None]
+    scales, groups = {1.0}, {(1, 1)}
+    for n in nodes:
+        consts = [g.constants[i] for i in n.inputs if i and g.is_const(i)]
+        if n.op_type == "Add":
+            biases += [tuple(float(v) for v in c.reshape(-1)) for c in consts if c.size == e and c.shape[-1] == e]
+        elif n.op_type == "Mul":
+            scales |= {float(c.reshape(-1)[0]) for c in consts if c.size == 1 and float(c.reshape(-1)[0]) > 0}
+        elif n.op_type == "Reshape" and n.outputs[0] in g.shapes:
+            shape = g.shapes[n.outputs[0]]
+            if len(shape) == 3 and shape[1] > 1 and shape[1] * shape[2] == e:
+                ks = {int(g.constants[t.inputs[1]].reshape(-1)[0]) for t in nodes if t.op_type == "TopK"
+                      and len(t.inputs) > 1 and g.is_const(t.inputs[1])}
+                groups |= {(shape[1], kg) for kg in ks if kg <= shape[1]}
+    return [None] + [Scoring(bias=b, groups=gr, topk_groups=kg, scale=sc)
+                     for b in biases for gr, kg in sorted(groups) for sc in sorted(scales)]
+
+
 def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e: int, k: int,
            cap: int | None) -> dict[str, Any]:
     """Find routing semantics under which the block equals the reference on random data; InputError if none."""
@@ -400,6 +429,7 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
     failure = ""
     w1, w3 = params["w1"], params["w3"]
     orders = [(w1, w3, False)] + ([(w3, w1, True)] if w3 is not None else [])  # which half is the gate
+    scorings = _scorings(g, nodes, e)
     for seed in range(_SEEDS):
         rng = np.random.default_rng(seed)
         x = rng.normal(0.0, 1.0, size=x_shape)
@@ -410,12 +440,14 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
             failure = str(err).splitlines()[0] if str(err) else type(err).__name__
             continue  # e.g. a legacy export whose unrolled loop needs every expert hit: try other data
         evaluated = True
-        for renorm, act, (gw, uw, swapped) in ((r, a, o) for r in (False, True) for a in _activation(nodes)
-                                               for o in orders):
+        for scoring, renorm, act, (gw, uw, swapped) in (
+                (sc, r, a, o) for sc in scorings for r in (False, True) for a in _activation(nodes) for o in orders):
+            if scoring is not None and (cap is not None or block.mode != "token"):
+                continue
             want, routing = moe_reference(
                 x, g.constants[block.gate.inputs[1]], gw, params["w2"], top_k=k, mode=block.mode,
                 b1=params["b1"], b2=params["b2"], activation=act, capacity=cap, renormalize=renorm,
-                images=images, w3=uw)
+                images=images, w3=uw, scoring=scoring)
             if got.size != want.size:
                 continue
             err = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
@@ -423,10 +455,10 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
             worst = min(worst, err / scale)
             if err <= 1e-7 * scale:
                 mode = block.mode
-                if mode == "token" and cap is None and not renorm:
+                if mode == "token" and cap is None and not renorm and scoring is None:
                     mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
                 cf = 0.0 if cap is None else cap * e / (tokens * k)
-                return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
+                return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf, "scoring": scoring,
                         "capacity": cap, "images": images, "checked_seed": seed, "gate_swapped": swapped,
                         "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
     if not evaluated:

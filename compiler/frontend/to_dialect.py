@@ -355,7 +355,7 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
         weights.append(None if value is None else b.weight(
             p.get(key + "_name") or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
     operands = [b.value(m.operand("input")), b.value(m.operand("gate"))] + [w for w in weights if w is not None]
-    return df.MoeOp.create(
+    op = df.MoeOp.create(
         operands=operands, result_types=[out_type],
         properties={"layer": StringAttr(name), "num_experts": IntegerAttr(p["num_experts"], i64),
                     "top_k": IntegerAttr(p["top_k"], i64), "mode": StringAttr(p["mode"]),
@@ -364,6 +364,15 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
                     "activation": StringAttr(p["activation"]),
                     "operandSegmentSizes": DenseArrayBase.from_list(
                         IntegerType(32), [1, 1, 1, 1] + [0 if w is None else 1 for w in weights[2:]])})
+    sc = p.get("scoring")
+    if sc is not None:  # a sigmoid router (compiler/numerics/router.py Scoring)
+        router: dict[str, Attribute] = {"groups": IntegerAttr(sc.groups, i64),
+                                        "topk_groups": IntegerAttr(sc.topk_groups, i64),
+                                        "scale": FloatAttr(float(sc.scale), f64)}
+        if sc.bias is not None:
+            router["bias"] = ArrayAttr([FloatAttr(float(v), f64) for v in sc.bias])
+        op.attributes[df.ROUTER_ATTR] = DictionaryAttr(router)
+    return op
 
 
 def _layernorm_op(name: str, x: SSAValue, w: SSAValue, bias: SSAValue | None, out: Attribute, eps: float,

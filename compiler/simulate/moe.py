@@ -143,7 +143,7 @@ class MoeRanges:
 
 def _params(op: df.MoeOp, memo: dict[str, Any]) -> None:
     memo.update(top_k=op.top_k_value(), mode=op.mode_choice(), cf=op.capacity_factor_value(),
-                renorm=op.renormalize_value(), act=op.activation_value(), routings=[])
+                renorm=op.renormalize_value(), act=op.activation_value(), routings=[], scoring=op.scoring())
     names = ["input", "gate", "w1", "w2"] + [n for n, v in (("b1", op.b1), ("b2", op.b2), ("w3", op.w3))
                                              if v is not None]
     memo["slots"] = {n: i for i, n in enumerate(names)}
@@ -155,7 +155,7 @@ def _images(mode: str, shape: tuple[int, ...]) -> int:
 
 def _route(memo: dict[str, Any], logits: np.ndarray, images: int) -> Routing:
     return route(logits, memo["top_k"], memo["mode"], capacity_factor=memo["cf"], renormalize=memo["renorm"],
-                 images=images)
+                 images=images, scoring=memo["scoring"])
 
 
 def moe_kernel(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
@@ -176,7 +176,7 @@ def moe_kernel(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         w3 = real[slots["w3"]] if "w3" in slots else None
         y, routing = moe_reference(real[0], real[1], real[2], real[3], top_k=memo["top_k"], mode=memo["mode"],
                                    b1=b1, b2=b2, activation=memo["act"], capacity_factor=memo["cf"],
-                                   renormalize=memo["renorm"], w3=w3)
+                                   renormalize=memo["renorm"], w3=w3, scoring=memo["scoring"])
         stats = memo.get("stats")
         if isinstance(stats, MoeRanges):
             flat = np.asarray(real[0], np.float64).reshape(-1, real[0].shape[-1])
