@@ -30,7 +30,8 @@ Fully masked tiles. With a causal flag, or a constant mask whose structure (``ma
 block-diagonal, a key tile whose every (query, key) pair is masked adds nothing to an online softmax (its exp(s - m)
 are all 0), so ``flash`` and ``edge-moe`` do not issue it: no QK^T, no exponentials, no A.V, no K/V traffic for it.
 Which tiles are fully masked comes from the mask itself (:func:`allowed_keys`: the causal flag, and the constant mask
-operand when the plan is given the weights), so any band width or window works. Every row of these kinds keeps at
+operand when the plan is given the weights), so any band width or window works; a mask with a window axis
+dividing the batch (Swin's shifted windows) gives one pattern per window, counted window by window. Every row of these kinds keeps at
 least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of ``tiles_total``) and
 ``cycles_saved``, the compute cycles the skipped tiles would have taken.
 
