@@ -192,6 +192,18 @@ class _Builder:
         self.values[name] = op.results[index]
 
 
+def _sortable(g: Graph, node: Node) -> bool:
+    """A TopK the ``sort`` move runs: data and a constant k within the data's (known) axis, values and indices."""
+    if len(node.inputs) != 2 or not g.is_const(node.inputs[1]) or len(node.outputs) != 2:
+        return False
+    shape = g.shapes.get(node.inputs[0])
+    axis = node.attrs.get("axis", -1)
+    k = g.constants[node.inputs[1]].reshape(-1)
+    if not shape or not isinstance(axis, int) or not -len(shape) <= axis < len(shape) or k.size != 1:
+        return False
+    return 0 <= int(k[0]) <= shape[axis]
+
+
 def _generic_attrs(b: _Builder, node: Node, params: set[int]) -> tuple[list[SSAValue], DictionaryAttr]:
     entries: dict[str, Attribute] = {"onnx_op": StringAttr(node.op_type), "nin": IntegerAttr(len(node.inputs), i64)}
     for key, value in node.attrs.items():
@@ -426,6 +438,9 @@ def _emit_node(b: _Builder, node: Node) -> None:
         op = b.add(df.EmbeddingOp.create(
             operands=[b.value(node.inputs[0]), b.value(node.inputs[1])], result_types=[b.ttype(node.outputs[0])],
             properties={"layer": StringAttr(name)}))
+    elif op_type == "TopK" and not _sortable(g, node):
+        raise InputError(f"{g.source}: unsupported op TopK (node '{node.name}'): only a TopK with a constant k "
+                         "within its axis and two outputs is lowered (a sort move)")
     elif op_type in _ELEMENTWISE or op_type in _MOVE or op_type in _REDUCE:
         operands, attrs = _generic_attrs(b, node, _PARAM_INPUTS.get(op_type, set()))
         results = [b.ttype(o) for o in node.outputs if o]
