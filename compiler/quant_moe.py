@@ -71,8 +71,11 @@ class MoeRewrite:
         s_w2 = np.maximum(np.abs(w2).max(axis=1), 1e-12) / _qmax(wb)  # [E, D]
         s_w3 = None if w3 is None else np.maximum(np.abs(w3).max(axis=1), 1e-12) / _qmax(wb)  # [E, H]
         experts = []
-        for v, w, s in ((op.w1, w1, s_w1), (op.w2, w2, s_w2)) + (((op.w3, w3, s_w3),) if w3 is not None else ()):
-            q = np.clip(np.round(w / s[:, None, :]), -_qmax(wb) - 1, _qmax(wb)).astype(np.int8)  # type: ignore[index]
+        stacks: list[tuple[SSAValue, np.ndarray, np.ndarray]] = [(op.w1, w1, s_w1), (op.w2, w2, s_w2)]
+        if op.w3 is not None and w3 is not None and s_w3 is not None:
+            stacks.append((op.w3, w3, s_w3))
+        for v, w, s in stacks:
+            q = np.clip(np.round(w / s[:, None, :]), -_qmax(wb) - 1, _qmax(wb)).astype(np.int8)
             experts.append(self.weight(name(v, wb), q, IntegerType(wb), op))
             self.weights[df.layer_of(experts[-1].owner) + ".scale"] = s  # type: ignore[arg-type]
         up_q = experts.pop() if w3 is not None else None

@@ -198,7 +198,8 @@ ARCHS: dict[str, Arch] = {
     # DBRX: attn_config carries rope_theta (transformers 5's DbrxAttention reads it there, its config class does
     # not set it)
     "dbrx": Arch("decoder", _raw("DbrxConfig", "DbrxModel", vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS,
-                                 n_layers=LAYERS, max_seq_len=64, attn_config={"kv_n_heads": 2, "rope_theta": 1e4, "clip_qkv": 8.0},
+                                 n_layers=LAYERS, max_seq_len=64,
+                                 attn_config={"kv_n_heads": 2, "rope_theta": 1e4, "clip_qkv": 8.0},
                                  ffn_config={"ffn_hidden_size": 2 * HIDDEN, "moe_num_experts": 4, "moe_top_k": 2},
                                  experts_implementation="batched_mm")),
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,

@@ -178,7 +178,9 @@ def test_a_per_expert_loop_of_gated_experts_is_one_gated_moe_op(tmp_path):
     (op,) = [o for o in imported.module.walk() if isinstance(o, df.MoeOp)]
     assert op.gated() and op.activation_value() == "silu" and op.renormalize_value()
     w1 = np.asarray(imported.weights[df.layer_of(op.w1.owner)])  # type: ignore[arg-type]
-    np.testing.assert_array_equal(w1[2], module.w1[2].weight.detach().numpy().T)
+    gate_proj = module.w1[2]
+    assert isinstance(gate_proj, torch.nn.Linear)
+    np.testing.assert_array_equal(w1[2], gate_proj.weight.detach().numpy().T)
     result = compile(path, inputs={"x": x.numpy()[None]})
     assert result.report is not None
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.99999

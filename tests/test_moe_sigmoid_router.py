@@ -5,6 +5,8 @@ biased scores and weights by the unbiased ones."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -36,9 +38,11 @@ def test_sigmoid_route_picks_by_biased_scores_and_weights_by_the_unbiased_ones()
 def _glm4_block(tmp_path):  # noqa: ANN001, ANN202
     import transformers
 
-    config = transformers.Glm4MoeConfig(hidden_size=D, n_routed_experts=E, num_experts_per_tok=K,
-                                        moe_intermediate_size=16, n_group=4, topk_group=2, routed_scaling_factor=2.5,
-                                        norm_topk_prob=True, experts_implementation="batched_mm")
+    settings: dict[str, Any] = {"hidden_size": D, "n_routed_experts": E, "num_experts_per_tok": K,
+                                "moe_intermediate_size": 16, "n_group": 4, "topk_group": 2,
+                                "routed_scaling_factor": 2.5, "norm_topk_prob": True,
+                                "experts_implementation": "batched_mm"}  # batched_mm: the default loop uses histc
+    config = transformers.Glm4MoeConfig(**settings)
     from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeMoE
 
     torch.manual_seed(0)

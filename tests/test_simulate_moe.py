@@ -3,6 +3,7 @@ oracle recomputed from its inputs, calibration records per-expert ranges, and th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,13 +64,10 @@ def _oracle(op: df.MoeOp, ins: list[Tensor], weights: dict) -> np.ndarray:
     return N.requantize(acc, 1 << 30, 45, 16).numpy()
 
 
-def _gated_path() -> Any:
+def _gated_path(folder: Path) -> Path:
     from tests.test_moe_gated import _export  # the Mixtral-style block those tests export
 
-    import tempfile
-    from pathlib import Path
-
-    return _export(Path(tempfile.mkdtemp(prefix="gated_moe_")), "silu", False, wrap=True)[0]
+    return _export(folder, "silu", False, wrap=True)[0]
 
 
 @pytest.mark.parametrize("name, feeds", [
@@ -78,10 +76,10 @@ def _gated_path() -> Any:
                                  .astype(np.float32)}),
     ("switch_tiny.onnx", lambda: {k: v[0] for k, v in np.load(DATA / "switch_tiny_inputs.npz").items()}),
 ])
-def test_integer_moe_equals_the_oracle(name: str, feeds) -> None:  # noqa: ANN001
+def test_integer_moe_equals_the_oracle(name: str, feeds, tmp_path: Path) -> None:  # noqa: ANN001
     if name == "gated":  # SwiGLU experts with an up projection w3, calibrated on a few samples
         samples = {"x": np.random.default_rng(0).standard_normal((4, 1, 6, 16)).astype(np.float32)}
-        result = compile(_gated_path(), inputs=samples, quant="int8")
+        result = compile(_gated_path(tmp_path), inputs=samples, quant="int8")
     else:
         result = compile(model_path(name), quant="int8")
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)

@@ -37,8 +37,9 @@ class MoeOp(DataflowOp):
     w3[e])) @ w2[e] + b2[e]`` (w1 the gate projection). ``mode`` is token | task | image
     routing (semantics: compiler/numerics/router.py), ``top_k`` experts per token, ``capacity_factor`` per-expert
     capacity ``ceil(cf * T * k / E)`` tokens (0 = no limit; overflow is dropped), ``renormalize`` divides the k
-    weights by their sum; a ``router`` attribute marks a sigmoid router (``scoring``). After ``quantize`` the block is integer: input, gate, w1, w2 and result integers, biases
-    i32 (the formats and their WeightStore entries: compiler/simulate/moe.py).
+    weights by their sum; a ``router`` attribute marks a sigmoid router (``scoring``). After ``quantize`` the
+    block is integer: input, gate, w1, w2 (w3) and result integers, biases i32 (the formats and their WeightStore
+    entries: compiler/simulate/moe.py).
     """
 
     name = "dataflow.moe"

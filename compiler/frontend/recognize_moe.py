@@ -458,8 +458,9 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
                 if mode == "token" and cap is None and not renorm and scoring is None:
                     mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
                 cf = 0.0 if cap is None else cap * e / (tokens * k)
-                return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf, "scoring": scoring,
-                        "capacity": cap, "images": images, "checked_seed": seed, "gate_swapped": swapped,
+                return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
+                        "scoring": scoring, "capacity": cap, "images": images, "checked_seed": seed,
+                        "gate_swapped": swapped,
                         "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
     if not evaluated:
         raise _partial(g, block, f"the block cannot be evaluated on test data ({failure})", nodes)

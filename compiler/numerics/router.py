@@ -229,8 +229,8 @@ def moe_reference(x: np.ndarray, gate: np.ndarray, w1: np.ndarray, w2: np.ndarra
     """A whole MoE block in float64: route -> dispatch -> per-expert FFN -> combine.
 
     ``x`` [..., T, D] (leading dims are images), ``gate`` [D, E], ``w1`` [E, D, H], ``w2`` [E, H, D], ``b1`` [E, H],
-    ``b2`` [E, D], ``w3`` [E, D, H] (gated experts' up projection), ``scoring`` a sigmoid router. Returns (y shaped like x, routing of the
-    flattened tokens).
+    ``b2`` [E, D], ``w3`` [E, D, H] (gated experts' up projection), ``scoring`` a sigmoid router. Returns (y
+    shaped like x, routing of the flattened tokens).
     """
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[-1]

@@ -31,9 +31,9 @@ block-diagonal, a key tile whose every (query, key) pair is masked adds nothing 
 are all 0), so ``flash`` and ``edge-moe`` do not issue it: no QK^T, no exponentials, no A.V, no K/V traffic for it.
 Which tiles are fully masked comes from the mask itself (:func:`allowed_keys`: the causal flag, and the constant mask
 operand when the plan is given the weights), so any band width or window works; a mask with a window axis
-dividing the batch (Swin's shifted windows) gives one pattern per window, counted window by window. Every row of these kinds keeps at
-least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of ``tiles_total``) and
-``cycles_saved``, the compute cycles the skipped tiles would have taken.
+dividing the batch (Swin's shifted windows) gives one pattern per window, counted window by window. Every row
+of these kinds keeps at least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of
+``tiles_total``) and ``cycles_saved``, the compute cycles the skipped tiles would have taken.
 
 Decode steps. :func:`with_kv_len` re-plans an attention for a cache of that many positions
 (compiler/schedule/decode.py): Sk and the K/V bytes scale with it, the query rows stay those of the op's ``q``.
@@ -144,7 +144,8 @@ def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = 
         windows = window_mask(mask)  # Swin: a relative-position bias summed with the shifted-window mask
         low, high = mask.min(), mask.max()
         masked = ~windows if windows is not None else mask <= low if low < high else np.zeros(mask.shape, dtype=bool)
-        w = masked.shape[0] if masked.ndim >= 3 else 1
+        dims = tuple(int(n) for n in np.shape(masked))
+        w = dims[0] if len(dims) >= 3 else 1
         batch = op.q.type.get_shape()[0]  # type: ignore[attr-defined]
         if per_window and w > 1 and batch % w == 0:
             keep = ~masked.reshape((w, -1) + masked.shape[-2:]).all(axis=1)  # [W, Sq', Sk]: some head keeps

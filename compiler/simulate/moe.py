@@ -94,8 +94,8 @@ class MoeRanges:
 
     ``hidden``: fc1 output (before the activation); ``act``: what w2 reads (the activation output; gated: the
     product); ``gact`` and ``up``: gated experts' activation output and up projection (zero otherwise); ``out``:
-    expert output (before the combine weights); ``tokens``: rows routed. ``*_all`` are the same over *every* token (each expert run densely),
-    for the experts calibration never routed anything to.
+    expert output (before the combine weights); ``tokens``: rows routed. ``*_all`` are the same over *every*
+    token (each expert run densely), for the experts calibration never routed anything to.
     """
 
     experts: int
