@@ -61,6 +61,9 @@ class Arch:
     constant_products: bool = False
     image: int = IMAGE  # side of the square pixel_values (LeViT's stem divides by 16: 64 leaves 4x4 patches)
     frames: int = 0  # video models: pixel_values [1, frames, 3, image, image]
+    #: The forward takes ``noise`` [B, patches] (ViTMAE's random patch masking): a graph input, so the export holds
+    #: no random op and every run keeps the same patches.
+    noise: bool = False
 
 
 def _tf() -> Any:
@@ -181,8 +184,39 @@ ARCHS: dict[str, Arch] = {
                                     sliding_window=8)),
     "deepseek-v3": Arch("decoder", _enc("DeepseekV3Config", "DeepseekV3Model", num_key_value_heads=4, q_lora_rank=32,
                                         kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
-                                        first_k_dense_replace=2, n_routed_experts=4, num_experts_per_tok=2,
-                                        moe_intermediate_size=32, n_group=1, topk_group=1)),
+                                        first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2,
+                                        moe_intermediate_size=32, n_group=1, topk_group=1,
+                                        experts_implementation="batched_mm")),
+    # ViTMAE (zoo-moe block): its random patch masking keeps the quarter of the patches with the lowest noise
+    # (mask_ratio 0.75): noise is a graph input (argsort: TopK over all patches, GatherElements along the sequence).
+    "vitmae": Arch("vision", _raw("ViTMAEConfig", "ViTMAEModel", mask_ratio=0.75, **_VIS), noise=True),
+    # Mixture-of-experts decoders (zoo-moe block): each routes top-k of gated (SwiGLU) experts; transformers'
+    # default experts loop uses aten::histc, which neither exporter converts, so the experts export batched
+    # (experts_implementation="batched_mm": every expert's GEMMs over all tokens, the router's weights applied).
+    "qwen2-moe": Arch("decoder", _enc("Qwen2MoeConfig", "Qwen2MoeModel", num_key_value_heads=2, num_experts=4,
+                                      num_experts_per_tok=2, moe_intermediate_size=32,
+                                      shared_expert_intermediate_size=64, experts_implementation="batched_mm")),
+    "olmoe": Arch("decoder", _enc("OlmoeConfig", "OlmoeModel", num_key_value_heads=2, num_experts=4,
+                                  num_experts_per_tok=2, experts_implementation="batched_mm")),
+    "qwen3-moe": Arch("decoder", _enc("Qwen3MoeConfig", "Qwen3MoeModel", num_key_value_heads=2, head_dim=16,
+                                      num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                      experts_implementation="batched_mm")),
+    "granitemoe": Arch("decoder", _enc("GraniteMoeConfig", "GraniteMoeModel", num_key_value_heads=2,
+                                       num_local_experts=4, num_experts_per_tok=2,
+                                       experts_implementation="batched_mm")),
+    # GLM-4-MoE: DeepSeek-V3's sigmoid router (a selection bias, expert groups, a routed scale) and shared experts
+    # beside the block, with standard grouped-query attention; its first layer dense
+    "glm4-moe": Arch("decoder", _enc("Glm4MoeConfig", "Glm4MoeModel", num_key_value_heads=2, head_dim=16,
+                                     n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                     n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
+                                     experts_implementation="batched_mm")),
+    # DBRX: attn_config carries rope_theta (transformers 5's DbrxAttention reads it there, its config class does
+    # not set it)
+    "dbrx": Arch("decoder", _raw("DbrxConfig", "DbrxModel", vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS,
+                                 n_layers=LAYERS, max_seq_len=64,
+                                 attn_config={"kv_n_heads": 2, "rope_theta": 1e4, "clip_qkv": 8.0},
+                                 ffn_config={"ffn_hidden_size": 2 * HIDDEN, "moe_num_experts": 4, "moe_top_k": 2},
+                                 experts_implementation="batched_mm")),
     "mobilebert": Arch("encoder", _enc("MobileBertConfig", "MobileBertModel", embedding_size=32,
                                        intra_bottleneck_size=32, true_hidden_size=32)),
     "convbert": Arch("encoder", _enc("ConvBertConfig", "ConvBertModel", embedding_size=HIDDEN)),
@@ -352,7 +386,8 @@ def input_names(name: str, variant: str = "legacy") -> tuple[str, ...]:
              "vision": ("pixel_values",), "encdec": ("input_ids", "attention_mask", "decoder_input_ids"),
              "speech": ("input_values",), "speech-encdec": ("input_features", "decoder_input_ids")}
     masked = _split(variant, name)[1]
-    return tuple(n for n in names[ARCHS[name].kind] if masked or n != "attention_mask")
+    noise = ("noise",) if ARCHS[name].noise else ()
+    return tuple(n for n in names[ARCHS[name].kind] if masked or n != "attention_mask") + noise
 
 
 def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
@@ -366,7 +401,8 @@ def feeds(name: str, variant: str = "legacy") -> dict[str, np.ndarray]:
            "pixel_values": torch.randn(1, *((ARCHS[name].frames,) if ARCHS[name].frames else ()), 3, side, side,
                                        generator=gen),
            "input_values": torch.randn(1, WAVE, generator=gen), "input_features": torch.randn(1, MELS, FRAMES,
-                                                                                             generator=gen)}
+                                                                                             generator=gen),
+           "noise": torch.rand(1, (side // PATCH) ** 2, generator=gen)}
     return {n: out[n].numpy() for n in input_names(name, variant)}
 
 
@@ -540,10 +576,13 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "deepseek-v3": "unsupported op ScatterND (node '/model/layers.0/self_attn/ScatterND'; the dynamo export too): "
-                   "multi-head latent attention writes each head's key by slice assignment (K[..., :nope] = "
-                   "per-head k_nope, K[..., nope:] = one rotary k_rot shared by all heads); a key made of a "
-                   "per-head and a shared part was not tried beyond that op",
+    "deepseek-v3": "attention 0/2 recognised: its multi-head latent attention (now through ScatterND; its sigmoid "
+                   "router and shared experts go through) builds the key from a per-head part and one rotary part "
+                   "shared by all heads, written into one tensor by two slice assignments (ScatterND), which the "
+                   "attention matcher does not follow",
+    "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
+            "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
+            "normalises the top-k weights by their L1 norm)",
     "wavlm": "its attention (torch's multi_head_attention_forward, sequence-first, bmm-style [B*H, S, S] scores) "
              "adds a gated relative-position bias computed from the hidden states (a per-head, per-query sigmoid "
              "gate times a bucket table); the compile is exact (norms, GELUs, MACs, cosine) but does not recognise "

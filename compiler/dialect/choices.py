@@ -159,6 +159,6 @@ ELEMENTWISE_KINDS = (
 MOVE_KINDS = (
     "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",
     "flatten", "patchify", "tile", "trilu", "range", "shape", "constant_of_shape", "cumsum", "im2col", "pad",
-    "scatter", "resize",
+    "scatter", "resize", "sort",
 )
 REDUCE_KINDS = ("mean", "sum", "max", "min", "prod", "argmax")

@@ -291,9 +291,10 @@ irdl.dialect @dataflow {
     %m_pad = irdl.is "pad"
     %m_scatter = irdl.is "scatter"
     %m_resize = irdl.is "resize"
+    %m_sort = irdl.is "sort"
     %kind = irdl.any_of(%m_reshape, %m_transpose, %m_gather, %m_slice, %m_concat, %m_split, %m_expand, %m_squeeze,
                         %m_unsqueeze, %m_flatten, %m_patchify, %m_tile, %m_trilu, %m_range, %m_shape,
-                        %m_constant_of_shape, %m_cumsum, %m_im2col, %m_pad, %m_scatter, %m_resize)
+                        %m_constant_of_shape, %m_cumsum, %m_im2col, %m_pad, %m_scatter, %m_resize, %m_sort)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(outputs: %outputs, outputs_rest: variadic %outputs_rest)
     irdl.attributes {"layer" = %layer, "kind" = %kind}

@@ -42,7 +42,7 @@ from compiler.dialect.choices import (
     MoeMode,
     SoftmaxApprox,
 )
-from compiler.dialect.moe_ops import MoeOp
+from compiler.dialect.moe_ops import ROUTER_ATTR, MoeOp
 from compiler.dialect.op_base import (
     DataflowOp,
     bool_attr,
@@ -58,7 +58,8 @@ from compiler.dialect.vector_ops import ElementwiseOp, GeluOp, LayerNormOp, Redu
 
 __all__ = [
     "Dataflow", "DataflowOp", "WeightOp", "GemmOp", "RequantOp", "AttentionOp", "SoftmaxOp", "LayerNormOp", "GeluOp",
-    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "RopeOp", "ROPE_STYLES", "AttentionDims",
+    "ElementwiseOp", "ReduceOp", "MoveOp", "EmbeddingOp", "MoeOp", "ROUTER_ATTR", "RopeOp", "ROPE_STYLES",
+    "AttentionDims",
     "SoftmaxApprox", "GeluApprox", "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode",
     "SOFTMAX_APPROX", "GELU_APPROX", "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR",
     "TILE_K_ATTR", "MASK_KINDS", "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS",

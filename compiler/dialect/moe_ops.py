@@ -3,14 +3,27 @@ work, with typed accessors for its routing properties."""
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import BoolAttr, FloatAttr, IntegerAttr, IntegerType, StringAttr, TensorType
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BoolAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+)
 from xdsl.irdl import AttrSizedOperandSegments, operand_def, opt_operand_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
 
 from compiler.dialect.choices import MODE_ATTR, MOE_ACTIVATIONS, MOE_MODES, MoeMode
 from compiler.dialect.op_base import DataflowOp, check_choice, dataflow_op, numel, shape_of
+from compiler.numerics.router import Scoring
 
-__all__ = ["MoeOp"]
+__all__ = ["MoeOp", "ROUTER_ATTR"]
+
+ROUTER_ATTR = "router"
+"""Discardable attribute of a ``dataflow.moe`` with a sigmoid router (compiler/numerics/router.py ``Scoring``)."""
 
 
 @dataflow_op
@@ -24,8 +37,9 @@ class MoeOp(DataflowOp):
     w3[e])) @ w2[e] + b2[e]`` (w1 the gate projection). ``mode`` is token | task | image
     routing (semantics: compiler/numerics/router.py), ``top_k`` experts per token, ``capacity_factor`` per-expert
     capacity ``ceil(cf * T * k / E)`` tokens (0 = no limit; overflow is dropped), ``renormalize`` divides the k
-    weights by their sum. After ``quantize`` the block is integer: input, gate, w1, w2 and result integers, biases
-    i32 (the formats and their WeightStore entries: compiler/simulate/moe.py).
+    weights by their sum; a ``router`` attribute marks a sigmoid router (``scoring``). After ``quantize`` the
+    block is integer: input, gate, w1, w2 (w3) and result integers, biases i32 (the formats and their WeightStore
+    entries: compiler/simulate/moe.py).
     """
 
     name = "dataflow.moe"
@@ -112,3 +126,16 @@ class MoeOp(DataflowOp):
     def activation_value(self) -> str:
         """The experts' hidden activation (one of MOE_ACTIVATIONS)."""
         return self.activation.data
+
+    def scoring(self) -> Scoring | None:
+        """The sigmoid router's parameters (DeepSeek-V3, GLM-4-MoE), from the discardable ``router`` attribute
+        {bias: [E] selection bias, groups, topk_groups, scale}; None for the softmax router."""
+        attr = self.attributes.get(ROUTER_ATTR)
+        if not isinstance(attr, DictionaryAttr):
+            return None
+        d = attr.data
+        bias = d.get("bias")
+        number = lambda key, default: d[key].value.data if key in d else default  # type: ignore[attr-defined]  # noqa: E731
+        return Scoring(bias=None if not isinstance(bias, ArrayAttr) else tuple(float(b.value.data) for b in bias),
+                       groups=int(number("groups", 1)), topk_groups=int(number("topk_groups", 1)),
+                       scale=float(number("scale", 1.0)))

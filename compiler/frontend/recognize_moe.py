@@ -16,8 +16,9 @@ decides what it computes by running it:
    computes may be read outside it;
 4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, Gather) or E unrolled [D, H] / [H, D] MatMul
    pairs, with their biases and the activation between them; gated (SwiGLU / GeGLU) experts: a third stacked
-   [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral);
-   which of the two is the gate the proof decides;
+   [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral),
+   or E unrolled [D, H], [D, H], [H, D] MatMul triples (a per-expert loop); which of the two is the gate the proof
+   decides, and a square stacked weight (2H = D) is read both ways;
 5. proof: the block evaluated on random x (float64) must equal ``compiler.numerics.router.moe_reference`` with
    those weights, for the routing semantics the spelling suggests (top-k, capacity, renormalisation, mode).
 
@@ -27,6 +28,7 @@ silently would cost every expert on every token, or worse, compute the wrong thi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +38,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
-from compiler.numerics.router import moe_reference
+from compiler.numerics.router import Scoring, moe_reference
 from hw.errors import InputError
 
 __all__ = ["recognize_moe", "MOE_ANCHORS"]
@@ -106,7 +108,7 @@ def _router_input(g: Graph, producers: dict[str, Node], gate: Node) -> tuple[str
     return name, "token"
 
 
-_VIEWS = frozenset({"Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
+_VIEWS = frozenset({"Cast", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"})
 
 
 def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
@@ -116,6 +118,9 @@ def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
         node = producers.get(out[-1])
         if node is None or node.op_type not in _VIEWS or not node.inputs or node.inputs[0] not in g.shapes:
             break
+        if node.op_type == "Cast" and (node.attrs.get("to") not in _FLOAT_CASTS
+                                       or g.dtypes.get(node.inputs[0], np.dtype(np.float32)).kind != "f"):
+            break  # a float-to-float cast (DeepSeek's router reads x.float()) is a view of the values
         src, shape = node.inputs[0], g.shapes.get(out[-1], ())
         src_shape = g.shapes[src]
         if not shape or not src_shape or src_shape[-1] != shape[-1] or _numel(src_shape) != _numel(shape):
@@ -245,9 +250,19 @@ def _bias_after(g: Graph, consumers: dict[str, list[Node]], node: Node, width: i
     return None, None
 
 
+def _oriented(w: np.ndarray, key: str, d: int, axis: int, flip: bool) -> tuple[np.ndarray, str]:
+    """A stacked [E, ., .] weight with D on ``axis`` (1: w1, w3 [E, D, H]; 2: w2 [E, H, D]): transposed where D is
+    on the other axis, or where it is square (the shape cannot tell) and ``flip`` asks for it."""
+    if (w.shape[axis] != d and w.shape[3 - axis] == d) or (flip and w.shape[1] == w.shape[2]):
+        return w.transpose(0, 2, 1), key + ".T"
+    return w, key
+
+
 def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: list[Node], e: int,
-             d: int) -> dict[str, Any]:
-    """Stacked or unrolled expert weights [E, D, H] / [E, H, D] (+ biases) of the block."""
+             d: int, flip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Stacked or unrolled expert weights [E, D, H] / [E, H, D] (+ biases) of the block. ``flip``: the stacked
+    weights ("w1", "w2", "w3") read the other way round where they are square (``square`` in the result lists
+    them; the proof decides which reading the block computes)."""
     stacked: list[tuple[Node, str, np.ndarray]] = []
     flat: list[tuple[Node, str, np.ndarray]] = []
     for node in nodes:
@@ -266,19 +281,15 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
     out: dict[str, Any] = {"w3": None, "w3_name": None}
     if len(stacked) in (2, 3):
         (n1, k1, w1), (n2, k2, w2) = stacked[0], stacked[-1]
-        if w1.shape[1] != d and w1.shape[2] == d:
-            w1 = w1.transpose(0, 2, 1)
-            k1 += ".T"
-        if w2.shape[2] != d and w2.shape[1] == d:
-            w2 = w2.transpose(0, 2, 1)
-            k2 += ".T"
+        out["square"] = [k for k, (_, _, w) in zip(("w1", "w3", "w2"), stacked[:-1] + stacked[-1:])
+                         if w.shape[1] == w.shape[2]]
+        w1, k1 = _oriented(w1, k1, d, 1, "w1" in flip)
+        w2, k2 = _oriented(w2, k2, d, 2, "w2" in flip)
         h = w2.shape[1]
         nodes_used = [n1, n2]
         if len(stacked) == 3:  # gated: gate and up projections stacked apart
             n3, k3, w3 = stacked[1]
-            if w3.shape[1] != d and w3.shape[2] == d:
-                w3 = w3.transpose(0, 2, 1)
-                k3 += ".T"
+            w3, k3 = _oriented(w3, k3, d, 1, "w3" in flip)
             out.update(w3=w3, w3_name=k3)
             nodes_used.insert(1, n3)
         elif w1.shape[2] == 2 * h:  # gated, fused: [gate | up] along the hidden axis
@@ -288,6 +299,18 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
         b2k, b2 = _bias_after(g, consumers, n2, d, e)
         out.update(w1=w1, w2=w2, w1_name=k1, w2_name=k2, b1=b1, b2=b2, b1_name=b1k, b2_name=b2k, spelling="stacked",
                    expert_nodes=nodes_used)
+    elif flat and not stacked and len(flat) == 3 * e and all(
+            t[0][2].shape == t[1][2].shape == t[2][2].shape[::-1] and t[0][2].shape[0] == d
+            for t in (flat[i:i + 3] for i in range(0, len(flat), 3))):
+        # gated experts unrolled (a per-expert loop: gate, up and down projection MatMuls per expert, in graph
+        # order); which of the first two is the gate the proof decides
+        triples = [flat[i:i + 3] for i in range(0, len(flat), 3)]
+        if len({t[0][2].shape for t in triples}) != 1:
+            raise _partial(g, block, "the unrolled experts differ in hidden size", [t[0][0] for t in triples])
+        out.update(w1=np.stack([t[0][2] for t in triples]), w3=np.stack([t[1][2] for t in triples]),
+                   w2=np.stack([t[2][2] for t in triples]), w1_name=None, w2_name=None, w3_name=None, b1=None,
+                   b2=None, b1_name=None, b2_name=None, spelling="unrolled",
+                   expert_nodes=[n for t in triples for n, _, _ in t])
     elif flat and not stacked:
         pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)
                  if flat[i][2].shape[0] == d and flat[i + 1][2].shape[-1] == d
@@ -327,10 +350,15 @@ def _activation(nodes: list[Node]) -> list[str]:
 def _routing_hints(g: Graph, nodes: list[Node], block: _Block) -> tuple[int, int | None]:
     """(top_k, capacity): ArgMax rounds or TopK's k, and the constant a CumSum position is compared with."""
     k = 0
+    e = g.constants[block.gate.inputs[1]].shape[1]
+    topks = [n for n in nodes if n.op_type == "TopK" and len(n.inputs) > 1 and g.is_const(n.inputs[1])]
+    if len(topks) > 1:  # a grouped router (DeepSeek-V3): the experts are the last top-k over all E scores
+        over_e = [n for n in topks if len(g.shapes.get(n.inputs[0], ())) == 2 and g.shapes[n.inputs[0]][-1] == e]
+        topks = over_e[-1:] or topks
     for n in nodes:
         if n.op_type == "ArgMax":
             k += 1
-        elif n.op_type == "TopK" and len(n.inputs) > 1 and g.is_const(n.inputs[1]):
+        elif n in topks:
             k += int(g.constants[n.inputs[1]].reshape(-1)[0])
     cap = None
     cum = {o for n in nodes if n.op_type == "CumSum" for o in n.outputs}
@@ -365,6 +393,30 @@ def _run(g: Graph, nodes: list[Node], x_name: str, x: np.ndarray, out: str) -> n
     return values[out]
 
 
+def _scorings(g: Graph, nodes: list[Node], e: int) -> list[Scoring | None]:
+    """The softmax router (None), then the sigmoid routers the block's constants allow: a selection bias (a
+    constant [E] added), expert groups (a [T, G, E/G] view) with the top-k of those groups, a routed scale (a
+    scalar multiplied in)."""
+    if not any(n.op_type == "Sigmoid" for n in nodes):
+        return [None]
+    biases: list[tuple[float, ...] | None] = [None]
+    scales, groups = {1.0}, {(1, 1)}
+    for n in nodes:
+        consts = [g.constants[i] for i in n.inputs if i and g.is_const(i)]
+        if n.op_type == "Add":
+            biases += [tuple(float(v) for v in c.reshape(-1)) for c in consts if c.size == e and c.shape[-1] == e]
+        elif n.op_type == "Mul":
+            scales |= {float(c.reshape(-1)[0]) for c in consts if c.size == 1 and float(c.reshape(-1)[0]) > 0}
+        elif n.op_type == "Reshape" and n.outputs[0] in g.shapes:
+            shape = g.shapes[n.outputs[0]]
+            if len(shape) == 3 and shape[1] > 1 and shape[1] * shape[2] == e:
+                ks = {int(g.constants[t.inputs[1]].reshape(-1)[0]) for t in nodes if t.op_type == "TopK"
+                      and len(t.inputs) > 1 and g.is_const(t.inputs[1])}
+                groups |= {(shape[1], kg) for kg in ks if kg <= shape[1]}
+    return [None] + [Scoring(bias=b, groups=gr, topk_groups=kg, scale=sc)
+                     for b in biases for gr, kg in sorted(groups) for sc in sorted(scales)]
+
+
 def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e: int, k: int,
            cap: int | None) -> dict[str, Any]:
     """Find routing semantics under which the block equals the reference on random data; InputError if none."""
@@ -377,6 +429,7 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
     failure = ""
     w1, w3 = params["w1"], params["w3"]
     orders = [(w1, w3, False)] + ([(w3, w1, True)] if w3 is not None else [])  # which half is the gate
+    scorings = _scorings(g, nodes, e)
     for seed in range(_SEEDS):
         rng = np.random.default_rng(seed)
         x = rng.normal(0.0, 1.0, size=x_shape)
@@ -387,12 +440,14 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
             failure = str(err).splitlines()[0] if str(err) else type(err).__name__
             continue  # e.g. a legacy export whose unrolled loop needs every expert hit: try other data
         evaluated = True
-        for renorm, act, (gw, uw, swapped) in ((r, a, o) for r in (False, True) for a in _activation(nodes)
-                                               for o in orders):
+        for scoring, renorm, act, (gw, uw, swapped) in (
+                (sc, r, a, o) for sc in scorings for r in (False, True) for a in _activation(nodes) for o in orders):
+            if scoring is not None and (cap is not None or block.mode != "token"):
+                continue
             want, routing = moe_reference(
                 x, g.constants[block.gate.inputs[1]], gw, params["w2"], top_k=k, mode=block.mode,
                 b1=params["b1"], b2=params["b2"], activation=act, capacity=cap, renormalize=renorm,
-                images=images, w3=uw)
+                images=images, w3=uw, scoring=scoring)
             if got.size != want.size:
                 continue
             err = float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))) if got.size else 0.0
@@ -400,11 +455,12 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
             worst = min(worst, err / scale)
             if err <= 1e-7 * scale:
                 mode = block.mode
-                if mode == "token" and cap is None and not renorm:
+                if mode == "token" and cap is None and not renorm and scoring is None:
                     mode = "task"  # Edge-MoE's task gating: full-softmax top-k weights, no capacity
                 cf = 0.0 if cap is None else cap * e / (tokens * k)
                 return {"renormalize": renorm, "activation": act, "mode": mode, "capacity_factor": cf,
-                        "capacity": cap, "images": images, "checked_seed": seed, "gate_swapped": swapped,
+                        "scoring": scoring, "capacity": cap, "images": images, "checked_seed": seed,
+                        "gate_swapped": swapped,
                         "tokens_per_expert_check": routing.tokens_per_expert().tolist()}
     if not evaluated:
         raise _partial(g, block, f"the block cannot be evaluated on test data ({failure})", nodes)
@@ -447,7 +503,22 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
         k, cap = _routing_hints(g, nodes, block)
         if not 1 <= k <= e:
             raise _partial(g, block, f"cannot tell how many experts each token uses (found {k})", [anchor])
-        semantics = _prove(g, block, nodes, params, e, k, cap)
+        square = params.pop("square", [])
+        # square stacked weights ([E, D, D]: a fused gate-and-up of 2H = D) are read both ways; the proof decides
+        readings = [frozenset(c) for r in range(len(square) + 1) for c in itertools.combinations(square, r)]
+        first: InputError | None = None
+        for flip in readings:
+            if flip:
+                params = _experts(g, consumers, block, nodes, e, d, flip)
+                params.pop("square", None)
+            try:
+                semantics = _prove(g, block, nodes, params, e, k, cap)
+                break
+            except InputError as err:
+                first = first or err
+        else:
+            assert first is not None
+            raise first
         if semantics.pop("gate_swapped"):
             params["w1"], params["w3"] = params["w3"], params["w1"]
             params["w1_name"], params["w3_name"] = params["w3_name"], params["w1_name"]

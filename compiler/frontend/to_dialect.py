@@ -63,6 +63,8 @@ _MOVE = {
     "ScatterND": "scatter", "ScatterElements": "scatter",
     # interpolation of feature maps to another size (MobileViT's patch grid, Segformer-style decoders)
     "Resize": "resize",
+    # a sort of a non-constant tensor (ViTMAE's argsort of its masking noise): values and indices, k a parameter
+    "TopK": "sort",
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
@@ -70,7 +72,7 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Reduce
 _PARAM_INPUTS = {
     "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
     "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
-    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3},
+    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3}, "TopK": {1},
     "Resize": {1, 2, 3},
 }
 
@@ -194,6 +196,18 @@ class _Builder:
 
     def bind(self, name: str, op: Operation, index: int = 0) -> None:
         self.values[name] = op.results[index]
+
+
+def _sortable(g: Graph, node: Node) -> bool:
+    """A TopK the ``sort`` move runs: data and a constant k within the data's (known) axis, values and indices."""
+    if len(node.inputs) != 2 or not g.is_const(node.inputs[1]) or len(node.outputs) != 2:
+        return False
+    shape = g.shapes.get(node.inputs[0])
+    axis = node.attrs.get("axis", -1)
+    k = g.constants[node.inputs[1]].reshape(-1)
+    if not shape or not isinstance(axis, int) or not -len(shape) <= axis < len(shape) or k.size != 1:
+        return False
+    return 0 <= int(k[0]) <= shape[axis]
 
 
 def _generic_attrs(b: _Builder, node: Node, params: set[int]) -> tuple[list[SSAValue], DictionaryAttr]:
@@ -359,7 +373,7 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
         weights.append(None if value is None else b.weight(
             p.get(key + "_name") or f"{name}.{key}", np.ascontiguousarray(value, dtype=np.float32)))
     operands = [b.value(m.operand("input")), b.value(m.operand("gate"))] + [w for w in weights if w is not None]
-    return df.MoeOp.create(
+    op = df.MoeOp.create(
         operands=operands, result_types=[out_type],
         properties={"layer": StringAttr(name), "num_experts": IntegerAttr(p["num_experts"], i64),
                     "top_k": IntegerAttr(p["top_k"], i64), "mode": StringAttr(p["mode"]),
@@ -368,6 +382,15 @@ def _moe_op(b: _Builder, name: str, m: Match, out_type: Attribute) -> Operation:
                     "activation": StringAttr(p["activation"]),
                     "operandSegmentSizes": DenseArrayBase.from_list(
                         IntegerType(32), [1, 1, 1, 1] + [0 if w is None else 1 for w in weights[2:]])})
+    sc = p.get("scoring")
+    if sc is not None:  # a sigmoid router (compiler/numerics/router.py Scoring)
+        router: dict[str, Attribute] = {"groups": IntegerAttr(sc.groups, i64),
+                                        "topk_groups": IntegerAttr(sc.topk_groups, i64),
+                                        "scale": FloatAttr(float(sc.scale), f64)}
+        if sc.bias is not None:
+            router["bias"] = ArrayAttr([FloatAttr(float(v), f64) for v in sc.bias])
+        op.attributes[df.ROUTER_ATTR] = DictionaryAttr(router)
+    return op
 
 
 def _layernorm_op(name: str, x: SSAValue, w: SSAValue, bias: SSAValue | None, out: Attribute, eps: float,
@@ -421,6 +444,9 @@ def _emit_node(b: _Builder, node: Node) -> None:
         op = b.add(df.EmbeddingOp.create(
             operands=[b.value(node.inputs[0]), b.value(node.inputs[1])], result_types=[b.ttype(node.outputs[0])],
             properties={"layer": StringAttr(name)}))
+    elif op_type == "TopK" and not _sortable(g, node):
+        raise InputError(f"{g.source}: unsupported op TopK (node '{node.name}'): only a TopK with a constant k "
+                         "within its axis and two outputs is lowered (a sort move)")
     elif op_type in _ELEMENTWISE or op_type in _MOVE or op_type in _REDUCE:
         if op_type == "Resize" and (why := resize_refusal(node.attrs, g.shapes[node.inputs[0]],
                                                           g.shapes[node.outputs[0]])):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Routing", "route", "capacity_of", "dispatch", "combine", "expert_ffn", "moe_reference",
+__all__ = ["Routing", "Scoring", "route", "capacity_of", "dispatch", "combine", "expert_ffn", "moe_reference",
            "ACTIVATIONS", "softmax64"]
 
 
@@ -96,6 +96,20 @@ class Routing:
         return out
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """A sigmoid router (DeepSeek-V3, GLM-4-MoE): ``s = sigmoid(logits)``; experts chosen by ``s + bias`` (a
+    selection-only bias), restricted to the ``topk_groups`` of ``groups`` equal expert groups whose two best choice
+    scores sum highest (the other experts' choice scores set to 0, as the reference implementation's masked_fill);
+    weights ``s`` of the chosen experts, divided by their sum (+1e-20) when the block renormalises, times
+    ``scale``. No capacity limit."""
+
+    bias: tuple[float, ...] | None = None
+    groups: int = 1
+    topk_groups: int = 1
+    scale: float = 1.0
+
+
 def capacity_of(tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int | None:
     """Per-expert capacity ``ceil(capacity_factor * tokens * top_k / num_experts)``; None for factor 0 (no limit)."""
     if capacity_factor <= 0:
@@ -103,8 +117,27 @@ def capacity_of(tokens: int, num_experts: int, top_k: int, capacity_factor: floa
     return int(math.ceil(capacity_factor * tokens * top_k / num_experts - 1e-9))
 
 
+def _sigmoid_route(z: np.ndarray, top_k: int, renormalize: bool, scoring: Scoring) -> Routing:
+    t, e = z.shape
+    s = 1.0 / (1.0 + np.exp(-z))
+    choice = s + (0.0 if scoring.bias is None else np.asarray(scoring.bias, np.float64))
+    if scoring.groups > 1:
+        per = choice.reshape(t, scoring.groups, e // scoring.groups)
+        best = -np.sort(-per, axis=-1)[..., :2].sum(axis=-1)  # [T, G]
+        keep = np.argsort(-best, axis=-1, kind="stable")[:, :scoring.topk_groups]
+        mask = np.zeros((t, scoring.groups), dtype=bool)
+        np.put_along_axis(mask, keep, True, axis=-1)
+        choice = np.where(np.repeat(mask, e // scoring.groups, axis=-1), choice, 0.0)
+    experts = np.argsort(-choice, axis=-1, kind="stable")[:, :top_k].astype(np.int64)
+    weights = np.take_along_axis(s, experts, axis=-1)
+    if renormalize:
+        weights = weights / (weights.sum(axis=-1, keepdims=True) + 1e-20)
+    return Routing(experts, weights * scoring.scale, np.ones_like(experts, dtype=bool), e, None)
+
+
 def route(logits: np.ndarray, top_k: int, mode: str = "token", *, capacity_factor: float = 0.0,
-          capacity: int | None = None, renormalize: bool = False, images: int = 1) -> Routing:
+          capacity: int | None = None, renormalize: bool = False, images: int = 1,
+          scoring: Scoring | None = None) -> Routing:
     """Route the tokens whose gate logits are ``logits`` [T, E] (float; T = images x tokens per image).
 
     ``mode``, ``capacity_factor`` / ``capacity`` and ``renormalize`` as in the module docstring; ``images`` splits
@@ -119,6 +152,11 @@ def route(logits: np.ndarray, top_k: int, mode: str = "token", *, capacity_facto
         raise ValueError(f"route: top_k={top_k} must be in 1..{e}")
     if mode not in ("token", "task", "image"):
         raise ValueError(f"route: unknown mode {mode!r}")
+    if scoring is not None:  # sigmoid router (token mode, no capacity)
+        if e % scoring.groups or not 1 <= scoring.topk_groups <= scoring.groups:
+            raise ValueError(f"route: {e} experts do not split into {scoring.groups} groups keeping "
+                             f"{scoring.topk_groups}")
+        return _sigmoid_route(z, top_k, renormalize, scoring)
     if mode == "image":
         if images <= 0 or t % images:
             raise ValueError(f"route: {t} tokens do not split into {images} images")
@@ -186,13 +224,13 @@ def expert_ffn(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, b1: np.ndarray | N
 def moe_reference(x: np.ndarray, gate: np.ndarray, w1: np.ndarray, w2: np.ndarray, *, top_k: int,
                   mode: str = "token", b1: np.ndarray | None = None, b2: np.ndarray | None = None,
                   activation: str = "gelu", capacity_factor: float = 0.0, capacity: int | None = None,
-                  renormalize: bool = False, images: int = 1, w3: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, Routing]:
+                  renormalize: bool = False, images: int = 1, w3: np.ndarray | None = None,
+                  scoring: Scoring | None = None) -> tuple[np.ndarray, Routing]:
     """A whole MoE block in float64: route -> dispatch -> per-expert FFN -> combine.
 
     ``x`` [..., T, D] (leading dims are images), ``gate`` [D, E], ``w1`` [E, D, H], ``w2`` [E, H, D], ``b1`` [E, H],
-    ``b2`` [E, D], ``w3`` [E, D, H] (gated experts' up projection). Returns (y shaped like x, routing of the
-    flattened tokens).
+    ``b2`` [E, D], ``w3`` [E, D, H] (gated experts' up projection), ``scoring`` a sigmoid router. Returns (y
+    shaped like x, routing of the flattened tokens).
     """
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[-1]
@@ -200,7 +238,7 @@ def moe_reference(x: np.ndarray, gate: np.ndarray, w1: np.ndarray, w2: np.ndarra
     if mode == "image" and x.ndim >= 3:
         images = int(np.prod(x.shape[:-2]))
     routing = route(flat @ np.asarray(gate, np.float64), top_k, mode, capacity_factor=capacity_factor,
-                    capacity=capacity, renormalize=renormalize, images=images)
+                    capacity=capacity, renormalize=renormalize, images=images, scoring=scoring)
     outs = [expert_ffn(rows, w1[e], w2[e], None if b1 is None else b1[e], None if b2 is None else b2[e], activation,
                        None if w3 is None else w3[e])
             for e, rows in enumerate(dispatch(flat, routing))]

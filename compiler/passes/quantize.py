@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FloatAttr, ModuleOp
+from xdsl.dialects.builtin import FloatAttr, IntegerType, ModuleOp
 from xdsl.passes import ModulePass
 
 from compiler.calibrate import activation_ranges, synthetic_inputs
@@ -180,6 +180,11 @@ class Quantize(ModulePass):
             section["weight_group"] = self.group
         if quantizer.choices:
             section["recipe_per_layer"] = quantizer.choices
+        left = [o.layer_name() for o in op.walk() if isinstance(o, df.MoeOp)
+                and not isinstance(o.input.type.get_element_type(), IntegerType)]  # type: ignore[attr-defined]
+        if left:  # never silent: one line in the report and the CLI's table
+            section["float_blocks"] = (f"{len(left)} MoE block(s) stay float behind a dequantize (weights not "
+                                       f"constant or no calibrated range): {', '.join(left)}")
 
 
 def _subsample(samples: list[np.ndarray], limit: int = MAX_ROWS) -> list[np.ndarray]:

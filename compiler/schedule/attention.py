@@ -30,9 +30,10 @@ Fully masked tiles. With a causal flag, or a constant mask whose structure (``ma
 block-diagonal, a key tile whose every (query, key) pair is masked adds nothing to an online softmax (its exp(s - m)
 are all 0), so ``flash`` and ``edge-moe`` do not issue it: no QK^T, no exponentials, no A.V, no K/V traffic for it.
 Which tiles are fully masked comes from the mask itself (:func:`allowed_keys`: the causal flag, and the constant mask
-operand when the plan is given the weights), so any band width or window works. Every row of these kinds keeps at
-least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of ``tiles_total``) and
-``cycles_saved``, the compute cycles the skipped tiles would have taken.
+operand when the plan is given the weights), so any band width or window works; a mask with a window axis
+dividing the batch (Swin's shifted windows) gives one pattern per window, counted window by window. Every row
+of these kinds keeps at least one key, so the result is unchanged. The layer reports ``masked_tiles_skipped`` (of
+``tiles_total``) and ``cycles_saved``, the compute cycles the skipped tiles would have taken.
 
 Decode steps. :func:`with_kv_len` re-plans an attention for a cache of that many positions
 (compiler/schedule/decode.py): Sk and the K/V bytes scale with it, the query rows stay those of the op's ``q``.
@@ -118,10 +119,15 @@ def _int(op: df.AttentionOp, key: str, default: int) -> int:
     return df.int_attr(op, key, default) if key in op.properties else default
 
 
-def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = None,
+                 per_window: bool = False) -> np.ndarray | None:
     """[Sq, Sk] bool: the (query, key) pairs some batch and head attends, when the mask is known and its structure
     lets fully masked tiles be skipped (the causal flag, or a constant ``mask`` of kind causal / banded / block
-    found in ``weights``); None otherwise (no mask, a mask from an input, or a kind that may mask whole rows)."""
+    found in ``weights``); None otherwise (no mask, a mask from an input, or a kind that may mask whole rows).
+
+    ``per_window``: a constant mask with a leading axis of W > 1 windows dividing the batch (Swin's shifted windows:
+    batch element i is window i mod W) gives [W, Sq, Sk], the pairs some head of each window attends, so that each
+    window skips its own masked tiles."""
     sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
     kind = op.mask_kind_choice()
     causal = op.causal_value()
@@ -138,16 +144,28 @@ def allowed_keys(op: df.AttentionOp, weights: Mapping[str, np.ndarray] | None = 
         windows = window_mask(mask)  # Swin: a relative-position bias summed with the shifted-window mask
         low, high = mask.min(), mask.max()
         masked = ~windows if windows is not None else mask <= low if low < high else np.zeros(mask.shape, dtype=bool)
+        dims = tuple(int(n) for n in np.shape(masked))
+        w = dims[0] if len(dims) >= 3 else 1
+        batch = op.q.type.get_shape()[0]  # type: ignore[attr-defined]
+        if per_window and w > 1 and batch % w == 0:
+            keep = ~masked.reshape((w, -1) + masked.shape[-2:]).all(axis=1)  # [W, Sq', Sk]: some head keeps
+            windows_allowed = allowed[None] & np.broadcast_to(keep, (w, sq, sk))
+            if windows_allowed.all() or not windows_allowed.any(axis=2).all():
+                return None
+            return windows_allowed
         keep = ~masked.reshape((-1,) + masked.shape[-2:]).all(axis=0)  # a pair some batch / head keeps
         allowed &= np.broadcast_to(keep, (sq, sk))
     if allowed.all() or not allowed.any(axis=1).all():
         return None  # nothing to skip, or a row with no key (skipping would change it)
-    return allowed
+    return allowed[None] if per_window else allowed
 
 
 def flash_active_tiles(allowed: np.ndarray, tq: int, tk: int) -> tuple[int, int]:
     """(tiles with at least one attended pair, (query, key) elements in them) of the tq x tk tiling of ``allowed``
-    (per batch and head)."""
+    (per batch and head; [W, Sq, Sk]: summed over the W windows)."""
+    if allowed.ndim == 3:
+        tiles, elements = zip(*(flash_active_tiles(a, tq, tk) for a in allowed))
+        return sum(tiles), sum(elements)
     sq, sk = allowed.shape
     nq, nk = -(-sq // tq), -(-sk // tk)
     padded = np.zeros((nq * tq, nk * tk), dtype=bool)
@@ -160,7 +178,11 @@ def flash_active_tiles(allowed: np.ndarray, tq: int, tk: int) -> tuple[int, int]
 
 def edge_moe_active_steps(allowed: np.ndarray, lanes: int) -> tuple[int, int]:
     """(steps issued, lane visits) of Edge-MoE's rotated order over ``allowed`` (per batch and head): lane o of a
-    group visits key (s + o) mod Sk at step s; a step whose every lane meets a masked key is not issued."""
+    group visits key (s + o) mod Sk at step s; a step whose every lane meets a masked key is not issued ([W, Sq,
+    Sk]: summed over the W windows)."""
+    if allowed.ndim == 3:
+        steps, visits = zip(*(edge_moe_active_steps(a, lanes) for a in allowed))
+        return sum(steps), sum(visits)
     sq, sk = allowed.shape
     groups = -(-sq // lanes)
     active = np.zeros((groups, sk), dtype=bool)
@@ -197,9 +219,20 @@ class _Shape:
     mask_bytes: int
     out_bytes: int
     deps: tuple[str, ...]
-    #: [Sq, Sk] pairs attended when fully masked tiles may be skipped (:func:`allowed_keys`), else None
+    #: [W, Sq, Sk] pairs attended per window (batch element i is window i mod W; W = 1: every batch element) when
+    #: fully masked tiles may be skipped (:func:`allowed_keys`), else None
     allowed: np.ndarray | None = None
     softcap: bool = False  # logits soft-capped (c * tanh(s / c)) before the softmax
+
+    @property
+    def windows(self) -> int:
+        """W, the batch period of ``allowed`` (1 without one)."""
+        return 1 if self.allowed is None else int(self.allowed.shape[0])
+
+    @property
+    def copies(self) -> int:
+        """(batch, head) copies of one window's work: counts summed over the W windows are multiplied by this."""
+        return self.b // self.windows * self.heads
 
     def cap_work(self, elements: int) -> VectorWork | None:
         """The soft-capping tanh over ``elements`` scores (`softcap_work`), None without a cap."""
@@ -233,7 +266,7 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
     k_bytes, v_bytes = tensor_bytes(op.k), tensor_bytes(op.v)
     reordered = op.algorithm_choice() in (df.AttentionAlgorithm.FLASH, df.AttentionAlgorithm.EDGE_MOE) \
         and op.softmax_choice() != df.SoftmaxApprox.SOFTMAX_FREE
-    allowed = allowed_keys(op, weights) if reordered else None  # only the reordered orders skip tiles
+    allowed = allowed_keys(op, weights, per_window=True) if reordered else None  # only reordered orders skip
     shape = _Shape(
         name=op.layer_name(), b=b, sq=sq, sk=sk,
         heads=heads, dh=op.head_dim_value(),
@@ -354,7 +387,8 @@ def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
     their own); the online softmax runs beside them. Steps whose every lane meets a masked key are not issued."""
     plan, c_qk = _layer(shape, cost)
     groups = math.ceil(shape.sq / lanes)
-    steps, visits = groups * shape.sk, shape.sq * shape.sk
+    w = shape.windows
+    steps, visits = w * groups * shape.sk, w * shape.sq * shape.sk  # summed over the W windows
     if shape.allowed is not None:
         steps, visits = edge_moe_active_steps(shape.allowed, lanes)
     fused, sm = _edge_moe_cost(shape, steps, visits, cost)
@@ -365,25 +399,25 @@ def _price_edge_moe(shape: _Shape, lanes: int, cost: CostFn) -> LayerPlan:
     plan.works = [sm, cap] if cap is not None else [sm]
     plan.onchip_bytes = max(plan.onchip_bytes, fused.onchip_bytes)
     plan.detail.update({"algorithm": "edge-moe", "score_bytes_offchip": 0, "lanes": lanes,
-                        "lane_cycles": 2 * shape.b * shape.heads * steps,
+                        "lane_cycles": 2 * shape.copies * steps,
                         "buffer_bytes_per_step": 2 * shape.dh * elem,
                         "buffer_bytes_per_step_unshared": lanes * 2 * shape.dh * elem,
-                        "k_vector_reads": shape.b * shape.heads * steps})
+                        "k_vector_reads": shape.copies * steps})
     if shape.allowed is not None:
-        full, _ = _edge_moe_cost(shape, groups * shape.sk, shape.sq * shape.sk, cost)
-        plan.detail.update({"tiles_total": shape.b * shape.heads * groups * shape.sk,
-                            "masked_tiles_skipped": shape.b * shape.heads * (groups * shape.sk - steps),
+        full, _ = _edge_moe_cost(shape, w * groups * shape.sk, w * shape.sq * shape.sk, cost)
+        plan.detail.update({"tiles_total": shape.copies * w * groups * shape.sk,
+                            "masked_tiles_skipped": shape.copies * (w * groups * shape.sk - steps),
                             "cycles_saved": full.compute_cycles - fused.compute_cycles})
     return _finish(plan, shape, c_qk)
 
 
 def _edge_moe_cost(shape: _Shape, steps: int, visits: int, cost: CostFn) -> tuple[Cost, VectorWork]:
-    """The lanes' fused cost for ``steps`` issued steps (per batch and head) and its online softmax over
-    ``visits`` (query, key) visits."""
+    """The lanes' fused cost for ``steps`` issued steps (per batch and head, summed over the W windows) and its
+    online softmax over ``visits`` (query, key) visits."""
     bh = shape.b * shape.heads
-    sm = VectorWork(kind="softmax", elements=bh * visits, rows=bh * shape.sq, approx=_online(shape.softmax),
-                    bits=shape.bits)
-    cycles = 2 * bh * steps
+    sm = VectorWork(kind="softmax", elements=shape.copies * visits, rows=bh * shape.sq,
+                    approx=_online(shape.softmax), bits=shape.bits)
+    cycles = 2 * shape.copies * steps
     cap = shape.cap_work(sm.elements)
     vector = cost(sm).compute_cycles + (cost(cap).compute_cycles if cap is not None else 0)
     return Cost(unit="gemm", compute_cycles=max(cycles, vector), tiles=max(1, bh)), sm
@@ -395,14 +429,15 @@ def _price_flash(shape: _Shape, tiles: tuple[int, int], cost: CostFn) -> LayerPl
     plan, c_qk_std = _layer(shape, cost)
     tq, tk = tiles
     nq, nk = math.ceil(shape.sq / tq), math.ceil(shape.sk / tk)
-    per_head, elements = nq * nk, shape.sq * shape.sk
+    w = shape.windows
+    per_head, elements = w * nq * nk, w * shape.sq * shape.sk  # summed over the W windows
     if shape.allowed is not None:
         per_head, elements = flash_active_tiles(shape.allowed, tq, tk)
     fused, works, drain = _flash_cost(shape, tiles, per_head, elements, cost)
     kv_passes = 1 if nk == 1 else nq  # K and V of a head stay on chip when one key tile holds them
     # K/V tiles are streamed once per Q tile that issues them (all of them once when one key tile holds a head)
     kv_bytes = shape.k_bytes + shape.v_bytes + shape.mask_bytes
-    streamed = kv_bytes if nk == 1 else -(-kv_bytes * per_head // nk)
+    streamed = kv_bytes if nk == 1 else -(-kv_bytes * per_head // (nk * w))
     bytes_in = shape.q_bytes + streamed
     plan.tasks = [priced_task(TaskSpec(shape.name, bytes_in, shape.out_bytes, shape.deps), fused)]
     plan.works = works
@@ -412,21 +447,22 @@ def _price_flash(shape: _Shape, tiles: tuple[int, int], cost: CostFn) -> LayerPl
     if drain is not None:  # the arrays' readout, as far as it lengthens the layer beyond the vector work
         plan.detail["drain_cycles"] = drain
     if shape.allowed is not None:
-        full, _, _ = _flash_cost(shape, tiles, nq * nk, shape.sq * shape.sk, cost)
-        plan.detail.update({"tiles_total": shape.b * shape.heads * nq * nk,
-                            "masked_tiles_skipped": shape.b * shape.heads * (nq * nk - per_head),
+        full, _, _ = _flash_cost(shape, tiles, w * nq * nk, w * shape.sq * shape.sk, cost)
+        plan.detail.update({"tiles_total": shape.copies * w * nq * nk,
+                            "masked_tiles_skipped": shape.copies * (w * nq * nk - per_head),
                             "cycles_saved": full.compute_cycles - fused.compute_cycles})
     return _finish(plan, shape, c_qk_std)
 
 
 def _flash_cost(shape: _Shape, tiles: tuple[int, int], per_head: int, elements: int,
                 cost: CostFn) -> tuple[Cost, list[Any], int | None]:
-    """The fused cost of ``per_head`` issued tiles (per batch and head) holding ``elements`` (query, key) pairs,
-    its work items and the readout cycles that lengthen it (None when the array has no readout)."""
+    """The fused cost of ``per_head`` issued tiles (per batch and head, summed over the W windows) holding
+    ``elements`` (query, key) pairs, its work items and the readout cycles that lengthen it (None when the array
+    has no readout)."""
     tq, tk = tiles
-    batch = shape.b * shape.heads * per_head
+    batch = shape.copies * per_head
     rows = shape.b * shape.heads * shape.sq
-    sm = VectorWork(kind="softmax", elements=shape.b * shape.heads * elements, rows=rows,
+    sm = VectorWork(kind="softmax", elements=shape.copies * elements, rows=rows,
                     approx=_online(shape.softmax), bits=shape.bits)
     qk = GemmWork(m=tq, n=tk, k=shape.dh, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
     av = GemmWork(m=tq, n=shape.dv, k=tk, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)

@@ -2,7 +2,6 @@
 
 Float operands: the block runs :func:`compiler.numerics.router.moe_reference` (float64, the routing semantics of the
 op's ``mode``; gated experts with their up projection w3) on the real values of its operands and returns float32.
-Gated experts have no integer form: the quantize pass leaves them float (compiler/quant_moe.py).
 
 Integer operands (after ``quantize``; the formats are written by compiler/passes/quantize.py): exact int64
 arithmetic with :mod:`compiler.simulate.intkernels` (bit-exact to :mod:`compiler.numerics`):
@@ -16,10 +15,15 @@ arithmetic with :mod:`compiler.simulate.intkernels` (bit-exact to :mod:`compiler
   ``act.scale[e]`` -> activation (:func:`activation_int`) -> ``requantize`` to int8 (``act`` multipliers; none for
   ReLU / identity, whose int8 input grid is already their output grid) -> ``acc2 = a @ w2[e] + b2[e]`` (int32) ->
   ``requantize`` per output channel to int16 on the block's output scale;
+* gated expert e (an up projection w3, SwiGLU / GeGLU): the activation's int8 ``a`` as above (its grid sized on the
+  activation's own range), ``acc3 = x @ w3[e]`` (int32) -> ``requantize`` per hidden channel to int8 ``u`` (``up``
+  multipliers), the product ``a * u`` (int16, exact) -> ``requantize`` per expert to int8 (``gated``
+  multipliers), which w2 reads;
 * combine: ``y = clamp16(round_half_even(sum_k w_q * o_k / 2^15))`` on the same int16 grid (the op's ``scale``).
 
 WeightStore entries under the op's ``requant`` attribute P: ``P.fc1`` int64 [2, E, H] (m, e), ``P.act.scale``
-float64 [E], ``P.act`` int64 [2, E] (GELU / SiLU only), ``P.fc2`` int64 [2, E, D]. ``balanced``: the input's
+float64 [E], ``P.act`` int64 [2, E] (GELU / SiLU only), ``P.fc2`` int64 [2, E, D]; gated: ``P.up`` int64 [2, E, H],
+``P.gated`` int64 [2, E]. ``balanced``: the input's
 per-channel scales were folded into the gate and w1 (as for a balanced ``dataflow.gemm``).
 
 The routing of the last sample is kept in the op's memo (``ctx.memo(op)["routing"]``, a
@@ -88,22 +92,27 @@ def activation_int(name: str, h: np.ndarray, scale: float) -> tuple[np.ndarray, 
 class MoeRanges:
     """max|.| seen by one MoE block on calibration data, per expert (index e).
 
-    ``hidden``: fc1 output (before the activation); ``act``: activation output; ``out``: expert output (before the
-    combine weights); ``tokens``: rows routed. ``*_all`` are the same over *every* token (each expert run densely),
-    for the experts calibration never routed anything to.
+    ``hidden``: fc1 output (before the activation); ``act``: what w2 reads (the activation output; gated: the
+    product); ``gact`` and ``up``: gated experts' activation output and up projection (zero otherwise); ``out``:
+    expert output (before the combine weights); ``tokens``: rows routed. ``*_all`` are the same over *every*
+    token (each expert run densely), for the experts calibration never routed anything to.
     """
 
     experts: int
     hidden: np.ndarray = field(init=False)
     act: np.ndarray = field(init=False)
+    gact: np.ndarray = field(init=False)
+    up: np.ndarray = field(init=False)
     out: np.ndarray = field(init=False)
     tokens: np.ndarray = field(init=False)
     hidden_all: np.ndarray = field(init=False)
     act_all: np.ndarray = field(init=False)
+    gact_all: np.ndarray = field(init=False)
+    up_all: np.ndarray = field(init=False)
     out_all: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "act", "out", "hidden_all", "act_all", "out_all"):
+        for name in ("hidden", "act", "gact", "up", "out", "hidden_all", "act_all", "gact_all", "up_all", "out_all"):
             setattr(self, name, np.zeros(self.experts))
         self.tokens = np.zeros(self.experts, dtype=np.int64)
 
@@ -118,9 +127,12 @@ class MoeRanges:
         fn = ACTIVATIONS[activation]
         for e, q in enumerate(routing.queues()):
             h = flat @ np.asarray(w1[e], np.float64) + (0.0 if b1 is None else b1[e])
-            a = fn(h) if w3 is None else fn(h) * (flat @ np.asarray(w3[e], np.float64))
+            g = fn(h)
+            u = np.zeros(0) if w3 is None else flat @ np.asarray(w3[e], np.float64)
+            a = g if w3 is None else g * u
             o = a @ np.asarray(w2[e], np.float64) + (0.0 if b2 is None else b2[e])
-            for name, v in (("hidden", h), ("act", a), ("out", o)):
+            gated = (("gact", g), ("up", u)) if w3 is not None else ()
+            for name, v in (("hidden", h), ("act", a), *gated, ("out", o)):
                 dense = getattr(self, name + "_all")
                 dense[e] = max(dense[e], float(np.abs(v).max(initial=0.0)))
                 if len(q):
@@ -131,7 +143,7 @@ class MoeRanges:
 
 def _params(op: df.MoeOp, memo: dict[str, Any]) -> None:
     memo.update(top_k=op.top_k_value(), mode=op.mode_choice(), cf=op.capacity_factor_value(),
-                renorm=op.renormalize_value(), act=op.activation_value(), routings=[])
+                renorm=op.renormalize_value(), act=op.activation_value(), routings=[], scoring=op.scoring())
     names = ["input", "gate", "w1", "w2"] + [n for n, v in (("b1", op.b1), ("b2", op.b2), ("w3", op.w3))
                                              if v is not None]
     memo["slots"] = {n: i for i, n in enumerate(names)}
@@ -143,7 +155,7 @@ def _images(mode: str, shape: tuple[int, ...]) -> int:
 
 def _route(memo: dict[str, Any], logits: np.ndarray, images: int) -> Routing:
     return route(logits, memo["top_k"], memo["mode"], capacity_factor=memo["cf"], renormalize=memo["renorm"],
-                 images=images)
+                 images=images, scoring=memo["scoring"])
 
 
 def moe_kernel(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
@@ -164,7 +176,7 @@ def moe_kernel(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         w3 = real[slots["w3"]] if "w3" in slots else None
         y, routing = moe_reference(real[0], real[1], real[2], real[3], top_k=memo["top_k"], mode=memo["mode"],
                                    b1=b1, b2=b2, activation=memo["act"], capacity_factor=memo["cf"],
-                                   renormalize=memo["renorm"], w3=w3)
+                                   renormalize=memo["renorm"], w3=w3, scoring=memo["scoring"])
         stats = memo.get("stats")
         if isinstance(stats, MoeRanges):
             flat = np.asarray(real[0], np.float64).reshape(-1, real[0].shape[-1])
@@ -189,6 +201,9 @@ def _int_params(op: df.MoeOp, ctx: SimContext, memo: dict[str, Any]) -> dict[str
         memo["act_scale"] = np.asarray(ctx.weights[p + ".act.scale"], np.float64)
         act = ctx.weights.get(p + ".act")
         memo["act_me"] = None if act is None else np.asarray(act, np.int64)
+        up, gated = ctx.weights.get(p + ".up"), ctx.weights.get(p + ".gated")
+        memo["up"] = None if up is None else np.asarray(up, np.int64)
+        memo["gated"] = None if gated is None else np.asarray(gated, np.int64)
         memo["out_scale"] = float(scale.value.data)
         memo["hidden_bits"] = int(bits.value.data)
         memo["balanced"] = "balanced" in op.attributes
@@ -197,12 +212,13 @@ def _int_params(op: df.MoeOp, ctx: SimContext, memo: dict[str, Any]) -> dict[str
 
 def _integer(op: df.MoeOp, ins: list[Tensor], ctx: SimContext, memo: dict[str, Any]
              ) -> tuple[np.ndarray, float, Routing]:
-    if "w3" in memo["slots"]:
-        raise ValueError(f"dataflow.moe '{op.layer_name()}': gated experts have no integer form (quantize leaves "
-                         "them float)")
     p = _int_params(op, ctx, memo)
     slots = memo["slots"]
     x, gate, w1, w2 = ins[0], ins[1], ins[2], ins[3]
+    w3 = ins[slots["w3"]] if "w3" in slots else None
+    if w3 is not None and (not w3.quantized or p["up"] is None or p["gated"] is None):
+        raise ValueError(f"dataflow.moe '{op.layer_name()}': integer gated experts need an integer w3 and the "
+                         f"'up' and 'gated' multipliers the quantize pass writes")
     b1 = ins[slots["b1"]].data.astype(np.int64) if "b1" in slots else None
     b2 = ins[slots["b2"]].data.astype(np.int64) if "b2" in slots else None
     if not (gate.quantized and w1.quantized and w2.quantized):
@@ -224,6 +240,9 @@ def _integer(op: df.MoeOp, ins: list[Tensor], ctx: SimContext, memo: dict[str, A
         a, _ = activation_int(memo["act"], h, float(p["act_scale"][e]))
         if p["act_me"] is not None:
             a = K.requantize(a, p["act_me"][0, e], p["act_me"][1, e], 8)
+        if w3 is not None:  # gated: int8 up projection, the int16 product requantized to int8
+            u = K.requantize(int_matmul(flat[q], w3.data[e]), p["up"][0, e], p["up"][1, e], 8)
+            a = K.requantize(a * u, p["gated"][0, e], p["gated"][1, e], 8)
         a2 = int_matmul(a, w2.data[e])
         o = K.requantize(a2 if b2 is None else a2 + b2[e], m2[e], e2[e], OUT_BITS)
         hit = (routing.experts[q] == e) & routing.kept[q]

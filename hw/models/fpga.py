@@ -95,7 +95,7 @@ from hw.targets.schema import FpgaTarget
 
 __all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "ARRAY_KERNELS"]
 
-SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute"})
+SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute", "sort"})
 """Moves that reorder elements run on the vector lanes; the rest (copy, concat, slice ...) are DMA bursts."""
 
 ARRAY_KERNELS: Mapping[str, str] = MappingProxyType(array_kernels())
