@@ -239,3 +239,31 @@ def test_shifted_windows_with_relative_position_bias_are_block_masks() -> None:
     causal_windows = np.where(np.tril(np.ones((16, 16), bool)), 0.0, -100.0)[None, None] * np.array([0, 1])[:, None,
                                                                                                     None, None]
     assert _mask_kind(causal_windows + bias, 16, 16) == "other"  # blocked, but not regions
+
+
+@pytest.mark.parametrize("op", ["Floor", "Ceil", "Round", "Sign", "Cos", "Sin", "Xor"])
+def test_rounding_and_trigonometry_on_data_compile_and_simulate(tmp_path, op: str) -> None:
+    """Rounding, sign, trigonometry and Xor left on data (LongT5's transient-global block ids from the attention
+    mask: Floor of a cumulative sum) are generic element-wise ops, simulated as onnxruntime computes them."""
+    import onnxruntime as ort
+
+    from codesign.api import compile
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
+    if op == "Xor":  # boolean: x > 0 xor x > 1, back to float
+        nodes = [helper.make_node("Greater", ["x", "zero"], ["a"]), helper.make_node("Greater", ["x", "one"], ["b"]),
+                 helper.make_node("Xor", ["a", "b"], ["c"], name="blocks.0/Xor"),
+                 helper.make_node("Cast", ["c"], ["y"], to=TensorProto.FLOAT)]
+    else:
+        nodes = [helper.make_node("Mul", ["x", "three"], ["s"]), helper.make_node(op, ["s"], ["y"], name=f"b/{op}")]
+    inits = [("zero", np.array(0, np.float32)), ("one", np.array(1, np.float32)), ("three", np.array(3, np.float32))]
+    path = tmp_path / f"{op}.onnx"
+    model = _model(nodes, [x], [y], inits)
+    model.ir_version = 8  # what the installed onnxruntime reads (onnx's helper writes its newest)
+    onnx.save(model, str(path))
+    sample = np.random.default_rng(0).normal(size=(1, 4, 8)).astype(np.float32)
+    result = compile(path, inputs={"x": sample[None]})
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})[0]
+    got = result.env.artifacts["outputs"]["y"][0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

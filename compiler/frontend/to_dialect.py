@@ -52,6 +52,8 @@ _ELEMENTWISE = {
     "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
     "IsNaN": "isnan", "IsInf": "isinf", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
     "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
+    # rounding and trigonometry on index math the exporter did not fold (LongT5's transient-global block ids)
+    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sign": "sign", "Cos": "cos", "Sin": "sin", "Xor": "xor",
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
