@@ -267,3 +267,16 @@ def test_rounding_and_trigonometry_on_data_compile_and_simulate(tmp_path, op: st
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})[0]
     got = result.env.artifacts["outputs"]["y"][0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_operands_that_do_not_fit_are_named_with_their_shapes() -> None:
+    """A node whose operands' shapes do not fit it (an inconsistent export: CANINE's legacy export with a mask) says
+    so, with the shapes, in one line."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 16, 16])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 16, 16, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = _model([helper.make_node("MatMul", ["a", "b"], ["y"], name="attn/MatMul")], [a, b], [y])
+    with pytest.raises(InputError, match=r"of MatMul 'attn/MatMul': its operands' shapes \(1x4x16x16, 1x16x16x4\) "
+                                         r"do not fit it") as err:
+        load_graph(model)
+    assert "\n" not in str(err.value)

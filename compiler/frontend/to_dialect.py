@@ -81,7 +81,8 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
         # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py)
-        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization"},
+        "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "ReduceL2", "ReduceL1",
+                                 "ReduceSumSquare"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
     }
 
