@@ -277,6 +277,11 @@ ARCHS: dict[str, Arch] = {
     # dynamo only: the legacy exporter stops in a TorchScript Expand shape assert (as Cohere's)
     "helium": Arch("decoder", _enc("HeliumConfig", "HeliumModel", num_key_value_heads=2, head_dim=16),
                    exporters=("dynamo",)),
+    "cohere2": Arch("decoder", _enc("Cohere2Config", "Cohere2Model", num_key_value_heads=2, sliding_window=8),
+                    exporters=("dynamo",)),  # legacy: the same Expand assert
+    # FocalNet: focal modulation (depthwise convolutions, no attention) in a Swin-like hierarchy
+    "focalnet": Arch("vision", _raw("FocalNetConfig", "FocalNetModel", image_size=IMAGE, patch_size=4, embed_dim=16,
+                                    depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]), attention=0),
     # DPT's ViT backbone (its neck and fusion convolutions are not in last_hidden_state); ViT-MSN
     "dpt": Arch("vision", _raw("DPTConfig", "DPTModel", out_indices=[0, 1], backbone_out_indices=[0, 1],
                                neck_hidden_sizes=[16, 32], reassemble_factors=[4, 2], fusion_hidden_size=16, **_VIS)),
