@@ -241,32 +241,36 @@ def test_shifted_windows_with_relative_position_bias_are_block_masks() -> None:
     assert _mask_kind(causal_windows + bias, 16, 16) == "other"  # blocked, but not regions
 
 
-@pytest.mark.parametrize("op", ["Floor", "Ceil", "Round", "Sign", "Cos", "Sin", "Xor"])
-def test_rounding_and_trigonometry_on_data_compile_and_simulate(tmp_path, op: str) -> None:
+def test_rounding_trigonometry_and_norm_reductions_on_data_compile_and_simulate(tmp_path) -> None:
     """Rounding, sign, trigonometry and Xor left on data (LongT5's transient-global block ids from the attention
-    mask: Floor of a cumulative sum) are generic element-wise ops, simulated as onnxruntime computes them."""
+    mask: Floor of a cumulative sum) are generic element-wise ops, and ReduceL2 / ReduceL1 / ReduceSumSquare
+    (F.normalize: YOSO, Swin-v2) are lowered to element-wise ops and a ReduceSum; all simulated as onnxruntime
+    computes them."""
     import onnxruntime as ort
 
     from codesign.api import compile
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
-    if op == "Xor":  # boolean: x > 0 xor x > 1, back to float
-        nodes = [helper.make_node("Greater", ["x", "zero"], ["a"]), helper.make_node("Greater", ["x", "one"], ["b"]),
-                 helper.make_node("Xor", ["a", "b"], ["c"], name="blocks.0/Xor"),
-                 helper.make_node("Cast", ["c"], ["y"], to=TensorProto.FLOAT)]
-    else:
-        nodes = [helper.make_node("Mul", ["x", "three"], ["s"]), helper.make_node(op, ["s"], ["y"], name=f"b/{op}")]
+    unary = ["Floor", "Ceil", "Round", "Sign", "Cos", "Sin"]
+    nodes = [helper.make_node("Mul", ["x", "three"], ["s"])]
+    nodes += [helper.make_node(op, ["s"], [f"y_{op}"], name=f"b/{op}") for op in unary]
+    nodes += [helper.make_node("Greater", ["x", "zero"], ["a"]), helper.make_node("Greater", ["x", "one"], ["b"]),
+              helper.make_node("Xor", ["a", "b"], ["c"], name="b/Xor"),
+              helper.make_node("Cast", ["c"], ["y_Xor"], to=TensorProto.FLOAT)]
+    reductions = ["ReduceL2", "ReduceL1", "ReduceSumSquare"]
+    nodes += [helper.make_node(op, ["s"], [f"y_{op}"], name=f"b/{op}", axes=[-1], keepdims=1) for op in reductions]
+    outs = [helper.make_tensor_value_info(f"y_{op}", TensorProto.FLOAT, None) for op in [*unary, "Xor", *reductions]]
     inits = [("zero", np.array(0, np.float32)), ("one", np.array(1, np.float32)), ("three", np.array(3, np.float32))]
-    path = tmp_path / f"{op}.onnx"
-    model = _model(nodes, [x], [y], inits)
+    path = tmp_path / "ops.onnx"
+    model = _model(nodes, [x], outs, inits)
     model.ir_version = 8  # what the installed onnxruntime reads (onnx's helper writes its newest)
     onnx.save(model, str(path))
     sample = np.random.default_rng(0).normal(size=(1, 4, 8)).astype(np.float32)
     result = compile(path, inputs={"x": sample[None]})
-    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})[0]
-    got = result.env.artifacts["outputs"]["y"][0]
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})
+    for out, ref in zip(outs, want, strict=True):
+        np.testing.assert_allclose(result.env.artifacts["outputs"][out.name][0], ref, rtol=1e-5, atol=1e-5,
+                                   err_msg=out.name)
 
 
 def test_operands_that_do_not_fit_are_named_with_their_shapes() -> None:
