@@ -282,6 +282,10 @@ ARCHS: dict[str, Arch] = {
     # FocalNet: focal modulation (depthwise convolutions, no attention) in a Swin-like hierarchy
     "focalnet": Arch("vision", _raw("FocalNetConfig", "FocalNetModel", image_size=IMAGE, patch_size=4, embed_dim=16,
                                     depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]), attention=0),
+    # PVT-v2: spatial-reduction attention (K and V from a strided convolution of the tokens: 64 queries, 16 keys)
+    "pvt-v2": Arch("vision", _raw("PvtV2Config", "PvtV2Model", image_size=IMAGE, num_encoder_blocks=2, depths=[1, 1],
+                                  sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2],
+                                  num_attention_heads=[1, 2], mlp_ratios=[2, 2]), attention=2),
     # DPT's ViT backbone (its neck and fusion convolutions are not in last_hidden_state); ViT-MSN
     "dpt": Arch("vision", _raw("DPTConfig", "DPTModel", out_indices=[0, 1], backbone_out_indices=[0, 1],
                                neck_hidden_sizes=[16, 32], reassemble_factors=[4, 2], fusion_hidden_size=16, **_VIS)),
