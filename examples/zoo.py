@@ -64,6 +64,8 @@ class Arch:
     #: The forward takes ``noise`` [B, patches] (ViTMAE's random patch masking): a graph input, so the export holds
     #: no random op and every run keeps the same patches.
     noise: bool = False
+    #: Norms / GELUs the model calls as functions, not modules (ESM's ``gelu(x)``): no forward hook sees them.
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 def _tf() -> Any:
@@ -100,6 +102,12 @@ def _speech(config: str, model: str, **kw: Any) -> Callable[[], torch.nn.Module]
                                   "conv_kernel": (10, 3), "num_conv_pos_embeddings": 16,
                                   "num_conv_pos_embedding_groups": 4, **kw})
 
+
+_BART = {"vocab_size": VOCAB, "d_model": HIDDEN, "encoder_layers": LAYERS, "decoder_layers": LAYERS,
+         "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS, "encoder_ffn_dim": 2 * HIDDEN,
+         "decoder_ffn_dim": 2 * HIDDEN, "max_position_embeddings": 64}
+_T5 = {"vocab_size": VOCAB, "d_model": HIDDEN, "d_kv": 16, "d_ff": 2 * HIDDEN, "num_layers": LAYERS,
+       "num_heads": HEADS}
 
 _VIS = {"hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
         "intermediate_size": 2 * HIDDEN, "image_size": IMAGE, "patch_size": PATCH, "num_channels": 3}
@@ -274,6 +282,81 @@ ARCHS: dict[str, Arch] = {
     "levit": Arch("vision", _raw("LevitConfig", "LevitModel", image_size=128, hidden_sizes=[32, 48, 64],
                                  num_attention_heads=[2, 3, 4], depths=[1, 1, 1], key_dim=[8, 8, 8],
                                  mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2]), attention=5, image=128),
+    # Added by the third generality probe (architectures first tried with the matchers as they stood): BART's
+    # descendants (Pegasus, mBART, M2M100, Blenderbot, PLBart, MVP, FSMT, BigBird-Pegasus in full attention), mT5
+    # and UMT5 (per-layer relative-position buckets) and BERT's (LayoutLM with its 2-D position embeddings at their
+    # default boxes, LUKE without entities, RemBERT, RoCBert, Splinter, X-MOD's language adapters, I-BERT in float,
+    # ESM with rotary embeddings) went through unchanged; XLM (K and V through torch.cat of one tensor) and I-BERT
+    # (a mean over axis 2 of [B, S, D]) each needed one class fix. Those that do not go through are in FAILING.
+    "pegasus": Arch("encdec", _raw("PegasusConfig", "PegasusModel", pad_token_id=0, decoder_start_token_id=0,
+                                   **_BART), attention=3 * LAYERS),
+    "mbart": Arch("encdec", _raw("MBartConfig", "MBartModel", **_BART), attention=3 * LAYERS),
+    "m2m100": Arch("encdec", _raw("M2M100Config", "M2M100Model", **_BART), attention=3 * LAYERS),
+    "blenderbot": Arch("encdec", _raw("BlenderbotConfig", "BlenderbotModel", **_BART), attention=3 * LAYERS),
+    "blenderbot-small": Arch("encdec", _raw("BlenderbotSmallConfig", "BlenderbotSmallModel", **_BART),
+                             attention=3 * LAYERS),
+    "plbart": Arch("encdec", _raw("PLBartConfig", "PLBartModel", **_BART), attention=3 * LAYERS),
+    "mvp": Arch("encdec", _raw("MvpConfig", "MvpModel", **_BART), attention=3 * LAYERS),
+    "fsmt": Arch("encdec", _raw("FSMTConfig", "FSMTModel", src_vocab_size=VOCAB, tgt_vocab_size=VOCAB,
+                                langs=["en", "de"], **{k: v for k, v in _BART.items() if k != "vocab_size"}),
+                 attention=3 * LAYERS),
+    "bigbird-pegasus": Arch("encdec", _raw("BigBirdPegasusConfig", "BigBirdPegasusModel",
+                                           attention_type="original_full", **_BART), attention=3 * LAYERS),
+    "mt5": Arch("encdec", _raw("MT5Config", "MT5Model", **_T5), attention=3 * LAYERS),
+    "umt5": Arch("encdec", _raw("UMT5Config", "UMT5Model", **_T5), attention=3 * LAYERS),
+    "layoutlm": Arch("encoder", _enc("LayoutLMConfig", "LayoutLMModel")),
+    "luke": Arch("encoder", _enc("LukeConfig", "LukeModel", entity_vocab_size=16, entity_emb_size=32, pad_token_id=1)),
+    "xlm": Arch("encoder", _raw("XLMConfig", "XLMModel", vocab_size=VOCAB, emb_dim=HIDDEN, n_layers=LAYERS,
+                                n_heads=HEADS, max_position_embeddings=64)),
+    "rembert": Arch("encoder", _enc("RemBertConfig", "RemBertModel", input_embedding_size=32,
+                                    output_embedding_size=32)),
+    "roc-bert": Arch("encoder", _enc("RoCBertConfig", "RoCBertModel", pronunciation_vocab_size=16,
+                                     shape_vocab_size=16, enable_pronunciation=False, enable_shape=False)),
+    "splinter": Arch("encoder", _enc("SplinterConfig", "SplinterModel")),
+    "xmod": Arch("encoder", _enc("XmodConfig", "XmodModel", pad_token_id=1, languages=["en_XX"],
+                                 default_language="en_XX")),
+    "ibert": Arch("encoder", _enc("IBertConfig", "IBertModel", pad_token_id=1)),
+    "esm": Arch("encoder", _enc("EsmConfig", "EsmModel", pad_token_id=1, mask_token_id=3,
+                                position_embedding_type="rotary"), calls={"gelu": LAYERS}),
+    "ctrl": Arch("decoder", _raw("CTRLConfig", "CTRLModel", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS,
+                                 n_head=HEADS, dff=2 * HIDDEN, n_positions=64)),
+    "olmo3": Arch("decoder", _enc("Olmo3Config", "Olmo3Model", num_key_value_heads=2, sliding_window=8)),
+    "gpt-neox-japanese": Arch("decoder", _enc("GPTNeoXJapaneseConfig", "GPTNeoXJapaneseModel",
+                                              intermediate_multiple_size=2)),
+    "arcee": Arch("decoder", _enc("ArceeConfig", "ArceeModel", num_key_value_heads=2)),  # ReLU^2 MLP
+    # dynamo only: the legacy exporter stops in a TorchScript Expand shape assert (as Cohere's)
+    "helium": Arch("decoder", _enc("HeliumConfig", "HeliumModel", num_key_value_heads=2, head_dim=16),
+                   exporters=("dynamo",)),
+    "cohere2": Arch("decoder", _enc("Cohere2Config", "Cohere2Model", num_key_value_heads=2, sliding_window=8),
+                    exporters=("dynamo",)),  # legacy: the same Expand assert
+    # FocalNet: focal modulation (depthwise convolutions, no attention) in a Swin-like hierarchy
+    "focalnet": Arch("vision", _raw("FocalNetConfig", "FocalNetModel", image_size=IMAGE, patch_size=4, embed_dim=16,
+                                    depths=[1, 1], focal_levels=[2, 2], focal_windows=[3, 3]), attention=0),
+    # DPT's ViT backbone (its neck and fusion convolutions are not in last_hidden_state); ViT-MSN
+    "dpt": Arch("vision", _raw("DPTConfig", "DPTModel", out_indices=[0, 1], backbone_out_indices=[0, 1],
+                               neck_hidden_sizes=[16, 32], reassemble_factors=[4, 2], fusion_hidden_size=16, **_VIS)),
+    "vit-msn": Arch("vision", _raw("ViTMSNConfig", "ViTMSNModel", **_VIS)),
+    "stablelm-parallel": Arch("decoder", _enc("StableLmConfig", "StableLmModel", num_key_value_heads=2,
+                                              use_parallel_residual=True, use_qkv_bias=True)),
+    # Probed, not through (FAILING says why).
+    "falcon-new": Arch("decoder", _raw("FalconConfig", "FalconModel", vocab_size=VOCAB, hidden_size=HIDDEN,
+                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                       new_decoder_architecture=True, num_kv_heads=2)),
+    "longt5": Arch("encdec", _raw("LongT5Config", "LongT5Model", local_radius=4, encoder_attention_type="local",
+                                  **_T5), attention=3 * LAYERS),
+    "prophetnet": Arch("encdec", _raw("ProphetNetConfig", "ProphetNetModel", vocab_size=VOCAB, hidden_size=HIDDEN,
+                                      encoder_ffn_dim=2 * HIDDEN, decoder_ffn_dim=2 * HIDDEN,
+                                      num_encoder_layers=LAYERS, num_decoder_layers=LAYERS,
+                                      num_encoder_attention_heads=HEADS, num_decoder_attention_heads=HEADS,
+                                      max_position_embeddings=64, ngram=2, num_buckets=8, relative_max_distance=16),
+                       attention=3 * LAYERS),
+    "longformer": Arch("encoder", _enc("LongformerConfig", "LongformerModel", attention_window=[8, 8],
+                                       pad_token_id=1)),
+    "yoso": Arch("encoder", _enc("YosoConfig", "YosoModel", pad_token_id=1)),
+    "swinv2": Arch("vision", _raw("Swinv2Config", "Swinv2Model", image_size=IMAGE, patch_size=2, embed_dim=16,
+                                  depths=[2, 2], num_heads=[2, 4], window_size=4), attention=4),
+    "stablelm-qk-norm": Arch("decoder", _enc("StableLmConfig", "StableLmModel", num_key_value_heads=2,
+                                             use_parallel_residual=True, qk_layernorm=True)),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                       intermediate_size=2 * HIDDEN, max_position_embeddings=64, hidden_act="gelu",
@@ -567,6 +650,8 @@ def expected(module: torch.nn.Module, name: str, variant: str = "legacy") -> dic
     counts = torch_counts(module, name, variant)
     for key, n in ARCHS[name].dead.items():
         counts[key] -= n
+    for key, n in ARCHS[name].calls.items():
+        counts[key] += n
     return counts
 
 
@@ -591,6 +676,27 @@ FAILING: dict[str, str] = {
                    "not dot-product attention and compiles as MatMul / Softmax / ReduceSum ops (norms, MACs and "
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
                    "MobileViTV2LinearSelfAttention modules",
+    # the third probe's
+    "falcon-new": "attention not recognised (the compile runs it as generic MatMul / Softmax ops; int8 then loses "
+                  "it): the new decoder architecture's fused QKV [B, S, KV, H/KV + 2, Dh] hands each group's one K "
+                  "and V head to its queries by an Expand inside that view, before the head merge",
+    "longt5": "encoder attention not recognised (4 of 6): local attention over blocks reads keys made by "
+              "concatenating each block with its neighbours (a key assembled from three shifted copies)",
+    "prophetnet": "decoder self-attention not recognised (4 of 6): the n-gram self-attention's predict streams "
+                  "attend over keys concatenated from the main and predict streams",
+    "longformer": "sliding-chunk attention not recognised (0 of 2; its float compile matches onnxruntime); the int8 "
+                  "compile stops on: quantize: no calibrated range for a value of '.../Gather_8_output_0' (a "
+                  "value the exporter's chunking leaves uncomputed on the calibration path)",
+    "fsmt legacy:nomask": "attention recognised 2 of 6 (its float compile matches onnxruntime): without an "
+                          "attention_mask input FSMT's masks are spelt another way, not looked into yet",
+    "swinv2": "attention not recognised (0 of 4; its float compile matches onnxruntime): cosine attention "
+              "divides Q and K by their norms (F.normalize) and scales by a learnt, clamped logit scale; and the "
+              "MACs are 12% under torch's (its continuous position-bias MLP reads constants only and is folded)",
+    "stablelm-qk-norm": "attention not recognised (0 of 2): StableLM's qk_layernorm normalises each head with "
+                        "its own LayerNorm (torch.split into heads, one norm each, torch.cat back), a per-head norm "
+                        "with per-head weights that the head-norm matcher does not see through",
+    "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
+            "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }
 
 

@@ -1,6 +1,7 @@
 """Attention layouts beyond batch-first [B, S, D] (compiler/frontend/recognize.py): channels-first [B, D, S]
 projections and output (SqueezeBERT's kernel-1 Conv1d), heads concatenated with other heads before their merge
-(ConvBERT), and a constant added to Q after the head split (Funnel's r_w_bias) — each a small torch module exported
+(ConvBERT), a constant added to Q after the head split (Funnel's r_w_bias), and K/V through a Concat of one
+tensor (XLM) — each a small torch module exported
 by torch.onnx, compiled with its attention recognised, its MACs exact and its simulation equal to onnxruntime."""
 
 from __future__ import annotations
@@ -67,10 +68,26 @@ class _BiasedQuery(torch.nn.Module):
         return torch.einsum("bnij,bjnd->bind", scores.softmax(-1), v).reshape(b, S, D)
 
 
+class _CatOfOne(torch.nn.Module):
+    """XLM's self-attention: K and V pass through a concat with an empty cache list (a Concat of one input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(D, D) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        q, k, v = (f(x).view(b, S, H, D // H).transpose(1, 2) for f in (self.q, self.k, self.v))
+        k, v = torch.cat([k], dim=2), torch.cat([v], dim=2)
+        ctx = ((q / 3.0) @ k.transpose(-1, -2)).softmax(-1) @ v
+        return ctx.transpose(1, 2).reshape(b, S, D)
+
+
 @pytest.mark.parametrize("cls, shape, macs", [
     (_ChannelsFirst, (1, D, S), 3 * S * D * D // 4 + S * D * D + 2 * H * S * S * (D // H)),
     (_ConcatHeads, (1, S, D), 4 * S * D * D // 2 + 2 * (H // 2) * S * S * (D // H)),
     (_BiasedQuery, (1, S, D), 3 * S * D * D + 2 * H * S * S * (D // H)),
+    (_CatOfOne, (1, S, D), 3 * S * D * D + 2 * H * S * S * (D // H)),
 ])
 def test_attention_layout_recognised(tmp_path: Path, cls: type[torch.nn.Module], shape: tuple[int, ...],
                                      macs: int) -> None:

@@ -247,3 +247,48 @@ def test_shifted_windows_with_relative_position_bias_are_block_masks() -> None:
     causal_windows = np.where(np.tril(np.ones((16, 16), bool)), 0.0, -100.0)[None, None] * np.array([0, 1])[:, None,
                                                                                                     None, None]
     assert _mask_kind(causal_windows + bias, 16, 16) == "other"  # blocked, but not regions
+
+
+def test_rounding_trigonometry_and_norm_reductions_on_data_compile_and_simulate(tmp_path) -> None:
+    """Rounding, sign, trigonometry and Xor left on data (LongT5's transient-global block ids from the attention
+    mask: Floor of a cumulative sum) are generic element-wise ops, and ReduceL2 / ReduceL1 / ReduceSumSquare
+    (F.normalize: YOSO, Swin-v2) are lowered to element-wise ops and a ReduceSum; all simulated as onnxruntime
+    computes them."""
+    import onnxruntime as ort
+
+    from codesign.api import compile
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    unary = ["Floor", "Ceil", "Round", "Sign", "Cos", "Sin"]
+    nodes = [helper.make_node("Mul", ["x", "three"], ["s"])]
+    nodes += [helper.make_node(op, ["s"], [f"y_{op}"], name=f"b/{op}") for op in unary]
+    nodes += [helper.make_node("Greater", ["x", "zero"], ["a"]), helper.make_node("Greater", ["x", "one"], ["b"]),
+              helper.make_node("Xor", ["a", "b"], ["c"], name="b/Xor"),
+              helper.make_node("Cast", ["c"], ["y_Xor"], to=TensorProto.FLOAT)]
+    reductions = ["ReduceL2", "ReduceL1", "ReduceSumSquare"]
+    nodes += [helper.make_node(op, ["s"], [f"y_{op}"], name=f"b/{op}", axes=[-1], keepdims=1) for op in reductions]
+    outs = [helper.make_tensor_value_info(f"y_{op}", TensorProto.FLOAT, None) for op in [*unary, "Xor", *reductions]]
+    inits = [("zero", np.array(0, np.float32)), ("one", np.array(1, np.float32)), ("three", np.array(3, np.float32))]
+    path = tmp_path / "ops.onnx"
+    model = _model(nodes, [x], outs, inits)
+    model.ir_version = 8  # what the installed onnxruntime reads (onnx's helper writes its newest)
+    onnx.save(model, str(path))
+    sample = np.random.default_rng(0).normal(size=(1, 4, 8)).astype(np.float32)
+    result = compile(path, inputs={"x": sample[None]})
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})
+    for out, ref in zip(outs, want, strict=True):
+        np.testing.assert_allclose(result.env.artifacts["outputs"][out.name][0], ref, rtol=1e-5, atol=1e-5,
+                                   err_msg=out.name)
+
+
+def test_operands_that_do_not_fit_are_named_with_their_shapes() -> None:
+    """A node whose operands' shapes do not fit it (an inconsistent export: CANINE's legacy export with a mask) says
+    so, with the shapes, in one line."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 16, 16])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 16, 16, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = _model([helper.make_node("MatMul", ["a", "b"], ["y"], name="attn/MatMul")], [a, b], [y])
+    with pytest.raises(InputError, match=r"of MatMul 'attn/MatMul': its operands' shapes \(1x4x16x16, 1x16x16x4\) "
+                                         r"do not fit it") as err:
+        load_graph(model)
+    assert "\n" not in str(err.value)

@@ -154,7 +154,7 @@ ELEMENTWISE_KINDS = (
     "add", "sub", "mul", "div", "pow", "sqrt", "reciprocal", "neg", "abs", "exp", "log", "erf", "tanh",
     "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
     "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal", "hardsigmoid",
-    "hardswish",
+    "hardswish", "floor", "ceil", "round", "sign", "cos", "sin", "xor",
 )
 MOVE_KINDS = (
     "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",

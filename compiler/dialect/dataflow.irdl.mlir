@@ -233,10 +233,18 @@ irdl.dialect @dataflow {
     %e_greater_equal = irdl.is "greater_equal"
     %e_hardsigmoid = irdl.is "hardsigmoid"
     %e_hardswish = irdl.is "hardswish"
+    %e_floor = irdl.is "floor"
+    %e_ceil = irdl.is "ceil"
+    %e_round = irdl.is "round"
+    %e_sign = irdl.is "sign"
+    %e_cos = irdl.is "cos"
+    %e_sin = irdl.is "sin"
+    %e_xor = irdl.is "xor"
     %kind = irdl.any_of(%e_add, %e_sub, %e_mul, %e_div, %e_pow, %e_sqrt, %e_reciprocal, %e_neg, %e_abs, %e_exp,
                         %e_log, %e_erf, %e_tanh, %e_sigmoid, %e_relu, %e_min, %e_max, %e_where, %e_equal, %e_less,
                         %e_greater, %e_not, %e_and, %e_or, %e_cast, %e_clip, %e_softplus, %e_identity, %e_mod,
-                        %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal, %e_hardsigmoid, %e_hardswish)
+                        %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal, %e_hardsigmoid, %e_hardswish,
+                        %e_floor, %e_ceil, %e_round, %e_sign, %e_cos, %e_sin, %e_xor)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "kind" = %kind}

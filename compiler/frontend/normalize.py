@@ -10,18 +10,29 @@ from compiler.frontend.batchnorm import lower_batchnorms
 from compiler.frontend.col2im import lower_col2ims
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
-from compiler.frontend.graph import Graph
+from compiler.frontend.graph import Graph, Node
 from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.kv_cache import rewrite_kv_cache
 from compiler.frontend.pooling import lower_pools
+from compiler.frontend.reductions import lower_norm_reductions
 
 __all__ = ["normalize_for_recognition"]
 
 
+def _single_concats(nodes: list[Node]) -> None:
+    """A Concat of one tensor is that tensor: an Identity, which the matchers' movement chains cross. Why: XLM
+    concatenates its keys and values with a cache list of none (``torch.cat([k])``), which hid the attention."""
+    for node in nodes:
+        if node.op_type == "Concat" and len([i for i in node.inputs if i]) == 1:
+            node.op_type, node.inputs[:], node.attrs = "Identity", [i for i in node.inputs if i], {}
+
+
 def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
+    _single_concats(graph.nodes)  # Concat of one tensor -> Identity
     lower_col2ims(graph)  # non-overlapping Col2Im (F.fold) -> Reshape + Transpose + Reshape
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
+    lower_norm_reductions(graph)  # ReduceL2 / ReduceL1 / ReduceSumSquare -> element-wise ops + ReduceSum
     lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
     lower_instance_norms(graph)  # InstanceNormalization (torch's GroupNorm export) -> last-axis LayerNormalization
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads

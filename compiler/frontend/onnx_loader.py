@@ -348,6 +348,11 @@ def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tu
         return (f"unsupported op {culprit.describe()}: it cannot be evaluated, and the shape of '{out}' of "
                 f"{node.describe()} depends on it")
     if culprit is node:
+        given = [shapes.get(i) for i in node.inputs if i]
+        if given and all(g is not None for g in given):  # every operand known: they do not fit the op (ORT agrees)
+            dims = ", ".join(_dims(g) for g in given if g is not None)
+            return (f"cannot infer a static shape for '{out}' of {node.describe()}: its operands' shapes ({dims}) "
+                    "do not fit it; the export is inconsistent (re-export, or report it to the exporter)")
         return f"cannot infer a static shape for '{out}' of {node.describe()}"
     return (f"cannot infer a static shape for '{out}' of {node.describe()}: it depends on {culprit.describe()}, "
             "whose output shape could not be computed")

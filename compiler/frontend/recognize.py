@@ -502,7 +502,8 @@ def _norm_fit(g: Graph, region: Region, shape: tuple[int, ...], eps: float, rms:
     if all(c.size == 1 or c.shape == (shape[-1],) for c in consts) and not any(
             n.op_type not in ("ReduceMean",) and n.attrs.get("axes") not in (None, [-1], [len(shape) - 1])
             for n in region.nodes):
-        shape = (4, shape[-1])
+        # keep the rank: a reduction over the last axis by its positive index (I-BERT's mean(axis=2)) still is one
+        shape = (1,) * (len(shape) - 2) + (4, shape[-1])
     xs = [rng.normal(0.3, 1.5, size=shape) for _ in range(3)]
     try:
         ys = [eval_region(g, region, x) for x in xs]

@@ -53,6 +53,8 @@ _ELEMENTWISE = {
     "Softplus": "softplus", "Identity": "identity", "Dropout": "identity", "Mod": "mod", "CastLike": "cast",
     "IsNaN": "isnan", "IsInf": "isinf", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
     "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
+    # rounding and trigonometry on index math the exporter did not fold (LongT5's transient-global block ids)
+    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sign": "sign", "Cos": "cos", "Sin": "sin", "Xor": "xor",
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
@@ -85,9 +87,9 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
         # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py,
-        # instancenorm.py, col2im.py)
+        # instancenorm.py, col2im.py, reductions.py)
         "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization",
-                                 "Col2Im"},
+                                 "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
     }
 

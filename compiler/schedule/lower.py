@@ -54,7 +54,8 @@ TILES_ATTR = "tiles"
 _VIEWS = ("reshape", "flatten", "squeeze", "unsqueeze", "shape")
 #: Generic element-wise kinds -> the vector cost class that prices them.
 _CHEAP = ("add", "sub", "neg", "abs", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
-          "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal")
+          "identity", "clip", "relu", "mod", "isnan", "isinf", "less_equal", "greater_equal",
+          "floor", "ceil", "round", "sign", "xor")
 #: Vector kinds whose units work row by row (a row = the last dimension): their work carries its row count.
 _ROW_KINDS = ("softmax", "layernorm", "rmsnorm", "gelu", "requant")
 
