@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 __all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice",
            "gelu_correction", "gptq_quantize",
@@ -252,6 +251,8 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
     Without forming H^-1: with J the reversal, J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J) and J L^-1 J is
     upper triangular with a positive diagonal, so it is U. One Cholesky and one triangular solve (with one thread
     on a busy 2-core machine, 1 s for a 1536 x 1536 H, where inv + cholesky with a thread pool took 9 s)."""
+    import torch  # only GPTQ needs torch (its Cholesky); importing the recipes must not load it
+
     flipped = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
     low = torch.linalg.cholesky(flipped)
     inv = torch.linalg.solve_triangular(low, torch.eye(len(h), dtype=torch.float64), upper=False)
