@@ -57,12 +57,16 @@ def quantize_weight(w: np.ndarray, bits: int, group: int = 0) -> tuple[np.ndarra
     k = w.shape[0]
     if group <= 0 or group >= k:
         s = np.maximum(np.abs(w).max(axis=0), 1e-12) / _qmax(bits)
-        return np.clip(np.round(w / s), -_qmax(bits) - 1, _qmax(bits)), s
+        codes = w / s  # rounded and clipped in place: a 768 x 3072 float64 weight is 19 MB a copy
+        np.round(codes, out=codes)
+        return np.clip(codes, -_qmax(bits) - 1, _qmax(bits), out=codes), s
     groups = -(-k // group)
     s = np.stack([np.maximum(np.abs(w[g * group:(g + 1) * group]).max(axis=0), 1e-12) for g in range(groups)])
     s = s / _qmax(bits)
     full = np.repeat(s, group, axis=0)[:k]
-    return np.clip(np.round(w / full), -_qmax(bits) - 1, _qmax(bits)), s
+    codes = w / full
+    np.round(codes, out=codes)
+    return np.clip(codes, -_qmax(bits) - 1, _qmax(bits), out=codes), s
 
 
 @dataclass(frozen=True)
