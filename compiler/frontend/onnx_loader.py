@@ -96,10 +96,6 @@ _RAW_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.Ten
                         onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL})
 
 
-#: Bytes boundary an embedded initializer's array starts on (a cache line; what BLAS wants).
-_ALIGN = 64
-
-
 def _to_array(tensor: onnx.TensorProto, label: str, source: str) -> np.ndarray:
     """A read-only NumPy array of an embedded initializer, checked against its dims.
 
@@ -109,22 +105,9 @@ def _to_array(tensor: onnx.TensorProto, label: str, source: str) -> np.ndarray:
         raw = tensor.raw_data
         check_tensor(tensor, label, source, raw_bytes=len(raw))
         dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
-        return _aligned_array(raw, dtype, tuple(tensor.dims))
+        return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
     check_tensor(tensor, label, source)
     return numpy_helper.to_array(tensor)
-
-
-def _aligned_array(raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """``raw`` as a read-only array that starts on an ``_ALIGN``-byte boundary. A view of the bytes object starts at
-    an odd offset, on which BLAS runs several times slower, so the simulator copied every weight again (ViT-Base:
-    330 MB more while calibrating); this one copy replaces that one, and the bytes object is freed."""
-    buf = np.empty(len(raw) + _ALIGN, dtype=np.uint8)
-    start = -buf.ctypes.data % _ALIGN
-    out = buf[start:start + len(raw)]
-    out[...] = np.frombuffer(raw, dtype=np.uint8)
-    array = out.view(dtype).reshape(shape)
-    array.flags.writeable = False
-    return array
 
 
 def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
