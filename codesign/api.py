@@ -119,14 +119,20 @@ def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, cal
     reference_outputs``) for those samples and intermediate tensors, so a caller compiling one model many times
     (a sweep) can reuse them. Returns the result and the simulated outputs (None without ``inputs``).
     """
-    from codesign.accuracy import compared_tensors, evaluate, prepare_env
     from codesign.options import middle_passes
 
-    env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
+    env = samples = None
+    if inputs is not None or calibrate is not None:
+        # codesign.accuracy loads the simulator and torch, which only a compile given samples needs
+        from codesign.accuracy import prepare_env
+
+        env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
     result = run_pipeline(source, options, middle=middle_passes(options), on_ir=on_ir, report=build_report, env=env)
     _check_design_fits(result)
     sim_outputs = None
     if samples is not None and result.report is not None:
+        from codesign.accuracy import compared_tensors, evaluate
+
         refs = reference(compared_tensors(result.imported), samples) if reference is not None else None
         result.report["accuracy"], sim_outputs = evaluate(result, source, samples, reference=refs)
         result.report["accuracy"]["calibration"] = result.report.get("numerics", {}).get("calibration")

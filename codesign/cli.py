@@ -113,11 +113,13 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     def on_ir(step: str, module: Any) -> None:
         sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, args.mlir_generic))
 
-    from codesign.accuracy import render_accuracy, write_outputs
     from codesign.api import run_compile
 
     result, sim_outputs = run_compile(args.model, options, inputs=args.inputs, calibrate=args.calibrate, on_ir=on_ir)
     if sim_outputs is not None and "--outputs" in outputs:
+        # codesign.accuracy loads the simulator (and torch): only a run with --inputs needs it
+        from codesign.accuracy import write_outputs
+
         write_outputs(outputs["--outputs"], sim_outputs)
     if "--emit-mlir" in outputs:
         write_text_atomic(outputs["--emit-mlir"], _print_ir(result.module, args.mlir_generic))
@@ -128,6 +130,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if not args.quiet:
         render_table(report, console, max_layers=args.max_layers)
         if "accuracy" in report:
+            from codesign.accuracy import render_accuracy
+
             render_accuracy(report["accuracy"], console)
     if "--json" in outputs:
         write_json(report, outputs["--json"])
@@ -253,7 +257,7 @@ def _extensions():
     """Subcommands that live in their own modules (rtl, sweep), registered if present."""
     import importlib
 
-    for module in ("codesign.rtl_cli", "codesign.sweep.cli", "codesign.fit"):
+    for module in ("codesign.rtl_cli", "codesign.sweep.cli", "codesign.fit_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from xdsl.passes import ModulePass
 
 from compiler.passes import PASSES
-from compiler.pipeline import CompileOptions, parse_passes
 from hw.errors import InputError
+
+if TYPE_CHECKING:
+    from compiler.pipeline import CompileOptions
 
 __all__ = ["CHOICES", "validate_choice", "middle_passes", "Choice"]
 
@@ -67,6 +70,9 @@ def middle_passes(options: CompileOptions) -> list[ModulePass]:
     -> fuse -> tile -> schedule.
     """
     if options.passes:
+        # the pipeline module loads ONNX and the frontend; the CLI reads CHOICES (for --help) without them
+        from compiler.pipeline import parse_passes
+
         return parse_passes(options.passes)
     for key, value in options.choices:
         validate_choice(key, value)

@@ -40,7 +40,6 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
 
 def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
     """The numerics passes for the user's choices, in order: set-softmax, set-gelu, set-layernorm, quantize."""
-    from compiler.passes.quantize import Quantize
     from compiler.passes.set_gelu import SetGelu
     from compiler.passes.set_layernorm import SetLayernorm
     from compiler.passes.set_softmax import SetSoftmax
@@ -53,6 +52,9 @@ def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
     if chosen.get("layernorm", "exact") != "exact":
         passes.append(SetLayernorm(approx=chosen["layernorm"]))
     if chosen.get("quant", "none") != "none":
+        # only here: quantizing calibrates by simulation, which loads the simulator and torch
+        from compiler.passes.quantize import Quantize
+
         passes.append(Quantize(mode=chosen["quant"], observer=chosen.get("observer", "minmax"),
                                balance=chosen.get("balance", "repq"),
                                rounding=chosen.get("weight-rounding", "nearest"),

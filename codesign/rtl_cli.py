@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hw.errors import InputError
-from hw.targets.schema import FpgaGemm
 
 if TYPE_CHECKING:  # `codesign --help` starts without loading xDSL or pydantic
     from xdsl.ir import Operation
@@ -210,6 +209,7 @@ def _from_model(args: argparse.Namespace):
     from codesign.rtl_config import learn_scales
     from compiler.pipeline import run_pipeline
     from compiler.quant_groups import GROUP_ATTR
+    from hw.targets.schema import FpgaGemm
 
     if not Path(args.model).exists():
         raise InputError(f"{args.model}: no such file")

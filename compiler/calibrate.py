@@ -149,18 +149,26 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
             data = data.reshape(-1, data.shape[-1])[real]
             if not data.size:
                 return
-        a = np.abs(data[np.isfinite(data)])
-        # Masks hold -3.4e38 "minus infinity" entries; they are not a range anything is quantized to.
-        a = a[a < 1e30]
+        whole = np.abs(data)
+        top = whole.max()
+        # Masks hold -3.4e38 "minus infinity" entries; they are not a range anything is quantized to. Most values
+        # have none (and no NaN or inf): their max is below 1e30 and nothing needs filtering.
+        clean = bool(top < 1e30)
+        a = whole.reshape(-1) if clean else whole[np.isfinite(data)]
+        if not clean:
+            a = a[a < 1e30]
         if not a.size:
             return
         if statistic is not None:
             m = statistic(a)
+        elif percentile >= 100:
+            m = float(top) if clean else float(a.max())
         else:
-            m = float(a.max()) if percentile >= 100 else float(np.percentile(a, percentile))
+            m = float(np.percentile(a, percentile))
         ranges[value] = max(ranges.get(value, 0.0), m)
         if channels is not None and data.ndim >= 2:
-            per = np.abs(np.where(np.abs(data) < 1e30, data, 0)).reshape(-1, data.shape[-1]).max(axis=0)
+            kept = whole if clean else np.abs(np.where(whole < 1e30, data, 0))
+            per = kept.reshape(-1, data.shape[-1]).max(axis=0)
             prev = channels.get(value)
             channels[value] = (per if prev is None else np.maximum(prev, per)).astype(np.float64)
         if rows is not None and value in rows:

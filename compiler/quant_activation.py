@@ -21,12 +21,12 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, Stri
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_format import Fmt as _Fmt
 from compiler.quant_format import layer_of as _layer
 from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_recipes import gelu_correction, smooth_scales
 from compiler.simulate import approx as A
-from compiler.simulate.kernels import PER_TOKEN_ATTR
 
 __all__ = ["GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes"]
 

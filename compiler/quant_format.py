@@ -13,7 +13,12 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect.choices import LAYER_ATTR
 
-__all__ = ["GPTQ_DAMP", "Fmt", "layer_of", "shape_of", "tensor_type"]
+__all__ = ["GPTQ_DAMP", "PER_TOKEN_ATTR", "Fmt", "layer_of", "shape_of", "tensor_type"]
+
+#: A ``dataflow.gemm`` attribute {offset, unsigned, shift} (integers): its 16-bit input is quantized per token to int8
+#: inside the GEMM and the result rescaled per row (compiler/numerics/pertoken.py has the arithmetic). Here, not in
+#: the simulator that reads it, so that the lowering can test for it without loading the simulator (and torch).
+PER_TOKEN_ATTR = "per_token"
 
 #: GPTQ's dampening, as a fraction of the Hessian's mean diagonal. GPTQ's 0.01 assumes thousands of calibration
 #: rows; with a few hundred for up to 1536 inputs H is rank-deficient and GPTQ fits the calibration rows. On MiniLM

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 __all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice",
            "gelu_correction", "gptq_quantize",
@@ -58,12 +57,16 @@ def quantize_weight(w: np.ndarray, bits: int, group: int = 0) -> tuple[np.ndarra
     k = w.shape[0]
     if group <= 0 or group >= k:
         s = np.maximum(np.abs(w).max(axis=0), 1e-12) / _qmax(bits)
-        return np.clip(np.round(w / s), -_qmax(bits) - 1, _qmax(bits)), s
+        codes = w / s  # rounded and clipped in place: a 768 x 3072 float64 weight is 19 MB a copy
+        np.round(codes, out=codes)
+        return np.clip(codes, -_qmax(bits) - 1, _qmax(bits), out=codes), s
     groups = -(-k // group)
     s = np.stack([np.maximum(np.abs(w[g * group:(g + 1) * group]).max(axis=0), 1e-12) for g in range(groups)])
     s = s / _qmax(bits)
     full = np.repeat(s, group, axis=0)[:k]
-    return np.clip(np.round(w / full), -_qmax(bits) - 1, _qmax(bits)), s
+    codes = w / full
+    np.round(codes, out=codes)
+    return np.clip(codes, -_qmax(bits) - 1, _qmax(bits), out=codes), s
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,8 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
     Without forming H^-1: with J the reversal, J H J = L L^T gives H^-1 = (J L^-1 J)^T (J L^-1 J) and J L^-1 J is
     upper triangular with a positive diagonal, so it is U. One Cholesky and one triangular solve (with one thread
     on a busy 2-core machine, 1 s for a 1536 x 1536 H, where inv + cholesky with a thread pool took 9 s)."""
+    import torch  # only GPTQ needs torch (its Cholesky); importing the recipes must not load it
+
     flipped = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
     low = torch.linalg.cholesky(flipped)
     inv = torch.linalg.solve_triangular(low, torch.eye(len(h), dtype=torch.float64), upper=False)

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 
 from compiler.limits import check_tensor
 
@@ -33,6 +32,10 @@ def onnx_dtype(elem_type: int) -> np.dtype:
 
 
 def _erf(x: Array) -> Array:
+    # torch here, not at module level: only running an Erf or a Conv needs it, and loading torch costs seconds of
+    # start-up that a float compile, which never runs one, should not pay.
+    import torch
+
     return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
@@ -257,6 +260,8 @@ def _conv(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     """ONNX Conv (1-D, 2-D, 3-D): asymmetric pads are applied first, then torch's convolution without padding."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    import torch  # see _erf: only running a Conv needs torch
+
     rank = x.ndim - 2
     kernel = list(attrs.get("kernel_shape", w.shape[2:]))
     pads = conv_pads(attrs, x.shape[2:], kernel)

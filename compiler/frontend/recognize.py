@@ -26,7 +26,7 @@ from compiler.frontend.match import Match
 from compiler.frontend.normalize import normalize_for_recognition
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.recognize_moe import recognize_moe
-from compiler.frontend.regions import Region, candidate_regions, cone_tensors, eval_region
+from compiler.frontend.regions import Region, candidate_regions, cone_tensors, erf64, eval_region
 from compiler.frontend.rope import fit_rope, rope_region
 from compiler.limits import check_memory
 
@@ -465,7 +465,7 @@ def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:
         return x / (1 + np.exp(-1.702 * x))
     if form == "tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1 + run_node("Erf", [x / np.sqrt(2)], {})[0])
+    return 0.5 * x * (1 + erf64(x / np.sqrt(2)))
 
 
 def _match_gelu(ctx: _Ctx, anchor: Node) -> Match | None:

@@ -31,15 +31,17 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
-from compiler.numerics.router import Scoring, moe_reference
 from hw.errors import InputError
+
+if TYPE_CHECKING:  # the numerics package imports torch: loaded when a MoE block is proved, not at import
+    from compiler.numerics.router import Scoring
 
 __all__ = ["recognize_moe", "MOE_ANCHORS"]
 
@@ -399,6 +401,7 @@ def _scorings(g: Graph, nodes: list[Node], e: int) -> list[Scoring | None]:
     scalar multiplied in)."""
     if not any(n.op_type == "Sigmoid" for n in nodes):
         return [None]
+    from compiler.numerics.router import Scoring  # noqa: PLC0415  (torch via the numerics package: see _prove)
     biases: list[tuple[float, ...] | None] = [None]
     scales, groups = {1.0}, {(1, 1)}
     for n in nodes:
@@ -420,6 +423,9 @@ def _scorings(g: Graph, nodes: list[Node], e: int) -> list[Scoring | None]:
 def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e: int, k: int,
            cap: int | None) -> dict[str, Any]:
     """Find routing semantics under which the block equals the reference on random data; InputError if none."""
+    # compiler.numerics's package loads every kernel and torch: only a graph with an MoE candidate pays for it
+    from compiler.numerics.router import moe_reference
+
     x_shape = g.shapes[block.x]
     d = x_shape[-1]
     tokens = _numel(x_shape) // d

@@ -17,14 +17,9 @@ import math
 
 import torch
 
+from compiler.soft_params import NEWTON_ITERS, soft_landmarks
+
 __all__ = ["gaussian_kernel", "newton_schulz_pinv", "softmax_free_attention", "soft_landmarks", "NEWTON_ITERS"]
-
-NEWTON_ITERS = 20
-
-
-def soft_landmarks(n: int) -> int:
-    """SOFT landmark count for ``n`` tokens: 49 (SOFT's 7x7 landmark grid for ViT), or n when n is smaller."""
-    return min(n, 49)
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

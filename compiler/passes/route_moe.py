@@ -24,7 +24,6 @@ from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i64
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from compiler.calibrate import check_simulation_memory
 from compiler.dialect import dataflow as df
 from compiler.npz import read_npz
 from compiler.schedule.moe import ROUTING_ATTR, TOKENS_ATTR, expert_weight_bytes, moe_shape, tokens_per_expert_of
@@ -47,6 +46,8 @@ def measure_routing(module: ModuleOp, weights: dict[str, np.ndarray], names: lis
                     data: dict[str, np.ndarray], samples: int = 0) -> dict[int, list[np.ndarray]]:
     """Run the simulator on ``data`` (leading sample axis) and return, per MoE op id, each sample's [E] kept
     assignments per expert. ``samples`` > 0 caps the number of samples run."""
+    # the simulator (and calibrate, which imports it) load torch: only a compile given routing data runs them
+    from compiler.calibrate import check_simulation_memory
     from compiler.simulate import Simulator
 
     count = len(next(iter(data.values())))

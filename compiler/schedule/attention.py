@@ -52,7 +52,6 @@ from xdsl.dialects.builtin import IntegerAttr
 
 from compiler.dialect import dataflow as df
 from compiler.frontend.masks import window_mask
-from compiler.numerics.softmax_free import NEWTON_ITERS, soft_landmarks
 from compiler.schedule.attention_pipeline import onchip_target, plan_tiles, softcap_work
 from compiler.schedule.plan import (
     GEMM_TILES,
@@ -65,6 +64,7 @@ from compiler.schedule.plan import (
     readout_detail,
     tensor_bytes,
 )
+from compiler.soft_params import NEWTON_ITERS, soft_landmarks
 from hw.models.base import Cost
 from hw.perf.workload import GemmWork, VectorWork
 from hw.targets.schema import Target

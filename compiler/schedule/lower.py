@@ -26,6 +26,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_groups import GROUP_ATTR, SCALE_BITS_ATTR, groups_of
 from compiler.schedule.attention import plan_attention, softmax_cost_name
 from compiler.schedule.kv_cache import kv_role
@@ -43,7 +44,6 @@ from compiler.schedule.plan import (
     priced_task,
     tensor_bytes,
 )
-from compiler.simulate.kernels import PER_TOKEN_ATTR
 from hw.models.base import AcceleratorModel, Cost, ceil_div
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 

@@ -30,6 +30,7 @@ from xdsl.ir import Operation
 from compiler.dialect import dataflow as df
 from compiler.frontend.onnx_ops import run_node
 from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
+from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, group_matmul
 from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
@@ -40,9 +41,6 @@ __all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
-#: A ``dataflow.gemm`` attribute {offset, unsigned, shift} (integers): its 16-bit input is quantized per token to int8
-#: inside the GEMM and the result rescaled per row (compiler/numerics/pertoken.py has the arithmetic).
-PER_TOKEN_ATTR = "per_token"
 _NEG = np.float32(np.finfo(np.float32).min)
 _SCALE_KEEPING = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose", "slice", "gather", "expand", "split",
                   "tile", "identity")
