@@ -401,7 +401,7 @@ def _scorings(g: Graph, nodes: list[Node], e: int) -> list[Scoring | None]:
     scalar multiplied in)."""
     if not any(n.op_type == "Sigmoid" for n in nodes):
         return [None]
-    from compiler.numerics.router import Scoring  # noqa: PLC0415  (torch via the numerics package: see _prove)
+    from compiler.numerics.router import Scoring  # torch via the numerics package: see _prove
     biases: list[tuple[float, ...] | None] = [None]
     scales, groups = {1.0}, {(1, 1)}
     for n in nodes:
