@@ -15,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_MAC, VECTOR_COSTS
 from hw.targets.technology import TECH_NODES_NM, known_node
@@ -259,11 +268,18 @@ class FpgaGemm(Gemm):
     whole batch items (attention heads), are dealt out to them (hw/models/fpga.py). 1: one array."""
 
     partitions: Positive = 1
+    fold_overlap: StrictBool = False
+    """True: the output-stationary array streams its folds (hw/rtl/systolic_stream.py: shadow accumulators drain a
+    fold while the next one's operands enter), priced by ``hw.perf.systolic.fold_overlap_cycles``; False: the plain
+    array (hw/rtl/systolic.py), SCALE-Sim's count."""
 
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:
         if self.rows % self.partitions:
             raise ValueError(f"partitions {self.partitions} must divide rows {self.rows} (equal sub-arrays)")
+        if self.fold_overlap and self.dataflow != "os":
+            raise ValueError(f"fold_overlap needs dataflow os (the streaming array is output-stationary), "
+                             f"not {self.dataflow}")
         return self
 
 
