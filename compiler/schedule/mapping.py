@@ -165,7 +165,7 @@ def mapping_space(model: Any, objective: str | None = None) -> MappingSpace | No
     parts = getattr(gemm, "partitions", 1)
     return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
                         float(model.offchip_bytes_per_cycle()), parts, objective,
-                        bool(getattr(gemm, "fold_overlap", False)))
+                        bool(getattr(gemm, "fold_overlap", False)) and dataflow == "os")
 
 
 def mapping_objective(options: Any) -> str | None:

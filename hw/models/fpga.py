@@ -174,7 +174,7 @@ class FpgaModel:
         rows = g.rows // parts  # each sub-array's rows (one sub-array = the whole array when partitions = 1)
         passes = operand_passes(work, g)
         invocations = work.batch * passes
-        overlap = g.fold_overlap
+        overlap = g.fold_overlap and g.dataflow == "os"
         if overlap:  # the streaming array (hw.rtl.systolic_stream): the skew once per invocation, not per fold
             per_item = fold_overlap_cycles(work.m, work.n, work.k, rows, g.cols)
             kernel: str | None = STREAM_KERNEL

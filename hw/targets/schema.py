@@ -271,15 +271,13 @@ class FpgaGemm(Gemm):
     fold_overlap: StrictBool = False
     """True: the output-stationary array streams its folds (hw/rtl/systolic_stream.py: shadow accumulators drain a
     fold while the next one's operands enter), priced by ``hw.perf.systolic.fold_overlap_cycles``; False: the plain
-    array (hw/rtl/systolic.py), SCALE-Sim's count."""
+    array (hw/rtl/systolic.py), SCALE-Sim's count. Only the output-stationary array has a streaming form: a ws or is
+    array runs as it always does (so a dataflow sweep of a target that sets it needs no second key)."""
 
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:
         if self.rows % self.partitions:
             raise ValueError(f"partitions {self.partitions} must divide rows {self.rows} (equal sub-arrays)")
-        if self.fold_overlap and self.dataflow != "os":
-            raise ValueError(f"fold_overlap needs dataflow os (the streaming array is output-stationary), "
-                             f"not {self.dataflow}")
         return self
 
 
