@@ -32,7 +32,7 @@ against the plain array's ``folds * (k + rows + cols - 2) - 1 + rows``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 
 from hw.perf.systolic import fold_overlap_cycles
@@ -103,8 +103,8 @@ class SystolicGemmStream(SystolicGemm):
 
         acc = [[Signal(signed(self.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
         shadow = [[Signal(signed(self.acc_bits), name=f"shadow_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        a_in = [[None] * cols for _ in range(rows)]
-        b_in = [[None] * cols for _ in range(rows)]
+        a_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
+        b_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
                 a_ij = a_in[i][j] = a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}")
