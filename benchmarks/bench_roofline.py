@@ -1,6 +1,7 @@
 """Schedules against their roofline bound (issue goals): ViT-Base int8 I-ViT and BERT-base (sequence 128) on the
-default fpga-u280, with the per-GEMM mapping search and with the target's fixed mapping, and a sequence-first
-encoder layer against the same layer batch-first, and where each attention layer's cycles go. Printed, never
+default fpga-u280 (its folds streamed, gemm.fold_overlap, and not), with the per-GEMM mapping search and with the
+target's fixed mapping, and a sequence-first encoder layer against the same layer batch-first, and where each
+attention layer's cycles go. Printed, never
 asserted: tests/test_schedule_mapping.py pins the ratios on one-layer shapes.
 """
 
@@ -87,6 +88,11 @@ def main() -> dict[str, float]:
                       f"{ratio:.3f} (goal <= {goal}); compile {seconds:.2f} s")
                 if mapping == "search":
                     _attention_line(report)
+            # The same array with its folds not overlapped (hw/rtl/systolic.py, SCALE-Sim's count per fold).
+            plain = compile_model(path, overrides={"gemm.fold_overlap": "false"}, **options).report
+            figures[f"{name} plain array"] = _ratio(plain)
+            print(f"roofline: {name} with --set gemm.fold_overlap=false: {plain['latency_cycles']:,} cycles, ratio "
+                  f"{_ratio(plain):.3f}")
     for parts in (4, 8):
         report = compile_model(vit, overrides={"gemm.partitions": str(parts)}, **IVIT).report
         used = report["resources"]

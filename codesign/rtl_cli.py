@@ -14,7 +14,8 @@ it stands for) to decide which kernels the design needs, with the parameters the
 ============================  ================================================================================
 IR                            kernel (parameters)
 ============================  ================================================================================
-integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array) (rows, cols, acc_bits from the
+integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array, ``systolic_gemm_stream`` with
+                              ``gemm.fold_overlap``) (rows, cols, acc_bits from the
                               target's ``gemm``; in_bits the operand width); also the QK^T and A.V products of
                               integer ``dataflow.attention``
 ``dataflow.requant``          ``requant`` (lanes = the array's cols, acc_bits = input width, out_bits)
@@ -318,7 +319,8 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
         if array is None:
             raise InputError(f"layer '{layer}': target '{target.name}' has no systolic GEMM array for integer GEMMs")
         params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
-        kernel = "systolic_gemm_ws" if array.dataflow == "ws" else "systolic_gemm"
+        kernel = ("systolic_gemm_ws" if array.dataflow == "ws" else
+                  "systolic_gemm_stream" if getattr(array, "fold_overlap", False) else "systolic_gemm")
         add(kernel, params, layer, {"m": m, "n": n, "k": k}, count,
             (lambda _, v: rc.gemm_config(op, v)) if op is not None else None)
 

@@ -91,16 +91,22 @@ def _serial(model, shape: Shape) -> int:
     return sum(model.cost(w).compute_cycles for w in (qk, av, sm))
 
 
-@pytest.mark.parametrize("partitions", [1, 8])
-def test_vit_base_attention_beats_the_serial_order_on_the_u280(partitions: int) -> None:
-    model = build_model(load_target("fpga-u280", {"gemm.partitions": str(partitions)}))
+# Measured 2026-12-04 (the model's own mapping, no search). Folds streamed (gemm.fold_overlap, the bundled U280):
+# 30,270 cycles on one 64x64 array, 29,681 on 8 sub-arrays of 8x64, within 4% of the vector lanes' 29,112 / 29,088
+# busy cycles (softmax now bounds attention); the serial order takes 47,226 and 43,272. Folds not overlapped:
+# 54,568 and 35,264 against 75,954 and 56,346.
+@pytest.mark.parametrize("partitions,overlap,bound", [(1, True, 0.65), (8, True, 0.70), (1, False, 0.72),
+                                                      (8, False, 0.63)])
+def test_vit_base_attention_beats_the_serial_order_on_the_u280(partitions: int, overlap: bool, bound: float) -> None:
+    model = build_model(load_target("fpga-u280", {"gemm.partitions": str(partitions),
+                                                  "gemm.fold_overlap": str(overlap).lower()}))
     tiled = plan_tiles(**VIT_BASE, cost=model.cost, target=onchip_target(model.cost))
     assert tiled is not None
     assert max(tiled.result.array_cycles, tiled.result.vector_cycles) <= tiled.result.cycles
-    # Measured 2026-12-04 (the model's own mapping, no search): 54,568 cycles on one 64x64 array, 35,264 on 8
-    # sub-arrays of 8x64; the serial order takes 75,954 and 56,346.
     serial = _serial(model, VIT_BASE)
-    assert tiled.result.cycles < (0.72 if partitions == 1 else 0.63) * serial
+    assert tiled.result.cycles < bound * serial
+    if overlap:
+        assert tiled.result.cycles < 1.05 * tiled.result.vector_cycles
     assert tiled.tiles and sum(t.rows * t.heads for t in tiled.tiles) == 197 * 12
 
 

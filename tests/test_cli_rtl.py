@@ -36,10 +36,10 @@ def test_quantized_vit_uses_gemm_requant_and_the_three_i_vit_units(tmp_path, cap
     assert code == 0, err
     manifest = _manifest(out)
     by_name = {k["name"]: k for k in manifest["kernels"]}
-    assert set(by_name) == {"systolic_gemm", "requant", "shiftmax", "shiftgelu", "ilayernorm"}
+    assert set(by_name) == {"systolic_gemm_stream", "requant", "shiftmax", "shiftgelu", "ilayernorm"}
     assert manifest["source"]["choices"] == {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu",
                                              "layernorm": "ilayernorm"}
-    assert by_name["systolic_gemm"]["parameters"] == {"rows": 4, "cols": 4, "in_bits": 8, "acc_bits": 32}
+    assert by_name["systolic_gemm_stream"]["parameters"] == {"rows": 4, "cols": 4, "in_bits": 8, "acc_bits": 32}
     # vit_tiny: 17 tokens, 4 heads of 16, hidden 64, MLP 128 (examples/build_models.py).
     assert by_name["shiftmax"]["parameters"] == {"n": 17, "in_bits": 32, "out_bits": 16, "x0_bits": 16}
     gelu = by_name["shiftgelu"]
@@ -98,7 +98,7 @@ def test_edge_moe_model_gets_the_online_softmax_and_the_router(tmp_path, capsys)
     assert code == 0, err
     manifest = _manifest(out)
     by_name = {k["name"]: k for k in manifest["kernels"]}
-    assert {"online_softmax", "topk_router", "systolic_gemm"} <= set(by_name)
+    assert {"online_softmax", "topk_router", "systolic_gemm_stream"} <= set(by_name)
     assert by_name["topk_router"]["parameters"]["k"] == 2
     assert by_name["online_softmax"]["parameters"]["out_bits"] == 16
     router_bits = by_name["topk_router"]["parameters"]["in_bits"]
@@ -106,7 +106,7 @@ def test_edge_moe_model_gets_the_online_softmax_and_the_router(tmp_path, capsys)
         assert any("float gate logits" in note for note in manifest["notes"])
     else:  # an integer MoE block: int32 logits, and the experts' GEMMs on the array
         assert router_bits == 32
-        layers = {inv["layer"] for inv in by_name["systolic_gemm"]["invocations"]}
+        layers = {inv["layer"] for inv in by_name["systolic_gemm_stream"]["invocations"]}
         assert {"blocks.1.ffn.experts.w1", "blocks.1.ffn.experts.w2"} <= layers
         assert any("uniform routing" in note for note in manifest["notes"])
 
@@ -172,7 +172,7 @@ def test_out_never_overwrites_a_users_folder_but_reuses_its_own(tmp_path, capsys
         (["--kernel", "shiftmax", "--set", "n=many"], "--set n=many: kernel parameter n must be an integer"),
         (["--kernel", "shiftmax", "--set", "depth"], "--set depth: expected KEY=VALUE, e.g. n=64"),
         (["--kernel", "fft"], "unknown RTL kernel 'fft' (known: ilayernorm, online_softmax, requant, shiftgelu, "
-                              "shiftmax, systolic_gemm, systolic_gemm_ws, topk_router)"),
+                              "shiftmax, systolic_gemm, systolic_gemm_stream, systolic_gemm_ws, topk_router)"),
         (["model.onnx", "--kernel", "shiftmax"], "rtl: give a model or --kernel NAME, not both"),
         ([], "rtl: give a model (an ONNX file) or --kernel NAME (see codesign rtl --help)"),
         (["missing.onnx"], "missing.onnx: no such file"),

@@ -314,7 +314,7 @@ def test_codesign_rtl_runs_conv_gemms_on_the_array_and_gives_im2col_no_unit(tmp_
                  "--out", str(out), "-q"])
     assert code == 0, capsys.readouterr().err
     kernels = {k["name"]: k for k in json.loads((out / "manifest.json").read_text())["kernels"]}
-    gemm = kernels["systolic_gemm"]["invocations"]
+    gemm = kernels["systolic_gemm_stream"]["invocations"]
     assert [(inv["work"], inv["count"]) for inv in gemm] == [({"m": 100, "n": 1, "k": 9}, 8)]
     assert not any("im2col" in name for name in kernels)
 

@@ -15,9 +15,9 @@ import pytest
 
 from hw.models import FpgaModel, build_model
 from hw.models.fpga import RTL_VECTOR_UNITS
-from hw.perf.systolic import systolic_cycles
+from hw.perf.systolic import fold_overlap_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, VectorWork, Work
-from hw.rtl import ilayernorm, online_softmax, requant, shiftgelu, shiftmax, systolic, topk_router
+from hw.rtl import ilayernorm, online_softmax, requant, shiftgelu, shiftmax, systolic, systolic_stream, topk_router
 from hw.targets import load_target
 from hw.targets.schema import FpgaTarget
 
@@ -40,19 +40,27 @@ def fpga(**overrides: object) -> FpgaModel:
 # --- one kernel at a time: the parameter sets tests/test_rtl_<kernel>.py simulate ---------------------------------
 
 
-@pytest.mark.parametrize("shape", [(2, 2), (4, 4), (3, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("shape", [(2, 2), (4, 4), (3, 5), (5, 3)], ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("bits", [8, 4])
-def test_gemm_is_the_systolic_rtl(shape: tuple[int, int], bits: int) -> None:
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "fold_overlap"])
+def test_gemm_is_the_systolic_rtl(shape: tuple[int, int], bits: int, overlap: bool) -> None:
+    """The plain array (hw.rtl.systolic, SCALE-Sim's count + rows of readout) or, with ``gemm.fold_overlap``, the
+    streaming one (hw.rtl.systolic_stream, its fold-overlapped count + 1), per invocation."""
     rows, cols = shape
-    m = fpga(gemm__rows=rows, gemm__cols=cols)
-    for mm, n, k in gemm_shapes(rows, cols):
-        rtl = systolic.predicted_cycles(mm, n, k, rows, cols)
+    m = fpga(gemm__rows=rows, gemm__cols=cols, gemm__fold_overlap=str(overlap).lower())
+    for mm, n, k in gemm_shapes(rows, cols) + [(3 * rows - 1, 2 * cols + 1, max(1, rows - 1))]:
+        if overlap:
+            rtl, count, drain = (systolic_stream.predicted_cycles(mm, n, k, rows, cols),
+                                 fold_overlap_cycles(mm, n, k, rows, cols), 1)
+        else:
+            rtl, count, drain = (systolic.predicted_cycles(mm, n, k, rows, cols),
+                                 systolic_cycles(mm, n, k, rows, cols, "os"), rows)
         for batch in (1, 3):
             cost = m.cost(GemmWork(mm, n, k, batch=batch, in_bits=bits, w_bits=bits))
             assert cost.compute_cycles == batch * rtl, (mm, n, k, batch)
-            # SCALE-Sim's count stays visible; the rest is the readout of each invocation's last fold.
-            assert cost.detail["cycles_per_item"] == systolic_cycles(mm, n, k, rows, cols, "os")
-            assert cost.detail["drain_cycles"] == batch * rows == cost.compute_cycles - batch * cost.detail[
+            # The array's compute count stays visible; the rest is the readout of each invocation's last fold.
+            assert cost.detail["cycles_per_item"] == count
+            assert cost.detail["drain_cycles"] == batch * drain == cost.compute_cycles - batch * cost.detail[
                 "cycles_per_item"]
 
 
@@ -182,14 +190,15 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
     layers = {layer["name"]: layer for layer in result.report["layers"]}
     pair_of = {(kernel, tuple(sorted(fixed.items()))): pair for pair, (kernel, fixed) in RTL_VECTOR_UNITS.items()}
     checked = {"exact": 0, "fused": 0}
-    assert {u.kernel for u in uses} == {"systolic_gemm", "requant", "shiftmax", "shiftgelu", "ilayernorm"}
+    array_kernel = "systolic_gemm_stream" if target.gemm.fold_overlap else "systolic_gemm"
+    assert {u.kernel for u in uses} == {array_kernel, "requant", "shiftmax", "shiftgelu", "ilayernorm"}
     per_element = {"shiftgelu": 1, "shiftgelu-row": 0}[gelu]
     assert {u.params["per_element"] for u in uses if u.kernel == "shiftgelu"} == {per_element}
     same: Callable[[object], bool]
     for use in uses:
         for inv in use.invocations:
             manifest_cycles = invocation_cycles(use.kernel, use.params, inv.work)
-            if use.kernel == "systolic_gemm":
+            if use.kernel == array_kernel:
                 expected = manifest_cycles * inv.count
                 w = inv.work
 
@@ -224,12 +233,16 @@ def test_compiled_vit_matches_the_rtl_manifest(monkeypatch, lanes: int | None, g
                 else:
                     assert task.compute_cycles == expected, inv.layer
                     checked["exact"] += 1
-                if use.kernel == "systolic_gemm" and inv.layer in layers and task.compute_cycles == expected:
-                    # the report keeps SCALE-Sim's count and the readout apart
+                if use.kernel == array_kernel and inv.layer in layers and task.compute_cycles == expected:
+                    # the report keeps the array's compute count and the readout apart
                     layer = layers[inv.layer]
-                    scalesim = systolic_cycles(w["m"], w["n"], w["k"], target.gemm.rows, target.gemm.cols, "os")
+                    g = target.gemm
+                    if g.fold_overlap:
+                        count, drain = fold_overlap_cycles(w["m"], w["n"], w["k"], g.rows, g.cols), 1
+                    else:
+                        count, drain = systolic_cycles(w["m"], w["n"], w["k"], g.rows, g.cols, "os"), g.rows
                     assert (layer["compute_cycles"], layer["drain_cycles"]) == (
-                        inv.count * scalesim, inv.count * target.gemm.rows), inv.layer
+                        inv.count * count, inv.count * drain), inv.layer
             else:  # an epilogue fused into the GEMM before it
                 checked["fused"] += 1
     assert checked["exact"] >= 10 and checked["fused"] >= 10

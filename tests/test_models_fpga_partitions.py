@@ -13,9 +13,10 @@ from hw.rtl import systolic
 from hw.targets import load_target
 
 
-def fpga(rows: int, cols: int, parts: int) -> FpgaModel:
+def fpga(rows: int, cols: int, parts: int, overlap: bool = False) -> FpgaModel:
     m = build_model(load_target("fpga-u280", {"gemm.rows": str(rows), "gemm.cols": str(cols),
-                                              "gemm.partitions": str(parts)}))
+                                              "gemm.partitions": str(parts),
+                                              "gemm.fold_overlap": str(overlap).lower()}))
     assert isinstance(m, FpgaModel)
     return m
 
@@ -73,3 +74,17 @@ def test_codesign_rtl_refuses_sub_arrays(tmp_path, capsys) -> None:
     assert code == 2
     assert err.strip() == "codesign: error: gemm.partitions: codesign rtl emits one array (partitions = 1), got 2"
     assert not (tmp_path / "rtl").exists()
+
+
+@pytest.mark.parametrize("m,n,k", [(197, 768, 768), (9, 5, 3), (64, 64, 64), (1, 1000, 768)])
+def test_streaming_sub_arrays_stream_their_share_of_folds(m: int, n: int, k: int) -> None:
+    """With ``gemm.fold_overlap`` each sub-array is the streaming array (hw.rtl.systolic_stream): the busiest one's
+    share of folds is one invocation of it, the skew paid once."""
+    from hw.rtl import systolic_stream
+
+    cost = fpga(64, 64, 4, overlap=True).cost(GemmWork(m=m, n=n, k=k))
+    rf, cf = fold_counts(m, n, k, 16, 64, "os")
+    share = -(-(rf * cf) // 4)
+    assert cost.detail["partition_split"] == "folds"
+    assert cost.compute_cycles == systolic_stream.predicted_cycles(share * 16, 64, k, 16, 64)
+    assert cost.compute_cycles <= fpga(64, 64, 4).cost(GemmWork(m=m, n=n, k=k)).compute_cycles

@@ -160,10 +160,10 @@ def test_manifest_configs_are_the_simulated_designs(design, captured):
     entry, requant = _invocation(manifest, "requant", lambda inv: isinstance(inv["config"]["m"], dict))
     config = resolve_config(out, requant["config"])
     assert config["m"].shape == config["e"].shape == (captured[requant["layer"]]["x"].shape[-1],)
-    _, gemm = _invocation(manifest, "systolic_gemm", lambda inv: "weights" in inv["config"])
+    _, gemm = _invocation(manifest, "systolic_gemm_stream", lambda inv: "weights" in inv["config"])
     weights = resolve_config(out, gemm["config"])["weights"]
     assert weights.dtype == np.int8 and weights.shape == (gemm["work"]["k"], gemm["work"]["n"])
-    _, qk = _invocation(manifest, "systolic_gemm", lambda inv: inv["layer"].endswith(".qk"))
+    _, qk = _invocation(manifest, "systolic_gemm_stream", lambda inv: inv["layer"].endswith(".qk"))
     assert qk["config"] == {}  # both operands are activations
 
 

@@ -14,7 +14,8 @@ runs on the target's systolic array:
                each operand and of the accumulators fits its buffer (half of it when double buffered).
 
 Cycles are the target's exact systolic count for the chosen dataflow and orientation (``systolic_cycles``, the same
-closed form the FPGA model and the RTL share), so every mapping is one the array executes. Loop order and tiles do
+closed form the FPGA model and the RTL share; ``fold_overlap_cycles`` on an array whose folds stream, the FPGA's
+``gemm.fold_overlap``), so every mapping is one the array executes. Loop order and tiles do
 not change the array's cycles (the array keeps nothing between folds); they decide how often an operand that does
 not fit its buffer is re-read from off-chip (``reread_bytes``), how many pieces the scheduler double-buffers
 (``tiles``), and the rows of the output completed at a time (``block_rows``: what a consumer can stream,
@@ -57,7 +58,7 @@ from typing import Any
 from hw.errors import InputError
 from hw.models.base import AcceleratorModel
 from hw.models.run_energy import run_energy_mj, total_mj
-from hw.perf.systolic import systolic_cycles
+from hw.perf.systolic import fold_overlap_cycles, streamed_folds_cycles, systolic_cycles
 from hw.perf.workload import GemmWork
 
 __all__ = ["Mapping", "MappingSpace", "EnergyPricer", "mapping_space", "energy_pricer", "search", "mapped_work",
@@ -76,8 +77,9 @@ class MappingSpace:
     """What the target lets a GEMM's mapping choose: the array (``partitions`` sub-arrays of ``rows`` x ``cols``),
     the dataflows it runs per layer,
     the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), the
-    off-chip bandwidth (bytes/cycle) that prices re-reads against cycles, and the ``objective`` the search
-    minimises first (``MAPPING_OBJECTIVES``; part of the search's cache key with the space)."""
+    off-chip bandwidth (bytes/cycle) that prices re-reads against cycles, the ``objective`` the search
+    minimises first (``MAPPING_OBJECTIVES``; part of the search's cache key with the space), and whether the
+    output-stationary array streams its folds (``fold_overlap``, the FPGA's ``gemm.fold_overlap``)."""
 
     rows: int
     cols: int
@@ -86,6 +88,7 @@ class MappingSpace:
     bytes_per_cycle: float = float("inf")
     partitions: int = 1
     objective: str = "latency"
+    fold_overlap: bool = False
 
 
 class EnergyPricer:
@@ -161,7 +164,8 @@ def mapping_space(model: Any, objective: str | None = None) -> MappingSpace | No
         caps = (each, each, each)
     parts = getattr(gemm, "partitions", 1)
     return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
-                        float(model.offchip_bytes_per_cycle()), parts, objective)
+                        float(model.offchip_bytes_per_cycle()), parts, objective,
+                        bool(getattr(gemm, "fold_overlap", False)) and dataflow == "os")
 
 
 def mapping_objective(options: Any) -> str | None:
@@ -198,7 +202,9 @@ def _tile_sizes(extent: int, fold: int) -> list[int]:
 def _cycles(m: int, n: int, k: int, batch: int, space: MappingSpace, dataflow: str) -> tuple[int, bool]:
     """Array cycles per batch item (SCALE-Sim's count, readouts aside) of an m x n x k product on ``space``, and
     whether its sub-arrays take whole batch items rather than folds (hw/models/fpga.py deals them out the same)."""
-    per_item = systolic_cycles(m, n, k, space.rows, space.cols, dataflow)
+    overlap = space.fold_overlap and dataflow == "os"
+    per_item = (fold_overlap_cycles(m, n, k, space.rows, space.cols) if overlap
+                else systolic_cycles(m, n, k, space.rows, space.cols, dataflow))
     parts = space.partitions
     if parts == 1:
         return per_item, False
@@ -206,7 +212,10 @@ def _cycles(m: int, n: int, k: int, batch: int, space: MappingSpace, dataflow: s
     if dataflow != "os":
         rf, cf = -(-k // space.rows), -(-(n if dataflow == "ws" else m) // space.cols)
     folds = rf * cf
-    by_folds = -(-folds // parts) * ((per_item + 1) // folds) - 1
+    if overlap:
+        by_folds = streamed_folds_cycles(-(-folds // parts), k, space.rows, space.cols)
+    else:
+        by_folds = -(-folds // parts) * ((per_item + 1) // folds) - 1
     by_items = -(-batch // parts) * per_item // batch
     return (by_items, True) if by_items < by_folds else (by_folds, False)
 

@@ -35,6 +35,11 @@ GEMM (unit ``gemm``)
 
     each sub-array's share being one invocation of its kernel (``predicted_cycles`` for its folds). ``codesign
     rtl`` emits and checks one array (P = 1).
+
+    ``gemm.fold_overlap: true`` runs the array whose folds stream (``hw.rtl.systolic_stream``, ``STREAM_KERNEL``):
+    ``systolic_cycles`` becomes ``fold_overlap_cycles`` (``(folds - 1) * max(k, rows) + k + rows + cols - 3``) and
+    the readout one cycle, so an invocation takes that kernel's ``predicted_cycles``; split by folds, a sub-array
+    streams its ``ceil(folds / P)`` folds (``streamed_folds_cycles``).
 Vector (unit ``vector``, ``vector.count`` of them)
     ``vector.lanes`` copies of the RTL row unit, each taking whole rows round-robin, so R rows of n elements
     take the unit's cycles for ``ceil(R / lanes)`` rows (``L = lanes``)::
@@ -88,18 +93,21 @@ from hw.models.resources import (
     lane_cost,
     unit_cost,
 )
-from hw.perf.systolic import fold_counts, systolic_cycles
+from hw.perf.systolic import fold_counts, fold_overlap_cycles, streamed_folds_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
 from hw.targets.schema import FpgaTarget
 
-__all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "ARRAY_KERNELS"]
+__all__ = ["FpgaModel", "SHUFFLE_MOVES", "RTL_VECTOR_UNITS", "RTL_UNIT_FITS", "ARRAY_KERNELS", "STREAM_KERNEL"]
 
 SHUFFLE_MOVES = frozenset({"transpose", "gather", "scatter", "permute", "sort"})
 """Moves that reorder elements run on the vector lanes; the rest (copy, concat, slice ...) are DMA bursts."""
 
 ARRAY_KERNELS: Mapping[str, str] = MappingProxyType(array_kernels())
 """GEMM dataflow -> the ``hw.rtl`` array kernel that times it (the registry's arrays; none for ``is`` yet)."""
+
+STREAM_KERNEL = "systolic_gemm_stream"
+"""The output-stationary array whose folds stream (``hw.rtl.systolic_stream``): what ``gemm.fold_overlap`` runs."""
 
 _ROLES = vector_roles()
 
@@ -166,8 +174,13 @@ class FpgaModel:
         rows = g.rows // parts  # each sub-array's rows (one sub-array = the whole array when partitions = 1)
         passes = operand_passes(work, g)
         invocations = work.batch * passes
-        per_item = systolic_cycles(work.m, work.n, work.k, rows, g.cols, g.dataflow)
-        kernel = ARRAY_KERNELS.get(g.dataflow)
+        overlap = g.fold_overlap and g.dataflow == "os"
+        if overlap:  # the streaming array (hw.rtl.systolic_stream): the skew once per invocation, not per fold
+            per_item = fold_overlap_cycles(work.m, work.n, work.k, rows, g.cols)
+            kernel: str | None = STREAM_KERNEL
+        else:
+            per_item = systolic_cycles(work.m, work.n, work.k, rows, g.cols, g.dataflow)
+            kernel = ARRAY_KERNELS.get(g.dataflow)
         drain = kernel_class(kernel).readout_cycles({"rows": rows, "cols": g.cols}) if kernel else 0
         half = 0.5 if t.buffers.double_buffered else 1.0
         caps = tuple(kb * 1024 * half for kb in (t.buffers.act_kb, t.buffers.weight_kb, t.buffers.out_kb))
@@ -176,8 +189,11 @@ class FpgaModel:
         if parts > 1:
             # Sub-arrays: deal each invocation's folds out to them (each runs ceil(folds / P) folds, one invocation
             # of its RTL kernel), or whole invocations (batch items: attention heads), whichever ends first.
-            per_fold = (per_item + 1) // folds
-            by_folds = invocations * (-(-folds // parts) * per_fold - 1 + drain)
+            share = -(-folds // parts)
+            if overlap:
+                by_folds = invocations * (streamed_folds_cycles(share, work.k, rows, g.cols) + drain)
+            else:
+                by_folds = invocations * (share * ((per_item + 1) // folds) - 1 + drain)
             by_items = -(-invocations // parts) * (per_item + drain)
             split, cycles = ("items", by_items) if by_items < by_folds else ("folds", by_folds)
             readouts = -(-invocations // parts) if split == "items" else invocations
@@ -189,6 +205,8 @@ class FpgaModel:
             "utilization": work.macs / ((cycles - readouts * drain) * g.rows * g.cols) if cycles else 0.0,
             "dataflow": g.dataflow,
         }
+        if overlap:
+            detail["fold_overlap"] = True
         if parts > 1:
             detail.update(partitions=parts, partition_split=split)
         return Cost(

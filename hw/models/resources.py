@@ -203,7 +203,9 @@ def estimate(target: FpgaTarget, cal: FpgaCalibration = DEFAULT_CALIBRATION,
     out: dict[str, dict[str, float]] = {r: {} for r in RESOURCES}
     out["dsp"]["gemm"] = float(ceil_div(int(pes * dsp_per_mac(g.in_bits, g.w_bits) * 2), 2))
     out["lut"]["gemm"] = pes * cal.lut_per_pe
-    out["ff"]["gemm"] = pes * cal.ff_per_pe_bit * (g.in_bits + g.w_bits + g.acc_bits)
+    # The streaming array (gemm.fold_overlap, hw/rtl/systolic_stream.py) adds a shadow accumulator per PE.
+    shadow = g.acc_bits if getattr(g, "fold_overlap", False) and g.dataflow == "os" else 0
+    out["ff"]["gemm"] = pes * cal.ff_per_pe_bit * (g.in_bits + g.w_bits + g.acc_bits + shadow)
     for resource in LANE_RESOURCES:
         out[resource]["vector"] = lanes * lane[resource]
     out["lut"]["dma"] = d.channels * cal.lut_per_dma

@@ -44,7 +44,8 @@ from numbers import Integral
 
 from hw.errors import InputError
 
-__all__ = ["DATAFLOWS", "fold_counts", "fold_cycles", "systolic_cycles", "utilization"]
+__all__ = ["DATAFLOWS", "fold_counts", "fold_cycles", "systolic_cycles", "fold_overlap_cycles", "streamed_folds_cycles",
+           "utilization"]
 
 DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
 
@@ -110,6 +111,24 @@ def systolic_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str)
     if dataflow == "ws":
         return -(-k // rows) * -(-n // cols) * (m + 2 * rows + cols - 2) - 1
     return -(-k // rows) * -(-m // cols) * (n + 2 * rows + cols - 2) - 1
+
+
+def streamed_folds_cycles(folds: int, k: int, rows: int, cols: int) -> int:
+    """Cycles to the last MAC of ``folds`` output-stationary folds of ``k`` beats streamed back to back on a
+    ``rows`` x ``cols`` array whose folds overlap (``hw.rtl.systolic_stream``): ``(folds - 1) * max(k, rows) + k +
+    rows + cols - 3``. Each fold after the first adds ``max(k, rows)`` cycles, not SCALE-Sim's ``k + rows + cols -
+    2``: its operands enter while the previous fold's results drain through shadow registers, and a fold shorter
+    than ``rows`` waits for the previous one's ``rows`` result rows to leave the one-row-per-cycle port. The
+    skew (``rows + cols - 2``) is paid once; ``- 1`` as in :func:`systolic_cycles` (the index of the last MAC's
+    cycle). Not a SCALE-Sim count: SCALE-Sim never overlaps folds."""
+    return (int(folds) - 1) * max(int(k), int(rows)) + int(k) + int(rows) + int(cols) - 3
+
+
+def fold_overlap_cycles(m: int, n: int, k: int, rows: int, cols: int) -> int:
+    """:func:`streamed_folds_cycles` of an (m x k) by (k x n) output-stationary GEMM, ``ceil(m/rows) *
+    ceil(n/cols)`` folds: the compute count of the array with fold overlap (a target's ``gemm.fold_overlap``)."""
+    _check("fold_overlap_cycles", m, n, k, rows, cols, "os")
+    return streamed_folds_cycles(-(-int(m) // int(rows)) * -(-int(n) // int(cols)), k, rows, cols)
 
 
 def utilization(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> float:

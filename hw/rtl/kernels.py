@@ -20,6 +20,7 @@ from hw.rtl.requant import Requant
 from hw.rtl.shiftgelu import ShiftGelu
 from hw.rtl.shiftmax import Shiftmax
 from hw.rtl.systolic import SystolicGemm
+from hw.rtl.systolic_stream import SystolicGemmStream
 from hw.rtl.systolic_ws import SystolicGemmWs
 from hw.rtl.topk_router import TopkRouter
 
@@ -37,7 +38,8 @@ __all__ = [
 
 _REGISTRY: dict[str, type[KernelMixin]] = {
     cls.KERNEL: cls
-    for cls in (SystolicGemm, SystolicGemmWs, Requant, Shiftmax, ShiftGelu, ILayerNorm, OnlineSoftmax, TopkRouter)
+    for cls in (SystolicGemm, SystolicGemmWs, SystolicGemmStream, Requant, Shiftmax, ShiftGelu, ILayerNorm,
+                OnlineSoftmax, TopkRouter)
 }
 KERNELS: Mapping[str, type[KernelMixin]] = MappingProxyType(_REGISTRY)
 """Kernel name -> its class (a live read-only view: :func:`register_kernel` adds to it)."""

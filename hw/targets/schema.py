@@ -15,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hw.targets.defaults import PJ_PER_BYTE_OFFCHIP, PJ_PER_BYTE_ONCHIP, PJ_PER_MAC, VECTOR_COSTS
 from hw.targets.technology import TECH_NODES_NM, known_node
@@ -259,6 +268,11 @@ class FpgaGemm(Gemm):
     whole batch items (attention heads), are dealt out to them (hw/models/fpga.py). 1: one array."""
 
     partitions: Positive = 1
+    fold_overlap: StrictBool = False
+    """True: the output-stationary array streams its folds (hw/rtl/systolic_stream.py: shadow accumulators drain a
+    fold while the next one's operands enter), priced by ``hw.perf.systolic.fold_overlap_cycles``; False: the plain
+    array (hw/rtl/systolic.py), SCALE-Sim's count. Only the output-stationary array has a streaming form: a ws or is
+    array runs as it always does (so a dataflow sweep of a target that sets it needs no second key)."""
 
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:
