@@ -19,7 +19,7 @@ from compiler.backend.select import fused_requant, gemm_layer
 from compiler.dialect import dataflow as df
 from hw.errors import InputError
 from hw.isa import Deps, Gemm, Halt, Program, Space, Vec, VecFn, to_bytes
-from hw.rtl.system import SystemConfig, run_system
+from hw.rtl.system import DramTiming, SystemConfig, run_system
 from hw.rtl.systolic import predicted_cycles
 
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
@@ -82,6 +82,34 @@ def test_gemm_programs_run_bit_exact_on_the_top_level(simulator: str) -> None:
 
 @pytest.mark.rtl
 @pytest.mark.slow
+def test_the_dram_model_matches_axiram_in_dram_and_cycles() -> None:
+    """The Amaranth DRAM model (no Python per cycle) against cocotbext-axi's AxiRam, the reference: same bytes,
+    same ``cycles``, at the latencies AxiRam has."""
+    builder, program = _small_program(np.random.default_rng(17))
+    image = bytes(builder.image.buffer())
+    runs = [run_system(SMALL, to_bytes(program), image, {"dram": (0, len(image))}, "verilator", dram=dram,
+                       run_name=f"parity_{index}") for index, dram in enumerate(("axiram", DramTiming()))]
+    assert runs[0].reads == runs[1].reads
+    assert runs[0].reads["dram"] == _expected(builder.geometry, program, image)
+    assert runs[0].cycles == runs[1].cycles
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_a_slower_dram_costs_cycles_not_correctness() -> None:
+    """A longer read latency changes ``cycles`` (the model's timing is live) and never the bytes."""
+    builder, program = _small_program(np.random.default_rng(17))
+    image = bytes(builder.image.buffer())
+    want = _expected(builder.geometry, program, image)
+    fast, slow = (run_system(SMALL, to_bytes(program), image, {"dram": (0, len(image))}, "verilator",
+                             dram=DramTiming(read_latency=latency), run_name=f"latency{latency}")
+                  for latency in (2, 40))
+    assert fast.reads["dram"] == want and slow.reads["dram"] == want
+    assert slow.cycles > fast.cycles
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
 def test_a_missing_token_gives_a_wrong_result_in_rtl() -> None:
     """Without the data-loaded wait the array runs before its operands arrive: the check above can fail."""
     rng = np.random.default_rng(5)
@@ -121,6 +149,10 @@ def test_a_bad_program_or_read_is_one_line_before_any_build(tmp_path) -> None:
         run_system(SMALL, program, bytes(64), {"y": (60, 8)}, "verilator", build_root=tmp_path)
     with pytest.raises(InputError, match=r"^system run: the DRAM image has 32 bytes; the program addresses 64$"):
         run_system(SMALL, program, bytes(32), {}, "verilator", build_root=tmp_path)
+    with pytest.raises(InputError, match=r"^system run: dram='ddr' is neither a DramTiming nor 'axiram'$"):
+        run_system(SMALL, program, bytes(64), {}, "verilator", build_root=tmp_path, dram="ddr")
+    with pytest.raises(InputError, match=r"^system DRAM model: read_latency=1 must be an integer in \[2, 65536\]$"):
+        run_system(SMALL, program, bytes(64), {}, "verilator", build_root=tmp_path, dram=DramTiming(read_latency=1))
     assert not list(tmp_path.iterdir())
 
 
