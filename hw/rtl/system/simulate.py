@@ -28,19 +28,21 @@ __all__ = ["TOP_NAME", "SIM_TOP_NAME", "SystemRun", "emit_system", "emit_sim_sys
 
 TOP_NAME = "cds1_system"
 SIM_TOP_NAME = "cds1_system_sim"
-_MIN_DRAM_WORDS = 4096
+_MIN_DRAM_WORDS = 16384
 _PAGE = 4096
 
 
 @dataclass(frozen=True)
 class SystemRun:
     """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, and
-    the simulator's wall times (seconds: build, 0.0 when reused, and run)."""
+    the simulator's wall times (seconds: build, 0.0 when reused; the whole run; the program alone, ``start`` to
+    ``done``, which ``cycles / program_s`` turns into simulated cycles per second)."""
 
     reads: dict[str, bytes]
     cycles: int
     build_s: float
     run_s: float
+    program_s: float = 0.0
 
 
 def emit_system(config: SystemConfig, out_dir: Path) -> Path:
@@ -68,7 +70,7 @@ def emit_sim_system(config: SystemConfig, timing: DramTiming, out_dir: Path) -> 
 
 
 def dram_words(mem_bytes: int) -> int:
-    """16-byte words of the DRAM model for ``mem_bytes`` of memory: a power of two (at least 64 KiB), so programs
+    """16-byte words of the DRAM model for ``mem_bytes`` of memory: a power of two (at least 256 KiB), so programs
     of similar size share one build."""
     words = max(_MIN_DRAM_WORDS, -(-mem_bytes // 16))
     return 1 << (words - 1).bit_length()
@@ -143,4 +145,4 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
         raise RuntimeError(f"system run on {sim}: the program uses an instruction the RTL does not build yet "
                            f"(fault); log {run.log}")
     return SystemRun({name: bytes.fromhex(h) for name, h in result["reads"].items()}, int(result["cycles"]),
-                     run.build_s, run.run_s)
+                     run.build_s, run.run_s, float(result.get("program_s", 0.0)))

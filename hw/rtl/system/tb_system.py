@@ -4,7 +4,8 @@ asked for and the top level's cycle count.
 Job (``$CODESIGN_TB_JOB``): ``{"image": path, "program": path, "program_addr": int, "mem_size": int,
 "reads": {name: [addr, nbytes]}, "max_cycles": int, "dram": "model" | "axiram"}``: the DRAM image is placed at
 address 0 and the program's instruction words (``program.bin`` without its header) at ``program_addr``. Result
-(``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}}``; a program that
+(``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}, "program_s": float}`` (``program_s``: wall
+seconds from ``start`` to ``done``, for cycles-per-second figures); a program that
 does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle budget, not a
 wall-clock one).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cocotb
@@ -81,6 +83,7 @@ async def run_program(dut):
     dut.rst.value = 0
     dut.program_addr.value = job["program_addr"]
     dut.start.value = 1
+    began = time.perf_counter()  # a figure for the host (cycles per second), never a limit
     await FallingEdge(dut.clk)
     dut.start.value = 0
     done = True
@@ -88,6 +91,7 @@ async def run_program(dut):
         await with_timeout(RisingEdge(dut.done), job["max_cycles"] * CLOCK_NS, "ns")
     except SimTimeoutError:
         done = False
+    program_s = time.perf_counter() - began
     await FallingEdge(dut.clk)
     reads = {}
     for name, (addr, size) in job["reads"].items():
@@ -95,5 +99,6 @@ async def run_program(dut):
             reads[name] = bytes(ram.read(addr, size) or b"").hex()
         else:
             reads[name] = (await _read_bytes(dut, addr, size)).hex()
-    result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads}
+    result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads,
+              "program_s": program_s}
     Path(os.environ["CODESIGN_TB_RESULT"]).write_text(json.dumps(result))
