@@ -83,15 +83,17 @@ def test_gemm_programs_run_bit_exact_on_the_top_level(simulator: str) -> None:
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_the_dram_model_matches_axiram_in_dram_and_cycles() -> None:
-    """The Amaranth DRAM model (no Python per cycle) against cocotbext-axi's AxiRam, the reference: same bytes,
-    same ``cycles``, at the latencies AxiRam has."""
+    """The Amaranth DRAM model (no Python per cycle) against cocotbext-axi's AxiRam, the reference: same bytes, and
+    ``cycles`` within 1% at the latencies AxiRam has (they were equal while one read burst was in flight at a time;
+    with several, AxiRam's Python channel queues answer a few bursts a cycle later: 1,916 against 1,904 here,
+    docs/RTL.md)."""
     builder, program = _small_program(np.random.default_rng(17))
     image = bytes(builder.image.buffer())
     runs = [run_system(SMALL, to_bytes(program), image, {"dram": (0, len(image))}, "verilator", dram=dram,
                        run_name=f"parity_{index}") for index, dram in enumerate(("axiram", DramTiming()))]
     assert runs[0].reads == runs[1].reads
     assert runs[0].reads["dram"] == _expected(builder.geometry, program, image)
-    assert runs[0].cycles == runs[1].cycles
+    assert abs(runs[0].cycles - runs[1].cycles) <= 0.01 * runs[0].cycles
 
 
 @pytest.mark.rtl
@@ -223,3 +225,28 @@ def test_every_bert_tiny_weight_gemm_runs_bit_exact(bert_layers, index: int) -> 
     got = np.frombuffer(run.reads["dram"], dtype, count=int(np.prod(y_region.shape)), offset=y_region.addr)
     np.testing.assert_array_equal(got.reshape(y_region.shape), simulated, err_msg=layer.name)
     print(f"\n{layer.name}: m={layer.m} k={layer.k} n={layer.n} rtl_cycles={run.cycles} sim_s={run.run_s:.1f}")
+
+
+# --- cycles against the performance model ------------------------------------------------------------------------
+
+MODEL_ERROR_BOUND = 0.10
+"""The worst |RTL - model| / model of a bert_tiny weight GEMM (8x8, DRAM 16 B/cycle) this RTL and scheduler reach;
+docs/RTL.md, "Cycles against the model", explains what is left."""
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_rtl_cycles_per_bert_layer_stay_within_the_pinned_bound_of_the_model() -> None:
+    """benchmarks/rtl_system_table.py's figures: every weight GEMM runs bit-exact (checked inside) and its RTL
+    ``cycles`` are within the pinned fraction of the model's layer latency for the same target parameters."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from rtl_system_table import compare
+
+    figures = compare()
+    assert len(figures) == BERT_GEMMS
+    for f in figures:
+        assert abs(f.error) <= MODEL_ERROR_BOUND, (f.name, f.rtl_cycles, f.model_cycles)
+    total_rtl, total_model = sum(f.rtl_cycles for f in figures), sum(f.model_cycles for f in figures)
+    assert abs(total_rtl - total_model) <= MODEL_ERROR_BOUND * total_model

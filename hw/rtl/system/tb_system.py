@@ -60,7 +60,10 @@ async def run_program(dut):
     dut.start.value = 0
     dut.program_addr.value = 0
     dut.rst.value = 1
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    # The model's clock runs in the simulator (cocotb's C++ clock: the testbench only writes at falling edges, so
+    # inertial writes are safe); AxiRam keeps cocotb's default Python clock, as the reference always ran.
+    clock = Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi" if model else None)
+    cocotb.start_soon(clock.start())
     memory = bytearray(job["mem_size"])
     image = Path(job["image"]).read_bytes()
     program = Path(job["program"]).read_bytes()
