@@ -1,6 +1,7 @@
 """hw.rtl.system: the cds1 top level runs compiler/backend programs bit-exactly against compiler/backend/machine.py.
 
-Each run serves DRAM with cocotbext-axi's AxiRam, runs the program to ``done`` and compares the whole DRAM image
+Each run serves DRAM with the Amaranth DRAM model (hw/rtl/system/dram.py; cocotbext-axi's AxiRam, the reference,
+where a test says so), runs the program to ``done`` and compares the whole DRAM image
 afterwards with the machine model's (so a stray write fails too). Small programs (several ragged GEMM layers on a
 4x4 array) run on both simulators; every weight GEMM of bert_tiny (int8, I-ViT set) runs on an 8x8 array in
 Verilator, one layer per program, fed the functional simulator's own input to that layer.

@@ -7,6 +7,8 @@
 into the accumulator) and, when the IR fuses a requant behind the product, one ``VEC requant`` into a scratchpad
 staging half; the store queue writes the fold to DRAM. Two halves of every buffer let fold ``f + 1`` load while
 fold ``f`` computes and fold ``f - 1`` stores; the dependency tokens (docs/ISA.md) are the only synchronisation.
+When the scratchpad holds every row fold's ``A`` besides two halves of ``B``, ``A`` is loaded once and each column
+fold's ``B`` once for all its row folds (only ``B`` is double-buffered then): every operand byte crosses DRAM once.
 
 Layouts: ``X``, ``W`` and the output are row-major in DRAM; a table of per-fold constants (bias, requant
 multipliers and shifts, one constant-memory row each) is loaded once at the start.
