@@ -94,7 +94,7 @@ def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latenc
 
 def main(argv: list[str] | None = None) -> list[LayerFigures]:
     """Parse ``argv``, run :func:`compare`, print the table, return the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--cols", type=int, default=8)
     parser.add_argument("--layers", type=int, default=None, help="only the first N weight GEMMs")

@@ -4,10 +4,10 @@ asked for and the top level's cycle count.
 Job (``$CODESIGN_TB_JOB``): ``{"image": path, "program": path, "program_addr": int, "mem_size": int,
 "reads": {name: [addr, nbytes]}, "max_cycles": int, "dram": "model" | "axiram"}``: the DRAM image is placed at
 address 0 and the program's instruction words (``program.bin`` without its header) at ``program_addr``. Result
-(``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}, "program_s": float}`` (``program_s``: wall
-seconds from ``start`` to ``done``, for cycles-per-second figures); a program that
-does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle budget, not a
-wall-clock one).
+(``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex},
+"program_s": float}`` (``program_s``: wall seconds from ``start`` to ``done``, for cycles-per-second figures); a
+program that does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle
+budget, not a wall-clock one).
 
 ``"model"``: the top is ``cds1_system_sim`` (``hw/rtl/system/dram.py``, DRAM in the netlist); the image goes in
 and the reads come out through its debug port, one 16-byte word per cycle, before ``start`` and after ``done``,
