@@ -1,9 +1,10 @@
 """Simulation speed of the systolic GEMM array on Icarus and Verilator, and Verilator's build time.
 
 Run ``python benchmarks/bench_rtl.py [--rows 4 --cols 4 --size 64]``; ``main`` prints one line per
-simulator and returns the figures. Each simulator runs the cocotb testbench used by the tests
-(``tests/rtl_tb/tb_systolic.py``: Python drives and samples the ports every cycle) on a random
-int8 ``size x size x size`` GEMM, in a scratch build folder so the build is timed from scratch.
+simulator and returns the figures; called without arguments (``make bench``) it then prints
+``rtl_system_table.py``'s table of the system top level's cycles against the performance model. Each simulator
+runs the cocotb testbench used by the tests (``tests/rtl_tb/tb_systolic.py``: Python drives and samples the ports
+every cycle) on a random int8 ``size x size x size`` GEMM, in a scratch build folder so the build is timed from scratch.
 Simulated cycles per second = testbench-measured cycles / wall time of the simulation run
 (simulator start-up and the Python interpreter included, so short runs understate the rate).
 """
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             f"{sim:9s} {args.rows}x{args.cols} array, {args.size}^3 int8 GEMM: {f['cycles']} cycles in "
             f"{f['run_s']:.2f} s = {f['cycles_per_s']:,.0f} cycles/s; build {f['build_s']:.1f} s"
         )
+    if not (sys.argv[1:] if argv is None else argv):  # `make bench`: also rtl_system_table.py's RTL-vs-model table
+        import rtl_system_table
+
+        rtl_system_table.main([])
     return figures
 
 

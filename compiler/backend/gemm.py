@@ -7,6 +7,8 @@
 into the accumulator) and, when the IR fuses a requant behind the product, one ``VEC requant`` into a scratchpad
 staging half; the store queue writes the fold to DRAM. Two halves of every buffer let fold ``f + 1`` load while
 fold ``f`` computes and fold ``f - 1`` stores; the dependency tokens (docs/ISA.md) are the only synchronisation.
+When the scratchpad holds every row fold's ``A`` besides two halves of ``B``, ``A`` is loaded once and each column
+fold's ``B`` once for all its row folds (only ``B`` is double-buffered then): every operand byte crosses DRAM once.
 
 Layouts: ``X``, ``W`` and the output are row-major in DRAM; a table of per-fold constants (bias, requant
 multipliers and shifts, one constant-memory row each) is loaded once at the start.
@@ -14,6 +16,7 @@ multipliers and shifts, one constant-memory row each) is loaded once at the star
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,35 +123,59 @@ class ProgramBuilder:
             m, e, _ = layer.requant
             ins.append(Config(reg=ConfigReg.REQUANT_M, value=int(np.asarray(m).reshape(-1)[0])))
             ins.append(Config(reg=ConfigReg.REQUANT_E, value=int(np.asarray(e).reshape(-1)[0])))
-        half_sp = 2 * k_dim
+        n_row_folds = -(-m_dim // g.rows)
+        # Operand reuse: when the scratchpad holds A for every row fold besides two halves of B and the staging
+        # folds, A is loaded once (each row fold's A the first time it is used) and each column fold's B once for
+        # all its row folds: every operand byte crosses DRAM once, as the schedule prices a GEMM whose tiles fit
+        # (compiler/schedule/mapping.py: one tile of m, reread_bytes 0). Otherwise each fold loads both (the A
+        # halves alternate with B's).
+        reuse = (n_row_folds + 2) * k_dim + 2 * g.rows <= g.sp_rows
+        half_sp = k_dim if reuse else 2 * k_dim
+        a_base = 2 * k_dim if reuse else 0  # reuse: B halves first, then A per row fold
+        stage_base = (n_row_folds + 2) * k_dim if reuse else 4 * k_dim
         fold = 0
         for j in range(n_folds):
             n0 = j * g.cols
             n = min(g.cols, n_dim - n0)
-            for m0 in range(0, m_dim, g.rows):
+            hb = j % 2 if reuse else 0
+            for i, m0 in enumerate(range(0, m_dim, g.rows)):
                 m = min(g.rows, m_dim - m0)
                 h = fold % 2
-                a_row, b_row = h * half_sp, h * half_sp + k_dim
+                if reuse:
+                    a_row, b_row = a_base + i * k_dim, hb * half_sp
+                else:
+                    a_row, b_row = h * half_sp, h * half_sp + k_dim
                 c_row = h * g.rows
-                # load queue: this fold's operands into half h once the array has released it (WAR token)
-                ins.append(Load(space=Space.SP, row=a_row, rows=m, cols=k_dim, elem_log2=0, transpose=1,
-                                dram=x.addr + m0 * x.row_bytes, stride=x.row_bytes, deps=Deps(pop_next=True)))
-                ins.append(Load(space=Space.SP, row=b_row, rows=k_dim, cols=n, elem_log2=0,
-                                dram=w.addr + n0, stride=w.row_bytes, deps=Deps(push_next=True)))
+                first, last = (i == 0, i == n_row_folds - 1) if reuse else (True, True)
+                # load queue: the fold's operands into their rows once the array has released them (WAR token)
+                loads: list[Instruction] = []
+                if not reuse or j == 0:
+                    loads.append(Load(space=Space.SP, row=a_row, rows=m, cols=k_dim, elem_log2=0, transpose=1,
+                                      dram=x.addr + m0 * x.row_bytes, stride=x.row_bytes))
+                if first:
+                    loads.insert(0, Load(space=Space.SP, row=b_row, rows=k_dim, cols=n, elem_log2=0,
+                                         dram=w.addr + n0, stride=w.row_bytes))
+                if loads:
+                    loads[0] = dataclasses.replace(loads[0], deps=Deps(pop_next=first))
+                    loads[-1] = dataclasses.replace(loads[-1], deps=Deps(pop_next=loads[-1].deps.pop_next,
+                                                                         push_next=True))
+                ins.extend(loads)
+                # a fold pops data-loaded when its loads pushed one; the column fold's last gives its B half back
+                loaded = bool(loads)
                 bias_row = const_base + _CONST_PER_FOLD * j
                 if layer.requant is None:
                     # the product is the output: the accumulator half must have been stored (WAR from store)
                     ins.append(Gemm(dataflow=0, accumulate=0, a_row=a_row, b_row=b_row, c_row=c_row, m=m, n=n,
                                     k=k_dim, bias=int(layer.bias is not None), bias_row=bias_row,
-                                    deps=Deps(pop_prev=True, pop_next=True, push_prev=True, push_next=True)))
+                                    deps=Deps(pop_prev=loaded, pop_next=True, push_prev=last, push_next=True)))
                     ins.append(Store(space=Space.ACC, row=c_row, rows=m, cols=n, elem_log2=2,
                                      dram=y.addr + (m0 * n_dim + n0) * 4, stride=y.row_bytes,
                                      deps=Deps(pop_prev=True, push_prev=True)))
                 else:
-                    s_row = (4 * k_dim if stage_space == Space.SP else 2 * g.rows) + h * g.rows
+                    s_row = (stage_base if stage_space == Space.SP else 2 * g.rows) + h * g.rows
                     ins.append(Gemm(dataflow=0, accumulate=0, a_row=a_row, b_row=b_row, c_row=c_row, m=m, n=n,
                                     k=k_dim, bias=int(layer.bias is not None), bias_row=bias_row,
-                                    deps=Deps(pop_prev=True, push_prev=True)))
+                                    deps=Deps(pop_prev=loaded, push_prev=last)))
                     ins.append(Vec(fn=VecFn.REQUANT, src_space=Space.ACC, src=c_row, dst_space=stage_space, dst=s_row,
                                    rows=m, n=n, out_log2=out_bits.bit_length() - 1,
                                    aux_space=Space.CONST if per_channel else Space.SP,

@@ -3,7 +3,8 @@ programs the compiler backend writes (docs/ISA.md), with its DMA on an AXI4 mast
 
 from __future__ import annotations
 
+from hw.rtl.system.dram import DramTiming
 from hw.rtl.system.simulate import SystemRun, run_system
 from hw.rtl.system.top import CYCLE_BITS, SystemConfig, SystemTop
 
-__all__ = ["SystemConfig", "SystemTop", "CYCLE_BITS", "SystemRun", "run_system"]
+__all__ = ["SystemConfig", "SystemTop", "CYCLE_BITS", "SystemRun", "run_system", "DramTiming"]

@@ -5,9 +5,11 @@ instruction word is one beat. Every burst is INCR, full width (``AxSIZE`` = 4: 1
 partial beats of a store are masked with ``WSTRB``. Bursts never cross a 4 KiB boundary (AXI4 forbids it) and are
 at most 256 beats (``AxLEN`` is 8 bits), which :func:`burst_beats` enforces.
 
-Two clients read (instruction fetch and the load DMA) and share AR/R through :class:`ReadArbiter`: one burst in
-flight at a time, granted to the first requesting client and held until its last R beat, so R beats never need an
-ID to be routed. The store DMA owns AW/W/B alone.
+Two clients read (instruction fetch and the load DMA) and share AR/R through :class:`ReadArbiter`: each AR is
+granted to the first requesting client (lower index wins a tie) and tagged with that client's index as ``ARID``;
+several bursts may be in flight (the load DMA keeps up to :data:`hw.rtl.system.dma_load.MAX_READS`), and each R
+beat goes to the client its ``RID`` names. A client only asks for a burst whose beats it will take, so no client's
+R beats can block another's for long. The store DMA owns AW/W/B alone.
 """
 
 from __future__ import annotations
@@ -64,42 +66,36 @@ class ReadClient:
 
 
 class ReadArbiter(Elaboratable):
-    """Shares the master's AR/R among ``clients`` (lower index wins a tie); one burst in flight at a time."""
+    """Shares the master's AR/R among ``clients`` (lower index wins a tie); R beats routed by ``RID``."""
 
     def __init__(self, bus, clients: list[ReadClient]):
+        if len(clients) > 1 << ID_BITS:
+            raise ValueError(f"{len(clients)} read clients do not fit {ID_BITS} ID bits")
         self.bus = bus
         self.clients = clients
 
     def elaborate(self, platform):
         m = Module()
         bus, clients = self.bus, self.clients
-        busy = Signal()
-        owner = Signal(range(max(2, len(clients))))
-        pick = Signal.like(owner)
+        pick = Signal(range(max(2, len(clients))))
         for index in reversed(range(len(clients))):  # the lowest requesting index ends up in `pick`
             with m.If(clients[index].arvalid):
                 m.d.comb += pick.eq(index)
-        m.d.comb += [bus.arid.eq(0), bus.arsize.eq(BEAT_LOG2), bus.arburst.eq(1)]
+        m.d.comb += [bus.arid.eq(pick), bus.arsize.eq(BEAT_LOG2), bus.arburst.eq(1)]
         for index, client in enumerate(clients):
             chosen = pick == index
             with m.If(chosen):
                 m.d.comb += [bus.araddr.eq(client.araddr), bus.arlen.eq(client.arlen)]
-            mine = busy & (owner == index)
+            mine = bus.rid == index
             m.d.comb += [
-                client.arready.eq(~busy & chosen & bus.arready),
+                client.arready.eq(chosen & bus.arready),
                 client.rvalid.eq(mine & bus.rvalid),
                 client.rdata.eq(bus.rdata),
                 client.rlast.eq(bus.rlast),
             ]
             with m.If(mine):
                 m.d.comb += bus.rready.eq(client.rready)
-        any_request = Signal()
-        m.d.comb += any_request.eq(_any(c.arvalid for c in clients))
-        m.d.comb += bus.arvalid.eq(~busy & any_request)
-        with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [busy.eq(1), owner.eq(pick)]
-        with m.If(bus.rvalid & bus.rready & bus.rlast):
-            m.d.sync += busy.eq(0)
+        m.d.comb += bus.arvalid.eq(_any(c.arvalid for c in clients))
         return m
 
 

@@ -11,9 +11,14 @@ width.
   ``0 .. rows-1`` are stashed in a corner-turn buffer (``rows`` x 64 bytes), then each of its columns ``c`` is
   written in one cycle as lanes ``< rows`` of space row ``row + c``.
 
-A segment costs its beats plus the burst request, the memory's latency and a cycle to file it; the element
-widths never straddle a beat because elements are naturally aligned in DRAM (the backend's regions are 64-byte
-aligned and its strides whole elements).
+Requests run ahead of the data: an issuer walks the same segments and asks for their bursts (each at most
+:data:`BURST_BEATS` beats, cut at 4 KiB) while up to :data:`MAX_READS` of them are in flight, so the memory's
+latency is paid once per transfer rather than once per segment; the gatherer takes the beats in order and only
+counts them per segment, filing each on its last beat. A plain load then costs about one cycle per beat, a
+transposed one a cycle per beat plus one per space row written (the R channel waits while a chunk's columns are
+written), each plus the memory's latency once. The
+element widths never straddle a beat because elements are naturally aligned in DRAM (the backend's regions are
+64-byte aligned and its strides whole elements).
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from hw.isa import Opcode
 from hw.rtl.system.axi import ADDR_BITS, BEAT_BYTES, BEAT_LOG2, ReadClient, burst_beats
 from hw.rtl.system.fields import field
 
-__all__ = ["LoadDma", "SpacePort", "CHUNK_BYTES"]
+__all__ = ["LoadDma", "SpacePort", "CHUNK_BYTES", "MAX_READS", "BURST_BEATS"]
+
+MAX_READS = 8
+"""Read bursts the load DMA keeps in flight: enough to cover a memory latency of several times a segment's beats."""
+BURST_BEATS = 16
+"""Longest burst the load DMA asks for (beats): a segment is cut into bursts of at most this (and at 4 KiB)."""
 
 CHUNK_BYTES = 64
 """Bytes of each DRAM row a transposed load gathers per chunk: four beats per burst, 8 to 64 space rows per chunk."""
@@ -73,34 +83,77 @@ class LoadDma(Elaboratable):
         c0 = Signal(16)  # first column of a transposed chunk
         i = Signal(16)  # column within the chunk being written
         row_addr = Signal(ADDR_BITS)  # dram + r * stride
-        seg_addr = Signal(ADDR_BITS)
-        beat_index = Signal(ADDR_BITS - BEAT_LOG2)
-        beats_left = Signal(16)
-
-        # The segment of the row (or chunk) being read.
         row_bytes = Signal(16)
         m.d.comb += row_bytes.eq(cols << elem_log2)
-        chunk_left = Signal(16)
-        m.d.comb += chunk_left.eq(row_bytes - (c0 << elem_log2))
-        next_seg_addr = Signal(ADDR_BITS)
-        next_seg_bytes = Signal(16)
-        m.d.comb += [
-            next_seg_addr.eq(row_addr + Mux(transpose, c0 << elem_log2, 0)),
-            next_seg_bytes.eq(Mux(transpose, Mux(chunk_left < CHUNK_BYTES, chunk_left, CHUNK_BYTES), row_bytes)),
-        ]
-        seg_beats = Signal(16)
-        m.d.comb += seg_beats.eq(((next_seg_addr + next_seg_bytes - 1) >> BEAT_LOG2) -
-                                 (next_seg_addr >> BEAT_LOG2) + 1)
-        burst = Signal(16)
-        m.d.comb += burst.eq(burst_beats(beat_index, beats_left))
 
-        # Gathered beats, aligned to the segment's first byte.
+        def segment(prefix: str, row_addr: Value, c0: Value) -> tuple[Signal, Signal]:
+            """(first byte address, beats) of the segment at ``row_addr`` (chunk ``c0`` when transposed)."""
+            chunk_left = Signal(16, name=f"{prefix}_chunk_left")
+            seg_bytes = Signal(16, name=f"{prefix}_seg_bytes")
+            addr = Signal(ADDR_BITS, name=f"{prefix}_seg_addr")
+            beats = Signal(16, name=f"{prefix}_seg_beats")
+            m.d.comb += [
+                chunk_left.eq(row_bytes - (c0 << elem_log2)),
+                addr.eq(row_addr + Mux(transpose, c0 << elem_log2, 0)),
+                seg_bytes.eq(Mux(transpose, Mux(chunk_left < CHUNK_BYTES, chunk_left, CHUNK_BYTES), row_bytes)),
+                beats.eq(((addr + seg_bytes - 1) >> BEAT_LOG2) - (addr >> BEAT_LOG2) + 1),
+            ]
+            return addr, beats
+
+        next_seg_addr, seg_beats = segment("gather", row_addr, c0)
+
+        # The issuer: its own walk over the segments, one burst per AR, while fewer than MAX_READS are in flight.
+        ar_r = Signal(16)
+        ar_c0 = Signal(16)
+        ar_row_addr = Signal(ADDR_BITS)
+        ar_open = Signal()  # a segment is being requested
+        ar_busy = Signal()  # segments are left to request
+        beat_index = Signal(ADDR_BITS - BEAT_LOG2)
+        beats_left = Signal(16)
+        in_flight = Signal(range(MAX_READS + 1))
+        ar_seg_addr, ar_seg_beats = segment("issue", ar_row_addr, ar_c0)
+        burst = Signal(16)
+        m.d.comb += burst.eq(burst_beats(beat_index, Mux(beats_left < BURST_BEATS, beats_left, BURST_BEATS)))
+        issue = Signal()
+        m.d.comb += [self.read.araddr.eq(beat_index << BEAT_LOG2), self.read.arlen.eq(burst - 1),
+                     self.read.arvalid.eq(ar_open & (in_flight < MAX_READS)),
+                     issue.eq(self.read.arvalid & self.read.arready)]
+        retire = self.read.rvalid & self.read.rready & self.read.rlast
+        with m.If(issue & ~retire):
+            m.d.sync += in_flight.eq(in_flight + 1)
+        with m.Elif(retire & ~issue):
+            m.d.sync += in_flight.eq(in_flight - 1)
+        with m.If(self.go):
+            m.d.sync += [ar_r.eq(0), ar_c0.eq(0), ar_row_addr.eq(dram), ar_busy.eq(1), ar_open.eq(0)]
+        with m.Elif(ar_busy & ~ar_open):
+            m.d.sync += [beat_index.eq(ar_seg_addr >> BEAT_LOG2), beats_left.eq(ar_seg_beats), ar_open.eq(1)]
+        with m.Elif(issue):
+            m.d.sync += [beat_index.eq(beat_index + burst), beats_left.eq(beats_left - burst)]
+            with m.If(beats_left == burst):  # the segment's last burst: on to the next segment
+                m.d.sync += ar_open.eq(0)
+                with m.If(ar_r == rows - 1):
+                    m.d.sync += [ar_r.eq(0), ar_row_addr.eq(dram)]
+                    with m.If(~transpose | (ar_c0 + (CHUNK_BYTES >> elem_log2) >= cols)):
+                        m.d.sync += ar_busy.eq(0)
+                    with m.Else():
+                        m.d.sync += ar_c0.eq(ar_c0 + (CHUNK_BYTES >> elem_log2))
+                with m.Else():
+                    m.d.sync += [ar_r.eq(ar_r + 1), ar_row_addr.eq(ar_row_addr + stride)]
+
+        # Gathered beats (the one arriving now included, so a segment is filed on its last beat), aligned to the
+        # segment's first byte.
         seg_max = max(max_lanes * 8, CHUNK_BYTES)
         buf_beats = seg_max // BEAT_BYTES + 2  # a misaligned segment touches one more beat
         gathered = Signal(buf_beats * 8 * BEAT_BYTES)
         count = Signal(range(buf_beats + 1))
+        beat_in = Signal()
+        m.d.comb += beat_in.eq(self.read.rvalid & self.read.rready)
+        combined = Cat(Mux(beat_in & (count == k), self.read.rdata, gathered.word_select(k, 8 * BEAT_BYTES))
+                       for k in range(buf_beats))
         aligned = Signal(seg_max * 8)
-        m.d.comb += aligned.eq(gathered >> (Value.cast(seg_addr[:BEAT_LOG2]) * 8))
+        m.d.comb += aligned.eq(combined >> (Value.cast(next_seg_addr[:BEAT_LOG2]) * 8))
+        last_beat = Signal()
+        m.d.comb += last_beat.eq(beat_in & (count == seg_beats - 1))
 
         # Corner-turn buffer of a transposed chunk: one CHUNK_BYTES row per DRAM row.
         corner = [Signal(CHUNK_BYTES * 8, name=f"corner{k}") for k in range(max_lanes)]
@@ -128,51 +181,33 @@ class LoadDma(Elaboratable):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
-                    m.d.sync += [r.eq(0), c0.eq(0), row_addr.eq(dram)]
-                    m.next = "SEGMENT"
-            with m.State("SEGMENT"):
-                m.d.sync += [seg_addr.eq(next_seg_addr),
-                             beat_index.eq(next_seg_addr >> BEAT_LOG2), beats_left.eq(seg_beats), count.eq(0)]
-                m.next = "AR"
-            with m.State("AR"):
-                m.d.comb += [self.read.arvalid.eq(1), self.read.araddr.eq(beat_index << BEAT_LOG2),
-                             self.read.arlen.eq(burst - 1)]
-                with m.If(self.read.arready):
-                    m.d.sync += [beat_index.eq(beat_index + burst), beats_left.eq(beats_left - burst)]
+                    m.d.sync += [r.eq(0), c0.eq(0), row_addr.eq(dram), count.eq(0)]
                     m.next = "GATHER"
             with m.State("GATHER"):
                 m.d.comb += self.read.rready.eq(1)
-                with m.If(self.read.rvalid):
+                with m.If(beat_in):
                     with m.Switch(count):
                         for k in range(buf_beats):
                             with m.Case(k):
                                 m.d.sync += gathered.word_select(k, 8 * BEAT_BYTES).eq(self.read.rdata)
                     m.d.sync += count.eq(count + 1)
-                    with m.If(self.read.rlast):
-                        with m.If(beats_left != 0):
-                            m.next = "AR"
-                        with m.Elif(transpose):
-                            m.next = "STASH"
+                with m.If(last_beat):
+                    m.d.sync += count.eq(0)
+                    with m.If(transpose):
+                        with m.Switch(r):
+                            for k in range(max_lanes):
+                                with m.Case(k):
+                                    m.d.sync += corner[k].eq(aligned[:CHUNK_BYTES * 8])
+                    with m.Else():
+                        m.d.comb += write_row.eq(1)
+                    with m.If(r == rows - 1):
+                        m.d.sync += i.eq(0)
+                        with m.If(transpose):
+                            m.next = "WRITE_COLUMNS"
                         with m.Else():
-                            m.next = "WRITE_ROW"
-            with m.State("WRITE_ROW"):
-                m.d.comb += write_row.eq(1)
-                with m.If(r == rows - 1):
-                    m.next = "DONE"
-                with m.Else():
-                    m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
-                    m.next = "SEGMENT"
-            with m.State("STASH"):
-                with m.Switch(r):
-                    for k in range(max_lanes):
-                        with m.Case(k):
-                            m.d.sync += corner[k].eq(aligned[:CHUNK_BYTES * 8])
-                with m.If(r == rows - 1):
-                    m.d.sync += i.eq(0)
-                    m.next = "WRITE_COLUMNS"
-                with m.Else():
-                    m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
-                    m.next = "SEGMENT"
+                            m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [r.eq(r + 1), row_addr.eq(row_addr + stride)]
             with m.State("WRITE_COLUMNS"):
                 m.d.comb += write_column.eq(1)
                 m.d.sync += i.eq(i + 1)
@@ -181,7 +216,7 @@ class LoadDma(Elaboratable):
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [c0.eq(c0 + chunk_elems), r.eq(0), row_addr.eq(dram)]
-                        m.next = "SEGMENT"
+                        m.next = "GATHER"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"

@@ -1,13 +1,18 @@
-"""Run a ``cds1`` program on the system top level in Verilator or Icarus (cocotb, cocotbext-axi ``AxiRam``).
+"""Run a ``cds1`` program on the system top level in Verilator or Icarus (cocotb).
 
 :func:`run_system` emits the top level's Verilog for a :class:`SystemConfig` (into
 ``build/rtl_sim/cds1_system_<config>_<sim>/``, rebuilt only when the Verilog changes), places the DRAM image at
 address 0 and the program's words after it (4 KiB aligned), runs ``tb_system`` to ``done`` and returns the DRAM
 ranges asked for and the cycle count the top level reports (clock edges from ``start`` to ``done``).
+
+DRAM is either the Amaranth model :class:`hw.rtl.system.dram.AxiDram` in the netlist (``dram`` a
+:class:`DramTiming`, the default: no Python runs while the program does) or cocotbext-axi's ``AxiRam``
+(``dram="axiram"``: the reference, a few thousand cycles per second in Verilator).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +20,29 @@ from pathlib import Path
 from hw.errors import InputError
 from hw.isa import HEADER_BYTES, Gemm, Load, Program, Store, Vec, from_bytes
 from hw.rtl.sim import check_simulator, default_build_root, run_verilog_testbench
+from hw.rtl.system.dram import DramTiming, SimSystem
 from hw.rtl.system.top import SystemConfig, SystemTop
 
-__all__ = ["TOP_NAME", "SystemRun", "emit_system", "cycle_budget", "run_system"]
+__all__ = ["TOP_NAME", "SIM_TOP_NAME", "SystemRun", "emit_system", "emit_sim_system", "cycle_budget",
+           "dram_words", "run_system"]
 
 TOP_NAME = "cds1_system"
+SIM_TOP_NAME = "cds1_system_sim"
+_MIN_DRAM_WORDS = 16384
 _PAGE = 4096
 
 
 @dataclass(frozen=True)
 class SystemRun:
     """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, and
-    the simulator's wall times (seconds: build, 0.0 when reused, and run)."""
+    the simulator's wall times (seconds: build, 0.0 when reused; the whole run; the program alone, ``start`` to
+    ``done``, which ``cycles / program_s`` turns into simulated cycles per second)."""
 
     reads: dict[str, bytes]
     cycles: int
     build_s: float
     run_s: float
+    program_s: float = 0.0
 
 
 def emit_system(config: SystemConfig, out_dir: Path) -> Path:
@@ -44,6 +55,25 @@ def emit_system(config: SystemConfig, out_dir: Path) -> Path:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
+
+
+def emit_sim_system(config: SystemConfig, timing: DramTiming, out_dir: Path) -> Path:
+    """``<out_dir>/cds1_system_sim_<config tag>_<timing tag>.v``: the top level with its DRAM model."""
+    from amaranth.back import verilog
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{SIM_TOP_NAME}_{config.tag()}_{timing.tag()}.v"
+    text = verilog.convert(SimSystem(config, timing), name=SIM_TOP_NAME, emit_src=False)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def dram_words(mem_bytes: int) -> int:
+    """16-byte words of the DRAM model for ``mem_bytes`` of memory: a power of two (at least 256 KiB), so programs
+    of similar size share one build."""
+    words = max(_MIN_DRAM_WORDS, -(-mem_bytes // 16))
+    return 1 << (words - 1).bit_length()
 
 
 def cycle_budget(program: Program) -> int:
@@ -64,10 +94,17 @@ def cycle_budget(program: Program) -> int:
 
 def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Mapping[str, tuple[int, int]],
                sim: str = "verilator", *, build_root: Path | None = None, run_name: str = "run",
-               waves: bool = False) -> SystemRun:
+               waves: bool = False, dram: DramTiming | str | None = None) -> SystemRun:
     """Run ``program_bin`` (a ``program.bin``) on ``image`` (the DRAM image) and return ``reads`` (name ->
-    ``(byte address, bytes)``) of DRAM afterwards. ``InputError`` for a bad program or simulator; ``RuntimeError``
-    when the run faults or does not reach ``done``."""
+    ``(byte address, bytes)``) of DRAM afterwards. ``dram``: a :class:`DramTiming` (its ``words`` is replaced by
+    what the image needs; default timing when None) or ``"axiram"``. ``InputError`` for a bad program, simulator
+    or ``dram``; ``RuntimeError`` when the run faults or does not reach ``done``."""
+    if dram is None:
+        dram = DramTiming()
+    if not isinstance(dram, DramTiming) and dram != "axiram":
+        raise InputError(f"system run: dram={dram!r} is neither a DramTiming nor 'axiram'")
+    if isinstance(dram, DramTiming):
+        dram.check()
     config.check()
     check_simulator(sim)
     program = from_bytes(program_bin)
@@ -81,16 +118,25 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
         if addr < 0 or size < 0 or addr + size > len(image):
             raise InputError(f"system run: read '{name}' ({addr}, {size}) is outside the {len(image)}-byte image")
     root = build_root or default_build_root()
-    build_dir = Path(root).resolve() / f"{TOP_NAME}_{config.tag()}_{sim}{'_waves' if waves else ''}"
-    source = emit_system(config, build_dir)
+    waves_tag = '_waves' if waves else ''
+    if isinstance(dram, DramTiming):
+        timing = dataclasses.replace(dram, words=dram_words(mem_size))
+        timing.check()
+        top = SIM_TOP_NAME
+        build_dir = Path(root).resolve() / f"{SIM_TOP_NAME}_{config.tag()}_{timing.tag()}_{sim}{waves_tag}"
+        source = emit_sim_system(config, timing, build_dir)
+    else:
+        top = TOP_NAME
+        build_dir = Path(root).resolve() / f"{TOP_NAME}_{config.tag()}_{sim}{waves_tag}"
+        source = emit_system(config, build_dir)
     image_path = build_dir / f"{run_name}.image.bin"
     program_path = build_dir / f"{run_name}.program.words"
     image_path.write_bytes(image)
     program_path.write_bytes(words)
     job = {"image": str(image_path), "program": str(program_path), "program_addr": program_addr,
            "mem_size": mem_size, "reads": {k: list(v) for k, v in reads.items()},
-           "max_cycles": cycle_budget(program)}
-    run = run_verilog_testbench(TOP_NAME, source, sim, "tb_system", Path(__file__).parent, job, build_dir,
+           "max_cycles": cycle_budget(program), "dram": "axiram" if top == TOP_NAME else "model"}
+    run = run_verilog_testbench(top, source, sim, "tb_system", Path(__file__).parent, job, build_dir,
                                 waves=waves, run_name=run_name)
     result = run.result
     if not result["done"]:
@@ -99,4 +145,4 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
         raise RuntimeError(f"system run on {sim}: the program uses an instruction the RTL does not build yet "
                            f"(fault); log {run.log}")
     return SystemRun({name: bytes.fromhex(h) for name, h in result["reads"].items()}, int(result["cycles"]),
-                     run.build_s, run.run_s)
+                     run.build_s, run.run_s, float(result.get("program_s", 0.0)))

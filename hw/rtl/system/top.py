@@ -130,7 +130,7 @@ class SystemTop(wiring.Component):
             m.d.comb += [unit.go.eq(ctl.go), unit.instr.eq(ctl.instr), ctl.done.eq(unit.done)]
 
         m.submodules.fetch = fetch = Fetch([queues[q].fifo for q in Queue])
-        m.submodules.arbiter = ReadArbiter(self.m_axi, [load.read, fetch.read])
+        m.submodules.arbiter = ReadArbiter(self.m_axi, [fetch.read, load.read])
         m.d.comb += [fetch.start.eq(self.start), fetch.program_addr.eq(self.program_addr),
                      self.fault.eq(fetch.fault | execute.fault)]
 
