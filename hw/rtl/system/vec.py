@@ -1,0 +1,278 @@
+"""The execute queue's vector unit: ``VEC`` functions over scratchpad / accumulator rows, and ``CONFIG``.
+
+One ``VEC`` processes ``rows`` element rows of ``n`` values; an element row spans ``span = ceil(n / lanes)``
+consecutive space rows (docs/ISA.md), the last of them holding ``n - (span - 1) * lanes`` valid lanes. The unit
+walks the ``rows * span`` space rows one at a time, and every function built here is lane-parallel (per element
+or per channel), so space row ``s`` (position ``j = s mod span`` in its element row) is handled on its own:
+
+1. read row ``src + s`` (scratchpad or accumulator, sign-extended to 32 bits), the residual row ``aux + s``
+   (``requant_add``) and constant row ``aux + j``; then constant row ``aux + span + j`` (one cycle each);
+2. the function (below), into a result row of ``lanes`` 32-bit values;
+3. write lanes ``< n`` of the last span row (all lanes of the others) of ``dst + s``, wrapped to the space's
+   width as every register of the machine model is (``compiler/backend/machine.py``).
+
+Functions (docs/ISA.md's table, the machine model's integer kernels):
+
+* ``requant``: ``hw.rtl.requant.Requant`` (32-bit outputs), clamped to ``b = 1 << out_log2`` bits; ``(m, e)`` per
+  tensor from ``requant_m`` / ``requant_e``, or per channel from constant rows ``aux + j`` and ``aux + span + j``;
+* ``requant_add``: the same ``Requant`` with twice the lanes, the residual row on the upper half with
+  ``residual_m`` / ``residual_e``, both branches summed, then clamped to ``b`` bits. Exact while each branch's
+  rounded value fits 32 bits (the machine model sums unclamped branches);
+* ``shiftgelu``: ``hw.rtl.shiftgelu.ShiftGelu`` in its per-element form (8-bit sigmoid, ``shiftgelu_x0``), the
+  row's lanes streamed through it one per cycle;
+* ``copy``, ``digit`` (``(x >> digit_shift) & (2**(in_bits - 1) - 1)``);
+* ``threshold``: a linear scan of the ``2**b - 1`` threshold rows (one constant read per cycle, every lane
+  compared at once), then ``min(count - 2**(b - 1), cap)`` with the cap row ``aux + j``; ``b <= 16``.
+
+Row functions (``shiftmax``, ``ilayernorm``, ``online_softmax``) need a whole element row in one kernel, whose
+row length the existing kernels fix at elaboration time; they, ``topk``, ``threshold`` with ``b = 32``, and any
+``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
+and complete without effect.
+
+Cycles per space row: about 5 plus the function's own (``requant``: the kernel's 2; ``shiftgelu``: ``lanes`` plus
+its 4-cycle latency; ``threshold``: ``2**b``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+
+from hw.isa import ConfigReg, Opcode, Space, VecFn
+from hw.rtl.requant import M_BITS, Requant
+from hw.rtl.shiftgelu import ShiftGelu
+from hw.rtl.system.fields import field, opcode
+
+__all__ = ["VecUnit", "REG_BITS"]
+
+REG_BITS = 64
+"""Width of a configuration register (``CONFIG``'s ``value`` field)."""
+_X = 32  # every lane value inside the unit: the accumulator's widest lanes and the constant words
+_SIGMOID_BITS = 8  # ShiftGELU's sigmoid width (compiler/backend/machine.py SIGMOID_BITS)
+_X0_BITS = 16  # the ShiftGELU kernel's |x0| bound
+
+
+def _sext(value, bits: int):
+    """Signed ``value`` sign-extended (or truncated) to ``bits`` bits."""
+    if bits <= len(value):
+        return value[:bits]
+    return Cat(value, *([value[-1]] * (bits - len(value))))
+
+
+class VecUnit(Elaboratable):
+    """Runs one ``VEC`` or ``CONFIG`` per ``go`` (``instr`` held until ``done``). Ports (``amaranth.lib.memory``
+    ports, passed in): ``sp_src``, ``sp_aux``, ``acc_src``, ``acc_aux`` and ``const_r`` (synchronous reads),
+    ``sp_w`` and ``acc_w`` (per-lane write enables)."""
+
+    def __init__(self, *, cols: int, width: int, in_bits: int, acc_bits: int,
+                 sp_src, sp_aux, acc_src, acc_aux, const_r, sp_w, acc_w):
+        self.cols, self.width, self.in_bits, self.acc_bits = cols, width, in_bits, acc_bits
+        self.sp_src, self.sp_aux, self.acc_src, self.acc_aux = sp_src, sp_aux, acc_src, acc_aux
+        self.const_r, self.sp_w, self.acc_w = const_r, sp_w, acc_w
+        self.go = Signal()
+        self.instr = Signal(128)
+        self.done = Signal()
+        self.fault = Signal()
+        self.regs = {reg: Signal(signed(REG_BITS), name=f"cfg_{reg.name.lower()}") for reg in ConfigReg}
+
+    def _row(self, port, lanes: int, bits: int) -> list:
+        return [_sext(port.data.word_select(i, bits).as_signed(), _X).as_signed() for i in range(lanes)]
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, width, in_bits, acc_bits = self.cols, self.width, self.in_bits, self.acc_bits
+        word, regs = self.instr, self.regs
+
+        def v(name):
+            return field(word, Opcode.VEC, name)
+
+        m.submodules.requant = rq = Requant(2 * lanes, _X, _X)
+        m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
+
+        fn, n, rows = v("fn"), v("n"), v("rows")
+        span = Signal(range(4096 + 1))
+        last_lanes = Signal(range(lanes + 1))
+        total = Signal(unsigned(30))
+        s = Signal(unsigned(30))  # the space row in hand
+        j = Signal(range(4096))  # its position in its element row
+        out_bits = Signal(range(33))
+        m.d.comb += out_bits.eq(Const(1, 6) << v("out_log2"))
+
+        # Reads: every port addressed by the row in hand; constant rows by `caddr` (aux + j, aux + span + j, or
+        # the threshold scan's running address).
+        caddr = Signal(16)
+        for port, base in ((self.sp_src, v("src")), (self.acc_src, v("src")),
+                           (self.sp_aux, v("aux")), (self.acc_aux, v("aux"))):
+            m.d.comb += port.addr.eq(base + s)
+        m.d.comb += self.const_r.addr.eq(caddr)
+        src_sp = v("src_space") == Space.SP
+        aux_sp = v("aux_space") == Space.SP
+        sp_x, acc_x = self._row(self.sp_src, lanes, in_bits), self._row(self.acc_src, lanes, acc_bits)
+        sp_r, acc_r = self._row(self.sp_aux, lanes, in_bits), self._row(self.acc_aux, lanes, acc_bits)
+        words = [self.const_r.data.word_select(i, _X) for i in range(lanes)]
+
+        x = [Signal(signed(_X), name=f"x{i}") for i in range(lanes)]
+        res = [Signal(signed(_X), name=f"r{i}") for i in range(lanes)]  # residual row (requant_add)
+        c0 = [Signal(unsigned(_X), name=f"c0_{i}") for i in range(lanes)]  # constant row aux + j
+        c1 = [Signal(unsigned(_X), name=f"c1_{i}") for i in range(lanes)]  # constant row aux + span + j
+        y = [Signal(signed(_X), name=f"y{i}") for i in range(lanes)]
+
+        # Clamp to the b-bit output range (requant, requant_add).
+        hi = Signal(signed(_X + 2))
+        lo = Signal(signed(_X + 2))
+        with m.Switch(v("out_log2")):
+            for log2 in (2, 3, 4, 5):
+                with m.Case(log2):
+                    bits = 1 << log2
+                    m.d.comb += [hi.eq((1 << (bits - 1)) - 1), lo.eq(-(1 << (bits - 1)))]
+
+        def clamp(value):
+            return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
+        # Requant: lanes [0, lanes) the source with (m, e), [lanes, 2 lanes) the residual with (m_id, e_id).
+        per_channel = v("aux_space") == Space.CONST
+        inp = rq.inputs
+        for i in range(lanes):
+            m.d.comb += [inp.payload.acc[i].eq(x[i]), inp.payload.acc[lanes + i].eq(res[i]),
+                         inp.payload.m[i].eq(Mux(per_channel & (fn == VecFn.REQUANT), c0[i],
+                                                 regs[ConfigReg.REQUANT_M][:M_BITS])),
+                         inp.payload.e[i].eq(Mux(per_channel & (fn == VecFn.REQUANT), c1[i][:8],
+                                                 regs[ConfigReg.REQUANT_E][:8])),
+                         inp.payload.m[lanes + i].eq(regs[ConfigReg.RESIDUAL_M][:M_BITS]),
+                         inp.payload.e[lanes + i].eq(regs[ConfigReg.RESIDUAL_E][:8])]
+        m.d.comb += rq.outputs.ready.eq(1)
+        rq_y = []
+        for i in range(lanes):
+            main, resid = rq.outputs.payload.y[i], rq.outputs.payload.y[lanes + i]
+            rq_y.append(clamp(Mux(fn == VecFn.REQUANT_ADD, main + resid, main)))
+
+        # ShiftGELU: the row's lanes one per cycle in (`gi`), the outputs back into `y` (`go_`).
+        gi = Signal(range(lanes + 1))
+        go_ = Signal(range(lanes + 1))
+        m.d.comb += [gelu.x0.eq(regs[ConfigReg.SHIFTGELU_X0][:_X0_BITS + 1]), gelu.outputs.ready.eq(1)]
+        m.d.comb += gelu.inputs.payload.x.eq(Array(x)[gi])
+
+        # Threshold scan state.
+        level = Signal(17)
+        th_addr = Signal(16)  # the constant row of the level after the one being read
+        cmp_valid = Signal()
+        count = [Signal(17, name=f"count{i}") for i in range(lanes)]
+        levels = Signal(17)
+        m.d.comb += levels.eq((Const(1, 17) << out_bits) - 1)
+
+        # Writes: the result row into dst + s, lanes < n on an element row's last space row.
+        lane_on = Cat((j != span - 1) | (i < last_lanes) for i in range(lanes))
+        writing = Signal()
+        to_sp = v("dst_space") == Space.SP
+        m.d.comb += [self.sp_w.addr.eq(v("dst") + s), self.acc_w.addr.eq(v("dst") + s),
+                     self.sp_w.data.eq(Cat(yi[:in_bits] for yi in y)),
+                     self.acc_w.data.eq(Cat(_sext(yi, acc_bits) for yi in y))]
+        with m.If(writing & to_sp):
+            m.d.comb += self.sp_w.en.eq(Cat(lane_on, Const(0, width - lanes)) if width > lanes else lane_on)
+        with m.If(writing & ~to_sp):
+            m.d.comb += self.acc_w.en.eq(lane_on)
+
+        built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
+            (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4))
+        touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
+        spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
+            ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
+        if width != lanes:
+            spaces_ok = spaces_ok & ~touches_sp
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    with m.Switch(opcode(word)):
+                        with m.Case(Opcode.CONFIG):
+                            value = field(word, Opcode.CONFIG, "value")
+                            with m.Switch(field(word, Opcode.CONFIG, "reg")):
+                                for reg in ConfigReg:
+                                    with m.Case(reg):
+                                        m.d.sync += regs[reg].eq(value)
+                            m.next = "DONE"
+                        with m.Case(Opcode.VEC):
+                            with m.If(built & spaces_ok):
+                                m.next = "SETUP"
+                            with m.Else():
+                                m.d.sync += self.fault.eq(1)
+                                m.next = "DONE"
+                        with m.Default():
+                            m.next = "DONE"
+            with m.State("SETUP"):
+                spans = (n + lanes - 1) // lanes
+                m.d.sync += [span.eq(spans), total.eq(rows * spans), last_lanes.eq(n - (spans - 1) * lanes),
+                             s.eq(0), j.eq(0)]
+                m.next = "READ"
+            with m.State("READ"):  # the ports read row s, constant row aux + j
+                m.d.comb += caddr.eq(v("aux") + j)
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.sync += [x[i].eq(Mux(src_sp, sp_x[i], acc_x[i])) for i in range(lanes)]
+                m.d.sync += [res[i].eq(Mux(aux_sp, sp_r[i], acc_r[i])) for i in range(lanes)]
+                m.d.sync += [c0[i].eq(words[i]) for i in range(lanes)]
+                m.d.comb += caddr.eq(v("aux") + span + j)
+                m.next = "LATCH2"
+            with m.State("LATCH2"):
+                m.d.sync += [c1[i].eq(words[i]) for i in range(lanes)]
+                with m.Switch(fn):
+                    with m.Case(VecFn.REQUANT, VecFn.REQUANT_ADD):
+                        m.next = "REQUANT"
+                    with m.Case(VecFn.SHIFTGELU):
+                        m.d.sync += [gi.eq(0), go_.eq(0)]
+                        m.next = "GELU"
+                    with m.Case(VecFn.THRESHOLD):
+                        m.d.sync += [level.eq(1), cmp_valid.eq(0), *[ci.eq(0) for ci in count]]
+                        m.next = "THRESHOLD"
+                    with m.Case(VecFn.DIGIT):
+                        shift = regs[ConfigReg.DIGIT_SHIFT][:6]
+                        mask = (1 << (in_bits - 1)) - 1
+                        m.d.sync += [y[i].eq((x[i] >> shift) & mask) for i in range(lanes)]
+                        m.next = "WRITE"
+                    with m.Default():  # copy
+                        m.d.sync += [y[i].eq(x[i]) for i in range(lanes)]
+                        m.next = "WRITE"
+            with m.State("REQUANT"):
+                m.d.comb += inp.valid.eq(1)
+                with m.If(inp.ready):
+                    m.next = "REQUANT_WAIT"
+            with m.State("REQUANT_WAIT"):
+                with m.If(rq.outputs.valid):
+                    m.d.sync += [y[i].eq(rq_y[i]) for i in range(lanes)]
+                    m.next = "WRITE"
+            with m.State("GELU"):
+                m.d.comb += gelu.inputs.valid.eq(gi < lanes)
+                with m.If((gi < lanes) & gelu.inputs.ready):
+                    m.d.sync += gi.eq(gi + 1)
+                with m.If(gelu.outputs.valid):
+                    for i in range(lanes):
+                        with m.If(go_ == i):
+                            m.d.sync += y[i].eq(gelu.outputs.payload.y[:_X])
+                    m.d.sync += go_.eq(go_ + 1)
+                    with m.If(go_ == lanes - 1):
+                        m.next = "WRITE"
+            with m.State("THRESHOLD"):  # constant row of `level` read each cycle, compared the next
+                m.d.comb += caddr.eq(Mux(level == 1, v("aux") + span + j, th_addr))
+                m.d.sync += cmp_valid.eq(level <= levels)
+                with m.If(level <= levels):
+                    m.d.sync += [level.eq(level + 1), th_addr.eq(caddr + span)]
+                with m.If(cmp_valid):
+                    m.d.sync += [count[i].eq(count[i] + (x[i] >= words[i].as_signed())) for i in range(lanes)]
+                with m.If((level > levels) & ~cmp_valid):
+                    half = (Const(1, 17) << (out_bits - 1).as_unsigned()[:5])[:17]
+                    for i in range(lanes):
+                        q = Signal(signed(19), name=f"q{i}")
+                        m.d.comb += q.eq(count[i] - half)
+                        cap = c0[i].as_signed()
+                        m.d.sync += y[i].eq(Mux(q < cap, q, cap))
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += writing.eq(1)
+                m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
+                with m.If(s + 1 == total):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "READ"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m
