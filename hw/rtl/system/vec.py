@@ -40,15 +40,20 @@ from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, s
 from hw.isa import ConfigReg, Opcode, Space, VecFn
 from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.shiftgelu import ShiftGelu
+from hw.rtl.shiftmax import Shiftmax
 from hw.rtl.system.fields import field, opcode
 
-__all__ = ["VecUnit", "REG_BITS"]
+__all__ = ["VecUnit", "REG_BITS", "MAX_ROW"]
+
+MAX_ROW = 4096
+"""The longest element row a row function (``shiftmax``) buffers: ``VEC``'s ``n`` field allows 4,096."""
 
 REG_BITS = 64
 """Width of a configuration register (``CONFIG``'s ``value`` field)."""
 _X = 32  # every lane value inside the unit: the accumulator's widest lanes and the constant words
 _SIGMOID_BITS = 8  # ShiftGELU's sigmoid width (compiler/backend/machine.py SIGMOID_BITS)
-_X0_BITS = 16  # the ShiftGELU kernel's |x0| bound
+_X0_BITS = 16  # the ShiftGELU and Shiftmax kernels' |x0| bound
+_SHIFTMAX_BITS = 16  # Shiftmax's widest output; b-bit outputs are its value >> (16 - b), the same floor
 
 
 def _sext(value, bits: int):
@@ -87,6 +92,7 @@ class VecUnit(Elaboratable):
 
         m.submodules.requant = rq = Requant(2 * lanes, _X, _X)
         m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
+        m.submodules.shiftmax = smax = Shiftmax(MAX_ROW, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
 
         fn, n, rows = v("fn"), v("n"), v("rows")
         span = Signal(range(4096 + 1))
@@ -160,10 +166,15 @@ class VecUnit(Elaboratable):
         m.d.comb += levels.eq((Const(1, 17) << out_bits) - 1)
 
         # Writes: the result row into dst + s, lanes < n on an element row's last space row.
-        lane_on = Cat((j != span - 1) | (i < last_lanes) for i in range(lanes))
+        # (`ws`, `wj`: the space row written next and its position; row functions write behind their reads.)
+        ws = Signal(unsigned(30))
+        wj = Signal(range(4096))
+        lane_on = Cat((wj != span - 1) | (i < last_lanes) for i in range(lanes))
         writing = Signal()
         to_sp = v("dst_space") == Space.SP
-        m.d.comb += [self.sp_w.addr.eq(v("dst") + s), self.acc_w.addr.eq(v("dst") + s),
+        with m.If(writing):
+            m.d.sync += [ws.eq(ws + 1), wj.eq(Mux(wj == span - 1, 0, wj + 1))]
+        m.d.comb += [self.sp_w.addr.eq(v("dst") + ws), self.acc_w.addr.eq(v("dst") + ws),
                      self.sp_w.data.eq(Cat(yi[:in_bits] for yi in y)),
                      self.acc_w.data.eq(Cat(_sext(yi, acc_bits) for yi in y))]
         with m.If(writing & to_sp):
@@ -171,8 +182,22 @@ class VecUnit(Elaboratable):
         with m.If(writing & ~to_sp):
             m.d.comb += self.acc_w.en.eq(lane_on)
 
+        # Row functions: the element row's valid lanes one per cycle into the kernel (`li`), its outputs back into
+        # `y` lane by lane (`lo_`), each space row written once its lanes are in.
+        li = Signal(range(lanes + 1))
+        lo_ = Signal(range(lanes + 1))
+        in_lanes = Mux(j == span - 1, last_lanes, lanes)
+        out_lanes = Mux(wj == span - 1, last_lanes, lanes)
+        shifted = Signal(signed(_X))
+        m.d.comb += shifted.eq(Array(x)[li] >> regs[ConfigReg.SHIFTMAX_SHIFT][:6])
+        m.d.comb += [smax.x0.eq(regs[ConfigReg.SHIFTMAX_X0][:_X0_BITS + 1]), smax.length.eq(n),
+                     smax.inputs.payload.x.eq(shifted)]
+        row_out = Signal(signed(_X))
+        m.d.comb += row_out.eq(smax.outputs.payload.y >> (_SHIFTMAX_BITS - out_bits)[:5])
+
         built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
-            (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4))
+            (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
+            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= MAX_ROW))
         touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
             ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
@@ -201,8 +226,46 @@ class VecUnit(Elaboratable):
             with m.State("SETUP"):
                 spans = (n + lanes - 1) // lanes
                 m.d.sync += [span.eq(spans), total.eq(rows * spans), last_lanes.eq(n - (spans - 1) * lanes),
-                             s.eq(0), j.eq(0)]
-                m.next = "READ"
+                             s.eq(0), j.eq(0), ws.eq(0), wj.eq(0)]
+                with m.If(fn == VecFn.SHIFTMAX):
+                    m.next = "ROW_READ"
+                with m.Else():
+                    m.next = "READ"
+            with m.State("ROW_READ"):  # the ports read row s
+                m.next = "ROW_LATCH"
+            with m.State("ROW_LATCH"):
+                m.d.sync += [x[i].eq(Mux(src_sp, sp_x[i], acc_x[i])) for i in range(lanes)]
+                m.d.sync += li.eq(0)
+                m.next = "ROW_FEED"
+            with m.State("ROW_FEED"):  # the kernel's LOAD phase takes one element per cycle
+                m.d.comb += smax.inputs.valid.eq(1)
+                with m.If(smax.inputs.ready):
+                    m.d.sync += li.eq(li + 1)
+                    with m.If(li == in_lanes - 1):
+                        m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
+                        with m.If(j == span - 1):
+                            m.d.sync += lo_.eq(0)
+                            m.next = "ROW_OUT"
+                        with m.Else():
+                            m.next = "ROW_READ"
+            with m.State("ROW_OUT"):
+                m.d.comb += smax.outputs.ready.eq(1)
+                with m.If(smax.outputs.valid):
+                    for i in range(lanes):
+                        with m.If(lo_ == i):
+                            m.d.sync += y[i].eq(row_out)
+                    m.d.sync += lo_.eq(lo_ + 1)
+                    with m.If(lo_ == out_lanes - 1):
+                        m.next = "ROW_WRITE"
+            with m.State("ROW_WRITE"):
+                m.d.comb += writing.eq(1)
+                m.d.sync += lo_.eq(0)
+                with m.If(ws + 1 == total):
+                    m.next = "DONE"
+                with m.Elif(wj == span - 1):
+                    m.next = "ROW_READ"
+                with m.Else():
+                    m.next = "ROW_OUT"
             with m.State("READ"):  # the ports read row s, constant row aux + j
                 m.d.comb += caddr.eq(v("aux") + j)
                 m.next = "LATCH"
