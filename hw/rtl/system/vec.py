@@ -39,6 +39,7 @@ from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, s
 
 from hw.isa import ConfigReg, Opcode, Space, VecFn
 from hw.rtl.requant import M_BITS, Requant
+from hw.rtl.ilayernorm import ILayerNorm
 from hw.rtl.shiftgelu import ShiftGelu
 from hw.rtl.shiftmax import Shiftmax
 from hw.rtl.system.fields import field, opcode
@@ -53,6 +54,7 @@ REG_BITS = 64
 _X = 32  # every lane value inside the unit: the accumulator's widest lanes and the constant words
 _SIGMOID_BITS = 8  # ShiftGELU's sigmoid width (compiler/backend/machine.py SIGMOID_BITS)
 _X0_BITS = 16  # the ShiftGELU and Shiftmax kernels' |x0| bound
+_LN_BITS = 24  # I-LayerNorm's widest input: accumulator rows must fit it (else fault)
 _SHIFTMAX_BITS = 16  # Shiftmax's widest output; b-bit outputs are its value >> (16 - b), the same floor
 
 
@@ -93,6 +95,7 @@ class VecUnit(Elaboratable):
         m.submodules.requant = rq = Requant(2 * lanes, _X, _X)
         m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
         m.submodules.shiftmax = smax = Shiftmax(MAX_ROW, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
+        m.submodules.ilayernorm = ln = ILayerNorm(MAX_ROW, _LN_BITS, _X, length_port=True)
 
         fn, n, rows = v("fn"), v("n"), v("rows")
         span = Signal(range(4096 + 1))
@@ -191,13 +194,24 @@ class VecUnit(Elaboratable):
         shifted = Signal(signed(_X))
         m.d.comb += shifted.eq(Array(x)[li] >> regs[ConfigReg.SHIFTMAX_SHIFT][:6])
         m.d.comb += [smax.x0.eq(regs[ConfigReg.SHIFTMAX_X0][:_X0_BITS + 1]), smax.length.eq(n),
-                     smax.inputs.payload.x.eq(shifted)]
+                     smax.inputs.payload.x.eq(shifted), ln.length.eq(n), ln.inputs.payload.x.eq(Array(x)[li])]
+        is_ln = fn == VecFn.ILAYERNORM
+        feed, take = Signal(), Signal()
+        m.d.comb += [smax.inputs.valid.eq(feed & ~is_ln), ln.inputs.valid.eq(feed & is_ln),
+                     smax.outputs.ready.eq(take & ~is_ln), ln.outputs.ready.eq(take & is_ln)]
+        in_ready = Mux(is_ln, ln.inputs.ready, smax.inputs.ready)
+        out_valid = Mux(is_ln, ln.outputs.valid, smax.outputs.valid)
         row_out = Signal(signed(_X))
-        m.d.comb += row_out.eq(smax.outputs.payload.y >> (_SHIFTMAX_BITS - out_bits)[:5])
+        m.d.comb += row_out.eq(Mux(is_ln, ln.outputs.payload.y[:_X],
+                                   smax.outputs.payload.y >> (_SHIFTMAX_BITS - out_bits)[:5]))
+        ln_lo, ln_hi = -(1 << (_LN_BITS - 1)), (1 << (_LN_BITS - 1)) - 1
+        too_wide = is_ln & ((Array(x)[li] < ln_lo) | (Array(x)[li] > ln_hi))
+        # I-LayerNorm's bias words: constant rows aux .. aux + span - 1 into the kernel, lane by lane (`li`).
+        m.d.comb += [ln.bias.payload.addr.eq(j * lanes + li), ln.bias.payload.value.eq(Array(c0)[li])]
 
         built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
             (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
-            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= MAX_ROW))
+            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= MAX_ROW)) | (is_ln & (n <= MAX_ROW))
         touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
             ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
@@ -229,8 +243,25 @@ class VecUnit(Elaboratable):
                              s.eq(0), j.eq(0), ws.eq(0), wj.eq(0)]
                 with m.If(fn == VecFn.SHIFTMAX):
                     m.next = "ROW_READ"
+                with m.Elif(is_ln):
+                    m.next = "BIAS_READ"
                 with m.Else():
                     m.next = "READ"
+            with m.State("BIAS_READ"):
+                m.d.comb += caddr.eq(v("aux") + j)
+                m.next = "BIAS_LATCH"
+            with m.State("BIAS_LATCH"):
+                m.d.sync += [c0[i].eq(words[i]) for i in range(lanes)]
+                m.d.sync += li.eq(0)
+                m.next = "BIAS_FEED"
+            with m.State("BIAS_FEED"):
+                m.d.comb += ln.bias.valid.eq(1)
+                m.d.sync += li.eq(li + 1)
+                with m.If(li == in_lanes - 1):
+                    m.d.sync += j.eq(Mux(j == span - 1, 0, j + 1))
+                    m.next = "ROW_READ"
+                    with m.If(j != span - 1):
+                        m.next = "BIAS_READ"
             with m.State("ROW_READ"):  # the ports read row s
                 m.next = "ROW_LATCH"
             with m.State("ROW_LATCH"):
@@ -238,8 +269,10 @@ class VecUnit(Elaboratable):
                 m.d.sync += li.eq(0)
                 m.next = "ROW_FEED"
             with m.State("ROW_FEED"):  # the kernel's LOAD phase takes one element per cycle
-                m.d.comb += smax.inputs.valid.eq(1)
-                with m.If(smax.inputs.ready):
+                m.d.comb += feed.eq(1)
+                with m.If(too_wide):  # beyond the kernel's inputs: refuse rather than answer wrongly
+                    m.d.sync += self.fault.eq(1)
+                with m.If(in_ready):
                     m.d.sync += li.eq(li + 1)
                     with m.If(li == in_lanes - 1):
                         m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
@@ -249,8 +282,8 @@ class VecUnit(Elaboratable):
                         with m.Else():
                             m.next = "ROW_READ"
             with m.State("ROW_OUT"):
-                m.d.comb += smax.outputs.ready.eq(1)
-                with m.If(smax.outputs.valid):
+                m.d.comb += take.eq(1)
+                with m.If(out_valid):
                     for i in range(lanes):
                         with m.If(lo_ == i):
                             m.d.sync += y[i].eq(row_out)
