@@ -235,3 +235,45 @@ def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
     program = Program((_vec(fn, (Space.ACC, 0), (Space.SP, 0), 1, 4), Halt()), 64)
     with pytest.raises(RuntimeError, match="does not build yet"):
         run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
+
+
+# --- a whole compiled model --------------------------------------------------------------------------------------
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level() -> None:
+    """bert_tiny (int8; shiftmax, shiftgelu, ilayernorm) on an 8x8 array as ONE program: every device value in DRAM
+    after ``done`` equals the functional simulator's, and the whole image equals the machine model's."""
+    import time
+
+    from test_backend import _whole_model
+
+    from compiler.backend.attention import host_mask_halves
+
+    result, mp, geo, values = _whole_model("bert_tiny.onnx", 8, 8)
+    config = SystemConfig.from_target(result.env.target)
+    program = mp.program
+    assert program is not None
+    image = mp.builder.image
+    for value, region in mp.inputs.items():
+        image.write(region.name, values[value].reshape(region.shape))
+    for plan, mask in mp.masks:
+        a, b = host_mask_halves(None if mask is None else values[mask], plan)
+        image.write(plan.mask[0].name, a)
+        image.write(plan.mask[1].name, b)
+    pristine = bytes(image.buffer())
+    dram = bytearray(pristine)
+    run_program(program, Machine(geo, dram))
+    start = time.perf_counter()
+    run = run_system(config, to_bytes(program), pristine, {"dram": (0, len(pristine))}, "verilator")
+    wall = time.perf_counter() - start
+    print(f"\nbert_tiny 8x8 whole program: {len(program.instructions)} instructions, {run.cycles} cycles, "
+          f"build {run.build_s:.1f} s, run {run.run_s:.1f} s, wall {wall:.1f} s")
+    got = run.reads["dram"]
+    image.buffer()[:] = got
+    for value, region in mp.regions.items():
+        if value not in mp.inputs:
+            np.testing.assert_array_equal(image.read(region.name).reshape(np.shape(values[value])), values[value],
+                                          err_msg=region.name)
+    assert got == bytes(dram)

@@ -18,7 +18,7 @@ still drains): weight-stationary ``GEMM``, and the ``VEC`` functions ``VecUnit``
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, signed
 
 from hw.isa import Opcode
 from hw.rtl.system.fields import field, opcode

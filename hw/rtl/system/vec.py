@@ -1,17 +1,13 @@
 """The execute queue's vector unit: ``VEC`` functions over scratchpad / accumulator rows, and ``CONFIG``.
 
 One ``VEC`` processes ``rows`` element rows of ``n`` values; an element row spans ``span = ceil(n / lanes)``
-consecutive space rows (docs/ISA.md), the last of them holding ``n - (span - 1) * lanes`` valid lanes. The unit
-walks the ``rows * span`` space rows one at a time, and every function built here is lane-parallel (per element
-or per channel), so space row ``s`` (position ``j = s mod span`` in its element row) is handled on its own:
+consecutive space rows (docs/ISA.md), the last of them holding ``n - (span - 1) * lanes`` valid lanes. Lanes past
+``n`` are never written, and every value is wrapped to its destination space's width on the write, as the machine
+model's registers are (``compiler/backend/machine.py``). Two paths:
 
-1. read row ``src + s`` (scratchpad or accumulator, sign-extended to 32 bits), the residual row ``aux + s``
-   (``requant_add``) and constant row ``aux + j``; then constant row ``aux + span + j`` (one cycle each);
-2. the function (below), into a result row of ``lanes`` 32-bit values;
-3. write lanes ``< n`` of the last span row (all lanes of the others) of ``dst + s``, wrapped to the space's
-   width as every register of the machine model is (``compiler/backend/machine.py``).
-
-Functions (docs/ISA.md's table, the machine model's integer kernels):
+Lane-parallel functions walk the ``rows * span`` space rows one at a time: read row ``src + s`` (sign-extended to
+32 bits), the residual row ``aux + s`` and constant rows ``aux + j``, ``aux + span + j`` (``j = s mod span``), run
+the function on every lane at once, write row ``dst + s``:
 
 * ``requant``: ``hw.rtl.requant.Requant`` (32-bit outputs), clamped to ``b = 1 << out_log2`` bits; ``(m, e)`` per
   tensor from ``requant_m`` / ``requant_e``, or per channel from constant rows ``aux + j`` and ``aux + span + j``;
@@ -20,17 +16,26 @@ Functions (docs/ISA.md's table, the machine model's integer kernels):
   rounded value fits 32 bits (the machine model sums unclamped branches);
 * ``shiftgelu``: ``hw.rtl.shiftgelu.ShiftGelu`` in its per-element form (8-bit sigmoid, ``shiftgelu_x0``), the
   row's lanes streamed through it one per cycle;
-* ``copy``, ``digit`` (``(x >> digit_shift) & (2**(in_bits - 1) - 1)``);
+* ``copy``; ``digit`` (``(x >> digit_shift) & (2**(in_bits - 1) - 1)``);
 * ``threshold``: a linear scan of the ``2**b - 1`` threshold rows (one constant read per cycle, every lane
   compared at once), then ``min(count - 2**(b - 1), cap)`` with the cap row ``aux + j``; ``b <= 16``.
 
-Row functions (``shiftmax``, ``ilayernorm``, ``online_softmax``) need a whole element row in one kernel, whose
-row length the existing kernels fix at elaboration time; they, ``topk``, ``threshold`` with ``b = 32``, and any
+Row functions stream each element row's ``n`` values one per cycle into a kernel built for the longest row
+(:data:`MAX_ROW`) with a run-time row length (``length_port``), and write its outputs back lane by lane:
+
+* ``shiftmax``: ``hw.rtl.shiftmax.Shiftmax`` on ``x >> shiftmax_shift`` with ``shiftmax_x0``; its 16-bit output
+  shifted right by ``16 - b`` (the same floor as the kernel's ``>> (32 - b)``), ``b <= 16``;
+* ``ilayernorm``: ``hw.rtl.ilayernorm.ILayerNorm`` (24-bit inputs: a wider value raises ``fault``), its bias
+  memory written from constant rows ``aux .. aux + span - 1`` before the first row.
+
+``online_softmax`` (its kernel's row length is fixed at elaboration), ``topk``, the widths named above, and any
 ``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
 and complete without effect.
 
-Cycles per space row: about 5 plus the function's own (``requant``: the kernel's 2; ``shiftgelu``: ``lanes`` plus
-its 4-cycle latency; ``threshold``: ``2**b``).
+Cycles per space row on the lane-parallel path: 5 (read, two latches, write, next), plus ``requant``'s 2,
+``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1``. Row functions: about ``3 n`` per element row plus the
+kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 * 60 + 31``, its dividers sized for
+:data:`MAX_ROW` 24-bit channels), and ``ilayernorm``'s bias load of ``3 span + n`` once per instruction.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 
 from hw.isa import ConfigReg, Opcode, Space, VecFn
-from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.ilayernorm import ILayerNorm
+from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.shiftgelu import ShiftGelu
 from hw.rtl.shiftmax import Shiftmax
 from hw.rtl.system.fields import field, opcode
