@@ -109,7 +109,7 @@ def test_predicted_cycles_is_beats_plus_pipeline_latency():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"out_bits": 6}, "requant: parameter out_bits=6 is not supported (one of 4, 8, 16)"),
+        ({"out_bits": 6}, "requant: parameter out_bits=6 is not supported (one of 4, 8, 16, 32)"),
         ({"lanes": 0}, "requant: parameter lanes=0 is out of range (must be >= 1 and <= 256)"),
         ({"acc_bits": 48}, "requant: parameter acc_bits=48 is out of range (must be >= 2 and <= 32)"),
         ({"shift_bits": 6}, "requant: unknown parameter 'shift_bits' (known: lanes, acc_bits, out_bits)"),

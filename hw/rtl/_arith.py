@@ -229,15 +229,16 @@ class RowMaxBuffer:
 
     Adds the row memory (submodule ``row``: written at ``idx`` while loading, read combinationally at ``idx``),
     the element counter ``idx`` (``at_end`` on a row's last element) and ``row_max``. Call :meth:`load` inside the
-    unit's LOAD state; the states after it walk ``idx`` over the buffered row.
+    unit's LOAD state; the states after it walk ``idx`` over the buffered row. ``length`` (a Value in ``[1, n]``)
+    makes rows that many elements long instead of ``n`` (a unit whose row length is set at run time).
     """
 
-    def __init__(self, m: Module, n: int, in_bits: int, data: Value):
+    def __init__(self, m: Module, n: int, in_bits: int, data: Value, length: Value | None = None):
         m.submodules.row = row = Memory(shape=signed(in_bits), depth=n, init=[])
         self.wr = row.write_port()
         self.rd = row.read_port(domain="comb")
         self.idx = Signal(range(n), name="idx")
-        self.at_end = self.idx == n - 1
+        self.at_end = self.idx == (n - 1 if length is None else length - 1)
         self.row_max = Signal(signed(in_bits), name="row_max")
         m.d.comb += [self.rd.addr.eq(self.idx), self.wr.addr.eq(self.idx), self.wr.data.eq(data)]
 

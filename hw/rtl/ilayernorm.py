@@ -115,16 +115,21 @@ class ILayerNorm(KernelMixin, wiring.Component):
         return (f"rows * (3 * c + in_bits + {NEWTON_STEPS} * var_bits + {FACTOR_CYCLES}) - 1, "
                 "var_bits = bitlen(c * (2**in_bits - 1)**2)")
 
-    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32):
+    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32, *, length_port: bool = False):
+        """``length_port``: add an input ``length`` (``[1, c]``, held while a row is in flight) that sets the
+        channels per row at run time, ``c`` being the most (the system top level's ``VEC ilayernorm``; the
+        dividers keep the step counts of ``c``, so a row takes the cycles of a ``c``-channel one in its middle)."""
         self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits)
         self.c, self.in_bits, self.bias_bits = c, in_bits, bias_bits
-        super().__init__(
-            {
-                "bias": In(stream.Signature(bias_layout(c, bias_bits))),
-                "inputs": In(stream.Signature(input_layout(in_bits))),
-                "outputs": Out(stream.Signature(output_layout(in_bits, bias_bits))),
-            }
-        )
+        self.length_port = length_port
+        ports = {
+            "bias": In(stream.Signature(bias_layout(c, bias_bits))),
+            "inputs": In(stream.Signature(input_layout(in_bits))),
+            "outputs": Out(stream.Signature(output_layout(in_bits, bias_bits))),
+        }
+        if length_port:
+            ports["length"] = In(range(c + 1))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -141,7 +146,8 @@ class ILayerNorm(KernelMixin, wiring.Component):
             bias_wr.data.eq(self.bias.payload.value),
         ]
         idx = Signal(range(c), name="idx")
-        at_end = idx == c - 1
+        channels = self.length if self.length_port else Const(c, bits_for(c))
+        at_end = idx == channels - 1
         m.d.comb += [rd.addr.eq(idx), bias_rd.addr.eq(idx), wr.addr.eq(idx), wr.data.eq(self.inputs.payload.x)]
 
         half = 1 << (in_bits - 1)
@@ -156,7 +162,7 @@ class ILayerNorm(KernelMixin, wiring.Component):
 
         mean = Signal(signed(in_bits), name="mean")
         twice_rem = div_mean.next_rem << 1
-        up = (twice_rem > c) | ((twice_rem == c) & div_mean.next_quot[0])
+        up = (twice_rem > channels) | ((twice_rem == channels) & div_mean.next_quot[0])
         y = Signal(signed(in_bits + 1), name="y")
         m.d.comb += y.eq(rd.data - mean)
         var = Signal(unsigned(vbits), name="var")
@@ -174,7 +180,7 @@ class ILayerNorm(KernelMixin, wiring.Component):
                     m.d.comb += wr.en.eq(1)
                     m.d.sync += [total.eq(new_total), idx.eq(idx + 1)]
                     with m.If(at_end):
-                        m.d.sync += [idx.eq(0), div_mean.load(new_total + c * half, Const(c, bits_for(c)))]
+                        m.d.sync += [idx.eq(0), div_mean.load(new_total + channels * half, channels)]
                         m.next = "MEAN"
             with m.State("MEAN"):
                 m.d.sync += div_mean.step()

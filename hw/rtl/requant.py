@@ -69,7 +69,7 @@ class Requant(KernelMixin, wiring.Component):
     PARAMS = {
         "lanes": ParamSpec(4, "values per beat", lo=1, hi=256),
         "acc_bits": ParamSpec(32, "accumulator width in bits, signed", lo=2, hi=32),
-        "out_bits": ParamSpec(8, "output width in bits, signed", choices=(4, 8, 16)),
+        "out_bits": ParamSpec(8, "output width in bits, signed", choices=(4, 8, 16, 32)),
     }
     WORK = ("beats",)
     ROLES = (VectorRole("requant", "exact", fit="requant"),)

@@ -100,21 +100,26 @@ class Shiftmax(KernelMixin, wiring.Component):
     def cycles_formula(cls, params):
         return f"rows * (3 * n + {DIV_CYCLES}) - 1"
 
-    def __init__(self, n: int = 16, in_bits: int = 16, out_bits: int = 8, x0_bits: int = 16):
+    def __init__(self, n: int = 16, in_bits: int = 16, out_bits: int = 8, x0_bits: int = 16, *,
+                 length_port: bool = False):
+        """``length_port``: add an input ``length`` (``[1, n]``, held while a row is in flight) that sets the row
+        length at run time, ``n`` being the longest row (the system top level's ``VEC shiftmax``)."""
         self.params = self.accept_params(n=n, in_bits=in_bits, out_bits=out_bits, x0_bits=x0_bits)
         self.n, self.in_bits, self.out_bits, self.x0_bits = n, in_bits, out_bits, x0_bits
-        super().__init__(
-            {
-                "x0": In(signed(x0_bits + 1)),
-                "inputs": In(stream.Signature(input_layout(in_bits))),
-                "outputs": Out(stream.Signature(output_layout(out_bits))),
-            }
-        )
+        self.length_port = length_port
+        ports = {
+            "x0": In(signed(x0_bits + 1)),
+            "inputs": In(stream.Signature(input_layout(in_bits))),
+            "outputs": Out(stream.Signature(output_layout(out_bits))),
+        }
+        if length_port:
+            ports["length"] = In(range(n + 1))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         n, in_bits = self.n, self.in_bits
-        buf = RowMaxBuffer(m, n, in_bits, self.inputs.payload.x)
+        buf = RowMaxBuffer(m, n, in_bits, self.inputs.payload.x, self.length if self.length_port else None)
         rd, idx, at_end, row_max = buf.rd, buf.idx, buf.at_end, buf.row_max
         total = Signal(unsigned(31), name="total")  # saturating sum of e, at most 2**31 - 1
         div = SeqDivider(m, "div", 31, 31, DIV_CYCLES)

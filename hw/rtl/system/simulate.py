@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.errors import InputError
-from hw.isa import HEADER_BYTES, Gemm, Load, Program, Store, Vec, from_bytes
+from hw.isa import HEADER_BYTES, Gemm, Load, Program, Store, Vec, VecFn, from_bytes
 from hw.rtl.sim import check_simulator, default_build_root, run_verilog_testbench
 from hw.rtl.system.dram import DramTiming, SimSystem
 from hw.rtl.system.top import SystemConfig, SystemTop
@@ -86,8 +86,9 @@ def cycle_budget(program: Program) -> int:
             total += instr.rows * (2 * instr.cols + 64)
         elif isinstance(instr, Gemm):
             total += 2 * instr.k + 8 * (instr.m + instr.n) + 64
-        elif isinstance(instr, Vec):
-            total += 2 * instr.rows + 64
+        elif isinstance(instr, Vec):  # per element: a few cycles (row kernels walk it 3 times); threshold: 2**b
+            levels = 1 << (1 << instr.out_log2) if instr.fn == VecFn.THRESHOLD else 0
+            total += instr.rows * (instr.n * 8 + 128) * (1 + levels)
         total += 64
     return 4 * total
 

@@ -36,6 +36,7 @@ from hw.rtl.system.dma_store import SpaceReadPort, StoreDma
 from hw.rtl.system.execute import Execute
 from hw.rtl.system.fetch import Fetch
 from hw.rtl.system.queues import QueueController, TokenCounter
+from hw.rtl.system.vec import VecUnit
 
 __all__ = ["SystemConfig", "SystemTop", "CYCLE_BITS", "CONST_BITS"]
 
@@ -107,10 +108,14 @@ class SystemTop(wiring.Component):
                       SpacePort(const.write_port(granularity=CONST_BITS), width, CONST_BITS)]
         store_ports = [SpaceReadPort(sp.read_port(), width, c.in_bits),
                        SpaceReadPort(acc.read_port(), c.cols, c.acc_bits)]
+        vec = VecUnit(cols=c.cols, width=width, in_bits=c.in_bits, acc_bits=c.acc_bits,
+                      sp_src=sp.read_port(), sp_aux=sp.read_port(), acc_src=acc.read_port(),
+                      acc_aux=acc.read_port(), const_r=const.read_port(),
+                      sp_w=sp.write_port(granularity=c.in_bits), acc_w=acc.write_port(granularity=c.acc_bits))
         m.submodules.execute = execute = Execute(
-            rows=c.rows, cols=c.cols, width=width, in_bits=c.in_bits, acc_bits=c.acc_bits,
-            sp_a=sp.read_port(), sp_b=sp.read_port(), sp_w=sp.write_port(granularity=c.in_bits),
-            acc_r=acc.read_port(), acc_w=acc.write_port(granularity=c.acc_bits), const_r=const.read_port())
+            rows=c.rows, cols=c.cols, in_bits=c.in_bits, acc_bits=c.acc_bits,
+            sp_a=sp.read_port(), sp_b=sp.read_port(), acc_r=acc.read_port(),
+            acc_w=acc.write_port(granularity=c.acc_bits), const_r=const.read_port(), vec=vec)
         m.submodules.load = load = LoadDma(load_ports)
         m.submodules.store = store = StoreDma(self.m_axi, store_ports)
 
@@ -132,7 +137,7 @@ class SystemTop(wiring.Component):
         m.submodules.fetch = fetch = Fetch([queues[q].fifo for q in Queue])
         m.submodules.arbiter = ReadArbiter(self.m_axi, [fetch.read, load.read])
         m.d.comb += [fetch.start.eq(self.start), fetch.program_addr.eq(self.program_addr),
-                     self.fault.eq(fetch.fault | execute.fault)]
+                     self.fault.eq(fetch.fault | execute.fault | vec.fault)]
 
         drained = fetch.halted
         for ctl in queues.values():

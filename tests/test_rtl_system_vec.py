@@ -1,0 +1,283 @@
+"""hw.rtl.system.vec: every VEC function the top level builds runs bit-exactly against compiler/backend/machine.py.
+
+Each program loads random rows into the scratchpad, accumulator and constant memory (the destination rows too,
+so a lane the VEC must leave alone is checked), sets the configuration registers, runs one or more ``VEC`` and
+stores the destination rows; the whole DRAM image after ``done`` must equal the machine model's. Rows of
+``n = 6`` elements on a 4-lane array span two space rows, the second with two valid lanes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from compiler.backend import Geometry, Machine, run_program
+from hw.isa import Config, ConfigReg, Deps, Halt, Instruction, Load, Program, Space, Store, Vec, VecFn, to_bytes
+from hw.rtl.system import SystemConfig, run_system
+
+VEC4 = SystemConfig(4, 4, sp_rows=256, acc_rows=128, const_rows=640)
+LANES = 4
+_ELEM = {Space.SP: 0, Space.ACC: 2, Space.CONST: 2}
+
+
+def _geometry(config: SystemConfig) -> Geometry:
+    return Geometry(config.rows, config.cols, config.in_bits, config.acc_bits, config.sp_rows, config.acc_rows,
+                    config.const_rows)
+
+
+@dataclass
+class _Builder:
+    """A one-block program: loads (each a space-row array), execute instructions, stores of whole space rows."""
+
+    image: bytearray = field(default_factory=bytearray)
+    loads: list[Load] = field(default_factory=list)
+    execs: list[Instruction] = field(default_factory=list)
+    stores: list[Store] = field(default_factory=list)
+
+    def load(self, space: Space, row: int, values: np.ndarray) -> None:
+        elem = _ELEM[space]
+        raw = np.asarray(values, np.int64).astype(np.dtype(f"<i{1 << elem}"))
+        addr = len(self.image)
+        self.image += raw.tobytes()
+        self.image += bytes(-len(self.image) % 16)
+        self.loads.append(Load(space=space, row=row, rows=raw.shape[0], cols=raw.shape[1], elem_log2=elem,
+                               dram=addr, stride=raw.shape[1] << elem))
+
+    def store(self, space: Space, row: int, rows: int) -> None:
+        elem = _ELEM[space]
+        addr = len(self.image)
+        self.image += bytes(rows * (LANES << elem))
+        self.stores.append(Store(space=space, row=row, rows=rows, cols=LANES, elem_log2=elem, dram=addr,
+                                 stride=LANES << elem))
+
+    def program(self) -> Program:
+        loads = self.loads[:-1] + [_with(self.loads[-1], Deps(push_next=True))]
+        execs = [_with(self.execs[0], Deps(pop_prev=True))] + self.execs[1:-1] + \
+            [_with(self.execs[-1], Deps(pop_prev=len(self.execs) == 1, push_next=True))]
+        stores = [_with(self.stores[0], Deps(pop_prev=True))] + self.stores[1:]
+        return Program((*loads, *execs, *stores, Halt()), len(self.image))
+
+
+def _with(instr: Instruction, deps: Deps) -> Instruction:
+    return dataclasses.replace(instr, deps=deps)
+
+
+def _span_rows(rng, rows: int, n: int, lo: int, hi: int) -> np.ndarray:
+    """``rows`` element rows of ``n`` values laid out as space rows of LANES lanes (tail lanes random too)."""
+    span = -(-n // LANES)
+    return rng.integers(lo, hi, (rows * span, LANES))
+
+
+def _check(builder: _Builder, simulator: str = "verilator") -> int:
+    program = builder.program()
+    image = bytes(builder.image)
+    dram = bytearray(image)
+    run_program(program, Machine(_geometry(VEC4), dram))
+    run = run_system(VEC4, to_bytes(program), image, {"dram": (0, len(image))}, simulator)
+    assert run.reads["dram"] == bytes(dram)
+    assert run.reads["dram"] != image  # the program wrote something
+    return run.cycles
+
+
+def _configs(b: _Builder, **regs: int) -> None:
+    b.execs += [Config(reg=ConfigReg[name.upper()], value=value) for name, value in regs.items()]
+
+
+def _vec(fn: VecFn, src: tuple[Space, int], dst: tuple[Space, int], rows: int, n: int, out_log2: int = 3,
+         aux: tuple[Space, int] = (Space.SP, 0)) -> Vec:
+    return Vec(fn=fn, src_space=src[0], src=src[1], dst_space=dst[0], dst=dst[1], rows=rows, n=n,
+               out_log2=out_log2, aux_space=aux[0], aux=aux[1])
+
+
+def _copy_digit(rng) -> _Builder:
+    """copy acc -> sp (values wider than 8 bits wrap), sp -> acc (negative values sign-extend), digit."""
+    b = _Builder()
+    b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -40000, 40000))
+    b.load(Space.SP, 0, _span_rows(rng, 3, 6, -128, 128))
+    b.load(Space.SP, 16, _span_rows(rng, 6, 6, -128, 128))  # destinations: tail lanes must survive
+    b.load(Space.ACC, 16, _span_rows(rng, 3, 6, -5, 5))
+    _configs(b, digit_shift=7)
+    b.execs += [_vec(VecFn.COPY, (Space.ACC, 0), (Space.SP, 16), 3, 6),
+                _vec(VecFn.COPY, (Space.SP, 0), (Space.ACC, 16), 3, 6),
+                _vec(VecFn.DIGIT, (Space.ACC, 0), (Space.SP, 32), 3, 6)]
+    b.store(Space.SP, 16, 6 + 6)
+    b.store(Space.ACC, 16, 6)
+    b.store(Space.SP, 32, 6)
+    return b
+
+
+def _requant(rng) -> _Builder:
+    """Per tensor (8 bits, saturating), per channel over a two-row span (4 bits), 32-bit output into acc."""
+    b = _Builder()
+    b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -(1 << 20), 1 << 20))
+    b.load(Space.CONST, 0, np.concatenate([_span_rows(rng, 1, 6, 1 << 28, 1 << 31),
+                                           _span_rows(rng, 1, 6, 28, 36)]))
+    _configs(b, requant_m=1 << 30, requant_e=36)
+    b.execs += [_vec(VecFn.REQUANT, (Space.ACC, 0), (Space.SP, 0), 3, 6, 3),
+                _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.SP, 16), 3, 6, 2, aux=(Space.CONST, 0)),
+                _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 16), 3, 6, 5)]
+    b.store(Space.SP, 0, 6)
+    b.store(Space.SP, 16, 6)
+    b.store(Space.ACC, 16, 6)
+    return b
+
+
+def _requant_add(rng) -> _Builder:
+    """The residual from the accumulator and from the scratchpad, 8- and 16-bit outputs."""
+    b = _Builder()
+    b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -(1 << 18), 1 << 18))
+    b.load(Space.ACC, 32, _span_rows(rng, 3, 6, -(1 << 12), 1 << 12))
+    b.load(Space.SP, 0, _span_rows(rng, 3, 6, -128, 128))
+    _configs(b, requant_m=1 << 29, requant_e=40, residual_m=3 << 28, residual_e=29)
+    b.execs += [_vec(VecFn.REQUANT_ADD, (Space.ACC, 0), (Space.SP, 16), 3, 6, 3, aux=(Space.ACC, 32)),
+                _vec(VecFn.REQUANT_ADD, (Space.ACC, 0), (Space.ACC, 64), 3, 6, 4, aux=(Space.SP, 0))]
+    b.store(Space.SP, 16, 6)
+    b.store(Space.ACC, 64, 6)
+    return b
+
+
+def _shiftgelu(rng) -> _Builder:
+    """From the accumulator (wide values) and the scratchpad, into the accumulator."""
+    b = _Builder()
+    b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -3000, 3000))
+    b.load(Space.SP, 0, _span_rows(rng, 2, 5, -128, 128))
+    _configs(b, shiftgelu_x0=-37)
+    b.execs += [_vec(VecFn.SHIFTGELU, (Space.ACC, 0), (Space.ACC, 16), 3, 6),
+                _vec(VecFn.SHIFTGELU, (Space.SP, 0), (Space.ACC, 32), 2, 5)]
+    b.store(Space.ACC, 16, 6)
+    b.store(Space.ACC, 32, 4)
+    return b
+
+
+def _threshold(rng) -> _Builder:
+    """4-bit levels over a two-row span, and 8-bit levels over one row; ascending tables with ties, a cap."""
+    b = _Builder()
+    b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -3000, 3000))
+    span = 2
+    t4 = np.sort(rng.integers(-2500, 2500, (15, 6)), axis=0)
+    cap4 = rng.integers(-8, 8, 6)
+    table4 = np.concatenate([cap4[None], t4]).reshape(16, 6)
+    rows4 = np.zeros((16 * span, LANES), np.int64)
+    for level in range(16):
+        rows4[level * span:(level + 1) * span].reshape(-1)[:6] = table4[level]
+    b.load(Space.CONST, 0, rows4)
+    t8 = np.sort(rng.integers(-3000, 3000, (255, LANES)), axis=0)
+    t8[100:110] = t8[100]  # ties
+    b.load(Space.CONST, 64, np.concatenate([np.full((1, LANES), 100), t8]))
+    b.execs += [_vec(VecFn.THRESHOLD, (Space.ACC, 0), (Space.SP, 0), 3, 6, 2, aux=(Space.CONST, 0)),
+                _vec(VecFn.THRESHOLD, (Space.ACC, 0), (Space.ACC, 16), 6, 4, 3, aux=(Space.CONST, 64))]
+    b.store(Space.SP, 0, 6)
+    b.store(Space.ACC, 16, 6)
+    return b
+
+
+def _shiftmax(rng) -> _Builder:
+    """Pre-shifted accumulator scores: 8-bit probabilities over a two-row span, 16-bit over three rows (one lane
+    in the last), 4-bit over a single element, and a row whose scores span a wide range (tiny exponentials)."""
+    b = _Builder()
+    scores = _span_rows(rng, 3, 6, -4000, 4000)
+    scores[2] = [-(1 << 30), 1 << 20, -5, 7]
+    b.load(Space.ACC, 0, scores)
+    b.load(Space.ACC, 16, _span_rows(rng, 2, 9, -300, 300))
+    _configs(b, shiftmax_shift=2, shiftmax_x0=-23)
+    b.execs += [_vec(VecFn.SHIFTMAX, (Space.ACC, 0), (Space.SP, 0), 3, 6, 3),
+                _vec(VecFn.SHIFTMAX, (Space.ACC, 16), (Space.ACC, 32), 2, 9, 4),
+                _vec(VecFn.SHIFTMAX, (Space.ACC, 16), (Space.SP, 16), 4, 1, 2)]
+    b.store(Space.SP, 0, 6)
+    b.store(Space.ACC, 32, 6)
+    b.store(Space.SP, 16, 4)
+    return b
+
+
+def _ilayernorm(rng) -> _Builder:
+    """Accumulator rows (wide, one constant row: zero variance) over a two-row span with its bias rows, and
+    scratchpad rows of three channels written back to the scratchpad (wrapped to 8 bits)."""
+    b = _Builder()
+    x = _span_rows(rng, 3, 6, -(1 << 15), 1 << 15)
+    x[2:4] = 77
+    b.load(Space.ACC, 0, x)
+    b.load(Space.SP, 0, _span_rows(rng, 4, 3, -128, 128))
+    b.load(Space.CONST, 0, _span_rows(rng, 1, 6, -(1 << 20), 1 << 20))
+    b.load(Space.CONST, 8, _span_rows(rng, 1, 3, -50, 50))
+    b.execs += [_vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 16), 3, 6, aux=(Space.CONST, 0)),
+                _vec(VecFn.ILAYERNORM, (Space.SP, 0), (Space.SP, 16), 4, 3, aux=(Space.CONST, 8))]
+    b.store(Space.ACC, 16, 6)
+    b.store(Space.SP, 16, 4)
+    return b
+
+
+CASES = {"ilayernorm": _ilayernorm, "shiftmax": _shiftmax, "copy_digit": _copy_digit, "requant": _requant, "requant_add": _requant_add, "shiftgelu": _shiftgelu,
+         "threshold": _threshold}
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_vec_functions_run_bit_exact_in_verilator(case: str) -> None:
+    _check(CASES[case](np.random.default_rng(len(case))))
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_vec_functions_run_bit_exact_in_icarus() -> None:
+    _check(_copy_digit(np.random.default_rng(3)), "icarus")
+    _check(_requant_add(np.random.default_rng(4)), "icarus")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("fn", [VecFn.ONLINE_SOFTMAX, VecFn.TOPK])
+def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
+    program = Program((_vec(fn, (Space.ACC, 0), (Space.SP, 0), 1, 4), Halt()), 64)
+    with pytest.raises(RuntimeError, match="does not build yet"):
+        run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
+
+
+# --- a whole compiled model --------------------------------------------------------------------------------------
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level() -> None:
+    """bert_tiny (int8; shiftmax, shiftgelu, ilayernorm) on an 8x8 array as ONE program: every device value in DRAM
+    after ``done`` equals the functional simulator's, and the whole image equals the machine model's."""
+    import time
+
+    from test_backend import _whole_model
+
+    from compiler.backend.attention import host_mask_halves
+
+    result, mp, _, values = _whole_model("bert_tiny.onnx", 8, 8)
+    target = SystemConfig.from_target(result.env.target)
+    # The target's memories cut to the rows the program addresses (the machine model refuses any address beyond
+    # them), so the Verilator build holds 8,192 scratchpad rows, not 65,536.
+    config = dataclasses.replace(target, sp_rows=8192, acc_rows=4096)
+    geo = _geometry(config)
+    program = mp.program
+    assert program is not None
+    image = mp.builder.image
+    for value, region in mp.inputs.items():
+        image.write(region.name, values[value].reshape(region.shape))
+    for plan, mask in mp.masks:
+        a, b = host_mask_halves(None if mask is None else values[mask], plan)
+        image.write(plan.mask[0].name, a)
+        image.write(plan.mask[1].name, b)
+    pristine = bytes(image.buffer())
+    dram = bytearray(pristine)
+    run_program(program, Machine(geo, dram))
+    start = time.perf_counter()
+    run = run_system(config, to_bytes(program), pristine, {"dram": (0, len(pristine))}, "verilator")
+    wall = time.perf_counter() - start
+    print(f"\nbert_tiny 8x8 whole program: {len(program.instructions)} instructions, {run.cycles} cycles, "
+          f"build {run.build_s:.1f} s, run {run.run_s:.1f} s, wall {wall:.1f} s")
+    got = run.reads["dram"]
+    image.buffer()[:] = got
+    for value, region in mp.regions.items():
+        if value not in mp.inputs:
+            np.testing.assert_array_equal(image.read(region.name).reshape(np.shape(values[value])), values[value],
+                                          err_msg=region.name)
+    assert got == bytes(dram)
