@@ -25,13 +25,15 @@ _PAGE = 4096
 
 @dataclass(frozen=True)
 class SystemRun:
-    """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, and
-    the simulator's wall times (seconds: build, 0.0 when reused, and run)."""
+    """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, the
+    simulator's wall times (seconds: build, 0.0 when reused, and run) and the trace memory's first entries (the
+    cycle at which each trace mark ``NOP`` completed, docs/ISA.md; as many as ``run_system`` was asked for)."""
 
     reads: dict[str, bytes]
     cycles: int
     build_s: float
     run_s: float
+    trace: tuple[int, ...] = ()
 
 
 def emit_system(config: SystemConfig, out_dir: Path) -> Path:
@@ -64,11 +66,13 @@ def cycle_budget(program: Program) -> int:
 
 def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Mapping[str, tuple[int, int]],
                sim: str = "verilator", *, build_root: Path | None = None, run_name: str = "run",
-               waves: bool = False) -> SystemRun:
+               waves: bool = False, trace: int = 0) -> SystemRun:
     """Run ``program_bin`` (a ``program.bin``) on ``image`` (the DRAM image) and return ``reads`` (name ->
-    ``(byte address, bytes)``) of DRAM afterwards. ``InputError`` for a bad program or simulator; ``RuntimeError``
-    when the run faults or does not reach ``done``."""
+    ``(byte address, bytes)``) of DRAM afterwards and the first ``trace`` entries of the trace memory.
+    ``InputError`` for a bad program or simulator; ``RuntimeError`` when the run faults or does not reach ``done``."""
     config.check()
+    if not 0 <= trace <= config.trace_depth:
+        raise InputError(f"system run: {trace} trace entries asked for; the top level holds {config.trace_depth}")
     check_simulator(sim)
     program = from_bytes(program_bin)
     if len(image) < program.dram_bytes:
@@ -89,7 +93,7 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
     program_path.write_bytes(words)
     job = {"image": str(image_path), "program": str(program_path), "program_addr": program_addr,
            "mem_size": mem_size, "reads": {k: list(v) for k, v in reads.items()},
-           "max_cycles": cycle_budget(program)}
+           "max_cycles": cycle_budget(program), "trace": trace}
     run = run_verilog_testbench(TOP_NAME, source, sim, "tb_system", Path(__file__).parent, job, build_dir,
                                 waves=waves, run_name=run_name)
     result = run.result
@@ -99,4 +103,4 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
         raise RuntimeError(f"system run on {sim}: the program uses an instruction the RTL does not build yet "
                            f"(fault); log {run.log}")
     return SystemRun({name: bytes.fromhex(h) for name, h in result["reads"].items()}, int(result["cycles"]),
-                     run.build_s, run.run_s)
+                     run.build_s, run.run_s, tuple(int(t) for t in result.get("trace", ())))

@@ -2,9 +2,10 @@
 ``done`` and hands back the DRAM bytes the host asked for and the top level's cycle count.
 
 Job (``$CODESIGN_TB_JOB``): ``{"image": path, "program": path, "program_addr": int, "mem_size": int,
-"reads": {name: [addr, nbytes]}, "max_cycles": int}``: the DRAM image is placed at address 0 and the program's
+"reads": {name: [addr, nbytes]}, "max_cycles": int, "trace": int}``: the DRAM image is placed at address 0 and the program's
 instruction words (``program.bin`` without its header) at ``program_addr``. Result (``$CODESIGN_TB_RESULT``):
-``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}}``; a program that does not finish within
+``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}, "trace": [int]}`` (``trace``: the first
+``trace`` entries of the trace memory, read after ``done``: the cycle each trace mark latched); a program that does not finish within
 ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle budget, not a wall-clock one).
 """
 
@@ -46,5 +47,12 @@ async def run_program(dut):
         done = False
     await FallingEdge(dut.clk)
     reads = {name: bytes(ram.read(addr, size) or b"").hex() for name, (addr, size) in job["reads"].items()}
-    result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads}
+    trace = []
+    for entry in range(job.get("trace", 0)):  # the trace memory's read port answers one cycle after its address
+        dut.trace_addr.value = entry
+        await FallingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        trace.append(int(dut.trace_data.value))
+    result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads,
+              "trace": trace}
     Path(os.environ["CODESIGN_TB_RESULT"]).write_text(json.dumps(result))
