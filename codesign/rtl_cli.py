@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # `codesign --help` starts without loading xDSL or pydantic
     from codesign.rtl_config import DesignScales
     from hw.targets.schema import Target
 
-__all__ = ["register", "plan_kernels", "write_into"]
+__all__ = ["register", "plan_kernels", "write_into", "write_staged"]
 
 _INTEGER_CHOICES = ("--quant int8|w4a8, --softmax shiftmax|online, --gelu shiftgelu|shiftgelu-row "
                     "or --layernorm ilayernorm")
@@ -84,11 +84,25 @@ def register(subparsers: Any) -> None:
             action.nargs, action.required, action.default = "?", False, None
     p.add_argument("--kernel", help="emit this one kernel (no model); its parameters come from --set KEY=VALUE")
     p.add_argument("--out", default="build/rtl", help="output folder (default: build/rtl)")
+    p.add_argument("--system", action="store_true", help="write the whole accelerator (cds1_system), the model's "
+                   "program, its DRAM image and a manifest instead of one file per kernel")
+    p.add_argument("--simulate", action="store_true", help="with --system: run the program per --inputs sample on "
+                   "the top level (Verilator, cocotb) and report its cycles next to the model's")
+    p.add_argument("--sim", default="verilator", metavar="verilator|icarus", help="simulator for --simulate")
+    p.add_argument("--json", help="with --simulate: write rtl_cycles and latency_cycles, total and per layer")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_rtl)
 
 
 def _cmd_rtl(args: argparse.Namespace) -> int:
+    if args.simulate and not args.system:
+        raise InputError("rtl: --simulate runs the system top level; add --system")
+    if args.system:
+        from codesign.rtl_system import run_system_cli
+
+        return run_system_cli(args)
+    if args.json:
+        raise InputError("rtl: --json reports a system simulation; use it with --system --simulate")
     if args.kernel and args.model:
         raise InputError("rtl: give a model or --kernel NAME, not both")
     if args.kernel:
@@ -111,7 +125,16 @@ def write_into(out: str | Path, uses: Any, source: Any, clock_mhz: float | None,
     a previous ``codesign rtl`` wrote (its marker a regular file); the design is written into a private staging
     folder inside it, then the files the previous manifest listed are removed and each new file is renamed into
     place (the marker first, ``manifest.json`` last). Returns the manifest."""
-    from hw.rtl.manifest import MARKER, write_design
+    from hw.rtl.manifest import write_design
+
+    return write_staged(out, lambda staging: write_design(staging, uses, source, clock_mhz, notes))
+
+
+def write_staged(out: str | Path, write: Callable[[Path], dict]) -> dict:
+    """Call ``write(staging)`` on a private folder inside ``out`` (checked as :func:`write_into` says; ``write``
+    leaves the ``.codesign-rtl`` marker and ``manifest.json`` there), then move its files into place. Returns the
+    manifest ``write`` returned."""
+    from hw.rtl.manifest import MARKER
 
     folder, created = _open_out(out)
     try:
@@ -119,7 +142,7 @@ def write_into(out: str | Path, uses: Any, source: Any, clock_mhz: float | None,
     except OSError as err:
         raise InputError(f"--out {out}: cannot write into the folder: {err.strerror or err}") from None
     try:
-        manifest = write_design(staging, uses, source, clock_mhz, notes)
+        manifest = write(staging)
         _remove_previous(folder)
         names = [p.name for p in staging.iterdir()]
         for name in sorted(names, key=lambda n: (n != MARKER, n == "manifest.json", n)):
@@ -173,11 +196,12 @@ def _remove_previous(folder: Path) -> None:
             return
         previous = json.loads(old.read_text(encoding="utf-8"))
         listed = [k.get("verilog", "") for k in previous.get("kernels", [])] + [previous.get("config_file") or ""]
+        listed += [str(name) for name in (previous.get("files") or {}).values()]  # a --system design's files
     except (OSError, ValueError, AttributeError, TypeError):  # missing, unreadable or not ours: nothing listed
         return
     for name in listed:
         stale = folder / Path(str(name)).name
-        if name and stale.suffix in (".v", ".npz"):
+        if name and stale.suffix in (".v", ".npz", ".bin", ".lst"):
             try:
                 os.unlink(stale)
             except FileNotFoundError:
@@ -216,7 +240,8 @@ def _from_model(args: argparse.Namespace):
     if args.stop_after:
         raise InputError("rtl: --stop-after is not supported (the kernels are read from the fully compiled IR)")
     if getattr(args, "inputs", None) or getattr(args, "outputs", None):
-        raise InputError("rtl: --inputs/--outputs measure accuracy; use them with codesign compile")
+        raise InputError("rtl: --inputs/--outputs run the model; use them with --system --simulate or codesign "
+                         "compile")
     options = _compile_options(args)
     if options.choice("weight-group", "none") != "none":
         raise InputError(f"rtl: --weight-group {options.choice('weight-group', 'none')}: the systolic GEMM kernel has "
