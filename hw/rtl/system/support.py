@@ -12,7 +12,8 @@ from hw.rtl.system.top import SystemConfig
 
 __all__ = ["BUILT", "rtl_lacks"]
 
-BUILT = "LOAD, STORE, output-stationary GEMM, VEC requant from the accumulator to 4-, 8- or 16-bit outputs, CONFIG, NOP, HALT"
+BUILT = ("LOAD, STORE, output-stationary GEMM, VEC requant from the accumulator to 4-, 8- or 16-bit outputs, CONFIG, "
+         "NOP, HALT")
 """What the top level runs today, in words (for messages)."""
 
 

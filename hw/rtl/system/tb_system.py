@@ -1,12 +1,13 @@
 """cocotb testbench of the system top level: serves DRAM with cocotbext-axi's ``AxiRam``, runs one program to
-``done`` and hands back the DRAM bytes the host asked for and the top level's cycle count.
+``done`` and hands back the DRAM bytes the host asked for, the top level's cycle count and its trace entries.
 
 Job (``$CODESIGN_TB_JOB``): ``{"image": path, "program": path, "program_addr": int, "mem_size": int,
-"reads": {name: [addr, nbytes]}, "max_cycles": int, "trace": int}``: the DRAM image is placed at address 0 and the program's
-instruction words (``program.bin`` without its header) at ``program_addr``. Result (``$CODESIGN_TB_RESULT``):
-``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}, "trace": [int]}`` (``trace``: the first
-``trace`` entries of the trace memory, read after ``done``: the cycle each trace mark latched); a program that does not finish within
-``max_cycles`` simulated cycles comes back with ``done`` false (a cycle budget, not a wall-clock one).
+"reads": {name: [addr, nbytes]}, "max_cycles": int, "trace": int}``: the DRAM image is placed at address 0 and
+the program's instruction words (``program.bin`` without its header) at ``program_addr``. Result
+(``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex}, "trace": [int]}``
+(``trace``: the first ``trace`` entries of the trace memory, read after ``done``: the cycle each trace mark
+latched); a program that does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a
+cycle budget, not a wall-clock one).
 """
 
 from __future__ import annotations
