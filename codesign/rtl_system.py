@@ -19,10 +19,11 @@ runs the float prologue and epilogue, docs/ISA.md "Host split") and ``--out`` re
                    ops the host runs, and the layers whose instructions the RTL does not build yet
 ================  ===================================================================================================
 
-``--simulate`` (codesign/rtl_simulate.py) then runs the program per ``--inputs`` sample on the top level in
-Verilator. A model the backend cannot program (float ops left between integer ops, an op with no code generator)
-is refused by the backend's own one-line message naming the op and node; ``--simulate`` also refuses a program with
-an instruction the top level does not build yet (hw/rtl/system/support.py), naming the layer.
+The command is codesign/rtl_system_cli.py; ``--simulate`` (codesign/rtl_simulate.py) then runs the program per
+``--inputs`` sample on the top level in Verilator. A model the backend cannot program (float ops left between
+integer ops, an op with no code generator) is refused by the backend's own one-line message naming the op and
+node; ``--simulate`` also refuses a program with an instruction the top level does not build yet
+(hw/rtl/system/support.py), naming the layer.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import SSAValue
 
+from compiler.dialect.choices import LAYER_ATTR
 from hw.errors import InputError
 
-__all__ = ["SystemDesign", "build_design", "host_values", "sample_image", "write_system", "run_system_cli"]
+__all__ = ["SystemDesign", "build_design", "host_values", "sample_image", "first_feeds", "manifest_of",
+           "write_system"]
 
 FORMAT = "cds1-system"
 FILES = {"verilog": "cds1_system.v", "program": "program.bin", "listing": "program.lst", "image": "image.bin"}
@@ -87,12 +91,14 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
     spans = mp.builder.layers
     depth = max(_MIN_TRACE, 1 << max(len(spans) - 1, 0).bit_length())
     config = SystemConfig.from_target(target, trace_depth=depth)
-    ops = {}
+    ops: dict[str, str] = {}
     for op in result.module.walk():
-        layer = op.properties.get("layer")
-        if layer is not None and hasattr(layer, "data"):
+        layer = op.properties.get(LAYER_ATTR)
+        if isinstance(layer, StringAttr):
             ops.setdefault(layer.data, op.name)
     program = mp.program
+    if program is None:
+        raise RuntimeError("build_model_program finishes the program")
     lacks = []
     for span in spans:
         for index in range(span.first, span.end):
@@ -194,11 +200,11 @@ def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
 
 
 def write_system(out: str | Path, design: SystemDesign, image: bytes, image_inputs: str) -> dict[str, Any]:
-    """Write the design's files into ``out`` (created or a previous ``codesign rtl`` folder; codesign/rtl_cli.py's
+    """Write the design's files into ``out`` (created or a previous ``codesign rtl`` folder; codesign/rtl_out.py's
     staged write). Returns the manifest."""
     from amaranth.back import verilog
 
-    from codesign.rtl_cli import write_staged
+    from codesign.rtl_out import write_staged
     from hw.isa import listing, to_bytes
     from hw.rtl.manifest import prepare_out_dir
     from hw.rtl.system import SystemTop
@@ -218,64 +224,3 @@ def write_system(out: str | Path, design: SystemDesign, image: bytes, image_inpu
         return manifest
 
     return write_staged(out, write)
-
-
-def run_system_cli(args: argparse.Namespace) -> int:
-    """``codesign rtl ... --system [--simulate]``: checks, build, write, simulate, print."""
-    from codesign.cli import _output_path
-
-    if args.kernel:
-        raise InputError("rtl: --system builds a model's accelerator; it takes a model, not --kernel")
-    if not args.model:
-        raise InputError("rtl --system: give a model (an ONNX file)")
-    given = [args.model] + [p for p in (args.inputs, args.calibrate) if p]
-    outputs = {flag: _output_path(path, given, flag) for flag, path in (("--json", args.json),
-                                                                       ("--outputs", args.outputs)) if path}
-    if (args.outputs or args.json) and not args.simulate:
-        raise InputError(f"rtl: {'--outputs' if args.outputs else '--json'} reports a simulation; add --simulate")
-    if args.outputs and not args.inputs:
-        raise InputError("--outputs needs --inputs (the samples to run)")
-    design = build_design(args)
-    if args.simulate and design.lacks:
-        first = design.lacks[0]
-        from hw.rtl.system.support import BUILT
-
-        raise InputError(f"system RTL: {first['op']} '{first['layer']}': instruction {first['instruction']} is a "
-                         f"{first['lacks']}, which the top level does not build yet (it runs {BUILT}); write the "
-                         "program without --simulate")
-    feeds, image_inputs = first_feeds(design)
-    image = sample_image(design, host_values(design, feeds))
-    manifest = write_system(args.out, design, image, image_inputs)
-    report = None
-    if args.simulate:
-        from codesign.rtl_simulate import simulate
-
-        report = simulate(design, args.sim, outputs.get("--outputs"), outputs.get("--json"))
-    if not args.quiet:
-        _print(manifest, args.out, report)
-    return 0
-
-
-def _print(manifest: dict[str, Any], out: str, report: dict[str, Any] | None) -> None:
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    c = manifest["config"]
-    console.print(f"cds1_system {c['rows']}x{c['cols']} (sp {c['sp_rows']} rows, acc {c['acc_rows']}, const "
-                  f"{c['const_rows']}), {manifest['program']['instructions']} instructions, DRAM image "
-                  f"{manifest['program']['dram_bytes']} bytes: written to {out}")
-    if report is None:
-        for note in manifest["notes"]:
-            console.print(f"note: {note}")
-        return
-    table = Table(title=f"RTL cycles ({report['simulator']}, {report['samples']} sample(s)) vs the model's")
-    for column in ("layer", "op", "rtl cycles", "model cycles"):
-        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
-    show = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
-    for layer in report["layers"]:
-        table.add_row(layer["name"], layer["op"], show(layer["rtl_cycles"]), show(layer["latency_cycles"]))
-    table.add_row("total", "", show(report["rtl_cycles"]), show(report["latency_cycles"]))
-    console.print(table)
