@@ -16,6 +16,7 @@ name; a layer the model prices apart from the one the program runs it in (a requ
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def simulate(design: Any, sim: str, outputs_path: Path | None, json_path: Path |
         "latency_cycles": (result.report or {}).get("latency_cycles"),
         "device_outputs_equal_simulator": equal,
         "layers": layers, "host_ops": list(mp.host_ops),
-        "config": design.source | {"trace_depth": design.config.trace_depth},
+        "source": design.source, "system": {**asdict(design.config), "width": design.config.width},
         "build_s": round(build_s, 1), "run_s": round(run_s, 1),
     }
     if outputs_path is not None:
