@@ -50,12 +50,7 @@ replaces a symlink planted in ``--out`` instead of writing through it, and no ha
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,11 +79,25 @@ def register(subparsers: Any) -> None:
             action.nargs, action.required, action.default = "?", False, None
     p.add_argument("--kernel", help="emit this one kernel (no model); its parameters come from --set KEY=VALUE")
     p.add_argument("--out", default="build/rtl", help="output folder (default: build/rtl)")
+    p.add_argument("--system", action="store_true", help="write the whole accelerator (cds1_system), the model's "
+                   "program, its DRAM image and a manifest instead of one file per kernel")
+    p.add_argument("--simulate", action="store_true", help="with --system: run the program per --inputs sample on "
+                   "the top level (Verilator, cocotb) and report its cycles next to the model's")
+    p.add_argument("--sim", default="verilator", metavar="verilator|icarus", help="simulator for --simulate")
+    p.add_argument("--json", help="with --simulate: write rtl_cycles and latency_cycles, total and per layer")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_rtl)
 
 
 def _cmd_rtl(args: argparse.Namespace) -> int:
+    if args.simulate and not args.system:
+        raise InputError("rtl: --simulate runs the system top level; add --system")
+    if args.system:
+        from codesign.rtl_system_cli import run_system_cli
+
+        return run_system_cli(args)
+    if args.json:
+        raise InputError("rtl: --json reports a system simulation; use it with --system --simulate")
     if args.kernel and args.model:
         raise InputError("rtl: give a model or --kernel NAME, not both")
     if args.kernel:
@@ -103,85 +112,15 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     return 0
 
 
-_STAGING = ".codesign-rtl-staging-"
-
-
 def write_into(out: str | Path, uses: Any, source: Any, clock_mhz: float | None, notes: Any) -> dict:
     """``hw.rtl.manifest.write_design`` into the output folder ``out``, safely: the folder must be new, empty or one
     a previous ``codesign rtl`` wrote (its marker a regular file); the design is written into a private staging
     folder inside it, then the files the previous manifest listed are removed and each new file is renamed into
     place (the marker first, ``manifest.json`` last). Returns the manifest."""
-    from hw.rtl.manifest import MARKER, write_design
+    from codesign.rtl_out import write_staged
+    from hw.rtl.manifest import write_design
 
-    folder, created = _open_out(out)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot write into the folder: {err.strerror or err}") from None
-    try:
-        manifest = write_design(staging, uses, source, clock_mhz, notes)
-        _remove_previous(folder)
-        names = [p.name for p in staging.iterdir()]
-        for name in sorted(names, key=lambda n: (n != MARKER, n == "manifest.json", n)):
-            os.replace(staging / name, folder / name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
-    staging.rmdir()
-    return manifest
-
-
-def _open_out(out: str | Path) -> tuple[Path, bool]:
-    """The output folder (created if missing) and whether it was created; ``InputError`` unless it is new, empty or
-    marked by a previous ``codesign rtl`` with a regular marker file. Leftover staging folders of a killed run go."""
-    from hw.rtl.manifest import MARKER
-
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--out {out}: is a file, not a folder")
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as err:
-            raise InputError(f"--out {out}: cannot create the folder: {err.strerror or err}") from None
-        return folder, True
-    entries = list(folder.iterdir())
-    if entries:
-        try:
-            mode = os.lstat(folder / MARKER).st_mode
-        except FileNotFoundError:
-            raise InputError(f"--out {out}: folder is not empty and was not written by `codesign rtl` (no {MARKER} "
-                             "marker); choose a new or empty folder") from None
-        if not stat.S_ISREG(mode):
-            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-            raise InputError(f"--out {out}: its {MARKER} marker is {what}, not the file `codesign rtl` writes; "
-                             "refusing to write into this folder")
-    for entry in entries:
-        if entry.name.startswith(_STAGING) and stat.S_ISDIR(os.lstat(entry).st_mode):
-            shutil.rmtree(entry, ignore_errors=True)
-    return folder, False
-
-
-def _remove_previous(folder: Path) -> None:
-    """Remove the Verilog and config files the folder's previous manifest listed, so no stale kernel lingers. Only
-    plain names with those suffixes, inside the folder; a link is removed, never followed."""
-    old = folder / "manifest.json"
-    try:
-        if not stat.S_ISREG(os.lstat(old).st_mode):
-            return
-        previous = json.loads(old.read_text(encoding="utf-8"))
-        listed = [k.get("verilog", "") for k in previous.get("kernels", [])] + [previous.get("config_file") or ""]
-    except (OSError, ValueError, AttributeError, TypeError):  # missing, unreadable or not ours: nothing listed
-        return
-    for name in listed:
-        stale = folder / Path(str(name)).name
-        if name and stale.suffix in (".v", ".npz"):
-            try:
-                os.unlink(stale)
-            except FileNotFoundError:
-                pass
+    return write_staged(out, lambda staging: write_design(staging, uses, source, clock_mhz, notes))
 
 
 def _int_value(text: str) -> tuple[str, int]:
@@ -217,7 +156,8 @@ def _from_model(args: argparse.Namespace):
     if args.stop_after:
         raise InputError("rtl: --stop-after is not supported (the kernels are read from the fully compiled IR)")
     if getattr(args, "inputs", None) or getattr(args, "outputs", None):
-        raise InputError("rtl: --inputs/--outputs measure accuracy; use them with codesign compile")
+        raise InputError("rtl: --inputs/--outputs run the model; use them with --system --simulate or codesign "
+                         "compile")
     options = _compile_options(args)
     if options.choice("weight-group", "none") != "none":
         raise InputError(f"rtl: --weight-group {options.choice('weight-group', 'none')}: the systolic GEMM kernel has "

@@ -177,7 +177,7 @@ def test_out_never_overwrites_a_users_folder_but_reuses_its_own(tmp_path, capsys
         ([], "rtl: give a model (an ONNX file) or --kernel NAME (see codesign rtl --help)"),
         (["missing.onnx"], "missing.onnx: no such file"),
         ([str(model_path("vit_tiny.onnx")), "--inputs", "x.npz"],
-         "rtl: --inputs/--outputs measure accuracy; use them with codesign compile"),
+         "rtl: --inputs/--outputs run the model; use them with --system --simulate or codesign compile"),
     ],
 )
 def test_bad_invocations_are_one_line_errors(argv, message, tmp_path, capsys):

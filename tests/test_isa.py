@@ -59,7 +59,7 @@ INSTRUCTIONS = st.one_of(
     _fields(Gemm, deps=_DEPS),
     _fields(Vec, deps=_DEPS),
     _fields(Config, deps=_DEPS),
-    st.builds(Nop, st.just(Queue.EXECUTE), _DEPS),
+    st.builds(Nop, st.just(Queue.EXECUTE), _DEPS, st.integers(0, 1), st.integers(0, 65535)),
 )
 
 
@@ -187,3 +187,13 @@ def test_token_check_names_the_instruction_that_deadlocks() -> None:
 def test_every_field_is_in_the_listing() -> None:
     for cls in (Load, Store, Gemm, Vec, Config, Nop):
         assert set(field_names(cls)) == {name for name, _, _ in cls.LAYOUT}
+
+
+def test_a_trace_mark_runs_on_the_execute_queue_only() -> None:
+    mark = Nop(queue=Queue.EXECUTE, trace=1, mark=517)
+    assert decode(encode(mark)) == mark
+    assert int.from_bytes(encode(mark), "little") >> 16 & 0xFFFF == 517
+    program = Program((mark, Halt()), 0)
+    assert parse_listing(listing(program)) == program
+    with pytest.raises(InputError, match=r"^NOP: a trace mark runs on the execute queue only, not on store$"):
+        encode(Nop(queue=Queue.STORE, trace=1))

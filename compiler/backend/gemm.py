@@ -26,7 +26,7 @@ from compiler.backend.machine import Geometry
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Deps, Gemm, Halt, Instruction, Load, Nop, Program, Queue, Space, Store, Vec, VecFn
 
-__all__ = ["GemmLayer", "ProgramBuilder"]
+__all__ = ["GemmLayer", "LayerSpan", "ProgramBuilder"]
 
 _CONST_PER_FOLD = 3  # bias, m, e
 
@@ -54,13 +54,43 @@ class GemmLayer:
         return int(self.weights.shape[1])
 
 
+@dataclass(frozen=True)
+class LayerSpan:
+    """The instructions one layer's code generator emitted: indices ``[first, end)`` of the finished program (its
+    leading barrier included), and ``mark``, the trace entry of the mark ``NOP`` that completes after its last store
+    (docs/ISA.md, NOP): the RTL's cycles of the layer are its mark's cycle minus the previous layer's."""
+
+    name: str
+    first: int
+    end: int
+    mark: int
+
+
 @dataclass
 class ProgramBuilder:
-    """Accumulates the instructions and the DRAM image of a program, layer by layer."""
+    """Accumulates the instructions and the DRAM image of a program, layer by layer; :meth:`end_layer` names the
+    instructions emitted since the previous call as one layer (``layers``) and puts its trace mark behind it."""
 
     geometry: Geometry
     image: DramImage = field(default_factory=DramImage)
     body: list[Instruction] = field(default_factory=list)
+    layers: list[LayerSpan] = field(default_factory=list)
+    _pending: list[Instruction] = field(default_factory=list)
+
+    def barrier(self) -> None:
+        """Between two layers: drain (the previous layer's stores are done), its trace mark, then the seeds."""
+        if self.body:
+            self.body.extend(_DRAIN + self._pending + _SEED)
+            self._pending = []
+
+    def end_layer(self, name: str) -> None:
+        """Name the instructions since the previous call as layer ``name`` (nothing when there are none)."""
+        start = self.layers[-1].end - len(_SEED) if self.layers else 0
+        if len(self.body) == start:
+            return
+        mark = len(self.layers)
+        self.layers.append(LayerSpan(name, start + len(_SEED), len(self.body) + len(_SEED), mark))
+        self._pending = [Nop(queue=Queue.EXECUTE, trace=1, mark=mark)]
 
     def gemm(self, layer: GemmLayer, x: Region | None = None) -> tuple[Region, Region]:
         """Emit ``layer``; its input is region ``x`` (placed as ``<name>.x`` if None). Returns (input, output)."""
@@ -114,8 +144,7 @@ class ProgramBuilder:
         img.write(const.name, table)
 
         ins = self.body
-        if ins:  # a layer barrier: the previous layer's stores are done before this layer loads (docs/ISA.md)
-            ins.extend(_DRAIN + _SEED)
+        self.barrier()  # the previous layer's stores are done before this layer loads (docs/ISA.md)
         const_base = 0
         ins.append(Load(space=Space.CONST, row=const_base, rows=table.shape[0], cols=g.width, elem_log2=3,
                         dram=const.addr, stride=const.row_bytes))
@@ -188,8 +217,8 @@ class ProgramBuilder:
         return x, y
 
     def finish(self) -> Program:
-        """The program: token seeds (two buffer halves), the body, the drains, ``HALT``."""
-        return Program((*_SEED, *self.body, *_DRAIN, Halt()), self.image.nbytes)
+        """The program: token seeds (two buffer halves), the body, the drains, the last layer's mark, ``HALT``."""
+        return Program((*_SEED, *self.body, *_DRAIN, *self._pending, Halt()), self.image.nbytes)
 
 
 # One write-after-read token per buffer half (double buffering), given at the start of each layer and taken back

@@ -246,9 +246,10 @@ class _Walker:
             elif op in self.done:
                 continue
             elif category == "island" and self._island(op):
-                continue
+                self.mp.builder.end_layer(_name(op))
             elif category == "int" and op not in self.prologue:
                 self._device(op)
+                self.mp.builder.end_layer(_name(op))
             else:
                 self._host(op)
         self.mp.program = self.mp.builder.finish()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.backend.gemm import _DRAIN, _SEED, ProgramBuilder
+from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Deps, Gemm, Instruction, Load, Space, Store, Vec, VecFn
@@ -77,8 +77,7 @@ class VecStep:
 
 def layer_barrier(b: ProgramBuilder) -> None:
     """Start a layer: if another came before, wait until its stores are done (gemm.py's drain + seed)."""
-    if b.body:
-        b.body.extend(_DRAIN + _SEED)
+    b.barrier()
 
 
 def _lanes(b: ProgramBuilder, space: Space) -> int:

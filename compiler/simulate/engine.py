@@ -71,13 +71,18 @@ class Simulator:
                 self.steps.append((op, kernel))
         self.output_names = list(output_names) if output_names else [f"out{i}" for i in range(len(self.returns))]
 
-    def run(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None) -> dict[str, np.ndarray]:
-        """One sample: ``feeds`` maps input names to arrays of the model's input shapes; returns real outputs."""
+    def run(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None,
+            overrides: Mapping[SSAValue, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """One sample: ``feeds`` maps input names to arrays of the model's input shapes; returns real outputs
+        (``overrides``: :meth:`run_tensors`)."""
         return {name: t.real().astype(np.float32) if t.quantized else t.data
-                for name, t in zip(self.output_names, self.run_tensors(feeds, observer))}
+                for name, t in zip(self.output_names, self.run_tensors(feeds, observer, overrides))}
 
-    def run_tensors(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None) -> list[Tensor]:
-        """Like :meth:`run`, but the outputs as Tensors (integers and their scales, if quantized)."""
+    def run_tensors(self, feeds: Mapping[str, np.ndarray], observer: Observer | None = None,
+                    overrides: Mapping[SSAValue, np.ndarray] | None = None) -> list[Tensor]:
+        """Like :meth:`run`, but the outputs as Tensors (integers and their scales, if quantized). ``overrides``
+        replaces the data of those values (keeping the kernel's scale) before any later op reads them: how the host
+        epilogue runs on values another machine computed (``codesign rtl --simulate``)."""
         values: dict[SSAValue, Tensor] = dict(self.consts)
         for arg, name in zip(self.args, self.input_names):
             if name not in feeds:
@@ -89,6 +94,9 @@ class Simulator:
                     outs = kernel(op, [values[v] for v in op.operands], self.ctx)
                 except (ValueError, FloatingPointError) as err:
                     raise InputError(f"simulating {op.name} '{_layer(op)}': {err}") from None
+                if overrides:
+                    outs = [Tensor(np.asarray(overrides[r]).astype(t.data.dtype).reshape(t.data.shape), t.scale)
+                            if r in overrides else t for r, t in zip(op.results, outs)]
                 for r, t in zip(op.results, outs):
                     values[r] = t
                 if observer is not None:

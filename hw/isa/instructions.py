@@ -244,14 +244,17 @@ class Config(_Base):
 class Nop(_Base):
     """Does nothing on ``queue`` but pop and push its tokens: how a program seeds the write-after-read FIFOs with
     one token per buffer half at its start and drains them before ``HALT`` (VTA's runtime does the same with
-    zero-sized transfers)."""
+    zero-sized transfers). With ``trace`` (execute queue only) its completion also latches the cycle counter into
+    entry ``mark`` of the top level's trace memory: how a run's cycles are attributed to layers (docs/ISA.md)."""
 
     OPCODE: ClassVar[Opcode] = Opcode.NOP
-    LAYOUT: ClassVar[Layout] = (("queue", 8, 2),)
+    LAYOUT: ClassVar[Layout] = (("queue", 8, 2), ("trace", 10, 1), ("mark", 16, 16))
     RANGES: ClassVar[dict[str, tuple[int, int]]] = {"queue": (0, 2)}
     ENUMS: ClassVar[dict[str, type[IntEnum]]] = {"queue": Queue}
     queue: Queue
     deps: Deps = _NO_DEPS
+    trace: int = 0
+    mark: int = 0
 
 
 Instruction = Halt | Load | Store | Gemm | Vec | Config | Nop
@@ -289,6 +292,8 @@ def _check(instr: Instruction, where: str) -> None:
         raise InputError(f"{where}{name}: the load queue has no previous queue (pop_prev/push_prev must be 0)")
     if queue == Queue.STORE and (d.pop_next or d.push_next):
         raise InputError(f"{where}{name}: the store queue has no next queue (pop_next/push_next must be 0)")
+    if isinstance(instr, Nop) and instr.trace and queue != Queue.EXECUTE:
+        raise InputError(f"{where}NOP: a trace mark runs on the execute queue only, not on {Queue(queue).name.lower()}")
 
 
 def encode(instr: Instruction, index: int | None = None) -> bytes:

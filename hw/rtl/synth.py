@@ -30,7 +30,7 @@ from pathlib import Path
 from hw.errors import InputError
 from hw.rtl.emit import build_kernel, canonical_params, params_tag
 
-__all__ = ["FAMILIES", "SynthReport", "synthesize", "yosys_command"]
+__all__ = ["FAMILIES", "SynthReport", "synthesize", "synthesize_system", "yosys_command"]
 
 FAMILIES: tuple[str, ...] = ("xcup", "xcu", "xc7")
 
@@ -101,9 +101,33 @@ def synthesize(
         raise InputError(f"synthesize: family {family!r} is not supported (one of {', '.join(FAMILIES)})")
     command = yosys_command()
     text = rtlil.convert(build_kernel(kernel, full), name=kernel, emit_src=False)
+    return _synth_rtlil(text, kernel, full, params_tag(full), family, command, cache_dir)
+
+
+def synthesize_system(config: object, family: str = "xcup", *, cache_dir: str | Path | None = None) -> SynthReport:
+    """``synth_xilinx`` of the whole ``cds1_system`` top level for a ``hw.rtl.system.SystemConfig`` (same flow,
+    cache and counts as :func:`synthesize`; ``params`` are the configuration's sizes)."""
+    from dataclasses import asdict as fields_of
+
+    from amaranth.back import rtlil
+
+    from hw.rtl.system import SystemConfig, SystemTop
+
+    if not isinstance(config, SystemConfig):
+        raise TypeError("synthesize_system takes a hw.rtl.system.SystemConfig")
+    if family not in FAMILIES:
+        raise InputError(f"synthesize: family {family!r} is not supported (one of {', '.join(FAMILIES)})")
+    command = yosys_command()
+    text = rtlil.convert(SystemTop(config), name="cds1_system", emit_src=False)
+    return _synth_rtlil(text, "cds1_system", fields_of(config), config.tag(), family, command, cache_dir)
+
+
+def _synth_rtlil(text: str, kernel: str, full: dict[str, int], tag: str, family: str, command: list[str],
+                 cache_dir: str | Path | None) -> SynthReport:
+    """Run (or read from the cache) ``synth_xilinx`` of the RTLIL ``text`` whose top module is ``kernel``."""
     key = hashlib.sha256(f"{family}\n{text}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
-    cached = cache / f"{kernel}_{params_tag(full)}_{family}_{key}.json"
+    cached = cache / f"{kernel}_{tag}_{family}_{key}.json"
     if cached.is_file():
         return SynthReport(**{**json.loads(cached.read_text()), "seconds": 0.0})
 

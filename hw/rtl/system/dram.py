@@ -152,7 +152,8 @@ class AxiDram(wiring.Component):
 
 class SimSystem(wiring.Component):
     """``cds1_system`` with its AXI master wired to an :class:`AxiDram` (Verilog module ``cds1_system_sim``):
-    ``start``/``program_addr``/``done``/``fault``/``cycles`` as the top level's, plus the memory's debug port."""
+    ``start``/``program_addr``/``done``/``fault``/``cycles``/``trace_*`` as the top level's, plus the memory's
+    debug port."""
 
     def __init__(self, config: SystemConfig, timing: DramTiming):
         self.config, self.timing = config, timing
@@ -160,7 +161,7 @@ class SimSystem(wiring.Component):
         addr_bits = self._dram._addr_bits
         super().__init__({
             "start": In(1), "program_addr": In(ADDR_BITS), "done": Out(1), "fault": Out(1),
-            "cycles": Out(CYCLE_BITS),
+            "cycles": Out(CYCLE_BITS), "trace_addr": In(range(config.trace_depth)), "trace_data": Out(CYCLE_BITS),
             "dbg_addr": In(addr_bits), "dbg_wdata": In(8 * BEAT_BYTES), "dbg_we": In(1),
             "dbg_rdata": Out(8 * BEAT_BYTES),
         })
@@ -172,6 +173,7 @@ class SimSystem(wiring.Component):
         wiring.connect(m, system.m_axi, dram.s_axi)
         m.d.comb += [system.start.eq(self.start), system.program_addr.eq(self.program_addr),
                      self.done.eq(system.done), self.fault.eq(system.fault), self.cycles.eq(system.cycles),
+                     system.trace_addr.eq(self.trace_addr), self.trace_data.eq(system.trace_data),
                      dram.dbg_addr.eq(self.dbg_addr), dram.dbg_wdata.eq(self.dbg_wdata),
                      dram.dbg_we.eq(self.dbg_we), self.dbg_rdata.eq(dram.dbg_rdata)]
         return m

@@ -57,6 +57,7 @@ class QueueController(Elaboratable):
         self.go = Signal(name=f"{name}_go")
         self.done = Signal(name=f"{name}_done")
         self.idle = Signal(name=f"{name}_idle")
+        self.retire = Signal(name=f"{name}_retire")  # one cycle as ``instr`` completes (the trace marks watch it)
         self.prev_in, self.prev_out, self.next_in, self.next_out = prev_in, prev_out, next_in, next_out
 
     def elaborate(self, platform):
@@ -82,6 +83,7 @@ class QueueController(Elaboratable):
                 m.d.sync += [self.instr.eq(head), busy.eq(1), self.go.eq(opcode(head) != Opcode.NOP)]
         with m.Elif(self.done | is_nop):
             m.d.sync += busy.eq(0)
+            m.d.comb += self.retire.eq(1)
             if self.prev_out is not None:
                 m.d.comb += self.prev_out.push.eq(push_prev(self.instr))
             if self.next_out is not None:

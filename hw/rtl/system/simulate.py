@@ -34,15 +34,18 @@ _PAGE = 4096
 
 @dataclass(frozen=True)
 class SystemRun:
-    """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, and
-    the simulator's wall times (seconds: build, 0.0 when reused; the whole run; the program alone, ``start`` to
-    ``done``, which ``cycles / program_s`` turns into simulated cycles per second)."""
+    """What one program run gave: the DRAM bytes asked for (by name), the cycles from ``start`` to ``done``, the
+    simulator's wall times (seconds: build, 0.0 when reused; the whole run; the program alone, ``start`` to
+    ``done``, which ``cycles / program_s`` turns into simulated cycles per second) and the trace memory's first
+    entries (the cycle at which each trace mark ``NOP`` completed, docs/ISA.md; as many as ``run_system`` was asked
+    for)."""
 
     reads: dict[str, bytes]
     cycles: int
     build_s: float
     run_s: float
     program_s: float = 0.0
+    trace: tuple[int, ...] = ()
 
 
 def emit_system(config: SystemConfig, out_dir: Path) -> Path:
@@ -95,11 +98,12 @@ def cycle_budget(program: Program) -> int:
 
 def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Mapping[str, tuple[int, int]],
                sim: str = "verilator", *, build_root: Path | None = None, run_name: str = "run",
-               waves: bool = False, dram: DramTiming | str | None = None) -> SystemRun:
+               waves: bool = False, dram: DramTiming | str | None = None, trace: int = 0) -> SystemRun:
     """Run ``program_bin`` (a ``program.bin``) on ``image`` (the DRAM image) and return ``reads`` (name ->
-    ``(byte address, bytes)``) of DRAM afterwards. ``dram``: a :class:`DramTiming` (its ``words`` is replaced by
-    what the image needs; default timing when None) or ``"axiram"``. ``InputError`` for a bad program, simulator
-    or ``dram``; ``RuntimeError`` when the run faults or does not reach ``done``."""
+    ``(byte address, bytes)``) of DRAM afterwards and the first ``trace`` entries of the trace memory. ``dram``: a
+    :class:`DramTiming` (its ``words`` is replaced by what the image needs; default timing when None) or
+    ``"axiram"``. ``InputError`` for a bad program, simulator or ``dram``; ``RuntimeError`` when the run faults or
+    does not reach ``done``."""
     if dram is None:
         dram = DramTiming()
     if not isinstance(dram, DramTiming) and dram != "axiram":
@@ -107,6 +111,8 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
     if isinstance(dram, DramTiming):
         dram.check()
     config.check()
+    if not 0 <= trace <= config.trace_depth:
+        raise InputError(f"system run: {trace} trace entries asked for; the top level holds {config.trace_depth}")
     check_simulator(sim)
     program = from_bytes(program_bin)
     if len(image) < program.dram_bytes:
@@ -136,7 +142,7 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
     program_path.write_bytes(words)
     job = {"image": str(image_path), "program": str(program_path), "program_addr": program_addr,
            "mem_size": mem_size, "reads": {k: list(v) for k, v in reads.items()},
-           "max_cycles": cycle_budget(program), "dram": "axiram" if top == TOP_NAME else "model"}
+           "max_cycles": cycle_budget(program), "dram": "axiram" if top == TOP_NAME else "model", "trace": trace}
     run = run_verilog_testbench(top, source, sim, "tb_system", Path(__file__).parent, job, build_dir,
                                 waves=waves, run_name=run_name)
     result = run.result
@@ -146,4 +152,5 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
         raise RuntimeError(f"system run on {sim}: the program uses an instruction the RTL does not build yet "
                            f"(fault); log {run.log}")
     return SystemRun({name: bytes.fromhex(h) for name, h in result["reads"].items()}, int(result["cycles"]),
-                     run.build_s, run.run_s, float(result.get("program_s", 0.0)))
+                     run.build_s, run.run_s, float(result.get("program_s", 0.0)),
+                     tuple(int(t) for t in result.get("trace", ())))

@@ -2,11 +2,13 @@
 asked for and the top level's cycle count.
 
 Job (``$CODESIGN_TB_JOB``): ``{"image": path, "program": path, "program_addr": int, "mem_size": int,
-"reads": {name: [addr, nbytes]}, "max_cycles": int, "dram": "model" | "axiram"}``: the DRAM image is placed at
-address 0 and the program's instruction words (``program.bin`` without its header) at ``program_addr``. Result
+"reads": {name: [addr, nbytes]}, "max_cycles": int, "dram": "model" | "axiram", "trace": int}``: the DRAM
+image is placed at address 0 and the program's instruction words (``program.bin`` without its header) at
+``program_addr``. Result
 (``$CODESIGN_TB_RESULT``): ``{"done": bool, "fault": bool, "cycles": int, "reads": {name: hex},
-"program_s": float}`` (``program_s``: wall seconds from ``start`` to ``done``, for cycles-per-second figures); a
-program that does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle
+"program_s": float, "trace": [int]}`` (``program_s``: wall seconds from ``start`` to ``done``, for cycles-per-second
+figures; ``trace``: the first ``trace`` entries of the trace memory, read after ``done``: the cycle each trace mark
+latched); a program that does not finish within ``max_cycles`` simulated cycles comes back with ``done`` false (a cycle
 budget, not a wall-clock one).
 
 ``"model"``: the top is ``cds1_system_sim`` (``hw/rtl/system/dram.py``, DRAM in the netlist); the image goes in
@@ -102,6 +104,12 @@ async def run_program(dut):
             reads[name] = bytes(ram.read(addr, size) or b"").hex()
         else:
             reads[name] = (await _read_bytes(dut, addr, size)).hex()
+    trace = []
+    for entry in range(job.get("trace", 0)):  # the trace memory's read port answers one cycle after its address
+        dut.trace_addr.value = entry
+        await FallingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        trace.append(int(dut.trace_data.value))
     result = {"done": done, "fault": bool(int(dut.fault.value)), "cycles": int(dut.cycles.value), "reads": reads,
-              "program_s": program_s}
+              "program_s": program_s, "trace": trace}
     Path(os.environ["CODESIGN_TB_RESULT"]).write_text(json.dumps(result))

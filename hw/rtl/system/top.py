@@ -28,13 +28,14 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
-from hw.isa import Queue
+from hw.isa import Opcode, Queue
 from hw.isa.memory import MemorySizes, memory_sizes
 from hw.rtl.system.axi import ADDR_BITS, ReadArbiter, axi4_signature
 from hw.rtl.system.dma_load import LoadDma, SpacePort
 from hw.rtl.system.dma_store import SpaceReadPort, StoreDma
 from hw.rtl.system.execute import Execute
 from hw.rtl.system.fetch import Fetch
+from hw.rtl.system.fields import field, opcode
 from hw.rtl.system.queues import QueueController, TokenCounter
 from hw.rtl.system.vec import VecUnit
 
@@ -51,16 +52,18 @@ class SystemConfig(MemorySizes):
     """The top level's sizes (`MemorySizes`) and each instruction queue's depth (words)."""
 
     queue_depth: int = 16
+    trace_depth: int = 256
 
     def tag(self) -> str:
         """A file-name-safe name for this configuration (build folders)."""
         return (f"r{self.rows}c{self.cols}i{self.in_bits}a{self.acc_bits}sp{self.sp_rows}acc{self.acc_rows}"
-                f"k{self.const_rows}q{self.queue_depth}")
+                f"k{self.const_rows}q{self.queue_depth}t{self.trace_depth}")
 
     def check(self) -> None:
         """``InputError`` naming the first size the RTL cannot build."""
         limits = {"rows": (1, 64), "cols": (1, 64), "sp_rows": (1, 65536), "acc_rows": (1, 65536),
-                  "const_rows": (1, 65536), "queue_depth": (2, 1024)}
+                  "const_rows": (1, 65536), "queue_depth": (2, 1024),
+                  "trace_depth": (1, 65536)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -71,10 +74,10 @@ class SystemConfig(MemorySizes):
             raise InputError(f"system RTL: acc_bits={self.acc_bits!r} is not supported (16 or 32)")
 
     @classmethod
-    def from_target(cls, target: object, *, queue_depth: int = 16) -> SystemConfig:
+    def from_target(cls, target: object, *, queue_depth: int = 16, trace_depth: int = 256) -> SystemConfig:
         """The sizes of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``, the backend's rule)."""
         m = memory_sizes(target, "the system RTL")
-        config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth)
+        config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth, trace_depth)
         config.check()
         return config
 
@@ -91,6 +94,8 @@ class SystemTop(wiring.Component):
             "done": Out(1),
             "fault": Out(1),
             "cycles": Out(CYCLE_BITS),
+            "trace_addr": In(range(config.trace_depth)),
+            "trace_data": Out(CYCLE_BITS),
             "m_axi": Out(axi4_signature()),
         })
 
@@ -138,6 +143,18 @@ class SystemTop(wiring.Component):
         m.submodules.arbiter = ReadArbiter(self.m_axi, [fetch.read, load.read])
         m.d.comb += [fetch.start.eq(self.start), fetch.program_addr.eq(self.program_addr),
                      self.fault.eq(fetch.fault | execute.fault | vec.fault)]
+
+        # Trace marks (docs/ISA.md, NOP): a traced execute-queue NOP latches the cycle count at its completion into
+        # entry ``mark``; the host reads the entries through trace_addr / trace_data (one cycle later) after done.
+        trace = memory.Memory(shape=unsigned(CYCLE_BITS), depth=c.trace_depth, init=[])
+        m.submodules.trace = trace
+        trace_w, trace_r = trace.write_port(), trace.read_port()
+        execq = queues[Queue.EXECUTE]
+        mark = field(execq.instr, Opcode.NOP, "mark")
+        m.d.comb += [trace_w.addr.eq(mark), trace_w.data.eq(self.cycles),
+                     trace_w.en.eq(execq.retire & (opcode(execq.instr) == Opcode.NOP)
+                                   & field(execq.instr, Opcode.NOP, "trace") & (mark < c.trace_depth)),
+                     trace_r.addr.eq(self.trace_addr), self.trace_data.eq(trace_r.data)]
 
         drained = fetch.halted
         for ctl in queues.values():

@@ -1,0 +1,93 @@
+"""``codesign rtl ... --system --simulate``: run a compiled model's program on the top level, per sample.
+
+Per ``--inputs`` sample (the synthetic calibration sample without ``--inputs``): the functional simulator runs the
+host prologue (codesign/rtl_system.py writes its results into the DRAM image), Verilator runs the program on
+``cds1_system`` through cocotb (``hw.rtl.system.run_system``: cocotbext-axi's ``AxiRam`` serves DRAM), and the host
+epilogue runs in the functional simulator on the outputs the RTL left in DRAM (``Simulator.run(overrides=...)``).
+The outputs are written as ``codesign compile --outputs`` writes them (one array per model output, a leading sample
+axis), so the two files can be compared directly.
+
+Cycles: ``rtl_cycles`` is the top level's own count from ``start`` to ``done``; per layer, the difference of the
+trace marks the backend put behind each layer (docs/ISA.md, NOP), read from the trace memory after ``done``.
+``latency_cycles`` is the performance model's (``codesign compile``'s report), in total and per layer of the same
+name; a layer the model prices apart from the one the program runs it in (a requant fused into a GEMM) has none.
+``device_outputs_equal_simulator`` says whether every program output equals the functional simulator's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["simulate"]
+
+
+def _decode(raw: bytes, region: Any) -> np.ndarray:
+    dtype = np.dtype(f"<i{region.elem_bytes}")
+    return np.frombuffer(raw, dtype).astype(np.int64).reshape(region.shape)
+
+
+def simulate(design: Any, sim: str, outputs_path: Path | None, json_path: Path | None) -> dict[str, Any]:
+    """Run every sample (module docstring); write ``outputs_path`` and ``json_path`` if given; return the report."""
+    from codesign._io import write_json_atomic
+    from codesign.accuracy import write_outputs
+    from codesign.rtl_system import first_feeds, host_values, sample_image
+    from compiler.simulate import Simulator
+    from hw.isa import to_bytes
+    from hw.rtl.system import run_system
+
+    result, mp = design.result, design.mp
+    imported = result.imported
+    if design.samples is not None:
+        count = len(next(iter(design.samples.values())))
+        feeds_of = [{k: v[i] for k, v in design.samples.items()} for i in range(count)]
+    else:
+        feeds_of = [first_feeds(design)[0]]
+    spans = mp.builder.layers
+    binary = to_bytes(mp.program)
+    reads = {region.name: (region.addr, region.nbytes) for region in mp.outputs.values()}
+    sim_model = Simulator(result.module, result.env.weights, imported.input_names, imported.output_names)
+    stacked: dict[str, list[np.ndarray]] = {name: [] for name in imported.output_names}
+    cycles: list[int] = []
+    traces: list[tuple[int, ...]] = []
+    equal = True
+    build_s = run_s = 0.0
+    for i, feeds in enumerate(feeds_of):
+        values = host_values(design, feeds)
+        run = run_system(design.config, binary, sample_image(design, values), reads, sim, run_name=f"sample{i}",
+                         trace=len(spans))
+        device = {value: _decode(run.reads[region.name], region) for value, region in mp.outputs.items()}
+        equal = equal and all(np.array_equal(device[v], np.asarray(values[v]).reshape(device[v].shape))
+                              for v in device)
+        for name, out in sim_model.run(feeds, overrides=device).items():
+            stacked[name].append(out)
+        cycles.append(run.cycles)
+        traces.append(run.trace)
+        build_s += run.build_s
+        run_s += run.run_s
+    model_layers = {layer["name"]: layer["cycles"] for layer in (result.report or {}).get("layers", [])}
+    trace = traces[0]
+    layers = []
+    for span in spans:
+        previous = trace[span.mark - 1] if span.mark else 0
+        layers.append({"name": span.name, "op": design.ops.get(span.name, "?"),
+                       "instructions": [span.first, span.end], "rtl_cycles": int(trace[span.mark] - previous),
+                       "latency_cycles": model_layers.get(span.name)})
+    report = {
+        "model": design.source["model"], "target": design.source["target"], "simulator": sim,
+        "samples": len(feeds_of), "clock_mhz": float(result.env.target.clock_mhz),
+        "rtl_cycles": cycles[0], "rtl_cycles_per_sample": cycles,
+        "latency_cycles": (result.report or {}).get("latency_cycles"),
+        "device_outputs_equal_simulator": equal,
+        "layers": layers, "host_ops": list(mp.host_ops),
+        "source": design.source, "system": {**asdict(design.config), "width": design.config.width},
+        "build_s": round(build_s, 1), "run_s": round(run_s, 1),
+    }
+    if outputs_path is not None:
+        write_outputs(outputs_path, {name: np.stack(v) for name, v in stacked.items()})
+    if json_path is not None:
+        write_json_atomic(json_path, report)
+    return report

@@ -1,0 +1,226 @@
+"""``codesign rtl model.onnx --system``: the whole accelerator for a compiled model, and the program it runs.
+
+::
+
+    codesign rtl model.onnx --target fpga-u280 --set gemm.rows=8 --quant int8 ... --out build/sys --system \
+        [--inputs x.npz] [--simulate --outputs y.npz --json r.json]
+
+The model is compiled exactly as ``codesign compile`` compiles it (same options; ``--inputs`` also calibrates, as
+there). The compiler backend (compiler/backend/model.py) turns the integer part into one ``cds1`` program (the host
+runs the float prologue and epilogue, docs/ISA.md "Host split") and ``--out`` receives:
+
+================  ===================================================================================================
+``cds1_system.v``  the top level (``hw/rtl/system``), sized from the target's ``gemm`` and ``buffers`` and ``--set``
+``program.bin``    the program (docs/ISA.md, Program file); ``program.lst`` its listing, re-assemblable
+``image.bin``      the DRAM image: weights and constants, and the program inputs of one sample (the first of
+                   ``--inputs``, else the synthetic sample calibration uses) written by the host prologue
+``manifest.json``  ``format`` ``cds1-system``: the configuration, the files, the DRAM map (address, shape and dtype
+                   of every program input, mask half and output), each layer's instruction range and trace mark, the
+                   ops the host runs, and the layers whose instructions the RTL does not build yet
+================  ===================================================================================================
+
+The command is codesign/rtl_system_cli.py; ``--simulate`` (codesign/rtl_simulate.py) then runs the program per
+``--inputs`` sample on the top level in Verilator. A model the backend cannot program (float ops left between
+integer ops, an op with no code generator) is refused by the backend's own one-line message naming the op and
+node; ``--simulate`` also refuses a program with an instruction the top level does not build yet
+(hw/rtl/system/support.py), naming the layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import SSAValue
+
+from compiler.dialect.choices import LAYER_ATTR
+from hw.errors import InputError
+
+__all__ = ["SystemDesign", "build_design", "host_values", "sample_image", "first_feeds", "manifest_of",
+           "write_system"]
+
+FORMAT = "cds1-system"
+FILES = {"verilog": "cds1_system.v", "program": "program.bin", "listing": "program.lst", "image": "image.bin"}
+_MIN_TRACE = 16
+
+
+@dataclass
+class SystemDesign:
+    """A compiled model's system: the compile, its backend program, the top level's configuration, and notes."""
+
+    result: Any
+    mp: Any
+    config: Any
+    geometry: Any
+    source: dict[str, Any]
+    samples: dict[str, np.ndarray] | None
+    ops: dict[str, str] = field(default_factory=dict)  # layer name -> op name ("dataflow.gemm")
+    lacks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_design(args: argparse.Namespace) -> SystemDesign:
+    """Compile ``args.model`` as ``codesign compile`` would and program it (module docstring)."""
+    from codesign.accuracy import prepare_env
+    from codesign.cli import _compile_options
+    from codesign.options import middle_passes
+    from codesign.rtl_config import learn_scales
+    from compiler.backend import Geometry, build_model_program
+    from compiler.pipeline import run_pipeline
+    from compiler.summary import build_report
+    from hw.rtl.system import SystemConfig
+    from hw.rtl.system.support import rtl_lacks
+
+    if not Path(args.model).exists():
+        raise InputError(f"{args.model}: no such file")
+    if args.stop_after:
+        raise InputError("rtl --system: --stop-after is not supported (the program is built from the compiled IR)")
+    options = _compile_options(args)
+    env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
+                               quantized=options.quantized)
+    result = run_pipeline(args.model, options, middle=middle_passes(options), report=build_report, env=env)
+    target = result.env.target
+    if target is None:
+        raise RuntimeError("run_pipeline resolves the target before it compiles")
+    geometry = Geometry.from_target(target)
+    mp = build_model_program(result.module, result.env.weights, learn_scales(result), geometry)
+    spans = mp.builder.layers
+    depth = max(_MIN_TRACE, 1 << max(len(spans) - 1, 0).bit_length())
+    config = SystemConfig.from_target(target, trace_depth=depth)
+    ops: dict[str, str] = {}
+    for op in result.module.walk():
+        layer = op.properties.get(LAYER_ATTR)
+        if isinstance(layer, StringAttr):
+            ops.setdefault(layer.data, op.name)
+    program = mp.program
+    if program is None:
+        raise RuntimeError("build_model_program finishes the program")
+    lacks = []
+    for span in spans:
+        for index in range(span.first, span.end):
+            why = rtl_lacks(program.instructions[index], config)
+            if why is not None:
+                lacks.append({"layer": span.name, "op": ops.get(span.name, "?"), "instruction": index, "lacks": why})
+                break
+    source = {"model": str(args.model), "target": target.name, "overrides": dict(options.overrides),
+              "choices": dict(options.choices)}
+    return SystemDesign(result, mp, config, geometry, source, samples, ops, lacks)
+
+
+def _dtype(elem_bytes: int) -> str:
+    return f"int{8 * elem_bytes}"
+
+
+def _region(region: Any, value: str | None = None) -> dict[str, Any]:
+    entry = {"name": region.name, "addr": region.addr, "bytes": region.nbytes, "shape": list(region.shape),
+             "dtype": _dtype(region.elem_bytes)}
+    if value is not None:
+        entry["value"] = value
+    return entry
+
+
+def host_values(design: SystemDesign, feeds: dict[str, np.ndarray]) -> dict[SSAValue, np.ndarray]:
+    """The functional simulator's value of every IR value on one sample (the host prologue's results among them)."""
+    from compiler.simulate import Simulator
+
+    imported = design.result.imported
+    sim = Simulator(design.result.module, design.result.env.weights, imported.input_names, imported.output_names)
+    values: dict[SSAValue, np.ndarray] = {}
+
+    def observe(op: Any, outs: list[Any]) -> None:
+        for value, tensor in zip(op.results, outs):
+            values[value] = np.asarray(tensor.data)
+
+    sim.run(feeds, observe)
+    return values
+
+
+def sample_image(design: SystemDesign, values: dict[SSAValue, np.ndarray]) -> bytes:
+    """The DRAM image with one sample's program inputs and mask halves written in (the host prologue's work)."""
+    from compiler.backend.attention import host_mask_halves
+
+    image = design.mp.builder.image
+    pristine = bytes(image.buffer())
+    try:
+        for value, region in design.mp.inputs.items():
+            image.write(region.name, values[value].reshape(region.shape))
+        for plan, mask in design.mp.masks:
+            a, b = host_mask_halves(None if mask is None else values[mask], plan)
+            image.write(plan.mask[0].name, a)
+            image.write(plan.mask[1].name, b)
+        return bytes(image.buffer())
+    finally:
+        image.buffer()[:] = pristine
+
+
+def first_feeds(design: SystemDesign) -> tuple[dict[str, np.ndarray], str]:
+    """The first sample's model inputs and where they come from (``--inputs`` or the synthetic calibration one)."""
+    from compiler.calibrate import synthetic_inputs
+
+    if design.samples is not None:
+        return {k: v[0] for k, v in design.samples.items()}, "--inputs sample 0"
+    names = design.result.imported.input_names
+    batch = synthetic_inputs(design.result.module, names, 1)
+    return {name: batch[name][0] for name in names}, "synthetic sample (compiler.calibrate.synthetic_inputs)"
+
+
+def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
+    """The ``manifest.json`` of a system design (module docstring)."""
+    mp, program = design.mp, design.mp.program
+    notes = []
+    if design.lacks:
+        first = design.lacks[0]
+        notes.append(f"{len(design.lacks)} layer(s) use instructions the top level does not build yet, e.g. "
+                     f"{first['op']} '{first['layer']}' ({first['lacks']}); --simulate refuses this program")
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "source": design.source,
+        "clock_mhz": float(design.result.env.target.clock_mhz),
+        "top": "cds1_system",
+        "config": {**asdict(design.config), "width": design.config.width},
+        "files": dict(FILES),
+        "program": {"instructions": len(program.instructions), "dram_bytes": program.dram_bytes,
+                    "image_inputs": image_inputs},
+        "dram": {
+            "inputs": [_region(r) for r in mp.inputs.values()],
+            "masks": [_region(r) for plan, _ in mp.masks for r in plan.mask],
+            "outputs": [_region(r) for r in mp.outputs.values()],
+        },
+        "layers": [{"name": s.name, "op": design.ops.get(s.name, "?"), "instructions": [s.first, s.end],
+                    "mark": s.mark} for s in mp.builder.layers],
+        "host_ops": list(mp.host_ops),
+        "rtl_lacks": design.lacks,
+        "notes": notes,
+    }
+
+
+def write_system(out: str | Path, design: SystemDesign, image: bytes, image_inputs: str) -> dict[str, Any]:
+    """Write the design's files into ``out`` (created or a previous ``codesign rtl`` folder; codesign/rtl_out.py's
+    staged write). Returns the manifest."""
+    from amaranth.back import verilog
+
+    from codesign.rtl_out import write_staged
+    from hw.isa import listing, to_bytes
+    from hw.rtl.manifest import prepare_out_dir
+    from hw.rtl.system import SystemTop
+
+    program = design.mp.program
+    manifest = manifest_of(design, image_inputs)
+    text = verilog.convert(SystemTop(design.config), name="cds1_system", emit_src=False)
+    binary = to_bytes(program)
+
+    def write(staging: Path) -> dict[str, Any]:
+        path = prepare_out_dir(staging)
+        (path / FILES["verilog"]).write_text(text)
+        (path / FILES["program"]).write_bytes(binary)
+        (path / FILES["listing"]).write_text(listing(program))
+        (path / FILES["image"]).write_bytes(image)
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+
+    return write_staged(out, write)

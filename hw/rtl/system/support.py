@@ -1,0 +1,47 @@
+"""Which ``cds1`` instructions the system top level builds: the static twin of ``execute.py``'s ``fault``.
+
+``codesign rtl --system --simulate`` asks this before it runs a program, so a program the RTL cannot run is refused
+with one line naming the layer instead of a simulation that raises ``fault`` (docs/RTL.md, System top level). A unit
+added to ``execute.py`` is added here in the same change.
+"""
+
+from __future__ import annotations
+
+from hw.isa import Gemm, Instruction, Space, Vec, VecFn
+from hw.rtl.system.top import SystemConfig
+from hw.rtl.system.vec import MAX_ROW
+
+__all__ = ["BUILT", "rtl_lacks"]
+
+BUILT = ("LOAD, STORE, output-stationary GEMM, VEC requant / requant_add / copy / digit / shiftgelu, threshold and "
+         "shiftmax to at most 16 bits, ilayernorm (24-bit inputs), CONFIG, NOP, HALT")
+"""What the top level runs today, in words (for messages)."""
+
+_LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, VecFn.SHIFTGELU)
+
+
+def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
+    """Why the top level cannot run ``instr`` (a short phrase), or None when it can (``vec.py``'s ``built`` and
+    ``spaces_ok``; an I-LayerNorm input wider than 24 bits is data, found only when it runs)."""
+    if isinstance(instr, Gemm):
+        if instr.dataflow != 0:
+            return "weight-stationary GEMM"
+        if instr.m > config.rows or instr.n > config.cols:
+            return f"GEMM of {instr.m} x {instr.n} (one fold is at most {config.rows} x {config.cols})"
+    elif isinstance(instr, Vec):
+        fn = VecFn(instr.fn)
+        name = f"VEC {fn.name.lower()}"
+        if fn in (VecFn.THRESHOLD, VecFn.SHIFTMAX) and instr.out_log2 > 4:
+            return f"{name} to {1 << instr.out_log2} bits (at most 16)"
+        if fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM) and instr.n > MAX_ROW:
+            return f"{name} of {instr.n}-element rows (at most {MAX_ROW})"
+        if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM):
+            return name
+        if Space.CONST in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD
+                                                                 and instr.aux_space == Space.CONST):
+            return f"{name} reading or writing the constant memory as data"
+        touches_sp = Space.SP in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD
+                                                                         and instr.aux_space == Space.SP)
+        if touches_sp and config.width != config.cols:
+            return f"{name} on the scratchpad of a {config.rows} x {config.cols} array (rows > cols)"
+    return None

@@ -1,0 +1,215 @@
+"""`codesign rtl --system [--simulate]`: the top level, program, DRAM image and manifest of a compiled model; its
+run on the top level in Verilator against `codesign compile --outputs`; and the refusals.
+
+Small targets (`SMALL`: a 4x4 array, a few KiB of buffers) keep the top level's Verilog small; the simulated model
+is a two-layer int8 MLP exported from torch into tmp_path, whose program runs only GEMM and requant, the units the
+top level builds today.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import model_path
+
+from codesign.cli import main
+from compiler.backend import Geometry
+from hw.isa import Nop, Queue, check_tokens, from_bytes, parse_listing
+from hw.rtl.manifest import MARKER
+from hw.rtl.system import SystemConfig
+from hw.targets.loader import load_target
+
+SMALL = ["--set", "gemm.rows=4", "--set", "gemm.cols=4", "--set", "buffers.act_kb=2", "--set",
+         "buffers.weight_kb=2", "--set", "buffers.out_kb=1"]
+I_VIT = ["--quant", "int8", "--softmax", "shiftmax", "--gelu", "shiftgelu", "--layernorm", "ilayernorm"]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory) -> tuple[Path, Path]:
+    """A two-Linear MLP (16 -> 12 -> 8, four tokens) as ONNX, and two samples of its input."""
+    from examples._common import export_onnx
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(16, 12), torch.nn.Linear(12, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(self.fc1(x))
+
+    folder = tmp_path_factory.mktemp("mlp")
+    torch.manual_seed(0)
+    path = folder / "mlp.onnx"
+    export_onnx(Net().eval(), (torch.randn(1, 4, 16),), path, input_names=["x"], output_names=["y"],
+                exporter="legacy")
+    inputs = folder / "x.npz"
+    np.savez(inputs, x=np.random.default_rng(1).standard_normal((2, 1, 4, 16)).astype(np.float32))
+    return path, inputs
+
+
+def _check_design(out: Path, overrides: dict[str, str]) -> dict:
+    """The files agree with each other and with the target: the listing is the binary, every layer's range and
+    mark are where the manifest says, every DRAM region lies inside the image."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "cds1-system"
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, "manifest.json", *manifest["files"].values()])
+    binary = (out / manifest["files"]["program"]).read_bytes()
+    program = from_bytes(binary)
+    assert parse_listing((out / manifest["files"]["listing"]).read_text()) == program
+    check_tokens(program)
+    image = (out / manifest["files"]["image"]).read_bytes()
+    assert len(image) == program.dram_bytes == manifest["program"]["dram_bytes"]
+    assert manifest["program"]["instructions"] == len(program.instructions)
+    target = load_target("fpga-u280", overrides)
+    config = SystemConfig.from_target(target, trace_depth=manifest["config"]["trace_depth"])
+    geo = Geometry.from_target(target)
+    c = manifest["config"]
+    assert (c["rows"], c["cols"], c["sp_rows"], c["acc_rows"], c["const_rows"]) == \
+        (config.rows, config.cols, geo.sp_rows, geo.acc_rows, geo.const_rows)
+    assert "module cds1_system(" in (out / manifest["files"]["verilog"]).read_text()
+    marks = [i for i, instr in enumerate(program.instructions) if isinstance(instr, Nop) and instr.trace]
+    layers = manifest["layers"]
+    assert [program.instructions[i].mark for i in marks] == [layer["mark"] for layer in layers] == \
+        list(range(len(layers)))
+    assert len(layers) <= c["trace_depth"]
+    end = 4
+    for layer, mark in zip(layers, marks):
+        first, stop = layer["instructions"]
+        assert first == end and first < stop <= mark  # contiguous ranges, each mark behind its layer
+        # the mark follows the execute queue's drain that waits for the layer's stores
+        drains = [i for i in program.instructions[stop:mark] if isinstance(i, Nop) and i.deps.pop_next]
+        assert [i.queue for i in drains] == [Queue.LOAD, Queue.EXECUTE] * 2
+        end = stop
+    for kind in ("inputs", "masks", "outputs"):
+        for region in manifest["dram"][kind]:
+            assert 0 <= region["addr"] and region["addr"] + region["bytes"] <= len(image)
+            assert region["bytes"] == int(np.prod(region["shape"])) * int(region["dtype"][3:]) // 8
+    return manifest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["vit_tiny.onnx", "bert_tiny.onnx"])
+def test_system_files_of_a_transformer(model: str, tmp_path, capsys) -> None:
+    out = tmp_path / "sys"
+    overrides = ["--set", "gemm.rows=8", "--set", "gemm.cols=8", "--set", "buffers.act_kb=16", "--set",
+                 "buffers.weight_kb=16", "--set", "buffers.out_kb=16"]
+    code, text, err = _run(capsys, "rtl", str(model_path(model)), *I_VIT, *overrides, "--out", str(out), "--system")
+    assert code == 0, err
+    manifest = _check_design(out, dict(o.split("=") for o in overrides[1::2]))
+    ops = {layer["op"] for layer in manifest["layers"]}
+    assert {"dataflow.gemm", "dataflow.attention", "dataflow.layernorm", "dataflow.gelu"} <= ops
+    assert manifest["dram"]["outputs"] and manifest["dram"]["inputs"]
+    # the vector unit runs the whole I-ViT integer set: nothing is left for --simulate to refuse
+    assert manifest["rtl_lacks"] == []
+    assert not any("--simulate refuses" in note for note in manifest["notes"])
+    if model == "bert_tiny.onnx":
+        assert manifest["dram"]["masks"]  # the attention mask's two int32 halves, written by the host
+    assert "written to" in text
+
+
+@pytest.mark.slow
+def test_a_rerun_replaces_its_files_and_a_user_folder_is_never_touched(mlp, tmp_path, capsys) -> None:
+    model, _ = mlp
+    out = tmp_path / "sys"
+    assert _run(capsys, "rtl", str(model), "--quant", "int8", *SMALL, "--out", str(out), "--system")[0] == 0
+    _check_design(out, dict(o.split("=") for o in SMALL[1::2]))
+    assert _run(capsys, "rtl", str(model), "--quant", "int8", *SMALL, "--out", str(out), "--system")[0] == 0
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    code, _, err = _run(capsys, "rtl", str(model), "--quant", "int8", *SMALL, "--out", str(user), "--system")
+    assert code == 2 and f"--out {user}: folder is not empty and was not written by `codesign rtl`" in err
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+
+
+def test_simulate_needs_system_and_reports_need_simulate(mlp, tmp_path, capsys) -> None:
+    model, inputs = mlp
+    out = tmp_path / "sys"
+    code, _, err = _run(capsys, "rtl", str(model), "--quant", "int8", "--out", str(out), "--simulate")
+    assert (code, err) == (2, "codesign: error: rtl: --simulate runs the system top level; add --system\n")
+    code, _, err = _run(capsys, "rtl", str(model), "--quant", "int8", "--out", str(out), "--system", "--inputs",
+                        str(inputs), "--outputs", str(tmp_path / "y.npz"))
+    assert (code, err) == (2, "codesign: error: rtl: --outputs reports a simulation; add --simulate\n")
+    code, _, err = _run(capsys, "rtl", str(model), "--quant", "int8", "--out", str(out), "--json",
+                        str(tmp_path / "r.json"))
+    assert (code, err) == (2, "codesign: error: rtl: --json reports a system simulation; use it with --system "
+                              "--simulate\n")
+    assert not out.exists()
+
+
+def test_bad_inputs_are_named(mlp, tmp_path, capsys) -> None:
+    model, _ = mlp
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((1, 1, 4, 15), np.float32))
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, z=np.zeros((1, 1, 4, 16), np.float32))
+    out = tmp_path / "sys"
+    base = ["rtl", str(model), "--quant", "int8", *SMALL, "--out", str(out), "--system", "--simulate"]
+    code, _, err = _run(capsys, *base, "--inputs", str(wrong))
+    assert (code, err) == (2, f"codesign: error: --inputs {wrong}: input 'x' has shape 1x1x4x15, expected Nx1x4x16 "
+                              "(a leading sample axis, then the model input's shape)\n")
+    code, _, err = _run(capsys, *base, "--inputs", str(missing))
+    assert (code, err) == (2, f"codesign: error: --inputs {missing}: no array for model input 'x' (arrays: z)\n")
+    assert not out.exists()
+
+
+def test_a_float_design_is_refused_by_op_and_node(mlp, tmp_path, capsys) -> None:
+    model, _ = mlp
+    code, _, err = _run(capsys, "rtl", str(model), *SMALL, "--out", str(tmp_path / "sys"), "--system")
+    assert code == 2
+    assert err.startswith("codesign: error: system backend: dataflow.gemm 'fc1.MatMul': the model has no integer ops "
+                          "for the device (compile with --quant int8)")
+
+
+@pytest.mark.slow
+def test_simulate_refuses_a_unit_the_top_level_lacks(tmp_path, capsys) -> None:
+    out = tmp_path / "sys"
+    online = [o if o != "shiftmax" else "online" for o in I_VIT]  # Edge-MoE's online softmax: no RTL unit yet
+    code, _, err = _run(capsys, "rtl", str(model_path("vit_tiny.onnx")), *online, "--set", "gemm.rows=8", "--set",
+                        "gemm.cols=8", "--out", str(out), "--system", "--simulate")
+    assert code == 2
+    assert err.startswith("codesign: error: system RTL: dataflow.attention 'model.vit.layers.0.attention': "
+                          "instruction 623 is a VEC online_softmax, which the top level does not build yet (it runs "
+                          "LOAD, STORE, output-stationary GEMM")
+    assert not out.exists()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_simulated_outputs_equal_the_functional_simulator(mlp, tmp_path, capsys) -> None:
+    """Every sample through Verilator: the outputs file equals `codesign compile --outputs` bit for bit, and the
+    cycles are the top level's own, split over the layers by their trace marks."""
+    model, inputs = mlp
+    out, rtl_y, report, compile_y = (tmp_path / name for name in ("sys", "rtl_y.npz", "r.json", "compile_y.npz"))
+    code, text, err = _run(capsys, "rtl", str(model), "--quant", "int8", *SMALL, "--out", str(out), "--system",
+                           "--simulate", "--inputs", str(inputs), "--outputs", str(rtl_y), "--json", str(report))
+    assert code == 0, err
+    code, _, err = _run(capsys, "compile", str(model), "--quant", "int8", *SMALL, "--inputs", str(inputs),
+                        "--outputs", str(compile_y), "-q")
+    assert code == 0, err
+    got, want = np.load(rtl_y), np.load(compile_y)
+    assert sorted(got) == sorted(want) == ["y"]
+    assert got["y"].shape == (2, 1, 4, 8)
+    np.testing.assert_array_equal(got["y"], want["y"])
+    r = json.loads(report.read_text())
+    assert r["device_outputs_equal_simulator"] is True
+    assert r["samples"] == 2 and len(r["rtl_cycles_per_sample"]) == 2
+    assert [layer["name"] for layer in r["layers"]] == ["fc1.MatMul", "fc2.MatMul"]
+    layer_cycles = [layer["rtl_cycles"] for layer in r["layers"]]
+    assert all(c > 0 for c in layer_cycles)
+    # the marks split start..done; what is left after the last is the final drain and HALT
+    assert 0 <= r["rtl_cycles"] - sum(layer_cycles) < 16
+    assert all(isinstance(layer["latency_cycles"], int) and layer["latency_cycles"] > 0 for layer in r["layers"])
+    assert isinstance(r["latency_cycles"], int) and r["latency_cycles"] > 0
+    assert "fc1.MatMul" in text and "total" in text
+    _check_design(out, dict(o.split("=") for o in SMALL[1::2]))
