@@ -3,6 +3,8 @@ work, with typed accessors for its routing properties."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xdsl.dialects.builtin import (
     ArrayAttr,
     BoolAttr,
@@ -18,7 +20,9 @@ from xdsl.utils.exceptions import VerifyException
 
 from compiler.dialect.choices import MODE_ATTR, MOE_ACTIVATIONS, MOE_MODES, MoeMode
 from compiler.dialect.op_base import DataflowOp, check_choice, dataflow_op, numel, shape_of
-from compiler.numerics.router import Scoring
+
+if TYPE_CHECKING:  # compiler.numerics's package imports torch, which a float compile must not pay for
+    from compiler.numerics.router import Scoring
 
 __all__ = ["MoeOp", "ROUTER_ATTR"]
 
@@ -133,6 +137,7 @@ class MoeOp(DataflowOp):
         attr = self.attributes.get(ROUTER_ATTR)
         if not isinstance(attr, DictionaryAttr):
             return None
+        from compiler.numerics.router import Scoring  # only a sigmoid-routed MoE pays for the numerics package
         d = attr.data
         bias = d.get("bias")
         number = lambda key, default: d[key].value.data if key in d else default  # type: ignore[attr-defined]  # noqa: E731

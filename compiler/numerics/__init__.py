@@ -25,87 +25,29 @@ module               kernels
 ===================  =========================================================================
 """
 
-# The kernels import torch; loading them on first use lets a torch-free submodule (router's Scoring, read by the
-# dialect) be imported without paying for torch (PEP 562 module __getattr__).
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from compiler.numerics.base2 import EXP2_LUT, base2_softmax
-    from compiler.numerics.exact import gelu_exact, layernorm_exact, softmax_exact
-    from compiler.numerics.group_gemm import group_gemm
-    from compiler.numerics.ibert import ibert_exp, ibert_gelu, ibert_softmax
-    from compiler.numerics.ilayernorm import ilayernorm, isqrt_newton
-    from compiler.numerics.log2q import log2q_dequantize, log2q_quantize, log2q_softmax
-    from compiler.numerics.lut_gelu import GELU_DELTA_LUT, lut_gelu
-    from compiler.numerics.online_softmax import online_softmax, online_softmax_float, online_softmax_stats
-    from compiler.numerics.pertoken import per_token_gemm, quantize_rows
-    from compiler.numerics.quant import (
-        dequantize,
-        dyadic,
-        dyadic_per_channel,
-        quantize,
-        requantize,
-        requantize_add,
-        requantize_per_channel,
-        symmetric_scale,
-    )
-    from compiler.numerics.registry import GELU_APPROX, LAYERNORM_APPROX, SOFTMAX_APPROX, Approx, get_approx
-    from compiler.numerics.shiftgelu import shiftgelu
-    from compiler.numerics.shiftmax import shift_exp, shiftmax
-    from compiler.numerics.softmax_free import gaussian_kernel, newton_schulz_pinv, softmax_free_attention
-
-_HOME: dict[str, str] = {
-    "Approx": "registry",
-    "EXP2_LUT": "base2",
-    "GELU_APPROX": "registry",
-    "GELU_DELTA_LUT": "lut_gelu",
-    "LAYERNORM_APPROX": "registry",
-    "SOFTMAX_APPROX": "registry",
-    "base2_softmax": "base2",
-    "dequantize": "quant",
-    "dyadic": "quant",
-    "dyadic_per_channel": "quant",
-    "gaussian_kernel": "softmax_free",
-    "gelu_exact": "exact",
-    "get_approx": "registry",
-    "group_gemm": "group_gemm",
-    "ibert_exp": "ibert",
-    "ibert_gelu": "ibert",
-    "ibert_softmax": "ibert",
-    "ilayernorm": "ilayernorm",
-    "isqrt_newton": "ilayernorm",
-    "layernorm_exact": "exact",
-    "log2q_dequantize": "log2q",
-    "log2q_quantize": "log2q",
-    "log2q_softmax": "log2q",
-    "lut_gelu": "lut_gelu",
-    "newton_schulz_pinv": "softmax_free",
-    "online_softmax": "online_softmax",
-    "online_softmax_float": "online_softmax",
-    "online_softmax_stats": "online_softmax",
-    "per_token_gemm": "pertoken",
-    "quantize": "quant",
-    "quantize_rows": "pertoken",
-    "requantize": "quant",
-    "requantize_add": "quant",
-    "requantize_per_channel": "quant",
-    "shift_exp": "shiftmax",
-    "shiftgelu": "shiftgelu",
-    "shiftmax": "shiftmax",
-    "softmax_exact": "exact",
-    "softmax_free_attention": "softmax_free",
-    "symmetric_scale": "quant",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'compiler.numerics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"compiler.numerics.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
+from compiler.numerics.base2 import EXP2_LUT, base2_softmax
+from compiler.numerics.exact import gelu_exact, layernorm_exact, softmax_exact
+from compiler.numerics.group_gemm import group_gemm
+from compiler.numerics.ibert import ibert_exp, ibert_gelu, ibert_softmax
+from compiler.numerics.ilayernorm import ilayernorm, isqrt_newton
+from compiler.numerics.log2q import log2q_dequantize, log2q_quantize, log2q_softmax
+from compiler.numerics.lut_gelu import GELU_DELTA_LUT, lut_gelu
+from compiler.numerics.online_softmax import online_softmax, online_softmax_float, online_softmax_stats
+from compiler.numerics.pertoken import per_token_gemm, quantize_rows
+from compiler.numerics.quant import (
+    dequantize,
+    dyadic,
+    dyadic_per_channel,
+    quantize,
+    requantize,
+    requantize_add,
+    requantize_per_channel,
+    symmetric_scale,
+)
+from compiler.numerics.registry import GELU_APPROX, LAYERNORM_APPROX, SOFTMAX_APPROX, Approx, get_approx
+from compiler.numerics.shiftgelu import shiftgelu
+from compiler.numerics.shiftmax import shift_exp, shiftmax
+from compiler.numerics.softmax_free import gaussian_kernel, newton_schulz_pinv, softmax_free_attention
 
 __all__ = [
     "EXP2_LUT",
