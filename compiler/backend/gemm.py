@@ -223,9 +223,13 @@ class ProgramBuilder:
 
 # One write-after-read token per buffer half (double buffering), given at the start of each layer and taken back
 # at its end. The execute queue's drain completes only once every store of the layer has (it needs as many store
-# tokens as were seeded back), so drain + seed between two layers is a barrier: the next layer's first load waits
-# for the seed behind it.
+# tokens as were seeded back); it then hands the load queue one more token, which the load queue's drain waits for,
+# so nothing the next layer loads (its constant table first) lands while this layer's last VEC still reads the
+# constant memory or its last stores still read the scratchpad: the load queue's own drain tokens come from GEMMs,
+# which finish before the VEC behind them.
 _SEED: list[Instruction] = [Nop(queue=Queue.EXECUTE, deps=Deps(push_prev=True)),
                             Nop(queue=Queue.STORE, deps=Deps(push_prev=True))] * 2
 _DRAIN: list[Instruction] = [Nop(queue=Queue.LOAD, deps=Deps(pop_next=True)),
-                             Nop(queue=Queue.EXECUTE, deps=Deps(pop_next=True))] * 2
+                             Nop(queue=Queue.EXECUTE, deps=Deps(pop_next=True))] * 2 + [
+                             Nop(queue=Queue.EXECUTE, deps=Deps(push_prev=True)),
+                             Nop(queue=Queue.LOAD, deps=Deps(pop_next=True))]
