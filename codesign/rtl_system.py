@@ -176,6 +176,11 @@ def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
         first = design.lacks[0]
         notes.append(f"{len(design.lacks)} layer(s) use instructions the top level does not build yet, e.g. "
                      f"{first['op']} '{first['layer']}' ({first['lacks']}); --simulate refuses this program")
+    gemm = getattr(design.result.env.target, "gemm", None)
+    if getattr(gemm, "fold_overlap", False):
+        notes.append("the top level's array runs each GEMM fold whole (hw/rtl/systolic.py) while this target's "
+                     "gemm.fold_overlap prices folds that stream (hw/rtl/systolic_stream.py): latency_cycles is the "
+                     "streaming design's; --set gemm.fold_overlap=false prices the array the top level builds")
     return {
         "format": FORMAT,
         "version": 1,

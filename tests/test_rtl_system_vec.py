@@ -110,18 +110,26 @@ def _copy_digit(rng) -> _Builder:
 
 
 def _requant(rng) -> _Builder:
-    """Per tensor (8 bits, saturating), per channel over a two-row span (4 bits), 32-bit output into acc."""
+    """Per tensor (8 bits, saturating), per channel over a two-row span (4 bits), 32-bit output into acc; the
+    streamed path: per channel over one-row spans of 3 of the 4 lanes (a GEMM fold's), and in place in acc."""
     b = _Builder()
     b.load(Space.ACC, 0, _span_rows(rng, 3, 6, -(1 << 20), 1 << 20))
+    b.load(Space.ACC, 32, _span_rows(rng, 5, 3, -(1 << 20), 1 << 20))
     b.load(Space.CONST, 0, np.concatenate([_span_rows(rng, 1, 6, 1 << 28, 1 << 31),
                                            _span_rows(rng, 1, 6, 28, 36)]))
+    b.load(Space.CONST, 8, np.concatenate([_span_rows(rng, 1, 3, 1 << 28, 1 << 31), _span_rows(rng, 1, 3, 28, 36)]))
+    b.load(Space.SP, 40, _span_rows(rng, 5, 3, -128, 128))  # destination: its fourth lane must survive
     _configs(b, requant_m=1 << 30, requant_e=36)
     b.execs += [_vec(VecFn.REQUANT, (Space.ACC, 0), (Space.SP, 0), 3, 6, 3),
                 _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.SP, 16), 3, 6, 2, aux=(Space.CONST, 0)),
-                _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 16), 3, 6, 5)]
+                _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 16), 3, 6, 5),
+                _vec(VecFn.REQUANT, (Space.ACC, 32), (Space.SP, 40), 5, 3, 3, aux=(Space.CONST, 8)),
+                _vec(VecFn.REQUANT, (Space.ACC, 32), (Space.ACC, 32), 5, 3, 4)]
     b.store(Space.SP, 0, 6)
     b.store(Space.SP, 16, 6)
     b.store(Space.ACC, 16, 6)
+    b.store(Space.SP, 40, 5)
+    b.store(Space.ACC, 32, 5)
     return b
 
 

@@ -32,7 +32,11 @@ Row functions stream each element row's ``n`` values one per cycle into a kernel
 ``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
 and complete without effect.
 
-Cycles per space row on the lane-parallel path: 5 (read, two latches, write, next), plus ``requant``'s 2,
+``requant`` and ``requant_add`` whose ``(m, e)`` are the same for every row (per tensor, or per channel with
+``n <= lanes``: the two constant rows read once first) stream: one row per cycle into ``Requant``, written
+``LATENCY + 2`` cycles after its read, so ``rows * span + 4`` cycles (+3 for the constants), as the GEMM's old
+fused requant streamed. Other cycles per space row on the lane-parallel path: 5 (read, two latches, write, next),
+plus ``requant``'s 2,
 ``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1``. Row functions: about ``3 n`` per element row plus the
 kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 * 60 + 31``, its dividers sized for
 :data:`MAX_ROW` 24-bit channels), and ``ilayernorm``'s bias load of ``3 span + n`` once per instruction.
@@ -145,8 +149,11 @@ class VecUnit(Elaboratable):
         # Requant: lanes [0, lanes) the source with (m, e), [lanes, 2 lanes) the residual with (m_id, e_id).
         per_channel = v("aux_space") == Space.CONST
         inp = rq.inputs
+        streaming = Signal()  # the requant fast path: rows straight from the read ports, one per cycle
+        rd_valid, wr_valid = Signal(), Signal()  # a streamed row on the ports / its result in `y`
         for i in range(lanes):
-            m.d.comb += [inp.payload.acc[i].eq(x[i]), inp.payload.acc[lanes + i].eq(res[i]),
+            m.d.comb += [inp.payload.acc[i].eq(Mux(streaming, Mux(src_sp, sp_x[i], acc_x[i]), x[i])),
+                         inp.payload.acc[lanes + i].eq(Mux(streaming, Mux(aux_sp, sp_r[i], acc_r[i]), res[i])),
                          inp.payload.m[i].eq(Mux(per_channel & (fn == VecFn.REQUANT), c0[i],
                                                  regs[ConfigReg.REQUANT_M][:M_BITS])),
                          inp.payload.e[i].eq(Mux(per_channel & (fn == VecFn.REQUANT), c1[i][:8],
@@ -246,10 +253,19 @@ class VecUnit(Elaboratable):
                 spans = (n + lanes - 1) // lanes
                 m.d.sync += [span.eq(spans), total.eq(rows * spans), last_lanes.eq(n - (spans - 1) * lanes),
                              s.eq(0), j.eq(0), ws.eq(0), wj.eq(0)]
+                # requant / requant_add stream when (m, e) do not change along the rows: per tensor, or per
+                # channel with rows of at most `lanes` values (one constant pair for every row, read first)
+                rq_fn = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD)
+                const_pair = per_channel & (fn == VecFn.REQUANT)
+                m.d.sync += [rd_valid.eq(0), wr_valid.eq(0)]
                 with m.If(fn == VecFn.SHIFTMAX):
                     m.next = "ROW_READ"
                 with m.Elif(is_ln):
                     m.next = "BIAS_READ"
+                with m.Elif(rq_fn & const_pair & (spans == 1)):
+                    m.next = "RQ_C0"
+                with m.Elif(rq_fn & ~const_pair):
+                    m.next = "RQ_STREAM"
                 with m.Else():
                     m.next = "READ"
             with m.State("BIAS_READ"):
@@ -304,6 +320,28 @@ class VecUnit(Elaboratable):
                     m.next = "ROW_READ"
                 with m.Else():
                     m.next = "ROW_OUT"
+            with m.State("RQ_C0"):  # the constant row of the multipliers (aux), then of the shifts (aux + 1)
+                m.d.comb += caddr.eq(v("aux"))
+                m.next = "RQ_C1"
+            with m.State("RQ_C1"):
+                m.d.sync += [c0[i].eq(words[i]) for i in range(lanes)]
+                m.d.comb += caddr.eq(v("aux") + 1)
+                m.next = "RQ_C2"
+            with m.State("RQ_C2"):
+                m.d.sync += [c1[i].eq(words[i]) for i in range(lanes)]
+                m.next = "RQ_STREAM"
+            with m.State("RQ_STREAM"):
+                # one row a cycle: address row s, its data on the ports a cycle later goes into Requant, whose
+                # result (LATENCY cycles on) is latched into `y` and written the cycle after; reads run ahead of
+                # writes, so an in-place requant reads every row before it is overwritten
+                m.d.comb += [streaming.eq(1), inp.valid.eq(rd_valid), writing.eq(wr_valid)]
+                m.d.sync += [rd_valid.eq(s < total), wr_valid.eq(rq.outputs.valid)]
+                with m.If(s < total):
+                    m.d.sync += s.eq(s + 1)
+                with m.If(rq.outputs.valid):
+                    m.d.sync += [y[i].eq(rq_y[i]) for i in range(lanes)]
+                with m.If(wr_valid & (ws + 1 == total)):
+                    m.next = "DONE"
             with m.State("READ"):  # the ports read row s, constant row aux + j
                 m.d.comb += caddr.eq(v("aux") + j)
                 m.next = "LATCH"
