@@ -692,9 +692,6 @@ FAILING: dict[str, str] = {
     "swinv2": "attention not recognised (0 of 4; its float compile matches onnxruntime): cosine attention "
               "divides Q and K by their norms (F.normalize) and scales by a learnt, clamped logit scale; and the "
               "MACs are 12% under torch's (its continuous position-bias MLP reads constants only and is folded)",
-    "stablelm-qk-norm": "attention not recognised (0 of 2): StableLM's qk_layernorm normalises each head with "
-                        "its own LayerNorm (torch.split into heads, one norm each, torch.cat back), a per-head norm "
-                        "with per-head weights that the head-norm matcher does not see through",
     "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
             "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }

@@ -20,7 +20,7 @@ import numpy as np
 from compiler.frontend.attention_operands import materialize_operands
 from compiler.frontend.einsum import lower_einsums
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.head_norm import view_head_norm
+from compiler.frontend.head_norm import view_head_norm, view_split_head_norms
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match
 from compiler.frontend.normalize import normalize_for_recognition
@@ -578,6 +578,7 @@ def recognize(graph: Graph) -> list[Match]:
     if lower_einsums(graph, ctx.taken):
         ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
                    ctx.taken)
+    norms: dict[str, tuple[str, list[Node]]] = {}  # recognised norms by output: their input and nodes
     for node in graph.nodes:
         if id(node) in ctx.taken:
             continue
@@ -590,11 +591,14 @@ def recognize(graph: Graph) -> list[Match]:
             match = _match_norm(ctx, node)
         elif node.op_type == "LayerNormalization":  # a per-head Q/K LayerNorm exported as one op (Persimmon)
             view_head_norm(graph, node, ctx.producers, ctx.consumers, ctx.order)
+        elif node.op_type == "Concat":  # one norm per head, split and concatenated back (StableLM's qk_layernorm)
+            view_split_head_norms(graph, node, norms, ctx.producers, ctx.consumers, ctx.order)
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
             if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
                 view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
+                norms[match.output] = (match.operand("input"), match.nodes)
     for match in matches:  # masks summed, biases, layouts and rotations on the operands the attention op reads
         materialize_operands(graph, match)
     return matches
