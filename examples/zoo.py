@@ -354,7 +354,8 @@ ARCHS: dict[str, Arch] = {
                                        pad_token_id=1)),
     "yoso": Arch("encoder", _enc("YosoConfig", "YosoModel", pad_token_id=1)),
     "swinv2": Arch("vision", _raw("Swinv2Config", "Swinv2Model", image_size=IMAGE, patch_size=2, embed_dim=16,
-                                  depths=[2, 2], num_heads=[2, 4], window_size=4), attention=4),
+                                  depths=[2, 2], num_heads=[2, 4], window_size=4), attention=4,
+                     constant_products=True),  # its continuous position-bias MLP reads constants only: folded
     "stablelm-qk-norm": Arch("decoder", _enc("StableLmConfig", "StableLmModel", num_key_value_heads=2,
                                              use_parallel_residual=True, qk_layernorm=True)),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
@@ -689,9 +690,6 @@ FAILING: dict[str, str] = {
                   "value the exporter's chunking leaves uncomputed on the calibration path)",
     "fsmt legacy:nomask": "attention recognised 2 of 6 (its float compile matches onnxruntime): without an "
                           "attention_mask input FSMT's masks are spelt another way, not looked into yet",
-    "swinv2": "attention not recognised (0 of 4; its float compile matches onnxruntime): cosine attention "
-              "divides Q and K by their norms (F.normalize) and scales by a learnt, clamped logit scale; and the "
-              "MACs are 12% under torch's (its continuous position-bias MLP reads constants only and is folded)",
     "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
             "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }

@@ -39,6 +39,10 @@ def view_head_norm(graph: Graph, match: Match | Node, producers: dict[str, Node]
     shape = graph.shapes.get(out, ())
     if len(shape) != 4 or out in graph.outputs:
         return False
+    users = consumers.get(out, [])
+    if (len(users) == 1 and users[0].op_type == "Reshape"
+            and graph.shapes.get(users[0].outputs[0]) == (shape[0], shape[1], shape[2] * shape[3])):
+        return False  # already viewed (compiler/frontend/head_rows.py moved it before the head transpose)
     if not _views_projection(graph, name, shape, producers):
         return False
     _insert_view(graph, out, max(nodes, key=lambda n: order[id(n)]), producers, consumers, order)

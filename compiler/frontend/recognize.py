@@ -242,6 +242,30 @@ def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
     return None
 
 
+def _window_view(cur: tuple[int, ...], source: tuple[int, ...], scores: tuple[int, int, int, int]) -> bool:
+    """Whether a Reshape from ``source`` to ``cur`` views [B, H, Sq, Sk] ``scores`` as [B', nW, H, Sq, Sk] (windows
+    split out of the batch, a mask per window added there) or back."""
+    five, four = (cur, source) if len(cur) == 5 else (source, cur)
+    return (four == tuple(scores) and len(five) == 5 and five[2:] == tuple(scores[1:])
+            and five[0] * five[1] == scores[0])
+
+
+def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[np.ndarray, str] | None:
+    """(one factor per head, the scores) if ``node`` multiplies [B, H, Sq, Sk] scores by a constant that varies
+    along the heads axis only (shaped [H, 1, 1] or [1, H, 1, 1]); None otherwise. Such a factor scales each head's
+    QK^T, which is scaling that head's Q: the matcher moves it onto the Q operand."""
+    if len(cur) != 4:
+        return None
+    for c, other in (node.inputs, node.inputs[::-1]):
+        value = g.constants.get(c)
+        if value is None or g.is_const(other) or g.shapes.get(other) != tuple(cur) or value.ndim > 4:
+            continue
+        shape = (1,) * (4 - value.ndim) + value.shape
+        if shape[0] == 1 and shape[2:] == (1, 1) and shape[1] == heads:
+            return value.reshape(heads).astype(np.float64), other
+    return None
+
+
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     g = ctx.graph
     shape = _scores_shape(ctx, softmax)
@@ -254,6 +278,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     terms: list[ScoreTerm] = []  # classified once the query-group fold is known
     cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
     subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
+    # A per-head scale of the scores (Swin-v2's learnt logit scale): one factor per head, moved onto Q's heads.
+    head_scale: tuple[np.ndarray, int] | None = None  # (the factors, how many terms were met before it)
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -268,12 +294,26 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         if cap is not None and node.op_type in ("Add", "Sub", "Where", "Max", "Tanh"):
             return None  # a mask inside the tanh no longer masks (tanh(-inf) = -1); one cap at most
         if node.op_type == "Tanh":  # logit soft-capping (Gemma 2): c * tanh(s / c), c the scale met so far
+            if head_scale is not None:
+                return None  # a cap per head
             cap, scale = scale, 1.0
             name = node.inputs[0]
         elif node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
+        elif node.op_type == "Reshape" and _window_view(tuple(cur), g.shapes.get(node.inputs[0], ()), shape):
+            name = node.inputs[0]  # windows' scores [B*nW, H, S, S] viewed as [B, nW, H, S, S] (Swin-v2), or back
+        elif node.op_type == "Add" and len(cur) == 5:  # a term added in that view: a constant shift-window mask
+            const = next((i for i in node.inputs if g.is_const(i)), None)
+            scores_side = next((i for i in node.inputs if i != const), None)
+            if const is None or scores_side is None or g.shapes.get(scores_side) != tuple(cur):
+                return None
+            term = f"{node.name}/as_scores"
+            g.constants[term] = np.ascontiguousarray(np.broadcast_to(g.constants[const], cur).reshape(shape))
+            g.shapes[term], g.dtypes[term] = tuple(shape), g.constants[term].dtype
+            terms.append(("add", term, True))
+            name = scores_side
         elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
             name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
@@ -283,6 +323,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
+        elif node.op_type == "Mul" and head_scale is None and (per_head := _per_head(g, node, cur, heads)):
+            head_scale, name = (per_head[0], len(terms) + len(subtracted)), per_head[1]
         elif node.op_type == "Add":
             a, b = node.inputs
             is_scores = g.shapes.get(a) == cur and not g.is_const(a)
@@ -339,6 +381,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     if av is None:
         return None
+    if head_scale is not None and len(terms) + len(subtracted) != head_scale[1]:
+        return None  # a term added before the per-head scale is scaled with the scores: not one moved onto Q
     region += [qk, av]
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
@@ -377,6 +421,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return g.shapes[found[role]][layout[2]]
 
     kv_heads = width("k") // dh
+    if head_scale is not None and group != 1:
+        return None  # the scores' heads are KV heads here: a factor per query head is not one per score head
     classified = classify_terms(g, terms, score_heads, group, sq, sk)
     if classified is None:
         return None
@@ -457,6 +503,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
                   "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
                   "out_perm": out_perm, "softcap": softcap,
+                  "q_scale": None if head_scale is None else np.repeat(head_scale[0], dh),
                   "mask_parts": masks})
 
 
