@@ -678,9 +678,6 @@ FAILING: dict[str, str] = {
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
                    "MobileViTV2LinearSelfAttention modules",
     # the third probe's
-    "falcon-new": "attention not recognised (the compile runs it as generic MatMul / Softmax ops; int8 then loses "
-                  "it): the new decoder architecture's fused QKV [B, S, KV, H/KV + 2, Dh] hands each group's one K "
-                  "and V head to its queries by an Expand inside that view, before the head merge",
     "longt5": "encoder attention not recognised (4 of 6): local attention over blocks reads keys made by "
               "concatenating each block with its neighbours (a key assembled from three shifted copies)",
     "prophetnet": "decoder self-attention not recognised (4 of 6): the n-gram self-attention's predict streams "
