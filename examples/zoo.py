@@ -685,8 +685,6 @@ FAILING: dict[str, str] = {
     "longformer": "sliding-chunk attention not recognised (0 of 2; its float compile matches onnxruntime); the int8 "
                   "compile stops on: quantize: no calibrated range for a value of '.../Gather_8_output_0' (a "
                   "value the exporter's chunking leaves uncomputed on the calibration path)",
-    "fsmt legacy:nomask": "attention recognised 2 of 6 (its float compile matches onnxruntime): without an "
-                          "attention_mask input FSMT's masks are spelt another way, not looked into yet",
     "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
             "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }

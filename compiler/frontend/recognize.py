@@ -222,24 +222,27 @@ def _query_groups(ctx: _Ctx, q_head: str, score_heads: int, score_rows: int, dh:
             yield group
 
 
-def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
-    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises; a bmm-style [B*H, Sq, Sk] softmax (XGLM) takes
-    B and H from the 4-D view of its scores a few nodes back."""
+def _scores_shapes(ctx: _Ctx, softmax: Node) -> list[tuple[int, int, int, int]]:
+    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises, as candidates: a bmm-style [B*H, Sq, Sk]
+    softmax (XGLM) takes B and H from the 4-D view of its scores a few nodes back; where there is none (no mask
+    was added in that view: FSMT without an attention_mask input), every split of B*H into B and H, fewest batch
+    rows first. The head-split checks of the match decide between them: each proves the split it assumed."""
     shape = ctx.graph.shapes.get(softmax.outputs[0], ())
     if len(shape) not in (3, 4) or softmax.attrs.get("axis", -1) not in (-1, len(shape) - 1):
-        return None
+        return []
     if len(shape) == 4:
-        return shape  # type: ignore[return-value]
+        return [shape]  # type: ignore[list-item]
     name = softmax.inputs[0]
     for _ in range(6):
         node = ctx.producers.get(name)
         if node is None:
-            return None
+            break
         name = next((i for i in node.inputs if i and not ctx.graph.is_const(i)), "")
         view = ctx.graph.shapes.get(name, ())
         if len(view) == 4 and view[2:] == shape[1:] and view[0] * view[1] == shape[0]:
-            return view  # type: ignore[return-value]
-    return None
+            return [view]  # type: ignore[list-item]
+    n, sq, sk = shape
+    return [(b, n // b, sq, sk) for b in range(1, n + 1) if n % b == 0]
 
 
 def _window_view(cur: tuple[int, ...], source: tuple[int, ...], scores: tuple[int, int, int, int]) -> bool:
@@ -267,10 +270,17 @@ def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[n
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
+    """The attention whose scores ``softmax`` normalises (module docstring), or None."""
+    for shape in _scores_shapes(ctx, softmax):
+        match = _match_attention_as(ctx, softmax, shape)
+        if match is not None:
+            return match
+    return None
+
+
+def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, int]) -> Match | None:
+    """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None."""
     g = ctx.graph
-    shape = _scores_shape(ctx, softmax)
-    if shape is None:
-        return None
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
