@@ -10,7 +10,8 @@ per-head norm, compiler/frontend/head_norm.py), and the transpose follows. The r
 unit runs them); the attention op reads their result, normalised Q and K, as it reads a per-head norm's.
 
 A region is row-wise by construction, not by evaluation: element-wise ops whose constants are scalars or one value
-per channel ([Dh]), reductions over the last axis that keep it, and Expands back to the head shape.
+per channel ([Dh]), reductions over the last axis that keep it, and Expands back to the head shape. Only a region
+with a reduction is moved: element-wise work alone is already crossed by the matcher (a scalar scale).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def _region(graph: Graph, source: str, consumers: dict[str, list[Node]]) -> tupl
     if len(leaving) != 1 or leaving[0] == source or graph.shapes.get(leaving[0]) != head:
         return None
     ordered = [n for n in graph.nodes if id(n) in inside]
+    if not any(n.op_type in _REDUCE for n in ordered):
+        # element-wise work alone (the scalar scale SDPA exports apply to each head) is crossed by the attention
+        # matcher's walk and folded into the op's scale: moved, it would stay an op of its own
+        return None
     return ordered, leaving[0]
 
 
