@@ -319,9 +319,11 @@ def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, in
             scores_side = next((i for i in node.inputs if i != const), None)
             if const is None or scores_side is None or g.shapes.get(scores_side) != tuple(cur):
                 return None
-            term = f"{node.name}/as_scores"
-            g.constants[term] = np.ascontiguousarray(np.broadcast_to(g.constants[const], cur).reshape(shape))
-            g.shapes[term], g.dtypes[term] = tuple(shape), g.constants[term].dtype
+            term = f"{node.name}/as_scores"  # [B, nW, ..] merged back into the batch; heads stay broadcast
+            value = g.constants[const].reshape((1,) * (5 - g.constants[const].ndim) + g.constants[const].shape)
+            value = np.broadcast_to(value, tuple(cur[:2]) + value.shape[2:])
+            g.constants[term] = np.ascontiguousarray(value).reshape((cur[0] * cur[1],) + value.shape[2:])
+            g.shapes[term], g.dtypes[term] = g.constants[term].shape, g.constants[term].dtype
             terms.append(("add", term, True))
             name = scores_side
         elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
