@@ -669,10 +669,6 @@ FAILING: dict[str, str] = {
     "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
             "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
             "normalises the top-k weights by their L1 norm)",
-    "wavlm": "its attention (torch's multi_head_attention_forward, sequence-first, bmm-style [B*H, S, S] scores) "
-             "adds a gated relative-position bias computed from the hidden states (a per-head, per-query sigmoid "
-             "gate times a bucket table); the compile is exact (norms, GELUs, MACs, cosine) but does not recognise "
-             "the two attentions",
     "mobilevitv2": "its separable linear self-attention (a softmax over one context score per patch, no QK^T) is "
                    "not dot-product attention and compiles as MatMul / Softmax / ReduceSum ops (norms, MACs and "
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
