@@ -133,16 +133,17 @@ def hoist_head_rows(graph: Graph) -> int:
     """Move every row-wise region after a head transpose (perm keeping the last axis, of a head view of a
     projection) before it, with a [B, S, H*Dh] view of its result; returns how many were moved."""
     moved = 0
+    producers, consumers = graph.producers(), graph.consumers()
     for transpose in [n for n in graph.nodes if n.op_type == "Transpose"]:
         perm = [int(p) for p in transpose.attrs.get("perm", [])]
         if len(perm) != 4 or perm[3] != 3 or perm == [0, 1, 2, 3] or transpose.outputs[0] in graph.outputs:
             continue
-        producers, consumers = graph.producers(), graph.consumers()
         if not _views_projection(graph, transpose.inputs[0], producers):
             continue
         found = _region(graph, transpose.outputs[0], consumers)
         if found is None:
             continue
         _hoist(graph, transpose, *found)
+        producers, consumers = graph.producers(), graph.consumers()  # only after a move: most graphs have none
         moved += 1
     return moved
