@@ -54,13 +54,23 @@ def test_head_norm_either_side_of_the_head_transpose(tmp_path: Path, after_trans
     assert result.imported.patterns["softmax"] == 1
 
 
+class _HandNorm(torch.nn.LayerNorm):
+    """A LayerNorm written out (mean, variance, rsqrt): exported as its element-wise ops and reductions, recognised
+    as a norm region rather than read from one LayerNormalization node."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x - x.mean(-1, keepdim=True)
+        return d * torch.rsqrt(d.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight + self.bias
+
+
 class _SplitHeadNormAttention(torch.nn.Module):
     """Q and K heads normalised each by its own LayerNorm (StableLM's ``StableLmLayerNormPerHead``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, written_out: bool) -> None:
         super().__init__()
+        norm = _HandNorm if written_out else torch.nn.LayerNorm
         self.q, self.k, self.v = (torch.nn.Linear(D, D, bias=False) for _ in range(3))
-        self.nq, self.nk = (torch.nn.ModuleList(torch.nn.LayerNorm(D // H) for _ in range(H)) for _ in range(2))
+        self.nq, self.nk = (torch.nn.ModuleList(norm(D // H) for _ in range(H)) for _ in range(2))
         with torch.no_grad():  # distinct per-head weights: a norm shared by all heads would not pass for them
             for norm in (*self.nq, *self.nk):
                 norm.weight.uniform_(0.5, 1.5)
@@ -78,11 +88,12 @@ class _SplitHeadNormAttention(torch.nn.Module):
         return (p @ v).transpose(1, 2).reshape(1, S, D)
 
 
-def test_one_norm_per_head_split_and_concatenated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written_out", [False, True])
+def test_one_norm_per_head_split_and_concatenated(tmp_path: Path, written_out: bool) -> None:
     from examples._common import export_onnx
 
     torch.manual_seed(0)
-    module = _SplitHeadNormAttention().eval()
+    module = _SplitHeadNormAttention(written_out).eval()
     x = torch.randn(1, S, D)
     path = tmp_path / "split_head_norm.onnx"
     export_onnx(module, [x], path, input_names=["x"], output_names=["y"], exporter="legacy")
