@@ -6,8 +6,10 @@ is by meaning where spellings vary: head split/merge chains are checked by pushi
 as per-position linear maps (compiler/frontend/rope.py), constant masks are classified by their structure, GELU and
 LayerNorm regions are checked by evaluating them on random data (compiler/frontend/regions.py). Anything left
 unmatched is lowered one node to one generic op by the dialect builder. An attention match may add nodes to the
-graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks): they compute what
-the replaced nodes computed, on the operands the attention op reads.
+graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks, a per-head scale of
+the scores moved onto Q): they compute what the replaced nodes computed, on the operands the attention op reads.
+Where a bmm-style [B*H, Sq, Sk] softmax gives no [B, H, Sq, Sk] view of its scores, each split of B*H is tried; the
+head-split checks accept only the one the graph computes.
 """
 
 from __future__ import annotations
