@@ -354,7 +354,8 @@ ARCHS: dict[str, Arch] = {
                                        pad_token_id=1)),
     "yoso": Arch("encoder", _enc("YosoConfig", "YosoModel", pad_token_id=1)),
     "swinv2": Arch("vision", _raw("Swinv2Config", "Swinv2Model", image_size=IMAGE, patch_size=2, embed_dim=16,
-                                  depths=[2, 2], num_heads=[2, 4], window_size=4), attention=4),
+                                  depths=[2, 2], num_heads=[2, 4], window_size=4), attention=4,
+                     constant_products=True),  # its continuous position-bias MLP reads constants only: folded
     "stablelm-qk-norm": Arch("decoder", _enc("StableLmConfig", "StableLmModel", num_key_value_heads=2,
                                              use_parallel_residual=True, qk_layernorm=True)),
     "clip-text": Arch("decoder", _raw("CLIPTextConfig", "CLIPTextModel", vocab_size=VOCAB, hidden_size=HIDDEN,
@@ -668,18 +669,11 @@ FAILING: dict[str, str] = {
     "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
             "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
             "normalises the top-k weights by their L1 norm)",
-    "wavlm": "its attention (torch's multi_head_attention_forward, sequence-first, bmm-style [B*H, S, S] scores) "
-             "adds a gated relative-position bias computed from the hidden states (a per-head, per-query sigmoid "
-             "gate times a bucket table); the compile is exact (norms, GELUs, MACs, cosine) but does not recognise "
-             "the two attentions",
     "mobilevitv2": "its separable linear self-attention (a softmax over one context score per patch, no QK^T) is "
                    "not dot-product attention and compiles as MatMul / Softmax / ReduceSum ops (norms, MACs and "
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
                    "MobileViTV2LinearSelfAttention modules",
     # the third probe's
-    "falcon-new": "attention not recognised (the compile runs it as generic MatMul / Softmax ops; int8 then loses "
-                  "it): the new decoder architecture's fused QKV [B, S, KV, H/KV + 2, Dh] hands each group's one K "
-                  "and V head to its queries by an Expand inside that view, before the head merge",
     "longt5": "encoder attention not recognised (4 of 6): local attention over blocks reads keys made by "
               "concatenating each block with its neighbours (a key assembled from three shifted copies)",
     "prophetnet": "decoder self-attention not recognised (4 of 6): the n-gram self-attention's predict streams "
@@ -687,14 +681,6 @@ FAILING: dict[str, str] = {
     "longformer": "sliding-chunk attention not recognised (0 of 2; its float compile matches onnxruntime); the int8 "
                   "compile stops on: quantize: no calibrated range for a value of '.../Gather_8_output_0' (a "
                   "value the exporter's chunking leaves uncomputed on the calibration path)",
-    "fsmt legacy:nomask": "attention recognised 2 of 6 (its float compile matches onnxruntime): without an "
-                          "attention_mask input FSMT's masks are spelt another way, not looked into yet",
-    "swinv2": "attention not recognised (0 of 4; its float compile matches onnxruntime): cosine attention "
-              "divides Q and K by their norms (F.normalize) and scales by a learnt, clamped logit scale; and the "
-              "MACs are 12% under torch's (its continuous position-bias MLP reads constants only and is folded)",
-    "stablelm-qk-norm": "attention not recognised (0 of 2): StableLM's qk_layernorm normalises each head with "
-                        "its own LayerNorm (torch.split into heads, one norm each, torch.cat back), a per-head norm "
-                        "with per-head weights that the head-norm matcher does not see through",
     "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
             "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }

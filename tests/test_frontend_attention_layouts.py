@@ -1,7 +1,7 @@
 """Attention layouts beyond batch-first [B, S, D] (compiler/frontend/recognize.py): channels-first [B, D, S]
 projections and output (SqueezeBERT's kernel-1 Conv1d), heads concatenated with other heads before their merge
-(ConvBERT), a constant added to Q after the head split (Funnel's r_w_bias), and K/V through a Concat of one
-tensor (XLM) — each a small torch module exported
+(ConvBERT), a constant added to Q after the head split (Funnel's r_w_bias), K/V through a Concat of one tensor
+(XLM) and bmm-style scores with heads folded into the batch and no [B, H, S, S] view (FSMT without a mask) — each a small torch module exported
 by torch.onnx, compiled with its attention recognised, its MACs exact and its simulation equal to onnxruntime."""
 
 from __future__ import annotations
@@ -83,11 +83,28 @@ class _CatOfOne(torch.nn.Module):
         return ctx.transpose(1, 2).reshape(b, S, D)
 
 
+class _FoldedHeadsNoView(torch.nn.Module):
+    """FSMT's attention without a mask: sequence-first [S, B, D], heads folded into the batch ([B*H, S, S] bmm
+    scores) and never viewed as [B, H, S, S] (no mask is added there), with two batch rows: B and H are only known
+    from the head split the match proves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(D, D) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, b, _ = x.shape
+        q, k, v = (f(x).view(s, b * H, D // H).transpose(0, 1) for f in (self.q, self.k, self.v))
+        probs = torch.bmm(q * 0.25, k.transpose(1, 2)).softmax(-1)
+        return torch.bmm(probs, v).transpose(0, 1).reshape(s, b, D)
+
+
 @pytest.mark.parametrize("cls, shape, macs", [
     (_ChannelsFirst, (1, D, S), 3 * S * D * D // 4 + S * D * D + 2 * H * S * S * (D // H)),
     (_ConcatHeads, (1, S, D), 4 * S * D * D // 2 + 2 * (H // 2) * S * S * (D // H)),
     (_BiasedQuery, (1, S, D), 3 * S * D * D + 2 * H * S * S * (D // H)),
     (_CatOfOne, (1, S, D), 3 * S * D * D + 2 * H * S * S * (D // H)),
+    (_FoldedHeadsNoView, (S, 2, D), 2 * (3 * S * D * D + 2 * H * S * S * (D // H))),
 ])
 def test_attention_layout_recognised(tmp_path: Path, cls: type[torch.nn.Module], shape: tuple[int, ...],
                                      macs: int) -> None:

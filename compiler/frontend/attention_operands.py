@@ -2,9 +2,9 @@
 
 The matcher (compiler/frontend/recognize.py) records what it found rather than rewriting while it matches: several
 additive masks (summed into one operand), a constant added after the head split (moved onto the projection), a
-sequence- or channels-first source (transposed to batch-first) and rotary embeddings on Q and K (re-emitted on the
-projection, compiler/frontend/rope.py). Each inserted node computes, on the operand, what the replaced nodes computed
-after the head split.
+sequence- or channels-first source (transposed to batch-first), rotary embeddings on Q and K (re-emitted on the
+projection, compiler/frontend/rope.py) and a per-head scale of the scores (a Mul of Q's heads). Each inserted node
+computes, on the operand, what the replaced nodes computed after the head split.
 """
 
 from __future__ import annotations
@@ -53,16 +53,16 @@ def _to_batch_first(graph: Graph, source: str, perm: tuple[int, int, int], name:
     return out
 
 
-def _add_bias(graph: Graph, source: str, bias: np.ndarray, name: str) -> str:
+def _add_bias(graph: Graph, source: str, bias: np.ndarray, name: str, op: str = "Add") -> str:
     """Insert ``source + bias`` (a constant found after the head split, moved onto the projection) right after the
-    producer of ``source``."""
+    producer of ``source``; with ``op`` "Mul", ``source * bias`` (a per-head scale of the scores, on Q)."""
     dtype = graph.dtypes.get(source, np.dtype(np.float32))
     const, out = f"{name}_value", f"{name}_output_0"
     graph.constants[const] = bias.astype(dtype)
     graph.shapes[const], graph.dtypes[const] = bias.shape, dtype
     graph.shapes[out], graph.dtypes[out] = graph.shapes[source], dtype
     at = next((i + 1 for i, n in enumerate(graph.nodes) if source in n.outputs), 0)
-    graph.nodes.insert(at, Node("Add", name, [source, const], [out]))
+    graph.nodes.insert(at, Node(op, name, [source, const], [out]))
     return out
 
 
@@ -85,3 +85,6 @@ def materialize_operands(graph: Graph, match: Match) -> None:
     for role, rope in ropes:
         match.operands[role] = materialize_rope(graph, match.operands[role], rope,  # type: ignore[arg-type]
                                                 match.props["head_dim"], f"{base}/rope_{role}")
+    if match.props.get("q_scale") is not None:  # last: it scales the rotated, batch-first Q, as it scaled QK^T
+        match.operands["q"] = _add_bias(graph, match.operand("q"), match.props["q_scale"], f"{base}/q_head_scale",
+                                        "Mul")

@@ -11,6 +11,7 @@ from compiler.frontend.col2im import lower_col2ims
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.head_rows import hoist_head_rows
 from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.kv_cache import rewrite_kv_cache
 from compiler.frontend.pooling import lower_pools
@@ -33,6 +34,7 @@ def normalize_for_recognition(graph: Graph) -> None:
     lower_col2ims(graph)  # non-overlapping Col2Im (F.fold) -> Reshape + Transpose + Reshape
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_norm_reductions(graph)  # ReduceL2 / ReduceL1 / ReduceSumSquare -> element-wise ops + ReduceSum
+    hoist_head_rows(graph)  # per-row work on Q / K heads (Swin-v2's L2 norms) moved before the head transpose
     lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
     lower_instance_norms(graph)  # InstanceNormalization (torch's GroupNorm export) -> last-axis LayerNormalization
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads

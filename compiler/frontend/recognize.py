@@ -6,8 +6,10 @@ is by meaning where spellings vary: head split/merge chains are checked by pushi
 as per-position linear maps (compiler/frontend/rope.py), constant masks are classified by their structure, GELU and
 LayerNorm regions are checked by evaluating them on random data (compiler/frontend/regions.py). Anything left
 unmatched is lowered one node to one generic op by the dialect builder. An attention match may add nodes to the
-graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks): they compute what
-the replaced nodes computed, on the operands the attention op reads.
+graph (the rotation in the [B, S, D] layout, a batch-first transpose, the sum of several masks, a per-head scale of
+the scores moved onto Q): they compute what the replaced nodes computed, on the operands the attention op reads.
+Where a bmm-style [B*H, Sq, Sk] softmax gives no [B, H, Sq, Sk] view of its scores, each split of B*H is tried; the
+head-split checks accept only the one the graph computes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from compiler.frontend.attention_operands import materialize_operands
 from compiler.frontend.einsum import lower_einsums
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.head_norm import view_head_norm
+from compiler.frontend.head_norm import view_head_norm, view_split_head_norms
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match
 from compiler.frontend.normalize import normalize_for_recognition
@@ -222,31 +224,65 @@ def _query_groups(ctx: _Ctx, q_head: str, score_heads: int, score_rows: int, dh:
             yield group
 
 
-def _scores_shape(ctx: _Ctx, softmax: Node) -> tuple[int, int, int, int] | None:
-    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises; a bmm-style [B*H, Sq, Sk] softmax (XGLM) takes
-    B and H from the 4-D view of its scores a few nodes back."""
+def _scores_shapes(ctx: _Ctx, softmax: Node) -> list[tuple[int, int, int, int]]:
+    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises, as candidates: a bmm-style [B*H, Sq, Sk]
+    softmax (XGLM) takes B and H from the 4-D view of its scores a few nodes back; where there is none (no mask
+    was added in that view: FSMT without an attention_mask input), every split of B*H into B and H, fewest batch
+    rows first. The head-split checks of the match decide between them: each proves the split it assumed."""
     shape = ctx.graph.shapes.get(softmax.outputs[0], ())
     if len(shape) not in (3, 4) or softmax.attrs.get("axis", -1) not in (-1, len(shape) - 1):
-        return None
+        return []
     if len(shape) == 4:
-        return shape  # type: ignore[return-value]
+        return [shape]  # type: ignore[list-item]
     name = softmax.inputs[0]
     for _ in range(6):
         node = ctx.producers.get(name)
         if node is None:
-            return None
+            break
         name = next((i for i in node.inputs if i and not ctx.graph.is_const(i)), "")
         view = ctx.graph.shapes.get(name, ())
         if len(view) == 4 and view[2:] == shape[1:] and view[0] * view[1] == shape[0]:
-            return view  # type: ignore[return-value]
+            return [view]  # type: ignore[list-item]
+    n, sq, sk = shape
+    return [(b, n // b, sq, sk) for b in range(1, n + 1) if n % b == 0]
+
+
+def _window_view(cur: tuple[int, ...], source: tuple[int, ...], scores: tuple[int, int, int, int]) -> bool:
+    """Whether a Reshape from ``source`` to ``cur`` views [B, H, Sq, Sk] ``scores`` as [B', nW, H, Sq, Sk] (windows
+    split out of the batch, a mask per window added there) or back."""
+    five, four = (cur, source) if len(cur) == 5 else (source, cur)
+    return (four == tuple(scores) and len(five) == 5 and five[2:] == tuple(scores[1:])
+            and five[0] * five[1] == scores[0])
+
+
+def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[np.ndarray, str] | None:
+    """(one factor per head, the scores) if ``node`` multiplies [B, H, Sq, Sk] scores by a constant that varies
+    along the heads axis only (shaped [H, 1, 1] or [1, H, 1, 1]); None otherwise. Such a factor scales each head's
+    QK^T, which is scaling that head's Q: the matcher moves it onto the Q operand."""
+    if len(cur) != 4:
+        return None
+    for c, other in (node.inputs, node.inputs[::-1]):
+        value = g.constants.get(c)
+        if value is None or g.is_const(other) or g.shapes.get(other) != tuple(cur) or value.ndim > 4:
+            continue
+        shape = (1,) * (4 - value.ndim) + value.shape
+        if shape[0] == 1 and shape[2:] == (1, 1) and shape[1] == heads:
+            return value.reshape(heads).astype(np.float64), other
     return None
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
+    """The attention whose scores ``softmax`` normalises (module docstring), or None."""
+    for shape in _scores_shapes(ctx, softmax):
+        match = _match_attention_as(ctx, softmax, shape)
+        if match is not None:
+            return match
+    return None
+
+
+def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, int]) -> Match | None:
+    """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None."""
     g = ctx.graph
-    shape = _scores_shape(ctx, softmax)
-    if shape is None:
-        return None
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
     region: list[Node] = [softmax]
@@ -254,6 +290,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     terms: list[ScoreTerm] = []  # classified once the query-group fold is known
     cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
     subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
+    # A per-head scale of the scores (Swin-v2's learnt logit scale): one factor per head, moved onto Q's heads.
+    head_scale: tuple[np.ndarray, int] | None = None  # (the factors, how many terms were met before it)
     # Scores path: softmax input back to the QK^T MatMul.
     name = softmax.inputs[0]
     while True:
@@ -268,12 +306,28 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         if cap is not None and node.op_type in ("Add", "Sub", "Where", "Max", "Tanh"):
             return None  # a mask inside the tanh no longer masks (tanh(-inf) = -1); one cap at most
         if node.op_type == "Tanh":  # logit soft-capping (Gemma 2): c * tanh(s / c), c the scale met so far
+            if head_scale is not None:
+                return None  # a cap per head
             cap, scale = scale, 1.0
             name = node.inputs[0]
         elif node.op_type in ("Cast", "Identity"):
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
+        elif node.op_type == "Reshape" and _window_view(tuple(cur), g.shapes.get(node.inputs[0], ()), shape):
+            name = node.inputs[0]  # windows' scores [B*nW, H, S, S] viewed as [B, nW, H, S, S] (Swin-v2), or back
+        elif node.op_type == "Add" and len(cur) == 5:  # a term added in that view: a constant shift-window mask
+            const = next((i for i in node.inputs if g.is_const(i)), None)
+            scores_side = next((i for i in node.inputs if i != const), None)
+            if const is None or scores_side is None or g.shapes.get(scores_side) != tuple(cur):
+                return None
+            term = f"{node.name}/as_scores"  # [B, nW, ..] merged back into the batch; heads stay broadcast
+            value = g.constants[const].reshape((1,) * (5 - g.constants[const].ndim) + g.constants[const].shape)
+            value = np.broadcast_to(value, tuple(cur[:2]) + value.shape[2:])
+            g.constants[term] = np.ascontiguousarray(value).reshape((cur[0] * cur[1],) + value.shape[2:])
+            g.shapes[term], g.dtypes[term] = g.constants[term].shape, g.constants[term].dtype
+            terms.append(("add", term, True))
+            name = scores_side
         elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
             name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
@@ -283,6 +337,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
+        elif node.op_type == "Mul" and head_scale is None and (per_head := _per_head(g, node, cur, heads)):
+            head_scale, name = (per_head[0], len(terms) + len(subtracted)), per_head[1]
         elif node.op_type == "Add":
             a, b = node.inputs
             is_scores = g.shapes.get(a) == cur and not g.is_const(a)
@@ -339,6 +395,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return None
     if av is None:
         return None
+    if head_scale is not None and len(terms) + len(subtracted) != head_scale[1]:
+        return None  # a term added before the per-head scale is scaled with the scores: not one moved onto Q
     region += [qk, av]
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
@@ -377,6 +435,8 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
         return g.shapes[found[role]][layout[2]]
 
     kv_heads = width("k") // dh
+    if head_scale is not None and group != 1:
+        return None  # the scores' heads are KV heads here: a factor per query head is not one per score head
     classified = classify_terms(g, terms, score_heads, group, sq, sk)
     if classified is None:
         return None
@@ -457,6 +517,7 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
                  {"num_heads": heads, "head_dim": dh, "scale": scale, "causal": causal, "kv_heads": kv_heads,
                   "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
                   "out_perm": out_perm, "softcap": softcap,
+                  "q_scale": None if head_scale is None else np.repeat(head_scale[0], dh),
                   "mask_parts": masks})
 
 
@@ -578,6 +639,7 @@ def recognize(graph: Graph) -> list[Match]:
     if lower_einsums(graph, ctx.taken):
         ctx = _Ctx(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
                    ctx.taken)
+    norms: dict[str, tuple[str, list[Node]]] = {}  # recognised norms by output: their input and nodes
     for node in graph.nodes:
         if id(node) in ctx.taken:
             continue
@@ -590,11 +652,14 @@ def recognize(graph: Graph) -> list[Match]:
             match = _match_norm(ctx, node)
         elif node.op_type == "LayerNormalization":  # a per-head Q/K LayerNorm exported as one op (Persimmon)
             view_head_norm(graph, node, ctx.producers, ctx.consumers, ctx.order)
+        elif node.op_type == "Concat":  # one norm per head, split and concatenated back (StableLM's qk_layernorm)
+            view_split_head_norms(graph, node, norms, ctx.producers, ctx.consumers, ctx.order)
         if match is not None and not any(id(n) in ctx.taken for n in match.nodes):
             matches.append(match)
             ctx.taken.update(id(n) for n in match.nodes)
             if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
                 view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
+                norms[match.output] = (match.operand("input"), match.nodes)
     for match in matches:  # masks summed, biases, layouts and rotations on the operands the attention op reads
         materialize_operands(graph, match)
     return matches

@@ -25,9 +25,10 @@ from compiler.frontend.graph import Graph, Node
 
 __all__ = ["Rope", "fit_rope", "materialize_rope", "rope_op_form", "rope_region"]
 
-#: Ops a RoPE region may contain between the rank-3 projection output and the rotated heads.
+#: Ops a RoPE region may contain between the rank-3 projection output and the rotated heads. Expand (to a constant
+#: shape) is the K/V head repeat of grouped-query attention, which Falcon's new decoder applies before the rotation.
 ROPE_OPS = frozenset({"Mul", "Add", "Sub", "Neg", "Slice", "Concat", "Split", "Unsqueeze", "Squeeze", "Reshape",
-                      "Transpose", "Cast", "Identity", "Gather", "Flatten"})
+                      "Transpose", "Cast", "Identity", "Gather", "Flatten", "Expand"})
 _MAX_NODES = 48
 
 
@@ -80,7 +81,7 @@ def rope_region(graph: Graph, producers: dict[str, Node], end: str) -> tuple[str
         node = producers.get(name)
         if node is None or node.op_type not in ROPE_OPS or len(nodes) >= _MAX_NODES:
             return None
-        if node.op_type == "Gather" and not graph.is_const(node.inputs[1]):
+        if node.op_type in ("Gather", "Expand") and not graph.is_const(node.inputs[1]):
             return None
         nodes[id(node)] = node
         stack.extend(i for i in node.inputs if i)
