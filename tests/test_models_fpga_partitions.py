@@ -64,6 +64,14 @@ def test_partitions_must_divide_rows() -> None:
         fpga(64, 64, 3)
 
 
+def test_bundled_sub_arrays_name_the_way_out_when_rows_do_not_divide() -> None:
+    """The bundled fpga-u280 builds 4 sub-arrays: rows that 4 does not divide are refused, naming the key to set."""
+    with pytest.raises(InputError, match=r"gemm: partitions 4 must divide rows 70 \(equal sub-arrays; "
+                                         r"gemm.partitions=1 builds one array\)$"):
+        load_target("fpga-u280", {"gemm.rows": "70"})
+    assert load_target("fpga-u280", {"gemm.rows": "70", "gemm.partitions": "1"}).gemm.partitions == 1
+
+
 def test_subarray_share_is_what_the_model_prices() -> None:
     """The busiest sub-array's invocations (what `codesign rtl` lists) take exactly the cycles the model charges."""
     from hw.rtl.kernels import invocation_cycles
