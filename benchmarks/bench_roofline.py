@@ -1,7 +1,8 @@
 """Schedules against their roofline bound (issue goals): ViT-Base int8 I-ViT and BERT-base (sequence 128) on the
-default fpga-u280 (its folds streamed, gemm.fold_overlap, and not), with the per-GEMM mapping search and with the
-target's fixed mapping, and a sequence-first encoder layer against the same layer batch-first, and where each
-attention layer's cycles go. Printed, never
+default fpga-u280 (4 sub-arrays of 16x64, gemm.partitions; its folds streamed, gemm.fold_overlap, and not), with
+the per-GEMM mapping search and with the target's fixed mapping, against one 64x64 array and 8 sub-arrays, and a
+sequence-first encoder layer against the same layer batch-first (float and int8), and where each attention layer's
+cycles go. Printed, never
 asserted: tests/test_schedule_mapping.py pins the ratios on one-layer shapes.
 """
 
@@ -44,8 +45,9 @@ def _bert_base(out: Path) -> Path:
     return out
 
 
-def _layouts() -> tuple[int, int]:
-    """Latency (cycles) of one ViT-Base-sized encoder layer (197 tokens) exported sequence-first and batch-first."""
+def _layouts(quant: str | None) -> tuple[int, int]:
+    """Latency (cycles) of one ViT-Base-sized encoder layer (197 tokens) exported sequence-first and batch-first,
+    compiled with ``--quant quant`` (None: float)."""
     import torch
 
     import codesign
@@ -64,7 +66,8 @@ def _layouts() -> tuple[int, int]:
     for batch_first in (False, True):
         shape = (1, 197, 768) if batch_first else (197, 1, 768)
         model = Layer(batch_first).eval()
-        out.append(codesign.compile(model, "fpga-u280", example_inputs=(torch.randn(*shape),)).report["latency_cycles"])
+        out.append(codesign.compile(model, "fpga-u280", example_inputs=(torch.randn(*shape),),
+                                    quant=quant).report["latency_cycles"])
     return out[0], out[1]
 
 
@@ -93,18 +96,20 @@ def main() -> dict[str, float]:
             figures[f"{name} plain array"] = _ratio(plain)
             print(f"roofline: {name} with --set gemm.fold_overlap=false: {plain['latency_cycles']:,} cycles, ratio "
                   f"{_ratio(plain):.3f}")
-    for parts in (4, 8):
+    # The bundled target builds its 64 rows as 4 sub-arrays of 16 (gemm.partitions: 4); one array, and 8 of 8.
+    for parts in (1, 4, 8):
         report = compile_model(vit, overrides={"gemm.partitions": str(parts)}, **IVIT).report
         used = report["resources"]
         print(f"roofline: ViT-Base int8 I-ViT on fpga-u280 with --set gemm.partitions={parts} "
-              f"({parts} sub-arrays of {64 // parts}x64): ratio {_ratio(report):.3f}; DSP "
+              f"({parts} sub-array(s) of {64 // parts}x64): ratio {_ratio(report):.3f}; DSP "
               f"{used['dsp']['fraction']:.0%}, URAM {used['uram']['fraction']:.0%}")
         figures[f"ViT-Base int8 I-ViT partitions={parts}"] = _ratio(report)
         _attention_line(report)
-    seq, batch = _layouts()
-    figures["sequence-first / batch-first"] = seq / batch
-    print(f"roofline: encoder layer sequence-first {seq:,} cycles vs batch-first {batch:,}: ratio {seq / batch:.4f} "
-          f"(goal within 5%)")
+    for quant in (None, "int8"):
+        seq, batch = _layouts(quant)
+        figures[f"sequence-first / batch-first {quant or 'float'}"] = seq / batch
+        print(f"roofline: encoder layer ({quant or 'float'}) sequence-first {seq:,} cycles vs batch-first "
+              f"{batch:,}: ratio {seq / batch:.4f} (goal within 5%)")
     return figures
 
 

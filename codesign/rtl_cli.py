@@ -17,7 +17,9 @@ IR                            kernel (parameters)
 integer ``dataflow.gemm``     ``systolic_gemm`` (``systolic_gemm_ws`` on a ws array, ``systolic_gemm_stream`` with
                               ``gemm.fold_overlap``) (rows, cols, acc_bits from the
                               target's ``gemm``; in_bits the operand width); also the QK^T and A.V products of
-                              integer ``dataflow.attention``
+                              integer ``dataflow.attention``. An array of ``gemm.partitions`` = P sub-arrays is the
+                              ``rows / P`` x cols kernel with ``instances`` P; each GEMM's invocations are the
+                              busiest sub-array's, as the FPGA model deals them (``FpgaModel.subarray_share``)
 ``dataflow.requant``          ``requant`` (lanes = the array's cols, acc_bits = input width, out_bits)
 softmax ``shiftmax``          ``shiftmax`` (n = row length; in_bits 32 for integer scores, else 16; out_bits from
                               the op's ``softmax_bits``, default 16)
@@ -149,7 +151,6 @@ def _from_model(args: argparse.Namespace):
     from codesign.rtl_config import learn_scales
     from compiler.pipeline import run_pipeline
     from compiler.quant_groups import GROUP_ATTR
-    from hw.targets.schema import FpgaGemm
 
     if not Path(args.model).exists():
         raise InputError(f"{args.model}: no such file")
@@ -176,10 +177,6 @@ def _from_model(args: argparse.Namespace):
     target = result.env.target
     if target is None:
         raise RuntimeError("run_pipeline resolves the target before it compiles")
-    array = target.systolic_array()
-    parts = array.partitions if isinstance(array, FpgaGemm) else 1
-    if parts != 1:  # the manifest times one array; P sub-arrays are P instances of it, which rtl does not wire
-        raise InputError(f"gemm.partitions: codesign rtl emits one array (partitions = 1), got {parts}")
     if any(GROUP_ATTR in o.attributes for o in result.module.walk()):
         raise InputError("rtl: --quant auto chose per-group weight steps (--weight-group) for some GEMMs, which the "
                          "systolic GEMM kernel cannot rescale; emit RTL with --quant int8 or w4a8")
@@ -234,18 +231,24 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
     from codesign import rtl_config as rc
     from compiler.dialect import dataflow as df
     from compiler.simulate.kernels import softmax_bits
-    from hw.models.fpga import RTL_VECTOR_UNITS
+    from hw.models import build_model
+    from hw.models.fpga import RTL_VECTOR_UNITS, FpgaModel
+    from hw.perf.workload import GemmWork
     from hw.rtl.emit import canonical_params
     from hw.rtl.manifest import Invocation, KernelUse
     from hw.rtl.requant import E_BITS, M_BITS
+    from hw.targets.schema import FpgaGemm
 
     uses: list[KernelUse] = []
     notes: list[str] = []
     per_call: list[str] = []
     array = target.systolic_array()
+    parts = array.partitions if isinstance(array, FpgaGemm) else 1
+    model = build_model(target) if parts > 1 else None
 
     def add(kernel: str, params: dict[str, int], layer: str, work: dict[str, int], count: int = 1,
-            config: Callable[[dict[str, int], DesignScales], dict[str, Any]] | None = None) -> None:
+            config: Callable[[dict[str, int], DesignScales], dict[str, Any]] | None = None,
+            instances: int = 1) -> None:
         try:
             full = canonical_params(kernel, params)
             cfg = config(full, values) if config is not None and values is not None else {}
@@ -253,16 +256,23 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
             raise InputError(f"layer '{layer}': {err}") from None
         if any(cfg.get(key, 0) is None for key in ("x0", "m_c")):
             per_call.append(layer)
-        uses.append(KernelUse(kernel, full, [Invocation(layer, work, count, cfg)]))
+        uses.append(KernelUse(kernel, full, [Invocation(layer, work, count, cfg)], instances))
 
     def gemm(layer: str, m: int, n: int, k: int, bits: int, count: int, op: Any = None) -> None:
         if array is None:
             raise InputError(f"layer '{layer}': target '{target.name}' has no systolic GEMM array for integer GEMMs")
-        params = {"rows": array.rows, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
+        params = {"rows": array.rows // parts, "cols": array.cols, "in_bits": bits, "acc_bits": array.acc_bits}
         kernel = ("systolic_gemm_ws" if array.dataflow == "ws" else
                   "systolic_gemm_stream" if getattr(array, "fold_overlap", False) else "systolic_gemm")
-        add(kernel, params, layer, {"m": m, "n": n, "k": k}, count,
-            (lambda _, v: rc.gemm_config(op, v)) if op is not None else None)
+        work = {"m": m, "n": n, "k": k}
+        if isinstance(model, FpgaModel):  # sub-arrays: the busiest one's invocations, as the model deals them
+            transposed = op is not None and "mapping" in op.attributes and \
+                "^T" in str(op.attributes["mapping"].data).split()[0]
+            run = GemmWork(m=n if transposed else m, n=m if transposed else n, k=k, batch=count, in_bits=bits,
+                           w_bits=bits)
+            _, work, count = model.subarray_share(run)
+        add(kernel, params, layer, work, count,
+            (lambda _, v: rc.gemm_config(op, v)) if op is not None else None, parts)
 
     def softmax(op: Any, layer: str, approx: str, n: int, rows: int, integer: bool,
                 scale: Callable[[DesignScales], float | None]) -> None:
@@ -365,6 +375,11 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                 else:
                     notes.append(f"layer '{layer}': the gate GEMM ({gate_bits or 'float'}-bit weights) is not on "
                                  "the int8 array")
+    if parts > 1 and any(u.instances > 1 for u in uses):
+        notes.append(f"gemm.partitions = {parts}: the GEMM array is {parts} instances of the emitted "
+                     f"{array.rows // parts}x{array.cols} kernel side by side; each GEMM's invocations are the "
+                     "busiest instance's (whole products dealt round-robin, or a product's folds dealt out, a share "
+                     "streamed as one invocation of a product with as many folds), so its cycles are the layer's")
     if per_call:
         notes.append(f"{len(per_call)} invocation(s) take float inputs that the design quantizes per call "
                      f"(compiler/simulate/approx.py), e.g. layer '{per_call[0]}': their scale-dependent config "
@@ -383,7 +398,8 @@ def _print_summary(manifest: dict, out: str) -> None:
         table.add_column(column, justify="right" if "cycles" in column or column == "calls" else "left")
     for k in manifest["kernels"]:
         per = k["predicted_cycles_per_invocation"]
-        table.add_row(k["name"], " ".join(f"{key}={v}" for key, v in k["parameters"].items()), k["verilog"],
+        name = k["name"] + (f" x{k['instances']}" if k.get("instances", 1) > 1 else "")
+        table.add_row(name, " ".join(f"{key}={v}" for key, v in k["parameters"].items()), k["verilog"],
                       str(k["total_invocations"]), "varies" if per is None else str(per), str(k["total_cycles"]))
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(table)

@@ -61,6 +61,28 @@ class SystemDesign:
     samples: dict[str, np.ndarray] | None
     ops: dict[str, str] = field(default_factory=dict)  # layer name -> op name ("dataflow.gemm")
     lacks: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def one_array(options: Any) -> Any:
+    """``options`` for the system top level, which has one GEMM array (``cds1_system``): a target whose YAML builds
+    the array as ``gemm.partitions`` sub-arrays (the bundled fpga-u280) is compiled with ``gemm.partitions=1``, so
+    the program, its model cycles and the RTL describe the same single array (a manifest note says so); a
+    ``--set gemm.partitions`` above 1 asks for what the top level cannot build and is refused in one line."""
+    from dataclasses import replace
+
+    from hw.targets import load_target
+    from hw.targets.schema import FpgaGemm
+
+    given = dict(options.overrides).get("gemm.partitions")
+    array = load_target(options.target, dict(options.overrides)).systolic_array()
+    parts = array.partitions if isinstance(array, FpgaGemm) else 1
+    if parts == 1:
+        return options
+    if given is not None:
+        raise InputError(f"gemm.partitions: codesign rtl --system builds one array (cds1_system), got {parts}; drop "
+                         "--set gemm.partitions, or emit the sub-array kernels without --system")
+    return replace(options, overrides=(*options.overrides, ("gemm.partitions", "1")))
 
 
 def build_design(args: argparse.Namespace) -> SystemDesign:
@@ -79,7 +101,8 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
         raise InputError(f"{args.model}: no such file")
     if args.stop_after:
         raise InputError("rtl --system: --stop-after is not supported (the program is built from the compiled IR)")
-    options = _compile_options(args)
+    asked = _compile_options(args)
+    options = one_array(asked)
     env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
                                quantized=options.quantized)
     result = run_pipeline(args.model, options, middle=middle_passes(options), report=build_report, env=env)
@@ -108,7 +131,10 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
                 break
     source = {"model": str(args.model), "target": target.name, "overrides": dict(options.overrides),
               "choices": dict(options.choices)}
-    return SystemDesign(result, mp, config, geometry, source, samples, ops, lacks)
+    notes = [] if options is asked else [
+        f"target '{target.name}' builds its GEMM array as sub-arrays (gemm.partitions); the top level has one "
+        f"{target.gemm.rows}x{target.gemm.cols} array, so the model was compiled with gemm.partitions=1"]
+    return SystemDesign(result, mp, config, geometry, source, samples, ops, lacks, notes)
 
 
 def _dtype(elem_bytes: int) -> str:
@@ -171,7 +197,7 @@ def first_feeds(design: SystemDesign) -> tuple[dict[str, np.ndarray], str]:
 def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
     """The ``manifest.json`` of a system design (module docstring)."""
     mp, program = design.mp, design.mp.program
-    notes = []
+    notes = list(design.notes)
     if design.lacks:
         first = design.lacks[0]
         notes.append(f"{len(design.lacks)} layer(s) use instructions the top level does not build yet, e.g. "

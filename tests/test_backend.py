@@ -122,7 +122,7 @@ def test_a_layer_too_big_for_the_buffers_is_one_line() -> None:
 def test_geometry_from_a_bundled_target() -> None:
     from hw.targets.loader import load_target
 
-    geo = Geometry.from_target(load_target("fpga-u280", {"gemm.rows": "8", "gemm.cols": "16"}))
+    geo = Geometry.from_target(load_target("fpga-u280", {"gemm.rows": "8", "gemm.cols": "16", "gemm.partitions": "1"}))
     assert (geo.rows, geo.cols, geo.width) == (8, 16, 16)
     assert geo.sp_rows == min(65536, (512 + 2048) * 1024 // 16)
     assert geo.acc_rows == 512 * 1024 // (16 * 4)
@@ -133,7 +133,7 @@ def test_geometry_from_a_bundled_target() -> None:
 def _int8_compile(model: str, rows: int, cols: int, softmax: str = "shiftmax"):
     from codesign.api import compile_options, run_compile
 
-    options = compile_options("fpga-u280", {"gemm.rows": str(rows), "gemm.cols": str(cols)}, quant="int8",
+    options = compile_options("fpga-u280", {"gemm.rows": str(rows), "gemm.cols": str(cols), "gemm.partitions": "1"}, quant="int8",
                               softmax=softmax, gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(MODELS / model), options)
     return result
@@ -334,7 +334,7 @@ def test_a_unit_the_device_lacks_is_refused_by_op_and_node() -> None:
     from compiler.backend.constants import learn_scales
     from compiler.backend.model import build_model_program
 
-    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4"}, quant="int8", softmax="ibert",
+    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4", "gemm.partitions": "1"}, quant="int8", softmax="ibert",
                               gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(MODELS / "vit_tiny.onnx"), options)
     with pytest.raises(InputError, match=r"^system backend: dataflow.attention 'model.vit.layers.0.attention': "
@@ -364,7 +364,7 @@ def test_a_float_op_between_integer_ops_is_refused_by_op_and_node(tmp_path: Path
     path = tmp_path / "island.onnx"
     export_onnx(Net().eval(), (torch.randn(1, 4, 16),), path, input_names=["x"], output_names=["y"],
                 exporter="legacy")
-    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4"}, quant="int8",
+    options = compile_options("fpga-u280", {"gemm.rows": "4", "gemm.cols": "4", "gemm.partitions": "1"}, quant="int8",
                               softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(path), options)
     with pytest.raises(InputError, match=r"^system backend: dataflow\.\w+ '[^']*Sigmoid[^']*': a float op between "

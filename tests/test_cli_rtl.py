@@ -16,7 +16,7 @@ from codesign.cli import main
 from hw.rtl.kernels import invocation_cycles
 from hw.rtl.manifest import CONFIG_FILE, MARKER, resolve_config
 
-SMALL_ARRAY = ["--set", "gemm.rows=4", "--set", "gemm.cols=4"]
+SMALL_ARRAY = ["--set", "gemm.rows=4", "--set", "gemm.cols=4", "--set", "gemm.partitions=1"]  # one small array
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -214,3 +214,15 @@ def test_simulated_outputs_equal_the_functional_simulator(mlp, tmp_path, capsys)
     assert isinstance(r["latency_cycles"], int) and r["latency_cycles"] > 0
     assert "fc1.MatMul" in text and "total" in text
     _check_design(out, dict(o.split("=") for o in SMALL[1::2]))
+
+
+def test_the_bundled_sub_arrays_compile_as_one_array(mlp, tmp_path, capsys) -> None:
+    """fpga-u280's YAML builds 4 sub-arrays; the top level has one array, so --system compiles with
+    gemm.partitions=1 and says so (an explicit --set gemm.partitions=2 is refused: test_models_fpga_partitions)."""
+    model, _ = mlp
+    out = tmp_path / "sys"
+    code, _, err = _run(capsys, "rtl", str(model), "--quant", "int8", *SMALL, "--out", str(out), "--system", "-q")
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["overrides"]["gemm.partitions"] == "1"
+    assert any("compiled with gemm.partitions=1" in note for note in manifest["notes"])

@@ -311,7 +311,7 @@ def test_codesign_rtl_runs_conv_gemms_on_the_array_and_gives_im2col_no_unit(tmp_
     path, _, _ = _export(tmp_path, "depthwise")
     out = tmp_path / "rtl"
     code = main(["rtl", str(path), "--quant", "int8", "--set", "gemm.rows=4", "--set", "gemm.cols=4",
-                 "--out", str(out), "-q"])
+                 "--set", "gemm.partitions=1", "--out", str(out), "-q"])
     assert code == 0, capsys.readouterr().err
     kernels = {k["name"]: k for k in json.loads((out / "manifest.json").read_text())["kernels"]}
     gemm = kernels["systolic_gemm_stream"]["invocations"]

@@ -48,3 +48,32 @@ def test_batch_of_sequences_streams_the_weight_once():
     four = codesign.compile(model, "fpga-u280", example_inputs=(torch.randn(4, L, D),)).report
     assert four["macs"] == 4 * one["macs"]
     assert four["bytes_offchip"] < 4 * one["bytes_offchip"]  # weights read once for the whole batch
+
+
+class _EncoderLayer(torch.nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = torch.nn.TransformerEncoderLayer(D, 4, F, dropout=0.0, batch_first=batch_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, is_causal=False)  # a bool, so that tracing keeps it static
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the layer's shape checks, traced as constants
+@pytest.mark.parametrize("quant", [None, "int8"])
+def test_sequence_first_encoder_layer_within_5_percent_of_batch_first(quant):
+    """An encoder layer (attention included) exported sequence-first against the same layer batch-first (issue #15:
+    within 5%). Batch-first ``nn.MultiheadAttention`` transposes (1, L, D) to (L, 1, D) and back; the canonicalize
+    pass makes those reshapes, so no reorder is priced for them."""
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel has no ONNX export
+    try:
+        first = codesign.compile(_EncoderLayer(False).eval(), "fpga-u280", example_inputs=(torch.randn(L, 1, D),),
+                                 quant=quant).report
+        batch = codesign.compile(_EncoderLayer(True).eval(), "fpga-u280", example_inputs=(torch.randn(1, L, D),),
+                                 quant=quant).report
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    assert first["macs"] == batch["macs"]
+    assert not [layer["name"] for layer in batch["layers"] if layer["op"] == "move.transpose"]
+    assert abs(first["latency_cycles"] / batch["latency_cycles"] - 1) <= 0.05

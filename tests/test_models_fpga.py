@@ -45,7 +45,8 @@ def test_units_bandwidth_peak() -> None:
 def test_gemm256_matches_scalesim(dataflow: str, cycles: int) -> None:
     """SCALE-Sim v3, 32x32 array, GEMM 256^3: OS 20,351 cycles, WS 22,399 (docs/SOURCES.md [18])."""
     # SCALE-Sim never overlaps folds: the plain array (the bundled target streams them, gemm.fold_overlap).
-    m = model(gemm__rows="32", gemm__cols="32", gemm__dataflow=dataflow, gemm__fold_overlap="false")
+    m = model(gemm__rows="32", gemm__cols="32", gemm__dataflow=dataflow, gemm__fold_overlap="false",
+              gemm__partitions="1")
     cost = m.cost(GemmWork(256, 256, 256))
     # On top of SCALE-Sim's count the RTL array's readout (test_model_matches_rtl.py): the output-stationary array
     # reads the last fold's 32 result rows out.
@@ -61,19 +62,20 @@ def test_gemm_tiles_follow_buffer_halves() -> None:
     # ViT-B QKV: A = 197*768 = 151,296 B (1 tile), B = 768*2304 = 1,769,472 B (2), C = 197*2304*4 = 1,815,552 B (7).
     cost = model().cost(GemmWork(197, 2304, 768))
     assert cost.tiles == 7
-    assert cost.detail["folds"] == 4 * 36 and cost.detail["dataflow"] == "os"
+    assert cost.detail["folds"] == 13 * 36 and cost.detail["dataflow"] == "os"  # folds of 16 x 64 sub-arrays
+    assert model(gemm__partitions="1").cost(GemmWork(197, 2304, 768)).detail["folds"] == 4 * 36
     assert model(buffers__double_buffered="false").cost(GemmWork(197, 2304, 768)).tiles == 4
     assert model().cost(GemmWork(197, 64, 64, batch=12)).tiles == 12
 
 
 def test_gemm_onchip_traffic_os() -> None:
     # OS on 64x64: A re-read per column fold (ceil(128/64) = 2), B per row fold (ceil(100/64) = 2), C once (int32).
-    cost = model().cost(GemmWork(100, 128, 32))
+    cost = model(gemm__partitions="1").cost(GemmWork(100, 128, 32))
     assert cost.onchip_bytes == 100 * 32 * 2 + 32 * 128 * 2 + 100 * 128 * 4
 
 
 def test_wide_operands_take_several_passes() -> None:
-    m = model()
+    m = model(gemm__partitions="1")  # one array: the passes run one after another
     narrow = m.cost(GemmWork(64, 64, 64))
     wide = m.cost(GemmWork(64, 64, 64, in_bits=16, w_bits=16))
     assert wide.compute_cycles == 4 * narrow.compute_cycles and wide.detail["passes"] == 4
@@ -153,12 +155,15 @@ def test_resources_use_the_bundled_yosys_fit() -> None:
 
 def test_resources_u280() -> None:
     cal = DEFAULT_CALIBRATION
-    res = model().resources()
+    res = model(gemm__partitions="1").resources()
     pes, lanes = 64 * 64, 64
     # two int8 MACs per DSP48E2, plus each vector lane's multipliers (shiftmax, shiftgelu, ilayernorm, requant)
     assert res["dsp"] == (pes / 2 + lanes * cal.dsp_per_lane, 9024)
     # weight 2048 KiB / 32 KiB = 64 URAM; act 512 KiB -> 16; out 512 KiB -> 16, but its 64 x 32-bit port needs 29.
     assert res["uram"] == (64 + 16 + 29, 960)
+    # the bundled 4 sub-arrays: the same DSPs; each hands over its own 64 x 32-bit rows: the out port needs 114
+    bundled = model().resources()
+    assert bundled["dsp"] == res["dsp"] and bundled["uram"] == (64 + 16 + 114, 960)
     assert res["bram18"] == (32 * 2, 4032)  # DMA FIFOs only
     assert res["lut"] == (pytest.approx(pes * cal.lut_per_pe + lanes * cal.lut_per_lane + 32 * 1500 + 5000), 1303680)
     # operands, accumulator and the streaming array's shadow accumulator (gemm.fold_overlap) per PE

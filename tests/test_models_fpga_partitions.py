@@ -1,5 +1,6 @@
 """An FPGA array built as sub-arrays (``gemm.partitions``): priced as that many instances of the RTL array kernel,
-its extra buffer ports counted, and refused where the sub-arrays would not be equal."""
+its extra buffer ports counted, and refused where the sub-arrays would not be equal; `codesign rtl` emits the
+sub-array kernel with its instance count, and `--system` (one array) compiles the bundled target with one."""
 
 from __future__ import annotations
 
@@ -63,16 +64,61 @@ def test_partitions_must_divide_rows() -> None:
         fpga(64, 64, 3)
 
 
-def test_codesign_rtl_refuses_sub_arrays(tmp_path, capsys) -> None:
+def test_bundled_sub_arrays_name_the_way_out_when_rows_do_not_divide() -> None:
+    """The bundled fpga-u280 builds 4 sub-arrays: rows that 4 does not divide are refused, naming the key to set."""
+    with pytest.raises(InputError, match=r"gemm: partitions 4 must divide rows 70 \(equal sub-arrays; "
+                                         r"gemm.partitions=1 builds one array\)$"):
+        load_target("fpga-u280", {"gemm.rows": "70"})
+    assert load_target("fpga-u280", {"gemm.rows": "70", "gemm.partitions": "1"}).gemm.partitions == 1
+
+
+def test_subarray_share_is_what_the_model_prices() -> None:
+    """The busiest sub-array's invocations (what `codesign rtl` lists) take exactly the cycles the model charges."""
+    from hw.rtl.kernels import invocation_cycles
+
+    for overlap, kernel in ((False, "systolic_gemm"), (True, "systolic_gemm_stream")):
+        model = fpga(64, 64, 4, overlap)
+        params = {"rows": 16, "cols": 64, "in_bits": 8, "acc_bits": 32}
+        for work in (GemmWork(m=197, n=768, k=768), GemmWork(m=197, n=197, k=64, batch=12),
+                     GemmWork(m=9, n=5, k=3, batch=3)):
+            split, share, count = model.subarray_share(work)
+            assert split == model.cost(work).detail["partition_split"]
+            assert count * invocation_cycles(kernel, params, share) == model.cost(work).compute_cycles
+
+
+def test_codesign_rtl_emits_sub_array_instances(tmp_path, capsys) -> None:
+    """Kernel mode on a partitioned target: the rows / P kernel, P instances, each GEMM's invocations those of the
+    busiest sub-array (so the manifest's cycles are the model's)."""
+    import json
+
+    from conftest import model_path
+
+    from codesign.cli import main
+
+    out = tmp_path / "rtl"
+    code = main(["rtl", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--set", "gemm.rows=8", "--set",
+                 "gemm.cols=4", "--set", "gemm.partitions=2", "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    arrays = [k for k in manifest["kernels"] if k["name"].startswith("systolic_gemm")]
+    assert [(k["parameters"]["rows"], k["parameters"]["cols"], k["instances"]) for k in arrays] == [(4, 4, 2)]
+    assert all(k["instances"] == 1 for k in manifest["kernels"] if k not in arrays)
+    assert any("gemm.partitions = 2" in note for note in manifest["notes"])
+
+
+def test_codesign_rtl_system_refuses_asked_sub_arrays(tmp_path, capsys) -> None:
+    """--system builds one array: sub-arrays asked for with --set are refused in one line naming the key (the
+    bundled target's own sub-arrays compile with gemm.partitions=1, tests/test_cli_rtl_system.py)."""
     from conftest import model_path
 
     from codesign.cli import main
 
     code = main(["rtl", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--set", "gemm.rows=4", "--set",
-                 "gemm.cols=4", "--set", "gemm.partitions=2", "--out", str(tmp_path / "rtl")])
+                 "gemm.cols=4", "--set", "gemm.partitions=2", "--system", "--out", str(tmp_path / "rtl")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip() == "codesign: error: gemm.partitions: codesign rtl emits one array (partitions = 1), got 2"
+    assert err.strip() == ("codesign: error: gemm.partitions: codesign rtl --system builds one array (cds1_system), "
+                           "got 2; drop --set gemm.partitions, or emit the sub-array kernels without --system")
     assert not (tmp_path / "rtl").exists()
 
 

@@ -162,7 +162,7 @@ def test_a_bad_program_or_read_is_one_line_before_any_build(tmp_path) -> None:
 def test_sizes_from_a_target_match_the_backend() -> None:
     from hw.targets.loader import load_target
 
-    target = load_target("fpga-u280", {"gemm.rows": "8", "gemm.cols": "16"})
+    target = load_target("fpga-u280", {"gemm.rows": "8", "gemm.cols": "16", "gemm.partitions": "1"})
     config, geo = SystemConfig.from_target(target), Geometry.from_target(target)
     assert (config.rows, config.cols, config.width, config.sp_rows, config.acc_rows, config.const_rows) == \
         (geo.rows, geo.cols, geo.width, geo.sp_rows, geo.acc_rows, geo.const_rows)
@@ -183,7 +183,7 @@ def bert_layers() -> list[tuple[GemmLayer, np.ndarray, np.ndarray]]:
     from compiler.calibrate import synthetic_inputs
     from compiler.simulate import Simulator
 
-    options = compile_options("fpga-u280", {"gemm.rows": "8", "gemm.cols": "8"}, quant="int8", softmax="shiftmax",
+    options = compile_options("fpga-u280", {"gemm.rows": "8", "gemm.cols": "8", "gemm.partitions": "1"}, quant="int8", softmax="shiftmax",
                               gelu="shiftgelu", layernorm="ilayernorm")
     result, _ = run_compile(str(MODELS / "bert_tiny.onnx"), options)
     sim = Simulator(result.module, result.env.weights, result.imported.input_names, result.imported.output_names)

@@ -81,7 +81,7 @@ def test_when_no_tile_fits_both_operands_strips_are_re_read() -> None:
 def test_mapping_space_of_the_u280_is_its_rtl_array() -> None:
     space = mapping_space(build_model(load_target("fpga-u280")))
     assert space is not None
-    assert (space.rows, space.cols, space.dataflows) == (64, 64, ("os",))
+    assert (space.rows, space.cols, space.partitions, space.dataflows) == (16, 64, 4, ("os",))  # 4 of 16x64
     assert space.fold_overlap  # its array streams folds (hw/rtl/systolic_stream.py)
     assert mapping_space(build_model(load_target("gpu-a100"))) is None
     plain = mapping_space(build_model(load_target("fpga-u280", {"gemm.fold_overlap": "false"})))
@@ -131,6 +131,8 @@ def base_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: _export(kind, out / f"{kind}.onnx") for kind in ("vit", "bert")}
 
 
+# Measured 2026-12-04 on the bundled fpga-u280 (4 sub-arrays of 16x64, folds streaming): one ViT I-ViT layer 1.187
+# (2 layers 1.158, 3 layers 1.148, the full model 1.132), one BERT layer 1.293 (the full model 1.176).
 # Measured 2026-12-04 (ratio = latency / roofline bound, one layer, int8) on fpga-u280 with its folds streaming
 # (gemm.fold_overlap, hw/rtl/systolic_stream.py): ViT I-ViT 1.424 (fixed mapping 1.445), with 8 sub-arrays 1.157
 # (1.178); BERT 1.295 (1.296), with 8 sub-arrays 1.293 (1.294). One layer pays the first GEMM's fill and the last
@@ -142,14 +144,15 @@ def base_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # 1.407. Serial vector work and no mapping search gave ViT 1.73 on the full model. The bounds leave 1% for
 # deliberate model changes.
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,partitions,bound", [("vit", 1, 1.44), ("vit", 8, 1.17), ("bert", 1, 1.31),
-                                                   ("bert", 8, 1.31)])
-def test_roofline_ratio_of_one_base_layer(base_layers: dict[str, Path], kind: str, partitions: int,
+@pytest.mark.parametrize("kind,partitions,bound", [("vit", None, 1.20), ("vit", 1, 1.44), ("vit", 8, 1.17),
+                                                   ("bert", None, 1.31), ("bert", 1, 1.31), ("bert", 8, 1.31)])
+def test_roofline_ratio_of_one_base_layer(base_layers: dict[str, Path], kind: str, partitions: int | None,
                                           bound: float) -> None:
+    """None: the bundled fpga-u280 as it is (4 sub-arrays of 16x64)."""
     from codesign.api import compile as compile_model
 
     options: dict[str, Any] = IVIT if kind == "vit" else {"quant": "int8"}
-    overrides = {"gemm.partitions": str(partitions)}
+    overrides = {"gemm.partitions": str(partitions)} if partitions else {}
     searched = compile_model(str(base_layers[kind]), mapping="search", overrides=overrides, **options)
     fixed = compile_model(str(base_layers[kind]), mapping="fixed", overrides=overrides, **options)
     report = searched.report

@@ -2,7 +2,8 @@
 
 Exporters leave reshape/transpose pairs around every head split and patch embedding (ours adds one more around
 Conv patchify), identity casts and dead constants. Removing them before costing matters: a transpose that is kept
-is costed as a real on-chip reorder.
+is costed as a real on-chip reorder. A transpose that moves only size-1 axes is a reshape (the elements keep their
+order) and becomes one, so a batch-first export prices as the same model exported sequence-first.
 """
 
 from __future__ import annotations
@@ -86,6 +87,27 @@ class _FoldTransposes(RewritePattern):
             rewriter.replace_matched_op([], [owner.inputs[0]])
 
 
+class _TransposeAsView(RewritePattern):
+    """A transpose that moves only size-1 axes -> a reshape: the elements stay in the same order in memory. A
+    batch-first ``nn.MultiheadAttention`` transposes its (1, L, D) input to the sequence-first (L, 1, D) and back;
+    kept, each transpose was costed as an on-chip reorder that the same layer exported sequence-first does not pay."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: df.MoveOp, rewriter: PatternRewriter) -> None:
+        if _kind(op) != "transpose" or len(op.inputs) != 1:
+            return
+        perm = _perm(op)
+        shape = list(op.inputs[0].type.get_shape())  # type: ignore[attr-defined]
+        if perm is None or sorted(perm) != list(range(len(shape))):
+            return
+        moved = [p for p in perm if shape[p] != 1]
+        if moved != sorted(moved):
+            return
+        rewriter.replace_matched_op(df.MoveOp.create(
+            operands=[op.inputs[0]], result_types=[op.outputs[0].type],
+            properties={"layer": op.layer, "kind": StringAttr("reshape"), "attrs": _reshape_attrs(op)}))
+
+
 class _FoldIdentity(RewritePattern):
     """identity and same-type casts -> their input."""
 
@@ -105,12 +127,13 @@ class _DeadCode(RewritePattern):
 
 @dataclass(frozen=True)
 class Canonicalize(ModulePass):
-    """Fold cancelling movement, identities and dead ops until nothing changes."""
+    """Fold cancelling movement, size-1 transposes, identities and dead ops until nothing changes."""
 
     name = "canonicalize"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(
-            GreedyRewritePatternApplier([_FoldViews(), _FoldTransposes(), _FoldIdentity(), _DeadCode()]),
+            GreedyRewritePatternApplier([_FoldViews(), _FoldTransposes(), _TransposeAsView(), _FoldIdentity(),
+                                         _DeadCode()]),
             walk_reverse=True,
         ).rewrite_module(op)

@@ -34,7 +34,9 @@ GEMM (unit ``gemm``)
         by_folds = batch * passes * (ceil(folds / P) * cycles_per_fold - 1 + drain)
 
     each sub-array's share being one invocation of its kernel (``predicted_cycles`` for its folds). ``codesign
-    rtl`` emits and checks one array (P = 1).
+    rtl`` emits the ``rows / P`` x ``cols`` kernel with P instances and lists the busiest sub-array's invocations
+    (:meth:`FpgaModel.subarray_share`), so its manifest and this model agree; the system top level
+    (``codesign rtl --system``) has one array and compiles with P = 1.
 
     ``gemm.fold_overlap: true`` runs the array whose folds stream (``hw.rtl.systolic_stream``, ``STREAM_KERNEL``):
     ``systolic_cycles`` becomes ``fold_overlap_cycles`` (``(folds - 1) * max(k, rows) + k + rows + cols - 3``) and
@@ -93,7 +95,7 @@ from hw.models.resources import (
     lane_cost,
     unit_cost,
 )
-from hw.perf.systolic import fold_counts, fold_overlap_cycles, streamed_folds_cycles, systolic_cycles
+from hw.perf.systolic import fold_counts, fold_overlap_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
 from hw.targets.schema import FpgaTarget
@@ -187,16 +189,10 @@ class FpgaModel:
         folds = _product(fold_counts(work.m, work.n, work.k, rows, g.cols, g.dataflow))
         split, cycles, readouts = "none", invocations * (per_item + drain), invocations
         if parts > 1:
-            # Sub-arrays: deal each invocation's folds out to them (each runs ceil(folds / P) folds, one invocation
-            # of its RTL kernel), or whole invocations (batch items: attention heads), whichever ends first.
-            share = -(-folds // parts)
-            if overlap:
-                by_folds = invocations * (streamed_folds_cycles(share, work.k, rows, g.cols) + drain)
-            else:
-                by_folds = invocations * (share * ((per_item + 1) // folds) - 1 + drain)
-            by_items = -(-invocations // parts) * (per_item + drain)
-            split, cycles = ("items", by_items) if by_items < by_folds else ("folds", by_folds)
-            readouts = -(-invocations // parts) if split == "items" else invocations
+            # Sub-arrays: each invocation's folds dealt out to them, or whole invocations (batch items: attention
+            # heads), whichever ends first; the busiest sub-array's invocations of its RTL kernel.
+            split, share, readouts = self.subarray_share(work)
+            cycles = readouts * self._invocation_cycles(share)
         detail: dict[str, Any] = {
             "folds": work.batch * folds,
             "cycles_per_item": per_item,
@@ -216,6 +212,45 @@ class FpgaModel:
             onchip_bytes=gemm_onchip_bytes(work, rows, g.cols, g.dataflow),
             detail=detail,
         )
+
+    def subarray_share(self, work: GemmWork) -> tuple[str, dict[str, int], int]:
+        """How the busiest of ``gemm.partitions`` sub-arrays runs ``work`` (module docstring): ``(split, sub_work,
+        count)``, ``count`` invocations of its RTL kernel (one sub-array's geometry) on ``sub_work`` (``m``, ``n``,
+        ``k``), which take that kernel's ``predicted_cycles`` each. Split ``"items"``: whole invocations (batch
+        items, operand passes) dealt round-robin, ``sub_work`` the product itself. Split ``"folds"``: each
+        invocation's folds dealt out, ``ceil(folds / P)`` per sub-array, streamed as one invocation; ``sub_work``
+        is a product with exactly that many folds (one fold of rows, the share's folds across ``n``: the kernel's
+        count depends on its folds, not on which output tiles they are). ``"none"`` on one array."""
+        g = self.target.gemm
+        parts, rows = g.partitions, g.rows // g.partitions
+        invocations = work.batch * operand_passes(work, g)
+        whole = {"m": work.m, "n": work.n, "k": work.k}
+        if parts == 1:
+            return "none", whole, invocations
+        rf, cf = fold_counts(work.m, work.n, work.k, rows, g.cols, g.dataflow)
+        share = -(-(rf * cf) // parts)
+        # One fold's worth of the reduced dimension (os: m rows; ws/is: k rows), share folds across n (or m).
+        folded = ({"m": rows, "n": share * g.cols, "k": work.k} if g.dataflow == "os" else
+                  {"m": work.m, "n": share * g.cols, "k": rows} if g.dataflow == "ws" else
+                  {"m": share * g.cols, "n": work.n, "k": rows})
+        by_items = -(-invocations // parts) * self._invocation_cycles(whole)
+        by_folds = invocations * self._invocation_cycles(folded)
+        if by_items < by_folds:
+            return "items", whole, -(-invocations // parts)
+        return "folds", folded, invocations
+
+    def _invocation_cycles(self, work: dict[str, int]) -> int:
+        """Cycles of one invocation of one (sub-)array on ``work`` (``m``, ``n``, ``k``): the count of the array
+        the target runs (streaming or not) plus its kernel's readout, i.e. that kernel's ``predicted_cycles``."""
+        g = self.target.gemm
+        rows = g.rows // g.partitions
+        m, n, k = work["m"], work["n"], work["k"]
+        if g.fold_overlap and g.dataflow == "os":
+            count, kernel = fold_overlap_cycles(m, n, k, rows, g.cols), STREAM_KERNEL
+        else:
+            count, kernel = systolic_cycles(m, n, k, rows, g.cols, g.dataflow), ARRAY_KERNELS.get(g.dataflow)
+        drain = kernel_class(kernel).readout_cycles({"rows": rows, "cols": g.cols}) if kernel else 0
+        return count + drain
 
     def _rtl_vector_cost(self, kernel: str, fixed: Mapping[str, int], work: VectorWork) -> Cost:
         """``work`` on ``vector.lanes`` copies of RTL ``kernel`` (with the ``fixed`` parameters), rows dealt

@@ -17,6 +17,7 @@ Manifest (``manifest.json``, format :data:`FORMAT`)::
      "kernels": [{"name": "shiftmax", "module": "shiftmax_n17_...", "verilog": "shiftmax_n17_....v",
                   "parameters": {...}, "ports": [{"name": "inputs__valid", "direction": "in", "width": 1}, ...],
                   "cycles_formula": "rows * (3 * n + 16) - 1",
+                  "instances": 1,                              # copies side by side (GEMM sub-arrays)
                   "predicted_cycles_per_invocation": 67,       # null when invocations differ
                   "invocations": [{"layer": "...", "work": {"rows": 68}, "count": 1, "cycles": 67,
                                    "config": {"x0": -40, "input_shift": 0, ...}}, ...],
@@ -27,7 +28,9 @@ An invocation's ``config`` is what the unit's configuration inputs take for that
 ``codesign rtl`` fills it, docs/RTL.md lists the keys per kernel). Scalars are written inline (``null`` where the
 value is only known per call); an array is written to :data:`CONFIG_FILE` (``numpy.savez``) and replaced by a
 reference ``{"npz": "<layer>/<key>", "shape": [...], "dtype": "int64"}``; :func:`resolve_config` reads them back.
-Format 1 had no ``config`` and no ``config_file``.
+Format 1 had no ``config`` and no ``config_file``. ``instances`` (1 unless a GEMM array is built as
+``gemm.partitions`` sub-arrays) is the copies of the kernel the design instantiates; the invocations listed are then
+the busiest copy's, so ``total_cycles`` is the time the kernel's work takes.
 """
 
 from __future__ import annotations
@@ -119,11 +122,14 @@ class Invocation:
 
 @dataclass
 class KernelUse:
-    """One parameterization of a kernel that a design uses, and its calls."""
+    """One parameterization of a kernel that a design uses, and its calls. ``instances`` copies of it work side by
+    side (a GEMM array built as sub-arrays, ``gemm.partitions``): the invocations listed are the busiest copy's, so
+    their cycles are the time the kernel's work takes, not the sum over copies."""
 
     kernel: str
     params: dict[str, int]
     invocations: list[Invocation] = field(default_factory=list)
+    instances: int = 1
 
     @property
     def tag(self) -> str:
@@ -217,6 +223,7 @@ def _entry(use: KernelUse, out: Path, arrays: dict[str, Any]) -> dict[str, Any]:
         "parameters": dict(use.params),
         "ports": kernel_ports(use.kernel, use.params),
         "cycles_formula": cycles_formula(use.kernel, use.params),
+        "instances": use.instances,
         "predicted_cycles_per_invocation": per.pop() if len(per) == 1 else None,
         "invocations": invocations,
         "total_invocations": sum(inv["count"] for inv in invocations),
@@ -235,9 +242,9 @@ def write_design(out: str | Path, uses: Sequence[KernelUse], source: Mapping[str
     merged: dict[tuple[str, str], KernelUse] = {}
     for use in uses:
         full = canonical_params(use.kernel, use.params)
-        key = (use.kernel, params_tag(full))
+        key = (use.kernel, params_tag(full), use.instances)
         if key not in merged:
-            merged[key] = KernelUse(use.kernel, full)
+            merged[key] = KernelUse(use.kernel, full, instances=use.instances)
         merged[key].invocations.extend(use.invocations)
     for use in merged.values():  # timing inputs checked before anything is written
         for inv in use.invocations:

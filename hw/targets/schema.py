@@ -277,7 +277,8 @@ class FpgaGemm(Gemm):
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:
         if self.rows % self.partitions:
-            raise ValueError(f"partitions {self.partitions} must divide rows {self.rows} (equal sub-arrays)")
+            raise ValueError(f"partitions {self.partitions} must divide rows {self.rows} (equal sub-arrays; "
+                             "gemm.partitions=1 builds one array)")
         return self
 
 
