@@ -60,8 +60,9 @@ def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latenc
     clock = load_target("fpga-u280").clock_mhz
     overrides = {"gemm.rows": str(rows), "gemm.cols": str(cols),
                  "offchip.bandwidth_gbps": str(BEAT_BYTES * clock / 1000),
-                 # the top level's array runs each fold whole (hw/rtl/systolic.py): no streaming folds
-                 "gemm.fold_overlap": "false"}
+                 # the top level's one array runs each fold whole (hw/rtl/systolic.py): no sub-arrays, no
+                 # streaming folds (what codesign rtl --system compiles with, codesign/rtl_system.py one_array)
+                 "gemm.partitions": "1", "gemm.fold_overlap": "false"}
     options = compile_options("fpga-u280", overrides, quant="int8", softmax="shiftmax", gelu="shiftgelu",
                               layernorm="ilayernorm")
     result, _ = run_compile(str(MODEL), options)

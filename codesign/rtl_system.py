@@ -64,25 +64,37 @@ class SystemDesign:
     notes: list[str] = field(default_factory=list)
 
 
-def one_array(options: Any) -> Any:
-    """``options`` for the system top level, which has one GEMM array (``cds1_system``): a target whose YAML builds
-    the array as ``gemm.partitions`` sub-arrays (the bundled fpga-u280) is compiled with ``gemm.partitions=1``, so
-    the program, its model cycles and the RTL describe the same single array (a manifest note says so); a
-    ``--set gemm.partitions`` above 1 asks for what the top level cannot build and is refused in one line."""
+def one_array(options: Any) -> tuple[Any, list[str]]:
+    """``options`` for the system top level, which has one GEMM array (``cds1_system``) running each fold whole
+    (``hw/rtl/systolic.py``), and the notes saying what was changed. A target whose YAML builds the array as
+    ``gemm.partitions`` sub-arrays (the bundled fpga-u280) is compiled with ``gemm.partitions=1``, and one whose
+    folds stream (``gemm.fold_overlap``) with ``gemm.fold_overlap=false``, so the program, its model cycles and the
+    RTL describe the same array; a ``--set`` asking for either explicitly asks for what the top level cannot build
+    and is refused in one line naming the key."""
     from dataclasses import replace
 
     from hw.targets import load_target
     from hw.targets.schema import FpgaGemm
 
-    given = dict(options.overrides).get("gemm.partitions")
-    array = load_target(options.target, dict(options.overrides)).systolic_array()
-    parts = array.partitions if isinstance(array, FpgaGemm) else 1
-    if parts == 1:
-        return options
-    if given is not None:
-        raise InputError(f"gemm.partitions: codesign rtl --system builds one array (cds1_system), got {parts}; drop "
-                         "--set gemm.partitions, or emit the sub-array kernels without --system")
-    return replace(options, overrides=(*options.overrides, ("gemm.partitions", "1")))
+    given = dict(options.overrides)
+    target = load_target(options.target, given)
+    array = target.systolic_array()
+    fpga = isinstance(array, FpgaGemm)
+    changes = {"gemm.partitions": ("1", array.partitions if fpga else 1, 1,
+                                   "builds its GEMM array as sub-arrays (gemm.partitions)"),
+               "gemm.fold_overlap": ("false", bool(getattr(array, "fold_overlap", False)), False,
+                                     "streams consecutive folds (gemm.fold_overlap)")}
+    extra, notes = [], []
+    for key, (value, have, want, what) in changes.items():
+        if have == want:
+            continue
+        if key in given:
+            raise InputError(f"{key}: codesign rtl --system builds one array that runs each fold whole "
+                             f"(cds1_system), got {have}; drop --set {key}, or emit the kernels without --system")
+        extra.append((key, value))
+        notes.append(f"target '{target.name}' {what}; the top level has one {array.rows}x{array.cols} array that "
+                     f"runs each fold whole, so the model was compiled with {key}={value}")
+    return (replace(options, overrides=(*options.overrides, *extra)) if extra else options), notes
 
 
 def build_design(args: argparse.Namespace) -> SystemDesign:
@@ -101,8 +113,7 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
         raise InputError(f"{args.model}: no such file")
     if args.stop_after:
         raise InputError("rtl --system: --stop-after is not supported (the program is built from the compiled IR)")
-    asked = _compile_options(args)
-    options = one_array(asked)
+    options, notes = one_array(_compile_options(args))
     env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
                                quantized=options.quantized)
     result = run_pipeline(args.model, options, middle=middle_passes(options), report=build_report, env=env)
@@ -131,9 +142,6 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
                 break
     source = {"model": str(args.model), "target": target.name, "overrides": dict(options.overrides),
               "choices": dict(options.choices)}
-    notes = [] if options is asked else [
-        f"target '{target.name}' builds its GEMM array as sub-arrays (gemm.partitions); the top level has one "
-        f"{target.gemm.rows}x{target.gemm.cols} array, so the model was compiled with gemm.partitions=1"]
     return SystemDesign(result, mp, config, geometry, source, samples, ops, lacks, notes)
 
 
@@ -202,11 +210,6 @@ def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
         first = design.lacks[0]
         notes.append(f"{len(design.lacks)} layer(s) use instructions the top level does not build yet, e.g. "
                      f"{first['op']} '{first['layer']}' ({first['lacks']}); --simulate refuses this program")
-    gemm = getattr(design.result.env.target, "gemm", None)
-    if getattr(gemm, "fold_overlap", False):
-        notes.append("the top level's array runs each GEMM fold whole (hw/rtl/systolic.py) while this target's "
-                     "gemm.fold_overlap prices folds that stream (hw/rtl/systolic_stream.py): latency_cycles is the "
-                     "streaming design's; --set gemm.fold_overlap=false prices the array the top level builds")
     return {
         "format": FORMAT,
         "version": 1,

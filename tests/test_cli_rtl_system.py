@@ -226,3 +226,6 @@ def test_the_bundled_sub_arrays_compile_as_one_array(mlp, tmp_path, capsys) -> N
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["overrides"]["gemm.partitions"] == "1"
     assert any("compiled with gemm.partitions=1" in note for note in manifest["notes"])
+    # its folds stream too (gemm.fold_overlap), which the top level's array does not: priced without
+    assert manifest["source"]["overrides"]["gemm.fold_overlap"] == "false"
+    assert any("compiled with gemm.fold_overlap=false" in note for note in manifest["notes"])

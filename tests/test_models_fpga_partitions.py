@@ -117,8 +117,17 @@ def test_codesign_rtl_system_refuses_asked_sub_arrays(tmp_path, capsys) -> None:
                  "gemm.cols=4", "--set", "gemm.partitions=2", "--system", "--out", str(tmp_path / "rtl")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip() == ("codesign: error: gemm.partitions: codesign rtl --system builds one array (cds1_system), "
-                           "got 2; drop --set gemm.partitions, or emit the sub-array kernels without --system")
+    assert err.strip() == ("codesign: error: gemm.partitions: codesign rtl --system builds one array that runs each "
+                           "fold whole (cds1_system), got 2; drop --set gemm.partitions, or emit the kernels without "
+                           "--system")
+    assert not (tmp_path / "rtl").exists()
+    code = main(["rtl", str(model_path("vit_tiny.onnx")), "--quant", "int8", "--set", "gemm.rows=4", "--set",
+                 "gemm.cols=4", "--set", "gemm.partitions=1", "--set", "gemm.fold_overlap=true", "--system", "--out",
+                 str(tmp_path / "rtl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("codesign: error: gemm.fold_overlap: codesign rtl --system builds one array that runs each "
+                          "fold whole (cds1_system), got True")
     assert not (tmp_path / "rtl").exists()
 
 
