@@ -230,9 +230,10 @@ def test_every_bert_tiny_weight_gemm_runs_bit_exact(bert_layers, index: int) -> 
 
 # --- cycles against the performance model ------------------------------------------------------------------------
 
-MODEL_ERROR_BOUND = 0.10
-"""The worst |RTL - model| / model of a bert_tiny weight GEMM (8x8, DRAM 16 B/cycle) this RTL and scheduler reach;
-docs/RTL.md, "Cycles against the model", explains what is left."""
+MODEL_ERROR_BOUND = 0.12
+"""The worst |RTL - model| / model of a bert_tiny weight GEMM (8x8, DRAM 16 B/cycle) this RTL and scheduler reach
+(measured 11.8%: each fold's requant is now a VEC behind its GEMM on the execute queue, about 15 cycles a fold,
+which the model hides on the vector unit); docs/RTL.md, "Cycles against the model", explains what is left."""
 
 
 @pytest.mark.rtl
