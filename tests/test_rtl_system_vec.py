@@ -17,8 +17,9 @@ import pytest
 from compiler.backend import Geometry, Machine, run_program
 from hw.isa import Config, ConfigReg, Deps, Halt, Instruction, Load, Program, Space, Store, Vec, VecFn, to_bytes
 from hw.rtl.system import SystemConfig, run_system
+from hw.rtl.system.support import rtl_lacks
 
-VEC4 = SystemConfig(4, 4, sp_rows=256, acc_rows=128, const_rows=640)
+VEC4 = SystemConfig(4, 4, sp_rows=256, acc_rows=128, const_rows=640, max_row=16)  # rows of up to 16 elements
 LANES = 4
 _ELEM = {Space.SP: 0, Space.ACC: 2, Space.CONST: 2}
 
@@ -236,6 +237,18 @@ def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
         run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
 
 
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("fn", [VecFn.SHIFTMAX, VecFn.ILAYERNORM])
+def test_a_row_longer_than_the_built_row_raises_fault(fn: VecFn) -> None:
+    """VEC4's row kernels are built for 16-element rows: a 17-element row is refused statically and in the RTL."""
+    vec = _vec(fn, (Space.ACC, 0), (Space.SP, 0), 1, VEC4.max_row + 1, aux=(Space.CONST, 0))
+    assert rtl_lacks(vec, VEC4) == f"VEC {fn.name.lower()} of 17-element rows (the top level is built for at most 16)"
+    assert rtl_lacks(dataclasses.replace(vec, n=VEC4.max_row), VEC4) is None
+    with pytest.raises(RuntimeError, match="does not build yet"):
+        run_system(VEC4, to_bytes(Program((vec, Halt()), 64)), bytes(64), {}, "verilator")
+
+
 # --- a whole compiled model --------------------------------------------------------------------------------------
 
 
@@ -249,16 +262,19 @@ def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level() -> None:
 
     from test_backend import _whole_model
 
+    from codesign.rtl_system import longest_row
     from compiler.backend.attention import host_mask_halves
 
     result, mp, _, values = _whole_model("bert_tiny.onnx", 8, 8)
     target = SystemConfig.from_target(result.env.target)
-    # The target's memories cut to the rows the program addresses (the machine model refuses any address beyond
-    # them), so the Verilator build holds 8,192 scratchpad rows, not 65,536.
-    config = dataclasses.replace(target, sp_rows=8192, acc_rows=4096)
-    geo = _geometry(config)
     program = mp.program
     assert program is not None
+    # The target's memories cut to the rows the program addresses (the machine model refuses any address beyond
+    # them), so the Verilator build holds 8,192 scratchpad rows, not 65,536; the row kernels built for the
+    # program's longest row (128 elements), as `codesign rtl --system` builds them.
+    config = dataclasses.replace(target, sp_rows=8192, acc_rows=4096, max_row=longest_row(program))
+    assert config.max_row == 128
+    geo = _geometry(config)
     image = mp.builder.image
     for value, region in mp.inputs.items():
         image.write(region.name, values[value].reshape(region.shape))
