@@ -72,7 +72,7 @@ def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latenc
              if isinstance(op, df.GemmOp) and isinstance(op.rhs.owner, df.WeightOp)]
     if len(gemms) != len(model_layers):
         raise RuntimeError(f"{len(gemms)} weight GEMMs in the IR, {len(model_layers)} GEMM layers in the report")
-    config = SystemConfig(rows, cols, sp_rows=2304, acc_rows=64, const_rows=256)
+    config = SystemConfig(rows, cols, sp_rows=2304, acc_rows=64, const_rows=256, max_row=16)  # GEMM, requant only
     geometry = Geometry(rows, cols, config.in_bits, config.acc_bits, config.sp_rows, config.acc_rows,
                         config.const_rows)
     timing = DramTiming() if read_latency is None else DramTiming(read_latency=read_latency)

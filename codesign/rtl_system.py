@@ -41,12 +41,24 @@ from xdsl.ir import SSAValue
 from compiler.dialect.choices import LAYER_ATTR
 from hw.errors import InputError
 
-__all__ = ["SystemDesign", "build_design", "host_values", "sample_image", "first_feeds", "manifest_of",
-           "write_system"]
+__all__ = ["SystemDesign", "build_design", "longest_row", "host_values", "sample_image", "first_feeds",
+           "manifest_of", "write_system"]
 
 FORMAT = "cds1-system"
 FILES = {"verilog": "cds1_system.v", "program": "program.bin", "listing": "program.lst", "image": "image.bin"}
 _MIN_TRACE = 16
+_MIN_ROW = 16
+
+
+def longest_row(program: Any) -> int:
+    """The ``max_row`` the top level is built with for ``program`` (elements): its longest ``shiftmax`` or
+    ``ilayernorm`` row rounded up to a power of two (at least 16, so programs of similar models share a Verilator
+    build). The row kernels' buffers and I-LayerNorm's dividers are sized by it (``SystemConfig.max_row``)."""
+    from hw.isa import Vec, VecFn
+    from hw.rtl.system.vec import MAX_ROW
+
+    rows = [i.n for i in program.instructions if isinstance(i, Vec) and i.fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM)]
+    return min(MAX_ROW, max(_MIN_ROW, 1 << (max(rows, default=1) - 1).bit_length()))
 
 
 @dataclass
@@ -124,15 +136,15 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
     mp = build_model_program(result.module, result.env.weights, learn_scales(result), geometry)
     spans = mp.builder.layers
     depth = max(_MIN_TRACE, 1 << max(len(spans) - 1, 0).bit_length())
-    config = SystemConfig.from_target(target, trace_depth=depth)
+    program = mp.program
+    if program is None:
+        raise RuntimeError("build_model_program finishes the program")
+    config = SystemConfig.from_target(target, trace_depth=depth, max_row=longest_row(program))
     ops: dict[str, str] = {}
     for op in result.module.walk():
         layer = op.properties.get(LAYER_ATTR)
         if isinstance(layer, StringAttr):
             ops.setdefault(layer.data, op.name)
-    program = mp.program
-    if program is None:
-        raise RuntimeError("build_model_program finishes the program")
     lacks = []
     for span in spans:
         for index in range(span.first, span.end):
@@ -236,16 +248,14 @@ def manifest_of(design: SystemDesign, image_inputs: str) -> dict[str, Any]:
 def write_system(out: str | Path, design: SystemDesign, image: bytes, image_inputs: str) -> dict[str, Any]:
     """Write the design's files into ``out`` (created or a previous ``codesign rtl`` folder; codesign/rtl_out.py's
     staged write). Returns the manifest."""
-    from amaranth.back import verilog
-
     from codesign.rtl_out import write_staged
     from hw.isa import listing, to_bytes
     from hw.rtl.manifest import prepare_out_dir
-    from hw.rtl.system import SystemTop
+    from hw.rtl.system.emit import system_verilog
 
     program = design.mp.program
     manifest = manifest_of(design, image_inputs)
-    text = verilog.convert(SystemTop(design.config), name="cds1_system", emit_src=False)
+    text = system_verilog(design.config)
     binary = to_bytes(program)
 
     def write(staging: Path) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """`codesign rtl --system [--simulate]`: the top level, program, DRAM image and manifest of a compiled model; its
 run on the top level in Verilator against `codesign compile --outputs`; and the refusals.
 
-Small targets (`SMALL`: a 4x4 array, a few KiB of buffers) keep the top level's Verilog small; the simulated model
-is a two-layer int8 MLP exported from torch into tmp_path, whose program runs only GEMM and requant, the units the
-top level builds today.
+Small targets (`SMALL`: a 4x4 array, a few KiB of buffers) keep the top level's Verilog small; the quick simulated
+model is a two-layer int8 MLP exported from torch into tmp_path. The whole-model tests run vit_tiny, bert_tiny and
+gpt2_tiny with the I-ViT set on 4x4, 8x8 and 16x16 arrays (docs/RTL.md, A whole model).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import model_path
 
 from codesign.cli import main
 from compiler.backend import Geometry
-from hw.isa import Nop, Queue, check_tokens, from_bytes, parse_listing
+from hw.isa import Nop, Queue, Vec, VecFn, check_tokens, from_bytes, parse_listing
 from hw.rtl.manifest import MARKER
 from hw.rtl.system import SystemConfig
 from hw.targets.loader import load_target
@@ -229,3 +229,65 @@ def test_the_bundled_sub_arrays_compile_as_one_array(mlp, tmp_path, capsys) -> N
     # its folds stream too (gemm.fold_overlap), which the top level's array does not: priced without
     assert manifest["source"]["overrides"]["gemm.fold_overlap"] == "false"
     assert any("compiled with gemm.fold_overlap=false" in note for note in manifest["notes"])
+
+
+# --- whole models on the top level ---------------------------------------------------------------------------------
+
+# Every model and every array size once (docs/RTL.md, A whole model): buffers small enough to keep the memories (and
+# the Verilator build) small, large enough for the backend's folds (gpt2_tiny's K = 512 on 16x16 needs 2,080
+# scratchpad rows: 24 KiB of activations).
+WHOLE = [("vit_tiny.onnx", 4, ["16", "16", "16"]), ("bert_tiny.onnx", 8, ["16", "16", "16"]),
+         ("gpt2_tiny.onnx", 16, ["24", "16", "16"])]
+
+
+def _model_inputs(model: str, path: Path, data: Path) -> None:
+    """One sample of ``model``'s inputs: a CIFAR-sized image, or 16 token ids (bert_tiny's last three positions
+    padding, so the attention mask's halves matter)."""
+    rng = np.random.default_rng(7)
+    if model == "vit_tiny.onnx":
+        np.savez(path, pixel_values=np.load(data / "vit_tiny_images.npz")["pixel_values"][:1])
+        return
+    ids = rng.integers(0, 100, (1, 1, 16))
+    mask = np.ones((1, 1, 16), np.int64)
+    if model == "bert_tiny.onnx":
+        mask[..., -3:] = 0
+        np.savez(path, input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids))
+    else:
+        np.savez(path, input_ids=ids, attention_mask=mask)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize(("model", "array", "buffers"), WHOLE, ids=[f"{m[:-5]}-{a}x{a}" for m, a, _ in WHOLE])
+def test_a_whole_model_simulated_equals_codesign_compile(model: str, array: int, buffers: list[str], data_dir,
+                                                          tmp_path, capsys) -> None:
+    """A whole int8 I-ViT-set model as one program on the top level through `codesign rtl --system --simulate`:
+    the outputs file equals `codesign compile --outputs` bit for bit, every program output equals the functional
+    simulator's, and the top level was built for the program's longest row."""
+    sizes = ["--set", f"gemm.rows={array}", "--set", f"gemm.cols={array}"]
+    for key, kb in zip(("act_kb", "weight_kb", "out_kb"), buffers):
+        sizes += ["--set", f"buffers.{key}={kb}"]
+    inputs, out, rtl_y, report, compile_y = (tmp_path / name for name in ("x.npz", "sys", "rtl_y.npz", "r.json",
+                                                                          "compile_y.npz"))
+    _model_inputs(model, inputs, data_dir)
+    path = str(model_path(model))
+    code, text, err = _run(capsys, "rtl", path, *I_VIT, *sizes, "--out", str(out), "--system", "--simulate",
+                           "--inputs", str(inputs), "--outputs", str(rtl_y), "--json", str(report))
+    assert code == 0, err
+    code, _, err = _run(capsys, "compile", path, *I_VIT, *sizes, "--inputs", str(inputs), "--outputs",
+                        str(compile_y), "-q")
+    assert code == 0, err
+    got, want = np.load(rtl_y), np.load(compile_y)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    r = json.loads(report.read_text())
+    assert r["device_outputs_equal_simulator"] is True
+    assert (r["system"]["rows"], r["system"]["cols"]) == (array, array)
+    rows = [i.n for i in from_bytes((out / "program.bin").read_bytes()).instructions
+            if isinstance(i, Vec) and i.fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM)]
+    assert rows and max(rows) <= r["system"]["max_row"] < 2 * max(rows)
+    assert sum(layer["rtl_cycles"] for layer in r["layers"]) <= r["rtl_cycles"]
+    print(f"\n{model} {array}x{array}: {r['rtl_cycles']} cycles, build {r['build_s']} s, run {r['run_s']} s")
+    _check_design(out, dict(o.split("=") for o in sizes[1::2]))

@@ -21,10 +21,11 @@ from compiler.dialect import dataflow as df
 from hw.errors import InputError
 from hw.isa import Deps, Gemm, Halt, Program, Space, Vec, VecFn, to_bytes
 from hw.rtl.system import DramTiming, SystemConfig, run_system
+from hw.rtl.system.emit import compact_zero_inits
 from hw.rtl.systolic import predicted_cycles
 
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
-SMALL = SystemConfig(4, 4, sp_rows=512, acc_rows=64, const_rows=64)
+SMALL = SystemConfig(4, 4, sp_rows=512, acc_rows=64, const_rows=64, max_row=16)
 
 
 def _geometry(config: SystemConfig) -> Geometry:
@@ -142,6 +143,22 @@ def test_bad_sizes_are_one_line() -> None:
         SystemConfig(0, 4).check()
     with pytest.raises(InputError, match=r"^system RTL: in_bits=6 is not supported \(4 or 8\)$"):
         SystemConfig(4, 4, in_bits=6).check()
+    with pytest.raises(InputError, match=r"^system RTL: max_row=5000 must be an integer in \[1, 4096\]$"):
+        SystemConfig(4, 4, max_row=5000).check()
+
+
+def test_memories_start_at_zero_through_one_loop_each() -> None:
+    """Yosys' one-line-per-word initial blocks of all-zero memories become one loop each; others stay as they are."""
+    text = "\n".join(["  reg [7:0] sp [2:0];", "  initial begin", "    sp[0] = 8'h00;", "    sp[1] = 8'h00;",
+                      "    sp[2] = 8'h00;", "  end", "  initial begin", "    \\const [0] = 32'd0;", "  end",
+                      "  initial begin", "    t[0] = 8'h00;", "    t[1] = 8'h01;", "  end", ""])
+    assert compact_zero_inits(text).split("\n") == [
+        "  reg [7:0] sp [2:0];",
+        "  initial begin : codesign_zero_init_0", "    integer i;", "    for (i = 0; i < 3; i = i + 1) sp[i] = 0;",
+        "  end",
+        "  initial begin : codesign_zero_init_1", "    integer i;",
+        "    for (i = 0; i < 1; i = i + 1) \\const [i] = 0;", "  end",
+        "  initial begin", "    t[0] = 8'h00;", "    t[1] = 8'h01;", "  end", ""]
 
 
 def test_a_bad_program_or_read_is_one_line_before_any_build(tmp_path) -> None:
@@ -172,7 +189,7 @@ def test_sizes_from_a_target_match_the_backend() -> None:
 
 # --- bert_tiny, every weight GEMM, 8x8 ---------------------------------------------------------------------------
 
-BERT = SystemConfig(8, 8, sp_rows=2304, acc_rows=64, const_rows=256)
+BERT = SystemConfig(8, 8, sp_rows=2304, acc_rows=64, const_rows=256, max_row=16)  # GEMM and requant only
 BERT_GEMMS = 12
 
 

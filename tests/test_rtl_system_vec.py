@@ -17,8 +17,9 @@ import pytest
 from compiler.backend import Geometry, Machine, run_program
 from hw.isa import Config, ConfigReg, Deps, Halt, Instruction, Load, Program, Space, Store, Vec, VecFn, to_bytes
 from hw.rtl.system import SystemConfig, run_system
+from hw.rtl.system.support import rtl_lacks
 
-VEC4 = SystemConfig(4, 4, sp_rows=256, acc_rows=128, const_rows=640)
+VEC4 = SystemConfig(4, 4, sp_rows=256, acc_rows=128, const_rows=640, max_row=16)  # rows of up to 16 elements
 LANES = 4
 _ELEM = {Space.SP: 0, Space.ACC: 2, Space.CONST: 2}
 
@@ -244,48 +245,66 @@ def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
         run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
 
 
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("fn", [VecFn.SHIFTMAX, VecFn.ILAYERNORM])
+def test_a_row_longer_than_the_built_row_raises_fault(fn: VecFn) -> None:
+    """VEC4's row kernels are built for 16-element rows: a 17-element row is refused statically and in the RTL."""
+    vec = _vec(fn, (Space.ACC, 0), (Space.SP, 0), 1, VEC4.max_row + 1, aux=(Space.CONST, 0))
+    assert rtl_lacks(vec, VEC4) == f"VEC {fn.name.lower()} of 17-element rows (the top level is built for at most 16)"
+    assert rtl_lacks(dataclasses.replace(vec, n=VEC4.max_row), VEC4) is None
+    with pytest.raises(RuntimeError, match="does not build yet"):
+        run_system(VEC4, to_bytes(Program((vec, Halt()), 64)), bytes(64), {}, "verilator")
+
+
 # --- a whole compiled model --------------------------------------------------------------------------------------
+
+
+# bert_tiny 8x8 as tests/test_cli_rtl_system.py's whole-model test builds it, so the two share one Verilator build.
+BERT_8X8 = ["--quant", "int8", "--softmax", "shiftmax", "--gelu", "shiftgelu", "--layernorm", "ilayernorm", "--set",
+            "gemm.rows=8", "--set", "gemm.cols=8", "--set", "buffers.act_kb=16", "--set", "buffers.weight_kb=16",
+            "--set", "buffers.out_kb=16"]
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level() -> None:
-    """bert_tiny (int8; shiftmax, shiftgelu, ilayernorm) on an 8x8 array as ONE program: every device value in DRAM
-    after ``done`` equals the functional simulator's, and the whole image equals the machine model's."""
+def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level(tmp_path) -> None:
+    """bert_tiny (int8; shiftmax, shiftgelu, ilayernorm) on an 8x8 array as ONE program, designed as `codesign rtl
+    --system` designs it (codesign/rtl_system.py): every device value in DRAM after ``done``, intermediates included,
+    equals the functional simulator's on the synthetic sample, and the whole image equals the machine model's."""
     import time
 
-    from test_backend import _whole_model
+    from conftest import model_path
 
-    from compiler.backend.attention import host_mask_halves
+    from codesign.cli import build_parser
+    from codesign.rtl_system import build_design, first_feeds, host_values, sample_image
 
-    result, mp, _, values = _whole_model("bert_tiny.onnx", 8, 8)
-    target = SystemConfig.from_target(result.env.target)
-    # The target's memories cut to the rows the program addresses (the machine model refuses any address beyond
-    # them), so the Verilator build holds 8,192 scratchpad rows, not 65,536.
-    config = dataclasses.replace(target, sp_rows=8192, acc_rows=4096)
-    geo = _geometry(config)
+    args = build_parser().parse_args(["rtl", str(model_path("bert_tiny.onnx")), *BERT_8X8, "--out",
+                                      str(tmp_path / "sys"), "--system"])
+    design = build_design(args)
+    mp, config = design.mp, design.config
     program = mp.program
-    assert program is not None
-    image = mp.builder.image
-    for value, region in mp.inputs.items():
-        image.write(region.name, values[value].reshape(region.shape))
-    for plan, mask in mp.masks:
-        a, b = host_mask_halves(None if mask is None else values[mask], plan)
-        image.write(plan.mask[0].name, a)
-        image.write(plan.mask[1].name, b)
-    pristine = bytes(image.buffer())
-    dram = bytearray(pristine)
-    run_program(program, Machine(geo, dram))
+    assert program is not None and design.lacks == []
+    assert config.max_row == 128  # the longest ilayernorm row (bert_tiny's hidden size), not 4,096
+    values = host_values(design, first_feeds(design)[0])
+    image = sample_image(design, values)
+    dram = bytearray(image)
+    run_program(program, Machine(design.geometry, dram))
     start = time.perf_counter()
-    run = run_system(config, to_bytes(program), pristine, {"dram": (0, len(pristine))}, "verilator")
+    run = run_system(config, to_bytes(program), image, {"dram": (0, len(image))}, "verilator")
     wall = time.perf_counter() - start
     print(f"\nbert_tiny 8x8 whole program: {len(program.instructions)} instructions, {run.cycles} cycles, "
           f"build {run.build_s:.1f} s, run {run.run_s:.1f} s, wall {wall:.1f} s")
     got = run.reads["dram"]
-    image.buffer()[:] = got
-    for value, region in mp.regions.items():
-        if value not in mp.inputs:
-            np.testing.assert_array_equal(image.read(region.name).reshape(np.shape(values[value])), values[value],
-                                          err_msg=region.name)
+    buffer = mp.builder.image.buffer()
+    pristine = bytes(buffer)
+    buffer[:] = got
+    try:
+        for value, region in mp.regions.items():
+            if value not in mp.inputs:
+                np.testing.assert_array_equal(mp.builder.image.read(region.name).reshape(np.shape(values[value])),
+                                              values[value], err_msg=region.name)
+    finally:
+        buffer[:] = pristine
     assert got == bytes(dram)

@@ -138,10 +138,17 @@ def _tool_env(sim: str, tb_dir: Path) -> Iterator[None]:
         sys.path[:] = saved_path
 
 
-def _runner(sim: str, waves: bool):
+def _runner(sim: str, waves: bool, ports_only: bool = False):
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(sim)
+    if sim == "verilator" and ports_only:
+        # cocotb always asks for --public-flat-rw, which keeps every internal signal of the design as its own
+        # VPI-visible variable: megabytes more C++ to compile for a testbench that touches only the top's ports.
+        # The build arguments then carry --public-depth 1 instead (the top module's signals, read and write).
+        build_commands = runner._build_command
+        runner._build_command = lambda: [[arg for arg in cmd if arg != "--public-flat-rw"]
+                                         for cmd in build_commands()]
     if sim == "icarus" and waves:
         # We build with our own Verilog-2005 dump module (see _icarus_dump_module), so cocotb runs
         # vvp with `-none`; vvp takes the last format flag, so turn that into `-vcd`.
@@ -218,10 +225,13 @@ def run_verilog_testbench(
     waves: bool = False,
     run_name: str = "run",
     seed: int | None = None,
+    ports_only: bool = False,
 ) -> SimResult:
     """Build the Verilog file ``source`` (top module ``top``) in ``build_dir`` for ``sim`` unless an identical
     build is there, and run cocotb testbench ``tb_module`` from ``tb_dir`` on it with ``job`` (see
     :func:`run_testbench`, which emits a registered kernel and calls this; the system top level calls it directly).
+    ``ports_only``: the testbench touches only the top module's ports, so Verilator need not make every internal
+    signal public (a much smaller, faster build).
     """
     check_simulator(sim)
     tb_dir = _check_tb(tb_dir, tb_module)
@@ -229,7 +239,7 @@ def run_verilog_testbench(
     vcd = build_dir / ("dump.vcd" if sim == "verilator" else "waves.vcd")
     sources = [source]
     if sim == "verilator":
-        build_args = list(VERILATOR_BUILD_ARGS)
+        build_args = list(VERILATOR_BUILD_ARGS) + (["--public-depth", "1"] if ports_only else [])
     else:
         build_args = list(ICARUS_BUILD_ARGS)
         if waves:
@@ -251,7 +261,7 @@ def run_verilog_testbench(
     sim_log = build_dir / f"{run_name}.log"
     build_s = 0.0
     with _tool_env(sim, tb_dir):
-        runner = _runner(sim, waves)
+        runner = _runner(sim, waves, ports_only)
         binary = build_dir / ("sim.vvp" if sim == "icarus" else kernel)
         if not (binary.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp):
             stamp_path.unlink(missing_ok=True)

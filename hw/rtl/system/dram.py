@@ -14,6 +14,13 @@ Timing (all in clock cycles; one 16-byte beat per cycle each way, 16 B/cycle of 
 * writes: one burst at a time; W beats are taken one per cycle right after AW, and ``BVALID`` rises
   ``write_latency`` cycles after the last W beat (at least 1).
 
+The storage itself is a small hand-written Verilog module (:data:`STORAGE_VERILOG`, ``cds1_dram_storage``, an
+``Instance`` here, appended to the emitted Verilog by ``hw/rtl/system/emit.py``) rather than an Amaranth
+``Memory``: Amaranth writes a memory's initial contents bit by bit through Yosys into one assignment per word,
+which for a 1 MiB DRAM cost about 40 s of Python, 40 s of Yosys and most of a 250 s Verilator build; the module
+zeroes its words with one loop. Its ports behave as Amaranth's synchronous, non-transparent read ports and
+byte-enabled write ports do.
+
 The defaults (:data:`AXIRAM_READ_LATENCY`, :data:`AXIRAM_WRITE_LATENCY`) are what ``AxiRam`` measures against the
 same master; ``tests/test_rtl_system.py`` checks both memories give the same DRAM and ``cycles``.
 """
@@ -22,21 +29,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.hdl import ClockSignal, Instance, Module, Signal
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import InputError
 from hw.rtl.system.axi import ADDR_BITS, BEAT_BYTES, BEAT_LOG2, ID_BITS, axi4_signature
 from hw.rtl.system.top import CYCLE_BITS, SystemConfig, SystemTop
 
-__all__ = ["DramTiming", "AxiDram", "SimSystem", "AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY"]
+__all__ = ["DramTiming", "AxiDram", "SimSystem", "AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY", "STORAGE_MODULE",
+           "STORAGE_VERILOG"]
 
 AXIRAM_READ_LATENCY = 2
 """Cycles from an accepted AR to its first R beat in cocotbext-axi's ``AxiRam`` (measured: same ``cycles``)."""
 AXIRAM_WRITE_LATENCY = 2
 """Cycles from the last W beat to ``BVALID`` in cocotbext-axi's ``AxiRam``."""
 _TIME_BITS = 40
+
+STORAGE_MODULE = "cds1_dram_storage"
+"""The Verilog module holding the DRAM model's words (:data:`STORAGE_VERILOG`)."""
+STORAGE_VERILOG = """
+// The DRAM model's words (hw/rtl/system/dram.py): zeroed at time 0 by one loop; reads registered and
+// non-transparent (a read sees the word before a same-cycle write), the AXI write port byte-enabled.
+module cds1_dram_storage #(parameter WORDS = 4096, parameter ABITS = 12) (
+  input clk,
+  input [ABITS-1:0] dbg_addr, input [127:0] dbg_wdata, input dbg_we, output reg [127:0] dbg_rdata,
+  input [ABITS-1:0] rd_addr, output reg [127:0] rd_data,
+  input [ABITS-1:0] wr_addr, input [127:0] wr_data, input [15:0] wr_en
+);
+  reg [127:0] mem [0:WORDS-1];
+  integer i, b;
+  initial begin
+    for (i = 0; i < WORDS; i = i + 1) mem[i] = 128'd0;
+    dbg_rdata = 128'd0;
+    rd_data = 128'd0;
+  end
+  always @(posedge clk) begin
+    dbg_rdata <= mem[dbg_addr];
+    rd_data <= mem[rd_addr];
+    if (dbg_we) mem[dbg_addr] <= dbg_wdata;
+    for (b = 0; b < 16; b = b + 1)
+      if (wr_en[b]) mem[wr_addr][8 * b +: 8] <= wr_data[8 * b +: 8];
+  end
+endmodule
+"""
 
 
 @dataclass(frozen=True)
@@ -81,16 +117,16 @@ class AxiDram(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         t, bus = self.timing, self.s_axi
-        mem = memory.Memory(shape=unsigned(8 * BEAT_BYTES), depth=t.words, init=[])
-        m.submodules.mem = mem
         now = Signal(_TIME_BITS)
         m.d.sync += now.eq(now + 1)
-
-        # Debug port: the host loads the image and reads DRAM back through it while the system is idle.
-        dbg_w = mem.write_port()
-        dbg_r = mem.read_port()
-        m.d.comb += [dbg_w.addr.eq(self.dbg_addr), dbg_w.data.eq(self.dbg_wdata), dbg_w.en.eq(self.dbg_we),
-                     dbg_r.addr.eq(self.dbg_addr), self.dbg_rdata.eq(dbg_r.data)]
+        abits = self._addr_bits
+        rd_addr, rd_data = Signal(abits), Signal(8 * BEAT_BYTES)
+        wr_addr, wr_data, wr_en = Signal(abits), Signal(8 * BEAT_BYTES), Signal(BEAT_BYTES)
+        # The debug port: the host loads the image and reads DRAM back through it while the system is idle.
+        m.submodules.storage = Instance(
+            STORAGE_MODULE, p_WORDS=t.words, p_ABITS=abits, i_clk=ClockSignal(),
+            i_dbg_addr=self.dbg_addr, i_dbg_wdata=self.dbg_wdata, i_dbg_we=self.dbg_we, o_dbg_rdata=self.dbg_rdata,
+            i_rd_addr=rd_addr, o_rd_data=rd_data, i_wr_addr=wr_addr, i_wr_data=wr_data, i_wr_en=wr_en)
 
         # Reads: accepted bursts wait in a FIFO with the cycle their first beat may go.
         m.submodules.ar_fifo = ar_fifo = fifo.SyncFIFO(width=_ReadBurst.size, depth=t.max_reads)
@@ -102,33 +138,31 @@ class AxiDram(wiring.Component):
         ]
         head = Signal(_ReadBurst)
         m.d.comb += head.eq(ar_fifo.r_data)
-        rd = mem.read_port()
         active = Signal()
         cur = Signal(ADDR_BITS - BEAT_LOG2)
         left = Signal(8)
         rid = Signal(ID_BITS)
         fire = Signal()
-        m.d.comb += [bus.rvalid.eq(active), bus.rdata.eq(rd.data), bus.rlast.eq(left == 0), bus.rid.eq(rid),
+        m.d.comb += [bus.rvalid.eq(active), bus.rdata.eq(rd_data), bus.rlast.eq(left == 0), bus.rid.eq(rid),
                      bus.rresp.eq(0), fire.eq(active & bus.rready)]
         free = ~active | (fire & (left == 0))
         start = Signal()
         m.d.comb += start.eq(free & ar_fifo.r_rdy & (now >= head.ready))
-        m.d.comb += [rd.en.eq(1), rd.addr.eq(cur)]
+        m.d.comb += rd_addr.eq(cur)  # the word at `cur` (an address wraps at `words`, as a Memory's does)
         with m.If(start):
-            m.d.comb += [ar_fifo.r_en.eq(1), rd.addr.eq(head.beat)]
+            m.d.comb += [ar_fifo.r_en.eq(1), rd_addr.eq(head.beat)]
             m.d.sync += [active.eq(1), cur.eq(head.beat), left.eq(head.len), rid.eq(head.id)]
         with m.Elif(fire):
-            m.d.comb += rd.addr.eq(cur + 1)
+            m.d.comb += rd_addr.eq(cur + 1)
             m.d.sync += [cur.eq(cur + 1), left.eq(left - 1)]
             with m.If(left == 0):
                 m.d.sync += active.eq(0)
 
         # Writes: one burst at a time, W beats straight into memory, B after the latency.
-        wr = mem.write_port(granularity=8)
         wcur = Signal(ADDR_BITS - BEAT_LOG2)
         bid = Signal(ID_BITS)
         b_at = Signal(_TIME_BITS)
-        m.d.comb += [wr.addr.eq(wcur), wr.data.eq(bus.wdata), bus.bid.eq(bid), bus.bresp.eq(0)]
+        m.d.comb += [wr_addr.eq(wcur), wr_data.eq(bus.wdata), bus.bid.eq(bid), bus.bresp.eq(0)]
         with m.FSM(name="dram_write"):
             with m.State("AW"):
                 m.d.comb += bus.awready.eq(1)
@@ -138,7 +172,7 @@ class AxiDram(wiring.Component):
             with m.State("W"):
                 m.d.comb += bus.wready.eq(1)
                 with m.If(bus.wvalid):
-                    m.d.comb += wr.en.eq(bus.wstrb)
+                    m.d.comb += wr_en.eq(bus.wstrb)
                     m.d.sync += wcur.eq(wcur + 1)
                     with m.If(bus.wlast):
                         m.d.sync += b_at.eq(now + t.write_latency)

@@ -20,14 +20,13 @@ from pathlib import Path
 from hw.errors import InputError
 from hw.isa import HEADER_BYTES, Gemm, Load, Program, Store, Vec, VecFn, from_bytes
 from hw.rtl.sim import check_simulator, default_build_root, run_verilog_testbench
-from hw.rtl.system.dram import DramTiming, SimSystem
-from hw.rtl.system.top import SystemConfig, SystemTop
+from hw.rtl.system.dram import DramTiming
+from hw.rtl.system.emit import SIM_TOP_NAME, TOP_NAME, sim_system_verilog, system_verilog
+from hw.rtl.system.top import SystemConfig
 
 __all__ = ["TOP_NAME", "SIM_TOP_NAME", "SystemRun", "emit_system", "emit_sim_system", "cycle_budget",
            "dram_words", "run_system"]
 
-TOP_NAME = "cds1_system"
-SIM_TOP_NAME = "cds1_system_sim"
 _MIN_DRAM_WORDS = 16384
 _PAGE = 4096
 
@@ -50,11 +49,9 @@ class SystemRun:
 
 def emit_system(config: SystemConfig, out_dir: Path) -> Path:
     """``<out_dir>/cds1_system_<config tag>.v`` (rewritten only when its text changes)."""
-    from amaranth.back import verilog
-
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{TOP_NAME}_{config.tag()}.v"
-    text = verilog.convert(SystemTop(config), name=TOP_NAME, emit_src=False)
+    text = system_verilog(config)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -62,11 +59,9 @@ def emit_system(config: SystemConfig, out_dir: Path) -> Path:
 
 def emit_sim_system(config: SystemConfig, timing: DramTiming, out_dir: Path) -> Path:
     """``<out_dir>/cds1_system_sim_<config tag>_<timing tag>.v``: the top level with its DRAM model."""
-    from amaranth.back import verilog
-
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{SIM_TOP_NAME}_{config.tag()}_{timing.tag()}.v"
-    text = verilog.convert(SimSystem(config, timing), name=SIM_TOP_NAME, emit_src=False)
+    text = sim_system_verilog(config, timing)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -144,7 +139,7 @@ def run_system(config: SystemConfig, program_bin: bytes, image: bytes, reads: Ma
            "mem_size": mem_size, "reads": {k: list(v) for k, v in reads.items()},
            "max_cycles": cycle_budget(program), "dram": "axiram" if top == TOP_NAME else "model", "trace": trace}
     run = run_verilog_testbench(top, source, sim, "tb_system", Path(__file__).parent, job, build_dir,
-                                waves=waves, run_name=run_name)
+                                waves=waves, run_name=run_name, ports_only=not waves)
     result = run.result
     if not result["done"]:
         raise RuntimeError(f"system run on {sim}: no done within {job['max_cycles']} cycles; log {run.log}")

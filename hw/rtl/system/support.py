@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from hw.isa import Gemm, Instruction, Space, Vec, VecFn
 from hw.rtl.system.top import SystemConfig
-from hw.rtl.system.vec import MAX_ROW
 
 __all__ = ["BUILT", "rtl_lacks"]
 
@@ -22,7 +21,8 @@ _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, Vec
 
 def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     """Why the top level cannot run ``instr`` (a short phrase), or None when it can (``vec.py``'s ``built`` and
-    ``spaces_ok``; an I-LayerNorm input wider than 24 bits is data, found only when it runs)."""
+    ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits is data, found only
+    when it runs)."""
     if isinstance(instr, Gemm):
         if instr.dataflow != 0:
             return "weight-stationary GEMM"
@@ -33,8 +33,8 @@ def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
         name = f"VEC {fn.name.lower()}"
         if fn in (VecFn.THRESHOLD, VecFn.SHIFTMAX) and instr.out_log2 > 4:
             return f"{name} to {1 << instr.out_log2} bits (at most 16)"
-        if fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM) and instr.n > MAX_ROW:
-            return f"{name} of {instr.n}-element rows (at most {MAX_ROW})"
+        if fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM) and instr.n > config.max_row:
+            return f"{name} of {instr.n}-element rows (the top level is built for at most {config.max_row})"
         if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM):
             return name
         if Space.CONST in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD

@@ -37,7 +37,7 @@ from hw.rtl.system.execute import Execute
 from hw.rtl.system.fetch import Fetch
 from hw.rtl.system.fields import field, opcode
 from hw.rtl.system.queues import QueueController, TokenCounter
-from hw.rtl.system.vec import VecUnit
+from hw.rtl.system.vec import MAX_ROW, VecUnit
 
 __all__ = ["SystemConfig", "SystemTop", "CYCLE_BITS", "CONST_BITS"]
 
@@ -49,21 +49,26 @@ CONST_BITS = 32
 
 @dataclass(frozen=True)
 class SystemConfig(MemorySizes):
-    """The top level's sizes (`MemorySizes`) and each instruction queue's depth (words)."""
+    """The top level's sizes (`MemorySizes`), each instruction queue's depth (words), the trace memory's entries,
+    and ``max_row``: the longest element row (elements, ``VEC``'s ``n``) the vector unit's row kernels
+    (``shiftmax``, ``ilayernorm``) are built for. Their row buffers and I-LayerNorm's dividers grow with it, so
+    ``codesign rtl --system`` sizes it from the program; a longer row raises ``fault`` (``support.rtl_lacks``
+    refuses it first)."""
 
     queue_depth: int = 16
     trace_depth: int = 256
+    max_row: int = MAX_ROW
 
     def tag(self) -> str:
         """A file-name-safe name for this configuration (build folders)."""
         return (f"r{self.rows}c{self.cols}i{self.in_bits}a{self.acc_bits}sp{self.sp_rows}acc{self.acc_rows}"
-                f"k{self.const_rows}q{self.queue_depth}t{self.trace_depth}")
+                f"k{self.const_rows}q{self.queue_depth}t{self.trace_depth}m{self.max_row}")
 
     def check(self) -> None:
         """``InputError`` naming the first size the RTL cannot build."""
         limits = {"rows": (1, 64), "cols": (1, 64), "sp_rows": (1, 65536), "acc_rows": (1, 65536),
                   "const_rows": (1, 65536), "queue_depth": (2, 1024),
-                  "trace_depth": (1, 65536)}
+                  "trace_depth": (1, 65536), "max_row": (1, MAX_ROW)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -74,10 +79,12 @@ class SystemConfig(MemorySizes):
             raise InputError(f"system RTL: acc_bits={self.acc_bits!r} is not supported (16 or 32)")
 
     @classmethod
-    def from_target(cls, target: object, *, queue_depth: int = 16, trace_depth: int = 256) -> SystemConfig:
+    def from_target(cls, target: object, *, queue_depth: int = 16, trace_depth: int = 256,
+                    max_row: int = MAX_ROW) -> SystemConfig:
         """The sizes of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``, the backend's rule)."""
         m = memory_sizes(target, "the system RTL")
-        config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth, trace_depth)
+        config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth, trace_depth,
+                     max_row)
         config.check()
         return config
 
@@ -113,7 +120,7 @@ class SystemTop(wiring.Component):
                       SpacePort(const.write_port(granularity=CONST_BITS), width, CONST_BITS)]
         store_ports = [SpaceReadPort(sp.read_port(), width, c.in_bits),
                        SpaceReadPort(acc.read_port(), c.cols, c.acc_bits)]
-        vec = VecUnit(cols=c.cols, width=width, in_bits=c.in_bits, acc_bits=c.acc_bits,
+        vec = VecUnit(cols=c.cols, width=width, in_bits=c.in_bits, acc_bits=c.acc_bits, max_row=c.max_row,
                       sp_src=sp.read_port(), sp_aux=sp.read_port(), acc_src=acc.read_port(),
                       acc_aux=acc.read_port(), const_r=const.read_port(),
                       sp_w=sp.write_port(granularity=c.in_bits), acc_w=acc.write_port(granularity=c.acc_bits))

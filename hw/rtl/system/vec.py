@@ -21,14 +21,16 @@ the function on every lane at once, write row ``dst + s``:
   compared at once), then ``min(count - 2**(b - 1), cap)`` with the cap row ``aux + j``; ``b <= 16``.
 
 Row functions stream each element row's ``n`` values one per cycle into a kernel built for the longest row
-(:data:`MAX_ROW`) with a run-time row length (``length_port``), and write its outputs back lane by lane:
+(``max_row``, at most :data:`MAX_ROW`) with a run-time row length (``length_port``), and write its outputs back
+lane by lane:
 
 * ``shiftmax``: ``hw.rtl.shiftmax.Shiftmax`` on ``x >> shiftmax_shift`` with ``shiftmax_x0``; its 16-bit output
   shifted right by ``16 - b`` (the same floor as the kernel's ``>> (32 - b)``), ``b <= 16``;
 * ``ilayernorm``: ``hw.rtl.ilayernorm.ILayerNorm`` (24-bit inputs: a wider value raises ``fault``), its bias
   memory written from constant rows ``aux .. aux + span - 1`` before the first row.
 
-``online_softmax`` (its kernel's row length is fixed at elaboration), ``topk``, the widths named above, and any
+``online_softmax`` (its kernel's row length is fixed at elaboration), ``topk``, the widths named above, a row
+function on rows longer than ``max_row``, and any
 ``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
 and complete without effect.
 
@@ -38,8 +40,9 @@ and complete without effect.
 fused requant streamed. Other cycles per space row on the lane-parallel path: 5 (read, two latches, write, next),
 plus ``requant``'s 2,
 ``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1``. Row functions: about ``3 n`` per element row plus the
-kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 * 60 + 31``, its dividers sized for
-:data:`MAX_ROW` 24-bit channels), and ``ilayernorm``'s bias load of ``3 span + n`` once per instruction.
+kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 * var_bits(max_row, 24) + 31``, its
+dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128), and ``ilayernorm``'s bias load of
+``3 span + n`` once per instruction.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from hw.rtl.system.fields import field, opcode
 __all__ = ["VecUnit", "REG_BITS", "MAX_ROW"]
 
 MAX_ROW = 4096
-"""The longest element row a row function (``shiftmax``) buffers: ``VEC``'s ``n`` field allows 4,096."""
+"""The longest element row a row function can be built for: ``VEC``'s ``n`` field allows 4,096."""
 
 REG_BITS = 64
 """Width of a configuration register (``CONFIG``'s ``value`` field)."""
@@ -77,11 +80,12 @@ def _sext(value, bits: int):
 class VecUnit(Elaboratable):
     """Runs one ``VEC`` or ``CONFIG`` per ``go`` (``instr`` held until ``done``). Ports (``amaranth.lib.memory``
     ports, passed in): ``sp_src``, ``sp_aux``, ``acc_src``, ``acc_aux`` and ``const_r`` (synchronous reads),
-    ``sp_w`` and ``acc_w`` (per-lane write enables)."""
+    ``sp_w`` and ``acc_w`` (per-lane write enables). ``max_row``: the longest row the row kernels take."""
 
-    def __init__(self, *, cols: int, width: int, in_bits: int, acc_bits: int,
+    def __init__(self, *, cols: int, width: int, in_bits: int, acc_bits: int, max_row: int = MAX_ROW,
                  sp_src, sp_aux, acc_src, acc_aux, const_r, sp_w, acc_w):
         self.cols, self.width, self.in_bits, self.acc_bits = cols, width, in_bits, acc_bits
+        self.max_row = max_row
         self.sp_src, self.sp_aux, self.acc_src, self.acc_aux = sp_src, sp_aux, acc_src, acc_aux
         self.const_r, self.sp_w, self.acc_w = const_r, sp_w, acc_w
         self.go = Signal()
@@ -103,8 +107,9 @@ class VecUnit(Elaboratable):
 
         m.submodules.requant = rq = Requant(2 * lanes, _X, _X)
         m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
-        m.submodules.shiftmax = smax = Shiftmax(MAX_ROW, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
-        m.submodules.ilayernorm = ln = ILayerNorm(MAX_ROW, _LN_BITS, _X, length_port=True)
+        max_row = self.max_row
+        m.submodules.shiftmax = smax = Shiftmax(max_row, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
+        m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, length_port=True)
 
         fn, n, rows = v("fn"), v("n"), v("rows")
         span = Signal(range(4096 + 1))
@@ -223,7 +228,7 @@ class VecUnit(Elaboratable):
 
         built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
             (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
-            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= MAX_ROW)) | (is_ln & (n <= MAX_ROW))
+            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | (is_ln & (n <= max_row))
         touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
             ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
