@@ -375,7 +375,7 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                 else:
                     notes.append(f"layer '{layer}': the gate GEMM ({gate_bits or 'float'}-bit weights) is not on "
                                  "the int8 array")
-    if parts > 1 and any(u.instances > 1 for u in uses):
+    if parts > 1 and array is not None and any(u.instances > 1 for u in uses):
         notes.append(f"gemm.partitions = {parts}: the GEMM array is {parts} instances of the emitted "
                      f"{array.rows // parts}x{array.cols} kernel side by side; each GEMM's invocations are the "
                      "busiest instance's (whole products dealt round-robin, or a product's folds dealt out, a share "

@@ -98,7 +98,7 @@ def one_array(options: Any) -> tuple[Any, list[str]]:
                                      "streams consecutive folds (gemm.fold_overlap)")}
     extra, notes = [], []
     for key, (value, have, want, what) in changes.items():
-        if have == want:
+        if have == want or array is None:
             continue
         if key in given:
             raise InputError(f"{key}: codesign rtl --system builds one array that runs each fold whole "

@@ -277,7 +277,7 @@ def test_rounding_trigonometry_and_norm_reductions_on_data_compile_and_simulate(
     result = compile(path, inputs={"x": sample[None]})
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})
     for out, ref in zip(outs, want, strict=True):
-        np.testing.assert_allclose(result.env.artifacts["outputs"][out.name][0], ref, rtol=1e-5, atol=1e-5,
+        np.testing.assert_allclose(result.env.artifacts["outputs"][out.name][0], np.asarray(ref), rtol=1e-5, atol=1e-5,
                                    err_msg=out.name)
 
 

@@ -19,7 +19,7 @@ from codesign.api import compile
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.onnx_ops import run_node
-from examples._common import export_onnx
+from examples._common import Exporter, export_onnx
 from hw.errors import InputError
 
 
@@ -70,7 +70,7 @@ class _GroupNorms(torch.nn.Module):
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
-def test_group_norms_compile_as_layer_norms(tmp_path: Path, exporter: str) -> None:
+def test_group_norms_compile_as_layer_norms(tmp_path: Path, exporter: Exporter) -> None:
     torch.manual_seed(0)
     path = tmp_path / "gn.onnx"
     x = torch.randn(1, 1, 64)

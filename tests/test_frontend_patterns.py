@@ -261,8 +261,8 @@ def test_quick_gelu_simulates_as_found_and_takes_shiftgelu(tmp_path, gelu: str):
     model.ir_version = 8  # what onnxruntime (the accuracy reference) reads
     onnx.save(model, path)
     x = np.random.default_rng(1).normal(0, 2, (2, 1, S, D)).astype(np.float32)
-    quant = {"quant": "int8", "gelu": "shiftgelu"} if gelu == "shiftgelu" else {}
-    result = compile(path, inputs={"x0": x}, **quant)
+    result = (compile(path, inputs={"x0": x}, quant="int8", gelu="shiftgelu") if gelu == "shiftgelu"
+              else compile(path, inputs={"x0": x}))
     (op,) = [op for op in result.module.walk() if isinstance(op, df.GeluOp)]
     assert op.approx_choice() == ("sigmoid" if gelu == "exact" else "shiftgelu")
     cosine = result.report["accuracy"]["outputs"]["y"]["cosine_min"]

@@ -40,7 +40,8 @@ class _FalconNewAttention(torch.nn.Module):
         k = fused[:, :, :, [-2]].expand(1, S, KV, H // KV, DH)
         v = fused[:, :, :, [-1]].expand(1, S, KV, H // KV, DH)
         q, k, v = (t.reshape(1, S, H, DH).transpose(1, 2) for t in (q, k, v))
-        q, k = _rotate(q, self.cos, self.sin), _rotate(k, self.cos, self.sin)
+        cos, sin = self.get_buffer("cos"), self.get_buffer("sin")
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         p = torch.softmax(q @ k.transpose(-1, -2) * DH ** -0.5, dim=-1)
         return self.out((p @ v).transpose(1, 2).reshape(1, S, D))
 

@@ -72,9 +72,10 @@ class _SplitHeadNormAttention(torch.nn.Module):
         self.q, self.k, self.v = (torch.nn.Linear(D, D, bias=False) for _ in range(3))
         self.nq, self.nk = (torch.nn.ModuleList(norm(D // H) for _ in range(H)) for _ in range(2))
         with torch.no_grad():  # distinct per-head weights: a norm shared by all heads would not pass for them
-            for norm in (*self.nq, *self.nk):
-                norm.weight.uniform_(0.5, 1.5)
-                norm.bias.uniform_(-0.5, 0.5)
+            for layer in (*self.nq, *self.nk):
+                assert isinstance(layer, torch.nn.LayerNorm)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.5, 0.5)
 
     @staticmethod
     def _heads(x: torch.Tensor, norms: torch.nn.ModuleList) -> torch.Tensor:

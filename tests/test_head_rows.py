@@ -36,7 +36,7 @@ class _CosineAttention(torch.nn.Module):
         k = torch.nn.functional.normalize(self._heads(self.k(x)), dim=-1)
         scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
         scores = q @ k.transpose(-1, -2) * scale + self.bias
-        scores = (scores.view(1, W, H, S, S) + self.mask[None, :, None]).view(W, H, S, S)
+        scores = (scores.view(1, W, H, S, S) + self.get_buffer("mask")[None, :, None]).view(W, H, S, S)
         p = torch.softmax(scores, dim=-1)
         return (p @ self._heads(self.v(x))).transpose(1, 2).reshape(W, S, D)
 

@@ -12,6 +12,7 @@ from hw.perf.systolic import fold_counts
 from hw.perf.workload import GemmWork
 from hw.rtl import systolic
 from hw.targets import load_target
+from hw.targets.schema import FpgaGemm
 
 
 def fpga(rows: int, cols: int, parts: int, overlap: bool = False) -> FpgaModel:
@@ -69,7 +70,8 @@ def test_bundled_sub_arrays_name_the_way_out_when_rows_do_not_divide() -> None:
     with pytest.raises(InputError, match=r"gemm: partitions 4 must divide rows 70 \(equal sub-arrays; "
                                          r"gemm.partitions=1 builds one array\)$"):
         load_target("fpga-u280", {"gemm.rows": "70"})
-    assert load_target("fpga-u280", {"gemm.rows": "70", "gemm.partitions": "1"}).gemm.partitions == 1
+    array = load_target("fpga-u280", {"gemm.rows": "70", "gemm.partitions": "1"}).systolic_array()
+    assert isinstance(array, FpgaGemm) and array.partitions == 1
 
 
 def test_subarray_share_is_what_the_model_prices() -> None:

@@ -229,7 +229,7 @@ class ProgramBuilder:
 # which finish before the VEC behind them.
 _SEED: list[Instruction] = [Nop(queue=Queue.EXECUTE, deps=Deps(push_prev=True)),
                             Nop(queue=Queue.STORE, deps=Deps(push_prev=True))] * 2
-_DRAIN: list[Instruction] = [Nop(queue=Queue.LOAD, deps=Deps(pop_next=True)),
-                             Nop(queue=Queue.EXECUTE, deps=Deps(pop_next=True))] * 2 + [
+_DRAIN: list[Instruction] = [*[Nop(queue=Queue.LOAD, deps=Deps(pop_next=True)),
+                               Nop(queue=Queue.EXECUTE, deps=Deps(pop_next=True))] * 2,
                              Nop(queue=Queue.EXECUTE, deps=Deps(push_prev=True)),
                              Nop(queue=Queue.LOAD, deps=Deps(pop_next=True))]

@@ -457,15 +457,15 @@ def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, in
     fallback: tuple[str, list[Node]] | None = None
     found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
     while found_out is None and len(walked) <= 4:
-        shape = tuple(g.shapes.get(out, ()))
-        if walked and len(shape) in (2, 3, 4):
+        out_shape = tuple(g.shapes.get(out, ()))
+        if walked and len(out_shape) in (2, 3, 4):
             got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
-            for perm, want in layouts3 if len(shape) != 4 else []:
-                if got.shape == shape and want.size == got.size and np.array_equal(got, want.reshape(shape)
-                                                                                   if len(shape) == 2 else want):
+            for perm, want in layouts3 if len(out_shape) != 4 else []:
+                if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
+                                                                                   if len(out_shape) == 2 else want):
                     found_out = (out, list(walked), perm)
                     break
-            if shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
+            if out_shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
                 fallback = (out, list(walked))
         if found_out is not None:
             break
