@@ -151,30 +151,13 @@ class SystolicGemm(KernelMixin, wiring.Component):
             with m.Elif(gap != 0):
                 m.d.sync += gap.eq(gap - 1)
 
-        # Control delay line: ctl[d] is (valid, first, last) of the beat accepted d cycles ago;
-        # PE (i, j) uses ctl[i + j].
-        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
-        ctl = [Signal(ctl_layout, name=f"ctl{d}") for d in range(skew + 1)]
-        m.d.comb += [ctl[0].valid.eq(fire), ctl[0].first.eq(first), ctl[0].last.eq(payload.last)]
-        with m.If(enable):
-            m.d.sync += [ctl[d].eq(ctl[d - 1]) for d in range(1, skew + 1)]
-
-        def delayed(value, depth: int, name: str):
-            return delayed_by(m, enable, value, depth, name)
-
-        a_edge = [delayed(payload.a[i], i, f"a{i}") for i in range(rows)]
-        b_edge = [delayed(payload.b[j], j, f"b{j}") for j in range(cols)]
-
+        ctl, a_in, b_in = skewed_grid(m, enable, fire, first, payload, rows, cols)
         acc = [[Signal(signed(self.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        a_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
-        b_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
-                a_ij = a_in[i][j] = a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}")
-                b_ij = b_in[i][j] = b_edge[j] if i == 0 else delayed(b_in[i - 1][j], 1, f"b_{i - 1}_{j}")
                 c = ctl[i + j]
                 with m.If(enable & c.valid):
-                    m.d.sync += acc[i][j].eq(Mux(c.first, 0, acc[i][j]) + a_ij * b_ij)
+                    m.d.sync += acc[i][j].eq(Mux(c.first, 0, acc[i][j]) + a_in[i][j] * b_in[i][j])
 
         # Readout: starts the cycle after PE (rows-1, cols-1) made the fold's last MAC.
         reading = Signal()
@@ -192,6 +175,32 @@ class SystolicGemm(KernelMixin, wiring.Component):
         with m.If(enable & ctl[skew].valid & ctl[skew].last):
             m.d.sync += [reading.eq(1), row.eq(0)]
         return m
+
+
+def skewed_grid(m: Module, enable: Signal, fire, first, payload, rows: int, cols: int) -> tuple[list, list, list]:
+    """The output-stationary grid's inputs, shared by the plain and the streaming array: ``ctl[d]``, the (valid,
+    first, last) of the beat accepted ``d`` cycles ago (PE ``(i, j)`` uses ``ctl[i + j]``), and ``a_in[i][j]`` /
+    ``b_in[i][j]``, the operands reaching PE ``(i, j)`` (row ``i``'s A skewed by ``i``, then passed right one
+    register per PE; column ``j``'s B skewed by ``j``, passed down)."""
+    skew = rows + cols - 2
+    ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
+    ctl = [Signal(ctl_layout, name=f"ctl{d}") for d in range(skew + 1)]
+    m.d.comb += [ctl[0].valid.eq(fire), ctl[0].first.eq(first), ctl[0].last.eq(payload.last)]
+    with m.If(enable):
+        m.d.sync += [ctl[d].eq(ctl[d - 1]) for d in range(1, skew + 1)]
+
+    def delayed(value, depth: int, name: str):
+        return delayed_by(m, enable, value, depth, name)
+
+    a_edge = [delayed(payload.a[i], i, f"a{i}") for i in range(rows)]
+    b_edge = [delayed(payload.b[j], j, f"b{j}") for j in range(cols)]
+    a_in: list[list[Value]] = [[] for _ in range(rows)]
+    b_in: list[list[Value]] = [[] for _ in range(rows)]
+    for i in range(rows):
+        for j in range(cols):
+            a_in[i].append(a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}"))
+            b_in[i].append(b_edge[j] if i == 0 else delayed(b_in[i - 1][j], 1, f"b_{i - 1}_{j}"))
+    return ctl, a_in, b_in
 
 
 def delayed_by(m: Module, enable: Signal, value, depth: int, name: str):

@@ -32,11 +32,11 @@ against the plain array's ``folds * (k + rows + cols - 2) - 1 + rows``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data
 
 from hw.perf.systolic import fold_overlap_cycles
-from hw.rtl.systolic import SystolicGemm, _check_gemm, delayed_by
+from hw.rtl.systolic import SystolicGemm, _check_gemm, delayed_by, skewed_grid
 
 __all__ = ["SystolicGemmStream", "predicted_cycles", "READOUT_CYCLES"]
 
@@ -67,7 +67,6 @@ class SystolicGemmStream(SystolicGemm):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        skew = rows + cols - 2
 
         enable = Signal()
         m.d.comb += enable.eq(~self.results.valid | self.results.ready)
@@ -89,29 +88,17 @@ class SystolicGemmStream(SystolicGemm):
             with m.If(fire):
                 m.d.sync += first.eq(payload.last)
 
-        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1})
-        ctl = [Signal(ctl_layout, name=f"ctl{d}") for d in range(skew + 1)]
-        m.d.comb += [ctl[0].valid.eq(fire), ctl[0].first.eq(first), ctl[0].last.eq(payload.last)]
-        with m.If(enable):
-            m.d.sync += [ctl[d].eq(ctl[d - 1]) for d in range(1, skew + 1)]
-
         def delayed(value, depth: int, name: str):
             return delayed_by(m, enable, value, depth, name)
 
-        a_edge = [delayed(payload.a[i], i, f"a{i}") for i in range(rows)]
-        b_edge = [delayed(payload.b[j], j, f"b{j}") for j in range(cols)]
-
+        ctl, a_in, b_in = skewed_grid(m, enable, fire, first, payload, rows, cols)
         acc = [[Signal(signed(self.acc_bits), name=f"acc_{i}_{j}") for j in range(cols)] for i in range(rows)]
         shadow = [[Signal(signed(self.acc_bits), name=f"shadow_{i}_{j}") for j in range(cols)] for i in range(rows)]
-        a_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
-        b_in: list[list[Value | None]] = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
-                a_ij = a_in[i][j] = a_edge[i] if j == 0 else delayed(a_in[i][j - 1], 1, f"a_{i}_{j - 1}")
-                b_ij = b_in[i][j] = b_edge[j] if i == 0 else delayed(b_in[i - 1][j], 1, f"b_{i - 1}_{j}")
                 c = ctl[i + j]
                 total = Signal(signed(self.acc_bits), name=f"sum_{i}_{j}")
-                m.d.comb += total.eq(Mux(c.first, 0, acc[i][j]) + a_ij * b_ij)
+                m.d.comb += total.eq(Mux(c.first, 0, acc[i][j]) + a_in[i][j] * b_in[i][j])
                 with m.If(enable & c.valid):
                     m.d.sync += acc[i][j].eq(total)
                     with m.If(c.last):
