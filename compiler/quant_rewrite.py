@@ -99,8 +99,13 @@ class Quantizer(ActivationRecipes, MoeRewrite):
 
     def range_of(self, v: SSAValue) -> float:
         amax = self.amax.get(v, self.ranges.get(v))
+        owner = v.owner
+        if amax is None and isinstance(owner, df.WeightOp) and df.layer_of(owner) in self.weights:
+            # A constant the frontend folded (Pegasus-X's global-token queries, a Gather of a table at constant
+            # indices) can sit where an activation goes; calibration never runs it, but its range is its data's.
+            data = np.asarray(self.weights[df.layer_of(owner)])
+            amax = float(np.abs(data).max()) if data.size and data.dtype.kind == "f" else None
         if amax is None:
-            owner = v.owner
             what = f"a value of '{_layer(owner)}'" if isinstance(owner, Operation) else \
                 f"model input #{getattr(v, 'index', '?')}"
             raise InputError(f"quantize: no calibrated range for {what} (it was never computed on the calibration "

@@ -63,7 +63,7 @@ class WeightFit:
 
 def fit_weight(w: np.ndarray, bits: int, group: int = 0, x_rows: np.ndarray | None = None,
                in_bits: int = 8) -> WeightFit:
-    """``w`` [K, N] (or [G, K, N]) as integer codes of ``bits`` bits (module docstring).
+    """``w`` [K, N] (or batched [..., K, N]) as integer codes of ``bits`` bits (module docstring).
 
     ``x_rows``: calibration inputs [rows, K] in the units of the GEMM's integer input codes, for GPTQ (None: round
     to nearest). ``in_bits``: the widest input code the array multiplies (9 for a per-token GEMM's unsigned
@@ -74,7 +74,7 @@ def fit_weight(w: np.ndarray, bits: int, group: int = 0, x_rows: np.ndarray | No
             fit = fit_grouped(w, bits, group, x_rows, in_bits=in_bits)
         if fit is not None:
             return WeightFit(fit.codes, fit.s_n, f"g{group}", group, fit.q, fit.scale_bits, x_rows is not None)
-    if w.ndim == 3:
+    if w.ndim >= 3:  # batched [..., K, N] (experts, a constant operand of a batched product): per batch and column
         s_w = np.maximum(np.abs(w).max(axis=-2, keepdims=True), 1e-12) / _qmax(bits)
         return WeightFit(np.clip(np.round(w / s_w), -_qmax(bits) - 1, _qmax(bits)), s_w, "")
     if x_rows is not None:
