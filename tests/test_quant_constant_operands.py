@@ -18,7 +18,7 @@ import torch
 
 from codesign.api import compile
 from compiler.quant_weights import fit_weight
-from examples._common import export_onnx
+from examples._common import Exporter, export_onnx
 
 HEADS, DIM, SEQ, GLOBALS = 2, 8, 12, 3
 
@@ -49,7 +49,7 @@ class GlobalTokens(torch.nn.Module):
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
-def test_int8_runs_on_constant_operands_and_tracks_float(tmp_path: Path, exporter: str) -> None:
+def test_int8_runs_on_constant_operands_and_tracks_float(tmp_path: Path, exporter: Exporter) -> None:
     path = tmp_path / "globals.onnx"
     x = torch.randn(1, SEQ, HEADS * DIM, generator=torch.Generator().manual_seed(1))
     export_onnx(GlobalTokens().eval(), [x], path, input_names=["x"], output_names=["y"], exporter=exporter)
