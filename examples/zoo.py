@@ -266,6 +266,13 @@ ARCHS: dict[str, Arch] = {
     "deit": Arch("vision", _raw("DeiTConfig", "DeiTModel", **_VIS)),
     "beit": Arch("vision", _raw("BeitConfig", "BeitModel",
                                 use_relative_position_bias=True, **_VIS)),
+    # ViTDet (the Mask R-CNN / SAM-style plain backbone): tokens kept as a [B, H, W, C] grid, a fused QKV whose
+    # heads merge with the batch ([3, B*H, T, Dh]); the first layer attends within 2x2 windows (padded grid
+    # partitioned into the batch), the second over the whole grid.
+    "vitdet": Arch("vision", _raw("VitDetConfig", "VitDetModel", hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, mlp_ratio=2, image_size=IMAGE,
+                                  pretrain_image_size=IMAGE, patch_size=PATCH, window_size=2,
+                                  window_block_indices=[0]), exporters=("legacy", "dynamo")),
     "dinov2": Arch("vision", _raw("Dinov2Config", "Dinov2Model", hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                   num_attention_heads=HEADS, mlp_ratio=2, image_size=IMAGE, patch_size=PATCH)),
     # hidden_act "gelu" as in the LAION CLIP configs (OpenAI's default quick_gelu: "clip-vision-quickgelu").

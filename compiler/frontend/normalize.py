@@ -11,6 +11,7 @@ from compiler.frontend.col2im import lower_col2ims
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.grid_tokens import flatten_grid_projections
 from compiler.frontend.head_rows import hoist_head_rows
 from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.kv_cache import rewrite_kv_cache
@@ -38,5 +39,6 @@ def normalize_for_recognition(graph: Graph) -> None:
     lower_batchnorms(graph)  # inference BatchNormalization -> folded into its producer, or per-channel Mul + Add
     lower_instance_norms(graph)  # InstanceNormalization (torch's GroupNorm export) -> last-axis LayerNormalization
     rewrite_kv_cache(graph)  # decoder steps: Concat(past, new) moved to the [B, S, D] layout attention reads
+    flatten_grid_projections(graph)  # projections over a [B, H, W, C] token grid viewed as [B, H*W, C]
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
