@@ -120,6 +120,11 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
     raise ValueError(f"no integer LayerNorm '{name}'")
 
 
+#: |x| at or above this is a mask's "minus infinity" (HF writes finfo(float32).min = -3.4e38), not a score: the same
+#: bound calibration uses (compiler/calibrate.py).
+MASKED = 1e30
+
+
 def _dynamic(x: np.ndarray, bits: int, ref: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """``x`` on a symmetric per-tensor grid sized by max|ref| (``ref`` defaults to ``x``), clipped to int32."""
     ref = x if ref is None else ref
@@ -131,13 +136,17 @@ def _dynamic(x: np.ndarray, bits: int, ref: np.ndarray | None = None) -> tuple[n
 
 
 def softmax_float(name: str, scores: np.ndarray, bias: np.ndarray | None, bits: int) -> np.ndarray:
-    """Softmax ``name`` of float ``scores + bias`` (bias: additive mask); the grid is sized by ``scores`` alone."""
+    """Softmax ``name`` of float ``scores + bias`` (bias: additive mask); the grid is sized by ``scores`` alone,
+    without the "minus infinity" entries (|x| >= MASKED: a mask added before the softmax, as a Softmax outside a
+    recognised attention reads it). Sized by them, the grid's step would be 1e34 and every score the same code."""
     x = scores if bias is None else scores + bias
     if name == "exact":
         x = x - x.max(axis=-1, keepdims=True)
         e = np.exp(x)
         return e / e.sum(axis=-1, keepdims=True)
-    q, s = _dynamic(x, 16, scores)
+    with np.errstate(invalid="ignore"):
+        kept = np.abs(scores) < MASKED
+    q, s = _dynamic(x, 16, scores if kept.all() else scores[kept])
     p, ps = softmax_int(name, q, s, bits)
     return (p * ps).astype(scores.dtype)
 
