@@ -159,6 +159,12 @@ ARCHS: dict[str, Arch] = {
     "codegen": Arch("decoder", _raw("CodeGenConfig", "CodeGenModel", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS,
                                     n_head=HEADS, rotary_dim=8, n_positions=64, n_ctx=64)),
     "phi3": Arch("decoder", _enc("Phi3Config", "Phi3Model", num_key_value_heads=2, pad_token_id=0)),
+    # A per-head RMSNorm after the rotary embeddings (HunYuan with weights, nanochat without): the rotation and the
+    # norm move before the head transpose together (compiler/frontend/head_rows.py).
+    "hunyuan": Arch("decoder", _enc("HunYuanDenseV1Config", "HunYuanDenseV1Model", num_key_value_heads=2, head_dim=16,
+                                    pad_token_id=0), exporters=("legacy", "dynamo")),
+    "nanochat": Arch("decoder", _enc("NanoChatConfig", "NanoChatModel", num_key_value_heads=2, pad_token_id=0),
+                     exporters=("legacy", "dynamo")),
     "qwen3": Arch("decoder", _enc("Qwen3Config", "Qwen3Model", num_key_value_heads=2, head_dim=16)),
     "olmo": Arch("decoder", _enc("OlmoConfig", "OlmoModel")),
     "granite": Arch("decoder", _enc("GraniteConfig", "GraniteModel")),

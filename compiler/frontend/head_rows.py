@@ -12,6 +12,13 @@ unit runs them); the attention op reads their result, normalised Q and K, as it 
 A region is row-wise by construction, not by evaluation: element-wise ops whose constants are scalars or one value
 per channel ([Dh]), reductions over the last axis that keep it, and Expands back to the head shape. Only a region
 with a reduction is moved: element-wise work alone is already crossed by the matcher (a scalar scale).
+
+A norm after rotary embeddings (HunYuan, nanochat: RoPE on [B, H, S, Dh], then a per-head RMSNorm) is a region
+that also holds position-wise work: the rotation's element-wise products with cos / sin tables laid out for the
+transposed heads ([1, 1, S, Dh]) and its rotate-half (Slices, a Neg and a Concat of the last axis). Where the strict
+region finds nothing, the region is taken again with those ops admitted; moved, each table is transposed with the
+work ([1, S, 1, Dh]), and the last-axis Slices and Concat read the same axis. The rotation then stays element-wise
+ops of its own (the attention op reads the normalised result, as it reads any per-head norm's).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ _UNARY = frozenset({"Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Cast", "I
 _BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
 _REDUCE = frozenset({"ReduceSum", "ReduceMean", "ReduceMax"})
 _MAX_NODES = 16
+_MAX_POSITIONAL = 32  # a rotation (about 7 ops) and a norm with its casts and scale (about 10) fit twice over
 
 
 def _axes(graph: Graph, node: Node) -> list[int] | None:
@@ -37,12 +45,37 @@ def _axes(graph: Graph, node: Node) -> list[int] | None:
     return None if axes is None else [int(a) for a in axes]
 
 
-def _row_wise(graph: Graph, node: Node, head: tuple[int, ...]) -> bool:
-    """Whether ``node`` reads and writes each last-axis row of a ``head``-shaped tensor on its own."""
+def _last_axis(graph: Graph, node: Node) -> bool:
+    """Whether a Slice / Concat / Split ``node`` works along the last axis only (constant starts, ends, sizes)."""
+    if node.op_type == "Slice":
+        axes = graph.constants.get(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+        return (axes is not None and [int(a) for a in axes.reshape(-1)] in ([-1], [3])
+                and all(graph.is_const(i) for i in node.inputs[1:] if i))
+    along = int(node.attrs.get("axis", 0)) in (-1, 3)
+    if node.op_type == "Split":  # its sizes (an input from opset 13 on) must be constants
+        return along and all(graph.is_const(i) for i in node.inputs[1:] if i)
+    return along
+
+
+def _broadcasts(value: np.ndarray, head: tuple[int, ...]) -> bool:
+    try:
+        return value.ndim <= 4 and tuple(np.broadcast_shapes(value.shape, head)) == head
+    except ValueError:
+        return False
+
+
+def _row_wise(graph: Graph, node: Node, head: tuple[int, ...], positional: bool = False) -> bool:
+    """Whether ``node`` reads and writes each last-axis row of a ``head``-shaped tensor on its own; ``positional``
+    admits element-wise tables broadcast over the head shape and last-axis Slices / Concats / Splits (rotary
+    embeddings: module docstring)."""
     consts = [i for i in node.inputs if i and graph.is_const(i)]
+    if positional and node.op_type in ("Slice", "Concat", "Split"):
+        return _last_axis(graph, node)
     if node.op_type in _UNARY or node.op_type in _BINARY:
         if node.op_type == "Clip":
             return all(graph.constants[i].size == 1 for i in consts)
+        if positional:
+            return all(_broadcasts(graph.constants[i], head) for i in consts)
         return all(graph.constants[i].ndim <= 1 and graph.constants[i].size in (1, head[-1]) for i in consts)
     if node.op_type in _REDUCE:
         return _axes(graph, node) in ([-1], [3]) and int(node.attrs.get("keepdims", 1)) == 1
@@ -51,9 +84,11 @@ def _row_wise(graph: Graph, node: Node, head: tuple[int, ...]) -> bool:
     return False
 
 
-def _region(graph: Graph, source: str, consumers: dict[str, list[Node]]) -> tuple[list[Node], str] | None:
+def _region(graph: Graph, source: str, consumers: dict[str, list[Node]],
+            positional: bool = False) -> tuple[list[Node], str] | None:
     """The row-wise nodes reading ``source`` (the head transpose's output) and the one tensor they hand on, or
-    None: every reader of ``source`` and of the region's tensors but that one must be row-wise."""
+    None: every reader of ``source`` and of the region's tensors but that one must be row-wise (``positional``:
+    `_row_wise`)."""
     head = graph.shapes[source]
     nodes: dict[int, Node] = {}
     stack = [source]
@@ -62,10 +97,10 @@ def _region(graph: Graph, source: str, consumers: dict[str, list[Node]]) -> tupl
         for node in consumers.get(name, []):
             if id(node) in nodes:
                 continue
-            if not _row_wise(graph, node, head):
+            if not _row_wise(graph, node, head, positional):
                 continue
             nodes[id(node)] = node
-            if len(nodes) > _MAX_NODES:
+            if len(nodes) > (_MAX_POSITIONAL if positional else _MAX_NODES):
                 return None
             stack.extend(node.outputs)
     inside = set(nodes)
@@ -101,6 +136,14 @@ def _hoist(graph: Graph, transpose: Node, nodes: list[Node], out: str) -> None:
         for o in node.outputs:
             if len(graph.shapes.get(o, ())) == 4:
                 graph.shapes[o] = tuple(graph.shapes[o][i] for i in inverse)
+        for k, name in enumerate(node.inputs):  # a table laid out for the transposed heads follows the move
+            value = graph.constants.get(name) if name else None
+            if value is not None and value.ndim >= 2 and node.op_type not in ("Slice", "Split", "Expand", "Reshape"):
+                moved = f"{name}/untransposed"
+                graph.constants[moved] = np.ascontiguousarray(
+                    value.reshape((1,) * (4 - value.ndim) + value.shape).transpose(inverse))
+                graph.shapes[moved], graph.dtypes[moved] = graph.constants[moved].shape, value.dtype
+                node.inputs[k] = moved
         if node.op_type == "Expand":  # its target shape, in the untransposed layout
             target = f"{node.name}/untransposed_shape"
             graph.constants[target] = np.array(graph.shapes[node.outputs[0]], dtype=np.int64)
@@ -140,7 +183,8 @@ def hoist_head_rows(graph: Graph) -> int:
             continue
         if not _views_projection(graph, transpose.inputs[0], producers):
             continue
-        found = _region(graph, transpose.outputs[0], consumers)
+        found = (_region(graph, transpose.outputs[0], consumers)
+                 or _region(graph, transpose.outputs[0], consumers, positional=True))
         if found is None:
             continue
         _hoist(graph, transpose, *found)
