@@ -277,7 +277,9 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
         if node.op_type == "Gather" and (pos != 0 or w.ndim != 3):
             continue
         if w.ndim == 3 and w.shape[0] == e:
-            stacked.append((node, node.inputs[pos], w))
+            # a per-expert loop (DBRX) gathers each stacked weight once per expert it runs: one stack, listed once
+            if all(node.inputs[pos] != key for _, key, _ in stacked):
+                stacked.append((node, node.inputs[pos], w))
         elif w.ndim == 2 and node.op_type in ("MatMul", "Gemm") and pos == 1 and not node.attrs.get("transB", 0):
             flat.append((node, node.inputs[pos], w))
     out: dict[str, Any] = {"w3": None, "w3_name": None}
