@@ -183,7 +183,9 @@ ARCHS: dict[str, Arch] = {
     "cohere": Arch("decoder", _enc("CohereConfig", "CohereModel", num_key_value_heads=2), exporters=("dynamo",)),
     "biogpt": Arch("decoder", _enc("BioGptConfig", "BioGptModel")),
     # Added by the second generality probe: Gemma3 normalises Q and K per head after the head transpose; EXAONE-4
-    # has per-head Q/K norms and sliding-window layers; DeepSeek-V3's multi-head latent attention; GLM's
+    # has per-head Q/K norms and sliding-window layers; DeepSeek-V3's multi-head latent attention
+    # (its key written into an empty tensor by two slice assignments, a per-head part and one de-interleaved rotary
+    # part shared by all heads: ScatterND lowered to Concat, compiler/frontend/scatter_box.py and head_concat.py); GLM's
     # partial interleaved rotary (dynamo only: the legacy exporter stops in its Concat symbolic, "All tensors must
     # have the same rank"); Mixtral's top-2 of SwiGLU experts (transformers' default experts loop uses aten::histc,
     # which the legacy exporter lacks; batched_mm exports).
@@ -200,7 +202,7 @@ ARCHS: dict[str, Arch] = {
                                         kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
                                         first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2,
                                         moe_intermediate_size=32, n_group=1, topk_group=1,
-                                        experts_implementation="batched_mm")),
+                                        experts_implementation="batched_mm"), exporters=("legacy", "dynamo")),
     # ViTMAE (zoo-moe block): its random patch masking keeps the quarter of the patches with the lowest noise
     # (mask_ratio 0.75): noise is a graph input (argsort: TopK over all patches, GatherElements along the sequence).
     "vitmae": Arch("vision", _raw("ViTMAEConfig", "ViTMAEModel", mask_ratio=0.75, **_VIS), noise=True),
@@ -225,7 +227,9 @@ ARCHS: dict[str, Arch] = {
                                      n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=2.5,
                                      experts_implementation="batched_mm")),
     # DBRX: attn_config carries rope_theta (transformers 5's DbrxAttention reads it there, its config class does
-    # not set it)
+    # not set it); its experts run in a loop over the experts hit (NonZero), each iteration gathering its rows of
+    # the three stacked weights, and it renormalises the top-k weights by their L1 norm (legacy only: torch.export
+    # stops on the loop's data-dependent expert count)
     "dbrx": Arch("decoder", _raw("DbrxConfig", "DbrxModel", vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS,
                                  n_layers=LAYERS, max_seq_len=64,
                                  attn_config={"kv_n_heads": 2, "rope_theta": 1e4, "clip_qkv": 8.0},
@@ -675,13 +679,6 @@ INT8 = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm"
 #: Architecture variants that do not go through yet ("name" for all its variants, "name variant" for one), with
 #: the reason (what the export or compile stops on).
 FAILING: dict[str, str] = {
-    "deepseek-v3": "attention 0/2 recognised: its multi-head latent attention (now through ScatterND; its sigmoid "
-                   "router and shared experts go through) builds the key from a per-head part and one rotary part "
-                   "shared by all heads, written into one tensor by two slice assignments (ScatterND), which the "
-                   "attention matcher does not follow",
-    "dbrx": "MoE block gated by MatMul '/model/blocks.0/ffn/router/layer/MatMul' is only partly recognised: no "
-            "expert weights found (its experts keep [E*H, D] parameters viewed per expert inside a loop, and it "
-            "normalises the top-k weights by their L1 norm)",
     "mobilevitv2": "its separable linear self-attention (a softmax over one context score per patch, no QK^T) is "
                    "not dot-product attention and compiles as MatMul / Softmax / ReduceSum ops (norms, MACs and "
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "

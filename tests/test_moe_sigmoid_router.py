@@ -35,8 +35,10 @@ def test_sigmoid_route_picks_by_biased_scores_and_weights_by_the_unbiased_ones()
     np.testing.assert_allclose(renorm.weights.sum(), 3.0)
 
 
-def _glm4_block(tmp_path):  # noqa: ANN001, ANN202
+def _glm4_block(tmp_path, exporter: str = "legacy"):  # noqa: ANN001, ANN202
     import transformers
+
+    from examples._common import export_onnx
 
     settings: dict[str, Any] = {"hidden_size": D, "n_routed_experts": E, "num_experts_per_tok": K,
                                 "moe_intermediate_size": 16, "n_group": 4, "topk_group": 2,
@@ -53,12 +55,15 @@ def _glm4_block(tmp_path):  # noqa: ANN001, ANN202
         block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.5)
     path = tmp_path / "glm4_moe_block.onnx"
     x = torch.randn(1, T, D, generator=torch.Generator().manual_seed(1))
-    torch.onnx.export(block, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+    export_onnx(block, [x], path, input_names=["x"], output_names=["y"], exporter=exporter)  # type: ignore[arg-type]
     return path, block, x
 
 
-def test_glm4_moe_block_is_a_gated_moe_with_a_sigmoid_router(tmp_path) -> None:
-    path, block, x = _glm4_block(tmp_path)
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_glm4_moe_block_is_a_gated_moe_with_a_sigmoid_router(tmp_path, exporter: str) -> None:
+    """The dynamo export gates with a Gemm reading the [E, D] gate transposed (transB) and gathers each routed
+    token's expert weights (GatherND of the stacked [E, 2H, D] / [E, D, H] constants): the same block."""
+    path, block, x = _glm4_block(tmp_path, exporter)
     result = compile(path, inputs={"x": x.numpy()[None]})
     (op,) = [o for o in result.module.walk() if isinstance(o, df.MoeOp)]
     scoring = op.scoring()

@@ -3,7 +3,8 @@
 One parametrized table: text encoders (BERT and its descendants, DeBERTa-v2, MobileBERT, ModernBERT), decoders
 (GPT-2, LLaMA and its descendants, BLOOM and MPT with ALiBi, Falcon and GPT-BigCode with multi-query attention,
 GPT-NeoX, CodeGen and Persimmon with fused QKV, Qwen3, Persimmon and Gemma3 (after the head transpose) with per-head Q/K
-norms, XGLM with bmm-style scores, Nemotron, GLM, EXAONE-4, Mixtral with top-2 SwiGLU experts ...),
+norms, XGLM with bmm-style scores, Nemotron, GLM, EXAONE-4, Mixtral with top-2 SwiGLU experts, DeepSeek-V3 with
+multi-head latent attention (its key written by two slice assignments), DBRX with a per-expert loop ...),
 encoder-decoders (BART, Marian, T5: encoder self, decoder self and cross attention) and vision encoders (ViT, DeiT,
 BEiT, DINOv2 (and with registers), CLIP (with gelu and OpenAI's quick_gelu), SigLIP, YOLOS, Swin with shifted
 windows), speech encoders over a raw waveform (wav2vec2 with GroupNorm or LayerNorm conv layers, HuBERT,

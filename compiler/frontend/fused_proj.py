@@ -3,7 +3,8 @@
 Fused QKV projections are spelled many ways: BLOOM views ``[B, S, H, 3, Dh]`` and Gathers index 0/1/2 of axis 3;
 GPT-NeoX views ``[B, S, H, 3*Dh]``, transposes and Slices the last axis; Falcon's multi-query layer views
 ``[B, S, H+2, Dh]`` and Slices H query heads and one K and one V head; CodeGen views ``[B, S, mp, 3*Dh*H/mp]`` and
-Splits the last axis. All of them compute ``MatMul(x, W) (+ b)`` of shape [B, S, N] and then read disjoint sets of
+Splits the last axis. All of them compute ``MatMul(x, W) (+ b)`` of shape [B, S, N] (or [B, 1, S, N]: DeepSeek's MLA
+up-projects its latent viewed as one head, each projection then reads it as [B, S, K]) and then read disjoint sets of
 its N columns through movement ops (Reshape, Transpose, ...) ending in one selection (Gather with constant indices,
 Slice, Split) per path.
 
@@ -134,8 +135,8 @@ def split_selected_projections(graph: Graph) -> int:
         name = root.inputs[0]
         while name in producers and producers[name].op_type in _MOVE:
             name = producers[name].inputs[0]
-        shape = graph.shapes.get(name, ())
-        proj = _projection(graph, producers, name) if len(shape) == 3 else None
+        shape: tuple[int, ...] = graph.shapes.get(name, ())
+        proj = _projection(graph, producers, name) if len(shape) >= 3 and set(shape[1:-2]) <= {1} else None
         found = _region(graph, consumers, name) if proj is not None else None
         if proj is None or found is None or len(found[1]) < 2 or _rejoined(consumers, found[1]):
             continue
@@ -143,7 +144,8 @@ def split_selected_projections(graph: Graph) -> int:
         region, frontier = found
         if any(len(consumers.get(o, [])) != 1 for o in (mm.outputs + (add.outputs if add else [])) if o != name):
             continue
-        b, s, n = shape
+        dims = list(shape)
+        b, s, n = dims[0], dims[-2], dims[-1]  # [B, 1, .., S, N] (DeepSeek's latent viewed [B, 1, S, R])
         values: dict[str, np.ndarray] = {name: np.arange(b * s * n, dtype=np.int64).reshape(shape)}
         for node in sorted(region, key=graph.nodes.index):
             args = [values.get(i, graph.constants.get(i)) if i else None for i in node.inputs]
@@ -155,12 +157,19 @@ def split_selected_projections(graph: Graph) -> int:
         bias = graph.constants[next(i for i in add.inputs if graph.is_const(i))].reshape(-1) if add else None
         dtype = graph.dtypes.get(name, np.dtype(np.float32))
         new: list[Node] = []
+        x = mm.inputs[0]
+        if len(shape) > 3:  # the input viewed as [B, S, K] first, so that each projection is [B, S, k]
+            xshape = (b, s, graph.shapes[x][-1])
+            vname = _const(graph, f"{mm.name}_rows_shape", np.array(xshape, dtype=np.int64))
+            new.append(_add(graph, Node("Reshape", f"{mm.name}_rows", [x, vname], [f"{mm.name}_rows_output"]),
+                            xshape, graph.dtypes.get(x, dtype)))
+            x = f"{mm.name}_rows_output"
         for j, (t, (perm, cols)) in enumerate(zip(frontier, layouts)):  # type: ignore[misc]
             base = f"{mm.name}_sel{j}"
             k = len(cols)
             cur = f"{base}_output"
             wname = _const(graph, f"{mm.inputs[1]}.sel{j}", np.ascontiguousarray(w[:, cols]))
-            new.append(_add(graph, Node("MatMul", base, [mm.inputs[0], wname], [cur]), (b, s, k), dtype))
+            new.append(_add(graph, Node("MatMul", base, [x, wname], [cur]), (b, s, k), dtype))
             if bias is not None:
                 bname = _const(graph, f"{wname}.bias", np.ascontiguousarray(bias[cols]))
                 new.append(_add(graph, Node("Add", f"{base}_bias", [cur, bname], [f"{base}_bias_output"]),

@@ -12,11 +12,13 @@ from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.grid_tokens import flatten_grid_projections
+from compiler.frontend.head_concat import hoist_head_concats
 from compiler.frontend.head_rows import hoist_head_rows
 from compiler.frontend.instancenorm import lower_instance_norms
 from compiler.frontend.kv_cache import rewrite_kv_cache
 from compiler.frontend.pooling import lower_pools
 from compiler.frontend.reductions import lower_norm_reductions
+from compiler.frontend.scatter_box import lower_box_scatters
 
 __all__ = ["normalize_for_recognition"]
 
@@ -42,3 +44,5 @@ def normalize_for_recognition(graph: Graph) -> None:
     flatten_grid_projections(graph)  # projections over a [B, H, W, C] token grid viewed as [B, H*W, C]
     split_fused_qkv(graph)  # timm-style fused QKV -> three projections the attention matcher follows
     split_selected_projections(graph)  # BLOOM / NeoX / Falcon / CodeGen fused QKV read through Gather / Slice
+    lower_box_scatters(graph)  # ScatterND writing a constant box (t[..., a:b] = x) -> Slice / Concat
+    hoist_head_concats(graph)  # heads concatenated from two projections (MLA's key) -> one [B, S, H*Dh] tensor

@@ -8,13 +8,16 @@ Like the GELU / LayerNorm matchers (regions.py), the matcher finds the block by 
 decides what it computes by running it:
 
 1. anchor: an ArgMax / TopK whose input comes (through casts, softmax, knock-out scatters) from a MatMul of a tensor
-   x with a constant gate [D, E] (image routing: of the token mean of x); where the gate reads a reshape of x that
-   the experts do not (Mixtral's router flattens the tokens its experts read unflattened), x is the reshape's input;
+   x with a constant gate [D, E] (a Gemm reading an [E, D] gate transposed, as the dynamo exporter writes
+   nn.Linear, is rewritten to read it as [D, E]; image routing: of the token mean of x); where the gate reads a
+   reshape of x that the experts do not (Mixtral's router flattens the tokens its experts read unflattened), x is
+   the reshape's input;
 2. block output: walking forward from the gate, the first point where every routing-dependent tensor has been
    consumed except one with x's element count: everything the routing touches meets there;
 3. block: every node on a path from x to that output; it must read nothing but x and constants, and nothing it
    computes may be read outside it;
-4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, Gather) or E unrolled [D, H] / [H, D] MatMul
+4. experts: stacked [E, D, H] / [E, H, D] constants (Einsum, MatMul, a Gather per expert, a GatherND per routed
+   token; each stack counted once however often it is gathered) or E unrolled [D, H] / [H, D] MatMul
    pairs, with their biases and the activation between them; gated (SwiGLU / GeGLU) experts: a third stacked
    [E, D, H] up projection, or one fused [E, D, 2H] gate-and-up constant split in halves (transformers' Mixtral),
    or E unrolled [D, H], [D, H], [H, D] MatMul triples (a per-expert loop); which of the two is the gate the proof
@@ -89,10 +92,24 @@ def _gate_of(g: Graph, producers: dict[str, Node], anchor: Node) -> Node | None:
                 w = g.constants[node.inputs[1]]
                 if w.ndim == 2 and w.shape[-1] == e and not node.attrs.get("transB", 0):
                     return node
+                if w.ndim == 2 and w.shape[0] == e and node.op_type == "Gemm" and node.attrs.get("transB", 0):
+                    return _untransposed(g, node)
             if node.op_type in _ROUTE_BACK:
                 nxt += [i for i in node.inputs if i and not g.is_const(i)]
         frontier = nxt
     return None
+
+
+def _untransposed(g: Graph, gemm: Node) -> Node:
+    """``gemm`` (a Gemm with transB and a constant [E, D] gate, as the dynamo exporter writes nn.Linear) rewritten
+    in place to read the gate as the [D, E] constant the MoE matcher and its dialect op take: the same product."""
+    name = f"{gemm.inputs[1]}.T"
+    if name not in g.constants:
+        g.constants[name] = np.ascontiguousarray(g.constants[gemm.inputs[1]].T)
+        g.shapes[name], g.dtypes[name] = g.constants[name].shape, g.constants[name].dtype
+    gemm.inputs[1] = name
+    gemm.attrs["transB"] = 0
+    return gemm
 
 
 def _router_input(g: Graph, producers: dict[str, Node], gate: Node) -> tuple[str, str]:
@@ -268,16 +285,20 @@ def _experts(g: Graph, consumers: dict[str, list[Node]], block: _Block, nodes: l
     stacked: list[tuple[Node, str, np.ndarray]] = []
     flat: list[tuple[Node, str, np.ndarray]] = []
     for node in nodes:
-        if node is block.gate or node.op_type not in _GEMMS | {"Gather"}:
+        if node is block.gate or node.op_type not in _GEMMS | {"Gather", "GatherND"}:
             continue
         found = _const_operand(g, node)
         if found is None:
             continue
         pos, w = found
-        if node.op_type == "Gather" and (pos != 0 or w.ndim != 3):
+        # a Gather of the stacked weights per expert, or a GatherND per routed token (the dynamo export of
+        # transformers' batched_mm experts)
+        if node.op_type in ("Gather", "GatherND") and (pos != 0 or w.ndim != 3):
             continue
         if w.ndim == 3 and w.shape[0] == e:
-            stacked.append((node, node.inputs[pos], w))
+            # a per-expert loop (DBRX) gathers each stacked weight once per expert it runs: one stack, listed once
+            if all(node.inputs[pos] != key for _, key, _ in stacked):
+                stacked.append((node, node.inputs[pos], w))
         elif w.ndim == 2 and node.op_type in ("MatMul", "Gemm") and pos == 1 and not node.attrs.get("transB", 0):
             flat.append((node, node.inputs[pos], w))
     out: dict[str, Any] = {"w3": None, "w3_name": None}

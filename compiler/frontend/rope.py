@@ -34,15 +34,20 @@ _MAX_NODES = 48
 
 @dataclass
 class Rope:
-    """``y[b, s, h, i] = x[b, s, h, i] * cos[s, i] + x[b, s, h, partner[i]] * sin[s, i]`` (sin carries the sign)."""
+    """``y[b, s, h, i] = x[b, s, h, source[i]] * cos[s, i] + x[b, s, h, partner[i]] * sin[s, i]`` (sin carries the
+    sign). ``source`` is None where output dim i reads its own input dim (every rotation but a permuting one:
+    DeepSeek's ``rope_interleave`` de-interleaves the pairs it rotates, so output dim i reads dims 2i and 2i+1)."""
 
     cos: np.ndarray
     sin: np.ndarray
     partner: np.ndarray
+    source: np.ndarray | None = None
 
     @property
     def style(self) -> str:
         """``half`` (rotate-half), ``interleaved`` (pairs 2i, 2i+1) or ``other``; R rotated dims of Dh."""
+        if self.source is not None:
+            return "other"
         moved = np.flatnonzero(self.partner != np.arange(self.partner.size))
         if moved.size == 0:
             return "none"
@@ -57,7 +62,8 @@ class Rope:
         """The rotation on a [B, S, H*dh] array."""
         b, s, d = x.shape
         x4 = x.reshape(b, s, d // dh, dh)
-        y = x4 * self.cos[None, :, None, :] + x4[..., self.partner] * self.sin[None, :, None, :]
+        own = x4 if self.source is None else x4[..., self.source]
+        y = own * self.cos[None, :, None, :] + x4[..., self.partner] * self.sin[None, :, None, :]
         return y.reshape(b, s, d)
 
 
@@ -183,22 +189,27 @@ def _probe(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: 
         for h, j in cols:
             per_pos[:, :, j] = z4[0, :, h, :]
     eye = np.arange(dh)
-    diag = per_pos[:, eye, eye]
-    off = per_pos
-    off[:, eye, eye] = 0.0
-    scale_ref = float(max(np.abs(diag).max(), np.abs(off).max()))
+    scale_ref = float(np.abs(per_pos).max())
     if scale_ref == 0.0:
         return None
-    used = (np.abs(off) > 1e-9 * scale_ref).any(axis=0)  # [dh out, dh in]
-    if (used.sum(axis=1) > 1).any():
+    used: np.ndarray = np.any(np.abs(per_pos) > 1e-9 * scale_ref, axis=0)  # [dh out, dh in]
+    if (used.sum(axis=1) > 2).any() or not used.any(axis=1).all():
         return None
-    partner = np.where(np.any(used, axis=1), used.argmax(axis=1), eye)
-    sin = off[:, eye, partner]
+    # Output dim i reads its own dim (times cos) and at most one partner (times sin); where it does not read its
+    # own dim (a permuting rotation), the lower of the two it reads takes cos's place.
+    own = used[eye, eye]
+    source = np.where(own, eye, used.argmax(axis=1))
+    others: np.ndarray = used.copy()
+    others[eye, source] = False
+    partner = np.where(others.any(axis=1), others.argmax(axis=1), source)
+    diag = per_pos[:, eye, source]
+    sin = np.where(partner != source, per_pos[:, eye, partner], 0.0)
     amp = np.sqrt(diag**2 + sin**2)
     c = float(amp.mean())
     if not np.allclose(amp, c, rtol=1e-5, atol=0):
         return None
-    rope: Rope | None = Rope(cos=(diag / c), sin=(sin / c), partner=partner.astype(np.int64))
+    rope: Rope | None = Rope(cos=(diag / c), sin=(sin / c), partner=partner.astype(np.int64),
+                             source=None if own.all() else source.astype(np.int64))
     if rope is not None and rope.style == "none" and np.allclose(rope.cos, 1.0, rtol=1e-7, atol=0):
         rope = None
     return c, rope
@@ -220,7 +231,7 @@ def rope_op_form(rope: Rope, dtype: np.dtype) -> tuple[str, int] | None:
     interleaved pairs, and the rest pass through exactly (cos 1, sin 0 in ``dtype``); else None."""
     moved = np.flatnonzero(rope.partner != np.arange(rope.partner.size))
     r = int(moved.size)
-    if r == 0 or r % 2 or not np.array_equal(moved, np.arange(r)):
+    if r == 0 or r % 2 or not np.array_equal(moved, np.arange(r)) or rope.source is not None:
         return None
     if np.array_equal(rope.partner[:r], (moved + r // 2) % r):
         style = "rotate_half"
@@ -257,16 +268,21 @@ def materialize_rope(graph: Graph, source: str, rope: Rope, dh: int, prefix: str
     partner = _table(graph, "partner", rope.partner, np.dtype(np.int64))
     split = _table(graph, "shape", np.array([b, s, hs, dh]), np.dtype(np.int64))
     merge = _table(graph, "shape", np.array([b, s, d]), np.dtype(np.int64))
-    t = {k: f"{prefix}/{k}_output_0" for k in ("heads", "cos", "rot", "sin", "sum", "out")}
-    new = [
-        Node("Reshape", f"{prefix}/heads", [source, split], [t["heads"]]),
-        Node("Mul", f"{prefix}/cos", [t["heads"], cos], [t["cos"]]),
+    t = {k: f"{prefix}/{k}_output_0" for k in ("heads", "own", "cos", "rot", "sin", "sum", "out")}
+    new = [Node("Reshape", f"{prefix}/heads", [source, split], [t["heads"]])]
+    own = t["heads"]
+    if rope.source is not None:  # a permuting rotation: output dim i's cos term reads dim source[i]
+        own = t["own"]
+        new.append(Node("Gather", f"{prefix}/own", [t["heads"], _table(graph, "source", rope.source,
+                                                                          np.dtype(np.int64))], [own], {"axis": 3}))
+    new += [
+        Node("Mul", f"{prefix}/cos", [own, cos], [t["cos"]]),
         Node("Gather", f"{prefix}/rot", [t["heads"], partner], [t["rot"]], {"axis": 3}),
         Node("Mul", f"{prefix}/sin", [t["rot"], sin], [t["sin"]]),
         Node("Add", f"{prefix}/add", [t["cos"], t["sin"]], [t["sum"]]),
         Node("Reshape", f"{prefix}/merge", [t["sum"], merge], [t["out"]]),
     ]
-    for name in ("heads", "cos", "rot", "sin", "sum"):
+    for name in ("heads", "own", "cos", "rot", "sin", "sum"):
         graph.shapes[t[name]], graph.dtypes[t[name]] = (b, s, hs, dh), dtype
     graph.shapes[t["out"]], graph.dtypes[t["out"]] = (b, s, d), dtype
     graph.nodes[at:at] = new
