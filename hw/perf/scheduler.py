@@ -10,10 +10,12 @@ model below, in whole cycles:
   by input order. The instance is held from the task's start to its end, stalls included.
 * **Tiles.** A task with ``tiles = T`` runs as T tiles; tile i loads ``bytes_in // T`` bytes, computes
   ``compute_cycles // T`` cycles and stores ``bytes_out // T`` bytes, and the first ``x % T`` tiles take one more of
-  each quantity ``x``. Loads of one task run one after another, and so do its computes and its stores. With double
-  buffering (two input and two output buffers) load i+1 overlaps compute i and store i-1: load i waits for
-  compute i-2, compute i for load i, compute i-1 and store i-2, store i for compute i and store i-1. Without it a task
-  runs load 0, compute 0, store 0, load 1, ... strictly one stage at a time. A task ends when its last store ends.
+  each quantity ``x``; a task's ``lead_bytes_in`` (an operand it loads once, with its first tile, and keeps) are
+  loaded with tile 0 on top of its share of the rest. Loads of one task run one after another, and so do its
+  computes and its stores. With double buffering (two input and two output buffers) load i+1 overlaps compute i
+  and store i-1: load i waits for compute i-2, compute i for load i, compute i-1 and store i-2, store i for
+  compute i and store i-1. Without it a task runs load 0, compute 0, store 0, load 1, ... strictly one stage at a
+  time. A task ends when its last store ends.
 * **Streaming across tasks (row tiles).** A dependency named in ``Task.stream`` is read in row order: the task
   is ready once its other dependencies have ended, every streamed one has *started* and stored the rows of its
   first tile (so it never holds its unit just waiting), and its tile i loads only
@@ -62,7 +64,8 @@ class Task:
     ``bytes_in`` / ``bytes_out`` are the off-chip bytes it reads (non-resident activations plus weights) and writes.
     ``tiles`` splits it into that many equal tiles so that loads and stores can overlap compute (see the module doc).
     ``stream`` names the dependencies it reads row tile by row tile; it works through ``rows`` rows in order, in
-    blocks of ``block_rows`` (module doc, streaming across tasks).
+    blocks of ``block_rows`` (module doc, streaming across tasks). ``lead_bytes_in`` of ``bytes_in`` are loaded with
+    the first tile, before the rest is split evenly (module doc, tiles).
     """
 
     name: str
@@ -75,15 +78,19 @@ class Task:
     stream: tuple[str, ...] = ()
     rows: int = 1
     block_rows: int = 1
+    lead_bytes_in: int = 0
 
     def __post_init__(self) -> None:
-        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles", "rows", "block_rows"):
+        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles", "rows", "block_rows", "lead_bytes_in"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InputError(f"task {self.name!r}: {attr} must be an int, got {value!r}")
             if value < (1 if attr in ("tiles", "rows", "block_rows") else 0):
                 bound = "1" if attr in ("tiles", "rows", "block_rows") else "0"
                 raise InputError(f"task {self.name!r}: {attr} must be >= {bound}, got {value}")
+        if self.lead_bytes_in > self.bytes_in:
+            raise InputError(f"task {self.name!r}: lead_bytes_in {self.lead_bytes_in} exceeds bytes_in "
+                             f"{self.bytes_in}")
         if isinstance(self.deps, str):
             raise InputError(f"task {self.name!r}: deps must be a tuple of task names, got the string {self.deps!r}")
         object.__setattr__(self, "deps", tuple(self.deps))
@@ -434,7 +441,8 @@ class _Simulation:
             i = st.loads
             if (not st.loading and i < tiles and i < st.computes + depth and (double or st.stores == i)
                     and (not self.streamed[st.index] or self._rows_ready(st.index, i))):
-                size = _share(task.bytes_in, tiles, i)
+                lead = task.lead_bytes_in
+                size = _share(task.bytes_in - lead, tiles, i) + (lead if i == 0 else 0)
                 if size:
                     st.loading = True
                     self._start_transfer(st, size, True)
