@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from compiler.schedule.lower import price_layer
-from compiler.schedule.plan import Plan, PlannedLayer, TaskSpec, price, schedule_plan
+from compiler.schedule.plan import Plan, PlannedLayer, TaskSpec, machine, price, schedule_plan
 from hw.errors import InputError
 from hw.models import build_model
 from hw.perf import execute_queue as eq
@@ -41,11 +41,12 @@ def test_fused_requant_and_stores_count_every_fold_including_short_ones() -> Non
     assert eq.store_cycles(20, 20, 8, 8) == 20 * (8 + 8 + 4 + 3 * eq.STORE_ROW_CYCLES)
 
 
-def test_gemm_traffic_counts_beats_of_the_programs_loads() -> None:
+def test_gemm_traffic_counts_the_load_dmas_cycles_of_the_programs_loads() -> None:
+    assert [eq.segment_cycles(b) for b in (8, 16, 64, 256, 272)] == [2, 2, 4, 16, 17]  # the issuer, then beats
     t = eq.gemm_traffic(16, 128, 128, 8, 8)
-    const = 3 * 16 * (8 * 8 // 16)  # three 8-lane int64 rows per column fold, 4 beats each
-    a = 2 * (8 * (128 // 16) + 128)  # per row fold: 8 DRAM rows of 8 beats, 128 space rows written
-    b = 128  # a column fold's B: 128 DRAM rows of 8 bytes, a beat each
+    const = 3 * 16 * 4  # three 8-lane int64 rows (64 bytes, 4 beats) per column fold
+    a = 2 * (8 * 2 * 4 + 128)  # per row fold: 8 DRAM rows of two 64-byte chunks, then 128 space rows written
+    b = 128 * 2  # a column fold's B: 128 DRAM rows of 8 bytes, a one-beat segment each, 2 cycles to issue
     assert (t.lead, t.rest, t.folds) == (const + a + b, 15 * b, 32)
     assert t.total == const + a + 16 * b
 
@@ -61,6 +62,15 @@ def test_lead_bytes_load_with_the_first_tile() -> None:
         Task("t", "gemm", 1, 10, 0, lead_bytes_in=11)
 
 
+def test_a_duplex_machine_loads_and_stores_each_at_the_full_bandwidth() -> None:
+    tasks = [Task("a", "gemm", 0, 0, 100), Task("b", "vector", 0, 100, 0)]  # one store and one load at once
+    shared = schedule(tasks, Machine({"gemm": 1, "vector": 1}, 1.0))
+    duplex = schedule(tasks, Machine({"gemm": 1, "vector": 1}, 1.0, duplex=True))
+    assert (shared.makespan, duplex.makespan) == (200, 100)
+    two_loads = [Task("a", "gemm", 0, 100, 0), Task("b", "vector", 0, 100, 0)]
+    assert schedule(two_loads, Machine({"gemm": 1, "vector": 1}, 1.0, duplex=True)).makespan == 200
+
+
 def test_the_execute_queue_prices_a_fold_per_instruction_and_leaves_the_default_alone() -> None:
     work = GemmWork(16, 128, 128)
     default = _model(False).cost(work)
@@ -73,6 +83,8 @@ def test_the_execute_queue_prices_a_fold_per_instruction_and_leaves_the_default_
     assert d["fused_requant_cycles"] == eq.fused_requant_cycles(16, 128, 8, 8)
     traffic = eq.gemm_traffic(16, 128, 128, 8, 8)
     assert (d["lead_bus_bytes"], d["load_bus_bytes"]) == (16 * traffic.lead, 16 * traffic.total)
+    # the top level's load and store DMAs use AXI's read and write channels apart; the default shares one
+    assert machine(_model(True)).duplex and not machine(_model(False)).duplex
 
 
 def _layer(epilogue: tuple[VectorWork, ...], out_bytes: int = 1) -> tuple[TaskSpec, PlannedLayer]:
@@ -101,7 +113,8 @@ def test_the_epilogue_runs_after_the_gemm_on_the_queue_the_first_requant_per_fol
 
 
 def test_a_plain_gemm_layer_on_the_queue_is_its_first_loads_its_folds_and_its_last_store() -> None:
-    """No requant: one task whose first tile waits for the lead and whose last store follows the last fold."""
+    """No requant: one task whose first tile waits for the lead and whose last store follows the last fold; the
+    other folds' loads and stores hide under the folds (the machine is duplex: loads and stores apart)."""
     model = _model(True)
     _, planned = _layer((), out_bytes=4)
     _, sched = schedule_plan(Plan((planned,)), model)

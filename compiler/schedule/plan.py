@@ -206,10 +206,14 @@ def price(plan: Plan, model: AcceleratorModel, mapping: str = "search", objectiv
 
 
 def machine(model: AcceleratorModel) -> Machine:
-    """The scheduler's machine for ``model``: its units, its off-chip bandwidth, and double buffering where the
-    target has buffers that say so (on by default)."""
+    """The scheduler's machine for ``model``: its units, its off-chip bandwidth, double buffering where the
+    target has buffers that say so (on by default), and separate read and write channels (``duplex``) on the system
+    top level (``gemm.execute_queue``)."""
+    # The system top level (gemm.execute_queue) reads and writes DRAM on AXI's separate read and write channels,
+    # each 16 bytes a cycle, its load and store DMAs independent (hw/perf/execute_queue.py).
+    duplex = bool(getattr(getattr(model.target, "gemm", None), "execute_queue", False))
     return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
-                   double_buffered=model.target.double_buffered())
+                   double_buffered=model.target.double_buffered(), duplex=duplex)
 
 
 def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search", objective: str | None = None

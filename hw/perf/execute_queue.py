@@ -13,9 +13,11 @@ prices its GEMM layers with the functions here (``hw/models/fpga.py``), all in c
 * a fused ``VEC requant`` of a fold of ``r`` rows (``hw.rtl.system.vec``, streaming): ``r * span + 4`` plus 3 for
   the fold's per-channel ``(m, e)`` constant rows plus :data:`VEC_ISSUE_CYCLES`;
 * the load DMA (``hw.rtl.system.dma_load``) moves one 16-byte beat per cycle and cuts every transfer into one
-  segment per DRAM row, so a row of fewer bytes than a beat still takes a whole beat on the bus; a transposed load
-  also takes a cycle per space row it writes. Transfers are counted in *bus bytes*, 16 per beat (or per such
-  cycle), so that the scheduler's off-chip bandwidth of 16 bytes per cycle prices them in the DMA's cycles;
+  segment per DRAM row, so a row of fewer bytes than a beat still takes a whole beat on the bus, and its issuer
+  takes a cycle to open each segment before it asks for the segment's bursts, one a cycle: a segment takes
+  ``max(beats, 1 + bursts)`` cycles (:func:`segment_cycles`; 2 for a one-beat row). A transposed load also takes
+  a cycle per space row it writes. Transfers are counted in *bus bytes*, 16 per such cycle, so that the
+  scheduler's off-chip bandwidth of 16 bytes per cycle prices them in the DMA's cycles;
 * the store DMA (``hw.rtl.system.dma_store``) writes one element per cycle, a row at a time, each row a burst
   that waits for its write response: ``n_fold + STORE_ROW_CYCLES`` cycles per row of a fold, whatever the element
   size; counted likewise in bus bytes (16 per cycle).
@@ -40,11 +42,14 @@ from dataclasses import dataclass
 from hw.perf.systolic import systolic_cycles
 
 __all__ = ["BEAT_BYTES", "CONST_ROWS_PER_FOLD", "CONST_LANE_BYTES", "GEMM_ISSUE_CYCLES", "VEC_ISSUE_CYCLES",
-           "NOP_CYCLES", "REQUANT_STREAM_CYCLES", "REQUANT_CONST_CYCLES", "STORE_ROW_CYCLES", "GemmTraffic",
-           "gemm_fold_cycles", "requant_fold_cycles", "fused_requant_cycles", "gemm_traffic", "store_cycles"]
+           "NOP_CYCLES", "REQUANT_STREAM_CYCLES", "REQUANT_CONST_CYCLES", "STORE_ROW_CYCLES", "BURST_BEATS",
+           "GemmTraffic", "segment_cycles", "gemm_fold_cycles", "requant_fold_cycles", "fused_requant_cycles",
+           "gemm_traffic", "store_cycles"]
 
 BEAT_BYTES = 16
 """Bytes of one AXI beat of the system's DMA (``hw.rtl.system.axi.BEAT_BYTES``)."""
+BURST_BEATS = 16
+"""The longest read burst the load DMA asks for (``hw.rtl.system.dma_load.BURST_BEATS``)."""
 CONST_ROWS_PER_FOLD = 3
 """Constant-memory rows the backend loads per column fold: bias, requant multipliers, shifts."""
 CONST_LANE_BYTES = 8
@@ -67,9 +72,20 @@ STORE_ROW_CYCLES = 4
 address (1), its write response (1, the DRAM model's write latency after the last beat)."""
 
 
+_CHUNK_BYTES = 64
+"""Bytes of each DRAM row a transposed load gathers per chunk (``hw.rtl.system.dma_load.CHUNK_BYTES``)."""
+
+
 def _folds(size: int, fold: int) -> list[int]:
     """The sizes of ``size`` cut into folds of ``fold`` (the last one short)."""
     return [min(fold, size - start) for start in range(0, size, fold)]
+
+
+def segment_cycles(nbytes: int) -> int:
+    """Cycles the load DMA takes for one segment of ``nbytes`` contiguous bytes (starting on a beat): its beats,
+    one a cycle, or, when its issuer is slower, a cycle to open it plus one per burst."""
+    beats = -(-nbytes // BEAT_BYTES)
+    return max(beats, 1 + -(-beats // BURST_BEATS))
 
 
 def gemm_fold_cycles(k: int, rows: int, cols: int) -> int:
@@ -112,14 +128,15 @@ class GemmTraffic:
 
 
 def gemm_traffic(m: int, n: int, k: int, rows: int, cols: int, in_bytes: int = 1, w_bytes: int = 1) -> GemmTraffic:
-    """Load beats of an ``m x k`` by ``k x n`` GEMM layer (``in_bytes`` / ``w_bytes`` per element) on a ``rows x
-    cols`` system (module docstring): the constant table, ``A`` per row fold as a transposed load (its ``m_fold``
-    DRAM rows of ``k`` elements, plus one cycle per each of the ``k`` space rows written), ``B`` per column fold
-    (``k`` DRAM rows of ``n_fold`` elements, a segment each). Assumes the scratchpad holds every row fold's ``A``
-    (the backend's reuse case, ``compiler/backend/gemm.py``)."""
+    """Load DMA cycles of an ``m x k`` by ``k x n`` GEMM layer (``in_bytes`` / ``w_bytes`` per element) on a ``rows
+    x cols`` system (module docstring): the constant table (a segment per row), ``A`` per row fold as a transposed
+    load (its ``m_fold`` DRAM rows of ``k`` elements in 64-byte chunks, a segment each, plus one cycle per each of
+    the ``k`` space rows written), ``B`` per column fold (``k`` DRAM rows of ``n_fold`` elements, a segment each).
+    Assumes the scratchpad holds every row fold's ``A`` (the backend's reuse case, ``compiler/backend/gemm.py``)."""
     col_folds, row_folds = _folds(n, cols), _folds(m, rows)
-    const_row = -(-cols * CONST_LANE_BYTES // BEAT_BYTES)
-    b = [k * -(-width * w_bytes // BEAT_BYTES) for width in col_folds]
-    lead = CONST_ROWS_PER_FOLD * len(col_folds) * const_row + b[0]
-    lead += sum(r * -(-k * in_bytes // BEAT_BYTES) + k for r in row_folds)
+    b = [k * segment_cycles(width * w_bytes) for width in col_folds]
+    lead = CONST_ROWS_PER_FOLD * len(col_folds) * segment_cycles(cols * CONST_LANE_BYTES) + b[0]
+    # a transposed load gathers each DRAM row in chunks of 64 bytes (a segment each), then writes the k columns
+    chunks = _folds(k * in_bytes, _CHUNK_BYTES)
+    lead += sum(r * sum(segment_cycles(c) for c in chunks) + k for r in row_folds)
     return GemmTraffic(lead, sum(b[1:]), len(row_folds) * len(col_folds))

@@ -28,9 +28,10 @@ model below, in whole cycles:
   rows compare as fractions of the tensor in row-major order. So the vector work of one layer runs on its unit
   while the array computes the row tiles of the layer before or after it, exactly as far as the data allow.
 * **Shared bandwidth.** All active transfers of all running tasks share ``offchip_bytes_per_cycle`` equally
-  (processor sharing). Events (a transfer or a compute finishing, a task starting or ending) fall on whole cycles: a
-  transfer whose bytes run out part-way through a cycle completes at the end of that cycle, and its share of that
-  last partial cycle is not handed to the others. Zero-byte transfers and zero-cycle computes take no time, so a task
+  (processor sharing); on a ``duplex`` machine the loads share it and the stores share another as much. Events (a
+  transfer or a compute finishing, a task starting or ending) fall on whole cycles: a transfer whose bytes run out
+  part-way through a cycle completes at the end of that cycle, and its share of that last partial cycle is not
+  handed to the others. Zero-byte transfers and zero-cycle computes take no time, so a task
   with no bytes and no compute starts and ends in the same cycle.
 
 The simulation jumps from event to event (a heap of compute completions plus the few active transfers), never cycle
@@ -109,12 +110,15 @@ class Machine:
 
     ``units`` maps a unit kind (``"gemm"``, ``"vector"``, ``"dma"`` ...) to its number of instances;
     ``offchip_bytes_per_cycle`` is the off-chip bandwidth (bytes/cycle) shared by all concurrent transfers.
-    ``double_buffered`` lets a task's tile loads and stores overlap its compute.
+    ``double_buffered`` lets a task's tile loads and stores overlap its compute. ``duplex``: reads and writes each
+    have ``offchip_bytes_per_cycle`` (separate read and write channels, as AXI's), loads sharing it among loads
+    and stores among stores, instead of all transfers sharing one.
     """
 
     units: Mapping[str, int]
     offchip_bytes_per_cycle: float
     double_buffered: bool = True
+    duplex: bool = False
 
     def __post_init__(self) -> None:
         for kind, count in self.units.items():
@@ -295,6 +299,7 @@ class _Simulation:
         self.machine = machine
         self.bw = float(machine.offchip_bytes_per_cycle)
         self.double = machine.double_buffered
+        self.duplex = machine.duplex
         self.now = 0
         n = len(tasks)
         index = {t.name: i for i, t in enumerate(tasks)}
@@ -348,10 +353,10 @@ class _Simulation:
         n = len(transfers)
         finish: list[int] = []
         next_t = self.computes[0][0] if self.computes else math.inf
+        sharing = self._sharing(transfers)
         if n:
-            cycles_per_byte = n / self.bw
-            for tr in transfers:
-                x = tr.remaining * cycles_per_byte
+            for tr, k in zip(transfers, sharing):
+                x = tr.remaining * k / self.bw
                 f = now + max(1, math.ceil(x - _REL_TOL * x))
                 finish.append(f)
                 if f < next_t:
@@ -363,10 +368,10 @@ class _Simulation:
         self.now = next_t
         done: list[_Transfer] = []
         if n:
-            step_bytes = dt * self.bw / n
             moved = 0.0
             still: list[_Transfer] = []
-            for tr, f in zip(transfers, finish):
+            for tr, f, k in zip(transfers, finish, sharing):
+                step_bytes = dt * self.bw / k
                 if f <= next_t:
                     moved += tr.remaining
                     done.append(tr)
@@ -395,6 +400,14 @@ class _Simulation:
             st.computing = False
             st.computes += 1
             self.to_advance.append(st)
+
+    def _sharing(self, transfers: list[_Transfer]) -> list[int]:
+        """Per active transfer, how many transfers share its bandwidth: all of them, or with ``duplex`` those
+        in its direction (loads, or stores)."""
+        if not self.duplex:
+            return [len(transfers)] * len(transfers)
+        loads = sum(tr.is_load for tr in transfers)
+        return [loads if tr.is_load else len(transfers) - loads for tr in transfers]
 
     def _settle(self) -> None:
         """Start everything that can start at the current cycle, including zero-time work and what it unblocks."""
