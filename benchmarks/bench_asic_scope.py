@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from compiler.schedule.lower import _price_layer  # noqa: PLC2701 - the layer pricing a compile uses
+from compiler.schedule.lower import price_layer  # the layer pricing a compile uses
 from compiler.schedule.plan import Plan, PlannedLayer, TaskSpec, schedule_plan
 from hw.models import build_model
 from hw.models.run_energy import run_energy_mj, total_mj
@@ -37,7 +37,7 @@ def gemm_only(overrides: dict[str, str] | None = None, objective: str | None = N
     layers, prev = [], ()
     for name, m, n, k in shapes:
         spec = TaskSpec(name, m * k + k * n, m * n, prev, rows=m)
-        layers.append(PlannedLayer(name, (name,), partial(_price_layer, spec, "gemm", GemmWork(m, n, k), (), k * n)))
+        layers.append(PlannedLayer(name, (name,), partial(price_layer, spec, "gemm", GemmWork(m, n, k), (), k * n)))
         prev = (name,)
     out = {}
     for size in SIZES:

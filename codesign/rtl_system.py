@@ -80,9 +80,11 @@ def one_array(options: Any) -> tuple[Any, list[str]]:
     """``options`` for the system top level, which has one GEMM array (``cds1_system``) running each fold whole
     (``hw/rtl/systolic.py``), and the notes saying what was changed. A target whose YAML builds the array as
     ``gemm.partitions`` sub-arrays (the bundled fpga-u280) is compiled with ``gemm.partitions=1``, and one whose
-    folds stream (``gemm.fold_overlap``) with ``gemm.fold_overlap=false``, so the program, its model cycles and the
-    RTL describe the same array; a ``--set`` asking for either explicitly asks for what the top level cannot build
-    and is refused in one line naming the key."""
+    folds stream (``gemm.fold_overlap``) with ``gemm.fold_overlap=false``, and an FPGA target with
+    ``gemm.execute_queue=true`` (each fold one instruction on the one execute queue, its requant after it there:
+    ``hw/perf/execute_queue.py``), so the program, its model cycles and the RTL describe the same machine; a
+    ``--set`` asking for another value explicitly asks for what the top level cannot build and is refused in one
+    line naming the key."""
     from dataclasses import replace
 
     from hw.targets import load_target
@@ -95,7 +97,10 @@ def one_array(options: Any) -> tuple[Any, list[str]]:
     changes = {"gemm.partitions": ("1", array.partitions if fpga else 1, 1,
                                    "builds its GEMM array as sub-arrays (gemm.partitions)"),
                "gemm.fold_overlap": ("false", bool(getattr(array, "fold_overlap", False)), False,
-                                     "streams consecutive folds (gemm.fold_overlap)")}
+                                     "streams consecutive folds (gemm.fold_overlap)"),
+               "gemm.execute_queue": ("true", bool(getattr(array, "execute_queue", False)), fpga,
+                                      "prices a GEMM layer's folds back to back with its epilogue on vector lanes "
+                                      "beside the array (gemm.execute_queue=false)")}
     extra, notes = [], []
     for key, (value, have, want, what) in changes.items():
         if have == want or array is None:

@@ -230,6 +230,9 @@ def test_the_bundled_sub_arrays_compile_as_one_array(mlp, tmp_path, capsys) -> N
     # its folds stream too (gemm.fold_overlap), which the top level's array does not: priced without
     assert manifest["source"]["overrides"]["gemm.fold_overlap"] == "false"
     assert any("compiled with gemm.fold_overlap=false" in note for note in manifest["notes"])
+    # and its GEMM layers priced as the top level runs them: a fold per instruction, one execute queue
+    assert manifest["source"]["overrides"]["gemm.execute_queue"] == "true"
+    assert any("compiled with gemm.execute_queue=true" in note for note in manifest["notes"])
 
 
 # --- whole models on the top level ---------------------------------------------------------------------------------

@@ -247,17 +247,20 @@ def test_every_bert_tiny_weight_gemm_runs_bit_exact(bert_layers, index: int) -> 
 
 # --- cycles against the performance model ------------------------------------------------------------------------
 
-MODEL_ERROR_BOUND = 0.12
-"""The worst |RTL - model| / model of a bert_tiny weight GEMM (8x8, DRAM 16 B/cycle) this RTL and scheduler reach
-(measured 11.8%: each fold's requant is now a VEC behind its GEMM on the execute queue, about 15 cycles a fold,
-which the model hides on the vector unit); docs/RTL.md, "Cycles against the model", explains what is left."""
+MODEL_ERROR_BOUND = 0.05
+"""The worst |RTL - model| / model of a bert_tiny weight GEMM (8x8, DRAM 16 B/cycle) allowed: issue #17's 5% per
+layer (measured 2.1%, the model pricing the program's GEMM and fused requant with ``gemm.execute_queue``:
+hw/perf/execute_queue.py); docs/RTL.md, "Cycles against the model", explains what is left."""
+MODEL_TOTAL_BOUND = 0.02
+"""|RTL - model| / model of the 12 GEMMs' total allowed: issue #17's 2% (measured 1.4%)."""
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_rtl_cycles_per_bert_layer_stay_within_the_pinned_bound_of_the_model() -> None:
     """benchmarks/rtl_system_table.py's figures: every weight GEMM runs bit-exact (checked inside) and its RTL
-    ``cycles`` are within the pinned fraction of the model's layer latency for the same target parameters."""
+    ``cycles`` are within the pinned fraction of the model's latency of the same work for the same target
+    parameters, and so is their total."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -268,4 +271,25 @@ def test_rtl_cycles_per_bert_layer_stay_within_the_pinned_bound_of_the_model() -
     for f in figures:
         assert abs(f.error) <= MODEL_ERROR_BOUND, (f.name, f.rtl_cycles, f.model_cycles)
     total_rtl, total_model = sum(f.rtl_cycles for f in figures), sum(f.model_cycles for f in figures)
-    assert abs(total_rtl - total_model) <= MODEL_ERROR_BOUND * total_model
+    assert abs(total_rtl - total_model) <= MODEL_TOTAL_BOUND * total_model, (total_rtl, total_model)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_traced_gemm_and_requant_instructions_take_the_cycles_the_model_prices() -> None:
+    """A traced run of the first bert GEMM (16 x 128 x 128 on 8x8, a per-channel requant per fold): in the steady
+    state a fold's ``GEMM`` and its ``VEC requant``, each with its trace mark ``NOP``, take exactly what
+    hw/perf/execute_queue.py prices them at, and the first ``GEMM`` completes once its loads are in."""
+    import sys
+
+    from hw.perf.execute_queue import NOP_CYCLES, gemm_fold_cycles, requant_fold_cycles
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from rtl_system_table import compare
+
+    (figure,) = compare(layers=1, trace=True)
+    trace = figure.trace
+    assert trace is not None
+    assert trace.gemm == gemm_fold_cycles(128, 8, 8) + NOP_CYCLES
+    assert trace.vec == requant_fold_cycles(8) + NOP_CYCLES
+    assert trace.first > gemm_fold_cycles(128, 8, 8)  # the constant table and the first fold's operands first

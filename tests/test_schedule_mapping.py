@@ -257,13 +257,13 @@ def test_priced_layers_keep_the_gemm_as_the_array_runs_it() -> None:
     # A transposed mapping swaps the operands; the layer's works (what the report prices energy from) say so.
     from functools import partial
 
-    from compiler.schedule.lower import _price_layer  # noqa: PLC2701 - the layer pricing compile uses
+    from compiler.schedule.lower import price_layer  # the layer pricing compile uses
     from compiler.schedule.plan import Plan, PlannedLayer, TaskSpec, price
 
     model = _asic(gemm__rows="64", gemm__cols="16")
     work = GemmWork(m=5, n=4096, k=64)
     spec = TaskSpec("skinny", 5 * 64 + 64 * 4096, 5 * 4096, (), rows=5)
-    layer = PlannedLayer("skinny", ("skinny",), partial(_price_layer, spec, "gemm", work, (), 64 * 4096))
+    layer = PlannedLayer("skinny", ("skinny",), partial(price_layer, spec, "gemm", work, (), 64 * 4096))
     (priced,) = price(Plan((layer,)), model, "search", "latency")
     assert priced.detail["mapping_transpose"] and priced.works == [mapped_work(work, search(
         work, mapping_space(model, "latency")))]

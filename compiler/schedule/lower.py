@@ -42,12 +42,14 @@ from compiler.schedule.plan import (
     overlap_epilogue,
     price,
     priced_task,
+    serial_epilogue,
     tensor_bytes,
 )
 from hw.models.base import AcceleratorModel, Cost, ceil_div
+from hw.perf.execute_queue import BEAT_BYTES, store_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 
-__all__ = ["plan_module", "lower_module", "gemm_work", "group_scale_work", "FUSED_ATTR", "TILES_ATTR"]
+__all__ = ["plan_module", "lower_module", "price_layer", "gemm_work", "group_scale_work", "FUSED_ATTR", "TILES_ATTR"]
 
 FUSED_ATTR = "fused_into"
 TILES_ATTR = "tiles"
@@ -272,7 +274,7 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     spec = TaskSpec(name, act_in + weights, out, deps, tiles, stream, rows)
     if group:
         op_name += "+" + "+".join(m.name.split(".", 1)[1] for m in group)
-    layer = PlannedLayer(name, (name,), partial(_price_layer, spec, op_name, work, tuple(epilogue), weights,
+    layer = PlannedLayer(name, (name,), partial(price_layer, spec, op_name, work, tuple(epilogue), weights,
                                                 prologue=prologue))
     producers.produced(layer, results)
     for member in group:
@@ -299,21 +301,34 @@ def _streamed_operands(op: Operation, group: list[Operation]) -> list[SSAValue]:
     return [v for v in op.operands if isinstance(v.type, TensorType) and numel(v) == size]
 
 
-def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[VectorWork, ...], weights: int,
-                 cost: CostFn, prologue: tuple[VectorWork, ...] = ()) -> LayerPlan:
+def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[VectorWork, ...], weights: int,
+                cost: CostFn, prologue: tuple[VectorWork, ...] = ()) -> LayerPlan:
+    """One layer (``work``, the ``epilogue`` fused behind it, the ``prologue`` in front, ``weights`` bytes of
+    weights among ``spec.bytes_in``) priced with ``cost``: its one task and the report's figures. The epilogue
+    runs beside the array (:func:`overlap_epilogue`), or after it on the same queue where the GEMM's cost says
+    ``execute_queue`` (:func:`serial_epilogue`; the first requant runs per fold, as the system's program fuses it),
+    whose task then moves the bus bytes of that program's loads and stores (:func:`_execute_queue_spec`)."""
     c = cost(work)
-    for extra in epilogue:
-        c = overlap_epilogue(c, cost(extra))
+    queue = isinstance(work, GemmWork) and bool(c.detail.get("execute_queue"))
+    for index, extra in enumerate(epilogue):
+        if queue:
+            fused = int(c.detail["fused_requant_cycles"]) if index == 0 and extra.kind == "requant" else None
+            c = serial_epilogue(c, cost(extra), fused)
+        else:
+            c = overlap_epilogue(c, cost(extra))
     for first in prologue:  # in series: a row's codes need its max, i.e. the whole row, before the array starts
         p = cost(first)
         c = Cost(unit=c.unit, compute_cycles=c.compute_cycles + p.compute_cycles, tiles=c.tiles,
                  onchip_bytes=c.onchip_bytes + p.onchip_bytes,
                  detail={**c.detail, "prologue_cycles": int(c.detail.get("prologue_cycles", 0)) + p.compute_cycles})
-    if isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
+    offchip = spec.bytes_in + spec.bytes_out
+    if isinstance(work, GemmWork) and queue:
+        spec = _execute_queue_spec(spec, work, weights, c)
+    elif isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
         spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
     task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
-                     bytes_offchip=spec.bytes_in + spec.bytes_out, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
+                     bytes_offchip=offchip, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
                      detail=dict(c.detail), works=[*prologue, work, *epilogue])
     if task.stream and task.unit == "vector":  # its double-buffered row tiles, held next to the GEMM's buffers
         plan.detail["stream_buffer_bytes"] = 2 * -(-(task.bytes_in + task.bytes_out) // task.tiles)
@@ -321,6 +336,21 @@ def _price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vecto
         plan.macs = work.macs
         plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}
     return plan
+
+
+def _execute_queue_spec(spec: TaskSpec, work: GemmWork, weights: int, cost: Cost) -> TaskSpec:
+    """``spec`` of a GEMM layer on the system top level (``gemm.execute_queue``): its loads as the program moves
+    them in bus bytes (``cost.detail["load_bus_bytes"]``, what the first fold needs, ``lead_bus_bytes``, with the
+    first tile) plus the epilogue's other inputs (a residual) as they are, its output in the store DMA's bus bytes
+    (``hw.perf.execute_queue.store_cycles``, 16 bytes a cycle), one tile per fold (the cost's). The report's
+    off-chip bytes stay the tensors' own."""
+    d = cost.detail
+    rows, cols = int(d["array_rows"]), int(d["array_cols"])
+    a_bytes = work.batch * -(-work.m * work.k * work.in_bits // 8)
+    others = max(0, spec.bytes_in - weights - a_bytes)
+    store = work.batch * BEAT_BYTES * store_cycles(work.m, work.n, rows, cols)
+    return replace(spec, bytes_in=int(d["load_bus_bytes"]) + others, bytes_out=store, tiles=None,
+                   lead_bytes_in=int(d["lead_bus_bytes"]))
 
 
 def lower_module(module: ModuleOp, model: AcceleratorModel) -> list[LayerPlan]:

@@ -30,6 +30,7 @@ from hw.perf.workload import GemmWork, Work
 
 __all__ = ["CostFn", "LayerPlan", "PlannedLayer", "Plan", "TaskSpec", "price", "machine", "schedule_plan",
            "priced_task", "stream_buffer_bytes", "block_rows", "ROW_TILES", "GEMM_TILES", "overlap_epilogue",
+           "serial_epilogue",
            "readout_detail",
            "element_bits", "tensor_bytes", "numel"]
 
@@ -68,6 +69,8 @@ class TaskSpec:
     tiles: int | None = None
     stream: tuple[str, ...] = ()
     rows: int = 1
+    lead_bytes_in: int = 0
+    """Bytes of ``bytes_in`` loaded with the first tile (``hw.perf.scheduler.Task.lead_bytes_in``)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def priced_task(spec: TaskSpec, cost: Cost, stream_buffer: float | None = None) 
         stream = ()
     return Task(name=spec.name, unit=cost.unit, compute_cycles=cost.compute_cycles, bytes_in=spec.bytes_in,
                 bytes_out=spec.bytes_out, deps=spec.deps, tiles=tiles, stream=stream, rows=max(1, spec.rows),
-                block_rows=block)
+                block_rows=block, lead_bytes_in=spec.lead_bytes_in)
 
 
 class _Costing:
@@ -203,10 +206,14 @@ def price(plan: Plan, model: AcceleratorModel, mapping: str = "search", objectiv
 
 
 def machine(model: AcceleratorModel) -> Machine:
-    """The scheduler's machine for ``model``: its units, its off-chip bandwidth, and double buffering where the
-    target has buffers that say so (on by default)."""
+    """The scheduler's machine for ``model``: its units, its off-chip bandwidth, double buffering where the
+    target has buffers that say so (on by default), and separate read and write channels (``duplex``) on the system
+    top level (``gemm.execute_queue``)."""
+    # The system top level (gemm.execute_queue) reads and writes DRAM on AXI's separate read and write channels,
+    # each 16 bytes a cycle, its load and store DMAs independent (hw/perf/execute_queue.py).
+    duplex = bool(getattr(getattr(model.target, "gemm", None), "execute_queue", False))
     return Machine(units=model.units(), offchip_bytes_per_cycle=model.offchip_bytes_per_cycle(),
-                   double_buffered=model.target.double_buffered())
+                   double_buffered=model.target.double_buffered(), duplex=duplex)
 
 
 def schedule_plan(plan: Plan, model: AcceleratorModel, mapping: str = "search", objective: str | None = None
@@ -241,6 +248,17 @@ def overlap_epilogue(cost: Cost, extra: Cost) -> Cost:
     if drain:
         detail = {**detail, "drain_cycles": compute - max(cost.compute_cycles - drain, extra.compute_cycles)}
     return Cost(unit=cost.unit, compute_cycles=compute, tiles=cost.tiles,
+                onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=detail)
+
+
+def serial_epilogue(cost: Cost, extra: Cost, per_fold_cycles: int | None = None) -> Cost:
+    """``cost`` with an epilogue ``extra`` run on the same queue after it (a target's ``gemm.execute_queue``: the
+    system top level's one execute queue runs the array's instructions and the vector unit's in series), so the
+    layer takes both: ``extra``'s cycles, or ``per_fold_cycles`` where the epilogue runs as one instruction behind
+    each fold (a requant fused into the GEMM's program, ``hw.perf.execute_queue.fused_requant_cycles``)."""
+    added = extra.compute_cycles if per_fold_cycles is None else per_fold_cycles
+    detail = {**cost.detail, "epilogue_cycles": int(cost.detail.get("epilogue_cycles", 0)) + added}
+    return Cost(unit=cost.unit, compute_cycles=cost.compute_cycles + added, tiles=cost.tiles,
                 onchip_bytes=cost.onchip_bytes + extra.onchip_bytes, detail=detail)
 
 

@@ -95,6 +95,7 @@ from hw.models.resources import (
     lane_cost,
     unit_cost,
 )
+from hw.perf import execute_queue
 from hw.perf.systolic import fold_counts, fold_overlap_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
@@ -205,13 +206,42 @@ class FpgaModel:
             detail["fold_overlap"] = True
         if parts > 1:
             detail.update(partitions=parts, partition_split=split)
+        tiles = buffer_tiles(work, caps)
+        if g.execute_queue and g.dataflow == "os" and parts == 1 and not overlap:
+            cycles, tiles = self._execute_queue_gemm(work, invocations, detail)
         return Cost(
             unit="gemm",
             compute_cycles=cycles,
-            tiles=buffer_tiles(work, caps),
+            tiles=tiles,
             onchip_bytes=gemm_onchip_bytes(work, rows, g.cols, g.dataflow),
             detail=detail,
         )
+
+    def _execute_queue_gemm(self, work: GemmWork, invocations: int, detail: dict[str, Any]) -> tuple[int, int]:
+        """``gemm.execute_queue`` (the system top level, ``hw.perf.execute_queue``): ``(cycles, tiles)`` of
+        ``work`` run as one ``GEMM`` instruction per fold, and ``detail`` filled with what the layer's pricing
+        needs: ``fused_requant_cycles`` (a requant fused behind the product runs per fold after its ``GEMM`` on the
+        same queue), ``lead_bus_bytes`` / ``load_bus_bytes`` (the loads in bus bytes, 16 per DMA beat: what the first
+        fold needs, and all of them), ``array_rows`` / ``array_cols``. One tile per fold, as the program loads,
+        computes and stores; each fold's readout is inside its instruction."""
+        g = self.target.gemm
+        fold_cycles = execute_queue.gemm_fold_cycles(work.k, g.rows, g.cols)
+        row_folds, col_folds = fold_counts(work.m, work.n, work.k, g.rows, g.cols, "os")
+        traffic = execute_queue.gemm_traffic(work.m, work.n, work.k, g.rows, g.cols, ceil_div(work.in_bits, 8),
+                                             ceil_div(work.w_bits, 8))
+        detail.update(
+            execute_queue=True,
+            cycles_per_item=row_folds * col_folds * fold_cycles,
+            drain_cycles=0,  # each fold's readout is part of its instruction's cycles
+            fused_requant_cycles=invocations * execute_queue.fused_requant_cycles(work.m, work.n, g.rows, g.cols),
+            lead_bus_bytes=execute_queue.BEAT_BYTES * traffic.lead,
+            load_bus_bytes=invocations * execute_queue.BEAT_BYTES * traffic.total,
+            array_rows=g.rows,
+            array_cols=g.cols,
+        )
+        cycles = invocations * row_folds * col_folds * fold_cycles
+        detail["utilization"] = work.macs / (cycles * g.rows * g.cols) if cycles else 0.0
+        return cycles, invocations * traffic.folds
 
     def subarray_share(self, work: GemmWork) -> tuple[str, dict[str, int], int]:
         """How the busiest of ``gemm.partitions`` sub-arrays runs ``work`` (module docstring): ``(split, sub_work,

@@ -10,10 +10,12 @@ model below, in whole cycles:
   by input order. The instance is held from the task's start to its end, stalls included.
 * **Tiles.** A task with ``tiles = T`` runs as T tiles; tile i loads ``bytes_in // T`` bytes, computes
   ``compute_cycles // T`` cycles and stores ``bytes_out // T`` bytes, and the first ``x % T`` tiles take one more of
-  each quantity ``x``. Loads of one task run one after another, and so do its computes and its stores. With double
-  buffering (two input and two output buffers) load i+1 overlaps compute i and store i-1: load i waits for
-  compute i-2, compute i for load i, compute i-1 and store i-2, store i for compute i and store i-1. Without it a task
-  runs load 0, compute 0, store 0, load 1, ... strictly one stage at a time. A task ends when its last store ends.
+  each quantity ``x``; a task's ``lead_bytes_in`` (an operand it loads once, with its first tile, and keeps) are
+  loaded with tile 0 on top of its share of the rest. Loads of one task run one after another, and so do its
+  computes and its stores. With double buffering (two input and two output buffers) load i+1 overlaps compute i
+  and store i-1: load i waits for compute i-2, compute i for load i, compute i-1 and store i-2, store i for
+  compute i and store i-1. Without it a task runs load 0, compute 0, store 0, load 1, ... strictly one stage at a
+  time. A task ends when its last store ends.
 * **Streaming across tasks (row tiles).** A dependency named in ``Task.stream`` is read in row order: the task
   is ready once its other dependencies have ended, every streamed one has *started* and stored the rows of its
   first tile (so it never holds its unit just waiting), and its tile i loads only
@@ -26,9 +28,10 @@ model below, in whole cycles:
   rows compare as fractions of the tensor in row-major order. So the vector work of one layer runs on its unit
   while the array computes the row tiles of the layer before or after it, exactly as far as the data allow.
 * **Shared bandwidth.** All active transfers of all running tasks share ``offchip_bytes_per_cycle`` equally
-  (processor sharing). Events (a transfer or a compute finishing, a task starting or ending) fall on whole cycles: a
-  transfer whose bytes run out part-way through a cycle completes at the end of that cycle, and its share of that
-  last partial cycle is not handed to the others. Zero-byte transfers and zero-cycle computes take no time, so a task
+  (processor sharing); on a ``duplex`` machine the loads share it and the stores share another as much. Events (a
+  transfer or a compute finishing, a task starting or ending) fall on whole cycles: a transfer whose bytes run out
+  part-way through a cycle completes at the end of that cycle, and its share of that last partial cycle is not
+  handed to the others. Zero-byte transfers and zero-cycle computes take no time, so a task
   with no bytes and no compute starts and ends in the same cycle.
 
 The simulation jumps from event to event (a heap of compute completions plus the few active transfers), never cycle
@@ -62,7 +65,8 @@ class Task:
     ``bytes_in`` / ``bytes_out`` are the off-chip bytes it reads (non-resident activations plus weights) and writes.
     ``tiles`` splits it into that many equal tiles so that loads and stores can overlap compute (see the module doc).
     ``stream`` names the dependencies it reads row tile by row tile; it works through ``rows`` rows in order, in
-    blocks of ``block_rows`` (module doc, streaming across tasks).
+    blocks of ``block_rows`` (module doc, streaming across tasks). ``lead_bytes_in`` of ``bytes_in`` are loaded with
+    the first tile, before the rest is split evenly (module doc, tiles).
     """
 
     name: str
@@ -75,15 +79,19 @@ class Task:
     stream: tuple[str, ...] = ()
     rows: int = 1
     block_rows: int = 1
+    lead_bytes_in: int = 0
 
     def __post_init__(self) -> None:
-        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles", "rows", "block_rows"):
+        for attr in ("compute_cycles", "bytes_in", "bytes_out", "tiles", "rows", "block_rows", "lead_bytes_in"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InputError(f"task {self.name!r}: {attr} must be an int, got {value!r}")
             if value < (1 if attr in ("tiles", "rows", "block_rows") else 0):
                 bound = "1" if attr in ("tiles", "rows", "block_rows") else "0"
                 raise InputError(f"task {self.name!r}: {attr} must be >= {bound}, got {value}")
+        if self.lead_bytes_in > self.bytes_in:
+            raise InputError(f"task {self.name!r}: lead_bytes_in {self.lead_bytes_in} exceeds bytes_in "
+                             f"{self.bytes_in}")
         if isinstance(self.deps, str):
             raise InputError(f"task {self.name!r}: deps must be a tuple of task names, got the string {self.deps!r}")
         object.__setattr__(self, "deps", tuple(self.deps))
@@ -102,12 +110,15 @@ class Machine:
 
     ``units`` maps a unit kind (``"gemm"``, ``"vector"``, ``"dma"`` ...) to its number of instances;
     ``offchip_bytes_per_cycle`` is the off-chip bandwidth (bytes/cycle) shared by all concurrent transfers.
-    ``double_buffered`` lets a task's tile loads and stores overlap its compute.
+    ``double_buffered`` lets a task's tile loads and stores overlap its compute. ``duplex``: reads and writes each
+    have ``offchip_bytes_per_cycle`` (separate read and write channels, as AXI's), loads sharing it among loads
+    and stores among stores, instead of all transfers sharing one.
     """
 
     units: Mapping[str, int]
     offchip_bytes_per_cycle: float
     double_buffered: bool = True
+    duplex: bool = False
 
     def __post_init__(self) -> None:
         for kind, count in self.units.items():
@@ -288,6 +299,7 @@ class _Simulation:
         self.machine = machine
         self.bw = float(machine.offchip_bytes_per_cycle)
         self.double = machine.double_buffered
+        self.duplex = machine.duplex
         self.now = 0
         n = len(tasks)
         index = {t.name: i for i, t in enumerate(tasks)}
@@ -341,10 +353,10 @@ class _Simulation:
         n = len(transfers)
         finish: list[int] = []
         next_t = self.computes[0][0] if self.computes else math.inf
+        sharing = self._sharing(transfers)
         if n:
-            cycles_per_byte = n / self.bw
-            for tr in transfers:
-                x = tr.remaining * cycles_per_byte
+            for tr, k in zip(transfers, sharing):
+                x = tr.remaining * k / self.bw
                 f = now + max(1, math.ceil(x - _REL_TOL * x))
                 finish.append(f)
                 if f < next_t:
@@ -356,10 +368,10 @@ class _Simulation:
         self.now = next_t
         done: list[_Transfer] = []
         if n:
-            step_bytes = dt * self.bw / n
             moved = 0.0
             still: list[_Transfer] = []
-            for tr, f in zip(transfers, finish):
+            for tr, f, k in zip(transfers, finish, sharing):
+                step_bytes = dt * self.bw / k
                 if f <= next_t:
                     moved += tr.remaining
                     done.append(tr)
@@ -388,6 +400,14 @@ class _Simulation:
             st.computing = False
             st.computes += 1
             self.to_advance.append(st)
+
+    def _sharing(self, transfers: list[_Transfer]) -> list[int]:
+        """Per active transfer, how many transfers share its bandwidth: all of them, or with ``duplex`` those
+        in its direction (loads, or stores)."""
+        if not self.duplex:
+            return [len(transfers)] * len(transfers)
+        loads = sum(tr.is_load for tr in transfers)
+        return [loads if tr.is_load else len(transfers) - loads for tr in transfers]
 
     def _settle(self) -> None:
         """Start everything that can start at the current cycle, including zero-time work and what it unblocks."""
@@ -434,7 +454,8 @@ class _Simulation:
             i = st.loads
             if (not st.loading and i < tiles and i < st.computes + depth and (double or st.stores == i)
                     and (not self.streamed[st.index] or self._rows_ready(st.index, i))):
-                size = _share(task.bytes_in, tiles, i)
+                lead = task.lead_bytes_in
+                size = _share(task.bytes_in - lead, tiles, i) + (lead if i == 0 else 0)
                 if size:
                     st.loading = True
                     self._start_transfer(st, size, True)

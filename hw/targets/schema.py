@@ -273,6 +273,12 @@ class FpgaGemm(Gemm):
     fold while the next one's operands enter), priced by ``hw.perf.systolic.fold_overlap_cycles``; False: the plain
     array (hw/rtl/systolic.py), SCALE-Sim's count. Only the output-stationary array has a streaming form: a ws or is
     array runs as it always does (so a dataflow sweep of a target that sets it needs no second key)."""
+    execute_queue: StrictBool = False
+    """True: the array is the ``cds1`` system top level's (``codesign rtl --system`` sets it): each output fold is
+    one ``GEMM`` instruction on the one execute queue, followed there by its fused requant ``VEC``, and the DMA moves
+    whole 16-byte beats, a segment per DRAM row; a GEMM layer is priced as that program runs
+    (hw/perf/execute_queue.py). False: the array runs a layer's folds back to back with its epilogue on the vector
+    lanes beside it."""
 
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:
