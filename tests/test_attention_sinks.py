@@ -199,6 +199,20 @@ def test_orders_and_backends_without_sinks_refuse_in_one_line(exported, tmp_path
         assert f"'{name}'" in err and "attention sinks" in err
 
 
+def test_the_planner_refuses_a_reordered_attention_with_sinks(exported) -> None:
+    """IR written by hand (not through set-attention) with sinks in a reordered order is refused when planned."""
+    from xdsl.dialects.builtin import StringAttr
+
+    from compiler.schedule.attention import plan_attention
+
+    op = _attention(compile(exported[("first", "legacy")][0]))
+    assert plan_attention(op, ()).name == op.layer_name()
+    op.algorithm = StringAttr("edge-moe")
+    with pytest.raises(InputError, match=f"attention '{op.layer_name()}': attention sinks are planned in the "
+                                         "standard order with a softmax, not --attention edge-moe"):
+        plan_attention(op, ())
+
+
 def test_softmax_with_sinks_adds_the_sink_to_each_row_denominator() -> None:
     rng = np.random.default_rng(0)
     scores = rng.normal(0, 2, size=(2, H, 5, 7))
