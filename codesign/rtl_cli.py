@@ -292,6 +292,9 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
         if isinstance(op, df.RopeOp):  # no kernel computes it: a design without it would be silently incomplete
             raise InputError(f"layer '{op.layer_name()}': op dataflow.rope (rotary embedding, node "
                              f"'{op.layer_name()}') has no RTL kernel; codesign rtl cannot build this model")
+        if isinstance(op, df.AttentionOp) and op.sinks_value() is not None:  # no softmax unit takes a sink
+            raise InputError(f"layer '{op.layer_name()}': dataflow.attention with attention sinks has no RTL "
+                             "softmax unit (none takes a sink logit per row); codesign rtl cannot build this model")
     for op in _planned_ops(module):
         if isinstance(op, df.GemmOp):
             lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)

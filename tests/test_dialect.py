@@ -188,6 +188,12 @@ BAD = [
      _choices("dataflow.attention 'att'", "softmax", "fast", df.SOFTMAX_APPROX)),
     ("attention-algorithm", df.AttentionOp, dict(algorithm="paged"),
      _choices("dataflow.attention 'att'", "algorithm", "paged", df.ATTENTION_ALGORITHMS)),
+    ("attention-sinks-count", df.AttentionOp, dict(sinks=DenseArrayBase.from_list(f64, [0.5, 1.0, 2.0])),
+     "dataflow.attention 'att': sinks must hold num_heads = 2 finite values, got 3"),
+    ("attention-sinks-finite", df.AttentionOp, dict(sinks=DenseArrayBase.from_list(f64, [0.5, float("inf")])),
+     "dataflow.attention 'att': sinks must hold num_heads = 2 finite values, got 2"),
+    ("attention-sinks-type", df.AttentionOp, dict(sinks=DenseArrayBase.from_list(i32, [1, 2])),
+     "dataflow.attention 'att': sinks must be an array<f64>, got i32"),
     # softmax
     ("softmax-shape", df.SoftmaxOp, dict(results=[_t(2, 8, 4)]), "dataflow.softmax 'sm': shape changes"),
     ("softmax-axis", df.SoftmaxOp, dict(axis=3), "dataflow.softmax 'sm': axis out of range for (2, 4, 8)"),
@@ -287,6 +293,10 @@ def _parse(text: str) -> ModuleOp:
     return module
 
 
+#: Attention sinks of the round-trip module's attention with sinks: one not exact in few decimal digits.
+SINKS = (0.25, -1.2345678901234567)
+
+
 def _every_op_module() -> ModuleOp:
     """Every GOOD op, plus the optional operands/properties the defaults leave out, in one function."""
     block = Block()
@@ -295,6 +305,7 @@ def _every_op_module() -> ModuleOp:
         _make(df.GemmOp, operands=[_t(2, 4, 8), _t(8, 16)], segments=(1, 1, 0), block=block),
         _make(df.AttentionOp, operands=[_t(2, 4, 8), _t(2, 6, 8), _t(2, 6, 8), _t(2, 1, 4, 6)], causal=True,
               algorithm="edge-moe", lanes=4, segments=(1, 1, 1, 1), block=block),
+        _make(df.AttentionOp, sinks=DenseArrayBase.from_list(f64, list(SINKS)), block=block),
         _make(df.LayerNormOp, operands=[_t(2, 4, 8), _t(8)], kind="rmsnorm", segments=(1, 1, 0), block=block),
         _make(df.MoeOp, operands=GOOD[df.MoeOp][0] + [_t(4, 16), _t(4, 8)], segments=(1, 1, 1, 1, 1, 1, 0),
               block=block),
@@ -311,6 +322,10 @@ def test_round_trip_every_op():
     custom = _print(_every_op_module(), generic=False)
     generic = _print(_parse(custom), generic=True)
     assert '"dataflow.moe"' in generic and "operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0>" in generic
+    # attention sinks survive both forms exactly (float64)
+    for text in (custom, generic):
+        assert [op.sinks_value() for op in _parse(text).walk() if isinstance(op, df.AttentionOp)
+                and op.sinks is not None] == [SINKS]
     assert _print(_parse(generic), generic=False) == custom
     assert _print(_parse(generic), generic=True) == generic
 

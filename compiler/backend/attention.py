@@ -83,6 +83,11 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
                          f"and online)")
     if op.algorithm_choice() != AttentionAlgorithm.STANDARD:
         raise InputError(f"{where}: algorithm '{op.algorithm_choice().value}' has no code generator (standard only)")
+    if op.sinks_value() is not None:
+        raise InputError(f"{where}: attention sinks (a sink logit per head in each softmax row) have no code "
+                         "generator")
+    if op.softcap_value() is not None:
+        raise InputError(f"{where}: a logit soft-cap has no code generator")
     if kv != heads:
         raise InputError(f"{where}: {kv} key/value heads for {heads} query heads have no code generator")
     if len(q.shape) != 3 or q.shape[0] != 1:

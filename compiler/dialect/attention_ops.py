@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import BoolAttr, FloatAttr, IntegerAttr, StringAttr, TensorType
+from xdsl.dialects.builtin import BoolAttr, DenseArrayBase, Float64Type, FloatAttr, IntegerAttr, StringAttr, TensorType
 from xdsl.ir import Operation
 from xdsl.irdl import AttrSizedOperandSegments, operand_def, opt_operand_def, opt_prop_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
@@ -76,6 +76,11 @@ class AttentionOp(DataflowOp):
     ``softcap`` (optional, c > 0): attention-logit soft-capping (Gemma 2, Grok): the scores are
     ``c * tanh(scale * Q_h K_h^T / c)`` before the mask is added and the softmax runs, which bounds them to (-c, c).
     Priced as a tanh over the score matrix on the vector unit (compiler/schedule/attention.py).
+
+    ``sinks`` (optional, ``array<f64: ...>`` of ``num_heads`` values): attention sinks (gpt-oss; StreamingLLM's
+    sink logits, the "off-by-one" softmax with sink 0). Each softmax row of head h gets one more logit ``sinks[h]``
+    (after the scale, soft-cap and mask), whose probability is dropped: ``p_j = exp(s_j) / (exp(sinks[h]) +
+    sum_j' exp(s_j'))``, so a row's probabilities sum to less than 1. The softmax covers Sk + 1 elements per row.
     """
 
     name = "dataflow.attention"
@@ -94,6 +99,7 @@ class AttentionOp(DataflowOp):
     kv_heads = opt_prop_def(IntegerAttr)
     mask_kind = opt_prop_def(StringAttr)
     softcap = opt_prop_def(FloatAttr)
+    sinks = opt_prop_def(DenseArrayBase)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
                        "(`,` type($mask)^)? `->` type($result)")
@@ -124,6 +130,17 @@ class AttentionOp(DataflowOp):
         cap = self.softcap_value()
         if cap is not None and not (math.isfinite(cap) and cap > 0):
             raise VerifyException(f"{tag}: softcap must be a positive finite number, got {cap}")
+        if self.sinks is not None:
+            if not isinstance(self.sinks.elt_type, Float64Type):
+                raise VerifyException(f"{tag}: sinks must be an array<f64>, got {self.sinks.elt_type}")
+            sinks = self.sinks_value()
+            if sinks is None or len(sinks) != heads or not all(math.isfinite(x) for x in sinks):
+                raise VerifyException(f"{tag}: sinks must hold num_heads = {heads} finite values, got "
+                                      f"{0 if sinks is None else len(sinks)}")
+
+    def sinks_value(self) -> tuple[float, ...] | None:
+        """One sink logit per query head (module docstring), or None without sinks."""
+        return None if self.sinks is None else tuple(float(x) for x in self.sinks.get_values())  # type: ignore[attr-defined]
 
     def softcap_value(self) -> float | None:
         """The logit soft-cap c (scores c * tanh(s / c)), or None without one."""

@@ -30,6 +30,7 @@ from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.recognize_moe import recognize_moe
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, erf64, eval_region
 from compiler.frontend.rope import fit_rope, rope_region
+from compiler.frontend.sinks import Sinks, find_sinks, strip_row_max
 from compiler.limits import check_memory
 
 __all__ = ["Match", "recognize"]
@@ -272,7 +273,12 @@ def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[n
 
 
 def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
-    """The attention whose scores ``softmax`` normalises (module docstring), or None."""
+    """The attention whose scores ``softmax`` normalises (module docstring), or None. A softmax over the scores
+    joined with a per-head sink column that a Slice drops after (compiler/frontend/sinks.py) is attention with
+    sinks: the matcher walks back from the scores and on from the Slice."""
+    sinks = find_sinks(ctx.graph, ctx.producers, ctx.consumers, softmax)
+    if sinks is not None:
+        return _match_attention_as(ctx, softmax, ctx.graph.shapes[sinks.scores], sinks)  # type: ignore[arg-type]
     for shape in _scores_shapes(ctx, softmax):
         match = _match_attention_as(ctx, softmax, shape)
         if match is not None:
@@ -280,20 +286,28 @@ def _match_attention(ctx: _Ctx, softmax: Node) -> Match | None:
     return None
 
 
-def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, int]) -> Match | None:
-    """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None."""
+def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, int],
+                        sinks: Sinks | None = None) -> Match | None:
+    """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None; ``sinks``: the sink
+    column around it."""
     g = ctx.graph
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
-    region: list[Node] = [softmax]
+    region: list[Node] = [softmax, *(sinks.nodes if sinks else ())]
     scale = 1.0
     terms: list[ScoreTerm] = []  # classified once the query-group fold is known
     cap: float | None = None  # soft-capping c * tanh(s): the scale met after the Tanh (walking back) is c
     subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
     # A per-head scale of the scores (Swin-v2's learnt logit scale): one factor per head, moved onto Q's heads.
     head_scale: tuple[np.ndarray, int] | None = None  # (the factors, how many terms were met before it)
-    # Scores path: softmax input back to the QK^T MatMul.
-    name = softmax.inputs[0]
+    # Scores path: softmax input back to the QK^T MatMul (past a row max subtracted, which the softmax ignores).
+    if sinks is None:
+        name, shift = strip_row_max(g, ctx.producers, softmax.inputs[0])
+        if shift and len(ctx.consumers.get(name, [])) != 2:
+            return None  # the scores are read elsewhere too
+        region += shift
+    else:
+        name = sinks.scores
     while True:
         node = ctx.producers.get(name)
         if node is None:
@@ -370,7 +384,7 @@ def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, in
         else:
             return None
     # After softmax: optional Cast / NaN guard, then the A.V MatMul.
-    probs = softmax.outputs[0]
+    probs = sinks.probs if sinks else softmax.outputs[0]
     av = None
     for _ in range(4):
         users = ctx.consumers.get(probs, [])
@@ -435,6 +449,8 @@ def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, in
         return g.shapes[found[role]][layout[2]]
 
     kv_heads = width("k") // dh
+    if sinks is not None and (group != 1 or sinks.values.size != heads):
+        return None  # one sink per query head, on scores that are not folded query groups
     if head_scale is not None and group != 1:
         return None  # the scores' heads are KV heads here: a factor per query head is not one per score head
     classified = classify_terms(g, terms, score_heads, group, sq, sk)
@@ -518,7 +534,7 @@ def _match_attention_as(ctx: _Ctx, softmax: Node, shape: tuple[int, int, int, in
                   "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
                   "out_perm": out_perm, "softcap": softcap,
                   "q_scale": None if head_scale is None else np.repeat(head_scale[0], dh),
-                  "mask_parts": masks})
+                  "mask_parts": masks, "sinks": None if sinks is None else sinks.values})
 
 
 def _gelu_ref(x: np.ndarray, form: str) -> np.ndarray:

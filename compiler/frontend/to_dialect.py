@@ -316,6 +316,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             extra["mask_kind"] = StringAttr(m.props["mask_kind"])
         if m.props.get("softcap") is not None:
             extra["softcap"] = FloatAttr(float(m.props["softcap"]), f64)
+        if m.props.get("sinks") is not None:
+            extra["sinks"] = DenseArrayBase.from_list(f64, [float(x) for x in m.props["sinks"]])
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),

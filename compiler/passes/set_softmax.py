@@ -41,6 +41,9 @@ class SetSoftmax(ModulePass):
             raise InputError(f"set-softmax: bits must be 4, 8 or 16 (0 = default), got {self.bits}")
         for inner in op.walk():
             if isinstance(inner, df.AttentionOp):
+                if self.approx == "softmax-free" and inner.sinks_value() is not None:
+                    raise InputError(f"--softmax softmax-free: attention '{inner.layer_name()}' has attention sinks, "
+                                     "which an attention without a softmax cannot hold")
                 inner.softmax = StringAttr(self.approx)
             elif isinstance(inner, df.SoftmaxOp) and self.approx not in _ATTENTION_ONLY:
                 inner.approx = StringAttr(self.approx)

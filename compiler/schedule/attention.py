@@ -65,6 +65,7 @@ from compiler.schedule.plan import (
     tensor_bytes,
 )
 from compiler.soft_params import NEWTON_ITERS, soft_landmarks
+from hw.errors import InputError
 from hw.models.base import Cost
 from hw.perf.workload import GemmWork, VectorWork
 from hw.targets.schema import Target
@@ -223,6 +224,7 @@ class _Shape:
     #: fully masked tiles may be skipped (:func:`allowed_keys`), else None
     allowed: np.ndarray | None = None
     softcap: bool = False  # logits soft-capped (c * tanh(s / c)) before the softmax
+    sinks: bool = False  # attention sinks: each softmax row holds one more element (its head's sink logit)
 
     @property
     def windows(self) -> int:
@@ -243,13 +245,13 @@ class _Shape:
         return -(-self.b * self.heads * self.sq * self.sk * self.bits // 8)
 
     def standard_works(self) -> tuple[GemmWork, GemmWork, VectorWork]:
-        """QK^T, A.V and the softmax over the whole score matrix."""
+        """QK^T, A.V and the softmax over the whole score matrix (and each row's sink logit with ``sinks``)."""
         batch = self.b * self.heads
         qk = GemmWork(m=self.sq, n=self.sk, k=self.dh, batch=batch, in_bits=self.bits, w_bits=self.bits,
                       weights_static=False)
         av = GemmWork(m=self.sq, n=self.dv, k=self.sk, batch=batch, in_bits=self.bits, w_bits=self.bits,
                       weights_static=False)
-        sm = VectorWork(kind="softmax", elements=batch * self.sq * self.sk, rows=batch * self.sq,
+        sm = VectorWork(kind="softmax", elements=batch * self.sq * (self.sk + self.sinks), rows=batch * self.sq,
                         approx=self.softmax, bits=self.bits)
         return qk, av, sm
 
@@ -274,8 +276,11 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
         bits=element_bits(op.q), softmax=softmax_cost_name(op.softmax_choice().value),
         q_bytes=tensor_bytes(op.q), k_bytes=k_bytes, v_bytes=v_bytes,
         mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed,
-        softcap=op.softcap_value() is not None)
+        softcap=op.softcap_value() is not None, sinks=op.sinks_value() is not None)
     name = shape.name
+    if shape.sinks and (reordered or op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE):
+        raise InputError(f"attention '{name}': attention sinks are planned in the standard order with a softmax, "
+                         f"not --attention {op.algorithm_choice().value} --softmax {op.softmax_choice().value}")
     if op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE:
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
     algorithm = op.algorithm_choice()
@@ -328,7 +333,7 @@ def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
     """On chip, pipelined (:func:`_price_onchip`) where the target's buffers hold a tile; else three tasks through
     off-chip memory."""
     tiled = plan_tiles(shape.b, shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, shape.bits, shape.softmax, cost,
-                       onchip_target(cost), shape.softcap)
+                       onchip_target(cost), shape.softcap, shape.sinks)
     if tiled is not None:
         return _price_onchip(shape, tiled, cost)
     plan, c_qk = _layer(shape, cost)

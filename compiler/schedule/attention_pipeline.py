@@ -190,29 +190,30 @@ def softcap_work(elements: int, bits: int) -> VectorWork:
 
 
 def plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
-               target: Target | None, softcap: bool = False) -> _Priced | None:
+               target: Target | None, softcap: bool = False, sinks: bool = False) -> _Priced | None:
     """The tile shape whose pipeline ends first on ``target`` (priced with ``cost``), or None when the target has
     no systolic array or no tile of one array fold of rows fits its buffers. Candidates are simulated in the order
     of their lower bound (the busier unit's cycles), and none whose bound cannot beat the best found. ``softcap``:
-    the lanes run the soft-capping tanh over each tile's scores before its softmax (`softcap_work`)."""
+    the lanes run the soft-capping tanh over each tile's scores before its softmax (`softcap_work`). ``sinks``:
+    each softmax row holds one more element, its head's sink logit (`_tile_costs`)."""
     if target is None:
         return None
     owner = cost if hasattr(cost, "model") else getattr(cost, "__self__", None)
-    key = (b, heads, sq, sk, dh, dv, bits, softmax, softcap)
+    key = (b, heads, sq, sk, dh, dv, bits, softmax, softcap, sinks)
     try:
         memo = _MEMO.setdefault(owner, {}) if owner is not None else None
     except TypeError:  # an owner that takes no weak reference
         memo = None
     if memo is not None and key in memo:
         return memo[key]
-    found = _plan_tiles(b, heads, sq, sk, dh, dv, bits, softmax, cost, target, softcap)
+    found = _plan_tiles(b, heads, sq, sk, dh, dv, bits, softmax, cost, target, softcap, sinks)
     if memo is not None:
         memo[key] = found
     return found
 
 
 def _plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: int, softmax: str, cost: Any,
-                target: Target, softcap: bool) -> _Priced | None:
+                target: Target, softcap: bool, sinks: bool = False) -> _Priced | None:
     array = target.systolic_array()
     rows, parts = getattr(array, "rows", None), getattr(array, "partitions", 1)
     if not isinstance(rows, int):
@@ -225,7 +226,7 @@ def _plan_tiles(b: int, heads: int, sq: int, sk: int, dh: int, dv: int, bits: in
         if not tile_fits(tq, g, sk, dh, dv, bits, acc_bits, caps):
             continue
         counts = _tile_counts(b, heads, sq, tq, g)
-        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost, softcap) for shape in counts}
+        costs = {shape: _tile_costs(shape, sk, dh, dv, bits, softmax, cost, softcap, sinks) for shape in counts}
         array_busy = sum(n * (costs[s][0].compute_cycles + costs[s][2].compute_cycles) for s, n in counts.items())
         vector_busy = sum(n * costs[s][1].compute_cycles for s, n in counts.items())
         same = next(iter(costs.values()))[0].unit == next(iter(costs.values()))[1].unit
@@ -261,11 +262,13 @@ def _drain(c: Cost) -> int:
 
 
 def _tile_costs(shape: TileShape, sk: int, dh: int, dv: int, bits: int, softmax: str,
-                cost: Any, softcap: bool = False) -> tuple[Cost, Cost, Cost]:
-    """(QK^T, softmax, A.V) costs of one tile: ``shape.heads`` products of each as one array invocation each."""
+                cost: Any, softcap: bool = False, sinks: bool = False) -> tuple[Cost, Cost, Cost]:
+    """(QK^T, softmax, A.V) costs of one tile: ``shape.heads`` products of each as one array invocation each.
+    With ``sinks`` each softmax row normalises Sk + 1 elements (the head's sink logit joins the row; its
+    probability is dropped, so A.V still reads Sk)."""
     qk = GemmWork(m=shape.rows, n=sk, k=dh, batch=shape.heads, in_bits=bits, w_bits=bits, weights_static=False)
     av = GemmWork(m=shape.rows, n=dv, k=sk, batch=shape.heads, in_bits=bits, w_bits=bits, weights_static=False)
-    sm = VectorWork(kind="softmax", elements=shape.heads * shape.rows * sk, rows=shape.heads * shape.rows,
+    sm = VectorWork(kind="softmax", elements=shape.heads * shape.rows * (sk + sinks), rows=shape.heads * shape.rows,
                     approx=softmax, bits=bits)
     c_sm = cost(sm)
     if softcap:  # the tanh runs on the lanes' pass over the tile's scores, before the softmax

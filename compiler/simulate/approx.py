@@ -22,7 +22,8 @@ from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
 __all__ = ["shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float",
-           "layernorm_float", "gelu_input_format", "gelu_reference", "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
+           "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column", "LOG2Q_GRID_BITS",
+           "SHIFTGELU_STABILIZER"]
 
 #: GELU names that are I-ViT's ShiftGELU, and the stabilizer each uses (compiler.numerics.shiftgelu).
 SHIFTGELU_STABILIZER = {"shiftgelu": "element", "shiftgelu-row": "row"}
@@ -38,12 +39,27 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def softmax_int(name: str, x: np.ndarray, scale: float, bits: int) -> tuple[np.ndarray, float]:
+def with_sink_column(x: np.ndarray, sinks: np.ndarray) -> np.ndarray:
+    """``x`` with one more last-axis column holding ``sinks`` (broadcast to ``x.shape[:-1] + (1,)``: one attention
+    sink per row, per head for [B, H, Sq, Sk] scores and sinks shaped [H, 1, 1])."""
+    column = np.broadcast_to(np.asarray(sinks).astype(x.dtype), x.shape[:-1] + (1,))
+    return np.concatenate([x, column], axis=-1)
+
+
+def softmax_int(name: str, x: np.ndarray, scale: float, bits: int,
+                sinks: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Softmax ``name`` of integer scores ``x`` (real x * scale) along the last axis: (p_int, p_scale).
 
     ``log2q`` quantizes the exact probabilities to ``bits``-bit log-sqrt2 codes (RepQ-ViT) and decodes them onto a
-    2^-15 grid, the fixed-point form a shift-add A.V datapath consumes.
+    2^-15 grid, the fixed-point form a shift-add A.V datapath consumes. ``sinks`` (real logits, broadcast over each
+    row as in `with_sink_column`): attention sinks, rounded onto the scores' grid as one more column of each row,
+    which the unit normalises with the others; the sink's probability is dropped from the result.
     """
+    if sinks is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            grid = np.clip(np.round(np.asarray(sinks, np.float64) / scale), -(2.0**31), 2.0**31 - 1)
+        p, ps = softmax_int(name, with_sink_column(x, grid.astype(np.int64)), scale, bits)
+        return p[..., :-1], ps
     if name == "shiftmax":
         x, scale = shiftmax_grid(x, scale)
         return K.shiftmax(x, scale, bits)
@@ -135,10 +151,17 @@ def _dynamic(x: np.ndarray, bits: int, ref: np.ndarray | None = None) -> tuple[n
     return q.astype(np.int64), scale
 
 
-def softmax_float(name: str, scores: np.ndarray, bias: np.ndarray | None, bits: int) -> np.ndarray:
+def softmax_float(name: str, scores: np.ndarray, bias: np.ndarray | None, bits: int,
+                  sinks: np.ndarray | None = None) -> np.ndarray:
     """Softmax ``name`` of float ``scores + bias`` (bias: additive mask); the grid is sized by ``scores`` alone,
     without the "minus infinity" entries (|x| >= MASKED: a mask added before the softmax, as a Softmax outside a
-    recognised attention reads it). Sized by them, the grid's step would be 1e34 and every score the same code."""
+    recognised attention reads it). Sized by them, the grid's step would be 1e34 and every score the same code.
+    ``sinks``: attention sinks, one more column of each row (`with_sink_column`, unmasked, on the same grid, which
+    they size too) whose probability is dropped from the result."""
+    if sinks is not None:
+        scores = with_sink_column(scores, sinks)
+        bias = None if bias is None else with_sink_column(np.asarray(bias), np.zeros((), bias.dtype))
+        return softmax_float(name, scores, bias, bits)[..., :-1]
     x = scores if bias is None else scores + bias
     if name == "exact":
         x = x - x.max(axis=-1, keepdims=True)

@@ -129,9 +129,11 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
             sq, sk = ins[0].data.shape[-2], ins[1].data.shape[-2]
             return standard_attention(op, ins, ctx, edge_moe_visit_order(sq, sk, op.lanes_value(4)))
         return standard_attention(op, ins, ctx)
-    if op.softmax_choice() not in (df.SoftmaxApprox.EXACT, df.SoftmaxApprox.ONLINE) or op.softcap_value() is not None:
+    if op.softmax_choice() not in (df.SoftmaxApprox.EXACT, df.SoftmaxApprox.ONLINE) or op.softcap_value() is not None \
+            or op.sinks_value() is not None:
         # A soft-cap is element-wise on each score: applied per tile it gives the standard kernel's result, which
-        # the float simulation therefore computes (the reordering changes only the summation order).
+        # the float simulation therefore computes (the reordering changes only the summation order). Likewise
+        # sinks: an online softmax whose running max and sum start at the sink gives the standard result.
         return standard_attention(op, ins, ctx)
     heads, kv = op.num_heads_value(), op.kv_heads_value()
     q = _split(ins[0].real(), heads)

@@ -230,6 +230,8 @@ def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
         memo["bits"] = softmax_bits(op, memo["softmax"])
         memo["algorithm"] = op.algorithm_choice()
         memo["softcap"] = op.softcap_value()
+        sinks = op.sinks_value()
+        memo["sinks"] = None if sinks is None else np.asarray(sinks, np.float64).reshape(-1, 1, 1)
     return memo
 
 
@@ -273,6 +275,8 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
     mask = ins[3].real() if len(ins) > 3 else None
     heads, approx = p["heads"], p["softmax"]
     if approx == "softmax-free":
+        if p["sinks"] is not None:
+            raise ValueError(f"attention '{df.layer_of(op)}': softmax-free attention cannot hold attention sinks")
         # SOFT replaces the whole attention (K = Q, Gaussian kernel); it ignores the mask and the QK^T scale.
         qh, vh = _heads(q.real(), heads), _kv_heads(v.real(), p["kv_heads"], heads)
         out = softmax_free_attention(torch.from_numpy(np.ascontiguousarray(qh)),
@@ -297,10 +301,10 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
             x = np.where(causal, -(2**31), x)
         x = np.clip(x, -(2**31), 2**31 - 1)
         if key_order is None:
-            prob, ps = A.softmax_int(approx, x, s, p["bits"])
+            prob, ps = A.softmax_int(approx, x, s, p["bits"], p["sinks"])
         else:
             idx = np.broadcast_to(key_order, x.shape)
-            visited, ps = A.softmax_int(approx, np.take_along_axis(x, idx, axis=-1), s, p["bits"])
+            visited, ps = A.softmax_int(approx, np.take_along_axis(x, idx, axis=-1), s, p["bits"], p["sinks"])
             prob = np.empty_like(visited)
             np.put_along_axis(prob, idx, visited, axis=-1)
         acc = int_matmul(prob, vh)
@@ -315,7 +319,7 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         if causal is not None:
             bias = np.where(causal, _NEG, bias)
     with np.errstate(over="ignore"):
-        prob = A.softmax_float(approx, scores, bias, p["bits"])
+        prob = A.softmax_float(approx, scores, bias, p["bits"], p["sinks"])
     return [Tensor(_merge(np.matmul(prob.astype(vh.dtype), vh)))]
 
 
