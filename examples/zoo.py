@@ -355,10 +355,11 @@ ARCHS: dict[str, Arch] = {
     "vit-msn": Arch("vision", _raw("ViTMSNConfig", "ViTMSNModel", **_VIS)),
     "stablelm-parallel": Arch("decoder", _enc("StableLmConfig", "StableLmModel", num_key_value_heads=2,
                                               use_parallel_residual=True, use_qkv_bias=True)),
-    # Probed, not through (FAILING says why).
     # gpt-oss: attention with sinks (compiler/frontend/sinks.py). Its experts' SwiGLU computes
     # clamp(gate, max=7) * sigmoid(1.702 * clamp(gate, max=7)): numerically OpenAI's quick_gelu of the clamped gate,
-    # recognised as a (sigmoid-form) GELU, one per layer, which no forward hook sees (``calls``).
+    # recognised as a (sigmoid-form) GELU, one per layer, which no forward hook sees (``calls``); the clamps, biases
+    # and (up + 1) are no MoE routing the matcher proves, so its MoE block stays its ops (priced dense, as
+    # batched_mm runs it), named in the report's recognition_notes.
     "gpt-oss": Arch("decoder", _enc("GptOssConfig", "GptOssModel", experts_implementation="batched_mm",
                                     num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
                                     sliding_window=8, pad_token_id=0),
@@ -366,6 +367,7 @@ ARCHS: dict[str, Arch] = {
     "falcon-new": Arch("decoder", _raw("FalconConfig", "FalconModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                        num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                                        new_decoder_architecture=True, num_kv_heads=2)),
+    # Probed, not through (FAILING says why).
     "longt5": Arch("encdec", _raw("LongT5Config", "LongT5Model", local_radius=4, encoder_attention_type="local",
                                   **_T5), attention=3 * LAYERS),
     "prophetnet": Arch("encdec", _raw("ProphetNetConfig", "ProphetNetModel", vocab_size=VOCAB, hidden_size=HIDDEN,
@@ -698,11 +700,6 @@ FAILING: dict[str, str] = {
     "longformer": "sliding-chunk attention not recognised (0 of 2; its float and int8 compiles run, the float one "
                   "equal to onnxruntime): each chunk's keys are an overlapping window of the sequence, built by "
                   "strided views and a diagonal shift of the scores",
-    "gpt-oss": "MoE block not recognised: the compile stops on InputError 'MoE block gated by Gemm ... is only "
-               "partly recognised' (its experts interleave gate and up columns, clamp them (gate <= 7, |up| <= 7), "
-               "add biases and compute (up + 1) * gate * sigmoid(1.702 gate): no MoE activation computes that). "
-               "Its attention with sinks is recognised (2 of 2 with the MoE left as dense ops; "
-               "tests/test_attention_sinks.py runs transformers' GptOssAttention through both exporters)",
     "yoso": "unsupported op Acos (node '/model/encoder/layer.0/attention/self/Acos'): YOSO's LSH attention "
             "(Bernoulli-sampled, no softmax) estimates collisions with arccos",
 }

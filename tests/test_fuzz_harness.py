@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,20 @@ def test_writes_outside_the_outputs_are_seen_through_planted_links(tmp_path: Pat
     assert wrote.kind == "write-outside" and "sentinel.txt" in wrote.detail
     (tmp_path / "stray.db").write_text("")
     assert "stray.db" in _changes(CASE, before, _snapshot(tmp_path, CASE.outputs))[0].detail
+
+
+def test_a_case_is_hung_by_the_cpu_it_used_not_by_the_wall_clock() -> None:
+    """A worker past its first deadline that has used little CPU (a busy machine) gets the CPU seconds it has left;
+    one that used its whole bound, or waited HANG_WALL_FACTOR bounds without using it (blocked), is hung."""
+    from types import SimpleNamespace
+
+    from tests.fuzz.harness import CASE_TIMEOUT, HANG_WALL_FACTOR, WorkerPool, _cpu_seconds
+
+    me = _cpu_seconds(os.getpid())
+    assert me is not None and me > 0
+    worker = SimpleNamespace(proc=SimpleNamespace(pid=os.getpid()))
+    slow = WorkerPool._cpu_left(worker, 0.0, me, CASE_TIMEOUT)  # type: ignore[arg-type]
+    assert CASE_TIMEOUT - 1 <= slow <= CASE_TIMEOUT
+    assert WorkerPool._cpu_left(worker, 0.0, me - CASE_TIMEOUT, CASE_TIMEOUT) == 0.0  # type: ignore[arg-type]
+    blocked = WorkerPool._cpu_left(worker, 0.0, me, HANG_WALL_FACTOR * CASE_TIMEOUT)  # type: ignore[arg-type]
+    assert blocked == 0.0

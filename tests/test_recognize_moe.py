@@ -166,12 +166,15 @@ def test_block_with_a_routing_tensor_read_outside_is_a_clear_error():
     assert "Softmax 'router/Softmax'" in msg
 
 
-def test_block_that_is_not_an_moe_after_all_names_its_nodes():
-    with pytest.raises(InputError) as err:
-        build_module(load_graph(_topk_scatternd_einsum(broken=True)))
-    msg = str(err.value)
-    assert "only partly recognised" in msg and "does not compute a top-2 MoE over 4 experts" in msg
-    assert "TopK 'router/TopK'" in msg
+def test_block_that_is_not_an_moe_after_all_stays_its_ops_and_says_so():
+    """A router and experts whose combine none of the MoE op's routings computes (here the combine weights multiply
+    a token-independent constant) is not priced as an MoE: it stays its own ops, which compute it exactly, and the
+    import names it and why (the report's ``recognition_notes``)."""
+    result = build_module(load_graph(_topk_scatternd_einsum(broken=True)))
+    assert result.patterns["moe"] == 0
+    [note] = result.notes
+    assert note.startswith("MoE block gated by MatMul 'router/MatMul' left as generic ops: ")
+    assert "does not compute a top-2 MoE over 4 experts" in note
 
 
 def test_legacy_export_with_missing_experts_says_to_reexport(models_dir):
@@ -184,3 +187,13 @@ def test_legacy_export_with_missing_experts_says_to_reexport(models_dir):
     with pytest.raises(InputError) as err:
         build_module(load_graph(model))
     assert "only partly recognised" in str(err.value)
+
+
+def test_the_report_names_what_recognition_left_as_generic_ops():
+    from codesign.api import compile
+
+    report = compile(_topk_scatternd_einsum(broken=True)).report
+    assert report["patterns"]["moe"] == 0
+    assert [n.split(":")[0] for n in report["recognition_notes"]] == [
+        "MoE block gated by MatMul 'router/MatMul' left as generic ops"]
+    assert compile(_topk_scatternd_einsum()).report["recognition_notes"] == []

@@ -41,6 +41,9 @@ class Graph:
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, np.dtype]
     source: str = "<model>"
+    #: What recognition left as generic ops and why (a block that looked like an MoE but computes another routing):
+    #: the compile goes on, and the report says so.
+    notes: list[str] = field(default_factory=list)
 
     def producers(self) -> dict[str, Node]:
         """Tensor name -> the node that produces it."""

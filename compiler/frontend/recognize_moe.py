@@ -499,7 +499,9 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
                   taken: set[int]) -> list[Match]:
     """Every MoE block of ``graph`` as a ``Match`` of kind ``moe`` (adds their nodes to ``taken``).
 
-    Raises ``InputError`` naming the nodes of a block that is only partly recognised.
+    Raises ``InputError`` naming the nodes of a block that is only partly recognised (no combine, no expert count);
+    a block whose experts are found but whose routing none of the MoE op's semantics computes is left as generic ops
+    and named in ``graph.notes``.
     """
     g = graph
     order = {id(n): i for i, n in enumerate(g.nodes)}
@@ -544,8 +546,13 @@ def recognize_moe(graph: Graph, producers: dict[str, Node], consumers: dict[str,
             except InputError as err:
                 first = first or err
         else:
+            # Its experts and routing were found but it computes none of the routings the MoE op has (gpt-oss's
+            # clamped SwiGLU with biases, PhiMoE's sparsemixer): its own ops compute it exactly, so it stays those
+            # ops, and the report says it is not priced as an MoE.
             assert first is not None
-            raise first
+            g.notes.append(f"MoE block gated by {block.gate.describe()} left as generic ops: "
+                           f"{str(first).split(' is only partly recognised: ', 1)[-1].split('; ', 1)[0]}")
+            continue
         if semantics.pop("gate_swapped"):
             params["w1"], params["w3"] = params["w3"], params["w1"]
             params["w1_name"], params["w3_name"] = params["w3_name"], params["w1_name"]

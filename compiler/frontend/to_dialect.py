@@ -108,6 +108,8 @@ class ImportResult:
     batch: int = 1
     #: float ONNX tensor name -> the layer of the op that computed it at import (accuracy reports compare them).
     tensor_layers: dict[str, str] = field(default_factory=dict)
+    #: What recognition left as generic ops and why (Graph.notes).
+    notes: list[str] = field(default_factory=list)
 
 
 def element_type(dtype: np.dtype) -> Attribute:
@@ -536,7 +538,7 @@ def build_module(graph: Graph) -> ImportResult:
                         output_names=list(graph.outputs), source=graph.source, onnx_ops=ops_hist,
                         batch=(int(graph.shapes[graph.inputs[0]][0])
                                if graph.inputs and graph.shapes[graph.inputs[0]] else 1),
-                        tensor_layers=_tensor_layers(b.values))
+                        tensor_layers=_tensor_layers(b.values), notes=list(graph.notes))
 
 
 def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:

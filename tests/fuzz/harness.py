@@ -4,8 +4,11 @@ The oracle (``judge``): the run exits 0, or 2 with exactly one non-empty stderr 
 exception escapes ``main``; no "Traceback" on stderr; no MemoryError under the workers' address-space limit and a
 peak RSS under ``CODESIGN_FUZZ_PEAK_MB``; no child process left alive; no file changed, added or removed in the case
 folder outside the outputs it asked for (the sentinel that planted symlinks point at included), in the bundled
-targets, or in the worker's TMPDIR; and an answer within ``CODESIGN_FUZZ_CASE_TIMEOUT`` seconds (a generous bound,
-~50x a slow case's time on a loaded machine: it catches hangs, it is not a speed test).
+targets, or in the worker's TMPDIR; and an answer before the worker has spent ``CODESIGN_FUZZ_CASE_TIMEOUT`` CPU
+seconds on the case (a generous bound, ~50x a slow case's CPU time: it catches hangs, it is not a speed test). The
+bound is on the worker's CPU time, not the wall clock, so a machine busy with other jobs does not make a slow case a
+"hang"; a worker blocked without using CPU (a deadlock) is a hang after ``HANG_WALL_FACTOR`` times the bound in
+wall-clock seconds.
 
 ``run_cases`` collects every failing case instead of stopping at the first, so one run gives the whole catalogue.
 """
@@ -35,6 +38,7 @@ from tests.fuzz_inputs import Case, write_files
 __all__ = ["Failure", "Outcome", "WorkerPool", "collect_cases", "examples", "judge", "run_cases"]
 
 CASE_TIMEOUT = float(os.environ.get("CODESIGN_FUZZ_CASE_TIMEOUT", "60"))
+HANG_WALL_FACTOR = 20  # a worker using no CPU (blocked) is hung after CASE_TIMEOUT * this many wall seconds
 PEAK_MB = float(os.environ.get("CODESIGN_FUZZ_PEAK_MB", "2048"))
 RESTART_MB = 1536
 # onnxruntime writes $TMPDIR/.ses (a timestamp and a session id) once per machine: not codesign's file.
@@ -85,6 +89,17 @@ def collect_cases(strategy: st.SearchStrategy[Case], count: int) -> list[Case]:
 
 
 # --- Workers ----------------------------------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, its waited-for children's included) process ``pid`` has used, from
+    /proc/<pid>/stat; None where there is no /proc (then the wall clock judges hangs)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after the command name: state is field 3, utime..cstime are fields 14..17 (proc(5)), i.e. [11:15] here
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 class _Worker:
@@ -189,6 +204,7 @@ class WorkerPool:
         pending = list(cases)[::-1]
         busy: dict[int, _Worker] = {}
         deadline: dict[int, float] = {}
+        started: dict[int, tuple[float, float | None]] = {}  # wall time and worker CPU seconds at the case's start
         while pending or busy:
             for w in self.workers:
                 while w.case is None and pending:
@@ -203,6 +219,7 @@ class WorkerPool:
                         continue
                     busy[w.res_r] = w
                     deadline[w.res_r] = time.monotonic() + CASE_TIMEOUT
+                    started[w.res_r] = (time.monotonic(), _cpu_seconds(w.proc.pid))
             if not busy:
                 continue
             timeout = max(0.0, min(deadline[fd] for fd in busy) - time.monotonic())
@@ -214,10 +231,14 @@ class WorkerPool:
                     answer = w.read(timeout=0.0 if b"\n" in w.buffer else CASE_TIMEOUT)
                     died = None if answer is not None else "crash"
                 elif now >= deadline[fd]:
+                    left = self._cpu_left(w, *started[fd], now)
+                    if left > 0:  # slow because the machine is busy, not hung: wait for the CPU it has left
+                        deadline[fd] = now + left
+                        continue
                     answer, died = None, "hang"
                 else:
                     continue
-                del busy[fd], deadline[fd]
+                del busy[fd], deadline[fd], started[fd]
                 outcome.cpu_s += (answer or {}).get("cpu_s", CASE_TIMEOUT if died == "hang" else 0.0)
                 end = died or ("exception" if (answer or {}).get("exc") else str((answer or {}).get("rc")))
                 outcome.exits[end] = outcome.exits.get(end, 0) + 1
@@ -228,6 +249,17 @@ class WorkerPool:
                     if on_failure:
                         on_failure(failure)
         return outcome
+
+    @staticmethod
+    def _cpu_left(w: _Worker, wall0: float, cpu0: float | None, now: float) -> float:
+        """Seconds to keep waiting for a case past its first deadline: the CPU seconds of its bound it has not used
+        (at least one, so a worker that gets little CPU is looked at again), 0 once it has used them all or has
+        waited ``HANG_WALL_FACTOR`` bounds of wall time; 0 without /proc (the wall clock judges)."""
+        cpu = _cpu_seconds(w.proc.pid)
+        if cpu is None or cpu0 is None or now - wall0 >= HANG_WALL_FACTOR * CASE_TIMEOUT:
+            return 0.0
+        used = cpu - cpu0
+        return 0.0 if used >= CASE_TIMEOUT else max(1.0, CASE_TIMEOUT - used)
 
     def _start(self, w: _Worker, case: Case) -> None:
         self.counter += 1
