@@ -60,9 +60,6 @@ PROBES: dict[str, Arch] = {
                        exporters=_BOTH),
     "modernbert-decoder": Arch("decoder", _enc("ModernBertDecoderConfig", "ModernBertDecoderModel",
                                                pad_token_id=0), exporters=_BOTH),
-    "gpt-oss": Arch("decoder", _enc("GptOssConfig", "GptOssModel", head_dim=16, num_local_experts=4,
-                                    num_experts_per_tok=2, sliding_window=8, pad_token_id=0, **_KV, **_MOE),
-                    exporters=_BOTH),
     # MoE decoders.
     "phimoe": Arch("decoder", _enc("PhimoeConfig", "PhimoeModel", num_local_experts=4, **_KV, **_MOE),
                    exporters=("dynamo",)),
