@@ -7,7 +7,7 @@ does not hold, or an exporter variant it does not run. Every one is checked by b
 against onnxruntime, the int8 I-ViT compile) and printed as one line per variant: ``ok`` or what failed.
 
     python benchmarks/zoo_probe.py               # every probe (~4 min on 2 idle cores)
-    python benchmarks/zoo_probe.py vitdet gpt-oss
+    python benchmarks/zoo_probe.py sam-vision phimoe
 
 What a probe finds either becomes a fix for its class (then the architecture usually joins examples/zoo.py) or a
 line of README's "Not yet through" list. Exports that stop in torch itself (an op the exporter cannot write) are
