@@ -245,6 +245,42 @@ def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
         run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
 
 
+def _repeated(kind: str, copies: int) -> _Builder:
+    """``copies`` of one VEC (tests/test_vec_queue.py's MEASURED ``kind``) behind the same loads and configs."""
+    rng = np.random.default_rng(0)
+    b = _Builder()
+    b.load(Space.ACC, 0, rng.integers(-1000, 1000, (32, LANES)))
+    b.load(Space.CONST, 0, np.concatenate([rng.integers(1 << 20, 1 << 22, (2, LANES)), np.full((2, LANES), 20)]))
+    _configs(b, requant_m=1 << 21, requant_e=20, shiftgelu_x0=-200)
+    vec = {"requant_lane": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5, (Space.CONST, 0)),
+           "requant_stream": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "copy": _vec(VecFn.COPY, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "shiftgelu": _vec(VecFn.SHIFTGELU, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "ilayernorm": _vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 5, (Space.CONST, 0)),
+           "shiftmax": _vec(VecFn.SHIFTMAX, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 3)}[kind]
+    b.execs += [vec] * copies
+    b.store(Space.ACC, 64, 1)
+    return b
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_each_vec_takes_the_cycles_the_model_prices() -> None:
+    """hw.perf.vec_queue's cycles of each VEC (tests/test_vec_queue.py's MEASURED) are what a second copy of the
+    instruction adds to a program on the top level."""
+    from test_vec_queue import MEASURED, formulas
+
+    got = {}
+    for kind in MEASURED:
+        runs = []
+        for copies in (1, 2):
+            program = _repeated(kind, copies)
+            runs.append(run_system(VEC4, to_bytes(program.program()), bytes(program.image), {"dram": (0, 16)},
+                                   "verilator").cycles)
+        got[kind] = runs[1] - runs[0]
+    assert got == MEASURED == formulas()
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("fn", [VecFn.SHIFTMAX, VecFn.ILAYERNORM])
