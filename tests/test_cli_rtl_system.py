@@ -243,9 +243,10 @@ def test_the_bundled_sub_arrays_compile_as_one_array(mlp, tmp_path, capsys) -> N
 WHOLE = [("vit_tiny.onnx", 4, ["16", "16", "16"]), ("bert_tiny.onnx", 8, ["16", "16", "16"]),
          ("gpt2_tiny.onnx", 16, ["24", "16", "16"])]
 # How close the model's latency (gemm.execute_queue, the off-chip bandwidth the DRAM model serves) comes to the
-# RTL's cycles (docs/RTL.md, Whole models against the model): (total, worst layer), |model - RTL| / RTL, a layer being
-# the model's, with the RTL layers the model fuses into it (a GELU, a residual add, their requants) added to it.
-AGREEMENT = {"vit_tiny.onnx": (0.03, 0.13), "bert_tiny.onnx": (0.01, 0.055), "gpt2_tiny.onnx": (0.02, 0.065)}
+# RTL's cycles (docs/RTL.md, Whole models against the model): (total, worst layer), |model - RTL| / RTL, the total
+# without the host's ops (host_latency_cycles), a layer being the model's, with the RTL layers the model fuses into
+# it (a GELU, a residual add, their requants) added to it.
+AGREEMENT = {"vit_tiny.onnx": (0.015, 0.095), "bert_tiny.onnx": (0.01, 0.03), "gpt2_tiny.onnx": (0.02, 0.035)}
 DRAM_BANDWIDTH = ["--set", "offchip.bandwidth_gbps=4.8"]  # 16 B a cycle at fpga-u280's 300 MHz: the DRAM model's
 
 
@@ -266,7 +267,8 @@ def _model_inputs(model: str, path: Path, data: Path) -> None:
 
 
 def _model_agreement(r: dict) -> tuple[float, tuple[str, float]]:
-    """(model - RTL) / RTL of a ``--json`` report's total, and the layer where it is largest (module AGREEMENT)."""
+    """(model - RTL) / RTL of a ``--json`` report's total (the model's without the host's ops), and the layer where
+    it is largest (module AGREEMENT)."""
     groups: list[list] = []
     for layer in r["layers"]:
         if layer["latency_cycles"] is None and groups:
@@ -274,7 +276,8 @@ def _model_agreement(r: dict) -> tuple[float, tuple[str, float]]:
         else:
             groups.append([layer["name"], layer["rtl_cycles"], layer["latency_cycles"]])
     errors = [(name, (model - rtl) / rtl) for name, rtl, model in groups if model is not None]
-    return (r["latency_cycles"] - r["rtl_cycles"]) / r["rtl_cycles"], max(errors, key=lambda e: abs(e[1]))
+    device = r["latency_cycles"] - r["host_latency_cycles"]
+    return (device - r["rtl_cycles"]) / r["rtl_cycles"], max(errors, key=lambda e: abs(e[1]))
 
 
 @pytest.mark.rtl
@@ -312,6 +315,7 @@ def test_a_whole_model_simulated_equals_codesign_compile(model: str, array: int,
     assert sum(layer["rtl_cycles"] for layer in r["layers"]) <= r["rtl_cycles"]
     total, worst = _model_agreement(r)
     print(f"\n{model} {array}x{array}: {r['rtl_cycles']} cycles, build {r['build_s']} s, run {r['run_s']} s; model "
-          f"{r['latency_cycles']} ({total:+.1%}), worst layer {worst[1]:+.1%} ({worst[0]})")
+          f"{r['latency_cycles']}, {r['host_latency_cycles']} of it the host's ({total:+.1%}), worst layer "
+          f"{worst[1]:+.1%} ({worst[0]})")
     assert abs(total) <= AGREEMENT[model][0] and abs(worst[1]) <= AGREEMENT[model][1]
     _check_design(out, dict(o.split("=") for o in sizes[1::2]))

@@ -281,6 +281,48 @@ def test_each_vec_takes_the_cycles_the_model_prices() -> None:
     assert got == MEASURED == formulas()
 
 
+def _vector_layers(kind: str, rows: int, layers: int) -> tuple[Program, bytes]:
+    """``layers`` back-to-back backend vector layers (compiler/backend/tiles.py) of ``rows`` x 8 int32 values on
+    VEC4: a per-channel requant to int8, or a residual add with per-tensor multipliers."""
+    from compiler.backend.gemm import ProgramBuilder
+    from compiler.backend.tiles import Slot, VecStep, View, vector_layer
+
+    b = ProgramBuilder(_geometry(VEC4))
+    rng = np.random.default_rng(0)
+    for i in range(layers):
+        src, other = (b.image.place(f"{name}{i}", (rows, 8), 4) for name in ("x", "z"))
+        for region in (src, other):
+            b.image.write(region.name, rng.integers(-1000, 1000, (rows, 8)))
+        out = View.of(b.image.place(f"y{i}", (rows, 8), 1))
+        if kind == "requant":
+            table = np.concatenate([np.full((2, LANES), 1 << 21), np.full((2, LANES), 20)])
+            vector_layer(b, f"l{i}", rows, [Slot(Space.ACC, 8), Slot(Space.SP, 8)], [(View.of(src), 0)],
+                         [VecStep(VecFn.REQUANT, 0, 1, 8, const_row=0)], [(1, out)], table)
+        else:
+            configs = [(ConfigReg.REQUANT_M, 1 << 20), (ConfigReg.REQUANT_E, 20), (ConfigReg.RESIDUAL_M, 1 << 20),
+                       (ConfigReg.RESIDUAL_E, 20)]
+            vector_layer(b, f"l{i}", rows, [Slot(Space.ACC, 8)] * 3, [(View.of(src), 0), (View.of(other), 1)],
+                         [VecStep(VecFn.REQUANT_ADD, 0, 2, 8, aux=1)], [(2, out)], None, configs)
+        b.end_layer(f"l{i}")
+    return b.finish(), bytes(b.image.buffer())
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "rows"), [("requant", 16), ("requant", 32), ("add", 4), ("add", 32)])
+def test_a_vector_layer_takes_about_the_cycles_the_model_prices(kind: str, rows: int) -> None:
+    """A backend vector layer (what a second one adds to a program) against hw.perf.vec_queue.layer_cycles: its
+    row blocks through the three queues, each VEC and DMA row as priced; what the model leaves out (the memory's
+    latency per transfer, the queues' token hand-overs, the barrier) is under 25 cycles a layer (docs/RTL.md)."""
+    from hw.perf import vec_queue
+
+    runs = [run_system(VEC4, to_bytes(program), image, {"dram": (0, 16)}, "verilator").cycles
+            for program, image in (_vector_layers(kind, rows, n) for n in (1, 2))]
+    mach = vec_queue.Machine(lanes=LANES, width=LANES, acc_rows=VEC4.acc_rows, sp_rows=VEC4.sp_rows)
+    model = vec_queue.layer_cycles(kind, rows, 8, 32, 8, mach)
+    assert model is not None and 0 <= runs[1] - runs[0] - model < 25
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("fn", [VecFn.SHIFTMAX, VecFn.ILAYERNORM])

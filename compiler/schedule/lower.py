@@ -300,13 +300,17 @@ def _quant_attr(op: Operation | None) -> str:
     return quant.data if isinstance(quant, StringAttr) else ""
 
 
-def _quant_of(op: Operation, weights: Mapping[str, Any] | None = None) -> str:
-    """An element-wise op's integer role (``VectorWork.quant``): ``add`` (an integer residual add; ``add_channel``
-    where ``weights`` hold its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` ->
-    moves -> ``quantize`` island), else ""."""
+def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
+    """An integer op's role (``VectorWork.quant``): ``tensor`` (a requant whose multiplier the compile's weight
+    ``store`` holds once for the tensor), ``add`` (an integer residual add; ``add_channel`` where ``store`` holds
+    its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves -> ``quantize``
+    island), else ""."""
+    if isinstance(op, df.RequantOp):  # the quantizer's per-channel requant8c, or one multiplier for the tensor
+        me = store.get(df.layer_of(op)) if store is not None else None
+        return "tensor" if me is not None and np.size(np.asarray(me)[0]) == 1 else ""
     quant = _quant_attr(op)
     if quant == "add":
-        me = weights.get(df.layer_of(op)) if weights is not None else None
+        me = store.get(df.layer_of(op)) if store is not None else None
         return "add_channel" if me is not None and np.ndim(me) == 2 and np.shape(me)[1] > 1 else quant
     if quant != "quantize" or not op.operands:
         return ""

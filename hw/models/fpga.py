@@ -267,7 +267,8 @@ class FpgaModel:
             return None
         # an island's quantize runs as threshold layers, an integer residual add as requant_add; other element-wise
         # work (the host's float prologue) is priced on the lanes
-        kind = "threshold" if work.quant == "island" else work.quant if work.quant.startswith("add") else work.kind
+        kind = "threshold" if work.quant == "island" else work.quant if work.quant.startswith("add") else \
+            "requant_tensor" if work.kind == "requant" and work.quant == "tensor" else work.kind
         if work.kind == "add" and kind == "add" and work.quant != "add":
             return None
         mach = self._system_machine()

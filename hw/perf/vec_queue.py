@@ -25,7 +25,7 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
 
 The DMA: the load DMA moves each DRAM row of a transfer as a segment (:func:`hw.perf.execute_queue.segment_cycles`:
 two cycles for a row of one beat), the store DMA one element a cycle plus
-:data:`hw.perf.execute_queue.STORE_ROW_CYCLES` per row; the backend moves a contiguous operand as rows of
+:data:`STORE_ROW_CYCLES` per row; the backend moves a contiguous operand as rows of
 ``lanes`` elements (one per space row). Not modelled: the memory's latency per transfer, the queues' dependency
 tokens' hand-over cycles and the layer barrier (docs/RTL.md, whole models, measures what remains).
 """
@@ -35,17 +35,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hw.perf.execute_queue import STORE_ROW_CYCLES, VEC_ISSUE_CYCLES, segment_cycles
+from hw.perf.execute_queue import VEC_ISSUE_CYCLES, segment_cycles
 
-__all__ = ["LAYER_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS", "DIGIT_BITS", "VECTOR_LAYERS", "Block",
-           "Machine", "stream_requant_cycles", "lane_cycles", "ilayernorm_cycles", "shiftmax_cycles", "load_cycles",
-           "store_cycles", "pipeline_cycles", "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles",
-           "transposed_load_cycles", "matmul_layer_cycles", "attention_cycles"]
+__all__ = ["LAYER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS", "DIGIT_BITS",
+           "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles", "ilayernorm_cycles",
+           "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles", "block_rows", "row_kernel_size",
+           "layer_cycles", "threshold_cycles", "transposed_load_cycles", "matmul_layer_cycles", "attention_cycles"]
 
 MIN_ROW = 16
 """The shortest ``max_row`` the top level is built with (``codesign.rtl_system.longest_row``)."""
 LAYER_CYCLES = 0
 """Cycles a layer's barrier (drain, trace mark, seeds) adds beyond its blocks."""
+CONFIG_CYCLES = 4
+"""Cycles a ``CONFIG`` takes on the execute queue: the queue takes it, the vector unit writes the register
+(``IDLE``, ``DONE``), the queue retires it."""
+STORE_ROW_CYCLES = 5
+"""The store DMA's cycles per row beyond one per element (``hw.rtl.system.dma_store``): ``ROW``, ``CAPTURE``,
+``AW``, then ``B`` until the write response, which the DRAM model gives ``write_latency`` (2) cycles after the last
+beat. (``hw.perf.execute_queue.STORE_ROW_CYCLES`` counts 4 for the GEMMs' stores, whose pinned figures keep it;
+measured on the top level, a vector layer's stored rows take 5.)"""
 
 _LN_IN_BITS = 24  # hw.rtl.system.vec: I-LayerNorm's widest input
 _LN_NEWTON_STEPS = 10  # hw.rtl.ilayernorm.NEWTON_STEPS
@@ -154,7 +162,7 @@ class Machine:
     in_bits: int = 8
 
 
-VECTOR_LAYERS = ("requant", "add", "add_channel", "layernorm", "gelu", "threshold")
+VECTOR_LAYERS = ("requant", "requant_tensor", "add", "add_channel", "layernorm", "gelu", "threshold")
 """The vector kinds :func:`layer_cycles` prices (the backend's ``_requant``, ``_residual``, ``_layernorm``,
 ``_gelu``, and ``_threshold``: a float island's ``quantize`` as threshold layers)."""
 
@@ -162,6 +170,7 @@ VECTOR_LAYERS = ("requant", "add", "add_channel", "layernorm", "gelu", "threshol
 def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach: Machine) -> int | None:
     """Cycles of one vector layer of ``rows`` element rows of ``n`` values as the backend emits it (module
     docstring): ``kind`` one of :data:`VECTOR_LAYERS` (``requant``: per channel, as the quantizer inserts them;
+    ``requant_tensor``: one multiplier, streaming;
     ``add``: a residual add with per-tensor multipliers, one streaming ``requant_add``; ``add_channel``: with
     per-channel ones, each branch requantized to int32 in place on the lane-parallel path, then one streaming
     ``requant_add``), its DRAM input elements of
@@ -172,14 +181,14 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
         return threshold_cycles(rows, n, in_bits, out_bits, mach)
     lanes, width = mach.lanes, mach.width
     span, span_w = _span(n, lanes), _span(n, width)
-    out_sp = out_bits <= mach.in_bits and kind == "requant"
+    out_sp = out_bits <= mach.in_bits and kind in ("requant", "requant_tensor")
     in_row = lanes * max(1, in_bits // 8)
     const = 0
-    if kind == "requant":
+    if kind in ("requant", "requant_tensor"):
         acc_span, sp_span = span, span_w if out_sp else 0
         if not out_sp:
             acc_span += span
-        const = 2 * span_w
+        const = 2 * span_w if kind == "requant" else 0
     elif kind in ("add", "add_channel"):
         acc_span, sp_span = 3 * span, 0
         const = 4 * span_w if kind == "add_channel" else 0
@@ -193,16 +202,18 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
         load = load_cycles(r * span, in_row)
         if kind == "requant":
             exe = stream_requant_cycles(r, True) if span == 1 else lane_cycles("requant", r * span, lanes)
+        elif kind == "requant_tensor":
+            exe = stream_requant_cycles(r * span) + (2 * CONFIG_CYCLES if r0 == 0 else 0)
         elif kind == "add":
             load *= 2
-            exe = stream_requant_cycles(r * span)
+            exe = stream_requant_cycles(r * span) + (4 * CONFIG_CYCLES if r0 == 0 else 0)
         elif kind == "add_channel":  # each branch requantized per channel in place, then a unit-multiplier add
             load *= 2
-            exe = 2 * lane_cycles("requant", r * span, lanes) + stream_requant_cycles(r * span)
+            exe = 2 * lane_cycles("requant", r * span, lanes) + stream_requant_cycles(r * span) + 4 * CONFIG_CYCLES
         elif kind == "layernorm":
             exe = ilayernorm_cycles(r, n, lanes)
         else:
-            exe = lane_cycles("shiftgelu", r * span, lanes)
+            exe = lane_cycles("shiftgelu", r * span, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
         store = store_cycles(r * span_w, width) if out_sp else store_cycles(r * span, lanes)
         blocks.append(Block(load, exe, store))
     return pipeline_cycles(blocks, load_cycles(const, width * 4))
@@ -227,10 +238,6 @@ def threshold_cycles(rows: int, n: int, in_bits: int, out_bits: int, mach: Machi
         total += pipeline_cycles(blocks, load_cycles(1 << out_bits, mach.width * 4))
     return total
 
-
-CONFIG_CYCLES = 4
-"""Cycles a ``CONFIG`` takes on the execute queue: the queue takes it, the vector unit writes the register
-(``IDLE``, ``DONE``), the queue retires it."""
 PROBABILITY_BITS = 16
 """The bits of the attention's Shiftmax probabilities on the system (``compiler.simulate.kernels.softmax_bits``)."""
 DIGIT_BITS = 7

@@ -55,8 +55,9 @@ class VectorWork:
     in_bits: int = 0
     out_bits: int = 0
     quant: str = ""
-    """An integer element-wise op's role: ``add`` (a residual add), ``island`` (a ``quantize`` closing a
-    ``dequantize`` -> moves -> ``quantize`` island), "" for others; read likewise."""
+    """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
+    (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
+    moves -> ``quantize`` island), "" for others; read likewise."""
 
 
 @dataclass(frozen=True)
