@@ -11,6 +11,9 @@ Cycles: ``rtl_cycles`` is the top level's own count from ``start`` to ``done``; 
 trace marks the backend put behind each layer (docs/ISA.md, NOP), read from the trace memory after ``done``.
 ``latency_cycles`` is the performance model's (``codesign compile``'s report), in total and per layer of the same
 name; a layer the model prices apart from the one the program runs it in (a requant fused into a GEMM) has none.
+``host_latency_cycles`` is the part of the model's total spent on the ops the host runs (``host_ops``: the float
+prologue and epilogue, which the model prices on the accelerator and the top level does not run), so
+``latency_cycles - host_latency_cycles`` is the model's figure for what ``rtl_cycles`` counts.
 ``device_outputs_equal_simulator`` says whether every program output equals the functional simulator's value.
 """
 
@@ -81,6 +84,7 @@ def simulate(design: Any, sim: str, outputs_path: Path | None, json_path: Path |
         "samples": len(feeds_of), "clock_mhz": float(result.env.target.clock_mhz),
         "rtl_cycles": cycles[0], "rtl_cycles_per_sample": cycles,
         "latency_cycles": (result.report or {}).get("latency_cycles"),
+        "host_latency_cycles": sum(model_layers.get(name) or 0 for name in mp.host_ops),
         "device_outputs_equal_simulator": equal,
         "layers": layers, "host_ops": list(mp.host_ops),
         "source": design.source, "system": {**asdict(design.config), "width": design.config.width},

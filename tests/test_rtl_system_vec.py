@@ -245,6 +245,84 @@ def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
         run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
 
 
+def _repeated(kind: str, copies: int) -> _Builder:
+    """``copies`` of one VEC (tests/test_vec_queue.py's MEASURED ``kind``) behind the same loads and configs."""
+    rng = np.random.default_rng(0)
+    b = _Builder()
+    b.load(Space.ACC, 0, rng.integers(-1000, 1000, (32, LANES)))
+    b.load(Space.CONST, 0, np.concatenate([rng.integers(1 << 20, 1 << 22, (2, LANES)), np.full((2, LANES), 20)]))
+    _configs(b, requant_m=1 << 21, requant_e=20, shiftgelu_x0=-200)
+    vec = {"requant_lane": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5, (Space.CONST, 0)),
+           "requant_stream": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "copy": _vec(VecFn.COPY, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "shiftgelu": _vec(VecFn.SHIFTGELU, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "ilayernorm": _vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 5, (Space.CONST, 0)),
+           "shiftmax": _vec(VecFn.SHIFTMAX, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 3)}[kind]
+    b.execs += [vec] * copies
+    b.store(Space.ACC, 64, 1)
+    return b
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_each_vec_takes_the_cycles_the_model_prices() -> None:
+    """hw.perf.vec_queue's cycles of each VEC (tests/test_vec_queue.py's MEASURED) are what a second copy of the
+    instruction adds to a program on the top level."""
+    from test_vec_queue import MEASURED, formulas
+
+    got = {}
+    for kind in MEASURED:
+        runs = []
+        for copies in (1, 2):
+            program = _repeated(kind, copies)
+            runs.append(run_system(VEC4, to_bytes(program.program()), bytes(program.image), {"dram": (0, 16)},
+                                   "verilator").cycles)
+        got[kind] = runs[1] - runs[0]
+    assert got == MEASURED == formulas()
+
+
+def _vector_layers(kind: str, rows: int, layers: int) -> tuple[Program, bytes]:
+    """``layers`` back-to-back backend vector layers (compiler/backend/tiles.py) of ``rows`` x 8 int32 values on
+    VEC4: a per-channel requant to int8, or a residual add with per-tensor multipliers."""
+    from compiler.backend.gemm import ProgramBuilder
+    from compiler.backend.tiles import Slot, VecStep, View, vector_layer
+
+    b = ProgramBuilder(_geometry(VEC4))
+    rng = np.random.default_rng(0)
+    for i in range(layers):
+        src, other = (b.image.place(f"{name}{i}", (rows, 8), 4) for name in ("x", "z"))
+        for region in (src, other):
+            b.image.write(region.name, rng.integers(-1000, 1000, (rows, 8)))
+        out = View.of(b.image.place(f"y{i}", (rows, 8), 1))
+        if kind == "requant":
+            table = np.concatenate([np.full((2, LANES), 1 << 21), np.full((2, LANES), 20)])
+            vector_layer(b, f"l{i}", rows, [Slot(Space.ACC, 8), Slot(Space.SP, 8)], [(View.of(src), 0)],
+                         [VecStep(VecFn.REQUANT, 0, 1, 8, const_row=0)], [(1, out)], table)
+        else:
+            configs = [(ConfigReg.REQUANT_M, 1 << 20), (ConfigReg.REQUANT_E, 20), (ConfigReg.RESIDUAL_M, 1 << 20),
+                       (ConfigReg.RESIDUAL_E, 20)]
+            vector_layer(b, f"l{i}", rows, [Slot(Space.ACC, 8)] * 3, [(View.of(src), 0), (View.of(other), 1)],
+                         [VecStep(VecFn.REQUANT_ADD, 0, 2, 8, aux=1)], [(2, out)], None, configs)
+        b.end_layer(f"l{i}")
+    return b.finish(), bytes(b.image.buffer())
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "rows"), [("requant", 16), ("requant", 32), ("add", 4), ("add", 32)])
+def test_a_vector_layer_takes_about_the_cycles_the_model_prices(kind: str, rows: int) -> None:
+    """A backend vector layer (what a second one adds to a program) against hw.perf.vec_queue.layer_cycles: its
+    row blocks through the three queues, each VEC and DMA row as priced; what the model leaves out (the memory's
+    latency per transfer, the queues' token hand-overs, the barrier) is under 25 cycles a layer (docs/RTL.md)."""
+    from hw.perf import vec_queue
+
+    runs = [run_system(VEC4, to_bytes(program), image, {"dram": (0, 16)}, "verilator").cycles
+            for program, image in (_vector_layers(kind, rows, n) for n in (1, 2))]
+    mach = vec_queue.Machine(lanes=LANES, width=LANES, acc_rows=VEC4.acc_rows, sp_rows=VEC4.sp_rows)
+    model = vec_queue.layer_cycles(kind, rows, 8, 32, 8, mach)
+    assert model is not None and 0 <= runs[1] - runs[0] - model < 25
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("fn", [VecFn.SHIFTMAX, VecFn.ILAYERNORM])

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -67,6 +67,7 @@ from compiler.schedule.plan import (
 from compiler.soft_params import NEWTON_ITERS, soft_landmarks
 from hw.errors import InputError
 from hw.models.base import Cost
+from hw.perf.vec_queue import Machine, attention_cycles
 from hw.perf.workload import GemmWork, VectorWork
 from hw.targets.schema import Target
 
@@ -332,6 +333,10 @@ def _finish(plan: LayerPlan, shape: _Shape, c_qk: Cost) -> LayerPlan:
 def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
     """On chip, pipelined (:func:`_price_onchip`) where the target's buffers hold a tile; else three tasks through
     off-chip memory."""
+    qk = shape.standard_works()[0]
+    c_qk = cost(qk)
+    if c_qk.detail.get("execute_queue"):
+        return _price_execute_queue(shape, cost, c_qk)
     tiled = plan_tiles(shape.b, shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, shape.bits, shape.softmax, cost,
                        onchip_target(cost), shape.softcap, shape.sinks)
     if tiled is not None:
@@ -353,6 +358,28 @@ def _price_standard(shape: _Shape, cost: CostFn) -> LayerPlan:
     plan.detail["score_bytes_offchip"] = 4 * score
     plan.detail.update(readout_detail(c_qk, c_av))
     return _finish(plan, shape, c_qk)
+
+
+def _price_execute_queue(shape: _Shape, cost: CostFn, c_qk: Cost) -> LayerPlan:
+    """The system top level (``gemm.execute_queue``): the op as ``compiler/backend/attention.py`` runs it on the
+    one execute queue (``hw.perf.vec_queue.attention_cycles``), its loads and stores inside its cycles: one
+    task."""
+    plan, _ = _layer(shape, cost)
+    d = c_qk.detail
+    mach = Machine(**{f.name: int(d[f"system_{f.name}"]) for f in fields(Machine)})
+    masked = shape.mask_bytes > 0 or shape.allowed is not None
+    cycles = shape.b * attention_cycles(shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, masked, mach,
+                                        int(d["array_rows"]))
+    task = priced_task(TaskSpec(shape.name, 0, 0, shape.deps),
+                       Cost(unit=c_qk.unit, compute_cycles=cycles, onchip_bytes=plan.onchip_bytes,
+                            detail={"execute_queue": True}))
+    plan.tasks = [task]
+    qk, av, sm = shape.standard_works()
+    plan.works = [qk, sm, av]
+    plan.detail["execute_queue"] = True
+    plan = _finish(plan, shape, c_qk)
+    plan.bytes_offchip = shape.q_bytes + shape.k_bytes + shape.v_bytes + shape.mask_bytes + shape.out_bytes
+    return plan
 
 
 def _price_onchip(shape: _Shape, tiled: Any, cost: CostFn) -> LayerPlan:

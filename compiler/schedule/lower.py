@@ -16,13 +16,14 @@ lanes hold only the units the compile used).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
+import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
@@ -200,15 +201,17 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
             layer = plan_moe(op, producers.deps([op.input]))
         else:
             group = fused_into.get(df.layer_of(op), [])
-            layers.append(replace(_plan_layer(op, group, producers), ops=(op, *group)))
+            layers.append(replace(_plan_layer(op, group, producers, weights), ops=(op, *group)))
             continue
         layers.append(replace(layer, ops=(op,)))
         producers.produced(layer, list(op.results))
     return Plan(tuple(layers))
 
 
-def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) -> PlannedLayer:
-    """One op and the element-wise epilogue ``group`` fused into it: one task."""
+def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
+                store: Mapping[str, Any] | None = None) -> PlannedLayer:
+    """One op and the element-wise epilogue ``group`` fused into it: one task (``store``: the compile's
+    WeightStore, where a residual add's multipliers say whether they are per channel)."""
     name = df.layer_of(op)
     results: list[SSAValue] = list(op.results)
     ins = list(op.operands)
@@ -244,7 +247,9 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
             approx = softmax_cost_name(approx)
         x = op.operands[0]
         work = VectorWork(kind=kind, elements=max(numel(v) for v in op.results), rows=_vector_rows(kind, x),
-                          approx=approx, bits=element_bits(x))
+                          approx=approx, bits=element_bits(x), row_length=_row_length(op.results[0]),
+                          in_bits=_widest(op.operands), out_bits=element_bits(op.results[0]),
+                          quant=_quant_of(op, store))
         op_name = op.name.split(".", 1)[1]
         if isinstance(op, df.ElementwiseOp):
             op_name += "." + op.kind_value()
@@ -254,7 +259,9 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
         kind, approx = _vector_kind(member)
         y = member.results[0]
         epilogue.append(VectorWork(kind=kind, elements=numel(y), rows=_vector_rows(kind, y), approx=approx,
-                                   bits=element_bits(y)))
+                                   bits=element_bits(y), row_length=_row_length(y),
+                                   in_bits=_widest(member.operands), out_bits=element_bits(y),
+                                   quant=_quant_of(member, store)))
     weights = sum(tensor_bytes(v) for v in ins if _is_weight(v)) if not isinstance(op, df.EmbeddingOp) else 0
     if isinstance(work, GemmWork) and isinstance(op.attributes.get(GROUP_ATTR), IntegerAttr):
         rescale, scale_bytes = group_scale_work(op, work)
@@ -280,6 +287,43 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers) ->
     for member in group:
         producers.produced(layer, list(member.results))
     return layer
+
+
+def _widest(values: Sequence[SSAValue]) -> int:
+    """The widest element bits among the tensor ``values`` (what a vector layer's loads move per element)."""
+    return max((element_bits(v) for v in values if isinstance(v.type, TensorType)), default=0)
+
+
+def _quant_attr(op: Operation | None) -> str:
+    attr = op.properties.get("attrs") if isinstance(op, df.ElementwiseOp) else None
+    quant = attr.data.get("quant") if isinstance(attr, DictionaryAttr) else None
+    return quant.data if isinstance(quant, StringAttr) else ""
+
+
+def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
+    """An integer op's role (``VectorWork.quant``): ``tensor`` (a requant whose multiplier the compile's weight
+    ``store`` holds once for the tensor), ``add`` (an integer residual add; ``add_channel`` where ``store`` holds
+    its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves -> ``quantize``
+    island), else ""."""
+    if isinstance(op, df.RequantOp):  # the quantizer's per-channel requant8c, or one multiplier for the tensor
+        me = store.get(df.layer_of(op)) if store is not None else None
+        return "tensor" if me is not None and np.size(np.asarray(me)[0]) == 1 else ""
+    quant = _quant_attr(op)
+    if quant == "add":
+        me = store.get(df.layer_of(op)) if store is not None else None
+        return "add_channel" if me is not None and np.ndim(me) == 2 and np.shape(me)[1] > 1 else quant
+    if quant != "quantize" or not op.operands:
+        return ""
+    source = op.operands[0].owner
+    while isinstance(source, df.MoveOp) and source.operands:
+        source = source.operands[0].owner
+    return "island" if isinstance(source, Operation) and _quant_attr(source) == "dequantize" else ""
+
+
+def _row_length(value: SSAValue) -> int:
+    """Values per row of a tensor (its last dimension), 0 for a scalar."""
+    shape = value.type.get_shape()  # type: ignore[attr-defined]
+    return int(shape[-1]) if shape and shape[-1] > 0 else 0
 
 
 def _rows(value: SSAValue) -> int:
@@ -313,7 +357,10 @@ def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vector
     for index, extra in enumerate(epilogue):
         if queue:
             fused = int(c.detail["fused_requant_cycles"]) if index == 0 and extra.kind == "requant" else None
-            c = serial_epilogue(c, cost(extra), fused)
+            e = cost(extra)
+            c = serial_epilogue(c, e, fused)
+            if fused is None and e.detail.get("execute_queue"):
+                c = replace(c, detail={**c.detail, "epilogue_queued": True})
         else:
             c = overlap_epilogue(c, cost(extra))
     for first in prologue:  # in series: a row's codes need its max, i.e. the whole row, before the array starts
@@ -324,6 +371,8 @@ def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vector
     offchip = spec.bytes_in + spec.bytes_out
     if isinstance(work, GemmWork) and queue:
         spec = _execute_queue_spec(spec, work, weights, c)
+    elif c.detail.get("execute_queue"):  # a vector layer on the system: its row blocks' DMA is in its cycles
+        spec = replace(spec, bytes_in=0, bytes_out=0, tiles=None, stream=())
     elif isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
         spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
     task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
@@ -347,7 +396,8 @@ def _execute_queue_spec(spec: TaskSpec, work: GemmWork, weights: int, cost: Cost
     d = cost.detail
     rows, cols = int(d["array_rows"]), int(d["array_cols"])
     a_bytes = work.batch * -(-work.m * work.k * work.in_bits // 8)
-    others = max(0, spec.bytes_in - weights - a_bytes)
+    # the epilogue's other inputs (a residual): loaded by its own vector layer where the cost prices it so
+    others = 0 if d.get("epilogue_queued") else max(0, spec.bytes_in - weights - a_bytes)
     store = work.batch * BEAT_BYTES * store_cycles(work.m, work.n, rows, cols)
     return replace(spec, bytes_in=int(d["load_bus_bytes"]) + others, bytes_out=store, tiles=None,
                    lead_bytes_in=int(d["lead_bus_bytes"]))

@@ -42,7 +42,9 @@ GEMM (unit ``gemm``)
     ``systolic_cycles`` becomes ``fold_overlap_cycles`` (``(folds - 1) * max(k, rows) + k + rows + cols - 3``) and
     the readout one cycle, so an invocation takes that kernel's ``predicted_cycles``; split by folds, a sub-array
     streams its ``ceil(folds / P)`` folds (``streamed_folds_cycles``).
-Vector (unit ``vector``, ``vector.count`` of them)
+Vector (unit ``vector``, ``vector.count`` of them; with ``gemm.execute_queue`` the system's vector layers, a
+requant, an integer residual add, I-LayerNorm, ShiftGELU and an island's quantize, are instead one task each on
+unit ``gemm`` for the cycles ``hw.perf.vec_queue.layer_cycles`` gives, loads and stores included)
     ``vector.lanes`` copies of the RTL row unit, each taking whole rows round-robin, so R rows of n elements
     take the unit's cycles for ``ceil(R / lanes)`` rows (``L = lanes``)::
 
@@ -70,10 +72,12 @@ Moves
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any
 
 from hw.errors import InputError
+from hw.isa.memory import memory_sizes
 from hw.models.base import (
     Cost,
     buffer_tiles,
@@ -95,7 +99,7 @@ from hw.models.resources import (
     lane_cost,
     unit_cost,
 )
-from hw.perf import execute_queue
+from hw.perf import execute_queue, vec_queue
 from hw.perf.systolic import fold_counts, fold_overlap_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
@@ -161,6 +165,9 @@ class FpgaModel:
         if isinstance(work, GemmWork):
             return self._gemm_cost(work)
         if isinstance(work, VectorWork):
+            queued = self._execute_queue_vector(work) if t.gemm.execute_queue else None
+            if queued is not None:
+                return queued
             if not _on_rtl_unit(work):
                 return vector_cost(t, t.vector, work)
             return self._rtl_vector_cost(*RTL_VECTOR_UNITS[(work.kind, work.approx)], work)
@@ -238,10 +245,38 @@ class FpgaModel:
             load_bus_bytes=invocations * execute_queue.BEAT_BYTES * traffic.total,
             array_rows=g.rows,
             array_cols=g.cols,
+            **{f"system_{key}": value for key, value in asdict(self._system_machine()).items()},
         )
         cycles = invocations * row_folds * col_folds * fold_cycles
         detail["utilization"] = work.macs / (cycles * g.rows * g.cols) if cycles else 0.0
         return cycles, invocations * traffic.folds
+
+    def _system_machine(self) -> vec_queue.Machine:
+        """The system top level's vector unit and memories for this target (``hw.isa.memory_sizes``)."""
+        sizes = memory_sizes(self.target, "gemm.execute_queue")
+        return vec_queue.Machine(lanes=sizes.cols, width=max(sizes.rows, sizes.cols), acc_rows=sizes.acc_rows,
+                                 sp_rows=sizes.sp_rows, in_bits=sizes.in_bits)
+
+    def _execute_queue_vector(self, work: VectorWork) -> Cost | None:
+        """``gemm.execute_queue``: ``work`` as the system top level runs it (``hw.perf.vec_queue``), a vector layer
+        of row blocks on the one execute queue, its loads and stores inside its cycles; None for work it does not
+        price there (the lanes' cost then applies)."""
+        n = work.row_length or (ceil_div(work.elements, work.rows) if work.rows > 1 else 0)
+        rows = ceil_div(work.elements, n) if n else 0
+        if work.kind in ("layernorm", "gelu") and work.approx not in ("ilayernorm", "shiftgelu"):
+            return None
+        # an island's quantize runs as threshold layers, an integer residual add as requant_add; other element-wise
+        # work (the host's float prologue) is priced on the lanes
+        kind = "threshold" if work.quant == "island" else work.quant if work.quant.startswith("add") else \
+            "requant_tensor" if work.kind == "requant" and work.quant == "tensor" else work.kind
+        if work.kind == "add" and kind == "add" and work.quant != "add":
+            return None
+        mach = self._system_machine()
+        cycles = vec_queue.layer_cycles(kind, rows, n, work.in_bits or 32, work.out_bits or work.bits, mach)
+        if cycles is None:
+            return None
+        return Cost(unit="gemm", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),
+                    detail={"execute_queue": True, "vector_layer": kind, "row_length": n, "rows": rows})
 
     def subarray_share(self, work: GemmWork) -> tuple[str, dict[str, int], int]:
         """How the busiest of ``gemm.partitions`` sub-arrays runs ``work`` (module docstring): ``(split, sub_work,

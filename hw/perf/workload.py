@@ -48,6 +48,16 @@ class VectorWork:
     rows: int = 1
     approx: str = "exact"
     bits: int = 8
+    row_length: int = 0
+    """Values per row (the last dimension) where the planner records it, else 0; with ``in_bits`` and
+    ``out_bits`` (the input's and the result's element bits, 0 where not recorded) only ``gemm.execute_queue``'s
+    pricing of the system's vector layers reads it (``hw.perf.vec_queue``)."""
+    in_bits: int = 0
+    out_bits: int = 0
+    quant: str = ""
+    """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
+    (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
+    moves -> ``quantize`` island), "" for others; read likewise."""
 
 
 @dataclass(frozen=True)

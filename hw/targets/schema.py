@@ -277,8 +277,9 @@ class FpgaGemm(Gemm):
     """True: the array is the ``cds1`` system top level's (``codesign rtl --system`` sets it): each output fold is
     one ``GEMM`` instruction on the one execute queue, followed there by its fused requant ``VEC``, and the DMA moves
     whole 16-byte beats, a segment per DRAM row; a GEMM layer is priced as that program runs
-    (hw/perf/execute_queue.py). False: the array runs a layer's folds back to back with its epilogue on the vector
-    lanes beside it."""
+    (hw/perf/execute_queue.py), and so are the vector layers and attention ops the backend emits for the one vector
+    unit, in series on the same queue (hw/perf/vec_queue.py). False: the array runs a layer's folds back to back
+    with its epilogue on the vector lanes beside it."""
 
     @model_validator(mode="after")
     def _partitions_divide_rows(self) -> FpgaGemm:

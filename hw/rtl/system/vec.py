@@ -37,12 +37,12 @@ and complete without effect.
 ``requant`` and ``requant_add`` whose ``(m, e)`` are the same for every row (per tensor, or per channel with
 ``n <= lanes``: the two constant rows read once first) stream: one row per cycle into ``Requant``, written
 ``LATENCY + 2`` cycles after its read, so ``rows * span + 4`` cycles (+3 for the constants), as the GEMM's old
-fused requant streamed. Other cycles per space row on the lane-parallel path: 5 (read, two latches, write, next),
-plus ``requant``'s 2,
-``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1``. Row functions: about ``3 n`` per element row plus the
-kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 * var_bits(max_row, 24) + 31``, its
-dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128), and ``ilayernorm``'s bias load of
-``3 span + n`` once per instruction.
+fused requant streamed. Other cycles per space row on the lane-parallel path: 4 (read, two latches, write), plus
+``requant``'s 3, ``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1`` (``hw.perf.vec_queue`` prices each
+``VEC`` so; tests/test_rtl_system_vec.py checks it against the top level). Row functions: about ``3 n`` per
+element row plus the kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 *
+var_bits(max_row, 24) + 31``, its dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128),
+and ``ilayernorm``'s bias load of ``3 span + n`` once per instruction.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""``gemm.execute_queue``'s vector layers and attention (hw/perf/vec_queue.py): each ``VEC``'s cycles as
+``hw.rtl.system.vec`` runs it (pinned to Verilator runs by tests/test_rtl_system_vec.py, marked rtl), the row
+blocks' pipeline, and the FPGA model pricing the system's vector layers on the array's queue only with the key."""
+
+from __future__ import annotations
+
+from hw.models import build_model
+from hw.perf import vec_queue as vq
+from hw.perf.execute_queue import VEC_ISSUE_CYCLES
+from hw.perf.workload import VectorWork
+from hw.targets.loader import load_target
+
+# One VEC over 16 element rows of 8 values on 4 lanes (32 space rows), or 4 rows of 16 for the row functions, on
+# tests/test_rtl_system_vec.py's VEC4 (max_row 16): the cycles a second copy of the instruction adds there.
+MEASURED = {"requant_lane": 229, "requant_stream": 41, "copy": 133, "shiftgelu": 389, "ilayernorm": 2569,
+            "shiftmax": 309}
+
+
+def formulas() -> dict[str, int]:
+    """:data:`MEASURED`'s instructions priced by hw.perf.vec_queue."""
+    return {"requant_lane": vq.lane_cycles("requant", 32, 4), "requant_stream": vq.stream_requant_cycles(32),
+            "copy": vq.lane_cycles("copy", 32, 4), "shiftgelu": vq.lane_cycles("shiftgelu", 32, 4),
+            "ilayernorm": vq.ilayernorm_cycles(4, 16, 4), "shiftmax": vq.shiftmax_cycles(4, 16, 4)}
+
+
+def test_each_vec_costs_what_the_vector_unit_took() -> None:
+    assert formulas() == MEASURED
+    assert vq.stream_requant_cycles(8, const_pair=True) == 8 + 4 + 3 + VEC_ISSUE_CYCLES
+    assert vq.lane_cycles("threshold", 1, 16, 8) == 4 + 257 + VEC_ISSUE_CYCLES
+
+
+def test_row_blocks_overlap_loads_and_stores_with_the_execute_queue() -> None:
+    one = vq.Block(load=10, execute=100, store=20)
+    assert vq.pipeline_cycles([one]) == 130
+    # the second block loads under the first's execute; the first's store runs under the second's execute
+    assert vq.pipeline_cycles([one, one]) == 10 + 100 + 100 + 20
+    # the store queue is the bottleneck: each store waits for the previous one
+    slow = vq.Block(load=1, execute=1, store=50)
+    assert vq.pipeline_cycles([slow] * 3, lead=5) == 5 + 1 + 1 + 3 * 50
+    assert vq.block_rows(16, 32, 0, 512, 4096) == 8
+
+
+def test_the_model_prices_system_vector_layers_only_with_execute_queue() -> None:
+    ln = VectorWork(kind="layernorm", elements=16 * 128, rows=16, approx="ilayernorm", bits=32, row_length=128,
+                    in_bits=32, out_bits=32)
+    sizes = {"gemm.rows": "8", "gemm.cols": "8", "buffers.act_kb": "16", "buffers.weight_kb": "16",
+             "buffers.out_kb": "16", "gemm.partitions": "1", "gemm.fold_overlap": "false"}
+    queued = build_model(load_target("fpga-u280", {**sizes, "gemm.execute_queue": "true"})).cost(ln)
+    lanes = build_model(load_target("fpga-u280", sizes)).cost(ln)
+    assert queued.unit == "gemm" and queued.detail["execute_queue"] and lanes.unit == "vector"
+    mach = vq.Machine(lanes=8, width=8, acc_rows=512, sp_rows=4096)
+    assert queued.compute_cycles == vq.layer_cycles("layernorm", 16, 128, 32, 32, mach)
+    # two blocks of 8 rows (two halves of 2 x 16 accumulator rows each fit 512): bias, the first load, two
+    # instructions, the last store
+    per_vec = vq.ilayernorm_cycles(8, 128, 8)
+    assert queued.compute_cycles == vq.load_cycles(16, 32) + vq.load_cycles(128, 32) + 2 * per_vec + \
+        vq.store_cycles(128, 8)
+    # a float element-wise op (the host's prologue) stays on the lanes
+    host = VectorWork(kind="add", elements=2048, bits=32, row_length=128)
+    assert build_model(load_target("fpga-u280", {**sizes, "gemm.execute_queue": "true"})).cost(host).unit == "vector"
