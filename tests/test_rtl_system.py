@@ -131,7 +131,7 @@ def test_a_missing_token_gives_a_wrong_result_in_rtl() -> None:
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_an_instruction_the_rtl_lacks_raises_fault() -> None:
-    vec = Vec(fn=VecFn.ONLINE_SOFTMAX, src_space=Space.ACC, src=0, dst_space=Space.SP, dst=0, rows=1, n=4, out_log2=3,
+    vec = Vec(fn=VecFn.TOPK, src_space=Space.ACC, src=0, dst_space=Space.SP, dst=0, rows=1, n=4, out_log2=3,
               deps=Deps())
     program = Program((vec, Halt()), 64)
     with pytest.raises(RuntimeError, match="does not build yet"):

@@ -3,18 +3,21 @@
 Each program loads random rows into the scratchpad, accumulator and constant memory (the destination rows too,
 so a lane the VEC must leave alone is checked), sets the configuration registers, runs one or more ``VEC`` and
 stores the destination rows; the whole DRAM image after ``done`` must equal the machine model's. Rows of
-``n = 6`` elements on a 4-lane array span two space rows, the second with two valid lanes.
+``n = 6`` elements on a 4-lane array span two space rows, the second with two valid lanes. All share one
+Verilator build (``VEC4``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from compiler.backend import Geometry, Machine, run_program
+from compiler.numerics import dyadic
 from hw.isa import Config, ConfigReg, Deps, Halt, Instruction, Load, Program, Space, Store, Vec, VecFn, to_bytes
 from hw.rtl.system import SystemConfig, run_system
 from hw.rtl.system.support import rtl_lacks
@@ -201,6 +204,31 @@ def _shiftmax(rng) -> _Builder:
     return b
 
 
+def _online_softmax(rng) -> _Builder:
+    """Accumulator scores: 8-bit probabilities over a two-row span (one row at the 32-bit extremes, whose max jumps
+    by far more than 32 halvings so the running sum shifts out, one whose max comes last), 16-bit over three rows
+    (one lane in the last) in place, 4-bit over a single element; ``(m_c, e_c) = dyadic(scale * log2(e) * 2**8)``
+    as the backend sets them, for two scales."""
+    b = _Builder()
+    scores = _span_rows(rng, 3, 6, -4000, 4000)
+    scores[2] = [-(1 << 31), (1 << 31) - 1, -5, 7]
+    scores[4] = [-3000, -3000, -2990, 2000]
+    b.load(Space.ACC, 0, scores)
+    b.load(Space.ACC, 16, _span_rows(rng, 2, 9, -300, 300))
+    b.load(Space.SP, 0, _span_rows(rng, 3, 6, -128, 128))  # destination: the tail lanes must survive
+    m_c, e_c = dyadic(0.002 * math.log2(math.e) * 256)
+    _configs(b, softmax_m=m_c, softmax_e=e_c)
+    b.execs += [_vec(VecFn.ONLINE_SOFTMAX, (Space.ACC, 0), (Space.SP, 0), 3, 6, 3),
+                _vec(VecFn.ONLINE_SOFTMAX, (Space.ACC, 16), (Space.SP, 16), 4, 1, 2)]
+    m_c, e_c = dyadic(0.01 * math.log2(math.e) * 256)
+    _configs(b, softmax_m=m_c, softmax_e=e_c)
+    b.execs += [_vec(VecFn.ONLINE_SOFTMAX, (Space.ACC, 16), (Space.ACC, 16), 2, 9, 4)]
+    b.store(Space.SP, 0, 6)
+    b.store(Space.ACC, 16, 6)
+    b.store(Space.SP, 16, 4)
+    return b
+
+
 def _ilayernorm(rng) -> _Builder:
     """Accumulator rows (wide, one constant row: zero variance) over a two-row span with its bias rows, and
     scratchpad rows of three channels written back to the scratchpad (wrapped to 8 bits)."""
@@ -218,8 +246,9 @@ def _ilayernorm(rng) -> _Builder:
     return b
 
 
-CASES = {"ilayernorm": _ilayernorm, "shiftmax": _shiftmax, "copy_digit": _copy_digit, "requant": _requant, "requant_add": _requant_add, "shiftgelu": _shiftgelu,
-         "threshold": _threshold}
+CASES = {"ilayernorm": _ilayernorm, "shiftmax": _shiftmax, "copy_digit": _copy_digit, "requant": _requant,
+         "requant_add": _requant_add, "shiftgelu": _shiftgelu, "threshold": _threshold,
+         "online_softmax": _online_softmax}
 
 
 @pytest.mark.rtl
@@ -238,11 +267,27 @@ def test_vec_functions_run_bit_exact_in_icarus() -> None:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("fn", [VecFn.ONLINE_SOFTMAX, VecFn.TOPK])
-def test_a_row_function_the_rtl_lacks_raises_fault(fn: VecFn) -> None:
-    program = Program((_vec(fn, (Space.ACC, 0), (Space.SP, 0), 1, 4), Halt()), 64)
+def test_a_row_function_the_rtl_lacks_raises_fault() -> None:
+    vec = _vec(VecFn.TOPK, (Space.ACC, 0), (Space.SP, 0), 1, 4)
+    assert rtl_lacks(vec, VEC4) == "VEC topk"
     with pytest.raises(RuntimeError, match="does not build yet"):
-        run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
+        run_system(VEC4, to_bytes(Program((vec, Halt()), 64)), bytes(64), {}, "verilator")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize(("reg", "value"), [("softmax_e", 63), ("softmax_m", (1 << 31) + 1)])
+def test_online_softmax_registers_outside_the_kernel_range_raise_fault(reg: str, value: int) -> None:
+    """``(m_c, e_c)`` must fit the kernel's ports (``[0, 2**31]``, ``[1, 62]``): data, so refused only when it runs;
+    32-bit outputs are refused statically too. Rows of any length up to 4,096 are built (no row buffer)."""
+    vec = _vec(VecFn.ONLINE_SOFTMAX, (Space.ACC, 0), (Space.SP, 0), 1, 4)
+    assert rtl_lacks(vec, VEC4) is None
+    assert rtl_lacks(dataclasses.replace(vec, n=4096), VEC4) is None
+    assert rtl_lacks(dataclasses.replace(vec, out_log2=5), VEC4) == "VEC online_softmax to 32 bits (at most 16)"
+    regs = {"softmax_m": 1 << 30, "softmax_e": 30, reg: value}
+    configs = tuple(Config(reg=ConfigReg[name.upper()], value=v) for name, v in regs.items())
+    with pytest.raises(RuntimeError, match="does not build yet"):
+        run_system(VEC4, to_bytes(Program((*configs, vec, Halt()), 64)), bytes(64), {}, "verilator")
 
 
 def _repeated(kind: str, copies: int) -> _Builder:

@@ -25,6 +25,9 @@ Ports (Verilog names; ``clk`` and the synchronous active-high ``rst`` as well):
     then the same ``n`` scores again for pass 2, as Edge-MoE's A.V pass re-reads them.
 ``outputs`` (out, stream)
     ``y`` (unsigned ``out_bits``, in ``[0, 2**(out_bits-1) - 1]``) and ``last``, one per pass-2 beat.
+``length`` (in, ``range(n + 1)``; only with ``length_port=True``)
+    The row length in scores at run time, in ``[1, n]``, ``n`` being the longest row; hold it stable while a
+    row is in flight (both passes). The system top level's ``VEC online_softmax`` (``hw/rtl/system/vec.py``).
 
 The unit holds no row buffer: its state is ``(m, s)`` and then ``r``. The sum stays below ``2**31`` for
 rows of up to ``2**15`` scores and is at least ``2**14`` (the max score's term), hence 17 quotient bits.
@@ -96,23 +99,27 @@ class OnlineSoftmax(KernelMixin, wiring.Component):
     def cycles_formula(cls, params):
         return f"rows * (2 * n + {DIV_CYCLES})"
 
-    def __init__(self, n: int = 16, in_bits: int = 32, out_bits: int = 8):
+    def __init__(self, n: int = 16, in_bits: int = 32, out_bits: int = 8, *, length_port: bool = False):
+        """``length_port``: add an input ``length`` (scores, ``[1, n]``) that sets the row length at run time, ``n``
+        being the longest row; without it every row has ``n`` scores."""
         self.params = self.accept_params(n=n, in_bits=in_bits, out_bits=out_bits)
         self.n, self.in_bits, self.out_bits = n, in_bits, out_bits
-        super().__init__(
-            {
-                "m_c": In(unsigned(32)),
-                "e_c": In(unsigned(6)),
-                "inputs": In(stream.Signature(input_layout(in_bits))),
-                "outputs": Out(stream.Signature(output_layout(out_bits))),
-            }
-        )
+        self.length_port = length_port
+        ports = {
+            "m_c": In(unsigned(32)),
+            "e_c": In(unsigned(6)),
+            "inputs": In(stream.Signature(input_layout(in_bits))),
+            "outputs": Out(stream.Signature(output_layout(out_bits))),
+        }
+        if length_port:
+            ports["length"] = In(range(n + 1))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         n = self.n
         idx = Signal(range(n), name="idx")
-        at_end = idx == n - 1
+        at_end = (idx == self.length - 1) if self.length_port else (idx == n - 1)
 
         # x -> log2 domain (I-ViT's dyadic multiply with round half to even, clamped to int32).
         # At least 64 bits, so that every shift 1..62 leaves a sign bit and a guard bit.

@@ -12,8 +12,8 @@ from hw.rtl.system.top import SystemConfig
 
 __all__ = ["BUILT", "rtl_lacks"]
 
-BUILT = ("LOAD, STORE, output-stationary GEMM, VEC requant / requant_add / copy / digit / shiftgelu, threshold and "
-         "shiftmax to at most 16 bits, ilayernorm (24-bit inputs), CONFIG, NOP, HALT")
+BUILT = ("LOAD, STORE, output-stationary GEMM, VEC requant / requant_add / copy / digit / shiftgelu, threshold, "
+         "shiftmax and online_softmax to at most 16 bits, ilayernorm (24-bit inputs), CONFIG, NOP, HALT")
 """What the top level runs today, in words (for messages)."""
 
 _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, VecFn.SHIFTGELU)
@@ -21,8 +21,8 @@ _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, Vec
 
 def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     """Why the top level cannot run ``instr`` (a short phrase), or None when it can (``vec.py``'s ``built`` and
-    ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits is data, found only
-    when it runs)."""
+    ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits and online softmax
+    registers outside the kernel's ``(m_c, e_c)`` range are data, found only when it runs)."""
     if isinstance(instr, Gemm):
         if instr.dataflow != 0:
             return "weight-stationary GEMM"
@@ -31,11 +31,11 @@ def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     elif isinstance(instr, Vec):
         fn = VecFn(instr.fn)
         name = f"VEC {fn.name.lower()}"
-        if fn in (VecFn.THRESHOLD, VecFn.SHIFTMAX) and instr.out_log2 > 4:
+        if fn in (VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ONLINE_SOFTMAX) and instr.out_log2 > 4:
             return f"{name} to {1 << instr.out_log2} bits (at most 16)"
         if fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM) and instr.n > config.max_row:
             return f"{name} of {instr.n}-element rows (the top level is built for at most {config.max_row})"
-        if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM):
+        if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM, VecFn.ONLINE_SOFTMAX):
             return name
         if Space.CONST in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD
                                                                  and instr.aux_space == Space.CONST):

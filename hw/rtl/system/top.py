@@ -53,7 +53,7 @@ class SystemConfig(MemorySizes):
     and ``max_row``: the longest element row (elements, ``VEC``'s ``n``) the vector unit's row kernels
     (``shiftmax``, ``ilayernorm``) are built for. Their row buffers and I-LayerNorm's dividers grow with it, so
     ``codesign rtl --system`` sizes it from the program; a longer row raises ``fault`` (``support.rtl_lacks``
-    refuses it first)."""
+    refuses it first). ``online_softmax`` keeps no row and takes rows of up to 4,096 whatever ``max_row``."""
 
     queue_depth: int = 16
     trace_depth: int = 256

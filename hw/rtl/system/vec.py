@@ -27,10 +27,15 @@ lane by lane:
 * ``shiftmax``: ``hw.rtl.shiftmax.Shiftmax`` on ``x >> shiftmax_shift`` with ``shiftmax_x0``; its 16-bit output
   shifted right by ``16 - b`` (the same floor as the kernel's ``>> (32 - b)``), ``b <= 16``;
 * ``ilayernorm``: ``hw.rtl.ilayernorm.ILayerNorm`` (24-bit inputs: a wider value raises ``fault``), its bias
-  memory written from constant rows ``aux .. aux + span - 1`` before the first row.
+  memory written from constant rows ``aux .. aux + span - 1`` before the first row;
+* ``online_softmax``: ``hw.rtl.online_softmax.OnlineSoftmax`` with ``(m_c, e_c)`` from ``softmax_m`` /
+  ``softmax_e`` (outside ``[0, 2**31]`` / ``[1, 62]``, values only a ``CONFIG`` can hold, raises ``fault``). It
+  keeps no row: each element row's space rows are read twice, pass 1 streaming the row's statistics in, pass 2
+  re-reading it for the outputs (one space row at a time, written before the next is read, so ``dst == src`` is
+  safe); its 16-bit output shifted right by ``16 - b`` as Shiftmax's, ``b <= 16``. Built for :data:`MAX_ROW`
+  whatever ``max_row`` (it has no row buffer: a longer row only widens a counter).
 
-``online_softmax`` (its kernel's row length is fixed at elaboration), ``topk``, the widths named above, a row
-function on rows longer than ``max_row``, and any
+``topk``, the widths named above, a ``shiftmax`` or ``ilayernorm`` on rows longer than ``max_row``, and any
 ``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
 and complete without effect.
 
@@ -40,9 +45,10 @@ and complete without effect.
 fused requant streamed. Other cycles per space row on the lane-parallel path: 4 (read, two latches, write), plus
 ``requant``'s 3, ``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1`` (``hw.perf.vec_queue`` prices each
 ``VEC`` so; tests/test_rtl_system_vec.py checks it against the top level). Row functions: about ``3 n`` per
-element row plus the kernel's own (``shiftmax``: ``3 n + 16``; ``ilayernorm``: ``3 n + 24 + 10 *
-var_bits(max_row, 24) + 31``, its dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128),
-and ``ilayernorm``'s bias load of ``3 span + n`` once per instruction.
+element row plus the kernel's own (``shiftmax``: ``3 n + 16``; ``online_softmax``: ``2 n + 17`` and its two reads
+of the row, about ``2 n + 6 span + 17`` in all; ``ilayernorm``: ``3 n + 24 + 10 * var_bits(max_row, 24) + 31``,
+its dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128), and ``ilayernorm``'s bias load
+of ``3 span + n`` once per instruction.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, s
 
 from hw.isa import ConfigReg, Opcode, Space, VecFn
 from hw.rtl.ilayernorm import ILayerNorm
+from hw.rtl.online_softmax import OnlineSoftmax
 from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.shiftgelu import ShiftGelu
 from hw.rtl.shiftmax import Shiftmax
@@ -68,6 +75,9 @@ _SIGMOID_BITS = 8  # ShiftGELU's sigmoid width (compiler/backend/machine.py SIGM
 _X0_BITS = 16  # the ShiftGELU and Shiftmax kernels' |x0| bound
 _LN_BITS = 24  # I-LayerNorm's widest input: accumulator rows must fit it (else fault)
 _SHIFTMAX_BITS = 16  # Shiftmax's widest output; b-bit outputs are its value >> (16 - b), the same floor
+_SOFTMAX_BITS = 16  # OnlineSoftmax's output width, narrowed the same way (its y = (e * r) >> (32 - b) floors too)
+_M_C_MAX = 1 << 31  # OnlineSoftmax's multiplier bound (hw.rtl.online_softmax.check_multiplier)
+_E_C_MIN, _E_C_MAX = 1, 62  # and its shift's
 
 
 def _sext(value, bits: int):
@@ -110,6 +120,7 @@ class VecUnit(Elaboratable):
         max_row = self.max_row
         m.submodules.shiftmax = smax = Shiftmax(max_row, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
         m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, length_port=True)
+        m.submodules.online_softmax = osm = OnlineSoftmax(MAX_ROW, _X, _SOFTMAX_BITS, length_port=True)
 
         fn, n, rows = v("fn"), v("n"), v("rows")
         span = Signal(range(4096 + 1))
@@ -213,14 +224,23 @@ class VecUnit(Elaboratable):
         m.d.comb += [smax.x0.eq(regs[ConfigReg.SHIFTMAX_X0][:_X0_BITS + 1]), smax.length.eq(n),
                      smax.inputs.payload.x.eq(shifted), ln.length.eq(n), ln.inputs.payload.x.eq(Array(x)[li])]
         is_ln = fn == VecFn.ILAYERNORM
+        is_os = fn == VecFn.ONLINE_SOFTMAX
+        is_sm = ~is_ln & ~is_os
+        soft_m, soft_e = regs[ConfigReg.SOFTMAX_M], regs[ConfigReg.SOFTMAX_E]
+        m.d.comb += [osm.m_c.eq(soft_m[:32]), osm.e_c.eq(soft_e[:6]), osm.length.eq(n),
+                     osm.inputs.payload.x.eq(Array(x)[li])]
         feed, take = Signal(), Signal()
-        m.d.comb += [smax.inputs.valid.eq(feed & ~is_ln), ln.inputs.valid.eq(feed & is_ln),
-                     smax.outputs.ready.eq(take & ~is_ln), ln.outputs.ready.eq(take & is_ln)]
-        in_ready = Mux(is_ln, ln.inputs.ready, smax.inputs.ready)
-        out_valid = Mux(is_ln, ln.outputs.valid, smax.outputs.valid)
+        pass2 = Signal()  # online_softmax: the element row's second read (outputs), after its statistics pass
+        m.d.comb += [smax.inputs.valid.eq(feed & is_sm), ln.inputs.valid.eq(feed & is_ln),
+                     osm.inputs.valid.eq(feed & is_os),
+                     smax.outputs.ready.eq(take & is_sm), ln.outputs.ready.eq(take & is_ln),
+                     osm.outputs.ready.eq(take & is_os)]
+        in_ready = Mux(is_ln, ln.inputs.ready, Mux(is_os, osm.inputs.ready, smax.inputs.ready))
+        out_valid = Mux(is_ln, ln.outputs.valid, Mux(is_os, osm.outputs.valid, smax.outputs.valid))
         row_out = Signal(signed(_X))
+        narrow = (_SHIFTMAX_BITS - out_bits)[:5]
         m.d.comb += row_out.eq(Mux(is_ln, ln.outputs.payload.y[:_X],
-                                   smax.outputs.payload.y >> (_SHIFTMAX_BITS - out_bits)[:5]))
+                                   Mux(is_os, osm.outputs.payload.y >> narrow, smax.outputs.payload.y >> narrow)))
         ln_lo, ln_hi = -(1 << (_LN_BITS - 1)), (1 << (_LN_BITS - 1)) - 1
         too_wide = is_ln & ((Array(x)[li] < ln_lo) | (Array(x)[li] > ln_hi))
         # I-LayerNorm's bias words: constant rows aux .. aux + span - 1 into the kernel, lane by lane (`li`).
@@ -228,7 +248,9 @@ class VecUnit(Elaboratable):
 
         built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
             (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
-            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | (is_ln & (n <= max_row))
+            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | (is_ln & (n <= max_row)) | \
+            (is_os & (v("out_log2") <= 4) & (soft_m >= 0) & (soft_m <= _M_C_MAX) & (soft_e >= _E_C_MIN) &
+             (soft_e <= _E_C_MAX))
         touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
             ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
@@ -263,7 +285,8 @@ class VecUnit(Elaboratable):
                 rq_fn = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD)
                 const_pair = per_channel & (fn == VecFn.REQUANT)
                 m.d.sync += [rd_valid.eq(0), wr_valid.eq(0)]
-                with m.If(fn == VecFn.SHIFTMAX):
+                m.d.sync += pass2.eq(0)
+                with m.If((fn == VecFn.SHIFTMAX) | is_os):
                     m.next = "ROW_READ"
                 with m.Elif(is_ln):
                     m.next = "BIAS_READ"
@@ -292,8 +315,10 @@ class VecUnit(Elaboratable):
                 m.next = "ROW_LATCH"
             with m.State("ROW_LATCH"):
                 m.d.sync += [x[i].eq(Mux(src_sp, sp_x[i], acc_x[i])) for i in range(lanes)]
-                m.d.sync += li.eq(0)
+                m.d.sync += [li.eq(0), lo_.eq(0)]
                 m.next = "ROW_FEED"
+                with m.If(pass2):
+                    m.next = "OS_NORMALIZE"
             with m.State("ROW_FEED"):  # the kernel's LOAD phase takes one element per cycle
                 m.d.comb += feed.eq(1)
                 with m.If(too_wide):  # beyond the kernel's inputs: refuse rather than answer wrongly
@@ -305,6 +330,9 @@ class VecUnit(Elaboratable):
                         with m.If(j == span - 1):
                             m.d.sync += lo_.eq(0)
                             m.next = "ROW_OUT"
+                            with m.If(is_os):  # statistics in: back to the element row's first space row
+                                m.d.sync += [pass2.eq(1), s.eq(s + 1 - span)]
+                                m.next = "ROW_READ"
                         with m.Else():
                             m.next = "ROW_READ"
             with m.State("ROW_OUT"):
@@ -325,6 +353,26 @@ class VecUnit(Elaboratable):
                     m.next = "ROW_READ"
                 with m.Else():
                     m.next = "ROW_OUT"
+            with m.State("OS_NORMALIZE"):  # online_softmax pass 2: lanes in, each output one cycle behind
+                m.d.comb += [feed.eq(li < in_lanes), take.eq(1)]
+                with m.If((li < in_lanes) & in_ready):
+                    m.d.sync += li.eq(li + 1)
+                with m.If(out_valid):
+                    for i in range(lanes):
+                        with m.If(lo_ == i):
+                            m.d.sync += y[i].eq(row_out)
+                    m.d.sync += lo_.eq(lo_ + 1)
+                    with m.If(lo_ == out_lanes - 1):
+                        m.next = "OS_WRITE"
+            with m.State("OS_WRITE"):  # the space row read in pass 2, written before the next is read
+                m.d.comb += writing.eq(1)
+                m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
+                with m.If(j == span - 1):
+                    m.d.sync += pass2.eq(0)
+                with m.If(ws + 1 == total):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "ROW_READ"
             with m.State("RQ_C0"):  # the constant row of the multipliers (aux), then of the shifts (aux + 1)
                 m.d.comb += caddr.eq(v("aux"))
                 m.next = "RQ_C1"
