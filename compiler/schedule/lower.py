@@ -368,13 +368,14 @@ def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vector
         c = Cost(unit=c.unit, compute_cycles=c.compute_cycles + p.compute_cycles, tiles=c.tiles,
                  onchip_bytes=c.onchip_bytes + p.onchip_bytes,
                  detail={**c.detail, "prologue_cycles": int(c.detail.get("prologue_cycles", 0)) + p.compute_cycles})
-    offchip = spec.bytes_in + spec.bytes_out
-    if isinstance(work, GemmWork) and queue:
-        spec = _execute_queue_spec(spec, work, weights, c)
-    elif c.detail.get("execute_queue"):  # a vector layer on the system: its row blocks' DMA is in its cycles
-        spec = replace(spec, bytes_in=0, bytes_out=0, tiles=None, stream=())
-    elif isinstance(work, GemmWork) and c.detail.get("reread_bytes"):  # the mapping re-reads an operand
+    queued = bool(c.detail.get("execute_queue"))
+    if isinstance(work, GemmWork) and c.detail.get("reread_bytes") and not queued:  # the mapping re-reads an operand
         spec = replace(spec, bytes_in=spec.bytes_in + int(c.detail["reread_bytes"]) * work.batch)
+    offchip = spec.bytes_in + spec.bytes_out  # the report's bytes: the tensors' own, and the re-reads
+    if isinstance(work, GemmWork) and queue:  # the task moves the program's bus bytes; the report keeps the tensors'
+        spec = _execute_queue_spec(spec, work, weights, c)
+    elif queued:  # a vector layer on the system: its row blocks' DMA is in its cycles
+        spec = replace(spec, bytes_in=0, bytes_out=0, tiles=None, stream=())
     task = priced_task(spec, c, getattr(cost, "stream_buffer", None))
     plan = LayerPlan(name=spec.name, op=op_name, tasks=[task],
                      bytes_offchip=offchip, weight_bytes=weights, onchip_bytes=c.onchip_bytes,
