@@ -80,8 +80,8 @@ def captured() -> dict[str, dict]:
     softmax_calls: list[tuple] = []
     out: dict[str, dict] = {}
 
-    def spy(real_softmax, name, x, scale, bits):
-        y, y_scale = real_softmax(name, x, scale, bits)
+    def spy(real_softmax, name, x, scale, bits, *rest):  # rest: the attention's sinks (None here)
+        y, y_scale = real_softmax(name, x, scale, bits, *rest)
         softmax_calls.append((np.array(x), scale, y))
         return y, y_scale
 
@@ -291,8 +291,8 @@ def online_captured() -> dict[str, dict]:
     calls: list[tuple] = []
     out: dict[str, dict] = {}
 
-    def spy(real_softmax, name, x, scale, bits):
-        y, y_scale = real_softmax(name, x, scale, bits)
+    def spy(real_softmax, name, x, scale, bits, *rest):  # rest: the attention's sinks (None here)
+        y, y_scale = real_softmax(name, x, scale, bits, *rest)
         calls.append((name, np.array(x), scale, y, y_scale))
         return y, y_scale
 

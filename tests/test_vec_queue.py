@@ -58,3 +58,15 @@ def test_the_model_prices_system_vector_layers_only_with_execute_queue() -> None
     # a float element-wise op (the host's prologue) stays on the lanes
     host = VectorWork(kind="add", elements=2048, bits=32, row_length=128)
     assert build_model(load_target("fpga-u280", {**sizes, "gemm.execute_queue": "true"})).cost(host).unit == "vector"
+
+
+def test_mirrored_rtl_constants_equal_the_rtls() -> None:
+    """hw.perf does not import hw.rtl: the I-LayerNorm figures vec_queue restates must equal the kernel's."""
+    from hw.perf import vec_queue
+    from hw.rtl import ilayernorm
+
+    for c in (16, 128, 768, 4096):
+        for bits in (8, 16, 24):
+            assert vec_queue.variance_bits(c, bits) == ilayernorm.var_bits(c, bits)
+    assert vec_queue._LN_NEWTON_STEPS == ilayernorm.NEWTON_STEPS
+    assert vec_queue._LN_FACTOR_CYCLES == ilayernorm.FACTOR_CYCLES

@@ -39,9 +39,9 @@ from hw.perf.execute_queue import VEC_ISSUE_CYCLES, segment_cycles
 
 __all__ = ["LAYER_CYCLES", "TRANSFER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS",
            "DIGIT_BITS", "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles",
-           "ilayernorm_cycles", "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles", "block_rows",
-           "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles", "matmul_layer_cycles",
-           "attention_cycles"]
+           "ilayernorm_cycles", "variance_bits", "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles",
+           "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles",
+           "matmul_layer_cycles", "attention_cycles"]
 
 MIN_ROW = 16
 """The shortest ``max_row`` the top level is built with (``codesign.rtl_system.longest_row``)."""
@@ -93,12 +93,17 @@ def row_kernel_size(n: int) -> int:
     return max(MIN_ROW, 1 << (max(n, 1) - 1).bit_length())
 
 
+def variance_bits(c: int, in_bits: int) -> int:
+    """Bits of I-LayerNorm's ``sum((x - mean)**2)`` over ``c`` channels of ``in_bits``-bit differences: the cycles of
+    one Newton step (one quotient bit a cycle). The same count as ``hw.rtl.ilayernorm.var_bits``
+    (tests/test_vec_queue.py checks it), restated here because hw.perf does not import hw.rtl."""
+    return max(1, (c * ((1 << in_bits) - 1) ** 2).bit_length())
+
+
 def ilayernorm_cycles(rows: int, n: int, lanes: int) -> int:
     """Cycles of one ``VEC ilayernorm`` over ``rows`` element rows of ``n`` values, issue included."""
-    from hw.rtl.ilayernorm import var_bits
-
     span = _span(n, lanes)
-    kernel = _LN_IN_BITS + n + _LN_NEWTON_STEPS * var_bits(row_kernel_size(n), _LN_IN_BITS) + _LN_FACTOR_CYCLES
+    kernel = _LN_IN_BITS + n + _LN_NEWTON_STEPS * variance_bits(row_kernel_size(n), _LN_IN_BITS) + _LN_FACTOR_CYCLES
     per_row = 3 * span + 2 * n + kernel
     return 2 * span + n + rows * per_row + VEC_ISSUE_CYCLES
 
