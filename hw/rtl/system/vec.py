@@ -335,15 +335,19 @@ class VecUnit(Elaboratable):
                                 m.next = "ROW_READ"
                         with m.Else():
                             m.next = "ROW_READ"
-            with m.State("ROW_OUT"):
-                m.d.comb += take.eq(1)
+            def collect(then: str) -> None:
+                """A row kernel's next output into lane ``lo_`` of ``y``; after the space row's last, state ``then``."""
                 with m.If(out_valid):
                     for i in range(lanes):
                         with m.If(lo_ == i):
                             m.d.sync += y[i].eq(row_out)
                     m.d.sync += lo_.eq(lo_ + 1)
                     with m.If(lo_ == out_lanes - 1):
-                        m.next = "ROW_WRITE"
+                        m.next = then
+
+            with m.State("ROW_OUT"):
+                m.d.comb += take.eq(1)
+                collect("ROW_WRITE")
             with m.State("ROW_WRITE"):
                 m.d.comb += writing.eq(1)
                 m.d.sync += lo_.eq(0)
@@ -357,13 +361,7 @@ class VecUnit(Elaboratable):
                 m.d.comb += [feed.eq(li < in_lanes), take.eq(1)]
                 with m.If((li < in_lanes) & in_ready):
                     m.d.sync += li.eq(li + 1)
-                with m.If(out_valid):
-                    for i in range(lanes):
-                        with m.If(lo_ == i):
-                            m.d.sync += y[i].eq(row_out)
-                    m.d.sync += lo_.eq(lo_ + 1)
-                    with m.If(lo_ == out_lanes - 1):
-                        m.next = "OS_WRITE"
+                collect("OS_WRITE")
             with m.State("OS_WRITE"):  # the space row read in pass 2, written before the next is read
                 m.d.comb += writing.eq(1)
                 m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
