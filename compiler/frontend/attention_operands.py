@@ -1,10 +1,10 @@
 """Nodes an attention match adds to the graph so the attention op reads [B, S, D] operands.
 
-The matcher (compiler/frontend/recognize.py) records what it found rather than rewriting while it matches: several
-additive masks (summed into one operand), a constant added after the head split (moved onto the projection), a
-sequence- or channels-first source (transposed to batch-first), rotary embeddings on Q and K (re-emitted on the
-projection, compiler/frontend/rope.py) and a per-head scale of the scores (a Mul of Q's heads). Each inserted node
-computes, on the operand, what the replaced nodes computed after the head split.
+The attention matcher (compiler/frontend/attention_match.py) records what it found rather than rewriting while it
+matches: several additive masks (summed into one operand), a constant added after the head split (moved onto the
+projection), a sequence- or channels-first source (transposed to batch-first), rotary embeddings on Q and K
+(re-emitted on the projection, compiler/frontend/rope.py) and a per-head scale of the scores (a Mul of Q's heads).
+Each inserted node computes, on the operand, what the replaced nodes computed after the head split.
 """
 
 from __future__ import annotations

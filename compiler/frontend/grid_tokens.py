@@ -2,7 +2,7 @@
 
 An attention over image tokens kept in their 2-D grid applies its QKV projection to [B, H, W, C], then reshapes the
 result to [B, H*W, 3, heads, Dh] to split the heads, and merges the heads of A.V back into [B, H, W, C] for its
-output projection. The attention matcher (compiler/frontend/recognize.py) follows Q, K and V back to a rank-3
+output projection. The attention matcher (compiler/frontend/attention_match.py) follows Q, K and V back to a rank-3
 [B, S, D] projection and A.V forward to one, and a grid of tokens has neither.
 
 A projection acts on the last axis only, so viewing its input as [B, H*W, C] (a Reshape: the order of elements does

@@ -3,7 +3,7 @@
 Multi-head latent attention (DeepSeek-V2/V3) builds each key head from two parts: a per-head part (the latent's
 up-projection, split into heads) and a rotary part computed once from another projection and shared by every head,
 concatenated along the head dim after the head transpose: ``K[b, h, s] = cat(k_nope[b, h, s], k_rot[b, h, s])``.
-The attention matcher (compiler/frontend/recognize.py) follows Q, K and V back to one rank-3 [B, S, H*Dh] tensor,
+The attention matcher (compiler/frontend/attention_match.py) follows Q, K and V back to one rank-3 [B, S, H*Dh] tensor,
 and this key has none: its heads come from two.
 
 This rewrite gives it one. For a Concat along the head-dim axis of rank-4 parts that come from more than one rank-3

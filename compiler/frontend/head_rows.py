@@ -2,7 +2,7 @@
 
 Swin-v2's cosine attention divides each Q and K head by its L2 norm (``F.normalize`` over Dh, lowered to
 ``x / Expand(Clip(Sqrt(ReduceSum(x * x))))`` by compiler/frontend/reductions.py) after the [B, S, H, Dh] ->
-[B, H, S, Dh] head transpose. The attention matcher (compiler/frontend/recognize.py) follows Q and K back through
+[B, H, S, Dh] head transpose. The attention matcher (compiler/frontend/attention_match.py) follows Q and K back through
 movement ops to a rank-3 [B, S, H*Dh] tensor, and that work stands between them. Work that reads and writes each row
 of the last axis on its own commutes with a transpose that keeps the last axis, so it can run before the transpose:
 the region then reads the head view of the projection, a [B, S, H*Dh] view of its result is inserted (as for a

@@ -1,6 +1,6 @@
 """Additive score terms of attention: what a constant mask blocks, and masks seen in a bmm-style layout.
 
-The attention matcher (recognize.py) walks from the softmax back to QK^T collecting what is added to the scores:
+The attention matcher (attention_match.py) walks from the softmax back to QK^T collecting what is added to the scores:
 constant masks (causal, banded, block-diagonal windows, padding), constant biases (ALiBi, relative-position tables)
 and terms computed from inputs (a padding mask, DeBERTa's disentangled c2p/p2c terms, Swin's shifted-window mask).
 ``mask_kind`` classifies a constant one by structure, so schedules can skip fully masked tiles. Exports that compute

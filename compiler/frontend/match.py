@@ -1,6 +1,7 @@
-"""The record every recogniser returns (recognize.py for attention / GELU / LayerNorm, recognize_moe.py for MoE).
+"""The record every recogniser returns (attention_match.py, norm_gelu_match.py, recognize_moe.py) and the context
+they match in.
 
-It lives apart from both so that the MoE recogniser, which recognize.py calls, need not import recognize.py back.
+It lives apart from them so that the matchers and recognize.py, which calls them, need not import each other back.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.frontend.graph import Node
+from compiler.frontend.graph import Graph, Node
 
-__all__ = ["Match"]
+__all__ = ["Match", "MatchContext"]
 
 
 @dataclass
@@ -30,3 +31,16 @@ class Match:
         if name is None:
             raise KeyError(f"{self.kind} match: no '{role}' operand")
         return name
+
+
+@dataclass
+class MatchContext:
+    """What every matcher reads of the graph it matches in: ``producers`` and ``consumers`` by tensor name, each
+    node's position in ``order`` (by ``id``), and ``taken``, the ids of nodes an earlier match already replaced (a
+    node belongs to at most one match)."""
+
+    graph: Graph
+    producers: dict[str, Node]
+    consumers: dict[str, list[Node]]
+    order: dict[int, int]
+    taken: set[int] = field(default_factory=set)

@@ -7,7 +7,7 @@ away. Exporters spell it as a Concat of the [B, H, Sq, Sk] scores with a constan
 expanded per-head parameter, folded; first or last), often a subtraction of the row max (which a softmax
 ignores), the Softmax, maybe a Cast (the legacy exporter's), and a Slice of the last axis keeping the score
 columns. `find_sinks` recognises that spelling around a Softmax so
-the attention matcher (compiler/frontend/recognize.py) walks the scores and the probabilities as it does without
+the attention matcher (compiler/frontend/attention_match.py) walks the scores and the probabilities as it does without
 sinks, and the attention op carries the sinks (one value per query head).
 """
 
