@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from examples import zoo  # noqa: E402
-from examples.zoo import _BART, _VIS, HEADS, HIDDEN, IMAGE, LAYERS, PATCH, VOCAB, Arch, _enc, _raw  # noqa: E402
+from examples.zoo_archs import _BART, _VIS, HEADS, HIDDEN, IMAGE, LAYERS, PATCH, VOCAB, Arch, _enc, _raw  # noqa: E402
 
 __all__ = ["PROBES", "main"]
 
