@@ -17,7 +17,7 @@ by it only: the legacy exporter stops in a TorchScript shape-inference assert), 
 symbolic batch and sequence / image dims. For each: the float compile recognises as many attentions, norms and
 GELUs as the PyTorch module calls (forward hooks), its MACs are within 0.5% of FlopCounterMode's (SDPA on the math
 backend), and its simulation equals onnxruntime (cosine >= 0.9999); the int8 I-ViT compile (shiftmax, shiftgelu, ilayernorm) of the usual variant recognises the same attentions and runs.
-Architectures that do not go through yet are listed with their reason in examples/zoo.py's FAILING and in the
+Architectures that do not go through yet are listed with their reason in examples/zoo_archs.py's FAILING and in the
 README's "Model zoo" table.
 """
 
