@@ -95,7 +95,7 @@ def fit(model: str, target: str = "fpga-u280", overrides: Sequence[tuple[str, st
     """
     base = load_target(target, dict(overrides))
     if not isinstance(base, FpgaTarget):
-        raise InputError(f"codesign fit: target '{base.name}' is a {base.kind} target; fit sizes a design for an FPGA "
+        raise InputError(f"codesign fit: target '{base.name}' is of kind '{base.kind}'; fit sizes a design for an FPGA "
                          "device (its resources bound the design)")
     request = PointRequest(key="fit", model=str(model), target=target, overrides=tuple(overrides),
                            choices=tuple(sorted(choices)), shapes=tuple(shapes))
