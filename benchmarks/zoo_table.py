@@ -95,7 +95,8 @@ def problems(row: dict[str, Any]) -> str:
 
 
 def reason(row: dict[str, Any]) -> str:
-    """Why a row does not go through, as examples/zoo_archs.py's FAILING says (for the variant, else the architecture)."""
+    """Why a row does not go through, as examples/zoo_archs.py's FAILING says (for the variant, else the
+    architecture)."""
     return zoo.FAILING.get(f"{row['name']} {row['exporter']}", zoo.FAILING.get(row["name"], "not in FAILING"))
 
 

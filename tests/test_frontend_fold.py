@@ -75,11 +75,11 @@ def test_unsupported_op_in_shape_arithmetic_is_named() -> None:
     nodes = [
         helper.make_node("Shape", ["x"], ["shape"]),
         helper.make_node("Cast", ["shape"], ["shapef"], to=TensorProto.FLOAT),
-        helper.make_node("Acosh", ["shapef"], ["odd"], name="shape_math/Acosh"),
+        helper.make_node("Hardmax", ["shapef"], ["odd"], name="shape_math/Hardmax"),
         helper.make_node("Cast", ["odd"], ["newshape"], to=TensorProto.INT64),
         helper.make_node("Reshape", ["x", "newshape"], ["y"], name="reshape"),
     ]
-    with pytest.raises(InputError, match=r"unsupported op Acosh 'shape_math/Acosh': it cannot be evaluated") as err:
+    with pytest.raises(InputError, match=r"unsupported op Hardmax 'shape_math/Hardmax': it cannot be evaluated") as err:
         load_graph(_model(nodes, [x], [y]))
     assert "--shape" not in str(err.value) and "\n" not in str(err.value)
 
@@ -90,11 +90,11 @@ def test_unsupported_op_on_data_is_one_line_exit_2(tmp_path, capsys) -> None:
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
-    path = tmp_path / "acosh.onnx"
-    onnx.save(_model([helper.make_node("Acosh", ["x"], ["y"], name="blocks.0/Acosh")], [x], [y]), str(path))
+    path = tmp_path / "hardmax.onnx"
+    onnx.save(_model([helper.make_node("Hardmax", ["x"], ["y"], name="blocks.0/Hardmax")], [x], [y]), str(path))
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "unsupported op Acosh (node 'blocks.0/Acosh')" in err and len(err.splitlines()) == 1
+    assert "unsupported op Hardmax (node 'blocks.0/Hardmax')" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("allowed, kind", [

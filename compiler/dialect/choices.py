@@ -46,6 +46,7 @@ __all__ = [
     "TILE_K_ATTR",
     "MOE_ACTIVATIONS",
     "ELEMENTWISE_KINDS",
+    "PIECEWISE_LINEAR_KINDS",
     "MOVE_KINDS",
     "REDUCE_KINDS",
 ]
@@ -155,7 +156,14 @@ ELEMENTWISE_KINDS = (
     "sigmoid", "relu", "min", "max", "where", "equal", "less", "greater", "not", "and", "or", "cast",
     "clip", "softplus", "identity", "mod", "isnan", "isinf", "less_equal", "greater_equal", "hardsigmoid",
     "hardswish", "floor", "ceil", "round", "sign", "cos", "sin", "xor",
+    # activations and trigonometry (compiler/frontend/onnx_activations.py)
+    "elu", "selu", "celu", "leaky_relu", "prelu", "thresholded_relu", "shrink", "mish", "swish", "softsign", "tan",
+    "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
 )
+#: Element-wise kinds a vector lane evaluates with a compare, a multiply (or add) and a select: no exponential or
+#: polynomial, so the schedule prices them like a multiply (compiler/schedule/lower.py).
+PIECEWISE_LINEAR_KINDS = frozenset({"mul", "hardsigmoid", "hardswish", "leaky_relu", "prelu", "thresholded_relu",
+                                    "shrink"})
 MOVE_KINDS = (
     "reshape", "transpose", "gather", "slice", "concat", "split", "expand", "squeeze", "unsqueeze",
     "flatten", "patchify", "tile", "trilu", "range", "shape", "constant_of_shape", "cumsum", "im2col", "pad",

@@ -240,11 +240,32 @@ irdl.dialect @dataflow {
     %e_cos = irdl.is "cos"
     %e_sin = irdl.is "sin"
     %e_xor = irdl.is "xor"
+    %e_elu = irdl.is "elu"
+    %e_selu = irdl.is "selu"
+    %e_celu = irdl.is "celu"
+    %e_leaky_relu = irdl.is "leaky_relu"
+    %e_prelu = irdl.is "prelu"
+    %e_thresholded_relu = irdl.is "thresholded_relu"
+    %e_shrink = irdl.is "shrink"
+    %e_mish = irdl.is "mish"
+    %e_swish = irdl.is "swish"
+    %e_softsign = irdl.is "softsign"
+    %e_tan = irdl.is "tan"
+    %e_asin = irdl.is "asin"
+    %e_acos = irdl.is "acos"
+    %e_atan = irdl.is "atan"
+    %e_sinh = irdl.is "sinh"
+    %e_cosh = irdl.is "cosh"
+    %e_asinh = irdl.is "asinh"
+    %e_acosh = irdl.is "acosh"
+    %e_atanh = irdl.is "atanh"
     %kind = irdl.any_of(%e_add, %e_sub, %e_mul, %e_div, %e_pow, %e_sqrt, %e_reciprocal, %e_neg, %e_abs, %e_exp,
                         %e_log, %e_erf, %e_tanh, %e_sigmoid, %e_relu, %e_min, %e_max, %e_where, %e_equal, %e_less,
                         %e_greater, %e_not, %e_and, %e_or, %e_cast, %e_clip, %e_softplus, %e_identity, %e_mod,
                         %e_isnan, %e_isinf, %e_less_equal, %e_greater_equal, %e_hardsigmoid, %e_hardswish,
-                        %e_floor, %e_ceil, %e_round, %e_sign, %e_cos, %e_sin, %e_xor)
+                        %e_floor, %e_ceil, %e_round, %e_sign, %e_cos, %e_sin, %e_xor, %e_elu, %e_selu, %e_celu,
+                        %e_leaky_relu, %e_prelu, %e_thresholded_relu, %e_shrink, %e_mish, %e_swish, %e_softsign,
+                        %e_tan, %e_asin, %e_acos, %e_atan, %e_sinh, %e_cosh, %e_asinh, %e_acosh, %e_atanh)
     irdl.operands(inputs: %inputs, inputs_rest: variadic %inputs_rest)
     irdl.results(result: %result)
     irdl.attributes {"layer" = %layer, "kind" = %kind}

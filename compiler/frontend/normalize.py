@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from compiler.frontend.batchnorm import lower_batchnorms
 from compiler.frontend.col2im import lower_col2ims
+from compiler.frontend.compound_ops import lower_compound_ops
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph, Node
@@ -34,6 +35,7 @@ def _single_concats(nodes: list[Node]) -> None:
 def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
     _single_concats(graph.nodes)  # Concat of one tensor -> Identity
+    lower_compound_ops(graph)  # variadic Sum / Mean / Max / Min, LogSoftmax, global pools, DepthToSpace -> basic ops
     lower_col2ims(graph)  # non-overlapping Col2Im (F.fold) -> Reshape + Transpose + Reshape
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_norm_reductions(graph)  # ReduceL2 / ReduceL1 / ReduceSumSquare -> element-wise ops + ReduceSum

@@ -240,8 +240,10 @@ def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes
 
 
 
-def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> list[Node]:
-    """Evaluate every node whose inputs are all known; returns the nodes that remain."""
+def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
+          dtypes: dict[str, np.dtype]) -> list[Node]:
+    """Evaluate every node whose inputs are all known (values, or only the shape for Shape / Size / EyeLike);
+    returns the nodes that remain."""
     remaining: list[Node] = []
     for node in nodes:
         value: list[np.ndarray] | None = None
@@ -250,6 +252,9 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
             value = [full[node.attrs.get("start", 0):node.attrs.get("end", None)]]
         elif node.op_type == "Size" and node.inputs[0] in shapes:
             value = [np.array(int(np.prod(shapes[node.inputs[0]])), dtype=np.int64)]
+        elif node.op_type == "EyeLike" and len(shapes.get(node.inputs[0], ())) == 2:  # a shape-only op
+            like = np.empty(shapes[node.inputs[0]], dtype=dtypes.get(node.inputs[0], np.dtype(np.float32)))
+            value = run_node("EyeLike", [like], node.attrs)
         elif node.op_type == "Constant" or all(not n or n in constants for n in node.inputs):
             args = [constants[n] if n else None for n in node.inputs]
             if output_elements(node.op_type, args, node.attrs, [shapes.get(o) for o in node.outputs]) > _FOLD_LIMIT:
@@ -416,7 +421,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     while True:
         before = (len(nodes), len(all_shapes))
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
-        nodes = _prune(_fold(nodes, constants, all_shapes), outputs)
+        nodes = _prune(_fold(nodes, constants, all_shapes, dtypes), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
         if len(nodes) == before[0] and (len(all_shapes) == before[1]

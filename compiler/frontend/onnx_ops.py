@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from compiler.frontend.onnx_activations import ACTIVATION_OPS
 from compiler.limits import check_tensor
 
 __all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal"]
@@ -504,6 +505,13 @@ def _hard_sigmoid(x: Array, attrs: dict[str, Any]) -> Array:
     return np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype)
 
 
+def _eye_like(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    """ONNX EyeLike: ones on diagonal ``k`` of a 2-D tensor shaped like the input, in ``dtype`` or the input's."""
+    x = inputs[0]
+    dtype = onnx_dtype(int(attrs["dtype"])) if "dtype" in attrs else x.dtype
+    return [np.eye(x.shape[0], x.shape[1], k=int(attrs.get("k", 0)), dtype=dtype)]
+
+
 def _einsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     equation = attrs["equation"]
     return [np.einsum(equation.decode() if isinstance(equation, bytes) else equation, *inputs)]
@@ -511,7 +519,7 @@ def _einsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
 
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
-    "Pow": _binary(np.power), "Min": _binary(np.minimum), "Max": _binary(np.maximum),
+    "Pow": _binary(np.power),
     "Mod": _binary(np.mod),
     "Equal": _binary(np.equal, False), "Less": _binary(np.less, False), "Greater": _binary(np.greater, False),
     "LessOrEqual": _binary(np.less_equal, False), "GreaterOrEqual": _binary(np.greater_equal, False),
@@ -547,6 +555,8 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "GatherND": _gather_nd,
     "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
     "Resize": _resize, "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
+    "EyeLike": _eye_like,
+    **ACTIVATION_OPS,  # Elu, LeakyRelu, PRelu, ..., the inverse trigonometric ops; Sum / Mean / Max / Min variadic
 }
 
 

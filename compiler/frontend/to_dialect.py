@@ -35,6 +35,7 @@ from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_activations import ELEMENTWISE_KINDS as ACTIVATION_KINDS
 from compiler.frontend.onnx_ops import resize_refusal
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
@@ -55,6 +56,7 @@ _ELEMENTWISE = {
     "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
     # rounding and trigonometry on index math the exporter did not fold (LongT5's transient-global block ids)
     "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sign": "sign", "Cos": "cos", "Sin": "sin", "Xor": "xor",
+    **ACTIVATION_KINDS,  # ELU, SELU, CELU, LeakyReLU, PReLU, Mish, ..., tan and the inverse trigonometric ops
 }
 _MOVE = {
     "Reshape": "reshape", "Transpose": "transpose", "Gather": "gather", "Slice": "slice", "Concat": "concat",
@@ -87,10 +89,12 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
         # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py,
-        # instancenorm.py, col2im.py, reductions.py)
+        # instancenorm.py, col2im.py, reductions.py, compound_ops.py)
         "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization",
-                                 "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare"},
-        "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range"},
+                                 "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare", "Sum", "Mean", "LogSoftmax",
+                                 "ReduceLogSumExp", "ReduceLogSum", "GlobalAveragePool", "GlobalMaxPool",
+                                 "DepthToSpace", "SpaceToDepth"},
+        "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike"},
     }
 
 

@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringA
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
+from compiler.dialect.choices import PIECEWISE_LINEAR_KINDS
 from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_groups import GROUP_ATTR, SCALE_BITS_ATTR, groups_of
 from compiler.schedule.attention import plan_attention, softmax_cost_name
@@ -140,7 +141,7 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
         kind = op.kind_value()
         if kind in _CHEAP:
             return "add", "exact"
-        if kind in ("mul", "hardsigmoid", "hardswish"):  # piecewise linear: a multiply-add and a clamp (and a mul)
+        if kind in PIECEWISE_LINEAR_KINDS:  # a multiply-add and a clamp or select (and a mul)
             return "mul", "exact"
         return "gelu", "exact"  # transcendental: a polynomial evaluation per element, priced like erf-GELU
     raise AssertionError(op.name)

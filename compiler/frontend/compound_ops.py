@@ -1,0 +1,179 @@
+"""Lower ONNX ops that are compositions of ops the dialect has, before recognition.
+
+Each rewrite computes the tensor the ONNX operator specification (onnx/onnx ``docs/Operators.md``) defines, with
+nodes the dialect already lowers, so no op kind, simulator kernel or cost entry is needed for them:
+
+* ``Sum`` / ``Mean`` / ``Max`` / ``Min`` with one or more than two inputs -> a chain of binary ops (``Mean``: the sum
+  divided by the count); with two inputs they are the binary element-wise ops already;
+* ``LogSoftmax(x)`` -> ``(x - m) - Log(ReduceSum(Exp(x - m)))`` with ``m = ReduceMax(x)`` over the axis (the
+  max-shifted form every runtime uses, exact where ``Log(Softmax(x))`` underflows);
+* ``ReduceLogSumExp`` -> ``Log(ReduceSum(Exp(x - m))) + m``, ``ReduceLogSum`` -> ``Log(ReduceSum(x))``;
+* ``GlobalAveragePool`` / ``GlobalMaxPool`` -> ``ReduceMean`` / ``ReduceMax`` over every spatial axis, kept;
+* ``DepthToSpace`` (DCR and CRD) / ``SpaceToDepth`` (pixel shuffle and unshuffle) -> Reshape, Transpose, Reshape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.frontend.graph import Graph, Node
+from hw.errors import InputError
+
+__all__ = ["lower_compound_ops"]
+
+_VARIADIC = {"Sum": "Add", "Mean": "Add", "Max": "Max", "Min": "Min"}
+_GLOBAL_POOLS = {"GlobalAveragePool": "ReduceMean", "GlobalMaxPool": "ReduceMax"}
+
+
+class _Emit:
+    """Nodes replacing ``node``, each tensor named after it with its shape and ``node``'s input dtype."""
+
+    def __init__(self, graph: Graph, node: Node) -> None:
+        self.graph, self.node, self.nodes = graph, node, []
+        self.dtype = graph.dtypes.get(node.inputs[0], np.dtype(np.float32))
+
+    def tensor(self, tag: str, shape: tuple[int, ...]) -> str:
+        name = f"{self.node.name}/{tag}_output_0"
+        self.graph.shapes[name], self.graph.dtypes[name] = tuple(shape), self.dtype
+        return name
+
+    def const(self, tag: str, value: np.ndarray) -> str:
+        name = f"{self.node.name}/{tag}"
+        self.graph.constants[name] = value
+        self.graph.shapes[name], self.graph.dtypes[name] = tuple(value.shape), value.dtype
+        return name
+
+    def add(self, op: str, tag: str, inputs: list[str], out: str, attrs: dict | None = None) -> str:
+        self.nodes.append(Node(op, f"{self.node.name}/{tag}", inputs, [out], attrs or {}))
+        return out
+
+
+def _variadic(e: _Emit) -> None:
+    node, g = e.node, e.graph
+    args = [i for i in node.inputs if i]
+    out = node.outputs[0]
+    if len(args) == 1 and node.op_type != "Mean":
+        e.add("Identity", "copy", args, out)
+        return
+    acc = args[0]
+    for k, arg in enumerate(args[1:]):
+        last = k == len(args) - 2 and node.op_type != "Mean"
+        shape = g.shapes[out] if last else tuple(np.broadcast_shapes(g.shapes[acc], g.shapes[arg]))
+        acc = e.add(_VARIADIC[node.op_type], f"acc{k}", [acc, arg], out if last else e.tensor(f"acc{k}", shape))
+    if node.op_type == "Mean":
+        e.add("Div", "mean", [acc, e.const("count", np.array(len(args), dtype=e.dtype))], out)
+
+
+def _axes_input(e: _Emit, node: Node) -> list[str]:
+    """The axes operand of a reduction (an attribute before opset 18, the second input from it on)."""
+    if len(node.inputs) > 1 and node.inputs[1]:
+        return [node.inputs[1]]
+    axes = node.attrs.get("axes")
+    return [] if axes is None else [e.const("axes", np.array(axes, dtype=np.int64))]
+
+
+def _kept_shape(shape: tuple[int, ...], axes: list[int] | None) -> tuple[int, ...]:
+    reduced = set(range(len(shape))) if not axes else {a % len(shape) for a in axes}
+    return tuple(1 if i in reduced else d for i, d in enumerate(shape))
+
+
+def _log_sum_exp(e: _Emit) -> None:
+    node, g = e.node, e.graph
+    x, out = node.inputs[0], node.outputs[0]
+    shape = g.shapes[x]
+    if node.op_type == "LogSoftmax":
+        axis = int(node.attrs.get("axis", -1)) % len(shape)
+        axes, keep = [e.const("axes", np.array([axis], dtype=np.int64))], True
+        kept = _kept_shape(shape, [axis])
+    else:
+        axes = _axes_input(e, node)
+        keep = bool(node.attrs.get("keepdims", 1))
+        listed = [int(a) for a in g.constants[axes[0]].reshape(-1)] if axes else None
+        if not listed and node.attrs.get("noop_with_empty_axes", 0):
+            raise InputError(f"{g.source}: unsupported op {node.op_type} (node '{node.name}'): "
+                             "noop_with_empty_axes with no axes is not lowered")
+        kept = _kept_shape(shape, listed)
+    if node.op_type == "ReduceLogSum":
+        total = e.add("ReduceSum", "sum", [x, *axes], e.tensor("sum", g.shapes[out]), {"keepdims": int(keep)})
+        e.add("Log", "log", [total], out)
+        return
+    m = e.add("ReduceMax", "max", [x, *axes], e.tensor("max", kept), {"keepdims": 1})
+    shifted = e.add("Sub", "shift", [x, m], e.tensor("shift", shape))
+    exp = e.add("Exp", "exp", [shifted], e.tensor("exp", shape))
+    total = e.add("ReduceSum", "sum", [exp, *axes], e.tensor("sum", kept), {"keepdims": 1})
+    log = e.add("Log", "log", [total], e.tensor("log", kept))
+    if node.op_type == "LogSoftmax":
+        e.add("Sub", "out", [shifted, log], out)
+        return
+    if keep:
+        e.add("Add", "out", [log, m], out)
+        return
+    lse = e.add("Add", "lse", [log, m], e.tensor("lse", kept))
+    e.add("Reshape", "out", [lse, e.const("shape", np.array(g.shapes[out], dtype=np.int64))], out)
+
+
+def _global_pool(e: _Emit) -> None:
+    node, g = e.node, e.graph
+    rank = len(g.shapes[node.inputs[0]])
+    axes = e.const("axes", np.arange(2, rank, dtype=np.int64))
+    e.add(_GLOBAL_POOLS[node.op_type], "reduce", [node.inputs[0], axes], node.outputs[0], {"keepdims": 1})
+
+
+def _depth_space(e: _Emit) -> None:
+    node, g = e.node, e.graph
+    shape = g.shapes[node.inputs[0]]
+    bs = int(node.attrs.get("blocksize", 0))
+    if len(shape) != 4 or bs < 1:
+        raise InputError(f"{g.source}: unsupported op {node.op_type} (node '{node.name}'): only 4-D inputs with a "
+                         f"blocksize >= 1 are lowered (input {list(shape)}, blocksize {bs})")
+    b, c, h, w = shape
+    mode = node.attrs.get("mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if node.op_type == "DepthToSpace":
+        if c % (bs * bs):
+            raise InputError(f"{g.source}: {node.op_type} (node '{node.name}'): {c} channels are not a multiple of "
+                             f"blocksize^2 = {bs * bs}")
+        if mode == "CRD":
+            blocked, perm = (b, c // (bs * bs), bs, bs, h, w), [0, 1, 4, 2, 5, 3]
+        else:
+            blocked, perm = (b, bs, bs, c // (bs * bs), h, w), [0, 3, 4, 1, 5, 2]
+    else:
+        if h % bs or w % bs:
+            raise InputError(f"{g.source}: {node.op_type} (node '{node.name}'): spatial size {h}x{w} is not a "
+                             f"multiple of blocksize {bs}")
+        blocked, perm = (b, c, h // bs, bs, w // bs, bs), [0, 3, 5, 1, 2, 4]
+    view = e.add("Reshape", "blocks", [node.inputs[0], e.const("blocks_shape", np.array(blocked, dtype=np.int64))],
+                 e.tensor("blocks", blocked))
+    moved = e.add("Transpose", "move", [view], e.tensor("move", tuple(blocked[p] for p in perm)), {"perm": perm})
+    e.add("Reshape", "out", [moved, e.const("out_shape", np.array(g.shapes[node.outputs[0]], dtype=np.int64))],
+          node.outputs[0])
+
+
+def _lowering(node: Node):
+    if node.op_type in _VARIADIC and len([i for i in node.inputs if i]) != 2:
+        return _variadic
+    if node.op_type in ("LogSoftmax", "ReduceLogSumExp", "ReduceLogSum"):
+        return _log_sum_exp
+    if node.op_type in _GLOBAL_POOLS:
+        return _global_pool
+    if node.op_type in ("DepthToSpace", "SpaceToDepth"):
+        return _depth_space
+    return None
+
+
+def lower_compound_ops(graph: Graph) -> int:
+    """Replace every op of the module docstring in ``graph`` in place; returns how many were lowered."""
+    nodes: list[Node] = []
+    lowered = 0
+    for node in graph.nodes:
+        rule = _lowering(node)
+        if rule is None:
+            nodes.append(node)
+            continue
+        emit = _Emit(graph, node)
+        rule(emit)
+        nodes += emit.nodes
+        lowered += 1
+    if lowered:
+        graph.nodes[:] = nodes
+    return lowered
