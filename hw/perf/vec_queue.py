@@ -24,10 +24,12 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
   two, at least 16); its dividers are sized by it, so the model takes this row's length rounded up likewise.
 
 The DMA: the load DMA moves each DRAM row of a transfer as a segment (:func:`hw.perf.execute_queue.segment_cycles`:
-two cycles for a row of one beat), the store DMA one element a cycle plus
-:data:`STORE_ROW_CYCLES` per row; the backend moves a contiguous operand as rows of
-``lanes`` elements (one per space row). Not modelled: the memory's latency per transfer, the queues' dependency
-tokens' hand-over cycles and the layer barrier (docs/RTL.md, whole models, measures what remains).
+two cycles for a row of one beat) plus the transfer's own cycles (:func:`hw.perf.execute_queue.load_cycles`), the
+store DMA one element a cycle plus :data:`STORE_ROW_CYCLES` per row and :data:`STORE_TRANSFER_CYCLES` per
+transfer; the backend moves a contiguous operand as rows of ``lanes`` elements (one per space row). An attention
+fold's instructions are a beat each on the read channel its loads use
+(:data:`hw.perf.execute_queue.FETCH_BEAT_CYCLES`). Not modelled: the queues' dependency tokens' hand-over cycles
+and the layer barrier (docs/RTL.md, whole models, measures what remains).
 """
 
 from __future__ import annotations
