@@ -3,7 +3,8 @@ level's resources after Yosys ``synth_xilinx`` next to the resource model's.
 
 Run ``python benchmarks/bench_rtl.py [--rows 4 --cols 4 --size 64] [--synth-only]``; ``main`` prints one line per
 simulator and the synthesis figures, and returns them; called without arguments (``make bench``) it then prints
-``rtl_system_table.py``'s table of the system top level's cycles against the performance model. Each simulator
+``rtl_system_table.py``'s table of the system top level's cycles against the performance model per bert_tiny GEMM,
+and ``rtl_whole_models.py``'s for vit_tiny, bert_tiny and gpt2_tiny whole. Each simulator
 runs the cocotb testbench used by the tests (``tests/rtl_tb/tb_systolic.py``: Python drives and samples the ports
 every cycle) on a random int8 ``size x size x size`` GEMM, in a scratch build folder so the build is timed from scratch.
 Simulated cycles per second = testbench-measured cycles / wall time of the simulation run
@@ -110,10 +111,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         )
     figures["system"] = bench_system_synth()
     _print_system(figures["system"])
-    if not (sys.argv[1:] if argv is None else argv):  # `make bench`: also rtl_system_table.py's RTL-vs-model table
+    if not (sys.argv[1:] if argv is None else argv):  # `make bench`: also the RTL-vs-model tables
         import rtl_system_table
+        import rtl_whole_models
 
         rtl_system_table.main([])
+        rtl_whole_models.main([])
     return figures
 
 

@@ -68,4 +68,7 @@ def _print(manifest: dict[str, Any], out: str, report: dict[str, Any] | None) ->
     for layer in report["layers"]:
         table.add_row(layer["name"], layer["op"], show(layer["rtl_cycles"]), show(layer["latency_cycles"]))
     table.add_row("total", "", show(report["rtl_cycles"]), show(report["latency_cycles"]))
+    table.add_row("  of it the host's ops (the top level runs none)", "", "",
+                  show(report["host_latency_cycles"]))
+    table.add_row("  the device's", "", show(report["rtl_cycles"]), show(report["device_latency_cycles"]))
     console.print(table)

@@ -254,9 +254,10 @@ WHOLE = [("vit_tiny.onnx", 4, ["16", "16", "16"], I_VIT), ("bert_tiny.onnx", 8, 
 # How close the model's latency (gemm.execute_queue, the off-chip bandwidth the DRAM model serves) comes to the
 # RTL's cycles (docs/RTL.md, Whole models against the model): (total, worst layer), |model - RTL| / RTL, the total
 # without the host's ops (host_latency_cycles), a layer being the model's, with the RTL layers the model fuses into
-# it (a GELU, a residual add, their requants) added to it. Pinned for the I-ViT set; the online softmax's run prints
-# its agreement.
-AGREEMENT = {"vit_tiny.onnx": (0.01, 0.06), "bert_tiny.onnx": (0.01, 0.03), "gpt2_tiny.onnx": (0.02, 0.035)}
+# it (a GELU, a residual add, their requants) added to it. Pinned for the I-ViT set a little above what was measured
+# (totals -0.71% / -0.18% / +0.26%, worst layers -1.64% / -0.59% / +1.15%); the online softmax's run prints its
+# agreement.
+AGREEMENT = {"vit_tiny.onnx": (0.01, 0.025), "bert_tiny.onnx": (0.005, 0.01), "gpt2_tiny.onnx": (0.005, 0.02)}
 DRAM_BANDWIDTH = ["--set", "offchip.bandwidth_gbps=4.8"]  # 16 B a cycle at fpga-u280's 300 MHz: the DRAM model's
 
 
@@ -326,6 +327,10 @@ def test_a_whole_model_simulated_equals_codesign_compile(model: str, array: int,
     assert rows and max(rows) <= r["system"]["max_row"] < 2 * max(rows)
     assert any(i.fn == (VecFn.ONLINE_SOFTMAX if approx is ONLINE else VecFn.SHIFTMAX) for i in vecs)
     assert sum(layer["rtl_cycles"] for layer in r["layers"]) <= r["rtl_cycles"]
+    # the model's total is the device's part plus the host's ops (each named), which the top level does not run
+    assert r["device_latency_cycles"] == r["latency_cycles"] - r["host_latency_cycles"]
+    assert [h["name"] for h in r["host_layers"]] == r["host_ops"]
+    assert sum(h["latency_cycles"] or 0 for h in r["host_layers"]) == r["host_latency_cycles"]
     total, worst = _model_agreement(r)
     print(f"\n{model} {array}x{array}: {r['rtl_cycles']} cycles, build {r['build_s']} s, run {r['run_s']} s; model "
           f"{r['latency_cycles']}, {r['host_latency_cycles']} of it the host's ({total:+.1%}), worst layer "

@@ -240,7 +240,8 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
         op_name = "embedding"
         ins = [op.indices]  # only the gathered rows of the table are read
     elif isinstance(op, df.MoveOp):
-        work = MoveWork(kind=op.kind_value(), bytes=sum(tensor_bytes(r) for r in op.outputs))
+        work = MoveWork(kind=op.kind_value(), bytes=sum(tensor_bytes(r) for r in op.outputs),
+                        quant="island_member" if _in_island(op) else "")
         op_name = "move." + op.kind_value()
     else:
         kind, approx = _vector_kind(op)
@@ -305,7 +306,9 @@ def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
     """An integer op's role (``VectorWork.quant``): ``tensor`` (a requant whose multiplier the compile's weight
     ``store`` holds once for the tensor), ``add`` (an integer residual add; ``add_channel`` where ``store`` holds
     its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves -> ``quantize``
-    island), else ""."""
+    island; ``island_member`` the island's ``dequantize``: :func:`_in_island`), else ""."""
+    if _in_island(op):
+        return "island_member"
     if isinstance(op, df.RequantOp):  # the quantizer's per-channel requant8c, or one multiplier for the tensor
         me = store.get(df.layer_of(op)) if store is not None else None
         return "tensor" if me is not None and np.size(np.asarray(me)[0]) == 1 else ""
@@ -319,6 +322,28 @@ def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
     while isinstance(source, df.MoveOp) and source.operands:
         source = source.operands[0].owner
     return "island" if isinstance(source, Operation) and _quant_attr(source) == "dequantize" else ""
+
+
+def _in_island(op: Operation) -> bool:
+    """Whether ``op`` is the ``dequantize`` or a move of a float island (``dequantize`` -> moves -> ``quantize``
+    s, as ``compiler/backend/model.py`` finds them): its source through moves is a ``dequantize`` and its values
+    reach only moves and ``quantize`` s. The system top level runs no instruction for them (the quantizes'
+    threshold layers read the integer source through a DMA window)."""
+    source: Operation | None = op
+    while isinstance(source, df.MoveOp) and source.operands:
+        source = source.operands[0].owner if isinstance(source.operands[0].owner, Operation) else None
+    if not (isinstance(source, df.ElementwiseOp) and _quant_attr(source) == "dequantize"):
+        return False
+    frontier = [op]
+    while frontier:
+        for result in frontier.pop().results:
+            for use in result.uses:
+                user = use.operation
+                if isinstance(user, df.MoveOp):
+                    frontier.append(user)
+                elif _quant_attr(user) != "quantize":
+                    return False
+    return True
 
 
 def _row_length(value: SSAValue) -> int:

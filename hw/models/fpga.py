@@ -164,6 +164,10 @@ class FpgaModel:
         t = self.target
         if isinstance(work, GemmWork):
             return self._gemm_cost(work)
+        if t.gemm.execute_queue and not isinstance(work, GemmWork) and work.quant == "island_member":
+            # the system runs no instruction for an island's dequantize and moves: the quantize's threshold layers
+            # read the integer source through a DMA window (compiler/backend/model.py, _threshold)
+            return Cost(unit="gemm", compute_cycles=0, detail={"execute_queue": True, "island_member": True})
         if isinstance(work, VectorWork):
             queued = self._execute_queue_vector(work) if t.gemm.execute_queue else None
             if queued is not None:
@@ -234,8 +238,10 @@ class FpgaModel:
         g = self.target.gemm
         fold_cycles = execute_queue.gemm_fold_cycles(work.k, g.rows, g.cols)
         row_folds, col_folds = fold_counts(work.m, work.n, work.k, g.rows, g.cols, "os")
+        # a fold on the execute queue: its GEMM and the requant the backend fuses behind it
+        per_fold = fold_cycles + execute_queue.requant_fold_cycles(g.rows)
         traffic = execute_queue.gemm_traffic(work.m, work.n, work.k, g.rows, g.cols, ceil_div(work.in_bits, 8),
-                                             ceil_div(work.w_bits, 8))
+                                             ceil_div(work.w_bits, 8), per_fold)
         detail.update(
             execute_queue=True,
             cycles_per_item=row_folds * col_folds * fold_cycles,

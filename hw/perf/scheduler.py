@@ -10,8 +10,9 @@ model below, in whole cycles:
   by input order. The instance is held from the task's start to its end, stalls included.
 * **Tiles.** A task with ``tiles = T`` runs as T tiles; tile i loads ``bytes_in // T`` bytes, computes
   ``compute_cycles // T`` cycles and stores ``bytes_out // T`` bytes, and the first ``x % T`` tiles take one more of
-  each quantity ``x``; a task's ``lead_bytes_in`` (an operand it loads once, with its first tile, and keeps) are
-  loaded with tile 0 on top of its share of the rest. Loads of one task run one after another, and so do its
+  each quantity ``x``; a task's ``lead_bytes_in`` (what its first tile needs, loaded once and kept) are tile 0's
+  load, and the rest is split so over the other tiles (each loads under the computes before it; with one tile, it
+  loads the lead and the rest). Loads of one task run one after another, and so do its
   computes and its stores. With double buffering (two input and two output buffers) load i+1 overlaps compute i
   and store i-1: load i waits for compute i-2, compute i for load i, compute i-1 and store i-2, store i for
   compute i and store i-1. Without it a task runs load 0, compute 0, store 0, load 1, ... strictly one stage at a
@@ -65,8 +66,8 @@ class Task:
     ``bytes_in`` / ``bytes_out`` are the off-chip bytes it reads (non-resident activations plus weights) and writes.
     ``tiles`` splits it into that many equal tiles so that loads and stores can overlap compute (see the module doc).
     ``stream`` names the dependencies it reads row tile by row tile; it works through ``rows`` rows in order, in
-    blocks of ``block_rows`` (module doc, streaming across tasks). ``lead_bytes_in`` of ``bytes_in`` are loaded with
-    the first tile, before the rest is split evenly (module doc, tiles).
+    blocks of ``block_rows`` (module doc, streaming across tasks). ``lead_bytes_in`` of ``bytes_in`` are the first
+    tile's load, the rest split evenly over the other tiles (module doc, tiles).
     """
 
     name: str
@@ -455,7 +456,10 @@ class _Simulation:
             if (not st.loading and i < tiles and i < st.computes + depth and (double or st.stores == i)
                     and (not self.streamed[st.index] or self._rows_ready(st.index, i))):
                 lead = task.lead_bytes_in
-                size = _share(task.bytes_in - lead, tiles, i) + (lead if i == 0 else 0)
+                if lead and tiles > 1:  # the first tile loads what it needs; the others share the rest
+                    size = lead if i == 0 else _share(task.bytes_in - lead, tiles - 1, i - 1)
+                else:
+                    size = _share(task.bytes_in - lead, tiles, i) + (lead if i == 0 else 0)
                 if size:
                     st.loading = True
                     self._start_transfer(st, size, True)

@@ -24,10 +24,12 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
   two, at least 16); its dividers are sized by it, so the model takes this row's length rounded up likewise.
 
 The DMA: the load DMA moves each DRAM row of a transfer as a segment (:func:`hw.perf.execute_queue.segment_cycles`:
-two cycles for a row of one beat), the store DMA one element a cycle plus
-:data:`STORE_ROW_CYCLES` per row; the backend moves a contiguous operand as rows of
-``lanes`` elements (one per space row). Not modelled: the memory's latency per transfer, the queues' dependency
-tokens' hand-over cycles and the layer barrier (docs/RTL.md, whole models, measures what remains).
+two cycles for a row of one beat) plus the transfer's own cycles (:func:`hw.perf.execute_queue.load_cycles`), the
+store DMA one element a cycle plus :data:`STORE_ROW_CYCLES` per row and :data:`STORE_TRANSFER_CYCLES` per
+transfer; the backend moves a contiguous operand as rows of ``lanes`` elements (one per space row). An attention
+fold's instructions are a beat each on the read channel its loads use
+(:data:`hw.perf.execute_queue.FETCH_BEAT_CYCLES`). Not modelled: the queues' dependency tokens' hand-over cycles
+and the layer barrier (docs/RTL.md, whole models, measures what remains).
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hw.perf.execute_queue import VEC_ISSUE_CYCLES, segment_cycles
+from hw.perf import execute_queue as eq
+from hw.perf.execute_queue import (
+    FETCH_BEAT_CYCLES,
+    STORE_ROW_CYCLES,
+    STORE_TRANSFER_CYCLES,
+    TRANSFER_CYCLES,
+    VEC_ISSUE_CYCLES,
+)
 
 __all__ = ["LAYER_CYCLES", "TRANSFER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS",
            "DIGIT_BITS", "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles",
@@ -50,18 +59,6 @@ LAYER_CYCLES = 0
 CONFIG_CYCLES = 4
 """Cycles a ``CONFIG`` takes on the execute queue: the queue takes it, the vector unit writes the register
 (``IDLE``, ``DONE``), the queue retires it."""
-TRANSFER_CYCLES = 6
-"""Cycles a transposing load takes beyond its segments and columns (``hw.rtl.system.dma_load``): the queue takes it
-and retires it (2), ``IDLE`` and ``DONE`` (2), and the memory's read latency (2) before the first beat, which the
-issuer's one open-and-ask per segment does not cover. Counted for the attention's folds, whose transposing loads
-are their bottleneck (a ``matmul_layer`` on VEC4 measures 1-5 cycles a fold above it, 7-17 without it); the
-vector layers' plain loads, whose layers measure 5-21 cycles above the model without it, are left as they are."""
-STORE_ROW_CYCLES = 5
-"""The store DMA's cycles per row beyond one per element (``hw.rtl.system.dma_store``): ``ROW``, ``CAPTURE``,
-``AW``, then ``B`` until the write response, which the DRAM model gives ``write_latency`` (2) cycles after the last
-beat. (``hw.perf.execute_queue.STORE_ROW_CYCLES`` counts 4 for the GEMMs' stores, whose pinned figures keep it;
-measured on the top level, a vector layer's stored rows take 5.)"""
-
 _LN_IN_BITS = 24  # hw.rtl.system.vec: I-LayerNorm's widest input
 _LN_NEWTON_STEPS = 10  # hw.rtl.ilayernorm.NEWTON_STEPS
 _LN_FACTOR_CYCLES = 31  # hw.rtl.ilayernorm.FACTOR_CYCLES
@@ -115,13 +112,15 @@ def shiftmax_cycles(rows: int, n: int, lanes: int) -> int:
 
 
 def load_cycles(space_rows: int, row_bytes: int) -> int:
-    """Cycles the load DMA takes for ``space_rows`` DRAM rows of ``row_bytes`` each (one segment a row)."""
-    return space_rows * segment_cycles(row_bytes)
+    """Cycles of one ``LOAD`` of ``space_rows`` DRAM rows of ``row_bytes`` each (one segment a row, and the
+    transfer's own cycles: :func:`hw.perf.execute_queue.load_cycles`)."""
+    return eq.load_cycles(space_rows, row_bytes)
 
 
 def store_cycles(space_rows: int, lanes: int) -> int:
-    """Cycles the store DMA takes for ``space_rows`` DRAM rows of ``lanes`` elements each."""
-    return space_rows * (lanes + STORE_ROW_CYCLES)
+    """Cycles of one ``STORE`` of ``space_rows`` DRAM rows of ``lanes`` elements each (:data:`STORE_ROW_CYCLES`
+    per row, :data:`STORE_TRANSFER_CYCLES` per transfer)."""
+    return space_rows * (lanes + STORE_ROW_CYCLES) + STORE_TRANSFER_CYCLES
 
 
 def block_rows(rows: int, acc_span: int, sp_span: int, acc_rows: int, sp_rows: int) -> int:
@@ -254,15 +253,10 @@ PROBABILITY_BITS = 16
 """The bits of the attention's Shiftmax probabilities on the system (``compiler.simulate.kernels.softmax_bits``)."""
 DIGIT_BITS = 7
 """Bits per probability digit (``compiler/backend/attention.py``, ``DIGIT_BITS``)."""
-_CHUNK_BYTES = 64  # hw.rtl.system.dma_load.CHUNK_BYTES: a transposed load gathers each DRAM row in 64-byte chunks
-
-
 def transposed_load_cycles(rows: int, k: int, elem_bytes: int = 1) -> int:
-    """Cycles of a transposing load of ``rows`` DRAM rows of ``k`` elements into ``k`` space rows (each DRAM row
-    gathered in 64-byte chunks, a segment each, then a cycle per space row written, plus :data:`TRANSFER_CYCLES`)."""
-    nbytes = k * elem_bytes
-    chunks = [min(_CHUNK_BYTES, nbytes - c) for c in range(0, nbytes, _CHUNK_BYTES)]
-    return rows * sum(segment_cycles(c) for c in chunks) + k + TRANSFER_CYCLES
+    """Cycles of a transposing load of ``rows`` DRAM rows of ``k`` elements into ``k`` space rows
+    (:func:`hw.perf.execute_queue.transposed_load_cycles`, :data:`TRANSFER_CYCLES` included)."""
+    return eq.transposed_load_cycles(rows, k, elem_bytes, TRANSFER_CYCLES)
 
 
 def matmul_layer_cycles(m: int, n: int, k: int, digits: int, rhs_transposed: bool, mach: Machine,
@@ -281,6 +275,8 @@ def matmul_layer_cycles(m: int, n: int, k: int, digits: int, rhs_transposed: boo
             mf = min(array_rows, m - m0)
             load = digits * transposed_load_cycles(mf, k)
             load += transposed_load_cycles(nf, k) if rhs_transposed else load_cycles(k, nf)
+            # the fold's instructions on the read channel: its loads, GEMMs, requants and store
+            load += FETCH_BEAT_CYCLES * (2 * digits + 1 + digits)
             exe = digits * gemm_fold_cycles(k, array_rows, lanes) + (digits - 1) * stream_requant_cycles(mf)
             blocks.append(Block(load, exe, store_cycles(mf, nf)))
     return pipeline_cycles(blocks) + (2 * CONFIG_CYCLES if digits > 1 else 0)

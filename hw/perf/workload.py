@@ -57,15 +57,19 @@ class VectorWork:
     quant: str = ""
     """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
     (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
-    moves -> ``quantize`` island), "" for others; read likewise."""
+    moves -> ``quantize`` island), ``island_member`` (that island's ``dequantize``), "" for others; read
+    likewise."""
 
 
 @dataclass(frozen=True)
 class MoveWork:
-    """Pure data movement (reshape, transpose, gather, concat) of ``bytes`` bytes on chip."""
+    """Pure data movement (reshape, transpose, gather, concat) of ``bytes`` bytes on chip; ``quant``
+    ``island_member`` for a move inside a ``dequantize`` -> moves -> ``quantize`` island (``VectorWork.quant``),
+    which only ``gemm.execute_queue``'s pricing reads."""
 
     kind: str
     bytes: int
+    quant: str = ""
 
 
 Work = GemmWork | VectorWork | MoveWork
