@@ -109,14 +109,14 @@ class Execute(Elaboratable):
         else:
             is_ws = None
             beats, ready = gk, ops.ready
-            m.d.comb += [self.sp_a.addr.eq(g("a_row") + idx), self.sp_b.addr.eq(g("b_row") + idx)]
         m.d.comb += advance.eq(feeding & (~fvalid | ready))
         with m.If(advance):
             m.d.sync += [fvalid.eq(idx < beats), fidx.eq(idx), idx.eq(idx + 1)]
 
         os_valid = feeding & fvalid if is_ws is None else feeding & fvalid & ~is_ws
+        addrs = [] if is_ws is not None else [self.sp_a.addr.eq(g("a_row") + idx), self.sp_b.addr.eq(g("b_row") + idx)]
         m.d.comb += [
-            self.sp_a.en.eq(advance), self.sp_b.en.eq(advance),
+            *addrs, self.sp_a.en.eq(advance), self.sp_b.en.eq(advance),
             ops.payload.last.eq(fidx == gk - 1), ops.valid.eq(os_valid),
         ]
         m.d.comb += [ops.payload.a[i].eq(Mux(i < gm, _lane(a_data, i, in_bits), 0)) for i in range(rows)]
