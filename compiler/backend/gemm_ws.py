@@ -13,7 +13,8 @@ Scratchpad layout: ``W``'s column fold is ``K`` rows of up to ``cols`` lanes, ex
 fewer elements (a plain, row-major load: no transposing load is needed, as the os program's ``A`` is). When the
 scratchpad holds every row block's ``X`` besides two halves of ``W``, ``X`` is loaded once and each column fold's
 ``W`` once (every operand byte crosses DRAM once); otherwise each block loads both into alternating halves. The
-dependency tokens are ``gemm.py``'s: a block's first ``GEMM`` waits for its loads, its last gives the buffer back.
+dependency tokens are ``gemm.py``'s: a block's first ``GEMM`` waits for its loads, its last gives the buffer back;
+in the program text each block's loads come before the previous block's ``GEMM`` s (see :func:`emit_ws`).
 
 Only the weight GEMMs (``gemm.py``'s layers) run ws; the attention's products (``compiler/backend/attention.py``,
 ``tiles.matmul_layer``) stay output stationary.
@@ -65,6 +66,7 @@ def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tup
     p = b.prepare(layer, x)
     stage_base = 2 * k_dim + n_blocks * a_rows if reuse else need - stage_sp
     fold = 0
+    blocks: list[tuple[list[Instruction], list[Instruction]]] = []  # per block: its loads, the rest
     for j, n0 in enumerate(range(0, n_dim, g.cols)):
         n = min(g.cols, n_dim - n0)
         for i, m0 in enumerate(range(0, m_dim, mt)):
@@ -88,7 +90,7 @@ def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tup
             if loads:
                 loads[0] = _with(loads[0], pop_next=first)
                 loads[-1] = _with(loads[-1], push_next=True)
-            b.body.extend(loads)
+            rest: list[Instruction] = []
             bias_row = p.const_base + CONST_PER_FOLD * j
             gemms: list[Instruction] = [
                 Gemm(dataflow=1, accumulate=int(t > 0), a_row=a_row + t * mt, b_row=b_row + k0, c_row=c_row, m=r,
@@ -99,20 +101,29 @@ def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tup
                 # the product is the output: the accumulator half must have been stored (WAR from store)
                 gemms[0] = _with(gemms[0], pop_prev=bool(loads), pop_next=True)
                 gemms[-1] = _with(gemms[-1], push_prev=last, push_next=True)
-                b.body.extend(gemms)
-                b.body.append(Store(space=Space.ACC, row=c_row, rows=r, cols=n, elem_log2=2, dram=y_addr,
+                rest.extend(gemms)
+                rest.append(Store(space=Space.ACC, row=c_row, rows=r, cols=n, elem_log2=2, dram=y_addr,
                                     stride=p.y.row_bytes, deps=Deps(pop_prev=True, push_prev=True)))
             else:
                 gemms[0] = _with(gemms[0], pop_prev=bool(loads))
                 gemms[-1] = _with(gemms[-1], push_prev=last)
-                b.body.extend(gemms)
+                rest.extend(gemms)
                 s_row = (stage_base if p.stage_space == Space.SP else 2 * mt) + h * mt
-                b.body.append(Vec(fn=VecFn.REQUANT, src_space=Space.ACC, src=c_row, dst_space=p.stage_space,
+                rest.append(Vec(fn=VecFn.REQUANT, src_space=Space.ACC, src=c_row, dst_space=p.stage_space,
                                   dst=s_row, rows=r, n=n, out_log2=p.out_bits.bit_length() - 1,
                                   aux_space=Space.CONST if p.per_channel else Space.SP,
                                   aux=bias_row + 1 if p.per_channel else 0, deps=Deps(pop_next=True, push_next=True)))
-                b.body.append(Store(space=p.stage_space, row=s_row, rows=r, cols=n,
+                rest.append(Store(space=p.stage_space, row=s_row, rows=r, cols=n,
                                     elem_log2=p.out_bytes.bit_length() - 1, dram=y_addr, stride=p.y.row_bytes,
                                     deps=Deps(pop_prev=True, push_prev=True)))
+            blocks.append((loads, rest))
             fold += 1
+    # Program order: each block's loads ahead of the previous block's GEMMs, so that fetch, which stalls on a full
+    # execute queue (16 words; a block has ceil(K / rows) GEMMs), has handed the load queue the next column fold's
+    # W before it waits behind this block's GEMMs. The queues' order, and so every token, is unchanged.
+    b.body.extend(blocks[0][0])
+    for f, (_, rest) in enumerate(blocks):
+        if f + 1 < len(blocks):
+            b.body.extend(blocks[f + 1][0])
+        b.body.extend(rest)
     return p.x, p.y

@@ -17,10 +17,18 @@ requant ``VEC`` and its store. All in cycles at the array's clock:
 
 from __future__ import annotations
 
-from hw.perf.execute_queue import CONST_LANE_BYTES, CONST_ROWS_PER_FOLD, GEMM_ISSUE_CYCLES, GemmTraffic, segment_cycles
+from hw.perf.execute_queue import (
+    CONST_LANE_BYTES,
+    CONST_ROWS_PER_FOLD,
+    GEMM_ISSUE_CYCLES,
+    GemmTraffic,
+    fused_requant_cycles,
+    segment_cycles,
+)
 from hw.perf.systolic import systolic_cycles
 
-__all__ = ["WS_HANDOVER_CYCLES", "ws_block_rows", "ws_gemm_cycles", "ws_layer_gemm_cycles", "ws_gemm_traffic"]
+__all__ = ["WS_HANDOVER_CYCLES", "ws_block_rows", "ws_gemm_cycles", "ws_layer_gemm_cycles", "ws_gemm_traffic",
+           "ws_fused_requant_cycles"]
 
 WS_HANDOVER_CYCLES = 1
 """``hw.rtl.systolic_ws.HANDOVER_CYCLES`` (restated: ``hw.perf`` does not import ``hw.rtl``): the last result row
@@ -63,3 +71,9 @@ def ws_gemm_traffic(m: int, n: int, k: int, rows: int, cols: int, mt: int, in_by
     lead += sum(r * sum(segment_cycles(kc * in_bytes) for kc in _folds(k, rows)) for r in blocks)
     return GemmTraffic(lead, sum(b[1:]), len(blocks) * len(col_folds))
 
+
+
+def ws_fused_requant_cycles(m: int, n: int, cols: int, mt: int) -> int:
+    """Cycles of the ``VEC requant`` behind every ws block of an ``m x n`` output (one batch item): the os
+    program's per-fold requant (``hw.perf.execute_queue.fused_requant_cycles``) with blocks of ``mt`` rows."""
+    return fused_requant_cycles(m, n, mt, cols)
