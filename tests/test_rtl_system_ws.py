@@ -125,3 +125,4 @@ def test_backend_ws_layers_run_bit_exact() -> None:
     image = bytes(builder.image.buffer())
     run = run_system(WS4, to_bytes(program), image, {"dram": (0, len(image))}, "verilator", run_name="ws_backend")
     assert run.reads["dram"] == _expected(builder.geometry, program, image)
+

@@ -21,56 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.backend.gemm_ws import emit_ws, ws_plan
 from compiler.backend.image import DramImage, Region
+from compiler.backend.layer import CONST_PER_FOLD, GemmLayer, Prepared
 from compiler.backend.machine import Geometry
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Deps, Gemm, Halt, Instruction, Load, Nop, Program, Queue, Space, Store, Vec, VecFn
 
 __all__ = ["GemmLayer", "LayerSpan", "Prepared", "ProgramBuilder"]
 
-_CONST_PER_FOLD = 3  # bias, m, e
-CONST_PER_FOLD = _CONST_PER_FOLD
-"""Constant-memory rows per column fold of a GEMM layer's table: bias, requant multipliers, shifts."""
-
-
-@dataclass(frozen=True)
-class GemmLayer:
-    """One integer GEMM and what the IR fuses behind it.
-
-    ``weights``: K x N signed ``in_bits`` integers; ``bias``: N accumulator integers or None; ``requant``: the
-    dyadic ``(m, e)`` (scalars or N-vectors) and ``out_bits`` of a fused requant, or None (int32 output).
-    """
-
-    name: str
-    m: int
-    weights: np.ndarray
-    bias: np.ndarray | None = None
-    requant: tuple[np.ndarray, np.ndarray, int] | None = None
-
-    @property
-    def k(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def n(self) -> int:
-        return int(self.weights.shape[1])
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A GEMM layer's placed regions and constant table (:meth:`ProgramBuilder.prepare`): ``x`` / ``w`` / ``y``
-    (input, weights, output), the output's bits and bytes, where a requant's output is staged, the column folds,
-    whether the requant is per channel, and the constant row the table starts at."""
-
-    x: Region
-    w: Region
-    y: Region
-    out_bits: int
-    out_bytes: int
-    stage_space: Space
-    n_folds: int
-    per_channel: bool
-    const_base: int
+_CONST_PER_FOLD = CONST_PER_FOLD  # bias, m, e
 
 
 @dataclass(frozen=True)
@@ -120,9 +80,10 @@ class ProgramBuilder:
         if layer.k > 4096:
             raise InputError(f"{where}: K = {layer.k} exceeds the 4,096 beats one GEMM instruction streams")
         if g.dataflow == "ws":
-            from compiler.backend.gemm_ws import emit_ws
-
-            return emit_ws(self, layer, x)
+            plan = ws_plan(g, layer)
+            p = self.prepare(layer, x)
+            emit_ws(self.body, g, layer, p, plan)
+            return p.x, p.y
         need = 4 * layer.k + 2 * g.rows
         if need > g.sp_rows:
             raise InputError(f"{where}: K = {layer.k} needs {need} scratchpad rows (two halves of A and B and a "

@@ -23,14 +23,31 @@ Only the weight GEMMs (``gemm.py``'s layers) run ws; the attention's products (`
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
-from compiler.backend.gemm import CONST_PER_FOLD, GemmLayer, ProgramBuilder
-from compiler.backend.image import Region
+from compiler.backend.layer import CONST_PER_FOLD, GemmLayer, Prepared
+from compiler.backend.machine import Geometry
 from hw.errors import InputError
 from hw.isa import Deps, Gemm, Instruction, Load, Space, Store, Vec, VecFn
 from hw.perf.execute_queue_ws import ws_block_rows
 
-__all__ = ["emit_ws"]
+__all__ = ["WsPlan", "ws_plan", "emit_ws"]
+
+
+@dataclass(frozen=True)
+class WsPlan:
+    """How a layer is cut (:func:`ws_plan`): ``mt`` output rows per block, the weight ``tiles`` as ``(k0, kc)``
+    (first reduction row, rows), ``a_rows`` scratchpad rows of one block's X, ``n_blocks`` row blocks, the
+    scratchpad rows of the staging halves (``stage_sp``), whether X is loaded once (``reuse``), and ``need``, the
+    scratchpad rows without reuse."""
+
+    mt: int
+    tiles: tuple[tuple[int, int], ...]
+    a_rows: int
+    n_blocks: int
+    stage_sp: int
+    reuse: bool
+    need: int
 
 
 def _with(instr: Instruction, **flags: bool) -> Instruction:
@@ -42,14 +59,13 @@ def _with(instr: Instruction, **flags: bool) -> Instruction:
                                                  push_next=d.push_next or flags.get("push_next", False)))
 
 
-def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tuple[Region, Region]:
-    """Emit ``layer`` weight stationary into ``b`` (module docstring); returns (input, output) regions.
-    ``InputError`` naming the layer when its buffers do not fit the machine."""
-    g = b.geometry
+def ws_plan(g: Geometry, layer: GemmLayer) -> WsPlan:
+    """``layer``'s blocks and buffers on machine ``g`` (module docstring); ``InputError`` naming the layer when
+    they do not fit. Nothing is emitted, so the caller checks before it places anything."""
     where = f"system backend, layer '{layer.name}'"
-    m_dim, k_dim, n_dim = layer.m, layer.k, layer.n
+    m_dim, k_dim = layer.m, layer.k
     mt = ws_block_rows(m_dim, g.acc_rows)
-    tiles = [(k0, min(g.rows, k_dim - k0)) for k0 in range(0, k_dim, g.rows)]
+    tiles = tuple((k0, min(g.rows, k_dim - k0)) for k0 in range(0, k_dim, g.rows))
     a_rows = len(tiles) * mt  # scratchpad rows of one row block's X
     n_blocks = -(-m_dim // mt)
     out_bits = 32 if layer.requant is None else layer.requant[2]
@@ -63,7 +79,15 @@ def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tup
     if not reuse and need > g.sp_rows:
         raise InputError(f"{where}: K = {k_dim} needs {need} scratchpad rows (two halves of X and W and a staging "
                          f"block); the target has {g.sp_rows}")
-    p = b.prepare(layer, x)
+    return WsPlan(mt, tiles, a_rows, n_blocks, stage_sp, reuse, need)
+
+
+def emit_ws(body: list[Instruction], g: Geometry, layer: GemmLayer, p: Prepared, plan: WsPlan) -> None:
+    """Append ``layer``'s weight-stationary blocks to ``body`` (module docstring), its regions and constant table
+    already placed and loaded (``p``: ``gemm.ProgramBuilder.prepare``), cut as ``plan`` says."""
+    m_dim, k_dim, n_dim = layer.m, layer.k, layer.n
+    mt, tiles, a_rows, n_blocks = plan.mt, plan.tiles, plan.a_rows, plan.n_blocks
+    stage_sp, reuse, need = plan.stage_sp, plan.reuse, plan.need
     stage_base = 2 * k_dim + n_blocks * a_rows if reuse else need - stage_sp
     fold = 0
     blocks: list[tuple[list[Instruction], list[Instruction]]] = []  # per block: its loads, the rest
@@ -121,9 +145,8 @@ def emit_ws(b: ProgramBuilder, layer: GemmLayer, x: Region | None = None) -> tup
     # Program order: each block's loads ahead of the previous block's GEMMs, so that fetch, which stalls on a full
     # execute queue (16 words; a block has ceil(K / rows) GEMMs), has handed the load queue the next column fold's
     # W before it waits behind this block's GEMMs. The queues' order, and so every token, is unchanged.
-    b.body.extend(blocks[0][0])
+    body.extend(blocks[0][0])
     for f, (_, rest) in enumerate(blocks):
         if f + 1 < len(blocks):
-            b.body.extend(blocks[f + 1][0])
-        b.body.extend(rest)
-    return p.x, p.y
+            body.extend(blocks[f + 1][0])
+        body.extend(rest)
