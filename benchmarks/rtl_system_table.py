@@ -136,9 +136,11 @@ def program_model_cycles(layer: GemmLayer, model: AcceleratorModel) -> int:
 
 
 def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latency: int | None = None,
-            sim: str = "verilator", trace: bool = False) -> list[LayerFigures]:
+            sim: str = "verilator", trace: bool = False, dataflow: str = "os") -> list[LayerFigures]:
     """Per weight GEMM of bert_tiny (the first ``layers`` of them if given): RTL and model cycles (and with
-    ``trace`` a second, traced run of each program: :class:`FoldTrace`)."""
+    ``trace`` a second, traced run of each program: :class:`FoldTrace`). ``dataflow`` ``"ws"``: compiled with
+    ``gemm.dataflow=ws``, so the programs run weight-stationary folds (``compiler/backend/gemm_ws.py``) on a top
+    level built with the ws array, priced by ``hw.perf.execute_queue_ws``."""
     import numpy as np
 
     from codesign.api import compile_options, run_compile
@@ -153,7 +155,7 @@ def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latenc
 
     clock = load_target("fpga-u280").clock_mhz
     overrides = {"gemm.rows": str(rows), "gemm.cols": str(cols),
-                 "offchip.bandwidth_gbps": str(BEAT_BYTES * clock / 1000)}
+                 "offchip.bandwidth_gbps": str(BEAT_BYTES * clock / 1000), "gemm.dataflow": dataflow}
     # the top level's one array, each fold one instruction on one execute queue (what codesign rtl --system
     # compiles with): no sub-arrays, no streaming folds, gemm.execute_queue
     options, _ = one_array(compile_options("fpga-u280", overrides, quant="int8", softmax="shiftmax",
@@ -166,9 +168,10 @@ def compare(rows: int = 8, cols: int = 8, layers: int | None = None, read_latenc
              if isinstance(op, df.GemmOp) and isinstance(op.rhs.owner, df.WeightOp)]
     if len(gemms) != len(model_layers):
         raise RuntimeError(f"{len(gemms)} weight GEMMs in the IR, {len(model_layers)} GEMM layers in the report")
-    config = SystemConfig(rows, cols, sp_rows=2304, acc_rows=64, const_rows=256, max_row=16)  # GEMM, requant only
+    config = SystemConfig(rows, cols, sp_rows=2304, acc_rows=64, const_rows=256, max_row=16,  # GEMM, requant only
+                          ws_array=dataflow == "ws")
     geometry = Geometry(rows, cols, config.in_bits, config.acc_bits, config.sp_rows, config.acc_rows,
-                        config.const_rows)
+                        config.const_rows, dataflow=dataflow)
     timing = DramTiming() if read_latency is None else DramTiming(read_latency=read_latency)
     rng = np.random.default_rng(0)
     out = []
@@ -203,11 +206,14 @@ def main(argv: list[str] | None = None) -> list[LayerFigures]:
     parser.add_argument("--cols", type=int, default=8)
     parser.add_argument("--layers", type=int, default=None, help="only the first N weight GEMMs")
     parser.add_argument("--read-latency", type=int, default=None, help="DRAM model read latency (cycles)")
+    parser.add_argument("--dataflow", choices=("os", "ws"), default="os", help="the weight GEMMs' folds: output "
+                        "stationary (the default) or weight stationary (gemm.dataflow=ws)")
     parser.add_argument("--trace", action="store_true", help="also run each program with trace marks and print "
                         "where its cycles go (first fold, GEMM and VEC per fold, tail)")
     args = parser.parse_args(argv)
-    figures = compare(args.rows, args.cols, args.layers, args.read_latency, trace=args.trace)
-    print(f"bert_tiny weight GEMMs on a {args.rows}x{args.cols} cds1 system, DRAM 16 B/cycle: RTL vs model cycles")
+    figures = compare(args.rows, args.cols, args.layers, args.read_latency, trace=args.trace, dataflow=args.dataflow)
+    print(f"bert_tiny weight GEMMs on a {args.rows}x{args.cols} cds1 system ({args.dataflow}), DRAM 16 B/cycle: RTL vs "
+          "model cycles")
     print(f"{'layer':60s} {'m x k x n':>13s} {'rtl':>8s} {'model':>8s} {'error':>7s} {'layer in report':>16s}")
     for f in figures:
         print(f"{f.name:60s} {f'{f.m}x{f.k}x{f.n}':>13s} {f.rtl_cycles:8d} {f.model_cycles:8d} {f.error:+7.1%} "

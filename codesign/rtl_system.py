@@ -41,13 +41,21 @@ from xdsl.ir import SSAValue
 from compiler.dialect.choices import LAYER_ATTR
 from hw.errors import InputError
 
-__all__ = ["SystemDesign", "build_design", "longest_row", "host_values", "sample_image", "first_feeds",
+__all__ = ["SystemDesign", "build_design", "has_ws_gemm", "longest_row", "host_values", "sample_image", "first_feeds",
            "manifest_of", "write_system"]
 
 FORMAT = "cds1-system"
 FILES = {"verilog": "cds1_system.v", "program": "program.bin", "listing": "program.lst", "image": "image.bin"}
 _MIN_TRACE = 16
 _MIN_ROW = 16
+
+
+def has_ws_gemm(program: Any) -> bool:
+    """Whether ``program`` has a weight-stationary ``GEMM`` (the backend's folds for a target with ``gemm.dataflow:
+    ws``): the top level is then built with the ws array too (``SystemConfig.ws_array``), else without it."""
+    from hw.isa import Gemm
+
+    return any(isinstance(i, Gemm) and i.dataflow == 1 for i in program.instructions)
 
 
 def longest_row(program: Any) -> int:
@@ -144,7 +152,8 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
     program = mp.program
     if program is None:
         raise RuntimeError("build_model_program finishes the program")
-    config = SystemConfig.from_target(target, trace_depth=depth, max_row=longest_row(program))
+    config = SystemConfig.from_target(target, trace_depth=depth, max_row=longest_row(program),
+                                      ws_array=has_ws_gemm(program))
     ops: dict[str, str] = {}
     for op in result.module.walk():
         layer = op.properties.get(LAYER_ATTR)

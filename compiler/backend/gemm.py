@@ -21,37 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compiler.backend.gemm_ws import emit_ws, ws_plan
 from compiler.backend.image import DramImage, Region
+from compiler.backend.layer import CONST_PER_FOLD, GemmLayer, Prepared
 from compiler.backend.machine import Geometry
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Deps, Gemm, Halt, Instruction, Load, Nop, Program, Queue, Space, Store, Vec, VecFn
 
-__all__ = ["GemmLayer", "LayerSpan", "ProgramBuilder"]
+__all__ = ["GemmLayer", "LayerSpan", "Prepared", "ProgramBuilder"]
 
-_CONST_PER_FOLD = 3  # bias, m, e
-
-
-@dataclass(frozen=True)
-class GemmLayer:
-    """One integer GEMM and what the IR fuses behind it.
-
-    ``weights``: K x N signed ``in_bits`` integers; ``bias``: N accumulator integers or None; ``requant``: the
-    dyadic ``(m, e)`` (scalars or N-vectors) and ``out_bits`` of a fused requant, or None (int32 output).
-    """
-
-    name: str
-    m: int
-    weights: np.ndarray
-    bias: np.ndarray | None = None
-    requant: tuple[np.ndarray, np.ndarray, int] | None = None
-
-    @property
-    def k(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def n(self) -> int:
-        return int(self.weights.shape[1])
+_CONST_PER_FOLD = CONST_PER_FOLD  # bias, m, e
 
 
 @dataclass(frozen=True)
@@ -93,65 +72,30 @@ class ProgramBuilder:
         self._pending = [Nop(queue=Queue.EXECUTE, trace=1, mark=mark)]
 
     def gemm(self, layer: GemmLayer, x: Region | None = None) -> tuple[Region, Region]:
-        """Emit ``layer``; its input is region ``x`` (placed as ``<name>.x`` if None). Returns (input, output)."""
+        """Emit ``layer``; its input is region ``x`` (placed as ``<name>.x`` if None). Returns (input, output).
+        Output-stationary folds, or weight-stationary ones when the geometry's ``dataflow`` is ``"ws"``
+        (``compiler/backend/gemm_ws.py``)."""
         g = self.geometry
-        m_dim, k_dim, n_dim = layer.m, layer.k, layer.n
         where = f"system backend, layer '{layer.name}'"
-        if k_dim > 4096:
-            raise InputError(f"{where}: K = {k_dim} exceeds the 4,096 beats one GEMM instruction streams")
-        need = 4 * k_dim + 2 * g.rows
+        if layer.k > 4096:
+            raise InputError(f"{where}: K = {layer.k} exceeds the 4,096 beats one GEMM instruction streams")
+        if g.dataflow == "ws":
+            plan = ws_plan(g, layer)
+            p = self.prepare(layer, x)
+            emit_ws(self.body, g, layer, p, plan)
+            return p.x, p.y
+        need = 4 * layer.k + 2 * g.rows
         if need > g.sp_rows:
-            raise InputError(f"{where}: K = {k_dim} needs {need} scratchpad rows (two halves of A and B and a "
+            raise InputError(f"{where}: K = {layer.k} needs {need} scratchpad rows (two halves of A and B and a "
                              f"staging fold); the target has {g.sp_rows}")
         if 4 * g.rows > g.acc_rows:
             raise InputError(f"{where}: two halves of {g.rows} accumulator rows and two staging folds do not fit "
                              f"the {g.acc_rows} the target has")
-        n_folds = -(-n_dim // g.cols)
-        if n_folds * _CONST_PER_FOLD > g.const_rows:
-            raise InputError(f"{where}: {n_folds} column folds need {n_folds * _CONST_PER_FOLD} constant rows; the "
-                             f"machine has {g.const_rows}")
-        img = self.image
-        if x is None:
-            x = img.place(f"{layer.name}.x", (m_dim, k_dim), 1)
-        if x.shape != (m_dim, k_dim) or x.elem_bytes != 1:
-            raise InputError(f"{where}: its input must be an M x K int8 region, got {x.shape}")
-        w = img.place(f"{layer.name}.w", (k_dim, n_dim), 1)
-        img.write(w.name, layer.weights)
-        out_bits = 32 if layer.requant is None else layer.requant[2]
-        if out_bits not in (8, 16, 32):
-            raise InputError(f"{where}: a {out_bits}-bit output has no DRAM element size (8, 16 or 32 bits)")
-        out_bytes = out_bits // 8
-        # A requant's output waits in a staging half of the scratchpad when its lanes hold it, else of the
-        # accumulator (the scratchpad holds in_bits values).
-        stage_space = Space.SP if out_bits <= g.in_bits else Space.ACC
-        y = img.place(f"{layer.name}.y", (m_dim, n_dim), out_bytes)
-
-        # The constant table: per column fold a bias row, a multiplier row and a shift row, lanes 0..cols-1.
-        table = np.zeros((n_folds * _CONST_PER_FOLD, g.width), np.int64)
-        per_channel = False
-        for j in range(n_folds):
-            cols = slice(j * g.cols, min(n_dim, (j + 1) * g.cols))
-            width = cols.stop - cols.start
-            if layer.bias is not None:
-                table[_CONST_PER_FOLD * j, :width] = layer.bias[cols]
-            if layer.requant is not None:
-                m, e, _ = layer.requant
-                if np.ndim(m) and np.size(m) > 1:
-                    per_channel = True
-                    table[_CONST_PER_FOLD * j + 1, :width] = np.asarray(m)[cols]
-                    table[_CONST_PER_FOLD * j + 2, :width] = np.asarray(e)[cols]
-        const = img.place(f"{layer.name}.const", table.shape, 8)
-        img.write(const.name, table)
-
+        p = self.prepare(layer, x)
+        x, w, y, out_bits, out_bytes, stage_space = p.x, p.w, p.y, p.out_bits, p.out_bytes, p.stage_space
+        m_dim, k_dim, n_dim, n_folds, per_channel = layer.m, layer.k, layer.n, p.n_folds, p.per_channel
         ins = self.body
-        self.barrier()  # the previous layer's stores are done before this layer loads (docs/ISA.md)
-        const_base = 0
-        ins.append(Load(space=Space.CONST, row=const_base, rows=table.shape[0], cols=g.width, elem_log2=3,
-                        dram=const.addr, stride=const.row_bytes))
-        if layer.requant is not None and not per_channel:
-            m, e, _ = layer.requant
-            ins.append(Config(reg=ConfigReg.REQUANT_M, value=int(np.asarray(m).reshape(-1)[0])))
-            ins.append(Config(reg=ConfigReg.REQUANT_E, value=int(np.asarray(e).reshape(-1)[0])))
+        const_base = p.const_base
         n_row_folds = -(-m_dim // g.rows)
         # Operand reuse: when the scratchpad holds A for every row fold besides two halves of B and the staging
         # folds, A is loaded once (each row fold's A the first time it is used) and each column fold's B once for
@@ -215,6 +159,60 @@ class ProgramBuilder:
                                      deps=Deps(pop_prev=True, push_prev=True)))
                 fold += 1
         return x, y
+
+    def prepare(self, layer: GemmLayer, x: Region | None) -> Prepared:
+        """What both dataflows' code generators share: the layer's regions (input, weights, output) placed, its
+        constant table (per column fold a bias row, a multiplier row and a shift row, lanes 0..cols-1) placed and
+        written, then the barrier, the table's ``LOAD`` and a per-tensor requant's ``CONFIG`` s emitted."""
+        g = self.geometry
+        m_dim, k_dim, n_dim = layer.m, layer.k, layer.n
+        where = f"system backend, layer '{layer.name}'"
+        n_folds = -(-n_dim // g.cols)
+        if n_folds * _CONST_PER_FOLD > g.const_rows:
+            raise InputError(f"{where}: {n_folds} column folds need {n_folds * _CONST_PER_FOLD} constant rows; the "
+                             f"machine has {g.const_rows}")
+        img = self.image
+        if x is None:
+            x = img.place(f"{layer.name}.x", (m_dim, k_dim), 1)
+        if x.shape != (m_dim, k_dim) or x.elem_bytes != 1:
+            raise InputError(f"{where}: its input must be an M x K int8 region, got {x.shape}")
+        w = img.place(f"{layer.name}.w", (k_dim, n_dim), 1)
+        img.write(w.name, layer.weights)
+        out_bits = 32 if layer.requant is None else layer.requant[2]
+        if out_bits not in (8, 16, 32):
+            raise InputError(f"{where}: a {out_bits}-bit output has no DRAM element size (8, 16 or 32 bits)")
+        out_bytes = out_bits // 8
+        # A requant's output waits in a staging half of the scratchpad when its lanes hold it, else of the
+        # accumulator (the scratchpad holds in_bits values).
+        stage_space = Space.SP if out_bits <= g.in_bits else Space.ACC
+        y = img.place(f"{layer.name}.y", (m_dim, n_dim), out_bytes)
+
+        table = np.zeros((n_folds * _CONST_PER_FOLD, g.width), np.int64)
+        per_channel = False
+        for j in range(n_folds):
+            cols = slice(j * g.cols, min(n_dim, (j + 1) * g.cols))
+            width = cols.stop - cols.start
+            if layer.bias is not None:
+                table[_CONST_PER_FOLD * j, :width] = layer.bias[cols]
+            if layer.requant is not None:
+                m, e, _ = layer.requant
+                if np.ndim(m) and np.size(m) > 1:
+                    per_channel = True
+                    table[_CONST_PER_FOLD * j + 1, :width] = np.asarray(m)[cols]
+                    table[_CONST_PER_FOLD * j + 2, :width] = np.asarray(e)[cols]
+        const = img.place(f"{layer.name}.const", table.shape, 8)
+        img.write(const.name, table)
+
+        ins = self.body
+        self.barrier()  # the previous layer's stores are done before this layer loads (docs/ISA.md)
+        const_base = 0
+        ins.append(Load(space=Space.CONST, row=const_base, rows=table.shape[0], cols=g.width, elem_log2=3,
+                        dram=const.addr, stride=const.row_bytes))
+        if layer.requant is not None and not per_channel:
+            m, e, _ = layer.requant
+            ins.append(Config(reg=ConfigReg.REQUANT_M, value=int(np.asarray(m).reshape(-1)[0])))
+            ins.append(Config(reg=ConfigReg.REQUANT_E, value=int(np.asarray(e).reshape(-1)[0])))
+        return Prepared(x, w, y, out_bits, out_bytes, stage_space, n_folds, per_channel, const_base)
 
     def finish(self) -> Program:
         """The program: token seeds (two buffer halves), the body, the drains, the last layer's mark, ``HALT``."""

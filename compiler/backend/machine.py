@@ -37,15 +37,20 @@ SIGMOID_BITS = 8
 
 @dataclass(frozen=True)
 class Geometry(MemorySizes):
-    """The machine's sizes (from the target YAML: ``gemm.rows/cols/in_bits/acc_bits`` and ``buffers``)."""
+    """The machine's sizes (from the target YAML: ``gemm.rows/cols/in_bits/acc_bits`` and ``buffers``) and
+    ``dataflow``, the target's ``gemm.dataflow``: ``"ws"`` makes the backend emit weight-stationary folds for its
+    weight GEMMs (``compiler/backend/gemm_ws.py``); anything else output-stationary ones. The machine itself runs
+    both whatever it says (each ``GEMM`` names its own)."""
 
     const_rows: int = 1024
+    dataflow: str = "os"
 
     @classmethod
     def from_target(cls, target: object) -> Geometry:
         """The geometry of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``)."""
         m = memory_sizes(target, "the system backend")
-        return cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, const_rows=4096)
+        dataflow = str(getattr(getattr(target, "gemm", None), "dataflow", "os"))
+        return cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, const_rows=4096, dataflow=dataflow)
 
 
 def _wrap(x: np.ndarray, bits: int, signed: bool = True) -> np.ndarray:

@@ -79,7 +79,9 @@ class MappingSpace:
     the bytes a tile of the left operand, the right operand and the accumulators may take (``caps``), the
     off-chip bandwidth (bytes/cycle) that prices re-reads against cycles, the ``objective`` the search
     minimises first (``MAPPING_OBJECTIVES``; part of the search's cache key with the space), and whether the
-    output-stationary array streams its folds (``fold_overlap``, the FPGA's ``gemm.fold_overlap``)."""
+    output-stationary array streams its folds (``fold_overlap``, the FPGA's ``gemm.fold_overlap``), and whether
+    a GEMM runs only as written (``as_written``: no transposed mapping; the system top level's weight-stationary
+    program, ``gemm.execute_queue`` with ``gemm.dataflow: ws``, whose backend keeps ``K`` on the array rows)."""
 
     rows: int
     cols: int
@@ -89,6 +91,7 @@ class MappingSpace:
     partitions: int = 1
     objective: str = "latency"
     fold_overlap: bool = False
+    as_written: bool = False
 
 
 class EnergyPricer:
@@ -165,7 +168,8 @@ def mapping_space(model: Any, objective: str | None = None) -> MappingSpace | No
     parts = getattr(gemm, "partitions", 1)
     return MappingSpace(rows // parts, cols, (dataflow,), caps,  # type: ignore[arg-type]
                         float(model.offchip_bytes_per_cycle()), parts, objective,
-                        bool(getattr(gemm, "fold_overlap", False)) and dataflow == "os")
+                        bool(getattr(gemm, "fold_overlap", False)) and dataflow == "os",
+                        bool(getattr(gemm, "execute_queue", False)) and dataflow == "ws")
 
 
 def mapping_objective(options: Any) -> str | None:
@@ -308,9 +312,10 @@ def search(work: GemmWork, space: MappingSpace, pricer: EnergyPricer | None = No
     item = GemmWork(m=work.m, n=work.n, k=work.k, batch=work.batch if space.partitions > 1 else 1,
                     in_bits=work.in_bits, w_bits=work.w_bits, acc_bits=work.acc_bits,
                     weights_static=work.weights_static)
-    found = _candidates(item, space, space.dataflows, (False, True), ("mn", "nm"))
+    transposes = (False,) if space.as_written else (False, True)
+    found = _candidates(item, space, space.dataflows, transposes, ("mn", "nm"))
     rank = _ranker(item, space, pricer)
     if not found:
-        return min((mp for d in space.dataflows for t in (False, True) for mp in _fallback(item, space, d, t)),
+        return min((mp for d in space.dataflows for t in transposes for mp in _fallback(item, space, d, t)),
                    key=rank)
     return min(found, key=rank)

@@ -99,7 +99,7 @@ from hw.models.resources import (
     lane_cost,
     unit_cost,
 )
-from hw.perf import execute_queue, vec_queue
+from hw.perf import execute_queue, execute_queue_ws, vec_queue
 from hw.perf.systolic import fold_counts, fold_overlap_cycles, systolic_cycles
 from hw.perf.workload import GemmWork, MoveWork, VectorWork, Work
 from hw.rtl.kernels import array_kernels, invocation_cycles, kernel_class, vector_roles
@@ -218,7 +218,10 @@ class FpgaModel:
         if parts > 1:
             detail.update(partitions=parts, partition_split=split)
         tiles = buffer_tiles(work, caps)
-        if g.execute_queue and g.dataflow == "os" and parts == 1 and not overlap:
+        if g.execute_queue and g.dataflow == "ws" and work.weights_static and parts == 1:
+            cycles, tiles = self._execute_queue_gemm_ws(work, invocations, detail)
+        elif g.execute_queue and g.dataflow in ("os", "ws") and parts == 1 and not overlap:
+            # ws: the backend runs a product without a weight operand (attention) output stationary
             cycles, tiles = self._execute_queue_gemm(work, invocations, detail)
         return Cost(
             unit="gemm",
@@ -254,6 +257,31 @@ class FpgaModel:
             **{f"system_{key}": value for key, value in asdict(self._system_machine()).items()},
         )
         cycles = invocations * row_folds * col_folds * fold_cycles
+        detail["utilization"] = work.macs / (cycles * g.rows * g.cols) if cycles else 0.0
+        return cycles, invocations * traffic.folds
+
+    def _execute_queue_gemm_ws(self, work: GemmWork, invocations: int, detail: dict[str, Any]) -> tuple[int, int]:
+        """``gemm.execute_queue`` with ``gemm.dataflow: ws``: a weight GEMM as ``compiler/backend/gemm_ws.py``'s
+        program runs it (``hw.perf.execute_queue_ws``: blocks of ``mt`` output rows, one ws ``GEMM`` per weight
+        tile); ``detail`` as :meth:`_execute_queue_gemm` fills it, ``ws_block_rows`` added."""
+        g = self.target.gemm
+        mt = execute_queue_ws.ws_block_rows(work.m, memory_sizes(self.target, "gemm.execute_queue").acc_rows)
+        per_item = execute_queue_ws.ws_layer_gemm_cycles(work.m, work.n, work.k, g.rows, g.cols, mt)
+        traffic = execute_queue_ws.ws_gemm_traffic(work.m, work.n, work.k, g.rows, g.cols, mt,
+                                                   ceil_div(work.in_bits, 8), ceil_div(work.w_bits, 8))
+        detail.update(
+            execute_queue=True,
+            cycles_per_item=per_item,
+            drain_cycles=0,  # each tile's readout is part of its instruction's cycles
+            fused_requant_cycles=invocations * execute_queue_ws.ws_fused_requant_cycles(work.m, work.n, g.cols, mt),
+            lead_bus_bytes=execute_queue.BEAT_BYTES * traffic.lead,
+            load_bus_bytes=invocations * execute_queue.BEAT_BYTES * traffic.total,
+            array_rows=g.rows,
+            array_cols=g.cols,
+            ws_block_rows=mt,
+            **{f"system_{key}": value for key, value in asdict(self._system_machine()).items()},
+        )
+        cycles = invocations * per_item
         detail["utilization"] = work.macs / (cycles * g.rows * g.cols) if cycles else 0.0
         return cycles, invocations * traffic.folds
 

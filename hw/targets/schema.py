@@ -278,7 +278,9 @@ class FpgaGemm(Gemm):
     one ``GEMM`` instruction on the one execute queue, followed there by its fused requant ``VEC``, and the DMA moves
     whole 16-byte beats, a segment per DRAM row; a GEMM layer is priced as that program runs
     (hw/perf/execute_queue.py), and so are the vector layers and attention ops the backend emits for the one vector
-    unit, in series on the same queue (hw/perf/vec_queue.py). False: the array runs a layer's folds back to back
+    unit, in series on the same queue (hw/perf/vec_queue.py); with ``dataflow: ws`` a weight GEMM's blocks are
+    ``ceil(K / rows)`` weight-stationary ``GEMM`` s each (hw/perf/execute_queue_ws.py, the backend's
+    compiler/backend/gemm_ws.py), the attention's products stay os. False: the array runs a layer's folds back to back
     with its epilogue on the vector lanes beside it."""
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@ from hw.rtl.system.top import SystemConfig
 
 __all__ = ["BUILT", "rtl_lacks"]
 
-BUILT = ("LOAD, STORE, output-stationary GEMM, VEC requant / requant_add / copy / digit / shiftgelu, threshold, "
+BUILT = ("LOAD, STORE, output-stationary GEMM, weight-stationary GEMM (with ws_array), "
+         "VEC requant / requant_add / copy / digit / shiftgelu, threshold, "
          "shiftmax and online_softmax to at most 16 bits, ilayernorm (24-bit inputs), CONFIG, NOP, HALT")
 """What the top level runs today, in words (for messages)."""
 
@@ -25,8 +26,12 @@ def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     registers outside the kernel's ``(m_c, e_c)`` range are data, found only when it runs)."""
     if isinstance(instr, Gemm):
         if instr.dataflow != 0:
-            return "weight-stationary GEMM"
-        if instr.m > config.rows or instr.n > config.cols:
+            if not config.ws_array:
+                return "weight-stationary GEMM (a top level built without ws_array)"
+            if instr.k > config.rows or instr.n > config.cols:
+                return (f"weight-stationary GEMM of k={instr.k} x n={instr.n} (one fold holds at most "
+                        f"{config.rows} x {config.cols} weights)")
+        elif instr.m > config.rows or instr.n > config.cols:
             return f"GEMM of {instr.m} x {instr.n} (one fold is at most {config.rows} x {config.cols})"
     elif isinstance(instr, Vec):
         fn = VecFn(instr.fn)

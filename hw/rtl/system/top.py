@@ -58,11 +58,17 @@ class SystemConfig(MemorySizes):
     queue_depth: int = 16
     trace_depth: int = 256
     max_row: int = MAX_ROW
+    ws_array: bool = False
+    """True: the execute unit also builds the weight-stationary array (``hw.rtl.systolic_ws``) and runs
+    ``GEMM dataflow=1``; False: output stationary only (a ws ``GEMM`` raises ``fault``). ``codesign rtl --system``
+    sets it when the program has a ws ``GEMM``, so an os-only design's Verilog (and its cached builds) is
+    unchanged."""
 
     def tag(self) -> str:
         """A file-name-safe name for this configuration (build folders)."""
         return (f"r{self.rows}c{self.cols}i{self.in_bits}a{self.acc_bits}sp{self.sp_rows}acc{self.acc_rows}"
-                f"k{self.const_rows}q{self.queue_depth}t{self.trace_depth}m{self.max_row}")
+                f"k{self.const_rows}q{self.queue_depth}t{self.trace_depth}m{self.max_row}"
+                + ("ws" if self.ws_array else ""))
 
     def check(self) -> None:
         """``InputError`` naming the first size the RTL cannot build."""
@@ -77,14 +83,16 @@ class SystemConfig(MemorySizes):
             raise InputError(f"system RTL: in_bits={self.in_bits!r} is not supported (4 or 8)")
         if self.acc_bits not in (16, 32):
             raise InputError(f"system RTL: acc_bits={self.acc_bits!r} is not supported (16 or 32)")
+        if not isinstance(self.ws_array, bool):
+            raise InputError(f"system RTL: ws_array={self.ws_array!r} must be true or false")
 
     @classmethod
     def from_target(cls, target: object, *, queue_depth: int = 16, trace_depth: int = 256,
-                    max_row: int = MAX_ROW) -> SystemConfig:
+                    max_row: int = MAX_ROW, ws_array: bool = False) -> SystemConfig:
         """The sizes of a target with a ``gemm`` array and ``buffers`` (``hw.isa.memory_sizes``, the backend's rule)."""
         m = memory_sizes(target, "the system RTL")
         config = cls(m.rows, m.cols, m.in_bits, m.acc_bits, m.sp_rows, m.acc_rows, 4096, queue_depth, trace_depth,
-                     max_row)
+                     max_row, ws_array)
         config.check()
         return config
 
@@ -125,7 +133,7 @@ class SystemTop(wiring.Component):
                       acc_aux=acc.read_port(), const_r=const.read_port(),
                       sp_w=sp.write_port(granularity=c.in_bits), acc_w=acc.write_port(granularity=c.acc_bits))
         m.submodules.execute = execute = Execute(
-            rows=c.rows, cols=c.cols, in_bits=c.in_bits, acc_bits=c.acc_bits,
+            rows=c.rows, cols=c.cols, in_bits=c.in_bits, acc_bits=c.acc_bits, ws=c.ws_array,
             sp_a=sp.read_port(), sp_b=sp.read_port(), acc_r=acc.read_port(),
             acc_w=acc.write_port(granularity=c.acc_bits), const_r=const.read_port(), vec=vec)
         m.submodules.load = load = LoadDma(load_ports)
