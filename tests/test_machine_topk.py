@@ -12,6 +12,8 @@ from compiler.numerics.router import route
 from compiler.simulate import intkernels as K
 from hw.errors import InputError
 from hw.isa import Config, ConfigReg, Space, Vec, VecFn
+from hw.perf import vec_queue
+from hw.perf.execute_queue import VEC_ISSUE_CYCLES
 
 GEO = Geometry(4, 4, sp_rows=64, acc_rows=64, const_rows=16)
 
@@ -120,3 +122,9 @@ def test_in_place_and_behind_the_input_are_allowed() -> None:
         assert acc[dst:dst + 3, :2].tolist() == want[0].tolist()
         assert acc[30:33, :2].tolist() == want[1].tolist()
 
+
+def test_the_cycle_model_counts_the_vector_units_states() -> None:
+    """Per element row: two states per input space row, a cycle per logit, two writes per output space row (the
+    figures tests/test_rtl_system_vec.py measures on the top level)."""
+    assert vec_queue.topk_cycles(4, 6, 2, 4) == 4 * (2 * 2 + 6 + 2) + VEC_ISSUE_CYCLES
+    assert vec_queue.topk_cycles(4, 16, 8, 4) == 4 * (2 * 4 + 16 + 2 * 2) + VEC_ISSUE_CYCLES
