@@ -128,3 +128,23 @@ def test_the_cycle_model_counts_the_vector_units_states() -> None:
     figures tests/test_rtl_system_vec.py measures on the top level)."""
     assert vec_queue.topk_cycles(4, 6, 2, 4) == 4 * (2 * 2 + 6 + 2) + VEC_ISSUE_CYCLES
     assert vec_queue.topk_cycles(4, 16, 8, 4) == 4 * (2 * 4 + 16 + 2 * 2) + VEC_ISSUE_CYCLES
+
+
+@pytest.mark.slow
+def test_the_backend_refuses_an_moe_block_naming_what_is_missing() -> None:
+    """m3vit_tiny's integer MoE block: VEC topk could route it, the rest has no instructions (docs/ISA.md)."""
+    from conftest import model_path
+
+    from codesign.api import compile_options, run_compile
+    from compiler.backend.constants import learn_scales
+    from compiler.backend.model import build_model_program
+
+    options = compile_options("fpga-u280", {"gemm.rows": "8", "gemm.cols": "8", "gemm.partitions": "1"},
+                              quant="int8", softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+    result, _ = run_compile(str(model_path("m3vit_tiny.onnx")), options)
+    with pytest.raises(InputError, match=r"^system backend: dataflow\.moe 'blocks\.1\.ffn': an MoE block has no code "
+                                         r"generator: VEC topk computes its routing, but its float64 combine weights "
+                                         r"and its data-dependent dispatch have no cds1 instructions \(docs/ISA\.md, "
+                                         r"Host split\)$"):
+        build_model_program(result.module, result.env.weights, learn_scales(result),
+                            Geometry.from_target(result.env.target))
