@@ -19,7 +19,7 @@ from compiler.backend import GemmLayer, Geometry, Machine, ProgramBuilder, run_p
 from compiler.backend.select import fused_requant, gemm_layer
 from compiler.dialect import dataflow as df
 from hw.errors import InputError
-from hw.isa import Deps, Gemm, Halt, Program, Space, Vec, VecFn, to_bytes
+from hw.isa import Gemm, Halt, Program, to_bytes
 from hw.rtl.system import DramTiming, SystemConfig, run_system
 from hw.rtl.system.emit import compact_zero_inits
 from hw.rtl.systolic import predicted_cycles
@@ -131,9 +131,8 @@ def test_a_missing_token_gives_a_wrong_result_in_rtl() -> None:
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_an_instruction_the_rtl_lacks_raises_fault() -> None:
-    vec = Vec(fn=VecFn.TOPK, src_space=Space.ACC, src=0, dst_space=Space.SP, dst=0, rows=1, n=4, out_log2=3,
-              deps=Deps())
-    program = Program((vec, Halt()), 64)
+    gemm = Gemm(dataflow=1, accumulate=0, a_row=0, b_row=0, c_row=0, m=2, n=2, k=2)  # weight stationary
+    program = Program((gemm, Halt()), 64)
     with pytest.raises(RuntimeError, match="does not build yet"):
         run_system(SMALL, to_bytes(program), bytes(64), {}, "verilator")
 

@@ -265,13 +265,101 @@ def test_vec_functions_run_bit_exact_in_icarus() -> None:
     _check(_requant_add(np.random.default_rng(4)), "icarus")
 
 
+def _topk(rng) -> _Builder:
+    """MoE routers: 6 logits over two space rows (ties, an all-equal row, all negative) choosing 2; 9 over three
+    choosing 3, indices into the scratchpad; 4 scratchpad logits in place choosing 1; 5 choosing all 5 with the
+    logits in place; 11 at the 32-bit extremes choosing the top level's most (8, two output rows); single-logit rows
+    into the scratchpad. Every destination is preloaded, so a lane past ``k`` must survive."""
+    b = _Builder()
+    acc = rng.integers(-1000, 1000, (84, LANES))
+    acc[0:8] = rng.integers(-3, 3, (8, LANES))  # n = 6: many ties
+    acc[2:4] = 5  # an all-equal row (lanes past n too)
+    acc[4:6] = rng.integers(-900, -800, (2, LANES))  # all negative
+    acc[8:17] = rng.integers(-20, 20, (9, LANES))
+    acc[28:37] = rng.choice([-(1 << 31), (1 << 31) - 1, -1, 0, 7], (9, LANES))
+    b.load(Space.ACC, 0, acc)
+    sp = rng.integers(-128, 128, (48, LANES))
+    sp[0:3] = rng.integers(-4, 4, (3, LANES))
+    b.load(Space.SP, 0, sp)
+    _configs(b, topk_k=2)
+    b.execs += [_vec(VecFn.TOPK, (Space.ACC, 0), (Space.ACC, 48), 4, 6, aux=(Space.ACC, 52))]
+    _configs(b, topk_k=3)
+    b.execs += [_vec(VecFn.TOPK, (Space.ACC, 8), (Space.SP, 16), 3, 9, aux=(Space.ACC, 56))]
+    _configs(b, topk_k=1)
+    b.execs += [_vec(VecFn.TOPK, (Space.SP, 0), (Space.SP, 0), 3, 4, aux=(Space.SP, 8)),
+                _vec(VecFn.TOPK, (Space.ACC, 40), (Space.SP, 40), 2, 1, aux=(Space.SP, 44))]
+    _configs(b, topk_k=5)
+    b.execs += [_vec(VecFn.TOPK, (Space.ACC, 20), (Space.ACC, 60), 3, 5, aux=(Space.ACC, 20))]
+    _configs(b, topk_k=8)
+    b.execs += [_vec(VecFn.TOPK, (Space.ACC, 28), (Space.ACC, 66), 3, 11, aux=(Space.ACC, 72))]
+    b.store(Space.ACC, 0, 84)
+    b.store(Space.SP, 0, 48)
+    return b
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_a_row_function_the_rtl_lacks_raises_fault() -> None:
-    vec = _vec(VecFn.TOPK, (Space.ACC, 0), (Space.SP, 0), 1, 4)
-    assert rtl_lacks(vec, VEC4) == "VEC topk"
-    with pytest.raises(RuntimeError, match="does not build yet"):
-        run_system(VEC4, to_bytes(Program((vec, Halt()), 64)), bytes(64), {}, "verilator")
+def test_topk_runs_bit_exact_in_verilator() -> None:
+    """The whole DRAM image after ``done`` equals the machine model's (compiler.simulate.intkernels.topk, the
+    compiler's router order) for :func:`_topk`'s routers, and the model's result is the router's."""
+    from compiler.numerics.router import route
+
+    b = _topk(np.random.default_rng(17))
+    _check(b)
+    acc = np.frombuffer(bytes(b.image[:84 * 16]), "<i4").reshape(-1, 8)[:4, :6]  # case one's element rows
+    dram = bytearray(b.image)
+    run_program(b.program(), Machine(_geometry(VEC4), dram))
+    got = np.frombuffer(bytes(dram[b.stores[0].dram:b.stores[0].dram + 84 * 16]), "<i4").reshape(84, LANES)
+    np.testing.assert_array_equal(got[48:52, :2], route(acc.astype(np.float64), 2).experts)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_topk_runs_bit_exact_in_icarus() -> None:
+    b = _Builder()
+    b.load(Space.ACC, 0, np.array([[3, -1, 3, 9], [9, 2, 0, 0], [-4, -4, -4, -4], [-4, -4, 0, 0]]))
+    b.load(Space.ACC, 8, np.full((4, LANES), 77))
+    _configs(b, topk_k=3)
+    b.execs += [_vec(VecFn.TOPK, (Space.ACC, 0), (Space.ACC, 8), 2, 6, aux=(Space.ACC, 10))]
+    b.store(Space.ACC, 8, 4)
+    _check(b, "icarus")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize(("k", "n", "aux"), [(0, 4, Space.ACC), (5, 4, Space.ACC), (9, 12, Space.ACC),
+                                             (2, 4, Space.CONST)])
+def test_topk_out_of_range_raises_fault(k: int, n: int, aux: Space) -> None:
+    """``topk_k`` outside ``[1, min(n, 8)]`` (0: never set) is data: refused when it runs; the constant memory as
+    its logits' destination is refused statically too."""
+    vec = _vec(VecFn.TOPK, (Space.ACC, 0), (Space.ACC, 8), 1, n, aux=(aux, 16))
+    if aux == Space.CONST:
+        assert rtl_lacks(vec, VEC4) == "VEC topk reading or writing the constant memory as data"
+    else:
+        assert rtl_lacks(vec, VEC4) is None
+    program = Program((*([Config(reg=ConfigReg.TOPK_K, value=k)] if k else []), vec, Halt()), 64)
+    with pytest.raises(RuntimeError, match="fault"):
+        run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_each_topk_takes_the_cycles_the_model_prices() -> None:
+    """hw.perf.vec_queue.topk_cycles is what a second copy of a ``VEC topk`` adds to a program on the top level,
+    for rows of one to four space rows and one or two output rows."""
+    from hw.perf import vec_queue
+
+    for rows, n, k in ((4, 6, 2), (3, 9, 5), (2, 1, 1), (4, 16, 8), (5, 4, 4)):
+        runs = []
+        for copies in (1, 2):
+            b = _Builder()
+            b.load(Space.ACC, 0, np.random.default_rng(n).integers(-50, 50, (32, LANES)))
+            _configs(b, topk_k=k)
+            b.execs += [_vec(VecFn.TOPK, (Space.ACC, 0), (Space.ACC, 64), rows, n, aux=(Space.ACC, 96))] * copies
+            b.store(Space.ACC, 64, 1)
+            runs.append(run_system(VEC4, to_bytes(b.program()), bytes(b.image), {"dram": (0, 16)},
+                                   "verilator").cycles)
+        assert runs[1] - runs[0] == vec_queue.topk_cycles(rows, n, k, LANES), (rows, n, k)
 
 
 @pytest.mark.rtl

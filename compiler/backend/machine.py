@@ -173,6 +173,9 @@ class Machine:
 
     def _vec(self, v: Vec, where: str) -> None:
         x = self._rows(v.src_space, v.src, v.rows, v.n, where)
+        if v.fn == VecFn.TOPK:
+            self._topk(x, v, where)
+            return
         out_bits = 1 << v.out_log2
         if v.fn == VecFn.REQUANT:
             if v.aux_space == Space.CONST:  # per-channel (m, e): a row of multipliers, then a row of shifts
@@ -208,6 +211,31 @@ class Machine:
             raise InputError(f"{where}: the machine model has no VEC {v.fn.name.lower()} yet")
         self._put_rows(v.dst_space, v.dst, y, where)
 
+    def _topk(self, x: np.ndarray, v: Vec, where: str) -> None:
+        """``VEC topk`` (docs/ISA.md): per element row the ``k = topk_k`` best experts' indices (best first, ties to
+        the lower index) into ``k``-element rows at ``dst``, their logits into ``k``-element rows at ``aux``."""
+        k = self._reg(ConfigReg.TOPK_K, where)
+        if not 1 <= k <= v.n:
+            raise InputError(f"{where}: VEC topk needs 1 <= topk_k <= n = {v.n}, got topk_k = {k}")
+        if v.aux_space == Space.CONST:
+            raise InputError(f"{where}: VEC topk writes its logits at aux; the constant memory is not writable")
+        span_in = self._span(v.src_space, v.n)
+        out = {"dst": (v.dst_space, v.dst), "aux": (v.aux_space, v.aux)}
+        spans = {name: self._span(space, k) for name, (space, _) in out.items()}
+        for name, (space, row) in out.items():
+            end = row + v.rows * spans[name]
+            # element row r's outputs may overwrite input rows already read (in place: row == src), never those of
+            # a later row: unsafe iff some output row lands past row 0's input and before the input's end
+            if space == v.src_space and v.rows > 1 and row + spans[name] > v.src + span_in and \
+                    row < v.src + v.rows * span_in:
+                raise InputError(f"{where}: VEC topk's {name} rows {row}..{end - 1} overwrite input rows "
+                                 f"{v.src}..{v.src + v.rows * span_in - 1} before they are read")
+        if v.dst_space == v.aux_space and v.dst < v.aux + v.rows * spans["aux"] and \
+                v.aux < v.dst + v.rows * spans["dst"]:
+            raise InputError(f"{where}: VEC topk's dst rows from {v.dst} and aux rows from {v.aux} overlap")
+        experts, logits = K.topk(x, k)
+        self._put_rows(v.dst_space, v.dst, experts, where)
+        self._put_rows(v.aux_space, v.aux, logits, where)
 
     def _threshold(self, x: np.ndarray, v: Vec, out_bits: int, where: str) -> np.ndarray:
         """``min(lo + #{l : x >= t_l}, cap)`` per channel: ``aux`` holds the cap row, then ``2^out_bits - 1``

@@ -306,6 +306,10 @@ class _Walker:
             self._attention(op)
         elif isinstance(op, df.MoveOp):
             self._move(op)
+        elif isinstance(op, df.MoeOp):
+            raise InputError(f"{_where(op)}: an MoE block has no code generator: VEC topk computes its routing, but "
+                             "its float64 combine weights and its data-dependent dispatch have no cds1 instructions "
+                             "(docs/ISA.md, Host split)")
         else:
             raise InputError(f"{_where(op)}: no code generator for this op on the system backend (docs/ISA.md lists "
                              f"the units)")

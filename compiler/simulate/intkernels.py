@@ -39,6 +39,7 @@ __all__ = [
     "online_softmax_me",
     "lut_gelu",
     "per_token_gemm",
+    "topk",
 ]
 
 I64 = np.int64
@@ -386,3 +387,17 @@ def per_token_gemm(x: np.ndarray, w: np.ndarray, offset: int, unsigned: bool, sh
     acc = matmul(q, w) if matmul is not None else q @ w.astype(I64)
     cols = w.astype(I64).sum(axis=0) if colsum is None else colsum
     return round_shift(acc * t - int(offset) * cols, int(shift))
+
+
+def topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` MoE router on integer gate logits ``x`` [..., n] (oracle: ``router.route(...).experts``, which
+    ranks the scaled logits with a stable sort, so equal logits go to the lower expert index; a positive logit scale
+    keeps the integers' order): ``(experts, logits)``, both [..., k] int64, best first; ``logits`` are the chosen
+    experts' own values. ``ValueError`` unless ``1 <= k <= n``. What the machine's ``VEC topk`` runs."""
+    x = _i64(x)
+    n = x.shape[-1]
+    if not 1 <= k <= n:
+        raise ValueError(f"topk: k={k} must be in 1..{n}")
+    _check32(x, "x_int")  # so that -x cannot overflow and every logit is exact in the oracle's float64
+    experts = np.argsort(-x, axis=-1, kind="stable")[..., :k].astype(I64)
+    return experts, np.take_along_axis(x, experts, axis=-1)

@@ -50,7 +50,7 @@ __all__ = ["LAYER_CYCLES", "TRANSFER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CO
            "DIGIT_BITS", "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles",
            "ilayernorm_cycles", "variance_bits", "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles",
            "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles",
-           "matmul_layer_cycles", "attention_cycles"]
+           "matmul_layer_cycles", "attention_cycles", "topk_cycles"]
 
 MIN_ROW = 16
 """The shortest ``max_row`` the top level is built with (``codesign.rtl_system.longest_row``)."""
@@ -307,3 +307,11 @@ def attention_cycles(heads: int, sq: int, sk: int, dh: int, dv: int, masked: boo
     total += pipeline_cycles(blocks)
     total += heads * matmul_layer_cycles(sq, dv, sk, digits, False, mach, array_rows)
     return total
+
+
+def topk_cycles(rows: int, n: int, k: int, lanes: int) -> int:
+    """Cycles of one ``VEC topk`` choosing ``k`` of ``n`` logits in each of ``rows`` element rows on ``lanes`` lanes,
+    issue included: per element row ``TK_READ`` and ``TK_LATCH`` per input space row (``ceil(n / lanes)``), one
+    cycle per logit into the sorted slots (``TK_FEED``), then ``TK_INDEX`` and ``TK_LOGIT`` per output space row
+    (``ceil(k / lanes)``: the indices at ``dst``, the logits at ``aux``)."""
+    return rows * (2 * _span(n, lanes) + n + 2 * _span(k, lanes)) + VEC_ISSUE_CYCLES

@@ -36,7 +36,7 @@ from hw.errors import InputError
 from hw.rtl._arith import bits_for, check_count
 from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
-__all__ = ["TopkRouter", "predicted_cycles"]
+__all__ = ["TopkRouter", "insert", "predicted_cycles", "slot_layout"]
 
 
 def input_layout(in_bits: int) -> data.StructLayout:
@@ -52,6 +52,32 @@ def output_layout(experts: int, k: int, in_bits: int) -> data.StructLayout:
             "score": data.ArrayLayout(signed(in_bits), k),
         }
     )
+
+
+def slot_layout(score_bits: int, index_bits: int) -> data.StructLayout:
+    """One of the ``k`` sorted slots: ``valid``, the kept logit (``score``, signed) and its expert (``index``)."""
+    return data.StructLayout({"valid": 1, "score": signed(score_bits), "index": unsigned(index_bits)})
+
+
+def insert(m: Module, slots: list, logit, index, name: str = "upd") -> list[Signal]:
+    """The slots after offering them ``logit`` of expert ``index`` (combinational, signals ``{name}{i}``): it goes
+    into the first slot that is empty or holds a strictly smaller logit, and the slots below shift down, so the
+    slots stay sorted best first with ties to the earlier (lower) index. Shared with the system top level's
+    ``VEC topk`` (``hw/rtl/system/vec.py``)."""
+    beats = [~s.valid | (logit > s.score) for s in slots]
+    updated = []
+    for i, current in enumerate(slots):
+        new = Signal(current.shape(), name=f"{name}{i}")
+        incoming = [new.valid.eq(1), new.score.eq(logit), new.index.eq(index)]
+        first_beaten = beats[i] if i == 0 else beats[i] & ~beats[i - 1]
+        with m.If(first_beaten):
+            m.d.comb += incoming
+        with m.Elif(beats[i]):
+            m.d.comb += new.eq(slots[i - 1])
+        with m.Else():
+            m.d.comb += new.eq(current)
+        updated.append(new)
+    return updated
 
 
 class TopkRouter(KernelMixin, wiring.Component):
@@ -94,25 +120,11 @@ class TopkRouter(KernelMixin, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         k, in_bits = self.k, self.in_bits
-        ibits = bits_for(self.experts - 1)
-        slot = data.StructLayout({"valid": 1, "score": signed(in_bits), "index": unsigned(ibits)})
+        slot = slot_layout(in_bits, bits_for(self.experts - 1))
         slots = [Signal(slot, name=f"slot{i}") for i in range(k)]
         count = Signal(range(self.experts), name="count")
         logit = self.inputs.payload.logit
-
-        beats = [~s.valid | (logit > s.score) for s in slots]
-        updated = []
-        for i in range(k):
-            new = Signal(slot, name=f"upd{i}")
-            incoming = [new.valid.eq(1), new.score.eq(logit), new.index.eq(count)]
-            first_beaten = beats[i] if i == 0 else beats[i] & ~beats[i - 1]
-            with m.If(first_beaten):
-                m.d.comb += incoming
-            with m.Elif(beats[i]):
-                m.d.comb += new.eq(slots[i - 1])
-            with m.Else():
-                m.d.comb += new.eq(slots[i])
-            updated.append(new)
+        updated = insert(m, slots, logit, count)
 
         enable = Signal()
         out_valid = Signal()

@@ -14,7 +14,8 @@ __all__ = ["BUILT", "rtl_lacks"]
 
 BUILT = ("LOAD, STORE, output-stationary GEMM, weight-stationary GEMM (with ws_array), "
          "VEC requant / requant_add / copy / digit / shiftgelu, threshold, "
-         "shiftmax and online_softmax to at most 16 bits, ilayernorm (24-bit inputs), CONFIG, NOP, HALT")
+         "shiftmax and online_softmax to at most 16 bits, ilayernorm (24-bit inputs), topk (at most 8 experts), "
+         "CONFIG, NOP, HALT")
 """What the top level runs today, in words (for messages)."""
 
 _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, VecFn.SHIFTGELU)
@@ -23,7 +24,8 @@ _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, Vec
 def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     """Why the top level cannot run ``instr`` (a short phrase), or None when it can (``vec.py``'s ``built`` and
     ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits and online softmax
-    registers outside the kernel's ``(m_c, e_c)`` range are data, found only when it runs)."""
+    registers outside the kernel's ``(m_c, e_c)`` range are data, found only when it runs; so is ``VEC topk``'s
+    ``topk_k``, which the top level takes in ``[1, min(n, 8)]``)."""
     if isinstance(instr, Gemm):
         if instr.dataflow != 0:
             if not config.ws_array:
@@ -40,13 +42,13 @@ def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
             return f"{name} to {1 << instr.out_log2} bits (at most 16)"
         if fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM) and instr.n > config.max_row:
             return f"{name} of {instr.n}-element rows (the top level is built for at most {config.max_row})"
-        if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM, VecFn.ONLINE_SOFTMAX):
+        if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM, VecFn.ONLINE_SOFTMAX,
+                      VecFn.TOPK):
             return name
-        if Space.CONST in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD
-                                                                 and instr.aux_space == Space.CONST):
+        aux_data = fn in (VecFn.REQUANT_ADD, VecFn.TOPK)  # aux holds data rows: a residual, topk's logits
+        if Space.CONST in (instr.src_space, instr.dst_space) or (aux_data and instr.aux_space == Space.CONST):
             return f"{name} reading or writing the constant memory as data"
-        touches_sp = Space.SP in (instr.src_space, instr.dst_space) or (fn == VecFn.REQUANT_ADD
-                                                                         and instr.aux_space == Space.SP)
+        touches_sp = Space.SP in (instr.src_space, instr.dst_space) or (aux_data and instr.aux_space == Space.SP)
         if touches_sp and config.width != config.cols:
             return f"{name} on the scratchpad of a {config.rows} x {config.cols} array (rows > cols)"
     return None

@@ -35,9 +35,16 @@ lane by lane:
   safe); its 16-bit output shifted right by ``16 - b`` as Shiftmax's, ``b <= 16``. Built for :data:`MAX_ROW`
   whatever ``max_row`` (it has no row buffer: a longer row only widens a counter).
 
-``topk``, the widths named above, a ``shiftmax`` or ``ilayernorm`` on rows longer than ``max_row``, and any
-``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two spaces would differ) raise ``fault``
-and complete without effect.
+``topk`` (docs/ISA.md, VEC topk) reads each element row's space rows one at a time (``TK_READ``, ``TK_LATCH``) and
+offers its valid lanes, one a cycle, to :data:`TOPK_SLOTS` sorted slots (``hw.rtl.topk_router.insert``: the
+standalone router's slots, a strict ``>``, ties to the lower index; 32-bit logits, 12-bit expert indices), then
+writes the first ``topk_k`` slots' indices at ``dst`` and their logits at ``aux`` (``TK_INDEX``, ``TK_LOGIT`` per
+output space row, lanes past ``topk_k`` left alone) and empties the slots. An element row is read in full before
+its outputs are written, so in place is safe. ``topk_k`` outside ``[1, min(n, TOPK_SLOTS)]`` raises ``fault``.
+
+The widths named above, a ``shiftmax`` or ``ilayernorm`` on rows longer than ``max_row``, ``topk`` with its logits
+bound for the constant memory, and any ``VEC`` touching the scratchpad when ``width != cols`` (the spans of the two
+spaces would differ) raise ``fault`` and complete without effect.
 
 ``requant`` and ``requant_add`` whose ``(m, e)`` are the same for every row (per tensor, or per channel with
 ``n <= lanes``: the two constant rows read once first) stream: one row per cycle into ``Requant``, written
@@ -48,7 +55,7 @@ fused requant streamed. Other cycles per space row on the lane-parallel path: 4 
 element row plus the kernel's own (``shiftmax``: ``3 n + 16``; ``online_softmax``: ``2 n + 17`` and its two reads
 of the row, about ``2 n + 6 span + 17`` in all; ``ilayernorm``: ``3 n + 24 + 10 * var_bits(max_row, 24) + 31``,
 its dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128), and ``ilayernorm``'s bias load
-of ``3 span + n`` once per instruction.
+of ``3 span + n`` once per instruction. ``topk``: ``2 span + n + 2 ceil(topk_k / lanes)`` per element row.
 """
 
 from __future__ import annotations
@@ -62,11 +69,17 @@ from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.shiftgelu import ShiftGelu
 from hw.rtl.shiftmax import Shiftmax
 from hw.rtl.system.fields import field, opcode
+from hw.rtl.topk_router import insert, slot_layout
 
-__all__ = ["VecUnit", "REG_BITS", "MAX_ROW"]
+__all__ = ["VecUnit", "REG_BITS", "MAX_ROW", "TOPK_SLOTS"]
 
 MAX_ROW = 4096
 """The longest element row a row function can be built for: ``VEC``'s ``n`` field allows 4,096."""
+
+TOPK_SLOTS = 8
+"""The most experts ``VEC topk`` chooses per row on the top level (``hw.rtl.topk_router``'s largest ``k``): it
+keeps that many sorted slots and writes the first ``topk_k`` of them; a larger ``topk_k`` raises ``fault``."""
+_INDEX_BITS = 12  # an expert index: below VEC's longest row, 4,096
 
 REG_BITS = 64
 """Width of a configuration register (``CONFIG``'s ``value`` field)."""
@@ -106,6 +119,69 @@ class VecUnit(Elaboratable):
 
     def _row(self, port, lanes: int, bits: int) -> list:
         return [_sext(port.data.word_select(i, bits).as_signed(), _X).as_signed() for i in range(lanes)]
+
+    def _topk_lanes(self, m: Module, slots, q) -> tuple[list[Signal], list[Signal], Signal]:
+        """Output space row ``q`` of ``VEC topk``: per lane ``i`` slot ``q * lanes + i``'s index and logit, and
+        whether the lane is written (``q * lanes + i < topk_k``)."""
+        lanes, k = self.cols, self.regs[ConfigReg.TOPK_K]
+        index = [Signal(signed(_X), name=f"tk_index{i}") for i in range(lanes)]
+        score = [Signal(signed(_X), name=f"tk_score{i}") for i in range(lanes)]
+        on = Signal(lanes)
+        with m.Switch(q):
+            for qq in range(-(-TOPK_SLOTS // lanes)):
+                with m.Case(qq):
+                    for i in range(min(lanes, TOPK_SLOTS - qq * lanes)):
+                        sl = slots[qq * lanes + i]
+                        m.d.comb += [index[i].eq(sl.index), score[i].eq(sl.score), on[i].eq(qq * lanes + i < k)]
+        return index, score, on
+
+    def _topk_states(self, m: Module, x, li, in_lanes, s, j, span, total, src_sp, aux_sp, to_sp, slots,
+                     updated, count, base, q, spans, out) -> None:
+        """``VEC topk``'s states (module docstring): each space row of an element row read (``TK_READ``,
+        ``TK_LATCH``), its valid lanes offered to the slots one a cycle (``TK_FEED``), then per output space row
+        ``q`` the indices written at ``dst + base + q`` (``TK_INDEX``) and the logits at ``aux + base + q``
+        (``TK_LOGIT``), lanes ``q * lanes + i < topk_k`` only; the slots empty for the next element row."""
+        lanes, in_bits, acc_bits = self.cols, self.in_bits, self.acc_bits
+        index, score, on = out
+
+        def write(row, values, sp) -> None:
+            en = Cat(on, Const(0, self.width - lanes)) if self.width > lanes else on
+            m.d.comb += [self.sp_w.addr.eq(row), self.acc_w.addr.eq(row),
+                         self.sp_w.data.eq(Cat(val[:in_bits] for val in values)),
+                         self.acc_w.data.eq(Cat(_sext(val, acc_bits) for val in values))]
+            with m.If(sp):
+                m.d.comb += self.sp_w.en.eq(en)
+            with m.Else():
+                m.d.comb += self.acc_w.en.eq(on)
+
+        with m.State("TK_READ"):  # the ports read row s
+            m.next = "TK_LATCH"
+        with m.State("TK_LATCH"):
+            m.d.sync += [x[i].eq(Mux(src_sp, self._row(self.sp_src, lanes, in_bits)[i],
+                                     self._row(self.acc_src, lanes, acc_bits)[i])) for i in range(lanes)]
+            m.d.sync += li.eq(0)
+            m.next = "TK_FEED"
+        with m.State("TK_FEED"):  # lane li of the row, expert `count`
+            m.d.sync += [sl.eq(u) for sl, u in zip(slots, updated)]
+            m.d.sync += [li.eq(li + 1), count.eq(count + 1)]
+            with m.If(li == in_lanes - 1):
+                m.d.sync += [s.eq(s + 1), j.eq(Mux(j == span - 1, 0, j + 1))]
+                m.next = "TK_READ"
+                with m.If(j == span - 1):
+                    m.d.sync += q.eq(0)
+                    m.next = "TK_INDEX"
+        with m.State("TK_INDEX"):
+            write(field(self.instr, Opcode.VEC, "dst") + base + q, index, to_sp)
+            m.next = "TK_LOGIT"
+        with m.State("TK_LOGIT"):
+            write(field(self.instr, Opcode.VEC, "aux") + base + q, score, aux_sp)
+            m.d.sync += q.eq(q + 1)
+            m.next = "TK_INDEX"
+            with m.If(q == spans - 1):
+                m.d.sync += [base.eq(base + spans), count.eq(0), *[sl.valid.eq(0) for sl in slots]]
+                m.next = "TK_READ"
+                with m.If(s == total):
+                    m.next = "DONE"
 
     def elaborate(self, platform):
         m = Module()
@@ -219,6 +295,19 @@ class VecUnit(Elaboratable):
         lo_ = Signal(range(lanes + 1))
         in_lanes = Mux(j == span - 1, last_lanes, lanes)
         out_lanes = Mux(wj == span - 1, last_lanes, lanes)
+
+        is_tk = fn == VecFn.TOPK
+        topk_k = regs[ConfigReg.TOPK_K]
+        # topk: TOPK_SLOTS sorted slots offered one logit a cycle (`tk_count` its expert index), then written out
+        tk_slots = [Signal(slot_layout(_X, _INDEX_BITS), name=f"tk_slot{i}") for i in range(TOPK_SLOTS)]
+        tk_count = Signal(_INDEX_BITS)
+        tk_updated = insert(m, tk_slots, Array(x)[li], tk_count, name="tk_upd")
+        tk_base = Signal(16)  # the first output space row of the element row in hand, after dst (and aux)
+        tk_q = Signal(range(TOPK_SLOTS + 1))  # the output space row being written within it
+        tk_spans = Signal(range(TOPK_SLOTS + 1))  # output space rows per element row: ceil(topk_k / lanes)
+        tk_k = Signal(4)  # topk_k's low bits: at most TOPK_SLOTS when it runs
+        m.d.comb += [tk_k.eq(topk_k), tk_spans.eq((tk_k + (lanes - 1)) // lanes)]
+        tk_out = self._topk_lanes(m, tk_slots, tk_q)
         shifted = Signal(signed(_X))
         m.d.comb += shifted.eq(Array(x)[li] >> regs[ConfigReg.SHIFTMAX_SHIFT][:6])
         m.d.comb += [smax.x0.eq(regs[ConfigReg.SHIFTMAX_X0][:_X0_BITS + 1]), smax.length.eq(n),
@@ -246,14 +335,15 @@ class VecUnit(Elaboratable):
         # I-LayerNorm's bias words: constant rows aux .. aux + span - 1 into the kernel, lane by lane (`li`).
         m.d.comb += [ln.bias.payload.addr.eq(j * lanes + li), ln.bias.payload.value.eq(Array(c0)[li])]
 
-        built = (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
+        built = (is_tk & (topk_k >= 1) & (topk_k <= n) & (topk_k <= TOPK_SLOTS)) | \
+            (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
             (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
             ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | (is_ln & (n <= max_row)) | \
             (is_os & (v("out_log2") <= 4) & (soft_m >= 0) & (soft_m <= _M_C_MAX) & (soft_e >= _E_C_MIN) &
              (soft_e <= _E_C_MAX))
-        touches_sp = src_sp | (v("dst_space") == Space.SP) | ((fn == VecFn.REQUANT_ADD) & aux_sp)
+        touches_sp = src_sp | (v("dst_space") == Space.SP) | (((fn == VecFn.REQUANT_ADD) | is_tk) & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
-            ((fn != VecFn.REQUANT_ADD) | (v("aux_space") != Space.CONST))
+            (((fn != VecFn.REQUANT_ADD) & ~is_tk) | (v("aux_space") != Space.CONST))
         if width != lanes:
             spaces_ok = spaces_ok & ~touches_sp
 
@@ -286,7 +376,10 @@ class VecUnit(Elaboratable):
                 const_pair = per_channel & (fn == VecFn.REQUANT)
                 m.d.sync += [rd_valid.eq(0), wr_valid.eq(0)]
                 m.d.sync += pass2.eq(0)
-                with m.If((fn == VecFn.SHIFTMAX) | is_os):
+                m.d.sync += [tk_count.eq(0), tk_base.eq(0), *[sl.valid.eq(0) for sl in tk_slots]]
+                with m.If(is_tk):
+                    m.next = "TK_READ"
+                with m.Elif((fn == VecFn.SHIFTMAX) | is_os):
                     m.next = "ROW_READ"
                 with m.Elif(is_ln):
                     m.next = "BIAS_READ"
@@ -462,6 +555,8 @@ class VecUnit(Elaboratable):
                     m.next = "DONE"
                 with m.Else():
                     m.next = "READ"
+            self._topk_states(m, x, li, in_lanes, s, j, span, total, src_sp, aux_sp, to_sp, tk_slots,
+                              tk_updated, tk_count, tk_base, tk_q, tk_spans, tk_out)
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
