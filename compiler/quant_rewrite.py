@@ -294,7 +294,7 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None
-        b = self.bias_real(op, np.asarray(self.weights[df.layer_of(op.rhs.owner)], np.float64)  # type: ignore
+        b = self.bias_real(op, self.weights[df.layer_of(op.rhs.owner)]  # type: ignore[arg-type]
                            ) if static else (None if op.bias is None else self.bias_real(op, np.zeros(0)))
         if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)
