@@ -16,7 +16,7 @@ The key is SHA-256 over those (about 0.2 s of CPU for ViT-Base's 344 MB of weigh
 simulation). The cache follows the mapping search's (``compiler.schedule.mapping.search``, a ``functools``
 LRU cache): it lives in the process, ``cache_clear()`` empties it and ``cache_info()`` counts it. Entries are
 bounded by bytes (:data:`MAX_BYTES`, least recently used first out): an entry keeps the GEMM / GELU input rows
-that the recipes fit on (ViT-Base int8 I-ViT: about 85 MB).
+that the recipes fit on (ViT-Base int8 I-ViT: about 77 MB).
 
 Values are stored by their position in the module (:func:`value_order`), not as ``SSAValue`` objects, since each
 compile builds its own module. Stored arrays are private read-only copies and every lookup hands out fresh dicts
@@ -29,6 +29,7 @@ import hashlib
 import json
 import platform
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ from xdsl.printer import Printer
 __all__ = ["MAX_BYTES", "CacheInfo", "Calibration", "CalibrationCache", "CALIBRATIONS", "calibration_key",
            "code_version", "value_order"]
 
-#: At most this many bytes of arrays (ranges' channel maxima and kept rows) stay cached, all entries together.
-MAX_BYTES = 1 << 30
+#: At most this many bytes of arrays (ranges' channel maxima and kept rows) stay cached, all entries together: a few
+#: models' worth (ViT-Base int8 I-ViT about 77 MB; SmoothQuant or GPTQ keep every GEMM input's rows, more).
+MAX_BYTES = 512 << 20
 
 #: Bump when what an entry holds, or how the key is made, changes.
 _FORMAT = b"codesign-calibration-1"
@@ -146,30 +148,34 @@ def calibration_key(module: ModuleOp, weights: Mapping[str, np.ndarray], names: 
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``a`` (what the cache keeps)."""
     out = np.array(a, copy=True)
     out.setflags(write=False)
     return out
 
 
 class CalibrationCache:
-    """Calibrations by key (:func:`calibration_key`), least recently used dropped beyond ``max_bytes``."""
+    """Calibrations by key (:func:`calibration_key`), least recently used dropped beyond ``max_bytes``; safe to
+    share between threads (a sweep's workers may compile in threads)."""
 
     def __init__(self, max_bytes: int = MAX_BYTES):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._hits = self._misses = 0
+        self._lock = threading.Lock()
 
     def get(self, key: str, module: ModuleOp) -> Calibration | None:
         """The calibration stored under ``key`` with its values mapped onto ``module``'s (fresh dicts, writable
         copies), or None (a miss)."""
-        entry = self._entries.get(key)
-        values = value_order(module) if entry is not None else []
-        if entry is None or any(i >= len(values) for table in (entry.ranges, entry.ranges8, entry.channels,
-                                                                entry.rows) for i, _ in table):
-            self._misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self._hits += 1
+        values = value_order(module)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or any(i >= len(values) for table in (entry.ranges, entry.ranges8, entry.channels,
+                                                                    entry.rows) for i, _ in table):
+                self._misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self._hits += 1
         return Calibration(ranges={values[i]: m for i, m in entry.ranges},
                            ranges8={values[i]: m for i, m in entry.ranges8},
                            channels={values[i]: a.copy() for i, a in entry.channels},
@@ -187,24 +193,28 @@ class CalibrationCache:
         nbytes = sum(a.nbytes for _, a in channels) + sum(r.nbytes for _, rs in rows for r in rs)
         if nbytes > self.max_bytes:
             return False
-        self._entries.pop(key, None)
         # the numbers as they came (a Python float or a NumPy scalar: the quantizer's arithmetic stays the same)
-        self._entries[key] = _Entry(ranges=tuple((index[v], m) for v, m in found.ranges.items()),
-                                    ranges8=tuple((index[v], m) for v, m in found.ranges8.items()),
-                                    channels=channels, rows=rows, nbytes=nbytes)
-        while sum(e.nbytes for e in self._entries.values()) > self.max_bytes:
-            self._entries.popitem(last=False)
+        entry = _Entry(ranges=tuple((index[v], m) for v, m in found.ranges.items()),
+                       ranges8=tuple((index[v], m) for v, m in found.ranges8.items()),
+                       channels=channels, rows=rows, nbytes=nbytes)
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = entry
+            while sum(e.nbytes for e in self._entries.values()) > self.max_bytes:
+                self._entries.popitem(last=False)
         return True
 
     def cache_clear(self) -> None:
         """Drop every entry and reset the counts."""
-        self._entries.clear()
-        self._hits = self._misses = 0
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = 0
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses since the last clear, entries and array bytes held now."""
-        return CacheInfo(self._hits, self._misses, len(self._entries),
-                         sum(e.nbytes for e in self._entries.values()))
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._entries),
+                             sum(e.nbytes for e in self._entries.values()))
 
 
 #: The process's calibration cache (``quantize`` reads and fills it).
