@@ -1,7 +1,8 @@
 """Compile speed and memory on a 12-layer ViT-Base export, and the U280 schedule against its roofline bound.
 
 Goals (issues): compile under 1 s after Python imports on a 2-core machine; schedule within 1.2x of the roofline
-bound on ViT-Base/U280. Both are printed, never asserted: timings belong to benchmarks, not tests.
+bound on ViT-Base/U280; with the mapping search on, <= 2 s cold and <= 1 s warm, float and int8 I-ViT (issue #15).
+All are printed, never asserted: timings belong to benchmarks, not tests.
 """
 
 from __future__ import annotations
@@ -51,23 +52,36 @@ def main(repeats: int = 3) -> dict[str, float]:
 
 
 def _search_cache(compile_model) -> dict[str, float]:
-    """ViT-Base compiled with the mapping search on (the default), float and int8 I-ViT, with the search's cache
-    emptied first (cold) and again right after (warm): the goals are <= 2 s cold and <= 1 s warm."""
+    """ViT-Base compiled with the mapping search on (the default), float and int8 I-ViT, with the caches emptied
+    first (cold: the mapping search's and, for int8, the calibration's, compiler/calibration_cache.py) and again
+    right after (warm: both hit): the goals are <= 2 s cold and <= 1 s warm. Wall and CPU seconds, both: the
+    machine is shared, and its load moves wall times."""
+    from compiler.calibration_cache import CALIBRATIONS
     from compiler.schedule.mapping import search
 
     ivit = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
     out: dict[str, float] = {}
+    # A float compile never loads torch; the first int8 one does (the simulator's kernels): an import, reported apart
+    t, c = time.perf_counter(), time.process_time()
+    compile_model(str(ROOT / "examples" / "models" / "vit_tiny.onnx"), **ivit)
+    print(f"compile: first int8 compile (vit_tiny; imports torch and the simulator) {time.perf_counter() - t:.2f} s "
+          f"({time.process_time() - c:.2f} s CPU)")
     for name, options in (("float", {}), ("int8 I-ViT", ivit)):
-        seconds = []
+        seconds, cpu = [], []
         for cold in (True, False):
             if cold:
                 search.cache_clear()
-            t = time.perf_counter()
+                CALIBRATIONS.cache_clear()
+            t, c = time.perf_counter(), time.process_time()
             compile_model(str(VIT_BASE), mapping="search", **options)
             seconds.append(time.perf_counter() - t)
-        print(f"compile: ViT-Base {name}, --mapping search: {seconds[0]:.2f} s with the search cache empty, "
-              f"{seconds[1]:.2f} s warm (goals <= 2 s, <= 1 s; {search.cache_info().currsize} GEMM shapes cached)")
+            cpu.append(time.process_time() - c)
+        cached = f", {CALIBRATIONS.cache_info().currsize} calibration cached" if options else ""
+        print(f"compile: ViT-Base {name}, --mapping search: {seconds[0]:.2f} s ({cpu[0]:.2f} s CPU) with the caches "
+              f"empty, {seconds[1]:.2f} s ({cpu[1]:.2f} s CPU) warm (goals <= 2 s, <= 1 s; "
+              f"{search.cache_info().currsize} GEMM shapes{cached})")
         out[f"compile_{name}_cold_s"], out[f"compile_{name}_warm_s"] = seconds
+        out[f"compile_{name}_cold_cpu_s"], out[f"compile_{name}_warm_cpu_s"] = cpu
     return out
 
 

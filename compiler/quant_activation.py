@@ -79,13 +79,14 @@ class ActivationRecipes:
             self.offsets[use.operation.results[0]] = offset
 
     def bias_real(self, op: df.GemmOp, w: np.ndarray) -> np.ndarray | None:
-        """The GEMM's float bias, plus ``offset * colsum(w)`` when its input lacks a calibrated offset."""
+        """The GEMM's float bias, plus ``offset * colsum(w)`` (summed in float64) when its input lacks a calibrated
+        offset. ``w`` may be the stored float32 weight: it is widened only when an offset needs its column sums."""
         b = None
         if op.bias is not None:
             b = np.asarray(self.weights[df.layer_of(op.bias.owner)], dtype=np.float64)  # type: ignore
         offset = self.offsets.get(op.lhs, 0.0)
         if offset and w.ndim == 2:
-            b = (0.0 if b is None else b) + offset * w.sum(axis=0)
+            b = (0.0 if b is None else b) + offset * np.asarray(w, np.float64).sum(axis=0)
         return b
 
     def gelu_floor(self, out: SSAValue) -> float:

@@ -56,7 +56,8 @@ def quantize_weight(w: np.ndarray, bits: int, group: int = 0) -> tuple[np.ndarra
     ``group`` > 0, per group of ``group`` input rows and output channel ([ceil(K / group), N])."""
     k = w.shape[0]
     if group <= 0 or group >= k:
-        s = np.maximum(np.abs(w).max(axis=0), 1e-12) / _qmax(bits)
+        # max|w| per column without an |w| copy: max(max w, -min w) is the same number (NaN and -0 included)
+        s = np.maximum(np.maximum(w.max(axis=0), -w.min(axis=0)), 1e-12) / _qmax(bits)
         codes = w / s  # rounded and clipped in place: a 768 x 3072 float64 weight is 19 MB a copy
         np.round(codes, out=codes)
         return np.clip(codes, -_qmax(bits) - 1, _qmax(bits), out=codes), s

@@ -257,9 +257,10 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn)); GPTQ sees the input in the units of its
         integer codes. ``in_bits``: the widest input code (9 for unsigned per-token codes); ``tag``: a name part."""
         wname = df.layer_of(op.rhs.owner)  # type: ignore[arg-type]
-        w = np.asarray(self.weights[wname], dtype=np.float64)
-        if not fx.per_tensor:
-            w = w * np.asarray(fx.scale)[:, None]
+        if fx.per_tensor:
+            w = np.asarray(self.weights[wname], dtype=np.float64)
+        else:  # widened and scaled in one pass (the same float64 product as widening first)
+            w = np.multiply(self.weights[wname], np.asarray(fx.scale)[:, None], dtype=np.float64)
         rows = self.rows.get(op.lhs)
         x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
                   if self.rounding == "gptq" and rows is not None else None)
@@ -294,7 +295,7 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None
-        b = self.bias_real(op, np.asarray(self.weights[df.layer_of(op.rhs.owner)], np.float64)  # type: ignore
+        b = self.bias_real(op, self.weights[df.layer_of(op.rhs.owner)]  # type: ignore[arg-type]
                            ) if static else (None if op.bias is None else self.bias_real(op, np.zeros(0)))
         if b is not None:
             b_int = np.clip(np.round(b / s_acc), -(2**31), 2**31 - 1).astype(np.int32)

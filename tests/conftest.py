@@ -63,3 +63,15 @@ def pytest_configure(config: pytest.Config) -> None:
         import os
 
         os.environ["CODESIGN_VCD"] = pattern
+
+
+@pytest.fixture(autouse=True)
+def _calibration_cache_empty():
+    """Every test calibrates as if first in its process: the process-wide calibration cache
+    (compiler/calibration_cache.py) would otherwise let one test's calibration skip the memory refusals, spies and
+    patches another test puts on the float runs. tests/test_calibration_cache.py tests the cache itself."""
+    from compiler.calibration_cache import CALIBRATIONS
+
+    CALIBRATIONS.cache_clear()
+    yield
+

@@ -132,13 +132,15 @@ _SCHEDULES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
 
 def clear_caches() -> None:
-    """Drop every per-process cache (tests; memory), measured accuracy included."""
+    """Drop every per-process cache (tests; memory), measured accuracy and calibrations included."""
     from codesign.sweep.accuracy import clear_accuracy_cache
+    from compiler.calibration_cache import CALIBRATIONS
 
     _PREFIXES.clear()
     _SCHEDULES.clear()
     _BASE_TARGETS.clear()
     clear_accuracy_cache()
+    CALIBRATIONS.cache_clear()
 
 
 def _options(point: PointRequest):

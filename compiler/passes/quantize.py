@@ -28,7 +28,9 @@ per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq``
 Activation scales come from calibration (compiler/calibrate.py): the data in ``env.artifacts["calibration"]``
 (``{"names": [...], "data": {name: array with a leading sample axis}, "source": "..."}``) or, without it,
 deterministic synthetic samples; the report's ``numerics.calibration`` says which. With an ``attention_mask`` input
-(:data:`MASK_INPUT`) the padding rows it marks are left out of every range and fit.
+(:data:`MASK_INPUT`) the padding rows it marks are left out of every range and fit. A module calibrated before in
+this process with the same weights, samples and options gets its results from compiler/calibration_cache.py instead
+of the float runs (the same numbers: the key hashes all of that and the compiler's code).
 
 IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
@@ -57,7 +59,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import FloatAttr, IntegerType, ModuleOp
 from xdsl.passes import ModulePass
 
-from compiler.calibrate import activation_ranges, synthetic_inputs
+from compiler.calibrate import activation_ranges, check_simulation_memory, synthetic_inputs
+from compiler.calibration_cache import CALIBRATIONS, Calibration, calibration_key
 from compiler.context import env_of
 from compiler.dialect import dataflow as df
 from compiler.frontend.qdq import QDQ_RANGE_ATTR
@@ -65,6 +68,7 @@ from compiler.quant_activation import GRANULARITY
 from compiler.quant_groups import GROUP_SIZES, MAX_ROWS_GROUPED
 from compiler.quant_recipes import OBSERVERS, observe_range
 from compiler.quant_rewrite import Quantizer
+from compiler.simulate._threads import single_threaded
 from compiler.simulate.moe import moe_ranges
 from hw.errors import InputError
 
@@ -137,24 +141,8 @@ class Quantize(ModulePass):
             names = [f"arg{i}" for i in range(len(fn.body.block.args))]
             data = synthetic_inputs(op, names, self.samples)
             label = f"synthetic ({self.samples} samples, seed 0)"
-        channels: dict[Any, np.ndarray] = {}
-        rows: dict[Any, list[np.ndarray]] = {}
-        if self.balance == "smoothquant" or self.rounding == "gptq":
-            rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
-        # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
-        rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
-                     and o.approx_choice() not in (df.GeluApprox.EXACT, df.GeluApprox.TANH)})
-        # With an attention mask the model never reads a padding row's result: ranges, channel maxima and the fits'
-        # rows (GPTQ's Hessian, SmoothQuant's search, the GELU correction) are taken over real positions only.
-        masks = data.get(MASK_INPUT)
-        ranges = activation_ranges(op, env.weights, names, data, self.percentile, channels, rows=rows,
-                                   row_masks=masks)
-        ranges8: dict[Any, float] = {}
-        if self.observer != "minmax":
-            pct = self.percentile if self.percentile < 100 else 99.99
-            ranges8 = activation_ranges(op, env.weights, names, data, row_masks=masks,
-                                        statistic=lambda a: observe_range(a, self.observer, 8, pct))
-        kept = {v: _subsample(r, MAX_ROWS_GROUPED if self.group else MAX_ROWS) for v, r in rows.items() if r}
+        found = self._calibrate(op, env.weights, names, data)
+        ranges, ranges8, channels, kept = found.ranges, found.ranges8, found.channels, found.rows
         imported = 0
         for inner in op.walk():  # ranges a QDQ model brings (compiler/frontend/qdq.py) win over calibration
             attr = inner.attributes.get(QDQ_RANGE_ATTR)
@@ -169,7 +157,10 @@ class Quantize(ModulePass):
                                granularity=self.granularity, group=self.group,
                                layer_recipes={k: (int(b), int(g)) for k, (b, g) in
                                               (json.loads(self.layers) if self.layers else {}).items()})
-        quantizer.run(fn)
+        # Thousands of small torch and NumPy calls (dyadic multipliers per channel, the GELU fits): torch's thread
+        # pool costs 20-50x their arithmetic on 2 busy cores (measured: 5 ms -> 0.1 ms of CPU per 3072 multipliers)
+        with single_threaded():
+            quantizer.run(fn)
         section = env.artifacts.setdefault("report", {}).setdefault("numerics", {})
         section.update({"quant": self.mode, "weight_bits": QUANT_MODES[self.mode], "activation_bits": 8,
                         "residual_bits": 16, "calibration": label, "calibration_statistic":
@@ -185,6 +176,43 @@ class Quantize(ModulePass):
         if left:  # never silent: one line in the report and the CLI's table
             section["float_blocks"] = (f"{len(left)} MoE block(s) stay float behind a dequantize (weights not "
                                        f"constant or no calibrated range): {', '.join(left)}")
+
+
+    def _calibrate(self, op: ModuleOp, weights: dict[str, np.ndarray], names: list[str],
+                   data: dict[str, np.ndarray]) -> Calibration:
+        """Ranges, int8 observer ranges, channel maxima and the fits' rows of ``op``'s values over ``data``
+        (compiler/calibrate.py), from the process's calibration cache when this module, these weights, samples
+        and options were calibrated before (compiler/calibration_cache.py); the memory check runs either way."""
+        limit = MAX_ROWS_GROUPED if self.group else MAX_ROWS
+        gemm_rows = self.balance == "smoothquant" or self.rounding == "gptq"
+        check_simulation_memory(op, len(next(iter(data.values()))), sum(int(v.nbytes) for v in data.values()),
+                                "calibration")
+        key = calibration_key(op, weights, names, data, {"percentile": self.percentile, "observer": self.observer,
+                                                         "gemm_rows": gemm_rows, "row_limit": limit})
+        got = CALIBRATIONS.get(key, op) if key is not None else None
+        if got is not None:
+            return got
+        channels: dict[Any, np.ndarray] = {}
+        rows: dict[Any, list[np.ndarray]] = {}
+        if gemm_rows:
+            rows = {o.lhs: [] for o in op.walk() if isinstance(o, df.GemmOp) and isinstance(o.rhs.owner, df.WeightOp)}
+        # an approximate integer GELU's output gets its calibrated affine correction (quant_recipes.gelu_correction)
+        rows.update({o.input: [] for o in op.walk() if isinstance(o, df.GeluOp)
+                     and o.approx_choice() not in (df.GeluApprox.EXACT, df.GeluApprox.TANH)})
+        # With an attention mask the model never reads a padding row's result: ranges, channel maxima and the fits'
+        # rows (GPTQ's Hessian, SmoothQuant's search, the GELU correction) are taken over real positions only.
+        masks = data.get(MASK_INPUT)
+        ranges = activation_ranges(op, weights, names, data, self.percentile, channels, rows=rows, row_masks=masks)
+        ranges8: dict[Any, float] = {}
+        if self.observer != "minmax":
+            pct = self.percentile if self.percentile < 100 else 99.99
+            ranges8 = activation_ranges(op, weights, names, data, row_masks=masks,
+                                        statistic=lambda a: observe_range(a, self.observer, 8, pct))
+        kept = {v: _subsample(r, limit) for v, r in rows.items() if r}
+        found = Calibration(ranges=ranges, ranges8=ranges8, channels=channels, rows=kept)
+        if key is not None:
+            CALIBRATIONS.put(key, op, found)
+        return found
 
 
 def _subsample(samples: list[np.ndarray], limit: int = MAX_ROWS) -> list[np.ndarray]:
