@@ -14,6 +14,8 @@ and outputs become the node's actual ones (an omitted optional input stays omitt
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnx
 from onnx import defs
 
@@ -80,19 +82,17 @@ def function_body(node: onnx.NodeProto, opset: int, input_types: list[onnx.TypeP
     if schema is None:
         return None
     body = None
-    if schema.has_context_dependent_function:
-        raw = schema.get_context_dependent_function_with_opset_version(
+    bound: Any = schema  # onnx's type stubs (onnx/defs/__init__.pyi) do not declare these OpSchema bindings
+    if bound.has_context_dependent_function:
+        raw = bound.get_context_dependent_function_with_opset_version(
             opset, node.SerializeToString(), [t.SerializeToString() for t in input_types])
-        if raw:
-            body = onnx.FunctionProto()
-            body.ParseFromString(raw)
-    elif schema.has_function:
-        raw = schema.get_function_with_opset_version(opset)
-        if raw:
-            body = onnx.FunctionProto()
-            body.ParseFromString(raw)
-        else:
-            body = schema.function_body
+    elif bound.has_function:
+        raw = bound.get_function_with_opset_version(opset)
+    else:
+        return None
+    if raw:
+        body = onnx.FunctionProto()
+        body.ParseFromString(raw)
     if body is None or not body.node:
         return None
     if any(n.domain not in ("", "ai.onnx") for n in body.node):
