@@ -34,6 +34,7 @@ from compiler.frontend.onnx_checks import (
     check_tensor,
     check_utf8,
 )
+from compiler.frontend.onnx_functions import function_body
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
 from hw.errors import InputError
@@ -240,6 +241,22 @@ def _infer(skeleton: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes
 
 
 
+def _uniform_where(node: Node, constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Turn ``Where(c, a, b)`` into ``Identity`` of ``a`` or ``b`` when the constant ``c`` is all true or all false
+    and that branch already has the output's shape (no broadcast to do); True when it did. Why: the ONNX
+    ``Attention`` function's guard for rows whose every key is masked is such a Where once the mask is a folded
+    constant with no fully masked row, and it would hide the softmax -> AV chain from the attention matcher."""
+    cond = constants.get(node.inputs[0])
+    if cond is None or cond.size == 0 or len(node.inputs) != 3:
+        return False
+    branch = node.inputs[1] if bool(cond.all()) else node.inputs[2] if not cond.any() else None
+    out = node.outputs[0]
+    if branch is None or branch in constants or shapes.get(branch) is None or shapes.get(branch) != shapes.get(out):
+        return False
+    node.op_type, node.inputs[:], node.attrs = "Identity", [branch], {}
+    return True
+
+
 def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
           dtypes: dict[str, np.dtype]) -> list[Node]:
     """Evaluate every node whose inputs are all known (values, or only the shape for Shape / Size / EyeLike);
@@ -252,6 +269,11 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
             value = [full[node.attrs.get("start", 0):node.attrs.get("end", None)]]
         elif node.op_type == "Size" and node.inputs[0] in shapes:
             value = [np.array(int(np.prod(shapes[node.inputs[0]])), dtype=np.int64)]
+        elif node.op_type == "CastLike" and node.inputs[0] in constants and node.inputs[1] in dtypes:
+            value = [constants[node.inputs[0]].astype(dtypes[node.inputs[1]])]  # reads only the other's type
+        elif node.op_type == "Where" and _uniform_where(node, constants, shapes):
+            remaining.append(node)  # now an Identity of the branch its constant condition always picks
+            continue
         elif node.op_type == "EyeLike" and len(shapes.get(node.inputs[0], ())) == 2:  # a shape-only op
             like = np.empty(shapes[node.inputs[0]], dtype=dtypes.get(node.inputs[0], np.dtype(np.float32)))
             value = run_node("EyeLike", [like], node.attrs)
@@ -275,6 +297,26 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
                 constants[name] = np.asarray(arr)
                 shapes[name] = tuple(np.shape(arr))
     return remaining
+
+
+def _expand_functions(nodes: list[Node], shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
+                      opset: int, native: set[str], source: str) -> list[Node]:
+    """Every node of an op the frontend does not handle itself that the ONNX standard defines as a function
+    (compiler/frontend/onnx_functions.py) replaced by its body, once its inputs' types are known."""
+    out: list[Node] = []
+    for node in nodes:
+        body = None
+        if node.op_type not in native and all(not i or (i in shapes and i in dtypes) for i in node.inputs):
+            types = [onnx.helper.make_tensor_type_proto(onnx.helper.np_dtype_to_tensor_dtype(dtypes[i]), shapes[i])
+                     if i else onnx.TypeProto() for i in node.inputs]
+            proto = onnx.helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name,
+                                          **_proto_attrs(node))
+            body = function_body(proto, opset, types)
+        if body is None:
+            out.append(node)
+            continue
+        out += [Node(b.op_type, b.name, list(b.input), list(b.output), _attrs(b, b.name, source)) for b in body]
+    return out
 
 
 def _prune(nodes: list[Node], outputs: list[str]) -> list[Node]:
@@ -363,6 +405,13 @@ def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tu
             "whose output shape could not be computed")
 
 
+def _native_ops() -> set[str]:
+    """Op types the frontend lowers itself (``codesign ops``): those are never expanded into a function body."""
+    from compiler.frontend.to_dialect import supported_onnx_ops  # the dialect builder's table, read when loading
+
+    return set(ONNX_OPS).union(*supported_onnx_ops().values())
+
+
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                shapes: Mapping[str, tuple[int, ...]] | None = None, batch: int | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
@@ -418,9 +467,11 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     # Inference and folding alternate until neither learns anything: each layer of a model that reshapes by the
     # Shape of its own attention output (DINOv2, Swin) needs one more round than the layer before it. Every round
     # either folds a node away or learns a shape, so the loop ends.
+    native = _native_ops()
     while True:
         before = (len(nodes), len(all_shapes))
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
+        nodes = _expand_functions(nodes, all_shapes, dtypes, opset, native, source_name)
         nodes = _prune(_fold(nodes, constants, all_shapes, dtypes), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
