@@ -93,3 +93,48 @@ def test_a_where_whose_constant_condition_picks_one_branch_is_that_branch() -> N
     assert "CastLike" not in {n.op_type for n in graph.nodes}  # it reads only the other operand's type: folded
     mixed = load_graph(_where_model(np.array([[True], [False]]), [2, 3]))
     assert next(n for n in mixed.nodes if n.name == "guard").op_type == "Where"
+
+
+def test_function_body_defined_at_an_earlier_opset_is_used(tmp_path) -> None:
+    """GroupNormalization-21's body is defined at opset 21 only: a model at opset 23 (wav2vec2's feature extractor
+    from a dynamo export) still gets it, and simulates as onnxruntime runs it."""
+    from codesign.api import compile
+
+    rng = np.random.default_rng(2)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [numpy_helper.from_array(rng.normal(1, 0.2, 4).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.normal(0, 0.2, 4).astype(np.float32), "bias"),
+             numpy_helper.from_array(rng.normal(0, 1, (6, 6)).astype(np.float32), "w")]
+    nodes = [helper.make_node("GroupNormalization", ["x", "scale", "bias"], ["n"], name="gn", num_groups=2,
+                              epsilon=1e-5),
+             helper.make_node("MatMul", ["n", "w"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 10
+    path = tmp_path / "gn.onnx"
+    onnx.save(model, str(path))
+    assert "GroupNormalization" not in {n.op_type for n in load_graph(str(path)).nodes}
+    sample = rng.normal(0, 2, (1, 4, 6)).astype(np.float32)
+    got = compile(path, inputs={"x": sample[None]}).env.artifacts["outputs"]["y"][0]
+    np.testing.assert_allclose(got, _ort(path, {"x": sample}), rtol=1e-4, atol=1e-4)
+
+
+def test_weight_norm_of_constants_folds_to_a_constant_weight() -> None:
+    """A weight-normed Conv's weight g * v / ||v|| (ReduceL2 of a constant) folds, so the Conv has a constant
+    weight (it was refused: 'the weight is not a constant')."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 1, (4, 2, 3)).astype(np.float32)
+    g = rng.normal(1, 0.1, (1, 1, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("ReduceL2", ["v", "axes"], ["norm"], keepdims=1),
+             helper.make_node("Div", ["v", "norm"], ["unit"]), helper.make_node("Mul", ["g", "unit"], ["w"]),
+             helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    inits = [numpy_helper.from_array(v, "v"), numpy_helper.from_array(g, "g"),
+             numpy_helper.from_array(np.array([0, 1], np.int64), "axes")]
+    graph = load_graph(helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+                                         opset_imports=[helper.make_opsetid("", 18)]))
+    conv = next(n for n in graph.nodes if n.name == "conv")
+    want = g * v / np.sqrt((v * v).sum(axis=(0, 1), keepdims=True))
+    np.testing.assert_allclose(graph.constants[conv.inputs[1]], want, rtol=1e-6)

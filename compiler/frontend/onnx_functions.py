@@ -83,11 +83,14 @@ def function_body(node: onnx.NodeProto, opset: int, input_types: list[onnx.TypeP
         return None
     body = None
     bound: Any = schema  # onnx's type stubs (onnx/defs/__init__.pyi) do not declare these OpSchema bindings
+    # A body is defined at some opset versions only (GroupNormalization-21's at 21): the newest not after ``opset``.
     if bound.has_context_dependent_function:
-        raw = bound.get_context_dependent_function_with_opset_version(
-            opset, node.SerializeToString(), [t.SerializeToString() for t in input_types])
+        version = max((v for v in bound.context_dependent_function_opset_versions if v <= opset), default=None)
+        raw = None if version is None else bound.get_context_dependent_function_with_opset_version(
+            version, node.SerializeToString(), [t.SerializeToString() for t in input_types])
     elif bound.has_function:
-        raw = bound.get_function_with_opset_version(opset)
+        version = max((v for v in bound.function_opset_versions if v <= opset), default=None)
+        raw = None if version is None else bound.get_function_with_opset_version(version)
     else:
         return None
     if raw:

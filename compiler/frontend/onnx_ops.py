@@ -64,6 +64,14 @@ def _reduce(fn: Callable[..., Array]) -> Callable[[Sequence[Array], dict[str, An
     return run
 
 
+def _log_sum_exp(x: Array, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
+    """log(sum(exp(x))) shifted by the max, as runtimes compute it (no overflow for large x)."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
 def _reshape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, shape = inputs[0], [int(s) for s in inputs[1]]
     if not attrs.get("allowzero", 0):
@@ -548,6 +556,13 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "ConstantOfShape": _constant_of_shape, "Constant": _constant, "CumSum": _cumsum,
     "ReduceMean": _reduce(np.mean), "ReduceSum": _reduce(np.sum), "ReduceMax": _reduce(np.max),
     "ReduceMin": _reduce(np.min), "ReduceProd": _reduce(np.prod),
+    # folded here when constant (a weight-normed Conv's ||v||: wav2vec2's positional conv); on data they are lowered
+    # to the reductions above (compiler/frontend/reductions.py, compound_ops.py)
+    "ReduceL2": _reduce(lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))),
+    "ReduceL1": _reduce(lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims)),
+    "ReduceSumSquare": _reduce(lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims)),
+    "ReduceLogSum": _reduce(lambda x, axis, keepdims: np.log(np.sum(x, axis=axis, keepdims=keepdims))),
+    "ReduceLogSumExp": _reduce(_log_sum_exp),
     "ArgMax": lambda i, a: [np.expand_dims(np.argmax(i[0], axis=int(a.get("axis", 0))), int(a.get("axis", 0)))
                             if a.get("keepdims", 1) else np.argmax(i[0], axis=int(a.get("axis", 0)))],
     "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
