@@ -352,7 +352,8 @@ ARCHS: dict[str, Arch] = {
                     exporters=("legacy", "dynamo"), calls={"gelu": LAYERS}),
     "falcon-new": Arch("decoder", _raw("FalconConfig", "FalconModel", vocab_size=VOCAB, hidden_size=HIDDEN,
                                        num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                       new_decoder_architecture=True, num_kv_heads=2)),
+                                       new_decoder_architecture=True, num_kv_heads=2),
+                       exporters=("legacy", "dynamo")),  # dynamo reads K and V out of the fused QKV by GatherND
     # Probed, not through (FAILING says why).
     "longt5": Arch("encdec", _raw("LongT5Config", "LongT5Model", local_radius=4, encoder_attention_type="local",
                                   **_T5), attention=3 * LAYERS),

@@ -196,3 +196,31 @@ def test_torch_activations_export_and_compile(exporter: Exporter, tmp_path) -> N
     want = np.asarray(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})[0])
     got = compile(path, inputs={"x": sample[None]}).env.artifacts["outputs"]["y"][0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_gather_nd_of_first_axis_entries_is_a_gather(tmp_path) -> None:
+    """GatherND with constant indices naming entries of the first axis (dynamo's x[..., -2, :] after a moved axis:
+    Falcon's fused QKV) becomes a Gather on axis 0, computing what onnxruntime computes."""
+    import onnxruntime as ort
+
+    from codesign.api import compile
+    from compiler.frontend.normalize import normalize_for_recognition
+
+    nodes = [helper.make_node("Reshape", ["h", "split"], ["hv"]),
+             helper.make_node("Transpose", ["hv"], ["ht"], perm=[2, 0, 1, 3]),
+             helper.make_node("GatherND", ["ht", "pick"], ["g"], name="act/GatherND"),
+             helper.make_node("Reshape", ["g", "back"], ["a"])]
+    inits = [("split", np.array([1, 4, 4, 4], np.int64)), ("pick", np.array([[-2], [0]], np.int64)),
+             ("back", np.array([1, 4, 8], np.int64))]  # [4, 1, 4, 4] -> two entries [2, 1, 4, 4] -> [1, 4, 8]
+    model = _model(nodes, inits)
+    w2 = next(i for i in model.graph.initializer if i.name == "w2")
+    w2.CopyFrom(numpy_helper.from_array(np.random.default_rng(5).normal(0, 0.3, (8, D)).astype(np.float32), "w2"))
+    graph = load_graph(model)
+    normalize_for_recognition(graph)
+    assert "GatherND" not in {n.op_type for n in graph.nodes}
+    path = tmp_path / "gnd.onnx"
+    onnx.save(model, str(path))
+    sample = np.random.default_rng(0).normal(0, 1, (1, 4, D)).astype(np.float32)
+    want = np.asarray(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": sample})[0])
+    got = compile(path, inputs={"x": sample[None]}).env.artifacts["outputs"]["y"][0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,10 @@ nodes the dialect already lowers, so no op kind, simulator kernel or cost entry 
   max-shifted form every runtime uses, exact where ``Log(Softmax(x))`` underflows);
 * ``ReduceLogSumExp`` -> ``Log(ReduceSum(Exp(x - m))) + m``, ``ReduceLogSum`` -> ``Log(ReduceSum(x))``;
 * ``GlobalAveragePool`` / ``GlobalMaxPool`` -> ``ReduceMean`` / ``ReduceMax`` over every spatial axis, kept;
-* ``DepthToSpace`` (DCR and CRD) / ``SpaceToDepth`` (pixel shuffle and unshuffle) -> Reshape, Transpose, Reshape.
+* ``DepthToSpace`` (DCR and CRD) / ``SpaceToDepth`` (pixel shuffle and unshuffle) -> Reshape, Transpose, Reshape;
+* ``GatherND`` of constant indices that each name one entry of the first axis (``batch_dims`` 0, last index dim 1:
+  dynamo's ``x[..., -2, :]`` on a moved axis, Falcon's fused QKV) -> ``Gather`` on axis 0, which the fused-projection
+  split (compiler/frontend/fused_proj.py) reads.
 """
 
 from __future__ import annotations
@@ -149,6 +152,19 @@ def _depth_space(e: _Emit) -> None:
           node.outputs[0])
 
 
+def _first_axis_gather(e: _Emit) -> None:
+    node, g = e.node, e.graph
+    idx = g.constants[node.inputs[1]]
+    e.add("Gather", "gather", [node.inputs[0], e.const("index", idx[..., 0].astype(np.int64))], node.outputs[0],
+          {"axis": 0})
+
+
+def _is_first_axis_gather_nd(graph: Graph, node: Node) -> bool:
+    idx = graph.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    return (node.op_type == "GatherND" and idx is not None and idx.ndim >= 1 and idx.shape[-1] == 1
+            and int(node.attrs.get("batch_dims", 0)) == 0 and node.inputs[0] not in graph.constants)
+
+
 def _lowering(node: Node):
     if node.op_type in _VARIADIC and len([i for i in node.inputs if i]) != 2:
         return _variadic
@@ -166,7 +182,7 @@ def lower_compound_ops(graph: Graph) -> int:
     nodes: list[Node] = []
     lowered = 0
     for node in graph.nodes:
-        rule = _lowering(node)
+        rule = _first_axis_gather if _is_first_axis_gather_nd(graph, node) else _lowering(node)
         if rule is None:
             nodes.append(node)
             continue
