@@ -39,7 +39,10 @@ def _run(builder: ProgramBuilder, program: Program, feeds: dict[str, np.ndarray]
     return image.read(out)
 
 
-def _layer(rng, m, k, n, requant: str, out_bits: int = 8) -> GemmLayer:
+def random_gemm_layer(rng, m: int, k: int, n: int, requant: str, out_bits: int = 8,
+                      name: str = "layer") -> GemmLayer:
+    """An int8 weight GEMM layer of random weights and bias, with no requant, a per-tensor or a per-channel one
+    (``requant``: none / tensor / channel) to ``out_bits``; shared by the backend, ws and system RTL tests."""
     w = rng.integers(-128, 128, (k, n))
     bias = rng.integers(-20000, 20000, n)
     rq = None
@@ -47,14 +50,14 @@ def _layer(rng, m, k, n, requant: str, out_bits: int = 8) -> GemmLayer:
         rq = (np.array([1 << 29]), np.array([38 if out_bits == 8 else 30]), out_bits)
     elif requant == "channel":
         rq = (rng.integers(1 << 28, 1 << 31, n), rng.integers(34, 40, n), out_bits)
-    return GemmLayer("layer", m, w, bias, rq)
+    return GemmLayer(name, m, w, bias, rq)
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(4, 4), (8, 8), (16, 16), (4, 8), (8, 4)])
 @pytest.mark.parametrize(("requant", "out_bits"), [("none", 32), ("tensor", 8), ("channel", 8), ("channel", 16)])
 def test_gemm_program_equals_the_integer_reference(rows: int, cols: int, requant: str, out_bits: int) -> None:
     rng = np.random.default_rng(rows * 100 + cols)
-    layer = _layer(rng, 19, 37, 21, requant, out_bits)
+    layer = random_gemm_layer(rng, 19, 37, 21, requant, out_bits)
     geo = Geometry(rows, cols, sp_rows=1024, acc_rows=256)
     builder = ProgramBuilder(geo)
     x_region, y_region = builder.gemm(layer)
@@ -72,7 +75,7 @@ def test_gemm_program_equals_the_integer_reference(rows: int, cols: int, requant
 def test_chained_layers_wait_for_each_other() -> None:
     """The second layer reads the first one's output from DRAM: the barrier between them orders it."""
     rng = np.random.default_rng(7)
-    first, second = _layer(rng, 23, 16, 24, "channel"), _layer(rng, 23, 24, 9, "tensor")
+    first, second = random_gemm_layer(rng, 23, 16, 24, "channel"), random_gemm_layer(rng, 23, 24, 9, "tensor")
     builder = ProgramBuilder(Geometry(4, 4, sp_rows=512, acc_rows=64))
     x_region, mid = builder.gemm(first)
     _, y_region = builder.gemm(dataclasses.replace(second, name="second"), x=mid)
@@ -100,7 +103,7 @@ def test_a_missing_token_gives_a_wrong_result(kind: type, flag: str, order: str)
     """Without the buffer-free wait, loads overwrite operands the array has not read; without the data-loaded wait,
     the array reads operands before they arrive. Either shows up in the result (the check can fail)."""
     rng = np.random.default_rng(3)
-    layer = _layer(rng, 24, 12, 16, "none")
+    layer = random_gemm_layer(rng, 24, 12, 16, "none")
     builder = ProgramBuilder(Geometry(4, 4, sp_rows=256, acc_rows=64))
     x_region, y_region = builder.gemm(layer)
     broken = _without(builder.finish(), kind, flag)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_backend import random_gemm_layer
 
 from compiler.backend import Geometry, Machine, ProgramBuilder, run_program
 from compiler.backend.gemm import GemmLayer
@@ -18,17 +19,6 @@ from hw.perf.execute_queue_ws import ws_block_rows
 
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 ORDERS = ("loads_first", "compute_first")
-
-
-def _layer(rng, m: int, k: int, n: int, requant: str, out_bits: int = 8, name: str = "layer") -> GemmLayer:
-    w = rng.integers(-128, 128, (k, n))
-    bias = rng.integers(-20000, 20000, n)
-    rq = None
-    if requant == "tensor":
-        rq = (np.array([1 << 29]), np.array([38 if out_bits == 8 else 30]), out_bits)
-    elif requant == "channel":
-        rq = (rng.integers(1 << 28, 1 << 31, n), rng.integers(34, 40, n), out_bits)
-    return GemmLayer(name, m, w, bias, rq)
 
 
 def _reference(x: np.ndarray, layer: GemmLayer) -> np.ndarray:
@@ -47,7 +37,7 @@ def _reference(x: np.ndarray, layer: GemmLayer) -> np.ndarray:
 def test_ws_layer_equals_the_integer_reference(rows: int, cols: int, sp_rows: int, acc_rows: int, requant: str,
                                                out_bits: int) -> None:
     rng = np.random.default_rng(rows * 100 + cols + sp_rows + acc_rows)
-    layer = _layer(rng, 19, 37, 21, requant, out_bits)
+    layer = random_gemm_layer(rng, 19, 37, 21, requant, out_bits)
     builder = ProgramBuilder(Geometry(rows, cols, sp_rows=sp_rows, acc_rows=acc_rows, dataflow="ws"))
     x_region, y_region = builder.gemm(layer)
     program = builder.finish()
@@ -71,7 +61,8 @@ def test_ws_layer_equals_the_integer_reference(rows: int, cols: int, sp_rows: in
 def test_chained_ws_layers_and_a_too_small_machine() -> None:
     rng = np.random.default_rng(9)
     builder = ProgramBuilder(Geometry(4, 4, sp_rows=512, acc_rows=64, dataflow="ws"))
-    first, second = _layer(rng, 23, 16, 24, "channel", name="first"), _layer(rng, 23, 24, 9, "tensor", name="second")
+    first = random_gemm_layer(rng, 23, 16, 24, "channel", name="first")
+    second = random_gemm_layer(rng, 23, 24, 9, "tensor", name="second")
     x_region, mid = builder.gemm(first)
     _, y_region = builder.gemm(second, x=mid)
     program = builder.finish()
@@ -83,10 +74,10 @@ def test_chained_ws_layers_and_a_too_small_machine() -> None:
         np.testing.assert_array_equal(builder.image.read(y_region.name), _reference(_reference(x, first), second))
     with pytest.raises(InputError, match=r"^system backend, layer 'big': K = 100 needs \d+ scratchpad rows"):
         ProgramBuilder(Geometry(4, 4, sp_rows=64, acc_rows=64, dataflow="ws")).gemm(
-            _layer(rng, 8, 100, 4, "none", 32, name="big"))
+            random_gemm_layer(rng, 8, 100, 4, "none", 32, name="big"))
     with pytest.raises(InputError, match=r"^system backend, layer 'tiny': two halves of 1 accumulator rows"):
         ProgramBuilder(Geometry(4, 4, sp_rows=64, acc_rows=1, dataflow="ws")).gemm(
-            _layer(rng, 8, 4, 4, "none", 32, name="tiny"))
+            random_gemm_layer(rng, 8, 4, 4, "none", 32, name="tiny"))
 
 
 def test_a_whole_model_with_ws_weight_gemms_equals_the_simulator() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_backend import random_gemm_layer
 
 from compiler.backend import GemmLayer, Geometry, Machine, ProgramBuilder, run_program
 from compiler.backend.select import fused_requant, gemm_layer
@@ -33,28 +34,20 @@ def _geometry(config: SystemConfig) -> Geometry:
                     config.const_rows)
 
 
-def _layer(rng, name: str, m: int, k: int, n: int, requant: str, out_bits: int = 8) -> GemmLayer:
-    w = rng.integers(-128, 128, (k, n))
-    bias = rng.integers(-20000, 20000, n)
-    rq = None
-    if requant == "tensor":
-        rq = (np.array([1 << 29]), np.array([38 if out_bits == 8 else 30]), out_bits)
-    elif requant == "channel":
-        rq = (rng.integers(1 << 28, 1 << 31, n), rng.integers(34, 40, n), out_bits)
-    return GemmLayer(name, m, w, bias, rq)
-
-
 def _small_program(rng) -> tuple[ProgramBuilder, Program]:
     """Ragged layers with every output kind (int32, per-tensor and per-channel int8, int16), and a chained pair;
     ``plain``'s 70-byte input rows are misaligned and span two of a transposed load's 64-byte chunks."""
     builder = ProgramBuilder(_geometry(SMALL))
-    for layer in (_layer(rng, "plain", 9, 70, 7, "none", 32), _layer(rng, "tensor", 6, 5, 9, "tensor"),
-                  _layer(rng, "channel", 7, 12, 6, "channel"), _layer(rng, "wide", 5, 7, 5, "channel", 16)):
+    layers = (random_gemm_layer(rng, 9, 70, 7, "none", 32, name="plain"),
+              random_gemm_layer(rng, 6, 5, 9, "tensor", name="tensor"),
+              random_gemm_layer(rng, 7, 12, 6, "channel", name="channel"),
+              random_gemm_layer(rng, 5, 7, 5, "channel", 16, name="wide"))
+    for layer in layers:
         x, _ = builder.gemm(layer)
         builder.image.write(x.name, rng.integers(-128, 128, x.shape))
-    x, mid = builder.gemm(_layer(rng, "first", 6, 8, 5, "channel"))
+    x, mid = builder.gemm(random_gemm_layer(rng, 6, 8, 5, "channel", name="first"))
     builder.image.write(x.name, rng.integers(-128, 128, x.shape))
-    builder.gemm(_layer(rng, "second", 6, 5, 3, "tensor"), x=mid)
+    builder.gemm(random_gemm_layer(rng, 6, 5, 3, "tensor", name="second"), x=mid)
     return builder, builder.finish()
 
 
@@ -118,7 +111,7 @@ def test_a_missing_token_gives_a_wrong_result_in_rtl() -> None:
     """Without the data-loaded wait the array runs before its operands arrive: the check above can fail."""
     rng = np.random.default_rng(5)
     builder = ProgramBuilder(_geometry(SMALL))
-    x, _ = builder.gemm(_layer(rng, "layer", 8, 12, 8, "none", 32))
+    x, _ = builder.gemm(random_gemm_layer(rng, 8, 12, 8, "none", 32, name="layer"))
     builder.image.write(x.name, rng.integers(-128, 128, x.shape))
     program = builder.finish()
     broken = Program(tuple(dataclasses.replace(i, deps=dataclasses.replace(i.deps, pop_prev=False))
