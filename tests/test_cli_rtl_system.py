@@ -291,6 +291,29 @@ def _model_agreement(r: dict) -> tuple[float, tuple[str, float]]:
     return (device - r["rtl_cycles"]) / r["rtl_cycles"], max(errors, key=lambda e: abs(e[1]))
 
 
+def simulated_equals_compiled(capsys, tmp_path: Path, data_dir: Path, model: str,
+                              flags: list[str]) -> tuple[dict, Path]:
+    """`codesign rtl --system --simulate` and `codesign compile` of ``model`` with ``flags`` on one sample
+    (`_model_inputs`): both exit 0, their outputs files are equal bit for bit, and every program output in DRAM
+    equals the functional simulator's. Returns the rtl run's ``--json`` report and its ``--out`` folder."""
+    inputs, out, rtl_y, report, compile_y = (tmp_path / name for name in ("x.npz", "sys", "rtl_y.npz", "r.json",
+                                                                          "compile_y.npz"))
+    _model_inputs(model, inputs, data_dir)
+    path = str(model_path(model))
+    code, _, err = _run(capsys, "rtl", path, *flags, "--out", str(out), "--system", "--simulate", "--inputs",
+                        str(inputs), "--outputs", str(rtl_y), "--json", str(report))
+    assert code == 0, err
+    code, _, err = _run(capsys, "compile", path, *flags, "--inputs", str(inputs), "--outputs", str(compile_y), "-q")
+    assert code == 0, err
+    got, want = np.load(rtl_y), np.load(compile_y)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    r = json.loads(report.read_text())
+    assert r["device_outputs_equal_simulator"] is True
+    return r, out
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
@@ -305,22 +328,7 @@ def test_a_whole_model_simulated_equals_codesign_compile(model: str, array: int,
     sizes = ["--set", f"gemm.rows={array}", "--set", f"gemm.cols={array}", *DRAM_BANDWIDTH]
     for key, kb in zip(("act_kb", "weight_kb", "out_kb"), buffers):
         sizes += ["--set", f"buffers.{key}={kb}"]
-    inputs, out, rtl_y, report, compile_y = (tmp_path / name for name in ("x.npz", "sys", "rtl_y.npz", "r.json",
-                                                                          "compile_y.npz"))
-    _model_inputs(model, inputs, data_dir)
-    path = str(model_path(model))
-    code, text, err = _run(capsys, "rtl", path, *approx, *sizes, "--out", str(out), "--system", "--simulate",
-                           "--inputs", str(inputs), "--outputs", str(rtl_y), "--json", str(report))
-    assert code == 0, err
-    code, _, err = _run(capsys, "compile", path, *approx, *sizes, "--inputs", str(inputs), "--outputs",
-                        str(compile_y), "-q")
-    assert code == 0, err
-    got, want = np.load(rtl_y), np.load(compile_y)
-    assert sorted(got) == sorted(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    r = json.loads(report.read_text())
-    assert r["device_outputs_equal_simulator"] is True
+    r, out = simulated_equals_compiled(capsys, tmp_path, data_dir, model, [*approx, *sizes])
     assert (r["system"]["rows"], r["system"]["cols"]) == (array, array)
     vecs = [i for i in from_bytes((out / "program.bin").read_bytes()).instructions if isinstance(i, Vec)]
     rows = [i.n for i in vecs if i.fn in (VecFn.SHIFTMAX, VecFn.ILAYERNORM)]

@@ -4,12 +4,8 @@ run weight stationary on the top level (built with the ws array), its outputs bi
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
-from conftest import model_path
-from test_cli_rtl_system import DRAM_BANDWIDTH, I_VIT, _check_design, _model_agreement, _model_inputs, _run
+from test_cli_rtl_system import DRAM_BANDWIDTH, I_VIT, _check_design, _model_agreement, simulated_equals_compiled
 
 from hw.isa import Gemm, from_bytes
 
@@ -24,22 +20,7 @@ def test_bert_tiny_with_ws_weight_gemms_equals_codesign_compile(data_dir, tmp_pa
     sizes = ["--set", "gemm.rows=8", "--set", "gemm.cols=8", *DRAM_BANDWIDTH, "--set", "gemm.dataflow=ws"]
     for key in ("act_kb", "weight_kb", "out_kb"):
         sizes += ["--set", f"buffers.{key}=16"]
-    inputs, out, rtl_y, report, compile_y = (tmp_path / name for name in ("x.npz", "sys", "rtl_y.npz", "r.json",
-                                                                          "compile_y.npz"))
-    _model_inputs("bert_tiny.onnx", inputs, data_dir)
-    path = str(model_path("bert_tiny.onnx"))
-    code, _, err = _run(capsys, "rtl", path, *I_VIT, *sizes, "--out", str(out), "--system", "--simulate",
-                        "--inputs", str(inputs), "--outputs", str(rtl_y), "--json", str(report))
-    assert code == 0, err
-    code, _, err = _run(capsys, "compile", path, *I_VIT, *sizes, "--inputs", str(inputs), "--outputs",
-                        str(compile_y), "-q")
-    assert code == 0, err
-    got, want = np.load(rtl_y), np.load(compile_y)
-    assert sorted(got) == sorted(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    r = json.loads(report.read_text())
-    assert r["device_outputs_equal_simulator"] is True
+    r, out = simulated_equals_compiled(capsys, tmp_path, data_dir, "bert_tiny.onnx", [*I_VIT, *sizes])
     assert r["system"]["ws_array"] is True
     gemms = [i for i in from_bytes((out / "program.bin").read_bytes()).instructions if isinstance(i, Gemm)]
     assert {g.dataflow for g in gemms} == {0, 1}  # weight GEMMs ws, the attention's products os
