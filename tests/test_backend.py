@@ -219,7 +219,7 @@ def _whole_model(model: str, rows: int, cols: int, *, masked_tail: int = 0, soft
     return result, mp, geo, values
 
 
-def _run_model(mp, geo, values, order: str) -> dict:
+def run_model(mp, geo, values, order: str) -> dict:
     """Run ``mp`` on a fresh copy of its image with the host prologue's values written in; every device value."""
     from compiler.backend.attention import host_mask_halves
 
@@ -251,7 +251,7 @@ def _check_model(model: str, rows: int, cols: int, orders=ORDERS, masked_tail: i
             assert op.results[0] in mp.regions, df.str_attr(op, "layer")
     assert mp.outputs
     for order in orders:
-        got = _run_model(mp, geo, values, order)
+        got = run_model(mp, geo, values, order)
         for value, region in mp.regions.items():
             if value not in mp.inputs:
                 np.testing.assert_array_equal(got[value], values[value], err_msg=f"{region.name} ({order})")

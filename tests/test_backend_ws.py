@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_backend import random_gemm_layer
+from test_backend import random_gemm_layer, run_model
 
 from compiler.backend import Geometry, Machine, ProgramBuilder, run_program
 from compiler.backend.gemm import GemmLayer
@@ -84,7 +84,6 @@ def test_a_whole_model_with_ws_weight_gemms_equals_the_simulator() -> None:
     """bert_tiny (int8, I-ViT set) compiled for fpga-u280 with gemm.dataflow=ws: its weight GEMMs run ws, the
     attention's products os, and every device value equals the functional simulator's in both queue orders."""
     from codesign.api import compile_options, run_compile
-    from compiler.backend.attention import host_mask_halves
     from compiler.backend.constants import learn_scales
     from compiler.backend.model import build_model_program
     from compiler.calibrate import synthetic_inputs
@@ -114,19 +113,9 @@ def test_a_whole_model_with_ws_weight_gemms_equals_the_simulator() -> None:
 
     sim.run(feeds, observe)
     for order in ORDERS:
-        image = mp.builder.image
-        pristine = bytes(image.buffer())
-        for value, region in mp.inputs.items():
-            image.write(region.name, values[value].reshape(region.shape))
-        for plan, mask in mp.masks:
-            a, b = host_mask_halves(None if mask is None else values[mask], plan)
-            image.write(plan.mask[0].name, a)
-            image.write(plan.mask[1].name, b)
-        run_program(mp.program, Machine(geo, image.buffer()), order)  # type: ignore[arg-type]
+        device = run_model(mp, geo, values, order)
         for value, region in mp.regions.items():
             if value not in mp.inputs:
-                np.testing.assert_array_equal(image.read(region.name).reshape(np.shape(values[value])),
-                                              values[value], err_msg=f"{region.name} ({order})")
-        image.buffer()[:] = pristine
+                np.testing.assert_array_equal(device[value], values[value], err_msg=f"{region.name} ({order})")
     gemm_ops = [op for op in result.module.walk() if isinstance(op, df.GemmOp)]
     assert gemm_ops
