@@ -53,11 +53,13 @@ def main(repeats: int = 3) -> dict[str, float]:
 
 def _search_cache(compile_model) -> dict[str, float]:
     """ViT-Base compiled with the mapping search on (the default), float and int8 I-ViT, with the caches emptied
-    first (cold: the mapping search's and, for int8, the calibration's, compiler/calibration_cache.py) and again
+    first (cold: the mapping search's and, for int8, the calibration's and the weight fits', compiler/
+    calibration_cache.py and weight_fit_cache.py) and again
     right after (warm: both hit): the goals are <= 2 s cold and <= 1 s warm. Wall and CPU seconds, both: the
     machine is shared, and its load moves wall times."""
     from compiler.calibration_cache import CALIBRATIONS
     from compiler.schedule.mapping import search
+    from compiler.weight_fit_cache import WEIGHT_FITS
 
     ivit = {"quant": "int8", "softmax": "shiftmax", "gelu": "shiftgelu", "layernorm": "ilayernorm"}
     out: dict[str, float] = {}
@@ -72,11 +74,13 @@ def _search_cache(compile_model) -> dict[str, float]:
             if cold:
                 search.cache_clear()
                 CALIBRATIONS.cache_clear()
+                WEIGHT_FITS.cache_clear()
             t, c = time.perf_counter(), time.process_time()
             compile_model(str(VIT_BASE), mapping="search", **options)
             seconds.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-        cached = f", {CALIBRATIONS.cache_info().currsize} calibration cached" if options else ""
+        cached = (f", {CALIBRATIONS.cache_info().currsize} calibration and {WEIGHT_FITS.cache_info().currsize} "
+                  f"weight fits cached" if options else "")
         print(f"compile: ViT-Base {name}, --mapping search: {seconds[0]:.2f} s ({cpu[0]:.2f} s CPU) with the caches "
               f"empty, {seconds[1]:.2f} s ({cpu[1]:.2f} s CPU) warm (goals <= 2 s, <= 1 s; "
               f"{search.cache_info().currsize} GEMM shapes{cached})")

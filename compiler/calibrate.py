@@ -124,7 +124,9 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
                       channels: dict[SSAValue, np.ndarray] | None = None,
                       statistic: Callable[[np.ndarray], float] | None = None,
                       rows: dict[SSAValue, list[np.ndarray]] | None = None,
-                      row_masks: np.ndarray | Sequence[np.ndarray] | None = None) -> dict[SSAValue, float]:
+                      row_masks: np.ndarray | Sequence[np.ndarray] | None = None,
+                      also: tuple[Callable[[np.ndarray], float], dict[SSAValue, float]] | None = None
+                      ) -> dict[SSAValue, float]:
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
@@ -132,6 +134,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
     ``rows``: for each value it holds as a key, the rows (last axis) of every sample are appended to its list.
     ``row_masks``: per sample, the positions that count (an attention mask: 0 marks padding the model never reads
     a result of); a value with one row per position is measured over those rows only.
+    ``also``: (statistic, ranges): a second range per value, taken like ``statistic`` over the same values in the
+    same runs (the int8 observer's next to the max: one simulation of the samples instead of two).
     """
     n = len(next(iter(samples.values())))
     check_simulation_memory(module, n, sum(int(v.nbytes) for v in samples.values()), "calibration")
@@ -166,6 +170,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         else:
             m = float(np.percentile(a, percentile))
         ranges[value] = max(ranges.get(value, 0.0), m)
+        if also is not None:
+            also[1][value] = max(also[1].get(value, 0.0), also[0](a))
         if channels is not None and data.ndim >= 2:
             kept = whole if clean else np.abs(np.where(whole < 1e30, data, 0))
             per = kept.reshape(-1, data.shape[-1]).max(axis=0)

@@ -40,11 +40,12 @@ from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_groups import GROUP_SCALE_SUFFIX
 from compiler.quant_moe import MoeRewrite
 from compiler.quant_recipes import smooth_scales
-from compiler.quant_weights import WeightFit, fit_weight
+from compiler.quant_weights import WeightFit
 from compiler.simulate import approx as A
 from compiler.simulate.kernels import softmax_bits
 from compiler.simulate.moe import MoeRanges
 from compiler.simulate.rope import ROPE_FRAC_BITS, ROPE_OUT_BITS, rope_tables_q
+from compiler.weight_fit_cache import fit_static_weight
 from hw.errors import InputError
 
 __all__ = ["Quantizer", "attrs_of"]
@@ -257,14 +258,11 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         move into the weights' rows: x_c s_c W_cn = x_c (s_c W_cn)); GPTQ sees the input in the units of its
         integer codes. ``in_bits``: the widest input code (9 for unsigned per-token codes); ``tag``: a name part."""
         wname = df.layer_of(op.rhs.owner)  # type: ignore[arg-type]
-        if fx.per_tensor:
-            w = np.asarray(self.weights[wname], dtype=np.float64)
-        else:  # widened and scaled in one pass (the same float64 product as widening first)
-            w = np.multiply(self.weights[wname], np.asarray(fx.scale)[:, None], dtype=np.float64)
         rows = self.rows.get(op.lhs)
         x_rows = (np.concatenate(rows) / np.asarray(fx.scale, np.float64)
                   if self.rounding == "gptq" and rows is not None else None)
-        fit = fit_weight(w, w_bits, group, x_rows, in_bits)
+        fit = fit_static_weight(self.weights[wname], None if fx.per_tensor else np.asarray(fx.scale), w_bits, group,
+                                x_rows, in_bits)
         parts = [t for t in (tag, "balanced" if not fx.per_tensor and not fit.tag else "", fit.tag) if t]
         key = self.unique(f"{wname}.{'.'.join(parts)}.q{w_bits}") if parts else f"{wname}.q{w_bits}"
         if key not in self.weights:  # an unbalanced round-to-nearest weight is shared by the GEMMs reading it

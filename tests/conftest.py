@@ -67,11 +67,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _calibration_cache_empty():
-    """Every test calibrates as if first in its process: the process-wide calibration cache
-    (compiler/calibration_cache.py) would otherwise let one test's calibration skip the memory refusals, spies and
-    patches another test puts on the float runs. tests/test_calibration_cache.py tests the cache itself."""
+    """Every test calibrates and fits its weights as if first in its process: the process-wide calibration and
+    weight-fit caches (compiler/calibration_cache.py, compiler/weight_fit_cache.py) would otherwise let one test's
+    compile skip the memory refusals, spies and patches another test puts on the float runs and the fits.
+    tests/test_calibration_cache.py tests the caches themselves."""
     from compiler.calibration_cache import CALIBRATIONS
+    from compiler.weight_fit_cache import WEIGHT_FITS
 
     CALIBRATIONS.cache_clear()
+    WEIGHT_FITS.cache_clear()
     yield
 

@@ -135,12 +135,14 @@ def clear_caches() -> None:
     """Drop every per-process cache (tests; memory), measured accuracy and calibrations included."""
     from codesign.sweep.accuracy import clear_accuracy_cache
     from compiler.calibration_cache import CALIBRATIONS
+    from compiler.weight_fit_cache import WEIGHT_FITS
 
     _PREFIXES.clear()
     _SCHEDULES.clear()
     _BASE_TARGETS.clear()
     clear_accuracy_cache()
     CALIBRATIONS.cache_clear()
+    WEIGHT_FITS.cache_clear()
 
 
 def _options(point: PointRequest):

@@ -202,12 +202,11 @@ class Quantize(ModulePass):
         # With an attention mask the model never reads a padding row's result: ranges, channel maxima and the fits'
         # rows (GPTQ's Hessian, SmoothQuant's search, the GELU correction) are taken over real positions only.
         masks = data.get(MASK_INPUT)
-        ranges = activation_ranges(op, weights, names, data, self.percentile, channels, rows=rows, row_masks=masks)
         ranges8: dict[Any, float] = {}
-        if self.observer != "minmax":
-            pct = self.percentile if self.percentile < 100 else 99.99
-            ranges8 = activation_ranges(op, weights, names, data, row_masks=masks,
-                                        statistic=lambda a: observe_range(a, self.observer, 8, pct))
+        pct = self.percentile if self.percentile < 100 else 99.99
+        observer = (lambda a: observe_range(a, self.observer, 8, pct), ranges8) if self.observer != "minmax" else None
+        ranges = activation_ranges(op, weights, names, data, self.percentile, channels, rows=rows, row_masks=masks,
+                                   also=observer)
         kept = {v: _subsample(r, limit) for v, r in rows.items() if r}
         found = Calibration(ranges=ranges, ranges8=ranges8, channels=channels, rows=kept)
         if key is not None:
