@@ -20,7 +20,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
-from compiler.frontend.precision import float_cast, pattern_eps, widen
+from compiler.frontend.precision import MASKED, float_cast, pattern_eps, widen
 from compiler.frontend.rope import fit_rope, rope_region
 from compiler.frontend.sinks import Sinks, find_sinks, strip_row_max
 from compiler.limits import check_memory
@@ -328,7 +328,7 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             g.shapes[term], g.dtypes[term] = g.constants[term].shape, g.constants[term].dtype
             terms.append(("add", term, True))
             name = scores_side
-        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
+        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -MASKED:
             name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
             c, other = (node.inputs[1], node.inputs[0]) if g.scalar(node.inputs[1]) is not None else node.inputs

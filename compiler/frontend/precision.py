@@ -21,12 +21,16 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["BFLOAT16", "FLOAT_TYPES", "HALF_DTYPES", "float_cast", "is_float", "pattern_eps", "tolerance", "widen"]
+__all__ = ["BFLOAT16", "FLOAT_TYPES", "HALF_DTYPES", "MASKED", "float_cast", "is_float", "pattern_eps",
+           "precision_label", "tolerance", "weights_precision", "widen"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 #: The 16-bit float types ONNX exports carry (TensorProto FLOAT16 and BFLOAT16).
 HALF_DTYPES = frozenset({np.dtype(np.float16), BFLOAT16})
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
+#: |x| at or above this is a mask's "minus infinity", not a score: exporters mask with the float type's most negative
+#: value (HF's ``finfo(dtype).min``: -3.4e38 in float32 and bfloat16, -65504 in float16) or -inf.
+MASKED = float(np.finfo(np.float16).max)
 #: ONNX TensorProto element types of floats: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
 
@@ -74,3 +78,19 @@ def tolerance(base: float, eps: float, ulps: float = 4.0) -> float:
     """A comparison tolerance: ``base`` (the one the float32 judge uses) or ``ulps`` roundings of a type with
     machine epsilon ``eps``, whichever is looser. For float32 ``base`` always wins, so float32 judging is unchanged."""
     return max(base, ulps * eps)
+
+
+def weights_precision(weights: Iterable[tuple[np.dtype, int]]) -> str:
+    """The precision a model was exported in, from its constants' (dtype, element count): the float type holding
+    most weight elements (``float32`` when there are none). A float16 model that computes its norms and softmax in
+    float32 between Casts (autocast-style exports, HF's RMSNorm) is a float16 model: its weights say so."""
+    counts: dict[np.dtype, int] = {}
+    for dtype, size in weights:
+        if is_float(dtype):
+            counts[np.dtype(dtype)] = counts.get(np.dtype(dtype), 0) + int(size)
+    return str(max(counts, key=lambda d: counts[d])) if counts else "float32"
+
+
+def precision_label(precision: str) -> str:
+    """``FP32`` / ``FP16`` / ``BF16`` / ``FP64``: how reports name a precision (``onnxruntime FP16``)."""
+    return {"bfloat16": "BF16"}.get(precision, precision.replace("float", "FP"))
