@@ -83,7 +83,7 @@ def _samples(arch: str, path: Path) -> dict[str, np.ndarray]:
 def _float32_reference(path: Path, samples: dict[str, np.ndarray]) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {k: (v[0].astype(np.float32) if v.dtype.kind not in "iub" else v[0]) for k, v in samples.items()}
-    return sess.run(["last_hidden_state"], feeds)[0].astype(np.float64)
+    return np.asarray(sess.run(["last_hidden_state"], feeds)[0], dtype=np.float64)
 
 
 def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -138,7 +138,7 @@ def test_int8_quantization_of_a_float16_model(exported) -> None:
     assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_min"] >= 0.99
 
 
-def _gelu_model(sqrt2: float, cast_to: int | None, dtype=np.float16) -> onnx.ModelProto:
+def _gelu_model(sqrt2: float, cast_to: int | None, dtype: type[np.floating] = np.float16) -> onnx.ModelProto:
     """x * 0.5 * (1 + erf(x / sqrt2)) on a float16 [1, 4, 8] input, optionally through a Cast to ``cast_to`` and
     back before the Erf."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
