@@ -21,12 +21,10 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["BFLOAT16", "FLOAT_TYPES", "HALF_DTYPES", "MASKED", "float_cast", "is_float", "pattern_eps",
+__all__ = ["BFLOAT16", "FLOAT_TYPES", "MASKED", "float_cast", "is_float", "pattern_eps",
            "precision_label", "tolerance", "weights_precision", "widen"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-#: The 16-bit float types ONNX exports carry (TensorProto FLOAT16 and BFLOAT16).
-HALF_DTYPES = frozenset({np.dtype(np.float16), BFLOAT16})
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
 #: |x| at or above this is a mask's "minus infinity", not a score: exporters mask with the float type's most negative
 #: value (HF's ``finfo(dtype).min``: -3.4e38 in float32 and bfloat16, -65504 in float16) or -inf.
@@ -43,12 +41,13 @@ def is_float(dtype: np.dtype) -> bool:
 def float_cast(graph: Graph, node: Node) -> bool:
     """Whether ``node`` is a Cast from a float type to a float type: it only rounds (to the narrower of the two), so
     a matcher may walk through it as through an Identity. A Cast to or from integers or bool changes values and
-    stops every walk."""
+    stops every walk. An input of unknown type counts as float (what every matcher assumed before types were read
+    here)."""
     if node.op_type != "Cast" or not node.inputs:
         return False
-    source = graph.dtypes.get(node.inputs[0])
+    source = graph.dtypes.get(node.inputs[0], np.dtype(np.float32))
     to = node.attrs.get("to")
-    return source is not None and is_float(source) and isinstance(to, int) and to in FLOAT_TYPES
+    return is_float(source) and isinstance(to, int) and to in FLOAT_TYPES
 
 
 def widen(value: np.ndarray) -> np.ndarray:
