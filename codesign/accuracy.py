@@ -158,7 +158,8 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
     try:
         sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's exceptions share no base class but Exception
-        raise InputError(f"onnxruntime cannot load the {label} reference model: {_first_line(err)}") from None
+        hint = "; onnxruntime's CPU provider lacks most bfloat16 kernels" if label == "BF16" else ""
+        raise InputError(f"onnxruntime cannot load the {label} reference model: {_first_line(err)}{hint}") from None
     names = [o.name for o in sess.get_outputs()]
     n = len(next(iter(samples.values())))
     outs = []
