@@ -169,3 +169,20 @@ def test_half_precision_tolerance_allows_rounding_not_another_function() -> None
     # float16 -> float32 -> float16 only rounds: a GELU; through int32 the values change: generic ops, exact
     assert kinds(_gelu_model(np.sqrt(2), TensorProto.FLOAT)) == ["gelu"]
     assert kinds(_gelu_model(np.sqrt(2), TensorProto.INT32)) == []
+
+
+def _chain(nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("x", "y")]
+    return helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nodes_out_of_order_are_sorted_and_a_cycle_still_refused() -> None:
+    """onnxruntime's float16 converter (keep_io_types) appends the input Casts after their readers: loaded in order.
+    A cycle has no order: the checker's one line."""
+    graph = load_graph(_chain([helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Neg", ["x"], ["a"])]))
+    assert [n.op_type for n in graph.nodes] == ["Neg", "Relu"]
+    cycle = _chain([helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                    helper.make_node("Relu", ["a"], ["y"])])
+    with pytest.raises(InputError, match="^g: invalid ONNX model: Nodes in a graph must be topologically "
+                                         "sorted, however input 'b' of node:"):
+        load_graph(cycle)
