@@ -25,7 +25,7 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
-from compiler.frontend.precision import MASKED, is_float
+from compiler.frontend.precision import is_float, mask_threshold
 from compiler.limits import check_memory, format_bytes, format_shape
 from compiler.simulate import Simulator, Tensor
 
@@ -129,7 +129,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
-    ``statistic``: the range of one sample's |x| (finite, below MASKED), instead of the max / percentile.
+    ``statistic``: the range of one sample's |x| (finite, below ``mask_threshold``), instead of the max /
+    percentile.
     ``rows``: for each value it holds as a key, the rows (last axis) of every sample are appended to its list.
     ``row_masks``: per sample, the positions that count (an attention mask: 0 marks padding the model never reads
     a result of); a value with one row per position is measured over those rows only.
@@ -153,11 +154,12 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         whole = np.abs(data)
         top = whole.max()
         # Masks hold "minus infinity" entries (-3.4e38, or -65504 in float16); they are not a range anything is
-        # quantized to. Most values have none (and no NaN or inf): their max is below MASKED, nothing to filter.
-        clean = bool(top < MASKED)
+        # quantized to. Most values have none (and no NaN or inf): their max is below the threshold, nothing to filter.
+        limit = mask_threshold(data.dtype)
+        clean = bool(top < limit)
         a = whole.reshape(-1) if clean else whole[np.isfinite(data)]
         if not clean:
-            a = a[a < MASKED]
+            a = a[a < limit]
         if not a.size:
             return
         if statistic is not None:
@@ -168,7 +170,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
             m = float(np.percentile(a, percentile))
         ranges[value] = max(ranges.get(value, 0.0), m)
         if channels is not None and data.ndim >= 2:
-            kept = whole if clean else np.abs(np.where(whole < MASKED, data, 0))
+            kept = whole if clean else np.abs(np.where(whole < limit, data, 0))
             per = kept.reshape(-1, data.shape[-1]).max(axis=0)
             prev = channels.get(value)
             channels[value] = (per if prev is None else np.maximum(prev, per)).astype(np.float64)

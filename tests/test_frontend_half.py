@@ -186,3 +186,26 @@ def test_nodes_out_of_order_are_sorted_and_a_cycle_still_refused() -> None:
     with pytest.raises(InputError, match="^g: invalid ONNX model: Nodes in a graph must be topologically "
                                          "sorted, however input 'b' of node:"):
         load_graph(cycle)
+
+
+@pytest.mark.parametrize("dtype, kept", [(np.float32, True), (np.float16, False)])
+def test_only_float16_values_of_65504_are_a_mask(dtype: type, kept: bool, tmp_path: Path) -> None:
+    """Calibration drops a mask's "minus infinity" from a range: -65504 in float16, whose most negative value it is;
+    a float32 activation of 70000 is data and its range must cover it (else int8 saturates it)."""
+    from compiler.calibrate import activation_ranges
+
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    w = np.eye(4, dtype=dtype)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", elem, [1, 2, 4])],
+                              [helper.make_tensor_value_info("y", elem, [1, 2, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    result = compile(str(path), stop_after="canonicalize")
+    big = 70000.0 if dtype == np.float32 else 65504.0
+    x = np.array([[[1.0, -2.0, 3.0, big], [0.5, 0.25, -1.0, 2.0]]], dtype=dtype)
+    ranges = activation_ranges(result.module, result.env.weights, list(result.imported.input_names),
+                               {result.imported.input_names[0]: x[None]})
+    top = max(ranges.values())
+    assert (top == big) if kept else (top == 3.0)

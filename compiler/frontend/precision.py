@@ -21,7 +21,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["BFLOAT16", "FLOAT_TYPES", "MASKED", "float_cast", "is_float", "pattern_eps",
+__all__ = ["BFLOAT16", "FLOAT_TYPES", "MASKED", "float_cast", "is_float", "mask_threshold", "pattern_eps",
            "precision_label", "tolerance", "weights_precision", "widen"]
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
@@ -31,6 +31,14 @@ _FLOAT32_EPS = float(np.finfo(np.float32).eps)
 MASKED = float(np.finfo(np.float16).max)
 #: ONNX TensorProto element types of floats: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
+
+
+def mask_threshold(dtype: np.dtype) -> float:
+    """|x| at or above which a value of ``dtype`` holds a mask's "minus infinity" rather than data, for calibration:
+    :data:`MASKED` in float16, whose most negative value (-65504) is what its masks use; 1e30 in every wider type,
+    where |x| of 65504 is an activation a float32 or bfloat16 model can legitimately reach (a range that left it out
+    would saturate it)."""
+    return MASKED if np.dtype(dtype) == np.float16 else 1e30
 
 
 def is_float(dtype: np.dtype) -> bool:
