@@ -5,7 +5,8 @@ shaped [N, *input shape] (a leading sample axis). Files are checked once, here, 
 is an InputError naming the file, the input and what was expected.
 
 With ``--inputs`` the functional simulator runs the compiled module (quantized / approximated as chosen) on every
-sample and ONNX Runtime runs the original FP32 model on the same samples. The report's ``accuracy`` section holds:
+sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exported) on the same samples. The report's
+``accuracy`` section holds:
 
 * ``outputs``: per model output, the cosine similarity of each row (last axis: a token's hidden state, a logit
   vector) averaged over rows (``cosine_mean``; ``cosine_mean_valid`` over the rows an ``attention_mask`` input
@@ -39,6 +40,7 @@ from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.onnx_checks import check_elem_type
 from compiler.frontend.onnx_loader import read_model
+from compiler.frontend.precision import MASKED, precision_label, weights_precision
 from compiler.npz import read_npz
 from compiler.simulate import Simulator
 from hw.errors import InputError
@@ -135,7 +137,8 @@ def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs:
 
 def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Sequence[str] = ()
                       ) -> list[dict[str, np.ndarray]]:
-    """ONNX Runtime FP32 outputs (and the ``extra`` intermediate tensors) for every sample."""
+    """ONNX Runtime outputs of the model as exported (FP32, or FP16 / BF16 for a half-precision export), and the
+    ``extra`` intermediate tensors, for every sample."""
     import onnxruntime as ort
 
     model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
@@ -144,14 +147,19 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
     produced = {o for node in model.graph.node for o in node.output}  # the frontend also names tensors it makes
     for name in extra:
         if name not in known and name in produced:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            # untyped: onnxruntime infers each type (a float16 model's tensors are float16, not FLOAT)
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep intermediates by name
     options.log_severity_level = 4  # its failures become our one-line InputError; keep its log off stderr
+    label = precision_label(weights_precision(
+        (onnx.helper.tensor_dtype_to_np_dtype(t.data_type), math.prod(t.dims)) for t in model.graph.initializer
+        if t.data_type != onnx.TensorProto.STRING))
     try:
         sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's exceptions share no base class but Exception
-        raise InputError(f"onnxruntime cannot load the FP32 reference model: {_first_line(err)}") from None
+        hint = "; onnxruntime's CPU provider lacks most bfloat16 kernels" if label == "BF16" else ""
+        raise InputError(f"onnxruntime cannot load the {label} reference model: {_first_line(err)}{hint}") from None
     names = [o.name for o in sess.get_outputs()]
     n = len(next(iter(samples.values())))
     outs = []
@@ -160,7 +168,7 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
             outs.append(dict(zip(names, sess.run(None, {k: v[i] for k, v in samples.items()}))))
         except Exception as err:
             # e.g. a legacy-exported MoE whose unrolled expert loop fails on an input that leaves an expert idle
-            raise InputError(f"--inputs sample {i}: onnxruntime failed on the FP32 reference model: "
+            raise InputError(f"--inputs sample {i}: onnxruntime failed on the {label} reference model: "
                              f"{_first_line(err)}") from None
     return outs
 
@@ -185,7 +193,8 @@ def compared_tensors(imported: Any) -> tuple[str, ...]:
 
 def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers: bool = True,
              reference: list[dict[str, np.ndarray]] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run the compiled module and the FP32 model on ``samples``: (the report's accuracy section, outputs).
+    """Run the compiled module and the exported model (onnxruntime, in the model's own precision) on ``samples``:
+    (the report's accuracy section, outputs).
 
     ``layers=False`` skips the per-layer comparison; ``reference`` reuses ``reference_outputs`` of an earlier call.
     """
@@ -213,7 +222,7 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         ref = current.get(want[layer.data])
         got = outs[0].real()
         if ref is None or ref.shape != got.shape or ref.dtype.kind != "f" or not np.isfinite(ref).all() \
-                or np.abs(ref).max(initial=0) > 1e30:
+                or np.abs(ref).max(initial=0) >= MASKED:
             return
         err = got.astype(np.float64) - ref
         if ref.ndim >= 2 and ref.shape[-1] > 1:
@@ -240,7 +249,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
             outs[name].append(value)
     stacked = {name: np.stack(v) for name, v in outs.items()}
     mask = samples.get("attention_mask")
-    section: dict[str, Any] = {"reference": "onnxruntime FP32", "samples": len(refs), "outputs": {}, "layers": []}
+    section: dict[str, Any] = {"reference": f"onnxruntime {precision_label(imported.precision)}",
+                               "samples": len(refs), "outputs": {}, "layers": []}
     for name, got in stacked.items():
         ref = np.stack([r[name] for r in refs]).astype(np.float64)
         cos = _cosine_rows(got, ref)

@@ -56,6 +56,9 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
             f"{k} {v:.3g}" for k, v in report.get("energy_breakdown_mj", {}).items()) + ")"),
         ("patterns", ", ".join(f"{k} {v}" for k, v in report["patterns"].items())),
     ]
+    if report.get("precision", "float32") != "float32":  # a half-precision export: say what the patterns compute in
+        rows.append(("precision", f"{report['precision']} weights; recognised patterns and GEMMs compute in "
+                                  "float32, other ops in their ONNX type"))
     if "resources" in report:
         rows.append(("resources", ", ".join(
             f"{k} {r['used']:,.0f}/{r['available']:,.0f} ({r['fraction']:.0%})" for k, r in report["resources"].items()

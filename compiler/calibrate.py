@@ -25,6 +25,7 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
+from compiler.frontend.precision import is_float, mask_threshold
 from compiler.limits import check_memory, format_bytes, format_shape
 from compiler.simulate import Simulator, Tensor
 
@@ -130,7 +131,8 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
     """max over samples of max|x| (or the ``percentile`` of |x|) for every float value of ``module``'s ``main``.
 
     ``channels``, if given, is filled with max|x| per index of the last axis (channel) of every float value.
-    ``statistic``: the range of one sample's |x| (finite, below 1e30), instead of the max / percentile.
+    ``statistic``: the range of one sample's |x| (finite, below ``mask_threshold``), instead of the max /
+    percentile.
     ``rows``: for each value it holds as a key, the rows (last axis) of every sample are appended to its list.
     ``row_masks``: per sample, the positions that count (an attention mask: 0 marks padding the model never reads
     a result of); a value with one row per position is measured over those rows only.
@@ -146,7 +148,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
 
     def record(value: SSAValue, t: Tensor) -> None:
         data = t.data
-        if data.dtype.kind != "f" or not data.size:
+        if not is_float(data.dtype) or not data.size:
             return
         real = keep[0]
         if real is not None and data.ndim >= 2 and data.size // data.shape[-1] == real.size:
@@ -155,12 +157,13 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
                 return
         whole = np.abs(data)
         top = whole.max()
-        # Masks hold -3.4e38 "minus infinity" entries; they are not a range anything is quantized to. Most values
-        # have none (and no NaN or inf): their max is below 1e30 and nothing needs filtering.
-        clean = bool(top < 1e30)
+        # Masks hold "minus infinity" entries (-3.4e38, or -65504 in float16); they are not a range anything is
+        # quantized to. Most values have none (and no NaN or inf): their max is below the threshold, nothing to filter.
+        limit = mask_threshold(data.dtype)
+        clean = bool(top < limit)
         a = whole.reshape(-1) if clean else whole[np.isfinite(data)]
         if not clean:
-            a = a[a < 1e30]
+            a = a[a < limit]
         if not a.size:
             return
         if statistic is not None:
@@ -173,7 +176,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
         if also is not None:
             also[1][value] = max(also[1].get(value, 0.0), also[0](a))
         if channels is not None and data.ndim >= 2:
-            kept = whole if clean else np.abs(np.where(whole < 1e30, data, 0))
+            kept = whole if clean else np.abs(np.where(whole < limit, data, 0))
             per = kept.reshape(-1, data.shape[-1]).max(axis=0)
             prev = channels.get(value)
             channels[value] = (per if prev is None else np.maximum(prev, per)).astype(np.float64)

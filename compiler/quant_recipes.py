@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.frontend.precision import mask_threshold
+
 __all__ = ["ALPHAS", "ENTROPY_BINS", "ENTROPY_STRIDE", "MAX_COLUMNS", "OBSERVERS", "Candidate", "SmoothChoice",
            "gelu_correction", "gptq_quantize",
            "observe_range", "quantize_weight", "smooth_scales"]
@@ -185,7 +187,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
 def observe_range(values: np.ndarray, observer: str, bits: int = 8, percentile: float = 99.99) -> float:
     """The magnitude a symmetric ``bits``-bit per-tensor grid should cover for these calibration ``values``."""
     a = np.abs(np.asarray(values, np.float64).reshape(-1))
-    a = a[np.isfinite(a) & (a < 1e30)]
+    a = a[np.isfinite(a) & (a < mask_threshold(np.asarray(values).dtype))]
     if not a.size:
         return 0.0
     top = float(a.max())

@@ -111,6 +111,7 @@ def build_report(env: CompileEnv, imported: ImportResult, module: ModuleOp | Non
         "energy_breakdown_mj": {k: v for k, v in energy.items() if k != "total"},
         "edp": energy_mj * latency_ms,  # energy-delay product, mJ x ms
         "patterns": dict(imported.patterns),
+        "precision": imported.precision,
         "recognition_notes": list(imported.notes),
         "options": dict(env.options),
         "layers": layers,

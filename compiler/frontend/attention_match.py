@@ -20,6 +20,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.precision import MASKED, float_cast, pattern_eps, widen
 from compiler.frontend.rope import fit_rope, rope_region
 from compiler.frontend.sinks import Sinks, find_sinks, strip_row_max
 from compiler.limits import check_memory
@@ -76,11 +77,13 @@ def _run_chain(ctx: MatchContext, chain: list[Node], source: str, x: np.ndarray)
     values: dict[str, np.ndarray | None] = {source: x}
     for node in reversed(chain):
         args = [values.get(i, ctx.graph.constants.get(i)) if i else None for i in node.inputs]
-        if node.op_type == "Cast":
+        if node.op_type == "Cast":  # between float types only (precision.py); a Cast to integers changes values
+            if not float_cast(ctx.graph, node):
+                raise ValueError(f"{node.describe()}: casts to or from a non-float type")
             values[node.outputs[0]] = args[0]
             continue
-        if node.op_type in _SCALE_OPS or node.op_type == "Mul":
-            args = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args]
+        # float64 throughout: a float16 cos table on the left of a Mul would round the probe to 11 bits
+        args = [widen(a) if a is not None else a for a in args]
         for name, value in zip(node.outputs, run_node(node.op_type, args, node.attrs, len(node.outputs))):
             values[name] = value
     out = values[chain[0].outputs[0]] if chain else x
@@ -169,7 +172,8 @@ def _fit_role(ctx: MatchContext, head: str, expect, dh: int, rope: bool):
 
             try:
                 want = expect(np.zeros(shape)).shape
-                rotated = fit_rope(lambda x, run=run, want=want: run(x, want=want), shape, dh, expect)
+                rotated = fit_rope(lambda x, run=run, want=want: run(x, want=want), shape, dh, expect,
+                                   pattern_eps(g, chain))
             except (ValueError, IndexError, KeyError):  # the chain or the head split does not fit this layout
                 rotated = None
             if rotated is not None:
@@ -306,7 +310,7 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
                 return None  # a cap per head
             cap, scale = scale, 1.0
             name = node.inputs[0]
-        elif node.op_type in ("Cast", "Identity"):
+        elif node.op_type == "Identity" or float_cast(g, node):
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
@@ -324,7 +328,7 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             g.shapes[term], g.dtypes[term] = g.constants[term].shape, g.constants[term].dtype
             terms.append(("add", term, True))
             name = scores_side
-        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -1e30:
+        elif node.op_type == "Max" and min(g.scalar(i) or 0.0 for i in node.inputs) <= -MASKED:
             name = next(i for i in node.inputs if g.scalar(i) is None)  # a clamp at float min (fairseq, XGLM)
         elif node.op_type == "Mul" and (g.scalar(node.inputs[1]) is not None or g.scalar(node.inputs[0]) is not None):
             c, other = (node.inputs[1], node.inputs[0]) if g.scalar(node.inputs[1]) is not None else node.inputs
@@ -384,7 +388,7 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             region.append(merge)  # [B, H, Sq, Sk] probabilities viewed as [B*H, Sq, Sk] for a bmm
             probs = merge.outputs[0]
             continue
-        if len(users) == 1 and users[0].op_type in ("Cast", "Identity", "Dropout"):
+        if len(users) == 1 and (users[0].op_type in ("Identity", "Dropout") or float_cast(g, users[0])):
             region.append(users[0])
             probs = users[0].outputs[0]
             continue
@@ -457,7 +461,10 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
     while found_out is None and len(walked) <= 4:
         out_shape = tuple(g.shapes.get(out, ()))
         if walked and len(out_shape) in (2, 3, 4):
-            got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
+            try:
+                got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # listed output-first
+            except ValueError:  # a Cast to integers: the merged heads are not this chain's output
+                break
             for perm, want in layouts3 if len(out_shape) != 4 else []:
                 if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
                                                                                    if len(out_shape) == 2 else want):

@@ -13,6 +13,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match, MatchContext
+from compiler.frontend.precision import pattern_eps, tolerance
 from compiler.frontend.regions import Region, candidate_regions, cone_tensors, erf64, eval_region
 
 __all__ = ["match_gelu", "match_norm"]
@@ -46,7 +47,10 @@ def match_gelu(ctx: MatchContext, anchor: Node) -> Match | None:
                 got = eval_region(g, region, sample)
             except (ValueError, KeyError):
                 continue
-            if got.shape == sample_shape and np.allclose(got, _gelu_ref(sample, form), rtol=1e-5, atol=1e-6):
+            # a half-precision export's constants (1/sqrt(2), 0.044715, 1.702) are rounded: allowed that, no more
+            eps = pattern_eps(g, region.nodes)
+            if got.shape == sample_shape and np.allclose(got, _gelu_ref(sample, form), rtol=tolerance(1e-5, eps),
+                                                         atol=tolerance(1e-6, eps, 1.0)):
                 return Match("gelu", region.nodes, region.output, {"input": x},
                              {"approx": "exact" if form == "erf" else form})
     return None

@@ -13,6 +13,7 @@ big a result would be before building it: hostile input ends as one ``InputError
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -126,6 +127,33 @@ def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
     dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
     mapped = np.memmap(base / info.location, dtype=dtype, mode="r", offset=int(info.offset or 0), shape=(count,))
     return np.asarray(mapped).reshape(dims)
+
+
+def _topological(nodes: list[Node], known: set[str]) -> list[Node]:
+    """``nodes`` in an order where each reads only tensors produced before it, otherwise in file order (a sorted
+    graph is unchanged). Why: onnxruntime's float16 converter (``keep_io_types=True``) appends the Casts of the graph
+    inputs after the nodes that read them, and onnxruntime runs such a model. A graph with a cycle keeps its order,
+    and the checker names the culprit; a tensor nobody produces is left for the checker too."""
+    producer = {o: k for k, n in enumerate(nodes) for o in n.outputs if o and o not in known}
+    deps = [{producer[i] for i in n.inputs if i in producer and producer[i] != k} for k, n in enumerate(nodes)]
+    if all(d < k for k, ds in enumerate(deps) for d in ds):
+        return nodes
+    users: dict[int, list[int]] = {}
+    for k, ds in enumerate(deps):
+        for d in ds:
+            users.setdefault(d, []).append(k)
+    missing = [len(ds) for ds in deps]
+    ready = [k for k, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for u in users.get(k, []):
+            missing[u] -= 1
+            if missing[u] == 0:
+                heapq.heappush(ready, u)
+    return [nodes[k] for k in order] if len(order) == len(nodes) else nodes
 
 
 def _first_line(err: BaseException) -> str:
@@ -448,6 +476,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     for i, n in enumerate(graph.node):
         name = n.name or f"{n.op_type}_{i}"
         nodes.append(Node(n.op_type, name, list(n.input), list(n.output), _attrs(n, name, source_name)))
+    nodes = _topological(nodes, {i.name for i in graph.input} | set(constants))
     for node in nodes:
         if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
             raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "

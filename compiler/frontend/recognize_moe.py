@@ -41,6 +41,7 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.precision import FLOAT_TYPES, float_cast, widen
 from hw.errors import InputError
 
 if TYPE_CHECKING:  # the numerics package imports torch: loaded when a MoE block is proved, not at import
@@ -53,7 +54,6 @@ MOE_ANCHORS = frozenset({"ArgMax", "TopK"})
 _ROUTE_BACK = frozenset({"Cast", "Identity", "Softmax", "ScatterElements", "ScatterND", "Div", "Mul", "Add", "Sub",
                          "Where", "Sigmoid", "Reshape", "Squeeze", "Unsqueeze"})
 _GEMMS = frozenset({"MatMul", "Gemm", "Einsum"})
-_FLOAT_CASTS = frozenset({1, 10, 11, 16})  # float32, float16, float64, bfloat16
 _MAX_BLOCK = 1500
 _SEEDS = 12
 
@@ -137,8 +137,7 @@ def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
         node = producers.get(out[-1])
         if node is None or node.op_type not in _VIEWS or not node.inputs or node.inputs[0] not in g.shapes:
             break
-        if node.op_type == "Cast" and (node.attrs.get("to") not in _FLOAT_CASTS
-                                       or g.dtypes.get(node.inputs[0], np.dtype(np.float32)).kind != "f"):
+        if node.op_type == "Cast" and not float_cast(g, node):
             break  # a float-to-float cast (DeepSeek's router reads x.float()) is a view of the values
         src, shape = node.inputs[0], g.shapes.get(out[-1], ())
         src_shape = g.shapes[src]
@@ -403,8 +402,8 @@ def _run(g: Graph, nodes: list[Node], x_name: str, x: np.ndarray, out: str) -> n
                 args.append(values[name])
             else:
                 c = g.constants[name]
-                args.append(c.astype(np.float64) if c.dtype.kind == "f" else c)
-        if node.op_type == "Cast" and int(node.attrs.get("to", 1)) in _FLOAT_CASTS:
+                args.append(widen(c))
+        if node.op_type == "Cast" and int(node.attrs.get("to", 1)) in FLOAT_TYPES:
             res = [np.asarray(args[0], dtype=np.float64)]
         elif node.op_type == "Einsum":
             res = [np.einsum(str(node.attrs["equation"]), *args, optimize=True)]

@@ -17,6 +17,7 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.precision import float_cast, widen
 
 __all__ = ["Region", "grow_region", "candidate_regions", "eval_region", "cone_tensors", "erf64"]
 
@@ -97,7 +98,8 @@ def candidate_regions(graph: Graph, x: str, consumers: dict[str, list[Node]], or
 
 
 def eval_region(graph: Graph, region: Region, x: np.ndarray) -> np.ndarray:
-    """Run the region's nodes on ``x`` (float64 where the graph had float32, to judge the math, not rounding)."""
+    """Run the region's nodes on ``x`` in float64 whatever float type the graph had (float32, float16, bfloat16),
+    to judge the math, not rounding."""
     # Candidate regions that are not the function looked for may take sqrt of negatives: that only disqualifies them.
     with np.errstate(all="ignore"):
         return _eval_region(graph, region, x)
@@ -113,12 +115,14 @@ def _eval_region(graph: Graph, region: Region, x: np.ndarray) -> np.ndarray:
             elif name in values:
                 args.append(values[name])
             else:
-                const = graph.constants[name]
-                args.append(const.astype(np.float64) if const.dtype == np.float32 else const)
+                args.append(widen(graph.constants[name]))
         attrs = node.attrs
         if node.op_type == "Cast":
-            # Keep the float64 evaluation: a Cast to float32 would only add rounding noise.
-            args = args[:1]
+            # Keep the float64 evaluation: a Cast between float types (float32 <-> float16 / bfloat16 around a norm
+            # computed in float32) would only add rounding noise. A Cast to any other type changes values: the
+            # region is not a float function, and the caller skips it.
+            if not float_cast(graph, node):
+                raise ValueError(f"{node.describe()}: casts to or from a non-float type")
             values[node.outputs[0]] = args[0]
             continue
         if node.op_type == "Erf":

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.precision import tolerance
 
 __all__ = ["Rope", "fit_rope", "materialize_rope", "rope_op_form", "rope_region"]
 
@@ -103,14 +104,16 @@ _RECENT_KEYS = 16
 
 
 def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: int,
-             expect: Callable[[np.ndarray], np.ndarray]) -> tuple[float, Rope | None] | None:
+             expect: Callable[[np.ndarray], np.ndarray], eps: float = 0.0) -> tuple[float, Rope | None] | None:
     """(c, rope) with ``run(x) == c * expect(rope(x))`` for a [B, S, H*dh] input, rope None for no rotation.
 
     ``expect`` is the head split the attention op does itself (a pure index map). Column j of each position's map
     comes from an input that is 1 at dim j of one head; each probe gives every head its own column, so Dh / H
     probes measure the map (a LLaMA-7B layer: 4 for Q, 16 for its 8 KV heads). The final check on random data
     then confirms that every batch row and every head rotates the same way. That check alone decides: a rotation
-    fitted for an earlier chain of the same shape is tried first, and the probes run only when it fails."""
+    fitted for an earlier chain of the same shape is tried first, and the probes run only when it fails. ``eps`` is
+    the machine epsilon of the chain's narrowest float type (compiler/frontend/precision.py): a float16 export's
+    cos / sin tables keep cos^2 + sin^2 = 1 only to within its rounding."""
     if len(shape) != 3 or shape[2] % dh:
         return None
     key = (tuple(shape), dh)
@@ -119,7 +122,7 @@ def fit_rope(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh
         if _confirmed(run, x, dh, expect, *candidate):
             _RECENT.move_to_end(key)
             return candidate
-    fitted = _probe(run, shape, dh, expect)
+    fitted = _probe(run, shape, dh, expect, tolerance(1e-5, eps))
     if fitted is None or not _confirmed(run, x, dh, expect, *fitted):
         return None
     _RECENT.setdefault(key, []).insert(0, fitted)
@@ -163,8 +166,9 @@ def _confirmed(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dh: int,
 
 
 def _probe(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: int,
-           expect: Callable[[np.ndarray], np.ndarray]) -> tuple[float, Rope | None] | None:
-    """The candidate (c, rope) measured with one-hot probes, not yet checked on random data."""
+           expect: Callable[[np.ndarray], np.ndarray], rtol: float) -> tuple[float, Rope | None] | None:
+    """The candidate (c, rope) measured with one-hot probes, not yet checked on random data; ``rtol``: how far the
+    rotation's amplitude sqrt(cos^2 + sin^2) may stray from one scale c (the tables' rounding)."""
     b, s, d = shape
     hs = d // dh
     n = b * s * d
@@ -206,7 +210,7 @@ def _probe(run: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dh: 
     sin = np.where(partner != source, per_pos[:, eye, partner], 0.0)
     amp = np.sqrt(diag**2 + sin**2)
     c = float(amp.mean())
-    if not np.allclose(amp, c, rtol=1e-5, atol=0):
+    if not np.allclose(amp, c, rtol=rtol, atol=0):
         return None
     rope: Rope | None = Rope(cos=(diag / c), sin=(sin / c), partner=partner.astype(np.int64),
                              source=None if own.all() else source.astype(np.int64))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.precision import float_cast
 
 __all__ = ["Sinks", "find_sinks", "strip_row_max"]
 
@@ -86,11 +87,12 @@ def _slice_drops(g: Graph, node: Node, keep: tuple[int, int], width: int) -> boo
     return (start, end) == keep
 
 
-def _casts_after(consumers: dict[str, list[Node]], name: str) -> tuple[list[Node], str]:
-    """The Cast / Identity nodes that alone read ``name`` one after another (the legacy exporter casts the
-    probabilities to the softmax's dtype before the Slice), and the last tensor they write."""
+def _casts_after(g: Graph, consumers: dict[str, list[Node]], name: str) -> tuple[list[Node], str]:
+    """The float-to-float Cast / Identity nodes that alone read ``name`` one after another (the legacy exporter
+    casts the probabilities to the softmax's dtype before the Slice), and the last tensor they write."""
     casts: list[Node] = []
-    while len(users := consumers.get(name, [])) == 1 and users[0].op_type in ("Cast", "Identity") and len(casts) < 4:
+    while len(users := consumers.get(name, [])) == 1 and (users[0].op_type == "Identity" or float_cast(g, users[0])) \
+            and len(casts) < 4:
         casts.append(users[0])
         name = users[0].outputs[0]
     return casts, name
@@ -115,7 +117,7 @@ def find_sinks(g: Graph, producers: dict[str, Node], consumers: dict[str, list[N
         if values is None or values.size != shape[1]:
             continue
         keep = (0, width - 1) if at == 0 else (1, width)
-        casts, probs = _casts_after(consumers, softmax.outputs[0])
+        casts, probs = _casts_after(g, consumers, softmax.outputs[0])
         users = consumers.get(probs, [])
         if len(users) != 1 or not _slice_drops(g, users[0], keep, width):
             return None

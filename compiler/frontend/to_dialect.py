@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
+    AnyFloat,
     ArrayAttr,
+    BFloat16Type,
     BoolAttr,
     DenseArrayBase,
     DictionaryAttr,
@@ -37,6 +39,7 @@ from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_activations import ELEMENTWISE_KINDS as ACTIVATION_KINDS
 from compiler.frontend.onnx_ops import resize_refusal
+from compiler.frontend.precision import BFLOAT16, weights_precision
 from compiler.frontend.qdq import QDQ_RANGE_ATTR, strip_qdq
 from compiler.frontend.recognize import Match, recognize
 from hw.errors import InputError
@@ -114,6 +117,9 @@ class ImportResult:
     tensor_layers: dict[str, str] = field(default_factory=dict)
     #: What recognition left as generic ops and why (Graph.notes).
     notes: list[str] = field(default_factory=list)
+    #: The float type the model's weights are in (compiler/frontend/precision.py): ``float32``, ``float16``, ...
+    #: Recognised patterns compute in float32 whatever it is; generic ops in their operands' own type.
+    precision: str = "float32"
 
 
 def element_type(dtype: np.dtype) -> Attribute:
@@ -121,6 +127,7 @@ def element_type(dtype: np.dtype) -> Attribute:
     kind = np.dtype(dtype)
     table: dict[Any, Attribute] = {
         np.dtype(np.float32): f32, np.dtype(np.float64): f64, np.dtype(np.float16): Float16Type(),
+        BFLOAT16: BFloat16Type(),
         np.dtype(np.int64): i64, np.dtype(np.int32): IntegerType(32), np.dtype(np.int8): IntegerType(8),
         np.dtype(np.uint8): IntegerType(8), np.dtype(np.bool_): IntegerType(1), np.dtype(np.int16): IntegerType(16),
     }
@@ -542,7 +549,8 @@ def build_module(graph: Graph) -> ImportResult:
                         output_names=list(graph.outputs), source=graph.source, onnx_ops=ops_hist,
                         batch=(int(graph.shapes[graph.inputs[0]][0])
                                if graph.inputs and graph.shapes[graph.inputs[0]] else 1),
-                        tensor_layers=_tensor_layers(b.values), notes=list(graph.notes))
+                        tensor_layers=_tensor_layers(b.values), notes=list(graph.notes),
+                        precision=weights_precision((v.dtype, v.size) for v in graph.constants.values()))
 
 
 def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
@@ -552,6 +560,6 @@ def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
         layer = owner.properties.get(LAYER_ATTR) if isinstance(owner, Operation) else None
         if (isinstance(layer, StringAttr) and isinstance(owner, Operation) and not isinstance(owner, df.WeightOp)
                 and owner.results[0] is value
-                and isinstance(value.type, TensorType) and value.type.get_element_type() in (f32, f64)):
+                and isinstance(value.type, TensorType) and isinstance(value.type.get_element_type(), AnyFloat)):
             out[name] = layer.data
     return out

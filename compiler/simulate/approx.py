@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from compiler.frontend.precision import MASKED
 from compiler.numerics import exact as _exact
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
@@ -136,9 +137,6 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
     raise ValueError(f"no integer LayerNorm '{name}'")
 
 
-#: |x| at or above this is a mask's "minus infinity" (HF writes finfo(float32).min = -3.4e38), not a score: the same
-#: bound calibration uses (compiler/calibrate.py).
-MASKED = 1e30
 
 
 def _dynamic(x: np.ndarray, bits: int, ref: np.ndarray | None = None) -> tuple[np.ndarray, float]:
