@@ -112,6 +112,7 @@ def build_report(env: CompileEnv, imported: ImportResult, module: ModuleOp | Non
         "edp": energy_mj * latency_ms,  # energy-delay product, mJ x ms
         "patterns": dict(imported.patterns),
         "recognition_notes": list(imported.notes),
+        **({"import_notes": list(imported.import_notes)} if imported.import_notes else {}),
         "options": dict(env.options),
         "layers": layers,
     }
