@@ -70,6 +70,8 @@ def render_table(report: dict[str, Any], console: Console, max_layers: int | Non
                                      + ", ".join(f"{lane[r]:,.0f} {r.upper()}" for r in ("lut", "ff", "dsp"))
                                      + " each"))
     rows += _decode_rows(report)
+    for note in report.get("import_notes", []):  # what the import rewrote (a quantized model's integer GEMMs)
+        rows.append(("imported", note))
     for note in report.get("recognition_notes", []):  # what recognition left as generic ops, and why
         rows.append(("not recognised", note))
     if report.get("numerics", {}).get("float_blocks"):  # what --quant left float, in one line

@@ -113,6 +113,7 @@ def build_report(env: CompileEnv, imported: ImportResult, module: ModuleOp | Non
         "patterns": dict(imported.patterns),
         "precision": imported.precision,
         "recognition_notes": list(imported.notes),
+        **({"import_notes": list(imported.import_notes)} if imported.import_notes else {}),
         "options": dict(env.options),
         "layers": layers,
     }

@@ -44,6 +44,9 @@ class Graph:
     #: What recognition left as generic ops and why (a block that looked like an MoE but computes another routing):
     #: the compile goes on, and the report says so.
     notes: list[str] = field(default_factory=list)
+    #: What the import rewrote on the way in that the user should know (a quantized model's integer GEMMs taken as
+    #: float ones): the report lists them apart from recognition's notes.
+    import_notes: list[str] = field(default_factory=list)
 
     def producers(self) -> dict[str, Node]:
         """Tensor name -> the node that produces it."""

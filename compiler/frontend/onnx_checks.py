@@ -23,8 +23,8 @@ from onnx.external_data_helper import ExternalDataInfo
 from compiler.limits import check_memory, format_bytes, format_shape
 from hw.errors import InputError
 
-__all__ = ["SUPPORTED_ELEM_TYPES", "check_model_file", "check_opset", "check_utf8", "check_external_data",
-           "check_tensor", "check_elem_type", "external_tensors"]
+__all__ = ["SUPPORTED_ELEM_TYPES", "check_domains", "check_model_file", "check_opset", "check_utf8",
+           "check_external_data", "check_tensor", "check_elem_type", "external_tensors"]
 
 _T = onnx.TensorProto
 #: Element types with NumPy arithmetic here (bytes per element); STRING, complex, 2/4/6/8-bit floats and ints are not.
@@ -64,6 +64,21 @@ def check_opset(model: onnx.ModelProto, source: str) -> None:
             raise InputError(f"{source}: opset_import of domain '{imp.domain or 'ai.onnx'}' is version {imp.version}, "
                              f"newer than the {newest} this onnx {onnx.__version__} supports; re-export with "
                              f"opset_version <= {newest}")
+
+
+def check_domains(model: onnx.ModelProto, source: str) -> None:
+    """Refuse a node of an operator set outside the ONNX standard (onnxruntime's ``com.microsoft`` contrib ops: its
+    QOperator quantized format, fused Attention / SkipLayerNormalization from its transformer optimizer; ``ai.onnx.ml``)
+    by name, before the checker reports it as an invalid model: the model is valid, its ops are not ours to price."""
+    local = {f.domain for f in model.functions}
+    for i, node in enumerate(model.graph.node):
+        if node.domain not in ("", "ai.onnx") and node.domain not in local:
+            hint = (" (onnxruntime's QOperator format: quantize with QuantFormat.QDQ or quantize_dynamic instead)"
+                    if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "DynamicQuantize"))
+                    else " (an onnxruntime-optimized graph: compile the model before its transformer optimizer ran)"
+                    if node.domain == "com.microsoft" else "")
+            raise InputError(f"{source}: unsupported op {node.domain}.{node.op_type} (node '{node.name or i}'): only "
+                             f"the standard ONNX operator set is supported{hint}")
 
 
 def _non_utf8(msg: Message, path: str) -> tuple[str, bytes] | None:

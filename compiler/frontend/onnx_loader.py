@@ -28,6 +28,7 @@ from onnx.external_data_helper import ExternalDataInfo
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.kv_cache import check_cache_inputs
 from compiler.frontend.onnx_checks import (
+    check_domains,
     check_elem_type,
     check_external_data,
     check_model_file,
@@ -450,6 +451,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     """
     model, source_name = read_model(source, external=False)
     check_opset(model, source_name)
+    check_domains(model, source_name)
     graph = model.graph
     base = Path(source).parent if not isinstance(source, onnx.ModelProto) else None
     constants: dict[str, np.ndarray] = {}

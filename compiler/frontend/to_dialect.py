@@ -36,6 +36,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.conv import emit_conv, zero_pads_into_convs
+from compiler.frontend.dynamic_quant import fold_dynamic_quant
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.onnx_activations import ELEMENTWISE_KINDS as ACTIVATION_KINDS
 from compiler.frontend.onnx_ops import resize_refusal
@@ -98,6 +99,10 @@ def supported_onnx_ops() -> dict[str, set[str]]:
                                  "ReduceLogSumExp", "ReduceLogSum", "GlobalAveragePool", "GlobalMaxPool",
                                  "DepthToSpace", "SpaceToDepth"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike"},
+        # onnxruntime's quantize_dynamic chains and QDQ pairs, imported as the float graph on the model's
+        # dequantized weights (compiler/frontend/dynamic_quant.py, qdq.py)
+        "quantized models": {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QuantizeLinear",
+                             "DequantizeLinear"},
     }
 
 
@@ -120,6 +125,8 @@ class ImportResult:
     #: The float type the model's weights are in (compiler/frontend/precision.py): ``float32``, ``float16``, ...
     #: Recognised patterns compute in float32 whatever it is; generic ops in their operands' own type.
     precision: str = "float32"
+    #: What the import rewrote that the user should know (Graph.import_notes).
+    import_notes: list[str] = field(default_factory=list)
 
 
 def element_type(dtype: np.dtype) -> Attribute:
@@ -500,6 +507,7 @@ def _emit_node(b: _Builder, node: Node) -> None:
 
 def build_module(graph: Graph) -> ImportResult:
     """Recognise patterns in ``graph`` and build the ``dataflow`` module for it."""
+    fold_dynamic_quant(graph)  # quantize_dynamic's integer GEMMs: the float graph on the dequantized weights
     qdq_ranges = strip_qdq(graph)  # QDQ models: recognise the float graph, keep the quantization ranges
     matches = recognize(graph)
     by_output = {m.output: m for m in matches}
@@ -550,7 +558,8 @@ def build_module(graph: Graph) -> ImportResult:
                         batch=(int(graph.shapes[graph.inputs[0]][0])
                                if graph.inputs and graph.shapes[graph.inputs[0]] else 1),
                         tensor_layers=_tensor_layers(b.values), notes=list(graph.notes),
-                        precision=weights_precision((v.dtype, v.size) for v in graph.constants.values()))
+                        precision=weights_precision((v.dtype, v.size) for v in graph.constants.values()),
+                        import_notes=list(graph.import_notes))
 
 
 def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
