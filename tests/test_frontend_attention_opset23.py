@@ -12,6 +12,7 @@ Unsqueeze -> Expand -> Reshape, once without grouping), which DeepSeek-V3's hois
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -57,7 +58,7 @@ def _mask_input(name: str) -> onnx.ValueInfoProto:
 
 def _feeds(*masks: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    feeds = {"x": rng.normal(size=(1, S, D)).astype(np.float32)}
+    feeds: dict[str, np.ndarray] = {"x": rng.normal(size=(1, S, D)).astype(np.float32)}
     for name in masks:
         mask = rng.random((1, 1, S, S)) < 0.6
         mask[..., EMPTY_ROW, :] = False
@@ -145,5 +146,6 @@ def test_zoo_at_opset_23_recognises_every_attention(tmp_path: Path, name: str, v
         want = _ort(path, f)
         np.testing.assert_allclose(result.env.artifacts["outputs"]["last_hidden_state"][i], want,
                                    atol=5e-6 * np.abs(want).max(), rtol=0)
-    quant = compile(path, inputs=samples, **zoo.INT8)
+    choices: dict[str, Any] = zoo.INT8
+    quant = compile(path, inputs=samples, **choices)
     assert quant.imported.patterns["attention"] == zoo.ARCHS[name].attention
