@@ -121,6 +121,44 @@ def test_guard_on_another_bias_stays_generic(tmp_path: Path) -> None:
     np.testing.assert_allclose(result.env.artifacts["outputs"]["y"][0], _ort(path, feeds), atol=2e-6, rtol=0)
 
 
+def test_grouped_latent_key_through_the_body_head_repeat(tmp_path: Path) -> None:
+    """A key built as MLA builds it (per-KV-head part of one projection, a part shared by every head from another,
+    concatenated after the head transpose) with fewer KV heads than query heads: the Attention body repeats each KV
+    head twice (Unsqueeze -> Expand -> Reshape) after the concat, and the concat is still hoisted before the head
+    split (head_concat.py), so the attention is recognised, grouped-query, and equals onnxruntime."""
+    heads, kv, d1, d2 = 4, 2, 4, 4
+    dh = d1 + d2
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name) for name, shape in
+             (("wq2", (D, heads * dh)), ("wk1", (D, kv * d1)), ("wk2", (D, d2)), ("wv2", (D, kv * dh)),
+              ("wo2", (heads * dh, D)))]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
+              (("sq", [1, S, heads, dh]), ("sk1", [1, S, kv, d1]), ("sk2", [1, S, 1, d2]), ("sv", [1, S, kv, dh]),
+               ("ek2", [1, kv, S, d2]), ("so", [1, S, heads * dh]))]
+
+    def heads_of(x: str, weight: str, shape: str, out: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("MatMul", [x, weight], [f"{out}_flat"]),
+                helper.make_node("Reshape", [f"{out}_flat", shape], [f"{out}_bshd"]),
+                helper.make_node("Transpose", [f"{out}_bshd"], [out], perm=[0, 2, 1, 3])]
+
+    nodes = [*heads_of("x", "wq2", "sq", "q4"), *heads_of("x", "wk1", "sk1", "k_nope"),
+             *heads_of("x", "wk2", "sk2", "k_shared"), helper.make_node("Expand", ["k_shared", "ek2"], ["k_rot"]),
+             helper.make_node("Concat", ["k_nope", "k_rot"], ["k4"], axis=-1), *heads_of("x", "wv2", "sv", "v4"),
+             helper.make_node("Attention", ["q4", "k4", "v4"], ["a4"]),
+             helper.make_node("Transpose", ["a4"], ["a_bshd"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["a_bshd", "so"], ["a_flat"]),
+             helper.make_node("MatMul", ["a_flat", "wo2"], ["y"])]
+    graph = helper.make_graph(nodes, "mla", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, D])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, S, D])], initializer=inits)
+    path = tmp_path / "mla.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)], ir_version=10), str(path))
+    feeds = {"x": rng.normal(size=(1, S, D)).astype(np.float32)}
+    result = compile(path, inputs={"x": feeds["x"][None]})
+    (op,) = _attention_ops(result)
+    assert (op.num_heads_value(), op.kv_heads_value()) == (heads, kv)
+    np.testing.assert_allclose(result.env.artifacts["outputs"]["y"][0], _ort(path, feeds), atol=2e-6, rtol=0)
+
+
 #: Zoo models exported at opset 23: a padding-mask input (the guard stays) and DeepSeek-V3's multi-head latent
 #: attention (its key a concat of per-head and shared rotary parts, then the body's K/V head repeat).
 ZOO = [("llama", "dynamo:mask"), ("bert", "dynamo:mask"), ("deepseek-v3", "dynamo:nomask")]
