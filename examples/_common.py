@@ -120,8 +120,12 @@ def export_onnx(
     output_names: Sequence[str],
     exporter: Exporter,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    opset: int | None = None,
 ) -> None:
     """Export `module` to a single self-contained ONNX file at `path` with the chosen exporter.
+
+    `opset` (dynamo only; default `DYNAMO_OPSET`): 23 makes torch write SDPA as the ONNX ``Attention`` function op
+    and ``nn.RMSNorm`` as ``RMSNormalization``, which the loader expands (compiler/frontend/onnx_functions.py).
 
     The file is written next to its final name and renamed, so an interrupted build never leaves a truncated
     model that a later (cached) build would trust.
@@ -131,6 +135,8 @@ def export_onnx(
     module.eval()
     with quiet(), torch.no_grad():
         if exporter == "legacy":
+            if opset is not None:
+                raise ValueError("an opset other than LEGACY_OPSET is only wired for the dynamo exporter")
             torch.onnx.export(
                 module, tuple(args), str(tmp), input_names=list(input_names), output_names=list(output_names),
                 opset_version=LEGACY_OPSET, dynamo=False, do_constant_folding=True,
@@ -141,7 +147,7 @@ def export_onnx(
                 raise ValueError("dynamic axes are only wired for the legacy exporter")
             torch.onnx.export(
                 module, tuple(args), str(tmp), input_names=list(input_names), output_names=list(output_names),
-                opset_version=DYNAMO_OPSET, dynamo=True, external_data=False, verbose=False,
+                opset_version=opset or DYNAMO_OPSET, dynamo=True, external_data=False, verbose=False,
             )
         else:
             raise ValueError(f"unknown exporter {exporter!r}; expected 'legacy' or 'dynamo'")

@@ -107,10 +107,11 @@ def build(name: str, variant: str = "legacy") -> torch.nn.Module:
     return _Wrap(model, arch.kind, input_names(name, variant), arch.cache).eval()
 
 
-def export(name: str, variant: str, path: Path) -> torch.nn.Module:
+def export(name: str, variant: str, path: Path, opset: int | None = None) -> torch.nn.Module:
     """Export the model to ``path`` and return it. ``variant``: "legacy", "dynamo", or "symbolic" (legacy with
     batch and sequence / image size as symbolic dims; `compile_shapes` gives the concrete shapes back), with
-    ":mask" or ":nomask" for text models (see `variants`)."""
+    ":mask" or ":nomask" for text models (see `variants`). ``opset``: the dynamo exporter's opset (23: SDPA as the
+    ONNX ``Attention`` op); None for the exporter's usual one."""
     exporter = _split(variant, name)[0]
     module = build(name, variant)
     f = feeds(name, variant)
@@ -120,7 +121,7 @@ def export(name: str, variant: str, path: Path) -> torch.nn.Module:
                    for n, v in f.items()}
     real: Exporter = "dynamo" if exporter == "dynamo" else "legacy"
     export_onnx(module, [torch.from_numpy(v) for v in f.values()], path, input_names=list(f),
-                output_names=["last_hidden_state"], exporter=real, dynamic_axes=dynamic)
+                output_names=["last_hidden_state"], exporter=real, dynamic_axes=dynamic, opset=opset)
     return module
 
 

@@ -396,6 +396,23 @@ def test_two_mask_halves_saturate_as_one_mask() -> None:
     np.testing.assert_array_equal(got, want)
 
 
+def test_host_refuses_a_fully_masked_row_it_cannot_zero() -> None:
+    """An op that gives a row with every key masked 0 (``masked_rows_zero``) has no vector step for it: the host
+    refuses such a mask in one line naming the op, the row and the head; a mask without one gives the usual halves."""
+    from compiler.backend.attention import AttentionPlan, host_mask_halves
+
+    plan = AttentionPlan("att", 2, 4, 4, 0.01, False, None, masked_rows_zero=True)
+    mask = np.zeros((1, 1, 4, 4), np.float32)
+    mask[..., 2, :3] = -np.inf
+    plain = AttentionPlan("att", 2, 4, 4, 0.01, False, None)
+    for got, want in zip(host_mask_halves(mask, plan), host_mask_halves(mask, plain), strict=True):
+        np.testing.assert_array_equal(got, want)
+    mask[..., 2, 3] = -np.inf
+    with pytest.raises(InputError, match=r"^system backend: dataflow.attention 'att': query row 2 of head 0 has every "
+                                         r"key masked; the model gives it 0, which has no code generator"):
+        host_mask_halves(mask, plan)
+
+
 def test_gpt2s_qkv_split_runs_on_the_device() -> None:
     """GPT-2's dequantize -> Split -> quantize between its QKV GEMM and attention is a device island: the host
     runs only the embedding sum, the mask and the final dequantize."""

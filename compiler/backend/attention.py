@@ -42,7 +42,8 @@ _MASK_LIMIT = 1 << 32  # the simulator clips the quantized mask to +-2^32 (kerne
 @dataclass(frozen=True)
 class AttentionPlan:
     """What the host gives an attention op: its mask halves' regions (None without a mask or causal), the
-    scores' scale and the op's shape."""
+    scores' scale and the op's shape. ``masked_rows_zero``: the op gives a row with every key masked 0, which no
+    vector step here does (the softmax unit makes such a row uniform), so the host refuses a mask with one."""
 
     name: str
     heads: int
@@ -51,11 +52,23 @@ class AttentionPlan:
     scores_scale: float
     causal: bool
     mask: tuple[Region, Region] | None
+    masked_rows_zero: bool = False
 
 
 def host_mask_halves(mask: np.ndarray | None, plan: AttentionPlan) -> tuple[np.ndarray, np.ndarray]:
     """The host's part of a masked attention: the float mask on the scores' grid, causal positions at -2^32, as
-    two int32 ``[H * Sq, Sk]`` halves of the same sign (module docstring)."""
+    two int32 ``[H * Sq, Sk]`` halves of the same sign (module docstring). A row with every key masked in an op that
+    gives such rows 0 (``plan.masked_rows_zero``) is an ``InputError`` naming the op and the row."""
+    if plan.masked_rows_zero:
+        blocked = np.zeros((plan.sq, plan.sk), bool) if mask is None else np.isneginf(
+            np.broadcast_to(np.asarray(mask, np.float64), (1, plan.heads, plan.sq, plan.sk)))
+        if plan.causal:
+            blocked = blocked | np.triu(np.ones((plan.sq, plan.sk), dtype=bool), 1 + plan.sk - plan.sq)
+        rows = np.argwhere(np.broadcast_to(blocked, (1, plan.heads, plan.sq, plan.sk)).all(axis=-1))
+        if rows.size:
+            raise InputError(f"system backend: dataflow.attention '{plan.name}': query row {int(rows[0][2])} of "
+                             f"head {int(rows[0][1])} has every key masked; the model gives it 0, which has no "
+                             "code generator (the softmax unit makes it uniform)")
     total = np.zeros((plan.heads, plan.sq, plan.sk), np.int64)
     if mask is not None:
         with np.errstate(over="ignore"):
@@ -142,4 +155,4 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
         a_digits = [View.of(digits[d]).sub(h * sq, sq, 0, sk) for d in reversed(range(n_digits))]
         matmul_layer(b, f"{name}.av{h}", a_digits, vv.sub(0, sk, h * dv, dv), False, ov.sub(0, sq, h * dv, dv),
                      DIGIT_BITS)
-    return AttentionPlan(name, heads, sq, sk, s, causal, mask)
+    return AttentionPlan(name, heads, sq, sk, s, causal, mask, op.masked_rows_zero_value())

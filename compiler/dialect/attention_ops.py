@@ -6,7 +6,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import BoolAttr, DenseArrayBase, Float64Type, FloatAttr, IntegerAttr, StringAttr, TensorType
+from xdsl.dialects.builtin import (
+    BoolAttr,
+    DenseArrayBase,
+    Float64Type,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+)
 from xdsl.ir import Operation
 from xdsl.irdl import AttrSizedOperandSegments, operand_def, opt_operand_def, opt_prop_def, prop_def, result_def
 from xdsl.utils.exceptions import VerifyException
@@ -81,6 +90,13 @@ class AttentionOp(DataflowOp):
     sink logits, the "off-by-one" softmax with sink 0). Each softmax row of head h gets one more logit ``sinks[h]``
     (after the scale, soft-cap and mask), whose probability is dropped: ``p_j = exp(s_j) / (exp(sinks[h]) +
     sum_j' exp(s_j'))``, so a row's probabilities sum to less than 1. The softmax covers Sk + 1 elements per row.
+
+    ``masked_rows_zero`` (optional unit property): a query row whose every key is masked (the ``mask`` operand
+    ``-inf`` at every key of the row, after broadcasting, or the key blocked by ``causal``) gives 0 (its output row
+    is 0) instead of the NaN that ``softmax`` of an all ``-inf`` row is. It is the guard the ONNX ``Attention``
+    function (opset 23) writes, ``Where(ReduceMax(bias) == -inf, 0, P)``, and torch's safe softmax
+    (``Where(IsNaN(P), 0, P)``); the frontend sets it where it finds either after the softmax. Without it such a
+    row is NaN in float (as ONNX's Softmax gives) and uniform in integer softmaxes (all -2^31).
     """
 
     name = "dataflow.attention"
@@ -100,6 +116,7 @@ class AttentionOp(DataflowOp):
     mask_kind = opt_prop_def(StringAttr)
     softcap = opt_prop_def(FloatAttr)
     sinks = opt_prop_def(DenseArrayBase)
+    masked_rows_zero = opt_prop_def(UnitAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
                        "(`,` type($mask)^)? `->` type($result)")
@@ -141,6 +158,10 @@ class AttentionOp(DataflowOp):
     def sinks_value(self) -> tuple[float, ...] | None:
         """One sink logit per query head (module docstring), or None without sinks."""
         return None if self.sinks is None else tuple(float(x) for x in self.sinks.get_values())  # type: ignore[attr-defined]
+
+    def masked_rows_zero_value(self) -> bool:
+        """Whether a row with every key masked gives 0 (class docstring)."""
+        return self.masked_rows_zero is not None
 
     def softcap_value(self) -> float | None:
         """The logit soft-cap c (scores c * tanh(s / c)), or None without one."""

@@ -17,7 +17,15 @@ import math
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
+from compiler.frontend.masks import (
+    ScoreTerm,
+    additive_where,
+    as_bhss,
+    classify_terms,
+    masked_row_guard,
+    same_tensor,
+    unfold_input,
+)
 from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.precision import MASKED, float_cast, pattern_eps, widen
@@ -369,19 +377,20 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             name = a if g.scalar(b) is not None else b
         else:
             return None
-    # After softmax: optional Cast / NaN guard, then the A.V MatMul.
+    # After softmax: optional Cast / guard of fully masked rows (masks.masked_row_guard), then the A.V MatMul.
     probs = sinks.probs if sinks else softmax.outputs[0]
     av = None
+    guarded: tuple[str | None] | None = None  # (the bias whose all -inf rows the guard zeroes, None for IsNaN's)
     for _ in range(4):
         users = ctx.consumers.get(probs, [])
         if len(users) == 1 and users[0].op_type == "MatMul" and users[0].inputs[0] == probs:
             av = users[0]
             break
-        isnan = [u for u in users if u.op_type == "IsNaN"]
-        where = [u for u in users if u.op_type == "Where"]
-        if len(users) == 2 and isnan and where and where[0].inputs[2] == probs:
-            region += [isnan[0], where[0]]
-            probs = where[0].outputs[0]
+        guard = masked_row_guard(g, ctx.producers, ctx.consumers, probs) if guarded is None else None
+        if guard is not None:
+            region += guard[0]
+            guarded = (guard[2],)
+            probs = guard[1].outputs[0]
             continue
         merge = users[0] if len(users) == 1 and users[0].op_type == "Reshape" else None
         if merge is not None and g.shapes.get(merge.outputs[0]) in views:
@@ -397,6 +406,10 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
         return None
     if head_scale is not None and len(terms) + len(subtracted) != head_scale[1]:
         return None  # a term added before the per-head scale is scaled with the scores: not one moved onto Q
+    if guarded is not None and (sinks is not None or (guarded[0] is not None and (
+            subtracted or [t[0] for t in terms] != ["add"]
+            or same_tensor(g, ctx.producers, str(terms[0][1])) != guarded[0]))):
+        return None  # the guard reads a bias that is not the scores' whole mask: a row it zeroes may not be masked
     region += [qk, av]
     q_head, k_head, v_head = qk.inputs[0], qk.inputs[1], av.inputs[1]
     dh = g.shapes[q_head][-1]
@@ -523,4 +536,5 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
                   "mask_kind": kind_seen, "rope": ropes, "layouts": layouts, "biases": biases,
                   "out_perm": out_perm, "softcap": softcap,
                   "q_scale": None if head_scale is None else np.repeat(head_scale[0], dh),
-                  "mask_parts": masks, "sinks": None if sinks is None else sinks.values})
+                  "mask_parts": masks, "sinks": None if sinks is None else sinks.values,
+                  "masked_rows_zero": guarded is not None})

@@ -26,6 +26,10 @@ from compiler.frontend.onnx_ops import run_node
 __all__ = ["hoist_head_concats"]
 
 _MOVE = frozenset({"Reshape", "Transpose", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten"})
+#: Head repeats of grouped-query attention on the K/V side (to a constant shape or by constant repeats), as the
+#: attention matcher crosses them: the ONNX ``Attention`` function's body (opset 23) always writes one, an
+#: Unsqueeze -> Expand -> Reshape that repeats each KV head for its query heads (once, without grouping).
+_REPEAT = frozenset({"Expand", "Tile"})
 _SCALE = frozenset({"Mul", "Div"})
 _MAX_WALK = 64
 
@@ -52,8 +56,9 @@ def _sources(graph: Graph, producers: dict[str, Node], end: str) -> set[str] | N
 
 
 def _to_product(graph: Graph, consumers: dict[str, list[Node]], start: str) -> tuple[list[Node], Node] | None:
-    """The movement nodes from ``start`` to the MatMul of two computed tensors that reads it (scalar scales are
-    crossed and left out of the chain), and that MatMul; None if ``start`` does not reach one that way."""
+    """The movement nodes (and constant head repeats) from ``start`` to the MatMul of two computed tensors that reads
+    it (scalar scales are crossed and left out of the chain), and that MatMul; None if ``start`` does not reach one
+    that way."""
     chain: list[Node] = []
     name = start
     for _ in range(12):
@@ -64,7 +69,8 @@ def _to_product(graph: Graph, consumers: dict[str, list[Node]], start: str) -> t
         if user.op_type == "MatMul":
             other = user.inputs[1] if user.inputs[0] == name else user.inputs[0]
             return (chain, user) if not graph.is_const(other) else None
-        if user.op_type in _MOVE:
+        if user.op_type in _MOVE or (user.op_type in _REPEAT and user.inputs[0] == name
+                                     and graph.is_const(user.inputs[1])):
             chain.append(user)
         elif not (user.op_type in _SCALE and any(graph.scalar(i) is not None for i in user.inputs if i != name)):
             return None
@@ -74,7 +80,9 @@ def _to_product(graph: Graph, consumers: dict[str, list[Node]], start: str) -> t
 
 def _roles(graph: Graph, concat: Node, chain: list[Node], product: Node) -> tuple[int, int, int, int] | None:
     """The Concat's (batch, heads, sequence, head-dim) axes, read off the product operand its chain makes: Q or
-    A [B, H, S, Dh] on the left, K^T [B, H, Dh, S] or V [B, H, S, Dh] on the right."""
+    A [B, H, S, Dh] on the left, K^T [B, H, Dh, S] or V [B, H, S, Dh] on the right. An axis the chain repeats
+    (grouped-query attention's KV heads, each read by r consecutive query heads) is found r times larger on the
+    operand, each of its indices r times in a row."""
     shape = graph.shapes[concat.outputs[0]]
     operand = chain[-1].outputs[0] if chain else concat.outputs[0]
     target = graph.shapes.get(operand, ())
@@ -95,7 +103,8 @@ def _roles(graph: Graph, concat: Node, chain: list[Node], product: Node) -> tupl
         except (ValueError, IndexError, KeyError, TypeError):
             return None
         got = values[operand]
-        match = [b for b in range(4) if got.shape == target and np.array_equal(got, np.indices(target)[b])]
+        match = [b for b in range(4) if got.shape == target and target[b] % shape[axis] == 0
+                 and np.array_equal(got, np.indices(target)[b] // (target[b] // shape[axis]))]
         if len(match) != 1:
             return None
         where[axis] = match[0]

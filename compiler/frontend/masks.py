@@ -14,8 +14,8 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "unfold_const", "unfold_input",
-           "window_mask", "Classified", "ScoreTerm", "WINDOW_FILL"]
+__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "masked_row_guard", "same_tensor",
+           "unfold_const", "unfold_input", "window_mask", "Classified", "ScoreTerm", "WINDOW_FILL"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
@@ -249,3 +249,48 @@ def classify_terms(graph: Graph, terms: list[ScoreTerm], score_heads: int, group
             masks.append(name)
         kind_seen = "other" if kind_seen and kind and kind != "causal" else kind_seen or kind
     return masks, causal, kind_seen, inputs, wheres, bmm
+
+
+def same_tensor(graph: Graph, producers: dict[str, Node], name: str) -> str:
+    """``name`` with the Identity nodes and same-type Casts that produce it stepped over: the tensor it equals."""
+    for _ in range(8):
+        node = producers.get(name)
+        if node is None or node.op_type not in ("Identity", "Cast") or (
+                node.op_type == "Cast" and graph.dtypes.get(node.inputs[0]) != graph.dtypes.get(name)):
+            break
+        name = node.inputs[0]
+    return name
+
+
+def masked_row_guard(graph: Graph, producers: dict[str, Node], consumers: dict[str, list[Node]],
+                     probs: str) -> tuple[list[Node], Node, str | None] | None:
+    """(the guard's nodes, its Where, the bias whose all -inf rows it zeroes, or None for the IsNaN form) if the
+    readers of softmax output ``probs`` are a guard giving 0 to rows with every key masked (module docstring); None
+    otherwise. The bias form only holds as the attention's property where that bias is all the scores' mask, which
+    the matcher checks."""
+    users = consumers.get(probs, [])
+    wheres = [u for u in users if u.op_type == "Where" and len(u.inputs) == 3 and u.inputs[2] == probs
+              and u.inputs[0] != probs and graph.scalar(u.inputs[1]) == 0.0]
+    if len(wheres) != 1:
+        return None
+    where = wheres[0]
+    cond = producers.get(where.inputs[0])
+    others = [u for u in users if u is not where]
+    if cond is not None and cond.op_type == "IsNaN" and cond.inputs[0] == probs and others == [cond] \
+            and len(consumers.get(cond.outputs[0], [])) == 1:
+        return [cond, where], where, None
+    if others or cond is None or cond.op_type != "Equal" or len(consumers.get(cond.outputs[0], [])) != 1:
+        return None
+    reduced = next((i for i in cond.inputs if not graph.is_const(i)), "")
+    limit = next((graph.scalar(i) for i in cond.inputs if graph.is_const(i)), None)
+    rmax = producers.get(reduced)
+    if rmax is None or rmax.op_type != "ReduceMax" or limit != -np.inf or len(consumers.get(reduced, [])) != 1:
+        return None
+    bias = rmax.inputs[0]
+    rank = len(graph.shapes.get(bias, ()))
+    axes = graph.constants.get(rmax.inputs[1]) if len(rmax.inputs) > 1 and rmax.inputs[1] else \
+        rmax.attrs.get("axes")
+    if rank == 0 or axes is None or [int(a) % rank for a in np.ravel(axes)] != [rank - 1] \
+            or not rmax.attrs.get("keepdims", 1) or rmax.attrs.get("noop_with_empty_axes", 0):
+        return None
+    return [rmax, cond, where], where, same_tensor(graph, producers, bias)

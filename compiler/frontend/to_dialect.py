@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     StringAttr,
     TensorType,
+    UnitAttr,
     f32,
     f64,
     i64,
@@ -338,6 +339,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             extra["softcap"] = FloatAttr(float(m.props["softcap"]), f64)
         if m.props.get("sinks") is not None:
             extra["sinks"] = DenseArrayBase.from_list(f64, [float(x) for x in m.props["sinks"]])
+        if m.props.get("masked_rows_zero"):
+            extra["masked_rows_zero"] = UnitAttr()
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),

@@ -26,6 +26,8 @@ float64 values); return integers with their scale, or floats with ``scale=None``
 Attention algorithms: ``dataflow.attention`` with ``algorithm`` other than ``standard`` is computed by
 ``ATTENTION_ALGORITHMS[algorithm]`` when one is registered there (``register_attention("flash", fn)``, same kernel
 signature), else by the standard kernel — orders of evaluation that are exact rearrangements give the same numbers.
+A registered kernel honours the op's properties as the standard one does; ``masked_rows(op, mask, causal, shape)``
+gives the rows it must zero for ``masked_rows_zero`` (a row with every key masked gives 0, not NaN).
 
 Observing values
 ----------------

@@ -22,7 +22,7 @@ from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.online_softmax import EDGE_MOE_M0
-from compiler.simulate.kernels import register_attention, standard_attention
+from compiler.simulate.kernels import masked_rows, register_attention, standard_attention
 from compiler.simulate.registry import SimContext, Tensor
 
 __all__ = ["standard_attention64", "edge_moe_attention", "flash_attention", "edge_moe_visit_order"]
@@ -140,12 +140,18 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     k, v = (np.repeat(_split(t.real(), kv), heads // kv, axis=1) for t in ins[1:3])
     mask = _mask(op, ins, q.shape[-2], k.shape[-2])
     scale = op.scale_value()
-    if edge_moe:
-        out = edge_moe_attention(q, k, v, scale, op.lanes_value(4), mask)
-    else:
-        tq, tk = op.attributes.get(df.TILE_Q_ATTR), op.attributes.get(df.TILE_K_ATTR)
-        out = flash_attention(q, k, v, scale, tq.value.data if tq else q.shape[-2],  # type: ignore[attr-defined]
-                              tk.value.data if tk else k.shape[-2], mask)  # type: ignore[attr-defined]
+    empty = masked_rows(op, mask, None, q.shape[:-1] + (k.shape[-2],))  # _mask holds the causal flag's -inf
+    # these rows' online sums are 0 (0/0 in flash order, 0 * (1/0) in Edge-MoE's): their NaN is zeroed below
+    quiet = "ignore" if empty is not None else None
+    with np.errstate(divide=quiet, invalid=quiet):
+        if edge_moe:
+            out = edge_moe_attention(q, k, v, scale, op.lanes_value(4), mask)
+        else:
+            tq, tk = op.attributes.get(df.TILE_Q_ATTR), op.attributes.get(df.TILE_K_ATTR)
+            out = flash_attention(q, k, v, scale, tq.value.data if tq else q.shape[-2],  # type: ignore[attr-defined]
+                                  tk.value.data if tk else k.shape[-2], mask)  # type: ignore[attr-defined]
+    if empty is not None:
+        out = np.where(empty, 0.0, out)
     b, h, s, dv = out.shape
     return [Tensor(out.transpose(0, 2, 1, 3).reshape(b, s, h * dv).astype(np.float32))]
 

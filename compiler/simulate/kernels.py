@@ -36,8 +36,8 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "matmul",
-           "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "masked_rows",
+           "matmul", "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
@@ -232,7 +232,23 @@ def _attention_params(op: Operation, ctx: SimContext) -> dict[str, Any]:
         memo["softcap"] = op.softcap_value()
         sinks = op.sinks_value()
         memo["sinks"] = None if sinks is None else np.asarray(sinks, np.float64).reshape(-1, 1, 1)
+        memo["masked_rows_zero"] = op.masked_rows_zero_value()
     return memo
+
+
+def masked_rows(op: Operation, mask: np.ndarray | None, causal: np.ndarray | None,
+                shape: tuple[int, ...]) -> np.ndarray | None:
+    """[B, H, Sq, 1] True at the query rows of [B, H, Sq, Sk] scores ``shape`` whose every key is masked (``mask``
+    -inf there, or ``causal`` [Sq, Sk] True) when ``op`` gives such rows 0 (``masked_rows_zero``); None when it
+    does not or no row is. Every attention kernel zeroes these rows of its output (or probabilities)."""
+    assert isinstance(op, df.AttentionOp)
+    if not op.masked_rows_zero_value() or (mask is None and causal is None):
+        return None
+    blocked = np.zeros(shape[-2:], dtype=bool) if mask is None else np.isneginf(np.broadcast_to(mask, shape))
+    if causal is not None:
+        blocked = blocked | causal
+    rows = np.asarray(np.broadcast_to(blocked, shape).all(axis=-1, keepdims=True))
+    return rows if rows.any() else None
 
 
 def _softcap_int(x: np.ndarray, step: float, cap: float) -> np.ndarray:
@@ -282,11 +298,13 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         out = softmax_free_attention(torch.from_numpy(np.ascontiguousarray(qh)),
                                      torch.from_numpy(np.ascontiguousarray(vh)),
                                      num_landmarks=soft_landmarks(qh.shape[-2])).numpy()
-        return [Tensor(_merge(out).astype(np.float32))]
+        empty = masked_rows(op, mask, None, qh.shape[:-1] + (vh.shape[-2],))
+        return [Tensor(_merge(out if empty is None else np.where(empty, 0, out)).astype(np.float32))]
     qh, kh, vh = _heads(q.data, heads), _kv_heads(k.data, p["kv_heads"], heads), _kv_heads(v.data, p["kv_heads"], heads)
     sq, sk = qh.shape[-2], kh.shape[-2]
     # Causal as the frontend finds it: query i (of the last sq) sees keys up to i + sk - sq (a cache before them).
     causal = np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq) if p["causal"] else None
+    empty = masked_rows(op, mask, causal, qh.shape[:-1] + (sk,)) if p["masked_rows_zero"] else None
     if q.quantized:
         s = float(q.step()) * float(k.step()) * p["scale"]
         x = int_matmul(qh, kh.swapaxes(-1, -2))
@@ -307,6 +325,8 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
             visited, ps = A.softmax_int(approx, np.take_along_axis(x, idx, axis=-1), s, p["bits"], p["sinks"])
             prob = np.empty_like(visited)
             np.put_along_axis(prob, idx, visited, axis=-1)
+        if empty is not None:
+            prob = np.where(empty, 0, prob)
         acc = int_matmul(prob, vh)
         return [Tensor(_merge(acc), ps * float(v.step()))]
     scores = np.matmul(qh, kh.swapaxes(-1, -2)) * np.float32(p["scale"])
@@ -318,8 +338,10 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         bias = np.zeros(scores.shape, dtype=scores.dtype) if mask is None else np.broadcast_to(mask, scores.shape)
         if causal is not None:
             bias = np.where(causal, _NEG, bias)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore" if empty is not None else None):  # those NaN rows are zeroed
         prob = A.softmax_float(approx, scores, bias, p["bits"], p["sinks"])
+    if empty is not None:
+        prob = np.where(empty, np.zeros((), prob.dtype), prob)
     return [Tensor(_merge(np.matmul(prob.astype(vh.dtype), vh)))]
 
 
