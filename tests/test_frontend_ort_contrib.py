@@ -1,6 +1,6 @@
 """Models run through onnxruntime's transformer optimizer (compiler/frontend/ort_contrib.py): its fused
-``com.microsoft`` ops (Attention, SkipLayerNormalization, Gelu, BiasGelu, FastGelu) expand into their standard
-definitions, so the compile finds the un-optimized model's patterns and simulates what onnxruntime computes; a
+``com.microsoft`` ops (Attention, Skip[Simplified]LayerNormalization, SimplifiedLayerNormalization, Gelu, BiasGelu,
+FastGelu, QuickGelu) expand into their standard definitions, so the compile finds the un-optimized model's patterns and simulates what onnxruntime computes; a
 combination the expansion does not support is refused in one line naming the node.
 
 The models are the repository's real exports optimized here by ``onnxruntime.transformers.optimizer`` itself;
@@ -21,28 +21,41 @@ from onnxruntime.transformers.optimizer import optimize_model
 
 from codesign.api import compile
 from codesign.cli import main
+from examples import zoo
 from tests.conftest import model_path
 from tests.test_frontend_dynamic_quant import _feeds
 
-#: name -> (model, optimizer model_type, num_heads, hidden_size, opt_level): opt_level 0 is where the optimizer
-#: fuses BERT's attention into Attention (later levels' graph rewrites keep it unfused for these tiny exports);
-#: ViT at its default level (and 1) gets its MatMul+Add projections rewritten as Reshape-Gemm-Reshape by onnxruntime,
-#: where the attention recogniser does not find attention yet: level 2 keeps MatMuls.
-CASES: dict[str, tuple[str, str, int, int, int | None]] = {
-    "bert-attention": ("bert_tiny.onnx", "bert", 2, 128, 0),
-    "bert-default": ("bert_tiny.onnx", "bert", 2, 128, None),
-    "gpt2-fastgelu": ("gpt2_tiny.onnx", "gpt2", 4, 128, None),
-    "vit-biasgelu": ("vit_tiny.onnx", "vit", 4, 64, 2),
+#: name -> (model, optimizer model_type, num_heads, hidden_size, opt_level, the fused ops it writes): opt_level 0 is
+#: where the optimizer fuses BERT's attention into Attention (later levels' graph rewrites keep it unfused for these
+#: tiny exports); ViT at its default level (and 1) gets its MatMul+Add projections rewritten as Reshape-Gemm-Reshape
+#: by onnxruntime, where the attention recogniser does not find attention yet: level 2 keeps MatMuls. The optimizer
+#: has no LLaMA type; "gpt2" fuses its RMSNorms and (level 2) SiLU as QuickGelu(alpha=1).
+CASES: dict[str, tuple[str, str, int, int, int | None, set[str]]] = {
+    "bert-attention": ("bert_tiny.onnx", "bert", 2, 128, 0, {"Attention", "SkipLayerNormalization", "BiasGelu"}),
+    "bert-default": ("bert_tiny.onnx", "bert", 2, 128, None, {"SkipLayerNormalization", "Gelu"}),
+    "gpt2-fastgelu": ("gpt2_tiny.onnx", "gpt2", 4, 128, None, {"SkipLayerNormalization", "FastGelu"}),
+    "vit-biasgelu": ("vit_tiny.onnx", "vit", 4, 64, 2, {"SkipLayerNormalization", "BiasGelu"}),
+    "llama-rmsnorm-silu": ("zoo:llama", "gpt2", 4, 64, 2, {"SkipSimplifiedLayerNormalization", "QuickGelu",
+                                                            "SimplifiedLayerNormalization"}),
 }
 
 
-def _optimize(name: str, model_type: str, heads: int, hidden: int, level: int | None, dst: Path) -> Path:
+def _source(name: str, tmp_path: Path) -> Path:
+    """The un-optimized model: an example model, or ``zoo:<arch>`` exported here from its tiny config."""
+    if not name.startswith("zoo:"):
+        return model_path(name)
+    path = tmp_path / f"{name[4:]}.onnx"
+    zoo.export(name[4:], "legacy", path)
+    return path
+
+
+def _optimize(src: Path, model_type: str, heads: int, hidden: int, level: int | None, dst: Path) -> Path:
     logging.disable(logging.WARNING)  # the optimizer logs each fusion it tries
     try:
         if level is None:
-            opt = optimize_model(str(model_path(name)), model_type=model_type, num_heads=heads, hidden_size=hidden)
+            opt = optimize_model(str(src), model_type=model_type, num_heads=heads, hidden_size=hidden)
         else:
-            opt = optimize_model(str(model_path(name)), model_type=model_type, num_heads=heads, hidden_size=hidden,
+            opt = optimize_model(str(src), model_type=model_type, num_heads=heads, hidden_size=hidden,
                                  opt_level=level)
     finally:
         logging.disable(logging.NOTSET)
@@ -56,17 +69,19 @@ def _contrib_ops(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_optimized_models_compile_like_the_original(case: str, tmp_path: Path) -> None:
-    name, model_type, heads, hidden, level = CASES[case]
-    dst = _optimize(name, model_type, heads, hidden, level, tmp_path / f"{case}.onnx")
-    fused = _contrib_ops(dst)
-    assert fused and ("Attention" in fused) == (case == "bert-attention")
-    x = _feeds(model_path(name))
+    name, model_type, heads, hidden, level, ops = CASES[case]
+    src = _source(name, tmp_path)
+    dst = _optimize(src, model_type, heads, hidden, level, tmp_path / f"{case}.onnx")
+    fused = _contrib_ops(dst) | {n.op_type for n in onnx.load(str(dst)).graph.node
+                                 if n.op_type == "SimplifiedLayerNormalization"}  # onnxruntime's, default domain
+    assert fused == ops
+    x = _feeds(src)
     want = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, x)
     out = tmp_path / "out.npz"
     result = compile(str(dst), inputs={k: v[None] for k, v in x.items()}, outputs=str(out))
     assert result.report is not None
     patterns = dict(result.report["patterns"])
-    original = dict(compile(str(model_path(name))).report["patterns"])  # type: ignore[union-attr]
+    original = dict(compile(str(src)).report["patterns"])  # type: ignore[union-attr]
     if model_type == "gpt2":  # the optimizer splits GPT-2's packed c_attn Gemm into three MatMuls (Q, K, V)
         layers = sum(n.op_type == "FastGelu" for n in onnx.load(str(dst)).graph.node)
         assert patterns.pop("gemm") == original.pop("gemm") + 2 * layers
@@ -90,8 +105,8 @@ def _attention_model(mask_shape: list[int] | None, **attrs: Any) -> onnx.ModelPr
     if mask_shape is not None:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, mask_shape))
         node_inputs.append("mask")
-    node = helper.make_node("Attention", node_inputs, ["y"], name="attn", domain="com.microsoft", num_heads=2,
-                            **attrs)
+    node = helper.make_node("Attention", node_inputs, ["y"], name="attn", domain="com.microsoft",
+                            **{"num_heads": 2, **attrs})
     graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
                                                                                   [2, 5, 8])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(
@@ -127,6 +142,8 @@ def test_attention_masks_match_onnxruntime(case: str, tmp_path: Path) -> None:
     ([4], {}, "a 1-D mask_index whose length is not the batch size"),
     ([2], {"do_rotary": 1}, "do_rotary=1"),
     ([2], {"qkv_hidden_sizes": [8, 4, 12]}, "qkv_hidden_sizes=[8, 4, 12]"),
+    ([2], {"num_heads": "two"}, "attribute num_heads is not an integer"),
+    ([2], {"num_heads": 3}, "qkv_hidden_sizes=[8, 8, 8] with num_heads=3"),
 ])
 def test_unsupported_attention_is_refused_in_one_line(shape: list[int], attrs: dict[str, Any], message: str,
                                                       tmp_path: Path, capsys) -> None:

@@ -9,7 +9,8 @@ recognisers find attention, the norms and GELU exactly as in the model before th
 - ``FastGelu(x[, b])`` = y/2 * (1 + tanh(sqrt(2/pi) (y + 0.044715 y^3))), y = x (+ b);
 - ``QuickGelu(x)`` = x * sigmoid(alpha x) (alpha = 1.702 by default; 1 is SiLU);
 - ``SkipLayerNormalization(x, skip, gamma[, beta[, bias]])`` = LayerNorm(x + skip (+ bias)) over the last axis,
-  its fourth output the sum; ``SkipSimplifiedLayerNormalization`` and ``SimplifiedLayerNormalization`` the RMS norm;
+  its fourth output the sum; ``SkipSimplifiedLayerNormalization`` and ``SimplifiedLayerNormalization`` the RMS norm
+  (onnxruntime registers the latter in the default domain, and its optimizer writes it there);
 - ``Attention(x, W[, b[, mask_index]])``: packed QKV projection, ``num_heads`` heads, scores scaled by ``scale``
   (1/sqrt(head size) by default), ``mask_filter_value`` (-10000) added where ``mask_index`` (1-D end positions, or a
   2-D / 3-D 0/1 mask) masks a key and above the diagonal when ``unidirectional``, softmax, concatenated heads.
@@ -63,6 +64,18 @@ class _Body:
         return InputError(f"{self.where}: unsupported {CONTRIB_DOMAIN}.{self.node.op_type} (node "
                           f"'{self.prefix}'): {what}")
 
+    def int_attr(self, name: str, default: int) -> int:
+        value = self.attrs.get(name, default)
+        if not isinstance(value, int):
+            raise self.refuse(f"attribute {name} is not an integer")
+        return value
+
+    def float_attr(self, name: str, default: float) -> float:
+        value = self.attrs.get(name, default)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.refuse(f"attribute {name} is not a finite float")
+        return float(value)
+
     def input(self, i: int) -> str:
         return self.node.input[i] if i < len(self.node.input) else ""
 
@@ -112,7 +125,7 @@ def _expand_fast_gelu(b: _Body) -> None:
 
 
 def _expand_quick_gelu(b: _Body) -> None:
-    x, alpha = b.input(0), float(b.attrs.get("alpha", 1.702))
+    x, alpha = b.input(0), b.float_attr("alpha", 1.702)
     scaled = x if alpha == 1.0 else b.op("Mul", [x, b.const(alpha)])
     b.op("Mul", [x, b.op("Sigmoid", [scaled])], b.output(0))
 
@@ -142,7 +155,7 @@ def _expand_skip_norm(b: _Body) -> None:
         raise b.refuse("its mean / inv_std_var outputs are used")
     simplified = b.node.op_type == "SkipSimplifiedLayerNormalization"
     bias = b.input(3 if simplified else 4)
-    eps = float(b.attrs.get("epsilon", 1e-12))
+    eps = b.float_attr("epsilon", 1e-12)
     total = b.op("Add", [b.input(0), b.input(1)], "" if bias else b.output(3))
     if bias:
         total = b.op("Add", [total, bias], b.output(3))
@@ -155,9 +168,9 @@ def _expand_skip_norm(b: _Body) -> None:
 def _expand_simplified_norm(b: _Body) -> None:
     if b.output(1):
         raise b.refuse("its inv_std_var output is used")
-    if int(b.attrs.get("axis", -1)) != -1:
+    if b.int_attr("axis", -1) != -1:
         raise b.refuse(f"axis={b.attrs['axis']} (only the last axis, -1, is supported)")
-    _rms(b, b.input(0), b.input(1), float(b.attrs.get("epsilon", 1e-5)), b.output(0))
+    _rms(b, b.input(0), b.input(1), b.float_attr("epsilon", 1e-5), b.output(0))
 
 
 def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
@@ -168,12 +181,14 @@ def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int 
     if b.output(1):
         raise b.refuse("a present key/value output (only self-attention without a KV cache is supported)")
     for name in ("do_rotary", "rotary_embedding_dim", "past_present_share_buffer"):
-        if int(b.attrs.get(name, 0)):
+        if b.int_attr(name, 0):
             raise b.refuse(f"{name}={b.attrs[name]}")
-    heads = int(b.attrs.get("num_heads", 0))
+    heads = b.int_attr("num_heads", 0)
     if heads <= 0:
         raise b.refuse("num_heads is missing or not positive")
-    sizes = [int(s) for s in b.attrs.get("qkv_hidden_sizes", [])]
+    sizes = b.attrs.get("qkv_hidden_sizes", [])
+    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
+        raise b.refuse("attribute qkv_hidden_sizes is not a list of integers")
     if not sizes:
         shape = weights.get(b.input(1))
         if shape is None or len(shape) != 2 or shape[1] % 3:
@@ -183,8 +198,8 @@ def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int 
         raise b.refuse(f"qkv_hidden_sizes={sizes} with num_heads={heads} (Q and K sizes must be equal and every "
                        "size a multiple of num_heads)")
     head, vhead = sizes[0] // heads, sizes[2] // heads
-    scale = float(b.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(head)
-    filt = float(b.attrs.get("mask_filter_value", -10000.0))
+    scale = b.float_attr("scale", 0.0) or 1.0 / math.sqrt(head)
+    filt = b.float_attr("mask_filter_value", -10000.0)
     x = b.input(0)
     qkv = b.op("MatMul", [x, b.input(1)])
     if b.input(2):
@@ -218,7 +233,7 @@ def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int 
             raise b.refuse(f"a mask_index of rank {rank if rank is not None else 'unknown'} (supported: 1-D end "
                            "positions, 2-D or 3-D 0/1 masks)")
         scores = b.op("Add", [scores, bias])
-    if int(b.attrs.get("unidirectional", 0)):
+    if b.int_attr("unidirectional", 0):
         pos = b.op("Range", [b.const(0, np.int64), seq, b.const(1, np.int64)])
         future = b.op("Greater", [pos, b.unsqueeze(pos, [1])])
         scores = b.op("Add", [scores, b.op("Where", [future, masked, zero])])
@@ -250,7 +265,7 @@ def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[st
     skeleton.functions.extend(model.functions)
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
         return {}, {}
     ranks: dict[str, int] = {}
     dims: dict[str, list[int | str]] = {}
