@@ -68,8 +68,9 @@ def check_opset(model: onnx.ModelProto, source: str) -> None:
 
 def check_domains(model: onnx.ModelProto, source: str) -> None:
     """Refuse a node of an operator set outside the ONNX standard (onnxruntime's ``com.microsoft`` contrib ops: its
-    QOperator quantized format, fused Attention / SkipLayerNormalization from its transformer optimizer; ``ai.onnx.ml``)
-    by name, before the checker reports it as an invalid model: the model is valid, its ops are not ours to price."""
+    QOperator quantized format, transformer-optimizer ops that compiler/frontend/ort_contrib.py does not expand;
+    ``ai.onnx.ml``) by name, before the checker reports it as an invalid model: the model is valid, its ops are not
+    ours to price."""
     local = {f.domain for f in model.functions}
     for i, node in enumerate(model.graph.node):
         if node.domain not in ("", "ai.onnx") and node.domain not in local:

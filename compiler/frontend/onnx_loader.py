@@ -39,6 +39,7 @@ from compiler.frontend.onnx_checks import (
 from compiler.frontend.onnx_functions import function_body
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
+from compiler.frontend.ort_contrib import expand_contrib_ops
 from hw.errors import InputError
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]
@@ -451,6 +452,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     """
     model, source_name = read_model(source, external=False)
     check_opset(model, source_name)
+    model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
     check_domains(model, source_name)
     graph = model.graph
     base = Path(source).parent if not isinstance(source, onnx.ModelProto) else None

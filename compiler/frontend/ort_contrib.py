@@ -1,0 +1,345 @@
+"""onnxruntime's fused transformer ops (``com.microsoft`` domain) spelled out as standard ONNX at load.
+
+``onnxruntime.transformers.optimizer.optimize_model`` (what HF Optimum's ORTOptimizer writes) replaces the ops of a
+transformer's layers by fused contrib ops. Each op expanded here is rewritten into the standard-op subgraph that
+onnxruntime's docs/ContribOperators.md defines, spelled the way torch's exporter spells the un-fused model, so the
+recognisers find attention, the norms and GELU exactly as in the model before the optimizer ran:
+
+- ``Gelu(x)`` = x * (1 + erf(x / sqrt 2)) / 2; ``BiasGelu(a, b)`` = Gelu(a + b);
+- ``FastGelu(x[, b])`` = y/2 * (1 + tanh(sqrt(2/pi) (y + 0.044715 y^3))), y = x (+ b);
+- ``QuickGelu(x)`` = x * sigmoid(alpha x) (alpha = 1.702 by default; 1 is SiLU);
+- ``SkipLayerNormalization(x, skip, gamma[, beta[, bias]])`` = LayerNorm(x + skip (+ bias)) over the last axis,
+  its fourth output the sum; ``SkipSimplifiedLayerNormalization`` and ``SimplifiedLayerNormalization`` the RMS norm
+  (onnxruntime registers the latter in the default domain, and its optimizer writes it there);
+- ``Attention(x, W[, b[, mask_index]])``: packed QKV projection, ``num_heads`` heads, scores scaled by ``scale``
+  (1/sqrt(head size) by default), ``mask_filter_value`` (-10000) added where ``mask_index`` (1-D end positions, or a
+  2-D / 3-D 0/1 mask) masks a key and above the diagonal when ``unidirectional``, softmax, concatenated heads.
+
+Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, an
+attention bias, rotary ``Attention``, a 1-D mask with start positions, the mean / inverse-std outputs, float16): the
+op is left alone only when its type is not expanded at all, and ``check_domains`` then refuses it by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hw.errors import InputError
+
+__all__ = ["CONTRIB_DOMAIN", "EXPANDED_OPS", "expand_contrib_ops"]
+
+CONTRIB_DOMAIN = "com.microsoft"
+#: Attributes each expanded op may carry (any other is refused); their defaults are the contrib op schema's.
+_ATTRS: dict[str, set[str]] = {
+    "Gelu": set(), "BiasGelu": set(), "FastGelu": set(), "QuickGelu": {"alpha"},
+    "SkipLayerNormalization": {"epsilon"}, "SkipSimplifiedLayerNormalization": {"epsilon"},
+    "SimplifiedLayerNormalization": {"axis", "epsilon", "stash_type"},
+    "Attention": {"num_heads", "qkv_hidden_sizes", "unidirectional", "mask_filter_value", "scale", "do_rotary",
+                  "rotary_embedding_dim", "past_present_share_buffer"},
+}
+EXPANDED_OPS = frozenset(_ATTRS)
+#: Contrib ops onnxruntime registers in the default domain (ONNX itself defines no op of that name before opset 23's
+#: RMSNormalization, so no standard op is shadowed): its optimizer writes them without a domain.
+_DEFAULT_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+#: Initializers up to this many elements keep their values in the shape-inference skeleton (axes, shapes).
+_SKELETON_CONST_LIMIT = 4096
+
+
+class _Body:
+    """The standard nodes one contrib node becomes; fresh tensor names are ``<node name>/<op>_<n>``."""
+
+    def __init__(self, node: onnx.NodeProto, opset: int, where: str):
+        self.node, self.opset, self.where = node, opset, where
+        self.prefix = node.name or node.op_type
+        self.nodes: list[onnx.NodeProto] = []
+        self.attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def refuse(self, what: str) -> InputError:
+        return InputError(f"{self.where}: unsupported {CONTRIB_DOMAIN}.{self.node.op_type} (node "
+                          f"'{self.prefix}'): {what}")
+
+    def int_attr(self, name: str, default: int) -> int:
+        value = self.attrs.get(name, default)
+        if not isinstance(value, int):
+            raise self.refuse(f"attribute {name} is not an integer")
+        return value
+
+    def float_attr(self, name: str, default: float) -> float:
+        value = self.attrs.get(name, default)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.refuse(f"attribute {name} is not a finite float")
+        return float(value)
+
+    def input(self, i: int) -> str:
+        return self.node.input[i] if i < len(self.node.input) else ""
+
+    def output(self, i: int) -> str:
+        return self.node.output[i] if i < len(self.node.output) else ""
+
+    def op(self, op_type: str, inputs: list[str], out: str = "", **attrs: Any) -> str:
+        name = f"{self.prefix}/{op_type}_{len(self.nodes)}"
+        out = out or f"{name}_output"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
+        return out
+
+    def const(self, value: float | list[int] | np.ndarray, dtype: type = np.float32) -> str:
+        array = np.asarray(value, dtype)
+        return self.op("Constant", [], value=numpy_helper.from_array(array, f"{self.prefix}/c{len(self.nodes)}"))
+
+    def mean_last(self, x: str) -> str:
+        """ReduceMean over the last axis, keepdims (axes an input from opset 18 on)."""
+        if self.opset >= 18:
+            return self.op("ReduceMean", [x, self.const([-1], np.int64)], keepdims=1)
+        return self.op("ReduceMean", [x], axes=[-1], keepdims=1)
+
+    def unsqueeze(self, x: str, axes: list[int]) -> str:
+        return self.op("Unsqueeze", [x, self.const(axes, np.int64)])
+
+
+def _gelu(b: _Body, x: str, out: str) -> None:
+    erf = b.op("Erf", [b.op("Div", [x, b.const(math.sqrt(2.0))])])
+    b.op("Mul", [b.op("Mul", [x, b.op("Add", [erf, b.const(1.0)])]), b.const(0.5)], out)
+
+
+def _expand_gelu(b: _Body) -> None:
+    x = b.input(0)
+    if b.node.op_type == "BiasGelu":
+        x = b.op("Add", [x, b.input(1)])
+    _gelu(b, x, b.output(0))
+
+
+def _expand_fast_gelu(b: _Body) -> None:
+    x = b.input(0)
+    if b.input(1):
+        x = b.op("Add", [x, b.input(1)])
+    half = b.op("Mul", [x, b.const(0.5)])
+    cube = b.op("Mul", [b.op("Pow", [x, b.const(3.0)]), b.const(0.044715)])
+    tanh = b.op("Tanh", [b.op("Mul", [b.op("Add", [x, cube]), b.const(math.sqrt(2.0 / math.pi))])])
+    b.op("Mul", [half, b.op("Add", [tanh, b.const(1.0)])], b.output(0))
+
+
+def _expand_quick_gelu(b: _Body) -> None:
+    x, alpha = b.input(0), b.float_attr("alpha", 1.702)
+    scaled = x if alpha == 1.0 else b.op("Mul", [x, b.const(alpha)])
+    b.op("Mul", [x, b.op("Sigmoid", [scaled])], b.output(0))
+
+
+def _rms(b: _Body, x: str, gamma: str, eps: float, out: str) -> None:
+    """x / sqrt(mean(x^2) + eps) * gamma, as torch exports an RMSNorm (LlamaRMSNorm)."""
+    var = b.mean_last(b.op("Pow", [x, b.const(2.0)]))
+    inv = b.op("Div", [b.const(1.0), b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    b.op("Mul", [gamma, b.op("Mul", [x, inv])], out)
+
+
+def _layer_norm(b: _Body, x: str, gamma: str, beta: str, eps: float, out: str) -> None:
+    if b.opset >= 17:
+        b.op("LayerNormalization", [x, gamma] + [beta] * bool(beta), out, axis=-1, epsilon=eps)
+        return
+    centred = b.op("Sub", [x, b.mean_last(x)])
+    var = b.mean_last(b.op("Pow", [centred, b.const(2.0)]))
+    normed = b.op("Div", [centred, b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    if beta:
+        b.op("Add", [b.op("Mul", [normed, gamma]), beta], out)
+    else:
+        b.op("Mul", [normed, gamma], out)
+
+
+def _expand_skip_norm(b: _Body) -> None:
+    if b.output(1) or b.output(2):
+        raise b.refuse("its mean / inv_std_var outputs are used")
+    simplified = b.node.op_type == "SkipSimplifiedLayerNormalization"
+    bias = b.input(3 if simplified else 4)
+    eps = b.float_attr("epsilon", 1e-12)
+    total = b.op("Add", [b.input(0), b.input(1)], "" if bias else b.output(3))
+    if bias:
+        total = b.op("Add", [total, bias], b.output(3))
+    if simplified:
+        _rms(b, total, b.input(2), eps, b.output(0))
+    else:
+        _layer_norm(b, total, b.input(2), b.input(3), eps, b.output(0))
+
+
+def _expand_simplified_norm(b: _Body) -> None:
+    if b.output(1):
+        raise b.refuse("its inv_std_var output is used")
+    if b.int_attr("axis", -1) != -1:
+        raise b.refuse(f"axis={b.attrs['axis']} (only the last axis, -1, is supported)")
+    _rms(b, b.input(0), b.input(1), b.float_attr("epsilon", 1e-5), b.output(0))
+
+
+def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
+                      weights: dict[str, list[int]]) -> None:
+    for i, what in [(4, "a past key/value input"), (5, "an attention_bias input"), (6, "a past_sequence_length")]:
+        if b.input(i):
+            raise b.refuse(f"{what} (only self-attention without a KV cache is supported)")
+    if b.output(1):
+        raise b.refuse("a present key/value output (only self-attention without a KV cache is supported)")
+    for name in ("do_rotary", "rotary_embedding_dim", "past_present_share_buffer"):
+        if b.int_attr(name, 0):
+            raise b.refuse(f"{name}={b.attrs[name]}")
+    heads = b.int_attr("num_heads", 0)
+    if heads <= 0:
+        raise b.refuse("num_heads is missing or not positive")
+    sizes = b.attrs.get("qkv_hidden_sizes", [])
+    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
+        raise b.refuse("attribute qkv_hidden_sizes is not a list of integers")
+    if not sizes:
+        shape = weights.get(b.input(1))
+        if shape is None or len(shape) != 2 or shape[1] % 3:
+            raise b.refuse("its weights are not a constant [input_hidden, 3 * hidden] initializer")
+        sizes = [shape[1] // 3] * 3
+    if len(sizes) != 3 or sizes[0] != sizes[1] or any(s <= 0 or s % heads for s in sizes):
+        raise b.refuse(f"qkv_hidden_sizes={sizes} with num_heads={heads} (Q and K sizes must be equal and every "
+                       "size a multiple of num_heads)")
+    head, vhead = sizes[0] // heads, sizes[2] // heads
+    scale = b.float_attr("scale", 0.0) or 1.0 / math.sqrt(head)
+    filt = b.float_attr("mask_filter_value", -10000.0)
+    x = b.input(0)
+    qkv = b.op("MatMul", [x, b.input(1)])
+    if b.input(2):
+        qkv = b.op("Add", [qkv, b.input(2)])
+    split = helper.make_node("Split", [qkv, b.const(sizes, np.int64)], [f"{b.prefix}/q", f"{b.prefix}/k",
+                             f"{b.prefix}/v"], name=f"{b.prefix}/Split", axis=-1)
+    b.nodes.append(split)
+    q, k, v = split.output
+
+    def heads_of(t: str, size: int, perm: list[int]) -> str:
+        return b.op("Transpose", [b.op("Reshape", [t, b.const([0, 0, heads, size], np.int64)])], perm=perm)
+
+    scores = b.op("Mul", [b.op("MatMul", [heads_of(q, head, [0, 2, 1, 3]), heads_of(k, head, [0, 2, 3, 1])]),
+                          b.const(scale)])
+    zero, masked = b.const(0.0), b.const(filt)
+    seq = b.op("Gather", [b.op("Shape", [x]), b.const(1, np.int64)], axis=0)
+    mask = b.input(3)
+    if mask:
+        rank = ranks.get(mask)
+        if rank == 1:
+            if not (dims.get(mask) and dims.get(x) and dims[mask][0] not in (0, "") and dims[mask][0] == dims[x][0]):
+                raise b.refuse("a 1-D mask_index whose length is not the batch size (start positions, or a length "
+                               "that shape inference cannot relate to the batch) is not supported")
+            ends = b.unsqueeze(b.op("Cast", [mask], to=TensorProto.INT64), [1])
+            keep = b.op("Less", [b.op("Range", [b.const(0, np.int64), seq, b.const(1, np.int64)]), ends])
+            bias = b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2])
+        elif rank in (2, 3):
+            keep = b.op("Greater", [b.op("Cast", [mask], to=TensorProto.INT64), b.const(0, np.int64)])
+            bias = b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2] if rank == 2 else [1])
+        else:
+            raise b.refuse(f"a mask_index of rank {rank if rank is not None else 'unknown'} (supported: 1-D end "
+                           "positions, 2-D or 3-D 0/1 masks)")
+        scores = b.op("Add", [scores, bias])
+    if b.int_attr("unidirectional", 0):
+        pos = b.op("Range", [b.const(0, np.int64), seq, b.const(1, np.int64)])
+        future = b.op("Greater", [pos, b.unsqueeze(pos, [1])])
+        scores = b.op("Add", [scores, b.op("Where", [future, masked, zero])])
+    probs = b.op("Softmax", [scores], axis=-1)
+    ctx = b.op("Transpose", [b.op("MatMul", [probs, heads_of(v, vhead, [0, 2, 1, 3])])], perm=[0, 2, 1, 3])
+    b.op("Reshape", [ctx, b.const([0, 0, sizes[2]], np.int64)], b.output(0))
+
+
+_SIMPLE: dict[str, Callable[[_Body], None]] = {
+    "Gelu": _expand_gelu, "BiasGelu": _expand_gelu, "FastGelu": _expand_fast_gelu, "QuickGelu": _expand_quick_gelu,
+    "SkipLayerNormalization": _expand_skip_norm, "SkipSimplifiedLayerNormalization": _expand_skip_norm,
+    "SimplifiedLayerNormalization": _expand_simplified_norm,
+}
+
+
+def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[str, int], dict[str, list[int | str]]]:
+    """Rank and dims (ints, or symbolic names) of every tensor onnx's shape inference reaches, on a copy of the
+    graph whose initializers are typed inputs (no weight is copied); contrib ops' outputs stay unknown."""
+    graph = model.graph
+    inputs = list(graph.input)
+    given = {i.name for i in inputs}
+    small = [t for t in graph.initializer if math.prod(t.dims) <= _SKELETON_CONST_LIMIT
+             and t.data_location != TensorProto.EXTERNAL]  # axes, shapes: inference needs their values
+    kept = {t.name for t in small}
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in graph.initializer
+               if t.name not in given and t.name not in kept]
+    skeleton = helper.make_model(helper.make_graph(nodes, "skeleton", inputs, list(graph.output), small),
+                                 opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    skeleton.functions.extend(model.functions)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
+        return {}, {}
+    ranks: dict[str, int] = {}
+    dims: dict[str, list[int | str]] = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            ranks[vi.name] = len(t.shape.dim)
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+    return ranks, dims
+
+
+def _check_float32(model: onnx.ModelProto, node: onnx.NodeProto, where: str) -> None:
+    floats = {t.data_type for t in model.graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16,
+                                                               TensorProto.BFLOAT16, TensorProto.DOUBLE}
+    if floats - {TensorProto.FLOAT}:
+        raise InputError(f"{where}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{node.name}'): in a model "
+                         "with non-float32 weights (only float32 onnxruntime-optimized graphs are expanded)")
+
+
+def _expanded(node: onnx.NodeProto) -> bool:
+    return node.op_type in EXPANDED_OPS and (node.domain == CONTRIB_DOMAIN or (
+        node.domain in ("", "ai.onnx") and node.op_type in _DEFAULT_DOMAIN_OPS))
+
+
+def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """``model`` with every ``com.microsoft`` node of an ``EXPANDED_OPS`` type replaced by its standard-ONNX
+    definition (a copy; ``model`` itself when there is none). Other contrib ops are left for ``check_domains``."""
+    graph = model.graph
+    if not any(_expanded(n) for n in graph.node):
+        return model
+    _check_float32(model, next(n for n in graph.node if _expanded(n)), source)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    nodes = list(graph.node)
+    # Attention needs its mask's rank (and a 1-D mask's length against the batch): shape inference, rerun while
+    # an Attention's input comes from a contrib op still unexpanded (the layer before's Attention).
+    ranks: dict[str, int] = {}
+    dims: dict[str, list[int | str]] = {}
+    inferred = force = False
+    while True:
+        out: list[onnx.NodeProto] = []
+        waiting = False
+        for i, node in enumerate(nodes):
+            if not _expanded(node):
+                out.append(node)
+                continue
+            if not node.name:
+                node = onnx.NodeProto()
+                node.CopyFrom(nodes[i])
+                node.name = f"{node.op_type}_{i}"
+            body = _Body(node, opset, source)
+            unknown = sorted(set(body.attrs) - _ATTRS[node.op_type])
+            if unknown:
+                raise body.refuse(f"attribute {', '.join(unknown)} is not supported")
+            if node.op_type != "Attention":
+                _SIMPLE[node.op_type](body)
+            elif body.input(3) and not force and not (body.input(3) in ranks and body.input(0) in dims):
+                waiting = True
+                out.append(node)
+                continue
+            else:
+                _expand_attention(body, ranks, dims, weights)
+            out += body.nodes
+        progressed = len(out) != len(nodes) or any(a is not b for a, b in zip(out, nodes))
+        nodes = out
+        if not waiting:
+            break
+        if inferred and not progressed:
+            force = True  # shapes can tell no more: the next round expands (or refuses by name) what waits
+            continue
+        ranks, dims = _infer(model, nodes)
+        inferred = True
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    return result
