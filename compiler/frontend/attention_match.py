@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.head_view import HeadViews, view_operand
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
@@ -271,7 +272,17 @@ def match_attention(ctx: MatchContext, softmax: Node) -> Match | None:
 def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, int],
                         sinks: Sinks | None = None) -> Match | None:
     """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None; ``sinks``: the sink
-    column around it."""
+    column around it. Head views the attempt inserted (compiler/frontend/head_view.py) are removed if it fails."""
+    head_views = HeadViews()
+    match = _match_core(ctx, softmax, shape, sinks, head_views)
+    if match is None:
+        head_views.undo(ctx)
+    return match
+
+
+def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, int], sinks: Sinks | None,
+                head_views: HeadViews) -> Match | None:
+    """`_match_attention_as`, recording in ``head_views`` the head views it inserts for operands computed per head."""
     g = ctx.graph
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
@@ -410,13 +421,23 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             _split(x, dh, n, False).transpose(0, 2, 1, 3), f), dh, rope=True)
         if fitted is not None:
             break
-    else:
-        return None
-    for role, fit in (("q", fitted),
-                      ("k", _fit_role(ctx, k_head, lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1),
-                                      dh, rope=True)),
-                      ("v", _fit_role(ctx, v_head, lambda x: _split(x, dv, score_heads, True).transpose(0, 2, 1, 3),
-                                      dh, rope=False))):
+    else:  # Q computed per head (a norm, an L2 normalisation after the split): its own merged view
+        group, heads, sq = 1, score_heads, score_rows
+        if not view_operand(ctx, qk, 0, "q", heads, head_views):
+            return None
+        fitted = _fit_role(ctx, qk.inputs[0], lambda x, n=heads: _split(x, dh, n, False).transpose(0, 2, 1, 3), dh,
+                           rope=False)
+        if fitted is None:
+            return None
+    k_split = lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1)  # noqa: E731
+    v_split = lambda x: _split(x, dv, score_heads, True).transpose(0, 2, 1, 3)  # noqa: E731
+    k_fit = _fit_role(ctx, k_head, k_split, dh, rope=True)
+    if k_fit is None and view_operand(ctx, qk, 1, "k", score_heads, head_views):
+        k_fit = _fit_role(ctx, qk.inputs[1], k_split, dh, rope=False)
+    v_fit = _fit_role(ctx, v_head, v_split, dh, rope=False)
+    if v_fit is None and view_operand(ctx, av, 1, "v", score_heads, head_views):
+        v_fit = _fit_role(ctx, av.inputs[1], v_split, dh, rope=False)
+    for role, fit in (("q", fitted), ("k", k_fit), ("v", v_fit)):
         if fit is None:
             return None
         source, chain, factor, rope, layout, bias = fit
