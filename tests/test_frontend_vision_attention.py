@@ -1,7 +1,8 @@
 """Vision-transformer attention spellings of timm and torchvision (compiler/frontend/head_view.py and the attention
 matcher): each a small torch module mirroring the structure, exported by both exporters, compiled, its attentions
-counted and its simulation compared with onnxruntime. Spellings that are not one attention (talking heads mixing
-the heads around the softmax, cross-covariance attention over channels) must stay generic ops, exact."""
+counted and its simulation compared with onnxruntime: Q / K computed per head after the split, heads written back
+as an image. A spelling that is not one attention (talking heads mix the heads around the softmax) must stay
+generic ops, exact."""
 
 from __future__ import annotations
 
@@ -76,10 +77,25 @@ class _TalkingHeads(torch.nn.Module):
         return self.proj((probs @ v).transpose(1, 2).reshape(b, n, D))
 
 
+class _ConvHeadsImage(torch.nn.Module):
+    """Visformer's attention on an image: Q, K, V from one 1x1 convolution of [B, C, h, w] split into heads by
+    reshape + permute + unbind, and the heads written back as a channels-first image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = torch.nn.Conv2d(D, 3 * D, 1), torch.nn.Conv2d(D, D, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, D, 4, 4]
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, H, DH, h * w).permute(1, 0, 2, 4, 3).unbind(0)
+        ctx = ((q @ k.transpose(-2, -1)) * DH ** -0.5).softmax(-1) @ v
+        return self.proj(ctx.permute(0, 1, 3, 2).reshape(b, c, h, w))
+
+
 class _CrossCovariance(torch.nn.Module):
-    """XCiT's cross-covariance attention: L2-normalised Q and K transposed, so the softmax runs over channels and
-    the values are weighted along Dh, then the result is read back token-major. The products and softmax have
-    attention's shape, but the output is no merge of heads over tokens: it must stay generic."""
+    """XCiT's cross-covariance attention: L2-normalised Q and K transposed, so the softmax runs over channels (a
+    per-head temperature scaling the scores) and the values are weighted along Dh; the result is read back
+    token-major. It is attention over the channels, exactly: one attention op, its output moved to tokens."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,8 +122,9 @@ def _compile(tmp_path: Path, module: torch.nn.Module, shape: tuple[int, ...], ex
 @pytest.mark.parametrize("cls, shape, attentions", [
     (_QKNormFused, (1, S, D), 1),
     (_CosineWindows, (1, 8, 8, D), 1),
+    (_ConvHeadsImage, (1, D, 4, 4), 1),
     (_TalkingHeads, (1, S, D), 0),
-    (_CrossCovariance, (1, S, D), 0),
+    (_CrossCovariance, (1, S, D), 1),
 ])
 def test_per_head_operands(tmp_path: Path, exporter: Exporter, cls: type[torch.nn.Module], shape: tuple[int, ...],
                            attentions: int) -> None:

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.head_view import HeadViews, view_operand
+from compiler.frontend.head_view import HeadViews, view_operand, view_output
 from compiler.frontend.masks import ScoreTerm, additive_where, as_bhss, classify_terms, unfold_input
 from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
@@ -255,6 +255,39 @@ def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[n
     return None
 
 
+def _merge_walk(ctx: MatchContext, av: Node, x: np.ndarray,
+                layouts3: list) -> tuple[str, list[Node], tuple[int, ...] | None] | None:
+    """Forward from the A.V product to the head merge: (the merged tensor, the nodes to it listed output-first, its
+    layout perm), or None. ``x`` indexes the product as [B, H, Sq, Dv]; ``layouts3`` are the merged layouts."""
+    g = ctx.graph
+    av_shape = g.shapes[av.outputs[0]]
+    b_size, heads, sq, dv = x.shape
+    out, walked = av.outputs[0], []
+    fallback: tuple[str, list[Node]] | None = None
+    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
+    while found_out is None and len(walked) <= 4:
+        out_shape = tuple(g.shapes.get(out, ()))
+        if walked and len(out_shape) in (2, 3, 4):
+            got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
+            for perm, want in layouts3 if len(out_shape) != 4 else []:
+                if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
+                                                                                   if len(out_shape) == 2 else want):
+                    found_out = (out, list(walked), perm)
+                    break
+            if out_shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
+                fallback = (out, list(walked))
+        if found_out is not None:
+            break
+        users = ctx.consumers.get(out, [])
+        if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
+            break
+        walked.append(users[0])
+        out = users[0].outputs[0]
+    if found_out is None and fallback is not None:
+        return (*fallback, None)
+    return found_out
+
+
 def match_attention(ctx: MatchContext, softmax: Node) -> Match | None:
     """The attention whose scores ``softmax`` normalises (module docstring), or None. A softmax over the scores
     joined with a per-head sink column that a Slice drops after (compiler/frontend/sinks.py) is attention with
@@ -472,31 +505,11 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
     merged = x.transpose(0, 2, 1, 3).reshape(b_size, sq, heads * dv)
     layouts3 = [(None, merged), ((1, 0, 2), merged.transpose(1, 0, 2)), ((0, 2, 1), merged.transpose(0, 2, 1))]
-    out, chain, walked = av.outputs[0], [], []
-    fallback: tuple[str, list[Node]] | None = None
-    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
-    while found_out is None and len(walked) <= 4:
-        out_shape = tuple(g.shapes.get(out, ()))
-        if walked and len(out_shape) in (2, 3, 4):
-            got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # chains are listed output-first
-            for perm, want in layouts3 if len(out_shape) != 4 else []:
-                if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
-                                                                                   if len(out_shape) == 2 else want):
-                    found_out = (out, list(walked), perm)
-                    break
-            if out_shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
-                fallback = (out, list(walked))
-        if found_out is not None:
-            break
-        users = ctx.consumers.get(out, [])
-        if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
-            break
-        walked.append(users[0])
-        out = users[0].outputs[0]
+    found_out = _merge_walk(ctx, av, x, layouts3)
+    if found_out is None and view_output(ctx, av, heads, head_views):  # heads written back as an image (Visformer)
+        found_out = _merge_walk(ctx, av, x, layouts3)
     if found_out is None:
-        if fallback is None:
-            return None
-        found_out = (*fallback, None)
+        return None
     out, chain, out_perm = found_out
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.

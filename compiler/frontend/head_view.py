@@ -11,7 +11,10 @@ unrecognised although the products, the softmax and the head merge are exactly a
 inserts, before the product that reads it, the head merge (Transpose to [B, S, H, D], Reshape to [B, S, H*D]) and
 its inverse (Reshape back, Transpose back) and points the product at the result. The matcher's walk then finds the
 merged tensor and proves the head split as for any projection; the per-head op stays its own (generic) op, the
-merge before the attention op is a real move. If the match fails after all, `undo` restores the graph.
+merge before the attention op is a real move. `view_output` does the same for the product of the probabilities
+and V when what reads it is no head merge the matcher knows (Visformer and CoAtNet write the heads back as a
+channels-first image, [B, H*D, h, w]): the merge and its inverse after the product give the attention op its
+[B, S, H*D] output, the moves to the image stay generic. If the match fails after all, `undo` restores the graph.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from compiler.frontend.graph import Node
 from compiler.frontend.match import MatchContext
 
-__all__ = ["HeadViews", "view_operand"]
+__all__ = ["HeadViews", "view_operand", "view_output"]
 
 #: role -> (perm of the operand to [B, S, H, D], perm of [B, S, H, D] back to the operand's layout). Q and V are
 #: [B, H, S, D]; the score product reads K transposed, [B, H, D, S].
@@ -39,7 +42,7 @@ class HeadViews:
 
     def undo(self, ctx: MatchContext) -> None:
         """Remove the inserted views and point their readers back at the original tensors."""
-        for reader, index, name in self.rewired:
+        for reader, index, name in reversed(self.rewired):
             ctx.consumers[reader.inputs[index]] = [c for c in ctx.consumers.get(reader.inputs[index], [])
                                                    if c is not reader]
             reader.inputs[index] = name
@@ -56,6 +59,65 @@ class HeadViews:
         self.rewired.clear()
 
 
+def _insert(ctx: MatchContext, name: str, perms: tuple[tuple[int, ...], tuple[int, ...]], base: str, next_to: Node,
+            after: bool, views: HeadViews) -> str:
+    """Insert before (or ``after``) ``next_to`` the merge of rank-4 ``name`` (``perms[0]`` to [B, S, H, D],
+    Reshape to [B, S, H*D]) and its inverse (Reshape back, ``perms[1]``); return the last tensor, equal to
+    ``name``."""
+    g = ctx.graph
+    shape = g.shapes[name]
+    rows = tuple(shape[p] for p in perms[0])  # [B, S, H, D]
+    flat = (rows[0], rows[1], rows[2] * rows[3])
+    dtype = g.dtypes.get(name, np.dtype(np.float32))
+    tensors = [f"{base}/rows", f"{base}/merged", f"{base}/split", f"{base}/heads"]
+    for tensor, dims in zip(tensors, (rows, flat, rows, shape)):
+        g.shapes[tensor], g.dtypes[tensor] = tuple(dims), dtype
+    for key, dims in (("merged", flat), ("split", rows)):
+        const = f"{base}/{key}_shape"
+        g.constants[const] = np.array(dims, dtype=np.int64)
+        g.shapes[const], g.dtypes[const] = (len(dims),), np.dtype(np.int64)
+    nodes = [Node("Transpose", f"{base}/to_rows", [name], [tensors[0]], {"perm": list(perms[0])}),
+             Node("Reshape", f"{base}/merge_heads", [tensors[0], f"{base}/merged_shape"], [tensors[1]]),
+             Node("Reshape", f"{base}/split_heads", [tensors[1], f"{base}/split_shape"], [tensors[2]]),
+             Node("Transpose", f"{base}/to_heads", [tensors[2]], [tensors[3]], {"perm": list(perms[1])})]
+    at = g.nodes.index(next_to) + after
+    g.nodes[at:at] = nodes
+    order = ctx.order[id(next_to)]
+    for node in nodes:
+        ctx.order[id(node)] = order
+        ctx.producers[node.outputs[0]] = node
+        for i in node.inputs:
+            ctx.consumers.setdefault(i, []).append(node)
+    views.nodes += nodes
+    return tensors[3]
+
+
+def _rewire(ctx: MatchContext, reader: Node, index: int, name: str, views: HeadViews) -> None:
+    """Point input ``index`` of ``reader`` at ``name``, recorded for `HeadViews.undo`."""
+    old = reader.inputs[index]
+    ctx.consumers[old] = [c for c in ctx.consumers.get(old, []) if c is not reader]
+    reader.inputs[index] = name
+    ctx.consumers.setdefault(name, []).append(reader)
+    views.rewired.append((reader, index, old))
+
+
+def view_output(ctx: MatchContext, av: Node, heads: int, views: HeadViews) -> bool:
+    """Insert the head merge and its inverse after ``av`` (the probabilities times V, [B, H, S, D]) and point its
+    readers at the result, recording them in ``views``. Returns whether it did."""
+    g = ctx.graph
+    name = av.outputs[0]
+    shape = g.shapes.get(name, ())
+    readers = list(ctx.consumers.get(name, []))
+    if len(shape) != 4 or shape[1] != heads or name in g.outputs or not readers:
+        return False
+    last = _insert(ctx, name, ((0, 2, 1, 3), (0, 2, 1, 3)), f"{name}/head_view", av, True, views)
+    for reader in readers:
+        for index, i in enumerate(reader.inputs):
+            if i == name:
+                _rewire(ctx, reader, index, last, views)
+    return True
+
+
 def view_operand(ctx: MatchContext, reader: Node, index: int, role: str, heads: int, views: HeadViews) -> bool:
     """Insert the head merge and its inverse between input ``index`` of ``reader`` (the score or value MatMul) and
     the per-head operand it reads (``role`` "q", "k" or "v", ``heads`` heads), recording them in ``views``. Returns
@@ -65,33 +127,6 @@ def view_operand(ctx: MatchContext, reader: Node, index: int, role: str, heads: 
     shape = g.shapes.get(name, ())
     if len(shape) != 4 or shape[1] != heads or name in g.outputs:
         return False
-    to_rows, back = _PERMS[role]
-    rows = tuple(shape[p] for p in to_rows)  # [B, S, H, D]
-    flat = (rows[0], rows[1], rows[2] * rows[3])
-    dtype = g.dtypes.get(name, np.dtype(np.float32))
-    base = f"{name}/{reader.name}/head_view"
-    tensors = [f"{base}/rows", f"{base}/merged", f"{base}/split", f"{base}/heads"]
-    for tensor, dims in zip(tensors, (rows, flat, rows, shape)):
-        g.shapes[tensor], g.dtypes[tensor] = tuple(dims), dtype
-    for key, dims in (("merged", flat), ("split", rows)):
-        const = f"{base}/{key}_shape"
-        g.constants[const] = np.array(dims, dtype=np.int64)
-        g.shapes[const], g.dtypes[const] = (len(dims),), np.dtype(np.int64)
-    nodes = [Node("Transpose", f"{base}/to_rows", [name], [tensors[0]], {"perm": list(to_rows)}),
-             Node("Reshape", f"{base}/merge_heads", [tensors[0], f"{base}/merged_shape"], [tensors[1]]),
-             Node("Reshape", f"{base}/split_heads", [tensors[1], f"{base}/split_shape"], [tensors[2]]),
-             Node("Transpose", f"{base}/to_heads", [tensors[2]], [tensors[3]], {"perm": list(back)})]
-    at = g.nodes.index(reader)
-    g.nodes[at:at] = nodes
-    order = ctx.order[id(reader)]
-    for node in nodes:
-        ctx.order[id(node)] = order
-        ctx.producers[node.outputs[0]] = node
-        for i in node.inputs:
-            ctx.consumers.setdefault(i, []).append(node)
-    ctx.consumers[name] = [c for c in ctx.consumers.get(name, []) if c is not reader]
-    reader.inputs[index] = tensors[3]
-    ctx.consumers[tensors[3]] = [reader]
-    views.nodes += nodes
-    views.rewired.append((reader, index, name))
+    last = _insert(ctx, name, _PERMS[role], f"{name}/{reader.name}/head_view", reader, False, views)
+    _rewire(ctx, reader, index, last, views)
     return True
