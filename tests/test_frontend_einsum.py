@@ -1,5 +1,5 @@
-"""Einsum lowering (compiler/frontend/einsum.py), and the other rewrites run before recognition: non-overlapping
-pools (pooling.py, floor mode too) and inference BatchNormalization (batchnorm.py).
+"""Einsum lowering (compiler/frontend/einsum.py), and the other rewrites run before recognition: pools
+(pooling.py: tiling, floor mode, overlapping / padded / ceil mode) and inference BatchNormalization (batchnorm.py).
 
 Each lowered graph is run node by node with the frontend's NumPy op table and compared with ``np.einsum`` / torch;
 a torch.einsum attention exported by torch.onnx compiles with its attention recognised and its MACs counted; an
@@ -133,34 +133,62 @@ def test_tiling_pool_is_reshape_and_reduce() -> None:
         np.testing.assert_allclose(_run(graph, {"x": x})["y"], want, rtol=1e-6)
 
 
-def test_overlapping_pool_is_one_line() -> None:
-    graph = Graph([Node("AveragePool", "stem/pool", ["x"], ["y"], {"kernel_shape": [3, 3], "strides": [2, 2]})],
-                  ["x"], ["y"], {}, {"x": (1, 3, 8, 8), "y": (1, 3, 3, 3)}, {}, source="m.onnx")
-    with pytest.raises(InputError, match=r"unsupported op AveragePool \(node 'stem/pool'\): only pools whose windows "
-                                         r"tile the input"):
+@pytest.mark.parametrize("kernel, stride, pad, ceil, include_pad, dilation", [
+    (3, 1, 1, False, False, 1),  # PoolFormer / EfficientFormer token mixer (count_include_pad=False)
+    (3, 2, 1, False, True, 1),  # ViTamin's strided average shortcut (divisor counts the zero padding)
+    (3, 2, 1, True, False, 1),  # ceil mode: the last window reaches past the padding
+    (2, 2, 0, True, True, 1),  # a partial ceil-mode window of a tiling pool (torch divides by its in-bounds part)
+    (3, 1, 1, False, False, 2),  # dilated (max pools only in torch)
+    ((3, 1), (2, 1), (1, 0), False, False, 1),  # MViT-v2's pooled keys along one axis
+])
+@pytest.mark.parametrize("op", ["AveragePool", "MaxPool"])
+def test_overlapping_pool_lowers_exactly(op: str, kernel: Any, stride: Any, pad: Any, ceil: bool, include_pad: bool,
+                                         dilation: int) -> None:
+    """Pad + one strided Slice per kernel offset + Sum / Max (+ reciprocal divisors) equals torch's pool."""
+    if op == "AveragePool" and dilation != 1:
+        pytest.skip("torch's avg_pool2d has no dilation")
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(1, 3, 9, 8)).astype(np.float32))
+    k2, s2, p2 = (v if isinstance(v, tuple) else (v, v) for v in (kernel, stride, pad))
+    if op == "AveragePool":
+        want = torch.nn.functional.avg_pool2d(x, k2, s2, p2, ceil_mode=ceil, count_include_pad=include_pad)
+        attrs: dict[str, Any] = {"count_include_pad": int(include_pad)}
+    else:
+        want = torch.nn.functional.max_pool2d(x, k2, s2, p2, dilation=dilation, ceil_mode=ceil)
+        attrs = {"dilations": [dilation] * 2}
+    attrs.update(kernel_shape=list(k2), strides=list(s2), pads=[*p2, *p2], ceil_mode=int(ceil))
+    graph = Graph([Node(op, "mixer/pool", ["x"], ["y"], attrs)], ["x"], ["y"], {},
+                  {"x": tuple(x.shape), "y": tuple(want.shape)}, {})
+    assert lower_pools(graph) == 1 and op not in {n.op_type for n in graph.nodes}
+    np.testing.assert_allclose(_run(graph, {"x": x.numpy()})["y"], want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_pool_with_indices_is_one_line() -> None:
+    graph = Graph([Node("MaxPool", "stem/pool", ["x"], ["y", "idx"], {"kernel_shape": [3, 3], "strides": [2, 2]})],
+                  ["x"], ["y"], {}, {"x": (1, 3, 8, 8), "y": (1, 3, 3, 3), "idx": (1, 3, 3, 3)}, {}, source="m.onnx")
+    with pytest.raises(InputError, match=r"^m.onnx: unsupported op MaxPool \(node 'stem/pool'\): only pools without "
+                                         r"indices and with explicit pads are lowered"):
         lower_pools(graph)
 
 
-@pytest.mark.parametrize("shape, kernel", [((1, 4, 39), [2]), ((1, 3, 9, 7), [2, 3])])
-def test_floor_mode_pool_drops_the_partial_window(shape: tuple[int, ...], kernel: list[int]) -> None:
-    """SEW pools 39 frames by 2: the last frame is not pooled (torch's default floor mode)."""
-    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
-    out = (*shape[:2], *(s // k for s, k in zip(shape[2:], kernel)))
-    pools = {1: (torch.nn.functional.avg_pool1d, torch.nn.functional.max_pool1d),
-             2: (torch.nn.functional.avg_pool2d, torch.nn.functional.max_pool2d)}[len(kernel)]
-    for op, ref in zip(("AveragePool", "MaxPool"), pools, strict=True):
-        graph = Graph([Node(op, "pool", ["x"], ["y"], {"kernel_shape": kernel, "strides": kernel})], ["x"], ["y"],
-                      {}, {"x": shape, "y": out}, {})
-        assert lower_pools(graph) == 1 and [n.op_type for n in graph.nodes][0] == "Slice"
-        np.testing.assert_allclose(_run(graph, {"x": x})["y"], ref(torch.from_numpy(x), kernel).numpy(), rtol=1e-6)
+def test_overlapping_pool_model_compiles(tmp_path: Path) -> None:
+    """PoolFormer's token mixer (pool(x) - x, a 3x3 average of stride 1 without the padding in its divisor), and a
+    strided max pool, exported by torch.onnx: compiled, no MACs added, the simulation equal to onnxruntime."""
 
+    class Mixer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False)
 
-def test_ceil_mode_partial_pool_is_one_line() -> None:
-    graph = Graph([Node("AveragePool", "enc/pool", ["x"], ["y"], {"kernel_shape": [2], "strides": [2],
-                                                                  "ceil_mode": 1})],
-                  ["x"], ["y"], {}, {"x": (1, 3, 9), "y": (1, 3, 5)}, {}, source="m.onnx")
-    with pytest.raises(InputError, match=r"unsupported op AveragePool \(node 'enc/pool'\): only pools whose windows "):
-        lower_pools(graph)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.max_pool2d(self.pool(x) - x, 3, 2, 1)
+
+    x = torch.randn(1, 4, 8, 8)
+    for exporter in ("legacy", "dynamo"):
+        path = tmp_path / f"mixer_{exporter}.onnx"
+        export_onnx(Mixer().eval(), [x], path, input_names=["x"], output_names=["y"], exporter=exporter)
+        result = compile(path, inputs={"x": x.numpy()[None]})
+        assert result.report["macs"] == 0
+        assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
 
 
 @pytest.mark.parametrize("producer", ["matmul", "conv", "input"])

@@ -114,6 +114,18 @@ def test_constant_node_tensor_is_checked_too(tmp_path, capsys):
                                     "FLOAT needs 64")
 
 
+def test_constant_inputs_a_node_cannot_take_name_it(tmp_path, capsys):
+    """timm's mixed-RoPE ViT exported by the legacy exporter expands the class token to a shape computed for another
+    tensor; folding it must name the node, not crash (onnxruntime refuses the file too)."""
+    token = numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "token")
+    shape = numpy_helper.from_array(np.array([1, 3, 3], np.int64), "shape")
+    nodes = [helper.make_node("Expand", ["token", "shape"], ["t"], name="/Expand"),
+             helper.make_node("Add", ["x", "t"], ["y"], name="add")]
+    path = _save(_model(nodes, [token, shape]), tmp_path / "expand.onnx")
+    assert _error(capsys, path).startswith(f"{path}: invalid ONNX model: Expand '/Expand' cannot run on its constant "
+                                           "inputs (shapes [[1, 1, 4], [3]]): shape mismatch")
+
+
 def test_zero_size_initializer_names_node_and_initializer(tmp_path, capsys):
     path = _save(_matmul(numpy_helper.from_array(np.zeros((4, 0), np.float32), "w")), tmp_path / "zero.onnx")
     assert _error(capsys, path) == (f"{path}: MatMul 'mm' produces an empty tensor 'y' (shape 1x0) from the empty "

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.head_view import HeadViews, view_operand, view_output
 from compiler.frontend.masks import (
     ScoreTerm,
     additive_where,
@@ -266,6 +267,42 @@ def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[n
     return None
 
 
+def _merge_walk(ctx: MatchContext, av: Node, x: np.ndarray,
+                layouts3: list) -> tuple[str, list[Node], tuple[int, ...] | None] | None:
+    """Forward from the A.V product to the head merge: (the merged tensor, the nodes to it listed output-first, its
+    layout perm), or None. ``x`` indexes the product as [B, H, Sq, Dv]; ``layouts3`` are the merged layouts."""
+    g = ctx.graph
+    av_shape = g.shapes[av.outputs[0]]
+    b_size, heads, sq, dv = x.shape
+    out, walked = av.outputs[0], []
+    fallback: tuple[str, list[Node]] | None = None
+    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
+    while found_out is None and len(walked) <= 4:
+        out_shape = tuple(g.shapes.get(out, ()))
+        if walked and len(out_shape) in (2, 3, 4):
+            try:
+                got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # listed output-first
+            except ValueError:  # a Cast to integers: the merged heads are not this chain's output
+                break
+            for perm, want in layouts3 if len(out_shape) != 4 else []:
+                if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
+                                                                                   if len(out_shape) == 2 else want):
+                    found_out = (out, list(walked), perm)
+                    break
+            if out_shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
+                fallback = (out, list(walked))
+        if found_out is not None:
+            break
+        users = ctx.consumers.get(out, [])
+        if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
+            break
+        walked.append(users[0])
+        out = users[0].outputs[0]
+    if found_out is None and fallback is not None:
+        return (*fallback, None)
+    return found_out
+
+
 def match_attention(ctx: MatchContext, softmax: Node) -> Match | None:
     """The attention whose scores ``softmax`` normalises (module docstring), or None. A softmax over the scores
     joined with a per-head sink column that a Slice drops after (compiler/frontend/sinks.py) is attention with
@@ -283,7 +320,17 @@ def match_attention(ctx: MatchContext, softmax: Node) -> Match | None:
 def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, int],
                         sinks: Sinks | None = None) -> Match | None:
     """The attention of ``softmax`` with its scores seen as [B, H, Sq, Sk] ``shape``, or None; ``sinks``: the sink
-    column around it."""
+    column around it. Head views the attempt inserted (compiler/frontend/head_view.py) are removed if it fails."""
+    head_views = HeadViews()
+    match = _match_core(ctx, softmax, shape, sinks, head_views)
+    if match is None:
+        head_views.undo(ctx)
+    return match
+
+
+def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, int], sinks: Sinks | None,
+                head_views: HeadViews) -> Match | None:
+    """`_match_attention_as`, recording in ``head_views`` the head views it inserts for operands computed per head."""
     g = ctx.graph
     batch, heads, sq, sk = shape
     views = {(batch * heads, sq, sk), shape}  # bmm-style and 4-D scores: a Reshape between them is a view
@@ -427,13 +474,23 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
             _split(x, dh, n, False).transpose(0, 2, 1, 3), f), dh, rope=True)
         if fitted is not None:
             break
-    else:
-        return None
-    for role, fit in (("q", fitted),
-                      ("k", _fit_role(ctx, k_head, lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1),
-                                      dh, rope=True)),
-                      ("v", _fit_role(ctx, v_head, lambda x: _split(x, dv, score_heads, True).transpose(0, 2, 1, 3),
-                                      dh, rope=False))):
+    else:  # Q computed per head (a norm, an L2 normalisation after the split): its own merged view
+        group, heads, sq = 1, score_heads, score_rows
+        if not view_operand(ctx, qk, 0, "q", heads, head_views):
+            return None
+        fitted = _fit_role(ctx, qk.inputs[0], lambda x, n=heads: _split(x, dh, n, False).transpose(0, 2, 1, 3), dh,
+                           rope=False)
+        if fitted is None:
+            return None
+    k_split = lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1)  # noqa: E731
+    v_split = lambda x: _split(x, dv, score_heads, True).transpose(0, 2, 1, 3)  # noqa: E731
+    k_fit = _fit_role(ctx, k_head, k_split, dh, rope=True)
+    if k_fit is None and view_operand(ctx, qk, 1, "k", score_heads, head_views):
+        k_fit = _fit_role(ctx, qk.inputs[1], k_split, dh, rope=False)
+    v_fit = _fit_role(ctx, v_head, v_split, dh, rope=False)
+    if v_fit is None and view_operand(ctx, av, 1, "v", score_heads, head_views):
+        v_fit = _fit_role(ctx, av.inputs[1], v_split, dh, rope=False)
+    for role, fit in (("q", fitted), ("k", k_fit), ("v", v_fit)):
         if fit is None:
             return None
         source, chain, factor, rope, layout, bias = fit
@@ -468,34 +525,11 @@ def _match_attention_as(ctx: MatchContext, softmax: Node, shape: tuple[int, int,
     x = np.arange(1, int(np.prod(av_shape)) + 1, dtype=np.float64).reshape(b_size, heads, sq, dv)
     merged = x.transpose(0, 2, 1, 3).reshape(b_size, sq, heads * dv)
     layouts3 = [(None, merged), ((1, 0, 2), merged.transpose(1, 0, 2)), ((0, 2, 1), merged.transpose(0, 2, 1))]
-    out, chain, walked = av.outputs[0], [], []
-    fallback: tuple[str, list[Node]] | None = None
-    found_out: tuple[str, list[Node], tuple[int, ...] | None] | None = None
-    while found_out is None and len(walked) <= 4:
-        out_shape = tuple(g.shapes.get(out, ()))
-        if walked and len(out_shape) in (2, 3, 4):
-            try:
-                got = _run_chain(ctx, walked[::-1], av.outputs[0], x.reshape(av_shape))  # listed output-first
-            except ValueError:  # a Cast to integers: the merged heads are not this chain's output
-                break
-            for perm, want in layouts3 if len(out_shape) != 4 else []:
-                if got.shape == out_shape and want.size == got.size and np.array_equal(got, want.reshape(out_shape)
-                                                                                   if len(out_shape) == 2 else want):
-                    found_out = (out, list(walked), perm)
-                    break
-            if out_shape == (b_size, sq, heads, dv) and np.array_equal(got, x.transpose(0, 2, 1, 3)):
-                fallback = (out, list(walked))
-        if found_out is not None:
-            break
-        users = ctx.consumers.get(out, [])
-        if len(users) != 1 or users[0].op_type not in _MOVE_CHAIN:
-            break
-        walked.append(users[0])
-        out = users[0].outputs[0]
+    found_out = _merge_walk(ctx, av, x, layouts3)
+    if found_out is None and view_output(ctx, av, heads, head_views):  # heads written back as an image (Visformer)
+        found_out = _merge_walk(ctx, av, x, layouts3)
     if found_out is None:
-        if fallback is None:
-            return None
-        found_out = (*fallback, None)
+        return None
     out, chain, out_perm = found_out
     region += chain
     # A chain tensor read elsewhere (e.g. a KV cache output) must keep its producer alive.

@@ -288,9 +288,10 @@ def _uniform_where(node: Node, constants: dict[str, np.ndarray], shapes: dict[st
 
 
 def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
-          dtypes: dict[str, np.dtype]) -> list[Node]:
+          dtypes: dict[str, np.dtype], source: str) -> list[Node]:
     """Evaluate every node whose inputs are all known (values, or only the shape for Shape / Size / EyeLike);
-    returns the nodes that remain."""
+    returns the nodes that remain. A node its constant inputs do not fit (the legacy exporter's Expand of a token
+    to a shape computed for another tensor: onnxruntime refuses such a model too) raises one line naming it."""
     remaining: list[Node] = []
     for node in nodes:
         value: list[np.ndarray] | None = None
@@ -317,6 +318,10 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
                     value = run_node(node.op_type, args, node.attrs, len(node.outputs))
             except UnsupportedOp:
                 value = None
+            except (ValueError, IndexError) as err:
+                raise InputError(f"{source}: invalid ONNX model: {node.describe()} cannot run on its constant inputs "
+                                 f"(shapes {[list(np.shape(a)) if a is not None else None for a in args]}): "
+                                 f"{_first_line(err)}") from None
             if value is not None and any(v.size > _FOLD_LIMIT for v in value):
                 value = None
         if value is None:
@@ -505,7 +510,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         before = (len(nodes), len(all_shapes))
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
         nodes = _expand_functions(nodes, all_shapes, dtypes, opset, native, source_name)
-        nodes = _prune(_fold(nodes, constants, all_shapes, dtypes), outputs)
+        nodes = _prune(_fold(nodes, constants, all_shapes, dtypes, source_name), outputs)
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
         if len(nodes) == before[0] and (len(all_shapes) == before[1]
