@@ -13,7 +13,6 @@ big a result would be before building it: hostile input ends as one ``InputError
 
 from __future__ import annotations
 
-import heapq
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +40,7 @@ from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_
 from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.ort_contrib import expand_contrib_ops
 from hw.errors import InputError
+from hw.perf.kahn import kahn_order
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]
 
@@ -140,21 +140,7 @@ def _topological(nodes: list[Node], known: set[str]) -> list[Node]:
     deps = [{producer[i] for i in n.inputs if i in producer and producer[i] != k} for k, n in enumerate(nodes)]
     if all(d < k for k, ds in enumerate(deps) for d in ds):
         return nodes
-    users: dict[int, list[int]] = {}
-    for k, ds in enumerate(deps):
-        for d in ds:
-            users.setdefault(d, []).append(k)
-    missing = [len(ds) for ds in deps]
-    ready = [k for k, m in enumerate(missing) if m == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        k = heapq.heappop(ready)
-        order.append(k)
-        for u in users.get(k, []):
-            missing[u] -= 1
-            if missing[u] == 0:
-                heapq.heappush(ready, u)
+    order, _ = kahn_order(deps)
     return [nodes[k] for k in order] if len(order) == len(nodes) else nodes
 
 

@@ -50,6 +50,7 @@ from functools import cached_property
 from types import MappingProxyType
 
 from hw.errors import InputError
+from hw.perf.kahn import kahn_order
 
 __all__ = ["Task", "Machine", "ScheduledTask", "Schedule", "schedule"]
 
@@ -215,25 +216,11 @@ def _topological_order(tasks: Sequence[Task], machine: Machine) -> list[int]:
             raise InputError(f"task {task.name!r}: unit {task.unit!r} is not on the machine (units: {known})")
         if count == 0:
             raise InputError(f"task {task.name!r}: unit {task.unit!r} has 0 instances on the machine")
-    missing_deps = [0] * len(tasks)
-    users: list[list[int]] = [[] for _ in tasks]
-    for i, task in enumerate(tasks):
-        for dep in dict.fromkeys(task.deps):
-            j = index.get(dep)
-            if j is None:
+    for task in tasks:
+        for dep in task.deps:
+            if dep not in index:
                 raise InputError(f"task {task.name!r}: depends on {dep!r}, which is not among the tasks")
-            users[j].append(i)
-            missing_deps[i] += 1
-    heap = [i for i, n in enumerate(missing_deps) if n == 0]
-    heapq.heapify(heap)
-    order: list[int] = []
-    while heap:
-        i = heapq.heappop(heap)
-        order.append(i)
-        for u in users[i]:
-            missing_deps[u] -= 1
-            if missing_deps[u] == 0:
-                heapq.heappush(heap, u)
+    order, missing_deps = kahn_order([[index[d] for d in dict.fromkeys(task.deps)] for task in tasks])
     if len(order) < len(tasks):
         raise InputError(f"dependency cycle: {_find_cycle(tasks, index, missing_deps)} (each depends on the next)")
     return order
