@@ -27,14 +27,16 @@ from tests.test_frontend_dynamic_quant import _feeds
 
 #: name -> (model, optimizer model_type, num_heads, hidden_size, opt_level, the fused ops it writes): opt_level 0 is
 #: where the optimizer fuses BERT's attention into Attention (later levels' graph rewrites keep it unfused for these
-#: tiny exports); ViT at its default level (and 1) gets its MatMul+Add projections rewritten as Reshape-Gemm-Reshape
-#: by onnxruntime, where the attention recogniser does not find attention yet: level 2 keeps MatMuls. The optimizer
-#: has no LLaMA type; "gpt2" fuses its RMSNorms and (level 2) SiLU as QuickGelu(alpha=1).
+#: tiny exports); ViT at its default level (and 1) gets its MatMul+Add projections rewritten as Reshape-Gemm-Reshape,
+#: the Q / K / V Gemms' outputs reshaped from 2-D straight to heads (the head views of compiler/frontend/head_view.py
+#: prove them), level 2 keeps MatMuls. The optimizer has no LLaMA type; "gpt2" fuses its RMSNorms and (level 2) SiLU
+#: as QuickGelu(alpha=1).
 CASES: dict[str, tuple[str, str, int, int, int | None, set[str]]] = {
     "bert-attention": ("bert_tiny.onnx", "bert", 2, 128, 0, {"Attention", "SkipLayerNormalization", "BiasGelu"}),
     "bert-default": ("bert_tiny.onnx", "bert", 2, 128, None, {"SkipLayerNormalization", "Gelu"}),
     "gpt2-fastgelu": ("gpt2_tiny.onnx", "gpt2", 4, 128, None, {"SkipLayerNormalization", "FastGelu"}),
     "vit-biasgelu": ("vit_tiny.onnx", "vit", 4, 64, 2, {"SkipLayerNormalization", "BiasGelu"}),
+    "vit-default-gemms": ("vit_tiny.onnx", "vit", 4, 64, None, {"SkipLayerNormalization", "Gelu"}),
     "llama-rmsnorm-silu": ("zoo:llama", "gpt2", 4, 64, 2, {"SkipSimplifiedLayerNormalization", "QuickGelu",
                                                             "SimplifiedLayerNormalization"}),
 }
