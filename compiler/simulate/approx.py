@@ -22,9 +22,9 @@ from compiler.numerics import exact as _exact
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
-__all__ = ["shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float", "gelu_float",
-           "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column", "LOG2Q_GRID_BITS",
-           "SHIFTGELU_STABILIZER"]
+__all__ = ["SHIFTMAX_MIN_ROW", "shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float",
+           "gelu_float", "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column",
+           "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
 
 #: GELU names that are I-ViT's ShiftGELU, and the stabilizer each uses (compiler.numerics.shiftgelu).
 SHIFTGELU_STABILIZER = {"shiftgelu": "element", "shiftgelu-row": "row"}
@@ -81,6 +81,10 @@ def softmax_int(name: str, x: np.ndarray, scale: float, bits: int,
     raise ValueError(f"no integer softmax '{name}'")
 
 
+#: The row length below which Shiftmax's score grid stops getting finer (shiftmax_grid says why).
+SHIFTMAX_MIN_ROW = 256
+
+
 def shiftmax_grid(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """Coarsen scores by an arithmetic right shift until Shiftmax's row sum cannot saturate.
 
@@ -88,10 +92,15 @@ def shiftmax_grid(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     the division floor((2^31 - 1) / sum): with a grid finer than n * 2^-16 for an n-long row, long flat rows lose
     probability mass (to 25% on 197-key ViT rows). I-ViT avoids it by re-quantizing the scores to 8 bits before
     IntSoftmax; the compiler does the cheaper equivalent for any input width: x >> k with the smallest k that makes
-    S * 2^k >= n / 2^16. Exact integer arithmetic (floor shift), so RTL and simulator agree.
+    S * 2^k >= max(n, SHIFTMAX_MIN_ROW) / 2^16. Exact integer arithmetic (floor shift), so RTL and simulator agree.
+
+    The floor at :data:`SHIFTMAX_MIN_ROW` keeps the normalising quotient q = floor((2^31 - 1) / sum) ~ 2^16 S / sum
+    of exp at 8 bits or more: at the bare n / 2^16 grid a short row's q is at most n (1 for a one-element row), so
+    every probability of the row is off by up to 1 / (q + 1) (row sums of 0.5-0.9 on the 1-16 key rows of windowed
+    and separable attention). A 2^-8 score step costs the exponentials under 0.4%.
     """
     n = x.shape[-1] if x.ndim else 1
-    need = n / 65536.0
+    need = max(n, SHIFTMAX_MIN_ROW) / 65536.0
     if scale >= need:
         return x, scale
     k = int(np.ceil(np.log2(need / scale)))
