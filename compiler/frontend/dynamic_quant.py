@@ -37,6 +37,14 @@ _FLOAT = 1  # TensorProto.FLOAT
 _QUANT_DTYPES = (np.int8, np.uint8)
 
 
+def _add_constant(graph: Graph, name: str, value: np.ndarray) -> str:
+    """Store ``value`` as a new constant of ``graph`` under ``name`` (suffixed with ``_`` until no tensor has it)."""
+    while name in graph.constants or name in graph.shapes:
+        name += "_"
+    graph.constants[name], graph.shapes[name], graph.dtypes[name] = value, value.shape, value.dtype
+    return name
+
+
 def _only_consumer(graph: Graph, users: dict[str, list[Node]], name: str) -> Node | None:
     """The single node reading ``name`` (None when several, none, or it is a graph output)."""
     readers = users.get(name, [])
@@ -105,10 +113,7 @@ def _fold_integer_gemm(graph: Graph, node: Node, producers: dict[str, Node], use
     if step is None or zp is None or step.dtype != np.float32:
         return False
     real = ((weight.astype(np.int64) - zp) * step).astype(np.float32)
-    name = f"{node.inputs[1]}_dequantized"
-    while name in graph.constants or name in graph.shapes:
-        name += "_"
-    graph.constants[name], graph.shapes[name], graph.dtypes[name] = real, real.shape, real.dtype
+    name = _add_constant(graph, f"{node.inputs[1]}_dequantized", real)
     attrs = dict(node.attrs) if op == "ConvInteger" else {}
     replace[id(mul)] = Node(_INTEGER_OPS[op], node.name, [quant.inputs[0], name], list(mul.outputs), attrs)
     drop.update((id(node), id(cast), id(scales)))
@@ -130,10 +135,7 @@ def _fold_table_dequant(graph: Graph, node: Node, producers: dict[str, Node], us
             or not np.issubdtype(table.dtype, np.integer)):
         return False
     real = run_node("DequantizeLinear", [table, scale, zp], {})[0]
-    name = f"{gather.inputs[0]}_dequantized"
-    while name in graph.constants or name in graph.shapes:
-        name += "_"
-    graph.constants[name], graph.shapes[name], graph.dtypes[name] = real, real.shape, real.dtype
+    name = _add_constant(graph, f"{gather.inputs[0]}_dequantized", real)
     gather.inputs = [name, *gather.inputs[1:]]
     gather.outputs = list(node.outputs)
     drop.add(id(node))
