@@ -9,9 +9,10 @@ sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exporte
 ``accuracy`` section holds:
 
 * ``outputs``: per model output, the cosine similarity of each row (last axis: a token's hidden state, a logit
-  vector) averaged over rows (``cosine_mean``; ``cosine_mean_valid`` over the rows an ``attention_mask`` input
-  marks as real tokens, padding excluded), its minimum, the max |error|, the output's max |value|, and for
-  classifier outputs (rank 2 per sample) the top-1 agreement;
+  vector; a last axis of fewer than 16 values, such as an image's width, is merged with the axes before it:
+  compiler/output_rows.py) averaged over rows (``cosine_mean``; ``cosine_mean_valid`` over the rows an
+  ``attention_mask`` input marks as real tokens, padding excluded), its minimum, the max |error|, the output's max
+  |value|, and for classifier outputs (rank 2 per sample) the top-1 agreement;
 * ``layers``: per IR op that computes an ONNX tensor of the original model, SQNR = 10 log10(sum ref^2 / sum err^2)
   in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name); with an
   ``attention_mask`` input, ``sqnr_valid_db`` is the same over real tokens only, for tensors whose leading axes are
@@ -42,6 +43,7 @@ from compiler.frontend.onnx_checks import check_elem_type
 from compiler.frontend.onnx_loader import read_model
 from compiler.frontend.precision import MASKED, precision_label, weights_precision
 from compiler.npz import read_npz
+from compiler.output_rows import as_rows
 from compiler.simulate import Simulator
 from hw.errors import InputError
 
@@ -179,8 +181,8 @@ def _first_line(err: BaseException) -> str:
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
-    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    """Cosine of each row (compiler/output_rows.py) of ``a`` and ``b``, both [samples, *output shape]."""
+    a, b = as_rows(a, 1), as_rows(b, 1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), 1.0)
 

@@ -38,6 +38,7 @@ from xdsl.dialects.builtin import ModuleOp
 from compiler.calibrate import activation_ranges, synthetic_inputs
 from compiler.context import CompileEnv, env_of, make_context
 from compiler.dialect import dataflow as df
+from compiler.output_rows import as_rows
 from compiler.quant_groups import group_scale_bits, groups_of, quantize_grouped
 from compiler.quant_recipes import quantize_weight
 from compiler.schedule.lower import gemm_work
@@ -112,14 +113,15 @@ def _sqnr(x: np.ndarray | None, w: np.ndarray, recipe: Recipe) -> float:
 
 def output_cosine(got: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]],
                   masks: list[np.ndarray] | None = None) -> float:
-    """Mean over every output row (last axis) of every sample of cos(got, ref); rows of zeros in the reference are
+    """Mean over every output row (compiler/output_rows.py: the last axis, merged with those before it when it holds
+    fewer than 16 values) of every sample of cos(got, ref); rows of zeros in the reference are
     skipped, and so are the rows a sample's ``masks`` entry (an attention mask, one entry per row) marks 0: padding
     the model ignores (codesign/accuracy.py's ``cosine_mean_valid``)."""
     cos: list[np.ndarray] = []
     for i, (g, r) in enumerate(zip(got, ref)):
         for name, want in r.items():
-            a = np.asarray(g[name], np.float64).reshape(-1, max(1, np.shape(want)[-1] if np.ndim(want) else 1))
-            b = np.asarray(want, np.float64).reshape(a.shape)
+            b = as_rows(np.asarray(want))
+            a = np.asarray(g[name], np.float64).reshape(b.shape)
             na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
             keep = nb > 0
             if masks is not None and np.size(masks[i]) == len(a):

@@ -47,10 +47,18 @@ def test_recipe_costs_rise_along_the_order() -> None:
     assert recipe_cost(work, Recipe("w4g32", 4, 32), None)["weight_bytes"] == 512 * 128 // 2 + 4 * 128 + 16 * 128
 
 
+def _rows(*hot: tuple[int, float]) -> np.ndarray:
+    """Rows of 16 values (compiler/output_rows.py's shortest row), row i holding ``value`` at ``column``."""
+    out = np.zeros((len(hot), 16))
+    for i, (column, value) in enumerate(hot):
+        out[i, column] = value
+    return out
+
+
 def test_output_cosine() -> None:
-    a = {"y": np.array([[1.0, 0.0], [0.0, 2.0]])}
+    a = {"y": _rows((0, 1.0), (1, 2.0))}
     assert output_cosine([a], [a]) == pytest.approx(1.0)
-    assert output_cosine([{"y": np.array([[0.0, 1.0], [0.0, 2.0]])}], [a]) == pytest.approx(0.5)
+    assert output_cosine([{"y": _rows((1, 1.0), (1, 2.0))}], [a]) == pytest.approx(0.5)
 
 
 def test_auto_meets_the_target_as_measured_again(auto_bert) -> None:
@@ -114,7 +122,7 @@ def test_cli_prints_the_auto_table_and_writes_it_to_json(tmp_path, capsys) -> No
 
 
 def test_output_cosine_skips_the_rows_a_mask_hides() -> None:
-    ref = {"y": np.array([[1.0, 0.0], [0.0, 2.0]])}
-    got = {"y": np.array([[1.0, 0.0], [2.0, 0.0]])}  # the second row (padding) is wrong
+    ref = {"y": _rows((0, 1.0), (1, 2.0))}
+    got = {"y": _rows((0, 1.0), (0, 2.0))}  # the second row (padding) is wrong
     assert output_cosine([got], [ref]) == pytest.approx(0.5)
     assert output_cosine([got], [ref], [np.array([[1, 0]])]) == pytest.approx(1.0)
