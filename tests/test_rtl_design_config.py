@@ -24,7 +24,7 @@ from rtl_kernel_checks import SIMS, TB_DIR, run_kernel
 import codesign
 from codesign.cli import main
 from compiler.dialect import dataflow as df
-from compiler.simulate.approx import SHIFTMAX_MIN_ROW
+from compiler.simulate.approx import shiftmax_min_step
 from hw.rtl import sim
 from hw.rtl.emit import params_tag
 from hw.rtl.manifest import CONFIG_FILE, FORMAT, resolve_config
@@ -157,7 +157,7 @@ def test_manifest_configs_are_the_simulated_designs(design, captured):
     assert gelu["config"]["x0"] == int(np.floor(-1 / (1.702 * gelu["config"]["input_scale"])))
     _, softmax = _invocation(manifest, "shiftmax")
     k = softmax["config"]["input_shift"]
-    need = max(17, SHIFTMAX_MIN_ROW) / 65536  # shiftmax_grid's smallest k (17-key rows: its 2^-8 floor)
+    need = shiftmax_min_step(17)  # shiftmax_grid's smallest k (17-key rows: its 2^-8 floor)
     grid = softmax["config"]["input_scale"] * 2**k
     assert need <= grid and (k == 0 or grid < 2 * need)
     entry, requant = _invocation(manifest, "requant", lambda inv: isinstance(inv["config"]["m"], dict))

@@ -13,7 +13,7 @@ import compiler.numerics as N
 from codesign.api import compile
 from compiler.dialect import dataflow as df
 from compiler.simulate import KERNELS, Simulator, Tensor, register_kernel
-from compiler.simulate.approx import SHIFTMAX_MIN_ROW
+from compiler.simulate.approx import shiftmax_min_step
 from compiler.simulate.kernels import op_attrs
 from hw.errors import InputError
 from tests.conftest import model_path
@@ -108,7 +108,7 @@ def test_attention_softmax_equals_the_oracle_on_its_scores() -> None:
             split = lambda t: t.data.reshape(*t.data.shape[:2], h, -1).transpose(0, 2, 1, 3)  # noqa: E731
             scores = split(q) @ split(k).swapaxes(-1, -2)
             s = float(q.step()) * float(k.step()) * df.float_attr(op, "scale")
-            need = max(scores.shape[-1], SHIFTMAX_MIN_ROW) / 65536.0  # the grid's floor for short rows
+            need = shiftmax_min_step(scores.shape[-1])  # the grid's floor for the row length
             k_shift = max(0, int(np.ceil(np.log2(need / s))))
             p, ps = N.shiftmax(torch.from_numpy(np.right_shift(scores, k_shift)), s * 2.0**k_shift, 16)
             acc = (p.numpy() @ split(v)).transpose(0, 2, 1, 3).reshape(outs[0].data.shape)
