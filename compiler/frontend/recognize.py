@@ -19,6 +19,7 @@ from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.norm_gelu_match import match_gelu, match_norm
 from compiler.frontend.normalize import normalize_for_recognition
 from compiler.frontend.recognize_moe import recognize_moe
+from compiler.frontend.window_axes import fold_window_axes
 
 __all__ = ["Match", "recognize"]
 
@@ -31,7 +32,8 @@ def recognize(graph: Graph) -> list[Match]:
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
     # Einsums the MoE blocks did not take (their experts are stacked-weight einsums): Transpose / Reshape / ReduceSum
     # / MatMul, so the attention matcher and the GEMM lowering see their products.
-    if lower_einsums(graph, ctx.taken):
+    # Window axes kept apart from the batch in the scores ([B, nW, H, S, S]) folded into it, as Swin's are.
+    if lower_einsums(graph, ctx.taken) + fold_window_axes(graph, ctx.taken):
         ctx = MatchContext(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
                            ctx.taken)
     norms: dict[str, tuple[str, list[Node]]] = {}  # recognised norms by output: their input and nodes
