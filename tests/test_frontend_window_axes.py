@@ -1,6 +1,6 @@
 """Attention whose windows stay an axis of Q, K, V and the scores (compiler/frontend/window_axes.py): small torch
 modules with the arrangements of torchvision's MaxViT and Twins' locally-grouped attention ([B, nW, H, S, S] scores)
-and of NesT and Hiera ([B, H, nW, S, S]), with and without a relative-position bias, exported by both exporters,
+and of NesT and Hiera ([B, H, nW, S, S]), with and without a relative-position bias, and windows kept as two axes, exported by both exporters,
 compiled, their attentions counted and their simulation compared with onnxruntime. Scores mixed across windows
 before the softmax are no attention per window: they must stay generic ops, exact."""
 
@@ -80,6 +80,24 @@ class _HeadsFirst(torch.nn.Module):
         return _image(self.proj(ctx.permute(0, 2, 3, 1, 4).reshape(b, NW, S, D)))
 
 
+class _WindowGrid(torch.nn.Module):
+    """The windows kept as two axes (rows, columns of windows): scores [B, 2, 2, H, S, S] (rank 6) plus a constant
+    additive term per window column [2, 1, S, S], which varies along one of the two axes merged into the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = torch.nn.Linear(D, 3 * D), torch.nn.Linear(D, D)
+        self.register_buffer("column_bias", torch.randn(2, 1, S, S))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        w = x.view(b, 2, W, 2, W, D).permute(0, 1, 3, 2, 4, 5).reshape(b, 2, 2, S, D)
+        q, k, v = self.qkv(w).reshape(b, 2, 2, S, 3, H, DH).permute(4, 0, 1, 2, 5, 3, 6).unbind(0)
+        scores = q @ k.transpose(-2, -1) * DH ** -0.5 + self.column_bias
+        ctx = (scores.softmax(-1) @ v).permute(0, 1, 2, 4, 3, 5).reshape(b, NW, S, D)
+        return _image(self.proj(ctx))
+
+
 class _WindowsMixed(torch.nn.Module):
     """Scores [B, nW, H, S, S] mixed across the windows by a linear map before the softmax: the probabilities of a
     window are not one softmax of its own scores, so no attention op computes this."""
@@ -111,6 +129,7 @@ _CASES = [("windows-first", lambda: _WindowsFirst(bias=False), 1),
           ("windows-first-bias", lambda: _WindowsFirst(bias=True), 1),
           ("heads-first", lambda: _HeadsFirst(bias=False), 1),
           ("heads-first-bias", lambda: _HeadsFirst(bias=True), 1),
+          ("window-grid", _WindowGrid, 1),
           ("mixed", _WindowsMixed, 0)]
 
 

@@ -10,7 +10,8 @@ Every leading axis that Q, K^T, V and the scores share is one the two products b
 same attention with those axes moved in front of the heads and merged into the batch. `fold_window_axes` rewrites
 it that way in place: Q, K^T and V are moved to [B', H, S, D] (through the head merge [B', S, H*D] the matcher
 follows back to its operand), the nodes from the QK^T product to the A.V product (scalar scales, additive terms,
-masks, the softmax) compute on [B', H, Sq, Sk] (their other inputs moved the same way) and the A.V product is moved
+masks, the softmax) compute on [B', H, Sq, Sk] (their constant inputs moved the same way; a computed one of rank > 2
+leaves the block as it is) and the A.V product is moved
 back to the layout its readers expect. Which leading axis is the heads is read off Q's movement chain: the axis that
 steps along the channels of the tensor Q is split from (a projection); where none does (a size-one heads axis, an
 op per head before the chain) the block is taken as one head. The rewrite is exact whatever the matcher then
@@ -122,7 +123,7 @@ def _heads_axis(g: Graph, producers: dict[str, Node], name: str, lead: tuple[int
     while len(chain) < 16 and (node := producers.get(source)) is not None:
         if not (node.op_type in _MOVES or _scalar_scale(g, node) or node.op_type == "Cast"):
             break
-        if any(g.is_const(i) is False and i != node.inputs[0] for i in node.inputs[1:] if i):
+        if not all(g.is_const(i) for i in node.inputs[1:] if i):
             break
         chain.append(node)
         source = node.inputs[0]
@@ -168,9 +169,9 @@ class _Fold:
         return self.others + ([] if self.heads is None else [self.heads])
 
     def side(self, shape: tuple[int, ...]) -> tuple[list[int], tuple[int, ...], bool] | None:
-        """How a tensor broadcast against the scores moves: (perm of its rank-padded shape, the 4-D shape it takes,
-        whether its merged axes must first be broadcast to full size); None for a rank <= 2 tensor (it broadcasts
-        against the trailing axes the same way) or one that cannot move by Transpose and Reshape alone."""
+        """How a constant broadcast against the scores moves: (perm of its rank-padded shape, the 4-D shape it takes,
+        whether its merged axes must first be broadcast to full size); None for a rank <= 2 one (it broadcasts
+        against the trailing axes the same way)."""
         if len(shape) <= 2:
             return None
         rank = len(self.lead) + 2
@@ -210,7 +211,7 @@ def _view(g: Graph, at: int, source: str, steps: list[tuple[str, tuple[int, ...]
 
 def _fold_block(g: Graph, block: _Block, fold: _Fold) -> bool:
     """Rewrite ``block`` on [B', H, ..] (module docstring); False, leaving the graph unchanged, when an input of
-    its element-wise nodes cannot move with the scores."""
+    its element-wise nodes is computed with rank > 2 (a mask from the inputs, per window)."""
     rank = len(block.lead) + 2
     lead_perm = fold.lead_perm()
     b, h = fold.batch, fold.h
@@ -223,27 +224,21 @@ def _fold_block(g: Graph, block: _Block, fold: _Fold) -> bool:
             plan = fold.side(g.shapes.get(name, ()))
             if plan is None:
                 continue
-            if plan[2] and not g.is_const(name):
-                return False
+            if not g.is_const(name):
+                return False  # a computed mask or bias over the windows: left to generic ops
             plans.append((node, index, plan))
     base = f"{block.softmax.name}/window_fold"
     for i, (node, index, (perm, shape, expand)) in enumerate(plans):
         name = node.inputs[index]
         padded = (1,) * (rank - len(g.shapes[name])) + tuple(g.shapes[name])
-        if g.is_const(name):
-            value = g.constants[name].reshape(padded).transpose(perm)
-            if expand:
-                merged = tuple(block.lead[a] for a in fold.others)
-                value = np.broadcast_to(value, merged + value.shape[len(merged):])
-            const = f"{base}/side_{i}"
-            g.constants[const] = np.ascontiguousarray(value).reshape(shape)
-            g.shapes[const], g.dtypes[const] = shape, g.constants[const].dtype
-            node.inputs[index] = const
-        else:
-            at = g.nodes.index(node)
-            steps: list[tuple[str, tuple[int, ...]]] = [("Reshape", padded), ("Transpose", tuple(perm)),
-                                                        ("Reshape", shape)]
-            node.inputs[index], _ = _view(g, at, name, steps, f"{base}/side_{i}")
+        value = g.constants[name].reshape(padded).transpose(perm)
+        if expand:
+            merged = tuple(block.lead[a] for a in fold.others)
+            value = np.broadcast_to(value, merged + value.shape[len(merged):])
+        const = f"{base}/side_{i}"
+        g.constants[const] = np.ascontiguousarray(value).reshape(shape)
+        g.shapes[const], g.dtypes[const] = shape, g.constants[const].dtype
+        node.inputs[index] = const
     for node in (*block.pre[0], *block.pre[1], block.qk, *block.scores):
         for out in node.outputs:
             old = g.shapes[out]
