@@ -58,7 +58,7 @@ class _Block:
         rank = len(full)
         if rank < 5 or softmax.attrs.get("axis", -1) not in (-1, rank - 1):
             return
-        self.scores: list[Node] = []  # QK^T product .. softmax .. A.V product, in graph order
+        self.scores: list[Node] = []  # the nodes after the QK^T product up to the A.V product, in graph order
         name, node = softmax.inputs[0], softmax
         while True:
             prev = producers.get(name)
