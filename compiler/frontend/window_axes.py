@@ -9,13 +9,15 @@ attention the matcher knows, and it stayed generic ops.
 Every leading axis that Q, K^T, V and the scores share is one the two products batch over, so the whole block is the
 same attention with those axes moved in front of the heads and merged into the batch. `fold_window_axes` rewrites
 it that way in place: Q, K^T and V are moved to [B', H, S, D] (through the head merge [B', S, H*D] the matcher
-follows back to its operand), the nodes from the QK^T product to the A.V product (scalar scales, additive terms,
-masks, the softmax) compute on [B', H, Sq, Sk] (their constant inputs moved the same way; a computed one of rank > 2
-leaves the block as it is) and the A.V product is moved
-back to the layout its readers expect. Which leading axis is the heads is read off Q's movement chain: the axis that
-steps along the channels of the tensor Q is split from (a projection); where none does (a size-one heads axis, an
-op per head before the chain) the block is taken as one head. The rewrite is exact whatever the matcher then
-decides: only movement nodes are added.
+follows back to its operand; a constant scale of Q or K and K's transpose, read by the product alone, are folded
+with the block so that the attention op's scale holds them), the nodes from the QK^T product to the A.V product
+(scalar scales, additive terms, masks, the softmax) compute on [B', H, Sq, Sk] (their constant inputs moved the same
+way; a computed one of rank > 2 leaves the block as it is) and the A.V product is moved back to the layout its
+readers expect. Which leading axis is the heads is read off Q's movement chain (else V's, else K's): the axis that
+steps along the channels of the tensor the chain starts from (a projection) and along nothing else; where none
+does (a size-one heads axis, an op per head before every chain) the block is taken as one head. The rewrite is
+exact whatever the matcher then decides: only movement nodes are added, and a block whose leading axes Q, K or V
+broadcast is left alone.
 """
 
 from __future__ import annotations
