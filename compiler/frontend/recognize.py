@@ -2,7 +2,8 @@
 
 Each matcher returns ``Match`` records (compiler/frontend/match.py): the nodes it replaces, the op it stands for and
 that op's operands. MoE blocks go first (compiler/frontend/recognize_moe.py: a block holds GELUs and softmaxes that
-belong to its experts and router), then the einsums they left are lowered, then one walk in graph order tries
+belong to its experts and router), then the einsums they left are lowered and attention whose windows stay axes of
+its scores is folded into the batch (compiler/frontend/window_axes.py), then one walk in graph order tries
 attention at every softmax (compiler/frontend/attention_match.py), GELU and LayerNorm / RMSNorm at their anchor
 nodes (compiler/frontend/norm_gelu_match.py), and views per-head Q/K norms for the attention matcher. Anything
 left unmatched is lowered one node to one generic op by the dialect builder (compiler/frontend/to_dialect.py).
@@ -19,6 +20,7 @@ from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.norm_gelu_match import match_gelu, match_norm
 from compiler.frontend.normalize import normalize_for_recognition
 from compiler.frontend.recognize_moe import recognize_moe
+from compiler.frontend.window_axes import fold_window_axes
 
 __all__ = ["Match", "recognize"]
 
@@ -30,8 +32,9 @@ def recognize(graph: Graph) -> list[Match]:
     # MoE first: a block holds GELUs and softmaxes that belong to its experts and router, not to the model.
     matches: list[Match] = recognize_moe(graph, ctx.producers, ctx.consumers, ctx.taken)
     # Einsums the MoE blocks did not take (their experts are stacked-weight einsums): Transpose / Reshape / ReduceSum
-    # / MatMul, so the attention matcher and the GEMM lowering see their products.
-    if lower_einsums(graph, ctx.taken):
+    # / MatMul, so the attention matcher and the GEMM lowering see their products. Then window axes kept apart from
+    # the batch in the scores ([B, nW, H, S, S]) folded into it, as Swin's are (an einsum may have computed them).
+    if lower_einsums(graph, ctx.taken) + fold_window_axes(graph, ctx.taken):
         ctx = MatchContext(graph, graph.producers(), graph.consumers(), {id(n): i for i, n in enumerate(graph.nodes)},
                            ctx.taken)
     norms: dict[str, tuple[str, list[Node]]] = {}  # recognised norms by output: their input and nodes
