@@ -5,7 +5,9 @@ shaped [N, *input shape] (a leading sample axis). Files are checked once, here, 
 is an InputError naming the file, the input and what was expected.
 
 With ``--inputs`` the functional simulator runs the compiled module (quantized / approximated as chosen) on every
-sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exported) on the same samples. The report's
+sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exported) on the same samples (the onnx
+package's reference evaluator when onnxruntime refuses the model's IR version or opset: codesign/reference_onnx.py;
+``accuracy.reference`` names the engine). The report's
 ``accuracy`` section holds:
 
 * ``outputs``: per model output, the cosine similarity of each row (last axis: a token's hidden state, a logit
@@ -35,6 +37,8 @@ import onnx
 from xdsl.dialects.builtin import IntegerType
 
 from codesign._io import atomic_output
+from codesign.reference_onnx import ENGINE as EVALUATOR
+from codesign.reference_onnx import evaluator_outputs, is_version_refusal
 from compiler.calibrate import check_simulation_memory
 from compiler.context import CompileEnv
 from compiler.dialect import dataflow as df
@@ -45,10 +49,10 @@ from compiler.frontend.precision import MASKED, precision_label, weights_precisi
 from compiler.npz import read_npz
 from compiler.output_rows import as_rows
 from compiler.simulate import Simulator
-from hw.errors import InputError
+from hw.errors import InputError, first_line
 
-__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "reference_outputs", "write_outputs",
-           "render_accuracy"]
+__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "References", "reference_outputs",
+           "write_outputs", "render_accuracy"]
 
 Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
 
@@ -137,10 +141,19 @@ def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs:
     return env, samples
 
 
+class References(list[dict[str, np.ndarray]]):
+    """:func:`reference_outputs`' result: one dict of arrays per sample; ``engine`` names what computed them."""
+
+    def __init__(self, runs: Sequence[dict[str, np.ndarray]] = (), engine: str = "onnxruntime") -> None:
+        super().__init__(runs)
+        self.engine = engine
+
+
 def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Sequence[str] = ()
-                      ) -> list[dict[str, np.ndarray]]:
+                      ) -> References:
     """ONNX Runtime outputs of the model as exported (FP32, or FP16 / BF16 for a half-precision export), and the
-    ``extra`` intermediate tensors, for every sample."""
+    ``extra`` intermediate tensors, for every sample; the onnx package's reference evaluator when onnxruntime
+    refuses the model's IR version or opset (codesign/reference_onnx.py)."""
     import onnxruntime as ort
 
     model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
@@ -160,24 +173,22 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
     try:
         sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's exceptions share no base class but Exception
+        if is_version_refusal(err):  # a model newer than onnxruntime: the ONNX project's evaluator instead
+            return References(evaluator_outputs(model, samples, label), engine=EVALUATOR)
         hint = "; onnxruntime's CPU provider lacks most bfloat16 kernels" if label == "BF16" else ""
-        raise InputError(f"onnxruntime cannot load the {label} reference model: {_first_line(err)}{hint}") from None
+        raise InputError(f"onnxruntime cannot load the {label} reference model: {first_line(err)}{hint}") from None
     names = [o.name for o in sess.get_outputs()]
     n = len(next(iter(samples.values())))
-    outs = []
+    outs = References(engine="onnxruntime")
     for i in range(n):
         try:
-            outs.append(dict(zip(names, sess.run(None, {k: v[i] for k, v in samples.items()}))))
+            run = sess.run(None, {k: v[i] for k, v in samples.items()})
+            outs.append({name: np.asarray(value) for name, value in zip(names, run)})
         except Exception as err:
             # e.g. a legacy-exported MoE whose unrolled expert loop fails on an input that leaves an expert idle
             raise InputError(f"--inputs sample {i}: onnxruntime failed on the {label} reference model: "
-                             f"{_first_line(err)}") from None
+                             f"{first_line(err)}") from None
     return outs
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -251,7 +262,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
             outs[name].append(value)
     stacked = {name: np.stack(v) for name, v in outs.items()}
     mask = samples.get("attention_mask")
-    section: dict[str, Any] = {"reference": f"onnxruntime {precision_label(imported.precision)}",
+    engine = refs.engine if isinstance(refs, References) else "onnxruntime"
+    section: dict[str, Any] = {"reference": f"{engine} {precision_label(imported.precision)}",
                                "samples": len(refs), "outputs": {}, "layers": []}
     for name, got in stacked.items():
         ref = np.stack([r[name] for r in refs]).astype(np.float64)

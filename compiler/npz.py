@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.limits import check_memory, format_bytes, format_shape
-from hw.errors import InputError
+from hw.errors import InputError, first_line
 
 __all__ = ["read_npz"]
 
@@ -27,11 +27,6 @@ _NPY_MAGIC = b"\x93NUMPY"
 #: Errors reading a member can raise: zip structure, CRC, deflate stream, .npy header and short data.
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
                 SyntaxError)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _header(fh) -> tuple[tuple[int, ...], np.dtype]:
@@ -60,7 +55,7 @@ def read_npz(path: str | os.PathLike[str], where: str | None = None) -> dict[str
     try:
         archive = zipfile.ZipFile(p)
     except _READ_ERRORS as err:
-        raise InputError(f"{where}: not an .npz archive ({_first_line(err)})") from None
+        raise InputError(f"{where}: not an .npz archive ({first_line(err)})") from None
     with archive:
         members: list[tuple[str, zipfile.ZipInfo]] = []
         total = 0
@@ -74,7 +69,7 @@ def read_npz(path: str | os.PathLike[str], where: str | None = None) -> dict[str
                 with archive.open(info) as fh:
                     shape, dtype = _header(fh)
             except _READ_ERRORS as err:
-                raise InputError(f"{where}: member '{name}': not a valid .npy header ({_first_line(err)})") from None
+                raise InputError(f"{where}: member '{name}': not a valid .npy header ({first_line(err)})") from None
             if dtype.hasobject:
                 raise InputError(f"{where}: member '{name}' holds Python objects (dtype {dtype}); loading it would "
                                  "unpickle code from the file, refused: save numeric arrays")
@@ -93,5 +88,5 @@ def read_npz(path: str | os.PathLike[str], where: str | None = None) -> dict[str
                 with archive.open(info) as fh:
                     out[name[:-len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
             except _READ_ERRORS as err:
-                raise InputError(f"{where}: member '{name}': cannot read it ({_first_line(err)})") from None
+                raise InputError(f"{where}: member '{name}': cannot read it ({first_line(err)})") from None
     return out

@@ -39,7 +39,7 @@ from compiler.frontend.onnx_functions import function_body
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.ort_contrib import expand_contrib_ops
-from hw.errors import InputError
+from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
 __all__ = ["load_graph", "parse_shape_arg", "read_model"]
@@ -79,7 +79,7 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, onnx.checker.ValidationError) as err:
-        raise InputError(f"{path}: not a valid ONNX model (truncated or not ONNX: {_first_line(err)})") from None
+        raise InputError(f"{path}: not a valid ONNX model (truncated or not ONNX: {first_line(err)})") from None
     check_utf8(model, str(path))
     if not model.graph.node:
         raise InputError(f"{path}: not a valid ONNX model (the graph has no nodes)")
@@ -89,7 +89,7 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto, external: bool 
     try:  # the checks above cover what onnx refuses; this keeps any refusal they missed to one line
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
-        raise InputError(f"{path}: cannot load external data: {_first_line(err)}") from None
+        raise InputError(f"{path}: cannot load external data: {first_line(err)}") from None
     return model, str(path)
 
 
@@ -142,11 +142,6 @@ def _topological(nodes: list[Node], known: set[str]) -> list[Node]:
         return nodes
     order, _ = kahn_order(deps)
     return [nodes[k] for k in order] if len(order) == len(nodes) else nodes
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
@@ -307,7 +302,7 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
             except (ValueError, IndexError) as err:
                 raise InputError(f"{source}: invalid ONNX model: {node.describe()} cannot run on its constant inputs "
                                  f"(shapes {[list(np.shape(a)) if a is not None else None for a in args]}): "
-                                 f"{_first_line(err)}") from None
+                                 f"{first_line(err)}") from None
             if value is not None and any(v.size > _FOLD_LIMIT for v in value):
                 value = None
         if value is None:
@@ -486,7 +481,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     try:
         onnx.checker.check_model(_skeleton(model, nodes, constants, dtypes, input_shapes))
     except onnx.checker.ValidationError as err:
-        raise InputError(f"{source_name}: invalid ONNX model: {_first_line(err)}") from None
+        raise InputError(f"{source_name}: invalid ONNX model: {first_line(err)}") from None
     outputs = [o.name for o in graph.output]
     # Inference and folding alternate until neither learns anything: each layer of a model that reshapes by the
     # Shape of its own attention output (DINOv2, Swin) needs one more round than the layer before it. Every round
