@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -124,6 +125,37 @@ def test_optimized_models_compile_like_the_original(case: str, tmp_path: Path,
         np.testing.assert_allclose(got[n][0], w, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(w))))
     int8 = compile(str(dst), inputs={k: v[None] for k, v in x.items()}, quant="int8", shapes=shapes).report
     assert int8 is not None and int8["patterns"] == result.report["patterns"]
+
+
+FP16_EPS = float(np.finfo(np.float16).eps)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float16_optimized_models_compile_like_the_original(case: str, tmp_path: Path,
+                                                            dynamic_bert: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """The optimized model converted by its ``convert_float_to_float16`` (float32 inputs and outputs kept): the
+    expansions compute in float16 (RMS statistics in float32, as torch spells them), the un-optimized float32
+    model's patterns are found, and the compile's own onnxruntime check agrees to float16 rounding (the bounds of
+    tests/test_frontend_half.py)."""
+    name, model_type, heads, hidden, level, mha, ops = CASES[case]
+    src, x = _source(name, tmp_path, dynamic_bert)
+    dst = _optimize(src, model_type, heads, hidden, level, mha, tmp_path / f"{case}.onnx", float16=True)
+    assert {t.data_type for t in onnx.load(str(dst)).graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16} \
+        == {TensorProto.FLOAT16}
+    shapes = {k: v.shape for k, v in x.items()}
+    result = compile(str(dst), inputs={k: v[None] for k, v in x.items()}, shapes=shapes)
+    assert result.report is not None and result.report["precision"] == "float16"
+    patterns = dict(result.report["patterns"])
+    original = dict(compile(str(src), shapes=shapes).report["patterns"])  # type: ignore[union-attr]
+    if model_type == "gpt2":
+        layers = sum(n.op_type == "FastGelu" for n in onnx.load(str(dst)).graph.node)
+        assert patterns.pop("gemm") == original.pop("gemm") + 2 * layers
+    assert patterns == original
+    accuracy = result.report["accuracy"]
+    assert accuracy["reference"] == "onnxruntime FP16"
+    for out in accuracy["outputs"].values():
+        assert out["cosine_min"] >= 0.9999
+        assert out["max_abs_error"] <= 16 * FP16_EPS * out["max_abs_value"]
 
 
 def _attention_model(mask_shape: list[int] | None, bias_shape: list[int] | None = None,
@@ -331,6 +363,18 @@ def test_unsupported_attention_is_refused_in_one_line(shape: list[int], attrs: d
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "com.microsoft.Attention (node 'attn')" in err and message in err
+
+
+def test_a_bfloat16_graph_is_refused_by_node(tmp_path: Path, capsys) -> None:
+    model = _attention_model([2])
+    for i, t in enumerate(model.graph.initializer):
+        model.graph.initializer[i].CopyFrom(numpy_helper.from_array(
+            numpy_helper.to_array(t).astype(ml_dtypes.bfloat16), t.name))
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, str(path))
+    assert main(["compile", str(path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "com.microsoft.Attention (node 'attn'): in bfloat16 weights" in err
 
 
 def test_attention_with_a_kv_cache_is_refused(tmp_path: Path, capsys) -> None:

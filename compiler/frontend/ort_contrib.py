@@ -24,7 +24,7 @@ recognisers find attention, the norms and GELU exactly as in the model before th
 
 Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, packed
 QKV / KV or a BNSH key for MultiHeadAttention, rotary ``Attention``, a 1-D mask with start positions, the mean /
-inverse-std outputs, float16): the op is left alone only when its type is not expanded at all (GroupQueryAttention,
+inverse-std outputs, bfloat16): the op is left alone only when its type is not expanded at all (GroupQueryAttention,
 which onnxruntime's LLaMA / Phi scripts write, always with a KV cache's seqlens_k), and ``check_domains`` then
 refuses it by name.
 """
@@ -65,8 +65,8 @@ _SKELETON_CONST_LIMIT = 4096
 class _Body:
     """The standard nodes one contrib node becomes; fresh tensor names are ``<node name>/<op>_<n>``."""
 
-    def __init__(self, node: onnx.NodeProto, opset: int, where: str):
-        self.node, self.opset, self.where = node, opset, where
+    def __init__(self, node: onnx.NodeProto, opset: int, where: str, dtype: np.dtype):
+        self.node, self.opset, self.where, self.dtype = node, opset, where, dtype
         self.prefix = node.name or node.op_type
         self.nodes: list[onnx.NodeProto] = []
         self.attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -99,8 +99,9 @@ class _Body:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
-    def const(self, value: float | list[int] | np.ndarray, dtype: type = np.float32) -> str:
-        array = np.asarray(value, dtype)
+    def const(self, value: float | list[int] | np.ndarray, dtype: type | np.dtype | None = None) -> str:
+        """A Constant; floats in the node's float type unless ``dtype`` says otherwise."""
+        array = np.asarray(value, self.dtype if dtype is None else dtype)
         return self.op("Constant", [], value=numpy_helper.from_array(array, f"{self.prefix}/c{len(self.nodes)}"))
 
     def mean_last(self, x: str) -> str:
@@ -142,10 +143,17 @@ def _expand_quick_gelu(b: _Body) -> None:
 
 
 def _rms(b: _Body, x: str, gamma: str, eps: float, out: str) -> None:
-    """x / sqrt(mean(x^2) + eps) * gamma, as torch exports an RMSNorm (LlamaRMSNorm)."""
-    var = b.mean_last(b.op("Pow", [x, b.const(2.0)]))
-    inv = b.op("Div", [b.const(1.0), b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
-    b.op("Mul", [gamma, b.op("Mul", [x, inv])], out)
+    """x / sqrt(mean(x^2) + eps) * gamma, as torch exports an RMSNorm (LlamaRMSNorm): a half-precision x is cast to
+    float32 for the statistics and the product cast back before gamma (onnxruntime's kernels accumulate in float32
+    too, and x^2 of a float16 activation above 256 would overflow)."""
+    half = b.dtype != np.float32
+    wide = b.op("Cast", [x], to=TensorProto.FLOAT) if half else x
+    var = b.mean_last(b.op("Pow", [wide, b.const(2.0, np.float32)]))
+    inv = b.op("Div", [b.const(1.0, np.float32), b.op("Sqrt", [b.op("Add", [var, b.const(eps, np.float32)])])])
+    normed = b.op("Mul", [wide, inv])
+    if half:
+        normed = b.op("Cast", [normed], to=helper.np_dtype_to_tensor_dtype(b.dtype))
+    b.op("Mul", [gamma, normed], out)
 
 
 def _layer_norm(b: _Body, x: str, gamma: str, beta: str, eps: float, out: str) -> None:
@@ -397,12 +405,23 @@ def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[st
     return ranks, dims
 
 
-def _check_float32(model: onnx.ModelProto, node: onnx.NodeProto, where: str) -> None:
-    floats = {t.data_type for t in model.graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16,
-                                                               TensorProto.BFLOAT16, TensorProto.DOUBLE}
-    if floats - {TensorProto.FLOAT}:
-        raise InputError(f"{where}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{node.name}'): in a model "
-                         "with non-float32 weights (only float32 onnxruntime-optimized graphs are expanded)")
+#: The float types the expansions are written for: onnxruntime's optimizer writes float32 graphs, and its float16
+#: converter turns them into float16 ones (bfloat16 / double: no CPU kernels to check against).
+_FLOATS: dict[int, np.dtype] = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.FLOAT16: np.dtype(np.float16)}
+_ANY_FLOAT: set[int] = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+
+
+def _node_float(node: onnx.NodeProto, initializers: dict[str, int], where: str) -> np.dtype:
+    """The float type a contrib node computes in: that of its first float initializer input (weights, gamma, a
+    bias), else the model's one float weight type (an input-only op, Gelu, in a float16 graph)."""
+    own = [initializers[t] for t in node.input if initializers.get(t) in _ANY_FLOAT]
+    types = set(own[:1]) or set(initializers.values()) & _ANY_FLOAT or {TensorProto.FLOAT}
+    kind = next(iter(types))
+    if len(types) > 1 or kind not in _FLOATS:
+        what = ("a model mixing float types, and none of its inputs a weight that says which" if len(types) > 1
+                else f"{TensorProto.DataType.Name(kind).lower()} weights (float32 and float16 graphs are expanded)")
+        raise InputError(f"{where}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{node.name}'): in {what}")
+    return _FLOATS[kind]
 
 
 def _expanded(node: onnx.NodeProto) -> bool:
@@ -416,9 +435,9 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     graph = model.graph
     if not any(_expanded(n) for n in graph.node):
         return model
-    _check_float32(model, next(n for n in graph.node if _expanded(n)), source)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     weights = {t.name: list(t.dims) for t in graph.initializer}
+    types = {t.name: t.data_type for t in graph.initializer}
     nodes = list(graph.node)
     # The attentions need ranks and dims (a mask's rank, a 1-D mask's length against the batch, MultiHeadAttention's
     # Q / K / V hidden sizes): shape inference, rerun while such an input comes from a contrib op still unexpanded
@@ -437,7 +456,7 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
                 node = onnx.NodeProto()
                 node.CopyFrom(nodes[i])
                 node.name = f"{node.op_type}_{i}"
-            body = _Body(node, opset, source)
+            body = _Body(node, opset, source, _node_float(node, types, source))
             unknown = sorted(set(body.attrs) - _ATTRS[node.op_type])
             if unknown:
                 raise body.refuse(f"attribute {', '.join(unknown)} is not supported")
