@@ -272,12 +272,16 @@ def test_multi_head_attention_matches_onnxruntime(case: str, tmp_path: Path) -> 
     ({"inputs": {4: "mask4"}}, "a key_padding_mask of rank 4"),
     ({"attrs": {"num_heads": 3}}, "hidden sizes (Q, K, V) = [8, 8, 12] with num_heads=3"),
     ({"attrs": {"is_causal": 1}}, "attribute is_causal is not supported"),
+    ({"inputs": {1: "k7", 2: "v7"}, "attrs": {"unidirectional": 1}}, "unidirectional with a key length that shape "
+     "inference cannot prove equal to the query length"),
 ])
 def test_unsupported_multi_head_attention_is_refused_in_one_line(edit: dict[str, Any], message: str,
                                                                  tmp_path: Path, capsys) -> None:
     model = _mha_model(5, None, None)
     model.graph.input.extend([helper.make_tensor_value_info("k4", TensorProto.FLOAT, [2, 2, 5, 4]),
-                              helper.make_tensor_value_info("mask4", TensorProto.INT32, [2, 1, 5, 5])])
+                              helper.make_tensor_value_info("mask4", TensorProto.INT32, [2, 1, 5, 5]),
+                              helper.make_tensor_value_info("k7", TensorProto.FLOAT, [2, 7, 8]),
+                              helper.make_tensor_value_info("v7", TensorProto.FLOAT, [2, 7, 12])])
     node = model.graph.node[0]
     for i, name in edit.get("inputs", {}).items():
         while len(node.input) <= i:

@@ -23,10 +23,10 @@ recognisers find attention, the norms and GELU exactly as in the model before th
   length, hidden] Q, K and V (self or cross attention), ``bias`` the three projections' biases packed.
 
 Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, packed
-QKV / KV or a BNSH key for MultiHeadAttention, rotary ``Attention``, a 1-D mask with start positions, the mean /
-inverse-std outputs, bfloat16): the op is left alone only when its type is not expanded at all (GroupQueryAttention,
-which onnxruntime's LLaMA / Phi scripts write, always with a KV cache's seqlens_k), and ``check_domains`` then
-refuses it by name.
+QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary ``Attention``, a 1-D mask with start
+positions, the mean / inverse-std outputs, bfloat16): the op is left alone only when its type is not expanded at all
+(GroupQueryAttention, which onnxruntime's LLaMA / Phi scripts write, always with a KV cache's seqlens_k), and
+``check_domains`` then refuses it by name.
 """
 
 from __future__ import annotations
@@ -253,8 +253,7 @@ def _attend(b: _Body, q: str, k: str, v: str, sizes: tuple[int, int, int], mask:
     def length(t: str) -> str:
         return b.op("Gather", [b.op("Shape", [t]), b.const(1, np.int64)], axis=0)
 
-    q_len, kv_len = length(q), (length(k) if k != q else None)
-    kv_len = kv_len or q_len
+    q_len, kv_len = length(q), length(k)
     if mask:
         scores = b.op("Add", [scores, _mask_bias(b, mask, q, kv_len, ranks, dims)])
     if bias:
@@ -322,6 +321,10 @@ def _expand_multi_head_attention(b: _Body, ranks: dict[str, int], dims: dict[str
     sizes = [d for d in (dims[t][2] for t in (q, k, v)) if isinstance(d, int) and d > 0]
     if len(sizes) != 3:
         raise b.refuse("the hidden sizes of query / key / value are not known from the graph")
+    if b.int_attr("unidirectional", 0) and (dims[q][1] in (0, "") or dims[q][1] != dims[k][1]):
+        # onnxruntime's CPU kernel masks neither j > i nor j > i + (keys - queries) when the lengths differ
+        raise b.refuse("unidirectional with a key length that shape inference cannot prove equal to the query "
+                       "length (causal cross attention)")
     if b.input(3):
         q, k, v = (b.op("Add", [t, part]) for t, part in zip((q, k, v), _split_last(b, b.input(3), sizes),
                                                               strict=True))
