@@ -420,3 +420,16 @@ def test_a_contrib_op_not_expanded_is_still_refused_by_name(tmp_path: Path, caps
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unsupported op com.microsoft.GroupQueryAttention (node 'gqa')" in err
+
+
+def test_the_nchwc_layout_of_opt_level_99_is_refused_with_the_level_to_use(tmp_path: Path, capsys) -> None:
+    """opt_level 99 lets onnxruntime rewrite a ViT's patch Conv into its CPU-specific NCHWc layout (on CPUs with the
+    blocked kernels: x86 with AVX2 or AVX-512)."""
+    dst = _optimize(model_path("vit_tiny.onnx"), "vit", 4, 64, 99, False, tmp_path / "vit99.onnx")
+    if not any(n.domain == "com.microsoft.nchwc" for n in onnx.load(str(dst)).graph.node):
+        pytest.skip("this CPU has no NCHWc kernels: onnxruntime keeps the standard layout")
+    assert main(["compile", str(dst), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unsupported op com.microsoft.nchwc.Conv (node '" in err
+    assert err.endswith("(onnxruntime's CPU-specific NCHWc layout, written from opt_level 99: optimize with "
+                        "opt_level 2 or lower)")
