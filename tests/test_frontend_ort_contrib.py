@@ -30,8 +30,9 @@ from tests.conftest import model_path
 from tests.test_frontend_dynamic_quant import _feeds
 
 #: name -> (model, optimizer model_type, num_heads, hidden_size, opt_level, use_multi_head_attention, the fused ops it
-#: writes): opt_level 0 is where the optimizer fuses the static bert_tiny's attention into Attention (later levels'
-#: graph rewrites keep it unfused for these tiny exports); ViT at its default level (and 1) gets its MatMul+Add
+#: writes): opt_level 0 is where the optimizer fuses the static bert_tiny's attention into Attention, or into
+#: MultiHeadAttention on a ReduceSum mask index with ``use_multi_head_attention`` (later levels' graph rewrites keep it
+#: unfused for these tiny exports); ViT at its default level (and 1) gets its MatMul+Add
 #: projections rewritten as Reshape-Gemm-Reshape, the Q / K / V Gemms' outputs reshaped from 2-D straight to heads
 #: (the head views of compiler/frontend/head_view.py prove them), level 2 keeps MatMuls. The optimizer has no LLaMA
 #: type; "gpt2" fuses its RMSNorms and (level 2) SiLU as QuickGelu(alpha=1). ``dynamic:bert`` (batch and sequence
@@ -41,6 +42,8 @@ from tests.test_frontend_dynamic_quant import _feeds
 CASES: dict[str, tuple[str, str, int, int, int | None, bool, set[str]]] = {
     "bert-attention": ("bert_tiny.onnx", "bert", 2, 128, 0, False,
                        {"Attention", "SkipLayerNormalization", "BiasGelu"}),
+    "bert-mha": ("bert_tiny.onnx", "bert", 2, 128, 0, True, {"MultiHeadAttention", "SkipLayerNormalization",
+                                                             "BiasGelu"}),
     "bert-default": ("bert_tiny.onnx", "bert", 2, 128, None, False, {"SkipLayerNormalization", "Gelu"}),
     "bert-embed-attention": ("dynamic:bert", "bert", 4, 64, None, False,
                              {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"}),
