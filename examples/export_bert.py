@@ -46,9 +46,11 @@ def sample_tokens(*, seq_len: int, vocab: int, seed: int, batch: int = 1) -> lis
 def export_bert(
     out_path: Path, *, layers: int = 2, hidden: int = 128, heads: int = 2, intermediate: int = 512,
     seq_len: int = 16, vocab: int = 1024, max_positions: int = 64, exporter: Exporter = "legacy",
-    attn: Attn = "eager", seed: int = 0,
+    attn: Attn = "eager", seed: int = 0, dynamic: bool = False,
 ) -> Exported:
-    """Export a seeded random BERT encoder with a static [1, seq_len] signature for all three inputs."""
+    """Export a seeded random BERT encoder with a static [1, seq_len] signature for all three inputs, or with batch
+    and sequence symbolic (``dynamic``, legacy exporter only): the position ids then stay the sliced
+    ``position_ids`` buffer that onnxruntime's optimizer fuses into EmbedLayerNormalization."""
     from transformers import BertConfig, BertModel
 
     seed_all(seed)
@@ -61,7 +63,8 @@ def export_bert(
     reinit_(bert, seed)
     model = _Encoder(bert).eval()
     args = sample_tokens(seq_len=seq_len, vocab=vocab, seed=seed)
-    export_onnx(model, args, out_path, input_names=INPUTS, output_names=[OUTPUT], exporter=exporter)
+    export_onnx(model, args, out_path, input_names=INPUTS, output_names=[OUTPUT], exporter=exporter,
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in INPUTS} if dynamic else None)
     meta = {
         "family": "bert",
         "config": {

@@ -77,7 +77,9 @@ def check_domains(model: onnx.ModelProto, source: str) -> None:
             hint = (" (onnxruntime's QOperator format: quantize with QuantFormat.QDQ or quantize_dynamic instead)"
                     if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "DynamicQuantize"))
                     else " (an onnxruntime-optimized graph: compile the model before its transformer optimizer ran)"
-                    if node.domain == "com.microsoft" else "")
+                    if node.domain == "com.microsoft"
+                    else " (onnxruntime's CPU-specific NCHWc layout, written from opt_level 99: optimize with "
+                    "opt_level 2 or lower)" if node.domain == "com.microsoft.nchwc" else "")
             raise InputError(f"{source}: unsupported op {node.domain}.{node.op_type} (node '{node.name or i}'): only "
                              f"the standard ONNX operator set is supported{hint}")
 

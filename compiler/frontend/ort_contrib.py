@@ -11,13 +11,22 @@ recognisers find attention, the norms and GELU exactly as in the model before th
 - ``SkipLayerNormalization(x, skip, gamma[, beta[, bias]])`` = LayerNorm(x + skip (+ bias)) over the last axis,
   its fourth output the sum; ``SkipSimplifiedLayerNormalization`` and ``SimplifiedLayerNormalization`` the RMS norm
   (onnxruntime registers the latter in the default domain, and its optimizer writes it there);
-- ``Attention(x, W[, b[, mask_index]])``: packed QKV projection, ``num_heads`` heads, scores scaled by ``scale``
-  (1/sqrt(head size) by default), ``mask_filter_value`` (-10000) added where ``mask_index`` (1-D end positions, or a
-  2-D / 3-D 0/1 mask) masks a key and above the diagonal when ``unidirectional``, softmax, concatenated heads.
+- ``EmbedLayerNormalization(ids, [segment_ids], word, position, [segment], gamma, beta[, mask[, position_ids]])``
+  = LayerNorm(word[ids] + position[position_ids, or 0 .. seq - 1] (+ segment[segment_ids])), its third output the
+  sum; its ``mask_index`` output each row's count of mask == 1 (what onnxruntime's kernel computes), zeros without
+  a mask;
+- ``Attention(x, W[, b[, mask_index[, , attention_bias]]])``: packed QKV projection, ``num_heads`` heads, scores
+  scaled by ``scale`` (1/sqrt(head size) by default), ``mask_filter_value`` (-10000) added where ``mask_index``
+  (1-D end positions, or a 2-D / 3-D 0/1 mask) masks a key and above the diagonal when ``unidirectional``, the
+  ``attention_bias`` added, softmax, concatenated heads;
+- ``MultiHeadAttention(q, k, v[, bias[, key_padding_mask[, attention_bias]]])``: the same on separate [batch,
+  length, hidden] Q, K and V (self or cross attention), ``bias`` the three projections' biases packed.
 
-Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, an
-attention bias, rotary ``Attention``, a 1-D mask with start positions, the mean / inverse-std outputs, float16): the
-op is left alone only when its type is not expanded at all, and ``check_domains`` then refuses it by name.
+Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, packed
+QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary ``Attention``, a 1-D mask with start
+positions, the mean / inverse-std outputs, bfloat16): the op is left alone only when its type is not expanded at all
+(GroupQueryAttention, which onnxruntime's LLaMA / Phi scripts write, always with a KV cache's seqlens_k), and
+``check_domains`` then refuses it by name.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ _ATTRS: dict[str, set[str]] = {
     "SimplifiedLayerNormalization": {"axis", "epsilon", "stash_type"},
     "Attention": {"num_heads", "qkv_hidden_sizes", "unidirectional", "mask_filter_value", "scale", "do_rotary",
                   "rotary_embedding_dim", "past_present_share_buffer"},
+    "MultiHeadAttention": {"num_heads", "unidirectional", "mask_filter_value", "scale"},
+    "EmbedLayerNormalization": {"epsilon", "mask_index_type"},
 }
 EXPANDED_OPS = frozenset(_ATTRS)
 #: Contrib ops onnxruntime registers in the default domain (ONNX itself defines no op of that name before opset 23's
@@ -54,8 +65,8 @@ _SKELETON_CONST_LIMIT = 4096
 class _Body:
     """The standard nodes one contrib node becomes; fresh tensor names are ``<node name>/<op>_<n>``."""
 
-    def __init__(self, node: onnx.NodeProto, opset: int, where: str):
-        self.node, self.opset, self.where = node, opset, where
+    def __init__(self, node: onnx.NodeProto, opset: int, where: str, dtype: np.dtype):
+        self.node, self.opset, self.where, self.dtype = node, opset, where, dtype
         self.prefix = node.name or node.op_type
         self.nodes: list[onnx.NodeProto] = []
         self.attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -88,8 +99,9 @@ class _Body:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
-    def const(self, value: float | list[int] | np.ndarray, dtype: type = np.float32) -> str:
-        array = np.asarray(value, dtype)
+    def const(self, value: float | list[int] | np.ndarray, dtype: type | np.dtype | None = None) -> str:
+        """A Constant; floats in the node's float type unless ``dtype`` says otherwise."""
+        array = np.asarray(value, self.dtype if dtype is None else dtype)
         return self.op("Constant", [], value=numpy_helper.from_array(array, f"{self.prefix}/c{len(self.nodes)}"))
 
     def mean_last(self, x: str) -> str:
@@ -131,10 +143,17 @@ def _expand_quick_gelu(b: _Body) -> None:
 
 
 def _rms(b: _Body, x: str, gamma: str, eps: float, out: str) -> None:
-    """x / sqrt(mean(x^2) + eps) * gamma, as torch exports an RMSNorm (LlamaRMSNorm)."""
-    var = b.mean_last(b.op("Pow", [x, b.const(2.0)]))
-    inv = b.op("Div", [b.const(1.0), b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
-    b.op("Mul", [gamma, b.op("Mul", [x, inv])], out)
+    """x / sqrt(mean(x^2) + eps) * gamma, as torch exports an RMSNorm (LlamaRMSNorm): a half-precision x is cast to
+    float32 for the statistics and the product cast back before gamma (onnxruntime's kernels accumulate in float32
+    too, and x^2 of a float16 activation above 256 would overflow)."""
+    half = b.dtype != np.float32
+    wide = b.op("Cast", [x], to=TensorProto.FLOAT) if half else x
+    var = b.mean_last(b.op("Pow", [wide, b.const(2.0, np.float32)]))
+    inv = b.op("Div", [b.const(1.0, np.float32), b.op("Sqrt", [b.op("Add", [var, b.const(eps, np.float32)])])])
+    normed = b.op("Mul", [wide, inv])
+    if half:
+        normed = b.op("Cast", [normed], to=helper.np_dtype_to_tensor_dtype(b.dtype))
+    b.op("Mul", [gamma, normed], out)
 
 
 def _layer_norm(b: _Body, x: str, gamma: str, beta: str, eps: float, out: str) -> None:
@@ -173,19 +192,98 @@ def _expand_simplified_norm(b: _Body) -> None:
     _rms(b, b.input(0), b.input(1), b.float_attr("epsilon", 1e-5), b.output(0))
 
 
-def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
-                      weights: dict[str, list[int]]) -> None:
-    for i, what in [(4, "a past key/value input"), (5, "an attention_bias input"), (6, "a past_sequence_length")]:
+def _attention_inputs_refused(b: _Body, refused: list[tuple[int, str]], outputs: list[tuple[int, str]]) -> None:
+    for i, what in refused:
         if b.input(i):
-            raise b.refuse(f"{what} (only self-attention without a KV cache is supported)")
-    if b.output(1):
-        raise b.refuse("a present key/value output (only self-attention without a KV cache is supported)")
-    for name in ("do_rotary", "rotary_embedding_dim", "past_present_share_buffer"):
-        if b.int_attr(name, 0):
-            raise b.refuse(f"{name}={b.attrs[name]}")
+            raise b.refuse(f"{what} (only attention without a KV cache is supported)")
+    for i, what in outputs:
+        if b.output(i):
+            raise b.refuse(f"{what} output (only attention without a KV cache is supported)")
+
+
+def _num_heads(b: _Body) -> int:
     heads = b.int_attr("num_heads", 0)
     if heads <= 0:
         raise b.refuse("num_heads is missing or not positive")
+    return heads
+
+
+def _mask_bias(b: _Body, mask: str, query: str, kv_len: str, ranks: dict[str, int],
+               dims: dict[str, list[int | str]]) -> str:
+    """``mask_filter_value`` where a ``mask_index`` / ``key_padding_mask`` masks a key, 0 elsewhere, broadcastable to
+    the [batch, heads, query, key] scores: a 1-D mask holds each batch row's key count (right padding), a 2-D
+    [batch, keys] or 3-D [batch, queries, keys] one is 1 where a key is kept (onnxruntime keeps a key where the mask
+    is > 0)."""
+    zero, masked = b.const(0.0), b.const(b.float_attr("mask_filter_value", -10000.0))
+    name = "mask_index" if b.node.op_type == "Attention" else "key_padding_mask"
+    rank = ranks.get(mask)
+    if rank == 1:
+        if not (dims.get(mask) and dims.get(query) and dims[mask][0] not in (0, "")
+                and dims[mask][0] == dims[query][0]):
+            raise b.refuse(f"a 1-D {name} whose length is not the batch size (start positions, or a length that "
+                           "shape inference cannot relate to the batch) is not supported")
+        ends = b.unsqueeze(b.op("Cast", [mask], to=TensorProto.INT64), [1])
+        keep = b.op("Less", [b.op("Range", [b.const(0, np.int64), kv_len, b.const(1, np.int64)]), ends])
+        return b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2])
+    if rank in (2, 3):
+        keep = b.op("Greater", [b.op("Cast", [mask], to=TensorProto.INT64), b.const(0, np.int64)])
+        return b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2] if rank == 2 else [1])
+    raise b.refuse(f"a {name} of rank {rank if rank is not None else 'unknown'} (supported: 1-D end positions, "
+                   "2-D or 3-D 0/1 masks)")
+
+
+def _attend(b: _Body, q: str, k: str, v: str, sizes: tuple[int, int, int], mask: str, bias: str,
+            ranks: dict[str, int], dims: dict[str, list[int | str]]) -> None:
+    """softmax(Q K^T * scale + mask + attention_bias (+ causal mask)) V over ``num_heads`` heads of the [batch,
+    length, hidden] ``q``, ``k``, ``v``, heads split by Reshape / Transpose and joined back into ``b.output(0)``,
+    as torch exports eager attention."""
+    heads = _num_heads(b)
+    if sizes[0] != sizes[1] or any(s <= 0 or s % heads for s in sizes):
+        raise b.refuse(f"hidden sizes (Q, K, V) = {list(sizes)} with num_heads={heads} (Q and K sizes must be equal "
+                       "and every size a multiple of num_heads)")
+    head, vhead = sizes[0] // heads, sizes[2] // heads
+
+    def heads_of(t: str, size: int, perm: list[int]) -> str:
+        return b.op("Transpose", [b.op("Reshape", [t, b.const([0, 0, heads, size], np.int64)])], perm=perm)
+
+    scale = b.float_attr("scale", 0.0) or 1.0 / math.sqrt(head)
+    scores = b.op("Mul", [b.op("MatMul", [heads_of(q, head, [0, 2, 1, 3]), heads_of(k, head, [0, 2, 3, 1])]),
+                          b.const(scale)])
+
+    def length(t: str) -> str:
+        return b.op("Gather", [b.op("Shape", [t]), b.const(1, np.int64)], axis=0)
+
+    q_len, kv_len = length(q), length(k)
+    if mask:
+        scores = b.op("Add", [scores, _mask_bias(b, mask, q, kv_len, ranks, dims)])
+    if bias:
+        scores = b.op("Add", [scores, bias])
+    if b.int_attr("unidirectional", 0):
+        step = b.const(1, np.int64)
+        keys = b.op("Range", [b.const(0, np.int64), kv_len, step])
+        future = b.op("Greater", [keys, b.unsqueeze(b.op("Range", [b.const(0, np.int64), q_len, step]), [1])])
+        scores = b.op("Add", [scores, b.op("Where", [future, b.const(b.float_attr("mask_filter_value", -10000.0)),
+                                                     b.const(0.0)])])
+    probs = b.op("Softmax", [scores], axis=-1)
+    ctx = b.op("Transpose", [b.op("MatMul", [probs, heads_of(v, vhead, [0, 2, 1, 3])])], perm=[0, 2, 1, 3])
+    b.op("Reshape", [ctx, b.const([0, 0, sizes[2]], np.int64)], b.output(0))
+
+
+def _split_last(b: _Body, x: str, sizes: list[int]) -> list[str]:
+    outs = [f"{b.prefix}/split{len(b.nodes)}_{i}" for i in range(len(sizes))]
+    b.nodes.append(helper.make_node("Split", [x, b.const(sizes, np.int64)], outs, name=f"{b.prefix}/Split_"
+                                    f"{len(b.nodes)}", axis=-1))
+    return outs
+
+
+def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
+                      weights: dict[str, list[int]]) -> None:
+    _attention_inputs_refused(b, [(4, "a past key/value input"), (6, "a past_sequence_length")],
+                              [(1, "a present key/value")])
+    for name in ("do_rotary", "rotary_embedding_dim", "past_present_share_buffer"):
+        if b.int_attr(name, 0):
+            raise b.refuse(f"{name}={b.attrs[name]}")
+    heads = _num_heads(b)
     sizes = b.attrs.get("qkv_hidden_sizes", [])
     if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
         raise b.refuse("attribute qkv_hidden_sizes is not a list of integers")
@@ -197,56 +295,89 @@ def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int 
     if len(sizes) != 3 or sizes[0] != sizes[1] or any(s <= 0 or s % heads for s in sizes):
         raise b.refuse(f"qkv_hidden_sizes={sizes} with num_heads={heads} (Q and K sizes must be equal and every "
                        "size a multiple of num_heads)")
-    head, vhead = sizes[0] // heads, sizes[2] // heads
-    scale = b.float_attr("scale", 0.0) or 1.0 / math.sqrt(head)
-    filt = b.float_attr("mask_filter_value", -10000.0)
-    x = b.input(0)
-    qkv = b.op("MatMul", [x, b.input(1)])
+    qkv = b.op("MatMul", [b.input(0), b.input(1)])
     if b.input(2):
         qkv = b.op("Add", [qkv, b.input(2)])
-    split = helper.make_node("Split", [qkv, b.const(sizes, np.int64)], [f"{b.prefix}/q", f"{b.prefix}/k",
-                             f"{b.prefix}/v"], name=f"{b.prefix}/Split", axis=-1)
-    b.nodes.append(split)
-    q, k, v = split.output
+    q, k, v = _split_last(b, qkv, sizes)
+    # the mask's batch is checked against the input's (q is a fresh name shape inference has not seen)
+    dims = {**dims, q: dims.get(b.input(0), [])}
+    _attend(b, q, k, v, (sizes[0], sizes[1], sizes[2]), b.input(3), b.input(5), ranks, dims)
 
-    def heads_of(t: str, size: int, perm: list[int]) -> str:
-        return b.op("Transpose", [b.op("Reshape", [t, b.const([0, 0, heads, size], np.int64)])], perm=perm)
 
-    scores = b.op("Mul", [b.op("MatMul", [heads_of(q, head, [0, 2, 1, 3]), heads_of(k, head, [0, 2, 3, 1])]),
-                          b.const(scale)])
-    zero, masked = b.const(0.0), b.const(filt)
-    seq = b.op("Gather", [b.op("Shape", [x]), b.const(1, np.int64)], axis=0)
-    mask = b.input(3)
-    if mask:
-        rank = ranks.get(mask)
-        if rank == 1:
-            if not (dims.get(mask) and dims.get(x) and dims[mask][0] not in (0, "") and dims[mask][0] == dims[x][0]):
-                raise b.refuse("a 1-D mask_index whose length is not the batch size (start positions, or a length "
-                               "that shape inference cannot relate to the batch) is not supported")
-            ends = b.unsqueeze(b.op("Cast", [mask], to=TensorProto.INT64), [1])
-            keep = b.op("Less", [b.op("Range", [b.const(0, np.int64), seq, b.const(1, np.int64)]), ends])
-            bias = b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2])
-        elif rank in (2, 3):
-            keep = b.op("Greater", [b.op("Cast", [mask], to=TensorProto.INT64), b.const(0, np.int64)])
-            bias = b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2] if rank == 2 else [1])
-        else:
-            raise b.refuse(f"a mask_index of rank {rank if rank is not None else 'unknown'} (supported: 1-D end "
-                           "positions, 2-D or 3-D 0/1 masks)")
-        scores = b.op("Add", [scores, bias])
-    if b.int_attr("unidirectional", 0):
+def _expand_multi_head_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
+                                 weights: dict[str, list[int]]) -> None:
+    """Separate [batch, length, hidden] Q, K and V (what the optimizer writes with ``use_multi_head_attention``),
+    their projections' biases packed in one [Dq + Dk + Dv] input."""
+    _attention_inputs_refused(b, [(6, "a past_key input"), (7, "a past_value input"),
+                                  (8, "a past_sequence_length"), (9, "a cache_indirection input")],
+                              [(1, "a present_key"), (2, "a present_value"), (3, "a qk")])
+    q, k, v = b.input(0), b.input(1), b.input(2)
+    if not (k and v):
+        raise b.refuse("packed QKV or packed KV (no separate key and value inputs)")
+    found = [ranks.get(t) for t in (q, k, v)]
+    if found != [3, 3, 3]:
+        raise b.refuse(f"query / key / value of ranks {['unknown' if r is None else r for r in found]} (only 3-D "
+                       "[batch, length, hidden] query, key and value are supported: not packed, not a BNSH past key)")
+    sizes = [d for d in (dims[t][2] for t in (q, k, v)) if isinstance(d, int) and d > 0]
+    if len(sizes) != 3:
+        raise b.refuse("the hidden sizes of query / key / value are not known from the graph")
+    if b.int_attr("unidirectional", 0) and (dims[q][1] in (0, "") or dims[q][1] != dims[k][1]):
+        # onnxruntime's CPU kernel masks neither j > i nor j > i + (keys - queries) when the lengths differ
+        raise b.refuse("unidirectional with a key length that shape inference cannot prove equal to the query "
+                       "length (causal cross attention)")
+    if b.input(3):
+        q, k, v = (b.op("Add", [t, part]) for t, part in zip((q, k, v), _split_last(b, b.input(3), sizes),
+                                                              strict=True))
+        dims = {**dims, q: dims.get(b.input(0), [])}
+    _attend(b, q, k, v, (sizes[0], sizes[1], sizes[2]), b.input(4), b.input(5), ranks, dims)
+
+
+def _expand_embed_layer_norm(b: _Body) -> None:
+    """word[input_ids] + position[position_ids, or 0 .. seq - 1] (+ segment[segment_ids]), then LayerNorm; the
+    mask_index output is each row's count of mask == 1 (onnxruntime's kernel; zeros without a mask)."""
+    missing = [name for i, name in [(0, "input_ids"), (2, "word_embedding"), (3, "position_embedding"),
+                                    (5, "gamma"), (6, "beta")] if not b.input(i)]
+    if missing:
+        raise b.refuse(f"its required input {', '.join(missing)} is missing")
+    ids = b.input(0)
+    if b.input(8):
+        pos = b.input(8)
+    else:
+        seq = b.op("Gather", [b.op("Shape", [ids]), b.const(1, np.int64)], axis=0)
         pos = b.op("Range", [b.const(0, np.int64), seq, b.const(1, np.int64)])
-        future = b.op("Greater", [pos, b.unsqueeze(pos, [1])])
-        scores = b.op("Add", [scores, b.op("Where", [future, masked, zero])])
-    probs = b.op("Softmax", [scores], axis=-1)
-    ctx = b.op("Transpose", [b.op("MatMul", [probs, heads_of(v, vhead, [0, 2, 1, 3])])], perm=[0, 2, 1, 3])
-    b.op("Reshape", [ctx, b.const([0, 0, sizes[2]], np.int64)], b.output(0))
+    total = b.op("Add", [b.op("Gather", [b.input(2), ids], axis=0), b.op("Gather", [b.input(3), pos], axis=0)],
+                 "" if b.input(1) else b.output(2))
+    if b.input(1):
+        if not b.input(4):
+            raise b.refuse("segment_ids without a segment_embedding")
+        total = b.op("Add", [total, b.op("Gather", [b.input(4), b.input(1)], axis=0)], b.output(2))
+    _layer_norm(b, total, b.input(5), b.input(6), b.float_attr("epsilon", 1e-12), b.output(0))
+    if not b.output(1):
+        return
+    if b.input(7):
+        ones = b.op("Cast", [b.op("Equal", [b.input(7), b.const(1, np.int32)])], to=TensorProto.INT32)
+        if b.opset >= 13:
+            b.op("ReduceSum", [ones, b.const([1], np.int64)], b.output(1), keepdims=0)
+        else:
+            b.op("ReduceSum", [ones], b.output(1), axes=[1], keepdims=0)
+    else:
+        batch = b.op("Slice", [b.op("Shape", [ids]), b.const([0], np.int64), b.const([1], np.int64)])
+        b.op("ConstantOfShape", [batch], b.output(1), value=numpy_helper.from_array(np.zeros(1, np.int32)))
 
 
 _SIMPLE: dict[str, Callable[[_Body], None]] = {
     "Gelu": _expand_gelu, "BiasGelu": _expand_gelu, "FastGelu": _expand_fast_gelu, "QuickGelu": _expand_quick_gelu,
     "SkipLayerNormalization": _expand_skip_norm, "SkipSimplifiedLayerNormalization": _expand_skip_norm,
-    "SimplifiedLayerNormalization": _expand_simplified_norm,
+    "SimplifiedLayerNormalization": _expand_simplified_norm, "EmbedLayerNormalization": _expand_embed_layer_norm,
 }
+_ATTENTION = {"Attention": _expand_attention, "MultiHeadAttention": _expand_multi_head_attention}
+
+
+def _shapes_needed(b: _Body) -> list[str]:
+    """The inputs whose shapes an attention's expansion reads."""
+    if b.node.op_type == "Attention":
+        return [b.input(0), b.input(3)] if b.input(3) else []
+    return [t for t in (b.input(0), b.input(1), b.input(2), b.input(4)) if t]
 
 
 def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[str, int], dict[str, list[int | str]]]:
@@ -277,12 +408,23 @@ def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[st
     return ranks, dims
 
 
-def _check_float32(model: onnx.ModelProto, node: onnx.NodeProto, where: str) -> None:
-    floats = {t.data_type for t in model.graph.initializer} & {TensorProto.FLOAT, TensorProto.FLOAT16,
-                                                               TensorProto.BFLOAT16, TensorProto.DOUBLE}
-    if floats - {TensorProto.FLOAT}:
-        raise InputError(f"{where}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{node.name}'): in a model "
-                         "with non-float32 weights (only float32 onnxruntime-optimized graphs are expanded)")
+#: The float types the expansions are written for: onnxruntime's optimizer writes float32 graphs, and its float16
+#: converter turns them into float16 ones (bfloat16 / double: no CPU kernels to check against).
+_FLOATS: dict[int, np.dtype] = {TensorProto.FLOAT: np.dtype(np.float32), TensorProto.FLOAT16: np.dtype(np.float16)}
+_ANY_FLOAT: set[int] = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+
+
+def _node_float(node: onnx.NodeProto, initializers: dict[str, int], where: str) -> np.dtype:
+    """The float type a contrib node computes in: that of its first float initializer input (weights, gamma, a
+    bias), else the model's one float weight type (an input-only op, Gelu, in a float16 graph)."""
+    own = [initializers[t] for t in node.input if initializers.get(t) in _ANY_FLOAT]
+    types = set(own[:1]) or set(initializers.values()) & _ANY_FLOAT or {TensorProto.FLOAT}
+    kind = next(iter(types))
+    if len(types) > 1 or kind not in _FLOATS:
+        what = ("a model mixing float types, and none of its inputs a weight that says which" if len(types) > 1
+                else f"{TensorProto.DataType.Name(kind).lower()} weights (float32 and float16 graphs are expanded)")
+        raise InputError(f"{where}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{node.name}'): in {what}")
+    return _FLOATS[kind]
 
 
 def _expanded(node: onnx.NodeProto) -> bool:
@@ -296,12 +438,13 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     graph = model.graph
     if not any(_expanded(n) for n in graph.node):
         return model
-    _check_float32(model, next(n for n in graph.node if _expanded(n)), source)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     weights = {t.name: list(t.dims) for t in graph.initializer}
+    types = {t.name: t.data_type for t in graph.initializer}
     nodes = list(graph.node)
-    # Attention needs its mask's rank (and a 1-D mask's length against the batch): shape inference, rerun while
-    # an Attention's input comes from a contrib op still unexpanded (the layer before's Attention).
+    # The attentions need ranks and dims (a mask's rank, a 1-D mask's length against the batch, MultiHeadAttention's
+    # Q / K / V hidden sizes): shape inference, rerun while such an input comes from a contrib op still unexpanded
+    # (the layer before's attention).
     ranks: dict[str, int] = {}
     dims: dict[str, list[int | str]] = {}
     inferred = force = False
@@ -316,18 +459,18 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
                 node = onnx.NodeProto()
                 node.CopyFrom(nodes[i])
                 node.name = f"{node.op_type}_{i}"
-            body = _Body(node, opset, source)
+            body = _Body(node, opset, source, _node_float(node, types, source))
             unknown = sorted(set(body.attrs) - _ATTRS[node.op_type])
             if unknown:
                 raise body.refuse(f"attribute {', '.join(unknown)} is not supported")
-            if node.op_type != "Attention":
+            if node.op_type in _SIMPLE:
                 _SIMPLE[node.op_type](body)
-            elif body.input(3) and not force and not (body.input(3) in ranks and body.input(0) in dims):
+            elif not force and any(t not in dims for t in _shapes_needed(body)):
                 waiting = True
                 out.append(node)
                 continue
             else:
-                _expand_attention(body, ranks, dims, weights)
+                _ATTENTION[node.op_type](body, ranks, dims, weights)
             out += body.nodes
         progressed = len(out) != len(nodes) or any(a is not b for a, b in zip(out, nodes))
         nodes = out
