@@ -238,18 +238,25 @@ class Quantizer(ActivationRecipes, MoeRewrite):
                     self.cache[key] = None  # type: ignore[assignment]
                     return None
                 scale = choice.scale
-        producer = _layer(iv.owner) if isinstance(iv.owner, Operation) else "input"
-        name = self.unique(f"{producer}.requant8c")
-        ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, dtype=np.float64)), scale.shape) / scale
-        self.weights[name] = self._dyadic_rows(ratio)
-        op = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(8))],
-                                 properties={"layer": StringAttr(name), "out_bits": IntegerAttr(8, i64)})
-        self.weights[name + ".scale"] = scale
-        out = self.insert_before(op, before).results[0]
-        self.fmt[out] = _Fmt(8, scale)
+        out = self.requant_channels(iv, scale, 8, "requant8c", before)
         self.amax[out] = self.range_of(v)
         self.cache[key] = out
         return out, self.fmt[out]
+
+    def requant_channels(self, iv: SSAValue, scale: np.ndarray, bits: int, suffix: str, before: Operation) -> SSAValue:
+        """Integer ``iv`` requantized to ``bits`` with one step per channel (last axis), ``scale``: a requant whose
+        ``[m, e]`` rows are per channel and whose output steps sit under ``<layer>.scale`` (the simulator and the
+        backend read them there), named ``<producer>.<suffix>`` and inserted before ``before``."""
+        producer = _layer(iv.owner) if isinstance(iv.owner, Operation) else "input"
+        name = self.unique(f"{producer}.{suffix}")
+        ratio = np.broadcast_to(np.atleast_1d(np.asarray(self.fmt[iv].scale, dtype=np.float64)), scale.shape) / scale
+        self.weights[name] = self._dyadic_rows(ratio)
+        self.weights[name + ".scale"] = scale
+        op = df.RequantOp.create(operands=[iv], result_types=[_ttype(iv, IntegerType(bits))],
+                                 properties={"layer": StringAttr(name), "out_bits": IntegerAttr(bits, i64)})
+        out = self.insert_before(op, before).results[0]
+        self.fmt[out] = _Fmt(bits, scale)
+        return out
 
     def static_weight(self, op: df.GemmOp, w_bits: int, group: int, fx: _Fmt, in_bits: int = 8,
                       tag: str = "") -> tuple[SSAValue, WeightFit]:
@@ -289,7 +296,8 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             rhs, fit = self.static_weight(op, w_bits, group, fx)
             s_w = fit.scale
         else:
-            rhs, fw = self.q(op.rhs, 8, op)
+            got = self.q_columns(op.rhs, op)
+            rhs, fw = got if got is not None else self.q(op.rhs, 8, op)
             s_w = np.asarray(fw.scale)
         s_acc = (float(fx.scale) if fx.per_tensor else 1.0) * s_w
         bias = None

@@ -8,6 +8,9 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
   activations symmetric per tensor int8,
   bias int32 at S_x * S_w; operands become ``i8``, the accumulator ``i32``;
 * attention: q, k, v int8; scores and A.V accumulate in integers, the softmax unit in between (``set-softmax``);
+* other products of two activations: both int8, the right operand ([.., K, N]) with one step per column when its
+  calibrated column maxima spread widely (linear attention's ``k^T [v, 1]``; compiler/quant_activation.py), so the
+  product's output carries a step per column as with per-channel weights;
 * GELU takes int8 (ShiftGELU, as I-ViT; int16 where its x0 needs a finer grid, ``approx.gelu_input_format``) or
   int16 (the others), LayerNorm int16; their outputs stay integers with the scale their kernel defines;
 * MoE blocks (``dataflow.moe``): int8 input, int8 (int4) experts per expert and channel, a gate at up to 16 bits

@@ -11,7 +11,8 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
 * ``dataflow.elementwise`` ``add`` with ``attrs.quant = "add"`` (``scale``, ``bits``): I-ViT residual add, the
   multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
 * ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute, or one
-  scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them).
+  scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them, or
+  the right operand of a product of two activations, whose output columns keep them).
 * ``dataflow.gemm`` with a ``weight_group`` attribute: per-group weight steps, the group multipliers under
   ``<weight>.gscale`` (compiler/quant_groups.py: integer products per group, times the group's multiplier, summed).
 * attention / softmax ops: ``softmax_bits`` attribute, the output width of the softmax unit.
