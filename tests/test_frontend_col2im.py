@@ -74,8 +74,10 @@ def _graph(image: list[int], block: list[int], cols: tuple[int, ...], attrs: dic
 def _run(graph: Graph, x: np.ndarray) -> np.ndarray:
     values = {"x": x, **graph.constants}
     for node in graph.nodes:
-        values[node.outputs[0]] = run_node(node.op_type, [values[i] for i in node.inputs], node.attrs)[0]
-        assert values[node.outputs[0]].shape == graph.shapes[node.outputs[0]], node.name
+        outs = run_node(node.op_type, [values[i] for i in node.inputs], node.attrs, len(node.outputs))
+        for name, value in zip(node.outputs, outs, strict=True):
+            assert value.shape == graph.shapes[name], name
+            values[name] = value
     return values["y"]
 
 

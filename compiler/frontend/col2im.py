@@ -1,4 +1,4 @@
-"""Lower ``Col2Im`` (ONNX opset 18; ``F.fold`` / ``nn.Fold``) to Reshape, Transpose, Slice, Pad and Add.
+"""Lower ``Col2Im`` (ONNX opset 18; ``F.fold`` / ``nn.Fold``) to Reshape, Transpose, Split, Pad, Slice and Add.
 
 Semantics (ONNX spec, onnx/reference/ops/op_col2im.py): the input ``[N, C*prod(block), L]`` holds, for each of the
 ``L = prod(grid)`` window positions (row-major over ``grid[a] = (image[a] + pad_begin[a] + pad_end[a] -
@@ -11,15 +11,16 @@ every output pixel receives exactly one value, so the fold is the inverse of a p
 ``[N, C, *block, *grid]``, each block axis moved next to its grid axis, and the result viewed as ``[N, C, *image]``
 (Reshape + Transpose + Reshape; MobileViTv2 folds its patches back this way).
 
-Any other fold (VOLO's outlook attention folds overlapping 3x3 windows of stride 1 or 2 with padding 1) is
+Any other fold (VOLO's outlook attention folds overlapping 3x3 windows, padded by 1, back onto its map) is
 separable: it folds one spatial axis at a time, last first. Folding axis ``a`` of ``[N, C, k_0..k_a, g_0..g_a,
 image_{a+1}..]``: the grid axis is spread onto the stride lattice (viewed as ``[g, 1]``, zero-padded to ``[g, s]``,
-viewed as ``g * s``: position ``o * s`` holds window ``o``), then for each offset ``j`` the Slice ``k_a = j`` is
-zero-padded by ``j * dilation`` in front so its values land on ``o * s + j * dilation``; the ``k_a`` canvases are
-summed (pairwise Add: the dialect's element-wise ops are binary), cropped to the image, and the spent block axis is
-viewed away. Pricing: per axis ``k_a`` slices, pads and adds over a canvas of that axis's image size times what is
-left to fold, so a 2-D ``kh x kw`` fold costs ``kw`` adds over ``kh * grid_h * W`` plus ``kh`` over ``H * W``
-instead of ``kh * kw`` full images; no MACs, as torch's FlopCounterMode counts none for col2im.
+viewed as ``g * s``: position ``o * s`` holds window ``o``), the block axis is Split into its ``k_a`` offsets, and
+offset ``j`` is zero-padded by ``j * dilation`` in front so its values land on ``o * s + j * dilation``; the
+``k_a`` canvases are summed (pairwise Add: the dialect's element-wise ops are binary), cropped to the image, and
+the spent block axis is viewed away. Pricing: per axis one split, ``k_a`` pads and ``k_a - 1`` adds over a canvas
+of that axis's image size times what is left to fold, so a 2-D ``kh x kw`` fold costs ``kw - 1`` adds over
+``kh * grid_h * W`` plus ``kh - 1`` over ``H * W`` instead of ``kh * kw - 1`` full images; no MACs, as torch's
+FlopCounterMode counts none for col2im.
 
 Attributes the spec forbids (a block count that does not divide the channels, ``L`` not the window count,
 non-positive block / strides / dilations, negative pads, a window larger than the padded image) raise one
@@ -75,6 +76,15 @@ class _Emitter:
         grown = list(shape)
         grown[axis] += begin + end
         return self.op("Pad", what, [src, self.const(f"{what}_pads", pads)], grown)
+
+    def split(self, what: str, src: str, part: Sequence[int], axis: int, parts: int) -> list[str]:
+        """``src`` cut on ``axis`` into ``parts`` tensors of shape ``part``: one pass over it, not one per part."""
+        names = [f"{self.base}/{what}_output_{i}" for i in range(parts)]
+        for name in names:
+            self.graph.shapes[name], self.graph.dtypes[name] = tuple(part), self.dtype
+        self.nodes.append(Node("Split", f"{self.base}/{what}", [src, self.const(f"{what}_sizes", [part[axis]] * parts)],
+                               names, {"axis": axis}))
+        return names
 
     def slice(self, what: str, src: str, shape: Sequence[int], axis: int, start: int, end: int) -> str:
         cut = list(shape)
@@ -149,9 +159,9 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
         span = shape[q]
         canvas = max(span + (k - 1) * d, begin + image[a])
         tap_shape = [*shape[:ka], 1, *shape[ka + 1:]]
+        taps = emit.split(f"axis{a}_taps", cols, tap_shape, ka, k) if k > 1 else [cols]
         total = ""
-        for j in range(k):
-            tap = cols if k == 1 else emit.slice(f"axis{a}_tap{j}", cols, shape, ka, j, j + 1)
+        for j, tap in enumerate(taps):
             tap = emit.pad(f"axis{a}_shift{j}", tap, tap_shape, q, j * d, canvas - span - j * d)
             if total:
                 summed = [*tap_shape[:q], canvas, *tap_shape[q + 1:]]
