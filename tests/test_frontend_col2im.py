@@ -97,7 +97,8 @@ def test_tiling_fold_is_reshape_transpose_reshape() -> None:
 ])
 def test_general_fold_equals_onnxruntime(block, strides, pads, dilations, image) -> None:
     """Oracles: onnxruntime for 1-D and 2-D folds; onnx's reference implementation for every rank (onnxruntime's
-    3-D Col2Im disagrees with the spec's reference and with a loop over windows on the 3-D case here)."""
+    3-D Col2Im disagrees with the spec's reference and with a loop over windows on the 3-D case here: its CPU
+    kernel's 3-D indexing, microsoft/onnxruntime#18156)."""
     grid = _grid(block, strides, pads, dilations, image)
     cols = (2, 3 * int(np.prod(block)), int(np.prod(grid)))
     x = np.random.default_rng(1).normal(size=cols).astype(np.float32)
