@@ -124,8 +124,9 @@ def export_onnx(
 ) -> None:
     """Export `module` to a single self-contained ONNX file at `path` with the chosen exporter.
 
-    `opset` (dynamo only; default `DYNAMO_OPSET`): 23 makes torch write SDPA as the ONNX ``Attention`` function op
-    and ``nn.RMSNorm`` as ``RMSNormalization``, which the loader expands (compiler/frontend/onnx_functions.py).
+    `opset` (default `LEGACY_OPSET` / `DYNAMO_OPSET`): 23 makes the dynamo exporter write SDPA as the ONNX
+    ``Attention`` function op and ``nn.RMSNorm`` as ``RMSNormalization``, which the loader expands
+    (compiler/frontend/onnx_functions.py); 18 lets the legacy exporter write ``F.fold`` as ``Col2Im``.
 
     The file is written next to its final name and renamed, so an interrupted build never leaves a truncated
     model that a later (cached) build would trust.
@@ -135,11 +136,9 @@ def export_onnx(
     module.eval()
     with quiet(), torch.no_grad():
         if exporter == "legacy":
-            if opset is not None:
-                raise ValueError("an opset other than LEGACY_OPSET is only wired for the dynamo exporter")
             torch.onnx.export(
                 module, tuple(args), str(tmp), input_names=list(input_names), output_names=list(output_names),
-                opset_version=LEGACY_OPSET, dynamo=False, do_constant_folding=True,
+                opset_version=opset or LEGACY_OPSET, dynamo=False, do_constant_folding=True,
                 dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()} if dynamic_axes else None,
             )
         elif exporter == "dynamo":

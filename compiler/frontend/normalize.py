@@ -36,7 +36,7 @@ def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
     _single_concats(graph.nodes)  # Concat of one tensor -> Identity
     lower_compound_ops(graph)  # variadic Sum / Mean / Max / Min, LogSoftmax, global pools, DepthToSpace -> basic ops
-    lower_col2ims(graph)  # non-overlapping Col2Im (F.fold) -> Reshape + Transpose + Reshape
+    lower_col2ims(graph)  # Col2Im (F.fold) -> Reshape + Transpose + Reshape, or per axis Slice + Pad + Add
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_norm_reductions(graph)  # ReduceL2 / ReduceL1 / ReduceSumSquare -> element-wise ops + ReduceSum
     hoist_head_rows(graph)  # per-row work on Q / K heads (Swin-v2's L2 norms) moved before the head transpose
