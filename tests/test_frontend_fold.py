@@ -315,6 +315,6 @@ def test_expand_folds_by_bidirectional_broadcast(have: tuple[int, ...], shape: t
              helper.make_node("Add", ["x", "t"], ["y"], name="add")]
     model = _model(nodes, [x], [y, t], [("v", value), ("shape", np.array(shape, np.int64))])
     model.ir_version = 8  # what the installed onnxruntime reads (onnx's helper writes its newest)
-    want = ort.InferenceSession(model.SerializeToString()).run(["t"], {"x": np.zeros(out, np.float32)})[0]
+    want = np.asarray(ort.InferenceSession(model.SerializeToString()).run(["t"], {"x": np.zeros(out, np.float32)})[0])
     folded = load_graph(model).constants["t"]
     assert folded.shape == want.shape and np.array_equal(folded, want)
