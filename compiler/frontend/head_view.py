@@ -56,19 +56,21 @@ class HeadViews:
             ctx.consumers.setdefault(name, []).append(reader)
         ids = {id(n) for n in self.nodes}
         ctx.graph.nodes[:] = [n for n in ctx.graph.nodes if id(n) not in ids]
+        restored = {name for _, node in self.removed for name in node.outputs}  # their readers never changed
         for node in self.nodes:
             for name in node.inputs:
                 ctx.consumers[name] = [c for c in ctx.consumers.get(name, []) if c is not node]
             for name in node.outputs:
                 ctx.producers.pop(name, None)
-                ctx.consumers.pop(name, None)
+                if name not in restored:
+                    ctx.consumers.pop(name, None)
         for at, node in reversed(self.removed):  # each position was taken in the graph of that moment
             ctx.graph.nodes.insert(at, node)
         for _, node in self.removed:
             for name in node.outputs:
                 ctx.producers[name] = node
-            for name in node.inputs:
-                ctx.consumers.setdefault(name, []).append(node)
+            for name in node.inputs:  # readers in graph order, as they were
+                ctx.consumers[name] = [n for n in ctx.graph.nodes if name in n.inputs]
         self.nodes.clear()
         self.rewired.clear()
         self.removed.clear()
