@@ -216,6 +216,23 @@ class _PooledRelPos(torch.nn.Module):
         return self.proj((attn.softmax(-1) @ v + q).transpose(1, 2).reshape(b, -1, D))
 
 
+class _GridBias(torch.nn.Module):
+    """A learnt bias per image axis (no Q in it) added in a [B, H, qh, qw, kh, kw] view of the scores: constant
+    terms of the grid view, one [H, Sq, Sk] bias for the attention op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = torch.nn.Linear(D, 3 * D), torch.nn.Linear(D, D)
+        self.rows, self.cols = torch.nn.Parameter(torch.randn(H, 4, 1, 4, 1)), torch.nn.Parameter(torch.randn(H, 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, 16, D], a 4x4 grid of tokens
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, H, DH).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = ((q @ k.transpose(-2, -1)) * DH ** -0.5).view(b, H, 4, 4, 4, 4)
+        scores = (scores + self.rows + self.cols[:, None, :, None, :]).view(b, H, n, n)
+        return self.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, D))
+
+
 def _compile(tmp_path: Path, module: torch.nn.Module, shape: tuple[int, ...], exporter: Exporter,
              choices: dict[str, Any] | None = None) -> CompileResult:
     torch.manual_seed(0)
@@ -236,6 +253,7 @@ def _compile(tmp_path: Path, module: torch.nn.Module, shape: tuple[int, ...], ex
     (_CascadedGroups, (1, D, 4, 4), 2),
     (_ValueLeftHeads, (1, S, D), 1),
     (_PooledRelPos, (1, S, D), 1),
+    (_GridBias, (1, S, D), 1),
 ])
 def test_per_head_operands(tmp_path: Path, exporter: Exporter, cls: type[torch.nn.Module], shape: tuple[int, ...],
                            attentions: int) -> None:
