@@ -292,3 +292,29 @@ def test_operands_that_do_not_fit_are_named_with_their_shapes() -> None:
                                          r"do not fit it") as err:
         load_graph(model)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("have, shape", [
+    ((3, 1), (2, 1, 4)),  # the shape has more dims, and a 1 where the input has 3
+    ((2, 3, 4), (4,)),  # the shape has fewer dims than the input
+    ((1, 1, 4), (1, 3, 1)),  # 1s on both sides
+    ((2, 1, 4), (1, 1, 5, 1)),  # each side broadcasts the other
+])
+def test_expand_folds_by_bidirectional_broadcast(have: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """Expand broadcasts its input and its shape both ways (ONNX's multidirectional rule, not numpy's one-way
+    broadcast_to): a folded Expand equals onnxruntime's, whichever side holds the 1s or the extra dims. Only shapes
+    that broadcast neither way are refused (test_frontend_hostile.py)."""
+    import onnxruntime as ort
+
+    value = np.arange(1, np.prod(have) + 1, dtype=np.float32).reshape(have)
+    out = np.broadcast_shapes(have, shape)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(out))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out))
+    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, list(out))
+    nodes = [helper.make_node("Expand", ["v", "shape"], ["t"], name="expand"),
+             helper.make_node("Add", ["x", "t"], ["y"], name="add")]
+    model = _model(nodes, [x], [y, t], [("v", value), ("shape", np.array(shape, np.int64))])
+    model.ir_version = 8  # what the installed onnxruntime reads (onnx's helper writes its newest)
+    want = np.asarray(ort.InferenceSession(model.SerializeToString()).run(["t"], {"x": np.zeros(out, np.float32)})[0])
+    folded = load_graph(model).constants["t"]
+    assert folded.shape == want.shape and np.array_equal(folded, want)

@@ -17,12 +17,15 @@ import math
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
-from compiler.frontend.head_view import HeadViews, view_operand, view_output
+from compiler.frontend.head_view import HeadViews, untranspose_product, view_operand, view_output
 from compiler.frontend.masks import (
     ScoreTerm,
     additive_where,
     as_bhss,
     classify_terms,
+    grid_addend,
+    grid_term,
+    grid_view,
     masked_row_guard,
     same_tensor,
     unfold_input,
@@ -51,6 +54,9 @@ def _walk_back(ctx: MatchContext, name: str, rank: int, rope: bool = False) -> l
     """
     chain: list[Node] = []
     found: list[tuple[str, list[Node]]] = []
+    # the operand itself, last: a single-head product reading a projection as is (EfficientViT-M's K^T is the
+    # channels-first [B, D, N] projection)
+    itself = [(name, [])] if len(ctx.graph.shapes.get(name, ())) == rank else []
     while len(chain) <= 12:
         if len(ctx.graph.shapes.get(name, ())) == rank and chain:
             found.append((name, list(chain)))
@@ -73,12 +79,12 @@ def _walk_back(ctx: MatchContext, name: str, rank: int, rope: bool = False) -> l
                 if region is not None:
                     inner = sorted(region[1], key=lambda n: -ctx.order[id(n)])
                     found.append((region[0], chain + inner))
-                return found
+                return found + itself
             break
         chain.append(node)
     if len(ctx.graph.shapes.get(name, ())) == rank and chain and (not found or found[-1][0] != name):
         found.append((name, list(chain)))
-    return found
+    return found + itself
 
 
 def _run_chain(ctx: MatchContext, chain: list[Node], source: str, x: np.ndarray) -> np.ndarray:
@@ -341,6 +347,8 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     subtracted: list[Node] = []  # Sub(scores, term) from the inputs (Funnel's padding): -term added at the end
     # A per-head scale of the scores (Swin-v2's learnt logit scale): one factor per head, moved onto Q's heads.
     head_scale: tuple[np.ndarray, int] | None = None  # (the factors, how many terms were met before it)
+    grid: tuple[tuple[int, ...], int] | None = None  # a [B, H, *q, *k] view of the scores (masks.grid_view)
+    grid_inputs: list[tuple[str, tuple[int, ...], int, str]] = []  # (term, grid, split, name) from the inputs
     # Scores path: softmax input back to the QK^T MatMul (past a row max subtracted, which the softmax ignores).
     if sinks is None:
         name, shift = strip_row_max(g, ctx.producers, softmax.inputs[0])
@@ -371,6 +379,18 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
         elif node.op_type == "Reshape" and _window_view(tuple(cur), g.shapes.get(node.inputs[0], ()), shape):
             name = node.inputs[0]  # windows' scores [B*nW, H, S, S] viewed as [B, nW, H, S, S] (Swin-v2), or back
+        elif node.op_type == "Reshape" and (seen := grid_view(tuple(cur), tuple(g.shapes.get(node.inputs[0], ())),
+                                                              views, shape)) is not None:
+            grid, name = seen, node.inputs[0]
+        elif node.op_type == "Add" and grid is not None and tuple(cur) == grid[0]:  # a term added in the grid view
+            addend = grid_addend(g, node, *grid)
+            if addend is None:
+                return None
+            name, term, from_inputs = addend
+            if from_inputs:
+                grid_inputs.append((term, grid[0], grid[1], node.name))  # viewed once the match holds
+            else:
+                terms.append(("add", term, True))
         elif node.op_type == "Add" and len(cur) == 5:  # a term added in that view: a constant shift-window mask
             const = next((i for i in node.inputs if g.is_const(i)), None)
             scores_side = next((i for i in node.inputs if i != const), None)
@@ -393,7 +413,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
         elif node.op_type == "Mul" and head_scale is None and (per_head := _per_head(g, node, cur, heads)):
-            head_scale, name = (per_head[0], len(terms) + len(subtracted)), per_head[1]
+            head_scale, name = (per_head[0], len(terms) + len(subtracted) + len(grid_inputs)), per_head[1]
         elif node.op_type == "Add":
             a, b = node.inputs
             is_scores = g.shapes.get(a) == cur and not g.is_const(a)
@@ -433,6 +453,9 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         if len(users) == 1 and users[0].op_type == "MatMul" and users[0].inputs[0] == probs:
             av = users[0]
             break
+        if len(users) == 1 and (flipped := untranspose_product(ctx, users[0], head_views)) is not None:
+            av = flipped  # V^T @ P^T (EfficientViT-M): P @ V between two transposes
+            break
         guard = masked_row_guard(g, ctx.producers, ctx.consumers, probs) if guarded is None else None
         if guard is not None:
             region += guard[0]
@@ -451,7 +474,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         return None
     if av is None:
         return None
-    if head_scale is not None and len(terms) + len(subtracted) != head_scale[1]:
+    if head_scale is not None and len(terms) + len(subtracted) + len(grid_inputs) != head_scale[1]:
         return None  # a term added before the per-head scale is scaled with the scores: not one moved onto Q
     if guarded is not None and (sinks is not None or (guarded[0] is not None and (
             subtracted or [t[0] for t in terms] != ["add"]
@@ -513,8 +536,10 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     if classified is None:
         return None
     masks, causal, kind_seen, input_terms, input_wheres, bmm_terms = classified
-    for _ in subtracted:
+    for _ in range(len(subtracted) + len(grid_inputs)):
         kind_seen = "other" if kind_seen else "input"
+    if grid_inputs and group != 1:
+        return None  # the grid view's heads would be KV heads
     if width("v") // dv != kv_heads:
         return None
     # Merge heads: forward from A.V output to a rank-3 [B, Sq, H*Dv] tensor, sequence-first [Sq, B, H*Dv],
@@ -555,6 +580,11 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     masks += [unfold_input(g, term, score_heads, group, sq) for term in unfolded]
     for i, term in enumerate(bmm_terms):
         viewed = as_bhss(g, term, b_size, heads, f"{softmax.name}/bhss_mask_{i}")
+        if viewed is None:
+            return None
+        masks.append(viewed)
+    for term, grid_shape, split, at in grid_inputs:
+        viewed = grid_term(g, term, grid_shape, split, f"{at}/as_scores")
         if viewed is None:
             return None
         masks.append(viewed)

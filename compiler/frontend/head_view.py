@@ -14,7 +14,12 @@ merged tensor and proves the head split as for any projection; the per-head op s
 merge before the attention op is a real move. `view_output` does the same for the product of the probabilities
 and V when what reads it is no head merge the matcher knows (Visformer and CoAtNet write the heads back as a
 channels-first image, [B, H*D, h, w]): the merge and its inverse after the product give the attention op its
-[B, S, H*D] output, the moves to the image stay generic. If the match fails after all, `undo` restores the graph.
+[B, S, H*D] output, the moves to the image stay generic. `untranspose_product` rewrites the value product written
+from the other side, V^T-major: ``V' @ P^T`` with V' = V^T ([B, H, Dv, Sk]: EfficientViT-M's cascaded group
+attention and SHViT on channels-first [B, D, N] tensors) is ``(P @ V'^T)^T``, so it becomes a Transpose of V', the
+product P @ V and a Transpose of that product back to [.., Dv, Sq]: both transposes are moves the matcher walks (the
+first to V's source, the second into the head merge, channels-first). If the match fails after all, `undo`
+restores the graph.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from compiler.frontend.graph import Node
 from compiler.frontend.match import MatchContext
 
-__all__ = ["HeadViews", "view_operand", "view_output"]
+__all__ = ["HeadViews", "untranspose_product", "view_operand", "view_output"]
 
 #: role -> (perm of the operand to [B, S, H, D], perm of [B, S, H, D] back to the operand's layout). Q and V are
 #: [B, H, S, D]; the score product reads K transposed, [B, H, D, S].
@@ -39,9 +44,11 @@ class HeadViews:
 
     nodes: list[Node] = field(default_factory=list)
     rewired: list[tuple[Node, int, str]] = field(default_factory=list)  # (reader, input index, original tensor)
+    removed: list[tuple[int, Node]] = field(default_factory=list)  # (graph position, node) of the nodes replaced
 
     def undo(self, ctx: MatchContext) -> None:
-        """Remove the inserted views and point their readers back at the original tensors."""
+        """Remove the inserted views, put back the nodes they replaced and point their readers back at the original
+        tensors."""
         for reader, index, name in reversed(self.rewired):
             ctx.consumers[reader.inputs[index]] = [c for c in ctx.consumers.get(reader.inputs[index], [])
                                                    if c is not reader]
@@ -49,14 +56,24 @@ class HeadViews:
             ctx.consumers.setdefault(name, []).append(reader)
         ids = {id(n) for n in self.nodes}
         ctx.graph.nodes[:] = [n for n in ctx.graph.nodes if id(n) not in ids]
+        restored = {name for _, node in self.removed for name in node.outputs}  # their readers never changed
         for node in self.nodes:
             for name in node.inputs:
                 ctx.consumers[name] = [c for c in ctx.consumers.get(name, []) if c is not node]
             for name in node.outputs:
                 ctx.producers.pop(name, None)
-                ctx.consumers.pop(name, None)
+                if name not in restored:
+                    ctx.consumers.pop(name, None)
+        for at, node in reversed(self.removed):  # each position was taken in the graph of that moment
+            ctx.graph.nodes.insert(at, node)
+        for _, node in self.removed:
+            for name in node.outputs:
+                ctx.producers[name] = node
+            for name in node.inputs:  # readers in graph order, as they were
+                ctx.consumers[name] = [n for n in ctx.graph.nodes if name in n.inputs]
         self.nodes.clear()
         self.rewired.clear()
+        self.removed.clear()
 
 
 def _insert(ctx: MatchContext, name: str, perms: tuple[tuple[int, ...], tuple[int, ...]], base: str, next_to: Node,
@@ -130,3 +147,53 @@ def view_operand(ctx: MatchContext, reader: Node, index: int, role: str, heads: 
     last = _insert(ctx, name, _PERMS[role], f"{name}/{reader.name}/head_view", reader, False, views)
     _rewire(ctx, reader, index, last, views)
     return True
+
+
+def _swapped(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:-2] + (shape[-1], shape[-2])
+
+
+def untranspose_product(ctx: MatchContext, transpose: Node, views: HeadViews) -> Node | None:
+    """If ``transpose`` swaps the last two axes of the probabilities P and only a MatMul reads it, as its right
+    operand (``V' @ P^T``, V' not constant), replace the two nodes by Transpose(V'), ``P @ V'^T`` and a Transpose of
+    that product back to the MatMul's output (module docstring), recorded in ``views``; return the new product (P on
+    the left, as the matcher expects). None, and nothing changed, otherwise."""
+    g = ctx.graph
+    probs, pt = transpose.inputs[0], transpose.outputs[0]
+    shape = g.shapes.get(probs, ())
+    readers = ctx.consumers.get(pt, [])
+    rank = len(shape)
+    if (transpose.op_type != "Transpose" or rank < 3 or list(transpose.attrs.get("perm", []))
+            != [*range(rank - 2), rank - 1, rank - 2] or len(readers) != 1 or pt in g.outputs):
+        return None
+    product = readers[0]
+    left, out = product.inputs[0], product.outputs[0]
+    if (product.op_type != "MatMul" or product.inputs[1] != pt or left == pt or g.is_const(left)
+            or len(g.shapes.get(left, ())) != rank or len(g.shapes.get(out, ())) != rank):
+        return None
+    dtype = g.dtypes.get(out, np.dtype(np.float32))
+    left_t, flipped = f"{out}/untransposed/v", f"{out}/untransposed/pv"
+    g.shapes[left_t], g.dtypes[left_t] = _swapped(g.shapes[left]), g.dtypes.get(left, dtype)
+    g.shapes[flipped], g.dtypes[flipped] = _swapped(g.shapes[out]), dtype
+    perm = {"perm": [*range(rank - 2), rank - 1, rank - 2]}
+    nodes = [Node("Transpose", f"{product.name}/untransposed/v", [left], [left_t], dict(perm)),
+             Node("MatMul", f"{product.name}/untransposed", [probs, left_t], [flipped]),
+             Node("Transpose", f"{product.name}/untransposed/out", [flipped], [out], dict(perm))]
+    order = ctx.order[id(product)]
+    for node in (transpose, product):
+        at = g.nodes.index(node)
+        del g.nodes[at]
+        views.removed.append((at, node))
+        for name in node.inputs:
+            ctx.consumers[name] = [c for c in ctx.consumers.get(name, []) if c is not node]
+        for name in node.outputs:
+            ctx.producers.pop(name, None)
+    at = views.removed[-1][0]  # where the product stood: past both operands' producers, before its readers
+    g.nodes[at:at] = nodes
+    for node in nodes:
+        ctx.order[id(node)] = order
+        ctx.producers[node.outputs[0]] = node
+        for i in node.inputs:
+            ctx.consumers.setdefault(i, []).append(node)
+    views.nodes += nodes
+    return nodes[1]

@@ -5,7 +5,12 @@ constant masks (causal, banded, block-diagonal windows, padding), constant biase
 and terms computed from inputs (a padding mask, DeBERTa's disentangled c2p/p2c terms, Swin's shifted-window mask).
 ``mask_kind`` classifies a constant one by structure, so schedules can skip fully masked tiles. Exports that compute
 the scores as [B*H, Sq, Sk] (torch.baddbmm in BLOOM) add their terms in that layout before viewing the scores as
-[B, H, Sq, Sk]; ``as_bhss`` gives such a term the 4-D shape the attention op's mask operand has.
+[B, H, Sq, Sk]; ``as_bhss`` gives such a term the 4-D shape the attention op's mask operand has. MViT-v2 adds its
+decomposed relative-position terms (Q times a table per image axis: ``q @ rel_h`` and ``q @ rel_w``) in a
+[B, H, qh, qw, kh, kw] view of the scores, each broadcast along the other axis: `grid_split` recognises such a view
+and `grid_term` gives a term added there its [B, H, Sq, Sk] form (expanded along the axes it broadcasts over, then
+viewed as 4-D). A term computed from Q is an additive mask like DeBERTa's c2p term: softmax(s + t) with t added to
+the scores is what the attention op computes from its mask operand, whatever t is computed from.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["additive_where", "as_bhss", "classify_terms", "mask_kind", "masked_row_guard", "same_tensor",
-           "unfold_const", "unfold_input", "window_mask", "Classified", "ScoreTerm", "WINDOW_FILL"]
+__all__ = ["additive_where", "as_bhss", "classify_terms", "grid_addend", "grid_split", "grid_term", "grid_view",
+           "mask_kind", "masked_row_guard", "same_tensor", "unfold_const", "unfold_input", "window_mask", "Classified",
+           "ScoreTerm", "WINDOW_FILL"]
 
 
 def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
@@ -128,6 +134,78 @@ def as_bhss(graph: Graph, name: str, batch: int, heads: int, prefix: str) -> str
         at = next((i + 1 for i, n in enumerate(graph.nodes) if name in n.outputs), 0)
         graph.nodes.insert(at, Node("Reshape", prefix, [name, dims], [out]))
     graph.shapes[out], graph.dtypes[out] = shape, graph.dtypes.get(name, np.dtype(np.float32))
+    return out
+
+
+def grid_split(view: tuple[int, ...], scores: tuple[int, ...]) -> int | None:
+    """The axis where the key dims start if ``view`` is [B, H, *q, *k] with prod(q) == Sq and prod(k) == Sk for
+    [B, H, Sq, Sk] ``scores`` (rank 5 or more: a grid view of the scores), else None."""
+    if len(view) < 5 or len(scores) != 4 or tuple(view[:2]) != tuple(scores[:2]):
+        return None
+    for split in range(3, len(view)):
+        if int(np.prod(view[2:split])) == scores[2] and int(np.prod(view[split:])) == scores[3]:
+            return split
+    return None
+
+
+def grid_view(cur: tuple[int, ...], source: tuple[int, ...], views: set,
+              scores: tuple[int, int, int, int]) -> tuple[tuple[int, ...], int] | None:
+    """(the grid, where its key dims start) if a Reshape from ``source`` to ``cur`` views the scores (one of
+    ``views``: [B, H, Sq, Sk] or bmm-style) as a [B, H, *q, *k] grid (`grid_split`) or back; None otherwise."""
+    for flat, grid in ((cur, source), (source, cur)):
+        split = grid_split(grid, scores) if flat in views else None
+        if split is not None:
+            return grid, split
+    return None
+
+
+def grid_addend(graph: Graph, add: Node, grid: tuple[int, ...], split: int) -> tuple[str, str, bool] | None:
+    """(the scores' input, the term, whether it is computed from the inputs) of ``add``, an Add of a term to scores
+    viewed as ``grid``; a constant term comes back as its [B|1, H|1, Sq, Sk] constant (`grid_term`), one from the
+    inputs as it is (`grid_term` views it once the match holds). None when the Add is not such a sum."""
+    a, b = add.inputs
+    scores, term = (a, b) if graph.shapes.get(a) == grid and not graph.is_const(a) else (b, a)
+    if graph.shapes.get(scores) != grid or graph.is_const(scores) or graph.shapes.get(term) is None:
+        return None
+    if graph.is_const(term):
+        viewed = grid_term(graph, term, grid, split, f"{add.name}/as_scores")
+        return None if viewed is None else (scores, viewed, False)
+    try:
+        fits = np.broadcast_shapes(graph.shapes[term], grid) == tuple(grid)
+    except ValueError:
+        return None
+    return (scores, term, True) if fits else None
+
+
+def grid_term(graph: Graph, name: str, grid: tuple[int, ...], split: int, prefix: str) -> str | None:
+    """``name`` (a term added to scores viewed as ``grid``, [B, H, *q, *k] with the key dims from axis ``split``)
+    as a [B|1, H|1, Sq, Sk] term: a new constant, or an Expand to the grid's query / key dims and a Reshape inserted
+    after the term's producer; None when it does not broadcast to ``grid``."""
+    shape = graph.shapes.get(name)
+    if shape is None or len(shape) > len(grid):
+        return None
+    full = (1,) * (len(grid) - len(shape)) + tuple(shape)
+    if any(d not in (1, g) for d, g in zip(full, grid)):
+        return None
+    expanded = tuple(full[:2]) + tuple(grid[2:])
+    flat = tuple(full[:2]) + (int(np.prod(grid[2:split])), int(np.prod(grid[split:])))
+    dtype = graph.dtypes.get(name, np.dtype(np.float32))
+    out = f"{prefix}_output_0"
+    if graph.is_const(name):
+        graph.constants[out] = np.ascontiguousarray(
+            np.broadcast_to(graph.constants[name].reshape(full), expanded)).reshape(flat)
+    else:
+        at = next((i + 1 for i, n in enumerate(graph.nodes) if name in n.outputs), 0)
+        src = name
+        for step, dims in (("expand", expanded), ("view", flat)):
+            const, result = f"{prefix}/{step}_shape", f"{prefix}/{step}_output_0" if step == "expand" else out
+            graph.constants[const] = np.array(dims, dtype=np.int64)
+            graph.shapes[const], graph.dtypes[const] = (len(dims),), np.dtype(np.int64)
+            graph.nodes.insert(at, Node("Expand" if step == "expand" else "Reshape", f"{prefix}/{step}",
+                                        [src, const], [result]))
+            graph.shapes[result], graph.dtypes[result] = dims, dtype
+            src, at = result, at + 1
+    graph.shapes[out], graph.dtypes[out] = flat, dtype
     return out
 
 

@@ -32,9 +32,20 @@ def _single_concats(nodes: list[Node]) -> None:
             node.op_type, node.inputs[:], node.attrs = "Identity", [i for i in node.inputs if i], {}
 
 
+def _noop_expands(graph: Graph) -> None:
+    """An Expand whose output has its input's shape copies it: an Identity, which the matchers' walks cross. Why:
+    the legacy exporter writes ``t[:, :, a:, b:] = x`` of a whole tensor (MViT-v2's relative-position term added to
+    the scores) through an Expand of the scores to their own shape."""
+    for node in graph.nodes:
+        if node.op_type == "Expand" and node.inputs[0] and graph.shapes.get(node.inputs[0]) is not None \
+                and graph.shapes.get(node.inputs[0]) == graph.shapes.get(node.outputs[0]):
+            node.op_type, node.inputs[:], node.attrs = "Identity", node.inputs[:1], {}
+
+
 def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
     _single_concats(graph.nodes)  # Concat of one tensor -> Identity
+    _noop_expands(graph)  # Expand to the shape it already has -> Identity
     lower_compound_ops(graph)  # variadic Sum / Mean / Max / Min, LogSoftmax, global pools, DepthToSpace -> basic ops
     lower_col2ims(graph)  # Col2Im (F.fold) -> Reshape + Transpose + Reshape, or per axis Slice + Pad + Add
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
