@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from compiler.frontend.graph import Graph, Node
+from compiler.frontend.graph import Node
 from compiler.frontend.head_view import HeadViews, untranspose_product, view_operand, view_output
 from compiler.frontend.masks import (
     ScoreTerm,
@@ -34,6 +34,7 @@ from compiler.frontend.match import Match, MatchContext
 from compiler.frontend.onnx_ops import run_node
 from compiler.frontend.precision import MASKED, float_cast, pattern_eps, widen
 from compiler.frontend.rope import fit_rope, rope_region
+from compiler.frontend.score_views import per_head, scores_shapes, window_view
 from compiler.frontend.sinks import Sinks, find_sinks, strip_row_max
 from compiler.limits import check_memory
 
@@ -226,53 +227,6 @@ def _query_groups(ctx: MatchContext, q_head: str, score_heads: int, score_rows: 
             yield group
 
 
-def _scores_shapes(ctx: MatchContext, softmax: Node) -> list[tuple[int, int, int, int]]:
-    """[B, H, Sq, Sk] of the scores a last-axis softmax normalises, as candidates: a bmm-style [B*H, Sq, Sk]
-    softmax (XGLM) takes B and H from the 4-D view of its scores a few nodes back; where there is none (no mask
-    was added in that view: FSMT without an attention_mask input), every split of B*H into B and H, fewest batch
-    rows first. The head-split checks of the match decide between them: each proves the split it assumed."""
-    shape = ctx.graph.shapes.get(softmax.outputs[0], ())
-    if len(shape) not in (3, 4) or softmax.attrs.get("axis", -1) not in (-1, len(shape) - 1):
-        return []
-    if len(shape) == 4:
-        return [shape]  # type: ignore[list-item]
-    name = softmax.inputs[0]
-    for _ in range(6):
-        node = ctx.producers.get(name)
-        if node is None:
-            break
-        name = next((i for i in node.inputs if i and not ctx.graph.is_const(i)), "")
-        view = ctx.graph.shapes.get(name, ())
-        if len(view) == 4 and view[2:] == shape[1:] and view[0] * view[1] == shape[0]:
-            return [view]  # type: ignore[list-item]
-    n, sq, sk = shape
-    return [(b, n // b, sq, sk) for b in range(1, n + 1) if n % b == 0]
-
-
-def _window_view(cur: tuple[int, ...], source: tuple[int, ...], scores: tuple[int, int, int, int]) -> bool:
-    """Whether a Reshape from ``source`` to ``cur`` views [B, H, Sq, Sk] ``scores`` as [B', nW, H, Sq, Sk] (windows
-    split out of the batch, a mask per window added there) or back."""
-    five, four = (cur, source) if len(cur) == 5 else (source, cur)
-    return (four == tuple(scores) and len(five) == 5 and five[2:] == tuple(scores[1:])
-            and five[0] * five[1] == scores[0])
-
-
-def _per_head(g: Graph, node: Node, cur: tuple[int, ...], heads: int) -> tuple[np.ndarray, str] | None:
-    """(one factor per head, the scores) if ``node`` multiplies [B, H, Sq, Sk] scores by a constant that varies
-    along the heads axis only (shaped [H, 1, 1] or [1, H, 1, 1]); None otherwise. Such a factor scales each head's
-    QK^T, which is scaling that head's Q: the matcher moves it onto the Q operand."""
-    if len(cur) != 4:
-        return None
-    for c, other in (node.inputs, node.inputs[::-1]):
-        value = g.constants.get(c)
-        if value is None or g.is_const(other) or g.shapes.get(other) != tuple(cur) or value.ndim > 4:
-            continue
-        shape = (1,) * (4 - value.ndim) + value.shape
-        if shape[0] == 1 and shape[2:] == (1, 1) and shape[1] == heads:
-            return value.reshape(heads).astype(np.float64), other
-    return None
-
-
 def _merge_walk(ctx: MatchContext, av: Node, x: np.ndarray,
                 layouts3: list) -> tuple[str, list[Node], tuple[int, ...] | None] | None:
     """Forward from the A.V product to the head merge: (the merged tensor, the nodes to it listed output-first, its
@@ -316,7 +270,7 @@ def match_attention(ctx: MatchContext, softmax: Node) -> Match | None:
     sinks = find_sinks(ctx.graph, ctx.producers, ctx.consumers, softmax)
     if sinks is not None:
         return _match_attention_as(ctx, softmax, ctx.graph.shapes[sinks.scores], sinks)  # type: ignore[arg-type]
-    for shape in _scores_shapes(ctx, softmax):
+    for shape in scores_shapes(ctx, softmax):
         match = _match_attention_as(ctx, softmax, shape)
         if match is not None:
             return match
@@ -377,7 +331,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
             name = node.inputs[0]
         elif node.op_type == "Reshape" and tuple(cur) in views and g.shapes.get(node.inputs[0]) in views:
             name = node.inputs[0]  # [B*H, Sq, Sk] scores (baddbmm) viewed as [B, H, Sq, Sk], or back
-        elif node.op_type == "Reshape" and _window_view(tuple(cur), g.shapes.get(node.inputs[0], ()), shape):
+        elif node.op_type == "Reshape" and window_view(tuple(cur), g.shapes.get(node.inputs[0], ()), shape):
             name = node.inputs[0]  # windows' scores [B*nW, H, S, S] viewed as [B, nW, H, S, S] (Swin-v2), or back
         elif node.op_type == "Reshape" and (seen := grid_view(tuple(cur), tuple(g.shapes.get(node.inputs[0], ())),
                                                               views, shape)) is not None:
@@ -412,8 +366,8 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
-        elif node.op_type == "Mul" and head_scale is None and (per_head := _per_head(g, node, cur, heads)):
-            head_scale, name = (per_head[0], len(terms) + len(subtracted) + len(grid_inputs)), per_head[1]
+        elif node.op_type == "Mul" and head_scale is None and (factors := per_head(g, node, cur, heads)):
+            head_scale, name = (factors[0], len(terms) + len(subtracted) + len(grid_inputs)), factors[1]
         elif node.op_type == "Add":
             a, b = node.inputs
             is_scores = g.shapes.get(a) == cur and not g.is_const(a)
