@@ -97,16 +97,20 @@ def _insert(ctx: MatchContext, name: str, perms: tuple[tuple[int, ...], tuple[in
              Node("Reshape", f"{base}/merge_heads", [tensors[0], f"{base}/merged_shape"], [tensors[1]]),
              Node("Reshape", f"{base}/split_heads", [tensors[1], f"{base}/split_shape"], [tensors[2]]),
              Node("Transpose", f"{base}/to_heads", [tensors[2]], [tensors[3]], {"perm": list(perms[1])})]
-    at = g.nodes.index(next_to) + after
-    g.nodes[at:at] = nodes
-    order = ctx.order[id(next_to)]
+    _place(ctx, nodes, g.nodes.index(next_to) + after, ctx.order[id(next_to)], views)
+    return tensors[3]
+
+
+def _place(ctx: MatchContext, nodes: list[Node], at: int, order: int, views: HeadViews) -> None:
+    """Put new ``nodes`` into the graph at index ``at`` with the match order ``order``, register their producers
+    and consumers, and record them in ``views`` (for `HeadViews.undo`)."""
+    ctx.graph.nodes[at:at] = nodes
     for node in nodes:
         ctx.order[id(node)] = order
         ctx.producers[node.outputs[0]] = node
         for i in node.inputs:
             ctx.consumers.setdefault(i, []).append(node)
     views.nodes += nodes
-    return tensors[3]
 
 
 def _rewire(ctx: MatchContext, reader: Node, index: int, name: str, views: HeadViews) -> None:
@@ -188,12 +192,6 @@ def untranspose_product(ctx: MatchContext, transpose: Node, views: HeadViews) ->
             ctx.consumers[name] = [c for c in ctx.consumers.get(name, []) if c is not node]
         for name in node.outputs:
             ctx.producers.pop(name, None)
-    at = views.removed[-1][0]  # where the product stood: past both operands' producers, before its readers
-    g.nodes[at:at] = nodes
-    for node in nodes:
-        ctx.order[id(node)] = order
-        ctx.producers[node.outputs[0]] = node
-        for i in node.inputs:
-            ctx.consumers.setdefault(i, []).append(node)
-    views.nodes += nodes
+    # where the product stood: past both operands' producers, before its readers
+    _place(ctx, nodes, views.removed[-1][0], order, views)
     return nodes[1]
