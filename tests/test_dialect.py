@@ -131,7 +131,7 @@ def test_layer_is_every_ops_first_property():
 
 #: What an accessor of an optional property absent from GOOD returns.
 ABSENT = {"kv_heads": GOOD[df.AttentionOp][2]["num_heads"], "lanes": 7, "mask_kind": None,
-          "masked_rows_zero": False}
+          "masked_rows_zero": False, "causal_first": False}
 
 
 @pytest.mark.parametrize("cls", GOOD, ids=lambda c: c.name)

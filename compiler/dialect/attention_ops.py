@@ -97,6 +97,12 @@ class AttentionOp(DataflowOp):
     function (opset 23) writes, ``Where(ReduceMax(bias) == -inf, 0, P)``, and torch's safe softmax
     (``Where(IsNaN(P), 0, P)``); the frontend sets it where it finds either after the softmax. Without it such a
     row is NaN in float (as ONNX's Softmax gives) and uniform in integer softmaxes (all -2^31).
+
+    ``causal_first`` (optional unit property, with ``causal`` and a ``mask``): the causal fill comes before the mask
+    is added, so a blocked key holds ``fill + mask`` (float32: -inf where the mask is as low as the fill) instead of
+    the fill alone. GPT-Neo writes ``Where(causal, s, min) + padding``: a query row whose every visible key is
+    padding then spreads over those keys, not over every key, as it does when the fill comes last. The two differ
+    only in such rows, and only in float: the integer kernels (and the hardware) clip both to -2^31.
     """
 
     name = "dataflow.attention"
@@ -117,6 +123,7 @@ class AttentionOp(DataflowOp):
     softcap = opt_prop_def(FloatAttr)
     sinks = opt_prop_def(DenseArrayBase)
     masked_rows_zero = opt_prop_def(UnitAttr)
+    causal_first = opt_prop_def(UnitAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     assembly_format = ("$layer $q `,` $k `,` $v (`mask` $mask^)? attr-dict `:` type($q) `,` type($k) `,` type($v) "
                        "(`,` type($mask)^)? `->` type($result)")
@@ -162,6 +169,10 @@ class AttentionOp(DataflowOp):
     def masked_rows_zero_value(self) -> bool:
         """Whether a row with every key masked gives 0 (class docstring)."""
         return self.masked_rows_zero is not None
+
+    def causal_first_value(self) -> bool:
+        """Whether the mask adds onto the causal fill rather than the fill replacing it (class docstring)."""
+        return self.causal_first is not None
 
     def softcap_value(self) -> float | None:
         """The logit soft-cap c (scores c * tanh(s / c)), or None without one."""

@@ -13,9 +13,9 @@
 // - element types inside tensors (builtin types have no IRDL parameter definitions): `!builtin.tensor` is any
 //   ranked tensor of any element type; unranked tensors are rejected;
 // - optional properties (`attention.lanes`, `attention.kv_heads`, `attention.mask_kind`, `attention.softcap`,
-//   `attention.sinks`, `attention.masked_rows_zero`, `elementwise.attrs`, `move.attrs`) and the scheduler's
-//   discardable attributes (`start`, `end`, `tiles`): IRDL has no optional attributes and ignores attributes it
-//   does not list;
+//   `attention.sinks`, `attention.masked_rows_zero`, `attention.causal_first`, `elementwise.attrs`, `move.attrs`)
+//   and the scheduler's discardable attributes (`start`, `end`, `tiles`): IRDL has no optional attributes and
+//   ignores attributes it does not list;
 // - the width of integer properties: `#builtin.integer` accepts any integer type (we print i64), except where a
 //   value list pins it (`requant.out_bits`);
 // - at least one input for `elementwise`, `top_k <= num_experts`, axes in range.

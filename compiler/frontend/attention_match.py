@@ -489,7 +489,12 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     classified = classify_terms(g, terms, score_heads, group, sq, sk)
     if classified is None:
         return None
-    masks, causal, kind_seen, input_terms, input_wheres, bmm_terms = classified
+    masks, causal_at, kind_seen, input_terms, input_wheres, bmm_terms = classified
+    causal = causal_at is not None
+    # The causal fill replaces the masked scores only when its Where is the last term applied (the first one met
+    # walking back from the softmax); otherwise the terms after it add onto it (GPT-Neo: Where(causal, s, min) +
+    # padding mask, so a padded key in the future is min + min = -inf): the op's ``causal_first``.
+    causal_first = causal and not (causal_at == 0 and terms[0][0] == "where" and not subtracted and not grid_inputs)
     for _ in range(len(subtracted) + len(grid_inputs)):
         kind_seen = "other" if kind_seen else "input"
     if grid_inputs and group != 1:
@@ -555,4 +560,4 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
                   "out_perm": out_perm, "softcap": softcap,
                   "q_scale": None if head_scale is None else np.repeat(head_scale[0], dh),
                   "mask_parts": masks, "sinks": None if sinks is None else sinks.values,
-                  "masked_rows_zero": guarded is not None})
+                  "masked_rows_zero": guarded is not None, "causal_first": causal_first and bool(masks)})

@@ -268,24 +268,27 @@ def unfold_input(graph: Graph, name: str, score_heads: int, group: int, sq: int)
 #: whether it keeps the scores where its condition is true).
 ScoreTerm = tuple[str, "str | Node", bool]
 
-#: What `classify_terms` finds: (constant masks, causal flag, mask kind, terms from inputs, Wheres on inputs with
-#: their keep sense, terms of bmm-style scores).
-Classified = tuple[list[str], bool, "str | None", list[str], list[tuple[Node, bool]], list[str]]
+#: What `classify_terms` finds: (constant masks, the index in the terms of the causal constant that became the
+#: causal flag (None: no causal flag), mask kind, terms from inputs, Wheres on inputs with their keep sense, terms
+#: of bmm-style scores).
+Classified = tuple[list[str], "int | None", "str | None", list[str], list[tuple[Node, bool]], list[str]]
 
 
 def classify_terms(graph: Graph, terms: list[ScoreTerm], score_heads: int, group: int, sq: int,
                    sk: int) -> Classified | None:
     """The terms the attention matcher found added to (``add``, ``bmm``: bmm-style [B*H, Sq, Sk] scores) or
     selected into (``where``) the scores, sorted out (`Classified`); None when they cannot be seen in the
-    [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag; the mask kind is the one kind seen,
-    ``input`` for terms from inputs, ``other`` for several. Constants are classified in the attention op's layout:
-    with ``group`` query heads folded into the query axis, unfolded first."""
+    [B, H, Sq, Sk] layout. The first causal constant becomes the causal flag (its index in ``terms`` is returned);
+    the mask kind is the one kind seen, ``input`` for terms from inputs, ``other`` for several. Constants are
+    classified in the attention op's layout: with ``group`` query heads folded into the query axis, unfolded
+    first."""
     masks: list[str] = []
     inputs: list[str] = []
     wheres: list[tuple[Node, bool]] = []
     bmm: list[str] = []
-    causal, kind_seen = False, None
-    for tag, term, keep_true in terms:
+    causal: int | None = None
+    kind_seen = None
+    for at, (tag, term, keep_true) in enumerate(terms):
         if isinstance(term, str) and tag == "bmm":
             if group != 1:
                 return None
@@ -318,8 +321,8 @@ def classify_terms(graph: Graph, terms: list[ScoreTerm], score_heads: int, group
             name = f"{term.name}/additive_mask"
             value = np.where(keep, 0.0, fill).astype(graph.dtypes.get(term.outputs[0], np.float32))
         kind = mask_kind(value, sq, sk)
-        if kind == "causal" and not causal:
-            causal = True
+        if kind == "causal" and causal is None:
+            causal = at
         elif kind is not None:
             if name not in graph.constants or graph.constants[name] is not value:
                 graph.constants[name] = value

@@ -341,6 +341,8 @@ def _emit_match(b: _Builder, m: Match) -> None:
             extra["sinks"] = DenseArrayBase.from_list(f64, [float(x) for x in m.props["sinks"]])
         if m.props.get("masked_rows_zero"):
             extra["masked_rows_zero"] = UnitAttr()
+        if m.props.get("causal_first"):
+            extra["causal_first"] = UnitAttr()
         op = b.add(df.AttentionOp.create(
             operands=[b.value(m.operand("q")), b.value(m.operand("k")), b.value(m.operand("v"))]
             + ([b.value(mask)] if mask else []),

@@ -204,7 +204,10 @@ class Quantize(ModulePass):
                      and o.approx_choice() not in (df.GeluApprox.EXACT, df.GeluApprox.TANH)})
         # With an attention mask the model never reads a padding row's result: ranges, channel maxima and the fits'
         # rows (GPTQ's Hessian, SmoothQuant's search, the GELU correction) are taken over real positions only.
+        # Calibration data without one real position (every mask all 0) has nothing else to measure: all rows.
         masks = data.get(MASK_INPUT)
+        if masks is not None and not np.any(masks):
+            masks = None
         ranges8: dict[Any, float] = {}
         pct = self.percentile if self.percentile < 100 else 99.99
         observer = (lambda a: observe_range(a, self.observer, 8, pct), ranges8) if self.observer != "minmax" else None

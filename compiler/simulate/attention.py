@@ -22,7 +22,7 @@ from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.online_softmax import EDGE_MOE_M0
-from compiler.simulate.kernels import masked_rows, register_attention, standard_attention
+from compiler.simulate.kernels import causal_bias, masked_rows, register_attention, standard_attention
 from compiler.simulate.registry import SimContext, Tensor
 
 __all__ = ["standard_attention64", "edge_moe_attention", "flash_attention", "edge_moe_visit_order"]
@@ -108,13 +108,15 @@ def _split(x: np.ndarray, heads: int) -> np.ndarray:
     return x.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3)
 
 
-def _mask(op: Operation, ins: list[Tensor], sq: int, sk: int) -> np.ndarray | None:
+def _mask(op: Operation, ins: list[Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the additive float64 bias of [B, H, Sq, Sk] scores ``shape``, the causal flag's blocked keys [Sq, Sk])."""
     assert isinstance(op, df.AttentionOp)
-    mask = ins[3].real().astype(np.float64) if len(ins) > 3 else None
-    if op.causal_value():
-        causal = np.where(np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq), -np.inf, 0.0)  # keys up to i + sk - sq
-        mask = causal if mask is None else mask + causal
-    return mask
+    mask = ins[3].real() if len(ins) > 3 else None
+    if not op.causal_value():
+        return (None if mask is None else mask.astype(np.float64)), None
+    sq, sk = shape[-2:]
+    causal = np.triu(np.ones((sq, sk), dtype=bool), 1 + sk - sq)  # query i sees keys up to i + sk - sq
+    return causal_bias(op, mask, causal, shape).astype(np.float64), causal
 
 
 def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
@@ -138,9 +140,9 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     heads, kv = op.num_heads_value(), op.kv_heads_value()
     q = _split(ins[0].real(), heads)
     k, v = (np.repeat(_split(t.real(), kv), heads // kv, axis=1) for t in ins[1:3])
-    mask = _mask(op, ins, q.shape[-2], k.shape[-2])
+    mask, causal = _mask(op, ins, q.shape[:-1] + (k.shape[-2],))
     scale = op.scale_value()
-    empty = masked_rows(op, mask, None, q.shape[:-1] + (k.shape[-2],))  # _mask holds the causal flag's -inf
+    empty = masked_rows(op, None if len(ins) < 4 else ins[3].real(), causal, q.shape[:-1] + (k.shape[-2],))
     # these rows' online sums are 0 (0/0 in flash order, 0 * (1/0) in Edge-MoE's): their NaN is zeroed below
     quiet = "ignore" if empty is not None else None
     with np.errstate(divide=quiet, invalid=quiet):

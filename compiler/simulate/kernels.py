@@ -37,8 +37,8 @@ from compiler.simulate import approx as A
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import Kernel, SimContext, Tensor, py_attr, register_kernel
 
-__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "im2col", "int_matmul", "masked_rows",
-           "matmul", "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
+__all__ = ["ATTENTION_ALGORITHMS", "DEFAULT_SOFTMAX_BITS", "PER_TOKEN_ATTR", "causal_bias", "im2col", "int_matmul",
+           "masked_rows", "matmul", "op_attrs", "register_attention", "softmax_bits", "standard_attention"]
 
 #: Width of the softmax unit's output when an op does not say (I-ViT uses 16 bits for ViT / DeiT).
 DEFAULT_SOFTMAX_BITS = 16
@@ -252,6 +252,20 @@ def masked_rows(op: Operation, mask: np.ndarray | None, causal: np.ndarray | Non
     return rows if rows.any() else None
 
 
+def causal_bias(op: Operation, mask: np.ndarray | None, causal: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The float scores' additive bias of a causal ``op``: ``mask`` (broadcast to ``shape``, zero without one) with
+    the blocked keys (``causal`` [Sq, Sk] True) at float32 min, or, when the fill comes first (the op's
+    ``causal_first``), at min + mask in float32, as the graph computes it: -inf where the mask is as low."""
+    assert isinstance(op, df.AttentionOp)
+    dtype = np.float32 if mask is None else np.result_type(mask.dtype, np.float32)
+    base = np.zeros(shape, dtype) if mask is None else np.broadcast_to(mask, shape)
+    if not op.causal_first_value() or mask is None:
+        return np.where(causal, _NEG, base).astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        fill = (_NEG + base.astype(np.float32)).astype(dtype)
+    return np.where(causal, fill, base)
+
+
 def _softcap_int(x: np.ndarray, step: float, cap: float) -> np.ndarray:
     """Soft-capped integer scores on the same grid: round(c * tanh(x * step / c) / step). The tanh is the vector
     unit's transcendental (priced as one in compiler/schedule/attention.py) and is modelled here in float64, as
@@ -335,10 +349,10 @@ def standard_attention(op: Operation, ins: list[Tensor], ctx: SimContext,
         cap = np.float32(p["softcap"])
         scores = cap * np.tanh(scores / cap)
     bias = None
-    if mask is not None or causal is not None:
-        bias = np.zeros(scores.shape, dtype=scores.dtype) if mask is None else np.broadcast_to(mask, scores.shape)
-        if causal is not None:
-            bias = np.where(causal, _NEG, bias)
+    if causal is not None:
+        bias = causal_bias(op, mask, causal, scores.shape)
+    elif mask is not None:
+        bias = np.broadcast_to(mask, scores.shape)
     with np.errstate(over="ignore", invalid="ignore" if empty is not None else None):  # those NaN rows are zeroed
         prob = A.softmax_float(approx, scores, bias, p["bits"], p["sinks"])
     if empty is not None:
