@@ -42,10 +42,35 @@ def _noop_expands(graph: Graph) -> None:
             node.op_type, node.inputs[:], node.attrs = "Identity", node.inputs[:1], {}
 
 
+def _flat_softmaxes(graph: Graph) -> None:
+    """``Reshape(Softmax(Flatten(x, axis=rank - 1)), shape(x))`` is a Softmax of ``x`` over its last axis: one op,
+    which the attention matcher reads. Why: onnx's version converter spells an opset < 13 Softmax (which coerced
+    its input to 2-D) that way (compiler/frontend/opset_upgrade.py), and so do exporters that flatten by hand. The
+    Flatten stays for its other readers; the Reshape becomes an Identity of the softmax, which the matchers cross."""
+    producers, consumers = graph.producers(), graph.consumers()
+    for node in graph.nodes:
+        if node.op_type not in ("Softmax", "LogSoftmax") or node.outputs[0] in graph.outputs:
+            continue
+        flat = producers.get(node.inputs[0])
+        users = consumers.get(node.outputs[0], [])
+        if flat is None or flat.op_type != "Flatten" or len(users) != 1 or users[0].op_type != "Reshape":
+            continue
+        shape = graph.shapes.get(flat.inputs[0])
+        if shape is None or len(shape) < 2 or int(flat.attrs.get("axis", 1)) % len(shape) != len(shape) - 1 \
+                or int(node.attrs.get("axis", -1)) % 2 != 1 or graph.shapes.get(users[0].outputs[0]) != shape:
+            continue
+        node.inputs[0], node.attrs["axis"] = flat.inputs[0], -1
+        graph.shapes[node.outputs[0]] = shape
+        users[0].op_type, users[0].inputs[:], users[0].attrs = "Identity", node.outputs[:1], {}
+        if len(consumers.get(flat.outputs[0], [])) == 1 and flat.outputs[0] not in graph.outputs:
+            graph.nodes.remove(flat)
+
+
 def normalize_for_recognition(graph: Graph) -> None:
     """Rewrite ``graph`` in place, in this order (a later rewrite reads what an earlier one wrote)."""
     _single_concats(graph.nodes)  # Concat of one tensor -> Identity
     _noop_expands(graph)  # Expand to the shape it already has -> Identity
+    _flat_softmaxes(graph)  # Reshape(Softmax(Flatten(x))) over the last axis -> Softmax(x)
     lower_compound_ops(graph)  # variadic Sum / Mean / Max / Min, LogSoftmax, global pools, DepthToSpace -> basic ops
     lower_col2ims(graph)  # Col2Im (F.fold) -> Reshape + Transpose + Reshape, or per axis Slice + Pad + Add
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax

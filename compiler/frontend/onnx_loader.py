@@ -38,6 +38,7 @@ from compiler.frontend.onnx_checks import (
 from compiler.frontend.onnx_functions import function_body
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
+from compiler.frontend.opset_upgrade import default_opset, upgrade_opset
 from compiler.frontend.ort_contrib import expand_contrib_ops
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
@@ -438,6 +439,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     """
     model, source_name = read_model(source, external=False)
     check_opset(model, source_name)
+    model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
     check_domains(model, source_name)
     graph = model.graph
@@ -471,9 +473,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
             raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "
                              "export with static shapes and without data-dependent branches")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
-        raise InputError(f"{source_name}: opset {opset} is too old; re-export with opset_version >= 13")
+    opset = default_opset(model)
     all_shapes: dict[str, tuple[int, ...]] = dict(input_shapes)
     for name, value in constants.items():
         all_shapes[name] = tuple(value.shape)
