@@ -40,6 +40,7 @@ from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_
 from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.opset_upgrade import default_opset, upgrade_opset
 from compiler.frontend.ort_contrib import expand_contrib_ops
+from compiler.frontend.ort_nbits import expand_matmul_nbits
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
@@ -441,6 +442,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     check_opset(model, source_name)
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
+    model = expand_matmul_nbits(model, source_name)  # its int4 / int8 weight-only GEMMs on dequantized weights
     check_domains(model, source_name)
     graph = model.graph
     base = Path(source).parent if not isinstance(source, onnx.ModelProto) else None
