@@ -95,3 +95,47 @@ def test_unsupported_forms_are_one_line(tmp_path: Path, capsys, changes: dict, s
     assert codesign_main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "MatMulNBits (node 'proj')" in err and says in err, err
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_blocked_int4_qdq_weights_compile_like_onnxruntime(llama, tmp_path: Path, symmetric: bool) -> None:
+    """The same quantizer's QDQ format: int4 / uint4 weights and a DequantizeLinear with ``block_size`` (opset 21),
+    decoded and folded at load."""
+    from onnx import version_converter
+    from onnxruntime.quantization import QuantFormat
+
+    src, feeds = llama
+    quantizer = MatMulNBitsQuantizer(version_converter.convert_version(onnx.load(str(src)), 21), block_size=32,
+                                     is_symmetric=symmetric, quant_format=QuantFormat.QDQ,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    path = tmp_path / "qdq.onnx"
+    quantizer.model.save_model_to_file(str(path))  # pyright: ignore[reportAttributeAccessIssue]  (an ONNXModel)
+    packed = {t.data_type for t in onnx.load(str(path)).graph.initializer}
+    assert packed & {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    got = compile(str(path), "fpga-u280", inputs={k: v[None] for k, v in feeds.items()})
+    assert got.imported.patterns["attention"] == 2
+    opts = ort.SessionOptions()  # unoptimised: onnxruntime's CPU build fuses DequantizeLinear + MatMul into a
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # MatMulNBits on int8 activations
+    want = np.asarray(ort.InferenceSession(str(path), opts).run(None, feeds)[0])
+    np.testing.assert_allclose(np.asarray(got.env.artifacts["outputs"]["last_hidden_state"])[0], want, atol=2e-5)
+
+
+def test_blocked_dequantize_with_a_partial_last_block(tmp_path: Path) -> None:
+    """int4 codes of a [5, 3] weight (15 values: an odd count, half of the last byte unused) in blocks of 2 along
+    axis 0 (three blocks, the last of one row), against onnxruntime."""
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-8, 8, size=(5, 3)).astype(np.int8)
+    scale = rng.uniform(0.1, 1.0, size=(3, 3)).astype(np.float32)
+    w = helper.make_tensor("w", onnx.TensorProto.INT4, [5, 3], codes.reshape(-1).tolist())
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0, block_size=2),
+             helper.make_node("MatMul", ["a", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
+                              [w, numpy_helper.from_array(scale, "s")])
+    path = tmp_path / "blocked.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), str(path))
+    a = rng.normal(size=(2, 5)).astype(np.float32)
+    got = np.asarray(compile(str(path), "fpga-u280", inputs={"a": a[None]}).env.artifacts["outputs"]["y"])[0]
+    np.testing.assert_allclose(got, a @ (codes * np.repeat(scale, 2, axis=0)[:5]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, np.asarray(ort.InferenceSession(str(path)).run(None, {"a": a})[0]), atol=1e-5)

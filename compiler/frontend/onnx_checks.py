@@ -15,6 +15,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -23,8 +24,8 @@ from onnx.external_data_helper import ExternalDataInfo
 from compiler.limits import check_memory, format_bytes, format_shape
 from hw.errors import InputError
 
-__all__ = ["SUPPORTED_ELEM_TYPES", "check_domains", "check_model_file", "check_opset", "check_utf8",
-           "check_external_data", "check_tensor", "check_elem_type", "external_tensors"]
+__all__ = ["PACKED_ELEM_TYPES", "SUPPORTED_ELEM_TYPES", "check_domains", "check_model_file", "check_opset",
+           "check_utf8", "check_external_data", "check_tensor", "check_elem_type", "external_tensors"]
 
 _T = onnx.TensorProto
 #: Element types with NumPy arithmetic here (bytes per element); STRING, complex, 2/4/6/8-bit floats and ints are not.
@@ -32,6 +33,9 @@ SUPPORTED_ELEM_TYPES: dict[int, int] = {
     _T.FLOAT: 4, _T.DOUBLE: 8, _T.FLOAT16: 2, _T.BFLOAT16: 2, _T.BOOL: 1, _T.INT8: 1, _T.UINT8: 1, _T.INT16: 2,
     _T.UINT16: 2, _T.INT32: 4, _T.UINT32: 4, _T.INT64: 8, _T.UINT64: 8,
 }
+#: Sub-byte integer types (two elements a byte, low nibble first) a weight may have: decoded at load into the NumPy
+#: type here (blocked int4 QDQ weights, ONNX opset 21). Graph inputs of these types are refused.
+PACKED_ELEM_TYPES: dict[int, type] = {_T.INT4: np.int8, _T.UINT4: np.uint8}
 #: protobuf parses the whole file, then onnx copies what it touches: about twice the file in memory (bytes).
 _PARSE_FACTOR = 2
 
@@ -141,14 +145,17 @@ def _declared(tensor: onnx.TensorProto, label: str, source: str) -> tuple[int, i
     dims = [int(d) for d in tensor.dims]
     if any(d < 0 for d in dims):
         raise InputError(f"{source}: {label} has a negative dimension in shape [{', '.join(map(str, dims))}]")
-    check_elem_type(tensor.data_type, label, source)
+    check_elem_type(tensor.data_type, label, source, packed=True)
     count = math.prod(dims)
+    if tensor.data_type in PACKED_ELEM_TYPES:
+        return count, (count + 1) // 2
     return count, count * SUPPORTED_ELEM_TYPES[tensor.data_type]
 
 
-def check_elem_type(elem_type: int, label: str, source: str) -> None:
-    """Refuse element types without arithmetic here (STRING, complex, sub-byte), naming the tensor."""
-    if elem_type not in SUPPORTED_ELEM_TYPES:
+def check_elem_type(elem_type: int, label: str, source: str, packed: bool = False) -> None:
+    """Refuse element types without arithmetic here (STRING, complex, sub-byte floats; int4 / uint4 unless
+    ``packed``: a weight's, decoded at load), naming the tensor."""
+    if elem_type not in SUPPORTED_ELEM_TYPES and not (packed and elem_type in PACKED_ELEM_TYPES):
         names = ", ".join(sorted(_type_name(t) for t in SUPPORTED_ELEM_TYPES))
         raise InputError(f"{source}: {label} has element type {_type_name(elem_type)}, which codesign cannot "
                          f"compute with (supported: {names})")
@@ -197,6 +204,9 @@ def check_external_data(model: onnx.ModelProto, base: Path, source: str) -> None
 
 def _stored_count(tensor: onnx.TensorProto, raw_bytes: int | None) -> int:
     """Elements actually present in the tensor (raw bytes or its typed repeated field)."""
+    if tensor.data_type in PACKED_ELEM_TYPES:  # two a byte: the byte count was checked against the dims
+        count = math.prod(int(d) for d in tensor.dims)
+        return count if raw_bytes is None or raw_bytes == (count + 1) // 2 else 2 * raw_bytes
     if raw_bytes is not None:
         return raw_bytes // SUPPORTED_ELEM_TYPES[tensor.data_type]
     return len(getattr(tensor, onnx.helper.tensor_dtype_to_field(tensor.data_type)))

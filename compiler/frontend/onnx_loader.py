@@ -27,6 +27,7 @@ from onnx.external_data_helper import ExternalDataInfo
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.kv_cache import check_cache_inputs
 from compiler.frontend.onnx_checks import (
+    PACKED_ELEM_TYPES,
     check_domains,
     check_elem_type,
     check_external_data,
@@ -113,7 +114,13 @@ def _to_array(tensor: onnx.TensorProto, label: str, source: str) -> np.ndarray:
         dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
         return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
     check_tensor(tensor, label, source)
-    return numpy_helper.to_array(tensor)
+    return _decoded(tensor, numpy_helper.to_array(tensor))
+
+
+def _decoded(tensor: onnx.TensorProto, array: np.ndarray) -> np.ndarray:
+    """``array`` of ``tensor`` in a NumPy type with arithmetic: int4 / uint4 weights as int8 / uint8."""
+    packed = PACKED_ELEM_TYPES.get(tensor.data_type)
+    return array if packed is None else np.asarray(array).astype(packed)
 
 
 def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
@@ -127,7 +134,7 @@ def _map_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
         copy = onnx.TensorProto()
         copy.CopyFrom(tensor)
         external_data_helper.load_external_data_for_tensor(copy, str(base))
-        return numpy_helper.to_array(copy)
+        return _decoded(tensor, numpy_helper.to_array(copy))
     dtype = onnx_dtype(tensor.data_type).newbyteorder("<")
     mapped = np.memmap(base / info.location, dtype=dtype, mode="r", offset=int(info.offset or 0), shape=(count,))
     return np.asarray(mapped).reshape(dims)

@@ -410,10 +410,19 @@ def _constant_of_shape(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[A
 
 
 def _per_axis(p: Array, x: Array, attrs: dict[str, Any]) -> Array:
-    """A per-axis QuantizeLinear/DequantizeLinear parameter shaped to broadcast along ``axis`` of ``x``."""
+    """A per-axis QuantizeLinear/DequantizeLinear parameter shaped to broadcast along ``axis`` of ``x``; with a
+    ``block_size`` (opset 21's blocked quantization: ``p`` of ``x``'s rank, ceil(n / block_size) along ``axis``),
+    each value repeated over its block."""
     p = np.asarray(p)
     if p.ndim == 0 or p.size == 1:
         return p.reshape(())
+    block = int(attrs.get("block_size", 0))
+    if block > 0:
+        axis = int(attrs.get("axis", 1)) % x.ndim
+        if p.ndim != x.ndim or p.shape[axis] != -(-x.shape[axis] // block):
+            raise ValueError(f"a blocked parameter of shape {list(p.shape)} does not fit {list(x.shape)} in blocks "
+                             f"of {block} along axis {axis}")
+        return np.take(np.repeat(p, block, axis=axis), np.arange(x.shape[axis]), axis=axis)
     shape = [1] * x.ndim
     shape[int(attrs.get("axis", 1)) % x.ndim] = p.size
     return p.reshape(shape)
