@@ -163,3 +163,44 @@ def test_what_is_not_expanded_is_refused_in_one_line(case: str, expected: str, t
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"codesign: error: {path}: ") and expected in err
+
+
+def test_qlinear_where_and_softmax_compute_onnxruntimes_integers(tmp_path: Path) -> None:
+    """QLinearWhere (written by quantize_static only with ForceQuantizeNoInputCheck), QLinearSoftmax and
+    QLinearLeakyRelu on a hand-built graph: onnxruntime's contrib kernels against its run of the rewrite."""
+    def const(name: str, value: Any) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    inits = [const("s", np.float32(0.05)), const("z", np.uint8(120)), const("s2", np.float32(0.03)),
+             const("z2", np.uint8(128)), const("s3", np.float32(0.04)), const("z3", np.uint8(100)),
+             const("s4", np.float32(1 / 256)), const("z4", np.uint8(0))]
+    ms = "com.microsoft"
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("QuantizeLinear", ["w", "s2", "z2"], ["wq"]),
+             helper.make_node("QLinearWhere", ["cond", "xq", "s", "z", "wq", "s2", "z2", "s3", "z3"], ["yq"],
+                              domain=ms, name="where"),
+             helper.make_node("QLinearLeakyRelu", ["yq", "s3", "z3", "s2", "z2"], ["rq"], domain=ms, alpha=0.2),
+             helper.make_node("QLinearSoftmax", ["yq", "s3", "z3", "s4", "z4"], ["pq"], domain=ms, axis=-1,
+                              opset=17),
+             helper.make_node("DequantizeLinear", ["rq", "s2", "z2"], ["r"]),
+             helper.make_node("DequantizeLinear", ["pq", "s4", "z4"], ["p"])]
+    shape = [2, 3, 8]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, t, shape) for n, t in
+                     [("x", TensorProto.FLOAT), ("w", TensorProto.FLOAT), ("cond", TensorProto.BOOL)]],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("r", "p")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)],
+                              ir_version=8)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32),  # within the ranges: nothing clips
+             "w": rng.standard_normal(shape).astype(np.float32), "cond": rng.random(shape) > 0.5}
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for m in (model, expand_qoperator(model, "hand-built"))]
+    want, got = (s.run(None, feeds) for s in sessions)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+    path = tmp_path / "where.onnx"
+    onnx.save(model, str(path))
+    report = compile(str(path), inputs={k: v[None] for k, v in feeds.items()}).report
+    assert report is not None and report["patterns"]["softmax"] == 1
+    assert min(v["cosine_min"] for v in report["accuracy"]["outputs"].values()) > 0.99

@@ -18,6 +18,9 @@ definitions (onnxruntime's docs/ContribOperators.md; QLinearMatMul and QLinearCo
   ``QLinearGlobalAveragePool`` / ``QLinearReduceMean(x, xs, xz, ys, yz)``;
 - ``QLinearConcat(ys, yz, x0, x0s, x0z, x1, ...)``.
 
+(onnxruntime's CPU provider has no QLinearReduceMean kernel, so that one expansion follows the definition alone; the
+others are checked against onnxruntime running both forms, tests/test_frontend_qoperator.py.)
+
 The ops the format runs directly on the integer tensors (onnxruntime's quantization/operators/direct_q8.py and
 registry.py: Transpose, Reshape, Squeeze, Unsqueeze, Flatten, Gather, MaxPool, Resize, Split, Pad, ...) keep the
 input's scale and zero point; they are moved onto the dequantized float tensor with a QuantizeLinear of the same
