@@ -88,7 +88,8 @@ def test_the_cli_compiles_a_qoperator_transformer_with_int8(tmp_path: Path) -> N
 
 class _Cnn(torch.nn.Module):
     """Conv / ReLU / MaxPool / Concat / LeakyReLU / AvgPool / Sigmoid / GlobalAveragePool / Linear: every CNN op
-    quantize_static's QOperator format writes as a QLinear* op, or runs on the integer tensor (MaxPool)."""
+    quantize_static's QOperator format writes as a QLinear* op, or runs on the integer tensor (MaxPool, Split,
+    Pad, Slice, Transpose, Resize)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,6 +99,9 @@ class _Cnn(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.nn.functional.max_pool2d(torch.relu(self.stem(x)), 2)
+        u, v = torch.split(y, 4, dim=1)  # Split, Pad, Slice, Transpose, Resize: run on the uint8 tensors
+        y = torch.cat([torch.nn.functional.pad(u, (1, 1, 1, 1))[:, :, 1:-1, 1:-1], v.transpose(2, 3)], dim=1)
+        y = torch.nn.functional.interpolate(torch.nn.functional.max_pool2d(y, 2), scale_factor=2.0, mode="nearest")
         z = torch.cat([self.a(y), torch.nn.functional.leaky_relu(self.b(y), 0.1)], dim=1)
         z = torch.nn.functional.avg_pool2d(z, 2) * torch.sigmoid(z.mean(dim=(2, 3), keepdim=True))
         return self.fc(torch.nn.functional.adaptive_avg_pool2d(z + 0.5, 1).flatten(1))
@@ -112,7 +116,8 @@ def test_a_qoperator_cnn_matches_onnxruntime(tmp_path: Path) -> None:
     calib = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
     quantize_static(src, qop, _Reader(calib), quant_format=QuantFormat.QOperator, per_channel=True)
     assert {"QLinearConv", "QGemm", "QLinearConcat", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearSigmoid",
-            "QLinearGlobalAveragePool", "QLinearAdd", "QLinearMul", "MaxPool"} <= _ops(qop)
+            "QLinearGlobalAveragePool", "QLinearAdd", "QLinearMul", "MaxPool", "Split", "Pad", "Slice", "Transpose",
+            "Resize"} <= _ops(qop)
     x = rng.standard_normal((3, 1, 3, 16, 16)).astype(np.float32)
     model = onnx.load(str(qop))
     rewritten = expand_qoperator(model, str(qop))
