@@ -202,7 +202,7 @@ class _Rewrite:
             for node in direct:
                 group = _data_inputs(node) + _quantized_outputs(node)
                 known = next((self.params[t] for t in group if t in self.params), None)
-                if known is not None and any(t in self.params for t in _data_inputs(node)):
+                if known is not None:  # both ways: an embedding table's from the op reading its Gather
                     for t in group:
                         changed |= self.note(node, t, *known)
 
