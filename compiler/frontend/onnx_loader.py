@@ -300,7 +300,7 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
                     value = run_node(node.op_type, args, node.attrs, len(node.outputs))
             except UnsupportedOp:
                 value = None
-            except (ValueError, IndexError) as err:
+            except (ValueError, IndexError, TypeError, ZeroDivisionError) as err:  # ill-typed / 0-d operands
                 raise InputError(f"{source}: invalid ONNX model: {node.describe()} cannot run on its constant inputs "
                                  f"(shapes {[list(np.shape(a)) if a is not None else None for a in args]}): "
                                  f"{first_line(err)}") from None
