@@ -125,6 +125,9 @@ def test_a_qoperator_cnn_matches_onnxruntime(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_run(rewritten, {"x": sample}), _run(model, {"x": sample}))
     report = compile(str(qop), inputs={"x": x}).report
     assert report is not None and report["patterns"] == compile(str(src)).report["patterns"]  # type: ignore[index]
+    count = sum(n.op_type.startswith(("QLinear", "QGemm")) for n in model.graph.node)
+    notes = report["import_notes"]
+    assert len(notes) == 1 and notes[0].startswith(f"{count} QOperator op(s) (1 QGemm, ")
     assert min(v["cosine_min"] for v in report["accuracy"]["outputs"].values()) > 0.999
 
 

@@ -39,7 +39,7 @@ from compiler.frontend.onnx_functions import function_body
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_node
 from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.ort_contrib import expand_contrib_ops
-from compiler.frontend.qoperator import expand_qoperator
+from compiler.frontend.qoperator import expand_qoperator, qoperator_note
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
@@ -440,6 +440,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     model, source_name = read_model(source, external=False)
     check_opset(model, source_name)
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
+    qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)
     graph = model.graph
@@ -509,4 +510,4 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)
     constants = {k: v for k, v in constants.items() if k in used}
     return Graph(nodes=nodes, inputs=list(input_shapes), outputs=outputs, constants=constants, shapes=all_shapes,
-                 dtypes=dtypes, source=source_name)
+                 dtypes=dtypes, source=source_name, import_notes=[qoperator] if qoperator else [])

@@ -34,6 +34,7 @@ one of these; the contrib ops not expanded (QAttention, QEmbedLayerNormalization
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ from onnx import helper, numpy_helper
 from compiler.frontend.ort_contrib import CONTRIB_DOMAIN
 from hw.errors import InputError
 
-__all__ = ["QOPERATOR_OPS", "expand_qoperator"]
+__all__ = ["QOPERATOR_OPS", "expand_qoperator", "qoperator_note"]
 
 
 @dataclass(frozen=True)
@@ -389,3 +390,13 @@ def expand_qoperator(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     result.graph.node.extend(rewrite.nodes)
     result.graph.initializer.extend(rewrite.new_inits)
     return result
+
+
+def qoperator_note(model: onnx.ModelProto) -> str | None:
+    """The report's import note for a QOperator model: which ops were spelled out in QDQ form (None when none)."""
+    counts = Counter(n.op_type for n in model.graph.node if _expanded(n))
+    if not counts:
+        return None
+    ops = ", ".join(f"{count} {op}" for op, count in sorted(counts.items()))
+    return (f"{counts.total()} QOperator op(s) ({ops}) imported in QDQ form: DequantizeLinear -> float op -> "
+            "QuantizeLinear with the model's own scales, kept as its ranges")
