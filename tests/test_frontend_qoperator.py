@@ -212,3 +212,29 @@ def test_qlinear_where_and_softmax_compute_onnxruntimes_integers(tmp_path: Path)
     report = compile(str(path), inputs={k: v[None] for k, v in feeds.items()}).report
     assert report is not None and report["patterns"]["softmax"] == 1
     assert min(v["cosine_min"] for v in report["accuracy"]["outputs"].values()) > 0.99
+
+
+def test_a_float_output_qgemm_with_alpha_matches_onnxruntime(tmp_path: Path) -> None:
+    """QGemm without y_scale (float output), transB, per-channel weight steps and alpha, whose int32 C is in steps of
+    alpha * a_scale * b_scale (ContribOperators.md)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(v, n) for n, v in [
+        ("s", np.array(0.05, np.float32)), ("z", np.array(120, np.uint8)),
+        ("w", rng.integers(-127, 128, (6, 8)).astype(np.int8)), ("ws", (rng.random(6) * 0.02 + 0.01).astype(np.float32)),
+        ("wz", np.zeros(6, np.int8)), ("c", rng.integers(-500, 500, 6).astype(np.int32))]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("QGemm", ["xq", "s", "z", "w", "ws", "wz", "c"], ["y"], domain="com.microsoft",
+                              name="gemm", transB=1, alpha=0.5)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(
+        "com.microsoft", 1)], ir_version=8)
+    x = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    for sample in x:
+        np.testing.assert_allclose(_run(expand_qoperator(model, "hand-built"), {"x": sample}),
+                                   _run(model, {"x": sample}), rtol=1e-5, atol=1e-5)
+    path = tmp_path / "qgemm.onnx"
+    onnx.save(model, str(path))
+    report = compile(str(path), inputs={"x": x}).report
+    assert report is not None and report["patterns"]["gemm"] == 1
+    assert min(v["cosine_min"] for v in report["accuracy"]["outputs"].values()) > 0.999

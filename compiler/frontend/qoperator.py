@@ -12,7 +12,7 @@ definitions (onnxruntime's docs/ContribOperators.md; QLinearMatMul and QLinearCo
 - ``QLinearMatMul(a, as, az, b, bs, bz, ys, yz)`` = Q(MatMul(DQ a, DQ b)); b's scale may be per column;
 - ``QLinearConv(x, xs, xz, w, ws, wz, ys, yz[, B])`` = Q(Conv(DQ x, DQ w, B xs ws)); w's scale may be per output
   channel, the int32 bias B is in steps of xs ws;
-- ``QGemm(a, as, az, b, bs, bz[, C[, ys, yz]])`` = Q(Gemm(DQ a, DQ b, C as bs)), float when ys is absent;
+- ``QGemm(a, as, az, b, bs, bz[, C[, ys, yz]])`` = Q(Gemm(DQ a, DQ b, C alpha as bs)), float when ys is absent;
 - ``QLinearAdd`` / ``QLinearMul(a, as, az, b, bs, bz, cs, cz)``; ``QLinearWhere(cond, x, xs, xz, y, ys, yz, zs, zz)``;
 - ``QLinearSigmoid`` / ``QLinearLeakyRelu`` / ``QLinearSoftmax`` / ``QLinearAveragePool`` /
   ``QLinearGlobalAveragePool`` / ``QLinearReduceMean(x, xs, xz, ys, yz)``;
@@ -137,7 +137,7 @@ class _Rewrite:
     """The rewrite of one model: tensors' quantization parameters, then the nodes in their new order."""
 
     def __init__(self, model: onnx.ModelProto, source: str):
-        self.model, self.source = model, source
+        self.source = source
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         # constant tensors by name, read on demand: weights may be stored externally (only their dims are needed)
         self.protos: dict[str, onnx.TensorProto] = {t.name: t for t in model.graph.initializer}
@@ -305,7 +305,7 @@ class _Rewrite:
                   for k, (t, _, _) in enumerate(_triples(node))]
         inputs = [node.input[i] for i in (sig.passthrough if sig else ())] + floats
         if sig is not None and sig.bias >= 0 and sig.bias < len(node.input) and node.input[sig.bias]:
-            inputs.append(self.bias(node, sig.bias))
+            inputs.append(self.bias(node, sig.bias, float(attrs.get("alpha", 1.0))))
         float_op = sig.float_op if sig is not None else "Concat"
         if op == "QLinearSoftmax":
             if attrs.pop("opset", 13) < 13 and attrs.get("axis", -1) != -1:
@@ -321,9 +321,10 @@ class _Rewrite:
         if quantized:
             self.quantize(node, out, node.output[0])
 
-    def bias(self, node: onnx.NodeProto, index: int) -> str:
-        """The int32 bias dequantized with its step, the input's scale times the weight's (per channel or not)."""
-        step = (self.const(node, node.input[1], "input scale").astype(np.float32).reshape(-1)
+    def bias(self, node: onnx.NodeProto, index: int, alpha: float) -> str:
+        """The int32 bias dequantized with its step: the input's scale times the weight's (per channel or not),
+        times QGemm's ``alpha`` (its C "must be quantized with scale alpha / beta * a_scale * b_scale")."""
+        step = (np.float32(alpha) * self.const(node, node.input[1], "input scale").astype(np.float32).reshape(-1)
                 * self.const(node, node.input[4], "weight scale").astype(np.float32).reshape(-1))
         step = step.reshape(()) if step.size == 1 else step
         bias = self.protos.get(node.input[index])
