@@ -77,7 +77,8 @@ def check_domains(model: onnx.ModelProto, source: str) -> None:
         if node.domain not in ("", "ai.onnx") and node.domain not in local:
             hint = (" (an onnxruntime QOperator op that is not expanded: quantize with QuantFormat.QDQ or "
                     "quantize_dynamic instead)"
-                    if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "DynamicQuantize"))
+                    if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "QOrdered",
+                                                "DynamicQuantize"))
                     else " (an onnxruntime-optimized graph: compile the model before its transformer optimizer ran)"
                     if node.domain == "com.microsoft"
                     else " (onnxruntime's CPU-specific NCHWc layout, written from opt_level 99: optimize with "
