@@ -1,6 +1,6 @@
 """Models quantized by onnxruntime (compiler/frontend/dynamic_quant.py): ``quantize_dynamic``'s integer GEMMs,
 convolutions and dequantized embedding gathers import as the float graph on the model's dequantized weights, with
-every pattern the float model has; ops outside the standard operator set (the QOperator format) are refused by name.
+every pattern the float model has (the QOperator format: tests/test_frontend_qoperator.py).
 
 The models are the repository's real exports quantized here by onnxruntime.quantization itself; onnxruntime runs
 them as the reference."""
@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from codesign.api import compile
 from codesign.cli import main
@@ -121,22 +121,3 @@ def test_an_integer_gemm_of_another_shape_is_refused_by_name(tmp_path: Path, cap
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot import MatMulInteger 'mmi': integer GEMMs and convolutions import only" in err
-
-
-class _Reader(CalibrationDataReader):
-    def __init__(self, path: Path):
-        self.samples = iter([_feeds(path, seed) for seed in range(2)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.samples, None)
-
-
-def test_the_qoperator_format_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
-    src = model_path("bert_tiny.onnx")
-    dst = tmp_path / "qop.onnx"
-    quantize_static(src, dst, _Reader(src), quant_format=QuantFormat.QOperator)
-    assert main(["compile", str(dst), "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith(f"codesign: error: {dst}: unsupported op com.microsoft.QLinear")
-    assert "QuantFormat.QDQ or quantize_dynamic" in err

@@ -72,14 +72,17 @@ def check_opset(model: onnx.ModelProto, source: str) -> None:
 
 def check_domains(model: onnx.ModelProto, source: str) -> None:
     """Refuse a node of an operator set outside the ONNX standard (onnxruntime's ``com.microsoft`` contrib ops: its
-    QOperator quantized format, transformer-optimizer ops that compiler/frontend/ort_contrib.py does not expand;
+    QOperator quantized ops that compiler/frontend/qoperator.py does not expand (QAttention, QEmbedLayerNormalization,
+    QOrdered*), transformer-optimizer ops that compiler/frontend/ort_contrib.py does not expand;
     ``ai.onnx.ml``) by name, before the checker reports it as an invalid model: the model is valid, its ops are not
     ours to price."""
     local = {f.domain for f in model.functions}
     for i, node in enumerate(model.graph.node):
         if node.domain not in ("", "ai.onnx") and node.domain not in local:
-            hint = (" (onnxruntime's QOperator format: quantize with QuantFormat.QDQ or quantize_dynamic instead)"
-                    if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "DynamicQuantize"))
+            hint = (" (an onnxruntime QOperator op that is not expanded: quantize with QuantFormat.QDQ or "
+                    "quantize_dynamic instead)"
+                    if node.op_type.startswith(("QLinear", "QGemm", "QAttention", "QEmbed", "QOrdered",
+                                                "DynamicQuantize"))
                     else " (an onnxruntime-optimized graph: compile the model before its transformer optimizer ran)"
                     if node.domain == "com.microsoft"
                     else " (onnxruntime's CPU-specific NCHWc layout, written from opt_level 99: optimize with "

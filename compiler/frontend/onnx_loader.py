@@ -42,6 +42,7 @@ from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.opset_upgrade import default_opset, upgrade_opset
 from compiler.frontend.ort_contrib import expand_contrib_ops
 from compiler.frontend.ort_nbits import expand_matmul_nbits
+from compiler.frontend.qoperator import expand_qoperator, qoperator_note
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
@@ -308,7 +309,7 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
                     value = run_node(node.op_type, args, node.attrs, len(node.outputs))
             except UnsupportedOp:
                 value = None
-            except (ValueError, IndexError) as err:
+            except (ValueError, IndexError, TypeError, ZeroDivisionError) as err:  # ill-typed / 0-d operands
                 raise InputError(f"{source}: invalid ONNX model: {node.describe()} cannot run on its constant inputs "
                                  f"(shapes {[list(np.shape(a)) if a is not None else None for a in args]}): "
                                  f"{first_line(err)}") from None
@@ -450,6 +451,8 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
     model = expand_matmul_nbits(model, source_name)  # its int4 / int8 weight-only GEMMs on dequantized weights
+    qoperator = qoperator_note(model)
+    model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)
     graph = model.graph
     base = Path(source).parent if not isinstance(source, onnx.ModelProto) else None
@@ -516,4 +519,4 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)
     constants = {k: v for k, v in constants.items() if k in used}
     return Graph(nodes=nodes, inputs=list(input_shapes), outputs=outputs, constants=constants, shapes=all_shapes,
-                 dtypes=dtypes, source=source_name)
+                 dtypes=dtypes, source=source_name, import_notes=[qoperator] if qoperator else [])
