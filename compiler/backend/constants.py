@@ -144,6 +144,9 @@ def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
         return {**config, "bias": None, "output_scale": None}
     c = gamma.data.shape[-1]
     g = gamma.real().astype(np.float64)
+    if (g == 0).any():  # the simulator gives such a channel its bias alone; the VEC unit adds its normalized term
+        raise InputError(f"system backend: dataflow.layernorm '{op.layer_name()}': its weight is 0 in channel "
+                         f"{int(np.argmax(g == 0))}, which the ilayernorm unit has no way to give its bias alone")
     b = None if beta is None else beta.real().astype(np.float64)
     bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b,
                                     op.epsilon_value())

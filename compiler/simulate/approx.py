@@ -148,8 +148,18 @@ def gelu_int(name: str, x: np.ndarray, scale: float) -> tuple[np.ndarray, float]
 
 def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray | None,
                   eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """LayerNorm ``name`` of integer ``x`` over the last axis: (y_int, per-channel scale sqrt(C)/2^30 * gamma)."""
+    """LayerNorm ``name`` of integer ``x`` over the last axis: (y_int, per-channel scale sqrt(C)/2^30 * gamma).
+
+    A channel whose weight is 0 outputs its bias whatever ``x`` is (a QDQ model's int8 LayerNorm weight rounds small
+    weights to 0): it is computed on a unit weight's grid, its value the kernel's output on a zero row (the bias
+    term alone), since the grid step, proportional to the weight, cannot be 0."""
     beta = np.zeros_like(gamma) if beta is None else beta
+    zero = np.asarray(gamma) == 0
+    if zero.any():
+        unit = np.where(zero, 1.0, gamma)
+        y, ys = layernorm_int(name, x, scale, unit, beta, eps)
+        bias, _ = layernorm_int(name, np.zeros((1, np.shape(x)[-1]), np.int64), 1.0, unit, beta, eps)
+        return np.where(zero, bias.reshape(-1), y), ys
     if name == "ilayernorm":
         return K.ilayernorm(x, scale, gamma, beta)
     if name == "exact":
