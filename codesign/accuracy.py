@@ -5,7 +5,8 @@ shaped [N, *input shape] (a leading sample axis). Files are checked once, here, 
 is an InputError naming the file, the input and what was expected.
 
 With ``--inputs`` the functional simulator runs the compiled module (quantized / approximated as chosen) on every
-sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exported) on the same samples (the onnx
+sample and ONNX Runtime runs the original model (FP32, or FP16 / BF16 as exported; a quantized file with its own
+quantized ops, which ``accuracy.reference`` then says) on the same samples (the onnx
 package's reference evaluator when onnxruntime refuses the model's IR version or opset: codesign/reference_onnx.py;
 ``accuracy.reference`` names the engine). The report's
 ``accuracy`` section holds:
@@ -263,7 +264,8 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
     stacked = {name: np.stack(v) for name, v in outs.items()}
     mask = samples.get("attention_mask")
     engine = refs.engine if isinstance(refs, References) else "onnxruntime"
-    section: dict[str, Any] = {"reference": f"{engine} {precision_label(imported.precision)}",
+    label = f"{engine} {precision_label(imported.precision)}" + (" with the file's quantized ops" * imported.quantized)
+    section: dict[str, Any] = {"reference": label,
                                "samples": len(refs), "outputs": {}, "layers": []}
     for name, got in stacked.items():
         ref = np.stack([r[name] for r in refs]).astype(np.float64)

@@ -49,6 +49,7 @@ def test_quantized_llama_compiles_like_the_float_one(llama, tmp_path: Path, bits
     sim = np.asarray(got.env.artifacts["outputs"]["last_hidden_state"])[0]
     np.testing.assert_allclose(sim, want, atol=2e-5)
     assert np.abs(want - float_out).max() > 1e-3  # the weights really are on a coarser grid than the float ones
+    assert got.report["accuracy"]["reference"] == "onnxruntime FP32 with the file's quantized ops"
 
 
 def test_unpacking_is_low_bits_first() -> None:

@@ -47,6 +47,9 @@ class Graph:
     #: What the import rewrote on the way in that the user should know (a quantized model's integer GEMMs taken as
     #: float ones): the report lists them apart from recognition's notes.
     import_notes: list[str] = field(default_factory=list)
+    #: The file holds quantized ops (QDQ pairs, integer GEMMs, QOperator or block-quantized ones): what onnxruntime
+    #: runs as the accuracy reference is the quantized model, not a float one.
+    quantized: bool = False
 
     def producers(self) -> dict[str, Node]:
         """Tensor name -> the node that produces it."""

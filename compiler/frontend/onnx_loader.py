@@ -46,7 +46,12 @@ from compiler.frontend.qoperator import expand_qoperator, qoperator_note
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
-__all__ = ["load_graph", "parse_shape_arg", "read_model"]
+__all__ = ["QUANTIZED_OPS", "load_graph", "parse_shape_arg", "read_model"]
+
+#: Op types that make a file a quantized model (besides onnxruntime's QLinear* / QGemm): QDQ pairs, quantize_dynamic's
+#: integer GEMMs, MatMulNBitsQuantizer's block-quantized GEMMs.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                           "ConvInteger", "MatMulNBits"})
 
 #: Initializers up to this many elements stay in the skeleton (shape inference may need their values).
 _SKELETON_CONST_LIMIT = 4096
@@ -447,6 +452,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     symbolic is an ``InputError`` naming it.
     """
     model, source_name = read_model(source, external=False)
+    quantized = any(n.op_type in QUANTIZED_OPS or n.op_type.startswith(("QLinear", "QGemm")) for n in model.graph.node)
     check_opset(model, source_name)
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
@@ -519,4 +525,4 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     used = {n for node in nodes for n in node.inputs if n} | set(outputs)
     constants = {k: v for k, v in constants.items() if k in used}
     return Graph(nodes=nodes, inputs=list(input_shapes), outputs=outputs, constants=constants, shapes=all_shapes,
-                 dtypes=dtypes, source=source_name, import_notes=[qoperator] if qoperator else [])
+                 dtypes=dtypes, source=source_name, import_notes=[qoperator] if qoperator else [], quantized=quantized)

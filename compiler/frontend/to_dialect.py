@@ -128,6 +128,8 @@ class ImportResult:
     precision: str = "float32"
     #: What the import rewrote that the user should know (Graph.import_notes).
     import_notes: list[str] = field(default_factory=list)
+    #: The file holds quantized ops (Graph.quantized).
+    quantized: bool = False
 
 
 def element_type(dtype: np.dtype) -> Attribute:
@@ -564,7 +566,7 @@ def build_module(graph: Graph) -> ImportResult:
                                if graph.inputs and graph.shapes[graph.inputs[0]] else 1),
                         tensor_layers=_tensor_layers(b.values), notes=list(graph.notes),
                         precision=weights_precision((v.dtype, v.size) for v in graph.constants.values()),
-                        import_notes=list(graph.import_notes))
+                        import_notes=list(graph.import_notes), quantized=graph.quantized)
 
 
 def _tensor_layers(values: dict[str, SSAValue]) -> dict[str, str]:
