@@ -238,3 +238,47 @@ def test_a_float_output_qgemm_with_alpha_matches_onnxruntime(tmp_path: Path) -> 
     report = compile(str(path), inputs={"x": x}).report
     assert report is not None and report["patterns"]["gemm"] == 1
     assert min(v["cosine_min"] for v in report["accuracy"]["outputs"].values()) > 0.999
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_an_opset_11_qlinear_softmax_keeps_its_coerced_axes(axis: int, tmp_path: Path) -> None:
+    """QLinearSoftmax with ``opset=11`` (what quantize_static writes for an opset-11 model) is a softmax over the
+    axes from ``axis`` on, flattened: over the last two of [2, 3, 8] for axis 1, over the last for axis 2 (then one
+    Softmax, which attention recognition reads)."""
+    ms = "com.microsoft"
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in
+             [("s", np.float32(0.05)), ("z", np.uint8(120)), ("s2", np.float32(1 / 256)), ("z2", np.uint8(0))]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("QLinearSoftmax", ["xq", "s", "z", "s2", "z2"], ["pq"], domain=ms, axis=axis,
+                              opset=11),
+             helper.make_node("DequantizeLinear", ["pq", "s2", "z2"], ["p"])]
+    shape = [2, 3, 8]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11), helper.make_opsetid(ms, 1)],
+                              ir_version=7)
+    feeds = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+    want = _run(model, feeds)
+    np.testing.assert_array_equal(_run(expand_qoperator(model, "hand-built"), feeds), want)
+    assert np.allclose(want.reshape(2, -1).sum(-1) if axis == 1 else want.sum(-1), 1.0, atol=0.05)
+    path = tmp_path / "softmax11.onnx"
+    onnx.save(model, str(path))
+    result = compile(str(path), inputs={k: v[None] for k, v in feeds.items()})
+    got = np.asarray(result.env.artifacts["outputs"]["p"])[0]
+    np.testing.assert_allclose(got, want, atol=0.02)  # a float softmax of unrounded x against uint8 probabilities
+
+
+def test_an_opset_11_qoperator_transformer_keeps_its_attention(tmp_path: Path) -> None:
+    """BERT exported at opset 11 and quantized: its QLinearSoftmax ops carry opset 11 (over the last axis here)."""
+    from examples import zoo
+
+    src, qop = tmp_path / "bert11.onnx", tmp_path / "bert11_qop.onnx"
+    zoo.export("bert-eager", "legacy:mask", src, opset=11)
+    feeds = zoo.feeds("bert-eager", "legacy:mask")
+    quantize_static(src, qop, _Reader([feeds]), quant_format=QuantFormat.QOperator)
+    assert any(n.op_type == "QLinearSoftmax" and any(a.name == "opset" and a.i == 11 for a in n.attribute)
+               for n in onnx.load(str(qop)).graph.node)
+    result = compile(str(qop), inputs={k: v[None] for k, v in feeds.items()})
+    assert result.imported.patterns["attention"] == 2
+    assert result.report is not None
+    assert result.report["accuracy"]["outputs"]["last_hidden_state"]["cosine_mean"] > 0.95

@@ -309,17 +309,22 @@ class _Rewrite:
         if sig is not None and sig.bias >= 0 and sig.bias < len(node.input) and node.input[sig.bias]:
             inputs.append(self.bias(node, sig.bias, float(attrs.get("alpha", 1.0))))
         float_op = sig.float_op if sig is not None else "Concat"
+        coerced = op == "QLinearSoftmax" and attrs.pop("opset", 13) < 13 and attrs.get("axis", -1) != -1
         if op == "QLinearSoftmax":
-            if attrs.pop("opset", 13) < 13 and attrs.get("axis", -1) != -1:
-                raise self.refuse(node, f"axis={attrs['axis']} with opset<13 semantics (a softmax over the "
-                                        "flattened trailing axes) is not supported")
             attrs.setdefault("axis", -1)
         if op == "QLinearReduceMean" and self.opset >= 18 and "axes" in attrs:
             inputs.append(self.add_init(f"{node.name}/axes", np.asarray(attrs.pop("axes"), np.int64)))
         scale, _ = _output_params(node)
         quantized = scale < len(node.input) and bool(node.input[scale])
         out = f"{node.output[0]}/float" if quantized else node.output[0]
-        self.emit(float_op, inputs, out, f"{node.name}/{float_op}", **attrs)
+        if coerced:  # opset < 13's Softmax: over the axes from ``axis`` on, flattened (ONNX Softmax-11); the loader
+            # folds it back into one Softmax where ``axis`` is the last (compiler/frontend/normalize.py)
+            shape = self.emit("Shape", inputs[:1], f"{out}/shape", f"{node.name}/Shape")
+            flat = self.emit("Flatten", inputs[:1], f"{out}/flat", f"{node.name}/Flatten", axis=attrs["axis"])
+            soft = self.emit("Softmax", [flat], f"{out}/flat_softmax", f"{node.name}/Softmax", axis=1)
+            self.emit("Reshape", [soft, shape], out, f"{node.name}/Reshape")
+        else:
+            self.emit(float_op, inputs, out, f"{node.name}/{float_op}", **attrs)
         if quantized:
             self.quantize(node, out, node.output[0])
 
