@@ -300,3 +300,29 @@ def test_passes_without_schedule_cannot_report(models_dir, capsys):
         "codesign: error: --passes canonicalize,canonicalize: has no 'schedule' pass, and the report is built from "
         "the schedule; add it (e.g. 'canonicalize,canonicalize,schedule') or stop earlier with --stop-after\n")
     assert main(["compile", model, "-q", "--passes", "canonicalize", "--stop-after", "canonicalize"]) == 0
+
+
+@pytest.mark.parametrize(("flag", "says"), [
+    ("input", "its condition is input 'use_cache_branch', so the file holds one model per branch"),
+    ("computed", "export with static shapes and without data-dependent branches"),
+])
+def test_an_if_is_one_line_saying_what_to_export_instead(tmp_path, capsys, flag: str, says: str) -> None:
+    """HF Optimum's merged decoder picks its cache branch with an If on a boolean input: two models in one file."""
+    from onnx import TensorProto, helper
+
+    def branch(op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["x"], [op])], op, [],
+                                 [helper.make_tensor_value_info(op, TensorProto.FLOAT, [2, 4])])
+
+    cond = (helper.make_node("Squeeze", ["use_cache_branch"], ["c"]) if flag == "input"
+            else helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0))
+    nodes = [cond] + ([] if flag == "input" else [helper.make_node("Cast", ["m"], ["c"], to=TensorProto.BOOL)])
+    nodes.append(helper.make_node("If", ["c"], ["y"], then_branch=branch("Relu"), else_branch=branch("Neg"),
+                                  name="if"))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+              helper.make_tensor_value_info("use_cache_branch", TensorProto.BOOL, [1])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    path = tmp_path / "merged.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    code, err = run(capsys, "compile", str(path), "-q")
+    assert code == 2 and "unsupported op If 'if': control flow is not supported; " + says in one_line(err)

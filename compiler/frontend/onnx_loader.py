@@ -159,6 +159,24 @@ def _topological(nodes: list[Node], known: set[str]) -> list[Node]:
     return [nodes[k] for k in order] if len(order) == len(nodes) else nodes
 
 
+def _control_flow_hint(node: Node, nodes: list[Node], inputs: list[str]) -> str:
+    """What to do about a control-flow ``node``: an If whose condition the graph's inputs set (HF Optimum's merged
+    decoder chooses its cache branch by ``use_cache_branch``) is two models in one file; anything else, a
+    re-export."""
+    producers = {o: n for n in nodes for o in n.outputs if o}
+    name = node.inputs[0] if node.op_type == "If" and node.inputs else ""
+    while name in producers and producers[name].op_type in _FLAG_VIEWS:
+        name = producers[name].inputs[0]
+    if name in inputs:
+        return (f"its condition is input '{name}', so the file holds one model per branch: export each on its own "
+                "(Optimum: decoder_model.onnx and decoder_with_past_model.onnx, not decoder_model_merged.onnx)")
+    return "export with static shapes and without data-dependent branches"
+
+
+#: Ops that pass a boolean flag on unchanged in value (an If's condition read from an input through them).
+_FLAG_VIEWS = frozenset({"Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Not"})
+
+
 def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for attr in node.attribute:
@@ -490,7 +508,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     for node in nodes:
         if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
             raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "
-                             "export with static shapes and without data-dependent branches")
+                             + _control_flow_hint(node, nodes, list(input_shapes)))
     opset = default_opset(model)
     all_shapes: dict[str, tuple[int, ...]] = dict(input_shapes)
     for name, value in constants.items():
