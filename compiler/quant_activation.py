@@ -28,7 +28,7 @@ from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_recipes import gelu_correction, smooth_scales
 from compiler.simulate import approx as A
 
-__all__ = ["COLUMN_SPREAD", "GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes"]
+__all__ = ["COLUMN_SPREAD", "GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes", "spread_out"]
 
 #: Activation granularity of static-weight GEMM inputs: one calibrated int8 step per tensor, or per token (a row
 #: max and a per-row step at run time, compiler/numerics/pertoken.py).
@@ -46,6 +46,13 @@ _Q8 = (1 << 7) - 1
 #: cosine by at most 0.0002 and their latency by -0.2% .. +3.7%.
 #: ``--balance repq`` balances a GEMM input per channel only past the same spread (Quantizer.q_balanced).
 COLUMN_SPREAD = 4.0
+
+
+def spread_out(maxima: np.ndarray) -> bool:
+    """Whether per-channel (per-column) calibrated ``maxima`` reach :data:`COLUMN_SPREAD` times their median (an
+    outlier channel; all of them when the median is 0)."""
+    median = float(np.median(maxima))
+    return not (median > 0 and float(maxima.max()) < COLUMN_SPREAD * median)
 
 
 class ActivationRecipes:
@@ -123,9 +130,9 @@ class ActivationRecipes:
         chan = self.channels.get(v)
         if self.balance == "none" or chan is None or chan.size < 2 or not np.any(chan > 0):
             return None
-        median = float(np.median(chan))
-        if median > 0 and float(chan.max()) < COLUMN_SPREAD * median:
+        if not spread_out(chan):
             return None
+        median = float(np.median(chan))
         iv = self.int_view(v)
         key = (id(iv if iv is not None else v), -8, None)
         if key not in self.cache:

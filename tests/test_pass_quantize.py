@@ -111,7 +111,7 @@ def m3vit_int8():
     """M3ViT int8 with its MoE input balanced per channel: the random-weight model has no outlier channel (its
     channel maxima spread less than COLUMN_SPREAD), so the spread test is lowered to reach the balanced MoE path."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("compiler.quant_rewrite.COLUMN_SPREAD", 1.0)
+        patch.setattr("compiler.quant_activation.COLUMN_SPREAD", 1.0)
         return compile(model_path("m3vit_tiny.onnx"), quant="int8")
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.frontend.opset_upgrade import default_opset
 from hw.errors import InputError
 
 __all__ = ["CONTRIB_DOMAIN", "EXPANDED_OPS", "expand_contrib_ops"]
@@ -438,7 +439,7 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     graph = model.graph
     if not any(_expanded(n) for n in graph.node):
         return model
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     weights = {t.name: list(t.dims) for t in graph.initializer}
     types = {t.name: t.data_type for t in graph.initializer}
     nodes = list(graph.node)

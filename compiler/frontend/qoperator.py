@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.frontend.opset_upgrade import default_opset
 from compiler.frontend.ort_contrib import CONTRIB_DOMAIN
 from hw.errors import InputError
 
@@ -140,7 +141,7 @@ class _Rewrite:
 
     def __init__(self, model: onnx.ModelProto, source: str):
         self.source = source
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = default_opset(model)
         # constant tensors by name, read on demand: weights may be stored externally (only their dims are needed)
         self.protos: dict[str, onnx.TensorProto] = {t.name: t for t in model.graph.initializer}
         for node in model.graph.node:

@@ -108,10 +108,11 @@ def _split(x: np.ndarray, heads: int) -> np.ndarray:
     return x.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3)
 
 
-def _mask(op: Operation, ins: list[Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(the additive float64 bias of [B, H, Sq, Sk] scores ``shape``, the causal flag's blocked keys [Sq, Sk])."""
+def _mask(op: Operation, mask: np.ndarray | None,
+          shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the additive float64 bias of [B, H, Sq, Sk] scores ``shape`` from the op's ``mask`` operand and causal flag,
+    the causal flag's blocked keys [Sq, Sk])."""
     assert isinstance(op, df.AttentionOp)
-    mask = ins[3].real() if len(ins) > 3 else None
     if not op.causal_value():
         return (None if mask is None else mask.astype(np.float64)), None
     sq, sk = shape[-2:]
@@ -140,9 +141,11 @@ def _reordered(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
     heads, kv = op.num_heads_value(), op.kv_heads_value()
     q = _split(ins[0].real(), heads)
     k, v = (np.repeat(_split(t.real(), kv), heads // kv, axis=1) for t in ins[1:3])
-    mask, causal = _mask(op, ins, q.shape[:-1] + (k.shape[-2],))
+    operand = ins[3].real() if len(ins) > 3 else None
+    shape = q.shape[:-1] + (k.shape[-2],)
+    mask, causal = _mask(op, operand, shape)
     scale = op.scale_value()
-    empty = masked_rows(op, None if len(ins) < 4 else ins[3].real(), causal, q.shape[:-1] + (k.shape[-2],))
+    empty = masked_rows(op, operand, causal, shape)
     # these rows' online sums are 0 (0/0 in flash order, 0 * (1/0) in Edge-MoE's): their NaN is zeroed below
     quiet = "ignore" if empty is not None else None
     with np.errstate(divide=quiet, invalid=quiet):
