@@ -12,12 +12,15 @@ every op it can also quantizes the attention mask's additions, which collapses G
 The two are not the same datapath: onnxruntime's QDQ quantizes the GEMMs' inputs and computes everything else in
 float, codesign's int8 is the accelerator's integer datapath (GEMM outputs requantized, 16-bit residual adds), so it
 has more rounding points. Three of codesign's recipes are shown: the default ``--balance repq`` (one step per GEMM
-input channel at its calibrated max, RepQ-ViT), ``--balance none`` (one step per tensor) and ``--balance smoothquant``
-(SmoothQuant's per-GEMM migration or one step per tensor, whichever the calibration rows favour; searched at compile
-time). Per-channel maxima from a few calibration rows overfit them: on held-out samples a channel that was quiet in
-calibration clips.
+input channel at its calibrated max, RepQ-ViT, for inputs with an outlier channel: maxima spread to 4x their median;
+one step per tensor otherwise), ``--balance none`` (one step per tensor) and ``--balance smoothquant`` (SmoothQuant's
+per-GEMM migration or one step per tensor, whichever the calibration rows favour; searched at compile time). Each
+with static int8 steps (``per-tensor`` rows) and with ``--act-granularity per-token`` (``per-token`` rows: each GEMM
+input row quantized to int8 on its own step at run time, from a 16-bit grid that the recipe sets per tensor or per
+channel; onnxruntime's columns stay empty there). Per-channel maxima from a few calibration rows overfit them: on
+held-out samples a channel that was quiet in calibration clips, which is why ``repq`` keeps them for outliers.
 
-    python benchmarks/bench_int8_peer.py             # bert, gpt2, llama, vit, mobilevit (~1 min idle)
+    python benchmarks/bench_int8_peer.py             # bert, gpt2, llama, vit, mobilevit (~1.5 min idle)
     python benchmarks/bench_int8_peer.py vit swin
 """
 
@@ -35,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from codesign.accuracy import _cosine_rows  # noqa: E402
 from codesign.api import compile  # noqa: E402
+from compiler.quant_activation import GRANULARITY  # noqa: E402
 from examples import zoo  # noqa: E402
 from examples.zoo_archs import VOCAB  # noqa: E402
 
@@ -102,8 +106,8 @@ def main(names: list[str] | None = None) -> None:
     names = names or list(MODELS)
     print(f"int8 PTQ, mean per-row output cosine vs onnxruntime FP32 on {N_EVAL} held-out samples "
           f"(both calibrated on the same {N_CALIB})")
-    print(f"{'model':<10} {'int8 (repq)':>12} {'none':>8} {'smoothquant':>12} {'ORT quantize_static':>20} "
-          f"{'ORT quantize_dynamic':>21} {'seconds':>8}")
+    print(f"{'model':<10} {'activations':<11} {'int8 (repq)':>12} {'none':>8} {'smoothquant':>12} "
+          f"{'ORT quantize_static':>20} {'ORT quantize_dynamic':>21} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         for name in names:
@@ -113,16 +117,19 @@ def main(names: list[str] | None = None) -> None:
             zoo.export(name, variant, path)
             template = zoo.feeds(name, variant)
             calib, held = samples(template, N_CALIB, 1), samples(template, N_EVAL, 2)
-            ours = []
-            for balance in ("repq", "none", "smoothquant"):
-                report = compile(str(path), "fpga-u280", inputs=held, calibrate=calib, quant="int8",
-                                 balance=balance).report
-                assert report is not None
-                ours.append(next(iter(report["accuracy"]["outputs"].values()))["cosine_mean"])
-            static, dynamic = _peer_cosines(path, calib, held, tmp)
-            print(f"{name:<10} {ours[0]:>12.4f} {ours[1]:>8.4f} {ours[2]:>12.4f} {static:>20.4f} {dynamic:>21.4f} "
-                  f"{time.perf_counter() - start:>8.1f}", flush=True)
-
+            for granularity in GRANULARITY:
+                ours, choices = [], {"act-granularity": granularity}
+                for balance in ("repq", "none", "smoothquant"):
+                    report = compile(str(path), "fpga-u280", inputs=held, calibrate=calib, quant="int8",
+                                     balance=balance, **choices).report
+                    assert report is not None
+                    ours.append(next(iter(report["accuracy"]["outputs"].values()))["cosine_mean"])
+                peers = f"{'':>20} {'':>21}"
+                if granularity == "per-tensor":
+                    static, dynamic = _peer_cosines(path, calib, held, tmp)
+                    peers = f"{static:>20.4f} {dynamic:>21.4f}"
+                print(f"{name:<10} {granularity:<11} {ours[0]:>12.4f} {ours[1]:>8.4f} {ours[2]:>12.4f} {peers} "
+                      f"{time.perf_counter() - start:>8.1f}", flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:] or None)

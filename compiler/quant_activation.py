@@ -1,11 +1,12 @@
 """Activation-side recipes the quantize pass (compiler/passes/quantize.py) mixes into its quantizer.
 
-* ``--act-granularity per-token``: a static GEMM's input on a 16-bit grid (per tensor, or per channel at the
-  calibrated maxima when ``--balance`` is not ``none`` and the input comes from a LayerNorm-like integer op, folded
-  into the weights' rows) and the GEMM op carries ``PER_TOKEN_ATTR``: it takes each row's max, quantizes the row to
-  int8 on its own step and rescales the result per row (compiler/numerics/pertoken.py has the arithmetic, the
-  simulator runs it, compiler/schedule/lower.py costs it). A GELU output is shifted by a static offset to >= 0 and
-  takes unsigned codes (0..255): its -0.17 floor would otherwise spend half of a signed grid.
+* ``--act-granularity per-token``: a static GEMM's input on a 16-bit grid (per tensor, or per channel when the
+  input comes from an integer op other than a GELU and :func:`balances` says so: ``repq`` at the calibrated maxima
+  for inputs with an outlier channel, ``smoothquant`` as its search picks; folded into the weights' rows) and the
+  GEMM op carries ``PER_TOKEN_ATTR``: it takes each row's max, quantizes the row to int8 on its own step and
+  rescales the result per row (compiler/numerics/pertoken.py has the arithmetic, the simulator runs it,
+  compiler/schedule/lower.py costs it). A GELU output is shifted by a static offset to >= 0 and takes unsigned
+  codes (0..255): its -0.17 floor would otherwise spend half of a signed grid.
 * An approximate integer GELU's output gets :func:`compiler.quant_recipes.gelu_correction`'s gain in its scale and
   its offset in the bias of the GEMMs that read it; the integer kernel (and its RTL) is unchanged.
 """
@@ -28,7 +29,7 @@ from compiler.quant_format import tensor_type as _ttype
 from compiler.quant_recipes import gelu_correction, smooth_scales
 from compiler.simulate import approx as A
 
-__all__ = ["COLUMN_SPREAD", "GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes", "spread_out"]
+__all__ = ["COLUMN_SPREAD", "GRANULARITY", "TOKEN_HEADROOM", "ActivationRecipes", "balances", "spread_out"]
 
 #: Activation granularity of static-weight GEMM inputs: one calibrated int8 step per tensor, or per token (a row
 #: max and a per-row step at run time, compiler/numerics/pertoken.py).
@@ -44,7 +45,7 @@ _Q8 = (1 << 7) - 1
 #: spreads 11-51, its output cosine 0.931 -> 0.999 per column; the other timm models with such products (CoaT-Lite,
 #: EfficientViT-M, EfficientFormerV2, Twins-SVT) spread 1.0-1.7, where per column on every product moved their
 #: cosine by at most 0.0002 and their latency by -0.2% .. +3.7%.
-#: ``--balance repq`` balances a GEMM input per channel only past the same spread (Quantizer.q_balanced).
+#: ``--balance repq`` balances a GEMM input per channel only past the same spread (:func:`balances`).
 COLUMN_SPREAD = 4.0
 
 
@@ -53,6 +54,16 @@ def spread_out(maxima: np.ndarray) -> bool:
     outlier channel; all of them when the median is 0)."""
     median = float(np.median(maxima))
     return not (median > 0 and float(maxima.max()) < COLUMN_SPREAD * median)
+
+
+def balances(balance: str, maxima: np.ndarray) -> bool:
+    """Whether ``--balance balance`` may give a static GEMM's input with per-channel calibrated ``maxima`` one step
+    per channel (the per-tensor int8 steps of Quantizer.q_balanced and the per-token path's 16-bit ones alike):
+    never with ``none``; with ``repq`` only when the maxima are :func:`spread_out` (an outlier channel, what
+    RepQ-ViT's per-channel steps are for: without one, per-channel maxima of a few calibration rows overfit them and
+    a channel quiet in calibration clips on new data; benchmarks/bench_int8_peer.py); ``smoothquant`` decides by
+    its own search (compiler/quant_recipes.py)."""
+    return balance != "none" and (balance != "repq" or spread_out(maxima))
 
 
 class ActivationRecipes:
@@ -147,15 +158,19 @@ class ActivationRecipes:
         return got, self.fmt[got]
 
     def gemm_per_token(self, op: df.GemmOp) -> None:
-        """A static GEMM whose int8 input steps are per token: the input on a 16-bit per-tensor grid, the GEMM op
-        carries ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py).
-        A GELU output is shifted by a static offset to >= 0 and takes unsigned codes (0..255)."""
+        """A static GEMM whose int8 input steps are per token: the input on a 16-bit grid, the GEMM op carries
+        ``PER_TOKEN_ATTR`` (row max, per-row step and rescale inside it; compiler/numerics/pertoken.py). The grid is
+        per tensor, or per channel under the per-row steps where :func:`balances` says so (with ``repq``, only an
+        input with an outlier channel: per-channel maxima of a few calibration rows otherwise overfit them, held-out
+        GPT-2 tiny 0.9987 -> 0.9995). A GELU output is shifted by a static offset to >= 0 and takes unsigned codes
+        (0..255)."""
         layer = _layer(op)
         iv = self.int_view(op.lhs)
         chan = self.channels.get(op.lhs)
         steps = None
         w_bits, group = self.layer_recipes.get(layer, (self.w_bits, self.group))
-        if self.balance != "none" and iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp):
+        if (iv is not None and chan is not None and not isinstance(iv.owner, df.GeluOp)
+                and balances(self.balance, chan)):
             # Outlier channels too: a 16-bit step per channel (its calibrated max, RepQ-ViT; or SmoothQuant's alpha
             # searched for this GEMM's weight width), folded into the weights' rows, then the per-token steps on top.
             steps = TOKEN_HEADROOM * np.maximum(chan, self.range_of(op.lhs) * 1e-3) / _Q16

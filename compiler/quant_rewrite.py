@@ -32,7 +32,7 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
 from compiler.numerics.quant import dyadic, dyadic_per_channel
-from compiler.quant_activation import ActivationRecipes, spread_out
+from compiler.quant_activation import ActivationRecipes, balances
 from compiler.quant_format import Fmt as _Fmt
 from compiler.quant_format import layer_of as _layer
 from compiler.quant_format import shape_of as _shape
@@ -222,10 +222,8 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         """
         iv = self.int_view(v)
         chan = self.channels.get(v)
-        if self.balance == "none" or iv is None or chan is None:
-            return None
-        if self.balance == "repq" and not spread_out(chan):
-            return None  # no outlier channel: per-channel maxima of a few calibration rows would only overfit them
+        if iv is None or chan is None or not balances(self.balance, chan):
+            return None  # with repq: no outlier channel, per-channel maxima of a few calibration rows would overfit
         key = (id(iv), -8)
         if key in self.cache:
             got = self.cache[key]

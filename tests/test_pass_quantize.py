@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from codesign.api import compile
 from codesign.cli import main
 from compiler.dialect import dataflow as df
+from compiler.quant_format import PER_TOKEN_ATTR
 from tests.conftest import model_path
 from tests.ir_values import attr_int, attr_str, elem_type, weight_layer
 
@@ -192,12 +195,14 @@ def test_padding_rows_an_attention_mask_marks_are_left_out_of_calibration() -> N
     assert any(real[v] < 0.99 * everything[v] for v in rows)
 
 
+@pytest.mark.parametrize("granularity", ["per-tensor", "per-token"])
 @pytest.mark.parametrize("outliers", [False, True])
-def test_repq_balances_only_inputs_with_outlier_channels(tmp_path, outliers: bool) -> None:
-    """``--balance repq`` gives a GEMM input one step per channel only when its calibrated channel maxima spread to
-    COLUMN_SPREAD times their median (a LayerNorm gain 30x on two channels, as pretrained checkpoints carry); without
-    such channels per-channel maxima of a few calibration rows only overfit them (held-out GPT-2 tiny: 0.9816 with
-    every input balanced, 0.9993 with this rule; benchmarks/bench_int8_peer.py)."""
+def test_repq_balances_only_inputs_with_outlier_channels(tmp_path, outliers: bool, granularity: str) -> None:
+    """``--balance repq`` gives a GEMM input one step per channel (int8 per tensor, or the per-token path's 16-bit
+    grid under its row steps) only when its calibrated channel maxima spread to COLUMN_SPREAD times their median (a
+    LayerNorm gain 30x on two channels, as pretrained checkpoints carry); without such channels per-channel maxima of
+    a few calibration rows only overfit them (held-out GPT-2 tiny: 0.9816 with every input balanced, 0.9993 with
+    this rule; per-token 0.9987 -> 0.9995; benchmarks/bench_int8_peer.py)."""
     import torch
 
     from examples._common import export_onnx
@@ -211,8 +216,10 @@ def test_repq_balances_only_inputs_with_outlier_channels(tmp_path, outliers: boo
     path = tmp_path / "ln.onnx"
     x = torch.randn(1, 8, 16)
     export_onnx(net, [x], path, input_names=["x"], output_names=["y"], exporter="legacy")
-    result = compile(str(path), quant="int8", inputs={"x": torch.randn(4, 1, 8, 16).numpy()})
+    choices: dict[str, Any] = {"act-granularity": granularity}  # a dashed name: no keyword argument
+    result = compile(str(path), quant="int8", inputs={"x": torch.randn(4, 1, 8, 16).numpy()}, **choices)
     gemms = [o for o in result.module.walk() if isinstance(o, df.GemmOp)]
     assert len(gemms) == 2
     assert ("balanced" in gemms[1].attributes) == outliers
+    assert all((PER_TOKEN_ATTR in g.attributes) == (granularity == "per-token") for g in gemms)
     assert result.report is not None and result.report["accuracy"]["outputs"]["y"]["cosine_mean"] > 0.999

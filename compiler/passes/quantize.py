@@ -21,10 +21,12 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
   channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
 
 Recipes (compiler/quant_recipes.py), none of which changes the integer datapath: ``balance`` gives a GEMM input fed
-by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-ViT; ``smoothquant``: SmoothQuant's
-or a weight-blind migration, alpha chosen per GEMM input by cross-validated output error on the calibration rows,
-or per tensor if that wins), applied by a per-channel requant and folded into the weights' rows; ``observer`` sizes
-per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq`` rounds static weights with GPTQ.
+by an integer op one int8 step per channel (``repq``: its calibrated max, RepQ-ViT, only for an input with an outlier
+channel, compiler/quant_activation.py's ``balances``; ``smoothquant``: SmoothQuant's or a weight-blind migration,
+alpha chosen per GEMM input by cross-validated output error on the calibration rows, or per tensor if that wins),
+applied by a per-channel requant and folded into the weights' rows (per-token GEMMs: their 16-bit input grid, by
+the same rule); ``observer`` sizes per-tensor int8 activations (max, percentile, MSE or entropy); ``rounding=gptq``
+rounds static weights with GPTQ.
 ``granularity=per-token`` does change the datapath: static GEMMs quantize their (16-bit) input per row at run time
 (compiler/quant_activation.py, compiler/numerics/pertoken.py).
 
