@@ -478,8 +478,10 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     quantized = any(n.op_type in QUANTIZED_OPS or n.op_type.startswith(("QLinear", "QGemm")) for n in model.graph.node)
     check_opset(model, source_name)
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
+    # its int4 / int8 weight-only GEMMs on dequantized weights first: a GroupQueryAttention's expansion reads the
+    # hidden size of the projection feeding it (the onnxruntime-genai builder's int4 files)
+    model = expand_matmul_nbits(model, source_name)
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
-    model = expand_matmul_nbits(model, source_name)  # its int4 / int8 weight-only GEMMs on dequantized weights
     qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)
