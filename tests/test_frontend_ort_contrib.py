@@ -406,23 +406,20 @@ def test_an_embed_layer_norm_missing_an_input_is_refused(tmp_path: Path, capsys)
 
 
 def test_a_contrib_op_not_expanded_is_still_refused_by_name(tmp_path: Path, capsys) -> None:
-    """GroupQueryAttention: what onnxruntime's LLaMA / Phi export scripts write, always with its KV-cache inputs
-    (seqlens_k, total_sequence_length); the transformer optimizer does not write it for a plain export."""
-    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "", "", "seqlens", "total"], ["y"], name="gqa",
-                            domain="com.microsoft", num_heads=2, kv_num_heads=1)
+    """DecoderMaskedMultiHeadAttention (onnxruntime's beam-search decoding kernel): not expanded, refused by name."""
+    node = helper.make_node("DecoderMaskedMultiHeadAttention", ["q", "k", "v"], ["y"], name="dmmha",
+                            domain="com.microsoft", num_heads=2)
     graph = helper.make_graph([node], "g", [
-        helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 3, 8]),
-        helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, 3, 4]),
-        helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 3, 4]),
-        helper.make_tensor_value_info("seqlens", TensorProto.INT32, [1]),
-        helper.make_tensor_value_info("total", TensorProto.INT32, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8])])
-    path = tmp_path / "gqa.onnx"
+        helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 1, 8]),
+        helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, 1, 8]),
+        helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8])])
+    path = tmp_path / "dmmha.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                       helper.make_opsetid("com.microsoft", 1)]), str(path))
     assert main(["compile", str(path), "-q"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "unsupported op com.microsoft.GroupQueryAttention (node 'gqa')" in err
+    assert "\n" not in err and "unsupported op com.microsoft.DecoderMaskedMultiHeadAttention (node 'dmmha')" in err
 
 
 def test_the_nchwc_layout_of_opt_level_99_is_refused_with_the_level_to_use(tmp_path: Path, capsys) -> None:

@@ -60,13 +60,14 @@ _FOLD_LIMIT = 1 << 24
 
 
 def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``name=1x3x224x224`` (the CLI's ``--shape``)."""
+    """Parse ``name=1x3x224x224`` (the CLI's ``--shape``); a 0 is parsed here and accepted only as an empty KV
+    cache's length (``_input_shapes``)."""
     name, sep, dims = text.partition("=")
     try:
         if not sep or not name:
             raise ValueError
         shape = tuple(int(d) for d in dims.lower().split("x"))
-        if any(d <= 0 for d in shape):
+        if any(d < 0 for d in shape):
             raise ValueError
     except ValueError:
         raise InputError(f"--shape {text}: expected NAME=DIMxDIM..., e.g. input_ids=1x128") from None
@@ -222,6 +223,10 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
             if len(shape) != len(found) or any(f is not None and f != s for f, s in zip(found, shape)):
                 shown = "x".join(str(f) if f is not None else "?" for f in found)
                 raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: does not fit the model's {shown}")
+            if 0 in shape and (len(shape) != 4 or 0 in shape[:2] or 0 in shape[3:]):
+                raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: a dim of 0 is only meaningful as "
+                                 "the length of an empty KV cache (axis 2 of a [batch, heads, positions, head_size] "
+                                 "past input: the prompt step)")
             shapes[inp.name] = shape
         elif any(f is None for f in found):
             symbolic = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
@@ -473,8 +478,10 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     quantized = any(n.op_type in QUANTIZED_OPS or n.op_type.startswith(("QLinear", "QGemm")) for n in model.graph.node)
     check_opset(model, source_name)
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
+    # its int4 / int8 weight-only GEMMs on dequantized weights first: a GroupQueryAttention's expansion reads the
+    # hidden size of the projection feeding it (the onnxruntime-genai builder's int4 files)
+    model = expand_matmul_nbits(model, source_name)
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
-    model = expand_matmul_nbits(model, source_name)  # its int4 / int8 weight-only GEMMs on dequantized weights
     qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)

@@ -22,29 +22,32 @@ recognisers find attention, the norms and GELU exactly as in the model before th
 - ``MultiHeadAttention(q, k, v[, bias[, key_padding_mask[, attention_bias]]])``: the same on separate [batch,
   length, hidden] Q, K and V (self or cross attention), ``bias`` the three projections' biases packed.
 
-Everything else is refused in one line naming the node and what is not supported (a past / present KV cache, packed
-QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary ``Attention``, a 1-D mask with start
-positions, the mean / inverse-std outputs, bfloat16): the op is left alone only when its type is not expanded at all
-(GroupQueryAttention, which onnxruntime's LLaMA / Phi scripts write, always with a KV cache's seqlens_k), and
-``check_domains`` then refuses it by name.
+- ``GroupQueryAttention`` (the onnxruntime-genai model builder's decoder attention: KV cache, RoPE, grouped heads):
+  compiler/frontend/ort_gqa.py.
+
+Everything else is refused in one line naming the node and what is not supported (a past / present KV cache for
+Attention / MultiHeadAttention, packed QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary
+``Attention``, a 1-D mask with start positions, the mean / inverse-std outputs, bfloat16): the op is left alone
+only when its type is not expanded at all, and ``check_domains`` then refuses it by name.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compiler.frontend.contrib_body import CONTRIB_DOMAIN
+from compiler.frontend.contrib_body import ContribBody as _Body
 from compiler.frontend.opset_upgrade import default_opset
+from compiler.frontend.ort_gqa import GQA_ATTRS, expand_group_query_attention, gqa_shapes_needed
 from hw.errors import InputError
 
 __all__ = ["CONTRIB_DOMAIN", "EXPANDED_OPS", "expand_contrib_ops"]
 
-CONTRIB_DOMAIN = "com.microsoft"
 #: Attributes each expanded op may carry (any other is refused); their defaults are the contrib op schema's.
 _ATTRS: dict[str, set[str]] = {
     "Gelu": set(), "BiasGelu": set(), "FastGelu": set(), "QuickGelu": {"alpha"},
@@ -54,6 +57,7 @@ _ATTRS: dict[str, set[str]] = {
                   "rotary_embedding_dim", "past_present_share_buffer"},
     "MultiHeadAttention": {"num_heads", "unidirectional", "mask_filter_value", "scale"},
     "EmbedLayerNormalization": {"epsilon", "mask_index_type"},
+    "GroupQueryAttention": set(GQA_ATTRS),
 }
 EXPANDED_OPS = frozenset(_ATTRS)
 #: Contrib ops onnxruntime registers in the default domain (ONNX itself defines no op of that name before opset 23's
@@ -61,58 +65,6 @@ EXPANDED_OPS = frozenset(_ATTRS)
 _DEFAULT_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
 #: Initializers up to this many elements keep their values in the shape-inference skeleton (axes, shapes).
 _SKELETON_CONST_LIMIT = 4096
-
-
-class _Body:
-    """The standard nodes one contrib node becomes; fresh tensor names are ``<node name>/<op>_<n>``."""
-
-    def __init__(self, node: onnx.NodeProto, opset: int, where: str, dtype: np.dtype):
-        self.node, self.opset, self.where, self.dtype = node, opset, where, dtype
-        self.prefix = node.name or node.op_type
-        self.nodes: list[onnx.NodeProto] = []
-        self.attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-    def refuse(self, what: str) -> InputError:
-        return InputError(f"{self.where}: unsupported {CONTRIB_DOMAIN}.{self.node.op_type} (node "
-                          f"'{self.prefix}'): {what}")
-
-    def int_attr(self, name: str, default: int) -> int:
-        value = self.attrs.get(name, default)
-        if not isinstance(value, int):
-            raise self.refuse(f"attribute {name} is not an integer")
-        return value
-
-    def float_attr(self, name: str, default: float) -> float:
-        value = self.attrs.get(name, default)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.refuse(f"attribute {name} is not a finite float")
-        return float(value)
-
-    def input(self, i: int) -> str:
-        return self.node.input[i] if i < len(self.node.input) else ""
-
-    def output(self, i: int) -> str:
-        return self.node.output[i] if i < len(self.node.output) else ""
-
-    def op(self, op_type: str, inputs: list[str], out: str = "", **attrs: Any) -> str:
-        name = f"{self.prefix}/{op_type}_{len(self.nodes)}"
-        out = out or f"{name}_output"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
-        return out
-
-    def const(self, value: float | list[int] | np.ndarray, dtype: type | np.dtype | None = None) -> str:
-        """A Constant; floats in the node's float type unless ``dtype`` says otherwise."""
-        array = np.asarray(value, self.dtype if dtype is None else dtype)
-        return self.op("Constant", [], value=numpy_helper.from_array(array, f"{self.prefix}/c{len(self.nodes)}"))
-
-    def mean_last(self, x: str) -> str:
-        """ReduceMean over the last axis, keepdims (axes an input from opset 18 on)."""
-        if self.opset >= 18:
-            return self.op("ReduceMean", [x, self.const([-1], np.int64)], keepdims=1)
-        return self.op("ReduceMean", [x], axes=[-1], keepdims=1)
-
-    def unsqueeze(self, x: str, axes: list[int]) -> str:
-        return self.op("Unsqueeze", [x, self.const(axes, np.int64)])
 
 
 def _gelu(b: _Body, x: str, out: str) -> None:
@@ -270,13 +222,6 @@ def _attend(b: _Body, q: str, k: str, v: str, sizes: tuple[int, int, int], mask:
     b.op("Reshape", [ctx, b.const([0, 0, sizes[2]], np.int64)], b.output(0))
 
 
-def _split_last(b: _Body, x: str, sizes: list[int]) -> list[str]:
-    outs = [f"{b.prefix}/split{len(b.nodes)}_{i}" for i in range(len(sizes))]
-    b.nodes.append(helper.make_node("Split", [x, b.const(sizes, np.int64)], outs, name=f"{b.prefix}/Split_"
-                                    f"{len(b.nodes)}", axis=-1))
-    return outs
-
-
 def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int | str]],
                       weights: dict[str, list[int]]) -> None:
     _attention_inputs_refused(b, [(4, "a past key/value input"), (6, "a past_sequence_length")],
@@ -299,7 +244,7 @@ def _expand_attention(b: _Body, ranks: dict[str, int], dims: dict[str, list[int 
     qkv = b.op("MatMul", [b.input(0), b.input(1)])
     if b.input(2):
         qkv = b.op("Add", [qkv, b.input(2)])
-    q, k, v = _split_last(b, qkv, sizes)
+    q, k, v = b.split(qkv, sizes)
     # the mask's batch is checked against the input's (q is a fresh name shape inference has not seen)
     dims = {**dims, q: dims.get(b.input(0), [])}
     _attend(b, q, k, v, (sizes[0], sizes[1], sizes[2]), b.input(3), b.input(5), ranks, dims)
@@ -327,7 +272,7 @@ def _expand_multi_head_attention(b: _Body, ranks: dict[str, int], dims: dict[str
         raise b.refuse("unidirectional with a key length that shape inference cannot prove equal to the query "
                        "length (causal cross attention)")
     if b.input(3):
-        q, k, v = (b.op("Add", [t, part]) for t, part in zip((q, k, v), _split_last(b, b.input(3), sizes),
+        q, k, v = (b.op("Add", [t, part]) for t, part in zip((q, k, v), b.split(b.input(3), sizes),
                                                               strict=True))
         dims = {**dims, q: dims.get(b.input(0), [])}
     _attend(b, q, k, v, (sizes[0], sizes[1], sizes[2]), b.input(4), b.input(5), ranks, dims)
@@ -371,13 +316,16 @@ _SIMPLE: dict[str, Callable[[_Body], None]] = {
     "SkipLayerNormalization": _expand_skip_norm, "SkipSimplifiedLayerNormalization": _expand_skip_norm,
     "SimplifiedLayerNormalization": _expand_simplified_norm, "EmbedLayerNormalization": _expand_embed_layer_norm,
 }
-_ATTENTION = {"Attention": _expand_attention, "MultiHeadAttention": _expand_multi_head_attention}
+_ATTENTION = {"Attention": _expand_attention, "MultiHeadAttention": _expand_multi_head_attention,
+              "GroupQueryAttention": expand_group_query_attention}
 
 
 def _shapes_needed(b: _Body) -> list[str]:
     """The inputs whose shapes an attention's expansion reads."""
     if b.node.op_type == "Attention":
         return [b.input(0), b.input(3)] if b.input(3) else []
+    if b.node.op_type == "GroupQueryAttention":
+        return gqa_shapes_needed(b)
     return [t for t in (b.input(0), b.input(1), b.input(2), b.input(4)) if t]
 
 
