@@ -325,4 +325,5 @@ def test_an_if_is_one_line_saying_what_to_export_instead(tmp_path, capsys, flag:
     path = tmp_path / "merged.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     code, err = run(capsys, "compile", str(path), "-q")
-    assert code == 2 and "unsupported op If 'if': control flow is not supported; " + says in one_line(err)
+    assert code == 2 and ("unsupported op If 'if': control flow is not supported (its condition depends on input "
+                          "values); " + says) in one_line(err)

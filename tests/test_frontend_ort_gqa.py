@@ -156,36 +156,54 @@ def test_a_zero_dim_is_only_an_empty_cache(tmp_path: Path, capsys) -> None:
     assert "\n" not in err and "--shape mask=1x0: a dim of 0 is only meaningful as the length of an empty KV" in err
 
 
+#: name -> (transformers config class name, config overrides, builder precision, past positions of the step).
+#: Phi-3 with LongRoPE: the builder picks the short or long cos / sin tables with an If on the total length
+#: (compiler/frontend/static_if.py); 70 + 1 positions is past its original 64, the long tables.
+GENAI: dict[str, tuple[str, dict[str, Any], str, int]] = {
+    "llama-fp32": ("LlamaConfig", {}, "fp32", 5),
+    "llama-int4": ("LlamaConfig", {}, "int4", 5),
+    "phi3-longrope": ("Phi3Config", {"max_position_embeddings": 256, "original_max_position_embeddings": 64,
+                                     "pad_token_id": 0, "rope_scaling": {
+                                         "rope_type": "longrope", "type": "longrope", "short_factor": [1.0] * 8,
+                                         "long_factor": [1.5] * 8}}, "fp32", 70),
+}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime_genai") is None, reason="onnxruntime-genai not installed")
-@pytest.mark.parametrize("precision", ["fp32", "int4"])
-def test_a_genai_builder_llama_compiles_from_the_cli(precision: str, tmp_path: Path) -> None:
-    """A transformers LLaMA (tiny config, grouped KV heads, seeded weights; a vocabulary unlike the MLP width, which
-    the builder 0.18 confuses with it and wires its lm_head to the first layer) exported by the onnxruntime-genai
-    model builder: every attention is found, the decode step's cache is reported, and the simulated logits and caches
-    equal onnxruntime's run of the builder's file."""
+@pytest.mark.parametrize("case", list(GENAI))
+def test_a_genai_builder_decoder_compiles_from_the_cli(case: str, tmp_path: Path) -> None:
+    """A transformers decoder (tiny config, grouped KV heads, seeded weights; a vocabulary unlike every MLP width,
+    which the builder 0.18 confuses with it and wires its lm_head to the first layer) exported by the
+    onnxruntime-genai model builder: every attention is found, the decode step's cache is reported, and the
+    simulated logits and caches equal onnxruntime's run of the builder's file. In int4 (MatMulNBits weights)
+    onnxruntime's CPU kernel also rounds the activations to int8 (the builder's accuracy_level 4), which the import
+    does not: the outputs agree to 1e-2."""
     import torch
     import transformers as tf
     from tokenizers import Tokenizer, models, pre_tokenizers
 
+    kind, overrides, precision, past = GENAI[case]
     hf = tmp_path / "hf"
     torch.manual_seed(0)
-    config = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    tf.LlamaForCausalLM(config).eval().save_pretrained(hf)
-    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(256)}, unk_token="t0"))
+    config = getattr(tf, kind)(**{"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128,
+                                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                  "max_position_embeddings": 128, **overrides})
+    tf.AutoModelForCausalLM.from_config(config).eval().save_pretrained(hf)
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(320)}, unk_token="t0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()  # the builder reads a tokenizer from the model folder
     tf.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", bos_token="t1",
                                eos_token="t2").save_pretrained(hf)
     built = tmp_path / "genai"
-    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(built),
-                    "-p", precision, "-e", "cpu", "-c", str(tmp_path / "cache")], check=True, capture_output=True,
-                   env={**os.environ, "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    ran = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(built),
+                          "-p", precision, "-e", "cpu", "-c", str(tmp_path / "cache")], capture_output=True, text=True,
+                         env={**os.environ, "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert ran.returncode == 0, ran.stderr[-2000:]
     path = built / "model.onnx"
     rng = np.random.default_rng(0)
-    past, feeds, shapes = 5, {}, []
+    feeds, shapes = {}, []
     for inp in onnx.load(str(path), load_external_data=False).graph.input:
         if inp.name == "input_ids":
-            shape, value = (1, 1), rng.integers(0, 256, (1, 1))
+            shape, value = (1, 1), rng.integers(0, 320, (1, 1))
         elif inp.name == "attention_mask":
             shape, value = (1, past + 1), np.ones((1, past + 1), np.int64)
         else:

@@ -43,6 +43,7 @@ from compiler.frontend.opset_upgrade import default_opset, upgrade_opset
 from compiler.frontend.ort_contrib import expand_contrib_ops
 from compiler.frontend.ort_nbits import expand_matmul_nbits
 from compiler.frontend.qoperator import expand_qoperator, qoperator_note
+from compiler.frontend.static_if import inline_static_ifs, outer_reads
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
@@ -248,7 +249,7 @@ def _skeleton(model: onnx.ModelProto, nodes: list[Node], constants: dict[str, np
         for name, shape in input_shapes.items()
     ]
     inits = []
-    used = {name for node in nodes for name in node.inputs if name}
+    used = {name for node in nodes for name in outer_reads(node)}
     for name in used:
         value = constants.get(name)
         if value is None:
@@ -314,6 +315,9 @@ def _fold(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str,
     remaining: list[Node] = []
     for node in nodes:
         value: list[np.ndarray] | None = None
+        if node.op_type == "If":
+            remaining.append(node)  # static_if.inline_static_ifs takes the branch once its condition is known
+            continue
         if node.op_type == "Shape" and node.inputs[0] in shapes:
             full = np.array(shapes[node.inputs[0]], dtype=np.int64)
             value = [full[node.attrs.get("start", 0):node.attrs.get("end", None)]]
@@ -380,7 +384,7 @@ def _prune(nodes: list[Node], outputs: list[str]) -> list[Node]:
     for node in reversed(nodes):
         if any(o in live for o in node.outputs if o):
             kept.append(node)
-            live.update(n for n in node.inputs if n)
+            live.update(outer_reads(node))
     kept.reverse()
     return kept
 
@@ -513,7 +517,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         nodes.append(Node(n.op_type, name, list(n.input), list(n.output), _attrs(n, name, source_name)))
     nodes = _topological(nodes, {i.name for i in graph.input} | set(constants))
     for node in nodes:
-        if node.op_type == "If" or node.op_type == "Loop" or node.op_type == "Scan":
+        if node.op_type == "Loop" or node.op_type == "Scan":
             raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported; "
                              + _control_flow_hint(node, nodes, list(input_shapes)))
     opset = default_opset(model)
@@ -535,11 +539,18 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         _infer(_skeleton(model, nodes, constants, dtypes, input_shapes), all_shapes, dtypes)
         nodes = _expand_functions(nodes, all_shapes, dtypes, opset, native, source_name)
         nodes = _prune(_fold(nodes, constants, all_shapes, dtypes, source_name), outputs)
+        # an If whose condition folded (a shape test) is its taken branch (static_if.py)
+        nodes = inline_static_ifs(nodes, constants, lambda proto, name: _attrs(proto, name, source_name))
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
         if len(nodes) == before[0] and (len(all_shapes) == before[1]
                                         or all(o in all_shapes for n in nodes for o in n.outputs if o)):
             break  # everything known, or a round that learnt nothing: the next would learn nothing either
+    for node in nodes:
+        if node.op_type == "If":
+            raise InputError(f"{source_name}: unsupported op {node.describe()}: control flow is not supported (its "
+                             "condition depends on input values); " + _control_flow_hint(node, nodes,
+                                                                                        list(input_shapes)))
     nodes = _prune(_drop_empty_concat_inputs(nodes, all_shapes), outputs)
     dynamic = _data_dependent(nodes)
     for node in nodes:

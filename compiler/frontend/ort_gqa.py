@@ -47,8 +47,9 @@ _INPUTS_REFUSED = ((9, "a position_ids input"), (10, "an attention_bias input"),
 
 
 def gqa_shapes_needed(b: ContribBody) -> list[str]:
-    """The inputs whose shapes the expansion reads: the query (its hidden size), the key, the past key (its rank)."""
-    return [t for t in (b.input(0), b.input(1), b.input(3)) if t]
+    """The inputs whose shapes the expansion reads: the query (its hidden size), the key, the past key (its rank),
+    the cos table (its width)."""
+    return [t for t in (b.input(0), b.input(1), b.input(3), b.input(7)) if t]
 
 
 def _check(b: ContribBody) -> tuple[int, int]:
@@ -166,10 +167,10 @@ def expand_group_query_attention(b: ContribBody, ranks: dict[str, int], dims: di
     past_len = length(b.input(3), 2) if b.input(3) else b.const(0, np.int64)
     q_len = length(q, 2)
     if b.int_attr("do_rotary", 0):
-        table = weights.get(b.input(7))
-        if table is None or len(table) != 2 or table[1] <= 0 or 2 * table[1] > head:
-            raise b.refuse(f"a cos_cache that is not a constant [positions, rotary_dim / 2] table with rotary_dim <= "
-                           f"head size {head}")
+        table = weights.get(b.input(7)) or dims.get(b.input(7), [])  # a table, or one an If picks (Phi-3 LongRoPE)
+        if len(table) != 2 or not isinstance(table[1], int) or table[1] <= 0 or 2 * table[1] > head:
+            raise b.refuse(f"a cos_cache that is not a [positions, rotary_dim / 2] table of known width with "
+                           f"rotary_dim <= head size {head}")
         positions = b.op("Range", [past_len, b.op("Add", [past_len, q_len]), b.const(1, np.int64)])
         q, k = _rotary(b, q, positions, table[1], head), _rotary(b, k, positions, table[1], head)
     if b.input(3):
