@@ -162,6 +162,7 @@ def test_a_zero_dim_is_only_an_empty_cache(tmp_path: Path, capsys) -> None:
 GENAI: dict[str, tuple[str, dict[str, Any], str, int]] = {
     "llama-fp32": ("LlamaConfig", {}, "fp32", 5),
     "llama-int4": ("LlamaConfig", {}, "int4", 5),
+    "gemma-int4-tied": ("GemmaConfig", {"head_dim": 16}, "int4", 5),  # GatherBlockQuantized embeddings
     "phi3-longrope": ("Phi3Config", {"max_position_embeddings": 256, "original_max_position_embeddings": 64,
                                      "pad_token_id": 0, "rope_scaling": {
                                          "rope_type": "longrope", "type": "longrope", "short_factor": [1.0] * 8,

@@ -41,6 +41,7 @@ from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, onnx_dtype, run_
 from compiler.frontend.op_sizes import output_elements
 from compiler.frontend.opset_upgrade import default_opset, upgrade_opset
 from compiler.frontend.ort_contrib import expand_contrib_ops
+from compiler.frontend.ort_gather_block import expand_gather_block_quantized
 from compiler.frontend.ort_nbits import expand_matmul_nbits
 from compiler.frontend.qoperator import expand_qoperator, qoperator_note
 from compiler.frontend.static_if import inline_static_ifs, outer_reads
@@ -52,7 +53,7 @@ __all__ = ["QUANTIZED_OPS", "load_graph", "parse_shape_arg", "read_model"]
 #: Op types that make a file a quantized model (besides onnxruntime's QLinear* / QGemm): QDQ pairs, quantize_dynamic's
 #: integer GEMMs, MatMulNBitsQuantizer's block-quantized GEMMs.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-                           "ConvInteger", "MatMulNBits"})
+                           "ConvInteger", "MatMulNBits", "GatherBlockQuantized"})
 
 #: Initializers up to this many elements stay in the skeleton (shape inference may need their values).
 _SKELETON_CONST_LIMIT = 4096
@@ -485,6 +486,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     # its int4 / int8 weight-only GEMMs on dequantized weights first: a GroupQueryAttention's expansion reads the
     # hidden size of the projection feeding it (the onnxruntime-genai builder's int4 files)
     model = expand_matmul_nbits(model, source_name)
+    model = expand_gather_block_quantized(model, source_name)  # its int4 embedding tables (tied lm_head weights)
     model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
     qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
