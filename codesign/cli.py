@@ -56,7 +56,8 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a target key by dotted path, e.g. gemm.rows=16 (repeatable)")
     p.add_argument("--shape", action="append", default=[], metavar="INPUT=DIMS",
-                   help="concrete shape for an input with symbolic dims, e.g. input_ids=1x128 (repeatable)")
+                   help="concrete shape for an input with symbolic dims, e.g. input_ids=1x128, or the size of a "
+                   "symbolic dim by its name for every input, e.g. past_sequence_length=8 (repeatable)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="samples per inference: the leading dim of every input (a dynamic batch axis); weights are "
                    "read once per batch and the report's throughput counts N samples")

@@ -165,7 +165,7 @@ def test_bad_inputs_one_line_exit_2(tmp_path, capsys, monkeypatch):
                                                            "got 'abc'",
         ("compile", "vit.onnx", "--set", "gemm.rows"): "--set gemm.rows: expected KEY=VALUE, e.g. gemm.rows=16",
         ("compile", "sym.onnx"): "sym.onnx: input 'pixel_values' has symbolic shape batchx3x32x32; give it with "
-                                 "--shape pixel_values=1x3x32x32",
+                                 "--shape pixel_values=1x3x32x32 or name its dims: --shape batch=N",
         ("compile", "vit.onnx", "--shape", "foo=1x2"): "--shape foo=...: vit.onnx has no input 'foo' "
                                                        "(inputs: pixel_values)",
         ("compile", "vit.onnx", "--shape", "pixel_values=1xq"): "--shape pixel_values=1xq: expected NAME=DIMxDIM..., "

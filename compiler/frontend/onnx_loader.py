@@ -204,16 +204,30 @@ def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
 
 def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
                   initializers: set[str], batch: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Every real input's concrete shape: its own dims, ``--shape INPUT=DIMS``, ``--shape NAME=N`` for a symbolic
+    dim's name (every input dim of that name: onnxruntime's free-dimension override, and how a decoder with one past
+    input per layer is given its cache length once), ``--batch`` for a symbolic leading dim."""
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
-    for name in given:
-        if name not in names:
-            raise InputError(f"--shape {name}=...: {source} has no input '{name}' (inputs: {', '.join(names)})")
+    symbolic = sorted({d.dim_param for i in real_inputs for d in i.type.tensor_type.shape.dim
+                       if not (d.HasField("dim_value") and d.dim_value > 0) and d.dim_param})
+    bound: dict[str, int] = {}
+    for name, value in given.items():
+        if name in names:
+            continue
+        if name in symbolic and len(value) == 1:
+            bound[name] = value[0]
+            continue
+        raise InputError(f"--shape {name}=...: {source} has no input '{name}' (inputs: {', '.join(names)})"
+                         + (f"; its symbolic dims, each given as NAME=N: {', '.join(symbolic)}" if symbolic else ""))
     shapes: dict[str, tuple[int, ...]] = {}
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
-        found = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+        found = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else bound.get(d.dim_param) for d in dims]
         if batch is not None and inp.name not in given and found:
+            lead = dims[0].dim_param
+            if lead in bound and bound[lead] != batch:
+                raise InputError(f"--batch {batch} contradicts --shape {lead}={bound[lead]} (input '{inp.name}')")
             if found[0] is None:
                 found[0] = batch  # --batch fills the leading (batch) axis; other symbolic dims still need --shape
             elif found[0] != batch:
@@ -222,23 +236,27 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
                                  f"give its shape with --shape")
         if inp.name in given:
             shape = given[inp.name]
-            if len(shape) != len(found) or any(f is not None and f != s for f, s in zip(found, shape)):
-                shown = "x".join(str(f) if f is not None else "?" for f in found)
+            fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+            if len(shape) != len(fixed) or any(f is not None and f != s for f, s in zip(fixed, shape)):
+                shown = "x".join(str(f) if f is not None else "?" for f in fixed)
                 raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: does not fit the model's {shown}")
-            if 0 in shape and (len(shape) != 4 or 0 in shape[:2] or 0 in shape[3:]):
-                raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: a dim of 0 is only meaningful as "
-                                 "the length of an empty KV cache (axis 2 of a [batch, heads, positions, head_size] "
-                                 "past input: the prompt step)")
-            shapes[inp.name] = shape
+            flag = f"--shape {inp.name}={'x'.join(map(str, shape))}"
         elif any(f is None for f in found):
-            symbolic = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
+            shown = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
             example = "x".join(str(f) if f is not None else "1" for f in found)
+            unnamed = sorted({d.dim_param for f, d in zip(found, dims) if f is None and d.dim_param})
             raise InputError(
-                f"{source}: input '{inp.name}' has symbolic shape {symbolic}; "
+                f"{source}: input '{inp.name}' has symbolic shape {shown}; "
                 f"give it with --shape {inp.name}={example}"
+                + (f" or name its dims: {' '.join(f'--shape {n}=N' for n in unnamed)}" if unnamed else "")
             )
         else:
-            shapes[inp.name] = tuple(int(f) for f in found)  # type: ignore[arg-type]
+            shape = tuple(int(f) for f in found)  # type: ignore[arg-type]
+            flag = f"{source}: input '{inp.name}' ({'x'.join(map(str, shape))} from the dims given by name)"
+        if 0 in shape and (len(shape) != 4 or 0 in shape[:2] or 0 in shape[3:]):
+            raise InputError(f"{flag}: a dim of 0 is only meaningful as the length of an empty KV cache (axis 2 of "
+                             "a [batch, heads, positions, head_size] past input: the prompt step)")
+        shapes[inp.name] = shape
     return shapes
 
 

@@ -1,0 +1,68 @@
+"""``--shape NAME=N`` for a symbolic dim's name (compiler/frontend/onnx_loader._input_shapes): every input dim of
+that name takes N, as onnxruntime's free-dimension override does, so a decoder with a past input per layer is given
+its cache length once. Per-input ``--shape`` still wins; a name that is neither an input nor a symbolic dim, a 0
+outside a KV cache's length and a --batch that contradicts a named batch dim are one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from codesign.cli import main
+
+
+def _decoder_step(path: Path) -> None:
+    """Two layers' caches [batch, 2, past, 4] appended to new [batch, 2, seq, 4] rows (a decode step's KV append)."""
+    nodes, inputs, outputs = [], [], []
+    for layer in range(2):
+        inputs += [helper.make_tensor_value_info(f"past.{layer}", TensorProto.FLOAT, ["batch", 2, "past", 4]),
+                   helper.make_tensor_value_info(f"new.{layer}", TensorProto.FLOAT, ["batch", 2, "seq", 4])]
+        nodes.append(helper.make_node("Concat", [f"past.{layer}", f"new.{layer}"], [f"present.{layer}"], axis=2))
+        nodes.append(helper.make_node("Relu", [f"present.{layer}"], [f"y.{layer}"]))
+        outputs.append(helper.make_tensor_value_info(f"y.{layer}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "step", inputs, outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def _json(tmp_path: Path, *args: str) -> str:
+    out = tmp_path / "r.json"
+    assert main(["compile", str(tmp_path / "step.onnx"), "-q", "--json", str(out), *args]) == 0
+    return out.read_text()
+
+
+def test_dims_given_by_name_equal_the_per_input_shapes(tmp_path: Path) -> None:
+    _decoder_step(tmp_path / "step.onnx")
+    by_input = [a for layer in range(2) for a in ("--shape", f"past.{layer}=1x2x5x4", "--shape", f"new.{layer}=1x2x1x4")]
+    by_name = ["--shape", "batch=1", "--shape", "past=5", "--shape", "seq=1"]
+    assert _json(tmp_path, *by_name) == _json(tmp_path, *by_input)
+    # a per-input shape wins over the names for that input
+    assert _json(tmp_path, *by_name, "--shape", "new.0=1x2x1x4") == _json(tmp_path, *by_input)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shape", "batch=1", "--shape", "past=5", "--shape", "length=1"],
+     "--shape length=...: {path} has no input 'length' (inputs: past.0, new.0, past.1, new.1); its symbolic dims, "
+     "each given as NAME=N: batch, past, seq"),
+    (["--shape", "batch=1", "--shape", "past=5"],
+     "{path}: input 'new.0' has symbolic shape 1x2xseqx4; give it with --shape new.0=1x2x1x4 or name its dims: "
+     "--shape seq=N"),
+    (["--shape", "batch=0", "--shape", "past=5", "--shape", "seq=1"],
+     "{path}: input 'past.0' (0x2x5x4 from the dims given by name): a dim of 0 is only meaningful as the length"),
+    (["--shape", "batch=1", "--shape", "past=5", "--shape", "seq=1", "--batch", "2"],
+     "--batch 2 contradicts --shape batch=1 (input 'past.0')"),
+])
+def test_bad_dim_names_are_one_line(args: list[str], message: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "step.onnx"
+    _decoder_step(path)
+    assert main(["compile", str(path), "-q", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message.format(path=path) in err, err
+
+
+def test_an_empty_cache_by_name(tmp_path: Path) -> None:
+    """past=0: the prompt step of a decode export, its caches empty."""
+    _decoder_step(tmp_path / "step.onnx")
+    assert '"macs"' in _json(tmp_path, "--shape", "batch=1", "--shape", "past=0", "--shape", "seq=3")
