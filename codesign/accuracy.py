@@ -110,9 +110,10 @@ def load_samples(path: str | os.PathLike[str] | Mapping[str, np.ndarray], flag: 
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         raise InputError(f"{where}: inputs have different sample counts ({shown})")
     if calibration:
-        constant = {name: arr.size == 0 or bool((arr == arr.reshape(-1)[0]).all()) for name, arr in data.items()}
+        # an empty input (a prompt step's KV cache of 0 positions) holds no value to learn a range from, nor a constant
+        constant = {name: bool((arr == arr.reshape(-1)[0]).all()) for name, arr in data.items() if arr.size}
         for name, arr in data.items():
-            if arr.dtype.kind == "f" and constant[name]:
+            if arr.dtype.kind == "f" and constant.get(name, False):
                 raise InputError(f"{where}: input '{name}' is constant ({arr.reshape(-1)[0]:g}); "
                                  "calibration needs varied data")
         if data and all(constant.values()):

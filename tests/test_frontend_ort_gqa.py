@@ -225,3 +225,15 @@ def test_a_genai_builder_decoder_compiles_from_the_cli(case: str, tmp_path: Path
     tol = 1e-5 if precision == "fp32" else 1e-2
     for name, ref in zip(names, want, strict=True):
         np.testing.assert_allclose(got[name][0], np.asarray(ref), rtol=1e-4, atol=tol, err_msg=name)
+
+
+def test_a_prompt_step_with_an_empty_cache_calibrates_under_int8(tmp_path: Path) -> None:
+    """--inputs of a prompt step hold 0-position caches: no value to calibrate on, and not a 'constant input'."""
+    model = _gqa_model(2, 0, 5, True, HEAD)
+    path = tmp_path / "gqa.onnx"
+    onnx.save(model, str(path))
+    feeds = _feeds(model, 0)
+    assert feeds["past_key"].size == 0
+    result = compile(str(path), inputs={k: v[None] for k, v in feeds.items()}, shapes=_shapes(model, 0), quant="int8")
+    assert result.imported.patterns["attention"] == 1
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_mean"] > 0.99
