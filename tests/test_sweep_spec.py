@@ -167,3 +167,24 @@ def test_constant_inputs_cannot_calibrate_a_quantized_sweep(tmp_path):
     quantized = GOOD.replace("  gemm.rows: [8, 16]\n", "  gemm.rows: [8, 16]\n  compile.quant: [none, int8]\n")
     assert _error(quantized + f"inputs: {flat}\n") == \
         f"s.yaml:9: inputs: {flat}: input 'pixel_values' is constant (1); calibration needs varied data"
+
+
+SYMBOLIC = ROOT / "examples" / "models" / "vit_tiny_symbolic.onnx"
+
+
+def test_shapes_take_input_names_and_symbolic_dim_names():
+    """``shapes`` as on the command line: an input's dims, or a symbolic dim's name and size (--shape NAME=N)."""
+    by_dim = parse_sweep(GOOD.replace(str(TINY), str(SYMBOLIC)) + "shapes: {batch: 2}\n", "s.yaml")
+    by_input = parse_sweep(GOOD.replace(str(TINY), str(SYMBOLIC)) + "shapes: {pixel_values: [2, 3, 32, 32]}\n",
+                           "s.yaml")
+    assert by_dim.shapes == (("batch", (2,)),) and by_input.shapes == (("pixel_values", (2, 3, 32, 32)),)
+
+
+@pytest.mark.parametrize(("shapes", "message"), [
+    ("{batches: 2}", "s.yaml:8: shapes.batches: {model} has no input 'batches' (inputs: pixel_values); its symbolic "
+                     "dims, each given as NAME=N: batch"),
+    ("{batch: -1}", "s.yaml:8: shapes.batch: dims must be ints >= 0"),
+])
+def test_bad_shapes_name_their_key(shapes: str, message: str):
+    got = _error(GOOD.replace(str(TINY), str(SYMBOLIC)) + f"shapes: {shapes}\n")
+    assert got.startswith(message.format(model=SYMBOLIC.resolve())), got

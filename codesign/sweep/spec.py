@@ -14,6 +14,7 @@ strategy (see ``examples/sweeps/``)::
     constraints: ["fits", "accuracy.cosine >= 0.99"]
     inputs: examples/data/vit_base_images.npz  # optional: samples to measure accuracy on (--inputs)
     calibrate: calibration.npz                # optional: quantization calibration samples (--calibrate)
+    shapes: {input_ids: [1, 128]}             # optional: --shape; a symbolic dim by name: {past_sequence_length: 8}
     strategy: grid                            # grid | random | nsga2 | tpe
     budget: 500                               # distinct points, for the non-grid strategies
     seed: 0
@@ -52,6 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from codesign.sweep.metrics import Constraint, check_metric_name, is_accuracy_metric, parse_constraint
+from compiler.frontend.onnx_loader import check_shape_names
 from hw.errors import InputError
 from hw.targets import load_target
 
@@ -124,7 +126,8 @@ class SweepSpec(_Strict):
     target: str | None = None
     set: dict[str, Scalar] = Field(default_factory=dict)
     compile: dict[str, str] = Field(default_factory=dict)
-    shapes: dict[str, list[int]] = Field(default_factory=dict)
+    #: input name -> dims, or a symbolic dim's name -> its size (every input dim of that name, like --shape NAME=N)
+    shapes: dict[str, list[int] | int] = Field(default_factory=dict)
     calibrate: str | None = None
     inputs: str | None = None
     space: Annotated[dict[str, Annotated[list[Scalar], Field(min_length=1)] | Range], Field(min_length=1)]
@@ -321,11 +324,17 @@ def _check(spec: SweepSpec, root: yaml.Node, lines: dict, display: str, base_dir
             raise InputError(f"{at('constraints', i)}: constraints[{i}]: {c.metric} {_NEEDS_INPUTS}")
     if spec.strategy != "grid" and spec.budget is None:
         raise InputError(f"{at('strategy')}: strategy {spec.strategy} needs a budget (number of points)")
-    for name, dims in spec.shapes.items():
-        if not dims or any(d <= 0 for d in dims):
-            raise InputError(f"{at('shapes', name)}: shapes.{name}: dims must be positive ints")
+    given = {k: [v] if isinstance(v, int) else v for k, v in spec.shapes.items()}
+    for name, dims in given.items():
+        if not dims or any(d < 0 for d in dims):
+            raise InputError(f"{at('shapes', name)}: shapes.{name}: dims must be ints >= 0 (0 only for an empty KV "
+                             "cache's length)")
 
-    shapes = tuple((k, tuple(v)) for k, v in spec.shapes.items())
+    shapes = tuple((k, tuple(v)) for k, v in given.items())
+    for name, _ in shapes:
+        for model in models:
+            _wrap(at("shapes", name), lambda m=model, n=name: check_shape_names(m, {n: dict(shapes)[n]}),
+                  f"shapes.{name}")
     quantized = any(v != "none" for k, v in fixed_compile if k == "quant") or any(
         v != "none" for a in axes if a.name == "compile.quant" for v in a.values or ())
     calibrate = _samples(spec.calibrate, "calibrate", models, shapes, base_dir, at("calibrate"), True)
@@ -358,8 +367,9 @@ def _wrap(where: str, check: Any, key: str | None = None, target: str | None = N
         return check()
     except InputError as err:
         message = str(err)
-        # load_target names the override as '--set k=v'; in a sweep file the culprit is the axis line.
-        message = re.sub(r"^--set [^:]*: ", "", message)
+        # load_target names the override as '--set k=v' (the loader a shape as '--shape k=...'); in a sweep file the
+        # culprit is the key's line.
+        message = re.sub(r"^--(set|shape) [^:]*: ", "", message)
         prefix = f"{key}: " if key and not message.startswith(key) else ""
         suffix = f" (target {target})" if target and len(message) < 400 else ""
         raise InputError(f"{where}: {prefix}{message}{suffix}") from None

@@ -48,7 +48,7 @@ from compiler.frontend.static_if import inline_static_ifs, outer_reads
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
-__all__ = ["QUANTIZED_OPS", "load_graph", "parse_shape_arg", "read_model"]
+__all__ = ["QUANTIZED_OPS", "check_shape_names", "load_graph", "parse_shape_arg", "read_model"]
 
 #: Op types that make a file a quantized model (besides onnxruntime's QLinear* / QGemm): QDQ pairs, quantize_dynamic's
 #: integer GEMMs, MatMulNBitsQuantizer's block-quantized GEMMs.
@@ -202,11 +202,9 @@ def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
     return out
 
 
-def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
-                  initializers: set[str], batch: int | None = None) -> dict[str, tuple[int, ...]]:
-    """Every real input's concrete shape: its own dims, ``--shape INPUT=DIMS``, ``--shape NAME=N`` for a symbolic
-    dim's name (every input dim of that name: onnxruntime's free-dimension override, and how a decoder with one past
-    input per layer is given its cache length once), ``--batch`` for a symbolic leading dim."""
+def _dims_by_name(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
+                  initializers: set[str]) -> dict[str, int]:
+    """The ``given`` entries that name a symbolic dim (``NAME=N``), every other key checked to be an input."""
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
     symbolic = sorted({d.dim_param for i in real_inputs for d in i.type.tensor_type.shape.dim
@@ -220,6 +218,23 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
             continue
         raise InputError(f"--shape {name}=...: {source} has no input '{name}' (inputs: {', '.join(names)})"
                          + (f"; its symbolic dims, each given as NAME=N: {', '.join(symbolic)}" if symbolic else ""))
+    return bound
+
+
+def check_shape_names(source: str | os.PathLike[str], given: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise InputError when a key of ``given`` (``--shape`` / a sweep's ``shapes``) is neither an input of the model
+    nor, with one size, the name of a symbolic dim of its inputs."""
+    model, name = read_model(source, external=False)
+    _dims_by_name(model, given, name, {t.name for t in model.graph.initializer})
+
+
+def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
+                  initializers: set[str], batch: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Every real input's concrete shape: its own dims, ``--shape INPUT=DIMS``, ``--shape NAME=N`` for a symbolic
+    dim's name (every input dim of that name: onnxruntime's free-dimension override, and how a decoder with one past
+    input per layer is given its cache length once), ``--batch`` for a symbolic leading dim."""
+    real_inputs = [i for i in model.graph.input if i.name not in initializers]
+    bound = _dims_by_name(model, given, source, initializers)
     shapes: dict[str, tuple[int, ...]] = {}
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
