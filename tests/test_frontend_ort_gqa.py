@@ -163,6 +163,9 @@ GENAI: dict[str, tuple[str, dict[str, Any], str, int]] = {
     "llama-fp32": ("LlamaConfig", {}, "fp32", 5),
     "llama-int4": ("LlamaConfig", {}, "int4", 5),
     "gemma-int4-tied": ("GemmaConfig", {"head_dim": 16}, "int4", 5),  # GatherBlockQuantized embeddings
+    # float16 for the CPU: RotaryEmbedding + MultiHeadAttention instead of GroupQueryAttention, position_ids an input
+    # (a prompt: onnxruntime itself fails on this file's decode steps, in a Cast of its mask subgraph)
+    "qwen2-fp16-rotary-mha": ("Qwen2Config", {}, "fp16", 0),
     "phi3-longrope": ("Phi3Config", {"max_position_embeddings": 256, "original_max_position_embeddings": 64,
                                      "pad_token_id": 0, "rope_scaling": {
                                          "rope_type": "longrope", "type": "longrope", "short_factor": [1.0] * 8,
@@ -207,9 +210,11 @@ def test_a_genai_builder_decoder_compiles_from_the_cli(case: str, tmp_path: Path
             shape, value = (1, 1), rng.integers(0, 320, (1, 1))
         elif inp.name == "attention_mask":
             shape, value = (1, past + 1), np.ones((1, past + 1), np.int64)
+        elif inp.name == "position_ids":
+            shape, value = (1, 1), np.full((1, 1), past, np.int64)
         else:
             shape = (1, 2, past, 16)
-            value = rng.standard_normal(shape).astype(np.float32)
+            value = rng.standard_normal(shape).astype(np.float16 if precision == "fp16" else np.float32)
         feeds[inp.name] = value
         shapes += ["--shape", f"{inp.name}={'x'.join(map(str, shape))}"]
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
@@ -219,10 +224,11 @@ def test_a_genai_builder_decoder_compiles_from_the_cli(case: str, tmp_path: Path
                  str(report), "-q"]) == 0
     printed = json.loads(report.read_text())
     assert printed["patterns"]["attention"] == 2, printed["patterns"]
-    assert printed["kv_cache"]["past_len"] == past and printed["kv_cache"]["layers"] == 2, printed["kv_cache"]
+    if past:
+        assert printed["kv_cache"]["past_len"] == past and printed["kv_cache"]["layers"] == 2, printed["kv_cache"]
     got = np.load(out)
     names = [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
-    tol = 1e-5 if precision == "fp32" else 1e-2
+    tol = 1e-5 if precision == "fp32" else 1e-2  # int4: onnxruntime's int8 activations; fp16: its half rounding
     for name, ref in zip(names, want, strict=True):
         np.testing.assert_allclose(got[name][0], np.asarray(ref), rtol=1e-4, atol=tol, err_msg=name)
 

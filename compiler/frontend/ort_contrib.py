@@ -23,7 +23,7 @@ recognisers find attention, the norms and GELU exactly as in the model before th
   length, hidden] Q, K and V (self or cross attention), ``bias`` the three projections' biases packed.
 
 - ``GroupQueryAttention`` (the onnxruntime-genai model builder's decoder attention: KV cache, RoPE, grouped heads):
-  compiler/frontend/ort_gqa.py.
+  compiler/frontend/ort_gqa.py; ``RotaryEmbedding``: compiler/frontend/ort_rotary.py.
 
 Everything else is refused in one line naming the node and what is not supported (a past / present KV cache for
 Attention / MultiHeadAttention, packed QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary
@@ -44,6 +44,7 @@ from compiler.frontend.contrib_body import CONTRIB_DOMAIN
 from compiler.frontend.contrib_body import ContribBody as _Body
 from compiler.frontend.opset_upgrade import default_opset
 from compiler.frontend.ort_gqa import GQA_ATTRS, expand_group_query_attention, gqa_shapes_needed
+from compiler.frontend.ort_rotary import ROTARY_ATTRS, expand_rotary_embedding, rotary_shapes_needed
 from hw.errors import InputError
 
 __all__ = ["CONTRIB_DOMAIN", "EXPANDED_OPS", "expand_contrib_ops"]
@@ -58,6 +59,7 @@ _ATTRS: dict[str, set[str]] = {
     "MultiHeadAttention": {"num_heads", "unidirectional", "mask_filter_value", "scale"},
     "EmbedLayerNormalization": {"epsilon", "mask_index_type"},
     "GroupQueryAttention": set(GQA_ATTRS),
+    "RotaryEmbedding": set(ROTARY_ATTRS),
 }
 EXPANDED_OPS = frozenset(_ATTRS)
 #: Contrib ops onnxruntime registers in the default domain (ONNX itself defines no op of that name before opset 23's
@@ -317,7 +319,7 @@ _SIMPLE: dict[str, Callable[[_Body], None]] = {
     "SimplifiedLayerNormalization": _expand_simplified_norm, "EmbedLayerNormalization": _expand_embed_layer_norm,
 }
 _ATTENTION = {"Attention": _expand_attention, "MultiHeadAttention": _expand_multi_head_attention,
-              "GroupQueryAttention": expand_group_query_attention}
+              "GroupQueryAttention": expand_group_query_attention, "RotaryEmbedding": expand_rotary_embedding}
 
 
 def _shapes_needed(b: _Body) -> list[str]:
@@ -326,6 +328,8 @@ def _shapes_needed(b: _Body) -> list[str]:
         return [b.input(0), b.input(3)] if b.input(3) else []
     if b.node.op_type == "GroupQueryAttention":
         return gqa_shapes_needed(b)
+    if b.node.op_type == "RotaryEmbedding":
+        return rotary_shapes_needed(b)
     return [t for t in (b.input(0), b.input(1), b.input(2), b.input(4)) if t]
 
 

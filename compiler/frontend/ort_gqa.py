@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.frontend.contrib_body import ContribBody
+from compiler.frontend.ort_rotary import rotate
 
 __all__ = ["GQA_ATTRS", "expand_group_query_attention", "gqa_shapes_needed"]
 
@@ -89,29 +90,6 @@ def _head_size(b: ContribBody, heads: int, kv_heads: int, dims: dict[str, list[i
                        f"{'num_heads' if b.input(1) else 'num_heads + 2 x kv_num_heads'} = {parts} (only 3-D "
                        "[batch, sequence, hidden] inputs are supported)")
     return hidden // parts
-
-
-def _rotary(b: ContribBody, x: str, positions: str, half: int, head: int) -> str:
-    """``x`` [B, n, S, d] rotated at ``positions`` [S]: dims 0 .. 2 half - 1 by the cos / sin tables' rows, the
-    rest passing through; rotate-half pairs (i, i + half) or, with rotary_interleaved, (2i, 2i + 1)."""
-    cos = b.op("Gather", [b.input(7), positions], axis=0)  # [S, half]
-    sin = b.op("Gather", [b.input(8), positions], axis=0)
-    rotated = 2 * half
-    r, rest = b.split(x, [rotated, head - rotated], axis=-1) if rotated < head else (x, "")
-    if b.int_attr("rotary_interleaved", 0):
-        pairs = b.op("Reshape", [r, b.const([0, 0, 0, half, 2], np.int64)])  # [B, n, S, half, 2]
-        even, odd = (b.op("Squeeze", [t, b.const([-1], np.int64)]) for t in b.split(pairs, [1, 1], axis=-1))
-        out_even = b.op("Sub", [b.op("Mul", [even, cos]), b.op("Mul", [odd, sin])])
-        out_odd = b.op("Add", [b.op("Mul", [odd, cos]), b.op("Mul", [even, sin])])
-        joined = b.op("Concat", [b.unsqueeze(out_even, [-1]), b.unsqueeze(out_odd, [-1])], axis=-1)
-        r = b.op("Reshape", [joined, b.const([0, 0, 0, rotated], np.int64)])
-    else:
-        x1, x2 = b.split(r, [half, half], axis=-1)
-        cos2 = b.op("Concat", [cos, cos], axis=-1)
-        sin2 = b.op("Concat", [sin, sin], axis=-1)
-        rotate_half = b.op("Concat", [b.op("Neg", [x2]), x1], axis=-1)
-        r = b.op("Add", [b.op("Mul", [r, cos2]), b.op("Mul", [rotate_half, sin2])])
-    return b.op("Concat", [r, rest], axis=-1) if rest else r
 
 
 def _repeat_heads(b: ContribBody, x: str, groups: int, heads: int, head: int) -> str:
@@ -172,7 +150,10 @@ def expand_group_query_attention(b: ContribBody, ranks: dict[str, int], dims: di
             raise b.refuse(f"a cos_cache that is not a [positions, rotary_dim / 2] table of known width with "
                            f"rotary_dim <= head size {head}")
         positions = b.op("Range", [past_len, b.op("Add", [past_len, q_len]), b.const(1, np.int64)])
-        q, k = _rotary(b, q, positions, table[1], head), _rotary(b, k, positions, table[1], head)
+        cos = b.op("Gather", [b.input(7), positions], axis=0)  # [S, half]
+        sin = b.op("Gather", [b.input(8), positions], axis=0)
+        interleaved = bool(b.int_attr("rotary_interleaved", 0))
+        q, k = (rotate(b, t, cos, sin, table[1], head, interleaved) for t in (q, k))
     if b.input(3):
         k = b.op("Concat", [b.input(3), k], b.output(1), axis=2)
         v = b.op("Concat", [b.input(4), v], b.output(2), axis=2)
