@@ -8,6 +8,8 @@ float type, and refusals that name the node.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +18,46 @@ from onnx import helper, numpy_helper
 
 from hw.errors import InputError
 
-__all__ = ["CONTRIB_DOMAIN", "ContribBody"]
+__all__ = ["CONTRIB_DOMAIN", "ContribBody", "Rewrite", "contrib_node", "model_dir", "rewrite_contrib"]
 
 CONTRIB_DOMAIN = "com.microsoft"
+
+
+def contrib_node(node: onnx.NodeProto, index: int, source: str) -> tuple[str, str, dict[str, Any]]:
+    """(its name, or ``<op>_<index>`` for an unnamed one; the prefix of its refusals; its attributes) for a contrib
+    node a load-time expansion rewrites."""
+    name = node.name or f"{node.op_type}_{index}"
+    where = f"{source}: unsupported {CONTRIB_DOMAIN}.{node.op_type} (node '{name}')"
+    return name, where, {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+#: Rewrites one contrib node (node, its name, its refusal prefix, its attributes) into standard nodes.
+Rewrite = Callable[[onnx.NodeProto, str, str, dict[str, Any]], list[onnx.NodeProto]]
+
+
+def model_dir(source: str) -> str:
+    """The folder external data is read from: the model file's, or "" for a model not read from a file."""
+    return str(Path(source).parent) if Path(source).is_file() else ""
+
+
+def rewrite_contrib(model: onnx.ModelProto, op_type: str, source: str,
+                    start: Callable[[onnx.GraphProto], Rewrite]) -> onnx.ModelProto:
+    """``model`` with every ``com.microsoft`` node of ``op_type`` replaced by what ``start(graph)``'s rewrite makes of
+    it (a copy, whose graph the rewrite may add initializers to; ``model`` itself when there is no such node)."""
+    if not any(n.op_type == op_type and n.domain == CONTRIB_DOMAIN for n in model.graph.node):
+        return model
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    rewrite = start(result.graph)
+    nodes: list[onnx.NodeProto] = []
+    for i, node in enumerate(result.graph.node):
+        if node.op_type == op_type and node.domain == CONTRIB_DOMAIN:
+            nodes += rewrite(node, *contrib_node(node, i, source))
+        else:
+            nodes.append(node)
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    return result
 
 
 class ContribBody:

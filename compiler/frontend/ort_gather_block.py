@@ -17,12 +17,11 @@ initializers is evaluated here. Other widths, layouts and computed scales are re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.frontend.contrib_body import Rewrite, model_dir, rewrite_contrib
 from compiler.frontend.onnx_ops import UnsupportedOp, run_node
 from compiler.frontend.ort_nbits import unpack_codes
 from hw.errors import InputError, first_line
@@ -30,7 +29,6 @@ from hw.errors import InputError, first_line
 __all__ = ["GATHER_BLOCK_OP", "expand_gather_block_quantized"]
 
 GATHER_BLOCK_OP = "GatherBlockQuantized"
-_DOMAIN = "com.microsoft"
 _ATTRS = {"gather_axis", "quantize_axis", "block_size", "bits"}
 #: Ops a weight may pass through on its way to ``data`` (views of the stored codes).
 _VIEWS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Constant"})
@@ -91,43 +89,35 @@ def _table(data: np.ndarray, scales: np.ndarray, zp: np.ndarray | None, block: i
 def expand_gather_block_quantized(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """``model`` with every ``com.microsoft.GatherBlockQuantized`` a Gather of its dequantized table (a copy;
     ``model`` itself when there is none). External data is read from the model's folder."""
-    if not any(n.op_type == GATHER_BLOCK_OP and n.domain == _DOMAIN for n in model.graph.node):
-        return model
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    graph = result.graph
-    constants = _Constants(graph, str(Path(source).parent) if Path(source).is_file() else "")
-    nodes: list[onnx.NodeProto] = []
-    for i, node in enumerate(graph.node):
-        if node.op_type != GATHER_BLOCK_OP or node.domain != _DOMAIN:
-            nodes.append(node)
-            continue
-        name = node.name or f"{GATHER_BLOCK_OP}_{i}"
-        where = f"{source}: unsupported {_DOMAIN}.{GATHER_BLOCK_OP} (node '{name}')"
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        unknown = sorted(set(attrs) - _ATTRS)
-        if unknown:
-            raise InputError(f"{where}: attribute {', '.join(unknown)} is not supported")
-        bits, block = attrs.get("bits", 4), attrs.get("block_size", 128)
-        ins = list(node.input) + [""] * (4 - len(node.input))
-        try:
-            data, scales = constants.value(ins[0]), constants.value(ins[2])
-            zp = constants.value(ins[3]) if ins[3] else None
-        except (OSError, ValueError) as err:
-            raise InputError(f"{where}: cannot read its weights: {first_line(err)}") from None
-        if data is None or scales is None or (ins[3] and zp is None):
-            raise InputError(f"{where}: its data / scales / zero_points are computed, not weights")
-        rank = data.ndim
-        q_axis = attrs.get("quantize_axis", 1) % max(rank, 1)
-        if bits != 4 or data.dtype != np.uint8 or q_axis != rank - 1 or block < 16 or block & (block - 1):
-            raise InputError(f"{where}: bits={bits}, {data.dtype} data quantized along axis {q_axis} of {rank}, "
-                             f"block_size={block} (4-bit codes packed in uint8 along the last axis, a power-of-two "
-                             "block >= 16, are supported)")
-        table = _table(data, scales, zp, block, where)
-        t_name = f"{name}/dequantized_table"
-        graph.initializer.append(numpy_helper.from_array(table, t_name))
-        nodes.append(helper.make_node("Gather", [t_name, ins[1]], list(node.output[:1]), name=f"{name}/Gather",
-                                      axis=attrs.get("gather_axis", 0)))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return result
+
+    def start(graph: onnx.GraphProto) -> Rewrite:
+        constants = _Constants(graph, model_dir(source))
+        return lambda node, name, where, attrs: _as_gather(graph, constants, node, name, where, attrs)
+
+    return rewrite_contrib(model, GATHER_BLOCK_OP, source, start)
+
+
+def _as_gather(graph: onnx.GraphProto, constants: _Constants, node: onnx.NodeProto, name: str, where: str,
+               attrs: dict) -> list[onnx.NodeProto]:
+    unknown = sorted(set(attrs) - _ATTRS)
+    if unknown:
+        raise InputError(f"{where}: attribute {', '.join(unknown)} is not supported")
+    bits, block = attrs.get("bits", 4), attrs.get("block_size", 128)
+    ins = list(node.input) + [""] * (4 - len(node.input))
+    try:
+        data, scales = constants.value(ins[0]), constants.value(ins[2])
+        zp = constants.value(ins[3]) if ins[3] else None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{where}: cannot read its weights: {first_line(err)}") from None
+    if data is None or scales is None or (ins[3] and zp is None):
+        raise InputError(f"{where}: its data / scales / zero_points are computed, not weights")
+    rank = data.ndim
+    q_axis = attrs.get("quantize_axis", 1) % max(rank, 1)
+    if bits != 4 or data.dtype != np.uint8 or q_axis != rank - 1 or block < 16 or block & (block - 1):
+        raise InputError(f"{where}: bits={bits}, {data.dtype} data quantized along axis {q_axis} of {rank}, "
+                         f"block_size={block} (4-bit codes packed in uint8 along the last axis, a power-of-two "
+                         "block >= 16, are supported)")
+    t_name = f"{name}/dequantized_table"
+    graph.initializer.append(numpy_helper.from_array(_table(data, scales, zp, block, where), t_name))
+    return [helper.make_node("Gather", [t_name, ins[1]], list(node.output[:1]), name=f"{name}/Gather",
+                             axis=attrs.get("gather_axis", 0))]

@@ -21,18 +21,16 @@ weights that are not initializers are refused in one line naming the node.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compiler.frontend.contrib_body import Rewrite, model_dir, rewrite_contrib
 from hw.errors import InputError, first_line
 
 __all__ = ["NBITS_OP", "expand_matmul_nbits", "unpack_codes"]
 
 NBITS_OP = "MatMulNBits"
-_DOMAIN = "com.microsoft"
 _ATTRS = {"K", "N", "bits", "block_size", "accuracy_level"}
 
 
@@ -71,48 +69,40 @@ def _dequantized(node: onnx.NodeProto, values: list[np.ndarray | None], attrs: d
 def expand_matmul_nbits(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """``model`` with every ``com.microsoft.MatMulNBits`` node a MatMul on its dequantized weight (a copy; ``model``
     itself when there is none). External weight data is read from the model's folder."""
-    if not any(n.op_type == NBITS_OP and n.domain == _DOMAIN for n in model.graph.node):
-        return model
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    graph = result.graph
-    inits = {t.name: t for t in graph.initializer}
-    base = str(Path(source).parent) if Path(source).is_file() else None
-    nodes: list[onnx.NodeProto] = []
-    for i, node in enumerate(graph.node):
-        if node.op_type != NBITS_OP or node.domain != _DOMAIN:
-            nodes.append(node)
+
+    def start(graph: onnx.GraphProto) -> Rewrite:
+        inits = {t.name: t for t in graph.initializer}
+        return lambda node, name, where, attrs: _as_matmul(graph, inits, model_dir(source), node, name, where, attrs)
+
+    return rewrite_contrib(model, NBITS_OP, source, start)
+
+
+def _as_matmul(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], base: str, node: onnx.NodeProto,
+               name: str, where: str, attrs: dict) -> list[onnx.NodeProto]:
+    unknown = sorted(set(attrs) - _ATTRS)
+    missing = sorted({"K", "N", "block_size"} - set(attrs))
+    if unknown or missing:
+        raise InputError(f"{where}: attribute {', '.join(unknown or missing)} "
+                         f"{'is not supported' if unknown else 'is missing'}")
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    if ins[4]:
+        raise InputError(f"{where}: g_idx (act-order column permutation, deprecated) is not supported")
+    values: list[np.ndarray | None] = []
+    for j, role in ((1, "B"), (2, "scales"), (3, "zero_points")):
+        if not ins[j]:
+            values.append(None)
             continue
-        name = node.name or f"{NBITS_OP}_{i}"
-        where = f"{source}: unsupported {_DOMAIN}.{NBITS_OP} (node '{name}')"
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        unknown = sorted(set(attrs) - _ATTRS)
-        missing = sorted({"K", "N", "block_size"} - set(attrs))
-        if unknown or missing:
-            raise InputError(f"{where}: attribute {', '.join(unknown or missing)} "
-                             f"{'is not supported' if unknown else 'is missing'}")
-        ins = list(node.input) + [""] * (6 - len(node.input))
-        if ins[4]:
-            raise InputError(f"{where}: g_idx (act-order column permutation, deprecated) is not supported")
-        values: list[np.ndarray | None] = []
-        for j, role in ((1, "B"), (2, "scales"), (3, "zero_points")):
-            if not ins[j]:
-                values.append(None)
-                continue
-            if ins[j] not in inits:
-                raise InputError(f"{where}: its {role} '{ins[j]}' is computed, not a weight")
-            try:
-                values.append(numpy_helper.to_array(inits[ins[j]], base_dir=base or ""))
-            except (OSError, ValueError) as err:
-                raise InputError(f"{where}: cannot read its {role} '{ins[j]}': {first_line(err)}") from None
-        weight = _dequantized(node, values, attrs, where)
-        w_name = f"{name}/dequantized_weight"
-        graph.initializer.append(numpy_helper.from_array(weight, w_name))
-        out = node.output[0]
-        nodes.append(helper.make_node("MatMul", [ins[0], w_name], [f"{out}/matmul" if ins[5] else out],
-                                      name=f"{name}/MatMul"))
-        if ins[5]:
-            nodes.append(helper.make_node("Add", [f"{out}/matmul", ins[5]], [out], name=f"{name}/bias"))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return result
+        if ins[j] not in inits:
+            raise InputError(f"{where}: its {role} '{ins[j]}' is computed, not a weight")
+        try:
+            values.append(numpy_helper.to_array(inits[ins[j]], base_dir=base))
+        except (OSError, ValueError) as err:
+            raise InputError(f"{where}: cannot read its {role} '{ins[j]}': {first_line(err)}") from None
+    weight = _dequantized(node, values, attrs, where)
+    w_name = f"{name}/dequantized_weight"
+    graph.initializer.append(numpy_helper.from_array(weight, w_name))
+    out = node.output[0]
+    nodes = [helper.make_node("MatMul", [ins[0], w_name], [f"{out}/matmul" if ins[5] else out], name=f"{name}/MatMul")]
+    if ins[5]:
+        nodes.append(helper.make_node("Add", [f"{out}/matmul", ins[5]], [out], name=f"{name}/bias"))
+    return nodes
