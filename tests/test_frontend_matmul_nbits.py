@@ -60,7 +60,7 @@ def test_unpacking_is_low_bits_first() -> None:
 
 def _one_node(tmp_path: Path, **changes) -> Path:
     """Y = A [2, 32] @ dequant(B)^T, N = 4, one 32-element block per column."""
-    inputs = ["a", "b", "s"] + changes.pop("extra_inputs", [])
+    inputs = changes.pop("inputs", ["a", "b", "s"]) + changes.pop("extra_inputs", [])
     node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", name="proj",
                             **{"K": 32, "N": 4, "bits": 4, "block_size": 32, **changes})
     inits = [numpy_helper.from_array(np.full((4, 1, 16), 0x98, np.uint8), "b"),
@@ -90,6 +90,10 @@ def test_one_node_matches_onnxruntime(tmp_path: Path) -> None:
     ({"block_size": 24}, "block_size=24"),
     ({"K": 64}, "do not fit K=64"),
     ({"extra_inputs": ["s"]}, "float zero points are not"),
+    ({"block_size": 0}, "block_size=0"),  # found by mutating builder files: a ZeroDivisionError
+    ({"K": 0}, "K=0, N=4 (both positive)"),
+    ({"inputs": ["a", "b", ""]}, "its required input scales is missing"),  # was an AssertionError
+    ({"inputs": ["a", "", "s"]}, "its required input B is missing"),
 ])
 def test_unsupported_forms_are_one_line(tmp_path: Path, capsys, changes: dict, says: str) -> None:
     path = _one_node(tmp_path, **changes)

@@ -46,10 +46,13 @@ def _dequantized(node: onnx.NodeProto, values: list[np.ndarray | None], attrs: d
     """``W^T`` [K, N] in the scales' float type."""
     k, n, bits, block = attrs["K"], attrs["N"], attrs.get("bits", 4), attrs["block_size"]
     b, scales, zp = values[0], values[1], values[2]
-    assert b is not None and scales is not None
-    blocks = -(-k // block)
+    if b is None or scales is None:
+        raise InputError(f"{where}: its required input {'B' if b is None else 'scales'} is missing")
     if bits not in (2, 4, 8) or block < 16 or block & (block - 1):
         raise InputError(f"{where}: bits={bits}, block_size={block} (bits 2, 4 or 8; a power-of-two block >= 16)")
+    if k <= 0 or n <= 0:
+        raise InputError(f"{where}: K={k}, N={n} (both positive)")
+    blocks = -(-k // block)
     if b.dtype != np.uint8 or b.size != n * blocks * block * bits // 8 or scales.size != n * blocks:
         raise InputError(f"{where}: B {list(b.shape)} {b.dtype} / scales {list(scales.shape)} do not fit K={k}, N={n}, "
                          f"block_size={block}, bits={bits}")
