@@ -218,10 +218,19 @@ def _device_use(name: str) -> str:
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
+    from compiler.frontend.ort_contrib import EXPANDED_OPS
+    from compiler.frontend.ort_gather_block import GATHER_BLOCK_OP
+    from compiler.frontend.ort_nbits import NBITS_OP
+    from compiler.frontend.qoperator import QOPERATOR_OPS
     from compiler.frontend.to_dialect import supported_onnx_ops
 
     for group, ops in supported_onnx_ops().items():
         print(f"{group}: {', '.join(sorted(ops))}")
+    # rewritten into standard ops at load (compiler/frontend/ort_*.py, qoperator.py, static_if.py)
+    contrib = sorted(EXPANDED_OPS | {NBITS_OP, GATHER_BLOCK_OP})
+    print(f"onnxruntime com.microsoft ops (as their standard definitions): {', '.join(contrib)}")
+    print(f"onnxruntime QOperator format (as its QDQ form): {', '.join(sorted(QOPERATOR_OPS))}")
+    print("control flow: If whose condition the input shapes decide (as the branch it takes)")
     return 0
 
 

@@ -113,6 +113,7 @@ def test_targets_and_ops_list(capsys):
     assert code == 0 and "fpga-u280" in out and "optical-4f" in out
     code, out, _ = run(capsys, "ops")
     assert code == 0 and "LayerNormalization" in out
+    assert "GroupQueryAttention" in out and "MatMulNBits" in out and "QLinearMatMul" in out and "If whose" in out
 
 
 def _unsupported_model(path) -> None:
