@@ -202,13 +202,18 @@ def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
     return out
 
 
+def _fixed(dim: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A dim's size, or None for a symbolic (or unknown, or 0 as some exporters write it) one."""
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
 def _dims_by_name(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
                   initializers: set[str]) -> dict[str, int]:
     """The ``given`` entries that name a symbolic dim (``NAME=N``), every other key checked to be an input."""
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
     symbolic = sorted({d.dim_param for i in real_inputs for d in i.type.tensor_type.shape.dim
-                       if not (d.HasField("dim_value") and d.dim_value > 0) and d.dim_param})
+                       if _fixed(d) is None and d.dim_param})
     bound: dict[str, int] = {}
     for name, value in given.items():
         if name in names:
@@ -238,7 +243,8 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
     shapes: dict[str, tuple[int, ...]] = {}
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
-        found = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else bound.get(d.dim_param) for d in dims]
+        fixed = [_fixed(d) for d in dims]
+        found = [f if f is not None else bound.get(d.dim_param) for f, d in zip(fixed, dims)]
         if batch is not None and inp.name not in given and found:
             lead = dims[0].dim_param
             if lead in bound and bound[lead] != batch:
@@ -251,7 +257,6 @@ def _input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
                                  f"give its shape with --shape")
         if inp.name in given:
             shape = given[inp.name]
-            fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
             if len(shape) != len(fixed) or any(f is not None and f != s for f, s in zip(fixed, shape)):
                 shown = "x".join(str(f) if f is not None else "?" for f in fixed)
                 raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: does not fit the model's {shown}")
