@@ -1,4 +1,4 @@
-"""``--shape NAME=N`` for a symbolic dim's name (compiler/frontend/onnx_loader._input_shapes): every input dim of
+"""``--shape NAME=N`` for a symbolic dim's name (compiler/frontend/input_shapes.py): every input dim of
 that name takes N, as onnxruntime's free-dimension override does, so a decoder with a past input per layer is given
 its cache length once. Per-input ``--shape`` still wins; a name that is neither an input nor a symbolic dim, a 0
 outside a KV cache's length and a --batch that contradicts a named batch dim are one line each."""
