@@ -8,12 +8,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import model_path
 
 import compiler.calibrate
 import compiler.limits
 from codesign.cli import main
+from compiler.frontend.onnx_ops import run_node
 from compiler.npz import read_npz
 from hw.errors import InputError
 
@@ -150,3 +152,38 @@ def test_cli_malformed_npz_one_line(tmp_path, capsys):
     assert _cli_error(capsys, "compile", vit, "--inputs", str(huge), "-q") == (
         f"--inputs {huge}: member 'pixel_values.npy' declares a 1000000000x1x3x32x32 float32 array (11.2 TiB) but "
         f"holds only {len(buf.getvalue())} bytes (truncated?)")
+
+
+def test_out_of_range_indices_in_samples_are_one_line(tmp_path, capsys):
+    """A token id past the vocabulary is the sample's fault: onnxruntime refuses it (--inputs), and calibration on it
+    (--calibrate, which onnxruntime never sees) names the file, the op and the index instead of an IndexError."""
+    bert = str(model_path("bert_tiny.onnx"))
+    rows = onnx.load(bert).graph.initializer
+    vocab = next(int(t.dims[0]) for t in rows if "word_embeddings" in t.name)
+    ids = np.random.default_rng(0).integers(0, 300, (2, 1, 16)).astype(np.int64)
+    ids[1, 0, 3] = vocab + 7
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids))
+    assert _cli_error(capsys, "compile", bert, "--calibrate", str(bad), "--quant", "int8", "-q") == (
+        f"calibrating on bad.npz (2 samples): simulating dataflow.embedding 'model.embeddings.word_embeddings.Gather':"
+        f" index {vocab + 7} is out of range for the embedding table's rows of size {vocab} (valid: -{vocab}.."
+        f"{vocab - 1})")
+    assert _cli_error(capsys, "compile", bert, "--inputs", str(bad), "-q").startswith(
+        "--inputs sample 1: onnxruntime failed on the FP32 reference model: ")
+
+
+@pytest.mark.parametrize("op", ["Gather", "GatherElements", "ScatterElements"])
+def test_index_ops_check_their_range(op):
+    """The simulator's index ops take ONNX's negative indices and refuse one past the axis (a ValueError the
+    simulator reports as the op's), as onnxruntime does."""
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    args = [data, np.array([[-1, 0], [2, 1]], np.int64)]
+    if op == "ScatterElements":
+        args.append(np.ones((2, 2), np.float32))
+    got = run_node(op, args, {"axis": 1}, 1)[0]
+    want = {"Gather": data[:, [[3, 0], [2, 1]]], "GatherElements": np.array([[3, 0], [6, 5]], np.float32)}
+    if op in want:
+        np.testing.assert_array_equal(got, want[op])
+    args[1] = np.array([[4, 0], [0, 0]], np.int64)
+    with pytest.raises(ValueError, match="^index 4 is out of range for axis 1 of size 4"):
+        run_node(op, args, {"axis": 1}, 1)

@@ -18,7 +18,7 @@ import onnx
 from compiler.frontend.onnx_activations import ACTIVATION_OPS
 from compiler.limits import check_tensor
 
-__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal"]
+__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal", "checked_indices"]
 
 Array = np.ndarray
 
@@ -108,11 +108,31 @@ def _split(inputs: Sequence[Array], attrs: dict[str, Any], n_out: int) -> list[A
     return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
+def checked_indices(idx: Array, size: int, what: str = "axis") -> Array:
+    """``idx`` with negative entries counted from the end, as ONNX's Gather* and Scatter* read them; an entry outside
+    [-size, size - 1] is a ValueError naming it (the model's data, e.g. a token id past the vocabulary, not a bug:
+    onnxruntime refuses the same sample)."""
+    idx = np.asarray(idx)
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -size or hi >= size:
+            bad = lo if lo < -size else hi
+            raise ValueError(f"index {bad} is out of range for {what} of size {size} (valid: {-size}..{size - 1})")
+    return np.where(idx < 0, idx + size, idx)
+
+
 def _gather(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, idx = inputs
-    axis = int(attrs.get("axis", 0))
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    return [np.take(x, idx, axis=axis)]
+    axis = int(attrs.get("axis", 0)) % max(x.ndim, 1)
+    return [np.take(x, checked_indices(idx, x.shape[axis], f"axis {axis}"), axis=axis)]
+
+
+def _gather_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    x, idx = inputs
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    # ONNX lets the indices be shorter than the data on the other axes (numpy would broadcast instead)
+    x = x[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(idx.shape))]
+    return [np.take_along_axis(x, checked_indices(idx, x.shape[axis], f"axis {axis}"), axis=axis)]
 
 
 def _softmax(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
@@ -203,7 +223,7 @@ def _scatter_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Ar
     axis = int(attrs.get("axis", 0)) % data.ndim
     reduction = attrs.get("reduction", "none")
     grid: list[Any] = list(np.indices(idx.shape))
-    grid[axis] = np.where(idx < 0, idx + data.shape[axis], idx)
+    grid[axis] = checked_indices(idx, data.shape[axis], f"axis {axis}")
     where = tuple(grid)
     if reduction == "add":
         np.add.at(out, where, upd)
@@ -577,7 +597,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
     "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
     "GatherND": _gather_nd,
-    "GatherElements": lambda i, a: [np.take_along_axis(i[0], i[1], axis=int(a.get("axis", 0)))],
+    "GatherElements": _gather_elements,
     "Resize": _resize, "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
     "EyeLike": _eye_like,
     **ACTIVATION_OPS,  # Elu, LeakyRelu, PRelu, ..., the inverse trigonometric ops; Sum / Mean / Max / Min variadic

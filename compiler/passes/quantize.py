@@ -146,7 +146,10 @@ class Quantize(ModulePass):
             names = [f"arg{i}" for i in range(len(fn.body.block.args))]
             data = synthetic_inputs(op, names, self.samples)
             label = f"synthetic ({self.samples} samples, seed 0)"
-        found = self._calibrate(op, env.weights, names, data)
+        try:
+            found = self._calibrate(op, env.weights, names, data)
+        except InputError as err:  # a sample the model cannot run (a token id past the vocabulary): say whose
+            raise InputError(f"calibrating on {label}: {err}") from None
         ranges, ranges8, channels, kept = found.ranges, found.ranges8, found.channels, found.rows
         imported = 0
         for inner in op.walk():  # ranges a QDQ model brings (compiler/frontend/qdq.py) win over calibration

@@ -92,7 +92,9 @@ class Simulator:
             for op, kernel in self.steps:
                 try:
                     outs = kernel(op, [values[v] for v in op.operands], self.ctx)
-                except (ValueError, FloatingPointError) as err:
+                except (ValueError, FloatingPointError, IndexError) as err:
+                    # Data-dependent: an index past its axis (GatherND / ScatterND read numpy's own IndexError),
+                    # a value no kernel takes. onnxruntime refuses such a sample too.
                     raise InputError(f"simulating {op.name} '{_layer(op)}': {err}") from None
                 if overrides:
                     outs = [Tensor(np.asarray(overrides[r]).astype(t.data.dtype).reshape(t.data.shape), t.scale)

@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr
 from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
-from compiler.frontend.onnx_ops import run_node
+from compiler.frontend.onnx_ops import checked_indices, run_node
 from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
 from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, group_matmul
@@ -416,7 +416,8 @@ def _gelu(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
 @register_kernel("dataflow.embedding")
 def _embedding(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor]:
     table, idx = ins
-    return [Tensor(np.take(table.data, idx.data, axis=0), table.scale)]
+    rows = checked_indices(idx.data, table.data.shape[0], "the embedding table's rows")
+    return [Tensor(np.take(table.data, rows, axis=0), table.scale)]
 
 
 def _quant_cast(op: Operation, x: Tensor, attrs: dict[str, Any]) -> Tensor:
