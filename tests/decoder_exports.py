@@ -55,19 +55,24 @@ class _Prefill(torch.nn.Module):
 
 
 class _Step(torch.nn.Module):
-    """One decode step: the past keys and values of every layer in, the hidden state and the grown caches out."""
+    """One decode step: the past keys and values of every layer in, the hidden state and the grown caches out; the
+    attention mask an input too with ``mask_input`` (Hugging Face Optimum's decoder signature)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, mask_input: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.mask_input = mask_input
 
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
+        if self.mask_input:
+            mask, *past = past  # type: ignore[assignment]
+        else:
+            mask = torch.ones(input_ids.shape[0], past[0].shape[2] + input_ids.shape[1], dtype=torch.int64)
         cache = DynamicCache()
         for i in range(LAYERS):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        mask = torch.ones(input_ids.shape[0], past[0].shape[2] + input_ids.shape[1], dtype=torch.int64)
         out = self.model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         grown = []
         for layer in out.past_key_values.layers[:LAYERS]:
@@ -107,3 +112,25 @@ def export_step(family: str, past: int, path: Path, dynamic: bool = False, expor
     export_onnx(_Step(model), [ids, *caches], path, input_names=names, output_names=outputs,
                 exporter=exporter, dynamic_axes=axes)  # type: ignore[arg-type]
     return {n: t.numpy()[None] for n, t in zip(names, [ids, *caches], strict=True)}
+
+
+def export_optimum_step(family: str, past: int, path: Path) -> dict[str, np.ndarray]:
+    """One decode step with every axis symbolic and named as Hugging Face Optimum's ONNX export names them
+    (optimum/exporters/onnx/base.py, ``OnnxConfigWithPast``): ``batch_size``, ``sequence_length``,
+    ``past_sequence_length`` and the attention mask's ``past_sequence_length + sequence_length``; return its inputs
+    with a leading sample axis."""
+    from examples._common import export_onnx
+
+    model, kv = _model(family)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (1, 1), generator=gen)
+    mask = torch.ones(1, past + 1, dtype=torch.int64)
+    caches = [torch.randn(1, kv, past, HEAD_DIM, generator=gen) for _ in range(2 * LAYERS)]
+    names = ["input_ids", "attention_mask", *step_input_names()[1:]]
+    outputs = ["last_hidden_state"] + [f"present.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
+    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "past_sequence_length + sequence_length"},
+            **{n: {0: "batch_size", 2: "past_sequence_length"} for n in names[2:]}}
+    export_onnx(_Step(model, mask_input=True), [ids, mask, *caches], path, input_names=names,
+                output_names=outputs, exporter="legacy", dynamic_axes=axes)  # type: ignore[arg-type]
+    return {n: t.numpy()[None] for n, t in zip(names, [ids, mask, *caches], strict=True)}

@@ -66,3 +66,62 @@ def test_an_empty_cache_by_name(tmp_path: Path) -> None:
     """past=0: the prompt step of a decode export, its caches empty."""
     _decoder_step(tmp_path / "step.onnx")
     assert '"macs"' in _json(tmp_path, "--shape", "batch=1", "--shape", "past=0", "--shape", "seq=3")
+
+
+def _masked_step(path: Path, mask_dim: str) -> None:
+    """A cache [batch, 2, past, 4] grown by new [batch, 2, seq, 4] rows, then scaled by a mask whose length is the
+    symbolic ``mask_dim`` (an expression of past and seq)."""
+    inputs = [helper.make_tensor_value_info("cache", TensorProto.FLOAT, ["batch", 2, "past", 4]),
+              helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", 2, "seq", 4]),
+              helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", mask_dim])]
+    nodes = [helper.make_node("Concat", ["cache", "rows"], ["kv"], axis=2),
+             helper.make_node("Constant", [], ["axes"], value=helper.make_tensor("a", TensorProto.INT64, [2], [1, 3])),
+             helper.make_node("Unsqueeze", ["mask", "axes"], ["m4"]),
+             helper.make_node("Mul", ["kv", "m4"], ["y"])]
+    graph = helper.make_graph(nodes, "step", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+@pytest.mark.parametrize(("mask_dim", "size"), [
+    ("past + seq", 7), ("seq + past", 7), ("2*past - 1", 7), ("(past + seq)", 7),
+    ("Max(past, seq) + seq", 7), ("floor(past/2) + seq + 2", 7), ("past // 2 + 5", 7)])
+def test_a_dim_named_by_an_expression_is_computed(mask_dim: str, size: int, tmp_path: Path) -> None:
+    """Optimum names the decoder mask's length ``past_sequence_length + sequence_length``; sympy-printed dims (torch)
+    use ``*``, ``//``, ``floor`` and ``Max``. Given the names it uses, such a dim is computed."""
+    _masked_step(tmp_path / "step.onnx", mask_dim)
+    named = _json(tmp_path, "--shape", "batch=1", "--shape", "past=4", "--shape", "seq=3")
+    assert named == _json(tmp_path, "--shape", "cache=1x2x4x4", "--shape", "rows=1x2x3x4", "--shape", f"mask=1x{size}")
+
+
+def test_an_expression_dim_names_the_dims_it_needs(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "step.onnx"
+    _masked_step(path, "past + seq")
+    assert main(["compile", str(path), "-q", "--shape", "batch=1", "--shape", "past=4",
+                 "--shape", "rows=1x2x3x4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"codesign: error: {path}: input 'mask' has symbolic shape 1xpast + seq; give it with --shape "
+                   "mask=1x1 or name its dims: --shape seq=N"), err
+    # the names inside an expression are dims one may give by name
+    assert main(["compile", str(path), "-q", "--shape", "length=3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("its symbolic dims, each given as NAME=N: batch, past, seq")
+
+
+def test_optimum_decoder_step_by_dim_names(tmp_path: Path) -> None:
+    """A real decode step exported with Optimum's axis names: three names size every input, the mask included, and
+    the compiled step equals onnxruntime on it."""
+    import json
+
+    import numpy as np
+    from decoder_exports import export_optimum_step
+
+    path = tmp_path / "step.onnx"
+    samples = export_optimum_step("llama", 5, path)
+    npz = tmp_path / "in.npz"
+    np.savez(str(npz), **samples)  # pyright: ignore[reportArgumentType]  (numpy's stub types **kwds as allow_pickle)
+    out = tmp_path / "r.json"
+    assert main(["compile", str(path), "-q", "--shape", "batch_size=1", "--shape", "sequence_length=1",
+                 "--shape", "past_sequence_length=5", "--inputs", str(npz), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["patterns"]["attention"] == 2
+    for name, row in report["accuracy"]["outputs"].items():
+        assert row["cosine_min"] > 0.99999, (name, row)

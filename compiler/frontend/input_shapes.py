@@ -2,17 +2,26 @@
 symbolic dim's name (every input dim of that name, as onnxruntime's free-dimension overrides), ``--batch`` for a
 symbolic leading dim; a 0 only as an empty KV cache's length. Used by compiler/frontend/onnx_loader.py, the CLI's
 ``--shape`` parser and the sweep file's ``shapes`` check.
+
+A dim may be named by an expression of other dims' names: Hugging Face Optimum's decoder exports give the attention
+mask ``[batch_size, past_sequence_length + sequence_length]``, torch's dynamo exporter writes ``s0 + s1`` or
+``2*s0``. Such a dim is computed from the names it uses (integer ``+ - * // %``, ``floor`` / ``ceiling`` /
+``Max`` / ``Min`` of them, as sympy prints them), so ``--shape past_sequence_length=4 --shape sequence_length=8``
+sizes the mask 12 as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping
 
 import onnx
 
 from hw.errors import InputError
 
-__all__ = ["dims_by_name", "input_shapes", "parse_shape_arg"]
+__all__ = ["dim_names", "dim_value", "dims_by_name", "input_shapes", "parse_shape_arg"]
 
 
 def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
@@ -35,13 +44,83 @@ def _fixed(dim: onnx.TensorShapeProto.Dimension) -> int | None:
     return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
 
 
+_BINARY: dict[type, Callable[[int, int], int]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod}
+_CALLS: dict[str, Callable[..., int]] = {"floor": math.floor, "ceiling": math.ceil, "ceil": math.ceil, "Max": max,
+                                         "Min": min, "max": max, "min": min}
+
+
+def _expression(text: str) -> ast.expr | None:
+    """``text`` parsed as a dim expression (names, integers, ``+ - * / // %``, the calls above), or None when it is a
+    plain name or not such an expression."""
+    if text.isidentifier():
+        return None
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in _CALLS or node.keywords:
+                return None
+        elif isinstance(node, ast.BinOp):
+            if type(node.op) not in (*_BINARY, ast.Div):
+                return None
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, int) or isinstance(node.value, bool):
+                return None
+        elif not isinstance(node, (ast.Name, ast.Load, ast.UnaryOp, ast.USub, ast.UAdd, *_BINARY, ast.Div)):
+            return None
+    return tree
+
+
+def dim_names(text: str) -> list[str]:
+    """The dim names a symbolic dim stands on: itself, or the names its expression uses (sorted)."""
+    tree = _expression(text)
+    if tree is None:
+        return [text] if text else []
+    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id not in _CALLS})
+
+
+def _evaluate(node: ast.expr, bound: Mapping[str, int]) -> int | float | None:
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, int) else None
+    if isinstance(node, ast.Name):
+        return bound.get(node.id)
+    if isinstance(node, ast.UnaryOp):
+        v = _evaluate(node.operand, bound)
+        return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+    if isinstance(node, ast.BinOp):
+        a, b = _evaluate(node.left, bound), _evaluate(node.right, bound)
+        if a is None or b is None or (isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and b == 0):
+            return None
+        return a / b if isinstance(node.op, ast.Div) else _BINARY[type(node.op)](a, b)  # type: ignore[arg-type]
+    if isinstance(node, ast.Call):
+        args = [_evaluate(a, bound) for a in node.args]
+        return None if any(a is None for a in args) else _CALLS[node.func.id](*args)  # type: ignore[union-attr]
+    return None
+
+
+def dim_value(text: str, bound: Mapping[str, int]) -> int | None:
+    """The size of the symbolic dim ``text``: ``bound[text]``, or its expression evaluated on ``bound`` (None while a
+    name it uses is not bound, or when it does not come out a whole number)."""
+    if text in bound:
+        return bound[text]
+    tree = _expression(text)
+    value = None if tree is None else _evaluate(tree, bound)
+    if value is None or value != int(value):
+        return None
+    return int(value)
+
+
 def dims_by_name(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
                   initializers: set[str]) -> dict[str, int]:
     """The ``given`` entries that name a symbolic dim (``NAME=N``), every other key checked to be an input."""
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
-    symbolic = sorted({d.dim_param for i in real_inputs for d in i.type.tensor_type.shape.dim
-                       if _fixed(d) is None and d.dim_param})
+    symbolic = sorted({n for i in real_inputs for d in i.type.tensor_type.shape.dim
+                       if _fixed(d) is None for n in dim_names(d.dim_param)})
     bound: dict[str, int] = {}
     for name, value in given.items():
         if name in names:
@@ -65,7 +144,7 @@ def input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
         fixed = [_fixed(d) for d in dims]
-        found = [f if f is not None else bound.get(d.dim_param) for f, d in zip(fixed, dims)]
+        found = [f if f is not None else dim_value(d.dim_param, bound) for f, d in zip(fixed, dims)]
         if batch is not None and inp.name not in given and found:
             lead = dims[0].dim_param
             if lead in bound and bound[lead] != batch:
@@ -85,7 +164,8 @@ def input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
         elif any(f is None for f in found):
             shown = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
             example = "x".join(str(f) if f is not None else "1" for f in found)
-            unnamed = sorted({d.dim_param for f, d in zip(found, dims) if f is None and d.dim_param})
+            unnamed = sorted({n for f, d in zip(found, dims) if f is None for n in dim_names(d.dim_param)
+                              if n not in bound})
             raise InputError(
                 f"{source}: input '{inp.name}' has symbolic shape {shown}; "
                 f"give it with --shape {inp.name}={example}"
