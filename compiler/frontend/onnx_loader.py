@@ -425,6 +425,18 @@ def _native_ops() -> set[str]:
     return set(ONNX_OPS).union(*supported_onnx_ops().values())
 
 
+def _early_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
+                  batch: int | None) -> dict[str, tuple[int, ...]] | None:
+    """The inputs' concrete shapes before the contrib ops expand, or None while some are not given (the full check,
+    with its message, runs after the expansions)."""
+    if not any(n.domain == "com.microsoft" for n in model.graph.node):
+        return None
+    try:
+        return resolve_input_shapes(model, given, source, {t.name for t in model.graph.initializer}, batch)
+    except InputError:
+        return None
+
+
 def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                shapes: Mapping[str, tuple[int, ...]] | None = None, batch: int | None = None) -> Graph:
     """Read, check and fold an ONNX model into a static-shaped ``Graph``.
@@ -441,7 +453,8 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     # hidden size of the projection feeding it (the onnxruntime-genai builder's int4 files)
     model = expand_matmul_nbits(model, source_name)
     model = expand_gather_block_quantized(model, source_name)  # its int4 embedding tables (tied lm_head weights)
-    model = expand_contrib_ops(model, source_name)  # onnxruntime's fused ops as their standard definitions
+    # onnxruntime's fused ops as their standard definitions, on the given input shapes where they are all given
+    model = expand_contrib_ops(model, source_name, _early_shapes(model, shapes or {}, source_name, batch))
     qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)

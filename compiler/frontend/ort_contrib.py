@@ -27,14 +27,14 @@ recognisers find attention, the norms and GELU exactly as in the model before th
 
 Everything else is refused in one line naming the node and what is not supported (a past / present KV cache for
 Attention / MultiHeadAttention, packed QKV / KV, a BNSH key or causal cross attention for MultiHeadAttention, rotary
-``Attention``, a 1-D mask with start positions, the mean / inverse-std outputs, bfloat16): the op is left alone
-only when its type is not expanded at all, and ``check_domains`` then refuses it by name.
+``Attention``, a 1-D mask of neither the batch's length nor twice it, the mean / inverse-std outputs, bfloat16): the
+op is left alone only when its type is not expanded at all, and ``check_domains`` then refuses it by name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -173,12 +173,27 @@ def _mask_bias(b: _Body, mask: str, query: str, kv_len: str, ranks: dict[str, in
     name = "mask_index" if b.node.op_type == "Attention" else "key_padding_mask"
     rank = ranks.get(mask)
     if rank == 1:
-        if not (dims.get(mask) and dims.get(query) and dims[mask][0] not in (0, "")
-                and dims[mask][0] == dims[query][0]):
-            raise b.refuse(f"a 1-D {name} whose length is not the batch size (start positions, or a length that "
-                           "shape inference cannot relate to the batch) is not supported")
-        ends = b.unsqueeze(b.op("Cast", [mask], to=TensorProto.INT64), [1])
-        keep = b.op("Less", [b.op("Range", [b.const(0, np.int64), kv_len, b.const(1, np.int64)]), ends])
+        length, batch = (dims.get(mask) or [""])[0], (dims.get(query) or [""])[0]
+        keys = b.op("Range", [b.const(0, np.int64), kv_len, b.const(1, np.int64)])
+        if length not in (0, "") and length == batch:  # each row's end position (right padding)
+            ends = b.unsqueeze(b.op("Cast", [mask], to=TensorProto.INT64), [1])
+            keep = b.op("Less", [keys, ends])
+            return b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2])
+        if isinstance(length, int) and isinstance(batch, int) and length not in (batch, 2 * batch):
+            raise b.refuse(f"a 1-D {name} of length {length} with a batch of {batch} (onnxruntime reads the batch's "
+                           "end positions, or end then start positions)")
+        # A length shape inference cannot relate to the batch (a computed position-id slice before the embeddings'
+        # Add leaves it unknown): onnxruntime's two layouts, [batch] end positions or [2 x batch] end then start
+        # positions, read by the batch size at run time. starts = (mask ++ batch zeros)[batch : 2 batch] is the
+        # start half, or zeros when there is none.
+        m = b.op("Cast", [mask], to=TensorProto.INT64)
+        rows = b.op("Slice", [b.op("Shape", [query]), b.const([0], np.int64), b.const([1], np.int64)])
+        twice = b.op("Mul", [rows, b.const([2], np.int64)])
+        zeros = b.op("ConstantOfShape", [rows], value=numpy_helper.from_array(np.zeros(1, np.int64)))
+        ends = b.op("Slice", [m, b.const([0], np.int64), rows])
+        starts = b.op("Slice", [b.op("Concat", [m, zeros], axis=0), rows, twice])
+        keep = b.op("And", [b.op("Less", [keys, b.unsqueeze(ends, [1])]),
+                            b.op("GreaterOrEqual", [keys, b.unsqueeze(starts, [1])])])
         return b.unsqueeze(b.op("Where", [keep, zero, masked]), [1, 2])
     if rank in (2, 3):
         keep = b.op("Greater", [b.op("Cast", [mask], to=TensorProto.INT64), b.const(0, np.int64)])
@@ -333,11 +348,15 @@ def _shapes_needed(b: _Body) -> list[str]:
     return [t for t in (b.input(0), b.input(1), b.input(2), b.input(4)) if t]
 
 
-def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[str, int], dict[str, list[int | str]]]:
+def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto], shapes: Mapping[str, tuple[int, ...]] | None = None
+           ) -> tuple[dict[str, int], dict[str, list[int | str]]]:
     """Rank and dims (ints, or symbolic names) of every tensor onnx's shape inference reaches, on a copy of the
-    graph whose initializers are typed inputs (no weight is copied); contrib ops' outputs stay unknown."""
+    graph whose initializers are typed inputs (no weight is copied) and whose inputs have the concrete ``shapes``
+    where given; contrib ops' outputs stay unknown."""
     graph = model.graph
-    inputs = list(graph.input)
+    inputs = [i if i.name not in (shapes or {}) else
+              helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, list(shapes[i.name]))  # type: ignore[index]
+              for i in graph.input]
     given = {i.name for i in inputs}
     small = [t for t in graph.initializer if math.prod(t.dims) <= _SKELETON_CONST_LIMIT
              and t.data_location != TensorProto.EXTERNAL]  # axes, shapes: inference needs their values
@@ -348,7 +367,8 @@ def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[dict[st
                                  opset_imports=list(model.opset_import), ir_version=model.ir_version)
     skeleton.functions.extend(model.functions)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton)
+        # with concrete inputs, Shape -> Gather -> Slice chains (a position-id slice) propagate their values too
+        inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=shapes is not None)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
         return {}, {}
     ranks: dict[str, int] = {}
@@ -385,9 +405,13 @@ def _expanded(node: onnx.NodeProto) -> bool:
         node.domain in ("", "ai.onnx") and node.op_type in _DEFAULT_DOMAIN_OPS))
 
 
-def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+def expand_contrib_ops(model: onnx.ModelProto, source: str, shapes: Mapping[str, tuple[int, ...]] | None = None
+                       ) -> onnx.ModelProto:
     """``model`` with every ``com.microsoft`` node of an ``EXPANDED_OPS`` type replaced by its standard-ONNX
-    definition (a copy; ``model`` itself when there is none). Other contrib ops are left for ``check_domains``."""
+    definition (a copy; ``model`` itself when there is none). Other contrib ops are left for ``check_domains``.
+    ``shapes``: the inputs' concrete shapes when they are known, so the dims the expansions check (a 1-D mask's
+    length against the batch) are numbers even where symbolic dims would not relate (a position-embedding Slice whose
+    end is computed leaves onnx's inference an unknown batch dim after the broadcast Add)."""
     graph = model.graph
     if not any(_expanded(n) for n in graph.node):
         return model
@@ -432,7 +456,7 @@ def expand_contrib_ops(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         if inferred and not progressed:
             force = True  # shapes can tell no more: the next round expands (or refuses by name) what waits
             continue
-        ranks, dims = _infer(model, nodes)
+        ranks, dims = _infer(model, nodes, shapes)
         inferred = True
     result = onnx.ModelProto()
     result.CopyFrom(model)
