@@ -47,6 +47,7 @@ from compiler.frontend.ort_gather_block import expand_gather_block_quantized
 from compiler.frontend.ort_nbits import expand_matmul_nbits
 from compiler.frontend.qoperator import expand_qoperator, qoperator_note
 from compiler.frontend.static_if import inline_static_ifs, outer_reads
+from compiler.frontend.windows import check_windows
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
@@ -521,6 +522,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                              "condition depends on input values); " + _control_flow_hint(node, nodes,
                                                                                         list(input_shapes)))
     nodes = _prune(_drop_empty_concat_inputs(nodes, all_shapes), outputs)
+    check_windows(nodes, all_shapes, source_name)  # onnx's inference gives an overhanging window one output
     dynamic = _data_dependent(nodes)
     for node in nodes:
         for out in node.outputs:
