@@ -28,6 +28,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.input_shapes import dims_by_name, parse_shape_arg
 from compiler.frontend.input_shapes import input_shapes as resolve_input_shapes
 from compiler.frontend.kv_cache import check_cache_inputs
+from compiler.frontend.merged_decoder import CACHE_SWITCH, cache_switch
 from compiler.frontend.onnx_checks import (
     PACKED_ELEM_TYPES,
     check_domains,
@@ -476,6 +477,10 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                         external_data_helper.load_external_data_for_tensor(tensor, str(base))
     input_shapes = resolve_input_shapes(model, shapes or {}, source_name, set(constants), batch)
     check_cache_inputs(input_shapes, source_name)  # before shape inference, which would only name a MatMul
+    switch = cache_switch(model, input_shapes, source_name)  # Optimum's merged decoder: the branch the caches imply
+    if switch is not None:
+        constants[CACHE_SWITCH] = switch
+        del input_shapes[CACHE_SWITCH]
     dtypes: dict[str, np.dtype] = {}
     for inp in graph.input:
         if inp.name not in constants:
