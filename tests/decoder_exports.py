@@ -66,14 +66,16 @@ class _Step(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
+        positions = None
         if self.mask_input:
-            mask, *past = past  # type: ignore[assignment]
+            mask, positions, *past = past  # type: ignore[assignment]
         else:
             mask = torch.ones(input_ids.shape[0], past[0].shape[2] + input_ids.shape[1], dtype=torch.int64)
         cache = DynamicCache()
         for i in range(LAYERS):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        out = self.model(input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
         grown = []
         for layer in out.past_key_values.layers[:LAYERS]:
             grown += [layer.keys, layer.values]
@@ -114,23 +116,28 @@ def export_step(family: str, past: int, path: Path, dynamic: bool = False, expor
     return {n: t.numpy()[None] for n, t in zip(names, [ids, *caches], strict=True)}
 
 
-def export_optimum_step(family: str, past: int, path: Path) -> dict[str, np.ndarray]:
-    """One decode step with every axis symbolic and named as Hugging Face Optimum's ONNX export names them
-    (optimum/exporters/onnx/base.py, ``OnnxConfigWithPast``): ``batch_size``, ``sequence_length``,
-    ``past_sequence_length`` and the attention mask's ``past_sequence_length + sequence_length``; return its inputs
-    with a leading sample axis."""
+def export_optimum_step(family: str, past: int, path: Path, new: int = 1) -> dict[str, np.ndarray]:
+    """One step of ``new`` tokens against ``past`` cached positions, with the inputs and axis names of Hugging Face
+    Optimum's decoder export (optimum/exporters/onnx: ``input_ids``, ``attention_mask``, ``position_ids``, the
+    caches; ``batch_size``, ``sequence_length``, ``past_sequence_length`` and the mask's ``past_sequence_length +
+    sequence_length``), exported with a cache of 2 positions so every axis stays symbolic; return the inputs for
+    ``past`` and ``new`` with a leading sample axis."""
     from examples._common import export_onnx
 
     model, kv = _model(family)
     gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, VOCAB, (1, 1), generator=gen)
-    mask = torch.ones(1, past + 1, dtype=torch.int64)
-    caches = [torch.randn(1, kv, past, HEAD_DIM, generator=gen) for _ in range(2 * LAYERS)]
-    names = ["input_ids", "attention_mask", *step_input_names()[1:]]
+
+    def sample(p: int, n: int) -> list[torch.Tensor]:
+        ids = torch.randint(0, VOCAB, (1, n), generator=gen)
+        caches = [torch.randn(1, kv, p, HEAD_DIM, generator=gen) for _ in range(2 * LAYERS)]
+        return [ids, torch.ones(1, p + n, dtype=torch.int64), torch.arange(p, p + n)[None], *caches]
+
+    names = ["input_ids", "attention_mask", "position_ids", *step_input_names()[1:]]
     outputs = ["last_hidden_state"] + [f"present.{i}.{t}" for i in range(LAYERS) for t in ("key", "value")]
     axes = {"input_ids": {0: "batch_size", 1: "sequence_length"},
             "attention_mask": {0: "batch_size", 1: "past_sequence_length + sequence_length"},
-            **{n: {0: "batch_size", 2: "past_sequence_length"} for n in names[2:]}}
-    export_onnx(_Step(model, mask_input=True), [ids, mask, *caches], path, input_names=names,
-                output_names=outputs, exporter="legacy", dynamic_axes=axes)  # type: ignore[arg-type]
-    return {n: t.numpy()[None] for n, t in zip(names, [ids, mask, *caches], strict=True)}
+            "position_ids": {0: "batch_size", 1: "sequence_length"},
+            **{n: {0: "batch_size", 2: "past_sequence_length"} for n in names[3:]}}
+    export_onnx(_Step(model, mask_input=True), sample(2, 1), path, input_names=names, output_names=outputs,
+                exporter="legacy", dynamic_axes=axes)  # type: ignore[arg-type]
+    return {n: t.numpy()[None] for n, t in zip(names, sample(past, new), strict=True)}

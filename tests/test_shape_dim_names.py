@@ -106,21 +106,23 @@ def test_an_expression_dim_names_the_dims_it_needs(tmp_path: Path, capsys) -> No
     assert capsys.readouterr().err.strip().endswith("its symbolic dims, each given as NAME=N: batch, past, seq")
 
 
-def test_optimum_decoder_step_by_dim_names(tmp_path: Path) -> None:
-    """A real decode step exported with Optimum's axis names: three names size every input, the mask included, and
-    the compiled step equals onnxruntime on it."""
+@pytest.mark.parametrize(("past", "new"), [(5, 1), (0, 4)])
+def test_optimum_decoder_step_by_dim_names(past: int, new: int, tmp_path: Path) -> None:
+    """A real decoder (grouped KV heads, RoPE from a position_ids input) exported with Optimum's inputs and axis names:
+    three names size every input, the mask included, and the compiled step equals onnxruntime on it, a decode step
+    and the prompt step against an empty cache (Optimum's first step) alike."""
     import json
 
     import numpy as np
     from decoder_exports import export_optimum_step
 
     path = tmp_path / "step.onnx"
-    samples = export_optimum_step("llama", 5, path)
+    samples = export_optimum_step("llama", past, path, new)
     npz = tmp_path / "in.npz"
     np.savez(str(npz), **samples)  # pyright: ignore[reportArgumentType]  (numpy's stub types **kwds as allow_pickle)
     out = tmp_path / "r.json"
-    assert main(["compile", str(path), "-q", "--shape", "batch_size=1", "--shape", "sequence_length=1",
-                 "--shape", "past_sequence_length=5", "--inputs", str(npz), "--json", str(out)]) == 0
+    assert main(["compile", str(path), "-q", "--shape", "batch_size=1", "--shape", f"sequence_length={new}",
+                 "--shape", f"past_sequence_length={past}", "--inputs", str(npz), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["patterns"]["attention"] == 2
     for name, row in report["accuracy"]["outputs"].items():

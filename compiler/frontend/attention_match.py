@@ -482,6 +482,17 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         return g.shapes[found[role]][layout[2]]
 
     kv_heads = width("k") // dh
+    if width("v") // dv != kv_heads and kv_heads == score_heads and view_operand(ctx, av, 1, "v", score_heads,
+                                                                                 head_views):
+        # K read in its merged head view after the K/V head repeat (its rotation left as generic ops: RoPE from a
+        # position_ids input) while V's walk crossed the repeat to its projection: V's repeated heads in the same
+        # view, so both sides hold the query's heads (an empty KV cache's prompt step of such an export)
+        old = {id(n) for n in v_fit[1]} if v_fit is not None else set()
+        v_fit = _fit_role(ctx, av.inputs[1], v_split, dh, rope=False)
+        if v_fit is None:
+            return None
+        region = [n for n in region if id(n) not in old] + v_fit[1]
+        found["v"], ropes["v"], layouts["v"], biases["v"] = v_fit[0], v_fit[3], v_fit[4], v_fit[5]
     if sinks is not None and (group != 1 or sinks.values.size != heads):
         return None  # one sink per query head, on scores that are not folded query groups
     if head_scale is not None and group != 1:
