@@ -37,6 +37,9 @@ def _model(family: str, window: int | None = None, attn: str = "eager") -> tuple
     elif family == "mistral":
         model = tf.MistralModel(tf.MistralConfig(num_key_value_heads=KV_HEADS, sliding_window=window, **common))
         kv = KV_HEADS
+    elif family == "falcon":  # multi-query: one KV head the products broadcast over the query heads
+        falcon = {k: v for k, v in common.items() if k not in ("intermediate_size", "max_position_embeddings")}
+        model, kv = tf.FalconModel(tf.FalconConfig(multi_query=True, new_decoder_architecture=False, **falcon)), 1
     else:
         raise ValueError(family)
     model = model.eval()

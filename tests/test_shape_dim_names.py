@@ -106,18 +106,20 @@ def test_an_expression_dim_names_the_dims_it_needs(tmp_path: Path, capsys) -> No
     assert capsys.readouterr().err.strip().endswith("its symbolic dims, each given as NAME=N: batch, past, seq")
 
 
-@pytest.mark.parametrize(("past", "new"), [(5, 1), (0, 4)])
-def test_optimum_decoder_step_by_dim_names(past: int, new: int, tmp_path: Path) -> None:
-    """A real decoder (grouped KV heads, RoPE from a position_ids input) exported with Optimum's inputs and axis names:
-    three names size every input, the mask included, and the compiled step equals onnxruntime on it, a decode step
-    and the prompt step against an empty cache (Optimum's first step) alike."""
+@pytest.mark.parametrize(("family", "past", "new"), [("llama", 5, 1), ("llama", 0, 4), ("falcon", 0, 4),
+                                                     ("falcon", 3, 1)])
+def test_optimum_decoder_step_by_dim_names(family: str, past: int, new: int, tmp_path: Path) -> None:
+    """A real decoder (LLaMA: grouped KV heads; Falcon: one KV head broadcast; RoPE from a position_ids input)
+    exported with Optimum's inputs and axis names: three names size every input, the mask included, and the compiled
+    step equals onnxruntime on it, a decode step and the prompt step against an empty cache (Optimum's first step)
+    alike."""
     import json
 
     import numpy as np
     from decoder_exports import export_optimum_step
 
     path = tmp_path / "step.onnx"
-    samples = export_optimum_step("llama", past, path, new)
+    samples = export_optimum_step(family, past, path, new)
     npz = tmp_path / "in.npz"
     np.savez(str(npz), **samples)  # pyright: ignore[reportArgumentType]  (numpy's stub types **kwds as allow_pickle)
     out = tmp_path / "r.json"

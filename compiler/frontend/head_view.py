@@ -142,11 +142,13 @@ def view_output(ctx: MatchContext, av: Node, heads: int, views: HeadViews) -> bo
 def view_operand(ctx: MatchContext, reader: Node, index: int, role: str, heads: int, views: HeadViews) -> bool:
     """Insert the head merge and its inverse between input ``index`` of ``reader`` (the score or value MatMul) and
     the per-head operand it reads (``role`` "q", "k" or "v", ``heads`` heads), recording them in ``views``. Returns
-    whether it did: the operand must be rank 4 with ``heads`` on axis 1."""
+    whether it did: the operand must be rank 4 with ``heads`` on axis 1, or for K / V a divisor of them (grouped or
+    multi-query KV heads the product broadcasts: Falcon's single KV head against an empty cache)."""
     g = ctx.graph
     name = reader.inputs[index]
     shape = g.shapes.get(name, ())
-    if len(shape) != 4 or shape[1] != heads or name in g.outputs:
+    if len(shape) != 4 or name in g.outputs or not shape[1] or not (
+            shape[1] == heads or (role in ("k", "v") and heads % shape[1] == 0)):
         return False
     last = _insert(ctx, name, _PERMS[role], f"{name}/{reader.name}/head_view", reader, False, views)
     _rewire(ctx, reader, index, last, views)
