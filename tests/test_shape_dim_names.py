@@ -129,3 +129,14 @@ def test_optimum_decoder_step_by_dim_names(family: str, past: int, new: int, tmp
     assert report["patterns"]["attention"] == 2
     for name, row in report["accuracy"]["outputs"].items():
         assert row["cosine_min"] > 0.99999, (name, row)
+    if past == 0:  # the prompt step decodes on: about what the same file's steps cost at those cache lengths
+        decoded = []
+        for shape in ([f"sequence_length={new}", "past_sequence_length=0"], ["sequence_length=1",
+                                                                                f"past_sequence_length={new}"]):
+            assert main(["compile", str(path), "-q", "--shape", "batch_size=1", *[a for d in shape for a in
+                                                                                  ("--shape", d)],
+                         "--decode-tokens", "4", "--json", str(out)]) == 0
+            decoded.append(json.loads(out.read_text())["decode"])
+        assert [d["source"] for d in decoded] == ["prefill", "step"]
+        assert [(d["cache_len_first"], d["cache_len_last"]) for d in decoded] == [(new, new + 3)] * 2
+        assert decoded[0]["per_token_ms_mean"] == pytest.approx(decoded[1]["per_token_ms_mean"], rel=0.05)

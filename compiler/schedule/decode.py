@@ -8,7 +8,9 @@ Two ways in:
 * a **prefill export** of S tokens with ``tokens`` = N (``--decode-tokens N``): the same graph is re-planned at one
   row per step (every activation's token axis S becomes 1, so GEMM M and every vector and move shrink; weights are
   still read once per step) and its attention at S + 1 .. S + N cache positions (step t reads the S + t cached rows
-  and its own). Only causal self-attention decodes; anything else is refused with one line.
+  and its own). Only causal self-attention decodes; anything else is refused with one line. A decode-step export
+  compiled against an empty cache (``--shape past_sequence_length=0``: Optimum's first step) is such a prefill; its
+  attention's mask may come from its ``attention_mask`` input.
 
 Each step is priced and scheduled like the compile itself (compiler/schedule/plan.py), so a step's figure is the
 makespan of its own schedule. The token axis of an activation is its first dimension equal to S (B*S for a
@@ -50,8 +52,16 @@ def _causal(op: df.AttentionOp) -> bool:
     return op.causal_value() or op.mask_kind_choice() in (df.MaskKind.CAUSAL, df.MaskKind.BANDED)
 
 
-def _check_prefill(module: ModuleOp, source: str) -> tuple[int, int]:
-    """(batch, S) of a prefill export that can decode, or InputError naming what cannot."""
+def _step_export(input_names: list[str] | None) -> bool:
+    """Whether the graph has KV-cache inputs (``past_key_values.0.key`` / ``past.0.value``, as transformers, Optimum
+    and the onnxruntime-genai builder name them): a decode-step export, here compiled against an empty cache."""
+    return any("past" in n and ("key" in n or "value" in n) for n in input_names or ())
+
+
+def _check_prefill(module: ModuleOp, source: str, step_export: bool = False) -> tuple[int, int]:
+    """(batch, S) of a prefill export that can decode, or InputError naming what cannot. A decode-step export's
+    prompt step (``step_export``: its caches empty) is a decoder by construction, so an attention whose mask comes
+    from its inputs (Optimum's causal mask combined with the ``attention_mask`` input) decodes too."""
     attns = _attentions(module)
     if not attns:
         raise InputError(f"--decode-tokens: {source} has no recognised attention, so there is no KV cache to decode "
@@ -59,18 +69,27 @@ def _check_prefill(module: ModuleOp, source: str) -> tuple[int, int]:
     b, s, _ = attns[0].q.type.get_shape()  # type: ignore[attr-defined]
     for op in attns:
         sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-        if sq != s or sk != s or not _causal(op):
+        if sq != s or sk != s or not (_causal(op) or (step_export and op.mask is not None)):
             raise InputError(f"--decode-tokens: attention '{op.layer_name()}' of {source} is not causal "
                              f"self-attention over the {s} prefill tokens (queries {sq}, keys {sk}); only decoder "
                              f"stacks decode token by token")
     for op in module.walk():
-        if isinstance(op, df.GemmOp) and not isinstance(op.rhs.owner, df.WeightOp):
+        if isinstance(op, df.GemmOp) and not isinstance(op.rhs.owner, df.WeightOp) and _mixes_tokens(op, s):
             raise InputError(f"--decode-tokens: '{op.layer_name()}' of {source} multiplies two activations "
                              f"outside a recognised attention; its decode-step shape is unknown")
         if isinstance(op, df.MoeOp):
             raise InputError(f"--decode-tokens: {source} has a mixture-of-experts block ('{op.layer_name()}'"
                              f"), whose per-token routing is not modelled for decode steps")
     return b, s
+
+
+def _mixes_tokens(op: df.GemmOp, s: int) -> bool:
+    """Whether a product of two activations combines token rows (contracts over S, or is S x S), so one row of it is
+    not its shape with S made 1; an outer product along the tokens (RoPE's inverse frequencies times the
+    ``position_ids`` input) is not."""
+    lhs = op.lhs.type.get_shape()  # type: ignore[attr-defined]
+    rhs = op.rhs.type.get_shape()  # type: ignore[attr-defined]
+    return lhs[-1] == s or (lhs[-2] == s and rhs[-1] == s)
 
 
 def _one_row(module: ModuleOp, b: int, s: int, model: AcceleratorModel) -> ModuleOp:
@@ -157,7 +176,7 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
         layers = cached
         decode: dict[str, Any] = {"source": "step"}
     else:
-        b, s = _check_prefill(module, source)
+        b, s = _check_prefill(module, source, _step_export(input_names))
         step = _one_row(module, b, s, model)
         attns = {op.layer_name(): op for op in _attentions(step)}
         plan = plan_module(step)
