@@ -21,7 +21,7 @@ from codesign.cli import main
 D = 8
 
 
-def _branch(name: str, with_past: bool) -> onnx.GraphProto:
+def _branch(name: str, with_past: bool, fused: bool) -> onnx.GraphProto:
     """present = [past ++] rows @ wk (one head, [batch, 1, positions, D]); logits = softmax(rows present^T) present."""
     nodes = [helper.make_node("MatMul", ["rows", "wk"], [f"{name}/k"])]
     if with_past:
@@ -31,7 +31,10 @@ def _branch(name: str, with_past: bool) -> onnx.GraphProto:
     nodes += [helper.make_node("Transpose", [f"{name}/present"], [f"{name}/kt"], perm=[0, 1, 3, 2]),
               helper.make_node("MatMul", ["rows", f"{name}/kt"], [f"{name}/s"]),
               helper.make_node("Softmax", [f"{name}/s"], [f"{name}/p"], axis=-1),
-              helper.make_node("MatMul", [f"{name}/p", f"{name}/present"], [f"{name}/logits"])]
+              helper.make_node("MatMul", [f"{name}/p", f"{name}/present"], [f"{name}/attended"])]
+    # an --optimize'd file's fused onnxruntime op inside the branch (expanded once the branch is inlined)
+    nodes.append(helper.make_node("FastGelu", [f"{name}/attended"], [f"{name}/logits"], domain="com.microsoft")
+                 if fused else helper.make_node("Identity", [f"{name}/attended"], [f"{name}/logits"]))
     # the cross-attention cache slot: computed on the first step, an empty placeholder on the cache step (as Optimum
     # pads the branch that does not produce it)
     cross = np.zeros((1, 1, 0, D), np.float32) if with_past else None
@@ -44,11 +47,12 @@ def _branch(name: str, with_past: bool) -> onnx.GraphProto:
     return helper.make_graph(nodes, name, [], outputs)
 
 
-def _merged(path: Path) -> None:
+def _merged(path: Path, fused: bool = False) -> None:
     wk = numpy_helper.from_array(np.random.default_rng(0).standard_normal((D, D)).astype(np.float32), "wk")
     node = helper.make_node("If", ["use_cache_branch"], ["logits", "present.0.key", "present.0.encoder.key"],
                             name="optimum::if",
-                            then_branch=_branch("with_past", True), else_branch=_branch("no_past", False))
+                            then_branch=_branch("with_past", True, fused),
+                            else_branch=_branch("no_past", False, fused))
     inputs = [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch_size", 1, "sequence_length", D]),
               helper.make_tensor_value_info("past_key_values.0.key", TensorProto.FLOAT,
                                             ["batch_size", 1, "past_sequence_length", D]),
@@ -56,7 +60,8 @@ def _merged(path: Path) -> None:
     outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
                for o in ("logits", "present.0.key", "present.0.encoder.key")]
     graph = helper.make_graph([node], "merged", inputs, outputs, [wk])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), str(path))
 
 
 def _samples(past: int, switch: bool) -> dict[str, np.ndarray]:
@@ -66,12 +71,14 @@ def _samples(past: int, switch: bool) -> dict[str, np.ndarray]:
             "use_cache_branch": np.full((1, 1), switch)}
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("past", [0, 4])
-def test_the_caches_length_picks_the_branch(past: int, tmp_path: Path) -> None:
+def test_the_caches_length_picks_the_branch(past: int, fused: bool, tmp_path: Path) -> None:
     """An empty cache compiles the first step (3 x 3 scores), a filled one the cache step (3 x 7), each equal to
-    onnxruntime running the merged file with the switch Optimum's runtime would set."""
+    onnxruntime running the merged file with the switch Optimum's runtime would set; a fused onnxruntime op inside
+    the branches (Optimum's --optimize) expands like one outside."""
     path = tmp_path / "decoder_model_merged.onnx"
-    _merged(path)
+    _merged(path, fused)
     samples = _samples(past, past > 0)
     npz, out, report = tmp_path / "in.npz", tmp_path / "out.npz", tmp_path / "r.json"
     np.savez(str(npz), **samples)  # pyright: ignore[reportArgumentType]  (numpy's stub types **kwds as allow_pickle)

@@ -7,7 +7,9 @@ input ``use_cache_branch`` runs one or the other. Its runtime sets that input fr
 shapes are fixed the branch is the one the self-attention caches' length implies: the cache step when every
 ``past_key_values.*`` input (an encoder-decoder's ``.decoder.`` ones; its ``.encoder.`` cross-attention caches are
 sized by the encoder either way) holds positions, the first step when every one is empty. The switch is then a
-constant and the ``If`` is its taken branch (compiler/frontend/static_if.py). ``--inputs`` samples that set the switch
+constant and the ``If`` is its taken branch: inlined into the graph before onnxruntime's fused ops are expanded
+(``inline_cache_switch``, so an ``--optimize``d file's com.microsoft ops inside the branches expand as anywhere
+else), or by compiler/frontend/static_if.py once the constant is known. ``--inputs`` samples that set the switch
 against their caches are refused (onnxruntime would run the other branch).
 """
 
@@ -21,7 +23,7 @@ import onnx
 
 from hw.errors import InputError
 
-__all__ = ["CACHE_SWITCH", "cache_switch", "check_switch_samples"]
+__all__ = ["CACHE_SWITCH", "cache_switch", "check_switch_samples", "inline_cache_switch"]
 
 CACHE_SWITCH = "use_cache_branch"
 """The bool input Optimum's merged decoders branch on."""
@@ -70,3 +72,31 @@ def check_switch_samples(samples: Mapping[str, np.ndarray], where: str) -> None:
         raise InputError(f"{where}: '{CACHE_SWITCH}' is {not value} in a sample whose past_key_values inputs are "
                          f"{'empty' if not value else 'filled'}; Optimum's runtime sets it to {value} there (the "
                          "compiled branch), so onnxruntime would run the other one")
+
+
+def inline_cache_switch(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None, source: str
+                        ) -> onnx.ModelProto:
+    """``model`` with every ``If`` on ``use_cache_branch`` replaced by the nodes of the branch the fixed
+    ``input_shapes`` imply (its initializers moved to the graph, its outputs renamed by Identity nodes); ``model``
+    itself when there is no such switch or the shapes are not all given (None)."""
+    switch = cache_switch(model, input_shapes, source) if input_shapes is not None else None
+    if switch is None or switch.size != 1:
+        return model
+    taken = "then_branch" if bool(switch.reshape(-1)[0]) else "else_branch"
+    if not any(n.op_type == "If" and n.input and n.input[0] == CACHE_SWITCH for n in model.graph.node):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes: list[onnx.NodeProto] = []
+    for node in out.graph.node:
+        if not (node.op_type == "If" and node.input and node.input[0] == CACHE_SWITCH):
+            nodes.append(node)
+            continue
+        branch = next(a.g for a in node.attribute if a.name == taken)
+        nodes += branch.node
+        out.graph.initializer.extend(branch.initializer)
+        nodes += [onnx.helper.make_node("Identity", [formal.name], [actual], name=f"{node.name}/{actual}")
+                  for formal, actual in zip(branch.output, node.output) if actual and actual != formal.name]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out

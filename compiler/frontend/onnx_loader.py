@@ -28,7 +28,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.input_shapes import dims_by_name, parse_shape_arg
 from compiler.frontend.input_shapes import input_shapes as resolve_input_shapes
 from compiler.frontend.kv_cache import check_cache_inputs
-from compiler.frontend.merged_decoder import CACHE_SWITCH, cache_switch
+from compiler.frontend.merged_decoder import CACHE_SWITCH, cache_switch, inline_cache_switch
 from compiler.frontend.onnx_checks import (
     PACKED_ELEM_TYPES,
     check_domains,
@@ -431,8 +431,6 @@ def _early_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], 
                   batch: int | None) -> dict[str, tuple[int, ...]] | None:
     """The inputs' concrete shapes before the contrib ops expand, or None while some are not given (the full check,
     with its message, runs after the expansions)."""
-    if not any(n.domain == "com.microsoft" for n in model.graph.node):
-        return None
     try:
         return resolve_input_shapes(model, given, source, {t.name for t in model.graph.initializer}, batch)
     except InputError:
@@ -451,12 +449,14 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     quantized = any(n.op_type in QUANTIZED_OPS or n.op_type.startswith(("QLinear", "QGemm")) for n in model.graph.node)
     check_opset(model, source_name)
     model = upgrade_opset(model, source_name)  # opsets before 13 through onnx's version converter
+    early = _early_shapes(model, shapes or {}, source_name, batch)
+    model = inline_cache_switch(model, early, source_name)  # Optimum's merged decoder: the branch its caches imply
     # its int4 / int8 weight-only GEMMs on dequantized weights first: a GroupQueryAttention's expansion reads the
     # hidden size of the projection feeding it (the onnxruntime-genai builder's int4 files)
     model = expand_matmul_nbits(model, source_name)
     model = expand_gather_block_quantized(model, source_name)  # its int4 embedding tables (tied lm_head weights)
     # onnxruntime's fused ops as their standard definitions, on the given input shapes where they are all given
-    model = expand_contrib_ops(model, source_name, _early_shapes(model, shapes or {}, source_name, batch))
+    model = expand_contrib_ops(model, source_name, early)
     qoperator = qoperator_note(model)
     model = expand_qoperator(model, source_name)  # onnxruntime's QOperator quantized ops in QDQ form
     check_domains(model, source_name)
