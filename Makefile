@@ -47,6 +47,13 @@ lock:  ## rewrite requirements.lock from .venv (after make test passes with a ne
 	.venv-zigzag/bin/pip install -q zigzag-dse==3.9.1 six
 	touch $@
 
+# HF Optimum's exporter for benchmarks/optimum_probe.py: it pins transformers < 4.58, so its packages go into their own
+# folder, read ahead of the main venv (torch, onnx and onnxruntime come from there).
+.optimum-pkgs/.installed: $(VENV)/.installed
+	$(VPY) -m pip install -q --target .optimum-pkgs --no-deps transformers==4.57.6 optimum==2.1.0 optimum-onnx==0.1.0 \
+	    huggingface-hub==0.36.2 tokenizers==0.22.2 requests urllib3 idna charset-normalizer certifi
+	touch $@
+
 $(MODELS)/.built: $(VENV)/.installed $(wildcard examples/*.py)
 	$(VPY) examples/build_models.py --out $(MODELS)
 	touch $@
