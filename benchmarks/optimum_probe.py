@@ -12,7 +12,7 @@ count and each output's smallest cosine against onnxruntime, or the compile's ow
 Optimum pins transformers < 4.58, so its packages live in their own folder read ahead of the main venv
 (``make .optimum-pkgs/.installed``; torch, onnx and onnxruntime are the venv's):
 
-    python benchmarks/optimum_probe.py                       # every entry (~25 min on 2 idle cores)
+    python benchmarks/optimum_probe.py                       # every entry (about an hour on 2 idle cores)
     python benchmarks/optimum_probe.py llama t5 --past 0     # the prompt step
     python benchmarks/optimum_probe.py bert gpt2 --optimize O2
 """
@@ -62,7 +62,39 @@ ENTRIES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                                      "d_kv": 16, "vocab_size": 320}),
     "bart": ("bart", "text2text-generation-with-past", _S2S),
     "whisper": ("whisper", "automatic-speech-recognition-with-past", {**_S2S, "num_mel_bins": 16}),
-    "vit": ("vit", "image-classification", _VIS),
+    "albert": ("albert", "feature-extraction", {**_SIZES, "embedding_size": 32}),
+    "electra": ("electra", "feature-extraction", {**_SIZES, "embedding_size": 32}),
+    "mpnet": ("mpnet", "feature-extraction", _SIZES),
+    "xlm-roberta": ("xlm-roberta", "feature-extraction", _SIZES),
+    "mobilebert": ("mobilebert", "feature-extraction", {**_SIZES, "embedding_size": 32, "intra_bottleneck_size": 32,
+                                                         "true_hidden_size": 32, "num_feedforward_networks": 2}),
+    "qwen3": ("qwen3", "text-generation-with-past", {**_SIZES, **_KV, "head_dim": 16}),
+    "gemma": ("gemma", "text-generation-with-past", {**_SIZES, **_KV, "head_dim": 16}),
+    "phi": ("phi", "text-generation-with-past", _SIZES),
+    "gpt_neox": ("gpt_neox", "text-generation-with-past", _SIZES),
+    "bloom": ("bloom", "text-generation-with-past", _SIZES),
+    "granite": ("granite", "text-generation-with-past", {**_SIZES, **_KV}),
+    "olmo": ("olmo", "text-generation-with-past", {**_SIZES, **_KV}),
+    "stablelm": ("stablelm", "text-generation-with-past", {**_SIZES, **_KV}),
+    "gptj": ("gptj", "text-generation-with-past", {**_SIZES, "rotary_dim": 8}),
+    "codegen": ("codegen", "text-generation-with-past", {**_SIZES, "rotary_dim": 8, "n_ctx": 64,
+                                                         "n_positions": 64}),
+    "marian": ("marian", "text2text-generation-with-past", {**_S2S, "decoder_start_token_id": 0,
+                                                             "pad_token_id": 0}),
+    "beit": ("beit", "image-classification", _VIS),
+    "swin": ("swin", "image-classification", {"image_size": 32, "patch_size": 4, "embed_dim": 16,
+                                              "depths": [1, 1], "num_heads": [2, 2], "window_size": 4}),
+    "convnext": ("convnext", "image-classification", {"image_size": 32, "hidden_sizes": [16, 32], "depths": [1, 1],
+                                                      "num_stages": 2}),
+    "mobilevit": ("mobilevit", "image-classification", {"image_size": 64, "patch_size": 2,
+                                                        "hidden_sizes": [16, 24, 32],
+                                                        "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64]}),
+    "segformer": ("segformer", "semantic-segmentation", {"image_size": 64, "hidden_sizes": [16, 32, 48, 64],
+                                                         "num_attention_heads": [1, 1, 2, 2], "depths": [1, 1, 1, 1],
+                                                         "decoder_hidden_size": 32}),
+    "yolos": ("yolos", "object-detection", {**_VIS, "image_size": [32, 32], "num_detection_tokens": 4}),
+    "clip": ("clip", "feature-extraction", {"text_config": _SIZES, "projection_dim": 32,
+                                            "vision_config": {k: v for k, v in _VIS.items()}}),
 }
 
 
@@ -102,13 +134,18 @@ def _dims(names: dict[str, int], param: str) -> int:
     return names.get("past" if "past" in param else "seq", 8)
 
 
+def _edge(config: dict[str, Any]) -> int:
+    size = config.get("image_size", config.get("vision_config", {}).get("image_size", 32))
+    return int(size[0] if isinstance(size, list) else size)
+
+
 def samples(path: Path, past: int, config: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Two samples for every input of ``path`` (leading sample axis) and the dim names that size them."""
     model = onnx.load(str(path), load_external_data=False)
     seq = 1 if past else 6
     names = {"batch_size": 1, "sequence_length": seq, "past_sequence_length": past, "decoder_sequence_length": seq,
              "past_decoder_sequence_length": past, "encoder_sequence_length": 8, "encoder_sequence_length_out": 8,
-             "num_channels": 3, "height": config.get("image_size", 32), "width": config.get("image_size", 32),
+             "num_channels": 3, "height": _edge(config), "width": _edge(config),
              "feature_size": config.get("num_mel_bins", 16), "nb_max_frames": 3000, "past": past, "seq": seq}
     rng = np.random.default_rng(0)
     arrays, used = {}, {}
