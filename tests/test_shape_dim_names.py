@@ -93,6 +93,17 @@ def test_a_dim_named_by_an_expression_is_computed(mask_dim: str, size: int, tmp_
     assert named == _json(tmp_path, "--shape", "cache=1x2x4x4", "--shape", "rows=1x2x3x4", "--shape", f"mask=1x{size}")
 
 
+def test_a_name_that_reads_as_an_expression_is_still_a_name(tmp_path: Path, capsys) -> None:
+    """A dim named "seq-len" is a name (exporters space the operators of an expression), given as --shape seq-len=N,
+    and the hint names it whole, so nobody gives seq and len and gets their difference."""
+    path = tmp_path / "step.onnx"
+    _masked_step(path, "seq-len")
+    assert _json(tmp_path, "--shape", "batch=1", "--shape", "past=4", "--shape", "seq=3", "--shape", "seq-len=7") == \
+        _json(tmp_path, "--shape", "cache=1x2x4x4", "--shape", "rows=1x2x3x4", "--shape", "mask=1x7")
+    assert main(["compile", str(path), "-q", "--shape", "batch=1", "--shape", "past=4", "--shape", "seq=3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("name its dims: --shape seq-len=N")
+
+
 def test_an_expression_dim_names_the_dims_it_needs(tmp_path: Path, capsys) -> None:
     path = tmp_path / "step.onnx"
     _masked_step(path, "past + seq")

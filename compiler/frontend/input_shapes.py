@@ -7,7 +7,7 @@ A dim may be named by an expression of other dims' names: Hugging Face Optimum's
 mask ``[batch_size, past_sequence_length + sequence_length]``, torch's dynamo exporter writes ``s0 + s1`` or
 ``2*s0``. Such a dim is computed from the names it uses (integer ``+ - * // %``, ``floor`` / ``ceiling`` /
 ``Max`` / ``Min`` of them, as sympy prints them), so ``--shape past_sequence_length=4 --shape sequence_length=8``
-sizes the mask 12 as well.
+sizes the mask 12 as well. A name without spaces, ``*``, ``/``, ``%`` or ``(`` stays a name (``seq-len``).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ _CALLS: dict[str, Callable[..., int]] = {"floor": math.floor, "ceiling": math.ce
 def _expression(text: str) -> ast.expr | None:
     """``text`` parsed as a dim expression (names, integers, ``+ - * / // %``, the calls above), or None when it is a
     plain name or not such an expression."""
-    if text.isidentifier():
-        return None
+    if text.isidentifier() or not any(c in text for c in " */%("):
+        return None  # a plain name, or one with a hyphen ("seq-len"): exporters space their + and - (sympy, Optimum)
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError:
@@ -119,13 +119,15 @@ def dims_by_name(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
     """The ``given`` entries that name a symbolic dim (``NAME=N``), every other key checked to be an input."""
     real_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in real_inputs]
-    symbolic = sorted({n for i in real_inputs for d in i.type.tensor_type.shape.dim
-                       if _fixed(d) is None for n in dim_names(d.dim_param)})
+    params = {d.dim_param for i in real_inputs for d in i.type.tensor_type.shape.dim
+              if _fixed(d) is None and d.dim_param}
+    symbolic = sorted({n for p in params for n in dim_names(p)})  # the names to give (an expression's atoms)
+    accepted = params | set(symbolic)  # a dim's own name too, even one that reads as an expression ("seq-len")
     bound: dict[str, int] = {}
     for name, value in given.items():
         if name in names:
             continue
-        if name in symbolic and len(value) == 1:
+        if name in accepted and len(value) == 1:
             bound[name] = value[0]
             continue
         raise InputError(f"--shape {name}=...: {source} has no input '{name}' (inputs: {', '.join(names)})"
