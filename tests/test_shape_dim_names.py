@@ -151,3 +151,27 @@ def test_optimum_decoder_step_by_dim_names(family: str, past: int, new: int, tmp
         assert [d["source"] for d in decoded] == ["prefill", "step"]
         assert [(d["cache_len_first"], d["cache_len_last"]) for d in decoded] == [(new, new + 3)] * 2
         assert decoded[0]["per_token_ms_mean"] == pytest.approx(decoded[1]["per_token_ms_mean"], rel=0.05)
+
+
+@pytest.mark.parametrize(("text", "names", "value"), [
+    ("s + t", ["s", "t"], 10), ("2*s", ["s"], 14), ("Max(s, t)", ["s", "t"], 7), ("ceiling(s/2)", ["s"], 4),
+    ("Max(s)", ["Max(s)"], None), ("floor(s, 2)", ["floor(s, 2)"], None), ("s**2", ["s**2"], None),
+    ("__import__('os')", ["__import__('os')"], None), ("s / 2", ["s"], None), ("s // 0", ["s"], None),
+    (" + ".join(["s"] * 5000), [" + ".join(["s"] * 5000)], None)])
+def test_dim_expressions_are_read_safely(text: str, names: list[str], value: int | None) -> None:
+    """Only integer arithmetic of names is an expression (a fraction, a division by 0, a power, a call that is not
+    floor / ceiling / Max / Min with its arguments: a name or no value); nothing is evaluated as Python, and a chain
+    too long to parse within the recursion limit is a name."""
+    from compiler.frontend.input_shapes import dim_names, dim_value
+
+    assert dim_names(text) == names
+    assert dim_value(text, {"s": 7, "t": 3}) == value
+
+
+def test_a_negative_dim_expression_is_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "step.onnx"
+    _masked_step(path, "seq - past")
+    assert main(["compile", str(path), "-q", "--shape", "batch=1", "--shape", "past=4", "--shape", "seq=3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"codesign: error: {path}: input 'mask': a dim named by an expression comes out -1 from the dims given by "
+        "name (batch=1, past=4, seq=3); a size is not negative")

@@ -47,6 +47,9 @@ def _fixed(dim: onnx.TensorShapeProto.Dimension) -> int | None:
 _BINARY: dict[type, Callable[[int, int], int]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod}
+_MAX_EXPRESSION = 200
+"""Longer dim names are names: no exporter writes a longer expression, and a deep one would exhaust the recursion."""
+_UNARY_CALLS = frozenset({"floor", "ceiling", "ceil"})
 _CALLS: dict[str, Callable[..., int]] = {"floor": math.floor, "ceiling": math.ceil, "ceil": math.ceil, "Max": max,
                                          "Min": min, "max": max, "min": min}
 
@@ -54,15 +57,17 @@ _CALLS: dict[str, Callable[..., int]] = {"floor": math.floor, "ceiling": math.ce
 def _expression(text: str) -> ast.expr | None:
     """``text`` parsed as a dim expression (names, integers, ``+ - * / // %``, the calls above), or None when it is a
     plain name or not such an expression."""
-    if text.isidentifier() or not any(c in text for c in " */%("):
+    if text.isidentifier() or not any(c in text for c in " */%(") or len(text) > _MAX_EXPRESSION:
         return None  # a plain name, or one with a hyphen ("seq-len"): exporters space their + and - (sympy, Optimum)
     try:
         tree = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _CALLS or node.keywords:
+                return None
+            if len(node.args) != (1 if node.func.id in _UNARY_CALLS else 2):
                 return None
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in (*_BINARY, ast.Div):
@@ -111,6 +116,8 @@ def dim_value(text: str, bound: Mapping[str, int]) -> int | None:
     value = None if tree is None else _evaluate(tree, bound)
     if value is None or value != int(value):
         return None
+    if value < 0:
+        raise ValueError(f"comes out {int(value)}")
     return int(value)
 
 
@@ -146,7 +153,12 @@ def input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
     for inp in real_inputs:
         dims = inp.type.tensor_type.shape.dim
         fixed = [_fixed(d) for d in dims]
-        found = [f if f is not None else dim_value(d.dim_param, bound) for f, d in zip(fixed, dims)]
+        try:
+            found = [f if f is not None else dim_value(d.dim_param, bound) for f, d in zip(fixed, dims)]
+        except ValueError as err:
+            raise InputError(f"{source}: input '{inp.name}': a dim named by an expression {err} from the dims given "
+                             f"by name ({', '.join(f'{k}={v}' for k, v in bound.items())}); a size is not negative"
+                             ) from None
         if batch is not None and inp.name not in given and found:
             lead = dims[0].dim_param
             if lead in bound and bound[lead] != batch:
