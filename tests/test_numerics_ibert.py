@@ -162,3 +162,35 @@ def test_ibert_gelu_is_close_to_gelu(scale: float, tol: float) -> None:
     y, out_scale = ibert_gelu(x, scale)
     err = (y.double() * out_scale - torch.nn.functional.gelu(x.double() * scale)).abs()
     assert float(err.max()) < tol
+
+
+@pytest.mark.parametrize("scale", [1e-7, 3e-6, 2.9e-5, 0.3, 1.0, 7.5])
+def test_scores_outside_i_exps_steps_are_moved_onto_one(scale: float) -> None:
+    """The simulator's I-BERT softmax takes any score step: one finer than i-exp's 2.9e-5 (small weights give scores
+    spanning less than 0.06) is coarsened by a shift, one coarser than 2^-10 refined (i-exp misplaces ln 2 on a
+    coarse grid), and the result stays the softmax to within the 8-bit output's step."""
+    from compiler.simulate.approx import IBERT_MAX_STEP, IBERT_MIN_STEP, ibert_grid, softmax_int
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((4, 50)) * 0.05 if scale < 1e-3 else rng.standard_normal((4, 50)) * 3
+    x = np.round(real / scale).astype(np.int64)
+    grid_x, grid_scale = ibert_grid(x, scale)
+    assert IBERT_MIN_STEP < grid_scale <= IBERT_MAX_STEP or grid_scale == scale <= IBERT_MAX_STEP
+    assert grid_scale == scale or grid_scale / scale in (2.0 ** k for k in range(-16, 20))
+    p, ps = softmax_int("ibert", x, scale, 8)
+    want = torch.softmax(torch.from_numpy(x * scale), dim=-1).numpy()
+    assert np.abs(p * ps - want).max() < 2 ** -7
+
+
+def test_i_gelu_input_step_keeps_its_output_in_32_bits() -> None:
+    """gelu_input_format gives I-BERT's i-GELU a 16-bit grid no finer than IBERT_GELU_MIN_STEP, where a full-scale
+    input's output still fits the 32-bit requantizer after it; a narrower range (small weights) used to exceed it."""
+    from compiler.simulate.approx import IBERT_GELU_MIN_STEP, gelu_input_format
+    from compiler.simulate.intkernels import ibert_gelu as gelu_kernel
+
+    bits, step = gelu_input_format("ibert", 0.6)  # amax / 32767 would be 1.8e-5
+    assert (bits, step) == (16, IBERT_GELU_MIN_STEP)
+    x = np.arange(-32767, 32768, 7, dtype=np.int64)
+    y, _ = gelu_kernel(x, step)
+    assert int(np.abs(y).max()) < 2**31
+    assert gelu_input_format("ibert", 20.0) == (16, 20.0 / 32767)  # a wide range keeps its own step

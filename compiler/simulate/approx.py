@@ -22,8 +22,9 @@ from compiler.numerics import exact as _exact
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
-__all__ = ["SHIFTMAX_BALANCE", "shiftmax_min_step", "shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int",
-           "softmax_float", "gelu_float", "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column",
+__all__ = ["IBERT_GELU_MIN_STEP", "IBERT_MAX_STEP", "IBERT_MIN_STEP", "SHIFTMAX_BALANCE", "ibert_grid",
+           "shiftmax_min_step", "shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float",
+           "gelu_float", "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column",
            "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
 
 #: GELU names that are I-ViT's ShiftGELU, and the stabilizer each uses (compiler.numerics.shiftgelu).
@@ -69,6 +70,7 @@ def softmax_int(name: str, x: np.ndarray, scale: float, bits: int,
     if name == "online":
         return K.online_softmax(x, scale, bits)
     if name == "ibert":
+        x, scale = ibert_grid(x, scale)
         return K.ibert_softmax(x, scale, bits)
     if name == "exact":
         y, s = _exact.softmax_exact(_t(x), scale, bits)
@@ -117,6 +119,37 @@ def shiftmax_grid(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         return x, scale
     k = int(np.ceil(np.log2(need / scale)))
     return np.right_shift(x.astype(np.int64), k), scale * 2.0**k
+
+
+#: I-BERT's i-exp is defined for score steps in (IBERT_MIN_STEP, 1]: below, its constant c = floor(2.79 / S^2) passes
+#: 2^32 and the exponentials overflow int64 (compiler/numerics/ibert.py).
+IBERT_MIN_STEP = 2.9e-5
+
+
+#: The finest 16-bit input step I-BERT's i-GELU keeps within 32 bits: its "1" on the erf grid is about
+#: 1 / (S'^2 x 0.2888 x 2^14) with S' = S / 1.4142, and |x (erf + 1)| < 2^15 x 2 |1| stays below 2^31 while
+#: S' > sqrt(2^16 / (2^31 x 0.2888 x 2^14)) (compiler/numerics/ibert.py's constants).
+IBERT_GELU_MIN_STEP = math.sqrt(2.0**16 / (2.0**31 * 0.2888 * 2.0**14)) * 1.4142
+
+
+#: The coarsest score step I-BERT's i-exp is accurate on: its range reduction uses x0 = floor(-0.6931 / S), so a
+#: coarse step misplaces ln 2. Max error against the float softmax, 8-bit output, N(0, 3) scores: 0.004 at 2^-12
+#: and 2^-10, 0.006 at 2^-8, 0.013 at 2^-6, 0.056 at 2^-4, 0.28 at 1 (int8 MiniLM's steps: 2e-4 to 6e-4).
+IBERT_MAX_STEP = 2.0**-10
+
+
+def ibert_grid(x: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """Scores moved onto a grid I-BERT's i-exp is defined and accurate on, with the smallest shift k: a step finer
+    than IBERT_MIN_STEP (scores spanning less than about 0.06 at 11 bits: small or random weights) coarsened by
+    x >> k, one coarser than IBERT_MAX_STEP refined by x << k (exact). The scores' real values are kept to within
+    the new step, far finer than the softmax's 8-bit output resolves."""
+    if scale <= IBERT_MIN_STEP:
+        k = int(np.floor(np.log2(IBERT_MIN_STEP / scale))) + 1
+        return np.right_shift(x.astype(np.int64), k), scale * 2.0**k
+    if scale > IBERT_MAX_STEP:
+        k = int(np.ceil(np.log2(scale / IBERT_MAX_STEP)))
+        return np.left_shift(x.astype(np.int64), k), scale / 2.0**k
+    return x, scale
 
 
 def gelu_reference(x: np.ndarray, approx: str) -> np.ndarray:
@@ -217,9 +250,12 @@ def gelu_input_format(name: str, amax: float) -> tuple[int, float]:
     8 bits land in that basin. A grid finer than I-ViT's is never made coarser (on MiniLM that measured worse
     than keeping int8: its narrow last-layer ranges are not N(0, 1.5)).
     Others: 16 bits (I-BERT's i-GELU drops 14 bits of its polynomial, so it needs a fine grid; I-BERT feeds it
-    the 32-bit accumulator).
+    the 32-bit accumulator), for I-BERT no finer than IBERT_GELU_MIN_STEP (a narrower range, from small weights,
+    would take its output past 32 bits).
     """
     amax = max(float(amax), 1e-8)
+    if name == "ibert":
+        return 16, max(amax / 32767, IBERT_GELU_MIN_STEP)
     if name not in SHIFTGELU_STABILIZER:
         return 16, amax / 32767
     scale = amax / 127
