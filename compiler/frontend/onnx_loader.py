@@ -429,8 +429,8 @@ def _native_ops() -> set[str]:
 
 def _early_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
                   batch: int | None) -> dict[str, tuple[int, ...]] | None:
-    """The inputs' concrete shapes before the contrib ops expand, or None while some are not given (the full check,
-    with its message, runs after the expansions)."""
+    """The inputs' concrete shapes before the rewrites that read them (a merged decoder's branch, the contrib ops'
+    expansions), or None while some are not given (the full check, with its message, runs after them)."""
     try:
         return resolve_input_shapes(model, given, source, {t.name for t in model.graph.initializer}, batch)
     except InputError:
