@@ -367,7 +367,8 @@ def _infer(model: onnx.ModelProto, nodes: list[onnx.NodeProto], shapes: Mapping[
                                  opset_imports=list(model.opset_import), ir_version=model.ir_version)
     skeleton.functions.extend(model.functions)
     try:
-        # with concrete inputs, Shape -> Gather -> Slice chains (a position-id slice) propagate their values too
+        # with concrete inputs, values computed from shapes (Shape -> Gather -> Concat) propagate too (onnx does not
+        # carry them into a Slice's ends: the 1-D mask's batch is then read at run time, _mask_bias)
         inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=shapes is not None)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
         return {}, {}
