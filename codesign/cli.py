@@ -168,7 +168,8 @@ def _cmd_opt(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: {_one_line(err)}") from None
     except (VerifyException, DiagnosticException) as err:  # e.g. an integer out of its type's range
         raise InputError(f"{path}: {_one_line(err)}") from None
-    except (AssertionError, ValueError, KeyError) as err:  # xDSL's format parsers assert on some malformed input
+    except (AssertionError, ValueError, KeyError, OverflowError) as err:  # xDSL's format parsers assert on some
+        # malformed input; an integer past Python's limits overflows its range computation
         raise InputError(f"{path}: cannot parse: {_one_line(err) or 'malformed operation'}") from None
     try:
         module.verify()

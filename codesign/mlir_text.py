@@ -5,6 +5,9 @@ default recursion limit of 1000), and its string-literal regex (``MLIRLexer._une
 repeated group, so an unterminated string backtracks exponentially (a quote and 30 letters take ~25 s, each letter
 doubles it). :func:`check_mlir_text` scans the text once with the same string grammar written with possessive
 quantifiers (Python 3.11+), which cannot backtrack, and counts bracket nesting; refused text never reaches xDSL.
+It also refuses integer types wider than MLIR's limit (``IntegerType::kMaxWidth``, 2^24 - 1 bits): xDSL takes any
+width and computes the type's range as ``1 << width``, which an ``i`` followed by 22 digits turns into an
+OverflowError.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from hw.errors import InputError
 
-__all__ = ["MAX_MLIR_BYTES", "MAX_NESTING", "check_mlir_text", "read_mlir"]
+__all__ = ["MAX_INT_WIDTH", "MAX_MLIR_BYTES", "MAX_NESTING", "check_mlir_text", "read_mlir"]
 
 MAX_MLIR_BYTES = 64 * 2**20
 """Largest ``.mlir`` file ``codesign opt`` reads (bytes); dataflow IR keeps weights out of the text, so real modules
@@ -24,9 +27,12 @@ MAX_NESTING = 64
 """Deepest bracket nesting (``( [ { <`` together) accepted: half of what xDSL parses and prints under Python's default
 recursion limit (about 120 nested ``[{``), leaving room for the caller's frames; real dataflow IR nests about 6 deep."""
 
+MAX_INT_WIDTH = 2**24 - 1
+"""Widest integer type accepted (bits): MLIR's own ``IntegerType::kMaxWidth`` (mlir/IR/BuiltinTypes.h)."""
+
 # One token per match, tried in order: a comment, a well-formed string (the lexer's grammar: no raw newline, escapes
 # \" \n \t \\ or two hex digits; possessive so a failed match costs one scan), a quote that starts no well-formed
-# string, the arrow (whose '>' closes nothing), an opening and a closing bracket.
+# string, the arrow (whose '>' closes nothing), an opening and a closing bracket, an integer type's width.
 _TOKENS = re.compile(
     r'//[^\n]*'
     r'|"(?:[^"\\\n\v\f]++|\\(?:["nt\\]|[0-9A-Fa-f]{2}))*+"'
@@ -34,6 +40,8 @@ _TOKENS = re.compile(
     r'|->'
     r'|(?P<open>[(\[{<])'
     r'|(?P<close>[)\]}>])'
+    # an integer type, alone or a shaped type's element (2x?xi8), not inside a name (%i8, @fi16, !my.i32)
+    r'|(?:(?<=[0-9?]x)|(?<![\w%@#$.^!-]))[su]?i(?P<width>[0-9]+)\b'
 )
 
 
@@ -49,6 +57,10 @@ def check_mlir_text(text: str, display: str) -> None:
                                  "deep; codesign opt reads IR nested at most that deep")
         elif match.group("close"):
             depth = max(depth - 1, 0)  # a stray '>' (as in '>=') must not hide real nesting
+        elif match.group("width") is not None:
+            if int(match.group("width")[:9]) > MAX_INT_WIDTH or len(match.group("width")) > 9:
+                raise InputError(f"{display}:{_line(text, match.start())}: integer type {match.group(0)[:24]} is wider "
+                                 f"than MLIR's {MAX_INT_WIDTH} bits")
         elif match.group("bad") is not None:
             raise InputError(f"{display}:{_line(text, match.start())}: string literal not closed on its line (or an "
                              "escape other than \\\" \\n \\t \\\\ or two hex digits)")

@@ -134,6 +134,20 @@ def test_the_string_check_cannot_backtrack():
     check_mlir_text('"' + "a\\22b\\\"" * 10_000 + '" // "unclosed in a comment', "x.mlir")
 
 
+@pytest.mark.parametrize("width", ["1180591620717411303424", "16777216", "99999999999999999999999999999999"])
+def test_opt_refuses_integer_types_wider_than_mlir_allows(width: str, capsys, tmp_path):
+    """xDSL computes an integer type's range as 1 << width: an i with 22 digits overflowed (a traceback, found by the
+    MLIR fuzz family); MLIR's own limit is 2^24 - 1 bits, alone or as a shaped type's element."""
+    for typed, shown in ((f"i{width}", f"i{width}"), (f"tensor<2x?xsi{width}>", f"si{width}")):
+        text = f"func.func @f() {{\n  %0 = \"test.op\"() : () -> {typed}\n  func.return\n}}\n"
+        code, err = _opt(capsys, tmp_path, text)
+        assert code == 2 and one_line(err) == (f"codesign: error: {tmp_path / 'in.mlir'}:2: integer type "
+                                               f"{shown[:24]} is wider than MLIR's {2**24 - 1} bits")
+    for name in (f"%i{width}", f"@fi{width}", f"!my.i{width}"):  # names that end in digits are not types
+        check_mlir_text(f"func.func {name}() {{\n}}\n", "x.mlir")
+    check_mlir_text(f"%0 = arith.constant 1 : i{2**24 - 1}\n", "x.mlir")
+
+
 def test_opt_refuses_deep_nesting_and_parses_up_to_the_limit(capsys, tmp_path):
     deep = GOOD_MLIR.replace("acc_type = f32}", "acc_type = f32, d = " + "[" * 20_000 + "]" * 20_000 + "}", 1)
     code, err = _opt(capsys, tmp_path, deep)
