@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 
 from compiler.frontend.onnx_activations import ACTIVATION_OPS
+from compiler.frontend.onnx_index_ops import INDEX_OPS
 from compiler.limits import check_tensor
 
-__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal", "checked_indices"]
+__all__ = ["ONNX_OPS", "run_node", "onnx_dtype", "UnsupportedOp", "conv_pads", "resize_refusal"]
 
 Array = np.ndarray
 
@@ -108,31 +109,10 @@ def _split(inputs: Sequence[Array], attrs: dict[str, Any], n_out: int) -> list[A
     return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
-def checked_indices(idx: Array, size: int, what: str = "axis") -> Array:
-    """``idx`` with negative entries counted from the end, as ONNX's Gather* and Scatter* read them; an entry outside
-    [-size, size - 1] is a ValueError naming it (the model's data, e.g. a token id past the vocabulary, not a bug:
-    onnxruntime refuses the same sample)."""
-    idx = np.asarray(idx)
-    if idx.size:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < -size or hi >= size:
-            bad = lo if lo < -size else hi
-            raise ValueError(f"index {bad} is out of range for {what} of size {size} (valid: {-size}..{size - 1})")
-    return np.where(idx < 0, idx + size, idx)
 
 
-def _gather(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    x, idx = inputs
-    axis = int(attrs.get("axis", 0)) % max(x.ndim, 1)
-    return [np.take(x, checked_indices(idx, x.shape[axis], f"axis {axis}"), axis=axis)]
 
 
-def _gather_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    x, idx = inputs
-    axis = int(attrs.get("axis", 0)) % x.ndim
-    # ONNX lets the indices be shorter than the data on the other axes (numpy would broadcast instead)
-    x = x[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(idx.shape))]
-    return [np.take_along_axis(x, checked_indices(idx, x.shape[axis], f"axis {axis}"), axis=axis)]
 
 
 def _softmax(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
@@ -217,52 +197,10 @@ def _onehot(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     return [np.moveaxis(out, -1, axis)]
 
 
-def _scatter_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    data, idx, upd = inputs
-    out = data.copy()
-    axis = int(attrs.get("axis", 0)) % data.ndim
-    reduction = attrs.get("reduction", "none")
-    grid: list[Any] = list(np.indices(idx.shape))
-    grid[axis] = checked_indices(idx, data.shape[axis], f"axis {axis}")
-    where = tuple(grid)
-    if reduction == "add":
-        np.add.at(out, where, upd)
-    elif reduction == "mul":
-        np.multiply.at(out, where, upd)
-    else:
-        out[where] = upd
-    return [out]
 
 
-def _scatter_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    data, idx, upd = inputs
-    out = data.copy()
-    k = idx.shape[-1]
-    flat_idx = idx.reshape(-1, k)
-    flat_upd = upd.reshape((flat_idx.shape[0],) + data.shape[k:])
-    reduction = attrs.get("reduction", "none")
-    for i, where in enumerate(map(tuple, flat_idx)):
-        if reduction == "add":
-            out[where] += flat_upd[i]
-        else:
-            out[where] = flat_upd[i]
-    return [out]
 
 
-def _gather_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    data, idx = inputs
-    b = int(attrs.get("batch_dims", 0))
-    batch_shape = data.shape[:b]
-    k = idx.shape[-1]
-    flat_data = data.reshape((-1,) + data.shape[b:])
-    flat_idx = idx.reshape((int(np.prod(batch_shape)) if b else 1, -1, k))
-    out = []
-    for i in range(flat_idx.shape[0]):
-        src = flat_data[i] if b else data
-        rows = [src[tuple(int(v) for v in row)] for row in flat_idx[i]]
-        out.append(np.stack(rows) if rows else np.empty((0,) + src.shape[k:], dtype=data.dtype))
-    result = np.stack(out).reshape(idx.shape[:-1] + data.shape[b + k:])
-    return [result.astype(data.dtype)]
 
 
 def conv_pads(attrs: dict[str, Any], spatial: Sequence[int], kernel: Sequence[int]) -> list[int]:
@@ -577,7 +515,7 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "Pad": _pad,
     "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
-    "Gather": _gather, "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],
+    "Slice": _slice, "Concat": lambda i, a: [np.concatenate(i, axis=int(a["axis"]))],
     "Expand": _expand, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
     "Tile": _tile, "Trilu": _trilu, "Range": _range,
     "Shape": lambda i, a: [np.array(i[0].shape[a.get("start", 0):a.get("end", None)], dtype=np.int64)],
@@ -595,11 +533,9 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "ArgMax": lambda i, a: [np.expand_dims(np.argmax(i[0], axis=int(a.get("axis", 0))), int(a.get("axis", 0)))
                             if a.get("keepdims", 1) else np.argmax(i[0], axis=int(a.get("axis", 0)))],
     "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
-    "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
-    "GatherND": _gather_nd,
-    "GatherElements": _gather_elements,
     "Resize": _resize, "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
     "EyeLike": _eye_like,
+    **INDEX_OPS,  # Gather, GatherElements, GatherND, ScatterElements, ScatterND (onnx_index_ops.py)
     **ACTIVATION_OPS,  # Elu, LeakyRelu, PRelu, ..., the inverse trigonometric ops; Sum / Mean / Max / Min variadic
 }
 

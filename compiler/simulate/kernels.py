@@ -29,7 +29,8 @@ from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr
 from xdsl.ir import Operation
 
 from compiler.dialect import dataflow as df
-from compiler.frontend.onnx_ops import checked_indices, run_node
+from compiler.frontend.onnx_index_ops import checked_indices
+from compiler.frontend.onnx_ops import run_node
 from compiler.numerics.softmax_free import soft_landmarks, softmax_free_attention
 from compiler.quant_format import PER_TOKEN_ATTR
 from compiler.quant_groups import GROUP_ATTR, GROUP_SCALE_SUFFIX, group_matmul
