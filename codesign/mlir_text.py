@@ -58,7 +58,8 @@ def check_mlir_text(text: str, display: str) -> None:
         elif match.group("close"):
             depth = max(depth - 1, 0)  # a stray '>' (as in '>=') must not hide real nesting
         elif match.group("width") is not None:
-            if int(match.group("width")[:9]) > MAX_INT_WIDTH or len(match.group("width")) > 9:
+            width = match.group("width")
+            if len(width) > 9 or int(width) > MAX_INT_WIDTH:  # the length first: no huge int is ever built
                 raise InputError(f"{display}:{_line(text, match.start())}: integer type {match.group(0)[:24]} is wider "
                                  f"than MLIR's {MAX_INT_WIDTH} bits")
         elif match.group("bad") is not None:
