@@ -475,7 +475,9 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
                 for tensor in [attr.t] * attr.HasField("t") + list(attr.tensors):
                     if tensor.data_location == onnx.TensorProto.EXTERNAL:
                         external_data_helper.load_external_data_for_tensor(tensor, str(base))
-    input_shapes = resolve_input_shapes(model, shapes or {}, source_name, set(constants), batch)
+    # resolved once before the rewrites when every shape was given; the full check, with its message, otherwise
+    input_shapes = dict(early) if early is not None else resolve_input_shapes(model, shapes or {}, source_name,
+                                                                              set(constants), batch)
     check_cache_inputs(input_shapes, source_name)  # before shape inference, which would only name a MatMul
     switch = cache_switch(model, input_shapes, source_name)  # Optimum's merged decoder: the branch the caches imply
     if switch is not None:
