@@ -344,7 +344,8 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
         elif isinstance(op, df.LayerNormOp) and op.approx_choice() == df.LayerNormApprox.ILAYERNORM:
             shape = _shape(op.input)
             bits = _int_bits(op.input) or 16
-            params = {"c": shape[-1], "in_bits": bits}
+            _, fixed = RTL_VECTOR_UNITS[("layernorm", "ilayernorm")]  # the eps port the compiled numerics need
+            params = {"c": shape[-1], "in_bits": bits, **fixed}
             cfg: dict[str, Any] = {}
             if values is not None:  # a bias wider than the default port widens it
                 try:

@@ -354,7 +354,7 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             beta = (np.asarray(self.weights[df.layer_of(op.operands[2].owner)], np.float64)  # type: ignore
                     if len(op.operands) > 2 else None)
             try:
-                _, out = A.layernorm_int(op.approx_choice(), probe, s, gamma, beta, op.epsilon_value())
+                _, out = A.layernorm_int(op.approx_choice(), probe, s, gamma, beta, op.epsilon_value(), in_bits=bits)
             except ValueError as err:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))

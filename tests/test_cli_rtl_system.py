@@ -188,7 +188,7 @@ def test_simulate_refuses_a_unit_the_top_level_lacks(tmp_path, capsys) -> None:
                         "gemm.cols=4", "--out", str(out), "--system", "--simulate")
     assert code == 2
     assert err.startswith("codesign: error: system RTL: dataflow.requant "
-                          "'model.vit.layers.0.layernorm_before.LayerNormalization.requant8': instruction 21 is a VEC "
+                          "'model.vit.layers.0.layernorm_before.LayerNormalization.requant8': instruction 22 is a VEC "
                           "requant on the scratchpad of a 8 x 4 array (rows > cols), which the top level does not build "
                           "yet (it runs LOAD, STORE, output-stationary GEMM")
     assert not out.exists()

@@ -26,7 +26,7 @@ def test_a_zero_weight_channel_is_its_bias(name: str) -> None:
     x = rng.integers(-120, 120, size=(6, C))
     gamma, beta = rng.uniform(0.5, 1.5, C), rng.normal(size=C)
     gamma[[3, 17]] = 0.0
-    y, step = layernorm_int(name, x, 0.05, gamma, beta, 1e-5)
+    y, step = layernorm_int(name, x, 0.05, gamma, beta, 1e-5, in_bits=8)
     real = y * step
     xf = x * 0.05
     want = (xf - xf.mean(-1, keepdims=True)) / np.sqrt(xf.var(-1, keepdims=True) + 1e-5) * gamma + beta

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.numerics import ilayernorm, isqrt_newton
+from compiler.numerics.ilayernorm import eps_units
 
 # ---- oracles -----------------------------------------------------------------------------------------
 
@@ -176,3 +177,43 @@ def test_ilayernorm_flat_rows_normalize_too_small() -> None:
     var = 768  # y = +-1 after the mean, so var = 768
     assert int(isqrt_newton(torch.tensor([var]))) > math.isqrt(var) + 1
     assert float((y.double() * out_scale).abs().max()) < 0.5  # float LayerNorm gives 1.0
+
+
+# ---- the model's epsilon -----------------------------------------------------------------------------------
+
+
+def test_eps_units_is_epsilon_over_the_squared_step_times_c() -> None:
+    assert eps_units(768, 1e-5, 1e-4, 16) == round(768 * 1e-5 / 1e-8)
+    assert eps_units(768, 0.0, 1e-4, 16) == eps_units(768, -1.0, 1e-4, 16) == 0
+    # capped at the widest variance the input width gives (the RTL's sum is one bit wider than the variance)
+    assert eps_units(4, 1.0, 1e-9, 8) == 4 * 255**2
+    assert eps_units(4, 1.0, 0.0, 8) == 4 * 255**2
+    assert eps_units(4096, 1.0, 1e-30, 32) == (1 << 62) - 1
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 3e-3, 0.1])
+def test_ilayernorm_with_epsilon_is_layernorm_with_epsilon(sigma: float) -> None:
+    """A row whose variance is near epsilon (sigma^2 against 1e-5: a norm after a small-weight conv): with
+    eps_int the integer norm follows torch's LayerNorm with that epsilon; I-ViT's eps = 0 is too large by
+    sqrt(1 + eps / var) (3.3x at sigma = 1e-3). Measured max |error| with eps_int: 3.1e-4, 3.3e-4, 2.2e-4 (the
+    floors of the no-epsilon test above)."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 512, generator=gen, dtype=torch.float64) * sigma
+    scale = float(x.abs().max()) / 32767
+    x_int = torch.round(x / scale).to(torch.int64)
+    gamma, beta = torch.ones(512, dtype=torch.float64), torch.zeros(512, dtype=torch.float64)
+    ref = torch.nn.functional.layer_norm(x_int.double() * scale, (512,), gamma, beta, eps=1e-5)
+    y, out_scale = ilayernorm(x_int, scale, gamma, beta, eps_units(512, 1e-5, scale, 16))
+    assert float((y.double() * out_scale - ref).abs().max()) < 1e-3
+    plain, _ = ilayernorm(x_int, scale, gamma, beta)
+    off = float((plain.double() * out_scale).norm() / ref.norm())
+    assert off == pytest.approx(math.sqrt(1 + 1e-5 / sigma**2), rel=0.01)
+
+
+def test_ilayernorm_epsilon_zero_is_ivit_and_bad_epsilon_is_refused() -> None:
+    x = torch.tensor([[3, -7, 12, 0]])
+    ones, zeros = torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    assert torch.equal(ilayernorm(x, 1.0, ones, zeros, 0)[0], ilayernorm(x, 1.0, ones, zeros)[0])
+    assert not torch.equal(ilayernorm(x, 1.0, ones, zeros, 10_000)[0], ilayernorm(x, 1.0, ones, zeros)[0])
+    with pytest.raises(ValueError, match="eps_int"):
+        ilayernorm(x, 1.0, ones, zeros, -1)

@@ -25,6 +25,7 @@ PARAMS = [
     {"c": 4, "in_bits": 8},
     {"c": 12, "in_bits": 16},
     {"c": 33, "in_bits": 8},
+    {"c": 12, "in_bits": 16, "eps": 1},  # the compiled unit: the model's epsilon on its port
 ]
 
 
@@ -35,7 +36,9 @@ def _bias_int(c: int, gamma: torch.Tensor, beta: torch.Tensor) -> list[int]:
     return (with_bias - without)[0].tolist()
 
 
-def _cases(c: int, in_bits: int, seed: int) -> list[dict]:
+def _cases(c: int, in_bits: int, seed: int, eps: int = 0) -> list[dict]:
+    """With ``eps``, every case sets the ``eps`` port: 0, a small epsilon (the Newton start dominates), one near a
+    random row's variance, and the port's largest value (2^var_bits - 1: the sum one bit wider than the variance)."""
     rng = random.Random(seed)
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
 
@@ -63,7 +66,11 @@ def _cases(c: int, in_bits: int, seed: int) -> list[dict]:
             cases.append({"name": f"{name}#{trial}", "rows": rows, "gamma": gamma, "beta": beta})
     cases.append({"name": "gaps_and_stalls", "rows": [rand_row() for _ in range(2)], "gamma": gamma, "beta": beta,
                   "gap_prob": 0.3, "stall_prob": 0.4, "seed": seed})
-    for case in cases:
+    top = (1 << var_bits(c, in_bits)) - 1
+    for i, case in enumerate(cases):
+        case["eps"] = [0, 9, c * (1 << (2 * in_bits - 6)), top][i % 4] if eps else 0
+        if eps:
+            case["config"] = {"eps": case["eps"]}
         case["bias"] = _bias_int(c, case["gamma"], case["beta"])
         case["beats"] = [{"x": v} for row in case["rows"] for v in row]
         case["n_out"] = len(case["rows"]) * c
@@ -72,19 +79,20 @@ def _cases(c: int, in_bits: int, seed: int) -> list[dict]:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"c{p['c']}-in{p['in_bits']}")
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"c{p['c']}-in{p['in_bits']}" + ("-eps" if p.get("eps") else ""))
 @pytest.mark.parametrize("simulator", SIMS)
 def test_ilayernorm_is_exact_and_takes_predicted_cycles(simulator, params, request):
-    c, in_bits = params["c"], params["in_bits"]
-    cases = _cases(c, in_bits, seed=c * 3 + in_bits)
-    job = [{k: v for k, v in case.items() if k not in ("gamma", "beta")} for case in cases]
+    c, in_bits, eps = params["c"], params["in_bits"], params.get("eps", 0)
+    cases = _cases(c, in_bits, seed=c * 3 + in_bits, eps=eps)
+    job = [{k: v for k, v in case.items() if k not in ("gamma", "beta", "eps")} for case in cases]
 
     def check(results: list[dict]) -> None:
         for case, got in zip(cases, results):
-            expected, _ = ilayernorm(torch.tensor(case["rows"], dtype=torch.int64), 0.05, case["gamma"], case["beta"])
+            expected, _ = ilayernorm(torch.tensor(case["rows"], dtype=torch.int64), 0.05, case["gamma"], case["beta"],
+                                     case["eps"])
             assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
             assert [o["last"] for o in got["outputs"]] == [int(j % c == c - 1) for j in range(case["n_out"])]
-            assert_cycles(case, got, predicted_cycles(c, in_bits, len(case["rows"])))
+            assert_cycles(case, got, predicted_cycles(c, in_bits, len(case["rows"]), eps))
 
     with_waves_on_failure(lambda: run_kernel("ilayernorm", params, simulator, job, request.node.nodeid),
                           lambda: kernel_waves("ilayernorm", params, simulator, job), check)
@@ -103,6 +111,8 @@ def test_ilayernorm_is_exact_and_takes_predicted_cycles(simulator, params, reque
 )
 def test_predicted_cycles_counts_walks_and_divisions(c, in_bits, rows, cycles):
     assert predicted_cycles(c, in_bits, rows) == cycles
+    # with the eps port each of the 10 Newton divisions takes one quotient bit more
+    assert predicted_cycles(c, in_bits, rows, eps=1) == cycles + 10 * rows
 
 
 def test_variance_and_output_widths():
@@ -115,7 +125,8 @@ def test_variance_and_output_widths():
     [
         ({"c": 0}, "ilayernorm: parameter c=0 is out of range (must be >= 1 and <= 4096)"),
         ({"in_bits": 25}, "ilayernorm: parameter in_bits=25 is out of range (must be >= 2 and <= 24)"),
-        ({"n": 4}, "ilayernorm: unknown parameter 'n' (known: c, in_bits, bias_bits)"),
+        ({"n": 4}, "ilayernorm: unknown parameter 'n' (known: c, in_bits, bias_bits, eps)"),
+        ({"eps": 2}, "ilayernorm: parameter eps=2 is not supported (one of 0, 1)"),
     ],
 )
 def test_bad_parameters_are_input_errors(params, message, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 from compiler.backend import Geometry, Machine, run_program
 from compiler.numerics import dyadic
 from hw.isa import Config, ConfigReg, Deps, Halt, Instruction, Load, Program, Space, Store, Vec, VecFn, to_bytes
+from hw.rtl import ilayernorm
 from hw.rtl.system import SystemConfig, run_system
 from hw.rtl.system.support import rtl_lacks
 
@@ -230,8 +231,9 @@ def _online_softmax(rng) -> _Builder:
 
 
 def _ilayernorm(rng) -> _Builder:
-    """Accumulator rows (wide, one constant row: zero variance) over a two-row span with its bias rows, and
-    scratchpad rows of three channels written back to the scratchpad (wrapped to 8 bits)."""
+    """Accumulator rows (wide, one constant row: zero variance) over a two-row span with its bias rows and an
+    epsilon near the rows' variance, and scratchpad rows of three channels written back to the scratchpad (wrapped
+    to 8 bits) with the largest epsilon the top level takes (2^var_bits(16, 24) - 1: the one bit wider sum)."""
     b = _Builder()
     x = _span_rows(rng, 3, 6, -(1 << 15), 1 << 15)
     x[2:4] = 77
@@ -239,8 +241,10 @@ def _ilayernorm(rng) -> _Builder:
     b.load(Space.SP, 0, _span_rows(rng, 4, 3, -128, 128))
     b.load(Space.CONST, 0, _span_rows(rng, 1, 6, -(1 << 20), 1 << 20))
     b.load(Space.CONST, 8, _span_rows(rng, 1, 3, -50, 50))
-    b.execs += [_vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 16), 3, 6, aux=(Space.CONST, 0)),
-                _vec(VecFn.ILAYERNORM, (Space.SP, 0), (Space.SP, 16), 4, 3, aux=(Space.CONST, 8))]
+    _configs(b, layernorm_eps=3 << 30)
+    b.execs += [_vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 16), 3, 6, aux=(Space.CONST, 0))]
+    _configs(b, layernorm_eps=(1 << ilayernorm.var_bits(VEC4.max_row, 24)) - 1)
+    b.execs += [_vec(VecFn.ILAYERNORM, (Space.SP, 0), (Space.SP, 16), 4, 3, aux=(Space.CONST, 8))]
     b.store(Space.ACC, 16, 6)
     b.store(Space.SP, 16, 4)
     return b
@@ -378,13 +382,26 @@ def test_online_softmax_registers_outside_the_kernel_range_raise_fault(reg: str,
         run_system(VEC4, to_bytes(Program((*configs, vec, Halt()), 64)), bytes(64), {}, "verilator")
 
 
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("eps", [-1, 1 << 56])
+def test_ilayernorm_epsilon_outside_the_kernel_range_raises_fault(eps: int) -> None:
+    """``layernorm_eps`` must fit the kernel's ``eps`` port (``[0, 2**var_bits(max_row, 24))``, 2^52 on VEC4): data,
+    so refused only when it runs."""
+    vec = _vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 8), 1, 4, aux=(Space.CONST, 0))
+    assert rtl_lacks(vec, VEC4) is None and ilayernorm.var_bits(VEC4.max_row, 24) == 52
+    program = Program((Config(reg=ConfigReg.LAYERNORM_EPS, value=eps), vec, Halt()), 64)
+    with pytest.raises(RuntimeError, match="fault"):
+        run_system(VEC4, to_bytes(program), bytes(64), {}, "verilator")
+
+
 def _repeated(kind: str, copies: int) -> _Builder:
     """``copies`` of one VEC (tests/test_vec_queue.py's MEASURED ``kind``) behind the same loads and configs."""
     rng = np.random.default_rng(0)
     b = _Builder()
     b.load(Space.ACC, 0, rng.integers(-1000, 1000, (32, LANES)))
     b.load(Space.CONST, 0, np.concatenate([rng.integers(1 << 20, 1 << 22, (2, LANES)), np.full((2, LANES), 20)]))
-    _configs(b, requant_m=1 << 21, requant_e=20, shiftgelu_x0=-200)
+    _configs(b, requant_m=1 << 21, requant_e=20, shiftgelu_x0=-200, layernorm_eps=1 << 40)
     vec = {"requant_lane": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5, (Space.CONST, 0)),
            "requant_stream": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
            "copy": _vec(VecFn.COPY, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),

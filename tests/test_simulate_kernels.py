@@ -109,6 +109,9 @@ def test_ilayernorm(x: np.ndarray, seed: int) -> None:
     beta = rng.uniform(-2, 2, c)
     same(K.ilayernorm(x, 0.01, gamma, beta), N.ilayernorm(torch.from_numpy(x), 0.01, torch.from_numpy(gamma),
                                                          torch.from_numpy(beta)))
+    eps = int(rng.integers(0, 1 << 40))  # the model's epsilon in variance units
+    same(K.ilayernorm(x, 0.01, gamma, beta, eps), N.ilayernorm(torch.from_numpy(x), 0.01, torch.from_numpy(gamma),
+                                                              torch.from_numpy(beta), eps))
 
 
 @EXAMPLES

@@ -12,7 +12,7 @@ from hw.targets.loader import load_target
 
 # One VEC over 16 element rows of 8 values on 4 lanes (32 space rows), or 4 rows of 16 for the row functions, on
 # tests/test_rtl_system_vec.py's VEC4 (max_row 16): the cycles a second copy of the instruction adds there.
-MEASURED = {"requant_lane": 229, "requant_stream": 41, "copy": 133, "shiftgelu": 389, "ilayernorm": 2569,
+MEASURED = {"requant_lane": 229, "requant_stream": 41, "copy": 133, "shiftgelu": 389, "ilayernorm": 2609,
             "shiftmax": 309}
 
 
@@ -50,11 +50,11 @@ def test_the_model_prices_system_vector_layers_only_with_execute_queue() -> None
     assert queued.unit == "gemm" and queued.detail["execute_queue"] and lanes.unit == "vector"
     mach = vq.Machine(lanes=8, width=8, acc_rows=512, sp_rows=4096)
     assert queued.compute_cycles == vq.layer_cycles("layernorm", 16, 128, 32, 32, mach)
-    # two blocks of 8 rows (two halves of 2 x 16 accumulator rows each fit 512): bias, the first load, two
-    # instructions, the last store
+    # two blocks of 8 rows (two halves of 2 x 16 accumulator rows each fit 512): bias, the first load, the
+    # epsilon's CONFIG, two instructions, the last store
     per_vec = vq.ilayernorm_cycles(8, 128, 8)
-    assert queued.compute_cycles == vq.load_cycles(16, 32) + vq.load_cycles(128, 32) + 2 * per_vec + \
-        vq.store_cycles(128, 8)
+    assert queued.compute_cycles == vq.load_cycles(16, 32) + vq.load_cycles(128, 32) + vq.CONFIG_CYCLES + \
+        2 * per_vec + vq.store_cycles(128, 8)
     # a float element-wise op (the host's prologue) stays on the lanes
     host = VectorWork(kind="add", elements=2048, bits=32, row_length=128)
     assert build_model(load_target("fpga-u280", {**sizes, "gemm.execute_queue": "true"})).cost(host).unit == "vector"
@@ -68,5 +68,6 @@ def test_mirrored_rtl_constants_equal_the_rtls() -> None:
     for c in (16, 128, 768, 4096):
         for bits in (8, 16, 24):
             assert vec_queue.variance_bits(c, bits) == ilayernorm.var_bits(c, bits)
+            assert vec_queue.variance_bits(c, bits, eps=True) == ilayernorm.newton_bits(c, bits, eps=1)
     assert vec_queue._LN_NEWTON_STEPS == ilayernorm.NEWTON_STEPS
     assert vec_queue._LN_FACTOR_CYCLES == ilayernorm.FACTOR_CYCLES

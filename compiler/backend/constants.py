@@ -31,7 +31,9 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.calibrate import synthetic_inputs
 from compiler.dialect import dataflow as df
+from compiler.dialect.op_base import shape_of
 from compiler.numerics import dyadic
+from compiler.numerics.ilayernorm import eps_units
 from compiler.simulate import Simulator
 from compiler.simulate.approx import layernorm_int, shiftmax_grid
 from hw.errors import InputError
@@ -132,14 +134,19 @@ def online_softmax_config(scale: float | None, params: Mapping[str, int]) -> dic
 
 
 def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
-    """``ilayernorm``: the per-channel integer ``bias`` loaded through the bias port, and the per-channel output
-    scale. Both come from compiler.simulate.approx.layernorm_int on a zero row (its output there is the bias)."""
+    """``ilayernorm``: the per-channel integer ``bias`` loaded through the bias port, the per-channel output
+    scale (both from compiler.simulate.approx.layernorm_int on a zero row: its output there is the bias), and
+    ``eps``, the model's epsilon in the unit's variance units (``compiler.numerics.ilayernorm.eps_units`` of the
+    input scale and width, as the simulator computes it)."""
 
     assert isinstance(op, df.LayerNormOp)
     has_beta = len(op.operands) > 2
     gamma = values.const(op.operands[1])
     beta = values.const(op.operands[2]) if has_beta else None
-    config: dict[str, Any] = {"input_scale": per_tensor(values.scale(op.operands[0]))}
+    scale = per_tensor(values.scale(op.operands[0]))
+    width = shape_of(op.operands[0])[-1]
+    eps = None if scale is None else eps_units(width, op.epsilon_value(), scale, df.int_bits(op.operands[0]) or 16)
+    config: dict[str, Any] = {"input_scale": scale, "eps": eps}  # eps: None for a float input (scale per call)
     if gamma is None or (has_beta and beta is None):  # computed, not constant: no bias to precompute
         return {**config, "bias": None, "output_scale": None}
     c = gamma.data.shape[-1]
@@ -148,8 +155,8 @@ def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
         raise InputError(f"system backend: dataflow.layernorm '{op.layer_name()}': its weight is 0 in channel "
                          f"{int(np.argmax(g == 0))}, which the ilayernorm unit has no way to give its bias alone")
     b = None if beta is None else beta.real().astype(np.float64)
-    bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b,
-                                    op.epsilon_value())
+    bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b, op.epsilon_value(),
+                                    in_bits=16)
     return {**config, "bias": np.asarray(bias, dtype=np.int64).reshape(c),
             "output_scale": np.broadcast_to(np.asarray(out_scale, dtype=np.float64), (c,)).copy()}
 

@@ -384,16 +384,20 @@ class _Walker:
         name = _name(op)
         if op.norm_kind() != LayerNormKind.LAYERNORM or op.approx_choice() != LayerNormApprox.ILAYERNORM:
             raise InputError(f"{_where(op)}: only I-LayerNorm (--layernorm ilayernorm) has a vector unit here")
-        bias = ilayernorm_config(op, self.scales)["bias"]
+        config = ilayernorm_config(op, self.scales)
+        bias = config["bias"]
         if bias is None:
             raise InputError(f"{_where(op)}: a computed gamma or beta has no constant bias row")
+        if config["eps"] is None:
+            raise InputError(f"{_where(op)}: a float input has no fixed epsilon in variance units (quantize it)")
         if int(np.abs(bias).max(initial=0)) >= 1 << 31:
             raise InputError(f"{_where(op)}: its integer bias does not fit the 32-bit constant words")
         src = self._view(op.operands[0], op)
         out = View.of(self._place(op.results[0], name))
         rows, n = self._rows_cols(op.results[0])
         vector_layer(self.mp.builder, name, rows, [Slot(Space.ACC, n), Slot(Space.ACC, n)], [(src, 0)],
-                     [VecStep(VecFn.ILAYERNORM, 0, 1, 32, const_row=0)], [(1, out)], _const_rows(self.g, bias))
+                     [VecStep(VecFn.ILAYERNORM, 0, 1, 32, const_row=0)], [(1, out)], _const_rows(self.g, bias),
+                     [(ConfigReg.LAYERNORM_EPS, config["eps"])])
 
     def _gelu(self, op: df.GeluOp) -> None:
         name = _name(op)

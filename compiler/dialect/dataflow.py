@@ -49,6 +49,7 @@ from compiler.dialect.op_base import (
     float_attr,
     float_prop,
     int_attr,
+    int_bits,
     int_prop,
     layer_of,
     str_attr,
@@ -63,7 +64,7 @@ __all__ = [
     "SoftmaxApprox", "GeluApprox", "LayerNormApprox", "LayerNormKind", "AttentionAlgorithm", "MaskKind", "MoeMode",
     "SOFTMAX_APPROX", "GELU_APPROX", "LAYERNORM_APPROX", "LAYERNORM_KINDS", "ATTENTION_ALGORITHMS", "TILE_Q_ATTR",
     "TILE_K_ATTR", "MASK_KINDS", "ELEMENTWISE_KINDS", "MOVE_KINDS", "REDUCE_KINDS", "MOE_MODES", "MOE_ACTIVATIONS",
-    "str_attr", "int_attr", "float_attr", "bool_attr", "layer_of", "int_prop", "float_prop", "kv_heads",
+    "str_attr", "int_attr", "float_attr", "bool_attr", "layer_of", "int_prop", "float_prop", "kv_heads", "int_bits",
 ]
 
 Dataflow = Dialect(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar, cast
 
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, f64, i64
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, IntegerType, StringAttr, TensorType, f64, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.irdl import IRDLOperation, ParsePropInAttrDict, irdl_op_definition, prop_def, traits_def
 from xdsl.traits import Pure
@@ -23,7 +23,7 @@ from compiler.dialect.choices import LAYER_ATTR
 
 __all__ = [
     "DataflowOp", "dataflow_op", "str_attr", "int_attr", "float_attr", "bool_attr", "layer_of", "int_prop",
-    "float_prop", "shape_of", "numel", "check_choice",
+    "float_prop", "shape_of", "numel", "int_bits", "check_choice",
 ]
 
 
@@ -80,6 +80,14 @@ def shape_of(value: SSAValue) -> tuple[int, ...]:
     if not isinstance(typ, TensorType):
         raise VerifyException(f"expected a ranked tensor, got {typ}")
     return tuple(typ.get_shape())
+
+
+def int_bits(value: SSAValue) -> int | None:
+    """The element width of an integer tensor value (a quantized one: ``i8``, ``i16``, ``i32``), else None."""
+    typ = value.type
+    if isinstance(typ, TensorType) and isinstance(typ.element_type, IntegerType):
+        return typ.element_type.width.data
+    return None
 
 
 def numel(shape: tuple[int, ...]) -> int:

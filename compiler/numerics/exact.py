@@ -48,7 +48,8 @@ def layernorm_exact(
     """LayerNorm(x_int * scale) * weight + bias in float64, on I-LayerNorm's per-channel grid.
 
     out_scale = sqrt(C) / 2^30 * weight (shape (C,)), y = round_half_even(LN / out_scale). ``eps``
-    defaults to 1e-6 (timm ViT); I-LayerNorm itself has none.
+    defaults to 1e-6 (timm ViT); I-ViT's I-LayerNorm has none (``ilayernorm`` takes it as ``eps_int``, in
+    variance units).
     """
     x = as_rows(x_int, "x_int")
     c = x.shape[-1]

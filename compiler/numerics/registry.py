@@ -75,7 +75,7 @@ GELU_APPROX: Mapping[str, Approx] = _table(
 
 LAYERNORM_APPROX: Mapping[str, Approx] = _table(
     Approx("exact", layernorm_exact, "linear", "float64 LayerNorm"),
-    Approx("ilayernorm", ilayernorm, "linear", "I-ViT I-LayerNorm"),
+    Approx("ilayernorm", ilayernorm, "linear", "I-ViT I-LayerNorm, with the model's epsilon (eps_int)"),
 )
 
 _TABLES = {"softmax": SOFTMAX_APPROX, "gelu": GELU_APPROX, "layernorm": LAYERNORM_APPROX}

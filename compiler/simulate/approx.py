@@ -19,6 +19,7 @@ import torch
 
 from compiler.frontend.precision import MASKED
 from compiler.numerics import exact as _exact
+from compiler.numerics.ilayernorm import eps_units
 from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
@@ -180,8 +181,10 @@ def gelu_int(name: str, x: np.ndarray, scale: float) -> tuple[np.ndarray, float]
 
 
 def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray | None,
-                  eps: float) -> tuple[np.ndarray, np.ndarray]:
+                  eps: float, *, in_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """LayerNorm ``name`` of integer ``x`` over the last axis: (y_int, per-channel scale sqrt(C)/2^30 * gamma).
+    ``in_bits``: the width of ``x``'s grid, which bounds I-LayerNorm's epsilon in variance units
+    (``compiler.numerics.ilayernorm.eps_units``).
 
     A channel whose weight is 0 outputs its bias whatever ``x`` is (a QDQ model's int8 LayerNorm weight rounds small
     weights to 0): it is computed on a unit weight's grid, its value the kernel's output on a zero row (the bias
@@ -190,11 +193,12 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
     zero = np.asarray(gamma) == 0
     if zero.any():
         unit = np.where(zero, 1.0, gamma)
-        y, ys = layernorm_int(name, x, scale, unit, beta, eps)
-        bias, _ = layernorm_int(name, np.zeros((1, np.shape(x)[-1]), np.int64), 1.0, unit, beta, eps)
+        y, ys = layernorm_int(name, x, scale, unit, beta, eps, in_bits=in_bits)
+        bias, _ = layernorm_int(name, np.zeros((1, np.shape(x)[-1]), np.int64), 1.0, unit, beta, eps,
+                                in_bits=in_bits)
         return np.where(zero, bias.reshape(-1), y), ys
     if name == "ilayernorm":
-        return K.ilayernorm(x, scale, gamma, beta)
+        return K.ilayernorm(x, scale, gamma, beta, eps_units(np.shape(x)[-1], eps, scale, in_bits))
     if name == "exact":
         y, s = _exact.layernorm_exact(_t(x), scale, _t(gamma.astype(np.float64)), _t(beta.astype(np.float64)), eps)
         return y.numpy(), s.numpy()
@@ -284,5 +288,5 @@ def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarra
         y = d / np.sqrt(var + np.float32(eps)) * gamma
         return (y + beta if beta is not None else y).astype(x.dtype)
     q, s = _dynamic(x, 16)
-    y, ys = layernorm_int(name, q, s, gamma, beta, eps)
+    y, ys = layernorm_int(name, q, s, gamma, beta, eps, in_bits=16)
     return (y * ys).astype(x.dtype)

@@ -243,16 +243,18 @@ def _round_half_even_div(a: np.ndarray, d: int) -> np.ndarray:
     return q + ((twice > d) | ((twice == d) & ((q & 1) == 1)))
 
 
-def ilayernorm(x: np.ndarray, scale: float, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """I-ViT I-LayerNorm over the last axis (oracle: ``ilayernorm.ilayernorm``): (y, sqrt(C)/2^30 * gamma)."""
+def ilayernorm(x: np.ndarray, scale: float, weight: np.ndarray, bias: np.ndarray,
+               eps_int: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """I-ViT I-LayerNorm over the last axis with the epsilon ``eps_int`` in variance units (oracle:
+    ``ilayernorm.ilayernorm``; ``eps_units`` gives ``eps_int``): (y, sqrt(C)/2^30 * gamma)."""
     c = np.shape(x)[-1]
     gamma = np.asarray(weight, dtype=np.float64)
     beta = np.asarray(bias, dtype=np.float64)
     step = math.sqrt(c) / 2**30
-    return ilayernorm_core(x) + np.floor((beta / gamma) / step).astype(I64), step * gamma
+    return ilayernorm_core(x, eps_int) + np.floor((beta / gamma) / step).astype(I64), step * gamma
 
 
-def ilayernorm_core(x: np.ndarray) -> np.ndarray:
+def ilayernorm_core(x: np.ndarray, eps_int: int = 0) -> np.ndarray:
     """:func:`ilayernorm` before its per-channel integer bias (zero on a zero row, so the bias is the kernel's
     output there): what the machine's ``VEC ilayernorm`` computes before adding the bias words of its ``aux`` row."""
     x = _i64(x)
@@ -261,7 +263,9 @@ def ilayernorm_core(x: np.ndarray) -> np.ndarray:
     ymax = int(np.abs(y).max()) if y.size else 0
     if float(ymax) ** 2 * c >= 2.0**62:
         raise ValueError(f"ilayernorm input too wide: C * max|x - mean|^2 = {c} * {ymax}^2 overflows int64")
-    var = (y * y).sum(axis=-1, keepdims=True)
+    if not 0 <= eps_int < 1 << 62:
+        raise ValueError(f"ilayernorm: eps_int must be in [0, 2^62), got {eps_int}")
+    var = (y * y).sum(axis=-1, keepdims=True) + np.int64(eps_int)
     k = np.full_like(var, 1 << 16)
     for _ in range(10):  # I-ViT's fixed 10 Newton steps (constant hardware latency)
         k = np.floor_divide(k + np.floor_divide(var, k), 2)

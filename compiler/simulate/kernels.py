@@ -386,6 +386,7 @@ def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         memo["kind"] = op.norm_kind()
         memo["approx"] = df.LayerNormApprox.EXACT if ctx.exact else op.approx_choice()
         memo["eps"] = op.epsilon_value()
+        memo["in_bits"] = df.int_bits(op.operands[0]) or 16  # quantized data has an integer type
     x, gamma = ins[0], ins[1].real()
     beta = ins[2].real() if len(ins) > 2 else None
     if memo["kind"] == df.LayerNormKind.RMSNORM:
@@ -394,7 +395,8 @@ def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         return [Tensor((y + beta if beta is not None else y).astype(np.float32))]
     if x.quantized:
         y, ys = A.layernorm_int(memo["approx"], x.data, float(x.step()), gamma.astype(np.float64),
-                                None if beta is None else beta.astype(np.float64), memo["eps"])
+                                None if beta is None else beta.astype(np.float64), memo["eps"],
+                                in_bits=memo["in_bits"])
         return [Tensor(y, ys)]
     return [Tensor(A.layernorm_float(memo["approx"], x.data, gamma, beta, memo["eps"]))]
 

@@ -92,6 +92,7 @@ class ConfigReg(IntEnum):
     TOPK_K = 8
     SHIFTMAX_SHIFT = 9
     DIGIT_SHIFT = 10
+    LAYERNORM_EPS = 11
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,9 @@ unit ``gemm`` for the cycles ``hw.perf.vec_queue.layer_cycles`` gives, loads and
                                                                             (max(x, 0) offset, streaming)
         gelu      shiftgelu-row  2 n ceil(R/L) + 9                          hw.rtl.shiftgelu, per_element=0
                                                                             (I-ViT's row max: load, then issue)
-        layernorm ilayernorm     ceil(R/L) * (3n + b + 10 var_bits + 31) - 1 hw.rtl.ilayernorm (b = input bits,
-                                                                            16 for a float input, as codesign rtl)
+        layernorm ilayernorm     ceil(R/L) * (3n + b + 10 v + 31) - 1       hw.rtl.ilayernorm, eps=1 (b = input bits,
+                                                                            16 for a float input, as codesign rtl;
+                                                                            v = var_bits + 1: the epsilon's bit)
         router    exact          ceil(T/L) * experts  (T tokens = rows)     hw.rtl.topk_router
         requant   exact          R * ceil(n / cols) + 1                     hw.rtl.requant: one unit of gemm.cols
                                                                             lanes (codesign rtl's), a row per beat
@@ -365,7 +366,7 @@ class FpgaModel:
             detail.update(lanes=cols, rows_per_lane=work.rows)
         elif kernel == "ilayernorm":
             in_bits = work.bits if work.bits <= _ILAYERNORM_MAX_BITS else _ILAYERNORM_FLOAT_BITS
-            cycles = invocation_cycles(kernel, {"c": n, "in_bits": in_bits}, {"rows": per_lane})
+            cycles = invocation_cycles(kernel, {"c": n, "in_bits": in_bits, **fixed}, {"rows": per_lane})
             detail["in_bits"] = in_bits
         elif kernel == "topk_router":
             cycles = invocation_cycles(kernel, {"experts": n}, {"tokens": per_lane})

@@ -90,17 +90,19 @@ def row_kernel_size(n: int) -> int:
     return max(MIN_ROW, 1 << (max(n, 1) - 1).bit_length())
 
 
-def variance_bits(c: int, in_bits: int) -> int:
-    """Bits of I-LayerNorm's ``sum((x - mean)**2)`` over ``c`` channels of ``in_bits``-bit differences: the cycles of
-    one Newton step (one quotient bit a cycle). The same count as ``hw.rtl.ilayernorm.var_bits``
-    (tests/test_vec_queue.py checks it), restated here because hw.perf does not import hw.rtl."""
-    return max(1, (c * ((1 << in_bits) - 1) ** 2).bit_length())
+def variance_bits(c: int, in_bits: int, eps: bool = False) -> int:
+    """Bits of I-LayerNorm's ``sum((x - mean)**2)`` over ``c`` channels of ``in_bits``-bit differences, one more
+    with an ``eps`` input (the sum plus an epsilon of up to as many bits): the cycles of one Newton step (one
+    quotient bit a cycle). The same count as ``hw.rtl.ilayernorm.newton_bits`` (tests/test_vec_queue.py checks
+    it), restated here because hw.perf does not import hw.rtl."""
+    return max(1, (c * ((1 << in_bits) - 1) ** 2).bit_length()) + int(eps)
 
 
 def ilayernorm_cycles(rows: int, n: int, lanes: int) -> int:
     """Cycles of one ``VEC ilayernorm`` over ``rows`` element rows of ``n`` values, issue included."""
     span = _span(n, lanes)
-    kernel = _LN_IN_BITS + n + _LN_NEWTON_STEPS * variance_bits(row_kernel_size(n), _LN_IN_BITS) + _LN_FACTOR_CYCLES
+    newton = variance_bits(row_kernel_size(n), _LN_IN_BITS, eps=True)  # the top level's unit takes an epsilon
+    kernel = _LN_IN_BITS + n + _LN_NEWTON_STEPS * newton + _LN_FACTOR_CYCLES
     per_row = 3 * span + 2 * n + kernel
     return 2 * span + n + rows * per_row + VEC_ISSUE_CYCLES
 
@@ -221,8 +223,8 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
         elif kind == "add_channel":  # each branch requantized per channel in place, then a unit-multiplier add
             load *= 2
             exe = 2 * lane_cycles("requant", r * span, lanes) + stream_requant_cycles(r * span) + 4 * CONFIG_CYCLES
-        elif kind == "layernorm":
-            exe = ilayernorm_cycles(r, n, lanes)
+        elif kind == "layernorm":  # the CONFIG of its epsilon, then the VEC
+            exe = ilayernorm_cycles(r, n, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
         else:
             exe = lane_cycles("shiftgelu", r * span, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
         store = store_cycles(r * span_w, width) if out_sp else store_cycles(r * span, lanes)

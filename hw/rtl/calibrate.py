@@ -46,7 +46,7 @@ ARRAY_POINTS: tuple[tuple[int, int], ...] = ((2, 2), (4, 4), (4, 8))
 LANE_UNITS: dict[str, tuple[str, dict[str, int], str, tuple[int, int]]] = {
     "shiftmax": ("shiftmax", {"in_bits": 32, "out_bits": 16}, "n", (16, 128)),
     "shiftgelu": ("shiftgelu", {"in_bits": 8, "out_bits": 8, "per_element": 1}, "n", (16, 128)),
-    "ilayernorm": ("ilayernorm", {"in_bits": 16}, "c", (16, 128)),
+    "ilayernorm": ("ilayernorm", {"in_bits": 16, "eps": 1}, "c", (16, 128)),
     "requant": ("requant", {"acc_bits": 32, "out_bits": 8}, "lanes", (1, 4)),
 }
 #: Other units, synthesized for the record (fits reported, not part of a lane).

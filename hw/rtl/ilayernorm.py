@@ -1,11 +1,11 @@
 """I-ViT I-LayerNorm unit (``IntLayerNorm``), bit-exact with ``compiler.numerics.ilayernorm``.
 
-``ILayerNorm(c, in_bits, bias_bits)`` normalizes rows of ``c`` channels of signed ``in_bits`` integers.
+``ILayerNorm(c, in_bits, bias_bits, eps)`` normalizes rows of ``c`` channels of signed ``in_bits`` integers.
 Per row (the integer steps of :func:`compiler.numerics.ilayernorm`)::
 
     mean = round_half_even(sum(x) / c)
     y    = x - mean
-    var  = sum(y * y)
+    var  = sum(y * y) + eps_in                                  # eps_in = 0 without the eps port (I-ViT's)
     k    = 2**16;  10 times: k = (k + var // k) // 2          # I-ViT's integer Newton sqrt
     f    = (2**31 - 1) // k
     out  = ((y * f) >> 1) + bias[ch]                           # per-channel integer bias
@@ -16,6 +16,9 @@ I-LayerNorm, like the per-channel out_scale ``sqrt(c) / 2**30 * gamma``) and loa
 
 Ports (Verilog names; ``clk`` and the synchronous active-high ``rst`` as well):
 
+``eps`` (in, unsigned :func:`var_bits`, only with ``eps=1``)
+    the model's epsilon in variance units (``compiler.numerics.ilayernorm.eps_units``), held while a row is in
+    flight; the Newton divisions then take one quotient bit more (:func:`newton_bits`).
 ``bias`` (in, stream, ``bias__ready`` always high)
     ``addr`` (channel) and ``value`` (signed ``bias_bits``): writes one channel's bias. Load all ``c``
     before the first row and between rows only.
@@ -26,18 +29,19 @@ Ports (Verilog names; ``clk`` and the synchronous active-high ``rst`` as well):
 
 Inside: the row is buffered while it is summed; three restoring dividers, one quotient bit per
 cycle, compute the mean (``in_bits`` steps: ``(sum + c * 2**(in_bits-1)) // c``), each Newton step
-(:func:`var_bits` steps) and the factor (31 steps); a second walk squares and sums ``x - mean``; a third
+(:func:`newton_bits` steps) and the factor (31 steps); a second walk squares and sums ``x - mean``; a third
 multiplies and adds the bias. Rows do not overlap.
 
 Timing (:func:`predicted_cycles`, from the edge accepting a row's first input to the edge handing over
 its last output, inputs offered every cycle and outputs always taken)::
 
-    rows * (3 * c + in_bits + NEWTON_STEPS * var_bits(c, in_bits) + FACTOR_CYCLES) - 1
+    rows * (3 * c + in_bits + NEWTON_STEPS * newton_bits(c, in_bits, eps) + FACTOR_CYCLES) - 1
 """
 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -47,7 +51,8 @@ from amaranth.lib.wiring import In, Out
 from hw.rtl._arith import SUM_MAX, SeqDivider, bits_for, check_count, sbits_for
 from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 
-__all__ = ["ILayerNorm", "predicted_cycles", "var_bits", "y_bits", "NEWTON_STEPS", "NEWTON_K0", "FACTOR_CYCLES"]
+__all__ = ["ILayerNorm", "predicted_cycles", "var_bits", "newton_bits", "y_bits", "NEWTON_STEPS", "NEWTON_K0",
+           "FACTOR_CYCLES"]
 
 NEWTON_STEPS = 10
 """I-ViT's fixed number of Newton steps."""
@@ -65,8 +70,14 @@ def var_bits(c: int, in_bits: int) -> int:
     return bits_for(c * ((1 << in_bits) - 1) ** 2)
 
 
-def _k_bits(c: int, in_bits: int) -> int:
-    var_hi = c * ((1 << in_bits) - 1) ** 2
+def newton_bits(c: int, in_bits: int, eps: int = 0) -> int:
+    """Bits of the Newton divisions' numerator, ``var`` plus the epsilon (below ``2**var_bits`` with the ``eps``
+    port, so one bit more): the cycles of one Newton step."""
+    return var_bits(c, in_bits) + (1 if eps else 0)
+
+
+def _k_bits(c: int, in_bits: int, eps: int) -> int:
+    var_hi = c * ((1 << in_bits) - 1) ** 2 + (((1 << var_bits(c, in_bits)) - 1) if eps else 0)
     # k only falls after the first step, which is at least floor(sqrt(var)); one spare bit.
     k_hi = max(NEWTON_K0, (NEWTON_K0 + (var_hi >> 16)) // 2, math.isqrt(var_hi) + 1)
     return bits_for(k_hi) + 1
@@ -102,25 +113,30 @@ class ILayerNorm(KernelMixin, wiring.Component):
         "c": ParamSpec(16, "channels per row (the normalized dimension)", lo=1, hi=4096),
         "in_bits": ParamSpec(8, "input width in bits, signed", lo=2, hi=24),
         "bias_bits": ParamSpec(32, "per-channel integer bias width in bits, signed", lo=2, hi=48),
+        "eps": ParamSpec(0, "1: an eps input added to the variance (the model's epsilon); 0: I-ViT's, none",
+                         choices=(0, 1)),
     }
     WORK = ("rows",)
-    ROLES = (VectorRole("layernorm", "ilayernorm", fit="ilayernorm"),)
+    # The compiled I-LayerNorm adds the model's epsilon (compiler.numerics.ilayernorm.eps_units): the unit a
+    # compiled design runs has the eps port.
+    ROLES = (VectorRole("layernorm", "ilayernorm", fit="ilayernorm", fixed=MappingProxyType({"eps": 1})),)
 
     @classmethod
     def invocation_cycles(cls, params, work):
-        return predicted_cycles(params["c"], params["in_bits"], work["rows"])
+        return predicted_cycles(params["c"], params["in_bits"], work["rows"], params.get("eps", 0))
 
     @classmethod
     def cycles_formula(cls, params):
-        return (f"rows * (3 * c + in_bits + {NEWTON_STEPS} * var_bits + {FACTOR_CYCLES}) - 1, "
+        return (f"rows * (3 * c + in_bits + {NEWTON_STEPS} * (var_bits + eps) + {FACTOR_CYCLES}) - 1, "
                 "var_bits = bitlen(c * (2**in_bits - 1)**2)")
 
-    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32, *, length_port: bool = False):
+    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32, eps: int = 0, *,
+                 length_port: bool = False):
         """``length_port``: add an input ``length`` (``[1, c]``, held while a row is in flight) that sets the
         channels per row at run time, ``c`` being the most (the system top level's ``VEC ilayernorm``; the
         dividers keep the step counts of ``c``, so a row takes the cycles of a ``c``-channel one in its middle)."""
-        self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits)
-        self.c, self.in_bits, self.bias_bits = c, in_bits, bias_bits
+        self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits, eps=eps)
+        self.c, self.in_bits, self.bias_bits, self.eps_port = c, in_bits, bias_bits, bool(eps)
         self.length_port = length_port
         ports = {
             "bias": In(stream.Signature(bias_layout(c, bias_bits))),
@@ -129,12 +145,14 @@ class ILayerNorm(KernelMixin, wiring.Component):
         }
         if length_port:
             ports["length"] = In(range(c + 1))
+        if eps:
+            ports["eps"] = In(unsigned(var_bits(c, in_bits)))
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         c, in_bits = self.c, self.in_bits
-        vbits, kbits = var_bits(c, in_bits), _k_bits(c, in_bits)
+        vbits, kbits = newton_bits(c, in_bits, self.eps_port), _k_bits(c, in_bits, self.eps_port)
         m.submodules.row = row = Memory(shape=signed(in_bits), depth=c, init=[])
         m.submodules.biases = biases = Memory(shape=signed(self.bias_bits), depth=c, init=[])
         wr, rd = row.write_port(), row.read_port(domain="comb")
@@ -168,6 +186,8 @@ class ILayerNorm(KernelMixin, wiring.Component):
         var = Signal(unsigned(vbits), name="var")
         new_var = Signal(unsigned(vbits), name="new_var")
         m.d.comb += new_var.eq(Mux(idx == 0, 0, var) + y * y)
+        with_eps = Signal(unsigned(vbits), name="var_eps")  # the row's sum plus the epsilon: what Newton divides
+        m.d.comb += with_eps.eq(new_var + (self.eps if self.eps_port else 0))
         step = Signal(range(NEWTON_STEPS), name="newton_step")
         k_next = Signal(unsigned(kbits), name="k_next")
         m.d.comb += k_next.eq((div_newton.den + div_newton.next_quot) >> 1)
@@ -190,7 +210,8 @@ class ILayerNorm(KernelMixin, wiring.Component):
             with m.State("VARIANCE"):
                 m.d.sync += [var.eq(new_var), idx.eq(idx + 1)]
                 with m.If(at_end):
-                    m.d.sync += [idx.eq(0), step.eq(0), div_newton.load(new_var, Const(NEWTON_K0, kbits))]
+                    m.d.sync += [idx.eq(0), step.eq(0), var.eq(with_eps),
+                                 div_newton.load(with_eps, Const(NEWTON_K0, kbits))]
                     m.next = "NEWTON"
             with m.State("NEWTON"):
                 m.d.sync += div_newton.step()
@@ -217,20 +238,21 @@ class ILayerNorm(KernelMixin, wiring.Component):
         return m
 
 
-def predicted_cycles(c: int, in_bits: int, rows: int = 1) -> int:
+def predicted_cycles(c: int, in_bits: int, rows: int = 1, eps: int = 0) -> int:
     """Cycles :class:`ILayerNorm` takes for ``rows`` rows of ``c`` channels, exactly.
 
     From the edge accepting the first input to the edge handing over the last output, inputs offered
     every cycle and outputs always accepted (biases loaded beforehand)::
 
-        rows * (3 * c + in_bits + NEWTON_STEPS * var_bits(c, in_bits) + FACTOR_CYCLES) - 1
+        rows * (3 * c + in_bits + NEWTON_STEPS * newton_bits(c, in_bits, eps) + FACTOR_CYCLES) - 1
 
     Per row: ``c`` load edges, ``in_bits`` mean-division edges, ``c`` variance edges, 10 Newton
-    divisions of ``var_bits`` edges each, 31 factor-division edges and ``c`` output edges; the next
-    row's first input is accepted on the edge after the previous row's last output.
+    divisions of ``newton_bits`` edges each (``var_bits``, one more with the ``eps`` port), 31
+    factor-division edges and ``c`` output edges; the next row's first input is accepted on the edge
+    after the previous row's last output.
     """
     check_count("ilayernorm", "c", c)
     check_count("ilayernorm", "in_bits", in_bits)
     check_count("ilayernorm", "rows", rows)
-    per_row = 3 * c + in_bits + NEWTON_STEPS * var_bits(c, in_bits) + FACTOR_CYCLES
+    per_row = 3 * c + in_bits + NEWTON_STEPS * newton_bits(c, in_bits, eps) + FACTOR_CYCLES
     return rows * per_row - 1

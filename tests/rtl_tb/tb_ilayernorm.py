@@ -1,5 +1,6 @@
 """cocotb testbench for ``ilayernorm`` (driver in tb_rows.py): each case first loads its per-channel
-biases (``"bias": [int] * c``) through the ``bias`` port; those cycles are not counted."""
+biases (``"bias": [int] * c``) through the ``bias`` port; those cycles are not counted. Built with ``eps=1``,
+the ``eps`` port is a configuration port (a case's ``"config": {"eps": int}``)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,4 @@ async def run_job(dut):
 
     dut.bias__valid.value = 0
     await run_cases(dut, input_layout(p["in_bits"]), output_layout(p["in_bits"], p["bias_bits"]),
-                    before_case=load_biases)
+                    config_ports=("eps",) if p.get("eps") else (), before_case=load_biases)

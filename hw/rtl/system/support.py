@@ -23,7 +23,8 @@ _LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, Vec
 
 def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
     """Why the top level cannot run ``instr`` (a short phrase), or None when it can (``vec.py``'s ``built`` and
-    ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits and online softmax
+    ``spaces_ok``, ``config.max_row`` among them; an I-LayerNorm input wider than 24 bits or an epsilon outside its
+    port (``layernorm_eps``), and online softmax
     registers outside the kernel's ``(m_c, e_c)`` range are data, found only when it runs; so is ``VEC topk``'s
     ``topk_k``, which the top level takes in ``[1, min(n, 8)]``)."""
     if isinstance(instr, Gemm):

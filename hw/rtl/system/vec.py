@@ -27,7 +27,8 @@ lane by lane:
 * ``shiftmax``: ``hw.rtl.shiftmax.Shiftmax`` on ``x >> shiftmax_shift`` with ``shiftmax_x0``; its 16-bit output
   shifted right by ``16 - b`` (the same floor as the kernel's ``>> (32 - b)``), ``b <= 16``;
 * ``ilayernorm``: ``hw.rtl.ilayernorm.ILayerNorm`` (24-bit inputs: a wider value raises ``fault``), its bias
-  memory written from constant rows ``aux .. aux + span - 1`` before the first row;
+  memory written from constant rows ``aux .. aux + span - 1`` before the first row, its ``eps`` port from
+  ``layernorm_eps`` (outside ``[0, 2**var_bits(max_row, 24))`` raises ``fault``);
 * ``online_softmax``: ``hw.rtl.online_softmax.OnlineSoftmax`` with ``(m_c, e_c)`` from ``softmax_m`` /
   ``softmax_e`` (outside ``[0, 2**31]`` / ``[1, 62]``, values only a ``CONFIG`` can hold, raises ``fault``). It
   keeps no row: each element row's space rows are read twice, pass 1 streaming the row's statistics in, pass 2
@@ -53,9 +54,10 @@ fused requant streamed. Other cycles per space row on the lane-parallel path: 4 
 ``requant``'s 3, ``shiftgelu``'s ``lanes + 4``, ``threshold``'s ``2**b + 1`` (``hw.perf.vec_queue`` prices each
 ``VEC`` so; tests/test_rtl_system_vec.py checks it against the top level). Row functions: about ``3 n`` per
 element row plus the kernel's own (``shiftmax``: ``3 n + 16``; ``online_softmax``: ``2 n + 17`` and its two reads
-of the row, about ``2 n + 6 span + 17`` in all; ``ilayernorm``: ``3 n + 24 + 10 * var_bits(max_row, 24) + 31``,
-its dividers sized for ``max_row`` 24-bit channels: 60 bits at 4,096, 55 at 128), and ``ilayernorm``'s bias load
-of ``3 span + n`` once per instruction. ``topk``: ``2 span + n + 2 ceil(topk_k / lanes)`` per element row.
+of the row, about ``2 n + 6 span + 17`` in all; ``ilayernorm``: ``3 n + 24 + 10 * (var_bits(max_row, 24) + 1)
++ 31``, its dividers sized for ``max_row`` 24-bit channels and the epsilon: 61 bits at 4,096, 56 at 128), and
+``ilayernorm``'s bias load of ``3 span + n`` once per instruction. ``topk``: ``2 span + n + 2 ceil(topk_k / lanes)``
+per element row.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 
 from hw.isa import ConfigReg, Opcode, Space, VecFn
-from hw.rtl.ilayernorm import ILayerNorm
+from hw.rtl.ilayernorm import ILayerNorm, var_bits
 from hw.rtl.online_softmax import OnlineSoftmax
 from hw.rtl.requant import M_BITS, Requant
 from hw.rtl.shiftgelu import ShiftGelu
@@ -195,7 +197,9 @@ class VecUnit(Elaboratable):
         m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
         max_row = self.max_row
         m.submodules.shiftmax = smax = Shiftmax(max_row, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
-        m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, length_port=True)
+        m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, eps=1, length_port=True)
+        ln_eps = regs[ConfigReg.LAYERNORM_EPS]
+        eps_bits = var_bits(max_row, _LN_BITS)
         m.submodules.online_softmax = osm = OnlineSoftmax(MAX_ROW, _X, _SOFTMAX_BITS, length_port=True)
 
         fn, n, rows = v("fn"), v("n"), v("rows")
@@ -311,7 +315,8 @@ class VecUnit(Elaboratable):
         shifted = Signal(signed(_X))
         m.d.comb += shifted.eq(Array(x)[li] >> regs[ConfigReg.SHIFTMAX_SHIFT][:6])
         m.d.comb += [smax.x0.eq(regs[ConfigReg.SHIFTMAX_X0][:_X0_BITS + 1]), smax.length.eq(n),
-                     smax.inputs.payload.x.eq(shifted), ln.length.eq(n), ln.inputs.payload.x.eq(Array(x)[li])]
+                     smax.inputs.payload.x.eq(shifted), ln.length.eq(n), ln.inputs.payload.x.eq(Array(x)[li]),
+                     ln.eps.eq(ln_eps[:eps_bits])]
         is_ln = fn == VecFn.ILAYERNORM
         is_os = fn == VecFn.ONLINE_SOFTMAX
         is_sm = ~is_ln & ~is_os
@@ -335,10 +340,11 @@ class VecUnit(Elaboratable):
         # I-LayerNorm's bias words: constant rows aux .. aux + span - 1 into the kernel, lane by lane (`li`).
         m.d.comb += [ln.bias.payload.addr.eq(j * lanes + li), ln.bias.payload.value.eq(Array(c0)[li])]
 
+        ln_ok = is_ln & (n <= max_row) & (ln_eps >= 0) & (ln_eps < (1 << eps_bits))
         built = (is_tk & (topk_k >= 1) & (topk_k <= n) & (topk_k <= TOPK_SLOTS)) | \
             (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
             (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
-            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | (is_ln & (n <= max_row)) | \
+            ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | ln_ok | \
             (is_os & (v("out_log2") <= 4) & (soft_m >= 0) & (soft_m <= _M_C_MAX) & (soft_e >= _E_C_MIN) &
              (soft_e <= _E_C_MAX))
         touches_sp = src_sp | (v("dst_space") == Space.SP) | (((fn == VecFn.REQUANT_ADD) | is_tk) & aux_sp)
