@@ -52,6 +52,7 @@ replaces a symlink planted in ``--out`` instead of writing through it, and no ha
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -205,21 +206,6 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(value.type.get_shape())
 
 
-def _int_bits(value: Any) -> int | None:
-    """Bit width of an integer tensor's element type, None for floats."""
-    from xdsl.dialects.builtin import IntegerType
-
-    element = value.type.get_element_type()
-    return element.width.data if isinstance(element, IntegerType) else None
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def plan_kernels(module: Any, target: Target, values: DesignScales | None = None) -> tuple[list, list[str]]:
     """The kernel uses of a compiled module on ``target``: (list of ``KernelUse``, notes).
 
@@ -297,23 +283,23 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                              "softmax unit (none takes a sink logit per row); codesign rtl cannot build this model")
     for op in _planned_ops(module):
         if isinstance(op, df.GemmOp):
-            lhs_bits, rhs_bits = _int_bits(op.lhs), _int_bits(op.rhs)
+            lhs_bits, rhs_bits = df.int_bits(op.lhs), df.int_bits(op.rhs)
             if lhs_bits is not None and rhs_bits is not None:
                 batch, m, n, k = op.mnk()
                 gemm(op.layer_name(), m, n, k, max(lhs_bits, rhs_bits), batch, op)
         elif isinstance(op, df.RequantOp):
-            bits, acc = op.out_bits_value(), _int_bits(op.input)
+            bits, acc = op.out_bits_value(), df.int_bits(op.input)
             if array is None or acc is None or bits not in (4, 8, 16):
                 continue
             shape = _shape(op.input)
             lanes = array.cols
-            beats = _numel(shape[:-1]) * -(-shape[-1] // lanes)
+            beats = math.prod(shape[:-1]) * -(-shape[-1] // lanes)
             add("requant", {"lanes": lanes, "acc_bits": min(max(acc, 2), 32), "out_bits": bits}, op.layer_name(),
                 {"beats": beats}, config=lambda _, v, op=op: rc.requant_config(op, v, M_BITS, E_BITS))
         elif isinstance(op, df.AttentionOp):
             layer, d = op.layer_name(), op.dims()
             b, sq, sk, heads, dh, dv = d.batch, d.seq_q, d.seq_k, d.num_heads, d.head_dim, d.v_head_dim
-            q_bits, k_bits, v_bits = _int_bits(op.q), _int_bits(op.k), _int_bits(op.v)
+            q_bits, k_bits, v_bits = df.int_bits(op.q), df.int_bits(op.k), df.int_bits(op.v)
             integer = q_bits is not None and k_bits is not None
             if q_bits is not None and k_bits is not None:
                 gemm(f"{layer}.qk", sq, sk, dh, max(q_bits, k_bits), b * heads)
@@ -332,18 +318,18 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
         elif isinstance(op, df.SoftmaxOp):
             shape = _shape(op.input)
             n = shape[op.axis_value()]
-            softmax(op, op.layer_name(), op.approx_choice(), n, _numel(shape) // n,
-                    _int_bits(op.input) is not None, lambda v, op=op: rc.per_tensor(v.scale(op.input)))
+            softmax(op, op.layer_name(), op.approx_choice(), n, math.prod(shape) // n,
+                    df.int_bits(op.input) is not None, lambda v, op=op: rc.per_tensor(v.scale(op.input)))
         elif isinstance(op, df.GeluOp) and ("gelu", op.approx_choice()) in RTL_VECTOR_UNITS:
             shape = _shape(op.input)
-            bits = _int_bits(op.input) or 8
+            bits = df.int_bits(op.input) or 8
             _, fixed = RTL_VECTOR_UNITS[("gelu", op.approx_choice())]  # the form the FPGA model prices
             add("shiftgelu", {"n": shape[-1], "in_bits": bits, "out_bits": 8, **fixed}, op.layer_name(),
-                {"rows": _numel(shape) // shape[-1]},
+                {"rows": math.prod(shape) // shape[-1]},
                 config=lambda full, v, op=op: rc.shiftgelu_config(rc.per_tensor(v.scale(op.input)), full))
         elif isinstance(op, df.LayerNormOp) and op.approx_choice() == df.LayerNormApprox.ILAYERNORM:
             shape = _shape(op.input)
-            bits = _int_bits(op.input) or 16
+            bits = df.int_bits(op.input) or 16
             _, fixed = RTL_VECTOR_UNITS[("layernorm", "ilayernorm")]  # the eps port the compiled numerics need
             params = {"c": shape[-1], "in_bits": bits, **fixed}
             cfg: dict[str, Any] = {}
@@ -353,29 +339,29 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
                 except InputError as err:
                     raise InputError(f"layer '{op.layer_name()}': {err}") from None
                 params["bias_bits"] = rc.bias_bits(cfg, canonical_params("ilayernorm", params)["bias_bits"])
-            add("ilayernorm", params, op.layer_name(), {"rows": _numel(shape) // shape[-1]},
+            add("ilayernorm", params, op.layer_name(), {"rows": math.prod(shape) // shape[-1]},
                 config=lambda _, __, cfg=cfg: cfg)
         elif isinstance(op, df.MoeOp):
             shape = _shape(op.input)
             mode = op.mode_choice()
-            tokens = _numel(shape[:-2]) if mode == df.MoeMode.IMAGE and shape[2:] else _numel(shape) // shape[-1]
+            tokens = math.prod(shape[:-2]) if mode == df.MoeMode.IMAGE and shape[2:] else math.prod(shape) // shape[-1]
             layer, experts, top_k = op.layer_name(), op.num_experts_value(), op.top_k_value()
-            x_bits = _int_bits(op.input)
+            x_bits = df.int_bits(op.input)
             bits = 32 if x_bits is not None else 16
             add("topk_router", {"experts": experts, "k": top_k, "in_bits": bits}, f"{layer}.router",
                 {"tokens": tokens})
             if bits == 16:
                 notes.append(f"layer '{layer}': float gate logits; the router compares them as 16-bit fixed point")
-            w1_bits, w2_bits, gate_bits = _int_bits(op.w1), _int_bits(op.w2), _int_bits(op.gate)
+            w1_bits, w2_bits, gate_bits = df.int_bits(op.w1), df.int_bits(op.w2), df.int_bits(op.gate)
             if x_bits is not None and w1_bits is not None and w2_bits is not None:
                 _, d, hidden = _shape(op.w1)
-                rows = -(-(_numel(shape) // shape[-1]) * top_k // experts)
+                rows = -(-(math.prod(shape) // shape[-1]) * top_k // experts)
                 gemm(f"{layer}.experts.w1", rows, hidden, d, max(x_bits, w1_bits), experts)
                 gemm(f"{layer}.experts.w2", rows, d, hidden, max(8, w2_bits), experts)
                 notes.append(f"layer '{layer}': expert GEMMs assume uniform routing, ceil(tokens * {top_k} / "
                              f"{experts}) = {rows} tokens per expert")
                 if gate_bits is not None and gate_bits <= 8:
-                    gemm(f"{layer}.gate", _numel(shape) // shape[-1], experts, d, max(x_bits, gate_bits), 1)
+                    gemm(f"{layer}.gate", math.prod(shape) // shape[-1], experts, d, max(x_bits, gate_bits), 1)
                 else:
                     notes.append(f"layer '{layer}': the gate GEMM ({gate_bits or 'float'}-bit weights) is not on "
                                  "the int8 array")

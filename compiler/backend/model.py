@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, IntegerType, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.backend.attention import AttentionPlan, emit_attention
@@ -68,13 +68,6 @@ def _name(op: Operation) -> str:
 
 def _where(op: Operation) -> str:
     return f"system backend: {op.name} '{_name(op)}'"
-
-
-def _int_bits(value: SSAValue) -> int | None:
-    t = value.type
-    if isinstance(t, TensorType) and isinstance(t.element_type, IntegerType):
-        return t.element_type.width.data
-    return None
 
 
 def _shape(value: SSAValue) -> tuple[int, ...]:
@@ -126,7 +119,7 @@ class _Walker:
     # --- regions ---------------------------------------------------------------------------------------------------
 
     def _place(self, value: SSAValue, name: str) -> Region:
-        bits = _int_bits(value)
+        bits = df.int_bits(value)
         if bits not in (8, 16, 32):
             raise InputError(f"system backend: value of '{name}' is {value.type}; DRAM holds int8, int16, int32")
         region = self.mp.builder.image.place(name, _shape(value), bits // 8)
@@ -140,7 +133,7 @@ class _Walker:
             return self.mp.regions[value]
         producer = self.producer.get(value)
         culprit = producer if producer is not None else user
-        if kind == "host" and producer is not None and _int_bits(value) in (8, 16, 32):
+        if kind == "host" and producer is not None and df.int_bits(value) in (8, 16, 32):
             region = self._place(value, f"input.{_name(producer)}")  # the host prologue writes it
             self.mp.inputs[value] = region
             return region
@@ -161,8 +154,8 @@ class _Walker:
                 self.category[op] = "const"
             elif isinstance(op, func.ReturnOp):
                 self.category[op] = "return"
-            elif _quant(op) in (None, "add") and all(_int_bits(r) in (8, 16, 32) for r in op.results) and all(
-                    _int_bits(v) in (8, 16, 32) or isinstance(v.owner, df.WeightOp)
+            elif _quant(op) in (None, "add") and all(df.int_bits(r) in (8, 16, 32) for r in op.results) and all(
+                    df.int_bits(v) in (8, 16, 32) or isinstance(v.owner, df.WeightOp)
                     or (isinstance(op, df.AttentionOp) and i == 3) for i, v in enumerate(op.operands)):
                 self.category[op] = "int"
             else:
@@ -368,7 +361,7 @@ class _Walker:
         # saturating add: exact when neither branch can leave int32 (|x| <= 2^(bits - 1) times m / 2^e, rounded).
         for i, v in enumerate(op.operands[:2]):
             ratio = float(np.max(me[2 * i].astype(np.float64) * np.exp2(-me[2 * i + 1].astype(np.float64))))
-            bound = 2.0 ** ((_int_bits(v) or 32) - 1) * ratio + 1
+            bound = 2.0 ** ((df.int_bits(v) or 32) - 1) * ratio + 1
             if bound >= 2.0**31 - 1:
                 raise InputError(f"{_where(op)}: operand {i} times its per-channel multiplier {ratio:.3g} could "
                                  f"leave int32 before the add")

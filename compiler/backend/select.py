@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerType, StringAttr, TensorType
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Operation
 
 from compiler.backend.gemm import GemmLayer
 from compiler.dialect import dataflow as df
@@ -24,13 +24,6 @@ __all__ = ["gemm_layer", "fused_requant"]
 def _name(op: Operation) -> str:
     layer = op.properties.get(LAYER_ATTR)
     return layer.data if isinstance(layer, StringAttr) else op.name
-
-
-def _int_bits(value: SSAValue) -> int | None:
-    t = value.type
-    if isinstance(t, TensorType) and isinstance(t.element_type, IntegerType):
-        return t.element_type.width.data
-    return None
 
 
 def fused_requant(op: df.GemmOp) -> df.RequantOp | None:
@@ -50,7 +43,7 @@ def gemm_layer(op: Operation, weights: Mapping[str, np.ndarray]) -> GemmLayer:
     where = f"system backend: {op.name} '{_name(op)}'"
     if not isinstance(op, df.GemmOp):
         raise InputError(f"{where}: no code generator for this op yet (docs/ISA.md lists the units)")
-    if _int_bits(op.lhs) != 8 or _int_bits(op.rhs) != 8:
+    if df.int_bits(op.lhs) != 8 or df.int_bits(op.rhs) != 8:
         raise InputError(f"{where}: only int8 x int8 products run on the array (float or other widths are left)")
     rhs = op.rhs.owner
     if not isinstance(rhs, df.WeightOp):

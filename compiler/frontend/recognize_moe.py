@@ -141,21 +141,17 @@ def _views_back(g: Graph, producers: dict[str, Node], x: str) -> list[str]:
             break  # a float-to-float cast (DeepSeek's router reads x.float()) is a view of the values
         src, shape = node.inputs[0], g.shapes.get(out[-1], ())
         src_shape = g.shapes[src]
-        if not shape or not src_shape or src_shape[-1] != shape[-1] or _numel(src_shape) != _numel(shape):
+        if not shape or not src_shape or src_shape[-1] != shape[-1] or math.prod(src_shape) != math.prod(shape):
             break
         out.append(src)
     return out
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape)) if shape else 1
 
 
 def _find_output(g: Graph, consumers: dict[str, list[Node]], order: dict[int, int], block: _Block) -> tuple[
         str | None, list[Node]]:
     """Walk forward from the gate to where all routing-dependent tensors meet in one tensor of x's size."""
     gate = block.gate
-    want = _numel(g.shapes[block.x])
+    want = math.prod(g.shapes[block.x])
     d = g.shapes[block.x][-1]
     dep = {gate.outputs[0]}
     live = {gate.outputs[0]: len(consumers.get(gate.outputs[0], []))}
@@ -182,7 +178,7 @@ def _find_output(g: Graph, consumers: dict[str, list[Node]], order: dict[int, in
         if len(live) == 1 and seen_expert_gemm:
             (t,) = live
             shape = g.shapes.get(t)
-            if shape and _numel(shape) == want and shape[-1] == d:
+            if shape and math.prod(shape) == want and shape[-1] == d:
                 return t, visited
         if any(o in g.outputs for o in node.outputs if o) and len(live) > 1:
             break
@@ -259,7 +255,7 @@ def _bias_after(g: Graph, consumers: dict[str, list[Node]], node: Node, width: i
             if g.is_const(other):
                 c = g.constants[other]
                 shape = (width,) if experts is None else (experts, width)
-                if c.size == _numel(shape) and c.shape[-1] == width:
+                if c.size == math.prod(shape) and c.shape[-1] == width:
                     return other, c.reshape(shape)
             return None, None
         if user.op_type not in ("Cast", "Identity", "Reshape"):
@@ -448,8 +444,8 @@ def _prove(g: Graph, block: _Block, nodes: list[Node], params: dict[str, Any], e
 
     x_shape = g.shapes[block.x]
     d = x_shape[-1]
-    tokens = _numel(x_shape) // d
-    images = _numel(x_shape[:-2]) if len(x_shape) >= 3 else 1
+    tokens = math.prod(x_shape) // d
+    images = math.prod(x_shape[:-2]) if len(x_shape) >= 3 else 1
     worst = math.inf
     evaluated = False
     failure = ""
