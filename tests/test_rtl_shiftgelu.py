@@ -2,8 +2,8 @@
 
 Both forms: the published row-max unit (``per_element=0``, ``stabilizer="row"``) and the streaming
 per-element unit (``per_element=1``, ``stabilizer="element"``). One cocotb run per (simulator, form, row
-length, widths) streams rows at several scales (x0 from -1 to the x0_bits=16 limit, where sig exceeds
-out_bits and ``total`` saturates at 2**31 - 1), constant rows, rows at the input's extremes, all-negative
+length, widths) streams rows at several scales (x0 from -1 to the x0_bits=16 limit: the exponentials' right
+shift k from 0 to 12), constant rows, rows at the input's extremes, all-negative
 rows (row form: e^(-max) saturates), rows with a large positive max (e^(-max) tiny), and one case with
 random input gaps and output stalls (data only).
 """
@@ -80,11 +80,11 @@ def test_per_element_form_has_no_row_memory():
     assert not re.search(r"reg .*\[\d+:0\];", text)  # no memory of any kind
 
 
-def test_output_width_covers_the_large_x0_corner():
-    # x0_bits=16: e < 2**39, so sig can reach 2**(39 - 32 + b) and y = x * sig needs in_bits + 15 bits.
-    assert y_bits(8, 8, 16) == 8 + 15
-    # |x0| < 2**8: e < 2**31, sig < 2**(b-1): y fits in_bits + b - 1 bits.
-    assert y_bits(8, 8, 8) == 8 + 7
+def test_output_width_is_the_sigmoid_width_at_every_x0():
+    # e <= shift_exp(0) >> k <= 2**27, so sig < 2**(b-1) and y = x * sig fits in_bits + b - 1 bits, at x0_bits=16
+    # too (published, k = 0: e < 2**39 there and y would need in_bits + 15 bits).
+    assert y_bits(8, 8, 16) == y_bits(8, 8, 8) == 8 + 7
+    assert y_bits(16, 16, 16) == 16 + 15
 
 
 def test_x0_for_scale_folds_1_702_like_the_numerics():

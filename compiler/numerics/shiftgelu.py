@@ -7,20 +7,33 @@ exponential, also in float64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from compiler.numerics._intops import as_rows, check_abs_below, check_bits, floor_div, scalar_scale
 from compiler.numerics.shiftmax import shift_exp
 
-__all__ = ["SHIFTGELU_N", "STABILIZERS", "shiftgelu"]
+__all__ = ["E0_BITS", "SHIFTGELU_N", "STABILIZERS", "e_shift", "shiftgelu"]
 
 SHIFTGELU_N = 23
 """I-ViT's n for GELU (more fraction bits than softmax's 15: the sigmoid needs them near 0)."""
+
+E0_BITS = 27
+"""e^0 = shift_exp(0) = |x0| 2^23 is kept at or below 2^E0_BITS: I-ViT's own operating point (|x0| <= 16; 13 at
+its 8-bit grid of +-6) keeps the 31-bit sum of two exponentials from clamping."""
 
 _SUM_MAX = (1 << 31) - 1
 
 STABILIZERS = ("row", "element")
 """Where the exponent's offset ``m`` comes from: the row max (I-ViT as published) or ``max(x, 0)`` per element."""
+
+
+def e_shift(x0: int) -> int:
+    """The right shift k applied to ShiftGELU's exponentials for ``x0 = floor(-1 / (1.702 scale))``: 0 while
+    |x0| <= 2^(E0_BITS - 23) = 16 (the published algorithm), else the smallest k with |x0| 2^(23 - k) <= 2^27,
+    i.e. ceil(log2 |x0|) - 4. A leading-one detector on |x0| - 1 in hardware."""
+    return max(0, (-x0 - 1).bit_length() - (E0_BITS - SHIFTGELU_N))
 
 
 def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8, *,
@@ -30,8 +43,9 @@ def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8, *,
     With S_sig = scale * 1.702 (float64) and m = max over the last dimension (``stabilizer="row"``, the
     published algorithm) or m = max(x, 0) per element (``stabilizer="element"``)::
 
-        e     = shift_exp(x - m, S_sig, n=23)        # ~ e^(1.702 (x - m))
-        e_max = shift_exp(-m, S_sig, n=23)           # ~ e^(-1.702 m); may saturate, see shift_exp
+        k     = e_shift(floor(-1 / S_sig))           # 0 on I-ViT's grids; see below
+        e     = shift_exp(x - m, S_sig, n=23) >> k   # ~ e^(1.702 (x - m))
+        e_max = shift_exp(-m, S_sig, n=23) >> k      # ~ e^(-1.702 m); may saturate, see shift_exp
         sum   = min(e + e_max, 2^31 - 1)
         sig   = floor(e * floor((2^31 - 1) / sum) / 2^(32 - b))   # sigmoid, scale 2^-(b - 1)
         y     = x * sig
@@ -59,9 +73,10 @@ def shiftgelu(x_int: torch.Tensor, scale: float, out_bits: int = 8, *,
     if stabilizer not in STABILIZERS:
         raise ValueError(f"stabilizer must be one of {', '.join(STABILIZERS)}, got {stabilizer!r}")
     s_sig = s * 1.702
+    k = e_shift(math.floor(-1.0 / s_sig))
     m = x.amax(dim=-1, keepdim=True) if stabilizer == "row" else torch.clamp(x, min=0)
-    e = shift_exp(x - m, s_sig, SHIFTGELU_N)
-    e_max = shift_exp(-m, s_sig, SHIFTGELU_N)
+    e = torch.bitwise_right_shift(shift_exp(x - m, s_sig, SHIFTGELU_N), k)
+    e_max = torch.bitwise_right_shift(shift_exp(-m, s_sig, SHIFTGELU_N), k)
     total = torch.clamp(e + e_max, max=_SUM_MAX)
     sig = torch.bitwise_right_shift(e * floor_div(_SUM_MAX, total), 32 - b)
     return x * sig, s * 2.0 ** -(b - 1)

@@ -19,6 +19,7 @@ import numpy as np
 from compiler.numerics.base2 import EXP2_LUT
 from compiler.numerics.lut_gelu import GELU_DELTA_LUT
 from compiler.numerics.quant import dyadic
+from compiler.numerics.shiftgelu import SHIFTGELU_N, e_shift
 
 __all__ = [
     "round_shift",
@@ -184,13 +185,16 @@ def _shift_exp_nonpositive(x: np.ndarray, x0: int, n: int) -> np.ndarray:
 
 
 def _element_sigmoid(x: np.ndarray, x0: int, out_bits: int) -> np.ndarray:
-    """ShiftGELU's sigmoid with m = max(x, 0): one exponent is e^0 = |x0| << 23, the other e^(-|x|)."""
-    t = _shift_exp_nonpositive(-np.abs(x), x0, 23)
-    one = I64(-x0) << 23
+    """ShiftGELU's sigmoid with m = max(x, 0): one exponent is e^0 = (|x0| << 23) >> k, the other e^(-|x|) >> k
+    (k = e_shift(x0), the oracle's)."""
+    k = e_shift(x0)
+    t = np.right_shift(_shift_exp_nonpositive(-np.abs(x), x0, SHIFTGELU_N), k)
+    one = (I64(-x0) << SHIFTGELU_N) >> k
     e = np.where(x >= 0, one, t)
     total = np.minimum(t + one, _SUM_MAX)
-    # 2^23 <= total < 2^31: the float64 quotient errs by under 2^-22 / total, less than a non-integer quotient's
-    # distance 1 / total to the next integer, so the floor is exact.
+    # 2^23 <= total < 2^31 (e^0 >= 2^23 at k = 0, > 2^26 otherwise): the float64 quotient errs by under
+    # 2^-22 / total, less than a non-integer quotient's distance 1 / total to the next integer, so the floor is
+    # exact.
     return np.right_shift(e * np.floor(_SUM_MAX / total).astype(I64), 32 - out_bits)
 
 
@@ -214,9 +218,10 @@ def shiftgelu(x: np.ndarray, scale: float, out_bits: int = 8, stabilizer: str = 
     _check32(x, "x_int")
     s_sig = scale * 1.702
     if stabilizer == "row":
+        k = e_shift(_shift_x0(s_sig))
         row_max = x.max(axis=-1, keepdims=True)
-        e = shift_exp(x - row_max, s_sig, 23)
-        e_max = shift_exp(-row_max, s_sig, 23)
+        e = np.right_shift(shift_exp(x - row_max, s_sig, SHIFTGELU_N), k)
+        e_max = np.right_shift(shift_exp(-row_max, s_sig, SHIFTGELU_N), k)
     else:
         return shiftgelu_x0(x, _shift_x0(s_sig), out_bits), scale * 2.0 ** -(out_bits - 1)
     total = np.minimum(e + e_max, _SUM_MAX)

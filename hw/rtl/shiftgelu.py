@@ -4,11 +4,16 @@
 of ``n`` signed ``in_bits`` values. With ``x0 = floor(-1 / (1.702 * scale))`` (a configuration input) and
 an offset ``m``::
 
-    e     = shift_exp(x - m, x0, 23)
-    e_max = shift_exp(-m, x0, 23)                   # saturated to 2**31 (only min(., 2**31-1) matters)
+    k     = max(0, bit_length(|x0| - 1) - 4)          # 0 while |x0| <= 16 (I-ViT as published)
+    e     = shift_exp(x - m, x0, 23) >> k
+    e_max = shift_exp(-m, x0, 23) >> k                # saturated to 2**31 (only min(., 2**31-1) matters)
     total = min(e + e_max, 2**31 - 1)
     sig   = (e * floor((2**31 - 1) / total)) >> (32 - out_bits)
     y     = x * sig                                 # out_scale = scale * 2**-(out_bits - 1)
+
+``k`` keeps ``shift_exp(0) = |x0| << 23`` at or below ``2**27`` on fine input grids, where the published
+``k = 0`` would clamp the sum and collapse the sigmoid (``compiler.numerics.shiftgelu`` says when); it comes
+from a leading-one detector on ``|x0| - 1`` and a right shift of each exponential, with no change to the timing.
 
 ``per_element=0`` (default): ``m = max(row)``, I-ViT as published (``stabilizer="row"``, ``--gelu
 shiftgelu-row``). ``per_element=1``: ``m = max(x, 0)`` per element (``stabilizer="element"``, ``--gelu
@@ -22,8 +27,9 @@ Ports (Verilog names; ``clk`` and the synchronous active-high ``rst`` as well):
 ``inputs`` (in, stream)
     ``x`` (signed ``in_bits``), one per beat; a row is ``n`` consecutive beats.
 ``outputs`` (out, stream)
-    ``y`` (signed, :func:`y_bits` wide: exact for every input, including I-ViT's large-``x0`` corner
-    where a sigmoid step exceeds ``2**(out_bits-1)``) and ``last`` (a row's final element).
+    ``y`` (signed, :func:`y_bits` = ``in_bits + out_bits - 1`` wide: with the shift ``k`` the sigmoid
+    stays below ``2**(out_bits-1)`` at every ``x0``; I-ViT's ``k = 0`` exceeds it once ``|x0| >= 2**8``)
+    and ``last`` (a row's final element).
 
 Inside, row form: the row is buffered while its max is found (``n`` load edges); then one element per
 cycle is issued into a pipeline: the exponentials and ``total`` (issue register), an unrolled restoring
@@ -34,8 +40,8 @@ the next row overlaps the drain.
 Per-element form: every accepted input beat is issued at once into the same kind of pipeline, and
 ``inputs.ready`` is the pipeline's enable (``outputs.ready`` or an empty output register). Two facts of
 ``m = max(x, 0)`` make it smaller: one of ``x - m`` and ``-m`` is 0 and the other is ``-|x|``, so one
-shift exponential ``E = shift_exp(-|x|)`` serves both, next to the constant ``shift_exp(0) = -x0 * 2**23``
-(``e`` is the one on ``x``'s side: ``E`` for ``x < 0``); and ``total >= shift_exp(0) >= 2**23``, so the
+shift exponential ``E = shift_exp(-|x|)`` serves both, next to the constant ``shift_exp(0) >> k = (-x0 * 2**23) >> k``
+(``e`` is the one on ``x``'s side: ``E`` for ``x < 0``); and ``total >= shift_exp(0) >> k >= 2**23``, so the
 quotient ``(2**31 - 1) // total`` is below ``2**8``: the divider starts from the remainder ``2**23 - 1``
 and takes 8 quotient bits in :data:`ELEMENT_DIV_STAGES` registers (4 bits each).
 
@@ -50,7 +56,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,7 +65,7 @@ from hw.rtl._arith import SUM_MAX, RowMaxBuffer, bits_for, check_count, long_div
 from hw.rtl.kernel import KernelMixin, ParamSpec, VectorRole
 from hw.rtl.shiftmax import x0_for_scale as _x0_for_scale
 
-__all__ = ["ShiftGelu", "predicted_cycles", "x0_for_scale", "y_bits", "N_EXP", "DIV_STAGES", "LATENCY",
+__all__ = ["ShiftGelu", "predicted_cycles", "x0_for_scale", "y_bits", "N_EXP", "E0_BITS", "DIV_STAGES", "LATENCY",
            "ELEMENT_DIV_STAGES", "ELEMENT_LATENCY"]
 
 N_EXP = 23
@@ -75,7 +81,10 @@ ELEMENT_DIV_STAGES = len(_ELEMENT_CHUNKS)
 """Pipeline registers of the per-element form's divider (8 quotient bits)."""
 ELEMENT_LATENCY = ELEMENT_DIV_STAGES + 2
 """Per-element form: edges from accepting an element to handing over its output."""
-_NEG_Q = 8  # e^(-max): q <= -9 means (r - 2 x0) << (23 - q) >= 2**31, saturated anyway
+_NEG_Q = 8  # e^(-max): q <= -9 means ((r - 2 x0) << (23 - q)) >> k >= 2**31 (|x0| > 2**(k + 3)), saturated
+E0_BITS = 27
+"""``shift_exp(0) = |x0| << 23`` is shifted right by ``k`` until it is at most ``2**E0_BITS`` (as
+``compiler.numerics.shiftgelu.e_shift``): ``k = 0`` while ``|x0| <= 2**(E0_BITS - N_EXP) = 16``."""
 
 
 def x0_for_scale(scale: float, x0_bits: int = 16) -> int:
@@ -85,7 +94,8 @@ def x0_for_scale(scale: float, x0_bits: int = 16) -> int:
 
 def _sig_hi(out_bits: int, x0_bits: int) -> int:
     # e * q <= max(2**31 - 1, e): q = floor(D / total) <= D / e unless total clamps (then q = 1). Both forms.
-    e_hi = ((1 << x0_bits) - 1) << N_EXP
+    # e <= shift_exp(0) >> k <= 2**E0_BITS < 2**31, so sig < 2**(out_bits - 1) at every x0.
+    e_hi = min(((1 << x0_bits) - 1) << N_EXP, 1 << E0_BITS)
     return max(SUM_MAX, e_hi) >> (32 - out_bits)
 
 
@@ -148,6 +158,7 @@ class ShiftGelu(KernelMixin, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self._k = self._e_shift(m)
         enable = Signal()  # the pipeline advances: its output register is empty or being taken
         out_valid = Signal()
         m.d.comb += [enable.eq(~out_valid | self.outputs.ready), self.outputs.valid.eq(out_valid)]
@@ -160,6 +171,20 @@ class ShiftGelu(KernelMixin, wiring.Component):
         self._pipeline(m, enable, out_valid, issue, x, e, total, last, chunks, rem0)
         return m
 
+    def _e_shift(self, m: Module) -> Signal:
+        """``k = max(0, bit_length(|x0| - 1) - 4)``: a leading-one detector on ``|x0| - 1`` (x0 in [-(2**x0_bits - 1),
+        -1], so ``k <= x0_bits - 4``)."""
+        x0_bits = self.x0_bits
+        lo = E0_BITS - N_EXP
+        mag_m1 = Signal(unsigned(x0_bits), name="x0_mag_m1")
+        m.d.comb += mag_m1.eq((-self.x0).as_unsigned()[:x0_bits] - 1)
+        k = Signal(range(max(x0_bits - lo, 0) + 1), name="e_shift")
+        value: Value = Const(0, k.shape())
+        for i in range(lo, x0_bits):
+            value = Mux(mag_m1 >= (1 << i), i - lo + 1, value)
+        m.d.comb += k.eq(value)
+        return k
+
     def _row_issue(self, m: Module, enable: Value):
         """Row buffer, row max and the issue walk; both exponentials and ``total`` of the element issued."""
         n, in_bits, x0_bits = self.n, self.in_bits, self.x0_bits
@@ -168,10 +193,14 @@ class ShiftGelu(KernelMixin, wiring.Component):
 
         d = Signal(signed(in_bits + 1), name="d")
         m.d.comb += d.eq(rd.data - row_max)
-        e, _ = shift_exp(m, d, self.x0, N_EXP, x0_bits, name="e")
+        e_full, _ = shift_exp(m, d, self.x0, N_EXP, x0_bits, name="e_full")
+        e = Signal(e_full.shape(), name="e")
+        m.d.comb += e.eq(e_full >> self._k)
         neg_max = Signal(signed(in_bits + 1), name="neg_max")
         m.d.comb += neg_max.eq(-row_max)
-        e_max_raw, e_max_over = shift_exp(m, neg_max, self.x0, N_EXP, x0_bits, neg_q=_NEG_Q, name="e_max")
+        e_max_full, e_max_over = shift_exp(m, neg_max, self.x0, N_EXP, x0_bits, neg_q=_NEG_Q, name="e_max")
+        e_max_raw = Signal(e_max_full.shape(), name="e_max_shifted")
+        m.d.comb += e_max_raw.eq(e_max_full >> self._k)
         e_max = Signal(unsigned(32), name="e_max_sat")
         m.d.comb += e_max.eq(Mux(e_max_over | (e_max_raw >= (1 << 31)), 1 << 31, e_max_raw))
         summed = Signal(unsigned(e.shape().width + 1), name="summed")
@@ -205,9 +234,11 @@ class ShiftGelu(KernelMixin, wiring.Component):
         negative = x < 0
         neg_abs = Signal(signed(in_bits + 1), name="neg_abs")  # -|x| = min(x, 0) or -max(x, 0)
         m.d.comb += neg_abs.eq(Mux(negative, x, -x))
-        e_abs, _ = shift_exp(m, neg_abs, self.x0, N_EXP, x0_bits, name="e_abs")
-        e_zero = Signal(unsigned(x0_bits + N_EXP), name="e_zero")  # shift_exp(0) = -x0 << 23
-        m.d.comb += e_zero.eq((-self.x0).as_unsigned()[:x0_bits] << N_EXP)
+        e_abs_full, _ = shift_exp(m, neg_abs, self.x0, N_EXP, x0_bits, name="e_abs_full")
+        e_abs = Signal(e_abs_full.shape(), name="e_abs")
+        m.d.comb += e_abs.eq(e_abs_full >> self._k)
+        e_zero = Signal(unsigned(x0_bits + N_EXP), name="e_zero")  # shift_exp(0) >> k = (-x0 << 23) >> k
+        m.d.comb += e_zero.eq(((-self.x0).as_unsigned()[:x0_bits] << N_EXP) >> self._k)
         e = Signal(unsigned(max(e_abs.shape().width, e_zero.shape().width)), name="e")
         m.d.comb += e.eq(Mux(negative, e_abs, e_zero))  # shift_exp(x - m); the other term is shift_exp(-m)
         summed = Signal(unsigned(e.shape().width + 1), name="summed")
