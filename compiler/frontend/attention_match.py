@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from compiler.frontend.graph import Node
+from compiler.frontend.graph import Graph, Node
 from compiler.frontend.head_view import HeadViews, untranspose_product, view_operand, view_output
 from compiler.frontend.masks import (
     ScoreTerm,
@@ -197,6 +197,24 @@ def _fit_role(ctx: MatchContext, head: str, expect, dh: int, rope: bool):
     return None
 
 
+def _constant_queries(g: Graph, q_head: str, batch: int, heads: int, sq: int, dh: int):
+    """`_fit_role`'s result for a constant Q operand: learned queries, the same for every sample (DETR's first
+    decoder layer, whose queries are its query embeddings alone; attention-pooling heads with a learned probe).
+    The constant ([1 or B, H, Sq, Dh], or bmm-style [H or B*H, Sq, Dh]) merged back to the [B, Sq, H*Dh] source an
+    attention op reads, as a new constant; None when its shape is not one of those."""
+    value = np.asarray(g.constants[q_head])
+    if value.ndim == 3 and value.shape[0] in (heads, batch * heads):
+        value = value.reshape(-1, heads, *value.shape[1:])
+    if value.ndim != 4 or value.shape[0] not in (1, batch) or value.shape[1:] != (heads, sq, dh):
+        return None
+    merged = np.broadcast_to(value.transpose(0, 2, 1, 3).reshape(value.shape[0], sq, heads * dh),
+                             (batch, sq, heads * dh))
+    name = f"{q_head}/merged_heads"
+    g.constants[name] = np.ascontiguousarray(merged)
+    g.shapes[name], g.dtypes[name] = merged.shape, g.dtypes.get(q_head, merged.dtype)
+    return name, [], 1.0, None, None, None
+
+
 def _split(x: np.ndarray, d: int, heads: int, shared: bool) -> np.ndarray:
     """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
     kv = x.shape[2] // d
@@ -315,8 +333,8 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         node = ctx.producers.get(name)
         if node is None:
             return None
-        if node.op_type == "MatMul" and not any(g.is_const(i) for i in node.inputs):
-            qk = node
+        if node.op_type == "MatMul" and not g.is_const(node.inputs[1]):
+            qk = node  # Q may be a constant: learned queries (below, _constant_queries)
             break
         region.append(node)
         cur = g.shapes.get(name, ())
@@ -442,7 +460,8 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
 
     found, ropes, layouts, biases = {}, {}, {}, {}
     group = 0
-    for group in _query_groups(ctx, q_head, score_heads, score_rows, dh):
+    constant_q = g.is_const(q_head)
+    for group in () if constant_q else _query_groups(ctx, q_head, score_heads, score_rows, dh):
         # Grouped-query attention is the same op whether K/V heads are repeated to the query heads (repeat_kv) or
         # each KV head's query groups are folded into the query axis (transformers' SDPA decode step): Q
         # [B, H, Sq, Dh] viewed as [B, KV, H/KV*Sq, Dh] against unrepeated K/V. ``group`` is that fold.
@@ -453,10 +472,15 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
             break
     else:  # Q computed per head (a norm, an L2 normalisation after the split): its own merged view
         group, heads, sq = 1, score_heads, score_rows
-        if not view_operand(ctx, qk, 0, "q", heads, head_views):
+        if constant_q:
+            fitted = _constant_queries(g, q_head, batch, heads, sq, dh)
+            if fitted is None:
+                return None
+        elif not view_operand(ctx, qk, 0, "q", heads, head_views):
             return None
-        fitted = _fit_role(ctx, qk.inputs[0], lambda x, n=heads: _split(x, dh, n, False).transpose(0, 2, 1, 3), dh,
-                           rope=False)
+        else:
+            fitted = _fit_role(ctx, qk.inputs[0], lambda x, n=heads: _split(x, dh, n, False).transpose(0, 2, 1, 3),
+                               dh, rope=False)
         if fitted is None:
             return None
     k_split = lambda x: _split(x, dh, score_heads, True).transpose(0, 2, 3, 1)  # noqa: E731
