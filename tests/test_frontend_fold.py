@@ -294,6 +294,26 @@ def test_operands_that_do_not_fit_are_named_with_their_shapes() -> None:
     assert "\n" not in str(err.value)
 
 
+def test_a_shape_set_by_input_values_is_named_as_data_dependent() -> None:
+    """Split sizes counted from the data (JetMoE's experts split the routed tokens by per-expert counts): the shape
+    follows the input's values, not its shape. Named as such, not as an inconsistent export."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 4])
+    outs = [helper.make_tensor_value_info(f"part{i}", TensorProto.FLOAT, None) for i in range(2)]
+    nodes = [
+        _const("zero", np.float32(0)), _const("axis1", np.array([1], np.int64)),
+        _const("lo", np.array([0], np.int64)), _const("hi", np.array([2], np.int64)),
+        helper.make_node("Greater", ["x", "zero"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["pos_i"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["pos_i", "axis1"], ["counts"], keepdims=0),
+        helper.make_node("Slice", ["counts", "lo", "hi"], ["sizes"]),
+        helper.make_node("Split", ["x", "sizes"], ["part0", "part1"], name="experts/Split", axis=0),
+    ]
+    with pytest.raises(InputError, match=r"of Split 'experts/Split': its shape is set by the values of 'sizes', which "
+                                         r"are computed from the model's input values at run time") as err:
+        load_graph(_model(nodes, [x], outs))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("have, shape", [
     ((3, 1), (2, 1, 4)),  # the shape has more dims, and a 1 where the input has 3
     ((2, 3, 4), (4,)),  # the shape has fewer dims than the input

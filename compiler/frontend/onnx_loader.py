@@ -388,6 +388,14 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+#: Operand positions whose values (not shapes) set an op's output shape.
+_SIZING_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Split": (1,), "Slice": (1, 2, 3, 4), "Pad": (1,),
+    "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "Resize": (2, 3), "Upsample": (1,), "OneHot": (1,),
+    "Squeeze": (1,), "Unsqueeze": (1,), "CenterCropPad": (1,),
+}
+
+
 def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tuple[int, ...]],
                    constants: dict[str, np.ndarray]) -> str:
     """Why ``out`` of ``node`` has no static shape, naming the node where it starts: an op with no NumPy semantics
@@ -411,6 +419,13 @@ def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tu
                 f"{node.describe()} depends on it")
     if culprit is node:
         given = [shapes.get(i) for i in node.inputs if i]
+        sizing = [i for k, i in enumerate(node.inputs) if i and k in _SIZING_INPUTS.get(node.op_type, ())
+                  and i not in constants and i not in value_free]
+        if sizing:  # the output's shape follows the values of an operand computed from the inputs' values
+            return (f"cannot infer a static shape for '{out}' of {node.describe()}: its shape is set by the values "
+                    f"of '{sizing[0]}', which are computed from the model's input values at run time (a "
+                    "data-dependent shape, such as per-expert token counts); a static compile needs every shape to "
+                    "follow from the input shapes")
         if given and all(g is not None for g in given):  # every operand known: they do not fit the op (ORT agrees)
             dims = ", ".join(_dims(g) for g in given if g is not None)
             return (f"cannot infer a static shape for '{out}' of {node.describe()}: its operands' shapes ({dims}) "
