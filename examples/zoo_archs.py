@@ -452,10 +452,9 @@ FAILING: dict[str, str] = {
                    "cosine are exact; GroupNorm(1, C) is a norm, Col2Im a fold); the hooks count its three "
                    "MobileViTV2LinearSelfAttention modules",
     # the third probe's
-    "longt5": "encoder attention not recognised (4 of 6): local attention over blocks reads keys made by "
-              "concatenating each block with its neighbours (a key assembled from three shifted copies)",
-    "prophetnet": "decoder self-attention not recognised (4 of 6): the n-gram self-attention's predict streams "
-                  "attend over keys concatenated from the main and predict streams",
+    "longt5 legacy:mask": "encoder attention not recognised (4 of 6): local attention over blocks reads keys made "
+                          "by concatenating each block with its neighbours (a key assembled from three shifted "
+                          "copies)",
     "longformer": "sliding-chunk attention not recognised (0 of 2; its float and int8 compiles run, the float one "
                   "equal to onnxruntime): each chunk's keys are an overlapping window of the sequence, built by "
                   "strided views and a diagonal shift of the scores",
