@@ -17,6 +17,7 @@ import torch
 
 from codesign.api import compile
 from examples._common import Exporter, export_onnx
+from tests.hf_config_models import ConfigModel
 
 BOTH = ["legacy", "dynamo"]
 
@@ -37,42 +38,22 @@ class ProbeHead(torch.nn.Module):
         return self.norm(self.attn(self.probe.expand(x.shape[0], -1, -1), h, h, need_weights=False)[0])
 
 
-class Pooled(torch.nn.Module):
-    """A transformers vision model's ``pooler_output`` (SigLIP's attention-pooling head)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import transformers
-
-        torch.manual_seed(0)
-        config = transformers.SiglipVisionConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                 intermediate_size=128, image_size=32, patch_size=8)
-        self.model = transformers.SiglipVisionModel(config).eval()
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).pooler_output
+def _siglip_pooled() -> torch.nn.Module:
+    """A SigLIP vision model's ``pooler_output`` (its attention-pooling head)."""
+    return ConfigModel("SiglipVisionModel", "SiglipVisionConfig", "pixel_values", "pooler_output", hidden_size=64,
+                       num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8)
 
 
-class Detr(torch.nn.Module):
+def _detr() -> torch.nn.Module:
     """DETR (ResNet backbone from its config, no timm, no download): two encoder and two decoder layers."""
+    import transformers
 
-    def __init__(self) -> None:
-        super().__init__()
-        import transformers
-
-        torch.manual_seed(0)
-        # keyword dicts: these configs take their backbone keys through **kwargs, which pyright cannot see
-        backbone = transformers.ResNetConfig(**{"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128],
-                                                "depths": [1, 1, 1, 1], "out_features": ["stage4"]})
-        config = transformers.DetrConfig(**{"use_timm_backbone": False, "backbone_config": backbone,
-                                            "use_pretrained_backbone": False, "d_model": 64, "encoder_layers": 2,
-                                            "decoder_layers": 2, "encoder_attention_heads": 4,
-                                            "decoder_attention_heads": 4, "encoder_ffn_dim": 128,
-                                            "decoder_ffn_dim": 128, "num_queries": 8})
-        self.model = transformers.DetrModel(config).eval()
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).last_hidden_state
+    backbone = transformers.ResNetConfig(**{"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128],
+                                            "depths": [1, 1, 1, 1], "out_features": ["stage4"]})
+    return ConfigModel("DetrModel", "DetrConfig", "pixel_values", "last_hidden_state", use_timm_backbone=False,
+                       backbone_config=backbone, use_pretrained_backbone=False, d_model=64, encoder_layers=2,
+                       decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                       decoder_ffn_dim=128, num_queries=8)
 
 
 def _compiled(module: torch.nn.Module, x: torch.Tensor, path: Path, exporter: Exporter, attentions: int) -> None:
@@ -96,7 +77,7 @@ def test_probe_attention_is_attention(tmp_path: Path, exporter: Exporter) -> Non
 @pytest.mark.parametrize("exporter", BOTH)
 def test_siglip_pooling_head_is_the_third_attention(tmp_path: Path, exporter: Exporter) -> None:
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32))
-    _compiled(Pooled(), x, tmp_path / f"siglip_pooled_{exporter}.onnx", exporter, attentions=3)
+    _compiled(_siglip_pooled(), x, tmp_path / f"siglip_pooled_{exporter}.onnx", exporter, attentions=3)
 
 
 @pytest.mark.slow
@@ -104,4 +85,4 @@ def test_detr_first_decoder_cross_attention(tmp_path: Path) -> None:
     """Six attention modules; the first decoder layer's self-attention reads the query embeddings alone and folds
     to a constant, so five are computed, all recognised (its cross-attention has constant queries)."""
     x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32))
-    _compiled(Detr(), x, tmp_path / "detr.onnx", "dynamo", attentions=5)
+    _compiled(_detr(), x, tmp_path / "detr.onnx", "dynamo", attentions=5)

@@ -18,29 +18,21 @@ import torch
 
 from codesign.api import compile
 from examples._common import Exporter, export_onnx
+from tests.hf_config_models import ConfigModel
 
 
-class Encoder(torch.nn.Module):
+def _encoder() -> torch.nn.Module:
     """Qwen2-Audio's audio encoder (conv stem, GELU, two pre-norm layers, average pool), last hidden state out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import transformers
-
-        torch.manual_seed(0)
-        config = transformers.Qwen2AudioEncoderConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4,
-                                                      encoder_ffn_dim=128, num_mel_bins=16, max_source_positions=16)
-        self.model = transformers.Qwen2AudioEncoder(config).eval()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model(input_features=features).last_hidden_state
+    return ConfigModel("Qwen2AudioEncoder", "Qwen2AudioEncoderConfig", "input_features", "last_hidden_state",
+                       d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=16,
+                       max_source_positions=16)
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_int8_shiftgelu_on_a_quiet_convolution_keeps_the_output(tmp_path: Path, exporter: Exporter) -> None:
     path = tmp_path / f"qwen2_audio_encoder_{exporter}.onnx"
     features = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16, 32)).astype(np.float32))
-    export_onnx(Encoder(), [features], path, input_names=["features"], output_names=["hidden"], exporter=exporter)
+    export_onnx(_encoder(), [features], path, input_names=["features"], output_names=["hidden"], exporter=exporter)
     samples = {"features": features.numpy()[None]}
     result = compile(path, inputs=samples, quant="int8", softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
     assert result.imported.patterns["gelu"] == 4 and result.imported.patterns["attention"] == 2
