@@ -61,7 +61,8 @@ def compile_options(target: str = "fpga-u280", overrides: Mapping[str, str] | Se
         target=target, overrides=overrides_from(overrides), batch=batch, decode_tokens=decode_tokens,
         shapes=tuple((k, tuple(int(d) for d in v)) for k, v in (shapes or {}).items()),
         passes=passes, stop_after=stop_after, print_ir_after=tuple(print_ir_after),
-        choices=tuple(sorted((k, str(v)) for k, v in choices.items() if v is not None)),
+        # Python keywords cannot hold the CLI's hyphens: weight_group= is --weight-group
+        choices=tuple(sorted((k.replace("_", "-"), str(v)) for k, v in choices.items() if v is not None)),
     )
 
 
@@ -75,7 +76,8 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
     ``overrides`` are dotted target keys (``{"gemm.rows": 16}``), ``batch`` the samples per inference (the leading
     dim of every input, which the export must leave dynamic; weights are read once per batch), ``shapes`` concrete
     input shapes for symbolic
-    dims, ``choices`` the compiler options (``softmax="shiftmax"``, ...). ``inputs`` (an .npz path or a dict of
+    dims, ``choices`` the compiler options (``softmax="shiftmax"``, ``weight_group="64"`` for ``--weight-group``,
+    ...). ``inputs`` (an .npz path or a dict of
     arrays with a leading sample axis) runs the compiled model and puts its accuracy vs FP32 into
     ``report["accuracy"]`` (simulated outputs in ``result.env.artifacts["outputs"]``, also written to the
     ``outputs`` .npz path if given); ``calibrate`` likewise gives quantization calibration data (default: ``inputs``).
