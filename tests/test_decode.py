@@ -8,6 +8,7 @@ per token; a prefill with ``decode_tokens`` reports per-token latency next to it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,17 @@ def test_cache_lengths_that_contradict_the_graph(exports, capsys: pytest.Capture
     assert main(["compile", str(static), "--shape", f"past_key_values.1.key=1x{HEADS}x20x{HEAD_DIM}", "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "past_key_values.1.key" in err
+
+
+def test_step_export_with_an_empty_cache_decodes_from_a_one_token_prompt(exports, tmp_path: Path) -> None:
+    """A step export (no mask input) compiled with an empty cache and one new token is a one-token prompt: its
+    attentions have one query and one key, so decoding continues from it (it was refused as not causal)."""
+    out = tmp_path / "r.json"
+    assert main(["compile", str(exports["gpt2_dynamic"][0]), "--shape", "past=0", "--decode-tokens", "4", "-q",
+                 "--json", str(out)]) == 0
+    decode = json.loads(out.read_text())["decode"]
+    assert decode["source"] == "prefill" and decode["prefill_tokens"] == 1 and decode["tokens"] == 4
+    assert decode["cache_len_first"] == 1 and decode["cache_len_last"] == 4
 
 
 def test_decode_tokens_refused_where_it_means_nothing(exports, models_dir: Path,

@@ -61,7 +61,9 @@ def _step_export(input_names: list[str] | None) -> bool:
 def _check_prefill(module: ModuleOp, source: str, step_export: bool = False) -> tuple[int, int]:
     """(batch, S) of a prefill export that can decode, or InputError naming what cannot. A decode-step export's
     prompt step (``step_export``: its caches empty) is a decoder by construction, so an attention whose mask comes
-    from its inputs (Optimum's causal mask combined with the ``attention_mask`` input) decodes too."""
+    from its inputs (Optimum's causal mask combined with the ``attention_mask`` input) decodes too, and so does one
+    with no mask over a one-token prompt (one query, one key: nothing to mask; each later step's one query is the
+    newest position, which attends to every cached one)."""
     attns = _attentions(module)
     if not attns:
         raise InputError(f"--decode-tokens: {source} has no recognised attention, so there is no KV cache to decode "
@@ -69,7 +71,7 @@ def _check_prefill(module: ModuleOp, source: str, step_export: bool = False) -> 
     b, s, _ = attns[0].q.type.get_shape()  # type: ignore[attr-defined]
     for op in attns:
         sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
-        if sq != s or sk != s or not (_causal(op) or (step_export and op.mask is not None)):
+        if sq != s or sk != s or not (_causal(op) or (step_export and (op.mask is not None or s == 1))):
             raise InputError(f"--decode-tokens: attention '{op.layer_name()}' of {source} is not causal "
                              f"self-attention over the {s} prefill tokens (queries {sq}, keys {sk}); only decoder "
                              f"stacks decode token by token")
