@@ -12,7 +12,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Node", "Graph"]
+__all__ = ["Node", "Graph", "PARAM_INPUTS"]
+
+#: Inputs (by position) that are shape-like parameters rather than data, per op type: a constant one is kept as an
+#: attribute of the op (to_dialect), and one computed from the inputs' values makes the output's shape depend on data
+#: where it sets that shape (onnx_loader names it so).
+PARAM_INPUTS: dict[str, set[int]] = {
+    "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
+    "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
+    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3}, "TopK": {1},
+    "Resize": {1, 2, 3},
+}
 
 
 @dataclass

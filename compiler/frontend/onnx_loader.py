@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo
 
-from compiler.frontend.graph import Graph, Node
+from compiler.frontend.graph import PARAM_INPUTS, Graph, Node
 from compiler.frontend.input_shapes import dims_by_name, parse_shape_arg
 from compiler.frontend.input_shapes import input_shapes as resolve_input_shapes
 from compiler.frontend.kv_cache import check_cache_inputs
@@ -388,14 +388,6 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-#: Operand positions whose values (not shapes) set an op's output shape.
-_SIZING_INPUTS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Split": (1,), "Slice": (1, 2, 3, 4), "Pad": (1,),
-    "ConstantOfShape": (0,), "Range": (0, 1, 2), "TopK": (1,), "Resize": (2, 3), "Upsample": (1,), "OneHot": (1,),
-    "Squeeze": (1,), "Unsqueeze": (1,), "CenterCropPad": (1,),
-}
-
-
 def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tuple[int, ...]],
                    constants: dict[str, np.ndarray]) -> str:
     """Why ``out`` of ``node`` has no static shape, naming the node where it starts: an op with no NumPy semantics
@@ -419,7 +411,7 @@ def _shape_culprit(node: Node, out: str, nodes: list[Node], shapes: dict[str, tu
                 f"{node.describe()} depends on it")
     if culprit is node:
         given = [shapes.get(i) for i in node.inputs if i]
-        sizing = [i for k, i in enumerate(node.inputs) if i and k in _SIZING_INPUTS.get(node.op_type, ())
+        sizing = [i for k, i in enumerate(node.inputs) if i and k in PARAM_INPUTS.get(node.op_type, ())
                   and i not in constants and i not in value_free]
         if sizing:  # the output's shape follows the values of an operand computed from the inputs' values
             return (f"cannot infer a static shape for '{out}' of {node.describe()}: its shape is set by the values "

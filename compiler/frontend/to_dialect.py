@@ -38,7 +38,7 @@ from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.conv import emit_conv, zero_pads_into_convs
 from compiler.frontend.dynamic_quant import fold_dynamic_quant
-from compiler.frontend.graph import Graph, Node
+from compiler.frontend.graph import PARAM_INPUTS, Graph, Node
 from compiler.frontend.onnx_activations import ELEMENTWISE_KINDS as ACTIVATION_KINDS
 from compiler.frontend.onnx_ops import resize_refusal
 from compiler.frontend.precision import BFLOAT16, weights_precision
@@ -77,13 +77,6 @@ _MOVE = {
 }
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
            "ArgMax": "argmax"}
-#: Inputs (by position) that are shape-like parameters rather than data, per op type.
-_PARAM_INPUTS = {
-    "Reshape": {1}, "Expand": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "Slice": {1, 2, 3, 4}, "Split": {1},
-    "Tile": {1}, "Trilu": {1}, "CumSum": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1},
-    "ReduceMin": {1}, "ReduceProd": {1}, "Clip": {1, 2}, "ConstantOfShape": {0}, "Pad": {1, 2, 3}, "TopK": {1},
-    "Resize": {1, 2, 3},
-}
 
 
 def supported_onnx_ops() -> dict[str, set[str]]:
@@ -482,7 +475,7 @@ def _emit_node(b: _Builder, node: Node) -> None:
         if op_type == "Resize" and (why := resize_refusal(node.attrs, g.shapes[node.inputs[0]],
                                                           g.shapes[node.outputs[0]])):
             raise InputError(f"{g.source}: unsupported op Resize (node '{node.name}'): {why}")
-        operands, attrs = _generic_attrs(b, node, _PARAM_INPUTS.get(op_type, set()))
+        operands, attrs = _generic_attrs(b, node, PARAM_INPUTS.get(op_type, set()))
         results = [b.ttype(o) for o in node.outputs if o]
         if op_type in _ELEMENTWISE:
             op = b.add(df.ElementwiseOp.create(operands=operands, result_types=results, properties={
