@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from xdsl.dialects.builtin import IntegerType
 
 from codesign._io import atomic_output
 from codesign.reference_onnx import ENGINE as EVALUATOR
@@ -308,10 +307,10 @@ def _count_saturated(name: str, op: Any, data: np.ndarray, into: dict[str, list[
         base, sep, tail = name.rpartition(".quant")
     if not sep or not tail[:1].isdigit() or data.dtype.kind not in "iu" or not data.size:
         return
-    el = op.results[0].type.get_element_type()
-    if not isinstance(el, IntegerType):
+    bits = df.int_bits(op.results[0])
+    if bits is None:
         return
-    top = (1 << (el.width.data - 1)) - 1
+    top = (1 << (bits - 1)) - 1
     acc = into.setdefault(base, [0, 0])
     acc[0] += int(((data >= top) | (data <= -top - 1)).sum())
     acc[1] += int(data.size)
