@@ -158,12 +158,12 @@ class ShiftGelu(KernelMixin, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        self._k = self._e_shift(m)
+        k = self._e_shift(m)  # the exponentials' right shift, from x0
         enable = Signal()  # the pipeline advances: its output register is empty or being taken
         out_valid = Signal()
         m.d.comb += [enable.eq(~out_valid | self.outputs.ready), self.outputs.valid.eq(out_valid)]
         front = self._element_issue if self.per_element else self._row_issue
-        issue, x, e, total, last = front(m, enable)
+        issue, x, e, total, last = front(m, enable, k)
         if self.per_element:
             chunks, rem0 = _ELEMENT_CHUNKS, SUM_MAX >> _QUOT_BITS_ELEMENT
         else:
@@ -185,7 +185,7 @@ class ShiftGelu(KernelMixin, wiring.Component):
         m.d.comb += k.eq(value)
         return k
 
-    def _row_issue(self, m: Module, enable: Value):
+    def _row_issue(self, m: Module, enable: Value, k: Value):
         """Row buffer, row max and the issue walk; both exponentials and ``total`` of the element issued."""
         n, in_bits, x0_bits = self.n, self.in_bits, self.x0_bits
         buf = RowMaxBuffer(m, n, in_bits, self.inputs.payload.x)
@@ -195,12 +195,12 @@ class ShiftGelu(KernelMixin, wiring.Component):
         m.d.comb += d.eq(rd.data - row_max)
         e_full, _ = shift_exp(m, d, self.x0, N_EXP, x0_bits, name="e_full")
         e = Signal(e_full.shape(), name="e")
-        m.d.comb += e.eq(e_full >> self._k)
+        m.d.comb += e.eq(e_full >> k)
         neg_max = Signal(signed(in_bits + 1), name="neg_max")
         m.d.comb += neg_max.eq(-row_max)
         e_max_full, e_max_over = shift_exp(m, neg_max, self.x0, N_EXP, x0_bits, neg_q=_NEG_Q, name="e_max")
         e_max_raw = Signal(e_max_full.shape(), name="e_max_shifted")
-        m.d.comb += e_max_raw.eq(e_max_full >> self._k)
+        m.d.comb += e_max_raw.eq(e_max_full >> k)
         e_max = Signal(unsigned(32), name="e_max_sat")
         m.d.comb += e_max.eq(Mux(e_max_over | (e_max_raw >= (1 << 31)), 1 << 31, e_max_raw))
         summed = Signal(unsigned(e.shape().width + 1), name="summed")
@@ -221,7 +221,7 @@ class ShiftGelu(KernelMixin, wiring.Component):
                         m.next = "LOAD"
         return issue, rd.data, e, total, at_end
 
-    def _element_issue(self, m: Module, enable: Value):
+    def _element_issue(self, m: Module, enable: Value, k: Value):
         """Each accepted beat is issued: ``e`` and ``total`` from one exponential of ``-|x|`` (module docstring)."""
         n, in_bits, x0_bits = self.n, self.in_bits, self.x0_bits
         x = self.inputs.payload.x
@@ -236,9 +236,9 @@ class ShiftGelu(KernelMixin, wiring.Component):
         m.d.comb += neg_abs.eq(Mux(negative, x, -x))
         e_abs_full, _ = shift_exp(m, neg_abs, self.x0, N_EXP, x0_bits, name="e_abs_full")
         e_abs = Signal(e_abs_full.shape(), name="e_abs")
-        m.d.comb += e_abs.eq(e_abs_full >> self._k)
+        m.d.comb += e_abs.eq(e_abs_full >> k)
         e_zero = Signal(unsigned(x0_bits + N_EXP), name="e_zero")  # shift_exp(0) >> k = (-x0 << 23) >> k
-        m.d.comb += e_zero.eq(((-self.x0).as_unsigned()[:x0_bits] << N_EXP) >> self._k)
+        m.d.comb += e_zero.eq(((-self.x0).as_unsigned()[:x0_bits] << N_EXP) >> k)
         e = Signal(unsigned(max(e_abs.shape().width, e_zero.shape().width)), name="e")
         m.d.comb += e.eq(Mux(negative, e_abs, e_zero))  # shift_exp(x - m); the other term is shift_exp(-m)
         summed = Signal(unsigned(e.shape().width + 1), name="summed")
