@@ -182,20 +182,23 @@ def test_resize_to_its_own_size_is_the_identity(scales, sizes) -> None:
     np.testing.assert_array_equal(out[0], table)
 
 
-def test_resize_to_another_size_is_evaluated_where_torch_agrees() -> None:
-    """Half-pixel linear (ONNX's default transform) is torch's bilinear; asymmetric linear is not evaluated."""
+def test_resize_to_another_size_is_evaluated_as_onnx_defines_it() -> None:
+    """Half-pixel linear (ONNX's default transform) is torch's bilinear; asymmetric linear, which torch has no mode
+    for, is ONNX's x_original = x_resized / scale (the row of a 2x upsample alternates samples and midpoints)."""
     import torch
 
-    from compiler.frontend.onnx_ops import UnsupportedOp, run_node
+    from compiler.frontend.onnx_ops import run_node
 
     table = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
     scales = np.array([1, 1, 2, 2], np.float32)
     (got,) = run_node("Resize", [table, None, scales, None], {"mode": "linear"})
     want = torch.nn.functional.interpolate(torch.from_numpy(table), scale_factor=2, mode="bilinear").numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    with pytest.raises(UnsupportedOp):
-        run_node("Resize", [table, None, scales, None], {"mode": "linear",
-                                                           "coordinate_transformation_mode": "asymmetric"})
+    (asym,) = run_node("Resize", [table, None, scales, None], {"mode": "linear",
+                                                               "coordinate_transformation_mode": "asymmetric"})
+    np.testing.assert_allclose(asym[..., ::2, ::2], table, rtol=1e-6)
+    np.testing.assert_allclose(asym[..., 0, 1:-1:2], (table[..., 0, :-1] + table[..., 0, 1:]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(asym[..., -1], asym[..., -2])  # past the last sample: the edge repeats
 
 
 def test_empty_concat_input_is_dropped_not_refused() -> None:

@@ -45,20 +45,32 @@ def _gather_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Arr
     return [np.take_along_axis(x, checked_indices(idx, x.shape[axis], f"axis {axis}"), axis=axis)]
 
 
+#: ONNX's Scatter reductions (opset 16 / 18): how an update combines with the element it lands on. "none" replaces
+#: it (duplicate indices are undefined in ONNX; NumPy keeps the last, as onnxruntime does).
+_REDUCTIONS: dict[str, Any] = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _reduction(attrs: dict[str, Any]) -> Any:
+    """The ufunc of a Scatter's ``reduction`` attribute (None for "none"); another value is a ValueError naming it."""
+    reduction = attrs.get("reduction", "none")
+    reduction = reduction.decode() if isinstance(reduction, bytes) else str(reduction)
+    if reduction != "none" and reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction '{reduction}' is not an ONNX Scatter reduction (none, add, mul, max, min)")
+    return _REDUCTIONS.get(reduction)
+
+
 def _scatter_elements(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     data, idx, upd = inputs
     out = data.copy()
     axis = int(attrs.get("axis", 0)) % data.ndim
-    reduction = attrs.get("reduction", "none")
+    combine = _reduction(attrs)
     grid: list[Any] = list(np.indices(idx.shape))
     grid[axis] = checked_indices(idx, data.shape[axis], f"axis {axis}")
     where = tuple(grid)
-    if reduction == "add":
-        np.add.at(out, where, upd)
-    elif reduction == "mul":
-        np.multiply.at(out, where, upd)
-    else:
+    if combine is None:
         out[where] = upd
+    else:  # unbuffered: every update counts, duplicates included
+        combine.at(out, where, upd)
     return [out]
 
 
@@ -66,14 +78,13 @@ def _scatter_nd(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     data, idx, upd = inputs
     out = data.copy()
     k = idx.shape[-1]
-    flat_idx = idx.reshape(-1, k)
+    flat_idx = idx.reshape(-1, k).astype(np.int64)  # a copy: negative entries are rewritten
+    for axis in range(k):
+        flat_idx[:, axis] = checked_indices(flat_idx[:, axis], data.shape[axis], f"axis {axis}")
     flat_upd = upd.reshape((flat_idx.shape[0],) + data.shape[k:])
-    reduction = attrs.get("reduction", "none")
+    combine = _reduction(attrs)
     for i, where in enumerate(map(tuple, flat_idx)):
-        if reduction == "add":
-            out[where] += flat_upd[i]
-        else:
-            out[where] = flat_upd[i]
+        out[where] = flat_upd[i] if combine is None else combine(out[where], flat_upd[i])
     return [out]
 
 

@@ -49,7 +49,20 @@ def _axes(attrs: dict[str, Any], inputs: Sequence[Array | None], pos: int = 1) -
     return None
 
 
-def _reduce(fn: Callable[..., Array]) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
+def _lowest(dtype: np.dtype) -> Any:
+    """The identity of a max over ``dtype``: -inf for floats, the smallest value otherwise (False for bool)."""
+    return -np.inf if dtype.kind == "f" else (False if dtype.kind == "b" else np.iinfo(dtype).min)
+
+
+def _highest(dtype: np.dtype) -> Any:
+    """The identity of a min over ``dtype``: +inf for floats, the largest value otherwise (True for bool)."""
+    return np.inf if dtype.kind == "f" else (True if dtype.kind == "b" else np.iinfo(dtype).max)
+
+
+def _reduce(fn: Callable[..., Array], identity: Callable[[np.dtype], Any] | None = None,
+            ) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
+    """An ONNX Reduce* op computing ``fn``; ``identity(dtype)`` is its value over an empty set (ONNX defines it for
+    max, min and log-sum-exp, where NumPy refuses an empty reduction)."""
     def run(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
         x = inputs[0]
         axes = _axes(attrs, inputs)
@@ -60,6 +73,9 @@ def _reduce(fn: Callable[..., Array]) -> Callable[[Sequence[Array], dict[str, An
             axes_t = None
         else:
             axes_t = tuple(a % x.ndim for a in axes)
+        if x.size == 0 and identity is not None:  # ONNX: a reduction over an empty set is the op's identity
+            shape = np.sum(np.zeros(x.shape, np.int8), axis=axes_t, keepdims=keep).shape
+            return [np.full(shape, identity(x.dtype), dtype=x.dtype)]
         return [np.asarray(fn(x, axis=axes_t, keepdims=keep)).astype(x.dtype)]
 
     return run
@@ -183,7 +199,13 @@ def _topk(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     axis = int(attrs.get("axis", -1))
     largest = int(attrs.get("largest", 1))
     # Stable sort keeps ties in index order, which is what ONNX Runtime and torch.topk give.
-    order = np.argsort(-x if largest else x, axis=axis, kind="stable")
+    # Descending with ties in index order: a stable ascending sort of the reversed axis, reversed back (negating
+    # would wrap unsigned integers).
+    if largest:
+        n = x.shape[axis]
+        order = n - 1 - np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
+    else:
+        order = np.argsort(x, axis=axis, kind="stable")
     idx = np.take(order, np.arange(k), axis=axis)
     return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]
 
@@ -344,8 +366,40 @@ def _flatten(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     return [x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))]
 
 
+def _narrow(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a format narrower than 16 bits that ml_dtypes represents (float8 / float4 / int4 / int2
+    / e8m0): ONNX rounds and saturates casts to them in ways a plain ``astype`` does not (`_reference`)."""
+    return dtype.type.__module__.startswith("ml_dtypes") and dtype.itemsize < 2
+
+
+def _reference(op_type: str, inputs: Sequence[Array | None], attrs: dict[str, Any], n_out: int = 1,
+               opset: int = onnx.defs.onnx_opset_version()) -> list[Array]:
+    """One node run by ONNX's reference implementation (``onnx.reference``): for what the specification defines in
+    detail that the table's NumPy does not reproduce (Resize's coordinate transforms, casts that saturate into
+    float8). It builds an evaluator per call (milliseconds), so the table keeps it off the common paths."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if v is not None else "" for i, v in enumerate(inputs)]
+    feeds = {n: np.asarray(v) for n, v in zip(names, inputs) if n}
+    node = onnx.helper.make_node(op_type, names, [f"out{i}" for i in range(n_out)],
+                                 **{k: v for k, v in attrs.items() if v is not None})
+    graph = onnx.helper.make_graph(
+        [node], op_type, [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
+                          for n, v in feeds.items()],
+        [onnx.helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.UNDEFINED, None) for i in range(n_out)])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
+
+
 def _cast(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
-    return [inputs[0].astype(onnx_dtype(int(attrs["to"])))]
+    to = onnx_dtype(int(attrs["to"]))
+    if _narrow(to) or _narrow(inputs[0].dtype):  # saturation and rounding of float8 / int4 as ONNX defines them
+        return _reference("Cast", inputs[:1], attrs)
+    return [inputs[0].astype(to)]
+
+
+def _cast_like(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    return _cast(inputs[:1], {**attrs, "to": onnx.helper.np_dtype_to_tensor_dtype(inputs[1].dtype)})
 
 
 def _constant(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
@@ -388,6 +442,8 @@ def _per_axis(p: Array, x: Array, attrs: dict[str, Any]) -> Array:
 
 def _dequantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, scale = inputs[0], np.asarray(inputs[1])
+    if _narrow(x.dtype):  # float8 / float4 / int4 codes
+        return _reference("DequantizeLinear", inputs, attrs)
     zp = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), x.dtype)
     y = (x.astype(np.int64) - _per_axis(zp, x, attrs).astype(np.int64)) * _per_axis(scale, x, attrs)
     return [y.astype(scale.dtype)]
@@ -395,7 +451,10 @@ def _dequantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[A
 
 def _quantize_linear(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, scale = inputs[0], np.asarray(inputs[1])
-    zp = np.asarray(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.zeros((), np.uint8)
+    out = onnx_dtype(int(attrs["output_dtype"])) if attrs.get("output_dtype") else np.dtype(np.uint8)
+    zp = np.asarray(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.zeros((), out)
+    if _narrow(zp.dtype):  # float8 / float4 / int4 codes: ONNX's saturation and rounding
+        return _reference("QuantizeLinear", inputs, attrs)
     info = np.iinfo(zp.dtype)
     q = np.round(x / _per_axis(scale, x, attrs)) + _per_axis(zp, x, attrs).astype(np.int64)
     return [np.clip(q, info.min, info.max).astype(zp.dtype)]
@@ -406,8 +465,19 @@ def _text(attrs: dict[str, Any], key: str, default: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def resize_refusal(attrs: dict[str, Any], shape: Sequence[int], out: Sequence[int]) -> str:
+    """Why a Resize of ``shape`` to ``out`` is not evaluated ("" when it is). Every mode, coordinate transform and
+    rounding of the ONNX specification is (`_resize`), except antialiasing in nearest mode, which the specification
+    leaves undefined."""
+    if list(shape) == list(out):
+        return ""
+    if _text(attrs, "mode", "nearest") == "nearest" and int(attrs.get("antialias", 0)):
+        return "Resize with mode nearest and antialias is not defined by ONNX"
+    return ""
+
+
 #: ONNX Resize (mode, coordinate transform, nearest rounding) -> torch.nn.functional.interpolate's mode and
-#: align_corners, where the two compute the same thing (cubic: torch's coefficient is ONNX's default -0.75).
+#: align_corners, where the two compute the same thing given the output size (`_interpolate`'s conditions).
 _INTERPOLATE = {("nearest", "asymmetric", "floor"): ("nearest", None),
                 ("linear", "half_pixel", ""): ("linear", False),
                 ("linear", "pytorch_half_pixel", ""): ("linear", False),
@@ -416,62 +486,85 @@ _INTERPOLATE = {("nearest", "asymmetric", "floor"): ("nearest", None),
                 ("cubic", "align_corners", ""): ("cubic", True)}
 
 
-def resize_refusal(attrs: dict[str, Any], shape: Sequence[int], out: Sequence[int]) -> str:
-    """Why a Resize of ``shape`` to ``out`` is not evaluated ("" when it is): only the spatial axes of
-    [N, C, *spatial] change, in a mode and coordinate transform torch's interpolate computes (`_INTERPOLATE`)."""
-    if list(shape) == list(out):
-        return ""
+def _interpolate(x: Array, axes: list[int], scales: Array | None, sizes: Array | None,
+                 attrs: dict[str, Any]) -> Array | None:
+    """The resize by torch's interpolate where it computes exactly what ONNX specifies (about 10x faster than the
+    reference on a 128x128 map), else None: the spatial axes of [N, C, *spatial] only, a mode and transform of
+    `_INTERPOLATE`, every output length above 1 and equal to input x scale (torch then maps coordinates by
+    in / out, ONNX by 1 / scale: the same), no antialias, ONNX's default cubic (-0.75, border pixels repeated)."""
     mode, transform = _text(attrs, "mode", "nearest"), _text(attrs, "coordinate_transformation_mode", "half_pixel")
     key = (mode, transform, _text(attrs, "nearest_mode", "round_prefer_floor") if mode == "nearest" else "")
-    spatial = len(shape) - 2
-    if list(out[:2]) != list(shape[:2]) or key not in _INTERPOLATE or int(attrs.get("antialias", 0)) \
-            or spatial not in (1, 2, 3) or (key[0] == "cubic" and spatial != 2) \
-            or float(attrs.get("cubic_coeff_a", -0.75)) != -0.75 or int(attrs.get("exclude_outside", 0)):
-        return (f"Resize to another size with mode {mode}, coordinate_transformation_mode {transform}"
-                + (f", nearest_mode {key[2]}" if key[2] else "") + " is not evaluated (supported: "
-                "nearest asymmetric floor, linear / cubic half_pixel, pytorch_half_pixel or align_corners, over "
-                "the spatial axes, no antialias)")
-    return ""
+    spatial = x.ndim - 2
+    if key not in _INTERPOLATE or spatial not in (1, 2, 3) or sorted(axes) not in (list(range(x.ndim)),
+                                                                                   list(range(2, x.ndim))) \
+            or int(attrs.get("antialias", 0)) or _text(attrs, "keep_aspect_ratio_policy", "stretch") != "stretch" \
+            or (mode == "cubic" and (spatial != 2 or float(attrs.get("cubic_coeff_a", -0.75)) != -0.75
+                                     or int(attrs.get("exclude_outside", 0)))):
+        return None
+    full = list(x.shape)
+    if sizes is not None:
+        for a, n in zip(axes, np.asarray(sizes).reshape(-1)):
+            full[a] = int(n)
+    else:
+        assert scales is not None
+        for a, f in zip(axes, np.asarray(scales, np.float64).reshape(-1)):
+            if x.shape[a] * float(f) != int(x.shape[a] * float(f)):
+                return None
+            full[a] = int(x.shape[a] * float(f))
+    if full[:2] != list(x.shape[:2]) or min(full[2:]) <= 1:
+        return None
+    import torch
+
+    how, corners = _INTERPOLATE[key]
+    if how != "nearest":
+        how = {"linear": ["linear", "bilinear", "trilinear"], "cubic": ["", "bicubic", ""]}[how][spatial - 1]
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    return torch.nn.functional.interpolate(data, size=full[2:], mode=how, align_corners=corners).numpy().astype(
+        x.dtype)
 
 
 def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array]:
-    """ONNX Resize of the spatial axes of [N, C, *spatial]. To the input's own size it is the identity under every
-    mode and coordinate transform (each output pixel maps onto its own input pixel at scale 1): exporters
-    interpolate position tables unconditionally while tracing (BEiT, DINOv2). To another size (MobileViT resizes
-    its feature maps to whole patches and back) it runs torch's interpolate, for the modes and coordinate
-    transforms in which the two agree (`_INTERPOLATE`); others raise `UnsupportedOp`."""
+    """ONNX Resize. To the input's own size it is the identity under every mode and coordinate transform (each output
+    pixel maps onto its own input pixel at scale 1): exporters interpolate position tables unconditionally while
+    tracing (BEiT, DINOv2). To another size (MobileViT resizes its feature maps to whole patches and back, SegFormer
+    and DPT upsample theirs) it runs ONNX's own reference implementation (``onnx.reference``, separable per axis):
+    the specification's coordinate transforms differ from torch's interpolate in details that matter (a scale
+    factor, not the ratio of the rounded sizes, when ``scales`` is given; the unrounded output length in
+    ``align_corners``; ``pytorch_half_pixel`` on a length-1 axis), so no other library computes every case."""
     x = np.asarray(inputs[0])
     axes = [int(a) % x.ndim for a in attrs.get("axes", range(x.ndim))]
     scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and np.size(inputs[2]) else None
     sizes = inputs[3] if len(inputs) > 3 and inputs[3] is not None and np.size(inputs[3]) else None
     if sizes is not None:
         out = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        if len(out) != len(axes):
+            raise UnsupportedOp(f"Resize with {len(out)} sizes for {len(axes)} axes")
+        if _text(attrs, "keep_aspect_ratio_policy", "stretch") == "stretch" \
+                and all(x.shape[a] == n for a, n in zip(axes, out)):
+            return [x]
     elif scales is not None:
-        out = [int(np.floor(x.shape[a] * float(f))) for a, f in zip(axes, np.asarray(scales).reshape(-1))]
+        factors = [float(f) for f in np.asarray(scales).reshape(-1)]
+        if len(factors) != len(axes):
+            raise UnsupportedOp(f"Resize with {len(factors)} scales for {len(axes)} axes")
+        if all(f == 1.0 for f in factors):
+            return [x]
     else:
         raise UnsupportedOp("Resize without scales or sizes")
-    transform = _text(attrs, "coordinate_transformation_mode", "half_pixel")
-    if transform == "tf_crop_and_resize" or len(out) != len(axes):
-        raise UnsupportedOp("Resize to another size")
-    if all(x.shape[a] == n for a, n in zip(axes, out)):
-        return [x]
-    full = list(x.shape)
-    for a, n in zip(axes, out):
-        full[a] = n
-    refusal = resize_refusal(attrs, x.shape, full)
-    if refusal:
-        raise UnsupportedOp(refusal)
-    import torch
-
-    spatial = x.ndim - 2
-    mode, transform = _text(attrs, "mode", "nearest"), _text(attrs, "coordinate_transformation_mode", "half_pixel")
-    key = (mode, transform, _text(attrs, "nearest_mode", "round_prefer_floor") if mode == "nearest" else "")
-    how, corners = _INTERPOLATE[key]
-    if how != "nearest":
-        how = {"linear": ["linear", "bilinear", "trilinear"], "cubic": ["", "bicubic", ""]}[how][spatial - 1]
-    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
-    y = torch.nn.functional.interpolate(data, size=full[2:], mode=how, align_corners=corners)
-    return [y.numpy().astype(x.dtype)]
+    if (why := resize_refusal(attrs, [0], [1])):
+        raise UnsupportedOp(why)
+    if sizes is None and _text(attrs, "coordinate_transformation_mode", "half_pixel") == "align_corners":
+        # align_corners maps x_resized * (in - 1) / (out - 1) with the output's whole length, as torch (which
+        # exports it) and onnxruntime compute; ONNX's reference takes the unrounded in x scale instead.
+        full = list(x.shape)
+        for a, f in zip(axes, factors):
+            full[a] = int(np.floor(x.shape[a] * f))
+        sizes = np.array([full[a] for a in axes], np.int64)
+        inputs = [inputs[0], inputs[1] if len(inputs) > 1 else None, None, sizes]
+        scales = None
+    if (fast := _interpolate(x, axes, scales, sizes, attrs)) is not None:
+        return [fast]
+    (y,) = _reference("Resize", inputs, attrs)
+    return [np.asarray(y).astype(x.dtype, copy=False)]
 
 
 def _hard_sigmoid(x: Array, attrs: dict[str, Any]) -> Array:
@@ -489,13 +582,48 @@ def _eye_like(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
 
 def _einsum(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     equation = attrs["equation"]
-    return [np.einsum(equation.decode() if isinstance(equation, bytes) else equation, *inputs)]
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    if any(x.dtype.type.__module__.startswith("ml_dtypes") for x in inputs):  # bfloat16: NumPy cannot einsum it
+        return [np.einsum(equation, *(x.astype(np.float32) for x in inputs)).astype(inputs[0].dtype)]
+    return [np.einsum(equation, *inputs)]
+
+
+def _dropout(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array]:
+    """Inference Dropout: the identity, its optional mask all true. In training mode (a true ``training_mode``
+    input) it draws random elements, which no simulation can reproduce: refused."""
+    if len(inputs) > 2 and inputs[2] is not None and bool(np.asarray(inputs[2]).reshape(-1)[0]) \
+            and not (inputs[1] is not None and float(np.asarray(inputs[1]).reshape(-1)[0]) == 0.0):
+        raise UnsupportedOp("Dropout in training mode (random; export the model in eval mode)")
+    x = inputs[0]
+    assert x is not None
+    return [x, np.ones(x.shape, dtype=bool)]
+
+
+def _isinf(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+    """ONNX IsInf: +inf where ``detect_positive``, -inf where ``detect_negative`` (both by default)."""
+    x = inputs[0]
+    pos, neg = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
+    return [(np.isposinf(x) & bool(pos)) | (np.isneginf(x) & bool(neg))]
+
+
+def _arg(fn: Callable[..., Array]) -> Callable[[Sequence[Array], dict[str, Any]], list[Array]]:
+    """ONNX ArgMax / ArgMin: the first index of the extreme along ``axis``, the last with ``select_last_index``."""
+    def run(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
+        x, axis = inputs[0], int(attrs.get("axis", 0)) % max(inputs[0].ndim, 1)
+        if attrs.get("select_last_index", 0):
+            idx = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)
+        else:
+            idx = fn(x, axis=axis)
+        idx = np.asarray(idx, dtype=np.int64)
+        return [np.expand_dims(idx, axis) if attrs.get("keepdims", 1) else idx]
+
+    return run
 
 
 ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_div),
     "Pow": _binary(np.power),
-    "Mod": _binary(np.mod),
+    "Mod": lambda i, a: _binary(np.fmod if a.get("fmod", 0) else np.mod)(i, a),
     "Equal": _binary(np.equal, False), "Less": _binary(np.less, False), "Greater": _binary(np.greater, False),
     "LessOrEqual": _binary(np.less_equal, False), "GreaterOrEqual": _binary(np.greater_equal, False),
     "And": _binary(np.logical_and, False), "Or": _binary(np.logical_or, False),
@@ -509,9 +637,9 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "HardSigmoid": lambda i, a: [_hard_sigmoid(i[0], a)],
     "HardSwish": lambda i, a: [i[0] * _hard_sigmoid(i[0], {"alpha": 1 / 6, "beta": 0.5})],
     "Softplus": _unary(lambda x: np.log1p(np.exp(x))), "Identity": lambda i, a: [i[0]],
-    "Dropout": lambda i, a: [i[0]], "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": lambda i, a: [np.isinf(i[0])],
+    "Dropout": _dropout, "IsNaN": lambda i, a: [np.isnan(i[0])], "IsInf": _isinf,
     "Where": lambda i, a: [np.where(i[0], i[1], i[2]).astype(np.result_type(i[1], i[2]))],
-    "Cast": _cast, "CastLike": lambda i, a: [i[0].astype(i[1].dtype)], "Clip": _clip,
+    "Cast": _cast, "CastLike": _cast_like, "Clip": _clip,
     "MatMul": lambda i, a: [np.matmul(i[0], i[1])], "Gemm": _gemm, "Einsum": _einsum, "Conv": _conv, "Pad": _pad,
     "Softmax": _softmax, "LayerNormalization": _layernorm, "Gelu": _gelu,
     "Reshape": _reshape, "Transpose": lambda i, a: [np.transpose(i[0], a.get("perm"))],
@@ -521,17 +649,16 @@ ONNX_OPS: dict[str, Callable[..., list[Array]]] = {
     "Shape": lambda i, a: [np.array(i[0].shape[a.get("start", 0):a.get("end", None)], dtype=np.int64)],
     "Size": lambda i, a: [np.array(i[0].size, dtype=np.int64)],
     "ConstantOfShape": _constant_of_shape, "Constant": _constant, "CumSum": _cumsum,
-    "ReduceMean": _reduce(np.mean), "ReduceSum": _reduce(np.sum), "ReduceMax": _reduce(np.max),
-    "ReduceMin": _reduce(np.min), "ReduceProd": _reduce(np.prod),
+    "ReduceMean": _reduce(np.mean), "ReduceSum": _reduce(np.sum), "ReduceMax": _reduce(np.max, _lowest),
+    "ReduceMin": _reduce(np.min, _highest), "ReduceProd": _reduce(np.prod),
     # folded here when constant (a weight-normed Conv's ||v||: wav2vec2's positional conv); on data they are lowered
     # to the reductions above (compiler/frontend/reductions.py, compound_ops.py)
     "ReduceL2": _reduce(lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))),
     "ReduceL1": _reduce(lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims)),
     "ReduceSumSquare": _reduce(lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims)),
     "ReduceLogSum": _reduce(lambda x, axis, keepdims: np.log(np.sum(x, axis=axis, keepdims=keepdims))),
-    "ReduceLogSumExp": _reduce(_log_sum_exp),
-    "ArgMax": lambda i, a: [np.expand_dims(np.argmax(i[0], axis=int(a.get("axis", 0))), int(a.get("axis", 0)))
-                            if a.get("keepdims", 1) else np.argmax(i[0], axis=int(a.get("axis", 0)))],
+    "ReduceLogSumExp": _reduce(_log_sum_exp, _lowest),
+    "ArgMax": _arg(np.argmax), "ArgMin": _arg(np.argmin),
     "TopK": _topk, "OneHot": _onehot, "NonZero": lambda i, a: [np.array(np.nonzero(i[0]), dtype=np.int64)],
     "Resize": _resize, "QuantizeLinear": _quantize_linear, "DequantizeLinear": _dequantize_linear,
     "EyeLike": _eye_like,
@@ -547,4 +674,4 @@ def run_node(op_type: str, inputs: Sequence[Array | None], attrs: dict[str, Any]
     fn = ONNX_OPS.get(op_type)
     if fn is None:
         raise UnsupportedOp(op_type)
-    return fn(inputs, attrs)
+    return fn(inputs, attrs)[:max(n_out, 1)]  # optional outputs the node does not name (Dropout's mask) dropped
