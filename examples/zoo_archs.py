@@ -323,6 +323,12 @@ ARCHS: dict[str, Arch] = {
                                 position_embedding_type="rotary"), calls={"gelu": LAYERS}),
     "ctrl": Arch("decoder", _raw("CTRLConfig", "CTRLModel", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS,
                                  n_head=HEADS, dff=2 * HIDDEN, n_positions=64)),
+    # GPT-1: its causal mask multiplies the scores by a 0 / 1 table and adds -1e4 where it is 0
+    "openai-gpt": Arch("decoder", _raw("OpenAIGPTConfig", "OpenAIGPTModel", vocab_size=VOCAB, n_embd=HIDDEN,
+                                       n_layer=LAYERS, n_head=HEADS, n_positions=64), exporters=("legacy", "dynamo")),
+    # dynamo only: the legacy exporter cannot write scatter_reduce(include_self=False) (its table-cell segments);
+    # the dynamo export's ScatterElements with reduction max / min is simulated as ONNX defines it
+    "tapas": Arch("encoder", _enc("TapasConfig", "TapasModel"), exporters=("dynamo",)),
     "olmo3": Arch("decoder", _enc("Olmo3Config", "Olmo3Model", num_key_value_heads=2, sliding_window=8)),
     "gpt-neox-japanese": Arch("decoder", _enc("GPTNeoXJapaneseConfig", "GPTNeoXJapaneseModel",
                                               intermediate_multiple_size=2)),

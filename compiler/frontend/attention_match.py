@@ -197,6 +197,30 @@ def _fit_role(ctx: MatchContext, head: str, expect, dh: int, rope: bool):
     return None
 
 
+def _multiplied_mask(g: Graph, node: Node, cur: tuple[int, ...], terms: list) -> str | None:
+    """The scores side of ``scores * B`` when B is a constant 0 / 1 mask that the constant terms added after it
+    already mask: ``w * b - 1e4 * (1 - b)`` (GPT-1, older causal LMs) adds at most -1e4 wherever b is 0, so the
+    softmax gives those keys no weight whether their score was zeroed first or not (e^(s - 1e4) and e^(-1e4) both
+    vanish in float32); every row of B keeps a key, so no row is masked whole (where the two would differ). None
+    otherwise: a multiplicative mask with nothing added, or one whose zeros the additive terms do not cover."""
+    const = next((i for i in node.inputs if g.is_const(i)), None)
+    scores = next((i for i in node.inputs if i != const), None)
+    if const is None or scores is None or g.shapes.get(scores) != cur:
+        return None
+    b = g.constants[const]
+    added = [g.constants[t] for kind, t, _ in terms if kind == "add" and isinstance(t, str) and g.is_const(t)]
+    if b.ndim > len(cur) or b.size < 2 or not added or not np.all((b == 0) | (b == 1)):
+        return None
+    try:
+        total = np.broadcast_to(sum(np.asarray(a, np.float64) for a in added), cur)
+        dropped = np.broadcast_to(b == 0, cur)
+    except ValueError:
+        return None
+    if not np.all(total[dropped] <= -1e4) or not np.all(np.broadcast_to(b, cur).max(axis=-1) == 1):
+        return None
+    return scores
+
+
 def _constant_queries(g: Graph, q_head: str, batch: int, heads: int, sq: int, dh: int):
     """`_fit_role`'s result for a constant Q operand: learned queries, the same for every sample (DETR's first
     decoder layer, whose queries are its query embeddings alone; attention-pooling heads with a learned probe).
@@ -384,6 +408,8 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
+        elif node.op_type == "Mul" and (kept := _multiplied_mask(g, node, tuple(cur), terms)) is not None:
+            name = kept  # s * B with B a constant 0 / 1 mask that the terms added after it already mask (GPT-1)
         elif node.op_type == "Mul" and head_scale is None and (factors := per_head(g, node, cur, heads)):
             head_scale, name = (factors[0], len(terms) + len(subtracted) + len(grid_inputs)), factors[1]
         elif node.op_type == "Add":

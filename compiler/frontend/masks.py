@@ -37,7 +37,7 @@ def mask_kind(mask: np.ndarray, sq: int, sk: int) -> str | None:
     flat = m.reshape(-1, sq, sk)
     if m.dtype == bool:
         allowed = flat
-    elif np.all((flat == 0) | (flat < -1e4)):
+    elif np.all((flat == 0) | (flat <= -1e4)):
         allowed = flat == 0
     elif np.all(flat == 0):
         return None
