@@ -40,3 +40,34 @@ def test_int8_shiftgelu_on_a_quiet_convolution_keeps_the_output(tmp_path: Path, 
     assert accuracy["outputs"]["hidden"]["cosine_min"] > 0.99, accuracy["outputs"]
     stem = accuracy["layers"][:2]  # in model order: the two convolutions' GELUs
     assert all(layer["sqnr_db"] > 15 for layer in stem), stem  # the second was at -17 dB: the clamped sum
+
+
+class _QuietGate(torch.nn.Module):
+    """A block whose GELU reads a projection with near-zero weights (a gate that has learnt to stay shut): every
+    calibrated input of the GELU is below 1e-9, so its int8 step would put ShiftGELU's x0 past -2^29."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.out = torch.nn.Linear(32, 64), torch.nn.Linear(64, 32)
+        with torch.no_grad():
+            self.fc.weight.mul_(1e-12)
+            self.fc.bias.mul_(1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out(torch.nn.functional.gelu(self.fc(x)))
+
+
+def test_int8_shiftgelu_of_near_zero_inputs_compiles(tmp_path: Path) -> None:
+    """The GELU's input step is floored at SHIFTGELU_MIN_STEP (its codes round to 0, GELU(0) = 0); before, the
+    compile stopped in a ValueError from the kernel (Gemma-3n's per-layer gates at random init hit it)."""
+    from compiler.simulate.approx import SHIFTGELU_MIN_STEP, gelu_input_format
+
+    assert gelu_input_format("shiftgelu", 1e-9)[1] == SHIFTGELU_MIN_STEP
+    path = tmp_path / "gate.onnx"
+    export_onnx(_QuietGate().eval(), (torch.randn(1, 8, 32),), path, input_names=["x"], output_names=["y"],
+                exporter="legacy")
+    x = np.random.default_rng(0).normal(size=(2, 1, 8, 32)).astype(np.float32)
+    result = compile(path, inputs={"x": x}, quant="int8", softmax="shiftmax", gelu="shiftgelu", layernorm="ilayernorm")
+    assert result.imported.patterns["gelu"] == 1
+    assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] > 0.99  # x + ~0: the int8 residual alone

@@ -130,6 +130,9 @@ IBERT_MIN_STEP = 2.9e-5
 #: The finest 16-bit input step I-BERT's i-GELU keeps within 32 bits: its "1" on the erf grid is about
 #: 1 / (S'^2 x 0.2888 x 2^14) with S' = S / 1.4142, and |x (erf + 1)| < 2^15 x 2 |1| stays below 2^31 while
 #: S' > sqrt(2^16 / (2^31 x 0.2888 x 2^14)) (compiler/numerics/ibert.py's constants).
+#: The finest input step ShiftGELU's exponentials take: x0 = floor(-1 / (1.702 S)) must stay above -2^29, where
+#: the int64 products of shift_exp stop being exact (compiler/simulate/intkernels.py `_shift_x0`).
+SHIFTGELU_MIN_STEP = 1.0 / (1.702 * ((1 << 29) - 2))
 IBERT_GELU_MIN_STEP = math.sqrt(2.0**16 / (2.0**31 * 0.2888 * 2.0**14)) * 1.4142
 
 
@@ -255,7 +258,8 @@ def gelu_input_format(name: str, amax: float) -> tuple[int, float]:
     than keeping int8: its narrow last-layer ranges are not N(0, 1.5)).
     Others: 16 bits (I-BERT's i-GELU drops 14 bits of its polynomial, so it needs a fine grid; I-BERT feeds it
     the 32-bit accumulator), for I-BERT no finer than IBERT_GELU_MIN_STEP (a narrower range, from small weights,
-    would take its output past 32 bits).
+    would take its output past 32 bits); ShiftGELU no finer than SHIFTGELU_MIN_STEP (a GELU fed values under
+    about 1e-7, a gate multiplied by near-zero weights, whose codes then round to 0).
     """
     amax = max(float(amax), 1e-8)
     if name == "ibert":
@@ -264,7 +268,7 @@ def gelu_input_format(name: str, amax: float) -> tuple[int, float]:
         return 16, amax / 32767
     scale = amax / 127
     if math.floor(-1.0 / (1.702 * scale)) <= -SHIFTGELU_X0:
-        return 8, scale
+        return 8, max(scale, SHIFTGELU_MIN_STEP)
     return 16, max(1.0 / (1.702 * (SHIFTGELU_X0 - 0.5)), amax / 32767)
 
 
