@@ -9,6 +9,7 @@ from __future__ import annotations
 from compiler.frontend.batchnorm import lower_batchnorms
 from compiler.frontend.col2im import lower_col2ims
 from compiler.frontend.compound_ops import lower_compound_ops
+from compiler.frontend.conv_transpose import lower_conv_transposes
 from compiler.frontend.fused_proj import split_selected_projections
 from compiler.frontend.fused_qkv import split_fused_qkv
 from compiler.frontend.graph import Graph, Node
@@ -72,6 +73,7 @@ def normalize_for_recognition(graph: Graph) -> None:
     _noop_expands(graph)  # Expand to the shape it already has -> Identity
     _flat_softmaxes(graph)  # Reshape(Softmax(Flatten(x))) over the last axis -> Softmax(x)
     lower_compound_ops(graph)  # variadic Sum / Mean / Max / Min, LogSoftmax, global pools, DepthToSpace -> basic ops
+    lower_conv_transposes(graph)  # ConvTranspose -> MatMul over the input positions + Col2Im of the columns
     lower_col2ims(graph)  # Col2Im (F.fold) -> Reshape + Transpose + Reshape, or per axis Slice + Pad + Add
     lower_pools(graph)  # non-overlapping pools -> Reshape + ReduceMean / ReduceMax
     lower_norm_reductions(graph)  # ReduceL2 / ReduceL1 / ReduceSumSquare -> element-wise ops + ReduceSum

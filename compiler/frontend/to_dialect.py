@@ -87,11 +87,11 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "data movement": set(_MOVE),
         "reductions": set(_REDUCE),
         # rewritten into the ops above before recognition (compiler/frontend/einsum.py, pooling.py, batchnorm.py,
-        # instancenorm.py, col2im.py, reductions.py, compound_ops.py)
+        # instancenorm.py, conv_transpose.py, col2im.py, reductions.py, compound_ops.py)
         "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization",
-                                 "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare", "Sum", "Mean", "LogSoftmax",
-                                 "ReduceLogSumExp", "ReduceLogSum", "GlobalAveragePool", "GlobalMaxPool",
-                                 "DepthToSpace", "SpaceToDepth"},
+                                 "ConvTranspose", "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare", "Sum", "Mean",
+                                 "LogSoftmax", "ReduceLogSumExp", "ReduceLogSum", "GlobalAveragePool",
+                                 "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "LpNormalization"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike"},
         # onnxruntime's quantize_dynamic chains and QDQ pairs, imported as the float graph on the model's
         # dequantized weights (compiler/frontend/dynamic_quant.py, qdq.py)
