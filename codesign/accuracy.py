@@ -15,7 +15,10 @@ package's reference evaluator when onnxruntime refuses the model's IR version or
   vector; a last axis of fewer than 16 values, such as an image's width, is merged with the axes before it:
   compiler/output_rows.py) averaged over rows (``cosine_mean``; ``cosine_mean_valid`` over the rows an
   ``attention_mask`` input marks as real tokens, padding excluded), its minimum, the max |error|, the output's max
-  |value|, and for classifier outputs (rank 2 per sample) the top-1 agreement;
+  |value|, and for classifier outputs (rank 2 per sample) the top-1 agreement. In an output holding masked
+  scores (infinite, NaN, or a mask's "minus infinity": ``precision.mask_threshold``) those positions are compared
+  as masked or not: ``masked`` counts the reference's, ``masked_mismatch`` the positions masked on one side only,
+  and the other figures cover the rest;
 * ``layers``: per IR op that computes an ONNX tensor of the original model, SQNR = 10 log10(sum ref^2 / sum err^2)
   in dB over all samples and the max |error| (intermediate tensors are fetched from ONNX Runtime by name); with an
   ``attention_mask`` input, ``sqnr_valid_db`` is the same over real tokens only, for tensors whose leading axes are
@@ -46,8 +49,8 @@ from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.merged_decoder import check_switch_samples
 from compiler.frontend.onnx_checks import check_elem_type
 from compiler.frontend.onnx_loader import read_model
-from compiler.frontend.precision import MASKED, precision_label, weights_precision
-from compiler.npz import read_npz
+from compiler.frontend.precision import MASKED, mask_threshold, precision_label, weights_precision
+from compiler.npz import read_npz, sample_feeds
 from compiler.output_rows import as_rows
 from compiler.simulate import Simulator
 from hw.errors import InputError, first_line
@@ -185,7 +188,7 @@ def reference_outputs(source: Any, samples: Mapping[str, np.ndarray], extra: Seq
     outs = References(engine="onnxruntime")
     for i in range(n):
         try:
-            run = sess.run(None, {k: v[i] for k, v in samples.items()})
+            run = sess.run(None, sample_feeds(samples, i))
             outs.append({name: np.asarray(value) for name, value in zip(names, run)})
         except Exception as err:
             # e.g. a legacy-exported MoE whose unrolled expert loop fails on an input that leaves an expert idle
@@ -261,7 +264,7 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         current.clear()
         current.update(ref)
         row_mask[0] = np.asarray(masks[i]) if masks is not None else None
-        for name, value in sim.run({k: v[i] for k, v in samples.items()}, observe).items():
+        for name, value in sim.run(sample_feeds(samples, i), observe).items():
             outs[name].append(value)
     stacked = {name: np.stack(v) for name, v in outs.items()}
     mask = samples.get("attention_mask")
@@ -274,10 +277,20 @@ def evaluate(result: Any, source: Any, samples: Mapping[str, np.ndarray], layers
         if got.size == 0:  # an empty output (a merged decoder's unused cache slot): nothing to compare
             section["outputs"][name] = {"elements": 0}
             continue
+        extra: dict[str, Any] = {}
+        # Masked scores as an output (the ONNX Attention op's qk_matmul_output): -inf in one runtime, the float
+        # type's lowest value in another. Such positions are compared as masked or not, the rest by value.
+        limit = mask_threshold(np.asarray(refs[0][name]).dtype)
+        masked_ref, masked_got = ~(np.abs(ref) < limit), ~(np.abs(got) < limit)
+        if masked_ref.any() or masked_got.any():
+            either = masked_ref | masked_got
+            same = masked_ref & masked_got & ((np.sign(got) == np.sign(ref)) | (np.isnan(got) & np.isnan(ref)))
+            extra = {"masked": int(masked_ref.sum()), "masked_mismatch": int((either & ~same).sum())}
+            got, ref = np.where(either, 0.0, got), np.where(either, 0.0, ref)
         cos = _cosine_rows(got, ref)
         row: dict[str, Any] = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
                                "max_abs_error": float(np.abs(got - ref).max()),
-                               "max_abs_value": float(np.abs(ref).max())}
+                               "max_abs_value": float(np.abs(ref).max()), **extra}
         if mask is not None and mask.size == cos.size:
             valid = mask.reshape(-1).astype(bool)
             if valid.any():

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
+from compiler.npz import sample_feeds
 from hw.errors import InputError, first_line
 
 __all__ = ["ENGINE", "is_version_refusal", "evaluator_outputs"]
@@ -50,7 +51,7 @@ def evaluator_outputs(model: onnx.ModelProto, samples: Mapping[str, np.ndarray],
     outs = []
     for i in range(count):
         try:
-            values = ref.run(None, {k: v[i] for k, v in samples.items()})
+            values = ref.run(None, sample_feeds(samples, i))
         except Exception as err:
             raise InputError(f"--inputs sample {i}: the {ENGINE} failed on the {label} reference model: "
                              f"{first_line(err)}") from None

@@ -27,6 +27,7 @@ from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from compiler.frontend.precision import is_float, mask_threshold
 from compiler.limits import check_memory, format_bytes, format_shape
+from compiler.npz import sample_feeds
 from compiler.simulate import Simulator, Tensor
 
 __all__ = ["activation_ranges", "synthetic_inputs", "simulation_bytes", "check_simulation_memory", "SYNTHETIC_SEED"]
@@ -189,7 +190,7 @@ def activation_ranges(module: ModuleOp, weights: Mapping[str, np.ndarray], names
 
     for i in range(n):
         keep[0] = None if row_masks is None else np.asarray(row_masks[i]).reshape(-1) != 0
-        feeds = {k: v[i] for k, v in samples.items()}
+        feeds = sample_feeds(samples, i)
         for arg, name in zip(sim.args, names):
             record(arg, Tensor(np.asarray(feeds[name])))
         sim.run(feeds, observe)

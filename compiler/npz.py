@@ -15,13 +15,14 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from compiler.limits import check_memory, format_bytes, format_shape
 from hw.errors import InputError, first_line
 
-__all__ = ["read_npz"]
+__all__ = ["read_npz", "sample_feeds"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 #: Errors reading a member can raise: zip structure, CRC, deflate stream, .npy header and short data.
@@ -90,3 +91,9 @@ def read_npz(path: str | os.PathLike[str], where: str | None = None) -> dict[str
             except _READ_ERRORS as err:
                 raise InputError(f"{where}: member '{name}': cannot read it ({first_line(err)})") from None
     return out
+
+
+def sample_feeds(samples: dict[str, np.ndarray] | Any, i: int) -> dict[str, np.ndarray]:
+    """Sample ``i`` of stacked ``--inputs`` arrays ([samples, *input shape] each), every value an array: indexing a
+    scalar input's [samples] array gives a NumPy scalar, which onnxruntime refuses as a feed."""
+    return {k: np.asarray(v[i]) for k, v in samples.items()}

@@ -3,13 +3,15 @@
 Each rewrite computes the tensor the ONNX operator specification (onnx/onnx ``docs/Operators.md``) defines, with
 nodes the dialect already lowers, so no op kind, simulator kernel or cost entry is needed for them:
 
-* ``Sum`` / ``Mean`` / ``Max`` / ``Min`` with one or more than two inputs -> a chain of binary ops (``Mean``: the sum
-  divided by the count); with two inputs they are the binary element-wise ops already;
+* ``Sum`` / ``Mean`` (any input count) and ``Max`` / ``Min`` with one or more than two inputs -> a chain of binary
+  ops (``Mean``: the sum divided by the count); two-input ``Max`` / ``Min`` are binary element-wise ops already;
 * ``LogSoftmax(x)`` -> ``(x - m) - Log(ReduceSum(Exp(x - m)))`` with ``m = ReduceMax(x)`` over the axis (the
   max-shifted form every runtime uses, exact where ``Log(Softmax(x))`` underflows);
 * ``ReduceLogSumExp`` -> ``Log(ReduceSum(Exp(x - m))) + m``, ``ReduceLogSum`` -> ``Log(ReduceSum(x))``;
 * ``GlobalAveragePool`` / ``GlobalMaxPool`` -> ``ReduceMean`` / ``ReduceMax`` over every spatial axis, kept;
-* ``DepthToSpace`` (DCR and CRD) / ``SpaceToDepth`` (pixel shuffle and unshuffle) -> Reshape, Transpose, Reshape;
+* ``DepthToSpace`` / ``SpaceToDepth`` in DCR or CRD order (pixel shuffle, unshuffle) -> Reshape, Transpose, Reshape;
+* ``LpNormalization`` -> ``x / max(ReduceL1(x), tiny)`` or the same with ``ReduceL2`` over its axis;
+* ``LayerNormalization`` over several trailing axes -> Reshape, last-axis LayerNormalization, Reshape;
 * ``GatherND`` of constant indices that each name one entry of the first axis (``batch_dims`` 0, last index dim 1:
   dynamo's ``x[..., -2, :]`` on a moved axis, Falcon's fused QKV) -> ``Gather`` on axis 0, which the fused-projection
   split (compiler/frontend/fused_proj.py) reads.
@@ -122,6 +124,47 @@ def _global_pool(e: _Emit) -> None:
     e.add(_GLOBAL_POOLS[node.op_type], "reduce", [node.inputs[0], axes], node.outputs[0], {"keepdims": 1})
 
 
+def _lp_normalization(e: _Emit) -> None:
+    """LpNormalization(x, axis, p) = x / ReduceLp(x) over ``axis`` (no epsilon, as ONNX defines it; an all-zero
+    slice gives zeros); the ReduceL1 / ReduceL2 is lowered after this (compiler/frontend/reductions.py)."""
+    node, g = e.node, e.graph
+    x, shape = node.inputs[0], g.shapes[node.inputs[0]]
+    p, axis = int(node.attrs.get("p", 2)), int(node.attrs.get("axis", -1)) % len(shape)
+    if p not in (1, 2):
+        raise InputError(f"{g.source}: LpNormalization (node '{node.name}'): p must be 1 or 2 (is {p})")
+    kept = tuple(1 if i == axis else d for i, d in enumerate(shape))
+    norm = e.add(f"ReduceL{p}", "norm", [x, e.const("axes", np.array([axis], dtype=np.int64))],
+                 e.tensor("norm", kept), {"keepdims": 1})
+    # an all-zero slice normalizes to zeros, as onnxruntime and the spec's reference compute (0 / 0 would be NaN)
+    tiny = np.array(np.finfo(e.dtype if e.dtype.kind == "f" else np.float32).tiny, dtype=e.dtype)
+    safe = e.add("Max", "nonzero", [norm, e.const("tiny", tiny)], e.tensor("nonzero", kept))
+    e.add("Div", "normalized", [x, safe], node.outputs[0])
+
+
+def _layernorm_axes(e: _Emit) -> None:
+    """LayerNormalization over the axes from ``axis`` on (``nn.LayerNorm([C, H, W])``): those axes viewed as one, the
+    scale and bias flattened alike, a last-axis LayerNormalization, the input's shape back. Its optional Mean and
+    InvStdDev outputs (training statistics) are not computed: one line naming the node."""
+    node, g = e.node, e.graph
+    x, shape = node.inputs[0], g.shapes[node.inputs[0]]
+    if any(node.outputs[1:]):
+        raise InputError(f"{g.source}: LayerNormalization (node '{node.name}'): its Mean / InvStdDev outputs "
+                         "(training statistics) are not computed; export the model in eval mode")
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    params = [i for i in node.inputs[1:] if i]
+    if axis == len(shape) - 1 or any(not g.is_const(i) for i in params):
+        e.nodes.append(node)  # already last-axis (or a non-constant scale: refused where it is emitted)
+        return
+    inner = int(np.prod(shape[axis:]))
+    flat = e.add("Reshape", "flat", [x, e.const("flat_shape", np.array([*shape[:axis], inner], np.int64))],
+                 e.tensor("flat", (*shape[:axis], inner)))
+    flat_params = [e.const(f"param{k}", np.ascontiguousarray(np.broadcast_to(g.constants[p], shape[axis:]))
+                           .reshape(inner)) for k, p in enumerate(params)]
+    normed = e.add("LayerNormalization", "last_axis", [flat, *flat_params], e.tensor("normed", (*shape[:axis], inner)),
+                   {**node.attrs, "axis": -1})
+    e.add("Reshape", "unflat", [normed, e.const("shape", np.array(shape, np.int64))], node.outputs[0])
+
+
 def _depth_space(e: _Emit) -> None:
     node, g = e.node, e.graph
     shape = g.shapes[node.inputs[0]]
@@ -144,7 +187,8 @@ def _depth_space(e: _Emit) -> None:
         if h % bs or w % bs:
             raise InputError(f"{g.source}: {node.op_type} (node '{node.name}'): spatial size {h}x{w} is not a "
                              f"multiple of blocksize {bs}")
-        blocked, perm = (b, c, h // bs, bs, w // bs, bs), [0, 3, 5, 1, 2, 4]
+        # output channel (DCR) bh * bs * C + bw * C + c, or (CRD, opset 25) c * bs * bs + bh * bs + bw
+        blocked, perm = (b, c, h // bs, bs, w // bs, bs), [0, 1, 3, 5, 2, 4] if mode == "CRD" else [0, 3, 5, 1, 2, 4]
     view = e.add("Reshape", "blocks", [node.inputs[0], e.const("blocks_shape", np.array(blocked, dtype=np.int64))],
                  e.tensor("blocks", blocked))
     moved = e.add("Transpose", "move", [view], e.tensor("move", tuple(blocked[p] for p in perm)), {"perm": perm})
@@ -166,14 +210,18 @@ def _is_first_axis_gather_nd(graph: Graph, node: Node) -> bool:
 
 
 def _lowering(node: Node):
-    if node.op_type in _VARIADIC and len([i for i in node.inputs if i]) != 2:
-        return _variadic
+    if node.op_type in _VARIADIC and (len([i for i in node.inputs if i]) != 2 or node.op_type in ("Sum", "Mean")):
+        return _variadic  # two-input Max / Min are the dialect's binary ops; Sum and Mean have no binary form there
     if node.op_type in ("LogSoftmax", "ReduceLogSumExp", "ReduceLogSum"):
         return _log_sum_exp
     if node.op_type in _GLOBAL_POOLS:
         return _global_pool
     if node.op_type in ("DepthToSpace", "SpaceToDepth"):
         return _depth_space
+    if node.op_type == "LpNormalization":
+        return _lp_normalization
+    if node.op_type == "LayerNormalization":
+        return _layernorm_axes
     return None
 
 

@@ -15,7 +15,8 @@ Padding is by zeros for an average, by the lowest float for a maximum (no window
 then multiplies by the reciprocal of each window's divisor: the in-bounds elements it covers, or with
 ``count_include_pad`` those within the padded input (ceil mode's extra end positions never count). Pricing: a
 ``pad`` move and ``prod(kernel)`` strided slices and element-wise ops, still no MACs. A pool that also returns
-max indices, or an ``auto_pad`` other than NOTSET / VALID, raises one `InputError` line naming the node.
+max indices raises one `InputError` line naming the node; ``auto_pad`` SAME_UPPER / SAME_LOWER (TensorFlow
+converters' "same" pools) become their explicit pads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.frontend.graph import Graph, Node
+from compiler.frontend.onnx_ops import conv_pads
 from hw.errors import InputError
 
 __all__ = ["lower_pools"]
@@ -39,11 +41,12 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     dilations = [int(d) for d in node.attrs.get("dilations", [1] * len(kernel))]
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if (len(kernel) != len(spatial) or auto_pad not in ("NOTSET", "VALID") or len(pads) != 2 * len(kernel)
-            or len(node.outputs) > 1 and node.outputs[1]):
+    if (len(kernel) != len(spatial) or auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+            or len(pads) != 2 * len(kernel) or len(node.outputs) > 1 and node.outputs[1]):
         raise InputError(f"{graph.source}: unsupported op {node.op_type} (node '{node.name}'): only pools without "
-                         f"indices and with explicit pads are lowered (kernel {kernel}, strides {strides}, pads "
-                         f"{pads}, auto_pad {auto_pad}, input {list(shape)})")
+                         f"indices are lowered (kernel {kernel}, strides {strides}, pads {pads}, auto_pad "
+                         f"{auto_pad}, input {list(shape)})")
+    pads = conv_pads(node.attrs, spatial, kernel)  # auto_pad resolved as for a Conv
     if (kernel != strides or any(pads) or any(d != 1 for d in dilations)
             or int(node.attrs.get("ceil_mode", 0)) and any(s % k for s, k in zip(spatial, kernel))):
         return _windows(graph, node, kernel, strides, pads, dilations)
@@ -97,7 +100,7 @@ def _windows(graph: Graph, node: Node, kernel: list[int], strides: list[int], pa
     reach = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_spatial, strides, kernel, dilations)]
     extra = [max(0, r - (n + b + e)) for r, n, b, e in zip(reach, spatial, begin, end)]
     average = node.op_type == "AveragePool"
-    fill = 0.0 if average else float(np.finfo(dtype).min)
+    fill = 0.0 if average else (float(np.finfo(dtype).min) if dtype.kind == "f" else int(np.iinfo(dtype).min))
     base = node.name
     padded = f"{base}/padded_output_0"
     graph.shapes[padded] = (*shape[:2], *(n + b + e + x for n, b, e, x in zip(spatial, begin, end, extra)))
