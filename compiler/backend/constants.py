@@ -35,7 +35,7 @@ from compiler.dialect.op_base import shape_of
 from compiler.numerics import dyadic
 from compiler.numerics.ilayernorm import eps_units
 from compiler.simulate import Simulator
-from compiler.simulate.approx import layernorm_int, shiftmax_grid
+from compiler.simulate.approx import layernorm_int, layernorm_shifts, shiftmax_grid
 from hw.errors import InputError
 from hw.rtl.online_softmax import check_multiplier
 from hw.rtl.shiftgelu import x0_for_scale as shiftgelu_x0
@@ -154,7 +154,13 @@ def ilayernorm_config(op: Operation, values: DesignScales) -> dict[str, Any]:
     if (g == 0).any():  # the simulator gives such a channel its bias alone; the VEC unit adds its normalized term
         raise InputError(f"system backend: dataflow.layernorm '{op.layer_name()}': its weight is 0 in channel "
                          f"{int(np.argmax(g == 0))}, which the ilayernorm unit has no way to give its bias alone")
+    if (g < 0).any():  # the simulator negates such a channel's normalized term; the VEC unit adds it as it is
+        raise InputError(f"system backend: dataflow.layernorm '{op.layer_name()}': its weight is negative in channel "
+                         f"{int(np.argmax(g < 0))}, and the ilayernorm unit has no per-channel sign")
     b = None if beta is None else beta.real().astype(np.float64)
+    if (shift := layernorm_shifts(g, b)).any():  # the simulator shifts such a channel's codes; the VEC unit does not
+        raise InputError(f"system backend: dataflow.layernorm '{op.layer_name()}': channel {int(np.argmax(shift))}'s "
+                         "bias is too large for its weight: its codes need more than the ilayernorm unit's 31 bits")
     bias, out_scale = layernorm_int("ilayernorm", np.zeros((1, c), dtype=np.int64), 1.0, g, b, op.epsilon_value(),
                                     in_bits=16)
     return {**config, "bias": np.asarray(bias, dtype=np.int64).reshape(c),

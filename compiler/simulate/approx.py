@@ -24,6 +24,7 @@ from compiler.numerics.log2q import log2q_dequantize, log2q_quantize
 from compiler.simulate import intkernels as K
 
 __all__ = ["IBERT_GELU_MIN_STEP", "IBERT_MAX_STEP", "IBERT_MIN_STEP", "SHIFTMAX_BALANCE", "ibert_grid",
+           "layernorm_shifts",
            "shiftmax_min_step", "shiftmax_grid", "softmax_int", "gelu_int", "layernorm_int", "softmax_float",
            "gelu_float", "layernorm_float", "gelu_input_format", "gelu_reference", "with_sink_column",
            "LOG2Q_GRID_BITS", "SHIFTGELU_STABILIZER"]
@@ -191,7 +192,9 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
 
     A channel whose weight is 0 outputs its bias whatever ``x`` is (a QDQ model's int8 LayerNorm weight rounds small
     weights to 0): it is computed on a unit weight's grid, its value the kernel's output on a zero row (the bias
-    term alone), since the grid step, proportional to the weight, cannot be 0."""
+    term alone), since the grid step, proportional to the weight, cannot be 0. A channel whose weight is negative
+    (trained norms have some) is computed on |weight|'s grid with its bias negated and its codes negated after: the
+    same real values on a positive step, which every requantizer downstream needs."""
     beta = np.zeros_like(gamma) if beta is None else beta
     zero = np.asarray(gamma) == 0
     if zero.any():
@@ -200,12 +203,37 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
         bias, _ = layernorm_int(name, np.zeros((1, np.shape(x)[-1]), np.int64), 1.0, unit, beta, eps,
                                 in_bits=in_bits)
         return np.where(zero, bias.reshape(-1), y), ys
+    negative = np.asarray(gamma) < 0
+    if negative.any():  # on |gamma|'s grid with the bias negated, then the codes negated: the same real values
+        y, ys = layernorm_int(name, x, scale, np.abs(gamma), np.where(negative, -beta, beta), eps, in_bits=in_bits)
+        return np.where(negative, -y, y), ys
     if name == "ilayernorm":
-        return K.ilayernorm(x, scale, gamma, beta, eps_units(np.shape(x)[-1], eps, scale, in_bits))
-    if name == "exact":
-        y, s = _exact.layernorm_exact(_t(x), scale, _t(gamma.astype(np.float64)), _t(beta.astype(np.float64)), eps)
-        return y.numpy(), s.numpy()
-    raise ValueError(f"no integer LayerNorm '{name}'")
+        y, ys = K.ilayernorm(x, scale, gamma, beta, eps_units(np.shape(x)[-1], eps, scale, in_bits))
+    elif name == "exact":
+        yt, st = _exact.layernorm_exact(_t(x), scale, _t(gamma.astype(np.float64)), _t(beta.astype(np.float64)),
+                                        eps)
+        y, ys = yt.numpy(), st.numpy()
+    else:
+        raise ValueError(f"no integer LayerNorm '{name}'")
+    shift = layernorm_shifts(gamma, beta)
+    if shift.any():  # channels whose bias would take the codes past 31 bits: a coarser grid there
+        y, ys = np.right_shift(y, shift), ys * np.exp2(shift)
+    return y, ys
+
+
+def layernorm_shifts(gamma: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+    """Per channel, the right shift k that keeps an integer LayerNorm's output codes within 31 bits: the normalized
+    term is below 2^30 on the grid sqrt(C) / 2^30 * |gamma| (|x - mean| / std <= sqrt(C - 1)), the bias term is
+    beta over that step, past 2^30 where |beta / gamma| > sqrt(C) (a small weight under a large bias, as trained
+    norms have in some channels; a requantizer reads at most 32 bits). Such a channel's codes are shifted right by
+    k, its step made 2^k times coarser: the same real values within one new step, still ~30 bits of resolution. 0
+    elsewhere."""
+    g = np.abs(np.asarray(gamma, dtype=np.float64))
+    if beta is None:
+        return np.zeros(g.shape, dtype=np.int64)
+    step = math.sqrt(g.shape[-1]) / 2**30 * np.where(g == 0, 1.0, g)
+    need = (2.0**30 + np.abs(np.asarray(beta, dtype=np.float64)) / step) / (2.0**31 - 1)
+    return np.maximum(0, np.ceil(np.log2(np.maximum(need, 1.0)))).astype(np.int64)
 
 
 
