@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
+from compiler.frontend.onnx_loader import node_attrs
 from compiler.frontend.onnx_ops import ONNX_OPS, UnsupportedOp, run_node
 
 #: Cases the table refuses on purpose, and why.
@@ -62,21 +63,6 @@ def _onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np
     return [np.asarray(o) for o in outs]
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    """The node's attributes as the loader decodes them (compiler/frontend/onnx_loader.py)."""
-    out: dict[str, Any] = {}
-    for attr in node.attribute:
-        value = helper.get_attribute_value(attr)
-        if isinstance(value, onnx.TensorProto):
-            value = numpy_helper.to_array(value)
-        elif isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [v.decode() for v in value]
-        out[attr.name] = value
-    return out
-
-
 def _mismatch(got: np.ndarray, want: np.ndarray) -> str:
     """Why ``got`` is not ``want`` ("" when it is): shape, element type, then values (floats to 1e-3 relative,
     NaN equal to NaN; ml_dtypes' formats compared through float32)."""
@@ -107,7 +93,7 @@ def test_op_table_computes_what_the_onnx_spec_tests_expect(op_type: str) -> None
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 try:
-                    got = run_node(node.op_type, args, _attrs(node), len(node.output))
+                    got = run_node(node.op_type, args, node_attrs(node, node.name, case.name), len(node.output))
                 except UnsupportedOp as err:
                     if refused is None:
                         failures.append(f"{case.name}: refused ({err})")

@@ -29,10 +29,9 @@ non-positive block / strides / dilations, negative pads, a window larger than th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
+from compiler.frontend.emitter import Emitter, lower_each
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
@@ -41,56 +40,6 @@ __all__ = ["lower_col2ims"]
 
 def _ints(node: Node, attr: str, default: list[int]) -> list[int]:
     return [int(v) for v in node.attrs.get(attr, default)]
-
-
-class _Emitter:
-    """Appends nodes computing one Col2Im, registering each new tensor's shape and dtype in the graph."""
-
-    def __init__(self, graph: Graph, node: Node) -> None:
-        self.graph, self.base, self.nodes = graph, node.name, list[Node]()
-        self.dtype = graph.dtypes.get(node.inputs[0], np.dtype(np.float32))
-
-    def const(self, what: str, value: Sequence[int]) -> str:
-        name = f"{self.base}/{what}"
-        self.graph.constants[name] = np.array(list(value), dtype=np.int64)
-        self.graph.shapes[name], self.graph.dtypes[name] = (len(value),), np.dtype(np.int64)
-        return name
-
-    def op(self, op_type: str, what: str, inputs: list[str], shape: Sequence[int], attrs: dict | None = None,
-           out: str | None = None) -> str:
-        name = out or f"{self.base}/{what}_output_0"
-        self.graph.shapes[name], self.graph.dtypes[name] = tuple(shape), self.dtype
-        self.nodes.append(Node(op_type, f"{self.base}/{what}" if out is None else self.base, inputs, [name],
-                               attrs or {}))
-        return name
-
-    def reshape(self, what: str, src: str, shape: Sequence[int], out: str | None = None) -> str:
-        return self.op("Reshape", what, [src, self.const(f"{what}_shape", shape)], shape, out=out)
-
-    def pad(self, what: str, src: str, shape: Sequence[int], axis: int, begin: int, end: int) -> str:
-        """Zero-pad ``src`` (of ``shape``) on ``axis``; ``src`` itself when there is nothing to add."""
-        if not begin and not end:
-            return src
-        pads = [0] * (2 * len(shape))
-        pads[axis], pads[len(shape) + axis] = begin, end
-        grown = list(shape)
-        grown[axis] += begin + end
-        return self.op("Pad", what, [src, self.const(f"{what}_pads", pads)], grown)
-
-    def split(self, what: str, src: str, part: Sequence[int], axis: int, parts: int) -> list[str]:
-        """``src`` cut on ``axis`` into ``parts`` tensors of shape ``part``: one pass over it, not one per part."""
-        names = [f"{self.base}/{what}_output_{i}" for i in range(parts)]
-        for name in names:
-            self.graph.shapes[name], self.graph.dtypes[name] = tuple(part), self.dtype
-        self.nodes.append(Node("Split", f"{self.base}/{what}", [src, self.const(f"{what}_sizes", [part[axis]] * parts)],
-                               names, {"axis": axis}))
-        return names
-
-    def slice(self, what: str, src: str, shape: Sequence[int], axis: int, start: int, end: int) -> str:
-        cut = list(shape)
-        cut[axis] = end - start
-        return self.op("Slice", what, [src, self.const(f"{what}_starts", [start]), self.const(f"{what}_ends", [end]),
-                                       self.const(f"{what}_axes", [axis])], cut)
 
 
 def _check(graph: Graph, node: Node) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
@@ -137,7 +86,7 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     rank = len(block)
     n, ck = graph.shapes[node.inputs[0]][:2]
     c = ck // int(np.prod(block))
-    emit = _Emitter(graph, node)
+    emit = Emitter(graph, node)
     split = [n, c, *block, *grid]
     cols = emit.reshape("blocks", node.inputs[0], split)
     if _tiles(image, block, strides, pads, dilations):
@@ -178,13 +127,4 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
 
 def lower_col2ims(graph: Graph) -> int:
     """Replace every Col2Im of ``graph`` in place; returns how many were lowered."""
-    lowered = 0
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        if node.op_type == "Col2Im":
-            nodes += _lower(graph, node)
-            lowered += 1
-        else:
-            nodes.append(node)
-    graph.nodes[:] = nodes
-    return lowered
+    return lower_each(graph, ("Col2Im",), _lower)

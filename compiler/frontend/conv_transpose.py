@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.frontend.emitter import Emitter, lower_each
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
@@ -35,30 +36,6 @@ __all__ = ["lower_conv_transposes"]
 
 def _ints(node: Node, attr: str, default: list[int]) -> list[int]:
     return [int(v) for v in node.attrs.get(attr, default)]
-
-
-class _Emit:
-    """Nodes replacing one ConvTranspose, each new tensor registered with its shape and the input's dtype."""
-
-    def __init__(self, graph: Graph, node: Node) -> None:
-        self.graph, self.node, self.nodes = graph, node, list[Node]()
-        self.dtype = graph.dtypes.get(node.inputs[0], np.dtype(np.float32))
-
-    def const(self, tag: str, value: np.ndarray) -> str:
-        name = f"{self.node.name}/{tag}"
-        self.graph.constants[name] = value
-        self.graph.shapes[name], self.graph.dtypes[name] = tuple(value.shape), value.dtype
-        return name
-
-    def op(self, op_type: str, tag: str, inputs: list[str], shape: list[int], attrs: dict | None = None,
-           out: str | None = None) -> str:
-        name = out or f"{self.node.name}/{tag}_output_0"
-        self.graph.shapes[name], self.graph.dtypes[name] = tuple(shape), self.dtype
-        self.nodes.append(Node(op_type, f"{self.node.name}/{tag}", inputs, [name], attrs or {}))
-        return name
-
-    def reshape(self, tag: str, x: str, shape: list[int], out: str | None = None) -> str:
-        return self.op("Reshape", tag, [x, self.const(f"{tag}_shape", np.array(shape, np.int64))], shape, out=out)
 
 
 def _begin_pads(node: Node, spatial: list[int], out: list[int], kernel: list[int], strides: list[int],
@@ -103,7 +80,7 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     if any(b < 0 for b in begin) or any(i < 1 for i in image):
         raise InputError(f"{where}: pads {begin} leave no output (input {spatial}, output {out})")
     ends = [r - b - i for r, b, i in zip(reach, begin, image)]
-    e = _Emit(graph, node)
+    e = Emitter(graph, node)
     length = int(np.prod(spatial))
     g_in, g_out = cin // group, cout // group
     # Each group's weight viewed as [Cin/G, Cout/G * K]: column co * K + j.
@@ -121,8 +98,8 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
         prod = e.op("MatMul", "gemm", [rows, e.const("weight", w_cols[0])], [n, length, cout * k])
         cols = e.op("Transpose", "cols", [prod], [n, cout * k, length], {"perm": [0, 2, 1]})
     last = b_name is None and image == out
-    folded = e.op("Col2Im", "fold", [cols, e.const("image", np.array(image, np.int64)),
-                                     e.const("block", np.array(kernel, np.int64))],
+    folded = e.op("Col2Im", "fold", [cols, e.const("image", image),
+                                     e.const("block", kernel)],
                   [n, cout, *image], {"strides": strides, "dilations": dilations, "pads": begin + ends},
                   out=node.outputs[0] if last else None)
     if image != out:  # output_padding: positions past the fold's reach receive nothing
@@ -137,13 +114,4 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
 
 def lower_conv_transposes(graph: Graph) -> int:
     """Replace every ConvTranspose of ``graph`` in place (before Col2Im is lowered); returns how many were."""
-    lowered = 0
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        if node.op_type == "ConvTranspose":
-            nodes += _lower(graph, node)
-            lowered += 1
-        else:
-            nodes.append(node)
-    graph.nodes[:] = nodes
-    return lowered
+    return lower_each(graph, ("ConvTranspose",), _lower)

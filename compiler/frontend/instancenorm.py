@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from compiler.frontend.emitter import lower_each
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
@@ -72,13 +73,4 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
 
 def lower_instance_norms(graph: Graph) -> int:
     """Replace every InstanceNormalization of ``graph`` in place; returns how many were lowered."""
-    lowered = 0
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        if node.op_type == "InstanceNormalization":
-            nodes += _lower(graph, node)
-            lowered += 1
-        else:
-            nodes.append(node)
-    graph.nodes[:] = nodes
-    return lowered
+    return lower_each(graph, ("InstanceNormalization",), _lower)

@@ -52,7 +52,7 @@ from compiler.frontend.windows import check_windows
 from hw.errors import InputError, first_line
 from hw.perf.kahn import kahn_order
 
-__all__ = ["QUANTIZED_OPS", "check_shape_names", "load_graph", "parse_shape_arg", "read_model"]
+__all__ = ["QUANTIZED_OPS", "check_shape_names", "load_graph", "node_attrs", "parse_shape_arg", "read_model"]
 
 #: Op types that make a file a quantized model (besides onnxruntime's QLinear* / QGemm): QDQ pairs, quantize_dynamic's
 #: integer GEMMs, MatMulNBitsQuantizer's block-quantized GEMMs.
@@ -176,7 +176,9 @@ def _control_flow_hint(node: Node, nodes: list[Node], inputs: list[str]) -> str:
 _FLAG_VIEWS = frozenset({"Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Not"})
 
 
-def _attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
+def node_attrs(node: onnx.NodeProto, name: str, source: str) -> dict[str, Any]:
+    """``node``'s attributes as Python values: tensors as NumPy arrays (checked against the limits), strings decoded;
+    a string that is not UTF-8 is one InputError line naming the node (``name``) in file ``source``."""
     out: dict[str, Any] = {}
     for attr in node.attribute:
         label = f"attribute '{attr.name}' of {node.op_type} '{name}'"
@@ -330,7 +332,7 @@ def _expand_functions(nodes: list[Node], shapes: dict[str, tuple[int, ...]], dty
         if body is None:
             out.append(node)
             continue
-        out += [Node(b.op_type, b.name, list(b.input), list(b.output), _attrs(b, b.name, source)) for b in body]
+        out += [Node(b.op_type, b.name, list(b.input), list(b.output), node_attrs(b, b.name, source)) for b in body]
     return out
 
 
@@ -498,7 +500,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
     nodes = []
     for i, n in enumerate(graph.node):
         name = n.name or f"{n.op_type}_{i}"
-        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), _attrs(n, name, source_name)))
+        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), node_attrs(n, name, source_name)))
     nodes = _topological(nodes, {i.name for i in graph.input} | set(constants))
     for node in nodes:
         if node.op_type == "Loop" or node.op_type == "Scan":
@@ -524,7 +526,7 @@ def load_graph(source: str | os.PathLike[str] | onnx.ModelProto,
         nodes = _expand_functions(nodes, all_shapes, dtypes, opset, native, source_name)
         nodes = _prune(_fold(nodes, constants, all_shapes, dtypes, source_name), outputs)
         # an If whose condition folded (a shape test) is its taken branch (static_if.py)
-        nodes = inline_static_ifs(nodes, constants, lambda proto, name: _attrs(proto, name, source_name))
+        nodes = inline_static_ifs(nodes, constants, lambda proto, name: node_attrs(proto, name, source_name))
         for name, value in constants.items():
             dtypes.setdefault(name, value.dtype)
         if len(nodes) == before[0] and (len(all_shapes) == before[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.frontend.emitter import lower_each
 from compiler.frontend.graph import Graph, Node
 
 __all__ = ["lower_norm_reductions"]
@@ -50,15 +51,4 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
 
 def lower_norm_reductions(graph: Graph) -> int:
     """Replace every ReduceL2 / ReduceL1 / ReduceSumSquare of ``graph`` in place; returns how many were lowered."""
-    if not any(n.op_type in _LOWERED for n in graph.nodes):
-        return 0
-    nodes: list[Node] = []
-    lowered = 0
-    for node in graph.nodes:
-        if node.op_type in _LOWERED:
-            nodes += _lower(graph, node)
-            lowered += 1
-        else:
-            nodes.append(node)
-    graph.nodes[:] = nodes
-    return lowered
+    return lower_each(graph, _LOWERED, _lower)
