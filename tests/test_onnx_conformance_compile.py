@@ -10,8 +10,9 @@ Convolution-like ops take their weights as inputs in these models; exports hold 
 after the first becomes an initializer there.
 
 Found by it: SpaceToDepth's CRD order was computed as DCR; a two-input ``Sum`` was refused; ``auto_pad`` SAME pools
-and integer MaxPools were refused (the latter with a traceback); ``LpNormalization`` and ``ConvTranspose`` were not
-lowered; a scalar model input failed onnxruntime's feed; masked scores as an output gave a NaN cosine.
+and integer MaxPools were refused (the latter with a traceback); ``LpNormalization``, ``ConvTranspose`` and
+``ArgMin`` were not lowered and ArgMax's ``select_last_index`` was ignored; a scalar model input failed
+onnxruntime's feed; masked scores as an output gave a NaN cosine.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ FAMILIES = ("averagepool", "maxpool", "globalaveragepool", "globalmaxpool", "spa
             "mean", "max", "min", "logsoftmax", "softmax", "layer_normalization", "rms_normalization",
             "group_normalization", "gelu", "l1normalization", "l2normalization", "lpnormalization", "convtranspose",
             "attention", "clip", "hardswish", "hardsigmoid", "mish", "swish", "elu", "selu", "celu", "leakyrelu",
-            "prelu", "softplus", "softsign", "thresholdedrelu", "shrink", "relu", "mvn", "resize", "einsum")
+            "prelu", "softplus", "softsign", "thresholdedrelu", "shrink", "relu", "mvn", "resize", "einsum", "argmax",
+            "argmin")
 #: Families whose models pass weights as inputs: made initializers, as in an export.
 WEIGHTED = frozenset({"convtranspose", "prelu", "layer_normalization", "rms_normalization", "group_normalization",
                       "resize"})

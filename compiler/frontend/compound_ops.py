@@ -11,6 +11,7 @@ nodes the dialect already lowers, so no op kind, simulator kernel or cost entry 
 * ``GlobalAveragePool`` / ``GlobalMaxPool`` -> ``ReduceMean`` / ``ReduceMax`` over every spatial axis, kept;
 * ``DepthToSpace`` / ``SpaceToDepth`` in DCR or CRD order (pixel shuffle, unshuffle) -> Reshape, Transpose, Reshape;
 * ``LpNormalization`` -> ``x / max(ReduceL1(x), tiny)`` or the same with ``ReduceL2`` over its axis;
+* ``ArgMin(x)`` -> ``ArgMax(-x)``; ``select_last_index`` -> ``n - 1 - ArgMax`` of the axis reversed (a step -1 Slice);
 * ``LayerNormalization`` over several trailing axes -> Reshape, last-axis LayerNormalization, Reshape;
 * ``GatherND`` of constant indices that each name one entry of the first axis (``batch_dims`` 0, last index dim 1:
   dynamo's ``x[..., -2, :]`` on a moved axis, Falcon's fused QKV) -> ``Gather`` on axis 0, which the fused-projection
@@ -165,6 +166,30 @@ def _layernorm_axes(e: _Emit) -> None:
     e.add("Reshape", "unflat", [normed, e.const("shape", np.array(shape, np.int64))], node.outputs[0])
 
 
+def _arg_extreme(e: _Emit) -> None:
+    """ArgMin(x) -> ArgMax(-x) (the first index of the smallest is the first of the largest of -x); with
+    ``select_last_index``, the axis reversed by a Slice of step -1 first and the index mirrored after:
+    n - 1 - ArgMax(reversed x)."""
+    node, g = e.node, e.graph
+    x, shape = node.inputs[0], g.shapes[node.inputs[0]]
+    axis = int(node.attrs.get("axis", 0)) % len(shape)
+    keep = int(node.attrs.get("keepdims", 1))
+    if node.op_type == "ArgMin":
+        x = e.add("Neg", "negated", [x], e.tensor("negated", shape))
+    if not int(node.attrs.get("select_last_index", 0)):
+        e.add("ArgMax", "argmax", [x], node.outputs[0], {"axis": axis, "keepdims": keep})
+        return
+    n = shape[axis]
+    flipped = e.add("Slice", "reversed", [x, e.const("starts", np.array([n - 1], np.int64)),
+                                          e.const("ends", np.array([-n - 1], np.int64)),
+                                          e.const("axes", np.array([axis], np.int64)),
+                                          e.const("steps", np.array([-1], np.int64))], e.tensor("reversed", shape))
+    out_shape = g.shapes[node.outputs[0]]
+    first = e.add("ArgMax", "argmax", [flipped], f"{node.name}/argmax_output_0", {"axis": axis, "keepdims": keep})
+    g.shapes[first], g.dtypes[first] = tuple(out_shape), np.dtype(np.int64)
+    e.add("Sub", "mirrored", [e.const("last", np.array(n - 1, np.int64)), first], node.outputs[0])
+
+
 def _depth_space(e: _Emit) -> None:
     node, g = e.node, e.graph
     shape = g.shapes[node.inputs[0]]
@@ -220,6 +245,8 @@ def _lowering(node: Node):
         return _depth_space
     if node.op_type == "LpNormalization":
         return _lp_normalization
+    if node.op_type == "ArgMin" or (node.op_type == "ArgMax" and int(node.attrs.get("select_last_index", 0))):
+        return _arg_extreme
     if node.op_type == "LayerNormalization":
         return _layernorm_axes
     return None

@@ -91,7 +91,7 @@ def supported_onnx_ops() -> dict[str, set[str]]:
         "lowered to the above": {"Einsum", "AveragePool", "MaxPool", "BatchNormalization", "InstanceNormalization",
                                  "ConvTranspose", "Col2Im", "ReduceL2", "ReduceL1", "ReduceSumSquare", "Sum", "Mean",
                                  "LogSoftmax", "ReduceLogSumExp", "ReduceLogSum", "GlobalAveragePool",
-                                 "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "LpNormalization"},
+                                 "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "LpNormalization", "ArgMin"},
         "folded when constant": {"Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike"},
         # onnxruntime's quantize_dynamic chains and QDQ pairs, imported as the float graph on the model's
         # dequantized weights (compiler/frontend/dynamic_quant.py, qdq.py)
