@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, IntegerType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.backend.attention import AttentionPlan, emit_attention
@@ -85,6 +85,12 @@ def _quant(op: Operation) -> str | None:
     if isinstance(op, df.ElementwiseOp):
         return _attrs(op).get("quant")
     return None
+
+
+def _is_integer(value: SSAValue) -> bool:
+    """Whether ``value`` holds integers or booleans (a model input of token ids or a mask)."""
+    el = value.type.get_element_type() if isinstance(value.type, TensorType) else None
+    return isinstance(el, IntegerType)
 
 
 def _out_space(g: Geometry, bits: int) -> Space:
@@ -149,11 +155,14 @@ class _Walker:
     def _classify(self) -> None:
         """Mark the islands and, per integer op, whether the float prologue needs it (then the host runs it)."""
         self.category: dict[Operation, str] = {}
+        index = self._index_ops()
         for op in self.ops:
             if isinstance(op, df.WeightOp):
                 self.category[op] = "const"
             elif isinstance(op, func.ReturnOp):
                 self.category[op] = "return"
+            elif op in index:
+                self.category[op] = "float"  # host work on integer inputs (ids, masks), none of the device's data
             elif _quant(op) in (None, "add") and all(df.int_bits(r) in (8, 16, 32) for r in op.results) and all(
                     df.int_bits(v) in (8, 16, 32) or isinstance(v.owner, df.WeightOp)
                     or (isinstance(op, df.AttentionOp) and i == 3) for i, v in enumerate(op.operands)):
@@ -188,6 +197,19 @@ class _Walker:
             op = next((o for o in between if _quant(o) is None), between[0])
             raise InputError(f"{_where(op)}: a float op between integer ops; the system backend runs float ops "
                              f"only before and after the integer ops (docs/ISA.md, Host split)")
+
+    def _index_ops(self) -> set[Operation]:
+        """Generic ops that compute on the model's integer inputs and constants only (RoBERTa's position ids: a
+        cumulative sum of the non-padding mask, in int32): index arithmetic the host runs before the device, not
+        quantized data, whatever integer type its results have."""
+        index: set[Operation] = set()
+        for op in self.ops:
+            if not isinstance(op, (df.ElementwiseOp, df.MoveOp, df.ReduceOp)) or _quant(op) is not None:
+                continue
+            if all(v.owner in index or isinstance(v.owner, df.WeightOp) or (
+                    not isinstance(v.owner, Operation) and _is_integer(v)) for v in op.operands):
+                index.add(op)
+        return index
 
     @property
     def _embedding(self) -> set[Operation]:
@@ -357,14 +379,20 @@ class _Walker:
             vector_layer(self.mp.builder, name, rows, slots, [(a, 0), (b, 1)],
                          [VecStep(VecFn.REQUANT_ADD, 0, 2, bits, aux=1)], [(2, out)], None, configs)
             return
-        # Per-channel multipliers: each branch requantized per channel to int32 in place, then a unit-multiplier
-        # saturating add: exact when neither branch can leave int32 (|x| <= 2^(bits - 1) times m / 2^e, rounded).
+        # Per-channel multipliers: each branch requantized per channel to int32 in place (saturating), then a
+        # unit-multiplier saturating add. Exact when neither branch can leave int32 (|x| <= 2^(bits - 1) times
+        # m / 2^e, rounded), and when one can but the other stays 2^(bits - 1) inside int32: a branch that
+        # saturates is then beyond the output's range by more than the other can take back, so the output
+        # saturates to the same side as the exact sum does (a GEMM's int32 accumulator on a finer output grid).
+        bounds, ratios = [], []
         for i, v in enumerate(op.operands[:2]):
-            ratio = float(np.max(me[2 * i].astype(np.float64) * np.exp2(-me[2 * i + 1].astype(np.float64))))
-            bound = 2.0 ** ((df.int_bits(v) or 32) - 1) * ratio + 1
-            if bound >= 2.0**31 - 1:
-                raise InputError(f"{_where(op)}: operand {i} times its per-channel multiplier {ratio:.3g} could "
-                                 f"leave int32 before the add")
+            ratios.append(float(np.max(me[2 * i].astype(np.float64) * np.exp2(-me[2 * i + 1].astype(np.float64)))))
+            bounds.append(2.0 ** ((df.int_bits(v) or 32) - 1) * ratios[-1] + 1)
+        wide = [i for i, bound in enumerate(bounds) if bound >= 2.0**31 - 1]
+        if len(wide) == 2 or (wide and bounds[1 - wide[0]] + 2.0 ** (bits - 1) >= 2.0**31 - 1):
+            i = wide[-1]
+            raise InputError(f"{_where(op)}: operand {i} times its per-channel multiplier {ratios[i]:.3g} could "
+                             f"leave int32 before the add")
         span = -(-n // self.g.width)
         table = np.concatenate([_const_rows(self.g, row) for row in me])
         unit = ((ConfigReg.REQUANT_M, 1), (ConfigReg.REQUANT_E, 0), (ConfigReg.RESIDUAL_M, 1),
