@@ -198,9 +198,8 @@ def _topk(inputs: Sequence[Array], attrs: dict[str, Any]) -> list[Array]:
     x, k = inputs[0], int(np.asarray(inputs[1]).reshape(-1)[0])
     axis = int(attrs.get("axis", -1))
     largest = int(attrs.get("largest", 1))
-    # Stable sort keeps ties in index order, which is what ONNX Runtime and torch.topk give.
-    # Descending with ties in index order: a stable ascending sort of the reversed axis, reversed back (negating
-    # would wrap unsigned integers).
+    # Ties in index order, as ONNX Runtime and torch.topk give them: a stable sort, for the largest one of the
+    # reversed axis reversed back (negating would wrap unsigned integers).
     if largest:
         n = x.shape[axis]
         order = n - 1 - np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
@@ -469,8 +468,11 @@ def resize_refusal(attrs: dict[str, Any], shape: Sequence[int], out: Sequence[in
     """Why a Resize of ``shape`` to ``out`` is not evaluated ("" when it is). Every mode, coordinate transform and
     rounding of the ONNX specification is (`_resize`), except antialiasing in nearest mode, which the specification
     leaves undefined."""
-    if list(shape) == list(out):
-        return ""
+    return "" if list(shape) == list(out) else _undefined_resize(attrs)
+
+
+def _undefined_resize(attrs: dict[str, Any]) -> str:
+    """Why ONNX defines no result for a Resize with ``attrs`` to another size ("" when it does)."""
     if _text(attrs, "mode", "nearest") == "nearest" and int(attrs.get("antialias", 0)):
         return "Resize with mode nearest and antialias is not defined by ONNX"
     return ""
@@ -529,8 +531,10 @@ def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array
     tracing (BEiT, DINOv2). To another size (MobileViT resizes its feature maps to whole patches and back, SegFormer
     and DPT upsample theirs) it runs ONNX's own reference implementation (``onnx.reference``, separable per axis):
     the specification's coordinate transforms differ from torch's interpolate in details that matter (a scale
-    factor, not the ratio of the rounded sizes, when ``scales`` is given; the unrounded output length in
-    ``align_corners``; ``pytorch_half_pixel`` on a length-1 axis), so no other library computes every case."""
+    factor, not the ratio of the rounded sizes, when ``scales`` is given; ``pytorch_half_pixel`` on a length-1
+    axis), so no other library computes every case; torch's interpolate runs where the two agree exactly
+    (`_interpolate`). One exception follows torch and onnxruntime, not the reference: ``align_corners`` with
+    ``scales`` maps over the rounded output length."""
     x = np.asarray(inputs[0])
     axes = [int(a) % x.ndim for a in attrs.get("axes", range(x.ndim))]
     scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and np.size(inputs[2]) else None
@@ -550,7 +554,7 @@ def _resize(inputs: Sequence[Array | None], attrs: dict[str, Any]) -> list[Array
             return [x]
     else:
         raise UnsupportedOp("Resize without scales or sizes")
-    if (why := resize_refusal(attrs, [0], [1])):
+    if (why := _undefined_resize(attrs)):
         raise UnsupportedOp(why)
     if sizes is None and _text(attrs, "coordinate_transformation_mode", "half_pixel") == "align_corners":
         # align_corners maps x_resized * (in - 1) / (out - 1) with the output's whole length, as torch (which
