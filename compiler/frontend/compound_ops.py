@@ -13,6 +13,9 @@ nodes the dialect already lowers, so no op kind, simulator kernel or cost entry 
 * ``LpNormalization`` -> ``x / max(ReduceL1(x), tiny)`` or the same with ``ReduceL2`` over its axis;
 * ``ArgMin(x)`` -> ``ArgMax(-x)``; ``select_last_index`` -> ``n - 1 - ArgMax`` of the axis reversed (a step -1 Slice);
 * ``LayerNormalization`` over several trailing axes -> Reshape, last-axis LayerNormalization, Reshape;
+* ``MatMul`` with a rank-1 operand -> the vector as a [K, 1] column or [1, K] row, MatMul, Reshape;
+* ``Dropout`` with its mask output read (inference) -> Identity, the mask a constant of ones;
+* a ``Reduce*`` with ``noop_with_empty_axes`` and no axes -> Identity;
 * ``GatherND`` of constant indices that each name one entry of the first axis (``batch_dims`` 0, last index dim 1:
   dynamo's ``x[..., -2, :]`` on a moved axis, Falcon's fused QKV) -> ``Gather`` on axis 0, which the fused-projection
   split (compiler/frontend/fused_proj.py) reads.
@@ -190,6 +193,55 @@ def _arg_extreme(e: _Emit) -> None:
     e.add("Sub", "mirrored", [e.const("last", np.array(n - 1, np.int64)), first], node.outputs[0])
 
 
+def _matmul_vector(e: _Emit) -> None:
+    """MatMul with a rank-1 operand, as ONNX (NumPy) defines it: a vector on the right is a [K, 1] column whose
+    output axis is dropped, on the left a [1, K] row; the product of two is a scalar. The GEMM reads the matrix form
+    and a Reshape drops the axis."""
+    node, g = e.node, e.graph
+    a, b = node.inputs
+    sa, sb = g.shapes[a], g.shapes[b]
+    if len(sb) == 1:
+        b = e.add("Reshape", "column", [b, e.const("column_shape", np.array([sb[0], 1], np.int64))],
+                  e.tensor("column", (sb[0], 1)))
+        sb = (sb[0], 1)
+    if len(sa) == 1:
+        a = e.add("Reshape", "row", [a, e.const("row_shape", np.array([1, sa[0]], np.int64))],
+                  e.tensor("row", (1, sa[0])))
+        sa = (1, sa[0])
+    shape = tuple(np.broadcast_shapes(sa[:-2], sb[:-2])) + (sa[-2], sb[-1])
+    product = e.add("MatMul", "matrix", [a, b], e.tensor("matrix", shape))
+    out = g.shapes[node.outputs[0]]
+    e.add("Reshape", "vector", [product, e.const("vector_shape", np.array(out, np.int64))], node.outputs[0])
+
+
+def _dropout(e: _Emit) -> None:
+    """Inference Dropout with its mask output read: the identity, and the mask a constant of ones. In training mode
+    (a true ``training_mode`` input and a nonzero ratio) it draws random elements: one line naming the node."""
+    node, g = e.node, e.graph
+    ratio = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] else None
+    mode = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    training = mode is not None and (not g.is_const(mode) or bool(g.constants[mode].reshape(-1)[0]))
+    if training and not (ratio is not None and g.is_const(ratio) and float(g.constants[ratio].reshape(-1)[0]) == 0):
+        raise InputError(f"{g.source}: Dropout (node '{node.name}') in training mode draws random elements; export "
+                         "the model in eval mode")
+    e.add("Identity", "copy", [node.inputs[0]], node.outputs[0])
+    mask = node.outputs[1]
+    g.constants[mask] = np.ones(g.shapes[node.inputs[0]], dtype=bool)
+    g.shapes[mask], g.dtypes[mask] = tuple(g.shapes[node.inputs[0]]), np.dtype(bool)
+
+
+def _no_axes(graph: Graph, node: Node) -> bool:
+    """Whether a Reduce* node names no axes: no ``axes`` input or attribute, or an empty constant one."""
+    if len(node.inputs) > 1 and node.inputs[1]:
+        return graph.is_const(node.inputs[1]) and graph.constants[node.inputs[1]].size == 0
+    return not node.attrs.get("axes")
+
+
+def _noop_reduce(e: _Emit) -> None:
+    """A Reduce* with ``noop_with_empty_axes`` and no axes is the identity (ONNX), not a reduction over every axis."""
+    e.add("Identity", "noop", [e.node.inputs[0]], e.node.outputs[0])
+
+
 def _depth_space(e: _Emit) -> None:
     node, g = e.node, e.graph
     shape = g.shapes[node.inputs[0]]
@@ -234,7 +286,7 @@ def _is_first_axis_gather_nd(graph: Graph, node: Node) -> bool:
             and int(node.attrs.get("batch_dims", 0)) == 0 and node.inputs[0] not in graph.constants)
 
 
-def _lowering(node: Node):
+def _lowering(graph: Graph, node: Node):
     if node.op_type in _VARIADIC and (len([i for i in node.inputs if i]) != 2 or node.op_type in ("Sum", "Mean")):
         return _variadic  # two-input Max / Min are the dialect's binary ops; Sum and Mean have no binary form there
     if node.op_type in ("LogSoftmax", "ReduceLogSumExp", "ReduceLogSum"):
@@ -249,6 +301,12 @@ def _lowering(node: Node):
         return _arg_extreme
     if node.op_type == "LayerNormalization":
         return _layernorm_axes
+    if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1]:
+        return _dropout
+    if node.op_type.startswith("Reduce") and int(node.attrs.get("noop_with_empty_axes", 0)) and _no_axes(graph, node):
+        return _noop_reduce
+    if node.op_type == "MatMul" and any(len(graph.shapes.get(i, (0, 0))) == 1 for i in node.inputs):
+        return _matmul_vector
     return None
 
 
@@ -257,7 +315,7 @@ def lower_compound_ops(graph: Graph) -> int:
     nodes: list[Node] = []
     lowered = 0
     for node in graph.nodes:
-        rule = _first_axis_gather if _is_first_axis_gather_nd(graph, node) else _lowering(node)
+        rule = _first_axis_gather if _is_first_axis_gather_nd(graph, node) else _lowering(graph, node)
         if rule is None:
             nodes.append(node)
             continue

@@ -489,7 +489,7 @@ def _emit_node(b: _Builder, node: Node) -> None:
                 axes = [int(a) for a in g.constants[node.inputs[1]].reshape(-1)]
             if op_type == "ArgMax":
                 axes = [int(node.attrs.get("axis", 0))]
-            if axes is None:
+            if not axes:  # none given or an empty axes tensor: every axis (noop_with_empty_axes: compound_ops.py)
                 axes = list(range(len(g.shapes[node.inputs[0]])))
             op = b.add(df.ReduceOp.create(operands=[operands[0]], result_types=results, properties={
                 "layer": StringAttr(name), "kind": StringAttr(_REDUCE[op_type]),
