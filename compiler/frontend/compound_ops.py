@@ -287,6 +287,8 @@ def _is_first_axis_gather_nd(graph: Graph, node: Node) -> bool:
 
 
 def _lowering(graph: Graph, node: Node):
+    if node.op_type.startswith("Reduce") and int(node.attrs.get("noop_with_empty_axes", 0)) and _no_axes(graph, node):
+        return _noop_reduce  # before ReduceLogSumExp's own lowering, which would reduce every axis
     if node.op_type in _VARIADIC and (len([i for i in node.inputs if i]) != 2 or node.op_type in ("Sum", "Mean")):
         return _variadic  # two-input Max / Min are the dialect's binary ops; Sum and Mean have no binary form there
     if node.op_type in ("LogSoftmax", "ReduceLogSumExp", "ReduceLogSum"):
@@ -303,8 +305,6 @@ def _lowering(graph: Graph, node: Node):
         return _layernorm_axes
     if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1]:
         return _dropout
-    if node.op_type.startswith("Reduce") and int(node.attrs.get("noop_with_empty_axes", 0)) and _no_axes(graph, node):
-        return _noop_reduce
     if node.op_type == "MatMul" and any(len(graph.shapes.get(i, (0, 0))) == 1 for i in node.inputs):
         return _matmul_vector
     return None
