@@ -2,7 +2,7 @@
 
 The query side of such an attention is the same for every sample, so the exporter folds it (the probe through its
 Q projection, head split and scale) into one constant left operand of the QK^T MatMul. The matcher reads that
-constant as the op's Q, merged back to [B, Sq, H*Dh] (compiler/frontend/attention_match.py, _constant_queries);
+constant as the op's Q, merged back to [B, Sq, H*Dh] (compiler/frontend/attention_operands.py, constant_queries);
 before, a constant on either side of QK^T stopped the match and the head ran as generic MatMul / Softmax ops (SigLIP's
 and AIMv2's pooling heads: 2 of 3 attentions, DETR 4 of its 5 computed ones, the probe head 0 of 1).
 """

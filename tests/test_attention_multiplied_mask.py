@@ -2,7 +2,7 @@
 
 The scores are multiplied by a constant 0 / 1 table and -1e4 is added where it is 0. The matcher reads the product
 as part of the mask when the constant terms added after it cover every zero of the table with -1e4 or less and every
-row keeps a key (compiler/frontend/attention_match.py, ``_multiplied_mask``): the softmax then gives the dropped keys
+row keeps a key (compiler/frontend/masks.py, ``multiplied_mask``): the softmax then gives the dropped keys
 no weight either way. Before, GPT-1 compiled with none of its attentions recognised (0 of 2). A product whose zeros
 nothing masks, or a table with a row of zeros, changes the scores and stays generic ops.
 """

@@ -1,4 +1,4 @@
-"""ONNX Resize to another size (compiler/frontend/onnx_ops.py `_resize`): a ``resize`` move, simulated as the ONNX
+"""ONNX Resize to another size (compiler/frontend/onnx_resize.py `resize`): a ``resize`` move, simulated as the ONNX
 specification defines it (torch's interpolate where the two agree, ONNX's reference implementation elsewhere).
 
 Bilinear (half-pixel and align-corners), nearest and bicubic resizes exported by torch compile, keep the conv

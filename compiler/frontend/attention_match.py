@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 
-from compiler.frontend.graph import Graph, Node
+from compiler.frontend.attention_operands import constant_queries
+from compiler.frontend.graph import Node
 from compiler.frontend.head_view import HeadViews, untranspose_product, view_operand, view_output
 from compiler.frontend.masks import (
     ScoreTerm,
@@ -27,6 +28,7 @@ from compiler.frontend.masks import (
     grid_term,
     grid_view,
     masked_row_guard,
+    multiplied_mask,
     same_tensor,
     unfold_input,
 )
@@ -197,48 +199,6 @@ def _fit_role(ctx: MatchContext, head: str, expect, dh: int, rope: bool):
     return None
 
 
-def _multiplied_mask(g: Graph, node: Node, cur: tuple[int, ...], terms: list) -> str | None:
-    """The scores side of ``scores * B`` when B is a constant 0 / 1 mask that the constant terms added after it
-    already mask: ``w * b - 1e4 * (1 - b)`` (GPT-1, older causal LMs) adds at most -1e4 wherever b is 0, so the
-    softmax gives those keys no weight whether their score was zeroed first or not (e^(s - 1e4) and e^(-1e4) both
-    vanish in float32); every row of B keeps a key, so no row is masked whole (where the two would differ). None
-    otherwise: a multiplicative mask with nothing added, or one whose zeros the additive terms do not cover."""
-    const = next((i for i in node.inputs if g.is_const(i)), None)
-    scores = next((i for i in node.inputs if i != const), None)
-    if const is None or scores is None or g.shapes.get(scores) != cur:
-        return None
-    b = g.constants[const]
-    added = [g.constants[t] for kind, t, _ in terms if kind == "add" and isinstance(t, str) and g.is_const(t)]
-    if b.ndim > len(cur) or b.size < 2 or not added or not np.all((b == 0) | (b == 1)):
-        return None
-    try:
-        total = np.broadcast_to(sum(np.asarray(a, np.float64) for a in added), cur)
-        dropped = np.broadcast_to(b == 0, cur)
-    except ValueError:
-        return None
-    if not np.all(total[dropped] <= -1e4) or not np.all(np.broadcast_to(b, cur).max(axis=-1) == 1):
-        return None
-    return scores
-
-
-def _constant_queries(g: Graph, q_head: str, batch: int, heads: int, sq: int, dh: int):
-    """`_fit_role`'s result for a constant Q operand: learned queries, the same for every sample (DETR's first
-    decoder layer, whose queries are its query embeddings alone; attention-pooling heads with a learned probe).
-    The constant ([1 or B, H, Sq, Dh], or bmm-style [H or B*H, Sq, Dh]) merged back to the [B, Sq, H*Dh] source an
-    attention op reads, as a new constant; None when its shape is not one of those."""
-    value = np.asarray(g.constants[q_head])
-    if value.ndim == 3 and value.shape[0] in (heads, batch * heads):
-        value = value.reshape(-1, heads, *value.shape[1:])
-    if value.ndim != 4 or value.shape[0] not in (1, batch) or value.shape[1:] != (heads, sq, dh):
-        return None
-    merged = np.broadcast_to(value.transpose(0, 2, 1, 3).reshape(value.shape[0], sq, heads * dh),
-                             (batch, sq, heads * dh))
-    name = f"{q_head}/merged_heads"
-    g.constants[name] = np.ascontiguousarray(merged)
-    g.shapes[name], g.dtypes[name] = merged.shape, g.dtypes.get(q_head, merged.dtype)
-    return name, [], 1.0, None, None, None
-
-
 def _split(x: np.ndarray, d: int, heads: int, shared: bool) -> np.ndarray:
     """[B, S, kv*d] -> [B, S, heads, d]; K/V heads shared by heads // kv query heads (GQA / MQA)."""
     kv = x.shape[2] // d
@@ -358,7 +318,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         if node is None:
             return None
         if node.op_type == "MatMul" and not g.is_const(node.inputs[1]):
-            qk = node  # Q may be a constant: learned queries (below, _constant_queries)
+            qk = node  # Q may be a constant: learned queries (attention_operands.constant_queries)
             break
         region.append(node)
         cur = g.shapes.get(name, ())
@@ -408,7 +368,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
         elif node.op_type == "Div" and g.scalar(node.inputs[1]) is not None:
             scale /= g.scalar(node.inputs[1])  # type: ignore[operator]
             name = node.inputs[0]
-        elif node.op_type == "Mul" and (kept := _multiplied_mask(g, node, tuple(cur), terms)) is not None:
+        elif node.op_type == "Mul" and (kept := multiplied_mask(g, node, tuple(cur), terms)) is not None:
             name = kept  # s * B with B a constant 0 / 1 mask that the terms added after it already mask (GPT-1)
         elif node.op_type == "Mul" and head_scale is None and (factors := per_head(g, node, cur, heads)):
             head_scale, name = (factors[0], len(terms) + len(subtracted) + len(grid_inputs)), factors[1]
@@ -499,7 +459,7 @@ def _match_core(ctx: MatchContext, softmax: Node, shape: tuple[int, int, int, in
     else:  # Q computed per head (a norm, an L2 normalisation after the split): its own merged view
         group, heads, sq = 1, score_heads, score_rows
         if constant_q:
-            fitted = _constant_queries(g, q_head, batch, heads, sq, dh)
+            fitted = constant_queries(g, q_head, batch, heads, sq, dh)
             if fitted is None:
                 return None
         elif not view_operand(ctx, qk, 0, "q", heads, head_views):

@@ -3,7 +3,8 @@
 The attention matcher (compiler/frontend/attention_match.py) records what it found rather than rewriting while it
 matches: several additive masks (summed into one operand), a constant added after the head split (moved onto the
 projection), a sequence- or channels-first source (transposed to batch-first), rotary embeddings on Q and K
-(re-emitted on the projection, compiler/frontend/rope.py) and a per-head scale of the scores (a Mul of Q's heads).
+(re-emitted on the projection, compiler/frontend/rope.py) and a per-head scale of the scores (a Mul of Q's heads);
+learned constant queries become one merged [B, Sq, H*Dh] constant (`constant_queries`).
 Each inserted node computes, on the operand, what the replaced nodes computed after the head split.
 """
 
@@ -15,7 +16,7 @@ from compiler.frontend.graph import Graph, Node
 from compiler.frontend.match import Match
 from compiler.frontend.rope import materialize_rope
 
-__all__ = ["materialize_operands"]
+__all__ = ["constant_queries", "materialize_operands"]
 
 
 def _sum_masks(graph: Graph, parts: list[str], name: str) -> str:
@@ -88,3 +89,22 @@ def materialize_operands(graph: Graph, match: Match) -> None:
     if match.props.get("q_scale") is not None:  # last: it scales the rotated, batch-first Q, as it scaled QK^T
         match.operands["q"] = _add_bias(graph, match.operand("q"), match.props["q_scale"], f"{base}/q_head_scale",
                                         "Mul")
+
+
+def constant_queries(g: Graph, q_head: str, batch: int, heads: int, sq: int, dh: int):
+    """The attention matcher's role fit (attention_match.py `_fit_role`) for a constant Q operand: learned
+    queries, the same for every sample (DETR's first decoder layer, whose queries are its query embeddings alone;
+    attention-pooling heads with a learned probe). The constant ([1 or B, H, Sq, Dh], or bmm-style [H or B*H, Sq,
+    Dh]) merged back to the [B, Sq, H*Dh] source an attention op reads, as a new constant; None when its shape is
+    not one of those."""
+    value = np.asarray(g.constants[q_head])
+    if value.ndim == 3 and value.shape[0] in (heads, batch * heads):
+        value = value.reshape(-1, heads, *value.shape[1:])
+    if value.ndim != 4 or value.shape[0] not in (1, batch) or value.shape[1:] != (heads, sq, dh):
+        return None
+    merged = np.broadcast_to(value.transpose(0, 2, 1, 3).reshape(value.shape[0], sq, heads * dh),
+                             (batch, sq, heads * dh))
+    name = f"{q_head}/merged_heads"
+    g.constants[name] = np.ascontiguousarray(merged)
+    g.shapes[name], g.dtypes[name] = merged.shape, g.dtypes.get(q_head, merged.dtype)
+    return name, [], 1.0, None, None, None

@@ -20,7 +20,8 @@ import numpy as np
 from compiler.frontend.graph import Graph, Node
 
 __all__ = ["additive_where", "as_bhss", "classify_terms", "grid_addend", "grid_split", "grid_term", "grid_view",
-           "mask_kind", "masked_row_guard", "same_tensor", "unfold_const", "unfold_input", "window_mask", "Classified",
+           "mask_kind", "masked_row_guard", "multiplied_mask", "same_tensor", "unfold_const", "unfold_input",
+           "window_mask", "Classified",
            "ScoreTerm", "WINDOW_FILL"]
 
 
@@ -375,3 +376,27 @@ def masked_row_guard(graph: Graph, producers: dict[str, Node], consumers: dict[s
             or not rmax.attrs.get("keepdims", 1) or rmax.attrs.get("noop_with_empty_axes", 0):
         return None
     return [rmax, cond, where], where, same_tensor(graph, producers, bias)
+
+
+def multiplied_mask(g: Graph, node: Node, cur: tuple[int, ...], terms: list) -> str | None:
+    """The scores side of ``scores * B`` when B is a constant 0 / 1 mask that the constant terms added after it
+    already mask: ``w * b - 1e4 * (1 - b)`` (GPT-1, older causal LMs) adds at most -1e4 wherever b is 0, so the
+    softmax gives those keys no weight whether their score was zeroed first or not (e^(s - 1e4) and e^(-1e4) both
+    vanish in float32); every row of B keeps a key, so no row is masked whole (where the two would differ). None
+    otherwise: a multiplicative mask with nothing added, or one whose zeros the additive terms do not cover."""
+    const = next((i for i in node.inputs if g.is_const(i)), None)
+    scores = next((i for i in node.inputs if i != const), None)
+    if const is None or scores is None or g.shapes.get(scores) != cur:
+        return None
+    b = g.constants[const]
+    added = [g.constants[t] for kind, t, _ in terms if kind == "add" and isinstance(t, str) and g.is_const(t)]
+    if b.ndim > len(cur) or b.size < 2 or not added or not np.all((b == 0) | (b == 1)):
+        return None
+    try:
+        total = np.broadcast_to(sum(np.asarray(a, np.float64) for a in added), cur)
+        dropped = np.broadcast_to(b == 0, cur)
+    except ValueError:
+        return None
+    if not np.all(total[dropped] <= -1e4) or not np.all(np.broadcast_to(b, cur).max(axis=-1) == 1):
+        return None
+    return scores
