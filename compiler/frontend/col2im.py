@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.frontend.emitter import Emitter, lower_each
+from compiler.frontend.emitter import Emitter, int_attrs, lower_each
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
 __all__ = ["lower_col2ims"]
 
-
-def _ints(node: Node, attr: str, default: list[int]) -> list[int]:
-    return [int(v) for v in node.attrs.get(attr, default)]
 
 
 def _check(graph: Graph, node: Node) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
@@ -54,9 +51,9 @@ def _check(graph: Graph, node: Node) -> tuple[list[int], list[int], list[int], l
                          "be constants")
     image, block = ([int(v) for v in graph.constants[c].reshape(-1)] for c in consts)
     rank = len(block)
-    strides = _ints(node, "strides", [1] * rank)
-    pads = _ints(node, "pads", [0] * 2 * rank)
-    dilations = _ints(node, "dilations", [1] * rank)
+    strides = int_attrs(node, "strides", [1] * rank)
+    pads = int_attrs(node, "pads", [0] * 2 * rank)
+    dilations = int_attrs(node, "dilations", [1] * rank)
     if not rank or len(image) != rank or len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
         raise bad(f"image {image}, block {block}, strides {strides}, dilations {dilations} and pads {pads} must "
                   "give one value per spatial axis (pads two)")

@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.frontend.emitter import Emitter, lower_each
+from compiler.frontend.emitter import Emitter, int_attrs, lower_each
 from compiler.frontend.graph import Graph, Node
 from hw.errors import InputError
 
 __all__ = ["lower_conv_transposes"]
 
-
-def _ints(node: Node, attr: str, default: list[int]) -> list[int]:
-    return [int(v) for v in node.attrs.get(attr, default)]
 
 
 def _begin_pads(node: Node, spatial: list[int], out: list[int], kernel: list[int], strides: list[int],
@@ -45,7 +42,7 @@ def _begin_pads(node: Node, spatial: list[int], out: list[int], kernel: list[int
     auto = node.attrs.get("auto_pad", "NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto in ("NOTSET", "") and "output_shape" not in node.attrs:
-        return _ints(node, "pads", [0] * 2 * rank)[:rank]
+        return int_attrs(node, "pads", [0] * 2 * rank)[:rank]
     if auto == "VALID":
         return [0] * rank
     totals = [s * (n - 1) + p + (k - 1) * d + 1 - o
@@ -65,9 +62,9 @@ def _lower(graph: Graph, node: Node) -> list[Node]:
     n, cin, spatial = shape[0], shape[1], shape[2:]
     rank = len(spatial)
     group = int(node.attrs.get("group", 1))
-    kernel = _ints(node, "kernel_shape", list(w.shape[2:]))
-    strides, dilations = _ints(node, "strides", [1] * rank), _ints(node, "dilations", [1] * rank)
-    out_pad = _ints(node, "output_padding", [0] * rank)
+    kernel = int_attrs(node, "kernel_shape", list(w.shape[2:]))
+    strides, dilations = int_attrs(node, "strides", [1] * rank), int_attrs(node, "dilations", [1] * rank)
+    out_pad = int_attrs(node, "output_padding", [0] * rank)
     if w.ndim != rank + 2 or list(w.shape[2:]) != kernel or w.shape[0] != cin or cin % group \
             or len(out_shape) != rank + 2:
         raise InputError(f"{where}: weight {list(w.shape)} does not fit input {shape}, kernel {kernel} and group "

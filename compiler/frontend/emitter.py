@@ -13,7 +13,12 @@ import numpy as np
 
 from compiler.frontend.graph import Graph, Node
 
-__all__ = ["Emitter", "lower_each"]
+__all__ = ["Emitter", "int_attrs", "lower_each"]
+
+
+def int_attrs(node: Node, attr: str, default: list[int]) -> list[int]:
+    """A list-of-ints attribute of ``node`` (strides, pads, dilations, kernel_shape), ``default`` when absent."""
+    return [int(v) for v in node.attrs.get(attr, default)]
 
 
 class Emitter:
