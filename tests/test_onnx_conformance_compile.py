@@ -15,7 +15,8 @@ and integer MaxPools were refused (the latter with a traceback); ``LpNormalizati
 ``ArgMin`` were not lowered and ArgMax's ``select_last_index`` was ignored; a scalar model input failed
 onnxruntime's feed; masked scores as an output gave a NaN cosine; a Reduce* given an empty axes tensor reduced
 nothing (ONNX: every axis); Dropout with its mask output and MatMul with a vector operand stopped in the IR
-verifier.
+verifier; Gemm's transA, scalar / single-value / matrix C and MatMul's broadcast batch axes were refused
+(compiler/frontend/gemm_forms.py).
 """
 
 from __future__ import annotations
@@ -62,9 +63,6 @@ REFUSED = {r"test_maxpool_with_argmax_.*": "only pools without indices",
            r"test_\w+_uint(16|32|64)\w*": "unsupported tensor element type",
            r"test_cast\w*_(FLOAT8|FLOAT4|U?INT4|U?INT2)\w*": "",
            r"test_batchnorm_\w*training_mode": "only inference form",
-           r"test_gemm_(default_scalar_bias|default_single_elem_vector_bias|default_matrix_bias)": "bias C must be",
-           r"test_gemm_(transposeA|all_attributes)": "transA=1 is not supported",
-           r"test_matmul_(bcast|1d_3d)": "broadcast batch dims",
            r"test_\w+_empty_set\w*|test_reshape_allowzero_reordered|test_split_zero_size_splits\w*": "symbolic shape",
            r"test_slice_start_out_of_bounds": "zero-size tensor",
            r"test_split_to_sequence\w*": "unsupported op SplitToSequence",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from compiler.frontend.attention_match import match_attention
 from compiler.frontend.attention_operands import materialize_operands
 from compiler.frontend.einsum import lower_einsums
+from compiler.frontend.gemm_forms import lower_gemm_forms
 from compiler.frontend.graph import Graph, Node
 from compiler.frontend.head_norm import view_head_norm, view_split_head_norms
 from compiler.frontend.match import Match, MatchContext
@@ -58,6 +59,9 @@ def recognize(graph: Graph) -> list[Match]:
             if match.kind == "layernorm":  # a per-head Q/K norm (Qwen3, OLMo2) seen as [B, S, H*Dh] for attention
                 view_head_norm(graph, match, ctx.producers, ctx.consumers, ctx.order)
                 norms[match.output] = (match.operand("input"), match.nodes)
+    # Gemm / MatMul forms the GEMM lowering does not read (transA, a C that is no [N] row, broadcast batch axes),
+    # on the nodes no match took: after the walk, so a matcher sees a broadcast K/V head as exported (Falcon).
+    lower_gemm_forms(graph, ctx.taken)
     for match in matches:  # masks summed, biases, layouts and rotations on the operands the attention op reads
         materialize_operands(graph, match)
     return matches
