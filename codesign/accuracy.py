@@ -55,8 +55,8 @@ from compiler.output_rows import as_rows
 from compiler.simulate import Simulator
 from hw.errors import InputError, first_line
 
-__all__ = ["model_signature", "load_samples", "prepare_env", "evaluate", "References", "reference_outputs",
-           "write_outputs", "render_accuracy"]
+__all__ = ["model_signature", "load_samples", "prepare_env", "sample_shapes", "evaluate", "References",
+           "reference_outputs", "write_outputs", "render_accuracy"]
 
 Signature = list[tuple[str, tuple[int | None, ...], np.dtype]]
 
@@ -145,6 +145,25 @@ def prepare_env(source: Any, shapes: Mapping[str, Sequence[int]] | None, inputs:
         calib, label = samples, "inputs"
     env.artifacts["calibration"] = {"names": [s[0] for s in signature], "data": calib, "source": label}
     return env, samples
+
+
+def sample_shapes(source: Any, options: Any, env: Any, samples: Mapping[str, np.ndarray] | None) -> Any:
+    """``options`` (a ``CompileOptions``) with the symbolic input dims no ``--shape`` names read off the samples
+    (``--inputs``, else ``--calibrate``; compiler/frontend/input_shapes.py ``dims_from_samples``): a model exported
+    with dynamic axes compiles at the shape it is run on, as onnxruntime sizes it by its feeds."""
+    import dataclasses
+
+    from compiler.frontend.input_shapes import dims_from_samples
+
+    data, flag = (samples, "--inputs") if samples is not None else (
+        env.artifacts["calibration"]["data"] if env is not None else None, "--calibrate")
+    if not data:
+        return options
+    model, name = read_model(source, external=False)
+    given = dict(options.shapes)
+    found = dims_from_samples(model, given, name, {i.name for i in model.graph.initializer},
+                              {k: v.shape for k, v in data.items()}, flag, options.batch)
+    return dataclasses.replace(options, shapes=tuple(given.items()) + tuple(found.items())) if found else options
 
 
 class References(list[dict[str, np.ndarray]]):

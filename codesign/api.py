@@ -126,9 +126,10 @@ def run_compile(source: Any, options: CompileOptions, *, inputs: Any = None, cal
     env = samples = None
     if inputs is not None or calibrate is not None:
         # codesign.accuracy loads the simulator and torch, which only a compile given samples needs
-        from codesign.accuracy import prepare_env
+        from codesign.accuracy import prepare_env, sample_shapes
 
         env, samples = prepare_env(source, dict(options.shapes), inputs, calibrate, quantized=options.quantized)
+        options = sample_shapes(source, options, env, samples)
     result = run_pipeline(source, options, middle=middle_passes(options), on_ir=on_ir, report=build_report, env=env)
     _check_design_fits(result)
     sim_outputs = None

@@ -124,7 +124,7 @@ def one_array(options: Any) -> tuple[Any, list[str]]:
 
 def build_design(args: argparse.Namespace) -> SystemDesign:
     """Compile ``args.model`` as ``codesign compile`` would and program it (module docstring)."""
-    from codesign.accuracy import prepare_env
+    from codesign.accuracy import prepare_env, sample_shapes
     from codesign.cli import _compile_options
     from codesign.options import middle_passes
     from codesign.rtl_config import learn_scales
@@ -141,6 +141,7 @@ def build_design(args: argparse.Namespace) -> SystemDesign:
     options, notes = one_array(_compile_options(args))
     env, samples = prepare_env(args.model, dict(options.shapes), args.inputs, args.calibrate,
                                quantized=options.quantized)
+    options = sample_shapes(args.model, options, env, samples)
     result = run_pipeline(args.model, options, middle=middle_passes(options), report=build_report, env=env)
     target = result.env.target
     if target is None:

@@ -1,12 +1,15 @@
 """``--shape NAME=N`` for a symbolic dim's name (compiler/frontend/input_shapes.py): every input dim of
 that name takes N, as onnxruntime's free-dimension override does, so a decoder with a past input per layer is given
 its cache length once. Per-input ``--shape`` still wins; a name that is neither an input nor a symbolic dim, a 0
-outside a KV cache's length and a --batch that contradicts a named batch dim are one line each."""
+outside a KV cache's length and a --batch that contradicts a named batch dim are one line each. Given samples
+(``--inputs``), the dims no ``--shape`` names are read off them, as onnxruntime sizes a model by its feeds; samples
+that disagree on a dim are one line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -175,3 +178,40 @@ def test_a_negative_dim_expression_is_one_line(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.strip() == (
         f"codesign: error: {path}: input 'mask': a dim named by an expression comes out -1 from the dims given by "
         "name (batch=1, past=4, seq=3); a size is not negative")
+
+
+def _samples(path: Path, cache: tuple[int, ...], rows: tuple[int, ...], mask: tuple[int, ...]) -> str:
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.standard_normal((2, *s)).astype(np.float32)
+              for k, s in (("cache", cache), ("rows", rows), ("mask", mask))}
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return str(path)
+
+
+def test_symbolic_dims_are_read_off_the_samples(tmp_path: Path) -> None:
+    """A model exported with dynamic axes and run on samples needs no --shape: each named dim is the samples' (the
+    mask's ``past + seq`` computed from them), and the compile equals the one given every dim by name."""
+    _masked_step(tmp_path / "step.onnx", "past + seq")
+    x = _samples(tmp_path / "x.npz", (1, 2, 4, 4), (1, 2, 3, 4), (1, 7))
+    named = _json(tmp_path, "--inputs", x, "--shape", "batch=1", "--shape", "past=4", "--shape", "seq=3")
+    assert _json(tmp_path, "--inputs", x) == named
+    assert _json(tmp_path, "--calibrate", x, "--quant", "int8") == \
+        _json(tmp_path, "--calibrate", x, "--quant", "int8", "--shape", "batch=1", "--shape", "past=4",
+              "--shape", "seq=3")
+
+
+@pytest.mark.parametrize(("shapes", "args", "message"), [
+    (((1, 2, 4, 4), (2, 2, 3, 4), (1, 7)), [],
+     "--inputs: inputs disagree on the dim 'batch': 'cache' has 1, 'rows' has 2"),
+    (((1, 2, 4, 4), (1, 2, 3, 4), (1, 7)), ["--shape", "seq=2"], "--inputs: input 'rows' has seq=3, but --shape seq=2"),
+    (((1, 2, 4, 4), (1, 2, 3, 4), (1, 8)), [],
+     "--inputs: input 'mask' has a dim of 8 where its 'past + seq' is 7 (batch=1, past=4, seq=3)"),
+])
+def test_samples_that_disagree_on_a_dim_are_one_line(shapes: tuple, args: list[str], message: str, tmp_path: Path,
+                                                     capsys) -> None:
+    path = tmp_path / "step.onnx"
+    _masked_step(path, "past + seq")
+    x = _samples(tmp_path / "x.npz", *shapes)
+    assert main(["compile", str(path), "-q", "--inputs", x, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err == f"codesign: error: {message}", err

@@ -1,7 +1,9 @@
 """The concrete shape of every model input: the model's own dims, ``--shape INPUT=DIMS``, ``--shape NAME=N`` for a
 symbolic dim's name (every input dim of that name, as onnxruntime's free-dimension overrides), ``--batch`` for a
 symbolic leading dim; a 0 only as an empty KV cache's length. Used by compiler/frontend/onnx_loader.py, the CLI's
-``--shape`` parser and the sweep file's ``shapes`` check.
+``--shape`` parser and the sweep file's ``shapes`` check. Where samples are given (``--inputs`` / ``--calibrate``),
+the symbolic dims no ``--shape`` names are read off them (``dims_from_samples``), as onnxruntime sizes a dynamic
+model by its feeds.
 
 A dim may be named by an expression of other dims' names: Hugging Face Optimum's decoder exports give the attention
 mask ``[batch_size, past_sequence_length + sequence_length]``, torch's dynamo exporter writes ``s0 + s1`` or
@@ -15,13 +17,13 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import onnx
 
 from hw.errors import InputError
 
-__all__ = ["dim_names", "dim_value", "dims_by_name", "input_shapes", "parse_shape_arg"]
+__all__ = ["dim_names", "dim_value", "dims_by_name", "dims_from_samples", "input_shapes", "parse_shape_arg"]
 
 
 def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
@@ -193,3 +195,51 @@ def input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
                              "a [batch, heads, positions, head_size] past input: the prompt step)")
         shapes[inp.name] = shape
     return shapes
+
+
+def dims_from_samples(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], source: str,
+                      initializers: set[str], samples: Mapping[str, Sequence[int]], flag: str,
+                      batch: int | None = None) -> dict[str, tuple[int, ...]]:
+    """``--shape`` entries for the symbolic dims of the inputs that ``given`` leaves open, read off the samples:
+    ``samples`` maps an input to its arrays' shape (a leading sample axis, then one sample's shape). A named dim
+    (``batch``, ``sequence_length``, dynamo's ``s0``) becomes ``NAME=N``, so every input using the name gets it and
+    dims named by expressions of it are computed; an input with an unnamed symbolic dim gets its whole shape. The
+    leading dim stays ``--batch``'s when that is given. Samples that disagree on a name (with each other, or with a
+    ``--shape NAME=N``) raise one `InputError` line naming the inputs, ``flag`` naming the option."""
+    real_inputs = [i for i in model.graph.input if i.name not in initializers]
+    bound = dims_by_name(model, given, source, initializers)
+    names: dict[str, tuple[int, str]] = {}  # dim name -> (size, the input it was read from)
+    whole: dict[str, tuple[int, ...]] = {}
+    expressions: list[tuple[str, str, int]] = []
+    for inp in real_inputs:
+        dims = inp.type.tensor_type.shape.dim
+        shape = tuple(samples.get(inp.name, ()))[1:]
+        if inp.name in given or len(shape) != len(dims):
+            continue
+        for k, (dim, size) in enumerate(zip(dims, shape)):
+            if _fixed(dim) is not None or (k == 0 and batch is not None):
+                continue
+            name = dim.dim_param
+            if not name:
+                if batch is None:
+                    whole[inp.name] = tuple(int(d) for d in shape)
+                continue
+            if dim_names(name) != [name]:
+                expressions.append((inp.name, name, int(size)))  # computed from its names, then checked
+                continue
+            if name in bound and bound[name] != size:
+                raise InputError(f"{flag}: input '{inp.name}' has {name}={size}, but --shape {name}={bound[name]}")
+            seen = names.setdefault(name, (int(size), inp.name))
+            if seen[0] != size:
+                raise InputError(f"{flag}: inputs disagree on the dim '{name}': '{seen[1]}' has {seen[0]}, "
+                                 f"'{inp.name}' has {size}")
+    known = {**{k: v for k, (v, _) in names.items()}, **bound}
+    for inp_name, text, size in expressions:
+        try:
+            value = dim_value(text, known)
+        except ValueError:
+            continue  # input_shapes says what is wrong with it
+        if value is not None and value != size:
+            raise InputError(f"{flag}: input '{inp_name}' has a dim of {size} where its '{text}' is {value} "
+                             f"({', '.join(f'{k}={v}' for k, v in sorted(known.items()))})")
+    return {**{k: (v,) for k, (v, _) in names.items() if k not in bound}, **whole}
