@@ -11,26 +11,48 @@ non-decreasing step function of the integer ``x`` (for ``s_in > 0``), so it equa
 cap)`` for the thresholds ``t_l`` where it first reaches each level: a comparator unit evaluates it exactly
 (``VEC threshold``, docs/ISA.md). :func:`threshold_table` finds the thresholds by bisection over the input's
 integer range, evaluating the simulator's own cast kernels, so the device gives the simulator's integers.
+
+The same holds with element-wise float ops in the island that are non-decreasing functions of their input and read
+no other tensor than constants of one value (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5,
+OPT, the original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, an
+add of a constant. Each is one function of one value, the same for every element, so it commutes with the
+movement and is evaluated inside the threshold search by the simulator's own kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from xdsl.dialects.builtin import DictionaryAttr
 from xdsl.ir import Operation, SSAValue
 
+from compiler.dialect import dataflow as df
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import KERNELS, SimContext, Tensor
 
-__all__ = ["trace_moves", "as_view_pattern", "island_function", "threshold_table"]
+__all__ = ["trace_moves", "as_view_pattern", "island_function", "pointwise_step", "threshold_table", "MONOTONE_KINDS"]
+
+#: Element-wise kinds that are non-decreasing in their (first) input whatever their constant operands.
+MONOTONE_KINDS = frozenset({"relu", "sigmoid", "tanh", "erf", "clip", "softplus", "hardsigmoid", "identity", "exp",
+                            "max", "min", "add"})
+#: Kinds non-decreasing in their first input for a positive constant second operand (and only the first input).
+_POSITIVE_OPERAND = frozenset({"mul", "div"})
+#: Kinds non-decreasing in their first input for any constant second operand (and only the first input).
+_FIRST_OPERAND = frozenset({"sub"})
+#: Kinds non-decreasing for a non-negative ``alpha`` attribute.
+_ALPHA = frozenset({"leaky_relu", "elu", "celu"})
 
 
 def trace_moves(ops: Sequence[Operation], source: SSAValue, shape: tuple[int, ...],
                 consts: Mapping[SSAValue, Tensor], ctx: SimContext) -> dict[SSAValue, np.ndarray]:
-    """The flat index into ``source`` of every element of every value ``ops`` compute from it (in order)."""
+    """The flat index into ``source`` of every element of every value ``ops`` compute from it (in order); an
+    element-wise op (a pointwise step) keeps its island operand's indices."""
     values: dict[SSAValue, np.ndarray] = {source: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)}
     for op in ops:
+        if isinstance(op, df.ElementwiseOp):  # a pointwise step (pointwise_step): each element stays where it is
+            values[op.results[0]] = next(values[v] for v in op.operands if v in values)
+            continue
         ins = []
         for v in op.operands:
             if v in values:
@@ -59,24 +81,57 @@ def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int]
     return base, rows, cols, pitch
 
 
-def island_function(s_in: np.ndarray, s_out: float, bits: int):
-    """``x -> quantize(dequantize(x))`` as the simulator computes it (kernels._quant_cast): x times its scale in
-    float64, rounded to float32, divided by ``s_out``, rounded half to even and clamped; per channel ``s_in``."""
+def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Tensor], ctx: SimContext
+                   ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``op`` as a function of its ``island`` operand's float values (the simulator's kernel, constants bound),
+    when it is an element-wise op non-decreasing in that operand whose other operands are constants of one value;
+    else None."""
+    if not isinstance(op, df.ElementwiseOp) or len(op.results) != 1:
+        return None
+    kind = op.kind_value()
+    others = [v for v in op.operands if v is not island]
+    if len(others) != len(op.operands) - 1 or any(v not in consts or np.asarray(consts[v].data).size != 1
+                                                  for v in others):
+        return None
+    values = [float(np.asarray(consts[v].real()).reshape(())) for v in others]
+    first = op.operands[0] is island
+    alpha = op.attrs.data.get("alpha") if isinstance(op.attrs, DictionaryAttr) else None
+    if not (kind in MONOTONE_KINDS or (kind in _FIRST_OPERAND and first)
+            or (kind in _POSITIVE_OPERAND and first and all(v > 0 for v in values))
+            or (kind == "mul" and all(v > 0 for v in values))
+            or (kind in _ALPHA and not others and (alpha is None or float(alpha.value.data) >= 0))):  # type: ignore
+        return None
+
+    def step(real: np.ndarray) -> np.ndarray:
+        ins = [Tensor(real) if v is island else consts[v] for v in op.operands]
+        return np.asarray(KERNELS[op.name](op, ins, ctx)[0].data)
+
+    return step
+
+
+def island_function(s_in: np.ndarray, s_out: float, bits: int,
+                    steps: Sequence[Callable[[np.ndarray], np.ndarray]] = ()):
+    """``x -> quantize(steps(dequantize(x)))`` as the simulator computes it (kernels._quant_cast): x times its scale
+    in float64, rounded to float32, through each pointwise step, divided by ``s_out``, rounded half to even and
+    clamped; per channel ``s_in``."""
 
     def f(x: np.ndarray) -> np.ndarray:
         real = Tensor(x, s_in).real().astype(np.float32)
+        for step in steps:
+            real = step(real)
         return K.quantize(real, s_out, bits)
 
     return f
 
 
-def threshold_table(s_in: np.ndarray, s_out: float, bits: int, lo: int, hi: int) -> np.ndarray:
+def threshold_table(s_in: np.ndarray, s_out: float, bits: int, lo: int, hi: int,
+                    steps: Sequence[Callable[[np.ndarray], np.ndarray]] = ()) -> np.ndarray:
     """``(2^bits) x C`` int64: row 0 the cap ``f(hi)``, rows ``1 .. 2^bits - 1`` the first input in ``[lo, hi]``
     reaching levels ``-2^(b-1) + 1 ..`` (clamped into ``[lo, hi]``: a level never reached gets ``hi``, where the
     cap corrects the count). ``s_in``: per-channel scales (C,), all positive."""
     s_in = np.asarray(s_in, np.float64).reshape(-1)
     c = s_in.size
-    f = island_function(s_in, s_out, bits)
+    f = island_function(s_in, s_out, bits, steps)
     levels = np.arange(-(1 << (bits - 1)) + 1, 1 << (bits - 1), dtype=np.int64)[:, None]
     low = np.full((levels.shape[0], c), lo - 1, np.int64)  # f(low) < level (or low is below the range)
     high = np.full((levels.shape[0], c), hi + 1, np.int64)  # f(high) >= level (or high is above the range)

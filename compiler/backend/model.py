@@ -6,9 +6,10 @@ and GPT-2's embedding sums, the attention masks) and writes its quantized result
 program's inputs; an attention's float mask is given on the scores' grid (compiler/backend/attention.py). The
 program runs from there; where a float op reads a device integer for good (a final ``dequantize``), that integer
 is a program output and the rest, the *epilogue*, runs on the host. A float island *between* integer ops (a
-dequantize, pure movement, a quantize: GPT-2's QKV split, ViT's class-token gather) runs on the device as a
-``VEC threshold`` (compiler/backend/island.py). Any other float op between integer ops, and any integer op with
-no code generator, is refused with one line naming the op and node.
+dequantize, pure movement, non-decreasing pointwise steps such as a ReLU, a quantize: GPT-2's QKV split, ViT's
+class-token gather, OPT's FFN) runs on the device as a ``VEC threshold`` (compiler/backend/island.py). Any other
+float op between integer ops, and any integer op with no code generator, is refused with one line naming the op and
+node.
 
 Per op: weight GEMMs with their fused requant are gemm.py's layers; requant, residual add (``requant_add``),
 I-LayerNorm, ShiftGELU and device moves are row-block vector layers (tiles.py); attention is attention.py. Every
@@ -30,7 +31,7 @@ from compiler.backend.attention import AttentionPlan, emit_attention
 from compiler.backend.constants import DesignScales, ilayernorm_config, per_tensor, shiftgelu_config
 from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
-from compiler.backend.island import as_view_pattern, threshold_table, trace_moves
+from compiler.backend.island import as_view_pattern, pointwise_step, threshold_table, trace_moves
 from compiler.backend.machine import Geometry
 from compiler.backend.select import fused_requant, gemm_layer
 from compiler.backend.tiles import Slot, VecStep, View, vector_layer
@@ -239,8 +240,9 @@ class _Walker:
                         continue
                     if _quant(user) == "quantize":
                         members.append(user)
-                    elif isinstance(user, df.MoveOp) and all(isinstance(v.owner, df.WeightOp) or i == use.index
-                                                             for i, v in enumerate(user.operands)):
+                    elif (isinstance(user, df.MoveOp) and all(isinstance(v.owner, df.WeightOp) or i == use.index
+                                                              for i, v in enumerate(user.operands))) \
+                            or pointwise_step(user, r, self.scales.consts, self.ctx) is not None:
                         members.append(user)
                         frontier.append(user)
                     else:
@@ -271,16 +273,19 @@ class _Walker:
         return self.mp
 
     def _island(self, op: Operation) -> bool:
-        """Record an island's dequantize and moves, emit its quantizes; False when its source is a host value."""
+        """Record an island's dequantize, moves and pointwise steps, emit its quantizes; False when its source is a
+        host value."""
         if _quant(op) == "dequantize":
             if self.kind.get(op.operands[0]) != "device":
                 return False
             self.kind[op.results[0]] = "island"
             self.island[op.results[0]] = (op.operands[0], op.results[0], [])
-        elif self.kind.get(op.operands[0]) != "island":
+            return True
+        island = next((v for v in op.operands if self.kind.get(v) == "island"), None)
+        if island is None:
             return False
-        elif isinstance(op, df.MoveOp):
-            source, root, chain = self.island[op.operands[0]]
+        if isinstance(op, df.MoveOp) or (isinstance(op, df.ElementwiseOp) and _quant(op) is None):
+            source, root, chain = self.island[island]
             for r in op.results:
                 self.kind[r] = "island"
                 self.island[r] = (source, root, [*chain, op])
@@ -464,7 +469,8 @@ class _Walker:
                          [VecStep(VecFn.COPY, 0, 1, bits)], [(1, out)])
 
     def _threshold(self, op: Operation) -> None:
-        """A ``dequantize -> movement -> quantize`` island as threshold layers, one per column block."""
+        """A ``dequantize -> movement / pointwise steps -> quantize`` island as threshold layers, one per column
+        block."""
         name = _name(op)
         value = op.operands[0]
         source, root, chain = self.island[value]
@@ -481,7 +487,11 @@ class _Walker:
         if not (s_in > 0).all():
             raise InputError(f"{_where(op)}: a non-positive input scale makes its quantization no threshold function")
         in_bits = 8 * src.elem_bytes
-        table = threshold_table(s_in, s_out, bits, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1)
+        values = {root, *(r for o in chain for r in o.results)}
+        steps = [pointwise_step(o, next(v for v in o.operands if v in values), self.scales.consts, self.ctx)
+                 for o in chain if isinstance(o, df.ElementwiseOp)]
+        table = threshold_table(s_in, s_out, bits, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1,
+                                [step for step in steps if step is not None])
         view = View(src.addr + base * src.elem_bytes, rows, cols, pitch * src.elem_bytes, src.elem_bytes)
         out = View.of(self._place(op.results[0], name))
         block = self.g.cols

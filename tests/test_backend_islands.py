@@ -1,0 +1,65 @@
+"""Float islands with pointwise steps between integer ops, run on the cds1 machine model (compiler/backend/island.py).
+
+An int8 compile leaves ``dequantize -> f -> quantize`` between two integer ops wherever a float op sits there: a ReLU
+between the two GEMMs of a feed-forward block (T5, OPT, FSMT, torch's ``nn.TransformerEncoderLayer``), a query
+scaled by a constant after its projection (OPT, XGLM), a clamp. Where ``f`` is non-decreasing and reads only
+constants of one value, the composed map of the integer input is a step function a ``VEC threshold`` evaluates
+exactly; every device value then equals the functional simulator's, bit for bit. A decreasing or non-monotone step
+(a negative scale, ``1 - x``, SiLU's ``x * sigmoid(x)``) keeps the one-line refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples._common import export_onnx, seed_all
+from hw.errors import InputError
+from tests.test_backend import _check_model
+
+
+class _Block(torch.nn.Module):
+    """LayerNorm (an integer op before the island, so the island is between device ops), Linear, f, Linear."""
+
+    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.norm, self.up, self.down = torch.nn.LayerNorm(16), torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(self.norm(x))))
+
+
+STEPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "clamp_scale_shift": lambda h: torch.clamp(h, -1.0, 2.0) * 0.5 + 0.25,
+    "leaky_relu": torch.nn.LeakyReLU(0.1),
+    "sigmoid": torch.sigmoid,
+}
+REFUSED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "negative_scale": lambda h: torch.relu(h) * -0.5,
+    "one_minus": lambda h: 1.0 - torch.relu(h),
+    "silu": torch.nn.functional.silu,
+}
+
+
+def _export(tmp_path: Path, act: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    seed_all(0)
+    path = tmp_path / "block.onnx"
+    export_onnx(_Block(act), [torch.randn(1, 8, 16)], path, input_names=["x"], output_names=["y"], exporter="legacy")
+    return str(path)
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_monotone_island_runs_as_threshold_layers(tmp_path: Path, step: str) -> None:
+    _check_model(_export(tmp_path, STEPS[step]), 4, 4, orders=("loads_first",))
+
+
+@pytest.mark.parametrize("step", list(REFUSED))
+def test_other_float_steps_between_integer_ops_are_one_line(tmp_path: Path, step: str) -> None:
+    with pytest.raises(InputError) as err:
+        _check_model(_export(tmp_path, REFUSED[step]), 4, 4, orders=("loads_first",))
+    assert "a float op between integer ops" in str(err.value) and "\n" not in str(err.value)
