@@ -2,10 +2,11 @@
 
 An int8 compile leaves ``dequantize -> f -> quantize`` between two integer ops wherever a float op sits there: a ReLU
 between the two GEMMs of a feed-forward block (T5, OPT, FSMT, torch's ``nn.TransformerEncoderLayer``), a query
-scaled by a constant after its projection (OPT, XGLM), a clamp. Where ``f`` is non-decreasing and reads only
-constants of one value, the composed map of the integer input is a step function a ``VEC threshold`` evaluates
-exactly; every device value then equals the functional simulator's, bit for bit. A decreasing or non-monotone step
-(a negative scale, ``1 - x``, SiLU's ``x * sigmoid(x)``) keeps the one-line refusal.
+scaled by a constant after its projection (OPT, XGLM), a clamp, a per-channel scale and shift (LayerScale,
+MobileBERT's NoNorm). Where ``f`` is non-decreasing and its constants give each channel one value, the composed
+map of the integer input is a step function per channel that a ``VEC threshold`` evaluates exactly; every device
+value then equals the functional simulator's, bit for bit. A decreasing or non-monotone step (a negative scale on
+any channel, ``1 - x``, SiLU's ``x * sigmoid(x)``) or a per-position table keeps the one-line refusal.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ class _Block(torch.nn.Module):
         return self.down(self.act(self.up(self.norm(x))))
 
 
+_GAMMA, _BETA = torch.linspace(0.5, 1.5, 32), torch.linspace(-1.0, 1.0, 32)
+_TABLE = torch.linspace(-1.0, 1.0, 8 * 32).reshape(8, 32)
+
 STEPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
+    "per_channel_scale_shift": lambda h: torch.relu(h) * _GAMMA + _BETA,  # LayerScale, NoNorm, a bias
     "clamp_scale_shift": lambda h: torch.clamp(h, -1.0, 2.0) * 0.5 + 0.25,
     "leaky_relu": torch.nn.LeakyReLU(0.1),
     "sigmoid": torch.sigmoid,
@@ -43,6 +48,8 @@ REFUSED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "negative_scale": lambda h: torch.relu(h) * -0.5,
     "one_minus": lambda h: 1.0 - torch.relu(h),
     "silu": torch.nn.functional.silu,
+    "a_negative_channel": lambda h: h * _BETA,
+    "per_position_table": lambda h: h + _TABLE,
 }
 
 

@@ -13,10 +13,12 @@ cap)`` for the thresholds ``t_l`` where it first reaches each level: a comparato
 integer range, evaluating the simulator's own cast kernels, so the device gives the simulator's integers.
 
 The same holds with element-wise float ops in the island that are non-decreasing functions of their input and read
-no other tensor than constants of one value (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5,
-OPT, the original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, an
-add of a constant. Each is one function of one value, the same for every element, so it commutes with the
-movement and is evaluated inside the threshold search by the simulator's own kernel.
+no other tensor than constants (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5, OPT, the
+original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, a constant
+added or a positive one multiplied, per tensor or per channel (DINOv2's and BEiT's LayerScale, a depthwise
+convolution's bias, MobileBERT's NoNorm). The table holds one function per column of the island's window, so a
+constant must give each column one value (:func:`column_constants`); each step is evaluated inside the threshold
+search by the simulator's own kernel.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from compiler.dialect import dataflow as df
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import KERNELS, SimContext, Tensor
 
-__all__ = ["trace_moves", "as_view_pattern", "island_function", "pointwise_step", "threshold_table", "MONOTONE_KINDS"]
+__all__ = ["trace_moves", "as_view_pattern", "column_constants", "island_function", "pointwise_step",
+           "threshold_table", "MONOTONE_KINDS"]
 
 #: Element-wise kinds that are non-decreasing in their (first) input whatever their constant operands.
 MONOTONE_KINDS = frozenset({"relu", "sigmoid", "tanh", "erf", "clip", "softplus", "hardsigmoid", "identity", "exp",
@@ -51,7 +54,8 @@ def trace_moves(ops: Sequence[Operation], source: SSAValue, shape: tuple[int, ..
     values: dict[SSAValue, np.ndarray] = {source: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)}
     for op in ops:
         if isinstance(op, df.ElementwiseOp):  # a pointwise step (pointwise_step): each element stays where it is
-            values[op.results[0]] = next(values[v] for v in op.operands if v in values)
+            shape = tuple(op.results[0].type.get_shape())  # type: ignore[attr-defined]
+            values[op.results[0]] = np.broadcast_to(next(values[v] for v in op.operands if v in values), shape)
             continue
         ins = []
         for v in op.operands:
@@ -81,32 +85,61 @@ def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int]
     return base, rows, cols, pitch
 
 
-def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Tensor], ctx: SimContext
-                   ) -> Callable[[np.ndarray], np.ndarray] | None:
+def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Tensor], ctx: SimContext,
+                   bind: Mapping[SSAValue, np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
     """``op`` as a function of its ``island`` operand's float values (the simulator's kernel, constants bound),
-    when it is an element-wise op non-decreasing in that operand whose other operands are constants of one value;
-    else None."""
+    when it is an element-wise op non-decreasing in that operand whose other operands are constants that vary along
+    the channel (last) axis at most; else None. ``bind`` gives a constant's value per column of the island's window
+    ([1, C], :func:`column_constants`); without it the constant is read as stored (classification)."""
     if not isinstance(op, df.ElementwiseOp) or len(op.results) != 1:
         return None
     kind = op.kind_value()
     others = [v for v in op.operands if v is not island]
-    if len(others) != len(op.operands) - 1 or any(v not in consts or np.asarray(consts[v].data).size != 1
-                                                  for v in others):
+    if len(others) != len(op.operands) - 1 or any(v not in consts or consts[v].quantized for v in others):
         return None
-    values = [float(np.asarray(consts[v].real()).reshape(())) for v in others]
+    rank = len(op.results[0].type.get_shape())  # type: ignore[attr-defined]
+    if bind is None and any(any(d != 1 for d in (1,) * (rank - np.ndim(consts[v].data)) + np.shape(consts[v].data)[:-1])
+                            for v in others):
+        return None  # a constant varying along more than the channel (last) axis: a per-position table
+    positive = all(bool((np.asarray(consts[v].real()) > 0).all()) for v in others)
     first = op.operands[0] is island
     alpha = op.attrs.data.get("alpha") if isinstance(op.attrs, DictionaryAttr) else None
     if not (kind in MONOTONE_KINDS or (kind in _FIRST_OPERAND and first)
-            or (kind in _POSITIVE_OPERAND and first and all(v > 0 for v in values))
-            or (kind == "mul" and all(v > 0 for v in values))
+            or (kind in _POSITIVE_OPERAND and first and positive) or (kind == "mul" and positive)
             or (kind in _ALPHA and not others and (alpha is None or float(alpha.value.data) >= 0))):  # type: ignore
         return None
+    bound = bind or {}
 
     def step(real: np.ndarray) -> np.ndarray:
-        ins = [Tensor(real) if v is island else consts[v] for v in op.operands]
+        ins = [Tensor(real) if v is island else Tensor(bound[v]) if v in bound else consts[v] for v in op.operands]
         return np.asarray(KERNELS[op.name](op, ins, ctx)[0].data)
 
     return step
+
+
+def column_constants(chain: Sequence[Operation], op: Operation, value: SSAValue, consts: Mapping[SSAValue, Tensor],
+                     ctx: SimContext, cols: int, islands: set[SSAValue]) -> dict[SSAValue, np.ndarray] | None:
+    """Each constant operand of ``op`` (a pointwise step of ``chain``) as one value per column of ``value`` viewed
+    as ``[rows, cols]`` (the island's window): ``{constant: [1, cols]}``, or None when some column reads different
+    values in different rows (a per-position table such as Whisper's position embeddings), which no per-column
+    threshold table evaluates. The constant's broadcast over ``op``'s output is carried through the moves after it
+    by the same index tracing as the island's window (:func:`trace_moves`)."""
+    out = op.results[0]
+    shape = tuple(out.type.get_shape())  # type: ignore[attr-defined]
+    after = list(chain[list(chain).index(op) + 1:])
+    where = trace_moves(after, out, shape, consts, ctx)[value].reshape(-1, cols) if value is not out \
+        else np.arange(int(np.prod(shape, dtype=np.int64))).reshape(-1, cols)
+    bind: dict[SSAValue, np.ndarray] = {}
+    for v in op.operands:
+        if v in islands:
+            continue
+        data = np.asarray(consts[v].real())
+        flat = np.broadcast_to(data, np.broadcast_shapes(data.shape, shape)).reshape(-1)
+        per = flat[where]
+        if not (per == per[:1]).all():
+            return None
+        bind[v] = per[:1]
+    return bind
 
 
 def island_function(s_in: np.ndarray, s_out: float, bits: int,

@@ -31,7 +31,7 @@ from compiler.backend.attention import AttentionPlan, emit_attention
 from compiler.backend.constants import DesignScales, ilayernorm_config, per_tensor, shiftgelu_config
 from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
-from compiler.backend.island import as_view_pattern, pointwise_step, threshold_table, trace_moves
+from compiler.backend.island import as_view_pattern, column_constants, pointwise_step, threshold_table, trace_moves
 from compiler.backend.machine import Geometry
 from compiler.backend.select import fused_requant, gemm_layer
 from compiler.backend.tiles import Slot, VecStep, View, vector_layer
@@ -468,6 +468,24 @@ class _Walker:
             vector_layer(self.mp.builder, name, rows, [Slot(Space.ACC, cols), Slot(Space.ACC, cols)], [(view, 0)],
                          [VecStep(VecFn.COPY, 0, 1, bits)], [(1, out)])
 
+    def _steps(self, quantize: Operation, chain: list[Operation], root: SSAValue, value: SSAValue, cols: int) -> list:
+        """The island's pointwise steps, each constant bound per column of the window (island.column_constants)."""
+        islands = {root, *(r for o in chain for r in o.results)}
+        steps = []
+        for o in chain:
+            if not isinstance(o, df.ElementwiseOp):
+                continue
+            bind = column_constants(chain, o, value, self.scales.consts, self.ctx, cols, islands)
+            if bind is None:
+                raise InputError(f"{_where(o)}: its constant differs along the rows of the island it sits in (a "
+                                 f"per-position table), so the float op before '{_name(quantize)}' is no per-column "
+                                 "threshold function; the system backend runs float ops only before and after the "
+                                 "integer ops (docs/ISA.md, Host split)")
+            step = pointwise_step(o, next(v for v in o.operands if v in islands), self.scales.consts, self.ctx, bind)
+            assert step is not None, "classified as a pointwise step"
+            steps.append(step)
+        return steps
+
     def _threshold(self, op: Operation) -> None:
         """A ``dequantize -> movement / pointwise steps -> quantize`` island as threshold layers, one per column
         block."""
@@ -487,11 +505,8 @@ class _Walker:
         if not (s_in > 0).all():
             raise InputError(f"{_where(op)}: a non-positive input scale makes its quantization no threshold function")
         in_bits = 8 * src.elem_bytes
-        values = {root, *(r for o in chain for r in o.results)}
-        steps = [pointwise_step(o, next(v for v in o.operands if v in values), self.scales.consts, self.ctx)
-                 for o in chain if isinstance(o, df.ElementwiseOp)]
         table = threshold_table(s_in, s_out, bits, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1,
-                                [step for step in steps if step is not None])
+                                self._steps(op, chain, root, value, cols))
         view = View(src.addr + base * src.elem_bytes, rows, cols, pitch * src.elem_bytes, src.elem_bytes)
         out = View.of(self._place(op.results[0], name))
         block = self.g.cols
