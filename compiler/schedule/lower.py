@@ -305,8 +305,9 @@ def _quant_attr(op: Operation | None) -> str:
 def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
     """An integer op's role (``VectorWork.quant``): ``tensor`` (a requant whose multiplier the compile's weight
     ``store`` holds once for the tensor), ``add`` (an integer residual add; ``add_channel`` where ``store`` holds
-    its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves -> ``quantize``
-    island; ``island_member`` the island's ``dequantize``: :func:`_in_island`), else ""."""
+    its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves and pointwise steps
+    -> ``quantize`` island; ``island_member`` the island's ``dequantize``, moves and steps: :func:`_in_island`),
+    else ""."""
     if _in_island(op):
         return "island_member"
     if isinstance(op, df.RequantOp):  # the quantizer's per-channel requant8c, or one multiplier for the tensor
@@ -318,20 +319,35 @@ def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
         return "add_channel" if me is not None and np.ndim(me) == 2 and np.shape(me)[1] > 1 else quant
     if quant != "quantize" or not op.operands:
         return ""
-    source = op.operands[0].owner
-    while isinstance(source, df.MoveOp) and source.operands:
-        source = source.operands[0].owner
+    source = _island_source(op.operands[0].owner)
     return "island" if isinstance(source, Operation) and _quant_attr(source) == "dequantize" else ""
 
 
+def _island_operand(op: Operation) -> SSAValue | None:
+    """The one operand through which ``op`` passes a float island on: a move's first operand, or an element-wise
+    step's only operand that is no weight (a ReLU, a constant scale; compiler/backend/island.py checks that it is
+    non-decreasing, or refuses the model); None for other ops."""
+    if isinstance(op, df.MoveOp) and op.operands:
+        return op.operands[0]
+    if isinstance(op, df.ElementwiseOp) and not _quant_attr(op):
+        live = [v for v in op.operands if not isinstance(v.owner, df.WeightOp)]
+        return live[0] if len(live) == 1 else None
+    return None
+
+
+def _island_source(op: Any) -> Any:
+    """``op``'s producer chain followed back through moves and element-wise steps (:func:`_island_operand`)."""
+    while isinstance(op, Operation) and (operand := _island_operand(op)) is not None:
+        op = operand.owner
+    return op
+
+
 def _in_island(op: Operation) -> bool:
-    """Whether ``op`` is the ``dequantize`` or a move of a float island (``dequantize`` -> moves -> ``quantize``
-    s, as ``compiler/backend/model.py`` finds them): its source through moves is a ``dequantize`` and its values
-    reach only moves and ``quantize`` s. The system top level runs no instruction for them (the quantizes'
-    threshold layers read the integer source through a DMA window)."""
-    source: Operation | None = op
-    while isinstance(source, df.MoveOp) and source.operands:
-        source = source.operands[0].owner if isinstance(source.operands[0].owner, Operation) else None
+    """Whether ``op`` is the ``dequantize``, a move or a pointwise step of a float island (``dequantize`` -> moves
+    and steps -> ``quantize`` s, as ``compiler/backend/model.py`` finds them): its source through those is a
+    ``dequantize`` and its values reach only them and ``quantize`` s. The system top level runs no instruction for
+    them (the quantizes' threshold layers read the integer source through a DMA window)."""
+    source = _island_source(op)
     if not (isinstance(source, df.ElementwiseOp) and _quant_attr(source) == "dequantize"):
         return False
     frontier = [op]
@@ -339,7 +355,7 @@ def _in_island(op: Operation) -> bool:
         for result in frontier.pop().results:
             for use in result.uses:
                 user = use.operation
-                if isinstance(user, df.MoveOp):
+                if _island_operand(user) is use.operation.operands[use.index]:
                     frontier.append(user)
                 elif _quant_attr(user) != "quantize":
                     return False
