@@ -27,7 +27,8 @@ softmax ``online``            ``online_softmax`` (same)
 gelu ``shiftgelu``            ``shiftgelu`` with per_element=1 (the streaming max(x, 0) form; n = last dim, the row
                               framing; in_bits = input width, 8 for float inputs)
 gelu ``shiftgelu-row``        ``shiftgelu`` with per_element=0 (I-ViT's row-max form; same n and in_bits)
-layernorm ``ilayernorm``      ``ilayernorm`` (c = last dim; in_bits = input width, 16 for float inputs)
+layernorm ``ilayernorm``      ``ilayernorm`` (c = last dim; in_bits = input width, 16 for float inputs; rms=1 for
+                              an RMSNorm)
 ``dataflow.moe``              ``topk_router`` (experts, k = top_k; in_bits 32 for integer logits, else 16); an
                               integer block's expert GEMMs (and an int8 gate) on ``systolic_gemm``, with
                               ``ceil(tokens * k / experts)`` tokens per expert (uniform routing, said in a note)
@@ -332,6 +333,8 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
             bits = df.int_bits(op.input) or 16
             _, fixed = RTL_VECTOR_UNITS[("layernorm", "ilayernorm")]  # the eps port the compiled numerics need
             params = {"c": shape[-1], "in_bits": bits, **fixed}
+            if op.norm_kind() == df.LayerNormKind.RMSNORM:
+                params["rms"] = 1  # the integer RMSNorm: the mean taken as 0
             cfg: dict[str, Any] = {}
             if values is not None:  # a bias wider than the default port widens it
                 try:

@@ -354,7 +354,8 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             beta = (np.asarray(self.weights[df.layer_of(op.operands[2].owner)], np.float64)  # type: ignore
                     if len(op.operands) > 2 else None)
             try:
-                _, out = A.layernorm_int(op.approx_choice(), probe, s, gamma, beta, op.epsilon_value(), in_bits=bits)
+                _, out = A.layernorm_int(op.approx_choice(), probe, s, gamma, beta, op.epsilon_value(), in_bits=bits,
+                                         rms=op.norm_kind() == df.LayerNormKind.RMSNORM)
             except ValueError as err:
                 raise InputError(f"quantize: layernorm '{_layer(op)}': {err}") from None
         self.produce(op, new, _Fmt(32, out))
@@ -430,8 +431,9 @@ class Quantizer(ActivationRecipes, MoeRewrite):
                 self.rope(op)
             elif isinstance(op, df.GeluOp):
                 self.unary(op, *A.gelu_input_format(op.approx_choice(), self.range_of(op.input)))
-            elif isinstance(op, df.LayerNormOp) and op.norm_kind() == df.LayerNormKind.LAYERNORM:
-                self.unary(op, 16)
+            elif isinstance(op, df.LayerNormOp) and (op.norm_kind() == df.LayerNormKind.LAYERNORM
+                                                     or op.approx_choice() == df.LayerNormApprox.ILAYERNORM):
+                self.unary(op, 16)  # an RMSNorm only as I-LayerNorm's integer RMS (compiler/numerics/ilayernorm.py)
             elif isinstance(op, df.SoftmaxOp) and self.int_view(op.input) is not None:
                 self.unary(op, 16)
             elif isinstance(op, df.ElementwiseOp) and op.kind_value() == "add" and len(op.inputs) == 2:

@@ -217,3 +217,24 @@ def test_ilayernorm_epsilon_zero_is_ivit_and_bad_epsilon_is_refused() -> None:
     assert not torch.equal(ilayernorm(x, 1.0, ones, zeros, 10_000)[0], ilayernorm(x, 1.0, ones, zeros)[0])
     with pytest.raises(ValueError, match="eps_int"):
         ilayernorm(x, 1.0, ones, zeros, -1)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5, -2.0])
+def test_ilayernorm_rms_is_rmsnorm(mu: float) -> None:
+    """``rms=True`` (T5's and LLaMA's RMSNorm on the integer path): the mean is taken as 0, so the output follows
+    ``x / sqrt(mean(x^2) + eps) * gamma``, not LayerNorm, on rows whose mean is far from 0 too; the NumPy kernel the
+    simulator and the machine model run gives the same integers. Measured max |error| below 1e-3."""
+    from compiler.simulate import intkernels as K
+
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 256, generator=gen, dtype=torch.float64) + mu
+    scale = float(x.abs().max()) / 32767
+    x_int = torch.round(x / scale).to(torch.int64)
+    gamma = torch.rand(256, generator=gen, dtype=torch.float64) + 0.5
+    zeros = torch.zeros(256, dtype=torch.float64)
+    xr = x_int.double() * scale
+    ref = xr / torch.sqrt((xr * xr).mean(-1, keepdim=True) + 1e-6) * gamma
+    y, out_scale = ilayernorm(x_int, scale, gamma, zeros, eps_units(256, 1e-6, scale, 16), rms=True)
+    assert float((y.double() * out_scale - ref).abs().max()) < 1e-3
+    k, _ = K.ilayernorm(x_int.numpy(), scale, gamma.numpy(), zeros.numpy(), eps_units(256, 1e-6, scale, 16), rms=True)
+    assert np.array_equal(k, y.numpy())

@@ -1,5 +1,6 @@
 """hw.rtl.ilayernorm: bit-exact with compiler.numerics.ilayernorm, cycles equal to predicted_cycles.
 
+With ``rms=1`` the unit is RMSNorm (the mean taken as 0), checked against the oracle's ``rms=True``.
 The per-channel integer bias the unit adds is taken from the oracle itself: ilayernorm with the real
 beta minus ilayernorm with beta = 0. One cocotb run per (simulator, channels, input width) streams
 random rows, constant rows (var = 0: Newton ends at 64), nearly constant rows (Newton not converged),
@@ -26,6 +27,7 @@ PARAMS = [
     {"c": 12, "in_bits": 16},
     {"c": 33, "in_bits": 8},
     {"c": 12, "in_bits": 16, "eps": 1},  # the compiled unit: the model's epsilon on its port
+    {"c": 12, "in_bits": 16, "eps": 1, "rms": 1},  # RMSNorm (T5, LLaMA): the mean taken as 0
 ]
 
 
@@ -79,17 +81,18 @@ def _cases(c: int, in_bits: int, seed: int, eps: int = 0) -> list[dict]:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"c{p['c']}-in{p['in_bits']}" + ("-eps" if p.get("eps") else ""))
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"c{p['c']}-in{p['in_bits']}" + ("-eps" if p.get("eps") else "")
+                         + ("-rms" if p.get("rms") else ""))
 @pytest.mark.parametrize("simulator", SIMS)
 def test_ilayernorm_is_exact_and_takes_predicted_cycles(simulator, params, request):
-    c, in_bits, eps = params["c"], params["in_bits"], params.get("eps", 0)
+    c, in_bits, eps, rms = params["c"], params["in_bits"], params.get("eps", 0), bool(params.get("rms", 0))
     cases = _cases(c, in_bits, seed=c * 3 + in_bits, eps=eps)
     job = [{k: v for k, v in case.items() if k not in ("gamma", "beta", "eps")} for case in cases]
 
     def check(results: list[dict]) -> None:
         for case, got in zip(cases, results):
             expected, _ = ilayernorm(torch.tensor(case["rows"], dtype=torch.int64), 0.05, case["gamma"], case["beta"],
-                                     case["eps"])
+                                     case["eps"], rms)
             assert [o["y"] for o in got["outputs"]] == expected.flatten().tolist(), case["name"]
             assert [o["last"] for o in got["outputs"]] == [int(j % c == c - 1) for j in range(case["n_out"])]
             assert_cycles(case, got, predicted_cycles(c, in_bits, len(case["rows"]), eps))
@@ -125,7 +128,7 @@ def test_variance_and_output_widths():
     [
         ({"c": 0}, "ilayernorm: parameter c=0 is out of range (must be >= 1 and <= 4096)"),
         ({"in_bits": 25}, "ilayernorm: parameter in_bits=25 is out of range (must be >= 2 and <= 24)"),
-        ({"n": 4}, "ilayernorm: unknown parameter 'n' (known: c, in_bits, bias_bits, eps)"),
+        ({"n": 4}, "ilayernorm: unknown parameter 'n' (known: c, in_bits, bias_bits, eps, rms)"),
         ({"eps": 2}, "ilayernorm: parameter eps=2 is not supported (one of 0, 1)"),
     ],
 )

@@ -200,7 +200,9 @@ class Machine:
         elif v.fn == VecFn.SHIFTGELU:
             y = K.shiftgelu_x0(x, self._reg(ConfigReg.SHIFTGELU_X0, where), SIGMOID_BITS)
         elif v.fn == VecFn.ILAYERNORM:
-            y = (K.ilayernorm_core(x, self._reg(ConfigReg.LAYERNORM_EPS, where))
+            # layernorm_rms resets to 0 on the top level (LayerNorm): a program of LayerNorms never sets it
+            y = (K.ilayernorm_core(x, self._reg(ConfigReg.LAYERNORM_EPS, where),
+                                   bool(self.config.get(ConfigReg.LAYERNORM_RMS, 0)))
                  + _wrap(self._rows(Space.CONST, v.aux, 1, v.n, where), 32))
         elif v.fn == VecFn.THRESHOLD:
             y = self._threshold(x, v, out_bits, where)

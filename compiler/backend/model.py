@@ -118,6 +118,7 @@ class _Walker:
         self.island: dict[SSAValue, tuple[SSAValue, SSAValue, list[Operation]]] = {}
         self.producer: dict[SSAValue, Operation] = {}
         self.done: set[Operation] = set()
+        self.layernorm_rms = 0  # the layernorm_rms register as the program has left it (0 at reset)
         fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
         self.ops = list(fn.body.block.ops)
         for arg in fn.body.block.args:
@@ -408,7 +409,7 @@ class _Walker:
 
     def _layernorm(self, op: df.LayerNormOp) -> None:
         name = _name(op)
-        if op.norm_kind() != LayerNormKind.LAYERNORM or op.approx_choice() != LayerNormApprox.ILAYERNORM:
+        if op.approx_choice() != LayerNormApprox.ILAYERNORM:
             raise InputError(f"{_where(op)}: only I-LayerNorm (--layernorm ilayernorm) has a vector unit here")
         config = ilayernorm_config(op, self.scales)
         bias = config["bias"]
@@ -421,9 +422,14 @@ class _Walker:
         src = self._view(op.operands[0], op)
         out = View.of(self._place(op.results[0], name))
         rows, n = self._rows_cols(op.results[0])
+        configs = [(ConfigReg.LAYERNORM_EPS, config["eps"])]
+        rms = int(op.norm_kind() == LayerNormKind.RMSNORM)
+        if rms != self.layernorm_rms:  # the register resets to 0 (LayerNorm): written only where it changes
+            configs.append((ConfigReg.LAYERNORM_RMS, rms))
+            self.layernorm_rms = rms
         vector_layer(self.mp.builder, name, rows, [Slot(Space.ACC, n), Slot(Space.ACC, n)], [(src, 0)],
                      [VecStep(VecFn.ILAYERNORM, 0, 1, 32, const_row=0)], [(1, out)], _const_rows(self.g, bias),
-                     [(ConfigReg.LAYERNORM_EPS, config["eps"])])
+                     configs)
 
     def _gelu(self, op: df.GeluOp) -> None:
         name = _name(op)

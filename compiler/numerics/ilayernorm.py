@@ -66,6 +66,7 @@ def ilayernorm(
     weight: torch.Tensor,
     bias: torch.Tensor,
     eps_int: int = 0,
+    rms: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """I-ViT I-LayerNorm over the last dimension (C channels): (y_int, out_scale), out_scale per channel.
 
@@ -82,6 +83,8 @@ def ilayernorm(
 
     out_scale = sqrt(C) / 2^30 * gamma (float64, shape (C,)); y_int * out_scale ~= LayerNorm(x) with
     epsilon ``eps_int`` (:func:`eps_units`; I-ViT's own I-LayerNorm is ``eps_int = 0``).
+    ``rms``: RMSNorm (T5, LLaMA): the same steps with the mean taken as 0, so ``var = sum(x^2) + eps_int`` is C
+    times the mean square plus epsilon and ``y_int * out_scale ~= x / sqrt(mean(x^2) + eps) * gamma (+ beta)``.
     The bias integer and out_scale are float64 expressions of gamma, beta and C
     in I-ViT's operation order. Requires C * max|y|^2 < 2^62 (int64 variance).
     """
@@ -97,7 +100,7 @@ def ilayernorm(
     if bool((gamma == 0).any()) or not bool(torch.isfinite(gamma).all() & torch.isfinite(beta).all()):
         raise ValueError("ilayernorm needs finite weight and bias and a nonzero weight in every channel")
 
-    mean = round_half_even_div(x.sum(dim=-1, keepdim=True), c)
+    mean = torch.zeros_like(x[..., :1]) if rms else round_half_even_div(x.sum(dim=-1, keepdim=True), c)
     y = x - mean
     ymax = int(y.abs().max())
     if float(ymax) ** 2 * c >= 2.0**62:

@@ -1,6 +1,7 @@
 """``set-layernorm``: choose how LayerNorm is computed (``approx`` of every ``dataflow.layernorm``).
 
-RMSNorm ops have no integer variant here and stay ``exact``.
+RMSNorm ops take ``ilayernorm`` too (I-LayerNorm's integer steps with the mean taken as 0:
+compiler/numerics/ilayernorm.py, ``rms``); they have no other integer variant and otherwise stay ``exact``.
 """
 
 from __future__ import annotations
@@ -28,5 +29,6 @@ class SetLayernorm(ModulePass):
         if self.approx not in df.LAYERNORM_APPROX:
             raise InputError(f"--layernorm {self.approx}: unknown choice (valid: {', '.join(df.LAYERNORM_APPROX)})")
         for inner in op.walk():
-            if isinstance(inner, df.LayerNormOp) and inner.norm_kind() == df.LayerNormKind.LAYERNORM:
+            if isinstance(inner, df.LayerNormOp) and (inner.norm_kind() == df.LayerNormKind.LAYERNORM
+                                                      or self.approx == df.LayerNormApprox.ILAYERNORM.value):
                 inner.approx = StringAttr(self.approx)

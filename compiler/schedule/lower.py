@@ -127,8 +127,10 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
         approx = op.approx_choice()
         return "gelu", "exact" if approx in (df.GeluApprox.TANH, df.GeluApprox.SIGMOID) else approx.value
     if isinstance(op, df.LayerNormOp):
-        kind = op.norm_kind()
-        return kind.value, op.approx_choice().value if kind == df.LayerNormKind.LAYERNORM else "exact"
+        kind, approx = op.norm_kind(), op.approx_choice()
+        if approx == df.LayerNormApprox.ILAYERNORM:  # an RMSNorm too: the I-LayerNorm unit with the mean taken as 0
+            return df.LayerNormKind.LAYERNORM.value, approx.value
+        return kind.value, approx.value if kind == df.LayerNormKind.LAYERNORM else "exact"
     if isinstance(op, df.SoftmaxOp):
         return "softmax", op.approx_choice().value
     if isinstance(op, df.RequantOp):

@@ -185,7 +185,7 @@ def gelu_int(name: str, x: np.ndarray, scale: float) -> tuple[np.ndarray, float]
 
 
 def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray | None,
-                  eps: float, *, in_bits: int) -> tuple[np.ndarray, np.ndarray]:
+                  eps: float, *, in_bits: int, rms: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """LayerNorm ``name`` of integer ``x`` over the last axis: (y_int, per-channel scale sqrt(C)/2^30 * gamma).
     ``in_bits``: the width of ``x``'s grid, which bounds I-LayerNorm's epsilon in variance units
     (``compiler.numerics.ilayernorm.eps_units``).
@@ -194,21 +194,25 @@ def layernorm_int(name: str, x: np.ndarray, scale: float, gamma: np.ndarray, bet
     weights to 0): it is computed on a unit weight's grid, its value the kernel's output on a zero row (the bias
     term alone), since the grid step, proportional to the weight, cannot be 0. A channel whose weight is negative
     (trained norms have some) is computed on |weight|'s grid with its bias negated and its codes negated after: the
-    same real values on a positive step, which every requantizer downstream needs."""
+    same real values on a positive step, which every requantizer downstream needs. ``rms``: RMSNorm (the mean taken
+    as 0; I-LayerNorm's steps otherwise, ``ilayernorm`` only)."""
     beta = np.zeros_like(gamma) if beta is None else beta
     zero = np.asarray(gamma) == 0
     if zero.any():
         unit = np.where(zero, 1.0, gamma)
-        y, ys = layernorm_int(name, x, scale, unit, beta, eps, in_bits=in_bits)
+        y, ys = layernorm_int(name, x, scale, unit, beta, eps, in_bits=in_bits, rms=rms)
         bias, _ = layernorm_int(name, np.zeros((1, np.shape(x)[-1]), np.int64), 1.0, unit, beta, eps,
-                                in_bits=in_bits)
+                                in_bits=in_bits, rms=rms)
         return np.where(zero, bias.reshape(-1), y), ys
     negative = np.asarray(gamma) < 0
     if negative.any():  # on |gamma|'s grid with the bias negated, then the codes negated: the same real values
-        y, ys = layernorm_int(name, x, scale, np.abs(gamma), np.where(negative, -beta, beta), eps, in_bits=in_bits)
+        y, ys = layernorm_int(name, x, scale, np.abs(gamma), np.where(negative, -beta, beta), eps, in_bits=in_bits,
+                              rms=rms)
         return np.where(negative, -y, y), ys
     if name == "ilayernorm":
-        y, ys = K.ilayernorm(x, scale, gamma, beta, eps_units(np.shape(x)[-1], eps, scale, in_bits))
+        y, ys = K.ilayernorm(x, scale, gamma, beta, eps_units(np.shape(x)[-1], eps, scale, in_bits), rms)
+    elif rms:
+        raise ValueError(f"no integer RMSNorm '{name}'")
     elif name == "exact":
         yt, st = _exact.layernorm_exact(_t(x), scale, _t(gamma.astype(np.float64)), _t(beta.astype(np.float64)),
                                         eps)
@@ -311,8 +315,10 @@ def gelu_float(name: str, x: np.ndarray) -> np.ndarray:
     return (y * ys).astype(x.dtype)
 
 
-def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, eps: float) -> np.ndarray:
-    """LayerNorm ``name`` on float ``x`` over the last axis: float32 for exact, else via a 16-bit grid."""
+def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, eps: float,
+                    rms: bool = False) -> np.ndarray:
+    """LayerNorm ``name`` on float ``x`` over the last axis: float32 for exact, else via a 16-bit grid. ``rms``:
+    RMSNorm (``ilayernorm`` only; its exact form is the kernel's own float code)."""
     if name == "exact":
         mean = x.mean(axis=-1, keepdims=True)
         d = x - mean
@@ -320,5 +326,5 @@ def layernorm_float(name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarra
         y = d / np.sqrt(var + np.float32(eps)) * gamma
         return (y + beta if beta is not None else y).astype(x.dtype)
     q, s = _dynamic(x, 16)
-    y, ys = layernorm_int(name, q, s, gamma, beta, eps, in_bits=16)
+    y, ys = layernorm_int(name, q, s, gamma, beta, eps, in_bits=16, rms=rms)
     return (y * ys).astype(x.dtype)

@@ -249,22 +249,24 @@ def _round_half_even_div(a: np.ndarray, d: int) -> np.ndarray:
 
 
 def ilayernorm(x: np.ndarray, scale: float, weight: np.ndarray, bias: np.ndarray,
-               eps_int: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               eps_int: int = 0, rms: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """I-ViT I-LayerNorm over the last axis with the epsilon ``eps_int`` in variance units (oracle:
-    ``ilayernorm.ilayernorm``; ``eps_units`` gives ``eps_int``): (y, sqrt(C)/2^30 * gamma)."""
+    ``ilayernorm.ilayernorm``; ``eps_units`` gives ``eps_int``): (y, sqrt(C)/2^30 * gamma). ``rms``: RMSNorm, the
+    mean taken as 0."""
     c = np.shape(x)[-1]
     gamma = np.asarray(weight, dtype=np.float64)
     beta = np.asarray(bias, dtype=np.float64)
     step = math.sqrt(c) / 2**30
-    return ilayernorm_core(x, eps_int) + np.floor((beta / gamma) / step).astype(I64), step * gamma
+    return ilayernorm_core(x, eps_int, rms) + np.floor((beta / gamma) / step).astype(I64), step * gamma
 
 
-def ilayernorm_core(x: np.ndarray, eps_int: int = 0) -> np.ndarray:
+def ilayernorm_core(x: np.ndarray, eps_int: int = 0, rms: bool = False) -> np.ndarray:
     """:func:`ilayernorm` before its per-channel integer bias (zero on a zero row, so the bias is the kernel's
-    output there): what the machine's ``VEC ilayernorm`` computes before adding the bias words of its ``aux`` row."""
+    output there): what the machine's ``VEC ilayernorm`` computes before adding the bias words of its ``aux`` row.
+    ``rms``: the mean taken as 0 (RMSNorm)."""
     x = _i64(x)
     c = x.shape[-1]
-    y = x - _round_half_even_div(x.sum(axis=-1, keepdims=True), c)
+    y = x if rms else x - _round_half_even_div(x.sum(axis=-1, keepdims=True), c)
     ymax = int(np.abs(y).max()) if y.size else 0
     if float(ymax) ** 2 * c >= 2.0**62:
         raise ValueError(f"ilayernorm input too wide: C * max|x - mean|^2 = {c} * {ymax}^2 overflows int64")

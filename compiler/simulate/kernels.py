@@ -389,16 +389,17 @@ def _layernorm(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tensor
         memo["in_bits"] = df.int_bits(op.operands[0]) or 16  # quantized data has an integer type
     x, gamma = ins[0], ins[1].real()
     beta = ins[2].real() if len(ins) > 2 else None
-    if memo["kind"] == df.LayerNormKind.RMSNORM:
+    rms = memo["kind"] == df.LayerNormKind.RMSNORM
+    if rms and memo["approx"] == df.LayerNormApprox.EXACT:
         data = x.real().astype(np.float32)
         y = data / np.sqrt((data * data).mean(axis=-1, keepdims=True) + np.float32(memo["eps"])) * gamma
         return [Tensor((y + beta if beta is not None else y).astype(np.float32))]
     if x.quantized:
         y, ys = A.layernorm_int(memo["approx"], x.data, float(x.step()), gamma.astype(np.float64),
                                 None if beta is None else beta.astype(np.float64), memo["eps"],
-                                in_bits=memo["in_bits"])
+                                in_bits=memo["in_bits"], rms=rms)
         return [Tensor(y, ys)]
-    return [Tensor(A.layernorm_float(memo["approx"], x.data, gamma, beta, memo["eps"]))]
+    return [Tensor(A.layernorm_float(memo["approx"], x.data, gamma, beta, memo["eps"], rms))]
 
 
 @register_kernel("dataflow.gelu")

@@ -93,6 +93,7 @@ class ConfigReg(IntEnum):
     SHIFTMAX_SHIFT = 9
     DIGIT_SHIFT = 10
     LAYERNORM_EPS = 11
+    LAYERNORM_RMS = 12
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ Per row (the integer steps of :func:`compiler.numerics.ilayernorm`)::
     f    = (2**31 - 1) // k
     out  = ((y * f) >> 1) + bias[ch]                           # per-channel integer bias
 
+With ``rms=1`` (or the ``rms`` port high, ``rms_port``) the mean is taken as 0: RMSNorm (T5, LLaMA), ``var =
+sum(x * x) + eps_in`` (``compiler.numerics.ilayernorm`` with ``rms=True``); the mean division still runs, so the
+cycles are the same.
+
 ``bias[ch] = floor((beta / gamma) / (sqrt(c) / 2**30))`` is computed on the host (the float part of
 I-LayerNorm, like the per-channel out_scale ``sqrt(c) / 2**30 * gamma``) and loaded once through the
 ``bias`` port. The output is I-LayerNorm's integer before the next layer's requantization.
@@ -115,6 +119,7 @@ class ILayerNorm(KernelMixin, wiring.Component):
         "bias_bits": ParamSpec(32, "per-channel integer bias width in bits, signed", lo=2, hi=48),
         "eps": ParamSpec(0, "1: an eps input added to the variance (the model's epsilon); 0: I-ViT's, none",
                          choices=(0, 1)),
+        "rms": ParamSpec(0, "1: RMSNorm (the mean taken as 0); 0: LayerNorm", choices=(0, 1)),
     }
     WORK = ("rows",)
     # The compiled I-LayerNorm adds the model's epsilon (compiler.numerics.ilayernorm.eps_units): the unit a
@@ -130,14 +135,16 @@ class ILayerNorm(KernelMixin, wiring.Component):
         return (f"rows * (3 * c + in_bits + {NEWTON_STEPS} * (var_bits + eps) + {FACTOR_CYCLES}) - 1, "
                 "var_bits = bitlen(c * (2**in_bits - 1)**2)")
 
-    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32, eps: int = 0, *,
-                 length_port: bool = False):
+    def __init__(self, c: int = 16, in_bits: int = 8, bias_bits: int = 32, eps: int = 0, rms: int = 0, *,
+                 length_port: bool = False, rms_port: bool = False):
         """``length_port``: add an input ``length`` (``[1, c]``, held while a row is in flight) that sets the
         channels per row at run time, ``c`` being the most (the system top level's ``VEC ilayernorm``; the
-        dividers keep the step counts of ``c``, so a row takes the cycles of a ``c``-channel one in its middle)."""
-        self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits, eps=eps)
+        dividers keep the step counts of ``c``, so a row takes the cycles of a ``c``-channel one in its middle).
+        ``rms_port``: add a one-bit input ``rms`` (held while a row is in flight) that chooses RMSNorm at run time,
+        instead of the ``rms`` parameter."""
+        self.params = self.accept_params(c=c, in_bits=in_bits, bias_bits=bias_bits, eps=eps, rms=rms)
         self.c, self.in_bits, self.bias_bits, self.eps_port = c, in_bits, bias_bits, bool(eps)
-        self.length_port = length_port
+        self.length_port, self.rms_port, self.rms_param = length_port, rms_port, bool(rms)
         ports = {
             "bias": In(stream.Signature(bias_layout(c, bias_bits))),
             "inputs": In(stream.Signature(input_layout(in_bits))),
@@ -147,6 +154,8 @@ class ILayerNorm(KernelMixin, wiring.Component):
             ports["length"] = In(range(c + 1))
         if eps:
             ports["eps"] = In(unsigned(var_bits(c, in_bits)))
+        if rms_port:
+            ports["rms"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -205,7 +214,8 @@ class ILayerNorm(KernelMixin, wiring.Component):
             with m.State("MEAN"):
                 m.d.sync += div_mean.step()
                 with m.If(div_mean.last_step):
-                    m.d.sync += mean.eq(div_mean.next_quot - half + up)
+                    rms = self.rms if self.rms_port else Const(int(self.rms_param), 1)
+                    m.d.sync += mean.eq(Mux(rms, 0, div_mean.next_quot - half + up))
                     m.next = "VARIANCE"
             with m.State("VARIANCE"):
                 m.d.sync += [var.eq(new_var), idx.eq(idx + 1)]

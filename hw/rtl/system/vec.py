@@ -28,7 +28,8 @@ lane by lane:
   shifted right by ``16 - b`` (the same floor as the kernel's ``>> (32 - b)``), ``b <= 16``;
 * ``ilayernorm``: ``hw.rtl.ilayernorm.ILayerNorm`` (24-bit inputs: a wider value raises ``fault``), its bias
   memory written from constant rows ``aux .. aux + span - 1`` before the first row, its ``eps`` port from
-  ``layernorm_eps`` (outside ``[0, 2**var_bits(max_row, 24))`` raises ``fault``);
+  ``layernorm_eps`` (outside ``[0, 2**var_bits(max_row, 24))`` raises ``fault``), its ``rms`` port from
+  ``layernorm_rms`` (nonzero: RMSNorm, the mean taken as 0; the register resets to 0);
 * ``online_softmax``: ``hw.rtl.online_softmax.OnlineSoftmax`` with ``(m_c, e_c)`` from ``softmax_m`` /
   ``softmax_e`` (outside ``[0, 2**31]`` / ``[1, 62]``, values only a ``CONFIG`` can hold, raises ``fault``). It
   keeps no row: each element row's space rows are read twice, pass 1 streaming the row's statistics in, pass 2
@@ -197,8 +198,9 @@ class VecUnit(Elaboratable):
         m.submodules.shiftgelu = gelu = ShiftGelu(1, _X, _SIGMOID_BITS, _X0_BITS, per_element=1)
         max_row = self.max_row
         m.submodules.shiftmax = smax = Shiftmax(max_row, _X, _SHIFTMAX_BITS, _X0_BITS, length_port=True)
-        m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, eps=1, length_port=True)
+        m.submodules.ilayernorm = ln = ILayerNorm(max_row, _LN_BITS, _X, eps=1, length_port=True, rms_port=True)
         ln_eps = regs[ConfigReg.LAYERNORM_EPS]
+        m.d.comb += ln.rms.eq(regs[ConfigReg.LAYERNORM_RMS] != 0)
         eps_bits = var_bits(max_row, _LN_BITS)
         m.submodules.online_softmax = osm = OnlineSoftmax(MAX_ROW, _X, _SOFTMAX_BITS, length_port=True)
 
