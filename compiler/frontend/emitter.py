@@ -75,15 +75,16 @@ class Emitter:
                                        self.const(f"{what}_axes", [axis])], cut)
 
 
-def lower_each(graph: Graph, op_types: Collection[str], lower: Callable[[Graph, Node], list[Node]]) -> int:
-    """Replace every node of ``graph`` whose op is in ``op_types`` by ``lower(graph, node)``, in place and in
-    order; returns how many were replaced."""
+def lower_each(graph: Graph, op_types: Collection[str], lower: Callable[[Graph, Node], list[Node]],
+               where: Callable[[Graph, Node], bool] | None = None) -> int:
+    """Replace every node of ``graph`` whose op is in ``op_types`` (and for which ``where(graph, node)`` holds,
+    if given) by ``lower(graph, node)``, in place and in order; returns how many were replaced."""
     if not any(n.op_type in op_types for n in graph.nodes):
         return 0
     nodes: list[Node] = []
     lowered = 0
     for node in graph.nodes:
-        if node.op_type in op_types:
+        if node.op_type in op_types and (where is None or where(graph, node)):
             nodes += lower(graph, node)
             lowered += 1
         else:

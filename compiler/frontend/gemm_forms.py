@@ -27,7 +27,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from compiler.frontend.emitter import Emitter
+from compiler.frontend.emitter import Emitter, lower_each
 from compiler.frontend.graph import Graph, Node
 
 __all__ = ["lower_gemm_forms"]
@@ -131,18 +131,11 @@ def _matmul(graph: Graph, node: Node) -> list[Node]:
 def lower_gemm_forms(graph: Graph, taken: Collection[int] = frozenset()) -> int:
     """Rewrite, in place, each Gemm / MatMul of the module docstring whose ``id`` is not in ``taken`` (nodes a match
     replaces); returns how many were rewritten."""
-    nodes: list[Node] = []
-    rewritten = 0
-    for node in graph.nodes:
-        if id(node) in taken or node.op_type not in ("Gemm", "MatMul") or len(node.inputs) < 2:
-            nodes.append(node)
-        elif node.op_type == "Gemm" and _gemm_needs_rewrite(graph, node):
-            nodes += _gemm(graph, node)
-            rewritten += 1
-        elif node.op_type == "MatMul" and _matmul_needs_rewrite(graph, node):
-            nodes += _matmul(graph, node)
-            rewritten += 1
-        else:
-            nodes.append(node)
-    graph.nodes[:] = nodes
-    return rewritten
+
+    def needs(g: Graph, node: Node) -> bool:
+        if id(node) in taken or len(node.inputs) < 2:
+            return False
+        return _gemm_needs_rewrite(g, node) if node.op_type == "Gemm" else _matmul_needs_rewrite(g, node)
+
+    return lower_each(graph, ("Gemm", "MatMul"), lambda g, n: _gemm(g, n) if n.op_type == "Gemm" else _matmul(g, n),
+                      needs)

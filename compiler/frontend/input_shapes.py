@@ -221,7 +221,7 @@ def dims_from_samples(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...
                 continue
             name = dim.dim_param
             if not name:
-                if batch is None:
+                if batch is None and 0 not in shape:  # an empty sample leaves it to --shape (or its refusal)
                     whole[inp.name] = tuple(int(d) for d in shape)
                 continue
             if dim_names(name) != [name]:
