@@ -47,7 +47,7 @@ def test_quantized_vit_uses_gemm_requant_and_the_three_i_vit_units(tmp_path, cap
     assert gelu["parameters"]["per_element"] == 1 and gelu["cycles_formula"] == "n * rows + 4 - 1"
     assert gelu["predicted_cycles_per_invocation"] == 128 * 17 + 3  # 17 tokens streamed, one element per cycle
     assert "row [" not in (out / gelu["verilog"]).read_text()  # no row memory
-    assert by_name["ilayernorm"]["parameters"] == {"c": 64, "in_bits": 16, "bias_bits": 32, "eps": 1}
+    assert by_name["ilayernorm"]["parameters"] == {"c": 64, "in_bits": 16, "bias_bits": 32, "eps": 1, "rms": 0}
     softmax = by_name["shiftmax"]
     assert [inv["work"] for inv in softmax["invocations"]] == [{"rows": 4 * 17}] * 2
     assert softmax["predicted_cycles_per_invocation"] == 4 * 17 * (3 * 17 + 16) - 1
