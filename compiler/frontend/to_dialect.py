@@ -245,15 +245,14 @@ def _generic_attrs(b: _Builder, node: Node, params: set[int]) -> tuple[list[SSAV
 
 def _emit_gemm(b: _Builder, node: Node, bias_add: Node | None = None) -> None:
     """A MatMul / Gemm as ``dataflow.gemm``; ``bias_add`` is a following Add of a constant [N] vector (see
-    ``_fold_bias``) that becomes the GEMM's bias and whose output the GEMM then produces."""
+    ``_fold_bias``) that becomes the GEMM's bias and whose output the GEMM then produces. Every other form (Gemm's
+    ``transA``, an activation B with ``transB`` / ``alpha``, a C that is no [N] row, broadcast batch axes) was
+    rewritten into this one by compiler/frontend/gemm_forms.py during recognition."""
     g = b.g
     name = b.unique(_layer_name(node.name))
     a, w = node.inputs[0], node.inputs[1]
     bias: SSAValue | None = None
     if node.op_type == "Gemm":
-        if node.attrs.get("transA", 0):
-            raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): transA=1 is not supported; "
-                             "re-export with the activation as the left operand")
         alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
         if g.is_const(w):
             value = g.constants[w]
@@ -263,19 +262,12 @@ def _emit_gemm(b: _Builder, node: Node, bias_add: Node | None = None) -> None:
             key = w + (".T" if node.attrs.get("transB", 0) else "") + (f".x{alpha:g}" if alpha != 1.0 else "")
             rhs = b.weight(key, np.ascontiguousarray(value))
         else:
-            if node.attrs.get("transB", 0) or alpha != 1.0:
-                raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): transB/alpha with an "
-                                 "activation operand")
             rhs = b.value(w)
         if len(node.inputs) > 2 and node.inputs[2]:
             c = node.inputs[2]
             n = g.shapes[node.outputs[0]][-1]
-            if g.is_const(c) and g.constants[c].size == n:
-                value = (g.constants[c].reshape(n) * beta).astype(g.constants[c].dtype)
-                bias = b.weight(c + (f".x{beta:g}" if beta != 1.0 else ""), value)
-            else:
-                raise InputError(f"{g.source}: unsupported op Gemm (node '{node.name}'): bias C must be a constant "
-                                 f"vector of length {n}")
+            value = (g.constants[c].reshape(n) * beta).astype(g.constants[c].dtype)
+            bias = b.weight(c + (f".x{beta:g}" if beta != 1.0 else ""), value)
     else:
         rhs = b.value(w)
     out = node.outputs[0]
@@ -284,10 +276,7 @@ def _emit_gemm(b: _Builder, node: Node, bias_add: Node | None = None) -> None:
         bias = b.weight(other, g.constants[other].reshape(g.shapes[out][-1]))
         out = bias_add.outputs[0]
     lhs = b.value(a)
-    lhs_shape, rhs_shape = g.shapes[a], tuple(rhs.type.get_shape())  # type: ignore[attr-defined]
-    if len(rhs_shape) > 2 and tuple(rhs_shape[:-2]) != tuple(lhs_shape[:-2]):
-        raise InputError(f"{g.source}: unsupported op MatMul (node '{node.name}'): broadcast batch dims "
-                         f"{lhs_shape} x {rhs_shape}")
+    lhs_shape = g.shapes[a]
     if len(lhs_shape) < 2:
         raise InputError(f"{g.source}: unsupported op {node.op_type} (node '{node.name}'): rank-1 operand")
     op = b.add(df.GemmOp(name, lhs, rhs, bias, b.ttype(out), f32))
