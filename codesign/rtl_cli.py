@@ -167,10 +167,11 @@ def _from_model(args: argparse.Namespace):
                          "no per-group rescale; emit RTL without --weight-group (one weight step per output channel)")
     env = None
     if getattr(args, "calibrate", None):  # the same activation ranges as codesign compile --calibrate
-        from codesign.accuracy import prepare_env
+        from codesign.accuracy import prepare_env, sample_shapes
 
         env, _ = prepare_env(args.model, dict(options.shapes), None, args.calibrate,
                              quantized=options.quantized)
+        options = sample_shapes(args.model, options, env, None)
 
     def on_ir(step: str, module: Any) -> None:
         sys.stdout.write(f"// ----- IR after {step} -----\n" + _print_ir(module, False))

@@ -215,3 +215,22 @@ def test_samples_that_disagree_on_a_dim_are_one_line(shapes: tuple, args: list[s
     assert main(["compile", str(path), "-q", "--inputs", x, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err == f"codesign: error: {message}", err
+
+
+def test_rtl_kernels_size_a_dynamic_model_by_its_calibration_samples(tmp_path: Path) -> None:
+    """`codesign rtl` (one kernel per layer) given `--calibrate` samples reads the symbolic dims off them as
+    `codesign compile` does, rather than asking for --shape."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(1)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mlp",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=rng.standard_normal((4, 1, 5, 16)).astype(np.float32))
+    assert main(["rtl", str(path), "--quant", "int8", "--calibrate", str(calib), "--out", str(tmp_path / "k"),
+                 "-q"]) == 0
+    assert (tmp_path / "k" / "manifest.json").exists()
