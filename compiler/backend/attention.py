@@ -6,7 +6,9 @@ pre-shift ``k`` and ``x0`` of compiler.backend.constants.shiftmax_config (or the
 ``(m_c, e_c)``), then ``P V_h`` into the head's columns of the int32 output. Each piece is an ISA pattern:
 
 * ``Q K^T``: ``K_h^T`` is the transposing LOAD of ``K_h``'s rows (no transpose pass), ``Q_h`` / ``K_h`` /
-  ``V_h`` are column windows of the projections, and the merge of the heads is the output window's address.
+  ``V_h`` are column windows of the projections, and the merge of the heads is the output window's address. With
+  fewer key/value heads than query heads (grouped- or multi-query attention) query head ``h`` reads K/V head
+  ``h // (heads / kv_heads)``, the simulator's repetition, so no repeated K or V is ever stored.
 * the mask: the host quantizes the float mask onto the scores' grid as the simulator does (clip to +-2^32, causal
   entries -2^32), and gives it as two int32 halves ``a + b`` of the same sign; two saturating ``VEC requant_add``
   with unit multipliers add them: clamping after each of two same-signed addends equals clamping once.
@@ -101,12 +103,13 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
                          "generator")
     if op.softcap_value() is not None:
         raise InputError(f"{where}: a logit soft-cap has no code generator")
-    if kv != heads:
-        raise InputError(f"{where}: {kv} key/value heads for {heads} query heads have no code generator")
+    if kv < 1 or heads % kv:
+        raise InputError(f"{where}: {kv} key/value heads do not divide {heads} query heads")
     if len(q.shape) != 3 or q.shape[0] != 1:
         raise InputError(f"{where}: only a batch of one [1, S, D] runs on the system backend, got {q.shape}")
     sq, sk = q.shape[1], k.shape[1]
-    dh, dv = q.shape[2] // heads, v.shape[2] // heads
+    dh, dv = q.shape[2] // heads, v.shape[2] // kv
+    group = heads // kv  # query head h reads key/value head h // group (kernels._kv_heads)
     bits = softmax_bits(op, approx)
     if bits not in (8, 16):
         raise InputError(f"{where}: {bits}-bit probabilities have no vector output width here (8 or 16)")
@@ -122,7 +125,7 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
     digits = [img.place(f"{name}.p{d}", (heads * sq, sk), 1) for d in range(n_digits)]
     qv, kv_, vv, ov = View.of(q), View.of(k), View.of(v), View.of(out)
     for h in range(heads):
-        matmul_layer(b, f"{name}.qk{h}", [qv.sub(0, sq, h * dh, dh)], kv_.sub(0, sk, h * dh, dh), True,
+        matmul_layer(b, f"{name}.qk{h}", [qv.sub(0, sq, h * dh, dh)], kv_.sub(0, sk, h // group * dh, dh), True,
                      View.of(scores).sub(h * sq, sq, 0, sk))
     masked = len(op.operands) > 3 or causal
     mask = None
@@ -153,6 +156,6 @@ def emit_attention(b: ProgramBuilder, op: df.AttentionOp, q: Region, k: Region, 
     vector_layer(b, f"{name}.softmax", heads * sq, slots, loads, steps, stores)
     for h in range(heads):
         a_digits = [View.of(digits[d]).sub(h * sq, sq, 0, sk) for d in reversed(range(n_digits))]
-        matmul_layer(b, f"{name}.av{h}", a_digits, vv.sub(0, sk, h * dv, dv), False, ov.sub(0, sq, h * dv, dv),
+        matmul_layer(b, f"{name}.av{h}", a_digits, vv.sub(0, sk, h // group * dv, dv), False, ov.sub(0, sq, h * dv, dv),
                      DIGIT_BITS)
     return AttentionPlan(name, heads, sq, sk, s, causal, mask, op.masked_rows_zero_value())
