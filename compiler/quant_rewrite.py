@@ -57,6 +57,14 @@ def _qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+def _input_rows(w: np.ndarray) -> np.ndarray:
+    """A static GEMM weight as ``[C, *]``, one row per input channel: a batched weight ``[..., C, N]`` (DeBERTa's
+    relative-position keys) puts every batch's columns beside each other, since one per-channel input step scales
+    the same channel of every batch."""
+    w = np.asarray(w)
+    return np.moveaxis(w, -2, 0).reshape(w.shape[-2], -1)
+
+
 def attrs_of(**kw: Any) -> DictionaryAttr:
     """An IR ``attrs`` dictionary from Python strings, ints and floats."""
     conv = {k: StringAttr(v) if isinstance(v, str) else (IntegerAttr(v, i64) if isinstance(v, int)
@@ -233,7 +241,7 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             consumers = [u.operation for u in v.uses if isinstance(u.operation, df.GemmOp)
                          and u.operation.lhs is v and isinstance(u.operation.rhs.owner, df.WeightOp)]
             if consumers:
-                w = np.concatenate([self.weights[df.layer_of(c.rhs.owner)]  # type: ignore[arg-type]
+                w = np.concatenate([_input_rows(self.weights[df.layer_of(c.rhs.owner)])  # type: ignore[arg-type]
                                     for c in consumers], axis=1)
                 choice = smooth_scales(self.rows[v], w, self.w_bits, group=self.group)
                 for c in consumers:
