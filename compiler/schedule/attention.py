@@ -226,6 +226,7 @@ class _Shape:
     allowed: np.ndarray | None = None
     softcap: bool = False  # logits soft-capped (c * tanh(s / c)) before the softmax
     sinks: bool = False  # attention sinks: each softmax row holds one more element (its head's sink logit)
+    causal: bool = False  # the op's causal flag (a mask without a mask operand)
 
     @property
     def windows(self) -> int:
@@ -277,7 +278,8 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
         bits=element_bits(op.q), softmax=softmax_cost_name(op.softmax_choice().value),
         q_bytes=tensor_bytes(op.q), k_bytes=k_bytes, v_bytes=v_bytes,
         mask_bytes=mask_bytes, out_bytes=tensor_bytes(op.result), deps=deps, allowed=allowed,
-        softcap=op.softcap_value() is not None, sinks=op.sinks_value() is not None)
+        softcap=op.softcap_value() is not None, sinks=op.sinks_value() is not None,
+        causal=bool(op.causal_value()))
     name = shape.name
     if shape.sinks and (reordered or op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE):
         raise InputError(f"attention '{name}': attention sinks are planned in the standard order with a softmax, "
@@ -367,7 +369,7 @@ def _price_execute_queue(shape: _Shape, cost: CostFn, c_qk: Cost) -> LayerPlan:
     plan, _ = _layer(shape, cost)
     d = c_qk.detail
     mach = Machine(**{f.name: int(d[f"system_{f.name}"]) for f in fields(Machine)})
-    masked = shape.mask_bytes > 0 or shape.allowed is not None
+    masked = shape.mask_bytes > 0 or shape.causal  # the backend adds the causal mask's halves as any mask's
     cycles = shape.b * attention_cycles(shape.heads, shape.sq, shape.sk, shape.dh, shape.dv, masked, mach,
                                         int(d["array_rows"]))
     task = priced_task(TaskSpec(shape.name, 0, 0, shape.deps),
