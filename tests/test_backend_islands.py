@@ -88,7 +88,7 @@ def test_relu_models_run_on_the_top_level_and_the_model_prices_their_islands(tmp
     Verilator: the device's outputs equal the simulator's, and the performance model prices each island's threshold
     layers (its ReLU and dequantize cost nothing, as the top level runs no instruction for them) and each RMSNorm as
     the I-LayerNorm it runs on: the whole program within 2% of the RTL's cycles, each FFN's first GEMM with its
-    island and each norm within 2% (measured 2026-12-05: OPT 415,137 RTL cycles against 410,682, -1.1%, fc1 with its
+    island and each norm within 2% (measured 2026-12-05: OPT 415,137 RTL cycles against 412,310, -0.7%, fc1 with its
     island -0.8%; T5's encoder 335,936 against 333,399, -0.8%, its norms -0.2%)."""
     import json
 
