@@ -42,3 +42,34 @@ def test_set_gelu_and_layernorm(bert_mlir: Path, capsys: pytest.CaptureFixture[s
     assert ir.count('approx = "lut"') == 2
     assert ir.count('approx = "ilayernorm"') == 5
     assert 'approx = "exact"' not in ir
+
+
+@pytest.mark.parametrize("queries", [1, 8])
+def test_softmax_free_refuses_other_length_keys_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           queries: int) -> None:
+    """SOFT takes the keys to be the queries: an attention over 8 keys from 1 learned query (attention pooling) or 8
+    queries over a 16-key memory (PVT's spatial reduction, Funnel's pooled queries, cross-attention) is one line,
+    exit 2; it was a torch shape error from inside the simulator's SOFT kernel."""
+    import torch
+
+    class Pool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = (torch.nn.Linear(16, 16) for _ in range(3))
+            self.query = torch.nn.Parameter(torch.randn(1, queries, 16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            def heads(t: torch.Tensor) -> torch.Tensor:
+                return t.view(1, -1, 2, 8).transpose(1, 2)
+
+            a = torch.nn.functional.scaled_dot_product_attention(heads(self.q(self.query)), heads(self.k(x)),
+                                                                 heads(self.v(x)))
+            return a.transpose(1, 2).reshape(1, queries, 16)
+
+    path = tmp_path / "pool.onnx"
+    torch.onnx.export(Pool().eval(), (torch.randn(1, 16, 16),), str(path), dynamo=False, input_names=["x"])
+    capsys.readouterr()
+    assert main(["compile", str(path), "--softmax", "softmax-free", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"has {queries} queries and 16 keys" in err, err
+    assert main(["compile", str(path), "--softmax", "exact", "-q"]) == 0  # the attention itself is recognised

@@ -26,6 +26,19 @@ __all__ = ["SetSoftmax"]
 _ATTENTION_ONLY = ("log2q", "softmax-free")
 
 
+def _check_soft(op: df.AttentionOp) -> None:
+    """SOFT (compiler/numerics/softmax_free.py) takes the keys to be the queries, so it needs as many keys as
+    queries; attention sinks need a softmax row to sit in."""
+    if op.sinks_value() is not None:
+        raise InputError(f"--softmax softmax-free: attention '{op.layer_name()}' has attention sinks, which an "
+                         "attention without a softmax cannot hold")
+    sq, sk = op.q.type.get_shape()[1], op.k.type.get_shape()[1]  # type: ignore[attr-defined]
+    if sq != sk:
+        raise InputError(f"--softmax softmax-free: attention '{op.layer_name()}' has {sq} queries and {sk} keys; "
+                         "SOFT's Gaussian kernel takes the keys to be the queries (one sequence attending to itself), "
+                         "so it cannot replace an attention over a pooled, reduced or other-length key sequence")
+
+
 @dataclass(frozen=True)
 class SetSoftmax(ModulePass):
     """Set the softmax approximation ``approx`` (one of dataflow.SOFTMAX_APPROX) and its output ``bits``."""
@@ -41,9 +54,8 @@ class SetSoftmax(ModulePass):
             raise InputError(f"set-softmax: bits must be 4, 8 or 16 (0 = default), got {self.bits}")
         for inner in op.walk():
             if isinstance(inner, df.AttentionOp):
-                if self.approx == "softmax-free" and inner.sinks_value() is not None:
-                    raise InputError(f"--softmax softmax-free: attention '{inner.layer_name()}' has attention sinks, "
-                                     "which an attention without a softmax cannot hold")
+                if self.approx == "softmax-free":
+                    _check_soft(inner)
                 inner.softmax = StringAttr(self.approx)
             elif isinstance(inner, df.SoftmaxOp) and self.approx not in _ATTENTION_ONLY:
                 inner.approx = StringAttr(self.approx)
