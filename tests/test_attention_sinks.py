@@ -1,7 +1,8 @@
 """Attention with sinks (gpt-oss; StreamingLLM-style sink logits): a per-head logit joins every softmax row and its
 probability is dropped (compiler/frontend/sinks.py). Small torch modules exported by both exporters are compiled to
 one ``dataflow.attention`` carrying the sinks, simulated like onnxruntime in float and tracking it in int8 (I-ViT),
-their MACs exact and the extra softmax column priced; the orders and backends without sinks refuse in one line."""
+their MACs exact and the extra softmax column priced, in every order; softmax-free and the RTL backends, which have
+no sinks, refuse in one line."""
 
 from __future__ import annotations
 
@@ -178,17 +179,33 @@ def test_row_max_subtracted_before_the_softmax_is_attention(tmp_path: Path, expo
     assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
 
 
-def test_orders_and_backends_without_sinks_refuse_in_one_line(exported, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("algorithm", ["flash", "edge-moe"])
+def test_reordered_orders_take_the_sinks(exported, algorithm: str) -> None:
+    """An online softmax takes a head's sink as one more key whose value is 0 (its running max and sum meet it), so
+    flash and Edge-MoE orders hold sinks: float equals onnxruntime, int8 with the online softmax tracks it, and the
+    softmax is priced over Sk + 1 elements per row; they were refused before."""
+    for style in ("gpt-oss", "first"):
+        path, sample, _ = exported[(style, "legacy")]
+        result = compile(path, inputs=sample, attention=algorithm)
+        op = _attention(result)
+        assert op.algorithm_choice().value == algorithm and op.sinks_value() is not None
+        assert result.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9999
+        quant = compile(path, inputs=sample, attention=algorithm, **{**I_VIT, "softmax": "online"})
+        assert quant.report["accuracy"]["outputs"]["y"]["cosine_min"] >= 0.9
+        if style == "first":  # no mask: every (query, key) pair is visited, plus one sink per row
+            plan = next(p for p in result.env.plans if p.op == "attention")
+            softmax = next(w for w in plan.works if isinstance(w, VectorWork) and w.kind == "softmax")
+            assert softmax.elements == H * S * (S + 1)
+
+
+def test_softmax_free_and_backends_without_sinks_refuse_in_one_line(exported, tmp_path: Path, capsys) -> None:
     path, _, _ = exported[("gpt-oss", "legacy")]
     name = _attention(compile(path)).layer_name()
-    refused: list[tuple[dict[str, Any], str]] = [({"attention": "flash"}, "--attention flash: "),
-                                                 ({"attention": "edge-moe"}, "--attention edge-moe: "),
-                                                 ({"softmax": "softmax-free"}, "--softmax softmax-free: ")]
-    for options, start in refused:
-        with pytest.raises(InputError) as info:
-            compile(path, **options)
-        message = str(info.value)
-        assert message.startswith(start) and f"'{name}'" in message and "sinks" in message and "\n" not in message
+    with pytest.raises(InputError) as info:
+        compile(path, softmax="softmax-free")
+    message = str(info.value)
+    assert message.startswith("--softmax softmax-free: ") and f"'{name}'" in message and "sinks" in message
+    assert "\n" not in message
     path, _, _ = exported[("first", "dynamo")]  # all heads their own K/V: the system backend takes the rest
     name = _attention(compile(path)).layer_name()
     for extra in ((), ("--system",)):
@@ -199,17 +216,16 @@ def test_orders_and_backends_without_sinks_refuse_in_one_line(exported, tmp_path
         assert f"'{name}'" in err and "attention sinks" in err
 
 
-def test_the_planner_refuses_a_reordered_attention_with_sinks(exported) -> None:
-    """IR written by hand (not through set-attention) with sinks in a reordered order is refused when planned."""
+def test_the_planner_refuses_softmax_free_with_sinks(exported) -> None:
+    """IR written by hand (not through set-softmax) with sinks and no softmax is refused when planned."""
     from xdsl.dialects.builtin import StringAttr
 
     from compiler.schedule.attention import plan_attention
 
     op = _attention(compile(exported[("first", "legacy")][0]))
     assert plan_attention(op, ()).name == op.layer_name()
-    op.algorithm = StringAttr("edge-moe")
-    with pytest.raises(InputError, match=f"attention '{op.layer_name()}': attention sinks are planned in the "
-                                         "standard order with a softmax, not --attention edge-moe"):
+    op.softmax = StringAttr("softmax-free")
+    with pytest.raises(InputError, match=f"attention '{op.layer_name()}': attention sinks need a softmax row"):
         plan_attention(op, ())
 
 

@@ -6,7 +6,7 @@ target's ``attention.lanes``, 4 without a target); ``flash`` runs tiles of ``til
 attributes; default: the largest tiles the target's buffers hold, compiler/schedule/attention.py). The choice is
 visible in the IR (``--print-ir-after set-attention``), priced by compiler/schedule/attention.py and computed by the
 simulator kernels of compiler/simulate/attention.py (registered by the simulator package itself). An attention with
-sinks (gpt-oss) is planned in the standard order only: the reordered orders refuse it in one line.
+sinks (gpt-oss) runs in every order: an online softmax takes each head's sink as one more key whose value is 0.
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ class SetAttention(ModulePass):
         for inner in op.walk():
             if not isinstance(inner, df.AttentionOp):
                 continue
-            if self.algorithm != "standard" and inner.sinks_value() is not None:
-                raise InputError(f"--attention {self.algorithm}: attention '{inner.layer_name()}' has attention "
-                                 "sinks, which its online softmax does not take; use --attention standard")
             inner.algorithm = StringAttr(self.algorithm)
             inner.lanes = None
             for key in (TILE_Q_ATTR, TILE_K_ATTR):

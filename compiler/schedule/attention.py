@@ -234,6 +234,12 @@ class _Shape:
         return 1 if self.allowed is None else int(self.allowed.shape[0])
 
     @property
+    def sink_visits(self) -> int:
+        """Sink logits an online softmax takes per (batch, head) copy, summed over the W windows: one per query row
+        with ``sinks`` (the running max and sum meet the head's sink as one more key whose value is 0)."""
+        return self.windows * self.sq if self.sinks else 0
+
+    @property
     def copies(self) -> int:
         """(batch, head) copies of one window's work: counts summed over the W windows are multiplied by this."""
         return self.b // self.windows * self.heads
@@ -281,9 +287,9 @@ def plan_attention(op: df.AttentionOp, deps: tuple[str, ...],
         softcap=op.softcap_value() is not None, sinks=op.sinks_value() is not None,
         causal=bool(op.causal_value()))
     name = shape.name
-    if shape.sinks and (reordered or op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE):
-        raise InputError(f"attention '{name}': attention sinks are planned in the standard order with a softmax, "
-                         f"not --attention {op.algorithm_choice().value} --softmax {op.softmax_choice().value}")
+    if shape.sinks and op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE:
+        raise InputError(f"attention '{name}': attention sinks need a softmax row to sit in, not --softmax "
+                         "softmax-free")
     if op.softmax_choice() == df.SoftmaxApprox.SOFTMAX_FREE:
         return PlannedLayer(name, (name,), partial(_price_soft, shape))
     algorithm = op.algorithm_choice()
@@ -449,7 +455,7 @@ def _edge_moe_cost(shape: _Shape, steps: int, visits: int, cost: CostFn) -> tupl
     """The lanes' fused cost for ``steps`` issued steps (per batch and head, summed over the W windows) and its
     online softmax over ``visits`` (query, key) visits."""
     bh = shape.b * shape.heads
-    sm = VectorWork(kind="softmax", elements=shape.copies * visits, rows=bh * shape.sq,
+    sm = VectorWork(kind="softmax", elements=shape.copies * (visits + shape.sink_visits), rows=bh * shape.sq,
                     approx=_online(shape.softmax), bits=shape.bits)
     cycles = 2 * shape.copies * steps
     cap = shape.cap_work(sm.elements)
@@ -496,7 +502,7 @@ def _flash_cost(shape: _Shape, tiles: tuple[int, int], per_head: int, elements: 
     tq, tk = tiles
     batch = shape.copies * per_head
     rows = shape.b * shape.heads * shape.sq
-    sm = VectorWork(kind="softmax", elements=shape.copies * elements, rows=rows,
+    sm = VectorWork(kind="softmax", elements=shape.copies * (elements + shape.sink_visits), rows=rows,
                     approx=_online(shape.softmax), bits=shape.bits)
     qk = GemmWork(m=tq, n=tk, k=shape.dh, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
     av = GemmWork(m=tq, n=shape.dv, k=tk, batch=batch, in_bits=shape.bits, w_bits=shape.bits, weights_static=False)
