@@ -279,7 +279,8 @@ def plan_kernels(module: Any, target: Target, values: DesignScales | None = None
     for op in module.walk():
         if isinstance(op, df.RopeOp):  # no kernel computes it: a design without it would be silently incomplete
             raise InputError(f"layer '{op.layer_name()}': op dataflow.rope (rotary embedding, node "
-                             f"'{op.layer_name()}') has no RTL kernel; codesign rtl cannot build this model")
+                             f"'{op.layer_name()}') has no standalone RTL kernel; codesign rtl --system runs it on "
+                             "the top level's array and vector unit")
         if isinstance(op, df.AttentionOp) and op.sinks_value() is not None:  # no softmax unit takes a sink
             raise InputError(f"layer '{op.layer_name()}': dataflow.attention with attention sinks has no RTL "
                              "softmax unit (none takes a sink logit per row); codesign rtl cannot build this model")

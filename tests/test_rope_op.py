@@ -208,9 +208,9 @@ def test_int8_rope_runs_in_integers(exported) -> None:
 
 
 @pytest.mark.slow
-def test_rtl_refuses_rope_in_one_line(exported, tmp_path: Path, capsys) -> None:
+def test_per_kernel_rtl_refuses_rope_in_one_line(exported, tmp_path: Path, capsys) -> None:
     code = main(["rtl", str(exported("llama")), "--quant", "int8", "--softmax", "shiftmax", "--set", "gemm.rows=4",
                  "--set", "gemm.cols=4", "--out", str(tmp_path / "rtl")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "dataflow.rope" in err and "rope_q" in err and "no RTL kernel" in err
+    assert "dataflow.rope" in err and "rope_q" in err and "no standalone RTL kernel" in err and "--system" in err

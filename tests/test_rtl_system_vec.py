@@ -250,7 +250,25 @@ def _ilayernorm(rng) -> _Builder:
     return b
 
 
-CASES = {"ilayernorm": _ilayernorm, "shiftmax": _shiftmax, "copy_digit": _copy_digit, "requant": _requant,
+def _mul(rng) -> _Builder:
+    """Products into the accumulator at 32 bits (an int8 row times an int16 table, as the rotary layer takes them;
+    a pair that leaves int32 saturates) and at 16 bits from a scratchpad factor (saturating both ways); the
+    destinations preloaded, so the tail lanes of a two-row span must survive."""
+    b = _Builder()
+    x = _span_rows(rng, 3, 6, -128, 128)
+    big = _span_rows(rng, 3, 6, -(1 << 15), 1 << 15)
+    x[0, :2], big[0, :2] = [1 << 30, -(1 << 30)], [8, 8]  # 2^33 and -2^33: clamped to int32
+    b.load(Space.ACC, 0, x)
+    b.load(Space.ACC, 16, big)
+    b.load(Space.SP, 0, _span_rows(rng, 3, 6, -128, 128))
+    b.load(Space.ACC, 32, _span_rows(rng, 6, 6, -7, 7))
+    b.execs += [_vec(VecFn.MUL, (Space.ACC, 0), (Space.ACC, 32), 3, 6, 5, aux=(Space.ACC, 16)),
+                _vec(VecFn.MUL, (Space.ACC, 16), (Space.ACC, 38), 3, 6, 4, aux=(Space.SP, 0))]
+    b.store(Space.ACC, 32, 12)
+    return b
+
+
+CASES = {"ilayernorm": _ilayernorm, "mul": _mul, "shiftmax": _shiftmax, "copy_digit": _copy_digit, "requant": _requant,
          "requant_add": _requant_add, "shiftgelu": _shiftgelu, "threshold": _threshold,
          "online_softmax": _online_softmax}
 
@@ -405,6 +423,7 @@ def _repeated(kind: str, copies: int) -> _Builder:
     vec = {"requant_lane": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5, (Space.CONST, 0)),
            "requant_stream": _vec(VecFn.REQUANT, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
            "copy": _vec(VecFn.COPY, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
+           "mul": _vec(VecFn.MUL, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5, (Space.ACC, 0)),
            "shiftgelu": _vec(VecFn.SHIFTGELU, (Space.ACC, 0), (Space.ACC, 64), 16, 8, 5),
            "ilayernorm": _vec(VecFn.ILAYERNORM, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 5, (Space.CONST, 0)),
            "shiftmax": _vec(VecFn.SHIFTMAX, (Space.ACC, 0), (Space.ACC, 64), 4, 16, 3)}[kind]

@@ -12,14 +12,14 @@ from hw.targets.loader import load_target
 
 # One VEC over 16 element rows of 8 values on 4 lanes (32 space rows), or 4 rows of 16 for the row functions, on
 # tests/test_rtl_system_vec.py's VEC4 (max_row 16): the cycles a second copy of the instruction adds there.
-MEASURED = {"requant_lane": 229, "requant_stream": 41, "copy": 133, "shiftgelu": 389, "ilayernorm": 2609,
+MEASURED = {"requant_lane": 229, "requant_stream": 41, "copy": 133, "mul": 133, "shiftgelu": 389, "ilayernorm": 2609,
             "shiftmax": 309}
 
 
 def formulas() -> dict[str, int]:
     """:data:`MEASURED`'s instructions priced by hw.perf.vec_queue."""
     return {"requant_lane": vq.lane_cycles("requant", 32, 4), "requant_stream": vq.stream_requant_cycles(32),
-            "copy": vq.lane_cycles("copy", 32, 4), "shiftgelu": vq.lane_cycles("shiftgelu", 32, 4),
+            "copy": vq.lane_cycles("copy", 32, 4), "mul": vq.lane_cycles("mul", 32, 4), "shiftgelu": vq.lane_cycles("shiftgelu", 32, 4),
             "ilayernorm": vq.ilayernorm_cycles(4, 16, 4), "shiftmax": vq.shiftmax_cycles(4, 16, 4)}
 
 

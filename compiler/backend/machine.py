@@ -210,6 +210,12 @@ class Machine:
             y = np.right_shift(x, self._reg(ConfigReg.DIGIT_SHIFT, where)) & ((1 << (self.g.in_bits - 1)) - 1)
         elif v.fn == VecFn.COPY:
             y = x
+        elif v.fn == VecFn.MUL:
+            if v.aux_space == Space.CONST:
+                raise InputError(f"{where}: VEC mul reads its second factor's rows at aux; the constant memory holds "
+                                 "words, not data rows")
+            product = x * self._rows(v.aux_space, v.aux, v.rows, v.n, where)  # |x|, |aux| < 2^31: fits int64
+            y = np.clip(product, -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
         else:
             raise InputError(f"{where}: the machine model has no VEC {v.fn.name.lower()} yet")
         self._put_rows(v.dst_space, v.dst, y, where)

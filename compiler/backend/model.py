@@ -33,6 +33,7 @@ from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
 from compiler.backend.island import as_view_pattern, column_constants, pointwise_step, threshold_table, trace_moves
 from compiler.backend.machine import Geometry
+from compiler.backend.rope import emit_rope
 from compiler.backend.select import fused_requant, gemm_layer
 from compiler.backend.tiles import Slot, VecStep, View, vector_layer
 from compiler.dialect import dataflow as df
@@ -327,6 +328,8 @@ class _Walker:
             self._attention(op)
         elif isinstance(op, df.MoveOp):
             self._move(op)
+        elif isinstance(op, df.RopeOp):
+            self._rope(op)
         elif isinstance(op, df.MoeOp):
             raise InputError(f"{_where(op)}: an MoE block has no code generator: VEC topk computes its routing, but "
                              "its float64 combine weights and its data-dependent dispatch have no cds1 instructions "
@@ -442,6 +445,20 @@ class _Walker:
         rows, n = self._rows_cols(op.results[0])
         vector_layer(self.mp.builder, name, rows, [Slot(Space.ACC, n), Slot(Space.ACC, n)], [(src, 0)],
                      [VecStep(VecFn.SHIFTGELU, 0, 1, 32)], [(1, out)], None, [(ConfigReg.SHIFTGELU_X0, x0)])
+
+    def _rope(self, op: df.RopeOp) -> None:
+        """A rotary embedding as a partner product and a vector layer (compiler/backend/rope.py)."""
+        name = _name(op)
+        tables = [self.scales.consts.get(v) for v in op.operands[1:3]]
+        if any(t is None for t in tables) or name not in self.weights:
+            raise InputError(f"{_where(op)}: computed cos / sin tables or a float rotation have no code generator "
+                             "(the tables must be constants, the input int8)")
+        cos_q, sin_q = (np.asarray(t.data, np.int64) for t in tables)  # type: ignore[union-attr]
+        me = np.asarray(self.weights[name], np.int64).reshape(2)
+        x = self._region(op.operands[0], op)
+        out = self._place(op.results[0], name)
+        emit_rope(self.mp.builder, name, x, out, cos_q, sin_q, op.style_value(), op.head_dim_value(),
+                  (int(me[0]), int(me[1])), _out_space(self.g, 8))
 
     def _attention(self, op: df.AttentionOp) -> None:
         q, k, v = (self._region(x, op) for x in op.operands[:3])

@@ -152,12 +152,16 @@ def _vector_kind(op: Operation) -> tuple[str, str]:
 def rope_work(op: df.RopeOp) -> tuple[VectorWork, list[VectorWork]]:
     """A rotary embedding's vector work: per rotated element a multiply-add pair (x * cos, then x[partner] * sin
     added), the two multiplies as the main work and the add as its epilogue; its cos / sin tables are read as the
-    op's weights (table traffic), the pass-through dims only move with the input and output."""
+    op's weights (table traffic), the pass-through dims only move with the input and output. Both are tagged
+    ``rope`` with the rows and their length: the system top level runs the op as one layer of its own
+    (``hw.perf.vec_queue.rope_cycles``)."""
     shape = _shape_of(op.input)
-    rotated = numel(op.input) // shape[-1] * (shape[-1] // op.head_dim_value()) * op.rotary_dim_value()
+    tokens = numel(op.input) // shape[-1]
+    rotated = tokens * (shape[-1] // op.head_dim_value()) * op.rotary_dim_value()
     bits = element_bits(op.input)
-    return (VectorWork(kind="mul", elements=2 * rotated, approx="exact", bits=bits),
-            [VectorWork(kind="add", elements=rotated, approx="exact", bits=bits)])
+    return (VectorWork(kind="mul", elements=2 * rotated, rows=tokens, approx="exact", bits=bits,
+                       row_length=shape[-1], quant="rope"),
+            [VectorWork(kind="add", elements=rotated, approx="exact", bits=bits, quant="rope")])
 
 
 def _shape_of(value: SSAValue) -> tuple[int, ...]:

@@ -78,6 +78,7 @@ class VecFn(IntEnum):
     COPY = 7
     THRESHOLD = 8
     DIGIT = 9
+    MUL = 10
 
 
 class ConfigReg(IntEnum):

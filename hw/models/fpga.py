@@ -296,6 +296,11 @@ class FpgaModel:
         """``gemm.execute_queue``: ``work`` as the system top level runs it (``hw.perf.vec_queue``), a vector layer
         of row blocks on the one execute queue, its loads and stores inside its cycles; None for work it does not
         price there (the lanes' cost then applies)."""
+        if work.quant == "rope":  # one layer of its own: the add is its requant_add (compiler/backend/rope.py)
+            cycles = vec_queue.rope_cycles(work.rows, work.row_length, self._system_machine(), self.target.gemm.rows) \
+                if work.kind == "mul" else 0
+            return Cost(unit="gemm", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),
+                        detail={"execute_queue": True, "vector_layer": "rope"})
         n = work.row_length or (ceil_div(work.elements, work.rows) if work.rows > 1 else 0)
         rows = ceil_div(work.elements, n) if n else 0
         if work.kind in ("layernorm", "gelu") and work.approx not in ("ilayernorm", "shiftgelu"):

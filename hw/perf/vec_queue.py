@@ -49,7 +49,7 @@ from hw.perf.execute_queue import (
 __all__ = ["LAYER_CYCLES", "TRANSFER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS",
            "DIGIT_BITS", "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles",
            "ilayernorm_cycles", "variance_bits", "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles",
-           "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles",
+           "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles", "rope_cycles",
            "matmul_layer_cycles", "attention_cycles", "topk_cycles"]
 
 MIN_ROW = 16
@@ -78,9 +78,9 @@ def stream_requant_cycles(space_rows: int, const_pair: bool = False) -> int:
 
 
 def lane_cycles(fn: str, space_rows: int, lanes: int, out_bits: int = 8) -> int:
-    """Cycles of a lane-parallel ``VEC`` (``fn``: ``requant``, ``copy``, ``shiftgelu`` or ``threshold`` to
+    """Cycles of a lane-parallel ``VEC`` (``fn``: ``requant``, ``copy``, ``mul``, ``shiftgelu`` or ``threshold`` to
     ``out_bits``) over ``space_rows`` space rows of ``lanes`` lanes, issue included."""
-    extra = {"requant": _REQUANT_STATES, "copy": 0, "shiftgelu": lanes + _GELU_LATENCY,
+    extra = {"requant": _REQUANT_STATES, "copy": 0, "mul": 0, "shiftgelu": lanes + _GELU_LATENCY,
              "threshold": (1 << out_bits) + 1}[fn]
     return space_rows * (_LANE_BASE + extra) + VEC_ISSUE_CYCLES
 
@@ -317,3 +317,22 @@ def topk_cycles(rows: int, n: int, k: int, lanes: int) -> int:
     cycle per logit into the sorted slots (``TK_FEED``), then ``TK_INDEX`` and ``TK_LOGIT`` per output space row
     (``ceil(k / lanes)``: the indices at ``dst``, the logits at ``aux``)."""
     return rows * (2 * _span(n, lanes) + n + 2 * _span(k, lanes)) + VEC_ISSUE_CYCLES
+
+
+def rope_cycles(rows: int, n: int, mach: Machine, array_rows: int) -> int:
+    """Cycles of an integer rotary embedding over ``rows`` x ``n`` int8 values as ``compiler/backend/rope.py``
+    emits it: the partner product ``x @ P`` (:func:`matmul_layer_cycles`, ``n x n``), then one vector layer whose
+    row blocks load ``x`` (int8), ``x @ P`` (int32) and the two widened tables (int16) into four accumulator slots,
+    run two ``VEC mul``, a streaming ``requant_add`` and a streaming ``requant`` (each block's six ``CONFIG`` s
+    first: the unit multipliers, then the op's ``(m, e)``) and store the int8 result from the scratchpad."""
+    lanes, width = mach.lanes, mach.width
+    span, span_w = _span(n, lanes), _span(n, width)
+    block = block_rows(rows, 4 * span, span_w, mach.acc_rows, mach.sp_rows)
+    blocks = []
+    for r0 in range(0, rows, block):
+        r = min(block, rows - r0)
+        load = sum(load_cycles(r * span, lanes * elem) for elem in (1, 4, 2, 2))
+        exe = 2 * lane_cycles("mul", r * span, lanes) + 2 * stream_requant_cycles(r * span) + 6 * CONFIG_CYCLES
+        blocks.append(Block(load, exe, store_cycles(r * span_w, width)))
+    return matmul_layer_cycles(rows, n, n, 1, False, mach, array_rows) + pipeline_cycles(blocks)
+

@@ -57,8 +57,8 @@ class VectorWork:
     quant: str = ""
     """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
     (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
-    moves -> ``quantize`` island), ``island_member`` (that island's ``dequantize``), "" for others; read
-    likewise."""
+    moves -> ``quantize`` island), ``island_member`` (that island's ``dequantize``), ``rope`` (an integer rotary
+    embedding's multiplies and add), "" for others; read likewise."""
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from hw.rtl.system.top import SystemConfig
 __all__ = ["BUILT", "rtl_lacks"]
 
 BUILT = ("LOAD, STORE, output-stationary GEMM, weight-stationary GEMM (with ws_array), "
-         "VEC requant / requant_add / copy / digit / shiftgelu, threshold, "
+         "VEC requant / requant_add / copy / digit / mul / shiftgelu, threshold, "
          "shiftmax and online_softmax to at most 16 bits, ilayernorm (24-bit inputs), topk (at most 8 experts), "
          "CONFIG, NOP, HALT")
 """What the top level runs today, in words (for messages)."""
 
-_LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, VecFn.SHIFTGELU)
+_LANE_PARALLEL = (VecFn.REQUANT, VecFn.REQUANT_ADD, VecFn.COPY, VecFn.DIGIT, VecFn.SHIFTGELU, VecFn.MUL)
 
 
 def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
@@ -46,7 +46,7 @@ def rtl_lacks(instr: Instruction, config: SystemConfig) -> str | None:
         if fn not in (*_LANE_PARALLEL, VecFn.THRESHOLD, VecFn.SHIFTMAX, VecFn.ILAYERNORM, VecFn.ONLINE_SOFTMAX,
                       VecFn.TOPK):
             return name
-        aux_data = fn in (VecFn.REQUANT_ADD, VecFn.TOPK)  # aux holds data rows: a residual, topk's logits
+        aux_data = fn in (VecFn.REQUANT_ADD, VecFn.TOPK, VecFn.MUL)  # aux holds data: a residual, logits, a factor
         if Space.CONST in (instr.src_space, instr.dst_space) or (aux_data and instr.aux_space == Space.CONST):
             return f"{name} reading or writing the constant memory as data"
         touches_sp = Space.SP in (instr.src_space, instr.dst_space) or (aux_data and instr.aux_space == Space.SP)

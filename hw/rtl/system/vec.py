@@ -16,7 +16,8 @@ the function on every lane at once, write row ``dst + s``:
   rounded value fits 32 bits (the machine model sums unclamped branches);
 * ``shiftgelu``: ``hw.rtl.shiftgelu.ShiftGelu`` in its per-element form (8-bit sigmoid, ``shiftgelu_x0``), the
   row's lanes streamed through it one per cycle;
-* ``copy``; ``digit`` (``(x >> digit_shift) & (2**(in_bits - 1) - 1)``);
+* ``copy``; ``digit`` (``(x >> digit_shift) & (2**(in_bits - 1) - 1)``); ``mul`` (each lane times the aux
+  row's, the 64-bit product clamped to ``b`` bits);
 * ``threshold``: a linear scan of the ``2**b - 1`` threshold rows (one constant read per cycle, every lane
   compared at once), then ``min(count - 2**(b - 1), cap)`` with the cap row ``aux + j``; ``b <= 16``.
 
@@ -345,13 +346,14 @@ class VecUnit(Elaboratable):
         ln_ok = is_ln & (n <= max_row) & (ln_eps >= 0) & (ln_eps < (1 << eps_bits))
         built = (is_tk & (topk_k >= 1) & (topk_k <= n) & (topk_k <= TOPK_SLOTS)) | \
             (fn == VecFn.REQUANT) | (fn == VecFn.REQUANT_ADD) | (fn == VecFn.COPY) | (fn == VecFn.DIGIT) | \
-            (fn == VecFn.SHIFTGELU) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
+            (fn == VecFn.SHIFTGELU) | (fn == VecFn.MUL) | ((fn == VecFn.THRESHOLD) & (v("out_log2") <= 4)) | \
             ((fn == VecFn.SHIFTMAX) & (v("out_log2") <= 4) & (n <= max_row)) | ln_ok | \
             (is_os & (v("out_log2") <= 4) & (soft_m >= 0) & (soft_m <= _M_C_MAX) & (soft_e >= _E_C_MIN) &
              (soft_e <= _E_C_MAX))
-        touches_sp = src_sp | (v("dst_space") == Space.SP) | (((fn == VecFn.REQUANT_ADD) | is_tk) & aux_sp)
+        aux_data = (fn == VecFn.REQUANT_ADD) | (fn == VecFn.MUL) | is_tk  # aux holds data rows, not words
+        touches_sp = src_sp | (v("dst_space") == Space.SP) | (aux_data & aux_sp)
         spaces_ok = (v("src_space") != Space.CONST) & (v("dst_space") != Space.CONST) & \
-            (((fn != VecFn.REQUANT_ADD) & ~is_tk) | (v("aux_space") != Space.CONST))
+            (~aux_data | (v("aux_space") != Space.CONST))
         if width != lanes:
             spaces_ok = spaces_ok & ~touches_sp
 
@@ -514,6 +516,9 @@ class VecUnit(Elaboratable):
                     with m.Case(VecFn.THRESHOLD):
                         m.d.sync += [level.eq(1), cmp_valid.eq(0), *[ci.eq(0) for ci in count]]
                         m.next = "THRESHOLD"
+                    with m.Case(VecFn.MUL):  # the lanes' products with the aux row's, clamped to b bits
+                        m.d.sync += [y[i].eq(clamp(x[i] * res[i])) for i in range(lanes)]
+                        m.next = "WRITE"
                     with m.Case(VecFn.DIGIT):
                         shift = regs[ConfigReg.DIGIT_SHIFT][:6]
                         mask = (1 << (in_bits - 1)) - 1
