@@ -3,7 +3,8 @@
 An int8 compile leaves ``dequantize -> f -> quantize`` between two integer ops wherever a float op sits there: a ReLU
 between the two GEMMs of a feed-forward block (T5, OPT, FSMT, torch's ``nn.TransformerEncoderLayer``), a query
 scaled by a constant after its projection (OPT, XGLM), a clamp, a per-channel scale and shift (LayerScale,
-MobileBERT's NoNorm). Where ``f`` is non-decreasing and its constants give each channel one value, the composed
+MobileBERT's NoNorm), a squared ReLU (a square or positive power of a never-negative step). Where ``f`` is
+non-decreasing and its constants give each channel one value, the composed
 map of the integer input is a step function per channel that a ``VEC threshold`` evaluates exactly; every device
 value then equals the functional simulator's, bit for bit. A decreasing or non-monotone step (a negative scale on
 any channel, ``1 - x``, SiLU's ``x * sigmoid(x)``) or a per-position table keeps the one-line refusal.
@@ -43,11 +44,14 @@ STEPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "clamp_scale_shift": lambda h: torch.clamp(h, -1.0, 2.0) * 0.5 + 0.25,
     "leaky_relu": torch.nn.LeakyReLU(0.1),
     "sigmoid": torch.sigmoid,
+    "squared_relu": lambda h: torch.square(torch.relu(h)),  # Primer, Persimmon, Nemotron, Arcee: x * x
+    "relu_power": lambda h: torch.relu(h) ** 1.5,  # Pow with a positive constant exponent
 }
 REFUSED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "negative_scale": lambda h: torch.relu(h) * -0.5,
     "one_minus": lambda h: 1.0 - torch.relu(h),
     "silu": torch.nn.functional.silu,
+    "square": torch.square,  # x * x of a value of either sign: decreasing below 0
     "a_negative_channel": lambda h: h * _BETA,
     "per_position_table": lambda h: h + _TABLE,
 }

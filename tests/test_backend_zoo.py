@@ -19,7 +19,7 @@ from examples import zoo
 from tests.test_backend import _check_model
 
 
-@pytest.mark.parametrize("name", ["roberta", "electra", "albert", "opt", "t5-encoder", "gpt-bigcode"])
+@pytest.mark.parametrize("name", ["roberta", "electra", "albert", "opt", "t5-encoder", "gpt-bigcode", "persimmon"])
 def test_zoo_model_program_equals_the_simulator(tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.onnx"
     zoo.export(name, zoo.variants(name)[0], path)

@@ -16,7 +16,9 @@ The same holds with element-wise float ops in the island that are non-decreasing
 no other tensor than constants (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5, OPT, the
 original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, a constant
 added or a positive one multiplied, per tensor or per channel (DINOv2's and BEiT's LayerScale, a depthwise
-convolution's bias, MobileBERT's NoNorm). The table holds one function per column of the island's window, so a
+convolution's bias, MobileBERT's NoNorm), and a square or positive power of a never-negative step (squared ReLU,
+``relu(x) * relu(x)``: Primer, Persimmon, Nemotron, Arcee). The table holds one function per column of the
+island's window, so a
 constant must give each column one value (:func:`column_constants`); each step is evaluated inside the threshold
 search by the simulator's own kernel.
 """
@@ -45,6 +47,9 @@ _POSITIVE_OPERAND = frozenset({"mul", "div"})
 _FIRST_OPERAND = frozenset({"sub"})
 #: Kinds non-decreasing for a non-negative ``alpha`` attribute.
 _ALPHA = frozenset({"leaky_relu", "elu", "celu"})
+#: Element-wise kinds whose output is never negative, whatever their input: a square or a positive power of it is
+#: non-decreasing (squared ReLU: Primer, Persimmon, Nemotron, Arcee).
+_NON_NEGATIVE = frozenset({"relu", "sigmoid", "exp", "softplus", "hardsigmoid"})
 
 
 def trace_moves(ops: Sequence[Operation], source: SSAValue, shape: tuple[int, ...],
@@ -94,6 +99,9 @@ def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Te
     if not isinstance(op, df.ElementwiseOp) or len(op.results) != 1:
         return None
     kind = op.kind_value()
+    if _power_of_non_negative(op, island, consts):
+        return lambda real: np.asarray(KERNELS[op.name](op, [Tensor(real) if v is island else consts[v]
+                                                              for v in op.operands], ctx)[0].data)
     others = [v for v in op.operands if v is not island]
     if len(others) != len(op.operands) - 1 or any(v not in consts or consts[v].quantized for v in others):
         return None
@@ -115,6 +123,21 @@ def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Te
         return np.asarray(KERNELS[op.name](op, ins, ctx)[0].data)
 
     return step
+
+
+def _power_of_non_negative(op: df.ElementwiseOp, island: SSAValue, consts: Mapping[SSAValue, Tensor]) -> bool:
+    """``op`` is ``x * x`` or ``x ** p`` (one constant ``p > 0``) of an ``island`` value that a never-negative step
+    made (:data:`_NON_NEGATIVE`): non-decreasing on the values it can meet."""
+    src = island.owner
+    if not (isinstance(src, df.ElementwiseOp) and src.kind_value() in _NON_NEGATIVE and len(src.operands) == 1):
+        return False
+    kind, operands = op.kind_value(), list(op.operands)
+    if kind == "mul":
+        return len(operands) == 2 and all(v is island for v in operands)
+    if kind == "pow" and len(operands) == 2 and operands[0] is island and operands[1] in consts:
+        p = np.asarray(consts[operands[1]].real())
+        return p.size == 1 and bool((p > 0).all())
+    return False
 
 
 def column_constants(chain: Sequence[Operation], op: Operation, value: SSAValue, consts: Mapping[SSAValue, Tensor],

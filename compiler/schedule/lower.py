@@ -336,7 +336,7 @@ def _island_operand(op: Operation) -> SSAValue | None:
     if isinstance(op, df.MoveOp) and op.operands:
         return op.operands[0]
     if isinstance(op, df.ElementwiseOp) and not _quant_attr(op):
-        live = [v for v in op.operands if not isinstance(v.owner, df.WeightOp)]
+        live = list(dict.fromkeys(v for v in op.operands if not isinstance(v.owner, df.WeightOp)))  # x * x: one
         return live[0] if len(live) == 1 else None
     return None
 
