@@ -94,24 +94,9 @@ def test_relu_models_run_on_the_top_level_and_the_model_prices_their_islands(tmp
     the I-LayerNorm it runs on: the whole program within 2% of the RTL's cycles, each FFN's first GEMM with its
     island and each norm within 2% (measured 2026-12-05: OPT 415,137 RTL cycles against 412,310, -0.7%, fc1 with its
     island -0.8%; T5's encoder 335,936 against 333,399, -0.8%, its norms -0.2%)."""
-    import json
+    from tests.top_level import zoo_on_top_level
 
-    import numpy as np
-
-    from codesign.cli import main
-    from examples import zoo
-
-    model, inputs, report = tmp_path / f"{name}.onnx", tmp_path / "x.npz", tmp_path / "r.json"
-    variant = zoo.variants(name)[0]
-    zoo.export(name, variant, model)
-    np.savez(inputs, **{k: v[None] for k, v in zoo.feeds(name, variant).items()})  # type: ignore[arg-type]
-    code = main(["rtl", str(model), "--quant", "int8", "--softmax", "shiftmax", "--gelu", "shiftgelu", "--layernorm",
-                 "ilayernorm", "--set", "gemm.rows=8", "--set", "gemm.cols=8", "--set", "offchip.bandwidth_gbps=4.8",
-                 "--out", str(tmp_path / "sys"), "--system", "--simulate", "--inputs", str(inputs), "--json",
-                 str(report), "-q"])
-    assert code == 0, capsys.readouterr().err
-    r = json.loads(report.read_text())
-    assert r["device_outputs_equal_simulator"] is True
+    r = zoo_on_top_level(name, tmp_path, capsys)
     assert abs(r["device_latency_cycles"] - r["rtl_cycles"]) <= 0.02 * r["rtl_cycles"]
     layers = {layer["name"]: layer for layer in r["layers"]}
     gemm, relu = TOP_LEVEL[name]

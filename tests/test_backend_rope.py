@@ -70,21 +70,9 @@ def test_gpt_neox_runs_on_the_top_level_and_the_model_prices_its_rotations(tmp_p
     """`codesign rtl --system --simulate` on Verilator: the device's outputs equal the simulator's, the whole
     program within 1% of the RTL's cycles and every rotary layer within 2% (measured 2026-12-05: 230,109 RTL
     cycles against 229,882, -0.1%; the four rotations 32,182 against 32,268, +0.3%)."""
-    import json
+    from tests.top_level import zoo_on_top_level
 
-    from codesign.cli import main
-
-    model, inputs, report = tmp_path / "neox.onnx", tmp_path / "x.npz", tmp_path / "r.json"
-    variant = zoo.variants("gpt-neox")[0]
-    zoo.export("gpt-neox", variant, model)
-    np.savez(inputs, **{k: v[None] for k, v in zoo.feeds("gpt-neox", variant).items()})  # type: ignore[arg-type]
-    code = main(["rtl", str(model), "--quant", "int8", "--softmax", "shiftmax", "--gelu", "shiftgelu", "--layernorm",
-                 "ilayernorm", "--set", "gemm.rows=8", "--set", "gemm.cols=8", "--set", "offchip.bandwidth_gbps=4.8",
-                 "--out", str(tmp_path / "sys"), "--system", "--simulate", "--inputs", str(inputs), "--json",
-                 str(report), "-q"])
-    assert code == 0, capsys.readouterr().err
-    r = json.loads(report.read_text())
-    assert r["device_outputs_equal_simulator"] is True
+    r = zoo_on_top_level("gpt-neox", tmp_path, capsys)
     assert abs(r["device_latency_cycles"] - r["rtl_cycles"]) <= 0.01 * r["rtl_cycles"]
     ropes = [layer for layer in r["layers"] if layer["op"] == "dataflow.rope"]
     assert len(ropes) == 4

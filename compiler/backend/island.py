@@ -100,8 +100,7 @@ def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Te
         return None
     kind = op.kind_value()
     if _power_of_non_negative(op, island, consts):
-        return lambda real: np.asarray(KERNELS[op.name](op, [Tensor(real) if v is island else consts[v]
-                                                              for v in op.operands], ctx)[0].data)
+        return _kernel_step(op, island, consts, ctx, bind)
     others = [v for v in op.operands if v is not island]
     if len(others) != len(op.operands) - 1 or any(v not in consts or consts[v].quantized for v in others):
         return None
@@ -116,6 +115,13 @@ def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Te
             or (kind in _POSITIVE_OPERAND and first and positive) or (kind == "mul" and positive)
             or (kind in _ALPHA and not others and (alpha is None or float(alpha.value.data) >= 0))):  # type: ignore
         return None
+    return _kernel_step(op, island, consts, ctx, bind)
+
+
+def _kernel_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Tensor], ctx: SimContext,
+                 bind: Mapping[SSAValue, np.ndarray] | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``op``'s simulator kernel as a function of its ``island`` operand's float values (every operand that is the
+    island value takes them), the other operands ``bind``'s per-column values or the stored constants."""
     bound = bind or {}
 
     def step(real: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
 * streaming ``requant`` / ``requant_add`` (``(m, e)`` the same on every row: per tensor, or per channel with rows
   of at most ``lanes`` values): one space row a cycle plus 4 (``RQ_STREAM``), plus 3 for a per-channel
   constant pair (``RQ_C0`` .. ``RQ_C2``);
-* the lane-parallel path (a per-channel ``requant`` of wider rows, ``copy``, ``shiftgelu``, ``threshold``): per
+* the lane-parallel path (a per-channel ``requant`` of wider rows, ``copy``, ``mul``, ``shiftgelu``, ``threshold``): per
   space row ``READ``, ``LATCH``, ``LATCH2``, ``WRITE`` (4) plus the function's states: ``requant`` 3 (``REQUANT``
   and ``REQUANT_WAIT`` for ``Requant``'s ``LATENCY`` of 2), ``shiftgelu`` ``lanes + 4`` (the row's lanes one per
   cycle into the per-element ShiftGELU, whose ``ELEMENT_LATENCY`` is 4), ``threshold`` ``2**b + 1``;
@@ -335,4 +335,3 @@ def rope_cycles(rows: int, n: int, mach: Machine, array_rows: int) -> int:
         exe = 2 * lane_cycles("mul", r * span, lanes) + 2 * stream_requant_cycles(r * span) + 6 * CONFIG_CYCLES
         blocks.append(Block(load, exe, store_cycles(r * span_w, width)))
     return matmul_layer_cycles(rows, n, n, 1, False, mach, array_rows) + pipeline_cycles(blocks)
-
