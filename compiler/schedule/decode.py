@@ -8,7 +8,9 @@ Two ways in:
 * a **prefill export** of S tokens with ``tokens`` = N (``--decode-tokens N``): the same graph is re-planned at one
   row per step (every activation's token axis S becomes 1, so GEMM M and every vector and move shrink; weights are
   still read once per step) and its attention at S + 1 .. S + N cache positions (step t reads the S + t cached rows
-  and its own). Only causal self-attention decodes; anything else is refused with one line. A decode-step export
+  and its own); a mixture-of-experts block routes the step's token to ``top_k`` experts, which load their weights
+  (the uniform routing assumption of compiler/schedule/moe.py: the prompt's measured queues say nothing of one
+  token's). Only causal self-attention decodes; anything else is refused with one line. A decode-step export
   compiled against an empty cache (``--shape past_sequence_length=0``: Optimum's first step) is such a prefill; its
   attention's mask may come from its ``attention_mask`` input.
 
@@ -33,6 +35,7 @@ from compiler.schedule.attention import (
 )
 from compiler.schedule.kv_cache import KvLayer, cached_attentions, kv_cache_section
 from compiler.schedule.lower import TILES_ATTR, gemm_work, plan_module
+from compiler.schedule.moe import ROUTING_ATTR, TOKENS_ATTR
 from compiler.schedule.plan import LayerPlan, Plan, element_bits, machine, price
 from hw.errors import InputError
 from hw.models.base import AcceleratorModel
@@ -79,9 +82,6 @@ def _check_prefill(module: ModuleOp, source: str, step_export: bool = False) -> 
         if isinstance(op, df.GemmOp) and not isinstance(op.rhs.owner, df.WeightOp) and _mixes_tokens(op, s):
             raise InputError(f"--decode-tokens: '{op.layer_name()}' of {source} multiplies two activations "
                              f"outside a recognised attention; its decode-step shape is unknown")
-        if isinstance(op, df.MoeOp):
-            raise InputError(f"--decode-tokens: {source} has a mixture-of-experts block ('{op.layer_name()}'"
-                             f"), whose per-token routing is not modelled for decode steps")
     return b, s
 
 
@@ -120,6 +120,12 @@ def _one_row(module: ModuleOp, b: int, s: int, model: AcceleratorModel) -> Modul
     for op in step.walk():
         if isinstance(op, df.GemmOp):
             op.attributes[TILES_ATTR] = IntegerAttr(max(1, model.cost(gemm_work(op)).tiles), i64)
+        elif isinstance(op, df.MoeOp):
+            # the prompt's measured queues do not describe one token's: a step's b tokens route to top_k experts
+            # each, spread as evenly as the uniform assumption spreads them (one token: top_k experts, each loading
+            # its weights once; compiler/schedule/moe.py)
+            for key in (TOKENS_ATTR, ROUTING_ATTR):
+                op.attributes.pop(key, None)
     return step
 
 
@@ -189,6 +195,10 @@ def decode_sections(module: ModuleOp, model: AcceleratorModel, target: Any, sour
     steps = tokens or 1
     cycles, traffic = [], []
     priced = price(plan, model)
+    moe = [{"name": p.name, "active_experts": p.detail["active_experts"], "top_k": p.detail["top_k"],
+            "expert_weight_bytes": p.detail["expert_weight_bytes"]} for p in priced if "active_experts" in p.detail]
+    if moe:
+        decode["moe_per_step"] = moe
     for t in range(steps):
         c, bytes_off = _step_cycles(plan, priced, attns, start + rows * (t + 1), model, target)
         cycles.append(c)
