@@ -556,3 +556,22 @@ def test_a_whole_compiled_model_runs_bit_exact_on_the_top_level(tmp_path) -> Non
     finally:
         buffer[:] = pristine
     assert got == bytes(dram)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_a_short_norm_takes_the_longest_rows_newton_steps() -> None:
+    """I-LayerNorm's dividers are sized for the top level's ``max_row`` (the program's longest row), so a per-head
+    norm of 16 values on a top level built for 64 takes the 64-value kernel's Newton steps
+    (``hw.perf.vec_queue.ilayernorm_cycles``'s ``max_row``; Persimmon's query and key norms were priced 2.9% under
+    Verilator without it)."""
+    from hw.perf import vec_queue
+
+    wide = dataclasses.replace(VEC4, max_row=64)
+    runs = []
+    for copies in (1, 2):
+        program = _repeated("ilayernorm", copies)
+        runs.append(run_system(wide, to_bytes(program.program()), bytes(program.image), {"dram": (0, 16)},
+                               "verilator").cycles)
+    assert runs[1] - runs[0] == vec_queue.ilayernorm_cycles(4, 16, LANES, 64) > vec_queue.ilayernorm_cycles(4, 16,
+                                                                                                             LANES)

@@ -187,6 +187,7 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
         if isinstance(attr, StringAttr):
             fused_into.setdefault(attr.data, []).append(op)
     fused_ops = {id(o) for ops in fused_into.values() for o in ops}
+    row_kernel = _longest_row(list(fn.body.block.ops))
     for op in fn.body.block.ops:
         if isinstance(op, (df.WeightOp, func.ReturnOp)):
             continue
@@ -208,17 +209,28 @@ def plan_module(module: ModuleOp, weights: Mapping[str, Any] | None = None) -> P
             layer = plan_moe(op, producers.deps([op.input]))
         else:
             group = fused_into.get(df.layer_of(op), [])
-            layers.append(replace(_plan_layer(op, group, producers, weights), ops=(op, *group)))
+            layers.append(replace(_plan_layer(op, group, producers, weights, row_kernel), ops=(op, *group)))
             continue
         layers.append(replace(layer, ops=(op,)))
         producers.produced(layer, list(op.results))
     return Plan(tuple(layers))
 
 
+def _longest_row(ops: Sequence[Operation]) -> int:
+    """The longest row of the program's Shiftmax (an attention's keys) and I-LayerNorm ops: the system top level
+    builds its row kernels for it (``codesign.rtl_system.longest_row``), I-LayerNorm's dividers included."""
+    rows = [op.k.type.get_shape()[1] for op in ops if isinstance(op, df.AttentionOp)  # type: ignore[attr-defined]
+            and op.softmax_choice() == df.SoftmaxApprox.SHIFTMAX]
+    rows += [_row_length(op.results[0]) for op in ops if isinstance(op, df.LayerNormOp)
+             and op.approx_choice() == df.LayerNormApprox.ILAYERNORM]
+    return max(rows, default=0)
+
+
 def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
-                store: Mapping[str, Any] | None = None) -> PlannedLayer:
+                store: Mapping[str, Any] | None = None, row_kernel: int = 0) -> PlannedLayer:
     """One op and the element-wise epilogue ``group`` fused into it: one task (``store``: the compile's
-    WeightStore, where a residual add's multipliers say whether they are per channel)."""
+    WeightStore, where a residual add's multipliers say whether they are per channel; ``row_kernel``: the
+    program's longest row-kernel row, :func:`_longest_row`, which an I-LayerNorm's cycles on the system depend on)."""
     name = df.layer_of(op)
     results: list[SSAValue] = list(op.results)
     ins = list(op.operands)
@@ -257,7 +269,7 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
         work = VectorWork(kind=kind, elements=max(numel(v) for v in op.results), rows=_vector_rows(kind, x),
                           approx=approx, bits=element_bits(x), row_length=_row_length(op.results[0]),
                           in_bits=_widest(op.operands), out_bits=element_bits(op.results[0]),
-                          quant=_quant_of(op, store))
+                          quant=_quant_of(op, store), row_kernel=row_kernel if kind == "layernorm" else 0)
         op_name = op.name.split(".", 1)[1]
         if isinstance(op, df.ElementwiseOp):
             op_name += "." + op.kind_value()

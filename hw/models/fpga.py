@@ -312,7 +312,8 @@ class FpgaModel:
         if work.kind == "add" and kind == "add" and work.quant != "add":
             return None
         mach = self._system_machine()
-        cycles = vec_queue.layer_cycles(kind, rows, n, work.in_bits or 32, work.out_bits or work.bits, mach)
+        cycles = vec_queue.layer_cycles(kind, rows, n, work.in_bits or 32, work.out_bits or work.bits, mach,
+                                        work.row_kernel)
         if cycles is None:
             return None
         return Cost(unit="gemm", compute_cycles=cycles, onchip_bytes=2 * ceil_div(work.elements * work.bits, 8),

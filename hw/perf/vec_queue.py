@@ -21,7 +21,8 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
   row, ``n`` feed cycles, the kernel's work between its last input and its first output, ``n`` output cycles and a
   ``ROW_WRITE`` per space row; I-LayerNorm's bias load (``BIAS_READ``, ``BIAS_LATCH`` per constant row and a
   cycle per lane) once per instruction. The kernel is built for the program's longest row (``max_row``, a power of
-  two, at least 16); its dividers are sized by it, so the model takes this row's length rounded up likewise.
+  two, at least 16); its dividers are sized by it, so the model takes the program's longest Shiftmax or I-LayerNorm
+  row (``VectorWork.row_kernel``, from the planner) rounded up likewise, or this row's where none is recorded.
 
 The DMA: the load DMA moves each DRAM row of a transfer as a segment (:func:`hw.perf.execute_queue.segment_cycles`:
 two cycles for a row of one beat) plus the transfer's own cycles (:func:`hw.perf.execute_queue.load_cycles`), the
@@ -98,10 +99,12 @@ def variance_bits(c: int, in_bits: int, eps: bool = False) -> int:
     return max(1, (c * ((1 << in_bits) - 1) ** 2).bit_length()) + int(eps)
 
 
-def ilayernorm_cycles(rows: int, n: int, lanes: int) -> int:
-    """Cycles of one ``VEC ilayernorm`` over ``rows`` element rows of ``n`` values, issue included."""
+def ilayernorm_cycles(rows: int, n: int, lanes: int, max_row: int = 0) -> int:
+    """Cycles of one ``VEC ilayernorm`` over ``rows`` element rows of ``n`` values, issue included, on a top level
+    whose row kernels are built for ``max_row`` (the program's longest row; 0: this one's): its dividers' width,
+    so a per-head norm of 16 values beside 64-value norms takes the 64-value kernel's Newton steps."""
     span = _span(n, lanes)
-    newton = variance_bits(row_kernel_size(n), _LN_IN_BITS, eps=True)  # the top level's unit takes an epsilon
+    newton = variance_bits(row_kernel_size(max(n, max_row)), _LN_IN_BITS, eps=True)  # the unit takes an epsilon
     kernel = _LN_IN_BITS + n + _LN_NEWTON_STEPS * newton + _LN_FACTOR_CYCLES
     per_row = 3 * span + 2 * n + kernel
     return 2 * span + n + rows * per_row + VEC_ISSUE_CYCLES
@@ -180,14 +183,16 @@ VECTOR_LAYERS = ("requant", "requant_tensor", "add", "add_channel", "layernorm",
 ``_gelu``, and ``_threshold``: a float island's ``quantize`` as threshold layers)."""
 
 
-def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach: Machine) -> int | None:
+def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach: Machine,
+                 max_row: int = 0) -> int | None:
     """Cycles of one vector layer of ``rows`` element rows of ``n`` values as the backend emits it (module
     docstring): ``kind`` one of :data:`VECTOR_LAYERS` (``requant``: per channel, as the quantizer inserts them;
     ``requant_tensor``: one multiplier, streaming;
     ``add``: a residual add with per-tensor multipliers, one streaming ``requant_add``; ``add_channel``: with
     per-channel ones, each branch requantized to int32 in place on the lane-parallel path, then one streaming
     ``requant_add``), its DRAM input elements of
-    ``in_bits`` and its output of ``out_bits``; None for a kind it does not price."""
+    ``in_bits`` and its output of ``out_bits``, ``max_row`` the program's longest row-kernel row
+    (:func:`ilayernorm_cycles`); None for a kind it does not price."""
     if kind not in VECTOR_LAYERS or rows < 1 or n < 1:
         return None
     if kind == "threshold":
@@ -224,7 +229,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
             load *= 2
             exe = 2 * lane_cycles("requant", r * span, lanes) + stream_requant_cycles(r * span) + 4 * CONFIG_CYCLES
         elif kind == "layernorm":  # the CONFIG of its epsilon, then the VEC
-            exe = ilayernorm_cycles(r, n, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
+            exe = ilayernorm_cycles(r, n, lanes, max_row) + (CONFIG_CYCLES if r0 == 0 else 0)
         else:
             exe = lane_cycles("shiftgelu", r * span, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
         store = store_cycles(r * span_w, width) if out_sp else store_cycles(r * span, lanes)

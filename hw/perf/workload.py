@@ -54,6 +54,10 @@ class VectorWork:
     pricing of the system's vector layers reads it (``hw.perf.vec_queue``)."""
     in_bits: int = 0
     out_bits: int = 0
+    row_kernel: int = 0
+    """The longest row the program's row kernels are built for on the system top level (its longest Shiftmax or
+    I-LayerNorm row; I-LayerNorm's dividers are sized by it), recorded by the planner for norms; 0: this row's own.
+    Read likewise."""
     quant: str = ""
     """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
     (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
