@@ -4,6 +4,8 @@ blocks' pipeline, and the FPGA model pricing the system's vector layers on the a
 
 from __future__ import annotations
 
+import math
+
 from hw.models import build_model
 from hw.perf import vec_queue as vq
 from hw.perf.execute_queue import VEC_ISSUE_CYCLES
@@ -99,3 +101,31 @@ def test_a_causal_attention_is_priced_with_the_mask_halves_the_backend_adds(tmp_
         priced = vq.attention_cycles(heads, sq, sk, d // heads, d // heads, True, mach, 8)
         assert layers[name]["cycles"] == priced > vq.attention_cycles(heads, sq, sk, d // heads, d // heads, False,
                                                                       mach, 8)
+
+
+def test_every_norm_is_priced_with_the_programs_longest_row(tmp_path) -> None:
+    """Persimmon's per-head query / key norms (16 values a row) sit beside 64-value norms: the top level's I-LayerNorm
+    is built for 64, and the model prices each norm with that kernel's Newton steps (measured on Verilator:
+    tests/test_rtl_system_vec.py)."""
+    from codesign.api import compile
+    from compiler.backend import Geometry
+    from compiler.dialect import dataflow as df
+    from examples import zoo
+
+    path = tmp_path / "persimmon.onnx"
+    zoo.export("persimmon", zoo.variants("persimmon")[0], path)
+    result = compile(str(path), target="fpga-u280", quant="int8", softmax="shiftmax", layernorm="ilayernorm",
+                     overrides={"gemm.rows": 8, "gemm.cols": 8, "gemm.partitions": 1, "gemm.fold_overlap": "false",
+                                "gemm.execute_queue": "true"})
+    norms = [op for op in result.module.walk() if isinstance(op, df.LayerNormOp)]
+    widths = {op.results[0].type.get_shape()[-1] for op in norms}  # type: ignore[attr-defined]
+    assert widths == {16, 64}
+    geo = Geometry.from_target(result.env.target)
+    mach = vq.Machine(lanes=geo.cols, width=geo.width, acc_rows=geo.acc_rows, sp_rows=geo.sp_rows)
+    layers = {layer["name"]: layer for layer in result.report["layers"]}
+    for op in norms:
+        shape = op.results[0].type.get_shape()  # type: ignore[attr-defined]
+        rows, n = math.prod(shape[:-1]), shape[-1]
+        priced = layers[op.layer_name()]["cycles"]
+        assert priced == vq.layer_cycles("layernorm", rows, n, 32, 32, mach, 64)  # in_bits: its widest operand
+        assert (priced > vq.layer_cycles("layernorm", rows, n, 32, 32, mach)) == (n == 16)
