@@ -34,3 +34,16 @@ def test_bad_batch_is_one_line(models_dir, capsys, model, batch, message):
     path = str(models_dir / model)
     assert main(["compile", path, "--batch", batch, "-q"]) == 2
     assert capsys.readouterr().err == f"codesign: error: {message.format(m=path)}\n"
+
+
+def test_batch_and_a_full_shape_must_agree(models_dir, tmp_path, capsys):
+    """``--shape INPUT=DIMS`` names the input's whole shape, its leading dim included: with ``--batch`` beside it
+    the two must agree. A disagreeing pair computed the --shape's batch while ``--batch`` went unread (a batch-1
+    figure for a batch-4 question); now one line, exit 2, and an agreeing pair is the --batch compile."""
+    path = str(models_dir / "vit_tiny_symbolic.onnx")
+    assert main(["compile", path, "--shape", "pixel_values=1x3x32x32", "--batch", "4", "-q"]) == 2
+    assert capsys.readouterr().err == ("codesign: error: --batch 4 contradicts --shape pixel_values=1x3x32x32 (its "
+                                       "leading dim, the samples per inference, is 1); drop one or make them agree\n")
+    out = tmp_path / "both.json"
+    assert main(["compile", path, "--shape", "pixel_values=4x3x32x32", "--batch", "4", "--json", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["macs"] == _report(models_dir, tmp_path, 4)["macs"]

@@ -177,6 +177,9 @@ def input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]], s
                 shown = "x".join(str(f) if f is not None else "?" for f in fixed)
                 raise InputError(f"--shape {inp.name}={'x'.join(map(str, shape))}: does not fit the model's {shown}")
             flag = f"--shape {inp.name}={'x'.join(map(str, shape))}"
+            if batch is not None and shape and shape[0] != batch:  # else --batch would be reported, not computed
+                raise InputError(f"--batch {batch} contradicts {flag} (its leading dim, the samples per inference, "
+                                 f"is {shape[0]}); drop one or make them agree")
         elif any(f is None for f in found):
             shown = "x".join(str(f) if f is not None else (d.dim_param or "?") for f, d in zip(found, dims))
             example = "x".join(str(f) if f is not None else "1" for f in found)
