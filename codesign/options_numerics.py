@@ -12,7 +12,7 @@ from xdsl.passes import ModulePass
 
 from compiler.dialect.dataflow import LAYERNORM_APPROX, SOFTMAX_APPROX
 
-__all__ = ["CHOICES", "passes_for"]
+__all__ = ["CHOICES", "passes_for", "unused_choice"]
 
 _GELU = ("exact", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 
@@ -36,6 +36,25 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     # --quant auto: the mean per-token output cosine on the calibration data each GEMM's recipe must keep.
     "accuracy-target": (("0.9", "0.95", "0.98", "0.99", "0.995", "0.999"), "0.99"),
 }
+
+
+#: Choices that only ``--quant`` reads, and the ``--quant`` values that read them.
+_QUANT_ONLY = {"observer": ("int8", "w4a8", "auto"), "balance": ("int8", "w4a8", "auto"),
+               "weight-rounding": ("int8", "w4a8", "auto"), "act-granularity": ("int8", "w4a8", "auto"),
+               "weight-group": ("int8", "w4a8", "auto"), "accuracy-target": ("auto",)}
+
+
+def unused_choice(chosen: dict[str, str]) -> str | None:
+    """The one line saying why a choice the user gave (not at its default) has no effect under their ``--quant``,
+    or None. A compile that silently drops ``--weight-group 32`` because ``--quant`` defaults to ``none`` answers
+    another question than the one asked; a sweep, whose space crosses choices on purpose, does not ask this."""
+    quant = chosen.get("quant", CHOICES["quant"][1])
+    for key, readers in _QUANT_ONLY.items():
+        value = chosen.get(key)
+        if value is not None and value != CHOICES[key][1] and quant not in readers:
+            needs = " or ".join(f"--quant {q}" for q in readers)
+            return f"--{key} {value} has no effect with --quant {quant}: it needs {needs}"
+    return None
 
 
 def passes_for(chosen: dict[str, str]) -> list[ModulePass]:

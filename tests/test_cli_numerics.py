@@ -134,3 +134,26 @@ def test_no_mask_no_real_token_sqnr(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     assert main(["compile", VIT, "--quant", "int8", "--inputs", inputs, "--json", str(report), "-q"]) == 0
     assert all("sqnr_valid_db" not in row for row in json.loads(report.read_text())["accuracy"]["layers"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weight-group", "32"], "--weight-group 32 has no effect with --quant none: it needs --quant int8 or --quant "
+                               "w4a8 or --quant auto"),
+    (["--act-granularity", "per-token"], "--act-granularity per-token has no effect with --quant none: it needs "
+                                         "--quant int8 or --quant w4a8 or --quant auto"),
+    (["--quant", "int8", "--accuracy-target", "0.9"], "--accuracy-target 0.9 has no effect with --quant int8: it "
+                                                      "needs --quant auto"),
+])
+def test_a_choice_its_quant_does_not_read_is_one_line(args: list[str], message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``--quant`` defaults to ``none``: ``--weight-group 32`` alone compiled the float model as if asked for that, and
+    ``--accuracy-target`` is read by ``--quant auto`` only. The CLI and the Python API refuse such a choice (a sweep,
+    whose space crosses choices on purpose, does not); at its default value it is harmless and accepted."""
+    from codesign.api import compile
+    from hw.errors import InputError
+
+    assert _error(["compile", VIT, *args], capsys) == f"codesign: error: {message}"
+    keywords = {a.lstrip("-").replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
+    with pytest.raises(InputError, match=message.split(":")[0]):
+        compile(VIT, **keywords)
+    assert main(["compile", VIT, "--observer", "minmax", "-q"]) == 0
