@@ -153,7 +153,7 @@ def test_a_choice_its_quant_does_not_read_is_one_line(args: list[str], message: 
     from hw.errors import InputError
 
     assert _error(["compile", VIT, *args], capsys) == f"codesign: error: {message}"
-    keywords = {a.lstrip("-").replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
+    keywords: dict[str, Any] = {a.lstrip("-").replace("-", "_"): b for a, b in zip(args[::2], args[1::2])}
     with pytest.raises(InputError, match=message.split(":")[0]):
         compile(VIT, **keywords)
     assert main(["compile", VIT, "--observer", "minmax", "-q"]) == 0
