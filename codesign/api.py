@@ -86,11 +86,9 @@ def compile(model: Any, target: str = "fpga-u280", example_inputs: Any = None, *
     options = compile_options(target, {k: str(v) for k, v in dict(overrides).items()} if isinstance(overrides, Mapping)
                               else overrides, shapes, passes, stop_after, batch=batch, decode_tokens=decode_tokens,
                               **choices)
-    from codesign.options_numerics import unused_choice
+    from codesign.options_numerics import refuse_unread_choices
 
-    unused = unused_choice(dict(options.choices))
-    if unused is not None:
-        raise InputError(unused)
+    refuse_unread_choices(dict(options.choices))
     if outputs is not None and inputs is None:
         raise InputError("compile(outputs=...) needs inputs=... (the samples to run)")
     result, sim_outputs = run_compile(to_onnx(model, example_inputs), options, inputs=inputs, calibrate=calibrate)

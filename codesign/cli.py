@@ -87,16 +87,14 @@ def _compile_options(args: argparse.Namespace):
     from compiler.frontend.onnx_loader import parse_shape_arg
 
     shapes = dict(parse_shape_arg(s) for s in args.shape)
-    from codesign.options_numerics import unused_choice
+    from codesign.options_numerics import refuse_unread_choices
 
     choices = {}
     for key in CHOICES:
         value = getattr(args, key.replace("-", "_"), None)
         if value is not None:
             choices[key] = validate_choice(key, value)
-    unused = unused_choice(choices)
-    if unused is not None:
-        raise InputError(unused)
+    refuse_unread_choices(choices)
     return compile_options(args.target, args.overrides, shapes, args.passes, args.stop_after,
                            args.print_ir_after, batch=args.batch,
                            decode_tokens=getattr(args, "decode_tokens", None), **choices)

@@ -8,11 +8,14 @@ pass, so the model's own spelling (e.g. a tanh GELU) is kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from xdsl.passes import ModulePass
 
 from compiler.dialect.dataflow import LAYERNORM_APPROX, SOFTMAX_APPROX
+from hw.errors import InputError
 
-__all__ = ["CHOICES", "passes_for", "unused_choice"]
+__all__ = ["CHOICES", "passes_for", "refuse_unread_choices"]
 
 _GELU = ("exact", "shiftgelu", "shiftgelu-row", "ibert", "lut")
 
@@ -44,17 +47,16 @@ _QUANT_ONLY = {"observer": ("int8", "w4a8", "auto"), "balance": ("int8", "w4a8",
                "weight-group": ("int8", "w4a8", "auto"), "accuracy-target": ("auto",)}
 
 
-def unused_choice(chosen: dict[str, str]) -> str | None:
-    """The one line saying why a choice the user gave (not at its default) has no effect under their ``--quant``,
-    or None. A compile that silently drops ``--weight-group 32`` because ``--quant`` defaults to ``none`` answers
-    another question than the one asked; a sweep, whose space crosses choices on purpose, does not ask this."""
+def refuse_unread_choices(chosen: Mapping[str, str]) -> None:
+    """One ``InputError`` line when a choice the user gave (not at its default) has no effect under their
+    ``--quant``. A compile that silently drops ``--weight-group 32`` because ``--quant`` defaults to ``none`` answers
+    another question than the one asked; a sweep, whose space crosses choices on purpose, does not call this."""
     quant = chosen.get("quant", CHOICES["quant"][1])
     for key, readers in _QUANT_ONLY.items():
         value = chosen.get(key)
         if value is not None and value != CHOICES[key][1] and quant not in readers:
             needs = " or ".join(f"--quant {q}" for q in readers)
-            return f"--{key} {value} has no effect with --quant {quant}: it needs {needs}"
-    return None
+            raise InputError(f"--{key} {value} has no effect with --quant {quant}: it needs {needs}")
 
 
 def passes_for(chosen: dict[str, str]) -> list[ModulePass]:
