@@ -35,10 +35,14 @@ class Fuse(ModulePass):
     name = "fuse"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        head_of: dict[int, str] = {}
-        for inner in op.walk():
+        # head_of: op -> (its group's GEMM layer, that GEMM's position); ready: where in program order each op's
+        # result exists (its own position, or its group's GEMM's for a fused op: the group runs as one task)
+        head_of: dict[int, tuple[str, int]] = {}
+        ready: dict[int, int] = {}
+        for index, inner in enumerate(op.walk()):
+            ready[id(inner)] = index
             if isinstance(inner, df.GemmOp):
-                head_of[id(inner)] = inner.layer_name()
+                head_of[id(inner)] = (inner.layer_name(), index)
                 continue
             if not _fusable(inner) or FUSED_ATTR in inner.attributes:
                 continue
@@ -46,6 +50,14 @@ class Fuse(ModulePass):
                 owner = operand.owner
                 if isinstance(owner, Operation) and id(owner) in head_of and operand.has_one_use() \
                         and owner.results[0].has_one_use():
-                    inner.attributes[FUSED_ATTR] = StringAttr(head_of[id(owner)])
-                    head_of[id(inner)] = head_of[id(owner)]
+                    head, start = head_of[id(owner)]
+                    # The group runs as one task from its GEMM on: an epilogue whose other operand is computed
+                    # after that GEMM (GeGLU's gelu(x W) * (x V), with x V computed later) cannot join it, or the
+                    # group would read a value before its producer ran.
+                    if any(isinstance(v.owner, Operation) and ready.get(id(v.owner), -1) > start
+                           and v is not operand for v in inner.operands):
+                        continue
+                    inner.attributes[FUSED_ATTR] = StringAttr(head)
+                    head_of[id(inner)] = (head, start)
+                    ready[id(inner)] = start
                     break
