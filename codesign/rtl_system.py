@@ -38,6 +38,7 @@ import numpy as np
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import SSAValue
 
+from compiler.dialect import dataflow as df
 from compiler.dialect.choices import LAYER_ATTR
 from hw.errors import InputError
 
@@ -185,7 +186,8 @@ def _region(region: Any, value: str | None = None) -> dict[str, Any]:
 
 
 def host_values(design: SystemDesign, feeds: dict[str, np.ndarray]) -> dict[SSAValue, np.ndarray]:
-    """The functional simulator's value of every IR value on one sample (the host prologue's results among them)."""
+    """The functional simulator's value of every IR value on one sample (the host prologue's results among them) and
+    of every constant."""
     from compiler.simulate import Simulator
 
     imported = design.result.imported
@@ -197,6 +199,10 @@ def host_values(design: SystemDesign, feeds: dict[str, np.ndarray]) -> dict[SSAV
             values[value] = np.asarray(tensor.data)
 
     sim.run(feeds, observe)
+    weights = design.result.env.weights
+    for op in design.result.module.walk():  # constants the host reads too (a mask the frontend folded: T5's bias)
+        if isinstance(op, df.WeightOp) and op.result not in values and df.layer_of(op) in weights:
+            values[op.result] = np.asarray(weights[df.layer_of(op)])
     return values
 
 
