@@ -2,7 +2,8 @@
 
 :class:`Quantizer` walks ``main`` once and replaces each float op it can with its integer form: static GEMMs (weights
 from compiler/quant_weights.py, per-channel input steps from :meth:`Quantizer.q_balanced`), attention, the integer
-nonlinearities, RoPE, residual adds (16-bit, I-ViT's ``QuantAct``) and scale-keeping moves. The recipes it mixes in
+nonlinearities, RoPE, residual adds (16-bit, I-ViT's ``QuantAct``), products of two integer activations and
+scale-keeping moves. The recipes it mixes in
 live in their own modules: compiler/quant_activation.py (per-token GEMM inputs, the GELU correction) and
 compiler/quant_moe.py (MoE blocks). Every integer value's format is kept in ``fmt``; a dequantize cast after each
 rewritten op keeps float readers working until they are rewritten too.
@@ -415,6 +416,27 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         self.produce(op, new, _Fmt(16, scale))
         return True
 
+    def product(self, op: df.ElementwiseOp) -> bool:
+        """A product of two integer activations of one shape (a gated FFN's ``gelu(x W) * (x V)``: GeGLU) as
+        integers: both operands at 16 bits per tensor (a wider one requantized to its calibrated range), their exact
+        product (under 2^30), then one dyadic requant to the 16-bit output step; ``[m, e]`` under the op's layer.
+        A product with a float operand (SiLU's ``x * sigmoid(x)``) stays float."""
+        a, b = op.inputs[0], op.inputs[1]
+        if self.int_view(a) is None or self.int_view(b) is None or _shape(a) != _shape(b):
+            return False
+        (ia, fa), (ib, fb) = self.q(a, 16, op), self.q(b, 16, op)
+        scale = self.range_of(op.result) / _qmax(16)
+        name = self.unique(_layer(op))
+        self.weights[name] = np.array(dyadic(float(fa.scale) * float(fb.scale) / scale), dtype=np.int64)
+        new = df.ElementwiseOp.create(operands=[ia, ib], result_types=[_ttype(op.result, IntegerType(16))],
+                                      properties={"layer": StringAttr(name), "kind": StringAttr("mul"),
+                                                  "attrs": attrs_of(quant="mul", scale=scale, bits=16)})
+        # Its readers take it per tensor, as they took the float product: per-channel steps from the calibration
+        # rows (balance) overfit a gated FFN's channels (held-out cosine: mT5 0.9950 -> 0.9886, UMT5 0.9964 -> 0.9813)
+        self.channels.pop(op.result, None)
+        self.produce(op, new, _Fmt(16, scale))
+        return True
+
     def move(self, op: df.MoveOp) -> bool:
         if op.kind_value() not in _KEEP_SCALE or len(op.inputs) != 1 or len(op.outputs) != 1:
             return False
@@ -446,6 +468,8 @@ class Quantizer(ActivationRecipes, MoeRewrite):
                 self.unary(op, 16)
             elif isinstance(op, df.ElementwiseOp) and op.kind_value() == "add" and len(op.inputs) == 2:
                 self.residual_add(op)
+            elif isinstance(op, df.ElementwiseOp) and op.kind_value() == "mul" and len(op.inputs) == 2:
+                self.product(op)
             elif isinstance(op, df.MoveOp):
                 self.move(op)
         for op in reversed(list(fn.body.block.ops)):  # casts nobody reads any more

@@ -166,8 +166,8 @@ class _Walker:
                 self.category[op] = "return"
             elif op in index:
                 self.category[op] = "float"  # host work on integer inputs (ids, masks), none of the device's data
-            elif _quant(op) in (None, "add") and all(df.int_bits(r) in (8, 16, 32) for r in op.results) and all(
-                    df.int_bits(v) in (8, 16, 32) or isinstance(v.owner, df.WeightOp)
+            elif _quant(op) in (None, "add", "mul") and all(df.int_bits(r) in (8, 16, 32) for r in op.results) \
+                    and all(df.int_bits(v) in (8, 16, 32) or isinstance(v.owner, df.WeightOp)
                     or (isinstance(op, df.AttentionOp) and i == 3) for i, v in enumerate(op.operands)):
                 self.category[op] = "int"
             else:
@@ -320,6 +320,8 @@ class _Walker:
             self._requant(op)
         elif isinstance(op, df.ElementwiseOp) and _quant(op) == "add":
             self._residual(op)
+        elif isinstance(op, df.ElementwiseOp) and _quant(op) == "mul":
+            self._product(op)
         elif isinstance(op, df.LayerNormOp):
             self._layernorm(op)
         elif isinstance(op, df.GeluOp):
@@ -409,6 +411,24 @@ class _Walker:
         steps = [VecStep(VecFn.REQUANT, 0, 0, 32, const_row=0), VecStep(VecFn.REQUANT, 1, 1, 32, const_row=2 * span),
                  VecStep(VecFn.REQUANT_ADD, 0, 2, bits, aux=1, configs=unit)]
         vector_layer(self.mp.builder, name, rows, slots, [(a, 0), (b, 1)], steps, [(2, out)], table)
+
+    def _product(self, op: df.ElementwiseOp) -> None:
+        """The quantizer's product of two integer activations: both loaded into accumulator slots, ``VEC mul`` (at
+        most 2^30 for 16-bit operands: the 32-bit clamp never acts), then ``VEC requant`` by the op's ``(m, e)``."""
+        name = _name(op)
+        m, e = (int(v) for v in np.asarray(self.weights[name], np.int64).reshape(2))
+        bits = int(_attrs(op)["bits"])
+        widths = [df.int_bits(v) or 32 for v in op.operands[:2]]
+        if sum(widths) > 32:
+            raise InputError(f"{_where(op)}: a product of {widths[0]}- and {widths[1]}-bit integers can leave the "
+                             "32-bit lanes of VEC mul")
+        a, b = (self._view(v, op) for v in op.operands[:2])
+        out = View.of(self._place(op.results[0], name))
+        rows, n = self._rows_cols(op.results[0])
+        slots = [Slot(Space.ACC, n), Slot(Space.ACC, n), Slot(_out_space(self.g, bits), n)]
+        steps = [VecStep(VecFn.MUL, 0, 0, 32, aux=1), VecStep(VecFn.REQUANT, 0, 2, bits)]
+        vector_layer(self.mp.builder, name, rows, slots, [(a, 0), (b, 1)], steps, [(2, out)], None,
+                     [(ConfigReg.REQUANT_M, m), (ConfigReg.REQUANT_E, e)])
 
     def _layernorm(self, op: df.LayerNormOp) -> None:
         name = _name(op)

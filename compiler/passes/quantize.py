@@ -17,6 +17,8 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
   (compiler/quant_moe.py says why);
 * residual adds (an add of two activations) are I-ViT's ``QuantAct(16)``: each branch requantized to the 16-bit
   output scale, summed, clamped;
+* an element-wise product of two integer activations of one shape (GeGLU's ``gelu(x W) * (x V)``): both at 16 bits,
+  their exact product requantized to a 16-bit output step (a product with a float operand stays float);
 * wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
   channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
 
@@ -40,9 +42,10 @@ of the float runs (the same numbers: the key hashes all of that and the compiler
 IR conventions (the simulator reads them, compiler/simulate/kernels.py):
 ``dataflow.elementwise`` ``cast`` with ``attrs = {quant = "quantize", scale, bits}`` / ``{quant = "dequantize"}``;
 ``dataflow.elementwise`` ``add`` with ``attrs = {quant = "add", scale, bits}`` and ``[m0, e0, m1, e1]`` (rows x
-channels) in the WeightStore under its layer; ``dataflow.requant`` with ``[m, e]`` there and its output scale
-in the ``scale`` attribute; quantized weights as ``<name>.q8`` + ``<name>.q8.scale`` (per channel); a per-group
-GEMM carries ``weight_group`` / ``group_scale_bits`` and its multipliers [G, N] under ``<weight>.gscale``.
+channels) in the WeightStore under its layer; ``mul`` with ``{quant = "mul", scale, bits}`` and ``[m, e]`` there;
+``dataflow.requant`` with ``[m, e]`` there and its output scale in the ``scale`` attribute; quantized weights as
+``<name>.q8`` + ``<name>.q8.scale`` (per channel); a per-group GEMM carries ``weight_group`` / ``group_scale_bits``
+and its multipliers [G, N] under ``<weight>.gscale``.
 An integer ``dataflow.moe`` carries ``requant`` (its WeightStore prefix), ``scale`` (its int16 output's) and
 ``hidden_bits`` attributes; the entries and the arithmetic are listed in compiler/simulate/moe.py.
 

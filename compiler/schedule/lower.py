@@ -323,15 +323,17 @@ def _quant_attr(op: Operation | None) -> str:
 def _quant_of(op: Operation, store: Mapping[str, Any] | None = None) -> str:
     """An integer op's role (``VectorWork.quant``): ``tensor`` (a requant whose multiplier the compile's weight
     ``store`` holds once for the tensor), ``add`` (an integer residual add; ``add_channel`` where ``store`` holds
-    its multipliers per channel), ``island`` (a ``quantize`` closing a ``dequantize`` -> moves and pointwise steps
-    -> ``quantize`` island; ``island_member`` the island's ``dequantize``, moves and steps: :func:`_in_island`),
-    else ""."""
+    its multipliers per channel), ``mul`` (an integer product of two activations), ``island`` (a ``quantize``
+    closing a ``dequantize`` -> moves and pointwise steps -> ``quantize`` island; ``island_member`` the island's
+    ``dequantize``, moves and steps: :func:`_in_island`), else ""."""
     if _in_island(op):
         return "island_member"
     if isinstance(op, df.RequantOp):  # the quantizer's per-channel requant8c, or one multiplier for the tensor
         me = store.get(df.layer_of(op)) if store is not None else None
         return "tensor" if me is not None and np.size(np.asarray(me)[0]) == 1 else ""
     quant = _quant_attr(op)
+    if quant == "mul":  # the quantizer's product of two integer activations
+        return quant
     if quant == "add":
         me = store.get(df.layer_of(op)) if store is not None else None
         return "add_channel" if me is not None and np.ndim(me) == 2 and np.shape(me)[1] > 1 else quant

@@ -10,6 +10,8 @@ Quantization markers written by the ``quantize`` pass (see compiler/passes/quant
   ``attrs.quant = "dequantize"``: integer -> float32.
 * ``dataflow.elementwise`` ``add`` with ``attrs.quant = "add"`` (``scale``, ``bits``): I-ViT residual add, the
   multipliers ``[m0, e0, m1, e1]`` (rows, one column per channel) in the WeightStore under the op's layer.
+* ``dataflow.elementwise`` ``mul`` with ``attrs.quant = "mul"`` (``scale``, ``bits``): the exact product of two
+  integer activations requantized by the ``[m, e]`` under the op's layer.
 * ``dataflow.requant``: multipliers ``[m, e]`` under its layer, output scale in its ``scale`` attribute, or one
   scale per channel under ``<layer>.scale`` (a requant feeding a ``balanced`` GEMM, whose weights absorbed them, or
   the right operand of a product of two activations, whose output columns keep them).
@@ -448,6 +450,13 @@ def _elementwise(op: Operation, ins: list[Tensor], ctx: SimContext) -> list[Tens
         if not (a.quantized and b.quantized):
             raise ValueError("a quantized add needs two integer inputs with scales")
         return [Tensor(K.requantize_add(a.data, m0, e0, b.data, m1, e1, int(attrs["bits"])), float(attrs["scale"]))]
+    if quant == "mul":
+        m, e = (int(v) for v in np.asarray(ctx.weights[df.layer_of(op)], dtype=np.int64).reshape(2))
+        a, b = ins
+        if not (a.quantized and b.quantized):
+            raise ValueError("a quantized product needs two integer inputs with scales")
+        product = np.asarray(a.data, np.int64) * np.asarray(b.data, np.int64)
+        return [Tensor(K.requantize(product, m, e, int(attrs["bits"])), float(attrs["scale"]))]
     if quant is not None:
         return [_quant_cast(op, ins[0], attrs)]
     return _generic(op, ins, ctx)

@@ -305,9 +305,11 @@ class FpgaModel:
         rows = ceil_div(work.elements, n) if n else 0
         if work.kind in ("layernorm", "gelu") and work.approx not in ("ilayernorm", "shiftgelu"):
             return None
-        # an island's quantize runs as threshold layers, an integer residual add as requant_add; other element-wise
+        # an island's quantize runs as threshold layers, an integer residual add as requant_add, an integer product
+        # as VEC mul and a requant; other element-wise
         # work (the host's float prologue) is priced on the lanes
         kind = "threshold" if work.quant == "island" else work.quant if work.quant.startswith("add") else \
+            "product" if work.quant == "mul" else \
             "requant_tensor" if work.kind == "requant" and work.quant == "tensor" else work.kind
         if work.kind == "add" and kind == "add" and work.quant != "add":
             return None

@@ -178,9 +178,9 @@ class Machine:
     in_bits: int = 8
 
 
-VECTOR_LAYERS = ("requant", "requant_tensor", "add", "add_channel", "layernorm", "gelu", "threshold")
-"""The vector kinds :func:`layer_cycles` prices (the backend's ``_requant``, ``_residual``, ``_layernorm``,
-``_gelu``, and ``_threshold``: a float island's ``quantize`` as threshold layers)."""
+VECTOR_LAYERS = ("requant", "requant_tensor", "add", "add_channel", "product", "layernorm", "gelu", "threshold")
+"""The vector kinds :func:`layer_cycles` prices (the backend's ``_requant``, ``_residual``, ``_product``,
+``_layernorm``, ``_gelu``, and ``_threshold``: a float island's ``quantize`` as threshold layers)."""
 
 
 def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach: Machine,
@@ -190,7 +190,8 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
     ``requant_tensor``: one multiplier, streaming;
     ``add``: a residual add with per-tensor multipliers, one streaming ``requant_add``; ``add_channel``: with
     per-channel ones, each branch requantized to int32 in place on the lane-parallel path, then one streaming
-    ``requant_add``), its DRAM input elements of
+    ``requant_add``; ``product``: two operands' lane-parallel ``VEC mul``, then a streaming ``requant`` of one
+    multiplier), its DRAM input elements of
     ``in_bits`` and its output of ``out_bits``, ``max_row`` the program's longest row-kernel row
     (:func:`ilayernorm_cycles`); None for a kind it does not price."""
     if kind not in VECTOR_LAYERS or rows < 1 or n < 1:
@@ -207,7 +208,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
         if not out_sp:
             acc_span += span
         const = 2 * span_w if kind == "requant" else 0
-    elif kind in ("add", "add_channel"):
+    elif kind in ("add", "add_channel", "product"):
         acc_span, sp_span = 3 * span, 0
         const = 4 * span_w if kind == "add_channel" else 0
     else:
@@ -228,6 +229,10 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
         elif kind == "add_channel":  # each branch requantized per channel in place, then a unit-multiplier add
             load *= 2
             exe = 2 * lane_cycles("requant", r * span, lanes) + stream_requant_cycles(r * span) + 4 * CONFIG_CYCLES
+        elif kind == "product":  # the CONFIGs of its (m, e) once, then VEC mul and a streaming VEC requant
+            load *= 2
+            exe = lane_cycles("mul", r * span, lanes) + stream_requant_cycles(r * span) + \
+                (2 * CONFIG_CYCLES if r0 == 0 else 0)
         elif kind == "layernorm":  # the CONFIG of its epsilon, then the VEC
             exe = ilayernorm_cycles(r, n, lanes, max_row) + (CONFIG_CYCLES if r0 == 0 else 0)
         else:

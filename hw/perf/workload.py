@@ -62,7 +62,8 @@ class VectorWork:
     """An integer op's role: ``tensor`` (a requant with one multiplier for the tensor), ``add`` / ``add_channel``
     (a residual add, per-tensor / per-channel multipliers), ``island`` (a ``quantize`` closing a ``dequantize`` ->
     moves -> ``quantize`` island), ``island_member`` (that island's ``dequantize``), ``rope`` (an integer rotary
-    embedding's multiplies and add), "" for others; read likewise."""
+    embedding's multiplies and add), ``mul`` (a product of two integer activations), "" for others; read
+    likewise."""
 
 
 @dataclass(frozen=True)
