@@ -66,6 +66,16 @@ def _input_rows(w: np.ndarray) -> np.ndarray:
     return np.moveaxis(w, -2, 0).reshape(w.shape[-2], -1)
 
 
+#: Element-wise kinds whose output is bounded whatever their input: a gate an integer product can take at 8 bits.
+_GATES = ("sigmoid", "tanh", "hardsigmoid")
+
+
+def _is_gate(v: SSAValue) -> bool:
+    owner = v.owner
+    return isinstance(owner, df.ElementwiseOp) and owner.kind_value() in _GATES and "quant" not in (
+        owner.attrs.data if isinstance(owner.attrs, DictionaryAttr) else {})
+
+
 def attrs_of(**kw: Any) -> DictionaryAttr:
     """An IR ``attrs`` dictionary from Python strings, ints and floats."""
     conv = {k: StringAttr(v) if isinstance(v, str) else (IntegerAttr(v, i64) if isinstance(v, int)
@@ -417,14 +427,18 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         return True
 
     def product(self, op: df.ElementwiseOp) -> bool:
-        """A product of two integer activations of one shape (a gated FFN's ``gelu(x W) * (x V)``: GeGLU) as
-        integers: both operands at 16 bits per tensor (a wider one requantized to its calibrated range), their exact
-        product (under 2^30), then one dyadic requant to the 16-bit output step; ``[m, e]`` under the op's layer.
-        A product with a float operand (SiLU's ``x * sigmoid(x)``) stays float."""
+        """A product of two activations of one shape as integers: a gated FFN's ``gelu(x W) * (x V)`` (GeGLU), and
+        a gate's ``x * sigmoid(x)`` (SiLU, SwiGLU's). Integer operands go in at 16 bits per tensor (a wider one
+        requantized to its calibrated range); a float gate (sigmoid, tanh, hard sigmoid of anything: bounded) beside
+        an integer operand is quantized to 8 bits, so the device evaluates it as a monotone island of 255 thresholds
+        (compiler/backend/island.py), at the 2^-7 step ShiftGELU gives its own sigmoid. Then their exact product
+        (under 2^30) and one dyadic requant to the 16-bit output step; ``[m, e]`` under the op's layer."""
         a, b = op.inputs[0], op.inputs[1]
-        if self.int_view(a) is None or self.int_view(b) is None or _shape(a) != _shape(b):
+        if _shape(a) != _shape(b) or (self.int_view(a) is None and self.int_view(b) is None):
             return False
-        (ia, fa), (ib, fb) = self.q(a, 16, op), self.q(b, 16, op)
+        if any(self.int_view(v) is None and not _is_gate(v) for v in (a, b)):
+            return False
+        (ia, fa), (ib, fb) = (self.q(v, 16 if self.int_view(v) is not None else 8, op) for v in (a, b))
         scale = self.range_of(op.result) / _qmax(16)
         name = self.unique(_layer(op))
         self.weights[name] = np.array(dyadic(float(fa.scale) * float(fb.scale) / scale), dtype=np.int64)

@@ -17,8 +17,9 @@ What changes (``mode=int8``; ``w4a8`` the same with 4-bit weights):
   (compiler/quant_moe.py says why);
 * residual adds (an add of two activations) are I-ViT's ``QuantAct(16)``: each branch requantized to the 16-bit
   output scale, summed, clamped;
-* an element-wise product of two integer activations of one shape (GeGLU's ``gelu(x W) * (x V)``): both at 16 bits,
-  their exact product requantized to a 16-bit output step (a product with a float operand stays float);
+* an element-wise product of two activations of one shape (GeGLU's ``gelu(x W) * (x V)``, SiLU's ``x * sigmoid(x)``
+  and SwiGLU's ``silu(x W) * (x V)``): integer operands at 16 bits, a float gate (sigmoid, tanh, hard sigmoid) beside
+  an integer at 8 bits, their exact product requantized to a 16-bit output step (other float factors stay float);
 * wherever a consumer needs a narrower per-tensor format, a ``dataflow.requant`` (dyadic multiplier m / 2^e per
   channel, I-ViT's ``fixedpoint_mul``) is inserted; where a float op reads an integer, a dequantize cast.
 
