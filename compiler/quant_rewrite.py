@@ -3,7 +3,7 @@
 :class:`Quantizer` walks ``main`` once and replaces each float op it can with its integer form: static GEMMs (weights
 from compiler/quant_weights.py, per-channel input steps from :meth:`Quantizer.q_balanced`), attention, the integer
 nonlinearities, RoPE, residual adds (16-bit, I-ViT's ``QuantAct``), products of two integer activations and
-scale-keeping moves. The recipes it mixes in
+scale-keeping moves (a slice too: Phi-3's fused gate-and-up projection is split by two). The recipes it mixes in
 live in their own modules: compiler/quant_activation.py (per-token GEMM inputs, the GELU correction) and
 compiler/quant_moe.py (MoE blocks). Every integer value's format is kept in ``fmt``; a dequantize cast after each
 rewritten op keeps float readers working until they are rewritten too.
@@ -51,7 +51,7 @@ from hw.errors import InputError
 
 __all__ = ["Quantizer", "attrs_of"]
 
-_KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose")
+_KEEP_SCALE = ("reshape", "flatten", "squeeze", "unsqueeze", "transpose", "slice")
 
 
 def _qmax(bits: int) -> int:

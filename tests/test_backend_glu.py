@@ -155,8 +155,10 @@ def _schedule_is_causal(module: Operation) -> None:
     assert checked
 
 
-@pytest.mark.parametrize("name", ["gemma", "mt5"])
-def test_gated_gelu_zoo_models_run_bit_exact_and_their_schedules_are_causal(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name", ["gemma", "mt5", "phi3"])
+def test_gated_zoo_models_run_bit_exact_and_their_schedules_are_causal(tmp_path: Path, name: str) -> None:
+    """GeGLU (Gemma, mT5) and Phi-3's SwiGLU, whose gate and up halves are slices of one fused projection (a slice of
+    an integer keeps its scale, as a reshape does)."""
     path = tmp_path / f"{name}.onnx"
     zoo.export(name, zoo.variants(name)[0], path)
     _check_model(str(path), 8, 8, orders=("loads_first",))
