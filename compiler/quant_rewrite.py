@@ -2,7 +2,7 @@
 
 :class:`Quantizer` walks ``main`` once and replaces each float op it can with its integer form: static GEMMs (weights
 from compiler/quant_weights.py, per-channel input steps from :meth:`Quantizer.q_balanced`), attention, the integer
-nonlinearities, RoPE, residual adds (16-bit, I-ViT's ``QuantAct``), products of two integer activations and
+nonlinearities, RoPE, residual adds (16-bit, I-ViT's ``QuantAct``), products of two activations (gated FFNs) and
 scale-keeping moves (a slice too: Phi-3's fused gate-and-up projection is split by two). The recipes it mixes in
 live in their own modules: compiler/quant_activation.py (per-token GEMM inputs, the GELU correction) and
 compiler/quant_moe.py (MoE blocks). Every integer value's format is kept in ``fmt``; a dequantize cast after each
@@ -71,9 +71,7 @@ _GATES = ("sigmoid", "tanh", "hardsigmoid")
 
 
 def _is_gate(v: SSAValue) -> bool:
-    owner = v.owner
-    return isinstance(owner, df.ElementwiseOp) and owner.kind_value() in _GATES and "quant" not in (
-        owner.attrs.data if isinstance(owner.attrs, DictionaryAttr) else {})
+    return isinstance(v.owner, df.ElementwiseOp) and v.owner.kind_value() in _GATES
 
 
 def attrs_of(**kw: Any) -> DictionaryAttr:
@@ -434,11 +432,10 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         (compiler/backend/island.py), at the 2^-7 step ShiftGELU gives its own sigmoid. Then their exact product
         (under 2^30) and one dyadic requant to the 16-bit output step; ``[m, e]`` under the op's layer."""
         a, b = op.inputs[0], op.inputs[1]
-        if _shape(a) != _shape(b) or (self.int_view(a) is None and self.int_view(b) is None):
+        integer = [self.int_view(v) is not None for v in (a, b)]
+        if _shape(a) != _shape(b) or not any(integer) or not all(i or _is_gate(v) for i, v in zip(integer, (a, b))):
             return False
-        if any(self.int_view(v) is None and not _is_gate(v) for v in (a, b)):
-            return False
-        (ia, fa), (ib, fb) = (self.q(v, 16 if self.int_view(v) is not None else 8, op) for v in (a, b))
+        (ia, fa), (ib, fb) = (self.q(v, 16 if i else 8, op) for i, v in zip(integer, (a, b)))
         scale = self.range_of(op.result) / _qmax(16)
         name = self.unique(_layer(op))
         self.weights[name] = np.array(dyadic(float(fa.scale) * float(fb.scale) / scale), dtype=np.int64)
