@@ -401,19 +401,46 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         new.attributes["scale"] = FloatAttr(s_y, f64)
         self.produce(op, new, _Fmt(ROPE_OUT_BITS, s_y))
 
+    def scaled_branch(self, v: SSAValue) -> tuple[SSAValue, np.ndarray] | None:
+        """``v = x * c`` for an integer ``x`` and a positive constant ``c`` per tensor or per channel (DINOv2's and
+        BEiT's LayerScale, Granite's residual multiplier): ``x`` and its step times ``c``, so a residual add takes the
+        branch with ``c`` folded into its multiplier; else None."""
+        owner = v.owner
+        if not (isinstance(owner, df.ElementwiseOp) and owner.kind_value() == "mul" and len(owner.inputs) == 2):
+            return None
+        channels = _shape(v)[-1] if _shape(v) else 1
+        for x, c in (owner.inputs, owner.inputs[::-1]):
+            ix = self.int_view(x)
+            if ix is None or not isinstance(c.owner, df.WeightOp) or _shape(x) != _shape(v):
+                continue
+            data = self.weights.get(df.layer_of(c.owner))
+            step = np.asarray(self.fmt[ix].scale, np.float64)
+            if data is None or step.ndim > 1:
+                continue
+            factor = np.asarray(data, np.float64)
+            if factor.size not in (1, channels) or factor.shape[-1:] not in ((), (1,), (channels,)) or \
+                    not (np.isfinite(factor).all() and (factor > 0).all()):
+                continue
+            return ix, step * factor.reshape(-1)
+        return None
+
     def residual_add(self, op: df.ElementwiseOp) -> bool:
         a, b = op.inputs[0], op.inputs[1]
-        ia, ib = self.int_view(a), self.int_view(b)
-        if ia is None and ib is None:
-            return False
         if any(isinstance(x.owner, df.WeightOp) for x in (a, b)) or _shape(a) != _shape(b):
             return False
-        ia = ia if ia is not None else self.q(a, 16, op)[0]
-        ib = ib if ib is not None else self.q(b, 16, op)[0]
+        views = [self.int_view(v) for v in (a, b)]
+        scaled = [self.scaled_branch(v) if iv is None else None for iv, v in zip(views, (a, b))]
+        if all(iv is None and sc is None for iv, sc in zip(views, scaled)):
+            return False
+        branches = []  # (integer operand, its step per tensor or channel)
+        for v, iv, sc in zip((a, b), views, scaled):
+            x = iv if iv is not None else sc[0] if sc is not None else self.q(v, 16, op)[0]
+            branches.append((x, sc[1] if sc is not None else self.fmt[x].scale))
+        (ia, step_a), (ib, step_b) = branches
         scale = self.range_of(op.result) / _qmax(16)
         name = self.unique(_layer(op))
-        s_a = np.atleast_1d(np.asarray(self.fmt[ia].scale, np.float64))
-        s_b = np.atleast_1d(np.asarray(self.fmt[ib].scale, np.float64))
+        s_a = np.atleast_1d(np.asarray(step_a, np.float64))
+        s_b = np.atleast_1d(np.asarray(step_b, np.float64))
         width = np.broadcast_shapes(s_a.shape, s_b.shape)
         # Rows m0, e0, m1, e1 (one column per channel, or one column): each branch's own dyadic ratio to the output.
         self.weights[name] = np.concatenate([self._dyadic_rows(np.broadcast_to(s_a, width) / scale),
@@ -422,6 +449,10 @@ class Quantizer(ActivationRecipes, MoeRewrite):
                                       properties={"layer": StringAttr(name), "kind": StringAttr("add"),
                                                   "attrs": attrs_of(quant="add", scale=scale, bits=16)})
         self.produce(op, new, _Fmt(16, scale))
+        for v, sc in zip((a, b), scaled):  # a folded multiply nobody else reads
+            if sc is not None and not v.uses and isinstance(v.owner, Operation):
+                v.owner.detach()
+                v.owner.erase()
         return True
 
     def product(self, op: df.ElementwiseOp) -> bool:
