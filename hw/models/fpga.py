@@ -140,6 +140,13 @@ _KEYS = {
 }
 
 
+#: ``VectorWork.quant`` -> the system's vector layer (``hw.perf.vec_queue.layer_cycles``): an island's quantize runs
+#: as threshold layers, an integer residual add as ``requant_add`` (per tensor or per channel), a requant with one
+#: multiplier streams, an integer product is ``VEC mul`` and a requant.
+_ROLE_LAYERS = {"island": "threshold", "add": "add", "add_channel": "add_channel", "tensor": "requant_tensor",
+                "mul": "product"}
+
+
 class FpgaModel:
     """Cost, resource and energy model of an ``FpgaTarget``."""
 
@@ -305,12 +312,9 @@ class FpgaModel:
         rows = ceil_div(work.elements, n) if n else 0
         if work.kind in ("layernorm", "gelu") and work.approx not in ("ilayernorm", "shiftgelu"):
             return None
-        # an island's quantize runs as threshold layers, an integer residual add as requant_add, an integer product
-        # as VEC mul and a requant; other element-wise
-        # work (the host's float prologue) is priced on the lanes
-        kind = "threshold" if work.quant == "island" else work.quant if work.quant.startswith("add") else \
-            "product" if work.quant == "mul" else \
-            "requant_tensor" if work.kind == "requant" and work.quant == "tensor" else work.kind
+        # an integer op's role names its layer (_ROLE_LAYERS); other element-wise work (the host's float prologue)
+        # is priced on the lanes
+        kind = _ROLE_LAYERS.get(work.quant, work.kind)
         if work.kind == "add" and kind == "add" and work.quant != "add":
             return None
         mach = self._system_machine()
