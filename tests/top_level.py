@@ -17,10 +17,17 @@ def zoo_on_top_level(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
     """Zoo architecture ``name`` (its first variant, one sample of its feeds), int8 with the I-ViT set on an 8x8
     array at the DRAM model's 4.8 GB/s, run on the system top level: the report, after checking the CLI succeeded
     and the device's outputs equal the simulator's."""
-    model, inputs, report = tmp_path / f"{name}.onnx", tmp_path / "x.npz", tmp_path / "r.json"
+    model = tmp_path / f"{name}.onnx"
     variant = zoo.variants(name)[0]
     zoo.export(name, variant, model)
-    np.savez(inputs, **{k: v[None] for k, v in zoo.feeds(name, variant).items()})  # type: ignore[arg-type]
+    return onnx_on_top_level(model, zoo.feeds(name, variant), tmp_path, capsys)
+
+
+def onnx_on_top_level(model: Path, feeds: dict[str, np.ndarray], tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """``model`` on one sample (``feeds``, without the sample axis), as :func:`zoo_on_top_level` runs it."""
+    inputs, report = tmp_path / "x.npz", tmp_path / "r.json"
+    np.savez(inputs, **{k: v[None] for k, v in feeds.items()})  # type: ignore[arg-type]
     code = main(["rtl", str(model), "--quant", "int8", "--softmax", "shiftmax", "--gelu", "shiftgelu", "--layernorm",
                  "ilayernorm", "--set", "gemm.rows=8", "--set", "gemm.cols=8", "--set", "offchip.bandwidth_gbps=4.8",
                  "--out", str(tmp_path / "sys"), "--system", "--simulate", "--inputs", str(inputs), "--json",

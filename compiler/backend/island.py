@@ -15,17 +15,20 @@ integer range, evaluating the simulator's own cast kernels, so the device gives 
 The same holds with element-wise float ops in the island that are non-decreasing functions of their input and read
 no other tensor than constants (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5, OPT, the
 original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, a constant
-added or a positive one multiplied, per tensor or per channel (DINOv2's and BEiT's LayerScale, a depthwise
-convolution's bias, MobileBERT's NoNorm), and a square or positive power of a never-negative step (squared ReLU,
+added or a positive one multiplied, per tensor or per channel (a per-channel shift, a positive scale such as a
+LayerScale that meets no residual add, a depthwise convolution's bias, MobileBERT's NoNorm), and a square or positive power of a never-negative step (squared ReLU,
 ``relu(x) * relu(x)``: Primer, Persimmon, Nemotron, Arcee). The table holds one function per column of the
 island's window, so a
 constant must give each column one value (:func:`column_constants`); each step is evaluated inside the threshold
-search by the simulator's own kernel.
+search by the simulator's own kernel. The window may be turned around (:class:`Window`, ``transposed``: an NCHW
+value read back as tokens), which a transposing ``LOAD`` reads; a per-channel constant along the source's rows then
+gives each column one value (:func:`per_column_island` checks every quantize of the island before it is one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import DictionaryAttr
@@ -35,8 +38,8 @@ from compiler.dialect import dataflow as df
 from compiler.simulate import intkernels as K
 from compiler.simulate.registry import KERNELS, SimContext, Tensor
 
-__all__ = ["trace_moves", "as_view_pattern", "column_constants", "island_function", "pointwise_step",
-           "threshold_table", "MONOTONE_KINDS"]
+__all__ = ["trace_moves", "as_view_pattern", "Window", "island_window", "column_constants", "island_function",
+           "pointwise_step", "per_column_island", "threshold_table", "MONOTONE_KINDS"]
 
 #: Element-wise kinds that are non-decreasing in their (first) input whatever their constant operands.
 MONOTONE_KINDS = frozenset({"relu", "sigmoid", "tanh", "erf", "clip", "softplus", "hardsigmoid", "identity", "exp",
@@ -90,12 +93,52 @@ def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int]
     return base, rows, cols, pitch
 
 
+@dataclass(frozen=True)
+class Window:
+    """Where an island's ``rows`` x ``cols`` output elements sit in its source (flat element indices): element
+    ``(r, c)`` at ``base + r * pitch + c``, or, ``transposed``, at ``base + c * pitch + r`` (output column ``c`` is
+    source row ``c``: an NCHW value read as ``[H*W, C]``, which the transposing ``LOAD`` turns around)."""
+
+    base: int
+    rows: int
+    cols: int
+    pitch: int
+    transposed: bool = False
+
+
+def island_window(idx: np.ndarray, src_cols: int) -> Window | None:
+    """``idx`` (the flat source index of every output element, :func:`trace_moves`) as a :class:`Window`: a 2-D
+    window of the source (:func:`as_view_pattern`), else one whose transpose is (each output column a run of
+    contiguous source elements, whole source rows apart), else None."""
+    pattern = as_view_pattern(idx, src_cols)
+    if pattern is not None:
+        return Window(*pattern)
+    cols = idx.shape[-1] if idx.ndim else 1
+    flat = idx.reshape(-1, cols)
+    if flat.shape[0] < 2:
+        return None
+    pattern = as_view_pattern(np.ascontiguousarray(flat.T), src_cols)
+    if pattern is None:
+        return None
+    base, cols_, rows, pitch = pattern
+    return Window(base, rows, cols_, pitch, transposed=True)
+
+
+def _one_axis(data: np.ndarray) -> bool:
+    """Whether a constant varies along at most one axis (a per-channel vector in whatever layout: a bias of shape
+    ``[C, 1, 1]`` on an NCHW value)."""
+    return sum(1 for d in np.shape(data) if d != 1) <= 1
+
+
 def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Tensor], ctx: SimContext,
-                   bind: Mapping[SSAValue, np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+                   bind: Mapping[SSAValue, np.ndarray] | None = None,
+                   off_axis: bool = False) -> Callable[[np.ndarray], np.ndarray] | None:
     """``op`` as a function of its ``island`` operand's float values (the simulator's kernel, constants bound),
     when it is an element-wise op non-decreasing in that operand whose other operands are constants that vary along
-    the channel (last) axis at most; else None. ``bind`` gives a constant's value per column of the island's window
-    ([1, C], :func:`column_constants`); without it the constant is read as stored (classification)."""
+    the channel (last) axis at most (``off_axis``: or along any one axis, which the island's window may turn into
+    its columns: :func:`per_column_island` decides); else None. ``bind`` gives a constant's value per column of the
+    island's window ([1, C], :func:`column_constants`); without it the constant is read as stored
+    (classification)."""
     if not isinstance(op, df.ElementwiseOp) or len(op.results) != 1:
         return None
     kind = op.kind_value()
@@ -106,7 +149,7 @@ def pointwise_step(op: Operation, island: SSAValue, consts: Mapping[SSAValue, Te
         return None
     rank = len(op.results[0].type.get_shape())  # type: ignore[attr-defined]
     if bind is None and any(any(d != 1 for d in (1,) * (rank - np.ndim(consts[v].data)) + np.shape(consts[v].data)[:-1])
-                            for v in others):
+                            and not (off_axis and _one_axis(consts[v].data)) for v in others):
         return None  # a constant varying along more than the channel (last) axis: a per-position table
     positive = all(bool((np.asarray(consts[v].real()) > 0).all()) for v in others)
     first = op.operands[0] is island
@@ -207,3 +250,45 @@ def threshold_table(s_in: np.ndarray, s_out: float, bits: int, lo: int, hi: int,
         low = np.where(open_ & ~reached, mid, low)
     cap = f(np.full((1, c), hi, np.int64))
     return np.concatenate([cap, np.clip(high, lo, hi)], axis=0)
+
+
+def per_column_island(members: Sequence[Operation], consts: Mapping[SSAValue, Tensor], ctx: SimContext) -> bool:
+    """Whether every ``quantize`` of an island (``members``: its ``dequantize`` first, then its moves, steps and
+    quantizes in program order) reads a :class:`Window` of the source through which each step's constants give one
+    value per column: what a per-column threshold table evaluates. A per-channel bias on an NCHW value passes when
+    the island transposes channels into columns (SegFormer's and PVT-v2's depthwise convolution), not when the
+    channels stay rows."""
+    dequant = members[0]
+    root, source = dequant.results[0], dequant.operands[0]
+    shape = tuple(source.type.get_shape())  # type: ignore[attr-defined]
+    inner = [m for m in members[1:] if not _is_quantize(m)]
+    islands: set[SSAValue] = {root, *(r for o in inner for r in o.results)}
+    for q in members[1:]:
+        if not _is_quantize(q):
+            continue
+        value = q.operands[0]
+        chain = _path(inner, value)
+        window = island_window(trace_moves(chain, root, shape, consts, ctx)[value], shape[-1] if shape else 1)
+        if window is None:
+            return False
+        for o in chain:
+            if isinstance(o, df.ElementwiseOp) and column_constants(
+                    chain, o, value, consts, ctx, window.cols, islands) is None:
+                return False
+    return True
+
+
+def _path(ops: Sequence[Operation], value: SSAValue) -> list[Operation]:
+    """The ops of ``ops`` (program order) whose results ``value`` is computed from, in program order."""
+    need, path = {value}, []
+    for op in reversed(ops):
+        if any(r in need for r in op.results):
+            path.append(op)
+            need.update(op.operands)
+    return path[::-1]
+
+
+def _is_quantize(op: Operation) -> bool:
+    attrs = op.properties.get("attrs") if isinstance(op, df.ElementwiseOp) else None
+    quant = attrs.data.get("quant") if isinstance(attrs, DictionaryAttr) else None
+    return getattr(quant, "data", None) == "quantize"

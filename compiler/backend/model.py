@@ -31,7 +31,14 @@ from compiler.backend.attention import AttentionPlan, emit_attention
 from compiler.backend.constants import DesignScales, ilayernorm_config, per_tensor, shiftgelu_config
 from compiler.backend.gemm import ProgramBuilder
 from compiler.backend.image import Region
-from compiler.backend.island import as_view_pattern, column_constants, pointwise_step, threshold_table, trace_moves
+from compiler.backend.island import (
+    column_constants,
+    island_window,
+    per_column_island,
+    pointwise_step,
+    threshold_table,
+    trace_moves,
+)
 from compiler.backend.machine import Geometry
 from compiler.backend.rope import emit_rope
 from compiler.backend.select import fused_requant, gemm_layer
@@ -122,6 +129,7 @@ class _Walker:
         self.layernorm_rms = 0  # the layernorm_rms register as the program has left it (0 at reset)
         fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
         self.ops = list(fn.body.block.ops)
+        self.position = {op: i for i, op in enumerate(self.ops)}
         for arg in fn.body.block.args:
             self.kind[arg] = "host"
 
@@ -232,7 +240,7 @@ class _Walker:
     def _island_members(self, dequant: Operation) -> list[Operation] | None:
         """The dequantize, the moves and the quantizes of an island starting at ``dequant``, or None if any use
         of its float values is something else (then it is float work for the host)."""
-        members, frontier = [dequant], [dequant]
+        members, frontier, off_axis = [dequant], [dequant], False
         while frontier:
             op = frontier.pop()
             for r in op.results:
@@ -247,9 +255,14 @@ class _Walker:
                             or pointwise_step(user, r, self.scales.consts, self.ctx) is not None:
                         members.append(user)
                         frontier.append(user)
+                    elif pointwise_step(user, r, self.scales.consts, self.ctx, off_axis=True) is not None:
+                        members.append(user)  # a per-channel constant off the last axis: the window decides
+                        frontier.append(user)
+                        off_axis = True
                     else:
                         return None
-        return members
+        members.sort(key=self.position.__getitem__)
+        return members if not off_axis or per_column_island(members, self.scales.consts, self.ctx) else None
 
     def run(self) -> ModelProgram:
         self._classify()
@@ -501,15 +514,18 @@ class _Walker:
                 self.mp.regions[r] = self.mp.builder.image.alias(name, src, _shape(r))
                 self.kind[r] = "device"
                 continue
-            pattern = as_view_pattern(idx, src.shape[-1])
-            if pattern is None:
+            w = island_window(idx, src.shape[-1])
+            if w is None:
                 raise InputError(f"{_where(op)}: its element order is no 2-D DMA window of its input")
-            base, rows, cols, pitch = pattern
-            view = View(src.addr + base * src.elem_bytes, rows, cols, pitch * src.elem_bytes, src.elem_bytes)
+            view = View(src.addr + w.base * src.elem_bytes, w.rows, w.cols, w.pitch * src.elem_bytes, src.elem_bytes,
+                        w.transposed)
             out = View.of(self._place(r, name))
-            bits = 8 * src.elem_bytes
-            vector_layer(self.mp.builder, name, rows, [Slot(Space.ACC, cols), Slot(Space.ACC, cols)], [(view, 0)],
-                         [VecStep(VecFn.COPY, 0, 1, bits)], [(1, out)])
+            block = self.g.cols if w.transposed else w.cols  # a transposing LOAD fills at most the lanes
+            for j, b0 in enumerate(range(0, w.cols, block)):
+                nb = min(block, w.cols - b0)
+                vector_layer(self.mp.builder, name if nb == w.cols else f"{name}.c{j}", w.rows,
+                             [Slot(Space.ACC, nb), Slot(Space.ACC, nb)], [(view.sub(0, w.rows, b0, nb), 0)],
+                             [VecStep(VecFn.COPY, 0, 1, 8 * src.elem_bytes)], [(1, out.sub(0, w.rows, b0, nb))])
 
     def _steps(self, quantize: Operation, chain: list[Operation], root: SSAValue, value: SSAValue, cols: int) -> list:
         """The island's pointwise steps, each constant bound per column of the window (island.column_constants)."""
@@ -537,20 +553,28 @@ class _Walker:
         source, root, chain = self.island[value]
         src = self.mp.regions[source]
         idx = trace_moves(chain, root, src.shape, self.scales.consts, self.ctx)[value]
-        pattern = as_view_pattern(idx, src.shape[-1])
-        if pattern is None:
+        window = island_window(idx, src.shape[-1])
+        if window is None:
             raise InputError(f"{_where(op)}: the movement before it is no 2-D DMA window of its input")
-        base, rows, cols, pitch = pattern
-        c0 = base % src.shape[-1]
+        rows, cols = window.rows, window.cols
+        c0 = window.base % src.shape[-1]
         attrs = _attrs(op)
         bits, s_out = int(attrs["bits"]), float(attrs["scale"])
-        s_in = np.broadcast_to(np.asarray(self.scales.scale(source), np.float64), (src.shape[-1],))[c0:c0 + cols]
+        s_in = np.broadcast_to(np.asarray(self.scales.scale(source), np.float64), (src.shape[-1],))
+        if window.transposed:  # each output column a source row: its scale must be the whole row's
+            if not (s_in == s_in[0]).all():
+                raise InputError(f"{_where(op)}: turns per-channel scales into rows of its window; a threshold table "
+                                 "holds one function per column")
+            s_in = np.full(cols, s_in[0])
+        else:
+            s_in = s_in[c0:c0 + cols]
         if not (s_in > 0).all():
             raise InputError(f"{_where(op)}: a non-positive input scale makes its quantization no threshold function")
         in_bits = 8 * src.elem_bytes
         table = threshold_table(s_in, s_out, bits, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1,
                                 self._steps(op, chain, root, value, cols))
-        view = View(src.addr + base * src.elem_bytes, rows, cols, pitch * src.elem_bytes, src.elem_bytes)
+        view = View(src.addr + window.base * src.elem_bytes, rows, cols, window.pitch * src.elem_bytes,
+                    src.elem_bytes, window.transposed)
         out = View.of(self._place(op.results[0], name))
         block = self.g.cols
         for j, b0 in enumerate(range(0, cols, block)):

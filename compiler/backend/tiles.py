@@ -29,13 +29,16 @@ __all__ = ["View", "Slot", "VecStep", "vector_layer", "matmul_layer", "layer_bar
 
 @dataclass(frozen=True)
 class View:
-    """``rows`` x ``cols`` elements of ``elem_bytes`` at byte address ``addr``, rows ``stride`` bytes apart."""
+    """``rows`` x ``cols`` elements of ``elem_bytes`` at byte address ``addr``, rows ``stride`` bytes apart;
+    ``transposed``: its columns are ``stride`` bytes apart and its rows consecutive elements (an NCHW value read as
+    ``[H*W, C]``), which only a transposing ``LOAD`` reads."""
 
     addr: int
     rows: int
     cols: int
     stride: int
     elem_bytes: int
+    transposed: bool = False
 
     @classmethod
     def of(cls, region: Region) -> View:
@@ -47,6 +50,9 @@ class View:
     def sub(self, r0: int, rows: int, c0: int, cols: int) -> View:
         if r0 < 0 or c0 < 0 or r0 + rows > self.rows or c0 + cols > self.cols:
             raise ValueError(f"window {rows}x{cols} at ({r0}, {c0}) is outside a {self.rows}x{self.cols} view")
+        if self.transposed:
+            return View(self.addr + c0 * self.stride + r0 * self.elem_bytes, rows, cols, self.stride, self.elem_bytes,
+                        True)
         return View(self.addr + r0 * self.stride + c0 * self.elem_bytes, rows, cols, self.stride, self.elem_bytes)
 
     @property
@@ -95,6 +101,12 @@ def _dma(kind: type, b: ProgramBuilder, view: View, space: Space, row: int, wher
     lanes = _lanes(b, space)
     span = -(-view.cols // lanes)
     e = view.elem_log2
+    if view.transposed:  # source rows become lanes: one transposing LOAD of a column block at most lanes wide
+        if kind is not Load or view.cols > lanes:
+            raise InputError(f"{where}: a transposed {view.rows}x{view.cols} window needs a transposing LOAD of at "
+                             f"most {lanes} columns")
+        return [Load(space=space, row=row, rows=view.cols, cols=view.rows, elem_log2=e, dram=view.addr,
+                     stride=view.stride, transpose=1)]
     if view.cols <= lanes:
         return [kind(space=space, row=row, rows=view.rows, cols=view.cols, elem_log2=e, dram=view.addr,
                      stride=view.stride)]

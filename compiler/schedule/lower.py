@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, IntegerType, ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from compiler.dialect import dataflow as df
@@ -258,8 +258,7 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
         op_name = "embedding"
         ins = [op.indices]  # only the gathered rows of the table are read
     elif isinstance(op, df.MoveOp):
-        work = MoveWork(kind=op.kind_value(), bytes=sum(tensor_bytes(r) for r in op.outputs),
-                        quant="island_member" if _in_island(op) else "")
+        work = _move_work(op)
         op_name = "move." + op.kind_value()
     else:
         kind, approx = _vector_kind(op)
@@ -307,6 +306,23 @@ def _plan_layer(op: Operation, group: list[Operation], producers: _Producers,
     for member in group:
         producers.produced(layer, list(member.results))
     return layer
+
+
+def _move_work(op: df.MoveOp) -> MoveWork:
+    """A move's work: an island member's, or a transpose of integers that moves the last axis (``transposed``:
+    the system turns it around on a transposing ``LOAD``, compiler/backend/model.py ``_move``)."""
+    work = MoveWork(kind=op.kind_value(), bytes=sum(tensor_bytes(r) for r in op.outputs),
+                    quant="island_member" if _in_island(op) else "")
+    attrs = op.properties.get("attrs")
+    perm = attrs.data.get("perm") if isinstance(attrs, DictionaryAttr) else None
+    out = op.results[0]
+    if work.quant or work.kind != "transpose" or perm is None or not isinstance(out.type, TensorType) \
+            or not isinstance(out.type.get_element_type(), IntegerType):
+        return work
+    order = [int(p) for p in perm.get_values()]  # type: ignore[attr-defined]
+    if not order or order[-1] == len(order) - 1:
+        return work
+    return replace(work, quant="transposed", rows=_rows(out), row_length=_row_length(out), bits=element_bits(out))
 
 
 def _widest(values: Sequence[SSAValue]) -> int:
@@ -420,6 +436,8 @@ def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vector
         if queue:
             fused = int(c.detail["fused_requant_cycles"]) if index == 0 and extra.kind == "requant" else None
             e = cost(extra)
+            if fused is None and e.detail.get("execute_queue") and not c.detail.get("epilogue_queued"):
+                c = _store_barrier(c, work)
             c = serial_epilogue(c, e, fused)
             if fused is None and e.detail.get("execute_queue"):
                 c = replace(c, detail={**c.detail, "epilogue_queued": True})
@@ -448,6 +466,20 @@ def price_layer(spec: TaskSpec, op_name: str, work: Work, epilogue: tuple[Vector
         plan.macs = work.macs
         plan.macs_by_bits = {max(work.in_bits, work.w_bits): work.macs}
     return plan
+
+
+def _store_barrier(cost: Cost, work: Work) -> Cost:
+    """``cost`` of a GEMM on the system top level up to the first vector layer queued behind it: that layer starts
+    after the GEMM's stores (a layer barrier, compiler/backend/tiles.py), so the GEMM's part lasts at least its store
+    DMA's cycles (``hw.perf.execute_queue.store_cycles``). A GEMM with a short reduction (``k`` near the array's
+    edge) is store-bound: each fold's rows are stored one element a cycle while the next fold computes."""
+    assert isinstance(work, GemmWork)
+    d = cost.detail
+    store = work.batch * store_cycles(work.m, work.n, int(d["array_rows"]), int(d["array_cols"]))
+    wait = max(0, store - cost.compute_cycles)
+    if not wait:
+        return cost
+    return replace(cost, compute_cycles=cost.compute_cycles + wait, detail={**d, "store_wait_cycles": wait})
 
 
 def _execute_queue_spec(spec: TaskSpec, work: GemmWork, weights: int, cost: Cost) -> TaskSpec:

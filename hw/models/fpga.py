@@ -184,6 +184,11 @@ class FpgaModel:
                 return vector_cost(t, t.vector, work)
             return self._rtl_vector_cost(*RTL_VECTOR_UNITS[(work.kind, work.approx)], work)
         if isinstance(work, MoveWork):
+            if t.gemm.execute_queue and work.quant == "transposed":
+                cycles = vec_queue.transposed_copy_cycles(work.rows, work.row_length, max(1, work.bits // 8),
+                                                          self._system_machine())
+                return Cost(unit="gemm", compute_cycles=cycles, onchip_bytes=2 * work.bytes,
+                            detail={"execute_queue": True, "vector_layer": "transposed_copy"})
             if work.kind in SHUFFLE_MOVES:
                 return move_on_vector(t.vector, work)
             return dma_move(t, work, bursts=ceil_div(work.bytes, t.dma.burst_bytes))

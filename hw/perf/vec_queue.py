@@ -50,7 +50,8 @@ from hw.perf.execute_queue import (
 __all__ = ["LAYER_CYCLES", "TRANSFER_CYCLES", "STORE_ROW_CYCLES", "MIN_ROW", "CONFIG_CYCLES", "PROBABILITY_BITS",
            "DIGIT_BITS", "VECTOR_LAYERS", "Block", "Machine", "stream_requant_cycles", "lane_cycles",
            "ilayernorm_cycles", "variance_bits", "shiftmax_cycles", "load_cycles", "store_cycles", "pipeline_cycles",
-           "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles", "rope_cycles",
+           "block_rows", "row_kernel_size", "layer_cycles", "threshold_cycles", "transposed_load_cycles",
+           "transposed_copy_cycles", "rope_cycles",
            "matmul_layer_cycles", "attention_cycles", "topk_cycles"]
 
 MIN_ROW = 16
@@ -260,6 +261,22 @@ def threshold_cycles(rows: int, n: int, in_bits: int, out_bits: int, mach: Machi
                         store_cycles(min(block, rows - r0), nb)) for r0 in range(0, rows, block)]
         total += pipeline_cycles(blocks, load_cycles(1 << out_bits, mach.width * 4))
     return total
+
+def transposed_copy_cycles(rows: int, n: int, elem_bytes: int, mach: Machine) -> int:
+    """Cycles of a device move whose ``rows`` x ``n`` result is its source turned around (an NLC value read as NCHW,
+    MLP-Mixer's token mixing): one copy layer per block of ``lanes`` result columns (``compiler/backend/model.py``,
+    ``_move``), each row block a transposing ``LOAD`` of the block's source rows, a ``VEC copy`` and a ``STORE``;
+    the blocks run one after another, each its own layer."""
+    lanes = mach.lanes
+    total = 0
+    for b0 in range(0, n, lanes):
+        nb = min(lanes, n - b0)
+        block = block_rows(rows, 2, 0, mach.acc_rows, mach.sp_rows)
+        blocks = [Block(transposed_load_cycles(nb, r, elem_bytes), lane_cycles("copy", r, lanes), store_cycles(r, nb))
+                  for r in (min(block, rows - r0) for r0 in range(0, rows, block))]
+        total += pipeline_cycles(blocks, load_cycles(0, mach.width * 4))  # no table: as layer_cycles leads
+    return total
+
 
 PROBABILITY_BITS = 16
 """The bits of the attention's Shiftmax probabilities on the system (``compiler.simulate.kernels.softmax_bits``)."""

@@ -70,11 +70,16 @@ class VectorWork:
 class MoveWork:
     """Pure data movement (reshape, transpose, gather, concat) of ``bytes`` bytes on chip; ``quant``
     ``island_member`` for a move inside a ``dequantize`` -> moves -> ``quantize`` island (``VectorWork.quant``),
-    which only ``gemm.execute_queue``'s pricing reads."""
+    ``transposed`` for a transpose of integers that moves the last axis (the system's copy layers through a
+    transposing ``LOAD``: ``rows`` x ``row_length`` result elements of ``bits``), which only ``gemm.execute_queue``'s
+    pricing reads."""
 
     kind: str
     bytes: int
     quant: str = ""
+    rows: int = 0
+    row_length: int = 0
+    bits: int = 0
 
 
 Work = GemmWork | VectorWork | MoveWork
