@@ -424,11 +424,50 @@ class Quantizer(ActivationRecipes, MoeRewrite):
             return ix, step * factor.reshape(-1)
         return None
 
+    def table(self, v: SSAValue, like: SSAValue, before: Operation) -> SSAValue | None:
+        """A constant ``v`` that varies along more than the last axis (a per-position table: Whisper's, YOLOS's and
+        BlenderBot-Small's position embeddings) added to an integer of ``like``'s shape: ``v`` broadcast to that
+        shape as an int16 weight on its own per-tensor step, so the add is an integer add of two operands; else
+        None (a per-channel constant stays where it is: a GEMM bias, an island's per-column step)."""
+        owner = v.owner
+        if not isinstance(owner, df.WeightOp):
+            return None
+        data = self.weights.get(df.layer_of(owner))
+        if data is None or np.asarray(data).dtype.kind != "f" or not np.isfinite(data).all():
+            return None
+        data = np.asarray(data, np.float64)
+        shape = _shape(like)
+        if sum(1 for d in data.shape[:-1] if d != 1) == 0:
+            return None
+        try:
+            full = np.broadcast_to(data, shape)
+        except ValueError:
+            return None
+        amax = float(np.abs(full).max())
+        scale = max(amax, 1e-8) / _qmax(16)
+        codes = np.clip(np.rint(full / scale), -_qmax(16), _qmax(16)).astype(np.int16)
+        name = self.unique(f"{df.layer_of(owner)}.q16")
+        out = self.weight(name, codes, IntegerType(16), before)
+        self.weights[name + ".scale"] = np.asarray(scale)  # the simulator's step of a quantized weight
+        self.fmt[out] = _Fmt(16, scale)
+        self.amax[out] = amax
+        return out
+
     def residual_add(self, op: df.ElementwiseOp) -> bool:
         a, b = op.inputs[0], op.inputs[1]
-        if any(isinstance(x.owner, df.WeightOp) for x in (a, b)) or _shape(a) != _shape(b):
+        consts = [isinstance(x.owner, df.WeightOp) for x in (a, b)]
+        if any(consts):  # an integer plus a per-position table: the table as an integer operand
+            x, t = (b, a) if consts[0] else (a, b)
+            if all(consts) or self.int_view(x) is None or _shape(x) != _shape(op.result):
+                return False
+            it = self.table(t, x, op)
+            if it is None:
+                return False
+            a, b = (it, x) if consts[0] else (x, it)
+        if _shape(a) != _shape(b):
             return False
-        views = [self.int_view(v) for v in (a, b)]
+        table = next((v for v in (a, b) if v not in op.inputs), None)  # the table's integer weight, if any
+        views = [v if v is table else self.int_view(v) for v in (a, b)]
         scaled = [self.scaled_branch(v) if iv is None else None for iv, v in zip(views, (a, b))]
         if all(iv is None and sc is None for iv, sc in zip(views, scaled)):
             return False
@@ -448,7 +487,11 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         new = df.ElementwiseOp.create(operands=[ia, ib], result_types=[_ttype(op.result, IntegerType(16))],
                                       properties={"layer": StringAttr(name), "kind": StringAttr("add"),
                                                   "attrs": attrs_of(quant="add", scale=scale, bits=16)})
+        constant = next((v for v in op.inputs if isinstance(v.owner, df.WeightOp)), None) if table else None
         self.produce(op, new, _Fmt(16, scale))
+        if constant is not None and not constant.uses and isinstance(constant.owner, Operation):
+            constant.owner.detach()  # the float table, now read as integers
+            constant.owner.erase()
         for v, sc in zip((a, b), scaled):  # a folded multiply nobody else reads
             if sc is not None and not v.uses and isinstance(v.owner, Operation):
                 v.owner.detach()

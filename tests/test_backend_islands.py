@@ -7,9 +7,10 @@ MobileBERT's NoNorm), a squared ReLU (a square or positive power of a never-nega
 non-decreasing and its constants give each channel one value, the composed
 map of the integer input is a step function per channel that a ``VEC threshold`` evaluates exactly; every device
 value then equals the functional simulator's, bit for bit. A decreasing or non-monotone step (a negative scale on
-any channel, ``1 - x``, ``|x|``) or a per-position table keeps the one-line refusal. A product of two values is
-no island step: ``x * x`` and SiLU's ``x * sigmoid(x)`` are integer products (compiler/quant_rewrite.py, ``product``;
-the sigmoid an island of its own), so they run too.
+any channel, ``1 - x``, ``|x|``) or a per-position table inside the island keeps the one-line refusal. A product of
+two values is no island step: ``x * x`` and SiLU's ``x * sigmoid(x)`` are integer products (compiler/quant_rewrite.py,
+``product``; the sigmoid an island of its own), so they run too, and a per-position table added to the integer
+itself is an integer add (``table``; tests/test_backend_position_table.py).
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ STEPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu_power": lambda h: torch.relu(h) ** 1.5,  # Pow with a positive constant exponent
     "square": torch.square,  # x * x of a value of either sign: an integer product, not an island step
     "silu": torch.nn.functional.silu,  # x * sigmoid(x): the sigmoid an island at 8 bits, then an integer product
+    "per_position_table": lambda h: h + _TABLE,  # an integer add, the table an int16 operand (no island)
 }
 REFUSED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "negative_scale": lambda h: torch.relu(h) * -0.5,
     "one_minus": lambda h: 1.0 - torch.relu(h),
     "abs": torch.abs,  # decreasing below 0
     "a_negative_channel": lambda h: h * _BETA,
-    "per_position_table": lambda h: h + _TABLE,
+    "table_after_a_step": lambda h: torch.relu(h) + _TABLE,  # a per-position constant inside an island
 }
 
 

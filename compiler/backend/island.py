@@ -16,13 +16,13 @@ The same holds with element-wise float ops in the island that are non-decreasing
 no other tensor than constants (:func:`pointwise_step`): ReLU between a GEMM and the next one (T5, OPT, the
 original Transformer's FFN: the accumulator dequantized, rectified, quantized again), Clip, a sigmoid, a constant
 added or a positive one multiplied, per tensor or per channel (a per-channel shift, a positive scale such as a
-LayerScale that meets no residual add, a depthwise convolution's bias, MobileBERT's NoNorm), and a square or positive power of a never-negative step (squared ReLU,
-``relu(x) * relu(x)``: Primer, Persimmon, Nemotron, Arcee). The table holds one function per column of the
-island's window, so a
-constant must give each column one value (:func:`column_constants`); each step is evaluated inside the threshold
-search by the simulator's own kernel. The window may be turned around (:class:`Window`, ``transposed``: an NCHW
-value read back as tokens), which a transposing ``LOAD`` reads; a per-channel constant along the source's rows then
-gives each column one value (:func:`per_column_island` checks every quantize of the island before it is one).
+LayerScale that meets no residual add, a depthwise convolution's bias, MobileBERT's NoNorm), and a square or
+positive power of a never-negative step (squared ReLU, ``relu(x) * relu(x)``: Primer, Persimmon, Nemotron, Arcee).
+The table holds one function per column of the island's window, so a constant must give each column one value
+(:func:`column_constants`); each step is evaluated inside the threshold search by the simulator's own kernel. The
+window may be turned around (:class:`Window`, ``transposed``: an NCHW value read back as tokens), which a
+transposing ``LOAD`` reads; a per-channel constant along the source's rows then gives each column one value
+(:func:`per_column_island` checks every quantize of the island before it is one).
 """
 
 from __future__ import annotations

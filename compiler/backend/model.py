@@ -154,6 +154,10 @@ class _Walker:
             region = self._place(value, f"input.{_name(producer)}")  # the host prologue writes it
             self.mp.inputs[value] = region
             return region
+        if kind == "const" and producer is not None and df.int_bits(value) in (8, 16, 32):  # a position table
+            region = self._place(value, _name(producer))
+            self.mp.builder.image.write(region.name, np.asarray(self.weights[region.name]).reshape(region.shape))
+            return region
         raise InputError(f"{_where(culprit)}: runs on the host between integer ops that run on the device; the system "
                          f"backend runs float ops only before the first and after the last integer op "
                          f"(docs/ISA.md, Host split)")
