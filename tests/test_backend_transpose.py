@@ -150,3 +150,15 @@ def test_mlp_mixer_on_the_top_level_and_the_model_prices_its_transposes(tmp_path
         assert abs(layer["latency_cycles"] - rtl) <= 0.03 * rtl, (layer["name"], layer["latency_cycles"], rtl)
         groups += 1
     assert groups == 4 + 2 * 4 + 2
+
+
+def test_windows_from_traced_indices() -> None:
+    """``island_window`` over traced source indices: a window, its transpose, and nothing with an element that comes
+    from no source element (-1: padding, a concatenated constant), which once traced as element 0."""
+    from compiler.backend.island import Window, as_view_pattern, island_window
+
+    src = np.arange(12).reshape(4, 3)  # a [4, 3] source, row pitch 3
+    assert island_window(src[1:3], 3) == Window(3, 2, 3, 3)
+    assert island_window(np.ascontiguousarray(src.T), 3) == Window(0, 3, 4, 3, transposed=True)
+    assert island_window(np.array([[-1, 0, 1, 2]]), 3) is None  # a left pad of one row
+    assert as_view_pattern(np.array([[-1]]), 3) is None

@@ -58,23 +58,29 @@ _NON_NEGATIVE = frozenset({"relu", "sigmoid", "exp", "softplus", "hardsigmoid"})
 def trace_moves(ops: Sequence[Operation], source: SSAValue, shape: tuple[int, ...],
                 consts: Mapping[SSAValue, Tensor], ctx: SimContext) -> dict[SSAValue, np.ndarray]:
     """The flat index into ``source`` of every element of every value ``ops`` compute from it (in order); an
-    element-wise op (a pointwise step) keeps its island operand's indices."""
-    values: dict[SSAValue, np.ndarray] = {source: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)}
+    element-wise op (a pointwise step) keeps its island operand's indices. An element that comes from no source
+    element is -1: a padding zero (a ``pad``, an ``im2col``'s border) or a constant concatenated beside the source
+    (a class token), so no such value passes for a DMA window of the source. The kernels run on indices plus one,
+    zero standing for "no source"."""
+    values: dict[SSAValue, np.ndarray] = {source: np.arange(1, int(np.prod(shape, dtype=np.int64)) + 1).reshape(shape)}
     for op in ops:
         if isinstance(op, df.ElementwiseOp):  # a pointwise step (pointwise_step): each element stays where it is
             shape = tuple(op.results[0].type.get_shape())  # type: ignore[attr-defined]
             values[op.results[0]] = np.broadcast_to(next(values[v] for v in op.operands if v in values), shape)
             continue
+        concat = isinstance(op, df.MoveOp) and op.kind_value() == "concat"
         ins = []
         for v in op.operands:
             if v in values:
                 ins.append(Tensor(values[v]))
+            elif concat:  # data beside the source, not a parameter of the move
+                ins.append(Tensor(np.zeros(tuple(v.type.get_shape()), np.int64)))  # type: ignore[attr-defined]
             else:
                 ins.append(consts[v])
         outs = KERNELS[op.name](op, ins, ctx)
         for r, t in zip(op.results, outs):
             values[r] = np.asarray(t.data).astype(np.int64)
-    return values
+    return {v: idx - 1 for v, idx in values.items()}
 
 
 def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int] | None:
@@ -83,6 +89,8 @@ def as_view_pattern(idx: np.ndarray, src_cols: int) -> tuple[int, int, int, int]
     source rows aligned, so a window's columns are the same source channels in every row)."""
     cols = idx.shape[-1] if idx.ndim else 1
     flat = idx.reshape(-1, cols)
+    if (flat < 0).any():  # an element from no source element (padding, a concatenated constant)
+        return None
     rows = flat.shape[0]
     base = int(flat[0, 0])
     if not np.array_equal(flat[0], base + np.arange(cols)):
