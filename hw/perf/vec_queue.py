@@ -27,7 +27,9 @@ The ``VEC`` cycles are counted from ``hw.rtl.system.vec.VecUnit``'s state machin
 The DMA: the load DMA moves each DRAM row of a transfer as a segment (:func:`hw.perf.execute_queue.segment_cycles`:
 two cycles for a row of one beat) plus the transfer's own cycles (:func:`hw.perf.execute_queue.load_cycles`), the
 store DMA one element a cycle plus :data:`STORE_ROW_CYCLES` per row and :data:`STORE_TRANSFER_CYCLES` per
-transfer; the backend moves a contiguous operand as rows of ``lanes`` elements (one per space row). An attention
+transfer; the backend moves a contiguous operand as rows of ``lanes`` elements (one per space row), and an element
+row longer than the lanes and not a whole number of them as two transfers of its own, its full space rows and its
+tail (:func:`rows_load_cycles`, :func:`rows_store_cycles`: an attention's 17 or 21 keys on 8 lanes). An attention
 fold's instructions are a beat each on the read channel its loads use
 (:data:`hw.perf.execute_queue.FETCH_BEAT_CYCLES`). Not modelled: the queues' dependency tokens' hand-over cycles
 and the layer barrier (docs/RTL.md, whole models, measures what remains).
@@ -129,6 +131,34 @@ def store_cycles(space_rows: int, lanes: int) -> int:
     return space_rows * (lanes + STORE_ROW_CYCLES) + STORE_TRANSFER_CYCLES
 
 
+def _split_rows(n: int, lanes: int) -> bool:
+    """Whether an element row of ``n`` values moves as its own transfers (``compiler/backend/tiles.py``, ``_dma``):
+    longer than the lanes and not a whole number of them, each element row is one transfer of its full space rows
+    and one of its tail, rather than the whole block being one transfer of space rows."""
+    return n > lanes and n % lanes != 0
+
+
+def rows_load_cycles(rows: int, n: int, elem_bytes: int, lanes: int) -> int:
+    """Load-queue cycles of ``rows`` contiguous element rows of ``n`` values into a space of ``lanes`` lanes, as the
+    backend's ``_dma`` splits them: one ``LOAD`` of ``rows * span`` space rows, or per element row one ``LOAD`` of
+    its full space rows and one of its tail, each instruction also a beat on the read channel."""
+    span = _span(n, lanes)
+    if not _split_rows(n, lanes):
+        return load_cycles(rows * span, lanes * elem_bytes)
+    full, tail = divmod(n, lanes)
+    per_row = load_cycles(full, lanes * elem_bytes) + load_cycles(1, tail * elem_bytes) + 2 * FETCH_BEAT_CYCLES
+    return rows * per_row
+
+
+def rows_store_cycles(rows: int, n: int, lanes: int) -> int:
+    """Store-queue cycles of ``rows`` element rows of ``n`` values from a space of ``lanes`` lanes, split as
+    :func:`rows_load_cycles` splits loads."""
+    if not _split_rows(n, lanes):
+        return store_cycles(rows * _span(n, lanes), lanes)
+    full, tail = divmod(n, lanes)
+    return rows * (store_cycles(full, lanes) + store_cycles(1, tail))
+
+
 def block_rows(rows: int, acc_span: int, sp_span: int, acc_rows: int, sp_rows: int) -> int:
     """Element rows per block of ``vector_layer``: the most that fit two halves of each space, ``acc_span`` /
     ``sp_span`` the space rows one element row takes there over all the layer's slots."""
@@ -219,7 +249,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
     blocks = []
     for r0 in range(0, rows, block):
         r = min(block, rows - r0)
-        load = load_cycles(r * span, in_row)
+        load = rows_load_cycles(r, n, in_row // lanes, lanes)
         if kind == "requant":
             exe = stream_requant_cycles(r, True) if span == 1 else lane_cycles("requant", r * span, lanes)
         elif kind == "requant_tensor":
@@ -238,7 +268,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
             exe = ilayernorm_cycles(r, n, lanes, max_row) + (CONFIG_CYCLES if r0 == 0 else 0)
         else:
             exe = lane_cycles("shiftgelu", r * span, lanes) + (CONFIG_CYCLES if r0 == 0 else 0)
-        store = store_cycles(r * span_w, width) if out_sp else store_cycles(r * span, lanes)
+        store = rows_store_cycles(r, n, width) if out_sp else rows_store_cycles(r, n, lanes)
         blocks.append(Block(load, exe, store))
     return pipeline_cycles(blocks, load_cycles(const, width * 4))
 
@@ -327,12 +357,12 @@ def attention_cycles(heads: int, sq: int, sk: int, dh: int, dv: int, masked: boo
     blocks = []
     for r0 in range(0, rows, block):
         r = min(block, rows - r0)
-        load = (3 if masked else 1) * load_cycles(r * span, lanes * 4)
+        load = (3 if masked else 1) * rows_load_cycles(r, sk, 4, lanes)
         exe = shiftmax_cycles(r, sk, lanes) + digits * (lane_cycles("copy", r * span, lanes) + CONFIG_CYCLES)
         exe += 2 * CONFIG_CYCLES  # the Shiftmax registers
         if masked:
             exe += 2 * stream_requant_cycles(r * span) + 4 * CONFIG_CYCLES
-        blocks.append(Block(load, exe, digits * store_cycles(r * span_w, width)))
+        blocks.append(Block(load, exe, digits * rows_store_cycles(r, sk, width)))
     total += pipeline_cycles(blocks)
     total += heads * matmul_layer_cycles(sq, dv, sk, digits, False, mach, array_rows)
     return total
