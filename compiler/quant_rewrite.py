@@ -456,17 +456,17 @@ class Quantizer(ActivationRecipes, MoeRewrite):
     def residual_add(self, op: df.ElementwiseOp) -> bool:
         a, b = op.inputs[0], op.inputs[1]
         consts = [isinstance(x.owner, df.WeightOp) for x in (a, b)]
-        if any(consts):  # an integer plus a per-position table: the table as an integer operand
-            x, t = (b, a) if consts[0] else (a, b)
+        constant = table = None  # a per-position table beside an integer, and its integer weight
+        if any(consts):
+            x, constant = (b, a) if consts[0] else (a, b)
             if all(consts) or self.int_view(x) is None or _shape(x) != _shape(op.result):
                 return False
-            it = self.table(t, x, op)
-            if it is None:
+            table = self.table(constant, x, op)
+            if table is None:
                 return False
-            a, b = (it, x) if consts[0] else (x, it)
+            a, b = (table, x) if consts[0] else (x, table)
         if _shape(a) != _shape(b):
             return False
-        table = next((v for v in (a, b) if v not in op.inputs), None)  # the table's integer weight, if any
         views = [v if v is table else self.int_view(v) for v in (a, b)]
         scaled = [self.scaled_branch(v) if iv is None else None for iv, v in zip(views, (a, b))]
         if all(iv is None and sc is None for iv, sc in zip(views, scaled)):
@@ -487,7 +487,6 @@ class Quantizer(ActivationRecipes, MoeRewrite):
         new = df.ElementwiseOp.create(operands=[ia, ib], result_types=[_ttype(op.result, IntegerType(16))],
                                       properties={"layer": StringAttr(name), "kind": StringAttr("add"),
                                                   "attrs": attrs_of(quant="add", scale=scale, bits=16)})
-        constant = next((v for v in op.inputs if isinstance(v.owner, df.WeightOp)), None) if table else None
         self.produce(op, new, _Fmt(16, scale))
         if constant is not None and not constant.uses and isinstance(constant.owner, Operation):
             constant.owner.detach()  # the float table, now read as integers
