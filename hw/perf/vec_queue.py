@@ -232,7 +232,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
     lanes, width = mach.lanes, mach.width
     span, span_w = _span(n, lanes), _span(n, width)
     out_sp = out_bits <= mach.in_bits and kind in ("requant", "requant_tensor")
-    in_row = lanes * max(1, in_bits // 8)
+    in_bytes = max(1, in_bits // 8)
     const = 0
     if kind in ("requant", "requant_tensor"):
         acc_span, sp_span = span, span_w if out_sp else 0
@@ -249,7 +249,7 @@ def layer_cycles(kind: str, rows: int, n: int, in_bits: int, out_bits: int, mach
     blocks = []
     for r0 in range(0, rows, block):
         r = min(block, rows - r0)
-        load = rows_load_cycles(r, n, in_row // lanes, lanes)
+        load = rows_load_cycles(r, n, in_bytes, lanes)
         if kind == "requant":
             exe = stream_requant_cycles(r, True) if span == 1 else lane_cycles("requant", r * span, lanes)
         elif kind == "requant_tensor":
@@ -292,16 +292,17 @@ def threshold_cycles(rows: int, n: int, in_bits: int, out_bits: int, mach: Machi
         total += pipeline_cycles(blocks, load_cycles(1 << out_bits, mach.width * 4))
     return total
 
+
 def transposed_copy_cycles(rows: int, n: int, elem_bytes: int, mach: Machine) -> int:
     """Cycles of a device move whose ``rows`` x ``n`` result is its source turned around (an NLC value read as NCHW,
     MLP-Mixer's token mixing): one copy layer per block of ``lanes`` result columns (``compiler/backend/model.py``,
     ``_move``), each row block a transposing ``LOAD`` of the block's source rows, a ``VEC copy`` and a ``STORE``;
     the blocks run one after another, each its own layer."""
     lanes = mach.lanes
+    block = block_rows(rows, 2, 0, mach.acc_rows, mach.sp_rows)  # two slots of one space row per element row
     total = 0
     for b0 in range(0, n, lanes):
         nb = min(lanes, n - b0)
-        block = block_rows(rows, 2, 0, mach.acc_rows, mach.sp_rows)
         blocks = [Block(transposed_load_cycles(nb, r, elem_bytes), lane_cycles("copy", r, lanes), store_cycles(r, nb))
                   for r in (min(block, rows - r0) for r0 in range(0, rows, block))]
         total += pipeline_cycles(blocks, load_cycles(0, mach.width * 4))  # no table: as layer_cycles leads
